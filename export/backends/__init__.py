@@ -1,0 +1,1 @@
+"""Predictor backends, one file each; each registers itself in export.predictor.BACKENDS."""
