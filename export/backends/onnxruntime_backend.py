@@ -1,0 +1,35 @@
+"""ONNX Runtime backend: the default for CPU inference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from export.artifact import METADATA_KEY
+from export.predictor import BACKENDS, InputSpec
+
+
+@BACKENDS.register("onnxruntime")
+class OnnxRuntimePredictor:
+    def __init__(self, path: Path, device: str = "cpu", threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0 lets ONNX Runtime use every core
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+        self._session = ort.InferenceSession(str(path), options, providers=providers)
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.metadata = json.loads(meta.get(METADATA_KEY, "{}"))
+        model_input = self._session.get_inputs()[0]
+        shape = tuple(d if isinstance(d, int) else None for d in model_input.shape)
+        self.input_spec = InputSpec(model_input.name, shape)
+        self.output_names = tuple(o.name for o in self._session.get_outputs())
+
+    def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        feed = {self.input_spec.name: np.ascontiguousarray(batch, np.float32)}
+        return dict(zip(self.output_names, self._session.run(list(self.output_names), feed)))
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,35 @@
+"""PyTorch backend: a safetensors checkpoint rebuilt from the config in its header."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+from export.predictor import BACKENDS, InputSpec
+
+
+@BACKENDS.register("torch")
+class TorchPredictor:
+    def __init__(self, path: Path, device: str = "cpu", frontend_mode: str = "fft"):
+        import torch
+
+        from export.artifact import load_weights
+
+        state, self.metadata = load_weights(path)
+        package = importlib.import_module(f"{self.metadata['package']}.models")
+        network = package.build_from_metadata(self.metadata, frontend_mode=frontend_mode)
+        network.load_state_dict(state)
+        self._module = package.ScoresAndEmbedding(network.eval()).to(device)
+        self.output_names = tuple(self._module.output_names)
+        self.input_spec = InputSpec("waveform", (None, int(round(self.metadata["window_s"] * self.metadata["sample_rate"]))))
+        self._device, self._torch = device, torch
+
+    def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with self._torch.inference_mode():
+            outputs = self._module(self._torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._device))
+        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs)}
+
+    def close(self) -> None:
+        self._module = None
