@@ -42,24 +42,37 @@ class Predictor(Protocol):
 BACKENDS: Registry[Predictor] = Registry("predictor backend")
 
 # Which backend serves which artefact file, in order of preference for "auto".
-_SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".safetensors": "torch", ".engine": "tensorrt", ".plan": "tensorrt"}
+_SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".safetensors": "torch", ".engine": "tensorrt", ".plan": "tensorrt",
+                    ".tflite": "birdnet"}
+# The file each backend serves from an artefact folder (written by `pulse export`): ONNX Runtime
+# on CPU runs the STFT graph, measured faster there (bench/README.md); TensorRT builds the
+# DFT-free conv graph, which every TensorRT version parses.
+ARTEFACT_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.trt.onnx", "torch": "model.safetensors"}
 _BACKEND_MODULES = {
     "torch": "export.backends.torch_backend",
     "onnxruntime": "export.backends.onnxruntime_backend",
     "tensorrt": "export.backends.tensorrt_backend",
+    "birdnet": "export.backends.birdnet_backend",
 }
 
 
 def load_predictor(path: str | Path, backend: str = "auto", device: str = "cpu", **options) -> Predictor:
-    """Open a model artefact with the named backend ("auto" picks it from the file suffix)."""
+    """Open a model file or artefact folder with the named backend.
+
+    "auto" picks the backend from the file suffix, or ONNX Runtime for a folder; a folder
+    resolves to the backend's own file in ARTEFACT_FILES.
+    """
     path = Path(path)
+    if backend != "auto" and backend not in _BACKEND_MODULES:
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(_BACKEND_MODULES)})")
+    if path.is_dir():
+        backend = "onnxruntime" if backend == "auto" else backend
+        path = path / ARTEFACT_FILES[backend]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
     if backend == "auto":
         backend = _SUFFIX_BACKENDS.get(path.suffix)
         if backend is None:
             raise ValueError(f"{path}: cannot tell the backend from suffix {path.suffix!r}")
-    if backend not in _BACKEND_MODULES:
-        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(_BACKEND_MODULES)})")
     importlib.import_module(_BACKEND_MODULES[backend])  # registers itself; heavy imports stay lazy
     return BACKENDS.create(backend, path=path, device=device, **options)

@@ -6,10 +6,194 @@ file only parses flags. Run `pulse --help` for the list.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from pulse.config import EvalConfig, ExportConfig, InferConfig, ModelConfig, TeacherCacheConfig, TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PULSE: Orthoptera song detection for field recordings.")
+
+_INFER = InferConfig()  # CLI defaults are read from the config, never restated
+
+
+@app.command()
+def analyze(
+    inputs: list[Path] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (input folder structure is kept)."),
+    model: str = typer.Option(_INFER.model, help="'default' (bundled ONNX), 'birdnet', or a .onnx/.safetensors path."),
+    min_conf: float = typer.Option(_INFER.min_conf, help="Minimum score reported as a detection."),
+    overlap: float = typer.Option(_INFER.overlap, help="Seconds shared by consecutive windows."),
+    batch_size: int = typer.Option(_INFER.batch_size, help="Windows per model call."),
+    workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model."),
+    format: str = typer.Option(",".join(_INFER.formats), "--format",
+                               help="Comma list of raven, csv, audacity, scores."),
+    resume: bool = typer.Option(_INFER.resume, help="Skip files a previous run into --out finished."),
+    device: str = typer.Option(_INFER.device, help="cpu or cuda[:N]."),
+    channel: Optional[int] = typer.Option(_INFER.channel, help="Analyse this channel (0-based); default mixes to mono."),
+    strict: bool = typer.Option(_INFER.strict, help="Stop at the first bad file instead of logging it."),
+) -> None:
+    """Detect species in recordings: Raven tables, detections.csv, scores.csv, errors.csv, summary.json."""
+    import logging
+
+    from pulse.analyze import analyze as run_analyze
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = replace(_INFER, model=model, min_conf=min_conf, overlap=overlap, batch_size=batch_size, workers=workers,
+                  formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume, device=device,
+                  channel=channel, strict=strict)
+    try:
+        summary = run_analyze(inputs, out, cfg)
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # bad model path, format or option: one line
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    s = summary.to_dict()
+    typer.echo(f"{s['files_done']} done, {s['files_failed']} failed, {s['files_skipped']} skipped; "
+               f"{s['audio_hours']} h of audio at {s['x_realtime']}x real time -> {out}")
+
+
+_EXPORT = ExportConfig()
+
+
+@app.command("export")
+def export_model(
+    model: Path = typer.Option(..., "--model", "-m", help="Trained checkpoint (.safetensors) to export."),
+    out: Path = typer.Option(..., "--out", "-o", help="Artefact folder to write."),
+    int8: bool = typer.Option(_EXPORT.int8, help="Also write model.int8.onnx (ONNX Runtime INT8)."),
+    quantization: str = typer.Option(_EXPORT.quantization, help="INT8 method: static (calibrated) or dynamic."),
+    calibration: list[Path] = typer.Option(list(map(Path, _EXPORT.calibration)),
+                                           help="Real audio files/folders for INT8 calibration and parity checks."),
+    trt: bool = typer.Option(_EXPORT.trt, help="Also build a TensorRT engine (needs an NVIDIA GPU)."),
+    trt_fp16: bool = typer.Option(_EXPORT.trt_fp16, help="Build the TensorRT engine in FP16."),
+) -> None:
+    """Export a checkpoint to ONNX (fft and TensorRT-portable conv graphs) and check parity."""
+    from export.bundle import export_bundle
+
+    cfg = replace(_EXPORT, int8=int8, quantization=quantization, calibration=tuple(map(str, calibration)),
+                  trt=trt, trt_fp16=trt_fp16)
+    try:
+        checks = export_bundle(model, out, cfg)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for check in checks:
+        typer.echo(check.line())
+    typer.echo(f"artefacts and config.json written to {out}")
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+_EVAL = EvalConfig()
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="TrainConfig JSON (a run's config.json reruns it); omitted: defaults."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, checkpoint, model, history."),
+    resume: bool = typer.Option(True, help="Continue from RUN_DIR/checkpoint.safetensors if it exists."),
+) -> None:
+    """Train a species classifier on weakly labelled clips mixed with background audio."""
+    import logging
+
+    from pulse.manifest import ManifestError
+    from pulse.train.weak_labels import train as run_train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = TrainConfig.load(config) if config else TrainConfig()
+        best = run_train(cfg, out, resume=resume)
+    except (FileNotFoundError, ManifestError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"best epoch {best.get('epoch')}: {best} -> {out / 'model.safetensors'}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", "-m", help="Model artefact (.onnx or .safetensors)."),
+    manifest: Path = typer.Option(Path(_EVAL.manifest), help="Labelled manifest CSV."),
+    audio_root: Path = typer.Option(Path(_EVAL.audio_root), help="Folder the manifest paths are relative to."),
+    split: str = typer.Option(_EVAL.split, help="Manifest split to evaluate."),
+    background_manifest: Path = typer.Option(Path(_EVAL.background_manifest), help="Background manifest CSV."),
+    background_root: Path = typer.Option(Path(_EVAL.background_root), help="Folder of the background files."),
+    background_split: str = typer.Option(_EVAL.background_split, help="Background split (held out from training)."),
+    snr_db: str = typer.Option(",".join(f"{s:g}" for s in _EVAL.snr_db), help="Comma list of mixing SNRs in dB."),
+    threshold: float = typer.Option(_EVAL.threshold, help="Score threshold of the multi-label F1."),
+    seed: int = typer.Option(_EVAL.seed, help="Seed of the background offsets."),
+    out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Folder for report.json/.txt, confusion.png."),
+) -> None:
+    """Score a model on 3 s excerpts, clean and mixed into held-out soundscapes (F1, mAP, AUC)."""
+    from pulse.evaluate import evaluate_model, format_table
+    from pulse.manifest import ManifestError
+
+    cfg = replace(_EVAL, manifest=str(manifest), audio_root=str(audio_root), split=split,
+                  background_manifest=str(background_manifest), background_root=str(background_root),
+                  background_split=background_split, snr_db=tuple(float(s) for s in snr_db.split(",") if s.strip()),
+                  threshold=threshold, seed=seed)
+    try:
+        report = evaluate_model(model, cfg, out)
+    except (FileNotFoundError, ManifestError, ValueError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(format_table(report))
+    typer.echo(f"report.json, report.txt and confusion.png written to {out}")
+
+
+@app.command("manifest")
+def manifest_check(
+    path: Path = typer.Argument(..., help="Manifest CSV (labelled or unlabelled schema)."),
+    audio_root: Path = typer.Option(..., help="Folder the manifest paths are relative to."),
+    splits: str = typer.Option("train,validation", help="Comma list of splits that must not be empty."),
+) -> None:
+    """Validate a manifest: missing files, unknown species, duplicate paths, empty splits."""
+    from pulse.manifest import ManifestError, read_manifest, validate_manifest
+
+    try:
+        frame = read_manifest(path)
+    except ManifestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    labels = ModelConfig().labels if "species" in frame.columns else None
+    problems = validate_manifest(frame, audio_root, labels, tuple(s for s in splits.split(",") if s), name=str(path))
+    for line in problems:
+        typer.echo(line, err=True)
+    if problems:
+        raise typer.Exit(1)
+    counts = frame["split"].value_counts().to_dict()
+    typer.echo(f"{path}: OK, {len(frame)} rows ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
+
+
+_CACHE = TeacherCacheConfig()
+
+
+@app.command("teacher-cache")
+def teacher_cache(
+    manifest: Path = typer.Option(Path(_CACHE.manifest), help="Manifest CSV (labelled or unlabelled) of the audio."),
+    out: Path = typer.Option(Path(_CACHE.out), "--out", "-o", help="Cache folder: one .npz per file content."),
+    audio_root: Path = typer.Option(Path(_CACHE.audio_root), help="Folder the manifest paths are relative to."),
+    hop_s: float = typer.Option(_CACHE.hop_s, help="Seconds between the starts of consecutive 3 s windows."),
+    batch_size: int = typer.Option(_CACHE.batch_size, help="Windows per BirdNET call."),
+    threads: int = typer.Option(_CACHE.threads, help="LiteRT threads (0: LiteRT decides)."),
+) -> None:
+    """Run BirdNET once over a manifest and cache its embeddings and logits per window."""
+    import logging
+
+    from pulse.manifest import ManifestError
+    from pulse.teacher.cache import build_cache
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = replace(_CACHE, manifest=str(manifest), out=str(out), audio_root=str(audio_root), hop_s=hop_s,
+                  batch_size=batch_size, threads=threads)
+    try:
+        index = build_cache(cfg)
+    except (FileNotFoundError, ManifestError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{len(index)} files, {int(index['windows'].sum())} windows cached in {out} (errors.csv lists failures)")
 
 
 def main() -> None:

@@ -85,13 +85,102 @@ class InferConfig:
         return dataclasses.asdict(self)
 
 
+DEFAULT_MANIFEST = "data_manifests/insectset32.csv"
+DEFAULT_AUDIO_ROOT = "../shared/data/audio/insectset32"
+DEFAULT_BACKGROUND_MANIFEST = "data_manifests/backgrounds.csv"
+DEFAULT_BACKGROUND_ROOT = "../shared/data/audio/backgrounds"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of `pulse evaluate`: 3 s excerpts, clean and mixed into held-out soundscapes."""
+
+    manifest: str = DEFAULT_MANIFEST
+    audio_root: str = DEFAULT_AUDIO_ROOT
+    split: str = "validation"
+    background_manifest: str = DEFAULT_BACKGROUND_MANIFEST
+    background_root: str = DEFAULT_BACKGROUND_ROOT
+    background_split: str = "validation"  # soundscapes never seen in training
+    snr_db: tuple[float, ...] = (10.0, 0.0, -10.0)
+    min_excerpt_s: float = 1.0  # a clip's last partial window is kept (zero-padded) if at least this long
+    negative_hop_s: float = 1.0  # hop between pure-background windows used as detection negatives
+    threshold: float = 0.5  # for the multi-label (thresholded) F1
+    batch_size: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvalConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TeacherCacheConfig:
+    """Settings of `pulse teacher-cache` (BirdNET outputs per file content and window)."""
+
+    manifest: str = DEFAULT_MANIFEST
+    audio_root: str = DEFAULT_AUDIO_ROOT
+    out: str = "runs/teacher/insectset32"
+    hop_s: float = 1.0  # finer than BirdNET's 3 s window, so any student crop has a teacher window near it
+    batch_size: int = 16
+    threads: int = 0  # LiteRT threads; 0 lets LiteRT decide
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SemiConfig:
+    """BYOL on unlabelled audio and BirdNET distillation; used when lambda_byol / lambda_kd > 0."""
+
+    # Unlabelled pool: (manifest, root) pairs, their `unlabelled_split` rows; labels, if any, are ignored.
+    unlabelled_manifests: tuple[str, ...] = (DEFAULT_BACKGROUND_MANIFEST, DEFAULT_MANIFEST)
+    unlabelled_roots: tuple[str, ...] = (DEFAULT_BACKGROUND_ROOT, DEFAULT_AUDIO_ROOT)
+    unlabelled_split: str = "train"
+    # BYOL (Grill et al. 2020) with BYOL-A augmentations (Niizumi et al. 2021).
+    byol_batch: int = 16
+    byol_ema: float = 0.99  # target <- ema * target + (1 - ema) * online, after every step
+    byol_hidden: int = 1024
+    byol_dim: int = 256
+    mixup_ratio: float = 0.4  # mixing weight drawn from U(0, mixup_ratio), in the linear domain
+    mixup_memory: int = 128  # past unlabelled log-mels kept for mixup
+    rrc_virtual_time: float = 1.5  # the crop canvas is this much longer than the log-mel
+    rrc_scale: tuple[float, float] = (0.6, 1.5)  # crop height and width relative to the log-mel
+    byol_snr_db: tuple[float, float] = (0.0, 20.0)  # second pool window mixed into each view
+    byol_gain_db: tuple[float, float] = (-12.0, 6.0)
+    # Distillation from cached BirdNET outputs (`pulse teacher-cache`); each cache's config.json names
+    # its manifest and root, and only their `teacher_split` rows are used.
+    teacher_caches: tuple[str, ...] = ("runs/teacher/insectset32", "runs/teacher/backgrounds")
+    teacher_split: str = "train"
+    kd_batch: int = 16
+    kd_loss: str = "cosine"  # embedding distance: cosine or mse (on standardised teacher embeddings)
+    kd_logit_weight: float = 0.5  # weight of the Orthoptera-logit term next to the embedding term
+    kd_temperature: float = 2.0
+    kd_snr_db: tuple[float, float] = (-5.0, 20.0)  # student sees the window in noise, teacher saw it clean
+    kd_background_prob: float = 0.5
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SemiConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run depends on; saved as RUN_DIR/config.json."""
 
-    manifest: str = "data_manifests/insectset32.csv"
-    audio_root: str = "../shared/data/audio/insectset32"
-    backgrounds: tuple[str, ...] = ("../shared/data/audio/backgrounds",)
+    manifest: str = DEFAULT_MANIFEST
+    audio_root: str = DEFAULT_AUDIO_ROOT
+    # Background audio: the manifest's train split is mixed in; its validation split is never trained on.
+    background_manifest: str = DEFAULT_BACKGROUND_MANIFEST
+    background_root: str = DEFAULT_BACKGROUND_ROOT
+    backgrounds: tuple[str, ...] = ()  # extra background files or folders the user adds (all trained on)
     train_split: str = "train"
     val_split: str = "validation"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -108,14 +197,23 @@ class TrainConfig:
     snr_db: tuple[float, float] = (-15.0, 20.0)
     negative_prob: float = 0.15  # share of pure-background windows labelled all-zero
     gain_db: tuple[float, float] = (-20.0, 6.0)
+    noise_prob: float = 0.25  # share of background mixes that use coloured noise instead of a recording
+    background_speeds: tuple[float, ...] = (0.8, 0.9, 1.0, 1.12, 1.25)  # resampled copies widen a small pool
+    mixup_prob: float = 0.25  # share of clips overlaid with a second species (multi-label target)
+    short_clip_loop_prob: float = 0.5  # clips shorter than a window: loop-pad, else zero-pad as inference does
     freq_masks: int = 2
     freq_mask_bins: int = 8
     time_masks: int = 2
     time_mask_frames: int = 30
-    num_workers: int = 0
+    label_smoothing: float = 0.02
+    warmup_frac: float = 0.05  # share of steps with linear warm-up before the cosine decay
+    grad_clip: float = 5.0
+    threads: int = 2
+    evaluation: EvalConfig = field(default_factory=EvalConfig)  # per-epoch validation, model selection
     # Extra loss terms added by the semi-supervised and distillation issue (0 disables).
     lambda_byol: float = 0.0
     lambda_kd: float = 0.0
+    semi: SemiConfig = field(default_factory=SemiConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,8 +224,28 @@ class TrainConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
         if isinstance(values.get("model"), dict):
             values["model"] = ModelConfig.from_dict(values["model"])
+        if isinstance(values.get("evaluation"), dict):
+            values["evaluation"] = EvalConfig.from_dict(values["evaluation"])
+        if isinstance(values.get("semi"), dict):
+            values["semi"] = SemiConfig.from_dict(values["semi"])
         return cls(**values)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of `pulse export`: which artefacts to write and the real audio that checks them."""
+
+    int8: bool = False
+    quantization: str = "static"  # "static" (activations calibrated on real audio) or "dynamic"
+    calibration: tuple[str, ...] = (DEFAULT_AUDIO_ROOT,)  # audio files/folders for INT8 calibration and parity
+    calibration_windows: int = 64  # one window from each of up to this many recordings
+    parity_windows: int = 16
+    trt: bool = False  # also build a TensorRT engine from model.trt.onnx (needs an NVIDIA GPU)
+    trt_fp16: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

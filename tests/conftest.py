@@ -15,3 +15,44 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is not present on this machine")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def pulse_bundle(tmp_path_factory) -> Path:
+    """A tiny PULSE model (1 s window) exported by `pulse export --int8`: checkpoint, fft, conv, INT8 graphs.
+
+    Batch-norm statistics are randomised so that outputs spread like a trained model's, and
+    calibration uses a chirp-in-noise recording shipped with the test, so it runs everywhere.
+    """
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from typer.testing import CliRunner
+
+    from export.artifact import save_weights
+    from pulse.cli import app
+    from pulse.config import ModelConfig
+    from pulse.models import create_model
+
+    root = tmp_path_factory.mktemp("pulse_bundle")
+    cfg = ModelConfig(arch="pulse_cnn_xs", window_s=1.0, n_mels=32, embed_dim=32)
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    if isinstance(model.input_norm, torch.nn.BatchNorm1d):
+        model.input_norm.running_mean.fill_(-6.0)  # log-mel levels of quiet field audio
+    save_weights(root / "tiny.safetensors", model.state_dict(), cfg.to_dict())
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * cfg.sample_rate) / cfg.sample_rate
+    (root / "audio").mkdir()
+    for k in range(6):  # pulsed chirps at different pitches and levels, one recording each
+        chirp = 0.05 * (k + 1) * np.sin(2 * np.pi * (1000 * (k + 1) + 1500 * t) * t) * (np.sin(2 * np.pi * 8 * t) > 0)
+        sf.write(root / "audio" / f"chirp{k}.wav", (chirp + 0.01 * rng.standard_normal(t.size)).astype(np.float32),
+                 cfg.sample_rate)
+    result = CliRunner().invoke(app, ["export", "--model", str(root / "tiny.safetensors"), "--out",
+                                      str(root / "bundle"), "--int8", "--calibration", str(root / "audio")])
+    assert result.exit_code == 0, result.output
+    return root / "bundle"

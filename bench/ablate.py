@@ -1,0 +1,168 @@
+"""Which parts of PULSE's multitask training help? Supervised vs +BYOL vs +KD vs +BYOL+KD.
+
+Every variant trains with the same seed, steps and batch (BYOL and KD add their own batches on
+top), in two regimes: all labelled training recordings, and 3 labelled recordings per species
+(the rest of the training audio stays in the unlabelled pool, labels removed). Each final model
+is scored by pulse.evaluate on the validation split clean and mixed into held-out soundscapes
+at +10/0/-10 dB, next to the baseline BirdNET-Analyzer users have: a linear probe on BirdNET
+embeddings trained on the same labelled windows. Last, `pulse analyze` runs the student and
+BirdNET over the same recordings on the same CPU for throughput. Needs the teacher caches:
+    pulse teacher-cache --out runs/teacher/insectset32
+    pulse teacher-cache --manifest data_manifests/backgrounds.csv --audio-root ../shared/data/audio/backgrounds \
+        --out runs/teacher/backgrounds
+    python bench/ablate.py --out runs/ablate
+Resumable: finished runs are skipped, a killed one continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from export.atomic import atomic_path, write_json, write_text
+from pulse.config import EvalConfig, ModelConfig, SemiConfig, TrainConfig
+
+VARIANTS = {"supervised": (0.0, 0.0), "byol": (1.0, 0.0), "kd": (0.0, 1.0), "byol_kd": (1.0, 1.0)}
+METRICS = (("F1", lambda c: c["window"]["macro_f1"]), ("mAP", lambda c: c["window"]["mAP"]),
+           ("det AUC", lambda c: c["detection_auc"]))
+
+
+def low_label_manifest(manifest: str, per_species: int, seed: int, out: Path) -> str:
+    """A copy of `manifest` keeping `per_species` random training recordings of each species."""
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    train = frame[frame["split"] == "train"]
+    kept = pd.concat([g.sample(n=min(per_species, len(g)), random_state=seed) for _, g in train.groupby("species")])
+    subset = pd.concat([kept, frame[frame["split"] != "train"]]).sort_index()
+    path = out / f"manifest_{per_species}_per_species.csv"
+    with atomic_path(path) as tmp:
+        subset.to_csv(tmp, index=False)
+    return str(path)
+
+
+def train_variant(cfg: TrainConfig, out: Path) -> dict:
+    """Train (or finish, or skip) one run; return its final validation report."""
+    from pulse.train.weak_labels import train
+
+    train(cfg, out, resume=True)
+    return json.loads((out / "validation.json").read_text())
+
+
+def probe_report(manifest: str, cfg: EvalConfig, labels: tuple[str, ...], caches: tuple[str, str], threads: int) -> dict:
+    """Fit the BirdNET-embedding probe on the regime's labelled windows + training backgrounds; evaluate it."""
+    from pulse.evaluate import evaluate, prepare
+    from pulse.teacher import birdnet
+    from pulse.teacher.cache import load_cache
+    from pulse.teacher.probe import EmbeddingProbe
+
+    clips, backgrounds = load_cache(caches[0]), load_cache(caches[1])
+    frame = pd.read_csv(manifest)
+    x, y = [], []
+    for path, species in frame.loc[frame["split"] == "train", ["path", "species"]].itertuples(index=False):
+        x.append(clips[path].embedding)
+        y.append(np.tile(np.eye(len(labels), dtype=np.float32)[labels.index(species)], (len(x[-1]), 1)))
+    bg = pd.read_csv(cfg.background_manifest)
+    for path in bg.loc[bg["split"] == "train", "path"]:
+        x.append(backgrounds[path].embedding)
+        y.append(np.zeros((len(x[-1]), len(labels)), np.float32))
+    probe = EmbeddingProbe().fit(np.concatenate(x), np.concatenate(y))
+    teacher = birdnet.BirdNET(threads=threads)
+    data = prepare(dataclasses.replace(cfg, manifest=manifest), labels, birdnet.SAMPLE_RATE, birdnet.WINDOW_S)
+    report = evaluate(lambda b: probe.predict_proba(teacher.predict(b).embedding), data, cfg, labels)
+    teacher.close()
+    return report
+
+
+def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: Path, seconds: float) -> dict:
+    """x real time of `pulse analyze` end to end on one long pseudo-field recording (validation songs
+    in held-out soundscapes): the student exported to ONNX, as deployed, then BirdNET (LiteRT),
+    same file, same CPU, each run twice and the faster run kept."""
+    from export.bundle import export_bundle
+    from pulse.analyze import analyze
+    from pulse.config import ExportConfig, InferConfig
+    from pulse.unlabelled import make_pseudo_field
+
+    recording = out / "audio"
+    if not (recording / "manifest.csv").exists():
+        make_pseudo_field(songs, soundscapes, recording, 1, seconds, 44100, 6.0, (-5.0, 15.0), seed=1)
+    export_bundle(student, out / "student_artefact", ExportConfig(calibration=tuple(map(str, songs[:4]))))
+    files = sorted(recording.glob("*.flac"))
+    result = {}
+    for name, model in (("student", str(out / "student_artefact")), ("birdnet", "birdnet")):
+        runs = [analyze(files, out / name, InferConfig(model=model, formats=("csv",), resume=False)).to_dict()
+                for _ in range(2)]
+        result[name] = max(runs, key=lambda r: r["x_realtime"])
+    result["speedup"] = round(result["student"]["x_realtime"] / max(result["birdnet"]["x_realtime"], 1e-9), 2)
+    return result
+
+
+def table(results: dict) -> str:
+    """Markdown: one row per (regime, method); clean/+10/0/-10 dB for each metric."""
+    lines = ["| regime | method | " + " | ".join(f"{m} clean / +10 / 0 / -10 dB" for m, _ in METRICS) + " |",
+             "|---|---|" + "---|" * len(METRICS)]
+    for regime, methods in results.items():
+        for method, report in methods.items():
+            cells = [" / ".join(f"{get(c):.3f}" for c in report["conditions"].values()) for _, get in METRICS]
+            lines.append(f"| {regime} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/ablate"))
+    parser.add_argument("--steps", type=int, default=100, help="optimiser steps per run (same for every variant)")
+    parser.add_argument("--batch-size", type=int, default=16, help="labelled clips per step")
+    parser.add_argument("--windows-per-clip", type=int, default=1)
+    parser.add_argument("--arch", default="pulse_cnn_xs")
+    parser.add_argument("--per-species", type=int, default=3, help="labelled recordings per species, low-label regime")
+    parser.add_argument("--regimes", default="low,full")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--byol-batch", type=int, default=8)
+    parser.add_argument("--kd-batch", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--throughput-s", type=float, default=300.0, help="length of the throughput recording")
+    parser.add_argument("--caches", default="runs/teacher/insectset32,runs/teacher/backgrounds")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    caches = tuple(args.caches.split(","))
+    base = TrainConfig(seed=args.seed, epochs=1, steps_per_epoch=args.steps, batch_size=args.batch_size,
+                       windows_per_clip=args.windows_per_clip, threads=args.threads,
+                       model=ModelConfig(arch=args.arch),
+                       semi=SemiConfig(byol_batch=args.byol_batch, kd_batch=args.kd_batch, teacher_caches=caches))
+    manifests = {"full": base.manifest,
+                 "low": low_label_manifest(base.manifest, args.per_species, args.seed, args.out)}
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for regime in args.regimes.split(","):
+        rows = results.setdefault(f"{regime}-label", {})
+        eval_cfg = dataclasses.replace(base.evaluation, manifest=manifests[regime])
+        if "BirdNET probe" not in rows:
+            rows["BirdNET probe"] = probe_report(manifests[regime], eval_cfg, base.model.labels, caches, args.threads)
+        for variant in args.variants.split(","):
+            lambda_byol, lambda_kd = VARIANTS[variant]
+            cfg = dataclasses.replace(base, manifest=manifests[regime], lambda_byol=lambda_byol, lambda_kd=lambda_kd)
+            rows[variant] = train_variant(cfg, args.out / regime / variant)
+            write_json(results_path, results)
+        write_json(results_path, results)
+    student = args.out / args.regimes.split(",")[-1] / args.variants.split(",")[-1] / "model.safetensors"
+    frame, bg = pd.read_csv(base.manifest), pd.read_csv(base.background_manifest)
+    songs = [Path(base.audio_root) / p for p in frame.loc[frame["split"] == "validation", "path"]]
+    soundscapes = [Path(base.background_root) / p for p in bg.loc[bg["split"] == "validation", "path"]]
+    speed = throughput(student, songs, soundscapes, args.out / "throughput", args.throughput_s)
+    write_json(args.out / "throughput.json", speed)
+    text = table(results) + (f"\n\nThroughput (`pulse analyze`, the same {args.throughput_s:g} s recording, same CPU): student "
+                             f"{speed['student']['x_realtime']}x real time, BirdNET {speed['birdnet']['x_realtime']}x "
+                             f"real time, speed-up {speed['speedup']}x.\n")
+    write_text(args.out / "results.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""`pulse export`: turn one safetensors checkpoint into a checked deployment folder.
+
+The folder holds the checkpoint, model.onnx (fft frontend, the ONNX Runtime CPU default),
+model.trt.onnx (conv frontend, what TensorRT builds), optionally model.int8.onnx and a
+TensorRT engine, and config.json with the model config, the export settings, every file's
+sha256 and the parity of each artefact against the PyTorch model on real audio windows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from export.artifact import sha256
+from export.atomic import atomic_path, write_json
+from export.parity import FP16_TOLERANCE, FP32_TOLERANCE, INT8_TOLERANCE, Parity, compare
+from export.predictor import ARTEFACT_FILES, load_predictor
+
+ONNX_FILES = {"fft": ARTEFACT_FILES["onnxruntime"], "conv": ARTEFACT_FILES["tensorrt"]}
+INT8_FILE = "model.int8.onnx"
+WEIGHTS_FILE = ARTEFACT_FILES["torch"]
+CONFIG_FILE = "config.json"
+
+
+def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
+    """Write the artefacts `cfg` (a pulse.config.ExportConfig) asks for; returns the parity checks."""
+    from export.onnx import export_onnx
+    from export.quantize import QUANT_METHODS, calibration_windows, quantize_onnx
+    from export.timing import ms_per_window
+    from pulse.models import load_model
+
+    if cfg.quantization not in QUANT_METHODS:
+        raise ValueError(f"quantisation method must be one of {QUANT_METHODS}, got {cfg.quantization!r}")
+    out = Path(out)
+    model = load_model(weights)
+    mc = model.cfg
+    # Read the audio first: a wrong --calibration fails before anything is written.
+    check = calibration_windows(cfg.calibration, mc.sample_rate, mc.window_samples, cfg.parity_windows,
+                                position=0.25)
+    calibration = calibration_windows(cfg.calibration, mc.sample_rate, mc.window_samples,
+                                      cfg.calibration_windows, position=0.5) if cfg.int8 else None
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        shutil.copyfile(weights, tmp)
+    files = {mode: export_onnx(model, out / name, mode) for mode, name in ONNX_FILES.items()}
+    reference = load_predictor(out / WEIGHTS_FILE, backend="torch")
+    fp32 = load_predictor(files["fft"], backend="onnxruntime")
+    checks = [compare(reference, fp32, check, FP32_TOLERANCE, ("torch", "onnxruntime fft")),
+              compare(reference, load_predictor(files["conv"], backend="onnxruntime"), check, FP32_TOLERANCE,
+                      ("torch", "onnxruntime conv"))]
+    speed = {"onnxruntime fft fp32": ms_per_window(fp32, check, repeats=3)}
+    if cfg.int8:
+        files["int8"] = quantize_onnx(files["fft"], out / INT8_FILE, cfg.quantization, calibration)
+        int8 = load_predictor(files["int8"], backend="onnxruntime")
+        checks.append(compare(fp32, int8, check, INT8_TOLERANCE, ("onnxruntime fft", f"int8 {cfg.quantization}")))
+        speed[f"onnxruntime fft int8 {cfg.quantization}"] = ms_per_window(int8, check, repeats=3)
+    if cfg.trt:
+        engine = load_predictor(files["conv"], backend="tensorrt", device="cuda", fp16=cfg.trt_fp16)
+        files["tensorrt"] = engine.engine_path
+        precision = "fp16" if cfg.trt_fp16 else "fp32"
+        checks.append(compare(reference, engine, check, FP16_TOLERANCE if cfg.trt_fp16 else FP32_TOLERANCE,
+                              ("torch", f"tensorrt {precision}")))
+    write_json(out / CONFIG_FILE, {
+        "model": mc.to_dict(), "export": cfg.to_dict(), "source": str(weights),
+        "files": {p.name: sha256(p) for p in [out / WEIGHTS_FILE, *files.values()]},
+        "parity_windows": len(check), "parity": [c.to_dict() for c in checks],
+        "ms_per_window": speed,
+    })
+    return checks

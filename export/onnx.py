@@ -1,0 +1,111 @@
+"""Export a PULSE model to ONNX: waveform in, sigmoid scores and embedding out.
+
+Two graphs from the same weights, differing only in how the frontend computes |STFT|^2:
+- "fft": torch.stft becomes the ONNX STFT op, the fast path in ONNX Runtime on CPU.
+- "conv": a Conv1d DFT basis, no DFT/STFT op at all, so every TensorRT version can build it.
+
+Exporter choice (torch 2.9): the TorchScript exporter (dynamo=False) rejects the fft graph
+("STFT does not currently support complex types"), because the frontend uses a complex STFT.
+The dynamo exporter handles both graphs. A named `Dim("batch")` fails on the conv graph (the
+reflect pad adds a `batch != 1` guard), while `Dim.DYNAMIC` exports a graph that runs at every
+batch size, batch 1 included; we rename its symbolic axis to "batch" afterwards.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from export.artifact import set_onnx_metadata
+from export.atomic import atomic_path
+
+INPUT_NAME = "waveform"
+OUTPUT_NAMES = ("scores", "embedding")
+BATCH_AXIS = "batch"
+FOURIER_OPS = frozenset({"STFT", "DFT"})
+OPSET = 18  # STFT exists from opset 17; 18 is the dynamo exporter's native opset
+
+
+class OnnxExportError(RuntimeError):
+    """The exported graph does not have the structure its frontend promises."""
+
+
+def export_onnx(model, path: str | Path, frontend: str = "fft", opset: int = OPSET) -> Path:
+    """Write `model` (a pulse PulseClassifier) as ONNX with the chosen frontend; returns the path.
+
+    The graph has input "waveform" [batch, samples], outputs "scores" [batch, classes] (sigmoid)
+    and "embedding" [batch, embed_dim], and carries the model config plus the frontend name in
+    its metadata. The model passes onnx.checker and the frontend op check before it is written.
+    """
+    from pulse.models import ScoresAndEmbedding, create_model
+
+    network = create_model(model.cfg, frontend_mode=frontend)
+    network.load_state_dict(model.state_dict())
+    deployed = ScoresAndEmbedding(network).eval()
+    return _save(deployed, model.cfg, path, frontend, OUTPUT_NAMES, opset)
+
+
+def export_frontend(cfg, path: str | Path, frontend: str = "fft", opset: int = OPSET) -> Path:
+    """Write the log-mel frontend alone (waveform -> "logmel"), to time the two paths in isolation."""
+    from pulse.frontend import LogMel
+
+    module = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max, mode=frontend)
+    return _save(module.eval(), cfg, path, frontend, ("logmel",), opset)
+
+
+def _save(module, cfg, path: str | Path, frontend: str, output_names: tuple[str, ...], opset: int) -> Path:
+    import onnx
+    import torch
+
+    example = torch.zeros(2, cfg.window_samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not our problem
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, verbose=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=list(output_names),
+            dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    proto = program.model_proto
+    _name_batch_axis(proto)
+    set_onnx_metadata(proto, {**cfg.to_dict(), "frontend": frontend})
+    onnx.checker.check_model(proto, full_check=True)
+    check_frontend_ops(proto, frontend)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def graph_ops(model_proto) -> set[str]:
+    """Every op type in the graph, its subgraphs and its local functions."""
+    ops: set[str] = set()
+
+    def visit(graph):
+        for node in graph.node:
+            ops.add(node.op_type)
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model_proto.graph)
+    for function in model_proto.functions:
+        ops.update(node.op_type for node in function.node)
+    return ops
+
+
+def check_frontend_ops(model_proto, frontend: str) -> None:
+    """fft graphs must use STFT; conv graphs must contain no DFT/STFT (TensorRT < 10.5 lacks them)."""
+    fourier = graph_ops(model_proto) & FOURIER_OPS
+    if frontend == "fft" and "STFT" not in fourier:
+        raise OnnxExportError("fft frontend exported without an STFT op")
+    if frontend == "conv" and fourier:
+        raise OnnxExportError(f"conv frontend exported with {sorted(fourier)}: not TensorRT-portable")
+
+
+def _name_batch_axis(model_proto) -> None:
+    """Give the dynamic first axis of every input and output the readable name "batch"."""
+    for value in [*model_proto.graph.input, *model_proto.graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        if not dim.HasField("dim_value"):
+            dim.dim_param = BATCH_AXIS

@@ -1,0 +1,345 @@
+"""`lrmil` command line: thin wrappers that build a config and call one library function.
+
+Flags map 1:1 onto config fields and read their defaults from the config, never restating them.
+Run `lrmil --help` for the list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
+from lrmil.mil.config import ABMILConfig, BenchConfig, DistillConfig, MILConfig, PredictConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="LRMIL: whole-slide classification with a 20x teacher distilled into a 5x student.")
+
+_SYNTH, _TISSUE, _PATCH = SynthConfig(), TissueConfig(), PatchConfig()
+_EXTRACT, _PRETRAIN, _STAGE1 = ExtractConfig(), PretrainConfig(), DistillPatchConfig()
+
+SLIDES_ARG = typer.Argument(..., help="Slide files and/or folders of slides.")
+MPP_OPT = typer.Option(None, "--mpp", help="Level-0 microns per pixel for slides without it in their metadata.")
+
+
+def _setup(threads: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _grid_configs(mask_mpp: float, min_saturation: float, teacher_px: int, min_tissue: float):
+    return (replace(_TISSUE, mask_mpp=mask_mpp, min_saturation=min_saturation),
+            replace(_PATCH, teacher_px=teacher_px, min_tissue=min_tissue))
+
+
+THREADS_OPT = typer.Option(0, "--threads", help="CPU threads for torch (0 keeps torch's default).")
+MASK_MPP_OPT = typer.Option(_TISSUE.mask_mpp, help="Tissue mask resolution in microns per pixel.")
+MIN_SAT_OPT = typer.Option(_TISSUE.min_saturation, help="Floor of the Otsu saturation threshold.")
+TEACHER_PX_OPT = typer.Option(_PATCH.teacher_px, help="20x patch side in pixels (5x patches cover 4x4 of them).")
+MIN_TISSUE_OPT = typer.Option(_PATCH.min_tissue, help="Tissue fraction a 20x patch needs to be kept.")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (slides/ and labels.csv)."),
+    count: int = typer.Option(_SYNTH.count, help="Number of slides."),
+    size: int = typer.Option(_SYNTH.size, help="Level-0 pixels per side (20x, 0.5 um/px)."),
+    seed: int = typer.Option(_SYNTH.seed, help="Random seed; the same seed gives the same set."),
+    classes: int = typer.Option(_SYNTH.classes, help="Number of classes (2-4); class 0 has no lesions."),
+    folds: int = typer.Option(_SYNTH.folds, help="Number of stratified folds in labels.csv."),
+    coarse_cue: float = typer.Option(_SYNTH.coarse_cue, help="Darkening of atypical nuclei still visible at 5x."),
+    fine_amplitude: float = typer.Option(_SYNTH.fine_amplitude, help="Strength of the 20x-only chromatin texture."),
+    compression: str = typer.Option(_SYNTH.compression, help="TIFF compression: zlib (lossless) or jpeg."),
+) -> None:
+    """Write a labelled synthetic slide set whose class signal is visible at 20x and blurred at 5x."""
+    from lrmil.synth import synthesize
+
+    cfg = replace(_SYNTH, count=count, size=size, seed=seed, classes=classes, folds=folds, coarse_cue=coarse_cue,
+                  fine_amplitude=fine_amplitude, compression=compression)
+    try:
+        labels = synthesize(out, cfg)
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(f"{count} slides of {size}x{size} px -> {out / 'slides'}; labels: {labels}")
+
+
+@app.command()
+def patch(
+    slides: list[Path] = SLIDES_ARG,
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/, patches/, errors.csv)."),
+    mpp: Optional[float] = MPP_OPT,
+    mask_mpp: float = MASK_MPP_OPT,
+    min_saturation: float = MIN_SAT_OPT,
+    teacher_px: int = TEACHER_PX_OPT,
+    min_tissue: float = MIN_TISSUE_OPT,
+    strict: bool = typer.Option(_EXTRACT.strict, help="Stop at the first bad slide instead of logging it."),
+) -> None:
+    """Find tissue and cut the two-resolution grid: mask PNGs and grid HDF5 files, no encoding."""
+    from lrmil.features import run_patching
+    from lrmil.slide import find_slides
+
+    _setup(0)
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
+    summary = run_patching(find_slides(slides), tissue, patch_cfg, mpp, out, strict)
+    typer.echo(json.dumps(summary))
+
+
+@app.command()
+def extract(
+    slides: list[Path] = SLIDES_ARG,
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (features/<encoder>_<mag>x_<px>px/ ...)."),
+    encoder: str = typer.Option(_EXTRACT.encoder, help="Registered encoder name, or timm/<arch>."),
+    weights: str = typer.Option(_EXTRACT.weights, help="default, random, hub (timm; downloads) or a weights file."),
+    resolution: str = typer.Option(_EXTRACT.resolution, help="teacher (20x patches) or student (5x patches)."),
+    batch_size: int = typer.Option(_EXTRACT.batch_size, help="Patches per encoder call."),
+    workers: int = typer.Option(_EXTRACT.num_workers, help="DataLoader processes reading patches."),
+    device: str = typer.Option(_EXTRACT.device, help="cpu or cuda[:N]."),
+    autocast: bool = typer.Option(_EXTRACT.autocast, help="On CUDA, run in the encoder's fp16/bf16 precision."),
+    mpp: Optional[float] = MPP_OPT,
+    mask_mpp: float = MASK_MPP_OPT,
+    min_saturation: float = MIN_SAT_OPT,
+    teacher_px: int = TEACHER_PX_OPT,
+    min_tissue: float = MIN_TISSUE_OPT,
+    resume: bool = typer.Option(_EXTRACT.resume, help="Skip slides whose feature file matches this config."),
+    strict: bool = typer.Option(_EXTRACT.strict, help="Stop at the first bad slide instead of logging it."),
+    threads: int = THREADS_OPT,
+) -> None:
+    """Encode the 20x or 5x patches of each slide into one HDF5 feature file per slide."""
+    from lrmil.features import run_extract
+    from lrmil.slide import find_slides
+
+    _setup(threads)
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
+    cfg = replace(_EXTRACT, encoder=encoder, weights=weights, resolution=resolution, batch_size=batch_size,
+                  num_workers=workers, device=device, autocast=autocast, mpp=mpp, resume=resume, strict=strict,
+                  tissue=tissue, patch=patch_cfg)
+    try:
+        summary = run_extract(find_slides(slides), cfg, out)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:  # encoder or weights problems
+        _fail(exc)
+    typer.echo(json.dumps(summary))
+
+
+@app.command("pretrain-encoder")
+def pretrain_encoder(
+    out: Path = typer.Option(..., "--out", "-o", help="Weights file to write (.safetensors)."),
+    steps: int = typer.Option(_PRETRAIN.steps, help="Optimiser steps."),
+    batch_size: int = typer.Option(_PRETRAIN.batch_size, help="Crops per step."),
+    crop_px: int = typer.Option(_PRETRAIN.crop_px, help="Side of the 20x training crops."),
+    lr: float = typer.Option(_PRETRAIN.lr, help="Peak learning rate (one-cycle)."),
+    seed: int = typer.Option(_PRETRAIN.seed, help="Random seed."),
+    threads: int = THREADS_OPT,
+) -> None:
+    """Train the small ViT on synthetic 20x crops (minutes on CPU): the teacher encoder."""
+    from lrmil.pretrain import pretrain
+
+    _setup(threads)
+    cfg = replace(_PRETRAIN, steps=steps, batch_size=batch_size, crop_px=crop_px, lr=lr, seed=seed)
+    typer.echo(json.dumps(pretrain(cfg, _SYNTH, out)))
+
+
+@app.command("distill-patches")
+def distill_patches(
+    slides: list[Path] = SLIDES_ARG,
+    out: Path = typer.Option(..., "--out", "-o", help="Student encoder weights to write (.safetensors)."),
+    teacher_weights: str = typer.Option(_STAGE1.teacher_weights, help="Teacher encoder weights (default: bundled)."),
+    teacher_mil: Optional[Path] = typer.Option(None, help="Teacher ABMIL (.safetensors) whose attention weights children."),
+    teacher_features: Optional[Path] = typer.Option(None, help="Folder of the teacher's 20x feature files."),
+    splits: Optional[Path] = typer.Option(None, help="CSV slide_id,label,fold; --test-fold slides are left out."),
+    test_fold: int = typer.Option(_STAGE1.test_fold, help="Fold never used for stage 1."),
+    layers: str = typer.Option(",".join(map(str, _STAGE1.layers)), help="Comma list of ViT blocks matched besides the output."),
+    loss: str = typer.Option(_STAGE1.loss, help="cosine or mse."),
+    layer_weight: float = typer.Option(_STAGE1.layer_weight, help="Weight of each intermediate layer term."),
+    attention_weighting: bool = typer.Option(_STAGE1.attention_weighting, help="Weight children by teacher attention."),
+    max_parents: int = typer.Option(_STAGE1.max_parents_per_slide, help="5x patches used per slide."),
+    epochs: int = typer.Option(_STAGE1.epochs, help="Passes over the 5x patches."),
+    batch_size: int = typer.Option(_STAGE1.batch_size, help="5x patches per step."),
+    lr: float = typer.Option(_STAGE1.lr, help="Learning rate."),
+    seed: int = typer.Option(_STAGE1.seed, help="Random seed."),
+    device: str = typer.Option(_STAGE1.device, help="cpu or cuda[:N]."),
+    mpp: Optional[float] = MPP_OPT,
+    threads: int = THREADS_OPT,
+) -> None:
+    """Stage 1: distil the 20x teacher encoder into a 5x student ViT, block by block."""
+    from lrmil.distill_patch import distill_patch
+    from lrmil.slide import find_slides
+
+    _setup(threads)
+    cfg = replace(_STAGE1, teacher_weights=teacher_weights, test_fold=test_fold, loss=loss, layer_weight=layer_weight,
+                  layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
+                  max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                  device=device, mpp=mpp)
+    try:
+        metrics = distill_patch(cfg, find_slides(slides), out, splits, teacher_mil, teacher_features)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(metrics))
+
+
+
+# --- MIL: train, distill (stage 2), predict, bench -------------------------------------------
+
+_MIL, _DISTILL, _PREDICT, _BENCH = MILConfig(), DistillConfig(), PredictConfig(), BenchConfig()
+FOLDS_OPT = typer.Option("", "--folds", help="Comma list of test folds to run (empty: every fold in the CSV).")
+CONFIG_OPT = typer.Option(None, "--config", help="Rerun a previous run: its config.json (other flags are ignored).")
+
+
+def _folds(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _model_cfg(hidden_dim: int, attn_dim: int, drop_rate: float) -> ABMILConfig:
+    return replace(_MIL.model, hidden_dim=hidden_dim, attn_dim=attn_dim, drop_rate=drop_rate)
+
+
+def _run_config(cls, path: Path):
+    data = json.loads(Path(path).read_text())
+    return cls.from_dict(data.get("config", data))
+
+
+@app.command()
+def train(
+    features: Path = typer.Option(..., "--features", help="Folder of per-slide HDF5 feature files (20x for the teacher)."),
+    splits: Path = typer.Option(..., "--splits", help="CSV with slide_id, label, fold."),
+    out: Path = typer.Option(Path(_MIL.out), "--out", "-o", help="Run folder (fold<k>/model.safetensors, predictions.csv)."),
+    folds: str = FOLDS_OPT,
+    epochs: int = typer.Option(_MIL.epochs, help="Maximum epochs per fold."),
+    patience: int = typer.Option(_MIL.patience, help="Epochs without a better validation AUC before stopping."),
+    lr: float = typer.Option(_MIL.lr, help="AdamW learning rate."),
+    weight_decay: float = typer.Option(_MIL.weight_decay, help="AdamW weight decay."),
+    hidden_dim: int = typer.Option(_MIL.model.hidden_dim, help="ABMIL instance embedding size."),
+    attn_dim: int = typer.Option(_MIL.model.attn_dim, help="Gated-attention hidden size."),
+    drop_rate: float = typer.Option(_MIL.model.drop_rate, help="Dropout in the ABMIL."),
+    seed: int = typer.Option(_MIL.seed, help="Random seed."),
+    config: Optional[Path] = CONFIG_OPT,
+    threads: int = THREADS_OPT,
+) -> None:
+    """Train an ABMIL per fold (cross-entropy, early stopping on validation AUC): the 20x teacher."""
+    from lrmil.mil.train import train as run_train
+
+    _setup(threads)
+    cfg = _run_config(MILConfig, config) if config else MILConfig(
+        features=str(features), splits=str(splits), out=str(out), folds=_folds(folds), epochs=epochs,
+        patience=patience, lr=lr, weight_decay=weight_decay, seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
+    try:
+        metrics = run_train(cfg)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(metrics["pooled"]))
+
+
+@app.command()
+def distill(
+    features: Path = typer.Option(..., "--features", help="The student's 5x feature folder (stage-1 features)."),
+    teacher_features: Path = typer.Option(..., "--teacher-features", help="The teacher's 20x feature folder."),
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder from `lrmil train` (same splits)."),
+    splits: Path = typer.Option(..., "--splits", help="CSV with slide_id, label, fold."),
+    out: Path = typer.Option(Path(_DISTILL.out), "--out", "-o", help="Run folder of the student."),
+    folds: str = FOLDS_OPT,
+    w_ce: float = typer.Option(_DISTILL.w_ce, help="Weight of cross-entropy to the slide label (0 = off)."),
+    w_logits: float = typer.Option(_DISTILL.w_logits, help="Weight of KL to the teacher's bag logits (0 = off)."),
+    w_attention: float = typer.Option(_DISTILL.w_attention, help="Weight of KL to the teacher's parent attention (0 = off)."),
+    w_topk: float = typer.Option(_DISTILL.w_topk, help="Weight of the top-k instance loss (0 = off)."),
+    temperature: float = typer.Option(_DISTILL.temperature, help="Softmax temperature of the logit KL."),
+    topk: int = typer.Option(_DISTILL.topk, help="Instances in the top-k loss."),
+    epochs: int = typer.Option(_DISTILL.epochs, help="Maximum epochs per fold."),
+    patience: int = typer.Option(_DISTILL.patience, help="Epochs without a better validation AUC before stopping."),
+    lr: float = typer.Option(_DISTILL.lr, help="AdamW learning rate."),
+    weight_decay: float = typer.Option(_DISTILL.weight_decay, help="AdamW weight decay."),
+    hidden_dim: int = typer.Option(_DISTILL.model.hidden_dim, help="ABMIL instance embedding size."),
+    attn_dim: int = typer.Option(_DISTILL.model.attn_dim, help="Gated-attention hidden size."),
+    drop_rate: float = typer.Option(_DISTILL.model.drop_rate, help="Dropout in the ABMIL."),
+    seed: int = typer.Option(_DISTILL.seed, help="Random seed."),
+    config: Optional[Path] = CONFIG_OPT,
+    threads: int = THREADS_OPT,
+) -> None:
+    """Stage 2: train the 5x student ABMIL per fold with CE + logit KD + attention KD + top-k loss."""
+    from lrmil.mil.distill import distill as run_distill
+
+    _setup(threads)
+    cfg = _run_config(DistillConfig, config) if config else DistillConfig(
+        features=str(features), teacher_features=str(teacher_features), teacher=str(teacher), splits=str(splits),
+        out=str(out), folds=_folds(folds), w_ce=w_ce, w_logits=w_logits, w_attention=w_attention, w_topk=w_topk,
+        temperature=temperature, topk=topk, epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
+        seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
+    try:
+        metrics = run_distill(cfg)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(metrics["pooled"]))
+
+
+@app.command()
+def predict(
+    slides: list[Path] = SLIDES_ARG,
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (SLIDE.json, heatmaps, top-k PNGs, errors.csv)."),
+    model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json); 'demo' = bundled synthetic demo."),
+    path: str = typer.Option(_PREDICT.path, "--path", help="student (reads 5x only) or teacher (20x, for comparison)."),
+    mpp: Optional[float] = MPP_OPT,
+    batch_size: int = typer.Option(_PREDICT.batch_size, help="Patches per encoder call."),
+    topk: int = typer.Option(_PREDICT.topk, help="Most-attended patches saved per slide."),
+    heatmap_px: int = typer.Option(_PREDICT.heatmap_px, help="Longer side of the heatmap PNG."),
+    device: str = typer.Option(_PREDICT.device, help="cpu or cuda[:N]."),
+    strict: bool = typer.Option(_PREDICT.strict, help="Stop at the first bad slide instead of logging it."),
+    threads: int = THREADS_OPT,
+) -> None:
+    """Classify slides: label, probabilities, attention heatmap and top-k patches per slide."""
+    from lrmil.predict import run_predict
+    from lrmil.slide import find_slides
+
+    _setup(threads)
+    cfg = PredictConfig(model=model, path=path, mpp=mpp, batch_size=batch_size, topk=topk, heatmap_px=heatmap_px,
+                        device=device, strict=strict)
+    try:
+        summary = run_predict(find_slides(slides), cfg, out)
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # model folder problems
+        _fail(exc)
+    if summary["notice"]:
+        typer.echo(f"NOTE: {summary['notice']}", err=True)
+    typer.echo(json.dumps(summary))
+    if summary["failed"]:
+        typer.echo(f"{summary['failed']} slide(s) failed: see {summary['errors_csv']}", err=True)
+
+
+@app.command()
+def bench(
+    out: Path = typer.Option(Path(_BENCH.out), "--out", "-o", help="Benchmark folder (data, runs, results.md)."),
+    count: int = typer.Option(_BENCH.count, help="Synthetic slides."),
+    size: int = typer.Option(_BENCH.size, help="Level-0 px per side of each slide."),
+    seed: int = typer.Option(_BENCH.seed, help="Seed of the data, encoders and MIL runs."),
+    folds: int = typer.Option(_BENCH.folds, help="Cross-validation folds."),
+    large_size: int = typer.Option(_BENCH.large_size, help="Side of the large slide timed on both paths."),
+    timing_slides: int = typer.Option(_BENCH.timing_slides, help="Benchmark slides timed per path."),
+    pretrain_steps: int = typer.Option(_BENCH.pretrain_steps, help="Teacher encoder pre-training steps."),
+    mil_epochs: int = typer.Option(_BENCH.mil_epochs, help="Maximum ABMIL epochs per fold."),
+    device: str = typer.Option(_BENCH.device, help="cpu or cuda[:N]."),
+    demo_dir: str = typer.Option(_BENCH.demo_dir, help="Also bundle the fold-0 models here (e.g. lrmil/assets/demo_model)."),
+) -> None:
+    """Synthetic benchmark: teacher 20x vs 5x students (no KD, stage 2, stage 1+2) and seconds per slide."""
+    from lrmil.mil.benchmark import results_table, run_bench
+
+    _setup(0)
+    cfg = BenchConfig(out=str(out), count=count, size=size, seed=seed, folds=folds, large_size=large_size,
+                      timing_slides=timing_slides, pretrain_steps=pretrain_steps, mil_epochs=mil_epochs,
+                      device=device, demo_dir=demo_dir)
+    typer.echo(results_table(run_bench(cfg)))
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""errors.csv: one row per failed slide (path, stage, error type, message), so a batch goes on.
+
+The file is rewritten atomically after every failure, so it is complete even if the job dies.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+from export.atomic import write_text
+
+log = logging.getLogger(__name__)
+COLUMNS = ("path", "stage", "error_type", "message")
+
+
+class ErrorLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    def add(self, item: str | Path, stage: str, exc: BaseException) -> None:
+        message = " ".join(str(exc).split())  # one line, whatever the library put in it
+        message = message.removeprefix(f"{item}: ")  # the path has its own column
+        log.error("%s failed at %s: %s", item, stage, message, exc_info=log.isEnabledFor(logging.DEBUG))
+        self.rows.append((str(item), stage, type(exc).__name__, message))
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([COLUMNS, *self.rows])
+        write_text(self.path, buffer.getvalue())

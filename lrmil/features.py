@@ -1,0 +1,174 @@
+"""Feature extraction job: slides -> tissue mask -> grid -> encoder -> one HDF5 file per slide.
+
+Idempotent and resumable per slide: a slide whose feature file carries the current config hash
+is skipped. A slide that fails (corrupt file, no MPP, unreadable tile) becomes one row in
+OUT/errors.csv and the batch goes on; `strict` re-raises instead. Patches are read by DataLoader
+workers (each opens the slide itself) and encoded in batches, under autocast on GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from export.atomic import write_json
+from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
+from lrmil.encoders import autocast, create_encoder, preprocess
+from lrmil.errors import ErrorLog
+from lrmil.patching import GridLevel, PatchGrid, make_grid
+from lrmil.slide import SlideReadError, open_slide, read_scaled, slide_id
+from lrmil.store import FeatureFile, feature_dir, is_current, write_features, write_grid
+from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlideGrid:
+    """What the tissue and patching steps produce for one slide."""
+
+    slide_id: str
+    grid: PatchGrid
+    thumbnail: np.ndarray
+    mask: np.ndarray
+
+
+def segment_and_patch(path: str | Path, tissue: TissueConfig, patch: PatchConfig,
+                      mpp: float | None = None) -> SlideGrid:
+    """Open the slide, build its tissue mask from a thumbnail and cut the two-resolution grid."""
+    with open_slide(path, mpp_override=mpp) as reader:
+        thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, tissue))
+        mask = tissue_mask(thumb, tissue)
+        grid = make_grid(mask, reader.dimensions, reader.mpp, reader.level_downsamples, patch)
+    return SlideGrid(slide_id(path), grid, thumb, mask)
+
+
+def grid_level(grid: PatchGrid, resolution: str) -> GridLevel:
+    if resolution not in ("teacher", "student"):
+        raise ValueError(f"resolution must be 'teacher' or 'student', got {resolution!r}")
+    return getattr(grid, resolution)
+
+
+class PatchDataset(Dataset):
+    """uint8 patches [px, px, 3] of one grid level; each worker opens its own reader."""
+
+    def __init__(self, path: Path, mpp: float, level: GridLevel):
+        self.path, self.mpp, self.level = path, mpp, level
+        self._reader = None
+
+    def __len__(self) -> int:
+        return len(self.level)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self._reader is None:
+            self._reader = open_slide(self.path, mpp_override=self.mpp)
+        x, y = self.level.coords[i]
+        return torch.from_numpy(read_scaled(self._reader, (int(x), int(y)), self.level.size_level0,
+                                            self.level.patch_px))
+
+
+@torch.inference_mode()
+def encode_level(path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Module,
+                 cfg: ExtractConfig, progress: bool = True) -> np.ndarray:
+    """Features [N, embed_dim] of every patch of `level`, in grid order."""
+    from tqdm import tqdm
+
+    device = torch.device(cfg.device)
+    out = np.zeros((len(level), encoder.cfg.embed_dim), np.float32)
+    if len(level) == 0:
+        return out
+    workers = cfg.num_workers if len(level) > cfg.batch_size else 0
+    loader = DataLoader(PatchDataset(path, mpp, level), batch_size=cfg.batch_size, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    start = 0
+    for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=not progress):
+        with autocast(encoder.cfg, device, cfg.autocast):
+            feats = encoder(preprocess(encoder.cfg, batch.to(device, non_blocking=True)))
+        out[start:start + len(feats)] = feats.float().cpu().numpy()
+        start += len(feats)
+    return out
+
+
+def job_hash(cfg: ExtractConfig, encoder_cfg) -> tuple[dict, str]:
+    """Only what changes the numbers goes into the hash (not batch size, workers or device)."""
+    job = dataclasses.replace(cfg, batch_size=0, num_workers=0, device="", resume=True, strict=False)
+    record = {"extract": job.to_dict(), "encoder": encoder_cfg.to_dict()}
+    return record, hash_record(record)
+
+
+def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig, out: str | Path,
+                  progress: bool = True) -> Path:
+    """Features of one slide at `cfg.resolution`; returns the feature file (reused if current)."""
+    path, out = Path(path), Path(out)
+    level_cfg = cfg.patch
+    magnification = level_cfg.teacher_magnification if cfg.resolution == "teacher" else level_cfg.student_magnification
+    px = level_cfg.teacher_px if cfg.resolution == "teacher" else level_cfg.student_px
+    target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / f"{slide_id(path)}.h5"
+    record, digest = job_hash(cfg, encoder.cfg)
+    if cfg.resume and is_current(target, digest):
+        return target
+    sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp)
+    save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
+    grid_record = {"tissue": cfg.tissue.to_dict(), "patch": cfg.patch.to_dict(), "mpp": cfg.mpp}
+    write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, digest, sg.slide_id)
+    level = grid_level(sg.grid, cfg.resolution)
+    feats = encode_level(path, sg.grid.mpp, level, encoder, cfg, progress)
+    children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
+    write_features(target, FeatureFile(
+        coords=level.coords, features=feats, children=children, patch_size_level0=level.size_level0,
+        patch_px=level.patch_px, magnification=level.magnification, mpp=sg.grid.mpp, encoder=encoder.cfg.name,
+        weights_sha256=encoder.cfg.weights_sha256, slide_id=sg.slide_id, config=record, config_hash=digest))
+    return target
+
+
+def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, mpp: float | None,
+                 out: str | Path, strict: bool = False) -> dict:
+    """Tissue masks (OUT/masks/*.png) and grids (OUT/patches/*.h5) without encoding anything."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    record = {"tissue": tissue.to_dict(), "patch": patch.to_dict(), "mpp": mpp}
+    write_json(out / "config_patch.json", record)
+    errors, counts = ErrorLog(out / "errors.csv"), []
+    for path in tqdm(slides, desc="tissue + grid", unit="slide"):
+        try:
+            sg = segment_and_patch(path, tissue, patch, mpp)
+        except (SlideReadError, OSError, ValueError) as exc:
+            if strict:
+                raise
+            errors.add(path, "patch", exc)
+            continue
+        save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
+        write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, record, hash_record(record), sg.slide_id)
+        counts.append((len(sg.grid.teacher), len(sg.grid.student)))
+    return {"done": len(counts), "failed": errors.count, "errors_csv": str(errors.path) if errors.count else "",
+            "teacher_patches": int(sum(c[0] for c in counts)), "student_patches": int(sum(c[1] for c in counts))}
+
+
+def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict:
+    """Extract every slide; returns counts and the errors file. Bad slides are logged, not fatal."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    encoder = create_encoder(cfg.encoder, weights=cfg.weights).to(cfg.device)
+    write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
+    errors = ErrorLog(out / "errors.csv")
+    done, seconds = [], []
+    for path in tqdm(slides, desc=f"extract {cfg.resolution}", unit="slide"):
+        start = time.perf_counter()
+        try:
+            done.append(extract_slide(path, encoder, cfg, out))
+            seconds.append(time.perf_counter() - start)
+        except (SlideReadError, OSError, ValueError) as exc:
+            if cfg.strict:
+                raise
+            errors.add(path, "extract", exc)
+    return {"done": len(done), "failed": errors.count, "errors_csv": str(errors.path) if errors.count else "",
+            "seconds_per_slide": float(np.mean(seconds)) if seconds else 0.0}

@@ -1,0 +1,50 @@
+"""Slides as bags: the features of one slide, its label and fold, loaded from the feature store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Bag:
+    slide_id: str
+    label: int  # index into the run's labels
+    fold: int
+    features: torch.Tensor  # [N, D] float32
+    children: torch.Tensor  # [N, 16] int64 rows of the 20x bag in 5x bags, [N, 0] in 20x bags
+    magnification: float = 0.0
+    encoder: str = ""
+
+
+def feature_path(features_dir: str | Path, slide_id: str) -> Path:
+    return Path(features_dir) / f"{slide_id}.h5"
+
+
+def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, Bag]:
+    """Every slide of `splits` that has a non-empty feature file; a missing one is logged and skipped."""
+    from lrmil.store import read_features
+
+    index = {name: i for i, name in enumerate(labels)}
+    bags = {}
+    for row in splits.itertuples(index=False):
+        path = feature_path(features_dir, row.slide_id)
+        try:
+            ff = read_features(path)
+        except (OSError, KeyError, ValueError) as err:
+            log.error("%s: cannot read features (%s); slide skipped", path, err)
+            continue
+        if len(ff.features) == 0:
+            log.error("%s: no tissue patches; slide skipped", path)
+            continue
+        bags[row.slide_id] = Bag(row.slide_id, index[row.label], int(row.fold), torch.from_numpy(ff.features),
+                                 torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder)
+    if not bags:
+        raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV")
+    return bags

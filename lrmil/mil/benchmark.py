@@ -1,0 +1,174 @@
+"""The synthetic LRMIL benchmark: one seed -> data, encoders, four MIL variants, timing, table.
+
+Variants (all k-fold on the same splits, pooled out-of-fold predictions):
+  teacher_20x       ABMIL on 20x features of the pre-trained encoder
+  student_5x_nokd   ABMIL on 5x features of the same encoder, cross-entropy only
+  student_5x_stage2 the same 5x features, stage-2 distillation from the teacher
+  student_5x_both   stage-1 (patch-level) distilled 5x encoder, then stage 2
+Timing runs `lrmil predict` end to end (read -> tissue -> patches -> encode -> MIL) on both paths
+with the same encoder architecture, on benchmark slides and on one large synthetic slide.
+Every step reuses its outputs when they exist, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.atomic import write_json, write_text
+from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
+from lrmil.mil.config import DEMO_NOTICE, BenchConfig, DistillConfig, MILConfig, PredictConfig
+
+log = logging.getLogger(__name__)
+VARIANTS = ("teacher_20x", "student_5x_nokd", "student_5x_stage2", "student_5x_both")
+ENCODER = "lrmil_vit_tiny"
+
+
+def _extract(slides: list[Path], weights: Path, resolution: str, out: Path, cfg: BenchConfig) -> Path:
+    from lrmil.features import run_extract
+    from lrmil.store import feature_dir
+
+    extract = ExtractConfig(encoder=ENCODER, weights=str(weights), resolution=resolution, device=cfg.device)
+    summary = run_extract(slides, extract, out)
+    if summary["failed"]:
+        raise RuntimeError(f"feature extraction failed for {summary['failed']} slide(s): see {summary['errors_csv']}")
+    patch = PatchConfig()
+    mag, px = (patch.teacher_magnification, patch.teacher_px) if resolution == "teacher" else \
+        (patch.student_magnification, patch.student_px)
+    return feature_dir(out / "features", ENCODER, mag, px)
+
+
+def _stage1(splits: Path, slides: list[Path], teacher_encoder: Path, teacher_run: Path, f20: Path,
+            out: Path, cfg: BenchConfig) -> tuple[Path, dict]:
+    """Stage 1 once, on every fold but 0, weighted by the fold-0 teacher's attention."""
+    from lrmil.distill_patch import distill_patch
+
+    metrics = {}
+    if not out.is_file():
+        stage1 = DistillPatchConfig(teacher_weights=str(teacher_encoder), encoder=ENCODER, test_fold=0,
+                                    device=cfg.device, seed=cfg.seed)
+        metrics = distill_patch(stage1, slides, out, splits, teacher_run / "fold0" / "model.safetensors", f20)
+    return out, metrics
+
+
+def _timing(bundle: Path, slides: list[Path], out: Path, cfg: BenchConfig) -> dict:
+    """Mean end-to-end seconds per slide and per stage of each path (outputs written, not timed)."""
+    from lrmil.mil.bundle import load_path
+    from lrmil.predict import predict_slide
+
+    result = {}
+    for name in ("teacher", "student"):
+        model = load_path(bundle, name)
+        pcfg = PredictConfig(model=str(bundle), path=name, device=cfg.device)
+        records = [predict_slide(s, model, pcfg, out / name) for s in slides]
+        stages = records[0]["seconds"].keys()
+        result[name] = {"patches": float(np.mean([r["patches"] for r in records])),
+                        **{k: float(np.mean([r["seconds"][k] for r in records])) for k in stages}}
+    result["speedup"] = result["teacher"]["total"] / result["student"]["total"]
+    return result
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    from lrmil.mil.bundle import save_bundle
+    from lrmil.mil.distill import distill
+    from lrmil.mil.train import train
+    from lrmil.pretrain import pretrain
+    from lrmil.synth import synthesize
+
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    clock: dict[str, float] = {}
+
+    def step(name: str, t0: float) -> None:
+        clock[name] = round(time.perf_counter() - t0, 1)
+        log.info("bench step %s: %.1f s", name, clock[name])
+
+    t0 = time.perf_counter()
+    synth = SynthConfig(count=cfg.count, size=cfg.size, seed=cfg.seed, folds=cfg.folds)
+    splits = synthesize(out / "data", synth)
+    slides = sorted((out / "data" / "slides").glob("*.tiff"))
+    step("synth", t0)
+
+    t0 = time.perf_counter()
+    teacher_encoder = out / "encoders" / "teacher_20x.safetensors"
+    pretrain_metrics = {}
+    if not teacher_encoder.is_file():
+        pretrain_metrics = pretrain(PretrainConfig(encoder=ENCODER, steps=cfg.pretrain_steps, seed=cfg.seed),
+                                    synth, teacher_encoder)
+    step("pretrain_encoder", t0)
+
+    t0 = time.perf_counter()
+    f20 = _extract(slides, teacher_encoder, "teacher", out / "teacher_encoder", cfg)
+    f5 = _extract(slides, teacher_encoder, "student", out / "teacher_encoder", cfg)
+    step("extract_20x_and_5x", t0)
+
+    runs = out / "runs"
+    mil = MILConfig(splits=str(splits), epochs=cfg.mil_epochs, seed=cfg.seed)
+    stage2 = DistillConfig(splits=str(splits), teacher=str(runs / "teacher_20x"), teacher_features=str(f20),
+                           epochs=cfg.mil_epochs, seed=cfg.seed)
+    metrics = {}
+    t0 = time.perf_counter()
+    metrics["teacher_20x"] = train(dataclasses.replace(mil, features=str(f20), out=str(runs / "teacher_20x")))
+    metrics["student_5x_nokd"] = train(dataclasses.replace(mil, features=str(f5), out=str(runs / "student_5x_nokd")))
+    metrics["student_5x_stage2"] = distill(dataclasses.replace(stage2, features=str(f5), out=str(runs / "student_5x_stage2")))
+    step("mil_teacher_nokd_stage2", t0)
+
+    t0 = time.perf_counter()
+    student_encoder, stage1_metrics = _stage1(splits, slides, teacher_encoder, runs / "teacher_20x", f20,
+                                              out / "encoders" / "student_5x.safetensors", cfg)
+    f5s1 = _extract(slides, student_encoder, "student", out / "student_encoder", cfg)
+    step("stage1_and_extract", t0)
+    t0 = time.perf_counter()
+    metrics["student_5x_both"] = distill(dataclasses.replace(stage2, features=str(f5s1), out=str(runs / "student_5x_both")))
+    step("mil_both", t0)
+
+    bundle = save_bundle(Path(cfg.demo_dir) if cfg.demo_dir else out / "model",
+                         (student_encoder, runs / "student_5x_both" / "fold0" / "model.safetensors"),
+                         (teacher_encoder, runs / "teacher_20x" / "fold0" / "model.safetensors"),
+                         PatchConfig(), TissueConfig(), notice=DEMO_NOTICE)
+
+    t0 = time.perf_counter()
+    timing = {"benchmark_slides": _timing(bundle, slides[: cfg.timing_slides], out / "timing", cfg)}
+    step("timing_small", t0)
+    t0 = time.perf_counter()
+    large = synthesize(out / "large", SynthConfig(count=1, size=cfg.large_size, seed=cfg.seed + 1, folds=1))
+    timing["large_slide"] = _timing(bundle, sorted((large.parent / "slides").glob("*.tiff")), out / "timing_large", cfg)
+    step("timing_large", t0)
+
+    results = {"config": cfg.to_dict(), "metrics": {k: v["pooled"] for k, v in metrics.items()},
+               "per_fold": {k: v["folds"] for k, v in metrics.items()}, "timing": timing,
+               "pretrain": pretrain_metrics, "stage1": stage1_metrics, "steps_s": clock, "total_s": round(time.perf_counter() - started, 1),
+               "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"}
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", results_table(results))
+    return results
+
+
+def results_table(results: dict) -> str:
+    """The README table: accuracy of the four variants, then seconds per slide of both paths."""
+    m = results["metrics"]
+    lines = ["| model | features | AUC | accuracy | balanced acc. | weighted F1 |", "|---|---|---|---|---|---|"]
+    names = {"teacher_20x": ("teacher", "20x"), "student_5x_nokd": ("student, no KD", "5x"),
+             "student_5x_stage2": ("student, stage 2 only", "5x"), "student_5x_both": ("student, stage 1 + 2", "5x (stage-1 encoder)")}
+    for key in VARIANTS:
+        v = m[key]
+        lines.append(f"| {names[key][0]} | {names[key][1]} | {v['auc']:.3f} | {v['accuracy']:.3f} | "
+                     f"{v['balanced_accuracy']:.3f} | {v['f1_weighted']:.3f} |")
+    lines += ["", "| slides | path | patches/slide | read s | encode s | tissue+grid+MIL s | total s/slide | speed-up |",
+              "|---|---|---|---|---|---|---|---|"]
+    for where, t in results["timing"].items():
+        for name in ("teacher", "student"):
+            p = t[name]
+            other = p["tissue"] + p["patches"] + p["mil"]
+            speed = f"{t['speedup']:.1f}x" if name == "student" else ""
+            lines.append(f"| {where.replace('_', ' ')} | {name} ({'20x' if name == 'teacher' else '5x'}) | "
+                         f"{p['patches']:.0f} | {p['read']:.2f} | {p['encode']:.2f} | {other:.2f} | {p['total']:.2f} | {speed} |")
+    return "\n".join(lines) + "\n"
+

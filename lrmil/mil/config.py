@@ -1,0 +1,150 @@
+"""Every default of the MIL side of LRMIL lives here, once.
+
+`ABMILConfig` travels with the weights (safetensors header) so a checkpoint rebuilds its own
+model. `MILConfig` drives `lrmil train` (the 20x teacher, or a 5x student without KD) and
+`DistillConfig` drives `lrmil distill` (stage 2); their fields map 1:1 onto the CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEMO_NOTICE = "synthetic demo model, not for diagnosis"
+
+
+@dataclass(frozen=True)
+class ABMILConfig:
+    """Architecture of one gated-attention MIL model (Ilse et al. 2018) and what it reads."""
+
+    in_dim: int = 192  # feature size of the patch encoder; resolved from the feature store
+    hidden_dim: int = 128
+    attn_dim: int = 64
+    labels: tuple[str, ...] = ("0", "1")
+    drop_rate: float = 0.25
+    # Provenance: which features the model expects (filled in by training from the store attrs).
+    magnification: float = 20.0
+    encoder: str = ""
+    notice: str = ""  # e.g. DEMO_NOTICE; copied into every prediction
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict:
+        return {"package": "lrmil", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ABMILConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class MILConfig:
+    """One k-fold MIL training run on one feature folder (`lrmil train`)."""
+
+    features: str = ""  # folder of per-slide HDF5 feature files
+    splits: str = ""  # CSV with slide_id, label, fold
+    out: str = "runs/teacher"
+    folds: tuple[int, ...] = ()  # test folds to run; empty = every fold in the CSV
+    model: ABMILConfig = field(default_factory=ABMILConfig)
+    epochs: int = 60
+    patience: int = 15  # epochs without a better validation (AUC, -loss) before stopping
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MILConfig":
+        return _from_dict(cls, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MILConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Stage 2 (`lrmil distill`): a 5x student ABMIL taught by a frozen 20x teacher ABMIL."""
+
+    features: str = ""  # the student's 5x feature folder (stage-1 features for the full method)
+    teacher_features: str = ""  # the teacher's 20x feature folder
+    teacher: str = ""  # teacher run folder from `lrmil train` (fold<k>/model.safetensors)
+    splits: str = ""
+    out: str = "runs/student"
+    folds: tuple[int, ...] = ()
+    model: ABMILConfig = field(default_factory=ABMILConfig)
+    epochs: int = 60
+    patience: int = 15
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+    # Loss weights; 0 switches a term off.
+    w_ce: float = 1.0
+    w_logits: float = 1.0  # KL(teacher bag probabilities at T || student's)
+    w_attention: float = 1.0  # KL(student attention || teacher attention summed over 16 children)
+    w_topk: float = 0.5  # CE of the student's top-k instances (by teacher attention) to the slide label
+    temperature: float = 2.0
+    topk: int = 4
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DistillConfig":
+        return _from_dict(cls, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DistillConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _from_dict(cls, data: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+    if isinstance(values.get("model"), dict):
+        values["model"] = ABMILConfig.from_dict(values["model"])
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """`lrmil predict`: slides -> label, probabilities, heatmap and top-k patches per slide."""
+
+    model: str = "demo"  # a model folder (model.json), or "demo" for the bundled synthetic demo model
+    path: str = "student"  # "student" reads only 5x patches; "teacher" runs the 20x path for comparison
+    mpp: float | None = None  # level-0 um/px for slides without metadata; None = read it from the slide
+    batch_size: int = 32
+    topk: int = 8  # most-attended patches saved as a PNG grid
+    heatmap_px: int = 1024  # longer side of the heatmap image
+    device: str = "cpu"
+    strict: bool = False  # re-raise the first bad slide instead of logging it
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """`lrmil bench` / `python bench/bench_lrmil.py`: sized for ~15 min on 2 CPU cores."""
+
+    out: str = "bench_out/lrmil"
+    count: int = 32  # synthetic slides (balanced classes, stratified folds)
+    size: int = 3072  # level-0 px per side of each benchmark slide
+    seed: int = 0
+    folds: int = 4
+    large_size: int = 16384  # one large slide timed on both paths
+    timing_slides: int = 3  # benchmark slides timed per path
+    pretrain_steps: int = 400
+    mil_epochs: int = 60
+    device: str = "cpu"
+    demo_dir: str = ""  # when set, the fold-0 models are bundled there as the demo model
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,66 @@
+"""Stage 2, slide-level distillation (`lrmil distill`): a 5x student ABMIL taught by the 20x teacher.
+
+For each fold the frozen teacher of the same fold (so it never saw the test slides) reads the
+20x bag once; its bag logits and its attention, summed over each parent's 16 children, become
+the student's targets next to the slide label (see losses.py for the terms).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from lrmil.mil.attention import ABMIL, load_mil
+from lrmil.mil.bags import Bag, load_bags
+from lrmil.mil.config import DistillConfig
+from lrmil.mil.losses import parent_attention, stage2_loss
+from lrmil.mil.splits import labels_of, read_splits
+from lrmil.mil.train import BagLoss, resolve_model, run_folds
+
+
+class TeacherTarget(NamedTuple):
+    logits: torch.Tensor  # [num_classes]
+    parent_attention: torch.Tensor  # [N5], sums to 1
+
+
+@torch.inference_mode()
+def teacher_targets(teacher: ABMIL, teacher_bags: dict[str, Bag], bags: dict[str, Bag]) -> dict[str, TeacherTarget]:
+    """The frozen teacher's bag logits and parent-aggregated attention for each student bag."""
+    teacher.eval()
+    targets = {}
+    for slide_id, bag in bags.items():
+        out = teacher(teacher_bags[slide_id].features)
+        targets[slide_id] = TeacherTarget(out.logits.clone(), parent_attention(out.attention, bag.children))
+    return targets
+
+
+def stage2_bag_loss(targets: dict[str, TeacherTarget], cfg: DistillConfig) -> BagLoss:
+    def loss(model: ABMIL, bag: Bag) -> torch.Tensor:
+        out = model(bag.features)
+        target = targets[bag.slide_id]
+        total, _ = stage2_loss(model, out, torch.tensor(bag.label), target.logits, target.parent_attention, cfg)
+        return total
+
+    return loss
+
+
+def distill(cfg: DistillConfig) -> dict:
+    splits = read_splits(cfg.splits)
+    labels = labels_of(splits)
+    bags = load_bags(cfg.features, splits, labels)
+    teacher_bags = load_bags(cfg.teacher_features, splits, labels)
+    bags = {s: b for s, b in bags.items() if s in teacher_bags}
+    for slide_id, bag in bags.items():
+        if bag.children.shape[1] == 0 or int(bag.children.max()) >= len(teacher_bags[slide_id].features):
+            raise ValueError(f"{slide_id}: the 5x feature file has no valid children links into the 20x file")
+    model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
+
+    def fold_loss(fold: int) -> BagLoss:
+        teacher = load_mil(Path(cfg.teacher) / f"fold{fold}" / "model.safetensors")
+        if teacher.cfg.labels != labels:
+            raise ValueError(f"{cfg.teacher}: teacher labels {teacher.cfg.labels} differ from the splits' {labels}")
+        return stage2_bag_loss(teacher_targets(teacher, teacher_bags, bags), cfg)
+
+    return run_folds(cfg, bags, splits, labels, fold_loss, model_cfg)

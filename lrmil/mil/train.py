@@ -1,0 +1,146 @@
+"""k-fold ABMIL training with early stopping on validation AUC (`lrmil train`).
+
+`fit` and `run_folds` are shared with stage 2 (distill.py): only the per-bag loss differs, so
+the teacher, the student without KD and the distilled student are trained by the same loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lrmil.mil.attention import ABMIL, load_mil, save_mil
+from lrmil.mil.bags import Bag, load_bags
+from lrmil.mil.config import ABMILConfig, MILConfig
+from lrmil.mil.metrics import metrics_from_table, predictions_table, slide_metrics, write_predictions
+from lrmil.mil.splits import fold_roles, labels_of, read_splits
+
+log = logging.getLogger(__name__)
+
+BagLoss = Callable[[ABMIL, Bag], torch.Tensor]
+
+
+def ce_loss(model: ABMIL, bag: Bag) -> torch.Tensor:
+    return F.cross_entropy(model(bag.features).logits[None], torch.tensor([bag.label]))
+
+
+@torch.inference_mode()
+def predict_bags(model: ABMIL, bags: list[Bag]) -> np.ndarray:
+    """[len(bags), num_classes] probabilities."""
+    model.eval()
+    return np.stack([torch.softmax(model(b.features).logits, -1).numpy() for b in bags])
+
+
+def _score(model: ABMIL, bags: list[Bag]) -> tuple[float, float]:
+    """Validation score to maximise: AUC first, then lower CE breaks ties (AUC saturates on small sets)."""
+    probs = predict_bags(model, bags)
+    y = np.array([b.label for b in bags])
+    value = slide_metrics(y, probs)["auc"]
+    nll = float(-np.log(probs[np.arange(len(y)), y].clip(1e-7)).mean())
+    return (0.0 if math.isnan(value) else value), -nll
+
+
+def fit(model: ABMIL, train: list[Bag], val: list[Bag], loss_fn: BagLoss, cfg, desc: str = "fit") -> ABMIL:
+    """Train one bag at a time with AdamW; return the model at its best validation score."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_state, stale = (-math.inf, -math.inf), copy.deepcopy(model.state_dict()), 0
+    bar = tqdm(range(cfg.epochs), desc=desc, leave=False)
+    for _ in bar:
+        model.train()
+        for i in rng.permutation(len(train)):
+            loss = loss_fn(model, train[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        score = _score(model, val)
+        bar.set_postfix(val_auc=f"{score[0]:.3f}", val_nll=f"{-score[1]:.3f}")
+        if score > best:
+            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+def resolve_model(model: ABMILConfig, labels: tuple[str, ...], bag: Bag) -> ABMILConfig:
+    """The model config with what the data decides: feature size, labels, magnification, encoder."""
+    import dataclasses
+
+    return dataclasses.replace(model, in_dim=bag.features.shape[1], labels=labels,
+                               magnification=bag.magnification or model.magnification,
+                               encoder=bag.encoder or model.encoder)
+
+
+def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str, ...],
+              fold_loss: Callable[[int], BagLoss], model_cfg: ABMILConfig) -> dict:
+    """Train one model per test fold; write fold<k>/model.safetensors, predictions.csv, metrics.json.
+
+    A fold whose model already exists for the same config is reloaded, not retrained (resumable).
+    """
+    from export.atomic import write_json
+
+    out = Path(cfg.out)
+    record = run_record(cfg)
+    previous = out / "config.json"
+    same_run = previous.is_file() and json.loads(previous.read_text()).get("config") == record["config"]
+    write_json(previous, record)
+    splits = splits[splits["slide_id"].isin(bags)]
+    folds = [int(f) for f in (cfg.folds or sorted(splits["fold"].unique()))]
+    tables = []
+    for fold in tqdm(folds, desc="folds"):
+        roles = fold_roles(splits, fold)
+        path = out / f"fold{fold}" / "model.safetensors"
+        if same_run and path.is_file():
+            model = load_mil(path)
+        else:
+            model = fit(ABMIL(model_cfg), [bags[s] for s in roles["train"]], [bags[s] for s in roles["val"]],
+                        fold_loss(fold), cfg, desc=f"fold {fold}")
+            save_mil(path, model, {"fold": fold, "run": record["config"]})
+        test = [bags[s] for s in roles["test"]]
+        tables.append(predictions_table([b.slide_id for b in test], np.array([b.label for b in test]),
+                                        predict_bags(model, test), labels, [fold] * len(test)))
+    table = pd.concat(tables, ignore_index=True)
+    write_predictions(out / "predictions.csv", table)
+    per_fold = {int(f): metrics_from_table(t, labels) for f, t in table.groupby("fold")}
+    metrics = {"pooled": metrics_from_table(table, labels), "folds": per_fold}
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def run_record(cfg) -> dict:
+    """What config.json holds: the resolved config, package version, git sha and the splits' hash."""
+    import subprocess
+
+    from export.artifact import sha256
+    from lrmil import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {"config": json.loads(json.dumps(cfg.to_dict(), default=str)), "version": __version__,
+            "git_sha": sha, "splits_sha256": sha256(cfg.splits) if Path(cfg.splits).is_file() else ""}
+
+
+def train(cfg: MILConfig) -> dict:
+    """Teacher (20x features) or student without KD (5x features): cross-entropy only."""
+    splits = read_splits(cfg.splits)
+    labels = labels_of(splits)
+    bags = load_bags(cfg.features, splits, labels)
+    model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
+    return run_folds(cfg, bags, splits, labels, lambda fold: ce_loss, model_cfg)

@@ -1,0 +1,144 @@
+"""`lrmil predict`: whole slides -> label, probabilities, attention heatmap and top-k patches.
+
+The student path reads only 5x patches (the 20x grid is arithmetic on the tissue mask and is
+never read); `path="teacher"` runs the 20x teacher for comparison. Each stage is timed
+separately (tissue, patches, read, encode, mil), which is what the benchmark's speed-up uses.
+A slide that fails becomes one row in OUT/errors.csv and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from export.atomic import write_json
+from lrmil.encoders import autocast, preprocess
+from lrmil.errors import ErrorLog
+from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_notice
+from lrmil.mil.bundle import PathModel, demo_model_dir, load_path
+from lrmil.mil.config import PredictConfig
+from lrmil.patching import GridLevel, make_grid
+from lrmil.slide import SlideReadError, SlideReader, open_slide, read_scaled, slide_id
+from lrmil.tissue import thumbnail_size, tissue_mask
+
+
+class Stopwatch:
+    """Seconds per named stage, in the order the stages ran."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.add(stage, now - self._last)
+        self._last = now
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def restart(self) -> None:
+        self._last = time.perf_counter()
+
+
+@torch.inference_mode()
+def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel, cfg: PredictConfig,
+                   clock: Stopwatch, desc: str) -> torch.Tensor:
+    """Features [N, D] of every patch of `level`; reading and encoding are timed apart."""
+    device = torch.device(cfg.device)
+    chunks = []
+    with tqdm(total=len(level), desc=desc, unit="patch", leave=False) as bar:
+        for start in range(0, len(level), cfg.batch_size):
+            clock.restart()
+            batch = np.stack([read_scaled(reader, (int(x), int(y)), level.size_level0, level.patch_px)
+                              for x, y in level.coords[start:start + cfg.batch_size]])
+            clock.lap("read")
+            with autocast(model.encoder.cfg, device):
+                feats = model.encoder(preprocess(model.encoder.cfg, torch.from_numpy(batch).to(device)))
+            chunks.append(feats.float().cpu())
+            clock.lap("encode")
+            bar.update(len(batch))
+    return torch.cat(chunks)
+
+
+def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: str | Path) -> dict:
+    """Run one slide end to end and write SLIDE.json, SLIDE_heatmap.png and SLIDE_topk.png."""
+    path, out = Path(path), Path(out)
+    sid = slide_id(path)
+    clock = Stopwatch()
+    with open_slide(path, mpp_override=cfg.mpp) as reader:
+        thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, model.tissue))
+        mask = tissue_mask(thumb, model.tissue)
+        clock.lap("tissue")
+        grid = make_grid(mask, reader.dimensions, reader.mpp, reader.level_downsamples, model.patch)
+        level = getattr(grid, model.name)
+        clock.lap("patches")
+        if len(level) == 0:
+            raise ValueError(f"{path}: no tissue found, nothing to classify")
+        features = encode_patches(reader, level, model, cfg, clock, sid)
+        clock.restart()
+        with torch.inference_mode():
+            result = model.mil(features.to(next(model.mil.parameters()).device))
+        probs = torch.softmax(result.logits, -1).cpu().numpy()
+        attention = result.attention.cpu().numpy()
+        clock.lap("mil")
+        seconds = {**clock.seconds, "total": sum(clock.seconds.values())}
+        top = np.argsort(-attention)[: cfg.topk]
+        top_patches = [read_scaled(reader, tuple(int(v) for v in level.coords[i]), level.size_level0, level.patch_px)
+                       for i in top]
+        view = reader.thumbnail(cfg.heatmap_px)
+        mpp, dimensions = reader.mpp, reader.dimensions
+    labels = model.mil.cfg.labels
+    heat = score_map(level.coords, level.size_level0, percentiles(attention), dimensions, view.shape[:2])
+    save_png(out / f"{sid}_heatmap.png", with_notice(overlay(view, heat), model.notice))
+    captions = [f"#{r + 1} attn {attention[i]:.3g}" for r, i in enumerate(top)]
+    save_png(out / f"{sid}_topk.png", with_notice(tile_grid(top_patches, captions), model.notice))
+    record = {
+        "slide": str(path), "slide_id": sid, "path": model.name, "magnification": level.magnification,
+        "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
+        "patches": int(len(level)), "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "mpp": mpp, "mpp_source": "metadata" if cfg.mpp is None else "--mpp",
+        "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
+                         "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
+        "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png", "notice": model.notice,
+    }
+    write_json(out / f"{sid}.json", record)
+    return record
+
+
+def resolve_model_dir(model: str) -> Path:
+    return demo_model_dir() if model == "demo" else Path(model)
+
+
+def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict:
+    """Predict every slide; bad slides go to OUT/errors.csv. Writes OUT/predictions.csv and config.json."""
+    out = Path(out)
+    model = load_path(resolve_model_dir(cfg.model), cfg.path)
+    model.encoder.to(cfg.device)
+    model.mil.to(cfg.device)
+    write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(resolve_model_dir(cfg.model)),
+                                     "notice": model.notice})
+    errors = ErrorLog(out / "errors.csv")
+    rows = []
+    for path in tqdm(slides, desc=f"predict ({cfg.path})", unit="slide"):
+        try:
+            record = predict_slide(path, model, cfg, out)
+        except (SlideReadError, OSError, ValueError) as exc:
+            if cfg.strict:
+                raise
+            errors.add(path, "predict", exc)
+            continue
+        rows.append({"slide_id": record["slide_id"], "label": record["label"], "patches": record["patches"],
+                     "seconds": record["seconds"]["total"],
+                     **{f"p_{k}": v for k, v in record["probabilities"].items()}, "notice": model.notice})
+    if rows:
+        from lrmil.mil.metrics import write_predictions
+
+        write_predictions(out / "predictions.csv", pd.DataFrame(rows))
+    return {"done": len(rows), "failed": errors.count, "errors_csv": str(errors.path) if errors.count else "",
+            "notice": model.notice}

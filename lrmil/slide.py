@@ -1,0 +1,221 @@
+"""Slide readers: pixels and microns per pixel, nothing else.
+
+`open_slide(path)` picks a backend from a name table (OpenSlide for pyramidal formats, PIL via
+`openslide.ImageSlide` for plain images). The physical scale comes from metadata or an explicit
+override; a slide with neither fails with a clear `SlideReadError`, never a guessed scale,
+because every patch size downstream is derived from it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from export.registry import Registry
+
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
+                  ".dcm", ".png", ".jpg", ".jpeg")
+MAX_PLAUSIBLE_MPP = 10.0  # coarser than this is a screen DPI default, not a microscope scan
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class SlideReadError(RuntimeError):
+    """A slide that cannot be opened or read, or has no usable scale; str() is one line."""
+
+    def __init__(self, path: str | Path, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path, self.reason = str(path), message
+
+
+@runtime_checkable
+class SlideReader(Protocol):
+    path: Path
+    dimensions: tuple[int, int]  # level-0 (width, height)
+    level_count: int
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: float  # level-0 microns per pixel
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 [h, w, 3]; `location` is level-0 (x, y), `size` is (w, h) at `level`."""
+
+    def thumbnail(self, max_size: int) -> np.ndarray:
+        """RGB uint8 whose longer side is at most `max_size`."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "SlideReader": ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+READERS: Registry[SlideReader] = Registry("slide reader")
+
+
+def _rgba_to_rgb(image) -> np.ndarray:
+    """Composite onto white: OpenSlide marks pixels outside the scanned area as transparent."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3:4] / 255.0
+    return (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+
+
+def mpp_from_properties(props: dict) -> float | None:
+    """Level-0 um/px from OpenSlide properties: openslide.mpp-x, else TIFF resolution tags."""
+    try:
+        value = float(props["openslide.mpp-x"])
+        if value > 0:
+            return value
+    except (KeyError, ValueError):
+        pass
+    unit = str(props.get("tiff.ResolutionUnit", "")).lower()
+    try:
+        resolution = float(props["tiff.XResolution"])
+    except (KeyError, ValueError):
+        return None
+    per_um = {"centimeter": 1e4, "inch": 25400.0}.get(unit)
+    if per_um is None or resolution <= 0:
+        return None
+    value = per_um / resolution
+    return value if value < MAX_PLAUSIBLE_MPP else None
+
+
+class _OpenSlideBase:
+    """Shared by both backends: both wrap an object with the openslide.AbstractSlide API."""
+
+    def __init__(self, path: Path, slide, metadata_mpp: float | None, mpp_override: float | None):
+        self.path, self._slide = path, slide
+        self.dimensions = tuple(slide.dimensions)
+        self.level_count = slide.level_count
+        self.level_dimensions = tuple(tuple(d) for d in slide.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in slide.level_downsamples)
+        self.metadata_mpp = metadata_mpp
+        if mpp_override is not None:
+            if not (mpp_override > 0 and math.isfinite(mpp_override)):
+                slide.close()
+                raise SlideReadError(path, f"--mpp must be a positive number, got {mpp_override}")
+            self.mpp = float(mpp_override)
+        elif metadata_mpp is not None:
+            self.mpp = metadata_mpp
+        else:
+            slide.close()
+            raise SlideReadError(path, "no microns-per-pixel in the slide metadata; pass --mpp "
+                                       "(e.g. --mpp 0.5 for a 20x scan, 0.25 for 40x)")
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        try:
+            region = self._slide.read_region((int(location[0]), int(location[1])), int(level),
+                                             (int(size[0]), int(size[1])))
+        except Exception as exc:  # openslide raises its own types and OSError for bad tiles
+            raise SlideReadError(self.path, f"cannot read region {location} level {level}: {exc}") from exc
+        return _rgba_to_rgb(region)
+
+    def thumbnail(self, max_size: int) -> np.ndarray:
+        try:
+            return _rgba_to_rgb(self._slide.get_thumbnail((int(max_size), int(max_size))))
+        except Exception as exc:
+            raise SlideReadError(self.path, f"cannot read thumbnail: {exc}") from exc
+
+    def close(self) -> None:
+        self._slide.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path.name}, {self.dimensions}, mpp={self.mpp})"
+
+
+@READERS.register("openslide")
+class OpenSlideReader(_OpenSlideBase):
+    """Aperio SVS, generic pyramidal TIFF, NDPI, MRXS, ... through openslide-bin."""
+
+    def __init__(self, path: Path, mpp_override: float | None = None):
+        import openslide
+
+        try:
+            slide = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideUnsupportedFormatError:
+            raise SlideReadError(path, "not a slide format OpenSlide can read (corrupt or unsupported)") from None
+        except openslide.OpenSlideError as exc:
+            raise SlideReadError(path, f"OpenSlide cannot open it: {exc}") from exc
+        super().__init__(path, slide, mpp_from_properties(dict(slide.properties)), mpp_override)
+
+
+@READERS.register("image")
+class ImageReader(_OpenSlideBase):
+    """Plain PNG/JPEG/TIFF held by PIL (one level); scale only from TIFF resolution tags or --mpp."""
+
+    def __init__(self, path: Path, mpp_override: float | None = None):
+        import openslide
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            slide = openslide.ImageSlide(str(path))
+        except (UnidentifiedImageError, OSError):
+            raise SlideReadError(path, "neither OpenSlide nor PIL can read it (corrupt or unsupported format)") from None
+        with Image.open(path) as image:
+            tags = getattr(image, "tag_v2", {})
+            unit = {2: "inch", 3: "centimeter"}.get(tags.get(296))
+            props = {"tiff.ResolutionUnit": unit, "tiff.XResolution": tags.get(282)} if unit else {}
+        super().__init__(path, slide, mpp_from_properties(props), mpp_override)
+
+
+def _pick_backend(path: Path) -> str:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    import openslide
+
+    return "openslide" if openslide.OpenSlide.detect_format(str(path)) else "image"
+
+
+def open_slide(path: str | Path, mpp_override: float | None = None, backend: str = "auto") -> SlideReader:
+    """Open `path` with the named backend ("auto" chooses from the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlideReadError(path, "file not found")
+    name = _pick_backend(path) if backend == "auto" else backend
+    factory: Callable[..., SlideReader] = READERS.get(name)
+    return factory(path=path, mpp_override=mpp_override)
+
+
+def best_level(level_downsamples: tuple[float, ...], factor: float, tolerance: float = 0.01) -> int:
+    """The coarsest pyramid level that is still at least as sharp as `factor` (level-0 px per output px)."""
+    best = 0
+    for level, downsample in enumerate(level_downsamples):
+        if downsample <= factor * (1.0 + tolerance) and downsample >= level_downsamples[best]:
+            best = level
+    return best
+
+
+def read_scaled(reader: SlideReader, location: tuple[int, int], size_level0: int, out_px: int) -> np.ndarray:
+    """A square level-0 region of side `size_level0`, read from the best level and resized to `out_px`."""
+    from PIL import Image
+
+    level = best_level(reader.level_downsamples, size_level0 / out_px)
+    read_px = max(1, int(round(size_level0 / reader.level_downsamples[level])))
+    region = reader.read_region(location, level, (read_px, read_px))
+    if read_px == out_px:
+        return region
+    return np.array(Image.fromarray(region).resize((out_px, out_px), Image.Resampling.BOX))
+
+
+def slide_id(path: str | Path) -> str:
+    """The id used for output files and CSV rows: the file name without its suffix."""
+    return Path(path).stem
+
+
+def find_slides(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, plus the slide files (by suffix, sorted) inside any folder given."""
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file())
+        else:
+            found.append(item)  # missing files are reported by the job, not dropped here
+    return found

@@ -1,0 +1,135 @@
+"""HDF5 feature store: the only module that touches h5py.
+
+One file per slide and resolution, laid out as CLAM/TRIDENT expect: datasets `coords` [N, 2]
+(level-0 x, y) and `features` [N, D], with `patch_size_level0`, `patch_size`,
+`level0_magnification` and `target_magnification` on `coords`. LRMIL adds `children` [N, 16]
+to 5x files (indices into the 20x file of the same slide, -1 for background) and, on the file,
+the encoder name, its weights sha256, the level-0 mpp and the job's config as JSON plus its
+hash: a file whose hash matches the current config is up to date and skipped on re-run.
+Files are written under a temporary name and moved into place, so a killed job leaves none.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from export.atomic import atomic_path
+from lrmil.config import MPP_AT_20X
+from lrmil.patching import GridLevel, PatchGrid
+
+COORDS, FEATURES, CHILDREN = "coords", "features", "children"
+GRID_GROUPS = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """One slide at one resolution. `children` is [N, 0] in 20x files (they have none)."""
+
+    coords: np.ndarray  # [N, 2] int64 level-0 (x, y)
+    features: np.ndarray  # [N, D] float32
+    children: np.ndarray  # [N, ratio*ratio] int64 in 5x files
+    patch_size_level0: int
+    patch_px: int
+    magnification: float
+    mpp: float
+    encoder: str = ""
+    weights_sha256: str = ""
+    slide_id: str = ""
+    config: dict = field(default_factory=dict)
+    config_hash: str = ""
+
+
+def feature_dir(root: str | Path, encoder: str, magnification: float, patch_px: int) -> Path:
+    """Output folders encode their parameters: ROOT/<encoder>_<mag>x_<px>px/."""
+    return Path(root) / f"{encoder}_{magnification:g}x_{patch_px}px"
+
+
+def _level0_magnification(mpp: float) -> float:
+    return float(MPP_AT_20X * 20.0 / mpp)
+
+
+def write_features(path: str | Path, ff: FeatureFile) -> None:
+    """Write `ff` atomically (features as float32, chunked so readers can stream rows)."""
+    n = len(ff.coords)
+    if ff.features.shape[0] != n or ff.children.shape[0] != n:
+        raise ValueError(f"{path}: coords ({n}), features ({ff.features.shape[0]}) and children "
+                         f"({ff.children.shape[0]}) must have the same number of rows")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        coords = f.create_dataset(COORDS, data=np.asarray(ff.coords, np.int64))
+        coords.attrs.update({
+            "patch_size_level0": int(ff.patch_size_level0), "patch_size": int(ff.patch_px),
+            "level0_magnification": _level0_magnification(ff.mpp),
+            "target_magnification": float(ff.magnification), "overlap": 0, "name": ff.slide_id,
+        })
+        chunks = (max(1, min(n, 256)), ff.features.shape[1]) if n and ff.features.shape[1] else None
+        f.create_dataset(FEATURES, data=np.asarray(ff.features, np.float32), chunks=chunks)
+        if ff.children.shape[1]:
+            f.create_dataset(CHILDREN, data=np.asarray(ff.children, np.int64))
+        f.attrs.update({
+            "slide_id": ff.slide_id, "encoder": ff.encoder, "weights_sha256": ff.weights_sha256,
+            "mpp": float(ff.mpp), "magnification": float(ff.magnification), "patch_px": int(ff.patch_px),
+            "config": json.dumps(ff.config, sort_keys=True, default=str), "config_hash": ff.config_hash,
+        })
+
+
+def read_features(path: str | Path) -> FeatureFile:
+    """Read a feature file written by `write_features` (or a CLAM/TRIDENT file with coords+features)."""
+    with h5py.File(path, "r") as f:
+        coords = f[COORDS][:]
+        ca, fa = f[COORDS].attrs, f.attrs
+        children = f[CHILDREN][:] if CHILDREN in f else np.zeros((len(coords), 0), np.int64)
+        level0_mag = float(ca.get("level0_magnification", 20.0))
+        return FeatureFile(
+            coords=coords, features=f[FEATURES][:].astype(np.float32), children=children,
+            patch_size_level0=int(ca["patch_size_level0"]),
+            patch_px=int(fa.get("patch_px", ca.get("patch_size", 0))),
+            magnification=float(ca.get("target_magnification", fa.get("magnification", 0.0))),
+            mpp=float(fa.get("mpp", MPP_AT_20X * 20.0 / level0_mag)),
+            encoder=str(fa.get("encoder", "")), weights_sha256=str(fa.get("weights_sha256", "")),
+            slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))),
+            config=json.loads(fa.get("config", "{}")), config_hash=str(fa.get("config_hash", "")),
+        )
+
+
+def stored_hash(path: str | Path) -> str:
+    """The config hash of an existing store file, "" when absent or unreadable (then it is redone)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("config_hash", ""))
+    except (OSError, KeyError):
+        return ""
+
+
+def is_current(path: str | Path, config_hash: str) -> bool:
+    return Path(path).is_file() and stored_hash(path) == config_hash
+
+
+def write_grid(path: str | Path, grid: PatchGrid, config: dict, config_hash: str, slide_id: str = "") -> None:
+    """The patch grid of one slide (both resolutions and the parent->children links)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for name in GRID_GROUPS:
+            level: GridLevel = getattr(grid, name)
+            group = f.create_group(name)
+            group.create_dataset(COORDS, data=level.coords)
+            group.attrs.update({"patch_size_level0": level.size_level0, "patch_size": level.patch_px,
+                                "target_magnification": level.magnification, "read_level": level.read_level})
+        f["student"].create_dataset(CHILDREN, data=grid.children)
+        f.attrs.update({"mpp": grid.mpp, "dimensions": grid.dimensions, "slide_id": slide_id,
+                        "level0_magnification": _level0_magnification(grid.mpp),
+                        "config": json.dumps(config, sort_keys=True, default=str), "config_hash": config_hash})
+
+
+def read_grid(path: str | Path) -> PatchGrid:
+    with h5py.File(path, "r") as f:
+        levels = {}
+        for name in GRID_GROUPS:
+            g = f[name]
+            levels[name] = GridLevel(g[COORDS][:], int(g.attrs["patch_size_level0"]), int(g.attrs["patch_size"]),
+                                     float(g.attrs["target_magnification"]), int(g.attrs["read_level"]))
+        return PatchGrid(levels["teacher"], levels["student"], f["student"][CHILDREN][:],
+                         float(f.attrs["mpp"]), tuple(int(v) for v in f.attrs["dimensions"]))

@@ -1,0 +1,367 @@
+"""Batch analysis: folders of recordings in, score and detection tables out (`pulse analyze`).
+
+Decoder threads stream each file through io -> windows and queue bounded chunks of windows;
+the main thread packs them, from any file, into full batches for the model, so one Predictor
+serves every file and memory stays flat however long a recording is. A file is finished when
+its outputs are in place and its scores are saved in the journal (`OUT/.pulse/journal/`); a
+re-run skips journalled files, and run-wide tables are rebuilt from the journal at the end.
+A bad file becomes one line on the console and one row in errors.csv; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as text_io
+import json
+import logging
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from export.atomic import atomic_path, write_json, write_text
+from export.predictor import Predictor, load_predictor
+from pulse import __version__
+from pulse.config import InferConfig
+from pulse.detect import detect
+from pulse.io import AudioInfo, audio_info, find_audio, stream_audio
+from pulse.schema import LabelSet, empty_detections, scores_frame
+from pulse.teacher.birdnet import model_path as birdnet_model_path
+from pulse.windows import WindowSpec, frame_windows
+from pulse.writers import WRITERS, output_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "default" / "model.onnx"
+# Named models: name -> (artefact, predictor backend). Any other name is a path to an artefact.
+MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto"),
+                                              "birdnet": (birdnet_model_path(), "birdnet")}
+ERROR_COLUMNS = ("path", "stage", "error_type", "message")
+
+
+def resolve_model(name: str) -> tuple[Path, str]:
+    """The one place a model name becomes (artefact path, backend)."""
+    return MODEL_ALIASES.get(name, (Path(name), "auto"))
+
+
+def open_model(name: str, device: str = "cpu") -> Predictor:
+    path, backend = resolve_model(name)
+    if name in MODEL_ALIASES and not path.is_file():
+        raise FileNotFoundError(f"{path}: the {name!r} model is not installed here; "
+                                "pass --model PATH to a .onnx or .safetensors file")
+    return load_predictor(path, backend=backend, device=device)
+
+
+@dataclass
+class Summary:
+    files_total: int = 0
+    files_done: int = 0
+    files_failed: int = 0
+    files_skipped: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    errors: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"files_total": self.files_total, "files_done": self.files_done, "files_failed": self.files_failed,
+                "files_skipped": self.files_skipped, "audio_s": round(self.audio_s, 3),
+                "audio_hours": round(self.audio_s / 3600, 4),
+                "wall_s": round(self.wall_s, 3), "x_realtime": round(self.audio_s / max(self.wall_s, 1e-9), 1)}
+
+
+@dataclass
+class _File:
+    """One recording in flight: scores arrive batch by batch, in window order."""
+
+    path: Path
+    relative: Path
+    info: AudioInfo | None = None
+    starts: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    pending: int = 0
+    ended: bool = False
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run needs, resolved once from the config and the model."""
+
+    cfg: InferConfig
+    spec: WindowSpec
+    labels: LabelSet
+    band: tuple[float, float]  # the model's frequency range: selection boxes span it
+    journal: "Journal"
+    out_dir: Path
+    writers: tuple
+
+
+class Journal:
+    """Per-file results keyed by path, size, mtime and everything that changes them."""
+
+    def __init__(self, root: Path, fingerprint: str):
+        self.root, self.fingerprint = root, fingerprint
+
+    def entry(self, path: Path) -> Path | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.fingerprint}"
+        return self.root / (hashlib.sha1(key.encode()).hexdigest() + ".npz")
+
+    def done(self, path: Path) -> bool:
+        entry = self.entry(path)
+        return entry is not None and entry.is_file()
+
+    def load(self, path: Path) -> dict | None:
+        entry = self.entry(path)
+        if entry is None or not entry.is_file():
+            return None
+        with np.load(entry, allow_pickle=False) as part:
+            return {k: part[k] for k in part.files}
+
+    def save(self, path: Path, **arrays) -> None:
+        entry = self.entry(path)
+        if entry is not None:
+            with atomic_path(entry) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+
+def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
+    """Analyse every recording under `inputs`; write outputs, errors.csv, summary.json, config.json."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    writers = tuple(WRITERS.create(name) for name in cfg.formats)
+    if cfg.batch_size < 1 or cfg.workers < 1:
+        raise ValueError("batch_size and workers must be at least 1")
+    model_path, _ = resolve_model(cfg.model)
+    predictor = open_model(cfg.model, cfg.device)
+    meta = predictor.metadata
+    rate = int(meta["sample_rate"])
+    run = _Run(cfg, WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate), LabelSet.from_metadata(meta),
+               (float(meta.get("f_min", 0.0)), float(meta.get("f_max", rate / 2))),
+               Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path)), out_dir, writers)
+    files = [_File(path, rel) for path, rel in find_audio(inputs)]
+    _sweep_temporaries(out_dir)
+    todo = [f for f in files if not (cfg.resume and run.journal.done(f.path))]
+    summary = Summary(files_total=len(files), files_skipped=len(files) - len(todo))
+    if summary.files_skipped:
+        log.info("resuming: %d of %d files already done", summary.files_skipped, len(files))
+    write_json(out_dir / "config.json", _run_config(cfg, meta, model_path, inputs))
+    try:
+        _score_files(todo, predictor, run, summary)
+    finally:
+        predictor.close()
+    _write_run_tables(files, run)
+    _write_errors(out_dir / "errors.csv", summary.errors)
+    summary.wall_s = time.perf_counter() - t0
+    write_json(out_dir / "summary.json", {**summary.to_dict(), "model": str(model_path), "config": cfg.to_dict()})
+    return summary
+
+
+def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Summary) -> None:
+    """Decode in threads, score in full batches here, finish each file as its last window is scored."""
+    from tqdm import tqdm
+
+    cfg = run.cfg
+    tasks: queue.Queue = queue.Queue()
+    for i in range(len(todo)):
+        tasks.put(i)
+    for _ in range(cfg.workers):
+        tasks.put(None)
+    chunks: queue.Queue = queue.Queue(maxsize=4 * cfg.workers)
+    stop = threading.Event()
+    threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, run, stop), daemon=True)
+               for _ in range(cfg.workers)]
+    for t in threads:
+        t.start()
+    pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (file, start samples, windows), oldest first
+    bar = tqdm(total=0, unit="win", desc=f"0/{len(todo)} files", disable=None)
+
+    def fail(i: int, stage: str, exc: BaseException, trace: str = "") -> None:
+        f = todo[i]
+        if f.failed:
+            return
+        f.failed, f.starts, f.scores = True, [], []
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        summary.errors.append((str(f.path), stage, type(exc).__name__, reason))
+        summary.files_failed += 1
+        log.warning("%s: %s%s", f.path, "" if stage == "read" else f"{stage} failed: ", reason)
+        log.debug("%s", trace or "".join(traceback.format_exception(exc)))
+        if cfg.strict:
+            raise exc
+
+    def finish(i: int) -> None:
+        f = todo[i]
+        if f.failed:
+            return
+        try:
+            _finish_file(f, run)
+        except Exception as exc:
+            fail(i, "write", exc)
+            return
+        summary.files_done += 1
+        summary.audio_s += f.info.duration_s
+        f.starts, f.scores = [], []
+        bar.set_description(f"{summary.files_done + summary.files_failed}/{len(todo)} files")
+
+    def score(final: bool) -> None:
+        while pending and (final or sum(len(p[1]) for p in pending) >= cfg.batch_size):
+            take, room = [], cfg.batch_size
+            while pending and room:
+                i, starts, wins = pending.pop(0)
+                if len(starts) > room:
+                    pending.insert(0, (i, starts[room:], wins[room:]))
+                    starts, wins = starts[:room], wins[:room]
+                take.append((i, starts, wins))
+                room -= len(starts)
+            try:
+                scores = predictor.predict(np.concatenate([w for _, _, w in take]))["scores"]
+            except Exception as exc:  # a model failure costs the files in this batch, not the run
+                scores = None
+                for i, _, _ in take:
+                    fail(i, "model", exc)
+            row = 0
+            for i, starts, _ in take:
+                f = todo[i]
+                if scores is not None and not f.failed:
+                    f.starts.append(starts)
+                    f.scores.append(scores[row:row + len(starts)])
+                row += len(starts)
+                f.pending -= len(starts)
+                bar.update(len(starts))
+                if f.ended and not f.pending:
+                    finish(i)
+
+    running = len(threads)
+    try:
+        while running:
+            item = chunks.get()
+            kind, i = item[0], (item[1] if len(item) > 1 else -1)
+            if kind == "done":
+                running -= 1
+            elif kind == "start":
+                todo[i].info = item[2]
+                bar.total += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
+                bar.refresh()
+            elif kind == "windows":
+                todo[i].pending += len(item[2])
+                pending.append((i, item[2], item[3]))
+            elif kind == "end":
+                todo[i].ended = True
+                if not todo[i].pending:
+                    finish(i)
+            else:  # "error": drop what is queued for this file and report it
+                pending[:] = [p for p in pending if p[0] != i]
+                fail(i, "read" if hasattr(item[2], "reason") else "decode", item[2], item[3])
+            score(final=running == 0 or chunks.empty())
+    finally:
+        stop.set()
+        bar.close()
+
+
+def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, run: _Run,
+                   stop: threading.Event) -> None:
+    """Stream files into window chunks until told to stop; errors travel as items, never kill the thread."""
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    while (i := tasks.get()) is not None:
+        path = todo[i].path
+        try:
+            info = audio_info(path)
+            if not put(("start", i, info)):
+                return
+            blocks = stream_audio(path, run.spec.sample_rate, run.cfg.block_s, run.cfg.channel, info=info)
+            for starts, wins in frame_windows(blocks, run.spec, max_windows=run.cfg.batch_size):
+                if not put(("windows", i, starts, wins)):
+                    return
+            put(("end", i))
+        except Exception as exc:
+            put(("error", i, exc, traceback.format_exc()))
+    put(("done",))
+
+
+def _finish_file(f: _File, run: _Run) -> None:
+    """Write the per-file outputs, then journal the scores: only then is the file done."""
+    rate = run.spec.sample_rate
+    starts_s = np.round(np.concatenate(f.starts) / rate, 6)
+    ends_s = np.round(np.minimum(starts_s + run.spec.window / rate, f.info.duration_s), 6)
+    part = {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
+            "sample_rate": np.int64(f.info.sample_rate)}
+    tables = _tables(str(f.path), part, run)
+    for writer in run.writers:
+        if writer.per_file:
+            writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
+    run.journal.save(f.path, **part)
+
+
+def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame]:
+    """The scores and detections tables of one file; boxes never reach above its Nyquist frequency."""
+    scores = scores_frame(file, part["starts_s"], part["ends_s"], part["scores"], run.labels.labels)
+    high = min(run.band[1], float(part["sample_rate"]) / 2)
+    return {"scores": scores, "detections": detect(scores, run.labels, run.cfg.min_conf, run.band[0], high)}
+
+
+def _write_run_tables(files: list[_File], run: _Run) -> None:
+    """Run-wide tables (detections.csv, scores.csv) cover every finished file, this run's or earlier."""
+    run_writers = [w for w in run.writers if not w.per_file]
+    if not run_writers:
+        return
+    tables: dict[str, list] = {"scores": [], "detections": []}
+    for f in files:
+        part = None if f.failed else run.journal.load(f.path)
+        if part is not None:
+            for name, table in _tables(str(f.path), part, run).items():
+                tables[name].append(table)
+    labels = run.labels.labels
+    empty = {"scores": scores_frame("", np.zeros(0), np.zeros(0), np.zeros((0, len(labels))), labels),
+             "detections": empty_detections()}
+    for writer in run_writers:
+        parts = [t for t in tables[writer.table] if len(t)]
+        writer.write(pd.concat(parts) if parts else empty[writer.table], output_path(writer, run.out_dir))
+
+
+def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
+    buffer = text_io.StringIO()
+    table = csv.writer(buffer, lineterminator="\n")
+    table.writerow(ERROR_COLUMNS)
+    table.writerows(errors)
+    write_text(path, buffer.getvalue())
+
+
+def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
+    """Everything that changes a file's outputs; a journal entry only counts when this matches."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k in ("min_conf", "overlap", "formats", "channel")}
+    try:
+        stat = model_path.stat()
+        model = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        model = [str(model_path)]
+    return hashlib.sha1(json.dumps([settings, model, meta], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run_config(cfg: InferConfig, meta: dict, model_path: Path, inputs: list) -> dict:
+    return {"config": cfg.to_dict(), "pulse_version": __version__, "inputs": [str(p) for p in inputs],
+            "model_path": str(model_path), "model_metadata": meta}
+
+
+def _sweep_temporaries(out_dir: Path) -> None:
+    """Remove temporaries a killed run left behind (atomic writes name them `.NAME.XXXX.tmp`)."""
+    if out_dir.is_dir():
+        for tmp in out_dir.rglob(".*.tmp"):
+            log.info("removing %s left by an interrupted run", tmp)
+            tmp.unlink(missing_ok=True)

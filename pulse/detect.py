@@ -1,0 +1,38 @@
+"""Scores table -> detections table: every (window, species) whose score reaches `min_conf`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, empty_detections, validate_detections, validate_scores
+
+
+def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
+           low_hz: float, high_hz: float) -> pd.DataFrame:
+    """Detections sorted by file, time, then score (highest first).
+
+    `low_hz`/`high_hz` give the band a selection box spans; callers clip `high_hz` to the
+    recording's Nyquist frequency so that no box reaches above what the file contains.
+    """
+    validate_scores(scores)
+    if tuple(scores.columns) != label_set.labels:
+        raise SchemaError("score columns do not match the model's labels")
+    values = scores.to_numpy()
+    rows, cols = np.nonzero(values >= min_conf)
+    if not len(rows):
+        return empty_detections()
+    index = scores.index[rows]
+    table = pd.DataFrame({
+        "file": index.get_level_values("file").astype(object),
+        "start_s": index.get_level_values("start_s").astype(float),
+        "end_s": index.get_level_values("end_s").astype(float),
+        "low_hz": float(low_hz),
+        "high_hz": float(high_hz),
+        "label": np.asarray(scores.columns, dtype=object)[cols],
+        "common_name": np.asarray(label_set.common_names, dtype=object)[cols],
+        "code": np.asarray(label_set.codes, dtype=object)[cols],
+        "score": values[rows, cols].astype(float),
+    }, columns=list(DETECTION_COLUMNS))
+    table = table.sort_values(["file", "start_s", "score"], ascending=[True, True, False], kind="stable")
+    return validate_detections(table.reset_index(drop=True))

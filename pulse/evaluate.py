@@ -1,0 +1,192 @@
+"""`pulse evaluate`: how well a model names species in 3 s excerpts, clean and in noise.
+
+The validation clips are cut into consecutive 3 s excerpts (the unit a user's recordings are
+analysed in), scored as they are and mixed into soundscapes that training never saw, at each
+SNR of EvalConfig. Detection AUC asks whether the best species score separates excerpts with a
+song from windows of pure soundscape. Any artefact `export.predictor.load_predictor` opens
+(ONNX, safetensors) can be evaluated, and training calls `evaluate` on its live model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
+                             precision_recall_fscore_support, roc_auc_score)
+
+from export.atomic import atomic_path, write_json, write_text
+from pulse.config import EvalConfig
+from pulse.train.augment import crop, mix_at_snr
+from pulse.train.data import load_backgrounds, load_clips
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]  # windows [B, N] -> sigmoid scores [B, C]
+
+
+@dataclass(frozen=True)
+class EvalData:
+    windows: np.ndarray  # [W, N] clean 3 s excerpts
+    labels: np.ndarray  # [W] species index
+    clip_ids: np.ndarray  # [W] which clip each excerpt came from
+    backgrounds: list[np.ndarray]  # held-out soundscapes for mixing
+    negatives: np.ndarray  # [M, N] pure-soundscape windows
+
+
+def excerpts(audio: np.ndarray, length: int, min_length: int) -> list[np.ndarray]:
+    """Consecutive windows; a partial last window is zero-padded if it has `min_length` samples."""
+    out = []
+    for start in range(0, max(len(audio), 1), length):
+        piece = audio[start:start + length]
+        if start == 0 or len(piece) >= min_length:
+            out.append(np.pad(piece, (0, length - len(piece))))
+    return out
+
+
+def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s: float) -> EvalData:
+    """Decode the split's clips and the held-out soundscapes; cut both into windows."""
+    length, min_length = int(round(window_s * sample_rate)), int(round(cfg.min_excerpt_s * sample_rate))
+    windows, target, clip_ids = [], [], []
+    for i, clip in enumerate(load_clips(cfg.manifest, cfg.audio_root, cfg.split, labels, sample_rate)):
+        pieces = excerpts(clip.audio, length, min_length)
+        windows += pieces
+        target += [clip.label] * len(pieces)
+        clip_ids += [i] * len(pieces)
+    backgrounds = load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.background_split, sample_rate)
+    hop = int(round(cfg.negative_hop_s * sample_rate))
+    negatives = [bg[s:s + length] for bg in backgrounds for s in range(0, max(len(bg) - length, 0) + 1, hop)]
+    negatives = [np.pad(n, (0, length - len(n))) for n in negatives]
+    return EvalData(np.stack(windows).astype(np.float32), np.array(target), np.array(clip_ids), backgrounds,
+                    np.stack(negatives).astype(np.float32))
+
+
+def mix(data: EvalData, snr_db: float, seed: int) -> np.ndarray:
+    """Each excerpt mixed into a held-out soundscape (taken in turn) at a random offset."""
+    rng = np.random.default_rng([seed, int(round(snr_db * 100)) + 100_000])
+    length = data.windows.shape[1]
+    return np.stack([mix_at_snr(w, crop(data.backgrounds[i % len(data.backgrounds)], length, rng, loop=True), snr_db)
+                     for i, w in enumerate(data.windows)])
+
+
+def score(score_fn: ScoreFn, windows: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate([score_fn(windows[i:i + batch_size]) for i in range(0, len(windows), batch_size)])
+
+
+def condition_metrics(scores: np.ndarray, labels: np.ndarray, clip_ids: np.ndarray, negative_scores: np.ndarray,
+                      names: tuple[str, ...], threshold: float) -> dict:
+    """Window- and clip-level metrics of one condition (clean or one SNR)."""
+    classes = np.arange(len(names))
+    present = np.unique(labels)
+    onehot = (labels[:, None] == classes[None]).astype(int)
+    predicted = scores.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    clips = np.unique(clip_ids)
+    clip_scores = np.stack([scores[clip_ids == c].max(axis=0) for c in clips])
+    clip_labels = np.array([labels[clip_ids == c][0] for c in clips])
+    detection_y = np.r_[np.ones(len(scores)), np.zeros(len(negative_scores))]
+    detection_s = np.r_[scores.max(axis=1), negative_scores.max(axis=1)]
+    return {
+        "window": {
+            "macro_f1": float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)),
+            "accuracy": float(accuracy_score(labels, predicted)),
+            "macro_f1_thresholded": float(f1_score(onehot[:, present], (scores >= threshold)[:, present].astype(int),
+                                                   average="macro", zero_division=0)),
+            "mAP": float(average_precision_score(onehot[:, present], scores[:, present], average="macro")),
+            "roc_auc": float(roc_auc_score(onehot[:, present], scores[:, present], average="macro"))
+            if len(present) > 1 else float("nan"),
+            "per_species": {names[k]: {"precision": float(precision[k]), "recall": float(recall[k]),
+                                       "f1": float(f1[k]), "support": int(support[k])} for k in classes},
+            "confusion": confusion_matrix(labels, predicted, labels=classes).tolist(),
+        },
+        "clip": {
+            "macro_f1": float(f1_score(clip_labels, clip_scores.argmax(axis=1), labels=np.unique(clip_labels),
+                                       average="macro", zero_division=0)),
+            "accuracy": float(accuracy_score(clip_labels, clip_scores.argmax(axis=1))),
+        },
+        "detection_auc": float(roc_auc_score(detection_y, detection_s)),
+    }
+
+
+def condition_name(snr_db: float | None) -> str:
+    return "clean" if snr_db is None else f"snr_{snr_db:+g}dB"
+
+
+def evaluate(score_fn: ScoreFn, data: EvalData, cfg: EvalConfig, names: tuple[str, ...]) -> dict:
+    """Metrics for clean excerpts and for each SNR in `cfg.snr_db`."""
+    negative_scores = score(score_fn, data.negatives, cfg.batch_size)
+    conditions = {}
+    for snr in (None, *cfg.snr_db):
+        windows = data.windows if snr is None else mix(data, snr, cfg.seed)
+        scores = score(score_fn, windows, cfg.batch_size)
+        conditions[condition_name(snr)] = condition_metrics(scores, data.labels, data.clip_ids, negative_scores,
+                                                            names, cfg.threshold)
+    return {"labels": list(names), "n_windows": int(len(data.windows)), "n_clips": int(len(np.unique(data.clip_ids))),
+            "n_negative_windows": int(len(data.negatives)), "conditions": conditions}
+
+
+def selection_score(report: dict) -> float:
+    """One number for model selection: clean, 0 dB and -10 dB window macro-F1 and 0 dB detection AUC."""
+    c = report["conditions"]
+    parts = [c["clean"]["window"]["macro_f1"]]
+    for snr in (0.0, -10.0):
+        if condition_name(snr) in c:
+            parts.append(c[condition_name(snr)]["window"]["macro_f1"])
+    if condition_name(0.0) in c:
+        parts.append(c[condition_name(0.0)]["detection_auc"])
+    return float(np.mean(parts))
+
+
+def format_table(report: dict) -> str:
+    """A plain-text summary: one row per condition, then per-species F1 per condition."""
+    conditions = report["conditions"]
+    lines = [f"{'condition':<12} {'win F1':>7} {'clip F1':>7} {'F1@thr':>7} {'mAP':>6} {'ROC-AUC':>7} {'det AUC':>7}"]
+    for name, m in conditions.items():
+        w = m["window"]
+        lines.append(f"{name:<12} {w['macro_f1']:7.3f} {m['clip']['macro_f1']:7.3f} {w['macro_f1_thresholded']:7.3f} "
+                     f"{w['mAP']:6.3f} {w['roc_auc']:7.3f} {m['detection_auc']:7.3f}")
+    lines += ["", f"{'species (window F1)':<30}" + "".join(f"{n:>12}" for n in conditions)]
+    for label in report["labels"]:
+        lines.append(f"{label:<30}" + "".join(f"{m['window']['per_species'][label]['f1']:12.3f}" for m in conditions.values()))
+    return "\n".join(lines)
+
+
+def plot_confusion(report: dict, codes: tuple[str, ...], path: Path) -> None:
+    """Row-normalised window-level confusion matrices, one panel per condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = report["conditions"]
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 4.4), squeeze=False)
+    for ax, (name, m) in zip(axes[0], conditions.items()):
+        counts = np.array(m["window"]["confusion"], float)
+        ax.imshow(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1), vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(f"{name}  F1 {m['window']['macro_f1']:.2f}")
+        ax.set_xticks(range(len(codes)), codes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(codes)), codes, fontsize=7)
+        ax.set_xlabel("predicted")
+    axes[0][0].set_ylabel("true")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def evaluate_model(model_path: str | Path, cfg: EvalConfig, out_dir: str | Path) -> dict:
+    """Evaluate an artefact; write report.json, report.txt and confusion.png to `out_dir`."""
+    from export.predictor import load_predictor
+
+    predictor = load_predictor(model_path)
+    meta = predictor.metadata
+    names = tuple(meta["labels"])
+    data = prepare(cfg, names, int(meta["sample_rate"]), float(meta["window_s"]))
+    report = evaluate(lambda batch: predictor.predict(batch)["scores"], data, cfg, names)
+    predictor.close()
+    report = {"model": str(model_path), "config": cfg.to_dict(), **report}
+    out_dir = Path(out_dir)
+    write_json(out_dir / "report.json", report)
+    write_text(out_dir / "report.txt", format_table(report) + "\n")
+    plot_confusion(report, tuple(meta.get("codes") or names), out_dir / "confusion.png")
+    return report

@@ -1,0 +1,126 @@
+"""Decode recordings to mono float32 at the model's rate, streaming block by block.
+
+A field recording can last days, so nothing here holds a whole file: `stream_audio` reads a
+bounded block, mixes or picks a channel, resamples with a *streaming* soxr resampler (no
+artefacts at block edges) and yields it. Every way a file can be bad ends in one
+`AudioReadError(path, reason)`, which the batch loop records and moves past.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64")
+MIN_RATE, MAX_RATE = 8_000, 384_000
+# Upper bound on samples (all channels) held per block, whatever the rate and channel count:
+# keeps a 384 kHz 8-channel file inside the same memory budget as a 44.1 kHz mono one.
+MAX_BLOCK_SAMPLES = 1 << 24
+# libsndfile notes a WAV whose header promises more data than the file holds as "data : N (should be M)".
+_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+class AudioReadError(Exception):
+    """A recording that cannot be analysed; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Open the header and check it: format known, rate in range, not empty, not truncated."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)
+            extra = f.extra_info
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
+    if not MIN_RATE <= info.sample_rate <= MAX_RATE:
+        raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    if info.frames <= 0:
+        raise AudioReadError(path, "zero-length recording (no samples)")
+    short = _SHORT_DATA.search(extra)
+    if short and int(short.group(2)) < int(short.group(1)):
+        raise AudioReadError(path, f"truncated: header promises {short.group(1)} data bytes, file holds {short.group(2)}")
+    return info
+
+
+def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: int | None = None,
+                 info: AudioInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks at `sample_rate`; `channel` picks one (0-based), None mixes all."""
+    import soxr
+
+    info = info or audio_info(path)
+    if channel is not None and not 0 <= channel < info.channels:
+        raise AudioReadError(path, f"channel {channel} requested but the file has {info.channels} channel(s)")
+    block = max(1, min(int(block_s * info.sample_rate), MAX_BLOCK_SAMPLES // info.channels))
+    resampler = None if info.sample_rate == sample_rate else soxr.ResampleStream(
+        info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    done = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                data = f.read(block, dtype="float32", always_2d=True)
+                last = len(data) < block
+                if len(data) and not np.isfinite(data).all():
+                    bad = done + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+                    raise AudioReadError(path, f"NaN/Inf sample at {bad / info.sample_rate:.3f} s")
+                done += len(data)
+                mono = data.mean(axis=1) if channel is None else data[:, channel]
+                if resampler is not None:
+                    mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+                if len(mono):
+                    yield np.ascontiguousarray(mono, dtype=np.float32)
+                if last:
+                    break
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioReadError(path, f"corrupt or truncated after {done / info.sample_rate:.2f} s "
+                                   f"({_libsndfile_reason(exc)})") from exc
+    # Compressed formats estimate frames from their header; allow their rounding, not lost data.
+    if done < info.frames - max(2048, info.frames // 100):
+        raise AudioReadError(path, f"truncated: header promises {info.duration_s:.2f} s, "
+                                   f"only {done / info.sample_rate:.2f} s decodable")
+    if done == 0:
+        raise AudioReadError(path, "zero-length recording (no decodable samples)")
+
+
+def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, block_s: float = 60.0) -> np.ndarray:
+    """The whole recording as one mono float32 array (for short clips; the batch loop streams)."""
+    blocks = list(stream_audio(path, sample_rate, block_s, channel))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+    """Expand files and folders (recursively) into sorted (path, path relative to its input root)."""
+    found: list[tuple[Path, Path]] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted((p, p.relative_to(item)) for p in item.rglob("*")
+                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+        else:
+            found.append((item, Path(item.name)))
+    return found
+
+
+def _libsndfile_reason(exc: Exception) -> str:
+    text = str(exc).strip().rstrip(".")
+    return text.split(": ", 1)[-1] if text.startswith("Error") else text

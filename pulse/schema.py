@@ -1,0 +1,75 @@
+"""The two tables everything after the model speaks: scores and detections.
+
+Scores: one row per analysed window, indexed by (file, start_s, end_s), one float column per
+label (the model's own order). Detections: one row per (window, species) at or above a
+threshold, with the frequency band and names writers need. Models produce the first, detect.py
+turns it into the second, and writers consume one or the other; nothing else is passed around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pulse.species import species_code
+
+SCORE_INDEX = ("file", "start_s", "end_s")
+DETECTION_COLUMNS = ("file", "start_s", "end_s", "low_hz", "high_hz", "label", "common_name", "code", "score")
+
+
+class SchemaError(ValueError):
+    """A table does not follow the scores or detections contract."""
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A model's labels with the common names and codes writers print next to them."""
+
+    labels: tuple[str, ...]
+    common_names: tuple[str, ...]
+    codes: tuple[str, ...]
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "LabelSet":
+        """Read from a Predictor's metadata; names and codes fall back to the label itself."""
+        labels = tuple(metadata["labels"])
+        common = tuple(metadata.get("common_names") or labels)
+        codes = tuple(metadata.get("codes") or (species_code(label) for label in labels))
+        if not len(labels) == len(common) == len(codes):
+            raise SchemaError(f"model metadata lists {len(labels)} labels, {len(common)} common names, {len(codes)} codes")
+        return cls(labels, common, codes)
+
+
+def scores_frame(file: str, starts_s: np.ndarray, ends_s: np.ndarray, scores: np.ndarray,
+                 labels: tuple[str, ...]) -> pd.DataFrame:
+    """Build a valid scores table for one file."""
+    index = pd.MultiIndex.from_arrays([np.full(len(starts_s), file, dtype=object), starts_s, ends_s],
+                                      names=list(SCORE_INDEX))
+    return pd.DataFrame(np.asarray(scores, np.float32).reshape(len(starts_s), len(labels)),
+                        index=index, columns=list(labels))
+
+
+def validate_scores(table: pd.DataFrame) -> pd.DataFrame:
+    if tuple(table.index.names) != SCORE_INDEX:
+        raise SchemaError(f"scores index must be {SCORE_INDEX}, got {tuple(table.index.names)}")
+    if table.shape[1] == 0 or not all(np.issubdtype(t, np.floating) for t in table.dtypes):
+        raise SchemaError("scores need at least one label column, all floating point")
+    values = table.to_numpy()
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise SchemaError("scores must be finite and within [0, 1]")
+    return table
+
+
+def empty_detections() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("file", "label", "common_name", "code") else float)
+                         for c in DETECTION_COLUMNS})
+
+
+def validate_detections(table: pd.DataFrame) -> pd.DataFrame:
+    if tuple(table.columns) != DETECTION_COLUMNS:
+        raise SchemaError(f"detection columns must be {DETECTION_COLUMNS}, got {tuple(table.columns)}")
+    if len(table) and ((table["end_s"] <= table["start_s"]).any() or (table["high_hz"] <= table["low_hz"]).any()):
+        raise SchemaError("every detection needs end_s > start_s and high_hz > low_hz")
+    return table

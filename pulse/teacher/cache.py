@@ -1,0 +1,118 @@
+"""Run BirdNET once over every recording of a manifest and keep its outputs on disk.
+
+Layout of OUT: `config.json` (settings + model sha256), `index.csv` (path -> content sha256,
+size, mtime, windows), `errors.csv`, and one `<sha[:2]>/<sha>.npz` per distinct file content
+holding `starts_s` [W], `logits` [W, 6522] and `embedding` [W, 1024]. Entries are keyed by the
+file's content hash, so an edited file is recomputed and a copied one is not; a killed run
+resumes where it stopped, since every .npz is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from export.artifact import sha256
+from export.atomic import atomic_path, write_json
+from pulse.config import TeacherCacheConfig
+from pulse.io import stream_audio
+from pulse.teacher import birdnet
+from pulse.windows import WindowSpec, frame_windows
+
+log = logging.getLogger(__name__)
+INDEX_COLUMNS = ("path", "sha256", "size", "mtime_ns", "windows")
+BLOCK_S = 60.0  # audio decoded per block: memory stays flat for hours-long files
+
+
+class CachedTeacher(NamedTuple):
+    starts_s: np.ndarray  # [W]
+    logits: np.ndarray  # [W, 6522]
+    embedding: np.ndarray  # [W, 1024]
+
+
+def entry_path(out: Path, digest: str) -> Path:
+    return out / digest[:2] / f"{digest}.npz"
+
+
+def compute_entry(teacher, path: Path, cfg: TeacherCacheConfig) -> CachedTeacher:
+    """Teacher outputs for every window of one file, streamed and framed as `pulse analyze` does."""
+    spec = WindowSpec(birdnet.WINDOW_SAMPLES, int(round(cfg.hop_s * birdnet.SAMPLE_RATE)), birdnet.SAMPLE_RATE)
+    starts, logits, embeddings = [], [], []
+    for first, windows in frame_windows(stream_audio(path, birdnet.SAMPLE_RATE, BLOCK_S), spec, cfg.batch_size):
+        out = teacher.predict(windows)
+        starts.append(first / birdnet.SAMPLE_RATE)
+        logits.append(out.logits)
+        embeddings.append(out.embedding)
+    return CachedTeacher(np.concatenate(starts).astype(np.float32), np.concatenate(logits), np.concatenate(embeddings))
+
+
+def _save_entry(target: Path, entry: CachedTeacher) -> None:
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **entry._asdict())
+
+
+def _read_index(out: Path) -> dict[str, dict]:
+    index = out / "index.csv"
+    if not index.is_file():
+        return {}
+    return {row["path"]: row for row in pd.read_csv(index, dtype={"sha256": str}).to_dict("records")}
+
+
+def _write_index(out: Path, rows: dict[str, dict]) -> None:
+    frame = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
+    with atomic_path(out / "index.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None) -> pd.DataFrame:
+    """Fill OUT with teacher outputs for every manifest row; returns the index as a DataFrame."""
+    from tqdm import tqdm
+
+    from pulse.manifest import read_manifest
+
+    out, root = Path(cfg.out), Path(cfg.audio_root)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**cfg.to_dict(), "teacher": birdnet.MODEL_FILE, "license": birdnet.LICENSE,
+                                      "teacher_sha256": sha256(birdnet.model_dir() / birdnet.MODEL_FILE)})
+    teacher = teacher or birdnet.BirdNET(threads=cfg.threads)
+    previous, rows, errors = _read_index(out), {}, []
+    paths = list(dict.fromkeys(read_manifest(cfg.manifest)["path"]))
+    for i, rel in enumerate(tqdm(paths, desc="teacher cache", unit="file")):
+        path = root / rel
+        try:
+            stat = path.stat()
+            old = previous.get(rel)
+            fresh = old is not None and old["size"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns
+            digest = old["sha256"] if fresh else sha256(path)
+            target = entry_path(out, digest)
+            if target.is_file():
+                windows = old["windows"] if fresh else len(np.load(target)["starts_s"])
+            else:
+                entry = compute_entry(teacher, path, cfg)
+                _save_entry(target, entry)
+                windows = len(entry.starts_s)
+            rows[rel] = {"path": rel, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                         "windows": int(windows)}
+        except Exception as error:  # one bad file never stops the batch
+            log.error("%s: %s: %s", path, type(error).__name__, error)
+            errors.append({"path": rel, "stage": "teacher-cache", "error": type(error).__name__, "message": str(error)})
+        if i % 50 == 49:
+            _write_index(out, rows)
+    _write_index(out, rows)
+    with atomic_path(out / "errors.csv") as tmp:
+        pd.DataFrame(errors, columns=["path", "stage", "error", "message"]).to_csv(tmp, index=False)
+    return pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
+
+
+def load_cache(out: str | Path) -> dict[str, CachedTeacher]:
+    """Manifest path -> cached teacher outputs, for every file in OUT's index."""
+    out = Path(out)
+    cache = {}
+    for rel, row in _read_index(out).items():
+        with np.load(entry_path(out, row["sha256"])) as data:
+            cache[rel] = CachedTeacher(data["starts_s"], data["logits"], data["embedding"])
+    return cache

@@ -1,0 +1,36 @@
+"""The baseline PULSE must beat: a linear probe on BirdNET embeddings.
+
+This is what BirdNET-Analyzer's custom classifier gives a user with a few labelled clips: one
+sigmoid output per species on top of the frozen 1024-d embedding, trained on the same
+labelled windows (plus all-negative background windows) as the student.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class EmbeddingProbe:
+    """Standardised embeddings -> one balanced logistic regression per class (scikit-learn rules)."""
+
+    def __init__(self, C: float = 1.0, max_iter: int = 2000):
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, embeddings: np.ndarray, targets: np.ndarray) -> "EmbeddingProbe":
+        """`targets` [N, C] multi-hot; all-zero rows are negatives (background windows)."""
+        from sklearn.linear_model import LogisticRegression
+
+        self.mean_ = embeddings.mean(axis=0)
+        self.scale_ = embeddings.std(axis=0) + 1e-6
+        x = (embeddings - self.mean_) / self.scale_
+        self.models_ = []
+        for k in range(targets.shape[1]):
+            model = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced")
+            self.models_.append(model.fit(x, targets[:, k] > 0.5))
+        return self
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Sigmoid scores [N, C], one column per class as in `targets`."""
+        x = (embeddings - self.mean_) / self.scale_
+        return np.stack([m.predict_proba(x)[:, 1] for m in self.models_], axis=1).astype(np.float32)

@@ -1,0 +1,72 @@
+"""Augmentations: waveform functions (numpy, one window each) and SpecAugment (torch, a batch).
+
+Field recordings are noisy, quiet and off-centre where library clips are clean, loud and
+centred; each function here closes one of those gaps. All take an explicit random generator so
+a run is reproducible from its seed and step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+EPS = 1e-12
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + EPS))
+
+
+def crop(clip: np.ndarray, length: int, rng: np.random.Generator, loop: bool) -> np.ndarray:
+    """A random `length`-sample excerpt; shorter clips are looped or zero-padded at a random offset."""
+    if len(clip) >= length:
+        start = int(rng.integers(0, len(clip) - length + 1))
+        return clip[start:start + length].copy()
+    if loop:
+        reps = -(-length // len(clip)) + 1
+        tiled = np.tile(clip, reps)
+        start = int(rng.integers(0, len(clip)))
+        return tiled[start:start + length].copy()
+    out = np.zeros(length, np.float32)
+    start = int(rng.integers(0, length - len(clip) + 1))
+    out[start:start + len(clip)] = clip
+    return out
+
+
+def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """signal + noise scaled so that 20 log10(rms(signal) / rms(noise)) equals `snr_db`."""
+    scale = rms(signal) / (rms(noise) * 10.0 ** (snr_db / 20.0))
+    return (signal + scale * noise).astype(np.float32)
+
+
+def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:
+    """Scale to a peak of 1 then by `gain_db`: spans the levels of quiet and loud recorders."""
+    peak = float(np.max(np.abs(x))) + EPS
+    return (x * (10.0 ** (gain_db / 20.0) / peak)).astype(np.float32)
+
+
+def coloured_noise(length: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
+    """Noise with power ~ 1/f^exponent (0 white, 1 pink, 2 brown): wind, rain and recorder hiss."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    freqs = np.fft.rfftfreq(length)
+    freqs[0] = freqs[1]
+    noise = np.fft.irfft(spectrum / freqs ** (exponent / 2.0), n=length)
+    return (noise / (rms(noise))).astype(np.float32)
+
+
+def spec_augment(logmel: torch.Tensor, generator: torch.Generator, freq_masks: int, freq_mask_bins: int,
+                 time_masks: int, time_mask_frames: int) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019): zero-width to max-width bands set to each example's mean."""
+    batch, _, n_mels, frames = logmel.shape
+    out = logmel.clone()
+    fill = logmel.mean(dim=(1, 2, 3))
+    for count, max_width, size, axis in ((freq_masks, freq_mask_bins, n_mels, 2), (time_masks, time_mask_frames, frames, 3)):
+        for _ in range(count):
+            width = torch.randint(0, max_width + 1, (batch,), generator=generator)
+            start = (torch.rand(batch, generator=generator) * (size - width + 1)).long()
+            index = torch.arange(size)
+            mask = (index[None] >= start[:, None]) & (index[None] < (start + width)[:, None])  # [B, size]
+            shape = (batch, 1, size, 1) if axis == 2 else (batch, 1, 1, size)
+            mask = mask.view(shape)
+            out = torch.where(mask, fill.view(batch, 1, 1, 1), out)
+    return out

@@ -1,0 +1,111 @@
+"""Training data held in memory: decoded clips, background pool, and the batch sampler.
+
+InsectSet32 decodes to ~60 MB of float32, so every clip is decoded once and kept; a batch is
+then pure numpy work. A batch is a function of (seed, step) alone, which makes runs
+deterministic and lets a resumed run draw exactly the batches the killed run would have drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+from tqdm import tqdm
+
+from pulse.config import TrainConfig
+from pulse.io import find_audio, read_audio
+from pulse.manifest import load_manifest, select_split
+from pulse.train.augment import apply_gain, coloured_noise, crop, mix_at_snr
+
+NOISE_BANK, NOISE_STREAM = 9, 7_919  # coloured-noise recordings (white to brown); their own random stream
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: str
+    audio: np.ndarray  # mono float32 at the model's sample rate
+    label: int  # index into ModelConfig.labels
+
+
+def load_clips(manifest: str, audio_root: str, split: str, labels: tuple[str, ...], sample_rate: int,
+               splits: tuple[str, ...] = ()) -> list[Clip]:
+    """Decode every clip of `split` of a labelled manifest (validated first)."""
+    frame = select_split(load_manifest(manifest, audio_root, labels, splits=splits or (split,)), split)
+    index = {name: i for i, name in enumerate(labels)}
+    rows = tqdm(frame.itertuples(), total=len(frame), desc=f"decode {split}", leave=False)
+    return [Clip(row.path, read_audio(Path(audio_root) / row.path, sample_rate), index[row.species]) for row in rows]
+
+
+def load_backgrounds(manifest: str, root: str, split: str, sample_rate: int, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
+    """Decode the background manifest's `split` plus any extra files or folders."""
+    frame = select_split(load_manifest(manifest, root, splits=(split,)), split)
+    paths = [Path(root) / p for p in frame["path"]] + [p for p, _ in find_audio(list(extra))]
+    return [read_audio(p, sample_rate) for p in paths]
+
+
+def speed_variants(pool: list[np.ndarray], speeds: tuple[float, ...], sample_rate: int) -> list[np.ndarray]:
+    """Each recording replayed at several speeds (pitch and tempo shift together)."""
+    return [x if s == 1.0 else soxr.resample(x, sample_rate * s, sample_rate).astype(np.float32)
+            for x in pool for s in speeds]
+
+
+class BatchSampler:
+    """Draws (windows [B, K, N], targets [B, C]) for one step: clip crops mixed with backgrounds."""
+
+    def __init__(self, clips: list[Clip], backgrounds: list[np.ndarray], cfg: TrainConfig):
+        self.clips, self.backgrounds, self.cfg = clips, backgrounds, cfg
+        self.num_classes = cfg.model.num_classes
+        self.length = cfg.model.window_samples
+        self.by_class = [[c for c in clips if c.label == k] for k in range(self.num_classes)]
+        self.present = [k for k in range(self.num_classes) if self.by_class[k]]
+        if not self.present:
+            raise ValueError("no training clips")
+        if not backgrounds and (cfg.negative_prob > 0 or cfg.background_prob > 0) and cfg.noise_prob < 1:
+            raise ValueError("background mixing is enabled but no background audio was found")
+        # Coloured noise is drawn once (an FFT per window would cost more than the model step).
+        rng = np.random.default_rng([cfg.seed, NOISE_STREAM])
+        self.noise = [coloured_noise(4 * self.length, rng, exponent) for exponent in np.linspace(0.0, 2.0, NOISE_BANK)]
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.cfg.seed, step])
+        items = [self._item(rng) for _ in range(self.cfg.batch_size)]
+        return np.stack([w for w, _ in items]), np.stack([t for _, t in items])
+
+    def _pick_clip(self, rng: np.random.Generator, exclude: int = -1) -> Clip:
+        """Class-balanced: a class uniformly, then a clip in proportion to its length."""
+        if self.cfg.class_balance:
+            classes = [k for k in self.present if k != exclude]
+            pool = self.by_class[classes[int(rng.integers(len(classes)))]]
+        else:
+            pool = [c for c in self.clips if c.label != exclude]
+        weights = np.array([len(c.audio) for c in pool], np.float64)
+        return pool[int(rng.choice(len(pool), p=weights / weights.sum()))]
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        noise = not self.backgrounds or rng.random() < self.cfg.noise_prob
+        pool = self.noise if noise else self.backgrounds
+        source = pool[int(rng.integers(len(pool)))]
+        return crop(source, self.length, rng, loop=True)
+
+    def _item(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        k = cfg.windows_per_clip
+        target = np.zeros(self.num_classes, np.float32)
+        if rng.random() < cfg.negative_prob:
+            windows = [self._background(rng) for _ in range(k)]
+        else:
+            clip = self._pick_clip(rng)
+            target[clip.label] = 1.0
+            loop = rng.random() < cfg.short_clip_loop_prob
+            windows = [crop(clip.audio, self.length, rng, loop) for _ in range(k)]
+            if len(self.present) > 1 and rng.random() < cfg.mixup_prob:
+                other = self._pick_clip(rng, exclude=clip.label)
+                target[other.label] = 1.0
+                windows = [mix_at_snr(w, crop(other.audio, self.length, rng, loop), float(rng.uniform(-6, 6)))
+                           for w in windows]
+            if rng.random() < cfg.background_prob:
+                windows = [mix_at_snr(w, self._background(rng), float(rng.uniform(*cfg.snr_db))) for w in windows]
+        windows = [apply_gain(w, float(rng.uniform(*cfg.gain_db))) for w in windows]
+        return np.stack(windows), target

@@ -1,0 +1,158 @@
+"""Distillation from BirdNET, as a loss term of the multitask loop, from cached teacher outputs.
+
+Two signals, both read from `pulse teacher-cache` so training never runs the teacher:
+- embedding: a linear projection of the student embedding is matched to BirdNET's 1024-d
+  embedding of the same stretch of audio (cosine, or MSE on standardised teacher embeddings).
+  When the student's window is not 3 s the target is time-aligned: the mean of the teacher
+  windows whose centres fall inside the student window, else the one nearest its centre;
+- logits: an auxiliary head predicts BirdNET's Orthoptera classes (pulse.teacher.birdnet
+  .ORTHOPTERA_GENERA: North American congeners and look-alikes of the 9 species), matched to the
+  teacher's temperature-softened sigmoids (binary KD, scaled by T^2 as in Hinton et al. 2015).
+The student sees each window mixed with background audio half the time while the teacher saw it
+clean, so distillation also teaches robustness to noise. A student distilled from BirdNET
+inherits BirdNET's licence, CC BY-NC-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pulse.config import SemiConfig, TrainConfig
+from pulse.teacher import birdnet
+from pulse.train.augment import mix_at_snr
+from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs
+
+STREAM = 130_363  # distillation draws its windows from its own random stream
+
+
+def embedding_distillation_loss(projected: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    """Distance between projected student embeddings [B, D] and teacher embeddings [B, D]."""
+    if kind == "cosine":
+        return (1.0 - nn.functional.cosine_similarity(projected, teacher, dim=-1)).mean()
+    if kind == "mse":
+        return nn.functional.mse_loss(projected, teacher)
+    raise ValueError(f"kd_loss must be cosine or mse, got {kind!r}")
+
+
+def logit_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Binary KD: BCE of student logits / T against sigmoid(teacher logits / T), times T^2."""
+    soft = torch.sigmoid(teacher / temperature)
+    loss = nn.functional.binary_cross_entropy_with_logits(student / temperature, soft)
+    return loss * temperature ** 2
+
+
+def align_teacher(starts_s: np.ndarray, values: np.ndarray, start_s: float, window_s: float,
+                  teacher_window_s: float = birdnet.WINDOW_S) -> np.ndarray:
+    """Teacher outputs for the student window [start_s, start_s + window_s).
+
+    The mean over teacher windows whose centres lie inside it, or the teacher window whose centre
+    is nearest the student window's centre when none does (student windows shorter than the hop).
+    """
+    centres = starts_s + teacher_window_s / 2
+    inside = (centres >= start_s) & (centres < start_s + window_s)
+    if inside.any():
+        return values[inside].mean(axis=0)
+    return values[int(np.argmin(np.abs(centres - (start_s + window_s / 2))))]
+
+
+@dataclass(frozen=True)
+class TeacherWindow:
+    path: Path  # the audio file
+    file: int  # index into KnowledgeBank.entries
+    start_s: float  # where the student window starts
+
+
+class KnowledgeBank:
+    """Cached teacher outputs of the training audio, and student windows aligned to them."""
+
+    def __init__(self, caches: tuple[str, ...], split: str, window_s: float):
+        from pulse.manifest import read_manifest, select_split
+        from pulse.teacher.cache import load_cache
+
+        self.window_s = window_s
+        self.entries, self.windows = [], []
+        for cache_dir in caches:
+            record = json.loads((Path(cache_dir) / "config.json").read_text())
+            keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
+            for rel, entry in load_cache(cache_dir).items():
+                if rel not in keep:  # never distil on validation audio
+                    continue
+                self.entries.append(entry)
+                centre = entry.starts_s + birdnet.WINDOW_S / 2
+                for c in centre:  # the student window is centred where the teacher window is
+                    self.windows.append(TeacherWindow(Path(record["audio_root"]) / rel, len(self.entries) - 1,
+                                                      float(c - window_s / 2)))
+        if not self.windows:
+            raise ValueError(f"no cached teacher windows for split {split!r} in {', '.join(caches)}")
+        embeddings = np.concatenate([e.embedding for e in self.entries])
+        self.embedding_mean, self.embedding_std = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
+        self.orthoptera = birdnet.orthoptera_indices(birdnet.load_labels())
+
+    def targets(self, item: TeacherWindow) -> tuple[np.ndarray, np.ndarray]:
+        """(teacher embedding [1024], teacher Orthoptera logits [K]) aligned to the student window."""
+        entry = self.entries[item.file]
+        embedding = align_teacher(entry.starts_s, entry.embedding, item.start_s, self.window_s)
+        logits = align_teacher(entry.starts_s, entry.logits[:, self.orthoptera], item.start_s, self.window_s)
+        return embedding, logits
+
+
+class BirdNETDistillation(LossTerm):
+    """The KD term: draws its own batch of cached teacher windows each step."""
+
+    def __init__(self, weight: float, model: nn.Module, cfg: SemiConfig, bank: KnowledgeBank, backgrounds,
+                 sample_rate: int, seed: int):
+        super().__init__(weight)
+        self.cfg, self.bank, self.backgrounds, self.sample_rate, self.seed = cfg, bank, backgrounds, sample_rate, seed
+        embed_dim = model.embed[0].out_features
+        self.project = nn.Linear(embed_dim, birdnet.EMBED_DIM)
+        self.logit_head = nn.Linear(embed_dim, len(bank.orthoptera))
+        self.register_buffer("teacher_mean", torch.from_numpy(bank.embedding_mean).float())
+        self.register_buffer("teacher_std", torch.from_numpy(bank.embedding_std).float())
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(student windows [B, N], teacher embeddings [B, 1024], teacher logits [B, K]) for `step`."""
+        from pulse.unlabelled import read_span
+
+        rng = np.random.default_rng([self.seed, STREAM, step])
+        waves, embeddings, logits = [], [], []
+        for i in rng.integers(len(self.bank.windows), size=self.cfg.kd_batch):
+            item = self.bank.windows[int(i)]
+            wave = read_span(item.path, item.start_s, self.bank.window_s, self.sample_rate)
+            if rng.random() < self.cfg.kd_background_prob and np.abs(wave).max() > 0:
+                wave = mix_at_snr(wave, self.backgrounds.window(rng), float(rng.uniform(*self.cfg.kd_snr_db)))
+            embedding, logit = self.bank.targets(item)
+            waves.append(wave)
+            embeddings.append(embedding)
+            logits.append(logit)
+        return np.stack(waves), np.stack(embeddings), np.stack(logits)
+
+    def forward(self, model: nn.Module, out: StepOutputs) -> torch.Tensor:
+        waves, teacher_embedding, teacher_logits = map(torch.from_numpy, self.batch(out.step))
+        embedding = model.forward_features(waves)
+        target = teacher_embedding
+        if self.cfg.kd_loss == "mse":
+            target = (teacher_embedding - self.teacher_mean) / self.teacher_std
+        loss = embedding_distillation_loss(self.project(embedding), target, self.cfg.kd_loss)
+        if self.cfg.kd_logit_weight > 0:
+            loss = loss + self.cfg.kd_logit_weight * logit_distillation_loss(
+                self.logit_head(embedding), teacher_logits, self.cfg.kd_temperature)
+        return loss
+
+
+@LOSS_TERMS.register("kd")
+def kd(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
+    if cfg.lambda_kd <= 0:
+        return None
+    from pulse.unlabelled import UnlabelledPool
+
+    semi = cfg.semi
+    bank = KnowledgeBank(semi.teacher_caches, semi.teacher_split, cfg.model.window_s)
+    backgrounds = UnlabelledPool.from_manifests((cfg.background_manifest,), (cfg.background_root,), cfg.train_split,
+                                                cfg.model.sample_rate, cfg.model.window_s)
+    return BirdNETDistillation(cfg.lambda_kd, model, semi, bank, backgrounds, cfg.model.sample_rate, cfg.seed)

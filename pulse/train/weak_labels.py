@@ -1,0 +1,172 @@
+"""Supervised training on weak (clip-level) labels: `pulse train --config CONFIG --out RUN_DIR`.
+
+Each step draws K windows from each of B clips (mixed with backgrounds, see data.py), runs the
+window-level model on SpecAugmented log-mels, pools window logits into clip logits and
+minimises the sum of the enabled loss terms (losses.py). After every epoch the model is
+validated on 3 s excerpts mixed into held-out soundscapes; the best one is kept as
+RUN_DIR/model.safetensors and the full state as RUN_DIR/checkpoint.safetensors, from which a
+killed run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import pulse
+from export.artifact import save_weights
+from export.atomic import write_json
+from pulse.config import TrainConfig
+from pulse.evaluate import evaluate, prepare, selection_score
+from pulse.models import create_model
+from pulse.train.augment import spec_augment
+from pulse.train.checkpoint import load_checkpoint, save_checkpoint
+from pulse.train.data import BatchSampler, load_backgrounds, load_clips, speed_variants
+from pulse.train.losses import StepOutputs, build_loss_terms
+from pulse.train.pooling import create_pooling
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, HISTORY_FILE = "config.json", "checkpoint.safetensors", "model.safetensors", "history.json"
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    total = cfg.epochs * cfg.steps_per_epoch
+    warmup = max(1, int(cfg.warmup_frac * total))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def run_record(cfg: TrainConfig) -> dict:
+    """config.json: every setting, plus what else the result depends on."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = "unknown"
+    manifest = Path(cfg.manifest)
+    return {**cfg.to_dict(), "package_version": pulse.__version__,
+            "git_sha": sha, "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
+
+
+def evaluation_config(cfg: TrainConfig):
+    """The per-epoch validation reads the same manifests as training, on the validation splits."""
+    return dataclasses.replace(cfg.evaluation, manifest=cfg.manifest, audio_root=cfg.audio_root, split=cfg.val_split,
+                               background_manifest=cfg.background_manifest, background_root=cfg.background_root)
+
+
+def step_outputs(model, pooling, waves: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, step: int,
+                 generator: torch.Generator) -> StepOutputs:
+    batch, windows, samples = waves.shape
+    logmel = spec_augment(model.frontend(waves.reshape(batch * windows, samples)), generator, cfg.freq_masks,
+                          cfg.freq_mask_bins, cfg.time_masks, cfg.time_mask_frames)
+    embeddings = model.features_from_logmel(logmel)
+    logits = model.forward_head(embeddings).reshape(batch, windows, -1)
+    embeddings = embeddings.reshape(batch, windows, -1)
+    return StepOutputs(step, waves, logmel, logits, embeddings, pooling(logits, embeddings), targets)
+
+
+def validate(model, data, cfg: TrainConfig) -> dict:
+    model.eval()
+    with torch.inference_mode():
+        report = evaluate(lambda b: torch.sigmoid(model(torch.from_numpy(b)).logits).numpy(), data,
+                          evaluation_config(cfg), cfg.model.labels)
+    model.train()
+    return report
+
+
+def epoch_summary(report: dict) -> dict:
+    c = report["conditions"]
+    return {f"{name}_f1": round(m["window"]["macro_f1"], 4) for name, m in c.items()} | {
+        f"{name}_det_auc": round(m["detection_auc"], 4) for name, m in c.items()} | {"score": round(selection_score(report), 4)}
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
+    """Train (or resume) a run in `out_dir`; returns the best epoch's validation summary."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = run_record(cfg)
+    config_path = out / CONFIG_FILE
+    if config_path.exists() and resume:
+        previous = TrainConfig.load(config_path)
+        if previous != cfg:
+            raise ValueError(f"{config_path}: this run was started with a different config; use a new --out "
+                             "or --no-resume")
+    write_json(config_path, record)
+
+    mc = cfg.model
+    clips = load_clips(cfg.manifest, cfg.audio_root, cfg.train_split, mc.labels, mc.sample_rate,
+                       splits=(cfg.train_split, cfg.val_split))
+    backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
+                                                  mc.sample_rate, cfg.backgrounds), cfg.background_speeds, mc.sample_rate)
+    sampler = BatchSampler(clips, backgrounds, cfg)
+    val_data = prepare(evaluation_config(cfg), mc.labels, mc.sample_rate, mc.window_s)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(mc).train()
+    pooling = create_pooling(cfg.pooling, mc.embed_dim, mc.num_classes)
+    terms = build_loss_terms(cfg, model)
+    modules = {"model": model, "pooling": pooling, "loss": terms}
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    state = {"step": 0, "best_score": -1.0, "history": []}
+    checkpoint = out / CHECKPOINT_FILE
+    if resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint, modules, optimizer)
+        log.info("resuming %s at step %d", out, state["step"])
+
+    total = cfg.epochs * cfg.steps_per_epoch
+    bar = tqdm(range(state["step"], total), initial=state["step"], total=total, desc="train", dynamic_ncols=True)
+    running: dict[str, list[float]] = {}
+    for step in bar:
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout; SpecAugment uses its own generator
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        waves, targets = sampler.batch(step)
+        lr = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        outputs = step_outputs(model, pooling, torch.from_numpy(waves), torch.from_numpy(targets), cfg, step, generator)
+        losses = {name: term(model, outputs) for name, term in terms.items()}
+        loss = sum(terms[name].weight * value for name, value in losses.items())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        for term in terms.values():
+            term.after_step(model)
+        for name, value in losses.items():
+            running.setdefault(name, []).append(value.item())
+        bar.set_postfix({name: f"{v.item():.3f}" for name, v in losses.items()} | {"lr": f"{lr:.1e}"})
+
+        if (step + 1) % cfg.steps_per_epoch == 0 or step + 1 == total:
+            report = validate(model, val_data, cfg)
+            row = {"epoch": (step + 1) // cfg.steps_per_epoch, "step": step + 1, "lr": lr,
+                   **{f"loss_{n}": round(float(np.mean(v)), 5) for n, v in running.items()}, **epoch_summary(report)}
+            running = {}
+            state["history"].append(row)
+            if row["score"] > state["best_score"]:
+                state["best_score"] = row["score"]
+                state["best_epoch"] = row["epoch"]
+                save_weights(out / MODEL_FILE, model.state_dict(), mc.to_dict())
+                write_json(out / "validation.json", report)
+            state["step"] = step + 1
+            write_json(out / HISTORY_FILE, state["history"])
+            save_checkpoint(checkpoint, modules, optimizer, state)
+            log.info("epoch %s: %s", row["epoch"], row)
+            bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
+    bar.close()
+    best = next((r for r in state["history"] if r["epoch"] == state.get("best_epoch")), {})
+    return best

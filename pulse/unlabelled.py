@@ -1,0 +1,116 @@
+"""The unlabelled pool: random windows streamed from recordings nobody labelled.
+
+Sources are manifests (unlabelled schema, or labelled ones whose labels are ignored): field
+soundscapes, training clips with their labels removed, and pseudo-field recordings made by
+`make_pseudo_field` (real songs placed into real soundscapes at random times and levels). Only
+file headers are held in memory; each window is read by seeking into its file, so the pool can
+be hundreds of GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from export.atomic import atomic_path
+from pulse.io import audio_info
+from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, select_split
+from pulse.train.augment import crop, rms
+
+
+def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
+    """`duration_s` of mono audio from `start_s`, resampled to `sample_rate`, zero-padded past the end."""
+    import soundfile as sf
+    import soxr
+
+    length = int(round(duration_s * sample_rate))
+    with sf.SoundFile(str(path)) as f:
+        native = f.samplerate
+        first = min(max(int(round(start_s * native)), 0), f.frames)
+        f.seek(first)
+        data = f.read(min(int(np.ceil(duration_s * native)) + 1, f.frames - first), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if native != sample_rate and len(mono):
+        mono = soxr.resample(mono, native, sample_rate).astype(np.float32)
+    out = np.zeros(length, np.float32)
+    out[:min(length, len(mono))] = mono[:length]
+    return out
+
+
+@dataclass(frozen=True)
+class PoolFile:
+    path: Path
+    duration_s: float
+
+
+class UnlabelledPool:
+    """Draws random `window_s` windows from files, each file in proportion to its duration."""
+
+    def __init__(self, files: list[Path], sample_rate: int, window_s: float):
+        self.files = [PoolFile(Path(p), audio_info(p).duration_s) for p in files]
+        if not self.files:
+            raise ValueError("the unlabelled pool is empty")
+        self.sample_rate, self.window_s = sample_rate, window_s
+        weights = np.array([f.duration_s for f in self.files])
+        self.weights = weights / weights.sum()
+
+    @classmethod
+    def from_manifests(cls, manifests: tuple[str, ...], roots: tuple[str, ...], split: str, sample_rate: int,
+                       window_s: float) -> "UnlabelledPool":
+        """Every file of `split` in each (manifest, root) pair; labels, if any, are ignored."""
+        if len(manifests) != len(roots):
+            raise ValueError(f"{len(manifests)} unlabelled manifests but {len(roots)} roots")
+        files = [Path(root) / p for manifest, root in zip(manifests, roots)
+                 for p in select_split(read_manifest(manifest), split)["path"]]
+        return cls(files, sample_rate, window_s)
+
+    def window(self, rng: np.random.Generator) -> np.ndarray:
+        item = self.files[int(rng.choice(len(self.files), p=self.weights))]
+        start = float(rng.uniform(0.0, max(item.duration_s - self.window_s, 0.0)))
+        return read_span(item.path, start, self.window_s, self.sample_rate)
+
+    def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return np.stack([self.window(rng) for _ in range(size)])
+
+
+def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str | Path, count: int, duration_s: float,
+                      sample_rate: int, songs_per_minute: float, snr_db: tuple[float, float],
+                      seed: int) -> pd.DataFrame:
+    """Write `count` long recordings of soundscape with songs dropped in; returns their manifest.
+
+    The soundscape bed is a chain of random excerpts of real soundscapes; each song (a real
+    clip, at most 10 s of it) lands at a random time at an SNR drawn from `snr_db` relative to
+    the bed under it. The manifest (unlabelled schema) is also written as OUT/manifest.csv.
+    """
+    import soundfile as sf
+
+    from pulse.io import read_audio
+
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    beds = [read_audio(p, sample_rate) for p in soundscapes]
+    total = int(round(duration_s * sample_rate))
+    rows = []
+    for i in range(count):
+        bed = np.concatenate([crop(beds[int(rng.integers(len(beds)))], min(total, 10 * sample_rate), rng, loop=True)
+                              for _ in range(-(-total // (10 * sample_rate)))])[:total]
+        for _ in range(int(rng.poisson(songs_per_minute * duration_s / 60.0))):
+            song = read_audio(songs[int(rng.integers(len(songs)))], sample_rate)[:10 * sample_rate]
+            start = int(rng.integers(0, max(total - len(song), 0) + 1))
+            end = min(start + len(song), total)
+            song = song[:end - start]
+            bed[start:end] += song * (rms(bed[start:end]) / rms(song) * 10.0 ** (float(rng.uniform(*snr_db)) / 20.0))
+        bed = (bed / max(1.0, float(np.abs(bed).max()) / 0.99)).astype(np.float32)
+        name = f"pseudo_field_{seed}_{i:03d}.flac"
+        with atomic_path(out / name) as tmp:
+            sf.write(str(tmp), bed, sample_rate, format="FLAC")
+        rows.append({"path": name, "split": "train", "license": "CC-BY-4.0 (songs) + source soundscape licences",
+                     "source": "pseudo-field: InsectSet32 train songs in train-split soundscapes",
+                     "duration_s": f"{duration_s:.3f}", "sample_rate": sample_rate})
+    manifest = pd.DataFrame(rows, columns=list(UNLABELLED_COLUMNS))
+    with atomic_path(out / "manifest.csv") as tmp:
+        manifest.to_csv(tmp, index=False)
+    return manifest

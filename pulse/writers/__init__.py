@@ -1,0 +1,40 @@
+"""Output formats, one small registered class per file (`WRITERS.list()` names them).
+
+A writer declares which table it reads (`"detections"` or `"scores"`), whether it writes one
+file per input recording or one file for the whole run, and its `suffix`: the file name ending
+for per-recording outputs, the whole file name otherwise. `write(table, path)` writes atomically.
+Adding a format means adding one file here; callers never branch on format names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import pandas as pd
+
+from export.registry import Registry
+
+
+class Writer(Protocol):
+    suffix: ClassVar[str]
+    table: ClassVar[str]  # "detections" or "scores"
+    per_file: ClassVar[bool]
+
+    def write(self, table: pd.DataFrame, path: Path) -> None:
+        """Write `table` to `path` atomically."""
+
+
+WRITERS: Registry[Writer] = Registry("output format")
+
+
+def output_path(writer: Writer, out_dir: Path, relative: Path | None = None) -> Path:
+    """Where `writer` puts its file: mirrored input folders for per-file formats, else the run folder."""
+    if writer.per_file:
+        return out_dir / relative.parent / (relative.stem + writer.suffix)
+    return out_dir / writer.suffix
+
+
+from pulse.writers import audacity, detections_csv, raven, scores_csv  # noqa: E402,F401  (they register)
+
+__all__ = ["WRITERS", "Writer", "output_path"]

@@ -1,0 +1,21 @@
+"""`scores.csv`: every analysed window with every species' score, for users' own thresholds and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from export.atomic import atomic_path
+from pulse.writers import WRITERS
+
+
+@WRITERS.register("scores")
+class ScoresCsvWriter:
+    suffix = "scores.csv"
+    table = "scores"
+    per_file = False
+
+    def write(self, table: pd.DataFrame, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, float_format="%.5f")

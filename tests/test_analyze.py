@@ -1,0 +1,273 @@
+"""`pulse analyze` end to end: bad files among good ones, outputs, resume, crash safety, real data.
+
+Most tests use a hand-built ONNX "level meter" (built in milliseconds, no torch) whose scores
+rise with a window's loudness, class 0 first; it exercises the default ONNX Runtime path with
+a model whose answers we can predict. One test runs a real (untrained) PULSE checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from export.artifact import set_onnx_metadata
+from pulse.analyze import analyze
+from pulse.cli import app
+from pulse.config import InferConfig, ModelConfig
+
+RATE = 44100
+REPO = Path(__file__).resolve().parents[1]
+
+
+def level_meter_onnx(path: Path, cfg: ModelConfig = ModelConfig()) -> Path:
+    """scores[c] = sigmoid(2 * ln(mean |x| / 0.01) - c); embedding = (mean |x|, max |x|)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = cfg.num_classes
+    consts = {"axes": np.array([1], np.int64), "eps": np.array([1e-6], np.float32),
+              "gain": np.full((1, n), 2.0, np.float32),
+              "bias": (-2 * np.log(0.01) - np.arange(n)).astype(np.float32)[None]}
+    nodes = [helper.make_node("Abs", ["waveform"], ["abs"]),
+             helper.make_node("ReduceMean", ["abs", "axes"], ["level"], keepdims=1),
+             helper.make_node("ReduceMax", ["abs", "axes"], ["peak"], keepdims=1),
+             helper.make_node("Add", ["level", "eps"], ["level_eps"]),
+             helper.make_node("Log", ["level_eps"], ["log_level"]),
+             helper.make_node("Mul", ["log_level", "gain"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["scores"]),
+             helper.make_node("Concat", ["level", "peak"], ["embedding"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "level_meter",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", cfg.window_samples])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n]),
+         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    set_onnx_metadata(model, cfg.to_dict())
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return level_meter_onnx(tmp_path_factory.mktemp("model") / "meter.onnx")
+
+
+def song(seconds: float, rate: int = RATE, channels: int = 1, loud: float = 0.3, freq: float = 3000) -> np.ndarray:
+    """A loud pulsed 'trill' (mean |x| ~ 0.1 at loud=0.3): class 0 scores ~1."""
+    t = np.arange(int(seconds * rate)) / rate
+    x = (loud * np.sin(2 * np.pi * freq * t) * (np.sin(2 * np.pi * 30 * t) > 0)).astype(np.float32)
+    return np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
+
+
+def make_batch(root: Path) -> dict[str, str | None]:
+    """Good and bad recordings side by side; value = expected error reason (None: good)."""
+    (root / "site1").mkdir(parents=True)
+    sf.write(root / "site1" / "good.flac", song(7.0), RATE)
+    sf.write(root / "site1" / "short.wav", song(0.5), RATE)
+    sf.write(root / "hi_rate.wav", song(4.0, 192000), 192000)
+    sf.write(root / "eight_channels.wav", song(3.5, channels=8), RATE)
+    sf.write(root / "low_rate.ogg", song(5.0, 8000, freq=1000), 8000)
+    sf.write(root / "lossy.mp3", song(4.0), RATE)
+    (root / "zero.wav").write_bytes(b"")
+    (root / "text.flac").write_text("not audio\n" * 100)
+    sf.write(root / "nan.wav", np.r_[song(4.0), [np.nan]], RATE, subtype="FLOAT")
+    sf.write(root / "cut.flac", song(6.0), RATE)
+    data = (root / "cut.flac").read_bytes()
+    (root / "cut.flac").write_bytes(data[: len(data) // 2])
+    return {"site1/good.flac": None, "site1/short.wav": None, "hi_rate.wav": None, "eight_channels.wav": None,
+            "low_rate.ogg": None, "lossy.mp3": None, "zero.wav": "not readable", "text.flac": "not readable",
+            "nan.wav": "NaN/Inf", "cut.flac": "truncated"}
+
+
+def test_bad_files_among_good_ones(tmp_path, model):
+    expected = make_batch(tmp_path / "in")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "in"), "--out", str(out), "--model", str(model),
+                                      "--format", "raven,csv,audacity,scores"])
+    assert result.exit_code == 0, result.output
+    errors = pd.read_csv(out / "errors.csv")
+    assert list(errors.columns) == ["path", "stage", "error_type", "message"]
+    bad = {k: v for k, v in expected.items() if v}
+    assert sorted(Path(p).relative_to(tmp_path / "in").as_posix() for p in errors.path) == sorted(bad)
+    for row in errors.itertuples():
+        assert bad[Path(row.path).relative_to(tmp_path / "in").as_posix()] in row.message
+        assert row.stage == "read" and row.error_type == "AudioReadError"
+    for rel, reason in expected.items():
+        raven = out / Path(rel).parent / (Path(rel).stem + ".pulse.selection.table.txt")
+        audacity = raven.with_name(Path(rel).stem + ".pulse.results.txt")
+        assert raven.is_file() == audacity.is_file() == (reason is None), rel
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["files_done"], summary["files_failed"], summary["files_skipped"]) == (6, 4, 0)
+    assert summary["audio_hours"] == pytest.approx((7 + 0.5 + 4 + 3.5 + 5 + 4) / 3600, rel=0.01)
+    assert json.loads((out / "config.json").read_text())["config"]["min_conf"] == InferConfig().min_conf
+
+    scores = pd.read_csv(out / "scores.csv")
+    assert list(scores.columns[:3]) == ["file", "start_s", "end_s"] and len(scores.columns) == 3 + 9
+    per_file = scores.groupby("file").size().rename(lambda p: Path(p).relative_to(tmp_path / "in").as_posix())
+    assert per_file.to_dict() == {"site1/good.flac": 3, "site1/short.wav": 1, "hi_rate.wav": 2,
+                                  "eight_channels.wav": 2, "low_rate.ogg": 2, "lossy.mp3": 2}
+    short = scores[scores.file.str.endswith("short.wav")].iloc[0]
+    assert (short.start_s, short.end_s) == (0.0, 0.5)  # padded and analysed, not rejected
+    assert short["Chorthippus biguttulus"] > 0.5  # even padded to 3 s the song is heard
+    detections = pd.read_csv(out / "detections.csv")
+    assert len(detections) == (scores.iloc[:, 3:] >= 0.25).to_numpy().sum()
+
+
+def test_raven_band_never_above_nyquist(tmp_path, model):
+    sf.write(tmp_path / "phone.wav", song(3.0, 8000, freq=1000), 8000)
+    sf.write(tmp_path / "studio.wav", song(3.0, 96000), 96000)
+    analyze([tmp_path / "phone.wav", tmp_path / "studio.wav"], tmp_path / "out", InferConfig(model=str(model)))
+    phone = pd.read_csv(tmp_path / "out" / "phone.pulse.selection.table.txt", sep="\t")
+    studio = pd.read_csv(tmp_path / "out" / "studio.pulse.selection.table.txt", sep="\t")
+    assert len(phone) and len(studio)
+    assert (phone["High Freq (Hz)"] == 4000).all() and (studio["High Freq (Hz)"] == ModelConfig().f_max).all()
+    assert (phone["Low Freq (Hz)"] < phone["High Freq (Hz)"]).all()
+
+
+def test_overlap_channel_and_threshold(tmp_path, model):
+    stereo = np.stack([np.zeros(int(9 * RATE), np.float32), song(9.0)], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, RATE)
+    out = tmp_path / "out"
+
+    def run(**kw) -> pd.DataFrame:
+        analyze([tmp_path / "stereo.wav"], out, InferConfig(model=str(model), formats=("scores",), resume=False, **kw))
+        return pd.read_csv(out / "scores.csv")
+
+    assert run(overlap=1.5).start_s.tolist() == [0, 1.5, 3, 4.5, 6]
+    assert run(channel=0)["Chorthippus biguttulus"].max() < 0.01  # the silent channel
+    assert run(channel=1)["Chorthippus biguttulus"].min() > 0.9
+    mixed = run()["Chorthippus biguttulus"]
+    assert 0.5 < mixed.min() < 0.99  # half as loud when mixed to mono
+
+
+def test_resume_skips_finished_files(tmp_path, model):
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / f"{name}.wav", song(3.0 + ord(name) % 3), RATE)
+    out, cfg = tmp_path / "out", InferConfig(model=str(model), formats=("raven", "csv", "scores"))
+    first = analyze([tmp_path], out, cfg)
+    tables = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+    assert (first.files_done, first.files_skipped) == (3, 0)
+    again = analyze([tmp_path], out, cfg)
+    assert (again.files_done, again.files_skipped) == (0, 3)
+    assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == tables  # run-wide tables still complete
+    sf.write(tmp_path / "b.wav", song(9.0), RATE)  # a changed file is analysed again
+    assert (analyze([tmp_path], out, cfg).files_done) == 1
+    assert analyze([tmp_path], out, InferConfig(model=str(model), min_conf=0.9)).files_done == 3  # new settings
+    assert analyze([tmp_path], out, InferConfig(model=str(model), resume=False, min_conf=0.9)).files_skipped == 0
+
+
+CRASH = """
+import os, signal, sys
+from pulse.analyze import analyze
+from pulse.config import InferConfig
+from pulse.writers.raven import RavenWriter
+from export.atomic import atomic_path
+calls = []
+def half_then_die(self, table, path):
+    calls.append(path)
+    if len(calls) == 3:  # die mid-write of the third file, as kill -9 would
+        with atomic_path(path) as tmp:
+            tmp.write_text("Selection\\tView\\tCha")
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, table, path)
+original, RavenWriter.write = RavenWriter.write, half_then_die
+analyze([sys.argv[1]], sys.argv[2], InferConfig(model=sys.argv[3], workers=2, batch_size=2))
+"""
+
+
+def test_kill_mid_batch_leaves_no_half_file_and_resumes(tmp_path, model):
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(2.0 + i), RATE)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path / "in"), str(out), str(model)],
+                          capture_output=True, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    finished = sorted(p.name for p in out.glob("*.selection.table.txt"))
+    assert len(finished) == 2 and not (out / "summary.json").exists()
+    assert len(list(out.glob(".*.tmp"))) == 1  # the interrupted write never reached its real name
+    for p in out.glob("*.selection.table.txt"):
+        assert p.read_text().splitlines()[0].count("\t") == 11
+    summary = analyze([tmp_path / "in"], out, InferConfig(model=str(model)))
+    assert (summary.files_done, summary.files_skipped) == (3, 2)
+    assert not list(out.rglob(".*.tmp"))
+    resumed = pd.read_csv(out / "detections.csv")
+    fresh = analyze([tmp_path / "in"], tmp_path / "fresh", InferConfig(model=str(model)))
+    assert fresh.files_done == 5
+    pd.testing.assert_frame_equal(resumed, pd.read_csv(tmp_path / "fresh" / "detections.csv"))
+
+
+def test_strict_stops_at_first_bad_file(tmp_path, model):
+    (tmp_path / "bad.wav").write_text("nope")
+    with pytest.raises(Exception, match="not readable as audio"):
+        analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), strict=True))
+
+
+def test_default_path_does_not_import_torch(tmp_path, model):
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    code = ("import sys; from pulse.cli import app; "
+            f"app(['analyze', {str(tmp_path / 'a.wav')!r}, '--out', {str(tmp_path / 'o')!r}, '--model', {str(model)!r}],"
+            " standalone_mode=False); assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "o" / "a.pulse.selection.table.txt").is_file()
+
+
+def test_missing_model_or_format_is_one_line(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "nope.onnx"])
+    assert result.exit_code == 2 and "nope.onnx: model file not found" in result.output
+
+
+def test_pytorch_checkpoint_backend(tmp_path):
+    torch = pytest.importorskip("torch")
+    from export.artifact import save_weights
+    from pulse.models import create_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="pulse_cnn_xs")
+    save_weights(tmp_path / "tiny.safetensors", create_model(cfg).state_dict(), cfg.to_dict())
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)
+    summary = analyze([tmp_path / "a.wav"], tmp_path / "out",
+                      InferConfig(model=str(tmp_path / "tiny.safetensors"), formats=("scores",)))
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert summary.files_done == 1 and len(scores) == 2
+    assert scores.iloc[:, 3:].to_numpy().min() > 0 and scores.iloc[:, 3:].to_numpy().max() < 1
+
+
+def test_real_shared_recordings(tmp_path, model, shared_data):
+    audio = shared_data / "audio"
+    files = [audio / "insectset32" / "Gryllus_campestris" / "Grylluscampestris_dat003-004.M.flac",
+             audio / "insectset32" / "Pseudochorthippus_parallelus" / "Pseudochorthippusparallelus_dat023-005.flac",
+             audio / "backgrounds" / "OSS_birds_10s_Pennsylvania.flac"]
+    summary = analyze(files, tmp_path / "out", InferConfig(model=str(model), formats=("raven", "scores")))
+    assert (summary.files_done, summary.files_failed) == (3, 0)
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    for f in files:
+        info = sf.info(f)
+        rows = scores[scores.file == str(f)]
+        assert len(rows) == int(np.ceil(info.duration / 3.0))
+        assert rows.end_s.max() == pytest.approx(info.duration, abs=1e-3)
+    raven = pd.read_csv(tmp_path / "out" / "OSS_birds_10s_Pennsylvania.pulse.selection.table.txt", sep="\t")
+    assert (raven["High Freq (Hz)"] <= 16000).all()  # a 32 kHz recording
+
+
+def test_bundled_examples(tmp_path, model):
+    examples = REPO / "pulse" / "assets" / "examples"
+    assert sum(p.stat().st_size for p in examples.iterdir()) < 3_000_000
+    assert (examples / "ATTRIBUTION.md").is_file()
+    summary = analyze([examples], tmp_path / "out", InferConfig(model=str(model)))
+    assert (summary.files_done, summary.files_failed) == (6, 0)
+    assert summary.audio_s == pytest.approx(7.34 + 6.02 + 8 + 2.56 + 10 + 10, abs=0.05)

@@ -1,0 +1,132 @@
+"""BirdNET teacher (LiteRT), its output cache and its Predictor backend, on real recordings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from pulse.teacher import birdnet
+from pulse.config import TeacherCacheConfig
+from pulse.io import read_audio
+from pulse.teacher.cache import build_cache, load_cache
+from pulse.windows import WindowSpec
+
+MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "insectset32.csv"
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    model = birdnet.BirdNET(threads=1)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def short_clips(shared_data):
+    """The three shortest labelled recordings (real audio, about 1 s each)."""
+    frame = pd.read_csv(MANIFEST).sort_values("duration_s").head(3)
+    return [shared_data / "audio" / "insectset32" / p for p in frame["path"]]
+
+
+def first_window(path) -> np.ndarray:
+    """The first 3 s of a recording at 48 kHz, zero-padded, as a [1, 144000] batch."""
+    audio = read_audio(path, birdnet.SAMPLE_RATE)[:birdnet.WINDOW_SAMPLES]
+    return np.pad(audio, (0, birdnet.WINDOW_SAMPLES - len(audio)))[None]
+
+
+class CountingTeacher:
+    """Wraps the real teacher and counts the windows it is asked to score."""
+
+    def __init__(self, teacher):
+        self.teacher, self.windows = teacher, 0
+
+    def predict(self, batch):
+        self.windows += len(batch)
+        return self.teacher.predict(batch)
+
+
+def test_labels_and_orthoptera_classes():
+    labels = birdnet.load_labels()
+    assert len(labels) == 6522 and all("_" in label for label in labels)
+    ortho = [labels[i] for i in birdnet.orthoptera_indices(labels)]
+    assert len(ortho) == 41
+    assert "Gryllus pennsylvanicus_Fall Field Cricket" in ortho and "Oecanthus fultoni_Snowy Tree Cricket" in ortho
+    assert not any("Warbler" in label or "Frog" in label for label in ortho)
+
+
+def test_real_clip_outputs_and_batch_invariance(teacher, short_clips):
+    windows = np.concatenate([first_window(p) for p in short_clips] * 2)[:4]
+    assert windows.shape == (4, birdnet.WINDOW_SAMPLES) and np.abs(windows).max() > 0
+    four = teacher.predict(windows)
+    assert four.logits.shape == (4, 6522) and four.embedding.shape == (4, birdnet.EMBED_DIM)
+    assert np.isfinite(four.logits).all() and np.isfinite(four.embedding).all()
+    assert four.embedding.std() > 0 and (four.embedding >= 0).all()  # average of ReLU outputs
+    one = teacher.predict(windows[1:2])
+    np.testing.assert_allclose(one.logits[0], four.logits[1], atol=1e-3)
+    np.testing.assert_allclose(one.embedding[0], four.embedding[1], atol=1e-4)
+    assert not np.allclose(four.embedding[0], four.embedding[1])  # different clips, different embeddings
+
+
+def test_exposed_output_is_the_pooled_tensor(teacher, short_clips):
+    """The patched graph's extra output equals the GAP tensor read without XNNPACK."""
+    window = first_window(short_clips[0])
+    reference = birdnet.BirdNET(threads=1, mode="no_delegates")
+    expected = reference.predict(window)
+    got = teacher.predict(window)
+    np.testing.assert_allclose(got.embedding, expected.embedding, atol=1e-4)
+    np.testing.assert_allclose(got.logits, expected.logits, atol=1e-3)
+
+
+def test_wrong_input_shape_is_rejected(teacher):
+    with pytest.raises(ValueError, match="144000"):
+        teacher.predict(np.zeros((2, 44100), np.float32))
+
+
+def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_clips, tmp_path):
+    root = tmp_path / "audio"
+    root.mkdir()
+    for i, clip in enumerate(short_clips[:2]):
+        shutil.copy(clip, root / f"clip{i}.flac")
+    (root / "broken.wav").write_bytes(b"not audio at all")
+    pd.DataFrame({"path": ["clip0.flac", "clip1.flac", "broken.wav"]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(root), out=str(tmp_path / "cache"))
+    counting = CountingTeacher(teacher)
+    index = build_cache(cfg, counting)
+    assert list(index["path"]) == ["clip0.flac", "clip1.flac"] and counting.windows == 2
+    first_sha = index.set_index("path").loc["clip1.flac", "sha256"]
+    errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
+    assert list(errors["path"]) == ["broken.wav"]
+    cache = load_cache(cfg.out)
+    direct = teacher.predict(first_window(root / "clip0.flac"))
+    np.testing.assert_allclose(cache["clip0.flac"].embedding, direct.embedding, atol=1e-5)
+
+    build_cache(cfg, counting)  # nothing changed: nothing recomputed
+    assert counting.windows == 2
+    audio, sr = sf.read(root / "clip1.flac")
+    sf.write(root / "clip1.flac", np.concatenate([audio, audio, audio, audio]), sr)  # several windows long now
+    spec = WindowSpec.from_seconds(birdnet.WINDOW_S, birdnet.WINDOW_S - cfg.hop_s, birdnet.SAMPLE_RATE)
+    expected = spec.count(len(read_audio(root / "clip1.flac", birdnet.SAMPLE_RATE)))
+    index = build_cache(cfg, counting)
+    assert expected > 1 and counting.windows == 2 + expected  # only the changed file is recomputed
+    row = index.set_index("path").loc["clip1.flac"]
+    assert row["windows"] == expected and row["sha256"] != first_sha
+    assert load_cache(cfg.out)["clip1.flac"].embedding.shape == (expected, birdnet.EMBED_DIM)
+
+def test_birdnet_predictor_backend_restricted_to_species(short_clips):
+    from export.predictor import load_predictor
+
+    species = ("Gryllus pennsylvanicus", "Oecanthus fultoni_Snowy Tree Cricket")
+    predictor = load_predictor(birdnet.model_path(), species=species, threads=1)
+    assert predictor.metadata["labels"] == ["Gryllus pennsylvanicus", "Oecanthus fultoni"]
+    assert predictor.metadata["sample_rate"] == 48000 and "NC-SA" in predictor.metadata["license"]
+    out = predictor.predict(first_window(short_clips[0]))
+    assert out["scores"].shape == (1, 2) and ((out["scores"] >= 0) & (out["scores"] <= 1)).all()
+    assert out["embedding"].shape == (1, 1024)
+    predictor.close()
+    with pytest.raises(ValueError, match="Gryllus campestris"):
+        load_predictor(birdnet.model_path(), backend="birdnet", species=("Gryllus campestris",))

@@ -1,0 +1,135 @@
+"""BYOL term, BYOL-A augmentations and the unlabelled pool."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from pulse.config import ModelConfig, SemiConfig
+from pulse.manifest import validate_manifest
+from pulse.models import create_model
+from pulse.train.byol import (BYOL, MixupMemory, byol_loss, ema_update, match_statistics, mlp,
+                              random_resize_crop)
+from pulse.train.losses import StepOutputs
+from pulse.unlabelled import UnlabelledPool, make_pseudo_field, read_span
+
+TINY = ModelConfig(arch="pulse_cnn_xs", window_s=0.5, sample_rate=16000, f_max=8000.0, n_mels=32, embed_dim=32)
+
+
+class NoisePool:
+    """A stand-in pool: band-limited noise bursts, a fixed set of 6 'recordings'."""
+
+    def __init__(self, length: int):
+        rng = np.random.default_rng(0)
+        self.items = [np.convolve(rng.standard_normal(length), np.ones(k) / k, "same").astype(np.float32)
+                      for k in (1, 2, 4, 8, 16, 32)]
+
+    def batch(self, rng, size):
+        return np.stack([self.items[int(i)] for i in rng.integers(len(self.items), size=size)])
+
+
+def test_byol_loss_is_two_minus_two_cosine():
+    x = torch.randn(4, 8)
+    assert byol_loss(x, 3 * x).item() == pytest.approx(0.0, abs=1e-6)
+    assert byol_loss(x, -x).item() == pytest.approx(4.0, abs=1e-6)
+    y = torch.randn(4, 8)
+    expected = (2 - 2 * torch.nn.functional.cosine_similarity(x, y)).mean()
+    assert byol_loss(x, y).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_ema_update_moves_target_toward_online():
+    online, target = mlp(4, 8, 2), mlp(4, 8, 2)
+    before = [p.clone() for p in target.parameters()]
+    ema_update(target, online, 0.75)
+    for b, t, o in zip(before, target.parameters(), online.parameters()):
+        torch.testing.assert_close(t, 0.75 * b + 0.25 * o)
+    ema_update(target, online, 0.0)
+    for t, o in zip(target.parameters(), online.parameters()):
+        torch.testing.assert_close(t, o)
+
+
+def test_mixup_memory_mixes_in_the_linear_domain():
+    generator = torch.Generator().manual_seed(0)
+    mixup = MixupMemory(size=3, ratio=0.4)
+    first = torch.randn(2, 1, 4, 5)
+    assert torch.equal(mixup(first, generator), first)  # empty memory: nothing to mix with
+    second = torch.randn(2, 1, 4, 5)
+    mixed = mixup(second, generator)
+    assert not torch.allclose(mixed, second)
+    lo = torch.minimum(second.exp(), first.exp().min(0).values).min()
+    assert (mixed.exp() >= lo - 1e-6).all()
+    assert (mixed.exp() <= torch.maximum(second.exp(), first.exp().max(0).values) + 1e-5).all()
+    mixup(torch.randn(2, 1, 4, 5), generator)
+    assert len(mixup.items) == 3  # FIFO capped at its size
+
+
+def test_random_resize_crop_keeps_shape_and_is_identity_at_scale_one():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 16, 40)
+    torch.testing.assert_close(random_resize_crop(x, generator, 1.0, (1.0, 1.0)), x)
+    y = random_resize_crop(x, generator, 1.5, (0.6, 1.5))
+    assert y.shape == x.shape and torch.isfinite(y).all() and not torch.allclose(y, x)
+
+
+def test_match_statistics_restores_each_examples_level():
+    ref = torch.randn(3, 1, 8, 10) * torch.tensor([1.0, 2.0, 5.0]).view(3, 1, 1, 1) - 4
+    out = match_statistics(torch.randn(3, 1, 8, 10) * 9 + 3, ref)
+    torch.testing.assert_close(out.mean((1, 2, 3)), ref.mean((1, 2, 3)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std((1, 2, 3)), ref.std((1, 2, 3)), atol=1e-3, rtol=1e-3)
+
+
+def test_byol_term_trains_the_student_and_only_ema_moves_the_target():
+    torch.manual_seed(0)
+    model = create_model(TINY).train()
+    cfg = SemiConfig(byol_batch=6, byol_hidden=32, byol_dim=16, byol_ema=0.9, mixup_memory=8)
+    term = BYOL(1.0, model, cfg, NoisePool(TINY.window_samples), seed=0)
+    params = list(model.parameters()) + list(term.projector.parameters()) + list(term.predictor.parameters())
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    out = StepOutputs(0, *([None] * 6))
+    target_before = [p.clone() for p in term.target_model.parameters()]
+    losses = []
+    for step in range(12):
+        loss = term(model, dataclasses.replace(out, step=step % 2))
+        optimizer.zero_grad()
+        loss.backward()
+        assert model.encoder.stem[0].weight.grad.abs().sum() > 0
+        assert all(p.grad is None for p in term.target_model.parameters())
+        optimizer.step()
+        term.after_step(model)
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and 0 <= min(losses) and max(losses) <= 4
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    moved = [not torch.equal(a, b) for a, b in zip(target_before, term.target_model.parameters())]
+    assert any(moved)
+
+
+def test_unlabelled_pool_streams_real_windows(shared_data):
+    root = shared_data / "audio" / "backgrounds"
+    files = sorted(root.glob("*.flac"))[:3]
+    pool = UnlabelledPool(files, 22050, 1.5)
+    batch = pool.batch(np.random.default_rng(0), 4)
+    assert batch.shape == (4, 33075) and np.isfinite(batch).all() and (np.abs(batch).max(axis=1) > 0).all()
+    info = sf.info(files[0])
+    tail = read_span(files[0], info.duration - 0.5, 1.5, 22050)
+    assert np.abs(tail[:10000]).max() > 0 and not tail[12000:].any()  # past the end: zeros
+    with pytest.raises(ValueError, match="roots"):
+        UnlabelledPool.from_manifests(("a.csv", "b.csv"), ("x",), "train", 22050, 1.5)
+
+
+def test_pseudo_field_recordings_are_valid_unlabelled_audio(shared_data, tmp_path):
+    audio = shared_data / "audio"
+    frame = pd.read_csv(audio / "insectset32.csv")
+    songs = [audio / "insectset32" / p for p in frame.loc[frame["split"] == "train", "path"][:3]]
+    beds = [audio / "backgrounds" / "OSS_great_plains_toad.flac"]
+    manifest = make_pseudo_field(songs, beds, tmp_path, count=2, duration_s=12.0, sample_rate=22050,
+                                 songs_per_minute=20.0, snr_db=(0.0, 10.0), seed=0)
+    assert validate_manifest(manifest, tmp_path, splits=("train",)) == []
+    data, rate = sf.read(tmp_path / manifest["path"][0])
+    assert rate == 22050 and len(data) == 12 * 22050 and np.abs(data).max() <= 1.0
+    again = make_pseudo_field(songs, beds, tmp_path / "again", 2, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
+    np.testing.assert_array_equal(sf.read(tmp_path / "again" / again["path"][1])[0], sf.read(tmp_path / manifest["path"][1])[0])

@@ -1,0 +1,132 @@
+"""Stage-1 distillation: block geometry, weighted losses, and a tiny end-to-end run on a synthetic slide."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lrmil.config import DistillPatchConfig, PatchConfig, SynthConfig
+from lrmil.distill_patch import (ParentSample, block_means, child_weights, distill_patch, match_loss,
+                                 select_parents, student_features, teacher_features, train_student)
+from lrmil.encoders import create_encoder, load_encoder
+from lrmil.patching import make_grid
+
+TINY_PATCH = PatchConfig(teacher_px=64, student_px=64)  # 4x4 tokens per 5x patch: one token per child
+
+
+def test_block_means_follow_children_order():
+    tokens = torch.zeros(1, 8, 8, 1)
+    for dy in range(4):
+        for dx in range(4):
+            tokens[0, dy * 2:(dy + 1) * 2, dx * 2:(dx + 1) * 2, 0] = dy * 4 + dx
+    assert block_means(tokens, 4)[0, :, 0].tolist() == list(range(16))
+    with pytest.raises(ValueError, match="blocks"):
+        block_means(torch.zeros(1, 6, 6, 1), 4)
+
+
+def test_children_order_matches_the_grid():
+    """Child k of a parent sits at block (k // 4, k % 4): the order block_means produces."""
+    grid = make_grid(np.ones((32, 32), bool), (1024, 1024), 0.5, (1.0,), PatchConfig())
+    t = grid.teacher.size_level0
+    for k, idx in enumerate(grid.children[0]):
+        assert tuple(grid.teacher.coords[idx]) == ((k % 4) * t, (k // 4) * t)
+
+
+def test_match_loss_ignores_background_and_weights_children():
+    cfg = DistillPatchConfig(loss="cosine")
+    target = torch.randn(2, 16, 2, 8)
+    pred = target.clone()
+    weights = torch.ones(2, 16)
+    assert match_loss(pred, target, weights, cfg).item() == pytest.approx(0.0, abs=1e-6)
+    pred[:, 5] = -target[:, 5]  # child 5 is wrong everywhere ...
+    weights[:, 5] = 0.0  # ... but it is background
+    assert match_loss(pred, target, weights, cfg).item() == pytest.approx(0.0, abs=1e-6)
+    weights[:, 5] = 1.0
+    low = match_loss(pred, target, weights, cfg).item()
+    weights[:, 5] = 10.0  # high attention on the wrong child raises the loss
+    assert match_loss(pred, target, weights, cfg).item() > low > 0
+    mse = DistillPatchConfig(loss="mse")
+    assert match_loss(target * 3.0, target, torch.ones(2, 16), mse).item() == pytest.approx(0.0, abs=1e-4)
+    with pytest.raises(ValueError, match="loss"):
+        match_loss(pred, target, weights, DistillPatchConfig(loss="l1"))
+
+
+def test_child_weights_map_attention_to_children():
+    mask = np.zeros((64, 64), bool)
+    mask[:, :24] = True
+    grid = make_grid(mask, (2048, 2048), 0.5, (1.0,), PatchConfig())
+    uniform = child_weights(grid, None)
+    assert ((uniform > 0) == (grid.children >= 0)).all() and set(np.unique(uniform)) <= {0.0, 1.0}
+    attention = np.zeros(len(grid.teacher), np.float32)
+    attention[3] = 1.0
+    weights = child_weights(grid, attention)
+    assert weights.sum() == pytest.approx(len(grid.teacher))  # mean weight 1 over the slide
+    parent, child = np.argwhere(grid.children == 3)[0]
+    assert weights[parent, child] == weights.max()
+    with pytest.raises(ValueError, match="entries"):
+        child_weights(grid, attention[:-1])
+
+
+def test_select_parents_keeps_the_most_attended():
+    weights = np.zeros((10, 16), np.float32)
+    weights[7] = 5.0
+    weights[2] = 3.0
+    chosen = select_parents(weights, 4, np.random.default_rng(0))
+    assert len(chosen) == 4 and {7, 2} <= set(chosen.tolist())
+    assert len(select_parents(weights, 40, np.random.default_rng(0))) == 10
+
+
+def _samples(teacher, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        kids = torch.from_numpy(rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8))
+        with torch.inference_mode():
+            targets = teacher_features(teacher, kids, (1,)).numpy()
+        out.append(ParentSample(image, targets, np.ones(16, np.float32)))
+    return out
+
+
+def test_student_features_shape_and_training_reduces_the_loss():
+    teacher = create_encoder("lrmil_vit_tiny", weights="random")
+    teacher.cfg = dataclasses.replace(teacher.cfg, patch_px=64)
+    cfg = DistillPatchConfig(layers=(1,), epochs=15, batch_size=6, lr=1e-3, patch=TINY_PATCH)
+    samples = _samples(teacher)
+    with torch.inference_mode():
+        feats = student_features(teacher, torch.from_numpy(np.stack([s.image for s in samples])), (1,), 4)
+    assert feats.shape == (6, 16, 2, 192)
+    student, metrics = train_student(teacher, samples, samples[:2], cfg)
+    assert metrics["final_loss"] < 0.5 * metrics["first_loss"]
+    assert metrics["val_output_cosine_after"] > metrics["val_output_cosine_before"]
+    assert student.cfg.magnification == 5.0 and teacher.cfg.magnification == 20.0
+    assert all(p.requires_grad for p in teacher.parameters())  # the teacher object itself is untouched
+    assert not any(torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters()))
+
+
+def test_distill_patch_end_to_end_on_a_synthetic_slide(tmp_path):
+    from lrmil.synth import make_spec, write_slide
+
+    synth = SynthConfig(size=512, tile=256)
+    write_slide(tmp_path / "synth_0000.tiff", make_spec(synth, 0, 1), synth)
+    teacher_file = tmp_path / "teacher.safetensors"
+    from lrmil.encoders import save_encoder
+
+    teacher = create_encoder("lrmil_vit_tiny", weights="random")
+    save_encoder(teacher_file, teacher, dataclasses.replace(teacher.cfg, patch_px=64, training_data="synthetic test"))
+    cfg = DistillPatchConfig(teacher_weights=str(teacher_file), max_parents_per_slide=3, epochs=1, batch_size=2,
+                             patch=TINY_PATCH, val_fraction=0.0)
+    splits = tmp_path / "labels.csv"
+    splits.write_text("slide_id,label,fold\nsynth_0000,1,1\nother,0,0\n")
+    metrics = distill_patch(cfg, [tmp_path / "synth_0000.tiff"], tmp_path / "student.safetensors", splits=splits)
+    assert metrics["slides"] == 1 and metrics["parents"] == 3 and not metrics["attention_weighting"]
+    student = load_encoder(tmp_path / "student.safetensors")
+    assert student.cfg.magnification == 5.0 and "stage-1" in student.cfg.training_data
+    assert (tmp_path / "student.json").is_file()
+    # the test fold is never used for stage 1
+    splits.write_text("slide_id,label,fold\nsynth_0000,1,0\n")
+    with pytest.raises(ValueError, match="nothing to distil"):
+        distill_patch(cfg, [tmp_path / "synth_0000.tiff"], tmp_path / "s2.safetensors", splits=splits)

@@ -1,0 +1,138 @@
+"""Stage-2 distillation: each loss term on hand-made bags, and train -> distill through the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lrmil.mil.attention import ABMIL, load_mil
+from lrmil.mil.bags import Bag
+from lrmil.mil.config import ABMILConfig, DistillConfig, MILConfig
+from lrmil.mil.distill import TeacherTarget, distill, stage2_bag_loss
+from lrmil.mil.losses import attention_kd, logit_kd, parent_attention, stage2_loss, topk_instance
+from lrmil.mil.train import train
+
+DIM = 6
+
+
+def test_parent_attention_sums_children_and_skips_background():
+    child = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    children = torch.tensor([[0, 1, -1, -1], [2, -1, -1, -1], [-1, -1, -1, -1]])
+    parents = parent_attention(child, children)
+    assert torch.allclose(parents, torch.tensor([0.3, 0.3, 0.0]) / 0.6)  # child 3 has no parent
+    assert torch.allclose(parents.sum(), torch.tensor(1.0))
+
+
+def test_logit_and_attention_kd_are_zero_only_at_agreement():
+    logits = torch.tensor([1.0, -1.0])
+    assert logit_kd(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert logit_kd(logits, -logits, 2.0).item() > 0.1
+    a = torch.tensor([0.5, 0.25, 0.25])
+    assert attention_kd(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    assert attention_kd(a, torch.tensor([0.1, 0.1, 0.8])).item() > 0.1
+
+
+def test_topk_instance_classifies_the_top_ranked_instances():
+    model = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=8, drop_rate=0.0)).eval()
+    out = model(torch.randn(5, DIM))
+    ranking = torch.tensor([0.0, 0.9, 0.1, 0.8, 0.0])
+    expected = torch.nn.functional.cross_entropy(model.forward_head(out.instances[[1, 3]]), torch.tensor([1, 1]))
+    assert topk_instance(model, out, torch.tensor(1), ranking, k=2).item() == pytest.approx(expected.item())
+
+
+def test_each_term_switches_off_and_all_off_is_an_error():
+    model = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=8)).eval()
+    out = model(torch.randn(4, DIM))
+    args = (model, out, torch.tensor(0), torch.tensor([0.3, 0.1]), torch.full((4,), 0.25))
+    _, terms = stage2_loss(*args, DistillConfig())
+    assert set(terms) == {"ce", "logits", "attention", "topk"}
+    _, terms = stage2_loss(*args, DistillConfig(w_logits=0.0, w_topk=0.0))
+    assert set(terms) == {"ce", "attention"}
+    with pytest.raises(ValueError, match="switched off"):
+        stage2_loss(*args, DistillConfig(w_ce=0.0, w_logits=0.0, w_attention=0.0, w_topk=0.0))
+
+
+def _pair(slide: int, label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(20x features [32, D], 5x features [2, D], children [2, 16]): positives hide signal in 4 children
+    of parent 0; the 5x parent sees only their mean, diluted by 12 normal siblings (the 5x blur)."""
+    teacher = rng.normal(0, 0.5, (32, DIM)).astype(np.float32)
+    if label:
+        teacher[:4, 0] += 3.0
+    children = np.arange(32).reshape(2, 16)
+    children[1, 12:] = -1  # background children
+    student = teacher[children.clip(0)].mean(1) + rng.normal(0, 0.2, (2, DIM)).astype(np.float32)
+    return teacher, student, children
+
+
+def test_attention_term_alone_pulls_student_attention_to_the_teacher():
+    torch.manual_seed(0)
+    bags = [Bag(f"s{i}", i % 2, 0, torch.randn(8, DIM), torch.arange(8)[:, None]) for i in range(6)]
+    # A teacher that attends to the patches with a high feature 0 (a peaked, learnable target).
+    targets = {b.slide_id: TeacherTarget(torch.zeros(2), torch.softmax(4 * b.features[:, 0], 0)) for b in bags}
+    loss = stage2_bag_loss(targets, DistillConfig(w_ce=0.0, w_logits=0.0, w_topk=0.0))
+    student = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=8, drop_rate=0.0))
+    opt = torch.optim.Adam(student.parameters(), lr=3e-2)
+
+    def gap():
+        with torch.no_grad():
+            return sum(loss(student, b).item() for b in bags)
+
+    before = gap()
+    for _ in range(12):
+        for b in bags:
+            opt.zero_grad()
+            loss(student, b).backward()
+            opt.step()
+    assert gap() < 0.3 * before
+
+
+@pytest.fixture()
+def feature_folders(tmp_path):
+    from lrmil.store import FeatureFile, write_features
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        label = i % 2
+        teacher, student, children = _pair(i, label, rng)
+        for name, feats, links, mag, px in (("f20", teacher, np.zeros((32, 0), np.int64), 20.0, 256),
+                                            ("f5", student, children, 5.0, 1024)):
+            coords = np.zeros((len(feats), 2), np.int64)
+            write_features(tmp_path / name / f"slide{i}.h5",
+                           FeatureFile(coords, feats, links, px, 256, mag, 0.5, encoder="toy", slide_id=f"slide{i}"))
+        rows.append((f"slide{i}", ["benign", "tumour"][label], i % 3))
+    pd.DataFrame(rows, columns=["slide_id", "label", "fold"]).to_csv(tmp_path / "splits.csv", index=False)
+    return tmp_path
+
+
+def test_train_then_distill_writes_models_predictions_and_resumes(feature_folders):
+    root = feature_folders
+    model = ABMILConfig(hidden_dim=8, attn_dim=8, drop_rate=0.0)
+    teacher_cfg = MILConfig(features=str(root / "f20"), splits=str(root / "splits.csv"), out=str(root / "teacher"),
+                            model=model, epochs=4, patience=4, lr=1e-2)
+    metrics = train(teacher_cfg)
+    assert metrics["pooled"]["slides"] == 12 and set(metrics["folds"]) == {0, 1, 2}
+    teacher = load_mil(root / "teacher" / "fold0" / "model.safetensors")
+    assert teacher.cfg.labels == ("benign", "tumour") and teacher.cfg.in_dim == DIM and teacher.cfg.magnification == 20.0
+
+    student_cfg = DistillConfig(features=str(root / "f5"), teacher_features=str(root / "f20"), teacher=str(root / "teacher"),
+                                splits=str(root / "splits.csv"), out=str(root / "student"), model=model,
+                                epochs=4, patience=4, lr=1e-2, topk=1)
+    distill(student_cfg)
+    student_model = root / "student" / "fold1" / "model.safetensors"
+    assert load_mil(student_model).cfg.magnification == 5.0
+    table = pd.read_csv(root / "student" / "predictions.csv")
+    assert sorted(table["slide_id"]) == sorted(f"slide{i}" for i in range(12))
+    assert np.allclose(table[["p_benign", "p_tumour"]].sum(axis=1), 1.0, atol=1e-5)
+    assert json.loads((root / "student" / "config.json").read_text())["config"]["w_attention"] == 1.0
+
+    stamp = student_model.stat().st_mtime_ns
+    distill(student_cfg)  # same config: folds are reloaded, not retrained
+    assert student_model.stat().st_mtime_ns == stamp
+    distill(dataclasses.replace(student_cfg, w_topk=0.0))  # changed config: retrained
+    assert student_model.stat().st_mtime_ns != stamp

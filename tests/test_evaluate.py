@@ -1,0 +1,79 @@
+"""`pulse evaluate`: metric definitions on known scores, and a full report from a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from typer.testing import CliRunner
+
+from export.artifact import save_weights
+from pulse.cli import app
+from pulse.config import ModelConfig
+from pulse.evaluate import condition_metrics, excerpts
+from pulse.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("a", "b", "c")
+
+
+def test_excerpts_keep_long_enough_tails():
+    audio = np.arange(25, dtype=np.float32) + 1
+    pieces = excerpts(audio, 10, 4)
+    assert len(pieces) == 3 and all(len(p) == 10 for p in pieces)
+    assert np.count_nonzero(pieces[2]) == 5  # zero-padded tail
+    assert len(excerpts(audio[:23], 10, 4)) == 2  # a 3-sample tail is dropped
+    assert len(excerpts(audio[:2], 10, 4)) == 1  # a clip shorter than the minimum is still kept
+
+
+def test_metrics_on_known_scores():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    clip_ids = np.array([0, 0, 1, 1, 2, 2])
+    perfect = np.eye(3)[labels] * 0.9 + 0.05
+    negatives = np.full((4, 3), 0.01)
+    m = condition_metrics(perfect, labels, clip_ids, negatives, NAMES, threshold=0.5)
+    assert m["window"]["macro_f1"] == 1.0 and m["clip"]["macro_f1"] == 1.0
+    assert m["window"]["mAP"] == 1.0 and m["window"]["roc_auc"] == 1.0 and m["detection_auc"] == 1.0
+    assert m["window"]["confusion"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    shifted = np.roll(perfect, 1, axis=1)  # every window called the next species
+    m = condition_metrics(shifted, labels, clip_ids, np.full((4, 3), 0.99), NAMES, threshold=0.5)
+    assert m["window"]["macro_f1"] == 0.0 and m["window"]["per_species"]["a"]["recall"] == 0.0
+    assert m["detection_auc"] == 0.0  # negatives score above every positive
+    half = perfect.copy()
+    half[1] = [0.05, 0.9, 0.05]  # one window of clip 0 wrong; clip max still right
+    m = condition_metrics(half, labels, clip_ids, negatives, NAMES, threshold=0.5)
+    assert m["window"]["accuracy"] == 5 / 6 and m["clip"]["accuracy"] == 1.0
+
+
+def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
+    species = ("Gryllus campestris", "Tettigonia viridissima")
+    frame = pd.read_csv(REPO / "data_manifests/insectset32.csv", dtype=str, keep_default_na=False)
+    frame = frame[frame["species"].isin(species) & (frame["split"] == "validation")].head(3)
+    manifest = tmp_path / "tiny.csv"
+    frame.to_csv(manifest, index=False)
+    cfg = ModelConfig(arch="pulse_cnn_xs", labels=species, common_names=species, codes=("GRYCAM", "TETVIR"),
+                      window_s=1.0, n_mels=32, embed_dim=32)
+    torch.manual_seed(0)
+    save_weights(tmp_path / "model.safetensors", create_model(cfg).eval().state_dict(), cfg.to_dict())
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--model", str(tmp_path / "model.safetensors"), "--manifest", str(manifest),
+        "--audio-root", str(shared_data / "audio/insectset32"), "--split", "validation",
+        "--background-manifest", str(REPO / "data_manifests/backgrounds.csv"),
+        "--background-root", str(shared_data / "audio/backgrounds"), "--snr-db", "10,0,-10", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["conditions"]) == ["clean", "snr_+10dB", "snr_+0dB", "snr_-10dB"]
+    durations = frame["duration_s"].astype(float)
+    assert report["n_clips"] == 3 and report["n_windows"] >= int(durations.sum() // 1)
+    for metrics in report["conditions"].values():
+        assert {"macro_f1", "accuracy", "macro_f1_thresholded", "mAP", "roc_auc", "per_species", "confusion"} <= set(metrics["window"])
+        assert set(metrics["window"]["per_species"]) == set(species)
+        assert 0.0 <= metrics["detection_auc"] <= 1.0 and "macro_f1" in metrics["clip"]
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "win F1" in (out / "report.txt").read_text() and "clean" in result.output
+    missing = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "nope.onnx"), "--out", str(out)])
+    assert missing.exit_code == 2 and "not found" in missing.output

@@ -1,0 +1,144 @@
+"""ONNX export, INT8 quantisation and parity checks (export/onnx.py, quantize.py, parity.py, bundle.py).
+
+Stated tolerances (export/parity.py), as a fraction of max(1, max |reference|) per output:
+FP32 1e-4 (torch vs ONNX Runtime, fft and conv graphs), INT8 1e-1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.onnx import OnnxExportError, check_frontend_ops, export_onnx, graph_ops
+from export.parity import FP32_TOLERANCE, INT8_TOLERANCE, compare
+from export.predictor import load_predictor
+from export.quantize import calibration_windows, quantize_onnx
+from pulse.config import ModelConfig
+from pulse.models import MODELS, create_model
+
+
+def _windows(n: int, samples: int, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((n, samples))).astype(np.float32)
+
+
+@pytest.mark.parametrize("arch", MODELS.list())
+def test_every_registered_model_runs_and_exports(arch, tmp_path):
+    cfg = ModelConfig(arch=arch, window_s=1.0)
+    model = create_model(cfg).eval()
+    wave = torch.from_numpy(_windows(2, cfg.window_samples))
+    with torch.inference_mode():
+        logits, embedding = model(wave)
+    assert logits.shape == (2, cfg.num_classes) and embedding.shape == (2, cfg.embed_dim)
+    assert torch.isfinite(logits).all() and torch.isfinite(embedding).all()
+    path = export_onnx(model, tmp_path / "m.onnx", frontend="conv")
+    scores = load_predictor(path).predict(wave.numpy())["scores"]
+    np.testing.assert_allclose(scores, torch.sigmoid(logits).numpy(), atol=FP32_TOLERANCE)
+
+
+def test_graphs_have_the_promised_structure(pulse_bundle):
+    fft, conv = onnx.load(str(pulse_bundle / "model.onnx")), onnx.load(str(pulse_bundle / "model.trt.onnx"))
+    assert "STFT" in graph_ops(fft)
+    assert not graph_ops(conv) & {"STFT", "DFT"} and "Conv" in graph_ops(conv)
+    for proto, frontend in ((fft, "fft"), (conv, "conv")):
+        (wave,) = proto.graph.input
+        assert wave.name == "waveform"
+        assert [d.dim_param or d.dim_value for d in wave.type.tensor_type.shape.dim] == ["batch", 44100]
+        assert [o.name for o in proto.graph.output] == ["scores", "embedding"]
+        meta = json.loads({p.key: p.value for p in proto.metadata_props}["model_config"])
+        assert meta["frontend"] == frontend and len(meta["labels"]) == 9 and meta["window_s"] == 1.0
+    with pytest.raises(OnnxExportError, match="not TensorRT-portable"):
+        check_frontend_ops(fft, "conv")
+    with pytest.raises(OnnxExportError, match="without an STFT"):
+        check_frontend_ops(conv, "fft")
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_torch_and_onnxruntime_agree_at_any_batch(pulse_bundle, batch):
+    torch_model = load_predictor(pulse_bundle, backend="torch")
+    batch_in = _windows(batch, torch_model.input_spec.shape[1], seed=batch)
+    for name in ("model.onnx", "model.trt.onnx"):
+        check = compare(torch_model, load_predictor(pulse_bundle / name), batch_in, FP32_TOLERANCE)
+        assert check.ok, check.line()
+    scores = torch_model.predict(batch_in)["scores"]
+    assert scores.std() > 1e-3  # the outputs really vary, so agreement means something
+
+
+def test_int8_is_quantised_and_within_looser_tolerance(pulse_bundle):
+    int8 = onnx.load(str(pulse_bundle / "model.int8.onnx"))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= graph_ops(int8)
+    assert json.loads({p.key: p.value for p in int8.metadata_props}["model_config"])["quantization"] == "int8-static"
+    fp32, q = load_predictor(pulse_bundle / "model.onnx"), load_predictor(pulse_bundle / "model.int8.onnx")
+    batch = _windows(8, fp32.input_spec.shape[1], seed=3)
+    check = compare(fp32, q, batch, INT8_TOLERANCE)
+    assert check.ok, check.line()
+    assert check.max_abs_diff["embedding"] > 0  # 8-bit arithmetic really ran
+
+
+def test_export_config_records_every_file_and_passing_parity(pulse_bundle):
+    config = json.loads((pulse_bundle / "config.json").read_text())
+    assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.trt.onnx", "model.int8.onnx"}
+    assert [p["candidate"] for p in config["parity"]] == ["onnxruntime fft", "onnxruntime conv", "int8 static"]
+    assert all(p["ok"] for p in config["parity"]) and config["parity_windows"] == 16
+
+
+def test_static_int8_calibrated_on_real_songs(shared_data, pulse_bundle, tmp_path):
+    fp32 = load_predictor(pulse_bundle / "model.onnx")
+    songs = [shared_data / "audio" / "insectset32"]
+    calibration = calibration_windows(songs, 44100, fp32.input_spec.shape[1], 12, position=0.5)
+    check_in = calibration_windows(songs, 44100, fp32.input_spec.shape[1], 12, position=0.25)
+    assert calibration.shape == (12, 44100) and not np.array_equal(calibration, check_in)
+    q = load_predictor(quantize_onnx(pulse_bundle / "model.onnx", tmp_path / "q.onnx", "static", calibration))
+    check = compare(fp32, q, check_in, INT8_TOLERANCE)
+    assert check.ok, check.line()
+    conv = compare(fp32, load_predictor(pulse_bundle / "model.trt.onnx"), check_in, FP32_TOLERANCE)
+    assert conv.ok, conv.line()
+
+
+def test_dynamic_int8_needs_no_calibration(pulse_bundle, tmp_path):
+    q = load_predictor(quantize_onnx(pulse_bundle / "model.onnx", tmp_path / "d.onnx", "dynamic"))
+    fp32 = load_predictor(pulse_bundle / "model.onnx")
+    check = compare(fp32, q, _windows(4, fp32.input_spec.shape[1]), INT8_TOLERANCE)
+    assert check.ok, check.line()
+    with pytest.raises(ValueError, match="calibration windows"):
+        quantize_onnx(pulse_bundle / "model.onnx", tmp_path / "s.onnx", "static")
+    with pytest.raises(ValueError, match="quantisation method"):
+        quantize_onnx(pulse_bundle / "model.onnx", tmp_path / "s.onnx", "int4")
+
+
+def test_calibration_skips_unreadable_files(tmp_path, pulse_bundle, caplog):
+    audio = pulse_bundle.parent / "audio"
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    windows = calibration_windows([audio / "chirp0.wav", tmp_path / "broken.wav"], 44100, 44100, 8)
+    assert windows.shape == (3, 44100)  # all three 1 s windows of the 3 s recording, none from the broken one
+    assert len({w.tobytes() for w in windows}) == 3
+    assert "broken.wav" in caplog.text
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no audio files"):
+        calibration_windows([tmp_path / "empty"], 44100, 44100, 8)
+    with pytest.raises(ValueError, match="calibration audio not found"):
+        calibration_windows([tmp_path / "nowhere"], 44100, 44100, 8)
+    with pytest.raises(ValueError, match="could be read"):
+        calibration_windows([tmp_path / "broken.wav"], 44100, 44100, 8)
+
+
+class _Fixed:
+    def __init__(self, **outputs):
+        self.outputs = outputs
+
+    def predict(self, batch):
+        return {k: np.repeat(v[None], len(batch), axis=0) for k, v in self.outputs.items()}
+
+
+def test_compare_reports_drift_and_rejects_mismatches():
+    batch = np.zeros((3, 10), np.float32)
+    ref = _Fixed(scores=np.array([0.5, 0.5], np.float32))
+    check = compare(ref, _Fixed(scores=np.array([0.5, 0.6], np.float32)), batch, tolerance=0.05)
+    assert check.max_abs_diff["scores"] == pytest.approx(0.1, abs=1e-6) and not check.ok and "FAIL" in check.line()
+    with pytest.raises(ValueError, match="outputs"):
+        compare(ref, _Fixed(logits=np.zeros(2, np.float32)), batch)
+    with pytest.raises(ValueError, match="shape"):
+        compare(ref, _Fixed(scores=np.zeros(3, np.float32)), batch)

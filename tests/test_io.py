@@ -1,0 +1,103 @@
+"""Audio input: formats, rates, channels, streaming, and every kind of bad file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pulse.io import AudioReadError, audio_info, find_audio, read_audio, stream_audio
+
+RATE = 44100
+
+
+def tone(seconds: float, rate: int, freq: float = 3000.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return np.stack([x * (c + 1) / channels for c in range(channels)], axis=1) if channels > 1 else x
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp3", ".ogg"])
+def test_formats_decode_to_model_rate(tmp_path, suffix):
+    path = tmp_path / f"a{suffix}"
+    sf.write(path, tone(2.0, 32000), 32000)
+    audio = read_audio(path, RATE)
+    assert audio.dtype == np.float32
+    assert abs(len(audio) - 2 * RATE) < 0.03 * RATE  # lossy codecs add a little priming
+    spectrum = np.abs(np.fft.rfft(audio[: RATE]))
+    assert abs(np.argmax(spectrum) * RATE / RATE - 3000) < 5  # 1 s of audio: bins are 1 Hz apart
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 192000, 384000])
+def test_any_rate_is_resampled(tmp_path, rate):
+    path = tmp_path / "r.wav"
+    sf.write(path, tone(1.0, rate, freq=1000.0), rate)
+    audio = read_audio(path, RATE)
+    assert len(audio) == RATE
+    assert np.argmax(np.abs(np.fft.rfft(audio))) == 1000
+    assert 0.25 < np.abs(audio[RATE // 4: -RATE // 4]).max() < 0.35  # amplitude kept
+
+
+def test_channels_mixed_or_picked(tmp_path):
+    path = tmp_path / "eight.wav"
+    data = tone(0.5, RATE, channels=8)  # channel c has amplitude 0.3 * (c + 1) / 8
+    sf.write(path, data, RATE, subtype="FLOAT")
+    np.testing.assert_allclose(read_audio(path, RATE), data.mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(read_audio(path, RATE, channel=7), data[:, 7], atol=1e-6)
+    with pytest.raises(AudioReadError, match="channel 8 requested but the file has 8"):
+        read_audio(path, RATE, channel=8)
+
+
+@pytest.mark.parametrize("rate", [RATE, 48000])
+def test_streaming_matches_whole_file(tmp_path, rate):
+    path = tmp_path / "long.flac"
+    rng = np.random.default_rng(0)
+    sf.write(path, (0.1 * rng.standard_normal(int(7.3 * rate))).astype(np.float32), rate)
+    whole = read_audio(path, RATE, block_s=100.0)
+    blocks = list(stream_audio(path, RATE, block_s=0.37))
+    assert max(len(b) for b in blocks) < 2 * 0.37 * RATE  # bounded by the block (plus resampler delay), not the file
+    np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-5)
+
+
+def _truncate(path, keep: float = 0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+BAD_FILES = {
+    "zero.wav": (lambda p: p.write_bytes(b""), "not readable as audio"),
+    "empty.wav": (lambda p: sf.write(p, np.zeros(0, np.float32), RATE), "zero-length"),
+    "notes.flac": (lambda p: p.write_text("this is not audio at all\n" * 50), "not readable as audio"),
+    "random.mp3": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(5000)), "not readable as audio"),
+    "cut.wav": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
+    "cut.flac": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
+    "cut.mp3": (lambda p: (sf.write(p, tone(4.0, RATE), RATE), _truncate(p)), "truncated"),
+    "nan.wav": (lambda p: sf.write(p, np.r_[tone(1.0, RATE), [np.nan]], RATE, subtype="FLOAT"), "NaN/Inf"),
+    "inf.wav": (lambda p: sf.write(p, np.r_[[np.inf], tone(1.0, RATE)], RATE, subtype="FLOAT"), "NaN/Inf"),
+    "slow.wav": (lambda p: sf.write(p, tone(1.0, 4000), 4000), "outside 8000-384000 Hz"),
+    "missing.wav": (lambda p: None, "not readable as audio"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_files_raise_one_clear_error(tmp_path, name):
+    make, reason = BAD_FILES[name]
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(AudioReadError) as err:
+        read_audio(path, RATE)
+    assert reason in err.value.reason
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_info_and_discovery(tmp_path):
+    (tmp_path / "sub").mkdir()
+    sf.write(tmp_path / "sub" / "b.flac", tone(1.5, 32000), 32000)
+    sf.write(tmp_path / "a.WAV", tone(0.5, RATE), RATE)
+    (tmp_path / "readme.txt").write_text("skip me")
+    (tmp_path / ".hidden.wav").write_bytes(b"")
+    found = find_audio([tmp_path])
+    assert [str(rel) for _, rel in found] == ["a.WAV", "sub/b.flac"]
+    info = audio_info(found[1][0])
+    assert (info.sample_rate, info.channels, info.frames) == (32000, 1, 48000)
+    assert info.duration_s == pytest.approx(1.5)

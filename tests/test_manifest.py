@@ -1,0 +1,86 @@
+"""Manifest validation: every kind of problem is reported, one line each, and good manifests pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pulse.cli import app
+from pulse.config import ModelConfig
+from pulse.manifest import LABELLED_COLUMNS, ManifestError, load_manifest, read_manifest, validate_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ModelConfig().labels
+
+
+def write(tmp_path, rows, columns=LABELLED_COLUMNS):
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+    return path
+
+
+def row(path, species=LABELS[0], split="train"):
+    return [path, species, split, "CC-BY-4.0", "someone", "1.0", "44100"]
+
+
+@pytest.fixture
+def root(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in ("a.flac", "b.flac", "c.flac"):
+        (audio / name).write_bytes(b"x")
+    return audio
+
+
+def test_clean_manifest_has_no_problems(tmp_path, root):
+    path = write(tmp_path, [row("a.flac"), row("b.flac", LABELS[1]), row("c.flac", split="validation")])
+    assert validate_manifest(read_manifest(path), root, LABELS) == []
+    assert len(load_manifest(path, root, LABELS)) == 3
+
+
+def test_each_problem_is_reported_on_its_own_line(tmp_path, root):
+    rows = [row("a.flac"), row("a.flac"), row("missing.flac"), row("b.flac", "Homo sapiens")]
+    problems = validate_manifest(read_manifest(write(tmp_path, rows)), root, LABELS, name="m.csv")
+    assert any("duplicate path a.flac (2 rows)" in p for p in problems)
+    assert any("m.csv:4: missing file" in p and "missing.flac" in p for p in problems)
+    assert any("m.csv:5: unknown species 'Homo sapiens'" in p for p in problems)
+    assert any("split 'validation' is empty" in p for p in problems)
+    assert len(problems) == 4
+    with pytest.raises(ManifestError) as info:
+        load_manifest(tmp_path / "m.csv", root, LABELS)
+    assert len(str(info.value).splitlines()) == 4
+
+
+def test_missing_columns_are_named(tmp_path, root):
+    path = write(tmp_path, [["a.flac", LABELS[0]]], columns=("path", "species"))
+    (problem,) = validate_manifest(read_manifest(path), root, LABELS)
+    assert "missing column(s) split, license, recordist, duration_s, sample_rate" in problem
+
+
+def test_unlabelled_schema_needs_no_species(tmp_path, root):
+    path = write(tmp_path, [["a.flac", "train", "MIT", "somewhere", "1.0", "44100"]],
+                 columns=("path", "split", "license", "source", "duration_s", "sample_rate"))
+    assert validate_manifest(read_manifest(path), root, LABELS, splits=("train",)) == []
+
+
+def test_shipped_manifests_are_valid(shared_data):
+    audio = shared_data / "audio"
+    assert validate_manifest(read_manifest(REPO / "data_manifests/insectset32.csv"), audio / "insectset32", LABELS) == []
+    backgrounds = read_manifest(REPO / "data_manifests/backgrounds.csv")
+    assert validate_manifest(backgrounds, audio / "backgrounds") == []
+    published = pd.read_csv(audio / "insectset32.csv").set_index("path")["split"]
+    ours = read_manifest(REPO / "data_manifests/insectset32.csv").set_index("path")["split"]
+    assert ours.sort_index().equals(published.sort_index())  # the published splits, unchanged
+
+
+def test_cli_exit_codes(tmp_path, root):
+    runner = CliRunner()
+    good = write(tmp_path, [row("a.flac"), row("c.flac", split="validation")])
+    result = runner.invoke(app, ["manifest", str(good), "--audio-root", str(root)])
+    assert result.exit_code == 0 and "OK, 2 rows" in result.output
+    bad = write(tmp_path, [row("a.flac"), row("nope.flac")])
+    result = runner.invoke(app, ["manifest", str(bad), "--audio-root", str(root)])
+    assert result.exit_code == 1 and "missing file" in result.output and "is empty" in result.output

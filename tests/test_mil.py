@@ -1,0 +1,118 @@
+"""ABMIL, metrics, splits and the k-fold training loop, on tiny in-memory bags."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lrmil.mil.attention import ABMIL, ABMILOutput, load_mil, save_mil
+from lrmil.mil.bags import Bag
+from lrmil.mil.config import ABMILConfig, MILConfig
+from lrmil.mil.metrics import metrics_from_table, predictions_table, slide_metrics
+from lrmil.mil.splits import assign_folds, fold_roles, labels_of, read_splits
+from lrmil.mil.train import ce_loss, fit, predict_bags
+
+DIM = 8
+
+
+def make_bags(count: int, seed: int, n: int = 20) -> list[Bag]:
+    """Positive bags hide 3 'signal' instances (feature 0 = 3) among noise; negatives have none."""
+    g = torch.Generator().manual_seed(seed)
+    bags = []
+    for i in range(count):
+        x = torch.randn(n, DIM, generator=g) * 0.5
+        label = i % 2
+        if label:
+            x[:3, 0] += 3.0
+        bags.append(Bag(f"s{seed}_{i}", label, i % 4, x, torch.zeros(n, 0, dtype=torch.long)))
+    return bags
+
+
+def test_abmil_output_is_typed_and_attention_is_a_distribution():
+    model = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=16, attn_dim=8, labels=("a", "b", "c"))).eval()
+    out = model(torch.randn(7, DIM))
+    assert isinstance(out, ABMILOutput)
+    assert out.logits.shape == (3,) and out.attention.shape == (7,) and out.instances.shape == (7, 16)
+    assert torch.allclose(out.attention.sum(), torch.tensor(1.0))
+    assert model(torch.randn(1, DIM)).attention.item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="non-empty bag"):
+        model(torch.zeros(0, DIM))
+
+
+def test_save_load_round_trip_rebuilds_the_same_model(tmp_path):
+    cfg = ABMILConfig(in_dim=DIM, hidden_dim=16, labels=("neg", "pos"), encoder="enc", magnification=5.0)
+    model = ABMIL(cfg).eval()
+    save_mil(tmp_path / "m.safetensors", model, {"fold": 2})
+    loaded = load_mil(tmp_path / "m.safetensors")
+    assert loaded.cfg == cfg
+    x = torch.randn(5, DIM)
+    assert torch.allclose(model(x).logits, loaded(x).logits)
+
+
+def test_slide_metrics_binary_and_multiclass():
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2]])
+    m = slide_metrics(y, probs)
+    assert m["auc"] == pytest.approx(0.75)  # pos>neg pairs: 0.7>0.1, 0.7>0.6, 0.2>0.1; not 0.2>0.6
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["balanced_accuracy"] == pytest.approx(0.5)
+    y3 = np.array([0, 1, 2, 2])
+    p3 = np.eye(3)[y3] * 0.8 + 0.2 / 3
+    m3 = slide_metrics(y3, p3)
+    assert m3["auc"] == pytest.approx(1.0) and m3["f1_weighted"] == pytest.approx(1.0)
+    assert math.isnan(slide_metrics(np.array([1, 1]), probs[:2])["auc"])
+
+
+def test_predictions_table_round_trips_through_metrics():
+    probs = np.array([[0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
+    table = predictions_table(["a", "b", "c"], np.array([1, 0, 0]), probs, ("neg", "pos"), [0, 0, 1])
+    assert list(table.columns) == ["slide_id", "fold", "label", "predicted", "p_neg", "p_pos"]
+    assert table["predicted"].tolist() == ["pos", "neg", "pos"]
+    assert metrics_from_table(table, ("neg", "pos"))["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_splits_are_stratified_and_roles_disjoint(tmp_path):
+    table = pd.DataFrame({"slide_id": [f"s{i}" for i in range(20)], "label": ["x"] * 10 + ["y"] * 10})
+    folded = assign_folds(table, k=5, seed=1)
+    assert (folded.groupby(["fold", "label"]).size() == 2).all()
+    roles = fold_roles(folded, test_fold=4)
+    assert set(folded["slide_id"][folded["fold"] == 0]) == set(roles["val"])
+    assert sum(map(len, roles.values())) == 20 and not set(roles["train"]) & set(roles["test"])
+    path = tmp_path / "splits.csv"
+    folded.to_csv(path, index=False)
+    assert labels_of(read_splits(path)) == ("x", "y")
+    folded.drop(columns="fold").to_csv(path, index=False)
+    with pytest.raises(ValueError, match="missing column"):
+        read_splits(path)
+
+
+def test_fit_learns_a_hidden_instance_signal_and_attends_to_it():
+    cfg = MILConfig(epochs=8, patience=8, lr=1e-2, seed=0)
+    model = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=16, attn_dim=8, drop_rate=0.0))
+    before = slide_metrics(np.array([b.label for b in make_bags(16, 2)]), predict_bags(model, make_bags(16, 2)))
+    model = fit(model, make_bags(24, 0), make_bags(8, 1), ce_loss, cfg)
+    test = make_bags(16, 2)
+    after = slide_metrics(np.array([b.label for b in test]), predict_bags(model, test))
+    assert after["auc"] == pytest.approx(1.0) and after["accuracy"] >= 0.9 > before["accuracy"] - 0.4
+    positive = test[1]
+    with torch.no_grad():
+        attention = model(positive.features).attention
+    assert attention[:3].sum() > 0.5  # 3 of 20 instances carry the signal
+
+
+def test_fit_stops_after_patience_epochs_without_improvement():
+    calls = []
+
+    def counting_loss(model, bag):
+        calls.append(bag.slide_id)
+        return ce_loss(model, bag)
+
+    train = make_bags(6, 0)
+    cfg = dataclasses.replace(MILConfig(), epochs=20, patience=2, lr=0.0, seed=0)  # lr 0: never improves
+    fit(ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=16)), train, make_bags(4, 1), counting_loss, cfg)
+    assert len(calls) == 3 * len(train)  # epoch 1 sets the best, epochs 2-3 are stale

@@ -1,0 +1,101 @@
+"""`lrmil predict`: heatmap helpers, the student/teacher paths on real and synthetic slides, errors."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lrmil.config import PatchConfig, TissueConfig
+from lrmil.heatmap import percentiles, score_map
+from lrmil.mil.attention import ABMIL, save_mil
+from lrmil.mil.bundle import load_path, save_bundle
+from lrmil.mil.config import DEMO_NOTICE, ABMILConfig, PredictConfig
+from lrmil.predict import run_predict
+
+
+def test_percentiles_and_score_map_place_scores_on_patch_footprints():
+    assert percentiles(np.array([0.1, 0.5, 0.2])).tolist() == pytest.approx([1 / 3, 1.0, 2 / 3])
+    coords = np.array([[0, 0], [512, 512]])
+    grid = score_map(coords, 512, np.array([0.25, 1.0]), dimensions=(1024, 2048), shape=(8, 4))
+    assert np.allclose(grid[:2, :2], 0.25) and np.allclose(grid[2:4, 2:4], 1.0)
+    assert np.isnan(grid[4:]).all() and np.isnan(grid[0, 2])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A bundle with random weights: the mechanics, not the accuracy, are under test."""
+    from lrmil.encoders import create_encoder, save_encoder
+
+    root = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    encoder = create_encoder("lrmil_vit_tiny", weights="random")
+    fast = dataclasses.replace(encoder.cfg, patch_px=64)  # 16 tokens a patch: keeps the test fast
+    save_encoder(root / "enc.safetensors", encoder, fast)
+    for name, mag in (("student", 5.0), ("teacher", 20.0)):
+        save_mil(root / f"{name}.safetensors",
+                 ABMIL(ABMILConfig(in_dim=encoder.cfg.embed_dim, labels=("normal", "atypical"), magnification=mag)))
+    return save_bundle(root / "bundle", (root / "enc.safetensors", root / "student.safetensors"),
+                       (root / "enc.safetensors", root / "teacher.safetensors"), PatchConfig(), TissueConfig(),
+                       notice=DEMO_NOTICE)
+
+
+def _tissue_png(path, size=1024):
+    """Pink 'tissue' disc on white glass; no resolution tags, so it needs --mpp."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size * 0.4) ** 2
+    rng = np.random.default_rng(0)
+    image = np.where(disc[..., None], np.array([200, 110, 170]) + rng.integers(-20, 20, (size, size, 3)), 245)
+    Image.fromarray(image.astype(np.uint8)).save(path)
+    return path
+
+
+def test_bundle_round_trip_keeps_configs_and_notice(model_dir):
+    model = load_path(model_dir, "teacher")
+    assert model.notice == DEMO_NOTICE and model.patch == PatchConfig() and model.mil.cfg.magnification == 20.0
+    with pytest.raises(ValueError, match="--path"):
+        load_path(model_dir, "both")
+
+
+def test_student_and_teacher_paths_on_an_image_and_the_missing_mpp_error(model_dir, tmp_path):
+    slide = _tissue_png(tmp_path / "disc.png")
+    out = tmp_path / "out"
+    summary = run_predict([slide], PredictConfig(model=str(model_dir)), out / "nompp")
+    assert summary["done"] == 0 and summary["failed"] == 1
+    row = next(csv.DictReader(open(out / "nompp" / "errors.csv")))
+    assert "--mpp" in row["message"] and row["path"].endswith("disc.png")
+
+    student = run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5), out / "s")
+    teacher = run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5, path="teacher"), out / "t")
+    assert student["done"] == teacher["done"] == 1
+    s = json.loads((out / "s" / "disc.json").read_text())
+    t = json.loads((out / "t" / "disc.json").read_text())
+    assert s["magnification"] == 5.0 and t["magnification"] == 20.0
+    assert 0 < s["patches"] <= 1 and 1 < t["patches"] <= 16  # one 5x patch covers 16 20x patches
+    assert s["notice"] == DEMO_NOTICE and s["mpp_source"] == "--mpp"
+    assert sum(s["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(s["seconds"]) == {"tissue", "patches", "read", "encode", "mil", "total"}
+    assert Image.open(out / "s" / "disc_heatmap.png").size[0] == 1024
+    assert (out / "t" / "disc_topk.png").is_file()
+
+
+def test_real_slides_cmu_works_no_mpp_needs_the_flag_and_broken_is_reported(model_dir, shared_data, tmp_path):
+    slides = shared_data / "slides"
+    batch = [slides / "broken.svs", slides / "CMU-1-Small-Region.svs", slides / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs"]
+    summary = run_predict(batch, PredictConfig(model=str(model_dir)), tmp_path / "a")
+    assert summary["done"] == 1 and summary["failed"] == 2
+    errors = {row["path"].rsplit("/", 1)[-1]: row["message"] for row in csv.DictReader(open(tmp_path / "a" / "errors.csv"))}
+    assert "--mpp" in errors["TCGA-CR-7395-01A-01-TS1-no-mpp.svs"]
+    assert "broken.svs" in errors
+    record = json.loads((tmp_path / "a" / "CMU-1-Small-Region.json").read_text())
+    assert record["mpp"] == pytest.approx(0.499, abs=1e-3) and record["patches"] >= 1
+    assert (tmp_path / "a" / "CMU-1-Small-Region_heatmap.png").is_file()
+
+    fixed = run_predict([batch[2]], PredictConfig(model=str(model_dir), mpp=0.5), tmp_path / "b")
+    assert fixed["done"] == 1
+    assert json.loads((tmp_path / "b" / "TCGA-CR-7395-01A-01-TS1-no-mpp.json").read_text())["mpp_source"] == "--mpp"

@@ -1,0 +1,76 @@
+"""The Predictor contract: every backend serves the same artefact with the same names and shapes."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from export.parity import FP16_TOLERANCE, compare
+from export.predictor import ARTEFACT_FILES, Predictor, load_predictor
+
+CPU_BACKENDS = ("torch", "onnxruntime")
+
+
+def _batch(predictor, n: int = 3) -> np.ndarray:
+    return (0.1 * np.random.default_rng(n).standard_normal((n, predictor.input_spec.shape[1]))).astype(np.float32)
+
+
+def test_cpu_backends_share_one_contract(pulse_bundle):
+    predictors = {name: load_predictor(pulse_bundle, backend=name) for name in CPU_BACKENDS}
+    batch = _batch(predictors["torch"])
+    outputs = {name: p.predict(batch) for name, p in predictors.items()}
+    for name, p in predictors.items():
+        assert isinstance(p, Predictor)
+        assert p.input_spec.name == "waveform" and p.input_spec.shape == (None, 44100)
+        assert p.output_names == ("scores", "embedding")
+        assert p.metadata["labels"] == predictors["torch"].metadata["labels"]
+        assert {k: v.shape for k, v in outputs[name].items()} == {"scores": (3, 9), "embedding": (3, 32)}
+        assert all(v.dtype == np.float32 for v in outputs[name].values())
+        p.close()
+
+
+def test_auto_backend_follows_folder_and_suffix(pulse_bundle):
+    assert type(load_predictor(pulse_bundle)).__name__ == "OnnxRuntimePredictor"
+    assert type(load_predictor(pulse_bundle / ARTEFACT_FILES["torch"])).__name__ == "TorchPredictor"
+    int8 = load_predictor(pulse_bundle / "model.int8.onnx")
+    assert int8.metadata["quantization"] == "int8-static"
+
+
+def test_load_predictor_errors_are_clear(pulse_bundle, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.onnx: model file not found"):
+        load_predictor(tmp_path / "missing.onnx")
+    (tmp_path / "model.pt").write_bytes(b"\0")
+    with pytest.raises(ValueError, match="cannot tell the backend from suffix '.pt'"):
+        load_predictor(tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="unknown backend 'openvino'"):
+        load_predictor(pulse_bundle / "model.onnx", backend="openvino")
+    with pytest.raises(FileNotFoundError, match="model.safetensors: model file not found"):
+        load_predictor(tmp_path, backend="torch")
+
+
+def _tensorrt_ready() -> str:
+    """Why the TensorRT test cannot run here, or '' when it can."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the tensorrt package is not installed"
+    import torch
+
+    return "" if torch.cuda.is_available() else "no CUDA device"
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(bool(_tensorrt_ready()), reason=f"TensorRT unavailable: {_tensorrt_ready()}")
+def test_tensorrt_matches_torch_in_fp16(pulse_bundle, tmp_path):
+    import shutil
+
+    for name in ("model.safetensors", "model.trt.onnx"):
+        shutil.copy(pulse_bundle / name, tmp_path / name)
+    reference = load_predictor(tmp_path, backend="torch")
+    engine = load_predictor(tmp_path, backend="tensorrt", device="cuda", fp16=True)
+    assert engine.engine_path.is_file() and engine.output_names == ("scores", "embedding")
+    for n in (1, 5):
+        check = compare(reference, engine, _batch(reference, n), FP16_TOLERANCE)
+        assert check.ok, check.line()
+    cached = load_predictor(engine.engine_path, device="cuda")  # the cached engine loads without the ONNX
+    assert cached.metadata["precision"] == "fp16"

@@ -1,0 +1,104 @@
+"""HDF5 store: CLAM/TRIDENT layout, round trips, config-hash resume, and the extraction job on real slides."""
+
+from __future__ import annotations
+
+import csv
+
+import h5py
+import numpy as np
+import pytest
+
+from lrmil.config import ExtractConfig, PatchConfig
+from lrmil.patching import make_grid
+from lrmil.store import FeatureFile, feature_dir, is_current, read_features, read_grid, write_features, write_grid
+
+
+def _file(n=5, d=8, children=True):
+    rng = np.random.default_rng(0)
+    return FeatureFile(
+        coords=rng.integers(0, 5000, (n, 2)), features=rng.standard_normal((n, d)).astype(np.float32),
+        children=rng.integers(-1, 40, (n, 16)) if children else np.zeros((n, 0), np.int64),
+        patch_size_level0=1024, patch_px=256, magnification=5.0, mpp=0.25, encoder="enc", weights_sha256="ab" * 32,
+        slide_id="s1", config={"a": 1}, config_hash="h1")
+
+
+def test_round_trip_and_clam_layout(tmp_path):
+    ff = _file()
+    write_features(tmp_path / "s1.h5", ff)
+    back = read_features(tmp_path / "s1.h5")
+    np.testing.assert_array_equal(back.coords, ff.coords)
+    np.testing.assert_array_equal(back.features, ff.features)
+    np.testing.assert_array_equal(back.children, ff.children)
+    assert (back.magnification, back.mpp, back.encoder, back.config) == (5.0, 0.25, "enc", {"a": 1})
+    with h5py.File(tmp_path / "s1.h5", "r") as f:  # what CLAM/TRIDENT readers look for
+        attrs = f["coords"].attrs
+        assert attrs["patch_size_level0"] == 1024 and attrs["patch_size"] == 256
+        assert attrs["level0_magnification"] == pytest.approx(40.0) and attrs["target_magnification"] == 5.0
+        assert f["features"].shape == (5, 8) and f["children"].shape == (5, 16)
+
+
+def test_teacher_files_have_no_children_dataset(tmp_path):
+    write_features(tmp_path / "t.h5", _file(children=False))
+    with h5py.File(tmp_path / "t.h5", "r") as f:
+        assert "children" not in f
+    assert read_features(tmp_path / "t.h5").children.shape == (5, 0)
+
+
+def test_mismatched_rows_fail_and_leave_nothing(tmp_path):
+    bad = _file()
+    bad = FeatureFile(**{**bad.__dict__, "features": bad.features[:3]})
+    with pytest.raises(ValueError, match="same number of rows"):
+        write_features(tmp_path / "x.h5", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_is_current_compares_config_hash(tmp_path):
+    path = tmp_path / "s1.h5"
+    assert not is_current(path, "h1")
+    write_features(path, _file())
+    assert is_current(path, "h1") and not is_current(path, "other")
+    path.write_bytes(b"not hdf5")  # a damaged file is redone, not trusted
+    assert not is_current(path, "h1")
+
+
+def test_grid_round_trip(tmp_path):
+    mask = np.zeros((64, 64), bool)
+    mask[10:50, 5:30] = True
+    grid = make_grid(mask, (2048, 2048), 0.5, (1.0, 4.0), PatchConfig())
+    write_grid(tmp_path / "g.h5", grid, {"k": 1}, "hash")
+    back = read_grid(tmp_path / "g.h5")
+    np.testing.assert_array_equal(back.children, grid.children)
+    np.testing.assert_array_equal(back.teacher.coords, grid.teacher.coords)
+    assert back.student == back.student and back.student.read_level == 1 and back.dimensions == (2048, 2048)
+
+
+def test_feature_dir_encodes_parameters(tmp_path):
+    assert feature_dir(tmp_path, "lrmil_vit_tiny", 5.0, 256).name == "lrmil_vit_tiny_5x_256px"
+
+
+def test_extract_batch_on_real_slides_reports_bad_ones(shared_data, tmp_path):
+    from lrmil.features import run_extract
+
+    slides = shared_data / "slides"
+    batch = [slides / "CMU-1-Small-Region.svs", slides / "broken.svs", slides / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs"]
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8)
+    summary = run_extract(batch, cfg, tmp_path)
+    assert summary["done"] == 1 and summary["failed"] == 2
+    with open(tmp_path / "errors.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["broken.svs", "TCGA-CR-7395-01A-01-TS1-no-mpp.svs"]
+    assert "--mpp" in rows[1]["message"] and rows[0]["error_type"] == "SlideReadError"
+    out = feature_dir(tmp_path / "features", "lrmil_vit_tiny", 5.0, 256) / "CMU-1-Small-Region.h5"
+    ff = read_features(out)
+    assert ff.features.shape == (len(ff.coords), 192) and ff.children.shape == (len(ff.coords), 16)
+    assert np.isfinite(ff.features).all() and len(ff.coords) > 0
+    assert (tmp_path / "masks" / "CMU-1-Small-Region.png").is_file()
+    # the 20x grid that the 5x children point into is stored next to it
+    grid = read_grid(tmp_path / "patches" / "CMU-1-Small-Region.h5")
+    assert grid.children.max() < len(grid.teacher) and grid.mpp == pytest.approx(0.499)
+    # with --mpp the no-MPP slide works; the finished slide is skipped (file untouched)
+    mtime = out.stat().st_mtime_ns
+    again = run_extract(batch[2:], ExtractConfig(**{**cfg.__dict__, "mpp": 0.5}), tmp_path / "b")
+    assert again["done"] == 1 and again["failed"] == 0
+    rerun = run_extract(batch[:1], cfg, tmp_path)
+    assert rerun["done"] == 1 and out.stat().st_mtime_ns == mtime

@@ -1,0 +1,107 @@
+"""Synthetic slides: deterministic tiles, pyramidal TIFF readable by OpenSlide, class signal only at 20x."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lrmil.config import SynthConfig
+from lrmil.slide import open_slide
+from lrmil.synth import assign_labels, make_spec, render, synthesize, write_slide
+
+CFG = SynthConfig(size=1024, tile=256, lesion_radius_px=(300, 400))
+
+
+def _lesion_window(spec, px=128):
+    lx, ly, _ = spec.lesions[0]
+    return int(lx) - px // 2, int(ly) - px // 2, px
+
+
+def test_render_is_a_pure_function_of_coordinates():
+    spec = make_spec(CFG, 0, 1)
+    big, big_mask = render(spec, 256, 256, 256, 256, CFG)
+    small, small_mask = render(spec, 300, 270, 50, 70, CFG)  # not aligned to tiles or nucleus cells
+    np.testing.assert_array_equal(small, big[14:84, 44:94])
+    np.testing.assert_array_equal(small_mask, big_mask[14:84, 44:94])
+    again, _ = render(make_spec(CFG, 0, 1), 256, 256, 256, 256, CFG)
+    np.testing.assert_array_equal(again, big)
+
+
+def test_negative_slides_have_no_lesions_and_positives_do():
+    assert len(make_spec(CFG, 3, 0).lesions) == 0
+    spec = make_spec(CFG, 3, 1)
+    assert CFG.lesions[0] <= len(spec.lesions) <= CFG.lesions[1]
+    x, y, px = _lesion_window(spec)
+    assert render(spec, x, y, px, px, CFG)[1].any()
+
+
+def _high_and_low(image: np.ndarray, mask: np.ndarray):
+    """Mean |pixel - its 4x4 block mean| (20x-only detail) and the 4x4 block means (what 5x keeps)."""
+    g = image.astype(np.float32).mean(axis=-1)
+    h, w = (s // 4 * 4 for s in g.shape)
+    blocks = g[:h, :w].reshape(h // 4, 4, w // 4, 4)
+    low = blocks.mean(axis=(1, 3))
+    high = np.abs(blocks - low[:, None, :, None]).reshape(h, w)[mask[:h, :w]].mean()
+    return high, low
+
+
+@pytest.mark.parametrize("label", [1, 2, 3])
+def test_class_signal_is_fine_detail(label):
+    cfg = dataclasses.replace(CFG, classes=4, coarse_cue=0.0)
+    spec = make_spec(cfg, 1, label)
+    x, y, px = _lesion_window(spec)
+    atypical_img, atypical = render(spec, x, y, px, px, cfg)
+    normal_img, _ = render(dataclasses.replace(spec, label=0, lesions=spec.lesions[:0]), x, y, px, px, cfg)
+    assert atypical.mean() > 0.05
+    high_a, low_a = _high_and_low(atypical_img, atypical)
+    high_n, low_n = _high_and_low(normal_img, atypical)
+    assert high_a > 2.5 * high_n  # plain at 20x ...
+    # ... and nearly gone at 5x: block means differ by a few grey levels at most
+    assert np.abs(low_a - low_n).mean() < 0.2 * high_a
+
+
+def test_pyramidal_tiff_is_readable_by_openslide(tmp_path):
+    spec = make_spec(CFG, 2, 1)
+    write_slide(tmp_path / "s.tiff", spec, CFG)
+    with open_slide(tmp_path / "s.tiff") as reader:
+        assert type(reader).__name__ == "OpenSlideReader"
+        assert reader.dimensions == (1024, 1024) and reader.mpp == pytest.approx(0.5)
+        assert reader.level_downsamples == (1.0, 4.0)
+        level0 = reader.read_region((256, 256), 0, (256, 256))
+        level1 = reader.read_region((256, 256), 1, (64, 64))
+    np.testing.assert_array_equal(level0, render(spec, 256, 256, 256, 256, CFG)[0])  # lossless zlib
+    box = level0.astype(np.float32).reshape(64, 4, 64, 4, 3).mean(axis=(1, 3))
+    assert np.abs(box - level1).max() <= 1  # level 1 is the 4x4 box average: true 5x
+
+
+def test_labels_are_balanced_and_folds_stratified():
+    rows = assign_labels(SynthConfig(count=20, classes=2, folds=5, seed=3))
+    labels = np.array([r[0] for r in rows])
+    folds = np.array([r[1] for r in rows])
+    assert (np.bincount(labels) == 10).all()
+    for f in range(5):
+        assert np.bincount(labels[folds == f], minlength=2).tolist() == [2, 2]
+    with pytest.raises(ValueError, match="classes"):
+        assign_labels(SynthConfig(classes=7))
+
+
+def test_synth_cli_writes_slides_and_csv(tmp_path):
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--count", "2", "--size", "512", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["slide_id", "label", "fold"]
+    assert sorted(r["label"] for r in rows) == ["0", "1"]
+    for row in rows:
+        with open_slide(tmp_path / "slides" / f"{row['slide_id']}.tiff") as reader:
+            assert reader.dimensions == (512, 512)
+    before = (tmp_path / "slides" / "synth_0000.tiff").stat().st_mtime_ns
+    synthesize(tmp_path, dataclasses.replace(SynthConfig(), count=2, size=512, seed=1))  # re-run keeps slides
+    assert (tmp_path / "slides" / "synth_0000.tiff").stat().st_mtime_ns == before

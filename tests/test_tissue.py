@@ -1,0 +1,67 @@
+"""Tissue masks: pure function checks on drawn thumbnails, plus the real CMU-1 slide."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from lrmil.config import TissueConfig
+from lrmil.slide import open_slide
+from lrmil.tissue import save_mask_png, saturation, thumbnail_size, tissue_mask
+
+PINK = (220, 120, 180)
+
+
+def _drawn(size=200):
+    """White glass, a pink disk with a small hole and a large hole, plus a speck of dust."""
+    yy, xx = np.mgrid[:size, :size]
+    image = np.full((size, size, 3), 245, np.uint8)
+    disk = (yy - 100) ** 2 + (xx - 100) ** 2 < 70 ** 2
+    image[disk] = PINK
+    image[(yy - 80) ** 2 + (xx - 80) ** 2 < 4 ** 2] = 245  # small hole: filled
+    image[(yy - 120) ** 2 + (xx - 120) ** 2 < 20 ** 2] = 245  # large hole: stays background
+    image[5:7, 190:192] = PINK  # 4-px speck: removed
+    return image
+
+
+def test_mask_finds_tissue_removes_speck_and_fills_small_holes():
+    mask = tissue_mask(_drawn(), TissueConfig(blur_sigma=0.0))
+    assert mask[100, 60] and mask[80, 80]  # tissue, and the small hole filled
+    assert not mask[120, 120]  # the large hole is kept
+    assert not mask[6, 191] and not mask[0, 0]  # speck and glass
+    expected = np.pi * (70 ** 2 - 20 ** 2)
+    assert abs(mask.sum() - expected) / expected < 0.05
+
+
+def test_blank_slide_gives_empty_mask():
+    blank = np.full((64, 64, 3), 240, np.uint8)
+    blank += np.random.default_rng(0).integers(0, 3, blank.shape, dtype=np.uint8)  # sensor noise
+    assert not tissue_mask(blank, TissueConfig()).any()
+
+
+def test_min_saturation_floor_controls_faint_stain():
+    image = _drawn()
+    faint = np.where(image == 245, 245, 235).astype(np.uint8)  # barely saturated "tissue"
+    faint[..., 1] = np.where(image[..., 1] == 245, 245, 225)
+    assert saturation(faint).max() < 0.05
+    assert not tissue_mask(faint, TissueConfig(min_saturation=0.05)).any()
+    assert tissue_mask(faint, TissueConfig(min_saturation=0.01)).any()
+
+
+def test_thumbnail_size_follows_mask_mpp():
+    assert thumbnail_size((24000, 12000), 0.5, TissueConfig(mask_mpp=8.0)) == 1500
+    assert thumbnail_size((24000, 12000), 0.25, TissueConfig(mask_mpp=8.0)) == 750
+
+
+def test_real_slide_mask_and_review_png(shared_data, tmp_path):
+    cfg = TissueConfig()
+    with open_slide(shared_data / "slides" / "CMU-1-Small-Region.svs") as reader:
+        thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, cfg))
+    mask = tissue_mask(thumb, cfg)
+    assert mask.shape == thumb.shape[:2]
+    assert 0.15 < mask.mean() < 0.8  # the section covers part of the region, glass the rest
+    assert saturation(thumb)[mask].mean() > 2 * saturation(thumb)[~mask].mean()
+    save_mask_png(tmp_path / "m.png", thumb, mask)
+    with Image.open(tmp_path / "m.png") as png:
+        assert png.size == (thumb.shape[1], thumb.shape[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["m.png"]  # no temporary file left behind

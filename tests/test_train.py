@@ -1,0 +1,143 @@
+"""Weak-label training: tiny real runs (2 species, 1 s windows, pulse_cnn_xs, one step per epoch).
+
+Checks that a run records its config and checkpoint, that it is deterministic with a seed, and
+that a run killed after its first epoch resumes to exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from export.artifact import load_weights
+from pulse.config import ModelConfig, TrainConfig
+from pulse.train import weak_labels
+from pulse.train.augment import crop, mix_at_snr, rms, spec_augment
+from pulse.train.data import BatchSampler, Clip
+from pulse.train.pooling import create_pooling
+
+REPO = Path(__file__).resolve().parents[1]
+SPECIES = ("Gryllus campestris", "Tettigonia viridissima")
+
+
+def tiny_config(shared_data: Path, tmp_path: Path, **changes) -> TrainConfig:
+    """Two clips per species for training and one for validation, from the real manifest."""
+    frame = pd.read_csv(REPO / "data_manifests/insectset32.csv", dtype=str, keep_default_na=False)
+    frame = frame[frame["species"].isin(SPECIES)].sort_values("duration_s").groupby(["species", "split"]).head(2)
+    frame = frame[(frame["split"] == "train") | ~frame.duplicated(["species", "split"])]
+    manifest = tmp_path / "tiny.csv"
+    frame.to_csv(manifest, index=False)
+    model = ModelConfig(arch="pulse_cnn_xs", labels=SPECIES, common_names=SPECIES, codes=("GRYCAM", "TETVIR"),
+                        window_s=1.0, n_mels=32, embed_dim=32)
+    settings = dict(manifest=str(manifest), audio_root=str(shared_data / "audio/insectset32"),
+                    background_manifest=str(REPO / "data_manifests/backgrounds.csv"),
+                    background_root=str(shared_data / "audio/backgrounds"), model=model, epochs=2,
+                    steps_per_epoch=1, batch_size=4, background_speeds=(1.0, 1.25), threads=1)
+    return TrainConfig(**{**settings, **changes})
+
+
+def weights(path: Path) -> dict:
+    return load_weights(path)[0]
+
+
+def test_run_writes_config_checkpoint_and_is_deterministic(shared_data, tmp_path):
+    cfg = tiny_config(shared_data, tmp_path)
+    best = weak_labels.train(cfg, tmp_path / "a")
+    for name in ("config.json", "checkpoint.safetensors", "model.safetensors", "history.json", "validation.json"):
+        assert (tmp_path / "a" / name).is_file(), name
+    record = json.loads((tmp_path / "a/config.json").read_text())
+    assert TrainConfig.from_dict(record) == cfg and len(record["manifest_sha256"]) == 64
+    assert [row["epoch"] for row in json.loads((tmp_path / "a/history.json").read_text())] == [1, 2]
+    assert {"loss_bce", "clean_f1", "snr_+0dB_det_auc", "score"} <= set(best)
+    weak_labels.train(cfg, tmp_path / "b")
+    first, second = weights(tmp_path / "a/checkpoint.safetensors"), weights(tmp_path / "b/checkpoint.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = weak_labels.train(tiny_config(shared_data, tmp_path, seed=1), tmp_path / "c")
+    assert other is not None
+    assert not torch.equal(first["model.head.1.weight"], weights(tmp_path / "c/checkpoint.safetensors")["model.head.1.weight"])
+
+
+def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypatch):
+    cfg = tiny_config(shared_data, tmp_path)
+    weak_labels.train(cfg, tmp_path / "full")
+    real_save = weak_labels.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(weak_labels, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        weak_labels.train(cfg, tmp_path / "killed")
+    monkeypatch.setattr(weak_labels, "save_checkpoint", real_save)
+    assert len(json.loads((tmp_path / "killed/history.json").read_text())) == 1
+    weak_labels.train(cfg, tmp_path / "killed")
+    full, resumed = weights(tmp_path / "full/checkpoint.safetensors"), weights(tmp_path / "killed/checkpoint.safetensors")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    with pytest.raises(ValueError, match="different config"):
+        weak_labels.train(tiny_config(shared_data, tmp_path, lr=1e-4), tmp_path / "killed")
+
+
+def test_pooling_functions():
+    logits = torch.tensor([[[1.0, -2.0], [3.0, -1.0], [-1.0, 0.0]]])  # [B=1, K=3, C=2]
+    embeddings = torch.randn(1, 3, 4)
+    assert torch.equal(create_pooling("max", 4, 2)(logits, embeddings), torch.tensor([[3.0, 0.0]]))
+    assert torch.allclose(create_pooling("mean", 4, 2)(logits, embeddings), torch.tensor([[1.0, -1.0]]))
+    attention = create_pooling("attention", 4, 2)
+    pooled = attention(logits, embeddings)
+    assert (pooled >= logits.amin(dim=1) - 1e-6).all() and (pooled <= logits.amax(dim=1) + 1e-6).all()
+    with torch.no_grad():  # equal relevance for every window: attention is the mean
+        attention.relevance.weight.zero_()
+    assert torch.allclose(attention(logits, embeddings), logits.mean(dim=1))
+    with pytest.raises(KeyError, match="unknown clip pooling"):
+        create_pooling("median", 4, 2)
+
+
+def test_waveform_augmentations():
+    rng = np.random.default_rng(0)
+    clip = rng.standard_normal(1000).astype(np.float32)
+    looped = crop(clip[:300], 1000, rng, loop=True)
+    assert looped.shape == (1000,) and np.count_nonzero(looped) == 1000
+    padded = crop(clip[:300], 1000, rng, loop=False)
+    assert np.count_nonzero(padded) == 300
+    noise = rng.standard_normal(1000).astype(np.float32) * 7
+    for snr in (-10.0, 0.0, 10.0):
+        mixed = mix_at_snr(clip, noise, snr)
+        assert 20 * np.log10(rms(clip) / rms(mixed - clip)) == pytest.approx(snr, abs=1e-3)
+
+
+def test_spec_augment_masks_whole_bands_deterministically():
+    logmel = torch.randn(3, 1, 16, 40)
+    args = (2, 4, 2, 8)
+    a = spec_augment(logmel, torch.Generator().manual_seed(1), *args)
+    b = spec_augment(logmel, torch.Generator().manual_seed(1), *args)
+    assert torch.equal(a, b) and a.shape == logmel.shape
+    changed = a != logmel
+    assert changed.any()
+    fill = logmel.mean(dim=(1, 2, 3))
+    for i in range(3):
+        assert torch.allclose(a[i][changed[i]], fill[i].expand(int(changed[i].sum())))
+    assert torch.equal(spec_augment(logmel, torch.Generator(), 0, 4, 0, 8), logmel)
+
+
+def test_sampler_balances_classes_and_draws_negatives():
+    cfg = TrainConfig(model=ModelConfig(labels=("a", "b"), common_names=("a", "b"), codes=("A", "B"), window_s=0.1),
+                      batch_size=400, negative_prob=0.25, mixup_prob=0.0)
+    rng = np.random.default_rng(0)
+    clips = [Clip("a1", rng.standard_normal(44100).astype(np.float32), 0)] * 5 + \
+            [Clip("b1", rng.standard_normal(2000).astype(np.float32), 1)]
+    sampler = BatchSampler(clips, [rng.standard_normal(44100).astype(np.float32)], cfg)
+    windows, targets = sampler.batch(0)
+    assert windows.shape == (400, cfg.windows_per_clip, cfg.model.window_samples)
+    negatives = targets.sum(axis=1) == 0
+    assert 0.15 < negatives.mean() < 0.35
+    per_class = targets[~negatives].sum(axis=0)
+    assert abs(per_class[0] - per_class[1]) < 0.25 * per_class.sum()  # 5:1 clips, yet balanced
+    again, _ = sampler.batch(0)
+    assert np.array_equal(windows, again)

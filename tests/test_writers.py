@@ -1,0 +1,95 @@
+"""Table contracts, detection thresholds and every output format's exact layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pulse.detect import detect
+from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, scores_frame, validate_detections, validate_scores
+from pulse.writers import WRITERS, output_path
+
+LABELS = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green Bush-cricket"),
+                  ("GRYCAM", "TETVIR"))
+RAVEN_HEADER = ("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\t"
+                "Common Name\tSpecies Code\tConfidence\tBegin Path\tFile Offset (s)")
+
+
+@pytest.fixture
+def scores() -> pd.DataFrame:
+    return scores_frame("rec/a.wav", np.array([0.0, 3.0, 6.0]), np.array([3.0, 6.0, 7.5]),
+                        np.array([[0.9, 0.1], [0.2, 0.3], [0.25, 0.6]]), LABELS.labels)
+
+
+def test_detect_thresholds_and_orders(scores):
+    table = detect(scores, LABELS, min_conf=0.25, low_hz=500, high_hz=4000)
+    assert tuple(table.columns) == DETECTION_COLUMNS
+    assert list(zip(table.start_s, table.label, table.score.round(2))) == [
+        (0.0, "Gryllus campestris", 0.9), (3.0, "Tettigonia viridissima", 0.3),
+        (6.0, "Tettigonia viridissima", 0.6), (6.0, "Gryllus campestris", 0.25)]
+    assert table.end_s.tolist() == [3.0, 6.0, 7.5, 7.5]
+    assert set(table.code) == {"GRYCAM", "TETVIR"} and (table.high_hz == 4000).all()
+    assert detect(scores, LABELS, min_conf=0.95, low_hz=500, high_hz=4000).empty
+
+
+def test_schema_rejects_broken_tables(scores):
+    with pytest.raises(SchemaError, match="within"):
+        validate_scores(scores * 2)
+    with pytest.raises(SchemaError, match="index"):
+        validate_scores(scores.reset_index())
+    table = detect(scores, LABELS, 0.25, 500, 4000)
+    with pytest.raises(SchemaError, match="columns"):
+        validate_detections(table.drop(columns="code"))
+    with pytest.raises(SchemaError, match="high_hz"):
+        validate_detections(table.assign(high_hz=100.0))
+    with pytest.raises(SchemaError, match="labels"):
+        detect(scores, LabelSet(("x", "y"), ("x", "y"), ("X", "Y")), 0.25, 500, 4000)
+
+
+def test_label_set_from_metadata_falls_back():
+    labels = LabelSet.from_metadata({"labels": ["Gryllus campestris"]})
+    assert labels.common_names == ("Gryllus campestris",) and labels.codes == ("GRYCAM",)
+
+
+def test_registry_and_paths():
+    assert WRITERS.list() == ["audacity", "csv", "raven", "scores"]
+    out = Path("out")
+    assert output_path(WRITERS.create("raven"), out, Path("site1/a.wav")) == out / "site1/a.pulse.selection.table.txt"
+    assert output_path(WRITERS.create("audacity"), out, Path("a.flac")) == out / "a.pulse.results.txt"
+    assert output_path(WRITERS.create("csv"), out) == out / "detections.csv"
+    assert output_path(WRITERS.create("scores"), out) == out / "scores.csv"
+
+
+def test_raven_table_exact(tmp_path, scores):
+    path = tmp_path / "a.pulse.selection.table.txt"
+    WRITERS.create("raven").write(detect(scores, LABELS, 0.25, 500, 22050), path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == RAVEN_HEADER
+    assert lines[1] == "1\tSpectrogram 1\t1\t0\t3\t500\t22050\tField Cricket\tGRYCAM\t0.9000\trec/a.wav\t0"
+    assert lines[4].split("\t")[:5] == ["4", "Spectrogram 1", "1", "6", "7.5"]
+    assert len(lines) == 5 and all(len(line.split("\t")) == 12 for line in lines)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # atomic writes keep the usual permissions
+    empty = tmp_path / "none.txt"
+    WRITERS.create("raven").write(detect(scores, LABELS, 0.99, 500, 22050), empty)
+    assert empty.read_text() == RAVEN_HEADER + "\n"
+
+
+def test_csv_audacity_scores_layouts(tmp_path, scores):
+    table = detect(scores, LABELS, 0.5, 500, 22050)
+    WRITERS.create("csv").write(table, tmp_path / "detections.csv")
+    csv = pd.read_csv(tmp_path / "detections.csv")
+    assert list(csv.columns) == ["Start (s)", "End (s)", "Scientific name", "Common name", "Confidence", "File"]
+    assert csv["Scientific name"].tolist() == ["Gryllus campestris", "Tettigonia viridissima"]
+    WRITERS.create("audacity").write(table, tmp_path / "a.txt")
+    assert (tmp_path / "a.txt").read_text() == ("0.000\t3.000\tField Cricket, 0.9000\n"
+                                               "6.000\t7.500\tGreat Green Bush-cricket, 0.6000\n")
+    WRITERS.create("scores").write(scores, tmp_path / "scores.csv")
+    back = pd.read_csv(tmp_path / "scores.csv")
+    assert list(back.columns) == ["file", "start_s", "end_s", *LABELS.labels]
+    np.testing.assert_allclose(back[list(LABELS.labels)].to_numpy(), scores.to_numpy(), atol=1e-5)
