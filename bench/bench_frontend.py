@@ -10,6 +10,7 @@ the scores. Results are printed as a markdown table and written as JSON.
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -86,7 +87,7 @@ def bench(
         int8_effect[method] = _score_effect(fp32["fft"], int8, windows)
     results = {"model": label,
                "batch": batch, "threads": threads, "repeats": repeats, "window_s": cfg.window_s,
-               "machine": f"{platform.processor() or platform.machine()}, {threads} threads",
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {threads} threads",
                "ms_per_window": ms, "int8_vs_fp32_scores": int8_effect}
     write_json(out, results)
     _print_table(results)

@@ -8,6 +8,7 @@ sha256 and the parity of each artefact against the PyTorch model on real audio w
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
 
     if cfg.quantization not in QUANT_METHODS:
         raise ValueError(f"quantisation method must be one of {QUANT_METHODS}, got {cfg.quantization!r}")
+    if cfg.trt and importlib.util.find_spec("tensorrt") is None:
+        raise ImportError("--trt needs an NVIDIA GPU with the tensorrt package, which is not installed here")
     out = Path(out)
     model = load_model(weights)
     mc = model.cfg

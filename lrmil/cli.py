@@ -326,6 +326,7 @@ def bench(
     pretrain_steps: int = typer.Option(_BENCH.pretrain_steps, help="Teacher encoder pre-training steps."),
     mil_epochs: int = typer.Option(_BENCH.mil_epochs, help="Maximum ABMIL epochs per fold."),
     device: str = typer.Option(_BENCH.device, help="cpu or cuda[:N]."),
+    threads: int = typer.Option(_BENCH.threads, help="Torch CPU threads."),
     demo_dir: str = typer.Option(_BENCH.demo_dir, help="Also bundle the fold-0 models here (e.g. lrmil/assets/demo_model)."),
 ) -> None:
     """Synthetic benchmark: teacher 20x vs 5x students (no KD, stage 2, stage 1+2) and seconds per slide."""
@@ -334,7 +335,7 @@ def bench(
     _setup(0)
     cfg = BenchConfig(out=str(out), count=count, size=size, seed=seed, folds=folds, large_size=large_size,
                       timing_slides=timing_slides, pretrain_steps=pretrain_steps, mil_epochs=mil_epochs,
-                      device=device, demo_dir=demo_dir)
+                      device=device, threads=threads, demo_dir=demo_dir)
     typer.echo(results_table(run_bench(cfg)))
 
 def main() -> None:

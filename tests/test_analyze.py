@@ -8,7 +8,6 @@ a model whose answers we can predict. One test runs a real (untrained) PULSE che
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -142,3 +142,16 @@ def test_compare_reports_drift_and_rejects_mismatches():
         compare(ref, _Fixed(logits=np.zeros(2, np.float32)), batch)
     with pytest.raises(ValueError, match="shape"):
         compare(ref, _Fixed(scores=np.zeros(3, np.float32)), batch)
+
+
+def test_pulse_export_fails_early_and_clearly(pulse_bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+
+    args = ["export", "--model", str(pulse_bundle / "model.safetensors"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, [*args, "--calibration", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "nowhere: calibration audio not found" in result.output
+    result = CliRunner().invoke(app, [*args, "--int8", "--quantization", "int4"])
+    assert result.exit_code == 2 and "quantisation method" in result.output
+    assert not (tmp_path / "out").exists()  # nothing half-written

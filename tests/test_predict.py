@@ -99,3 +99,17 @@ def test_real_slides_cmu_works_no_mpp_needs_the_flag_and_broken_is_reported(mode
     fixed = run_predict([batch[2]], PredictConfig(model=str(model_dir), mpp=0.5), tmp_path / "b")
     assert fixed["done"] == 1
     assert json.loads((tmp_path / "b" / "TCGA-CR-7395-01A-01-TS1-no-mpp.json").read_text())["mpp_source"] == "--mpp"
+
+
+def test_cli_predict_reports_failures_and_the_demo_notice(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    slide = _tissue_png(tmp_path / "disc.png", size=512)
+    result = CliRunner().invoke(app, ["predict", str(slide), str(tmp_path / "missing.svs"), "--model", str(model_dir),
+                                      "--out", str(tmp_path / "out"), "--mpp", "0.5"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    assert summary["done"] == 1 and summary["failed"] == 1
+    assert DEMO_NOTICE in result.output and "missing.svs" in (tmp_path / "out" / "errors.csv").read_text()

@@ -49,3 +49,19 @@ def test_window_spec_checks_overlap():
         WindowSpec.from_seconds(3.0, 3.0, 44100)
     with pytest.raises(ValueError, match="overlap"):
         WindowSpec.from_seconds(3.0, -1.0, 44100)
+
+
+def test_streamed_file_gives_the_same_windows_as_whole_file_decoding(tmp_path):
+    import soundfile as sf
+
+    from pulse.io import read_audio, stream_audio
+
+    path = tmp_path / "field.flac"
+    sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(int(9.7 * 48000))).astype(np.float32), 48000)
+    spec = WindowSpec.from_seconds(3.0, 1.0, 44100)
+    whole = list(frame_windows([read_audio(path, 44100, block_s=100.0)], spec, max_windows=100))
+    streamed = list(frame_windows(stream_audio(path, 44100, block_s=0.37), spec, max_windows=2))
+    np.testing.assert_array_equal(np.concatenate([s for s, _ in streamed]), np.concatenate([s for s, _ in whole]))
+    np.testing.assert_allclose(np.concatenate([w for _, w in streamed]), np.concatenate([w for _, w in whole]),
+                               atol=1e-5)
+    assert sum(len(s) for s, _ in whole) == spec.count(int(9.7 * 44100)) == 5

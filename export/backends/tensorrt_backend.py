@@ -44,7 +44,10 @@ class TensorRTPredictor:
             self.engine_path = path
         self.metadata = json.loads(Path(f"{self.engine_path}.json").read_text())
         with torch.cuda.device(self._device):
-            self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.engine_path.read_bytes())
+            self._runtime = trt.Runtime(self._logger)  # must outlive the engine it deserialises
+            self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if self._engine is None:
+                raise ValueError(f"{self.engine_path}: not a TensorRT engine for this TensorRT version and GPU")
             self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -99,7 +102,7 @@ class TensorRTPredictor:
         return {name: out.cpu().numpy() for name, out in outputs.items()}
 
     def close(self) -> None:
-        self._context = self._engine = None
+        self._context = self._engine = self._runtime = None
 
 
 def _pin_frontend_fp32(trt, network) -> None:

@@ -32,10 +32,10 @@ def bundled_weights(name: str) -> Path:
 
 @ENCODERS.register("lrmil_vit_tiny")
 def lrmil_vit_tiny(weights: str = "default") -> nn.Module:
-    """Patch-16 ViT, dim 192, depth 4, 3 heads (~1.8 M parameters), input 256 px."""
+    """16-px tokens from a conv stem, dim 192, depth 4, 3 heads (~2 M parameters), input 256 px."""
     cfg = EncoderCfg(name="lrmil_vit_tiny", embed_dim=192, patch_px=256, mean=(0.5, 0.5, 0.5),
                      std=(0.25, 0.25, 0.25), precision="bf16")
-    return _with_weights(SmallViT(cfg, patch=16, depth=4, heads=3), weights)
+    return _with_weights(SmallViT(cfg, stages=4, depth=4, heads=3), weights)
 
 
 @ENCODERS.register("timm_resnet18")

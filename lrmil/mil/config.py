@@ -144,6 +144,7 @@ class BenchConfig:
     pretrain_steps: int = 400
     mil_epochs: int = 60
     device: str = "cpu"
+    threads: int = 1  # torch CPU threads; 1 is fastest on a shared, oversubscribed machine
     demo_dir: str = ""  # when set, the fold-0 models are bundled there as the demo model
 
     def to_dict(self) -> dict:

@@ -1,0 +1,124 @@
+"""Field app: one recording in; spectrogram with detections, scores, embedding and downloadable tables out.
+
+The callback is a plain function of its inputs and a work folder (no module state, nothing a
+UI event edits), so tests call it directly. Analysis runs through `pulse.recording` and
+drawing through `pulse.plots`; downloads are written by the same registered writers as
+`pulse analyze`, so a table from the app is byte-for-byte what the CLI would write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import pulse
+from pulse.analyze import MODEL_ALIASES
+from pulse.config import InferConfig
+from pulse.io import AUDIO_SUFFIXES
+from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_figure
+from pulse.recording import analyze_recording, display_audio
+from pulse.writers import WRITERS, output_path
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(pulse.__file__).parent / "assets" / "examples"
+DOWNLOAD_FORMATS = ("raven", "csv", "scores")
+# Detections as people read them: BirdNET-Analyzer's CSV names plus the species code.
+TABLE_COLUMNS = {"start_s": "Start (s)", "end_s": "End (s)", "label": "Scientific name", "common_name": "Common name",
+                 "code": "Code", "score": "Confidence"}
+
+
+@dataclass(frozen=True)
+class FieldView:
+    """Everything the page shows for one request; `status` carries the error when there is one."""
+
+    status: str
+    spectrogram_png: str | None = None
+    detections: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=list(TABLE_COLUMNS.values())))
+    scores_png: str | None = None
+    embedding_png: str | None = None
+    downloads: tuple[str, ...] = ()
+
+    def outputs(self) -> tuple:
+        """In the order of the page's output components."""
+        return (self.status, self.spectrogram_png, self.detections, self.scores_png, self.embedding_png,
+                list(self.downloads) or None)
+
+
+def examples() -> list[Path]:
+    return sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_root: str | Path,
+                   plots: PlotConfig = PlotConfig()) -> FieldView:
+    """Analyse one recording into a fresh folder under `work_root`; a bad file or model becomes a message."""
+    if not audio_path:
+        return FieldView("Upload a recording or pick an example.")
+    cfg = dataclasses.replace(InferConfig(), model=model or InferConfig().model, min_conf=float(min_conf))
+    out = Path(tempfile.mkdtemp(prefix="field-", dir=work_root))
+    name = Path(audio_path).name
+    try:
+        rec = analyze_recording(audio_path, cfg)
+        audio, rate = display_audio(audio_path, plots.max_display_s, cfg.channel)
+    except Exception as exc:  # the request is the unit of work here: report it, keep serving
+        log.warning("%s: %s", audio_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return FieldView(f"**Could not analyse `{name}`:** {exc}")
+    labels = rec.labels.labels
+    spectrum = save_png(spectrogram_figure(audio, rate, rec.detections, name, labels, plots), out / "spectrogram.png")
+    curves = save_png(scores_figure(rec.scores, cfg.min_conf, f"Scores per window: {name}", plots), out / "scores.png")
+    cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=plots), out / "embedding.png")
+             if rec.embeddings.shape[1] else None)
+    tables = {"detections": rec.detections, "scores": rec.scores}
+    downloads = []
+    for fmt in DOWNLOAD_FORMATS:
+        writer = WRITERS.create(fmt)
+        target = output_path(writer, out, Path(name))
+        writer.write(tables[writer.table], target)
+        downloads.append(str(target))
+    status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
+              f"of {rec.metadata['window_s']} s, {len(rec.detections)} detection(s) at min-conf {cfg.min_conf:g}; "
+              f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')})."
+              + (f" The spectrogram shows the first {plots.max_display_s:g} s."
+                 if rec.info.duration_s > plots.max_display_s else ""))
+    table = rec.detections[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round({"Confidence": 3})
+    return FieldView(status, str(spectrum), table, str(curves), str(cloud) if cloud else None, tuple(downloads))
+
+
+def build(work_root: str | Path | None = None):
+    """The field app as a gr.Blocks (not launched); outputs go to per-request folders under `work_root`."""
+    import gradio as gr
+
+    root = Path(work_root or tempfile.mkdtemp(prefix="pulse-field-"))
+    root.mkdir(parents=True, exist_ok=True)
+    defaults = InferConfig()
+
+    def run(audio_path, model, min_conf):
+        return analyze_upload(audio_path, model, min_conf, root).outputs()
+
+    with gr.Blocks(title="PULSE field analysis", analytics_enabled=False) as app:
+        gr.Markdown("# PULSE: Orthoptera songs in field recordings\nUpload a recording (WAV, FLAC, MP3, OGG) "
+                    "or pick an example; each window of the model's length gets a score per species.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                audio = gr.Audio(type="filepath", sources=["upload"], label="Recording")
+                gr.Examples([[str(p)] for p in examples()], inputs=[audio], label="Bundled example recordings")
+            with gr.Column(scale=1):
+                model = gr.Dropdown(list(MODEL_ALIASES), value=defaults.model, allow_custom_value=True, label="Model",
+                                    info="'default' is the bundled model; or type a path to a .onnx/.safetensors file")
+                min_conf = gr.Slider(0.0, 1.0, value=defaults.min_conf, step=0.01, label="Minimum confidence")
+                button = gr.Button("Analyse", variant="primary")
+        status = gr.Markdown()
+        spectrum = gr.Image(type="filepath", label="Spectrogram with detections", interactive=False)
+        table = gr.Dataframe(FieldView("").detections, label="Detections", interactive=False)
+        with gr.Row():
+            curves = gr.Image(type="filepath", label="Species scores per window", interactive=False)
+            cloud = gr.Image(type="filepath", label="Window embeddings (PCA)", interactive=False)
+        files = gr.File(label="Downloads: Raven selection table, detections.csv, scores.csv", file_count="multiple",
+                        height=140)
+        button.click(run, [audio, model, min_conf], [status, spectrum, table, curves, cloud, files])
+    return app

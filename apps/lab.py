@@ -1,0 +1,105 @@
+"""Lab app: one slide in; tissue mask, attention heatmap, top-k patches and the prediction JSON out.
+
+The callback is a plain function of its inputs and a work folder, so tests call it directly.
+It runs `lrmil.features.segment_and_patch` (for the mask review) and `lrmil.predict.predict_slide`
+(the same student path as `lrmil predict`). Whenever the model carries a notice, such as the
+bundled demo model's "synthetic demo model, not for diagnosis", the page shows it above every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lrmil.features import segment_and_patch
+from lrmil.mil.bundle import PATHS, load_path
+from lrmil.mil.config import DEMO_NOTICE, PredictConfig
+from lrmil.predict import predict_slide, resolve_model_dir
+from lrmil.slide import SLIDE_SUFFIXES
+from lrmil.tissue import save_mask_png
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabView:
+    """Everything the page shows for one request; `status` carries the error when there is one."""
+
+    status: str
+    notice: str = ""
+    mask_png: str | None = None
+    heatmap_png: str | None = None
+    topk_png: str | None = None
+    record: dict | None = None
+
+    def outputs(self) -> tuple:
+        """In the order of the page's output components."""
+        banner = f"## ⚠ {self.notice[:1].upper()}{self.notice[1:]}" if self.notice else ""
+        return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, self.record
+
+
+def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: str, work_root: str | Path) -> LabView:
+    """Predict one slide into a fresh folder under `work_root`; a bad slide or model becomes a message.
+
+    `mpp` overrides the slide's microns per pixel; None or 0 reads it from the slide's metadata.
+    """
+    if not slide_path:
+        return LabView("Upload a slide.")
+    defaults = PredictConfig()
+    cfg = dataclasses.replace(defaults, model=model or defaults.model, path=path or defaults.path,
+                              mpp=float(mpp) if mpp else None)
+    out = Path(tempfile.mkdtemp(prefix="lab-", dir=work_root))
+    name = Path(slide_path).name
+    try:
+        bundle = load_path(resolve_model_dir(cfg.model), cfg.path)
+        review = segment_and_patch(slide_path, bundle.tissue, bundle.patch, cfg.mpp)
+        mask = out / f"{review.slide_id}_mask.png"
+        save_mask_png(mask, review.thumbnail, review.mask)
+        record = predict_slide(slide_path, bundle, cfg, out)
+    except Exception as exc:  # the request is the unit of work here: report it, keep serving
+        log.warning("%s: %s", slide_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return LabView(f"**Could not analyse `{name}`:** {exc}")
+    probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
+    status = (f"**{name}**: predicted **{record['label']}** ({probs}) from {record['patches']} patches at "
+              f"{record['magnification']:g}x ({cfg.path} path), mpp {record['mpp']:.4g} from {record['mpp_source']}, "
+              f"{record['seconds']['total']:.2f} s.")
+    return LabView(status, record["notice"], str(mask), str(out / record["heatmap"]), str(out / record["topk"]), record)
+
+
+def build(work_root: str | Path | None = None):
+    """The lab app as a gr.Blocks (not launched); outputs go to per-request folders under `work_root`."""
+    import gradio as gr
+
+    root = Path(work_root or tempfile.mkdtemp(prefix="lrmil-lab-"))
+    root.mkdir(parents=True, exist_ok=True)
+    defaults = PredictConfig()
+
+    def run(slide, mpp, model, path):
+        return predict_upload(slide, mpp, model, path, root).outputs()
+
+    with gr.Blocks(title="LRMIL slide prediction", analytics_enabled=False) as app:
+        gr.Markdown("# LRMIL: whole-slide prediction from 5x patches\nUpload a slide (SVS, TIFF, NDPI, ... or a plain "
+                    "image); the tissue is found on a thumbnail, the slide classified by attention MIL. "
+                    f"The default model `demo` is a **{DEMO_NOTICE}**.")
+        with gr.Row():
+            slide = gr.File(label="Slide", file_types=list(SLIDE_SUFFIXES), type="filepath")
+            with gr.Column():
+                mpp = gr.Number(value=defaults.mpp, label="MPP override (µm per level-0 pixel)", minimum=0,
+                                info="Empty or 0 reads it from the slide; slides without it need a value here.")
+                model = gr.Textbox(value=defaults.model, label="Model",
+                                   info="'demo' is the bundled synthetic demo model; or a model folder (model.json)")
+                path = gr.Radio(list(PATHS), value=defaults.path, label="Path",
+                                info="student reads 5x patches only; teacher runs the 20x path for comparison")
+                button = gr.Button("Predict", variant="primary")
+        notice = gr.Markdown()
+        status = gr.Markdown()
+        with gr.Row():
+            mask = gr.Image(type="filepath", label="Tissue mask (green outline)", interactive=False)
+            heatmap = gr.Image(type="filepath", label="Attention heatmap (percentile within slide)", interactive=False)
+        topk = gr.Image(type="filepath", label="Top-k attended patches", interactive=False)
+        record = gr.JSON(label="Prediction JSON")
+        button.click(run, [slide, mpp, model, path], [status, notice, mask, heatmap, topk, record])
+    return app

@@ -1,0 +1,192 @@
+"""Figures people would rather look at than read: spectrogram with detections, scores over time, embedding.
+
+Each function takes the tables of pulse/schema.py (and the per-window embedding), so `pulse
+analyze` outputs, the field app and notebooks draw the same pictures. Figures are built on
+matplotlib's Agg canvas directly, never through pyplot, so there is no global figure state and
+drawing is safe inside a server. `save_png` writes atomically at exactly width_px x height_px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from export.atomic import atomic_path
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    """Size and resolution of every PULSE figure."""
+
+    width_px: int = 1000
+    height_px: int = 360
+    dpi: int = 100
+    n_fft: int = 1024  # spectrogram frame; 23 ms at 44.1 kHz separates syllables
+    max_frames: int = 2000  # longer recordings get a larger hop, so drawing cost stays flat
+    dynamic_range_db: float = 80.0
+    max_species: int = 5  # curves in the scores figure: the species that score highest
+    max_box_labels: int = 40  # beyond this, boxes are drawn without captions
+    max_display_s: float = 600.0  # spectrograms show at most the first 10 minutes of a recording
+
+
+def new_figure(cfg: PlotConfig) -> Figure:
+    figure = Figure(figsize=(cfg.width_px / cfg.dpi, cfg.height_px / cfg.dpi), dpi=cfg.dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_png(figure: Figure, path: str | Path) -> Path:
+    """Write the figure as PNG at its own size (no tight bbox, so the pixel size is predictable)."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=figure.dpi)
+    return Path(path)
+
+
+def _colours(labels) -> dict[str, tuple]:
+    """One stable colour per label across all figures of a recording."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {label: palette(i % 10) for i, label in enumerate(labels)}
+
+
+def spectrogram(audio: np.ndarray, sample_rate: int, cfg: PlotConfig = PlotConfig()) -> tuple[np.ndarray, float]:
+    """Power in dB [freq bins, frames] (Hann, hop grown for long audio) and the hop in seconds."""
+    audio = np.asarray(audio, np.float32)
+    if len(audio) < cfg.n_fft:
+        audio = np.pad(audio, (0, cfg.n_fft - len(audio)))
+    hop = max(cfg.n_fft // 4, -(-(len(audio) - cfg.n_fft) // max(cfg.max_frames - 1, 1)))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, cfg.n_fft)[::hop]
+    power = np.abs(np.fft.rfft(frames * np.hanning(cfg.n_fft).astype(np.float32), axis=1)) ** 2
+    return 10 * np.log10(power.T + 1e-12), hop / sample_rate
+
+
+def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataFrame, title: str = "",
+                       labels: tuple[str, ...] = (), cfg: PlotConfig = PlotConfig()) -> Figure:
+    """Spectrogram up to Nyquist with one box per detection (time x band), captioned code + score.
+
+    `labels` (the model's label order) keeps each species' colour the same as in the other figures.
+    """
+    db, hop_s = spectrogram(audio, sample_rate, cfg)
+    duration = max(len(audio) / sample_rate, cfg.n_fft / sample_rate)
+    figure = new_figure(cfg)
+    ax = figure.add_subplot()
+    top = float(db.max())
+    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=top - cfg.dynamic_range_db, vmax=top,
+              extent=(0.0, db.shape[1] * hop_s, 0.0, sample_rate / 2000))
+    colours = _colours(labels or sorted(set(detections["label"])))
+    shown = detections[detections["start_s"] < duration]
+    stacked: dict[float, int] = {}
+    for i, d in enumerate(shown.itertuples(index=False)):
+        colour = colours[d.label]
+        ax.add_patch(Rectangle((d.start_s, d.low_hz / 1000), d.end_s - d.start_s, (d.high_hz - d.low_hz) / 1000,
+                               fill=False, edgecolor=colour, linewidth=1.5))
+        if i < cfg.max_box_labels:
+            row = stacked.get(d.start_s, 0)  # several species in one window: stack their captions
+            stacked[d.start_s] = row + 1
+            ax.annotate(f"{d.code} {d.score:.2f}", (d.start_s, d.high_hz / 1000), xytext=(3, -13 * (row + 1)),
+                        textcoords="offset points", color="white", fontsize=8,
+                        bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0})
+    ax.set_xlim(0, duration)
+    ax.set_ylim(0, sample_rate / 2000)
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Frequency (kHz)")
+    ax.set_title(title or f"Spectrogram with {len(detections)} detection(s)", fontsize=10)
+    return figure
+
+
+def _one_file(scores: pd.DataFrame) -> pd.DataFrame:
+    files = scores.index.get_level_values("file").unique()
+    if len(files) > 1:
+        raise ValueError(f"the scores table holds {len(files)} files; select one (scores.xs(file, level='file'))")
+    return scores
+
+
+def scores_figure(scores: pd.DataFrame, min_conf: float | None = None, title: str = "",
+                  cfg: PlotConfig = PlotConfig()) -> Figure:
+    """Per-window score of the highest-scoring species over time, with the detection threshold."""
+    scores = _one_file(scores)
+    starts = scores.index.get_level_values("start_s").to_numpy(float)
+    ends = scores.index.get_level_values("end_s").to_numpy(float)
+    best = scores.max().sort_values(ascending=False).index[:cfg.max_species]
+    colours = _colours(scores.columns)
+    figure = new_figure(cfg)
+    ax = figure.add_subplot()
+    for label in best:
+        values = scores[label].to_numpy(float)
+        # A step per window: each score holds from the window's start to its end.
+        ax.step(np.append(starts, ends[-1]), np.append(values, values[-1]), where="post", color=colours[label],
+                linewidth=1.5, label=f"{label} (max {values.max():.2f})")
+    if min_conf is not None:
+        ax.axhline(min_conf, color="0.4", linestyle="--", linewidth=1, label=f"min-conf {min_conf:g}")
+    ax.set_xlim(0, max(float(ends[-1]), 1e-3))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Score")
+    ax.set_title(title or "Species scores per window", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return figure
+
+
+def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows projected on their first two principal components, and the variance share of each."""
+    x = np.asarray(embeddings, np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    coords = np.zeros((len(x), 2))
+    share = np.zeros(2)
+    if len(x) > 1 and x.shape[1]:
+        _, s, vt = np.linalg.svd(x, full_matrices=False)
+        k = min(2, len(s))
+        coords[:, :k] = x @ vt[:k].T
+        total = float((s ** 2).sum())
+        share[:k] = (s[:k] ** 2) / total if total > 0 else 0.0
+    return coords, share
+
+
+def embedding_figure(embeddings: np.ndarray, scores: pd.DataFrame, title: str = "",
+                     cfg: PlotConfig = PlotConfig()) -> Figure:
+    """Window embeddings in 2-D (PCA), joined in time order and coloured by each window's top species."""
+    scores = _one_file(scores)
+    if len(embeddings) != len(scores):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(scores)} score rows")
+    coords, share = pca_2d(embeddings)
+    top = scores.to_numpy().argmax(axis=1)
+    labels = np.asarray(scores.columns)[top]
+    colours = _colours(scores.columns)
+    figure = new_figure(cfg)
+    ax = figure.add_subplot()
+    ax.plot(coords[:, 0], coords[:, 1], color="0.8", linewidth=0.8, zorder=1)
+    for label in dict.fromkeys(labels):
+        pick = labels == label
+        ax.scatter(coords[pick, 0], coords[pick, 1], s=20 + 80 * scores.to_numpy().max(axis=1)[pick],
+                   color=colours[label], label=label, zorder=2, edgecolors="white", linewidths=0.5)
+    starts = scores.index.get_level_values("start_s").to_numpy(float)
+    for i in np.linspace(0, len(coords) - 1, min(len(coords), 8)).astype(int):
+        ax.annotate(f"{starts[i]:g}s", coords[i], fontsize=7, color="0.3", xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"PC1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({share[1]:.0%} of variance)")
+    ax.set_title(title or f"Embedding of {len(coords)} window(s); colour = top species, size = its score",
+                 fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return figure
+
+
+def save_recording_plots(audio_path: str | Path, scores: pd.DataFrame, detections: pd.DataFrame,
+                         out_stem: str | Path, min_conf: float | None = None,
+                         cfg: PlotConfig = PlotConfig()) -> tuple[Path, Path]:
+    """`STEM.spectrogram.png` and `STEM.scores.png` for one analysed recording (e.g. from the CLI)."""
+    from pulse.recording import display_audio
+
+    audio, rate = display_audio(audio_path, cfg.max_display_s)
+    name = Path(audio_path).name
+    stem = Path(out_stem)
+    spectrum = save_png(spectrogram_figure(audio, rate, detections, name, tuple(scores.columns), cfg),
+                        f"{stem}.spectrogram.png")
+    curves = save_png(scores_figure(scores, min_conf, name, cfg), f"{stem}.scores.png")
+    return spectrum, curves

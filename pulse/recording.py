@@ -1,0 +1,74 @@
+"""One recording held in memory for interactive views: its scores, detections and window embeddings.
+
+`pulse analyze` streams folders of recordings to files; the field app and notebooks need the
+tables and the per-window embedding of a single recording back as objects. This module builds
+them from the same public parts as the batch path (`open_model`, `stream_audio`,
+`frame_windows`, `scores_frame`, `detect`), so a file scores identically in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pulse.analyze import open_model
+from pulse.config import InferConfig
+from pulse.detect import detect
+from pulse.io import AudioInfo, audio_info, stream_audio
+from pulse.schema import LabelSet, scores_frame
+from pulse.windows import WindowSpec, frame_windows
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What the model says about one recording, window by window."""
+
+    info: AudioInfo
+    labels: LabelSet
+    scores: pd.DataFrame  # scores table (pulse/schema.py)
+    detections: pd.DataFrame  # detections table at the config's min_conf
+    embeddings: np.ndarray  # [windows, embed_dim], same row order as `scores`; [windows, 0] if the model has none
+    metadata: dict  # the model's own metadata (labels, rate, window, provenance)
+
+
+def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Recording:
+    """Score one recording with `cfg.model`; raises AudioReadError for a bad file."""
+    info = audio_info(path)
+    predictor = open_model(cfg.model, cfg.device)
+    try:
+        meta = predictor.metadata
+        rate = int(meta["sample_rate"])
+        spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate)
+        starts, scores, embeddings = [], [], []
+        blocks = stream_audio(path, rate, cfg.block_s, cfg.channel, info=info)
+        for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
+            outputs = predictor.predict(windows)
+            starts.append(chunk_starts)
+            scores.append(outputs["scores"])
+            embeddings.append(outputs.get("embedding", np.zeros((len(windows), 0), np.float32)))
+    finally:
+        predictor.close()
+    labels = LabelSet.from_metadata(meta)
+    starts_s = np.round(np.concatenate(starts) / rate, 6)
+    ends_s = np.round(np.minimum(starts_s + spec.window / rate, info.duration_s), 6)
+    table = scores_frame(str(path), starts_s, ends_s, np.concatenate(scores), labels.labels)
+    # Selection boxes span the model's band, never above what the file itself contains.
+    high_hz = min(float(meta.get("f_max", rate / 2)), info.sample_rate / 2)
+    found = detect(table, labels, cfg.min_conf, float(meta.get("f_min", 0.0)), high_hz)
+    return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta)
+
+
+def display_audio(path: str | Path, max_s: float, channel: int | None = None) -> tuple[np.ndarray, int]:
+    """The first `max_s` seconds at the file's own rate (mono), for drawing; memory stays bounded."""
+    info = audio_info(path)
+    limit = int(max_s * info.sample_rate)
+    parts, kept = [], 0
+    for block in stream_audio(path, info.sample_rate, min(max_s, 60.0), channel, info=info):
+        parts.append(block[:limit - kept])
+        kept += len(parts[-1])
+        if kept >= limit:
+            break
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), info.sample_rate

@@ -1,0 +1,179 @@
+"""Gradio apps and PULSE plots: callbacks called directly on real audio and real slides, servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import socket
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from apps import field, lab
+from apps.__main__ import ServeConfig, launch
+from pulse.plots import PlotConfig, embedding_figure, pca_2d, save_png, scores_figure, spectrogram_figure
+from pulse.schema import LabelSet, scores_frame
+from pulse.writers.raven import RAVEN_COLUMNS
+
+GRYLLUS = field.EXAMPLES_DIR / "Gryllus_campestris_dat003-004.flac"  # 7.3 s at 44.1 kHz
+
+
+@pytest.fixture(scope="module")
+def audio_model(tmp_path_factory):
+    """A tiny untrained PULSE checkpoint with a 1 s window (the bundled model may not be built yet)."""
+    from export.artifact import save_weights
+    from pulse.config import ModelConfig
+    from pulse.models import create_model
+
+    cfg = ModelConfig(arch="pulse_cnn_xs", window_s=1.0, n_mels=32, embed_dim=16)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("audio_model") / "tiny.safetensors"
+    save_weights(path, create_model(cfg).state_dict(), cfg.to_dict())
+    return path
+
+
+@pytest.fixture(scope="module")
+def slide_model(tmp_path_factory):
+    """A random-weight LRMIL bundle carrying the demo notice: the page mechanics are under test."""
+    from lrmil.config import PatchConfig, TissueConfig
+    from lrmil.encoders import create_encoder, save_encoder
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.bundle import save_bundle
+    from lrmil.mil.config import DEMO_NOTICE, ABMILConfig
+
+    root = tmp_path_factory.mktemp("slide_model")
+    torch.manual_seed(0)
+    encoder = create_encoder("lrmil_vit_tiny", weights="random")
+    save_encoder(root / "enc.safetensors", encoder, dataclasses.replace(encoder.cfg, patch_px=64))
+    for name, mag in (("student", 5.0), ("teacher", 20.0)):
+        save_mil(root / f"{name}.safetensors",
+                 ABMIL(ABMILConfig(in_dim=encoder.cfg.embed_dim, labels=("normal", "atypical"), magnification=mag)))
+    return save_bundle(root / "bundle", (root / "enc.safetensors", root / "student.safetensors"),
+                       (root / "enc.safetensors", root / "teacher.safetensors"), PatchConfig(), TissueConfig(),
+                       notice=DEMO_NOTICE)
+
+
+def _png_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_field_callback_on_a_bundled_example_gives_figures_table_and_downloads(audio_model, tmp_path):
+    plots = PlotConfig()
+    view = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.0, tmp_path)
+    windows, labels = 8, 9  # 7.3 s in 1 s windows, the last zero-padded; nine species
+    assert GRYLLUS.name in view.status and "Could not" not in view.status
+    for png in (view.spectrogram_png, view.scores_png, view.embedding_png):
+        assert _png_size(png) == (plots.width_px, plots.height_px)
+    # min-conf 0 keeps every (window, species) pair, so the table size is known exactly.
+    assert list(view.detections.columns) == list(field.TABLE_COLUMNS.values())
+    assert len(view.detections) == windows * labels
+    assert view.detections["End (s)"].max() == pytest.approx(sf.info(str(GRYLLUS)).duration, abs=1e-4)
+    raven, detections_csv, scores_csv = map(open, view.downloads)
+    assert raven.readline().rstrip("\n").split("\t") == list(RAVEN_COLUMNS)
+    assert len(raven.readlines()) == windows * labels
+    assert len(list(csv.DictReader(detections_csv))) == windows * labels
+    assert len(pd.read_csv(scores_csv)) == windows
+
+    strict = field.analyze_upload(str(GRYLLUS), str(audio_model), 1.0, tmp_path)
+    assert len(strict.detections) < len(view.detections)
+    assert _png_size(strict.spectrogram_png) == (plots.width_px, plots.height_px)
+    assert len(field.FieldView("x").outputs()) == len(view.outputs()) == 6
+
+
+def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model, tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(np.random.default_rng(0).bytes(2048))
+    view = field.analyze_upload(str(junk), str(audio_model), 0.25, tmp_path)
+    assert "Could not analyse `junk.wav`" in view.status and "not readable as audio" in view.status
+    assert view.spectrogram_png is None and view.downloads == () and view.detections.empty
+    missing = field.analyze_upload(str(GRYLLUS), str(tmp_path / "nope.onnx"), 0.25, tmp_path)
+    assert "nope.onnx" in missing.status and missing.scores_png is None
+    assert "Upload" in field.analyze_upload(None, "default", 0.25, tmp_path).status
+
+
+def test_plots_draw_one_box_per_detection_and_reject_mixed_files(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green"),
+                      ("GRYCAM", "TETVIR"))
+    starts = np.arange(4.0)
+    scores = scores_frame("a.wav", starts, starts + 1, rng.uniform(0, 1, (4, 2)), labels.labels)
+    from pulse.detect import detect
+
+    found = detect(scores, labels, 0.3, 500.0, 8000.0)
+    figure = spectrogram_figure(rng.standard_normal(4 * 16000).astype(np.float32), 16000, found, "a", labels.labels)
+    assert len(figure.axes[0].patches) == len(found) > 0
+    assert figure.axes[0].get_ylim() == pytest.approx((0.0, 8.0))  # kHz, up to Nyquist
+    small = PlotConfig(width_px=320, height_px=200, dpi=80)
+    assert _png_size(save_png(scores_figure(scores, 0.3, cfg=small), tmp_path / "s.png")) == (320, 200)
+    both = pd.concat([scores, scores_frame("b.wav", starts, starts + 1, rng.uniform(0, 1, (4, 2)), labels.labels)])
+    with pytest.raises(ValueError, match="2 files"):
+        scores_figure(both)
+    one = scores_frame("c.wav", np.zeros(1), np.ones(1), np.full((1, 2), 0.5), labels.labels)
+    assert len(embedding_figure(np.ones((1, 8)), one).axes) == 1  # a single window still draws
+
+
+def test_pca_2d_finds_the_direction_of_largest_variance():
+    t = np.linspace(-1, 1, 50)
+    points = np.stack([3 * t, 0.1 * np.sin(7 * t), np.zeros_like(t)], axis=1) + 5.0
+    coords, share = pca_2d(points)
+    assert abs(np.corrcoef(coords[:, 0], t)[0, 1]) > 0.999
+    assert share[0] > 0.99 and share.sum() == pytest.approx(1.0)
+
+
+def test_lab_callback_on_a_real_slide_shows_mask_heatmap_topk_and_the_notice(slide_model, shared_data, tmp_path):
+    from lrmil.mil.config import DEMO_NOTICE, PredictConfig
+
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    view = lab.predict_upload(str(slide), None, str(slide_model), "student", tmp_path)
+    assert "CMU-1-Small-Region.svs" in view.status and "Could not" not in view.status
+    assert view.notice == DEMO_NOTICE and "not for diagnosis" in view.outputs()[1]
+    mask_w, mask_h = _png_size(view.mask_png)
+    assert mask_h > mask_w  # the slide is 2220 x 2967: portrait
+    heat_w, heat_h = _png_size(view.heatmap_png)
+    assert PredictConfig().heatmap_px <= heat_h <= PredictConfig().heatmap_px + 32  # plus the notice band
+    assert heat_w == pytest.approx(heat_h * 2220 / 2967, abs=40)
+    assert _png_size(view.topk_png)[0] > 0
+    record = view.record
+    assert record["label"] in ("normal", "atypical") and record["patches"] >= 1
+    assert record["mpp"] == pytest.approx(0.499, abs=1e-3) and record["notice"] == DEMO_NOTICE
+
+    overridden = lab.predict_upload(str(slide), 1.0, str(slide_model), "student", tmp_path)
+    assert overridden.record["mpp_source"] == "--mpp" and overridden.record["patches"] > record["patches"]  # coarser pixels, smaller patches
+
+
+def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_model, shared_data, tmp_path):
+    broken = lab.predict_upload(str(shared_data / "slides" / "broken.svs"), None, str(slide_model), "student", tmp_path)
+    assert "Could not analyse `broken.svs`" in broken.status
+    assert broken.record is None and broken.heatmap_png is None and broken.outputs()[1] == ""
+    no_mpp = shared_data / "slides" / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs"
+    assert "--mpp" in lab.predict_upload(str(no_mpp), None, str(slide_model), "student", tmp_path).status
+    assert "model.json" in lab.predict_upload(str(no_mpp), 0.5, str(tmp_path), "student", tmp_path).status
+
+
+def test_both_apps_build_without_a_server(tmp_path):
+    import gradio as gr
+
+    for module in (field, lab):
+        blocks = module.build(tmp_path / module.__name__)
+        assert isinstance(blocks, gr.Blocks) and not blocks.is_running
+        assert (tmp_path / module.__name__).is_dir()
+
+
+def test_launcher_binds_127_0_0_1_by_default(tmp_path):
+    assert ServeConfig().host == "127.0.0.1"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    blocks = launch("field", ServeConfig(port=port, work_dir=str(tmp_path)), block=False)
+    try:
+        assert blocks.server_name == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200 and b"PULSE" in page.read()
+    finally:
+        blocks.close()
