@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(pulse.__file__).parent / "assets" / "examples"
 DOWNLOAD_FORMATS = ("raven", "csv", "scores")
+# Figure sizes for the page: the spectrogram spans it, the scores and embedding figures share a row.
+WIDE = PlotConfig()
+HALF = PlotConfig(width_px=640, height_px=420)
 # Detections as people read them: BirdNET-Analyzer's CSV names plus the species code.
 TABLE_COLUMNS = {"start_s": "Start (s)", "end_s": "End (s)", "label": "Scientific name", "common_name": "Common name",
                  "code": "Code", "score": "Confidence"}
@@ -39,7 +42,8 @@ class FieldView:
 
     status: str
     spectrogram_png: str | None = None
-    detections: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=list(TABLE_COLUMNS.values())))
+    detections: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=list(TABLE_COLUMNS.values())))
     scores_png: str | None = None
     embedding_png: str | None = None
     downloads: tuple[str, ...] = ()
@@ -54,8 +58,7 @@ def examples() -> list[Path]:
     return sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_root: str | Path,
-                   plots: PlotConfig = PlotConfig()) -> FieldView:
+def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_root: str | Path) -> FieldView:
     """Analyse one recording into a fresh folder under `work_root`; a bad file or model becomes a message."""
     if not audio_path:
         return FieldView("Upload a recording or pick an example.")
@@ -64,14 +67,14 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     name = Path(audio_path).name
     try:
         rec = analyze_recording(audio_path, cfg)
-        audio, rate = display_audio(audio_path, plots.max_display_s, cfg.channel)
+        audio, rate = display_audio(audio_path, WIDE.max_display_s, WIDE.max_display_samples, cfg.channel)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", audio_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return FieldView(f"**Could not analyse `{name}`:** {exc}")
     labels = rec.labels.labels
-    spectrum = save_png(spectrogram_figure(audio, rate, rec.detections, name, labels, plots), out / "spectrogram.png")
-    curves = save_png(scores_figure(rec.scores, cfg.min_conf, f"Scores per window: {name}", plots), out / "scores.png")
-    cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=plots), out / "embedding.png")
+    spectrum = save_png(spectrogram_figure(audio, rate, rec.detections, name, labels, WIDE), out / "spectrogram.png")
+    curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF), out / "scores.png")
+    cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=HALF), out / "embedding.png")
              if rec.embeddings.shape[1] else None)
     tables = {"detections": rec.detections, "scores": rec.scores}
     downloads = []
@@ -83,8 +86,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
               f"of {rec.metadata['window_s']} s, {len(rec.detections)} detection(s) at min-conf {cfg.min_conf:g}; "
               f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')})."
-              + (f" The spectrogram shows the first {plots.max_display_s:g} s."
-                 if rec.info.duration_s > plots.max_display_s else ""))
+              + (f" The spectrogram shows the first {len(audio) / rate:.1f} s."
+                 if rec.info.duration_s - len(audio) / rate > 1.0 else ""))
     table = rec.detections[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round({"Confidence": 3})
     return FieldView(status, str(spectrum), table, str(curves), str(cloud) if cloud else None, tuple(downloads))
 
@@ -113,12 +116,12 @@ def build(work_root: str | Path | None = None):
                 min_conf = gr.Slider(0.0, 1.0, value=defaults.min_conf, step=0.01, label="Minimum confidence")
                 button = gr.Button("Analyse", variant="primary")
         status = gr.Markdown()
-        spectrum = gr.Image(type="filepath", label="Spectrogram with detections", interactive=False)
+        spectrum = gr.Image(type="filepath", label="Spectrogram with detections", show_label=False, interactive=False)
         table = gr.Dataframe(FieldView("").detections, label="Detections", interactive=False)
         with gr.Row():
-            curves = gr.Image(type="filepath", label="Species scores per window", interactive=False)
-            cloud = gr.Image(type="filepath", label="Window embeddings (PCA)", interactive=False)
+            curves = gr.Image(type="filepath", label="Species scores per window", show_label=False, interactive=False)
+            cloud = gr.Image(type="filepath", label="Window embeddings (PCA)", show_label=False, interactive=False)
         files = gr.File(label="Downloads: Raven selection table, detections.csv, scores.csv", file_count="multiple",
-                        height=140)
+                        height=200)
         button.click(run, [audio, model, min_conf], [status, spectrum, table, curves, cloud, files])
     return app

@@ -97,9 +97,10 @@ def build(work_root: str | Path | None = None):
         notice = gr.Markdown()
         status = gr.Markdown()
         with gr.Row():
-            mask = gr.Image(type="filepath", label="Tissue mask (green outline)", interactive=False)
-            heatmap = gr.Image(type="filepath", label="Attention heatmap (percentile within slide)", interactive=False)
-        topk = gr.Image(type="filepath", label="Top-k attended patches", interactive=False)
+            mask = gr.Image(type="filepath", label="Tissue mask (green outline)", interactive=False, height=480)
+            heatmap = gr.Image(type="filepath", label="Attention heatmap (percentile within slide)", interactive=False,
+                               height=480)
+        topk = gr.Image(type="filepath", label="Top-k attended patches", interactive=False, height=440)
         record = gr.JSON(label="Prediction JSON")
         button.click(run, [slide, mpp, model, path], [status, notice, mask, heatmap, topk, record])
     return app

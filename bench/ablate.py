@@ -28,7 +28,9 @@ import pandas as pd
 from export.atomic import atomic_path, write_json, write_text
 from pulse.config import EvalConfig, ModelConfig, SemiConfig, TrainConfig
 
-VARIANTS = {"supervised": (0.0, 0.0), "byol": (1.0, 0.0), "kd": (0.0, 1.0), "byol_kd": (1.0, 1.0)}
+# name -> (lambda_byol, lambda_kd, schedule); the default run trains the first four.
+VARIANTS = {"supervised": (0.0, 0.0, "joint"), "byol": (1.0, 0.0, "joint"), "kd": (0.0, 1.0, "joint"),
+            "byol_kd": (1.0, 1.0, "joint"), "byol_kd_pretrain": (1.0, 1.0, "pretrain_finetune")}
 METRICS = (("F1", lambda c: c["window"]["macro_f1"]), ("mAP", lambda c: c["window"]["mAP"]),
            ("det AUC", lambda c: c["detection_auc"]))
 
@@ -121,11 +123,11 @@ def main() -> None:
     parser.add_argument("--arch", default="pulse_cnn_xs")
     parser.add_argument("--per-species", type=int, default=3, help="labelled recordings per species, low-label regime")
     parser.add_argument("--regimes", default="low,full")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default="supervised,byol,kd,byol_kd", help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--byol-batch", type=int, default=8)
     parser.add_argument("--kd-batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch and LiteRT threads (1 is fastest on a busy CPU)")
     parser.add_argument("--throughput-s", type=float, default=300.0, help="length of the throughput recording")
     parser.add_argument("--caches", default="runs/teacher/insectset32,runs/teacher/backgrounds")
     args = parser.parse_args()
@@ -146,8 +148,9 @@ def main() -> None:
         if "BirdNET probe" not in rows:
             rows["BirdNET probe"] = probe_report(manifests[regime], eval_cfg, base.model.labels, caches, args.threads)
         for variant in args.variants.split(","):
-            lambda_byol, lambda_kd = VARIANTS[variant]
-            cfg = dataclasses.replace(base, manifest=manifests[regime], lambda_byol=lambda_byol, lambda_kd=lambda_kd)
+            lambda_byol, lambda_kd, schedule = VARIANTS[variant]
+            cfg = dataclasses.replace(base, manifest=manifests[regime], lambda_byol=lambda_byol, lambda_kd=lambda_kd,
+                                      semi=dataclasses.replace(base.semi, schedule=schedule))
             rows[variant] = train_variant(cfg, args.out / regime / variant)
             write_json(results_path, results)
         write_json(results_path, results)
@@ -155,8 +158,10 @@ def main() -> None:
     frame, bg = pd.read_csv(base.manifest), pd.read_csv(base.background_manifest)
     songs = [Path(base.audio_root) / p for p in frame.loc[frame["split"] == "validation", "path"]]
     soundscapes = [Path(base.background_root) / p for p in bg.loc[bg["split"] == "validation", "path"]]
-    speed = throughput(student, songs, soundscapes, args.out / "throughput", args.throughput_s)
-    write_json(args.out / "throughput.json", speed)
+    speed_path = args.out / "throughput.json"
+    if not speed_path.exists():
+        write_json(speed_path, throughput(student, songs, soundscapes, args.out / "throughput", args.throughput_s))
+    speed = json.loads(speed_path.read_text())
     text = table(results) + (f"\n\nThroughput (`pulse analyze`, the same {args.throughput_s:g} s recording, same CPU): student "
                              f"{speed['student']['x_realtime']}x real time, BirdNET {speed['birdnet']['x_realtime']}x "
                              f"real time, speed-up {speed['speedup']}x.\n")

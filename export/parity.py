@@ -14,7 +14,7 @@ import numpy as np
 
 # Stated tolerances, as a fraction of max(1, max |reference|) of each output.
 FP32_TOLERANCE = 1e-4  # same graph, different kernels (torch vs ONNX Runtime, fft vs conv)
-FP16_TOLERANCE = 2e-2  # TensorRT half precision
+FP16_TOLERANCE = 2e-2  # TensorRT: FP16 encoder, or TF32 convolutions in FP32 engines
 INT8_TOLERANCE = 1e-1  # 8-bit weights and activations move scores by a few hundredths
 
 

@@ -126,8 +126,8 @@ class SynthConfig(_Config):
     lesions: tuple[int, int] = (1, 3)  # atypical regions per positive slide (min, max)
     lesion_radius_px: tuple[int, int] = (500, 1100)
     nucleus_cell_px: int = 16  # one candidate nucleus per cell of this size
-    nucleus_radius_px: tuple[float, float] = (3.5, 6.0)
-    fine_amplitude: float = 0.45  # per-pixel chromatin texture of atypical nuclei (gone at 5x)
+    nucleus_radius_px: tuple[float, float] = (4.5, 7.0)
+    fine_amplitude: float = 0.5  # +-50% intensity texture in atypical nuclei (gone at 5x)
     coarse_cue: float = 0.05  # atypical nuclei are this much darker: a faint 5x-visible correlate
     compression: str = "zlib"  # lossless keeps the 20x texture; "jpeg" also works
     jpeg_quality: int = 90
@@ -139,7 +139,7 @@ class PretrainConfig(_Config):
 
     encoder: str = "lrmil_vit_tiny"
     seed: int = 0
-    steps: int = 400
+    steps: int = 500
     batch_size: int = 32
     crop_px: int = 64  # trained on crops; the ViT interpolates positions to any size
     lr: float = 1e-3

@@ -66,6 +66,11 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.level)
 
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def __getitem__(self, i: int) -> torch.Tensor:
         if self._reader is None:
             self._reader = open_slide(self.path, mpp_override=self.mpp)
@@ -84,15 +89,19 @@ def encode_level(path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Mod
     out = np.zeros((len(level), encoder.cfg.embed_dim), np.float32)
     if len(level) == 0:
         return out
-    workers = cfg.num_workers if len(level) > cfg.batch_size else 0
-    loader = DataLoader(PatchDataset(path, mpp, level), batch_size=cfg.batch_size, num_workers=workers,
+    workers = cfg.num_workers if len(level) > cfg.batch_size else 0  # not worth a process for one batch
+    dataset = PatchDataset(path, mpp, level)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     start = 0
-    for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=not progress):
-        with autocast(encoder.cfg, device, cfg.autocast):
-            feats = encoder(preprocess(encoder.cfg, batch.to(device, non_blocking=True)))
-        out[start:start + len(feats)] = feats.float().cpu().numpy()
-        start += len(feats)
+    try:
+        for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=not progress):
+            with autocast(encoder.cfg, device, cfg.autocast):
+                feats = encoder(preprocess(encoder.cfg, batch.to(device, non_blocking=True)))
+            out[start:start + len(feats)] = feats.float().cpu().numpy()
+            start += len(feats)
+    finally:
+        dataset.close()
     return out
 
 

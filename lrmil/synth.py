@@ -4,8 +4,8 @@ A slide is procedural: every pixel is a function of its level-0 coordinates and 
 so tiles render independently and a 24000-px slide is written tile by tile, never held whole.
 Tissue is a thresholded smooth random field; stroma is eosin with mild texture; nuclei sit on a
 jittered grid. On a positive slide a few round "lesions" hold atypical nuclei whose chromatin
-carries zero-mean pixel-scale texture (iid speckle, checkerboard or stripes: one per class).
-A 4x4 box average (20x -> 5x) cancels that texture, leaving only a faint darkening
+carries zero-mean pixel-scale intensity texture (iid speckle, checkerboard or stripes: one per
+class). A 4x4 box average (20x -> 5x) cancels that texture, leaving only a faint darkening
 (`coarse_cue`): the 5x image carries a weak correlate of what the 20x image shows plainly.
 Colours follow Beer-Lambert mixing of haematoxylin and eosin optical densities.
 """
@@ -134,13 +134,15 @@ def render(spec: SlideSpec, x0: int, y0: int, w: int, h: int, cfg: SynthConfig) 
         atypical |= np.hypot(xs - lx, ys - ly) < lr
     atypical &= inside > 0.5
     chromatin = 0.12 * (u_chromatin - 0.5)  # normal nuclei: faint texture
+    texture = np.zeros(xs.shape, np.float32)
     if spec.label > 0:
-        fine = cfg.coarse_cue + cfg.fine_amplitude * _fine_texture(spec.label, xs, ys, u_fine)
-        chromatin = np.where(atypical, fine, chromatin)
+        chromatin = np.where(atypical, cfg.coarse_cue, chromatin)
+        # in intensity, not optical density: a zero-mean intensity pattern leaves a 4x4 mean unchanged
+        texture = np.where(atypical, cfg.fine_amplitude * _fine_texture(spec.label, xs, ys, u_fine), 0.0)
     haem = tissue * 0.06 + inside * shade * (1.0 + chromatin)
     eosin = eosin * (1.0 - 0.6 * inside)
     density = haem[..., None].astype(np.float32) * HAEMATOXYLIN + eosin[..., None].astype(np.float32) * EOSIN
-    rgb = 255.0 * np.exp(-(density + 0.04)) + 3.0 * (u_sensor[..., None] - 0.5)
+    rgb = 255.0 * np.exp(-(density + 0.04)) * (1.0 + texture[..., None]) + 3.0 * (u_sensor[..., None] - 0.5)
     crop = (slice(y0 - by0, y0 - by0 + h), slice(x0 - bx0, x0 - bx0 + w))
     return np.clip(rgb[crop], 0, 255).astype(np.uint8), atypical[crop]
 

@@ -139,8 +139,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     writers = tuple(WRITERS.create(name) for name in cfg.formats)
-    if cfg.batch_size < 1 or cfg.workers < 1:
-        raise ValueError("batch_size and workers must be at least 1")
+    if not writers or cfg.batch_size < 1 or cfg.workers < 1:
+        raise ValueError("need at least one output format, and batch_size and workers of at least 1")
     model_path, _ = resolve_model(cfg.model)
     predictor = open_model(cfg.model, cfg.device)
     meta = predictor.metadata

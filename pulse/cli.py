@@ -6,6 +6,7 @@ file only parses flags. Run `pulse --help` for the list.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -22,8 +23,11 @@ _INFER = InferConfig()  # CLI defaults are read from the config, never restated
 
 @app.command()
 def analyze(
+    ctx: typer.Context,
     inputs: list[Path] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (input folder structure is kept)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Rerun a previous run's config.json; flags given "
+                                                                  "here override it."),
     model: str = typer.Option(_INFER.model, help="'default' (bundled ONNX), 'birdnet', or a .onnx/.safetensors path."),
     min_conf: float = typer.Option(_INFER.min_conf, help="Minimum score reported as a detection."),
     overlap: float = typer.Option(_INFER.overlap, help="Seconds shared by consecutive windows."),
@@ -42,13 +46,19 @@ def analyze(
     from pulse.analyze import analyze as run_analyze
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = replace(_INFER, model=model, min_conf=min_conf, overlap=overlap, batch_size=batch_size, workers=workers,
-                  formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume, device=device,
-                  channel=channel, strict=strict)
+    flags = dict(model=model, min_conf=min_conf, overlap=overlap, batch_size=batch_size, workers=workers,
+                 formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume, device=device,
+                 channel=channel, strict=strict)
+    if config is not None:  # the file's settings, then only the flags typed on this command line
+        given = {k: v for k, v in flags.items()
+                 if ctx.get_parameter_source("format" if k == "formats" else k).name != "DEFAULT"}
+        cfg = replace(InferConfig.from_dict(json.loads(config.read_text())["config"]), **given)
+    else:
+        cfg = replace(_INFER, **flags)
     try:
         summary = run_analyze(inputs, out, cfg)
     except (FileNotFoundError, KeyError, ValueError) as exc:  # bad model path, format or option: one line
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
         raise typer.Exit(2)
     s = summary.to_dict()
     typer.echo(f"{s['files_done']} done, {s['files_failed']} failed, {s['files_skipped']} skipped; "

@@ -73,7 +73,7 @@ class InferConfig:
     min_conf: float = 0.25
     overlap: float = 0.0  # seconds shared by consecutive windows
     batch_size: int = 32
-    workers: int = 1  # decoding processes; the model runs in the main process
+    workers: int = 1  # decoding threads; the model runs in the main thread
     formats: tuple[str, ...] = ("raven", "csv")
     resume: bool = True
     device: str = "cpu"
@@ -83,6 +83,11 @@ class InferConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InferConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
 DEFAULT_MANIFEST = "data_manifests/insectset32.csv"
@@ -161,6 +166,10 @@ class SemiConfig:
     kd_temperature: float = 2.0
     kd_snr_db: tuple[float, float] = (-5.0, 20.0)  # student sees the window in noise, teacher saw it clean
     kd_background_prob: float = 0.5
+    # "joint": every term from the first step; "pretrain_finetune": BYOL and KD alone for the first
+    # pretrain_frac of the steps, then the weak labels alone.
+    schedule: str = "joint"
+    pretrain_frac: float = 0.5
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -32,7 +32,8 @@ class PlotConfig:
     dynamic_range_db: float = 80.0
     max_species: int = 5  # curves in the scores figure: the species that score highest
     max_box_labels: int = 40  # beyond this, boxes are drawn without captions
-    max_display_s: float = 600.0  # spectrograms show at most the first 10 minutes of a recording
+    max_display_s: float = 600.0  # spectrograms show at most the first 10 minutes of a recording,
+    max_display_samples: int = 1 << 25  # and at most 128 MB of float32 audio (87 s at 384 kHz)
 
 
 def new_figure(cfg: PlotConfig) -> Figure:
@@ -53,7 +54,8 @@ def _colours(labels) -> dict[str, tuple]:
     from matplotlib import colormaps
 
     palette = colormaps["tab10"]
-    return {label: palette(i % 10) for i, label in enumerate(labels)}
+    order = (0, 1, 2, 3, 4, 5, 6, 8, 9, 7)  # grey last: it vanishes on a spectrogram
+    return {label: palette(order[i % 10]) for i, label in enumerate(labels)}
 
 
 def spectrogram(audio: np.ndarray, sample_rate: int, cfg: PlotConfig = PlotConfig()) -> tuple[np.ndarray, float]:
@@ -130,7 +132,7 @@ def scores_figure(scores: pd.DataFrame, min_conf: float | None = None, title: st
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Score")
     ax.set_title(title or "Species scores per window", fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return figure
 
 
@@ -171,9 +173,8 @@ def embedding_figure(embeddings: np.ndarray, scores: pd.DataFrame, title: str = 
         ax.annotate(f"{starts[i]:g}s", coords[i], fontsize=7, color="0.3", xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"PC1 ({share[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({share[1]:.0%} of variance)")
-    ax.set_title(title or f"Embedding of {len(coords)} window(s); colour = top species, size = its score",
-                 fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_title(title or f"Window embeddings (PCA, {len(coords)} windows): colour = top species", fontsize=10)
+    figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return figure
 
 
@@ -183,7 +184,7 @@ def save_recording_plots(audio_path: str | Path, scores: pd.DataFrame, detection
     """`STEM.spectrogram.png` and `STEM.scores.png` for one analysed recording (e.g. from the CLI)."""
     from pulse.recording import display_audio
 
-    audio, rate = display_audio(audio_path, cfg.max_display_s)
+    audio, rate = display_audio(audio_path, cfg.max_display_s, cfg.max_display_samples)
     name = Path(audio_path).name
     stem = Path(out_stem)
     spectrum = save_png(spectrogram_figure(audio, rate, detections, name, tuple(scores.columns), cfg),

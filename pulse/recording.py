@@ -61,10 +61,15 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta)
 
 
-def display_audio(path: str | Path, max_s: float, channel: int | None = None) -> tuple[np.ndarray, int]:
-    """The first `max_s` seconds at the file's own rate (mono), for drawing; memory stays bounded."""
+def display_audio(path: str | Path, max_s: float, max_samples: int,
+                  channel: int | None = None) -> tuple[np.ndarray, int]:
+    """The start of a recording at its own rate (mono), for drawing up to its Nyquist frequency.
+
+    At most `max_s` seconds and `max_samples` samples: a 384 kHz file gets a shorter view, not a
+    bigger array, so memory stays bounded whatever the rate.
+    """
     info = audio_info(path)
-    limit = int(max_s * info.sample_rate)
+    limit = int(min(max_s * info.sample_rate, max_samples))
     parts, kept = [], 0
     for block in stream_audio(path, info.sample_rate, min(max_s, 60.0), channel, info=info):
         parts.append(block[:limit - kept])

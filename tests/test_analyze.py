@@ -228,6 +228,8 @@ def test_missing_model_or_format_is_one_line(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "nope.onnx"])
     assert result.exit_code == 2 and "nope.onnx: model file not found" in result.output
+    result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "raven,pdf"])
+    assert result.exit_code == 2 and "unknown output format 'pdf' (known: audacity, csv, raven, scores)" in result.output
 
 
 def test_pytorch_checkpoint_backend(tmp_path):
@@ -270,3 +272,17 @@ def test_bundled_examples(tmp_path, model):
     summary = analyze([examples], tmp_path / "out", InferConfig(model=str(model)))
     assert (summary.files_done, summary.files_failed) == (6, 0)
     assert summary.audio_s == pytest.approx(7.34 + 6.02 + 8 + 2.56 + 10 + 10, abs=0.05)
+
+
+def test_config_json_reruns_a_run(tmp_path, model):
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)
+    runner = CliRunner()
+    first = runner.invoke(app, ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "one"), "--model",
+                                str(model), "--overlap", "1.0", "--format", "scores", "--min-conf", "0.9"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "two"),
+                                "--config", str(tmp_path / "one" / "config.json"), "--min-conf", "0.5"])
+    assert again.exit_code == 0, again.output
+    cfg = json.loads((tmp_path / "two" / "config.json").read_text())["config"]
+    assert (cfg["overlap"], cfg["formats"], cfg["min_conf"], cfg["model"]) == (1.0, ["scores"], 0.5, str(model))
+    assert len(pd.read_csv(tmp_path / "two" / "scores.csv")) == 2

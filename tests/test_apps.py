@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import socket
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,25 +64,25 @@ def _png_size(path) -> tuple[int, int]:
 
 
 def test_field_callback_on_a_bundled_example_gives_figures_table_and_downloads(audio_model, tmp_path):
-    plots = PlotConfig()
     view = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.0, tmp_path)
     windows, labels = 8, 9  # 7.3 s in 1 s windows, the last zero-padded; nine species
     assert GRYLLUS.name in view.status and "Could not" not in view.status
-    for png in (view.spectrogram_png, view.scores_png, view.embedding_png):
+    for png, plots in ((view.spectrogram_png, field.WIDE), (view.scores_png, field.HALF),
+                       (view.embedding_png, field.HALF)):
         assert _png_size(png) == (plots.width_px, plots.height_px)
     # min-conf 0 keeps every (window, species) pair, so the table size is known exactly.
     assert list(view.detections.columns) == list(field.TABLE_COLUMNS.values())
     assert len(view.detections) == windows * labels
     assert view.detections["End (s)"].max() == pytest.approx(sf.info(str(GRYLLUS)).duration, abs=1e-4)
-    raven, detections_csv, scores_csv = map(open, view.downloads)
-    assert raven.readline().rstrip("\n").split("\t") == list(RAVEN_COLUMNS)
-    assert len(raven.readlines()) == windows * labels
-    assert len(list(csv.DictReader(detections_csv))) == windows * labels
+    raven, detections_csv, scores_csv = view.downloads
+    header, *rows = Path(raven).read_text().splitlines()
+    assert header.split("\t") == list(RAVEN_COLUMNS) and len(rows) == windows * labels
+    assert len(pd.read_csv(detections_csv)) == windows * labels
     assert len(pd.read_csv(scores_csv)) == windows
 
     strict = field.analyze_upload(str(GRYLLUS), str(audio_model), 1.0, tmp_path)
     assert len(strict.detections) < len(view.detections)
-    assert _png_size(strict.spectrogram_png) == (plots.width_px, plots.height_px)
+    assert _png_size(strict.spectrogram_png) == (field.WIDE.width_px, field.WIDE.height_px)
     assert len(field.FieldView("x").outputs()) == len(view.outputs()) == 6
 
 
@@ -118,6 +118,15 @@ def test_plots_draw_one_box_per_detection_and_reject_mixed_files(tmp_path):
     assert len(embedding_figure(np.ones((1, 8)), one).axes) == 1  # a single window still draws
 
 
+def test_display_audio_is_bounded_in_seconds_and_samples():
+    from pulse.recording import display_audio
+
+    audio, rate = display_audio(GRYLLUS, 2.0, 10**9)
+    assert rate == 44100 and len(audio) == 2 * 44100 and audio.dtype == np.float32 and np.abs(audio).max() > 0
+    assert len(display_audio(GRYLLUS, 60.0, 1000)[0]) == 1000
+    assert len(display_audio(GRYLLUS, 60.0, 10**9)[0]) == sf.info(str(GRYLLUS)).frames
+
+
 def test_pca_2d_finds_the_direction_of_largest_variance():
     t = np.linspace(-1, 1, 50)
     points = np.stack([3 * t, 0.1 * np.sin(7 * t), np.zeros_like(t)], axis=1) + 5.0
@@ -143,8 +152,8 @@ def test_lab_callback_on_a_real_slide_shows_mask_heatmap_topk_and_the_notice(sli
     assert record["label"] in ("normal", "atypical") and record["patches"] >= 1
     assert record["mpp"] == pytest.approx(0.499, abs=1e-3) and record["notice"] == DEMO_NOTICE
 
-    overridden = lab.predict_upload(str(slide), 1.0, str(slide_model), "student", tmp_path)
-    assert overridden.record["mpp_source"] == "--mpp" and overridden.record["patches"] > record["patches"]  # coarser pixels, smaller patches
+    overridden = lab.predict_upload(str(slide), 1.0, str(slide_model), "student", tmp_path)  # coarser pixels:
+    assert overridden.record["mpp_source"] == "--mpp" and overridden.record["patches"] > record["patches"]  # more patches
 
 
 def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_model, shared_data, tmp_path):
@@ -166,7 +175,14 @@ def test_both_apps_build_without_a_server(tmp_path):
 
 
 def test_launcher_binds_127_0_0_1_by_default(tmp_path):
+    from typer.testing import CliRunner
+
+    from apps.__main__ import app
+
     assert ServeConfig().host == "127.0.0.1"
+    for command in ("field", "lab"):
+        shown = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+        assert shown.exit_code == 0 and "[default: 127.0.0.1]" in shown.output
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -94,11 +94,11 @@ def _samples(teacher, n=6, seed=0):
 def test_student_features_shape_and_training_reduces_the_loss():
     teacher = create_encoder("lrmil_vit_tiny", weights="random")
     teacher.cfg = dataclasses.replace(teacher.cfg, patch_px=64)
-    cfg = DistillPatchConfig(layers=(1,), epochs=15, batch_size=6, lr=1e-3, patch=TINY_PATCH)
-    samples = _samples(teacher)
+    cfg = DistillPatchConfig(layers=(1,), epochs=8, batch_size=4, lr=1e-3, patch=TINY_PATCH)
+    samples = _samples(teacher, n=4)
     with torch.inference_mode():
         feats = student_features(teacher, torch.from_numpy(np.stack([s.image for s in samples])), (1,), 4)
-    assert feats.shape == (6, 16, 2, 192)
+    assert feats.shape == (4, 16, 2, 192)
     student, metrics = train_student(teacher, samples, samples[:2], cfg)
     assert metrics["final_loss"] < 0.5 * metrics["first_loss"]
     assert metrics["val_output_cosine_after"] > metrics["val_output_cosine_before"]

@@ -72,10 +72,12 @@ BAD_FILES = {
     "cut.wav": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
     "cut.flac": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
     "cut.mp3": (lambda p: (sf.write(p, tone(4.0, RATE), RATE), _truncate(p)), "truncated"),
+    "cut.ogg": (lambda p: (sf.write(p, tone(4.0, RATE), RATE), _truncate(p)), "truncated"),
     "nan.wav": (lambda p: sf.write(p, np.r_[tone(1.0, RATE), [np.nan]], RATE, subtype="FLOAT"), "NaN/Inf"),
     "inf.wav": (lambda p: sf.write(p, np.r_[[np.inf], tone(1.0, RATE)], RATE, subtype="FLOAT"), "NaN/Inf"),
     "slow.wav": (lambda p: sf.write(p, tone(1.0, 4000), 4000), "outside 8000-384000 Hz"),
-    "missing.wav": (lambda p: None, "not readable as audio"),
+    "missing.wav": (lambda p: None, "no such file"),
+    "folder.wav": (lambda p: p.mkdir(), "not a regular file"),
 }
 
 

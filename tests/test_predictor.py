@@ -73,4 +73,5 @@ def test_tensorrt_matches_torch_in_fp16(pulse_bundle, tmp_path):
         check = compare(reference, engine, _batch(reference, n), FP16_TOLERANCE)
         assert check.ok, check.line()
     cached = load_predictor(engine.engine_path, device="cuda")  # the cached engine loads without the ONNX
-    assert cached.metadata["precision"] == "fp16"
+    assert cached.precision == engine.precision and cached.engine_path.name.startswith("model.trt.")
+    assert cached.predict(_batch(reference, 2))["scores"].shape == (2, 9)

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lrmil.config import SynthConfig
 from lrmil.slide import open_slide
@@ -56,11 +57,12 @@ def test_class_signal_is_fine_detail(label):
     atypical_img, atypical = render(spec, x, y, px, px, cfg)
     normal_img, _ = render(dataclasses.replace(spec, label=0, lesions=spec.lesions[:0]), x, y, px, px, cfg)
     assert atypical.mean() > 0.05
-    high_a, low_a = _high_and_low(atypical_img, atypical)
-    high_n, low_n = _high_and_low(normal_img, atypical)
+    interior = ndimage.binary_erosion(atypical, iterations=2)  # nucleus edges are detail in both images
+    high_a, low_a = _high_and_low(atypical_img, interior)
+    high_n, low_n = _high_and_low(normal_img, interior)
     assert high_a > 2.5 * high_n  # plain at 20x ...
     # ... and nearly gone at 5x: block means differ by a few grey levels at most
-    assert np.abs(low_a - low_n).mean() < 0.2 * high_a
+    assert np.abs(low_a - low_n).mean() < 0.05 * high_a
 
 
 def test_pyramidal_tiff_is_readable_by_openslide(tmp_path):

@@ -65,3 +65,21 @@ def test_real_slide_mask_and_review_png(shared_data, tmp_path):
     with Image.open(tmp_path / "m.png") as png:
         assert png.size == (thumb.shape[1], thumb.shape[0])
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]  # no temporary file left behind
+
+
+def test_patch_cli_reports_bad_slides_and_goes_on(shared_data, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    slides = shared_data / "slides"
+    result = CliRunner().invoke(app, ["patch", str(slides / "broken.svs"), str(slides / "CMU-1-Small-Region.svs"),
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["done"] == 1 and summary["failed"] == 1 and summary["teacher_patches"] > 0
+    assert (tmp_path / "masks" / "CMU-1-Small-Region.png").is_file()
+    assert (tmp_path / "patches" / "CMU-1-Small-Region.h5").is_file()
+    assert "broken.svs" in (tmp_path / "errors.csv").read_text()

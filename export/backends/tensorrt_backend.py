@@ -4,7 +4,9 @@ The conv graph has no DFT/STFT op, so every TensorRT 10 version parses it. In FP
 log-mel frontend is pinned to FP32: a 1024-point power spectrum reaches ~2.6e5 for a
 full-scale tone, beyond FP16's 65504. The engine is cached next to the ONNX file as
 `<name>.<precision>.engine` with its metadata in `<engine>.json`, and rebuilt when the
-ONNX file is newer. tensorrt and torch (for CUDA buffers) are imported only here.
+ONNX file is newer. TensorRT 11 dropped the FP16 builder flag (networks are strongly typed),
+so there the engine is built in FP32 with a warning. tensorrt and torch (for CUDA buffers) are
+imported only here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class TensorRTPredictor:
         self._torch, self._device = torch, torch.device(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         path = Path(path)
+        if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
+            log.warning("TensorRT %s has no FP16 builder flag (strong typing only, 11.x): building FP32",
+                        trt.__version__)
+            fp16 = False
         if path.suffix == ".onnx":
             self.engine_path = path.with_suffix(f".{'fp16' if fp16 else 'fp32'}.engine")
             if not self.engine_path.is_file() or self.engine_path.stat().st_mtime < path.stat().st_mtime:
@@ -43,6 +49,7 @@ class TensorRTPredictor:
         else:
             self.engine_path = path
         self.metadata = json.loads(Path(f"{self.engine_path}.json").read_text())
+        self.precision = self.metadata["precision"]
         with torch.cuda.device(self._device):
             self._runtime = trt.Runtime(self._logger)  # must outlive the engine it deserialises
             self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())

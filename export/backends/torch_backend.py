@@ -28,7 +28,8 @@ class TorchPredictor:
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         with self._torch.inference_mode():
-            outputs = self._module(self._torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._device))
+            # np.array copies: callers may pass read-only window views, which torch warns about.
+            outputs = self._module(self._torch.from_numpy(np.array(batch, np.float32)).to(self._device))
         return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs)}
 
     def close(self) -> None:

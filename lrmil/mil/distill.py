@@ -17,7 +17,7 @@ from lrmil.mil.bags import Bag, load_bags
 from lrmil.mil.config import DistillConfig
 from lrmil.mil.losses import parent_attention, stage2_loss
 from lrmil.mil.splits import labels_of, read_splits
-from lrmil.mil.train import BagLoss, resolve_model, run_folds
+from lrmil.mil.train import BagLoss, fingerprint, resolve_model, run_folds
 
 
 class TeacherTarget(NamedTuple):
@@ -63,4 +63,5 @@ def distill(cfg: DistillConfig) -> dict:
             raise ValueError(f"{cfg.teacher}: teacher labels {teacher.cfg.labels} differ from the splits' {labels}")
         return stage2_bag_loss(teacher_targets(teacher, teacher_bags, bags), cfg)
 
-    return run_folds(cfg, bags, splits, labels, fold_loss, model_cfg)
+    return run_folds(cfg, bags, splits, labels, fold_loss, model_cfg, fingerprint({**teacher_bags, **{
+        f"{s}@5x": b for s, b in bags.items()}}))

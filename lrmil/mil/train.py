@@ -85,18 +85,30 @@ def resolve_model(model: ABMILConfig, labels: tuple[str, ...], bag: Bag) -> ABMI
                                encoder=bag.encoder or model.encoder)
 
 
+def fingerprint(bags: dict[str, Bag]) -> str:
+    """Hash of every bag's features: a resumed run never reuses models trained on other features."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for slide_id in sorted(bags):
+        digest.update(slide_id.encode())
+        digest.update(bags[slide_id].features.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str, ...],
-              fold_loss: Callable[[int], BagLoss], model_cfg: ABMILConfig) -> dict:
+              fold_loss: Callable[[int], BagLoss], model_cfg: ABMILConfig, data_hash: str) -> dict:
     """Train one model per test fold; write fold<k>/model.safetensors, predictions.csv, metrics.json.
 
-    A fold whose model already exists for the same config is reloaded, not retrained (resumable).
+    A fold whose model already exists for the same config and data is reloaded, not retrained.
     """
     from export.atomic import write_json
 
     out = Path(cfg.out)
-    record = run_record(cfg)
+    record = {**run_record(cfg), "data_hash": data_hash}
     previous = out / "config.json"
-    same_run = previous.is_file() and json.loads(previous.read_text()).get("config") == record["config"]
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    same_run = (old.get("config"), old.get("data_hash")) == (record["config"], data_hash)
     write_json(previous, record)
     splits = splits[splits["slide_id"].isin(bags)]
     folds = [int(f) for f in (cfg.folds or sorted(splits["fold"].unique()))]
@@ -124,16 +136,16 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
 def run_record(cfg) -> dict:
     """What config.json holds: the resolved config, package version, git sha and the splits' hash."""
     import subprocess
+    from importlib.metadata import version
 
     from export.artifact import sha256
-    from lrmil import __version__
 
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
-    return {"config": json.loads(json.dumps(cfg.to_dict(), default=str)), "version": __version__,
+    return {"config": json.loads(json.dumps(cfg.to_dict(), default=str)), "version": version("pulse-lrmil"),
             "git_sha": sha, "splits_sha256": sha256(cfg.splits) if Path(cfg.splits).is_file() else ""}
 
 
@@ -143,4 +155,4 @@ def train(cfg: MILConfig) -> dict:
     labels = labels_of(splits)
     bags = load_bags(cfg.features, splits, labels)
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
-    return run_folds(cfg, bags, splits, labels, lambda fold: ce_loss, model_cfg)
+    return run_folds(cfg, bags, splits, labels, lambda fold: ce_loss, model_cfg, fingerprint(bags))

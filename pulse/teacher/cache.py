@@ -89,8 +89,9 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
             fresh = old is not None and old["size"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns
             digest = old["sha256"] if fresh else sha256(path)
             target = entry_path(out, digest)
-            if target.is_file():
-                windows = old["windows"] if fresh else len(np.load(target)["starts_s"])
+            if target.is_file():  # computed before, for this path or for a copy of the file
+                with np.load(target) as data:
+                    windows = len(data["starts_s"])
             else:
                 entry = compute_entry(teacher, path, cfg)
                 _save_entry(target, entry)
@@ -99,12 +100,13 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
                          "windows": int(windows)}
         except Exception as error:  # one bad file never stops the batch
             log.error("%s: %s: %s", path, type(error).__name__, error)
-            errors.append({"path": rel, "stage": "teacher-cache", "error": type(error).__name__, "message": str(error)})
+            errors.append({"path": rel, "stage": "teacher-cache", "error_type": type(error).__name__,
+                           "message": str(error)})
         if i % 50 == 49:
             _write_index(out, rows)
     _write_index(out, rows)
     with atomic_path(out / "errors.csv") as tmp:
-        pd.DataFrame(errors, columns=["path", "stage", "error", "message"]).to_csv(tmp, index=False)
+        pd.DataFrame(errors, columns=["path", "stage", "error_type", "message"]).to_csv(tmp, index=False)
     return pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from pulse.config import SemiConfig, TrainConfig
 from pulse.train.augment import apply_gain, mix_at_snr
-from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs
+from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs, schedule_span
 
 STREAM = 104_729  # BYOL draws its windows from its own random stream
 
@@ -103,8 +103,9 @@ def waveform_view(window: np.ndarray, pool_window: np.ndarray, cfg: SemiConfig, 
 class BYOL(LossTerm):
     """The BYOL term: draws its own unlabelled batch each step and returns the symmetric loss."""
 
-    def __init__(self, weight: float, model: nn.Module, cfg: SemiConfig, pool, seed: int):
-        super().__init__(weight)
+    def __init__(self, weight: float, model: nn.Module, cfg: SemiConfig, pool, seed: int,
+                 active: tuple[float, float] = (0.0, 1.0)):
+        super().__init__(weight, active)
         self.cfg, self.pool, self.seed = cfg, pool, seed
         embed_dim = model.embed[0].out_features
         self.projector = mlp(embed_dim, cfg.byol_hidden, cfg.byol_dim)
@@ -151,4 +152,4 @@ def byol(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
     semi = cfg.semi
     pool = UnlabelledPool.from_manifests(semi.unlabelled_manifests, semi.unlabelled_roots, semi.unlabelled_split,
                                          cfg.model.sample_rate, cfg.model.window_s)
-    return BYOL(cfg.lambda_byol, model, semi, pool, cfg.seed)
+    return BYOL(cfg.lambda_byol, model, semi, pool, cfg.seed, schedule_span(cfg, supervised=False))

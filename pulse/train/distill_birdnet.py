@@ -15,6 +15,7 @@ inherits BirdNET's licence, CC BY-NC-SA 4.0.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pulse.config import SemiConfig, TrainConfig
+from pulse.config import ModelConfig, SemiConfig, TrainConfig
 from pulse.teacher import birdnet
 from pulse.train.augment import mix_at_snr
-from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs
+from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs, schedule_span
 
 STREAM = 130_363  # distillation draws its windows from its own random stream
 
@@ -106,8 +107,8 @@ class BirdNETDistillation(LossTerm):
     """The KD term: draws its own batch of cached teacher windows each step."""
 
     def __init__(self, weight: float, model: nn.Module, cfg: SemiConfig, bank: KnowledgeBank, backgrounds,
-                 sample_rate: int, seed: int):
-        super().__init__(weight)
+                 sample_rate: int, seed: int, active: tuple[float, float] = (0.0, 1.0)):
+        super().__init__(weight, active)
         self.cfg, self.bank, self.backgrounds, self.sample_rate, self.seed = cfg, bank, backgrounds, sample_rate, seed
         embed_dim = model.embed[0].out_features
         self.project = nn.Linear(embed_dim, birdnet.EMBED_DIM)
@@ -145,6 +146,15 @@ class BirdNETDistillation(LossTerm):
         return loss
 
 
+def student_model_config(cfg: TrainConfig) -> ModelConfig:
+    """The config saved with the weights: a student distilled from BirdNET carries BirdNET's licence."""
+    if cfg.lambda_kd <= 0:
+        return cfg.model
+    return dataclasses.replace(
+        cfg.model, license=f"{birdnet.LICENSE} (weights distilled from BirdNET V2.4); code MIT",
+        attribution=" ".join(part for part in (cfg.model.attribution, f"Distilled from {birdnet.ATTRIBUTION}.") if part))
+
+
 @LOSS_TERMS.register("kd")
 def kd(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
     if cfg.lambda_kd <= 0:
@@ -155,4 +165,5 @@ def kd(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
     bank = KnowledgeBank(semi.teacher_caches, semi.teacher_split, cfg.model.window_s)
     backgrounds = UnlabelledPool.from_manifests((cfg.background_manifest,), (cfg.background_root,), cfg.train_split,
                                                 cfg.model.sample_rate, cfg.model.window_s)
-    return BirdNETDistillation(cfg.lambda_kd, model, semi, bank, backgrounds, cfg.model.sample_rate, cfg.seed)
+    return BirdNETDistillation(cfg.lambda_kd, model, semi, bank, backgrounds, cfg.model.sample_rate, cfg.seed,
+                               schedule_span(cfg, supervised=False))

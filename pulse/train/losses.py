@@ -36,11 +36,18 @@ class StepOutputs:
 
 
 class LossTerm(nn.Module):
-    """A weighted loss; `after_step` runs after each optimiser step (e.g. an EMA update)."""
+    """A weighted loss; `after_step` runs after each optimiser step (e.g. an EMA update).
 
-    def __init__(self, weight: float):
+    `active` is the span of the run (as shares of all steps) in which the term counts; outside it
+    its weight is 0 and the loop skips it (the "pre-train then fine-tune" schedule).
+    """
+
+    def __init__(self, weight: float, active: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
-        self.weight = weight
+        self.weight, self.active = weight, active
+
+    def weight_at(self, progress: float) -> float:
+        return self.weight if self.active[0] <= progress < self.active[1] else 0.0
 
     def forward(self, model: nn.Module, out: StepOutputs) -> torch.Tensor:
         raise NotImplementedError
@@ -55,8 +62,8 @@ LOSS_TERMS: Registry = Registry("loss term")
 class WeakLabelBCE(LossTerm):
     """Binary cross-entropy of pooled clip logits against clip labels, lightly smoothed."""
 
-    def __init__(self, weight: float, smoothing: float):
-        super().__init__(weight)
+    def __init__(self, weight: float, smoothing: float, active: tuple[float, float] = (0.0, 1.0)):
+        super().__init__(weight, active)
         self.smoothing = smoothing
 
     def forward(self, model: nn.Module, out: StepOutputs) -> torch.Tensor:
@@ -64,9 +71,21 @@ class WeakLabelBCE(LossTerm):
         return nn.functional.binary_cross_entropy_with_logits(out.clip_logits, target)
 
 
+def schedule_span(cfg: TrainConfig, supervised: bool) -> tuple[float, float]:
+    """Where a term is active: everywhere ("joint"), or BYOL/KD first and the labels after
+    ("pretrain_finetune", split at cfg.semi.pretrain_frac)."""
+    if cfg.semi.schedule == "joint":
+        return (0.0, 1.0)
+    if cfg.semi.schedule != "pretrain_finetune":
+        raise ValueError(f"schedule must be joint or pretrain_finetune, got {cfg.semi.schedule!r}")
+    if cfg.lambda_byol <= 0 and cfg.lambda_kd <= 0:
+        raise ValueError("the pretrain_finetune schedule needs lambda_byol or lambda_kd above 0")
+    return (cfg.semi.pretrain_frac, 1.0) if supervised else (0.0, cfg.semi.pretrain_frac)
+
+
 @LOSS_TERMS.register("bce")
 def bce(cfg: TrainConfig, model: nn.Module) -> LossTerm:
-    return WeakLabelBCE(1.0, cfg.label_smoothing)
+    return WeakLabelBCE(1.0, cfg.label_smoothing, schedule_span(cfg, supervised=True))
 
 
 def build_loss_terms(cfg: TrainConfig, model: nn.Module) -> nn.ModuleDict:

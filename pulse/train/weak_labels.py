@@ -30,6 +30,7 @@ from pulse.models import create_model
 from pulse.train.augment import spec_augment
 from pulse.train.checkpoint import load_checkpoint, save_checkpoint
 from pulse.train.data import BatchSampler, load_backgrounds, load_clips, speed_variants
+from pulse.train.distill_birdnet import student_model_config
 from pulse.train.losses import StepOutputs, build_loss_terms
 from pulse.train.pooling import create_pooling
 
@@ -106,7 +107,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
                              "or --no-resume")
     write_json(config_path, record)
 
-    mc = cfg.model
+    mc = student_model_config(cfg)  # provenance: a BirdNET-distilled student inherits its licence
     clips = load_clips(cfg.manifest, cfg.audio_root, cfg.train_split, mc.labels, mc.sample_rate,
                        splits=(cfg.train_split, cfg.val_split))
     backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
@@ -139,8 +140,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         outputs = step_outputs(model, pooling, torch.from_numpy(waves), torch.from_numpy(targets), cfg, step, generator)
-        losses = {name: term(model, outputs) for name, term in terms.items()}
-        loss = sum(terms[name].weight * value for name, value in losses.items())
+        weights = {name: term.weight_at(step / total) for name, term in terms.items()}
+        losses = {name: term(model, outputs) for name, term in terms.items() if weights[name] > 0}
+        loss = sum(weights[name] * value for name, value in losses.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

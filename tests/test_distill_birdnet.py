@@ -1,0 +1,171 @@
+"""BirdNET distillation: losses, time alignment, the knowledge bank and the KD loss term."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from export.artifact import load_weights
+from pulse.config import ModelConfig, SemiConfig
+from pulse.models import create_model
+from pulse.teacher import birdnet
+from pulse.train.distill_birdnet import (BirdNETDistillation, KnowledgeBank, align_teacher,
+                                         embedding_distillation_loss, logit_distillation_loss)
+from pulse.train.losses import StepOutputs
+from pulse.unlabelled import read_span
+
+TINY = ModelConfig(arch="pulse_cnn_xs", window_s=1.5, sample_rate=16000, f_max=8000.0, n_mels=32, embed_dim=32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_embedding_losses():
+    x = torch.randn(5, 16)
+    assert embedding_distillation_loss(2 * x, x, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+    assert embedding_distillation_loss(-x, x, "cosine").item() == pytest.approx(2.0, abs=1e-6)
+    assert embedding_distillation_loss(x + 1, x, "mse").item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="cosine or mse"):
+        embedding_distillation_loss(x, x, "l1")
+
+
+def test_logit_kd_is_minimal_where_student_matches_teacher():
+    teacher = torch.randn(4, 41) * 4
+    student = teacher.clone().requires_grad_(True)
+    loss = logit_distillation_loss(student, teacher, temperature=2.0)
+    loss.backward()
+    assert student.grad.abs().max() < 1e-6  # the optimum: matched logits
+    for scale in (0.5, 1.5):
+        assert logit_distillation_loss(teacher * scale, teacher, 2.0) > loss
+    # A higher temperature softens targets: confident teacher logits give targets nearer 0.5.
+    assert torch.sigmoid(teacher / 4).sub(0.5).abs().mean() < torch.sigmoid(teacher).sub(0.5).abs().mean()
+
+
+def test_align_teacher_in_time():
+    starts = np.array([0.0, 1.0, 2.0, 3.0])  # 3 s teacher windows every second; centres 1.5 .. 4.5
+    values = np.arange(4, dtype=float)[:, None] * np.ones((1, 2))
+    np.testing.assert_allclose(align_teacher(starts, values, 1.0, 3.0), values[1])  # same 3 s window
+    np.testing.assert_allclose(align_teacher(starts, values, 2.8, 0.8), values[2])  # holds centre 3.5 only
+    np.testing.assert_allclose(align_teacher(starts, values, 2.6, 0.7), values[1])  # no centre: nearest is 2.5
+    np.testing.assert_allclose(align_teacher(starts, values, 0.0, 0.5), values[0])  # before every centre
+    np.testing.assert_allclose(align_teacher(starts, values, 1.0, 5.0), values[:4].mean(axis=0))  # long window
+
+
+@pytest.fixture()
+def fake_cache(tmp_path):
+    """A cache folder shaped like `pulse teacher-cache` output, over two real-format audio files."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    for name, seconds in (("a.wav", 5.0), ("val.wav", 4.0)):
+        sf.write(audio / name, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["a.wav", "val.wav"], "split": ["train", "validation"]}).to_csv(manifest, index=False)
+    cache = tmp_path / "cache"
+    rows = []
+    for i, (name, starts) in enumerate((("a.wav", [0.0, 1.0, 2.0]), ("val.wav", [0.0, 1.0]))):
+        digest = f"{i:02d}" + "f" * 62
+        target = cache / digest[:2] / f"{digest}.npz"
+        target.parent.mkdir(parents=True)
+        n = len(starts)
+        np.savez(target, starts_s=np.array(starts, np.float32),
+                 logits=rng.standard_normal((n, 6522)).astype(np.float32),
+                 embedding=np.abs(rng.standard_normal((n, birdnet.EMBED_DIM))).astype(np.float32))
+        rows.append({"path": name, "sha256": digest, "size": 1, "mtime_ns": 1, "windows": n})
+    pd.DataFrame(rows).to_csv(cache / "index.csv", index=False)
+    (cache / "config.json").write_text(json.dumps({"manifest": str(manifest), "audio_root": str(audio)}))
+    return cache
+
+
+def test_knowledge_bank_keeps_training_windows_only(fake_cache):
+    bank = KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+    assert len(bank.windows) == 3 and all(w.path.name == "a.wav" for w in bank.windows)
+    # Student windows are centred on the teacher windows' centres (1.5, 2.5, 3.5 s).
+    np.testing.assert_allclose([w.start_s for w in bank.windows], [0.75, 1.75, 2.75])
+    embedding, logits = bank.targets(bank.windows[1])
+    np.testing.assert_allclose(embedding, bank.entries[0].embedding[1])
+    assert logits.shape == (41,)
+    with pytest.raises(ValueError, match="no cached teacher windows"):
+        KnowledgeBank((str(fake_cache),), "test", window_s=1.5)
+
+
+class SilentBackgrounds:
+    def window(self, rng):
+        return np.zeros(TINY.window_samples, np.float32)
+
+
+def test_kd_term_reads_aligned_windows_and_trains_the_student(fake_cache):
+    torch.manual_seed(0)
+    model = create_model(TINY).train()
+    bank = KnowledgeBank((str(fake_cache),), "train", TINY.window_s)
+    cfg = SemiConfig(kd_batch=4, kd_background_prob=0.0)
+    term = BirdNETDistillation(1.0, model, cfg, bank, SilentBackgrounds(), TINY.sample_rate, seed=0)
+    waves, embeddings, logits = term.batch(step=3)
+    assert waves.shape == (4, TINY.window_samples) and embeddings.shape == (4, 1024) and logits.shape == (4, 41)
+    # Each student window is the audio under its teacher window's centre, paired with that window's targets.
+    for wave, embedding in zip(waves, embeddings):
+        k = int(np.flatnonzero((bank.entries[0].embedding == embedding).all(axis=1))[0])
+        np.testing.assert_allclose(wave, read_span(bank.windows[k].path, bank.windows[k].start_s, TINY.window_s,
+                                                   TINY.sample_rate))
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(term.parameters()), lr=3e-3)
+    out = StepOutputs(0, *([None] * 6))
+    losses = []
+    for _ in range(15):
+        loss = term(model, dataclasses.replace(out, step=0))
+        optimizer.zero_grad()
+        loss.backward()
+        assert model.encoder.stem[0].weight.grad.abs().sum() > 0 and term.project.weight.grad is not None
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_multitask_run_logs_each_term_and_follows_the_schedule(shared_data, tmp_path):
+    """A real tiny run: BYOL + KD (from a real BirdNET cache) pre-train, then weak labels fine-tune."""
+    from test_train import REPO, tiny_config
+
+    from pulse.config import TeacherCacheConfig
+    from pulse.teacher.cache import build_cache
+    from pulse.train import weak_labels
+
+    base = tiny_config(shared_data, tmp_path)
+    cache = tmp_path / "teacher"
+    build_cache(TeacherCacheConfig(manifest=base.manifest, audio_root=base.audio_root, out=str(cache), threads=1))
+    semi = SemiConfig(unlabelled_manifests=(str(REPO / "data_manifests/backgrounds.csv"), base.manifest),
+                      unlabelled_roots=(base.background_root, base.audio_root), teacher_caches=(str(cache),),
+                      byol_batch=3, byol_hidden=32, byol_dim=16, kd_batch=3, schedule="pretrain_finetune",
+                      pretrain_frac=0.5)
+    cfg = dataclasses.replace(base, lambda_byol=1.0, lambda_kd=0.5, semi=semi)
+    weak_labels.train(cfg, tmp_path / "run")
+    history = json.loads((tmp_path / "run/history.json").read_text())
+    assert {"loss_byol", "loss_kd"} <= set(history[0]) and "loss_bce" not in history[0]
+    assert "loss_bce" in history[1] and "loss_byol" not in history[1]
+    assert all(np.isfinite(v) for row in history for k, v in row.items() if k.startswith("loss_"))
+    state = load_weights(tmp_path / "run/checkpoint.safetensors")[0]
+    assert any(k.startswith("loss.byol.target_model.") for k in state)
+    assert any(k.startswith("loss.kd.project.") for k in state)
+    assert "NC-SA" in load_weights(tmp_path / "run/model.safetensors")[1]["license"]
+    with pytest.raises(ValueError, match="pretrain_finetune"):
+        weak_labels.train(dataclasses.replace(base, semi=semi), tmp_path / "bad")
+
+
+def test_distilled_student_carries_birdnets_licence():
+    from pulse.config import TrainConfig
+    from pulse.train.distill_birdnet import student_model_config
+
+    plain = TrainConfig()
+    assert student_model_config(plain) == plain.model
+    distilled = student_model_config(dataclasses.replace(plain, lambda_kd=1.0))
+    assert distilled.license.startswith("CC BY-NC-SA 4.0") and "BirdNET" in distilled.attribution
+    assert dataclasses.replace(distilled, license=plain.model.license, attribution=plain.model.attribution) == plain.model
