@@ -324,6 +324,7 @@ def bench(
     large_size: int = typer.Option(_BENCH.large_size, help="Side of the large slide timed on both paths."),
     timing_slides: int = typer.Option(_BENCH.timing_slides, help="Benchmark slides timed per path."),
     pretrain_steps: int = typer.Option(_BENCH.pretrain_steps, help="Teacher encoder pre-training steps."),
+    stage1_epochs: int = typer.Option(_BENCH.stage1_epochs, help="Stage-1 distillation epochs."),
     mil_epochs: int = typer.Option(_BENCH.mil_epochs, help="Maximum ABMIL epochs per fold."),
     device: str = typer.Option(_BENCH.device, help="cpu or cuda[:N]."),
     threads: int = typer.Option(_BENCH.threads, help="Torch CPU threads."),
@@ -334,7 +335,8 @@ def bench(
 
     _setup(0)
     cfg = BenchConfig(out=str(out), count=count, size=size, seed=seed, folds=folds, large_size=large_size,
-                      timing_slides=timing_slides, pretrain_steps=pretrain_steps, mil_epochs=mil_epochs,
+                      timing_slides=timing_slides, pretrain_steps=pretrain_steps, stage1_epochs=stage1_epochs,
+                      mil_epochs=mil_epochs,
                       device=device, threads=threads, demo_dir=demo_dir)
     typer.echo(results_table(run_bench(cfg)))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from lrmil.features import segment_and_patch
 from lrmil.patching import PatchGrid
 from lrmil.slide import open_slide, read_scaled, slide_id
 
-log = logging.getLogger(__name__)
 LOSSES = ("cosine", "mse")
 
 

@@ -9,7 +9,6 @@ workers (each opens the slide itself) and encoded in batches, under autocast on 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from lrmil.slide import SlideReadError, open_slide, read_scaled, slide_id
 from lrmil.store import FeatureFile, feature_dir, is_current, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ The texture that separates the classes is pixel-scale, so the encoder must learn
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from lrmil.encoders import SYNTHETIC_NOTICE, create_encoder, normalize, save_enc
 from lrmil.synth import SlideSpec, make_spec, render
 from lrmil.tissue import saturation
 
-log = logging.getLogger(__name__)
 SPEC_SIZE = 4096
 TOKEN_PX = 16  # the ViT's token stride
 MIN_ATYPICAL_PX = 24  # atypical-nucleus pixels that make a token atypical; 1..23 are ignored

@@ -17,6 +17,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One intra-op thread for a test module: on a small shared CPU, torch's spinning threads made
+    tiny models 5x slower. Use with `pytestmark = pytest.mark.usefixtures("torch_one_thread")`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def pulse_bundle(tmp_path_factory) -> Path:
     """A tiny PULSE model (1 s window) exported by `pulse export --int8`: checkpoint, fft, conv, INT8 graphs.

@@ -14,6 +14,8 @@ from lrmil.distill_patch import (ParentSample, block_means, child_weights, disti
 from lrmil.encoders import create_encoder, load_encoder
 from lrmil.patching import make_grid
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 TINY_PATCH = PatchConfig(teacher_px=64, student_px=64)  # 4x4 tokens per 5x patch: one token per child
 
 

@@ -11,6 +11,8 @@ import torch
 from lrmil.encoders import (ENCODERS, EncoderCfg, bundled_weights, create_encoder, load_encoder, normalize,
                             preprocess, save_encoder)
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 NEEDS_CHECKPOINT = {"conch"}
 
 
@@ -121,3 +123,24 @@ def test_autocast_is_a_noop_on_cpu():
     with torch.inference_mode(), autocast(vit.cfg, "cpu"):
         assert vit(x).dtype == torch.float32
     assert np.isfinite(vit(x).detach().numpy()).all()
+
+
+def test_token_labels_from_generator_truth():
+    from lrmil.pretrain import IGNORE, token_labels
+
+    rgb = np.full((32, 32, 3), 245, np.uint8)
+    rgb[:, 16:] = (200, 100, 170)  # right half is stained tissue
+    atypical = np.zeros((32, 32), bool)
+    atypical[16:, 16:] = True  # bottom-right token: fully atypical
+    atypical[0:2, 16:18] = True  # top-right token: 4 px, ambiguous
+    assert token_labels(rgb, atypical, label=1).tolist() == [[0, IGNORE], [0, 2]]
+
+
+def test_pretrain_writes_a_loadable_labelled_encoder(tmp_path):
+    from lrmil.config import PretrainConfig, SynthConfig
+    from lrmil.pretrain import pretrain
+
+    metrics = pretrain(PretrainConfig(steps=2, batch_size=2, crop_px=32), SynthConfig(), tmp_path / "e.safetensors")
+    assert set(metrics) >= {"recall_20x", "recall_5x", "final_loss"} and len(metrics["recall_20x"]) == 3
+    encoder = load_encoder(tmp_path / "e.safetensors")
+    assert encoder.cfg.magnification == 20.0 and "not for diagnosis" in encoder.cfg.training_data

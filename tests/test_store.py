@@ -12,6 +12,8 @@ from lrmil.config import ExtractConfig, PatchConfig
 from lrmil.patching import make_grid
 from lrmil.store import FeatureFile, feature_dir, is_current, read_features, read_grid, write_features, write_grid
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def _file(n=5, d=8, children=True):
     rng = np.random.default_rng(0)

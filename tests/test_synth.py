@@ -13,6 +13,8 @@ from lrmil.config import SynthConfig
 from lrmil.slide import open_slide
 from lrmil.synth import assign_labels, make_spec, render, synthesize, write_slide
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 CFG = SynthConfig(size=1024, tile=256, lesion_radius_px=(300, 400))
 
 

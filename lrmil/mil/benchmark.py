@@ -52,7 +52,7 @@ def _stage1(splits: Path, slides: list[Path], teacher_encoder: Path, teacher_run
     metrics = {}
     if not out.is_file():
         stage1 = DistillPatchConfig(teacher_weights=str(teacher_encoder), encoder=ENCODER, test_fold=0,
-                                    device=cfg.device, seed=cfg.seed)
+                                    epochs=cfg.stage1_epochs, device=cfg.device, seed=cfg.seed)
         metrics = distill_patch(stage1, slides, out, splits, teacher_run / "fold0" / "model.safetensors", f20)
     return out, metrics
 
@@ -68,7 +68,7 @@ def _timing(bundle: Path, slides: list[Path], out: Path, cfg: BenchConfig) -> di
         pcfg = PredictConfig(model=str(bundle), path=name, device=cfg.device)
         records = [predict_slide(s, model, pcfg, out / name) for s in slides]
         stages = records[0]["seconds"].keys()
-        result[name] = {"patches": float(np.mean([r["patches"] for r in records])),
+        result[name] = {"patch_count": float(np.mean([r["patches"] for r in records])),
                         **{k: float(np.mean([r["seconds"][k] for r in records])) for k in stages}}
     result["speedup"] = result["teacher"]["total"] / result["student"]["total"]
     return result
@@ -170,6 +170,6 @@ def results_table(results: dict) -> str:
             other = p["tissue"] + p["patches"] + p["mil"]
             speed = f"{t['speedup']:.1f}x" if name == "student" else ""
             lines.append(f"| {where.replace('_', ' ')} | {name} ({'20x' if name == 'teacher' else '5x'}) | "
-                         f"{p['patches']:.0f} | {p['read']:.2f} | {p['encode']:.2f} | {other:.2f} | {p['total']:.2f} | {speed} |")
+                         f"{p['patch_count']:.0f} | {p['read']:.2f} | {p['encode']:.2f} | {other:.2f} | {p['total']:.2f} | {speed} |")
     return "\n".join(lines) + "\n"
 

@@ -142,6 +142,7 @@ class BenchConfig:
     large_size: int = 16384  # one large slide timed on both paths
     timing_slides: int = 3  # benchmark slides timed per path
     pretrain_steps: int = 400
+    stage1_epochs: int = 12  # passes of stage-1 (patch-level) distillation over the 5x patches
     mil_epochs: int = 60
     device: str = "cpu"
     threads: int = 1  # torch CPU threads; 1 is fastest on a shared, oversubscribed machine
