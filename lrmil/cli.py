@@ -63,12 +63,13 @@ def synth(
     coarse_cue: float = typer.Option(_SYNTH.coarse_cue, help="Darkening of atypical nuclei still visible at 5x."),
     fine_amplitude: float = typer.Option(_SYNTH.fine_amplitude, help="Strength of the 20x-only chromatin texture."),
     compression: str = typer.Option(_SYNTH.compression, help="TIFF compression: zlib (lossless) or jpeg."),
+    workers: int = typer.Option(_SYNTH.workers, help="Processes rendering tiles (same output for any value)."),
 ) -> None:
     """Write a labelled synthetic slide set whose class signal is visible at 20x and blurred at 5x."""
     from lrmil.synth import synthesize
 
     cfg = replace(_SYNTH, count=count, size=size, seed=seed, classes=classes, folds=folds, coarse_cue=coarse_cue,
-                  fine_amplitude=fine_amplitude, compression=compression)
+                  fine_amplitude=fine_amplitude, compression=compression, workers=workers)
     try:
         labels = synthesize(out, cfg)
     except ValueError as exc:

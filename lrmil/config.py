@@ -131,6 +131,7 @@ class SynthConfig(_Config):
     coarse_cue: float = 0.05  # atypical nuclei are this much darker: a faint 5x-visible correlate
     compression: str = "zlib"  # lossless keeps the 20x texture; "jpeg" also works
     jpeg_quality: int = 90
+    workers: int = 1  # processes rendering tiles; the output is identical for any value
 
 
 @dataclass(frozen=True)

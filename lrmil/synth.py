@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +155,11 @@ def _box_downsample(image: np.ndarray, factor: int) -> np.ndarray:
     return (blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
 
 
+def _render_tile(job: tuple) -> np.ndarray:
+    spec, x, y, tile, cfg = job
+    return render(spec, x, y, tile, tile, cfg)[0]
+
+
 def write_slide(path: str | Path, spec: SlideSpec, cfg: SynthConfig) -> None:
     """Pyramidal tiled TIFF (levels /4, /16, ...), rendered tile by tile; written atomically."""
     import tifffile
@@ -163,21 +170,23 @@ def write_slide(path: str | Path, spec: SlideSpec, cfg: SynthConfig) -> None:
     n = -(-size // tile)
     level1 = np.zeros((-(-n * tile // PYRAMID_FACTOR),) * 2 + (3,), np.uint8)  # 1/16 of the pixels
 
-    def tiles():
-        for ty in range(n):
-            for tx in range(n):
-                rgb, _ = render(spec, tx * tile, ty * tile, tile, tile, cfg)
-                small = _box_downsample(rgb, PYRAMID_FACTOR)
-                s = tile // PYRAMID_FACTOR
-                level1[ty * s:(ty + 1) * s, tx * s:(tx + 1) * s] = small
-                yield rgb
+    def tiles(pool):
+        origins = [(tx * tile, ty * tile) for ty in range(n) for tx in range(n)]  # TIFF tile order
+        jobs = [(spec, x, y, tile, cfg) for x, y in origins]
+        rendered = pool.imap(_render_tile, jobs, chunksize=4) if pool else map(_render_tile, jobs)
+        s = tile // PYRAMID_FACTOR
+        for (x, y), rgb in zip(origins, rendered):
+            level1[y // PYRAMID_FACTOR:y // PYRAMID_FACTOR + s, x // PYRAMID_FACTOR:x // PYRAMID_FACTOR + s] = \
+                _box_downsample(rgb, PYRAMID_FACTOR)
+            yield rgb
 
     options = dict(photometric="rgb", compression=cfg.compression, resolutionunit="CENTIMETER")
     if cfg.compression == "jpeg":
         options["compressionargs"] = {"level": cfg.jpeg_quality}
     res = 1e4 / cfg.mpp
-    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=size > 16384) as tif:
-        tif.write(tiles(), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile),
+    pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=size > 16384) as tif, pool or nullcontext():
+        tif.write(tiles(pool), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile),
                   resolution=(res, res), description=f"LRMIL synthetic slide {spec.slide_id} (not for diagnosis)",
                   **options)
         level, factor = level1[:size // PYRAMID_FACTOR, :size // PYRAMID_FACTOR], PYRAMID_FACTOR

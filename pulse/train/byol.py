@@ -55,7 +55,8 @@ class MixupMemory(nn.Module):
         self.size, self.ratio = size, ratio
         self.items: list[torch.Tensor] = []  # not checkpointed: a resumed run refills it within a few steps
 
-    def forward(self, logmel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def forward(self, logmel: torch.Tensor, generator: torch.Generator, remember: bool = True) -> torch.Tensor:
+        """Mix each example with a remembered past input; then remember this batch if `remember`."""
         batch = logmel.shape[0]
         out = logmel
         if self.items:
@@ -63,7 +64,8 @@ class MixupMemory(nn.Module):
             picks = memory[torch.randint(len(memory), (batch,), generator=generator)]
             alpha = (torch.rand(batch, 1, 1, 1, generator=generator) * self.ratio).to(logmel)
             out = torch.log((1 - alpha) * logmel.exp() + alpha * picks.exp())
-        self.items = (self.items + list(logmel.detach()))[-self.size:]
+        if remember:
+            self.items = (self.items + list(logmel.detach()))[-self.size:]
         return out
 
 
@@ -126,7 +128,7 @@ class BYOL(LossTerm):
                               for i, w in enumerate(windows)])
             with torch.no_grad():
                 clean = model.frontend(torch.from_numpy(waves))
-                view = self.mixup(clean, generator)
+                view = self.mixup(clean, generator, remember=v == 1)  # never mixed with its own other view
                 view = random_resize_crop(view, generator, self.cfg.rrc_virtual_time, self.cfg.rrc_scale)
                 out.append(match_statistics(view, clean))
         return out[0], out[1]
