@@ -1,12 +1,13 @@
-"""Synthetic labelled slides whose class signal lives in fine detail (visible at 20x, gone at 5x).
+"""Synthetic labelled slides whose class signal lives in fine detail (plain at 20x, blurred at 5x).
 
 A slide is procedural: every pixel is a function of its level-0 coordinates and the slide seed,
 so tiles render independently and a 24000-px slide is written tile by tile, never held whole.
 Tissue is a thresholded smooth random field; stroma is eosin with mild texture; nuclei sit on a
-jittered grid. On a positive slide a few round "lesions" hold atypical nuclei whose chromatin
-carries zero-mean pixel-scale intensity texture (iid speckle, checkerboard or stripes: one per
-class). A 4x4 box average (20x -> 5x) cancels that texture, leaving only a faint darkening
-(`coarse_cue`): the 5x image carries a weak correlate of what the 20x image shows plainly.
+jittered grid (6-10 px at 20x). On a positive slide a few round "lesions" hold atypical nuclei
+whose chromatin carries pixel-scale intensity texture (iid speckle, checkerboard or stripes: one
+per class) and which are slightly darker, larger and more crowded. A 4x4 box average (20x -> 5x)
+cancels the texture and shrinks the nuclei to 2-3 px blobs, so at 5x the lesion survives only as
+a subtle shift in blob size, contrast and density: a weak cue of what 20x shows plainly.
 Colours follow Beer-Lambert mixing of haematoxylin and eosin optical densities.
 """
 
@@ -122,24 +123,26 @@ def render(spec: SlideSpec, x0: int, y0: int, w: int, h: int, cfg: SynthConfig) 
     # Nuclei: at most one per cell, placed so it stays inside its cell (one distance per pixel).
     gy, gx = np.mgrid[by0 // c:by0 // c + ny, bx0 // c:bx0 // c + nx]
     u_present, u_x, u_y, u_shade = _uniforms(spec.seed + 1, gx, gy, 4)
+    atypical_cell = np.zeros(gx.shape, bool)  # a cell whose centre lies in a lesion
+    for lx, ly, lr in spec.lesions:
+        atypical_cell |= np.hypot((gx + 0.5) * c - lx, (gy + 0.5) * c - ly) < lr
     radius = cfg.nucleus_radius_px[0] + (cfg.nucleus_radius_px[1] - cfg.nucleus_radius_px[0]) * u_shade
+    radius = np.where(atypical_cell, np.minimum(radius * cfg.atypical_scale, c / 2 - 1), radius)
+    present = u_present < np.where(atypical_cell, cfg.atypical_density, cfg.nucleus_density)
     room = np.maximum(c - 2 * (radius + 1), 0)
     cell = lambda a: np.repeat(np.repeat(a, c, axis=0), c, axis=1)  # noqa: E731  per cell -> per pixel
     centre_x = cell(gx * c + radius + 1 + room * u_x)
     centre_y = cell(gy * c + radius + 1 + room * u_y)
     r = cell(radius)
     d = np.hypot(xs + 0.5 - centre_x, ys + 0.5 - centre_y)
-    inside = np.clip(r - d, 0.0, 1.0) * cell(u_present < 0.6) * (tissue > 0.5)  # 1-px soft rim
+    inside = np.clip(r - d, 0.0, 1.0) * cell(present) * (tissue > 0.5)  # 1-px soft rim
     shade = cell(0.8 + 0.3 * u_shade)
-    atypical = np.zeros(xs.shape, bool)
-    for lx, ly, lr in spec.lesions:
-        atypical |= np.hypot(xs - lx, ys - ly) < lr
-    atypical &= inside > 0.5
+    atypical = cell(atypical_cell) & (inside > 0.5)
     chromatin = 0.12 * (u_chromatin - 0.5)  # normal nuclei: faint texture
     texture = np.zeros(xs.shape, np.float32)
     if spec.label > 0:
         chromatin = np.where(atypical, cfg.coarse_cue, chromatin)
-        # in intensity, not optical density: a zero-mean intensity pattern leaves a 4x4 mean unchanged
+        # in intensity, not optical density: the pattern itself averages out in a 4x4 block
         texture = np.where(atypical, cfg.fine_amplitude * _fine_texture(spec.label, xs, ys, u_fine), 0.0)
     haem = tissue * 0.06 + inside * shade * (1.0 + chromatin)
     eosin = eosin * (1.0 - 0.6 * inside)

@@ -217,6 +217,7 @@ class TrainConfig:
     label_smoothing: float = 0.02
     warmup_frac: float = 0.05  # share of steps with linear warm-up before the cosine decay
     grad_clip: float = 5.0
+    init_from: str = ""  # weights (.safetensors) to fine-tune from; empty starts from random init
     threads: int = 2
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # per-epoch validation, model selection
     # Extra loss terms added by the semi-supervised and distillation issue (0 disables).

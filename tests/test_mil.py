@@ -116,3 +116,32 @@ def test_fit_stops_after_patience_epochs_without_improvement():
     cfg = dataclasses.replace(MILConfig(), epochs=20, patience=2, lr=0.0, seed=0)  # lr 0: never improves
     fit(ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=16)), train, make_bags(4, 1), counting_loss, cfg)
     assert len(calls) == 3 * len(train)  # epoch 1 sets the best, epochs 2-3 are stale
+
+
+def test_out_of_fold_predictions_follow_the_slides_through_store_splits_and_folds(tmp_path):
+    """Guards the bookkeeping behind the pooled AUC: when the label is a plain function of each bag's
+    mean feature, every test fold must score ~1 (an inverted fold means slides, labels or folds got
+    mixed up), and each predictions row must carry its own slide's label and fold."""
+    from lrmil.mil.train import train
+    from lrmil.store import FeatureFile, write_features
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in rng.permutation(24):  # files and CSV rows in an order unrelated to the labels
+        label = int(rng.integers(2)) if i >= 8 else i % 2
+        x = rng.normal(0, 1, (9, DIM)).astype(np.float32)
+        x[:, 1] += 1.5 if label else -1.5  # every instance shifted: the mean feature decides the class
+        write_features(tmp_path / "f" / f"slide{i}.h5", FeatureFile(
+            np.zeros((9, 2), np.int64), x, np.zeros((9, 0), np.int64), 1024, 256, 5.0, 0.5, slide_id=f"slide{i}"))
+        rows.append((f"slide{i}", ["tumour", "benign"][label], 0))
+    splits = assign_folds(pd.DataFrame(rows, columns=["slide_id", "label", "fold"]), k=4, seed=1)
+    splits.to_csv(tmp_path / "splits.csv", index=False)
+    cfg = MILConfig(features=str(tmp_path / "f"), splits=str(tmp_path / "splits.csv"), out=str(tmp_path / "run"),
+                    model=ABMILConfig(hidden_dim=16, attn_dim=8), epochs=6, patience=6, lr=5e-3)
+    metrics = train(cfg)
+    assert metrics["pooled"]["auc"] > 0.95 and metrics["pooled"]["slides"] == 24
+    assert min(m["auc"] for m in metrics["folds"].values()) > 0.9
+    table = pd.read_csv(tmp_path / "run" / "predictions.csv", dtype={"label": str}).set_index("slide_id")
+    expected = splits.set_index("slide_id").loc[table.index]
+    assert (table["label"] == expected["label"]).all() and (table["fold"] == expected["fold"]).all()
+    assert ((table["p_tumour"] > 0.5) == (table["label"] == "tumour")).mean() > 0.9  # column order = sorted labels

@@ -141,3 +141,14 @@ def test_sampler_balances_classes_and_draws_negatives():
     assert abs(per_class[0] - per_class[1]) < 0.25 * per_class.sum()  # 5:1 clips, yet balanced
     again, _ = sampler.batch(0)
     assert np.array_equal(windows, again)
+
+
+def test_init_from_starts_at_given_weights(shared_data, tmp_path):
+    source = tmp_path / "source.safetensors"
+    weak_labels.train(tiny_config(shared_data, tmp_path, epochs=1), tmp_path / "a")
+    (tmp_path / "a/model.safetensors").rename(source)
+    frozen = tiny_config(shared_data, tmp_path, epochs=1, init_from=str(source), lr=0.0)  # lr 0: weights stay put
+    weak_labels.train(frozen, tmp_path / "b")
+    start, after = weights(source), weights(tmp_path / "b/model.safetensors")
+    assert torch.equal(start["encoder.stem.0.weight"], after["encoder.stem.0.weight"])
+    assert torch.equal(start["head.1.weight"], after["head.1.weight"])

@@ -138,10 +138,11 @@ def run_bench(cfg: BenchConfig) -> dict:
     t0 = time.perf_counter()
     timing = {"benchmark_slides": _timing(bundle, slides[: cfg.timing_slides], out / "timing", cfg)}
     step("timing_small", t0)
-    t0 = time.perf_counter()
-    large = synthesize(out / "large", SynthConfig(count=1, size=cfg.large_size, seed=cfg.seed + 1, folds=1))
-    timing["large_slide"] = _timing(bundle, sorted((large.parent / "slides").glob("*.tiff")), out / "timing_large", cfg)
-    step("timing_large", t0)
+    if cfg.large_size:
+        t0 = time.perf_counter()
+        large = synthesize(out / "large", SynthConfig(count=1, size=cfg.large_size, seed=cfg.seed + 1, folds=1))
+        timing["large_slide"] = _timing(bundle, sorted((large.parent / "slides").glob("*.tiff")), out / "timing_large", cfg)
+        step("timing_large", t0)
 
     results = {"config": cfg.to_dict(), "metrics": {k: v["pooled"] for k, v in metrics.items()},
                "per_fold": {k: v["folds"] for k, v in metrics.items()}, "timing": timing,

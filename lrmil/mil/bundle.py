@@ -11,7 +11,6 @@ import copy
 import json
 import shutil
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from torch import nn
@@ -25,7 +24,8 @@ PATHS = ("student", "teacher")
 
 
 def demo_model_dir() -> Path:
-    return Path(str(resources.files("lrmil") / "assets" / "demo_model"))
+    """The bundled demo model (package data next to the code; works for editable installs too)."""
+    return Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 
 
 @dataclass(frozen=True)

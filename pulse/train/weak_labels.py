@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 import pulse
-from export.artifact import save_weights
+from export.artifact import load_weights, save_weights
 from export.atomic import write_json
 from pulse.config import TrainConfig
 from pulse.evaluate import evaluate, prepare, selection_score
@@ -117,6 +117,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
 
     torch.manual_seed(cfg.seed)
     model = create_model(mc).train()
+    if cfg.init_from:  # fine-tuning: start from trained weights (the checkpoint, if any, still wins below)
+        model.load_state_dict(load_weights(cfg.init_from)[0])
     pooling = create_pooling(cfg.pooling, mc.embed_dim, mc.num_classes)
     terms = build_loss_terms(cfg, model)
     modules = {"model": model, "pooling": pooling, "loss": terms}
