@@ -123,16 +123,16 @@ class SynthConfig(_Config):
     tile: int = 512
     mpp: float = MPP_AT_20X
     tissue_fraction: float = 0.55  # share of the slide covered by tissue blobs
-    lesions: tuple[int, int] = (1, 3)  # atypical regions per positive slide (min, max)
-    lesion_radius_px: tuple[int, int] = (500, 1100)
+    lesions: tuple[int, int] = (2, 4)  # atypical regions per positive slide (min, max)
+    lesion_radius_px: tuple[int, int] = (200, 400)  # a lesion fills whole 20x patches but part of a 5x one
     nucleus_cell_px: int = 16  # one candidate nucleus per cell of this size
     nucleus_radius_px: tuple[float, float] = (3.0, 5.0)  # 6-10 px nuclei at 20x, 1.5-2.5 px at 5x
     nucleus_density: float = 0.6  # share of cells holding a nucleus
     fine_amplitude: float = 0.5  # +-50% intensity chromatin texture in atypical nuclei (20x only)
     # What survives the 4x blur to 5x, all slight: atypical nuclei are a little darker, larger and denser.
-    coarse_cue: float = 0.12  # extra haematoxylin density of atypical nuclei
-    atypical_scale: float = 1.2  # radius factor of atypical nuclei (capped to fit the cell)
-    atypical_density: float = 0.75  # share of lesion cells holding a nucleus
+    coarse_cue: float = 0.06  # extra haematoxylin density of atypical nuclei
+    atypical_scale: float = 1.1  # radius factor of atypical nuclei (capped to fit the cell)
+    atypical_density: float = 0.66  # share of lesion cells holding a nucleus
     compression: str = "zlib"  # lossless keeps the 20x texture; "jpeg" also works
     jpeg_quality: int = 90
     workers: int = 1  # processes rendering tiles; the output is identical for any value

@@ -5,7 +5,8 @@ labelled from the generator's own ground truth: 0 background, 1 tissue, 1 + c at
 of class c; tokens that touch an atypical nucleus only slightly are ignored rather than guessed.
 Dense labels give the encoder a clean signal at token level, where stage-1 distillation works.
 The texture that separates the classes is pixel-scale, so the encoder must learn 20x detail;
-`evaluate` also reports token accuracy on the same crops box-averaged to 5x, where it collapses.
+`evaluate` also reports token recall on the same crops box-averaged to 5x, where only the faint
+size/contrast/density cue is left.
 """
 
 from __future__ import annotations
