@@ -130,9 +130,9 @@ class SynthConfig(_Config):
     nucleus_density: float = 0.6  # share of cells holding a nucleus
     fine_amplitude: float = 0.5  # +-50% intensity chromatin texture in atypical nuclei (20x only)
     # What survives the 4x blur to 5x, all slight: atypical nuclei are a little darker, larger and denser.
-    coarse_cue: float = 0.06  # extra haematoxylin density of atypical nuclei
-    atypical_scale: float = 1.1  # radius factor of atypical nuclei (capped to fit the cell)
-    atypical_density: float = 0.66  # share of lesion cells holding a nucleus
+    coarse_cue: float = 0.04  # extra haematoxylin density of atypical nuclei
+    atypical_scale: float = 1.06  # radius factor of atypical nuclei (capped to fit the cell)
+    atypical_density: float = 0.64  # share of lesion cells holding a nucleus
     compression: str = "zlib"  # lossless keeps the 20x texture; "jpeg" also works
     jpeg_quality: int = 90
     workers: int = 1  # processes rendering tiles; the output is identical for any value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,30 @@ INSECTSET32_ATTRIBUTION = (
 )
 
 
+class JsonConfig:
+    """to_dict / from_dict shared by every config: JSON lists become tuples, nested configs round-trip."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue  # unknown keys are ignored, missing ones keep their default
+            value, hint = data[f.name], hints[f.name]
+            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, JsonConfig):
+                value = hint.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[f.name] = value
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Architecture, frontend and provenance of one audio model."""
 
     arch: str = "pulse_cnn_s"
@@ -53,20 +76,14 @@ class ModelConfig:
         return len(self.labels)
 
     def to_dict(self) -> dict:
-        return {"package": "pulse", **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
-        return cls(**values)
+        return {"package": "pulse", **super().to_dict()}
 
 
 FORMATS = ("raven", "csv", "audacity", "scores")
 
 
 @dataclass(frozen=True)
-class InferConfig:
+class InferConfig(JsonConfig):
     """Settings of `pulse analyze` (BirdNET-Analyzer names where one exists)."""
 
     model: str = "default"  # "default" (bundled ONNX), "birdnet", or a .onnx/.safetensors path
@@ -81,13 +98,6 @@ class InferConfig:
     block_s: float = 300.0  # audio decoded per block: bounds memory for hours-long files
     strict: bool = False  # re-raise the first bad file instead of logging it
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "InferConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
 DEFAULT_MANIFEST = "data_manifests/insectset32.csv"
@@ -97,7 +107,7 @@ DEFAULT_BACKGROUND_ROOT = "../shared/data/audio/backgrounds"
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(JsonConfig):
     """Settings of `pulse evaluate`: 3 s excerpts, clean and mixed into held-out soundscapes."""
 
     manifest: str = DEFAULT_MANIFEST
@@ -113,17 +123,10 @@ class EvalConfig:
     batch_size: int = 32
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EvalConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
-class TeacherCacheConfig:
+class TeacherCacheConfig(JsonConfig):
     """Settings of `pulse teacher-cache` (BirdNET outputs per file content and window)."""
 
     manifest: str = DEFAULT_MANIFEST
@@ -133,12 +136,10 @@ class TeacherCacheConfig:
     batch_size: int = 16
     threads: int = 0  # LiteRT threads; 0 lets LiteRT decide
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
-class SemiConfig:
+class SemiConfig(JsonConfig):
     """BYOL on unlabelled audio and BirdNET distillation; used when lambda_byol / lambda_kd > 0."""
 
     # Unlabelled pool: (manifest, root) pairs, their `unlabelled_split` rows; labels, if any, are ignored.
@@ -171,17 +172,10 @@ class SemiConfig:
     schedule: str = "joint"
     pretrain_frac: float = 0.5
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SemiConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything one training run depends on; saved as RUN_DIR/config.json."""
 
     manifest: str = DEFAULT_MANIFEST
@@ -225,28 +219,13 @@ class TrainConfig:
     lambda_kd: float = 0.0
     semi: SemiConfig = field(default_factory=SemiConfig)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
-        if isinstance(values.get("model"), dict):
-            values["model"] = ModelConfig.from_dict(values["model"])
-        if isinstance(values.get("evaluation"), dict):
-            values["evaluation"] = EvalConfig.from_dict(values["evaluation"])
-        if isinstance(values.get("semi"), dict):
-            values["semi"] = SemiConfig.from_dict(values["semi"])
-        return cls(**values)
-
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(JsonConfig):
     """Settings of `pulse export`: which artefacts to write and the real audio that checks them."""
 
     int8: bool = False
@@ -257,5 +236,3 @@ class ExportConfig:
     trt: bool = False  # also build a TensorRT engine from model.trt.onnx (needs an NVIDIA GPU)
     trt_fp16: bool = True
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
