@@ -68,3 +68,29 @@ def pulse_bundle(tmp_path_factory) -> Path:
                                       str(root / "bundle"), "--int8", "--calibration", str(root / "audio")])
     assert result.exit_code == 0, result.output
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def random_lrmil_bundle(tmp_path_factory) -> Path:
+    """An LRMIL bundle with random weights and the demo notice: the mechanics, not the accuracy, are under test."""
+    import dataclasses
+
+    import torch
+
+    from lrmil.config import PatchConfig, TissueConfig
+    from lrmil.encoders import create_encoder, save_encoder
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.bundle import save_bundle
+    from lrmil.mil.config import DEMO_NOTICE, ABMILConfig
+
+    root = tmp_path_factory.mktemp("lrmil_model")
+    torch.manual_seed(0)
+    encoder = create_encoder("lrmil_vit_tiny", weights="random")
+    fast = dataclasses.replace(encoder.cfg, patch_px=64)  # 16 tokens a patch: keeps the tests fast
+    save_encoder(root / "enc.safetensors", encoder, fast)
+    for name, mag in (("student", 5.0), ("teacher", 20.0)):
+        save_mil(root / f"{name}.safetensors",
+                 ABMIL(ABMILConfig(in_dim=encoder.cfg.embed_dim, labels=("normal", "atypical"), magnification=mag)))
+    return save_bundle(root / "bundle", (root / "enc.safetensors", root / "student.safetensors"),
+                       (root / "enc.safetensors", root / "teacher.safetensors"), PatchConfig(), TissueConfig(),
+                       notice=DEMO_NOTICE)

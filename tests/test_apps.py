@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import urllib.request
 from pathlib import Path
@@ -38,24 +37,8 @@ def audio_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slide_model(tmp_path_factory):
-    """A random-weight LRMIL bundle carrying the demo notice: the page mechanics are under test."""
-    from lrmil.config import PatchConfig, TissueConfig
-    from lrmil.encoders import create_encoder, save_encoder
-    from lrmil.mil.attention import ABMIL, save_mil
-    from lrmil.mil.bundle import save_bundle
-    from lrmil.mil.config import DEMO_NOTICE, ABMILConfig
-
-    root = tmp_path_factory.mktemp("slide_model")
-    torch.manual_seed(0)
-    encoder = create_encoder("lrmil_vit_tiny", weights="random")
-    save_encoder(root / "enc.safetensors", encoder, dataclasses.replace(encoder.cfg, patch_px=64))
-    for name, mag in (("student", 5.0), ("teacher", 20.0)):
-        save_mil(root / f"{name}.safetensors",
-                 ABMIL(ABMILConfig(in_dim=encoder.cfg.embed_dim, labels=("normal", "atypical"), magnification=mag)))
-    return save_bundle(root / "bundle", (root / "enc.safetensors", root / "student.safetensors"),
-                       (root / "enc.safetensors", root / "teacher.safetensors"), PatchConfig(), TissueConfig(),
-                       notice=DEMO_NOTICE)
+def slide_model(random_lrmil_bundle):
+    return random_lrmil_bundle
 
 
 def _png_size(path) -> tuple[int, int]:

@@ -21,13 +21,7 @@ from pulse.unlabelled import UnlabelledPool, make_pseudo_field, read_span
 TINY = ModelConfig(arch="pulse_cnn_xs", window_s=0.5, sample_rate=16000, f_max=8000.0, n_mels=32, embed_dim=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads spin against each other on a busy 2-core machine: one is 10x faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 class NoisePool:

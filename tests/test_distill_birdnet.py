@@ -23,12 +23,7 @@ from pulse.unlabelled import read_span
 TINY = ModelConfig(arch="pulse_cnn_xs", window_s=1.5, sample_rate=16000, f_max=8000.0, n_mels=32, embed_dim=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_embedding_losses():

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from lrmil.config import PatchConfig, TissueConfig
+from lrmil.config import PatchConfig
 from lrmil.heatmap import percentiles, score_map
-from lrmil.mil.attention import ABMIL, save_mil
-from lrmil.mil.bundle import load_path, save_bundle
-from lrmil.mil.config import DEMO_NOTICE, ABMILConfig, PredictConfig
+from lrmil.mil.bundle import load_path
+from lrmil.mil.config import DEMO_NOTICE, PredictConfig
 from lrmil.predict import run_predict
 
 
@@ -28,21 +25,8 @@ def test_percentiles_and_score_map_place_scores_on_patch_footprints():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A bundle with random weights: the mechanics, not the accuracy, are under test."""
-    from lrmil.encoders import create_encoder, save_encoder
-
-    root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    encoder = create_encoder("lrmil_vit_tiny", weights="random")
-    fast = dataclasses.replace(encoder.cfg, patch_px=64)  # 16 tokens a patch: keeps the test fast
-    save_encoder(root / "enc.safetensors", encoder, fast)
-    for name, mag in (("student", 5.0), ("teacher", 20.0)):
-        save_mil(root / f"{name}.safetensors",
-                 ABMIL(ABMILConfig(in_dim=encoder.cfg.embed_dim, labels=("normal", "atypical"), magnification=mag)))
-    return save_bundle(root / "bundle", (root / "enc.safetensors", root / "student.safetensors"),
-                       (root / "enc.safetensors", root / "teacher.safetensors"), PatchConfig(), TissueConfig(),
-                       notice=DEMO_NOTICE)
+def model_dir(random_lrmil_bundle):
+    return random_lrmil_bundle
 
 
 def _tissue_png(path, size=1024):
