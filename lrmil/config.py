@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +31,14 @@ class _Config:
 
     @classmethod
     def from_dict(cls, data: dict):
+        hints = typing.get_type_hints(cls)
         values = {}
         for f in dataclasses.fields(cls):
             if f.name not in data:
                 continue
-            value = data[f.name]
-            nested = _NESTED.get((cls.__name__, f.name))
-            if nested is not None and isinstance(value, dict):
-                value = nested.from_dict(value)
+            value, hint = data[f.name], hints[f.name]
+            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, _Config):
+                value = hint.from_dict(value)
             values[f.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
 
@@ -173,11 +174,3 @@ class DistillPatchConfig(_Config):
     mpp: float | None = None
     tissue: TissueConfig = field(default_factory=TissueConfig)
     patch: PatchConfig = field(default_factory=PatchConfig)
-
-
-_NESTED = {
-    ("ExtractConfig", "tissue"): TissueConfig,
-    ("ExtractConfig", "patch"): PatchConfig,
-    ("DistillPatchConfig", "tissue"): TissueConfig,
-    ("DistillPatchConfig", "patch"): PatchConfig,
-}

@@ -8,15 +8,15 @@ model. `MILConfig` drives `lrmil train` (the 20x teacher, or a 5x student withou
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from lrmil.config import _Config
 
 DEMO_NOTICE = "synthetic demo model, not for diagnosis"
 
 
 @dataclass(frozen=True)
-class ABMILConfig:
+class ABMILConfig(_Config):
     """Architecture of one gated-attention MIL model (Ilse et al. 2018) and what it reads."""
 
     in_dim: int = 192  # feature size of the patch encoder; resolved from the feature store
@@ -43,7 +43,7 @@ class ABMILConfig:
 
 
 @dataclass(frozen=True)
-class MILConfig:
+class MILConfig(_Config):
     """One k-fold MIL training run on one feature folder (`lrmil train`)."""
 
     features: str = ""  # folder of per-slide HDF5 feature files
@@ -57,20 +57,10 @@ class MILConfig:
     weight_decay: float = 1e-4
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "MILConfig":
-        return _from_dict(cls, data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "MILConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_Config):
     """Stage 2 (`lrmil distill`): a 5x student ABMIL taught by a frozen 20x teacher ABMIL."""
 
     features: str = ""  # the student's 5x feature folder (stage-1 features for the full method)
@@ -93,24 +83,8 @@ class DistillConfig:
     temperature: float = 2.0
     topk: int = 4
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DistillConfig":
-        return _from_dict(cls, data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DistillConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _from_dict(cls, data: dict):
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
-    if isinstance(values.get("model"), dict):
-        values["model"] = ABMILConfig.from_dict(values["model"])
-    return cls(**values)
 
 
 @dataclass(frozen=True)
