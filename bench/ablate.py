@@ -5,8 +5,9 @@ top), in two regimes: all labelled training recordings, and 3 labelled recording
 (the rest of the training audio stays in the unlabelled pool, labels removed). Each final model
 is scored by pulse.evaluate on the validation split clean and mixed into held-out soundscapes
 at +10/0/-10 dB, next to the baseline BirdNET-Analyzer users have: a linear probe on BirdNET
-embeddings trained on the same labelled windows. Last, `pulse analyze` runs the student and
-BirdNET over the same recordings on the same CPU for throughput. Needs the teacher caches:
+embeddings trained on the same labelled windows. Every variant starts from the recipe in --config
+(the bundled model's, by default) at a smaller budget. Last, `pulse analyze` runs the bundled
+student and BirdNET over the same recording on the same CPU for throughput. Needs the teacher caches:
     pulse teacher-cache --out runs/teacher/insectset32
     pulse teacher-cache --manifest data_manifests/backgrounds.csv --audio-root ../shared/data/audio/backgrounds \
         --out runs/teacher/backgrounds
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from export.atomic import atomic_path, write_json, write_text
-from pulse.config import EvalConfig, ModelConfig, SemiConfig, TrainConfig
+from pulse.config import EvalConfig, TrainConfig
 
 # name -> (lambda_byol, lambda_kd, schedule); the default run trains the first four.
 VARIANTS = {"supervised": (0.0, 0.0, "joint"), "byol": (1.0, 0.0, "joint"), "kd": (0.0, 1.0, "joint"),
@@ -117,6 +118,10 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/ablate"))
+    parser.add_argument("--config", type=Path, default=Path("configs/pulse_default.json"),
+                        help="recipe every variant starts from (augmentations, frontend, EMA); the flags below override it")
+    parser.add_argument("--throughput-model", type=Path, default=Path("pulse/assets/default/model.safetensors"),
+                        help="student timed against BirdNET (default: the bundled model)")
     parser.add_argument("--steps", type=int, default=100, help="optimiser steps per run (same for every variant)")
     parser.add_argument("--batch-size", type=int, default=16, help="labelled clips per step")
     parser.add_argument("--windows-per-clip", type=int, default=1)
@@ -134,10 +139,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     caches = tuple(args.caches.split(","))
-    base = TrainConfig(seed=args.seed, epochs=1, steps_per_epoch=args.steps, batch_size=args.batch_size,
-                       windows_per_clip=args.windows_per_clip, threads=args.threads,
-                       model=ModelConfig(arch=args.arch),
-                       semi=SemiConfig(byol_batch=args.byol_batch, kd_batch=args.kd_batch, teacher_caches=caches))
+    recipe = TrainConfig.load(args.config)
+    base = dataclasses.replace(recipe, seed=args.seed, epochs=1, steps_per_epoch=args.steps, batch_size=args.batch_size,
+                               windows_per_clip=args.windows_per_clip, threads=args.threads,
+                               model=dataclasses.replace(recipe.model, arch=args.arch),
+                               semi=dataclasses.replace(recipe.semi, byol_batch=args.byol_batch, kd_batch=args.kd_batch,
+                                                        teacher_caches=caches))
     manifests = {"full": base.manifest,
                  "low": low_label_manifest(base.manifest, args.per_species, args.seed, args.out)}
     results_path = args.out / "results.json"
@@ -154,13 +161,13 @@ def main() -> None:
             rows[variant] = train_variant(cfg, args.out / regime / variant)
             write_json(results_path, results)
         write_json(results_path, results)
-    student = args.out / args.regimes.split(",")[-1] / args.variants.split(",")[-1] / "model.safetensors"
     frame, bg = pd.read_csv(base.manifest), pd.read_csv(base.background_manifest)
     songs = [Path(base.audio_root) / p for p in frame.loc[frame["split"] == "validation", "path"]]
     soundscapes = [Path(base.background_root) / p for p in bg.loc[bg["split"] == "validation", "path"]]
     speed_path = args.out / "throughput.json"
     if not speed_path.exists():
-        write_json(speed_path, throughput(student, songs, soundscapes, args.out / "throughput", args.throughput_s))
+        write_json(speed_path, throughput(args.throughput_model, songs, soundscapes, args.out / "throughput",
+                                          args.throughput_s))
     speed = json.loads(speed_path.read_text())
     text = table(results) + (f"\n\nThroughput (`pulse analyze`, the same {args.throughput_s:g} s recording, same CPU): student "
                              f"{speed['student']['x_realtime']}x real time, BirdNET {speed['birdnet']['x_realtime']}x "

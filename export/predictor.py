@@ -44,9 +44,9 @@ BACKENDS: Registry[Predictor] = Registry("predictor backend")
 # Which backend serves which artefact file, in order of preference for "auto".
 _SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".safetensors": "torch", ".engine": "tensorrt", ".plan": "tensorrt",
                     ".tflite": "birdnet"}
-# The file each backend serves from an artefact folder (written by `pulse export`): ONNX Runtime
-# on CPU runs the STFT graph, measured faster there (bench/README.md); TensorRT builds the
-# DFT-free conv graph, which every TensorRT version parses.
+# The file each backend serves from an artefact folder (written by `pulse export`): model.onnx
+# holds whichever log-mel graph ONNX Runtime ran faster at export time (export/bundle.py);
+# TensorRT builds the DFT-free conv graph, which every TensorRT version parses.
 ARTEFACT_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.trt.onnx", "torch": "model.safetensors"}
 _BACKEND_MODULES = {
     "torch": "export.backends.torch_backend",

@@ -50,12 +50,25 @@ def resolve_model(name: str) -> tuple[Path, str]:
     return MODEL_ALIASES.get(name, (Path(name), "auto"))
 
 
-def open_model(name: str, device: str = "cpu") -> Predictor:
+def read_species_list(path: str | Path) -> tuple[str, ...]:
+    """One species per line; blank lines and lines starting with # are skipped."""
+    lines = (line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
+    species = tuple(line for line in lines if line and not line.startswith("#"))
+    if not species:
+        raise ValueError(f"{path}: the species list is empty")
+    return species
+
+
+def open_model(name: str, device: str = "cpu", species_list: str = "") -> Predictor:
     path, backend = resolve_model(name)
     if name in MODEL_ALIASES and not path.is_file():
         raise FileNotFoundError(f"{path}: the {name!r} model is not installed here; "
                                 "pass --model PATH to a .onnx or .safetensors file")
-    return load_predictor(path, backend=backend, device=device)
+    if not species_list:
+        return load_predictor(path, backend=backend, device=device)
+    if backend != "birdnet":
+        raise ValueError(f"{species_list}: a species list applies to --model birdnet only")
+    return load_predictor(path, backend=backend, device=device, species=read_species_list(species_list))
 
 
 @dataclass
@@ -142,7 +155,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     if not writers or cfg.batch_size < 1 or cfg.workers < 1:
         raise ValueError("need at least one output format, and batch_size and workers of at least 1")
     model_path, _ = resolve_model(cfg.model)
-    predictor = open_model(cfg.model, cfg.device)
+    predictor = open_model(cfg.model, cfg.device, cfg.species_list)
     meta = predictor.metadata
     rate = int(meta["sample_rate"])
     run = _Run(cfg, WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate), LabelSet.from_metadata(meta),

@@ -39,6 +39,8 @@ def analyze(
     device: str = typer.Option(_INFER.device, help="cpu or cuda[:N]."),
     channel: Optional[int] = typer.Option(_INFER.channel, help="Analyse this channel (0-based); default mixes to mono."),
     strict: bool = typer.Option(_INFER.strict, help="Stop at the first bad file instead of logging it."),
+    species_list: str = typer.Option(_INFER.species_list, help="With --model birdnet: file of species to report "
+                                                               "(one per line), as BirdNET-Analyzer's --slist."),
 ) -> None:
     """Detect species in recordings: Raven tables, detections.csv, scores.csv, errors.csv, summary.json."""
     import logging
@@ -48,7 +50,7 @@ def analyze(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = dict(model=model, min_conf=min_conf, overlap=overlap, batch_size=batch_size, workers=workers,
                  formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume, device=device,
-                 channel=channel, strict=strict)
+                 channel=channel, strict=strict, species_list=species_list)
     if config is not None:  # the file's settings, then only the flags typed on this command line
         given = {k: v for k, v in flags.items()
                  if ctx.get_parameter_source("format" if k == "formats" else k).name != "DEFAULT"}
@@ -72,6 +74,7 @@ _EXPORT = ExportConfig()
 def export_model(
     model: Path = typer.Option(..., "--model", "-m", help="Trained checkpoint (.safetensors) to export."),
     out: Path = typer.Option(..., "--out", "-o", help="Artefact folder to write."),
+    ort_graph: str = typer.Option(_EXPORT.ort_graph, help="model.onnx frontend: auto (the faster, timed), fft or conv."),
     int8: bool = typer.Option(_EXPORT.int8, help="Also write model.int8.onnx (ONNX Runtime INT8)."),
     quantization: str = typer.Option(_EXPORT.quantization, help="INT8 method: static (calibrated) or dynamic."),
     calibration: list[Path] = typer.Option(list(map(Path, _EXPORT.calibration)),
@@ -79,10 +82,10 @@ def export_model(
     trt: bool = typer.Option(_EXPORT.trt, help="Also build a TensorRT engine (needs an NVIDIA GPU)."),
     trt_fp16: bool = typer.Option(_EXPORT.trt_fp16, help="Build the TensorRT engine in FP16."),
 ) -> None:
-    """Export a checkpoint to ONNX (fft and TensorRT-portable conv graphs) and check parity."""
+    """Export a checkpoint to ONNX (for ONNX Runtime and a TensorRT-portable graph) and check parity."""
     from export.bundle import export_bundle
 
-    cfg = replace(_EXPORT, int8=int8, quantization=quantization, calibration=tuple(map(str, calibration)),
+    cfg = replace(_EXPORT, ort_graph=ort_graph, int8=int8, quantization=quantization, calibration=tuple(map(str, calibration)),
                   trt=trt, trt_fp16=trt_fp16)
     try:
         checks = export_bundle(model, out, cfg)
@@ -105,6 +108,8 @@ def train(
                                           help="TrainConfig JSON (a run's config.json reruns it); omitted: defaults."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, checkpoint, model, history."),
     resume: bool = typer.Option(True, help="Continue from RUN_DIR/checkpoint.safetensors if it exists."),
+    device: str = typer.Option("cpu", help="Torch device to train on: cpu, cuda, cuda:1 ..."),
+    workers: int = typer.Option(0, help="Threads drawing augmented batches ahead of the model (0: none)."),
 ) -> None:
     """Train a species classifier on weakly labelled clips mixed with background audio."""
     import logging
@@ -115,7 +120,7 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = TrainConfig.load(config) if config else TrainConfig()
-        best = run_train(cfg, out, resume=resume)
+        best = run_train(cfg, out, resume=resume, device=device, workers=workers)
     except (FileNotFoundError, ManifestError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

@@ -97,6 +97,9 @@ class InferConfig(JsonConfig):
     channel: int | None = None  # None mixes all channels to mono
     block_s: float = 300.0  # audio decoded per block: bounds memory for hours-long files
     strict: bool = False  # re-raise the first bad file instead of logging it
+    # --model birdnet only: a text file, one species per line (scientific name or BirdNET's
+    # 'Scientific_Common' label), restricting the output to them as BirdNET-Analyzer's --slist does.
+    species_list: str = ""
 
 
 
@@ -185,7 +188,7 @@ class TrainConfig(JsonConfig):
     background_root: str = DEFAULT_BACKGROUND_ROOT
     backgrounds: tuple[str, ...] = ()  # extra background files or folders the user adds (all trained on)
     train_split: str = "train"
-    val_split: str = "validation"
+    val_split: str = "validation"  # empty: no per-epoch validation, the last epoch's model is kept
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
     epochs: int = 30
@@ -203,6 +206,10 @@ class TrainConfig(JsonConfig):
     noise_prob: float = 0.25  # share of background mixes that use coloured noise instead of a recording
     background_speeds: tuple[float, ...] = (0.8, 0.9, 1.0, 1.12, 1.25)  # resampled copies widen a small pool
     mixup_prob: float = 0.25  # share of clips overlaid with a second species (multi-label target)
+    song_speeds: tuple[float, ...] = (1.0,)  # songs replayed at these speeds (pulse rate and pitch vary with temperature)
+    lowpass_prob: float = 0.0  # share of songs low-passed before mixing, as by distance and vegetation
+    lowpass_hz: tuple[float, float] = (6000.0, 20000.0)  # its cutoff, drawn log-uniformly from this range
+    tilt_db: float = 0.0  # random spectral tilt of each log-mel, up to +- this many dB (recorder response)
     short_clip_loop_prob: float = 0.5  # clips shorter than a window: loop-pad, else zero-pad as inference does
     freq_masks: int = 2
     freq_mask_bins: int = 8
@@ -211,6 +218,7 @@ class TrainConfig(JsonConfig):
     label_smoothing: float = 0.02
     warmup_frac: float = 0.05  # share of steps with linear warm-up before the cosine decay
     grad_clip: float = 5.0
+    ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights
     init_from: str = ""  # weights (.safetensors) to fine-tune from; empty starts from random init
     threads: int = 2
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # per-epoch validation, model selection
@@ -228,6 +236,9 @@ class TrainConfig(JsonConfig):
 class ExportConfig(JsonConfig):
     """Settings of `pulse export`: which artefacts to write and the real audio that checks them."""
 
+    # Which log-mel graph model.onnx (what ONNX Runtime runs) holds: "auto" times both on the
+    # parity windows and keeps the faster; "fft" (STFT op) or "conv" (DFT basis as a convolution).
+    ort_graph: str = "auto"
     int8: bool = False
     quantization: str = "static"  # "static" (activations calibrated on real audio) or "dynamic"
     calibration: tuple[str, ...] = (DEFAULT_AUDIO_ROOT,)  # audio files/folders for INT8 calibration and parity

@@ -31,7 +31,8 @@ def torch_one_thread():
 
 @pytest.fixture(scope="session")
 def pulse_bundle(tmp_path_factory) -> Path:
-    """A tiny PULSE model (1 s window) exported by `pulse export --int8`: checkpoint, fft, conv, INT8 graphs.
+    """A tiny PULSE model (1 s window) exported by `pulse export --int8 --ort-graph fft`: checkpoint, fft,
+    conv and INT8 graphs.
 
     Batch-norm statistics are randomised so that outputs spread like a trained model's, and
     calibration uses a chirp-in-noise recording shipped with the test, so it runs everywhere.
@@ -65,7 +66,8 @@ def pulse_bundle(tmp_path_factory) -> Path:
         sf.write(root / "audio" / f"chirp{k}.wav", (chirp + 0.01 * rng.standard_normal(t.size)).astype(np.float32),
                  cfg.sample_rate)
     result = CliRunner().invoke(app, ["export", "--model", str(root / "tiny.safetensors"), "--out",
-                                      str(root / "bundle"), "--int8", "--calibration", str(root / "audio")])
+                                      str(root / "bundle"), "--int8", "--calibration", str(root / "audio"),
+                                      "--ort-graph", "fft"])
     assert result.exit_code == 0, result.output
     return root / "bundle"
 

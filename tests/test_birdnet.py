@@ -130,3 +130,26 @@ def test_birdnet_predictor_backend_restricted_to_species(short_clips):
     predictor.close()
     with pytest.raises(ValueError, match="Gryllus campestris"):
         load_predictor(birdnet.model_path(), backend="birdnet", species=("Gryllus campestris",))
+
+
+def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path):
+    """`pulse analyze --model birdnet --species-list FILE`: scores.csv has exactly the listed columns."""
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(short_clips[0], tmp_path / "in" / "clip.flac")
+    (tmp_path / "slist.txt").write_text("# crickets\nGryllus pennsylvanicus\n\nOecanthus fultoni_Snowy Tree Cricket\n")
+    args = ["analyze", str(tmp_path / "in"), "--model", "birdnet", "--format", "scores,csv"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--species-list", str(tmp_path / "slist.txt")])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert list(scores.columns) == ["file", "start_s", "end_s", "Gryllus pennsylvanicus", "Oecanthus fultoni"]
+    assert len(scores) >= 1
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o2"), "--species-list", str(tmp_path / "empty.txt")])
+    assert result.exit_code == 2 and "species list is empty" in result.output
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "in"), "--out", str(tmp_path / "o3"),
+                                      "--species-list", str(tmp_path / "slist.txt")])
+    assert result.exit_code == 2 and "applies to --model birdnet only" in result.output

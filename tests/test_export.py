@@ -83,6 +83,27 @@ def test_export_config_records_every_file_and_passing_parity(pulse_bundle):
     assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.trt.onnx", "model.int8.onnx"}
     assert [p["candidate"] for p in config["parity"]] == ["onnxruntime fft", "onnxruntime conv", "int8 static"]
     assert all(p["ok"] for p in config["parity"]) and config["parity_windows"] == 16
+    assert config["onnxruntime_graph"] == "fft"
+    assert {"onnxruntime fft fp32", "onnxruntime conv fp32"} <= set(config["ms_per_window"])
+
+
+@pytest.mark.parametrize("ort_graph", ["auto", "conv"])
+def test_model_onnx_holds_the_chosen_graph(pulse_bundle, tmp_path, ort_graph):
+    """auto keeps the graph ONNX Runtime ran faster; conv forces the DFT-free one (same file as TensorRT's)."""
+    from export.bundle import export_bundle
+    from pulse.config import ExportConfig
+
+    cfg = ExportConfig(ort_graph=ort_graph, calibration=(str(pulse_bundle.parent / "audio"),), parity_windows=4)
+    checks = export_bundle(pulse_bundle / "model.safetensors", tmp_path, cfg)
+    assert all(c.ok for c in checks)
+    config = json.loads((tmp_path / "config.json").read_text())
+    speed = config["ms_per_window"]
+    expected = ort_graph if ort_graph != "auto" else min(("fft", "conv"), key=lambda m: speed[f"onnxruntime {m} fp32"])
+    assert config["onnxruntime_graph"] == expected
+    ops = graph_ops(onnx.load(str(tmp_path / "model.onnx")))
+    assert ("STFT" in ops) == (expected == "fft")
+    same_as_trt = (tmp_path / "model.onnx").read_bytes() == (tmp_path / "model.trt.onnx").read_bytes()
+    assert same_as_trt == (expected == "conv")
 
 
 def test_static_int8_calibrated_on_real_songs(shared_data, pulse_bundle, tmp_path):
@@ -154,4 +175,6 @@ def test_pulse_export_fails_early_and_clearly(pulse_bundle, tmp_path):
     assert result.exit_code == 2 and "nowhere: calibration audio not found" in result.output
     result = CliRunner().invoke(app, [*args, "--int8", "--quantization", "int4"])
     assert result.exit_code == 2 and "quantisation method" in result.output
+    result = CliRunner().invoke(app, [*args, "--ort-graph", "dft"])
+    assert result.exit_code == 2 and "ort_graph must be auto, fft or conv" in result.output
     assert not (tmp_path / "out").exists()  # nothing half-written

@@ -17,8 +17,8 @@ import torch
 from export.artifact import load_weights
 from pulse.config import ModelConfig, TrainConfig
 from pulse.train import weak_labels
-from pulse.train.augment import crop, mix_at_snr, rms, spec_augment
-from pulse.train.data import BatchSampler, Clip
+from pulse.train.augment import crop, lowpass, mix_at_snr, rms, spec_augment, spectral_tilt
+from pulse.train.data import BatchSampler, Clip, speed_variants
 from pulse.train.pooling import create_pooling
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,8 @@ def test_run_writes_config_checkpoint_and_is_deterministic(shared_data, tmp_path
 
 
 def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypatch):
-    cfg = tiny_config(shared_data, tmp_path)
+    # With the moving average and the optional song augmentations on, so their state resumes too.
+    cfg = tiny_config(shared_data, tmp_path, ema_decay=0.5, song_speeds=(0.9, 1.0, 1.1), lowpass_prob=0.5, tilt_db=6.0)
     weak_labels.train(cfg, tmp_path / "full")
     real_save = weak_labels.save_checkpoint
 
@@ -152,3 +153,41 @@ def test_init_from_starts_at_given_weights(shared_data, tmp_path):
     start, after = weights(source), weights(tmp_path / "b/model.safetensors")
     assert torch.equal(start["encoder.stem.0.weight"], after["encoder.stem.0.weight"])
     assert torch.equal(start["head.1.weight"], after["head.1.weight"])
+
+
+def test_ema_without_validation_and_threaded_batches(shared_data, tmp_path):
+    """val_split "" keeps the last epoch's model: here the moving average, not the raw weights;
+    drawing batches in threads must not change a single weight."""
+    cfg = tiny_config(shared_data, tmp_path, val_split="", ema_decay=0.5, epochs=3)
+    last = weak_labels.train(cfg, tmp_path / "serial")
+    assert last["epoch"] == 3 and "score" not in last
+    assert not (tmp_path / "serial/validation.json").exists()
+    shipped, state = weights(tmp_path / "serial/model.safetensors"), weights(tmp_path / "serial/checkpoint.safetensors")
+    name = "head.1.weight"
+    assert torch.equal(shipped[name], state[f"ema.module.{name}"])
+    assert not torch.equal(shipped[name], state[f"model.{name}"])
+    weak_labels.train(cfg, tmp_path / "threaded", workers=2)
+    threaded = weights(tmp_path / "threaded/checkpoint.safetensors")
+    assert all(torch.equal(state[k], threaded[k]) for k in state)
+
+
+def test_song_speed_shifts_pitch_and_lowpass_removes_highs():
+    sample_rate, length = 44100, 44100
+    t = np.arange(2 * length) / sample_rate
+    tone = np.sin(2 * np.pi * 4000 * t).astype(np.float32)
+    same, fast = speed_variants([tone], (1.0, 1.1), sample_rate)
+    assert same is tone and len(fast) == pytest.approx(len(tone) / 1.1, abs=2)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(fast[:length]))) * sample_rate / length
+    assert peak_hz == pytest.approx(4400, abs=5)
+    low, high = (np.sin(2 * np.pi * f * t[:length]).astype(np.float32) for f in (1000, 18000))
+    assert rms(lowpass(low, 6000, sample_rate)) > 0.65 and rms(lowpass(high, 6000, sample_rate)) < 0.1
+
+
+def test_spectral_tilt_is_a_zero_mean_ramp_within_its_bound():
+    logmel = torch.zeros(4, 1, 32, 10)
+    tilted = spectral_tilt(logmel, torch.Generator().manual_seed(0), 6.0)
+    per_band = tilted[:, 0, :, 0]
+    assert torch.allclose(per_band.mean(dim=1), torch.zeros(4), atol=1e-6)
+    assert torch.equal(tilted[..., :1].expand_as(tilted), tilted)  # same gain in every frame
+    span_db = (per_band[:, -1] - per_band[:, 0]).abs() * 10 / np.log(10)
+    assert (span_db <= 6.0 + 1e-4).all() and (span_db > 0).any()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.signal import butter, sosfilt
 
 EPS = 1e-12
 
@@ -45,6 +46,12 @@ def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:
     return (x * (10.0 ** (gain_db / 20.0) / peak)).astype(np.float32)
 
 
+def lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
+    """Second-order Butterworth low-pass: high frequencies fade with distance and vegetation."""
+    sos = butter(2, min(cutoff_hz, 0.45 * sample_rate), fs=sample_rate, output="sos")
+    return sosfilt(sos, x).astype(np.float32)
+
+
 def coloured_noise(length: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
     """Noise with power ~ 1/f^exponent (0 white, 1 pink, 2 brown): wind, rain and recorder hiss."""
     spectrum = np.fft.rfft(rng.standard_normal(length))
@@ -52,6 +59,16 @@ def coloured_noise(length: int, rng: np.random.Generator, exponent: float) -> np
     freqs[0] = freqs[1]
     noise = np.fft.irfft(spectrum / freqs ** (exponent / 2.0), n=length)
     return (noise / (rms(noise))).astype(np.float32)
+
+
+def spectral_tilt(logmel: torch.Tensor, generator: torch.Generator, max_db: float) -> torch.Tensor:
+    """A random linear tilt across the mel bands, up to +-`max_db` between the lowest and highest
+    band (zero mean): microphones and recorders differ in frequency response. Log-mel is ln(power)."""
+    batch, _, n_mels, _ = logmel.shape
+    slope_db = (torch.rand(batch, generator=generator) * 2 - 1) * max_db
+    ramp = torch.linspace(-0.5, 0.5, n_mels)
+    tilt = (slope_db[:, None] * ramp[None]) * (np.log(10.0) / 10.0)  # dB of power -> natural log
+    return logmel + tilt.to(logmel).view(batch, 1, n_mels, 1)
 
 
 def spec_augment(logmel: torch.Tensor, generator: torch.Generator, freq_masks: int, freq_mask_bins: int,
@@ -64,7 +81,8 @@ def spec_augment(logmel: torch.Tensor, generator: torch.Generator, freq_masks: i
         for _ in range(count):
             width = torch.randint(0, max_width + 1, (batch,), generator=generator)
             start = (torch.rand(batch, generator=generator) * (size - width + 1)).long()
-            index = torch.arange(size)
+            width, start = width.to(logmel.device), start.to(logmel.device)  # random draws stay on the CPU
+            index = torch.arange(size, device=logmel.device)
             mask = (index[None] >= start[:, None]) & (index[None] < (start + width)[:, None])  # [B, size]
             shape = (batch, 1, size, 1) if axis == 2 else (batch, 1, 1, size)
             mask = mask.view(shape)

@@ -127,7 +127,7 @@ class BYOL(LossTerm):
             waves = np.stack([waveform_view(w, others[v * len(windows) + i], self.cfg, rng)
                               for i, w in enumerate(windows)])
             with torch.no_grad():
-                clean = model.frontend(torch.from_numpy(waves))
+                clean = model.frontend(torch.from_numpy(waves).to(next(model.parameters()).device))
                 view = self.mixup(clean, generator, remember=v == 1)  # never mixed with its own other view
                 view = random_resize_crop(view, generator, self.cfg.rrc_virtual_time, self.cfg.rrc_scale)
                 out.append(match_statistics(view, clean))

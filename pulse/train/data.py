@@ -17,7 +17,7 @@ from tqdm import tqdm
 from pulse.config import TrainConfig
 from pulse.io import find_audio, read_audio
 from pulse.manifest import load_manifest, select_split
-from pulse.train.augment import apply_gain, coloured_noise, crop, mix_at_snr
+from pulse.train.augment import apply_gain, coloured_noise, crop, lowpass, mix_at_snr
 
 NOISE_BANK, NOISE_STREAM = 9, 7_919  # coloured-noise recordings (white to brown); their own random stream
 
@@ -64,6 +64,9 @@ class BatchSampler:
             raise ValueError("no training clips")
         if not backgrounds and (cfg.negative_prob > 0 or cfg.background_prob > 0) and cfg.noise_prob < 1:
             raise ValueError("background mixing is enabled but no background audio was found")
+        # Resampled once: resampling every window at a fresh ratio would cost more than the model step.
+        self.song_variants = {} if cfg.song_speeds == (1.0,) else {
+            c.path: speed_variants([c.audio], cfg.song_speeds, cfg.model.sample_rate) for c in clips}
         # Coloured noise is drawn once (an FFT per window would cost more than the model step).
         rng = np.random.default_rng([cfg.seed, NOISE_STREAM])
         self.noise = [coloured_noise(4 * self.length, rng, exponent) for exponent in np.linspace(0.0, 2.0, NOISE_BANK)]
@@ -89,6 +92,18 @@ class BatchSampler:
         source = pool[int(rng.integers(len(pool)))]
         return crop(source, self.length, rng, loop=True)
 
+    def _song(self, clip: Clip, rng: np.random.Generator, loop: bool) -> np.ndarray:
+        """A window of a clip, at a random speed and, sometimes, heard from further away."""
+        cfg = self.cfg  # draws only for enabled augmentations, so older recipes replay exactly
+        audio = clip.audio
+        if self.song_variants:
+            variants = self.song_variants[clip.path]
+            audio = variants[int(rng.integers(len(variants)))]
+        window = crop(audio, self.length, rng, loop)
+        if cfg.lowpass_prob > 0 and rng.random() < cfg.lowpass_prob:
+            window = lowpass(window, float(np.exp(rng.uniform(*np.log(cfg.lowpass_hz)))), cfg.model.sample_rate)
+        return window
+
     def _item(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg
         k = cfg.windows_per_clip
@@ -99,12 +114,11 @@ class BatchSampler:
             clip = self._pick_clip(rng)
             target[clip.label] = 1.0
             loop = rng.random() < cfg.short_clip_loop_prob
-            windows = [crop(clip.audio, self.length, rng, loop) for _ in range(k)]
+            windows = [self._song(clip, rng, loop) for _ in range(k)]
             if len(self.present) > 1 and rng.random() < cfg.mixup_prob:
                 other = self._pick_clip(rng, exclude=clip.label)
                 target[other.label] = 1.0
-                windows = [mix_at_snr(w, crop(other.audio, self.length, rng, loop), float(rng.uniform(-6, 6)))
-                           for w in windows]
+                windows = [mix_at_snr(w, self._song(other, rng, loop), float(rng.uniform(-6, 6))) for w in windows]
             if rng.random() < cfg.background_prob:
                 windows = [mix_at_snr(w, self._background(rng), float(rng.uniform(*cfg.snr_db))) for w in windows]
         windows = [apply_gain(w, float(rng.uniform(*cfg.gain_db))) for w in windows]

@@ -134,7 +134,8 @@ class BirdNETDistillation(LossTerm):
         return np.stack(waves), np.stack(embeddings), np.stack(logits)
 
     def forward(self, model: nn.Module, out: StepOutputs) -> torch.Tensor:
-        waves, teacher_embedding, teacher_logits = map(torch.from_numpy, self.batch(out.step))
+        device = next(model.parameters()).device
+        waves, teacher_embedding, teacher_logits = (torch.from_numpy(a).to(device) for a in self.batch(out.step))
         embedding = model.forward_features(waves)
         target = teacher_embedding
         if self.cfg.kd_loss == "mse":

@@ -15,10 +15,13 @@ import hashlib
 import logging
 import math
 import subprocess
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 import pulse
@@ -27,7 +30,7 @@ from export.atomic import write_json
 from pulse.config import TrainConfig
 from pulse.evaluate import evaluate, prepare, selection_score
 from pulse.models import create_model
-from pulse.train.augment import spec_augment
+from pulse.train.augment import spec_augment, spectral_tilt
 from pulse.train.checkpoint import load_checkpoint, save_checkpoint
 from pulse.train.data import BatchSampler, load_backgrounds, load_clips, speed_variants
 from pulse.train.distill_birdnet import student_model_config
@@ -70,21 +73,43 @@ def evaluation_config(cfg: TrainConfig):
 def step_outputs(model, pooling, waves: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, step: int,
                  generator: torch.Generator) -> StepOutputs:
     batch, windows, samples = waves.shape
-    logmel = spec_augment(model.frontend(waves.reshape(batch * windows, samples)), generator, cfg.freq_masks,
-                          cfg.freq_mask_bins, cfg.time_masks, cfg.time_mask_frames)
+    logmel = model.frontend(waves.reshape(batch * windows, samples))
+    if cfg.tilt_db > 0:
+        logmel = spectral_tilt(logmel, generator, cfg.tilt_db)
+    logmel = spec_augment(logmel, generator, cfg.freq_masks, cfg.freq_mask_bins, cfg.time_masks, cfg.time_mask_frames)
     embeddings = model.features_from_logmel(logmel)
     logits = model.forward_head(embeddings).reshape(batch, windows, -1)
     embeddings = embeddings.reshape(batch, windows, -1)
     return StepOutputs(step, waves, logmel, logits, embeddings, pooling(logits, embeddings), targets)
 
 
-def validate(model, data, cfg: TrainConfig) -> dict:
+def validate(model, data, cfg: TrainConfig, device: torch.device) -> dict:
     model.eval()
     with torch.inference_mode():
-        report = evaluate(lambda b: torch.sigmoid(model(torch.from_numpy(b)).logits).numpy(), data,
+        report = evaluate(lambda b: torch.sigmoid(model(torch.from_numpy(b).to(device)).logits).cpu().numpy(), data,
                           evaluation_config(cfg), cfg.model.labels)
     model.train()
     return report
+
+
+def shipped_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside an AveragedModel wrapper (its state dict then matches a plain model's)."""
+    return model.module if isinstance(model, AveragedModel) else model
+
+
+def batches(sampler: BatchSampler, start: int, total: int, workers: int):
+    """sampler.batch(step) for each step in [start, total), drawn up to 2 x `workers` steps ahead in
+    threads; a batch depends on its step alone, so the stream is the same with or without them."""
+    if workers <= 0:
+        yield from (sampler.batch(step) for step in range(start, total))
+        return
+    ahead = 2 * workers
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(sampler.batch, step) for step in range(start, min(total, start + ahead)))
+        for step in range(start, total):
+            if step + ahead < total:
+                pending.append(pool.submit(sampler.batch, step + ahead))
+            yield pending.popleft().result()
 
 
 def epoch_summary(report: dict) -> dict:
@@ -93,9 +118,12 @@ def epoch_summary(report: dict) -> dict:
         f"{name}_det_auc": round(m["detection_auc"], 4) for name, m in c.items()} | {"score": round(selection_score(report), 4)}
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
-    """Train (or resume) a run in `out_dir`; returns the best epoch's validation summary."""
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: str = "cpu", workers: int = 0) -> dict:
+    """Train (or resume) a run in `out_dir`; returns the best epoch's validation summary (without
+    validation: the last epoch's row). `device` and `workers` (batch-drawing threads) change speed,
+    not the recipe: they are not part of the config."""
     torch.set_num_threads(cfg.threads)
+    device = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = run_record(cfg)
@@ -109,21 +137,26 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
 
     mc = student_model_config(cfg)  # provenance: a BirdNET-distilled student inherits its licence
     clips = load_clips(cfg.manifest, cfg.audio_root, cfg.train_split, mc.labels, mc.sample_rate,
-                       splits=(cfg.train_split, cfg.val_split))
+                       splits=tuple(s for s in (cfg.train_split, cfg.val_split) if s))
     backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
                                                   mc.sample_rate, cfg.backgrounds), cfg.background_speeds, mc.sample_rate)
     sampler = BatchSampler(clips, backgrounds, cfg)
-    val_data = prepare(evaluation_config(cfg), mc.labels, mc.sample_rate, mc.window_s)
+    val_data = prepare(evaluation_config(cfg), mc.labels, mc.sample_rate, mc.window_s) if cfg.val_split else None
 
     torch.manual_seed(cfg.seed)
     model = create_model(mc).train()
     if cfg.init_from:  # fine-tuning: start from trained weights (the checkpoint, if any, still wins below)
         model.load_state_dict(load_weights(cfg.init_from)[0])
-    pooling = create_pooling(cfg.pooling, mc.embed_dim, mc.num_classes)
-    terms = build_loss_terms(cfg, model)
+    model.to(device)
+    pooling = create_pooling(cfg.pooling, mc.embed_dim, mc.num_classes).to(device)
+    terms = build_loss_terms(cfg, model).to(device)
     modules = {"model": model, "pooling": pooling, "loss": terms}
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    shipped = model  # what is validated and saved: the weights, or their moving average
+    if cfg.ema_decay > 0:
+        shipped = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        modules["ema"] = shipped  # checkpointed with the rest, so a resumed run averages on exactly
 
     state = {"step": 0, "best_score": -1.0, "history": []}
     checkpoint = out / CHECKPOINT_FILE
@@ -134,14 +167,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
     total = cfg.epochs * cfg.steps_per_epoch
     bar = tqdm(range(state["step"], total), initial=state["step"], total=total, desc="train", dynamic_ncols=True)
     running: dict[str, list[float]] = {}
-    for step in bar:
+    for step, (waves, targets) in zip(bar, batches(sampler, state["step"], total, workers)):
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout; SpecAugment uses its own generator
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        waves, targets = sampler.batch(step)
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        outputs = step_outputs(model, pooling, torch.from_numpy(waves), torch.from_numpy(targets), cfg, step, generator)
+        waves, targets = torch.from_numpy(waves).to(device), torch.from_numpy(targets).to(device)
+        outputs = step_outputs(model, pooling, waves, targets, cfg, step, generator)
         weights = {name: term.weight_at(step / total) for name, term in terms.items()}
         losses = {name: term(model, outputs) for name, term in terms.items() if weights[name] > 0}
         loss = sum(weights[name] * value for name, value in losses.items())
@@ -151,21 +184,25 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True) -> dict:
         optimizer.step()
         for term in terms.values():
             term.after_step(model)
+        if shipped is not model:
+            shipped.update_parameters(model)
         for name, value in losses.items():
             running.setdefault(name, []).append(value.item())
         bar.set_postfix({name: f"{v.item():.3f}" for name, v in losses.items()} | {"lr": f"{lr:.1e}"})
 
         if (step + 1) % cfg.steps_per_epoch == 0 or step + 1 == total:
-            report = validate(model, val_data, cfg)
+            report = validate(shipped_model(shipped), val_data, cfg, device) if val_data else None
             row = {"epoch": (step + 1) // cfg.steps_per_epoch, "step": step + 1, "lr": lr,
-                   **{f"loss_{n}": round(float(np.mean(v)), 5) for n, v in running.items()}, **epoch_summary(report)}
+                   **{f"loss_{n}": round(float(np.mean(v)), 5) for n, v in running.items()},
+                   **(epoch_summary(report) if report else {})}
             running = {}
             state["history"].append(row)
-            if row["score"] > state["best_score"]:
-                state["best_score"] = row["score"]
+            if report is None or row["score"] > state["best_score"]:
+                state["best_score"] = row.get("score", -1.0)
                 state["best_epoch"] = row["epoch"]
-                save_weights(out / MODEL_FILE, model.state_dict(), mc.to_dict())
-                write_json(out / "validation.json", report)
+                save_weights(out / MODEL_FILE, shipped_model(shipped).state_dict(), mc.to_dict())
+                if report:
+                    write_json(out / "validation.json", report)
             state["step"] = step + 1
             write_json(out / HISTORY_FILE, state["history"])
             save_checkpoint(checkpoint, modules, optimizer, state)
