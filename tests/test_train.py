@@ -51,7 +51,7 @@ def test_run_writes_config_checkpoint_and_is_deterministic(shared_data, tmp_path
     for name in ("config.json", "checkpoint.safetensors", "model.safetensors", "history.json", "validation.json"):
         assert (tmp_path / "a" / name).is_file(), name
     record = json.loads((tmp_path / "a/config.json").read_text())
-    assert TrainConfig.from_dict(record) == cfg and len(record["manifest_sha256"]) == 64
+    assert TrainConfig.from_dict(record) == cfg and len(record["manifest_sha256"]) == 64 and record["device"] == "cpu"
     assert [row["epoch"] for row in json.loads((tmp_path / "a/history.json").read_text())] == [1, 2]
     assert {"loss_bce", "clean_f1", "snr_+0dB_det_auc", "score"} <= set(best)
     weak_labels.train(cfg, tmp_path / "b")

@@ -13,6 +13,7 @@ supervised and the BYOL batches.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -102,6 +103,22 @@ def waveform_view(window: np.ndarray, pool_window: np.ndarray, cfg: SemiConfig, 
     return apply_gain(mixed, float(rng.uniform(*cfg.byol_gain_db)))
 
 
+@contextlib.contextmanager
+def running_stats_frozen(model: nn.Module):
+    """BatchNorm layers still normalise with the batch's statistics, but do not fold them into their
+    running averages: those serve inference, so they must describe the labelled (field-like)
+    inputs, not BYOL's cropped, mixed and re-normalised views."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
 class BYOL(LossTerm):
     """The BYOL term: draws its own unlabelled batch each step and returns the symmetric loss."""
 
@@ -135,7 +152,8 @@ class BYOL(LossTerm):
 
     def forward(self, model: nn.Module, out: StepOutputs) -> torch.Tensor:
         one, two = self.views(model, out.step)
-        online = self.predictor(self.projector(model.features_from_logmel(torch.cat([one, two]))))
+        with running_stats_frozen(model):
+            online = self.predictor(self.projector(model.features_from_logmel(torch.cat([one, two]))))
         with torch.no_grad():
             target = self.target_projector(self.target_model.features_from_logmel(torch.cat([two, one])))
         return byol_loss(online, target)

@@ -52,8 +52,9 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def run_record(cfg: TrainConfig) -> dict:
-    """config.json: every setting, plus what else the result depends on."""
+def run_record(cfg: TrainConfig, device: torch.device) -> dict:
+    """config.json: every setting, plus what else the result depends on (the device changes the
+    numerics, not the recipe)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).parent).stdout.strip()
@@ -61,7 +62,8 @@ def run_record(cfg: TrainConfig) -> dict:
         sha = "unknown"
     manifest = Path(cfg.manifest)
     return {**cfg.to_dict(), "package_version": pulse.__version__,
-            "git_sha": sha, "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
+            "git_sha": sha, "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+            "device": str(device)}
 
 
 def evaluation_config(cfg: TrainConfig):
@@ -126,7 +128,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     device = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record = run_record(cfg)
+    record = run_record(cfg, device)
     config_path = out / CONFIG_FILE
     if config_path.exists() and resume:
         previous = TrainConfig.load(config_path)
@@ -156,7 +158,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     shipped = model  # what is validated and saved: the weights, or their moving average
     if cfg.ema_decay > 0:
         shipped = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        modules["ema"] = shipped  # checkpointed with the rest, so a resumed run averages on exactly
+        modules["ema"] = shipped  # checkpointed with the rest: a resumed run continues the same average
 
     state = {"step": 0, "best_score": -1.0, "history": []}
     checkpoint = out / CHECKPOINT_FILE
