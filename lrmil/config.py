@@ -7,12 +7,11 @@ Magnification is defined by microns per pixel: 20x is 0.5 um/px, so m-x is 10/m 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from export.jsonconfig import JsonConfig
 
 MPP_AT_20X = 0.5  # um/px at 20x, the usual convention (Aperio, CLAM, TRIDENT)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,28 +22,8 @@ def mpp_for_magnification(magnification: float) -> float:
     return MPP_AT_20X * 20.0 / magnification
 
 
-class _Config:
-    """to_dict / from_dict / hash shared by every config below (nested configs round-trip)."""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        hints = typing.get_type_hints(cls)
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue
-            value, hint = data[f.name], hints[f.name]
-            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, _Config):
-                value = hint.from_dict(value)
-            values[f.name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
-
-    @classmethod
-    def load(cls, path: str | Path):
-        return cls.from_dict(json.loads(Path(path).read_text()))
+class _Config(JsonConfig):
+    """JSON round-trip (export.jsonconfig) plus the hash that keys stored outputs."""
 
     def hash(self) -> str:
         """Short stable hash; a stored output whose hash matches is reused, not recomputed."""

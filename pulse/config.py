@@ -7,40 +7,15 @@ rebuilt from the artefact, never typed in at a call site. `InferConfig` and `Tra
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from export.jsonconfig import JsonConfig
 from pulse.species import INSECTSET32_SPECIES
 
 INSECTSET32_ATTRIBUTION = (
     'Trained on "InsectSet32" by Marius Faiss (2022), Zenodo record 7072196, '
     "doi:10.5281/zenodo.7072196, CC BY 4.0. Orthoptera recordings (c) Baudewijn Odé."
 )
-
-
-class JsonConfig:
-    """to_dict / from_dict shared by every config: JSON lists become tuples, nested configs round-trip."""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        hints = typing.get_type_hints(cls)
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue  # unknown keys are ignored, missing ones keep their default
-            value, hint = data[f.name], hints[f.name]
-            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, JsonConfig):
-                value = hint.from_dict(value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            values[f.name] = value
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -226,10 +201,6 @@ class TrainConfig(JsonConfig):
     lambda_byol: float = 0.0
     lambda_kd: float = 0.0
     semi: SemiConfig = field(default_factory=SemiConfig)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 @dataclass(frozen=True)
