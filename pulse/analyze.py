@@ -158,7 +158,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     predictor = open_model(cfg.model, cfg.device, cfg.species_list)
     meta = predictor.metadata
     rate = int(meta["sample_rate"])
-    run = _Run(cfg, WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate), LabelSet.from_metadata(meta),
+    spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
+    run = _Run(cfg, spec, LabelSet.from_metadata(meta),
                (float(meta.get("f_min", 0.0)), float(meta.get("f_max", rate / 2))),
                Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path)), out_dir, writers)
     files = [_File(path, rel) for path, rel in find_audio(inputs)]
@@ -358,7 +359,7 @@ def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
 
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k in ("min_conf", "overlap", "formats", "channel")}
+    settings = {k: v for k, v in cfg.to_dict().items() if k in ("min_conf", "overlap", "min_len", "formats", "channel")}
     try:
         stat = model_path.stat()
         model = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]

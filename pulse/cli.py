@@ -31,6 +31,8 @@ def analyze(
     model: str = typer.Option(_INFER.model, help="'default' (bundled ONNX), 'birdnet', or a .onnx/.safetensors path."),
     min_conf: float = typer.Option(_INFER.min_conf, help="Minimum score reported as a detection."),
     overlap: float = typer.Option(_INFER.overlap, help="Seconds shared by consecutive windows."),
+    min_len: float = typer.Option(_INFER.min_len, help="Seconds of audio a file's last window needs to be analysed "
+                                                       "(a file shorter than one window is always analysed)."),
     batch_size: int = typer.Option(_INFER.batch_size, help="Windows per model call."),
     workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model."),
     format: str = typer.Option(",".join(_INFER.formats), "--format",
@@ -48,7 +50,7 @@ def analyze(
     from pulse.analyze import analyze as run_analyze
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    flags = dict(model=model, min_conf=min_conf, overlap=overlap, batch_size=batch_size, workers=workers,
+    flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size, workers=workers,
                  formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume, device=device,
                  channel=channel, strict=strict, species_list=species_list)
     if config is not None:  # the file's settings, then only the flags typed on this command line

@@ -41,7 +41,7 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     try:
         meta = predictor.metadata
         rate = int(meta["sample_rate"])
-        spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate)
+        spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
         starts, scores, embeddings = [], [], []
         blocks = stream_audio(path, rate, cfg.block_s, cfg.channel, info=info)
         for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):

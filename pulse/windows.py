@@ -1,8 +1,11 @@
 """Cut a stream of audio blocks into fixed analysis windows with their start sample.
 
 Windows start every `hop` samples until the recording's end is covered; the last one (and the
-only one, for clips shorter than a window) is zero-padded, so every sample is analysed and
-no clip is rejected for being short. The result does not depend on how the stream was blocked.
+only one, for clips shorter than a window) is zero-padded, so no clip is rejected for being
+short. As in BirdNET-Analyzer (`--min_len`), a trailing window holding less than `min_len`
+samples of audio is dropped unless it is the first: a window of 20 ms of audio and 2.98 s of
+zeros says nothing about the recording and invites spurious detections. The result does not
+depend on how the stream was blocked.
 """
 
 from __future__ import annotations
@@ -16,22 +19,28 @@ import numpy as np
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """Window and hop in samples, derived from the model's window and the user's overlap."""
+    """Window, hop and shortest analysed tail in samples, from the model's window and the user's settings."""
 
     window: int
     hop: int
     sample_rate: int
+    min_len: int = 0
 
     @classmethod
-    def from_seconds(cls, window_s: float, overlap_s: float, sample_rate: int) -> "WindowSpec":
+    def from_seconds(cls, window_s: float, overlap_s: float, sample_rate: int, min_len_s: float = 0.0) -> "WindowSpec":
         if not 0 <= overlap_s < window_s:
             raise ValueError(f"overlap must be in [0, {window_s}) seconds, got {overlap_s}")
-        window = int(round(window_s * sample_rate))
-        return cls(window, max(1, window - int(round(overlap_s * sample_rate))), sample_rate)
+        if min_len_s < 0:
+            raise ValueError(f"min_len must be at least 0 seconds, got {min_len_s}")
+        window = int(round(window_s * sample_rate))  # a min_len beyond the window asks for full windows only
+        return cls(window, max(1, window - int(round(overlap_s * sample_rate))), sample_rate,
+                   int(round(min(min_len_s, window_s) * sample_rate)))
 
     def count(self, n_samples: int) -> int:
-        """Windows needed to cover `n_samples` (at least one)."""
-        return 1 + math.ceil(max(0, n_samples - self.window) / self.hop)
+        """Windows analysed in `n_samples`: enough to cover them, less tails shorter than `min_len` (at least one)."""
+        covering = 1 + math.ceil(max(0, n_samples - self.window) / self.hop)
+        long_enough = (n_samples - self.min_len) // self.hop + 1 if n_samples >= self.min_len else 1
+        return max(1, min(covering, long_enough))
 
 
 def frame_windows(blocks: Iterable[np.ndarray], spec: WindowSpec,

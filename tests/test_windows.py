@@ -17,8 +17,9 @@ def frames(signal: np.ndarray, spec: WindowSpec, block: int, max_windows: int = 
 
 @pytest.mark.parametrize("n", [1, 5, 29, 30, 31, 47, 50, 51, 137])
 @pytest.mark.parametrize("overlap_s", [0.0, 1.0, 2.5])
-def test_block_size_never_changes_the_windows(n, overlap_s):
-    spec = WindowSpec.from_seconds(3.0, overlap_s, sample_rate=10)
+@pytest.mark.parametrize("min_len_s", [0.0, 1.0, 3.0])
+def test_block_size_never_changes_the_windows(n, overlap_s, min_len_s):
+    spec = WindowSpec.from_seconds(3.0, overlap_s, sample_rate=10, min_len_s=min_len_s)
     signal = np.arange(1, n + 1, dtype=np.float32)
     starts, windows = frames(signal, spec, block=10_000)
     for block in (1, 7, 30, 31):
@@ -33,7 +34,18 @@ def test_block_size_never_changes_the_windows(n, overlap_s):
         part = signal[start:start + spec.window]
         expected[:len(part)] = part
         np.testing.assert_array_equal(window, expected)
-    assert starts[-1] + spec.window >= n > (starts[-2] + spec.window if len(starts) > 1 else 0)
+    assert n > (starts[-2] + spec.window if len(starts) > 1 else 0)  # no window beyond what covers the file
+    # Every window but the first holds at least min_len samples; the one after the last would not.
+    assert (np.minimum(spec.window, n - starts[1:]) >= spec.min_len).all()
+    assert starts[-1] + spec.window >= n or n - (starts[-1] + spec.hop) < spec.min_len
+
+
+def test_short_tail_is_dropped_but_a_short_file_is_not():
+    spec = WindowSpec.from_seconds(3.0, 0.0, sample_rate=100, min_len_s=1.0)
+    assert frames(np.ones(302, np.float32), spec, block=64)[0].tolist() == [0]  # 20 ms tail: dropped
+    assert frames(np.ones(400, np.float32), spec, block=64)[0].tolist() == [0, 300]  # 1 s tail: kept
+    assert frames(np.ones(20, np.float32), spec, block=64)[0].tolist() == [0]  # a 0.2 s file is still analysed
+    assert WindowSpec.from_seconds(3.0, 0.0, sample_rate=100).count(302) == 2  # min_len 0 covers every sample
 
 
 def test_short_clip_is_one_padded_window():
@@ -43,12 +55,15 @@ def test_short_clip_is_one_padded_window():
     assert windows.shape == (1, 300) and windows[0, :50].all() and not windows[0, 50:].any()
 
 
-def test_window_spec_checks_overlap():
+def test_window_spec_checks_overlap_and_min_len():
     assert WindowSpec.from_seconds(3.0, 1.5, 44100).hop == 66150
     with pytest.raises(ValueError, match="overlap"):
         WindowSpec.from_seconds(3.0, 3.0, 44100)
     with pytest.raises(ValueError, match="overlap"):
         WindowSpec.from_seconds(3.0, -1.0, 44100)
+    with pytest.raises(ValueError, match="min_len"):
+        WindowSpec.from_seconds(3.0, 0.0, 44100, min_len_s=-0.5)
+    assert WindowSpec.from_seconds(0.5, 0.0, 100, min_len_s=1.0).min_len == 50  # short-window models: full windows
 
 
 def test_streamed_file_gives_the_same_windows_as_whole_file_decoding(tmp_path):
