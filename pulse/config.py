@@ -64,6 +64,7 @@ class InferConfig(JsonConfig):
     model: str = "default"  # "default" (bundled ONNX), "birdnet", or a .onnx/.safetensors path
     min_conf: float = 0.25
     overlap: float = 0.0  # seconds shared by consecutive windows
+    min_len: float = 1.0  # seconds of audio a trailing window needs to be analysed (BirdNET-Analyzer's default)
     batch_size: int = 32
     workers: int = 1  # decoding threads; the model runs in the main thread
     formats: tuple[str, ...] = ("raven", "csv")
@@ -184,6 +185,7 @@ class TrainConfig(JsonConfig):
     song_speeds: tuple[float, ...] = (1.0,)  # songs replayed at these speeds (pulse rate and pitch vary with temperature)
     lowpass_prob: float = 0.0  # share of songs low-passed before mixing, as by distance and vegetation
     lowpass_hz: tuple[float, float] = (6000.0, 20000.0)  # its cutoff, drawn log-uniformly from this range
+    song_crop_prob: float = 0.0  # share of song crops centred on a loud moment, not placed at random
     tilt_db: float = 0.0  # random spectral tilt of each log-mel, up to +- this many dB (recorder response)
     short_clip_loop_prob: float = 0.5  # clips shorter than a window: loop-pad, else zero-pad as inference does
     freq_masks: int = 2

@@ -17,6 +17,7 @@ import torch
 from export.artifact import load_weights
 from pulse.config import ModelConfig, TrainConfig
 from pulse.train import weak_labels
+from pulse.train.activity import FRAME_S, active_frames
 from pulse.train.augment import crop, lowpass, mix_at_snr, rms, spec_augment, spectral_tilt
 from pulse.train.data import BatchSampler, Clip, speed_variants
 from pulse.train.pooling import create_pooling
@@ -191,3 +192,27 @@ def test_spectral_tilt_is_a_zero_mean_ramp_within_its_bound():
     assert torch.equal(tilted[..., :1].expand_as(tilted), tilted)  # same gain in every frame
     span_db = (per_band[:, -1] - per_band[:, 0]).abs() * 10 / np.log(10)
     assert (span_db <= 6.0 + 1e-4).all() and (span_db > 0).any()
+
+
+def test_song_crops_land_on_the_chirp_of_a_sparse_singer():
+    """One 0.2 s chirp in 20 s of quiet: random crops mostly miss it, song-centred crops never do."""
+    sample_rate = 44100
+    rng = np.random.default_rng(0)
+    audio = (1e-3 * rng.standard_normal(20 * sample_rate)).astype(np.float32)
+    chirp = slice(12 * sample_rate, 12 * sample_rate + sample_rate // 5)
+    audio[chirp] += 0.3 * np.sin(2 * np.pi * 8000 * np.arange(sample_rate // 5) / sample_rate).astype(np.float32)
+    active = active_frames(audio, sample_rate, f_min=1000.0)
+    assert 0 < active.sum() <= 6 and np.all(np.abs(np.flatnonzero(active) * FRAME_S - 12.1) < 0.2)
+    flat = (0.1 * np.sin(2 * np.pi * 5000 * np.arange(sample_rate) / sample_rate)).astype(np.float32)
+    assert active_frames(flat, sample_rate, f_min=1000.0).all()  # a steady song is active throughout
+
+    def share_with_chirp(song_crop_prob: float) -> float:
+        cfg = TrainConfig(model=ModelConfig(), song_crop_prob=song_crop_prob, negative_prob=0.0, mixup_prob=0.0,
+                          background_prob=0.0, gain_db=(0.0, 0.0))
+        sampler = BatchSampler([Clip("sparse", audio, 0)], [audio], cfg)
+        draws = np.random.default_rng(1)
+        return float(np.mean([np.abs(sampler._song(sampler.clips[0], draws, loop=False)).max() > 0.1
+                              for _ in range(300)]))
+
+    assert share_with_chirp(1.0) == 1.0
+    assert share_with_chirp(0.0) < 0.3  # a 3 s crop of 20 s holds the chirp about 1 time in 6

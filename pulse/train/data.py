@@ -17,6 +17,7 @@ from tqdm import tqdm
 from pulse.config import TrainConfig
 from pulse.io import find_audio, read_audio
 from pulse.manifest import load_manifest, select_split
+from pulse.train.activity import active_frames, song_crop
 from pulse.train.augment import apply_gain, coloured_noise, crop, lowpass, mix_at_snr
 
 NOISE_BANK, NOISE_STREAM = 9, 7_919  # coloured-noise recordings (white to brown); their own random stream
@@ -64,9 +65,12 @@ class BatchSampler:
             raise ValueError("no training clips")
         if not backgrounds and (cfg.negative_prob > 0 or cfg.background_prob > 0) and cfg.noise_prob < 1:
             raise ValueError("background mixing is enabled but no background audio was found")
+        rate = cfg.model.sample_rate
         # Resampled once: resampling every window at a fresh ratio would cost more than the model step.
-        self.song_variants = {} if cfg.song_speeds == (1.0,) else {
-            c.path: speed_variants([c.audio], cfg.song_speeds, cfg.model.sample_rate) for c in clips}
+        self.songs = {c.path: speed_variants([c.audio], cfg.song_speeds, rate) for c in clips}
+        self.activity = {} if cfg.song_crop_prob == 0 else {
+            (path, i): active_frames(audio, rate, cfg.model.f_min)
+            for path, variants in self.songs.items() for i, audio in enumerate(variants)}
         # Coloured noise is drawn once (an FFT per window would cost more than the model step).
         rng = np.random.default_rng([cfg.seed, NOISE_STREAM])
         self.noise = [coloured_noise(4 * self.length, rng, exponent) for exponent in np.linspace(0.0, 2.0, NOISE_BANK)]
@@ -93,13 +97,15 @@ class BatchSampler:
         return crop(source, self.length, rng, loop=True)
 
     def _song(self, clip: Clip, rng: np.random.Generator, loop: bool) -> np.ndarray:
-        """A window of a clip, at a random speed and, sometimes, heard from further away."""
+        """A window of a clip at a random speed, sometimes centred on song, sometimes heard from further away."""
         cfg = self.cfg  # draws only for enabled augmentations, so older recipes replay exactly
-        audio = clip.audio
-        if self.song_variants:
-            variants = self.song_variants[clip.path]
-            audio = variants[int(rng.integers(len(variants)))]
-        window = crop(audio, self.length, rng, loop)
+        variants = self.songs[clip.path]
+        i = 0 if cfg.song_speeds == (1.0,) else int(rng.integers(len(variants)))
+        audio = variants[i]
+        if self.activity and len(audio) >= self.length and rng.random() < cfg.song_crop_prob:
+            window = song_crop(audio, self.activity[clip.path, i], self.length, cfg.model.sample_rate, rng)
+        else:
+            window = crop(audio, self.length, rng, loop)
         if cfg.lowpass_prob > 0 and rng.random() < cfg.lowpass_prob:
             window = lowpass(window, float(np.exp(rng.uniform(*np.log(cfg.lowpass_hz)))), cfg.model.sample_rate)
         return window
