@@ -141,6 +141,8 @@ def evaluate(
     snr_db: str = typer.Option(",".join(f"{s:g}" for s in _EVAL.snr_db), help="Comma list of mixing SNRs in dB."),
     threshold: float = typer.Option(_EVAL.threshold, help="Score threshold of the multi-label F1."),
     seed: int = typer.Option(_EVAL.seed, help="Seed of the background offsets."),
+    exclude_excerpts: str = typer.Option(_EVAL.exclude_excerpts, help="CSV (path, start_s, reason) of excerpts "
+                                                                      "without song to leave out."),
     out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Folder for report.json/.txt, confusion.png."),
 ) -> None:
     """Score a model on 3 s excerpts, clean and mixed into held-out soundscapes (F1, mAP, AUC)."""
@@ -150,7 +152,7 @@ def evaluate(
     cfg = replace(_EVAL, manifest=str(manifest), audio_root=str(audio_root), split=split,
                   background_manifest=str(background_manifest), background_root=str(background_root),
                   background_split=background_split, snr_db=tuple(float(s) for s in snr_db.split(",") if s.strip()),
-                  threshold=threshold, seed=seed)
+                  threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts)
     try:
         report = evaluate_model(model, cfg, out)
     except (FileNotFoundError, ManifestError, ValueError, KeyError) as exc:

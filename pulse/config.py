@@ -97,6 +97,7 @@ class EvalConfig(JsonConfig):
     background_split: str = "validation"  # soundscapes never seen in training
     snr_db: tuple[float, ...] = (10.0, 0.0, -10.0)
     min_excerpt_s: float = 1.0  # a clip's last partial window is kept (zero-padded) if at least this long
+    exclude_excerpts: str = ""  # CSV (path, start_s, reason) of excerpts without song, left out of the scores
     negative_hop_s: float = 1.0  # hop between pure-background windows used as detection negatives
     threshold: float = 0.5  # for the multi-label (thresholded) F1
     batch_size: int = 32

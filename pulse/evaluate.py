@@ -2,7 +2,9 @@
 
 The validation clips are cut into consecutive 3 s excerpts (the unit a user's recordings are
 analysed in), scored as they are and mixed into soundscapes that training never saw, at each
-SNR of EvalConfig. Detection AUC asks whether the best species score separates excerpts with a
+SNR of EvalConfig. Excerpts listed in `EvalConfig.exclude_excerpts` (checked by eye: no song in
+them, e.g. the 10 s between two chirps of a Dark Bush-cricket) are left out, since no detector
+can name a species from its silence. Detection AUC asks whether the best species score separates excerpts with a
 song from windows of pure soundscape. Any artefact `export.predictor.load_predictor` opens
 (ONNX, safetensors) can be evaluated, and training calls `evaluate` on its live model.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support, roc_auc_score)
 
@@ -32,6 +35,7 @@ class EvalData:
     clip_ids: np.ndarray  # [W] which clip each excerpt came from
     backgrounds: list[np.ndarray]  # held-out soundscapes for mixing
     negatives: np.ndarray  # [M, N] pure-soundscape windows
+    n_excluded: int = 0  # excerpts left out as listed in EvalConfig.exclude_excerpts
 
 
 def excerpts(audio: np.ndarray, length: int, min_length: int) -> list[np.ndarray]:
@@ -44,21 +48,40 @@ def excerpts(audio: np.ndarray, length: int, min_length: int) -> list[np.ndarray
     return out
 
 
+def excluded_excerpts(path: str) -> set[tuple[str, float]]:
+    """(clip path, excerpt start in s) pairs from a CSV with columns path, start_s (and a reason)."""
+    if not path:
+        return set()
+    table = pd.read_csv(path)
+    if not {"path", "start_s"} <= set(table.columns):
+        raise ValueError(f"{path}: an excerpt exclusion list needs the columns path and start_s")
+    return {(str(p), round(float(s), 3)) for p, s in zip(table["path"], table["start_s"])}
+
+
 def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s: float) -> EvalData:
     """Decode the split's clips and the held-out soundscapes; cut both into windows."""
     length, min_length = int(round(window_s * sample_rate)), int(round(cfg.min_excerpt_s * sample_rate))
-    windows, target, clip_ids = [], [], []
+    excluded = excluded_excerpts(cfg.exclude_excerpts)
+    windows, target, clip_ids, matched = [], [], [], set()
     for i, clip in enumerate(load_clips(cfg.manifest, cfg.audio_root, cfg.split, labels, sample_rate)):
-        pieces = excerpts(clip.audio, length, min_length)
-        windows += pieces
-        target += [clip.label] * len(pieces)
-        clip_ids += [i] * len(pieces)
+        for j, piece in enumerate(excerpts(clip.audio, length, min_length)):
+            key = (clip.path, round(j * window_s, 3))
+            if key in excluded:
+                matched.add(key)
+                continue
+            windows.append(piece)
+            target.append(clip.label)
+            clip_ids.append(i)
+    if excluded - matched:
+        path, start = sorted(excluded - matched)[0]
+        raise ValueError(f"{cfg.exclude_excerpts}: {len(excluded - matched)} listed excerpt(s) match no "
+                         f"{window_s:g} s excerpt of split {cfg.split!r}, e.g. {path} at {start} s")
     backgrounds = load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.background_split, sample_rate)
     hop = int(round(cfg.negative_hop_s * sample_rate))
     negatives = [bg[s:s + length] for bg in backgrounds for s in range(0, max(len(bg) - length, 0) + 1, hop)]
     negatives = [np.pad(n, (0, length - len(n))) for n in negatives]
     return EvalData(np.stack(windows).astype(np.float32), np.array(target), np.array(clip_ids), backgrounds,
-                    np.stack(negatives).astype(np.float32))
+                    np.stack(negatives).astype(np.float32), len(matched))
 
 
 def mix(data: EvalData, snr_db: float, seed: int) -> np.ndarray:
@@ -122,7 +145,8 @@ def evaluate(score_fn: ScoreFn, data: EvalData, cfg: EvalConfig, names: tuple[st
         conditions[condition_name(snr)] = condition_metrics(scores, data.labels, data.clip_ids, negative_scores,
                                                             names, cfg.threshold)
     return {"labels": list(names), "n_windows": int(len(data.windows)), "n_clips": int(len(np.unique(data.clip_ids))),
-            "n_negative_windows": int(len(data.negatives)), "conditions": conditions}
+            "n_excluded_windows": data.n_excluded, "n_negative_windows": int(len(data.negatives)),
+            "conditions": conditions}
 
 
 def selection_score(report: dict) -> float:
@@ -140,7 +164,9 @@ def selection_score(report: dict) -> float:
 def format_table(report: dict) -> str:
     """A plain-text summary: one row per condition, then per-species F1 per condition."""
     conditions = report["conditions"]
-    lines = [f"{'condition':<12} {'win F1':>7} {'clip F1':>7} {'F1@thr':>7} {'mAP':>6} {'ROC-AUC':>7} {'det AUC':>7}"]
+    lines = [f"{report['n_windows']} excerpts of {report['n_clips']} clips ({report.get('n_excluded_windows', 0)} "
+             f"without song left out); {report['n_negative_windows']} pure-soundscape windows as negatives", "",
+             f"{'condition':<12} {'win F1':>7} {'clip F1':>7} {'F1@thr':>7} {'mAP':>6} {'ROC-AUC':>7} {'det AUC':>7}"]
     for name, m in conditions.items():
         w = m["window"]
         lines.append(f"{name:<12} {w['macro_f1']:7.3f} {m['clip']['macro_f1']:7.3f} {w['macro_f1_thresholded']:7.3f} "

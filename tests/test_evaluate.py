@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -77,3 +78,30 @@ def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
     assert "win F1" in (out / "report.txt").read_text() and "clean" in result.output
     missing = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "nope.onnx"), "--out", str(out)])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_listed_excerpts_without_song_are_left_out(tmp_path):
+    import soundfile as sf
+
+    from pulse.config import EvalConfig
+    from pulse.evaluate import prepare
+
+    rate = 8000
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "a.wav", 0.1 * rng.standard_normal(7 * rate), rate)  # excerpts at 0, 3, 6 s
+    sf.write(tmp_path / "bg.wav", 0.1 * rng.standard_normal(5 * rate), rate)
+    pd.DataFrame({"path": ["a.wav"], "species": ["a"], "split": ["validation"], "license": ["CC0-1.0"],
+                  "recordist": ["x"], "duration_s": [7.0], "sample_rate": [rate]}).to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame({"path": ["bg.wav"], "split": ["validation"], "license": ["CC0-1.0"], "source": ["noise"],
+                  "duration_s": [5.0], "sample_rate": [rate]}).to_csv(tmp_path / "bg.csv", index=False)
+    pd.DataFrame({"path": ["a.wav"], "start_s": [3.0], "reason": ["between chirps"]}).to_csv(tmp_path / "x.csv",
+                                                                                               index=False)
+    cfg = EvalConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path), background_manifest=str(tmp_path / "bg.csv"),
+                     background_root=str(tmp_path))
+    every = prepare(cfg, NAMES, rate, 3.0)
+    kept = prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "x.csv")}), NAMES, rate, 3.0)
+    assert (len(every.windows), every.n_excluded, len(kept.windows), kept.n_excluded) == (3, 0, 2, 1)
+    np.testing.assert_array_equal(kept.windows, every.windows[[0, 2]])
+    pd.DataFrame({"path": ["a.wav"], "start_s": [4.0]}).to_csv(tmp_path / "typo.csv", index=False)
+    with pytest.raises(ValueError, match="typo.csv: 1 listed excerpt"):
+        prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "typo.csv")}), NAMES, rate, 3.0)
