@@ -31,7 +31,8 @@ from pulse.config import EvalConfig, TrainConfig
 
 # name -> (lambda_byol, lambda_kd, schedule); the default run trains the first four.
 VARIANTS = {"supervised": (0.0, 0.0, "joint"), "byol": (1.0, 0.0, "joint"), "kd": (0.0, 1.0, "joint"),
-            "byol_kd": (1.0, 1.0, "joint"), "byol_kd_pretrain": (1.0, 1.0, "pretrain_finetune")}
+            "byol_kd": (1.0, 1.0, "joint"), "byol_kd_pretrain": (1.0, 1.0, "pretrain_finetune"),
+            "byol_small": (0.1, 0.0, "joint")}
 METRICS = (("F1", lambda c: c["window"]["macro_f1"]), ("mAP", lambda c: c["window"]["mAP"]),
            ("det AUC", lambda c: c["detection_auc"]))
 
