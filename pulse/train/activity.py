@@ -35,6 +35,5 @@ def song_crop(audio: np.ndarray, active: np.ndarray, length: int, sample_rate: i
     """A `length`-sample crop that contains a randomly chosen active frame (audio >= length)."""
     hop = int(round(FRAME_S * sample_rate))
     centre = min(int(rng.choice(np.flatnonzero(active))) * hop + N_FFT // 2, len(audio) - 1)
-    low, high = max(0, centre - length + 1), min(len(audio) - length, centre)
-    start = int(rng.integers(low, high + 1)) if high >= low else int(rng.integers(0, len(audio) - length + 1))
+    start = int(rng.integers(max(0, centre - length + 1), min(len(audio) - length, centre) + 1))
     return audio[start:start + length].copy()
