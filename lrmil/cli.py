@@ -62,6 +62,9 @@ def synth(
     folds: int = typer.Option(_SYNTH.folds, help="Number of stratified folds in labels.csv."),
     coarse_cue: float = typer.Option(_SYNTH.coarse_cue, help="Darkening of atypical nuclei still visible at 5x."),
     fine_amplitude: float = typer.Option(_SYNTH.fine_amplitude, help="Strength of the 20x-only chromatin texture."),
+    atypical_scale: float = typer.Option(_SYNTH.atypical_scale, help="Radius factor of atypical nuclei (5x cue)."),
+    atypical_density: float = typer.Option(_SYNTH.atypical_density, help="Share of lesion cells holding a nucleus "
+                                                                         "(5x cue; normal tissue: nucleus_density)."),
     compression: str = typer.Option(_SYNTH.compression, help="TIFF compression: zlib (lossless) or jpeg."),
     workers: int = typer.Option(_SYNTH.workers, help="Processes rendering tiles (same output for any value)."),
 ) -> None:
@@ -69,7 +72,8 @@ def synth(
     from lrmil.synth import synthesize
 
     cfg = replace(_SYNTH, count=count, size=size, seed=seed, classes=classes, folds=folds, coarse_cue=coarse_cue,
-                  fine_amplitude=fine_amplitude, compression=compression, workers=workers)
+                  fine_amplitude=fine_amplitude, atypical_scale=atypical_scale, atypical_density=atypical_density,
+                  compression=compression, workers=workers)
     try:
         labels = synthesize(out, cfg)
     except ValueError as exc:

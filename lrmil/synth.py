@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import multiprocessing
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -213,12 +214,21 @@ def assign_labels(cfg: SynthConfig) -> list[tuple[int, int]]:
 
 
 def synthesize(out: str | Path, cfg: SynthConfig) -> Path:
-    """Write OUT/slides/*.tiff and OUT/labels.csv (slide_id,label,fold); existing slides are kept."""
+    """Write OUT/slides/*.tiff and OUT/labels.csv (slide_id,label,fold); existing slides are kept,
+    so a killed run resumes, but only under the settings that made them (OUT/synth_config.json)."""
     from tqdm import tqdm
 
     from export.atomic import write_json, write_text
 
     out = Path(out)
+    settings, record = json.loads(json.dumps(cfg.to_dict())), out / "synth_config.json"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        changed = sorted(k for k in settings if k != "workers" and before.get(k) != settings[k])
+        if changed:
+            raise ValueError(f"{out}: its slides were made with other settings ({', '.join(changed)}); "
+                             "write to a new folder")
+    write_json(record, settings)
     rows = []
     for index, (label, fold) in enumerate(tqdm(assign_labels(cfg), desc="synthetic slides", unit="slide")):
         spec = make_spec(cfg, index, label)
@@ -229,5 +239,4 @@ def synthesize(out: str | Path, cfg: SynthConfig) -> Path:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([("slide_id", "label", "fold"), *rows])
     write_text(out / "labels.csv", buffer.getvalue())
-    write_json(out / "synth_config.json", cfg.to_dict())
     return out / "labels.csv"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import dataclasses
 
 import numpy as np
@@ -114,8 +115,11 @@ def test_synth_cli_writes_slides_and_csv(tmp_path):
 
     from lrmil.cli import app
 
-    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--count", "2", "--size", "512", "--seed", "1"])
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--count", "2", "--size", "512", "--seed", "1",
+                                      "--atypical-scale", "1.1", "--atypical-density", "0.7"])
     assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "synth_config.json").read_text())
+    assert (written["atypical_scale"], written["atypical_density"]) == (1.1, 0.7)
     with open(tmp_path / "labels.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["slide_id", "label", "fold"]
@@ -124,5 +128,8 @@ def test_synth_cli_writes_slides_and_csv(tmp_path):
         with open_slide(tmp_path / "slides" / f"{row['slide_id']}.tiff") as reader:
             assert reader.dimensions == (512, 512)
     before = (tmp_path / "slides" / "synth_0000.tiff").stat().st_mtime_ns
-    synthesize(tmp_path, dataclasses.replace(SynthConfig(), count=2, size=512, seed=1))  # re-run keeps slides
+    same = dataclasses.replace(SynthConfig(), count=2, size=512, seed=1, atypical_scale=1.1, atypical_density=0.7)
+    synthesize(tmp_path, dataclasses.replace(same, workers=2))  # re-run keeps slides
     assert (tmp_path / "slides" / "synth_0000.tiff").stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="other settings \\(atypical_density, atypical_scale\\)"):
+        synthesize(tmp_path, dataclasses.replace(SynthConfig(), count=2, size=512, seed=1))
