@@ -359,7 +359,8 @@ def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
 
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k in ("min_conf", "overlap", "min_len", "formats", "channel")}
+    changing = ("min_conf", "overlap", "min_len", "formats", "channel")
+    settings = {k: v for k, v in cfg.to_dict().items() if k in changing}
     try:
         stat = model_path.stat()
         model = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]

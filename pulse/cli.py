@@ -50,9 +50,9 @@ def analyze(
     from pulse.analyze import analyze as run_analyze
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size, workers=workers,
-                 formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume, device=device,
-                 channel=channel, strict=strict, species_list=species_list)
+    flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size,
+                 workers=workers, formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume,
+                 device=device, channel=channel, strict=strict, species_list=species_list)
     if config is not None:  # the file's settings, then only the flags typed on this command line
         given = {k: v for k, v in flags.items()
                  if ctx.get_parameter_source("format" if k == "formats" else k).name != "DEFAULT"}

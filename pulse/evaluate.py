@@ -4,8 +4,8 @@ The validation clips are cut into consecutive 3 s excerpts (the unit a user's re
 analysed in), scored as they are and mixed into soundscapes that training never saw, at each
 SNR of EvalConfig. Excerpts listed in `EvalConfig.exclude_excerpts` (checked by eye: no song in
 them, e.g. the 10 s between two chirps of a Dark Bush-cricket) are left out, since no detector
-can name a species from its silence. Detection AUC asks whether the best species score separates excerpts with a
-song from windows of pure soundscape. Any artefact `export.predictor.load_predictor` opens
+can name a species from its silence. Detection AUC asks whether the best species score separates
+excerpts with a song from windows of pure soundscape. Any artefact `export.predictor.load_predictor` opens
 (ONNX, safetensors) can be evaluated, and training calls `evaluate` on its live model.
 """
 
@@ -24,6 +24,7 @@ from export.atomic import atomic_path, write_json, write_text
 from pulse.config import EvalConfig
 from pulse.train.augment import crop, mix_at_snr
 from pulse.train.data import load_backgrounds, load_clips
+from pulse.windows import WindowSpec, frame_windows
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # windows [B, N] -> sigmoid scores [B, C]
 
@@ -39,13 +40,10 @@ class EvalData:
 
 
 def excerpts(audio: np.ndarray, length: int, min_length: int) -> list[np.ndarray]:
-    """Consecutive windows; a partial last window is zero-padded if it has `min_length` samples."""
-    out = []
-    for start in range(0, max(len(audio), 1), length):
-        piece = audio[start:start + length]
-        if start == 0 or len(piece) >= min_length:
-            out.append(np.pad(piece, (0, length - len(piece))))
-    return out
+    """Consecutive windows framed exactly as `pulse analyze` frames them (no overlap): a partial last
+    window is zero-padded if it has `min_length` samples; a clip shorter than that is one window."""
+    spec = WindowSpec(window=length, hop=length, sample_rate=length, min_len=min_length)  # counts in samples
+    return [window for _, chunk in frame_windows([audio], spec) for window in chunk]
 
 
 def excluded_excerpts(path: str) -> set[tuple[str, float]]:

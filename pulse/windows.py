@@ -27,7 +27,8 @@ class WindowSpec:
     min_len: int = 0
 
     @classmethod
-    def from_seconds(cls, window_s: float, overlap_s: float, sample_rate: int, min_len_s: float = 0.0) -> "WindowSpec":
+    def from_seconds(cls, window_s: float, overlap_s: float, sample_rate: int,
+                     min_len_s: float = 0.0) -> "WindowSpec":
         if not 0 <= overlap_s < window_s:
             raise ValueError(f"overlap must be in [0, {window_s}) seconds, got {overlap_s}")
         if min_len_s < 0:
