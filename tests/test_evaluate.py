@@ -105,3 +105,6 @@ def test_listed_excerpts_without_song_are_left_out(tmp_path):
     pd.DataFrame({"path": ["a.wav"], "start_s": [4.0]}).to_csv(tmp_path / "typo.csv", index=False)
     with pytest.raises(ValueError, match="typo.csv: 1 listed excerpt"):
         prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "typo.csv")}), NAMES, rate, 3.0)
+    pd.DataFrame({"file": ["a.wav"], "start": [3.0]}).to_csv(tmp_path / "columns.csv", index=False)
+    with pytest.raises(ValueError, match="columns.csv: an excerpt exclusion list needs the columns path and start_s"):
+        prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "columns.csv")}), NAMES, rate, 3.0)
