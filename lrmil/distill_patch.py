@@ -221,8 +221,8 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     n_val = int(round(len(samples) * cfg.val_fraction)) if len(samples) > 4 else 0
     val, train = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     student, metrics = train_student(teacher, train, val, cfg)
-    metrics.update({"slides": len(chosen), "parents": len(samples), "attention_weighting": use_attention,
-                    "seconds": time.perf_counter() - start})
+    metrics.update({"slides": len(chosen), "slide_ids": [slide_id(p) for p in chosen], "parents": len(samples),
+                    "attention_weighting": use_attention, "seconds": time.perf_counter() - start})
     student.cfg = dataclasses.replace(student.cfg, source="lrmil distill-patches",
                                       training_data=f"stage-1 distillation on {len(chosen)} slides; "
                                                     f"teacher {teacher.cfg.training_data}".strip())

@@ -4,7 +4,9 @@ Variants (all k-fold on the same splits, pooled out-of-fold predictions):
   teacher_20x       ABMIL on 20x features of the pre-trained encoder
   student_5x_nokd   ABMIL on 5x features of the same encoder, cross-entropy only
   student_5x_stage2 the same 5x features, stage-2 distillation from the teacher
-  student_5x_both   stage-1 (patch-level) distilled 5x encoder, then stage 2
+  student_5x_both   stage-1 (patch-level) distilled 5x encoder, then stage 2; stage 1 is
+                    trained per test fold (never on that fold's slides), so every fold
+                    of this variant is held out like the others
 Timing runs `lrmil predict` end to end (read -> tissue -> patches -> encode -> MIL) on both paths
 with the same encoder architecture, on benchmark slides and on one large synthetic slide.
 Every step reuses its outputs when they exist, so an interrupted run resumes.
@@ -13,6 +15,7 @@ Every step reuses its outputs when they exist, so an interrupted run resumes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import platform
 import time
@@ -44,17 +47,39 @@ def _extract(slides: list[Path], weights: Path, resolution: str, out: Path, cfg:
     return feature_dir(out / "features", ENCODER, mag, px)
 
 
-def _stage1(splits: Path, slides: list[Path], teacher_encoder: Path, teacher_run: Path, f20: Path,
-            out: Path, cfg: BenchConfig) -> tuple[Path, dict]:
-    """Stage 1 once, on every fold but 0, weighted by the fold-0 teacher's attention."""
-    from lrmil.distill_patch import distill_patch
+def _stage1_and_2(splits: Path, slides: list[Path], teacher_encoder: Path, f20: Path, stage2: DistillConfig,
+                  out: Path, cfg: BenchConfig) -> tuple[dict, dict]:
+    """Variant (4), one test fold at a time: stage 1 on the other folds' slides, weighted by that
+    fold's teacher attention; 5x features from that encoder; stage 2 for that fold only.
 
-    metrics = {}
-    if not out.is_file():
-        stage1 = DistillPatchConfig(teacher_weights=str(teacher_encoder), encoder=ENCODER, test_fold=0,
-                                    epochs=cfg.stage1_epochs, device=cfg.device, seed=cfg.seed)
-        metrics = distill_patch(stage1, slides, out, splits, teacher_run / "fold0" / "model.safetensors", f20)
-    return out, metrics
+    Returns the variant's metrics (pooled out-of-fold, like `run_folds`) and stage 1's per fold.
+    """
+    import pandas as pd
+
+    from lrmil.distill_patch import distill_patch
+    from lrmil.mil.distill import distill
+    from lrmil.mil.metrics import metrics_from_table, read_predictions, write_predictions
+    from lrmil.mil.splits import labels_of, read_splits
+
+    table = read_splits(splits)
+    stage1_metrics, predictions = {}, []
+    for fold in sorted(table["fold"].unique()):
+        encoder = out / "encoders" / f"student_5x_fold{fold}.safetensors"
+        if not encoder.is_file():
+            stage1 = DistillPatchConfig(teacher_weights=str(teacher_encoder), encoder=ENCODER, test_fold=int(fold),
+                                        epochs=cfg.stage1_epochs, device=cfg.device, seed=cfg.seed)
+            distill_patch(stage1, slides, encoder, splits, Path(stage2.teacher) / f"fold{fold}" / "model.safetensors", f20)
+        stage1_metrics[int(fold)] = json.loads(encoder.with_suffix(".json").read_text())["metrics"]
+        f5 = _extract(slides, encoder, "student", out / f"student_encoder_fold{fold}", cfg)
+        run = out / "runs" / f"student_5x_both_fold{fold}"
+        distill(dataclasses.replace(stage2, features=str(f5), out=str(run), folds=(int(fold),)))
+        predictions.append(read_predictions(run / "predictions.csv"))
+    labels = labels_of(table)
+    pooled = pd.concat(predictions, ignore_index=True)
+    write_predictions(out / "runs" / "student_5x_both_predictions.csv", pooled)
+    metrics = {"pooled": metrics_from_table(pooled, labels),
+               "folds": {int(f): metrics_from_table(t, labels) for f, t in pooled.groupby("fold")}}
+    return metrics, stage1_metrics
 
 
 def _timing(bundle: Path, slides: list[Path], out: Path, cfg: BenchConfig) -> dict:
@@ -122,16 +147,12 @@ def run_bench(cfg: BenchConfig) -> dict:
     step("mil_teacher_nokd_stage2", t0)
 
     t0 = time.perf_counter()
-    student_encoder, stage1_metrics = _stage1(splits, slides, teacher_encoder, runs / "teacher_20x", f20,
-                                              out / "encoders" / "student_5x.safetensors", cfg)
-    f5s1 = _extract(slides, student_encoder, "student", out / "student_encoder", cfg)
-    step("stage1_and_extract", t0)
-    t0 = time.perf_counter()
-    metrics["student_5x_both"] = distill(dataclasses.replace(stage2, features=str(f5s1), out=str(runs / "student_5x_both")))
-    step("mil_both", t0)
+    metrics["student_5x_both"], stage1_metrics = _stage1_and_2(splits, slides, teacher_encoder, f20, stage2, out, cfg)
+    step("stage1_extract_and_stage2_per_fold", t0)
 
     bundle = save_bundle(Path(cfg.demo_dir) if cfg.demo_dir else out / "model",
-                         (student_encoder, runs / "student_5x_both" / "fold0" / "model.safetensors"),
+                         (out / "encoders" / "student_5x_fold0.safetensors",
+                          runs / "student_5x_both_fold0" / "fold0" / "model.safetensors"),
                          (teacher_encoder, runs / "teacher_20x" / "fold0" / "model.safetensors"),
                          PatchConfig(), TissueConfig(), notice=DEMO_NOTICE)
 

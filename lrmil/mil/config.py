@@ -106,7 +106,7 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """`lrmil bench` / `python bench/bench_lrmil.py`: sized for ~15 min on 2 CPU cores."""
+    """`lrmil bench` / `python bench/bench_lrmil.py`: about 20 min on 2 CPU cores."""
 
     out: str = "bench_out/lrmil"
     count: int = 32  # synthetic slides (balanced classes, stratified folds)

@@ -57,3 +57,8 @@ def write_predictions(path: str | Path, table: pd.DataFrame) -> None:
 
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """The table `write_predictions` wrote; ids and class names stay strings (class "0" is not 0)."""
+    return pd.read_csv(path, dtype={"slide_id": str, "label": str, "predicted": str})
