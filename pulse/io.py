@@ -127,4 +127,6 @@ def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
 
 def _libsndfile_reason(exc: Exception) -> str:
     text = str(exc).strip().rstrip(".")
-    return text.split(": ", 1)[-1] if text.startswith("Error") else text
+    text = text.split(": ", 1)[-1] if text.startswith("Error") else text
+    # libsndfile says this of an existing file its MP3 decoder found no stream in (callers checked is_file).
+    return "format not recognised" if "not a regular file" in text else text

@@ -69,6 +69,7 @@ BAD_FILES = {
     "empty.wav": (lambda p: sf.write(p, np.zeros(0, np.float32), RATE), "zero-length"),
     "notes.flac": (lambda p: p.write_text("this is not audio at all\n" * 50), "not readable as audio"),
     "random.mp3": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(5000)), "not readable as audio"),
+    "notes.mp3": (lambda p: p.write_text("this is not audio at all\n" * 50), "not readable as audio (format not"),
     "cut.wav": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
     "cut.flac": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
     "cut.mp3": (lambda p: (sf.write(p, tone(4.0, RATE), RATE), _truncate(p)), "truncated"),
