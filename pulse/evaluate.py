@@ -83,11 +83,16 @@ def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s
 
 
 def mix(data: EvalData, snr_db: float, seed: int) -> np.ndarray:
-    """Each excerpt mixed into a held-out soundscape (taken in turn) at a random offset."""
+    """Each excerpt mixed into a held-out soundscape (taken in turn) at a random offset.
+
+    A mix that would exceed full scale is scaled down to peak at 1, as it must be to be stored in a
+    file; without that, a -10 dB mix of a loud song peaks at up to 11 and no real file looks like it.
+    """
     rng = np.random.default_rng([seed, int(round(snr_db * 100)) + 100_000])
     length = data.windows.shape[1]
-    return np.stack([mix_at_snr(w, crop(data.backgrounds[i % len(data.backgrounds)], length, rng, loop=True), snr_db)
-                     for i, w in enumerate(data.windows)])
+    mixes = np.stack([mix_at_snr(w, crop(data.backgrounds[i % len(data.backgrounds)], length, rng, loop=True), snr_db)
+                      for i, w in enumerate(data.windows)])
+    return mixes / np.maximum(np.abs(mixes).max(axis=1, keepdims=True), 1.0)
 
 
 def score(score_fn: ScoreFn, windows: np.ndarray, batch_size: int) -> np.ndarray:

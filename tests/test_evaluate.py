@@ -108,3 +108,19 @@ def test_listed_excerpts_without_song_are_left_out(tmp_path):
     pd.DataFrame({"file": ["a.wav"], "start": [3.0]}).to_csv(tmp_path / "columns.csv", index=False)
     with pytest.raises(ValueError, match="columns.csv: an excerpt exclusion list needs the columns path and start_s"):
         prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "columns.csv")}), NAMES, rate, 3.0)
+
+
+def test_noisy_mixes_stay_within_full_scale_at_the_asked_snr():
+    from pulse.evaluate import EvalData, mix
+    from pulse.train.augment import rms
+
+    rng = np.random.default_rng(0)
+    song = (0.9 * np.sin(np.linspace(0, 4000, 3000))).astype(np.float32)[None]  # loud: peaks near full scale
+    noise = (0.3 * rng.standard_normal(10_000)).astype(np.float32)
+    data = EvalData(song, np.zeros(1, int), np.zeros(1, int), [noise], noise[None, :3000])
+    mixed = mix(data, -10.0, seed=0)[0]
+    assert np.abs(mixed).max() == pytest.approx(1.0)  # 0.9 + 3.16 x noise would peak far above 1
+    residual = mixed - song[0] * (mixed @ song[0]) / (song[0] @ song[0])
+    assert 20 * np.log10(rms(mixed - residual) / rms(residual)) == pytest.approx(-10.0, abs=1.0)
+    quiet = EvalData(0.01 * song, np.zeros(1, int), np.zeros(1, int), [noise], noise[None, :3000])
+    assert np.abs(mix(quiet, 10.0, seed=0)[0]).max() < 0.1  # already within full scale: left as it is
