@@ -187,6 +187,10 @@ class TrainConfig(JsonConfig):
     lowpass_prob: float = 0.0  # share of songs low-passed before mixing, as by distance and vegetation
     lowpass_hz: tuple[float, float] = (6000.0, 20000.0)  # its cutoff, drawn log-uniformly from this range
     song_crop_prob: float = 0.0  # share of song crops centred on a loud moment, not placed at random
+    band_limit_prob: float = 0.0  # share of mixed windows heard through a recorder at one of band_limit_rates
+    band_limit_rates: tuple[int, ...] = (16000, 22050, 24000, 32000)  # Hz; nothing above half of it survives
+    clip_prob: float = 0.0  # share of mixed windows hard-clipped (overdriven recorder, loud close singer)
+    clip_db: tuple[float, float] = (-24.0, -3.0)  # clipping level below the window's peak, drawn uniformly
     tilt_db: float = 0.0  # random spectral tilt of each log-mel, up to +- this many dB (recorder response)
     short_clip_loop_prob: float = 0.5  # clips shorter than a window: loop-pad, else zero-pad as inference does
     freq_masks: int = 2

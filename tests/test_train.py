@@ -18,7 +18,7 @@ from export.artifact import load_weights
 from pulse.config import ModelConfig, TrainConfig
 from pulse.train import weak_labels
 from pulse.train.activity import FRAME_S, active_frames
-from pulse.train.augment import crop, lowpass, mix_at_snr, rms, spec_augment, spectral_tilt
+from pulse.train.augment import band_limit, crop, hard_clip, lowpass, mix_at_snr, rms, spec_augment, spectral_tilt
 from pulse.train.data import BatchSampler, Clip, speed_variants
 from pulse.train.pooling import create_pooling
 
@@ -184,6 +184,21 @@ def test_song_speed_shifts_pitch_and_lowpass_removes_highs():
     assert rms(lowpass(low, 6000, sample_rate)) > 0.65 and rms(lowpass(high, 6000, sample_rate)) < 0.1
 
 
+
+def test_band_limit_keeps_what_a_slower_recorder_hears_and_clipping_flattens_peaks():
+    sample_rate, length = 44100, 44100
+    t = np.arange(length) / sample_rate
+    low, high = (np.sin(2 * np.pi * f * t).astype(np.float32) for f in (5000, 14000))
+    heard = band_limit(low + high, 22050, sample_rate)
+    assert len(heard) == length and heard.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(heard[1000:-1000]))
+    freqs = np.fft.rfftfreq(length - 2000, 1 / sample_rate)
+    assert spectrum[np.abs(freqs - 5000) < 20].max() > 100 * spectrum[np.abs(freqs - 14000) < 20].max()
+    assert rms(band_limit(high, 32000, sample_rate)) > 0.65  # 14 kHz is below 16 kHz: kept
+    clipped = hard_clip(2 * low, -6.0)
+    assert np.abs(clipped).max() == pytest.approx(2 * 10 ** (-6 / 20), rel=1e-3)
+    assert np.mean(np.abs(clipped) >= 0.999 * np.abs(clipped).max()) > 0.2  # flat tops, not a rescale
+
 def test_spectral_tilt_is_a_zero_mean_ramp_within_its_bound():
     logmel = torch.zeros(4, 1, 32, 10)
     tilted = spectral_tilt(logmel, torch.Generator().manual_seed(0), 6.0)
@@ -216,3 +231,16 @@ def test_song_crops_land_on_the_chirp_of_a_sparse_singer():
 
     assert share_with_chirp(1.0) == 1.0
     assert share_with_chirp(0.0) < 0.3  # a 3 s crop of 20 s holds the chirp about 1 time in 6
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("pulse_*.json")), ids=lambda p: p.name)
+def test_shipped_configs_name_only_known_settings(path):
+    """Loading ignores unknown keys (so a run's config.json reruns it); a typo in a shipped recipe must not."""
+    import dataclasses
+
+    data = json.loads(path.read_text())
+    cfg = TrainConfig.load(path)
+    for name, section in (("", data), ("model.", data.get("model", {})), ("evaluation.", data.get("evaluation", {})),
+                          ("semi.", data.get("semi", {}))):
+        known = {f.name for f in dataclasses.fields(cfg if not name else getattr(cfg, name[:-1]))}
+        assert not set(section) - known, f"{path.name}: unknown {name}{sorted(set(section) - known)}"

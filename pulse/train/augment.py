@@ -52,6 +52,20 @@ def lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
     return sosfilt(sos, x).astype(np.float32)
 
 
+def band_limit(x: np.ndarray, recorder_rate: int, sample_rate: int) -> np.ndarray:
+    """The window as a recorder running at `recorder_rate` would have captured it: nothing above its
+    Nyquist frequency, in song and background alike (22.05-32 kHz recorders, MP3 archives)."""
+    import soxr
+
+    return soxr.resample(soxr.resample(x, sample_rate, recorder_rate), recorder_rate, sample_rate)[: len(x)].astype(np.float32)
+
+
+def hard_clip(x: np.ndarray, level_db: float) -> np.ndarray:
+    """Flatten every peak above `level_db` below the window's own peak, as an overdriven recorder does."""
+    level = (float(np.max(np.abs(x))) + EPS) * 10.0 ** (level_db / 20.0)
+    return np.clip(x, -level, level).astype(np.float32)
+
+
 def coloured_noise(length: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
     """Noise with power ~ 1/f^exponent (0 white, 1 pink, 2 brown): wind, rain and recorder hiss."""
     spectrum = np.fft.rfft(rng.standard_normal(length))

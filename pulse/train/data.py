@@ -18,7 +18,7 @@ from pulse.config import TrainConfig
 from pulse.io import find_audio, read_audio
 from pulse.manifest import load_manifest, select_split
 from pulse.train.activity import active_frames, song_crop
-from pulse.train.augment import apply_gain, coloured_noise, crop, lowpass, mix_at_snr
+from pulse.train.augment import apply_gain, band_limit, coloured_noise, crop, hard_clip, lowpass, mix_at_snr
 
 NOISE_BANK, NOISE_STREAM = 9, 7_919  # coloured-noise recordings (white to brown); their own random stream
 
@@ -127,5 +127,17 @@ class BatchSampler:
                 windows = [mix_at_snr(w, self._song(other, rng, loop), float(rng.uniform(-6, 6))) for w in windows]
             if rng.random() < cfg.background_prob:
                 windows = [mix_at_snr(w, self._background(rng), float(rng.uniform(*cfg.snr_db))) for w in windows]
+        windows = self._recorder(windows, rng)
         windows = [apply_gain(w, float(rng.uniform(*cfg.gain_db))) for w in windows]
         return np.stack(windows), target
+
+    def _recorder(self, windows: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """What the recorder does to the whole scene: a lower sample rate, clipping. One recorder per clip."""
+        cfg = self.cfg  # draws only for enabled augmentations, so older recipes replay exactly
+        if cfg.band_limit_prob > 0 and rng.random() < cfg.band_limit_prob:
+            rate = int(cfg.band_limit_rates[int(rng.integers(len(cfg.band_limit_rates)))])
+            windows = [band_limit(w, rate, cfg.model.sample_rate) for w in windows]
+        if cfg.clip_prob > 0 and rng.random() < cfg.clip_prob:
+            level_db = float(rng.uniform(*cfg.clip_db))
+            windows = [hard_clip(w, level_db) for w in windows]
+        return windows
