@@ -38,9 +38,12 @@ from pulse.writers import WRITERS, output_path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default" / "model.onnx"
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_MODEL = ASSETS / "default" / "model.onnx"
 # Named models: name -> (artefact, predictor backend). Any other name is a path to an artefact.
+# "lowrate" is the default recipe trained also on band-limited audio: for 16-32 kHz recorders and MP3s.
 MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto"),
+                                              "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
                                               "birdnet": (birdnet_model_path(), "birdnet")}
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
 
@@ -254,7 +257,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 if f.ended and not f.pending:
                     finish(i)
 
-    running = len(threads)
+    running, warned_rate = len(threads), False
     try:
         while running:
             item = chunks.get()
@@ -263,6 +266,12 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 running -= 1
             elif kind == "start":
                 todo[i].info = item[2]
+                if not warned_rate and item[2].sample_rate < run.spec.sample_rate:
+                    warned_rate = True
+                    log.warning("%s: recorded at %d Hz, below the model's %d Hz: songs above %d Hz are not in the "
+                                "file and scores are less reliable%s (said once per run)", todo[i].path,
+                                item[2].sample_rate, run.spec.sample_rate, item[2].sample_rate // 2,
+                                "; --model lowrate is trained for such recordings" if cfg.model == "default" else "")
                 bar.total += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
                 bar.refresh()
             elif kind == "windows":

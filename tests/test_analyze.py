@@ -136,6 +136,17 @@ def test_raven_band_never_above_nyquist(tmp_path, model):
     assert (phone["Low Freq (Hz)"] < phone["High Freq (Hz)"]).all()
 
 
+
+def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplog):
+    for name in ("a.wav", "b.wav"):
+        sf.write(tmp_path / name, song(3.0, 22050), 22050)
+    sf.write(tmp_path / "c.wav", song(3.0), RATE)
+    with caplog.at_level("WARNING", logger="pulse.analyze"):
+        summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model)))
+    flagged = [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()]
+    assert summary.files_done == 3 and len(flagged) == 1
+    assert "22050 Hz" in flagged[0] and "above 11025 Hz" in flagged[0]
+
 def test_overlap_channel_and_threshold(tmp_path, model):
     stereo = np.stack([np.zeros(int(9 * RATE), np.float32), song(9.0)], axis=1)
     sf.write(tmp_path / "stereo.wav", stereo, RATE)
@@ -289,3 +300,20 @@ def test_config_json_reruns_a_run(tmp_path, model):
     cfg = json.loads((tmp_path / "two" / "config.json").read_text())["config"]
     assert (cfg["overlap"], cfg["formats"], cfg["min_conf"], cfg["model"]) == (1.0, ["scores"], 0.5, str(model))
     assert len(pd.read_csv(tmp_path / "two" / "scores.csv")) == 2
+
+
+@pytest.mark.parametrize("name", ["default", "lowrate"])
+def test_shipped_models_name_the_bundled_examples(tmp_path, name):
+    """Regression guard for the artefacts in pulse/assets (some examples are validation clips: not an accuracy claim)."""
+    from pulse.analyze import MODEL_ALIASES
+
+    examples = MODEL_ALIASES["default"][0].parents[1] / "examples"
+    analyze([examples], tmp_path, InferConfig(model=name, formats=("scores",)))
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    best = scores.assign(name=scores["file"].map(lambda p: Path(p).stem)).groupby("name")[list(scores.columns[3:])].max()
+    for example, row in best.iterrows():
+        if example.startswith("background"):
+            assert row.max() < InferConfig().min_conf, example  # no species in a pure soundscape
+        else:
+            species = " ".join(example.removeprefix("mix_").split("_")[:2])
+            assert row.idxmax() == species and row.max() > 0.5, example
