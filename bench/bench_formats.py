@@ -43,7 +43,7 @@ def write_folder(folder: Path, excerpts: np.ndarray, negatives: np.ndarray, fmt:
 
 def score_folder(folder: Path, out: Path, model: str, labels: tuple[str, ...], targets: np.ndarray) -> dict:
     """Run `pulse analyze` on the folder; F1 and detection AUC from its scores.csv."""
-    subprocess.run([str(REPO / ".venv" / "bin" / "pulse"), "analyze", str(folder), "--out", str(out), "--model", model,
+    subprocess.run([sys.executable, "-m", "pulse.cli", "analyze", str(folder), "--out", str(out), "--model", model,
                     "--format", "scores", "--no-resume"], check=True, capture_output=True)
     table = pd.read_csv(out / "scores.csv")
     best = table.assign(name=table["file"].map(lambda p: Path(p).stem)).groupby("name")[list(labels)].max()
