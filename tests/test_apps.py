@@ -67,6 +67,14 @@ def test_field_callback_on_a_bundled_example_gives_figures_table_and_downloads(a
     assert len(strict.detections) < len(view.detections)
     assert _png_size(strict.spectrogram_png) == (field.WIDE.width_px, field.WIDE.height_px)
     assert len(field.FieldView("x").outputs()) == len(view.outputs()) == 6
+    assert "below the model's" not in view.status  # a 44.1 kHz recording
+
+
+def test_field_status_flags_a_recording_below_the_model_rate(audio_model, tmp_path):
+    slow = tmp_path / "slow.wav"
+    sf.write(slow, sf.read(GRYLLUS)[0][: 3 * 44100 : 2], 22050)  # every other sample: a 22.05 kHz file
+    view = field.analyze_upload(str(slow), str(audio_model), 0.25, tmp_path)
+    assert "Could not" not in view.status and "songs above 11025 Hz are not in the file." in view.status
 
 
 def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model, tmp_path):
