@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 import pulse
-from pulse.analyze import MODEL_ALIASES
+from pulse.analyze import MODEL_ALIASES, below_rate_note
 from pulse.config import InferConfig
 from pulse.io import AUDIO_SUFFIXES
 from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_figure
@@ -83,22 +83,15 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         target = output_path(writer, out, Path(name))
         writer.write(tables[writer.table], target)
         downloads.append(str(target))
+    rate_note = below_rate_note(rec.info.sample_rate, int(rec.metadata["sample_rate"]), cfg.model)
     status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
               f"of {rec.metadata['window_s']} s, {len(rec.detections)} detection(s) at min-conf {cfg.min_conf:g}; "
               f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')})."
               + (f" The spectrogram shows the first {len(audio) / rate:.1f} s."
                  if rec.info.duration_s - len(audio) / rate > 1.0 else "")
-              + _rate_note(rec.info.sample_rate, int(rec.metadata["sample_rate"]), cfg.model))
+              + (f" This file was {rate_note}." if rate_note else ""))
     table = rec.detections[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round({"Confidence": 3})
     return FieldView(status, str(spectrum), table, str(curves), str(cloud) if cloud else None, tuple(downloads))
-
-
-def _rate_note(file_rate: int, model_rate: int, model: str) -> str:
-    """What a recording made below the model's rate cannot show, as `pulse analyze` says it."""
-    if file_rate >= model_rate:
-        return ""
-    advice = "; try model `lowrate`." if model == "default" else "."
-    return f" Recorded below the model's {model_rate} Hz: songs above {file_rate // 2} Hz are not in the file{advice}"
 
 
 def build(work_root: str | Path | None = None):

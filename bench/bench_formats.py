@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import soxr
-from sklearn.metrics import f1_score, roc_auc_score
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -41,18 +40,20 @@ def write_folder(folder: Path, excerpts: np.ndarray, negatives: np.ndarray, fmt:
             sf.write(folder / f"{prefix}{i:04d}{suffix}", audio.astype(np.float32), rate, format=major, subtype=subtype)
 
 
-def score_folder(folder: Path, out: Path, model: str, labels: tuple[str, ...], targets: np.ndarray) -> dict:
-    """Run `pulse analyze` on the folder; F1 and detection AUC from its scores.csv."""
+def score_folder(folder: Path, out: Path, model: str, labels: tuple[str, ...], data, threshold: float) -> dict:
+    """Run `pulse analyze` on the folder; `pulse evaluate`'s metrics from its scores.csv alone."""
+    from pulse.evaluate import condition_metrics
+
     subprocess.run([sys.executable, "-m", "pulse.cli", "analyze", str(folder), "--out", str(out), "--model", model,
                     "--format", "scores", "--no-resume"], check=True, capture_output=True)
     table = pd.read_csv(out / "scores.csv")
     best = table.assign(name=table["file"].map(lambda p: Path(p).stem)).groupby("name")[list(labels)].max()
     positives = best.loc[[n for n in best.index if n.startswith("pos")]]
     negatives = best.loc[[n for n in best.index if n.startswith("neg")]]
-    truth = targets[[int(n[3:]) for n in positives.index]]
-    scores = np.r_[positives.to_numpy().max(axis=1), negatives.to_numpy().max(axis=1)]
-    return {"macro_f1": round(float(f1_score(truth, positives.to_numpy().argmax(axis=1), average="macro")), 3),
-            "detection_auc": round(float(roc_auc_score(np.r_[np.ones(len(positives)), np.zeros(len(negatives))], scores)), 3),
+    index = np.array([int(n[3:]) for n in positives.index])
+    metrics = condition_metrics(positives.to_numpy(), data.labels[index], data.clip_ids[index], negatives.to_numpy(),
+                                labels, threshold)
+    return {"macro_f1": round(metrics["window"]["macro_f1"], 3), "detection_auc": round(metrics["detection_auc"], 3),
             "excerpts": len(positives), "negatives": len(negatives)}
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             name = f"{fmt}_{condition.replace(' ', '').replace('-', 'm')}"
             write_folder(args.out / "audio" / name, excerpts, data.negatives, fmt)
             results.setdefault(fmt, {})[condition] = score_folder(
-                args.out / "audio" / name, args.out / "runs" / name, args.model, labels, data.labels)
+                args.out / "audio" / name, args.out / "runs" / name, args.model, labels, data, evaluation.threshold)
             print(f"{fmt:9s} {condition:7s} {results[fmt][condition]}", flush=True)
     report = {"model": args.model, "conditions": list(CONDITIONS), "formats": FORMATS, "results": results}
     for path in filter(None, (args.out / "results.json", args.json)):

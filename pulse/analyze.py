@@ -48,6 +48,15 @@ MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto")
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
 
 
+def below_rate_note(file_rate: int, model_rate: int, model: str) -> str:
+    """What a recording made below the model's rate cannot hold ("" if it is not below); said by the CLI and the app."""
+    if file_rate >= model_rate:
+        return ""
+    advice = "; the `lowrate` model is trained for such recordings" if model == "default" else ""
+    return (f"recorded at {file_rate} Hz, below the model's {model_rate} Hz: songs above {file_rate // 2} Hz "
+            f"are not in the file{advice}")
+
+
 def resolve_model(name: str) -> tuple[Path, str]:
     """The one place a model name becomes (artefact path, backend)."""
     return MODEL_ALIASES.get(name, (Path(name), "auto"))
@@ -266,12 +275,10 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 running -= 1
             elif kind == "start":
                 todo[i].info = item[2]
-                if not warned_rate and item[2].sample_rate < run.spec.sample_rate:
+                note = below_rate_note(item[2].sample_rate, run.spec.sample_rate, cfg.model)
+                if note and not warned_rate:
                     warned_rate = True
-                    log.warning("%s: recorded at %d Hz, below the model's %d Hz: songs above %d Hz are not in the "
-                                "file and scores are less reliable%s (said once per run)", todo[i].path,
-                                item[2].sample_rate, run.spec.sample_rate, item[2].sample_rate // 2,
-                                "; --model lowrate is trained for such recordings" if cfg.model == "default" else "")
+                    log.warning("%s: %s (said once per run)", todo[i].path, note)
                 bar.total += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
                 bar.refresh()
             elif kind == "windows":

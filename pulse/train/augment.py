@@ -8,6 +8,7 @@ a run is reproducible from its seed and step.
 from __future__ import annotations
 
 import numpy as np
+import soxr
 import torch
 from scipy.signal import butter, sosfilt
 
@@ -55,8 +56,6 @@ def lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
 def band_limit(x: np.ndarray, recorder_rate: int, sample_rate: int) -> np.ndarray:
     """The window as a recorder running at `recorder_rate` would have captured it: nothing above its
     Nyquist frequency, in song and background alike (22.05-32 kHz recorders, MP3 archives)."""
-    import soxr
-
     return soxr.resample(soxr.resample(x, sample_rate, recorder_rate), recorder_rate, sample_rate)[: len(x)].astype(np.float32)
 
 
