@@ -125,6 +125,15 @@ def test_bad_files_among_good_ones(tmp_path, model):
     assert len(detections) == (scores.iloc[:, 3:] >= 0.25).to_numpy().sum()
 
 
+
+def test_a_text_file_named_mp3_is_one_clear_error_and_the_batch_goes_on(tmp_path, model):
+    (tmp_path / "notes.mp3").write_text("field notes, not audio\n" * 50)
+    sf.write(tmp_path / "good.wav", song(3.0), RATE)
+    summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model)))
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv")
+    assert (summary.files_done, summary.files_failed) == (1, 1)
+    assert list(errors.message) == ["not readable as audio (format not recognised)"]
+
 def test_raven_band_never_above_nyquist(tmp_path, model):
     sf.write(tmp_path / "phone.wav", song(3.0, 8000, freq=1000), 8000)
     sf.write(tmp_path / "studio.wav", song(3.0, 96000), 96000)
