@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "default" / "model.onnx"
 # Named models: name -> (artefact, predictor backend). Any other name is a path to an artefact.
-# "lowrate" is the default recipe trained also on band-limited audio: for 16-32 kHz recorders and MP3s.
+# "lowrate" is the default recipe trained also on band-limited audio: for 16-32 kHz recorders;
+# "distilled" is the default recipe plus distillation from BirdNET (and so under BirdNET's CC BY-NC-SA licence).
 MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto"),
                                               "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
+                                              "distilled": (ASSETS / "distilled" / "model.onnx", "auto"),
                                               "birdnet": (birdnet_model_path(), "birdnet")}
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
 

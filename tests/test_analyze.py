@@ -311,7 +311,7 @@ def test_config_json_reruns_a_run(tmp_path, model):
     assert len(pd.read_csv(tmp_path / "two" / "scores.csv")) == 2
 
 
-@pytest.mark.parametrize("name", ["default", "lowrate"])
+@pytest.mark.parametrize("name", ["default", "lowrate", "distilled"])
 def test_shipped_models_name_the_bundled_examples(tmp_path, name):
     """Regression guard for the artefacts in pulse/assets (some examples are validation clips: not an accuracy claim)."""
     from pulse.analyze import MODEL_ALIASES
