@@ -125,7 +125,6 @@ def test_bad_files_among_good_ones(tmp_path, model):
     assert len(detections) == (scores.iloc[:, 3:] >= 0.25).to_numpy().sum()
 
 
-
 def test_a_text_file_named_mp3_is_one_clear_error_and_the_batch_goes_on(tmp_path, model):
     (tmp_path / "notes.mp3").write_text("field notes, not audio\n" * 50)
     sf.write(tmp_path / "good.wav", song(3.0), RATE)
@@ -133,6 +132,7 @@ def test_a_text_file_named_mp3_is_one_clear_error_and_the_batch_goes_on(tmp_path
     errors = pd.read_csv(tmp_path / "out" / "errors.csv")
     assert (summary.files_done, summary.files_failed) == (1, 1)
     assert list(errors.message) == ["not readable as audio (format not recognised)"]
+
 
 def test_raven_band_never_above_nyquist(tmp_path, model):
     sf.write(tmp_path / "phone.wav", song(3.0, 8000, freq=1000), 8000)
@@ -145,7 +145,6 @@ def test_raven_band_never_above_nyquist(tmp_path, model):
     assert (phone["Low Freq (Hz)"] < phone["High Freq (Hz)"]).all()
 
 
-
 def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplog):
     for name in ("a.wav", "b.wav"):
         sf.write(tmp_path / name, song(3.0, 22050), 22050)
@@ -155,6 +154,7 @@ def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplo
     flagged = [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()]
     assert summary.files_done == 3 and len(flagged) == 1
     assert "22050 Hz" in flagged[0] and "above 11025 Hz" in flagged[0]
+
 
 def test_overlap_channel_and_threshold(tmp_path, model):
     stereo = np.stack([np.zeros(int(9 * RATE), np.float32), song(9.0)], axis=1)
@@ -314,9 +314,7 @@ def test_config_json_reruns_a_run(tmp_path, model):
 @pytest.mark.parametrize("name", ["default", "lowrate", "distilled"])
 def test_shipped_models_name_the_bundled_examples(tmp_path, name):
     """Regression guard for the artefacts in pulse/assets (some examples are validation clips: not an accuracy claim)."""
-    from pulse.analyze import MODEL_ALIASES
-
-    examples = MODEL_ALIASES["default"][0].parents[1] / "examples"
+    examples = REPO / "pulse" / "assets" / "examples"
     analyze([examples], tmp_path, InferConfig(model=name, formats=("scores",)))
     scores = pd.read_csv(tmp_path / "scores.csv")
     best = scores.assign(name=scores["file"].map(lambda p: Path(p).stem)).groupby("name")[list(scores.columns[3:])].max()

@@ -184,7 +184,6 @@ def test_song_speed_shifts_pitch_and_lowpass_removes_highs():
     assert rms(lowpass(low, 6000, sample_rate)) > 0.65 and rms(lowpass(high, 6000, sample_rate)) < 0.1
 
 
-
 def test_band_limit_keeps_what_a_slower_recorder_hears_and_clipping_flattens_peaks():
     sample_rate, length = 44100, 44100
     t = np.arange(length) / sample_rate
@@ -198,6 +197,7 @@ def test_band_limit_keeps_what_a_slower_recorder_hears_and_clipping_flattens_pea
     clipped = hard_clip(2 * low, -6.0)
     assert np.abs(clipped).max() == pytest.approx(2 * 10 ** (-6 / 20), rel=1e-3)
     assert np.mean(np.abs(clipped) >= 0.999 * np.abs(clipped).max()) > 0.2  # flat tops, not a rescale
+
 
 def test_spectral_tilt_is_a_zero_mean_ramp_within_its_bound():
     logmel = torch.zeros(4, 1, 32, 10)
