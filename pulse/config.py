@@ -166,6 +166,9 @@ class TrainConfig(JsonConfig):
     backgrounds: tuple[str, ...] = ()  # extra background files or folders the user adds (all trained on)
     train_split: str = "train"
     val_split: str = "validation"  # empty: no per-epoch validation, the last epoch's model is kept
+    # Labelled splits trained on besides train_split, e.g. ("validation",) for the final refit on every
+    # labelled clip once the recipe is fixed; backgrounds still come from train_split alone.
+    extra_train_splits: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
     epochs: int = 30
@@ -184,6 +187,12 @@ class TrainConfig(JsonConfig):
     background_speeds: tuple[float, ...] = (0.8, 0.9, 1.0, 1.12, 1.25)  # resampled copies widen a small pool
     mixup_prob: float = 0.25  # share of clips overlaid with a second species (multi-label target)
     song_speeds: tuple[float, ...] = (1.0,)  # songs replayed at these speeds (pulse rate and pitch vary with temperature)
+    tempo_prob: float = 0.0  # share of log-mels slowed down with pitch kept (song tempo falls with temperature)
+    slowest_tempo: float = 0.5  # their tempo, drawn log-uniformly from [slowest_tempo, 1]
+    # Only windows of these species (alone) and pure-background windows are slowed; empty: every window.
+    # Grasshoppers, not crickets: a cricket's carrier moves with its pulse rate (song_speeds models
+    # that), and a slowed cricket trill sounds like a toad's (bench/README.md, "Slower songs").
+    tempo_species: tuple[str, ...] = ()
     lowpass_prob: float = 0.0  # share of songs low-passed before mixing, as by distance and vegetation
     lowpass_hz: tuple[float, float] = (6000.0, 20000.0)  # its cutoff, drawn log-uniformly from this range
     song_crop_prob: float = 0.0  # share of song crops centred on a loud moment, not placed at random

@@ -6,6 +6,7 @@ that a run killed after its first epoch resumes to exactly the weights of an uni
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from export.artifact import load_weights
 from pulse.config import ModelConfig, TrainConfig
 from pulse.train import weak_labels
 from pulse.train.activity import FRAME_S, active_frames
-from pulse.train.augment import band_limit, crop, hard_clip, lowpass, mix_at_snr, rms, spec_augment, spectral_tilt
+from pulse.train.augment import (band_limit, crop, hard_clip, lowpass, mix_at_snr, rms, slow_down, spec_augment,
+                                 spectral_tilt)
 from pulse.train.data import BatchSampler, Clip, speed_variants
 from pulse.train.pooling import create_pooling
 
@@ -172,6 +174,25 @@ def test_ema_without_validation_and_threaded_batches(shared_data, tmp_path):
     assert all(torch.equal(state[k], threaded[k]) for k in state)
 
 
+def test_refit_trains_on_extra_splits_and_refuses_to_validate_on_them(shared_data, tmp_path, monkeypatch):
+    """The final refit sees the validation clips too; validating on clips it trains on is an error."""
+    seen = []
+
+    class RecordingSampler(BatchSampler):
+        def __init__(self, clips, backgrounds, cfg):
+            seen.extend(clip.path for clip in clips)
+            super().__init__(clips, backgrounds, cfg)
+
+    monkeypatch.setattr(weak_labels, "BatchSampler", RecordingSampler)
+    cfg = tiny_config(shared_data, tmp_path, val_split="", extra_train_splits=("validation",), epochs=1)
+    weak_labels.train(cfg, tmp_path / "refit")
+    frame = pd.read_csv(cfg.manifest, dtype=str, keep_default_na=False)
+    assert sorted(seen) == sorted(frame["path"])  # 2 train + 1 validation clip of each species
+    assert frame["split"].value_counts()["validation"] == 2
+    with pytest.raises(ValueError, match="both trained on and validated on"):
+        weak_labels.train(tiny_config(shared_data, tmp_path, extra_train_splits=("validation",)), tmp_path / "bad")
+
+
 def test_song_speed_shifts_pitch_and_lowpass_removes_highs():
     sample_rate, length = 44100, 44100
     t = np.arange(2 * length) / sample_rate
@@ -182,6 +203,39 @@ def test_song_speed_shifts_pitch_and_lowpass_removes_highs():
     assert peak_hz == pytest.approx(4400, abs=5)
     low, high = (np.sin(2 * np.pi * f * t[:length]).astype(np.float32) for f in (1000, 18000))
     assert rms(lowpass(low, 6000, sample_rate)) > 0.65 and rms(lowpass(high, 6000, sample_rate)) < 0.1
+
+
+def test_slow_down_stretches_time_and_keeps_bands():
+    """Syllables every 10 frames come every 10-20 frames at tempo 0.5-1; each band keeps its level (pitch kept)."""
+    frames, n_mels = 200, 16
+    syllables = (torch.arange(frames) % 10 < 3).float()
+    profile = torch.linspace(1.0, 2.0, n_mels)
+    logmel = (profile[:, None] * syllables[None]).expand(64, 1, n_mels, frames).contiguous()
+    slowed = slow_down(logmel, torch.Generator().manual_seed(0), prob=1.0, slowest=0.5)
+    periods = []
+    for window in slowed[:, 0, 0]:
+        centred = window - window.mean()
+        autocorrelation = torch.stack([(centred[:-lag] * centred[lag:]).mean() for lag in range(8, 23)])
+        periods.append(int(autocorrelation.argmax()) + 8)  # the first peak: lags 8-22 hold one period only
+    assert 10 <= min(periods) <= 11 and 18 <= max(periods) <= 21  # tempi across [0.5, 1]
+    band_means = slowed.mean(dim=(0, 1, 3)) / logmel.mean(dim=(0, 1, 3))
+    assert torch.allclose(band_means, torch.ones(n_mels), atol=0.1)
+    assert torch.equal(slow_down(logmel, torch.Generator(), prob=0.0, slowest=0.5), logmel)
+    again = slow_down(logmel, torch.Generator().manual_seed(0), prob=1.0, slowest=0.5)
+    assert torch.equal(again, slowed)
+
+
+def test_only_chosen_species_and_background_are_slowed(tmp_path):
+    cfg = TrainConfig(model=ModelConfig(labels=("hopper", "cricket"), common_names=("h", "c"), codes=("H", "C")),
+                      tempo_prob=1.0, tempo_species=("hopper",))
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])  # alone, cricket, overlay, background
+    assert weak_labels.slowable(targets, cfg).tolist() == [True, False, False, True]
+    assert weak_labels.slowable(targets, TrainConfig(model=cfg.model)).all()
+    logmel = torch.rand(4, 1, 8, 100)
+    slowed = slow_down(logmel, torch.Generator().manual_seed(0), 1.0, 0.5, weak_labels.slowable(targets, cfg))
+    assert [not torch.equal(a, b) for a, b in zip(slowed, logmel)] == [True, False, False, True]
+    with pytest.raises(ValueError, match="tempo_species: Grylus"):
+        weak_labels.train(dataclasses.replace(cfg, tempo_species=("Grylus",)), tmp_path / "run")
 
 
 def test_band_limit_keeps_what_a_slower_recorder_hears_and_clipping_flattens_peaks():
@@ -236,8 +290,6 @@ def test_song_crops_land_on_the_chirp_of_a_sparse_singer():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("pulse_*.json")), ids=lambda p: p.name)
 def test_shipped_configs_name_only_known_settings(path):
     """Loading ignores unknown keys (so a run's config.json reruns it); a typo in a shipped recipe must not."""
-    import dataclasses
-
     data = json.loads(path.read_text())
     cfg = TrainConfig.load(path)
     for name, section in (("", data), ("model.", data.get("model", {})), ("evaluation.", data.get("evaluation", {})),

@@ -7,6 +7,8 @@ a run is reproducible from its seed and step.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import soxr
 import torch
@@ -82,6 +84,25 @@ def spectral_tilt(logmel: torch.Tensor, generator: torch.Generator, max_db: floa
     ramp = torch.linspace(-0.5, 0.5, n_mels)
     tilt = (slope_db[:, None] * ramp[None]) * (np.log(10.0) / 10.0)  # dB of power -> natural log
     return logmel + tilt.to(logmel).view(batch, 1, n_mels, 1)
+
+
+def slow_down(logmel: torch.Tensor, generator: torch.Generator, prob: float, slowest: float,
+              eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """A share `prob` of log-mels played slower with pitch kept: a random span of tempo x T frames is
+    stretched to T (tempo log-uniform in [slowest, 1]), as a cool evening slows a grasshopper's syllables
+    without moving its broadband stridulation in frequency. `eligible` ([B] bool) limits it to some
+    windows; the draws are the same either way."""
+    batch, _, n_mels, frames = logmel.shape
+    out = logmel.clone()
+    for i in range(batch):
+        apply = float(torch.rand(1, generator=generator)) < prob
+        tempo = math.exp(float(torch.empty(1).uniform_(math.log(slowest), 0.0, generator=generator)))
+        span = max(2, int(round(frames * tempo)))
+        start = int(torch.randint(0, frames - span + 1, (1,), generator=generator))
+        if apply and (eligible is None or bool(eligible[i])):
+            out[i] = torch.nn.functional.interpolate(logmel[i:i + 1, :, :, start:start + span], size=(n_mels, frames),
+                                                     mode="bilinear", align_corners=False)[0]
+    return out
 
 
 def spec_augment(logmel: torch.Tensor, generator: torch.Generator, freq_masks: int, freq_mask_bins: int,

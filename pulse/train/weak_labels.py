@@ -30,7 +30,7 @@ from export.atomic import write_json
 from pulse.config import TrainConfig
 from pulse.evaluate import evaluate, prepare, selection_score
 from pulse.models import create_model
-from pulse.train.augment import spec_augment, spectral_tilt
+from pulse.train.augment import slow_down, spec_augment, spectral_tilt
 from pulse.train.checkpoint import load_checkpoint, save_checkpoint
 from pulse.train.data import BatchSampler, load_backgrounds, load_clips, speed_variants
 from pulse.train.distill_birdnet import student_model_config
@@ -72,12 +72,23 @@ def evaluation_config(cfg: TrainConfig):
                                background_manifest=cfg.background_manifest, background_root=cfg.background_root)
 
 
+def slowable(targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """[B] bool: clips whose song may be slowed down (see TrainConfig.tempo_species), and pure background."""
+    if not cfg.tempo_species:
+        return torch.ones(len(targets), dtype=torch.bool)
+    chosen = torch.tensor([label in cfg.tempo_species for label in cfg.model.labels], device=targets.device)
+    return (targets[:, ~chosen] == 0).all(dim=1).cpu()
+
+
 def step_outputs(model, pooling, waves: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, step: int,
                  generator: torch.Generator) -> StepOutputs:
     batch, windows, samples = waves.shape
     logmel = model.frontend(waves.reshape(batch * windows, samples))
     if cfg.tilt_db > 0:
         logmel = spectral_tilt(logmel, generator, cfg.tilt_db)
+    if cfg.tempo_prob > 0:
+        eligible = slowable(targets, cfg).repeat_interleave(windows)
+        logmel = slow_down(logmel, generator, cfg.tempo_prob, cfg.slowest_tempo, eligible)
     logmel = spec_augment(logmel, generator, cfg.freq_masks, cfg.freq_mask_bins, cfg.time_masks, cfg.time_mask_frames)
     embeddings = model.features_from_logmel(logmel)
     logits = model.forward_head(embeddings).reshape(batch, windows, -1)
@@ -124,6 +135,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     """Train (or resume) a run in `out_dir`; returns the best epoch's validation summary (without
     validation: the last epoch's row). `device` and `workers` (batch-drawing threads) change speed,
     not the recipe: they are not part of the config."""
+    if cfg.val_split and cfg.val_split in cfg.extra_train_splits:
+        raise ValueError(f"split {cfg.val_split!r} is both trained on and validated on; set val_split \"\" "
+                         "to keep the last epoch instead")
+    if unknown := set(cfg.tempo_species) - set(cfg.model.labels):
+        raise ValueError(f"tempo_species: {', '.join(sorted(unknown))} not among the model's labels")
     torch.set_num_threads(cfg.threads)
     device = torch.device(device)
     out = Path(out_dir)
@@ -138,8 +154,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     write_json(config_path, record)
 
     mc = student_model_config(cfg)  # provenance: a BirdNET-distilled student inherits its licence
-    clips = load_clips(cfg.manifest, cfg.audio_root, cfg.train_split, mc.labels, mc.sample_rate,
-                       splits=tuple(s for s in (cfg.train_split, cfg.val_split) if s))
+    required = tuple(s for s in (cfg.train_split, *cfg.extra_train_splits, cfg.val_split) if s)
+    clips = [clip for split in (cfg.train_split, *cfg.extra_train_splits)
+             for clip in load_clips(cfg.manifest, cfg.audio_root, split, mc.labels, mc.sample_rate, splits=required)]
     backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
                                                   mc.sample_rate, cfg.backgrounds), cfg.background_speeds, mc.sample_rate)
     sampler = BatchSampler(clips, backgrounds, cfg)
