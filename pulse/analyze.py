@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "default" / "model.onnx"
 # Named models: name -> (artefact, predictor backend). Any other name is a path to an artefact.
-# "lowrate" is the v0.4 default recipe trained also on band-limited audio: for 16-32 kHz recorders;
-# "distilled" is the v0.4 default recipe plus distillation from BirdNET (and so under BirdNET's CC BY-NC-SA licence).
+# "lowrate" is the default recipe trained also on band-limited audio: for 16-32 kHz recorders;
+# "distilled" is the default recipe plus distillation from BirdNET (and so under BirdNET's CC BY-NC-SA licence).
 MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto"),
                                               "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
                                               "distilled": (ASSETS / "distilled" / "model.onnx", "auto"),
