@@ -1,7 +1,7 @@
 """Does a model trained on every labelled recording name unseen recordings better? A cross-fit.
 
 Once a recipe is fixed, its final model can be refit on train + validation (more recordings of
-species that have only 8-12 of them) and keep its last epoch, as nothing is left to select on.
+species that have only 8-16 of them) and keep its last epoch, as nothing is left to select on.
 Its own validation numbers would then be contaminated; this measures the refit honestly. The
 validation clips are dealt into two folds (alternately, within each species); one model trains
 on train + fold B and is scored on fold A's excerpts, the other the other way round, both keeping
