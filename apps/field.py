@@ -86,7 +86,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     rate_note = below_rate_note(rec.info.sample_rate, int(rec.metadata["sample_rate"]), cfg.model)
     status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
               f"of {rec.metadata['window_s']} s, {len(rec.detections)} detection(s) at min-conf {cfg.min_conf:g}; "
-              f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')})."
+              f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')}; "
+              f"licence: {rec.metadata.get('license', 'not stated')})."
               + (f" The spectrogram shows the first {len(audio) / rate:.1f} s."
                  if rec.info.duration_s - len(audio) / rate > 1.0 else "")
               + (f" This file was {rate_note}." if rate_note else ""))

@@ -7,7 +7,7 @@ validation clips are dealt into two folds (alternately, within each species); on
 on train + fold B and is scored on fold A's excerpts, the other the other way round, both keeping
 their last epoch. Excerpts, soundscape mixes and metrics are exactly those of `pulse evaluate`,
 so the pooled result compares 1:1 with the train-only run's last epoch (its history.json):
-    python bench/crossfit.py --config configs/pulse_default.json --baseline-run runs/v04 --out runs/crossfit
+    python bench/crossfit.py --config configs/pulse_supervised.json --baseline-run runs/v04 --out runs/crossfit
 Resumable: each fold's run continues from its checkpoint.
 """
 

@@ -41,11 +41,12 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "default" / "model.onnx"
 # Named models: name -> (artefact, predictor backend). Any other name is a path to an artefact.
-# "lowrate" is the default recipe trained also on band-limited audio: for 16-32 kHz recorders;
-# "distilled" is the default recipe plus distillation from BirdNET (and so under BirdNET's CC BY-NC-SA licence).
+# "default" is distilled from BirdNET, so under BirdNET's CC BY-NC-SA licence; "supervised" is the same
+# recipe without distillation, free of that licence; "lowrate" is the supervised recipe trained also on
+# band-limited audio: for 16-32 kHz recorders.
 MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto"),
+                                              "supervised": (ASSETS / "supervised" / "model.onnx", "auto"),
                                               "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
-                                              "distilled": (ASSETS / "distilled" / "model.onnx", "auto"),
                                               "birdnet": (birdnet_model_path(), "birdnet")}
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
 
@@ -54,7 +55,7 @@ def below_rate_note(file_rate: int, model_rate: int, model: str) -> str:
     """What a recording made below the model's rate cannot hold ("" if it is not below); said by the CLI and the app."""
     if file_rate >= model_rate:
         return ""
-    advice = "; the `lowrate` model is trained for such recordings" if model == "default" else ""
+    advice = "; the `lowrate` model is trained for such recordings" if model in ("default", "supervised") else ""
     return (f"recorded at {file_rate} Hz, below the model's {model_rate} Hz: songs above {file_rate // 2} Hz "
             f"are not in the file{advice}")
 

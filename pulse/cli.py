@@ -28,9 +28,9 @@ def analyze(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (input folder structure is kept)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Rerun a previous run's config.json; flags given "
                                                                   "here override it."),
-    model: str = typer.Option(_INFER.model, help="'default' (bundled ONNX), 'lowrate' (for 16-32 kHz recorders), "
-                                                 "'distilled' (from BirdNET; CC BY-NC-SA), 'birdnet', or a "
-                                                 ".onnx/.safetensors path."),
+    model: str = typer.Option(_INFER.model, help="'default' (bundled ONNX, distilled from BirdNET: CC BY-NC-SA), "
+                                                 "'supervised' (not distilled: no NC clause), 'lowrate' (for "
+                                                 "16-32 kHz recorders), 'birdnet', or a .onnx/.safetensors path."),
     min_conf: float = typer.Option(_INFER.min_conf, help="Minimum score reported as a detection."),
     overlap: float = typer.Option(_INFER.overlap, help="Seconds shared by consecutive windows."),
     min_len: float = typer.Option(_INFER.min_len, help="Seconds of audio a file's last window needs to be analysed "

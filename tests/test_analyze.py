@@ -311,7 +311,23 @@ def test_config_json_reruns_a_run(tmp_path, model):
     assert len(pd.read_csv(tmp_path / "two" / "scores.csv")) == 2
 
 
-@pytest.mark.parametrize("name", ["default", "lowrate", "distilled"])
+def test_bundled_models_state_their_licence(tmp_path):
+    """The default is distilled from BirdNET, so its metadata and every run's config.json carry BirdNET's
+    CC BY-NC-SA licence (issue 3); the supervised and lowrate models carry InsectSet32's attribution only."""
+    from export.predictor import load_predictor
+    from pulse.analyze import MODEL_ALIASES
+
+    for name, distilled in (("default", True), ("supervised", False), ("lowrate", False)):
+        meta = load_predictor(MODEL_ALIASES[name][0]).metadata
+        assert "InsectSet32" in meta["attribution"], name
+        assert meta["license"].startswith("CC BY-NC-SA 4.0") == distilled, name
+        assert ("BirdNET" in meta["attribution"]) == distilled, name
+    analyze([REPO / "pulse" / "assets" / "examples"], tmp_path, InferConfig(formats=("scores",)))
+    run = json.loads((tmp_path / "config.json").read_text())
+    assert run["model_metadata"]["license"].startswith("CC BY-NC-SA 4.0")
+
+
+@pytest.mark.parametrize("name", ["default", "supervised", "lowrate"])
 def test_shipped_models_name_the_bundled_examples(tmp_path, name):
     """Regression guard for the artefacts in pulse/assets (some examples are validation clips: not an accuracy claim)."""
     examples = REPO / "pulse" / "assets" / "examples"

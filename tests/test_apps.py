@@ -77,6 +77,12 @@ def test_field_status_flags_a_recording_below_the_model_rate(audio_model, tmp_pa
     assert "Could not" not in view.status and "songs above 11025 Hz are not in the file." in view.status
 
 
+def test_field_status_names_the_models_licence(tmp_path):
+    """The bundled default is distilled from BirdNET: the app says under which licence its output falls."""
+    assert "licence: CC BY-NC-SA 4.0" in field.analyze_upload(str(GRYLLUS), "default", 0.25, tmp_path).status
+    assert "CC BY-NC-SA" not in field.analyze_upload(str(GRYLLUS), "supervised", 0.25, tmp_path).status
+
+
 def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model, tmp_path):
     junk = tmp_path / "junk.wav"
     junk.write_bytes(np.random.default_rng(0).bytes(2048))

@@ -93,6 +93,9 @@ def test_knowledge_bank_keeps_training_windows_only(fake_cache):
     assert logits.shape == (41,)
     with pytest.raises(ValueError, match="no cached teacher windows"):
         KnowledgeBank((str(fake_cache),), "test", window_s=1.5)
+    # The bundled recipe distils, so retraining it without a cache must say what to run.
+    with pytest.raises(FileNotFoundError, match=r"no teacher cache there.*pulse teacher-cache --out"):
+        KnowledgeBank((str(fake_cache.parent / "missing"),), "train", window_s=1.5)
 
 
 class SilentBackgrounds:

@@ -79,6 +79,10 @@ class KnowledgeBank:
         self.window_s = window_s
         self.entries, self.windows = [], []
         for cache_dir in caches:
+            if not (Path(cache_dir) / "config.json").is_file():
+                raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads "
+                                        f"BirdNET's outputs from one: run `pulse teacher-cache --out {cache_dir}` "
+                                        "(with --manifest and --audio-root for audio other than InsectSet32) first")
             record = json.loads((Path(cache_dir) / "config.json").read_text())
             keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
             for rel, entry in load_cache(cache_dir).items():
