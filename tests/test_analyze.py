@@ -322,7 +322,10 @@ def test_bundled_models_state_their_licence(tmp_path):
         assert "InsectSet32" in meta["attribution"], name
         assert meta["license"].startswith("CC BY-NC-SA 4.0") == distilled, name
         assert ("BirdNET" in meta["attribution"]) == distilled, name
-    analyze([REPO / "pulse" / "assets" / "examples"], tmp_path, InferConfig(formats=("scores",)))
+    result = CliRunner().invoke(app, ["analyze", str(REPO / "pulse" / "assets" / "examples"), "--out", str(tmp_path),
+                                      "--format", "scores"])
+    assert result.exit_code == 0, result.output
+    assert "model licence: CC BY-NC-SA 4.0" in result.output
     run = json.loads((tmp_path / "config.json").read_text())
     assert run["model_metadata"]["license"].startswith("CC BY-NC-SA 4.0")
 
