@@ -95,6 +95,7 @@ class Summary:
     audio_s: float = 0.0
     wall_s: float = 0.0
     errors: list[tuple[str, str, str, str]] = field(default_factory=list)
+    model_license: str = ""  # from the model's metadata; the default is under BirdNET's licence
 
     def to_dict(self) -> dict:
         return {"files_total": self.files_total, "files_done": self.files_done, "files_failed": self.files_failed,
@@ -180,7 +181,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     files = [_File(path, rel) for path, rel in find_audio(inputs)]
     _sweep_temporaries(out_dir)
     todo = [f for f in files if not (cfg.resume and run.journal.done(f.path))]
-    summary = Summary(files_total=len(files), files_skipped=len(files) - len(todo))
+    summary = Summary(files_total=len(files), files_skipped=len(files) - len(todo),
+                      model_license=str(meta.get("license", "")))
     if summary.files_skipped:
         log.info("resuming: %d of %d files already done", summary.files_skipped, len(files))
     write_json(out_dir / "config.json", _run_config(cfg, meta, model_path, inputs))

@@ -69,9 +69,8 @@ def analyze(
     s = summary.to_dict()
     typer.echo(f"{s['files_done']} done, {s['files_failed']} failed, {s['files_skipped']} skipped; "
                f"{s['audio_hours']} h of audio at {s['x_realtime']}x real time -> {out}")
-    licence = json.loads((out / "config.json").read_text())["model_metadata"].get("license")
-    if licence:  # the default model is distilled from BirdNET: its output is under BirdNET's licence
-        typer.echo(f"model licence: {licence}")
+    if summary.model_license:  # the default model is distilled from BirdNET: its output is under BirdNET's licence
+        typer.echo(f"model licence: {summary.model_license}")
 
 
 _EXPORT = ExportConfig()

@@ -20,7 +20,8 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from export.artifact import set_onnx_metadata
-from pulse.analyze import analyze
+from export.predictor import load_predictor
+from pulse.analyze import MODEL_ALIASES, analyze
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
 
@@ -314,9 +315,6 @@ def test_config_json_reruns_a_run(tmp_path, model):
 def test_bundled_models_state_their_licence(tmp_path):
     """The default is distilled from BirdNET, so its metadata and every run's config.json carry BirdNET's
     CC BY-NC-SA licence (issue 3); the supervised and lowrate models carry InsectSet32's attribution only."""
-    from export.predictor import load_predictor
-    from pulse.analyze import MODEL_ALIASES
-
     for name, distilled in (("default", True), ("supervised", False), ("lowrate", False)):
         meta = load_predictor(MODEL_ALIASES[name][0]).metadata
         assert "InsectSet32" in meta["attribution"], name
