@@ -147,6 +147,10 @@ class SemiConfig(JsonConfig):
     kd_temperature: float = 2.0
     kd_snr_db: tuple[float, float] = (-5.0, 20.0)  # student sees the window in noise, teacher saw it clean
     kd_background_prob: float = 0.5
+    # Species scores of a BirdNET-embedding probe, cross-fitted over kd_probe_folds folds of the labelled
+    # recordings, as soft targets for the student's own head (0: off).
+    kd_probe_weight: float = 0.0
+    kd_probe_folds: int = 5
     # "joint": every term from the first step; "pretrain_finetune": BYOL and KD alone for the first
     # pretrain_frac of the steps, then the weak labels alone.
     schedule: str = "joint"

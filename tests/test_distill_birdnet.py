@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from torch import nn
 
 from export.artifact import load_weights
 from pulse.config import ModelConfig, SemiConfig
 from pulse.models import create_model
 from pulse.teacher import birdnet
+from pulse.teacher.probe import cross_fitted_scores
 from pulse.train.distill_birdnet import (BirdNETDistillation, KnowledgeBank, align_teacher,
-                                         embedding_distillation_loss, logit_distillation_loss)
+                                         embedding_distillation_loss, logit_distillation_loss, soft_target_loss)
 from pulse.train.losses import StepOutputs
 from pulse.unlabelled import read_span
 
@@ -57,30 +59,36 @@ def test_align_teacher_in_time():
     np.testing.assert_allclose(align_teacher(starts, values, 1.0, 5.0), values[:4].mean(axis=0))  # long window
 
 
-@pytest.fixture()
-def fake_cache(tmp_path):
-    """A cache folder shaped like `pulse teacher-cache` output, over two real-format audio files."""
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    rng = np.random.default_rng(0)
-    for name, seconds in (("a.wav", 5.0), ("val.wav", 4.0)):
-        sf.write(audio / name, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
-    manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": ["a.wav", "val.wav"], "split": ["train", "validation"]}).to_csv(manifest, index=False)
-    cache = tmp_path / "cache"
+def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None, seed: int = 0):
+    """A cache folder shaped like `pulse teacher-cache` output, over real-format audio files in
+    root/audio listed in `manifest`; `starts` maps each cached file to its window starts (s)."""
+    audio, cache = root / "audio", root / "cache"
+    audio.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name in manifest["path"]:
+        sf.write(audio / name, (0.1 * rng.standard_normal(int((max(starts[name]) + 3) * 16000))).astype(np.float32),
+                 16000)
+    manifest.to_csv(root / "m.csv", index=False)
     rows = []
-    for i, (name, starts) in enumerate((("a.wav", [0.0, 1.0, 2.0]), ("val.wav", [0.0, 1.0]))):
+    for i, (name, file_starts) in enumerate(starts.items()):
         digest = f"{i:02d}" + "f" * 62
         target = cache / digest[:2] / f"{digest}.npz"
         target.parent.mkdir(parents=True)
-        n = len(starts)
-        np.savez(target, starts_s=np.array(starts, np.float32),
-                 logits=rng.standard_normal((n, 6522)).astype(np.float32),
-                 embedding=np.abs(rng.standard_normal((n, birdnet.EMBED_DIM))).astype(np.float32))
+        n = len(file_starts)
+        embedding = embeddings[name] if embeddings else np.abs(rng.standard_normal((n, birdnet.EMBED_DIM)))
+        np.savez(target, starts_s=np.array(file_starts, np.float32),
+                 logits=rng.standard_normal((n, 6522)).astype(np.float32), embedding=embedding.astype(np.float32))
         rows.append({"path": name, "sha256": digest, "size": 1, "mtime_ns": 1, "windows": n})
     pd.DataFrame(rows).to_csv(cache / "index.csv", index=False)
-    (cache / "config.json").write_text(json.dumps({"manifest": str(manifest), "audio_root": str(audio)}))
+    (cache / "config.json").write_text(json.dumps({"manifest": str(root / "m.csv"), "audio_root": str(audio)}))
     return cache
+
+
+@pytest.fixture()
+def fake_cache(tmp_path):
+    """Two unlabelled files, one in the train split."""
+    manifest = pd.DataFrame({"path": ["a.wav", "val.wav"], "split": ["train", "validation"]})
+    return write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 1.0, 2.0], "val.wav": [0.0, 1.0]})
 
 
 def test_knowledge_bank_keeps_training_windows_only(fake_cache):
@@ -109,8 +117,9 @@ def test_kd_term_reads_aligned_windows_and_trains_the_student(fake_cache):
     bank = KnowledgeBank((str(fake_cache),), "train", TINY.window_s)
     cfg = SemiConfig(kd_batch=4, kd_background_prob=0.0)
     term = BirdNETDistillation(1.0, model, cfg, bank, SilentBackgrounds(), TINY.sample_rate, seed=0)
-    waves, embeddings, logits = term.batch(step=3)
+    waves, embeddings, logits, probe = term.batch(step=3)
     assert waves.shape == (4, TINY.window_samples) and embeddings.shape == (4, 1024) and logits.shape == (4, 41)
+    assert probe.shape == (4, 0)  # no probe targets unless kd_probe_weight > 0
     # Each student window is the audio under its teacher window's centre, paired with that window's targets.
     for wave, embedding in zip(waves, embeddings):
         k = int(np.flatnonzero((bank.entries[0].embedding == embedding).all(axis=1))[0])
@@ -129,6 +138,62 @@ def test_kd_term_reads_aligned_windows_and_trains_the_student(fake_cache):
     assert losses[-1] < losses[0]
 
 
+def test_soft_target_loss_leaves_out_windows_without_a_target():
+    logits = torch.randn(3, 2, requires_grad=True)
+    targets = torch.tensor([[0.9, 0.1], [float("nan"), float("nan")], [0.2, 0.7]])
+    expected = nn.functional.binary_cross_entropy_with_logits(logits[[0, 2]], targets[[0, 2]])
+    assert soft_target_loss(logits, targets).item() == pytest.approx(expected.item())
+    none = soft_target_loss(logits, torch.full((3, 2), float("nan")))
+    none.backward()
+    assert none.item() == 0.0 and logits.grad.abs().sum() == 0
+
+
+def cluster(centre: int, n: int, rng) -> np.ndarray:
+    """n BirdNET-like embeddings around a centre: high on 20 dims of their own, noise elsewhere."""
+    out = np.abs(0.3 * rng.standard_normal((n, birdnet.EMBED_DIM)))
+    if centre >= 0:
+        out[:, 20 * centre:20 * centre + 20] += 2.0
+    return out
+
+
+def test_probe_targets_come_from_a_probe_that_never_heard_the_recording(tmp_path):
+    """A recording labelled A that sounds like B (to BirdNET) gets B's scores: the probe scoring it was
+    fitted without it. Unlabelled audio gets no target; the backgrounds serve as negatives."""
+    rng = np.random.default_rng(1)
+    files = {"a1.wav": ("A", 0), "a2.wav": ("A", 0), "odd.wav": ("A", 1), "b1.wav": ("B", 1), "b2.wav": ("B", 1),
+             "b3.wav": ("B", 1), "field.wav": ("", 0)}
+    starts = {name: [0.0, 1.0, 2.0] for name in files}
+    labelled = write_fake_cache(tmp_path / "songs", pd.DataFrame(
+        {"path": list(files), "split": "train", "species": [species for species, _ in files.values()]}), starts,
+        {name: cluster(centre, 3, rng) for name, (_, centre) in files.items()})
+    backgrounds = write_fake_cache(tmp_path / "bg", pd.DataFrame({"path": ["bg.wav"], "split": "train"}),
+                                   {"bg.wav": [0.0, 1.0, 2.0, 3.0]}, {"bg.wav": cluster(-1, 4, rng)})
+    model_cfg = dataclasses.replace(TINY, labels=("A", "B"), common_names=("A", "B"), codes=("A", "B"))
+    bank = KnowledgeBank((str(labelled), str(backgrounds)), "train", model_cfg.window_s)
+    scores = dict(zip([*files, "bg.wav"], bank.probe_scores(model_cfg.labels, str(tmp_path / "bg/m.csv"), 5)))
+    for name in ("a1.wav", "a2.wav"):
+        assert (scores[name].argmax(axis=1) == 0).all()
+    assert (scores["odd.wav"].argmax(axis=1) == 1).all() and (scores["odd.wav"][:, 1] > 0.5).all()
+    assert np.isnan(scores["field.wav"]).all() and np.isnan(scores["bg.wav"]).all()
+    with pytest.raises(ValueError, match="not among the model's labels"):
+        bank.probe_scores(("A", "C"), str(tmp_path / "bg/m.csv"), 5)
+    with pytest.raises(ValueError, match="every class in at least two recordings; class 1 is in 1"):
+        cross_fitted_scores(np.zeros((4, 8)), np.eye(2)[[0, 0, 0, 1]], np.array([0, 1, 2, 2]), np.zeros((0, 8)))
+
+    # In the KD term the student's own head learns them, time-aligned like the other teacher outputs.
+    torch.manual_seed(0)
+    model = create_model(model_cfg).train()
+    cfg = SemiConfig(kd_batch=6, kd_background_prob=0.0, kd_probe_weight=1.0)
+    with pytest.raises(ValueError, match="needs the probe's scores"):
+        BirdNETDistillation(1.0, model, cfg, bank, SilentBackgrounds(), model_cfg.sample_rate, seed=0)
+    term = BirdNETDistillation(1.0, model, cfg, bank, SilentBackgrounds(), model_cfg.sample_rate, seed=0,
+                               probe_scores=list(scores.values()))
+    probe = term.batch(step=0)[3]
+    assert probe.shape == (6, 2) and np.isfinite(probe).any()
+    term(model, StepOutputs(0, *([None] * 6))).backward()
+    assert model.head[1].weight.grad.abs().sum() > 0
+
+
 def test_multitask_run_logs_each_term_and_follows_the_schedule(shared_data, tmp_path):
     """A real tiny run: BYOL + KD (from a real BirdNET cache) pre-train, then weak labels fine-tune."""
     from test_train import REPO, tiny_config
@@ -142,7 +207,8 @@ def test_multitask_run_logs_each_term_and_follows_the_schedule(shared_data, tmp_
     build_cache(TeacherCacheConfig(manifest=base.manifest, audio_root=base.audio_root, out=str(cache), threads=1))
     semi = SemiConfig(unlabelled_manifests=(str(REPO / "data_manifests/backgrounds.csv"), base.manifest),
                       unlabelled_roots=(base.background_root, base.audio_root), teacher_caches=(str(cache),),
-                      byol_batch=3, byol_hidden=32, byol_dim=16, kd_batch=3, schedule="pretrain_finetune",
+                      byol_batch=3, byol_hidden=32, byol_dim=16, kd_batch=3, kd_probe_weight=1.0,
+                      schedule="pretrain_finetune",
                       pretrain_frac=0.5)
     cfg = dataclasses.replace(base, lambda_byol=1.0, lambda_kd=0.5, semi=semi)
     weak_labels.train(cfg, tmp_path / "run")

@@ -34,3 +34,28 @@ class EmbeddingProbe:
         """Sigmoid scores [N, C], one column per class as in `targets`."""
         x = (embeddings - self.mean_) / self.scale_
         return np.stack([m.predict_proba(x)[:, 1] for m in self.models_], axis=1).astype(np.float32)
+
+
+def cross_fitted_scores(embeddings: np.ndarray, targets: np.ndarray, groups: np.ndarray, negatives: np.ndarray,
+                        folds: int = 5) -> np.ndarray:
+    """Each labelled row's probe scores [N, C], from a probe fitted without any row of its group.
+
+    Groups are recordings, so a window is scored by a probe that never heard its recording: on the
+    training audio these scores are as fallible as on new audio, which is what makes them worth
+    distilling (an in-sample probe would only repeat the labels). `negatives` (song-free windows)
+    join every fold's training set, as the backgrounds do in `fit`.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    recordings = [len(np.unique(groups[targets[:, k] > 0.5])) for k in range(targets.shape[1])]
+    if min(recordings) < 2:
+        raise ValueError(f"cross-fitting needs every class in at least two recordings; class {int(np.argmin(recordings))} "
+                         f"is in {min(recordings)}")
+    splitter = StratifiedGroupKFold(min(folds, min(recordings)))  # each class's recordings spread over the folds
+    scores = np.zeros(targets.shape, np.float32)
+    no_labels = np.zeros((len(negatives), targets.shape[1]), targets.dtype)
+    for fit_rows, score_rows in splitter.split(embeddings, targets.argmax(axis=1), groups):
+        probe = EmbeddingProbe().fit(np.concatenate([embeddings[fit_rows], negatives]),
+                                     np.concatenate([targets[fit_rows], no_labels]))
+        scores[score_rows] = probe.predict_proba(embeddings[score_rows])
+    return scores

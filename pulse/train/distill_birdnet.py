@@ -1,13 +1,16 @@
 """Distillation from BirdNET, as a loss term of the multitask loop, from cached teacher outputs.
 
-Two signals, both read from `pulse teacher-cache` so training never runs the teacher:
+Three signals (the third optional), all read from `pulse teacher-cache` so training never runs the teacher:
 - embedding: a linear projection of the student embedding is matched to BirdNET's 1024-d
   embedding of the same stretch of audio (cosine, or MSE on standardised teacher embeddings).
   When the student's window is not 3 s the target is time-aligned: the mean of the teacher
   windows whose centres fall inside the student window, else the one nearest its centre;
 - logits: an auxiliary head predicts BirdNET's Orthoptera classes (pulse.teacher.birdnet
   .ORTHOPTERA_GENERA: North American congeners and look-alikes of the 9 species), matched to the
-  teacher's temperature-softened sigmoids (binary KD, scaled by T^2 as in Hinton et al. 2015).
+  teacher's temperature-softened sigmoids (binary KD, scaled by T^2 as in Hinton et al. 2015);
+- species scores (optional, `kd_probe_weight`): the student's own head is matched to what a
+  BirdNET-embedding probe (what BirdNET-Analyzer's custom classifier would say) scores each
+  labelled window, the probe cross-fitted so that it never heard the window's recording.
 The student sees each window mixed with background audio half the time while the teacher saw it
 clean, so distillation also teaches robustness to noise. A student distilled from BirdNET
 inherits BirdNET's licence, CC BY-NC-SA 4.0.
@@ -48,6 +51,14 @@ def logit_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temper
     return loss * temperature ** 2
 
 
+def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BCE against soft targets [B, C]; rows of NaN (windows without a target) are left out."""
+    known = ~torch.isnan(targets).any(dim=1)
+    if not known.any():
+        return logits.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(logits[known], targets[known])
+
+
 def align_teacher(starts_s: np.ndarray, values: np.ndarray, start_s: float, window_s: float,
                   teacher_window_s: float = birdnet.WINDOW_S) -> np.ndarray:
     """Teacher outputs for the student window [start_s, start_s + window_s).
@@ -78,17 +89,22 @@ class KnowledgeBank:
 
         self.window_s = window_s
         self.entries, self.windows = [], []
+        self.species: list[str | None] = []  # each entry's label; None for audio without labels
+        self.manifests: list[Path] = []  # the manifest each entry's audio is listed in
         for cache_dir in caches:
             if not (Path(cache_dir) / "config.json").is_file():
                 raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads "
                                         f"BirdNET's outputs from one: run `pulse teacher-cache --out {cache_dir}` "
                                         "(with --manifest and --audio-root for audio other than InsectSet32) first")
             record = json.loads((Path(cache_dir) / "config.json").read_text())
-            keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
+            rows = select_split(read_manifest(record["manifest"]), split)
+            species = dict(zip(rows["path"], rows["species"] if "species" in rows else [None] * len(rows)))
             for rel, entry in load_cache(cache_dir).items():
-                if rel not in keep:  # never distil on validation audio
+                if rel not in species:  # never distil on validation audio
                     continue
                 self.entries.append(entry)
+                self.species.append(species[rel] or None)
+                self.manifests.append(Path(record["manifest"]).resolve())
                 centre = entry.starts_s + birdnet.WINDOW_S / 2
                 for c in centre:  # the student window is centred where the teacher window is
                     self.windows.append(TeacherWindow(Path(record["audio_root"]) / rel, len(self.entries) - 1,
@@ -106,26 +122,59 @@ class KnowledgeBank:
         logits = align_teacher(entry.starts_s, entry.logits[:, self.orthoptera], item.start_s, self.window_s)
         return embedding, logits
 
+    def probe_scores(self, labels: tuple[str, ...], negative_manifest: str, folds: int) -> list[np.ndarray]:
+        """Per entry, cross-fitted BirdNET-probe species scores [windows, C]; NaN for unlabelled audio.
+
+        The probe learns from the labelled entries, with the windows of `negative_manifest` (the
+        song-free backgrounds) as negatives; other unlabelled audio may hold song and is left out.
+        """
+        from pulse.teacher.probe import cross_fitted_scores
+
+        labelled = [i for i, name in enumerate(self.species) if name]
+        unknown = sorted({self.species[i] for i in labelled} - set(labels))
+        if unknown:
+            raise ValueError(f"teacher cache species {unknown} are not among the model's labels")
+        negative_manifest = Path(negative_manifest).resolve()
+        negatives = [e.embedding for e, m, name in zip(self.entries, self.manifests, self.species)
+                     if not name and m == negative_manifest]
+        onehot = np.eye(len(labels), dtype=np.float32)
+        scores = cross_fitted_scores(
+            np.concatenate([self.entries[i].embedding for i in labelled]),
+            np.concatenate([np.tile(onehot[labels.index(self.species[i])], (len(self.entries[i].starts_s), 1))
+                            for i in labelled]),
+            np.concatenate([np.full(len(self.entries[i].starts_s), i) for i in labelled]),
+            np.concatenate(negatives) if negatives else np.zeros((0, birdnet.EMBED_DIM), np.float32), folds)
+        out = [np.full((len(e.starts_s), len(labels)), np.nan, np.float32) for e in self.entries]
+        bounds = np.cumsum([0] + [len(self.entries[i].starts_s) for i in labelled])
+        for i, start, stop in zip(labelled, bounds[:-1], bounds[1:]):
+            out[i] = scores[start:stop]
+        return out
+
 
 class BirdNETDistillation(LossTerm):
     """The KD term: draws its own batch of cached teacher windows each step."""
 
     def __init__(self, weight: float, model: nn.Module, cfg: SemiConfig, bank: KnowledgeBank, backgrounds,
-                 sample_rate: int, seed: int, active: tuple[float, float] = (0.0, 1.0)):
+                 sample_rate: int, seed: int, active: tuple[float, float] = (0.0, 1.0),
+                 probe_scores: list[np.ndarray] | None = None):
         super().__init__(weight, active)
         self.cfg, self.bank, self.backgrounds, self.sample_rate, self.seed = cfg, bank, backgrounds, sample_rate, seed
+        if cfg.kd_probe_weight > 0 and probe_scores is None:
+            raise ValueError("kd_probe_weight > 0 needs the probe's scores (KnowledgeBank.probe_scores)")
+        self.probe_scores = probe_scores
         embed_dim = model.embed[0].out_features
         self.project = nn.Linear(embed_dim, birdnet.EMBED_DIM)
         self.logit_head = nn.Linear(embed_dim, len(bank.orthoptera))
         self.register_buffer("teacher_mean", torch.from_numpy(bank.embedding_mean).float())
         self.register_buffer("teacher_std", torch.from_numpy(bank.embedding_std).float())
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(student windows [B, N], teacher embeddings [B, 1024], teacher logits [B, K]) for `step`."""
+    def batch(self, step: int) -> tuple[np.ndarray, ...]:
+        """(student windows [B, N], teacher embeddings [B, 1024], teacher logits [B, K], probe scores
+        [B, C] or [B, 0] without a probe) for `step`."""
         from pulse.unlabelled import read_span
 
         rng = np.random.default_rng([self.seed, STREAM, step])
-        waves, embeddings, logits = [], [], []
+        waves, embeddings, logits, species = [], [], [], []
         for i in rng.integers(len(self.bank.windows), size=self.cfg.kd_batch):
             item = self.bank.windows[int(i)]
             wave = read_span(item.path, item.start_s, self.bank.window_s, self.sample_rate)
@@ -135,11 +184,13 @@ class BirdNETDistillation(LossTerm):
             waves.append(wave)
             embeddings.append(embedding)
             logits.append(logit)
-        return np.stack(waves), np.stack(embeddings), np.stack(logits)
+            species.append(np.zeros(0, np.float32) if self.probe_scores is None else align_teacher(
+                self.bank.entries[item.file].starts_s, self.probe_scores[item.file], item.start_s, self.bank.window_s))
+        return np.stack(waves), np.stack(embeddings), np.stack(logits), np.stack(species)
 
     def forward(self, model: nn.Module, out: StepOutputs) -> torch.Tensor:
         device = next(model.parameters()).device
-        waves, teacher_embedding, teacher_logits = (torch.from_numpy(a).to(device) for a in self.batch(out.step))
+        waves, teacher_embedding, teacher_logits, probe = (torch.from_numpy(a).to(device) for a in self.batch(out.step))
         embedding = model.forward_features(waves)
         target = teacher_embedding
         if self.cfg.kd_loss == "mse":
@@ -148,6 +199,8 @@ class BirdNETDistillation(LossTerm):
         if self.cfg.kd_logit_weight > 0:
             loss = loss + self.cfg.kd_logit_weight * logit_distillation_loss(
                 self.logit_head(embedding), teacher_logits, self.cfg.kd_temperature)
+        if self.cfg.kd_probe_weight > 0:
+            loss = loss + self.cfg.kd_probe_weight * soft_target_loss(model.forward_head(embedding), probe)
         return loss
 
 
@@ -170,5 +223,7 @@ def kd(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
     bank = KnowledgeBank(semi.teacher_caches, semi.teacher_split, cfg.model.window_s)
     backgrounds = UnlabelledPool.from_manifests((cfg.background_manifest,), (cfg.background_root,), cfg.train_split,
                                                 cfg.model.sample_rate, cfg.model.window_s)
+    probe = bank.probe_scores(cfg.model.labels, cfg.background_manifest, semi.kd_probe_folds) \
+        if semi.kd_probe_weight > 0 else None
     return BirdNETDistillation(cfg.lambda_kd, model, semi, bank, backgrounds, cfg.model.sample_rate, cfg.seed,
-                               schedule_span(cfg, supervised=False))
+                               schedule_span(cfg, supervised=False), probe)
