@@ -188,8 +188,12 @@ def test_probe_targets_come_from_a_probe_that_never_heard_the_recording(tmp_path
         BirdNETDistillation(1.0, model, cfg, bank, SilentBackgrounds(), model_cfg.sample_rate, seed=0)
     term = BirdNETDistillation(1.0, model, cfg, bank, SilentBackgrounds(), model_cfg.sample_rate, seed=0,
                                probe_scores=list(scores.values()))
-    probe = term.batch(step=0)[3]
+    _, embeddings, _, probe = term.batch(step=0)
     assert probe.shape == (6, 2) and np.isfinite(probe).any()
+    for embedding, row in zip(embeddings, probe):  # the row of the teacher window the student window sits on
+        (file, window), = [(f, w) for f, e in enumerate(bank.entries)
+                           for w in np.flatnonzero((e.embedding == embedding).all(axis=1))]
+        np.testing.assert_array_equal(row, term.probe_scores[file][window])
     term(model, StepOutputs(0, *([None] * 6))).backward()
     assert model.head[1].weight.grad.abs().sum() > 0
 

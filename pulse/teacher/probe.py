@@ -49,8 +49,8 @@ def cross_fitted_scores(embeddings: np.ndarray, targets: np.ndarray, groups: np.
 
     recordings = [len(np.unique(groups[targets[:, k] > 0.5])) for k in range(targets.shape[1])]
     if min(recordings) < 2:
-        raise ValueError(f"cross-fitting needs every class in at least two recordings; class {int(np.argmin(recordings))} "
-                         f"is in {min(recordings)}")
+        raise ValueError("cross-fitting needs every class in at least two recordings; "
+                         f"class {int(np.argmin(recordings))} is in {min(recordings)}")
     splitter = StratifiedGroupKFold(min(folds, min(recordings)))  # each class's recordings spread over the folds
     scores = np.zeros(targets.shape, np.float32)
     no_labels = np.zeros((len(negatives), targets.shape[1]), targets.dtype)
