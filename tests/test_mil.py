@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,13 @@ def test_slide_metrics_binary_and_multiclass():
     p3 = np.eye(3)[y3] * 0.8 + 0.2 / 3
     m3 = slide_metrics(y3, p3)
     assert m3["auc"] == pytest.approx(1.0) and m3["f1_weighted"] == pytest.approx(1.0)
-    assert math.isnan(slide_metrics(np.array([1, 1]), probs[:2])["auc"])
+    # A fold of a 3-class problem holding only two classes: macro AUC over those two, not NaN.
+    p_missing = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.5, 0.4, 0.1], [0.1, 0.2, 0.7]])
+    assert slide_metrics(np.array([0, 1, 1, 0]), p_missing)["auc"] == pytest.approx((0.5 + 1.0) / 2)  # class 0, 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one class present (a small fold): no sklearn warning either
+        one_class = slide_metrics(np.array([1, 1]), probs[:2])
+    assert math.isnan(one_class["auc"]) and one_class["balanced_accuracy"] == pytest.approx(0.5)
 
 
 def test_predictions_table_round_trips_through_metrics():

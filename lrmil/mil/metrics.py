@@ -7,18 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import f1_score, recall_score, roc_auc_score
 
 
 def auc(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """ROC AUC (one-vs-rest macro for more than two classes); NaN when only one class is present."""
+    """ROC AUC (one-vs-rest, macro over the classes present, for more than two classes); NaN when only
+    one class is present. A class with no slide in y_true (a small fold) is left out, not an error."""
     y_true = np.asarray(y_true)
-    num_classes = probs.shape[1]
-    if len(np.unique(y_true)) < 2:
+    present = np.unique(y_true)
+    if len(present) < 2:
         return math.nan
-    if num_classes == 2:
+    if probs.shape[1] == 2:
         return float(roc_auc_score(y_true, probs[:, 1]))
-    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(num_classes))))
+    return float(np.mean([roc_auc_score(y_true == c, probs[:, c]) for c in present]))
 
 
 def slide_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -28,7 +29,10 @@ def slide_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return {
         "auc": auc(y_true, probs),
         "accuracy": float((y_pred == y_true).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        # mean recall over the classes present (sklearn's balanced accuracy, without its warning when a
+        # fold's slides are all one class and some are predicted as another)
+        "balanced_accuracy": float(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro",
+                                                zero_division=0)),
         "f1_weighted": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
         "slides": int(len(y_true)),
     }
