@@ -29,10 +29,10 @@ import pandas as pd
 from export.atomic import atomic_path, write_json, write_text
 from pulse.config import EvalConfig, TrainConfig
 
-# name -> (lambda_byol, lambda_kd, schedule); the default run trains the first four.
-VARIANTS = {"supervised": (0.0, 0.0, "joint"), "byol": (1.0, 0.0, "joint"), "kd": (0.0, 1.0, "joint"),
-            "byol_kd": (1.0, 1.0, "joint"), "byol_kd_pretrain": (1.0, 1.0, "pretrain_finetune"),
-            "byol_small": (0.1, 0.0, "joint")}
+# name -> (lambda_byol, lambda_kd, schedule, kd_probe_weight); the default run trains the first four.
+VARIANTS = {"supervised": (0.0, 0.0, "joint", 0.0), "byol": (1.0, 0.0, "joint", 0.0), "kd": (0.0, 1.0, "joint", 0.0),
+            "byol_kd": (1.0, 1.0, "joint", 0.0), "byol_kd_pretrain": (1.0, 1.0, "pretrain_finetune", 0.0),
+            "byol_small": (0.1, 0.0, "joint", 0.0), "kd_probe": (0.0, 1.0, "joint", 1.0)}
 METRICS = (("F1", lambda c: c["window"]["macro_f1"]), ("mAP", lambda c: c["window"]["mAP"]),
            ("det AUC", lambda c: c["detection_auc"]))
 
@@ -156,9 +156,9 @@ def main() -> None:
         if "BirdNET probe" not in rows:
             rows["BirdNET probe"] = probe_report(manifests[regime], eval_cfg, base.model.labels, caches, args.threads)
         for variant in args.variants.split(","):
-            lambda_byol, lambda_kd, schedule = VARIANTS[variant]
+            lambda_byol, lambda_kd, schedule, probe = VARIANTS[variant]
             cfg = dataclasses.replace(base, manifest=manifests[regime], lambda_byol=lambda_byol, lambda_kd=lambda_kd,
-                                      semi=dataclasses.replace(base.semi, schedule=schedule))
+                                      semi=dataclasses.replace(base.semi, schedule=schedule, kd_probe_weight=probe))
             rows[variant] = train_variant(cfg, args.out / regime / variant)
             write_json(results_path, results)
         write_json(results_path, results)

@@ -158,10 +158,11 @@ def cluster(centre: int, n: int, rng) -> np.ndarray:
 
 def test_probe_targets_come_from_a_probe_that_never_heard_the_recording(tmp_path):
     """A recording labelled A that sounds like B (to BirdNET) gets B's scores: the probe scoring it was
-    fitted without it. Unlabelled audio gets no target; the backgrounds serve as negatives."""
+    fitted without it. Only the labels training uses count (not the cache manifest's); audio without
+    them gets no target; the backgrounds serve as negatives."""
     rng = np.random.default_rng(1)
     files = {"a1.wav": ("A", 0), "a2.wav": ("A", 0), "odd.wav": ("A", 1), "b1.wav": ("B", 1), "b2.wav": ("B", 1),
-             "b3.wav": ("B", 1), "field.wav": ("", 0)}
+             "b3.wav": ("B", 1), "held_back.wav": ("B", 1), "field.wav": ("", 0)}
     starts = {name: [0.0, 1.0, 2.0] for name in files}
     labelled = write_fake_cache(tmp_path / "songs", pd.DataFrame(
         {"path": list(files), "split": "train", "species": [species for species, _ in files.values()]}), starts,
@@ -170,13 +171,17 @@ def test_probe_targets_come_from_a_probe_that_never_heard_the_recording(tmp_path
                                    {"bg.wav": [0.0, 1.0, 2.0, 3.0]}, {"bg.wav": cluster(-1, 4, rng)})
     model_cfg = dataclasses.replace(TINY, labels=("A", "B"), common_names=("A", "B"), codes=("A", "B"))
     bank = KnowledgeBank((str(labelled), str(backgrounds)), "train", model_cfg.window_s)
-    scores = dict(zip([*files, "bg.wav"], bank.probe_scores(model_cfg.labels, str(tmp_path / "bg/m.csv"), 5)))
+    audio = (tmp_path / "songs/audio").resolve()
+    species = {audio / name: label for name, (label, _) in files.items() if label and name != "held_back.wav"}
+    negatives = {(tmp_path / "bg/audio/bg.wav").resolve()}
+    scores = dict(zip([*files, "bg.wav"], bank.probe_scores(species, model_cfg.labels, negatives, 5)))
     for name in ("a1.wav", "a2.wav"):
         assert (scores[name].argmax(axis=1) == 0).all()
     assert (scores["odd.wav"].argmax(axis=1) == 1).all() and (scores["odd.wav"][:, 1] > 0.5).all()
-    assert np.isnan(scores["field.wav"]).all() and np.isnan(scores["bg.wav"]).all()
+    for name in ("held_back.wav", "field.wav", "bg.wav"):
+        assert np.isnan(scores[name]).all(), name
     with pytest.raises(ValueError, match="not among the model's labels"):
-        bank.probe_scores(("A", "C"), str(tmp_path / "bg/m.csv"), 5)
+        bank.probe_scores(species, ("A", "C"), negatives, 5)
     with pytest.raises(ValueError, match="every class in at least two recordings; class 1 is in 1"):
         cross_fitted_scores(np.zeros((4, 8)), np.eye(2)[[0, 0, 0, 1]], np.array([0, 1, 2, 2]), np.zeros((0, 8)))
 
@@ -196,6 +201,18 @@ def test_probe_targets_come_from_a_probe_that_never_heard_the_recording(tmp_path
         np.testing.assert_array_equal(row, term.probe_scores[file][window])
     term(model, StepOutputs(0, *([None] * 6))).backward()
     assert model.head[1].weight.grad.abs().sum() > 0
+
+
+def test_probe_learns_from_the_training_labels_of_the_config(tmp_path):
+    from pulse.config import TrainConfig
+    from pulse.train.distill_birdnet import training_labels
+
+    pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav", "d.wav"], "split": ["train", "train", "validation", "test"],
+                  "species": ["A", "", "B", "B"]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = TrainConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path))
+    assert training_labels(cfg) == {(tmp_path / "a.wav").resolve(): "A"}
+    refit = dataclasses.replace(cfg, extra_train_splits=("validation",))
+    assert training_labels(refit) == {(tmp_path / "a.wav").resolve(): "A", (tmp_path / "c.wav").resolve(): "B"}
 
 
 def test_multitask_run_logs_each_term_and_follows_the_schedule(shared_data, tmp_path):

@@ -89,22 +89,19 @@ class KnowledgeBank:
 
         self.window_s = window_s
         self.entries, self.windows = [], []
-        self.species: list[str | None] = []  # each entry's label; None for audio without labels
-        self.manifests: list[Path] = []  # the manifest each entry's audio is listed in
+        self.paths: list[Path] = []  # each entry's audio file, resolved
         for cache_dir in caches:
             if not (Path(cache_dir) / "config.json").is_file():
                 raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads "
                                         f"BirdNET's outputs from one: run `pulse teacher-cache --out {cache_dir}` "
                                         "(with --manifest and --audio-root for audio other than InsectSet32) first")
             record = json.loads((Path(cache_dir) / "config.json").read_text())
-            rows = select_split(read_manifest(record["manifest"]), split)
-            species = dict(zip(rows["path"], rows["species"] if "species" in rows else [None] * len(rows)))
+            keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
             for rel, entry in load_cache(cache_dir).items():
-                if rel not in species:  # never distil on validation audio
+                if rel not in keep:  # never distil on validation audio
                     continue
                 self.entries.append(entry)
-                self.species.append(species[rel] or None)
-                self.manifests.append(Path(record["manifest"]).resolve())
+                self.paths.append((Path(record["audio_root"]) / rel).resolve())
                 centre = entry.starts_s + birdnet.WINDOW_S / 2
                 for c in centre:  # the student window is centred where the teacher window is
                     self.windows.append(TeacherWindow(Path(record["audio_root"]) / rel, len(self.entries) - 1,
@@ -122,28 +119,29 @@ class KnowledgeBank:
         logits = align_teacher(entry.starts_s, entry.logits[:, self.orthoptera], item.start_s, self.window_s)
         return embedding, logits
 
-    def probe_scores(self, labels: tuple[str, ...], negative_manifest: str, folds: int) -> list[np.ndarray]:
-        """Per entry, cross-fitted BirdNET-probe species scores [windows, C]; NaN for unlabelled audio.
+    def probe_scores(self, species: dict[Path, str], labels: tuple[str, ...], negatives: set[Path],
+                     folds: int) -> list[np.ndarray]:
+        """Per entry, cross-fitted BirdNET-probe species scores [windows, C]; NaN where there is no label.
 
-        The probe learns from the labelled entries, with the windows of `negative_manifest` (the
-        song-free backgrounds) as negatives; other unlabelled audio may hold song and is left out.
+        `species` maps the training labels' audio files (resolved paths) to their species: the labels
+        training uses, not the cache's manifest (a low-label run must not see the others). The probe
+        learns from those entries, with the entries in `negatives` (the song-free backgrounds) as
+        negatives; other audio may hold song and is left out.
         """
         from pulse.teacher.probe import cross_fitted_scores
 
-        labelled = [i for i, name in enumerate(self.species) if name]
-        unknown = sorted({self.species[i] for i in labelled} - set(labels))
+        labelled = [i for i, path in enumerate(self.paths) if path in species]
+        unknown = sorted({species[self.paths[i]] for i in labelled} - set(labels))
         if unknown:
-            raise ValueError(f"teacher cache species {unknown} are not among the model's labels")
-        negative_manifest = Path(negative_manifest).resolve()
-        negatives = [e.embedding for e, m, name in zip(self.entries, self.manifests, self.species)
-                     if not name and m == negative_manifest]
+            raise ValueError(f"training species {unknown} are not among the model's labels")
+        background = [self.entries[i].embedding for i, path in enumerate(self.paths) if path in negatives]
         onehot = np.eye(len(labels), dtype=np.float32)
         scores = cross_fitted_scores(
             np.concatenate([self.entries[i].embedding for i in labelled]),
-            np.concatenate([np.tile(onehot[labels.index(self.species[i])], (len(self.entries[i].starts_s), 1))
+            np.concatenate([np.tile(onehot[labels.index(species[self.paths[i]])], (len(self.entries[i].starts_s), 1))
                             for i in labelled]),
             np.concatenate([np.full(len(self.entries[i].starts_s), i) for i in labelled]),
-            np.concatenate(negatives) if negatives else np.zeros((0, birdnet.EMBED_DIM), np.float32), folds)
+            np.concatenate(background) if background else np.zeros((0, birdnet.EMBED_DIM), np.float32), folds)
         out = [np.full((len(e.starts_s), len(labels)), np.nan, np.float32) for e in self.entries]
         bounds = np.cumsum([0] + [len(self.entries[i].starts_s) for i in labelled])
         for i, start, stop in zip(labelled, bounds[:-1], bounds[1:]):
@@ -204,6 +202,22 @@ class BirdNETDistillation(LossTerm):
         return loss
 
 
+def audio_files(manifest: str, root: str, splits: tuple[str, ...]) -> set[Path]:
+    from pulse.manifest import read_manifest
+
+    rows = read_manifest(manifest)
+    return {(Path(root) / p).resolve() for p in rows.loc[rows["split"].isin(splits), "path"]}
+
+
+def training_labels(cfg: TrainConfig) -> dict[Path, str]:
+    """The species of every labelled recording training uses, by resolved audio path."""
+    from pulse.manifest import read_manifest
+
+    rows = read_manifest(cfg.manifest)
+    rows = rows[rows["split"].isin((cfg.train_split, *cfg.extra_train_splits))]
+    return {(Path(cfg.audio_root) / p).resolve(): name for p, name in zip(rows["path"], rows["species"]) if name}
+
+
 def student_model_config(cfg: TrainConfig) -> ModelConfig:
     """The config saved with the weights: a student distilled from BirdNET carries BirdNET's licence."""
     if cfg.lambda_kd <= 0:
@@ -223,7 +237,10 @@ def kd(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
     bank = KnowledgeBank(semi.teacher_caches, semi.teacher_split, cfg.model.window_s)
     backgrounds = UnlabelledPool.from_manifests((cfg.background_manifest,), (cfg.background_root,), cfg.train_split,
                                                 cfg.model.sample_rate, cfg.model.window_s)
-    probe = bank.probe_scores(cfg.model.labels, cfg.background_manifest, semi.kd_probe_folds) \
-        if semi.kd_probe_weight > 0 else None
+    probe = None
+    if semi.kd_probe_weight > 0:
+        probe = bank.probe_scores(training_labels(cfg), cfg.model.labels,
+                                  audio_files(cfg.background_manifest, cfg.background_root, (cfg.train_split,)),
+                                  semi.kd_probe_folds)
     return BirdNETDistillation(cfg.lambda_kd, model, semi, bank, backgrounds, cfg.model.sample_rate, cfg.seed,
                                schedule_span(cfg, supervised=False), probe)
