@@ -202,20 +202,13 @@ class BirdNETDistillation(LossTerm):
         return loss
 
 
-def manifest_files(manifest: str, root: str, splits: tuple[str, ...]) -> dict[Path, str]:
-    """Resolved audio path -> species ("" where the manifest has none) of the manifest's rows in `splits`."""
-    from pulse.manifest import read_manifest
-
-    rows = read_manifest(manifest)
-    rows = rows[rows["split"].isin(splits)]
-    species = rows["species"] if "species" in rows else [""] * len(rows)
-    return {(Path(root) / p).resolve(): name for p, name in zip(rows["path"], species)}
-
-
 def training_labels(cfg: TrainConfig) -> dict[Path, str]:
     """The species of every labelled recording training uses, by resolved audio path."""
-    files = manifest_files(cfg.manifest, cfg.audio_root, (cfg.train_split, *cfg.extra_train_splits))
-    return {path: name for path, name in files.items() if name}
+    from pulse.manifest import read_manifest
+
+    rows = read_manifest(cfg.manifest)
+    rows = rows[rows["split"].isin((cfg.train_split, *cfg.extra_train_splits))]
+    return {(Path(cfg.audio_root) / p).resolve(): name for p, name in zip(rows["path"], rows["species"]) if name}
 
 
 def student_model_config(cfg: TrainConfig) -> ModelConfig:
@@ -239,7 +232,7 @@ def kd(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
                                                 cfg.model.sample_rate, cfg.model.window_s)
     probe = None
     if semi.kd_probe_weight > 0:
-        negatives = set(manifest_files(cfg.background_manifest, cfg.background_root, (cfg.train_split,)))
+        negatives = {f.path.resolve() for f in backgrounds.files}  # the song-free audio KD already mixes in
         probe = bank.probe_scores(training_labels(cfg), cfg.model.labels, negatives, semi.kd_probe_folds)
     return BirdNETDistillation(cfg.lambda_kd, model, semi, bank, backgrounds, cfg.model.sample_rate, cfg.seed,
                                schedule_span(cfg, supervised=False), probe)
