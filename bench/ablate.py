@@ -82,10 +82,11 @@ def probe_report(manifest: str, cfg: EvalConfig, labels: tuple[str, ...], caches
     return report
 
 
-def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: Path, seconds: float) -> dict:
+def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: Path, seconds: float,
+               threads: int) -> dict:
     """x real time of `pulse analyze` end to end on one long pseudo-field recording (validation songs
     in held-out soundscapes): the student exported to ONNX, as deployed, then BirdNET (LiteRT),
-    same file, same CPU, each run twice and the faster run kept."""
+    same file, same CPU, the same number of model threads, each run twice and the faster run kept."""
     from export.bundle import export_bundle
     from pulse.analyze import analyze
     from pulse.config import ExportConfig, InferConfig
@@ -98,9 +99,10 @@ def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: P
     files = sorted(recording.glob("*.flac"))
     result = {}
     for name, model in (("student", str(out / "student_artefact")), ("birdnet", "birdnet")):
-        runs = [analyze(files, out / name, InferConfig(model=model, formats=("csv",), resume=False)).to_dict()
-                for _ in range(2)]
+        runs = [analyze(files, out / name, InferConfig(model=model, formats=("csv",), resume=False,
+                                                       threads=threads)).to_dict() for _ in range(2)]
         result[name] = max(runs, key=lambda r: r["x_realtime"])
+    result["threads"] = threads
     result["speedup"] = round(result["student"]["x_realtime"] / max(result["birdnet"]["x_realtime"], 1e-9), 2)
     return result
 
@@ -128,12 +130,14 @@ def main() -> None:
     parser.add_argument("--windows-per-clip", type=int, default=1)
     parser.add_argument("--arch", default="pulse_cnn_xs")
     parser.add_argument("--per-species", type=int, default=3, help="labelled recordings per species, low-label regime")
-    parser.add_argument("--regimes", default="low,full")
+    parser.add_argument("--regimes", default="low,full", help="'' times the throughput only")
     parser.add_argument("--variants", default="supervised,byol,kd,byol_kd", help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--byol-batch", type=int, default=8)
     parser.add_argument("--kd-batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch and LiteRT threads (1 is fastest on a busy CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and LiteRT threads in training (1 is fastest on a busy CPU), and the model "
+                             "threads of both student and BirdNET in the throughput run")
     parser.add_argument("--throughput-s", type=float, default=300.0, help="length of the throughput recording")
     parser.add_argument("--caches", default="runs/teacher/insectset32,runs/teacher/backgrounds")
     args = parser.parse_args()
@@ -150,7 +154,7 @@ def main() -> None:
                  "low": low_label_manifest(base.manifest, args.per_species, args.seed, args.out)}
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    for regime in args.regimes.split(","):
+    for regime in filter(None, args.regimes.split(",")):
         rows = results.setdefault(f"{regime}-label", {})
         eval_cfg = dataclasses.replace(base.evaluation, manifest=manifests[regime])
         if "BirdNET probe" not in rows:
@@ -168,9 +172,10 @@ def main() -> None:
     speed_path = args.out / "throughput.json"
     if not speed_path.exists():
         write_json(speed_path, throughput(args.throughput_model, songs, soundscapes, args.out / "throughput",
-                                          args.throughput_s))
+                                          args.throughput_s, args.threads))
     speed = json.loads(speed_path.read_text())
-    text = table(results) + (f"\n\nThroughput (`pulse analyze`, the same {args.throughput_s:g} s recording, same CPU): student "
+    text = table(results) + (f"\n\nThroughput (`pulse analyze`, the same {args.throughput_s:g} s recording, same CPU, "
+                             f"{speed.get('threads', 'default')} model threads each): student "
                              f"{speed['student']['x_realtime']}x real time, BirdNET {speed['birdnet']['x_realtime']}x "
                              f"real time, speed-up {speed['speedup']}x.\n")
     write_text(args.out / "results.md", text)

@@ -74,16 +74,19 @@ def read_species_list(path: str | Path) -> tuple[str, ...]:
     return species
 
 
-def open_model(name: str, device: str = "cpu", species_list: str = "") -> Predictor:
+def open_model(name: str, device: str = "cpu", species_list: str = "", threads: int = 0) -> Predictor:
     path, backend = resolve_model(name)
     if name in MODEL_ALIASES and not path.is_file():
         raise FileNotFoundError(f"{path}: the {name!r} model is not installed here; "
                                 "pass --model PATH to a .onnx or .safetensors file")
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
     if not species_list:
-        return load_predictor(path, backend=backend, device=device)
+        return load_predictor(path, backend=backend, device=device, threads=threads)
     if backend != "birdnet":
         raise ValueError(f"{species_list}: a species list applies to --model birdnet only")
-    return load_predictor(path, backend=backend, device=device, species=read_species_list(species_list))
+    return load_predictor(path, backend=backend, device=device, threads=threads,
+                          species=read_species_list(species_list))
 
 
 @dataclass
@@ -171,7 +174,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     if not writers or cfg.batch_size < 1 or cfg.workers < 1:
         raise ValueError("need at least one output format, and batch_size and workers of at least 1")
     model_path, _ = resolve_model(cfg.model)
-    predictor = open_model(cfg.model, cfg.device, cfg.species_list)
+    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
     meta = predictor.metadata
     rate = int(meta["sample_rate"])
     spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)

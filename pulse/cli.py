@@ -37,6 +37,7 @@ def analyze(
                                                        "(a file shorter than one window is always analysed)."),
     batch_size: int = typer.Option(_INFER.batch_size, help="Windows per model call."),
     workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model."),
+    threads: int = typer.Option(_INFER.threads, help="CPU threads of the model, any backend (0: every core)."),
     format: str = typer.Option(",".join(_INFER.formats), "--format",
                                help="Comma list of raven, csv, audacity, scores."),
     resume: bool = typer.Option(_INFER.resume, help="Skip files a previous run into --out finished."),
@@ -53,8 +54,8 @@ def analyze(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size,
-                 workers=workers, formats=tuple(f.strip() for f in format.split(",") if f.strip()), resume=resume,
-                 device=device, channel=channel, strict=strict, species_list=species_list)
+                 workers=workers, threads=threads, formats=tuple(f.strip() for f in format.split(",") if f.strip()),
+                 resume=resume, device=device, channel=channel, strict=strict, species_list=species_list)
     if config is not None:  # the file's settings, then only the flags typed on this command line
         given = {k: v for k, v in flags.items()
                  if ctx.get_parameter_source("format" if k == "formats" else k).name != "DEFAULT"}

@@ -37,7 +37,7 @@ class Recording:
 def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Recording:
     """Score one recording with `cfg.model`; raises AudioReadError for a bad file."""
     info = audio_info(path)
-    predictor = open_model(cfg.model, cfg.device, cfg.species_list)
+    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
     try:
         meta = predictor.metadata
         rate = int(meta["sample_rate"])

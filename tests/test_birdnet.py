@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -130,6 +131,16 @@ def test_birdnet_predictor_backend_restricted_to_species(short_clips):
     predictor.close()
     with pytest.raises(ValueError, match="Gryllus campestris"):
         load_predictor(birdnet.model_path(), backend="birdnet", species=("Gryllus campestris",))
+
+
+def test_birdnet_threads_default_to_every_core_like_onnxruntime():
+    """LiteRT alone runs one thread; analysing with it on every core keeps the student-vs-BirdNET comparison fair."""
+    from pulse.analyze import open_model
+
+    assert open_model("birdnet")._teacher.threads == (os.cpu_count() or 1)
+    assert open_model("birdnet", threads=1)._teacher.threads == 1
+    with pytest.raises(ValueError, match="threads must be 0"):
+        open_model("birdnet", threads=-1)
 
 
 def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path):

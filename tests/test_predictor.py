@@ -31,6 +31,22 @@ def test_cpu_backends_share_one_contract(pulse_bundle):
         p.close()
 
 
+def test_threads_reach_the_cpu_backends(pulse_bundle):
+    """`pulse analyze --threads N` sets ONNX Runtime's intra-op threads and torch's; 0 leaves the defaults."""
+    import torch
+
+    session = load_predictor(pulse_bundle, backend="onnxruntime", threads=1)._session
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert load_predictor(pulse_bundle)._session.get_session_options().intra_op_num_threads == 0
+    before = torch.get_num_threads()
+    try:
+        load_predictor(pulse_bundle, backend="torch", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_auto_backend_follows_folder_and_suffix(pulse_bundle):
     assert type(load_predictor(pulse_bundle)).__name__ == "OnnxRuntimePredictor"
     assert type(load_predictor(pulse_bundle / ARTEFACT_FILES["torch"])).__name__ == "TorchPredictor"

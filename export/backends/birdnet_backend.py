@@ -7,6 +7,7 @@ through the same batch path as PULSE's own models (scores + embedding for each 3
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ class BirdNETPredictor:
             "license": birdnet.LICENSE, "attribution": birdnet.ATTRIBUTION,
         }
         self.input_spec = InputSpec("waveform", (None, birdnet.WINDOW_SAMPLES))
-        self._teacher = birdnet.BirdNET(threads=threads)
+        # LiteRT alone would run one thread; every core matches ONNX Runtime's default, so the two compare fairly.
+        self._teacher = birdnet.BirdNET(threads=threads or os.cpu_count() or 1)
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         out = self._teacher.predict(batch)

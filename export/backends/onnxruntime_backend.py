@@ -18,6 +18,9 @@ class OnnxRuntimePredictor:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0 lets ONNX Runtime use every core
+        # Idle threads sleep instead of spinning: spinning starves the decoding threads that share the
+        # cores (`pulse analyze` 2 threads on 2 cores: ~850x -> ~1100x real time; batch speed unchanged).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
         self._session = ort.InferenceSession(str(path), options, providers=providers)
         meta = self._session.get_modelmeta().custom_metadata_map

@@ -28,7 +28,8 @@ WORKSPACE_BYTES = 1 << 30
 
 @BACKENDS.register("tensorrt")
 class TensorRTPredictor:
-    def __init__(self, path: Path, device: str = "cuda", fp16: bool = True):
+    def __init__(self, path: Path, device: str = "cuda", threads: int = 0, fp16: bool = True):
+        del threads  # the Predictor contract's CPU threads: the engine runs on the GPU
         import tensorrt as trt
         import torch
 

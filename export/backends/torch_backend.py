@@ -12,8 +12,11 @@ from export.predictor import BACKENDS, InputSpec
 
 @BACKENDS.register("torch")
 class TorchPredictor:
-    def __init__(self, path: Path, device: str = "cpu", frontend_mode: str = "fft"):
+    def __init__(self, path: Path, device: str = "cpu", threads: int = 0, frontend_mode: str = "fft"):
         import torch
+
+        if threads:  # process-wide in torch; 0 keeps torch's default (every physical core)
+            torch.set_num_threads(threads)
 
         from export.artifact import load_weights
 
