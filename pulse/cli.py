@@ -39,7 +39,7 @@ def analyze(
     workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model."),
     threads: int = typer.Option(_INFER.threads, help="CPU threads of the model, any backend (0: every core)."),
     format: str = typer.Option(",".join(_INFER.formats), "--format",
-                               help="Comma list of raven, csv, audacity, scores."),
+                               help="Comma list of raven, csv, audacity, scores, kaleidoscope."),
     resume: bool = typer.Option(_INFER.resume, help="Skip files a previous run into --out finished."),
     device: str = typer.Option(_INFER.device, help="cpu or cuda[:N]."),
     channel: Optional[int] = typer.Option(_INFER.channel, help="Analyse this channel (0-based); default mixes to mono."),

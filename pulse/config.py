@@ -54,9 +54,6 @@ class ModelConfig(JsonConfig):
         return {"package": "pulse", **super().to_dict()}
 
 
-FORMATS = ("raven", "csv", "audacity", "scores")
-
-
 @dataclass(frozen=True)
 class InferConfig(JsonConfig):
     """Settings of `pulse analyze` (BirdNET-Analyzer names where one exists)."""

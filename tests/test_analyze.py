@@ -95,7 +95,7 @@ def test_bad_files_among_good_ones(tmp_path, model):
     expected = make_batch(tmp_path / "in")
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "in"), "--out", str(out), "--model", str(model),
-                                      "--format", "raven,csv,audacity,scores"])
+                                      "--format", "raven,csv,audacity,scores,kaleidoscope"])
     assert result.exit_code == 0, result.output
     errors = pd.read_csv(out / "errors.csv")
     assert list(errors.columns) == ["path", "stage", "error_type", "message"]
@@ -124,6 +124,10 @@ def test_bad_files_among_good_ones(tmp_path, model):
     assert short["Chorthippus biguttulus"] > 0.5  # even padded to 3 s the song is heard
     detections = pd.read_csv(out / "detections.csv")
     assert len(detections) == (scores.iloc[:, 3:] >= 0.25).to_numpy().sum()
+    kaleidoscope = pd.read_csv(out / "kaleidoscope.csv", keep_default_na=False)
+    paths = kaleidoscope[["INDIR", "FOLDER", "IN FILE"]].apply(lambda r: Path(*r), axis=1)
+    assert paths.tolist() == [Path(f) for f in detections["File"]]
+    np.testing.assert_allclose(kaleidoscope["OFFSET"] + kaleidoscope["DURATION"], detections["End (s)"], atol=1e-4)
 
 
 def test_a_text_file_named_mp3_is_one_clear_error_and_the_batch_goes_on(tmp_path, model):
@@ -251,7 +255,7 @@ def test_missing_model_or_format_is_one_line(tmp_path):
     result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "nope.onnx"])
     assert result.exit_code == 2 and "nope.onnx: model file not found" in result.output
     result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "raven,pdf"])
-    assert result.exit_code == 2 and "unknown output format 'pdf' (known: audacity, csv, raven, scores)" in result.output
+    assert result.exit_code == 2 and "unknown output format 'pdf' (known: audacity, csv, kaleidoscope, raven, scores)" in result.output
 
 
 def test_pytorch_checkpoint_backend(tmp_path):

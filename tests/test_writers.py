@@ -56,12 +56,13 @@ def test_label_set_from_metadata_falls_back():
 
 
 def test_registry_and_paths():
-    assert WRITERS.list() == ["audacity", "csv", "raven", "scores"]
+    assert WRITERS.list() == ["audacity", "csv", "kaleidoscope", "raven", "scores"]
     out = Path("out")
     assert output_path(WRITERS.create("raven"), out, Path("site1/a.wav")) == out / "site1/a.pulse.selection.table.txt"
     assert output_path(WRITERS.create("audacity"), out, Path("a.flac")) == out / "a.pulse.results.txt"
     assert output_path(WRITERS.create("csv"), out) == out / "detections.csv"
     assert output_path(WRITERS.create("scores"), out) == out / "scores.csv"
+    assert output_path(WRITERS.create("kaleidoscope"), out) == out / "kaleidoscope.csv"
 
 
 def test_raven_table_exact(tmp_path, scores):
@@ -93,3 +94,20 @@ def test_csv_audacity_scores_layouts(tmp_path, scores):
     back = pd.read_csv(tmp_path / "scores.csv")
     assert list(back.columns) == ["file", "start_s", "end_s", *LABELS.labels]
     np.testing.assert_allclose(back[list(LABELS.labels)].to_numpy(), scores.to_numpy(), atol=1e-5)
+
+
+def test_kaleidoscope_layout(tmp_path, scores):
+    """BirdNET-Analyzer's Kaleidoscope columns; INDIR/FOLDER/IN FILE split the path as it does."""
+    deep = scores.rename(index={"rec/a.wav": "/data/site1/a.wav"}, level="file")
+    table = pd.concat([detect(deep, LABELS, 0.5, 500, 22050), detect(scores, LABELS, 0.5, 500, 22050),
+                       detect(scores.rename(index={"rec/a.wav": "b.wav"}, level="file"), LABELS, 0.85, 500, 22050)])
+    WRITERS.create("kaleidoscope").write(table, tmp_path / "kaleidoscope.csv")
+    lines = (tmp_path / "kaleidoscope.csv").read_text().splitlines()
+    assert lines == ["INDIR,FOLDER,IN FILE,OFFSET,DURATION,scientific_name,common_name,confidence",
+                     "/data,site1,a.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000",
+                     "/data,site1,a.wav,6.0000,1.5000,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
+                     ",rec,a.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000",
+                     ",rec,a.wav,6.0000,1.5000,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
+                     ",,b.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000"]
+    WRITERS.create("kaleidoscope").write(table.iloc[:0], tmp_path / "none.csv")
+    assert (tmp_path / "none.csv").read_text().splitlines() == lines[:1]

@@ -35,6 +35,6 @@ def output_path(writer: Writer, out_dir: Path, relative: Path | None = None) -> 
     return out_dir / writer.suffix
 
 
-from pulse.writers import audacity, detections_csv, raven, scores_csv  # noqa: E402,F401  (they register)
+from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)
 
 __all__ = ["WRITERS", "Writer", "output_path"]
