@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 import pulse
-from pulse.analyze import MODEL_ALIASES, below_rate_note
+from pulse.analyze import MODEL_ALIASES, below_rate_note, model_band
 from pulse.config import InferConfig
 from pulse.io import AUDIO_SUFFIXES
 from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_figure
@@ -83,7 +83,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         target = output_path(writer, out, Path(name))
         writer.write(tables[writer.table], target)
         downloads.append(str(target))
-    rate_note = below_rate_note(rec.info.sample_rate, int(rec.metadata["sample_rate"]), cfg.model)
+    rate_note = below_rate_note(rec.info.sample_rate, model_band(rec.metadata)[1], cfg.model)
     status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
               f"of {rec.metadata['window_s']} s, {len(rec.detections)} detection(s) at min-conf {cfg.min_conf:g}; "
               f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')}; "

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 METADATA_KEY = "model_config"
+
+
+class CheckpointError(ValueError):
+    """A weights file that is not safetensors, or that another package wrote: one line naming the file."""
 
 
 def save_weights(path: str | Path, state_dict: dict, metadata: dict) -> None:
@@ -25,23 +30,42 @@ def save_weights(path: str | Path, state_dict: dict, metadata: dict) -> None:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
 
 
-def load_weights(path: str | Path) -> tuple[dict, dict]:
-    """Return (state_dict, metadata) from a safetensors file; never unpickles anything."""
-    from safetensors import safe_open
+def load_weights(path: str | Path, package: str | None = None) -> tuple[dict, dict]:
+    """Return (state_dict, metadata) from a safetensors file; never unpickles anything.
 
-    tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        for key in f.keys():
-            tensors[key] = f.get_tensor(key)
-    return tensors, json.loads(header.get(METADATA_KEY, "{}"))
+    With `package` ("pulse", "lrmil"), a checkpoint written by another package is rejected
+    before its tensors meet a model they do not fit.
+    """
+    with _open_safetensors(path, "pt") as f:
+        metadata = _checked_metadata(path, f, package)
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    return tensors, metadata
 
 
-def read_weights_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
+def read_weights_metadata(path: str | Path, package: str | None = None) -> dict:
+    """The metadata alone (no tensors read), checked against `package` as in `load_weights`."""
+    with _open_safetensors(path, "np") as f:
+        return _checked_metadata(path, f, package)
 
-    with safe_open(str(path), framework="np") as f:
-        return json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+
+@contextmanager
+def _open_safetensors(path: str | Path, framework: str):
+    """safe_open, but a file of another format (safetensors says only "header too large") is named."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            yield f
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+
+
+def _checked_metadata(path: str | Path, f, package: str | None) -> dict:
+    metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+    if package is not None and metadata.get("package") != package:
+        writer = metadata.get("package", "an unknown package")
+        raise CheckpointError(f"{path}: a checkpoint written by {writer}, not by {package}")
+    return metadata
 
 
 def set_onnx_metadata(model_proto, metadata: dict) -> None:

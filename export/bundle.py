@@ -12,11 +12,14 @@ by default both are timed on the parity windows and model.onnx is the faster one
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.resources
 import importlib.util
+import logging
 import shutil
 from pathlib import Path
 
-from export.artifact import sha256
+from export.artifact import read_weights_metadata, sha256
 from export.atomic import atomic_path, write_json
 from export.parity import FP16_TOLERANCE, FP32_TOLERANCE, INT8_TOLERANCE, Parity, compare
 from export.predictor import ARTEFACT_FILES, load_predictor
@@ -25,6 +28,8 @@ ONNX_FILES = {"fft": ARTEFACT_FILES["onnxruntime"], "conv": ARTEFACT_FILES["tens
 INT8_FILE = "model.int8.onnx"
 WEIGHTS_FILE = ARTEFACT_FILES["torch"]
 CONFIG_FILE = "config.json"
+
+log = logging.getLogger(__name__)
 
 
 def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
@@ -41,6 +46,8 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
     if cfg.trt and importlib.util.find_spec("tensorrt") is None:
         raise ImportError("--trt needs an NVIDIA GPU with the tensorrt package, which is not installed here")
     out = Path(out)
+    read_weights_metadata(weights, package="pulse")  # another package's checkpoint: one line, not a state_dict dump
+    cfg = dataclasses.replace(cfg, calibration=resolve_calibration(cfg.calibration))
     model = load_model(weights)
     mc = model.cfg
     # Read the audio first: a wrong --calibration fails before anything is written.
@@ -80,3 +87,18 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
         "ms_per_window": speed,
     })
     return checks
+
+
+def resolve_calibration(calibration: tuple[str, ...]) -> tuple[str, ...]:
+    """`calibration`, or pulse's bundled example recordings when it is the default folder and absent.
+
+    The default (real songs in ../shared) exists only next to a checkout's data; the fallback lets
+    export run anywhere. Any other missing path stays an error (raised by calibration_windows).
+    """
+    from pulse.config import ExportConfig
+
+    if calibration != ExportConfig().calibration or all(Path(item).exists() for item in calibration):
+        return calibration
+    examples = importlib.resources.files("pulse") / "assets" / "examples"
+    log.info("calibration: %s not found, using the bundled example recordings in %s", ", ".join(calibration), examples)
+    return (str(examples),)

@@ -34,7 +34,7 @@ from pulse.io import AudioInfo, audio_info, find_audio, stream_audio
 from pulse.schema import LabelSet, empty_detections, scores_frame
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
-from pulse.writers import WRITERS, output_path
+from pulse.writers import create_writers, output_path
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,18 @@ MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto")
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
 
 
-def below_rate_note(file_rate: int, model_rate: int, model: str) -> str:
-    """What a recording made below the model's rate cannot hold ("" if it is not below); said by the CLI and the app."""
-    if file_rate >= model_rate:
+def model_band(metadata: dict) -> tuple[float, float]:
+    """The frequency band (Hz) a model listens to: where its detection boxes are drawn."""
+    return float(metadata.get("f_min", 0.0)), float(metadata.get("f_max", metadata["sample_rate"] / 2))
+
+
+def below_rate_note(file_rate: int, band_top_hz: float, model: str) -> str:
+    """What a recording too slow for the model's band cannot hold ("" if it holds it all); said by the CLI and the app."""
+    if file_rate / 2 >= band_top_hz:
         return ""
     advice = "; the `lowrate` model is trained for such recordings" if model in ("default", "supervised") else ""
-    return (f"recorded at {file_rate} Hz, below the model's {model_rate} Hz: songs above {file_rate // 2} Hz "
-            f"are not in the file{advice}")
+    return (f"recorded at {file_rate} Hz: songs above {file_rate // 2} Hz are not in the file, below the model's "
+            f"band top of {band_top_hz:g} Hz{advice}")
 
 
 def resolve_model(name: str) -> tuple[Path, str]:
@@ -170,16 +175,19 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     """Analyse every recording under `inputs`; write outputs, errors.csv, summary.json, config.json."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    writers = tuple(WRITERS.create(name) for name in cfg.formats)
+    writers = create_writers(cfg.formats, cfg.channel)
     if not writers or cfg.batch_size < 1 or cfg.workers < 1:
         raise ValueError("need at least one output format, and batch_size and workers of at least 1")
+    if not 0.0 <= cfg.min_conf <= 1.0:
+        raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
     predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
     meta = predictor.metadata
     rate = int(meta["sample_rate"])
     spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
-    run = _Run(cfg, spec, LabelSet.from_metadata(meta),
-               (float(meta.get("f_min", 0.0)), float(meta.get("f_max", rate / 2))),
+    run = _Run(cfg, spec, LabelSet.from_metadata(meta), model_band(meta),
                Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path)), out_dir, writers)
     files = [_File(path, rel) for path, rel in find_audio(inputs)]
     _sweep_temporaries(out_dir)
@@ -283,7 +291,10 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 running -= 1
             elif kind == "start":
                 todo[i].info = item[2]
-                note = below_rate_note(item[2].sample_rate, run.spec.sample_rate, cfg.model)
+                if item[2].warning:  # analysed anyway: listed in errors.csv, not counted as failed
+                    summary.errors.append((str(todo[i].path), "read", "PartlyReadable", item[2].warning))
+                    log.warning("%s: %s", todo[i].path, item[2].warning)
+                note = below_rate_note(item[2].sample_rate, run.band[1], cfg.model)
                 if note and not warned_rate:
                     warned_rate = True
                     log.warning("%s: %s (said once per run)", todo[i].path, note)

@@ -47,10 +47,14 @@ def analyze(
     species_list: str = typer.Option(_INFER.species_list, help="With --model birdnet: file of species to report "
                                                                "(one per line), as BirdNET-Analyzer's --slist."),
 ) -> None:
-    """Detect species in recordings: Raven tables, detections.csv, scores.csv, errors.csv, summary.json."""
+    """Detect species in recordings: Raven tables and detections.csv (more with --format), errors.csv, summary.json.
+
+    Exit status: 0 when every recording was analysed; 1 when the batch finished but some failed (errors.csv)
+    or none were found, or --strict stopped at a bad file; 2 for a bad option, model or format."""
     import logging
 
     from pulse.analyze import analyze as run_analyze
+    from pulse.io import AUDIO_SUFFIXES, AudioReadError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size,
@@ -64,6 +68,9 @@ def analyze(
         cfg = replace(_INFER, **flags)
     try:
         summary = run_analyze(inputs, out, cfg)
+    except AudioReadError as exc:  # --strict: the first bad recording ends the run
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     except (FileNotFoundError, KeyError, ValueError) as exc:  # bad model path, format or option: one line
         typer.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
         raise typer.Exit(2)
@@ -72,6 +79,12 @@ def analyze(
                f"{s['audio_hours']} h of audio at {s['x_realtime']}x real time -> {out}")
     if summary.model_license:  # the default model is distilled from BirdNET: its output is under BirdNET's licence
         typer.echo(f"model licence: {summary.model_license}")
+    if not summary.files_total:
+        typer.echo(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found in: {', '.join(map(str, inputs))}", err=True)
+        raise typer.Exit(1)
+    if summary.files_failed:
+        typer.echo(f"{summary.files_failed} file(s) failed: see {out / 'errors.csv'}", err=True)
+        raise typer.Exit(1)
 
 
 _EXPORT = ExportConfig()
@@ -85,13 +98,18 @@ def export_model(
     int8: bool = typer.Option(_EXPORT.int8, help="Also write model.int8.onnx (ONNX Runtime INT8)."),
     quantization: str = typer.Option(_EXPORT.quantization, help="INT8 method: static (calibrated) or dynamic."),
     calibration: list[Path] = typer.Option(list(map(Path, _EXPORT.calibration)),
-                                           help="Real audio files/folders for INT8 calibration and parity checks."),
+                                           help="Real audio files/folders for INT8 calibration and parity checks "
+                                                "(the default, where absent: pulse's example recordings)."),
     trt: bool = typer.Option(_EXPORT.trt, help="Also build a TensorRT engine (needs an NVIDIA GPU)."),
     trt_fp16: bool = typer.Option(_EXPORT.trt_fp16, help="Build the TensorRT engine in FP16."),
 ) -> None:
     """Export a checkpoint to ONNX (for ONNX Runtime and a TensorRT-portable graph) and check parity."""
+    import logging
+
     from export.bundle import export_bundle
 
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("export").setLevel(logging.INFO)  # export's notes (which calibration audio), not onnxscript's
     cfg = replace(_EXPORT, ort_graph=ort_graph, int8=int8, quantization=quantization, calibration=tuple(map(str, calibration)),
                   trt=trt, trt_fp16=trt_fp16)
     try:

@@ -8,6 +8,7 @@ artefacts at block edges) and yields it. Every way a file can be bad ends in one
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    warning: str = ""  # readable but not whole (a WAV cut short by a flat battery): say so, analyse what is there
 
     @property
     def duration_s(self) -> float:
@@ -59,8 +61,9 @@ def audio_info(path: str | Path) -> AudioInfo:
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     short = _SHORT_DATA.search(extra)
-    if short and int(short.group(2)) < int(short.group(1)):
-        raise AudioReadError(path, f"truncated: header promises {short.group(1)} data bytes, file holds {short.group(2)}")
+    if short and int(short.group(2)) < int(short.group(1)) and info.frames > 0:
+        info = dataclasses.replace(info, warning=f"truncated: header promises {short.group(1)} data bytes, file holds "
+                                                 f"{short.group(2)}; the {info.duration_s:.2f} s present were analysed")
     if "lacks an end-of-stream" in extra:
         raise AudioReadError(path, "truncated: the Ogg stream stops before its end-of-stream page")
     if info.frames <= 0:
@@ -114,15 +117,52 @@ def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, b
 
 
 def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
-    """Expand files and folders (recursively) into sorted (path, path relative to its input root)."""
-    found: list[tuple[Path, Path]] = []
+    """Expand files and folders (recursively) into sorted (path, output name) pairs, each file once.
+
+    The output name is the path relative to its input (writers replace the suffix), made unique:
+    two AudioMoth cards given as two folders often hold the same timestamped file names, and one
+    recording's Raven table must never overwrite another's.
+    """
+    found: list[tuple[Path, Path, str]] = []  # (path, relative, name of the input it came from)
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted((p, p.relative_to(item)) for p in item.rglob("*")
+            found += sorted((p, p.relative_to(item), item.resolve().name) for p in item.rglob("*")
                             if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
         else:
-            found.append((item, Path(item.name)))
-    return found
+            found.append((item, Path(item.name), item.resolve().parent.name))
+    seen: set[Path] = set()
+    unique = []
+    for path, relative, root in found:  # a folder and a file inside it: analyse the file once
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append((path, relative, root))
+    relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
+    return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
+
+
+def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:
+    """Rename only clashing output names: under their input's name when they come from different
+    inputs, then with the suffix kept in the stem (g.ogg, g.aiff), then numbered."""
+    names = [relative for relative, _ in entries]
+    for group in _clashes(names):
+        if len({entries[i][1] for i in group}) > 1:
+            for i in group:
+                names[i] = Path(entries[i][1]) / names[i]
+    for group in _clashes(names):
+        for i in group:
+            names[i] = names[i].with_name(f"{names[i].stem}_{names[i].suffix.lstrip('.')}{names[i].suffix}")
+    for group in _clashes(names):
+        for n, i in enumerate(group):
+            names[i] = names[i].with_name(f"{names[i].stem}_{n + 1}{names[i].suffix}")
+    return names
+
+
+def _clashes(names: list[Path]) -> list[list[int]]:
+    """Indices of names whose outputs would share a file (case-insensitively, as file systems can)."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name.with_suffix("").as_posix().lower(), []).append(i)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def _libsndfile_reason(exc: Exception) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pulse.analyze import open_model
+from pulse.analyze import model_band, open_model
 from pulse.config import InferConfig
 from pulse.detect import detect
 from pulse.io import AudioInfo, audio_info, stream_audio
@@ -56,8 +56,8 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     ends_s = np.round(np.minimum(starts_s + spec.window / rate, info.duration_s), 6)
     table = scores_frame(str(path), starts_s, ends_s, np.concatenate(scores), labels.labels)
     # Selection boxes span the model's band, never above what the file itself contains.
-    high_hz = min(float(meta.get("f_max", rate / 2)), info.sample_rate / 2)
-    found = detect(table, labels, cfg.min_conf, float(meta.get("f_min", 0.0)), high_hz)
+    low_hz, high_hz = model_band(meta)
+    found = detect(table, labels, cfg.min_conf, low_hz, min(high_hz, info.sample_rate / 2))
     return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta)
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from export.artifact import set_onnx_metadata
 from export.predictor import load_predictor
-from pulse.analyze import MODEL_ALIASES, analyze
+from pulse.analyze import MODEL_ALIASES, analyze, below_rate_note
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
 
@@ -96,7 +96,8 @@ def test_bad_files_among_good_ones(tmp_path, model):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "in"), "--out", str(out), "--model", str(model),
                                       "--format", "raven,csv,audacity,scores,kaleidoscope"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the batch finished; scripts still learn that files failed
+    assert f"4 file(s) failed: see {out / 'errors.csv'}" in result.output
     errors = pd.read_csv(out / "errors.csv")
     assert list(errors.columns) == ["path", "stage", "error_type", "message"]
     bad = {k: v for k, v in expected.items() if v}
@@ -139,6 +140,17 @@ def test_a_text_file_named_mp3_is_one_clear_error_and_the_batch_goes_on(tmp_path
     assert list(errors.message) == ["not readable as audio (format not recognised)"]
 
 
+def test_a_wav_cut_short_is_analysed_as_far_as_it_goes_and_listed(tmp_path, model):
+    sf.write(tmp_path / "battery.wav", song(9.0), RATE)
+    data = (tmp_path / "battery.wav").read_bytes()
+    (tmp_path / "battery.wav").write_bytes(data[: len(data) * 2 // 3])  # 6 s of the 9 the header promises
+    summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores",)))
+    assert (summary.files_done, summary.files_failed) == (1, 0)
+    assert pd.read_csv(tmp_path / "out" / "scores.csv")["start_s"].tolist() == [0.0, 3.0]
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert row.error_type == "PartlyReadable" and "truncated" in row.message and "6.00 s present" in row.message
+
+
 def test_raven_band_never_above_nyquist(tmp_path, model):
     sf.write(tmp_path / "phone.wav", song(3.0, 8000, freq=1000), 8000)
     sf.write(tmp_path / "studio.wav", song(3.0, 96000), 96000)
@@ -159,6 +171,7 @@ def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplo
     flagged = [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()]
     assert summary.files_done == 3 and len(flagged) == 1
     assert "22050 Hz" in flagged[0] and "above 11025 Hz" in flagged[0]
+    assert below_rate_note(22050, 15000.0, "birdnet") and not below_rate_note(44100, 15000.0, "birdnet")
 
 
 def test_overlap_channel_and_threshold(tmp_path, model):
@@ -256,6 +269,22 @@ def test_missing_model_or_format_is_one_line(tmp_path):
     assert result.exit_code == 2 and "nope.onnx: model file not found" in result.output
     result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "raven,pdf"])
     assert result.exit_code == 2 and "unknown output format 'pdf' (known: audacity, csv, kaleidoscope, raven, scores)" in result.output
+
+
+def test_bad_options_empty_inputs_and_strict_are_one_line(tmp_path, model):
+    runner = CliRunner()
+    base = ["analyze", str(tmp_path), "--model", str(model)]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "o"), "--min-conf", "1.5"])
+    assert result.exit_code == 2 and "--min-conf is a score between 0 and 1, got 1.5" in result.output
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "taken")])
+    assert result.exit_code == 2 and "taken: --out must be a folder" in result.output
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "no audio files" in result.output and str(tmp_path) in result.output
+    (tmp_path / "zero.wav").write_bytes(b"")
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "o"), "--strict"])
+    assert result.exit_code == 1 and "zero.wav: not readable as audio" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_pytorch_checkpoint_backend(tmp_path):

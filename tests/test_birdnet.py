@@ -125,6 +125,7 @@ def test_birdnet_predictor_backend_restricted_to_species(short_clips):
     predictor = load_predictor(birdnet.model_path(), species=species, threads=1)
     assert predictor.metadata["labels"] == ["Gryllus pennsylvanicus", "Oecanthus fultoni"]
     assert predictor.metadata["sample_rate"] == 48000 and "NC-SA" in predictor.metadata["license"]
+    assert predictor.metadata["f_max"] == 15000  # BirdNET hears up to 15 kHz: 44.1 kHz files hold all of it
     out = predictor.predict(first_window(short_clips[0]))
     assert out["scores"].shape == (1, 2) and ((out["scores"] >= 0) & (out["scores"] <= 1)).all()
     assert out["embedding"].shape == (1, 1024)

@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from export.artifact import CheckpointError, load_weights, read_weights_metadata, save_weights
 from export.onnx import OnnxExportError, check_frontend_ops, export_onnx, graph_ops
 from export.parity import FP32_TOLERANCE, INT8_TOLERANCE, compare
 from export.predictor import load_predictor
@@ -178,3 +179,51 @@ def test_pulse_export_fails_early_and_clearly(pulse_bundle, tmp_path):
     result = CliRunner().invoke(app, [*args, "--ort-graph", "dft"])
     assert result.exit_code == 2 and "ort_graph must be auto, fft or conv" in result.output
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_weights_loader_names_files_it_cannot_use(pulse_bundle, tmp_path):
+    with pytest.raises(CheckpointError, match=r"model.onnx: not a safetensors checkpoint \(.*header"):
+        load_weights(pulse_bundle / "model.onnx")
+    save_weights(tmp_path / "mil.safetensors", {"w": torch.zeros(2)}, {"package": "lrmil"})
+    with pytest.raises(CheckpointError, match="mil.safetensors: a checkpoint written by lrmil, not by pulse"):
+        read_weights_metadata(tmp_path / "mil.safetensors", package="pulse")
+    save_weights(tmp_path / "bare.safetensors", {"w": torch.zeros(2)}, {})
+    with pytest.raises(CheckpointError, match="written by an unknown package, not by lrmil"):
+        load_weights(tmp_path / "bare.safetensors", package="lrmil")
+    state, metadata = load_weights(tmp_path / "mil.safetensors", package="lrmil")
+    assert metadata == {"package": "lrmil"} and state["w"].shape == (2,)
+
+
+def test_pulse_export_rejects_wrong_checkpoints_in_one_line(pulse_bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+
+    save_weights(tmp_path / "mil.safetensors", {"w": torch.zeros(2)}, {"package": "lrmil"})
+    expected = {pulse_bundle / "model.onnx": "not a safetensors checkpoint",
+                tmp_path / "mil.safetensors": "a checkpoint written by lrmil, not by pulse"}
+    for model, problem in expected.items():
+        result = CliRunner().invoke(app, ["export", "--model", str(model), "--out", str(tmp_path / "out")])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {model}: {problem}"), lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_pulse_export_without_shared_data_calibrates_on_bundled_examples(pulse_bundle, tmp_path, monkeypatch, caplog):
+    """The default --calibration is ../shared/...; from any other folder the examples installed with pulse stand in."""
+    import logging
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import pulse
+    from pulse.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no ../shared/data/audio here
+    caplog.set_level(logging.INFO, logger="export")
+    result = CliRunner().invoke(app, ["export", "--model", str(pulse_bundle / "model.safetensors"), "--out", "out"])
+    assert result.exit_code == 0, result.output
+    examples = str(Path(pulse.__file__).parent / "assets" / "examples")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["export"]["calibration"] == [examples] and config["parity_windows"] == 16
+    assert f"using the bundled example recordings in {examples}" in caplog.text

@@ -64,13 +64,25 @@ def _truncate(path, keep: float = 0.5):
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+def test_a_wav_cut_short_is_read_as_far_as_it_goes(tmp_path):
+    """A recorder whose battery died leaves a WAV whose header promises more than the file holds."""
+    path = tmp_path / "battery.wav"
+    sf.write(path, tone(2.0, RATE), RATE)
+    _truncate(path)
+    info = audio_info(path)
+    assert info.duration_s == pytest.approx(1.0, abs=0.01)
+    assert "truncated: header promises 176400 data bytes" in info.warning and "1.00 s present" in info.warning
+    np.testing.assert_allclose(read_audio(path, RATE), tone(2.0, RATE)[: info.frames], atol=1e-4)
+    sf.write(tmp_path / "whole.wav", tone(2.0, RATE), RATE)
+    assert audio_info(tmp_path / "whole.wav").warning == ""
+
+
 BAD_FILES = {
     "zero.wav": (lambda p: p.write_bytes(b""), "not readable as audio"),
     "empty.wav": (lambda p: sf.write(p, np.zeros(0, np.float32), RATE), "zero-length"),
     "notes.flac": (lambda p: p.write_text("this is not audio at all\n" * 50), "not readable as audio"),
     "random.mp3": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(5000)), "not readable as audio"),
     "notes.mp3": (lambda p: p.write_text("this is not audio at all\n" * 50), "not readable as audio (format not"),
-    "cut.wav": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
     "cut.flac": (lambda p: (sf.write(p, tone(2.0, RATE), RATE), _truncate(p)), "truncated"),
     "cut.mp3": (lambda p: (sf.write(p, tone(4.0, RATE), RATE), _truncate(p)), "truncated"),
     "cut.ogg": (lambda p: (sf.write(p, tone(4.0, RATE), RATE), _truncate(p)), "truncated"),
@@ -104,3 +116,17 @@ def test_info_and_discovery(tmp_path):
     info = audio_info(found[1][0])
     assert (info.sample_rate, info.channels, info.frames) == (32000, 1, 48000)
     assert info.duration_s == pytest.approx(1.5)
+
+
+def test_discovery_gives_each_file_once_and_its_own_output_name(tmp_path):
+    """Two recorder cards with the same timestamped names, a file given twice, g.ogg beside g.aiff."""
+    for rel in ("AM01/20240701_220000.WAV", "AM02/20240701_220000.WAV", "AM02/other.wav", "mix/g.ogg", "mix/G.aiff"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        sf.write(tmp_path / rel, tone(0.1, 8000), 8000)
+    found = find_audio([tmp_path / "AM01", tmp_path / "AM02", tmp_path / "AM02" / "other.wav"])
+    assert [(p.relative_to(tmp_path).as_posix(), rel.as_posix()) for p, rel in found] == [
+        ("AM01/20240701_220000.WAV", "AM01/20240701_220000.WAV"),
+        ("AM02/20240701_220000.WAV", "AM02/20240701_220000.WAV"), ("AM02/other.wav", "other.wav")]
+    assert [rel.as_posix() for _, rel in find_audio([tmp_path / "mix"])] == ["G_aiff.aiff", "g_ogg.ogg"]
+    assert [rel.as_posix() for _, rel in find_audio([tmp_path])][:2] == ["AM01/20240701_220000.WAV",
+                                                                        "AM02/20240701_220000.WAV"]

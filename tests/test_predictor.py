@@ -66,6 +66,35 @@ def test_load_predictor_errors_are_clear(pulse_bundle, tmp_path):
         load_predictor(tmp_path, backend="torch")
 
 
+def test_onnxruntime_refuses_devices_it_cannot_serve(pulse_bundle, monkeypatch):
+    """`--device cuda` without CUDA used to run on the CPU with only a warning; `--device gpu` ran too."""
+    import onnxruntime
+
+    with pytest.raises(ValueError, match="--device gpu: expected cpu, cuda or cuda:N"):
+        load_predictor(pulse_bundle, device="gpu")
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match=r"--device cuda:1: this onnxruntime build has no CUDA provider "
+                                         r"\(available: CPUExecutionProvider\); use --device cpu"):
+        load_predictor(pulse_bundle, device="cuda:1")
+
+
+def _onnxruntime_has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.skipif(_onnxruntime_has_cuda(), reason="this onnxruntime build has CUDA, so a CUDA session may start")
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider")
+def test_onnxruntime_refuses_a_cuda_session_that_fell_back_to_cpu(pulse_bundle, monkeypatch):
+    """A build listing CUDA can still fail to start it (no GPU, no CUDA libraries) and quietly use the CPU."""
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="--device cuda: ONNX Runtime could not start CUDA"):
+        load_predictor(pulse_bundle, device="cuda")
+
+
 def _tensorrt_ready() -> str:
     """Why the TensorRT test cannot run here, or '' when it can."""
     if importlib.util.find_spec("tensorrt") is None:

@@ -45,6 +45,8 @@ class BirdNETPredictor:
             "package": "pulse", "arch": "birdnet_v2.4_fp32", "labels": [s for s, _ in chosen],
             "common_names": [c for _, c in chosen], "codes": [species_code(s) for s, _ in chosen],
             "sample_rate": birdnet.SAMPLE_RATE, "window_s": birdnet.WINDOW_S, "embed_dim": birdnet.EMBED_DIM,
+            # BirdNET's spectrograms stop at 15 kHz (BirdNET-Analyzer's default band, its Raven boxes too)
+            "f_min": 0.0, "f_max": birdnet.F_MAX_HZ,
             "license": birdnet.LICENSE, "attribution": birdnet.ATTRIBUTION,
         }
         self.input_spec = InputSpec("waveform", (None, birdnet.WINDOW_SAMPLES))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,10 @@ class OnnxRuntimePredictor:
         # Idle threads sleep instead of spinning: spinning starves the decoding threads that share the
         # cores (`pulse analyze` 2 threads on 2 cores: ~850x -> ~1100x real time; batch speed unchanged).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
-        self._session = ort.InferenceSession(str(path), options, providers=providers)
+        self._session = ort.InferenceSession(str(path), options, providers=_providers(device))
+        if device != "cpu" and "CUDAExecutionProvider" not in self._session.get_providers():
+            raise ValueError(f"--device {device}: ONNX Runtime could not start CUDA (no GPU, or CUDA libraries "
+                             f"missing); use --device cpu")
         meta = self._session.get_modelmeta().custom_metadata_map
         self.metadata = json.loads(meta.get(METADATA_KEY, "{}"))
         model_input = self._session.get_inputs()[0]
@@ -36,3 +39,19 @@ class OnnxRuntimePredictor:
 
     def close(self) -> None:
         self._session = None
+
+
+def _providers(device: str) -> list:
+    """Execution providers for "cpu" or "cuda[:N]"; CUDA that this build lacks is an error, never a quiet CPU run."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    cuda = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if cuda is None:
+        raise ValueError(f"--device {device}: expected cpu, cuda or cuda:N")
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise ValueError(f"--device {device}: this onnxruntime build has no CUDA provider "
+                         f"(available: {', '.join(available)}); use --device cpu")
+    return [("CUDAExecutionProvider", {"device_id": int(cuda.group(1) or 0)}), "CPUExecutionProvider"]

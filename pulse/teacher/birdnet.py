@@ -28,6 +28,7 @@ SAMPLE_RATE = 48000
 WINDOW_S = 3.0
 WINDOW_SAMPLES = 144000
 EMBED_DIM = 1024
+F_MAX_HZ = 15000.0  # top of the band BirdNET V2.4 hears (BirdNET-Analyzer bandpasses to 0-15 kHz)
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
