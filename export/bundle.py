@@ -19,7 +19,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from export.artifact import read_weights_metadata, sha256
+from export.artifact import sha256
 from export.atomic import atomic_path, write_json
 from export.parity import FP16_TOLERANCE, FP32_TOLERANCE, INT8_TOLERANCE, Parity, compare
 from export.predictor import ARTEFACT_FILES, load_predictor
@@ -46,7 +46,6 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
     if cfg.trt and importlib.util.find_spec("tensorrt") is None:
         raise ImportError("--trt needs an NVIDIA GPU with the tensorrt package, which is not installed here")
     out = Path(out)
-    read_weights_metadata(weights, package="pulse")  # another package's checkpoint: one line, not a state_dict dump
     cfg = dataclasses.replace(cfg, calibration=resolve_calibration(cfg.calibration))
     model = load_model(weights)
     mc = model.cfg

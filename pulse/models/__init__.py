@@ -45,7 +45,7 @@ def load_model(path: str | Path, frontend_mode: str = "fft") -> PulseClassifier:
     """Rebuild a model from a safetensors checkpoint and the config in its header."""
     from export.artifact import load_weights
 
-    state, metadata = load_weights(path)
+    state, metadata = load_weights(path, package="pulse")  # another package's file: one line, not a key dump
     model = create_model(ModelConfig.from_dict(metadata), frontend_mode)
     model.load_state_dict(state)
     return model.eval()
