@@ -44,18 +44,19 @@ class LabView:
 def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: str, work_root: str | Path) -> LabView:
     """Predict one slide into a fresh folder under `work_root`; a bad slide or model becomes a message.
 
-    `mpp` overrides the slide's microns per pixel; None or 0 reads it from the slide's metadata.
+    `mpp` overrides the slide's microns per pixel, metadata or not (the user typed it for this one
+    slide); None or 0 reads it from the slide's metadata.
     """
     if not slide_path:
         return LabView("Upload a slide.")
     defaults = PredictConfig()
     cfg = dataclasses.replace(defaults, model=model or defaults.model, path=path or defaults.path,
-                              mpp=float(mpp) if mpp else None)
+                              mpp=float(mpp) if mpp else None, override_mpp=bool(mpp))
     out = Path(tempfile.mkdtemp(prefix="lab-", dir=work_root))
     name = Path(slide_path).name
     try:
         bundle = load_path(resolve_model_dir(cfg.model), cfg.path)
-        review = segment_and_patch(slide_path, bundle.tissue, bundle.patch, cfg.mpp)
+        review = segment_and_patch(slide_path, bundle.tissue, bundle.patch, cfg.mpp, cfg.override_mpp)
         mask = out / f"{review.slide_id}_mask.png"
         save_mask_png(mask, review.thumbnail, review.mask)
         record = predict_slide(slide_path, bundle, cfg, out)

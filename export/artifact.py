@@ -20,14 +20,18 @@ class CheckpointError(ValueError):
 
 
 def save_weights(path: str | Path, state_dict: dict, metadata: dict) -> None:
-    """Save tensors with safetensors, atomically, with `metadata` in the header."""
-    from safetensors.torch import save_file
+    """Save tensors with safetensors, atomically, with `metadata` in the header.
+
+    The bytes are built in memory and written through `atomic_path`: safetensors' own `save_file`
+    renames a 0600 temporary file over the target, and weights must get the user's umask like any output.
+    """
+    from safetensors.torch import save
 
     from export.atomic import atomic_path
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+        tmp.write_bytes(save(tensors, metadata={METADATA_KEY: json.dumps(metadata)}))
 
 
 def load_weights(path: str | Path, package: str | None = None) -> tuple[dict, dict]:

@@ -1,7 +1,9 @@
 """`lrmil` command line: thin wrappers that build a config and call one library function.
 
 Flags map 1:1 onto config fields and read their defaults from the config, never restating them.
-Run `lrmil --help` for the list.
+Run `lrmil --help` for the list. The slide batches (patch, extract, predict) exit 0 when every
+slide succeeded, 1 when the batch ran but a slide failed (see OUT/errors.csv) or none was found,
+and 2 for usage and configuration errors.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
 from lrmil.mil.config import ABMILConfig, BenchConfig, DistillConfig, MILConfig, PredictConfig
@@ -24,7 +27,10 @@ _SYNTH, _TISSUE, _PATCH = SynthConfig(), TissueConfig(), PatchConfig()
 _EXTRACT, _PRETRAIN, _STAGE1 = ExtractConfig(), PretrainConfig(), DistillPatchConfig()
 
 SLIDES_ARG = typer.Argument(..., help="Slide files and/or folders of slides.")
-MPP_OPT = typer.Option(None, "--mpp", help="Level-0 microns per pixel for slides without it in their metadata.")
+MPP_OPT = typer.Option(None, "--mpp", help="Level-0 microns per pixel for slides without it in their metadata "
+                                           "(see --override-mpp).")
+OVERRIDE_MPP_OPT = typer.Option(_EXTRACT.override_mpp, "--override-mpp",
+                                help="Use --mpp for every slide, replacing the metadata (wrong scanner headers).")
 
 
 def _setup(threads: int) -> None:
@@ -36,8 +42,33 @@ def _setup(threads: int) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _check_mpp(mpp: Optional[float], override_mpp: bool) -> None:
+    if override_mpp and mpp is None:
+        _fail(ValueError("--override-mpp needs --mpp, the value that replaces every slide's metadata"))
+
+
+def _slides(inputs: list[Path]) -> list[Path]:
+    """The slide files among `inputs`; finding none ends the run with exit status 1."""
+    from lrmil.slide import find_slides
+
+    found = find_slides(inputs)
+    if not found:
+        typer.echo(f"no slide files found in {', '.join(map(str, inputs))}", err=True)
+        raise typer.Exit(1)
+    return found
+
+
+def _report(summary: dict) -> None:
+    """Print a batch summary; exit 1 when a slide failed, so scripts notice without reading errors.csv."""
+    typer.echo(json.dumps(summary))
+    if summary["failed"]:
+        typer.echo(f"{summary['failed']} slide(s) failed: see {summary['errors_csv']}", err=True)
+        raise typer.Exit(1)
 
 
 def _grid_configs(mask_mpp: float, min_saturation: float, teacher_px: int, min_tissue: float):
@@ -86,6 +117,7 @@ def patch(
     slides: list[Path] = SLIDES_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/, patches/, errors.csv)."),
     mpp: Optional[float] = MPP_OPT,
+    override_mpp: bool = OVERRIDE_MPP_OPT,
     mask_mpp: float = MASK_MPP_OPT,
     min_saturation: float = MIN_SAT_OPT,
     teacher_px: int = TEACHER_PX_OPT,
@@ -94,12 +126,14 @@ def patch(
 ) -> None:
     """Find tissue and cut the two-resolution grid: mask PNGs and grid HDF5 files, no encoding."""
     from lrmil.features import run_patching
-    from lrmil.slide import find_slides
 
     _setup(0)
+    _check_mpp(mpp, override_mpp)
+    paths = _slides(slides)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
-    summary = run_patching(find_slides(slides), tissue, patch_cfg, mpp, out, strict)
-    typer.echo(json.dumps(summary))
+    with logging_redirect_tqdm():
+        summary = run_patching(paths, tissue, patch_cfg, mpp, out, strict, override_mpp)
+    _report(summary)
 
 
 @app.command()
@@ -114,6 +148,7 @@ def extract(
     device: str = typer.Option(_EXTRACT.device, help="cpu or cuda[:N]."),
     autocast: bool = typer.Option(_EXTRACT.autocast, help="On CUDA, run in the encoder's fp16/bf16 precision."),
     mpp: Optional[float] = MPP_OPT,
+    override_mpp: bool = OVERRIDE_MPP_OPT,
     mask_mpp: float = MASK_MPP_OPT,
     min_saturation: float = MIN_SAT_OPT,
     teacher_px: int = TEACHER_PX_OPT,
@@ -124,18 +159,20 @@ def extract(
 ) -> None:
     """Encode the 20x or 5x patches of each slide into one HDF5 feature file per slide."""
     from lrmil.features import run_extract
-    from lrmil.slide import find_slides
 
     _setup(threads)
+    _check_mpp(mpp, override_mpp)
+    paths = _slides(slides)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
     cfg = replace(_EXTRACT, encoder=encoder, weights=weights, resolution=resolution, batch_size=batch_size,
-                  num_workers=workers, device=device, autocast=autocast, mpp=mpp, resume=resume, strict=strict,
-                  tissue=tissue, patch=patch_cfg)
+                  num_workers=workers, device=device, autocast=autocast, mpp=mpp, override_mpp=override_mpp,
+                  resume=resume, strict=strict, tissue=tissue, patch=patch_cfg)
     try:
-        summary = run_extract(find_slides(slides), cfg, out)
+        with logging_redirect_tqdm():
+            summary = run_extract(paths, cfg, out)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:  # encoder or weights problems
         _fail(exc)
-    typer.echo(json.dumps(summary))
+    _report(summary)
 
 
 @app.command("pretrain-encoder")
@@ -176,20 +213,23 @@ def distill_patches(
     seed: int = typer.Option(_STAGE1.seed, help="Random seed."),
     device: str = typer.Option(_STAGE1.device, help="cpu or cuda[:N]."),
     mpp: Optional[float] = MPP_OPT,
+    override_mpp: bool = OVERRIDE_MPP_OPT,
     threads: int = THREADS_OPT,
 ) -> None:
     """Stage 1: distil the 20x teacher encoder into a 5x student ViT, block by block."""
     from lrmil.distill_patch import distill_patch
-    from lrmil.slide import find_slides
+    from lrmil.slide import SlideReadError
 
     _setup(threads)
+    _check_mpp(mpp, override_mpp)
+    paths = _slides(slides)
     cfg = replace(_STAGE1, teacher_weights=teacher_weights, test_fold=test_fold, loss=loss, layer_weight=layer_weight,
                   layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
                   max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                  device=device, mpp=mpp)
+                  device=device, mpp=mpp, override_mpp=override_mpp)
     try:
-        metrics = distill_patch(cfg, find_slides(slides), out, splits, teacher_mil, teacher_features)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+        metrics = distill_patch(cfg, paths, out, splits, teacher_mil, teacher_features)
+    except (FileNotFoundError, KeyError, ValueError, SlideReadError) as exc:  # training needs every slide
         _fail(exc)
     typer.echo(json.dumps(metrics))
 
@@ -219,7 +259,8 @@ def _run_config(cls, path: Path):
 def train(
     features: Path = typer.Option(..., "--features", help="Folder of per-slide HDF5 feature files (20x for the teacher)."),
     splits: Path = typer.Option(..., "--splits", help="CSV with slide_id, label, fold."),
-    out: Path = typer.Option(Path(_MIL.out), "--out", "-o", help="Run folder (fold<k>/model.safetensors, predictions.csv)."),
+    out: Path = typer.Option(Path(_MIL.out), "--out", "-o", help="Run folder (fold<k>/model.safetensors, predictions.csv); "
+                                                                  "`lrmil bundle` makes a fold's model usable by predict."),
     folds: str = FOLDS_OPT,
     epochs: int = typer.Option(_MIL.epochs, help="Maximum epochs per fold."),
     patience: int = typer.Option(_MIL.patience, help="Epochs without a better validation AUC before stopping."),
@@ -252,7 +293,8 @@ def distill(
     teacher_features: Path = typer.Option(..., "--teacher-features", help="The teacher's 20x feature folder."),
     teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder from `lrmil train` (same splits)."),
     splits: Path = typer.Option(..., "--splits", help="CSV with slide_id, label, fold."),
-    out: Path = typer.Option(Path(_DISTILL.out), "--out", "-o", help="Run folder of the student."),
+    out: Path = typer.Option(Path(_DISTILL.out), "--out", "-o", help="Run folder of the student (as `lrmil train`'s; "
+                                                                      "`lrmil bundle` makes a fold usable by predict)."),
     folds: str = FOLDS_OPT,
     w_ce: float = typer.Option(_DISTILL.w_ce, help="Weight of cross-entropy to the slide label (0 = off)."),
     w_logits: float = typer.Option(_DISTILL.w_logits, help="Weight of KL to the teacher's bag logits (0 = off)."),
@@ -294,6 +336,7 @@ def predict(
     model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json); 'demo' = bundled synthetic demo."),
     path: str = typer.Option(_PREDICT.path, "--path", help="student (reads 5x only) or teacher (20x, for comparison)."),
     mpp: Optional[float] = MPP_OPT,
+    override_mpp: bool = OVERRIDE_MPP_OPT,
     batch_size: int = typer.Option(_PREDICT.batch_size, help="Patches per encoder call."),
     topk: int = typer.Option(_PREDICT.topk, help="Most-attended patches saved per slide."),
     heatmap_px: int = typer.Option(_PREDICT.heatmap_px, help="Longer side of the heatmap PNG."),
@@ -303,20 +346,45 @@ def predict(
 ) -> None:
     """Classify slides: label, probabilities, attention heatmap and top-k patches per slide."""
     from lrmil.predict import run_predict
-    from lrmil.slide import find_slides
 
     _setup(threads)
-    cfg = PredictConfig(model=model, path=path, mpp=mpp, batch_size=batch_size, topk=topk, heatmap_px=heatmap_px,
-                        device=device, strict=strict)
+    _check_mpp(mpp, override_mpp)
+    paths = _slides(slides)
+    cfg = PredictConfig(model=model, path=path, mpp=mpp, override_mpp=override_mpp, batch_size=batch_size, topk=topk,
+                        heatmap_px=heatmap_px, device=device, strict=strict)
     try:
-        summary = run_predict(find_slides(slides), cfg, out)
+        with logging_redirect_tqdm():
+            summary = run_predict(paths, cfg, out)
     except (FileNotFoundError, KeyError, ValueError) as exc:  # model folder problems
         _fail(exc)
     if summary["notice"]:
         typer.echo(f"NOTE: {summary['notice']}", err=True)
-    typer.echo(json.dumps(summary))
-    if summary["failed"]:
-        typer.echo(f"{summary['failed']} slide(s) failed: see {summary['errors_csv']}", err=True)
+    _report(summary)
+
+
+@app.command()
+def bundle(
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.json), for `lrmil predict --model`."),
+    student_encoder: Path = typer.Option(..., help="5x patch encoder (.safetensors), e.g. from `lrmil distill-patches`."),
+    student_mil: Path = typer.Option(..., help="5x ABMIL: RUN/fold<k>/model.safetensors of `lrmil distill` or `train`."),
+    teacher_encoder: Path = typer.Option(..., help="20x patch encoder (.safetensors) of the teacher's features."),
+    teacher_mil: Path = typer.Option(..., help="20x ABMIL: RUN/fold<k>/model.safetensors of `lrmil train`."),
+    mask_mpp: float = MASK_MPP_OPT,
+    min_saturation: float = MIN_SAT_OPT,
+    teacher_px: int = TEACHER_PX_OPT,
+    min_tissue: float = MIN_TISSUE_OPT,
+    notice: str = typer.Option("", help="Shown with every prediction of the model (e.g. 'research use only')."),
+) -> None:
+    """Package trained encoders and ABMILs, with the grid settings of their features, as a predict model folder."""
+    from lrmil.mil.bundle import save_bundle
+
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
+    try:
+        folder = save_bundle(out, (student_encoder, student_mil), (teacher_encoder, teacher_mil), patch_cfg, tissue,
+                             notice)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"model folder: {folder} (lrmil predict SLIDE... --model {folder})")
 
 
 @app.command()

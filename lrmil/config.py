@@ -84,7 +84,8 @@ class ExtractConfig(_Config):
     num_workers: int = 2  # DataLoader workers reading patches
     device: str = "cpu"
     autocast: bool = True  # on CUDA: run in the encoder cfg's precision; CPU always fp32
-    mpp: float | None = None  # override for slides without MPP metadata; None = read it
+    mpp: float | None = None  # level-0 um/px for slides without it in their metadata; None = metadata only
+    override_mpp: bool = False  # use `mpp` for every slide, replacing the metadata (wrong scanner headers)
     resume: bool = True
     strict: bool = False  # re-raise the first bad slide instead of logging it
     tissue: TissueConfig = field(default_factory=TissueConfig)
@@ -150,6 +151,7 @@ class DistillPatchConfig(_Config):
     weight_decay: float = 0.05
     seed: int = 0
     device: str = "cpu"
-    mpp: float | None = None
+    mpp: float | None = None  # as ExtractConfig.mpp
+    override_mpp: bool = False
     tissue: TissueConfig = field(default_factory=TissueConfig)
     patch: PatchConfig = field(default_factory=PatchConfig)

@@ -24,7 +24,7 @@ from lrmil.config import DistillPatchConfig
 from lrmil.encoders import SYNTHETIC_NOTICE, create_encoder, preprocess, save_encoder
 from lrmil.features import segment_and_patch
 from lrmil.patching import PatchGrid
-from lrmil.slide import open_slide, read_scaled, slide_id
+from lrmil.slide import SlideIds, open_slide, read_scaled, slide_id
 
 LOSSES = ("cosine", "mse")
 
@@ -112,7 +112,7 @@ def collect_samples(path: Path, grid: PatchGrid, weights: np.ndarray, teacher: t
     parents = select_parents(weights, cfg.max_parents_per_slide, rng)
     t, s = grid.teacher, grid.student
     samples = []
-    with open_slide(path, mpp_override=grid.mpp) as reader:
+    with open_slide(path, grid.mpp, override_mpp=True) as reader:  # the grid's scale
         for p in parents:
             kids = grid.children[p]
             valid = np.flatnonzero(kids >= 0)
@@ -205,11 +205,14 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     if not hasattr(teacher, "forward_tokens"):
         raise ValueError(f"encoder {cfg.encoder} has no token maps; stage 1 needs a ViT such as lrmil_vit_tiny")
     chosen = _training_slides([Path(p) for p in slides], splits, cfg.test_fold)
+    ids = SlideIds()
+    for path in chosen:
+        ids.claim(path)  # splits, attention and teacher features are all keyed by slide id
     use_attention = cfg.attention_weighting and teacher_mil is not None and teacher_features is not None
     attention = teacher_attention(teacher_mil, teacher_features, [slide_id(p) for p in chosen]) if use_attention else {}
     start, samples = time.perf_counter(), []
     for path in tqdm(chosen, desc="teacher targets", unit="slide"):
-        grid = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp).grid
+        grid = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp).grid
         coords, attn = attention.get(slide_id(path), (grid.teacher.coords, None))
         if not np.array_equal(coords, grid.teacher.coords):
             raise ValueError(f"{path}: the 20x feature file was cut with another grid; re-extract with the same "

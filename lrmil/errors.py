@@ -1,6 +1,7 @@
-"""errors.csv: one row per failed slide (path, stage, error type, message), so a batch goes on.
+"""errors.csv: one row per failed slide of this run (path, stage, error type, message), so a batch goes on.
 
-The file is rewritten atomically after every failure, so it is complete even if the job dies.
+A new log removes the previous run's file, so errors.csv never lists failures a rerun fixed; it is
+rewritten atomically after every failure, so it is complete even if the job dies.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ class ErrorLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.rows: list[tuple[str, str, str, str]] = []
+        self.path.unlink(missing_ok=True)
 
     @property
     def count(self) -> int:
         return len(self.rows)
+
+    def summary(self) -> dict:
+        """The run summary's error fields: how many failed and where they are listed ("" when none)."""
+        return {"failed": self.count, "errors_csv": str(self.path) if self.count else ""}
 
     def add(self, item: str | Path, stage: str, exc: BaseException) -> None:
         message = " ".join(str(exc).split())  # one line, whatever the library put in it

@@ -1,8 +1,9 @@
 """Feature extraction job: slides -> tissue mask -> grid -> encoder -> one HDF5 file per slide.
 
 Idempotent and resumable per slide: a slide whose feature file carries the current config hash
-is skipped. A slide that fails (corrupt file, no MPP, unreadable tile) becomes one row in
-OUT/errors.csv and the batch goes on; `strict` re-raises instead. Patches are read by DataLoader
+and came from the same slide file (path, size, mtime) is skipped. A slide that fails (corrupt
+file, no MPP, unreadable tile, an id already used in the batch) becomes one row in OUT/errors.csv
+and the batch goes on; `strict` re-raises instead. Patches are read by DataLoader
 workers (each opens the slide itself) and encoded in batches, under autocast on GPU.
 """
 
@@ -20,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from export.atomic import write_json
 from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
-from lrmil.errors import ErrorLog
+from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid
-from lrmil.slide import SlideReadError, open_slide, read_scaled, slide_id
+from lrmil.slide import open_slide, read_scaled, slide_id, slide_source
 from lrmil.store import FeatureFile, feature_dir, is_current, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
@@ -36,16 +37,18 @@ class SlideGrid:
     grid: PatchGrid
     thumbnail: np.ndarray
     mask: np.ndarray
+    mpp_source: str  # "metadata" or "--mpp"
 
 
 def segment_and_patch(path: str | Path, tissue: TissueConfig, patch: PatchConfig,
-                      mpp: float | None = None) -> SlideGrid:
+                      mpp: float | None = None, override_mpp: bool = False) -> SlideGrid:
     """Open the slide, build its tissue mask from a thumbnail and cut the two-resolution grid."""
-    with open_slide(path, mpp_override=mpp) as reader:
+    with open_slide(path, mpp, override_mpp) as reader:
         thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, tissue))
         mask = tissue_mask(thumb, tissue)
         grid = make_grid(mask, reader.dimensions, reader.mpp, reader.level_downsamples, patch)
-    return SlideGrid(slide_id(path), grid, thumb, mask)
+        mpp_source = reader.mpp_source
+    return SlideGrid(slide_id(path), grid, thumb, mask, mpp_source)
 
 
 def grid_level(grid: PatchGrid, resolution: str) -> GridLevel:
@@ -71,7 +74,7 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self._reader is None:
-            self._reader = open_slide(self.path, mpp_override=self.mpp)
+            self._reader = open_slide(self.path, self.mpp, override_mpp=True)  # the grid's scale
         x, y = self.level.coords[i]
         return torch.from_numpy(read_scaled(self._reader, (int(x), int(y)), self.level.size_level0,
                                             self.level.patch_px))
@@ -119,63 +122,58 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     px = level_cfg.teacher_px if cfg.resolution == "teacher" else level_cfg.student_px
     target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / f"{slide_id(path)}.h5"
     record, digest = job_hash(cfg, encoder.cfg)
-    if cfg.resume and is_current(target, digest):
+    source = slide_source(path)
+    if cfg.resume and is_current(target, digest, source):
         return target
-    sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp)
+    sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
     save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
-    grid_record = {"tissue": cfg.tissue.to_dict(), "patch": cfg.patch.to_dict(), "mpp": cfg.mpp}
+    grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
     write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, digest, sg.slide_id)
     level = grid_level(sg.grid, cfg.resolution)
     feats = encode_level(path, sg.grid.mpp, level, encoder, cfg, progress)
     children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
     write_features(target, FeatureFile(
         coords=level.coords, features=feats, children=children, patch_size_level0=level.size_level0,
-        patch_px=level.patch_px, magnification=level.magnification, mpp=sg.grid.mpp, encoder=encoder.cfg.name,
-        weights_sha256=encoder.cfg.weights_sha256, slide_id=sg.slide_id, config=record, config_hash=digest))
+        patch_px=level.patch_px, magnification=level.magnification, mpp=sg.grid.mpp, mpp_source=sg.mpp_source,
+        encoder=encoder.cfg.name, weights_sha256=encoder.cfg.weights_sha256, slide_id=sg.slide_id, source=source,
+        config=record, config_hash=digest))
     return target
 
 
-def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, mpp: float | None,
-                 out: str | Path, strict: bool = False) -> dict:
-    """Tissue masks (OUT/masks/*.png) and grids (OUT/patches/*.h5) without encoding anything."""
-    from tqdm import tqdm
+def grid_config(tissue: TissueConfig, patch: PatchConfig, mpp: float | None, override_mpp: bool) -> dict:
+    """What decides a slide's grid, as stored next to it."""
+    return {"tissue": tissue.to_dict(), "patch": patch.to_dict(), "mpp": mpp, "override_mpp": override_mpp}
 
+
+def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, mpp: float | None,
+                 out: str | Path, strict: bool = False, override_mpp: bool = False) -> dict:
+    """Tissue masks (OUT/masks/*.png) and grids (OUT/patches/*.h5) without encoding anything."""
     out = Path(out)
-    record = {"tissue": tissue.to_dict(), "patch": patch.to_dict(), "mpp": mpp}
+    record = grid_config(tissue, patch, mpp, override_mpp)
     write_json(out / "config_patch.json", record)
-    errors, counts = ErrorLog(out / "errors.csv"), []
-    for path in tqdm(slides, desc="tissue + grid", unit="slide"):
-        try:
-            sg = segment_and_patch(path, tissue, patch, mpp)
-        except (SlideReadError, OSError, ValueError) as exc:
-            if strict:
-                raise
-            errors.add(path, "patch", exc)
-            continue
+
+    def patch_slide(path: Path) -> tuple[int, int]:
+        sg = segment_and_patch(path, tissue, patch, mpp, override_mpp)
         save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
         write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, record, hash_record(record), sg.slide_id)
-        counts.append((len(sg.grid.teacher), len(sg.grid.student)))
-    return {"done": len(counts), "failed": errors.count, "errors_csv": str(errors.path) if errors.count else "",
+        return len(sg.grid.teacher), len(sg.grid.student)
+
+    counts, errors = run_batch(slides, patch_slide, out, "patch", strict, desc="tissue + grid")
+    return {"done": len(counts), **errors.summary(),
             "teacher_patches": int(sum(c[0] for c in counts)), "student_patches": int(sum(c[1] for c in counts))}
 
 
 def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict:
     """Extract every slide; returns counts and the errors file. Bad slides are logged, not fatal."""
-    from tqdm import tqdm
-
     out = Path(out)
     encoder = create_encoder(cfg.encoder, weights=cfg.weights).to(cfg.device)
     write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
-    errors = ErrorLog(out / "errors.csv")
-    done, seconds = [], []
-    for path in tqdm(slides, desc=f"extract {cfg.resolution}", unit="slide"):
+
+    def timed_extract(path: Path) -> float:
         start = time.perf_counter()
-        try:
-            done.append(extract_slide(path, encoder, cfg, out))
-            seconds.append(time.perf_counter() - start)
-        except (SlideReadError, OSError, ValueError) as exc:
-            if cfg.strict:
-                raise
-            errors.add(path, "extract", exc)
-    return {"done": len(done), "failed": errors.count, "errors_csv": str(errors.path) if errors.count else "",
+        extract_slide(path, encoder, cfg, out)
+        return time.perf_counter() - start
+
+    seconds, errors = run_batch(slides, timed_extract, out, "extract", cfg.strict, desc=f"extract {cfg.resolution}")
+    return {"done": len(seconds), **errors.summary(),
             "seconds_per_slide": float(np.mean(seconds)) if seconds else 0.0}

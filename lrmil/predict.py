@@ -3,11 +3,13 @@
 The student path reads only 5x patches (the 20x grid is arithmetic on the tissue mask and is
 never read); `path="teacher"` runs the 20x teacher for comparison. Each stage is timed
 separately (tissue, patches, read, encode, mil), which is what the benchmark's speed-up uses.
-A slide that fails becomes one row in OUT/errors.csv and the batch goes on.
+A slide that fails becomes one row in OUT/errors.csv (this run's failures only) and the batch
+goes on. OUT/predictions.csv lists every SLIDE.json in OUT, so a rerun on more slides adds to it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -17,13 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from export.atomic import write_json
+from lrmil.batch import run_batch
 from lrmil.encoders import autocast, preprocess
-from lrmil.errors import ErrorLog
 from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_notice
 from lrmil.mil.bundle import PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid
-from lrmil.slide import SlideReadError, SlideReader, open_slide, read_scaled, slide_id
+from lrmil.slide import SlideReader, open_slide, read_scaled, slide_id
 from lrmil.tissue import thumbnail_size, tissue_mask
 
 
@@ -71,7 +73,7 @@ def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: s
     path, out = Path(path), Path(out)
     sid = slide_id(path)
     clock = Stopwatch()
-    with open_slide(path, mpp_override=cfg.mpp) as reader:
+    with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:
         thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, model.tissue))
         mask = tissue_mask(thumb, model.tissue)
         clock.lap("tissue")
@@ -92,7 +94,7 @@ def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: s
         top_patches = [read_scaled(reader, tuple(int(v) for v in level.coords[i]), level.size_level0, level.patch_px)
                        for i in top]
         view = reader.thumbnail(cfg.heatmap_px)
-        mpp, dimensions = reader.mpp, reader.dimensions
+        mpp, mpp_source, dimensions = reader.mpp, reader.mpp_source, reader.dimensions
     labels = model.mil.cfg.labels
     heat = score_map(level.coords, level.size_level0, percentiles(attention), dimensions, view.shape[:2])
     save_png(out / f"{sid}_heatmap.png", with_notice(overlay(view, heat), model.notice))
@@ -102,7 +104,7 @@ def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: s
         "slide": str(path), "slide_id": sid, "path": model.name, "magnification": level.magnification,
         "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
         "patches": int(len(level)), "seconds": {k: round(v, 4) for k, v in seconds.items()},
-        "mpp": mpp, "mpp_source": "metadata" if cfg.mpp is None else "--mpp",
+        "mpp": mpp, "mpp_source": mpp_source,
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
         "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png", "notice": model.notice,
@@ -115,30 +117,32 @@ def resolve_model_dir(model: str) -> Path:
     return demo_model_dir() if model == "demo" else Path(model)
 
 
+def prediction_table(out: str | Path) -> pd.DataFrame:
+    """One row per prediction record (SLIDE.json) in `out`, from this run or an earlier one, by slide id."""
+    rows = []
+    for path in sorted(Path(out).glob("*.json")):
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or not {"slide_id", "probabilities"} <= record.keys():
+            continue  # config.json and anything else that is not a prediction
+        rows.append({"slide_id": record["slide_id"], "label": record["label"], "patches": record["patches"],
+                     "seconds": record["seconds"]["total"],
+                     **{f"p_{k}": v for k, v in record["probabilities"].items()}, "notice": record.get("notice", "")})
+    return pd.DataFrame(rows)
+
+
 def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict:
     """Predict every slide; bad slides go to OUT/errors.csv. Writes OUT/predictions.csv and config.json."""
+    from lrmil.mil.metrics import write_predictions
+
     out = Path(out)
     model = load_path(resolve_model_dir(cfg.model), cfg.path)
     model.encoder.to(cfg.device)
     model.mil.to(cfg.device)
     write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(resolve_model_dir(cfg.model)),
                                      "notice": model.notice})
-    errors = ErrorLog(out / "errors.csv")
-    rows = []
-    for path in tqdm(slides, desc=f"predict ({cfg.path})", unit="slide"):
-        try:
-            record = predict_slide(path, model, cfg, out)
-        except (SlideReadError, OSError, ValueError) as exc:
-            if cfg.strict:
-                raise
-            errors.add(path, "predict", exc)
-            continue
-        rows.append({"slide_id": record["slide_id"], "label": record["label"], "patches": record["patches"],
-                     "seconds": record["seconds"]["total"],
-                     **{f"p_{k}": v for k, v in record["probabilities"].items()}, "notice": model.notice})
-    if rows:
-        from lrmil.mil.metrics import write_predictions
-
-        write_predictions(out / "predictions.csv", pd.DataFrame(rows))
-    return {"done": len(rows), "failed": errors.count, "errors_csv": str(errors.path) if errors.count else "",
-            "notice": model.notice}
+    records, errors = run_batch(slides, lambda path: predict_slide(path, model, cfg, out), out, "predict",
+                                cfg.strict, desc=f"predict ({cfg.path})")
+    table = prediction_table(out)
+    if len(table):
+        write_predictions(out / "predictions.csv", table)
+    return {"done": len(records), **errors.summary(), "notice": model.notice}

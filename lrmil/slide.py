@@ -1,8 +1,9 @@
 """Slide readers: pixels and microns per pixel, nothing else.
 
 `open_slide(path)` picks a backend from a name table (OpenSlide for pyramidal formats, PIL via
-`openslide.ImageSlide` for plain images). The physical scale comes from metadata or an explicit
-override; a slide with neither fails with a clear `SlideReadError`, never a guessed scale,
+`openslide.ImageSlide` for plain images). The physical scale comes from the metadata; a given
+`mpp` fills in where the metadata has none, or replaces it with `override_mpp` (wrong scanner
+headers). A slide with neither fails with a clear `SlideReadError`, never a guessed scale,
 because every patch size downstream is derived from it.
 """
 
@@ -38,6 +39,7 @@ class SlideReader(Protocol):
     level_dimensions: tuple[tuple[int, int], ...]
     level_downsamples: tuple[float, ...]
     mpp: float  # level-0 microns per pixel
+    mpp_source: str  # "metadata" or "--mpp"
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """RGB uint8 [h, w, 3]; `location` is level-0 (x, y), `size` is (w, h) at `level`."""
@@ -82,27 +84,33 @@ def mpp_from_properties(props: dict) -> float | None:
     return value if value < MAX_PLAUSIBLE_MPP else None
 
 
+def resolve_mpp(path: Path, metadata_mpp: float | None, mpp: float | None, override_mpp: bool) -> tuple[float, str]:
+    """Level-0 um/px and its source: `mpp` only where the metadata has none, unless `override_mpp`."""
+    if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
+        raise SlideReadError(path, f"--mpp must be a positive number, got {mpp}")
+    if mpp is not None and (override_mpp or metadata_mpp is None):
+        return float(mpp), "--mpp"
+    if metadata_mpp is not None:
+        return metadata_mpp, "metadata"
+    raise SlideReadError(path, "no microns-per-pixel in the slide metadata; pass --mpp "
+                               "(e.g. --mpp 0.5 for a 20x scan, 0.25 for 40x)")
+
+
 class _OpenSlideBase:
     """Shared by both backends: both wrap an object with the openslide.AbstractSlide API."""
 
-    def __init__(self, path: Path, slide, metadata_mpp: float | None, mpp_override: float | None):
+    def __init__(self, path: Path, slide, metadata_mpp: float | None, mpp: float | None, override_mpp: bool):
         self.path, self._slide = path, slide
         self.dimensions = tuple(slide.dimensions)
         self.level_count = slide.level_count
         self.level_dimensions = tuple(tuple(d) for d in slide.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in slide.level_downsamples)
         self.metadata_mpp = metadata_mpp
-        if mpp_override is not None:
-            if not (mpp_override > 0 and math.isfinite(mpp_override)):
-                slide.close()
-                raise SlideReadError(path, f"--mpp must be a positive number, got {mpp_override}")
-            self.mpp = float(mpp_override)
-        elif metadata_mpp is not None:
-            self.mpp = metadata_mpp
-        else:
+        try:
+            self.mpp, self.mpp_source = resolve_mpp(path, metadata_mpp, mpp, override_mpp)
+        except SlideReadError:
             slide.close()
-            raise SlideReadError(path, "no microns-per-pixel in the slide metadata; pass --mpp "
-                                       "(e.g. --mpp 0.5 for a 20x scan, 0.25 for 40x)")
+            raise
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         try:
@@ -135,7 +143,7 @@ class _OpenSlideBase:
 class OpenSlideReader(_OpenSlideBase):
     """Aperio SVS, generic pyramidal TIFF, NDPI, MRXS, ... through openslide-bin."""
 
-    def __init__(self, path: Path, mpp_override: float | None = None):
+    def __init__(self, path: Path, mpp: float | None = None, override_mpp: bool = False):
         import openslide
 
         try:
@@ -144,14 +152,14 @@ class OpenSlideReader(_OpenSlideBase):
             raise SlideReadError(path, "not a slide format OpenSlide can read (corrupt or unsupported)") from None
         except openslide.OpenSlideError as exc:
             raise SlideReadError(path, f"OpenSlide cannot open it: {exc}") from exc
-        super().__init__(path, slide, mpp_from_properties(dict(slide.properties)), mpp_override)
+        super().__init__(path, slide, mpp_from_properties(dict(slide.properties)), mpp, override_mpp)
 
 
 @READERS.register("image")
 class ImageReader(_OpenSlideBase):
     """Plain PNG/JPEG/TIFF held by PIL (one level); scale only from TIFF resolution tags or --mpp."""
 
-    def __init__(self, path: Path, mpp_override: float | None = None):
+    def __init__(self, path: Path, mpp: float | None = None, override_mpp: bool = False):
         import openslide
         from PIL import Image, UnidentifiedImageError
 
@@ -163,7 +171,7 @@ class ImageReader(_OpenSlideBase):
             tags = getattr(image, "tag_v2", {})
             unit = {2: "inch", 3: "centimeter"}.get(tags.get(296))
             props = {"tiff.ResolutionUnit": unit, "tiff.XResolution": tags.get(282)} if unit else {}
-        super().__init__(path, slide, mpp_from_properties(props), mpp_override)
+        super().__init__(path, slide, mpp_from_properties(props), mpp, override_mpp)
 
 
 def _pick_backend(path: Path) -> str:
@@ -174,14 +182,15 @@ def _pick_backend(path: Path) -> str:
     return "openslide" if openslide.OpenSlide.detect_format(str(path)) else "image"
 
 
-def open_slide(path: str | Path, mpp_override: float | None = None, backend: str = "auto") -> SlideReader:
-    """Open `path` with the named backend ("auto" chooses from the file)."""
+def open_slide(path: str | Path, mpp: float | None = None, override_mpp: bool = False,
+               backend: str = "auto") -> SlideReader:
+    """Open `path` with the named backend ("auto" chooses from the file); `resolve_mpp` picks the scale."""
     path = Path(path)
     if not path.is_file():
         raise SlideReadError(path, "file not found")
     name = _pick_backend(path) if backend == "auto" else backend
     factory: Callable[..., SlideReader] = READERS.get(name)
-    return factory(path=path, mpp_override=mpp_override)
+    return factory(path=path, mpp=mpp, override_mpp=override_mpp)
 
 
 def best_level(level_downsamples: tuple[float, ...], factor: float, tolerance: float = 0.01) -> int:
@@ -210,12 +219,42 @@ def slide_id(path: str | Path) -> str:
     return Path(path).stem
 
 
+class SlideIds:
+    """Which file holds each slide id in one batch: outputs are named by id, so a second file may not reuse one."""
+
+    def __init__(self):
+        self.owners: dict[str, Path] = {}
+
+    def claim(self, path: str | Path) -> str:
+        """The id of `path`; a SlideReadError naming both files when an earlier slide of the batch has it."""
+        sid = slide_id(path)
+        owner = self.owners.setdefault(sid, Path(path))
+        if owner.resolve() != Path(path).resolve():
+            raise SlideReadError(path, f"slide id '{sid}' is already used by {owner} in this batch; outputs are "
+                                       "named by id, so rename one of the files or give each its own --out")
+        return sid
+
+
+def slide_source(path: str | Path) -> dict:
+    """What identifies the file behind an output, so that another file or a rescan at the same id differs."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise SlideReadError(path, "file not found") from None
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def find_slides(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, plus the slide files (by suffix, sorted) inside any folder given."""
-    found = []
+    """Files as given, plus the slide files (by suffix, sorted) inside any folder given; a file named twice once."""
+    found, seen = [], set()
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file())
+            paths = sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file())
         else:
-            found.append(item)  # missing files are reported by the job, not dropped here
+            paths = [item]  # missing files are reported by the job, not dropped here
+        for path in paths:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                found.append(path)
     return found

@@ -4,8 +4,9 @@ One file per slide and resolution, laid out as CLAM/TRIDENT expect: datasets `co
 (level-0 x, y) and `features` [N, D], with `patch_size_level0`, `patch_size`,
 `level0_magnification` and `target_magnification` on `coords`. LRMIL adds `children` [N, 16]
 to 5x files (indices into the 20x file of the same slide, -1 for background) and, on the file,
-the encoder name, its weights sha256, the level-0 mpp and the job's config as JSON plus its
-hash: a file whose hash matches the current config is up to date and skipped on re-run.
+the encoder name, its weights sha256, the level-0 mpp and where it came from, the slide file it
+was cut from (path, size, mtime) and the job's config as JSON plus its hash: a file whose hash
+and slide file match the current ones is up to date and skipped on re-run.
 Files are written under a temporary name and moved into place, so a killed job leaves none.
 """
 
@@ -37,9 +38,11 @@ class FeatureFile:
     patch_px: int
     magnification: float
     mpp: float
+    mpp_source: str = ""  # "metadata" or "--mpp"
     encoder: str = ""
     weights_sha256: str = ""
     slide_id: str = ""
+    source: dict = field(default_factory=dict)  # lrmil.slide.slide_source of the slide file
     config: dict = field(default_factory=dict)
     config_hash: str = ""
 
@@ -72,7 +75,8 @@ def write_features(path: str | Path, ff: FeatureFile) -> None:
             f.create_dataset(CHILDREN, data=np.asarray(ff.children, np.int64))
         f.attrs.update({
             "slide_id": ff.slide_id, "encoder": ff.encoder, "weights_sha256": ff.weights_sha256,
-            "mpp": float(ff.mpp), "magnification": float(ff.magnification), "patch_px": int(ff.patch_px),
+            "mpp": float(ff.mpp), "mpp_source": ff.mpp_source, "magnification": float(ff.magnification),
+            "patch_px": int(ff.patch_px), "source": json.dumps(ff.source, sort_keys=True),
             "config": json.dumps(ff.config, sort_keys=True, default=str), "config_hash": ff.config_hash,
         })
 
@@ -89,24 +93,25 @@ def read_features(path: str | Path) -> FeatureFile:
             patch_size_level0=int(ca["patch_size_level0"]),
             patch_px=int(fa.get("patch_px", ca.get("patch_size", 0))),
             magnification=float(ca.get("target_magnification", fa.get("magnification", 0.0))),
-            mpp=float(fa.get("mpp", MPP_AT_20X * 20.0 / level0_mag)),
+            mpp=float(fa.get("mpp", MPP_AT_20X * 20.0 / level0_mag)), mpp_source=str(fa.get("mpp_source", "")),
             encoder=str(fa.get("encoder", "")), weights_sha256=str(fa.get("weights_sha256", "")),
-            slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))),
+            slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))), source=json.loads(fa.get("source", "{}")),
             config=json.loads(fa.get("config", "{}")), config_hash=str(fa.get("config_hash", "")),
         )
 
 
-def stored_hash(path: str | Path) -> str:
-    """The config hash of an existing store file, "" when absent or unreadable (then it is redone)."""
+def stored_key(path: str | Path) -> tuple[str, dict]:
+    """(config hash, slide file) of an existing store file; ("", {}) when absent or unreadable (then it is redone)."""
     try:
         with h5py.File(path, "r") as f:
-            return str(f.attrs.get("config_hash", ""))
-    except (OSError, KeyError):
-        return ""
+            return str(f.attrs.get("config_hash", "")), json.loads(f.attrs.get("source", "{}"))
+    except (OSError, KeyError, ValueError):
+        return "", {}
 
 
-def is_current(path: str | Path, config_hash: str) -> bool:
-    return Path(path).is_file() and stored_hash(path) == config_hash
+def is_current(path: str | Path, config_hash: str, source: dict) -> bool:
+    """True when `path` was made by this config from this slide file (`lrmil.slide.slide_source`)."""
+    return Path(path).is_file() and stored_key(path) == (config_hash, source)
 
 
 def write_grid(path: str | Path, grid: PatchGrid, config: dict, config_hash: str, slide_id: str = "") -> None:

@@ -13,6 +13,7 @@ from lrmil.config import PatchConfig
 from lrmil.heatmap import percentiles, score_map
 from lrmil.mil.bundle import load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
+from lrmil.mil.metrics import read_predictions
 from lrmil.predict import run_predict
 
 
@@ -29,13 +30,14 @@ def model_dir(random_lrmil_bundle):
     return random_lrmil_bundle
 
 
-def _tissue_png(path, size=1024):
-    """Pink 'tissue' disc on white glass; no resolution tags, so it needs --mpp."""
+def _tissue_png(path, size=1024, **save_options):
+    """Pink 'tissue' disc on white glass; no resolution tags (unless given), so it needs --mpp."""
     yy, xx = np.mgrid[:size, :size]
     disc = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size * 0.4) ** 2
     rng = np.random.default_rng(0)
     image = np.where(disc[..., None], np.array([200, 110, 170]) + rng.integers(-20, 20, (size, size, 3)), 245)
-    Image.fromarray(image.astype(np.uint8)).save(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.astype(np.uint8)).save(path, **save_options)
     return path
 
 
@@ -91,9 +93,45 @@ def test_cli_predict_reports_failures_and_the_demo_notice(model_dir, tmp_path):
     from lrmil.cli import app
 
     slide = _tissue_png(tmp_path / "disc.png", size=512)
+    out = tmp_path / "out"
     result = CliRunner().invoke(app, ["predict", str(slide), str(tmp_path / "missing.svs"), "--model", str(model_dir),
-                                      "--out", str(tmp_path / "out"), "--mpp", "0.5"])
-    assert result.exit_code == 0, result.output
+                                      "--out", str(out), "--mpp", "0.5"])
+    assert result.exit_code == 1, result.output  # the batch ran, but a slide failed
     summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
     assert summary["done"] == 1 and summary["failed"] == 1
-    assert DEMO_NOTICE in result.output and "missing.svs" in (tmp_path / "out" / "errors.csv").read_text()
+    assert f"1 slide(s) failed: see {out / 'errors.csv'}" in result.stderr
+    assert DEMO_NOTICE in result.output and "missing.svs" in (out / "errors.csv").read_text()
+
+    again = CliRunner().invoke(app, ["predict", str(slide), "--model", str(model_dir), "--out", str(out), "--mpp", "0.5"])
+    assert again.exit_code == 0, again.output
+    assert not (out / "errors.csv").exists()  # the rerun failed nothing: no stale failures left behind
+
+
+def test_mpp_fills_in_missing_metadata_unless_override_is_asked_for(model_dir, tmp_path):
+    tagged = _tissue_png(tmp_path / "tagged.tif", resolution_unit=3, resolution=20000.0)  # 0.5 um/px in its tags
+    untagged = _tissue_png(tmp_path / "untagged.png")
+    run_predict([tagged, untagged], PredictConfig(model=str(model_dir), mpp=1.0), tmp_path / "fallback")
+    records = {name: json.loads((tmp_path / "fallback" / f"{name}.json").read_text()) for name in ("tagged", "untagged")}
+    assert (records["tagged"]["mpp"], records["tagged"]["mpp_source"]) == (pytest.approx(0.5), "metadata")
+    assert (records["untagged"]["mpp"], records["untagged"]["mpp_source"]) == (1.0, "--mpp")
+
+    run_predict([tagged], PredictConfig(model=str(model_dir), mpp=1.0, override_mpp=True), tmp_path / "forced")
+    forced = json.loads((tmp_path / "forced" / "tagged.json").read_text())
+    assert (forced["mpp"], forced["mpp_source"]) == (1.0, "--mpp")
+    assert forced["patches"] > records["tagged"]["patches"]  # coarser pixels: more 5x patches on the same disc
+
+
+def test_same_id_twice_fails_the_second_and_predictions_csv_covers_the_whole_folder(model_dir, tmp_path):
+    first, second = _tissue_png(tmp_path / "a" / "disc.png", 512), _tissue_png(tmp_path / "b" / "disc.png", 512)
+    out = tmp_path / "out"
+    summary = run_predict([first, second], PredictConfig(model=str(model_dir), mpp=0.5), out)
+    assert summary["done"] == 1 and summary["failed"] == 1
+    row = next(csv.DictReader(open(out / "errors.csv")))
+    assert row["path"] == str(second) and str(first) in row["message"]
+    assert json.loads((out / "disc.json").read_text())["slide"] == str(first)  # not overwritten by the second
+
+    other = _tissue_png(tmp_path / "other.png", 512)
+    later = run_predict([other], PredictConfig(model=str(model_dir), mpp=0.5), out)  # a second batch, same folder
+    assert later["failed"] == 0 and later["errors_csv"] == "" and not (out / "errors.csv").exists()
+    table = read_predictions(out / "predictions.csv")
+    assert sorted(table["slide_id"]) == ["disc", "other"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrmil.slide import SlideReadError, best_level, find_slides, open_slide, read_scaled
+from lrmil.slide import SlideIds, SlideReadError, best_level, find_slides, open_slide, read_scaled, slide_source
 
 SLIDES = "slides"
 
@@ -29,8 +29,8 @@ def test_no_mpp_slide_fails_clearly_and_works_with_override(shared_data):
         open_slide(path)
     message = str(info.value)
     assert "\n" not in message and path.name in message and "--mpp" in message
-    with open_slide(path, mpp_override=0.25) as reader:
-        assert reader.mpp == 0.25 and reader.metadata_mpp is None
+    with open_slide(path, mpp=0.25) as reader:
+        assert reader.mpp == 0.25 and reader.metadata_mpp is None and reader.mpp_source == "--mpp"
         assert reader.level_count == 2
         patch = read_scaled(reader, (1000, 1000), 512, 256)  # read from level 1 (downsample ~2)
         assert patch.shape == (256, 256, 3)
@@ -45,7 +45,15 @@ def test_broken_and_missing_files_raise_one_line(shared_data, tmp_path):
 
 def test_bad_override_is_rejected(shared_data):
     with pytest.raises(SlideReadError, match="positive"):
-        open_slide(shared_data / SLIDES / "CMU-1-Small-Region.svs", mpp_override=-1.0)
+        open_slide(shared_data / SLIDES / "CMU-1-Small-Region.svs", mpp=-1.0)
+
+
+def test_mpp_fills_in_missing_metadata_and_replaces_it_only_when_forced(shared_data):
+    cmu = shared_data / SLIDES / "CMU-1-Small-Region.svs"
+    with open_slide(cmu, mpp=1.0) as reader:  # a mixed batch's --mpp leaves a correct header alone
+        assert reader.mpp == pytest.approx(0.499) and reader.mpp_source == "metadata"
+    with open_slide(cmu, mpp=1.0, override_mpp=True) as reader:  # a wrong scanner header
+        assert reader.mpp == 1.0 and reader.mpp_source == "--mpp"
 
 
 def test_png_needs_mpp_and_tiff_resolution_is_used(tmp_path):
@@ -54,7 +62,7 @@ def test_png_needs_mpp_and_tiff_resolution_is_used(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "a.png")
     with pytest.raises(SlideReadError, match="--mpp"):
         open_slide(tmp_path / "a.png")
-    with open_slide(tmp_path / "a.png", mpp_override=0.5) as reader:
+    with open_slide(tmp_path / "a.png", mpp=0.5) as reader:
         assert reader.dimensions == (60, 40) and reader.mpp == 0.5
         np.testing.assert_array_equal(reader.read_region((0, 0), 0, (60, 40)), rgb)
     # plain (untiled) TIFF with resolution in pixels per centimetre: 20000 px/cm = 0.5 um/px
@@ -82,5 +90,27 @@ def test_best_level_picks_coarsest_sharp_enough_level():
 def test_find_slides_expands_folders(tmp_path):
     for name in ("b.svs", "a.tiff", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    found = find_slides([tmp_path, tmp_path / "missing.svs"])
+    found = find_slides([tmp_path, tmp_path / "missing.svs", tmp_path / "b.svs"])  # b.svs named twice: once
     assert [p.name for p in found] == ["a.tiff", "b.svs", "missing.svs"]
+
+
+def test_a_second_file_with_a_taken_slide_id_fails_naming_both(tmp_path):
+    ids = SlideIds()
+    assert ids.claim(tmp_path / "a" / "slide.svs") == "slide" and ids.claim(tmp_path / "other.svs") == "other"
+    assert ids.claim(tmp_path / "a" / "slide.svs") == "slide"  # the same file again is no clash
+    with pytest.raises(SlideReadError) as info:
+        ids.claim(tmp_path / "b" / "slide.tiff")
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "a" / "slide.svs") in message
+    assert message.startswith(str(tmp_path / "b" / "slide.tiff"))
+
+
+def test_slide_source_tells_a_rescan_at_the_same_path_apart(tmp_path):
+    path = tmp_path / "s.svs"
+    path.write_bytes(b"first scan")
+    before = slide_source(path)
+    assert before == slide_source(path) and before["path"] == str(path.resolve())
+    path.write_bytes(b"second scan, longer")
+    assert slide_source(path) != before
+    with pytest.raises(SlideReadError, match="file not found"):
+        slide_source(tmp_path / "gone.svs")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 
+import shutil
+
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 from lrmil.config import ExtractConfig, PatchConfig
 from lrmil.patching import make_grid
@@ -21,7 +24,10 @@ def _file(n=5, d=8, children=True):
         coords=rng.integers(0, 5000, (n, 2)), features=rng.standard_normal((n, d)).astype(np.float32),
         children=rng.integers(-1, 40, (n, 16)) if children else np.zeros((n, 0), np.int64),
         patch_size_level0=1024, patch_px=256, magnification=5.0, mpp=0.25, encoder="enc", weights_sha256="ab" * 32,
-        slide_id="s1", config={"a": 1}, config_hash="h1")
+        slide_id="s1", source=SOURCE, config={"a": 1}, config_hash="h1")
+
+
+SOURCE = {"path": "/slides/s1.svs", "size": 100, "mtime_ns": 5}
 
 
 def test_round_trip_and_clam_layout(tmp_path):
@@ -54,13 +60,15 @@ def test_mismatched_rows_fail_and_leave_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_is_current_compares_config_hash(tmp_path):
+def test_is_current_compares_config_hash_and_slide_file(tmp_path):
     path = tmp_path / "s1.h5"
-    assert not is_current(path, "h1")
+    assert not is_current(path, "h1", SOURCE)
     write_features(path, _file())
-    assert is_current(path, "h1") and not is_current(path, "other")
+    assert is_current(path, "h1", SOURCE) and not is_current(path, "other", SOURCE)
+    assert not is_current(path, "h1", {**SOURCE, "mtime_ns": 6})  # a rescan at the same path
+    assert not is_current(path, "h1", {**SOURCE, "path": "/other/s1.svs"})  # another file, same id
     path.write_bytes(b"not hdf5")  # a damaged file is redone, not trusted
-    assert not is_current(path, "h1")
+    assert not is_current(path, "h1", SOURCE)
 
 
 def test_grid_round_trip(tmp_path):
@@ -104,3 +112,35 @@ def test_extract_batch_on_real_slides_reports_bad_ones(shared_data, tmp_path):
     assert again["done"] == 1 and again["failed"] == 0
     rerun = run_extract(batch[:1], cfg, tmp_path)
     assert rerun["done"] == 1 and out.stat().st_mtime_ns == mtime
+
+
+def _tissue_png(path, shade):
+    """A 512 px pink square on white; no resolution tags, so extraction needs --mpp."""
+    image = np.full((512, 512, 3), 245, np.uint8)
+    image[64:448, 64:448] = (200, 110, shade)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_extract_redoes_a_changed_slide_file_and_rejects_a_second_file_with_the_same_id(tmp_path):
+    from lrmil.features import run_extract
+
+    first, second = _tissue_png(tmp_path / "a" / "slide.png", 170), _tissue_png(tmp_path / "b" / "slide.png", 90)
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+    out = tmp_path / "out"
+    summary = run_extract([first, second], cfg, out)
+    assert summary["done"] == 1 and summary["failed"] == 1
+    with open(out / "errors.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["path"] == str(second) and str(first) in row["message"]
+    target = feature_dir(out / "features", "lrmil_vit_tiny", 5.0, 256) / "slide.h5"
+    assert read_features(target).source["path"] == str(first.resolve())
+    stamp = target.stat().st_mtime_ns
+
+    assert run_extract([first], cfg, out)["done"] == 1  # unchanged: resumed, the file is untouched
+    assert target.stat().st_mtime_ns == stamp
+    shutil.copyfile(second, first)  # a rescan saved under the same name
+    assert run_extract([first], cfg, out)["done"] == 1
+    assert target.stat().st_mtime_ns != stamp
+    assert not (out / "errors.csv").exists()  # this run failed nothing; the last run's file is gone

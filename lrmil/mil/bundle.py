@@ -50,12 +50,19 @@ def save_bundle(out: str | Path, student: tuple[Path, Path], teacher: tuple[Path
     entry = {}
     for name, (encoder_file, mil_file) in zip(PATHS, (student, teacher)):
         encoder = load_encoder(encoder_file)
+        check_pair(name, load_mil(mil_file), encoder, mil_file)
         save_encoder(out / f"{name}_encoder.safetensors", copy.deepcopy(encoder).half(), encoder.cfg)
         shutil.copyfile(mil_file, out / f"{name}_mil.safetensors")
         entry[name] = {"encoder": f"{name}_encoder.safetensors", "mil": f"{name}_mil.safetensors"}
     write_json(out / BUNDLE_FILE, {"package": "lrmil", "notice": notice, "patch": patch.to_dict(),
                                    "tissue": tissue.to_dict(), **entry})
     return out
+
+
+def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path) -> None:
+    """An ABMIL only runs on features of the size its encoder gives."""
+    if mil.cfg.in_dim != encoder.cfg.embed_dim:
+        raise ValueError(f"{where}: {name} ABMIL expects {mil.cfg.in_dim}-d features, encoder gives {encoder.cfg.embed_dim}")
 
 
 def load_path(folder: str | Path, name: str) -> PathModel:
@@ -71,7 +78,6 @@ def load_path(folder: str | Path, name: str) -> PathModel:
     spec = json.loads(spec_file.read_text())
     encoder = load_encoder(folder / spec[name]["encoder"]).float().eval()
     mil = load_mil(folder / spec[name]["mil"])
-    if mil.cfg.in_dim != encoder.cfg.embed_dim:
-        raise ValueError(f"{folder}: {name} ABMIL expects {mil.cfg.in_dim}-d features, encoder gives {encoder.cfg.embed_dim}")
+    check_pair(name, mil, encoder, folder)
     notice = spec.get("notice", "") or mil.cfg.notice
     return PathModel(name, encoder, mil, PatchConfig.from_dict(spec["patch"]), TissueConfig.from_dict(spec["tissue"]), notice)

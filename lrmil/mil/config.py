@@ -93,7 +93,8 @@ class PredictConfig:
 
     model: str = "demo"  # a model folder (model.json), or "demo" for the bundled synthetic demo model
     path: str = "student"  # "student" reads only 5x patches; "teacher" runs the 20x path for comparison
-    mpp: float | None = None  # level-0 um/px for slides without metadata; None = read it from the slide
+    mpp: float | None = None  # level-0 um/px for slides without it in their metadata; None = metadata only
+    override_mpp: bool = False  # use `mpp` for every slide, replacing the metadata (wrong scanner headers)
     batch_size: int = 32
     topk: int = 8  # most-attended patches saved as a PNG grid
     heatmap_px: int = 1024  # longer side of the heatmap image

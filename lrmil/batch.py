@@ -1,0 +1,33 @@
+"""The slide loop that `lrmil patch`, `extract` and `predict` share: one slide at a time, a bad one logged.
+
+Outputs are named by slide id (the file stem), so a file whose id an earlier slide of the batch
+already holds fails with a message naming both, instead of overwriting the first one's outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from tqdm.auto import tqdm
+
+from lrmil.errors import ErrorLog
+from lrmil.slide import SlideIds, SlideReadError
+
+ERRORS_FILE = "errors.csv"
+Result = TypeVar("Result")
+
+
+def run_batch(slides: list[Path], work: Callable[[Path], Result], out: Path, stage: str, strict: bool,
+              desc: str) -> tuple[list[Result], ErrorLog]:
+    """`work(path)` for every slide; failures go to OUT/errors.csv (this run's only) unless `strict`."""
+    errors, ids, results = ErrorLog(Path(out) / ERRORS_FILE), SlideIds(), []
+    for path in tqdm(slides, desc=desc, unit="slide"):
+        try:
+            ids.claim(path)
+            results.append(work(path))
+        except (SlideReadError, OSError, ValueError) as exc:
+            if strict:
+                raise
+            errors.add(path, stage, exc)
+    return results, errors

@@ -1,0 +1,120 @@
+"""`lrmil` batch commands: exit status, one-line errors and console output that stays readable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lrmil.cli import app
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _png(path):
+    """A pink square on white: tissue for the mask, no resolution tags (needs --mpp)."""
+    image = np.full((256, 256, 3), 245, np.uint8)
+    image[32:224, 32:224] = (200, 110, 170)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_patch_exits_0_when_all_succeed_1_when_a_slide_fails_or_none_is_found(tmp_path):
+    slide = _png(tmp_path / "ok.png")
+    good = _invoke("patch", slide, "--out", tmp_path / "good", "--mpp", 0.5)
+    assert good.exit_code == 0, good.output
+
+    bad = _invoke("patch", slide, tmp_path / "missing.svs", "--out", tmp_path / "bad", "--mpp", 0.5)
+    assert bad.exit_code == 1, bad.output
+    assert f"1 slide(s) failed: see {tmp_path / 'bad' / 'errors.csv'}" in bad.stderr
+
+    (tmp_path / "empty").mkdir()
+    nothing = _invoke("patch", tmp_path / "empty", "--out", tmp_path / "none")
+    assert nothing.exit_code == 1 and "no slide files found" in nothing.stderr
+
+
+def test_override_mpp_without_a_value_is_a_usage_error(tmp_path):
+    result = _invoke("predict", _png(tmp_path / "ok.png"), "--out", tmp_path / "out", "--override-mpp")
+    assert result.exit_code == 2 and "--override-mpp needs --mpp" in result.stderr
+
+
+def test_extract_setup_errors_are_one_line_without_quotes_or_traceback(tmp_path):
+    slide = _png(tmp_path / "ok.png")
+    not_weights = tmp_path / "hostname"
+    not_weights.write_text("myhost\n")
+    result = _invoke("extract", slide, "--out", tmp_path / "out", "--weights", not_weights)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith(f"error: {not_weights}: ") and "Traceback" not in result.output
+
+    unknown = _invoke("extract", slide, "--out", tmp_path / "out", "--encoder", "nosuch")
+    assert unknown.exit_code == 2
+    assert unknown.stderr.startswith("error: unknown patch encoder 'nosuch' (known: ") and '"' not in unknown.stderr
+
+
+def test_error_log_lines_start_on_their_own_line_not_on_the_progress_bar(tmp_path):
+    """Run as a user does (logging configured by the CLI, bars on stderr): every ERROR line starts clean."""
+    missing = [tmp_path / f"missing{i}.svs" for i in range(3)]
+    run = subprocess.run([sys.executable, "-m", "lrmil.cli", "patch", *map(str, missing), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    error_lines = [line for line in run.stderr.split("\n") if "ERROR" in line]
+    assert len(error_lines) == 3
+    # a bar redraws its line after a carriage return; a log line printed onto it would follow the bar's text
+    assert all(line.rsplit("\r", 1)[-1].startswith("ERROR ") for line in error_lines), error_lines
+
+
+@pytest.fixture
+def umask_022():
+    import os
+
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_reads(tmp_path, umask_022):
+    import dataclasses
+
+    import pandas as pd
+
+    from lrmil.encoders import create_encoder, save_encoder
+    from lrmil.store import FeatureFile, write_features
+
+    encoder = create_encoder("lrmil_vit_tiny", weights="random")
+    encoder_file = tmp_path / "encoder.safetensors"  # what `lrmil distill-patches` and `pretrain-encoder` save
+    save_encoder(encoder_file, encoder, dataclasses.replace(encoder.cfg, patch_px=64))
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(9):
+        features = rng.normal(i % 2, 1.0, (4, encoder.cfg.embed_dim)).astype(np.float32)
+        write_features(tmp_path / "features" / f"s{i}.h5", FeatureFile(
+            np.zeros((4, 2), np.int64), features, np.zeros((4, 0), np.int64), 1024, 256, 5.0, 0.5, slide_id=f"s{i}"))
+        rows.append((f"s{i}", ["benign", "tumour"][i % 2], i % 3))
+    pd.DataFrame(rows, columns=["slide_id", "label", "fold"]).to_csv(tmp_path / "splits.csv", index=False)
+
+    trained = _invoke("train", "--features", tmp_path / "features", "--splits", tmp_path / "splits.csv",
+                      "--out", tmp_path / "run", "--folds", "0", "--epochs", 1)
+    assert trained.exit_code == 0, trained.output
+    mil_file = tmp_path / "run" / "fold0" / "model.safetensors"
+    assert [f.stat().st_mode & 0o777 for f in (encoder_file, mil_file)] == [0o644, 0o644]  # not mkstemp's 0600
+
+    bundled = _invoke("bundle", "--out", tmp_path / "model", "--student-encoder", encoder_file, "--student-mil", mil_file,
+                      "--teacher-encoder", encoder_file, "--teacher-mil", mil_file, "--notice", "test model")
+    assert bundled.exit_code == 0, bundled.output
+    predicted = _invoke("predict", _png(tmp_path / "ok.png"), "--model", tmp_path / "model", "--out", tmp_path / "pred",
+                        "--mpp", 0.5)
+    assert predicted.exit_code == 0, predicted.output
+    assert (tmp_path / "pred" / "ok.json").is_file() and "NOTE: test model" in predicted.stderr
+
+    wrong = _invoke("bundle", "--out", tmp_path / "bad", "--student-encoder", encoder_file, "--student-mil",
+                    tmp_path / "missing.safetensors", "--teacher-encoder", encoder_file, "--teacher-mil", mil_file)
+    assert wrong.exit_code == 2 and "missing.safetensors" in wrong.stderr
