@@ -71,7 +71,7 @@ def load_mil(path: str | Path) -> ABMIL:
     """Rebuild an ABMIL from a safetensors file written by `save_mil` (never unpickles)."""
     from export.artifact import load_weights
 
-    state, metadata = load_weights(path)
+    state, metadata = load_weights(path, package="lrmil")  # a PULSE model here: one line, not a key dump
     model = ABMIL(ABMILConfig.from_dict(metadata))
     model.load_state_dict(state)
     return model.eval()
