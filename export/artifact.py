@@ -57,6 +57,8 @@ def _open_safetensors(path: str | Path, framework: str):
     """safe_open, but a file of another format (safetensors says only "header too large") is named."""
     from safetensors import SafetensorError, safe_open
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: {'a folder, not a weights file' if Path(path).is_dir() else 'file not found'}")
     try:
         with safe_open(str(path), framework=framework) as f:
             yield f

@@ -192,6 +192,10 @@ def test_weights_loader_names_files_it_cannot_use(pulse_bundle, tmp_path):
         load_weights(tmp_path / "bare.safetensors", package="lrmil")
     state, metadata = load_weights(tmp_path / "mil.safetensors", package="lrmil")
     assert metadata == {"package": "lrmil"} and state["w"].shape == (2,)
+    with pytest.raises(FileNotFoundError, match="a folder, not a weights file"):
+        load_weights(tmp_path)
+    with pytest.raises(FileNotFoundError, match="gone.safetensors: file not found"):
+        read_weights_metadata(tmp_path / "gone.safetensors")
 
 
 def test_pulse_export_rejects_wrong_checkpoints_in_one_line(pulse_bundle, tmp_path):
