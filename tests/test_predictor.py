@@ -47,6 +47,16 @@ def test_threads_reach_the_cpu_backends(pulse_bundle):
         torch.set_num_threads(before)
 
 
+def test_torch_backend_refuses_a_device_it_cannot_use(pulse_bundle):
+    import torch
+
+    with pytest.raises(ValueError, match="--device gpu: expected cpu, cuda or cuda:N"):
+        load_predictor(pulse_bundle, backend="torch", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cuda: torch sees no CUDA device here; use --device cpu"):
+            load_predictor(pulse_bundle, backend="torch", device="cuda")
+
+
 def test_auto_backend_follows_folder_and_suffix(pulse_bundle):
     assert type(load_predictor(pulse_bundle)).__name__ == "OnnxRuntimePredictor"
     assert type(load_predictor(pulse_bundle / ARTEFACT_FILES["torch"])).__name__ == "TorchPredictor"

@@ -17,6 +17,10 @@ class TorchPredictor:
 
         if threads:  # process-wide in torch; 0 keeps torch's default (every physical core)
             torch.set_num_threads(threads)
+        if device != "cpu" and not device.startswith("cuda"):
+            raise ValueError(f"--device {device}: expected cpu, cuda or cuda:N")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
 
         from export.artifact import load_weights
 
