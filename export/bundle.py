@@ -88,16 +88,27 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
     return checks
 
 
-def resolve_calibration(calibration: tuple[str, ...]) -> tuple[str, ...]:
-    """`calibration`, or pulse's bundled example recordings when it is the default folder and absent.
+def checkout_root() -> Path:
+    """The folder holding the pulse package: in a checkout, ../shared (the default calibration audio) lies beside it."""
+    import pulse
 
-    The default (real songs in ../shared) exists only next to a checkout's data; the fallback lets
-    export run anywhere. Any other missing path stays an error (raised by calibration_windows).
+    return Path(pulse.__file__).resolve().parents[1]
+
+
+def resolve_calibration(calibration: tuple[str, ...]) -> tuple[str, ...]:
+    """`calibration`; for the default (real songs in ../shared), that folder found from the checkout rather than
+    the working directory, else pulse's bundled example recordings.
+
+    The fallback lets export run anywhere; any other missing path stays an error (raised by calibration_windows).
     """
     from pulse.config import ExportConfig
 
-    if calibration != ExportConfig().calibration or all(Path(item).exists() for item in calibration):
+    if calibration != ExportConfig().calibration:
         return calibration
+    beside_checkout = tuple(str((checkout_root() / item).resolve()) for item in calibration)
+    if all(Path(item).exists() for item in beside_checkout):
+        return beside_checkout
     examples = importlib.resources.files("pulse") / "assets" / "examples"
-    log.info("calibration: %s not found, using the bundled example recordings in %s", ", ".join(calibration), examples)
+    log.info("calibration: %s not found, using the bundled example recordings in %s", ", ".join(beside_checkout),
+             examples)
     return (str(examples),)

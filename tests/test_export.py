@@ -18,7 +18,7 @@ from export.onnx import OnnxExportError, check_frontend_ops, export_onnx, graph_
 from export.parity import FP32_TOLERANCE, INT8_TOLERANCE, compare
 from export.predictor import load_predictor
 from export.quantize import calibration_windows, quantize_onnx
-from pulse.config import ModelConfig
+from pulse.config import ExportConfig, ModelConfig
 from pulse.models import MODELS, create_model
 
 
@@ -92,7 +92,6 @@ def test_export_config_records_every_file_and_passing_parity(pulse_bundle):
 def test_model_onnx_holds_the_chosen_graph(pulse_bundle, tmp_path, ort_graph):
     """auto keeps the graph ONNX Runtime ran faster; conv forces the DFT-free one (same file as TensorRT's)."""
     from export.bundle import export_bundle
-    from pulse.config import ExportConfig
 
     cfg = ExportConfig(ort_graph=ort_graph, calibration=(str(pulse_bundle.parent / "audio"),), parity_windows=4)
     checks = export_bundle(pulse_bundle / "model.safetensors", tmp_path, cfg)
@@ -214,16 +213,22 @@ def test_pulse_export_rejects_wrong_checkpoints_in_one_line(pulse_bundle, tmp_pa
 
 
 def test_pulse_export_without_shared_data_calibrates_on_bundled_examples(pulse_bundle, tmp_path, monkeypatch, caplog):
-    """The default --calibration is ../shared/...; from any other folder the examples installed with pulse stand in."""
+    """The default --calibration is ../shared/... beside the checkout, from any working directory; where there is
+    no such folder (an installed package), the examples installed with pulse stand in."""
     import logging
     from pathlib import Path
 
     from typer.testing import CliRunner
 
     import pulse
+    from export import bundle
     from pulse.cli import app
 
-    monkeypatch.chdir(tmp_path)  # no ../shared/data/audio here
+    monkeypatch.chdir(tmp_path)  # the working directory does not matter: ../shared is looked for beside the checkout
+    shared = bundle.checkout_root() / ExportConfig().calibration[0]
+    if shared.is_dir():
+        assert bundle.resolve_calibration(ExportConfig().calibration) == (str(shared.resolve()),)
+    monkeypatch.setattr(bundle, "checkout_root", lambda: tmp_path / "installed")  # no ../shared beside it
     caplog.set_level(logging.INFO, logger="export")
     result = CliRunner().invoke(app, ["export", "--model", str(pulse_bundle / "model.safetensors"), "--out", "out"])
     assert result.exit_code == 0, result.output
