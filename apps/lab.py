@@ -62,12 +62,18 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
         record = predict_slide(slide_path, bundle, cfg, out)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", slide_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return LabView(f"**Could not analyse `{name}`:** {exc}")
+        return LabView(f"**Could not analyse `{name}`:** {_in_page_terms(exc)}")
     probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
     status = (f"**{name}**: predicted **{record['label']}** ({probs}) from {record['patches']} patches at "
               f"{record['magnification']:g}x ({cfg.path} path), mpp {record['mpp']:.4g} from {record['mpp_source']}, "
               f"{record['seconds']['total']:.2f} s.")
     return LabView(status, record["notice"], str(mask), str(out / record["heatmap"]), str(out / record["topk"]), record)
+
+
+def _in_page_terms(exc: Exception) -> str:
+    """The error without the server's upload path, and with the page's MPP field where the CLI says --mpp."""
+    reason = getattr(exc, "reason", None) or str(exc)
+    return reason.replace("pass --mpp", "type it in the MPP override field").replace("e.g. --mpp ", "e.g. ")
 
 
 def build(work_root: str | Path | None = None):

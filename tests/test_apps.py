@@ -158,7 +158,8 @@ def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_mo
     assert "Could not analyse `broken.svs`" in broken.status
     assert broken.record is None and broken.heatmap_png is None and broken.outputs()[1] == ""
     no_mpp = shared_data / "slides" / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs"
-    assert "--mpp" in lab.predict_upload(str(no_mpp), None, str(slide_model), "student", tmp_path).status
+    missing = lab.predict_upload(str(no_mpp), None, str(slide_model), "student", tmp_path).status
+    assert "type it in the MPP override field (e.g. 0.5 for a 20x scan" in missing and str(no_mpp) not in missing
     assert "model.json" in lab.predict_upload(str(no_mpp), 0.5, str(tmp_path), "student", tmp_path).status
 
 
