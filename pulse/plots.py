@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 
 from export.atomic import atomic_path
 
@@ -71,7 +71,8 @@ def spectrogram(audio: np.ndarray, sample_rate: int, cfg: PlotConfig = PlotConfi
 
 def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataFrame, title: str = "",
                        labels: tuple[str, ...] = (), cfg: PlotConfig = PlotConfig()) -> Figure:
-    """Spectrogram up to Nyquist with one box per detection (time x band), captioned code + score.
+    """Spectrogram up to Nyquist with one box per run of a species' detections (consecutive windows merged,
+    so a song across minutes stays one readable box), captioned code + best score, and a legend of species.
 
     `labels` (the model's label order) keeps each species' colour the same as in the other figures.
     """
@@ -83,24 +84,43 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataF
     ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=top - cfg.dynamic_range_db, vmax=top,
               extent=(0.0, db.shape[1] * hop_s, 0.0, sample_rate / 2000))
     colours = _colours(labels or sorted(set(detections["label"])))
-    shown = detections[detections["start_s"] < duration]
+    runs = detection_runs(detections[detections["start_s"] < duration])
     stacked: dict[float, int] = {}
-    for i, d in enumerate(shown.itertuples(index=False)):
+    for i, d in enumerate(runs.itertuples(index=False)):
         colour = colours[d.label]
         ax.add_patch(Rectangle((d.start_s, d.low_hz / 1000), d.end_s - d.start_s, (d.high_hz - d.low_hz) / 1000,
                                fill=False, edgecolor=colour, linewidth=1.5))
         if i < cfg.max_box_labels:
-            row = stacked.get(d.start_s, 0)  # several species in one window: stack their captions
+            row = stacked.get(d.start_s, 0)  # several species from one window on: stack their captions
             stacked[d.start_s] = row + 1
             ax.annotate(f"{d.code} {d.score:.2f}", (d.start_s, d.high_hz / 1000), xytext=(3, -13 * (row + 1)),
                         textcoords="offset points", color="white", fontsize=8,
                         bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0})
+    species = runs.drop_duplicates("label")
+    if len(species):
+        ax.legend(handles=[Patch(facecolor=colours[d.label], label=f"{d.code} {d.label}")
+                           for d in species.itertuples(index=False)],
+                  loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0, fontsize=7)  # beside: boxes stay clear
     ax.set_xlim(0, duration)
     ax.set_ylim(0, sample_rate / 2000)
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Frequency (kHz)")
     ax.set_title(title or f"Spectrogram with {len(detections)} detection(s)", fontsize=10)
     return figure
+
+
+def detection_runs(detections: pd.DataFrame) -> pd.DataFrame:
+    """Merge each species' touching or overlapping windows into one row (earliest start, latest end, best score)."""
+    rows = []
+    for _, group in detections.sort_values("start_s").groupby("label", sort=False):
+        run = None
+        for d in group.itertuples(index=False):
+            if run is not None and d.start_s <= run["end_s"] + 1e-6:
+                run["end_s"], run["score"] = max(run["end_s"], d.end_s), max(run["score"], d.score)
+            else:
+                run = d._asdict()
+                rows.append(run)
+    return pd.DataFrame(rows, columns=detections.columns).sort_values(["start_s", "label"], ignore_index=True)
 
 
 def _one_file(scores: pd.DataFrame) -> pd.DataFrame:

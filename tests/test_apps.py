@@ -15,7 +15,8 @@ from PIL import Image
 
 from apps import field, lab
 from apps.__main__ import ServeConfig, launch
-from pulse.plots import PlotConfig, embedding_figure, pca_2d, save_png, scores_figure, spectrogram_figure
+from pulse.plots import (PlotConfig, detection_runs, embedding_figure, pca_2d, save_png, scores_figure,
+                         spectrogram_figure)
 from pulse.schema import LabelSet, scores_frame
 from pulse.writers.raven import RAVEN_COLUMNS
 
@@ -94,7 +95,7 @@ def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model
     assert "Upload" in field.analyze_upload(None, "default", 0.25, tmp_path).status
 
 
-def test_plots_draw_one_box_per_detection_and_reject_mixed_files(tmp_path):
+def test_plots_draw_one_box_per_run_and_reject_mixed_files(tmp_path):
     rng = np.random.default_rng(0)
     labels = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green"),
                       ("GRYCAM", "TETVIR"))
@@ -104,7 +105,10 @@ def test_plots_draw_one_box_per_detection_and_reject_mixed_files(tmp_path):
 
     found = detect(scores, labels, 0.3, 500.0, 8000.0)
     figure = spectrogram_figure(rng.standard_normal(4 * 16000).astype(np.float32), 16000, found, "a", labels.labels)
-    assert len(figure.axes[0].patches) == len(found) > 0
+    runs = detection_runs(found)
+    assert len(figure.axes[0].patches) == len(runs) > 0
+    assert {t.get_text() for t in figure.axes[0].get_legend().get_texts()} == {f"{c} {l}" for c, l in
+                                                                               zip(runs.code, runs.label)}
     assert figure.axes[0].get_ylim() == pytest.approx((0.0, 8.0))  # kHz, up to Nyquist
     small = PlotConfig(width_px=320, height_px=200, dpi=80)
     assert _png_size(save_png(scores_figure(scores, 0.3, cfg=small), tmp_path / "s.png")) == (320, 200)
@@ -113,6 +117,20 @@ def test_plots_draw_one_box_per_detection_and_reject_mixed_files(tmp_path):
         scores_figure(both)
     one = scores_frame("c.wav", np.zeros(1), np.ones(1), np.full((1, 2), 0.5), labels.labels)
     assert len(embedding_figure(np.ones((1, 8)), one).axes) == 1  # a single window still draws
+
+
+def test_detection_runs_merge_a_species_consecutive_windows_only():
+    """A cricket singing for minutes is one box, not a caption per 3 s window; a gap or another species is not merged."""
+    labels = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green"),
+                      ("GRYCAM", "TETVIR"))
+    starts = np.arange(0.0, 15.0, 3.0)
+    table = scores_frame("a.wav", starts, starts + 3, np.array([[0.9, 0.1], [0.6, 0.8], [0.1, 0.1], [0.7, 0.1],
+                                                               [0.95, 0.1]]), labels.labels)
+    from pulse.detect import detect
+
+    runs = detection_runs(detect(table, labels, 0.5, 500.0, 8000.0))
+    assert list(zip(runs.code, runs.start_s, runs.end_s, runs.score.round(2))) == [
+        ("GRYCAM", 0.0, 6.0, 0.9), ("TETVIR", 3.0, 6.0, 0.8), ("GRYCAM", 9.0, 15.0, 0.95)]
 
 
 def test_display_audio_is_bounded_in_seconds_and_samples():
