@@ -190,16 +190,19 @@ def manifest_check(
     path: Path = typer.Argument(..., help="Manifest CSV (labelled or unlabelled schema)."),
     audio_root: Path = typer.Option(..., help="Folder the manifest paths are relative to."),
     splits: str = typer.Option("train,validation", help="Comma list of splits that must not be empty."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training config whose model.labels are the "
+                                                                 "species (default: the bundled model's 9)."),
 ) -> None:
     """Validate a manifest: missing files, unknown species, duplicate paths, empty splits."""
     from pulse.manifest import ManifestError, read_manifest, validate_manifest
 
     try:
         frame = read_manifest(path)
-    except ManifestError as exc:
+        model = TrainConfig.load(config).model if config else ModelConfig()
+    except (ManifestError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    labels = ModelConfig().labels if "species" in frame.columns else None
+    labels = model.labels if "species" in frame.columns else None
     problems = validate_manifest(frame, audio_root, labels, tuple(s for s in splits.split(",") if s), name=str(path))
     for line in problems:
         typer.echo(line, err=True)
@@ -207,6 +210,32 @@ def manifest_check(
         raise typer.Exit(1)
     counts = frame["split"].value_counts().to_dict()
     typer.echo(f"{path}: OK, {len(frame)} rows ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
+
+
+@app.command("make-manifest")
+def make_manifest(
+    root: Path = typer.Argument(..., help="Folder with one subfolder of recordings per species (the audio root)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Manifest CSV to write."),
+    val_fraction: float = typer.Option(0.2, help="Share of each species' recordings held out for validation."),
+    seed: int = typer.Option(0, help="Seed of the train/validation draw."),
+) -> None:
+    """Write a labelled manifest from species folders (`Gryllus_campestris/*.wav`), with durations and rates."""
+    from export.atomic import atomic_path
+    from pulse.manifest import ManifestError, manifest_from_folders
+
+    try:
+        frame, problems = manifest_from_folders(root, val_fraction, seed)
+    except (ManifestError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for line in problems:
+        typer.echo(f"skipped {line}", err=True)
+    with atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False)
+    counts = frame.groupby("species")["split"].value_counts().unstack(fill_value=0)
+    typer.echo(counts.to_string())
+    typer.echo(f"{out}: {len(frame)} recordings of {len(counts)} species; fill in license and recordist, then "
+               f"train with model.labels (and common_names, codes) set to these species")
 
 
 _CACHE = TeacherCacheConfig()

@@ -42,6 +42,12 @@ class ModelConfig(JsonConfig):
     license: str = "MIT (code); weights inherit the licences of their training data"
     attribution: str = ""
 
+    def __post_init__(self):
+        for name in ("common_names", "codes"):  # empty: writers fall back to the labels themselves
+            if getattr(self, name) and len(getattr(self, name)) != len(self.labels):
+                raise ValueError(f"model.{name} lists {len(getattr(self, name))} entries for {len(self.labels)} "
+                                 f"labels: give one per species, in the labels' order")
+
     @property
     def window_samples(self) -> int:
         return int(round(self.window_s * self.sample_rate))

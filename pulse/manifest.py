@@ -12,10 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 LABELLED_COLUMNS = ("path", "species", "split", "license", "recordist", "duration_s", "sample_rate")
 UNLABELLED_COLUMNS = ("path", "split", "license", "source", "duration_s", "sample_rate")
+# What a run reads; the other columns document provenance and may be left out.
+REQUIRED_LABELLED, REQUIRED_UNLABELLED = ("path", "species", "split"), ("path", "split")
 
 
 class ManifestError(ValueError):
@@ -41,10 +44,12 @@ def validate_manifest(frame: pd.DataFrame, audio_root: str | Path, labels: Itera
     Checks: required columns, empty paths, duplicate paths, missing files under `audio_root`,
     species outside `labels` (labelled manifests), and each required split being non-empty.
     """
-    required = LABELLED_COLUMNS if is_labelled(frame) else UNLABELLED_COLUMNS
+    required = REQUIRED_LABELLED if is_labelled(frame) else REQUIRED_UNLABELLED
     missing_cols = [c for c in required if c not in frame.columns]
     if missing_cols:
-        return [f"{name}: missing column(s) {', '.join(missing_cols)} (expected {', '.join(required)})"]
+        documented = LABELLED_COLUMNS if is_labelled(frame) else UNLABELLED_COLUMNS
+        return [f"{name}: missing column(s) {', '.join(missing_cols)} (needed: {', '.join(required)}; "
+                f"documented: {', '.join(documented)})"]
     problems = []
     root = Path(audio_root)
     for row, path in enumerate(frame["path"], start=2):  # row 1 is the header
@@ -78,3 +83,37 @@ def load_manifest(path: str | Path, audio_root: str | Path, labels: Iterable[str
 
 def select_split(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     return frame[frame["split"] == split].reset_index(drop=True)
+
+
+def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """A labelled manifest from one folder per species (`Gryllus_campestris/` or `Gryllus campestris/`),
+    and one line per file that could not be read (left out).
+
+    Each species' recordings are shuffled with `seed` and `val_fraction` of them (at least one, when
+    there are two or more) go to `validation`, whole recordings, so no recording is in both splits.
+    """
+    from pulse.io import AudioReadError, audio_info, find_audio
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction:g}")
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    if not folders:
+        raise ManifestError(f"{root}: no species folders (expected one folder of recordings per species)")
+    rng = np.random.default_rng(seed)
+    rows, problems = [], []
+    for folder in folders:
+        species = folder.name.replace("_", " ")
+        files = [path for path, _ in find_audio([folder])]
+        order = rng.permutation(len(files))
+        n_val = max(1, round(len(files) * val_fraction)) if len(files) >= 2 and val_fraction > 0 else 0
+        for rank, i in enumerate(order):
+            try:
+                info = audio_info(files[i])
+            except AudioReadError as exc:
+                problems.append(str(exc))
+                continue
+            rows.append((files[i].relative_to(root).as_posix(), species, "validation" if rank < n_val else "train",
+                         "", "", f"{info.duration_s:.3f}", str(info.sample_rate)))
+    frame = pd.DataFrame(rows, columns=list(LABELLED_COLUMNS)).sort_values("path", ignore_index=True)
+    return frame, problems

@@ -254,3 +254,5 @@ def test_distilled_student_carries_birdnets_licence():
     distilled = student_model_config(dataclasses.replace(plain, lambda_kd=1.0))
     assert distilled.license.startswith("CC BY-NC-SA 4.0") and "BirdNET" in distilled.attribution
     assert dataclasses.replace(distilled, license=plain.model.license, attribution=plain.model.attribution) == plain.model
+    own = dataclasses.replace(plain, lambda_kd=1.0, model=dataclasses.replace(plain.model, attribution="Recordings (c) Me"))
+    assert student_model_config(own).attribution.startswith("Recordings (c) Me. Distilled from BirdNET V2.4")

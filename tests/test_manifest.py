@@ -54,10 +54,13 @@ def test_each_problem_is_reported_on_its_own_line(tmp_path, root):
     assert len(str(info.value).splitlines()) == 4
 
 
-def test_missing_columns_are_named(tmp_path, root):
+def test_missing_columns_are_named_and_provenance_columns_are_optional(tmp_path, root):
     path = write(tmp_path, [["a.flac", LABELS[0]]], columns=("path", "species"))
     (problem,) = validate_manifest(read_manifest(path), root, LABELS)
-    assert "missing column(s) split, license, recordist, duration_s, sample_rate" in problem
+    assert "missing column(s) split (needed: path, species, split; documented: path, species, split, license" in problem
+    minimal = write(tmp_path, [["a.flac", LABELS[0], "train"], ["c.flac", LABELS[0], "validation"]],
+                    columns=("path", "species", "split"))
+    assert validate_manifest(read_manifest(minimal), root, LABELS) == []
 
 
 def test_unlabelled_schema_needs_no_species(tmp_path, root):
@@ -84,3 +87,42 @@ def test_cli_exit_codes(tmp_path, root):
     bad = write(tmp_path, [row("a.flac"), row("nope.flac")])
     result = runner.invoke(app, ["manifest", str(bad), "--audio-root", str(root)])
     assert result.exit_code == 1 and "missing file" in result.output and "is empty" in result.output
+
+
+def test_own_species_validate_against_the_training_config(tmp_path, root):
+    """`pulse manifest --config` checks species against that config's labels, not the bundled nine."""
+    import dataclasses
+    import json
+
+    from pulse.config import TrainConfig
+
+    own = write(tmp_path, [row("a.flac", "Chorthippus mollis"), row("c.flac", "Chorthippus mollis", "validation")])
+    runner = CliRunner()
+    result = runner.invoke(app, ["manifest", str(own), "--audio-root", str(root)])
+    assert result.exit_code == 1 and "unknown species 'Chorthippus mollis'" in result.output
+    model = ModelConfig(labels=("Chorthippus mollis",), common_names=("Lesser Field Grasshopper",), codes=("CHOMOL",))
+    config = tmp_path / "mine.json"
+    config.write_text(json.dumps(dataclasses.replace(TrainConfig(), model=model).to_dict()))
+    result = runner.invoke(app, ["manifest", str(own), "--audio-root", str(root), "--config", str(config)])
+    assert result.exit_code == 0 and "OK, 2 rows" in result.output
+
+
+def test_make_manifest_from_species_folders(tmp_path, shared_data):
+    source = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[:5]
+    for folder, files in (("Gryllus_campestris", source), ("Chorthippus mollis", source[:1])):
+        (tmp_path / "mine" / folder).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "mine" / folder / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "mine" / "Gryllus_campestris" / "notes.wav").write_text("not audio")
+    out = tmp_path / "manifest.csv"
+    result = CliRunner().invoke(app, ["make-manifest", str(tmp_path / "mine"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "notes.wav: not readable as audio" in result.output
+    frame = read_manifest(out)
+    assert list(frame.columns) == list(LABELLED_COLUMNS) and len(frame) == 6
+    splits = frame.groupby("species")["split"].value_counts().to_dict()
+    assert splits == {("Gryllus campestris", "train"): 4, ("Gryllus campestris", "validation"): 1,
+                      ("Chorthippus mollis", "train"): 1}  # a lone recording trains
+    assert frame["sample_rate"].eq("44100").all() and frame["duration_s"].astype(float).gt(0).all()
+    assert validate_manifest(frame, tmp_path / "mine", ("Gryllus campestris", "Chorthippus mollis"), ("train",)) == []
+

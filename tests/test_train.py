@@ -88,6 +88,22 @@ def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypat
         weak_labels.train(tiny_config(shared_data, tmp_path, lr=1e-4), tmp_path / "killed")
 
 
+def test_setup_errors_are_clear_and_a_run_that_never_trained_can_be_set_up_again(shared_data, tmp_path, caplog):
+    with pytest.raises(ValueError, match="model.common_names lists 9 entries for 2 labels"):
+        ModelConfig(labels=SPECIES)
+    with pytest.raises(FileNotFoundError, match="nowhere.csv: manifest not found .*relative to the working directory"):
+        weak_labels.train(tiny_config(shared_data, tmp_path, manifest="nowhere.csv"), tmp_path / "run")
+    broken = tiny_config(shared_data, tmp_path, background_manifest=str(tmp_path / "no_backgrounds.csv"))
+    with pytest.raises(ValueError, match="no_backgrounds.csv: manifest not found"):
+        weak_labels.train(broken, tmp_path / "run")
+    assert (tmp_path / "run" / "config.json").is_file()  # written, but no step was trained: the fixed config may run
+    three = ModelConfig(arch="pulse_cnn_xs", labels=(*SPECIES, "Nemobius sylvestris"), common_names=(), codes=(),
+                        window_s=1.0, n_mels=32, embed_dim=32)
+    with caplog.at_level("WARNING", logger="pulse.train.weak_labels"):
+        assert weak_labels.train(tiny_config(shared_data, tmp_path, model=three, epochs=1), tmp_path / "run")
+    assert "1 of the model's 3 species have no training recordings (Nemobius sylvestris)" in caplog.text
+
+
 def test_pooling_functions():
     logits = torch.tensor([[[1.0, -2.0], [3.0, -1.0], [-1.0, 0.0]]])  # [B=1, K=3, C=2]
     embeddings = torch.randn(1, 3, 4)

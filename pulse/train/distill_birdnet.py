@@ -217,7 +217,8 @@ def student_model_config(cfg: TrainConfig) -> ModelConfig:
         return cfg.model
     return dataclasses.replace(
         cfg.model, license=f"{birdnet.LICENSE} (weights distilled from BirdNET V2.4); code MIT",
-        attribution=" ".join(part for part in (cfg.model.attribution, f"Distilled from {birdnet.ATTRIBUTION}.") if part))
+        attribution=" ".join(part if part.endswith(".") else f"{part}."  # sentences, whatever the user wrote
+                             for part in (cfg.model.attribution.strip(), f"Distilled from {birdnet.ATTRIBUTION}") if part))
 
 
 @LOSS_TERMS.register("kd")

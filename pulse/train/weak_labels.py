@@ -140,13 +140,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
                          "to keep the last epoch instead")
     if unknown := set(cfg.tempo_species) - set(cfg.model.labels):
         raise ValueError(f"tempo_species: {', '.join(sorted(unknown))} not among the model's labels")
+    if not Path(cfg.manifest).is_file():
+        raise FileNotFoundError(f"{cfg.manifest}: manifest not found (paths in a config are relative to the "
+                                f"working directory: {Path.cwd()})")
     torch.set_num_threads(cfg.threads)
     device = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = run_record(cfg, device)
     config_path = out / CONFIG_FILE
-    if config_path.exists() and resume:
+    if (out / CHECKPOINT_FILE).exists() and resume:  # a run that never trained a step may be set up again
         previous = TrainConfig.load(config_path)
         if previous != cfg:
             raise ValueError(f"{config_path}: this run was started with a different config; use a new --out "
@@ -157,6 +160,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     required = tuple(s for s in (cfg.train_split, *cfg.extra_train_splits, cfg.val_split) if s)
     clips = [clip for split in (cfg.train_split, *cfg.extra_train_splits)
              for clip in load_clips(cfg.manifest, cfg.audio_root, split, mc.labels, mc.sample_rate, splits=required)]
+    if unheard := [label for i, label in enumerate(mc.labels) if not any(clip.label == i for clip in clips)]:
+        log.warning("%d of the model's %d species have no training recordings (%s): for your own species set "
+                    "model.labels, common_names and codes in the config", len(unheard), len(mc.labels), ", ".join(unheard))
     backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
                                                   mc.sample_rate, cfg.backgrounds), cfg.background_speeds, mc.sample_rate)
     sampler = BatchSampler(clips, backgrounds, cfg)
