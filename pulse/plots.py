@@ -156,6 +156,28 @@ def scores_figure(scores: pd.DataFrame, min_conf: float | None = None, title: st
     return figure
 
 
+def training_figure(history: list[dict], title: str = "", cfg: PlotConfig = PlotConfig()) -> Figure:
+    """Per-epoch training losses (left) and validation F1 / detection AUC per condition (right), from history.json."""
+    epochs = [row["epoch"] for row in history]
+    figure = new_figure(cfg)
+    losses, validation = figure.subplots(1, 2)
+    for key in sorted({k for row in history for k in row if k.startswith("loss_")}):
+        losses.plot(epochs, [row.get(key, np.nan) for row in history], marker=".", label=key.removeprefix("loss_"))
+    losses.set_xlabel("Epoch")
+    losses.set_ylabel("Training loss (epoch mean)")
+    losses.legend(fontsize=8)
+    metrics = [k for k in history[0] if k.endswith(("_f1", "_det_auc")) or k == "score"] if history else []
+    for key in metrics:
+        style = {"color": "black", "linewidth": 2} if key == "score" else {"linestyle": "--" if "auc" in key else "-"}
+        validation.plot(epochs, [row.get(key, np.nan) for row in history], label=key, **style)
+    validation.set_xlabel("Epoch")
+    validation.set_ylabel("Validation")
+    if metrics:
+        validation.legend(fontsize=7, ncol=2)
+    figure.suptitle(title or "Training", fontsize=10)
+    return figure
+
+
 def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows projected on their first two principal components, and the variance share of each."""
     x = np.asarray(embeddings, np.float64)

@@ -22,6 +22,7 @@ from pulse.train.activity import FRAME_S, active_frames
 from pulse.train.augment import (band_limit, crop, hard_clip, lowpass, mix_at_snr, rms, slow_down, spec_augment,
                                  spectral_tilt)
 from pulse.train.data import BatchSampler, Clip, speed_variants
+from pulse.plots import training_figure
 from pulse.train.pooling import create_pooling
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +52,13 @@ def weights(path: Path) -> dict:
 def test_run_writes_config_checkpoint_and_is_deterministic(shared_data, tmp_path):
     cfg = tiny_config(shared_data, tmp_path)
     best = weak_labels.train(cfg, tmp_path / "a")
-    for name in ("config.json", "checkpoint.safetensors", "model.safetensors", "history.json", "validation.json"):
+    for name in ("config.json", "checkpoint.safetensors", "model.safetensors", "history.json", "validation.json",
+                 "training.png"):
         assert (tmp_path / "a" / name).is_file(), name
+    curves = training_figure(json.loads((tmp_path / "a/history.json").read_text()))
+    losses, validation = curves.axes
+    assert [t.get_text() for t in losses.get_legend().get_texts()] == ["bce"]
+    assert "score" in [t.get_text() for t in validation.get_legend().get_texts()]
     record = json.loads((tmp_path / "a/config.json").read_text())
     assert TrainConfig.from_dict(record) == cfg and len(record["manifest_sha256"]) == 64 and record["device"] == "cpu"
     assert [row["epoch"] for row in json.loads((tmp_path / "a/history.json").read_text())] == [1, 2]

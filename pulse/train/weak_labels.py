@@ -30,6 +30,7 @@ from export.atomic import write_json
 from pulse.config import TrainConfig
 from pulse.evaluate import evaluate, prepare, selection_score
 from pulse.models import create_model
+from pulse.plots import save_png, training_figure
 from pulse.train.augment import slow_down, spec_augment, spectral_tilt
 from pulse.train.checkpoint import load_checkpoint, save_checkpoint
 from pulse.train.data import BatchSampler, load_backgrounds, load_clips, speed_variants
@@ -40,6 +41,7 @@ from pulse.train.pooling import create_pooling
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, HISTORY_FILE = "config.json", "checkpoint.safetensors", "model.safetensors", "history.json"
+CURVES_FILE = "training.png"  # history.json drawn: losses and validation per epoch
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -230,8 +232,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
                     write_json(out / "validation.json", report)
             state["step"] = step + 1
             write_json(out / HISTORY_FILE, state["history"])
+            save_png(training_figure(state["history"], str(out)), out / CURVES_FILE)
             save_checkpoint(checkpoint, modules, optimizer, state)
-            log.info("epoch %s: %s", row["epoch"], row)
             bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
     bar.close()
     best = next((r for r in state["history"] if r["epoch"] == state.get("best_epoch")), {})
