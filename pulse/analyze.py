@@ -196,6 +196,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
                       model_license=str(meta.get("license", "")))
     if summary.files_skipped:
         log.info("resuming: %d of %d files already done", summary.files_skipped, len(files))
+    _warn_of_stale_outputs(out_dir, cfg)
     write_json(out_dir / "config.json", _run_config(cfg, meta, model_path, inputs))
     try:
         _score_files(todo, predictor, run, summary)
@@ -402,6 +403,20 @@ def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     except OSError:
         model = [str(model_path)]
     return hashlib.sha1(json.dumps([settings, model, meta], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:
+    """A rerun into the same folder rewrites only the formats it asks for: say when an earlier run with other
+    settings left files of other formats there, which no longer match this run's detections."""
+    try:
+        previous = InferConfig.from_dict(json.loads((out_dir / "config.json").read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    left = [name for name in previous.formats if name not in cfg.formats]
+    changed = [k for k in ("model", "min_conf", "overlap", "min_len", "channel") if getattr(previous, k) != getattr(cfg, k)]
+    if left and changed:
+        log.warning("%s: an earlier run with another %s wrote %s output there; this run leaves those files as they "
+                    "were (use a new --out to keep runs apart)", out_dir, "/".join(changed), ", ".join(left))
 
 
 def _run_config(cfg: InferConfig, meta: dict, model_path: Path, inputs: list) -> dict:

@@ -151,6 +151,16 @@ def test_a_wav_cut_short_is_analysed_as_far_as_it_goes_and_listed(tmp_path, mode
     assert row.error_type == "PartlyReadable" and "truncated" in row.message and "6.00 s present" in row.message
 
 
+def test_a_rerun_with_other_settings_names_the_outputs_it_leaves_stale(tmp_path, model, caplog):
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    analyze([tmp_path / "a.wav"], tmp_path / "out", InferConfig(model=str(model), formats=("csv", "scores")))
+    with caplog.at_level("WARNING", logger="pulse.analyze"):
+        analyze([tmp_path / "a.wav"], tmp_path / "out", InferConfig(model=str(model), formats=("csv",), min_conf=0.9))
+        analyze([tmp_path / "a.wav"], tmp_path / "out", InferConfig(model=str(model), formats=("csv",), min_conf=0.9))
+    (warning,) = [r.getMessage() for r in caplog.records if "earlier run" in r.getMessage()]
+    assert "another min_conf wrote scores output there" in warning
+
+
 def test_raven_band_never_above_nyquist(tmp_path, model):
     sf.write(tmp_path / "phone.wav", song(3.0, 8000, freq=1000), 8000)
     sf.write(tmp_path / "studio.wav", song(3.0, 96000), 96000)
