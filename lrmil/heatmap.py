@@ -46,6 +46,26 @@ def overlay(thumbnail: np.ndarray, scores: np.ndarray, alpha: float = 0.5, cmap:
     return out.astype(np.uint8)
 
 
+COLOUR_BAR_PX = 64  # width of the scale panel beside a heatmap
+
+
+def with_colour_bar(image: np.ndarray, cmap: str = "inferno") -> np.ndarray:
+    """Add the scale beside a heatmap: the colour map from the slide's least to most attended patches."""
+    from matplotlib import colormaps
+
+    h = image.shape[0]
+    canvas = Image.new("RGB", (image.shape[1] + COLOUR_BAR_PX, h), "white")
+    canvas.paste(Image.fromarray(image), (0, 0))
+    top, bottom = 16, max(h - 16, 17)
+    ramp = np.linspace(1.0, 0.0, bottom - top)[:, None].repeat(14, axis=1)
+    canvas.paste(Image.fromarray((colormaps[cmap](ramp)[..., :3] * 255).astype(np.uint8)), (image.shape[1] + 6, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((image.shape[1] + 4, 2), "attention", fill="black")
+    draw.text((image.shape[1] + 24, top), "top", fill="black")
+    draw.text((image.shape[1] + 24, bottom - 11), "least", fill="black")
+    return np.asarray(canvas)
+
+
 def tile_grid(patches: list[np.ndarray], captions: list[str], columns: int = 4, tile_px: int = 192) -> np.ndarray:
     """Patches side by side (resized to `tile_px`), each with a caption strip underneath."""
     rows = max(1, -(-len(patches) // columns))

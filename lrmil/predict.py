@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from export.atomic import write_json
 from lrmil.batch import run_batch
 from lrmil.encoders import autocast, preprocess
-from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_notice
+from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_colour_bar, with_notice
 from lrmil.mil.bundle import PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid
@@ -97,7 +97,7 @@ def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: s
         mpp, mpp_source, dimensions = reader.mpp, reader.mpp_source, reader.dimensions
     labels = model.mil.cfg.labels
     heat = score_map(level.coords, level.size_level0, percentiles(attention), dimensions, view.shape[:2])
-    save_png(out / f"{sid}_heatmap.png", with_notice(overlay(view, heat), model.notice))
+    save_png(out / f"{sid}_heatmap.png", with_notice(with_colour_bar(overlay(view, heat)), model.notice))
     captions = [f"#{r + 1} attn {attention[i]:.3g}" for r, i in enumerate(top)]
     save_png(out / f"{sid}_topk.png", with_notice(tile_grid(top_patches, captions), model.notice))
     record = {

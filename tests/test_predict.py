@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lrmil.config import PatchConfig
-from lrmil.heatmap import percentiles, score_map
+from lrmil.heatmap import COLOUR_BAR_PX, percentiles, score_map
 from lrmil.mil.bundle import load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
 from lrmil.mil.metrics import read_predictions
@@ -66,7 +66,7 @@ def test_student_and_teacher_paths_on_an_image_and_the_missing_mpp_error(model_d
     assert s["notice"] == DEMO_NOTICE and s["mpp_source"] == "--mpp"
     assert sum(s["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert set(s["seconds"]) == {"tissue", "patches", "read", "encode", "mil", "total"}
-    assert Image.open(out / "s" / "disc_heatmap.png").size[0] == 1024
+    assert Image.open(out / "s" / "disc_heatmap.png").size[0] == 1024 + COLOUR_BAR_PX  # the slide, then its scale
     assert (out / "t" / "disc_topk.png").is_file()
 
 
