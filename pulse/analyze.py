@@ -30,7 +30,7 @@ from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detect
-from pulse.io import AudioInfo, audio_info, find_audio, stream_audio
+from pulse.io import AudioInfo, PartlyDecoded, audio_info, find_audio, stream_audio
 from pulse.schema import LabelSet, empty_detections, scores_frame
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
@@ -241,6 +241,11 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
         if cfg.strict:
             raise exc
 
+    def partly_readable(i: int, message: str) -> None:
+        """Analysed as far as it goes: listed in errors.csv, not counted as failed."""
+        summary.errors.append((str(todo[i].path), "read", "PartlyReadable", message))
+        log.warning("%s: %s", todo[i].path, message)
+
     def finish(i: int) -> None:
         f = todo[i]
         if f.failed:
@@ -292,9 +297,8 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 running -= 1
             elif kind == "start":
                 todo[i].info = item[2]
-                if item[2].warning:  # analysed anyway: listed in errors.csv, not counted as failed
-                    summary.errors.append((str(todo[i].path), "read", "PartlyReadable", item[2].warning))
-                    log.warning("%s: %s", todo[i].path, item[2].warning)
+                if item[2].warning:
+                    partly_readable(i, item[2].warning)
                 note = below_rate_note(item[2].sample_rate, run.band[1], cfg.model)
                 if note and not warned_rate:
                     warned_rate = True
@@ -304,6 +308,8 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
             elif kind == "windows":
                 todo[i].pending += len(item[2])
                 pending.append((i, item[2], item[3]))
+            elif kind == "partial":  # the windows before the break were queued; an "end" follows
+                partly_readable(i, f"{item[2].reason}; the audio before it was analysed")
             elif kind == "end":
                 todo[i].ended = True
                 if not todo[i].pending:
@@ -340,6 +346,9 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, r
                 if not put(("windows", i, starts, wins)):
                     return
             put(("end", i))
+        except PartlyDecoded as exc:
+            if put(("partial", i, exc)):
+                put(("end", i))
         except Exception as exc:
             put(("error", i, exc, traceback.format_exc()))
     put(("done",))

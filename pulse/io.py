@@ -34,6 +34,10 @@ class AudioReadError(Exception):
         self.path, self.reason = str(path), reason
 
 
+class PartlyDecoded(AudioReadError):
+    """Raised after the last good block was yielded: the recording breaks off (corrupt or cut short) part way."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     path: str
@@ -100,14 +104,14 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
                 if last:
                     break
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioReadError(path, f"corrupt or truncated after {done / info.sample_rate:.2f} s "
-                                   f"({_libsndfile_reason(exc)})") from exc
-    # MP3 without a Xing header estimates its length from the bitrate: allow that slack, not lost data.
-    if done < info.frames - max(2048, info.frames // 20):
-        raise AudioReadError(path, f"truncated: header promises {info.duration_s:.2f} s, "
-                                   f"only {done / info.sample_rate:.2f} s decodable")
+        raise (PartlyDecoded if done else AudioReadError)(
+            path, f"corrupt or truncated after {done / info.sample_rate:.2f} s ({_libsndfile_reason(exc)})") from exc
     if done == 0:
         raise AudioReadError(path, "zero-length recording (no decodable samples)")
+    # MP3 without a Xing header estimates its length from the bitrate: allow that slack, not lost data.
+    if done < info.frames - max(2048, info.frames // 20):
+        raise PartlyDecoded(path, f"truncated: header promises {info.duration_s:.2f} s, "
+                                  f"only {done / info.sample_rate:.2f} s decodable")
 
 
 def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, block_s: float = 60.0) -> np.ndarray:

@@ -24,6 +24,7 @@ from export.predictor import load_predictor
 from pulse.analyze import MODEL_ALIASES, analyze, below_rate_note
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
+from pulse.io import AudioReadError, read_audio
 
 RATE = 44100
 REPO = Path(__file__).resolve().parents[1]
@@ -149,6 +150,22 @@ def test_a_wav_cut_short_is_analysed_as_far_as_it_goes_and_listed(tmp_path, mode
     assert pd.read_csv(tmp_path / "out" / "scores.csv")["start_s"].tolist() == [0.0, 3.0]
     (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
     assert row.error_type == "PartlyReadable" and "truncated" in row.message and "6.00 s present" in row.message
+
+
+def test_a_flac_that_breaks_off_is_analysed_up_to_the_break(tmp_path, model):
+    """A card error or a copy cut short mid-file: the blocks before the break are scored, the file is listed."""
+    sf.write(tmp_path / "cut.flac", np.tile(song(3.0), 10), RATE)  # 30 s
+    data = (tmp_path / "cut.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) * 3 // 4])
+    summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores",), block_s=5.0))
+    assert (summary.files_done, summary.files_failed) == (1, 0)
+    starts = pd.read_csv(tmp_path / "out" / "scores.csv")["start_s"].tolist()
+    assert starts[:6] == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0] and starts[-1] < 27.0
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert row.error_type == "PartlyReadable" and "corrupt or truncated after" in row.message
+    assert row.message.endswith("the audio before it was analysed")
+    with pytest.raises(AudioReadError, match="corrupt or truncated after"):  # training clips must be whole
+        read_audio(tmp_path / "cut.flac", RATE)
 
 
 def test_a_rerun_with_other_settings_names_the_outputs_it_leaves_stale(tmp_path, model, caplog):
