@@ -49,8 +49,7 @@ def analyze(
 ) -> None:
     """Detect species in recordings: Raven tables and detections.csv (more with --format), errors.csv, summary.json.
 
-    Exit status: 0 when every recording was analysed; 1 when the batch finished but some failed (errors.csv)
-    or none were found, or --strict stopped at a bad file; 2 for a bad option, model or format."""
+    Exit status: 0 all analysed; 1 some failed (errors.csv), none found or --strict stopped; 2 bad option."""
     import logging
 
     from pulse.analyze import analyze as run_analyze
