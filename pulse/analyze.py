@@ -124,6 +124,7 @@ class _File:
     pending: int = 0
     ended: bool = False
     failed: bool = False
+    run_tables: dict = field(default_factory=dict)  # this run's share of the run-wide tables, kept from finishing
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,7 @@ def _finish_file(f: _File, run: _Run) -> None:
         if writer.per_file:
             writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
     run.journal.save(f.path, **part)
+    f.run_tables = {w.table: tables[w.table] for w in run.writers if not w.per_file}
 
 
 def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame]:
@@ -384,11 +386,12 @@ def _write_run_tables(files: list[_File], run: _Run) -> None:
     # terabyte of 48 kHz WAV) stay out of memory unless scores.csv is asked for.
     tables: dict[str, list] = {w.table: [] for w in run_writers}
     for f in files:
-        part = None if f.failed else run.journal.load(f.path)
-        if part is not None:
-            for name, table in _tables(str(f.path), part, run).items():
-                if name in tables:
-                    tables[name].append(table)
+        if not f.run_tables and not f.failed and (part := run.journal.load(f.path)) is not None:
+            # finished by an earlier run: rebuilt from its journal
+            f.run_tables = {k: v for k, v in _tables(str(f.path), part, run).items() if k in tables}
+        for name in tables:
+            if name in f.run_tables:
+                tables[name].append(f.run_tables[name])
     labels = run.labels.labels
     empty = {"scores": scores_frame("", np.zeros(0), np.zeros(0), np.zeros((0, len(labels))), labels),
              "detections": empty_detections()}
