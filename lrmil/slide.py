@@ -254,7 +254,7 @@ def find_slides(inputs: list[str | Path]) -> list[Path]:
         else:
             paths = [item]  # missing files are reported by the job, not dropped here
         for path in paths:
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
+            if (resolved := path.resolve()) not in seen:
+                seen.add(resolved)
                 found.append(path)
     return found

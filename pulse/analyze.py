@@ -31,10 +31,10 @@ from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detect
 from pulse.io import AudioInfo, PartlyDecoded, audio_info, find_audio, stream_audio
-from pulse.schema import LabelSet, empty_detections, scores_frame
+from pulse.schema import LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
-from pulse.writers import create_writers, output_path
+from pulse.writers import WRITERS, output_path
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     """Analyse every recording under `inputs`; write outputs, errors.csv, summary.json, config.json."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    writers = create_writers(cfg.formats, cfg.channel)
+    writers = tuple(WRITERS.create(name) for name in cfg.formats)
     if not writers or cfg.batch_size < 1 or cfg.workers < 1:
         raise ValueError("need at least one output format, and batch_size and workers of at least 1")
     if not 0.0 <= cfg.min_conf <= 1.0:
@@ -374,7 +374,8 @@ def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame]:
     """The scores and detections tables of one file; boxes never reach above its Nyquist frequency."""
     scores = scores_frame(file, part["starts_s"], part["ends_s"], part["scores"], run.labels.labels)
     high = min(run.band[1], float(part["sample_rate"]) / 2)
-    return {"scores": scores, "detections": detect(scores, run.labels, run.cfg.min_conf, run.band[0], high)}
+    return {"scores": scores, "detections": detect(scores, run.labels, run.cfg.min_conf, run.band[0], high,
+                                                   detection_channel(run.cfg.channel))}
 
 
 def _write_run_tables(files: list[_File], run: _Run) -> None:

@@ -9,11 +9,12 @@ from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, empty_detecti
 
 
 def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
-           low_hz: float, high_hz: float) -> pd.DataFrame:
+           low_hz: float, high_hz: float, channel: int = 1) -> pd.DataFrame:
     """Detections sorted by file, time, then score (highest first).
 
     `low_hz`/`high_hz` give the band a selection box spans; callers clip `high_hz` to the
-    recording's Nyquist frequency so that no box reaches above what the file contains.
+    recording's Nyquist frequency so that no box reaches above what the file contains. `channel` is
+    the analysed audio channel counted from 1 (`schema.detection_channel`).
     """
     validate_scores(scores)
     if tuple(scores.columns) != label_set.labels:
@@ -31,7 +32,7 @@ def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
     order = np.lexsort((-score, starts, pd.factorize(files, sort=True)[0]))  # file, then time, then best first
     cols = cols[order]
     table = pd.DataFrame({
-        "file": files[order], "start_s": starts[order], "end_s": ends[order],
+        "file": files[order], "channel": channel, "start_s": starts[order], "end_s": ends[order],
         "low_hz": float(low_hz), "high_hz": float(high_hz),
         "label": np.asarray(scores.columns, dtype=object)[cols],
         "common_name": np.asarray(label_set.common_names, dtype=object)[cols],

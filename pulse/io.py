@@ -137,8 +137,8 @@ def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
     seen: set[Path] = set()
     unique = []
     for path, relative, root in found:  # a folder and a file inside it: analyse the file once
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
+        if (resolved := path.resolve()) not in seen:
+            seen.add(resolved)
             unique.append((path, relative, root))
     relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
     return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]

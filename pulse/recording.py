@@ -18,7 +18,7 @@ from pulse.analyze import model_band, open_model
 from pulse.config import InferConfig
 from pulse.detect import detect
 from pulse.io import AudioInfo, audio_info, stream_audio
-from pulse.schema import LabelSet, scores_frame
+from pulse.schema import LabelSet, detection_channel, scores_frame
 from pulse.windows import WindowSpec, frame_windows
 
 
@@ -57,7 +57,8 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     table = scores_frame(str(path), starts_s, ends_s, np.concatenate(scores), labels.labels)
     # Selection boxes span the model's band, never above what the file itself contains.
     low_hz, high_hz = model_band(meta)
-    found = detect(table, labels, cfg.min_conf, low_hz, min(high_hz, info.sample_rate / 2))
+    found = detect(table, labels, cfg.min_conf, low_hz, min(high_hz, info.sample_rate / 2),
+                   detection_channel(cfg.channel))
     return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta)
 
 

@@ -2,7 +2,7 @@
 
 Scores: one row per analysed window, indexed by (file, start_s, end_s), one float column per
 label (the model's own order). Detections: one row per (window, species) at or above a
-threshold, with the frequency band and names writers need. Models produce the first, detect.py
+threshold, with the audio channel, frequency band and names writers need. Models produce the first, detect.py
 turns it into the second, and writers consume one or the other; nothing else is passed around.
 """
 
@@ -16,7 +16,8 @@ import pandas as pd
 from pulse.species import species_code
 
 SCORE_INDEX = ("file", "start_s", "end_s")
-DETECTION_COLUMNS = ("file", "start_s", "end_s", "low_hz", "high_hz", "label", "common_name", "code", "score")
+DETECTION_COLUMNS = ("file", "channel", "start_s", "end_s", "low_hz", "high_hz", "label", "common_name", "code",
+                     "score")
 
 
 class SchemaError(ValueError):
@@ -62,9 +63,14 @@ def validate_scores(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def detection_channel(channel: int | None) -> int:
+    """The channel a detection is on, counted from 1 as Raven does, from the 0-based --channel (None: mixed, 1)."""
+    return 1 if channel is None else channel + 1
+
+
 def empty_detections() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object if c in ("file", "label", "common_name", "code") else float)
-                         for c in DETECTION_COLUMNS})
+    dtypes = {"file": object, "channel": int, "label": object, "common_name": object, "code": object}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, float)) for c in DETECTION_COLUMNS})
 
 
 def validate_detections(table: pd.DataFrame) -> pd.DataFrame:

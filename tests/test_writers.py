@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from pulse.detect import detect
-from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, scores_frame, validate_detections, validate_scores
-from pulse.writers import WRITERS, create_writers, output_path
+from pulse.schema import (DETECTION_COLUMNS, LabelSet, SchemaError, detection_channel, scores_frame, validate_detections,
+                          validate_scores)
+from pulse.writers import WRITERS, output_path
 
 LABELS = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green Bush-cricket"),
                   ("GRYCAM", "TETVIR"))
@@ -80,8 +81,7 @@ def test_raven_table_exact(tmp_path, scores):
     WRITERS.create("raven").write(detect(scores, LABELS, 0.99, 500, 22050), empty)
     assert empty.read_text() == RAVEN_HEADER + "\n"
     # --channel 1 (0-based) analysed the second channel: Raven, counting from 1, must open channel 2
-    (second,) = create_writers(("raven",), channel=1)
-    second.write(detect(scores, LABELS, 0.25, 500, 22050), path)
+    WRITERS.create("raven").write(detect(scores, LABELS, 0.25, 500, 22050, detection_channel(1)), path)
     assert [line.split("\t")[2] for line in path.read_text().splitlines()[1:]] == ["2"] * 4
 
 

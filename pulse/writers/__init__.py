@@ -28,11 +28,6 @@ class Writer(Protocol):
 WRITERS: Registry[Writer] = Registry("output format")
 
 
-def create_writers(formats: tuple[str, ...], channel: int | None = None) -> tuple[Writer, ...]:
-    """A run's writers. `channel` (0-based; None: channels mixed) is recorded where a format has a column for it."""
-    return tuple(WRITERS.create(name, **({"channel": channel} if name == "raven" else {})) for name in formats)
-
-
 def output_path(writer: Writer, out_dir: Path, relative: Path | None = None) -> Path:
     """Where `writer` puts its file: mirrored input folders for per-file formats, else the run folder."""
     if writer.per_file:
@@ -42,4 +37,4 @@ def output_path(writer: Writer, out_dir: Path, relative: Path | None = None) -> 
 
 from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)
 
-__all__ = ["WRITERS", "Writer", "create_writers", "output_path"]
+__all__ = ["WRITERS", "Writer", "output_path"]

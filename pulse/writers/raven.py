@@ -19,14 +19,11 @@ class RavenWriter:
     table = "detections"
     per_file = True
 
-    def __init__(self, channel: int | None = None):
-        self.channel = 1 if channel is None else channel + 1  # Raven counts from 1; a mono mix opens as 1
-
     def write(self, table: pd.DataFrame, path: Path) -> None:
         rows = ["\t".join(RAVEN_COLUMNS)]
         for i, d in enumerate(table.itertuples(index=False), start=1):
             rows.append("\t".join(map(str, (
-                i, "Spectrogram 1", self.channel, _num(d.start_s), _num(d.end_s), _num(d.low_hz), _num(d.high_hz),
+                i, "Spectrogram 1", d.channel, _num(d.start_s), _num(d.end_s), _num(d.low_hz), _num(d.high_hz),
                 d.common_name, d.code, f"{d.score:.4f}", d.file, _num(d.start_s)))))
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
