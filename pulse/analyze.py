@@ -1,6 +1,6 @@
 """Batch analysis: folders of recordings in, score and detection tables out (`pulse analyze`).
 
-Decoder threads stream each file through io -> windows and queue bounded chunks of windows;
+Decoder threads stream each file through io -> windows and queue chunks of windows (a few batches at most);
 the main thread packs them, from any file, into full batches for the model, so one Predictor
 serves every file and memory stays flat however long a recording is. A file is finished when
 its outputs are in place and its scores are saved in the journal (`OUT/.pulse/journal/`); a
@@ -29,7 +29,7 @@ from export.atomic import atomic_path, write_json, write_text
 from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
-from pulse.detect import detect
+from pulse.detect import detect_windows
 from pulse.io import AudioInfo, PartlyDecoded, audio_info, find_audio, stream_audio
 from pulse.schema import LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.teacher.birdnet import model_path as birdnet_model_path
@@ -49,6 +49,7 @@ MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto")
                                               "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
                                               "birdnet": (birdnet_model_path(), "birdnet")}
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
+BATCH_WAIT_S = 0.05  # how long a part-full batch waits for more windows; batches of 3 s clips were 1-2 windows
 
 
 def model_band(metadata: dict) -> tuple[float, float]:
@@ -139,6 +140,11 @@ class _Run:
     out_dir: Path
     writers: tuple
 
+    @property
+    def tables(self) -> set[str]:
+        """The tables ("scores", "detections") the writers read: only those are built."""
+        return {w.table for w in self.writers}
+
 
 class Journal:
     """Per-file results keyed by path, size, mtime and everything that changes them."""
@@ -220,9 +226,10 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
         tasks.put(i)
     for _ in range(cfg.workers):
         tasks.put(None)
-    chunks: queue.Queue = queue.Queue(maxsize=4 * cfg.workers)
+    chunks: queue.Queue = queue.Queue()
+    budget = _WindowBudget(4 * cfg.workers * cfg.batch_size)
     stop = threading.Event()
-    threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, run, stop), daemon=True)
+    threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, budget, run, stop), daemon=True)
                for _ in range(cfg.workers)]
     for t in threads:
         t.start()
@@ -277,6 +284,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 scores = None
                 for i, _, _ in take:
                     fail(i, "model", exc)
+            budget.give(sum(len(starts) for _, starts, _ in take))
             row = 0
             for i, starts, _ in take:
                 f = todo[i]
@@ -292,7 +300,11 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
     running, warned_rate = len(threads), False
     try:
         while running:
-            item = chunks.get()
+            try:  # windows are waiting: give the decoders a moment to fill the batch before scoring it part-full
+                item = chunks.get(timeout=BATCH_WAIT_S if pending else None)
+            except queue.Empty:
+                score(final=True)
+                continue
             kind, i = item[0], (item[1] if len(item) > 1 else -1)
             if kind == "done":
                 running -= 1
@@ -316,25 +328,48 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 if not todo[i].pending:
                     finish(i)
             else:  # "error": drop what is queued for this file and report it
+                budget.give(sum(len(p[1]) for p in pending if p[0] == i))
                 pending[:] = [p for p in pending if p[0] != i]
                 fail(i, "read" if hasattr(item[2], "reason") else "decode", item[2], item[3])
-            score(final=running == 0 or chunks.empty())
+            score(final=running == 0)
     finally:
         stop.set()
         bar.close()
 
 
-def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, run: _Run,
+class _WindowBudget:
+    """How many decoded windows may wait for the model: memory stays flat however long the files, and
+    decoders run ahead by many short clips (one window each) or a few chunks of a long recording."""
+
+    def __init__(self, limit: int):
+        self.limit, self.waiting = limit, 0
+        self.changed = threading.Condition()
+
+    def take(self, n: int, stop: threading.Event) -> bool:
+        """Wait until `n` more windows fit (a chunk always fits an empty budget); False if the run stops first."""
+        with self.changed:
+            while self.waiting and self.waiting + n > self.limit:
+                if stop.is_set():
+                    return False
+                self.changed.wait(0.1)
+            self.waiting += n
+        return True
+
+    def give(self, n: int) -> None:
+        with self.changed:
+            self.waiting -= n
+            self.changed.notify_all()
+
+
+def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, budget: _WindowBudget, run: _Run,
                    stop: threading.Event) -> None:
     """Stream files into window chunks until told to stop; errors travel as items, never kill the thread."""
     def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                chunks.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Queue an item, waiting for room first if it carries windows; False once the run has stopped."""
+        if item[0] == "windows" and not budget.take(len(item[2]), stop):
+            return False
+        chunks.put(item)
+        return not stop.is_set()
 
     while (i := tasks.get()) is not None:
         path = todo[i].path
@@ -371,11 +406,16 @@ def _finish_file(f: _File, run: _Run) -> None:
 
 
 def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame]:
-    """The scores and detections tables of one file; boxes never reach above its Nyquist frequency."""
-    scores = scores_frame(file, part["starts_s"], part["ends_s"], part["scores"], run.labels.labels)
-    high = min(run.band[1], float(part["sample_rate"]) / 2)
-    return {"scores": scores, "detections": detect(scores, run.labels, run.cfg.min_conf, run.band[0], high,
-                                                   detection_channel(run.cfg.channel))}
+    """The tables this run's writers read, of one file; boxes never reach above its Nyquist frequency."""
+    tables = {}
+    if "scores" in run.tables:
+        tables["scores"] = scores_frame(file, part["starts_s"], part["ends_s"], part["scores"], run.labels.labels)
+    if "detections" in run.tables:
+        high = min(run.band[1], float(part["sample_rate"]) / 2)
+        tables["detections"] = detect_windows(np.full(len(part["starts_s"]), file, dtype=object), part["starts_s"],
+                                              part["ends_s"], part["scores"], run.labels, run.cfg.min_conf,
+                                              run.band[0], high, detection_channel(run.cfg.channel))
+    return tables
 
 
 def _write_run_tables(files: list[_File], run: _Run) -> None:

@@ -57,10 +57,13 @@ def validate_scores(table: pd.DataFrame) -> pd.DataFrame:
         raise SchemaError(f"scores index must be {SCORE_INDEX}, got {tuple(table.index.names)}")
     if table.shape[1] == 0 or not all(np.issubdtype(t, np.floating) for t in table.dtypes):
         raise SchemaError("scores need at least one label column, all floating point")
-    values = table.to_numpy()
+    check_score_values(table.to_numpy())
+    return table
+
+
+def check_score_values(values: np.ndarray) -> None:
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
         raise SchemaError("scores must be finite and within [0, 1]")
-    return table
 
 
 def detection_channel(channel: int | None) -> int:
@@ -72,10 +75,3 @@ def empty_detections() -> pd.DataFrame:
     dtypes = {"file": object, "channel": int, "label": object, "common_name": object, "code": object}
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, float)) for c in DETECTION_COLUMNS})
 
-
-def validate_detections(table: pd.DataFrame) -> pd.DataFrame:
-    if tuple(table.columns) != DETECTION_COLUMNS:
-        raise SchemaError(f"detection columns must be {DETECTION_COLUMNS}, got {tuple(table.columns)}")
-    if len(table) and ((table["end_s"] <= table["start_s"]).any() or (table["high_hz"] <= table["low_hz"]).any()):
-        raise SchemaError("every detection needs end_s > start_s and high_hz > low_hz")
-    return table

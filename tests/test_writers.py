@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pulse.detect import detect
-from pulse.schema import (DETECTION_COLUMNS, LabelSet, SchemaError, detection_channel, scores_frame, validate_detections,
-                          validate_scores)
+from pulse.detect import detect, detect_windows
+from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, detection_channel, scores_frame, validate_scores
 from pulse.writers import WRITERS, output_path
 
 LABELS = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green Bush-cricket"),
@@ -42,13 +41,25 @@ def test_schema_rejects_broken_tables(scores):
         validate_scores(scores * 2)
     with pytest.raises(SchemaError, match="index"):
         validate_scores(scores.reset_index())
-    table = detect(scores, LABELS, 0.25, 500, 4000)
-    with pytest.raises(SchemaError, match="columns"):
-        validate_detections(table.drop(columns="code"))
     with pytest.raises(SchemaError, match="high_hz"):
-        validate_detections(table.assign(high_hz=100.0))
+        detect(scores, LABELS, 0.25, 4000, 500)
     with pytest.raises(SchemaError, match="labels"):
         detect(scores, LabelSet(("x", "y"), ("x", "y"), ("X", "Y")), 0.25, 500, 4000)
+    values, files = scores.to_numpy(), np.full(3, "rec/a.wav", dtype=object)
+    with pytest.raises(SchemaError, match="end_s > start_s"):  # a window ending where it starts
+        detect_windows(files, np.zeros(3), np.zeros(3), values, LABELS, 0.25, 500, 4000)
+    with pytest.raises(SchemaError, match="within"):  # a model that put out NaN
+        detect_windows(files, np.zeros(3), np.ones(3), values * np.nan, LABELS, 0.25, 500, 4000)
+    with pytest.raises(SchemaError, match="3 labels"):
+        three = LabelSet(("x",) * 3, ("x",) * 3, ("X",) * 3)
+        detect_windows(files, np.zeros(3), np.ones(3), values, three, 0.25, 500, 4000)
+
+
+def test_detect_windows_is_detect_of_the_table(scores):
+    index = scores.index
+    from_arrays = detect_windows(index.get_level_values("file").to_numpy(object), np.array([0.0, 3.0, 6.0]),
+                                 np.array([3.0, 6.0, 7.5]), scores.to_numpy(), LABELS, 0.25, 500, 4000, channel=2)
+    pd.testing.assert_frame_equal(from_arrays, detect(scores, LABELS, 0.25, 500, 4000, channel=2))
 
 
 def test_label_set_from_metadata_falls_back():

@@ -35,6 +35,12 @@ def output_path(writer: Writer, out_dir: Path, relative: Path | None = None) -> 
     return out_dir / writer.suffix
 
 
+def rows(table: pd.DataFrame, columns: tuple[str, ...]):
+    """The table's rows as tuples of `columns`: per-file writers run once per recording, and pandas'
+    itertuples (an indexing call per column) cost more than the rest of a 3 s file's output."""
+    return zip(*(table[c].to_numpy() for c in columns))
+
+
 from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)
 
-__all__ = ["WRITERS", "Writer", "output_path"]
+__all__ = ["WRITERS", "Writer", "output_path", "rows"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from export.atomic import atomic_path
-from pulse.writers import WRITERS
+from pulse.writers import WRITERS, rows
 
 
 @WRITERS.register("audacity")
@@ -17,7 +17,7 @@ class AudacityWriter:
     per_file = True
 
     def write(self, table: pd.DataFrame, path: Path) -> None:
-        lines = [f"{d.start_s:.3f}\t{d.end_s:.3f}\t{d.common_name}, {d.score:.4f}\n"
-                 for d in table.itertuples(index=False)]
+        lines = [f"{start:.3f}\t{end:.3f}\t{name}, {score:.4f}\n"
+                 for start, end, name, score in rows(table, ("start_s", "end_s", "common_name", "score"))]
         with atomic_path(path) as tmp:
             tmp.write_text("".join(lines), encoding="utf-8")

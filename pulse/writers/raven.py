@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from export.atomic import atomic_path
-from pulse.writers import WRITERS
+from pulse.writers import WRITERS, rows
 
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
                  "High Freq (Hz)", "Common Name", "Species Code", "Confidence", "Begin Path", "File Offset (s)")
@@ -20,13 +20,13 @@ class RavenWriter:
     per_file = True
 
     def write(self, table: pd.DataFrame, path: Path) -> None:
-        rows = ["\t".join(RAVEN_COLUMNS)]
-        for i, d in enumerate(table.itertuples(index=False), start=1):
-            rows.append("\t".join(map(str, (
-                i, "Spectrogram 1", d.channel, _num(d.start_s), _num(d.end_s), _num(d.low_hz), _num(d.high_hz),
-                d.common_name, d.code, f"{d.score:.4f}", d.file, _num(d.start_s)))))
+        lines = ["\t".join(RAVEN_COLUMNS)]
+        columns = ("channel", "start_s", "end_s", "low_hz", "high_hz", "common_name", "code", "score", "file")
+        for i, (channel, start, end, low, high, name, code, score, file) in enumerate(rows(table, columns), start=1):
+            lines.append("\t".join(map(str, (i, "Spectrogram 1", channel, _num(start), _num(end), _num(low), _num(high),
+                                             name, code, f"{score:.4f}", file, _num(start)))))
         with atomic_path(path) as tmp:
-            tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _num(value: float) -> str:
