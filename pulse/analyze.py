@@ -3,7 +3,7 @@
 Decoder threads stream each file through io -> windows and queue chunks of windows (a few batches at most);
 the main thread packs them, from any file, into full batches for the model, so one Predictor
 serves every file and memory stays flat however long a recording is. A file is finished when
-its outputs are in place and its scores are saved in the journal (`OUT/.pulse/journal/`); a
+its outputs are in place and its scores are appended to the journal (pulse/journal.py); a
 re-run skips journalled files, and run-wide tables are rebuilt from the journal at the end.
 A bad file becomes one line on the console and one row in errors.csv; the batch goes on.
 """
@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from export.atomic import atomic_path, write_json, write_text
+from export.atomic import write_json, write_text
 from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detect_windows
 from pulse.io import AudioInfo, PartlyDecoded, audio_info, find_audio, stream_audio
+from pulse.journal import Journal
 from pulse.schema import LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
@@ -136,7 +137,7 @@ class _Run:
     spec: WindowSpec
     labels: LabelSet
     band: tuple[float, float]  # the model's frequency range: selection boxes span it
-    journal: "Journal"
+    journal: Journal
     out_dir: Path
     writers: tuple
 
@@ -144,38 +145,6 @@ class _Run:
     def tables(self) -> set[str]:
         """The tables ("scores", "detections") the writers read: only those are built."""
         return {w.table for w in self.writers}
-
-
-class Journal:
-    """Per-file results keyed by path, size, mtime and everything that changes them."""
-
-    def __init__(self, root: Path, fingerprint: str):
-        self.root, self.fingerprint = root, fingerprint
-
-    def entry(self, path: Path) -> Path | None:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.fingerprint}"
-        return self.root / (hashlib.sha1(key.encode()).hexdigest() + ".npz")
-
-    def done(self, path: Path) -> bool:
-        entry = self.entry(path)
-        return entry is not None and entry.is_file()
-
-    def load(self, path: Path) -> dict | None:
-        entry = self.entry(path)
-        if entry is None or not entry.is_file():
-            return None
-        with np.load(entry, allow_pickle=False) as part:
-            return {k: part[k] for k in part.files}
-
-    def save(self, path: Path, **arrays) -> None:
-        entry = self.entry(path)
-        if entry is not None:
-            with atomic_path(entry) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays)
 
 
 def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
@@ -209,6 +178,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         _score_files(todo, predictor, run, summary)
     finally:
         predictor.close()
+        run.journal.close()
     _write_run_tables(files, run)
     _write_errors(out_dir / "errors.csv", summary.errors)
     summary.wall_s = time.perf_counter() - t0
