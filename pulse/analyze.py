@@ -50,7 +50,7 @@ MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto")
                                               "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
                                               "birdnet": (birdnet_model_path(), "birdnet")}
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
-BATCH_WAIT_S = 0.05  # how long a part-full batch waits for more windows; batches of 3 s clips were 1-2 windows
+BATCH_WAIT_S = 0.05  # how long less than a quarter batch waits for more windows (3 s clips: 1 window a file)
 
 
 def model_band(metadata: dict) -> tuple[float, float]:
@@ -270,7 +270,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
     running, warned_rate = len(threads), False
     try:
         while running:
-            try:  # windows are waiting: give the decoders a moment to fill the batch before scoring it part-full
+            try:  # windows are waiting: give the decoders a moment to add to them before scoring a small batch
                 item = chunks.get(timeout=BATCH_WAIT_S if pending else None)
             except queue.Empty:
                 score(final=True)
@@ -301,7 +301,9 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 budget.give(sum(len(p[1]) for p in pending if p[0] == i))
                 pending[:] = [p for p in pending if p[0] != i]
                 fail(i, "read" if hasattr(item[2], "reason") else "decode", item[2], item[3])
-            score(final=running == 0)
+            # Full batches as they fill; a part-full one when nothing more is queued (so that the model does not
+            # wait on the decoders), unless it is under a quarter batch: then the timed get above waits a moment.
+            score(final=running == 0 or (chunks.empty() and budget.waiting >= cfg.batch_size // 4))
     finally:
         stop.set()
         bar.close()
