@@ -197,7 +197,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
     for _ in range(cfg.workers):
         tasks.put(None)
     chunks: queue.Queue = queue.Queue()
-    budget = _WindowBudget(4 * cfg.workers * cfg.batch_size)
+    budget = _WindowBudget(2 * cfg.workers * cfg.batch_size)  # one batch being scored, the next filling
     stop = threading.Event()
     threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, budget, run, stop), daemon=True)
                for _ in range(cfg.workers)]
