@@ -231,6 +231,10 @@ def test_resume_skips_finished_files(tmp_path, model):
     assert (analyze([tmp_path], out, cfg).files_done) == 1
     assert analyze([tmp_path], out, InferConfig(model=str(model), min_conf=0.9)).files_done == 3  # new settings
     assert analyze([tmp_path], out, InferConfig(model=str(model), resume=False, min_conf=0.9)).files_skipped == 0
+    again = CliRunner().invoke(app, ["analyze", str(tmp_path), "--out", str(out), "--model", str(model),
+                                     "--min-conf", "0.9"])
+    assert again.exit_code == 0 and "0 done, 0 failed, 3 skipped (finished by an earlier run" in again.output
+    assert "h of audio" not in again.output  # not "0.0 h of audio at 0.0x real time"
 
 
 CRASH = """
