@@ -90,7 +90,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
               f"licence: {rec.metadata.get('license', 'not stated')})."
               + (f" The spectrogram shows the first {len(audio) / rate:.1f} s."
                  if rec.info.duration_s - len(audio) / rate > 1.0 else "")
-              + (f" This file was {rate_note}." if rate_note else ""))
+              + (f" This file was {rate_note}." if rate_note else "")
+              + (f" **Partly readable:** {rec.warning}." if rec.warning else ""))
     table = rec.detections[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round({"Confidence": 3})
     return FieldView(status, str(spectrum), table, str(curves), str(cloud) if cloud else None, tuple(downloads))
 

@@ -17,7 +17,7 @@ import pandas as pd
 from pulse.analyze import model_band, open_model
 from pulse.config import InferConfig
 from pulse.detect import detect
-from pulse.io import AudioInfo, audio_info, stream_audio
+from pulse.io import AudioInfo, PartlyDecoded, audio_info, stream_audio
 from pulse.schema import LabelSet, detection_channel, scores_frame
 from pulse.windows import WindowSpec, frame_windows
 
@@ -32,6 +32,7 @@ class Recording:
     detections: pd.DataFrame  # detections table at the config's min_conf
     embeddings: np.ndarray  # [windows, embed_dim], same row order as `scores`; [windows, 0] if the model has none
     metadata: dict  # the model's own metadata (labels, rate, window, provenance)
+    warning: str = ""  # the recording breaks off part way: what was analysed ("" when whole)
 
 
 def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Recording:
@@ -42,13 +43,16 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
         meta = predictor.metadata
         rate = int(meta["sample_rate"])
         spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
-        starts, scores, embeddings = [], [], []
+        starts, scores, embeddings, warning = [], [], [], info.warning
         blocks = stream_audio(path, rate, cfg.block_s, cfg.channel, info=info)
-        for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
-            outputs = predictor.predict(windows)
-            starts.append(chunk_starts)
-            scores.append(outputs["scores"])
-            embeddings.append(outputs.get("embedding", np.zeros((len(windows), 0), np.float32)))
+        try:
+            for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
+                outputs = predictor.predict(windows)
+                starts.append(chunk_starts)
+                scores.append(outputs["scores"])
+                embeddings.append(outputs.get("embedding", np.zeros((len(windows), 0), np.float32)))
+        except PartlyDecoded as exc:  # as `pulse analyze`: the audio before the break is analysed, and said so
+            warning = f"{exc.reason}; the audio before it was analysed"
     finally:
         predictor.close()
     labels = LabelSet.from_metadata(meta)
@@ -59,7 +63,7 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     low_hz, high_hz = model_band(meta)
     found = detect(table, labels, cfg.min_conf, low_hz, min(high_hz, info.sample_rate / 2),
                    detection_channel(cfg.channel))
-    return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta)
+    return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta, warning)
 
 
 def display_audio(path: str | Path, max_s: float, max_samples: int,
@@ -72,9 +76,13 @@ def display_audio(path: str | Path, max_s: float, max_samples: int,
     info = audio_info(path)
     limit = int(min(max_s * info.sample_rate, max_samples))
     parts, kept = [], 0
-    for block in stream_audio(path, info.sample_rate, min(max_s, 60.0), channel, info=info):
-        parts.append(block[:limit - kept])
-        kept += len(parts[-1])
-        if kept >= limit:
-            break
+    try:
+        # 10 s blocks: a block that breaks off is lost whole, so a view of a cut file keeps what came before
+        for block in stream_audio(path, info.sample_rate, min(max_s, 10.0), channel, info=info):
+            parts.append(block[:limit - kept])
+            kept += len(parts[-1])
+            if kept >= limit:
+                break
+    except PartlyDecoded:  # the view ends where the recording breaks off
+        pass
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), info.sample_rate

@@ -79,6 +79,19 @@ def test_field_status_flags_a_recording_below_the_model_rate(audio_model, tmp_pa
     assert "Could not" not in view.status and "songs above 11025 Hz are not in the file, below the model's" in view.status
 
 
+def test_field_shows_a_recording_that_breaks_off_up_to_the_break(audio_model, tmp_path):
+    """As `pulse analyze`: a FLAC cut short mid-file is analysed as far as it goes, and the page says so."""
+    cut = tmp_path / "cut.flac"
+    sf.write(cut, np.tile(sf.read(GRYLLUS, dtype="float32")[0][: 3 * 44100], 10), 44100)  # 30 s
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 3 // 4])
+    view = field.analyze_upload(str(cut), str(audio_model), 0.25, tmp_path)
+    assert "Could not" not in view.status and view.spectrogram_png and len(view.downloads) == 3
+    assert "**Partly readable:** corrupt or truncated after" in view.status
+    assert "the audio before it was analysed" in view.status
+    scores = pd.read_csv(next(d for d in view.downloads if d.endswith("scores.csv")))
+    assert 15 <= len(scores) < 30  # the 1 s windows up to the break, not all thirty
+
+
 def test_field_status_names_the_models_licence(tmp_path):
     """The bundled default is distilled from BirdNET: the app says under which licence its output falls."""
     assert "licence: CC BY-NC-SA 4.0" in field.analyze_upload(str(GRYLLUS), "default", 0.25, tmp_path).status
