@@ -10,6 +10,7 @@ One log per run, not one file per recording: renaming an .npz per recording into
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -24,6 +25,8 @@ RECORD_HEADER = struct.Struct("<II")  # body length, crc32 of the body; body = k
 
 
 class Journal:
+    """Which files are done, and their scores, for one output folder and one fingerprint of settings."""
+
     def __init__(self, root: Path, fingerprint: str):
         self.root, self.fingerprint = root, fingerprint
         self._entries: dict[str, tuple[Path, int, int]] | None = None  # key -> (log, body offset, body length)
@@ -75,15 +78,16 @@ class Journal:
             self._log.write(RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body)
             self._log.flush()  # in the operating system's hands: a killed process cannot lose it
         except OSError:  # a record cut short (disk full) would hide every later one: go on in a fresh log
-            self.close()
+            with contextlib.suppress(OSError):
+                self.close()
             raise
         if self._entries is not None:  # else read with the rest when first needed
             self._entries[key] = (Path(self._log.name), start + RECORD_HEADER.size, len(body))
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
 
     def _index(self, log: Path) -> None:
         with open(log, "rb") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from pulse.journal import Journal
 
@@ -56,3 +57,33 @@ def test_a_record_cut_short_by_a_kill_is_ignored_and_the_rest_kept(tmp_path):
     again = Journal(tmp_path / "journal", "s")
     assert [again.done(p) for p in paths] == [True, True, True, False]
     np.testing.assert_array_equal(again.load(paths[2])["scores"], scores(2)["scores"])
+
+
+class _DiskFullOnce:
+    """A log file that writes half of the next record, then fails as a full disk does."""
+
+    def __init__(self, log):
+        self.log, self.failed = log, False
+
+    def write(self, data: bytes) -> int:
+        if not self.failed:
+            self.failed = True
+            self.log.write(data[: len(data) // 2])
+            self.log.flush()
+            raise OSError(28, "No space left on device")
+        return self.log.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.log, name)
+
+
+def test_a_record_cut_short_by_a_full_disk_does_not_hide_later_files(tmp_path):
+    paths = recordings(tmp_path, 3)
+    journal = Journal(tmp_path / "journal", "s")
+    journal.save(paths[0], **scores(0))
+    journal._log = _DiskFullOnce(journal._log)
+    with pytest.raises(OSError, match="No space"):
+        journal.save(paths[1], **scores(1))
+    journal.save(paths[2], **scores(2))  # space freed: goes on in a fresh log, after no half record
+    journal.close()
+    assert [Journal(tmp_path / "journal", "s").done(p) for p in paths] == [True, False, True]
