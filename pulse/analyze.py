@@ -114,7 +114,7 @@ class Summary:
                 "wall_s": round(self.wall_s, 3), "x_realtime": round(self.audio_s / max(self.wall_s, 1e-9), 1)}
 
 
-@dataclass
+@dataclass(eq=False)  # each file is itself: compared by identity
 class _File:
     """One recording in flight: scores arrive batch by batch, in window order."""
 
@@ -126,6 +126,8 @@ class _File:
     pending: int = 0
     ended: bool = False
     failed: bool = False
+    note: str = ""  # it breaks off part way: what was analysed (journalled, so that a resumed run says it again)
+    analysed_s: float | None = None  # when it breaks off: the audio before the break (else all of it)
     run_tables: dict = field(default_factory=dict)  # this run's share of the run-wide tables, kept from finishing
 
 
@@ -167,14 +169,22 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
                Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path)), out_dir, writers)
     files = [_File(path, rel) for path, rel in find_audio(inputs)]
     _sweep_temporaries(out_dir)
-    todo = [f for f in files if not (cfg.resume and run.journal.done(f.path))]
+    finished = [f for f in files if cfg.resume and _done(f, run)]
+    skipped = set(finished)
+    todo = [f for f in files if f not in skipped]
     summary = Summary(files_total=len(files), files_skipped=len(files) - len(todo),
                       model_license=str(meta.get("license", "")))
     if summary.files_skipped:
         log.info("resuming: %d of %d files already done", summary.files_skipped, len(files))
+        # what was said about a skipped file when it was analysed (it breaks off part way) is said again
+        summary.errors += [(str(f.path), "read", "PartlyReadable", note) for f in finished
+                           if (note := run.journal.note(f.path))]
     _warn_of_stale_outputs(out_dir, cfg)
+    _warn_of_replaced_outputs(todo, run)
     write_json(out_dir / "config.json", _run_config(cfg, meta, model_path, inputs))
     try:
+        if todo:
+            run.journal.open()
         _score_files(todo, predictor, run, summary)
     finally:
         predictor.close()
@@ -221,6 +231,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
 
     def partly_readable(i: int, message: str) -> None:
         """Analysed as far as it goes: listed in errors.csv, not counted as failed."""
+        todo[i].note = message
         summary.errors.append((str(todo[i].path), "read", "PartlyReadable", message))
         log.warning("%s: %s", todo[i].path, message)
 
@@ -234,7 +245,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
             fail(i, "write", exc)
             return
         summary.files_done += 1
-        summary.audio_s += f.info.duration_s
+        summary.audio_s += f.info.duration_s if f.analysed_s is None else f.analysed_s
         f.starts, f.scores = [], []
         bar.set_description(f"{summary.files_done + summary.files_failed}/{len(todo)} files")
 
@@ -292,6 +303,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 todo[i].pending += len(item[2])
                 pending.append((i, item[2], item[3]))
             elif kind == "partial":  # the windows before the break were queued; an "end" follows
+                todo[i].analysed_s = item[2].decoded_s
                 partly_readable(i, f"{item[2].reason}; the audio before it was analysed")
             elif kind == "end":
                 todo[i].ended = True
@@ -373,7 +385,7 @@ def _finish_file(f: _File, run: _Run) -> None:
     for writer in run.writers:
         if writer.per_file:
             writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
-    run.journal.save(f.path, **part)
+    run.journal.save(f.path, f.relative.as_posix(), f.note, **part)
     f.run_tables = {w.table: tables[w.table] for w in run.writers if not w.per_file}
 
 
@@ -431,6 +443,25 @@ def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     except OSError:
         model = [str(model_path)]
     return hashlib.sha1(json.dumps([settings, model, meta], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _done(f: _File, run: _Run) -> bool:
+    """Finished by an earlier run with these settings, and its per-file outputs are still there and its own."""
+    return run.journal.done(f.path, f.relative.as_posix()) and all(
+        output_path(w, run.out_dir, f.relative).is_file() for w in run.writers if w.per_file)
+
+
+def _warn_of_replaced_outputs(todo: list[_File], run: _Run) -> None:
+    """Two runs into one --out with recordings of the same name (two cards' REC001.WAV): the second replaces
+    the first's per-file outputs. Said once, with a count; the first is analysed again if given again."""
+    if not any(w.per_file for w in run.writers):
+        return
+    replaced = [(f, owner) for f in todo if (owner := run.journal.earlier_owner(f.path, f.relative.as_posix()))]
+    if replaced:
+        f, owner = replaced[0]
+        log.warning("%d recording(s) replace per-file outputs an earlier run wrote into %s for other recordings of "
+                    "the same name (first: %s replaces %s's); give both folders to one command, or use another --out",
+                    len(replaced), run.out_dir, f.path, owner)
 
 
 def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:

@@ -73,6 +73,9 @@ def analyze(
     except (FileNotFoundError, KeyError, ValueError) as exc:  # bad model path, format or option: one line
         typer.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
         raise typer.Exit(2)
+    except OSError as exc:  # --out cannot be written (read-only, full): one line, before or instead of a traceback
+        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
+        raise typer.Exit(1)
     s = summary.to_dict()
     speed = (f"; {s['audio_hours']} h of audio at {s['x_realtime']}x real time" if s["files_done"]
              else " (finished by an earlier run; --no-resume analyses them again)" if s["files_skipped"] else "")

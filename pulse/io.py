@@ -22,6 +22,7 @@ MIN_RATE, MAX_RATE = 8_000, 384_000
 # Upper bound on samples (all channels) held per block, whatever the rate and channel count:
 # keeps a 384 kHz 8-channel file inside the same memory budget as a 44.1 kHz mono one.
 MAX_BLOCK_SAMPLES = 1 << 24
+SALVAGE_STEP = 4096  # frames read at a time in a block that broke off, to keep the audio before the break
 # libsndfile notes a WAV whose header promises more data than the file holds as "data : N (should be M)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
@@ -36,6 +37,10 @@ class AudioReadError(Exception):
 
 class PartlyDecoded(AudioReadError):
     """Raised after the last good block was yielded: the recording breaks off (corrupt or cut short) part way."""
+
+    def __init__(self, path: str | Path, reason: str, decoded_s: float):
+        super().__init__(path, reason)
+        self.decoded_s = decoded_s  # the audio before the break, which was yielded
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,20 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
     block = max(1, min(int(block_s * info.sample_rate), MAX_BLOCK_SAMPLES // info.channels))
     resampler = None if info.sample_rate == sample_rate else soxr.ResampleStream(
         info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
-    done = 0
+    done, step = 0, block
     try:
         with sf.SoundFile(str(path)) as f:
             while True:
-                data = f.read(block, dtype="float32", always_2d=True)
-                last = len(data) < block
+                try:
+                    data = f.read(step, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError):
+                    if step == SALVAGE_STEP or not f.seekable():
+                        raise
+                    # A failed read returns nothing of its block: read the block again in small steps.
+                    f.seek(done)
+                    step = SALVAGE_STEP
+                    continue
+                last = len(data) < step
                 if len(data) and not np.isfinite(data).all():
                     bad = done + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
                     raise AudioReadError(path, f"NaN/Inf sample at {bad / info.sample_rate:.3f} s")
@@ -104,14 +117,16 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
                 if last:
                     break
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise (PartlyDecoded if done else AudioReadError)(
-            path, f"corrupt or truncated after {done / info.sample_rate:.2f} s ({_libsndfile_reason(exc)})") from exc
+        reason = f"corrupt or truncated after {done / info.sample_rate:.2f} s ({_libsndfile_reason(exc)})"
+        if done:
+            raise PartlyDecoded(path, reason, done / info.sample_rate) from exc
+        raise AudioReadError(path, reason) from exc
     if done == 0:
         raise AudioReadError(path, "zero-length recording (no decodable samples)")
     # MP3 without a Xing header estimates its length from the bitrate: allow that slack, not lost data.
     if done < info.frames - max(2048, info.frames // 20):
         raise PartlyDecoded(path, f"truncated: header promises {info.duration_s:.2f} s, "
-                                  f"only {done / info.sample_rate:.2f} s decodable")
+                                  f"only {done / info.sample_rate:.2f} s decodable", done / info.sample_rate)
 
 
 def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, block_s: float = 60.0) -> np.ndarray:

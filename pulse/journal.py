@@ -1,78 +1,106 @@
 """The record of finished files that makes `pulse analyze` resumable (`OUT/.pulse/journal/`).
 
-A file counts as done once its outputs are in place and its scores are appended here, keyed by
-its path, size, mtime and everything that changes its outputs. Each run appends to a log of its
-own with one write() per file, so a killed run keeps every file it finished; a record cut short
-by the kill fails its length or checksum and is ignored, as is anything after it in that log.
-One log per run, not one file per recording: renaming an .npz per recording into place cost
-~0.7 ms, a seventh of a 3 s clip's whole time in `pulse analyze`.
+A recording counts as done once its outputs are in place and a record of it is appended here:
+its path, size and mtime, the fingerprint of the settings that made its outputs, the name its
+per-file outputs were written under, any note about it (a recording that breaks off) and its
+scores. Only the latest record of a recording counts, and only if its outputs' name was last
+written for it: a run with other settings, or another recording with the same output name,
+overwrote those files, so the recording is analysed again rather than wrongly skipped.
+
+Each run appends to a log of its own with one write() per file, so a killed run keeps every
+file it finished; a record cut short (a kill, a full disk, a power cut's zero-filled tail) fails
+its checks and is ignored with everything after it in that log. One log per run, not one file
+per recording: renaming an .npz per recording into place cost ~0.7 ms, a seventh of a 3 s
+clip's whole time in `pulse analyze`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
+import json
+import logging
 import os
 import struct
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-RECORD_HEADER = struct.Struct("<II")  # body length, crc32 of the body; body = key, NUL, .npz bytes
+log = logging.getLogger(__name__)
+
+RECORD_HEADER = struct.Struct("<II")  # body length, crc32 of the body; body = JSON header, NUL, .npz bytes
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one recording's latest record lies, and what it says without reading its scores."""
+
+    fingerprint: str
+    output: str
+    note: str
+    log: Path
+    offset: int
+    length: int
 
 
 class Journal:
-    """Which files are done, and their scores, for one output folder and one fingerprint of settings."""
+    """Which recordings are done in one output folder under one fingerprint of settings, and their scores."""
 
     def __init__(self, root: Path, fingerprint: str):
         self.root, self.fingerprint = root, fingerprint
-        self._entries: dict[str, tuple[Path, int, int]] | None = None  # key -> (log, body offset, body length)
-        self._log = None  # this run's log, opened at the first save
+        self._records: dict[str, Record] | None = None  # recording version (path|size|mtime) -> its latest record
+        self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
+        self._log = None  # this run's log
 
-    @property
-    def entries(self) -> dict[str, tuple[Path, int, int]]:
-        """Every readable record, read at first use: a run that resumes nothing never reads earlier logs."""
-        if self._entries is None:
-            self._entries = {}
-            for log in sorted(self.root.glob("*.log")):
-                self._index(log)
-        return self._entries
+    def open(self) -> None:
+        """Create this run's log; a folder that cannot take it is one clear error before any work is done."""
+        if self._log is None:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._log = open(self.root / f"{time.time_ns()}-{os.getpid()}.log", "ab")
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot write the resume journal there ({exc.strerror})", str(self.root))
 
-    def key(self, path: Path) -> str | None:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.fingerprint}"
-        return hashlib.sha1(identity.encode()).hexdigest()
+    def done(self, path: Path, output: str) -> bool:
+        record = self._latest(path)
+        return (record is not None and record.fingerprint == self.fingerprint and record.output == output
+                and self._owners.get(output) == str(path.resolve()))
 
-    def done(self, path: Path) -> bool:
-        return self.key(path) in self.entries
+    def note(self, path: Path) -> str:
+        """What was said about the recording when it was analysed ("" if nothing), to say it again on resume."""
+        record = self._latest(path)
+        return record.note if record is not None else ""
+
+    def earlier_owner(self, path: Path, output: str) -> str | None:
+        """The other recording whose per-file outputs an earlier run wrote under `output`, if any."""
+        self._index()
+        owner = self._owners.get(output)
+        return owner if owner not in (None, str(path.resolve())) else None
 
     def load(self, path: Path) -> dict | None:
-        where = self.entries.get(self.key(path))
-        if where is None:
+        """The scores of a recording done under these settings, else None."""
+        record = self._latest(path)
+        if record is None or record.fingerprint != self.fingerprint:
             return None
-        log, offset, length = where
-        with open(log, "rb") as f:
-            f.seek(offset)
-            body = f.read(length)
+        with open(record.log, "rb") as f:
+            f.seek(record.offset)
+            body = f.read(record.length)
         with np.load(io.BytesIO(body[body.index(b"\0") + 1:]), allow_pickle=False) as part:
             return {k: part[k] for k in part.files}
 
-    def save(self, path: Path, **arrays) -> None:
-        key = self.key(path)
-        if key is None:
+    def save(self, path: Path, output: str, note: str = "", **arrays) -> None:
+        version = _version(path)
+        if version is None:
             return
+        header = {"version": version, "path": str(path.resolve()), "fingerprint": self.fingerprint,
+                  "output": output, "note": note}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        body = key.encode() + b"\0" + buffer.getvalue()
-        if self._log is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.root / f"{time.time_ns()}-{os.getpid()}.log", "ab")
+        body = json.dumps(header).encode() + b"\0" + buffer.getvalue()
+        self.open()
         start = self._log.tell()
         try:
             self._log.write(RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body)
@@ -81,19 +109,64 @@ class Journal:
             with contextlib.suppress(OSError):
                 self.close()
             raise
-        if self._entries is not None:  # else read with the rest when first needed
-            self._entries[key] = (Path(self._log.name), start + RECORD_HEADER.size, len(body))
+        if self._records is not None:  # else read with the rest when first needed
+            self._add(header, Path(self._log.name), start + RECORD_HEADER.size, len(body))
 
     def close(self) -> None:
-        log, self._log = self._log, None
-        if log is not None:
-            log.close()
+        log_file, self._log = self._log, None
+        if log_file is not None:
+            log_file.close()
 
-    def _index(self, log: Path) -> None:
-        with open(log, "rb") as f:
-            while len(header := f.read(RECORD_HEADER.size)) == RECORD_HEADER.size:
-                length, crc = RECORD_HEADER.unpack(header)
+    def _latest(self, path: Path) -> Record | None:
+        self._index()
+        version = _version(path)
+        return self._records.get(version) if version is not None else None
+
+    def _index(self) -> None:
+        """Read every log once, oldest first (names start with the run's start time), at first use."""
+        if self._records is not None:
+            return
+        self._records = {}
+        for log_path in sorted(self.root.glob("*.log")):
+            try:
+                self._read(log_path)
+            except OSError as exc:
+                log.warning("%s: cannot read this journal log (%s); the files it lists are analysed again",
+                            log_path, exc.strerror)
+
+    def _read(self, log_path: Path) -> None:
+        with open(log_path, "rb") as f:
+            while len(head := f.read(RECORD_HEADER.size)) == RECORD_HEADER.size:
+                length, crc = RECORD_HEADER.unpack(head)
                 offset, body = f.tell(), f.read(length)
-                if len(body) < length or zlib.crc32(body) != crc:
-                    return  # cut short by a kill: the file it was for is analysed again
-                self._entries[body[:body.index(b"\0")].decode()] = (log, offset, length)
+                header = _header(body) if len(body) == length and zlib.crc32(body) == crc else None
+                if header is None:
+                    return  # cut short or damaged: the files it and later records were for are analysed again
+                self._add(header, log_path, offset, length)
+
+    def _add(self, header: dict, log_path: Path, offset: int, length: int) -> None:
+        self._records[header["version"]] = Record(header["fingerprint"], header["output"], header["note"],
+                                                  log_path, offset, length)
+        self._owners[header["output"]] = header["path"]
+
+
+def _version(path: Path) -> str | None:
+    """The recording as it is now: a changed file (size or mtime) is a new version, analysed again."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _header(body: bytes) -> dict | None:
+    """A record's JSON header, or None when the body is not a record (an all-zero tail passes the crc)."""
+    end = body.find(b"\0")
+    if end <= 0:
+        return None
+    try:
+        header = json.loads(body[:end])
+    except ValueError:
+        return None
+    keys = ("version", "path", "fingerprint", "output", "note")
+    return header if isinstance(header, dict) and all(isinstance(header.get(k), str) for k in keys) else None

@@ -77,8 +77,7 @@ def display_audio(path: str | Path, max_s: float, max_samples: int,
     limit = int(min(max_s * info.sample_rate, max_samples))
     parts, kept = [], 0
     try:
-        # 10 s blocks: a block that breaks off is lost whole, so a view of a cut file keeps what came before
-        for block in stream_audio(path, info.sample_rate, min(max_s, 10.0), channel, info=info):
+        for block in stream_audio(path, info.sample_rate, min(max_s, 60.0), channel, info=info):
             parts.append(block[:limit - kept])
             kept += len(parts[-1])
             if kept >= limit:

@@ -16,6 +16,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from pulse.io import PartlyDecoded
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -46,26 +48,36 @@ class WindowSpec:
 
 def frame_windows(blocks: Iterable[np.ndarray], spec: WindowSpec,
                   max_windows: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (start_samples [n], windows [n, window]) chunks of at most `max_windows` windows."""
+    """Yield (start_samples [n], windows [n, window]) chunks of at most `max_windows` windows.
+
+    A recording that breaks off (PartlyDecoded) is framed as if it ended there, its last window
+    included, and the error is raised after that window: the caller learns of the break too.
+    """
     buf = np.zeros(0, np.float32)
     offset = 0  # stream index of buf[0]
     next_start = 0
-    for block in blocks:
-        buf = np.concatenate([buf, block]) if len(buf) else np.asarray(block, np.float32)
-        n_full = 0 if len(buf) < next_start - offset + spec.window else \
-            (len(buf) - (next_start - offset) - spec.window) // spec.hop + 1
-        if n_full:
-            first = next_start - offset
-            yield from _chunks(buf, first, n_full, next_start, spec, max_windows)
-            next_start += n_full * spec.hop
-        keep = next_start - offset  # samples no later window needs; never more than len(buf)
-        buf, offset = buf[keep:], offset + keep
+    broken = None
+    try:
+        for block in blocks:
+            buf = np.concatenate([buf, block]) if len(buf) else np.asarray(block, np.float32)
+            n_full = 0 if len(buf) < next_start - offset + spec.window else \
+                (len(buf) - (next_start - offset) - spec.window) // spec.hop + 1
+            if n_full:
+                first = next_start - offset
+                yield from _chunks(buf, first, n_full, next_start, spec, max_windows)
+                next_start += n_full * spec.hop
+            keep = next_start - offset  # samples no later window needs; never more than len(buf)
+            buf, offset = buf[keep:], offset + keep
+    except PartlyDecoded as exc:
+        broken = exc
     total = offset + len(buf)
     n_tail = spec.count(total) - (next_start // spec.hop)
     if n_tail > 0:
         padded = np.zeros(next_start - offset + (n_tail - 1) * spec.hop + spec.window, np.float32)
         padded[:len(buf)] = buf
         yield from _chunks(padded, next_start - offset, n_tail, next_start, spec, max_windows)
+    if broken is not None:
+        raise broken
 
 
 def _chunks(buf: np.ndarray, first: int, n: int, start: int, spec: WindowSpec,

@@ -1,7 +1,8 @@
-"""The resume journal: what a killed or repeated run finds of the files an earlier run finished."""
+"""The resume journal: what a killed, repeated or differently configured run finds of earlier runs' files."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -23,40 +24,95 @@ def recordings(tmp_path, n: int) -> list:
     return paths
 
 
+def save_all(root, fingerprint: str, paths, outputs=None) -> None:
+    journal = Journal(root, fingerprint)
+    for i, path in enumerate(paths):
+        journal.save(path, outputs[i] if outputs else path.stem, **scores(i))
+    journal.close()
+
+
+def done(root, fingerprint: str, paths) -> list[bool]:
+    journal = Journal(root, fingerprint)
+    return [journal.done(p, p.stem) for p in paths]
+
+
 def test_saved_files_are_found_by_a_later_run(tmp_path):
     paths = recordings(tmp_path, 3)
-    journal = Journal(tmp_path / "journal", "settings-a")
-    for i, path in enumerate(paths[:2]):
-        journal.save(path, **scores(i))
-    journal.close()
-    later = Journal(tmp_path / "journal", "settings-a")
-    assert [later.done(p) for p in paths] == [True, True, False]
+    save_all(tmp_path / "j", "a", paths[:2])
+    later = Journal(tmp_path / "j", "a")
+    assert [later.done(p, p.stem) for p in paths] == [True, True, False]
     for key, value in scores(1).items():
         np.testing.assert_array_equal(later.load(paths[1])[key], value)
     assert later.load(paths[2]) is None
-    assert not Journal(tmp_path / "journal", "settings-b").done(paths[0])  # other settings: analysed again
+    assert done(tmp_path / "j", "b", paths[:1]) == [False]  # other settings: analysed again
     paths[0].write_bytes(b"changed")
-    assert not Journal(tmp_path / "journal", "settings-a").done(paths[0])  # a changed recording too
+    assert done(tmp_path / "j", "a", paths[:1]) == [False]  # a changed recording too
 
 
-def test_a_record_cut_short_by_a_kill_is_ignored_and_the_rest_kept(tmp_path):
+def test_only_the_latest_settings_count(tmp_path):
+    """Run A, then B (other --min-conf: B's outputs replace A's), then A again: nothing may be skipped."""
+    paths = recordings(tmp_path, 2)
+    save_all(tmp_path / "j", "a", paths)
+    save_all(tmp_path / "j", "b", paths[:1])
+    assert done(tmp_path / "j", "a", paths) == [False, True]
+    assert Journal(tmp_path / "j", "a").load(paths[0]) is None
+
+
+def test_an_output_name_written_for_another_recording_is_not_done(tmp_path):
+    """Two cards' REC001 into one --out in two runs: the first's Raven table was replaced."""
+    card_a, card_b = tmp_path / "A" / "REC001.wav", tmp_path / "B" / "REC001.wav"
+    for card in (card_a, card_b):
+        card.parent.mkdir()
+        card.write_bytes(card.parent.name.encode())
+    save_all(tmp_path / "j", "s", [card_a])
+    journal = Journal(tmp_path / "j", "s")
+    assert journal.earlier_owner(card_b, "REC001") == str(card_a.resolve())
+    assert journal.earlier_owner(card_a, "REC001") is None
+    save_all(tmp_path / "j", "s", [card_b])
+    again = Journal(tmp_path / "j", "s")
+    assert not again.done(card_a, "REC001") and again.done(card_b, "REC001")
+
+
+def test_notes_are_kept_for_resumed_runs(tmp_path):
+    (path,) = recordings(tmp_path, 1)
+    journal = Journal(tmp_path / "j", "s")
+    journal.save(path, "r0", "corrupt or truncated after 20.00 s", **scores(0))
+    journal.close()
+    assert Journal(tmp_path / "j", "s").note(path) == "corrupt or truncated after 20.00 s"
+
+
+@pytest.mark.parametrize("damage", ["cut", "zeros", "garbage"])
+def test_a_damaged_tail_is_ignored_and_the_rest_kept(tmp_path, damage):
+    """A kill mid-write cuts the last record; a power cut can leave a zero-filled tail, whose crc is valid."""
     paths = recordings(tmp_path, 4)
-    first = Journal(tmp_path / "journal", "s")
-    first.save(paths[0], **scores(0))
-    first.close()
-    second = Journal(tmp_path / "journal", "s")
-    for i in (1, 2):
-        second.save(paths[i], **scores(i))
-    second.close()
-    log = sorted((tmp_path / "journal").glob("*.log"))[-1]  # the second run's (named by start time)
-    os.truncate(log, log.stat().st_size - 10)  # killed while writing the record for paths[2]
-    resumed = Journal(tmp_path / "journal", "s")
-    assert [resumed.done(p) for p in paths] == [True, True, False, False]
-    resumed.save(paths[2], **scores(2))  # a new run goes on in a log of its own
-    resumed.close()
-    again = Journal(tmp_path / "journal", "s")
-    assert [again.done(p) for p in paths] == [True, True, True, False]
-    np.testing.assert_array_equal(again.load(paths[2])["scores"], scores(2)["scores"])
+    save_all(tmp_path / "j", "s", paths[:1])
+    save_all(tmp_path / "j", "s", paths[1:3])
+    log = sorted((tmp_path / "j").glob("*.log"))[-1]  # the second run's (named by start time)
+    if damage == "cut":
+        os.truncate(log, log.stat().st_size - 10)  # killed while writing the record for paths[2]
+        expected = [True, True, False, False]
+    else:
+        with open(log, "ab") as f:
+            f.write(bytes(4096) if damage == "zeros" else np.random.default_rng(0).bytes(4096))
+        expected = [True, True, True, False]
+    assert done(tmp_path / "j", "s", paths) == expected
+    save_all(tmp_path / "j", "s", paths[3:])  # a new run goes on in a log of its own
+    assert done(tmp_path / "j", "s", paths)[3]
+
+
+def test_an_unreadable_log_is_a_warning_not_a_crash(tmp_path, caplog):
+    paths = recordings(tmp_path, 1)
+    save_all(tmp_path / "j", "s", paths)
+    (tmp_path / "j" / "0-0.log").mkdir()  # reading it fails as a permission error would
+    with caplog.at_level(logging.WARNING):
+        assert done(tmp_path / "j", "s", paths) == [True]
+    assert "cannot read this journal log" in caplog.text
+
+
+def test_a_folder_that_cannot_take_the_journal_fails_before_any_work(tmp_path):
+    (tmp_path / "j").write_text("a file where the journal folder should be")
+    with pytest.raises(OSError, match="cannot write the resume journal there"):
+        Journal(tmp_path / "j", "s").open()
 
 
 class _DiskFullOnce:
@@ -79,11 +135,11 @@ class _DiskFullOnce:
 
 def test_a_record_cut_short_by_a_full_disk_does_not_hide_later_files(tmp_path):
     paths = recordings(tmp_path, 3)
-    journal = Journal(tmp_path / "journal", "s")
-    journal.save(paths[0], **scores(0))
+    journal = Journal(tmp_path / "j", "s")
+    journal.save(paths[0], "r0", **scores(0))
     journal._log = _DiskFullOnce(journal._log)
     with pytest.raises(OSError, match="No space"):
-        journal.save(paths[1], **scores(1))
-    journal.save(paths[2], **scores(2))  # space freed: goes on in a fresh log, after no half record
+        journal.save(paths[1], "r1", **scores(1))
+    journal.save(paths[2], "r2", **scores(2))  # space freed: goes on in a fresh log, after no half record
     journal.close()
-    assert [Journal(tmp_path / "journal", "s").done(p) for p in paths] == [True, False, True]
+    assert done(tmp_path / "j", "s", paths) == [True, False, True]
