@@ -190,6 +190,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         predictor.close()
         run.journal.close()
     _write_run_tables(files, run)
+    run.journal.drop_superseded_logs()
     _write_errors(out_dir / "errors.csv", summary.errors)
     summary.wall_s = time.perf_counter() - t0
     write_json(out_dir / "summary.json", {**summary.to_dict(), "model": str(model_path), "config": cfg.to_dict()})

@@ -54,6 +54,8 @@ class Journal:
         self._records: dict[str, Record] | None = None  # recording version (path|size|mtime) -> its latest record
         self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
         self._log = None  # this run's log
+        self._unreadable: set[Path] = set()  # logs that could not be read: never deleted
+        self._started_ns = time.time_ns()
 
     def open(self) -> None:
         """Create this run's log; a folder that cannot take it is one clear error before any work is done."""
@@ -117,6 +119,17 @@ class Journal:
         if log_file is not None:
             log_file.close()
 
+    def drop_superseded_logs(self) -> None:
+        """Delete earlier runs' logs whose every record a later one replaced (repeated --no-resume runs would
+        otherwise pile up copies that every resume reads)."""
+        if self._records is None:
+            return
+        keep = {record.log for record in self._records.values()} | self._unreadable
+        for log_path in sorted(self.root.glob("*.log")):
+            with contextlib.suppress(OSError):  # a log written since this run began may be another run's, still open
+                if log_path not in keep and log_path.stat().st_mtime_ns < self._started_ns:
+                    log_path.unlink()
+
     def _latest(self, path: Path) -> Record | None:
         self._index()
         version = _version(path)
@@ -131,6 +144,7 @@ class Journal:
             try:
                 self._read(log_path)
             except OSError as exc:
+                self._unreadable.add(log_path)
                 log.warning("%s: cannot read this journal log (%s); the files it lists are analysed again",
                             log_path, exc.strerror)
 

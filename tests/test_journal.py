@@ -143,3 +143,19 @@ def test_a_record_cut_short_by_a_full_disk_does_not_hide_later_files(tmp_path):
     journal.save(paths[2], "r2", **scores(2))  # space freed: goes on in a fresh log, after no half record
     journal.close()
     assert done(tmp_path / "j", "s", paths) == [True, False, True]
+
+
+def test_logs_whose_every_record_was_replaced_are_dropped(tmp_path):
+    """Repeated --no-resume runs: each writes every file again; only logs with a live record stay."""
+    paths = recordings(tmp_path, 2)
+    save_all(tmp_path / "j", "s", paths)
+    save_all(tmp_path / "j", "s", paths[:1])  # the first log still holds paths[1]'s latest record
+    journal = Journal(tmp_path / "j", "s")
+    assert journal.done(paths[1], paths[1].stem)  # a run reads the journal before it analyses anything
+    journal.save(paths[1], paths[1].stem, **scores(1))
+    journal.save(paths[0], paths[0].stem, **scores(0))
+    assert len(list((tmp_path / "j").glob("*.log"))) == 3
+    journal.drop_superseded_logs()
+    journal.close()
+    assert len(list((tmp_path / "j").glob("*.log"))) == 1  # only this run's
+    assert done(tmp_path / "j", "s", paths) == [True, True]
