@@ -181,10 +181,10 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
                            if (note := run.journal.note(f.path))]
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_replaced_outputs(todo, run)
-    write_json(out_dir / "config.json", _run_config(cfg, meta, model_path, inputs))
     try:
         if todo:
-            run.journal.open()
+            run.journal.open()  # a folder that cannot take it stops the run here, before config.json is replaced
+        write_json(out_dir / "config.json", _run_config(cfg, meta, model_path, inputs))
         _score_files(todo, predictor, run, summary)
     finally:
         predictor.close()
@@ -379,7 +379,8 @@ def _finish_file(f: _File, run: _Run) -> None:
     """Write the per-file outputs, then journal the scores: only then is the file done."""
     rate = run.spec.sample_rate
     starts_s = np.round(np.concatenate(f.starts) / rate, 6)
-    ends_s = np.round(np.minimum(starts_s + run.spec.window / rate, f.info.duration_s), 6)
+    ends_s = np.round(np.minimum(starts_s + run.spec.window / rate, f.info.duration_s if f.analysed_s is None
+                                 else f.analysed_s), 6)
     part = {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
             "sample_rate": np.int64(f.info.sample_rate)}
     tables = _tables(str(f.path), part, run)
@@ -411,13 +412,20 @@ def _write_run_tables(files: list[_File], run: _Run) -> None:
     # Only the tables these writers read: the per-window scores of every file (~57 bytes a window, 0.2 GB per
     # terabyte of 48 kHz WAV) stay out of memory unless scores.csv is asked for.
     tables: dict[str, list] = {w.table: [] for w in run_writers}
+    missing = []
     for f in files:
-        if not f.run_tables and not f.failed and (part := run.journal.load(f.path)) is not None:
-            # finished by an earlier run: rebuilt from its journal
+        if not f.run_tables and not f.failed:  # finished by an earlier run: rebuilt from its journal
+            if (part := run.journal.load(f.path)) is None:
+                missing.append(f.path)
+                continue
             f.run_tables = {k: v for k, v in _tables(str(f.path), part, run).items() if k in tables}
         for name in tables:
             if name in f.run_tables:
                 tables[name].append(f.run_tables[name])
+    if missing:  # only when another run into the same --out, with other settings, overlapped this one
+        log.warning("%d file(s) skipped as finished are missing from the run-wide tables: another run into %s "
+                    "replaced their journal records meanwhile (first: %s); run again to include them",
+                    len(missing), run.out_dir, missing[0])
     labels = run.labels.labels
     empty = {"scores": scores_frame("", np.zeros(0), np.zeros(0), np.zeros((0, len(labels))), labels),
              "detections": empty_detections()}

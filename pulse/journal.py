@@ -87,9 +87,14 @@ class Journal:
         record = self._latest(path)
         if record is None or record.fingerprint != self.fingerprint:
             return None
-        with open(record.log, "rb") as f:
-            f.seek(record.offset)
-            body = f.read(record.length)
+        try:
+            body = _read_body(record)
+        except FileNotFoundError:  # a run into the same folder replaced the record and deleted its log meanwhile
+            self._records, self._owners = None, {}
+            record = self._latest(path)
+            if record is None or record.fingerprint != self.fingerprint:
+                return None
+            body = _read_body(record)
         with np.load(io.BytesIO(body[body.index(b"\0") + 1:]), allow_pickle=False) as part:
             return {k: part[k] for k in part.files}
 
@@ -162,6 +167,12 @@ class Journal:
         self._records[header["version"]] = Record(header["fingerprint"], header["output"], header["note"],
                                                   log_path, offset, length)
         self._owners[header["output"]] = header["path"]
+
+
+def _read_body(record: Record) -> bytes:
+    with open(record.log, "rb") as f:
+        f.seek(record.offset)
+        return f.read(record.length)
 
 
 def _version(path: Path) -> str | None:

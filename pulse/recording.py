@@ -43,7 +43,7 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
         meta = predictor.metadata
         rate = int(meta["sample_rate"])
         spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
-        starts, scores, embeddings, warning = [], [], [], info.warning
+        starts, scores, embeddings, warning, duration_s = [], [], [], info.warning, info.duration_s
         blocks = stream_audio(path, rate, cfg.block_s, cfg.channel, info=info)
         try:
             for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
@@ -52,12 +52,12 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
                 scores.append(outputs["scores"])
                 embeddings.append(outputs.get("embedding", np.zeros((len(windows), 0), np.float32)))
         except PartlyDecoded as exc:  # as `pulse analyze`: the audio before the break is analysed, and said so
-            warning = f"{exc.reason}; the audio before it was analysed"
+            warning, duration_s = f"{exc.reason}; the audio before it was analysed", exc.decoded_s
     finally:
         predictor.close()
     labels = LabelSet.from_metadata(meta)
     starts_s = np.round(np.concatenate(starts) / rate, 6)
-    ends_s = np.round(np.minimum(starts_s + spec.window / rate, info.duration_s), 6)
+    ends_s = np.round(np.minimum(starts_s + spec.window / rate, duration_s), 6)
     table = scores_frame(str(path), starts_s, ends_s, np.concatenate(scores), labels.labels)
     # Selection boxes span the model's band, never above what the file itself contains.
     low_hz, high_hz = model_band(meta)

@@ -166,6 +166,8 @@ def test_a_flac_that_breaks_off_is_analysed_up_to_the_break(tmp_path, model):
     starts = pd.read_csv(tmp_path / "out" / "scores.csv")["start_s"].tolist()
     assert starts[:6] == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0] and starts[-1] < 27.0
     (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    analysed_s = float(row.message.split("after ")[1].split(" s")[0])
+    assert pd.read_csv(tmp_path / "out" / "scores.csv")["end_s"].max() == pytest.approx(analysed_s, abs=0.01)
     assert row.error_type == "PartlyReadable" and "corrupt or truncated after" in row.message
     assert row.message.endswith("the audio before it was analysed")
     resumed = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores",), block_s=5.0))
@@ -319,6 +321,7 @@ def test_an_out_folder_that_cannot_take_the_journal_is_one_line_before_any_work(
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "journal: cannot write the resume journal there" in result.output
     assert not (tmp_path / "out" / "a.pulse.selection.table.txt").exists()
+    assert not (tmp_path / "out" / "config.json").exists()  # nothing of an earlier run's is replaced
 
 
 def test_strict_stops_at_first_bad_file(tmp_path, model):

@@ -159,3 +159,20 @@ def test_logs_whose_every_record_was_replaced_are_dropped(tmp_path):
     journal.close()
     assert len(list((tmp_path / "j").glob("*.log"))) == 1  # only this run's
     assert done(tmp_path / "j", "s", paths) == [True, True]
+
+
+def test_a_log_deleted_by_an_overlapping_run_is_read_again(tmp_path):
+    """Run A resumes from log 1; run B (same settings, --no-resume) replaces every record and deletes log 1
+    before A writes its tables: A finds the scores in B's log."""
+    paths = recordings(tmp_path, 2)
+    save_all(tmp_path / "j", "s", paths)
+    resuming = Journal(tmp_path / "j", "s")
+    assert resuming.done(paths[0], paths[0].stem)
+    overlapping = Journal(tmp_path / "j", "s")
+    assert overlapping.done(paths[0], paths[0].stem)
+    for i, path in enumerate(paths):
+        overlapping.save(path, path.stem, **scores(10 + i))
+    overlapping.drop_superseded_logs()
+    overlapping.close()
+    assert len(list((tmp_path / "j").glob("*.log"))) == 1
+    np.testing.assert_array_equal(resuming.load(paths[1])["scores"], scores(11)["scores"])
