@@ -56,6 +56,7 @@ class Journal:
         self._log = None  # this run's log
         self._unreadable: set[Path] = set()  # logs that could not be read: never deleted
         self._started_ns = time.time_ns()
+        self._resolved_paths: dict[Path, str] = {}
 
     def open(self) -> None:
         """Create this run's log; a folder that cannot take it is one clear error before any work is done."""
@@ -69,7 +70,7 @@ class Journal:
     def done(self, path: Path, output: str) -> bool:
         record = self._latest(path)
         return (record is not None and record.fingerprint == self.fingerprint and record.output == output
-                and self._owners.get(output) == str(path.resolve()))
+                and self._owners.get(output) == self._resolved(path))
 
     def note(self, path: Path) -> str:
         """What was said about the recording when it was analysed ("" if nothing), to say it again on resume."""
@@ -80,7 +81,7 @@ class Journal:
         """The other recording whose per-file outputs an earlier run wrote under `output`, if any."""
         self._index()
         owner = self._owners.get(output)
-        return owner if owner not in (None, str(path.resolve())) else None
+        return owner if owner not in (None, self._resolved(path)) else None
 
     def load(self, path: Path) -> dict | None:
         """The scores of a recording done under these settings, else None."""
@@ -99,10 +100,10 @@ class Journal:
             return {k: part[k] for k in part.files}
 
     def save(self, path: Path, output: str, note: str = "", **arrays) -> None:
-        version = _version(path)
+        version = self._version(path)
         if version is None:
             return
-        header = {"version": version, "path": str(path.resolve()), "fingerprint": self.fingerprint,
+        header = {"version": version, "path": self._resolved(path), "fingerprint": self.fingerprint,
                   "output": output, "note": note}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -135,9 +136,23 @@ class Journal:
                 if log_path not in keep and log_path.stat().st_mtime_ns < self._started_ns:
                     log_path.unlink()
 
+    def _resolved(self, path: Path) -> str:
+        """Resolved once per run: on a network share each resolve is a round trip per folder of the path."""
+        if path not in self._resolved_paths:
+            self._resolved_paths[path] = str(path.resolve())
+        return self._resolved_paths[path]
+
+    def _version(self, path: Path) -> str | None:
+        """The recording as it is now: a changed file (size or mtime) is a new version, analysed again."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return f"{self._resolved(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+
     def _latest(self, path: Path) -> Record | None:
         self._index()
-        version = _version(path)
+        version = self._version(path)
         return self._records.get(version) if version is not None else None
 
     def _index(self) -> None:
@@ -173,15 +188,6 @@ def _read_body(record: Record) -> bytes:
     with open(record.log, "rb") as f:
         f.seek(record.offset)
         return f.read(record.length)
-
-
-def _version(path: Path) -> str | None:
-    """The recording as it is now: a changed file (size or mtime) is a new version, analysed again."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _header(body: bytes) -> dict | None:
