@@ -1,0 +1,88 @@
+"""Student vs BirdNET throughput by file length: the same real audio as 3 s clips or 30 s files.
+
+The bundled default and BirdNET V2.4 each run `pulse analyze` (a separate process, as a user runs
+it) over the same folder, one after the other, with the same `--threads`. The audio is 10 minutes
+of InsectSet32 (../shared/data): 200 files of 3 s (consecutive 3 s of each clip, the length of the
+issue's excerpts) and 20 files of 30 s (the 44.1 kHz clips concatenated). Reported per length and
+thread count: every run's x real time (summary.json, in-process), the student's median over the
+BirdNET mean, as in bench/results/throughput_file_length_journal.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = sorted((REPO.parent / "shared" / "data" / "audio" / "insectset32").glob("*/*.flac"))
+PULSE = Path(sys.executable).parent / "pulse"  # the CLI installed beside this interpreter
+
+
+def cut_clips(folder: Path, n: int = 200, seconds: int = 3) -> None:
+    """`n` files of `seconds`: consecutive pieces of each clip, in clip order."""
+    folder.mkdir(parents=True)
+    written = 0
+    for clip in CLIPS:
+        audio, rate = sf.read(clip, dtype="float32", always_2d=True)
+        audio = audio.mean(axis=1)
+        for start in range(0, len(audio) - seconds * rate, seconds * rate):
+            if written == n:
+                return
+            sf.write(folder / f"ex{written:04d}.flac", audio[start:start + seconds * rate], rate)
+            written += 1
+
+
+def join_clips(folder: Path, n: int = 20, seconds: int = 30, rate: int = 44100) -> None:
+    """`n` files of `seconds`: the 44.1 kHz clips concatenated, then cut."""
+    folder.mkdir(parents=True)
+    audio = np.concatenate([sf.read(c, dtype="float32", always_2d=True)[0].mean(axis=1)
+                            for c in CLIPS[:60] if sf.info(c).samplerate == rate])
+    for k in range(n):
+        sf.write(folder / f"r{k:02d}.flac", audio[k * seconds * rate:(k + 1) * seconds * rate], rate)
+
+
+def x_realtime(folder: Path, out: Path, model: str, threads: int) -> float:
+    subprocess.run([str(PULSE), "analyze", str(folder), "--out", str(out), "--no-resume", "--threads", str(threads),
+                    "--model", model], check=True, capture_output=True)
+    return json.loads((out / "summary.json").read_text())["x_realtime"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--student-runs", type=int, default=3)
+    parser.add_argument("--birdnet-runs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "file_length.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {"3s_files": Path(tmp) / "clips3", "30s_files": Path(tmp) / "files30"}
+        cut_clips(folders["3s_files"])
+        join_clips(folders["30s_files"])
+        report = {}
+        for length, folder in folders.items():
+            for threads in args.threads:
+                runs = {"student": [], "birdnet": []}
+                for k in range(max(args.student_runs, args.birdnet_runs)):  # interleaved: the VM's drift hits both
+                    for name, model, wanted in (("student", "default", args.student_runs),
+                                                ("birdnet", "birdnet", args.birdnet_runs)):
+                        if k < wanted:
+                            runs[name].append(x_realtime(folder, Path(tmp) / f"out_{name}", model, threads))
+                student, birdnet = statistics.median(runs["student"]), statistics.mean(runs["birdnet"])
+                report.setdefault(length, {})[f"{threads}_threads"] = {
+                    "student_runs": runs["student"], "birdnet_runs": runs["birdnet"], "student_median": student,
+                    "birdnet_mean": round(birdnet, 1), "speedup": round(student / birdnet, 1)}
+                print(length, threads, "threads:", report[length][f"{threads}_threads"], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
