@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,16 @@ class _File:
     analysed_s: float | None = None  # when it breaks off: the audio before the break (else all of it)
     run_tables: dict = field(default_factory=dict)  # this run's share of the run-wide tables, kept from finishing
 
+    @property
+    def duration_s(self) -> float:
+        """The audio analysed: the whole recording, or what precedes the break."""
+        return self.info.duration_s if self.analysed_s is None else self.analysed_s
+
+    @property
+    def output_name(self) -> str:
+        """The name its per-file outputs are written under (and journalled by)."""
+        return self.relative.as_posix()
+
 
 @dataclass(frozen=True)
 class _Run:
@@ -143,7 +154,7 @@ class _Run:
     out_dir: Path
     writers: tuple
 
-    @property
+    @cached_property  # read for every file
     def tables(self) -> set[str]:
         """The tables ("scores", "detections") the writers read: only those are built."""
         return {w.table for w in self.writers}
@@ -246,7 +257,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
             fail(i, "write", exc)
             return
         summary.files_done += 1
-        summary.audio_s += f.info.duration_s if f.analysed_s is None else f.analysed_s
+        summary.audio_s += f.duration_s
         f.starts, f.scores = [], []
         bar.set_description(f"{summary.files_done + summary.files_failed}/{len(todo)} files")
 
@@ -305,7 +316,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 pending.append((i, item[2], item[3]))
             elif kind == "partial":  # the windows before the break were queued; an "end" follows
                 todo[i].analysed_s = item[2].decoded_s
-                partly_readable(i, f"{item[2].reason}; the audio before it was analysed")
+                partly_readable(i, item[2].note)
             elif kind == "end":
                 todo[i].ended = True
                 if not todo[i].pending:
@@ -379,15 +390,14 @@ def _finish_file(f: _File, run: _Run) -> None:
     """Write the per-file outputs, then journal the scores: only then is the file done."""
     rate = run.spec.sample_rate
     starts_s = np.round(np.concatenate(f.starts) / rate, 6)
-    ends_s = np.round(np.minimum(starts_s + run.spec.window / rate, f.info.duration_s if f.analysed_s is None
-                                 else f.analysed_s), 6)
+    ends_s = np.round(np.minimum(starts_s + run.spec.window / rate, f.duration_s), 6)
     part = {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
             "sample_rate": np.int64(f.info.sample_rate)}
     tables = _tables(str(f.path), part, run)
     for writer in run.writers:
         if writer.per_file:
             writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
-    run.journal.save(f.path, f.relative.as_posix(), f.note, **part)
+    run.journal.save(f.path, f.output_name, f.note, **part)
     f.run_tables = {w.table: tables[w.table] for w in run.writers if not w.per_file}
 
 
@@ -456,7 +466,7 @@ def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
 
 def _done(f: _File, run: _Run) -> bool:
     """Finished by an earlier run with these settings, and its per-file outputs are still there and its own."""
-    return run.journal.done(f.path, f.relative.as_posix()) and all(
+    return run.journal.done(f.path, f.output_name) and all(
         output_path(w, run.out_dir, f.relative).is_file() for w in run.writers if w.per_file)
 
 
@@ -465,7 +475,7 @@ def _warn_of_replaced_outputs(todo: list[_File], run: _Run) -> None:
     the first's per-file outputs. Said once, with a count; the first is analysed again if given again."""
     if not any(w.per_file for w in run.writers):
         return
-    replaced = [(f, owner) for f in todo if (owner := run.journal.earlier_owner(f.path, f.relative.as_posix()))]
+    replaced = [(f, owner) for f in todo if (owner := run.journal.earlier_owner(f.path, f.output_name))]
     if replaced:
         f, owner = replaced[0]
         log.warning("%d recording(s) replace per-file outputs an earlier run wrote into %s for other recordings of "

@@ -42,6 +42,11 @@ class PartlyDecoded(AudioReadError):
         super().__init__(path, reason)
         self.decoded_s = decoded_s  # the audio before the break, which was yielded
 
+    @property
+    def note(self) -> str:
+        """What `pulse analyze` and the field app say of such a file."""
+        return f"{self.reason}; the audio before it was analysed"
+
 
 @dataclass(frozen=True)
 class AudioInfo:

@@ -52,7 +52,7 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
                 scores.append(outputs["scores"])
                 embeddings.append(outputs.get("embedding", np.zeros((len(windows), 0), np.float32)))
         except PartlyDecoded as exc:  # as `pulse analyze`: the audio before the break is analysed, and said so
-            warning, duration_s = f"{exc.reason}; the audio before it was analysed", exc.decoded_s
+            warning, duration_s = exc.note, exc.decoded_s
     finally:
         predictor.close()
     labels = LabelSet.from_metadata(meta)

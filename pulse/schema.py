@@ -74,4 +74,3 @@ def detection_channel(channel: int | None) -> int:
 def empty_detections() -> pd.DataFrame:
     dtypes = {"file": object, "channel": int, "label": object, "common_name": object, "code": object}
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, float)) for c in DETECTION_COLUMNS})
-
