@@ -33,7 +33,7 @@ from pulse.config import InferConfig
 from pulse.detect import detect_windows
 from pulse.io import AudioInfo, PartlyDecoded, audio_info, find_audio, stream_audio
 from pulse.journal import Journal
-from pulse.schema import LabelSet, detection_channel, empty_detections, scores_frame
+from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
 from pulse.writers import WRITERS, output_path
@@ -401,7 +401,7 @@ def _finish_file(f: _File, run: _Run) -> None:
     f.run_tables = {w.table: tables[w.table] for w in run.writers if not w.per_file}
 
 
-def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame]:
+def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame | Columns]:
     """The tables this run's writers read, of one file; boxes never reach above its Nyquist frequency."""
     tables = {}
     if "scores" in run.tables:
@@ -436,12 +436,19 @@ def _write_run_tables(files: list[_File], run: _Run) -> None:
         log.warning("%d file(s) skipped as finished are missing from the run-wide tables: another run into %s "
                     "replaced their journal records meanwhile (first: %s); run again to include them",
                     len(missing), run.out_dir, missing[0])
-    labels = run.labels.labels
-    empty = {"scores": scores_frame("", np.zeros(0), np.zeros(0), np.zeros((0, len(labels))), labels),
-             "detections": empty_detections()}
     for writer in run_writers:
-        parts = [t for t in tables[writer.table] if len(t)]
-        writer.write(pd.concat(parts) if parts else empty[writer.table], output_path(writer, run.out_dir))
+        writer.write(_join(writer.table, tables[writer.table], run.labels), output_path(writer, run.out_dir))
+
+
+def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame:
+    """One run-wide table from the files' parts (detections as `Columns`, scores as tables)."""
+    if table == "detections":
+        if not parts:
+            return empty_detections()
+        return pd.DataFrame({c: np.concatenate([part[c] for part in parts]) for c in DETECTION_COLUMNS})
+    parts = [part for part in parts if len(part)]
+    empty = scores_frame("", np.zeros(0), np.zeros(0), np.zeros((0, len(labels.labels))), labels.labels)
+    return pd.concat(parts) if parts else empty
 
 
 def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:

@@ -114,7 +114,10 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
                     bad = done + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
                     raise AudioReadError(path, f"NaN/Inf sample at {bad / info.sample_rate:.3f} s")
                 done += len(data)
-                mono = data.mean(axis=1) if channel is None else data[:, channel]
+                if channel is None and info.channels > 1:
+                    mono = data.mean(axis=1)
+                else:  # a mono file's mean is its samples, at a tenth of a 3 s clip's decoding time
+                    mono = data[:, channel or 0]
                 if resampler is not None:
                     mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
                 if len(mono):

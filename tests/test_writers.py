@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from export.atomic import write_text
 from pulse.detect import detect, detect_windows
 from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, detection_channel, scores_frame, validate_scores
 from pulse.writers import WRITERS, output_path
@@ -59,7 +60,8 @@ def test_detect_windows_is_detect_of_the_table(scores):
     index = scores.index
     from_arrays = detect_windows(index.get_level_values("file").to_numpy(object), np.array([0.0, 3.0, 6.0]),
                                  np.array([3.0, 6.0, 7.5]), scores.to_numpy(), LABELS, 0.25, 500, 4000, channel=2)
-    pd.testing.assert_frame_equal(from_arrays, detect(scores, LABELS, 0.25, 500, 4000, channel=2))
+    assert tuple(from_arrays) == DETECTION_COLUMNS
+    pd.testing.assert_frame_equal(pd.DataFrame(from_arrays), detect(scores, LABELS, 0.25, 500, 4000, channel=2))
 
 
 def test_label_set_from_metadata_falls_back():
@@ -94,6 +96,15 @@ def test_raven_table_exact(tmp_path, scores):
     # --channel 1 (0-based) analysed the second channel: Raven, counting from 1, must open channel 2
     WRITERS.create("raven").write(detect(scores, LABELS, 0.25, 500, 22050, detection_channel(1)), path)
     assert [line.split("\t")[2] for line in path.read_text().splitlines()[1:]] == ["2"] * 4
+
+
+def test_atomic_write_makes_its_folder_and_leaves_nothing_when_it_fails(tmp_path):
+    write_text(tmp_path / "site1" / "night1" / "a.txt", "x\n")
+    assert (tmp_path / "site1" / "night1" / "a.txt").read_text() == "x\n"
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError):  # the rename onto a folder fails after the data is written
+        write_text(tmp_path / "taken", "y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site1", "taken"]  # no temporary file left
 
 
 def test_csv_audacity_scores_layouts(tmp_path, scores):

@@ -2,7 +2,8 @@
 
 A writer declares which table it reads (`"detections"` or `"scores"`), whether it writes one
 file per input recording or one file for the whole run, and its `suffix`: the file name ending
-for per-recording outputs, the whole file name otherwise. `write(table, path)` writes atomically.
+for per-recording outputs, the whole file name otherwise. `write(table, path)` writes atomically;
+per-file writers get one recording's detections as `Columns`, run-wide ones a DataFrame of all.
 Adding a format means adding one file here; callers never branch on format names.
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+import numpy as np
 import pandas as pd
 
 from export.registry import Registry
+from pulse.schema import Columns
 
 
 class Writer(Protocol):
@@ -21,7 +24,7 @@ class Writer(Protocol):
     table: ClassVar[str]  # "detections" or "scores"
     per_file: ClassVar[bool]
 
-    def write(self, table: pd.DataFrame, path: Path) -> None:
+    def write(self, table: pd.DataFrame | Columns, path: Path) -> None:
         """Write `table` to `path` atomically."""
 
 
@@ -35,10 +38,10 @@ def output_path(writer: Writer, out_dir: Path, relative: Path | None = None) -> 
     return out_dir / writer.suffix
 
 
-def rows(table: pd.DataFrame, columns: tuple[str, ...]):
+def rows(table: pd.DataFrame | Columns, columns: tuple[str, ...]):
     """The table's rows as tuples of `columns`: per-file writers run once per recording, and pandas'
     itertuples (an indexing call per column) cost more than the rest of a 3 s file's output."""
-    return zip(*(table[c].to_numpy() for c in columns))
+    return zip(*(np.asarray(table[c]) for c in columns))
 
 
 from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from export.atomic import atomic_path
+from export.atomic import write_text
+from pulse.schema import Columns
 from pulse.writers import WRITERS, rows
 
 
@@ -16,8 +15,7 @@ class AudacityWriter:
     table = "detections"
     per_file = True
 
-    def write(self, table: pd.DataFrame, path: Path) -> None:
+    def write(self, table: Columns, path: Path) -> None:
         lines = [f"{start:.3f}\t{end:.3f}\t{name}, {score:.4f}\n"
                  for start, end, name, score in rows(table, ("start_s", "end_s", "common_name", "score"))]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(lines), encoding="utf-8")
+        write_text(path, "".join(lines))

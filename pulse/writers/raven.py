@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from export.atomic import atomic_path
+from export.atomic import write_text
+from pulse.schema import Columns
 from pulse.writers import WRITERS, rows
 
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
@@ -19,14 +18,13 @@ class RavenWriter:
     table = "detections"
     per_file = True
 
-    def write(self, table: pd.DataFrame, path: Path) -> None:
+    def write(self, table: Columns, path: Path) -> None:
         lines = ["\t".join(RAVEN_COLUMNS)]
         columns = ("channel", "start_s", "end_s", "low_hz", "high_hz", "common_name", "code", "score", "file")
         for i, (channel, start, end, low, high, name, code, score, file) in enumerate(rows(table, columns), start=1):
             lines.append("\t".join(map(str, (i, "Spectrogram 1", channel, _num(start), _num(end), _num(low), _num(high),
                                              name, code, f"{score:.4f}", file, _num(start)))))
-        with atomic_path(path) as tmp:
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text(path, "\n".join(lines) + "\n")
 
 
 def _num(value: float) -> str:
