@@ -5,7 +5,8 @@ it) over the same folder, one after the other, with the same `--threads`. The au
 of InsectSet32 (../shared/data): 200 files of 3 s (consecutive 3 s of each clip, the length of the
 issue's excerpts) and 20 files of 30 s (the 44.1 kHz clips concatenated). Reported per length and
 thread count: every run's x real time (summary.json, in-process), the student's median over the
-BirdNET mean, as in bench/results/throughput_file_length_journal.json.
+BirdNET mean, as in bench/results/throughput_file_length_journal.json; and the same for the whole
+process (interpreter start, imports and model loading included: ~0.7 s a command for either model).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +51,14 @@ def join_clips(folder: Path, n: int = 20, seconds: int = 30, rate: int = 44100) 
         sf.write(folder / f"r{k:02d}.flac", audio[k * seconds * rate:(k + 1) * seconds * rate], rate)
 
 
-def x_realtime(folder: Path, out: Path, model: str, threads: int) -> float:
+def x_realtime(folder: Path, out: Path, model: str, threads: int) -> tuple[float, float]:
+    """x real time inside `pulse analyze` (its summary.json) and of the whole process."""
+    start = time.perf_counter()
     subprocess.run([str(PULSE), "analyze", str(folder), "--out", str(out), "--no-resume", "--threads", str(threads),
                     "--model", model], check=True, capture_output=True)
-    return json.loads((out / "summary.json").read_text())["x_realtime"]
+    process_s = time.perf_counter() - start
+    summary = json.loads((out / "summary.json").read_text())
+    return summary["x_realtime"], round(summary["audio_s"] / process_s, 1)
 
 
 def main() -> None:
@@ -69,16 +75,21 @@ def main() -> None:
         report = {}
         for length, folder in folders.items():
             for threads in args.threads:
-                runs = {"student": [], "birdnet": []}
+                runs = {"student": [], "birdnet": [], "student_process": [], "birdnet_process": []}
                 for k in range(max(args.student_runs, args.birdnet_runs)):  # interleaved: the VM's drift hits both
                     for name, model, wanted in (("student", "default", args.student_runs),
                                                 ("birdnet", "birdnet", args.birdnet_runs)):
                         if k < wanted:
-                            runs[name].append(x_realtime(folder, Path(tmp) / f"out_{name}", model, threads))
+                            inside, whole = x_realtime(folder, Path(tmp) / f"out_{name}", model, threads)
+                            runs[name].append(inside)
+                            runs[f"{name}_process"].append(whole)
                 student, birdnet = statistics.median(runs["student"]), statistics.mean(runs["birdnet"])
+                process = statistics.median(runs["student_process"]) / statistics.mean(runs["birdnet_process"])
                 report.setdefault(length, {})[f"{threads}_threads"] = {
                     "student_runs": runs["student"], "birdnet_runs": runs["birdnet"], "student_median": student,
-                    "birdnet_mean": round(birdnet, 1), "speedup": round(student / birdnet, 1)}
+                    "birdnet_mean": round(birdnet, 1), "speedup": round(student / birdnet, 1),
+                    "student_process_runs": runs["student_process"], "birdnet_process_runs": runs["birdnet_process"],
+                    "speedup_process": round(process, 1)}
                 print(length, threads, "threads:", report[length][f"{threads}_threads"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
