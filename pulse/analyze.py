@@ -15,6 +15,7 @@ import hashlib
 import io as text_io
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -165,8 +166,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     writers = tuple(WRITERS.create(name) for name in cfg.formats)
-    if not writers or cfg.batch_size < 1 or cfg.workers < 1:
-        raise ValueError("need at least one output format, and batch_size and workers of at least 1")
+    if not writers or cfg.batch_size < 1 or cfg.workers < 0:
+        raise ValueError("need at least one output format, a batch_size of at least 1 and workers of at least 0")
     if not 0.0 <= cfg.min_conf <= 1.0:
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
     if out_dir.exists() and not out_dir.is_dir():
@@ -213,16 +214,17 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
     from tqdm import tqdm
 
     cfg = run.cfg
+    workers = decoding_threads(cfg.workers)
     tasks: queue.Queue = queue.Queue()
     for i in range(len(todo)):
         tasks.put(i)
-    for _ in range(cfg.workers):
+    for _ in range(workers):
         tasks.put(None)
     chunks: queue.Queue = queue.Queue()
-    budget = _WindowBudget(2 * cfg.workers * cfg.batch_size)  # one batch being scored, the next filling
+    budget = _WindowBudget(2 * workers * cfg.batch_size)  # one batch being scored, the next filling
     stop = threading.Event()
     threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, budget, run, stop), daemon=True)
-               for _ in range(cfg.workers)]
+               for _ in range(workers)]
     for t in threads:
         t.start()
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (file, start samples, windows), oldest first
@@ -331,6 +333,16 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
     finally:
         stop.set()
         bar.close()
+
+
+def decoding_threads(workers: int) -> int:
+    """`--workers 0`: one decoding thread per four cores. Decoding a FLAC costs about as much CPU as the model
+    (~2 ms a 3 s clip against ~2.6 ms a window on one core), threads decode in parallel (libsndfile releases
+    the GIL), and one thread would cap a model that spreads over many cores."""
+    if workers:
+        return workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // 4)
 
 
 class _WindowBudget:

@@ -36,7 +36,7 @@ def analyze(
     min_len: float = typer.Option(_INFER.min_len, help="Seconds of audio a file's last window needs to be analysed "
                                                        "(a file shorter than one window is always analysed)."),
     batch_size: int = typer.Option(_INFER.batch_size, help="Windows per model call."),
-    workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model."),
+    workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model (0: one per 4 cores, at least 1)."),
     threads: int = typer.Option(_INFER.threads, help="CPU threads of the model, any backend (0: every core)."),
     format: str = typer.Option(",".join(_INFER.formats), "--format",
                                help="Comma list of raven, csv, audacity, scores, kaleidoscope."),

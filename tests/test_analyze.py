@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typer.testing import CliRunner
 
 from export.artifact import set_onnx_metadata
 from export.predictor import load_predictor
-from pulse.analyze import MODEL_ALIASES, analyze, below_rate_note
+from pulse.analyze import MODEL_ALIASES, analyze, below_rate_note, decoding_threads
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
 from pulse.io import AudioReadError, read_audio
@@ -208,6 +209,13 @@ def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplo
     assert summary.files_done == 3 and len(flagged) == 1
     assert "22050 Hz" in flagged[0] and "above 11025 Hz" in flagged[0]
     assert below_rate_note(22050, 15000.0, "birdnet") and not below_rate_note(44100, 15000.0, "birdnet")
+
+
+def test_workers_zero_decodes_with_one_thread_per_four_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert decoding_threads(0) == 4 and decoding_threads(3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert decoding_threads(0) == 1
 
 
 def test_overlap_channel_and_threshold(tmp_path, model):
