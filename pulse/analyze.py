@@ -23,9 +23,9 @@ import traceback
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from export.atomic import write_json, write_text
 from export.predictor import Predictor, load_predictor
@@ -38,6 +38,9 @@ from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
 from pulse.writers import WRITERS, output_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -452,12 +455,14 @@ def _write_run_tables(files: list[_File], run: _Run) -> None:
         writer.write(_join(writer.table, tables[writer.table], run.labels), output_path(writer, run.out_dir))
 
 
-def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame:
+def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
     """One run-wide table from the files' parts (detections as `Columns`, scores as tables)."""
     if table == "detections":
         if not parts:
             return empty_detections()
-        return pd.DataFrame({c: np.concatenate([part[c] for part in parts]) for c in DETECTION_COLUMNS})
+        return {c: np.concatenate([part[c] for part in parts]) for c in DETECTION_COLUMNS}
+    import pandas as pd  # only scores tables need it (scores_frame imported it already)
+
     parts = [part for part in parts if len(part)]
     empty = scores_frame("", np.zeros(0), np.zeros(0), np.zeros((0, len(labels.labels))), labels.labels)
     return pd.concat(parts) if parts else empty

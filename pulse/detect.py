@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from pulse.schema import Columns, LabelSet, SchemaError, check_score_values, validate_scores
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
@@ -16,6 +20,8 @@ def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
     recording's Nyquist frequency so that no box reaches above what the file contains. `channel` is
     the analysed audio channel counted from 1 (`schema.detection_channel`).
     """
+    import pandas as pd
+
     validate_scores(scores)
     if tuple(scores.columns) != label_set.labels:
         raise SchemaError("score columns do not match the model's labels")
@@ -38,7 +44,7 @@ def detect_windows(files: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray, 
     if (ends <= starts).any() or high_hz <= low_hz:
         raise SchemaError("every detection needs end_s > start_s and high_hz > low_hz")
     score = scores[rows, cols].astype(float)
-    order = np.lexsort((-score, starts, pd.factorize(files, sort=True)[0]))  # file, then time, then best first
+    order = np.lexsort((-score, starts, np.unique(files, return_inverse=True)[1]))  # file, time, best first
     cols, n = cols[order], len(order)
     return {
         "file": files[order], "channel": np.full(n, channel), "start_s": starts[order], "end_s": ends[order],

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from export.atomic import write_text
 from pulse.detect import detect, detect_windows
@@ -120,6 +123,29 @@ def test_csv_audacity_scores_layouts(tmp_path, scores):
     back = pd.read_csv(tmp_path / "scores.csv")
     assert list(back.columns) == ["file", "start_s", "end_s", *LABELS.labels]
     np.testing.assert_allclose(back[list(LABELS.labels)].to_numpy(), scores.to_numpy(), atol=1e-5)
+
+
+def test_detections_csv_is_what_pandas_wrote(tmp_path, scores):
+    """Written with the csv module (so `pulse analyze` needs no pandas), byte for byte pandas' to_csv."""
+    from pulse.writers.detections_csv import CSV_COLUMNS
+
+    odd = scores.rename(index={"rec/a.wav": 'site, "north"/a\nb.wav'}, level="file")
+    for table in (detect(odd, LABELS, 0.25, 500, 22050), detect(odd, LABELS, 0.99, 500, 22050)):  # some, none
+        WRITERS.create("csv").write(table, tmp_path / "detections.csv")
+        pandas_csv = table[list(CSV_COLUMNS)].rename(columns=CSV_COLUMNS).to_csv(index=False, float_format="%.4f")
+        assert (tmp_path / "detections.csv").read_text() == pandas_csv
+
+
+def test_analyze_starts_without_pandas(tmp_path):
+    """pandas costs ~0.3 s of every command's start; the default formats never import it."""
+    code = ("import sys; from pulse.analyze import analyze; from pulse.config import InferConfig; "
+            f"analyze([{str(tmp_path / 'in')!r}], {str(tmp_path / 'out')!r}, InferConfig()); "
+            "print('pandas' in sys.modules)")
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", np.zeros(44100 * 3, np.float32), 44100)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"
+    assert (tmp_path / "out" / "detections.csv").read_text().startswith("Start (s),End (s)")
 
 
 def test_kaleidoscope_layout(tmp_path, scores):

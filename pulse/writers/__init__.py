@@ -3,20 +3,24 @@
 A writer declares which table it reads (`"detections"` or `"scores"`), whether it writes one
 file per input recording or one file for the whole run, and its `suffix`: the file name ending
 for per-recording outputs, the whole file name otherwise. `write(table, path)` writes atomically;
-per-file writers get one recording's detections as `Columns`, run-wide ones a DataFrame of all.
+detection writers get `Columns` (one recording's, or the run's), the scores writer a DataFrame.
 Adding a format means adding one file here; callers never branch on format names.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Iterable, Protocol
 
 import numpy as np
-import pandas as pd
 
 from export.registry import Registry
 from pulse.schema import Columns
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Writer(Protocol):
@@ -44,6 +48,15 @@ def rows(table: pd.DataFrame | Columns, columns: tuple[str, ...]):
     return zip(*(np.asarray(table[c]) for c in columns))
 
 
+def csv_text(header: Iterable[str], records: Iterable[tuple]) -> str:
+    """CSV as pandas' `to_csv(index=False, float_format="%.4f")` writes it (the same csv module underneath)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([f"{v:.4f}" if isinstance(v, float) else v for v in record] for record in records)
+    return text.getvalue()
+
+
 from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)
 
-__all__ = ["WRITERS", "Writer", "output_path", "rows"]
+__all__ = ["WRITERS", "Writer", "csv_text", "output_path", "rows"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from export.atomic import atomic_path
-from pulse.writers import WRITERS
+from export.atomic import write_text
+from pulse.schema import Columns
+from pulse.writers import WRITERS, csv_text, rows
 
 CSV_COLUMNS = {"start_s": "Start (s)", "end_s": "End (s)", "label": "Scientific name",
                "common_name": "Common name", "score": "Confidence", "file": "File"}
@@ -19,7 +18,5 @@ class DetectionsCsvWriter:
     table = "detections"
     per_file = False
 
-    def write(self, table: pd.DataFrame, path: Path) -> None:
-        out = table[list(CSV_COLUMNS)].rename(columns=CSV_COLUMNS)
-        with atomic_path(path) as tmp:
-            out.to_csv(tmp, index=False, float_format="%.4f")
+    def write(self, table: Columns, path: Path) -> None:
+        write_text(path, csv_text(CSV_COLUMNS.values(), rows(table, tuple(CSV_COLUMNS))))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os.path
 from pathlib import Path
 
-import pandas as pd
+from export.atomic import write_text
+from pulse.schema import Columns
+from pulse.writers import WRITERS, csv_text, rows
 
-from export.atomic import atomic_path
-from pulse.writers import WRITERS
+KALEIDOSCOPE_COLUMNS = ("INDIR", "FOLDER", "IN FILE", "OFFSET", "DURATION", "scientific_name", "common_name",
+                        "confidence")
 
 
 @WRITERS.register("kaleidoscope")
@@ -22,15 +24,10 @@ class KaleidoscopeWriter:
     table = "detections"
     per_file = False
 
-    def write(self, table: pd.DataFrame, path: Path) -> None:
-        folder_and_name = [os.path.split(file) for file in table["file"]]
-        indir_and_folder = [os.path.split(folder) for folder, _ in folder_and_name]
-        out = pd.DataFrame({
-            "INDIR": [indir for indir, _ in indir_and_folder], "FOLDER": [folder for _, folder in indir_and_folder],
-            "IN FILE": [name for _, name in folder_and_name],
-            "OFFSET": table["start_s"].to_numpy(), "DURATION": (table["end_s"] - table["start_s"]).to_numpy(),
-            "scientific_name": table["label"].to_numpy(), "common_name": table["common_name"].to_numpy(),
-            "confidence": table["score"].to_numpy(),
-        })
-        with atomic_path(path) as tmp:
-            out.to_csv(tmp, index=False, float_format="%.4f")
+    def write(self, table: Columns, path: Path) -> None:
+        records = []
+        for file, start, end, label, name, score in rows(table, ("file", "start_s", "end_s", "label", "common_name",
+                                                                  "score")):
+            folder, file_name = os.path.split(file)
+            records.append((*os.path.split(folder), file_name, start, end - start, label, name, score))
+        write_text(path, csv_text(KALEIDOSCOPE_COLUMNS, records))

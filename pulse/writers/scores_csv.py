@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from export.atomic import atomic_path
 from pulse.writers import WRITERS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @WRITERS.register("scores")
