@@ -1,8 +1,11 @@
 """Export a PULSE model to ONNX: waveform in, sigmoid scores and embedding out.
 
-Two graphs from the same weights, differing only in how the frontend computes |STFT|^2:
-- "fft": torch.stft becomes the ONNX STFT op, the fast path in ONNX Runtime on CPU.
+Three graphs from the same weights, differing only in how the frontend computes |STFT|^2
+(`pulse.frontend`):
+- "fft": torch.stft becomes the ONNX STFT op.
 - "conv": a Conv1d DFT basis, no DFT/STFT op at all, so every TensorRT version can build it.
+- "folded": frames folded on their centre, then two matrix products: half conv's multiply-adds,
+  also without DFT/STFT ops (the bundled models' fastest in ONNX Runtime on CPU).
 
 Exporter choice (torch 2.9): the TorchScript exporter (dynamo=False) rejects the fft graph
 ("STFT does not currently support complex types"), because the frontend uses a complex STFT.
@@ -95,11 +98,11 @@ def graph_ops(model_proto) -> set[str]:
 
 
 def check_frontend_ops(model_proto, frontend: str) -> None:
-    """fft graphs must use STFT; conv graphs must contain no DFT/STFT (TensorRT < 10.5 lacks them)."""
+    """fft graphs must use STFT; conv and folded graphs must contain no DFT/STFT (TensorRT < 10.5 lacks them)."""
     fourier = graph_ops(model_proto) & FOURIER_OPS
     if frontend == "fft" and "STFT" not in fourier:
         raise OnnxExportError("fft frontend exported without an STFT op")
-    if frontend == "conv" and fourier:
+    if frontend in ("conv", "folded") and fourier:
         raise OnnxExportError(f"conv frontend exported with {sorted(fourier)}: not TensorRT-portable")
 
 

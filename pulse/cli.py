@@ -97,7 +97,7 @@ _EXPORT = ExportConfig()
 def export_model(
     model: Path = typer.Option(..., "--model", "-m", help="Trained checkpoint (.safetensors) to export."),
     out: Path = typer.Option(..., "--out", "-o", help="Artefact folder to write."),
-    ort_graph: str = typer.Option(_EXPORT.ort_graph, help="model.onnx frontend: auto (the faster, timed), fft or conv."),
+    ort_graph: str = typer.Option(_EXPORT.ort_graph, help="model.onnx frontend: auto (the fastest, timed), fft, conv or folded."),
     int8: bool = typer.Option(_EXPORT.int8, help="Also write model.int8.onnx (ONNX Runtime INT8)."),
     quantization: str = typer.Option(_EXPORT.quantization, help="INT8 method: static (calibrated) or dynamic."),
     calibration: list[Path] = typer.Option(list(map(Path, _EXPORT.calibration)),

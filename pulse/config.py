@@ -233,8 +233,9 @@ class TrainConfig(JsonConfig):
 class ExportConfig(JsonConfig):
     """Settings of `pulse export`: which artefacts to write and the real audio that checks them."""
 
-    # Which log-mel graph model.onnx (what ONNX Runtime runs) holds: "auto" times both on the
-    # parity windows and keeps the faster; "fft" (STFT op) or "conv" (DFT basis as a convolution).
+    # Which log-mel graph model.onnx (what ONNX Runtime runs) holds: "auto" times all three on the
+    # parity windows and keeps the fastest; "fft" (STFT op), "conv" (DFT basis as a convolution) or
+    # "folded" (frames folded on their centre, two matrix products: `pulse.frontend`).
     ort_graph: str = "auto"
     int8: bool = False
     quantization: str = "static"  # "static" (activations calibrated on real audio) or "dynamic"

@@ -44,7 +44,9 @@ def test_graphs_have_the_promised_structure(pulse_bundle):
     fft, conv = onnx.load(str(pulse_bundle / "model.onnx")), onnx.load(str(pulse_bundle / "model.trt.onnx"))
     assert "STFT" in graph_ops(fft)
     assert not graph_ops(conv) & {"STFT", "DFT"} and "Conv" in graph_ops(conv)
-    for proto, frontend in ((fft, "fft"), (conv, "conv")):
+    folded = onnx.load(str(pulse_bundle / "model.folded.onnx"))
+    assert not graph_ops(folded) & {"STFT", "DFT"} and "MatMul" in graph_ops(folded)
+    for proto, frontend in ((fft, "fft"), (conv, "conv"), (folded, "folded")):
         (wave,) = proto.graph.input
         assert wave.name == "waveform"
         assert [d.dim_param or d.dim_value for d in wave.type.tensor_type.shape.dim] == ["batch", 44100]
@@ -61,7 +63,7 @@ def test_graphs_have_the_promised_structure(pulse_bundle):
 def test_torch_and_onnxruntime_agree_at_any_batch(pulse_bundle, batch):
     torch_model = load_predictor(pulse_bundle, backend="torch")
     batch_in = _windows(batch, torch_model.input_spec.shape[1], seed=batch)
-    for name in ("model.onnx", "model.trt.onnx"):
+    for name in ("model.onnx", "model.trt.onnx", "model.folded.onnx"):
         check = compare(torch_model, load_predictor(pulse_bundle / name), batch_in, FP32_TOLERANCE)
         assert check.ok, check.line()
     scores = torch_model.predict(batch_in)["scores"]
@@ -81,16 +83,18 @@ def test_int8_is_quantised_and_within_looser_tolerance(pulse_bundle):
 
 def test_export_config_records_every_file_and_passing_parity(pulse_bundle):
     config = json.loads((pulse_bundle / "config.json").read_text())
-    assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.trt.onnx", "model.int8.onnx"}
-    assert [p["candidate"] for p in config["parity"]] == ["onnxruntime fft", "onnxruntime conv", "int8 static"]
+    assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.trt.onnx", "model.folded.onnx",
+                                    "model.int8.onnx"}
+    assert [p["candidate"] for p in config["parity"]] == ["onnxruntime fft", "onnxruntime conv", "onnxruntime folded",
+                                                          "int8 static"]
     assert all(p["ok"] for p in config["parity"]) and config["parity_windows"] == 16
     assert config["onnxruntime_graph"] == "fft"
-    assert {"onnxruntime fft fp32", "onnxruntime conv fp32"} <= set(config["ms_per_window"])
+    assert {f"onnxruntime {m} fp32" for m in ("fft", "conv", "folded")} <= set(config["ms_per_window"])
 
 
-@pytest.mark.parametrize("ort_graph", ["auto", "conv"])
+@pytest.mark.parametrize("ort_graph", ["auto", "conv", "folded"])
 def test_model_onnx_holds_the_chosen_graph(pulse_bundle, tmp_path, ort_graph):
-    """auto keeps the graph ONNX Runtime ran faster; conv forces the DFT-free one (same file as TensorRT's)."""
+    """auto keeps the graph ONNX Runtime ran fastest; conv forces the DFT-free one (same file as TensorRT's)."""
     from export.bundle import export_bundle
 
     cfg = ExportConfig(ort_graph=ort_graph, calibration=(str(pulse_bundle.parent / "audio"),), parity_windows=4)
@@ -98,12 +102,13 @@ def test_model_onnx_holds_the_chosen_graph(pulse_bundle, tmp_path, ort_graph):
     assert all(c.ok for c in checks)
     config = json.loads((tmp_path / "config.json").read_text())
     speed = config["ms_per_window"]
-    expected = ort_graph if ort_graph != "auto" else min(("fft", "conv"), key=lambda m: speed[f"onnxruntime {m} fp32"])
+    modes = ("fft", "conv", "folded")
+    expected = ort_graph if ort_graph != "auto" else min(modes, key=lambda m: speed[f"onnxruntime {m} fp32"])
     assert config["onnxruntime_graph"] == expected
     ops = graph_ops(onnx.load(str(tmp_path / "model.onnx")))
-    assert ("STFT" in ops) == (expected == "fft")
-    same_as_trt = (tmp_path / "model.onnx").read_bytes() == (tmp_path / "model.trt.onnx").read_bytes()
-    assert same_as_trt == (expected == "conv")
+    assert ("STFT" in ops) == (expected == "fft") and ("Conv" in ops)  # the network's own convolutions
+    for mode, name in (("conv", "model.trt.onnx"), ("folded", "model.folded.onnx")):
+        assert ((tmp_path / "model.onnx").read_bytes() == (tmp_path / name).read_bytes()) == (expected == mode)
 
 
 def test_static_int8_calibrated_on_real_songs(shared_data, pulse_bundle, tmp_path):
@@ -176,7 +181,7 @@ def test_pulse_export_fails_early_and_clearly(pulse_bundle, tmp_path):
     result = CliRunner().invoke(app, [*args, "--int8", "--quantization", "int4"])
     assert result.exit_code == 2 and "quantisation method" in result.output
     result = CliRunner().invoke(app, [*args, "--ort-graph", "dft"])
-    assert result.exit_code == 2 and "ort_graph must be auto, fft or conv" in result.output
+    assert result.exit_code == 2 and "ort_graph must be auto, fft, conv or folded" in result.output
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 

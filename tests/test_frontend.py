@@ -1,4 +1,4 @@
-"""The in-model log-mel frontend matches torchaudio, and its fft and conv paths agree.
+"""The in-model log-mel frontend matches torchaudio, and its fft, conv and folded paths agree.
 
 Tolerances: mel power within 1e-5 of the peak plus 1e-3 relative per bin (float32 FFT vs a
 float32 1024-tap DFT convolution); log-mel of the two paths within 0.01 (natural log units,
@@ -47,11 +47,24 @@ def test_mel_matches_torchaudio(mode):
     _assert_mel_close(_frontend(mode).mel(wave), _reference(wave))
 
 
-def test_fft_and_conv_log_mel_agree():
+def test_fft_conv_and_folded_log_mel_agree():
     wave = _test_signal()
-    fft, conv = _frontend("fft")(wave), _frontend("conv")(wave)
+    fft, conv, folded = _frontend("fft")(wave), _frontend("conv")(wave), _frontend("folded")(wave)
     assert fft.shape == (2, 1, CFG.n_mels, CFG.sample_rate // CFG.hop_length + 1)
-    assert float((fft - conv).abs().max()) < 1e-2
+    assert float((fft - conv).abs().max()) < 1e-2 and float((fft - folded).abs().max()) < 1e-2
+
+
+@pytest.mark.parametrize("samples", [3 * 44100, 44100, 5 * 882 + 700, 5 * 882 + 100])
+def test_folded_frames_without_overlap_match_torchaudio(samples):
+    """The bundled models' 512-point frames every 882 samples: frames are a reshape of the padded wave,
+    whatever the wave's length leaves after the last frame."""
+    n_fft, hop = 512, 882
+    wave = 0.1 * torch.randn(2, samples, generator=torch.Generator().manual_seed(1))
+    reference = torchaudio.transforms.MelSpectrogram(
+        CFG.sample_rate, n_fft=n_fft, hop_length=hop, f_min=CFG.f_min, f_max=CFG.f_max, n_mels=CFG.n_mels,
+        power=2.0, center=True, pad_mode="reflect", norm=None, mel_scale="htk")(wave)
+    folded = LogMel(CFG.sample_rate, n_fft, hop, CFG.n_mels, CFG.f_min, CFG.f_max, mode="folded")
+    _assert_mel_close(folded.mel(wave), reference)
 
 
 def test_frontends_agree_on_real_song(shared_data):
@@ -63,9 +76,12 @@ def test_frontends_agree_on_real_song(shared_data):
     ref = _reference(wave)
     for mode in FRONTEND_MODES:
         _assert_mel_close(_frontend(mode).mel(wave), ref)
-    assert float((_frontend("fft")(wave) - _frontend("conv")(wave)).abs().max()) < 1e-2
+    for mode in ("conv", "folded"):
+        assert float((_frontend("fft")(wave) - _frontend(mode)(wave)).abs().max()) < 1e-2
 
 
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="frontend mode"):
         _frontend("wavelet")
+    with pytest.raises(ValueError, match="even n_fft"):
+        LogMel(CFG.sample_rate, 511, 882, CFG.n_mels, CFG.f_min, CFG.f_max, mode="folded")
