@@ -2,9 +2,8 @@
 
 The folder holds the checkpoint, model.onnx (what ONNX Runtime runs), model.trt.onnx (conv
 frontend, what TensorRT builds), model.folded.onnx (folded frontend), optionally model.int8.onnx
-and a TensorRT engine, and
-config.json with the model config, the export settings, every file's sha256 and the parity of
-each artefact against the PyTorch model on real audio windows.
+and a TensorRT engine, and config.json with the model config, the export settings, every file's
+sha256 and the parity of each artefact against the PyTorch model on real audio windows.
 
 Which frontend graph is fastest in ONNX Runtime depends on the FFT size, the hop and the CPU (the
 STFT op costs n log n per frame but runs slowly; the DFT-as-convolution costs n^2 but runs as a

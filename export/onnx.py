@@ -103,7 +103,7 @@ def check_frontend_ops(model_proto, frontend: str) -> None:
     if frontend == "fft" and "STFT" not in fourier:
         raise OnnxExportError("fft frontend exported without an STFT op")
     if frontend in ("conv", "folded") and fourier:
-        raise OnnxExportError(f"conv frontend exported with {sorted(fourier)}: not TensorRT-portable")
+        raise OnnxExportError(f"{frontend} frontend exported with {sorted(fourier)}: not TensorRT-portable")
 
 
 def _name_batch_axis(model_proto) -> None:

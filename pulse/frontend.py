@@ -8,7 +8,7 @@ Three numerically equivalent ways to compute the power spectrogram:
   symmetric, so the cosine part of the DFT needs only x[n] + x[N-n] and the sine part x[n] - x[N-n]:
   half the multiply-adds of "conv", and only the bins the mel bands use. Frames that do not overlap
   (hop_length >= n_fft, as the bundled models' 20 ms hop of 512 points) are a reshape, others a gather.
-Both follow `torchaudio.transforms.MelSpectrogram` (centred, reflect padding, periodic Hann,
+All three follow `torchaudio.transforms.MelSpectrogram` (centred, reflect padding, periodic Hann,
 HTK mel scale, power 2), which the tests check numerically.
 """
 

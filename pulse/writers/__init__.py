@@ -3,7 +3,8 @@
 A writer declares which table it reads (`"detections"` or `"scores"`), whether it writes one
 file per input recording or one file for the whole run, and its `suffix`: the file name ending
 for per-recording outputs, the whole file name otherwise. `write(table, path)` writes atomically;
-detection writers get `Columns` (one recording's, or the run's), the scores writer a DataFrame.
+`pulse analyze` gives detection writers `Columns` (one recording's, or the run's) and the scores writer
+a DataFrame; detection writers take a detections DataFrame too (the field app's, from `detect`).
 Adding a format means adding one file here; callers never branch on format names.
 """
 
