@@ -11,13 +11,13 @@ Each run appends to a log of its own with one write() per file, so a killed run 
 file it finished; a record cut short (a kill, a full disk, a power cut's zero-filled tail) fails
 its checks and is ignored with everything after it in that log. One log per run, not one file
 per recording: renaming an .npz per recording into place cost ~0.7 ms, a seventh of a 3 s
-clip's whole time in `pulse analyze`.
+clip's whole time in `pulse analyze`. The scores are stored as raw bytes with their dtype and
+shape in the record's header (an .npz in memory cost 0.1 ms a record and six times the bytes).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -31,7 +31,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-RECORD_HEADER = struct.Struct("<II")  # body length, crc32 of the body; body = JSON header, NUL, .npz bytes
+RECORD_HEADER = struct.Struct("<II")  # body length, crc32 of the body; body = JSON header, NUL, the arrays' bytes
 
 
 @dataclass(frozen=True)
@@ -96,18 +96,23 @@ class Journal:
             if record is None or record.fingerprint != self.fingerprint:
                 return None
             body = _read_body(record)
-        with np.load(io.BytesIO(body[body.index(b"\0") + 1:]), allow_pickle=False) as part:
-            return {k: part[k] for k in part.files}
+        end = body.index(b"\0")
+        arrays, offset = {}, end + 1
+        for name, (dtype, shape) in json.loads(body[:end])["arrays"].items():
+            count = int(np.prod(shape))
+            arrays[name] = np.frombuffer(body, dtype, count, offset).reshape(shape)
+            offset += count * np.dtype(dtype).itemsize
+        return arrays
 
     def save(self, path: Path, output: str, note: str = "", **arrays) -> None:
         version = self._version(path)
         if version is None:
             return
+        arrays = {name: np.asarray(value) for name, value in arrays.items()}
         header = {"version": version, "path": self._resolved(path), "fingerprint": self.fingerprint,
-                  "output": output, "note": note}
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        body = json.dumps(header).encode() + b"\0" + buffer.getvalue()
+                  "output": output, "note": note,
+                  "arrays": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()}}
+        body = json.dumps(header).encode() + b"\0" + b"".join(value.tobytes() for value in arrays.values())
         self.open()
         start = self._log.tell()
         try:
@@ -200,4 +205,6 @@ def _header(body: bytes) -> dict | None:
     except ValueError:
         return None
     keys = ("version", "path", "fingerprint", "output", "note")
-    return header if isinstance(header, dict) and all(isinstance(header.get(k), str) for k in keys) else None
+    if not isinstance(header, dict) or not all(isinstance(header.get(k), str) for k in keys):
+        return None
+    return header if isinstance(header.get("arrays"), dict) else None  # records before raw arrays: not read

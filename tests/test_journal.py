@@ -42,11 +42,35 @@ def test_saved_files_are_found_by_a_later_run(tmp_path):
     later = Journal(tmp_path / "j", "a")
     assert [later.done(p, p.stem) for p in paths] == [True, True, False]
     for key, value in scores(1).items():
-        np.testing.assert_array_equal(later.load(paths[1])[key], value)
+        loaded = later.load(paths[1])[key]
+        np.testing.assert_array_equal(loaded, value)
+        assert loaded.dtype == value.dtype and loaded.shape == np.shape(value)
     assert later.load(paths[2]) is None
     assert done(tmp_path / "j", "b", paths[:1]) == [False]  # other settings: analysed again
     paths[0].write_bytes(b"changed")
     assert done(tmp_path / "j", "a", paths[:1]) == [False]  # a changed recording too
+
+
+def test_records_of_the_earlier_npz_format_are_not_read(tmp_path):
+    """A log from before the raw-array records (an .npz body): its file is analysed again, without an error."""
+    import io
+    import json
+    import zlib
+
+    from pulse.journal import RECORD_HEADER
+
+    paths = recordings(tmp_path, 1)
+    stat = paths[0].stat()
+    header = {"version": f"{paths[0].resolve()}|{stat.st_size}|{stat.st_mtime_ns}", "path": str(paths[0].resolve()),
+              "fingerprint": "a", "output": "r0", "note": ""}
+    npz = io.BytesIO()
+    np.savez(npz, **scores(0))
+    body = json.dumps(header).encode() + b"\0" + npz.getvalue()
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "1-1.log").write_bytes(RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body)
+    assert done(tmp_path / "j", "a", paths) == [False]
+    save_all(tmp_path / "j", "a", paths)
+    assert done(tmp_path / "j", "a", paths) == [True]
 
 
 def test_only_the_latest_settings_count(tmp_path):
