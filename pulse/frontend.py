@@ -49,8 +49,8 @@ class LogMel(nn.Module):
                              persistent=False)  # [2*n_bins, 1, n_fft]
         # Folded path: [x[0], x[n] + x[N-n] for n = 1..N/2-1, x[N/2]] and [x[n] - x[N-n]] -> the used bins.
         half, used = n_fft // 2, fbank.abs().sum(dim=1) > 0
-        even = torch.cat([cosine[:, :1], cosine[:, 1:half], cosine[:, half:half + 1]], dim=1)
-        self.register_buffer("even_basis", even[used].T.float().contiguous(), persistent=False)  # [N/2+1, used]
+        self.register_buffer("even_basis", cosine[used, :half + 1].T.float().contiguous(),
+                             persistent=False)  # [N/2+1, used]
         self.register_buffer("odd_basis", sine[used, 1:half].T.float().contiguous(), persistent=False)  # [N/2-1, used]
         self.register_buffer("folded_fbank", fbank[used], persistent=False)  # [used, n_mels]
 
