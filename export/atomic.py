@@ -14,14 +14,24 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    """A new file beside `path` (`.NAME.XXXX.tmp`), open for writing, made with its folder if need be."""
+    # Not mkstemp: it creates files 0600, and outputs must get the user's usual permissions (umask).
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        return tmp, os.open(tmp, flags, 0o666)
+    except FileNotFoundError:  # the folder does not exist yet
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tmp, os.open(tmp, flags, 0o666)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: it creates files 0600, and outputs must get the user's usual permissions (umask).
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    tmp, fd = _create_temporary(path)
+    os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -31,22 +41,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """`atomic_path` in the fewest system calls (one create, one write, one rename): per-file outputs of
-    `pulse analyze` are written once per recording, where the context manager's extra open cost ~0.1 ms."""
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    `pulse analyze` are written once per recording, where reopening the temporary cost ~0.1 ms."""
+    path = Path(path)
+    tmp, fd = _create_temporary(path)
     try:
         with open(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
 
 
