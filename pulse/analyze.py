@@ -32,7 +32,7 @@ from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detect_windows
-from pulse.io import AudioInfo, PartlyDecoded, audio_info, find_audio, stream_audio
+from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, find_audio, stream_audio
 from pulse.journal import Journal
 from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.teacher.birdnet import model_path as birdnet_model_path
@@ -70,6 +70,19 @@ def below_rate_note(file_rate: int, band_top_hz: float, model: str) -> str:
     advice = "; the `lowrate` model is trained for such recordings" if model in ("default", "supervised") else ""
     return (f"recorded at {file_rate} Hz: songs above {file_rate // 2} Hz are not in the file, below the model's "
             f"band top of {band_top_hz:g} Hz{advice}")
+
+
+def refuse_if_cut_too_short(path: str | Path, seconds: float, reason: str, spec: WindowSpec) -> None:
+    """Raise AudioReadError for a recording that breaks off before `--min-len` seconds of audio.
+
+    An intact clip shorter than a window is analysed, padded: it is what the user chose to give. The
+    few milliseconds left of a broken file are not: 10 ms of noise padded to 3 s scored 0.56 Dark
+    Bush-cricket with the bundled model.
+    """
+    min_len_s = spec.min_len / spec.sample_rate
+    if seconds < min_len_s:
+        raise AudioReadError(path, f"{reason}, under the {min_len_s:g} s of audio a window needs (--min-len): "
+                                   f"not analysed")
 
 
 def resolve_model(name: str) -> tuple[Path, str]:
@@ -386,6 +399,8 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
         path = todo[i].path
         try:
             info = audio_info(path)
+            if info.warning:
+                refuse_if_cut_too_short(path, info.duration_s, f"truncated to {info.duration_s:.2f} s", run.spec)
             if not put(("start", i, info)):
                 return
             blocks = stream_audio(path, run.spec.sample_rate, run.cfg.block_s, run.cfg.channel, info=info)
@@ -394,6 +409,11 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
                     return
             put(("end", i))
         except PartlyDecoded as exc:
+            try:
+                refuse_if_cut_too_short(path, exc.decoded_s, exc.reason, run.spec)
+            except AudioReadError as short:  # the window already queued for it is dropped with it
+                put(("error", i, short, ""))
+                continue
             if put(("partial", i, exc)):
                 put(("end", i))
         except Exception as exc:

@@ -34,7 +34,8 @@ def analyze(
     min_conf: float = typer.Option(_INFER.min_conf, help="Minimum score reported as a detection."),
     overlap: float = typer.Option(_INFER.overlap, help="Seconds shared by consecutive windows."),
     min_len: float = typer.Option(_INFER.min_len, help="Seconds of audio a file's last window needs to be analysed "
-                                                       "(a file shorter than one window is always analysed)."),
+                                                       "(an intact file shorter than that is analysed; one that "
+                                                       "breaks off before it is an error)."),
     batch_size: int = typer.Option(_INFER.batch_size, help="Windows per model call."),
     workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model (0: one per 4 cores, at least 1)."),
     threads: int = typer.Option(_INFER.threads, help="CPU threads of the model, any backend (0: every core)."),

@@ -27,6 +27,7 @@ from pulse.analyze import MODEL_ALIASES, analyze, below_rate_note, decoding_thre
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
 from pulse.io import AudioReadError, read_audio
+from pulse.recording import analyze_recording
 
 RATE = 44100
 REPO = Path(__file__).resolve().parents[1]
@@ -155,6 +156,29 @@ def test_a_wav_cut_short_is_analysed_as_far_as_it_goes_and_listed(tmp_path, mode
     assert pd.read_csv(tmp_path / "out" / "scores.csv")["start_s"].tolist() == [0.0, 3.0]
     (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
     assert row.error_type == "PartlyReadable" and "truncated" in row.message and "6.00 s present" in row.message
+
+
+def test_a_recording_that_breaks_off_before_min_len_is_one_line_not_a_window(tmp_path, model):
+    """A recorder that stopped at once: the milliseconds left, padded to a window, were scored as song."""
+    sf.write(tmp_path / "header.wav", song(9.0), RATE)
+    data = (tmp_path / "header.wav").read_bytes()
+    (tmp_path / "header.wav").write_bytes(data[:44 + 2 * 441])  # 10 ms of the 9 s the header promises
+    sf.write(tmp_path / "cut.flac", np.tile(song(3.0), 10), RATE)
+    data = (tmp_path / "cut.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 60])  # breaks off within its first second
+    sf.write(tmp_path / "clip.wav", song(0.5), RATE)  # an intact short clip is what the user gave: analysed
+    summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores",)))
+    assert (summary.files_done, summary.files_failed) == (1, 2)
+    assert pd.read_csv(tmp_path / "out" / "scores.csv").file.tolist() == [str(tmp_path / "clip.wav")]
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv").set_index("path").message
+    assert errors[str(tmp_path / "header.wav")] == ("truncated to 0.01 s, under the 1 s of audio a window needs "
+                                                    "(--min-len): not analysed")
+    assert errors[str(tmp_path / "cut.flac")].startswith("corrupt or truncated after 0.")
+    assert errors[str(tmp_path / "cut.flac")].endswith("under the 1 s of audio a window needs (--min-len): not analysed")
+    with pytest.raises(AudioReadError, match="under the 1 s"):  # the field app says the same
+        analyze_recording(tmp_path / "cut.flac", InferConfig(model=str(model)))
+    relaxed = analyze([tmp_path], tmp_path / "all", InferConfig(model=str(model), formats=("scores",), min_len=0.0))
+    assert (relaxed.files_done, relaxed.files_failed) == (3, 0)
 
 
 def test_a_flac_that_breaks_off_is_analysed_up_to_the_break(tmp_path, model):
