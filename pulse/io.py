@@ -154,7 +154,7 @@ def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
     for item in map(Path, inputs):
         if item.is_dir():
             found += sorted((p, p.relative_to(item), item.resolve().name) for p in item.rglob("*")
-                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not _hidden(p.relative_to(item)))
         else:
             found.append((item, Path(item.name), item.resolve().parent.name))
     seen: set[Path] = set()
@@ -165,6 +165,11 @@ def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
             unique.append((path, relative, root))
     relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
     return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
+
+
+def _hidden(relative: Path) -> bool:
+    """A dot name anywhere below the input: macOS's ._ twins and .Trashes on SD cards, an analysis's own .pulse."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:

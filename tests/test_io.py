@@ -111,6 +111,9 @@ def test_info_and_discovery(tmp_path):
     sf.write(tmp_path / "a.WAV", tone(0.5, RATE), RATE)
     (tmp_path / "readme.txt").write_text("skip me")
     (tmp_path / ".hidden.wav").write_bytes(b"")
+    (tmp_path / "._a.WAV").write_bytes(b"\x00\x05\x16\x07" * 1024)  # the AppleDouble twin macOS writes on exFAT cards
+    (tmp_path / ".Trashes" / "501").mkdir(parents=True)
+    sf.write(tmp_path / ".Trashes" / "501" / "deleted.wav", tone(0.5, RATE), RATE)  # a card's deleted recording
     found = find_audio([tmp_path])
     assert [str(rel) for _, rel in found] == ["a.WAV", "sub/b.flac"]
     info = audio_info(found[1][0])
