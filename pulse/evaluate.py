@@ -37,6 +37,7 @@ class EvalData:
     backgrounds: list[np.ndarray]  # held-out soundscapes for mixing
     negatives: np.ndarray  # [M, N] pure-soundscape windows
     n_excluded: int = 0  # excerpts left out as listed in EvalConfig.exclude_excerpts
+    sample_rate: int = 0  # of the windows; EvalConfig.delays_ms needs it
 
 
 def excerpts(audio: np.ndarray, length: int, min_length: int) -> list[np.ndarray]:
@@ -79,7 +80,7 @@ def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s
     negatives = [bg[s:s + length] for bg in backgrounds for s in range(0, max(len(bg) - length, 0) + 1, hop)]
     negatives = [np.pad(n, (0, length - len(n))) for n in negatives]
     return EvalData(np.stack(windows).astype(np.float32), np.array(target), np.array(clip_ids), backgrounds,
-                    np.stack(negatives).astype(np.float32), len(matched))
+                    np.stack(negatives).astype(np.float32), len(matched), sample_rate)
 
 
 def mix(data: EvalData, snr_db: float, seed: int) -> np.ndarray:
@@ -93,6 +94,13 @@ def mix(data: EvalData, snr_db: float, seed: int) -> np.ndarray:
     mixes = np.stack([mix_at_snr(w, crop(data.backgrounds[i % len(data.backgrounds)], length, rng, loop=True), snr_db)
                       for i, w in enumerate(data.windows)])
     return mixes / np.maximum(np.abs(mixes).max(axis=1, keepdims=True), 1.0)
+
+
+def delay(windows: np.ndarray, samples: int) -> np.ndarray:
+    """The same windows `samples` later: silence in front, their last `samples` dropped."""
+    later = np.zeros_like(windows)
+    later[:, samples:] = windows[:, :windows.shape[1] - samples]
+    return later
 
 
 def score(score_fn: ScoreFn, windows: np.ndarray, batch_size: int) -> np.ndarray:
@@ -139,14 +147,29 @@ def condition_name(snr_db: float | None) -> str:
 
 
 def evaluate(score_fn: ScoreFn, data: EvalData, cfg: EvalConfig, names: tuple[str, ...]) -> dict:
-    """Metrics for clean excerpts and for each SNR in `cfg.snr_db`."""
-    negative_scores = score(score_fn, data.negatives, cfg.batch_size)
+    """Metrics for clean excerpts and for each SNR in `cfg.snr_db`, each also at `cfg.delays_ms`.
+
+    The headline metrics are those of the excerpts as cut; `alignment` holds window F1 and detection
+    AUC at every delay (0 first) with their mean and minimum, the spread a user's recordings will see.
+    """
+    if cfg.delays_ms and not data.sample_rate:
+        raise ValueError("EvalConfig.delays_ms needs EvalData.sample_rate")
+    shifts = [0, *(int(round(d / 1000 * data.sample_rate)) for d in cfg.delays_ms)]
+    negative_scores = [score(score_fn, delay(data.negatives, k), cfg.batch_size) for k in shifts]
     conditions = {}
     for snr in (None, *cfg.snr_db):
         windows = data.windows if snr is None else mix(data, snr, cfg.seed)
-        scores = score(score_fn, windows, cfg.batch_size)
-        conditions[condition_name(snr)] = condition_metrics(scores, data.labels, data.clip_ids, negative_scores,
-                                                            names, cfg.threshold)
+        per_delay = [condition_metrics(score(score_fn, delay(windows, k), cfg.batch_size), data.labels, data.clip_ids,
+                                       negatives, names, cfg.threshold) for k, negatives in zip(shifts, negative_scores)]
+        metrics = per_delay[0]
+        if cfg.delays_ms:
+            f1 = [m["window"]["macro_f1"] for m in per_delay]
+            auc = [m["detection_auc"] for m in per_delay]
+            metrics["alignment"] = {"delays_ms": [0.0, *map(float, cfg.delays_ms)], "window_macro_f1": f1,
+                                    "detection_auc": auc, "window_macro_f1_mean": float(np.mean(f1)),
+                                    "window_macro_f1_min": float(np.min(f1)), "detection_auc_mean": float(np.mean(auc)),
+                                    "detection_auc_min": float(np.min(auc))}
+        conditions[condition_name(snr)] = metrics
     return {"labels": list(names), "n_windows": int(len(data.windows)), "n_clips": int(len(np.unique(data.clip_ids))),
             "n_excluded_windows": data.n_excluded, "n_negative_windows": int(len(data.negatives)),
             "conditions": conditions}
@@ -167,13 +190,21 @@ def selection_score(report: dict) -> float:
 def format_table(report: dict) -> str:
     """A plain-text summary: one row per condition, then per-species F1 per condition."""
     conditions = report["conditions"]
+    delays = next(iter(conditions.values())).get("alignment", {}).get("delays_ms")
     lines = [f"{report['n_windows']} excerpts of {report['n_clips']} clips ({report.get('n_excluded_windows', 0)} "
              f"without song left out); {report['n_negative_windows']} pure-soundscape windows as negatives", "",
-             f"{'condition':<12} {'win F1':>7} {'clip F1':>7} {'F1@thr':>7} {'mAP':>6} {'ROC-AUC':>7} {'det AUC':>7}"]
+             f"{'condition':<12} {'win F1':>7} {'clip F1':>7} {'F1@thr':>7} {'mAP':>6} {'ROC-AUC':>7} {'det AUC':>7}"
+             + ("   over delays: win F1 mean (min), det AUC mean (min)" if delays else "")]
     for name, m in conditions.items():
         w = m["window"]
+        aligned = m.get("alignment")
         lines.append(f"{name:<12} {w['macro_f1']:7.3f} {m['clip']['macro_f1']:7.3f} {w['macro_f1_thresholded']:7.3f} "
-                     f"{w['mAP']:6.3f} {w['roc_auc']:7.3f} {m['detection_auc']:7.3f}")
+                     f"{w['mAP']:6.3f} {w['roc_auc']:7.3f} {m['detection_auc']:7.3f}"
+                     + (f"   {aligned['window_macro_f1_mean']:.3f} ({aligned['window_macro_f1_min']:.3f}), "
+                        f"{aligned['detection_auc_mean']:.3f} ({aligned['detection_auc_min']:.3f})" if aligned else ""))
+    if delays:
+        lines.append(f"(delays: every excerpt and negative also scored {', '.join(f'{d:g}' for d in delays)} ms later, "
+                     f"silence in front)")
     lines += ["", f"{'species (window F1)':<30}" + "".join(f"{n:>12}" for n in conditions)]
     for label in report["labels"]:
         lines.append(f"{label:<30}" + "".join(f"{m['window']['per_species'][label]['f1']:12.3f}" for m in conditions.values()))

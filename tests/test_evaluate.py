@@ -49,6 +49,36 @@ def test_metrics_on_known_scores():
     assert m["window"]["accuracy"] == 5 / 6 and m["clip"]["accuracy"] == 1.0
 
 
+def test_every_condition_is_scored_again_at_each_delay():
+    """A model that hears its species only when the song starts on its frame grid: the spread is reported."""
+    from pulse.config import EvalConfig
+    from pulse.evaluate import EvalData, delay, evaluate, format_table
+
+    np.testing.assert_array_equal(delay(np.arange(1, 6, dtype=np.float32)[None], 2), [[0, 0, 1, 2, 3]])
+    rate, labels = 1000, np.array([0, 1, 2, 0, 1, 2])
+    windows = np.ones((6, 3 * rate), np.float32)
+    windows[:, 0] = labels + 2  # the species, written in the first sample; delayed windows start with silence
+
+    def on_grid_only(batch: np.ndarray) -> np.ndarray:
+        heard = batch[:, 0] > 0
+        return np.where(heard[:, None], np.eye(3)[np.maximum(batch[:, 0] - 2, 0).astype(int)], [0.4, 0.3, 0.3])
+
+    data = EvalData(windows, labels, np.arange(6), [np.zeros(4 * rate, np.float32)], np.zeros((2, 3 * rate), np.float32),
+                    sample_rate=rate)
+    report = evaluate(on_grid_only, data, EvalConfig(snr_db=(), delays_ms=(5.0, 10.0)), NAMES)
+    clean = report["conditions"]["clean"]
+    assert clean["window"]["macro_f1"] == 1.0  # as cut: on the grid
+    aligned = clean["alignment"]
+    assert aligned["delays_ms"] == [0.0, 5.0, 10.0] and aligned["window_macro_f1"][0] == 1.0
+    assert aligned["window_macro_f1"][1] == aligned["window_macro_f1"][2] == pytest.approx(1 / 6)  # all called "a"
+    assert aligned["window_macro_f1_mean"] == pytest.approx((1 + 2 / 6) / 3) and aligned["window_macro_f1_min"] < 0.2
+    assert "over delays" in format_table(report) and "0, 5, 10 ms later" in format_table(report)
+    without = evaluate(on_grid_only, data, EvalConfig(snr_db=(), delays_ms=()), NAMES)
+    assert "alignment" not in without["conditions"]["clean"] and "over delays" not in format_table(without)
+    with pytest.raises(ValueError, match="sample_rate"):
+        evaluate(on_grid_only, EvalData(windows, labels, np.arange(6), [], windows[:2]), EvalConfig(snr_db=()), NAMES)
+
+
 def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
     species = ("Gryllus campestris", "Tettigonia viridissima")
     frame = pd.read_csv(REPO / "data_manifests/insectset32.csv", dtype=str, keep_default_na=False)
@@ -74,6 +104,8 @@ def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
         assert {"macro_f1", "accuracy", "macro_f1_thresholded", "mAP", "roc_auc", "per_species", "confusion"} <= set(metrics["window"])
         assert set(metrics["window"]["per_species"]) == set(species)
         assert 0.0 <= metrics["detection_auc"] <= 1.0 and "macro_f1" in metrics["clip"]
+        assert metrics["alignment"]["delays_ms"] == [0.0, 5.0, 10.0, 15.0]  # the default delays
+        assert metrics["alignment"]["window_macro_f1"][0] == metrics["window"]["macro_f1"]
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "win F1" in (out / "report.txt").read_text() and "clean" in result.output
     missing = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "nope.onnx"), "--out", str(out)])
