@@ -168,6 +168,8 @@ def evaluate(
     snr_db: str = typer.Option(",".join(f"{s:g}" for s in _EVAL.snr_db), help="Comma list of mixing SNRs in dB."),
     threshold: float = typer.Option(_EVAL.threshold, help="Score threshold of the multi-label F1."),
     seed: int = typer.Option(_EVAL.seed, help="Seed of the background offsets."),
+    delays_ms: str = typer.Option(",".join(f"{d:g}" for d in _EVAL.delays_ms),
+                                  help="Comma list of delays (ms) each condition is scored again at ('' for none)."),
     exclude_excerpts: str = typer.Option(_EVAL.exclude_excerpts, help="CSV (path, start_s, reason) of excerpts "
                                                                       "without song to leave out."),
     out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Folder for report.json/.txt, confusion.png."),
@@ -179,7 +181,8 @@ def evaluate(
     cfg = replace(_EVAL, manifest=str(manifest), audio_root=str(audio_root), split=split,
                   background_manifest=str(background_manifest), background_root=str(background_root),
                   background_split=background_split, snr_db=tuple(float(s) for s in snr_db.split(",") if s.strip()),
-                  threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts)
+                  threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts,
+                  delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()))
     try:
         report = evaluate_model(model, cfg, out)
     except (FileNotFoundError, ManifestError, ValueError, KeyError) as exc:

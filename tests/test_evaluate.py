@@ -108,6 +108,12 @@ def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
         assert metrics["alignment"]["window_macro_f1"][0] == metrics["window"]["macro_f1"]
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "win F1" in (out / "report.txt").read_text() and "clean" in result.output
+    once = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "model.safetensors"), "--manifest",
+                                    str(manifest), "--audio-root", str(shared_data / "audio/insectset32"),
+                                    "--background-root", str(shared_data / "audio/backgrounds"), "--snr-db", "0",
+                                    "--delays-ms", "", "--out", str(tmp_path / "once")])
+    assert once.exit_code == 0, once.output
+    assert "alignment" not in json.loads((tmp_path / "once" / "report.json").read_text())["conditions"]["clean"]
     missing = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "nope.onnx"), "--out", str(out)])
     assert missing.exit_code == 2 and "not found" in missing.output
 
