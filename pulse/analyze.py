@@ -72,17 +72,16 @@ def below_rate_note(file_rate: int, band_top_hz: float, model: str) -> str:
             f"band top of {band_top_hz:g} Hz{advice}")
 
 
-def refuse_if_cut_too_short(path: str | Path, seconds: float, reason: str, spec: WindowSpec) -> None:
-    """Raise AudioReadError for a recording that breaks off before `--min-len` seconds of audio.
+def cut_too_short(seconds: float, reason: str, spec: WindowSpec) -> str:
+    """Why a recording that breaks off after `seconds` is not analysed ("" if it holds `--min-len`).
 
     An intact clip shorter than a window is analysed, padded: it is what the user chose to give. The
     few milliseconds left of a broken file are not: 10 ms of noise padded to 3 s scored 0.56 Dark
     Bush-cricket with the bundled model.
     """
     min_len_s = spec.min_len / spec.sample_rate
-    if seconds < min_len_s:
-        raise AudioReadError(path, f"{reason}, under the {min_len_s:g} s of audio a window needs (--min-len): "
-                                   f"not analysed")
+    return f"{reason}, under the {min_len_s:g} s of audio a window needs (--min-len): not analysed" \
+        if seconds < min_len_s else ""
 
 
 def resolve_model(name: str) -> tuple[Path, str]:
@@ -399,8 +398,9 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
         path = todo[i].path
         try:
             info = audio_info(path)
-            if info.warning:
-                refuse_if_cut_too_short(path, info.duration_s, f"truncated to {info.duration_s:.2f} s", run.spec)
+            if info.warning and (short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s",
+                                                        run.spec)):
+                raise AudioReadError(path, short)
             if not put(("start", i, info)):
                 return
             blocks = stream_audio(path, run.spec.sample_rate, run.cfg.block_s, run.cfg.channel, info=info)
@@ -409,12 +409,9 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
                     return
             put(("end", i))
         except PartlyDecoded as exc:
-            try:
-                refuse_if_cut_too_short(path, exc.decoded_s, exc.reason, run.spec)
-            except AudioReadError as short:  # the window already queued for it is dropped with it
-                put(("error", i, short, ""))
-                continue
-            if put(("partial", i, exc)):
+            if short := cut_too_short(exc.decoded_s, exc.reason, run.spec):  # its queued window is dropped too
+                put(("error", i, AudioReadError(path, short), ""))
+            elif put(("partial", i, exc)):
                 put(("end", i))
         except Exception as exc:
             put(("error", i, exc, traceback.format_exc()))

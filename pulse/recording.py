@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pulse.analyze import model_band, open_model, refuse_if_cut_too_short
+from pulse.analyze import cut_too_short, model_band, open_model
 from pulse.config import InferConfig
 from pulse.detect import detect
-from pulse.io import AudioInfo, PartlyDecoded, audio_info, stream_audio
+from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, stream_audio
 from pulse.schema import LabelSet, detection_channel, scores_frame
 from pulse.windows import WindowSpec, frame_windows
 
@@ -44,8 +44,8 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
         rate = int(meta["sample_rate"])
         spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
         starts, scores, embeddings, warning, duration_s = [], [], [], info.warning, info.duration_s
-        if info.warning:
-            refuse_if_cut_too_short(path, info.duration_s, f"truncated to {info.duration_s:.2f} s", spec)
+        if info.warning and (short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s", spec)):
+            raise AudioReadError(path, short)
         blocks = stream_audio(path, rate, cfg.block_s, cfg.channel, info=info)
         try:
             for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
@@ -54,7 +54,8 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
                 scores.append(outputs["scores"])
                 embeddings.append(outputs.get("embedding", np.zeros((len(windows), 0), np.float32)))
         except PartlyDecoded as exc:  # as `pulse analyze`: the audio before the break is analysed, and said so
-            refuse_if_cut_too_short(path, exc.decoded_s, exc.reason, spec)
+            if short := cut_too_short(exc.decoded_s, exc.reason, spec):
+                raise AudioReadError(path, short) from exc
             warning, duration_s = exc.note, exc.decoded_s
     finally:
         predictor.close()
