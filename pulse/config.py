@@ -230,6 +230,10 @@ class TrainConfig(JsonConfig):
     lambda_byol: float = 0.0
     lambda_kd: float = 0.0
     semi: SemiConfig = field(default_factory=SemiConfig)
+    # Distillation from trained PULSE models (pulse/train/distill_ensemble.py): the student's window scores
+    # are pulled towards the mean of these teachers' (0 disables).
+    lambda_ensemble: float = 0.0
+    ensemble_teachers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

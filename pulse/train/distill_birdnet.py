@@ -30,6 +30,7 @@ from torch import nn
 from pulse.config import ModelConfig, SemiConfig, TrainConfig
 from pulse.teacher import birdnet
 from pulse.train.augment import mix_at_snr
+from pulse.train.distill_ensemble import teacher_licenses
 from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs, schedule_span
 
 STREAM = 130_363  # distillation draws its windows from its own random stream
@@ -212,8 +213,9 @@ def training_labels(cfg: TrainConfig) -> dict[Path, str]:
 
 
 def student_model_config(cfg: TrainConfig) -> ModelConfig:
-    """The config saved with the weights: a student distilled from BirdNET carries BirdNET's licence."""
-    if cfg.lambda_kd <= 0:
+    """The config saved with the weights: a student distilled from BirdNET, directly or through an
+    ensemble teacher that was, carries BirdNET's licence."""
+    if cfg.lambda_kd <= 0 and not any("BirdNET" in license for license in teacher_licenses(cfg)):
         return cfg.model
     return dataclasses.replace(
         cfg.model, license=f"{birdnet.LICENSE} (weights distilled from BirdNET V2.4); code MIT",

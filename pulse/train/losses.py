@@ -3,8 +3,8 @@
 A term is an `nn.Module` (so its own parameters, e.g. a BYOL projector, train and checkpoint
 with the model) built by a factory registered in LOSS_TERMS. The factory receives the
 TrainConfig and the model and returns None when its weight is 0. To add a term, write it in its
-own module (pulse/train/byol.py, pulse/train/distill_birdnet.py), register it there and add the
-module to TERM_MODULES; weak_labels.py needs no change.
+own module (pulse/train/byol.py, distill_birdnet.py, distill_ensemble.py), register it there and add
+the module to TERM_MODULES; weak_labels.py needs no change.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from export.registry import Registry
 from pulse.config import TrainConfig
 
 # Modules that register loss terms when imported.
-TERM_MODULES: tuple[str, ...] = ("pulse.train.losses", "pulse.train.byol", "pulse.train.distill_birdnet")
+TERM_MODULES: tuple[str, ...] = ("pulse.train.losses", "pulse.train.byol", "pulse.train.distill_birdnet",
+                                 "pulse.train.distill_ensemble")
 
 
 @dataclass(frozen=True)
