@@ -69,7 +69,7 @@ def bench(
     calibration = calibration_windows([audio], cfg.sample_rate, cfg.window_samples, 64, position=0.5)
     ms: dict[str, float] = {}
     for mode in FRONTEND_MODES:
-        frontend = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max, mode=mode)
+        frontend = LogMel.for_model(cfg, mode)
         ms[f"frontend torch {mode}"] = ms_per_window(_TorchModule(frontend), windows, repeats)
         graph = export_frontend(cfg, work / f"frontend_{mode}.onnx", mode)
         ms[f"frontend onnxruntime {mode}"] = ms_per_window(load_predictor(graph, threads=threads), windows, repeats)

@@ -52,7 +52,7 @@ def export_frontend(cfg, path: str | Path, frontend: str = "fft", opset: int = O
     """Write the log-mel frontend alone (waveform -> "logmel"), to time the two paths in isolation."""
     from pulse.frontend import LogMel
 
-    module = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max, mode=frontend)
+    module = LogMel.for_model(cfg, frontend)
     return _save(module.eval(), cfg, path, frontend, ("logmel",), opset)
 
 

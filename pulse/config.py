@@ -32,6 +32,7 @@ class ModelConfig(JsonConfig):
     n_fft: int = 1024
     hop_length: int = 441  # 10 ms frames resolve syllable rhythms
     n_mels: int = 64
+    window_taper: float = 1.0  # share of each frame tapered: 1 is Hann, less a flatter Tukey window
     f_min: float = 500.0
     f_max: float = 22050.0
     embed_dim: int = 256

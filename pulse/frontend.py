@@ -9,7 +9,8 @@ Three numerically equivalent ways to compute the power spectrogram:
   half the multiply-adds of "conv", and only the bins the mel bands use. Frames that do not overlap
   (hop_length >= n_fft, as the bundled models' 20 ms hop of 512 points) are a reshape, others a gather.
 All three follow `torchaudio.transforms.MelSpectrogram` (centred, reflect padding, periodic Hann,
-HTK mel scale, power 2), which the tests check numerically.
+HTK mel scale, power 2), which the tests check numerically. `taper` < 1 flattens the Hann window
+into a Tukey window: with frames shorter than the hop, more of each frame's samples count fully.
 """
 
 from __future__ import annotations
@@ -23,11 +24,26 @@ from torch import nn
 FRONTEND_MODES = ("fft", "conv", "folded")
 
 
+def tapered_window(n: int, taper: float) -> torch.Tensor:
+    """Periodic Tukey window: raised-cosine ends over `taper` of the frame, flat between; 1 is Hann.
+
+    Symmetric as w[k] = w[n - k], which the folded path relies on.
+    """
+    if not 0 < taper <= 1:
+        raise ValueError(f"window taper must be in (0, 1], got {taper}")
+    if taper == 1:
+        return torch.hann_window(n, periodic=True)
+    k = torch.arange(n, dtype=torch.float64)
+    edge = torch.minimum(k, n - k)  # distance from the frame's ends, periodic
+    ramp = 0.5 * (1 - torch.cos(2 * math.pi * edge / (taper * n)))
+    return torch.where(edge < taper * n / 2, ramp, torch.ones_like(ramp)).float()
+
+
 class LogMel(nn.Module):
     """Waveform [B, N] -> log-mel [B, 1, n_mels, frames]."""
 
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
-                 f_min: float, f_max: float, mode: str = "fft", eps: float = 1e-6):
+                 f_min: float, f_max: float, mode: str = "fft", eps: float = 1e-6, taper: float = 1.0):
         super().__init__()
         if mode not in FRONTEND_MODES:
             raise ValueError(f"frontend mode must be one of {FRONTEND_MODES}, got {mode!r}")
@@ -35,7 +51,7 @@ class LogMel(nn.Module):
             raise ValueError(f"the folded frontend needs an even n_fft, got {n_fft}")
         self.n_fft, self.hop_length, self.mode, self.eps = n_fft, hop_length, mode, eps
         n_bins = n_fft // 2 + 1
-        window = torch.hann_window(n_fft, periodic=True)
+        window = tapered_window(n_fft, taper)
         self.register_buffer("window", window, persistent=False)
         fbank = torchaudio.functional.melscale_fbanks(
             n_bins, f_min, min(f_max, sample_rate / 2), n_mels, sample_rate, norm=None, mel_scale="htk")
@@ -53,6 +69,12 @@ class LogMel(nn.Module):
                              persistent=False)  # [N/2+1, used]
         self.register_buffer("odd_basis", sine[used, 1:half].T.float().contiguous(), persistent=False)  # [N/2-1, used]
         self.register_buffer("folded_fbank", fbank[used], persistent=False)  # [used, n_mels]
+
+    @classmethod
+    def for_model(cls, cfg, mode: str = "fft") -> "LogMel":
+        """The frontend a `pulse.config.ModelConfig` describes."""
+        return cls(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max, mode=mode,
+                   taper=cfg.window_taper)
 
     def power_spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """|STFT|^2 as [B, n_bins, frames]."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.signal
 import torch
 import torchaudio
 
 from pulse.config import ModelConfig
-from pulse.frontend import FRONTEND_MODES, LogMel
+from pulse.frontend import FRONTEND_MODES, LogMel, tapered_window
 
 CFG = ModelConfig()
 
@@ -85,3 +86,28 @@ def test_unknown_mode_is_rejected():
         _frontend("wavelet")
     with pytest.raises(ValueError, match="even n_fft"):
         LogMel(CFG.sample_rate, 511, 882, CFG.n_mels, CFG.f_min, CFG.f_max, mode="folded")
+
+
+def test_tapered_window_is_hann_at_one_and_tukey_below():
+    assert torch.equal(tapered_window(512, 1.0), torch.hann_window(512, periodic=True))  # old models unchanged
+    tukey = tapered_window(512, 0.5)
+    np.testing.assert_allclose(tukey.numpy(), scipy.signal.windows.tukey(512, 0.5, sym=False), atol=1e-6)
+    assert torch.equal(tukey[1:], tukey[1:].flip(0))  # w[k] = w[n - k]: what the folded path needs
+    assert int((tukey == 1).sum()) == 257  # flat from sample 128 to 384: the middle half
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="taper"):
+            tapered_window(512, bad)
+
+
+@pytest.mark.parametrize("mode", FRONTEND_MODES)
+def test_tapered_frontend_matches_torchaudio_with_that_window(mode):
+    """Frames of 512 every 882 samples, as the bundled models, with a Tukey window in every path."""
+    cfg = ModelConfig(n_fft=512, hop_length=882, window_taper=0.5)
+    wave = _test_signal()
+    reference = torchaudio.transforms.MelSpectrogram(
+        cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, f_min=cfg.f_min, f_max=cfg.f_max,
+        n_mels=cfg.n_mels, window_fn=lambda n, **_: tapered_window(n, cfg.window_taper), power=2.0, center=True,
+        pad_mode="reflect", norm=None, mel_scale="htk")(wave)
+    _assert_mel_close(LogMel.for_model(cfg, mode).mel(wave), reference)
+    assert not torch.allclose(LogMel.for_model(ModelConfig(n_fft=512, hop_length=882), mode).mel(wave), reference,
+                              rtol=1e-2)  # the taper changes what the model sees

@@ -25,8 +25,7 @@ class PulseClassifier(nn.Module):
     def __init__(self, cfg: ModelConfig, encoder: nn.Module, frontend_mode: str = "fft"):
         super().__init__()
         self.cfg = cfg
-        self.frontend = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max,
-                               mode=frontend_mode)
+        self.frontend = LogMel.for_model(cfg, frontend_mode)
         self.input_norm = nn.BatchNorm1d(cfg.n_mels)  # PANNs' bn0: learns each mel band's level
         self.encoder = encoder
         self.embed = nn.Sequential(nn.Linear(encoder.num_features, cfg.embed_dim), nn.ReLU(inplace=True))
