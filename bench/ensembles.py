@@ -4,7 +4,8 @@ Each model, then every named ensemble (the mean of its members' sigmoid scores),
 `pulse.evaluate.evaluate` with the settings of `pulse evaluate` (four alignments, the listed
 song-free excerpts left out). If an ensemble is no better than its members, their errors are
 shared: more seeds of the same data will not fix them. Also lists, per model, the clean excerpts
-it gets wrong at any alignment, and draws those every model gets wrong (`--figure`).
+it gets wrong at any alignment and how far the true species' score swings over the alignments, and
+draws the excerpts every model gets wrong (`--figure`).
 
     python bench/ensembles.py --model default=pulse/assets/default/model.onnx \
         --model supervised=pulse/assets/supervised/model.onnx --ensemble default+supervised \
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--ensemble", action="append", default=[], help="NAME+NAME[+...]: mean of their scores")
     parser.add_argument("--json", default="runs/ensembles.json")
     parser.add_argument("--figure", default="", help="PNG: spectrograms of the clean excerpts every model gets wrong")
+    parser.add_argument("--delays-ms", default=",".join(f"{d:g}" for d in EvalConfig().delays_ms),
+                        help="comma list: the alignments besides 0 (those of pulse evaluate by default)")
     args = parser.parse_args()
 
     predictors = {name: load_predictor(path) for name, path in (m.split("=", 1) for m in args.model)}
@@ -52,7 +55,8 @@ def main() -> None:
         parser.error(f"--ensemble names models not given with --model: {', '.join(sorted(unknown))}")
     meta = next(iter(predictors.values())).metadata
     names = tuple(meta["labels"])
-    cfg = replace(EvalConfig(), exclude_excerpts=EXCLUDED)
+    cfg = replace(EvalConfig(), exclude_excerpts=EXCLUDED,
+                  delays_ms=tuple(float(d) for d in args.delays_ms.split(",") if d.strip()))
     data = prepare(cfg, names, int(meta["sample_rate"]), float(meta["window_s"]))
     cache: dict[tuple[str, str], np.ndarray] = {}  # every model scores each batch once, whatever the ensembles
 
@@ -65,7 +69,8 @@ def main() -> None:
             return np.mean([cache[(m, key)] for m in members], axis=0)
         return score_fn
 
-    results = {"models": dict(m.split("=", 1) for m in args.model), "config": cfg.to_dict(), "scores": {}, "wrong": {}}
+    results = {"models": dict(m.split("=", 1) for m in args.model), "config": cfg.to_dict(), "scores": {}, "wrong": {},
+               "true_score_swing": {}}
     for group in [[name] for name in predictors] + [e.split("+") for e in args.ensemble]:
         label = "+".join(group)
         results["scores"][label] = summary(evaluate(scores(group), data, cfg, names))
@@ -73,14 +78,19 @@ def main() -> None:
         print(f"{label} " + "  ".join(f"{c} {r['f1']:.3f}/{r['f1_mean']:.3f} ({r['f1_min']:.3f})"
                                          for c, r in row.items()) + f"  AUC 0 dB {row['snr_+0dB']['det_auc_mean']:.3f}")
     shifts = [0, *(int(round(d / 1000 * data.sample_rate)) for d in cfg.delays_ms)]
+    rows = np.arange(len(data.labels))
     for name in predictors:  # clean excerpts wrong at any alignment: (excerpt, clip, true, predicted)
-        wrong = set()
-        for k in shifts:
-            predicted = scores([name])(delay(data.windows, k)).argmax(axis=1)
-            wrong |= {(int(i), int(data.clip_ids[i]), names[data.labels[i]], names[predicted[i]])
-                      for i in np.flatnonzero(predicted != data.labels)}
+        aligned = [scores([name])(delay(data.windows, k)) for k in shifts]
+        wrong = {(int(i), int(data.clip_ids[i]), names[data.labels[i]], names[s[i].argmax()])
+                 for s in aligned for i in np.flatnonzero(s.argmax(axis=1) != data.labels)}
         results["wrong"][name] = [list(w) for w in sorted(wrong)]
-        print(f"{name}: clean excerpts wrong at some alignment: {sorted({w[0] for w in wrong})}")
+        true = np.stack([s[rows, data.labels] for s in aligned])
+        swing = true.max(axis=0) - true.min(axis=0)
+        results["true_score_swing"][name] = {"median": round(float(np.median(swing)), 3),
+                                             "p90": round(float(np.quantile(swing, 0.9)), 3),
+                                             "max": round(float(swing.max()), 3)}
+        print(f"{name}: clean excerpts wrong at some alignment: {sorted({w[0] for w in wrong})}; true species' "
+              f"score swing over the alignments: {results['true_score_swing'][name]}")
     write_json(args.json, results)
     if args.figure:
         shared = sorted(set.intersection(*({w[0] for w in wrong} for wrong in results["wrong"].values())))
