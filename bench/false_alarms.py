@@ -13,7 +13,6 @@ chorus, toad trill); pass any other folders or files of song-free audio after th
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 

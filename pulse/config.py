@@ -200,6 +200,9 @@ class TrainConfig(JsonConfig):
     noise_prob: float = 0.25  # share of background mixes that use coloured noise instead of a recording
     background_speeds: tuple[float, ...] = (0.8, 0.9, 1.0, 1.12, 1.25)  # resampled copies widen a small pool
     mixup_prob: float = 0.25  # share of clips overlaid with a second species (multi-label target)
+    # Mixed pairs: the quieter singer's target is its amplitude ratio to the louder (a recordist names the
+    # singer in front); off: both 1.
+    mixup_level_targets: bool = False
     song_speeds: tuple[float, ...] = (1.0,)  # songs replayed at these speeds (pulse rate and pitch vary with temperature)
     tempo_prob: float = 0.0  # share of log-mels slowed down with pitch kept (song tempo falls with temperature)
     slowest_tempo: float = 0.5  # their tempo, drawn log-uniformly from [slowest_tempo, 1]

@@ -309,6 +309,30 @@ def test_song_crops_land_on_the_chirp_of_a_sparse_singer():
     assert share_with_chirp(0.0) < 0.3  # a 3 s crop of 20 s holds the chirp about 1 time in 6
 
 
+def test_level_targets_name_the_louder_singer_not_the_one_with_more_power():
+    """A chirp 1/10 of the time against a steady tone of the same mean power: the chirp is ~10 dB louder
+    while it sings, so with level targets it keeps 1 and the tone gets its amplitude ratio (mixed within
+    +-6 dB rms: 4-16 dB below, target 0.16-0.63); without them both are 1."""
+    sample_rate, n = 44100, 44100
+    t = np.arange(n) / sample_rate
+    tone = (0.1 * np.sin(2 * np.pi * 5000 * t)).astype(np.float32)
+    chirp = np.zeros(n, np.float32)
+    for start in range(0, n, n // 2):  # a 50 ms chirp every 0.5 s: on 10 % of the time
+        chirp[start:start + n // 20] = np.sin(2 * np.pi * 8000 * t[:n // 20])
+    clips = [Clip("tone", tone, 0), Clip("chirp", chirp, 1)]
+
+    def mixed_targets(level_targets: bool) -> np.ndarray:
+        cfg = TrainConfig(model=ModelConfig(labels=("a", "b"), common_names=("a", "b"), codes=("A", "B"), window_s=1.0),
+                          batch_size=64, negative_prob=0.0, background_prob=0.0, mixup_prob=1.0,
+                          mixup_level_targets=level_targets)
+        return BatchSampler(clips, [], dataclasses.replace(cfg, noise_prob=1.0)).batch(0)[1]
+
+    targets = mixed_targets(True)
+    assert (targets[:, 1] == 1).all()
+    assert (targets[:, 0] > 0.15).all() and (targets[:, 0] < 0.65).all() and np.ptp(targets[:, 0]) > 0.1
+    assert (mixed_targets(False) == 1).all()
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("pulse_*.json")), ids=lambda p: p.name)
 def test_shipped_configs_name_only_known_settings(path):
     """Loading ignores unknown keys (so a run's config.json reruns it); a typo in a shipped recipe must not."""

@@ -37,10 +37,14 @@ def crop(clip: np.ndarray, length: int, rng: np.random.Generator, loop: bool) ->
     return out
 
 
+def scaled_to_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """`noise` scaled so that 20 log10(rms(signal) / rms(noise)) equals `snr_db`."""
+    return rms(signal) / (rms(noise) * 10.0 ** (snr_db / 20.0)) * noise
+
+
 def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """signal + noise scaled so that 20 log10(rms(signal) / rms(noise)) equals `snr_db`."""
-    scale = rms(signal) / (rms(noise) * 10.0 ** (snr_db / 20.0))
-    return (signal + scale * noise).astype(np.float32)
+    """signal + noise scaled to `snr_db` below it."""
+    return (signal + scaled_to_snr(signal, noise, snr_db)).astype(np.float32)
 
 
 def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:

@@ -17,8 +17,9 @@ from tqdm import tqdm
 from pulse.config import TrainConfig
 from pulse.io import find_audio, read_audio
 from pulse.manifest import load_manifest, select_split
-from pulse.train.activity import active_frames, song_crop
-from pulse.train.augment import apply_gain, band_limit, coloured_noise, crop, hard_clip, lowpass, mix_at_snr
+from pulse.train.activity import active_frames, singing_level_db, song_crop
+from pulse.train.augment import (apply_gain, band_limit, coloured_noise, crop, hard_clip, lowpass, mix_at_snr,
+                                 scaled_to_snr)
 
 NOISE_BANK, NOISE_STREAM = 9, 7_919  # coloured-noise recordings (white to brown); their own random stream
 
@@ -124,12 +125,25 @@ class BatchSampler:
             if len(self.present) > 1 and rng.random() < cfg.mixup_prob:
                 other = self._pick_clip(rng, exclude=clip.label)
                 target[other.label] = 1.0
-                windows = [mix_at_snr(w, self._song(other, rng, loop), float(rng.uniform(-6, 6))) for w in windows]
+                others = [scaled_to_snr(w, self._song(other, rng, loop), float(rng.uniform(-6, 6))) for w in windows]
+                if cfg.mixup_level_targets:
+                    self._level_targets(target, clip.label, windows, other.label, others)
+                windows = [(w + o).astype(np.float32) for w, o in zip(windows, others)]
             if rng.random() < cfg.background_prob:
                 windows = [mix_at_snr(w, self._background(rng), float(rng.uniform(*cfg.snr_db))) for w in windows]
         windows = self._recorder(windows, rng)
         windows = [apply_gain(w, float(rng.uniform(*cfg.gain_db))) for w in windows]
         return np.stack(windows), target
+
+    def _level_targets(self, target: np.ndarray, label: int, windows: list[np.ndarray], other_label: int,
+                       others: list[np.ndarray]) -> None:
+        """The quieter of two singers gets its amplitude ratio to the louder as target (6 dB below: 0.5),
+        so the model ranks the singer a recordist would name first above one singing behind it."""
+        rate, f_min = self.cfg.model.sample_rate, self.cfg.model.f_min
+        louder_by_db = (singing_level_db(np.concatenate(windows), rate, f_min)
+                        - singing_level_db(np.concatenate(others), rate, f_min))
+        target[label] = min(1.0, 10.0 ** (louder_by_db / 20.0))
+        target[other_label] = min(1.0, 10.0 ** (-louder_by_db / 20.0))
 
     def _recorder(self, windows: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         """What the recorder does to the whole scene: a lower sample rate, clipping. One recorder per clip."""
