@@ -175,15 +175,26 @@ def evaluate(score_fn: ScoreFn, data: EvalData, cfg: EvalConfig, names: tuple[st
             "conditions": conditions}
 
 
+def window_f1(metrics: dict) -> float:
+    """A condition's window macro-F1: its mean over the alignments where they were scored, else as cut."""
+    return metrics["alignment"]["window_macro_f1_mean"] if "alignment" in metrics else metrics["window"]["macro_f1"]
+
+
+def detection_auc(metrics: dict) -> float:
+    """A condition's detection AUC: its mean over the alignments where they were scored, else as cut."""
+    return metrics["alignment"]["detection_auc_mean"] if "alignment" in metrics else metrics["detection_auc"]
+
+
 def selection_score(report: dict) -> float:
-    """One number for model selection: clean, 0 dB and -10 dB window macro-F1 and 0 dB detection AUC."""
+    """One number for model selection: clean, 0 dB and -10 dB window macro-F1 and 0 dB detection AUC,
+    each averaged over the alignments, so that an epoch is not chosen for where the excerpts were cut."""
     c = report["conditions"]
-    parts = [c["clean"]["window"]["macro_f1"]]
+    parts = [window_f1(c["clean"])]
     for snr in (0.0, -10.0):
         if condition_name(snr) in c:
-            parts.append(c[condition_name(snr)]["window"]["macro_f1"])
+            parts.append(window_f1(c[condition_name(snr)]))
     if condition_name(0.0) in c:
-        parts.append(c[condition_name(0.0)]["detection_auc"])
+        parts.append(detection_auc(c[condition_name(0.0)]))
     return float(np.mean(parts))
 
 

@@ -52,7 +52,7 @@ def test_metrics_on_known_scores():
 def test_every_condition_is_scored_again_at_each_delay():
     """A model that hears its species only when the song starts on its frame grid: the spread is reported."""
     from pulse.config import EvalConfig
-    from pulse.evaluate import EvalData, delay, evaluate, format_table
+    from pulse.evaluate import EvalData, delay, evaluate, format_table, selection_score
 
     np.testing.assert_array_equal(delay(np.arange(1, 6, dtype=np.float32)[None], 2), [[0, 0, 1, 2, 3]])
     rate, labels = 1000, np.array([0, 1, 2, 0, 1, 2])
@@ -75,6 +75,8 @@ def test_every_condition_is_scored_again_at_each_delay():
     assert "over delays" in format_table(report) and "0, 5, 10 ms later" in format_table(report)
     without = evaluate(on_grid_only, data, EvalConfig(snr_db=(), delays_ms=()), NAMES)
     assert "alignment" not in without["conditions"]["clean"] and "over delays" not in format_table(without)
+    # model selection scores the alignment mean, not the lucky cut; one draw only where there is no other
+    assert selection_score(report) == pytest.approx((1 + 2 / 6) / 3) and selection_score(without) == 1.0
     with pytest.raises(ValueError, match="sample_rate"):
         evaluate(on_grid_only, EvalData(windows, labels, np.arange(6), [], windows[:2]), EvalConfig(snr_db=()), NAMES)
 

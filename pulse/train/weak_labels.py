@@ -28,7 +28,7 @@ import pulse
 from export.artifact import load_weights, save_weights
 from export.atomic import write_json
 from pulse.config import TrainConfig
-from pulse.evaluate import evaluate, prepare, selection_score
+from pulse.evaluate import detection_auc, evaluate, prepare, selection_score, window_f1
 from pulse.models import create_model
 from pulse.plots import save_png, training_figure
 from pulse.train.augment import slow_down, spec_augment, spectral_tilt
@@ -128,9 +128,15 @@ def batches(sampler: BatchSampler, start: int, total: int, workers: int):
 
 
 def epoch_summary(report: dict) -> dict:
+    """One history row: window F1 and detection AUC per condition as cut, their means over the
+    alignments (`_mean`, where scored) and the selection score."""
     c = report["conditions"]
-    return {f"{name}_f1": round(m["window"]["macro_f1"], 4) for name, m in c.items()} | {
-        f"{name}_det_auc": round(m["detection_auc"], 4) for name, m in c.items()} | {"score": round(selection_score(report), 4)}
+    row = {f"{name}_f1": round(m["window"]["macro_f1"], 4) for name, m in c.items()} | {
+        f"{name}_det_auc": round(m["detection_auc"], 4) for name, m in c.items()}
+    for name, m in c.items():
+        if "alignment" in m:
+            row |= {f"{name}_f1_mean": round(window_f1(m), 4), f"{name}_det_auc_mean": round(detection_auc(m), 4)}
+    return row | {"score": round(selection_score(report), 4)}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: str = "cpu", workers: int = 0) -> dict:
