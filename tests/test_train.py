@@ -326,9 +326,9 @@ def test_level_targets_name_the_louder_singer_not_the_one_with_more_power():
 
     def mixed_targets(level_targets: bool) -> np.ndarray:
         cfg = TrainConfig(model=ModelConfig(labels=("a", "b"), common_names=("a", "b"), codes=("A", "B"), window_s=1.0),
-                          batch_size=64, negative_prob=0.0, background_prob=0.0, mixup_prob=1.0,
+                          batch_size=64, negative_prob=0.0, background_prob=0.0, noise_prob=1.0, mixup_prob=1.0,
                           mixup_level_targets=level_targets)
-        return BatchSampler(clips, [], dataclasses.replace(cfg, noise_prob=1.0)).batch(0)[1]
+        return BatchSampler(clips, [], cfg).batch(0)[1]
 
     targets = mixed_targets(True)
     assert (targets[:, 1] == 1).all()
