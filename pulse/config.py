@@ -238,6 +238,9 @@ class TrainConfig(JsonConfig):
     # are pulled towards the mean of these teachers' (0 disables).
     lambda_ensemble: float = 0.0
     ensemble_teachers: tuple[str, ...] = ()
+    # Shift consistency (pulse/train/shift_consistency.py): each window is also scored a fraction of a
+    # frame later, with the same augmentations, and the two scores are pulled together (0 disables).
+    lambda_shift: float = 0.0
 
 
 @dataclass(frozen=True)

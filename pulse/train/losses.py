@@ -3,7 +3,7 @@
 A term is an `nn.Module` (so its own parameters, e.g. a BYOL projector, train and checkpoint
 with the model) built by a factory registered in LOSS_TERMS. The factory receives the
 TrainConfig and the model and returns None when its weight is 0. To add a term, write it in its
-own module (pulse/train/byol.py, distill_birdnet.py, distill_ensemble.py), register it there and add
+own module (pulse/train/byol.py, distill_birdnet.py, ...), register it there and add
 the module to TERM_MODULES; weak_labels.py needs no change.
 """
 
@@ -20,7 +20,7 @@ from pulse.config import TrainConfig
 
 # Modules that register loss terms when imported.
 TERM_MODULES: tuple[str, ...] = ("pulse.train.losses", "pulse.train.byol", "pulse.train.distill_birdnet",
-                                 "pulse.train.distill_ensemble")
+                                 "pulse.train.distill_ensemble", "pulse.train.shift_consistency")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class StepOutputs:
     embeddings: torch.Tensor  # [B, K, D]
     clip_logits: torch.Tensor  # [B, C] pooled over windows
     targets: torch.Tensor  # [B, C] clip-level (weak) labels
+    shifted_logits: torch.Tensor | None = None  # [B, K, C] the windows a fraction of a frame later (lambda_shift)
 
 
 class LossTerm(nn.Module):

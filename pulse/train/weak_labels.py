@@ -37,6 +37,7 @@ from pulse.train.data import BatchSampler, load_backgrounds, load_clips, speed_v
 from pulse.train.distill_birdnet import student_model_config
 from pulse.train.losses import StepOutputs, build_loss_terms
 from pulse.train.pooling import create_pooling
+from pulse.train.shift_consistency import advanced, sub_frame_offsets
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +83,35 @@ def slowable(targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return (targets[:, ~chosen] == 0).all(dim=1).cpu()
 
 
-def step_outputs(model, pooling, waves: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, step: int,
-                 generator: torch.Generator) -> StepOutputs:
-    batch, windows, samples = waves.shape
-    logmel = model.frontend(waves.reshape(batch * windows, samples))
+def augmented(logmel: torch.Tensor, targets: torch.Tensor, windows: int, cfg: TrainConfig,
+              generator: torch.Generator) -> torch.Tensor:
+    """The log-mel augmentations: spectral tilt, slowing down, SpecAugment."""
     if cfg.tilt_db > 0:
         logmel = spectral_tilt(logmel, generator, cfg.tilt_db)
     if cfg.tempo_prob > 0:
         eligible = slowable(targets, cfg).repeat_interleave(windows)
         logmel = slow_down(logmel, generator, cfg.tempo_prob, cfg.slowest_tempo, eligible)
-    logmel = spec_augment(logmel, generator, cfg.freq_masks, cfg.freq_mask_bins, cfg.time_masks, cfg.time_mask_frames)
-    embeddings = model.features_from_logmel(logmel)
+    return spec_augment(logmel, generator, cfg.freq_masks, cfg.freq_mask_bins, cfg.time_masks, cfg.time_mask_frames)
+
+
+def step_outputs(model, pooling, waves: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, step: int,
+                 generator: torch.Generator) -> StepOutputs:
+    batch, windows, samples = waves.shape
+    flat = waves.reshape(batch * windows, samples)
+    draws = generator.get_state()
+    logmel = augmented(model.frontend(flat), targets, windows, cfg, generator)
+    if cfg.lambda_shift <= 0:
+        embeddings = model.features_from_logmel(logmel)
+        shifted_logits = None
+    else:  # the same windows a fraction of a frame later, with the same tilts and masks, in the same batch
+        later = advanced(flat, sub_frame_offsets(len(flat), cfg.model.hop_length, generator))
+        replay = torch.Generator().set_state(draws)
+        shifted = augmented(model.frontend(later), targets, windows, cfg, replay)
+        embeddings, shifted_embeddings = model.features_from_logmel(torch.cat([logmel, shifted])).chunk(2)
+        shifted_logits = model.forward_head(shifted_embeddings).reshape(batch, windows, -1)
     logits = model.forward_head(embeddings).reshape(batch, windows, -1)
     embeddings = embeddings.reshape(batch, windows, -1)
-    return StepOutputs(step, waves, logmel, logits, embeddings, pooling(logits, embeddings), targets)
+    return StepOutputs(step, waves, logmel, logits, embeddings, pooling(logits, embeddings), targets, shifted_logits)
 
 
 def validate(model, data, cfg: TrainConfig, device: torch.device) -> dict:
