@@ -4,7 +4,8 @@ A term is an `nn.Module` (so its own parameters, e.g. a BYOL projector, train an
 with the model) built by a factory registered in LOSS_TERMS. The factory receives the
 TrainConfig and the model and returns None when its weight is 0. To add a term, write it in its
 own module (pulse/train/byol.py, distill_birdnet.py, ...), register it there and add
-the module to TERM_MODULES; weak_labels.py needs no change.
+the module to TERM_MODULES; weak_labels.py needs no change unless the term needs a second forward
+pass of the batch itself (shift_consistency.py: `StepOutputs.shifted_logits`).
 """
 
 from __future__ import annotations
