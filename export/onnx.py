@@ -98,10 +98,11 @@ def graph_ops(model_proto) -> set[str]:
 
 
 def check_frontend_ops(model_proto, frontend: str) -> None:
-    """fft graphs must use STFT; conv and folded graphs must contain no DFT/STFT (TensorRT < 10.5 lacks them)."""
+    """fft graphs must use STFT (or DFT, for frames folded onto the DFT); conv and folded graphs must contain
+    no DFT/STFT (TensorRT < 10.5 lacks them)."""
     fourier = graph_ops(model_proto) & FOURIER_OPS
-    if frontend == "fft" and "STFT" not in fourier:
-        raise OnnxExportError("fft frontend exported without an STFT op")
+    if frontend == "fft" and not fourier:
+        raise OnnxExportError("fft frontend exported without an STFT or DFT op")
     if frontend in ("conv", "folded") and fourier:
         raise OnnxExportError(f"{frontend} frontend exported with {sorted(fourier)}: not TensorRT-portable")
 

@@ -33,6 +33,9 @@ class ModelConfig(JsonConfig):
     hop_length: int = 441  # 10 ms frames resolve syllable rhythms
     n_mels: int = 64
     window_taper: float = 1.0  # share of each frame tapered: 1 is Hann, less a flatter Tukey window
+    # Samples per frame; 0: n_fft. Longer frames are folded onto n_fft points before the DFT, so frames as
+    # long as the hop see every sample at the same DFT cost (pulse/frontend.py).
+    frame_length: int = 0
     f_min: float = 500.0
     f_max: float = 22050.0
     embed_dim: int = 256
