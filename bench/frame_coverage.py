@@ -26,7 +26,7 @@ from scipy.signal.windows import hann, tukey
 from export.atomic import write_json
 
 RATE, N_FFT, HOP = 44100, 512, 882
-WINDOWS = {  # name: (frame length, window); frames longer than the hop overlap
+WINDOWS = {  # name: analysis window (its length is the frame length; frames longer than the hop overlap)
     "hann 512 (bundled)": hann(512, sym=False),
     "hann 882, folded to 512": hann(882, sym=False),
     "tukey 0.75 882, folded to 512": tukey(882, 0.75, sym=False),
