@@ -10,6 +10,7 @@ A bad file becomes one line on the console and one row in errors.csv; the batch 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io as text_io
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.atomic import write_json, write_text
+from export.atomic import atomic_path, write_json, write_text
 from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
@@ -468,8 +469,12 @@ def _write_run_tables(files: list[_File], run: _Run) -> None:
         log.warning("%d file(s) skipped as finished are missing from the run-wide tables: another run into %s "
                     "replaced their journal records meanwhile (first: %s); run again to include them",
                     len(missing), run.out_dir, missing[0])
-    for writer in run_writers:
-        writer.write(_join(writer.table, tables[writer.table], run.labels), output_path(writer, run.out_dir))
+    # Each table is written to a staging file first and all are moved into place together at the end, so a
+    # run killed while writing the large scores.csv never leaves detections.csv from a newer run beside it.
+    with contextlib.ExitStack() as staging:
+        for writer in run_writers:
+            staged = staging.enter_context(atomic_path(output_path(writer, run.out_dir)))
+            writer.write(_join(writer.table, tables[writer.table], run.labels), staged)
 
 
 def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:

@@ -483,3 +483,35 @@ def test_shipped_models_name_the_bundled_examples(tmp_path, name):
         else:
             species = " ".join(example.removeprefix("mix_").split("_")[:2])
             assert row.idxmax() == species and row.max() > 0.5, example
+
+
+DIE_WRITING_SCORES = """
+import os, signal, sys
+from pulse.analyze import analyze
+from pulse.config import InferConfig
+from pulse.writers.scores_csv import ScoresCsvWriter
+def die(self, table, path):
+    path.write_text("file,start_s,end_s")  # half a table, as kill -9 mid-write leaves it
+    os.kill(os.getpid(), signal.SIGKILL)
+ScoresCsvWriter.write = die
+analyze([sys.argv[1]], sys.argv[2], InferConfig(model=sys.argv[3], formats=("csv", "scores")))
+"""
+
+
+def test_run_tables_change_together_when_a_run_dies_writing_them(tmp_path, model):
+    """detections.csv is written before the (much larger) scores.csv: a run killed between them must not
+    leave the new detections beside the old scores."""
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(2.0 + i), RATE)
+    out, cfg = tmp_path / "out", InferConfig(model=str(model), formats=("csv", "scores"))
+    analyze([tmp_path / "in" / "r0.wav"], out, cfg)
+    before = {name: (out / name).read_bytes() for name in ("detections.csv", "scores.csv")}
+    proc = subprocess.run([sys.executable, "-c", DIE_WRITING_SCORES, str(tmp_path / "in"), str(out), str(model)],
+                          capture_output=True, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    assert {name: (out / name).read_bytes() for name in before} == before
+    analyze([tmp_path / "in"], out, cfg)
+    assert sorted(set(pd.read_csv(out / "detections.csv")["File"].map(lambda f: Path(f).name))) == ["r0.wav", "r1.wav", "r2.wav"]
+    assert sorted(set(pd.read_csv(out / "scores.csv")["file"].map(lambda f: Path(f).name))) == ["r0.wav", "r1.wav", "r2.wav"]
+    assert not list(out.rglob(".*.tmp"))
