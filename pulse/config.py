@@ -206,6 +206,10 @@ class TrainConfig(JsonConfig):
     # Mixed pairs: the quieter singer's target is its amplitude ratio to the louder (a recordist names the
     # singer in front); off: both 1.
     mixup_level_targets: bool = False
+    # Share of song clips with a synthetic other insect behind them (pulse.train.augment.unknown_singer),
+    # at unknown_singer_snr_db below the song; the target stays the focal species alone.
+    unknown_singer_prob: float = 0.0
+    unknown_singer_snr_db: tuple[float, float] = (-5.0, 15.0)
     song_speeds: tuple[float, ...] = (1.0,)  # songs replayed at these speeds (pulse rate and pitch vary with temperature)
     tempo_prob: float = 0.0  # share of log-mels slowed down with pitch kept (song tempo falls with temperature)
     slowest_tempo: float = 0.5  # their tempo, drawn log-uniformly from [slowest_tempo, 1]

@@ -20,7 +20,7 @@ from pulse.config import ModelConfig, TrainConfig
 from pulse.train import weak_labels
 from pulse.train.activity import FRAME_S, active_frames
 from pulse.train.augment import (band_limit, crop, hard_clip, lowpass, mix_at_snr, rms, slow_down, spec_augment,
-                                 spectral_tilt)
+                                 spectral_tilt, unknown_singer)
 from pulse.train.data import BatchSampler, Clip, speed_variants
 from pulse.plots import training_figure
 from pulse.train.pooling import create_pooling
@@ -345,3 +345,37 @@ def test_shipped_configs_name_only_known_settings(path):
                           ("semi.", data.get("semi", {}))):
         known = {f.name for f in dataclasses.fields(cfg if not name else getattr(cfg, name[:-1]))}
         assert not set(section) - known, f"{path.name}: unknown {name}{sorted(set(section) - known)}"
+
+
+def test_unknown_singer_is_a_pulsed_band_above_the_crickets_and_leaves_the_target_alone():
+    """The synthetic other insect sits in 5-16 kHz, is silent between pulses, and mixed behind a clip it
+    adds that band without naming a second species."""
+    sample_rate, n = 44100, 44100
+    draws = np.random.default_rng(3)
+    for _ in range(20):
+        singer = unknown_singer(n, sample_rate, draws)
+        power = np.abs(np.fft.rfft(singer)) ** 2
+        freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+        peak = freqs[power.argmax()]
+        assert abs(rms(singer) - 1.0) < 1e-3 and 4500 < peak < 17000
+        assert power[(freqs > 0.75 * peak) & (freqs < 1.3 * peak)].sum() > 0.8 * power.sum()
+        assert np.mean(np.abs(singer) < 1e-6) > 0.1  # pulses, not a steady hiss
+
+    tone = (0.1 * np.sin(2 * np.pi * 2000 * np.arange(n) / sample_rate)).astype(np.float32)
+
+    def batch(prob: float) -> tuple[np.ndarray, np.ndarray]:
+        cfg = TrainConfig(model=ModelConfig(labels=("a", "b"), common_names=("a", "b"), codes=("A", "B"), window_s=1.0),
+                          batch_size=16, negative_prob=0.0, background_prob=0.0, noise_prob=1.0, mixup_prob=0.0,
+                          gain_db=(0.0, 0.0), unknown_singer_prob=prob, unknown_singer_snr_db=(0.0, 0.0))
+        return BatchSampler([Clip("tone", tone, 0)], [], cfg).batch(0)
+
+    def share_above_4khz(windows: np.ndarray) -> np.ndarray:
+        power = np.abs(np.fft.rfft(windows, axis=-1)) ** 2
+        return power[..., np.fft.rfftfreq(n, 1 / sample_rate) > 4000].sum(-1) / power.sum(-1)
+
+    plain, plain_targets = batch(0.0)
+    mixed, mixed_targets = batch(1.0)
+    assert (share_above_4khz(plain) < 0.01).all()
+    shares = share_above_4khz(mixed)  # as loud as the song, or silent where a chirping singer pauses
+    assert (np.isclose(shares, 0.5, atol=0.02) | (shares < 0.01)).all() and np.isclose(shares, 0.5, atol=0.02).mean() > 0.75
+    assert (plain_targets == mixed_targets).all() and (mixed_targets[:, 0] == 1).all() and (mixed_targets[:, 1] == 0).all()

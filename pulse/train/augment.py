@@ -80,6 +80,32 @@ def coloured_noise(length: int, rng: np.random.Generator, exponent: float) -> np
     return (noise / (rms(noise))).astype(np.float32)
 
 
+def unknown_singer(length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic insect that is none of ours, at unit rms: a tone or a noise band centred at 5-16 kHz
+    (above the field and tree crickets' carriers), cut into pulses (15-300 a second), singing
+    continuously or in chirps. Field recordings hold other singers behind the focal one; the bundled
+    backgrounds hold only two cicadas (bench/README.md, "Other singers behind the song")."""
+    t = np.arange(length) / sample_rate
+    centre = float(np.exp(rng.uniform(np.log(5000.0), np.log(16000.0))))
+    if rng.random() < 0.5:
+        carrier = np.sin(2 * np.pi * centre * t + rng.uniform(0, 2 * np.pi))
+    else:
+        half_width = centre * float(rng.uniform(0.05, 0.2))
+        sos = butter(4, (centre - half_width, min(centre + half_width, 0.45 * sample_rate)), btype="bandpass",
+                     fs=sample_rate, output="sos")
+        carrier = sosfilt(sos, rng.standard_normal(length))
+    pulse_rate = float(np.exp(rng.uniform(np.log(15.0), np.log(300.0))))
+    position = t * pulse_rate + rng.random()  # in pulse periods
+    phase, duty = position % 1.0, float(rng.uniform(0.3, 0.8))
+    envelope = np.where(phase < duty, np.sin(np.pi * phase / duty) ** 2, 0.0)  # smooth pulses: no clicks
+    if rng.random() < 0.5:  # chirps of 0.05-1 s with 0.1-1.5 s gaps, whole pulses only; else a continuous trill
+        on_s, off_s = float(rng.uniform(0.05, 1.0)), float(rng.uniform(0.1, 1.5))
+        pulse_start_s = np.floor(position) / pulse_rate
+        envelope *= (pulse_start_s + rng.uniform(0, on_s + off_s)) % (on_s + off_s) < on_s
+    song = carrier * envelope
+    return (song / rms(song)).astype(np.float32) if envelope.any() else np.zeros(length, np.float32)
+
+
 def spectral_tilt(logmel: torch.Tensor, generator: torch.Generator, max_db: float) -> torch.Tensor:
     """A random linear tilt across the mel bands, up to +-`max_db` between the lowest and highest
     band (zero mean): microphones and recorders differ in frequency response. Log-mel is ln(power)."""

@@ -19,7 +19,7 @@ from pulse.io import find_audio, read_audio
 from pulse.manifest import load_manifest, select_split
 from pulse.train.activity import active_frames, singing_level_db, song_crop
 from pulse.train.augment import (apply_gain, band_limit, coloured_noise, crop, hard_clip, lowpass, mix_at_snr,
-                                 scaled_to_snr)
+                                 scaled_to_snr, unknown_singer)
 
 NOISE_BANK, NOISE_STREAM = 9, 7_919  # coloured-noise recordings (white to brown); their own random stream
 
@@ -129,6 +129,10 @@ class BatchSampler:
                 if cfg.mixup_level_targets:
                     self._level_targets(target, clip.label, windows, other.label, others)
                 windows = [(w + o).astype(np.float32) for w, o in zip(windows, others)]
+            if cfg.unknown_singer_prob > 0 and rng.random() < cfg.unknown_singer_prob:
+                snr_db = float(rng.uniform(*cfg.unknown_singer_snr_db))  # one singer behind all k windows
+                singer = unknown_singer(k * self.length, cfg.model.sample_rate, rng).reshape(k, self.length)
+                windows = [mix_at_snr(w, s, snr_db) for w, s in zip(windows, singer)]
             if rng.random() < cfg.background_prob:
                 windows = [mix_at_snr(w, self._background(rng), float(rng.uniform(*cfg.snr_db))) for w in windows]
         windows = self._recorder(windows, rng)
