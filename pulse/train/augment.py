@@ -82,7 +82,7 @@ def coloured_noise(length: int, rng: np.random.Generator, exponent: float) -> np
 
 def unknown_singer(length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """A synthetic insect that is none of ours, at unit rms: a tone or a noise band centred at 5-16 kHz
-    (above the field and tree crickets' carriers), cut into pulses (15-300 a second), singing
+    (above the field and tree crickets' 3-5 kHz carriers), cut into pulses (15-300 a second), singing
     continuously or in chirps. Field recordings hold other singers behind the focal one; the bundled
     backgrounds hold only two cicadas (bench/README.md, "Other singers behind the song")."""
     t = np.arange(length) / sample_rate
