@@ -92,7 +92,11 @@ def resolve_model(name: str) -> tuple[Path, str]:
 
 def read_species_list(path: str | Path) -> tuple[str, ...]:
     """One species per line; blank lines and lines starting with # are skipped."""
-    lines = (line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the species list ({getattr(exc, 'strerror', None) or exc})") from None
+    lines = (line.strip() for line in text.splitlines())
     species = tuple(line for line in lines if line and not line.startswith("#"))
     if not species:
         raise ValueError(f"{path}: the species list is empty")
@@ -110,8 +114,11 @@ def open_model(name: str, device: str = "cpu", species_list: str = "", threads: 
         return load_predictor(path, backend=backend, device=device, threads=threads)
     if backend != "birdnet":
         raise ValueError(f"{species_list}: a species list applies to --model birdnet only")
-    return load_predictor(path, backend=backend, device=device, threads=threads,
-                          species=read_species_list(species_list))
+    species = read_species_list(species_list)
+    try:
+        return load_predictor(path, backend=backend, device=device, threads=threads, species=species)
+    except ValueError as exc:  # a name BirdNET does not know: say which list it came from
+        raise ValueError(f"{species_list}: {exc}") from None
 
 
 @dataclass
@@ -182,15 +189,25 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     writers = tuple(WRITERS.create(name) for name in cfg.formats)
-    if not writers or cfg.batch_size < 1 or cfg.workers < 0:
-        raise ValueError("need at least one output format, a batch_size of at least 1 and workers of at least 0")
+    if not writers:
+        raise ValueError(f"--format needs at least one of {', '.join(WRITERS.list())}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"--batch-size is at least 1, got {cfg.batch_size}")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers is 0 (one per 4 cores) or more, got {cfg.workers}")
+    if cfg.channel is not None and cfg.channel < 0:
+        raise ValueError(f"--channel is a 0-based channel index, got {cfg.channel}")
     if not 0.0 <= cfg.min_conf <= 1.0:
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: --out must be a folder, and this is a file")
+    if blocker := next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None):
+        raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
     predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
     meta = predictor.metadata
+    if missing := [k for k in ("labels", "sample_rate", "window_s") if k not in meta]:
+        predictor.close()
+        raise ValueError(f"{model_path}: not a PULSE model (its metadata lacks {', '.join(missing)}; "
+                         "`pulse export` writes it)")
     rate = int(meta["sample_rate"])
     spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
     run = _Run(cfg, spec, LabelSet.from_metadata(meta), model_band(meta),

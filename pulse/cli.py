@@ -60,13 +60,13 @@ def analyze(
     flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size,
                  workers=workers, threads=threads, formats=tuple(f.strip() for f in format.split(",") if f.strip()),
                  resume=resume, device=device, channel=channel, strict=strict, species_list=species_list)
-    if config is not None:  # the file's settings, then only the flags typed on this command line
-        given = {k: v for k, v in flags.items()
-                 if ctx.get_parameter_source("format" if k == "formats" else k).name != "DEFAULT"}
-        cfg = replace(InferConfig.from_dict(json.loads(config.read_text())["config"]), **given)
-    else:
-        cfg = replace(_INFER, **flags)
     try:
+        if config is not None:  # the file's settings, then only the flags typed on this command line
+            given = {k: v for k, v in flags.items()
+                     if ctx.get_parameter_source("format" if k == "formats" else k).name != "DEFAULT"}
+            cfg = replace(_read_run_config(config), **given)
+        else:
+            cfg = replace(_INFER, **flags)
         summary = run_analyze(inputs, out, cfg)
     except AudioReadError as exc:  # --strict: the first bad recording ends the run
         typer.echo(f"error: {exc}", err=True)
@@ -89,6 +89,31 @@ def analyze(
     if summary.files_failed:
         typer.echo(f"{summary.files_failed} file(s) failed: see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)
+
+
+def _read_run_config(path: Path) -> InferConfig:
+    """The settings in a run's config.json (`pulse analyze` writes them under "config"), or a ValueError
+    naming the file; keys this version does not know are named in a warning and ignored."""
+    import logging
+
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))["config"]
+        if not isinstance(settings, dict):
+            raise KeyError("config")
+        unknown = sorted(set(settings) - set(InferConfig.__dataclass_fields__))
+        cfg = InferConfig.from_dict(settings)
+    except IsADirectoryError:
+        raise ValueError(f"{path}: --config takes a run's config.json, and this is a folder") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the config ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON file ({exc})") from None
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: not a `pulse analyze` config.json (no \"config\" settings in it)") from None
+    if unknown:
+        logging.getLogger("pulse").warning("%s: ignoring settings this version does not know: %s", path,
+                                           ", ".join(unknown))
+    return cfg
 
 
 _EXPORT = ExportConfig()

@@ -65,7 +65,9 @@ class AudioInfo:
 def audio_info(path: str | Path) -> AudioInfo:
     """Open the header and check it: format known, rate in range, not empty, not truncated."""
     if not Path(path).is_file():
-        raise AudioReadError(path, "no such file" if not Path(path).exists() else "not a regular file")
+        raise AudioReadError(path, "no such file or folder" if not Path(path).exists() else "not a regular file")
+    if Path(path).stat().st_size == 0:
+        raise AudioReadError(path, "empty file (0 bytes)")
     try:
         with sf.SoundFile(str(path)) as f:
             info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)

@@ -91,7 +91,7 @@ def make_batch(root: Path) -> dict[str, str | None]:
     data = (root / "cut.flac").read_bytes()
     (root / "cut.flac").write_bytes(data[: len(data) // 2])
     return {"site1/good.flac": None, "site1/short.wav": None, "hi_rate.wav": None, "eight_channels.wav": None,
-            "low_rate.ogg": None, "lossy.mp3": None, "zero.wav": "not readable", "text.flac": "not readable",
+            "low_rate.ogg": None, "lossy.mp3": None, "zero.wav": "empty file", "text.flac": "not readable",
             "nan.wav": "NaN/Inf", "cut.flac": "truncated"}
 
 
@@ -392,8 +392,47 @@ def test_bad_options_empty_inputs_and_strict_are_one_line(tmp_path, model):
     assert result.exit_code == 1 and "no audio files" in result.output and str(tmp_path) in result.output
     (tmp_path / "zero.wav").write_bytes(b"")
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "o"), "--strict"])
-    assert result.exit_code == 1 and "zero.wav: not readable as audio" in result.output
+    assert result.exit_code == 1 and "zero.wav: empty file (0 bytes)" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_each_bad_option_names_its_flag_and_an_out_below_a_file_is_refused(tmp_path, model):
+    runner = CliRunner()
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)
+    base = ["analyze", str(tmp_path / "a.wav"), "--model", str(model), "--out", str(tmp_path / "o")]
+    for flags, message in [(["--batch-size", "0"], "--batch-size is at least 1, got 0"),
+                           (["--workers", "-1"], "--workers is 0 (one per 4 cores) or more, got -1"),
+                           (["--format", ","], "--format needs at least one of audacity, csv"),
+                           (["--channel", "-1"], "--channel is a 0-based channel index, got -1")]:
+        result = runner.invoke(app, [*base, *flags])
+        assert result.exit_code == 2 and message in result.output, (flags, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = runner.invoke(app, [*base[:-1], str(tmp_path / "taken" / "sub")])
+    assert result.exit_code == 2 and f"{tmp_path / 'taken'}: --out must be a folder" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_config_file_or_model_file_is_one_line(tmp_path, model, caplog):
+    runner = CliRunner()
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)
+    base = ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "o")]
+    (tmp_path / "text.json").write_text("not json")
+    (tmp_path / "other.json").write_text('{"epochs": 3}')
+    (tmp_path / "fake.onnx").write_text("not a model")
+    for flags, message in [(["--config", str(tmp_path / "none.json")], "none.json: cannot read the config"),
+                           (["--config", str(tmp_path)], "--config takes a run's config.json, and this is a folder"),
+                           (["--config", str(tmp_path / "text.json")], "text.json: not a JSON file"),
+                           (["--config", str(tmp_path / "other.json")], "other.json: not a `pulse analyze` config.json"),
+                           (["--model", str(tmp_path / "fake.onnx")], "fake.onnx: ONNX Runtime cannot load it"),
+                           (["--model", "birdnet", "--species-list", str(tmp_path / "none.txt")],
+                            "none.txt: cannot read the species list")]:
+        result = runner.invoke(app, [*base, *flags])
+        assert result.exit_code == 2 and message in result.output, (flags, result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    (tmp_path / "typo.json").write_text(json.dumps({"config": {"model": str(model), "min_cnf": 0.9}}))
+    result = runner.invoke(app, [*base, "--config", str(tmp_path / "typo.json")])
+    assert result.exit_code == 0 and "ignoring settings this version does not know: min_cnf" in caplog.text
 
 
 def test_pytorch_checkpoint_backend(tmp_path):

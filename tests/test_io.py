@@ -78,7 +78,7 @@ def test_a_wav_cut_short_is_read_as_far_as_it_goes(tmp_path):
 
 
 BAD_FILES = {
-    "zero.wav": (lambda p: p.write_bytes(b""), "not readable as audio"),
+    "zero.wav": (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     "empty.wav": (lambda p: sf.write(p, np.zeros(0, np.float32), RATE), "zero-length"),
     "notes.flac": (lambda p: p.write_text("this is not audio at all\n" * 50), "not readable as audio"),
     "random.mp3": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(5000)), "not readable as audio"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.artifact import METADATA_KEY
+from export.artifact import METADATA_KEY, CheckpointError
 from export.predictor import BACKENDS, InputSpec
 
 
@@ -22,7 +22,12 @@ class OnnxRuntimePredictor:
         # Idle threads sleep instead of spinning: spinning starves the decoding threads that share the
         # cores (`pulse analyze` 2 threads on 2 cores: ~850x -> ~1100x real time; batch speed unchanged).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(path), options, providers=_providers(device))
+        providers = _providers(device)
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, Fail, ...): one line naming the file
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load it as a model ({reason})") from None
         if device != "cpu" and "CUDAExecutionProvider" not in self._session.get_providers():
             raise ValueError(f"--device {device}: ONNX Runtime could not start CUDA (no GPU, or CUDA libraries "
                              f"missing); use --device cpu")
