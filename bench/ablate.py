@@ -61,20 +61,9 @@ def probe_report(manifest: str, cfg: EvalConfig, labels: tuple[str, ...], caches
     """Fit the BirdNET-embedding probe on the regime's labelled windows + training backgrounds; evaluate it."""
     from pulse.evaluate import evaluate, prepare
     from pulse.teacher import birdnet
-    from pulse.teacher.cache import load_cache
-    from pulse.teacher.probe import EmbeddingProbe
+    from pulse.teacher.probe import fit_on_caches
 
-    clips, backgrounds = load_cache(caches[0]), load_cache(caches[1])
-    frame = pd.read_csv(manifest)
-    x, y = [], []
-    for path, species in frame.loc[frame["split"] == "train", ["path", "species"]].itertuples(index=False):
-        x.append(clips[path].embedding)
-        y.append(np.tile(np.eye(len(labels), dtype=np.float32)[labels.index(species)], (len(x[-1]), 1)))
-    bg = pd.read_csv(cfg.background_manifest)
-    for path in bg.loc[bg["split"] == "train", "path"]:
-        x.append(backgrounds[path].embedding)
-        y.append(np.zeros((len(x[-1]), len(labels)), np.float32))
-    probe = EmbeddingProbe().fit(np.concatenate(x), np.concatenate(y))
+    probe = fit_on_caches(manifest, cfg.background_manifest, labels, caches)
     teacher = birdnet.BirdNET(threads=threads)
     data = prepare(dataclasses.replace(cfg, manifest=manifest), labels, birdnet.SAMPLE_RATE, birdnet.WINDOW_S)
     report = evaluate(lambda b: probe.predict_proba(teacher.predict(b).embedding), data, cfg, labels)

@@ -142,6 +142,28 @@ def condition_metrics(scores: np.ndarray, labels: np.ndarray, clip_ids: np.ndarr
     }
 
 
+def recording_bootstrap(predicted: np.ndarray, labels: np.ndarray, clip_ids: np.ndarray, resamples: int,
+                        seed: int = 0) -> np.ndarray:
+    """Window macro-F1 of `predicted` [A, W] (A alignments of W excerpts, averaged) on `resamples` resamplings
+    of the recordings, each species keeping its number of recordings.
+
+    Excerpts of one recording share its singer, level and background, so they are not independent: the
+    recording is what gets resampled. A species with one recording always draws it, so its own
+    uncertainty is not in the interval (which is then too narrow, not too wide).
+    """
+    rng = np.random.default_rng(seed)
+    rows_of = {c: np.flatnonzero(clip_ids == c) for c in np.unique(clip_ids)}
+    clips_of = {s: np.unique(clip_ids[labels == s]) for s in np.unique(labels)}
+    present = np.unique(labels)
+    result = np.empty(resamples)
+    for r in range(resamples):
+        rows = np.concatenate([rows_of[c] for clips in clips_of.values()
+                               for c in rng.choice(clips, size=len(clips), replace=True)])
+        result[r] = np.mean([f1_score(labels[rows], p[rows], labels=present, average="macro", zero_division=0)
+                             for p in predicted])
+    return result
+
+
 def condition_name(snr_db: float | None) -> str:
     return "clean" if snr_db is None else f"snr_{snr_db:+g}dB"
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from export.artifact import save_weights
 from pulse.cli import app
 from pulse.config import ModelConfig
-from pulse.evaluate import condition_metrics, excerpts
+from pulse.evaluate import condition_metrics, excerpts, recording_bootstrap
 from pulse.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +47,22 @@ def test_metrics_on_known_scores():
     half[1] = [0.05, 0.9, 0.05]  # one window of clip 0 wrong; clip max still right
     m = condition_metrics(half, labels, clip_ids, negatives, NAMES, threshold=0.5)
     assert m["window"]["accuracy"] == 5 / 6 and m["clip"]["accuracy"] == 1.0
+
+
+def test_recording_bootstrap_resamples_whole_recordings_within_species():
+    labels = np.repeat([0, 0, 1, 1], 3)  # species 0: recordings 0, 1; species 1: recordings 2, 3; 3 excerpts each
+    clip_ids = np.repeat([0, 1, 2, 3], 3)
+    assert np.all(recording_bootstrap(labels[None], labels, clip_ids, 50) == 1.0)  # nothing to be unsure of
+    wrong = labels.copy()
+    wrong[clip_ids == 0] = 1  # every excerpt of recording 0 called species 1
+    draws = recording_bootstrap(wrong[None], labels, clip_ids, 400, seed=1)
+    # a resample holds recording 0 twice (F1 1/3), once (F1 0.733) or not at all (F1 1): nothing in between,
+    # as a resample of single excerpts would give
+    values = set(np.round(draws, 3))
+    assert values <= {0.333, 0.733, 1.0} and len(values) == 3
+    assert abs(np.mean(draws == 1.0) - 0.25) < 0.07  # recording 1 drawn twice: P = 1/4
+    both = np.stack([labels, wrong])  # two alignments, one right, one as above: averaged per resample
+    assert np.allclose(recording_bootstrap(both, labels, clip_ids, 400, seed=1), (1 + draws) / 2)
 
 
 def test_every_condition_is_scored_again_at_each_delay():

@@ -59,3 +59,24 @@ def cross_fitted_scores(embeddings: np.ndarray, targets: np.ndarray, groups: np.
                                      np.concatenate([targets[fit_rows], no_labels]))
         scores[score_rows] = probe.predict_proba(embeddings[score_rows])
     return scores
+
+
+def fit_on_caches(manifest: str, background_manifest: str, labels: tuple[str, ...],
+                  caches: tuple[str, str]) -> EmbeddingProbe:
+    """The probe as a BirdNET-Analyzer user would train it: the manifest's training recordings, every window
+    labelled with the recording's species, plus the training soundscapes as negatives (from teacher caches)."""
+    import pandas as pd
+
+    from pulse.teacher.cache import load_cache
+
+    clips, backgrounds = load_cache(caches[0]), load_cache(caches[1])
+    frame = pd.read_csv(manifest)
+    x, y = [], []
+    for path, species in frame.loc[frame["split"] == "train", ["path", "species"]].itertuples(index=False):
+        x.append(clips[path].embedding)
+        y.append(np.tile(np.eye(len(labels), dtype=np.float32)[labels.index(species)], (len(x[-1]), 1)))
+    soundscapes = pd.read_csv(background_manifest)
+    for path in soundscapes.loc[soundscapes["split"] == "train", "path"]:
+        x.append(backgrounds[path].embedding)
+        y.append(np.zeros((len(x[-1]), len(labels)), np.float32))
+    return EmbeddingProbe().fit(np.concatenate(x), np.concatenate(y))
