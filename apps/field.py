@@ -63,7 +63,6 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     if not audio_path:
         return FieldView("Upload a recording or pick an example.")
     cfg = dataclasses.replace(InferConfig(), model=model or InferConfig().model, min_conf=float(min_conf))
-    out = Path(tempfile.mkdtemp(prefix="field-", dir=work_root))
     name = Path(audio_path).name
     try:
         rec = analyze_recording(audio_path, cfg)
@@ -71,6 +70,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", audio_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return FieldView(f"**Could not analyse `{name}`:** {exc}")
+    out = Path(tempfile.mkdtemp(prefix="field-", dir=work_root))  # only requests with something to show
     labels = rec.labels.labels
     spectrum = save_png(spectrogram_figure(audio, rate, rec.detections, name, labels, WIDE), out / "spectrogram.png")
     curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF), out / "scores.png")

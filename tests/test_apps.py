@@ -107,6 +107,7 @@ def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model
     missing = field.analyze_upload(str(GRYLLUS), str(tmp_path / "nope.onnx"), 0.25, tmp_path)
     assert "nope.onnx" in missing.status and missing.scores_png is None
     assert "Upload" in field.analyze_upload(None, "default", 0.25, tmp_path).status
+    assert not list(tmp_path.glob("field-*"))  # a failed request leaves no empty output folder behind
 
 
 def test_plots_draw_one_box_per_run_and_reject_mixed_files(tmp_path):
