@@ -47,9 +47,26 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _check_mpp(mpp: Optional[float], override_mpp: bool) -> None:
+def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, override_mpp: bool = False,
+                   device: str = "cpu") -> None:
+    """Options every slide would fail on are refused once, before the batch (exit status 2)."""
+    import math
+
+    from lrmil.slide import MAX_PLAUSIBLE_MPP
+
+    if out_folder is not None and (blocker := next((p for p in (out_folder, *out_folder.parents)
+                                                    if p.exists() and not p.is_dir()), None)):
+        _fail(ValueError(f"{blocker}: --out must be a folder, and this is a file"))
     if override_mpp and mpp is None:
         _fail(ValueError("--override-mpp needs --mpp, the value that replaces every slide's metadata"))
+    if mpp is not None and not (0 < mpp < MAX_PLAUSIBLE_MPP and math.isfinite(mpp)):
+        _fail(ValueError(f"--mpp is level-0 microns per pixel, about 0.25 for a 40x scan and 0.5 for 20x; "
+                         f"got {mpp:g}" + (" (a magnification?)" if mpp >= MAX_PLAUSIBLE_MPP else "")))
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(ValueError(f"--device {device}: torch finds no CUDA GPU here; use --device cpu"))
 
 
 def _slides(inputs: list[Path]) -> list[Path]:
@@ -58,7 +75,8 @@ def _slides(inputs: list[Path]) -> list[Path]:
 
     found = find_slides(inputs)
     if not found:
-        typer.echo(f"no slide files found in {', '.join(map(str, inputs))}", err=True)
+        typer.echo(f"no slide files found in {', '.join(map(str, inputs))} (folders are searched one level deep, "
+                   "for whole-slide formats; name plain images as files)", err=True)
         raise typer.Exit(1)
     return found
 
@@ -128,7 +146,7 @@ def patch(
     from lrmil.features import run_patching
 
     _setup(0)
-    _check_mpp(mpp, override_mpp)
+    _check_options(out, mpp, override_mpp)
     paths = _slides(slides)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
     with logging_redirect_tqdm():
@@ -161,7 +179,7 @@ def extract(
     from lrmil.features import run_extract
 
     _setup(threads)
-    _check_mpp(mpp, override_mpp)
+    _check_options(out, mpp, override_mpp, device)
     paths = _slides(slides)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
     cfg = replace(_EXTRACT, encoder=encoder, weights=weights, resolution=resolution, batch_size=batch_size,
@@ -221,7 +239,7 @@ def distill_patches(
     from lrmil.slide import SlideReadError
 
     _setup(threads)
-    _check_mpp(mpp, override_mpp)
+    _check_options(None, mpp, override_mpp, device)
     paths = _slides(slides)
     cfg = replace(_STAGE1, teacher_weights=teacher_weights, test_fold=test_fold, loss=loss, layer_weight=layer_weight,
                   layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
@@ -339,7 +357,7 @@ def predict(
     override_mpp: bool = OVERRIDE_MPP_OPT,
     batch_size: int = typer.Option(_PREDICT.batch_size, help="Patches per encoder call."),
     topk: int = typer.Option(_PREDICT.topk, help="Most-attended patches saved per slide."),
-    heatmap_px: int = typer.Option(_PREDICT.heatmap_px, help="Longer side of the heatmap PNG."),
+    heatmap_px: int = typer.Option(_PREDICT.heatmap_px, help="Longer side of the slide image in the heatmap PNG (colour bar and notice strip come on top)."),
     device: str = typer.Option(_PREDICT.device, help="cpu or cuda[:N]."),
     strict: bool = typer.Option(_PREDICT.strict, help="Stop at the first bad slide instead of logging it."),
     threads: int = THREADS_OPT,
@@ -348,7 +366,7 @@ def predict(
     from lrmil.predict import run_predict
 
     _setup(threads)
-    _check_mpp(mpp, override_mpp)
+    _check_options(out, mpp, override_mpp, device)
     paths = _slides(slides)
     cfg = PredictConfig(model=model, path=path, mpp=mpp, override_mpp=override_mpp, batch_size=batch_size, topk=topk,
                         heatmap_px=heatmap_px, device=device, strict=strict)

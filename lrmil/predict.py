@@ -101,7 +101,7 @@ def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: s
     captions = [f"#{r + 1} attn {attention[i]:.3g}" for r, i in enumerate(top)]
     save_png(out / f"{sid}_topk.png", with_notice(tile_grid(top_patches, captions), model.notice))
     record = {
-        "slide": str(path), "slide_id": sid, "path": model.name, "magnification": level.magnification,
+        "slide": str(path), "slide_id": sid, "model": cfg.model, "path": model.name, "magnification": level.magnification,
         "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
         "patches": int(len(level)), "seconds": {k: round(v, 4) for k, v in seconds.items()},
         "mpp": mpp, "mpp_source": mpp_source,
@@ -126,7 +126,10 @@ def prediction_table(out: str | Path) -> pd.DataFrame:
             continue  # config.json and anything else that is not a prediction
         rows.append({"slide_id": record["slide_id"], "label": record["label"], "patches": record["patches"],
                      "seconds": record["seconds"]["total"],
-                     **{f"p_{k}": v for k, v in record["probabilities"].items()}, "notice": record.get("notice", "")})
+                     **{f"p_{k}": v for k, v in record["probabilities"].items()},
+                     # which run wrote the row: reruns into one --out with another path or model add to the table
+                     **{k: record.get(k, "") for k in ("model", "path", "magnification", "mpp", "mpp_source")},
+                     "notice": record.get("notice", "")})
     return pd.DataFrame(rows)
 
 

@@ -9,6 +9,7 @@ because every patch size downstream is derived from it.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
@@ -16,6 +17,8 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 
 from export.registry import Registry
+
+log = logging.getLogger(__name__)
 
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
                   ".dcm", ".png", ".jpg", ".jpeg")
@@ -91,6 +94,9 @@ def resolve_mpp(path: Path, metadata_mpp: float | None, mpp: float | None, overr
     if mpp is not None and (override_mpp or metadata_mpp is None):
         return float(mpp), "--mpp"
     if metadata_mpp is not None:
+        if mpp is not None and not math.isclose(mpp, metadata_mpp, rel_tol=0.01):
+            log.info("%s: using its metadata's %.4g um/px, not --mpp %g (--override-mpp replaces the metadata)",
+                     path, metadata_mpp, mpp)
         return metadata_mpp, "metadata"
     raise SlideReadError(path, "no microns-per-pixel in the slide metadata; pass --mpp "
                                "(e.g. --mpp 0.5 for a 20x scan, 0.25 for 40x)")
@@ -246,11 +252,17 @@ def slide_source(path: str | Path) -> dict:
 
 
 def find_slides(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, plus the slide files (by suffix, sorted) inside any folder given; a file named twice once."""
+    """Files as given, plus the whole-slide files (by suffix, sorted) directly inside any folder given; a file
+    named twice once. Plain images (PNG, JPEG) in a folder are thumbnails and label photos more often than
+    slides: they are skipped with a note, and read as slides only when named as files."""
     found, seen = [], set()
     for item in map(Path, inputs):
         if item.is_dir():
-            paths = sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file())
+            files = sorted(p for p in item.iterdir() if p.is_file())
+            paths = [p for p in files if p.suffix.lower() in SLIDE_SUFFIXES and p.suffix.lower() not in IMAGE_SUFFIXES]
+            if images := [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]:
+                log.info("%s: %d plain image(s) skipped (e.g. %s); name an image as a file to read it as a slide",
+                         item, len(images), images[0].name)
         else:
             paths = [item]  # missing files are reported by the job, not dropped here
         for path in paths:

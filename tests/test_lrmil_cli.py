@@ -46,6 +46,26 @@ def test_override_mpp_without_a_value_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "--override-mpp needs --mpp" in result.stderr
 
 
+def test_options_every_slide_would_fail_on_are_refused_once_before_the_batch(tmp_path):
+    slide = _png(tmp_path / "ok.png")
+    (tmp_path / "taken").write_text("a file")
+    for command in ("patch", "extract", "predict"):
+        for extra, message in [(["--out", tmp_path / "taken"], "taken: --out must be a folder, and this is a file"),
+                               (["--out", tmp_path / "taken" / "sub"], "taken: --out must be a folder"),
+                               (["--out", tmp_path / "o", "--mpp", -1], "--mpp is level-0 microns per pixel"),
+                               (["--out", tmp_path / "o", "--mpp", 20], "got 20 (a magnification?)")]:
+            result = _invoke(command, slide, *extra)
+            assert result.exit_code == 2 and message in result.stderr, (command, extra, result.output)
+            assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_is_one_line(tmp_path):
+    result = _invoke("predict", _png(tmp_path / "ok.png"), "--out", tmp_path / "o", "--mpp", 0.5, "--device", "cuda")
+    assert result.exit_code == 2 and "--device cuda: torch finds no CUDA GPU here" in result.stderr
+
+
 def test_extract_setup_errors_are_one_line_without_quotes_or_traceback(tmp_path):
     slide = _png(tmp_path / "ok.png")
     not_weights = tmp_path / "hostname"

@@ -119,6 +119,9 @@ def test_mpp_fills_in_missing_metadata_unless_override_is_asked_for(model_dir, t
     forced = json.loads((tmp_path / "forced" / "tagged.json").read_text())
     assert (forced["mpp"], forced["mpp_source"]) == (1.0, "--mpp")
     assert forced["patches"] > records["tagged"]["patches"]  # coarser pixels: more 5x patches on the same disc
+    table = read_predictions(tmp_path / "fallback" / "predictions.csv").set_index("slide_id")
+    assert list(table.loc[["tagged", "untagged"], "mpp_source"]) == ["metadata", "--mpp"]  # the run shows in the table
+    assert set(table["path"]) == {"student"} and set(table["model"]) == {str(model_dir)}
 
 
 def test_same_id_twice_fails_the_second_and_predictions_csv_covers_the_whole_folder(model_dir, tmp_path):
