@@ -226,6 +226,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
                            if (note := run.journal.note(f.path))]
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_replaced_outputs(todo, run)
+    _warn_of_moved_outputs(todo, run)
     try:
         if todo:
             run.journal.open()  # a folder that cannot take it stops the run here, before config.json is replaced
@@ -544,6 +545,19 @@ def _warn_of_replaced_outputs(todo: list[_File], run: _Run) -> None:
         log.warning("%d recording(s) replace per-file outputs an earlier run wrote into %s for other recordings of "
                     "the same name (first: %s replaces %s's); give both folders to one command, or use another --out",
                     len(replaced), run.out_dir, f.path, owner)
+
+
+def _warn_of_moved_outputs(todo: list[_File], run: _Run) -> None:
+    """A recording whose outputs an earlier run wrote under another name (AM01 alone, then AM01 with AM02,
+    whose names clash): this run writes the new name and leaves the earlier files. Said once, with a count."""
+    if not any(w.per_file for w in run.writers):
+        return
+    moved = [(f, before) for f in todo if (before := run.journal.earlier_output(f.path, f.output_name))]
+    if moved:
+        f, before = moved[0]
+        log.warning("%d recording(s) get per-file outputs under new names in %s, as names clash with other inputs "
+                    "given with them (first: %s, written as %s before, now as %s); the earlier files are left "
+                    "as they were", len(moved), run.out_dir, f.path, before, f.output_name)
 
 
 def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:

@@ -83,6 +83,14 @@ class Journal:
         owner = self._owners.get(output)
         return owner if owner not in (None, self._resolved(path)) else None
 
+    def earlier_output(self, path: Path, output: str) -> str | None:
+        """The other name this recording's per-file outputs were last written under, if those files are still
+        its own (a second card given with the first moves the first's clashing names under its folder)."""
+        record = self._latest(path)
+        if record is None or record.output == output or self._owners.get(record.output) != self._resolved(path):
+            return None
+        return record.output
+
     def load(self, path: Path) -> dict | None:
         """The scores of a recording done under these settings, else None."""
         record = self._latest(path)

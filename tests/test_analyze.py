@@ -303,6 +303,24 @@ def test_two_cards_in_two_runs_into_one_out_never_leave_a_wrong_table(tmp_path, 
     assert (again.files_done, again.files_skipped) == (1, 0) and table.read_bytes() == first
 
 
+def test_a_second_card_given_with_the_first_moves_clashing_names_and_says_the_old_files_are_left(tmp_path, model,
+                                                                                                  caplog):
+    for card in ("AM01", "AM02"):
+        (tmp_path / card).mkdir()
+        sf.write(tmp_path / card / "REC001.wav", song(3.0), RATE)
+    out, cfg = tmp_path / "out", InferConfig(model=str(model))
+    analyze([tmp_path / "AM01"], out, cfg)
+    with caplog.at_level(logging.WARNING):
+        analyze([tmp_path / "AM01"], out, cfg)  # the same layout again: nothing moved, nothing said
+        assert "new names" not in caplog.text
+        analyze([tmp_path / "AM01", tmp_path / "AM02"], out, cfg)
+    assert ("1 recording(s) get per-file outputs under new names" in caplog.text
+            and "written as REC001.wav before, now as AM01/REC001.wav" in caplog.text)
+    assert (out / "REC001.pulse.selection.table.txt").exists()  # left, as said
+    assert (out / "AM01" / "REC001.pulse.selection.table.txt").exists()
+    assert (out / "AM02" / "REC001.pulse.selection.table.txt").exists()
+
+
 CRASH = """
 import os, signal, sys
 from pulse.analyze import analyze
