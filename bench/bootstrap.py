@@ -5,8 +5,9 @@ from 21 recordings. Each model is scored as `pulse evaluate` scores it (clean an
 window macro-F1 averaged over the four alignments), next to the BirdNET-embedding probe fitted as
 `bench/ablate.py` fits it. Then the recordings are resampled (`pulse.evaluate.recording_bootstrap`,
 each species keeping its count), the same resamples for every model, and for each condition the script
-reports the 95 % interval, the share of resamples at or above issue 3's bar, and the share in which
-the model is at least the probe on that same resample.
+reports the 95 % interval, the share of resamples at or above issue 3's bar, the share in which
+the model is at least the probe on that same resample, and which excerpts each gets wrong at some
+alignment (for a model: also those the probe gets right at every alignment).
 
     python bench/bootstrap.py --model default=pulse/assets/default/model.onnx \
         --model supervised=pulse/assets/supervised/model.onnx --json bench/results/bootstrap.json
@@ -85,12 +86,18 @@ def main() -> None:
             row = {"f1": round(float(point), 4), "ci95": [round(float(np.quantile(d, q)), 4) for q in (0.025, 0.975)]}
             if condition in BARS:
                 row["share_at_bar"] = round(float(np.mean(d >= BARS[condition] - 1e-9)), 3)
+            wrong = (predicted[name][condition] != data.labels).any(axis=0)  # at some alignment
+            row["wrong_excerpts"] = np.flatnonzero(wrong).tolist()
             if name != PROBE:
                 row["share_at_least_probe"] = round(float(np.mean(d >= draws[PROBE] - 1e-9)), 3)
+                probe_right = (predicted[PROBE][condition] == data.labels).all(axis=0)
+                row["wrong_where_probe_right"] = np.flatnonzero(wrong & probe_right).tolist()
             rows[name] = row
             print(f"{condition:10s} {name:14s} F1 {row['f1']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]"
                   + (f"  >= bar {row['share_at_bar']:.2f}" if "share_at_bar" in row else "")
-                  + (f"  >= probe {row['share_at_least_probe']:.2f}" if "share_at_least_probe" in row else ""))
+                  + (f"  >= probe {row['share_at_least_probe']:.2f}" if "share_at_least_probe" in row else "")
+                  + f"  wrong: {row['wrong_excerpts']}"
+                  + (f" (probe right: {row['wrong_where_probe_right']})" if "wrong_where_probe_right" in row else ""))
         results["conditions"][condition] = rows
     write_json(args.json, results)
 
