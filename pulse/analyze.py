@@ -225,8 +225,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         summary.errors += [(str(f.path), "read", "PartlyReadable", note) for f in finished
                            if (note := run.journal.note(f.path))]
     _warn_of_stale_outputs(out_dir, cfg)
-    _warn_of_replaced_outputs(todo, run)
-    _warn_of_moved_outputs(todo, run)
+    _warn_of_earlier_outputs(todo, run)
     try:
         if todo:
             run.journal.open()  # a folder that cannot take it stops the run here, before config.json is replaced
@@ -534,25 +533,21 @@ def _done(f: _File, run: _Run) -> bool:
         output_path(w, run.out_dir, f.relative).is_file() for w in run.writers if w.per_file)
 
 
-def _warn_of_replaced_outputs(todo: list[_File], run: _Run) -> None:
-    """Two runs into one --out with recordings of the same name (two cards' REC001.WAV): the second replaces
-    the first's per-file outputs. Said once, with a count; the first is analysed again if given again."""
+def _warn_of_earlier_outputs(todo: list[_File], run: _Run) -> None:
+    """Per-file outputs an earlier run wrote into the same --out, said once each with a count:
+    - replaced: recordings of the same name (two cards' REC001.WAV in two runs); the first is analysed again
+      if given again;
+    - moved: a recording now written under another name (AM01 alone, then AM01 with AM02, whose names clash);
+      the earlier files are left."""
     if not any(w.per_file for w in run.writers):
         return
     replaced = [(f, owner) for f in todo if (owner := run.journal.earlier_owner(f.path, f.output_name))]
+    moved = [(f, before) for f in todo if (before := run.journal.earlier_output(f.path, f.output_name))]
     if replaced:
         f, owner = replaced[0]
         log.warning("%d recording(s) replace per-file outputs an earlier run wrote into %s for other recordings of "
                     "the same name (first: %s replaces %s's); give both folders to one command, or use another --out",
                     len(replaced), run.out_dir, f.path, owner)
-
-
-def _warn_of_moved_outputs(todo: list[_File], run: _Run) -> None:
-    """A recording whose outputs an earlier run wrote under another name (AM01 alone, then AM01 with AM02,
-    whose names clash): this run writes the new name and leaves the earlier files. Said once, with a count."""
-    if not any(w.per_file for w in run.writers):
-        return
-    moved = [(f, before) for f in todo if (before := run.journal.earlier_output(f.path, f.output_name))]
     if moved:
         f, before = moved[0]
         log.warning("%d recording(s) get per-file outputs under new names in %s, as names clash with other inputs "
