@@ -26,7 +26,7 @@ from sklearn.metrics import f1_score
 from export.atomic import write_json
 from export.predictor import load_predictor
 from pulse.config import EvalConfig
-from pulse.evaluate import condition_name, delay, mix, prepare, recording_bootstrap, score
+from pulse.evaluate import alignment_shifts, condition_name, delay, mix, prepare, recording_bootstrap, score
 
 EXCLUDED = "data_manifests/insectset32_validation_silent_excerpts.csv"
 BARS = {"clean": 0.97, "snr_+0dB": 0.90, "snr_-10dB": 0.85}  # issue 3's window macro-F1 targets
@@ -35,7 +35,7 @@ PROBE = "BirdNET probe"
 
 def predictions(score_fn, data, cfg: EvalConfig) -> dict[str, np.ndarray]:
     """Per condition, the predicted species [alignments, excerpts]."""
-    shifts = [0, *(int(round(d / 1000 * data.sample_rate)) for d in cfg.delays_ms)]
+    shifts = alignment_shifts(cfg, data.sample_rate)
     result = {}
     for snr in (None, *cfg.snr_db):
         windows = data.windows if snr is None else mix(data, snr, cfg.seed)

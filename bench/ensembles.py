@@ -23,7 +23,7 @@ import numpy as np
 from export.atomic import write_json
 from export.predictor import load_predictor
 from pulse.config import EvalConfig
-from pulse.evaluate import delay, evaluate, prepare
+from pulse.evaluate import alignment_shifts, delay, evaluate, prepare
 
 EXCLUDED = "data_manifests/insectset32_validation_silent_excerpts.csv"
 
@@ -77,7 +77,7 @@ def main() -> None:
         row = results["scores"][label]
         print(f"{label} " + "  ".join(f"{c} {r['f1']:.3f}/{r['f1_mean']:.3f} ({r['f1_min']:.3f})"
                                          for c, r in row.items()) + f"  AUC 0 dB {row['snr_+0dB']['det_auc_mean']:.3f}")
-    shifts = [0, *(int(round(d / 1000 * data.sample_rate)) for d in cfg.delays_ms)]
+    shifts = alignment_shifts(cfg, data.sample_rate)
     rows = np.arange(len(data.labels))
     for name in predictors:  # clean excerpts wrong at any alignment: (excerpt, clip, true, predicted)
         aligned = [scores([name])(delay(data.windows, k)) for k in shifts]

@@ -52,10 +52,10 @@ def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, over
     """Options every slide would fail on are refused once, before the batch (exit status 2)."""
     import math
 
+    from export.atomic import file_in_the_way
     from lrmil.slide import MAX_PLAUSIBLE_MPP
 
-    if out_folder is not None and (blocker := next((p for p in (out_folder, *out_folder.parents)
-                                                    if p.exists() and not p.is_dir()), None)):
+    if out_folder is not None and (blocker := file_in_the_way(out_folder)):
         _fail(ValueError(f"{blocker}: --out must be a folder, and this is a file"))
     if override_mpp and mpp is None:
         _fail(ValueError("--override-mpp needs --mpp, the value that replaces every slide's metadata"))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.atomic import atomic_path, write_json, write_text
+from export.atomic import atomic_path, file_in_the_way, write_json, write_text
 from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
@@ -199,7 +199,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         raise ValueError(f"--channel is a 0-based channel index, got {cfg.channel}")
     if not 0.0 <= cfg.min_conf <= 1.0:
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
-    if blocker := next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None):
+    if blocker := file_in_the_way(out_dir):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
     predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)

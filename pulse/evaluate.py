@@ -168,6 +168,11 @@ def condition_name(snr_db: float | None) -> str:
     return "clean" if snr_db is None else f"snr_{snr_db:+g}dB"
 
 
+def alignment_shifts(cfg: EvalConfig, sample_rate: int) -> list[int]:
+    """The delays every condition is scored at, in samples: 0 (the excerpts as cut), then `cfg.delays_ms`."""
+    return [0, *(int(round(d / 1000 * sample_rate)) for d in cfg.delays_ms)]
+
+
 def evaluate(score_fn: ScoreFn, data: EvalData, cfg: EvalConfig, names: tuple[str, ...]) -> dict:
     """Metrics for clean excerpts and for each SNR in `cfg.snr_db`, each also at `cfg.delays_ms`.
 
@@ -176,7 +181,7 @@ def evaluate(score_fn: ScoreFn, data: EvalData, cfg: EvalConfig, names: tuple[st
     """
     if cfg.delays_ms and not data.sample_rate:
         raise ValueError("EvalConfig.delays_ms needs EvalData.sample_rate")
-    shifts = [0, *(int(round(d / 1000 * data.sample_rate)) for d in cfg.delays_ms)]
+    shifts = alignment_shifts(cfg, data.sample_rate)
     negative_scores = [score(score_fn, delay(data.negatives, k), cfg.batch_size) for k in shifts]
     conditions = {}
     for snr in (None, *cfg.snr_db):

@@ -9,7 +9,9 @@ artefacts at block edges) and yields it. Every way a file can be bad ends in one
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -64,9 +66,15 @@ class AudioInfo:
 
 def audio_info(path: str | Path) -> AudioInfo:
     """Open the header and check it: format known, rate in range, not empty, not truncated."""
-    if not Path(path).is_file():
-        raise AudioReadError(path, "no such file or folder" if not Path(path).exists() else "not a regular file")
-    if Path(path).stat().st_size == 0:
+    try:
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise AudioReadError(path, "no such file or folder") from None
+    except OSError as exc:
+        raise AudioReadError(path, f"cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise AudioReadError(path, "not a regular file")
+    if status.st_size == 0:
         raise AudioReadError(path, "empty file (0 bytes)")
     try:
         with sf.SoundFile(str(path)) as f:
