@@ -97,7 +97,8 @@ def build(work_root: str | Path | None = None):
                 mpp = gr.Number(value=defaults.mpp, label="MPP override (µm per level-0 pixel)", minimum=0,
                                 info="Empty or 0 reads it from the slide; slides without it need a value here.")
                 model = gr.Textbox(value=defaults.model, label="Model",
-                                   info="'demo' is the bundled synthetic demo model; or a model folder (model.json)")
+                                   info="'demo' is the bundled synthetic demo model; or a model folder (model.json, "
+                                        "or onnx.json from lrmil export)")
                 path = gr.Radio(list(PATHS), value=defaults.path, label="Path",
                                 info="student reads 5x patches only; teacher runs the 20x path for comparison")
                 button = gr.Button("Predict", variant="primary")

@@ -57,25 +57,48 @@ def export_frontend(cfg, path: str | Path, frontend: str = "fft", opset: int = O
 
 
 def _save(module, cfg, path: str | Path, frontend: str, output_names: tuple[str, ...], opset: int) -> Path:
+    import torch
+
+    path = Path(path)
+    export_module(module, torch.zeros(2, cfg.window_samples), path, INPUT_NAME, output_names,
+                  {**cfg.to_dict(), "frontend": frontend}, opset=opset,
+                  check=lambda proto: check_frontend_ops(proto, frontend))
+    return path
+
+
+def export_module(module, example, path: str | Path, input_name: str, output_names: tuple[str, ...], metadata: dict,
+                  axis_name: str = BATCH_AXIS, opset: int = OPSET, check=None) -> None:
+    """Export `module` (one input, dynamic first axis named `axis_name`) with `metadata`, check it, write atomically.
+
+    `check(model_proto)` may raise to refuse the graph before anything is written.
+    """
+    import logging
+
     import onnx
     import torch
 
-    example = torch.zeros(2, cfg.window_samples)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not our problem
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, verbose=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(output_names),
-            dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]  # both log every pass at INFO,
+    levels = [logger.level for logger in quiet]  # which a CLI logging at INFO would print
+    try:
+        for logger in quiet:
+            logger.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not our problem
+            program = torch.onnx.export(
+                module.eval(), (example,), dynamo=True, verbose=False, opset_version=opset,
+                input_names=[input_name], output_names=list(output_names),
+                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     proto = program.model_proto
-    _name_batch_axis(proto)
-    set_onnx_metadata(proto, {**cfg.to_dict(), "frontend": frontend})
+    _name_dynamic_axis(proto, axis_name)
+    set_onnx_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
-    check_frontend_ops(proto, frontend)
-    path = Path(path)
-    with atomic_path(path) as tmp:
+    if check is not None:
+        check(proto)
+    with atomic_path(Path(path)) as tmp:
         onnx.save(proto, str(tmp))
-    return path
 
 
 def graph_ops(model_proto) -> set[str]:
@@ -107,9 +130,9 @@ def check_frontend_ops(model_proto, frontend: str) -> None:
         raise OnnxExportError(f"{frontend} frontend exported with {sorted(fourier)}: not TensorRT-portable")
 
 
-def _name_batch_axis(model_proto) -> None:
-    """Give the dynamic first axis of every input and output the readable name "batch"."""
+def _name_dynamic_axis(model_proto, name: str) -> None:
+    """Give the dynamic first axis of every input and output a readable name ("batch", "patches")."""
     for value in [*model_proto.graph.input, *model_proto.graph.output]:
-        dim = value.type.tensor_type.shape.dim[0]
-        if not dim.HasField("dim_value"):
-            dim.dim_param = BATCH_AXIS
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = name

@@ -351,7 +351,8 @@ def distill(
 def predict(
     slides: list[Path] = SLIDES_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (SLIDE.json, heatmaps, top-k PNGs, errors.csv)."),
-    model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json); 'demo' = bundled synthetic demo."),
+    model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json, or onnx.json from `lrmil export`); "
+                                                              "'demo' = bundled synthetic demo."),
     path: str = typer.Option(_PREDICT.path, "--path", help="student (reads 5x only) or teacher (20x, for comparison)."),
     mpp: Optional[float] = MPP_OPT,
     override_mpp: bool = OVERRIDE_MPP_OPT,
@@ -403,6 +404,39 @@ def bundle(
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
     typer.echo(f"model folder: {folder} (lrmil predict SLIDE... --model {folder})")
+
+
+@app.command("export")
+def export_onnx(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the ONNX graphs and onnx.json; `lrmil predict --model` "
+                                                      "reads it (ONNX Runtime)."),
+    model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json); 'demo' = bundled synthetic demo."),
+    path: str = typer.Option("student", "--path", help="student, teacher or both."),
+    slide: Optional[Path] = typer.Option(None, "--slide", help="Check parity on this slide's tissue patches "
+                                                                "(default: seeded random pixels)."),
+    mpp: Optional[float] = MPP_OPT,
+    threads: int = THREADS_OPT,
+) -> None:
+    """Export a model folder's path(s) to ONNX (patch encoder + ABMIL), checked against PyTorch before writing."""
+    from lrmil.mil.bundle import PATHS
+    from lrmil.onnx_export import export_model
+    from lrmil.predict import resolve_model_dir
+
+    _setup(threads)
+    _check_options(out, mpp)
+    if path not in (*PATHS, "both"):
+        _fail(ValueError(f"--path must be student, teacher or both, got {path!r}"))
+    try:
+        manifest = export_model(resolve_model_dir(model), out, PATHS if path == "both" else (path,), slide, mpp,
+                                threads=threads)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    for name in PATHS:
+        for check in manifest.get(name, {}).get("parity", []):
+            diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_abs_diff"].items())
+            typer.echo(f"{name}: {check['candidate']} vs torch on {manifest[name]['parity_patches']} patches: "
+                       f"max|diff| {diffs} ok")
+    typer.echo(f"ONNX model folder: {out} (lrmil predict SLIDE... --model {out})")
 
 
 @app.command()

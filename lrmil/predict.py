@@ -20,9 +20,8 @@ from tqdm.auto import tqdm
 
 from export.atomic import write_json
 from lrmil.batch import run_batch
-from lrmil.encoders import autocast, preprocess
 from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_colour_bar, with_notice
-from lrmil.mil.bundle import PathModel, demo_model_dir, load_path
+from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid
 from lrmil.slide import SlideReader, open_slide, read_scaled, slide_id
@@ -48,11 +47,9 @@ class Stopwatch:
         self._last = time.perf_counter()
 
 
-@torch.inference_mode()
-def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel, cfg: PredictConfig,
-                   clock: Stopwatch, desc: str) -> torch.Tensor:
+def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel | OnnxPathModel, cfg: PredictConfig,
+                   clock: Stopwatch, desc: str) -> np.ndarray:
     """Features [N, D] of every patch of `level`; reading and encoding are timed apart."""
-    device = torch.device(cfg.device)
     chunks = []
     with tqdm(total=len(level), desc=desc, unit="patch", leave=False) as bar:
         for start in range(0, len(level), cfg.batch_size):
@@ -60,15 +57,13 @@ def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel, cfg:
             batch = np.stack([read_scaled(reader, (int(x), int(y)), level.size_level0, level.patch_px)
                               for x, y in level.coords[start:start + cfg.batch_size]])
             clock.lap("read")
-            with autocast(model.encoder.cfg, device):
-                feats = model.encoder(preprocess(model.encoder.cfg, torch.from_numpy(batch).to(device)))
-            chunks.append(feats.float().cpu())
+            chunks.append(model.encode(batch))
             clock.lap("encode")
             bar.update(len(batch))
-    return torch.cat(chunks)
+    return np.concatenate(chunks)
 
 
-def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: str | Path) -> dict:
+def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: PredictConfig, out: str | Path) -> dict:
     """Run one slide end to end and write SLIDE.json, SLIDE_heatmap.png and SLIDE_topk.png."""
     path, out = Path(path), Path(out)
     sid = slide_id(path)
@@ -84,10 +79,7 @@ def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: s
             raise ValueError(f"{path}: no tissue found, nothing to classify")
         features = encode_patches(reader, level, model, cfg, clock, sid)
         clock.restart()
-        with torch.inference_mode():
-            result = model.mil(features.to(next(model.mil.parameters()).device))
-        probs = torch.softmax(result.logits, -1).cpu().numpy()
-        attention = result.attention.cpu().numpy()
+        probs, attention = model.classify(features)
         clock.lap("mil")
         seconds = {**clock.seconds, "total": sum(clock.seconds.values())}
         top = np.argsort(-attention)[: cfg.topk]
@@ -95,7 +87,7 @@ def predict_slide(path: str | Path, model: PathModel, cfg: PredictConfig, out: s
                        for i in top]
         view = reader.thumbnail(cfg.heatmap_px)
         mpp, mpp_source, dimensions = reader.mpp, reader.mpp_source, reader.dimensions
-    labels = model.mil.cfg.labels
+    labels = model.labels
     heat = score_map(level.coords, level.size_level0, percentiles(attention), dimensions, view.shape[:2])
     save_png(out / f"{sid}_heatmap.png", with_notice(with_colour_bar(overlay(view, heat)), model.notice))
     captions = [f"#{r + 1} attn {attention[i]:.3g}" for r, i in enumerate(top)]
@@ -138,9 +130,7 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     from lrmil.mil.metrics import write_predictions
 
     out = Path(out)
-    model = load_path(resolve_model_dir(cfg.model), cfg.path)
-    model.encoder.to(cfg.device)
-    model.mil.to(cfg.device)
+    model = load_path(resolve_model_dir(cfg.model), cfg.path, cfg.device, torch.get_num_threads())
     write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(resolve_model_dir(cfg.model)),
                                      "notice": model.notice})
     records, errors = run_batch(slides, lambda path: predict_slide(path, model, cfg, out), out, "predict",

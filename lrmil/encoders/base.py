@@ -57,7 +57,7 @@ def preprocess(cfg: EncoderCfg, patches: torch.Tensor) -> torch.Tensor:
 
 def normalize(cfg: EncoderCfg, patches: torch.Tensor) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> normalised float [B, 3, H, W] at their own size (training crops)."""
-    x = patches.permute(0, 3, 1, 2).float().div_(255.0)
+    x = patches.permute(0, 3, 1, 2).float().div(255.0)  # not in place: a float input is the caller's tensor
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std

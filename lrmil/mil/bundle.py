@@ -2,7 +2,10 @@
 
 `model.json` names the four weight files and holds the patch and tissue configs the MIL models
 were trained with, so `lrmil predict` cuts exactly the same grid. Encoders are stored in fp16
-(half the size, same features to ~1e-3), which keeps the bundled demo model small.
+(half the size, same features to ~1e-3), which keeps the bundled demo model small. A folder
+written by `lrmil export` holds `onnx.json` and ONNX graphs instead; `load_path` reads either,
+and both kinds of path answer the same two calls (`encode`, `classify`), so `lrmil predict`,
+the lab app and the benchmark never ask which runtime is behind them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch import nn
 
 from export.atomic import write_json
@@ -20,6 +25,7 @@ from lrmil.config import PatchConfig, TissueConfig
 from lrmil.mil.attention import ABMIL, load_mil
 
 BUNDLE_FILE = "model.json"
+ONNX_FILE = "onnx.json"  # written by `lrmil export` (lrmil.onnx_export)
 PATHS = ("student", "teacher")
 
 
@@ -38,6 +44,46 @@ class PathModel:
     patch: PatchConfig
     tissue: TissueConfig
     notice: str  # shown in every output; "" for a real model
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.mil.cfg.labels
+
+    @torch.inference_mode()
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        """uint8 RGB patches [B, H, W, 3] as read from the slide -> features [B, D] (float32)."""
+        from lrmil.encoders import autocast, preprocess
+
+        device = next(self.encoder.parameters()).device
+        with autocast(self.encoder.cfg, device):
+            features = self.encoder(preprocess(self.encoder.cfg, torch.from_numpy(patches).to(device)))
+        return features.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def classify(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One bag's features [N, D] -> (class probabilities [C], attention [N])."""
+        result = self.mil(torch.from_numpy(features).to(next(self.mil.parameters()).device))
+        return torch.softmax(result.logits, -1).cpu().numpy(), result.attention.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class OnnxPathModel:
+    """The same path as ONNX graphs run by ONNX Runtime (`lrmil export` wrote them)."""
+
+    name: str
+    encoder: object  # export.predictor Predictor of {path}_encoder.onnx
+    mil: object  # ... of {path}_mil.onnx
+    patch: PatchConfig
+    tissue: TissueConfig
+    notice: str
+    labels: tuple[str, ...]
+
+    def encode(self, patches: np.ndarray) -> np.ndarray:
+        return self.encoder.predict(patches)["features"]
+
+    def classify(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.mil.predict(features)
+        return out["probabilities"], out["attention"]
 
 
 def save_bundle(out: str | Path, student: tuple[Path, Path], teacher: tuple[Path, Path], patch: PatchConfig,
@@ -65,19 +111,36 @@ def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path) -> 
         raise ValueError(f"{where}: {name} ABMIL expects {mil.cfg.in_dim}-d features, encoder gives {encoder.cfg.embed_dim}")
 
 
-def load_path(folder: str | Path, name: str) -> PathModel:
-    """Load one path of a model folder; clear errors for a missing folder or an unknown path."""
+def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int = 0) -> PathModel | OnnxPathModel:
+    """Load one path of a model folder (weights, or ONNX graphs), ready on `device`; clear errors for a
+    missing folder or an unknown path."""
     from lrmil.encoders import load_encoder
 
     folder = Path(folder)
     if name not in PATHS:
         raise ValueError(f"--path must be one of {', '.join(PATHS)}, got {name!r}")
+    if not (folder / BUNDLE_FILE).is_file() and (folder / ONNX_FILE).is_file():
+        return _load_onnx_path(folder, name, device, threads)
     spec_file = folder / BUNDLE_FILE
     if not spec_file.is_file():
-        raise FileNotFoundError(f"{folder}: not an LRMIL model folder (no {BUNDLE_FILE})")
+        raise FileNotFoundError(f"{folder}: not an LRMIL model folder (no {BUNDLE_FILE} or {ONNX_FILE})")
     spec = json.loads(spec_file.read_text())
-    encoder = load_encoder(folder / spec[name]["encoder"]).float().eval()
-    mil = load_mil(folder / spec[name]["mil"])
+    encoder = load_encoder(folder / spec[name]["encoder"]).float().eval().to(device)
+    mil = load_mil(folder / spec[name]["mil"]).to(device)
     check_pair(name, mil, encoder, folder)
     notice = spec.get("notice", "") or mil.cfg.notice
     return PathModel(name, encoder, mil, PatchConfig.from_dict(spec["patch"]), TissueConfig.from_dict(spec["tissue"]), notice)
+
+
+def _load_onnx_path(folder: Path, name: str, device: str, threads: int) -> OnnxPathModel:
+    from export.backends.onnxruntime_backend import OnnxRuntimePredictor
+
+    spec = json.loads((folder / ONNX_FILE).read_text())
+    if name not in spec:
+        exported = [p for p in PATHS if p in spec]
+        raise ValueError(f"{folder}: this ONNX export has no {name} path (exported: {', '.join(exported)}); "
+                         f"use --path {exported[0] if exported else 'student'} or export it")
+    encoder = OnnxRuntimePredictor(folder / spec[name]["encoder"], device, threads)
+    mil = OnnxRuntimePredictor(folder / spec[name]["mil"], device, threads)
+    return OnnxPathModel(name, encoder, mil, PatchConfig.from_dict(spec["patch"]), TissueConfig.from_dict(spec["tissue"]),
+                         spec.get("notice", ""), tuple(mil.metadata["mil"]["labels"]))

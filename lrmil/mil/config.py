@@ -91,7 +91,7 @@ class DistillConfig(_Config):
 class PredictConfig:
     """`lrmil predict`: slides -> label, probabilities, heatmap and top-k patches per slide."""
 
-    model: str = "demo"  # a model folder (model.json), or "demo" for the bundled synthetic demo model
+    model: str = "demo"  # a model folder (model.json, or onnx.json from `lrmil export`), or "demo" (bundled)
     path: str = "student"  # "student" reads only 5x patches; "teacher" runs the 20x path for comparison
     mpp: float | None = None  # level-0 um/px for slides without it in their metadata; None = metadata only
     override_mpp: bool = False  # use `mpp` for every slide, replacing the metadata (wrong scanner headers)

@@ -1,0 +1,68 @@
+"""LRMIL in PyTorch against its ONNX export in ONNX Runtime: ms per patch encoded, ms per bag classified.
+
+Real tissue patches of a real slide (each path's own grid, cycled to `--patches`), the same model folder on
+both runtimes (`lrmil export` writes the ONNX one), the same threads, median of `--repeats` passes.
+
+    lrmil export --out runs/lrmil_onnx --path both
+    python bench/bench_lrmil_onnx.py --onnx runs/lrmil_onnx --slide ../shared/data/slides/CMU-1-Small-Region.svs
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from export.atomic import write_json
+from lrmil.mil.bundle import load_path
+from lrmil.onnx_export import slide_patches
+from lrmil.predict import resolve_model_dir
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: first calls allocate
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--onnx", required=True, help="the folder `lrmil export --path both` wrote")
+    parser.add_argument("--slide", required=True)
+    parser.add_argument("--mpp", type=float, default=None)
+    parser.add_argument("--patches", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--bag", type=int, default=4096, help="patches in the bag timed through the MIL")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default="runs/bench_lrmil_onnx.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    result = {"slide": args.slide, "threads": args.threads, "batch_size": args.batch_size, "paths": {}}
+    for name in ("student", "teacher"):
+        runtimes = {"torch": load_path(resolve_model_dir(args.model), name),
+                    "onnxruntime": load_path(args.onnx, name, threads=args.threads)}
+        real = slide_patches(args.slide, runtimes["torch"], args.mpp, args.patches).astype(np.uint8)
+        patches = real[np.arange(args.patches) % len(real)]
+        bag = np.random.default_rng(0).normal(size=(args.bag, runtimes["torch"].mil.cfg.in_dim)).astype(np.float32)
+        row = {"real_patches": int(len(real))}
+        for runtime, model in runtimes.items():
+            encode = median_seconds(lambda: [model.encode(patches[i:i + args.batch_size])
+                                             for i in range(0, len(patches), args.batch_size)], args.repeats)
+            row[runtime] = {"encode_ms_per_patch": round(1000 * encode / len(patches), 3),
+                            "mil_ms_per_bag": round(1000 * median_seconds(lambda: model.classify(bag), args.repeats), 2)}
+        result["paths"][name] = row
+        print(name, row)
+    write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Export one path of an LRMIL model folder to ONNX: two graphs, checked against PyTorch.
+
+A slide is thousands of patches but one bag, so the path splits where `lrmil predict` splits it:
+- `{path}_encoder.onnx`: RGB patches as read from the slide, float [batch, px, px, 3] in 0..255
+  (the encoder's normalisation and resize are inside the graph) -> "features" [batch, D];
+- `{path}_mil.onnx`: the bag's features [patches, D] -> "probabilities" [classes] (softmax) and
+  "attention" [patches] (sums to 1: the heatmap).
+Both carry their configs in ONNX metadata (as PULSE's graphs do), and the folder gets an
+`onnx.json` naming them with the patch and tissue settings a deployment must cut the same grid
+with. Before anything is written each graph is run by ONNX Runtime next to PyTorch on the same
+input (`export.parity`); a graph outside the FP32 tolerance is an error, not a file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.atomic import write_json
+from export.onnx import OPSET, export_module
+from export.parity import Parity, compare
+from lrmil.encoders import preprocess
+from lrmil.mil.bundle import BUNDLE_FILE, PathModel
+
+MANIFEST = "onnx.json"
+
+
+class PatchGraph(nn.Module):
+    """Raw RGB patches in, features out: a deployment feeds pixels, never a normalisation of its own."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.encoder(preprocess(self.encoder.cfg, patches))
+
+
+class BagGraph(nn.Module):
+    """One bag of features in, class probabilities and attention out."""
+
+    def __init__(self, mil: nn.Module):
+        super().__init__()
+        self.mil = mil
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        result = self.mil(features)
+        return torch.softmax(result.logits, -1), result.attention
+
+
+class TorchModule:
+    """A module behind the `Predictor` call (`predict(batch) -> {name: array}`), as the reference in parity checks."""
+
+    def __init__(self, module: nn.Module, output_names: tuple[str, ...]):
+        self.module, self.output_names = module.eval(), output_names
+
+    @torch.inference_mode()
+    def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.module(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
+        out = out if isinstance(out, tuple) else (out,)
+        return {name: o.numpy() for name, o in zip(self.output_names, out)}
+
+
+def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.ndarray, threads: int = 0) -> dict:
+    """Write both graphs of `model` into `out` and return the parity report (raises if a graph drifts).
+
+    `patches` (float [B, patch_px, patch_px, 3], 0..255) feed the encoder check; their features, as one
+    bag, feed the MIL check.
+    """
+    from export.backends.onnxruntime_backend import OnnxRuntimePredictor
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder_file, mil_file = out / f"{model.name}_encoder.onnx", out / f"{model.name}_mil.onnx"
+    staged = {f: f.with_name(f".{f.name}.check") for f in (encoder_file, mil_file)}  # checked before published
+    patch_graph, bag_graph = PatchGraph(model.encoder.float()), BagGraph(model.mil)
+    meta = {"package": "lrmil", "path": model.name, "notice": model.notice}
+    export_module(patch_graph, torch.zeros(2, patch_px, patch_px, 3), staged[encoder_file], "patches", ("features",),
+                  {**meta, "encoder": model.encoder.cfg.to_dict(), "patch_px": patch_px}, "batch", OPSET)
+    export_module(bag_graph, torch.zeros(3, model.mil.cfg.in_dim), staged[mil_file], "features",
+                  ("probabilities", "attention"), {**meta, "mil": model.mil.cfg.to_dict()}, "patches", OPSET)
+    patch_ref = TorchModule(patch_graph, ("features",))
+    features = patch_ref.predict(patches)["features"]
+    checks: list[Parity] = [
+        compare(patch_ref, OnnxRuntimePredictor(staged[encoder_file], threads=threads), patches,
+                names=("torch", encoder_file.name), batch_size=16),
+        compare(TorchModule(bag_graph, ("probabilities", "attention")),
+                OnnxRuntimePredictor(staged[mil_file], threads=threads), features,
+                names=("torch", mil_file.name), batch_size=len(features)),
+    ]
+    failed = [c.line() for c in checks if not c.ok]
+    for tmp in staged.values():
+        if failed:
+            tmp.unlink()
+    if failed:
+        raise RuntimeError("ONNX export drifted from PyTorch: " + "; ".join(failed))
+    for final, tmp in staged.items():
+        tmp.replace(final)
+    return {"encoder": encoder_file.name, "mil": mil_file.name, "parity": [c.to_dict() for c in checks],
+            "parity_patches": int(len(patches))}
+
+
+def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) -> Path:
+    """`onnx.json`: the graphs per path and the grid settings of the source folder's model.json."""
+    spec = json.loads((model_dir / BUNDLE_FILE).read_text())
+    path = Path(out) / MANIFEST
+    write_json(path, {"package": "lrmil", "format": "onnx", "opset": OPSET, "source": str(model_dir),
+                      "notice": spec.get("notice", ""), "patch": spec["patch"], "tissue": spec["tissue"],
+                      **exported})
+    return path
+
+
+def slide_patches(slide: str | Path, model: PathModel, mpp: float | None, count: int) -> np.ndarray:
+    """Up to `count` tissue patches of `slide` on `model`'s grid, spread over the slide, as float 0..255."""
+    from lrmil.patching import make_grid
+    from lrmil.slide import open_slide, read_scaled
+    from lrmil.tissue import thumbnail_size, tissue_mask
+
+    with open_slide(slide, mpp) as reader:
+        thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, model.tissue))
+        grid = make_grid(tissue_mask(thumb, model.tissue), reader.dimensions, reader.mpp, reader.level_downsamples,
+                         model.patch)
+        level = getattr(grid, model.name)
+        if len(level) == 0:
+            raise ValueError(f"{slide}: no tissue found, no patches to check the export on")
+        picks = np.unique(np.linspace(0, len(level) - 1, min(count, len(level))).astype(int))
+        return np.stack([read_scaled(reader, tuple(int(v) for v in level.coords[i]), level.size_level0,
+                                     level.patch_px) for i in picks]).astype(np.float32)
+
+
+def export_model(model_dir: str | Path, out: str | Path, paths: tuple[str, ...], slide: str | Path | None = None,
+                 mpp: float | None = None, count: int = 32, threads: int = 0) -> dict:
+    """Export `paths` of a model folder into `out` (a folder `lrmil predict --model` reads); returns onnx.json's content.
+
+    Parity is checked on `count` tissue patches of `slide`, or on seeded random pixels without one.
+    """
+    from lrmil.mil.bundle import load_path
+
+    exported = {}
+    for name in paths:
+        model = load_path(model_dir, name)
+        if not isinstance(model, PathModel):
+            raise ValueError(f"{model_dir}: already an ONNX export; export from the folder with the weights (model.json)")
+        patch_px = model.patch.student_px if name == "student" else model.patch.teacher_px
+        if slide is None:
+            patches = np.random.default_rng(0).integers(0, 256, (count, patch_px, patch_px, 3)).astype(np.float32)
+        else:
+            patches = slide_patches(slide, model, mpp, count)
+        exported[name] = {**export_path(model, patch_px, out, patches, threads),
+                          "parity_input": str(slide) if slide else "seeded random pixels"}
+    write_manifest(Path(model_dir), out, exported)
+    return json.loads((Path(out) / MANIFEST).read_text())

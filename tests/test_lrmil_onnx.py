@@ -1,0 +1,104 @@
+"""`lrmil export`: ONNX graphs of a model folder's paths, checked against PyTorch, run by `lrmil predict`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from export.parity import Parity
+from lrmil.cli import app
+from lrmil.encoders import EncoderCfg, normalize
+from lrmil.mil.bundle import OnnxPathModel, PathModel, load_path
+from lrmil.mil.config import DEMO_NOTICE, PredictConfig
+from lrmil.onnx_export import export_model
+from lrmil.predict import run_predict
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(random_lrmil_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lrmil_onnx")
+    export_model(random_lrmil_bundle, out, ("student", "teacher"), count=8, threads=1)
+    return out
+
+
+def test_export_writes_both_paths_checked_against_torch(onnx_dir, random_lrmil_bundle):
+    manifest = json.loads((onnx_dir / "onnx.json").read_text())
+    source = json.loads((random_lrmil_bundle / "model.json").read_text())
+    assert manifest["patch"] == source["patch"] and manifest["tissue"] == source["tissue"]
+    assert manifest["notice"] == DEMO_NOTICE
+    for name in ("student", "teacher"):
+        assert (onnx_dir / manifest[name]["encoder"]).is_file() and (onnx_dir / manifest[name]["mil"]).is_file()
+        for check in manifest[name]["parity"]:
+            assert check["ok"] and max(check["max_abs_diff"].values()) < 1e-4
+    assert not list(onnx_dir.glob(".*"))  # no staged files left behind
+
+
+def test_onnx_path_matches_torch_at_any_batch_and_bag_size(onnx_dir, random_lrmil_bundle):
+    torch_path, onnx_path = load_path(random_lrmil_bundle, "student"), load_path(onnx_dir, "student", threads=1)
+    assert isinstance(torch_path, PathModel) and isinstance(onnx_path, OnnxPathModel)
+    assert onnx_path.labels == torch_path.labels and onnx_path.patch == torch_path.patch
+    rng = np.random.default_rng(1)
+    patches = rng.integers(0, 256, (5, 256, 256, 3), dtype=np.uint8)
+    for batch in (patches[:1], patches):
+        assert np.abs(onnx_path.encode(batch) - torch_path.encode(batch)).max() < 1e-4
+    features = rng.normal(size=(50, torch_path.mil.cfg.in_dim)).astype(np.float32)
+    for bag in (features[:1], features):  # a one-patch slide and a bigger one than the export example
+        (p_onnx, a_onnx), (p_torch, a_torch) = onnx_path.classify(bag), torch_path.classify(bag)
+        assert a_onnx.shape == (len(bag),) and abs(a_onnx.sum() - 1) < 1e-5
+        assert np.abs(p_onnx - p_torch).max() < 1e-5 and np.abs(a_onnx - a_torch).max() < 1e-5
+
+
+def test_predict_with_the_onnx_folder_gives_the_torch_answer_on_real_slides(onnx_dir, random_lrmil_bundle,
+                                                                            shared_data, tmp_path):
+    slides = [shared_data / "slides" / "CMU-1-Small-Region.svs", shared_data / "slides" / "broken.svs"]
+    for model, out in ((random_lrmil_bundle, tmp_path / "torch"), (onnx_dir, tmp_path / "onnx")):
+        summary = run_predict(slides, PredictConfig(model=str(model)), out)
+        assert summary["done"] == 1 and summary["failed"] == 1
+    a = json.loads((tmp_path / "torch" / "CMU-1-Small-Region.json").read_text())
+    b = json.loads((tmp_path / "onnx" / "CMU-1-Small-Region.json").read_text())
+    assert a["label"] == b["label"] and a["patches"] == b["patches"] and b["notice"] == DEMO_NOTICE
+    assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-5
+    assert [(t["x"], t["y"]) for t in a["top_patches"]] == [(t["x"], t["y"]) for t in b["top_patches"]]
+
+
+def test_a_graph_that_drifts_is_never_written(random_lrmil_bundle, tmp_path, monkeypatch):
+    def drifted(reference, candidate, batch, names, batch_size):
+        return Parity(names[0], names[1], {"features": 0.5}, {"features": 1.0}, 1e-4)
+
+    monkeypatch.setattr("lrmil.onnx_export.compare", drifted)
+    with pytest.raises(RuntimeError, match="drifted"):
+        export_model(random_lrmil_bundle, tmp_path, ("student",), count=2, threads=1)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_export_without_the_asked_path_says_which_it_has(random_lrmil_bundle, tmp_path):
+    export_model(random_lrmil_bundle, tmp_path, ("student",), count=2, threads=1)
+    with pytest.raises(ValueError, match="no teacher path.*exported: student"):
+        load_path(tmp_path, "teacher")
+    with pytest.raises(ValueError, match="already an ONNX export"):
+        export_model(tmp_path, tmp_path / "again", ("student",), count=2, threads=1)
+
+
+def test_cli_refuses_a_bad_path_and_exports_from_real_tissue(random_lrmil_bundle, shared_data, tmp_path):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["export", "--model", str(random_lrmil_bundle), "--out", str(tmp_path / "a"),
+                              "--path", "all"])
+    assert bad.exit_code == 2 and "--path must be student, teacher or both" in bad.output
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    ok = runner.invoke(app, ["export", "--model", str(random_lrmil_bundle), "--out", str(tmp_path / "b"),
+                             "--slide", str(slide), "--threads", "1"])
+    assert ok.exit_code == 0, ok.output
+    manifest = json.loads((tmp_path / "b" / "onnx.json").read_text())
+    assert manifest["student"]["parity_input"] == str(slide) and 0 < manifest["student"]["parity_patches"] <= 32
+
+
+def test_normalize_leaves_a_float_input_alone():
+    patches = torch.full((1, 4, 4, 3), 255.0)
+    normalize(EncoderCfg(name="x", embed_dim=8), patches)
+    assert patches.max() == 255.0
