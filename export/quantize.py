@@ -1,7 +1,8 @@
-"""ONNX Runtime INT8 quantisation of an exported PULSE graph, calibrated on real recordings.
+"""ONNX Runtime INT8 quantisation of an exported graph, calibrated on real inputs.
 
-Only the encoder and head (Conv, Gemm) are quantised. The log-mel frontend stays float: the
-power spectrum spans some 20 decades before the log, which 8 bits cannot hold.
+For PULSE only the encoder and head (Conv, Gemm) are quantised. The log-mel frontend stays float:
+the power spectrum spans some 20 decades before the log, which 8 bits cannot hold. An LRMIL patch
+encoder (`lrmil export --int8`) also quantises its MatMuls, calibrated on real tissue patches.
 - "static": weights and activations in 8 bits (QDQ format, per-channel weights), with
   activation ranges measured on windows of real audio. Calibration must see songs, not noise.
 - "dynamic": 8-bit weights, activation ranges computed per batch at run time; no calibration.
@@ -64,38 +65,53 @@ def calibration_windows(inputs: list[str | Path], sample_rate: int, window_sampl
 
 
 def quantize_onnx(src: str | Path, dst: str | Path, method: str = "static",
-                  windows: np.ndarray | None = None) -> Path:
-    """Write an INT8 copy of the float graph `src` to `dst`; "static" needs calibration `windows`."""
+                  windows: np.ndarray | None = None, input_name: str = "waveform",
+                  op_types: tuple[str, ...] = QUANTIZED_OPS) -> Path:
+    """Write an INT8 copy of the float graph `src` to `dst`; "static" needs calibration `windows`
+    (inputs of `input_name`: audio windows for PULSE, tissue patches for LRMIL)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if method not in QUANT_METHODS:
         raise ValueError(f"quantisation method must be one of {QUANT_METHODS}, got {method!r}")
     if method == "static" and (windows is None or not len(windows)):
-        raise ValueError("static quantisation needs calibration windows of real audio")
+        raise ValueError("static quantisation needs calibration windows (real audio, or real tissue patches)")
     dst = Path(dst)
-    with atomic_path(dst) as tmp:
-        if method == "dynamic":
-            quantize_dynamic(str(src), str(tmp), op_types_to_quantize=list(QUANTIZED_OPS),
-                             weight_type=QuantType.QInt8)
-        else:
-            quantize_static(str(src), str(tmp), _WindowReader(windows), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            extra_options={"CalibTensorRangeSymmetric": False},
-                            calibration_providers=["CPUExecutionProvider"])
-        model = onnx.load(str(tmp))
-        set_onnx_metadata(model, {**read_onnx_metadata(src), "quantization": f"int8-{method}"})
-        onnx.save(model, str(tmp))
+    root = logging.getLogger()
+    root.addFilter(_no_preprocessing_advice)
+    try:
+        with atomic_path(dst) as tmp:
+            if method == "dynamic":
+                quantize_dynamic(str(src), str(tmp), op_types_to_quantize=list(op_types),
+                                 weight_type=QuantType.QInt8)
+            else:
+                quantize_static(str(src), str(tmp), _BatchReader(windows, input_name), quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=list(op_types), per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                extra_options={"CalibTensorRangeSymmetric": False},
+                                calibration_providers=["CPUExecutionProvider"])
+            model = onnx.load(str(tmp))
+            set_onnx_metadata(model, {**read_onnx_metadata(src), "quantization": f"int8-{method}"})
+            onnx.save(model, str(tmp))
+    finally:
+        root.removeFilter(_no_preprocessing_advice)
     return dst
 
 
-class _WindowReader:
-    """Feeds calibration windows to ONNX Runtime's calibrator in small batches."""
+def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
+    """ONNX Runtime's quantiser advises shape pre-processing on the root logger at every call; on these graphs
+    it changed nothing measured (LRMIL teacher encoder: 8.95 against 8.97 ms a patch, the same 0.057 from PyTorch),
+    so the advice is dropped."""
+    return not record.getMessage().startswith("Please consider")
 
-    def __init__(self, windows: np.ndarray):
-        self._batches = iter([windows[i:i + _CALIBRATION_BATCH] for i in range(0, len(windows), _CALIBRATION_BATCH)])
+
+class _BatchReader:
+    """Feeds calibration inputs to ONNX Runtime's calibrator in small batches."""
+
+    def __init__(self, inputs: np.ndarray, input_name: str):
+        self._name = input_name
+        self._batches = iter([inputs[i:i + _CALIBRATION_BATCH] for i in range(0, len(inputs), _CALIBRATION_BATCH)])
 
     def get_next(self) -> dict | None:
         batch = next(self._batches, None)
-        return None if batch is None else {"waveform": np.ascontiguousarray(batch, np.float32)}
+        return None if batch is None else {self._name: np.ascontiguousarray(batch, np.float32)}

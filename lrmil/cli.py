@@ -412,8 +412,10 @@ def export_onnx(
                                                       "reads it (ONNX Runtime)."),
     model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json); 'demo' = bundled synthetic demo."),
     path: str = typer.Option("student", "--path", help="student, teacher or both."),
-    slide: Optional[Path] = typer.Option(None, "--slide", help="Check parity on this slide's tissue patches "
-                                                                "(default: seeded random pixels)."),
+    slide: Optional[list[Path]] = typer.Option(None, "--slide", help="Check parity on tissue patches of this slide "
+                                                                      "(repeatable; default: seeded random pixels)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantise the encoder to static INT8, calibrated on --slide "
+                                                    "tissue; the folder then runs the INT8 encoder."),
     mpp: Optional[float] = MPP_OPT,
     threads: int = THREADS_OPT,
 ) -> None:
@@ -427,8 +429,8 @@ def export_onnx(
     if path not in (*PATHS, "both"):
         _fail(ValueError(f"--path must be student, teacher or both, got {path!r}"))
     try:
-        manifest = export_model(resolve_model_dir(model), out, PATHS if path == "both" else (path,), slide, mpp,
-                                threads=threads)
+        manifest = export_model(resolve_model_dir(model), out, PATHS if path == "both" else (path,), tuple(slide or ()),
+                                mpp, threads=threads, int8=int8)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
         _fail(exc)
     for name in PATHS:

@@ -8,7 +8,9 @@ A slide is thousands of patches but one bag, so the path splits where `lrmil pre
 Both carry their configs in ONNX metadata (as PULSE's graphs do), and the folder gets an
 `onnx.json` naming them with the patch and tissue settings a deployment must cut the same grid
 with. Before anything is written each graph is run by ONNX Runtime next to PyTorch on the same
-input (`export.parity`); a graph outside the FP32 tolerance is an error, not a file.
+input (`export.parity`); a graph outside the FP32 tolerance is an error, not a file. With
+`--int8` the encoder is also quantised (static INT8, calibrated on real tissue patches) and the
+INT8 graph becomes the one the folder runs, checked at the INT8 tolerance.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from lrmil.encoders import preprocess
 from lrmil.mil.bundle import BUNDLE_FILE, PathModel
 
 MANIFEST = "onnx.json"
+INT8_OPS = ("Conv", "Gemm", "MatMul")  # a ViT's work is in its MatMuls
+MIN_CALIBRATION = 8  # INT8 calibrated on 3 patches of one slide drifted 0.25 on another slide's
 
 
 class PatchGraph(nn.Module):
@@ -65,18 +69,25 @@ class TorchModule:
         return {name: o.numpy() for name, o in zip(self.output_names, out)}
 
 
-def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.ndarray, threads: int = 0) -> dict:
+def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.ndarray, threads: int = 0,
+                calibration: np.ndarray | None = None) -> dict:
     """Write both graphs of `model` into `out` and return the parity report (raises if a graph drifts).
 
     `patches` (float [B, patch_px, patch_px, 3], 0..255) feed the encoder check; their features, as one
-    bag, feed the MIL check.
+    bag, feed the MIL check. With `calibration` (other real tissue patches), the encoder is also
+    quantised to static INT8 on them and becomes the folder's encoder, checked on `patches` at the
+    INT8 tolerance; the float graph stays beside it.
     """
     from export.backends.onnxruntime_backend import OnnxRuntimePredictor
+    from export.parity import INT8_TOLERANCE
+    from export.quantize import quantize_onnx
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     encoder_file, mil_file = out / f"{model.name}_encoder.onnx", out / f"{model.name}_mil.onnx"
-    staged = {f: f.with_name(f".{f.name}.check") for f in (encoder_file, mil_file)}  # checked before published
+    int8_file = out / f"{model.name}_encoder.int8.onnx"
+    published = (encoder_file, mil_file) + ((int8_file,) if calibration is not None else ())
+    staged = {f: f.with_name(f".{f.name}.check") for f in published}  # checked before published
     patch_graph, bag_graph = PatchGraph(model.encoder.float()), BagGraph(model.mil)
     meta = {"package": "lrmil", "path": model.name, "notice": model.notice}
     export_module(patch_graph, torch.zeros(2, patch_px, patch_px, 3), staged[encoder_file], "patches", ("features",),
@@ -85,13 +96,16 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
                   ("probabilities", "attention"), {**meta, "mil": model.mil.cfg.to_dict()}, "patches", OPSET)
     patch_ref = TorchModule(patch_graph, ("features",))
     features = patch_ref.predict(patches)["features"]
-    checks: list[Parity] = [
-        compare(patch_ref, OnnxRuntimePredictor(staged[encoder_file], threads=threads), patches,
-                names=("torch", encoder_file.name), batch_size=16),
-        compare(TorchModule(bag_graph, ("probabilities", "attention")),
-                OnnxRuntimePredictor(staged[mil_file], threads=threads), features,
-                names=("torch", mil_file.name), batch_size=len(features)),
-    ]
+
+    def check(graph: Path, reference: TorchModule, inputs: np.ndarray, tolerance: float = 1e-4) -> Parity:
+        return compare(reference, OnnxRuntimePredictor(staged[graph], threads=threads), inputs, tolerance,
+                       names=("torch", graph.name), batch_size=16 if graph != mil_file else len(inputs))
+
+    checks = [check(encoder_file, patch_ref, patches),
+              check(mil_file, TorchModule(bag_graph, ("probabilities", "attention")), features)]
+    if calibration is not None:
+        quantize_onnx(staged[encoder_file], staged[int8_file], "static", calibration, "patches", INT8_OPS)
+        checks.append(check(int8_file, patch_ref, patches, INT8_TOLERANCE))
     failed = [c.line() for c in checks if not c.ok]
     for tmp in staged.values():
         if failed:
@@ -100,8 +114,12 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
         raise RuntimeError("ONNX export drifted from PyTorch: " + "; ".join(failed))
     for final, tmp in staged.items():
         tmp.replace(final)
-    return {"encoder": encoder_file.name, "mil": mil_file.name, "parity": [c.to_dict() for c in checks],
-            "parity_patches": int(len(patches))}
+    report = {"encoder": encoder_file.name, "mil": mil_file.name, "parity": [c.to_dict() for c in checks],
+              "parity_patches": int(len(patches))}
+    if calibration is not None:  # what predict runs; the float graph stays for comparison
+        report.update(encoder=int8_file.name, encoder_fp32=encoder_file.name, quantization="int8-static",
+                      calibration_patches=int(len(calibration)))
+    return report
 
 
 def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) -> Path:
@@ -114,43 +132,58 @@ def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) 
     return path
 
 
-def slide_patches(slide: str | Path, model: PathModel, mpp: float | None, count: int) -> np.ndarray:
-    """Up to `count` tissue patches of `slide` on `model`'s grid, spread over the slide, as float 0..255."""
+def slide_patches(slides: list[str | Path], model: PathModel, mpp: float | None, count: int) -> np.ndarray:
+    """Up to `count` tissue patches of `slides` on `model`'s grid (an equal share from each, spread over
+    the slide), as float 0..255."""
     from lrmil.patching import make_grid
     from lrmil.slide import open_slide, read_scaled
     from lrmil.tissue import thumbnail_size, tissue_mask
 
-    with open_slide(slide, mpp) as reader:
-        thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, model.tissue))
-        grid = make_grid(tissue_mask(thumb, model.tissue), reader.dimensions, reader.mpp, reader.level_downsamples,
-                         model.patch)
-        level = getattr(grid, model.name)
-        if len(level) == 0:
-            raise ValueError(f"{slide}: no tissue found, no patches to check the export on")
-        picks = np.unique(np.linspace(0, len(level) - 1, min(count, len(level))).astype(int))
-        return np.stack([read_scaled(reader, tuple(int(v) for v in level.coords[i]), level.size_level0,
-                                     level.patch_px) for i in picks]).astype(np.float32)
+    share, patches = -(-count // len(slides)), []
+    for slide in slides:
+        with open_slide(slide, mpp) as reader:
+            thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, model.tissue))
+            grid = make_grid(tissue_mask(thumb, model.tissue), reader.dimensions, reader.mpp,
+                             reader.level_downsamples, model.patch)
+            level = getattr(grid, model.name)
+            if len(level) == 0:
+                raise ValueError(f"{slide}: no tissue found, no patches to check the export on")
+            picks = np.unique(np.linspace(0, len(level) - 1, min(share, len(level))).astype(int))
+            patches += [read_scaled(reader, tuple(int(v) for v in level.coords[i]), level.size_level0, level.patch_px)
+                        for i in picks]
+    return np.stack(patches).astype(np.float32)
 
 
-def export_model(model_dir: str | Path, out: str | Path, paths: tuple[str, ...], slide: str | Path | None = None,
-                 mpp: float | None = None, count: int = 32, threads: int = 0) -> dict:
+def export_model(model_dir: str | Path, out: str | Path, paths: tuple[str, ...], slides: tuple[str | Path, ...] = (),
+                 mpp: float | None = None, count: int = 32, threads: int = 0, int8: bool = False) -> dict:
     """Export `paths` of a model folder into `out` (a folder `lrmil predict --model` reads); returns onnx.json's content.
 
-    Parity is checked on `count` tissue patches of `slide`, or on seeded random pixels without one.
+    Parity is checked on `count` tissue patches of `slides`, or on seeded random pixels without any.
+    `int8` calibrates on other tissue patches of `slides` (patches dealt alternately: calibration and
+    check never share one), at least MIN_CALIBRATION of each, so it needs slides.
     """
     from lrmil.mil.bundle import load_path
 
+    if int8 and not slides:
+        raise ValueError("--int8 calibrates on real tissue: give --slide (one or more)")
     exported = {}
     for name in paths:
         model = load_path(model_dir, name)
         if not isinstance(model, PathModel):
             raise ValueError(f"{model_dir}: already an ONNX export; export from the folder with the weights (model.json)")
         patch_px = model.patch.student_px if name == "student" else model.patch.teacher_px
-        if slide is None:
+        calibration = None
+        if not slides:
             patches = np.random.default_rng(0).integers(0, 256, (count, patch_px, patch_px, 3)).astype(np.float32)
+        elif int8:
+            tissue = slide_patches(list(slides), model, mpp, 2 * count)
+            patches, calibration = tissue[1::2], tissue[0::2]
+            if len(patches) < MIN_CALIBRATION:
+                raise ValueError(f"--int8: the {name} grid of {', '.join(map(str, slides))} holds {len(tissue)} tissue "
+                                 f"patches; calibrating and checking INT8 needs {2 * MIN_CALIBRATION}: add --slide")
         else:
-            patches = slide_patches(slide, model, mpp, count)
-        exported[name] = {**export_path(model, patch_px, out, patches, threads),
-                          "parity_input": str(slide) if slide else "seeded random pixels"}
+            patches = slide_patches(list(slides), model, mpp, count)
+        exported[name] = {**export_path(model, patch_px, out, patches, threads, calibration),
+                          "parity_input": [str(s) for s in slides] or "seeded random pixels"}
     write_manifest(Path(model_dir), out, exported)
     return json.loads((Path(out) / MANIFEST).read_text())

@@ -68,8 +68,8 @@ def test_predict_with_the_onnx_folder_gives_the_torch_answer_on_real_slides(onnx
 
 
 def test_a_graph_that_drifts_is_never_written(random_lrmil_bundle, tmp_path, monkeypatch):
-    def drifted(reference, candidate, batch, names, batch_size):
-        return Parity(names[0], names[1], {"features": 0.5}, {"features": 1.0}, 1e-4)
+    def drifted(reference, candidate, batch, tolerance, names, batch_size):
+        return Parity(names[0], names[1], {"features": 0.5}, {"features": 1.0}, tolerance)
 
     monkeypatch.setattr("lrmil.onnx_export.compare", drifted)
     with pytest.raises(RuntimeError, match="drifted"):
@@ -95,7 +95,27 @@ def test_cli_refuses_a_bad_path_and_exports_from_real_tissue(random_lrmil_bundle
                              "--slide", str(slide), "--threads", "1"])
     assert ok.exit_code == 0, ok.output
     manifest = json.loads((tmp_path / "b" / "onnx.json").read_text())
-    assert manifest["student"]["parity_input"] == str(slide) and 0 < manifest["student"]["parity_patches"] <= 32
+    assert manifest["student"]["parity_input"] == [str(slide)] and 0 < manifest["student"]["parity_patches"] <= 32
+
+
+def test_int8_needs_real_tissue_and_calibrates_apart_from_its_check(random_lrmil_bundle, shared_data, tmp_path):
+    with pytest.raises(ValueError, match="--int8 calibrates on real tissue"):
+        export_model(random_lrmil_bundle, tmp_path / "none", ("student",), int8=True)
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    with pytest.raises(ValueError, match="student grid .* holds 6 tissue patches.*add --slide"):
+        export_model(random_lrmil_bundle, tmp_path / "few", ("student",), (slide,), count=8, threads=1, int8=True)
+    assert not (tmp_path / "few").exists()
+    manifest = export_model(random_lrmil_bundle, tmp_path / "q", ("teacher",), (slide,), count=8, threads=1, int8=True)
+    teacher = manifest["teacher"]
+    assert teacher["encoder"] == "teacher_encoder.int8.onnx" and teacher["encoder_fp32"] == "teacher_encoder.onnx"
+    assert teacher["calibration_patches"] == teacher["parity_patches"] == 8  # 16 patches, dealt alternately
+    int8_check = next(c for c in teacher["parity"] if c["candidate"] == teacher["encoder"])
+    assert int8_check["ok"] and int8_check["tolerance"] == 0.1 and int8_check["max_abs_diff"]["features"] > 1e-5
+    onnx_path, torch_path = load_path(tmp_path / "q", "teacher", threads=1), load_path(random_lrmil_bundle, "teacher")
+    patches = np.random.default_rng(2).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    assert onnx_path.encoder.metadata["quantization"] == "int8-static"
+    assert np.abs(onnx_path.encode(patches) - torch_path.encode(patches)).max() < 0.1 * max(
+        1.0, np.abs(torch_path.encode(patches)).max())
 
 
 def test_normalize_leaves_a_float_input_alone():
