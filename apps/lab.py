@@ -55,7 +55,7 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
     out = Path(tempfile.mkdtemp(prefix="lab-", dir=work_root))
     name = Path(slide_path).name
     try:
-        bundle = load_path(resolve_model_dir(cfg.model), cfg.path)
+        bundle = load_path(resolve_model_dir(cfg.model), cfg.path, cfg.device)
         review = segment_and_patch(slide_path, bundle.tissue, bundle.patch, cfg.mpp, cfg.override_mpp)
         mask = out / f"{review.slide_id}_mask.png"
         save_mask_png(mask, review.thumbnail, review.mask)

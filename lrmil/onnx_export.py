@@ -79,7 +79,7 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
     INT8 tolerance; the float graph stays beside it.
     """
     from export.backends.onnxruntime_backend import OnnxRuntimePredictor
-    from export.parity import INT8_TOLERANCE
+    from export.parity import FP32_TOLERANCE, INT8_TOLERANCE
     from export.quantize import quantize_onnx
 
     out = Path(out)
@@ -89,29 +89,31 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
     published = (encoder_file, mil_file) + ((int8_file,) if calibration is not None else ())
     staged = {f: f.with_name(f".{f.name}.check") for f in published}  # checked before published
     patch_graph, bag_graph = PatchGraph(model.encoder.float()), BagGraph(model.mil)
-    meta = {"package": "lrmil", "path": model.name, "notice": model.notice}
-    export_module(patch_graph, torch.zeros(2, patch_px, patch_px, 3), staged[encoder_file], "patches", ("features",),
-                  {**meta, "encoder": model.encoder.cfg.to_dict(), "patch_px": patch_px}, "batch", OPSET)
-    export_module(bag_graph, torch.zeros(3, model.mil.cfg.in_dim), staged[mil_file], "features",
-                  ("probabilities", "attention"), {**meta, "mil": model.mil.cfg.to_dict()}, "patches", OPSET)
     patch_ref = TorchModule(patch_graph, ("features",))
-    features = patch_ref.predict(patches)["features"]
+    meta = {"package": "lrmil", "path": model.name, "notice": model.notice}
 
-    def check(graph: Path, reference: TorchModule, inputs: np.ndarray, tolerance: float = 1e-4) -> Parity:
+    def check(graph: Path, reference: TorchModule, inputs: np.ndarray, tolerance: float = FP32_TOLERANCE) -> Parity:
         return compare(reference, OnnxRuntimePredictor(staged[graph], threads=threads), inputs, tolerance,
                        names=("torch", graph.name), batch_size=16 if graph != mil_file else len(inputs))
 
-    checks = [check(encoder_file, patch_ref, patches),
-              check(mil_file, TorchModule(bag_graph, ("probabilities", "attention")), features)]
-    if calibration is not None:
-        quantize_onnx(staged[encoder_file], staged[int8_file], "static", calibration, "patches", INT8_OPS)
-        checks.append(check(int8_file, patch_ref, patches, INT8_TOLERANCE))
-    failed = [c.line() for c in checks if not c.ok]
-    for tmp in staged.values():
-        if failed:
-            tmp.unlink()
-    if failed:
-        raise RuntimeError("ONNX export drifted from PyTorch: " + "; ".join(failed))
+    try:
+        export_module(patch_graph, torch.zeros(2, patch_px, patch_px, 3), staged[encoder_file], "patches",
+                      ("features",), {**meta, "encoder": model.encoder.cfg.to_dict(), "patch_px": patch_px}, "batch",
+                      OPSET)
+        export_module(bag_graph, torch.zeros(3, model.mil.cfg.in_dim), staged[mil_file], "features",
+                      ("probabilities", "attention"), {**meta, "mil": model.mil.cfg.to_dict()}, "patches", OPSET)
+        checks = [check(encoder_file, patch_ref, patches),
+                  check(mil_file, TorchModule(bag_graph, ("probabilities", "attention")),
+                        patch_ref.predict(patches)["features"])]
+        if calibration is not None:
+            quantize_onnx(staged[encoder_file], staged[int8_file], "static", calibration, "patches", INT8_OPS)
+            checks.append(check(int8_file, patch_ref, patches, INT8_TOLERANCE))
+        if failed := [c.line() for c in checks if not c.ok]:
+            raise RuntimeError("ONNX export drifted from PyTorch: " + "; ".join(failed))
+    except BaseException:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
     for final, tmp in staged.items():
         tmp.replace(final)
     report = {"encoder": encoder_file.name, "mil": mil_file.name, "parity": [c.to_dict() for c in checks],

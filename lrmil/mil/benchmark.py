@@ -89,7 +89,7 @@ def _timing(bundle: Path, slides: list[Path], out: Path, cfg: BenchConfig) -> di
 
     result = {}
     for name in ("teacher", "student"):
-        model = load_path(bundle, name)
+        model = load_path(bundle, name, cfg.device)
         pcfg = PredictConfig(model=str(bundle), path=name, device=cfg.device)
         records = [predict_slide(s, model, pcfg, out / name) for s in slides]
         stages = records[0]["seconds"].keys()
