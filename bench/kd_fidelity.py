@@ -7,7 +7,9 @@ distillation was fitted on, and on the validation excerpts (clean, as `pulse eva
 Reported: mean cosine; the same after subtracting the training windows' mean teacher embedding
 ("centred", since BirdNET's post-ReLU embeddings all point roughly one way: the mean alone gets a
 raw cosine of about 0.73 on the excerpts); and the window macro-F1 of the BirdNET probe (as
-`bench/ablate.py` fits it) read off the projection instead of BirdNET's embedding.
+`bench/ablate.py` fits it) read off the projection instead of BirdNET's embedding. Projections are
+first put where BirdNET's embeddings live: scaled to their mean norm after a cosine loss (which
+leaves the length free), de-standardised after the "mse" loss (which matched standardised ones).
 
     python bench/kd_fidelity.py --run default=runs/default_s2 --run views=runs/views_s2 --json runs/kd_fidelity.json
 
@@ -17,7 +19,9 @@ Needs the teacher caches of `bench/ablate.py`.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,10 +40,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def at_norm(projected: np.ndarray, teacher: np.ndarray) -> np.ndarray:
-    """Projections scaled to the teacher's mean norm: a cosine loss leaves their length free."""
-    scale = np.linalg.norm(teacher, axis=1).mean()
-    return projected / np.linalg.norm(projected, axis=1, keepdims=True) * scale
+def in_teacher_space(projected: np.ndarray, kd_loss: str, bank, norm: float) -> np.ndarray:
+    """Projections as BirdNET embeddings. The "mse" loss matched standardised teacher embeddings: the
+    standardisation is undone. A cosine loss leaves their length free: scaled to `norm`, the teacher's mean."""
+    if kd_loss == "mse":
+        return projected * bank.embedding_std + bank.embedding_mean
+    return projected / np.linalg.norm(projected, axis=1, keepdims=True) * norm
 
 
 def projector(run: str) -> tuple[torch.nn.Module, torch.nn.Linear]:
@@ -94,7 +100,9 @@ def main() -> None:
                              for i in range(0, len(data.windows), 32)]).numpy()
             train = torch.cat([project(model.forward_features(torch.from_numpy(train_waves[i:i + 32])))
                                for i in range(0, len(train_waves), 32)]).numpy()
-        train, val = at_norm(train, train_teacher), at_norm(val, train_teacher)
+        kd_loss = json.loads((Path(run) / "config.json").read_text())["semi"]["kd_loss"]
+        norm = float(np.linalg.norm(train_teacher, axis=1).mean())
+        train, val = (in_teacher_space(x, kd_loss, bank, norm) for x in (train, val))
         on_projection = probe.predict_proba(val)
         present = np.unique(data.labels)
         row = {"train_cosine": cosine(train, train_teacher).mean(), "val_cosine": cosine(val, val_teacher).mean(),
@@ -103,7 +111,7 @@ def main() -> None:
                "probe_on_projection_f1": f1_score(data.labels, on_projection.argmax(1), labels=present, average="macro"),
                "probe_on_birdnet_f1": f1_score(data.labels, probe.predict_proba(val_teacher).argmax(1), labels=present,
                                                average="macro")}
-        results["runs"][name] = {"run": run, **{k: round(float(v), 4) for k, v in row.items()}}
+        results["runs"][name] = {"run": run, "kd_loss": kd_loss, **{k: round(float(v), 4) for k, v in row.items()}}
         print(f"{name:12s} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
     write_json(args.json, results)
 
