@@ -49,7 +49,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, pending = [], []
-    for step in tqdm(range(10**9), desc="views", total=-(-args.files * VIEWS_PER_FILE // (cfg.batch_size * cfg.windows_per_clip))):
+    steps = -(-args.files * VIEWS_PER_FILE // (cfg.batch_size * cfg.windows_per_clip))  # batches that fill the files
+    for step in tqdm(range(steps), desc="views"):
         windows, _ = sampler.batch(step)
         pending.extend(windows.reshape(-1, windows.shape[-1]))
         while len(pending) >= VIEWS_PER_FILE and len(rows) < args.files:
@@ -60,8 +61,6 @@ def main() -> None:
             rows.append({"path": name, "split": cfg.train_split, "license": "CC-BY-4.0 (songs) + source soundscape licences",
                          "source": "augmented training windows (BatchSampler), 3 s each",
                          "duration_s": f"{VIEWS_PER_FILE * cfg.model.window_s:.3f}", "sample_rate": rate})
-        if len(rows) >= args.files:
-            break
     pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
     print(f"{len(rows)} files of {VIEWS_PER_FILE} views in {out} (manifest.csv)")
 

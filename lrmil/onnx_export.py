@@ -137,20 +137,16 @@ def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) 
 def slide_patches(slides: list[str | Path], model: PathModel, mpp: float | None, count: int) -> np.ndarray:
     """Up to `count` tissue patches of `slides` on `model`'s grid (an equal share from each, spread over
     the slide), as float 0..255."""
-    from lrmil.patching import make_grid
+    from lrmil.features import segment_and_patch
     from lrmil.slide import open_slide, read_scaled
-    from lrmil.tissue import thumbnail_size, tissue_mask
 
     share, patches = -(-count // len(slides)), []
     for slide in slides:
+        level = getattr(segment_and_patch(slide, model.tissue, model.patch, mpp).grid, model.name)
+        if len(level) == 0:
+            raise ValueError(f"{slide}: no tissue found, no patches to check the export on")
+        picks = np.unique(np.linspace(0, len(level) - 1, min(share, len(level))).astype(int))
         with open_slide(slide, mpp) as reader:
-            thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, model.tissue))
-            grid = make_grid(tissue_mask(thumb, model.tissue), reader.dimensions, reader.mpp,
-                             reader.level_downsamples, model.patch)
-            level = getattr(grid, model.name)
-            if len(level) == 0:
-                raise ValueError(f"{slide}: no tissue found, no patches to check the export on")
-            picks = np.unique(np.linspace(0, len(level) - 1, min(share, len(level))).astype(int))
             patches += [read_scaled(reader, tuple(int(v) for v in level.coords[i]), level.size_level0, level.patch_px)
                         for i in picks]
     return np.stack(patches).astype(np.float32)

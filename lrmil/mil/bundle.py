@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from export.atomic import write_json
+from export.predictor import Predictor
 from lrmil.config import PatchConfig, TissueConfig
 from lrmil.mil.attention import ABMIL, load_mil
 
@@ -71,8 +72,8 @@ class OnnxPathModel:
     """The same path as ONNX graphs run by ONNX Runtime (`lrmil export` wrote them)."""
 
     name: str
-    encoder: object  # export.predictor Predictor of {path}_encoder.onnx
-    mil: object  # ... of {path}_mil.onnx
+    encoder: Predictor  # of {path}_encoder.onnx
+    mil: Predictor  # of {path}_mil.onnx
     patch: PatchConfig
     tissue: TissueConfig
     notice: str
