@@ -118,6 +118,21 @@ def test_int8_needs_real_tissue_and_calibrates_apart_from_its_check(random_lrmil
         1.0, np.abs(torch_path.encode(patches)).max())
 
 
+def test_cli_bad_slides_model_or_out_are_one_line_and_write_nothing(random_lrmil_bundle, shared_data, tmp_path):
+    runner = CliRunner()
+    (tmp_path / "taken").write_text("a file")
+    cases = [(["--slide", str(shared_data / "slides" / "broken.svs")], "broken.svs: neither OpenSlide nor PIL"),
+             (["--slide", str(shared_data / "slides" / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs")], "pass --mpp"),
+             (["--model", str(tmp_path)], "not an LRMIL model folder")]
+    for extra, message in cases:
+        result = runner.invoke(app, ["export", "--model", str(random_lrmil_bundle), "--out", str(tmp_path / "x"),
+                                     *extra])
+        assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "x").exists()
+    taken = runner.invoke(app, ["export", "--out", str(tmp_path / "taken")])
+    assert taken.exit_code == 2 and "--out must be a folder" in taken.output
+
+
 def test_normalize_leaves_a_float_input_alone():
     patches = torch.full((1, 4, 4, 3), 255.0)
     normalize(EncoderCfg(name="x", embed_dim=8), patches)
