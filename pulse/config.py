@@ -219,6 +219,10 @@ class TrainConfig(JsonConfig):
     tempo_species: tuple[str, ...] = ()
     lowpass_prob: float = 0.0  # share of songs low-passed before mixing, as by distance and vegetation
     lowpass_hz: tuple[float, float] = (6000.0, 20000.0)  # its cutoff, drawn log-uniformly from this range
+    # Share of songs band-limited before mixing, as in archive recordings (MP3 cuts at ~16 kHz): the song
+    # loses its top octave, the soundscape behind it keeps it (bench/README.md, "Songs from archive recordings").
+    song_band_limit_prob: float = 0.0
+    song_band_limit_rates: tuple[int, ...] = (24000, 32000, 40000)  # Hz; the song keeps up to half of one
     song_crop_prob: float = 0.0  # share of song crops centred on a loud moment, not placed at random
     band_limit_prob: float = 0.0  # share of mixed windows heard through a recorder at one of band_limit_rates
     band_limit_rates: tuple[int, ...] = (16000, 22050, 24000, 32000)  # Hz; nothing above half of it survives

@@ -379,3 +379,26 @@ def test_unknown_singer_is_a_pulsed_band_above_the_crickets_and_leaves_the_targe
     shares = share_above_4khz(mixed)  # as loud as the song, or silent where a chirping singer pauses
     assert (np.isclose(shares, 0.5, atol=0.02) | (shares < 0.01)).all() and np.isclose(shares, 0.5, atol=0.02).mean() > 0.75
     assert (plain_targets == mixed_targets).all() and (mixed_targets[:, 0] == 1).all() and (mixed_targets[:, 1] == 0).all()
+
+
+def test_archive_band_limit_cuts_the_song_and_leaves_the_soundscape_behind_it_full_band():
+    """A song of 5 and 15 kHz tones, cut as a 24 kHz archive would (nothing above 12 kHz), then mixed into a
+    soundscape with an 18 kHz tone: 15 kHz is gone, 5 and 18 kHz stay; with the augmentation off all three stay."""
+    sample_rate, n = 44100, 44100
+    t = np.arange(n) / sample_rate
+    song = (np.sin(2 * np.pi * 5000 * t) + np.sin(2 * np.pi * 15000 * t)).astype(np.float32)
+    soundscape = np.sin(2 * np.pi * 18000 * np.arange(4 * n) / sample_rate).astype(np.float32)
+
+    def tone_power(prob: float) -> np.ndarray:
+        cfg = TrainConfig(model=ModelConfig(labels=("a",), common_names=("a",), codes=("A",), window_s=1.0),
+                          batch_size=8, negative_prob=0.0, background_prob=1.0, noise_prob=0.0, mixup_prob=0.0,
+                          snr_db=(0.0, 0.0), gain_db=(0.0, 0.0), song_band_limit_prob=prob,
+                          song_band_limit_rates=(24000,))
+        windows = BatchSampler([Clip("song", song, 0)], [soundscape], cfg).batch(0)[0].reshape(-1, n)
+        power = np.abs(np.fft.rfft(windows[:, 2000:-2000], axis=-1)) ** 2
+        freqs = np.fft.rfftfreq(n - 4000, 1 / sample_rate)
+        return np.stack([power[:, np.abs(freqs - f) < 50].sum(-1) for f in (5000, 15000, 18000)], axis=1)
+
+    cut, kept = tone_power(1.0), tone_power(0.0)
+    assert (cut[:, 1] < 1e-3 * cut[:, 0]).all() and (cut[:, 2] > 0.5 * cut[:, 0]).all()
+    assert (kept[:, 1] > 0.5 * kept[:, 0]).all() and (kept[:, 2] > 0.2 * kept[:, 0]).all()

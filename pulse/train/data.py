@@ -98,7 +98,7 @@ class BatchSampler:
         return crop(source, self.length, rng, loop=True)
 
     def _song(self, clip: Clip, rng: np.random.Generator, loop: bool) -> np.ndarray:
-        """A window of a clip at a random speed, sometimes centred on song, sometimes heard from further away."""
+        """A window of a clip at a random speed, sometimes centred on song, heard from further away or from an archive."""
         cfg = self.cfg  # draws only for enabled augmentations, so older recipes replay exactly
         variants = self.songs[clip.path]
         i = 0 if cfg.song_speeds == (1.0,) else int(rng.integers(len(variants)))
@@ -109,6 +109,9 @@ class BatchSampler:
             window = crop(audio, self.length, rng, loop)
         if cfg.lowpass_prob > 0 and rng.random() < cfg.lowpass_prob:
             window = lowpass(window, float(np.exp(rng.uniform(*np.log(cfg.lowpass_hz)))), cfg.model.sample_rate)
+        if cfg.song_band_limit_prob > 0 and rng.random() < cfg.song_band_limit_prob:
+            rate = int(cfg.song_band_limit_rates[int(rng.integers(len(cfg.song_band_limit_rates)))])
+            window = band_limit(window, rate, cfg.model.sample_rate)
         return window
 
     def _item(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
