@@ -98,7 +98,7 @@ class BatchSampler:
         return crop(source, self.length, rng, loop=True)
 
     def _song(self, clip: Clip, rng: np.random.Generator, loop: bool) -> np.ndarray:
-        """A window of a clip at a random speed, sometimes centred on song, heard from further away or from an archive."""
+        """A window of a clip at a random speed, sometimes centred on song, heard from afar or from an archive."""
         cfg = self.cfg  # draws only for enabled augmentations, so older recipes replay exactly
         variants = self.songs[clip.path]
         i = 0 if cfg.song_speeds == (1.0,) else int(rng.integers(len(variants)))
