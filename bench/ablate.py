@@ -23,7 +23,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from export.atomic import atomic_path, write_json, write_text
@@ -60,14 +59,12 @@ def train_variant(cfg: TrainConfig, out: Path) -> dict:
 def probe_report(manifest: str, cfg: EvalConfig, labels: tuple[str, ...], caches: tuple[str, str], threads: int) -> dict:
     """Fit the BirdNET-embedding probe on the regime's labelled windows + training backgrounds; evaluate it."""
     from pulse.evaluate import evaluate, prepare
-    from pulse.teacher import birdnet
-    from pulse.teacher.probe import fit_on_caches
+    from pulse.teacher.probe import BirdNETProbe, fit_on_caches
 
-    probe = fit_on_caches(manifest, cfg.background_manifest, labels, caches)
-    teacher = birdnet.BirdNET(threads=threads)
-    data = prepare(dataclasses.replace(cfg, manifest=manifest), labels, birdnet.SAMPLE_RATE, birdnet.WINDOW_S)
-    report = evaluate(lambda b: probe.predict_proba(teacher.predict(b).embedding), data, cfg, labels)
-    teacher.close()
+    probe = BirdNETProbe(fit_on_caches(manifest, cfg.background_manifest, labels, caches), threads)
+    data = prepare(dataclasses.replace(cfg, manifest=manifest), labels, probe.sample_rate, probe.window_s)
+    report = evaluate(probe, data, cfg, labels)
+    probe.close()
     return report
 
 

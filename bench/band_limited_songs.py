@@ -84,15 +84,14 @@ def main() -> None:
         results[name] = table(lambda b: predictor.predict(b)["scores"], data, cfg, names)
         predictor.close()
     if args.caches:
-        from pulse.teacher import birdnet
-        from pulse.teacher.probe import fit_on_caches
+        from pulse.teacher.probe import BirdNETProbe, fit_on_caches
 
         print(f"== {PROBE}", flush=True)
-        probe = fit_on_caches(cfg.manifest, cfg.background_manifest, names, tuple(args.caches.split(",")))
-        teacher = birdnet.BirdNET(threads=args.threads)
-        data = prepare(cfg, names, birdnet.SAMPLE_RATE, birdnet.WINDOW_S)
-        results[PROBE] = table(lambda b: probe.predict_proba(teacher.predict(b).embedding), data, cfg, names)
-        teacher.close()
+        probe = BirdNETProbe(fit_on_caches(cfg.manifest, cfg.background_manifest, names, tuple(args.caches.split(","))),
+                             args.threads)
+        data = prepare(cfg, names, probe.sample_rate, probe.window_s)
+        results[PROBE] = table(probe, data, cfg, names)
+        probe.close()
     write_json(args.json, {"models": dict(m.split("=", 1) for m in args.model), "excluded": EXCLUDED,
                            "alignments_ms": [0.0, *cfg.delays_ms], "results": results})
 

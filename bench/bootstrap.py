@@ -53,8 +53,7 @@ def main() -> None:
     parser.add_argument("--json", default="runs/bootstrap.json")
     args = parser.parse_args()
 
-    from pulse.teacher import birdnet
-    from pulse.teacher.probe import fit_on_caches
+    from pulse.teacher.probe import BirdNETProbe, fit_on_caches
 
     cfg = replace(EvalConfig(), exclude_excerpts=EXCLUDED)
     predicted, data = {}, None
@@ -64,13 +63,13 @@ def main() -> None:
         names = tuple(meta["labels"])
         data = prepare(cfg, names, int(meta["sample_rate"]), float(meta["window_s"]))
         predicted[name] = predictions(lambda b: predictor.predict(b)["scores"], data, cfg)
-    probe = fit_on_caches(cfg.manifest, cfg.background_manifest, names, tuple(args.caches.split(",")))
-    teacher = birdnet.BirdNET(threads=args.threads)
-    probe_data = prepare(cfg, names, birdnet.SAMPLE_RATE, birdnet.WINDOW_S)
+    probe = BirdNETProbe(fit_on_caches(cfg.manifest, cfg.background_manifest, names, tuple(args.caches.split(","))),
+                         args.threads)
+    probe_data = prepare(cfg, names, probe.sample_rate, probe.window_s)
     if not (np.array_equal(probe_data.labels, data.labels) and np.array_equal(probe_data.clip_ids, data.clip_ids)):
         raise RuntimeError("the probe's excerpts do not line up with the models' (different sample rates cut differently)")
-    predicted[PROBE] = predictions(lambda b: probe.predict_proba(teacher.predict(b).embedding), probe_data, cfg)
-    teacher.close()
+    predicted[PROBE] = predictions(probe, probe_data, cfg)
+    probe.close()
 
     results = {"models": dict(m.split("=", 1) for m in args.model), "resamples": args.resamples,
                "n_excerpts": int(len(data.labels)), "n_recordings": int(len(np.unique(data.clip_ids))),

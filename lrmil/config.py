@@ -22,14 +22,6 @@ def mpp_for_magnification(magnification: float) -> float:
     return MPP_AT_20X * 20.0 / magnification
 
 
-class _Config(JsonConfig):
-    """JSON round-trip (export.jsonconfig) plus the hash that keys stored outputs."""
-
-    def hash(self) -> str:
-        """Short stable hash; a stored output whose hash matches is reused, not recomputed."""
-        return hash_record(self.to_dict())
-
-
 def hash_record(record: dict) -> str:
     """Short stable hash of a JSON-able dict (key order does not matter)."""
     text = json.dumps(record, sort_keys=True, default=str)
@@ -37,7 +29,7 @@ def hash_record(record: dict) -> str:
 
 
 @dataclass(frozen=True)
-class TissueConfig(_Config):
+class TissueConfig(JsonConfig):
     """Thumbnail -> tissue mask: Otsu on HSV saturation, then morphological clean-up."""
 
     mask_mpp: float = 8.0  # mask resolution; a 20x 256-px patch is 16x16 mask pixels
@@ -50,7 +42,7 @@ class TissueConfig(_Config):
 
 
 @dataclass(frozen=True)
-class PatchConfig(_Config):
+class PatchConfig(JsonConfig):
     """Two-resolution grid: teacher patches at 20x, each student patch covers ratio x ratio of them."""
 
     teacher_magnification: float = 20.0
@@ -64,17 +56,12 @@ class PatchConfig(_Config):
     def student_magnification(self) -> float:
         return self.teacher_magnification / self.ratio
 
-    @property
-    def children_per_parent(self) -> int:
-        return self.ratio * self.ratio
 
-
-RESOLUTIONS = ("teacher", "student")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
-class ExtractConfig(_Config):
+class ExtractConfig(JsonConfig):
     """`lrmil extract`: encode one grid resolution of many slides into HDF5 feature files."""
 
     encoder: str = "lrmil_vit_tiny"
@@ -93,7 +80,7 @@ class ExtractConfig(_Config):
 
 
 @dataclass(frozen=True)
-class SynthConfig(_Config):
+class SynthConfig(JsonConfig):
     """`lrmil synth`: labelled synthetic slides whose class signal lives in 20x detail."""
 
     count: int = 20
@@ -120,7 +107,7 @@ class SynthConfig(_Config):
 
 
 @dataclass(frozen=True)
-class PretrainConfig(_Config):
+class PretrainConfig(JsonConfig):
     """Supervised pre-training of the small ViT on synthetic 20x patches (CPU, minutes)."""
 
     encoder: str = "lrmil_vit_tiny"
@@ -133,7 +120,7 @@ class PretrainConfig(_Config):
 
 
 @dataclass(frozen=True)
-class DistillPatchConfig(_Config):
+class DistillPatchConfig(JsonConfig):
     """Stage 1: 5x student ViT matched block-wise to the frozen 20x teacher encoder."""
 
     teacher_weights: str = "default"  # teacher encoder weights; the student starts as a copy

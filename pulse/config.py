@@ -12,11 +12,6 @@ from dataclasses import dataclass, field
 from export.jsonconfig import JsonConfig
 from pulse.species import INSECTSET32_SPECIES
 
-INSECTSET32_ATTRIBUTION = (
-    'Trained on "InsectSet32" by Marius Faiss (2022), Zenodo record 7072196, '
-    "doi:10.5281/zenodo.7072196, CC BY 4.0. Orthoptera recordings (c) Baudewijn Odé."
-)
-
 
 @dataclass(frozen=True)
 class ModelConfig(JsonConfig):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from lrmil.config import _Config
+from export.jsonconfig import JsonConfig
 
 DEMO_NOTICE = "synthetic demo model, not for diagnosis"
 
 
 @dataclass(frozen=True)
-class ABMILConfig(_Config):
+class ABMILConfig(JsonConfig):
     """Architecture of one gated-attention MIL model (Ilse et al. 2018) and what it reads."""
 
     in_dim: int = 192  # feature size of the patch encoder; resolved from the feature store
@@ -43,7 +43,7 @@ class ABMILConfig(_Config):
 
 
 @dataclass(frozen=True)
-class MILConfig(_Config):
+class MILConfig(JsonConfig):
     """One k-fold MIL training run on one feature folder (`lrmil train`)."""
 
     features: str = ""  # folder of per-slide HDF5 feature files
@@ -60,7 +60,7 @@ class MILConfig(_Config):
 
 
 @dataclass(frozen=True)
-class DistillConfig(_Config):
+class DistillConfig(JsonConfig):
     """Stage 2 (`lrmil distill`): a 5x student ABMIL taught by a frozen 20x teacher ABMIL."""
 
     features: str = ""  # the student's 5x feature folder (stage-1 features for the full method)

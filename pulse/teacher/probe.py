@@ -80,3 +80,23 @@ def fit_on_caches(manifest: str, background_manifest: str, labels: tuple[str, ..
         x.append(backgrounds[path].embedding)
         y.append(np.zeros((len(x[-1]), len(labels)), np.float32))
     return EmbeddingProbe().fit(np.concatenate(x), np.concatenate(y))
+
+
+class BirdNETProbe:
+    """The probe on a running BirdNET: 48 kHz windows in, species scores out, the scorer `pulse.evaluate` takes.
+
+    Fit it with `fit_on_caches`, cut the evaluation data at `sample_rate` / `window_s`, close it when done.
+    """
+
+    def __init__(self, probe: EmbeddingProbe, threads: int = 0):
+        from pulse.teacher import birdnet
+
+        self.probe = probe
+        self.teacher = birdnet.BirdNET(threads=threads)
+        self.sample_rate, self.window_s = birdnet.SAMPLE_RATE, birdnet.WINDOW_S
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        return self.probe.predict_proba(self.teacher.predict(windows).embedding)
+
+    def close(self) -> None:
+        self.teacher.close()
