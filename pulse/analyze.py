@@ -228,13 +228,12 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     _warn_of_earlier_outputs(todo, run)
     try:
         if todo:
-            run.journal.open()  # a folder that cannot take it stops the run here, before config.json is replaced
-        write_json(out_dir / "config.json", _run_config(cfg, meta, model_path, inputs))
+            run.journal.open()  # a folder that cannot take it stops the run here, before any work
         _score_files(todo, predictor, run, summary)
     finally:
         predictor.close()
         run.journal.close()
-    _write_run_tables(files, run)
+    _write_run_tables(files, run, _run_config(cfg, meta, model_path, inputs))
     run.journal.drop_superseded_logs()
     _write_errors(out_dir / "errors.csv", summary.errors)
     summary.wall_s = time.perf_counter() - t0
@@ -271,10 +270,10 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         summary.errors.append((str(f.path), stage, type(exc).__name__, reason))
         summary.files_failed += 1
+        if cfg.strict:  # the CLI says it, once
+            raise exc
         log.warning("%s: %s%s", f.path, "" if stage == "read" else f"{stage} failed: ", reason)
         log.debug("%s", trace or "".join(traceback.format_exception(exc)))
-        if cfg.strict:
-            raise exc
 
     def partly_readable(i: int, message: str) -> None:
         """Analysed as far as it goes: listed in errors.csv, not counted as failed."""
@@ -363,8 +362,10 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
             # Full batches as they fill; a part-full one when nothing more is queued (so that the model does not
             # wait on the decoders), unless it is under a quarter batch: then the timed get above waits a moment.
             score(final=running == 0 or (chunks.empty() and budget.waiting >= cfg.batch_size // 4))
-    finally:
+    finally:  # also on Ctrl-C: no decoder may still be inside libsndfile or soxr when the interpreter exits
         stop.set()
+        for t in threads:
+            t.join()
         bar.close()
 
 
@@ -412,7 +413,7 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
         chunks.put(item)
         return not stop.is_set()
 
-    while (i := tasks.get()) is not None:
+    while not stop.is_set() and (i := tasks.get()) is not None:
         path = todo[i].path
         try:
             info = audio_info(path)
@@ -464,16 +465,15 @@ def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame | Column
     return tables
 
 
-def _write_run_tables(files: list[_File], run: _Run) -> None:
-    """Run-wide tables (detections.csv, scores.csv) cover every finished file, this run's or earlier."""
+def _write_run_tables(files: list[_File], run: _Run, config: dict) -> None:
+    """Run-wide tables (detections.csv, scores.csv) cover every finished file, this run's or earlier; config.json,
+    the settings they were made with, moves into place with them (a killed rerun with other settings leaves both)."""
     run_writers = [w for w in run.writers if not w.per_file]
-    if not run_writers:
-        return
     # Only the tables these writers read: the per-window scores of every file (~57 bytes a window, 0.2 GB per
     # terabyte of 48 kHz WAV) stay out of memory unless scores.csv is asked for.
     tables: dict[str, list] = {w.table: [] for w in run_writers}
     missing = []
-    for f in files:
+    for f in files if run_writers else []:
         if not f.run_tables and not f.failed:  # finished by an earlier run: rebuilt from its journal
             if (part := run.journal.load(f.path)) is None:
                 missing.append(f.path)
@@ -489,6 +489,7 @@ def _write_run_tables(files: list[_File], run: _Run) -> None:
     # Each table is written to a staging file first and all are moved into place together at the end, so a
     # run killed while writing the large scores.csv never leaves detections.csv from a newer run beside it.
     with contextlib.ExitStack() as staging:
+        write_json(staging.enter_context(atomic_path(run.out_dir / "config.json")), config)
         for writer in run_writers:
             staged = staging.enter_context(atomic_path(output_path(writer, run.out_dir)))
             writer.write(_join(writer.table, tables[writer.table], run.labels), staged)

@@ -68,6 +68,10 @@ def analyze(
         else:
             cfg = replace(_INFER, **flags)
         summary = run_analyze(inputs, out, cfg)
+    except KeyboardInterrupt:  # finished files are journalled: the same command goes on from there
+        typer.echo(f"interrupted: files finished so far are kept in {out}; run the same command again to go on",
+                   err=True)
+        raise typer.Exit(130)
     except AudioReadError as exc:  # --strict: the first bad recording ends the run
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
@@ -161,7 +165,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c",
                                           help="TrainConfig JSON (a run's config.json reruns it); omitted: defaults."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, checkpoint, model, history."),
-    resume: bool = typer.Option(True, help="Continue from RUN_DIR/checkpoint.safetensors if it exists."),
+    resume: bool = typer.Option(True, help="Continue from the --out folder's checkpoint.safetensors if it exists."),
     device: str = typer.Option("cpu", help="Torch device to train on: cpu, cuda, cuda:1 ..."),
     workers: int = typer.Option(0, help="Threads drawing augmented batches ahead of the model (0: none)."),
 ) -> None:

@@ -46,6 +46,11 @@ class Record:
     length: int
 
 
+class JournalError(OSError):
+    """--out cannot take the journal. Its own class: OSError(2, ...) would become a FileNotFoundError,
+    which the CLI reads as a bad option."""
+
+
 class Journal:
     """Which recordings are done in one output folder under one fingerprint of settings, and their scores."""
 
@@ -65,7 +70,8 @@ class Journal:
                 self.root.mkdir(parents=True, exist_ok=True)
                 self._log = open(self.root / f"{time.time_ns()}-{os.getpid()}.log", "ab")
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot write the resume journal there ({exc.strerror})", str(self.root))
+                raise JournalError(exc.errno, f"cannot write the resume journal there ({exc.strerror})",
+                                   str(self.root)) from exc
 
     def done(self, path: Path, output: str) -> bool:
         record = self._latest(path)

@@ -362,6 +362,70 @@ def test_kill_mid_batch_leaves_no_half_file_and_resumes(tmp_path, model):
     pd.testing.assert_frame_equal(resumed, pd.read_csv(tmp_path / "fresh" / "detections.csv"))
 
 
+INTERRUPT = """
+import os, signal, sys
+from pulse.cli import app
+from pulse.writers.raven import RavenWriter
+calls = []
+def ctrl_c_at_third_file(self, table, path):
+    calls.append(path)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+    return original(self, table, path)
+original, RavenWriter.write = RavenWriter.write, ctrl_c_at_third_file
+app(["analyze", sys.argv[1], "--out", sys.argv[2], "--model", sys.argv[3], "--workers", "2", "--batch-size", "2"])
+"""
+
+
+def test_ctrl_c_is_one_line_and_the_same_command_goes_on(tmp_path, model):
+    """Ctrl-C stops the decoding threads before exit (left running inside soxr or libsndfile they aborted the
+    interpreter), says how to go on, and keeps what was finished."""
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(2.0 + i), RATE)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT, str(tmp_path / "in"), str(out), str(model)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 130, proc.stderr
+    assert f"interrupted: files finished so far are kept in {out}; run the same command again" in proc.stderr
+    assert not any(s in proc.stderr for s in ("Traceback", "terminate called", "leaked"))
+    assert len(list(out.glob("*.selection.table.txt"))) == 2
+    summary = analyze([tmp_path / "in"], out, InferConfig(model=str(model)))
+    assert (summary.files_done, summary.files_skipped) == (4, 2)
+
+
+def test_a_killed_rerun_with_other_settings_leaves_config_json_with_the_tables_it_describes(tmp_path, model):
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(2.0 + i), RATE)
+    out = tmp_path / "out"
+    analyze([tmp_path / "in"], out, InferConfig(model=str(model), min_conf=0.9))
+    tables = {name: (out / name).read_bytes() for name in ("config.json", "detections.csv")}
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path / "in"), str(out), str(model)],
+                          capture_output=True, cwd=REPO)  # default min_conf 0.25, killed at its third file
+    assert proc.returncode == -signal.SIGKILL
+    assert {name: (out / name).read_bytes() for name in tables} == tables  # the 0.9 run's set, both
+    assert json.loads(tables["config.json"])["config"]["min_conf"] == 0.9
+    analyze([tmp_path / "in"], out, InferConfig(model=str(model)))
+    assert json.loads((out / "config.json").read_text())["config"]["min_conf"] == 0.25
+
+
+def test_an_out_folder_missing_under_its_parent_is_exit_1_not_a_bad_option(tmp_path, model, monkeypatch):
+    """mkdir failing with ENOENT (as under /proc) once made a FileNotFoundError, which the CLI reads as exit 2."""
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    mkdir = Path.mkdir
+
+    def no_such_place(self, *args, **kwargs):
+        if ".pulse" in self.parts:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", no_such_place)
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"),
+                                      "--model", str(model)])
+    assert result.exit_code == 1 and "cannot write the resume journal there (No such file or directory)" in result.output
+
+
 def test_an_out_folder_that_cannot_take_the_journal_is_one_line_before_any_work(tmp_path, model):
     sf.write(tmp_path / "a.wav", song(3.0), RATE)
     (tmp_path / "out" / ".pulse").mkdir(parents=True)
@@ -412,6 +476,10 @@ def test_bad_options_empty_inputs_and_strict_are_one_line(tmp_path, model):
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "o"), "--strict"])
     assert result.exit_code == 1 and "zero.wav: empty file (0 bytes)" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    # through the console too, where logging also speaks: said once, not as a warning and again as the error
+    proc = subprocess.run([sys.executable, "-c", "from pulse.cli import app; app()", *base, "--out",
+                           str(tmp_path / "o"), "--strict"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1 and proc.stderr.count("zero.wav") == 1, proc.stderr
 
 
 def test_each_bad_option_names_its_flag_and_an_out_below_a_file_is_refused(tmp_path, model):

@@ -87,7 +87,8 @@ def test_raven_table_exact(tmp_path, scores):
     WRITERS.create("raven").write(detect(scores, LABELS, 0.25, 500, 22050), path)
     lines = path.read_text().splitlines()
     assert lines[0] == RAVEN_HEADER
-    assert lines[1] == "1\tSpectrogram 1\t1\t0\t3\t500\t22050\tField Cricket\tGRYCAM\t0.9000\trec/a.wav\t0"
+    assert lines[1] == ("1\tSpectrogram 1\t1\t0\t3\t500\t22050\tField Cricket\tGRYCAM\t0.9000\t"
+                        f"{os.path.abspath('rec/a.wav')}\t0")  # absolute: Raven opens the recording from it
     assert lines[4].split("\t")[:5] == ["4", "Spectrogram 1", "1", "6", "7.5"]
     assert len(lines) == 5 and all(len(line.split("\t")) == 12 for line in lines)
     umask = os.umask(0)
@@ -148,8 +149,11 @@ def test_analyze_starts_without_pandas(tmp_path):
     assert (tmp_path / "out" / "detections.csv").read_text().startswith("Start (s),End (s)")
 
 
-def test_kaleidoscope_layout(tmp_path, scores):
-    """BirdNET-Analyzer's Kaleidoscope columns; INDIR/FOLDER/IN FILE split the path as it does."""
+def test_kaleidoscope_layout(tmp_path, scores, monkeypatch):
+    """BirdNET-Analyzer's Kaleidoscope columns; INDIR/FOLDER/IN FILE split the path as it does, made absolute
+    first (a relative input would leave INDIR empty)."""
+    monkeypatch.chdir(tmp_path)
+    here, parent = os.getcwd(), os.path.dirname(os.getcwd())
     deep = scores.rename(index={"rec/a.wav": "/data/site1/a.wav"}, level="file")
     table = pd.concat([detect(deep, LABELS, 0.5, 500, 22050), detect(scores, LABELS, 0.5, 500, 22050),
                        detect(scores.rename(index={"rec/a.wav": "b.wav"}, level="file"), LABELS, 0.85, 500, 22050)])
@@ -158,8 +162,8 @@ def test_kaleidoscope_layout(tmp_path, scores):
     assert lines == ["INDIR,FOLDER,IN FILE,OFFSET,DURATION,scientific_name,common_name,confidence",
                      "/data,site1,a.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000",
                      "/data,site1,a.wav,6.0000,1.5000,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
-                     ",rec,a.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000",
-                     ",rec,a.wav,6.0000,1.5000,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
-                     ",,b.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000"]
+                     f"{here},rec,a.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000",
+                     f"{here},rec,a.wav,6.0000,1.5000,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
+                     f"{parent},{os.path.basename(here)},b.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000"]
     WRITERS.create("kaleidoscope").write(table.iloc[:0], tmp_path / "none.csv")
     assert (tmp_path / "none.csv").read_text().splitlines() == lines[:1]

@@ -2,7 +2,8 @@
 
 Columns as BirdNET-Analyzer's `--rtype kaleidoscope` (minus its lat/lon/week/sensitivity, which PULSE
 has no use for): INDIR is the folder above the recording's folder, FOLDER that folder's name, IN FILE
-the file name, OFFSET and DURATION the window in seconds.
+the file name, OFFSET and DURATION the window in seconds. The path is made absolute first, so INDIR is
+never empty and the table opens from anywhere.
 """
 
 from __future__ import annotations
@@ -28,6 +29,6 @@ class KaleidoscopeWriter:
         records = []
         for file, start, end, label, name, score in rows(table, ("file", "start_s", "end_s", "label", "common_name",
                                                                   "score")):
-            folder, file_name = os.path.split(file)
+            folder, file_name = os.path.split(os.path.abspath(file))
             records.append((*os.path.split(folder), file_name, start, end - start, label, name, score))
         write_text(path, csv_text(KALEIDOSCOPE_COLUMNS, records))

@@ -1,7 +1,11 @@
-"""Raven Pro selection table, one per recording, with BirdNET-Analyzer's columns and layout."""
+"""Raven Pro selection table, one per recording, with BirdNET-Analyzer's columns and layout.
+
+Begin Path is absolute: Raven opens the recording from it, wherever the table is opened from.
+"""
 
 from __future__ import annotations
 
+import os.path
 from pathlib import Path
 
 from export.atomic import write_text
@@ -23,7 +27,7 @@ class RavenWriter:
         columns = ("channel", "start_s", "end_s", "low_hz", "high_hz", "common_name", "code", "score", "file")
         for i, (channel, start, end, low, high, name, code, score, file) in enumerate(rows(table, columns), start=1):
             lines.append("\t".join(map(str, (i, "Spectrogram 1", channel, _num(start), _num(end), _num(low), _num(high),
-                                             name, code, f"{score:.4f}", file, _num(start)))))
+                                             name, code, f"{score:.4f}", os.path.abspath(file), _num(start)))))
         write_text(path, "\n".join(lines) + "\n")
 
 
