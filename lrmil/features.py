@@ -52,9 +52,13 @@ def segment_and_patch(path: str | Path, tissue: TissueConfig, patch: PatchConfig
 
 
 def grid_level(grid: PatchGrid, resolution: str) -> GridLevel:
-    if resolution not in ("teacher", "student"):
-        raise ValueError(f"resolution must be 'teacher' or 'student', got {resolution!r}")
+    check_resolution(resolution)
     return getattr(grid, resolution)
+
+
+def check_resolution(resolution: str) -> None:
+    if resolution not in ("teacher", "student"):
+        raise ValueError(f"--resolution must be 'teacher' or 'student', got {resolution!r}")
 
 
 class PatchDataset(Dataset):
@@ -121,7 +125,11 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     magnification = level_cfg.teacher_magnification if cfg.resolution == "teacher" else level_cfg.student_magnification
     px = level_cfg.teacher_px if cfg.resolution == "teacher" else level_cfg.student_px
     target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / f"{slide_id(path)}.h5"
-    record, digest = job_hash(cfg, encoder.cfg)
+    with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:  # a header read: the scale this slide gets
+        applied = dataclasses.replace(cfg, mpp=reader.mpp, override_mpp=False)
+    # Keyed on the scale applied, not the flags: adding --mpp for the slides without it must not re-encode
+    # the slides whose metadata decides.
+    record, digest = job_hash(applied, encoder.cfg)
     source = slide_source(path)
     if cfg.resume and is_current(target, digest, source):
         return target
@@ -166,6 +174,7 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
 def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict:
     """Extract every slide; returns counts and the errors file. Bad slides are logged, not fatal."""
     out = Path(out)
+    check_resolution(cfg.resolution)  # refused before any slide is read (exit status 2)
     encoder = create_encoder(cfg.encoder, weights=cfg.weights).to(cfg.device)
     write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
 

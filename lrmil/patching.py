@@ -61,6 +61,20 @@ def _cell_fractions(mask: np.ndarray, dimensions: tuple[int, int], cell: int, nx
     return sums / max(area, 1e-9)
 
 
+def children_line_up(student_coords: np.ndarray, student_size: int, children: np.ndarray,
+                     teacher_coords: np.ndarray) -> bool:
+    """True when every children link of a 5x grid lands on the 20x patch at its place in the block: the
+    two feature files were cut from one grid. A 20x grid cut with other tissue settings shifts the indices."""
+    if children.ndim != 2 or children.shape[1] == 0:
+        return False
+    ratio = int(round(children.shape[1] ** 0.5))
+    rows, slots = np.nonzero(children >= 0)
+    if len(rows) and int(children.max()) >= len(teacher_coords):
+        return False
+    expected = student_coords[rows] + np.stack([slots % ratio, slots // ratio], axis=1) * (student_size // ratio)
+    return bool(np.array_equal(teacher_coords[children[rows, slots]], expected))
+
+
 def make_grid(mask: np.ndarray, dimensions: tuple[int, int], mpp: float,
               level_downsamples: tuple[float, ...], cfg: PatchConfig) -> PatchGrid:
     """Tissue mask (any resolution, covering the whole slide) -> two-resolution grid."""

@@ -91,6 +91,11 @@ def test_attention_term_alone_pulls_student_attention_to_the_teacher():
     assert gap() < 0.3 * before
 
 
+# One level-0 frame for both files: two 1024-px parents side by side, child k of parent p at its block place.
+GRID_COORDS = {"f5": np.array([[0, 0], [1024, 0]]),
+               "f20": np.array([[p * 1024 + k % 4 * 256, k // 4 * 256] for p in range(2) for k in range(16)])}
+
+
 @pytest.fixture()
 def feature_folders(tmp_path):
     from lrmil.store import FeatureFile, write_features
@@ -102,7 +107,7 @@ def feature_folders(tmp_path):
         teacher, student, children = _pair(i, label, rng)
         for name, feats, links, mag, px in (("f20", teacher, np.zeros((32, 0), np.int64), 20.0, 256),
                                             ("f5", student, children, 5.0, 1024)):
-            coords = np.zeros((len(feats), 2), np.int64)
+            coords = GRID_COORDS[name]
             write_features(tmp_path / name / f"slide{i}.h5",
                            FeatureFile(coords, feats, links, px, 256, mag, 0.5, encoder="toy", slide_id=f"slide{i}"))
         rows.append((f"slide{i}", ["benign", "tumour"][label], i % 3))
@@ -136,3 +141,13 @@ def test_train_then_distill_writes_models_predictions_and_resumes(feature_folder
     assert student_model.stat().st_mtime_ns == stamp
     distill(dataclasses.replace(student_cfg, w_topk=0.0))  # changed config: retrained
     assert student_model.stat().st_mtime_ns != stamp
+
+    # 20x features cut from another grid (one patch fewer, so every later index shifts) are refused
+    from lrmil.store import read_features, write_features
+    for path in (root / "f20").glob("*.h5"):
+        ff = read_features(path)
+        write_features(root / "f20_other" / path.name, dataclasses.replace(ff, coords=ff.coords[1:],
+                                                                          features=ff.features[1:],
+                                                                          children=ff.children[1:]))
+    with pytest.raises(ValueError, match="children links do not land on the 20x file's patches"):
+        distill(dataclasses.replace(student_cfg, teacher_features=str(root / "f20_other"), out=str(root / "s2")))

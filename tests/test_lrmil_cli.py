@@ -138,3 +138,25 @@ def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_read
     wrong = _invoke("bundle", "--out", tmp_path / "bad", "--student-encoder", encoder_file, "--student-mil",
                     tmp_path / "missing.safetensors", "--teacher-encoder", encoder_file, "--teacher-mil", mil_file)
     assert wrong.exit_code == 2 and "missing.safetensors" in wrong.stderr
+
+
+def test_an_unknown_resolution_is_refused_before_any_slide_is_read(tmp_path):
+    result = _invoke("extract", _png(tmp_path / "ok.png"), "--out", tmp_path / "out", "--mpp", 0.5,
+                     "--resolution", "foo")
+    assert result.exit_code == 2 and "--resolution must be 'teacher' or 'student', got 'foo'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_adding_mpp_for_other_slides_does_not_re_encode_a_slide_whose_metadata_decides(tmp_path, shared_data):
+    """The README's fix for a cohort with some slides lacking MPP is to rerun with --mpp: only the slides
+    that use it may be encoded again."""
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"  # MPP 0.499 in its metadata
+    features = tmp_path / "out" / "features" / "lrmil_vit_tiny_20x_256px" / "CMU-1-Small-Region.h5"
+
+    def extract(*extra):
+        assert _invoke("extract", slide, "--out", tmp_path / "out", "--resolution", "teacher", *extra).exit_code == 0
+        return features.stat().st_mtime_ns
+
+    first = extract()
+    assert extract("--mpp", 0.25) == first  # the metadata still decides: the file is current
+    assert extract("--mpp", 0.25, "--override-mpp") != first  # now the scale changed: encoded again

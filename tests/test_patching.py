@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lrmil.config import PatchConfig
-from lrmil.patching import make_grid, teacher_size_level0
+from lrmil.patching import children_line_up, make_grid, teacher_size_level0
 
 CFG = PatchConfig()
 
@@ -81,6 +81,18 @@ def test_min_tissue_threshold():
     mask[0:8, 0:3] = True  # 3/8 of the first teacher cell
     assert len(make_grid(mask, (2048, 2048), 0.5, (1.0,), PatchConfig(min_tissue=0.3)).teacher) == 1
     assert len(make_grid(mask, (2048, 2048), 0.5, (1.0,), PatchConfig(min_tissue=0.5)).teacher) == 0
+
+
+def test_children_line_up_only_with_the_grid_they_were_cut_from():
+    rng = np.random.default_rng(0)
+    mask = rng.random((64, 64)) < 0.4  # patchy tissue: the two thresholds keep different 20x patches
+    grid, other = (make_grid(mask, (2048, 2048), 0.5, (1.0,), PatchConfig(min_tissue=t)) for t in (0.25, 0.5))
+    assert 0 < len(other.teacher) < len(grid.teacher)
+    assert children_line_up(grid.student.coords, grid.student.size_level0, grid.children, grid.teacher.coords)
+    assert children_line_up(other.student.coords, other.student.size_level0, other.children, other.teacher.coords)
+    assert not children_line_up(other.student.coords, other.student.size_level0, other.children, grid.teacher.coords)
+    assert not children_line_up(grid.student.coords, grid.student.size_level0, grid.children, other.teacher.coords)
+    assert not children_line_up(grid.student.coords, grid.student.size_level0, grid.children[:, :0], grid.teacher.coords)
 
 
 def test_bad_mask_shape():

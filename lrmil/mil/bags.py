@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -21,6 +22,8 @@ class Bag:
     children: torch.Tensor  # [N, 16] int64 rows of the 20x bag in 5x bags, [N, 0] in 20x bags
     magnification: float = 0.0
     encoder: str = ""
+    coords: np.ndarray | None = None  # [N, 2] level-0 (x, y) of each patch, from the feature file
+    patch_size_level0: int = 0
 
 
 def feature_path(features_dir: str | Path, slide_id: str) -> Path:
@@ -44,7 +47,8 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
             log.error("%s: no tissue patches; slide skipped", path)
             continue
         bags[row.slide_id] = Bag(row.slide_id, index[row.label], int(row.fold), torch.from_numpy(ff.features),
-                                 torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder)
+                                 torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder, ff.coords,
+                                 int(ff.patch_size_level0))
     if not bags:
         raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV")
     return bags

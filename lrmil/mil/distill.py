@@ -18,6 +18,7 @@ from lrmil.mil.config import DistillConfig
 from lrmil.mil.losses import parent_attention, stage2_loss
 from lrmil.mil.splits import labels_of, read_splits
 from lrmil.mil.train import BagLoss, fingerprint, resolve_model, run_folds
+from lrmil.patching import children_line_up
 
 
 class TeacherTarget(NamedTuple):
@@ -53,8 +54,9 @@ def distill(cfg: DistillConfig) -> dict:
     teacher_bags = load_bags(cfg.teacher_features, splits, labels)
     bags = {s: b for s, b in bags.items() if s in teacher_bags}
     for slide_id, bag in bags.items():
-        if bag.children.shape[1] == 0 or int(bag.children.max()) >= len(teacher_bags[slide_id].features):
-            raise ValueError(f"{slide_id}: the 5x feature file has no valid children links into the 20x file")
+        if not children_line_up(bag.coords, bag.patch_size_level0, bag.children.numpy(), teacher_bags[slide_id].coords):
+            raise ValueError(f"{slide_id}: the 5x feature file's children links do not land on the 20x file's patches; "
+                             "extract both resolutions with the same tissue and patch settings")
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
 
     def fold_loss(fold: int) -> BagLoss:
