@@ -161,7 +161,7 @@ def extract(
     encoder: str = typer.Option(_EXTRACT.encoder, help="Registered encoder name, or timm/<arch>."),
     weights: str = typer.Option(_EXTRACT.weights, help="default, random, hub (timm; downloads) or a weights file."),
     resolution: str = typer.Option(_EXTRACT.resolution, help="teacher (20x patches) or student (5x patches)."),
-    batch_size: int = typer.Option(_EXTRACT.batch_size, help="Patches per encoder call."),
+    batch_size: int = typer.Option(_EXTRACT.batch_size, min=1, help="Patches per encoder call."),
     workers: int = typer.Option(_EXTRACT.num_workers, help="DataLoader processes reading patches."),
     device: str = typer.Option(_EXTRACT.device, help="cpu or cuda[:N]."),
     autocast: bool = typer.Option(_EXTRACT.autocast, help="On CUDA, run in the encoder's fp16/bf16 precision."),
@@ -197,7 +197,7 @@ def extract(
 def pretrain_encoder(
     out: Path = typer.Option(..., "--out", "-o", help="Weights file to write (.safetensors)."),
     steps: int = typer.Option(_PRETRAIN.steps, help="Optimiser steps."),
-    batch_size: int = typer.Option(_PRETRAIN.batch_size, help="Crops per step."),
+    batch_size: int = typer.Option(_PRETRAIN.batch_size, min=1, help="Crops per step."),
     crop_px: int = typer.Option(_PRETRAIN.crop_px, help="Side of the 20x training crops."),
     lr: float = typer.Option(_PRETRAIN.lr, help="Peak learning rate (one-cycle)."),
     seed: int = typer.Option(_PRETRAIN.seed, help="Random seed."),
@@ -226,7 +226,7 @@ def distill_patches(
     attention_weighting: bool = typer.Option(_STAGE1.attention_weighting, help="Weight children by teacher attention."),
     max_parents: int = typer.Option(_STAGE1.max_parents_per_slide, help="5x patches used per slide."),
     epochs: int = typer.Option(_STAGE1.epochs, help="Passes over the 5x patches."),
-    batch_size: int = typer.Option(_STAGE1.batch_size, help="5x patches per step."),
+    batch_size: int = typer.Option(_STAGE1.batch_size, min=1, help="5x patches per step."),
     lr: float = typer.Option(_STAGE1.lr, help="Learning rate."),
     seed: int = typer.Option(_STAGE1.seed, help="Random seed."),
     device: str = typer.Option(_STAGE1.device, help="cpu or cuda[:N]."),
@@ -257,7 +257,8 @@ def distill_patches(
 
 _MIL, _DISTILL, _PREDICT, _BENCH = MILConfig(), DistillConfig(), PredictConfig(), BenchConfig()
 FOLDS_OPT = typer.Option("", "--folds", help="Comma list of test folds to run (empty: every fold in the CSV).")
-CONFIG_OPT = typer.Option(None, "--config", help="Rerun a previous run: its config.json (other flags are ignored).")
+CONFIG_OPT = typer.Option(None, "--config", help="Rerun a previous run from its config.json; only --out and "
+                                                 "--threads may be given with it.")
 
 
 def _folds(text: str) -> tuple[int, ...]:
@@ -268,15 +269,34 @@ def _model_cfg(hidden_dim: int, attn_dim: int, drop_rate: float) -> ABMILConfig:
     return replace(_MIL.model, hidden_dim=hidden_dim, attn_dim=attn_dim, drop_rate=drop_rate)
 
 
-def _run_config(cls, path: Path):
-    data = json.loads(Path(path).read_text())
-    return cls.from_dict(data.get("config", data))
+def _rerun(ctx: typer.Context, cls, config: Path, out: Path):
+    """A previous run's settings from its config.json, into --out when one is typed; any other typed flag is
+    refused rather than silently ignored."""
+    typed = [p.opts[0] for p in ctx.command.params if p.name not in ("config", "out", "threads")
+             and ctx.get_parameter_source(p.name).name != "DEFAULT"]
+    if typed:
+        _fail(ValueError(f"--config reruns {config} as it was: only --out and --threads go with it, "
+                         f"not {', '.join(typed)}"))
+    try:
+        data = json.loads(Path(config).read_text())
+        cfg = cls.from_dict(data.get("config", data))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        _fail(ValueError(f"{config}: not a run's config.json ({exc})"))
+    return replace(cfg, out=str(out)) if ctx.get_parameter_source("out").name != "DEFAULT" else cfg
+
+
+def _need(**flags) -> None:
+    """Flags required unless --config gives them."""
+    if missing := [f"--{name.replace('_', '-')}" for name, value in flags.items() if value is None]:
+        _fail(ValueError(f"missing {', '.join(missing)} (or --config with a previous run's config.json)"))
 
 
 @app.command()
 def train(
-    features: Path = typer.Option(..., "--features", help="Folder of per-slide HDF5 feature files (20x for the teacher)."),
-    splits: Path = typer.Option(..., "--splits", help="CSV with slide_id, label, fold."),
+    ctx: typer.Context,
+    features: Optional[Path] = typer.Option(None, "--features",
+                                            help="Folder of per-slide HDF5 feature files (20x for the teacher)."),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="CSV with slide_id, label, fold."),
     out: Path = typer.Option(Path(_MIL.out), "--out", "-o", help="Run folder (fold<k>/model.safetensors, predictions.csv); "
                                                                   "`lrmil bundle` makes a fold's model usable by predict."),
     folds: str = FOLDS_OPT,
@@ -295,7 +315,9 @@ def train(
     from lrmil.mil.train import train as run_train
 
     _setup(threads)
-    cfg = _run_config(MILConfig, config) if config else MILConfig(
+    if config is None:
+        _need(features=features, splits=splits)
+    cfg = _rerun(ctx, MILConfig, config, out) if config else MILConfig(
         features=str(features), splits=str(splits), out=str(out), folds=_folds(folds), epochs=epochs,
         patience=patience, lr=lr, weight_decay=weight_decay, seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
     try:
@@ -307,10 +329,11 @@ def train(
 
 @app.command()
 def distill(
-    features: Path = typer.Option(..., "--features", help="The student's 5x feature folder (stage-1 features)."),
-    teacher_features: Path = typer.Option(..., "--teacher-features", help="The teacher's 20x feature folder."),
-    teacher: Path = typer.Option(..., "--teacher", help="Teacher run folder from `lrmil train` (same splits)."),
-    splits: Path = typer.Option(..., "--splits", help="CSV with slide_id, label, fold."),
+    ctx: typer.Context,
+    features: Optional[Path] = typer.Option(None, "--features", help="The student's 5x feature folder (stage-1 features)."),
+    teacher_features: Optional[Path] = typer.Option(None, "--teacher-features", help="The teacher's 20x feature folder."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher run folder from `lrmil train` (same splits)."),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="CSV with slide_id, label, fold."),
     out: Path = typer.Option(Path(_DISTILL.out), "--out", "-o", help="Run folder of the student (as `lrmil train`'s; "
                                                                       "`lrmil bundle` makes a fold usable by predict)."),
     folds: str = FOLDS_OPT,
@@ -335,7 +358,9 @@ def distill(
     from lrmil.mil.distill import distill as run_distill
 
     _setup(threads)
-    cfg = _run_config(DistillConfig, config) if config else DistillConfig(
+    if config is None:
+        _need(features=features, teacher_features=teacher_features, teacher=teacher, splits=splits)
+    cfg = _rerun(ctx, DistillConfig, config, out) if config else DistillConfig(
         features=str(features), teacher_features=str(teacher_features), teacher=str(teacher), splits=str(splits),
         out=str(out), folds=_folds(folds), w_ce=w_ce, w_logits=w_logits, w_attention=w_attention, w_topk=w_topk,
         temperature=temperature, topk=topk, epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
@@ -356,9 +381,9 @@ def predict(
     path: str = typer.Option(_PREDICT.path, "--path", help="student (reads 5x only) or teacher (20x, for comparison)."),
     mpp: Optional[float] = MPP_OPT,
     override_mpp: bool = OVERRIDE_MPP_OPT,
-    batch_size: int = typer.Option(_PREDICT.batch_size, help="Patches per encoder call."),
+    batch_size: int = typer.Option(_PREDICT.batch_size, min=1, help="Patches per encoder call."),
     topk: int = typer.Option(_PREDICT.topk, help="Most-attended patches saved per slide."),
-    heatmap_px: int = typer.Option(_PREDICT.heatmap_px, help="Longer side of the slide image in the heatmap PNG (colour bar and notice strip come on top)."),
+    heatmap_px: int = typer.Option(_PREDICT.heatmap_px, min=1, help="Longer side of the slide image in the heatmap PNG (colour bar and notice strip come on top)."),
     device: str = typer.Option(_PREDICT.device, help="cpu or cuda[:N]."),
     strict: bool = typer.Option(_PREDICT.strict, help="Stop at the first bad slide instead of logging it."),
     threads: int = THREADS_OPT,
@@ -394,7 +419,8 @@ def bundle(
     min_tissue: float = MIN_TISSUE_OPT,
     notice: str = typer.Option("", help="Shown with every prediction of the model (e.g. 'research use only')."),
 ) -> None:
-    """Package trained encoders and ABMILs, with the grid settings of their features, as a predict model folder."""
+    """Package trained encoders and ABMILs as a predict model folder; give the grid flags their features were
+    extracted with."""
     from lrmil.mil.bundle import save_bundle
 
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
@@ -416,7 +442,8 @@ def export_onnx(
                                                                       "(repeatable; default: seeded random pixels)."),
     int8: bool = typer.Option(False, "--int8", help="Quantise the encoder to static INT8, calibrated on --slide "
                                                     "tissue; the folder then runs the INT8 encoder."),
-    mpp: Optional[float] = MPP_OPT,
+    mpp: Optional[float] = typer.Option(None, "--mpp",
+                                        help="Level-0 microns per pixel for --slide files without it in their metadata."),
     threads: int = THREADS_OPT,
 ) -> None:
     """Export a model folder's path(s) to ONNX (patch encoder + ABMIL), checked against PyTorch before writing."""

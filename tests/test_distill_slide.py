@@ -151,3 +151,30 @@ def test_train_then_distill_writes_models_predictions_and_resumes(feature_folder
                                                                           children=ff.children[1:]))
     with pytest.raises(ValueError, match="children links do not land on the 20x file's patches"):
         distill(dataclasses.replace(student_cfg, teacher_features=str(root / "f20_other"), out=str(root / "s2")))
+
+
+def test_config_reruns_a_run_into_another_out_and_refuses_flags_it_would_ignore(feature_folders):
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    root = feature_folders
+
+    def lrmil(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    small = ("--hidden-dim", 8, "--attn-dim", 8, "--epochs", 2, "--patience", 2, "--threads", 1)
+    assert lrmil("train", "--splits", root / "splits.csv", "--out", root / "t").exit_code == 2  # no --features
+    first = lrmil("train", "--features", root / "f20", "--splits", root / "splits.csv", "--out", root / "t", *small)
+    assert first.exit_code == 0, first.output
+    again = lrmil("train", "--config", root / "t" / "config.json", "--out", root / "t2")
+    assert again.exit_code == 0, again.output
+    settings = [json.loads((root / run / "config.json").read_text())["config"] for run in ("t", "t2")]
+    assert settings[1]["out"] == str(root / "t2") and {**settings[1], "out": settings[0]["out"]} == settings[0]
+    assert (root / "t2" / "fold0" / "model.safetensors").is_file()
+    refused = lrmil("train", "--config", root / "t" / "config.json", "--epochs", 9)
+    assert refused.exit_code == 2 and "only --out and --threads go with it, not --epochs" in refused.output
+    broken = lrmil("distill", "--config", root / "splits.csv")
+    assert broken.exit_code == 2 and "splits.csv: not a run's config.json" in broken.output
+    missing = lrmil("distill", "--features", root / "f5", "--splits", root / "splits.csv")
+    assert missing.exit_code == 2 and "missing --teacher-features, --teacher" in missing.output

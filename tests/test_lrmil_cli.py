@@ -116,19 +116,24 @@ def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_read
     rows = []
     for i in range(9):
         features = rng.normal(i % 2, 1.0, (4, encoder.cfg.embed_dim)).astype(np.float32)
-        write_features(tmp_path / "features" / f"s{i}.h5", FeatureFile(
-            np.zeros((4, 2), np.int64), features, np.zeros((4, 0), np.int64), 1024, 256, 5.0, 0.5, slide_id=f"s{i}"))
+        for magnification, size in ((5.0, 1024), (20.0, 256)):
+            write_features(tmp_path / f"features{magnification:g}x" / f"s{i}.h5", FeatureFile(
+                np.zeros((4, 2), np.int64), features, np.zeros((4, 0), np.int64), size, 256, magnification, 0.5,
+                slide_id=f"s{i}"))
         rows.append((f"s{i}", ["benign", "tumour"][i % 2], i % 3))
     pd.DataFrame(rows, columns=["slide_id", "label", "fold"]).to_csv(tmp_path / "splits.csv", index=False)
 
-    trained = _invoke("train", "--features", tmp_path / "features", "--splits", tmp_path / "splits.csv",
-                      "--out", tmp_path / "run", "--folds", "0", "--epochs", 1)
-    assert trained.exit_code == 0, trained.output
-    mil_file = tmp_path / "run" / "fold0" / "model.safetensors"
-    assert [f.stat().st_mode & 0o777 for f in (encoder_file, mil_file)] == [0o644, 0o644]  # not mkstemp's 0600
+    mil_files = []
+    for magnification in ("5x", "20x"):
+        trained = _invoke("train", "--features", tmp_path / f"features{magnification}", "--splits",
+                          tmp_path / "splits.csv", "--out", tmp_path / f"run{magnification}", "--folds", "0", "--epochs", 1)
+        assert trained.exit_code == 0, trained.output
+        mil_files.append(tmp_path / f"run{magnification}" / "fold0" / "model.safetensors")
+    assert [f.stat().st_mode & 0o777 for f in (encoder_file, *mil_files)] == [0o644] * 3  # not mkstemp's 0600
 
-    bundled = _invoke("bundle", "--out", tmp_path / "model", "--student-encoder", encoder_file, "--student-mil", mil_file,
-                      "--teacher-encoder", encoder_file, "--teacher-mil", mil_file, "--notice", "test model")
+    bundled = _invoke("bundle", "--out", tmp_path / "model", "--student-encoder", encoder_file, "--student-mil",
+                      mil_files[0], "--teacher-encoder", encoder_file, "--teacher-mil", mil_files[1],
+                      "--notice", "test model")
     assert bundled.exit_code == 0, bundled.output
     predicted = _invoke("predict", _png(tmp_path / "ok.png"), "--model", tmp_path / "model", "--out", tmp_path / "pred",
                         "--mpp", 0.5)
@@ -136,7 +141,7 @@ def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_read
     assert (tmp_path / "pred" / "ok.json").is_file() and "NOTE: test model" in predicted.stderr
 
     wrong = _invoke("bundle", "--out", tmp_path / "bad", "--student-encoder", encoder_file, "--student-mil",
-                    tmp_path / "missing.safetensors", "--teacher-encoder", encoder_file, "--teacher-mil", mil_file)
+                    tmp_path / "missing.safetensors", "--teacher-encoder", encoder_file, "--teacher-mil", mil_files[1])
     assert wrong.exit_code == 2 and "missing.safetensors" in wrong.stderr
 
 
@@ -160,3 +165,12 @@ def test_adding_mpp_for_other_slides_does_not_re_encode_a_slide_whose_metadata_d
     first = extract()
     assert extract("--mpp", 0.25) == first  # the metadata still decides: the file is current
     assert extract("--mpp", 0.25, "--override-mpp") != first  # now the scale changed: encoded again
+
+
+def test_sizes_below_one_are_usage_errors_not_slide_errors(tmp_path):
+    """--heatmap-px 0 once failed every slide as 'cannot read thumbnail: division by zero'."""
+    slide = _png(tmp_path / "ok.png")
+    for flag in ("--batch-size", "--heatmap-px"):
+        result = _invoke("predict", slide, "--out", tmp_path / "o", "--mpp", 0.5, flag, 0)
+        assert result.exit_code == 2 and f"Invalid value for '{flag}': 0 is not in the range x>=1" in result.output
+    assert not (tmp_path / "o").exists()

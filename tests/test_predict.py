@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrmil.config import PatchConfig
+from lrmil.config import PatchConfig, TissueConfig
 from lrmil.heatmap import COLOUR_BAR_PX, percentiles, score_map
 from lrmil.mil.bundle import load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
@@ -46,6 +46,16 @@ def test_bundle_round_trip_keeps_configs_and_notice(model_dir):
     assert model.notice == DEMO_NOTICE and model.patch == PatchConfig() and model.mil.cfg.magnification == 20.0
     with pytest.raises(ValueError, match="--path"):
         load_path(model_dir, "both")
+
+
+def test_bundle_refuses_an_abmil_in_the_other_path_s_slot(model_dir, tmp_path):
+    """Both ABMILs take the same encoder's features, so only their magnification tells them apart."""
+    from lrmil.mil.bundle import save_bundle
+
+    root = model_dir.parent
+    with pytest.raises(ValueError, match="the student slot takes a 5x ABMIL, this one was trained on 20x features"):
+        save_bundle(tmp_path / "swapped", (root / "enc.safetensors", root / "teacher.safetensors"),
+                    (root / "enc.safetensors", root / "student.safetensors"), PatchConfig(), TissueConfig())
 
 
 def test_student_and_teacher_paths_on_an_image_and_the_missing_mpp_error(model_dir, tmp_path):

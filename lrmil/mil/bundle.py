@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def save_bundle(out: str | Path, student: tuple[Path, Path], teacher: tuple[Path
     entry = {}
     for name, (encoder_file, mil_file) in zip(PATHS, (student, teacher)):
         encoder = load_encoder(encoder_file)
-        check_pair(name, load_mil(mil_file), encoder, mil_file)
+        check_pair(name, load_mil(mil_file), encoder, mil_file, patch)
         save_encoder(out / f"{name}_encoder.safetensors", copy.deepcopy(encoder).half(), encoder.cfg)
         shutil.copyfile(mil_file, out / f"{name}_mil.safetensors")
         entry[name] = {"encoder": f"{name}_encoder.safetensors", "mil": f"{name}_mil.safetensors"}
@@ -106,10 +107,17 @@ def save_bundle(out: str | Path, student: tuple[Path, Path], teacher: tuple[Path
     return out
 
 
-def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path) -> None:
-    """An ABMIL only runs on features of the size its encoder gives."""
+def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path, patch: PatchConfig) -> None:
+    """An ABMIL only runs on features of the size its encoder gives, from its encoder architecture, at the
+    magnification of its slot (a 20x ABMIL in the 5x student slot would run, and be wrong)."""
     if mil.cfg.in_dim != encoder.cfg.embed_dim:
         raise ValueError(f"{where}: {name} ABMIL expects {mil.cfg.in_dim}-d features, encoder gives {encoder.cfg.embed_dim}")
+    if mil.cfg.encoder and mil.cfg.encoder != encoder.cfg.name:
+        raise ValueError(f"{where}: {name} ABMIL was trained on {mil.cfg.encoder} features, encoder is {encoder.cfg.name}")
+    expected = patch.student_magnification if name == "student" else patch.teacher_magnification
+    if not math.isclose(mil.cfg.magnification, expected):
+        raise ValueError(f"{where}: the {name} slot takes a {expected:g}x ABMIL, this one was trained on "
+                         f"{mil.cfg.magnification:g}x features (swapped --student-mil and --teacher-mil?)")
 
 
 def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int = 0) -> PathModel | OnnxPathModel:
@@ -128,9 +136,10 @@ def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int =
     spec = json.loads(spec_file.read_text())
     encoder = load_encoder(folder / spec[name]["encoder"]).float().eval().to(device)
     mil = load_mil(folder / spec[name]["mil"]).to(device)
-    check_pair(name, mil, encoder, folder)
+    patch = PatchConfig.from_dict(spec["patch"])
+    check_pair(name, mil, encoder, folder, patch)
     notice = spec.get("notice", "") or mil.cfg.notice
-    return PathModel(name, encoder, mil, PatchConfig.from_dict(spec["patch"]), TissueConfig.from_dict(spec["tissue"]), notice)
+    return PathModel(name, encoder, mil, patch, TissueConfig.from_dict(spec["tissue"]), notice)
 
 
 def _load_onnx_path(folder: Path, name: str, device: str, threads: int) -> OnnxPathModel:
