@@ -386,6 +386,8 @@ def predict(
     heatmap_px: int = typer.Option(_PREDICT.heatmap_px, min=1, help="Longer side of the slide image in the heatmap PNG (colour bar and notice strip come on top)."),
     device: str = typer.Option(_PREDICT.device, help="cpu or cuda[:N]."),
     strict: bool = typer.Option(_PREDICT.strict, help="Stop at the first bad slide instead of logging it."),
+    resume: bool = typer.Option(_PREDICT.resume, help="Skip slides whose outputs this model and these settings "
+                                                      "already made from the same slide file."),
     threads: int = THREADS_OPT,
 ) -> None:
     """Classify slides: label, probabilities, attention heatmap and top-k patches per slide."""
@@ -395,7 +397,7 @@ def predict(
     _check_options(out, mpp, override_mpp, device)
     paths = _slides(slides)
     cfg = PredictConfig(model=model, path=path, mpp=mpp, override_mpp=override_mpp, batch_size=batch_size, topk=topk,
-                        heatmap_px=heatmap_px, device=device, strict=strict)
+                        heatmap_px=heatmap_px, device=device, strict=strict, resume=resume)
     try:
         with logging_redirect_tqdm():
             summary = run_predict(paths, cfg, out)

@@ -5,6 +5,8 @@ never read); `path="teacher"` runs the 20x teacher for comparison. Each stage is
 separately (tissue, patches, read, encode, mil), which is what the benchmark's speed-up uses.
 A slide that fails becomes one row in OUT/errors.csv (this run's failures only) and the batch
 goes on. OUT/predictions.csv lists every SLIDE.json in OUT, so a rerun on more slides adds to it.
+A rerun (or a killed run run again) skips the slides whose outputs this model and these settings already
+made from the same slide file.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from tqdm.auto import tqdm
 
 from export.atomic import write_json
 from lrmil.batch import run_batch
+from lrmil.config import hash_record
 from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_colour_bar, with_notice
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid
-from lrmil.slide import SlideReader, open_slide, read_scaled, slide_id
+from lrmil.slide import SlideReader, open_slide, read_scaled, slide_id, slide_source
 from lrmil.tissue import thumbnail_size, tissue_mask
 
 
@@ -63,11 +66,39 @@ def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel | Onn
     return np.concatenate(chunks)
 
 
-def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: PredictConfig, out: str | Path) -> dict:
-    """Run one slide end to end and write SLIDE.json, SLIDE_heatmap.png and SLIDE_topk.png."""
+def run_key(cfg: PredictConfig, model_dir: Path) -> dict:
+    """What decides a slide's outputs besides the slide: the model's files and the settings that change the
+    outputs (not batch size, device or threads; the scale is added per slide, as applied)."""
+    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(model_dir.iterdir()) if p.is_file()]
+    return {"model": [str(model_dir.resolve()), files],
+            "settings": {k: getattr(cfg, k) for k in ("path", "topk", "heatmap_px")}}
+
+
+def slide_key(path: Path, cfg: PredictConfig, run: dict) -> str:
+    """`run_key` plus the scale this slide gets (a header read): adding --mpp for the slides without one
+    does not redo the slides whose metadata decides."""
+    with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:
+        return hash_record({**run, "mpp": reader.mpp})
+
+
+def is_finished(out: Path, path: Path, key: str) -> bool:
+    """The slide's SLIDE.json was made with `key` from this very file, and its images are all there."""
+    try:
+        record = json.loads((out / f"{slide_id(path)}.json").read_text())
+        return (record.get("key") == key and record.get("source") == slide_source(path)
+                and all((out / record[image]).is_file() for image in ("heatmap", "topk")))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return False
+
+
+def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: PredictConfig, out: str | Path,
+                  key: str = "") -> dict:
+    """Run one slide end to end and write SLIDE.json, SLIDE_heatmap.png and SLIDE_topk.png (`key`, from
+    `slide_key`, is recorded so that a rerun can skip it)."""
     path, out = Path(path), Path(out)
     sid = slide_id(path)
     clock = Stopwatch()
+    source = slide_source(path)
     with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:
         thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, model.tissue))
         mask = tissue_mask(thumb, model.tissue)
@@ -100,8 +131,9 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
         "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png", "notice": model.notice,
+        "key": key, "source": source,
     }
-    write_json(out / f"{sid}.json", record)
+    write_json(out / f"{sid}.json", record)  # last: only a slide with all its outputs counts as done
     return record
 
 
@@ -129,13 +161,23 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     """Predict every slide; bad slides go to OUT/errors.csv. Writes OUT/predictions.csv and config.json."""
     from lrmil.mil.metrics import write_predictions
 
-    out = Path(out)
-    model = load_path(resolve_model_dir(cfg.model), cfg.path, cfg.device, torch.get_num_threads())
-    write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(resolve_model_dir(cfg.model)),
-                                     "notice": model.notice})
-    records, errors = run_batch(slides, lambda path: predict_slide(path, model, cfg, out), out, "predict",
-                                cfg.strict, desc=f"predict ({cfg.path})")
+    out, model_dir = Path(out), resolve_model_dir(cfg.model)
+    model = load_path(model_dir, cfg.path, cfg.device, torch.get_num_threads())
+    write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
+    run = run_key(cfg, model_dir)
+
+    def predict_unless_finished(path: Path) -> bool:
+        """True when the slide was predicted now, False when an earlier run's outputs were current."""
+        key = slide_key(path, cfg, run)
+        if cfg.resume and is_finished(out, path, key):
+            return False
+        predict_slide(path, model, cfg, out, key)
+        return True
+
+    predicted, errors = run_batch(slides, predict_unless_finished, out, "predict", cfg.strict,
+                                  desc=f"predict ({cfg.path})")
     table = prediction_table(out)
     if len(table):
         write_predictions(out / "predictions.csv", table)
-    return {"done": len(records), **errors.summary(), "notice": model.notice}
+    return {"done": sum(predicted), "skipped": len(predicted) - sum(predicted), **errors.summary(),
+            "notice": model.notice}

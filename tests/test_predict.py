@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -148,3 +151,27 @@ def test_same_id_twice_fails_the_second_and_predictions_csv_covers_the_whole_fol
     assert later["failed"] == 0 and later["errors_csv"] == "" and not (out / "errors.csv").exists()
     table = read_predictions(out / "predictions.csv")
     assert sorted(table["slide_id"]) == ["disc", "other"]
+
+
+def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(model_dir, tmp_path):
+    tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
+    untagged = _tissue_png(tmp_path / "untagged.png", size=512)
+    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
+
+    def run(slides=(tagged, untagged), **changes):
+        summary = run_predict(list(slides), dataclasses.replace(cfg, **changes), out)
+        return summary["done"], summary["skipped"]
+
+    assert run() == (2, 0)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*") if p.name != "predictions.csv"}
+    assert run() == (0, 2)
+    assert all((out / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items() if name != "config.json")
+    assert len(pd.read_csv(out / "predictions.csv")) == 2
+    assert run(mpp=0.25) == (1, 1)  # only the slide the flag applies to: the tagged one keeps its metadata's scale
+    assert run(mpp=0.25, override_mpp=True) == (1, 1)  # now the tagged one's scale changed too
+    assert run(heatmap_px=256, mpp=0.25, override_mpp=True) == (2, 0)  # a setting that changes the outputs
+    (out / "untagged_topk.png").unlink()  # an output gone
+    os.utime(tagged, ns=(1, 1))  # another file at the same slide id
+    assert run(heatmap_px=256, mpp=0.25, override_mpp=True) == (2, 0)
+    assert run(heatmap_px=256, mpp=0.25, override_mpp=True, resume=False) == (2, 0)
+    assert run(heatmap_px=256, mpp=0.25, override_mpp=True, batch_size=3) == (0, 2)  # does not change outputs

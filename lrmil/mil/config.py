@@ -100,6 +100,7 @@ class PredictConfig:
     heatmap_px: int = 1024  # longer side of the heatmap image
     device: str = "cpu"
     strict: bool = False  # re-raise the first bad slide instead of logging it
+    resume: bool = True  # skip a slide whose SLIDE.json this model, these settings and this slide file made
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
