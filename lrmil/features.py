@@ -100,7 +100,8 @@ def encode_level(path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Mod
                         pin_memory=device.type == "cuda", persistent_workers=False)
     start = 0
     try:
-        for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=not progress):
+        # disable=None: a terminal shows the bar, a log file gets no nested-bar fragments
+        for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=None if progress else True):
             with autocast(encoder.cfg, device, cfg.autocast):
                 feats = encoder(preprocess(encoder.cfg, batch.to(device, non_blocking=True)))
             out[start:start + len(feats)] = feats.float().cpu().numpy()

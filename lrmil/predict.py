@@ -54,7 +54,7 @@ def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel | Onn
                    clock: Stopwatch, desc: str) -> np.ndarray:
     """Features [N, D] of every patch of `level`; reading and encoding are timed apart."""
     chunks = []
-    with tqdm(total=len(level), desc=desc, unit="patch", leave=False) as bar:
+    with tqdm(total=len(level), desc=desc, unit="patch", leave=False, disable=None) as bar:  # terminals only
         for start in range(0, len(level), cfg.batch_size):
             clock.restart()
             batch = np.stack([read_scaled(reader, (int(x), int(y)), level.size_level0, level.patch_px)

@@ -56,7 +56,7 @@ def fit(model: ABMIL, train: list[Bag], val: list[Bag], loss_fn: BagLoss, cfg, d
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, stale = (-math.inf, -math.inf), copy.deepcopy(model.state_dict()), 0
-    bar = tqdm(range(cfg.epochs), desc=desc, leave=False)
+    bar = tqdm(range(cfg.epochs), desc=desc, leave=False, disable=None)  # terminals only
     for _ in bar:
         model.train()
         for i in rng.permutation(len(train)):

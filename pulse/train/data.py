@@ -36,7 +36,7 @@ def load_clips(manifest: str, audio_root: str, split: str, labels: tuple[str, ..
     """Decode every clip of `split` of a labelled manifest (validated first)."""
     frame = select_split(load_manifest(manifest, audio_root, labels, splits=splits or (split,)), split)
     index = {name: i for i, name in enumerate(labels)}
-    rows = tqdm(frame.itertuples(), total=len(frame), desc=f"decode {split}", leave=False)
+    rows = tqdm(frame.itertuples(), total=len(frame), desc=f"decode {split}", leave=False, disable=None)
     return [Clip(row.path, read_audio(Path(audio_root) / row.path, sample_rate), index[row.species]) for row in rows]
 
 
