@@ -151,19 +151,36 @@ def test_analyze_starts_without_pandas(tmp_path):
 
 def test_kaleidoscope_layout(tmp_path, scores, monkeypatch):
     """BirdNET-Analyzer's Kaleidoscope columns; INDIR/FOLDER/IN FILE split the path as it does, made absolute
-    first (a relative input would leave INDIR empty)."""
+    first (a relative input would leave INDIR empty); DATE/TIME/HOUR from an AudioMoth file name."""
     monkeypatch.chdir(tmp_path)
     here, parent = os.getcwd(), os.path.dirname(os.getcwd())
-    deep = scores.rename(index={"rec/a.wav": "/data/site1/a.wav"}, level="file")
+    deep = scores.rename(index={"rec/a.wav": "/data/site1/20250701_235958.WAV"}, level="file")
     table = pd.concat([detect(deep, LABELS, 0.5, 500, 22050), detect(scores, LABELS, 0.5, 500, 22050),
                        detect(scores.rename(index={"rec/a.wav": "b.wav"}, level="file"), LABELS, 0.85, 500, 22050)])
     WRITERS.create("kaleidoscope").write(table, tmp_path / "kaleidoscope.csv")
     lines = (tmp_path / "kaleidoscope.csv").read_text().splitlines()
-    assert lines == ["INDIR,FOLDER,IN FILE,OFFSET,DURATION,scientific_name,common_name,confidence",
-                     "/data,site1,a.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000",
-                     "/data,site1,a.wav,6.0000,1.5000,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
-                     f"{here},rec,a.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000",
-                     f"{here},rec,a.wav,6.0000,1.5000,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
-                     f"{parent},{os.path.basename(here)},b.wav,0.0000,3.0000,Gryllus campestris,Field Cricket,0.9000"]
+    assert lines == ["INDIR,FOLDER,IN FILE,OFFSET,DURATION,DATE,TIME,HOUR,scientific_name,common_name,confidence",
+                     "/data,site1,20250701_235958.WAV,0.0000,3.0000,2025-07-01,23:59:58,23,Gryllus campestris,"
+                     "Field Cricket,0.9000",
+                     "/data,site1,20250701_235958.WAV,6.0000,1.5000,2025-07-02,00:00:04,0,Tettigonia viridissima,"
+                     "Great Green Bush-cricket,0.6000",
+                     f"{here},rec,a.wav,0.0000,3.0000,,,,Gryllus campestris,Field Cricket,0.9000",
+                     f"{here},rec,a.wav,6.0000,1.5000,,,,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
+                     f"{parent},{os.path.basename(here)},b.wav,0.0000,3.0000,,,,Gryllus campestris,Field Cricket,0.9000"]
     WRITERS.create("kaleidoscope").write(table.iloc[:0], tmp_path / "none.csv")
     assert (tmp_path / "none.csv").read_text().splitlines() == lines[:1]
+
+
+@pytest.mark.parametrize("name, start", [
+    ("20250701_213000.WAV", "2025-07-01 21:30:00"),  # AudioMoth
+    ("SMA12345_20250701_213000.wav", "2025-07-01 21:30:00"),  # Song Meter
+    ("site3/20250701T213000.flac", "2025-07-01 21:30:00"),
+    ("20251301_213000.WAV", None),  # month 13: not a time stamp
+    ("REC0001.wav", None),
+    ("123420250701_213000.wav", None),  # inside a longer number
+])
+def test_recording_start_from_the_file_name(name, start):
+    from pulse.timestamps import recording_start
+
+    found = recording_start(name)
+    assert (found.strftime("%Y-%m-%d %H:%M:%S") if found else None) == start

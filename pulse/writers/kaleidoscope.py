@@ -3,20 +3,24 @@
 Columns as BirdNET-Analyzer's `--rtype kaleidoscope` (minus its lat/lon/week/sensitivity, which PULSE
 has no use for): INDIR is the folder above the recording's folder, FOLDER that folder's name, IN FILE
 the file name, OFFSET and DURATION the window in seconds. The path is made absolute first, so INDIR is
-never empty and the table opens from anywhere.
+never empty and the table opens from anywhere. DATE, TIME and HOUR, as Kaleidoscope names them, give when
+the window starts for recordings named by their start time (AudioMoth, Song Meter); empty otherwise.
 """
 
 from __future__ import annotations
 
 import os.path
+from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 
 from export.atomic import write_text
 from pulse.schema import Columns
+from pulse.timestamps import recording_start
 from pulse.writers import WRITERS, csv_text, rows
 
-KALEIDOSCOPE_COLUMNS = ("INDIR", "FOLDER", "IN FILE", "OFFSET", "DURATION", "scientific_name", "common_name",
-                        "confidence")
+KALEIDOSCOPE_COLUMNS = ("INDIR", "FOLDER", "IN FILE", "OFFSET", "DURATION", "DATE", "TIME", "HOUR",
+                        "scientific_name", "common_name", "confidence")
 
 
 @WRITERS.register("kaleidoscope")
@@ -27,8 +31,13 @@ class KaleidoscopeWriter:
 
     def write(self, table: Columns, path: Path) -> None:
         records = []
+        started = lru_cache(maxsize=None)(recording_start)  # once per recording, not per detection
         for file, start, end, label, name, score in rows(table, ("file", "start_s", "end_s", "label", "common_name",
                                                                   "score")):
             folder, file_name = os.path.split(os.path.abspath(file))
-            records.append((*os.path.split(folder), file_name, start, end - start, label, name, score))
+            when = ("", "", "")
+            if (recording := started(file)) is not None:
+                at = recording + timedelta(seconds=float(start))
+                when = (f"{at:%Y-%m-%d}", f"{at:%H:%M:%S}", at.hour)
+            records.append((*os.path.split(folder), file_name, start, end - start, *when, label, name, score))
         write_text(path, csv_text(KALEIDOSCOPE_COLUMNS, records))
