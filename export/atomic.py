@@ -9,9 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Iterator
+
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+
+
+def is_temporary(name: str) -> bool:
+    """A name `atomic_path` gives its temporaries: only those may be swept after a killed run."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 def _create_temporary(path: Path) -> tuple[Path, int]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, write_json, write_text
+from export.atomic import atomic_path, file_in_the_way, is_temporary, write_json, write_text
 from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
@@ -578,6 +578,6 @@ def _run_config(cfg: InferConfig, meta: dict, model_path: Path, inputs: list) ->
 def _sweep_temporaries(out_dir: Path) -> None:
     """Remove temporaries a killed run left behind (atomic writes name them `.NAME.XXXX.tmp`)."""
     if out_dir.is_dir():
-        for tmp in out_dir.rglob(".*.tmp"):
+        for tmp in (p for p in out_dir.rglob(".*.tmp") if is_temporary(p.name)):  # not a user's own .x.tmp
             log.info("removing %s left by an interrupted run", tmp)
             tmp.unlink(missing_ok=True)

@@ -353,9 +353,10 @@ def test_kill_mid_batch_leaves_no_half_file_and_resumes(tmp_path, model):
     assert len(list(out.glob(".*.tmp"))) == 1  # the interrupted write never reached its real name
     for p in out.glob("*.selection.table.txt"):
         assert p.read_text().splitlines()[0].count("\t") == 11
+    (out / ".my notes.tmp").write_text("a user's own file")  # not ours: the sweep must leave it
     summary = analyze([tmp_path / "in"], out, InferConfig(model=str(model)))
     assert (summary.files_done, summary.files_skipped) == (3, 2)
-    assert not list(out.rglob(".*.tmp"))
+    assert [p.name for p in out.rglob(".*.tmp")] == [".my notes.tmp"]
     resumed = pd.read_csv(out / "detections.csv")
     fresh = analyze([tmp_path / "in"], tmp_path / "fresh", InferConfig(model=str(model)))
     assert fresh.files_done == 5
