@@ -41,6 +41,20 @@ class Predictor(Protocol):
 
 BACKENDS: Registry[Predictor] = Registry("predictor backend")
 
+
+def checked_batch(batch: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """`batch` as the contiguous float32 array every backend runs, or the same clear ValueError from each
+    for a wrong rank or size or an empty batch. Values are cast, not scaled or scanned: audio must already be
+    in -1..1 (int16 PCM would run 32768 times too loud), patches in 0..255, and NaN is the caller's to
+    refuse (`pulse analyze` does, per file)."""
+    batch = np.asarray(batch)
+    expected = "[" + ", ".join("batch" if d is None else str(d) for d in spec.shape) + "]"
+    if batch.ndim != len(spec.shape) or any(d is not None and n != d for n, d in zip(batch.shape, spec.shape)):
+        raise ValueError(f"{spec.name}: expected {expected}, got shape {list(batch.shape)}")
+    if len(batch) == 0:
+        raise ValueError(f"{spec.name}: empty batch")
+    return np.ascontiguousarray(batch, np.float32)
+
 # Which backend serves which artefact file, in order of preference for "auto".
 _SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".safetensors": "torch", ".engine": "tensorrt", ".plan": "tensorrt",
                     ".tflite": "birdnet"}

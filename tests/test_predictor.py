@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -29,6 +30,21 @@ def test_cpu_backends_share_one_contract(pulse_bundle):
         assert {k: v.shape for k, v in outputs[name].items()} == {"scores": (3, 9), "embedding": (3, 32)}
         assert all(v.dtype == np.float32 for v in outputs[name].values())
         p.close()
+
+
+def test_every_backend_refuses_a_bad_batch_with_the_same_words(pulse_bundle):
+    """Torch once scored windows of the wrong length (above the detection threshold, too) where ONNX Runtime
+    refused them, and each backend failed an empty batch its own way."""
+    predictors = {name: load_predictor(pulse_bundle, backend=name) for name in CPU_BACKENDS}
+    good = _batch(predictors["torch"], 2)
+    for bad, words in [(good[:, :1000], "waveform: expected [batch, 44100], got shape [2, 1000]"),
+                       (good[0], "waveform: expected [batch, 44100], got shape [44100]"),
+                       (good[:0], "waveform: empty batch")]:
+        for name, predictor in predictors.items():
+            with pytest.raises(ValueError, match=re.escape(words)):
+                predictor.predict(bad)
+    float64 = {name: p.predict(good.astype(np.float64))["scores"] for name, p in predictors.items()}
+    assert all(np.array_equal(float64[name], p.predict(good)["scores"]) for name, p in predictors.items())
 
 
 def test_threads_reach_the_cpu_backends(pulse_bundle):

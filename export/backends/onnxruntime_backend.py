@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from export.artifact import METADATA_KEY, CheckpointError
-from export.predictor import BACKENDS, InputSpec
+from export.predictor import BACKENDS, InputSpec, checked_batch
 
 
 @BACKENDS.register("onnxruntime")
@@ -39,7 +39,7 @@ class OnnxRuntimePredictor:
         self.output_names = tuple(o.name for o in self._session.get_outputs())
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        feed = {self.input_spec.name: np.ascontiguousarray(batch, np.float32)}
+        feed = {self.input_spec.name: checked_batch(batch, self.input_spec)}
         return dict(zip(self.output_names, self._session.run(list(self.output_names), feed)))
 
     def close(self) -> None:

@@ -4,7 +4,8 @@ The conv graph has no DFT/STFT op, so every TensorRT 10 version parses it. In FP
 log-mel frontend is pinned to FP32: a 1024-point power spectrum reaches ~2.6e5 for a
 full-scale tone, beyond FP16's 65504. The engine is cached next to the ONNX file as
 `<name>.<precision>.engine` with its metadata in `<engine>.json`, and rebuilt when the
-ONNX file is newer. TensorRT 11 dropped the FP16 builder flag (networks are strongly typed),
+ONNX file is newer, or the engine was built by another TensorRT version or for another GPU (an engine
+only runs where it was built), or its metadata is missing. TensorRT 11 dropped the FP16 builder flag (networks are strongly typed),
 so there the engine is built in FP32 with a warning. tensorrt and torch (for CUDA buffers) are
 imported only here.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from export.atomic import atomic_path, write_json
-from export.predictor import BACKENDS, InputSpec
+from export.predictor import BACKENDS, InputSpec, checked_batch
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # largest batch the optimisation profile accepts
@@ -45,8 +46,10 @@ class TensorRTPredictor:
             fp16 = False
         if path.suffix == ".onnx":
             self.engine_path = path.with_suffix(f".{'fp16' if fp16 else 'fp32'}.engine")
-            if not self.engine_path.is_file() or self.engine_path.stat().st_mtime < path.stat().st_mtime:
-                self._build(trt, path, fp16)
+            self._built_for = {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(self._device)}
+            if not _engine_current(self.engine_path, path, self._built_for):
+                with torch.cuda.device(self._device):  # built on the GPU it will run on
+                    self._build(trt, path, fp16)
         else:
             self.engine_path = path
         self.metadata = json.loads(Path(f"{self.engine_path}.json").read_text())
@@ -90,13 +93,15 @@ class TensorRTPredictor:
         with atomic_path(self.engine_path) as tmp:
             tmp.write_bytes(bytes(serialized))
         write_json(f"{self.engine_path}.json", {**read_onnx_metadata(onnx_path),
-                                                "precision": "fp16" if fp16 else "fp32"})
+                                                "precision": "fp16" if fp16 else "fp32", **self._built_for})
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.cuda.device(self._device):
-            waveform = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._device)
-            self._context.set_input_shape(self.input_spec.name, tuple(waveform.shape))
+            waveform = torch.from_numpy(checked_batch(batch, self.input_spec)).to(self._device)
+            if not self._context.set_input_shape(self.input_spec.name, tuple(waveform.shape)):
+                raise ValueError(f"{self.engine_path}: batch of {len(waveform)} outside the engine's profile "
+                                 f"(1 to {MAX_BATCH})")
             self._context.set_tensor_address(self.input_spec.name, waveform.data_ptr())
             outputs = {}
             for name in self.output_names:
@@ -113,12 +118,24 @@ class TensorRTPredictor:
         self._context = self._engine = self._runtime = None
 
 
+def _engine_current(engine: Path, onnx: Path, built_for: dict) -> bool:
+    """The cached engine was built from this ONNX file (not older than it) by this TensorRT for this GPU."""
+    try:
+        meta = json.loads(Path(f"{engine}.json").read_text())
+        return engine.stat().st_mtime >= onnx.stat().st_mtime and all(meta.get(k) == v for k, v in built_for.items())
+    except (OSError, ValueError):  # no engine, or no metadata beside it (a build killed half way)
+        return False
+
+
 def _pin_frontend_fp32(trt, network) -> None:
     """Keep every layer up to the log of the mel power in FP32; the encoder may run in FP16."""
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     log_layers = [i for i, layer in enumerate(layers)
                   if layer.type == trt.LayerType.UNARY and "log" in layer.name.lower()]
-    last = log_layers[0] if log_layers else len(layers) - 1  # no log found: keep everything FP32
+    if not log_layers:
+        log.warning("no log layer found in the network: every layer kept in FP32 (the engine runs no faster "
+                    "than an FP32 one)")
+    last = log_layers[0] if log_layers else len(layers) - 1
     for layer in layers[:last + 1]:
         floats = [k for k in range(layer.num_outputs) if layer.get_output(k).dtype in (trt.float32, trt.float16)]
         if floats and len(floats) == layer.num_outputs:  # shape arithmetic (int64) keeps its own type

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.predictor import BACKENDS, InputSpec
+from export.predictor import BACKENDS, InputSpec, checked_batch
 
 
 @BACKENDS.register("torch")
@@ -36,7 +36,8 @@ class TorchPredictor:
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         with self._torch.inference_mode():
             # np.array copies: callers may pass read-only window views, which torch warns about.
-            outputs = self._module(self._torch.from_numpy(np.array(batch, np.float32)).to(self._device))
+            outputs = self._module(self._torch.from_numpy(np.array(checked_batch(batch, self.input_spec)))
+                                   .to(self._device))
         return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs)}
 
     def close(self) -> None:
