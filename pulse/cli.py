@@ -152,9 +152,10 @@ def export_model(
         raise typer.Exit(2)
     for check in checks:
         typer.echo(check.line())
-    typer.echo(f"artefacts and config.json written to {out}")
     if not all(check.ok for check in checks):
+        typer.echo(f"error: parity check failed; nothing written to {out}", err=True)
         raise typer.Exit(1)
+    typer.echo(f"artefacts and config.json written to {out}")
 
 
 _EVAL = EvalConfig()

@@ -86,7 +86,10 @@ def test_export_config_records_every_file_and_passing_parity(pulse_bundle):
     assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.trt.onnx", "model.folded.onnx",
                                     "model.int8.onnx"}
     assert [p["candidate"] for p in config["parity"]] == ["onnxruntime fft", "onnxruntime conv", "onnxruntime folded",
-                                                          "int8 static"]
+                                                          "int8 static fft", "int8 static folded"]
+    assert {p["reference"] for p in config["parity"]} == {"torch"}  # every artefact against PyTorch itself
+    int8_speed = {m: config["ms_per_window"][f"onnxruntime {m} int8 static"] for m in ("fft", "folded")}
+    assert config["int8_graph"] == min(int8_speed, key=int8_speed.get)  # the faster INT8 graph is kept
     assert all(p["ok"] for p in config["parity"]) and config["parity_windows"] == 16
     assert config["onnxruntime_graph"] == "fft"
     assert {f"onnxruntime {m} fp32" for m in ("fft", "conv", "folded")} <= set(config["ms_per_window"])
@@ -109,6 +112,21 @@ def test_model_onnx_holds_the_chosen_graph(pulse_bundle, tmp_path, ort_graph):
     assert ("STFT" in ops) == (expected == "fft") and ("Conv" in ops)  # the network's own convolutions
     for mode, name in (("conv", "model.trt.onnx"), ("folded", "model.folded.onnx")):
         assert ((tmp_path / "model.onnx").read_bytes() == (tmp_path / name).read_bytes()) == (expected == mode)
+
+
+def test_an_export_that_fails_parity_publishes_nothing(pulse_bundle, tmp_path, monkeypatch):
+    """A graph that drifted must not be left where `pulse analyze --model` would run it."""
+    import export.bundle
+
+    monkeypatch.setattr(export.bundle, "FP32_TOLERANCE", 0.0)  # no float graph can pass
+    out = tmp_path / "out"
+    (out / "model.onnx").parent.mkdir()
+    (out / "model.onnx").write_bytes(b"an earlier export")
+    cfg = ExportConfig(calibration=(str(pulse_bundle.parent / "audio"),), parity_windows=4)
+    checks = export.bundle.export_bundle(pulse_bundle / "model.safetensors", out, cfg)
+    assert checks and not all(c.ok for c in checks)
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # no staging left, nothing new
+    assert (out / "model.onnx").read_bytes() == b"an earlier export"
 
 
 def test_static_int8_calibrated_on_real_songs(shared_data, pulse_bundle, tmp_path):
