@@ -12,6 +12,17 @@ import typing
 from pathlib import Path
 
 
+def _fits(value, hint) -> bool:
+    """A JSON value of the scalar type a field declares (an int is a float too, a bool is not a number)."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not (hint is str) or isinstance(value, str)
+
+
 class JsonConfig:
     """to_dict / from_dict / load shared by every config dataclass."""
 
@@ -20,18 +31,35 @@ class JsonConfig:
 
     @classmethod
     def from_dict(cls, data: dict):
+        """Unknown keys are ignored here (a newer version's run record still loads; `unknown_keys` names them),
+        missing ones keep their default; a scalar of the wrong type is a ValueError naming the field."""
         hints = typing.get_type_hints(cls)
         values = {}
         for f in dataclasses.fields(cls):
             if f.name not in data:
-                continue  # unknown keys are ignored, missing ones keep their default
+                continue
             value, hint = data[f.name], hints[f.name]
             if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, JsonConfig):
                 value = hint.from_dict(value)
             elif isinstance(value, list):
                 value = tuple(value)
+            elif not _fits(value, hint):
+                raise ValueError(f"{f.name} must be {hint.__name__}, got {value!r}")
             values[f.name] = value
         return cls(**values)
+
+    @classmethod
+    def unknown_keys(cls, data: dict, prefix: str = "") -> list[str]:
+        """Keys of `data`, nested configs included, that no field takes: misspellings, mostly."""
+        hints, fields = typing.get_type_hints(cls), {f.name for f in dataclasses.fields(cls)}
+        unknown = []
+        for key, value in data.items():
+            hint = hints.get(key)
+            if key not in fields:
+                unknown.append(prefix + key)
+            elif isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, JsonConfig):
+                unknown += hint.unknown_keys(value, f"{prefix}{key}.")
+        return unknown
 
     @classmethod
     def load(cls, path: str | Path):

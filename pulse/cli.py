@@ -180,8 +180,8 @@ def train(
     try:
         cfg = TrainConfig.load(config) if config else TrainConfig()
         best = run_train(cfg, out, resume=resume, device=device, workers=workers)
-    except (FileNotFoundError, ManifestError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (FileNotFoundError, ManifestError, ValueError, KeyError) as exc:
+        typer.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
         raise typer.Exit(2)
     typer.echo(f"best epoch {best.get('epoch')}: {best} -> {out / 'model.safetensors'}")
 

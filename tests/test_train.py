@@ -76,8 +76,12 @@ def test_run_writes_config_checkpoint_and_is_deterministic(shared_data, tmp_path
 
 
 def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypatch):
-    # With the moving average and the optional song augmentations on, so their state resumes too.
-    cfg = tiny_config(shared_data, tmp_path, ema_decay=0.5, song_speeds=(0.9, 1.0, 1.1), lowpass_prob=0.5, tilt_db=6.0)
+    # With the moving average, the optional song augmentations and BYOL (its mixup memory) on, so their state
+    # resumes too.
+    cfg = tiny_config(shared_data, tmp_path, ema_decay=0.5, song_speeds=(0.9, 1.0, 1.1), lowpass_prob=0.5, tilt_db=6.0,
+                      lambda_byol=0.1)
+    cfg = dataclasses.replace(cfg, semi=dataclasses.replace(
+        cfg.semi, byol_batch=2, unlabelled_manifests=(cfg.background_manifest,), unlabelled_roots=(cfg.background_root,)))
     weak_labels.train(cfg, tmp_path / "full")
     real_save = weak_labels.save_checkpoint
 
@@ -338,13 +342,56 @@ def test_level_targets_name_the_louder_singer_not_the_one_with_more_power():
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("pulse_*.json")), ids=lambda p: p.name)
 def test_shipped_configs_name_only_known_settings(path):
-    """Loading ignores unknown keys (so a run's config.json reruns it); a typo in a shipped recipe must not."""
-    data = json.loads(path.read_text())
-    cfg = TrainConfig.load(path)
-    for name, section in (("", data), ("model.", data.get("model", {})), ("evaluation.", data.get("evaluation", {})),
-                          ("semi.", data.get("semi", {}))):
-        known = {f.name for f in dataclasses.fields(cfg if not name else getattr(cfg, name[:-1]))}
-        assert not set(section) - known, f"{path.name}: unknown {name}{sorted(set(section) - known)}"
+    assert TrainConfig.load(path)  # refuses a key no setting takes
+
+
+def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path):
+    """A misspelt "epoch" once trained the default 30 epochs without a word; a string "2" failed deep in training."""
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+
+    def train_with(text: str) -> str:
+        (tmp_path / "mine.json").write_text(text)
+        result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "mine.json"), "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2 and "Traceback" not in result.output and len(result.output.splitlines()) == 1
+        return result.output
+
+    assert "mine.json: no setting is called epoch, model.lables (misspelt?)" in train_with(
+        '{"epoch": 2, "model": {"lables": ["a"]}}')
+    assert "mine.json: epochs must be int, got '2'" in train_with('{"epochs": "2"}')
+    assert "mine.json: not valid JSON" in train_with('{"epochs": 2,}')
+    assert "mine.json: model.labels lists a more than once" in train_with('{"model": {"labels": ["a", "b", "a"]}}')
+    assert "unknown audio encoder 'resnet9'" in train_with('{"model": {"arch": "resnet9"}}')  # before any decoding
+    (tmp_path / "mine.json").unlink()
+    missing = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "mine.json"), "--out", str(tmp_path / "r")])
+    assert missing.exit_code == 2 and "mine.json: cannot read the config (No such file or directory)" in missing.output
+    run_record = {**TrainConfig().to_dict(), "git_sha": "abc", "package_version": "0", "manifest_sha256": "0",
+                  "device": "cpu"}
+    (tmp_path / "config.json").write_text(json.dumps(run_record))
+    assert TrainConfig.load(tmp_path / "config.json") == TrainConfig()  # a run's own record reruns it
+
+
+def test_labels_of_your_own_need_no_common_names_or_codes():
+    own = ModelConfig.from_dict({"labels": ["Ephippiger diurnus", "Gryllus campestris"]})
+    assert own.labels == ("Ephippiger diurnus", "Gryllus campestris") and own.common_names == own.codes == ()
+
+
+def test_a_clip_that_cannot_be_read_is_left_out_with_one_line(shared_data, tmp_path, caplog):
+    from pulse.train.data import load_clips
+
+    cfg = tiny_config(shared_data, tmp_path)
+    frame = pd.read_csv(cfg.manifest, dtype=str, keep_default_na=False)
+    audio = tmp_path / "audio"
+    for rel in frame["path"]:
+        (audio / rel).parent.mkdir(parents=True, exist_ok=True)
+        (audio / rel).write_bytes((Path(cfg.audio_root) / rel).read_bytes())
+    broken = frame[frame["split"] == "train"]["path"].iloc[0]
+    (audio / broken).write_bytes(b"fLaC" + bytes(2000))  # a FLAC header and nothing decodable
+    with caplog.at_level("WARNING", logger="pulse.train.data"):
+        clips = load_clips(cfg.manifest, str(audio), "train", SPECIES, 44100)
+    assert len(clips) == (frame["split"] == "train").sum() - 1 and broken not in {c.path for c in clips}
+    assert f"{audio / broken}: " in caplog.text and "left out" in caplog.text
 
 
 def test_unknown_singer_is_a_pulsed_band_above_the_crickets_and_leaves_the_target_alone():

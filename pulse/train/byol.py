@@ -54,14 +54,21 @@ class MixupMemory(nn.Module):
     def __init__(self, size: int, ratio: float):
         super().__init__()
         self.size, self.ratio = size, ratio
-        self.items: list[torch.Tensor] = []  # not checkpointed: a resumed run refills it within a few steps
+        self.items: list[torch.Tensor] = []
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The remembered inputs go into the checkpoint: a resumed run mixes what the uninterrupted one would."""
+        return torch.stack(self.items).cpu() if self.items else torch.zeros(0)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.items = list(state) if state.numel() else []
 
     def forward(self, logmel: torch.Tensor, generator: torch.Generator, remember: bool = True) -> torch.Tensor:
         """Mix each example with a remembered past input; then remember this batch if `remember`."""
         batch = logmel.shape[0]
         out = logmel
         if self.items:
-            memory = torch.stack(self.items)
+            memory = torch.stack([item.to(logmel.device) for item in self.items])  # restored ones are on the CPU
             picks = memory[torch.randint(len(memory), (batch,), generator=generator)]
             alpha = (torch.rand(batch, 1, 1, 1, generator=generator) * self.ratio).to(logmel)
             out = torch.log((1 - alpha) * logmel.exp() + alpha * picks.exp())

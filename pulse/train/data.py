@@ -7,6 +7,7 @@ deterministic and lets a resumed run draw exactly the batches the killed run wou
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,15 @@ import soxr
 from tqdm import tqdm
 
 from pulse.config import TrainConfig
-from pulse.io import find_audio, read_audio
+from pulse.io import AudioReadError, PartlyDecoded, find_audio, stream_audio
 from pulse.manifest import load_manifest, select_split
 from pulse.train.activity import active_frames, singing_level_db, song_crop
 from pulse.train.augment import (apply_gain, band_limit, coloured_noise, crop, hard_clip, lowpass, mix_at_snr,
                                  scaled_to_snr, unknown_singer)
 
 NOISE_BANK, NOISE_STREAM = 9, 7_919  # coloured-noise recordings (white to brown); their own random stream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,33 @@ def load_clips(manifest: str, audio_root: str, split: str, labels: tuple[str, ..
     frame = select_split(load_manifest(manifest, audio_root, labels, splits=splits or (split,)), split)
     index = {name: i for i, name in enumerate(labels)}
     rows = tqdm(frame.itertuples(), total=len(frame), desc=f"decode {split}", leave=False, disable=None)
-    return [Clip(row.path, read_audio(Path(audio_root) / row.path, sample_rate), index[row.species]) for row in rows]
+    decoded = ((row, read_clip(Path(audio_root) / row.path, sample_rate)) for row in rows)
+    return [Clip(row.path, audio, index[row.species]) for row, audio in decoded if audio is not None]
 
 
 def load_backgrounds(manifest: str, root: str, split: str, sample_rate: int, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
     """Decode the background manifest's `split` plus any extra files or folders."""
     frame = select_split(load_manifest(manifest, root, splits=(split,)), split)
     paths = [Path(root) / p for p in frame["path"]] + [p for p, _ in find_audio(list(extra))]
-    return [read_audio(p, sample_rate) for p in paths]
+    return [audio for audio in (read_clip(p, sample_rate) for p in paths) if audio is not None]
+
+
+def read_clip(path: Path, sample_rate: int) -> np.ndarray | None:
+    """A whole recording; one that breaks off part way keeps the audio before the break, one with none is
+    left out (None). Either is one warning line naming the file, and the rest of the data goes on."""
+    blocks = []
+    try:
+        for block in stream_audio(path, sample_rate, block_s=60.0):
+            blocks.append(block)
+    except PartlyDecoded as exc:
+        log.warning("%s: %s; using the %.1f s before it", path, exc.reason, exc.decoded_s)
+    except AudioReadError as exc:
+        log.warning("%s; left out", exc)
+        return None
+    if not blocks:
+        log.warning("%s: no audio; left out", path)
+        return None
+    return np.concatenate(blocks)
 
 
 def speed_variants(pool: list[np.ndarray], speeds: tuple[float, ...], sample_rate: int) -> list[np.ndarray]:

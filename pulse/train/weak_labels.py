@@ -29,14 +29,14 @@ from export.artifact import load_weights, save_weights
 from export.atomic import write_json
 from pulse.config import TrainConfig
 from pulse.evaluate import detection_auc, evaluate, prepare, selection_score, window_f1
-from pulse.models import create_model
+from pulse.models import MODELS, create_model
 from pulse.plots import save_png, training_figure
 from pulse.train.augment import slow_down, spec_augment, spectral_tilt
 from pulse.train.checkpoint import load_checkpoint, save_checkpoint
 from pulse.train.data import BatchSampler, load_backgrounds, load_clips, speed_variants
 from pulse.train.distill_birdnet import student_model_config
 from pulse.train.losses import StepOutputs, build_loss_terms
-from pulse.train.pooling import create_pooling
+from pulse.train.pooling import POOLING, create_pooling
 from pulse.train.shift_consistency import advanced, sub_frame_offsets
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     if not Path(cfg.manifest).is_file():
         raise FileNotFoundError(f"{cfg.manifest}: manifest not found (paths in a config are relative to the "
                                 f"working directory: {Path.cwd()})")
+    MODELS.get(cfg.model.arch), POOLING.get(cfg.pooling)  # an unknown name: a KeyError before any audio is decoded
     torch.set_num_threads(cfg.threads)
     device = torch.device(device)
     out = Path(out_dir)
