@@ -68,6 +68,9 @@ def _open_safetensors(path: str | Path, framework: str):
 
 def _checked_metadata(path: str | Path, f, package: str | None) -> dict:
     metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+    if "param_groups" in metadata and "package" not in metadata:  # pulse.train.checkpoint's resumable state
+        raise CheckpointError(f"{path}: a training checkpoint (the state `pulse train` resumes from), not a "
+                              f"model; use {Path(path).with_name('model.safetensors')}")
     if package is not None and metadata.get("package") != package:
         writer = metadata.get("package", "an unknown package")
         raise CheckpointError(f"{path}: a checkpoint written by {writer}, not by {package}")

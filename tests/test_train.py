@@ -62,6 +62,10 @@ def test_run_writes_config_checkpoint_and_is_deterministic(shared_data, tmp_path
     record = json.loads((tmp_path / "a/config.json").read_text())
     assert TrainConfig.from_dict(record) == cfg and len(record["manifest_sha256"]) == 64 and record["device"] == "cpu"
     assert [row["epoch"] for row in json.loads((tmp_path / "a/history.json").read_text())] == [1, 2]
+    from export.artifact import CheckpointError
+    from export.predictor import load_predictor
+    with pytest.raises(CheckpointError, match="a training checkpoint .* not a model; use .*a/model.safetensors"):
+        load_predictor(tmp_path / "a/checkpoint.safetensors")  # the easy mistake: the file beside model.safetensors
     assert {"loss_bce", "clean_f1", "snr_+0dB_det_auc", "clean_f1_mean", "snr_+0dB_det_auc_mean", "score"} <= set(best)
     assert best["score"] == pytest.approx(np.mean([best[k] for k in ("clean_f1_mean", "snr_+0dB_f1_mean",
                                                                      "snr_-10dB_f1_mean", "snr_+0dB_det_auc_mean")]),
