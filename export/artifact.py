@@ -66,11 +66,18 @@ def _open_safetensors(path: str | Path, framework: str):
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
 
 
-def _checked_metadata(path: str | Path, f, package: str | None) -> dict:
-    metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
-    if "param_groups" in metadata and "package" not in metadata:  # pulse.train.checkpoint's resumable state
+def check_is_model(path: str | Path, metadata: dict) -> None:
+    """A training checkpoint (pulse.train.checkpoint's resumable state) sits beside model.safetensors and is
+    an easy file to give by mistake: say which file is meant."""
+    if "package" not in metadata and "param_groups" in metadata:
         raise CheckpointError(f"{path}: a training checkpoint (the state `pulse train` resumes from), not a "
                               f"model; use {Path(path).with_name('model.safetensors')}")
+
+
+def _checked_metadata(path: str | Path, f, package: str | None) -> dict:
+    metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+    if package is not None:
+        check_is_model(path, metadata)
     if package is not None and metadata.get("package") != package:
         writer = metadata.get("package", "an unknown package")
         raise CheckpointError(f"{path}: a checkpoint written by {writer}, not by {package}")

@@ -22,9 +22,10 @@ class TorchPredictor:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
 
-        from export.artifact import CheckpointError, load_weights
+        from export.artifact import CheckpointError, check_is_model, load_weights
 
         state, self.metadata = load_weights(path)
+        check_is_model(path, self.metadata)
         if "package" not in self.metadata:
             raise CheckpointError(f"{path}: no model description in its header (not written by pulse or lrmil)")
         package = importlib.import_module(f"{self.metadata['package']}.models")
