@@ -290,6 +290,8 @@ def teacher_cache(
     """Run BirdNET once over a manifest and cache its embeddings and logits per window."""
     import logging
 
+    import pandas as pd
+
     from pulse.manifest import ManifestError
     from pulse.teacher.cache import build_cache
 
@@ -301,7 +303,11 @@ def teacher_cache(
     except (FileNotFoundError, ManifestError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    typer.echo(f"{len(index)} files, {int(index['windows'].sum())} windows cached in {out} (errors.csv lists failures)")
+    failed = len(pd.read_csv(out / "errors.csv"))
+    typer.echo(f"{len(index)} files, {int(index['windows'].sum())} windows cached in {out}")
+    if failed:  # as `pulse analyze`: scripts notice without reading errors.csv
+        typer.echo(f"{failed} file(s) failed: see {out / 'errors.csv'}", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

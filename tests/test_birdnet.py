@@ -118,6 +118,13 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
     assert row["windows"] == expected and row["sha256"] != first_sha
     assert load_cache(cfg.out)["clip1.flac"].embedding.shape == (expected, birdnet.EMBED_DIM)
 
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+    result = CliRunner().invoke(app, ["teacher-cache", "--manifest", cfg.manifest, "--audio-root", cfg.audio_root,
+                                      "--out", cfg.out, "--threads", "1"])
+    assert result.exit_code == 1 and f"1 file(s) failed: see {Path(cfg.out) / 'errors.csv'}" in result.output
+
 def test_birdnet_predictor_backend_restricted_to_species(short_clips):
     from export.predictor import load_predictor
 

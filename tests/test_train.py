@@ -119,6 +119,14 @@ def test_setup_errors_are_clear_and_a_run_that_never_trained_can_be_set_up_again
     with caplog.at_level("WARNING", logger="pulse.train.weak_labels"):
         assert weak_labels.train(tiny_config(shared_data, tmp_path, model=three, epochs=1), tmp_path / "run")
     assert "1 of the model's 3 species have no training recordings (Nemobius sylvestris)" in caplog.text
+    assert "no validation recording" not in caplog.text  # said once, as unheard: not again as unmeasured
+    frame = pd.read_csv(tmp_path / "tiny.csv", dtype=str, keep_default_na=False)
+    frame[(frame["split"] == "train") | (frame["species"] != SPECIES[1])].to_csv(tmp_path / "no_val.csv", index=False)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pulse.train.weak_labels"):
+        weak_labels.train(dataclasses.replace(tiny_config(shared_data, tmp_path, epochs=1), manifest=str(tmp_path / "no_val.csv")),
+                          tmp_path / "run_no_val")
+    assert f"1 of the model's species have no validation recording ({SPECIES[1]})" in caplog.text
 
 
 def test_pooling_functions():

@@ -192,6 +192,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
                                                   mc.sample_rate, cfg.backgrounds), cfg.background_speeds, mc.sample_rate)
     sampler = BatchSampler(clips, backgrounds, cfg)
     val_data = prepare(evaluation_config(cfg), mc.labels, mc.sample_rate, mc.window_s) if cfg.val_split else None
+    if val_data is not None and (unmeasured := [label for i, label in enumerate(mc.labels)
+                                                if label not in unheard and not (val_data.labels == i).any()]):
+        log.warning("%d of the model's species have no validation recording (%s): their scores are not measured, "
+                    "and the epoch is chosen without them", len(unmeasured), ", ".join(unmeasured))
 
     torch.manual_seed(cfg.seed)
     model = create_model(mc).train()
@@ -215,7 +219,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
         log.info("resuming %s at step %d", out, state["step"])
 
     total = cfg.epochs * cfg.steps_per_epoch
-    bar = tqdm(range(state["step"], total), initial=state["step"], total=total, desc="train", dynamic_ncols=True)
+    bar = tqdm(range(state["step"], total), initial=state["step"], total=total, desc="train", dynamic_ncols=True,
+               disable=None)  # a log file gets the epoch lines (bar.write), not the bar's carriage returns
     running: dict[str, list[float]] = {}
     for step, (waves, targets) in zip(bar, batches(sampler, state["step"], total, workers)):
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout; SpecAugment uses its own generator
