@@ -188,6 +188,7 @@ def train(
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     model: Path = typer.Option(..., "--model", "-m", help="Model artefact (.onnx or .safetensors)."),
     manifest: Path = typer.Option(Path(_EVAL.manifest), help="Labelled manifest CSV."),
     audio_root: Path = typer.Option(Path(_EVAL.audio_root), help="Folder the manifest paths are relative to."),
@@ -203,17 +204,27 @@ def evaluate(
     exclude_excerpts: str = typer.Option(_EVAL.exclude_excerpts, help="CSV (path, start_s, reason) of excerpts "
                                                                       "without song to leave out."),
     out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Folder for report.json/.txt, confusion.png."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A training config (or a run's config.json): its "
+                                                                 "manifests, validation split and evaluation "
+                                                                 "settings; flags typed here win."),
 ) -> None:
     """Score a model on 3 s excerpts, clean and mixed into held-out soundscapes (F1, mAP, AUC)."""
     from pulse.evaluate import evaluate_model, format_table
     from pulse.manifest import ManifestError
 
-    cfg = replace(_EVAL, manifest=str(manifest), audio_root=str(audio_root), split=split,
-                  background_manifest=str(background_manifest), background_root=str(background_root),
-                  background_split=background_split, snr_db=tuple(float(s) for s in snr_db.split(",") if s.strip()),
-                  threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts,
-                  delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()))
+    flags = dict(manifest=str(manifest), audio_root=str(audio_root), split=split,
+                 background_manifest=str(background_manifest), background_root=str(background_root),
+                 background_split=background_split, snr_db=tuple(float(s) for s in snr_db.split(",") if s.strip()),
+                 threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts,
+                 delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()))
     try:
+        if config is not None:  # what that run validated on, then only the flags typed on this command line
+            from pulse.train.weak_labels import evaluation_config
+
+            typed = {k: v for k, v in flags.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+            cfg = replace(evaluation_config(TrainConfig.load(config)), **typed)
+        else:
+            cfg = replace(_EVAL, **flags)
         report = evaluate_model(model, cfg, out)
     except (FileNotFoundError, ManifestError, ValueError, KeyError) as exc:
         typer.echo(f"error: {exc}", err=True)

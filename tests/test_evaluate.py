@@ -134,6 +134,17 @@ def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
     assert "alignment" not in json.loads((tmp_path / "once" / "report.json").read_text())["conditions"]["clean"]
     missing = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "nope.onnx"), "--out", str(out)])
     assert missing.exit_code == 2 and "not found" in missing.output
+    # A training config names the data once: its manifests and validation split, then the flags typed here.
+    (tmp_path / "mine.json").write_text(json.dumps({
+        "manifest": str(manifest), "audio_root": str(shared_data / "audio/insectset32"),
+        "background_manifest": str(REPO / "data_manifests/backgrounds.csv"),
+        "background_root": str(shared_data / "audio/backgrounds"), "evaluation": {"snr_db": [0]}}))
+    from_config = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "model.safetensors"), "--config",
+                                           str(tmp_path / "mine.json"), "--delays-ms", "", "--out", str(tmp_path / "c")])
+    assert from_config.exit_code == 0, from_config.output
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert list(report["conditions"]) == ["clean", "snr_+0dB"] and report["n_clips"] == 3
+    assert report["config"]["delays_ms"] == [] and report["config"]["manifest"] == str(manifest)
 
 
 def test_listed_excerpts_without_song_are_left_out(tmp_path):
