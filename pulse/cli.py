@@ -254,6 +254,9 @@ def manifest_check(
     problems = validate_manifest(frame, audio_root, labels, tuple(s for s in splits.split(",") if s), name=str(path))
     for line in problems:
         typer.echo(line, err=True)
+    if config is None and any("unknown species" in line for line in problems):
+        typer.echo("(species are checked against the bundled model's 9; for your own, pass --config with "
+                   "model.labels)", err=True)
     if problems:
         raise typer.Exit(1)
     counts = frame["split"].value_counts().to_dict()

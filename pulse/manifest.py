@@ -61,10 +61,13 @@ def validate_manifest(frame: pd.DataFrame, audio_root: str | Path, labels: Itera
         if count > 1 and path.strip():
             problems.append(f"{name}: duplicate path {path} ({count} rows)")
     if labels is not None and is_labelled(frame):
-        known = set(labels)
+        known, unknown = set(labels), {}
         for row, species in enumerate(frame["species"], start=2):
             if species not in known:
-                problems.append(f"{name}:{row}: unknown species {species!r}")
+                unknown.setdefault(species, []).append(row)
+        for species, rows in unknown.items():  # one line per name, at its first row
+            problems.append(f"{name}:{rows[0]}: unknown species {species!r}"
+                            + (f" ({len(rows)} rows)" if len(rows) > 1 else ""))
     for split in splits:
         if not (frame["split"] == split).any():
             problems.append(f"{name}: split {split!r} is empty")

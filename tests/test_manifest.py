@@ -99,7 +99,8 @@ def test_own_species_validate_against_the_training_config(tmp_path, root):
     own = write(tmp_path, [row("a.flac", "Chorthippus mollis"), row("c.flac", "Chorthippus mollis", "validation")])
     runner = CliRunner()
     result = runner.invoke(app, ["manifest", str(own), "--audio-root", str(root)])
-    assert result.exit_code == 1 and "unknown species 'Chorthippus mollis'" in result.output
+    assert result.exit_code == 1 and "unknown species 'Chorthippus mollis' (2 rows)" in result.output
+    assert result.output.count("unknown species") == 1 and "pass --config with model.labels" in result.output
     model = ModelConfig(labels=("Chorthippus mollis",), common_names=("Lesser Field Grasshopper",), codes=("CHOMOL",))
     config = tmp_path / "mine.json"
     config.write_text(json.dumps(dataclasses.replace(TrainConfig(), model=model).to_dict()))
