@@ -23,11 +23,16 @@ def _builders() -> dict[str, Callable]:
     return {"field": field.build, "lab": lab.build}
 
 
+# Largest upload each app takes: some hours of field audio (16-bit 48 kHz mono is ~350 MB an hour); a large
+# whole-slide image. Longer recordings and slide archives are for `pulse analyze` and `lrmil predict`.
+MAX_UPLOAD = {"field": "2gb", "lab": "20gb"}
+
+
 def launch(name: str, cfg: ServeConfig = ServeConfig(), block: bool = True):
     """Build and serve the named app; with block=False, return the running Blocks (call .close())."""
     blocks = _builders()[name](cfg.work_dir or None)
     blocks.launch(server_name=cfg.host, server_port=cfg.port, share=False, inbrowser=False,
-                  prevent_thread_lock=not block)
+                  prevent_thread_lock=not block, max_file_size=MAX_UPLOAD[name])
     return blocks
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 import pulse
+from apps import in_page_terms, prune_old_outputs
 from pulse.analyze import MODEL_ALIASES, below_rate_note, model_band
 from pulse.config import InferConfig
 from pulse.io import AUDIO_SUFFIXES
@@ -69,7 +70,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         audio, rate = display_audio(audio_path, WIDE.max_display_s, WIDE.max_display_samples, cfg.channel)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", audio_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return FieldView(f"**Could not analyse `{name}`:** {exc}")
+        return FieldView(f"**Could not analyse `{name}`:** {in_page_terms(exc, audio_path)}")
+    prune_old_outputs(Path(work_root), "field-")
     out = Path(tempfile.mkdtemp(prefix="field-", dir=work_root))  # only requests with something to show
     labels = rec.labels.labels
     spectrum = save_png(spectrogram_figure(audio, rate, rec.detections, name, labels, WIDE), out / "spectrogram.png")
@@ -107,7 +109,8 @@ def build(work_root: str | Path | None = None):
     def run(audio_path, model, min_conf):
         return analyze_upload(audio_path, model, min_conf, root).outputs()
 
-    with gr.Blocks(title="PULSE field analysis", analytics_enabled=False) as app:
+    with gr.Blocks(title="PULSE field analysis", analytics_enabled=False,
+                   delete_cache=(3600, 86400)) as app:  # uploads and served copies: a day
         gr.Markdown("# PULSE: Orthoptera songs in field recordings\nUpload a recording (WAV, FLAC, MP3, OGG) "
                     "or pick an example; each window of the model's length gets a score per species.")
         with gr.Row():

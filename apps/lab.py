@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from apps import in_page_terms, prune_old_outputs
 from lrmil.features import segment_and_patch
 from lrmil.mil.bundle import PATHS, load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
@@ -38,7 +40,11 @@ class LabView:
     def outputs(self) -> tuple:
         """In the order of the page's output components."""
         banner = f"## ⚠ {self.notice[:1].upper()}{self.notice[1:]}" if self.notice else ""
-        return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, self.record
+        # Nested, so that gradio_client does not take the record (it has a "path" key) for a file to download;
+        # the slide by its name, not the server's upload path.
+        shown = None if self.record is None else {
+            "prediction": {**self.record, "slide": Path(self.record["slide"]).name}}
+        return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, shown
 
 
 def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: str, work_root: str | Path) -> LabView:
@@ -52,6 +58,7 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
     defaults = PredictConfig()
     cfg = dataclasses.replace(defaults, model=model or defaults.model, path=path or defaults.path,
                               mpp=float(mpp) if mpp else None, override_mpp=bool(mpp))
+    prune_old_outputs(Path(work_root), "lab-")
     out = Path(tempfile.mkdtemp(prefix="lab-", dir=work_root))
     name = Path(slide_path).name
     try:
@@ -62,7 +69,8 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
         record = predict_slide(slide_path, bundle, cfg, out)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", slide_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return LabView(f"**Could not analyse `{name}`:** {_in_page_terms(exc)}")
+        shutil.rmtree(out, ignore_errors=True)  # a failed request leaves nothing behind
+        return LabView(f"**Could not analyse `{name}`:** {_in_page_terms(exc, slide_path)}")
     probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
     status = (f"**{name}**: predicted **{record['label']}** ({probs}) from {record['patches']} patches at "
               f"{record['magnification']:g}x ({cfg.path} path), mpp {record['mpp']:.4g} from {record['mpp_source']}, "
@@ -70,9 +78,9 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
     return LabView(status, record["notice"], str(mask), str(out / record["heatmap"]), str(out / record["topk"]), record)
 
 
-def _in_page_terms(exc: Exception) -> str:
+def _in_page_terms(exc: Exception, upload: str) -> str:
     """The error without the server's upload path, and with the page's MPP field where the CLI says --mpp."""
-    reason = getattr(exc, "reason", None) or str(exc)
+    reason = in_page_terms(exc, upload)
     return reason.replace("pass --mpp", "type it in the MPP override field").replace("e.g. --mpp ", "e.g. ")
 
 
@@ -87,7 +95,8 @@ def build(work_root: str | Path | None = None):
     def run(slide, mpp, model, path):
         return predict_upload(slide, mpp, model, path, root).outputs()
 
-    with gr.Blocks(title="LRMIL slide prediction", analytics_enabled=False) as app:
+    with gr.Blocks(title="LRMIL slide prediction", analytics_enabled=False,
+                   delete_cache=(3600, 86400)) as app:  # uploads and served copies: a day
         gr.Markdown("# LRMIL: whole-slide prediction from 5x patches\nUpload a slide (SVS, TIFF, NDPI, ... or a plain "
                     "image); the tissue is found on a thumbnail, the slide classified by attention MIL. "
                     f"The default model `demo` is a **{DEMO_NOTICE}**.")

@@ -103,6 +103,7 @@ def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model
     junk.write_bytes(np.random.default_rng(0).bytes(2048))
     view = field.analyze_upload(str(junk), str(audio_model), 0.25, tmp_path)
     assert "Could not analyse `junk.wav`" in view.status and "not readable as audio" in view.status
+    assert str(tmp_path) not in view.status  # the file by its name, never the server's upload path
     assert view.spectrogram_png is None and view.downloads == () and view.detections.empty
     missing = field.analyze_upload(str(GRYLLUS), str(tmp_path / "nope.onnx"), 0.25, tmp_path)
     assert "nope.onnx" in missing.status and missing.scores_png is None
@@ -194,6 +195,33 @@ def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_mo
     missing = lab.predict_upload(str(no_mpp), None, str(slide_model), "student", tmp_path).status
     assert "type it in the MPP override field (e.g. 0.5 for a 20x scan" in missing and str(no_mpp) not in missing
     assert "model.json" in lab.predict_upload(str(no_mpp), 0.5, str(tmp_path), "student", tmp_path).status
+    cmu = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    no_tissue = lab.predict_upload(str(cmu), 1e-6, str(slide_model), "student", tmp_path).status  # a far too fine scale
+    assert "no tissue found" in no_tissue and str(cmu) not in no_tissue
+    assert not list(tmp_path.glob("lab-*"))  # failed requests leave no output folders behind
+
+
+def test_lab_json_output_names_the_slide_and_is_no_file_to_gradio_client(slide_model, shared_data, tmp_path):
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    shown = lab.predict_upload(str(slide), None, str(slide_model), "student", tmp_path).outputs()[-1]
+    assert set(shown) == {"prediction"} and shown["prediction"]["slide"] == slide.name  # no top-level "path" key
+
+
+def test_request_folders_older_than_a_day_are_pruned(tmp_path):
+    import os
+    import time
+
+    from apps import prune_old_outputs
+
+    old, new, other = tmp_path / "field-old", tmp_path / "field-new", tmp_path / "lab-old"
+    for folder in (old, new, other):
+        folder.mkdir()
+        (folder / "spectrogram.png").write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    for folder in (old, other):
+        os.utime(folder, (two_days_ago, two_days_ago))
+    prune_old_outputs(tmp_path, "field-")
+    assert not old.exists() and new.exists() and other.exists()  # only this app's, only the old
 
 
 def test_both_apps_build_without_a_server(tmp_path):
