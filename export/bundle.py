@@ -105,8 +105,8 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
 def _int8(files: dict, reference, check, calibration, cfg, staging: Path, speed: dict) -> tuple[Path, list, str]:
     """model.int8.onnx quantised from the STFT graph and from the folded one (their DFTs stay float: STFT and
     MatMul are not quantised, where the conv graph's DFT would be rounded to 8 bits), each checked against
-    PyTorch; the faster one is kept. Which is faster depends on the CPU (on ours, folded: ~0.8 against
-    ~1.6 ms a window, the STFT op being the slow part of the float graph too)."""
+    PyTorch; the faster one is kept. Which is faster depends on the model and the CPU (the bundled default on
+    2 cores: folded 0.59 against 1.83 ms a window, the STFT op staying as slow as in the float graph)."""
     from export.quantize import quantize_onnx
 
     candidates, checks = {}, []

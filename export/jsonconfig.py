@@ -20,7 +20,9 @@ def _fits(value, hint) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return not (hint is str) or isinstance(value, str)
+    if hint is str:
+        return isinstance(value, str)
+    return True  # optionals and unions are left to the config's own checks
 
 
 class JsonConfig:
