@@ -104,7 +104,8 @@ def build(work_root: str | Path | None = None):
             slide = gr.File(label="Slide", file_types=list(SLIDE_SUFFIXES), type="filepath")
             with gr.Column():
                 mpp = gr.Number(value=defaults.mpp, label="MPP override (µm per level-0 pixel)", minimum=0,
-                                info="Empty or 0 reads it from the slide; slides without it need a value here.")
+                                info="Empty or 0 reads it from the slide; a value here replaces the slide's own (as the "
+                                     "CLI's --mpp with --override-mpp); slides without it need one.")
                 model = gr.Textbox(value=defaults.model, label="Model",
                                    info="'demo' is the bundled synthetic demo model; or a model folder (model.json, "
                                         "or onnx.json from lrmil export)")
