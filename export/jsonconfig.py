@@ -63,6 +63,23 @@ class JsonConfig:
                 unknown += hint.unknown_keys(value, f"{prefix}{key}.")
         return unknown
 
+    RECORD_KEYS: typing.ClassVar[tuple[str, ...]] = ()  # keys a saved run adds beside the settings
+
     @classmethod
     def load(cls, path: str | Path):
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A settings file or a run's record; every problem is one ValueError naming the file, and a key no
+        setting takes is refused (a misspelt "epoch" would otherwise train the default number of epochs)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise FileNotFoundError(f"{path}: cannot read the config ({exc.strerror})") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config is a JSON object of settings")
+        if unknown := [k for k in cls.unknown_keys(data) if k not in cls.RECORD_KEYS]:
+            raise ValueError(f"{path}: no setting is called {', '.join(unknown)} (misspelt?)")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None

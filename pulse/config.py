@@ -7,9 +7,7 @@ rebuilt from the artefact, never typed in at a call site. `InferConfig` and `Tra
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from export.jsonconfig import JsonConfig
 from pulse.species import INSECTSET32_SPECIES
@@ -263,26 +261,7 @@ class TrainConfig(JsonConfig):
     lambda_shift: float = 0.0
 
     # What `pulse train` adds to a run's config.json besides the settings (pulse/train/weak_labels.run_record).
-    RUN_RECORD_KEYS = ("package_version", "git_sha", "manifest_sha256", "device", "model.package")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
-        """A recipe file or a run's config.json; every problem is one ValueError naming the file, and a key no
-        setting takes is refused (a misspelt "epoch" would otherwise train the default number of epochs)."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise FileNotFoundError(f"{path}: cannot read the config ({exc.strerror})") from None
-        except ValueError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config is a JSON object of settings")
-        if unknown := [k for k in cls.unknown_keys(data) if k not in cls.RUN_RECORD_KEYS]:
-            raise ValueError(f"{path}: no setting is called {', '.join(unknown)} (misspelt?)")
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+    RECORD_KEYS = ("package_version", "git_sha", "manifest_sha256", "device", "model.package")
 
 
 @dataclass(frozen=True)

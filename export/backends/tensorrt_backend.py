@@ -5,9 +5,9 @@ log-mel frontend is pinned to FP32: a 1024-point power spectrum reaches ~2.6e5 f
 full-scale tone, beyond FP16's 65504. The engine is cached next to the ONNX file as
 `<name>.<precision>.engine` with its metadata in `<engine>.json`, and rebuilt when the
 ONNX file is newer, or the engine was built by another TensorRT version or for another GPU (an engine
-only runs where it was built), or its metadata is missing. TensorRT 11 dropped the FP16 builder flag (networks are strongly typed),
-so there the engine is built in FP32 with a warning. tensorrt and torch (for CUDA buffers) are
-imported only here.
+only runs where it was built), or its metadata is missing. TensorRT 11 dropped the FP16 builder flag
+(networks are strongly typed), so there the engine is built in FP32 with a warning. tensorrt and torch
+(for CUDA buffers) are imported only here.
 """
 
 from __future__ import annotations
