@@ -4,7 +4,8 @@ The student path reads only 5x patches (the 20x grid is arithmetic on the tissue
 never read); `path="teacher"` runs the 20x teacher for comparison. Each stage is timed
 separately (tissue, patches, read, encode, mil), which is what the benchmark's speed-up uses.
 A slide that fails becomes one row in OUT/errors.csv (this run's failures only) and the batch
-goes on. OUT/predictions.csv lists every SLIDE.json in OUT, so a rerun on more slides adds to it.
+goes on. OUT/predictions.csv lists every SLIDE.json in OUT, so a rerun on more slides adds to it, but not
+the earlier prediction of a slide this run failed on (a file replaced by a broken copy must not keep its old answer).
 A rerun (or a killed run run again) skips the slides whose outputs this model and these settings already
 made from the same slide file.
 """
@@ -12,6 +13,7 @@ made from the same slide file.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid
 from lrmil.slide import SlideReader, open_slide, read_scaled, slide_id, slide_source
 from lrmil.tissue import thumbnail_size, tissue_mask
+
+log = logging.getLogger(__name__)
 
 
 class Stopwatch:
@@ -141,13 +145,17 @@ def resolve_model_dir(model: str) -> Path:
     return demo_model_dir() if model == "demo" else Path(model)
 
 
-def prediction_table(out: str | Path) -> pd.DataFrame:
-    """One row per prediction record (SLIDE.json) in `out`, from this run or an earlier one, by slide id."""
+def prediction_table(out: str | Path, failed: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """One row per prediction record (SLIDE.json) in `out`, from this run or an earlier one, by slide id,
+    leaving out the slide ids in `failed`."""
     rows = []
     for path in sorted(Path(out).glob("*.json")):
         record = json.loads(path.read_text())
         if not isinstance(record, dict) or not {"slide_id", "probabilities"} <= record.keys():
             continue  # config.json and anything else that is not a prediction
+        if record["slide_id"] in failed:
+            log.warning("%s: left out of predictions.csv, this run failed on the slide (%s)", path, record["slide"])
+            continue
         rows.append({"slide_id": record["slide_id"], "label": record["label"], "patches": record["patches"],
                      "seconds": record["seconds"]["total"],
                      **{f"p_{k}": v for k, v in record["probabilities"].items()},
@@ -164,20 +172,26 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     out, model_dir = Path(out), resolve_model_dir(cfg.model)
     model = load_path(model_dir, cfg.path, cfg.device, torch.get_num_threads())
     write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
-    run = run_key(cfg, model_dir)
+    run, failed = run_key(cfg, model_dir), set()
 
     def predict_unless_finished(path: Path) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
-        key = slide_key(path, cfg, run)
-        if cfg.resume and is_finished(out, path, key):
-            return False
-        predict_slide(path, model, cfg, out, key)
+        try:
+            key = slide_key(path, cfg, run)
+            if cfg.resume and is_finished(out, path, key):
+                return False
+            predict_slide(path, model, cfg, out, key)
+        except Exception:
+            failed.add(slide_id(path))  # its slide id is its own: run_batch refuses a second file with that id
+            raise
         return True
 
     predicted, errors = run_batch(slides, predict_unless_finished, out, "predict", cfg.strict,
                                   desc=f"predict ({cfg.path})")
-    table = prediction_table(out)
+    table = prediction_table(out, frozenset(failed))
     if len(table):
         write_predictions(out / "predictions.csv", table)
+    else:  # nothing left to list: an older table would still show what this run failed on
+        (out / "predictions.csv").unlink(missing_ok=True)
     return {"done": sum(predicted), "skipped": len(predicted) - sum(predicted), **errors.summary(),
             "notice": model.notice}

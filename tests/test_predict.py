@@ -175,3 +175,23 @@ def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(mode
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True) == (2, 0)
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True, resume=False) == (2, 0)
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True, batch_size=3) == (0, 2)  # does not change outputs
+
+
+def test_a_slide_that_now_fails_loses_its_earlier_row_in_predictions_csv(model_dir, tmp_path):
+    """A slide file replaced by a broken copy must not keep its old answer in the table labs read."""
+    kept, replaced = _tissue_png(tmp_path / "kept.png", 512), _tissue_png(tmp_path / "replaced.png", 512)
+    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
+    run_predict([kept, replaced], cfg, out)
+    assert sorted(read_predictions(out / "predictions.csv")["slide_id"]) == ["kept", "replaced"]
+
+    replaced.write_bytes(b"not a slide any more")
+    summary = run_predict([kept, replaced], cfg, out)
+    assert (summary["skipped"], summary["failed"]) == (1, 1)
+    assert list(read_predictions(out / "predictions.csv")["slide_id"]) == ["kept"]
+    assert (out / "replaced.json").is_file()  # the earlier record stays on disk, out of the table
+
+    assert run_predict([replaced], cfg, out)["failed"] == 1
+    assert list(read_predictions(out / "predictions.csv")["slide_id"]) == ["kept"]  # a slide not in this batch stays
+    kept.write_bytes(b"broken too")
+    run_predict([kept, replaced], cfg, out)
+    assert not (out / "predictions.csv").exists()  # nothing current left to list
