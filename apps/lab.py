@@ -81,7 +81,8 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
 def _in_page_terms(exc: Exception, upload: str) -> str:
     """The error without the server's upload path, and with the page's MPP field where the CLI says --mpp."""
     reason = in_page_terms(exc, upload)
-    return reason.replace("pass --mpp", "type it in the MPP override field").replace("e.g. --mpp ", "e.g. ")
+    return (reason.replace("pass --mpp", "type it in the MPP override field").replace("e.g. --mpp ", "e.g. ")
+            .replace("--mpp is", "the MPP override field is"))
 
 
 def build(work_root: str | Path | None = None):

@@ -64,6 +64,7 @@ class JsonConfig:
         return unknown
 
     RECORD_KEYS: typing.ClassVar[tuple[str, ...]] = ()  # keys a saved run adds beside the settings
+    RECORD_NESTS: typing.ClassVar[str] = ""  # or the key a saved run nests its settings under (lrmil: "config")
 
     @classmethod
     def load(cls, path: str | Path):
@@ -75,6 +76,8 @@ class JsonConfig:
             raise FileNotFoundError(f"{path}: cannot read the config ({exc.strerror})") from None
         except ValueError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if cls.RECORD_NESTS and isinstance(data, dict) and isinstance(data.get(cls.RECORD_NESTS), dict):
+            data = data[cls.RECORD_NESTS]
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config is a JSON object of settings")
         if unknown := [k for k in cls.unknown_keys(data) if k not in cls.RECORD_KEYS]:

@@ -50,18 +50,15 @@ def _fail(exc: Exception) -> None:
 def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, override_mpp: bool = False,
                    device: str = "cpu") -> None:
     """Options every slide would fail on are refused once, before the batch (exit status 2)."""
-    import math
-
     from export.atomic import file_in_the_way
-    from lrmil.slide import MAX_PLAUSIBLE_MPP
+    from lrmil.slide import mpp_problem
 
     if out_folder is not None and (blocker := file_in_the_way(out_folder)):
         _fail(ValueError(f"{blocker}: --out must be a folder, and this is a file"))
     if override_mpp and mpp is None:
         _fail(ValueError("--override-mpp needs --mpp, the value that replaces every slide's metadata"))
-    if mpp is not None and not (0 < mpp < MAX_PLAUSIBLE_MPP and math.isfinite(mpp)):
-        _fail(ValueError(f"--mpp is level-0 microns per pixel, about 0.25 for a 40x scan and 0.5 for 20x; "
-                         f"got {mpp:g}" + (" (a magnification?)" if mpp >= MAX_PLAUSIBLE_MPP else "")))
+    if mpp is not None and (problem := mpp_problem(mpp)):
+        _fail(ValueError(problem))
     if device.startswith("cuda"):
         import torch
 
@@ -278,10 +275,9 @@ def _rerun(ctx: typer.Context, cls, config: Path, out: Path):
         _fail(ValueError(f"--config reruns {config} as it was: only --out and --threads go with it, "
                          f"not {', '.join(typed)}"))
     try:
-        data = json.loads(Path(config).read_text())
-        cfg = cls.from_dict(data.get("config", data))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        _fail(ValueError(f"{config}: not a run's config.json ({exc})"))
+        cfg = cls.load(config)  # a misspelt or unknown key is refused, not silently left at its default
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
     return replace(cfg, out=str(out)) if ctx.get_parameter_source("out").name != "DEFAULT" else cfg
 
 

@@ -83,14 +83,27 @@ def mpp_from_properties(props: dict) -> float | None:
     per_um = {"centimeter": 1e4, "inch": 25400.0}.get(unit)
     if per_um is None or resolution <= 0:
         return None
-    value = per_um / resolution
-    return value if value < MAX_PLAUSIBLE_MPP else None
+    return per_um / resolution
+
+
+def mpp_problem(mpp: float) -> str:
+    """Why a given microns-per-pixel cannot be a microscope scan's, or "" when it can be."""
+    if mpp > 0 and math.isfinite(mpp) and mpp < MAX_PLAUSIBLE_MPP:
+        return ""
+    return (f"--mpp is level-0 microns per pixel, a positive number: about 0.25 for a 40x scan and 0.5 for 20x; "
+            f"got {mpp:g}" + (" (a magnification?)" if mpp >= MAX_PLAUSIBLE_MPP else ""))
 
 
 def resolve_mpp(path: Path, metadata_mpp: float | None, mpp: float | None, override_mpp: bool) -> tuple[float, str]:
-    """Level-0 um/px and its source: `mpp` only where the metadata has none, unless `override_mpp`."""
-    if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
-        raise SlideReadError(path, f"--mpp must be a positive number, got {mpp}")
+    """Level-0 um/px and its source: `mpp` only where the metadata has none, unless `override_mpp`.
+
+    Metadata coarser than MAX_PLAUSIBLE_MPP (a 72-dpi TIFF reads as 352.8 um/px) counts as none."""
+    if mpp is not None and (problem := mpp_problem(mpp)):
+        raise SlideReadError(path, problem)
+    missing = "no microns-per-pixel in the slide metadata"
+    if metadata_mpp is not None and metadata_mpp >= MAX_PLAUSIBLE_MPP:
+        missing = f"its metadata's {metadata_mpp:.4g} microns per pixel is a screen resolution, not a scan's"
+        metadata_mpp = None
     if mpp is not None and (override_mpp or metadata_mpp is None):
         return float(mpp), "--mpp"
     if metadata_mpp is not None:
@@ -98,8 +111,7 @@ def resolve_mpp(path: Path, metadata_mpp: float | None, mpp: float | None, overr
             log.info("%s: using its metadata's %.4g um/px, not --mpp %g (--override-mpp replaces the metadata)",
                      path, metadata_mpp, mpp)
         return metadata_mpp, "metadata"
-    raise SlideReadError(path, "no microns-per-pixel in the slide metadata; pass --mpp "
-                               "(e.g. --mpp 0.5 for a 20x scan, 0.25 for 40x)")
+    raise SlideReadError(path, f"{missing}; pass --mpp (e.g. --mpp 0.5 for a 20x scan, 0.25 for 40x)")
 
 
 class _OpenSlideBase:
@@ -111,7 +123,6 @@ class _OpenSlideBase:
         self.level_count = slide.level_count
         self.level_dimensions = tuple(tuple(d) for d in slide.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in slide.level_downsamples)
-        self.metadata_mpp = metadata_mpp
         try:
             self.mpp, self.mpp_source = resolve_mpp(path, metadata_mpp, mpp, override_mpp)
         except SlideReadError:
@@ -173,6 +184,9 @@ class ImageReader(_OpenSlideBase):
             slide = openslide.ImageSlide(str(path))
         except (UnidentifiedImageError, OSError):
             raise SlideReadError(path, "neither OpenSlide nor PIL can read it (corrupt or unsupported format)") from None
+        except Image.DecompressionBombError:  # PIL holds a plain image whole in memory
+            raise SlideReadError(path, "a plain image too large to hold in memory; convert it to a tiled pyramidal "
+                                       "TIFF (e.g. `vips tiffsave IN OUT --tile --pyramid`)") from None
         with Image.open(path) as image:
             tags = getattr(image, "tag_v2", {})
             unit = {2: "inch", 3: "centimeter"}.get(tags.get(296))

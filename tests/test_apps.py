@@ -198,6 +198,8 @@ def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_mo
     cmu = shared_data / "slides" / "CMU-1-Small-Region.svs"
     no_tissue = lab.predict_upload(str(cmu), 1e-6, str(slide_model), "student", tmp_path).status  # a far too fine scale
     assert "no tissue found" in no_tissue and str(cmu) not in no_tissue
+    magnification = lab.predict_upload(str(cmu), 20, str(slide_model), "student", tmp_path).status
+    assert "the MPP override field is level-0 microns per pixel" in magnification and "(a magnification?)" in magnification
     assert not list(tmp_path.glob("lab-*"))  # failed requests leave no output folders behind
 
 

@@ -115,7 +115,7 @@ def feature_folders(tmp_path):
     return tmp_path
 
 
-def test_train_then_distill_writes_models_predictions_and_resumes(feature_folders):
+def test_train_then_distill_writes_models_predictions_and_resumes(feature_folders, monkeypatch):
     root = feature_folders
     model = ABMILConfig(hidden_dim=8, attn_dim=8, drop_rate=0.0)
     teacher_cfg = MILConfig(features=str(root / "f20"), splits=str(root / "splits.csv"), out=str(root / "teacher"),
@@ -140,6 +140,17 @@ def test_train_then_distill_writes_models_predictions_and_resumes(feature_folder
     distill(student_cfg)  # same config: folds are reloaded, not retrained
     assert student_model.stat().st_mtime_ns == stamp
     distill(dataclasses.replace(student_cfg, w_topk=0.0))  # changed config: retrained
+    assert student_model.stat().st_mtime_ns != stamp
+
+    # killed before its first fold finished, a run with other settings has already rewritten config.json:
+    # going on with those settings must still retrain the folds an older run saved
+    import lrmil.mil.train as mil_train
+    stamp, fit = student_model.stat().st_mtime_ns, mil_train.fit
+    monkeypatch.setattr(mil_train, "fit", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        distill(dataclasses.replace(student_cfg, lr=5e-3))
+    monkeypatch.setattr(mil_train, "fit", fit)
+    distill(dataclasses.replace(student_cfg, lr=5e-3))
     assert student_model.stat().st_mtime_ns != stamp
 
     # 20x features cut from another grid (one patch fewer, so every later index shifts) are refused
@@ -175,6 +186,14 @@ def test_config_reruns_a_run_into_another_out_and_refuses_flags_it_would_ignore(
     refused = lrmil("train", "--config", root / "t" / "config.json", "--epochs", 9)
     assert refused.exit_code == 2 and "only --out and --threads go with it, not --epochs" in refused.output
     broken = lrmil("distill", "--config", root / "splits.csv")
-    assert broken.exit_code == 2 and "splits.csv: not a run's config.json" in broken.output
+    assert broken.exit_code == 2 and "splits.csv: not valid JSON" in broken.output
+    record = json.loads((root / "t" / "config.json").read_text())
+    record["config"]["epoch"] = record["config"].pop("epochs")  # hand-edited, misspelt: must not train 60 epochs
+    (root / "typo.json").write_text(json.dumps(record))
+    typo = lrmil("train", "--config", root / "typo.json", "--out", root / "t3")
+    assert typo.exit_code == 2 and "typo.json: no setting is called epoch (misspelt?)" in typo.output
+    no_fold = lrmil("train", "--features", root / "f20", "--splits", root / "splits.csv", "--out", root / "t4",
+                    "--folds", "7", *small)
+    assert no_fold.exit_code == 2 and "splits.csv: no fold 7 among the slides with features (folds: 0, 1, 2)" in no_fold.output
     missing = lrmil("distill", "--features", root / "f5", "--splits", root / "splits.csv")
     assert missing.exit_code == 2 and "missing --teacher-features, --teacher" in missing.output

@@ -30,7 +30,7 @@ def test_no_mpp_slide_fails_clearly_and_works_with_override(shared_data):
     message = str(info.value)
     assert "\n" not in message and path.name in message and "--mpp" in message
     with open_slide(path, mpp=0.25) as reader:
-        assert reader.mpp == 0.25 and reader.metadata_mpp is None and reader.mpp_source == "--mpp"
+        assert reader.mpp == 0.25 and reader.mpp_source == "--mpp"
         assert reader.level_count == 2
         patch = read_scaled(reader, (1000, 1000), 512, 256)  # read from level 1 (downsample ~2)
         assert patch.shape == (256, 256, 3)
@@ -72,9 +72,27 @@ def test_png_needs_mpp_and_tiff_resolution_is_used(tmp_path):
 
 
 def test_screen_dpi_is_not_taken_as_a_scale(tmp_path):
+    import tifffile
+
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "c.tif", resolution_unit=2, resolution=72.0)
-    with pytest.raises(SlideReadError, match="--mpp"):
-        open_slide(tmp_path / "c.tif")
+    # tiled, so OpenSlide reads it and reports openslide.mpp-x itself: 25400 / 72 = 352.8 um/px
+    tifffile.imwrite(tmp_path / "tiled.tif", np.zeros((64, 64, 3), np.uint8), tile=(16, 16), resolution=(72, 72),
+                     resolutionunit="INCH")
+    for name in ("c.tif", "tiled.tif"):
+        with pytest.raises(SlideReadError, match="--mpp") as info:
+            open_slide(tmp_path / name)
+        assert "352.8 microns per pixel is a screen resolution" in str(info.value)
+        with open_slide(tmp_path / name, mpp=0.5) as reader:  # --mpp fills in, as for a slide without metadata
+            assert (reader.mpp, reader.mpp_source) == (0.5, "--mpp")
+    with pytest.raises(SlideReadError, match="got 20 \\(a magnification\\?\\)"):
+        open_slide(tmp_path / "tiled.tif", mpp=20.0)  # refused here too, not only by the CLI (the lab app's field)
+
+
+def test_a_plain_image_too_large_for_pil_fails_as_one_slide(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this: 64 x 64 stands in for 180 Mpx
+    with pytest.raises(SlideReadError, match="huge.png: a plain image too large .* pyramidal TIFF"):
+        open_slide(tmp_path / "huge.png", mpp=0.5)
 
 
 def test_best_level_picks_coarsest_sharp_enough_level():

@@ -6,19 +6,19 @@ turns uint8 patches into exactly what that encoder was trained on.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
+from export.jsonconfig import JsonConfig
 from lrmil.config import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
-class EncoderCfg:
+class EncoderCfg(JsonConfig):
     """Everything needed to use an encoder's weights correctly, stored next to them."""
 
     name: str
@@ -37,13 +37,6 @@ class EncoderCfg:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EncoderCfg":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
 def preprocess(cfg: EncoderCfg, patches: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from export.jsonconfig import JsonConfig
 
@@ -36,15 +37,13 @@ class ABMILConfig(JsonConfig):
     def to_dict(self) -> dict:
         return {"package": "lrmil", **dataclasses.asdict(self)}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "ABMILConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
-
 
 @dataclass(frozen=True)
 class MILConfig(JsonConfig):
     """One k-fold MIL training run on one feature folder (`lrmil train`)."""
+
+    RECORD_NESTS: ClassVar[str] = "config"  # a run's config.json: {"config": {...}, "version": ..., ...}
+    RECORD_KEYS: ClassVar[tuple[str, ...]] = ("model.package",)
 
     features: str = ""  # folder of per-slide HDF5 feature files
     splits: str = ""  # CSV with slide_id, label, fold
@@ -62,6 +61,9 @@ class MILConfig(JsonConfig):
 @dataclass(frozen=True)
 class DistillConfig(JsonConfig):
     """Stage 2 (`lrmil distill`): a 5x student ABMIL taught by a frozen 20x teacher ABMIL."""
+
+    RECORD_NESTS: ClassVar[str] = "config"
+    RECORD_KEYS: ClassVar[tuple[str, ...]] = ("model.package",)
 
     features: str = ""  # the student's 5x feature folder (stage-1 features for the full method)
     teacher_features: str = ""  # the teacher's 20x feature folder

@@ -28,16 +28,6 @@ def labels_of(table: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(table["label"].unique()))
 
 
-def assign_folds(table: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
-    """Stratified fold numbers 0..k-1 for a (slide_id, label) table: each class is dealt round-robin."""
-    rng = np.random.default_rng(seed)
-    folds = np.zeros(len(table), dtype=int)
-    for _, rows in table.groupby("label").groups.items():
-        order = rng.permutation(np.asarray(rows))
-        folds[table.index.get_indexer(order)] = (np.arange(len(order)) + rng.integers(k)) % k
-    return table.assign(fold=folds)
-
-
 def fold_roles(table: pd.DataFrame, test_fold: int) -> dict[str, list[str]]:
     """Test = `test_fold`, validation (early stopping) = the next fold in order, train = the rest."""
     folds = sorted(table["fold"].unique())

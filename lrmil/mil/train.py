@@ -100,28 +100,30 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
               fold_loss: Callable[[int], BagLoss], model_cfg: ABMILConfig, data_hash: str) -> dict:
     """Train one model per test fold; write fold<k>/model.safetensors, predictions.csv, metrics.json.
 
-    A fold whose model already exists for the same config and data is reloaded, not retrained.
+    A fold whose model was saved by the same config from the same data is reloaded, not retrained; each
+    model carries that key itself, so a run killed after config.json changed never reloads an older run's fold.
     """
     from export.atomic import write_json
 
     out = Path(cfg.out)
     record = {**run_record(cfg), "data_hash": data_hash}
-    previous = out / "config.json"
-    old = json.loads(previous.read_text()) if previous.is_file() else {}
-    same_run = (old.get("config"), old.get("data_hash")) == (record["config"], data_hash)
-    write_json(previous, record)
+    key = {"run": record["config"], "data_hash": data_hash}
+    write_json(out / "config.json", record)
     splits = splits[splits["slide_id"].isin(bags)]
     folds = [int(f) for f in (cfg.folds or sorted(splits["fold"].unique()))]
+    if unknown := sorted(set(folds) - set(splits["fold"])):
+        raise ValueError(f"{cfg.splits}: no fold {', '.join(map(str, unknown))} among the slides with features "
+                         f"(folds: {', '.join(map(str, sorted(splits['fold'].unique())))})")
     tables = []
     for fold in tqdm(folds, desc="folds"):
         roles = fold_roles(splits, fold)
         path = out / f"fold{fold}" / "model.safetensors"
-        if same_run and path.is_file():
+        if saved_with(path, key):
             model = load_mil(path)
         else:
             model = fit(ABMIL(model_cfg), [bags[s] for s in roles["train"]], [bags[s] for s in roles["val"]],
                         fold_loss(fold), cfg, desc=f"fold {fold}")
-            save_mil(path, model, {"fold": fold, "run": record["config"]})
+            save_mil(path, model, {"fold": fold, **key})
         test = [bags[s] for s in roles["test"]]
         tables.append(predictions_table([b.slide_id for b in test], np.array([b.label for b in test]),
                                         predict_bags(model, test), labels, [fold] * len(test)))
@@ -131,6 +133,16 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     metrics = {"pooled": metrics_from_table(table, labels), "folds": per_fold}
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def saved_with(path: Path, key: dict) -> bool:
+    """True when the fold model at `path` exists and its metadata holds `key` (config and data hash)."""
+    from export.artifact import read_weights_metadata
+
+    if not path.is_file():
+        return False
+    metadata = read_weights_metadata(path, package="lrmil")
+    return all(metadata.get(name) == value for name, value in key.items())
 
 
 def run_record(cfg) -> dict:
