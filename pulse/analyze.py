@@ -121,6 +121,36 @@ def open_model(name: str, device: str = "cpu", species_list: str = "", threads: 
         raise ValueError(f"{species_list}: {exc}") from None
 
 
+def open_checked_model(cfg: InferConfig) -> tuple[Predictor, WindowSpec, LabelSet]:
+    """`cfg.model` opened, with the windows its metadata and `cfg` ask for and its labels; a model without
+    PULSE metadata or a bad --overlap / --min-len is one error, and the model is closed again."""
+    model_path, _ = resolve_model(cfg.model)
+    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
+    try:
+        meta = predictor.metadata
+        if missing := [k for k in ("labels", "sample_rate", "window_s") if k not in meta]:
+            raise ValueError(f"{model_path}: not a PULSE model (its metadata lacks {', '.join(missing)}; "
+                             "`pulse export` writes it)")
+        rate = int(meta["sample_rate"])
+        spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
+        return predictor, spec, LabelSet.from_metadata(meta)
+    except Exception:
+        predictor.close()
+        raise
+
+
+def refuse_truncated(path: Path, info: AudioInfo, spec: WindowSpec) -> None:
+    """A file whose header promises more audio than it holds is analysed only if what it holds fills --min-len."""
+    if info.warning and (short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s", spec)):
+        raise AudioReadError(path, short)
+
+
+def window_times(starts: list[np.ndarray], spec: WindowSpec, duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (s) of every window; the last one ends where the recording (or what was read of it) ends."""
+    starts_s = np.round(np.concatenate(starts) / spec.sample_rate, 6)
+    return starts_s, np.round(np.minimum(starts_s + spec.window / spec.sample_rate, duration_s), 6)
+
+
 @dataclass
 class Summary:
     files_total: int = 0
@@ -202,15 +232,9 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     if blocker := file_in_the_way(out_dir):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
-    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
+    predictor, spec, labels = open_checked_model(cfg)
     meta = predictor.metadata
-    if missing := [k for k in ("labels", "sample_rate", "window_s") if k not in meta]:
-        predictor.close()
-        raise ValueError(f"{model_path}: not a PULSE model (its metadata lacks {', '.join(missing)}; "
-                         "`pulse export` writes it)")
-    rate = int(meta["sample_rate"])
-    spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
-    run = _Run(cfg, spec, LabelSet.from_metadata(meta), model_band(meta),
+    run = _Run(cfg, spec, labels, model_band(meta),
                Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path)), out_dir, writers)
     files = [_File(path, rel) for path, rel in find_audio(inputs)]
     _sweep_temporaries(out_dir)
@@ -417,9 +441,7 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
         path = todo[i].path
         try:
             info = audio_info(path)
-            if info.warning and (short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s",
-                                                        run.spec)):
-                raise AudioReadError(path, short)
+            refuse_truncated(path, info, run.spec)
             if not put(("start", i, info)):
                 return
             blocks = stream_audio(path, run.spec.sample_rate, run.cfg.block_s, run.cfg.channel, info=info)
@@ -439,9 +461,7 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
 
 def _finish_file(f: _File, run: _Run) -> None:
     """Write the per-file outputs, then journal the scores: only then is the file done."""
-    rate = run.spec.sample_rate
-    starts_s = np.round(np.concatenate(f.starts) / rate, 6)
-    ends_s = np.round(np.minimum(starts_s + run.spec.window / rate, f.duration_s), 6)
+    starts_s, ends_s = window_times(f.starts, run.spec, f.duration_s)
     part = {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
             "sample_rate": np.int64(f.info.sample_rate)}
     tables = _tables(str(f.path), part, run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from export.jsonconfig import JsonConfig
-from pulse.species import INSECTSET32_SPECIES
+from pulse.species import INSECTSET32_SPECIES, species_code
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ModelConfig(JsonConfig):
     attribution: str = ""
 
     def __post_init__(self):
-        for name in ("common_names", "codes"):  # empty: writers fall back to the labels themselves
+        for name in ("common_names", "codes"):  # empty: writers use the label itself and species_code(label)
             if getattr(self, name) and len(getattr(self, name)) != len(self.labels):
                 raise ValueError(f"model.{name} lists {len(getattr(self, name))} entries for {len(self.labels)} "
                                  f"labels: give one per species, in the labels' order")
@@ -50,6 +50,10 @@ class ModelConfig(JsonConfig):
             values = getattr(self, name)
             if twice := sorted({v for v in values if values.count(v) > 1}):
                 raise ValueError(f"model.{name} lists {', '.join(twice)} more than once")
+        derived = [species_code(label) for label in self.labels]
+        if not self.codes and (twice := sorted({c for c in derived if derived.count(c) > 1})):
+            raise ValueError(f"the labels' derived codes repeat ({', '.join(twice)}: first three letters of genus "
+                             f"and epithet): give model.codes, one per label")
 
     @classmethod
     def from_dict(cls, data: dict):
@@ -120,7 +124,8 @@ class EvalConfig(JsonConfig):
     batch_size: int = 32
     seed: int = 0
     # Each condition scored again with every excerpt this much later (silence in front): where a song falls on
-    # the model's 20 ms frame grid is chance in a real recording, and it moves window F1 by up to 0.09.
+    # the model's frame grid (20 ms for the bundled models) is chance in a real recording; it moved their window
+    # F1 by up to 0.09.
     delays_ms: tuple[float, ...] = (5.0, 10.0, 15.0)
 
 
@@ -172,7 +177,8 @@ class SemiConfig(JsonConfig):
     kd_probe_weight: float = 0.0
     kd_probe_folds: int = 5
     # "joint": every term from the first step; "pretrain_finetune": BYOL and KD alone for the first
-    # pretrain_frac of the steps, then the weak labels alone.
+    # pretrain_frac of the steps, then the terms that train the species head (weak labels, shift
+    # consistency, ensemble) alone.
     schedule: str = "joint"
     pretrain_frac: float = 0.5
 
@@ -246,7 +252,7 @@ class TrainConfig(JsonConfig):
     grad_clip: float = 5.0
     ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights
     init_from: str = ""  # weights (.safetensors) to fine-tune from; empty starts from random init
-    threads: int = 2
+    threads: int = 2  # torch CPU threads; 0 leaves torch's default (every core)
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # per-epoch validation, model selection
     # Extra loss terms added by the semi-supervised and distillation issue (0 disables).
     lambda_byol: float = 0.0

@@ -218,18 +218,3 @@ def embedding_figure(embeddings: np.ndarray, scores: pd.DataFrame, title: str = 
     ax.set_title(title or f"Window embeddings (PCA, {len(coords)} windows): colour = top species", fontsize=10)
     figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return figure
-
-
-def save_recording_plots(audio_path: str | Path, scores: pd.DataFrame, detections: pd.DataFrame,
-                         out_stem: str | Path, min_conf: float | None = None,
-                         cfg: PlotConfig = PlotConfig()) -> tuple[Path, Path]:
-    """`STEM.spectrogram.png` and `STEM.scores.png` for one analysed recording (e.g. from the CLI)."""
-    from pulse.recording import display_audio
-
-    audio, rate = display_audio(audio_path, cfg.max_display_s, cfg.max_display_samples)
-    name = Path(audio_path).name
-    stem = Path(out_stem)
-    spectrum = save_png(spectrogram_figure(audio, rate, detections, name, tuple(scores.columns), cfg),
-                        f"{stem}.spectrogram.png")
-    curves = save_png(scores_figure(scores, min_conf, name, cfg), f"{stem}.scores.png")
-    return spectrum, curves

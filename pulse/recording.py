@@ -2,8 +2,8 @@
 
 `pulse analyze` streams folders of recordings to files; the field app and notebooks need the
 tables and the per-window embedding of a single recording back as objects. This module builds
-them from the same public parts as the batch path (`open_model`, `stream_audio`,
-`frame_windows`, `scores_frame`, `detect`), so a file scores identically in both.
+them from the same public parts as the batch path (`open_checked_model`, `refuse_truncated`, `stream_audio`,
+`frame_windows`, `window_times`, `scores_frame`, `detect`), so a file scores identically in both.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pulse.analyze import cut_too_short, model_band, open_model
+from pulse.analyze import cut_too_short, model_band, open_checked_model, refuse_truncated, window_times
 from pulse.config import InferConfig
 from pulse.detect import detect
 from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, stream_audio
 from pulse.schema import LabelSet, detection_channel, scores_frame
-from pulse.windows import WindowSpec, frame_windows
+from pulse.windows import frame_windows
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,12 @@ class Recording:
 def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Recording:
     """Score one recording with `cfg.model`; raises AudioReadError for a bad file."""
     info = audio_info(path)
-    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
+    predictor, spec, labels = open_checked_model(cfg)
+    meta, starts, scores, embeddings = predictor.metadata, [], [], []
+    warning, duration_s = info.warning, info.duration_s
     try:
-        meta = predictor.metadata
-        rate = int(meta["sample_rate"])
-        spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
-        starts, scores, embeddings, warning, duration_s = [], [], [], info.warning, info.duration_s
-        if info.warning and (short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s", spec)):
-            raise AudioReadError(path, short)
-        blocks = stream_audio(path, rate, cfg.block_s, cfg.channel, info=info)
+        refuse_truncated(Path(path), info, spec)
+        blocks = stream_audio(path, spec.sample_rate, cfg.block_s, cfg.channel, info=info)
         try:
             for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
                 outputs = predictor.predict(windows)
@@ -59,9 +56,7 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
             warning, duration_s = exc.note, exc.decoded_s
     finally:
         predictor.close()
-    labels = LabelSet.from_metadata(meta)
-    starts_s = np.round(np.concatenate(starts) / rate, 6)
-    ends_s = np.round(np.minimum(starts_s + spec.window / rate, duration_s), 6)
+    starts_s, ends_s = window_times(starts, spec, duration_s)
     table = scores_frame(str(path), starts_s, ends_s, np.concatenate(scores), labels.labels)
     # Selection boxes span the model's band, never above what the file itself contains.
     low_hz, high_hz = model_band(meta)

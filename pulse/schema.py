@@ -42,7 +42,7 @@ class LabelSet:
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "LabelSet":
-        """Read from a Predictor's metadata; names and codes fall back to the label itself."""
+        """Read from a Predictor's metadata; a common name falls back to the label, a code to species_code(label)."""
         labels = tuple(metadata["labels"])
         common = tuple(metadata.get("common_names") or labels)
         codes = tuple(metadata.get("codes") or (species_code(label) for label in labels))

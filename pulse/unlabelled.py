@@ -22,21 +22,25 @@ from pulse.train.augment import crop, rms
 
 
 def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
-    """`duration_s` of mono audio from `start_s`, resampled to `sample_rate`, zero-padded past the end."""
+    """`duration_s` of mono audio from `start_s`, resampled to `sample_rate`, zero-padded before the start (a
+    negative `start_s`: a window longer than the teacher's, centred on its first one) and past the end."""
     import soundfile as sf
     import soxr
 
     length = int(round(duration_s * sample_rate))
+    lead = min(max(int(round(-start_s * sample_rate)), 0), length)  # samples of silence before the recording
     with sf.SoundFile(str(path)) as f:
         native = f.samplerate
         first = min(max(int(round(start_s * native)), 0), f.frames)
         f.seek(first)
-        data = f.read(min(int(np.ceil(duration_s * native)) + 1, f.frames - first), dtype="float32", always_2d=True)
+        wanted = int(np.ceil((duration_s - lead / sample_rate) * native)) + 1
+        data = f.read(min(wanted, f.frames - first), dtype="float32", always_2d=True)
     mono = data.mean(axis=1)
     if native != sample_rate and len(mono):
         mono = soxr.resample(mono, native, sample_rate).astype(np.float32)
     out = np.zeros(length, np.float32)
-    out[:min(length, len(mono))] = mono[:length]
+    kept = mono[:length - lead]
+    out[lead:lead + len(kept)] = kept
     return out
 
 

@@ -111,6 +111,21 @@ def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model
     assert not list(tmp_path.glob("field-*"))  # a failed request leaves no empty output folder behind
 
 
+def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_batch(tmp_path):
+    import onnx
+
+    from pulse.analyze import analyze
+    from pulse.config import InferConfig
+
+    bare = onnx.load(str(Path(field.__file__).parents[1] / "pulse" / "assets" / "default" / "model.onnx"))
+    del bare.metadata_props[:]  # an ONNX classifier of someone else's: no labels, rate or window
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    view = field.analyze_upload(str(GRYLLUS), str(tmp_path / "bare.onnx"), 0.25, tmp_path / "work")
+    assert "not a PULSE model (its metadata lacks labels, sample_rate, window_s" in view.status
+    with pytest.raises(ValueError, match="bare.onnx: not a PULSE model"):
+        analyze([GRYLLUS], tmp_path / "out", InferConfig(model=str(tmp_path / "bare.onnx")))
+
+
 def test_plots_draw_one_box_per_run_and_reject_mixed_files(tmp_path):
     rng = np.random.default_rng(0)
     labels = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green"),

@@ -141,6 +141,9 @@ def test_unlabelled_pool_streams_real_windows(shared_data):
     info = sf.info(files[0])
     tail = read_span(files[0], info.duration - 0.5, 1.5, 22050)
     assert np.abs(tail[:10000]).max() > 0 and not tail[12000:].any()  # past the end: zeros
+    head = read_span(files[0], -0.5, 1.5, 22050)  # before the start: zeros, then the recording from its first sample
+    np.testing.assert_array_equal(head[:11025], 0.0)
+    np.testing.assert_allclose(head[11025:], read_span(files[0], 0.0, 1.0, 22050), atol=1e-6)
     with pytest.raises(ValueError, match="roots"):
         UnlabelledPool.from_manifests(("a.csv", "b.csv"), ("x",), "train", 22050, 1.5)
 

@@ -231,11 +231,11 @@ def test_multitask_run_logs_each_term_and_follows_the_schedule(shared_data, tmp_
                       byol_batch=3, byol_hidden=32, byol_dim=16, kd_batch=3, kd_probe_weight=1.0,
                       schedule="pretrain_finetune",
                       pretrain_frac=0.5)
-    cfg = dataclasses.replace(base, lambda_byol=1.0, lambda_kd=0.5, semi=semi)
+    cfg = dataclasses.replace(base, lambda_byol=1.0, lambda_kd=0.5, lambda_shift=1.0, semi=semi)
     weak_labels.train(cfg, tmp_path / "run")
     history = json.loads((tmp_path / "run/history.json").read_text())
-    assert {"loss_byol", "loss_kd"} <= set(history[0]) and "loss_bce" not in history[0]
-    assert "loss_bce" in history[1] and "loss_byol" not in history[1]
+    assert {"loss_byol", "loss_kd"} <= set(history[0]) and not {"loss_bce", "loss_shift"} & set(history[0])
+    assert {"loss_bce", "loss_shift"} <= set(history[1]) and "loss_byol" not in history[1]  # head terms: fine-tuning
     assert all(np.isfinite(v) for row in history for k, v in row.items() if k.startswith("loss_"))
     state = load_weights(tmp_path / "run/checkpoint.safetensors")[0]
     assert any(k.startswith("loss.byol.target_model.") for k in state)

@@ -213,6 +213,7 @@ def test_ema_without_validation_and_threaded_batches(shared_data, tmp_path):
     weak_labels.train(cfg, tmp_path / "threaded", workers=2)
     threaded = weights(tmp_path / "threaded/checkpoint.safetensors")
     assert all(torch.equal(state[k], threaded[k]) for k in state)
+    assert weak_labels.train(dataclasses.replace(cfg, threads=0, epochs=1), tmp_path / "every_core")["epoch"] == 1
 
 
 def test_refit_trains_on_extra_splits_and_refuses_to_validate_on_them(shared_data, tmp_path, monkeypatch):
@@ -387,6 +388,10 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path)
 def test_labels_of_your_own_need_no_common_names_or_codes():
     own = ModelConfig.from_dict({"labels": ["Ephippiger diurnus", "Gryllus campestris"]})
     assert own.labels == ("Ephippiger diurnus", "Gryllus campestris") and own.common_names == own.codes == ()
+    with pytest.raises(ValueError, match="derived codes repeat \\(GRYCAM"):  # Raven's Species Code would be ambiguous
+        ModelConfig.from_dict({"labels": ["Gryllus campestris", "Gryllus campanula"]})
+    twins = ModelConfig.from_dict({"labels": ["Gryllus campestris", "Gryllus campanula"], "codes": ["GRYCAM", "GRYCAN"]})
+    assert twins.codes == ("GRYCAM", "GRYCAN")
 
 
 def test_a_clip_that_cannot_be_read_is_left_out_with_one_line(shared_data, tmp_path, caplog):
@@ -419,6 +424,11 @@ def test_unknown_singer_is_a_pulsed_band_above_the_crickets_and_leaves_the_targe
         assert abs(rms(singer) - 1.0) < 1e-3 and 4500 < peak < 17000
         assert power[(freqs > 0.75 * peak) & (freqs < 1.3 * peak)].sum() > 0.8 * power.sum()
         assert np.mean(np.abs(singer) < 1e-6) > 0.1  # pulses, not a steady hiss
+
+    for low_rate in (24000, 16000):  # models at lower rates: every draw fits under their Nyquist frequency
+        for _ in range(50):
+            power = np.abs(np.fft.rfft(unknown_singer(low_rate, low_rate, draws))) ** 2
+            assert np.fft.rfftfreq(low_rate, 1 / low_rate)[power.argmax()] < 0.45 * low_rate
 
     tone = (0.1 * np.sin(2 * np.pi * 2000 * np.arange(n) / sample_rate)).astype(np.float32)
 

@@ -107,7 +107,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     from lrmil.synth import synthesize
 
     out = Path(cfg.out)
-    torch.set_num_threads(cfg.threads)
+    if cfg.threads > 0:  # 0: torch's own default, every core
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     clock: dict[str, float] = {}

@@ -1,7 +1,7 @@
 """Compact residual CNN encoders over log-mel spectrograms.
 
-Each stage halves frequency and time, so a 3 s window (64 mels x 301 frames) ends as a
-4 x 19 map; pooling then takes the mean over frequency and max + mean over time (as in PANNs,
+Each stage halves frequency and time, so a 3 s window of 64 mels ends as a 4-band map (the bundled
+models' 151 frames of 20 ms as 10 steps); pooling then takes the mean over frequency and max + mean over time (as in PANNs,
 Kong et al. 2020), which keeps short chirps and steady trills alike.
 """
 

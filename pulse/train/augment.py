@@ -86,7 +86,8 @@ def unknown_singer(length: int, sample_rate: int, rng: np.random.Generator) -> n
     continuously or in chirps. Field recordings hold other singers behind the focal one; the bundled
     backgrounds hold only two cicadas (bench/README.md, "Other singers behind the song")."""
     t = np.arange(length) / sample_rate
-    centre = float(np.exp(rng.uniform(np.log(5000.0), np.log(16000.0))))
+    top = min(16000.0, 0.4 * sample_rate)  # a model at 24 kHz hears up to 12 kHz: its singers stay below that
+    centre = float(np.exp(rng.uniform(np.log(min(5000.0, top)), np.log(top))))
     if rng.random() < 0.5:
         carrier = np.sin(2 * np.pi * centre * t + rng.uniform(0, 2 * np.pi))
     else:

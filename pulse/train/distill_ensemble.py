@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pulse.config import TrainConfig
-from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs
+from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs, schedule_span
 
 
 def load_teachers(cfg: TrainConfig) -> list[nn.Module]:
@@ -74,4 +74,4 @@ def ensemble(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
         return None
     if not cfg.ensemble_teachers:
         raise ValueError("lambda_ensemble > 0 needs ensemble_teachers: the model.safetensors files to learn from")
-    return EnsembleDistillation(cfg.lambda_ensemble, load_teachers(cfg))
+    return EnsembleDistillation(cfg.lambda_ensemble, load_teachers(cfg), schedule_span(cfg, supervised=True))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pulse.config import TrainConfig
-from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs
+from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs, schedule_span
 
 
 def sub_frame_offsets(count: int, hop_length: int, generator: torch.Generator) -> torch.Tensor:
@@ -43,4 +43,6 @@ class ShiftConsistency(LossTerm):
 
 @LOSS_TERMS.register("shift")
 def shift(cfg: TrainConfig, model: nn.Module) -> LossTerm | None:
-    return ShiftConsistency(cfg.lambda_shift) if cfg.lambda_shift > 0 else None
+    if cfg.lambda_shift <= 0:
+        return None
+    return ShiftConsistency(cfg.lambda_shift, schedule_span(cfg, supervised=True))  # it trains the species head

@@ -168,7 +168,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
         raise FileNotFoundError(f"{cfg.manifest}: manifest not found (paths in a config are relative to the "
                                 f"working directory: {Path.cwd()})")
     MODELS.get(cfg.model.arch), POOLING.get(cfg.pooling)  # an unknown name: a KeyError before any audio is decoded
-    torch.set_num_threads(cfg.threads)
+    if cfg.threads > 0:  # 0: torch's own default, every core
+        torch.set_num_threads(cfg.threads)
     device = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
