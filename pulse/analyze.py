@@ -32,10 +32,11 @@ from export.atomic import atomic_path, file_in_the_way, is_temporary, write_json
 from export.predictor import Predictor, load_predictor
 from pulse import __version__
 from pulse.config import InferConfig
-from pulse.detect import detect_windows
+from pulse.detect import detections_from_arrays
 from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, find_audio, stream_audio
 from pulse.journal import Journal
-from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
+from pulse.schema import (DETECTION_COLUMNS, Columns, LabelSet, SchemaError, check_score_values, detection_channel,
+                          empty_detections, scores_frame)
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
 from pulse.writers import WRITERS, output_path
@@ -340,8 +341,13 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
             for i, starts, _ in take:
                 f = todo[i]
                 if scores is not None and not f.failed:
-                    f.starts.append(starts)
-                    f.scores.append(scores[row:row + len(starts)])
+                    part = scores[row:row + len(starts)]
+                    try:  # a broken model's NaN would otherwise reach scores.csv unremarked
+                        check_score_values(part)
+                        f.starts.append(starts)
+                        f.scores.append(part)
+                    except SchemaError as exc:
+                        fail(i, "model", exc)
                 row += len(starts)
                 f.pending -= len(starts)
                 bar.update(len(starts))
@@ -479,9 +485,9 @@ def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame | Column
         tables["scores"] = scores_frame(file, part["starts_s"], part["ends_s"], part["scores"], run.labels.labels)
     if "detections" in run.tables:
         high = min(run.band[1], float(part["sample_rate"]) / 2)
-        tables["detections"] = detect_windows(np.full(len(part["starts_s"]), file, dtype=object), part["starts_s"],
-                                              part["ends_s"], part["scores"], run.labels, run.cfg.min_conf,
-                                              run.band[0], high, detection_channel(run.cfg.channel))
+        tables["detections"] = detections_from_arrays(
+            np.full(len(part["starts_s"]), file, dtype=object), part["starts_s"], part["ends_s"], part["scores"],
+            run.labels, run.cfg.min_conf, run.band[0], high, detection_channel(run.cfg.channel))
     return tables
 
 
@@ -536,10 +542,14 @@ def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
     write_text(path, buffer.getvalue())
 
 
+# The settings that change what a file's detections and scores are (the model, and a species list, through
+# the model's metadata).
+OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel")
+
+
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
-    changing = ("min_conf", "overlap", "min_len", "formats", "channel")
-    settings = {k: v for k, v in cfg.to_dict().items() if k in changing}
+    settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
     try:
         stat = model_path.stat()
         model = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]
@@ -584,7 +594,7 @@ def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return
     left = [name for name in previous.formats if name not in cfg.formats]
-    changed = [k for k in ("model", "min_conf", "overlap", "min_len", "channel") if getattr(previous, k) != getattr(cfg, k)]
+    changed = [k for k in ("model", "species_list", *OUTPUT_SETTINGS) if getattr(previous, k) != getattr(cfg, k)]
     if left and changed:
         log.warning("%s: an earlier run with another %s wrote %s output there; this run leaves those files as they "
                     "were (use a new --out to keep runs apart)", out_dir, "/".join(changed), ", ".join(left))

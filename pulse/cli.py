@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from pulse.config import EvalConfig, ExportConfig, InferConfig, ModelConfig, TeacherCacheConfig, TrainConfig
+from pulse.writers import WRITERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PULSE: Orthoptera song detection for field recordings.")
@@ -40,7 +41,7 @@ def analyze(
     workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model (0: one per 4 cores, at least 1)."),
     threads: int = typer.Option(_INFER.threads, help="CPU threads of the model, any backend (0: every core)."),
     format: str = typer.Option(",".join(_INFER.formats), "--format",
-                               help="Comma list of raven, csv, audacity, scores, kaleidoscope."),
+                               help=f"Comma list of {', '.join(WRITERS.list())}."),
     resume: bool = typer.Option(_INFER.resume, help="Skip files a previous run into --out finished."),
     device: str = typer.Option(_INFER.device, help="cpu or cuda[:N]."),
     channel: Optional[int] = typer.Option(_INFER.channel, help="Analyse this channel (0-based); default mixes to mono."),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from export.jsonconfig import JsonConfig
-from pulse.species import INSECTSET32_SPECIES, species_code
+from pulse.species import BUNDLED_SPECIES, species_code
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,9 @@ class ModelConfig(JsonConfig):
     """Architecture, frontend and provenance of one audio model."""
 
     arch: str = "pulse_cnn_s"
-    labels: tuple[str, ...] = tuple(s.scientific for s in INSECTSET32_SPECIES)
-    common_names: tuple[str, ...] = tuple(s.common for s in INSECTSET32_SPECIES)
-    codes: tuple[str, ...] = tuple(s.code for s in INSECTSET32_SPECIES)
+    labels: tuple[str, ...] = tuple(s.scientific for s in BUNDLED_SPECIES)
+    common_names: tuple[str, ...] = tuple(s.common for s in BUNDLED_SPECIES)
+    codes: tuple[str, ...] = tuple(s.code for s in BUNDLED_SPECIES)
     # Frontend: 44.1 kHz keeps bush-cricket energy up to 22 kHz, where field noise is weakest.
     sample_rate: int = 44100
     window_s: float = 3.0  # the unit of analysis, as in BirdNET

@@ -26,14 +26,14 @@ def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
     if tuple(scores.columns) != label_set.labels:
         raise SchemaError("score columns do not match the model's labels")
     level = scores.index.get_level_values
-    return pd.DataFrame(detect_windows(level("file").to_numpy(object), level("start_s").to_numpy(float),
-                                       level("end_s").to_numpy(float), scores.to_numpy(), label_set, min_conf,
-                                       low_hz, high_hz, channel))
+    return pd.DataFrame(detections_from_arrays(level("file").to_numpy(object), level("start_s").to_numpy(float),
+                                               level("end_s").to_numpy(float), scores.to_numpy(), label_set,
+                                               min_conf, low_hz, high_hz, channel))
 
 
-def detect_windows(files: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray, scores: np.ndarray,
-                   label_set: LabelSet, min_conf: float, low_hz: float, high_hz: float,
-                   channel: int = 1) -> Columns:
+def detections_from_arrays(files: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray, scores: np.ndarray,
+                           label_set: LabelSet, min_conf: float, low_hz: float, high_hz: float,
+                           channel: int = 1) -> Columns:
     """`detect` from the arrays a scores table is made of, as columns: batch analysis calls this for
     every file, where building a DataFrame cost a quarter of a 3 s recording's output time."""
     check_score_values(scores)

@@ -15,7 +15,8 @@ class Species:
     code: str
 
 
-INSECTSET32_SPECIES: tuple[Species, ...] = (
+# The 9 of InsectSet32's 32 species that the bundled models were trained on (those in ../shared/data).
+BUNDLED_SPECIES: tuple[Species, ...] = (
     Species("Chorthippus biguttulus", "Bow-winged Grasshopper", "CHOBIG"),
     Species("Chorthippus brunneus", "Common Field Grasshopper", "CHOBRU"),
     Species("Gryllus campestris", "Field Cricket", "GRYCAM"),

@@ -111,8 +111,8 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
         name = f"pseudo_field_{seed}_{i:03d}.flac"
         with atomic_path(out / name) as tmp:
             sf.write(str(tmp), bed, sample_rate, format="FLAC")
-        rows.append({"path": name, "split": "train", "license": "CC-BY-4.0 (songs) + source soundscape licences",
-                     "source": "pseudo-field: InsectSet32 train songs in train-split soundscapes",
+        rows.append({"path": name, "split": "train", "license": "those of the songs and soundscapes mixed in",
+                     "source": f"pseudo-field: {len(songs)} song clips in {len(soundscapes)} soundscapes",
                      "duration_s": f"{duration_s:.3f}", "sample_rate": sample_rate})
     manifest = pd.DataFrame(rows, columns=list(UNLABELLED_COLUMNS))
     with atomic_path(out / "manifest.csv") as tmp:

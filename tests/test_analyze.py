@@ -147,6 +147,34 @@ def test_a_text_file_named_mp3_is_one_clear_error_and_the_batch_goes_on(tmp_path
     assert list(errors.message) == ["not readable as audio (format not recognised)"]
 
 
+def test_scores_a_broken_model_gives_outside_0_1_fail_that_file_at_the_model_stage(tmp_path):
+    """scores = 100 x mean |x|: within [0, 1] for a quiet file, above 1 for a loud one."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    cfg = ModelConfig()
+    consts = {"axes": np.array([1], np.int64), "scale": np.full((1, cfg.num_classes), 100.0, np.float32)}
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["waveform"], ["abs"]), helper.make_node("ReduceMean", ["abs", "axes"], ["level"]),
+         helper.make_node("Mul", ["level", "scale"], ["scores"])], "overflowing",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", cfg.window_samples])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", cfg.num_classes])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    broken = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    set_onnx_metadata(broken, cfg.to_dict())
+    onnx.save(broken, tmp_path / "broken.onnx")
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "loud.wav", song(3.0), RATE)
+    sf.write(tmp_path / "in" / "quiet.wav", song(3.0, loud=0.001), RATE)
+    out = tmp_path / "out"
+    summary = analyze([tmp_path / "in"], out, InferConfig(model=str(tmp_path / "broken.onnx"), formats=("scores",)))
+    assert (summary.files_done, summary.files_failed) == (1, 1)
+    row = pd.read_csv(out / "errors.csv").iloc[0]
+    assert (Path(row.path).name, row.stage, row.error_type) == ("loud.wav", "model", "SchemaError")
+    assert row.message == "SchemaError: scores must be finite and within [0, 1]"
+    assert set(pd.read_csv(out / "scores.csv")["file"].map(lambda f: Path(f).name)) == {"quiet.wav"}
+
+
 def test_a_wav_cut_short_is_analysed_as_far_as_it_goes_and_listed(tmp_path, model):
     sf.write(tmp_path / "battery.wav", song(9.0), RATE)
     data = (tmp_path / "battery.wav").read_bytes()

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from export.atomic import write_text
-from pulse.detect import detect, detect_windows
+from pulse.detect import detect, detections_from_arrays
 from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, detection_channel, scores_frame, validate_scores
 from pulse.writers import WRITERS, output_path
 
@@ -51,17 +51,17 @@ def test_schema_rejects_broken_tables(scores):
         detect(scores, LabelSet(("x", "y"), ("x", "y"), ("X", "Y")), 0.25, 500, 4000)
     values, files = scores.to_numpy(), np.full(3, "rec/a.wav", dtype=object)
     with pytest.raises(SchemaError, match="end_s > start_s"):  # a window ending where it starts
-        detect_windows(files, np.zeros(3), np.zeros(3), values, LABELS, 0.25, 500, 4000)
+        detections_from_arrays(files, np.zeros(3), np.zeros(3), values, LABELS, 0.25, 500, 4000)
     with pytest.raises(SchemaError, match="within"):  # a model that put out NaN
-        detect_windows(files, np.zeros(3), np.ones(3), values * np.nan, LABELS, 0.25, 500, 4000)
+        detections_from_arrays(files, np.zeros(3), np.ones(3), values * np.nan, LABELS, 0.25, 500, 4000)
     with pytest.raises(SchemaError, match="3 labels"):
         three = LabelSet(("x",) * 3, ("x",) * 3, ("X",) * 3)
-        detect_windows(files, np.zeros(3), np.ones(3), values, three, 0.25, 500, 4000)
+        detections_from_arrays(files, np.zeros(3), np.ones(3), values, three, 0.25, 500, 4000)
 
 
-def test_detect_windows_is_detect_of_the_table(scores):
+def test_detections_from_arrays_is_detect_of_the_table(scores):
     index = scores.index
-    from_arrays = detect_windows(index.get_level_values("file").to_numpy(object), np.array([0.0, 3.0, 6.0]),
+    from_arrays = detections_from_arrays(index.get_level_values("file").to_numpy(object), np.array([0.0, 3.0, 6.0]),
                                  np.array([3.0, 6.0, 7.5]), scores.to_numpy(), LABELS, 0.25, 500, 4000, channel=2)
     assert tuple(from_arrays) == DETECTION_COLUMNS
     pd.testing.assert_frame_equal(pd.DataFrame(from_arrays), detect(scores, LABELS, 0.25, 500, 4000, channel=2))

@@ -39,7 +39,8 @@ def entry_path(out: Path, digest: str) -> Path:
 
 
 def compute_entry(teacher, path: Path, cfg: TeacherCacheConfig) -> CachedTeacher:
-    """Teacher outputs for every window of one file, streamed and framed as `pulse analyze` does."""
+    """Teacher outputs for every 3 s window of one file, every `cfg.hop_s`, streamed and framed by the code
+    `pulse analyze` uses (at BirdNET's 48 kHz)."""
     spec = WindowSpec(birdnet.WINDOW_SAMPLES, int(round(cfg.hop_s * birdnet.SAMPLE_RATE)), birdnet.SAMPLE_RATE)
     starts, logits, embeddings = [], [], []
     for first, windows in frame_windows(stream_audio(path, birdnet.SAMPLE_RATE, BLOCK_S), spec, cfg.batch_size):

@@ -61,23 +61,30 @@ def cross_fitted_scores(embeddings: np.ndarray, targets: np.ndarray, groups: np.
     return scores
 
 
+def window_targets(species: str, windows: int, labels: tuple[str, ...]) -> np.ndarray:
+    """One-hot rows [windows, labels]: every window of a weakly labelled recording gets its species."""
+    return np.tile(np.eye(len(labels), dtype=np.float32)[labels.index(species)], (windows, 1))
+
+
 def fit_on_caches(manifest: str, background_manifest: str, labels: tuple[str, ...],
                   caches: tuple[str, str]) -> EmbeddingProbe:
     """The probe as a BirdNET-Analyzer user would train it: the manifest's training recordings, every window
     labelled with the recording's species, plus the training soundscapes as negatives (from teacher caches)."""
-    import pandas as pd
-
+    from pulse.manifest import read_manifest, select_split
     from pulse.teacher.cache import load_cache
 
+    def cached(cache: dict, cache_dir: str, path: str):
+        if path not in cache:
+            raise KeyError(f"{path}: not in the teacher cache {cache_dir} (run `pulse teacher-cache` on its manifest)")
+        return cache[path].embedding
+
     clips, backgrounds = load_cache(caches[0]), load_cache(caches[1])
-    frame = pd.read_csv(manifest)
     x, y = [], []
-    for path, species in frame.loc[frame["split"] == "train", ["path", "species"]].itertuples(index=False):
-        x.append(clips[path].embedding)
-        y.append(np.tile(np.eye(len(labels), dtype=np.float32)[labels.index(species)], (len(x[-1]), 1)))
-    soundscapes = pd.read_csv(background_manifest)
-    for path in soundscapes.loc[soundscapes["split"] == "train", "path"]:
-        x.append(backgrounds[path].embedding)
+    for path, species in select_split(read_manifest(manifest), "train")[["path", "species"]].itertuples(index=False):
+        x.append(cached(clips, caches[0], path))
+        y.append(window_targets(species, len(x[-1]), labels))
+    for path in select_split(read_manifest(background_manifest), "train")["path"]:
+        x.append(cached(backgrounds, caches[1], path))
         y.append(np.zeros((len(x[-1]), len(labels)), np.float32))
     return EmbeddingProbe().fit(np.concatenate(x), np.concatenate(y))
 

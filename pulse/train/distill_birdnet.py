@@ -129,17 +129,16 @@ class KnowledgeBank:
         learns from those entries, with the entries in `negatives` (the song-free backgrounds) as
         negatives; other audio may hold song and is left out.
         """
-        from pulse.teacher.probe import cross_fitted_scores
+        from pulse.teacher.probe import cross_fitted_scores, window_targets
 
         labelled = [i for i, path in enumerate(self.paths) if path in species]
         unknown = sorted({species[self.paths[i]] for i in labelled} - set(labels))
         if unknown:
             raise ValueError(f"training species {unknown} are not among the model's labels")
         background = [self.entries[i].embedding for i, path in enumerate(self.paths) if path in negatives]
-        onehot = np.eye(len(labels), dtype=np.float32)
         scores = cross_fitted_scores(
             np.concatenate([self.entries[i].embedding for i in labelled]),
-            np.concatenate([np.tile(onehot[labels.index(species[self.paths[i]])], (len(self.entries[i].starts_s), 1))
+            np.concatenate([window_targets(species[self.paths[i]], len(self.entries[i].starts_s), labels)
                             for i in labelled]),
             np.concatenate([np.full(len(self.entries[i].starts_s), i) for i in labelled]),
             np.concatenate(background) if background else np.zeros((0, birdnet.EMBED_DIM), np.float32), folds)

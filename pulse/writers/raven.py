@@ -32,5 +32,5 @@ class RavenWriter:
 
 
 def _num(value: float) -> str:
-    """Seconds and hertz without float noise (3 decimals covers any sample period above 1 kHz)."""
+    """Seconds and hertz without float noise, to 3 decimals (a millisecond: finer than any window hop)."""
     return f"{value:.3f}".rstrip("0").rstrip(".")
