@@ -1,8 +1,7 @@
 """Lab app: one slide in; tissue mask, attention heatmap, top-k patches and the prediction JSON out.
 
 The callback is a plain function of its inputs and a work folder, so tests call it directly.
-It runs `lrmil.features.segment_and_patch` (for the mask review) and `lrmil.predict.predict_slide`
-(the same student path as `lrmil predict`). Whenever the model carries a notice, such as the
+It runs `lrmil.predict.predict_slide`, the same student path (and the same images) as `lrmil predict`. Whenever the model carries a notice, such as the
 bundled demo model's "synthetic demo model, not for diagnosis", the page shows it above every result.
 """
 
@@ -16,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apps import in_page_terms, prune_old_outputs
-from lrmil.features import segment_and_patch
 from lrmil.mil.bundle import PATHS, load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
-from lrmil.predict import predict_slide, resolve_model_dir
+from lrmil.predict import IMAGES, predict_slide, resolve_model_dir
 from lrmil.slide import SLIDE_SUFFIXES
-from lrmil.tissue import save_mask_png
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +60,6 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
     name = Path(slide_path).name
     try:
         bundle = load_path(resolve_model_dir(cfg.model), cfg.path, cfg.device)
-        review = segment_and_patch(slide_path, bundle.tissue, bundle.patch, cfg.mpp, cfg.override_mpp)
-        mask = out / f"{review.slide_id}_mask.png"
-        save_mask_png(mask, review.thumbnail, review.mask)
         record = predict_slide(slide_path, bundle, cfg, out)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", slide_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
@@ -75,7 +69,8 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
     status = (f"**{name}**: predicted **{record['label']}** ({probs}) from {record['patches']} patches at "
               f"{record['magnification']:g}x ({cfg.path} path), mpp {record['mpp']:.4g} from {record['mpp_source']}, "
               f"{record['seconds']['total']:.2f} s.")
-    return LabView(status, record["notice"], str(mask), str(out / record["heatmap"]), str(out / record["topk"]), record)
+    mask_png, heatmap_png, topk_png = (str(out / record[image]) for image in IMAGES)
+    return LabView(status, record["notice"], mask_png, heatmap_png, topk_png, record)
 
 
 def _in_page_terms(exc: Exception, upload: str) -> str:

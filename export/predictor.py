@@ -81,6 +81,8 @@ def load_predictor(path: str | Path, backend: str = "auto", device: str = "cpu",
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(_BACKEND_MODULES)})")
     if path.is_dir():
         backend = "onnxruntime" if backend == "auto" else backend
+        if backend not in ARTEFACT_FILES:
+            raise ValueError(f"{path}: a folder; the {backend} backend takes its model file itself")
         path = path / ARTEFACT_FILES[backend]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")

@@ -121,10 +121,10 @@ def synth(
                   fine_amplitude=fine_amplitude, atypical_scale=atypical_scale, atypical_density=atypical_density,
                   compression=compression, workers=workers)
     try:
-        labels = synthesize(out, cfg)
+        labels_csv = synthesize(out, cfg)
     except ValueError as exc:
         _fail(exc)
-    typer.echo(f"{count} slides of {size}x{size} px -> {out / 'slides'}; labels: {labels}")
+    typer.echo(f"{count} slides of {size}x{size} px -> {out / 'slides'}; labels: {labels_csv}")
 
 
 @app.command()

@@ -22,6 +22,10 @@ def mpp_for_magnification(magnification: float) -> float:
     return MPP_AT_20X * 20.0 / magnification
 
 
+def magnification_for_mpp(mpp: float) -> float:
+    return MPP_AT_20X * 20.0 / mpp
+
+
 def hash_record(record: dict) -> str:
     """Short stable hash of a JSON-able dict (key order does not matter)."""
     text = json.dumps(record, sort_keys=True, default=str)
@@ -56,6 +60,14 @@ class PatchConfig(JsonConfig):
     def student_magnification(self) -> float:
         return self.teacher_magnification / self.ratio
 
+    def level(self, name: str) -> tuple[float, int]:
+        """(magnification, patch px) of the "teacher" or "student" level."""
+        if name == "teacher":
+            return self.teacher_magnification, self.teacher_px
+        if name == "student":
+            return self.student_magnification, self.student_px
+        raise ValueError(f"a grid level is 'teacher' or 'student', got {name!r}")
+
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -65,7 +77,7 @@ class ExtractConfig(JsonConfig):
     """`lrmil extract`: encode one grid resolution of many slides into HDF5 feature files."""
 
     encoder: str = "lrmil_vit_tiny"
-    weights: str = "default"  # "default" (bundled or none), "random", or a .safetensors path
+    weights: str = "default"  # "default" (the bundled file), "random", "hub" (timm; downloads) or a .safetensors path
     resolution: str = "teacher"  # "teacher" (20x) or "student" (5x)
     batch_size: int = 64
     num_workers: int = 2  # DataLoader workers reading patches
@@ -114,7 +126,7 @@ class PretrainConfig(JsonConfig):
     seed: int = 0
     steps: int = 500
     batch_size: int = 32
-    crop_px: int = 64  # trained on crops; the ViT interpolates positions to any size
+    crop_px: int = 64  # trained on crops; fixed sin-cos positions let the ViT run on any patch size
     lr: float = 1e-3
     weight_decay: float = 0.05
 

@@ -46,13 +46,14 @@ def block_means(tokens: torch.Tensor, ratio: int) -> torch.Tensor:
     return tokens.reshape(b, ratio, h // ratio, ratio, w // ratio, d).mean(dim=(2, 4)).reshape(b, ratio * ratio, d)
 
 
-def teacher_features(teacher: torch.nn.Module, patches: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+def teacher_layer_features(teacher: torch.nn.Module, patches: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
     """uint8 20x patches [B, px, px, 3] -> [B, len(layers)+1, D]: token means per layer, then pooled output."""
     maps = teacher.forward_tokens(preprocess(teacher.cfg, patches), layers)
     return torch.stack([m.mean(dim=(1, 2)) for m in maps.layers] + [maps.pooled], dim=1)
 
 
-def student_features(student: torch.nn.Module, images: torch.Tensor, layers: tuple[int, ...], ratio: int) -> torch.Tensor:
+def student_layer_features(student: torch.nn.Module, images: torch.Tensor, layers: tuple[int, ...],
+                           ratio: int) -> torch.Tensor:
     """uint8 5x patches [B, px, px, 3] -> [B, ratio*ratio, len(layers)+1, D] block means per child."""
     maps = student.forward_tokens(preprocess(student.cfg, images), layers)
     return torch.stack([block_means(m, ratio) for m in maps.layers] + [block_means(maps.final, ratio)], dim=2)
@@ -118,7 +119,7 @@ def collect_samples(path: Path, grid: PatchGrid, weights: np.ndarray, teacher: t
             valid = np.flatnonzero(kids >= 0)
             patches = np.stack([read_scaled(reader, tuple(int(v) for v in t.coords[kids[k]]), t.size_level0, t.patch_px)
                                 for k in valid])
-            feats = teacher_features(teacher, torch.from_numpy(patches).to(cfg.device), cfg.layers).float().cpu().numpy()
+            feats = teacher_layer_features(teacher, torch.from_numpy(patches).to(cfg.device), cfg.layers).float().cpu().numpy()
             targets = np.zeros((len(kids), feats.shape[1], feats.shape[2]), np.float32)
             targets[valid] = feats
             image = read_scaled(reader, tuple(int(v) for v in s.coords[p]), s.size_level0, s.patch_px)
@@ -139,7 +140,7 @@ def output_cosine(student: torch.nn.Module, samples: list[ParentSample], cfg: Di
     """Attention-weighted cosine between student block means and teacher outputs (the final layer)."""
     total, mass = 0.0, 0.0
     for images, targets, weights in _batches(samples, cfg.batch_size, cfg.device):
-        pred = student_features(student, images, cfg.layers, cfg.patch.ratio)[:, :, -1]
+        pred = student_layer_features(student, images, cfg.layers, cfg.patch.ratio)[:, :, -1]
         cos = F.cosine_similarity(pred, targets[:, :, -1], dim=-1)
         total += float((cos * weights).sum())
         mass += float(weights.sum())
@@ -163,7 +164,7 @@ def train_student(teacher: torch.nn.Module, train: list[ParentSample], val: list
         for _ in range(cfg.epochs):
             order = [train[i] for i in rng.permutation(len(train))]
             for images, targets, weights in _batches(order, cfg.batch_size, cfg.device):
-                loss = match_loss(student_features(student, images, cfg.layers, cfg.patch.ratio), targets, weights, cfg)
+                loss = match_loss(student_layer_features(student, images, cfg.layers, cfg.patch.ratio), targets, weights, cfg)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

@@ -122,9 +122,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
                   progress: bool = True) -> Path:
     """Features of one slide at `cfg.resolution`; returns the feature file (reused if current)."""
     path, out = Path(path), Path(out)
-    level_cfg = cfg.patch
-    magnification = level_cfg.teacher_magnification if cfg.resolution == "teacher" else level_cfg.student_magnification
-    px = level_cfg.teacher_px if cfg.resolution == "teacher" else level_cfg.student_px
+    magnification, px = cfg.patch.level(cfg.resolution)
     target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / f"{slide_id(path)}.h5"
     with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:  # a header read: the scale this slide gets
         applied = dataclasses.replace(cfg, mpp=reader.mpp, override_mpp=False)

@@ -26,9 +26,8 @@ from export.atomic import write_json
 from export.onnx import OPSET, export_module
 from export.parity import Parity, compare
 from lrmil.encoders import preprocess
-from lrmil.mil.bundle import BUNDLE_FILE, PathModel
+from lrmil.mil.bundle import BUNDLE_FILE, ONNX_FILE, PathModel
 
-MANIFEST = "onnx.json"
 INT8_OPS = ("Conv", "Gemm", "MatMul")  # a ViT's work is in its MatMuls
 MIN_CALIBRATION = 8  # INT8 calibrated on 3 patches of one slide drifted 0.25 on another slide's
 
@@ -125,12 +124,18 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
 
 
 def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) -> Path:
-    """`onnx.json`: the graphs per path and the grid settings of the source folder's model.json."""
+    """`onnx.json`: the graphs per path and the grid settings of the source folder's model.json. A path an
+    earlier export of the same model folder wrote there stays listed (student now, teacher later)."""
+    from lrmil.mil.bundle import PATHS
+
     spec = json.loads((model_dir / BUNDLE_FILE).read_text())
-    path = Path(out) / MANIFEST
+    path = Path(out) / ONNX_FILE
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    kept = {name: earlier[name] for name in PATHS
+            if name in earlier and name not in exported and earlier.get("source") == str(model_dir)}
     write_json(path, {"package": "lrmil", "format": "onnx", "opset": OPSET, "source": str(model_dir),
                       "notice": spec.get("notice", ""), "patch": spec["patch"], "tissue": spec["tissue"],
-                      **exported})
+                      **kept, **exported})
     return path
 
 
@@ -169,7 +174,7 @@ def export_model(model_dir: str | Path, out: str | Path, paths: tuple[str, ...],
         model = load_path(model_dir, name)
         if not isinstance(model, PathModel):
             raise ValueError(f"{model_dir}: already an ONNX export; export from the folder with the weights (model.json)")
-        patch_px = model.patch.student_px if name == "student" else model.patch.teacher_px
+        _, patch_px = model.patch.level(name)
         calibration = None
         if not slides:
             patches = np.random.default_rng(0).integers(0, 256, (count, patch_px, patch_px, 3)).astype(np.float32)
@@ -184,4 +189,4 @@ def export_model(model_dir: str | Path, out: str | Path, paths: tuple[str, ...],
         exported[name] = {**export_path(model, patch_px, out, patches, threads, calibration),
                           "parity_input": [str(s) for s in slides] or "seeded random pixels"}
     write_manifest(Path(model_dir), out, exported)
-    return json.loads((Path(out) / MANIFEST).read_text())
+    return json.loads((Path(out) / ONNX_FILE).read_text())

@@ -30,9 +30,10 @@ from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid
 from lrmil.slide import SlideReader, open_slide, read_scaled, slide_id, slide_source
-from lrmil.tissue import thumbnail_size, tissue_mask
+from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
+IMAGES = ("mask", "heatmap", "topk")  # a prediction's image files, by their SLIDE.json keys
 
 
 class Stopwatch:
@@ -90,15 +91,16 @@ def is_finished(out: Path, path: Path, key: str) -> bool:
     try:
         record = json.loads((out / f"{slide_id(path)}.json").read_text())
         return (record.get("key") == key and record.get("source") == slide_source(path)
-                and all((out / record[image]).is_file() for image in ("heatmap", "topk")))
+                and all((out / record[image]).is_file() for image in IMAGES))
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return False
 
 
 def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: PredictConfig, out: str | Path,
                   key: str = "") -> dict:
-    """Run one slide end to end and write SLIDE.json, SLIDE_heatmap.png and SLIDE_topk.png (`key`, from
-    `slide_key`, is recorded so that a rerun can skip it)."""
+    """Run one slide end to end and write SLIDE.json, SLIDE_mask.png (the tissue found, outlined on the
+    thumbnail), SLIDE_heatmap.png and SLIDE_topk.png (`key`, from `slide_key`, is recorded so that a rerun can
+    skip it)."""
     path, out = Path(path), Path(out)
     sid = slide_id(path)
     clock = Stopwatch()
@@ -123,6 +125,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         view = reader.thumbnail(cfg.heatmap_px)
         mpp, mpp_source, dimensions = reader.mpp, reader.mpp_source, reader.dimensions
     labels = model.labels
+    save_mask_png(out / f"{sid}_mask.png", thumb, mask)
     heat = score_map(level.coords, level.size_level0, percentiles(attention), dimensions, view.shape[:2])
     save_png(out / f"{sid}_heatmap.png", with_notice(with_colour_bar(overlay(view, heat)), model.notice))
     captions = [f"#{r + 1} attn {attention[i]:.3g}" for r, i in enumerate(top)]
@@ -134,7 +137,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         "mpp": mpp, "mpp_source": mpp_source,
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
-        "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png", "notice": model.notice,
+        "mask": f"{sid}_mask.png", "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png", "notice": model.notice,
         "key": key, "source": source,
     }
     write_json(out / f"{sid}.json", record)  # last: only a slide with all its outputs counts as done

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from export.atomic import atomic_path
-from lrmil.config import MPP_AT_20X
+from lrmil.config import magnification_for_mpp, mpp_for_magnification
 from lrmil.patching import GridLevel, PatchGrid
 
 COORDS, FEATURES, CHILDREN = "coords", "features", "children"
@@ -52,10 +52,6 @@ def feature_dir(root: str | Path, encoder: str, magnification: float, patch_px: 
     return Path(root) / f"{encoder}_{magnification:g}x_{patch_px}px"
 
 
-def _level0_magnification(mpp: float) -> float:
-    return float(MPP_AT_20X * 20.0 / mpp)
-
-
 def write_features(path: str | Path, ff: FeatureFile) -> None:
     """Write `ff` atomically (features as float32, chunked so readers can stream rows)."""
     n = len(ff.coords)
@@ -66,7 +62,7 @@ def write_features(path: str | Path, ff: FeatureFile) -> None:
         coords = f.create_dataset(COORDS, data=np.asarray(ff.coords, np.int64))
         coords.attrs.update({
             "patch_size_level0": int(ff.patch_size_level0), "patch_size": int(ff.patch_px),
-            "level0_magnification": _level0_magnification(ff.mpp),
+            "level0_magnification": magnification_for_mpp(ff.mpp),
             "target_magnification": float(ff.magnification), "overlap": 0, "name": ff.slide_id,
         })
         chunks = (max(1, min(n, 256)), ff.features.shape[1]) if n and ff.features.shape[1] else None
@@ -93,7 +89,7 @@ def read_features(path: str | Path) -> FeatureFile:
             patch_size_level0=int(ca["patch_size_level0"]),
             patch_px=int(fa.get("patch_px", ca.get("patch_size", 0))),
             magnification=float(ca.get("target_magnification", fa.get("magnification", 0.0))),
-            mpp=float(fa.get("mpp", MPP_AT_20X * 20.0 / level0_mag)), mpp_source=str(fa.get("mpp_source", "")),
+            mpp=float(fa.get("mpp", mpp_for_magnification(level0_mag))), mpp_source=str(fa.get("mpp_source", "")),
             encoder=str(fa.get("encoder", "")), weights_sha256=str(fa.get("weights_sha256", "")),
             slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))), source=json.loads(fa.get("source", "{}")),
             config=json.loads(fa.get("config", "{}")), config_hash=str(fa.get("config_hash", "")),
@@ -125,7 +121,7 @@ def write_grid(path: str | Path, grid: PatchGrid, config: dict, config_hash: str
                                 "target_magnification": level.magnification, "read_level": level.read_level})
         f["student"].create_dataset(CHILDREN, data=grid.children)
         f.attrs.update({"mpp": grid.mpp, "dimensions": grid.dimensions, "slide_id": slide_id,
-                        "level0_magnification": _level0_magnification(grid.mpp),
+                        "level0_magnification": magnification_for_mpp(grid.mpp),
                         "config": json.dumps(config, sort_keys=True, default=str), "config_hash": config_hash})
 
 

@@ -10,7 +10,7 @@ import torch
 
 from lrmil.config import DistillPatchConfig, PatchConfig, SynthConfig
 from lrmil.distill_patch import (ParentSample, block_means, child_weights, distill_patch, match_loss,
-                                 select_parents, student_features, teacher_features, train_student)
+                                 select_parents, student_layer_features, teacher_layer_features, train_student)
 from lrmil.encoders import create_encoder, load_encoder
 from lrmil.patching import make_grid
 
@@ -88,7 +88,7 @@ def _samples(teacher, n=6, seed=0):
         image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
         kids = torch.from_numpy(rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8))
         with torch.inference_mode():
-            targets = teacher_features(teacher, kids, (1,)).numpy()
+            targets = teacher_layer_features(teacher, kids, (1,)).numpy()
         out.append(ParentSample(image, targets, np.ones(16, np.float32)))
     return out
 
@@ -99,7 +99,7 @@ def test_student_features_shape_and_training_reduces_the_loss():
     cfg = DistillPatchConfig(layers=(1,), epochs=8, batch_size=4, lr=1e-3, patch=TINY_PATCH)
     samples = _samples(teacher, n=4)
     with torch.inference_mode():
-        feats = student_features(teacher, torch.from_numpy(np.stack([s.image for s in samples])), (1,), 4)
+        feats = student_layer_features(teacher, torch.from_numpy(np.stack([s.image for s in samples])), (1,), 4)
     assert feats.shape == (4, 16, 2, 192)
     student, metrics = train_student(teacher, samples, samples[:2], cfg)
     assert metrics["final_loss"] < 0.5 * metrics["first_loss"]

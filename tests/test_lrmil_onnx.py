@@ -83,6 +83,8 @@ def test_an_export_without_the_asked_path_says_which_it_has(random_lrmil_bundle,
         load_path(tmp_path, "teacher")
     with pytest.raises(ValueError, match="already an ONNX export"):
         export_model(tmp_path, tmp_path / "again", ("student",), count=2, threads=1)
+    export_model(random_lrmil_bundle, tmp_path, ("teacher",), count=2, threads=1)  # the same folder, the other path
+    assert load_path(tmp_path, "student").name == "student" and load_path(tmp_path, "teacher").name == "teacher"
 
 
 def test_cli_refuses_a_bad_path_and_exports_from_real_tissue(random_lrmil_bundle, shared_data, tmp_path):

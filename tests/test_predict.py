@@ -81,6 +81,8 @@ def test_student_and_teacher_paths_on_an_image_and_the_missing_mpp_error(model_d
     assert set(s["seconds"]) == {"tissue", "patches", "read", "encode", "mil", "total"}
     assert Image.open(out / "s" / "disc_heatmap.png").size[0] == 1024 + COLOUR_BAR_PX  # the slide, then its scale
     assert (out / "t" / "disc_topk.png").is_file()
+    mask = np.asarray(Image.open(out / "s" / s["mask"]))  # the thumbnail, the tissue found drawn on it
+    assert s["mask"] == "disc_mask.png" and mask.ndim == 3 and mask.shape[2] == 3 and mask.std() > 0
 
 
 def test_real_slides_cmu_works_no_mpp_needs_the_flag_and_broken_is_reported(model_dir, shared_data, tmp_path):

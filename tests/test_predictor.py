@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from export.artifact import CheckpointError
 from export.parity import FP16_TOLERANCE, compare
 from export.predictor import ARTEFACT_FILES, Predictor, load_predictor
 
@@ -90,6 +92,11 @@ def test_load_predictor_errors_are_clear(pulse_bundle, tmp_path):
         load_predictor(pulse_bundle / "model.onnx", backend="openvino")
     with pytest.raises(FileNotFoundError, match="model.safetensors: model file not found"):
         load_predictor(tmp_path, backend="torch")
+    with pytest.raises(ValueError, match="a folder; the birdnet backend takes its model file itself"):
+        load_predictor(tmp_path, backend="birdnet")
+    mil = Path(__file__).parents[1] / "lrmil" / "assets" / "demo_model" / "student_mil.safetensors"
+    with pytest.raises(CheckpointError, match="student_mil.safetensors: a checkpoint written by lrmil, not by pulse"):
+        load_predictor(mil)  # an ABMIL takes patch features, not waveforms
 
 
 def test_onnxruntime_refuses_devices_it_cannot_serve(pulse_bundle, monkeypatch):

@@ -22,13 +22,11 @@ class TorchPredictor:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
 
-        from export.artifact import CheckpointError, check_is_model, load_weights
+        from export.artifact import load_weights
 
-        state, self.metadata = load_weights(path)
-        check_is_model(path, self.metadata)
-        if "package" not in self.metadata:
-            raise CheckpointError(f"{path}: no model description in its header (not written by pulse or lrmil)")
-        package = importlib.import_module(f"{self.metadata['package']}.models")
+        # Waveform in, scores out: PULSE's models. LRMIL's patch encoders and ABMILs run through `lrmil predict`.
+        state, self.metadata = load_weights(path, package="pulse")
+        package = importlib.import_module("pulse.models")
         network = package.build_from_metadata(self.metadata, frontend_mode=frontend_mode)
         network.load_state_dict(state)
         self._module = package.ScoresAndEmbedding(network.eval()).to(device)

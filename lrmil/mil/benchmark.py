@@ -41,10 +41,7 @@ def _extract(slides: list[Path], weights: Path, resolution: str, out: Path, cfg:
     summary = run_extract(slides, extract, out)
     if summary["failed"]:
         raise RuntimeError(f"feature extraction failed for {summary['failed']} slide(s): see {summary['errors_csv']}")
-    patch = PatchConfig()
-    mag, px = (patch.teacher_magnification, patch.teacher_px) if resolution == "teacher" else \
-        (patch.student_magnification, patch.student_px)
-    return feature_dir(out / "features", ENCODER, mag, px)
+    return feature_dir(out / "features", ENCODER, *PatchConfig().level(resolution))
 
 
 def _stage1_and_2(splits: Path, slides: list[Path], teacher_encoder: Path, f20: Path, stage2: DistillConfig,

@@ -114,7 +114,7 @@ def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path, pat
         raise ValueError(f"{where}: {name} ABMIL expects {mil.cfg.in_dim}-d features, encoder gives {encoder.cfg.embed_dim}")
     if mil.cfg.encoder and mil.cfg.encoder != encoder.cfg.name:
         raise ValueError(f"{where}: {name} ABMIL was trained on {mil.cfg.encoder} features, encoder is {encoder.cfg.name}")
-    expected = patch.student_magnification if name == "student" else patch.teacher_magnification
+    expected, _ = patch.level(name)
     if not math.isclose(mil.cfg.magnification, expected):
         raise ValueError(f"{where}: the {name} slot takes a {expected:g}x ABMIL, this one was trained on "
                          f"{mil.cfg.magnification:g}x features (swapped --student-mil and --teacher-mil?)")
