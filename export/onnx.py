@@ -62,15 +62,28 @@ def _save(module, cfg, path: str | Path, frontend: str, output_names: tuple[str,
     path = Path(path)
     export_module(module, torch.zeros(2, cfg.window_samples), path, INPUT_NAME, output_names,
                   {**cfg.to_dict(), "frontend": frontend}, opset=opset,
-                  check=lambda proto: check_frontend_ops(proto, frontend))
+                  check=lambda proto: check_frontend_ops(proto, frontend), doc=input_contract(cfg))
     return path
 
 
+def input_contract(cfg) -> str:
+    """What a deployment must feed the graph and what comes out, in the model file itself (README: "Running
+    `model.onnx` without PULSE"): the scaling and the windowing are easy to get wrong and fail silently."""
+    return (f"PULSE {cfg.arch} v{cfg.version}. Input '{INPUT_NAME}': float32 [batch, {cfg.window_samples}], "
+            f"{cfg.window_s:g} s of mono audio at {cfg.sample_rate} Hz, scaled to [-1, 1] as soundfile and librosa "
+            f"read it (int16 PCM / 32768: raw int16 values wreck the scores); resample other rates with a "
+            f"high-quality resampler (PULSE uses soxr HQ). pulse analyze cuts a recording into windows without "
+            f"overlap and zero-pads the last one, scored only if it holds at least 1 s. Outputs: 'scores' float32 "
+            f"[batch, {cfg.num_classes}], sigmoid probabilities in the order of the labels in the 'model_config' "
+            f"metadata (JSON); 'embedding' [batch, {cfg.embed_dim}], the penultimate layer.")
+
+
 def export_module(module, example, path: str | Path, input_name: str, output_names: tuple[str, ...], metadata: dict,
-                  axis_name: str = BATCH_AXIS, opset: int = OPSET, check=None) -> None:
+                  axis_name: str = BATCH_AXIS, opset: int = OPSET, check=None, doc: str = "") -> None:
     """Export `module` (one input, dynamic first axis named `axis_name`) with `metadata`, check it, write atomically.
 
-    `check(model_proto)` may raise to refuse the graph before anything is written.
+    `check(model_proto)` may raise to refuse the graph before anything is written; `doc` becomes the model's
+    doc_string (what Netron and `onnx.load(...).doc_string` show a deploying engineer).
     """
     import logging
 
@@ -94,6 +107,7 @@ def export_module(module, example, path: str | Path, input_name: str, output_nam
     proto = program.model_proto
     _name_dynamic_axis(proto, axis_name)
     set_onnx_metadata(proto, metadata)
+    proto.doc_string = doc
     onnx.checker.check_model(proto, full_check=True)
     if check is not None:
         check(proto)

@@ -92,6 +92,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, method: str = "static",
                                 calibration_providers=["CPUExecutionProvider"])
             model = onnx.load(str(tmp))
             set_onnx_metadata(model, {**read_onnx_metadata(src), "quantization": f"int8-{method}"})
+            model.doc_string = onnx.load(str(src), load_external_data=False).doc_string  # the input contract
             onnx.save(model, str(tmp))
     finally:
         root.removeFilter(_no_preprocessing_advice)

@@ -96,11 +96,19 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
                        names=("torch", graph.name), batch_size=16 if graph != mil_file else len(inputs))
 
     try:
+        encoder_cfg = {**model.encoder.cfg.to_dict(), "precision": "fp32"}  # the graph's, not the GPU autocast's
         export_module(patch_graph, torch.zeros(2, patch_px, patch_px, 3), staged[encoder_file], "patches",
-                      ("features",), {**meta, "encoder": model.encoder.cfg.to_dict(), "patch_px": patch_px}, "batch",
-                      OPSET)
+                      ("features",), {**meta, "encoder": encoder_cfg, "patch_px": patch_px}, "batch", OPSET,
+                      doc=f"LRMIL {model.name} patch encoder ({model.encoder.cfg.name}). Input 'patches': float32 "
+                          f"[batch, {patch_px}, {patch_px}, 3], RGB 0-255 (uint8 values as floats; transparent "
+                          f"pixels composited onto white), read at {model.mil.cfg.magnification:g}x; the "
+                          f"normalisation is inside the graph. Output 'features' [batch, {model.mil.cfg.in_dim}].")
         export_module(bag_graph, torch.zeros(3, model.mil.cfg.in_dim), staged[mil_file], "features",
-                      ("probabilities", "attention"), {**meta, "mil": model.mil.cfg.to_dict()}, "patches", OPSET)
+                      ("probabilities", "attention"), {**meta, "mil": model.mil.cfg.to_dict()}, "patches", OPSET,
+                      doc=f"LRMIL {model.name} ABMIL. Input 'features': float32 [patches, {model.mil.cfg.in_dim}], "
+                          f"one slide's patch features from the encoder graph. Outputs 'probabilities' "
+                          f"[{model.mil.cfg.num_classes}] (softmax, classes {', '.join(model.mil.cfg.labels)}) and "
+                          f"'attention' [patches].")
         checks = [check(encoder_file, patch_ref, patches),
                   check(mil_file, TorchModule(bag_graph, ("probabilities", "attention")),
                         patch_ref.predict(patches)["features"])]

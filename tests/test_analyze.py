@@ -611,11 +611,17 @@ def test_config_json_reruns_a_run(tmp_path, model):
 def test_bundled_models_state_their_licence(tmp_path):
     """The default is distilled from BirdNET, so its metadata and every run's config.json carry BirdNET's
     CC BY-NC-SA licence (issue 3); the supervised and lowrate models carry InsectSet32's attribution only."""
+    import onnx
+
+    from export.onnx import input_contract
+
     for name, distilled in (("default", True), ("supervised", False), ("lowrate", False)):
         meta = load_predictor(MODEL_ALIASES[name][0]).metadata
         assert "InsectSet32" in meta["attribution"], name
         assert meta["license"].startswith("CC BY-NC-SA 4.0") == distilled, name
         assert ("BirdNET" in meta["attribution"]) == distilled, name
+        # the input contract `pulse export` writes, stamped onto the shipped graphs too
+        assert onnx.load(str(MODEL_ALIASES[name][0])).doc_string == input_contract(ModelConfig.from_dict(meta)), name
     result = CliRunner().invoke(app, ["analyze", str(REPO / "pulse" / "assets" / "examples"), "--out", str(tmp_path),
                                       "--format", "scores"])
     assert result.exit_code == 0, result.output

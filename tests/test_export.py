@@ -53,6 +53,8 @@ def test_graphs_have_the_promised_structure(pulse_bundle):
         assert [o.name for o in proto.graph.output] == ["scores", "embedding"]
         meta = json.loads({p.key: p.value for p in proto.metadata_props}["model_config"])
         assert meta["frontend"] == frontend and len(meta["labels"]) == 9 and meta["window_s"] == 1.0
+        # the input contract travels in the file: a deployment reading only model.onnx learns the scaling
+        assert "float32 [batch, 44100], 1 s of mono audio at 44100 Hz, scaled to [-1, 1]" in proto.doc_string
     with pytest.raises(OnnxExportError, match="not TensorRT-portable"):
         check_frontend_ops(fft, "conv")
     with pytest.raises(OnnxExportError, match="without an STFT"):
@@ -74,6 +76,7 @@ def test_int8_is_quantised_and_within_looser_tolerance(pulse_bundle):
     int8 = onnx.load(str(pulse_bundle / "model.int8.onnx"))
     assert {"QuantizeLinear", "DequantizeLinear"} <= graph_ops(int8)
     assert json.loads({p.key: p.value for p in int8.metadata_props}["model_config"])["quantization"] == "int8-static"
+    assert int8.doc_string == onnx.load(str(pulse_bundle / "model.onnx")).doc_string != ""
     fp32, q = load_predictor(pulse_bundle / "model.onnx"), load_predictor(pulse_bundle / "model.int8.onnx")
     batch = _windows(8, fp32.input_spec.shape[1], seed=3)
     check = compare(fp32, q, batch, INT8_TOLERANCE)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from export.artifact import read_onnx_metadata
 from export.parity import Parity
 from lrmil.cli import app
 from lrmil.encoders import EncoderCfg, normalize
@@ -36,6 +38,10 @@ def test_export_writes_both_paths_checked_against_torch(onnx_dir, random_lrmil_b
         assert (onnx_dir / manifest[name]["encoder"]).is_file() and (onnx_dir / manifest[name]["mil"]).is_file()
         for check in manifest[name]["parity"]:
             assert check["ok"] and max(check["max_abs_diff"].values()) < 1e-4
+        encoder = onnx.load(str(onnx_dir / manifest[name]["encoder"]))  # what a deployment reads from the file alone
+        assert "RGB 0-255" in encoder.doc_string and "normalisation is inside the graph" in encoder.doc_string
+        assert read_onnx_metadata(onnx_dir / manifest[name]["encoder"])["encoder"]["precision"] == "fp32"
+        assert "softmax" in onnx.load(str(onnx_dir / manifest[name]["mil"])).doc_string
     assert not list(onnx_dir.glob(".*"))  # no staged files left behind
 
 
