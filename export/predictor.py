@@ -70,6 +70,13 @@ _BACKEND_MODULES = {
 }
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's share), not the host's count."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def load_predictor(path: str | Path, backend: str = "auto", device: str = "cpu", **options) -> Predictor:
     """Open a model file or artefact folder with the named backend.
 

@@ -16,7 +16,6 @@ import hashlib
 import io as text_io
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from export.atomic import atomic_path, file_in_the_way, is_temporary, write_json, write_text
-from export.predictor import Predictor, load_predictor
+from export.predictor import Predictor, load_predictor, usable_cores
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
@@ -405,8 +404,7 @@ def decoding_threads(workers: int) -> int:
     the GIL), and one thread would cap a model that spreads over many cores."""
     if workers:
         return workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // 4)
+    return max(1, usable_cores() // 4)
 
 
 class _WindowBudget:

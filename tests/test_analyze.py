@@ -119,6 +119,8 @@ def test_bad_files_among_good_ones(tmp_path, model):
     cut_s = float(errors.message[errors.path.str.endswith("cut.flac")].iloc[0].split("after ")[1].split(" s")[0])
     assert 2.5 < cut_s < 3.0  # half the bytes of 6 s, all read up to the break
     assert summary["audio_hours"] == pytest.approx((7 + 0.5 + 4 + 3.5 + 5 + 4 + cut_s) / 3600, rel=0.01)
+    assert summary["wall_s"] > 0 and summary["x_realtime"] == pytest.approx(summary["audio_s"] / summary["wall_s"],
+                                                                            rel=0.01)
     assert json.loads((out / "config.json").read_text())["config"]["min_conf"] == InferConfig().min_conf
 
     scores = pd.read_csv(out / "scores.csv")
@@ -304,6 +306,9 @@ def test_resume_skips_finished_files(tmp_path, model):
                                      "--min-conf", "0.9"])
     assert again.exit_code == 0 and "0 done, 0 failed, 3 skipped (finished by an earlier run" in again.output
     assert "h of audio" not in again.output  # not "0.0 h of audio at 0.0x real time"
+    redo = CliRunner().invoke(app, ["analyze", str(tmp_path), "--out", str(out), "--model", str(model),
+                                    "--min-conf", "0.9", "--no-resume"])
+    assert redo.exit_code == 0 and "3 done, 0 failed, 0 skipped" in redo.output
     # Back to the first settings: the 0.9 runs rewrote every Raven table, so nothing may be skipped.
     back = analyze([tmp_path], out, cfg)
     assert (back.files_done, back.files_skipped) == (3, 0)
@@ -468,9 +473,12 @@ def test_an_out_folder_that_cannot_take_the_journal_is_one_line_before_any_work(
 
 
 def test_strict_stops_at_first_bad_file(tmp_path, model):
-    (tmp_path / "bad.wav").write_text("nope")
-    with pytest.raises(Exception, match="not readable as audio"):
-        analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), strict=True))
+    (tmp_path / "a_bad.wav").write_text("nope")
+    for name in ("b.wav", "c.wav"):  # after the bad one in the batch's order
+        sf.write(tmp_path / name, song(3.0), RATE)
+    with pytest.raises(AudioReadError, match="a_bad.wav: not readable as audio"):
+        analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), strict=True, workers=1))
+    assert not list((tmp_path / "out").glob("*.txt"))  # nothing analysed after it
 
 
 def test_default_path_does_not_import_torch(tmp_path, model):

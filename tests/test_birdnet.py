@@ -141,11 +141,14 @@ def test_birdnet_predictor_backend_restricted_to_species(short_clips):
         load_predictor(birdnet.model_path(), backend="birdnet", species=("Gryllus campestris",))
 
 
-def test_birdnet_threads_default_to_every_core_like_onnxruntime():
-    """LiteRT alone runs one thread; analysing with it on every core keeps the student-vs-BirdNET comparison fair."""
+def test_birdnet_threads_default_to_every_core_like_onnxruntime(monkeypatch):
+    """LiteRT alone runs one thread; analysing with it on every core keeps the student-vs-BirdNET comparison fair:
+    every core this process may use (a container's share), not the host's."""
     from pulse.analyze import open_model
 
-    assert open_model("birdnet")._teacher.threads == (os.cpu_count() or 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert open_model("birdnet")._teacher.threads == 3
     assert open_model("birdnet", threads=1)._teacher.threads == 1
     with pytest.raises(ValueError, match="threads must be 0"):
         open_model("birdnet", threads=-1)

@@ -93,7 +93,7 @@ def _samples(teacher, n=6, seed=0):
     return out
 
 
-def test_student_features_shape_and_training_reduces_the_loss():
+def test_student_layer_features_shape_and_training_reduces_the_loss():
     teacher = create_encoder("lrmil_vit_tiny", weights="random")
     teacher.cfg = dataclasses.replace(teacher.cfg, patch_px=64)
     cfg = DistillPatchConfig(layers=(1,), epochs=8, batch_size=4, lr=1e-3, patch=TINY_PATCH)

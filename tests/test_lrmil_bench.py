@@ -31,5 +31,7 @@ def test_stage1_never_sees_its_test_fold_and_every_slide_is_predicted_once(tmp_p
     assert (tmp_path / "model" / "model.json").is_file()
     assert "student, stage 1 + 2" in results_table(results)
 
+    stage1 = {p: p.stat().st_mtime_ns for p in (tmp_path / "encoders").glob("*.safetensors")}
     again = run_bench(cfg)  # every step resumes from disk: same numbers, stage 1 not retrained
     assert json.dumps(again["metrics"], sort_keys=True) == json.dumps(results["metrics"], sort_keys=True)
+    assert stage1 and all(p.stat().st_mtime_ns == stamp for p, stamp in stage1.items())

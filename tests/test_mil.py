@@ -110,12 +110,14 @@ def test_fold_roles_are_disjoint_and_validation_is_the_next_fold(tmp_path):
 
 def test_fit_learns_a_hidden_instance_signal_and_attends_to_it():
     cfg = MILConfig(epochs=8, patience=8, lr=1e-2, seed=0)
+    torch.manual_seed(0)
     model = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=16, attn_dim=8, drop_rate=0.0))
     before = slide_metrics(np.array([b.label for b in make_bags(16, 2)]), predict_bags(model, make_bags(16, 2)))
     model = fit(model, make_bags(24, 0), make_bags(8, 1), ce_loss, cfg)
     test = make_bags(16, 2)
     after = slide_metrics(np.array([b.label for b in test]), predict_bags(model, test))
-    assert after["auc"] == pytest.approx(1.0) and after["accuracy"] >= 0.9 > before["accuracy"] - 0.4
+    assert before["accuracy"] < 0.75  # untrained: near chance on these balanced bags
+    assert after["auc"] == pytest.approx(1.0) and after["accuracy"] >= 0.9
     positive = test[1]
     with torch.no_grad():
         attention = model(positive.features).attention

@@ -197,3 +197,18 @@ def test_a_slide_that_now_fails_loses_its_earlier_row_in_predictions_csv(model_d
     kept.write_bytes(b"broken too")
     run_predict([kept, replaced], cfg, out)
     assert not (out / "predictions.csv").exists()  # nothing current left to list
+
+
+def test_predict_without_model_runs_the_bundled_demo_model(tmp_path):
+    """What README and the lab app's "demo" choice promise: the shipped lrmil/assets/demo_model folder works."""
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+    from lrmil.mil.bundle import demo_model_dir
+
+    slide = _tissue_png(tmp_path / "disc.png", size=512)
+    result = CliRunner().invoke(app, ["predict", str(slide), "--out", str(tmp_path / "out"), "--mpp", "0.5"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "disc.json").read_text())
+    assert record["model"] == "demo" and record["notice"] == DEMO_NOTICE and record["label"] in ("0", "1")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_dir"] == str(demo_model_dir())

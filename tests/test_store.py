@@ -79,7 +79,12 @@ def test_grid_round_trip(tmp_path):
     back = read_grid(tmp_path / "g.h5")
     np.testing.assert_array_equal(back.children, grid.children)
     np.testing.assert_array_equal(back.teacher.coords, grid.teacher.coords)
-    assert back.student == back.student and back.student.read_level == 1 and back.dimensions == (2048, 2048)
+    for name in ("teacher", "student"):
+        written, read = getattr(grid, name), getattr(back, name)
+        np.testing.assert_array_equal(read.coords, written.coords)
+        assert (read.size_level0, read.patch_px, read.magnification, read.read_level) == \
+            (written.size_level0, written.patch_px, written.magnification, written.read_level), name
+    assert back.student.read_level == 1 and back.dimensions == (2048, 2048) and back.mpp == grid.mpp
 
 
 def test_feature_dir_encodes_parameters(tmp_path):

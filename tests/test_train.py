@@ -213,7 +213,8 @@ def test_ema_without_validation_and_threaded_batches(shared_data, tmp_path):
     weak_labels.train(cfg, tmp_path / "threaded", workers=2)
     threaded = weights(tmp_path / "threaded/checkpoint.safetensors")
     assert all(torch.equal(state[k], threaded[k]) for k in state)
-    assert weak_labels.train(dataclasses.replace(cfg, threads=0, epochs=1), tmp_path / "every_core")["epoch"] == 1
+    # threads 0 leaves torch's own thread count (every core in a fresh process) rather than failing
+    assert weak_labels.train(dataclasses.replace(cfg, threads=0, epochs=1), tmp_path / "torch_default")["epoch"] == 1
 
 
 def test_refit_trains_on_extra_splits_and_refuses_to_validate_on_them(shared_data, tmp_path, monkeypatch):

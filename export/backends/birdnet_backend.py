@@ -7,12 +7,11 @@ through the same batch path as PULSE's own models (scores + embedding for each 3
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from export.predictor import BACKENDS, InputSpec
+from export.predictor import BACKENDS, InputSpec, usable_cores
 from pulse.species import species_code
 from pulse.teacher import birdnet
 
@@ -51,7 +50,7 @@ class BirdNETPredictor:
         }
         self.input_spec = InputSpec("waveform", (None, birdnet.WINDOW_SAMPLES))
         # LiteRT alone would run one thread; every core matches ONNX Runtime's default, so the two compare fairly.
-        self._teacher = birdnet.BirdNET(threads=threads or os.cpu_count() or 1)
+        self._teacher = birdnet.BirdNET(threads=threads or usable_cores())
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         out = self._teacher.predict(batch)
