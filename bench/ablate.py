@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -78,7 +79,7 @@ def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: P
     from pulse.config import ExportConfig, InferConfig
     from pulse.unlabelled import make_pseudo_field
 
-    recording = out / "audio"
+    recording = out / f"audio_{seconds:g}s"
     if not (recording / "manifest.csv").exists():
         make_pseudo_field(songs, soundscapes, recording, 1, seconds, 44100, 6.0, (-5.0, 15.0), seed=1)
     export_bundle(student, out / "student_artefact", ExportConfig(calibration=tuple(map(str, songs[:4]))))
@@ -91,6 +92,11 @@ def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: P
     result["threads"] = threads
     result["speedup"] = round(result["student"]["x_realtime"] / max(result["birdnet"]["x_realtime"], 1e-9), 2)
     return result
+
+
+def settings_key(**settings) -> str:
+    """What a cached row or timing was made with: it is reused only when the same settings ask for it."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def table(results: dict) -> str:
@@ -143,8 +149,10 @@ def main() -> None:
     for regime in filter(None, args.regimes.split(",")):
         rows = results.setdefault(f"{regime}-label", {})
         eval_cfg = dataclasses.replace(base.evaluation, manifest=manifests[regime])
-        if "BirdNET probe" not in rows:
-            rows["BirdNET probe"] = probe_report(manifests[regime], eval_cfg, base.model.labels, caches, args.threads)
+        probe_key = settings_key(manifest=manifests[regime], evaluation=eval_cfg.to_dict(), caches=caches)
+        if rows.get("BirdNET probe", {}).get("key") != probe_key:  # kept from an earlier run only if made alike
+            rows["BirdNET probe"] = {**probe_report(manifests[regime], eval_cfg, base.model.labels, caches,
+                                                    args.threads), "key": probe_key}
         for variant in args.variants.split(","):
             lambda_byol, lambda_kd, schedule, probe = VARIANTS[variant]
             cfg = dataclasses.replace(base, manifest=manifests[regime], lambda_byol=lambda_byol, lambda_kd=lambda_kd,
@@ -156,9 +164,12 @@ def main() -> None:
     songs = [Path(base.audio_root) / p for p in frame.loc[frame["split"] == "validation", "path"]]
     soundscapes = [Path(base.background_root) / p for p in bg.loc[bg["split"] == "validation", "path"]]
     speed_path = args.out / "throughput.json"
-    if not speed_path.exists():
-        write_json(speed_path, throughput(args.throughput_model, songs, soundscapes, args.out / "throughput",
-                                          args.throughput_s, args.threads))
+    model_file = args.throughput_model.stat()
+    speed_key = settings_key(model=str(args.throughput_model.resolve()), size=model_file.st_size,
+                             mtime_ns=model_file.st_mtime_ns, seconds=args.throughput_s, threads=args.threads)
+    if not speed_path.exists() or json.loads(speed_path.read_text()).get("key") != speed_key:
+        write_json(speed_path, {**throughput(args.throughput_model, songs, soundscapes, args.out / "throughput",
+                                             args.throughput_s, args.threads), "key": speed_key})
     speed = json.loads(speed_path.read_text())
     text = table(results) + (f"\n\nThroughput (`pulse analyze`, the same {args.throughput_s:g} s recording, same CPU, "
                              f"{speed.get('threads', 'default')} model threads each): student "

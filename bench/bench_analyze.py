@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from export.atomic import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = REPO.parent / "shared" / "data" / "audio"
 RATE = 44100
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs (the median is reported)")
     parser.add_argument("--model", type=Path, default=None, help="artefact to time (default: bundled, else fresh)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the recordings (default: temp)")
+    parser.add_argument("--json", type=Path, default=None, help="also write both reports to this file")
     args, extra = parser.parse_known_args(argv)  # anything else goes to `pulse analyze` (e.g. --batch-size 64)
     if not SHARED_AUDIO.is_dir():
         sys.exit(f"{SHARED_AUDIO} is missing: the benchmark builds its recordings from that real audio")
@@ -170,15 +173,19 @@ def main(argv: list[str] | None = None) -> None:
             "breakdown": breakdown(wav, model, 32),
         }
         print(json.dumps(report, indent=2), flush=True)
+        reports = {"throughput": report}
         if args.hours > 0:
             long_wav = tmp / "six_hours.wav"
             write_recording(long_wav, bed, args.hours * 3600)
             wav.unlink()
             run = run_analyze(long_wav, tmp / "out_long", model, extra)
-            print(json.dumps({"long_recording_h": args.hours, "peak_rss_mb": round(run["peak_rss_mb"], 1),
-                              "wall_s": round(run["process_wall_s"], 1), "cpu_s": round(run["cpu_s"], 1),
-                              "load_average_1min": os.getloadavg()[0],
-                              "in_process_x_realtime": run["summary"]["x_realtime"]}, indent=2))
+            reports["long"] = {"long_recording_h": args.hours, "peak_rss_mb": round(run["peak_rss_mb"], 1),
+                               "wall_s": round(run["process_wall_s"], 1), "cpu_s": round(run["cpu_s"], 1),
+                               "load_average_1min": os.getloadavg()[0],
+                               "in_process_x_realtime": run["summary"]["x_realtime"]}
+            print(json.dumps(reports["long"], indent=2))
+        if args.json:
+            write_json(args.json, {"command": " ".join(sys.argv), **reports})
 
 
 if __name__ == "__main__":

@@ -4,10 +4,15 @@ Real tissue patches of a real slide (each path's own grid, cycled to `--patches`
 every runtime (`lrmil export` writes the ONNX ones, FP32 and with `--int8`), the same threads, median of
 `--repeats` passes; for each ONNX folder also how far its features are from PyTorch's on those patches.
 
-    lrmil export --out runs/lrmil_onnx --path both --slide ../shared/data/slides/CMU-1-Small-Region.svs
-    lrmil export --out runs/lrmil_int8 --path both --slide ../shared/data/slides/CMU-1-Small-Region.svs --int8
+    lrmil export --out runs/lrmil_onnx --path both --mpp 0.5 --slide ../shared/data/slides/CMU-1-Small-Region.svs \
+        --slide ../shared/data/slides/TCGA-CR-7395-01A-01-TS1-no-mpp.svs
+    lrmil export --out runs/lrmil_int8 --path both --mpp 0.5 --int8 --slide ../shared/data/slides/CMU-1-Small-Region.svs \
+        --slide ../shared/data/slides/TCGA-CR-7395-01A-01-TS1-no-mpp.svs
     python bench/bench_lrmil_onnx.py --onnx fp32=runs/lrmil_onnx --onnx int8=runs/lrmil_int8 \
-        --slide ../shared/data/slides/TCGA-CR-7395-01A-01-TS1-no-mpp.svs --mpp 0.5
+        --slide ../shared/data/slides/TCGA-CR-7395-01A-01-TS1-no-mpp.svs --mpp 0.5 --json bench/results/lrmil_onnx.json
+
+(bench/results/lrmil_onnx_export.json is the INT8 folder's onnx.json; --mpp fills in the TCGA slide's missing scale,
+the CMU slide keeps its own.)
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ the model is at least the probe on that same resample, and which excerpts each g
 alignment (for a model: also those the probe gets right at every alignment).
 
     python bench/bootstrap.py --model default=pulse/assets/default/model.onnx \
-        --model supervised=pulse/assets/supervised/model.onnx --json bench/results/bootstrap.json
+        --model supervised=pulse/assets/supervised/model.onnx --model lowrate=pulse/assets/lowrate/model.onnx \
+        --json bench/results/bootstrap.json
 
 Needs the teacher caches of `bench/ablate.py` (its docstring has the two `pulse teacher-cache` commands).
 """

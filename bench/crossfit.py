@@ -83,17 +83,17 @@ def baseline_row(run: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/pulse_default.json", help="the recipe (train_split + val_split)")
+    parser.add_argument("--config", default="configs/pulse_supervised.json", help="the recipe (train_split + val_split)")
     parser.add_argument("--out", type=Path, default=Path("runs/crossfit"))
     parser.add_argument("--baseline-run", type=Path, help="the same recipe's train-only run, for the comparison row")
-    parser.add_argument("--report", type=Path, default=Path("bench/results/crossfit.json"))
+    parser.add_argument("--report", type=Path, help="where the report goes (default: OUT/crossfit.json)")
     parser.add_argument("--workers", type=int, default=1, help="threads drawing batches (speed only)")
     args = parser.parse_args()
     cfg = TrainConfig.load(args.config)
     report = {"config": args.config, **crossfit(cfg, args.out, args.workers)}
     if args.baseline_run:
         report["baseline_last_epoch"] = baseline_row(args.baseline_run)
-    write_json(args.report, report)
+    write_json(args.report or args.out / "crossfit.json", report)
     write_text(args.out / "report.txt", format_table(report) + "\n")
     plot_confusion(report, cfg.model.codes, args.out / "confusion.png")
     print(format_table(report))
