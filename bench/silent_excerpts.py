@@ -4,7 +4,8 @@
 spectrogram as silence between the chirps of sparse singers (`data_manifests/insectset32_validation_silent_excerpts.csv`).
 A check that cuts 3 s excerpts without looking for song keeps them, labelled with the recording's
 species. This scores each model and the BirdNET-embedding probe both ways (means and lowest of the four
-alignments; detection AUC mean).
+alignments; detection AUC mean); the models as `pulse analyze` scores them, quiet windows raised to -20 dBFS
+(`pulse/levels.py`; the results file of 2026-12-05 morning predates that).
 
     python bench/silent_excerpts.py --model default=pulse/assets/default/model.onnx \
         --model supervised=pulse/assets/supervised/model.onnx --json bench/results/silent_excerpts.json
@@ -21,6 +22,7 @@ from export.atomic import write_json
 from export.predictor import load_predictor
 from pulse.config import EvalConfig
 from pulse.evaluate import evaluate, prepare
+from pulse.levels import RaisedQuiet
 
 LISTED = "data_manifests/insectset32_validation_silent_excerpts.csv"
 PROBE = "BirdNET probe"
@@ -51,7 +53,7 @@ def main() -> None:
         rows = results[label] = {}
         for name, path in (m.split("=", 1) for m in args.model):
             print(f"== {label}: {name}", flush=True)
-            predictor = load_predictor(path, threads=args.threads)
+            predictor = RaisedQuiet(load_predictor(path, threads=args.threads), cfg.level_floor)  # as analyze
             names = tuple(predictor.metadata["labels"])
             data = prepare(cfg, names, int(predictor.metadata["sample_rate"]), float(predictor.metadata["window_s"]))
             rows[name] = summary(evaluate(lambda b: predictor.predict(b)["scores"], data, cfg, names))

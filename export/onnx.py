@@ -73,7 +73,9 @@ def input_contract(cfg) -> str:
             f"{cfg.window_s:g} s of mono audio at {cfg.sample_rate} Hz, scaled to [-1, 1] as soundfile and librosa "
             f"read it (int16 PCM / 32768: raw int16 values wreck the scores); resample other rates with a "
             f"high-quality resampler (PULSE uses soxr HQ). pulse analyze cuts a recording into windows without "
-            f"overlap and zero-pads the last one, scored only if it holds at least 1 s. Outputs: 'scores' float32 "
+            f"overlap and zero-pads the last one, scored only if it holds at least 1 s, and raises a window peaking "
+            f"below -20 dBFS to -20 dBFS (by at most 40 dB: training windows peaked at -20..+6 dBFS, and quieter "
+            f"songs are missed). Outputs: 'scores' float32 "
             f"[batch, {cfg.num_classes}], sigmoid probabilities in the order of the labels in the 'model_config' "
             f"metadata (JSON); 'embedding' [batch, {cfg.embed_dim}], the penultimate layer.")
 

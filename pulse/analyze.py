@@ -34,6 +34,7 @@ from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
 from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, find_audio, stream_audio
 from pulse.journal import Journal
+from pulse.levels import RaisedQuiet
 from pulse.schema import (DETECTION_COLUMNS, Columns, LabelSet, SchemaError, check_score_values, detection_channel,
                           empty_detections, scores_frame)
 from pulse.teacher.birdnet import model_path as birdnet_model_path
@@ -124,8 +125,10 @@ def open_model(name: str, device: str = "cpu", species_list: str = "", threads: 
 def open_checked_model(cfg: InferConfig) -> tuple[Predictor, WindowSpec, LabelSet]:
     """`cfg.model` opened, with the windows its metadata and `cfg` ask for and its labels; a model without
     PULSE metadata or a bad --overlap / --min-len is one error, and the model is closed again."""
-    model_path, _ = resolve_model(cfg.model)
+    model_path, backend = resolve_model(cfg.model)
     predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
+    if backend != "birdnet":  # BirdNET is scored as recorded, as BirdNET-Analyzer scores it
+        predictor = RaisedQuiet(predictor, cfg.level_floor)
     try:
         meta = predictor.metadata
         if missing := [k for k in ("labels", "sample_rate", "window_s") if k not in meta]:
@@ -542,7 +545,7 @@ def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
 
 # The settings that change what a file's detections and scores are (the model, and a species list, through
 # the model's metadata).
-OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel")
+OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel", "level_floor")
 
 
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:

@@ -48,6 +48,9 @@ def analyze(
     strict: bool = typer.Option(_INFER.strict, help="Stop at the first bad file instead of logging it."),
     species_list: str = typer.Option(_INFER.species_list, help="With --model birdnet: file of species to report "
                                                                "(one per line), as BirdNET-Analyzer's --slist."),
+    level_floor: float = typer.Option(_INFER.level_floor, help="dBFS: a window peaking below it is raised to it "
+                                      "(by at most 40 dB) before a PULSE model scores it, as quiet recorders need; "
+                                      "-200 scores every window as recorded."),
 ) -> None:
     """Detect species in recordings: Raven tables and detections.csv (more with --format), errors.csv, summary.json.
 
@@ -60,7 +63,8 @@ def analyze(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size,
                  workers=workers, threads=threads, formats=tuple(f.strip() for f in format.split(",") if f.strip()),
-                 resume=resume, device=device, channel=channel, strict=strict, species_list=species_list)
+                 resume=resume, device=device, channel=channel, strict=strict, species_list=species_list,
+                 level_floor=level_floor)
     try:
         if config is not None:  # the file's settings, then only the flags typed on this command line
             given = {k: v for k, v in flags.items()

@@ -97,6 +97,9 @@ class InferConfig(JsonConfig):
     # --model birdnet only: a text file, one species per line (scientific name or BirdNET's
     # 'Scientific_Common' label), restricting the output to them as BirdNET-Analyzer's --slist does.
     species_list: str = ""
+    # A window peaking below this (dBFS) is raised to it, by at most 40 dB, before a PULSE model scores it:
+    # the quietest level the bundled models trained on (pulse/levels.py). BirdNET scores windows as recorded.
+    level_floor: float = -20.0
 
 
 
@@ -127,6 +130,7 @@ class EvalConfig(JsonConfig):
     # the model's frame grid (20 ms for the bundled models) is chance in a real recording; it moved their window
     # F1 by up to 0.09.
     delays_ms: tuple[float, ...] = (5.0, 10.0, 15.0)
+    level_floor: float = -20.0  # quiet windows raised as `pulse analyze` raises them (InferConfig.level_floor)
 
 
 

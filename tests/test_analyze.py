@@ -169,7 +169,8 @@ def test_scores_a_broken_model_gives_outside_0_1_fail_that_file_at_the_model_sta
     sf.write(tmp_path / "in" / "loud.wav", song(3.0), RATE)
     sf.write(tmp_path / "in" / "quiet.wav", song(3.0, loud=0.001), RATE)
     out = tmp_path / "out"
-    summary = analyze([tmp_path / "in"], out, InferConfig(model=str(tmp_path / "broken.onnx"), formats=("scores",)))
+    summary = analyze([tmp_path / "in"], out, InferConfig(model=str(tmp_path / "broken.onnx"), formats=("scores",),
+                                                          level_floor=-200.0))  # the quiet file stays quiet
     assert (summary.files_done, summary.files_failed) == (1, 1)
     row = pd.read_csv(out / "errors.csv").iloc[0]
     assert (Path(row.path).name, row.stage, row.error_type) == ("loud.wav", "model", "SchemaError")

@@ -1,0 +1,44 @@
+"""Quiet windows raised to the training floor before scoring (pulse/levels.py), and where that applies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from test_analyze import RATE, level_meter_onnx, song
+
+from pulse.analyze import analyze, open_checked_model
+from pulse.config import InferConfig
+from pulse.levels import MAX_RAISE_DB, RaisedQuiet, raise_quiet
+
+
+def peak_dbfs(windows: np.ndarray) -> np.ndarray:
+    return 20 * np.log10(np.abs(windows).max(axis=1))
+
+
+def test_only_windows_under_the_floor_are_raised_and_by_at_most_the_cap():
+    tone = np.sin(np.linspace(0, 200 * np.pi, 4410)).astype(np.float32)
+    levels_db = np.array([-6.0, -30.0, -50.0, -90.0])
+    windows = np.stack([tone * 10 ** (db / 20) for db in levels_db] + [np.zeros_like(tone)]).astype(np.float32)
+    raised = raise_quiet(windows, -20.0)
+    np.testing.assert_array_equal(raised[0], windows[0])  # above the floor: untouched, sample for sample
+    np.testing.assert_allclose(peak_dbfs(raised[1:3]), [-20.0, -20.0], atol=0.01)
+    assert abs(peak_dbfs(raised[3:4])[0] - (-90.0 + MAX_RAISE_DB)) < 0.01  # near-silence: raised by the cap only
+    assert not raised[4].any()  # digital silence stays silent
+    loud = windows[:1]
+    assert raise_quiet(loud, -20.0) is loud  # nothing to raise: the batch itself, no copy
+
+
+def test_analyze_raises_a_quiet_recording_unless_switched_off_and_never_for_birdnet(tmp_path):
+    model = level_meter_onnx(tmp_path / "meter.onnx")  # scores rise with the window's level
+    sf.write(tmp_path / "quiet.wav", song(3.0, loud=0.003), RATE, subtype="PCM_16")  # peaks near -50 dBFS
+
+    def top_score(floor: float) -> float:
+        out = tmp_path / f"out{floor}"
+        analyze([tmp_path / "quiet.wav"], out, InferConfig(model=str(model), formats=("scores",), level_floor=floor))
+        return float(pd.read_csv(out / "scores.csv").iloc[0, 3])
+
+    assert top_score(-20.0) > 0.9 > 0.5 > top_score(-200.0)
+    predictor, _, _ = open_checked_model(InferConfig(model="birdnet"))
+    assert not isinstance(predictor, RaisedQuiet)  # BirdNET is scored as BirdNET-Analyzer scores it
+    predictor.close()
