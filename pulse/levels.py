@@ -18,12 +18,15 @@ MAX_RAISE_DB = 40.0
 
 def raise_quiet(windows: np.ndarray, floor_dbfs: float, max_raise_db: float = MAX_RAISE_DB) -> np.ndarray:
     """`windows` [B, N] with every window peaking below `floor_dbfs` scaled up towards it."""
-    peak = np.abs(windows).max(axis=1, keepdims=True)
+    peak = np.maximum(windows.max(axis=1, keepdims=True), -windows.min(axis=1, keepdims=True))  # |x| costs twice
     wanted = 10.0 ** (floor_dbfs / 20.0) / np.maximum(peak, 1e-12)
-    factor = np.clip(wanted, 1.0, 10.0 ** (max_raise_db / 20.0))
-    if (factor == 1.0).all():
+    factor = np.clip(wanted, 1.0, 10.0 ** (max_raise_db / 20.0)).astype(np.float32)
+    quiet = np.flatnonzero(factor[:, 0] > 1.0)
+    if not len(quiet):
         return windows
-    return (windows * factor).astype(np.float32)
+    raised = windows.copy()  # the caller's batch stays as it was
+    raised[quiet] *= factor[quiet]
+    return raised
 
 
 class RaisedQuiet:
