@@ -18,7 +18,7 @@ MAX_RAISE_DB = 40.0
 
 def raise_quiet(windows: np.ndarray, floor_dbfs: float, max_raise_db: float = MAX_RAISE_DB) -> np.ndarray:
     """`windows` [B, N] with every window peaking below `floor_dbfs` scaled up towards it."""
-    peak = np.maximum(windows.max(axis=1, keepdims=True), -windows.min(axis=1, keepdims=True))  # |x| costs twice
+    peak = np.maximum(windows.max(axis=1, keepdims=True), -windows.min(axis=1, keepdims=True))  # half abs().max()
     wanted = 10.0 ** (floor_dbfs / 20.0) / np.maximum(peak, 1e-12)
     factor = np.clip(wanted, 1.0, 10.0 ** (max_raise_db / 20.0)).astype(np.float32)
     quiet = np.flatnonzero(factor[:, 0] > 1.0)
