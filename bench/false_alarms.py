@@ -42,6 +42,22 @@ def false_alarms(model: str, inputs: list[str], min_conf: float, overlap: float)
             "files_failed": summary.files_failed, "files": files}
 
 
+def quieter_copies(inputs: list[str], gain_db: float, folder: Path) -> list[str]:
+    """16-bit WAV copies of `inputs` (files, or the audio files in folders) `gain_db` quieter: a recorder at lower gain."""
+    import soundfile as sf
+
+    from pulse.io import find_audio
+
+    copies = []
+    for path, relative in find_audio(inputs):
+        audio, rate = sf.read(str(path), dtype="float32")
+        target = folder / relative.with_suffix(".wav")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(target), audio * 10.0 ** (gain_db / 20.0), rate, subtype="PCM_16")
+        copies.append(str(target))
+    return copies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="*", default=list(HELD_OUT), help="song-free audio files or folders")
@@ -49,14 +65,18 @@ def main() -> None:
     parser.add_argument("--min-conf", type=float, default=InferConfig().min_conf)
     parser.add_argument("--overlap", type=float, default=2.5, help="seconds shared by consecutive 3 s windows")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--gain-db", type=float, default=0.0,
+                        help="score 16-bit copies this many dB quieter (negative), as from a recorder at lower gain")
     args = parser.parse_args()
-    results = {m: false_alarms(m, args.inputs, args.min_conf, args.overlap) for m in args.models.split(",")}
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = quieter_copies(args.inputs, args.gain_db, Path(folder)) if args.gain_db else args.inputs
+        results = {m: false_alarms(m, inputs, args.min_conf, args.overlap) for m in args.models.split(",")}
     for model, r in results.items():
         worst = ", ".join(f"{name} {f['max_score']:.2f} ({f['max_species']})" for name, f in r["files"].items())
         print(f"{model}: {r['false_alarms']} of {r['windows']} windows >= {args.min_conf:g}; highest per file: {worst}")
     if args.json:
         write_json(args.json, {"min_conf": args.min_conf, "overlap_s": args.overlap, "inputs": args.inputs,
-                               "models": results})
+                               "gain_db": args.gain_db, "models": results})
 
 
 if __name__ == "__main__":

@@ -69,13 +69,17 @@ def _save(module, cfg, path: str | Path, frontend: str, output_names: tuple[str,
 def input_contract(cfg) -> str:
     """What a deployment must feed the graph and what comes out, in the model file itself (README: "Running
     `model.onnx` without PULSE"): the scaling and the windowing are easy to get wrong and fail silently."""
+    from pulse.config import LEVEL_FLOOR_DBFS
+    from pulse.levels import MAX_RAISE_DB
+
+    floor = f"{LEVEL_FLOOR_DBFS:g} dBFS"
     return (f"PULSE {cfg.arch} v{cfg.version}. Input '{INPUT_NAME}': float32 [batch, {cfg.window_samples}], "
             f"{cfg.window_s:g} s of mono audio at {cfg.sample_rate} Hz, scaled to [-1, 1] as soundfile and librosa "
             f"read it (int16 PCM / 32768: raw int16 values wreck the scores); resample other rates with a "
             f"high-quality resampler (PULSE uses soxr HQ). pulse analyze cuts a recording into windows without "
             f"overlap and zero-pads the last one, scored only if it holds at least 1 s, and raises a window peaking "
-            f"below -20 dBFS to -20 dBFS (by at most 40 dB: training windows peaked at -20..+6 dBFS, and quieter "
-            f"songs are missed). Outputs: 'scores' float32 "
+            f"below {floor} to {floor} (by at most {MAX_RAISE_DB:g} dB: training windows peaked at -20..+6 dBFS, "
+            f"and quieter songs are missed). Outputs: 'scores' float32 "
             f"[batch, {cfg.num_classes}], sigmoid probabilities in the order of the labels in the 'model_config' "
             f"metadata (JSON); 'embedding' [batch, {cfg.embed_dim}], the penultimate layer.")
 

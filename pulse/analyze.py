@@ -34,7 +34,7 @@ from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
 from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, find_audio, stream_audio
 from pulse.journal import Journal
-from pulse.levels import RaisedQuiet
+from pulse import levels
 from pulse.schema import (DETECTION_COLUMNS, Columns, LabelSet, SchemaError, check_score_values, detection_channel,
                           empty_detections, scores_frame)
 from pulse.teacher.birdnet import model_path as birdnet_model_path
@@ -125,11 +125,10 @@ def open_model(name: str, device: str = "cpu", species_list: str = "", threads: 
 def open_checked_model(cfg: InferConfig) -> tuple[Predictor, WindowSpec, LabelSet]:
     """`cfg.model` opened, with the windows its metadata and `cfg` ask for and its labels; a model without
     PULSE metadata or a bad --overlap / --min-len is one error, and the model is closed again."""
-    model_path, backend = resolve_model(cfg.model)
+    model_path, _ = resolve_model(cfg.model)
     predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
-    if backend != "birdnet":  # BirdNET is scored as recorded, as BirdNET-Analyzer scores it
-        predictor = RaisedQuiet(predictor, cfg.level_floor)
     try:
+        predictor = levels.for_model(predictor, cfg.level_floor)
         meta = predictor.metadata
         if missing := [k for k in ("labels", "sample_rate", "window_s") if k not in meta]:
             raise ValueError(f"{model_path}: not a PULSE model (its metadata lacks {', '.join(missing)}; "

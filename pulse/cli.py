@@ -14,12 +14,15 @@ from typing import Optional
 import typer
 
 from pulse.config import EvalConfig, ExportConfig, InferConfig, ModelConfig, TeacherCacheConfig, TrainConfig
+from pulse.levels import MAX_RAISE_DB
 from pulse.writers import WRITERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PULSE: Orthoptera song detection for field recordings.")
 
 _INFER = InferConfig()  # CLI defaults are read from the config, never restated
+LEVEL_FLOOR_HELP = (f"dBFS: a window peaking below it is raised to it (by at most {MAX_RAISE_DB:g} dB) before a "
+                    "PULSE model scores it, as quiet recorders need; -200 scores every window as recorded.")
 
 
 @app.command()
@@ -48,9 +51,7 @@ def analyze(
     strict: bool = typer.Option(_INFER.strict, help="Stop at the first bad file instead of logging it."),
     species_list: str = typer.Option(_INFER.species_list, help="With --model birdnet: file of species to report "
                                                                "(one per line), as BirdNET-Analyzer's --slist."),
-    level_floor: float = typer.Option(_INFER.level_floor, help="dBFS: a window peaking below it is raised to it "
-                                      "(by at most 40 dB) before a PULSE model scores it, as quiet recorders need; "
-                                      "-200 scores every window as recorded."),
+    level_floor: float = typer.Option(_INFER.level_floor, help=LEVEL_FLOOR_HELP),
 ) -> None:
     """Detect species in recordings: Raven tables and detections.csv (more with --format), errors.csv, summary.json.
 
@@ -110,6 +111,10 @@ def _read_run_config(path: Path) -> InferConfig:
         if not isinstance(settings, dict):
             raise KeyError("config")
         unknown = sorted(set(settings) - set(InferConfig.__dataclass_fields__))
+        if "level_floor" not in settings:  # a run from before quiet windows were raised: rerun it as it ran
+            logging.getLogger("pulse").info("%s: a run from before --level-floor; its windows are scored as "
+                                            "recorded (add --level-floor -20 to raise quiet ones)", path)
+            settings = {**settings, "level_floor": -200.0}
         cfg = InferConfig.from_dict(settings)
     except IsADirectoryError:
         raise ValueError(f"{path}: --config takes a run's config.json, and this is a folder") from None
@@ -208,6 +213,7 @@ def evaluate(
                                   help="Comma list of delays (ms) each condition is scored again at ('' for none)."),
     exclude_excerpts: str = typer.Option(_EVAL.exclude_excerpts, help="CSV (path, start_s, reason) of excerpts "
                                                                       "without song to leave out."),
+    level_floor: float = typer.Option(_EVAL.level_floor, help=LEVEL_FLOOR_HELP),
     out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Folder for report.json/.txt, confusion.png."),
     config: Optional[Path] = typer.Option(None, "--config", help="A training config (or a run's config.json): its "
                                                                  "manifests, validation split and evaluation "
@@ -220,7 +226,7 @@ def evaluate(
     flags = dict(manifest=str(manifest), audio_root=str(audio_root), split=split,
                  background_manifest=str(background_manifest), background_root=str(background_root),
                  background_split=background_split, snr_db=tuple(float(s) for s in snr_db.split(",") if s.strip()),
-                 threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts,
+                 threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts, level_floor=level_floor,
                  delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()))
     try:
         if config is not None:  # what that run validated on, then only the flags typed on this command line

@@ -75,6 +75,9 @@ class ModelConfig(JsonConfig):
         return {"package": "pulse", **super().to_dict()}
 
 
+LEVEL_FLOOR_DBFS = -20.0  # the low end of the bundled recipes' gain_db (peak dBFS of every training window)
+
+
 @dataclass(frozen=True)
 class InferConfig(JsonConfig):
     """Settings of `pulse analyze` (BirdNET-Analyzer names where one exists)."""
@@ -99,7 +102,7 @@ class InferConfig(JsonConfig):
     species_list: str = ""
     # A window peaking below this (dBFS) is raised to it, by at most 40 dB, before a PULSE model scores it:
     # the quietest level the bundled models trained on (pulse/levels.py). BirdNET scores windows as recorded.
-    level_floor: float = -20.0
+    level_floor: float = LEVEL_FLOOR_DBFS
 
 
 
@@ -130,7 +133,9 @@ class EvalConfig(JsonConfig):
     # the model's frame grid (20 ms for the bundled models) is chance in a real recording; it moved their window
     # F1 by up to 0.09.
     delays_ms: tuple[float, ...] = (5.0, 10.0, 15.0)
-    level_floor: float = -20.0  # quiet windows raised as `pulse analyze` raises them (InferConfig.level_floor)
+    # Quiet windows raised as `pulse analyze` raises them (`pulse evaluate`; a training run's per-epoch
+    # validation scores as recorded: its windows are at the recordings' own levels either way).
+    level_floor: float = LEVEL_FLOOR_DBFS
 
 
 

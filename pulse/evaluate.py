@@ -275,9 +275,9 @@ def plot_confusion(report: dict, codes: tuple[str, ...], path: Path) -> None:
 def evaluate_model(model_path: str | Path, cfg: EvalConfig, out_dir: str | Path) -> dict:
     """Evaluate an artefact; write report.json, report.txt and confusion.png to `out_dir`."""
     from export.predictor import load_predictor
-    from pulse.levels import RaisedQuiet
+    from pulse.levels import for_model
 
-    predictor = RaisedQuiet(load_predictor(model_path), cfg.level_floor)  # as `pulse analyze` scores
+    predictor = for_model(load_predictor(model_path), cfg.level_floor)  # as `pulse analyze` scores
     meta = predictor.metadata
     names = tuple(meta["labels"])
     data = prepare(cfg, names, int(meta["sample_rate"]), float(meta["window_s"]))

@@ -39,6 +39,33 @@ def test_analyze_raises_a_quiet_recording_unless_switched_off_and_never_for_bird
         return float(pd.read_csv(out / "scores.csv").iloc[0, 3])
 
     assert top_score(-20.0) > 0.9 > 0.5 > top_score(-200.0)
-    predictor, _, _ = open_checked_model(InferConfig(model="birdnet"))
-    assert not isinstance(predictor, RaisedQuiet)  # BirdNET is scored as BirdNET-Analyzer scores it
-    predictor.close()
+    from pulse.teacher.birdnet import model_path
+
+    for birdnet in ("birdnet", str(model_path())):  # the alias or its .tflite file
+        predictor, _, _ = open_checked_model(InferConfig(model=birdnet))
+        assert not isinstance(predictor, RaisedQuiet), birdnet  # scored as BirdNET-Analyzer scores it
+        predictor.close()
+
+
+def test_a_floor_above_full_scale_or_not_a_number_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+
+    model = level_meter_onnx(tmp_path / "meter.onnx")
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    for bad in ("10", "nan", "inf"):
+        result = CliRunner().invoke(app, ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"),
+                                          "--model", str(model), "--level-floor", bad])
+        assert result.exit_code == 2 and "--level-floor is a level in dBFS, at most 0" in result.output, bad
+
+
+def test_a_run_from_before_the_floor_reruns_as_it_ran(tmp_path):
+    import json
+
+    from pulse.cli import _read_run_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"model": "default", "min_conf": 0.5}}))
+    assert _read_run_config(tmp_path / "config.json").level_floor == -200.0  # every window as recorded, as then
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"model": "default", "level_floor": -30.0}}))
+    assert _read_run_config(tmp_path / "config.json").level_floor == -30.0
