@@ -1,8 +1,8 @@
 """Lab app: one slide in; tissue mask, attention heatmap, top-k patches and the prediction JSON out.
 
 The callback is a plain function of its inputs and a work folder, so tests call it directly.
-It runs `lrmil.predict.predict_slide`, the same student path (and the same images) as `lrmil predict`. Whenever the model carries a notice, such as the
-bundled demo model's "synthetic demo model, not for diagnosis", the page shows it above every result.
+It runs `lrmil.predict.predict_slide`, the same student path (and the same images) as `lrmil predict`.
+Whenever the model carries a notice, such as the bundled demo model's "synthetic demo model, not for diagnosis", the page shows it above every result.
 """
 
 from __future__ import annotations

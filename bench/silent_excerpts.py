@@ -22,7 +22,7 @@ from export.atomic import write_json
 from export.predictor import load_predictor
 from pulse.config import EvalConfig
 from pulse.evaluate import evaluate, prepare
-from pulse.levels import RaisedQuiet
+from pulse.levels import for_model
 
 LISTED = "data_manifests/insectset32_validation_silent_excerpts.csv"
 PROBE = "BirdNET probe"
@@ -53,7 +53,7 @@ def main() -> None:
         rows = results[label] = {}
         for name, path in (m.split("=", 1) for m in args.model):
             print(f"== {label}: {name}", flush=True)
-            predictor = RaisedQuiet(load_predictor(path, threads=args.threads), cfg.level_floor)  # as analyze
+            predictor = for_model(load_predictor(path, threads=args.threads), cfg.level_floor)  # as analyze
             names = tuple(predictor.metadata["labels"])
             data = prepare(cfg, names, int(predictor.metadata["sample_rate"]), float(predictor.metadata["window_s"]))
             rows[name] = summary(evaluate(lambda b: predictor.predict(b)["scores"], data, cfg, names))

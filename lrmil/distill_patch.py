@@ -119,7 +119,8 @@ def collect_samples(path: Path, grid: PatchGrid, weights: np.ndarray, teacher: t
             valid = np.flatnonzero(kids >= 0)
             patches = np.stack([read_scaled(reader, tuple(int(v) for v in t.coords[kids[k]]), t.size_level0, t.patch_px)
                                 for k in valid])
-            feats = teacher_layer_features(teacher, torch.from_numpy(patches).to(cfg.device), cfg.layers).float().cpu().numpy()
+            feats = teacher_layer_features(teacher, torch.from_numpy(patches).to(cfg.device), cfg.layers)
+            feats = feats.float().cpu().numpy()
             targets = np.zeros((len(kids), feats.shape[1], feats.shape[2]), np.float32)
             targets[valid] = feats
             image = read_scaled(reader, tuple(int(v) for v in s.coords[p]), s.size_level0, s.patch_px)
@@ -164,7 +165,8 @@ def train_student(teacher: torch.nn.Module, train: list[ParentSample], val: list
         for _ in range(cfg.epochs):
             order = [train[i] for i in rng.permutation(len(train))]
             for images, targets, weights in _batches(order, cfg.batch_size, cfg.device):
-                loss = match_loss(student_layer_features(student, images, cfg.layers, cfg.patch.ratio), targets, weights, cfg)
+                predicted = student_layer_features(student, images, cfg.layers, cfg.patch.ratio)
+                loss = match_loss(predicted, targets, weights, cfg)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

@@ -26,7 +26,7 @@ from export.atomic import write_json
 from export.onnx import OPSET, export_module
 from export.parity import Parity, compare
 from lrmil.encoders import preprocess
-from lrmil.mil.bundle import BUNDLE_FILE, ONNX_FILE, PathModel
+from lrmil.mil.bundle import BUNDLE_FILE, ONNX_FILE, PATHS, PathModel
 
 INT8_OPS = ("Conv", "Gemm", "MatMul")  # a ViT's work is in its MatMuls
 MIN_CALIBRATION = 8  # INT8 calibrated on 3 patches of one slide drifted 0.25 on another slide's
@@ -134,8 +134,6 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
 def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) -> Path:
     """`onnx.json`: the graphs per path and the grid settings of the source folder's model.json. A path an
     earlier export of the same model folder wrote there stays listed (student now, teacher later)."""
-    from lrmil.mil.bundle import PATHS
-
     spec = json.loads((model_dir / BUNDLE_FILE).read_text())
     path = Path(out) / ONNX_FILE
     earlier = json.loads(path.read_text()) if path.is_file() else {}

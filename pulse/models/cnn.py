@@ -1,8 +1,8 @@
 """Compact residual CNN encoders over log-mel spectrograms.
 
 Each stage halves frequency and time, so a 3 s window of 64 mels ends as a 4-band map (the bundled
-models' 151 frames of 20 ms as 10 steps); pooling then takes the mean over frequency and max + mean over time (as in PANNs,
-Kong et al. 2020), which keeps short chirps and steady trills alike.
+models' 151 frames of 20 ms as 10 steps); pooling then takes the mean over frequency and max + mean over
+time (as in PANNs, Kong et al. 2020), which keeps short chirps and steady trills alike.
 """
 
 from __future__ import annotations
