@@ -59,11 +59,14 @@ def examples() -> list[Path]:
     return sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_root: str | Path) -> FieldView:
-    """Analyse one recording into a fresh folder under `work_root`; a bad file or model becomes a message."""
+def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_root: str | Path,
+                   merge: int = 1) -> FieldView:
+    """Analyse one recording into a fresh folder under `work_root`; a bad file or model becomes a message.
+    `merge` is `pulse analyze --merge-consecutive` (an empty or zero field: a row per window)."""
     if not audio_path:
         return FieldView("Upload a recording or pick an example.")
-    cfg = dataclasses.replace(InferConfig(), model=model or InferConfig().model, min_conf=float(min_conf))
+    cfg = dataclasses.replace(InferConfig(), model=model or InferConfig().model, min_conf=float(min_conf),
+                              merge_consecutive=max(1, int(merge or 1)))
     name = Path(audio_path).name
     try:
         rec = analyze_recording(audio_path, cfg)
@@ -106,8 +109,8 @@ def build(work_root: str | Path | None = None):
     root.mkdir(parents=True, exist_ok=True)
     defaults = InferConfig()
 
-    def run(audio_path, model, min_conf):
-        return analyze_upload(audio_path, model, min_conf, root).outputs()
+    def run(audio_path, model, min_conf, merge):
+        return analyze_upload(audio_path, model, min_conf, root, merge).outputs()
 
     with gr.Blocks(title="PULSE field analysis", analytics_enabled=False,
                    delete_cache=(3600, 86400)) as app:  # uploads and served copies: a day
@@ -121,6 +124,8 @@ def build(work_root: str | Path | None = None):
                 model = gr.Dropdown(list(MODEL_ALIASES), value=defaults.model, allow_custom_value=True, label="Model",
                                     info="'default' is the bundled model; or type a path to a .onnx/.safetensors file")
                 min_conf = gr.Slider(0.0, 1.0, value=defaults.min_conf, step=0.01, label="Minimum confidence")
+                merge = gr.Number(defaults.merge_consecutive, precision=0, minimum=1, label="Merge consecutive windows",
+                                  info="Up to N touching windows of a species as one detection (1: one per window)")
                 button = gr.Button("Analyse", variant="primary")
         status = gr.Markdown()
         spectrum = gr.Image(type="filepath", label="Spectrogram with detections", show_label=False, interactive=False)
@@ -130,5 +135,5 @@ def build(work_root: str | Path | None = None):
             cloud = gr.Image(type="filepath", label="Window embeddings (PCA)", show_label=False, interactive=False)
         files = gr.File(label="Downloads: Raven selection table, detections.csv, scores.csv", file_count="multiple",
                         height=200)
-        button.click(run, [audio, model, min_conf], [status, spectrum, table, curves, cloud, files])
+        button.click(run, [audio, model, min_conf, merge], [status, spectrum, table, curves, cloud, files])
     return app

@@ -231,6 +231,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         raise ValueError(f"--channel is a 0-based channel index, got {cfg.channel}")
     if not 0.0 <= cfg.min_conf <= 1.0:
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
+    if cfg.merge_consecutive < 1:
+        raise ValueError(f"--merge-consecutive is at least 1 (1: a row per window), got {cfg.merge_consecutive}")
     if blocker := file_in_the_way(out_dir):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
@@ -487,7 +489,8 @@ def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame | Column
         high = min(run.band[1], float(part["sample_rate"]) / 2)
         tables["detections"] = detections_from_arrays(
             np.full(len(part["starts_s"]), file, dtype=object), part["starts_s"], part["ends_s"], part["scores"],
-            run.labels, run.cfg.min_conf, run.band[0], high, detection_channel(run.cfg.channel))
+            run.labels, run.cfg.min_conf, run.band[0], high, detection_channel(run.cfg.channel),
+            run.cfg.merge_consecutive)
     return tables
 
 
@@ -544,7 +547,7 @@ def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
 
 # The settings that change what a file's detections and scores are (the model, and a species list, through
 # the model's metadata).
-OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel", "level_floor")
+OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel", "level_floor", "merge_consecutive")
 
 
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:

@@ -52,6 +52,9 @@ def analyze(
     species_list: str = typer.Option(_INFER.species_list, help="With --model birdnet: file of species to report "
                                                                "(one per line), as BirdNET-Analyzer's --slist."),
     level_floor: float = typer.Option(_INFER.level_floor, help=LEVEL_FLOOR_HELP),
+    merge_consecutive: int = typer.Option(_INFER.merge_consecutive, help="Up to N consecutive windows of a species "
+                                          "as one detection row, scored by the mean of its 3 best windows, as "
+                                          "BirdNET-Analyzer's --merge_consecutive (1: a row per window)."),
 ) -> None:
     """Detect species in recordings: Raven tables and detections.csv (more with --format), errors.csv, summary.json.
 
@@ -65,7 +68,7 @@ def analyze(
     flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size,
                  workers=workers, threads=threads, formats=tuple(f.strip() for f in format.split(",") if f.strip()),
                  resume=resume, device=device, channel=channel, strict=strict, species_list=species_list,
-                 level_floor=level_floor)
+                 level_floor=level_floor, merge_consecutive=merge_consecutive)
     try:
         if config is not None:  # the file's settings, then only the flags typed on this command line
             given = {k: v for k, v in flags.items()

@@ -19,7 +19,13 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".aif", ".aiff", ".w64", ".rf64")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
+# Recordings a folder may hold that libsndfile cannot decode: each is one failed file that says how to convert
+# it, never passed over in silence (a phone's .m4a folder would otherwise be "no audio files found").
+UNDECODABLE_SUFFIXES = {
+    ".m4a": "AAC (M4A) audio", ".aac": "AAC audio", ".wma": "Windows Media audio",
+    ".wac": "Wildlife Acoustics' compressed WAC", ".w4v": "Wildlife Acoustics' compressed W4V",
+}
 MIN_RATE, MAX_RATE = 8_000, 384_000
 # Upper bound on samples (all channels) held per block, whatever the rate and channel count:
 # keeps a 384 kHz 8-channel file inside the same memory budget as a 44.1 kHz mono one.
@@ -76,6 +82,10 @@ def audio_info(path: str | Path) -> AudioInfo:
         raise AudioReadError(path, "not a regular file")
     if status.st_size == 0:
         raise AudioReadError(path, "empty file (0 bytes)")
+    if what := UNDECODABLE_SUFFIXES.get(Path(path).suffix.lower()):
+        how = ("with Wildlife Acoustics' Kaleidoscope" if "Wildlife" in what
+               else f"(e.g. ffmpeg -i {Path(path).name} {Path(path).stem}.flac)")
+        raise AudioReadError(path, f"{what} cannot be decoded here: convert it to WAV or FLAC {how}")
     try:
         with sf.SoundFile(str(path)) as f:
             info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)
@@ -164,7 +174,8 @@ def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
     for item in map(Path, inputs):
         if item.is_dir():
             found += sorted((p, p.relative_to(item), item.resolve().name) for p in item.rglob("*")
-                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not _hidden(p.relative_to(item)))
+                            if p.is_file() and p.suffix.lower() in (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES)
+                            and not _hidden(p.relative_to(item)))
         else:
             found.append((item, Path(item.name), item.resolve().parent.name))
     seen: set[Path] = set()

@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from export.atomic import atomic_path
+from pulse.detect import merge_consecutive
+from pulse.schema import DETECTION_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def spectrogram(audio: np.ndarray, sample_rate: int, cfg: PlotConfig = PlotConfi
 def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataFrame, title: str = "",
                        labels: tuple[str, ...] = (), cfg: PlotConfig = PlotConfig()) -> Figure:
     """Spectrogram up to Nyquist with one box per run of a species' detections (consecutive windows merged,
-    so a song across minutes stays one readable box), captioned code + best score, and a legend of species.
+    so a song across minutes stays one readable box), captioned code + the run's score (the mean of its
+    three best windows, as merged tables score it), and a legend of species.
 
     `labels` (the model's label order) keeps each species' colour the same as in the other figures.
     """
@@ -110,17 +113,9 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataF
 
 
 def detection_runs(detections: pd.DataFrame) -> pd.DataFrame:
-    """Merge each species' touching or overlapping windows into one row (earliest start, latest end, best score)."""
-    rows = []
-    for _, group in detections.sort_values("start_s").groupby("label", sort=False):
-        run = None
-        for d in group.itertuples(index=False):
-            if run is not None and d.start_s <= run["end_s"] + 1e-6:
-                run["end_s"], run["score"] = max(run["end_s"], d.end_s), max(run["score"], d.score)
-            else:
-                run = d._asdict()
-                rows.append(run)
-    return pd.DataFrame(rows, columns=detections.columns).sort_values(["start_s", "label"], ignore_index=True)
+    """Each species' touching or overlapping windows as one row: `merge_consecutive` over whole runs."""
+    runs = merge_consecutive({c: detections[c].to_numpy() for c in DETECTION_COLUMNS})
+    return pd.DataFrame(runs).sort_values(["start_s", "label"], ignore_index=True)
 
 
 def _one_file(scores: pd.DataFrame) -> pd.DataFrame:

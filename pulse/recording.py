@@ -61,7 +61,7 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     # Selection boxes span the model's band, never above what the file itself contains.
     low_hz, high_hz = model_band(meta)
     found = detect(table, labels, cfg.min_conf, low_hz, min(high_hz, info.sample_rate / 2),
-                   detection_channel(cfg.channel))
+                   detection_channel(cfg.channel), cfg.merge_consecutive)
     return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta, warning)
 
 

@@ -289,6 +289,34 @@ def test_overlap_channel_and_threshold(tmp_path, model):
     assert 0.5 < mixed.min() < 0.99  # half as loud when mixed to mono
 
 
+def test_merge_consecutive_makes_a_song_one_row_in_every_table_and_is_part_of_resume(tmp_path, model):
+    """12 s of song then 6 s of silence then 6 s of song: BirdNET-Analyzer's --merge_consecutive."""
+    sf.write(tmp_path / "night.wav", np.r_[song(12.0), np.zeros(6 * RATE, np.float32), song(6.0)], RATE)
+    out, formats = tmp_path / "out", ("raven", "csv", "scores", "kaleidoscope")
+
+    def run(merge: int):
+        summary = analyze([tmp_path], out, InferConfig(model=str(model), formats=formats, merge_consecutive=merge))
+        found = pd.read_csv(out / "detections.csv")  # BirdNET-Analyzer's CSV columns
+        return summary, found[found["Scientific name"] == "Chorthippus biguttulus"]
+
+    done, per_window = run(1)
+    assert per_window["Start (s)"].tolist() == [0, 3, 6, 9, 18, 21] and done.files_done == 1
+    done, merged = run(100)
+    assert done.files_done == 1  # another merge setting: analysed again, not skipped
+    assert list(zip(merged["Start (s)"], merged["End (s)"])) == [(0, 12), (18, 24)]
+    windows = pd.read_csv(out / "scores.csv")["Chorthippus biguttulus"]
+    best3 = np.sort(windows[:4])[-3:].mean()
+    assert merged["Confidence"].iloc[0] == pytest.approx(best3, abs=1e-4)  # the mean of the run's 3 best windows
+    capped = run(3)[1]  # at most 3 windows a row
+    assert list(zip(capped["Start (s)"], capped["End (s)"])) == [(0, 9), (9, 12), (18, 24)]
+    raven = pd.read_csv(out / "night.pulse.selection.table.txt", sep="\t")
+    song_rows = raven[raven["Common Name"] == "Bow-winged Grasshopper"]
+    assert list(zip(song_rows["Begin Time (s)"], song_rows["End Time (s)"])) == [(0, 9), (9, 12), (18, 24)]
+    kaleidoscope = pd.read_csv(out / "kaleidoscope.csv")
+    assert sorted(kaleidoscope.loc[kaleidoscope.scientific_name == "Chorthippus biguttulus", "DURATION"]) == [3, 6, 9]
+    assert len(pd.read_csv(out / "scores.csv")) == 8  # every window kept
+
+
 def test_resume_skips_finished_files(tmp_path, model):
     for name in ("a", "b", "c"):
         sf.write(tmp_path / f"{name}.wav", song(3.0 + ord(name) % 3), RATE)
@@ -527,7 +555,8 @@ def test_each_bad_option_names_its_flag_and_an_out_below_a_file_is_refused(tmp_p
     for flags, message in [(["--batch-size", "0"], "--batch-size is at least 1, got 0"),
                            (["--workers", "-1"], "--workers is 0 (one per 4 cores) or more, got -1"),
                            (["--format", ","], "--format needs at least one of audacity, csv"),
-                           (["--channel", "-1"], "--channel is a 0-based channel index, got -1")]:
+                           (["--channel", "-1"], "--channel is a 0-based channel index, got -1"),
+                           (["--merge-consecutive", "0"], "--merge-consecutive is at least 1 (1: a row per window)")]:
         result = runner.invoke(app, [*base, *flags])
         assert result.exit_code == 2 and message in result.output, (flags, result.output)
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

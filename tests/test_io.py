@@ -28,6 +28,16 @@ def test_formats_decode_to_model_rate(tmp_path, suffix):
     assert abs(np.argmax(spectrum) * RATE / RATE - 3000) < 5  # 1 s of audio: bins are 1 Hz apart
 
 
+@pytest.mark.parametrize("suffix, fmt, subtype", [(".opus", "OGG", "OPUS"), (".caf", "CAF", "PCM_16")])
+def test_opus_and_caf_are_read(tmp_path, suffix, fmt, subtype):
+    path = tmp_path / f"a{suffix}"
+    sf.write(path, tone(2.0, 48000), 48000, format=fmt, subtype=subtype)
+    audio = read_audio(path, RATE)
+    assert abs(len(audio) - 2 * RATE) < 0.03 * RATE
+    assert abs(np.argmax(np.abs(np.fft.rfft(audio[: RATE]))) - 3000) < 5
+    assert [p for p, _ in find_audio([tmp_path])] == [path]
+
+
 @pytest.mark.parametrize("rate", [8000, 22050, 192000, 384000])
 def test_any_rate_is_resampled(tmp_path, rate):
     path = tmp_path / "r.wav"
@@ -91,6 +101,10 @@ BAD_FILES = {
     "slow.wav": (lambda p: sf.write(p, tone(1.0, 4000), 4000), "outside 8000-384000 Hz"),
     "missing.wav": (lambda p: None, "no such file"),
     "folder.wav": (lambda p: p.mkdir(), "not a regular file"),
+    "phone.m4a": (lambda p: p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(4000)),
+                  "AAC (M4A) audio cannot be decoded here: convert it to WAV or FLAC (e.g. ffmpeg -i phone.m4a "
+                  "phone.flac)"),
+    "night.wac": (lambda p: p.write_bytes(b"WAac" + bytes(4000)), "convert it to WAV or FLAC with Wildlife Acoustics"),
 }
 
 
@@ -110,12 +124,13 @@ def test_info_and_discovery(tmp_path):
     sf.write(tmp_path / "sub" / "b.flac", tone(1.5, 32000), 32000)
     sf.write(tmp_path / "a.WAV", tone(0.5, RATE), RATE)
     (tmp_path / "readme.txt").write_text("skip me")
+    (tmp_path / "sub" / "phone.m4a").write_bytes(bytes(100))  # found, to fail with how to convert it
     (tmp_path / ".hidden.wav").write_bytes(b"")
     (tmp_path / "._a.WAV").write_bytes(b"\x00\x05\x16\x07" * 1024)  # the AppleDouble twin macOS writes on exFAT cards
     (tmp_path / ".Trashes" / "501").mkdir(parents=True)
     sf.write(tmp_path / ".Trashes" / "501" / "deleted.wav", tone(0.5, RATE), RATE)  # a card's deleted recording
     found = find_audio([tmp_path])
-    assert [str(rel) for _, rel in found] == ["a.WAV", "sub/b.flac"]
+    assert [str(rel) for _, rel in found] == ["a.WAV", "sub/b.flac", "sub/phone.m4a"]
     info = audio_info(found[1][0])
     assert (info.sample_rate, info.channels, info.frames) == (32000, 1, 48000)
     assert info.duration_s == pytest.approx(1.5)
