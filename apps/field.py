@@ -20,6 +20,7 @@ import pulse
 from apps import in_page_terms, prune_old_outputs
 from pulse.analyze import MODEL_ALIASES, below_rate_note, model_band
 from pulse.config import InferConfig
+from pulse.detect import merge_runs
 from pulse.io import AUDIO_SUFFIXES
 from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_figure
 from pulse.recording import analyze_recording, display_audio
@@ -81,7 +82,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF), out / "scores.png")
     cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=HALF), out / "embedding.png")
              if rec.embeddings.shape[1] else None)
-    tables = {"detections": rec.detections, "scores": rec.scores}
+    found = merge_runs(rec.detections, cfg.merge_consecutive)  # the table and downloads; the figure merges runs itself
+    tables = {"detections": found, "scores": rec.scores}
     downloads = []
     for fmt in DOWNLOAD_FORMATS:
         writer = WRITERS.create(fmt)
@@ -90,14 +92,14 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         downloads.append(str(target))
     rate_note = below_rate_note(rec.info.sample_rate, model_band(rec.metadata)[1], cfg.model)
     status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
-              f"of {rec.metadata['window_s']} s, {len(rec.detections)} detection(s) at min-conf {cfg.min_conf:g}; "
+              f"of {rec.metadata['window_s']} s, {len(found)} detection(s) at min-conf {cfg.min_conf:g}; "
               f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')}; "
               f"licence: {rec.metadata.get('license', 'not stated')})."
               + (f" The spectrogram shows the first {len(audio) / rate:.1f} s."
                  if rec.info.duration_s - len(audio) / rate > 1.0 else "")
               + (f" This file was {rate_note}." if rate_note else "")
               + (f" **Partly readable:** {rec.warning}." if rec.warning else ""))
-    table = rec.detections[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round({"Confidence": 3})
+    table = found[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round({"Confidence": 3})
     return FieldView(status, str(spectrum), table, str(curves), str(cloud) if cloud else None, tuple(downloads))
 
 

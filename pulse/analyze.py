@@ -240,7 +240,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     meta = predictor.metadata
     run = _Run(cfg, spec, labels, model_band(meta),
                Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path)), out_dir, writers)
-    files = [_File(path, rel) for path, rel in find_audio(inputs)]
+    files = [_File(path, rel) for path, rel in find_audio(inputs, undecodable=True)]
     _sweep_temporaries(out_dir)
     finished = [f for f in files if cfg.resume and _done(f, run)]
     skipped = set(finished)
@@ -553,6 +553,8 @@ OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel", "level_floor", "
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
     settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
+    if settings["merge_consecutive"] == 1:  # as before the option: journals from before it still count
+        del settings["merge_consecutive"]
     try:
         stat = model_path.stat()
         model = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]

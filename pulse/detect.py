@@ -14,12 +14,13 @@ if TYPE_CHECKING:
 
 
 def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
-           low_hz: float, high_hz: float, channel: int = 1, merge: int = 1) -> pd.DataFrame:
+           low_hz: float, high_hz: float, channel: int = 1) -> pd.DataFrame:
     """Detections of a scores table (one file or many), sorted by file, time, then score (highest first).
 
     `low_hz`/`high_hz` give the band a selection box spans; callers clip `high_hz` to the
     recording's Nyquist frequency so that no box reaches above what the file contains. `channel` is
-    the analysed audio channel counted from 1 (`schema.detection_channel`); `merge` as in `merge_consecutive`.
+    the analysed audio channel counted from 1 (`schema.detection_channel`). One row per (window, species):
+    `merge_runs` joins a species' consecutive windows.
     """
     import pandas as pd
 
@@ -29,7 +30,7 @@ def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
     level = scores.index.get_level_values
     return pd.DataFrame(detections_from_arrays(level("file").to_numpy(object), level("start_s").to_numpy(float),
                                                level("end_s").to_numpy(float), scores.to_numpy(), label_set,
-                                               min_conf, low_hz, high_hz, channel, merge))
+                                               min_conf, low_hz, high_hz, channel))
 
 
 def detections_from_arrays(files: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray, scores: np.ndarray,
@@ -71,18 +72,28 @@ def merge_consecutive(detections: Columns, max_windows: int | None = None) -> Co
     label_ids = np.unique(detections["label"], return_inverse=True)[1]
     starts, ends, channels = detections["start_s"], detections["end_s"], detections["channel"]
     runs: list[list[int]] = []
+    run_end = -np.inf
     for i in np.lexsort((starts, label_ids, channels, file_ids)):  # a species' windows in time order
         run = runs[-1] if runs else []
         if (run and (file_ids[i], channels[i], label_ids[i]) == (file_ids[run[0]], channels[run[0]], label_ids[run[0]])
-                and starts[i] <= ends[run[-1]] + 1e-6 and (max_windows is None or len(run) < max_windows)):
+                and starts[i] <= run_end + 1e-6 and (max_windows is None or len(run) < max_windows)):
             run.append(i)
+            run_end = max(run_end, ends[i])
         else:
             runs.append([int(i)])
+            run_end = ends[i]
     first = np.array([run[0] for run in runs], dtype=int)
     merged = {c: detections[c][first] for c in DETECTION_COLUMNS}
     merged["end_s"] = np.array([ends[run].max() for run in runs], dtype=float)
     merged["score"] = np.array([np.sort(detections["score"][run])[-3:].mean() for run in runs], dtype=float)
     return _in_table_order(merged)
+
+
+def merge_runs(detections: pd.DataFrame, max_windows: int | None = None) -> pd.DataFrame:
+    """`merge_consecutive` of a detections table."""
+    import pandas as pd
+
+    return pd.DataFrame(merge_consecutive({c: detections[c].to_numpy() for c in DETECTION_COLUMNS}, max_windows))
 
 
 def _in_table_order(detections: Columns) -> Columns:

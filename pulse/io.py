@@ -163,19 +163,24 @@ def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, b
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
-def find_audio(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+def find_audio(inputs: list[str | Path], undecodable: bool = False) -> list[tuple[Path, Path]]:
     """Expand files and folders (recursively) into sorted (path, output name) pairs, each file once.
 
     The output name is the path relative to its input (writers replace the suffix), made unique:
     two AudioMoth cards given as two folders often hold the same timestamped file names, and one
-    recording's Raven table must never overwrite another's.
+    recording's Raven table must never overwrite another's. `undecodable` also lists the recordings of
+    UNDECODABLE_SUFFIXES in folders, so that a batch can name them, except one already converted beside itself
+    (phone.m4a next to phone.flac).
     """
+    suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
     found: list[tuple[Path, Path, str]] = []  # (path, relative, name of the input it came from)
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted((p, p.relative_to(item), item.resolve().name) for p in item.rglob("*")
-                            if p.is_file() and p.suffix.lower() in (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES)
+            listed = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
                             and not _hidden(p.relative_to(item)))
+            converted = {p.with_suffix("") for p in listed if p.suffix.lower() in AUDIO_SUFFIXES}
+            found += [(p, p.relative_to(item), item.resolve().name) for p in listed
+                      if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
         else:
             found.append((item, Path(item.name), item.resolve().parent.name))
     seen: set[Path] = set()

@@ -107,7 +107,7 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     rows, problems = [], []
     for folder in folders:
         species = folder.name.replace("_", " ")
-        files = [path for path, _ in find_audio([folder])]
+        files = [path for path, _ in find_audio([folder], undecodable=True)]
         order = rng.permutation(len(files))
         n_val = max(1, round(len(files) * val_fraction)) if len(files) >= 2 and val_fraction > 0 else 0
         for rank, i in enumerate(order):

@@ -18,8 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from export.atomic import atomic_path
-from pulse.detect import merge_consecutive
-from pulse.schema import DETECTION_COLUMNS
+from pulse.detect import merge_runs
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def spectrogram(audio: np.ndarray, sample_rate: int, cfg: PlotConfig = PlotConfi
 
 def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataFrame, title: str = "",
                        labels: tuple[str, ...] = (), cfg: PlotConfig = PlotConfig()) -> Figure:
-    """Spectrogram up to Nyquist with one box per run of a species' detections (consecutive windows merged,
+    """Spectrogram up to Nyquist with one box per run of a species' per-window detections (merged here,
     so a song across minutes stays one readable box), captioned code + the run's score (the mean of its
     three best windows, as merged tables score it), and a legend of species.
 
@@ -113,9 +112,8 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataF
 
 
 def detection_runs(detections: pd.DataFrame) -> pd.DataFrame:
-    """Each species' touching or overlapping windows as one row: `merge_consecutive` over whole runs."""
-    runs = merge_consecutive({c: detections[c].to_numpy() for c in DETECTION_COLUMNS})
-    return pd.DataFrame(runs).sort_values(["start_s", "label"], ignore_index=True)
+    """Each species' touching or overlapping windows as one row (`merge_runs` over whole runs), by time."""
+    return merge_runs(detections).sort_values(["start_s", "label"], ignore_index=True)
 
 
 def _one_file(scores: pd.DataFrame) -> pd.DataFrame:

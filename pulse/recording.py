@@ -29,7 +29,7 @@ class Recording:
     info: AudioInfo
     labels: LabelSet
     scores: pd.DataFrame  # scores table (pulse/schema.py)
-    detections: pd.DataFrame  # detections table at the config's min_conf
+    detections: pd.DataFrame  # detections table at the config's min_conf, a row per window (merge_runs joins them)
     embeddings: np.ndarray  # [windows, embed_dim], same row order as `scores`; [windows, 0] if the model has none
     metadata: dict  # the model's own metadata (labels, rate, window, provenance)
     warning: str = ""  # the recording breaks off part way: what was analysed ("" when whole)
@@ -61,7 +61,7 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     # Selection boxes span the model's band, never above what the file itself contains.
     low_hz, high_hz = model_band(meta)
     found = detect(table, labels, cfg.min_conf, low_hz, min(high_hz, info.sample_rate / 2),
-                   detection_channel(cfg.channel), cfg.merge_consecutive)
+                   detection_channel(cfg.channel))
     return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta, warning)
 
 

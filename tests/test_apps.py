@@ -69,6 +69,10 @@ def test_field_callback_on_a_bundled_example_gives_figures_table_and_downloads(a
     assert len(merged.detections) == labels  # every species' 7 windows touch: one row each, 0-7 s
     assert set(merged.detections["Start (s)"]) == {0.0} and set(merged.detections["End (s)"]) == {7.0}
     assert len(pd.read_csv(merged.downloads[1])) == labels and len(pd.read_csv(merged.downloads[2])) == windows
+    in_threes = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.0, tmp_path, merge=3)
+    assert len(in_threes.detections) == 3 * labels  # 7 windows: rows of 3, 3 and 1
+    # The figure draws each species' whole run captioned with its 3 best windows, whatever the table's merge.
+    assert Path(in_threes.spectrogram_png).read_bytes() == Path(view.spectrogram_png).read_bytes()
     assert len(field.analyze_upload(str(GRYLLUS), str(audio_model), 0.0, tmp_path, merge=0).detections) == windows * labels
 
     strict = field.analyze_upload(str(GRYLLUS), str(audio_model), 1.0, tmp_path)

@@ -129,8 +129,11 @@ def test_info_and_discovery(tmp_path):
     (tmp_path / "._a.WAV").write_bytes(b"\x00\x05\x16\x07" * 1024)  # the AppleDouble twin macOS writes on exFAT cards
     (tmp_path / ".Trashes" / "501").mkdir(parents=True)
     sf.write(tmp_path / ".Trashes" / "501" / "deleted.wav", tone(0.5, RATE), RATE)  # a card's deleted recording
-    found = find_audio([tmp_path])
+    found = find_audio([tmp_path], undecodable=True)  # as `pulse analyze` lists them, to fail each with a reason
     assert [str(rel) for _, rel in found] == ["a.WAV", "sub/b.flac", "sub/phone.m4a"]
+    assert [str(rel) for _, rel in find_audio([tmp_path])] == ["a.WAV", "sub/b.flac"]  # calibration, training
+    sf.write(tmp_path / "sub" / "phone.flac", tone(0.5, RATE), RATE)  # converted as the error said: the .m4a goes
+    assert [str(rel) for _, rel in find_audio([tmp_path], undecodable=True)] == ["a.WAV", "sub/b.flac", "sub/phone.flac"]
     info = audio_info(found[1][0])
     assert (info.sample_rate, info.channels, info.frames) == (32000, 1, 48000)
     assert info.duration_s == pytest.approx(1.5)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from export.atomic import write_text
-from pulse.detect import detect, detections_from_arrays, merge_consecutive
+from pulse.detect import detect, detections_from_arrays, merge_consecutive, merge_runs
 from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, detection_channel, scores_frame, validate_scores
 from pulse.writers import WRITERS, output_path
 
@@ -89,8 +89,8 @@ def test_merge_consecutive_joins_a_species_touching_windows_of_one_file_only():
         merge_consecutive(rows, max_windows=0)
 
 
-def test_detect_merges_as_merge_consecutive_does(scores):
-    merged = detect(scores, LABELS, 0.25, 500, 4000, merge=2)
+def test_merge_runs_merges_a_detections_table_as_merge_consecutive_does(scores):
+    merged = merge_runs(detect(scores, LABELS, 0.25, 500, 4000), max_windows=2)
     assert list(zip(merged.code, merged.start_s, merged.end_s)) == [("GRYCAM", 0.0, 3.0), ("TETVIR", 3.0, 7.5),
                                                                      ("GRYCAM", 6.0, 7.5)]
     assert merged.score.round(2).tolist() == [0.9, 0.45, 0.25]

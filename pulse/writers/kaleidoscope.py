@@ -2,9 +2,10 @@
 
 Columns as BirdNET-Analyzer's `--rtype kaleidoscope` (minus its lat/lon/week/sensitivity, which PULSE
 has no use for): INDIR is the folder above the recording's folder, FOLDER that folder's name, IN FILE
-the file name, OFFSET and DURATION the window in seconds. The path is made absolute first, so INDIR is
-never empty and the table opens from anywhere. DATE, TIME and HOUR, as Kaleidoscope names them, give when
-the window starts for recordings named by their start time (AudioMoth, Song Meter); empty otherwise.
+the file name, OFFSET and DURATION the detection in seconds (a window, or a run of them with
+--merge-consecutive). The path is made absolute first, so INDIR is never empty and the table opens from
+anywhere. DATE, TIME and HOUR, as Kaleidoscope names them, give when
+the detection starts for recordings named by their start time (AudioMoth, Song Meter); empty otherwise.
 """
 
 from __future__ import annotations
