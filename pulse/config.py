@@ -33,6 +33,9 @@ class ModelConfig(JsonConfig):
     frame_length: int = 0
     f_min: float = 500.0
     f_max: float = 22050.0
+    # A second input channel: each mel band minus its own mean over the window, so a band that sounds all
+    # window long (another insect's steady song, wind, a recorder's gain) cancels and what changes stands out.
+    band_contrast: bool = False
     embed_dim: int = 256
     drop_rate: float = 0.2
     # Provenance, written into every artefact and model card.

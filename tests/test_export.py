@@ -40,6 +40,26 @@ def test_every_registered_model_runs_and_exports(arch, tmp_path):
     np.testing.assert_allclose(scores, torch.sigmoid(logits).numpy(), atol=FP32_TOLERANCE)
 
 
+def test_band_contrast_adds_a_channel_that_a_gain_or_a_steady_band_leaves_unchanged(tmp_path):
+    model = create_model(ModelConfig(window_s=1.0, band_contrast=True)).eval()
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    wave = torch.from_numpy(_windows(1, model.cfg.window_samples))
+    steady = 0.2 * torch.sin(2 * torch.pi * 6000 * torch.arange(wave.shape[1]) / model.cfg.sample_rate)
+    with torch.inference_mode():
+        scores = torch.sigmoid(model(wave).logits)
+        model(4 * wave), model(wave + steady)
+    plain, louder, with_band = seen
+    assert plain.shape[1] == 2 and model.encoder.stem[0].in_channels == 2
+    torch.testing.assert_close(louder[:, 1], plain[:, 1], atol=1e-3, rtol=0)  # 12 dB louder: the same contrast
+    assert not torch.allclose(louder[:, 0], plain[:, 0], atol=1e-3)  # the level channel does change
+    tone_band = (with_band[0, 0].mean(-1) - plain[0, 0].mean(-1)).argmax()
+    # In the band of a steady tone the level rises and the contrast flattens (noise alone flickers more).
+    assert with_band[0, 1, tone_band].std() < 0.5 * plain[0, 1, tone_band].std()
+    path = export_onnx(model, tmp_path / "m.onnx", frontend="conv")
+    np.testing.assert_allclose(load_predictor(path).predict(wave.numpy())["scores"], scores.numpy(), atol=FP32_TOLERANCE)
+
+
 def test_graphs_have_the_promised_structure(pulse_bundle):
     fft, conv = onnx.load(str(pulse_bundle / "model.onnx")), onnx.load(str(pulse_bundle / "model.trt.onnx"))
     assert "STFT" in graph_ops(fft)

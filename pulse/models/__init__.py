@@ -38,7 +38,8 @@ def timm_mobilenetv3_small(in_chans: int = 1):
 
 
 def create_model(cfg: ModelConfig, frontend_mode: str = "fft") -> PulseClassifier:
-    return PulseClassifier(cfg, MODELS.create(cfg.arch, in_chans=1), frontend_mode=frontend_mode)
+    encoder = MODELS.create(cfg.arch, in_chans=2 if cfg.band_contrast else 1)
+    return PulseClassifier(cfg, encoder, frontend_mode=frontend_mode)
 
 
 def load_model(path: str | Path, frontend_mode: str = "fft") -> PulseClassifier:

@@ -34,6 +34,8 @@ class PulseClassifier(nn.Module):
     def features_from_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, 1, mels, frames] -> embedding; training augments the log-mel first."""
         x = self.input_norm(logmel[:, 0])[:, None]
+        if self.cfg.band_contrast:
+            x = torch.cat([x, x - x.mean(dim=3, keepdim=True)], dim=1)
         return self.embed(self.encoder(x))
 
     def forward_features(self, wave: torch.Tensor) -> torch.Tensor:
