@@ -159,6 +159,7 @@ class Summary:
     files_done: int = 0
     files_failed: int = 0
     files_skipped: int = 0
+    files_rewritten: int = 0  # outputs rewritten from journalled scores: other --min-conf, --merge-consecutive, --format
     audio_s: float = 0.0
     wall_s: float = 0.0
     errors: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -166,7 +167,8 @@ class Summary:
 
     def to_dict(self) -> dict:
         return {"files_total": self.files_total, "files_done": self.files_done, "files_failed": self.files_failed,
-                "files_skipped": self.files_skipped, "audio_s": round(self.audio_s, 3),
+                "files_skipped": self.files_skipped, "files_rewritten": self.files_rewritten,
+                "audio_s": round(self.audio_s, 3),
                 "audio_hours": round(self.audio_s / 3600, 4),
                 "wall_s": round(self.wall_s, 3), "x_realtime": round(self.audio_s / max(self.wall_s, 1e-9), 1)}
 
@@ -239,7 +241,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     predictor, spec, labels = open_checked_model(cfg)
     meta = predictor.metadata
     run = _Run(cfg, spec, labels, model_band(meta),
-               Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path)), out_dir, writers)
+               Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
+                       _scores_key(cfg, meta, model_path)), out_dir, writers)
     files = [_File(path, rel) for path, rel in find_audio(inputs, undecodable=True)]
     _sweep_temporaries(out_dir)
     finished = [f for f in files if cfg.resume and _done(f, run)]
@@ -257,7 +260,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     try:
         if todo:
             run.journal.open()  # a folder that cannot take it stops the run here, before any work
-        _score_files(todo, predictor, run, summary)
+        _score_files(_rewrite_from_saved_scores(todo, run, summary) if cfg.resume else todo, predictor, run, summary)
     finally:
         predictor.close()
         run.journal.close()
@@ -468,10 +471,37 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
 
 
 def _finish_file(f: _File, run: _Run) -> None:
-    """Write the per-file outputs, then journal the scores: only then is the file done."""
     starts_s, ends_s = window_times(f.starts, run.spec, f.duration_s)
-    part = {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
-            "sample_rate": np.int64(f.info.sample_rate)}
+    _write_outputs(f, {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
+                       "sample_rate": np.int64(f.info.sample_rate)}, run)
+
+
+def _rewrite_from_saved_scores(todo: list[_File], run: _Run, summary: Summary) -> list[_File]:
+    """Recordings an earlier run scored with the same model and windows but other --min-conf, --merge-consecutive
+    or --format get their outputs rewritten from the journalled scores, without decoding or the model (hours of
+    audio re-thresholded in seconds); the rest are returned, to be analysed."""
+    left = []
+    for f in todo:
+        if (part := run.journal.load(f.path, any_outputs=True)) is None:
+            left.append(f)
+            continue
+        f.note = run.journal.note(f.path)
+        try:
+            _write_outputs(f, part, run)
+        except OSError:  # analysed instead, where a write that fails again is that file's error
+            left.append(f)
+            continue
+        summary.files_rewritten += 1
+        if f.note:
+            summary.errors.append((str(f.path), "read", "PartlyReadable", f.note))
+    if summary.files_rewritten:
+        log.info("rewrote the outputs of %d file(s) from their saved scores, without the model",
+                 summary.files_rewritten)
+    return left
+
+
+def _write_outputs(f: _File, part: dict, run: _Run) -> None:
+    """Write the per-file outputs, then journal the scores: only then is the file done."""
     tables = _tables(str(f.path), part, run)
     for writer in run.writers:
         if writer.per_file:
@@ -550,11 +580,24 @@ def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
 OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel", "level_floor", "merge_consecutive")
 
 
+# Of those, the ones a file's scores depend on; the others, and the formats, only change the tables made from them.
+SCORE_SETTINGS = ("overlap", "min_len", "channel", "level_floor")
+
+
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
     settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
     if settings["merge_consecutive"] == 1:  # as before the option: journals from before it still count
         del settings["merge_consecutive"]
+    return _settings_key(settings, meta, model_path)
+
+
+def _scores_key(cfg: InferConfig, meta: dict, model_path: Path) -> str:
+    """What a file's scores depend on: journalled scores with this key can make its tables under new thresholds."""
+    return _settings_key({k: getattr(cfg, k) for k in SCORE_SETTINGS}, meta, model_path)
+
+
+def _settings_key(settings: dict, meta: dict, model_path: Path) -> str:
     try:
         stat = model_path.stat()
         model = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]

@@ -93,7 +93,9 @@ def analyze(
     s = summary.to_dict()
     speed = (f"; {s['audio_hours']} h of audio at {s['x_realtime']}x real time" if s["files_done"]
              else " (finished by an earlier run; --no-resume analyses them again)" if s["files_skipped"] else "")
-    typer.echo(f"{s['files_done']} done, {s['files_failed']} failed, {s['files_skipped']} skipped{speed} -> {out}")
+    rewritten = f", {s['files_rewritten']} rewritten from saved scores" if s["files_rewritten"] else ""
+    typer.echo(f"{s['files_done']} done, {s['files_failed']} failed, {s['files_skipped']} skipped{rewritten}{speed} "
+               f"-> {out}")
     if summary.model_license:  # the default model is distilled from BirdNET: its output is under BirdNET's licence
         typer.echo(f"model licence: {summary.model_license}")
     if not summary.files_total:

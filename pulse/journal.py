@@ -1,9 +1,9 @@
 """The record of finished files that makes `pulse analyze` resumable (`OUT/.pulse/journal/`).
 
 A recording counts as done once its outputs are in place and a record of it is appended here:
-its path, size and mtime, the fingerprint of the settings that made its outputs, the name its
-per-file outputs were written under, any note about it (a recording that breaks off) and its
-scores. Only the latest record of a recording counts, and only if its outputs' name was last
+its path, size and mtime, the fingerprint of the settings that made its outputs (and of those that
+made its scores), the name its per-file outputs were written under, any note about it (a recording that
+breaks off) and its scores. Only the latest record of a recording counts, and only if its outputs' name was last
 written for it: a run with other settings, or another recording with the same output name,
 overwrote those files, so the recording is analysed again rather than wrongly skipped.
 
@@ -39,6 +39,7 @@ class Record:
     """Where one recording's latest record lies, and what it says without reading its scores."""
 
     fingerprint: str
+    scores_key: str  # the settings the scores depend on ("" in records from before it was kept)
     output: str
     note: str
     log: Path
@@ -52,10 +53,15 @@ class JournalError(OSError):
 
 
 class Journal:
-    """Which recordings are done in one output folder under one fingerprint of settings, and their scores."""
+    """Which recordings are done in one output folder under one fingerprint of settings, and their scores.
 
-    def __init__(self, root: Path, fingerprint: str):
-        self.root, self.fingerprint = root, fingerprint
+    `scores_key` names the settings the scores alone depend on (the model, windowing, channel, level floor): a
+    recording journalled under other output settings (threshold, merging, formats) but the same scores key
+    can have its outputs rewritten from its scores, without decoding or the model (`load(..., any_outputs=True)`).
+    """
+
+    def __init__(self, root: Path, fingerprint: str, scores_key: str = ""):
+        self.root, self.fingerprint, self.scores_key = root, fingerprint, scores_key
         self._records: dict[str, Record] | None = None  # recording version (path|size|mtime) -> its latest record
         self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
         self._log = None  # this run's log
@@ -97,17 +103,18 @@ class Journal:
             return None
         return record.output
 
-    def load(self, path: Path) -> dict | None:
-        """The scores of a recording done under these settings, else None."""
+    def load(self, path: Path, any_outputs: bool = False) -> dict | None:
+        """The scores of a recording done under these settings (`any_outputs`: or under other output settings
+        with the same scores key), else None."""
         record = self._latest(path)
-        if record is None or record.fingerprint != self.fingerprint:
+        if not self._usable(record, any_outputs):
             return None
         try:
             body = _read_body(record)
         except FileNotFoundError:  # a run into the same folder replaced the record and deleted its log meanwhile
             self._records, self._owners = None, {}
             record = self._latest(path)
-            if record is None or record.fingerprint != self.fingerprint:
+            if not self._usable(record, any_outputs):
                 return None
             body = _read_body(record)
         end = body.index(b"\0")
@@ -124,7 +131,7 @@ class Journal:
             return
         arrays = {name: np.asarray(value) for name, value in arrays.items()}
         header = {"version": version, "path": self._resolved(path), "fingerprint": self.fingerprint,
-                  "output": output, "note": note,
+                  "scores_key": self.scores_key, "output": output, "note": note,
                   "arrays": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()}}
         body = json.dumps(header).encode() + b"\0" + b"".join(value.tobytes() for value in arrays.values())
         self.open()
@@ -154,6 +161,10 @@ class Journal:
             with contextlib.suppress(OSError):  # a log written since this run began may be another run's, still open
                 if log_path not in keep and log_path.stat().st_mtime_ns < self._started_ns:
                     log_path.unlink()
+
+    def _usable(self, record: Record | None, any_outputs: bool) -> bool:
+        return record is not None and (record.fingerprint == self.fingerprint or (
+            any_outputs and bool(self.scores_key) and record.scores_key == self.scores_key))
 
     def _resolved(self, path: Path) -> str:
         """Resolved once per run: on a network share each resolve is a round trip per folder of the path."""
@@ -198,8 +209,8 @@ class Journal:
                 self._add(header, log_path, offset, length)
 
     def _add(self, header: dict, log_path: Path, offset: int, length: int) -> None:
-        self._records[header["version"]] = Record(header["fingerprint"], header["output"], header["note"],
-                                                  log_path, offset, length)
+        self._records[header["version"]] = Record(header["fingerprint"], str(header.get("scores_key", "")),
+                                                  header["output"], header["note"], log_path, offset, length)
         self._owners[header["output"]] = header["path"]
 
 

@@ -229,6 +229,10 @@ def test_a_flac_that_breaks_off_is_analysed_up_to_the_break(tmp_path, model):
     resumed = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores",), block_s=5.0))
     assert resumed.files_skipped == 1  # and errors.csv still says that the file breaks off
     assert pd.read_csv(tmp_path / "out" / "errors.csv").message.tolist() == [row.message]
+    rethresholded = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores", "csv"),
+                                                                       block_s=5.0, min_conf=0.9))
+    assert rethresholded.files_rewritten == 1 and (tmp_path / "out" / "detections.csv").is_file()
+    assert pd.read_csv(tmp_path / "out" / "errors.csv").message.tolist() == [row.message]  # said again
     with pytest.raises(AudioReadError, match="corrupt or truncated after"):  # training clips must be whole
         read_audio(tmp_path / "cut.flac", RATE)
 
@@ -289,7 +293,7 @@ def test_overlap_channel_and_threshold(tmp_path, model):
     assert 0.5 < mixed.min() < 0.99  # half as loud when mixed to mono
 
 
-def test_merge_consecutive_makes_a_song_one_row_in_every_table_and_is_part_of_resume(tmp_path, model):
+def test_merge_consecutive_makes_a_song_one_row_in_every_table_and_rewrites_them_on_resume(tmp_path, model):
     """12 s of song then 6 s of silence then 6 s of song: BirdNET-Analyzer's --merge_consecutive."""
     sf.write(tmp_path / "night.wav", np.r_[song(12.0), np.zeros(6 * RATE, np.float32), song(6.0)], RATE)
     out, formats = tmp_path / "out", ("raven", "csv", "scores", "kaleidoscope")
@@ -302,7 +306,7 @@ def test_merge_consecutive_makes_a_song_one_row_in_every_table_and_is_part_of_re
     done, per_window = run(1)
     assert per_window["Start (s)"].tolist() == [0, 3, 6, 9, 18, 21] and done.files_done == 1
     done, merged = run(100)
-    assert done.files_done == 1  # another merge setting: analysed again, not skipped
+    assert (done.files_done, done.files_rewritten) == (0, 1)  # another merge: its tables rewritten, not skipped
     assert list(zip(merged["Start (s)"], merged["End (s)"])) == [(0, 12), (18, 24)]
     windows = pd.read_csv(out / "scores.csv")["Chorthippus biguttulus"]
     best3 = np.sort(windows[:4])[-3:].mean()
@@ -329,7 +333,9 @@ def test_resume_skips_finished_files(tmp_path, model):
     assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == tables  # run-wide tables still complete
     sf.write(tmp_path / "b.wav", song(9.0), RATE)  # a changed file is analysed again
     assert (analyze([tmp_path], out, cfg).files_done) == 1
-    assert analyze([tmp_path], out, InferConfig(model=str(model), min_conf=0.9)).files_done == 3  # new settings
+    rethresholded = analyze([tmp_path], out, InferConfig(model=str(model), min_conf=0.9))  # tables from saved scores
+    assert (rethresholded.files_done, rethresholded.files_rewritten) == (0, 3)
+    assert analyze([tmp_path], out, InferConfig(model=str(model), overlap=1.0)).files_done == 3  # new scores
     assert analyze([tmp_path], out, InferConfig(model=str(model), resume=False, min_conf=0.9)).files_skipped == 0
     again = CliRunner().invoke(app, ["analyze", str(tmp_path), "--out", str(out), "--model", str(model),
                                      "--min-conf", "0.9"])
@@ -338,15 +344,17 @@ def test_resume_skips_finished_files(tmp_path, model):
     redo = CliRunner().invoke(app, ["analyze", str(tmp_path), "--out", str(out), "--model", str(model),
                                     "--min-conf", "0.9", "--no-resume"])
     assert redo.exit_code == 0 and "3 done, 0 failed, 0 skipped" in redo.output
-    # Back to the first settings: the 0.9 runs rewrote every Raven table, so nothing may be skipped.
-    back = analyze([tmp_path], out, cfg)
-    assert (back.files_done, back.files_skipped) == (3, 0)
+    # Back to the first settings: the 0.9 runs rewrote every Raven table, so nothing may be skipped; the model
+    # need not run again, and the rewritten tables are those a fresh run writes.
+    back = CliRunner().invoke(app, ["analyze", str(tmp_path), "--out", str(out), "--model", str(model),
+                                    "--format", "raven,csv,scores"])
+    assert back.exit_code == 0 and "0 done, 0 failed, 0 skipped, 3 rewritten from saved scores" in back.output
     analyze([tmp_path], tmp_path / "fresh", cfg)
-    for name in ("a", "b", "c"):
-        table = f"{name}.pulse.selection.table.txt"
-        assert (out / table).read_bytes() == (tmp_path / "fresh" / table).read_bytes()
+    for name in ("a.pulse.selection.table.txt", "b.pulse.selection.table.txt", "c.pulse.selection.table.txt",
+                 "detections.csv", "scores.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
     (out / "a.pulse.selection.table.txt").unlink()  # a deleted output is written again
-    assert analyze([tmp_path], out, cfg).files_done == 1 and (out / "a.pulse.selection.table.txt").is_file()
+    assert analyze([tmp_path], out, cfg).files_rewritten == 1 and (out / "a.pulse.selection.table.txt").is_file()
 
 
 def test_two_cards_in_two_runs_into_one_out_never_leave_a_wrong_table(tmp_path, model, caplog):
@@ -361,8 +369,8 @@ def test_two_cards_in_two_runs_into_one_out_never_leave_a_wrong_table(tmp_path, 
     with caplog.at_level(logging.WARNING):
         analyze([tmp_path / "AM02"], out, cfg)
     assert "1 recording(s) replace per-file outputs an earlier run wrote" in caplog.text and "AM01" in caplog.text
-    again = analyze([tmp_path / "AM01"], out, cfg)  # its table was replaced: analysed again, not skipped
-    assert (again.files_done, again.files_skipped) == (1, 0) and table.read_bytes() == first
+    again = analyze([tmp_path / "AM01"], out, cfg)  # its table was replaced: written again (from its scores)
+    assert (again.files_rewritten, again.files_skipped) == (1, 0) and table.read_bytes() == first
 
 
 def test_a_second_card_given_with_the_first_moves_clashing_names_and_says_the_old_files_are_left(tmp_path, model,

@@ -51,6 +51,21 @@ def test_saved_files_are_found_by_a_later_run(tmp_path):
     assert done(tmp_path / "j", "a", paths[:1]) == [False]  # a changed recording too
 
 
+def test_scores_under_other_output_settings_load_only_with_the_same_scores_key(tmp_path):
+    """Another --min-conf: not done, but its scores can make the new tables; another model or overlap: neither."""
+    paths = recordings(tmp_path, 2)
+    first = Journal(tmp_path / "j", "thr0.25", scores_key="model-a")
+    first.save(paths[0], "r0", **scores(0))
+    first.close()
+    Journal(tmp_path / "j", "old").save(paths[1], "r1", **scores(1))  # a record from before scores keys
+    rethreshold = Journal(tmp_path / "j", "thr0.9", scores_key="model-a")
+    assert not rethreshold.done(paths[0], "r0") and rethreshold.load(paths[0]) is None
+    np.testing.assert_array_equal(rethreshold.load(paths[0], any_outputs=True)["scores"], scores(0)["scores"])
+    assert rethreshold.load(paths[1], any_outputs=True) is None
+    assert Journal(tmp_path / "j", "thr0.9", scores_key="model-b").load(paths[0], any_outputs=True) is None
+    assert Journal(tmp_path / "j", "thr0.9").load(paths[0], any_outputs=True) is None  # no key: no match
+
+
 def test_records_of_the_earlier_npz_format_are_not_read(tmp_path):
     """A log from before the raw-array records (an .npz body): its file is analysed again, without an error."""
     import io
