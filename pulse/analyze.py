@@ -159,7 +159,7 @@ class Summary:
     files_done: int = 0
     files_failed: int = 0
     files_skipped: int = 0
-    files_rewritten: int = 0  # outputs rewritten from journalled scores: other --min-conf, --merge-consecutive, --format
+    files_rewritten: int = 0  # outputs made again from journalled scores (new thresholds or formats, lost outputs)
     audio_s: float = 0.0
     wall_s: float = 0.0
     errors: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -477,25 +477,28 @@ def _finish_file(f: _File, run: _Run) -> None:
 
 
 def _rewrite_from_saved_scores(todo: list[_File], run: _Run, summary: Summary) -> list[_File]:
-    """Recordings an earlier run scored with the same model and windows but other --min-conf, --merge-consecutive
-    or --format get their outputs rewritten from the journalled scores, without decoding or the model (hours of
-    audio re-thresholded in seconds); the rest are returned, to be analysed."""
+    """Recordings an earlier run scored with the same model and windows, whose outputs are not in place (other
+    --min-conf, --merge-consecutive or --format; outputs deleted or overwritten), get them rewritten from the
+    journalled scores, without decoding or scoring (hours of audio re-thresholded in seconds); the rest are
+    returned, to be analysed."""
     left = []
     for f in todo:
-        if (part := run.journal.load(f.path, any_outputs=True)) is None:
-            left.append(f)
-            continue
-        f.note = run.journal.note(f.path)
         try:
+            if (part := run.journal.load(f.path, any_outputs=True)) is None:
+                left.append(f)
+                continue
+            f.note = run.journal.note(f.path)
             _write_outputs(f, part, run)
-        except OSError:  # analysed instead, where a write that fails again is that file's error
+        except Exception as exc:  # analysed instead, where an error that comes again is that file's own
+            log.debug("%s: not rewritten from its saved scores (%s); analysing it", f.path, exc)
+            f.note, f.run_tables = "", {}
             left.append(f)
             continue
         summary.files_rewritten += 1
         if f.note:
             summary.errors.append((str(f.path), "read", "PartlyReadable", f.note))
     if summary.files_rewritten:
-        log.info("rewrote the outputs of %d file(s) from their saved scores, without the model",
+        log.info("rewrote the outputs of %d file(s) from their saved scores, without decoding or scoring",
                  summary.files_rewritten)
     return left
 
@@ -582,6 +585,9 @@ OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel", "level_floor", "
 
 # Of those, the ones a file's scores depend on; the others, and the formats, only change the tables made from them.
 SCORE_SETTINGS = ("overlap", "min_len", "channel", "level_floor")
+# Bump when decoding, windowing or scoring changes what a file's scores are: journalled scores from before are then
+# analysed again, not reused for new tables.
+SCORES_VERSION = 1
 
 
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
@@ -594,7 +600,8 @@ def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
 
 def _scores_key(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """What a file's scores depend on: journalled scores with this key can make its tables under new thresholds."""
-    return _settings_key({k: getattr(cfg, k) for k in SCORE_SETTINGS}, meta, model_path)
+    return _settings_key({"scores_version": SCORES_VERSION, **{k: getattr(cfg, k) for k in SCORE_SETTINGS}}, meta,
+                         model_path)
 
 
 def _settings_key(settings: dict, meta: dict, model_path: Path) -> str:
@@ -614,8 +621,8 @@ def _done(f: _File, run: _Run) -> bool:
 
 def _warn_of_earlier_outputs(todo: list[_File], run: _Run) -> None:
     """Per-file outputs an earlier run wrote into the same --out, said once each with a count:
-    - replaced: recordings of the same name (two cards' REC001.WAV in two runs); the first is analysed again
-      if given again;
+    - replaced: recordings of the same name (two cards' REC001.WAV in two runs); the first's outputs are made
+      again (from its saved scores) if it is given again;
     - moved: a recording now written under another name (AM01 alone, then AM01 with AM02, whose names clash);
       the earlier files are left."""
     if not any(w.per_file for w in run.writers):

@@ -5,7 +5,8 @@ its path, size and mtime, the fingerprint of the settings that made its outputs 
 made its scores), the name its per-file outputs were written under, any note about it (a recording that
 breaks off) and its scores. Only the latest record of a recording counts, and only if its outputs' name was last
 written for it: a run with other settings, or another recording with the same output name,
-overwrote those files, so the recording is analysed again rather than wrongly skipped.
+overwrote those files, so the recording's outputs are made again (from its scores, where only the
+thresholds or formats differ) rather than wrongly skipped.
 
 Each run appends to a log of its own with one write() per file, so a killed run keeps every
 file it finished; a record cut short (a kill, a full disk, a power cut's zero-filled tail) fails

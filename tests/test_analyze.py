@@ -357,6 +357,19 @@ def test_resume_skips_finished_files(tmp_path, model):
     assert analyze([tmp_path], out, cfg).files_rewritten == 1 and (out / "a.pulse.selection.table.txt").is_file()
 
 
+def test_a_file_whose_rewrite_fails_is_analysed_and_its_error_listed_while_the_others_are_rewritten(tmp_path, model):
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / f"{name}.wav", song(3.0), RATE)
+    out = tmp_path / "out"
+    analyze([tmp_path], out, InferConfig(model=str(model)))
+    (out / "b.pulse.selection.table.txt").unlink()
+    (out / "b.pulse.selection.table.txt").mkdir()  # its table cannot be written
+    again = analyze([tmp_path], out, InferConfig(model=str(model), min_conf=0.9))
+    assert (again.files_rewritten, again.files_done, again.files_failed) == (2, 0, 1)
+    (row,) = pd.read_csv(out / "errors.csv").itertuples()
+    assert row.path == str(tmp_path / "b.wav") and row.stage == "write"
+
+
 def test_two_cards_in_two_runs_into_one_out_never_leave_a_wrong_table(tmp_path, model, caplog):
     """AM01/REC001.WAV, then AM02/REC001.WAV in a second command: the second replaces the first's table."""
     for card, seconds in (("AM01", 3.0), ("AM02", 9.0)):
