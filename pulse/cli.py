@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from pulse.config import EvalConfig, ExportConfig, InferConfig, ModelConfig, TeacherCacheConfig, TrainConfig
+from pulse.config import (EvalConfig, ExportConfig, InferConfig, ModelConfig, SegmentConfig, TeacherCacheConfig,
+                          TrainConfig)
 from pulse.levels import MAX_RAISE_DB
 from pulse.writers import WRITERS
 
@@ -103,6 +104,42 @@ def analyze(
         raise typer.Exit(1)
     if summary.files_failed:
         typer.echo(f"{summary.files_failed} file(s) failed: see {out / 'errors.csv'}", err=True)
+        raise typer.Exit(1)
+
+
+_SEGMENTS = SegmentConfig()
+
+
+@app.command()
+def segments(
+    results: Path = typer.Argument(..., help="A `pulse analyze` --out folder (or its detections.csv)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of clips, one subfolder per species; errors.csv."),
+    min_conf: float = typer.Option(_SEGMENTS.min_conf, help="Only detections scoring at least this."),
+    max_segments: int = typer.Option(_SEGMENTS.max_segments, help="Clips per species at most, drawn at random."),
+    seq_length: float = typer.Option(_SEGMENTS.seq_length, help="Seconds a clip lasts at least (a shorter "
+                                                                "detection is widened around its middle)."),
+    seed: int = typer.Option(_SEGMENTS.seed, help="Seed of the random draw."),
+    audio_root: Optional[Path] = typer.Option(None, help="Folder the recordings' relative paths in detections.csv "
+                                                         "start from (default: as written, from here)."),
+) -> None:
+    """Cut detections into WAV clips per species, to listen to and verify (BirdNET-Analyzer's segments).
+
+    Exit status: 0 all cut; 1 some recordings could not be read (errors.csv); 2 bad option or results."""
+    import logging
+
+    from pulse.segments import extract_segments
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = SegmentConfig(min_conf=min_conf, max_segments=max_segments, seq_length=seq_length, seed=seed)
+    try:
+        summary = extract_segments(results, out, cfg, audio_root)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
+               f"{summary.files_failed} recording(s) unreadable -> {out}")
+    if summary.files_failed:
+        typer.echo(f"see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)
 
 

@@ -112,6 +112,16 @@ class InferConfig(JsonConfig):
 
 
 
+@dataclass(frozen=True)
+class SegmentConfig(JsonConfig):
+    """Settings of `pulse segments` (BirdNET-Analyzer's names)."""
+
+    min_conf: float = 0.25
+    max_segments: int = 100  # per species, drawn at random
+    seq_length: float = 3.0  # seconds: shorter detections are widened to this around their middle
+    seed: int = 0
+
+
 DEFAULT_MANIFEST = "data_manifests/insectset32.csv"
 DEFAULT_AUDIO_ROOT = "../shared/data/audio/insectset32"
 DEFAULT_BACKGROUND_MANIFEST = "data_manifests/backgrounds.csv"

@@ -1,0 +1,80 @@
+"""`pulse segments`: clips of a run's detections, cut from the recordings at their own rate, to verify by ear."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from pulse.analyze import analyze
+from pulse.cli import app
+from pulse.config import InferConfig, SegmentConfig
+from pulse.segments import choose, extract_segments
+from tests.test_analyze import level_meter_onnx, song
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return level_meter_onnx(tmp_path_factory.mktemp("model") / "meter.onnx")
+
+
+@pytest.fixture
+def run(tmp_path, model):
+    """A stereo 48 kHz night with song at 0-6 s and 12-15 s, analysed with the level meter into `out`."""
+    left = np.r_[song(6.0, RATE), np.zeros(6 * RATE, np.float32), song(3.0, RATE), np.zeros(3 * RATE, np.float32)]
+    sf.write(tmp_path / "night.wav", np.stack([left, 0.5 * left], axis=1), RATE, subtype="FLOAT")
+    analyze([tmp_path / "night.wav"], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
+    return tmp_path
+
+
+def test_clips_are_the_recordings_own_audio_per_species(run):
+    detections = pd.read_csv(run / "out" / "detections.csv")
+    summary = extract_segments(run / "out", run / "clips", SegmentConfig(seq_length=4.0))
+    assert (summary.clips_written, summary.files_failed) == (len(detections), 0)
+    recording, _ = sf.read(run / "night.wav", dtype="float32", always_2d=True)
+    species = sorted(detections["Scientific name"].unique())
+    assert sorted(p.name for p in (run / "clips").iterdir() if p.is_dir()) == species
+    assert set(detections["Start (s)"]) == {0.0, 3.0, 12.0}  # the song's windows, none of the silence
+    columns = ["Start (s)", "End (s)", "Scientific name", "Confidence"]
+    for begin, end, label, confidence in detections[columns].itertuples(index=False):
+        (clip,) = (run / "clips" / label).glob(f"{confidence:.3f}_night_{begin:g}s.wav")
+        audio, rate = sf.read(clip, dtype="float32", always_2d=True)
+        # 3 s windows widened to 4 s around their middle, but never before the recording's start.
+        start = max(0.0, (begin + end) / 2 - 2.0)
+        assert (rate, audio.shape) == (RATE, (4 * RATE, 2))  # its rate and both channels
+        expected = recording[int(start * RATE):int(start * RATE) + 4 * RATE]
+        np.testing.assert_allclose(audio, expected, atol=1 / 2**15)  # 16-bit WAV
+
+
+def test_draw_is_seeded_per_species_and_respects_min_conf():
+    rows = [{"label": "A" if i % 2 else "B", "score": i / 20, "file": f"f{i}.wav", "start_s": 0.0, "end_s": 3.0}
+            for i in range(20)]
+    cfg = SegmentConfig(min_conf=0.3, max_segments=3, seed=1)
+    chosen = choose(rows, cfg)
+    assert [d["label"] for d in chosen] == ["A"] * 3 + ["B"] * 3 and min(d["score"] for d in chosen) >= 0.3
+    assert chosen == choose(rows, cfg) and chosen != choose(rows, SegmentConfig(min_conf=0.3, max_segments=3, seed=2))
+    assert len(choose(rows, SegmentConfig(min_conf=0.0, max_segments=100))) == 20
+
+
+def test_a_rerun_keeps_clips_and_a_missing_recording_is_one_line(run, caplog):
+    runner = CliRunner()
+    first = runner.invoke(app, ["segments", str(run / "out"), "--out", str(run / "clips")])
+    assert first.exit_code == 0, first.output
+    written = int(first.output.split(" clip(s) written")[0].split()[-1])
+    again = runner.invoke(app, ["segments", str(run / "out"), "--out", str(run / "clips")])
+    assert again.exit_code == 0 and f"0 clip(s) written, {written} kept" in again.output
+    (run / "night.wav").rename(run / "moved.wav")
+    with caplog.at_level(logging.WARNING):
+        missing = runner.invoke(app, ["segments", str(run / "out"), "--out", str(run / "new_clips")])
+    assert missing.exit_code == 1 and "1 recording(s) unreadable" in missing.output
+    assert caplog.text.count("night.wav: no such file") == 1  # said once, not once per detection
+    (row,) = pd.read_csv(run / "new_clips" / "errors.csv").itertuples()
+    assert row.path.endswith("night.wav") and row.message == "no such file or folder"
+    bad = runner.invoke(app, ["segments", str(run / "nothing"), "--out", str(run / "c")])
+    assert bad.exit_code == 2 and "cannot read the detections" in bad.output and "Traceback" not in bad.output
