@@ -23,6 +23,16 @@ def is_temporary(name: str) -> bool:
     return _TEMPORARY.fullmatch(name) is not None
 
 
+def sweep_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries a killed run left under `folder` (only names `atomic_path` gives, not a user's
+    own .x.tmp) and return them."""
+    folder = Path(folder)
+    swept = [p for p in folder.rglob(".*.tmp") if is_temporary(p.name)] if folder.is_dir() else []
+    for tmp in swept:
+        tmp.unlink(missing_ok=True)
+    return swept
+
+
 def _create_temporary(path: Path) -> tuple[Path, int]:
     """A new file beside `path` (`.NAME.XXXX.tmp`), open for writing, made with its folder if need be."""
     # Not mkstemp: it creates files 0600, and outputs must get the user's usual permissions (umask).

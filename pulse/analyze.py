@@ -16,6 +16,7 @@ import hashlib
 import io as text_io
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, is_temporary, write_json, write_text
+from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, write_json, write_text
 from export.predictor import Predictor, load_predictor, usable_cores
 from pulse import __version__
 from pulse.config import InferConfig
@@ -244,7 +245,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
                Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
                        _scores_key(cfg, meta, model_path)), out_dir, writers)
     files = [_File(path, rel) for path, rel in find_audio(inputs, undecodable=True)]
-    _sweep_temporaries(out_dir)
+    for tmp in sweep_temporaries(out_dir):
+        log.info("removed %s left by an interrupted run", tmp)
     finished = [f for f in files if cfg.resume and _done(f, run)]
     skipped = set(finished)
     todo = [f for f in files if f not in skipped]
@@ -657,12 +659,6 @@ def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:
 
 def _run_config(cfg: InferConfig, meta: dict, model_path: Path, inputs: list) -> dict:
     return {"config": cfg.to_dict(), "pulse_version": __version__, "inputs": [str(p) for p in inputs],
+            "working_dir": os.getcwd(),  # where the tables' relative recording paths start (`pulse segments`)
             "model_path": str(model_path), "model_metadata": meta}
 
-
-def _sweep_temporaries(out_dir: Path) -> None:
-    """Remove temporaries a killed run left behind (atomic writes name them `.NAME.XXXX.tmp`)."""
-    if out_dir.is_dir():
-        for tmp in (p for p in out_dir.rglob(".*.tmp") if is_temporary(p.name)):  # not a user's own .x.tmp
-            log.info("removing %s left by an interrupted run", tmp)
-            tmp.unlink(missing_ok=True)

@@ -120,11 +120,11 @@ def segments(
                                                                 "detection is widened around its middle)."),
     seed: int = typer.Option(_SEGMENTS.seed, help="Seed of the random draw."),
     audio_root: Optional[Path] = typer.Option(None, help="Folder the recordings' relative paths in detections.csv "
-                                                         "start from (default: as written, from here)."),
+                                                         "start from (default: where `pulse analyze` ran)."),
 ) -> None:
     """Cut detections into WAV clips per species, to listen to and verify (BirdNET-Analyzer's segments).
 
-    Exit status: 0 all cut; 1 some recordings could not be read (errors.csv); 2 bad option or results."""
+    Exit status: 0 all cut; 1 some recordings or clips could not be read (errors.csv); 2 bad option or results."""
     import logging
 
     from pulse.segments import extract_segments
@@ -137,8 +137,8 @@ def segments(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
-               f"{summary.files_failed} recording(s) unreadable -> {out}")
-    if summary.files_failed:
+               f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
+    if summary.files_failed or summary.clips_failed:
         typer.echo(f"see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)
 

@@ -1,40 +1,50 @@
 """Audio clips of detections, to listen to and verify: `pulse segments` (BirdNET-Analyzer's `segments`).
 
 Reads a `pulse analyze` run's `detections.csv` and cuts, per species, up to `max_segments` detections at or
-above `min_conf` out of their recordings, at the recording's own rate and channels (a bush-cricket's
-ultrasound stays in a 384 kHz clip). Detections are drawn at random (seeded) rather than the best first, so
-that the share of clips a listener confirms estimates the detector's precision at that threshold, as
-BirdNET-Analyzer's segments are drawn. A clip shorter than `seq_length` is widened around its middle.
+above `min_conf` out of their recordings, at the recording's own rate, channels and bit depth. Detections are
+drawn at random (seeded) rather than the best first, so that the share of clips a listener confirms estimates
+the detector's precision at that threshold, as BirdNET-Analyzer's segments are drawn. A clip shorter than
+`seq_length` is widened around its middle (shifted to stay inside the recording); one longer than
+MAX_CLIP_S keeps its first MAX_CLIP_S seconds (a run merged by --merge-consecutive can last hours).
 
-Clips are written atomically as `OUT/<Scientific name>/<confidence>_<recording>_<start>s.wav`; one that exists is
-kept, so a rerun adds what is missing. A recording that cannot be read is one line and one row of
-`OUT/errors.csv`; the others are cut.
+Clips are written atomically as `OUT/<Scientific name>/<confidence>_<recording>_<start>s.wav` (with a short
+hash of the path where two recordings share a name). `OUT/segments.json` records the settings: a rerun with
+the same ones keeps the clips it finds and adds what is missing; other settings need another --out, so that
+one folder never mixes two draws. A recording that cannot be opened is one line and one row of
+`OUT/errors.csv`, and its other clips are not tried; a clip that cannot be read is its own row.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from export.atomic import write_bytes, write_text
+from export.atomic import sweep_temporaries, write_bytes, write_json, write_text
 from pulse.config import SegmentConfig
 from pulse.io import AudioReadError, audio_info
 from pulse.writers.detections_csv import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 
+MAX_CLIP_S = 60.0
+_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')  # not in a folder name on Linux, macOS or Windows
+
 
 @dataclass
-class SegmentSummary:
+class Summary:
     clips_written: int = 0
-    clips_kept: int = 0  # written by an earlier run
-    files_failed: int = 0
+    clips_kept: int = 0  # found from an earlier run with the same settings
+    clips_failed: int = 0  # a part of a recording that could not be read
+    files_failed: int = 0  # recordings that could not be opened
 
 
 def choose(detections: list[dict], cfg: SegmentConfig) -> list[dict]:
@@ -47,89 +57,133 @@ def choose(detections: list[dict], cfg: SegmentConfig) -> list[dict]:
     chosen = []
     for label in sorted(by_species):
         rows = by_species[label]
-        picks = rng.permutation(len(rows))[:cfg.max_segments]
-        chosen += [rows[i] for i in sorted(picks)]
+        chosen += [rows[i] for i in sorted(rng.permutation(len(rows))[:cfg.max_segments])]
     return chosen
 
 
-def clip_names(chosen: list[dict]) -> list[Path]:
-    """`<Scientific name>/<confidence>_<recording>_<start>s.wav`, numbered where two recordings share a name
-    (two cards' REC001.WAV); the same detections and seed always give the same names, so reruns find them."""
-    names, seen = [], {}
+def folder_name(label: str) -> str:
+    """A species label as one folder name anywhere (no separators, no '..', nothing Windows refuses)."""
+    return _UNSAFE.sub("_", label).strip(" .") or "_"
+
+
+def clip_names(detections: list[dict], chosen: list[dict]) -> list[Path]:
+    """Names that depend on each detection alone, so that reruns find them whatever else was drawn."""
+    stems: dict[str, set[str]] = {}
+    for d in detections:
+        stems.setdefault(Path(d["file"]).stem, set()).add(d["file"])
+    names = []
     for d in chosen:
-        name = Path(d["label"]) / f"{d['score']:.3f}_{Path(d['file']).stem}_{d['start_s']:g}s"
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name.with_name(f"{name.name}_{seen[name]}.wav" if seen[name] > 1 else f"{name.name}.wav"))
+        stem = Path(d["file"]).stem
+        if len(stems[stem]) > 1:  # two cards' REC001.WAV
+            stem += "_" + hashlib.sha1(d["file"].encode()).hexdigest()[:6]
+        start = f"{d['start_s']:.3f}".rstrip("0").rstrip(".")
+        names.append(Path(folder_name(d["label"])) / f"{d['score']:.3f}_{stem}_{start}s.wav")
     return names
 
 
-def read_detections(results: Path) -> list[dict]:
-    """The rows of a run's detections.csv, with the names of pulse/schema.py."""
+def read_detections(results: Path) -> tuple[list[dict], Path | None]:
+    """The rows of a run's detections.csv (with pulse/schema.py's names), and the folder `pulse analyze` ran in,
+    where its relative recording paths start (from the run's config.json; None if not known)."""
     path = results / "detections.csv" if results.is_dir() else results
     names = {column: name for name, column in CSV_COLUMNS.items()}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a table saved again by Excel
+            reader = csv.DictReader(f)
+            missing = set(names) - set(reader.fieldnames or ())
+            rows = list(reader)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the detections ({exc.strerror}); give a `pulse analyze` --out "
-                         "folder or its detections.csv") from None
-    if rows and set(names) - set(rows[0]):
-        raise ValueError(f"{path}: not a `pulse analyze` detections.csv (columns {', '.join(CSV_COLUMNS.values())})")
+                         "folder (run with --format including csv) or its detections.csv") from None
+    if missing:
+        raise ValueError(f"{path}: not a `pulse analyze` detections.csv (needs the columns "
+                         f"{', '.join(CSV_COLUMNS.values())})")
     detections = []
-    for row in rows:
-        d = {names[column]: value for column, value in row.items() if column in names}
-        detections.append({**d, "start_s": float(d["start_s"]), "end_s": float(d["end_s"]), "score": float(d["score"])})
-    return detections
-
-
-def cut(d: dict, audio_root: Path | None, seq_length: float) -> tuple[np.ndarray, int]:
-    """The detection's audio, widened to `seq_length` around its middle where shorter, within the recording."""
-    path = Path(d["file"])
-    if audio_root is not None and not path.is_absolute():
-        path = audio_root / path
-    info = audio_info(path)
-    middle, length = (d["start_s"] + d["end_s"]) / 2, max(d["end_s"] - d["start_s"], seq_length)
-    start = max(0.0, min(middle - length / 2, info.duration_s - length))
-    first, last = int(round(start * info.sample_rate)), int(round((start + length) * info.sample_rate))
+    for line, row in enumerate(rows, start=2):
+        try:
+            d = {names[column]: row[column] for column in names}
+            detections.append({**d, "start_s": float(d["start_s"]), "end_s": float(d["end_s"]),
+                               "score": float(d["score"])})
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}, line {line}: a start, end or confidence that is not a number") from None
     try:
-        audio, rate = sf.read(str(path), start=first, stop=min(last, info.frames), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioReadError(path, f"cannot read {start:.2f}-{start + length:.2f} s ({exc})") from exc
-    return audio, rate
+        working_dir = json.loads((path.parent / "config.json").read_text(encoding="utf-8"))["working_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        working_dir = None
+    return detections, Path(working_dir) if working_dir else None
+
+
+def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str]:
+    """The detection's audio (see the module docstring), its rate and the recording's subtype."""
+    info = audio_info(path)
+    if d["start_s"] >= info.duration_s:
+        raise ValueError(f"starts at {d['start_s']:g} s, after the recording's end ({info.duration_s:.2f} s): "
+                         "it changed since it was analysed")
+    span = d["end_s"] - d["start_s"]
+    length = min(max(span, seq_length), MAX_CLIP_S)
+    start = d["start_s"] if span >= seq_length else max(
+        0.0, min((d["start_s"] + d["end_s"]) / 2 - length / 2, info.duration_s - length))
+    first = int(round(start * info.sample_rate))
+    last = min(int(round((start + length) * info.sample_rate)), info.frames)
+    with sf.SoundFile(str(path)) as f:
+        f.seek(first)
+        audio = f.read(last - first, dtype="float32", always_2d=True)
+        subtype = f.subtype
+    return audio, info.sample_rate, subtype
+
+
+def wav_subtype(source: str) -> str:
+    """The WAV subtype that keeps what the recording holds: 24-bit stays 24-bit, float stays float."""
+    return {"PCM_24": "PCM_24", "PCM_32": "PCM_32", "FLOAT": "FLOAT", "DOUBLE": "FLOAT"}.get(source, "PCM_16")
 
 
 def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = SegmentConfig(),
-                     audio_root: str | Path | None = None) -> SegmentSummary:
+                     audio_root: str | Path | None = None) -> Summary:
     """Write the chosen detections' clips under `out`; see the module docstring."""
     from tqdm import tqdm
 
     if cfg.max_segments < 1 or cfg.seq_length <= 0 or not 0.0 <= cfg.min_conf <= 1.0:
         raise ValueError("--max-segments is at least 1, --seq-length above 0 and --min-conf between 0 and 1")
-    out, root = Path(out), Path(audio_root) if audio_root is not None else None
-    summary, errors, failed = SegmentSummary(), [], set()
-    chosen = choose(read_detections(Path(results)), cfg)
-    for d, name in tqdm(list(zip(chosen, clip_names(chosen))), unit="clip", disable=None):
-        target = out / name
+    out = Path(out)
+    detections, working_dir = read_detections(Path(results))
+    root = Path(audio_root) if audio_root is not None else working_dir
+    record = {"results": str(Path(results).resolve()), "settings": cfg.to_dict()}
+    with_settings = out / "segments.json"
+    if with_settings.is_file() and json.loads(with_settings.read_text(encoding="utf-8")) != record:
+        raise ValueError(f"{out}: holds clips cut from other results or with other settings ({with_settings}); "
+                         "use another --out, so that one folder holds one draw")
+    write_json(with_settings, record)
+    sweep_temporaries(out)
+    summary, errors, unopened = Summary(), [], set()
+    chosen = choose(detections, cfg)
+    for d, name in tqdm(list(zip(chosen, clip_names(detections, chosen))), unit="clip", disable=None):
+        target, path = out / name, Path(d["file"])
+        if root is not None and not path.is_absolute():
+            path = root / path
         if target.is_file():
             summary.clips_kept += 1
             continue
-        if d["file"] in failed:
+        if d["file"] in unopened:
             continue
         try:
-            audio, rate = cut(d, root, cfg.seq_length)
-        except AudioReadError as exc:
-            failed.add(d["file"])
-            errors.append((d["file"], exc.reason))
+            audio, rate, subtype = cut(path, d, cfg.seq_length)
+        except AudioReadError as exc:  # the recording itself: its other clips are not tried
+            unopened.add(d["file"])
+            errors.append((str(path), "open", type(exc).__name__, exc.reason))
             log.warning("%s", exc)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of it
+            summary.clips_failed += 1
+            errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
+            log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
+            continue
         buffer = io.BytesIO()
-        sf.write(buffer, np.clip(audio, -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
+        sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
         write_bytes(target, buffer.getvalue())
         summary.clips_written += 1
-    summary.files_failed = len(failed)
-    out.mkdir(parents=True, exist_ok=True)
+    summary.files_failed = len(unopened)
+    if unopened and root is None and any(not Path(f).is_absolute() for f in unopened):
+        log.warning("detections.csv names recordings relative to where `pulse analyze` ran; give --audio-root")
     table = io.StringIO()
-    csv.writer(table, lineterminator="\n").writerows([("path", "message"), *errors])
+    csv.writer(table, lineterminator="\n").writerows([("path", "stage", "error_type", "message"), *errors])
     write_text(out / "errors.csv", table.getvalue())
     return summary

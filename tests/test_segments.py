@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -78,3 +79,56 @@ def test_a_rerun_keeps_clips_and_a_missing_recording_is_one_line(run, caplog):
     assert row.path.endswith("night.wav") and row.message == "no such file or folder"
     bad = runner.invoke(app, ["segments", str(run / "nothing"), "--out", str(run / "c")])
     assert bad.exit_code == 2 and "cannot read the detections" in bad.output and "Traceback" not in bad.output
+
+
+def _write_results(folder, rows) -> None:
+    """A detections.csv as `pulse analyze` writes it: (start, end, label, confidence, file) rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows, columns=["Start (s)", "End (s)", "Scientific name", "Confidence", "File"])
+    table.insert(3, "Common name", table["Scientific name"])
+    table.to_csv(folder / "detections.csv", index=False)
+
+
+def test_names_stay_inside_out_and_apart_and_a_rerun_needs_the_same_settings(tmp_path):
+    for card in ("AM01", "AM02"):
+        (tmp_path / card).mkdir()
+        sf.write(tmp_path / card / "REC001.wav", song(6.0, RATE), RATE, subtype="PCM_24")
+    rows = [(0.0, 3.0, label, 0.9, str(tmp_path / card / "REC001.wav"))
+            for label in ("../escape", "/tmp/abs", "Gryllus/Acheta") for card in ("AM01", "AM02")]
+    _write_results(tmp_path / "run", rows)
+    summary = extract_segments(tmp_path / "run", tmp_path / "clips", SegmentConfig(max_segments=1, seed=3))
+    assert summary.clips_written == 3
+    written = sorted(p.relative_to(tmp_path / "clips").as_posix() for p in (tmp_path / "clips").rglob("*.wav"))
+    assert [name.split("/")[0] for name in written] == ["Gryllus_Acheta", "_escape", "_tmp_abs"]
+    assert all("REC001_" in name for name in written)  # two cards' REC001: told apart by their path
+    assert sf.info(str((tmp_path / "clips").joinpath(written[0]))).subtype == "PCM_24"  # the source's depth
+    runner = CliRunner()
+    other = runner.invoke(app, ["segments", str(tmp_path / "run"), "--out", str(tmp_path / "clips")])
+    assert other.exit_code == 2 and "other settings" in other.output  # one folder, one draw
+    more = extract_segments(tmp_path / "run", tmp_path / "more", SegmentConfig(max_segments=2, seed=3))
+    assert {p.name for p in (tmp_path / "more").rglob("*.wav")} >= {p.name for p in (tmp_path / "clips").rglob("*.wav")}
+    assert more.clips_written == 6
+
+
+def test_relative_paths_start_where_analyze_ran_and_a_bad_span_is_one_clip_error(run, monkeypatch, tmp_path_factory):
+    detections = pd.read_csv(run / "out" / "detections.csv")
+    detections["File"] = "night.wav"  # as given to `pulse analyze` run inside `run`
+    late = detections.iloc[:1].assign(**{"Start (s)": 90.0, "End (s)": 93.0, "Confidence": 0.99})
+    pd.concat([detections, late]).to_csv(run / "out" / "detections.csv", index=False)
+    config = json.loads((run / "out" / "config.json").read_text())
+    (run / "out" / "config.json").write_text(json.dumps({**config, "working_dir": str(run)}))
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    summary = extract_segments(run / "out", run / "clips")
+    assert (summary.clips_written, summary.clips_failed, summary.files_failed) == (len(detections), 1, 0)
+    (row,) = pd.read_csv(run / "clips" / "errors.csv").itertuples()
+    assert row.stage == "clip" and "after the recording's end" in row.message
+
+
+def test_a_long_merged_run_is_cut_to_its_first_minute(tmp_path):
+    from pulse.segments import MAX_CLIP_S
+
+    sf.write(tmp_path / "long.flac", song(75.0, 8000, freq=1000), 8000)
+    _write_results(tmp_path / "run", [(0.0, 75.0, "Gryllus campestris", 0.8, str(tmp_path / "long.flac"))])
+    extract_segments(tmp_path / "run", tmp_path / "clips")
+    (clip,) = (tmp_path / "clips").rglob("*.wav")
+    assert sf.info(str(clip)).duration == pytest.approx(MAX_CLIP_S)
