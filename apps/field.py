@@ -20,7 +20,7 @@ import pulse
 from apps import in_page_terms, prune_old_outputs
 from pulse.analyze import MODEL_ALIASES, below_rate_note, model_band
 from pulse.config import InferConfig
-from pulse.detect import merge_runs
+from pulse.detect import merge_consecutive_table
 from pulse.io import AUDIO_SUFFIXES
 from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_figure
 from pulse.recording import analyze_recording, display_audio
@@ -82,7 +82,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF), out / "scores.png")
     cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=HALF), out / "embedding.png")
              if rec.embeddings.shape[1] else None)
-    found = merge_runs(rec.detections, cfg.merge_consecutive)  # the table and downloads; the figure merges runs itself
+    found = merge_consecutive_table(rec.detections, cfg.merge_consecutive)  # the table and downloads; the figure merges runs itself
     tables = {"detections": found, "scores": rec.scores}
     downloads = []
     for fmt in DOWNLOAD_FORMATS:

@@ -11,9 +11,7 @@ A bad file becomes one line on the console and one row in errors.csv; the batch 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io as text_io
 import json
 import logging
 import os
@@ -28,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, write_json, write_text
+from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, write_json
 from export.predictor import Predictor, load_predictor, usable_cores
 from pulse import __version__
 from pulse.config import InferConfig
@@ -40,7 +38,7 @@ from pulse.schema import (DETECTION_COLUMNS, Columns, LabelSet, SchemaError, che
                           empty_detections, scores_frame)
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec, frame_windows
-from pulse.writers import WRITERS, output_path
+from pulse.writers import WRITERS, output_path, write_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,7 +55,6 @@ MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto")
                                               "supervised": (ASSETS / "supervised" / "model.onnx", "auto"),
                                               "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
                                               "birdnet": (birdnet_model_path(), "birdnet")}
-ERROR_COLUMNS = ("path", "stage", "error_type", "message")
 BATCH_WAIT_S = 0.05  # how long less than a quarter batch waits for more windows (3 s clips: 1 window a file)
 
 
@@ -268,7 +265,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         run.journal.close()
     _write_run_tables(files, run, _run_config(cfg, meta, model_path, inputs))
     run.journal.drop_superseded_logs()
-    _write_errors(out_dir / "errors.csv", summary.errors)
+    write_errors(out_dir / "errors.csv", summary.errors)
     summary.wall_s = time.perf_counter() - t0
     write_json(out_dir / "summary.json", {**summary.to_dict(), "model": str(model_path), "config": cfg.to_dict()})
     return summary
@@ -473,6 +470,7 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
 
 
 def _finish_file(f: _File, run: _Run) -> None:
+    """A file whose last window is scored: its scores become its outputs."""
     starts_s, ends_s = window_times(f.starts, run.spec, f.duration_s)
     _write_outputs(f, {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
                        "sample_rate": np.int64(f.info.sample_rate)}, run)
@@ -570,14 +568,6 @@ def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
     parts = [part for part in parts if len(part)]
     empty = scores_frame("", np.zeros(0), np.zeros(0), np.zeros((0, len(labels.labels))), labels.labels)
     return pd.concat(parts) if parts else empty
-
-
-def _write_errors(path: Path, errors: list[tuple[str, str, str, str]]) -> None:
-    buffer = text_io.StringIO()
-    table = csv.writer(buffer, lineterminator="\n")
-    table.writerow(ERROR_COLUMNS)
-    table.writerows(errors)
-    write_text(path, buffer.getvalue())
 
 
 # The settings that change what a file's detections and scores are (the model, and a species list, through

@@ -13,8 +13,8 @@ from typing import Optional
 
 import typer
 
-from pulse.config import (EvalConfig, ExportConfig, InferConfig, ModelConfig, SegmentConfig, TeacherCacheConfig,
-                          TrainConfig)
+from pulse.config import (MAX_CLIP_S, EvalConfig, ExportConfig, InferConfig, ModelConfig, SegmentConfig,
+                          TeacherCacheConfig, TrainConfig)
 from pulse.levels import MAX_RAISE_DB
 from pulse.writers import WRITERS
 
@@ -113,11 +113,13 @@ _SEGMENTS = SegmentConfig()
 @app.command()
 def segments(
     results: Path = typer.Argument(..., help="A `pulse analyze` --out folder (or its detections.csv)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder of clips, one subfolder per species; errors.csv."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of clips, one subfolder per species; errors.csv, "
+                                                      "segments.json (the settings: a rerun keeps its clips)."),
     min_conf: float = typer.Option(_SEGMENTS.min_conf, help="Only detections scoring at least this."),
     max_segments: int = typer.Option(_SEGMENTS.max_segments, help="Clips per species at most, drawn at random."),
     seq_length: float = typer.Option(_SEGMENTS.seq_length, help="Seconds a clip lasts at least (a shorter "
-                                                                "detection is widened around its middle)."),
+                                                                "detection is widened around its middle; clips "
+                                                                f"last at most {MAX_CLIP_S:g})."),
     seed: int = typer.Option(_SEGMENTS.seed, help="Seed of the random draw."),
     audio_root: Optional[Path] = typer.Option(None, help="Folder the recordings' relative paths in detections.csv "
                                                          "start from (default: where `pulse analyze` ran)."),
@@ -136,6 +138,9 @@ def segments(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except OSError as exc:  # --out cannot be written (read-only, full): one line
+        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
                f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
     if summary.files_failed or summary.clips_failed:

@@ -112,6 +112,9 @@ class InferConfig(JsonConfig):
 
 
 
+MAX_CLIP_S = 60.0  # `pulse segments`: a longer detection (a merged run) keeps its first minute
+
+
 @dataclass(frozen=True)
 class SegmentConfig(JsonConfig):
     """Settings of `pulse segments` (BirdNET-Analyzer's names)."""

@@ -20,7 +20,7 @@ def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
     `low_hz`/`high_hz` give the band a selection box spans; callers clip `high_hz` to the
     recording's Nyquist frequency so that no box reaches above what the file contains. `channel` is
     the analysed audio channel counted from 1 (`schema.detection_channel`). One row per (window, species):
-    `merge_runs` joins a species' consecutive windows.
+    `merge_consecutive_table` joins a species' consecutive windows.
     """
     import pandas as pd
 
@@ -35,9 +35,10 @@ def detect(scores: pd.DataFrame, label_set: LabelSet, min_conf: float,
 
 def detections_from_arrays(files: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray, scores: np.ndarray,
                            label_set: LabelSet, min_conf: float, low_hz: float, high_hz: float,
-                           channel: int = 1, merge: int = 1) -> Columns:
+                           channel: int = 1, max_windows: int = 1) -> Columns:
     """`detect` from the arrays a scores table is made of, as columns: batch analysis calls this for
-    every file, where building a DataFrame cost a quarter of a 3 s recording's output time."""
+    every file, where building a DataFrame cost a quarter of a 3 s recording's output time. `max_windows` > 1
+    merges up to that many consecutive windows of a species into a row (`merge_consecutive`)."""
     check_score_values(scores)
     if scores.shape[1] != len(label_set.labels):
         raise SchemaError(f"{scores.shape[1]} score columns for {len(label_set.labels)} labels")
@@ -55,7 +56,7 @@ def detections_from_arrays(files: np.ndarray, starts_s: np.ndarray, ends_s: np.n
         "code": np.asarray(label_set.codes, dtype=object)[cols],
         "score": score,
     }
-    return merge_consecutive(found, merge) if merge != 1 else _in_table_order(found)
+    return merge_consecutive(found, max_windows) if max_windows != 1 else _in_table_order(found)
 
 
 def merge_consecutive(detections: Columns, max_windows: int | None = None) -> Columns:
@@ -89,8 +90,8 @@ def merge_consecutive(detections: Columns, max_windows: int | None = None) -> Co
     return _in_table_order(merged)
 
 
-def merge_runs(detections: pd.DataFrame, max_windows: int | None = None) -> pd.DataFrame:
-    """`merge_consecutive` of a detections table."""
+def merge_consecutive_table(detections: pd.DataFrame, max_windows: int | None = None) -> pd.DataFrame:
+    """`merge_consecutive` of a detections table (a DataFrame, where `merge_consecutive` takes `Columns`)."""
     import pandas as pd
 
     return pd.DataFrame(merge_consecutive({c: detections[c].to_numpy() for c in DETECTION_COLUMNS}, max_windows))

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from export.atomic import atomic_path
-from pulse.detect import merge_runs
+from pulse.detect import merge_consecutive_table
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,8 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataF
 
 
 def detection_runs(detections: pd.DataFrame) -> pd.DataFrame:
-    """Each species' touching or overlapping windows as one row (`merge_runs` over whole runs), by time."""
-    return merge_runs(detections).sort_values(["start_s", "label"], ignore_index=True)
+    """Each species' touching or overlapping windows as one row (`merge_consecutive_table` over whole runs), by time."""
+    return merge_consecutive_table(detections).sort_values(["start_s", "label"], ignore_index=True)
 
 
 def _one_file(scores: pd.DataFrame) -> pd.DataFrame:

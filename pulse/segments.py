@@ -8,9 +8,9 @@ the detector's precision at that threshold, as BirdNET-Analyzer's segments are d
 MAX_CLIP_S keeps its first MAX_CLIP_S seconds (a run merged by --merge-consecutive can last hours).
 
 Clips are written atomically as `OUT/<Scientific name>/<confidence>_<recording>_<start>s.wav` (with a short
-hash of the path where two recordings share a name). `OUT/segments.json` records the settings: a rerun with
-the same ones keeps the clips it finds and adds what is missing; other settings need another --out, so that
-one folder never mixes two draws. A recording that cannot be opened is one line and one row of
+hash of the path where two recordings of the table share a name). `OUT/segments.json` records the settings and
+the table's hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table
+or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
 `OUT/errors.csv`, and its other clips are not tried; a clip that cannot be read is its own row.
 """
 
@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from export.atomic import sweep_temporaries, write_bytes, write_json, write_text
-from pulse.config import SegmentConfig
+from export.atomic import file_in_the_way, sweep_temporaries, write_bytes, write_json
+from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.io import AudioReadError, audio_info
+from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
 
-MAX_CLIP_S = 60.0
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')  # not in a folder name on Linux, macOS or Windows
 
 
@@ -62,12 +62,12 @@ def choose(detections: list[dict], cfg: SegmentConfig) -> list[dict]:
 
 
 def folder_name(label: str) -> str:
-    """A species label as one folder name anywhere (no separators, no '..', nothing Windows refuses)."""
+    """A species label as one folder name (no separators, no '..', none of the characters Windows refuses)."""
     return _UNSAFE.sub("_", label).strip(" .") or "_"
 
 
 def clip_names(detections: list[dict], chosen: list[dict]) -> list[Path]:
-    """Names that depend on each detection alone, so that reruns find them whatever else was drawn."""
+    """Names that depend on the detection and the table alone (not on what else was drawn), so reruns find them."""
     stems: dict[str, set[str]] = {}
     for d in detections:
         stems.setdefault(Path(d["file"]).stem, set()).add(d["file"])
@@ -81,10 +81,14 @@ def clip_names(detections: list[dict], chosen: list[dict]) -> list[Path]:
     return names
 
 
-def read_detections(results: Path) -> tuple[list[dict], Path | None]:
+def results_table(results: Path) -> Path:
+    """The detections.csv of a `pulse analyze` --out folder, or the table itself."""
+    return (results / "detections.csv" if results.is_dir() else results).resolve()
+
+
+def read_detections(path: Path) -> tuple[list[dict], Path | None]:
     """The rows of a run's detections.csv (with pulse/schema.py's names), and the folder `pulse analyze` ran in,
     where its relative recording paths start (from the run's config.json; None if not known)."""
-    path = results / "detections.csv" if results.is_dir() else results
     names = {column: name for name, column in CSV_COLUMNS.items()}
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a table saved again by Excel
@@ -94,13 +98,17 @@ def read_detections(results: Path) -> tuple[list[dict], Path | None]:
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the detections ({exc.strerror}); give a `pulse analyze` --out "
                          "folder (run with --format including csv) or its detections.csv") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a CSV table ({exc})") from None
     if missing:
         raise ValueError(f"{path}: not a `pulse analyze` detections.csv (needs the columns "
                          f"{', '.join(CSV_COLUMNS.values())})")
     detections = []
     for line, row in enumerate(rows, start=2):
+        d = {names[column]: row[column] for column in names}
+        if not d["file"] or not d["label"]:
+            raise ValueError(f"{path}, line {line}: no recording or species (a row cut short?)")
         try:
-            d = {names[column]: row[column] for column in names}
             detections.append({**d, "start_s": float(d["start_s"]), "end_s": float(d["end_s"]),
                                "score": float(d["score"])})
         except (TypeError, ValueError):
@@ -141,12 +149,18 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     """Write the chosen detections' clips under `out`; see the module docstring."""
     from tqdm import tqdm
 
-    if cfg.max_segments < 1 or cfg.seq_length <= 0 or not 0.0 <= cfg.min_conf <= 1.0:
-        raise ValueError("--max-segments is at least 1, --seq-length above 0 and --min-conf between 0 and 1")
-    out = Path(out)
-    detections, working_dir = read_detections(Path(results))
+    for bad, message in ((cfg.max_segments < 1, f"--max-segments is at least 1, got {cfg.max_segments}"),
+                         (cfg.seq_length <= 0, f"--seq-length is above 0 s, got {cfg.seq_length:g}"),
+                         (not 0.0 <= cfg.min_conf <= 1.0, f"--min-conf is between 0 and 1, got {cfg.min_conf:g}")):
+        if bad:
+            raise ValueError(message)
+    out, table = Path(out), results_table(Path(results))
+    if blocker := file_in_the_way(out):
+        raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
+    detections, working_dir = read_detections(table)
     root = Path(audio_root) if audio_root is not None else working_dir
-    record = {"results": str(Path(results).resolve()), "settings": cfg.to_dict()}
+    record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
+              "settings": cfg.to_dict()}
     with_settings = out / "segments.json"
     if with_settings.is_file() and json.loads(with_settings.read_text(encoding="utf-8")) != record:
         raise ValueError(f"{out}: holds clips cut from other results or with other settings ({with_settings}); "
@@ -181,9 +195,8 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
         write_bytes(target, buffer.getvalue())
         summary.clips_written += 1
     summary.files_failed = len(unopened)
-    if unopened and root is None and any(not Path(f).is_absolute() for f in unopened):
-        log.warning("detections.csv names recordings relative to where `pulse analyze` ran; give --audio-root")
-    table = io.StringIO()
-    csv.writer(table, lineterminator="\n").writerows([("path", "stage", "error_type", "message"), *errors])
-    write_text(out / "errors.csv", table.getvalue())
+    if any(not Path(f).is_absolute() for f in unopened):
+        log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "
+                    "give --audio-root", root or "not recorded")
+    write_errors(out / "errors.csv", errors)
     return summary

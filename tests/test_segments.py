@@ -125,10 +125,39 @@ def test_relative_paths_start_where_analyze_ran_and_a_bad_span_is_one_clip_error
 
 
 def test_a_long_merged_run_is_cut_to_its_first_minute(tmp_path):
-    from pulse.segments import MAX_CLIP_S
+    from pulse.config import MAX_CLIP_S
 
     sf.write(tmp_path / "long.flac", song(75.0, 8000, freq=1000), 8000)
     _write_results(tmp_path / "run", [(0.0, 75.0, "Gryllus campestris", 0.8, str(tmp_path / "long.flac"))])
     extract_segments(tmp_path / "run", tmp_path / "clips")
     (clip,) = (tmp_path / "clips").rglob("*.wav")
     assert sf.info(str(clip)).duration == pytest.approx(MAX_CLIP_S)
+
+
+def test_audio_root_an_excel_table_and_bad_tables_or_out_folders_are_one_line(run, tmp_path_factory):
+    moved = tmp_path_factory.mktemp("moved")
+    (run / "night.wav").rename(moved / "night.wav")
+    detections = pd.read_csv(run / "out" / "detections.csv").assign(File="night.wav")
+    excel = run / "excel"
+    excel.mkdir()
+    (excel / "detections.csv").write_bytes(b"\xef\xbb\xbf" + detections.to_csv(index=False).encode())  # BOM
+    summary = extract_segments(excel, run / "clips", SegmentConfig(), audio_root=moved)
+    assert (summary.clips_written, summary.files_failed) == (len(detections), 0)
+    runner = CliRunner()
+    (run / "file").write_text("not a folder")
+    for table, out, message in [
+            (excel, run / "file", "--out must be a folder"),
+            (run / "out" / "errors.csv", run / "c1", "not a `pulse analyze` detections.csv"),
+            (run / "out" / "config.json", run / "c2", "not a `pulse analyze` detections.csv")]:
+        result = runner.invoke(app, ["segments", str(table), "--out", str(out)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    cut_short = excel.parent / "cut_short"
+    cut_short.mkdir()
+    text = (excel / "detections.csv").read_text(encoding="utf-8-sig")
+    (cut_short / "detections.csv").write_text(text[:text.rindex(",")])  # the last row loses its File
+    result = runner.invoke(app, ["segments", str(cut_short), "--out", str(run / "c3")])
+    assert result.exit_code == 2 and f"line {len(detections) + 1}: no recording" in result.output
+    # The analysis rerun into the same folder with another threshold: another table, another --out.
+    (excel / "detections.csv").write_text(detections.iloc[:1].to_csv(index=False))
+    again = runner.invoke(app, ["segments", str(excel), "--out", str(run / "clips"), "--audio-root", str(moved)])
+    assert again.exit_code == 2 and "other results or with other settings" in again.output

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from export.atomic import write_text
-from pulse.detect import detect, detections_from_arrays, merge_consecutive, merge_runs
+from pulse.detect import detect, detections_from_arrays, merge_consecutive, merge_consecutive_table
 from pulse.schema import DETECTION_COLUMNS, LabelSet, SchemaError, detection_channel, scores_frame, validate_scores
 from pulse.writers import WRITERS, output_path
 
@@ -68,7 +68,7 @@ def test_detections_from_arrays_is_detect_of_the_table(scores):
 
 
 def test_merge_consecutive_joins_a_species_touching_windows_of_one_file_only():
-    starts = np.array([0.0, 3.0, 6.0, 9.0, 15.0, 0.0, 1.5, 3.0])
+    starts = np.array([0.0, 3.0, 6.0, 9.0, 15.0, 0.0, 1.5, 2.0])
     rows = {"file": np.array(["a.wav"] * 5 + ["b.wav"] * 3, dtype=object), "channel": np.ones(8, int),
             "start_s": starts, "end_s": starts + 3, "low_hz": np.full(8, 500.0), "high_hz": np.full(8, 4000.0),
             "label": np.array(["G"] * 4 + ["G", "G", "T", "G"], dtype=object),
@@ -77,20 +77,20 @@ def test_merge_consecutive_joins_a_species_touching_windows_of_one_file_only():
             "score": np.array([0.5, 0.9, 0.3, 0.7, 0.8, 0.6, 0.4, 0.2])}
     merged = merge_consecutive(rows)
     assert tuple(merged) == DETECTION_COLUMNS
-    # a.wav: 0-12 s is one run (a gap before 15 s); b.wav: 0-3 and 3-6 touch (overlapping windows also do), while
-    # the other species' window between them is its own row.
+    # a.wav: 0-12 s is one run of touching windows (a gap before 15 s); b.wav: 0-3 and 2-5 overlap, while the
+    # other species' window between them is its own row.
     assert list(zip(merged["file"], merged["code"], merged["start_s"], merged["end_s"])) == [
-        ("a.wav", "GG", 0.0, 12.0), ("a.wav", "GG", 15.0, 18.0), ("b.wav", "GG", 0.0, 6.0), ("b.wav", "TT", 1.5, 4.5)]
+        ("a.wav", "GG", 0.0, 12.0), ("a.wav", "GG", 15.0, 18.0), ("b.wav", "GG", 0.0, 5.0), ("b.wav", "TT", 1.5, 4.5)]
     assert merged["score"].tolist() == pytest.approx([(0.9 + 0.7 + 0.5) / 3, 0.8, 0.4, 0.4])
     capped = merge_consecutive(rows, max_windows=3)
     assert list(zip(capped["start_s"][:3], capped["end_s"][:3])) == [(0.0, 9.0), (9.0, 12.0), (15.0, 18.0)]
-    assert merge_consecutive(rows, max_windows=1)["start_s"].tolist() == sorted(starts[:5].tolist()) + [0, 1.5, 3]
+    assert merge_consecutive(rows, max_windows=1)["start_s"].tolist() == sorted(starts[:5].tolist()) + [0, 1.5, 2]
     with pytest.raises(ValueError, match="at least 1"):
         merge_consecutive(rows, max_windows=0)
 
 
-def test_merge_runs_merges_a_detections_table_as_merge_consecutive_does(scores):
-    merged = merge_runs(detect(scores, LABELS, 0.25, 500, 4000), max_windows=2)
+def test_merge_consecutive_table_merges_a_detections_table_as_merge_consecutive_does(scores):
+    merged = merge_consecutive_table(detect(scores, LABELS, 0.25, 500, 4000), max_windows=2)
     assert list(zip(merged.code, merged.start_s, merged.end_s)) == [("GRYCAM", 0.0, 3.0), ("TETVIR", 3.0, 7.5),
                                                                      ("GRYCAM", 6.0, 7.5)]
     assert merged.score.round(2).tolist() == [0.9, 0.45, 0.25]

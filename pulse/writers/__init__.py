@@ -58,6 +58,16 @@ def csv_text(header: Iterable[str], records: Iterable[tuple]) -> str:
     return text.getvalue()
 
 
+ERROR_COLUMNS = ("path", "stage", "error_type", "message")
+
+
+def write_errors(path: Path, errors: Iterable[tuple[str, str, str, str]]) -> None:
+    """`errors.csv`: one row per file (or part of one) a batch could not use and went on without."""
+    from export.atomic import write_text
+
+    write_text(path, csv_text(ERROR_COLUMNS, errors))
+
+
 from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)
 
-__all__ = ["WRITERS", "Writer", "csv_text", "output_path", "rows"]
+__all__ = ["ERROR_COLUMNS", "WRITERS", "Writer", "csv_text", "output_path", "rows", "write_errors"]
