@@ -82,7 +82,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF), out / "scores.png")
     cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=HALF), out / "embedding.png")
              if rec.embeddings.shape[1] else None)
-    found = merge_consecutive_table(rec.detections, cfg.merge_consecutive)  # the table and downloads; the figure merges runs itself
+    found = merge_consecutive_table(rec.detections, cfg.merge_consecutive)  # table, downloads; the figure: whole runs
     tables = {"detections": found, "scores": rec.scores}
     downloads = []
     for fmt in DOWNLOAD_FORMATS:

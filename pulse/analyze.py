@@ -231,8 +231,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         raise ValueError(f"--channel is a 0-based channel index, got {cfg.channel}")
     if not 0.0 <= cfg.min_conf <= 1.0:
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
-    if cfg.merge_consecutive < 1:
-        raise ValueError(f"--merge-consecutive is at least 1 (1: a row per window), got {cfg.merge_consecutive}")
+    if cfg.merge_consecutive < 0:
+        raise ValueError(f"--merge-consecutive is 0 or more (0 and 1: a row per window), got {cfg.merge_consecutive}")
     if blocker := file_in_the_way(out_dir):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
@@ -585,7 +585,7 @@ SCORES_VERSION = 1
 def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
     settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
-    if settings["merge_consecutive"] == 1:  # as before the option: journals from before it still count
+    if settings["merge_consecutive"] <= 1:  # as before the option: journals from before it still count
         del settings["merge_consecutive"]
     return _settings_key(settings, meta, model_path)
 

@@ -55,7 +55,7 @@ def analyze(
     level_floor: float = typer.Option(_INFER.level_floor, help=LEVEL_FLOOR_HELP),
     merge_consecutive: int = typer.Option(_INFER.merge_consecutive, help="Up to N consecutive windows of a species "
                                           "as one detection row, scored by the mean of its 3 best windows, as "
-                                          "BirdNET-Analyzer's --merge_consecutive (1: a row per window)."),
+                                          "BirdNET-Analyzer's --merge_consecutive (0 or 1: a row per window)."),
 ) -> None:
     """Detect species in recordings: Raven tables and detections.csv (more with --format), errors.csv, summary.json.
 

@@ -107,7 +107,7 @@ class InferConfig(JsonConfig):
     # the quietest level the bundled models trained on (pulse/levels.py). BirdNET scores windows as recorded.
     level_floor: float = LEVEL_FLOOR_DBFS
     # Up to this many consecutive windows of a species become one detection row (BirdNET-Analyzer's
-    # --merge_consecutive); 1 keeps a row per window. scores.csv always keeps every window.
+    # --merge_consecutive); 0 or 1 keeps a row per window. scores.csv always keeps every window.
     merge_consecutive: int = 1
 
 

@@ -38,7 +38,8 @@ def detections_from_arrays(files: np.ndarray, starts_s: np.ndarray, ends_s: np.n
                            channel: int = 1, max_windows: int = 1) -> Columns:
     """`detect` from the arrays a scores table is made of, as columns: batch analysis calls this for
     every file, where building a DataFrame cost a quarter of a 3 s recording's output time. `max_windows` > 1
-    merges up to that many consecutive windows of a species into a row (`merge_consecutive`)."""
+    merges up to that many consecutive windows of a species into a row (`merge_consecutive`); 0 and 1 do not,
+    as in BirdNET-Analyzer."""
     check_score_values(scores)
     if scores.shape[1] != len(label_set.labels):
         raise SchemaError(f"{scores.shape[1]} score columns for {len(label_set.labels)} labels")
@@ -56,7 +57,7 @@ def detections_from_arrays(files: np.ndarray, starts_s: np.ndarray, ends_s: np.n
         "code": np.asarray(label_set.codes, dtype=object)[cols],
         "score": score,
     }
-    return merge_consecutive(found, max_windows) if max_windows != 1 else _in_table_order(found)
+    return merge_consecutive(found, max_windows) if max_windows > 1 else _in_table_order(found)
 
 
 def merge_consecutive(detections: Columns, max_windows: int | None = None) -> Columns:

@@ -29,7 +29,7 @@ class Recording:
     info: AudioInfo
     labels: LabelSet
     scores: pd.DataFrame  # scores table (pulse/schema.py)
-    detections: pd.DataFrame  # detections table at the config's min_conf, a row per window (merge_consecutive_table joins them)
+    detections: pd.DataFrame  # at the config's min_conf, a row per window (merge_consecutive_table joins them)
     embeddings: np.ndarray  # [windows, embed_dim], same row order as `scores`; [windows, 0] if the model has none
     metadata: dict  # the model's own metadata (labels, rate, window, provenance)
     warning: str = ""  # the recording breaks off part way: what was analysed ("" when whole)

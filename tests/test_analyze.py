@@ -305,6 +305,8 @@ def test_merge_consecutive_makes_a_song_one_row_in_every_table_and_rewrites_them
 
     done, per_window = run(1)
     assert per_window["Start (s)"].tolist() == [0, 3, 6, 9, 18, 21] and done.files_done == 1
+    done, zero = run(0)  # 0 is "no merging" too, as in BirdNET-Analyzer: nothing to redo
+    assert done.files_skipped == 1 and zero["Start (s)"].tolist() == per_window["Start (s)"].tolist()
     done, merged = run(100)
     assert (done.files_done, done.files_rewritten) == (0, 1)  # another merge: its tables rewritten, not skipped
     assert list(zip(merged["Start (s)"], merged["End (s)"])) == [(0, 12), (18, 24)]
@@ -577,7 +579,7 @@ def test_each_bad_option_names_its_flag_and_an_out_below_a_file_is_refused(tmp_p
                            (["--workers", "-1"], "--workers is 0 (one per 4 cores) or more, got -1"),
                            (["--format", ","], "--format needs at least one of audacity, csv"),
                            (["--channel", "-1"], "--channel is a 0-based channel index, got -1"),
-                           (["--merge-consecutive", "0"], "--merge-consecutive is at least 1 (1: a row per window)")]:
+                           (["--merge-consecutive", "-1"], "--merge-consecutive is 0 or more (0 and 1: a row per window)")]:
         result = runner.invoke(app, [*base, *flags])
         assert result.exit_code == 2 and message in result.output, (flags, result.output)
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
