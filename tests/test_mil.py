@@ -137,6 +137,23 @@ def test_fit_stops_after_patience_epochs_without_improvement():
     assert len(calls) == 3 * len(train)  # epoch 1 sets the best, epochs 2-3 are stale
 
 
+def test_bags_from_two_encoders_weights_are_refused_naming_both(tmp_path):
+    """A re-extraction of some slides with other weights into the same folder: same width, other features."""
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    rows = []
+    for i, sha in enumerate(["a" * 64] * 3 + ["b" * 64]):
+        write_features(tmp_path / f"s{i}.h5", FeatureFile(
+            np.zeros((4, 2), np.int64), np.ones((4, DIM), np.float32), np.zeros((4, 0), np.int64), 1024, 256, 20.0,
+            0.5, encoder="lrmil_vit_tiny", weights_sha256=sha, slide_id=f"s{i}"))
+        rows.append((f"s{i}", "tumour", 0))
+    splits = pd.DataFrame(rows, columns=["slide_id", "label", "fold"])
+    assert len(load_bags(tmp_path, splits.iloc[:3], ("benign", "tumour"))) == 3
+    with pytest.raises(ValueError, match=r"weights aaaaaaaa at 20x: 3 slide\(s\), e.g. s0; .*weights bbbbbbbb .* e.g. s3"):
+        load_bags(tmp_path, splits, ("benign", "tumour"))
+
+
 def test_out_of_fold_predictions_follow_the_slides_through_store_splits_and_folds(tmp_path):
     """Guards the bookkeeping behind the pooled AUC: when the label is a plain function of each bag's
     mean feature, every test fold must score ~1 (an inverted fold means slides, labels or folds got

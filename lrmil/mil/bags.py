@@ -36,6 +36,7 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
 
     index = {name: i for i, name in enumerate(labels)}
     bags = {}
+    makers: dict[tuple, list[str]] = {}  # (encoder, weights, magnification) -> its slides
     for row in splits.itertuples(index=False):
         path = feature_path(features_dir, row.slide_id)
         try:
@@ -49,6 +50,12 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
         bags[row.slide_id] = Bag(row.slide_id, index[row.label], int(row.fold), torch.from_numpy(ff.features),
                                  torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder, ff.coords,
                                  int(ff.patch_size_level0))
+        makers.setdefault((ff.encoder, ff.weights_sha256, ff.magnification), []).append(row.slide_id)
     if not bags:
         raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV")
+    if len(makers) > 1:  # one model on two encoders' features (same width, other weights) would train on noise
+        found = "; ".join(f"{name or '?'} weights {sha[:8] or '?'} at {mag:g}x: {len(ids)} slide(s), e.g. {ids[0]}"
+                          for (name, sha, mag), ids in makers.items())
+        raise ValueError(f"{features_dir}: features from more than one encoder ({found}); extract every slide with "
+                         "one encoder and its weights, each encoder into its own --out")
     return bags
