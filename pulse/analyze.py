@@ -481,8 +481,10 @@ def _rewrite_from_saved_scores(todo: list[_File], run: _Run, summary: Summary) -
     --min-conf, --merge-consecutive or --format; outputs deleted or overwritten), get them rewritten from the
     journalled scores, without decoding or scoring (hours of audio re-thresholded in seconds); the rest are
     returned, to be analysed."""
+    from tqdm import tqdm
+
     left = []
-    for f in todo:
+    for f in tqdm(todo, unit="file", desc="saved scores", disable=None, leave=False):
         try:
             if (part := run.journal.load(f.path, any_outputs=True)) is None:
                 left.append(f)
