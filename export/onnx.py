@@ -69,8 +69,7 @@ def _save(module, cfg, path: str | Path, frontend: str, output_names: tuple[str,
 def input_contract(cfg) -> str:
     """What a deployment must feed the graph and what comes out, in the model file itself (README: "Running
     `model.onnx` without PULSE"): the scaling and the windowing are easy to get wrong and fail silently."""
-    from pulse.config import LEVEL_FLOOR_DBFS
-    from pulse.levels import MAX_RAISE_DB
+    from pulse.config import LEVEL_FLOOR_DBFS, MAX_RAISE_DB
 
     floor = f"{LEVEL_FLOOR_DBFS:g} dBFS"
     return (f"PULSE {cfg.arch} v{cfg.version}. Input '{INPUT_NAME}': float32 [batch, {cfg.window_samples}], "

@@ -572,13 +572,10 @@ def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
     return pd.concat(parts) if parts else empty
 
 
-# The settings that change what a file's detections and scores are (the model, and a species list, through
-# the model's metadata).
-OUTPUT_SETTINGS = ("min_conf", "overlap", "min_len", "channel", "level_floor", "merge_consecutive")
-
-
-# Of those, the ones a file's scores depend on; the others, and the formats, only change the tables made from them.
+# The settings a file's scores depend on (besides the model, and a species list, through the model's metadata);
+# with min_conf and merge_consecutive (and the formats, which only choose the tables) they make its outputs.
 SCORE_SETTINGS = ("overlap", "min_len", "channel", "level_floor")
+OUTPUT_SETTINGS = ("min_conf", *SCORE_SETTINGS, "merge_consecutive")
 # Bump when decoding, windowing or scoring changes what a file's scores are: journalled scores from before are then
 # analysed again, not reused for new tables.
 SCORES_VERSION = 1

@@ -13,9 +13,8 @@ from typing import Optional
 
 import typer
 
-from pulse.config import (MAX_CLIP_S, EvalConfig, ExportConfig, InferConfig, ModelConfig, SegmentConfig,
-                          TeacherCacheConfig, TrainConfig)
-from pulse.levels import MAX_RAISE_DB
+from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, EvalConfig, ExportConfig, InferConfig, ModelConfig,
+                          SegmentConfig, TeacherCacheConfig, TrainConfig)
 from pulse.writers import WRITERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

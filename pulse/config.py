@@ -79,6 +79,7 @@ class ModelConfig(JsonConfig):
 
 
 LEVEL_FLOOR_DBFS = -20.0  # the low end of the bundled recipes' gain_db (peak dBFS of every training window)
+MAX_RAISE_DB = 40.0  # a window quieter than the floor by more is near-silence (dither), not a distant singer
 
 
 @dataclass(frozen=True)
