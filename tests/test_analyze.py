@@ -140,6 +140,17 @@ def test_bad_files_among_good_ones(tmp_path, model):
     np.testing.assert_allclose(kaleidoscope["OFFSET"] + kaleidoscope["DURATION"], detections["End (s)"], atol=1e-4)
 
 
+def test_a_phone_m4a_is_one_line_saying_how_to_convert_it_and_the_batch_goes_on(tmp_path, model):
+    sf.write(tmp_path / "good.wav", song(3.0), RATE)
+    (tmp_path / "phone.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(2000))
+    (tmp_path / "memo.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(2000))
+    sf.write(tmp_path / "memo.flac", song(3.0), RATE)  # converted already: the .m4a beside it is not listed
+    summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model)))
+    assert (summary.files_done, summary.files_failed) == (2, 1)
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert row.path.endswith("phone.m4a") and "convert it to WAV or FLAC (e.g. ffmpeg -i phone.m4a" in row.message
+
+
 def test_a_text_file_named_mp3_is_one_clear_error_and_the_batch_goes_on(tmp_path, model):
     (tmp_path / "notes.mp3").write_text("field notes, not audio\n" * 50)
     sf.write(tmp_path / "good.wav", song(3.0), RATE)
