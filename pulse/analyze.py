@@ -209,6 +209,13 @@ class _Run:
     journal: Journal
     out_dir: Path
     writers: tuple
+    said: set = field(default_factory=set)  # the notes said once per run
+
+    def note_low_rate(self, path: Path, sample_rate: int) -> None:
+        """Say once per run that a recording cannot hold the top of the model's band, analysed or rewritten."""
+        if "low rate" not in self.said and (note := below_rate_note(sample_rate, self.band[1], self.cfg.model)):
+            self.said.add("low rate")
+            log.warning("%s: %s (said once per run)", path, note)
 
     @cached_property  # read for every file
     def tables(self) -> set[str]:
@@ -359,7 +366,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 if f.ended and not f.pending:
                     finish(i)
 
-    running, warned_rate = len(threads), False
+    running = len(threads)
     try:
         while running:
             try:  # windows are waiting: give the decoders a moment to add to them before scoring a small batch
@@ -374,10 +381,7 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
                 todo[i].info = item[2]
                 if item[2].warning:
                     partly_readable(i, item[2].warning)
-                note = below_rate_note(item[2].sample_rate, run.band[1], cfg.model)
-                if note and not warned_rate:
-                    warned_rate = True
-                    log.warning("%s: %s (said once per run)", todo[i].path, note)
+                run.note_low_rate(todo[i].path, item[2].sample_rate)
                 bar.total += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
                 bar.refresh()
             elif kind == "windows":
@@ -491,6 +495,7 @@ def _rewrite_from_saved_scores(todo: list[_File], run: _Run, summary: Summary) -
                 continue
             f.note = run.journal.note(f.path)
             _write_outputs(f, part, run)
+            run.note_low_rate(f.path, int(part["sample_rate"]))
         except Exception as exc:  # analysed instead, where an error that comes again is that file's own
             log.debug("%s: not rewritten from its saved scores (%s); analysing it", f.path, exc)
             f.note, f.run_tables = "", {}

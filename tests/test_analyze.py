@@ -279,6 +279,11 @@ def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplo
     assert summary.files_done == 3 and len(flagged) == 1
     assert "22050 Hz" in flagged[0] and "above 11025 Hz" in flagged[0]
     assert below_rate_note(22050, 15000.0, "birdnet") and not below_rate_note(44100, 15000.0, "birdnet")
+    caplog.clear()  # re-thresholded from the saved scores, the files are not decoded, and the note is said again
+    with caplog.at_level("WARNING", logger="pulse.analyze"):
+        summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
+    assert summary.files_rewritten == 3
+    assert [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()] == flagged
 
 
 def test_workers_zero_decodes_with_one_thread_per_four_cores(monkeypatch):
