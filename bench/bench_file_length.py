@@ -3,7 +3,8 @@
 The bundled default and BirdNET V2.4 each run `pulse analyze` (a separate process, as a user runs
 it) over the same folder, one after the other, with the same `--threads`. The audio is 10 minutes
 of InsectSet32 (../shared/data): 200 files of 3 s (consecutive 3 s of each clip, the length of the
-issue's excerpts) and 20 files of 30 s (the 44.1 kHz clips concatenated). Reported per length and
+issue's excerpts) and 20 files of 30 s (the 44.1 kHz clips concatenated), as 16-bit FLAC or, with
+`--audio-format wav`, 16-bit WAV (decoding then costs next to nothing). Reported per length and
 thread count: every run's x real time (summary.json, in-process), the student's median over the
 BirdNET mean, as in bench/results/throughput_file_length_journal.json; and the same for the whole
 process (interpreter start, imports and model loading included: ~0.7 s a command for either model).
@@ -28,7 +29,7 @@ CLIPS = sorted((REPO.parent / "shared" / "data" / "audio" / "insectset32").glob(
 PULSE = Path(sys.executable).parent / "pulse"  # the CLI installed beside this interpreter
 
 
-def cut_clips(folder: Path, n: int = 200, seconds: int = 3) -> None:
+def cut_clips(folder: Path, n: int = 200, seconds: int = 3, suffix: str = ".flac") -> None:
     """`n` files of `seconds`: consecutive pieces of each clip, in clip order."""
     folder.mkdir(parents=True)
     written = 0
@@ -38,17 +39,17 @@ def cut_clips(folder: Path, n: int = 200, seconds: int = 3) -> None:
         for start in range(0, len(audio) - seconds * rate, seconds * rate):
             if written == n:
                 return
-            sf.write(folder / f"ex{written:04d}.flac", audio[start:start + seconds * rate], rate)
+            sf.write(folder / f"ex{written:04d}{suffix}", audio[start:start + seconds * rate], rate)
             written += 1
 
 
-def join_clips(folder: Path, n: int = 20, seconds: int = 30, rate: int = 44100) -> None:
+def join_clips(folder: Path, n: int = 20, seconds: int = 30, rate: int = 44100, suffix: str = ".flac") -> None:
     """`n` files of `seconds`: the 44.1 kHz clips concatenated, then cut."""
     folder.mkdir(parents=True)
     audio = np.concatenate([sf.read(c, dtype="float32", always_2d=True)[0].mean(axis=1)
                             for c in CLIPS[:60] if sf.info(c).samplerate == rate])
     for k in range(n):
-        sf.write(folder / f"r{k:02d}.flac", audio[k * seconds * rate:(k + 1) * seconds * rate], rate)
+        sf.write(folder / f"r{k:02d}{suffix}", audio[k * seconds * rate:(k + 1) * seconds * rate], rate)
 
 
 def x_realtime(folder: Path, out: Path, model: str, threads: int) -> tuple[float, float]:
@@ -66,12 +67,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--student-runs", type=int, default=3)
     parser.add_argument("--birdnet-runs", type=int, default=2)
+    parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac",
+                        help="how the cut audio is written (16-bit WAV needs no decoding to speak of)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "file_length.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folders = {"3s_files": Path(tmp) / "clips3", "30s_files": Path(tmp) / "files30"}
-        cut_clips(folders["3s_files"])
-        join_clips(folders["30s_files"])
+        cut_clips(folders["3s_files"], suffix=f".{args.audio_format}")
+        join_clips(folders["30s_files"], suffix=f".{args.audio_format}")
         report = {}
         for length, folder in folders.items():
             for threads in args.threads:
