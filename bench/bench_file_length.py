@@ -1,13 +1,16 @@
-"""Student vs BirdNET throughput by file length: the same real audio as 3 s clips or 30 s files.
+"""Student vs BirdNET throughput by file length: the same real audio as 3 s clips, 30 s files or one long file.
 
-The bundled default and BirdNET V2.4 each run `pulse analyze` (a separate process, as a user runs
-it) over the same folder, one after the other, with the same `--threads`. The audio is 10 minutes
-of InsectSet32 (../shared/data): 200 files of 3 s (consecutive 3 s of each clip, the length of the
-issue's excerpts) and 20 files of 30 s (the 44.1 kHz clips concatenated), as 16-bit FLAC or, with
-`--audio-format wav`, 16-bit WAV (decoding then costs next to nothing). Reported per length and
-thread count: every run's x real time (summary.json, in-process), the student's median over the
-BirdNET mean, as in bench/results/throughput_file_length_journal.json; and the same for the whole
-process (interpreter start, imports and model loading included: ~0.7 s a command for either model).
+The student (the bundled default, or `--student-model`) and BirdNET V2.4 each run `pulse analyze` (a
+separate process, as a user runs it) over the same folder, one after the other, with the same
+`--threads`. The audio is 10 minutes of InsectSet32 (../shared/data): 200 files of 3 s (consecutive
+3 s of each clip, the length of the issue's excerpts), 20 files of 30 s or one file of 600 s (the
+44.1 kHz clips concatenated, then cut), as 16-bit FLAC or, with `--audio-format wav`, 16-bit WAV
+(decoding then costs next to nothing). One file is decoded by one thread, whatever `--threads` gives
+the model: `--lengths 600` is the case to run on a machine with more cores than this project's two.
+Reported per length and thread count: every run's x real time (summary.json, in-process), the
+student's median over the BirdNET mean, as in bench/results/throughput_file_length_journal.json; and
+the same for the whole process (interpreter start and imports, which the in-process figure leaves
+out: ~0.2-0.3 s a command for either model on the 2026-12 VM).
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ def x_realtime(folder: Path, out: Path, model: str, threads: int) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[3, 30], choices=(3, 30, 600),
+                        help="file lengths in seconds (10 minutes of audio each: 200, 20 or 1 file)")
+    parser.add_argument("--student-model", default="default",
+                        help="what `pulse analyze --model` runs as the student (an exported model.int8.onnx, say)")
     parser.add_argument("--student-runs", type=int, default=3)
     parser.add_argument("--birdnet-runs", type=int, default=2)
     parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac",
@@ -72,15 +79,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "file_length.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folders = {"3s_files": Path(tmp) / "clips3", "30s_files": Path(tmp) / "files30"}
-        cut_clips(folders["3s_files"], suffix=f".{args.audio_format}")
-        join_clips(folders["30s_files"], suffix=f".{args.audio_format}")
+        suffix = f".{args.audio_format}"
+        folders = {}
+        for seconds in args.lengths:
+            folders[f"{seconds}s_files"] = folder = Path(tmp) / f"files{seconds}"
+            if seconds == 3:
+                cut_clips(folder, suffix=suffix)
+            else:
+                join_clips(folder, n=600 // seconds, seconds=seconds, suffix=suffix)
         report = {}
         for length, folder in folders.items():
             for threads in args.threads:
                 runs = {"student": [], "birdnet": [], "student_process": [], "birdnet_process": []}
                 for k in range(max(args.student_runs, args.birdnet_runs)):  # interleaved: the VM's drift hits both
-                    for name, model, wanted in (("student", "default", args.student_runs),
+                    for name, model, wanted in (("student", args.student_model, args.student_runs),
                                                 ("birdnet", "birdnet", args.birdnet_runs)):
                         if k < wanted:
                             inside, whole = x_realtime(folder, Path(tmp) / f"out_{name}", model, threads)
