@@ -19,6 +19,9 @@ import numpy as np
 from export.registry import Registry
 
 log = logging.getLogger(__name__)
+# (slide, metadata um/px, --mpp) already told that the metadata wins: a run opens a slide more than once
+# (its scale for the resume key, then the slide itself), and says so once
+_MPP_NOTED: set[tuple[str, float, float]] = set()
 
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
                   ".dcm", ".png", ".jpg", ".jpeg")
@@ -107,7 +110,9 @@ def resolve_mpp(path: Path, metadata_mpp: float | None, mpp: float | None, overr
     if mpp is not None and (override_mpp or metadata_mpp is None):
         return float(mpp), "--mpp"
     if metadata_mpp is not None:
-        if mpp is not None and not math.isclose(mpp, metadata_mpp, rel_tol=0.01):
+        noted = (str(path.resolve()), metadata_mpp, mpp)
+        if mpp is not None and not math.isclose(mpp, metadata_mpp, rel_tol=0.01) and noted not in _MPP_NOTED:
+            _MPP_NOTED.add(noted)
             log.info("%s: using its metadata's %.4g um/px, not --mpp %g (--override-mpp replaces the metadata)",
                      path, metadata_mpp, mpp)
         return metadata_mpp, "metadata"

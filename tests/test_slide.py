@@ -56,6 +56,16 @@ def test_mpp_fills_in_missing_metadata_and_replaces_it_only_when_forced(shared_d
         assert reader.mpp == 1.0 and reader.mpp_source == "--mpp"
 
 
+def test_metadata_winning_over_mpp_is_said_once_per_slide(shared_data, caplog):
+    cmu = shared_data / SLIDES / "CMU-1-Small-Region.svs"
+    with caplog.at_level("INFO", logger="lrmil.slide"):
+        for _ in range(2):  # `lrmil predict` opens a slide for its resume key, then to predict it
+            with open_slide(cmu, mpp=0.3):
+                pass
+    notes = [r.getMessage() for r in caplog.records if "not --mpp 0.3" in r.getMessage()]
+    assert len(notes) == 1 and cmu.name in notes[0]
+
+
 def test_png_needs_mpp_and_tiff_resolution_is_used(tmp_path):
     rgb = np.zeros((40, 60, 3), np.uint8)
     rgb[:, :, 0] = np.arange(60, dtype=np.uint8)[None] * 4
