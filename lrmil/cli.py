@@ -27,6 +27,8 @@ _SYNTH, _TISSUE, _PATCH = SynthConfig(), TissueConfig(), PatchConfig()
 _EXTRACT, _PRETRAIN, _STAGE1 = ExtractConfig(), PretrainConfig(), DistillPatchConfig()
 
 SLIDES_ARG = typer.Argument(..., help="Slide files and/or folders of slides.")
+RECURSIVE_OPT = typer.Option(False, "--recursive", "-r",
+                             help="Also search the subfolders of each folder given (an archive kept a folder per case).")
 MPP_OPT = typer.Option(None, "--mpp", help="Level-0 microns per pixel for slides without it in their metadata "
                                            "(see --override-mpp).")
 OVERRIDE_MPP_OPT = typer.Option(_EXTRACT.override_mpp, "--override-mpp",
@@ -66,14 +68,15 @@ def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, over
             _fail(ValueError(f"--device {device}: torch finds no CUDA GPU here; use --device cpu"))
 
 
-def _slides(inputs: list[Path]) -> list[Path]:
+def _slides(inputs: list[Path], recursive: bool) -> list[Path]:
     """The slide files among `inputs`; finding none ends the run with exit status 1."""
     from lrmil.slide import find_slides
 
-    found = find_slides(inputs)
+    found = find_slides(inputs, recursive)
     if not found:
-        typer.echo(f"no slide files found in {', '.join(map(str, inputs))} (folders are searched one level deep, "
-                   "for whole-slide formats; name plain images as files)", err=True)
+        where = "and their subfolders" if recursive else "without their subfolders (--recursive searches those)"
+        typer.echo(f"no slide files found in {', '.join(map(str, inputs))}: folders are searched {where}, "
+                   "for whole-slide formats; name plain images as files", err=True)
         raise typer.Exit(1)
     return found
 
@@ -130,6 +133,7 @@ def synth(
 @app.command()
 def patch(
     slides: list[Path] = SLIDES_ARG,
+    recursive: bool = RECURSIVE_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/, patches/, errors.csv)."),
     mpp: Optional[float] = MPP_OPT,
     override_mpp: bool = OVERRIDE_MPP_OPT,
@@ -144,7 +148,7 @@ def patch(
 
     _setup(0)
     _check_options(out, mpp, override_mpp)
-    paths = _slides(slides)
+    paths = _slides(slides, recursive)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
     with logging_redirect_tqdm():
         summary = run_patching(paths, tissue, patch_cfg, mpp, out, strict, override_mpp)
@@ -154,6 +158,7 @@ def patch(
 @app.command()
 def extract(
     slides: list[Path] = SLIDES_ARG,
+    recursive: bool = RECURSIVE_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (features/<encoder>_<mag>x_<px>px/ ...)."),
     encoder: str = typer.Option(_EXTRACT.encoder, help="Registered encoder name, or timm/<arch>."),
     weights: str = typer.Option(_EXTRACT.weights, help="default, random, hub (timm; downloads) or a weights file."),
@@ -177,7 +182,7 @@ def extract(
 
     _setup(threads)
     _check_options(out, mpp, override_mpp, device)
-    paths = _slides(slides)
+    paths = _slides(slides, recursive)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
     cfg = replace(_EXTRACT, encoder=encoder, weights=weights, resolution=resolution, batch_size=batch_size,
                   num_workers=workers, device=device, autocast=autocast, mpp=mpp, override_mpp=override_mpp,
@@ -211,6 +216,7 @@ def pretrain_encoder(
 @app.command("distill-patches")
 def distill_patches(
     slides: list[Path] = SLIDES_ARG,
+    recursive: bool = RECURSIVE_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Student encoder weights to write (.safetensors)."),
     teacher_weights: str = typer.Option(_STAGE1.teacher_weights, help="Teacher encoder weights (default: bundled)."),
     teacher_mil: Optional[Path] = typer.Option(None, help="Teacher ABMIL (.safetensors) whose attention weights children."),
@@ -237,7 +243,7 @@ def distill_patches(
 
     _setup(threads)
     _check_options(None, mpp, override_mpp, device)
-    paths = _slides(slides)
+    paths = _slides(slides, recursive)
     cfg = replace(_STAGE1, teacher_weights=teacher_weights, test_fold=test_fold, loss=loss, layer_weight=layer_weight,
                   layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
                   max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -371,6 +377,7 @@ def distill(
 @app.command()
 def predict(
     slides: list[Path] = SLIDES_ARG,
+    recursive: bool = RECURSIVE_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (SLIDE.json, heatmaps, top-k PNGs, errors.csv)."),
     model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json, or onnx.json from `lrmil export`); "
                                                               "'demo' = bundled synthetic demo."),
@@ -391,7 +398,7 @@ def predict(
 
     _setup(threads)
     _check_options(out, mpp, override_mpp, device)
-    paths = _slides(slides)
+    paths = _slides(slides, recursive)
     cfg = PredictConfig(model=model, path=path, mpp=mpp, override_mpp=override_mpp, batch_size=batch_size, topk=topk,
                         heatmap_px=heatmap_px, device=device, strict=strict, resume=resume)
     try:

@@ -16,6 +16,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from export.files import hidden
 from export.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -270,14 +271,16 @@ def slide_source(path: str | Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def find_slides(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, plus the whole-slide files (by suffix, sorted) directly inside any folder given; a file
-    named twice once. Plain images (PNG, JPEG) in a folder are thumbnails and label photos more often than
-    slides: they are skipped with a note, and read as slides only when named as files."""
+def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]:
+    """Files as given, plus the whole-slide files (by suffix, sorted) directly inside any folder given, or anywhere
+    below it if `recursive` (archives kept a folder per case; hidden folders skipped); a file named twice once.
+    Plain images (PNG, JPEG) in a folder are thumbnails and label photos more often than slides: they are
+    skipped with a note, and read as slides only when named as files."""
     found, seen = [], set()
     for item in map(Path, inputs):
         if item.is_dir():
-            files = sorted(p for p in item.iterdir() if p.is_file())
+            below = item.rglob("*") if recursive else item.iterdir()
+            files = sorted(p for p in below if p.is_file() and not hidden(p.relative_to(item)))
             paths = [p for p in files if p.suffix.lower() in SLIDE_SUFFIXES and p.suffix.lower() not in IMAGE_SUFFIXES]
             if images := [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]:
                 log.info("%s: %d plain image(s) skipped (e.g. %s); name an image as a file to read it as a slide",

@@ -19,6 +19,8 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
+from export.files import hidden
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
 # Recordings a folder may hold that libsndfile cannot decode: each is one failed file that says how to convert
 # it, never passed over in silence (a phone's .m4a folder would otherwise be "no audio files found").
@@ -177,7 +179,7 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False) -> list[tupl
     for item in map(Path, inputs):
         if item.is_dir():
             listed = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                            and not _hidden(p.relative_to(item)))
+                            and not hidden(p.relative_to(item)))
             converted = {p.with_suffix("") for p in listed if p.suffix.lower() in AUDIO_SUFFIXES}
             found += [(p, p.relative_to(item), item.resolve().name) for p in listed
                       if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
@@ -191,11 +193,6 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False) -> list[tupl
             unique.append((path, relative, root))
     relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
     return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
-
-
-def _hidden(relative: Path) -> bool:
-    """A dot name anywhere below the input: macOS's ._ twins and .Trashes on SD cards, an analysis's own .pulse."""
-    return any(part.startswith(".") for part in relative.parts)
 
 
 def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -39,6 +40,17 @@ def test_patch_exits_0_when_all_succeed_1_when_a_slide_fails_or_none_is_found(tm
     (tmp_path / "empty").mkdir()
     nothing = _invoke("patch", tmp_path / "empty", "--out", tmp_path / "none")
     assert nothing.exit_code == 1 and "no slide files found" in nothing.stderr
+
+
+def test_predict_finds_slides_in_case_folders_with_recursive(tmp_path, shared_data):
+    case = tmp_path / "archive" / "case1"
+    case.mkdir(parents=True)
+    (case / "CMU-1-Small-Region.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")
+    flat = _invoke("predict", tmp_path / "archive", "--out", tmp_path / "flat")
+    assert flat.exit_code == 1 and "--recursive" in flat.stderr
+    deep = _invoke("predict", tmp_path / "archive", "--recursive", "--out", tmp_path / "deep")
+    assert deep.exit_code == 0, deep.output
+    assert json.loads((tmp_path / "deep" / "CMU-1-Small-Region.json").read_text())["label"]
 
 
 def test_override_mpp_without_a_value_is_a_usage_error(tmp_path):

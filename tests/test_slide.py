@@ -125,6 +125,16 @@ def test_find_slides_expands_folders(tmp_path, caplog):
     assert [p.name for p in find_slides([tmp_path / "thumb.png"])] == ["thumb.png"]  # ...unless named
 
 
+def test_find_slides_searches_subfolders_only_when_recursive(tmp_path):
+    for name in ("top.svs", "case1/a.svs", "case2/deep/b.ndpi", "case2/thumb.png", ".Trashes/old.svs",
+                 "case1/._a.svs"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in find_slides([tmp_path])] == ["top.svs"]
+    found = find_slides([tmp_path], recursive=True)  # dot names (a bin, macOS ._ twins) are not slides
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["case1/a.svs", "case2/deep/b.ndpi", "top.svs"]
+
+
 def test_a_second_file_with_a_taken_slide_id_fails_naming_both(tmp_path):
     ids = SlideIds()
     assert ids.claim(tmp_path / "a" / "slide.svs") == "slide" and ids.claim(tmp_path / "other.svs") == "other"
