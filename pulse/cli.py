@@ -122,6 +122,8 @@ def segments(
     seed: int = typer.Option(_SEGMENTS.seed, help="Seed of the random draw."),
     audio_root: Optional[Path] = typer.Option(None, help="Folder the recordings' relative paths in detections.csv "
                                                          "start from (default: where `pulse analyze` ran)."),
+    plots: bool = typer.Option(False, "--plots", help="Also a spectrogram of each clip, its detection boxed (.png "
+                                                      "beside the .wav; added to an earlier run's clips too)."),
 ) -> None:
     """Cut detections into WAV clips per species, to listen to and verify (BirdNET-Analyzer's segments).
 
@@ -133,7 +135,7 @@ def segments(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = SegmentConfig(min_conf=min_conf, max_segments=max_segments, seq_length=seq_length, seed=seed)
     try:
-        summary = extract_segments(results, out, cfg, audio_root)
+        summary = extract_segments(results, out, cfg, audio_root, plots)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
@@ -141,7 +143,8 @@ def segments(
         typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
-               f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
+               + (f"{summary.plots_written} plot(s), " if plots else "")
+               + f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
     if summary.files_failed or summary.clips_failed:
         typer.echo(f"see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)

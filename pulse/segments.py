@@ -8,7 +8,8 @@ the detector's precision at that threshold, as BirdNET-Analyzer's segments are d
 MAX_CLIP_S keeps its first MAX_CLIP_S seconds (a run merged by --merge-consecutive can last hours).
 
 Clips are written atomically as `OUT/<Scientific name>/<confidence>_<recording>_<start>s.wav` (with a short
-hash of the path where two recordings of the table share a name). `OUT/segments.json` records the settings and
+hash of the path where two recordings of the table share a name); with `plots`, each gets a spectrogram beside
+it (`.png`, the detection boxed), to check by eye as well as by ear. `OUT/segments.json` records the settings and
 the table's hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table
 or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
 `OUT/errors.csv`, and its other clips are not tried; a clip that cannot be read is its own row.
@@ -44,6 +45,7 @@ class Summary:
     clips_written: int = 0
     clips_kept: int = 0  # found from an earlier run with the same settings
     clips_failed: int = 0  # a part of a recording that could not be read
+    plots_written: int = 0
     files_failed: int = 0  # recordings that could not be opened
 
 
@@ -120,8 +122,9 @@ def read_detections(path: Path) -> tuple[list[dict], Path | None]:
     return detections, Path(working_dir) if working_dir else None
 
 
-def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str]:
-    """The detection's audio (see the module docstring), its rate and the recording's subtype."""
+def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str, float]:
+    """The detection's audio (see the module docstring), its rate, the recording's subtype and where the clip
+    starts in the recording (s)."""
     info = audio_info(path)
     if d["start_s"] >= info.duration_s:
         raise ValueError(f"starts at {d['start_s']:g} s, after the recording's end ({info.duration_s:.2f} s): "
@@ -136,7 +139,7 @@ def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str]:
         f.seek(first)
         audio = f.read(last - first, dtype="float32", always_2d=True)
         subtype = f.subtype
-    return audio, info.sample_rate, subtype
+    return audio, info.sample_rate, subtype, first / info.sample_rate
 
 
 def wav_subtype(source: str) -> str:
@@ -144,9 +147,23 @@ def wav_subtype(source: str) -> str:
     return {"PCM_24": "PCM_24", "PCM_32": "PCM_32", "FLOAT": "FLOAT", "DOUBLE": "FLOAT"}.get(source, "PCM_16")
 
 
+def clip_plot(audio: np.ndarray, rate: int, clip_start_s: float, d: dict, path: Path) -> None:
+    """The clip's spectrogram with its detection boxed (the whole band: detections.csv holds no frequencies)."""
+    import pandas as pd
+
+    from pulse.plots import save_png, spectrogram_figure
+
+    box = pd.DataFrame([{"file": d["file"], "channel": "", "start_s": d["start_s"] - clip_start_s,
+                         "end_s": d["end_s"] - clip_start_s, "low_hz": 0.0, "high_hz": rate / 2, "label": d["label"],
+                         "common_name": d["common_name"], "code": d["common_name"] or d["label"], "score": d["score"]}])
+    title = f"{d['label']} {d['score']:.3f}: {Path(d['file']).name} from {clip_start_s:.2f} s"
+    save_png(spectrogram_figure(audio.mean(axis=1), rate, box, title), path)
+
+
 def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = SegmentConfig(),
-                     audio_root: str | Path | None = None) -> Summary:
-    """Write the chosen detections' clips under `out`; see the module docstring."""
+                     audio_root: str | Path | None = None, plots: bool = False) -> Summary:
+    """Write the chosen detections' clips under `out` (and, with `plots`, their spectrograms, also for clips an
+    earlier run wrote); see the module docstring."""
     from tqdm import tqdm
 
     for bad, message in ((cfg.max_segments < 1, f"--max-segments is at least 1, got {cfg.max_segments}"),
@@ -171,15 +188,16 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     chosen = choose(detections, cfg)
     for d, name in tqdm(list(zip(chosen, clip_names(detections, chosen))), unit="clip", disable=None):
         target, path = out / name, Path(d["file"])
+        plot = target.with_suffix(".png") if plots else None
         if root is not None and not path.is_absolute():
             path = root / path
-        if target.is_file():
+        if target.is_file() and (plot is None or plot.is_file()):
             summary.clips_kept += 1
             continue
         if d["file"] in unopened:
             continue
         try:
-            audio, rate, subtype = cut(path, d, cfg.seq_length)
+            audio, rate, subtype, clip_start_s = cut(path, d, cfg.seq_length)
         except AudioReadError as exc:  # the recording itself: its other clips are not tried
             unopened.add(d["file"])
             errors.append((str(path), "open", type(exc).__name__, exc.reason))
@@ -190,10 +208,16 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
             errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
             log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
             continue
-        buffer = io.BytesIO()
-        sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
-        write_bytes(target, buffer.getvalue())
-        summary.clips_written += 1
+        if target.is_file():  # an earlier run's clip, now with its plot
+            summary.clips_kept += 1
+        else:
+            buffer = io.BytesIO()
+            sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
+            write_bytes(target, buffer.getvalue())
+            summary.clips_written += 1
+        if plot is not None:
+            clip_plot(audio, rate, clip_start_s, d, plot)
+            summary.plots_written += 1
     summary.files_failed = len(unopened)
     if any(not Path(f).is_absolute() for f in unopened):
         log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "

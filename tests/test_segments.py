@@ -53,6 +53,23 @@ def test_clips_are_the_recordings_own_audio_per_species(run):
         np.testing.assert_allclose(audio, expected, atol=1 / 2**15)  # 16-bit WAV
 
 
+def test_plots_are_the_clips_spectrograms_and_are_added_to_an_earlier_runs_clips(run):
+    from PIL import Image
+
+    first = extract_segments(run / "out", run / "clips", SegmentConfig(seq_length=4.0))
+    assert first.plots_written == 0 and not list((run / "clips").rglob("*.png"))
+    again = extract_segments(run / "out", run / "clips", SegmentConfig(seq_length=4.0), plots=True)
+    assert (again.clips_written, again.clips_kept, again.plots_written) == (0, first.clips_written, first.clips_written)
+    clips = sorted((run / "clips").rglob("*.wav"))
+    assert sorted(p.with_suffix(".wav") for p in (run / "clips").rglob("*.png")) == clips
+    with Image.open(clips[0].with_suffix(".png")) as image:
+        assert image.size == (1000, 360)
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert pixels.std() > 10  # a drawn spectrogram, not a blank canvas
+    third = extract_segments(run / "out", run / "clips", SegmentConfig(seq_length=4.0), plots=True)
+    assert (third.clips_kept, third.plots_written) == (first.clips_written, 0)  # all there: nothing redone
+
+
 def test_draw_is_seeded_per_species_and_respects_min_conf():
     rows = [{"label": "A" if i % 2 else "B", "score": i / 20, "file": f"f{i}.wav", "start_s": 0.0, "end_s": 3.0}
             for i in range(20)]
