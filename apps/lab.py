@@ -1,4 +1,4 @@
-"""Lab app: one slide in; tissue mask, attention heatmap, top-k patches and the prediction JSON out.
+"""Lab app: one slide in; tissue mask, attention heatmap, top-k patches, attention GeoJSON and the prediction JSON out.
 
 The callback is a plain function of its inputs and a work folder, so tests call it directly.
 It runs `lrmil.predict.predict_slide`, the same student path (and the same images) as `lrmil predict`.
@@ -32,6 +32,7 @@ class LabView:
     mask_png: str | None = None
     heatmap_png: str | None = None
     topk_png: str | None = None
+    geojson: str | None = None
     record: dict | None = None
 
     def outputs(self) -> tuple:
@@ -41,7 +42,7 @@ class LabView:
         # the slide by its name, not the server's upload path.
         shown = None if self.record is None else {
             "prediction": {**self.record, "slide": Path(self.record["slide"]).name}}
-        return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, shown
+        return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, self.geojson, shown
 
 
 def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: str, work_root: str | Path) -> LabView:
@@ -70,7 +71,7 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
               f"{record['magnification']:g}x ({cfg.path} path), mpp {record['mpp']:.4g} from {record['mpp_source']}, "
               f"{record['seconds']['total']:.2f} s.")
     mask_png, heatmap_png, topk_png = (str(out / record[image]) for image in IMAGES)
-    return LabView(status, record["notice"], mask_png, heatmap_png, topk_png, record)
+    return LabView(status, record["notice"], mask_png, heatmap_png, topk_png, str(out / record["geojson"]), record)
 
 
 def _in_page_terms(exc: Exception, upload: str) -> str:
@@ -115,6 +116,8 @@ def build(work_root: str | Path | None = None):
             heatmap = gr.Image(type="filepath", label="Attention heatmap (percentile within slide)", interactive=False,
                                height=480)
         topk = gr.Image(type="filepath", label="Top-k attended patches", interactive=False, height=440)
+        geojson = gr.File(label="Attention of every patch, GeoJSON (QuPath: File > Import objects from file)",
+                          interactive=False)
         record = gr.JSON(label="Prediction JSON")
-        button.click(run, [slide, mpp, model, path], [status, notice, mask, heatmap, topk, record])
+        button.click(run, [slide, mpp, model, path], [status, notice, mask, heatmap, topk, geojson, record])
     return app

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from export.atomic import write_json
 from lrmil.batch import run_batch
 from lrmil.config import hash_record
+from lrmil.geojson import save_attention_geojson
 from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_colour_bar, with_notice
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
@@ -34,6 +35,7 @@ from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
 IMAGES = ("mask", "heatmap", "topk")  # a prediction's image files, by their SLIDE.json keys
+OUTPUTS = (*IMAGES, "geojson")  # every file a finished prediction has beside its SLIDE.json
 
 
 class Stopwatch:
@@ -91,7 +93,7 @@ def is_finished(out: Path, path: Path, key: str) -> bool:
     try:
         record = json.loads((out / f"{slide_id(path)}.json").read_text())
         return (record.get("key") == key and record.get("source") == slide_source(path)
-                and all((out / record[image]).is_file() for image in IMAGES))
+                and all((out / record[output]).is_file() for output in OUTPUTS))
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return False
 
@@ -99,8 +101,8 @@ def is_finished(out: Path, path: Path, key: str) -> bool:
 def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: PredictConfig, out: str | Path,
                   key: str = "") -> dict:
     """Run one slide end to end and write SLIDE.json, SLIDE_mask.png (the tissue found, outlined on the
-    thumbnail), SLIDE_heatmap.png and SLIDE_topk.png (`key`, from `slide_key`, is recorded so that a rerun can
-    skip it)."""
+    thumbnail), SLIDE_heatmap.png, SLIDE_topk.png and SLIDE_attention.geojson (every patch's attention, for
+    QuPath) (`key`, from `slide_key`, is recorded so that a rerun can skip it)."""
     path, out = Path(path), Path(out)
     sid = slide_id(path)
     clock = Stopwatch()
@@ -130,6 +132,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
     save_png(out / f"{sid}_heatmap.png", with_notice(with_colour_bar(overlay(view, heat)), model.notice))
     captions = [f"#{r + 1} attn {attention[i]:.3g}" for r, i in enumerate(top)]
     save_png(out / f"{sid}_topk.png", with_notice(tile_grid(top_patches, captions), model.notice))
+    save_attention_geojson(out / f"{sid}_attention.geojson", level.coords, level.size_level0, attention, dimensions)
     record = {
         "slide": str(path), "slide_id": sid, "model": cfg.model, "path": model.name, "magnification": level.magnification,
         "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
@@ -137,7 +140,8 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         "mpp": mpp, "mpp_source": mpp_source,
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
-        "mask": f"{sid}_mask.png", "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png", "notice": model.notice,
+        "mask": f"{sid}_mask.png", "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png",
+        "geojson": f"{sid}_attention.geojson", "notice": model.notice,
         "key": key, "source": source,
     }
     write_json(out / f"{sid}.json", record)  # last: only a slide with all its outputs counts as done

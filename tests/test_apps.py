@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 from pathlib import Path
@@ -206,6 +207,8 @@ def test_lab_callback_on_a_real_slide_shows_mask_heatmap_topk_and_the_notice(sli
     assert heat_w - COLOUR_BAR_PX == pytest.approx(heat_h * 2220 / 2967, abs=40)  # the slide, then its scale
     assert _png_size(view.topk_png)[0] > 0
     record = view.record
+    assert view.geojson.endswith(record["geojson"])  # offered for download, for QuPath
+    assert len(json.loads(Path(view.geojson).read_text())["features"]) == record["patches"]
     assert record["label"] in ("normal", "atypical") and record["patches"] >= 1
     assert record["mpp"] == pytest.approx(0.499, abs=1e-3) and record["notice"] == DEMO_NOTICE
 

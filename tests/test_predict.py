@@ -96,6 +96,19 @@ def test_real_slides_cmu_works_no_mpp_needs_the_flag_and_broken_is_reported(mode
     record = json.loads((tmp_path / "a" / "CMU-1-Small-Region.json").read_text())
     assert record["mpp"] == pytest.approx(0.499, abs=1e-3) and record["patches"] >= 1
     assert (tmp_path / "a" / "CMU-1-Small-Region_heatmap.png").is_file()
+    # every patch's attention on the slide's level-0 frame, for QuPath: squares inside the slide, the top one
+    # where SLIDE.json puts it
+    collection = json.loads((tmp_path / "a" / record["geojson"]).read_text())
+    features = collection["features"]
+    assert collection["type"] == "FeatureCollection" and len(features) == record["patches"]
+    attention = [f["properties"]["measurements"]["attention"] for f in features]
+    assert sum(attention) == pytest.approx(1.0, abs=1e-4)  # softmax over the slide's patches
+    for f in features:
+        (ring,) = f["geometry"]["coordinates"]
+        xs, ys = [x for x, _ in ring], [y for _, y in ring]
+        assert ring[0] == ring[-1] and 0 <= min(xs) < max(xs) <= 2220 and 0 <= min(ys) < max(ys) <= 2967
+    best = features[int(np.argmax(attention))]["geometry"]["coordinates"][0][0]
+    assert best == [record["top_patches"][0]["x"], record["top_patches"][0]["y"]]
 
     fixed = run_predict([batch[2]], PredictConfig(model=str(model_dir), mpp=0.5), tmp_path / "b")
     assert fixed["done"] == 1
