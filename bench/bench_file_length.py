@@ -55,11 +55,11 @@ def join_clips(folder: Path, n: int = 20, seconds: int = 30, rate: int = 44100, 
         sf.write(folder / f"r{k:02d}{suffix}", audio[k * seconds * rate:(k + 1) * seconds * rate], rate)
 
 
-def x_realtime(folder: Path, out: Path, model: str, threads: int) -> tuple[float, float]:
+def x_realtime(folder: Path, out: Path, model: str, threads: int, workers: int = 0) -> tuple[float, float]:
     """x real time inside `pulse analyze` (its summary.json) and of the whole process."""
     start = time.perf_counter()
     subprocess.run([str(PULSE), "analyze", str(folder), "--out", str(out), "--no-resume", "--threads", str(threads),
-                    "--model", model], check=True, capture_output=True)
+                    "--workers", str(workers), "--model", model], check=True, capture_output=True)
     process_s = time.perf_counter() - start
     summary = json.loads((out / "summary.json").read_text())
     return summary["x_realtime"], round(summary["audio_s"] / process_s, 1)
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--birdnet-runs", type=int, default=2)
     parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac",
                         help="how the cut audio is written (16-bit WAV needs no decoding to speak of)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="`pulse analyze --workers` for both (0: its default, one decoding thread per four cores)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "file_length.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +97,7 @@ def main() -> None:
                     for name, model, wanted in (("student", args.student_model, args.student_runs),
                                                 ("birdnet", "birdnet", args.birdnet_runs)):
                         if k < wanted:
-                            inside, whole = x_realtime(folder, Path(tmp) / f"out_{name}", model, threads)
+                            inside, whole = x_realtime(folder, Path(tmp) / f"out_{name}", model, threads, args.workers)
                             runs[name].append(inside)
                             runs[f"{name}_process"].append(whole)
                 student, birdnet = statistics.median(runs["student"]), statistics.mean(runs["birdnet"])

@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -292,8 +293,10 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
     chunks: queue.Queue = queue.Queue()
     budget = _WindowBudget(2 * workers * cfg.batch_size)  # one batch being scored, the next filling
     stop = threading.Event()
-    threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, budget, run, stop), daemon=True)
-               for _ in range(workers)]
+    # Several decoding threads also share out the blocks of a long FLAC: one file would otherwise be one thread.
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers > 1 else None
+    threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, budget, run, stop, pool),
+                                daemon=True) for _ in range(workers)]
     for t in threads:
         t.start()
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (file, start samples, windows), oldest first
@@ -405,6 +408,8 @@ def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Su
         stop.set()
         for t in threads:
             t.join()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         bar.close()
 
 
@@ -442,7 +447,7 @@ class _WindowBudget:
 
 
 def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, budget: _WindowBudget, run: _Run,
-                   stop: threading.Event) -> None:
+                   stop: threading.Event, pool: ThreadPoolExecutor | None) -> None:
     """Stream files into window chunks until told to stop; errors travel as items, never kill the thread."""
     def put(item) -> bool:
         """Queue an item, waiting for room first if it carries windows; False once the run has stopped."""
@@ -458,7 +463,8 @@ def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, b
             refuse_truncated(path, info, run.spec)
             if not put(("start", i, info)):
                 return
-            blocks = stream_audio(path, run.spec.sample_rate, run.cfg.block_s, run.cfg.channel, info=info)
+            blocks = stream_audio(path, run.spec.sample_rate, run.cfg.block_s, run.cfg.channel, info=info, pool=pool,
+                                  ahead=decoding_threads(run.cfg.workers))
             for starts, wins in frame_windows(blocks, run.spec, max_windows=run.cfg.batch_size):
                 if not put(("windows", i, starts, wins)):
                     return

@@ -91,7 +91,8 @@ class InferConfig(JsonConfig):
     overlap: float = 0.0  # seconds shared by consecutive windows
     min_len: float = 1.0  # seconds of audio a trailing window needs to be analysed (BirdNET-Analyzer's default)
     batch_size: int = 32
-    workers: int = 0  # decoding threads (0: one per four cores, at least one); the model runs in the main thread
+    workers: int = 0  # decoding threads (0: one per four cores, at least one; several also share out a long FLAC's
+    # blocks); the model runs in the main thread
     threads: int = 0  # CPU threads of the model (BirdNET-Analyzer's --threads); 0: every core, for any backend
     formats: tuple[str, ...] = ("raven", "csv")
     resume: bool = True

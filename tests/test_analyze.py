@@ -246,6 +246,12 @@ def test_a_flac_that_breaks_off_is_analysed_up_to_the_break(tmp_path, model):
     assert pd.read_csv(tmp_path / "out" / "errors.csv").message.tolist() == [row.message]  # said again
     with pytest.raises(AudioReadError, match="corrupt or truncated after"):  # training clips must be whole
         read_audio(tmp_path / "cut.flac", RATE)
+    shared = analyze([tmp_path], tmp_path / "two", InferConfig(model=str(model), formats=("scores",), block_s=5.0,
+                                                                workers=2))  # its blocks decoded on two threads
+    assert (shared.files_done, shared.files_failed) == (1, 0)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "scores.csv"),
+                                  pd.read_csv(tmp_path / "out" / "scores.csv"))
+    assert pd.read_csv(tmp_path / "two" / "errors.csv").message.tolist() == [row.message]
 
 
 def test_a_rerun_with_other_settings_names_the_outputs_it_leaves_stale(tmp_path, model, caplog):

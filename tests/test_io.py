@@ -69,6 +69,52 @@ def test_streaming_matches_whole_file(tmp_path, rate):
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-5)
 
 
+def _decoded(path, **kw) -> tuple[np.ndarray, str]:
+    """Everything `stream_audio` yields before it stops, and how it stopped."""
+    blocks, error = [], ""
+    try:
+        for block in stream_audio(path, RATE, block_s=1.0, **kw):
+            blocks.append(block)
+    except AudioReadError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32), error
+
+
+@pytest.mark.parametrize("damage", ["none", "cut", "garbled middle", "last frames gone", "real", "real at 48 kHz"])
+def test_a_long_flac_decoded_on_several_threads_is_the_same_samples_and_errors(tmp_path, damage, request):
+    """Blocks decoded at once on pool threads (each seeking to its start) give one reader's samples, and a file that
+    breaks off stops where and as the one-thread reader stops."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "long.flac"
+    if damage.startswith("real"):
+        clip = request.getfixturevalue("shared_data") / "audio" / "insectset32" / "Gryllus_campestris" / \
+            "Grylluscampestris_dat003-004.M.flac"
+        audio, rate = sf.read(clip, dtype="float32")
+        sf.write(path, audio, 48000 if "48" in damage else rate)  # resampled to the model's rate on the way
+    else:
+        sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(20 * RATE)).astype(np.float32), RATE)
+    data = path.read_bytes()
+    half = len(data) // 2
+    path.write_bytes({"cut": data[:half], "garbled middle": data[:half] + bytes(20000) + data[half + 20000:],
+                      "last frames gone": data[:-5000]}.get(damage, data))
+    one_thread = _decoded(path)
+
+    class CountingPool(ThreadPoolExecutor):
+        blocks = 0
+
+        def submit(self, *args, **kwargs):
+            self.blocks += 1
+            return super().submit(*args, **kwargs)
+
+    with CountingPool(3) as pool:
+        pooled = _decoded(path, pool=pool, ahead=3)
+    assert pool.blocks >= 3  # the blocks were decoded on the pool, not by the one-thread reader
+    np.testing.assert_array_equal(pooled[0], one_thread[0])
+    assert pooled[1] == one_thread[1]
+    assert ("truncated" in one_thread[1]) == (damage not in ("none", "real", "real at 48 kHz"))
+
+
 def _truncate(path, keep: float = 0.5):
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
