@@ -273,7 +273,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         run.journal.close()
     _write_run_tables(files, run, _run_config(cfg, meta, model_path, inputs))
     run.journal.drop_superseded_logs()
-    write_errors(out_dir / "errors.csv", summary.errors)
+    write_errors(out_dir / "errors.csv", sorted(summary.errors))  # by file: the same for any number of --workers
     summary.wall_s = time.perf_counter() - t0
     write_json(out_dir / "summary.json", {**summary.to_dict(), "model": str(model_path), "config": cfg.to_dict()})
     return summary

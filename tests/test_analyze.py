@@ -105,7 +105,7 @@ def test_bad_files_among_good_ones(tmp_path, model):
     errors = pd.read_csv(out / "errors.csv")
     assert list(errors.columns) == ["path", "stage", "error_type", "message"]
     bad = {k: v for k, v in expected.items() if v}
-    assert sorted(Path(p).relative_to(tmp_path / "in").as_posix() for p in errors.path) == sorted(bad)
+    assert [Path(p).relative_to(tmp_path / "in").as_posix() for p in errors.path] == sorted(bad)  # in file order
     for row in errors.itertuples():
         assert bad[Path(row.path).relative_to(tmp_path / "in").as_posix()] in row.message
         partly = row.path.endswith("cut.flac")
@@ -252,6 +252,9 @@ def test_a_flac_that_breaks_off_is_analysed_up_to_the_break(tmp_path, model):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "scores.csv"),
                                   pd.read_csv(tmp_path / "out" / "scores.csv"))
     assert pd.read_csv(tmp_path / "two" / "errors.csv").message.tolist() == [row.message]
+    (tmp_path / "a.wav").write_bytes(b"")  # a bad file added before a rerun: errors.csv stays in file order
+    analyze([tmp_path], tmp_path / "two", InferConfig(model=str(model), formats=("scores",), block_s=5.0, workers=2))
+    assert [Path(p).name for p in pd.read_csv(tmp_path / "two" / "errors.csv").path] == ["a.wav", "cut.flac"]
 
 
 def test_a_rerun_with_other_settings_names_the_outputs_it_leaves_stale(tmp_path, model, caplog):
