@@ -248,7 +248,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     meta = predictor.metadata
     run = _Run(cfg, spec, labels, model_band(meta),
                Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
-                       _scores_key(cfg, meta, model_path)), out_dir, writers)
+                       scores_key(cfg, meta, model_path)), out_dir, writers)
     files = [_File(path, rel) for path, rel in find_audio(inputs, undecodable=True)]
     for tmp in sweep_temporaries(out_dir):
         log.info("removed %s left by an interrupted run", tmp)
@@ -600,7 +600,7 @@ def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     return _settings_key(settings, meta, model_path)
 
 
-def _scores_key(cfg: InferConfig, meta: dict, model_path: Path) -> str:
+def scores_key(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     """What a file's scores depend on: journalled scores with this key can make its tables under new thresholds."""
     return _settings_key({"scores_version": SCORES_VERSION, **{k: getattr(cfg, k) for k in SCORE_SETTINGS}}, meta,
                          model_path)

@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PULSE: Orthoptera song detection for field recordings.")
 
 _INFER = InferConfig()  # CLI defaults are read from the config, never restated
+MODEL_HELP = ("'default' (bundled ONNX, distilled from BirdNET: CC BY-NC-SA), 'supervised' (not distilled: no NC "
+              "clause), 'lowrate' (for 16-32 kHz recorders), 'birdnet', or a .onnx/.safetensors path.")
 LEVEL_FLOOR_HELP = (f"dBFS: a window peaking below it is raised to it (by at most {MAX_RAISE_DB:g} dB) before a "
                     "PULSE model scores it, as quiet recorders need; -200 scores every window as recorded.")
 
@@ -32,9 +34,7 @@ def analyze(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (input folder structure is kept)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Rerun a previous run's config.json; flags given "
                                                                   "here override it."),
-    model: str = typer.Option(_INFER.model, help="'default' (bundled ONNX, distilled from BirdNET: CC BY-NC-SA), "
-                                                 "'supervised' (not distilled: no NC clause), 'lowrate' (for "
-                                                 "16-32 kHz recorders), 'birdnet', or a .onnx/.safetensors path."),
+    model: str = typer.Option(_INFER.model, help=MODEL_HELP),
     min_conf: float = typer.Option(_INFER.min_conf, help="Minimum score reported as a detection."),
     overlap: float = typer.Option(_INFER.overlap, help="Seconds shared by consecutive windows."),
     min_len: float = typer.Option(_INFER.min_len, help="Seconds of audio a file's last window needs to be analysed "
@@ -181,6 +181,49 @@ def _read_run_config(path: Path) -> InferConfig:
 
 
 _EXPORT = ExportConfig()
+
+
+@app.command()
+def embeddings(
+    inputs: list[Path] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of RECORDING.embeddings.h5 files (input folder "
+                                                      "structure kept) and errors.csv."),
+    model: str = typer.Option(_INFER.model, help=MODEL_HELP),
+    overlap: float = typer.Option(_INFER.overlap, help="Seconds shared by consecutive windows."),
+    min_len: float = typer.Option(_INFER.min_len, help="Seconds of audio a file's last window needs."),
+    batch_size: int = typer.Option(_INFER.batch_size, help="Windows per model call."),
+    threads: int = typer.Option(_INFER.threads, help="CPU threads of the model, any backend (0: every core)."),
+    device: str = typer.Option(_INFER.device, help="cpu or cuda[:N]."),
+    channel: Optional[int] = typer.Option(_INFER.channel, help="Embed this channel (0-based); default mixes to mono."),
+    level_floor: float = typer.Option(_INFER.level_floor, help=LEVEL_FLOOR_HELP),
+) -> None:
+    """Per-window embeddings of recordings, one HDF5 file each, for search, clustering or your own classifier
+    (BirdNET-Analyzer's embeddings).
+
+    Exit status: 0 all embedded; 1 some failed (errors.csv) or none found; 2 bad option or model."""
+    import logging
+
+    from pulse.embeddings import embed
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = replace(_INFER, model=model, overlap=overlap, min_len=min_len, batch_size=batch_size, threads=threads,
+                  device=device, channel=channel, level_floor=level_floor)
+    try:
+        summary = embed(inputs, out, cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except OSError as exc:
+        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{summary.files_done} embedded, {summary.files_failed} failed, {summary.files_skipped} skipped "
+               f"(embedded before with these settings) -> {out}")
+    if not (summary.files_done + summary.files_failed + summary.files_skipped):
+        typer.echo(f"no audio files found in: {', '.join(map(str, inputs))}", err=True)
+        raise typer.Exit(1)
+    if summary.files_failed:
+        typer.echo(f"{summary.files_failed} file(s) failed: see {out / 'errors.csv'}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("export")

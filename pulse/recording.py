@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from export.predictor import Predictor
 from pulse.analyze import cut_too_short, model_band, open_checked_model, refuse_truncated, window_times
 from pulse.config import InferConfig
 from pulse.detect import detect
 from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, stream_audio
 from pulse.schema import LabelSet, detection_channel, scores_frame
-from pulse.windows import frame_windows
+from pulse.windows import WindowSpec, frame_windows
 
 
 @dataclass(frozen=True)
@@ -39,30 +40,38 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     """Score one recording with `cfg.model`; raises AudioReadError for a bad file."""
     info = audio_info(path)
     predictor, spec, labels = open_checked_model(cfg)
-    meta, starts, scores, embeddings = predictor.metadata, [], [], []
-    warning, duration_s = info.warning, info.duration_s
+    meta = predictor.metadata
     try:
-        refuse_truncated(Path(path), info, spec)
-        blocks = stream_audio(path, spec.sample_rate, cfg.block_s, cfg.channel, info=info)
-        try:
-            for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
-                outputs = predictor.predict(windows)
-                starts.append(chunk_starts)
-                scores.append(outputs["scores"])
-                embeddings.append(outputs.get("embedding", np.zeros((len(windows), 0), np.float32)))
-        except PartlyDecoded as exc:  # as `pulse analyze`: the audio before the break is analysed, and said so
-            if short := cut_too_short(exc.decoded_s, exc.reason, spec):
-                raise AudioReadError(path, short) from exc
-            warning, duration_s = exc.note, exc.decoded_s
+        starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
     finally:
         predictor.close()
-    starts_s, ends_s = window_times(starts, spec, duration_s)
-    table = scores_frame(str(path), starts_s, ends_s, np.concatenate(scores), labels.labels)
+    table = scores_frame(str(path), starts_s, ends_s, outputs["scores"], labels.labels)
     # Selection boxes span the model's band, never above what the file itself contains.
     low_hz, high_hz = model_band(meta)
     found = detect(table, labels, cfg.min_conf, low_hz, min(high_hz, info.sample_rate / 2),
                    detection_channel(cfg.channel))
-    return Recording(info, labels, table, found, np.concatenate(embeddings).astype(np.float32), meta, warning)
+    embeddings = outputs.get("embedding", np.zeros((len(table), 0), np.float32))
+    return Recording(info, labels, table, found, embeddings.astype(np.float32), meta, warning or info.warning)
+
+
+def window_outputs(path: str | Path, info: AudioInfo, predictor: Predictor, spec: WindowSpec,
+                   cfg: InferConfig) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]:
+    """Every window's model outputs (by name, rows in time order) with the windows' start and end times, and what
+    was said if the recording breaks off part way ("" otherwise): as `pulse analyze` cuts and scores them."""
+    starts, outputs, warning, duration_s = [], {}, "", info.duration_s
+    refuse_truncated(Path(path), info, spec)
+    blocks = stream_audio(path, spec.sample_rate, cfg.block_s, cfg.channel, info=info)
+    try:
+        for chunk_starts, windows in frame_windows(blocks, spec, max_windows=cfg.batch_size):
+            starts.append(chunk_starts)
+            for name, values in predictor.predict(windows).items():
+                outputs.setdefault(name, []).append(values)
+    except PartlyDecoded as exc:  # as `pulse analyze`: the audio before the break is analysed, and said so
+        if short := cut_too_short(exc.decoded_s, exc.reason, spec):
+            raise AudioReadError(path, short) from exc
+        warning, duration_s = exc.note, exc.decoded_s
+    starts_s, ends_s = window_times(starts, spec, duration_s)
+    return starts_s, ends_s, {name: np.concatenate(values) for name, values in outputs.items()}, warning
 
 
 def display_audio(path: str | Path, max_s: float, max_samples: int,

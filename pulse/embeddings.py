@@ -1,0 +1,114 @@
+"""Per-window embeddings of recordings: `pulse embeddings` (BirdNET-Analyzer's `embeddings`).
+
+For search, clustering or a classifier of one's own: every window of every recording, cut as `pulse analyze`
+cuts it, goes through the model once, and its embedding (the student's penultimate layer; with `--model
+birdnet`, BirdNET's 1024-d global pool) is stored with the window times in one HDF5 file per recording,
+`OUT/<relative path>.embeddings.h5`: datasets `starts_s`, `ends_s` [windows] and `embedding` [windows, dim],
+attributes naming the recording, the model and the settings. A rerun skips recordings whose file is there and
+was made from the same recording (size and modification time) with the same model and window settings; a
+recording that changed, or other settings, are embedded again. Files are written atomically. A bad recording
+is one line and one row of `OUT/errors.csv`, and the batch goes on; one that breaks off part way is embedded
+up to the break and listed as `PartlyReadable`, as `pulse analyze` does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.atomic import atomic_path, file_in_the_way, sweep_temporaries
+from pulse.analyze import open_checked_model, resolve_model, scores_key
+from pulse.config import InferConfig
+from pulse.io import AudioReadError, audio_info, find_audio
+from pulse.recording import window_outputs
+from pulse.writers import write_errors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    files_done: int = 0
+    files_skipped: int = 0  # embedded by an earlier run with the same model and settings
+    files_failed: int = 0
+
+
+def embeddings_path(out: Path, relative: Path) -> Path:
+    return out / relative.with_name(relative.name + ".embeddings.h5")
+
+
+def _source(path: Path) -> dict:
+    """What identifies the recording an embeddings file was made from."""
+    stat = path.stat()
+    return {"source": str(path), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
+def _earlier(target: Path, key: dict) -> str | None:
+    """The warning stored with an embeddings file made from `key` ("" if none), or None: not made from it."""
+    import h5py
+
+    try:
+        with h5py.File(target, "r") as f:
+            made_from = all(f.attrs.get(k) == v for k, v in key.items())
+            return str(f.attrs.get("warning", "")) if made_from else None
+    except OSError:  # not ours, or not HDF5 at all: made again
+        return None
+
+
+def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
+    """Write one embeddings file per recording under `out` (see the module docstring), and `out/errors.csv`."""
+    import h5py
+    from tqdm import tqdm
+
+    out = Path(out)
+    if blocker := file_in_the_way(out):
+        raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
+    predictor, spec, _ = open_checked_model(cfg)
+    summary, errors = Summary(), []
+    try:
+        if "embedding" not in predictor.output_names:
+            raise ValueError(f"{cfg.model}: the model has no 'embedding' output (export it with `pulse export`)")
+        meta, model_path = predictor.metadata, resolve_model(cfg.model)[0]
+        settings = {"model": str(model_path), "settings_key": scores_key(cfg, meta, model_path),
+                    "sample_rate": spec.sample_rate, "window_s": float(meta["window_s"]), "overlap_s": cfg.overlap}
+        files = find_audio(inputs, undecodable=True)
+        out.mkdir(parents=True, exist_ok=True)
+        sweep_temporaries(out)
+        for path, relative in tqdm(files, unit="file", disable=None):
+            target = embeddings_path(out, relative)
+            try:
+                info = audio_info(path)
+                key = {**_source(path), **settings}
+                if target.is_file() and (said := _earlier(target, key)) is not None:
+                    summary.files_skipped += 1
+                    if said:  # it breaks off part way: said again, as by `pulse analyze`
+                        errors.append((str(path), "read", "PartlyReadable", said))
+                    continue
+                starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
+            except AudioReadError as exc:
+                errors.append((str(path), "read", type(exc).__name__, exc.reason))
+                log.warning("%s", exc)
+                summary.files_failed += 1
+                continue
+            except (OSError, ValueError, RuntimeError) as exc:  # the model or the file system: this file, not the run
+                errors.append((str(path), "embed", type(exc).__name__, str(exc)))
+                log.warning("%s: %s", path, exc)
+                summary.files_failed += 1
+                continue
+            if warning := warning or info.warning:
+                errors.append((str(path), "read", "PartlyReadable", warning))
+                log.warning("%s: %s", path, warning)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
+                f.create_dataset("starts_s", data=starts_s.astype(np.float64))
+                f.create_dataset("ends_s", data=ends_s.astype(np.float64))
+                f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
+                f.attrs.update({**key, "warning": warning})
+            summary.files_done += 1
+    finally:
+        predictor.close()
+    write_errors(out / "errors.csv", sorted(errors))
+    return summary

@@ -1,0 +1,97 @@
+"""`pulse embeddings`: per-window embeddings of recordings in HDF5, as `pulse analyze` cuts the windows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import onnx
+import pandas as pd
+import soundfile as sf
+from typer.testing import CliRunner
+
+from pulse.cli import app
+from pulse.config import InferConfig
+from pulse.embeddings import embed
+from pulse.recording import analyze_recording
+from tests.test_analyze import level_meter_onnx
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "pulse" / "assets" / "examples"
+
+
+def _examples(folder: Path) -> list[Path]:
+    """Two of the bundled example recordings, copied (a test changes one)."""
+    folder.mkdir()
+    for clip in sorted(EXAMPLES.glob("*.flac"))[:2]:
+        (folder / clip.name).write_bytes(clip.read_bytes())
+    return sorted(folder.glob("*.flac"))
+
+
+def test_embeddings_are_the_windows_pulse_analyze_scores_and_a_bad_file_is_one_row(tmp_path):
+    clips = _examples(tmp_path / "in")
+    (tmp_path / "in" / "notes.wav").write_text("not audio\n" * 100)
+    sf.write(tmp_path / "in" / "cut.flac", np.tile(sf.read(clips[0], dtype="float32")[0], 3), 44100)
+    data = (tmp_path / "in" / "cut.flac").read_bytes()
+    (tmp_path / "in" / "cut.flac").write_bytes(data[: len(data) // 2])  # a copy cut short: embedded up to the break
+    command = ["embeddings", str(tmp_path / "in"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert "3 embedded, 1 failed, 0 skipped" in result.output
+    cut, notes = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert notes.path.endswith("notes.wav") and notes.error_type == "AudioReadError" and "not readable" in notes.message
+    assert cut.path.endswith("cut.flac") and cut.error_type == "PartlyReadable" and "truncated after" in cut.message
+    with h5py.File(tmp_path / "out" / "cut.flac.embeddings.h5") as f:
+        analysed_s = float(cut.message.split("after ")[1].split(" s")[0])
+        assert abs(f["ends_s"][-1] - analysed_s) < 0.01 and f.attrs["warning"] == cut.message
+    assert "0 embedded, 1 failed, 3 skipped" in CliRunner().invoke(app, command).output
+    assert pd.read_csv(tmp_path / "out" / "errors.csv").message.tolist() == [cut.message, notes.message]  # said again
+    for clip in clips:
+        recording = analyze_recording(clip)  # the bundled default, as `pulse analyze` scores it
+        with h5py.File(tmp_path / "out" / f"{clip.name}.embeddings.h5") as f:
+            np.testing.assert_allclose(f["starts_s"][:], recording.scores.index.get_level_values("start_s"), atol=1e-6)
+            np.testing.assert_allclose(f["ends_s"][:], recording.scores.index.get_level_values("end_s"), atol=1e-6)
+            np.testing.assert_allclose(f["embedding"][:], recording.embeddings, atol=1e-5)
+            assert f["embedding"].shape == (len(recording.scores), 256)
+            assert f.attrs["source"] == str(clip) and f.attrs["model"].endswith("default/model.onnx")
+
+
+def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_again(tmp_path):
+    clips = _examples(tmp_path / "in")
+    out = tmp_path / "out"
+    assert embed([tmp_path / "in"], out).files_done == 2
+    again = embed([tmp_path / "in"], out)
+    assert (again.files_done, again.files_skipped) == (0, 2)
+    audio, rate = sf.read(clips[0], dtype="float32")
+    sf.write(clips[0], audio[: len(audio) // 2], rate)  # the recording changed since
+    os.utime(clips[0], ns=(1, 1))
+    changed = embed([tmp_path / "in"], out)
+    assert (changed.files_done, changed.files_skipped) == (1, 1)
+    with h5py.File(out / f"{clips[0].name}.embeddings.h5") as f:
+        assert f["ends_s"][-1] <= len(audio) / 2 / rate + 1e-3
+    overlapping = embed([tmp_path / "in"], out, InferConfig(overlap=1.5))
+    assert (overlapping.files_done, overlapping.files_skipped) == (2, 0)
+    with h5py.File(out / f"{clips[1].name}.embeddings.h5") as f:
+        assert np.allclose(np.diff(f["starts_s"][:]), 1.5) and f.attrs["overlap_s"] == 1.5
+
+
+def test_birdnet_embeddings_are_its_1024_d_pool(tmp_path, shared_data):
+    clip = shared_data / "audio" / "backgrounds" / "OSS_birds_10s_Pennsylvania.flac"
+    summary = embed([clip], tmp_path / "out", InferConfig(model="birdnet"))
+    assert summary.files_done == 1
+    with h5py.File(tmp_path / "out" / f"{clip.name}.embeddings.h5") as f:
+        assert f["embedding"].shape == (4, 1024) and np.isfinite(f["embedding"][:]).all()
+        assert f["embedding"][:].std() > 0 and f.attrs["model"].endswith(".tflite")
+
+
+def test_a_model_without_an_embedding_output_is_one_line(tmp_path):
+    path = level_meter_onnx(tmp_path / "meter.onnx")
+    model = onnx.load(path)
+    model.graph.output.pop()  # keep "scores" only
+    onnx.save(model, path)
+    _examples(tmp_path / "in")
+    result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                                      "--model", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {path}: the model has no 'embedding' output (export it with `pulse export`)"
