@@ -1,7 +1,7 @@
 """How fast one long FLAC becomes model windows, on 1, 2, ... decoding threads (no model).
 
 This is the ceiling `pulse analyze` cannot pass on one long recording however many cores the model gets:
-libFLAC decodes a stream on one thread, so `pulse analyze --workers N` (N > 1; the default gives one per four
+libFLAC decodes a stream on one thread, so `pulse analyze --workers N` (N > 1; the default gives one per two
 cores) shares out a long FLAC's 10 s blocks among N threads (`pulse.io._decode_ahead`). Timed here is exactly
 the decoding threads' work: `stream_audio` (decode, mono, resample) and `frame_windows`, in one process,
 interleaved over the thread counts. The audio is `bench_file_length.py`'s 600 s file (the 44.1 kHz

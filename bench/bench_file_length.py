@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac",
                         help="how the cut audio is written (16-bit WAV needs no decoding to speak of)")
     parser.add_argument("--workers", type=int, default=0,
-                        help="`pulse analyze --workers` for both (0: its default, one decoding thread per four cores)")
+                        help="`pulse analyze --workers` for both (0: its default, one decoding thread per two cores)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "file_length.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

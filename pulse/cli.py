@@ -41,7 +41,7 @@ def analyze(
                                                        "(an intact file shorter than that is analysed; one that "
                                                        "breaks off before it is an error)."),
     batch_size: int = typer.Option(_INFER.batch_size, help="Windows per model call."),
-    workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model (0: one per 4 cores, at "
+    workers: int = typer.Option(_INFER.workers, help="Decoding threads feeding the model (0: one per 2 cores, at "
                                                      "least 1); two or more also share out a long FLAC's blocks."),
     threads: int = typer.Option(_INFER.threads, help="CPU threads of the model, any backend (0: every core)."),
     format: str = typer.Option(",".join(_INFER.formats), "--format",

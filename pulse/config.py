@@ -91,7 +91,7 @@ class InferConfig(JsonConfig):
     overlap: float = 0.0  # seconds shared by consecutive windows
     min_len: float = 1.0  # seconds of audio a trailing window needs to be analysed (BirdNET-Analyzer's default)
     batch_size: int = 32
-    workers: int = 0  # decoding threads (0: one per four cores, at least one; several also share out a long FLAC's
+    workers: int = 0  # decoding threads (0: one per two cores, at least one; several also share out a long FLAC's
     # blocks); the model runs in the main thread
     threads: int = 0  # CPU threads of the model (BirdNET-Analyzer's --threads); 0: every core, for any backend
     formats: tuple[str, ...] = ("raven", "csv")

@@ -295,9 +295,9 @@ def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplo
     assert [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()] == flagged
 
 
-def test_workers_zero_decodes_with_one_thread_per_four_cores(monkeypatch):
+def test_workers_zero_decodes_with_one_thread_per_two_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert decoding_threads(0) == 4 and decoding_threads(3) == 3
+    assert decoding_threads(0) == 8 and decoding_threads(3) == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert decoding_threads(0) == 1
 
@@ -601,7 +601,7 @@ def test_each_bad_option_names_its_flag_and_an_out_below_a_file_is_refused(tmp_p
     sf.write(tmp_path / "a.wav", song(4.0), RATE)
     base = ["analyze", str(tmp_path / "a.wav"), "--model", str(model), "--out", str(tmp_path / "o")]
     for flags, message in [(["--batch-size", "0"], "--batch-size is at least 1, got 0"),
-                           (["--workers", "-1"], "--workers is 0 (one per 4 cores) or more, got -1"),
+                           (["--workers", "-1"], "--workers is 0 (one per 2 cores) or more, got -1"),
                            (["--format", ","], "--format needs at least one of audacity, csv"),
                            (["--channel", "-1"], "--channel is a 0-based channel index, got -1"),
                            (["--merge-consecutive", "-1"], "--merge-consecutive is 0 or more (0 and 1: a row per window)")]:
