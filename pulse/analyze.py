@@ -273,7 +273,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         run.journal.close()
     _write_run_tables(files, run, _run_config(cfg, meta, model_path, inputs))
     run.journal.drop_superseded_logs()
-    write_errors(out_dir / "errors.csv", sorted(summary.errors))  # by file: the same for any number of --workers
+    position = {str(f.path): i for i, f in enumerate(files)}  # in file order, whichever decoding thread failed first
+    write_errors(out_dir / "errors.csv", sorted(summary.errors, key=lambda error: position.get(error[0], len(files))))
     summary.wall_s = time.perf_counter() - t0
     write_json(out_dir / "summary.json", {**summary.to_dict(), "model": str(model_path), "config": cfg.to_dict()})
     return summary

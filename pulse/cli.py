@@ -210,6 +210,10 @@ def embeddings(
                   device=device, channel=channel, level_floor=level_floor)
     try:
         summary = embed(inputs, out, cfg)
+    except KeyboardInterrupt:  # finished files are kept: the same command skips them
+        typer.echo(f"interrupted: files finished so far are kept in {out}; run the same command again to go on",
+                   err=True)
+        raise typer.Exit(130)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

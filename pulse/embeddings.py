@@ -5,10 +5,11 @@ cuts it, goes through the model once, and its embedding (the student's penultima
 birdnet`, BirdNET's 1024-d global pool) is stored with the window times in one HDF5 file per recording,
 `OUT/<relative path>.embeddings.h5`: datasets `starts_s`, `ends_s` [windows] and `embedding` [windows, dim],
 attributes naming the recording, the model and the settings. A rerun skips recordings whose file is there and
-was made from the same recording (size and modification time) with the same model and window settings; a
-recording that changed, or other settings, are embedded again. Files are written atomically. A bad recording
-is one line and one row of `OUT/errors.csv`, and the batch goes on; one that breaks off part way is embedded
-up to the break and listed as `PartlyReadable`, as `pulse analyze` does.
+was made from the same recording (absolute path, size and modification time) with the same model and window
+settings; a recording that changed, or other settings, are embedded again. Files are written atomically. A bad
+recording is one line and one row of `OUT/errors.csv`, and the batch goes on; one that breaks off part way is
+embedded up to the break and listed as `PartlyReadable`, as `pulse analyze` does. After Ctrl-C, the files done
+and errors.csv so far are kept.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def embeddings_path(out: Path, relative: Path) -> Path:
 def _source(path: Path) -> dict:
     """What identifies the recording an embeddings file was made from."""
     stat = path.stat()
-    return {"source": str(path), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    return {"source": str(path.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
 
 
 def _earlier(target: Path, key: dict) -> str | None:
@@ -108,7 +109,8 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
                 f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
                 f.attrs.update({**key, "warning": warning})
             summary.files_done += 1
-    finally:
+    finally:  # also on Ctrl-C: what was said about the files done so far is kept
         predictor.close()
-    write_errors(out / "errors.csv", sorted(errors))
+        if out.is_dir():
+            write_errors(out / "errors.csv", errors)
     return summary

@@ -124,6 +124,8 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
     resampler = None if info.sample_rate == sample_rate else soxr.ResampleStream(
         info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     if pool is not None and ahead > 1 and info.format == "FLAC" and info.frames > 2 * block:
+        # the blocks decoding ahead hold at most MAX_BLOCK_SAMPLES samples together (two blocks at least)
+        ahead = min(ahead, max(2, MAX_BLOCK_SAMPLES // (block * info.channels)))
         blocks = _decode_ahead(path, info.frames, block, pool, ahead)
     else:
         blocks = _decode(path, block)

@@ -302,6 +302,16 @@ def test_workers_zero_decodes_with_one_thread_per_two_cores(monkeypatch):
     assert decoding_threads(0) == 1
 
 
+def test_errors_csv_lists_files_in_the_order_they_were_given_and_found(tmp_path, model):
+    for rel in ("zz/b.wav", "in/rec/x.wav", "in/rec.1/x.wav", "aa/a.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    inputs = [tmp_path / "zz", tmp_path / "in", tmp_path / "aa"]
+    analyze(inputs, tmp_path / "out", InferConfig(model=str(model), workers=3))
+    listed = [Path(p).relative_to(tmp_path).as_posix() for p in pd.read_csv(tmp_path / "out" / "errors.csv").path]
+    assert listed == ["zz/b.wav", "in/rec/x.wav", "in/rec.1/x.wav", "aa/a.wav"]
+
+
 def test_overlap_channel_and_threshold(tmp_path, model):
     stereo = np.stack([np.zeros(int(9 * RATE), np.float32), song(9.0)], axis=1)
     sf.write(tmp_path / "stereo.wav", stereo, RATE)

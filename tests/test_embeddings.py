@@ -54,15 +54,17 @@ def test_embeddings_are_the_windows_pulse_analyze_scores_and_a_bad_file_is_one_r
             np.testing.assert_allclose(f["ends_s"][:], recording.scores.index.get_level_values("end_s"), atol=1e-6)
             np.testing.assert_allclose(f["embedding"][:], recording.embeddings, atol=1e-5)
             assert f["embedding"].shape == (len(recording.scores), 256)
-            assert f.attrs["source"] == str(clip) and f.attrs["model"].endswith("default/model.onnx")
+            assert f.attrs["source"] == str(clip.resolve()) and f.attrs["model"].endswith("default/model.onnx")
 
 
-def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_again(tmp_path):
+def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_again(tmp_path, monkeypatch):
     clips = _examples(tmp_path / "in")
     out = tmp_path / "out"
     assert embed([tmp_path / "in"], out).files_done == 2
     again = embed([tmp_path / "in"], out)
     assert (again.files_done, again.files_skipped) == (0, 2)
+    monkeypatch.chdir(tmp_path)  # the same recordings by another path: still done
+    assert embed([Path("in")], out).files_skipped == 2
     audio, rate = sf.read(clips[0], dtype="float32")
     sf.write(clips[0], audio[: len(audio) // 2], rate)  # the recording changed since
     os.utime(clips[0], ns=(1, 1))
@@ -95,3 +97,27 @@ def test_a_model_without_an_embedding_output_is_one_line(tmp_path):
                                       "--model", str(path)])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {path}: the model has no 'embedding' output (export it with `pulse export`)"
+
+
+def test_ctrl_c_keeps_the_files_done_and_the_errors_so_far(tmp_path, monkeypatch):
+    import pulse.embeddings
+
+    clips = _examples(tmp_path / "in")
+    (tmp_path / "in" / "A_bad.wav").write_bytes(b"")  # first in file order
+    window_outputs = pulse.embeddings.window_outputs
+
+    def interrupted_at_the_second_recording(path, *args):
+        if Path(path) == clips[1]:
+            raise KeyboardInterrupt
+        return window_outputs(path, *args)
+
+    monkeypatch.setattr(pulse.embeddings, "window_outputs", interrupted_at_the_second_recording)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), "--out", str(out)])
+    assert result.exit_code == 130
+    assert f"interrupted: files finished so far are kept in {out}; run the same command again" in result.output
+    assert [p.name for p in out.glob("*.h5")] == [f"{clips[0].name}.embeddings.h5"]
+    assert pd.read_csv(out / "errors.csv").path.map(lambda p: Path(p).name).tolist() == ["A_bad.wav"]
+    monkeypatch.undo()
+    summary = embed([tmp_path / "in"], out)
+    assert (summary.files_done, summary.files_skipped, summary.files_failed) == (1, 1, 1)

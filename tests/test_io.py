@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -69,6 +71,15 @@ def test_streaming_matches_whole_file(tmp_path, rate):
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-5)
 
 
+class CountingPool(ThreadPoolExecutor):
+    """A thread pool that counts the blocks submitted to it."""
+    blocks = 0
+
+    def submit(self, *args, **kwargs):
+        self.blocks += 1
+        return super().submit(*args, **kwargs)
+
+
 def _decoded(path, **kw) -> tuple[np.ndarray, str]:
     """Everything `stream_audio` yields before it stops, and how it stopped."""
     blocks, error = [], ""
@@ -84,8 +95,6 @@ def _decoded(path, **kw) -> tuple[np.ndarray, str]:
 def test_a_long_flac_decoded_on_several_threads_is_the_same_samples_and_errors(tmp_path, damage, request):
     """Blocks decoded at once on pool threads (each seeking to its start) give one reader's samples, and a file that
     breaks off stops where and as the one-thread reader stops."""
-    from concurrent.futures import ThreadPoolExecutor
-
     path = tmp_path / "long.flac"
     if damage.startswith("real"):
         clip = request.getfixturevalue("shared_data") / "audio" / "insectset32" / "Gryllus_campestris" / \
@@ -99,14 +108,6 @@ def test_a_long_flac_decoded_on_several_threads_is_the_same_samples_and_errors(t
     path.write_bytes({"cut": data[:half], "garbled middle": data[:half] + bytes(20000) + data[half + 20000:],
                       "last frames gone": data[:-5000]}.get(damage, data))
     one_thread = _decoded(path)
-
-    class CountingPool(ThreadPoolExecutor):
-        blocks = 0
-
-        def submit(self, *args, **kwargs):
-            self.blocks += 1
-            return super().submit(*args, **kwargs)
-
     with CountingPool(3) as pool:
         pooled = _decoded(path, pool=pool, ahead=3)
     assert pool.blocks >= 3  # the blocks were decoded on the pool, not by the one-thread reader
@@ -197,3 +198,18 @@ def test_discovery_gives_each_file_once_and_its_own_output_name(tmp_path):
     assert [rel.as_posix() for _, rel in find_audio([tmp_path / "mix"])] == ["G_aiff.aiff", "g_ogg.ogg"]
     assert [rel.as_posix() for _, rel in find_audio([tmp_path])][:2] == ["AM01/20240701_220000.WAV",
                                                                         "AM02/20240701_220000.WAV"]
+
+
+def test_blocks_decoding_ahead_hold_no_more_than_one_block_budget(tmp_path, monkeypatch):
+    """A 384 kHz multichannel FLAC on many cores must not queue many big blocks at once: together they hold at most
+    MAX_BLOCK_SAMPLES samples, two blocks at least."""
+    import pulse.io
+
+    path = tmp_path / "stereo.flac"
+    sf.write(path, tone(10.0, RATE, channels=2), RATE)
+    monkeypatch.setattr(pulse.io, "MAX_BLOCK_SAMPLES", 2 * RATE * 2)  # two 1 s stereo blocks
+    with CountingPool(4) as pool:
+        blocks = stream_audio(path, RATE, block_s=1.0, pool=pool, ahead=4)
+        next(blocks)
+        assert pool.blocks == 3  # two queued at the start, one more once the first was taken
+        assert sum(len(b) for b in blocks) == 9 * RATE
