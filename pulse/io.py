@@ -61,6 +61,14 @@ class PartlyDecoded(AudioReadError):
         return f"{self.reason}; the audio before it was analysed"
 
 
+class DamagedStretches(PartlyDecoded):
+    """Raised after the whole of a FLAC was yielded, the stretches that did not decode as silence."""
+
+    @property
+    def note(self) -> str:
+        return f"{self.reason} (silence in their place); the audio around them was analysed"
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     path: str
@@ -123,12 +131,13 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
     block = max(1, min(int(block_s * info.sample_rate), MAX_BLOCK_SAMPLES // info.channels))
     resampler = None if info.sample_rate == sample_rate else soxr.ResampleStream(
         info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    gaps: list[tuple[int, int]] = []  # damaged stretches of a FLAC, yielded as silence
     if pool is not None and ahead > 1 and info.format == "FLAC" and info.frames > 2 * block:
         # the blocks decoding ahead hold at most MAX_BLOCK_SAMPLES samples together (two blocks at least)
         ahead = min(ahead, max(2, MAX_BLOCK_SAMPLES // (block * info.channels)))
-        blocks = _decode_ahead(path, info.frames, block, pool, ahead)
+        blocks = _decode_ahead(path, info, block, pool, ahead, gaps)
     else:
-        blocks = _decode(path, block)
+        blocks = _decode(path, info, block, gaps=gaps)
     done = 0
     try:
         for data in blocks:
@@ -157,32 +166,85 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
     if done < info.frames - max(2048, info.frames // 20):
         raise PartlyDecoded(path, f"truncated: header promises {info.duration_s:.2f} s, "
                                   f"only {done / info.sample_rate:.2f} s decodable", done / info.sample_rate)
+    if gaps:
+        stretches = [f"{a / info.sample_rate:.2f}-{b / info.sample_rate:.2f} s" for a, b in gaps]
+        more = f" and {len(stretches) - 3} more" if len(stretches) > 3 else ""
+        raise DamagedStretches(path, f"damaged at {', '.join(stretches[:3])}{more}", done / info.sample_rate)
 
 
-def _decode(path: str | Path, block: int, start: int = 0) -> Iterator[np.ndarray]:
-    """Frames from `start` to the end, `block` at a time (never empty); a block that fails to decode is read
-    again in small steps, so that the audio before a break is kept; the break itself is raised."""
-    with sf.SoundFile(str(path)) as f:
-        if start:
-            f.seek(start)
-        done, step = start, block
+def _decode(path: str | Path, info: AudioInfo, block: int, start: int = 0,
+            gaps: list[tuple[int, int]] | None = None) -> Iterator[np.ndarray]:
+    """Frames from `start` to the end, `block` at a time (never empty). A block that fails to decode is read
+    again in small steps from a fresh handle (a FLAC handle cannot seek after a failed read), so that the audio
+    before the damage is kept. A FLAC, which seeks to the exact sample, then goes on where it decodes again: the
+    damaged stretch is yielded as silence and added to `gaps` (first, end frame). Damage with nothing readable
+    after it (a file cut short), or in another format, is raised."""
+    position, step = start, block
+    f = _open_at(path, position)
+    try:
         while True:
             try:
                 data = f.read(step, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError):
-                if step == SALVAGE_STEP or not f.seekable():
+                if not f.seekable():
                     raise
-                f.seek(done)  # a failed read returns nothing of its block
-                step = SALVAGE_STEP
+                if step > SALVAGE_STEP:  # a failed read returns nothing of its block
+                    step = SALVAGE_STEP
+                elif gaps is None or info.format != "FLAC" or (
+                        resume := _decodes_again(path, position, info.frames)) is None:
+                    raise
+                else:
+                    gaps.append((position, resume))
+                    for first in range(position, resume, block):
+                        yield np.zeros((min(block, resume - first), info.channels), np.float32)
+                    position, step = resume, block
+                f.close()
+                f = _open_at(path, position)
                 continue
-            done += len(data)
+            position += len(data)
             if len(data):
                 yield data
             if len(data) < step:
                 return
+    finally:
+        f.close()
 
 
-def _decode_ahead(path: str | Path, frames: int, block: int, pool: Executor, ahead: int) -> Iterator[np.ndarray]:
+def _open_at(path: str | Path, position: int) -> sf.SoundFile:
+    f = sf.SoundFile(str(path))
+    if position:
+        try:
+            f.seek(position)
+        except Exception:
+            f.close()
+            raise
+    return f
+
+
+def _decodes_again(path: str | Path, position: int, frames: int) -> int | None:
+    """The first frame after damage at `position` (to within SALVAGE_STEP) from which a FLAC decodes again, or
+    None: probes at doubling distances, then halves the last step (a few dozen opens, whatever the file's length)."""
+    def decodes(at: int) -> bool:
+        try:
+            with _open_at(path, at) as f:
+                return len(f.read(SALVAGE_STEP, dtype="float32")) > 0
+        except (sf.LibsndfileError, RuntimeError):
+            return False
+
+    bad, distance = position, SALVAGE_STEP
+    while not decodes(position + distance):
+        bad, distance = position + distance, 2 * distance
+        if position + distance >= frames:
+            return None
+    good = position + distance
+    while good - bad > SALVAGE_STEP:
+        middle = (bad + good) // 2
+        bad, good = (bad, middle) if decodes(middle) else (middle, good)
+    return good
+
+
+def _decode_ahead(path: str | Path, info: AudioInfo, block: int, pool: Executor, ahead: int,
+                  gaps: list[tuple[int, int]]) -> Iterator[np.ndarray]:
     """`_decode` for a long FLAC with its whole blocks decoded on `ahead` pool threads at once, yielded in order.
 
     libFLAC decodes on one thread (~2000x real time on this project's CPU), which would cap a model spread
@@ -194,7 +256,7 @@ def _decode_ahead(path: str | Path, frames: int, block: int, pool: Executor, ahe
             f.seek(start)
             return f.read(block, dtype="float32", always_2d=True)
 
-    starts = iter(range(0, frames - block + 1, block))
+    starts = iter(range(0, info.frames - block + 1, block))
     queued = collections.deque((s, pool.submit(read, s)) for s in itertools.islice(starts, ahead))
     end = 0
     try:
@@ -213,7 +275,7 @@ def _decode_ahead(path: str | Path, frames: int, block: int, pool: Executor, ahe
     finally:
         for _, future in queued:
             future.cancel()
-    yield from _decode(path, block, end)
+    yield from _decode(path, info, block, end, gaps)
 
 
 def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, block_s: float = 60.0) -> np.ndarray:

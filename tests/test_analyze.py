@@ -662,6 +662,29 @@ def test_pytorch_checkpoint_backend(tmp_path):
     assert scores.iloc[:, 3:].to_numpy().min() > 0 and scores.iloc[:, 3:].to_numpy().max() < 1
 
 
+def test_a_flac_damaged_mid_file_is_analysed_around_the_damage_and_listed(tmp_path, model):
+    """A FLAC archive with a few rotten bytes a third of the way in: every window before and after is scored, at
+    its own time; the damaged stretch (silence) is listed, also on a resumed run."""
+    sf.write(tmp_path / "rot.flac", np.tile(song(3.0), 10), RATE)  # 30 s
+    data = bytearray((tmp_path / "rot.flac").read_bytes())
+    data[len(data) // 3:len(data) // 3 + 20000] = bytes(20000)
+    (tmp_path / "rot.flac").write_bytes(bytes(data))
+    cfg = InferConfig(model=str(model), formats=("scores",))
+    summary = analyze([tmp_path], tmp_path / "out", cfg)
+    assert (summary.files_done, summary.files_failed) == (1, 0)
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert scores["start_s"].tolist() == [3.0 * k for k in range(10)] and scores["end_s"].max() == pytest.approx(30.0)
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert row.error_type == "PartlyReadable" and row.message.startswith("damaged at ")
+    assert row.message.endswith("(silence in their place); the audio around them was analysed")
+    damaged = [float(t) for t in row.message.split("damaged at ")[1].split(" s")[0].split("-")]
+    loud = scores.iloc[:, 3] > 0.5  # the level meter: every window of song scores high, unless it holds the damage
+    clear = [k for k in range(10) if not (3 * k < damaged[1] and damaged[0] < 3 * k + 3)]
+    assert len(clear) >= 8 and all(loud[k] for k in clear)
+    assert analyze([tmp_path], tmp_path / "out", cfg).files_skipped == 1
+    assert pd.read_csv(tmp_path / "out" / "errors.csv").message.tolist() == [row.message]
+
+
 def test_real_shared_recordings(tmp_path, model, shared_data):
     audio = shared_data / "audio"
     files = [audio / "insectset32" / "Gryllus_campestris" / "Grylluscampestris_dat003-004.M.flac",
