@@ -3,7 +3,8 @@
 A field recording can last days, so nothing here holds a whole file: `stream_audio` reads a
 bounded block, mixes or picks a channel, resamples with a *streaming* soxr resampler (no
 artefacts at block edges) and yields it. Every way a file can be bad ends in one
-`AudioReadError(path, reason)`, which the batch loop records and moves past.
+`AudioReadError(path, reason)`, which the batch loop records and moves past; its subclass `PartlyDecoded`
+comes after the audio that could be read, which is analysed.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
                  info: AudioInfo | None = None, pool: Executor | None = None, ahead: int = 0) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks at `sample_rate`; `channel` picks one (0-based), None mixes all.
 
-    Given a thread `pool`, a long FLAC has `ahead` blocks decoding on its threads at once (`_decode_ahead`)."""
+    Given a thread `pool`, a long FLAC has `ahead` blocks decoding on its threads at once (`_decode_ahead`). A
+    recording that breaks off raises PartlyDecoded after its last good block; a FLAC damaged mid-file is yielded
+    whole, silence for the stretches that did not decode, and then raises DamagedStretches naming them."""
     import soxr
 
     info = info or audio_info(path)
@@ -137,7 +140,7 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
         ahead = min(ahead, max(2, MAX_BLOCK_SAMPLES // (block * info.channels)))
         blocks = _decode_ahead(path, info, block, pool, ahead, gaps)
     else:
-        blocks = _decode(path, info, block, gaps=gaps)
+        blocks = _decode(path, info, block, 0, gaps)
     done = 0
     try:
         for data in blocks:
@@ -172,8 +175,8 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
         raise DamagedStretches(path, f"damaged at {', '.join(stretches[:3])}{more}", done / info.sample_rate)
 
 
-def _decode(path: str | Path, info: AudioInfo, block: int, start: int = 0,
-            gaps: list[tuple[int, int]] | None = None) -> Iterator[np.ndarray]:
+def _decode(path: str | Path, info: AudioInfo, block: int, start: int,
+            gaps: list[tuple[int, int]]) -> Iterator[np.ndarray]:
     """Frames from `start` to the end, `block` at a time (never empty). A block that fails to decode is read
     again in small steps from a fresh handle (a FLAC handle cannot seek after a failed read), so that the audio
     before the damage is kept. A FLAC, which seeks to the exact sample, then goes on where it decodes again: the
@@ -190,7 +193,7 @@ def _decode(path: str | Path, info: AudioInfo, block: int, start: int = 0,
                     raise
                 if step > SALVAGE_STEP:  # a failed read returns nothing of its block
                     step = SALVAGE_STEP
-                elif gaps is None or info.format != "FLAC" or (
+                elif info.format != "FLAC" or (
                         resume := _decodes_again(path, position, info.frames)) is None:
                     raise
                 else:
@@ -252,8 +255,7 @@ def _decode_ahead(path: str | Path, info: AudioInfo, block: int, pool: Executor,
     those of one reader (tested). The tail, and a block that fails or comes short, go to `_decode` with all that
     follows, so a file that breaks off is salvaged and reported as by one reader."""
     def read(start: int) -> np.ndarray:
-        with sf.SoundFile(str(path)) as f:
-            f.seek(start)
+        with _open_at(path, start) as f:
             return f.read(block, dtype="float32", always_2d=True)
 
     starts = iter(range(0, info.frames - block + 1, block))
