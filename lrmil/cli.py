@@ -378,7 +378,8 @@ def distill(
 def predict(
     slides: list[Path] = SLIDES_ARG,
     recursive: bool = RECURSIVE_OPT,
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (SLIDE.json, heatmaps, top-k PNGs, attention GeoJSON, errors.csv)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (SLIDE.json, heatmaps, top-k PNGs, attention "
+                                                      "GeoJSON, errors.csv)."),
     model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json, or onnx.json from `lrmil export`); "
                                                               "'demo' = bundled synthetic demo."),
     path: str = typer.Option(_PREDICT.path, "--path", help="student (reads 5x only) or teacher (20x, for comparison)."),

@@ -59,7 +59,7 @@ def read_clip(path: Path, sample_rate: int) -> np.ndarray | None:
         for block in stream_audio(path, sample_rate, block_s=60.0):
             blocks.append(block)
     except PartlyDecoded as exc:
-        log.warning("%s: %s; %.1f s of it used", path, exc.note.split("; ")[0], exc.decoded_s)
+        log.warning("%s: %s; %.1f s of it used", path, exc.reason, exc.decoded_s)
     except AudioReadError as exc:
         log.warning("%s; left out", exc)
         return None
