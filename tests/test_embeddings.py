@@ -121,3 +121,19 @@ def test_ctrl_c_keeps_the_files_done_and_the_errors_so_far(tmp_path, monkeypatch
     monkeypatch.undo()
     summary = embed([tmp_path / "in"], out)
     assert (summary.files_done, summary.files_skipped, summary.files_failed) == (1, 1, 1)
+
+
+def test_a_missing_path_is_one_row_an_out_that_is_a_file_one_line_and_no_audio_exit_1(tmp_path):
+    _examples(tmp_path / "in")
+    result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), str(tmp_path / "gone.wav"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "2 embedded, 1 failed, 0 skipped" in result.output  # the batch went on
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert row.path == str(tmp_path / "gone.wav") and row.message == "no such file or folder"
+    (tmp_path / "a_file").write_text("")
+    result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), "--out", str(tmp_path / "a_file")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'a_file'}: --out must be a folder, and this is a file"
+    (tmp_path / "nothing").mkdir()
+    result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "nothing"), "--out", str(tmp_path / "out2")])
+    assert result.exit_code == 1 and f"no audio files found in: {tmp_path / 'nothing'}" in result.output
