@@ -1,11 +1,12 @@
-"""How fast one long FLAC becomes model windows, on 1, 2, ... decoding threads (no model).
+"""How fast one long recording becomes model windows, on 1, 2, ... decoding threads (no model).
 
 This is the ceiling `pulse analyze` cannot pass on one long recording however many cores the model gets:
 libFLAC decodes a stream on one thread, so `pulse analyze --workers N` (N > 1; the default gives one per two
 cores) shares out a long FLAC's 10 s blocks among N threads (`pulse.io._decode_ahead`). Timed here is exactly
 the decoding threads' work: `stream_audio` (decode, mono, resample) and `frame_windows`, in one process,
 interleaved over the thread counts. The audio is `bench_file_length.py`'s 600 s file (the 44.1 kHz
-InsectSet32 clips concatenated, 16-bit FLAC).
+InsectSet32 clips concatenated, 16-bit FLAC, or with `--audio-format wav` 16-bit WAV, an AudioMoth's format,
+which is decoded on one thread whatever `--threads`).
 
     python bench/bench_decoding.py --threads 1 2 4 8 --rounds 5 --out runs/decoding.json
 """
@@ -43,14 +44,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "decoding.json")
     args = parser.parse_args()
     cfg = InferConfig()
     _, spec, _ = open_checked_model(cfg)  # the bundled default's windows: 3 s at 44.1 kHz
     runs: dict[int, list[float]] = {t: [] for t in args.threads}
     with tempfile.TemporaryDirectory() as tmp:
-        join_clips(Path(tmp) / "long", n=1, seconds=600)
-        path = Path(tmp) / "long" / "r00.flac"
+        join_clips(Path(tmp) / "long", n=1, seconds=600, suffix=f".{args.audio_format}")
+        path = Path(tmp) / "long" / f"r00.{args.audio_format}"
         for _ in range(args.rounds):
             for threads in args.threads:
                 runs[threads].append(x_realtime(path, 600.0, threads, spec, cfg.block_s, cfg.batch_size))

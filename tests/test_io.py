@@ -60,6 +60,19 @@ def test_channels_mixed_or_picked(tmp_path):
         read_audio(path, RATE, channel=8)
 
 
+@pytest.mark.parametrize("fmt, channels", [("WAV", 1), ("WAV", 2), ("AIFF", 1), ("W64", 2)])
+def test_16_bit_pcm_gives_libsndfiles_own_float_samples(tmp_path, fmt, channels):
+    """16-bit PCM is read as integers and scaled in numpy (faster): every value as libsndfile's float read."""
+    path = tmp_path / f"a.{fmt.lower()}"
+    values = np.arange(-32768, 32768, dtype=np.int16)  # every 16-bit value, the extremes included
+    data = np.stack([values, values[::-1]], axis=1)[:, :channels]
+    sf.write(path, data, RATE, format=fmt, subtype="PCM_16")
+    expected = sf.read(path, dtype="float32", always_2d=True)[0]
+    blocks = list(stream_audio(path, RATE, block_s=0.3, channel=channels - 1))
+    np.testing.assert_array_equal(np.concatenate(blocks), expected[:, channels - 1])
+    np.testing.assert_array_equal(read_audio(path, RATE), expected.mean(axis=1))
+
+
 @pytest.mark.parametrize("rate", [RATE, 48000])
 def test_streaming_matches_whole_file(tmp_path, rate):
     path = tmp_path / "long.flac"
