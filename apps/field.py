@@ -18,7 +18,7 @@ import pandas as pd
 
 import pulse
 from apps import in_page_terms, prune_old_outputs
-from pulse.analyze import MODEL_ALIASES, below_rate_note, model_band
+from pulse.model_names import MODEL_ALIASES, below_rate_note, model_band
 from pulse.config import InferConfig
 from pulse.detect import merge_consecutive_table
 from pulse.io import AUDIO_SUFFIXES

@@ -69,7 +69,7 @@ def write_recording(path: Path, bed: np.ndarray, seconds: float) -> None:
 
 
 def resolve_model(workdir: Path) -> tuple[Path, str]:
-    from pulse.analyze import DEFAULT_MODEL
+    from pulse.model_names import DEFAULT_MODEL
 
     if DEFAULT_MODEL.is_file():
         return DEFAULT_MODEL, "bundled default model"
@@ -122,7 +122,7 @@ def _vm_hwm_kb(pid: int) -> int:
 
 def breakdown(wav: Path, model: Path, batch_size: int) -> dict:
     """Decode+framing alone and the model alone, on the same recording (seconds)."""
-    from pulse.analyze import open_model
+    from pulse.model_names import open_model
     from pulse.io import stream_audio
     from pulse.windows import WindowSpec, frame_windows
 

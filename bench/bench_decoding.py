@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_file_length import REPO, join_clips
-from pulse.analyze import open_checked_model
+from pulse.model_names import open_checked_model
 from pulse.config import InferConfig
 from pulse.io import stream_audio
 from pulse.windows import frame_windows

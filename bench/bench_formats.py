@@ -58,7 +58,7 @@ def score_folder(folder: Path, out: Path, model: str, labels: tuple[str, ...], d
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pulse.analyze import open_model
+    from pulse.model_names import open_model
     from pulse.config import TrainConfig
     from pulse.evaluate import mix, prepare
 

@@ -1,11 +1,11 @@
 """Batch analysis: folders of recordings in, score and detection tables out (`pulse analyze`).
 
-Decoder threads stream each file through io -> windows and queue chunks of windows (a few batches at most);
-the main thread packs them, from any file, into full batches for the model, so one Predictor
-serves every file and memory stays flat however long a recording is. A file is finished when
-its outputs are in place and its scores are appended to the journal (pulse/journal.py); a
-re-run skips journalled files, and run-wide tables are rebuilt from the journal at the end.
-A bad file becomes one line on the console and one row in errors.csv; the batch goes on.
+One run: find the recordings, skip those an earlier run finished with these settings (and rewrite from their
+journalled scores those whose outputs alone are missing or asked for anew), score the rest (pulse/scoring.py:
+decoding threads, one model), and write each file's outputs as its last window is scored. A file is finished
+when its outputs are in place and its scores are appended to the journal (pulse/journal.py); run-wide tables
+are rebuilt from the journal at the end. A bad file becomes one line on the console and one row in errors.csv;
+the batch goes on.
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ import hashlib
 import json
 import logging
 import os
-import queue
-import threading
 import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,128 +24,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, write_json
-from export.predictor import Predictor, load_predictor, usable_cores
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
-from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, find_audio, stream_audio
+from pulse.io import AudioInfo, find_audio
 from pulse.journal import Journal
-from pulse import levels
-from pulse.schema import (DETECTION_COLUMNS, Columns, LabelSet, SchemaError, check_score_values, detection_channel,
-                          empty_detections, scores_frame)
-from pulse.teacher.birdnet import model_path as birdnet_model_path
-from pulse.windows import WindowSpec, frame_windows
+from pulse.model_names import below_rate_note, model_band, open_checked_model, resolve_model
+from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
+from pulse.scoring import score_files
+from pulse.windows import WindowSpec, window_times
 from pulse.writers import WRITERS, output_path, write_errors
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL = ASSETS / "default" / "model.onnx"
-# Named models: name -> (artefact, predictor backend). Any other name is a path to an artefact.
-# "default" is distilled from BirdNET, so under BirdNET's CC BY-NC-SA licence; "supervised" is the same
-# recipe without distillation, free of that licence; "lowrate" is the supervised recipe trained also on
-# band-limited audio: for 16-32 kHz recorders.
-MODEL_ALIASES: dict[str, tuple[Path, str]] = {"default": (DEFAULT_MODEL, "auto"),
-                                              "supervised": (ASSETS / "supervised" / "model.onnx", "auto"),
-                                              "lowrate": (ASSETS / "lowrate" / "model.onnx", "auto"),
-                                              "birdnet": (birdnet_model_path(), "birdnet")}
-BATCH_WAIT_S = 0.05  # how long less than a quarter batch waits for more windows (3 s clips: 1 window a file)
-
-
-def model_band(metadata: dict) -> tuple[float, float]:
-    """The frequency band (Hz) a model listens to: where its detection boxes are drawn."""
-    return float(metadata.get("f_min", 0.0)), float(metadata.get("f_max", metadata["sample_rate"] / 2))
-
-
-def below_rate_note(file_rate: int, band_top_hz: float, model: str) -> str:
-    """What a recording too slow for the model's band cannot hold ("" if it holds it all); said by the CLI and the app."""
-    if file_rate / 2 >= band_top_hz:
-        return ""
-    advice = "; the `lowrate` model is trained for such recordings" if model in ("default", "supervised") else ""
-    return (f"recorded at {file_rate} Hz: songs above {file_rate // 2} Hz are not in the file, below the model's "
-            f"band top of {band_top_hz:g} Hz{advice}")
-
-
-def cut_too_short(seconds: float, reason: str, spec: WindowSpec) -> str:
-    """Why a recording that breaks off after `seconds` is not analysed ("" if it holds `--min-len`).
-
-    An intact clip shorter than a window is analysed, padded: it is what the user chose to give. The
-    few milliseconds left of a broken file are not: 10 ms of noise padded to 3 s scored 0.56 Dark
-    Bush-cricket with the bundled model.
-    """
-    min_len_s = spec.min_len / spec.sample_rate
-    return f"{reason}, under the {min_len_s:g} s of audio a window needs (--min-len): not analysed" \
-        if seconds < min_len_s else ""
-
-
-def resolve_model(name: str) -> tuple[Path, str]:
-    """The one place a model name becomes (artefact path, backend)."""
-    return MODEL_ALIASES.get(name, (Path(name), "auto"))
-
-
-def read_species_list(path: str | Path) -> tuple[str, ...]:
-    """One species per line; blank lines and lines starting with # are skipped."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the species list ({getattr(exc, 'strerror', None) or exc})") from None
-    lines = (line.strip() for line in text.splitlines())
-    species = tuple(line for line in lines if line and not line.startswith("#"))
-    if not species:
-        raise ValueError(f"{path}: the species list is empty")
-    return species
-
-
-def open_model(name: str, device: str = "cpu", species_list: str = "", threads: int = 0) -> Predictor:
-    path, backend = resolve_model(name)
-    if name in MODEL_ALIASES and not path.is_file():
-        raise FileNotFoundError(f"{path}: the {name!r} model is not installed here; "
-                                "pass --model PATH to a .onnx or .safetensors file")
-    if threads < 0:
-        raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
-    if not species_list:
-        return load_predictor(path, backend=backend, device=device, threads=threads)
-    if backend != "birdnet":
-        raise ValueError(f"{species_list}: a species list applies to --model birdnet only")
-    species = read_species_list(species_list)
-    try:
-        return load_predictor(path, backend=backend, device=device, threads=threads, species=species)
-    except ValueError as exc:  # a name BirdNET does not know: say which list it came from
-        raise ValueError(f"{species_list}: {exc}") from None
-
-
-def open_checked_model(cfg: InferConfig) -> tuple[Predictor, WindowSpec, LabelSet]:
-    """`cfg.model` opened, with the windows its metadata and `cfg` ask for and its labels; a model without
-    PULSE metadata or a bad --overlap / --min-len is one error, and the model is closed again."""
-    model_path, _ = resolve_model(cfg.model)
-    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
-    try:
-        predictor = levels.for_model(predictor, cfg.level_floor)
-        meta = predictor.metadata
-        if missing := [k for k in ("labels", "sample_rate", "window_s") if k not in meta]:
-            raise ValueError(f"{model_path}: not a PULSE model (its metadata lacks {', '.join(missing)}; "
-                             "`pulse export` writes it)")
-        rate = int(meta["sample_rate"])
-        spec = WindowSpec.from_seconds(float(meta["window_s"]), cfg.overlap, rate, cfg.min_len)
-        return predictor, spec, LabelSet.from_metadata(meta)
-    except Exception:
-        predictor.close()
-        raise
-
-
-def refuse_truncated(path: Path, info: AudioInfo, spec: WindowSpec) -> None:
-    """A file whose header promises more audio than it holds is analysed only if what it holds fills --min-len."""
-    if info.warning and (short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s", spec)):
-        raise AudioReadError(path, short)
-
-
-def window_times(starts: list[np.ndarray], spec: WindowSpec, duration_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (s) of every window; the last one ends where the recording (or what was read of it) ends."""
-    starts_s = np.round(np.concatenate(starts) / spec.sample_rate, 6)
-    return starts_s, np.round(np.minimum(starts_s + spec.window / spec.sample_rate, duration_s), 6)
 
 
 @dataclass
@@ -173,7 +62,7 @@ class Summary:
 
 
 @dataclass(eq=False)  # each file is itself: compared by identity
-class _File:
+class InFlight:
     """One recording in flight: scores arrive batch by batch, in window order."""
 
     path: Path
@@ -200,7 +89,7 @@ class _File:
 
 
 @dataclass(frozen=True)
-class _Run:
+class Run:
     """What every step of one run needs, resolved once from the config and the model."""
 
     cfg: InferConfig
@@ -246,10 +135,10 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     model_path, _ = resolve_model(cfg.model)
     predictor, spec, labels = open_checked_model(cfg)
     meta = predictor.metadata
-    run = _Run(cfg, spec, labels, model_band(meta),
-               Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
-                       scores_key(cfg, meta, model_path)), out_dir, writers)
-    files = [_File(path, rel) for path, rel in find_audio(inputs, undecodable=True)]
+    run = Run(cfg, spec, labels, model_band(meta),
+              Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
+                      scores_key(cfg, meta, model_path)), out_dir, writers)
+    files = [InFlight(path, rel) for path, rel in find_audio(inputs, undecodable=True)]
     for tmp in sweep_temporaries(out_dir):
         log.info("removed %s left by an interrupted run", tmp)
     finished = [f for f in files if cfg.resume and _done(f, run)]
@@ -267,7 +156,8 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     try:
         if todo:
             run.journal.open()  # a folder that cannot take it stops the run here, before any work
-        _score_files(_rewrite_from_saved_scores(todo, run, summary) if cfg.resume else todo, predictor, run, summary)
+        score_files(_rewrite_from_saved_scores(todo, run, summary) if cfg.resume else todo, predictor, run, summary,
+                    _finish_file)
     finally:
         predictor.close()
         run.journal.close()
@@ -280,215 +170,14 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     return summary
 
 
-def _score_files(todo: list[_File], predictor: Predictor, run: _Run, summary: Summary) -> None:
-    """Decode in threads, score in full batches here, finish each file as its last window is scored."""
-    from tqdm import tqdm
-
-    cfg = run.cfg
-    workers = decoding_threads(cfg.workers)
-    tasks: queue.Queue = queue.Queue()
-    for i in range(len(todo)):
-        tasks.put(i)
-    for _ in range(workers):
-        tasks.put(None)
-    chunks: queue.Queue = queue.Queue()
-    budget = _WindowBudget(2 * workers * cfg.batch_size)  # one batch being scored, the next filling
-    stop = threading.Event()
-    # Several decoding threads also share out the blocks of a long FLAC: one file would otherwise be one thread.
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers > 1 else None
-    threads = [threading.Thread(target=_decode_worker, args=(todo, tasks, chunks, budget, run, stop, pool),
-                                daemon=True) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (file, start samples, windows), oldest first
-    bar = tqdm(total=0, unit="win", desc=f"0/{len(todo)} files", disable=None)
-
-    def fail(i: int, stage: str, exc: BaseException, trace: str = "") -> None:
-        f = todo[i]
-        if f.failed:
-            return
-        f.failed, f.starts, f.scores = True, [], []
-        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-        summary.errors.append((str(f.path), stage, type(exc).__name__, reason))
-        summary.files_failed += 1
-        if cfg.strict:  # the CLI says it, once
-            raise exc
-        log.warning("%s: %s%s", f.path, "" if stage == "read" else f"{stage} failed: ", reason)
-        log.debug("%s", trace or "".join(traceback.format_exception(exc)))
-
-    def partly_readable(i: int, message: str) -> None:
-        """Analysed as far as it goes: listed in errors.csv, not counted as failed."""
-        todo[i].note = message
-        summary.errors.append((str(todo[i].path), "read", "PartlyReadable", message))
-        log.warning("%s: %s", todo[i].path, message)
-
-    def finish(i: int) -> None:
-        f = todo[i]
-        if f.failed:
-            return
-        try:
-            _finish_file(f, run)
-        except Exception as exc:
-            fail(i, "write", exc)
-            return
-        summary.files_done += 1
-        summary.audio_s += f.duration_s
-        f.starts, f.scores = [], []
-        bar.set_description(f"{summary.files_done + summary.files_failed}/{len(todo)} files")
-
-    def score(final: bool) -> None:
-        while pending and (final or sum(len(p[1]) for p in pending) >= cfg.batch_size):
-            take, room = [], cfg.batch_size
-            while pending and room:
-                i, starts, wins = pending.pop(0)
-                if len(starts) > room:
-                    pending.insert(0, (i, starts[room:], wins[room:]))
-                    starts, wins = starts[:room], wins[:room]
-                take.append((i, starts, wins))
-                room -= len(starts)
-            try:
-                scores = predictor.predict(np.concatenate([w for _, _, w in take]))["scores"]
-            except Exception as exc:  # a model failure costs the files in this batch, not the run
-                scores = None
-                for i, _, _ in take:
-                    fail(i, "model", exc)
-            budget.give(sum(len(starts) for _, starts, _ in take))
-            row = 0
-            for i, starts, _ in take:
-                f = todo[i]
-                if scores is not None and not f.failed:
-                    part = scores[row:row + len(starts)]
-                    try:  # a broken model's NaN would otherwise reach scores.csv unremarked
-                        check_score_values(part)
-                        f.starts.append(starts)
-                        f.scores.append(part)
-                    except SchemaError as exc:
-                        fail(i, "model", exc)
-                row += len(starts)
-                f.pending -= len(starts)
-                bar.update(len(starts))
-                if f.ended and not f.pending:
-                    finish(i)
-
-    running = len(threads)
-    try:
-        while running:
-            try:  # windows are waiting: give the decoders a moment to add to them before scoring a small batch
-                item = chunks.get(timeout=BATCH_WAIT_S if pending else None)
-            except queue.Empty:
-                score(final=True)
-                continue
-            kind, i = item[0], (item[1] if len(item) > 1 else -1)
-            if kind == "done":
-                running -= 1
-            elif kind == "start":
-                todo[i].info = item[2]
-                if item[2].warning:
-                    partly_readable(i, item[2].warning)
-                run.note_low_rate(todo[i].path, item[2].sample_rate)
-                bar.total += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
-                bar.refresh()
-            elif kind == "windows":
-                todo[i].pending += len(item[2])
-                pending.append((i, item[2], item[3]))
-            elif kind == "partial":  # the windows before the break were queued; an "end" follows
-                todo[i].analysed_s = item[2].decoded_s
-                partly_readable(i, item[2].note)
-            elif kind == "end":
-                todo[i].ended = True
-                if not todo[i].pending:
-                    finish(i)
-            else:  # "error": drop what is queued for this file and report it
-                budget.give(sum(len(p[1]) for p in pending if p[0] == i))
-                pending[:] = [p for p in pending if p[0] != i]
-                fail(i, "read" if hasattr(item[2], "reason") else "decode", item[2], item[3])
-            # Full batches as they fill; a part-full one when nothing more is queued (so that the model does not
-            # wait on the decoders), unless it is under a quarter batch: then the timed get above waits a moment.
-            score(final=running == 0 or (chunks.empty() and budget.waiting >= cfg.batch_size // 4))
-    finally:  # also on Ctrl-C: no decoder may still be inside libsndfile or soxr when the interpreter exits
-        stop.set()
-        for t in threads:
-            t.join()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        bar.close()
-
-
-def decoding_threads(workers: int) -> int:
-    """`--workers 0`: one decoding thread per two cores. Decoding a FLAC costs about as much CPU as the default
-    model (2026-12-06, one core: 1.7 ms to decode and frame a 3 s clip, 1.5 ms to score a window), threads decode
-    in parallel (libsndfile releases the GIL) and share out a long FLAC's blocks, and fewer threads would cap a
-    model that spreads over many cores. On two cores that is one thread, which measured fastest there."""
-    if workers:
-        return workers
-    return max(1, usable_cores() // 2)
-
-
-class _WindowBudget:
-    """How many decoded windows may wait for the model: memory stays flat however long the files, and
-    decoders run ahead by many short clips (one window each) or a few chunks of a long recording."""
-
-    def __init__(self, limit: int):
-        self.limit, self.waiting = limit, 0
-        self.changed = threading.Condition()
-
-    def take(self, n: int, stop: threading.Event) -> bool:
-        """Wait until `n` more windows fit (a chunk always fits an empty budget); False if the run stops first."""
-        with self.changed:
-            while self.waiting and self.waiting + n > self.limit:
-                if stop.is_set():
-                    return False
-                self.changed.wait(0.1)
-            self.waiting += n
-        return True
-
-    def give(self, n: int) -> None:
-        with self.changed:
-            self.waiting -= n
-            self.changed.notify_all()
-
-
-def _decode_worker(todo: list[_File], tasks: queue.Queue, chunks: queue.Queue, budget: _WindowBudget, run: _Run,
-                   stop: threading.Event, pool: ThreadPoolExecutor | None) -> None:
-    """Stream files into window chunks until told to stop; errors travel as items, never kill the thread."""
-    def put(item) -> bool:
-        """Queue an item, waiting for room first if it carries windows; False once the run has stopped."""
-        if item[0] == "windows" and not budget.take(len(item[2]), stop):
-            return False
-        chunks.put(item)
-        return not stop.is_set()
-
-    while not stop.is_set() and (i := tasks.get()) is not None:
-        path = todo[i].path
-        try:
-            info = audio_info(path)
-            refuse_truncated(path, info, run.spec)
-            if not put(("start", i, info)):
-                return
-            blocks = stream_audio(path, run.spec.sample_rate, run.cfg.block_s, run.cfg.channel, info=info, pool=pool,
-                                  ahead=decoding_threads(run.cfg.workers))
-            for starts, wins in frame_windows(blocks, run.spec, max_windows=run.cfg.batch_size):
-                if not put(("windows", i, starts, wins)):
-                    return
-            put(("end", i))
-        except PartlyDecoded as exc:
-            if short := cut_too_short(exc.decoded_s, exc.reason, run.spec):  # its queued window is dropped too
-                put(("error", i, AudioReadError(path, short), ""))
-            elif put(("partial", i, exc)):
-                put(("end", i))
-        except Exception as exc:
-            put(("error", i, exc, traceback.format_exc()))
-    put(("done",))
-
-
-def _finish_file(f: _File, run: _Run) -> None:
+def _finish_file(f: InFlight, run: Run) -> None:
     """A file whose last window is scored: its scores become its outputs."""
     starts_s, ends_s = window_times(f.starts, run.spec, f.duration_s)
     _write_outputs(f, {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
                        "sample_rate": np.int64(f.info.sample_rate)}, run)
 
 
-def _rewrite_from_saved_scores(todo: list[_File], run: _Run, summary: Summary) -> list[_File]:
+def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary) -> list[InFlight]:
     """Recordings an earlier run scored with the same model and windows, whose outputs are not in place (other
     --min-conf, --merge-consecutive or --format; outputs deleted or overwritten), get them rewritten from the
     journalled scores, without decoding or scoring (hours of audio re-thresholded in seconds); the rest are
@@ -518,7 +207,7 @@ def _rewrite_from_saved_scores(todo: list[_File], run: _Run, summary: Summary) -
     return left
 
 
-def _write_outputs(f: _File, part: dict, run: _Run) -> None:
+def _write_outputs(f: InFlight, part: dict, run: Run) -> None:
     """Write the per-file outputs, then journal the scores: only then is the file done."""
     tables = _tables(str(f.path), part, run)
     for writer in run.writers:
@@ -528,7 +217,7 @@ def _write_outputs(f: _File, part: dict, run: _Run) -> None:
     f.run_tables = {w.table: tables[w.table] for w in run.writers if not w.per_file}
 
 
-def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame | Columns]:
+def _tables(file: str, part: dict, run: Run) -> dict[str, pd.DataFrame | Columns]:
     """The tables this run's writers read, of one file; boxes never reach above its Nyquist frequency."""
     tables = {}
     if "scores" in run.tables:
@@ -542,7 +231,7 @@ def _tables(file: str, part: dict, run: _Run) -> dict[str, pd.DataFrame | Column
     return tables
 
 
-def _write_run_tables(files: list[_File], run: _Run, config: dict) -> None:
+def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
     """Run-wide tables (detections.csv, scores.csv) cover every finished file, this run's or earlier; config.json,
     the settings they were made with, moves into place with them (a killed rerun with other settings leaves both)."""
     run_writers = [w for w in run.writers if not w.per_file]
@@ -617,13 +306,13 @@ def _settings_key(settings: dict, meta: dict, model_path: Path) -> str:
     return hashlib.sha1(json.dumps([settings, model, meta], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _done(f: _File, run: _Run) -> bool:
+def _done(f: InFlight, run: Run) -> bool:
     """Finished by an earlier run with these settings, and its per-file outputs are still there and its own."""
     return run.journal.done(f.path, f.output_name) and all(
         output_path(w, run.out_dir, f.relative).is_file() for w in run.writers if w.per_file)
 
 
-def _warn_of_earlier_outputs(todo: list[_File], run: _Run) -> None:
+def _warn_of_earlier_outputs(todo: list[InFlight], run: Run) -> None:
     """Per-file outputs an earlier run wrote into the same --out, said once each with a count:
     - replaced: recordings of the same name (two cards' REC001.WAV in two runs); the first's outputs are made
       again (from its saved scores) if it is given again;

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 
 from export.predictor import Predictor
-from pulse.analyze import cut_too_short, model_band, open_checked_model, refuse_truncated, window_times
 from pulse.config import InferConfig
 from pulse.detect import detect
 from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, stream_audio
+from pulse.model_names import model_band, open_checked_model
 from pulse.schema import LabelSet, detection_channel, scores_frame
-from pulse.windows import WindowSpec, frame_windows
+from pulse.windows import WindowSpec, cut_too_short, frame_windows, refuse_truncated, window_times
 
 
 @dataclass(frozen=True)

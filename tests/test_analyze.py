@@ -23,7 +23,9 @@ from typer.testing import CliRunner
 
 from export.artifact import set_onnx_metadata
 from export.predictor import load_predictor
-from pulse.analyze import MODEL_ALIASES, analyze, below_rate_note, decoding_threads
+from pulse.analyze import analyze
+from pulse.model_names import MODEL_ALIASES, below_rate_note
+from pulse.scoring import decoding_threads
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
 from pulse.io import AudioReadError, read_audio

@@ -144,7 +144,7 @@ def test_birdnet_predictor_backend_restricted_to_species(short_clips):
 def test_birdnet_threads_default_to_every_core_like_onnxruntime(monkeypatch):
     """LiteRT alone runs one thread; analysing with it on every core keeps the student-vs-BirdNET comparison fair:
     every core this process may use (a container's share), not the host's."""
-    from pulse.analyze import open_model
+    from pulse.model_names import open_model
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)

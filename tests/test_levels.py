@@ -7,7 +7,8 @@ import pandas as pd
 import soundfile as sf
 from test_analyze import RATE, level_meter_onnx, song
 
-from pulse.analyze import analyze, open_checked_model
+from pulse.analyze import analyze
+from pulse.model_names import open_checked_model
 from pulse.config import InferConfig
 from pulse.levels import MAX_RAISE_DB, RaisedQuiet, raise_quiet
 
