@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import os
 import re
@@ -18,7 +19,7 @@ import stat
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -37,6 +38,8 @@ MIN_RATE, MAX_RATE = 8_000, 384_000
 # keeps a 384 kHz 8-channel file inside the same memory budget as a 44.1 kHz mono one.
 MAX_BLOCK_SAMPLES = 1 << 24
 PCM16_SCALE = np.float32(1 / 32768)  # libsndfile's 16-bit -> float scale (its default normalisation)
+UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header lacks its sample count
+COUNT_BLOCK = 1 << 18  # frames decoded at a time to count such a FLAC's length
 SALVAGE_STEP = 4096  # frames read at a time in a block that broke off, to keep the audio before the break
 # libsndfile notes a WAV whose header promises more data than the file holds as "data : N (should be M)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -79,6 +82,7 @@ class AudioInfo:
     frames: int
     format: str
     warning: str = ""  # readable but not whole (a WAV cut short by a flat battery): say so, analyse what is there
+    counted: bool = False  # a FLAC without its length in the header: `frames` is what decodes, counted
 
     @property
     def duration_s(self) -> float:
@@ -115,6 +119,11 @@ def audio_info(path: str | Path) -> AudioInfo:
                                                  f"{short.group(2)}; the {info.duration_s:.2f} s present were analysed")
     if "lacks an end-of-stream" in extra:
         raise AudioReadError(path, "truncated: the Ogg stream stops before its end-of-stream page")
+    if info.format == "FLAC" and info.frames == UNKNOWN_FRAMES:
+        frames = _decodable_frames(str(path), status.st_size, status.st_mtime_ns)
+        info = dataclasses.replace(info, frames=frames, counted=True, warning=(
+            f"the FLAC header does not give its length (a stream, or a recorder that stopped before closing the "
+            f"file): the {frames / info.sample_rate:.2f} s that decode were analysed"))
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info
@@ -136,7 +145,8 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
     resampler = None if info.sample_rate == sample_rate else soxr.ResampleStream(
         info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     gaps: list[tuple[int, int]] = []  # damaged stretches of a FLAC, yielded as silence
-    if pool is not None and ahead > 1 and info.format == "FLAC" and info.frames > 2 * block:
+    # not a counted FLAC: without its length in the header, libFLAC seeks by decoding from the start
+    if pool is not None and ahead > 1 and info.format == "FLAC" and info.frames > 2 * block and not info.counted:
         # the blocks decoding ahead hold at most MAX_BLOCK_SAMPLES samples together (two blocks at least)
         ahead = min(ahead, max(2, MAX_BLOCK_SAMPLES // (block * info.channels)))
         blocks = _decode_ahead(path, info, block, pool, ahead, gaps)
@@ -185,7 +195,7 @@ def _decode(path: str | Path, info: AudioInfo, block: int, start: int,
     after it (a file cut short), or in another format, is raised."""
     position, step = start, block
     f = _open_at(path, position)
-    read = _pcm16_reader if f.subtype == "PCM_16" and f.format != "FLAC" else _float_reader
+    read = frames_reader(info, f.subtype)
     try:
         while True:
             try:
@@ -215,6 +225,14 @@ def _decode(path: str | Path, info: AudioInfo, block: int, start: int,
         f.close()
 
 
+def frames_reader(info: AudioInfo, subtype: str) -> Callable[[sf.SoundFile, int], np.ndarray]:
+    """How to read the recording `info` describes (`subtype`: its SoundFile's): a function of an open SoundFile
+    and a frame count that gives float32 [frames, channels] from its position, fewer at the end."""
+    if info.counted:
+        return _reader_to_what_decodes
+    return _pcm16_reader if subtype == "PCM_16" and info.format != "FLAC" else _float_reader
+
+
 def _float_reader(f: sf.SoundFile, frames: int) -> np.ndarray:
     return f.read(frames, dtype="float32", always_2d=True)
 
@@ -223,6 +241,30 @@ def _pcm16_reader(f: sf.SoundFile, frames: int) -> np.ndarray:
     """16-bit PCM (an AudioMoth's WAV) read as integers and scaled here: the values of libsndfile's own float
     conversion (x / 32768, exact), in 0.22 instead of 0.36 ms for 3 s at 44.1 kHz (`bench/bench_decoding.py`)."""
     return np.multiply(f.read(frames, dtype="int16", always_2d=True), PCM16_SCALE, dtype=np.float32)
+
+
+def _reader_to_what_decodes(f: sf.SoundFile, frames: int) -> np.ndarray:
+    """Up to `frames`, stopping where decoding stops. At a FLAC's end that its header does not give, libsndfile
+    reads the last frames and then soundfile's seek to that end fails: the frames read are kept (the buffer is
+    NaN first; a FLAC's samples never are)."""
+    out = np.full((frames, f.channels), np.nan, np.float32)
+    try:
+        return f.read(frames, dtype="float32", always_2d=True, out=out)
+    except (sf.LibsndfileError, RuntimeError):
+        unread = np.isnan(out).any(axis=1)
+        return out[:int(np.argmax(unread)) if unread.any() else frames]
+
+
+@functools.lru_cache(maxsize=256)  # `pulse segments` asks once per clip; size and mtime key a changed file anew
+def _decodable_frames(path: str, size: int, mtime_ns: int) -> int:
+    """The length of a FLAC whose header does not give it, by decoding it once (seeks cannot find its end)."""
+    frames = 0
+    with sf.SoundFile(path) as f:
+        while len(block := _reader_to_what_decodes(f, COUNT_BLOCK)):
+            frames += len(block)
+            if len(block) < COUNT_BLOCK:
+                break
+    return frames
 
 
 def _open_at(path: str | Path, position: int) -> sf.SoundFile:

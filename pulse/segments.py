@@ -31,7 +31,7 @@ import soundfile as sf
 
 from export.atomic import file_in_the_way, sweep_temporaries, write_bytes, write_json
 from pulse.config import MAX_CLIP_S, SegmentConfig
-from pulse.io import AudioReadError, audio_info
+from pulse.io import AudioReadError, audio_info, frames_reader
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -137,8 +137,8 @@ def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str, f
     last = min(int(round((start + length) * info.sample_rate)), info.frames)
     with sf.SoundFile(str(path)) as f:
         f.seek(first)
-        audio = f.read(last - first, dtype="float32", always_2d=True)
         subtype = f.subtype
+        audio = frames_reader(info, subtype)(f, last - first)
     return audio, info.sample_rate, subtype, first / info.sample_rate
 
 

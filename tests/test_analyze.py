@@ -24,12 +24,13 @@ from typer.testing import CliRunner
 from export.artifact import set_onnx_metadata
 from export.predictor import load_predictor
 from pulse.analyze import analyze
-from pulse.model_names import MODEL_ALIASES, below_rate_note
-from pulse.scoring import decoding_threads
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
 from pulse.io import AudioReadError, read_audio
+from pulse.model_names import MODEL_ALIASES, below_rate_note
 from pulse.recording import analyze_recording
+from pulse.scoring import decoding_threads
+from tests.test_io import without_length
 
 RATE = 44100
 REPO = Path(__file__).resolve().parents[1]
@@ -685,6 +686,21 @@ def test_a_flac_damaged_mid_file_is_analysed_around_the_damage_and_listed(tmp_pa
     assert len(clear) >= 8 and all(loud[k] for k in clear)
     assert analyze([tmp_path], tmp_path / "out", cfg).files_skipped == 1
     assert pd.read_csv(tmp_path / "out" / "errors.csv").message.tolist() == [row.message]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_flac_without_its_length_is_analysed_whole_and_listed(tmp_path, model, workers):
+    """A FLAC from a pipe, or from a recorder that stopped before closing it, has no length in its header: every
+    window is scored (the last one used to be lost, and with several decoding threads every block was a seek
+    that decodes from the start), the audio counted right, and errors.csv says why the length was counted."""
+    sf.write(tmp_path / "pipe.flac", np.tile(song(3.0), 5)[:int(14.5 * RATE)], RATE)
+    without_length(tmp_path / "pipe.flac")
+    summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores",), workers=workers))
+    assert (summary.files_done, summary.files_failed, summary.audio_s) == (1, 0, pytest.approx(14.5))
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert scores["start_s"].tolist() == [0.0, 3.0, 6.0, 9.0, 12.0] and scores["end_s"].max() == pytest.approx(14.5)
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert row.error_type == "PartlyReadable" and "the 14.50 s that decode were analysed" in row.message
 
 
 def test_real_shared_recordings(tmp_path, model, shared_data):

@@ -229,6 +229,39 @@ def test_blocks_decoding_ahead_hold_no_more_than_one_block_budget(tmp_path, monk
         assert sum(len(b) for b in blocks) == 9 * RATE
 
 
+def without_length(path) -> None:
+    """Zero a FLAC's total sample count in its STREAMINFO, as an encoder writing to a pipe, or a recorder that
+    stopped before closing the file, leaves it (the 36 bits end 26 bytes in)."""
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    data[21] &= 0xF0
+    data[22:26] = bytes(4)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("end", ["whole", "cut"])
+def test_a_flac_without_its_length_in_the_header_is_read_to_where_it_decodes(tmp_path, end):
+    """libsndfile gives such a FLAC a length of 2**63 - 1 frames and its last read fails; seeks in it decode
+    from the start. Counted once, it is read whole (also by a decoding pool, which then reads it in order)."""
+    path = tmp_path / "stream.flac"
+    sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(12 * RATE + 1234)).astype(np.float32), RATE)
+    original = sf.read(path, dtype="float32")[0]
+    without_length(path)
+    if end == "cut":  # mid-frame, two thirds in
+        path.write_bytes(path.read_bytes()[:2 * path.stat().st_size // 3 + 7])
+    info = audio_info(path)
+    assert info.counted and info.warning.startswith("the FLAC header does not give its length")
+    if end == "whole":
+        assert info.frames == len(original)
+    else:
+        assert 7 * RATE < info.frames < 9 * RATE
+    assert f"the {info.duration_s:.2f} s that decode were analysed" in info.warning
+    np.testing.assert_array_equal(read_audio(path, RATE, block_s=5.0), original[:info.frames])
+    with ThreadPoolExecutor(2) as pool:
+        audio, said = _decoded(path, block_s=1.0, pool=pool, ahead=2)
+    assert said == "" and np.array_equal(audio, original[:info.frames])
+
+
 @pytest.mark.parametrize("block_s, audio", [(10.0, "noise"), (1.0, "noise"), (10.0, "real songs")])
 def test_a_flac_damaged_mid_file_is_decoded_around_the_damage(tmp_path, block_s, audio, request):
     """Bit rot or a card error in a long FLAC used to end the analysis there, hours before the end: decoding now

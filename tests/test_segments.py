@@ -16,6 +16,7 @@ from pulse.cli import app
 from pulse.config import InferConfig, SegmentConfig
 from pulse.segments import choose, extract_segments
 from tests.test_analyze import level_meter_onnx, song
+from tests.test_io import without_length
 
 RATE = 48000
 
@@ -51,6 +52,23 @@ def test_clips_are_the_recordings_own_audio_per_species(run):
         assert (rate, audio.shape) == (RATE, (4 * RATE, 2))  # its rate and both channels
         expected = recording[int(start * RATE):int(start * RATE) + 4 * RATE]
         np.testing.assert_allclose(audio, expected, atol=1 / 2**15)  # 16-bit WAV
+
+
+def test_a_clip_at_the_end_of_a_flac_without_its_length_is_cut(tmp_path, model):
+    """The last window of a FLAC whose header lacks its length reaches where decoding stops, which a plain
+    read cannot (libsndfile reads it, then soundfile's seek to that end fails)."""
+    recording = song(7.5, RATE)
+    sf.write(tmp_path / "pipe.flac", recording, RATE)
+    without_length(tmp_path / "pipe.flac")
+    analyze([tmp_path / "pipe.flac"], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
+    detections = pd.read_csv(tmp_path / "out" / "detections.csv")
+    assert detections["End (s)"].max() == pytest.approx(7.5)
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=3.0))
+    assert (summary.clips_written, summary.clips_failed) == (len(detections), 0)
+    last = sorted((tmp_path / "clips").rglob("*_pipe_6s.wav"))  # the last window, of each species found in it
+    assert len(last) == (detections["Start (s)"] == 6.0).sum() > 0
+    for clip in last:  # 3 s up to the end (the window's 1.5 s widened to --seq-length, back from the end)
+        np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], recording[int(4.5 * RATE):], atol=1 / 2**15)
 
 
 def test_plots_are_the_clips_spectrograms_and_are_added_to_an_earlier_runs_clips(run):
