@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import io
 import itertools
 import os
 import re
@@ -83,6 +84,7 @@ class AudioInfo:
     format: str
     warning: str = ""  # readable but not whole (a WAV cut short by a flat battery): say so, analyse what is there
     counted: bool = False  # a FLAC without its length in the header: `frames` is what decodes, counted
+    raw_data: tuple[int, str] = ()  # a WAV whose header says 0 data bytes: (its first sample's byte, subtype), read raw
 
     @property
     def duration_s(self) -> float:
@@ -108,7 +110,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     try:
         with sf.SoundFile(str(path)) as f:
             info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)
-            extra = f.extra_info
+            extra, subtype = f.extra_info, f.subtype
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
@@ -124,9 +126,63 @@ def audio_info(path: str | Path) -> AudioInfo:
         info = dataclasses.replace(info, frames=frames, counted=True, warning=(
             f"the FLAC header does not give its length (a stream, or a recorder that stopped before closing the "
             f"file): the {frames / info.sample_rate:.2f} s that decode were analysed"))
+    if info.format == "WAV" and info.frames == 0 and (first := _unfinished_wav_data(path, status.st_size, subtype)):
+        frames = (status.st_size - first) // (info.channels * _SAMPLE_BYTES[subtype])
+        info = dataclasses.replace(info, frames=frames, raw_data=(first, subtype), warning=(
+            f"the WAV header was never finished (a recorder that stopped before closing the file): the "
+            f"{frames / info.sample_rate:.2f} s its data holds were analysed"))
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info
+
+
+_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _unfinished_wav_data(path: str | Path, size: int, subtype: str) -> int | None:
+    """Where the samples of a RIFF WAV whose data chunk says 0 bytes start, if bytes follow it: the header a
+    recorder writes first and fills in when it closes the file (libsndfile reads 0 frames)."""
+    if subtype not in _SAMPLE_BYTES:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    position = 12
+    while position + 8 <= len(head):
+        chunk, length = head[position:position + 4], int.from_bytes(head[position + 4:position + 8], "little")
+        if chunk == b"data":
+            return position + 8 if length == 0 and size > position + 8 else None
+        position += 8 + length + length % 2
+    return None
+
+
+class _BytesFrom(io.RawIOBase):
+    """A file seen from byte `offset` on: libsndfile reads RAW audio from a file's first byte."""
+
+    def __init__(self, path: str | Path, offset: int):
+        self._file, self._offset = open(path, "rb"), offset
+        self._file.seek(offset)
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        shift = self._offset if whence == io.SEEK_SET else 0
+        return self._file.seek(position + shift, whence) - self._offset
+
+    def tell(self) -> int:
+        return self._file.tell() - self._offset
+
+    def readinto(self, buffer) -> int:
+        return self._file.readinto(buffer)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: int | None = None,
@@ -194,7 +250,7 @@ def _decode(path: str | Path, info: AudioInfo, block: int, start: int,
     damaged stretch is yielded as silence and added to `gaps` (first, end frame). Damage with nothing readable
     after it (a file cut short), or in another format, is raised."""
     position, step = start, block
-    f = _open_at(path, position)
+    f = open_audio(path, position, info)
     read = frames_reader(info, f.subtype)
     try:
         while True:
@@ -214,7 +270,7 @@ def _decode(path: str | Path, info: AudioInfo, block: int, start: int,
                         yield np.zeros((min(block, resume - first), info.channels), np.float32)
                     position, step = resume, block
                 f.close()
-                f = _open_at(path, position)
+                f = open_audio(path, position, info)
                 continue
             position += len(data)
             if len(data):
@@ -267,8 +323,15 @@ def _decodable_frames(path: str, size: int, mtime_ns: int) -> int:
     return frames
 
 
-def _open_at(path: str | Path, position: int) -> sf.SoundFile:
-    f = sf.SoundFile(str(path))
+def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = None) -> sf.SoundFile:
+    """The recording open at frame `position`; given its `info`, a WAV whose header was never finished is read raw
+    from its first sample."""
+    if info is not None and info.raw_data:
+        first, subtype = info.raw_data
+        f = sf.SoundFile(_BytesFrom(path, first), samplerate=info.sample_rate, channels=info.channels, format="RAW",
+                         subtype=subtype, endian="LITTLE")
+    else:
+        f = sf.SoundFile(str(path))
     if position:
         try:
             f.seek(position)
@@ -283,7 +346,7 @@ def _decodes_again(path: str | Path, position: int, frames: int) -> int | None:
     None: probes at doubling distances, then halves the last step (a few dozen opens, whatever the file's length)."""
     def decodes(at: int) -> bool:
         try:
-            with _open_at(path, at) as f:
+            with open_audio(path, at) as f:
                 return len(f.read(SALVAGE_STEP, dtype="float32")) > 0
         except (sf.LibsndfileError, RuntimeError):
             return False
@@ -309,7 +372,7 @@ def _decode_ahead(path: str | Path, info: AudioInfo, block: int, pool: Executor,
     those of one reader (tested). The tail, and a block that fails or comes short, go to `_decode` with all that
     follows, so a file that breaks off is salvaged and reported as by one reader."""
     def read(start: int) -> np.ndarray:
-        with _open_at(path, start) as f:
+        with open_audio(path, start) as f:
             return f.read(block, dtype="float32", always_2d=True)
 
     starts = iter(range(0, info.frames - block + 1, block))

@@ -31,7 +31,7 @@ import soundfile as sf
 
 from export.atomic import file_in_the_way, sweep_temporaries, write_bytes, write_json
 from pulse.config import MAX_CLIP_S, SegmentConfig
-from pulse.io import AudioReadError, audio_info, frames_reader
+from pulse.io import AudioReadError, audio_info, frames_reader, open_audio
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -135,8 +135,7 @@ def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str, f
         0.0, min((d["start_s"] + d["end_s"]) / 2 - length / 2, info.duration_s - length))
     first = int(round(start * info.sample_rate))
     last = min(int(round((start + length) * info.sample_rate)), info.frames)
-    with sf.SoundFile(str(path)) as f:
-        f.seek(first)
+    with open_audio(path, first, info) as f:
         subtype = f.subtype
         audio = frames_reader(info, subtype)(f, last - first)
     return audio, info.sample_rate, subtype, first / info.sample_rate

@@ -30,7 +30,7 @@ from pulse.io import AudioReadError, read_audio
 from pulse.model_names import MODEL_ALIASES, below_rate_note
 from pulse.recording import analyze_recording
 from pulse.scoring import decoding_threads
-from tests.test_io import without_length
+from tests.test_io import unfinished, without_length
 
 RATE = 44100
 REPO = Path(__file__).resolve().parents[1]
@@ -701,6 +701,19 @@ def test_a_flac_without_its_length_is_analysed_whole_and_listed(tmp_path, model,
     assert scores["start_s"].tolist() == [0.0, 3.0, 6.0, 9.0, 12.0] and scores["end_s"].max() == pytest.approx(14.5)
     (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
     assert row.error_type == "PartlyReadable" and "the 14.50 s that decode were analysed" in row.message
+
+
+def test_a_wav_whose_header_was_never_finished_is_analysed_and_listed(tmp_path, model):
+    """A recorder that stopped before closing the file leaves its header saying 0 data bytes: the hours after it
+    are analysed, not failed as a zero-length recording."""
+    sf.write(tmp_path / "night.wav", np.tile(song(3.0), 4), RATE, subtype="PCM_16")
+    unfinished(tmp_path / "night.wav")
+    summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), formats=("scores",)))
+    assert (summary.files_done, summary.files_failed, summary.audio_s) == (1, 0, pytest.approx(12.0))
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert scores["start_s"].tolist() == [0.0, 3.0, 6.0, 9.0] and (scores.iloc[:, 3] > 0.5).all()  # song, not noise
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert row.error_type == "PartlyReadable" and row.message.startswith("the WAV header was never finished")
 
 
 def test_real_shared_recordings(tmp_path, model, shared_data):

@@ -262,6 +262,31 @@ def test_a_flac_without_its_length_in_the_header_is_read_to_where_it_decodes(tmp
     assert said == "" and np.array_equal(audio, original[:info.frames])
 
 
+def unfinished(path) -> None:
+    """Zero a WAV's RIFF and data sizes, as the header a recorder writes first and fills in on closing the file."""
+    data = bytearray(path.read_bytes())
+    first = data.index(b"data")
+    data[4:8], data[first + 4:first + 8] = bytes(4), bytes(4)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("subtype, channels", [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 1), ("PCM_U8", 1)])
+def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, channels):
+    """libsndfile reads 0 frames from a WAV whose data chunk says 0 bytes (a recorder that stopped before closing
+    the file): it used to fail as "zero-length". The bytes after the header are its samples, read raw."""
+    path = tmp_path / "night.wav"
+    sf.write(path, tone(3.0, RATE, channels=channels), RATE, subtype=subtype)
+    original = sf.read(path, dtype="float32", always_2d=True)[0]
+    unfinished(path)
+    path.write_bytes(path.read_bytes()[:-channels])  # and a last frame cut short: dropped
+    info = audio_info(path)
+    assert info.frames == len(original) - 1 and info.warning == (
+        "the WAV header was never finished (a recorder that stopped before closing the file): the 3.00 s its "
+        "data holds were analysed")
+    np.testing.assert_array_equal(read_audio(path, RATE, block_s=0.7), original[:-1].mean(axis=1))
+    np.testing.assert_array_equal(read_audio(path, RATE, channel=channels - 1), original[:-1, channels - 1])
+
+
 @pytest.mark.parametrize("block_s, audio", [(10.0, "noise"), (1.0, "noise"), (10.0, "real songs")])
 def test_a_flac_damaged_mid_file_is_decoded_around_the_damage(tmp_path, block_s, audio, request):
     """Bit rot or a card error in a long FLAC used to end the analysis there, hours before the end: decoding now

@@ -16,7 +16,7 @@ from pulse.cli import app
 from pulse.config import InferConfig, SegmentConfig
 from pulse.segments import choose, extract_segments
 from tests.test_analyze import level_meter_onnx, song
-from tests.test_io import without_length
+from tests.test_io import unfinished, without_length
 
 RATE = 48000
 
@@ -69,6 +69,18 @@ def test_a_clip_at_the_end_of_a_flac_without_its_length_is_cut(tmp_path, model):
     assert len(last) == (detections["Start (s)"] == 6.0).sum() > 0
     for clip in last:  # 3 s up to the end (the window's 1.5 s widened to --seq-length, back from the end)
         np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], recording[int(4.5 * RATE):], atol=1 / 2**15)
+
+
+def test_clips_of_a_wav_whose_header_was_never_finished_are_its_audio(tmp_path, model):
+    recording = np.r_[np.zeros(3 * RATE, np.float32), song(3.0, RATE)]
+    sf.write(tmp_path / "night.wav", recording, RATE, subtype="FLOAT")
+    unfinished(tmp_path / "night.wav")
+    analyze([tmp_path / "night.wav"], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=3.0))
+    clips = sorted((tmp_path / "clips").rglob("*_night_3s.wav"))
+    assert summary.clips_written == len(clips) > 0 and summary.clips_failed == 0
+    for clip in clips:
+        np.testing.assert_array_equal(sf.read(clip, dtype="float32")[0], recording[3 * RATE:])
 
 
 def test_plots_are_the_clips_spectrograms_and_are_added_to_an_earlier_runs_clips(run):
