@@ -46,7 +46,7 @@ def quieter_copies(inputs: list[str], gain_db: float, folder: Path) -> list[str]
     """16-bit WAV copies of `inputs` (files, or the audio files in folders) `gain_db` quieter: a recorder at lower gain."""
     import soundfile as sf
 
-    from pulse.io import find_audio
+    from pulse.discovery import find_audio
 
     copies = []
     for path, relative in find_audio(inputs):

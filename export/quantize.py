@@ -35,7 +35,8 @@ def calibration_windows(inputs: list[str | Path], sample_rate: int, window_sampl
     analysis does. A file that cannot be read is logged and skipped; no readable audio at all
     raises ValueError.
     """
-    from pulse.io import AudioReadError, find_audio, read_audio
+    from pulse.discovery import find_audio
+    from pulse.io import AudioReadError, read_audio
 
     missing = [str(item) for item in inputs if not Path(item).exists()]
     if missing:

@@ -27,7 +27,8 @@ from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, write
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
-from pulse.io import AudioInfo, find_audio
+from pulse.discovery import find_audio
+from pulse.io import AudioInfo
 from pulse.journal import Journal
 from pulse.model_names import below_rate_note, model_band, open_checked_model, resolve_model
 from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame

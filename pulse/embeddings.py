@@ -23,7 +23,8 @@ import numpy as np
 from export.atomic import atomic_path, file_in_the_way, sweep_temporaries
 from pulse.analyze import scores_key
 from pulse.config import InferConfig
-from pulse.io import AudioReadError, audio_info, find_audio
+from pulse.discovery import find_audio
+from pulse.io import AudioReadError, audio_info
 from pulse.model_names import open_checked_model, resolve_model
 from pulse.recording import window_outputs
 from pulse.writers import write_errors

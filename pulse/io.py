@@ -4,7 +4,9 @@ A field recording can last days, so nothing here holds a whole file: `stream_aud
 bounded block, mixes or picks a channel, resamples with a *streaming* soxr resampler (no
 artefacts at block edges) and yields it. Every way a file can be bad ends in one
 `AudioReadError(path, reason)`, which the batch loop records and moves past; its subclass `PartlyDecoded`
-comes after the audio that could be read, which is analysed.
+comes after the audio that could be read, which is analysed. A header that does not give the length (a FLAC from
+a pipe) or was never finished (a WAV whose recorder stopped before closing it) is read to where the audio ends,
+with a warning in `AudioInfo`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
-from export.files import hidden
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
 # Recordings a folder may hold that libsndfile cannot decode: each is one failed file that says how to convert
@@ -401,61 +402,6 @@ def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, b
     """The whole recording as one mono float32 array (for short clips; the batch loop streams)."""
     blocks = list(stream_audio(path, sample_rate, block_s, channel))
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-
-
-def find_audio(inputs: list[str | Path], undecodable: bool = False) -> list[tuple[Path, Path]]:
-    """Expand files and folders (recursively) into sorted (path, output name) pairs, each file once.
-
-    The output name is the path relative to its input (writers replace the suffix), made unique:
-    two AudioMoth cards given as two folders often hold the same timestamped file names, and one
-    recording's Raven table must never overwrite another's. `undecodable` also lists the recordings of
-    UNDECODABLE_SUFFIXES in folders, so that a batch can name them, except one already converted beside itself
-    (phone.m4a next to phone.flac).
-    """
-    suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
-    found: list[tuple[Path, Path, str]] = []  # (path, relative, name of the input it came from)
-    for item in map(Path, inputs):
-        if item.is_dir():
-            listed = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                            and not hidden(p.relative_to(item)))
-            converted = {p.with_suffix("") for p in listed if p.suffix.lower() in AUDIO_SUFFIXES}
-            found += [(p, p.relative_to(item), item.resolve().name) for p in listed
-                      if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
-        else:
-            found.append((item, Path(item.name), item.resolve().parent.name))
-    seen: set[Path] = set()
-    unique = []
-    for path, relative, root in found:  # a folder and a file inside it: analyse the file once
-        if (resolved := path.resolve()) not in seen:
-            seen.add(resolved)
-            unique.append((path, relative, root))
-    relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
-    return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
-
-
-def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:
-    """Rename only clashing output names: under their input's name when they come from different
-    inputs, then with the suffix kept in the stem (g.ogg, g.aiff), then numbered."""
-    names = [relative for relative, _ in entries]
-    for group in _clashes(names):
-        if len({entries[i][1] for i in group}) > 1:
-            for i in group:
-                names[i] = Path(entries[i][1]) / names[i]
-    for group in _clashes(names):
-        for i in group:
-            names[i] = names[i].with_name(f"{names[i].stem}_{names[i].suffix.lstrip('.')}{names[i].suffix}")
-    for group in _clashes(names):
-        for n, i in enumerate(group):
-            names[i] = names[i].with_name(f"{names[i].stem}_{n + 1}{names[i].suffix}")
-    return names
-
-
-def _clashes(names: list[Path]) -> list[list[int]]:
-    """Indices of names whose outputs would share a file (case-insensitively, as file systems can)."""
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        groups.setdefault(name.with_suffix("").as_posix().lower(), []).append(i)
-    return [group for group in groups.values() if len(group) > 1]
 
 
 def _libsndfile_reason(exc: Exception) -> str:

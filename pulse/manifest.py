@@ -95,7 +95,8 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     Each species' recordings are shuffled with `seed` and `val_fraction` of them (at least one, when
     there are two or more) go to `validation`, whole recordings, so no recording is in both splits.
     """
-    from pulse.io import AudioReadError, audio_info, find_audio
+    from pulse.discovery import find_audio
+    from pulse.io import AudioReadError, audio_info
 
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction:g}")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pulse.io import AudioReadError, audio_info, find_audio, read_audio, stream_audio
+from pulse.discovery import find_audio
+from pulse.io import AudioReadError, audio_info, read_audio, stream_audio
 
 RATE = 44100
 

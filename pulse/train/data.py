@@ -16,7 +16,8 @@ import soxr
 from tqdm import tqdm
 
 from pulse.config import TrainConfig
-from pulse.io import AudioReadError, PartlyDecoded, find_audio, stream_audio
+from pulse.discovery import find_audio
+from pulse.io import AudioReadError, PartlyDecoded, stream_audio
 from pulse.manifest import load_manifest, select_split
 from pulse.train.activity import active_frames, singing_level_db, song_crop
 from pulse.train.augment import (apply_gain, band_limit, coloured_noise, crop, hard_clip, lowpass, mix_at_snr,
