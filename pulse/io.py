@@ -42,6 +42,7 @@ MAX_BLOCK_SAMPLES = 1 << 24
 PCM16_SCALE = np.float32(1 / 32768)  # libsndfile's 16-bit -> float scale (its default normalisation)
 UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header lacks its sample count
 COUNT_BLOCK = 1 << 18  # frames decoded at a time to count such a FLAC's length
+_SEEK_FAILED = 39  # libsndfile's "Internal psf_fseek() failed"; a FLAC that stops decoding gives 158 or 161
 SALVAGE_STEP = 4096  # frames read at a time in a block that broke off, to keep the audio before the break
 # libsndfile notes a WAV whose header promises more data than the file holds as "data : N (should be M)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -123,11 +124,15 @@ def audio_info(path: str | Path) -> AudioInfo:
     if "lacks an end-of-stream" in extra:
         raise AudioReadError(path, "truncated: the Ogg stream stops before its end-of-stream page")
     if info.format == "FLAC" and info.frames == UNKNOWN_FRAMES:
-        frames = _decodable_frames(str(path), status.st_size, status.st_mtime_ns)
+        frames, stopped = _decodable_frames(str(path), status.st_size, status.st_mtime_ns)
+        seconds = frames / info.sample_rate
         info = dataclasses.replace(info, frames=frames, counted=True, warning=(
             f"the FLAC header does not give its length (a stream, or a recorder that stopped before closing the "
-            f"file): the {frames / info.sample_rate:.2f} s that decode were analysed"))
-    if info.format == "WAV" and info.frames == 0 and (first := _unfinished_wav_data(path, status.st_size, subtype)):
+            f"file): the {seconds:.2f} s that decode were analysed" if stopped is None else
+            f"the FLAC header does not give its length, and decoding stops at {seconds:.2f} s (cut short or "
+            f"damaged there: {_libsndfile_reason(stopped)}): the audio before it was analysed"))
+    if info.format in ("WAV", "WAVEX") and info.frames == 0 and (
+            first := _unfinished_wav_data(path, status.st_size, subtype)):
         frames = (status.st_size - first) // (info.channels * _SAMPLE_BYTES[subtype])
         info = dataclasses.replace(info, frames=frames, raw_data=(first, subtype), warning=(
             f"the WAV header was never finished (a recorder that stopped before closing the file): the "
@@ -141,20 +146,24 @@ _SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
 
 
 def _unfinished_wav_data(path: str | Path, size: int, subtype: str) -> int | None:
-    """Where the samples of a RIFF WAV whose data chunk says 0 bytes start, if bytes follow it: the header a
-    recorder writes first and fills in when it closes the file (libsndfile reads 0 frames)."""
+    """Where the samples of a RIFF WAV whose header was never finished start: the header a recorder writes first
+    (RIFF size short of the file, data chunk of 0 bytes) and fills in when it closes the file; bytes follow it.
+    A finished WAV with an empty data chunk (its RIFF size covers the file) has none."""
     if subtype not in _SAMPLE_BYTES:
         return None
     with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    position = 12
-    while position + 8 <= len(head):
-        chunk, length = head[position:position + 4], int.from_bytes(head[position + 4:position + 8], "little")
-        if chunk == b"data":
-            return position + 8 if length == 0 and size > position + 8 else None
-        position += 8 + length + length % 2
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        if int.from_bytes(head[4:8], "little") + 8 >= size:
+            return None
+        position = 12
+        while len(chunk := f.read(8)) == 8:
+            length = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return position + 8 if length == 0 and size > position + 8 else None
+            position += 8 + length + length % 2
+            f.seek(position)
     return None
 
 
@@ -301,27 +310,35 @@ def _pcm16_reader(f: sf.SoundFile, frames: int) -> np.ndarray:
 
 
 def _reader_to_what_decodes(f: sf.SoundFile, frames: int) -> np.ndarray:
-    """Up to `frames`, stopping where decoding stops. At a FLAC's end that its header does not give, libsndfile
-    reads the last frames and then soundfile's seek to that end fails: the frames read are kept (the buffer is
-    NaN first; a FLAC's samples never are)."""
+    """Up to `frames`, stopping where decoding stops (`_read_until_stopped`)."""
+    return _read_until_stopped(f, frames)[0]
+
+
+def _read_until_stopped(f: sf.SoundFile, frames: int) -> tuple[np.ndarray, Exception | None]:
+    """Up to `frames`, and the error that stopped decoding short of them (None at the end). At a FLAC's end that
+    its header does not give, libsndfile reads the last frames, then soundfile's seek to that end fails
+    (error 39): the frames read are kept (the buffer is NaN first; a FLAC's samples never are)."""
     out = np.full((frames, f.channels), np.nan, np.float32)
     try:
-        return f.read(frames, dtype="float32", always_2d=True, out=out)
-    except (sf.LibsndfileError, RuntimeError):
+        return f.read(frames, dtype="float32", always_2d=True, out=out), None
+    except (sf.LibsndfileError, RuntimeError) as exc:
         unread = np.isnan(out).any(axis=1)
-        return out[:int(np.argmax(unread)) if unread.any() else frames]
+        at_the_end = getattr(exc, "code", None) == _SEEK_FAILED
+        return out[:int(np.argmax(unread)) if unread.any() else frames], None if at_the_end else exc
 
 
 @functools.lru_cache(maxsize=256)  # `pulse segments` asks once per clip; size and mtime key a changed file anew
-def _decodable_frames(path: str, size: int, mtime_ns: int) -> int:
-    """The length of a FLAC whose header does not give it, by decoding it once (seeks cannot find its end)."""
+def _decodable_frames(path: str, size: int, mtime_ns: int) -> tuple[int, Exception | None]:
+    """The length of a FLAC whose header does not give it, by decoding it once (seeks cannot find its end), and
+    the error that stopped decoding (None: the stream's end). Damage in such a file ends it: finding where
+    decoding resumes would take a seek per probe, and each seek decodes from the start."""
     frames = 0
     with sf.SoundFile(path) as f:
-        while len(block := _reader_to_what_decodes(f, COUNT_BLOCK)):
+        while True:
+            block, stopped = _read_until_stopped(f, COUNT_BLOCK)
             frames += len(block)
-            if len(block) < COUNT_BLOCK:
-                break
-    return frames
+            if stopped is not None or len(block) < COUNT_BLOCK:
+                return frames, stopped
 
 
 def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = None) -> sf.SoundFile:

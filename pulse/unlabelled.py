@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from export.atomic import atomic_path
-from pulse.io import audio_info
+from pulse.io import audio_info, frames_reader, open_audio
 from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, select_split
 from pulse.train.augment import crop, rms
 
@@ -24,17 +24,18 @@ from pulse.train.augment import crop, rms
 def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
     """`duration_s` of mono audio from `start_s`, resampled to `sample_rate`, zero-padded before the start (a
     negative `start_s`: a window longer than the teacher's, centred on its first one) and past the end."""
-    import soundfile as sf
     import soxr
 
     length = int(round(duration_s * sample_rate))
     lead = min(max(int(round(-start_s * sample_rate)), 0), length)  # samples of silence before the recording
-    with sf.SoundFile(str(path)) as f:
-        native = f.samplerate
-        first = min(max(int(round(start_s * native)), 0), f.frames)
-        f.seek(first)
-        wanted = int(np.ceil((duration_s - lead / sample_rate) * native)) + 1
-        data = f.read(min(wanted, f.frames - first), dtype="float32", always_2d=True)
+    info = audio_info(path)  # a WAV whose header was never finished, a FLAC without its length: read as analysed
+    native = info.sample_rate
+    first = min(max(int(round(start_s * native)), 0), info.frames)
+    count = min(int(np.ceil((duration_s - lead / sample_rate) * native)) + 1, info.frames - first)
+    data = np.zeros((0, info.channels), np.float32)
+    if count > 0:
+        with open_audio(path, first, info) as f:
+            data = frames_reader(info, f.subtype)(f, count)
     mono = data.mean(axis=1)
     if native != sample_rate and len(mono):
         mono = soxr.resample(mono, native, sample_rate).astype(np.float32)

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from pulse.discovery import find_audio
 from pulse.io import AudioReadError, audio_info, read_audio, stream_audio
+from pulse.unlabelled import read_span
 
 RATE = 44100
 
@@ -240,23 +241,28 @@ def without_length(path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("end", ["whole", "cut"])
+@pytest.mark.parametrize("end", ["whole", "cut", "damaged"])
 def test_a_flac_without_its_length_in_the_header_is_read_to_where_it_decodes(tmp_path, end):
     """libsndfile gives such a FLAC a length of 2**63 - 1 frames and its last read fails; seeks in it decode
-    from the start. Counted once, it is read whole (also by a decoding pool, which then reads it in order)."""
+    from the start. Counted once, it is read to where it stops decoding (also by a decoding pool, which then
+    reads it in order), and the note says whether that is its end or a break."""
     path = tmp_path / "stream.flac"
     sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(12 * RATE + 1234)).astype(np.float32), RATE)
     original = sf.read(path, dtype="float32")[0]
     without_length(path)
+    data = path.read_bytes()
     if end == "cut":  # mid-frame, two thirds in
-        path.write_bytes(path.read_bytes()[:2 * path.stat().st_size // 3 + 7])
+        path.write_bytes(data[:2 * len(data) // 3 + 7])
+    elif end == "damaged":  # 3000 bytes zeroed a third in: the rest is lost, and said to be
+        path.write_bytes(data[:len(data) // 3] + bytes(3000) + data[len(data) // 3 + 3000:])
     info = audio_info(path)
     assert info.counted and info.warning.startswith("the FLAC header does not give its length")
     if end == "whole":
         assert info.frames == len(original)
+        assert info.warning.endswith(f"the {info.duration_s:.2f} s that decode were analysed")
     else:
-        assert 7 * RATE < info.frames < 9 * RATE
-    assert f"the {info.duration_s:.2f} s that decode were analysed" in info.warning
+        assert (7 if end == "cut" else 3) * RATE < info.frames < (9 if end == "cut" else 5) * RATE
+        assert f"decoding stops at {info.duration_s:.2f} s (cut short or damaged there: flac decoder" in info.warning
     np.testing.assert_array_equal(read_audio(path, RATE, block_s=5.0), original[:info.frames])
     with ThreadPoolExecutor(2) as pool:
         audio, said = _decoded(path, block_s=1.0, pool=pool, ahead=2)
@@ -286,6 +292,27 @@ def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, 
         "data holds were analysed")
     np.testing.assert_array_equal(read_audio(path, RATE, block_s=0.7), original[:-1].mean(axis=1))
     np.testing.assert_array_equal(read_audio(path, RATE, channel=channels - 1), original[:-1, channels - 1])
+    np.testing.assert_array_equal(read_span(path, 1.0, 0.5, RATE), original[RATE:RATE + RATE // 2].mean(axis=1))
+
+
+def test_a_finished_wav_with_no_samples_is_still_empty(tmp_path):
+    """An empty data chunk followed by a LIST chunk (tags), the RIFF size covering both: nothing to read as audio."""
+    path = tmp_path / "tagged.wav"
+    sf.write(path, np.zeros(0, np.float32), RATE, subtype="PCM_16")
+    tags = b"LIST" + (12).to_bytes(4, "little") + b"INFOINAM" + (4).to_bytes(4, "little") + b"song"
+    data = path.read_bytes() + tags
+    path.write_bytes(data[:4] + (len(data) - 8).to_bytes(4, "little") + data[8:])
+    with pytest.raises(AudioReadError, match="zero-length"):
+        audio_info(path)
+
+
+def test_an_unfinished_wave_format_extensible_file_is_read(tmp_path):
+    path = tmp_path / "multi.wav"
+    sf.write(path, tone(1.0, RATE, channels=4), RATE, format="WAVEX", subtype="PCM_16")
+    original = sf.read(path, dtype="float32", always_2d=True)[0]
+    unfinished(path)
+    assert audio_info(path).frames == RATE
+    np.testing.assert_array_equal(read_audio(path, RATE), original.mean(axis=1))
 
 
 @pytest.mark.parametrize("block_s, audio", [(10.0, "noise"), (1.0, "noise"), (10.0, "real songs")])
