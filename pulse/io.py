@@ -128,9 +128,9 @@ def audio_info(path: str | Path) -> AudioInfo:
         seconds = frames / info.sample_rate
         info = dataclasses.replace(info, frames=frames, counted=True, warning=(
             f"the FLAC header does not give its length (a stream, or a recorder that stopped before closing the "
-            f"file): the {seconds:.2f} s that decode were analysed" if stopped is None else
+            f"file): the {seconds:.2f} s that decode were analysed" if not stopped else
             f"the FLAC header does not give its length, and decoding stops at {seconds:.2f} s (cut short or "
-            f"damaged there: {_libsndfile_reason(stopped)}): the audio before it was analysed"))
+            f"damaged there: {stopped}): the audio before it was analysed"))
     if info.format in ("WAV", "WAVEX") and info.frames == 0 and (
             first := _unfinished_wav_data(path, status.st_size, subtype)):
         frames = (status.st_size - first) // (info.channels * _SAMPLE_BYTES[subtype])
@@ -328,17 +328,19 @@ def _read_until_stopped(f: sf.SoundFile, frames: int) -> tuple[np.ndarray, Excep
 
 
 @functools.lru_cache(maxsize=256)  # `pulse segments` asks once per clip; size and mtime key a changed file anew
-def _decodable_frames(path: str, size: int, mtime_ns: int) -> tuple[int, Exception | None]:
+def _decodable_frames(path: str, size: int, mtime_ns: int) -> tuple[int, str]:
     """The length of a FLAC whose header does not give it, by decoding it once (seeks cannot find its end), and
-    the error that stopped decoding (None: the stream's end). Damage in such a file ends it: finding where
-    decoding resumes would take a seek per probe, and each seek decodes from the start."""
+    why decoding stopped short of the stream's end ("" if it did not). Damage in such a file ends it: finding
+    where decoding resumes would take a seek per probe, and each seek decodes from the start."""
     frames = 0
     with sf.SoundFile(path) as f:
         while True:
             block, stopped = _read_until_stopped(f, COUNT_BLOCK)
             frames += len(block)
-            if stopped is not None or len(block) < COUNT_BLOCK:
-                return frames, stopped
+            if stopped is not None:  # the reason only: a cached exception would keep its frames' buffers alive
+                return frames, _libsndfile_reason(stopped)
+            if len(block) < COUNT_BLOCK:
+                return frames, ""
 
 
 def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = None) -> sf.SoundFile:
