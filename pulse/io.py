@@ -118,7 +118,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     short = _SHORT_DATA.search(extra)
-    if short and int(short.group(2)) < int(short.group(1)) and info.frames > 0:
+    # 0xFFFFFFFF bytes: "to the end of the file", what an encoder writing to a pipe (ffmpeg, sox) puts there
+    if short and int(short.group(2)) < int(short.group(1)) != 0xFFFFFFFF and info.frames > 0:
         info = dataclasses.replace(info, warning=f"truncated: header promises {short.group(1)} data bytes, file holds "
                                                  f"{short.group(2)}; the {info.duration_s:.2f} s present were analysed")
     if "lacks an end-of-stream" in extra:

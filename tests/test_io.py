@@ -295,6 +295,21 @@ def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, 
     np.testing.assert_array_equal(read_span(path, 1.0, 0.5, RATE), original[RATE:RATE + RATE // 2].mean(axis=1))
 
 
+def test_a_wav_from_a_pipe_is_read_whole_and_not_called_truncated(tmp_path):
+    """An encoder writing to a pipe cannot go back to fill in the sizes: it writes 0xFFFFFFFF, "to the end of the
+    file" (ffmpeg, sox). Not a recording cut short: nothing to say about it."""
+    path = tmp_path / "pipe.wav"
+    sf.write(path, tone(2.0, RATE), RATE, subtype="PCM_16")
+    original = sf.read(path, dtype="float32")[0]
+    data = bytearray(path.read_bytes())
+    first = data.index(b"data")
+    data[4:8], data[first + 4:first + 8] = b"\xff" * 4, b"\xff" * 4
+    path.write_bytes(bytes(data))
+    info = audio_info(path)
+    assert (info.frames, info.warning) == (len(original), "")
+    np.testing.assert_array_equal(read_audio(path, RATE), original)
+
+
 def test_a_finished_wav_with_no_samples_is_still_empty(tmp_path):
     """An empty data chunk followed by a LIST chunk (tags), the RIFF size covering both: nothing to read as audio."""
     path = tmp_path / "tagged.wav"
