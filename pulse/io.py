@@ -118,7 +118,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     short = _SHORT_DATA.search(extra)
-    # 0xFFFFFFFF bytes: "to the end of the file", what an encoder writing to a pipe (ffmpeg, sox) puts there
+    # 0xFFFFFFFF bytes: "to the end of the file", what ffmpeg writes to a pipe puts there
     if short and int(short.group(2)) < int(short.group(1)) != 0xFFFFFFFF and info.frames > 0:
         info = dataclasses.replace(info, warning=f"truncated: header promises {short.group(1)} data bytes, file holds "
                                                  f"{short.group(2)}; the {info.duration_s:.2f} s present were analysed")
@@ -136,8 +136,8 @@ def audio_info(path: str | Path) -> AudioInfo:
             first := _unfinished_wav_data(path, status.st_size, subtype)):
         frames = (status.st_size - first) // (info.channels * _SAMPLE_BYTES[subtype])
         info = dataclasses.replace(info, frames=frames, raw_data=(first, subtype), warning=(
-            f"the WAV header was never finished (a recorder that stopped before closing the file): the "
-            f"{frames / info.sample_rate:.2f} s its data holds were analysed"))
+            f"the WAV header was never finished (written to a pipe, or by a recorder that stopped before closing "
+            f"the file): the {frames / info.sample_rate:.2f} s its data holds were analysed"))
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info

@@ -288,8 +288,8 @@ def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, 
     path.write_bytes(path.read_bytes()[:-channels])  # and a last frame cut short: dropped
     info = audio_info(path)
     assert info.frames == len(original) - 1 and info.warning == (
-        "the WAV header was never finished (a recorder that stopped before closing the file): the 3.00 s its "
-        "data holds were analysed")
+        "the WAV header was never finished (written to a pipe, or by a recorder that stopped before closing "
+        "the file): the 3.00 s its data holds were analysed")
     np.testing.assert_array_equal(read_audio(path, RATE, block_s=0.7), original[:-1].mean(axis=1))
     np.testing.assert_array_equal(read_audio(path, RATE, channel=channels - 1), original[:-1, channels - 1])
     np.testing.assert_array_equal(read_span(path, 1.0, 0.5, RATE), original[RATE:RATE + RATE // 2].mean(axis=1))
@@ -297,7 +297,7 @@ def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, 
 
 def test_a_wav_from_a_pipe_is_read_whole_and_not_called_truncated(tmp_path):
     """An encoder writing to a pipe cannot go back to fill in the sizes: it writes 0xFFFFFFFF, "to the end of the
-    file" (ffmpeg, sox). Not a recording cut short: nothing to say about it."""
+    file" (ffmpeg since 2012; before, 0 bytes: a header never finished). Not a recording cut short: nothing to say about it."""
     path = tmp_path / "pipe.wav"
     sf.write(path, tone(2.0, RATE), RATE, subtype="PCM_16")
     original = sf.read(path, dtype="float32")[0]
