@@ -297,7 +297,8 @@ def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, 
 
 def test_a_wav_from_a_pipe_is_read_whole_and_not_called_truncated(tmp_path):
     """An encoder writing to a pipe cannot go back to fill in the sizes: it writes 0xFFFFFFFF, "to the end of the
-    file" (ffmpeg; older versions wrote 0 bytes: a header never finished). Not a recording cut short: nothing to say about it."""
+    file" (ffmpeg; older versions wrote 0 bytes: a header never finished). Not a recording cut short: nothing to
+    say about it."""
     path = tmp_path / "pipe.wav"
     sf.write(path, tone(2.0, RATE), RATE, subtype="PCM_16")
     original = sf.read(path, dtype="float32")[0]
