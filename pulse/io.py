@@ -132,12 +132,15 @@ def audio_info(path: str | Path) -> AudioInfo:
             f"file): the {seconds:.2f} s that decode were analysed" if not stopped else
             f"the FLAC header does not give its length, and decoding stops at {seconds:.2f} s (cut short or "
             f"damaged there: {stopped}): the audio before it was analysed"))
-    if info.format in ("WAV", "WAVEX") and info.frames == 0 and (
-            first := _unfinished_wav_data(path, status.st_size, subtype)):
+    if info.format in ("WAV", "WAVEX") and (info.frames == 0 or status.st_size > 1 << 32) and (
+            first := _wav_data_past_its_header(path, status.st_size, subtype)):
         frames = (status.st_size - first) // (info.channels * _SAMPLE_BYTES[subtype])
+        seconds = frames / info.sample_rate
         info = dataclasses.replace(info, frames=frames, raw_data=(first, subtype), warning=(
             f"the WAV header was never finished (written to a pipe, or by a recorder that stopped before closing "
-            f"the file): the {frames / info.sample_rate:.2f} s its data holds were analysed"))
+            f"the file): the {seconds:.2f} s its data holds were analysed" if info.frames == 0 else
+            f"over 4 GiB, more than a WAV header can say (its data size wrapped round to "
+            f"{info.duration_s:.2f} s): the {seconds:.2f} s to the end of the file were analysed"))
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info
@@ -146,23 +149,27 @@ def audio_info(path: str | Path) -> AudioInfo:
 _SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
-def _unfinished_wav_data(path: str | Path, size: int, subtype: str) -> int | None:
-    """Where the samples of a RIFF WAV whose header was never finished start: the header a recorder writes first
-    (RIFF size short of the file, data chunk of 0 bytes) and fills in when it closes the file; bytes follow it.
-    A finished WAV with an empty data chunk (its RIFF size covers the file) has none."""
+def _wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int | None:
+    """Where the samples start of a RIFF WAV that holds more than its header says (libsndfile reads only what it
+    says), to be read to the end of the file; None for any other file. Two such WAVs:
+    - a header never finished: written first (RIFF size short of the file, data chunk of 0 bytes) and filled in
+      when the file is closed; samples follow it. A finished WAV with an empty data chunk (tags after it, the
+      RIFF size covering the file) has none.
+    - over 4 GiB: the 32-bit data size wrapped round, the data chunk running to the end of the file."""
     if subtype not in _SAMPLE_BYTES:
         return None
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
-        if int.from_bytes(head[4:8], "little") + 8 >= size:
-            return None
+        riff_short = int.from_bytes(head[4:8], "little") + 8 < size
         position = 12
         while len(chunk := f.read(8)) == 8:
-            length = int.from_bytes(chunk[4:], "little")
+            length, held = int.from_bytes(chunk[4:], "little"), size - position - 8
             if chunk[:4] == b"data":
-                return position + 8 if length == 0 and size > position + 8 else None
+                unfinished = length == 0 and riff_short and held > 0
+                wrapped = held >= 1 << 32 and held % (1 << 32) == length
+                return position + 8 if unfinished or wrapped else None
             position += 8 + length + length % 2
             f.seek(position)
     return None

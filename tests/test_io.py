@@ -311,6 +311,26 @@ def test_a_wav_from_a_pipe_is_read_whole_and_not_called_truncated(tmp_path):
     np.testing.assert_array_equal(read_audio(path, RATE), original)
 
 
+def test_a_wav_over_4_gib_is_read_to_its_end(tmp_path):
+    """A WAV's sizes are 32-bit: past 4 GiB (12.4 h of 48 kHz 16-bit mono) a plain WAV's data size wraps round
+    and libsndfile read only the remainder, here 10 s of 12.4 h, without a word. (A sparse file: no 4 GiB on disk.)"""
+    rate, held = 48000, (1 << 32) + 2 * 48000 * 10
+    path = tmp_path / "long.wav"
+    header = (b"RIFF" + ((36 + held) % (1 << 32)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+              + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little")
+              + (2 * rate).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+              + b"data" + (held % (1 << 32)).to_bytes(4, "little"))
+    last_second = (tone(1.0, rate) * 32767).astype("<i2")
+    with open(path, "wb") as f:
+        f.write(header)
+        f.seek(len(header) + held - last_second.nbytes)
+        f.write(last_second.tobytes())
+    assert sf.info(path).frames == 10 * rate  # what libsndfile alone reads
+    info = audio_info(path)
+    assert info.frames == held // 2 and info.warning.startswith("over 4 GiB, more than a WAV header can say")
+    np.testing.assert_allclose(read_span(path, info.duration_s - 1.0, 1.0, rate), last_second / 32768, atol=1e-6)
+
+
 def test_a_finished_wav_with_no_samples_is_still_empty(tmp_path):
     """An empty data chunk followed by a LIST chunk (tags), the RIFF size covering both: nothing to read as audio."""
     path = tmp_path / "tagged.wav"
