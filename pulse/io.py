@@ -27,7 +27,6 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
-
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
 # Recordings a folder may hold that libsndfile cannot decode: each is one failed file that says how to convert
 # it, never passed over in silence (a phone's .m4a folder would otherwise be "no audio files found").
@@ -375,7 +374,7 @@ def _decodes_again(path: str | Path, position: int, frames: int) -> int | None:
     def decodes(at: int) -> bool:
         try:
             with open_audio(path, at) as f:
-                return len(f.read(SALVAGE_STEP, dtype="float32")) > 0
+                return len(_float_reader(f, SALVAGE_STEP)) > 0
         except (sf.LibsndfileError, RuntimeError):
             return False
 
@@ -401,7 +400,7 @@ def _decode_ahead(path: str | Path, info: AudioInfo, block: int, pool: Executor,
     follows, so a file that breaks off is salvaged and reported as by one reader."""
     def read(start: int) -> np.ndarray:
         with open_audio(path, start) as f:
-            return f.read(block, dtype="float32", always_2d=True)
+            return _float_reader(f, block)
 
     starts = iter(range(0, info.frames - block + 1, block))
     queued = collections.deque((s, pool.submit(read, s)) for s in itertools.islice(starts, ahead))
