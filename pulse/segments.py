@@ -17,6 +17,7 @@ or other settings need another --out, so that one folder never mixes two draws. 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -31,7 +32,7 @@ import soundfile as sf
 
 from export.atomic import file_in_the_way, sweep_temporaries, write_bytes, write_json
 from pulse.config import MAX_CLIP_S, SegmentConfig
-from pulse.io import AudioReadError, audio_info, frames_reader, open_audio
+from pulse.io import AudioInfo, AudioReadError, audio_info, frames_reader, open_audio
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -122,10 +123,8 @@ def read_detections(path: Path) -> tuple[list[dict], Path | None]:
     return detections, Path(working_dir) if working_dir else None
 
 
-def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str, float]:
-    """The detection's audio (see the module docstring), its rate, the recording's subtype and where the clip
-    starts in the recording (s)."""
-    info = audio_info(path)
+def clip_span(info: AudioInfo, d: dict, seq_length: float) -> tuple[int, int]:
+    """The frames [first, last) of the detection's clip in the recording `info` describes (module docstring)."""
     if d["start_s"] >= info.duration_s:
         raise ValueError(f"starts at {d['start_s']:g} s, after the recording's end ({info.duration_s:.2f} s): "
                          "it changed since it was analysed")
@@ -133,12 +132,41 @@ def cut(path: Path, d: dict, seq_length: float) -> tuple[np.ndarray, int, str, f
     length = min(max(span, seq_length), MAX_CLIP_S)
     start = d["start_s"] if span >= seq_length else max(
         0.0, min((d["start_s"] + d["end_s"]) / 2 - length / 2, info.duration_s - length))
-    first = int(round(start * info.sample_rate))
-    last = min(int(round((start + length) * info.sample_rate)), info.frames)
-    with open_audio(path, first, info) as f:
-        subtype = f.subtype
-        audio = frames_reader(info, subtype)(f, last - first)
-    return audio, info.sample_rate, subtype, first / info.sample_rate
+    return int(round(start * info.sample_rate)), min(int(round((start + length) * info.sample_rate)), info.frames)
+
+
+class _Recordings:
+    """The recording clips are being cut from, kept open from one clip to the next: in a FLAC whose header does
+    not give its length, a seek in a newly opened file decodes from the start, while one in an open file decodes
+    from where it is, so clips taken in order decode such a file about once."""
+
+    def __init__(self):
+        self.path, self.info, self.file = None, None, None
+
+    def open(self, path: Path) -> AudioInfo:
+        if path != self.path or self.file is None:
+            self.close()
+            info = audio_info(path)
+            self.file, self.info, self.path = open_audio(path, 0, info), info, path
+        return self.info
+
+    def read(self, first: int, last: int) -> np.ndarray:
+        """Frames [first, last) of the open recording. After a read that failed or reached the end the file is
+        closed, to be opened anew: libsndfile cannot seek after reaching the end of a FLAC without its length."""
+        try:
+            self.file.seek(first)
+            audio = frames_reader(self.info, self.file.subtype)(self.file, last - first)
+        except Exception:
+            self.close()
+            raise
+        if last >= self.info.frames:
+            self.close()
+        return audio
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.path, self.info, self.file = None, None, None
 
 
 def wav_subtype(source: str) -> str:
@@ -185,38 +213,45 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     sweep_temporaries(out)
     summary, errors, unopened = Summary(), [], set()
     chosen = choose(detections, cfg)
-    for d, name in tqdm(list(zip(chosen, clip_names(detections, chosen))), unit="clip", disable=None):
-        target, path = out / name, Path(d["file"])
-        plot = target.with_suffix(".png") if plots else None
-        if root is not None and not path.is_absolute():
-            path = root / path
-        if target.is_file() and (plot is None or plot.is_file()):
-            summary.clips_kept += 1
-            continue
-        if d["file"] in unopened:
-            continue
-        try:
-            audio, rate, subtype, clip_start_s = cut(path, d, cfg.seq_length)
-        except AudioReadError as exc:  # the recording itself: its other clips are not tried
-            unopened.add(d["file"])
-            errors.append((str(path), "open", type(exc).__name__, exc.reason))
-            log.warning("%s", exc)
-            continue
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of it
-            summary.clips_failed += 1
-            errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
-            log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
-            continue
-        if target.is_file():  # an earlier run's clip, now with its plot
-            summary.clips_kept += 1
-        else:
-            buffer = io.BytesIO()
-            sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
-            write_bytes(target, buffer.getvalue())
-            summary.clips_written += 1
-        if plot is not None:
-            clip_plot(audio, rate, clip_start_s, d, plot)
-            summary.plots_written += 1
+    # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
+    todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
+    with contextlib.closing(_Recordings()) as recordings:
+        for d, name in tqdm(todo, unit="clip", disable=None):
+            target, path = out / name, Path(d["file"])
+            plot = target.with_suffix(".png") if plots else None
+            if root is not None and not path.is_absolute():
+                path = root / path
+            if target.is_file() and (plot is None or plot.is_file()):
+                summary.clips_kept += 1
+                continue
+            if d["file"] in unopened:
+                continue
+            try:
+                info = recordings.open(path)
+                subtype = recordings.file.subtype
+            except (AudioReadError, sf.LibsndfileError, RuntimeError) as exc:  # its other clips are not tried
+                unopened.add(d["file"])
+                errors.append((str(path), "open", type(exc).__name__, getattr(exc, "reason", str(exc))))
+                log.warning("%s", exc if isinstance(exc, AudioReadError) else f"{path}: {exc}")
+                continue
+            try:
+                first, last = clip_span(info, d, cfg.seq_length)
+                audio = recordings.read(first, last)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of it
+                summary.clips_failed += 1
+                errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
+                log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
+                continue
+            if target.is_file():  # an earlier run's clip, now with its plot
+                summary.clips_kept += 1
+            else:
+                buffer = io.BytesIO()
+                sf.write(buffer, audio, info.sample_rate, format="WAV", subtype=wav_subtype(subtype))
+                write_bytes(target, buffer.getvalue())
+                summary.clips_written += 1
+            if plot is not None:
+                clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot)
+                summary.plots_written += 1
     summary.files_failed = len(unopened)
     if any(not Path(f).is_absolute() for f in unopened):
         log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "

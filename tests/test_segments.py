@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from pulse.analyze import analyze
 from pulse.cli import app
 from pulse.config import InferConfig, SegmentConfig
+from pulse import segments
+from pulse.io import open_audio
 from pulse.segments import choose, extract_segments
 from tests.test_analyze import level_meter_onnx, song
 from tests.test_io import unfinished, without_length
@@ -69,6 +71,28 @@ def test_a_clip_at_the_end_of_a_flac_without_its_length_is_cut(tmp_path, model):
     assert len(last) == (detections["Start (s)"] == 6.0).sum() > 0
     for clip in last:  # 3 s up to the end (the window's 1.5 s widened to --seq-length, back from the end)
         np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], recording[int(4.5 * RATE):], atol=1 / 2**15)
+
+
+def test_clips_of_one_recording_are_cut_from_one_open_file(tmp_path, model, monkeypatch):
+    """In a FLAC without its length a seek in a newly opened file decodes from the start (a 600 s one: 27 s for
+    204 clips, 1.1 s from one open file), so clips are cut in recording order from one open file, backwards
+    too where widened clips overlap, and it is opened again only after a clip reaching the end."""
+    recording = song(30.0, RATE)
+    sf.write(tmp_path / "pipe.flac", recording, RATE)
+    without_length(tmp_path / "pipe.flac")
+    analyze([tmp_path / "pipe.flac"], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5, overlap=1.5))
+    opened = []
+    monkeypatch.setattr(segments, "open_audio", lambda *args: opened.append(args) or open_audio(*args))
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=4.0))
+    detections = pd.read_csv(tmp_path / "out" / "detections.csv")
+    assert summary.clips_written == len(detections) > 10 and summary.clips_failed == 0
+    at_the_end = (detections["End (s)"] == 30.0).sum()
+    assert len(opened) == at_the_end  # the first open, then one after each clip reaching the end but the last
+    for begin, end, label, confidence in detections[["Start (s)", "End (s)", "Scientific name", "Confidence"]].itertuples(
+            index=False):
+        (clip,) = (tmp_path / "clips" / label).glob(f"{confidence:.3f}_pipe_{begin:g}s.wav")
+        start = int(round(min(max(0.0, (begin + end) / 2 - 2.0), 26.0) * RATE))
+        np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], recording[start:start + 4 * RATE], atol=1 / 2**15)
 
 
 def test_clips_of_a_wav_whose_header_was_never_finished_are_its_audio(tmp_path, model):
