@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from export.atomic import write_json
 from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
 from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid
-from lrmil.slide import open_slide, read_scaled, slide_id, slide_source
+from lrmil.slide import SlideReadError, open_slide, read_scaled, slide_id, slide_source
 from lrmil.store import FeatureFile, feature_dir, is_current, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
@@ -62,7 +62,11 @@ def check_resolution(resolution: str) -> None:
 
 
 class PatchDataset(Dataset):
-    """uint8 patches [px, px, 3] of one grid level; each worker opens its own reader."""
+    """uint8 patches [px, px, 3] of one grid level; each worker opens its own reader.
+
+    A patch that cannot be read comes back as the reason (a str), which `encode_level` raises in the main
+    process: raised in a DataLoader worker, it would arrive as a RuntimeError carrying the worker's traceback,
+    which the batch loop cannot tell from a bug, and the whole batch would stop."""
 
     def __init__(self, path: Path, mpp: float, level: GridLevel):
         self.path, self.mpp, self.level = path, mpp, level
@@ -76,12 +80,20 @@ class PatchDataset(Dataset):
             self._reader.close()
             self._reader = None
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if self._reader is None:
-            self._reader = open_slide(self.path, self.mpp, override_mpp=True)  # the grid's scale
-        x, y = self.level.coords[i]
-        return torch.from_numpy(read_scaled(self._reader, (int(x), int(y)), self.level.size_level0,
-                                            self.level.patch_px))
+    def __getitem__(self, i: int) -> torch.Tensor | str:
+        try:
+            if self._reader is None:
+                self._reader = open_slide(self.path, self.mpp, override_mpp=True)  # the grid's scale
+            x, y = self.level.coords[i]
+            return torch.from_numpy(read_scaled(self._reader, (int(x), int(y)), self.level.size_level0,
+                                                self.level.patch_px))
+        except SlideReadError as exc:
+            return exc.reason
+
+    @staticmethod
+    def collate(items: list[torch.Tensor | str]) -> torch.Tensor | str:
+        """The batch, or the reason its first unreadable patch gave."""
+        return next((item for item in items if isinstance(item, str)), None) or default_collate(items)
 
 
 @torch.inference_mode()
@@ -96,12 +108,14 @@ def encode_level(path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Mod
         return out
     workers = cfg.num_workers if len(level) > cfg.batch_size else 0  # not worth a process for one batch
     dataset = PatchDataset(path, mpp, level)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers,
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers, collate_fn=dataset.collate,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     start = 0
     try:
         # disable=None: a terminal shows the bar, a log file gets no nested-bar fragments
         for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=None if progress else True):
+            if isinstance(batch, str):
+                raise SlideReadError(path, batch)
             with autocast(encoder.cfg, device, cfg.autocast):
                 feats = encoder(preprocess(encoder.cfg, batch.to(device, non_blocking=True)))
             out[start:start + len(feats)] = feats.float().cpu().numpy()

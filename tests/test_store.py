@@ -119,6 +119,25 @@ def test_extract_batch_on_real_slides_reports_bad_ones(shared_data, tmp_path):
     assert rerun["done"] == 1 and out.stat().st_mtime_ns == mtime
 
 
+def test_a_slide_with_unreadable_tiles_fails_alone_when_workers_read_the_patches(shared_data, tmp_path):
+    """A tile that cannot be decoded, met by a DataLoader worker, is the slide's one row of errors.csv and the
+    batch goes on (raised in the worker, it reached the batch loop as a RuntimeError and stopped it)."""
+    from lrmil.features import run_extract
+
+    scan = (shared_data / "slides" / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs").read_bytes()
+    damaged = tmp_path / "damaged.svs"  # 100 kB of its JPEG 2000 tiles zeroed
+    damaged.write_bytes(scan[:500_000] + bytes(100_000) + scan[600_000:])
+    batch = [damaged, shared_data / "slides" / "CMU-1-Small-Region.svs"]
+    cfg = ExtractConfig(weights="random", resolution="teacher", num_workers=2, batch_size=8, mpp=0.5)
+    summary = run_extract(batch, cfg, tmp_path / "out")
+    assert summary["done"] == 1 and summary["failed"] == 1
+    with open(tmp_path / "out" / "errors.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["path"] == str(damaged) and row["error_type"] == "SlideReadError"
+    assert row["message"].startswith("cannot read region") and "Traceback" not in row["message"]
+    assert (feature_dir(tmp_path / "out" / "features", "lrmil_vit_tiny", 20.0, 256) / "CMU-1-Small-Region.h5").is_file()
+
+
 def _tissue_png(path, shade):
     """A 512 px pink square on white; no resolution tags, so extraction needs --mpp."""
     image = np.full((512, 512, 3), 245, np.uint8)
