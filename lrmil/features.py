@@ -23,8 +23,8 @@ from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
 from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid
-from lrmil.slide import SlideReadError, open_slide, read_scaled, slide_id, slide_source
-from lrmil.store import FeatureFile, feature_dir, is_current, write_features, write_grid
+from lrmil.slide import SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
+from lrmil.store import FeatureFile, feature_dir, is_current, stored_key, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 
@@ -144,6 +144,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     # the slides whose metadata decides.
     record, digest = job_hash(applied, encoder.cfg)
     source = slide_source(path)
+    check_not_another_slides(target, path, stored_key(target)[1])
     if cfg.resume and is_current(target, digest, source):
         return target
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)

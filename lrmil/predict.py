@@ -30,7 +30,7 @@ from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, 
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid
-from lrmil.slide import SlideReader, open_slide, read_scaled, slide_id, slide_source
+from lrmil.slide import SlideReader, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,21 @@ def slide_key(path: Path, cfg: PredictConfig, run: dict) -> str:
         return hash_record({**run, "mpp": reader.mpp})
 
 
-def is_finished(out: Path, path: Path, key: str) -> bool:
-    """The slide's SLIDE.json was made with `key` from this very file, and its images are all there."""
+def earlier_record(out: Path, path: Path) -> dict:
+    """The SLIDE.json an earlier run wrote for the slide id of `path` ({} when there is none to read)."""
     try:
         record = json.loads((out / f"{slide_id(path)}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def is_finished(out: Path, path: Path, key: str, record: dict) -> bool:
+    """The slide's SLIDE.json (`record`) was made with `key` from this very file, and its images are all there."""
+    try:
         return (record.get("key") == key and record.get("source") == slide_source(path)
                 and all((out / record[output]).is_file() for output in OUTPUTS))
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+    except (OSError, KeyError, TypeError):
         return False
 
 
@@ -183,9 +191,12 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
 
     def predict_unless_finished(path: Path) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
+        record = earlier_record(out, path)
+        # Before the try: the id's outputs are the other file's, and its row stays in predictions.csv.
+        check_not_another_slides(out / f"{slide_id(path)}.json", path, record.get("source"))
         try:
             key = slide_key(path, cfg, run)
-            if cfg.resume and is_finished(out, path, key):
+            if cfg.resume and is_finished(out, path, key, record):
                 return False
             predict_slide(path, model, cfg, out, key)
         except Exception:

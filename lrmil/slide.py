@@ -271,6 +271,17 @@ def slide_source(path: str | Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def check_not_another_slides(output: str | Path, path: str | Path, recorded: dict) -> None:
+    """A SlideReadError when `output` (named by slide id) was made from another file that is still there, so that
+    a later run into the same --out does not replace another archive's slide of the same name. A recorded file
+    that is gone was moved or renamed: its output is redone."""
+    owner = recorded.get("path") if isinstance(recorded, dict) else None
+    if owner and owner != str(Path(path).resolve()) and Path(owner).exists():
+        raise SlideReadError(path, f"{output} holds the outputs of {owner}, another slide with the id "
+                                   f"'{slide_id(path)}'; outputs are named by id, so rename one of the files, give "
+                                   "each its own --out, or delete that output to replace it")
+
+
 def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]:
     """Files as given, plus the whole-slide files (by suffix, sorted) directly inside any folder given, or anywhere
     below it if `recursive` (archives kept a folder per case; hidden folders skipped); a file named twice once.

@@ -168,6 +168,24 @@ def test_same_id_twice_fails_the_second_and_predictions_csv_covers_the_whole_fol
     assert sorted(table["slide_id"]) == ["disc", "other"]
 
 
+def test_a_later_run_does_not_replace_another_slide_of_the_same_name(model_dir, tmp_path):
+    """Rerunning into one --out adds slides to its table; a slide of an id another file (still there) holds is
+    refused, naming both, and the other's row stays. If that file is gone (moved), the slide is predicted."""
+    first, second = _tissue_png(tmp_path / "a" / "disc.png", 512), _tissue_png(tmp_path / "b" / "disc.png", 256)
+    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
+    assert run_predict([first], cfg, out)["done"] == 1
+    for resume in (True, False):
+        summary = run_predict([second], dataclasses.replace(cfg, resume=resume), out)
+        assert (summary["done"], summary["failed"]) == (0, 1)
+        row = next(csv.DictReader(open(out / "errors.csv")))
+        assert row["path"] == str(second) and str(first.resolve()) in row["message"] and "disc.json" in row["message"]
+        assert json.loads((out / "disc.json").read_text())["slide"] == str(first)
+        assert list(read_predictions(out / "predictions.csv")["slide_id"]) == ["disc"]
+    first.unlink()
+    assert run_predict([second], cfg, out)["done"] == 1
+    assert json.loads((out / "disc.json").read_text())["slide"] == str(second)
+
+
 def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(model_dir, tmp_path):
     tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
     untagged = _tissue_png(tmp_path / "untagged.png", size=512)

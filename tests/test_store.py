@@ -147,6 +147,24 @@ def _tissue_png(path, shade):
     return path
 
 
+def test_a_later_extract_does_not_replace_the_features_of_another_slide_of_the_same_name(tmp_path):
+    from lrmil.features import run_extract
+
+    first, second = _tissue_png(tmp_path / "a" / "slide.png", 170), _tissue_png(tmp_path / "b" / "slide.png", 90)
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+    out = tmp_path / "out"
+    target = feature_dir(out / "features", "lrmil_vit_tiny", 5.0, 256) / "slide.h5"
+    assert run_extract([first], cfg, out)["done"] == 1
+    assert run_extract([second], cfg, out)["failed"] == 1
+    with open(out / "errors.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["path"] == str(second) and str(first.resolve()) in row["message"] and str(target) in row["message"]
+    assert read_features(target).source["path"] == str(first.resolve())
+    first.unlink()  # moved away: the id is free again
+    assert run_extract([second], cfg, out)["done"] == 1
+    assert read_features(target).source["path"] == str(second.resolve())
+
+
 def test_extract_redoes_a_changed_slide_file_and_rejects_a_second_file_with_the_same_id(tmp_path):
     from lrmil.features import run_extract
 
