@@ -73,8 +73,16 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def utf8_text(text: str) -> str:
+    """`text` with what UTF-8 cannot hold written as backslash escapes: a file name that is not UTF-8 (a Latin-1
+    name from an old Windows archive; Python holds its bytes as surrogates) becomes `\\udcXX`, so that one such
+    name leaves a table or an HDF5 attribute readable and the rest of a run's bookkeeping written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+    """UTF-8, escaped as `utf8_text` escapes it."""
+    write_bytes(path, utf8_text(text).encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, sweep_temporaries
+from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, utf8_text
 from pulse.analyze import scores_key
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
@@ -46,7 +46,7 @@ def embeddings_path(out: Path, relative: Path) -> Path:
 def _source(path: Path) -> dict:
     """What identifies the recording an embeddings file was made from."""
     stat = path.stat()
-    return {"source": str(path.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    return {"source": utf8_text(str(path.resolve())), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
 
 
 def _earlier(target: Path, key: dict) -> str | None:

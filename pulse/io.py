@@ -109,7 +109,7 @@ def audio_info(path: str | Path) -> AudioInfo:
                else f"(e.g. ffmpeg -i {Path(path).name} {Path(path).stem}.flac)")
         raise AudioReadError(path, f"{what} cannot be decoded here: convert it to WAV or FLAC {how}")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(_file_name(path)) as f:
             info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)
             extra, subtype = f.extra_info, f.subtype
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -340,7 +340,7 @@ def _decodable_frames(path: str, size: int, mtime_ns: int) -> tuple[int, str]:
     why decoding stopped short of the stream's end ("" if it did not). Damage in such a file ends it: finding
     where decoding resumes would take a seek per probe, and each seek decodes from the start."""
     frames = 0
-    with sf.SoundFile(path) as f:
+    with sf.SoundFile(_file_name(path)) as f:
         while True:
             block, stopped = _read_until_stopped(f, COUNT_BLOCK)
             frames += len(block)
@@ -348,6 +348,12 @@ def _decodable_frames(path: str, size: int, mtime_ns: int) -> tuple[int, str]:
                 return frames, _libsndfile_reason(stopped)
             if len(block) < COUNT_BLOCK:
                 return frames, ""
+
+
+def _file_name(path: str | Path) -> str | bytes:
+    """The name as libsndfile is given it: on POSIX its bytes, as a name need not be UTF-8 there (a Latin-1 name
+    unzipped from an old Windows archive), which soundfile would fail to encode."""
+    return os.fsencode(path) if os.name == "posix" else str(path)
 
 
 def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = None) -> sf.SoundFile:
@@ -358,7 +364,7 @@ def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = Non
         f = sf.SoundFile(_BytesFrom(path, first), samplerate=info.sample_rate, channels=info.channels, format="RAW",
                          subtype=subtype, endian="LITTLE")
     else:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(_file_name(path))
     if position:
         try:
             f.seek(position)

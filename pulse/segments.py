@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from export.atomic import file_in_the_way, sweep_temporaries, write_bytes, write_json
+from export.atomic import file_in_the_way, sweep_temporaries, utf8_text, write_bytes, write_json
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.io import AudioInfo, AudioReadError, audio_info, frames_reader, open_audio
 from pulse.writers import write_errors
@@ -39,6 +39,8 @@ from pulse.writers.detections_csv import CSV_COLUMNS
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')  # not in a folder name on Linux, macOS or Windows
+# A file name's byte that is not UTF-8, as the tables write it (`export.atomic.write_text`): \udcXX.
+_ESCAPED_BYTE = re.compile(r"\\udc([89a-f][0-9a-f])")
 
 
 @dataclass
@@ -78,7 +80,7 @@ def clip_names(detections: list[dict], chosen: list[dict]) -> list[Path]:
     for d in chosen:
         stem = Path(d["file"]).stem
         if len(stems[stem]) > 1:  # two cards' REC001.WAV
-            stem += "_" + hashlib.sha1(d["file"].encode()).hexdigest()[:6]
+            stem += "_" + hashlib.sha1(d["file"].encode("utf-8", "surrogateescape")).hexdigest()[:6]
         start = f"{d['start_s']:.3f}".rstrip("0").rstrip(".")
         names.append(Path(folder_name(d["label"])) / f"{d['score']:.3f}_{stem}_{start}s.wav")
     return names
@@ -111,6 +113,7 @@ def read_detections(path: Path) -> tuple[list[dict], Path | None]:
         d = {names[column]: row[column] for column in names}
         if not d["file"] or not d["label"]:
             raise ValueError(f"{path}, line {line}: no recording or species (a row cut short?)")
+        d["file"] = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), d["file"])  # the name to open
         try:
             detections.append({**d, "start_s": float(d["start_s"]), "end_s": float(d["end_s"]),
                                "score": float(d["score"])})
@@ -183,7 +186,7 @@ def clip_plot(audio: np.ndarray, rate: int, clip_start_s: float, d: dict, path: 
     box = pd.DataFrame([{"file": d["file"], "channel": "", "start_s": d["start_s"] - clip_start_s,
                          "end_s": d["end_s"] - clip_start_s, "low_hz": 0.0, "high_hz": rate / 2, "label": d["label"],
                          "common_name": d["common_name"], "code": d["common_name"] or d["label"], "score": d["score"]}])
-    title = f"{d['label']} {d['score']:.3f}: {Path(d['file']).name} from {clip_start_s:.2f} s"
+    title = f"{d['label']} {d['score']:.3f}: {utf8_text(Path(d['file']).name)} from {clip_start_s:.2f} s"
     save_png(spectrogram_figure(audio.mean(axis=1), rate, box, title), path)
 
 

@@ -186,6 +186,13 @@ def test_a_later_run_does_not_replace_another_slide_of_the_same_name(model_dir, 
     assert json.loads((out / "disc.json").read_text())["slide"] == str(second)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a name that is not UTF-8 is a POSIX file system's")
+def test_a_slide_name_that_is_not_utf8_is_predicted_and_listed(model_dir, tmp_path):
+    slide = _tissue_png(tmp_path / os.fsdecode(b"r\xe9gion.png"), 512)
+    assert run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5), tmp_path / "out")["done"] == 1
+    assert list(read_predictions(tmp_path / "out" / "predictions.csv")["slide_id"]) == ["r\\udce9gion"]
+
+
 def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(model_dir, tmp_path):
     tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
     untagged = _tissue_png(tmp_path / "untagged.png", size=512)

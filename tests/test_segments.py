@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from pulse.analyze import analyze
 from pulse.cli import app
 from pulse.config import InferConfig, SegmentConfig
+from pulse.embeddings import embed
 from pulse import segments
 from pulse.io import open_audio
 from pulse.segments import choose, extract_segments
@@ -232,3 +234,26 @@ def test_audio_root_an_excel_table_and_bad_tables_or_out_folders_are_one_line(ru
     (excel / "detections.csv").write_text(detections.iloc[:1].to_csv(index=False))
     again = runner.invoke(app, ["segments", str(excel), "--out", str(run / "clips"), "--audio-root", str(moved)])
     assert again.exit_code == 2 and "other results or with other settings" in again.output
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a name that is not UTF-8 is a POSIX file system's")
+def test_a_file_name_that_is_not_utf8_is_analysed_cut_and_embedded(tmp_path, model):
+    """A Latin-1 name, as unzipping an old Windows archive leaves it: soundfile could not open it, and its path
+    then stopped the run's bookkeeping (exit 2, no errors.csv). Tables write its byte as \\udcXX (still UTF-8),
+    and `pulse segments` reads that back to the name."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(os.fsencode(folder) + b"/caf\xe9_20250701_213000.wav", song(6.0, RATE), RATE)  # soundfile needs bytes
+    sf.write(folder / "ok.wav", song(6.0, RATE), RATE)
+    formats = ("csv", "raven", "scores", "audacity", "kaleidoscope")
+    summary = analyze([folder], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5, formats=formats))
+    assert (summary.files_done, summary.files_failed) == (2, 0)
+    for table in ("detections.csv", "scores.csv", "kaleidoscope.csv", "errors.csv"):
+        (tmp_path / "out" / table).read_text(encoding="utf-8")  # readable as UTF-8
+    detections = pd.read_csv(tmp_path / "out" / "detections.csv")
+    assert set(detections["File"].map(lambda f: f.rsplit("/", 1)[-1])) == {"caf\\udce9_20250701_213000.wav", "ok.wav"}
+    clips = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=3.0))
+    assert (clips.clips_written, clips.files_failed) == (len(detections), 0)
+    embedded = embed([folder], tmp_path / "emb", InferConfig(model=str(model)))
+    assert (embedded.files_done, embedded.files_failed) == (2, 0)
+    assert embed([folder], tmp_path / "emb", InferConfig(model=str(model))).files_skipped == 2

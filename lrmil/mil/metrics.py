@@ -60,7 +60,7 @@ def write_predictions(path: str | Path, table: pd.DataFrame) -> None:
     from export.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+        table.to_csv(tmp, index=False, errors="backslashreplace")  # a slide name that is not UTF-8: see utf8_text
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

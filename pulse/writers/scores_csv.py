@@ -20,4 +20,4 @@ class ScoresCsvWriter:
 
     def write(self, table: pd.DataFrame, path: Path) -> None:
         with atomic_path(path) as tmp:
-            table.to_csv(tmp, float_format="%.5f")
+            table.to_csv(tmp, float_format="%.5f", errors="backslashreplace")  # as write_text
