@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
@@ -61,6 +62,7 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
     calibration = calibration_windows(cfg.calibration, mc.sample_rate, mc.window_samples,
                                       cfg.calibration_windows, position=0.5) if cfg.int8 else None
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _published_before(out)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         shutil.copyfile(weights, staging / WEIGHTS_FILE)
@@ -90,6 +92,9 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
         published = [out / p.name for p in [staging / WEIGHTS_FILE, *files.values()]]
         for path in sorted(staging.iterdir()):  # the engine's metadata JSON goes with it
             path.replace(out / path.name)
+        for name in earlier - {p.name for p in published}:  # an earlier INT8 graph or engine would run old weights
+            for stale in (out / name, out / f"{name}.json"):
+                stale.unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json(out / CONFIG_FILE, {
@@ -100,6 +105,16 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
         "ms_per_window": speed,
     })
     return checks
+
+
+def _published_before(out: Path) -> set[str]:
+    """The files an earlier export into `out` published (its config.json lists them), so that those this export
+    does not replace are removed with it; plain names only."""
+    try:
+        files = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {name for name in files if isinstance(name, str) and name == Path(name).name} if isinstance(files, dict) else set()
 
 
 def _int8(files: dict, reference, check, calibration, cfg, staging: Path, speed: dict) -> tuple[Path, list, str]:

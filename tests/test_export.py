@@ -6,6 +6,7 @@ FP32 1e-4 (torch vs ONNX Runtime, fft and conv graphs), INT8 1e-1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -150,6 +151,27 @@ def test_an_export_that_fails_parity_publishes_nothing(pulse_bundle, tmp_path, m
     assert checks and not all(c.ok for c in checks)
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # no staging left, nothing new
     assert (out / "model.onnx").read_bytes() == b"an earlier export"
+
+
+def test_a_new_export_into_the_same_folder_removes_what_it_does_not_replace(pulse_bundle, tmp_path):
+    """An INT8 graph (or engine) left from an earlier export would run the old weights under the new folder's name;
+    files the earlier config.json does not list are the user's and stay."""
+    from export.bundle import export_bundle
+
+    out, cfg = tmp_path / "out", ExportConfig(calibration=(str(pulse_bundle.parent / "audio"),), parity_windows=4)
+    int8 = dataclasses.replace(cfg, int8=True)
+    assert all(c.ok for c in export_bundle(pulse_bundle / "model.safetensors", out, int8))
+    assert (out / "model.int8.onnx").is_file()
+    (out / "notes.txt").write_text("the user's")
+    config = json.loads((out / "config.json").read_text())
+    config["files"]["../outside.txt"] = "a name that is not a plain file name is never removed"
+    (out / "config.json").write_text(json.dumps(config))
+    (tmp_path / "outside.txt").write_text("kept")
+    assert all(c.ok for c in export_bundle(pulse_bundle / "model.safetensors", out, cfg))
+    assert not (out / "model.int8.onnx").exists()
+    assert sorted(json.loads((out / "config.json").read_text())["files"]) == sorted(
+        p.name for p in out.iterdir() if p.suffix in (".onnx", ".safetensors"))
+    assert (out / "notes.txt").read_text() == "the user's" and (tmp_path / "outside.txt").is_file()
 
 
 def test_static_int8_calibrated_on_real_songs(shared_data, pulse_bundle, tmp_path):
