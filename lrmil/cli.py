@@ -235,6 +235,10 @@ def distill_patches(
     device: str = typer.Option(_STAGE1.device, help="cpu or cuda[:N]."),
     mpp: Optional[float] = MPP_OPT,
     override_mpp: bool = OVERRIDE_MPP_OPT,
+    mask_mpp: float = MASK_MPP_OPT,
+    min_saturation: float = MIN_SAT_OPT,
+    teacher_px: int = TEACHER_PX_OPT,
+    min_tissue: float = MIN_TISSUE_OPT,
     threads: int = THREADS_OPT,
 ) -> None:
     """Stage 1: distil the 20x teacher encoder into a 5x student ViT, block by block."""
@@ -244,10 +248,11 @@ def distill_patches(
     _setup(threads)
     _check_options(None, mpp, override_mpp, device)
     paths = _slides(slides, recursive)
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)  # those of the 20x features
     cfg = replace(_STAGE1, teacher_weights=teacher_weights, test_fold=test_fold, loss=loss, layer_weight=layer_weight,
                   layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
                   max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                  device=device, mpp=mpp, override_mpp=override_mpp)
+                  device=device, mpp=mpp, override_mpp=override_mpp, tissue=tissue, patch=patch_cfg)
     try:
         metrics = distill_patch(cfg, paths, out, splits, teacher_mil, teacher_features)
     except (FileNotFoundError, KeyError, ValueError, SlideReadError) as exc:  # training needs every slide

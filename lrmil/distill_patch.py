@@ -211,15 +211,18 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     ids = SlideIds()
     for path in chosen:
         ids.claim(path)  # splits, attention and teacher features are all keyed by slide id
-    use_attention = cfg.attention_weighting and teacher_mil is not None and teacher_features is not None
+    if cfg.attention_weighting and (teacher_mil is None) != (teacher_features is None):
+        raise ValueError("attention weighting needs both --teacher-mil and --teacher-features (the ABMIL and the 20x "
+                         "features it attends over); give both, or neither, or --no-attention-weighting")
+    use_attention = cfg.attention_weighting and teacher_mil is not None
     attention = teacher_attention(teacher_mil, teacher_features, [slide_id(p) for p in chosen]) if use_attention else {}
     start, samples = time.perf_counter(), []
     for path in tqdm(chosen, desc="teacher targets", unit="slide"):
         grid = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp).grid
         coords, attn = attention.get(slide_id(path), (grid.teacher.coords, None))
         if not np.array_equal(coords, grid.teacher.coords):
-            raise ValueError(f"{path}: the 20x feature file was cut with another grid; re-extract with the same "
-                             "tissue and patch settings")
+            raise ValueError(f"{path}: the 20x feature file was cut with another grid; give the tissue and patch "
+                             "flags it was extracted with (--mask-mpp, --min-saturation, --teacher-px, --min-tissue)")
         samples += collect_samples(path, grid, child_weights(grid, attn), teacher, cfg, rng)
     if not samples:
         raise ValueError("no tissue patches in the training slides; nothing to distil")

@@ -132,3 +132,11 @@ def test_distill_patch_end_to_end_on_a_synthetic_slide(tmp_path):
     splits.write_text("slide_id,label,fold\nsynth_0000,1,0\n")
     with pytest.raises(ValueError, match="nothing to distil"):
         distill_patch(cfg, [tmp_path / "synth_0000.tiff"], tmp_path / "s2.safetensors", splits=splits)
+
+
+def test_attention_weighting_needs_both_the_teacher_mil_and_its_features(tmp_path):
+    """One of the two alone was dropped without a word: children then all weighed 1."""
+    slide = tmp_path / "slide.png"  # never read: the options are refused first
+    for given in ({"teacher_mil": tmp_path / "mil.safetensors"}, {"teacher_features": tmp_path / "features"}):
+        with pytest.raises(ValueError, match="needs both --teacher-mil and --teacher-features"):
+            distill_patch(DistillPatchConfig(), [slide], tmp_path / "student.safetensors", **given)

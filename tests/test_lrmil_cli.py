@@ -186,3 +186,22 @@ def test_sizes_below_one_are_usage_errors_not_slide_errors(tmp_path):
         result = _invoke("predict", slide, "--out", tmp_path / "o", "--mpp", 0.5, flag, 0)
         assert result.exit_code == 2 and f"Invalid value for '{flag}': 0 is not in the range x>=1" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_distill_patches_cuts_the_grid_the_teacher_features_were_extracted_with(tmp_path, monkeypatch):
+    """Its 20x feature files must match the grid it cuts, so it takes the same tissue and patch flags as extract."""
+    import lrmil.distill_patch
+
+    given = {}
+
+    def distill_patch(cfg, *args):
+        given["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(lrmil.distill_patch, "distill_patch", distill_patch)
+    result = _invoke("distill-patches", _png(tmp_path / "a.png"), "--out", tmp_path / "s.safetensors", "--mpp", 0.5,
+                     "--min-tissue", 0.5, "--teacher-px", 128, "--mask-mpp", 4.0, "--min-saturation", 0.1)
+    assert result.exit_code == 0, result.output
+    cfg = given["cfg"]
+    assert (cfg.patch.min_tissue, cfg.patch.teacher_px, cfg.tissue.mask_mpp, cfg.tissue.min_saturation) == \
+        (0.5, 128, 4.0, 0.1)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lrmil.config import PatchConfig, TissueConfig
 from lrmil.heatmap import COLOUR_BAR_PX, percentiles, score_map
-from lrmil.mil.bundle import load_path
+from lrmil.mil.bundle import demo_model_dir, load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
 from lrmil.mil.metrics import read_predictions
 from lrmil.predict import run_predict
@@ -59,6 +59,22 @@ def test_bundle_refuses_an_abmil_in_the_other_path_s_slot(model_dir, tmp_path):
     with pytest.raises(ValueError, match="the student slot takes a 5x ABMIL, this one was trained on 20x features"):
         save_bundle(tmp_path / "swapped", (root / "enc.safetensors", root / "teacher.safetensors"),
                     (root / "enc.safetensors", root / "student.safetensors"), PatchConfig(), TissueConfig())
+
+
+def test_bundle_refuses_a_5x_encoder_in_the_teacher_slot_and_carries_the_synthetic_notice(tmp_path):
+    """The demo model's encoders swapped: each records the magnification it was made for. Bundled again without
+    --notice, weights trained on synthetic slides still say so in every prediction."""
+    from lrmil.mil.bundle import save_bundle
+
+    demo = demo_model_dir()
+    student, teacher = [(demo / f"{name}_encoder.safetensors", demo / f"{name}_mil.safetensors")
+                        for name in ("student", "teacher")]
+    with pytest.raises(ValueError, match="student_encoder.safetensors: the teacher slot reads 20x patches, and this "
+                                         "encoder was distilled for 5x"):
+        save_bundle(tmp_path / "swapped", (teacher[0], student[1]), (student[0], teacher[1]), PatchConfig(),
+                    TissueConfig())
+    again = save_bundle(tmp_path / "again", student, teacher, PatchConfig(), TissueConfig())
+    assert "synthetic" in load_path(again, "student").notice
 
 
 def test_student_and_teacher_paths_on_an_image_and_the_missing_mpp_error(model_dir, tmp_path):
@@ -242,7 +258,6 @@ def test_predict_without_model_runs_the_bundled_demo_model(tmp_path):
     from typer.testing import CliRunner
 
     from lrmil.cli import app
-    from lrmil.mil.bundle import demo_model_dir
 
     slide = _tissue_png(tmp_path / "disc.png", size=512)
     result = CliRunner().invoke(app, ["predict", str(slide), "--out", str(tmp_path / "out"), "--mpp", "0.5"])

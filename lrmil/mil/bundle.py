@@ -91,17 +91,21 @@ class OnnxPathModel:
 def save_bundle(out: str | Path, student: tuple[Path, Path], teacher: tuple[Path, Path], patch: PatchConfig,
                 tissue: TissueConfig, notice: str = "") -> Path:
     """Write a model folder from (encoder file, ABMIL file) pairs; returns the folder."""
-    from lrmil.encoders import load_encoder, save_encoder
+    from lrmil.encoders import SYNTHETIC_NOTICE, load_encoder, save_encoder
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entry = {}
+    entry, synthetic = {}, False
     for name, (encoder_file, mil_file) in zip(PATHS, (student, teacher)):
-        encoder = load_encoder(encoder_file)
-        check_pair(name, load_mil(mil_file), encoder, mil_file, patch)
+        encoder, mil = load_encoder(encoder_file), load_mil(mil_file)
+        check_encoder_slot(name, encoder, encoder_file, patch)
+        check_pair(name, mil, encoder, mil_file, patch)
         save_encoder(out / f"{name}_encoder.safetensors", copy.deepcopy(encoder).half(), encoder.cfg)
         shutil.copyfile(mil_file, out / f"{name}_mil.safetensors")
         entry[name] = {"encoder": f"{name}_encoder.safetensors", "mil": f"{name}_mil.safetensors"}
+        notice = notice or mil.cfg.notice
+        synthetic |= "synthetic" in encoder.cfg.training_data
+    notice = notice or (SYNTHETIC_NOTICE if synthetic else "")  # weights trained on lrmil.synth slides say so
     write_json(out / BUNDLE_FILE, {"package": "lrmil", "notice": notice, "patch": patch.to_dict(),
                                    "tissue": tissue.to_dict(), **entry})
     return out
@@ -118,6 +122,15 @@ def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path, pat
     if not math.isclose(mil.cfg.magnification, expected):
         raise ValueError(f"{where}: the {name} slot takes a {expected:g}x ABMIL, this one was trained on "
                          f"{mil.cfg.magnification:g}x features (swapped --student-mil and --teacher-mil?)")
+
+
+def check_encoder_slot(name: str, encoder: nn.Module, where: str | Path, patch: PatchConfig) -> None:
+    """An encoder distilled for coarser patches than its slot's would run, and be wrong (a 20x encoder in the 5x
+    slot is allowed: the baseline without distillation)."""
+    expected, _ = patch.level(name)
+    if encoder.cfg.magnification < expected and not math.isclose(encoder.cfg.magnification, expected):
+        raise ValueError(f"{where}: the {name} slot reads {expected:g}x patches, and this encoder was distilled for "
+                         f"{encoder.cfg.magnification:g}x (swapped --student-encoder and --teacher-encoder?)")
 
 
 def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int = 0) -> PathModel | OnnxPathModel:
@@ -137,6 +150,7 @@ def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int =
     encoder = load_encoder(folder / spec[name]["encoder"]).float().eval().to(device)
     mil = load_mil(folder / spec[name]["mil"]).to(device)
     patch = PatchConfig.from_dict(spec["patch"])
+    check_encoder_slot(name, encoder, folder, patch)
     check_pair(name, mil, encoder, folder, patch)
     notice = spec.get("notice", "") or mil.cfg.notice
     return PathModel(name, encoder, mil, patch, TissueConfig.from_dict(spec["tissue"]), notice)
