@@ -3,7 +3,8 @@
 The callback is a plain function of its inputs and a work folder (no module state, nothing a
 UI event edits), so tests call it directly. Analysis runs through `pulse.recording` and
 drawing through `pulse.plots`; downloads are written by the same registered writers as
-`pulse analyze`, so a table from the app is byte-for-byte what the CLI would write.
+`pulse analyze`, so a table from the app is what the CLI would write, but for naming the recording by its
+uploaded file name instead of the server's copy.
 """
 
 from __future__ import annotations
@@ -83,10 +84,12 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=HALF), out / "embedding.png")
              if rec.embeddings.shape[1] else None)
     found = merge_consecutive_table(rec.detections, cfg.merge_consecutive)  # table, downloads; the figure: whole runs
-    tables = {"detections": found, "scores": rec.scores}
+    # The tables name the recording as uploaded: the path of the server's copy means nothing to the user (and
+    # the page does not show it).
+    tables = {"detections": found.assign(file=name), "scores": rec.scores.rename(index={audio_path: name}, level="file")}
     downloads = []
     for fmt in DOWNLOAD_FORMATS:
-        writer = WRITERS.create(fmt)
+        writer = WRITERS.create(fmt, **({"absolute_paths": False} if fmt == "raven" else {}))
         target = output_path(writer, out, Path(name))
         writer.write(tables[writer.table], target)
         downloads.append(str(target))

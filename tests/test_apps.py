@@ -65,6 +65,9 @@ def test_field_callback_on_a_bundled_example_gives_figures_table_and_downloads(a
     assert header.split("\t") == list(RAVEN_COLUMNS) and len(rows) == windows * labels
     assert len(pd.read_csv(detections_csv)) == windows * labels
     assert len(pd.read_csv(scores_csv)) == windows
+    # The recording as uploaded, by its name: not the server's copy (Gradio's cache path) of it.
+    assert {row.split("\t")[RAVEN_COLUMNS.index("Begin Path")] for row in rows} == {GRYLLUS.name}
+    assert set(pd.read_csv(detections_csv)["File"]) == set(pd.read_csv(scores_csv)["file"]) == {GRYLLUS.name}
 
     merged = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.0, tmp_path, merge=100)
     assert len(merged.detections) == labels  # every species' 7 windows touch: one row each, 0-7 s

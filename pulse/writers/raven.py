@@ -1,6 +1,7 @@
 """Raven Pro selection table, one per recording, with BirdNET-Analyzer's columns and layout.
 
-Begin Path is absolute: Raven opens the recording from it, wherever the table is opened from.
+Begin Path is absolute: Raven opens the recording from it, wherever the table is opened from (the field app
+writes the uploaded file's name instead: the server's copy of it means nothing to the user).
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ class RavenWriter:
     table = "detections"
     per_file = True
 
+    def __init__(self, absolute_paths: bool = True):
+        self.absolute_paths = absolute_paths
+
     def write(self, table: Columns, path: Path) -> None:
         lines = ["\t".join(RAVEN_COLUMNS)]
+        begin_path = os.path.abspath if self.absolute_paths else str
         columns = ("channel", "start_s", "end_s", "low_hz", "high_hz", "common_name", "code", "score", "file")
         for i, (channel, start, end, low, high, name, code, score, file) in enumerate(rows(table, columns), start=1):
             lines.append("\t".join(map(str, (i, "Spectrogram 1", channel, _num(start), _num(end), _num(low), _num(high),
-                                             name, code, f"{score:.4f}", os.path.abspath(file), _num(start)))))
+                                             name, code, f"{score:.4f}", begin_path(file), _num(start)))))
         write_text(path, "\n".join(lines) + "\n")
 
 
