@@ -39,9 +39,11 @@ class LabView:
         """In the order of the page's output components."""
         banner = f"## ⚠ {self.notice[:1].upper()}{self.notice[1:]}" if self.notice else ""
         # Nested, so that gradio_client does not take the record (it has a "path" key) for a file to download;
-        # the slide by its name, not the server's upload path.
-        shown = None if self.record is None else {
-            "prediction": {**self.record, "slide": Path(self.record["slide"]).name}}
+        # the slide by its name, not the server's upload path (nor in the file record that lets a rerun skip it).
+        record = self.record
+        shown = None if record is None else {"prediction": {
+            **record, "slide": Path(record["slide"]).name,
+            "source": {**record["source"], "path": Path(record["source"]["path"]).name}}}
         return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, self.geojson, shown
 
 

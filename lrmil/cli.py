@@ -270,7 +270,10 @@ CONFIG_OPT = typer.Option(None, "--config", help="Rerun a previous run from its 
 
 
 def _folds(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"a comma list of fold numbers, got {text!r}", param_hint="--folds") from None
 
 
 def _model_cfg(hidden_dim: int, attn_dim: int, drop_rate: float) -> ABMILConfig:

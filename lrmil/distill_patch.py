@@ -191,6 +191,17 @@ def _training_slides(slides: list[Path], splits: str | Path | None, test_fold: i
     return [p for p in slides if slide_id(p) not in held_out]
 
 
+def _check_teacher_fold(teacher_mil: str | Path, test_fold: int) -> None:
+    """The teacher ABMIL weighting the children must be the one of the fold stage 1 leaves out: another fold's
+    was trained on the left-out slides."""
+    from export.artifact import read_weights_metadata
+
+    fold = read_weights_metadata(teacher_mil, package="lrmil").get("fold")
+    if fold is not None and fold != test_fold:
+        raise ValueError(f"{teacher_mil}: the teacher of fold {fold}, trained on the slides of --test-fold {test_fold}; "
+                         f"give its fold{test_fold} model, or --test-fold {fold}")
+
+
 def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, splits: str | Path | None = None,
                   teacher_mil: str | Path | None = None, teacher_features: str | Path | None = None) -> dict:
     """Train the 5x student encoder and save it to `out` (.safetensors); returns metrics.
@@ -215,6 +226,8 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
         raise ValueError("attention weighting needs both --teacher-mil and --teacher-features (the ABMIL and the 20x "
                          "features it attends over); give both, or neither, or --no-attention-weighting")
     use_attention = cfg.attention_weighting and teacher_mil is not None
+    if use_attention and splits is not None:
+        _check_teacher_fold(teacher_mil, cfg.test_fold)
     attention = teacher_attention(teacher_mil, teacher_features, [slide_id(p) for p in chosen]) if use_attention else {}
     start, samples = time.perf_counter(), []
     for path in tqdm(chosen, desc="teacher targets", unit="slide"):

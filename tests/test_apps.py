@@ -239,6 +239,7 @@ def test_lab_json_output_names_the_slide_and_is_no_file_to_gradio_client(slide_m
     slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
     shown = lab.predict_upload(str(slide), None, str(slide_model), "student", tmp_path).outputs()[-1]
     assert set(shown) == {"prediction"} and shown["prediction"]["slide"] == slide.name  # no top-level "path" key
+    assert shown["prediction"]["source"]["path"] == slide.name and str(slide.parent) not in json.dumps(shown)
 
 
 def test_request_folders_older_than_a_day_are_pruned(tmp_path):

@@ -140,3 +140,17 @@ def test_attention_weighting_needs_both_the_teacher_mil_and_its_features(tmp_pat
     for given in ({"teacher_mil": tmp_path / "mil.safetensors"}, {"teacher_features": tmp_path / "features"}):
         with pytest.raises(ValueError, match="needs both --teacher-mil and --teacher-features"):
             distill_patch(DistillPatchConfig(), [slide], tmp_path / "student.safetensors", **given)
+
+
+def test_the_teacher_weighting_the_children_must_be_that_of_the_fold_left_out(tmp_path):
+    """Another fold's teacher ABMIL was trained on the slides stage 1 leaves out for testing."""
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.config import ABMILConfig
+
+    save_mil(tmp_path / "fold2.safetensors", ABMIL(ABMILConfig()), {"fold": 2})
+    splits = tmp_path / "splits.csv"
+    splits.write_text("slide_id,label,fold\na,0,0\nb,1,1\nc,0,2\n")
+    with pytest.raises(ValueError, match="fold2.safetensors: the teacher of fold 2, trained on the slides of "
+                                         "--test-fold 0; give its fold0 model, or --test-fold 2"):
+        distill_patch(DistillPatchConfig(test_fold=0), [tmp_path / "a.png"], tmp_path / "student.safetensors",
+                      splits=splits, teacher_mil=tmp_path / "fold2.safetensors", teacher_features=tmp_path)

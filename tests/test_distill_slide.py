@@ -197,3 +197,42 @@ def test_config_reruns_a_run_into_another_out_and_refuses_flags_it_would_ignore(
     assert no_fold.exit_code == 2 and "splits.csv: no fold 7 among the slides with features (folds: 0, 1, 2)" in no_fold.output
     missing = lrmil("distill", "--features", root / "f5", "--splits", root / "splits.csv")
     assert missing.exit_code == 2 and "missing --teacher-features, --teacher" in missing.output
+
+
+def test_resume_follows_the_splits_and_the_teacher_and_folds_run_apart_add_up(feature_folders):
+    """A fold model is reused only for the same slides and labels in each role (and, in stage 2, the same teacher
+    fold); folds run as separate jobs into one --out add up in predictions.csv; a seed gives the same models."""
+    root = feature_folders
+    model = ABMILConfig(hidden_dim=8, attn_dim=8, drop_rate=0.0)
+    cfg = MILConfig(features=str(root / "f20"), splits=str(root / "splits.csv"), out=str(root / "t"), model=model,
+                    epochs=3, patience=3, lr=1e-2)
+
+    def stamps(run: str) -> dict[int, int]:
+        files = {fold: root / run / f"fold{fold}" / "model.safetensors" for fold in range(3)}
+        return {fold: path.stat().st_mtime_ns for fold, path in files.items() if path.is_file()}
+
+    train(dataclasses.replace(cfg, folds=(0,)))
+    train(dataclasses.replace(cfg, folds=(1,)))
+    assert set(pd.read_csv(root / "t" / "predictions.csv")["fold"]) == {0, 1}
+    apart = stamps("t")
+    assert train(cfg)["pooled"]["slides"] == 12
+    assert {fold: stamp for fold, stamp in stamps("t").items() if fold < 2} == apart  # only fold 2 was trained
+    train(dataclasses.replace(cfg, out=str(root / "t_again")))  # in one job, into another folder
+    assert (root / "t" / "predictions.csv").read_bytes() == (root / "t_again" / "predictions.csv").read_bytes()
+
+    student = DistillConfig(features=str(root / "f5"), teacher_features=str(root / "f20"), teacher=str(root / "t"),
+                            splits=str(root / "splits.csv"), out=str(root / "s"), model=model, epochs=3, patience=3,
+                            lr=1e-2, topk=1)
+    distill(student)
+    taught = stamps("s")
+    distill(student)
+    assert stamps("s") == taught
+    train(dataclasses.replace(cfg, lr=5e-3))  # the teacher retrained: its students are too
+    distill(student)
+    assert all(stamps("s")[fold] != taught[fold] for fold in range(3))
+
+    splits = pd.read_csv(root / "splits.csv")
+    splits.assign(fold=(splits["fold"] + 1) % 3).to_csv(root / "splits.csv", index=False)  # slides regrouped
+    before = stamps("t")
+    train(dataclasses.replace(cfg, lr=5e-3))
+    assert all(stamps("t")[fold] != before[fold] for fold in range(3))

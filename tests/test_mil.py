@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
 
 import numpy as np
@@ -181,3 +182,14 @@ def test_out_of_fold_predictions_follow_the_slides_through_store_splits_and_fold
     expected = splits.set_index("slide_id").loc[table.index]
     assert (table["label"] == expected["label"]).all() and (table["fold"] == expected["fold"]).all()
     assert ((table["p_tumour"] > 0.5) == (table["label"] == "tumour")).mean() > 0.9  # column order = sorted labels
+
+
+@pytest.mark.parametrize("row, message", [("b,,1", "line 3: no label"), (",y,1", "line 3: no slide_id"),
+                                          ("b,y,", "line 3: no fold"), ("b,y,x", "line 3: fold 'x' is not a whole number"),
+                                          ("b,y,1.5", "line 3: fold '1.5' is not a whole number")])
+def test_a_splits_row_without_a_label_or_a_whole_fold_is_one_line_naming_file_and_line(tmp_path, row, message):
+    """A blank label made sorting the labels fail (a traceback); a fold of 'x' gave pandas' words without the file."""
+    path = tmp_path / "splits.csv"
+    path.write_text(f"slide_id,label,fold\na,x,0\n{row}\nc,y,2\nd,x,1\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, {re.escape(message)}$"):
+        read_splits(path)

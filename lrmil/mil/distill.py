@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from export.artifact import sha256
 from lrmil.mil.attention import ABMIL, load_mil
 from lrmil.mil.bags import Bag, load_bags
 from lrmil.mil.config import DistillConfig
@@ -59,11 +60,19 @@ def distill(cfg: DistillConfig) -> dict:
                              "extract both resolutions with the same tissue and patch settings")
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
 
+    def teacher_file(fold: int) -> Path:
+        return Path(cfg.teacher) / f"fold{fold}" / "model.safetensors"
+
     def fold_loss(fold: int) -> BagLoss:
-        teacher = load_mil(Path(cfg.teacher) / f"fold{fold}" / "model.safetensors")
+        teacher = load_mil(teacher_file(fold))
         if teacher.cfg.labels != labels:
             raise ValueError(f"{cfg.teacher}: teacher labels {teacher.cfg.labels} differ from the splits' {labels}")
         return stage2_bag_loss(teacher_targets(teacher, teacher_bags, bags), cfg)
 
+    def teacher_weights(fold: int) -> dict:
+        """A retrained teacher fold retrains the student's."""
+        path = teacher_file(fold)
+        return {"teacher_sha256": sha256(path) if path.is_file() else ""}
+
     return run_folds(cfg, bags, splits, labels, fold_loss, model_cfg, fingerprint({**teacher_bags, **{
-        f"{s}@5x": b for s, b in bags.items()}}))
+        f"{s}@5x": b for s, b in bags.items()}}), teacher_weights)

@@ -18,9 +18,20 @@ def read_splits(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
     if table["slide_id"].duplicated().any():
         raise ValueError(f"{path}: duplicate slide_id {table['slide_id'][table['slide_id'].duplicated()].iloc[0]!r}")
-    if table["fold"].nunique() < 3:
-        raise ValueError(f"{path}: need at least 3 folds (test, validation, train), found {table['fold'].nunique()}")
-    return table[list(COLUMNS)].astype({"fold": int})
+    for column in COLUMNS:
+        if table[column].isna().any():
+            raise ValueError(f"{path}, line {_first_line(table[column].isna())}: no {column}")
+    folds = pd.to_numeric(table["fold"], errors="coerce")
+    if (bad := folds.isna() | (folds != folds.round())).any():
+        raise ValueError(f"{path}, line {_first_line(bad)}: fold '{table['fold'][bad].iloc[0]}' is not a whole number")
+    if folds.nunique() < 3:
+        raise ValueError(f"{path}: need at least 3 folds (test, validation, train), found {folds.nunique()}")
+    return table[list(COLUMNS)].assign(fold=folds.astype(int))
+
+
+def _first_line(rows: pd.Series) -> int:
+    """The file line of the first true row (the header is line 1)."""
+    return int(np.flatnonzero(rows.to_numpy())[0]) + 2
 
 
 def labels_of(table: pd.DataFrame) -> tuple[str, ...]:

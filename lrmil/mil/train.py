@@ -97,42 +97,68 @@ def fingerprint(bags: dict[str, Bag]) -> str:
 
 
 def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str, ...],
-              fold_loss: Callable[[int], BagLoss], model_cfg: ABMILConfig, data_hash: str) -> dict:
+              fold_loss: Callable[[int], BagLoss], model_cfg: ABMILConfig, data_hash: str,
+              fold_inputs: Callable[[int], dict] = lambda fold: {}) -> dict:
     """Train one model per test fold; write fold<k>/model.safetensors, predictions.csv, metrics.json.
 
-    A fold whose model was saved by the same config from the same data is reloaded, not retrained; each
-    model carries that key itself, so a run killed after config.json changed never reloads an older run's fold.
+    A fold whose model was saved with the same key is reloaded, not retrained: the same config (but for which
+    folds this call runs), the same data, the same slides and labels in each role, and what `fold_inputs` adds
+    (stage 2: the teacher fold's weights). Each model carries its key, so a run killed after config.json changed
+    never reloads an older run's fold. predictions.csv and metrics.json cover every fold of the folder whose
+    model is current, so folds run as separate jobs into one --out add up.
     """
     from export.atomic import write_json
 
     out = Path(cfg.out)
     record = {**run_record(cfg), "data_hash": data_hash}
-    key = {"run": record["config"], "data_hash": data_hash}
+    run = {name: value for name, value in record["config"].items() if name != "folds"}
     write_json(out / "config.json", record)
     splits = splits[splits["slide_id"].isin(bags)]
-    folds = [int(f) for f in (cfg.folds or sorted(splits["fold"].unique()))]
-    if unknown := sorted(set(folds) - set(splits["fold"])):
+    every_fold = [int(f) for f in sorted(splits["fold"].unique())]
+    folds = [int(f) for f in cfg.folds] or every_fold
+    if unknown := sorted(set(folds) - set(every_fold)):
         raise ValueError(f"{cfg.splits}: no fold {', '.join(map(str, unknown))} among the slides with features "
-                         f"(folds: {', '.join(map(str, sorted(splits['fold'].unique())))})")
-    tables = []
+                         f"(folds: {', '.join(map(str, every_fold))})")
+
+    def key(fold: int, roles: dict[str, list[str]]) -> dict:
+        slides = {role: [[s, int(bags[s].label)] for s in ids] for role, ids in roles.items()}
+        return {"run": run, "data_hash": data_hash, "roles_sha256": _sha256_json(slides), **fold_inputs(fold)}
+
     for fold in tqdm(folds, desc="folds"):
         roles = fold_roles(splits, fold)
         path = out / f"fold{fold}" / "model.safetensors"
-        if saved_with(path, key):
-            model = load_mil(path)
-        else:
+        if not saved_with(path, key(fold, roles)):
+            torch.manual_seed(cfg.seed)  # the initial weights too: torch's own seed differs in every process
             model = fit(ABMIL(model_cfg), [bags[s] for s in roles["train"]], [bags[s] for s in roles["val"]],
                         fold_loss(fold), cfg, desc=f"fold {fold}")
-            save_mil(path, model, {"fold": fold, **key})
-        test = [bags[s] for s in roles["test"]]
-        tables.append(predictions_table([b.slide_id for b in test], np.array([b.label for b in test]),
-                                        predict_bags(model, test), labels, [fold] * len(test)))
+            save_mil(path, model, {"fold": fold, **key(fold, roles)})
+    tables = []
+    for fold in every_fold:  # this call's folds and those earlier calls left current
+        roles = fold_roles(splits, fold)
+        path = out / f"fold{fold}" / "model.safetensors"
+        if saved_with(path, key(fold, roles)):
+            test = [bags[s] for s in roles["test"]]
+            tables.append(predictions_table([b.slide_id for b in test], np.array([b.label for b in test]),
+                                            predict_bags(load_mil(path), test), labels, [fold] * len(test)))
     table = pd.concat(tables, ignore_index=True)
     write_predictions(out / "predictions.csv", table)
     per_fold = {int(f): metrics_from_table(t, labels) for f, t in table.groupby("fold")}
-    metrics = {"pooled": metrics_from_table(table, labels), "folds": per_fold}
+    metrics = _without_nan({"pooled": metrics_from_table(table, labels), "folds": per_fold})
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _sha256_json(value) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _without_nan(value):
+    """NaN (AUC of a fold with one class) as None: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def saved_with(path: Path, key: dict) -> bool:
