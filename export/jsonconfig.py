@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 
 
 def _fits(value, hint) -> bool:
-    """A JSON value of the scalar type a field declares (an int is a float too, a bool is not a number)."""
+    """A JSON value of the type a field declares: an int is a float too, a bool is not a number, a tuple is a
+    list whose items fit (as many as declared, or any number for `tuple[X, ...]`), a union fits any member."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(item, args[0]) for item in value)
+        return len(value) == len(args) and all(_fits(item, arg) for item, arg in zip(value, args))
+    if hint is type(None):
+        return value is None
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -22,7 +35,25 @@ def _fits(value, hint) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
-    return True  # optionals and unions are left to the config's own checks
+    return True  # dicts and anything else are left to the config's own checks
+
+
+_WORDS = {bool: ("true or false", "true/false values"), int: ("a whole number", "whole numbers"),
+          float: ("a number", "numbers"), str: ("a string", "strings"), type(None): ("null", "nulls")}
+
+
+def _described(hint, plural: bool = False) -> str:
+    """`tuple[float, float]` as "a list of 2 numbers": words for the one writing the config."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_described(args[0], plural=True)}"
+        if len(set(args)) == 1:
+            return f"a list of {len(args)} {_described(args[0], plural=True)}"
+        return f"a list of {len(args)} ({', '.join(map(_described, args))})"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_described(arg, plural) for arg in args)
+    return _WORDS.get(hint, (getattr(hint, "__name__", str(hint)),) * 2)[plural]
 
 
 class JsonConfig:
@@ -34,19 +65,21 @@ class JsonConfig:
     @classmethod
     def from_dict(cls, data: dict):
         """Unknown keys are ignored here (a newer version's run record still loads; `unknown_keys` names them),
-        missing ones keep their default; a scalar of the wrong type is a ValueError naming the field."""
+        missing ones keep their default; a value of the wrong type is a ValueError naming the field."""
         hints = typing.get_type_hints(cls)
         values = {}
         for f in dataclasses.fields(cls):
             if f.name not in data:
                 continue
             value, hint = data[f.name], hints[f.name]
-            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, JsonConfig):
+            if isinstance(hint, type) and issubclass(hint, JsonConfig):
+                if not isinstance(value, dict):
+                    raise ValueError(f"{f.name} must be an object of settings, got {value!r}")
                 value = hint.from_dict(value)
+            elif not _fits(value, hint):
+                raise ValueError(f"{f.name} must be {_described(hint)}, got {value!r}")
             elif isinstance(value, list):
                 value = tuple(value)
-            elif not _fits(value, hint):
-                raise ValueError(f"{f.name} must be {hint.__name__}, got {value!r}")
             values[f.name] = value
         return cls(**values)
 

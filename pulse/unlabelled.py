@@ -9,16 +9,20 @@ be hundreds of GB.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from export.atomic import atomic_path
-from pulse.io import audio_info, frames_reader, open_audio
-from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, select_split
+from pulse.io import AudioReadError, audio_info, frames_reader, open_audio
+from pulse.manifest import UNLABELLED_COLUMNS, ManifestError, read_manifest, select_split
 from pulse.train.augment import crop, rms
+
+log = logging.getLogger(__name__)
 
 
 def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
@@ -45,6 +49,21 @@ def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: 
     return out
 
 
+def read_span_or_silence(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
+    """`read_span`, or silence where the file cannot be read there (damaged or cut short after the pool was built),
+    said once per file: hours of training go on, and the batches stay those of the seed (a resumed run's too)."""
+    try:
+        return read_span(path, start_s, duration_s, sample_rate)
+    except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError) as exc:
+        if str(path) not in _SAID_UNREADABLE:
+            _SAID_UNREADABLE.add(str(path))
+            log.warning("%s: %s; its unreadable windows are silence", path, exc)
+        return np.zeros(int(round(duration_s * sample_rate)), np.float32)
+
+
+_SAID_UNREADABLE: set[str] = set()  # files whose unreadable windows were reported, once each
+
+
 @dataclass(frozen=True)
 class PoolFile:
     path: Path
@@ -55,9 +74,14 @@ class UnlabelledPool:
     """Draws random `window_s` windows from files, each file in proportion to its duration."""
 
     def __init__(self, files: list[Path], sample_rate: int, window_s: float):
-        self.files = [PoolFile(Path(p), audio_info(p).duration_s) for p in files]
+        self.files = []
+        for path in map(Path, files):
+            try:
+                self.files.append(PoolFile(path, audio_info(path).duration_s))
+            except AudioReadError as exc:  # one warning line, as a labelled recording that cannot be read
+                log.warning("%s; left out of the pool", exc)
         if not self.files:
-            raise ValueError("the unlabelled pool is empty")
+            raise ValueError("the unlabelled pool is empty (no readable recording)")
         self.sample_rate, self.window_s = sample_rate, window_s
         weights = np.array([f.duration_s for f in self.files])
         self.weights = weights / weights.sum()
@@ -68,14 +92,19 @@ class UnlabelledPool:
         """Every file of `split` in each (manifest, root) pair; labels, if any, are ignored."""
         if len(manifests) != len(roots):
             raise ValueError(f"{len(manifests)} unlabelled manifests but {len(roots)} roots")
-        files = [Path(root) / p for manifest, root in zip(manifests, roots)
-                 for p in select_split(read_manifest(manifest), split)["path"]]
+        files = []
+        for manifest, root in zip(manifests, roots):
+            frame = read_manifest(manifest)
+            if missing := {"path", "split"} - set(frame.columns):
+                raise ManifestError(f"{manifest}: no {' or '.join(sorted(missing))} column (an unlabelled manifest "
+                                    f"has {', '.join(UNLABELLED_COLUMNS)})")
+            files += [Path(root) / p for p in select_split(frame, split)["path"]]
         return cls(files, sample_rate, window_s)
 
     def window(self, rng: np.random.Generator) -> np.ndarray:
         item = self.files[int(rng.choice(len(self.files), p=self.weights))]
         start = float(rng.uniform(0.0, max(item.duration_s - self.window_s, 0.0)))
-        return read_span(item.path, start, self.window_s, self.sample_rate)
+        return read_span_or_silence(item.path, start, self.window_s, self.sample_rate)
 
     def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return np.stack([self.window(rng) for _ in range(size)])

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from pulse.config import ModelConfig, SemiConfig
-from pulse.manifest import validate_manifest
+from pulse.manifest import ManifestError, validate_manifest
 from pulse.models import create_model
 from pulse.train.byol import (BYOL, MixupMemory, byol_loss, ema_update, match_statistics, mlp,
                               random_resize_crop, running_stats_frozen)
@@ -130,6 +130,29 @@ def test_byol_views_leave_the_students_batchnorm_statistics_alone():
     assert norm.momentum == momentum
     model(torch.randn(4, TINY.window_samples))  # an ordinary forward still updates them
     assert not all(torch.equal(stats[k], model.state_dict()[k]) for k in stats)
+
+
+def test_an_unreadable_pool_file_is_left_out_and_a_window_it_breaks_in_is_silence(tmp_path, caplog):
+    """A junk or missing file stopped training with a traceback; a FLAC cut short after the pool was built (its
+    header still promising the whole) crashed it mid-run at the same step on every resume."""
+    rate = 22050
+    whole = (0.1 * np.random.default_rng(0).standard_normal(4 * rate)).astype(np.float32)
+    sf.write(tmp_path / "cut.flac", whole, rate)
+    (tmp_path / "junk.wav").write_bytes(b"RIFF" + bytes(100))
+    manifest = tmp_path / "pool.csv"
+    manifest.write_text("path,split\ncut.flac,train\njunk.wav,train\nmissing.flac,train\n")
+    with caplog.at_level("WARNING"):
+        pool = UnlabelledPool.from_manifests((str(manifest),), (str(tmp_path),), "train", rate, 1.0)
+    assert [f.path.name for f in pool.files] == ["cut.flac"]
+    assert sum("left out of the pool" in r.message for r in caplog.records) == 2
+    data = (tmp_path / "cut.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[:len(data) // 2])  # cut after the pool was built
+    batch = pool.batch(np.random.default_rng(1), 16)
+    assert batch.shape == (16, rate) and (~batch.any(axis=1)).any() and batch.any(axis=1).any()
+    assert sum("its unreadable windows are silence" in r.message for r in caplog.records) == 1  # said once
+    (tmp_path / "bad.csv").write_text("file,split\ncut.flac,train\n")
+    with pytest.raises(ManifestError, match="bad.csv: no path column"):
+        UnlabelledPool.from_manifests((str(tmp_path / "bad.csv"),), (str(tmp_path),), "train", rate, 1.0)
 
 
 def test_unlabelled_pool_streams_real_windows(shared_data):

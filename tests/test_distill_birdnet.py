@@ -256,3 +256,8 @@ def test_distilled_student_carries_birdnets_licence():
     assert dataclasses.replace(distilled, license=plain.model.license, attribution=plain.model.attribution) == plain.model
     own = dataclasses.replace(plain, lambda_kd=1.0, model=dataclasses.replace(plain.model, attribution="Recordings (c) Me"))
     assert student_model_config(own).attribution.startswith("Recordings (c) Me. Distilled from BirdNET V2.4")
+    assert distilled.license == "CC BY-NC-SA 4.0 (weights distilled from BirdNET V2.4); code MIT"  # data: unstated
+    # a licence the config gives its own training data is kept beside BirdNET's, not replaced by it
+    restricted = dataclasses.replace(own, model=dataclasses.replace(own.model, license="internal use only"))
+    assert student_model_config(restricted).license == ("CC BY-NC-SA 4.0 (weights distilled from BirdNET V2.4; "
+                                                        "training data: internal use only); code MIT")

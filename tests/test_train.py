@@ -373,7 +373,12 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path)
 
     assert "mine.json: no setting is called epoch, model.lables (misspelt?)" in train_with(
         '{"epoch": 2, "model": {"lables": ["a"]}}')
-    assert "mine.json: epochs must be int, got '2'" in train_with('{"epochs": "2"}')
+    assert "mine.json: epochs must be a whole number, got '2'" in train_with('{"epochs": "2"}')
+    # a list setting given one value was split into characters (backgrounds "bgs": b, g, s) or failed in training
+    assert "mine.json: backgrounds must be a list of strings, got 'bgs'" in train_with('{"backgrounds": "bgs"}')
+    assert "mine.json: snr_db must be a list of 2 numbers, got 5" in train_with('{"snr_db": 5}')
+    assert "mine.json: model must be an object of settings, got 'pulse_cnn_xs'" in train_with('{"model": "pulse_cnn_xs"}')
+    assert "mine.json: teacher_caches must be a list of strings, got 'x'" in train_with('{"semi": {"teacher_caches": "x"}}')
     assert "mine.json: not valid JSON" in train_with('{"epochs": 2,}')
     assert "mine.json: model.labels lists a more than once" in train_with('{"model": {"labels": ["a", "b", "a"]}}')
     assert "unknown audio encoder 'resnet9'" in train_with('{"model": {"arch": "resnet9"}}')  # before any decoding

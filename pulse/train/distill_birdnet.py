@@ -169,13 +169,13 @@ class BirdNETDistillation(LossTerm):
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """(student windows [B, N], teacher embeddings [B, 1024], teacher logits [B, K], probe scores
         [B, C] or [B, 0] without a probe) for `step`."""
-        from pulse.unlabelled import read_span
+        from pulse.unlabelled import read_span_or_silence
 
         rng = np.random.default_rng([self.seed, STREAM, step])
         waves, embeddings, logits, species = [], [], [], []
         for i in rng.integers(len(self.bank.windows), size=self.cfg.kd_batch):
             item = self.bank.windows[int(i)]
-            wave = read_span(item.path, item.start_s, self.bank.window_s, self.sample_rate)
+            wave = read_span_or_silence(item.path, item.start_s, self.bank.window_s, self.sample_rate)
             if rng.random() < self.cfg.kd_background_prob and np.abs(wave).max() > 0:
                 wave = mix_at_snr(wave, self.backgrounds.window(rng), float(rng.uniform(*self.cfg.kd_snr_db)))
             embedding, logit = self.bank.targets(item)
@@ -213,11 +213,13 @@ def training_labels(cfg: TrainConfig) -> dict[Path, str]:
 
 def student_model_config(cfg: TrainConfig) -> ModelConfig:
     """The config saved with the weights: a student distilled from BirdNET, directly or through an
-    ensemble teacher that was, carries BirdNET's licence."""
+    ensemble teacher that was, carries BirdNET's licence, added to the one the config gives its training data."""
     if cfg.lambda_kd <= 0 and not any("BirdNET" in license for license in teacher_licenses(cfg)):
         return cfg.model
+    data = cfg.model.license.strip()
+    data = "" if data in ("", ModelConfig().license) else f"; training data: {data}"  # the default says nothing
     return dataclasses.replace(
-        cfg.model, license=f"{birdnet.LICENSE} (weights distilled from BirdNET V2.4); code MIT",
+        cfg.model, license=f"{birdnet.LICENSE} (weights distilled from BirdNET V2.4{data}); code MIT",
         attribution=" ".join(part if part.endswith(".") else f"{part}."  # sentences, whatever the user wrote
                              for part in (cfg.model.attribution.strip(), f"Distilled from {birdnet.ATTRIBUTION}") if part))
 
