@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--throughput-s", type=float, default=300.0, help="length of the throughput recording")
     parser.add_argument("--caches", default="runs/teacher/insectset32,runs/teacher/backgrounds")
     args = parser.parse_args()
+    from pulse.train.weak_labels import evaluation_config
+
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     caches = tuple(args.caches.split(","))
@@ -148,7 +150,7 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for regime in filter(None, args.regimes.split(",")):
         rows = results.setdefault(f"{regime}-label", {})
-        eval_cfg = dataclasses.replace(base.evaluation, manifest=manifests[regime])
+        eval_cfg = evaluation_config(dataclasses.replace(base, manifest=manifests[regime]))  # the students' own
         probe_key = settings_key(manifest=manifests[regime], evaluation=eval_cfg.to_dict(), caches=caches)
         if rows.get("BirdNET probe", {}).get("key") != probe_key:  # kept from an earlier run only if made alike
             rows["BirdNET probe"] = {**probe_report(manifests[regime], eval_cfg, base.model.labels, caches,

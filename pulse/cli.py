@@ -322,9 +322,9 @@ def evaluate(
 
     flags = dict(manifest=str(manifest), audio_root=str(audio_root), split=split,
                  background_manifest=str(background_manifest), background_root=str(background_root),
-                 background_split=background_split, snr_db=tuple(float(s) for s in snr_db.split(",") if s.strip()),
+                 background_split=background_split, snr_db=_numbers(snr_db, "--snr-db"),
                  threshold=threshold, seed=seed, exclude_excerpts=exclude_excerpts, level_floor=level_floor,
-                 delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()))
+                 delays_ms=_numbers(delays_ms, "--delays-ms"))
     try:
         if config is not None:  # what that run validated on, then only the flags typed on this command line
             from pulse.train.weak_labels import evaluation_config
@@ -339,6 +339,13 @@ def evaluate(
         raise typer.Exit(2)
     typer.echo(format_table(report))
     typer.echo(f"report.json, report.txt and confusion.png written to {out}")
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"a comma list of numbers, got {text!r}", param_hint=option) from None
 
 
 @app.command("manifest")
@@ -422,7 +429,7 @@ def teacher_cache(
                   batch_size=batch_size, threads=threads)
     try:
         index = build_cache(cfg)
-    except (FileNotFoundError, ManifestError) as exc:
+    except (FileNotFoundError, ManifestError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     failed = len(pd.read_csv(out / "errors.csv"))

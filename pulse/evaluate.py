@@ -54,7 +54,11 @@ def excluded_excerpts(path: str) -> set[tuple[str, float]]:
     table = pd.read_csv(path)
     if not {"path", "start_s"} <= set(table.columns):
         raise ValueError(f"{path}: an excerpt exclusion list needs the columns path and start_s")
-    return {(str(p), round(float(s), 3)) for p, s in zip(table["path"], table["start_s"])}
+    starts = pd.to_numeric(table["start_s"], errors="coerce")
+    if starts.isna().any():
+        raise ValueError(f"{path}, line {int(starts.isna().to_numpy().argmax()) + 2}: start_s "
+                         f"{table['start_s'][starts.isna()].iloc[0]!r} is not a number of seconds")
+    return {(str(p), round(float(s), 3)) for p, s in zip(table["path"], starts)}
 
 
 def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s: float) -> EvalData:
@@ -243,6 +247,11 @@ def format_table(report: dict) -> str:
     if delays:
         lines.append(f"(delays: every excerpt and negative also scored {', '.join(f'{d:g}' for d in delays)} ms later, "
                      f"silence in front)")
+    species = next(iter(conditions.values()))["window"]["per_species"]
+    if len(present := [label for label in report["labels"] if species[label]["support"]]) < len(report["labels"]):
+        lines.append(f"(macro averages over the {len(present)} of the model's {len(report['labels'])} species with "
+                     "excerpts here; scikit-learn's default would also average species that are only predicted, "
+                     "at F1 0)")
     lines += ["", f"{'species (window F1)':<30}" + "".join(f"{n:>12}" for n in conditions)]
     for label in report["labels"]:
         lines.append(f"{label:<30}" + "".join(f"{m['window']['per_species'][label]['f1']:12.3f}" for m in conditions.values()))

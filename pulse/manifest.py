@@ -9,10 +9,10 @@ Validation collects every problem (one line each) so a user fixes a manifest in 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import pandas as pd
 
 LABELLED_COLUMNS = ("path", "species", "split", "license", "recordist", "duration_s", "sample_rate")
@@ -92,9 +92,13 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     """A labelled manifest from one folder per species (`Gryllus_campestris/` or `Gryllus campestris/`),
     and one line per file that could not be read (left out).
 
-    Each species' recordings are shuffled with `seed` and `val_fraction` of them (at least one, when
-    there are two or more) go to `validation`, whole recordings, so no recording is in both splits.
+    In each species `val_fraction` of the recordings (at least one, when there are two or more) go to
+    `validation`, whole recordings: those whose content hash, salted with `seed`, ranks first. So a file's
+    split depends on its own species' files only (adding recordings elsewhere moves nothing, and one added here
+    can push a validation recording into train but never the reverse), and a recording copied into two species
+    folders (two singers in it) is in one split: validation, if either copy is.
     """
+    from export.artifact import sha256
     from pulse.discovery import find_audio
     from pulse.io import AudioReadError, audio_info
 
@@ -104,20 +108,20 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     if not folders:
         raise ManifestError(f"{root}: no species folders (expected one folder of recordings per species)")
-    rng = np.random.default_rng(seed)
-    rows, problems = [], []
+    found, problems = [], []  # (species, path, content hash, info)
     for folder in folders:
-        species = folder.name.replace("_", " ")
-        files = [path for path, _ in find_audio([folder], undecodable=True)]
-        order = rng.permutation(len(files))
-        n_val = max(1, round(len(files) * val_fraction)) if len(files) >= 2 and val_fraction > 0 else 0
-        for rank, i in enumerate(order):
+        for path, _ in find_audio([folder], undecodable=True):
             try:
-                info = audio_info(files[i])
+                found.append((folder.name.replace("_", " "), path, sha256(path), audio_info(path)))
             except AudioReadError as exc:
                 problems.append(str(exc))
-                continue
-            rows.append((files[i].relative_to(root).as_posix(), species, "validation" if rank < n_val else "train",
-                         "", "", f"{info.duration_s:.3f}", str(info.sample_rate)))
+    validation = set()
+    for species in dict.fromkeys(item[0] for item in found):
+        contents = sorted({item[2] for item in found if item[0] == species},
+                          key=lambda content: hashlib.sha256(f"{seed}:{content}".encode()).hexdigest())
+        n_val = max(1, round(len(contents) * val_fraction)) if len(contents) >= 2 and val_fraction > 0 else 0
+        validation.update(contents[:n_val])
+    rows = [(path.relative_to(root).as_posix(), species, "validation" if content in validation else "train",
+             "", "", f"{info.duration_s:.3f}", str(info.sample_rate)) for species, path, content, info in found]
     frame = pd.DataFrame(rows, columns=list(LABELLED_COLUMNS)).sort_values("path", ignore_index=True)
     return frame, problems

@@ -124,6 +124,15 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
     result = CliRunner().invoke(app, ["teacher-cache", "--manifest", cfg.manifest, "--audio-root", cfg.audio_root,
                                       "--out", cfg.out, "--threads", "1"])
     assert result.exit_code == 1 and f"1 file(s) failed: see {Path(cfg.out) / 'errors.csv'}" in result.output
+    # another hop into the same folder would reuse every entry under the new setting: refused
+    other_hop = CliRunner().invoke(app, ["teacher-cache", "--manifest", cfg.manifest, "--audio-root", cfg.audio_root,
+                                         "--out", cfg.out, "--hop-s", "0.5"])
+    assert other_hop.exit_code == 2 and "holds teacher outputs made with other settings (hop_s 1.0 -> 0.5)" in \
+        other_hop.output
+    (tmp_path / "nopath.csv").write_text("file\nclip0.flac\n")
+    no_path = CliRunner().invoke(app, ["teacher-cache", "--manifest", str(tmp_path / "nopath.csv"), "--out",
+                                       str(tmp_path / "c2")])
+    assert no_path.exit_code == 2 and "nopath.csv: no path column" in no_path.output
 
 def test_birdnet_predictor_backend_restricted_to_species(short_clips):
     from export.predictor import load_predictor

@@ -191,3 +191,41 @@ def test_noisy_mixes_stay_within_full_scale_at_the_asked_snr():
     assert 20 * np.log10(rms(mixed - residual) / rms(residual)) == pytest.approx(-10.0, abs=1.0)
     quiet = EvalData(0.01 * song, np.zeros(1, int), np.zeros(1, int), [noise], noise[None, :3000])
     assert np.abs(mix(quiet, 10.0, seed=0)[0]).max() < 0.1  # already within full scale: left as it is
+
+
+def test_the_report_says_when_macro_averages_leave_out_species_absent_from_the_split():
+    """Macro averages run over the species with excerpts in the split: say so, as scikit-learn's default differs."""
+    from pulse.config import EvalConfig
+    from pulse.evaluate import EvalData, evaluate, format_table
+
+    rate = 1000
+    rows = np.array([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.1, 0.9, 0.1]])  # the third called c
+
+    def model(batch: np.ndarray) -> np.ndarray:  # excerpt i carries i + 1 in its first sample, negatives 0
+        index = batch[:, 0].astype(int)
+        return np.where(index[:, None] > 0, rows[np.maximum(index - 1, 0)], 0.05)
+
+    def report(labels: list[int]) -> dict:
+        windows = np.zeros((4, 3 * rate), np.float32)
+        windows[:, 0] = np.arange(1, 5)
+        data = EvalData(windows, np.array(labels), np.arange(4), [np.zeros(4 * rate, np.float32)],
+                        np.zeros((2, 3 * rate), np.float32), sample_rate=rate)
+        return evaluate(model, data, EvalConfig(snr_db=(), delays_ms=()), NAMES)
+
+    two = report([0, 1, 0, 1])  # no excerpt of c
+    assert two["conditions"]["clean"]["window"]["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert "macro averages over the 2 of the model's 3 species with excerpts here" in format_table(two)
+    assert "macro averages over" not in format_table(report([0, 1, 2, 1]))
+
+
+def test_a_bad_exclusion_list_or_snr_list_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+    from pulse.evaluate import excluded_excerpts
+
+    (tmp_path / "excl.csv").write_text("path,start_s,reason\na.flac,3,silent\nb.flac,abc,silent\n")
+    with pytest.raises(ValueError, match=r"excl.csv, line 3: start_s 'abc' is not a number of seconds"):
+        excluded_excerpts(str(tmp_path / "excl.csv"))
+    result = CliRunner().invoke(app, ["evaluate", "--model", "m.onnx", "--snr-db", "0,x", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "a comma list of numbers, got '0,x'" in result.output

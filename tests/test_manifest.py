@@ -127,3 +127,28 @@ def test_make_manifest_from_species_folders(tmp_path, shared_data):
     assert frame["sample_rate"].eq("44100").all() and frame["duration_s"].astype(float).gt(0).all()
     assert validate_manifest(frame, tmp_path / "mine", ("Gryllus campestris", "Chorthippus mollis"), ("train",)) == []
 
+
+
+def test_make_manifest_splits_stay_put_as_recordings_are_added_and_copies_share_a_split(tmp_path, shared_data):
+    """All species drew from one random stream: one file added to a folder moved recordings between splits in
+    every folder, so a model trained on the old manifest was validated on its own training data. A recording
+    copied into two species folders (two singers in it) could be trained on in one and validated in the other."""
+    from pulse.manifest import manifest_from_folders
+
+    songs = sorted((shared_data / "audio" / "insectset32").glob("*/*.flac"))
+    mine = tmp_path / "mine"
+    for i, song in enumerate(songs[:30]):
+        (mine / f"species_{i % 3}").mkdir(parents=True, exist_ok=True)
+        (mine / f"species_{i % 3}" / song.name).write_bytes(song.read_bytes())
+    before = manifest_from_folders(mine)[0].set_index("path")["split"]
+    (mine / "species_0" / songs[30].name).write_bytes(songs[30].read_bytes())
+    after = manifest_from_folders(mine)[0].set_index("path")["split"]
+    moved = [path for path in before.index if after[path] != before[path]]
+    assert all(path.startswith("species_0/") and before[path] == "validation" for path in moved)  # never into validation
+    assert before.value_counts().to_dict() == {"train": 24, "validation": 6}
+    held_out = next(path for path in after.index if path.startswith("species_0/") and after[path] == "validation")
+    for copy in ("species_1", "species_2"):  # a species_0 validation recording in both other folders
+        (mine / copy / Path(held_out).name).write_bytes((mine / held_out).read_bytes())
+    frame = manifest_from_folders(mine)[0]
+    assert set(frame.loc[frame["path"].str.endswith("/" + Path(held_out).name), "split"]) == {"validation"}
+    assert set(manifest_from_folders(mine, seed=1)[0]["split"]) == {"train", "validation"}

@@ -477,3 +477,15 @@ def test_archive_band_limit_cuts_the_song_and_leaves_the_soundscape_behind_it_fu
     cut, kept = tone_power(1.0), tone_power(0.0)
     assert (cut[:, 1] < 1e-3 * cut[:, 0]).all() and (cut[:, 2] > 0.5 * cut[:, 0]).all()
     assert (kept[:, 1] > 0.5 * kept[:, 0]).all() and (kept[:, 2] > 0.2 * kept[:, 0]).all()
+
+
+def test_evaluation_data_settings_a_training_config_cannot_use_are_named():
+    """Per-epoch validation reads the training manifests' validation split; evaluation.split "x" was ignored
+    without a word (`pulse train` now warns with this list)."""
+    from pulse.config import EvalConfig
+    from pulse.train.weak_labels import evaluation_config, unused_evaluation_data
+
+    assert unused_evaluation_data(TrainConfig()) == []
+    odd = TrainConfig(evaluation=EvalConfig(split="x", manifest="other.csv"))
+    assert unused_evaluation_data(odd) == ["evaluation.manifest 'other.csv'", "evaluation.split 'x'"]
+    assert (evaluation_config(odd).split, evaluation_config(odd).manifest) == ("validation", TrainConfig().manifest)

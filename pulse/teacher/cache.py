@@ -9,6 +9,7 @@ resumes where it stopped, since every .npz is written atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -69,19 +70,37 @@ def _write_index(out: Path, rows: dict[str, dict]) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def _check_same_numbers(out: Path, record: dict) -> None:
+    """Entries are kept by file content alone, so a folder holds outputs of one hop and one BirdNET model: a run
+    asking for others would reuse the old ones under its own settings."""
+    try:
+        earlier = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if changed := [f"{key} {earlier.get(key)!r} -> {record[key]!r}" for key in ("hop_s", "teacher_sha256")
+                   if key in earlier and earlier[key] != record[key]]:
+        raise ValueError(f"{out}: holds teacher outputs made with other settings ({'; '.join(changed)}); "
+                         "give another --out")
+
+
 def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None) -> pd.DataFrame:
     """Fill OUT with teacher outputs for every manifest row; returns the index as a DataFrame."""
     from tqdm import tqdm
 
-    from pulse.manifest import read_manifest
+    from pulse.manifest import ManifestError, read_manifest
 
     out, root = Path(cfg.out), Path(cfg.audio_root)
+    record = {**cfg.to_dict(), "teacher": birdnet.MODEL_FILE, "license": birdnet.LICENSE,
+              "teacher_sha256": sha256(birdnet.model_dir() / birdnet.MODEL_FILE)}
+    _check_same_numbers(out, record)
+    manifest = read_manifest(cfg.manifest)
+    if "path" not in manifest.columns:
+        raise ManifestError(f"{cfg.manifest}: no path column")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**cfg.to_dict(), "teacher": birdnet.MODEL_FILE, "license": birdnet.LICENSE,
-                                      "teacher_sha256": sha256(birdnet.model_dir() / birdnet.MODEL_FILE)})
+    write_json(out / "config.json", record)
     teacher = teacher or birdnet.BirdNET(threads=cfg.threads)
     previous, rows, errors = _read_index(out), {}, []
-    paths = list(dict.fromkeys(read_manifest(cfg.manifest)["path"]))
+    paths = list(dict.fromkeys(manifest["path"]))
     for i, rel in enumerate(tqdm(paths, desc="teacher cache", unit="file")):
         path = root / rel
         try:

@@ -70,9 +70,18 @@ def run_record(cfg: TrainConfig, device: torch.device) -> dict:
 
 
 def evaluation_config(cfg: TrainConfig):
-    """The per-epoch validation reads the same manifests as training, on the validation splits."""
+    """The per-epoch validation reads the same manifests as training, on the validation splits; evaluation's own
+    data settings, where a config sets them otherwise, are not used (and `train` says so)."""
     return dataclasses.replace(cfg.evaluation, manifest=cfg.manifest, audio_root=cfg.audio_root, split=cfg.val_split,
                                background_manifest=cfg.background_manifest, background_root=cfg.background_root)
+
+
+def unused_evaluation_data(cfg: TrainConfig) -> list[str]:
+    """evaluation.* data settings that `evaluation_config` replaces by other values, as "key 'value'"."""
+    used = evaluation_config(cfg)
+    return [f"evaluation.{name} {getattr(cfg.evaluation, name)!r}"
+            for name in ("manifest", "audio_root", "split", "background_manifest", "background_root")
+            if getattr(cfg.evaluation, name) != getattr(used, name)]
 
 
 def slowable(targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -192,6 +201,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
                                                   mc.sample_rate, cfg.backgrounds), cfg.background_speeds, mc.sample_rate)
     sampler = BatchSampler(clips, backgrounds, cfg)
+    if cfg.val_split and (unused := unused_evaluation_data(cfg)):
+        log.warning("not used: %s; per-epoch validation reads split %r of the training manifests (manifest, "
+                    "audio_root, background_manifest, background_root, val_split)", ", ".join(unused), cfg.val_split)
     val_data = prepare(evaluation_config(cfg), mc.labels, mc.sample_rate, mc.window_s) if cfg.val_split else None
     if val_data is not None and (unmeasured := [label for i, label in enumerate(mc.labels)
                                                 if label not in unheard and not (val_data.labels == i).any()]):
