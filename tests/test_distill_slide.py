@@ -233,6 +233,9 @@ def test_resume_follows_the_splits_and_the_teacher_and_folds_run_apart_add_up(fe
 
     splits = pd.read_csv(root / "splits.csv")
     splits.assign(fold=(splits["fold"] + 1) % 3).to_csv(root / "splits.csv", index=False)  # slides regrouped
+    with pytest.raises(ValueError, match="the teacher was trained on other splits than"):
+        distill(student)  # its folds saw the new test slides
     before = stamps("t")
     train(dataclasses.replace(cfg, lr=5e-3))
     assert all(stamps("t")[fold] != before[fold] for fold in range(3))
+    distill(student)  # the teacher now matches the splits

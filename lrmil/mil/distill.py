@@ -48,7 +48,22 @@ def stage2_bag_loss(targets: dict[str, TeacherTarget], cfg: DistillConfig) -> Ba
     return loss
 
 
+def check_teacher_splits(cfg: DistillConfig) -> None:
+    """The teacher of fold k must have left out the slides this run tests in fold k: a teacher run on other
+    splits (its config.json records their hash) was trained on them."""
+    import json
+
+    try:
+        recorded = json.loads((Path(cfg.teacher) / "config.json").read_text())["splits_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a teacher folder without a run record: nothing to compare
+    if recorded and Path(cfg.splits).is_file() and recorded != sha256(cfg.splits):
+        raise ValueError(f"{cfg.teacher}: the teacher was trained on other splits than {cfg.splits}, so its folds "
+                         "saw this run's test slides; train it again on these splits")
+
+
 def distill(cfg: DistillConfig) -> dict:
+    check_teacher_splits(cfg)
     splits = read_splits(cfg.splits)
     labels = labels_of(splits)
     bags = load_bags(cfg.features, splits, labels)
