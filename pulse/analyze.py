@@ -139,7 +139,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     run = Run(cfg, spec, labels, model_band(meta),
               Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
                       scores_key(cfg, meta, model_path)), out_dir, writers)
-    files = [InFlight(path, rel) for path, rel in find_audio(inputs, undecodable=True)]
+    files = [InFlight(path, rel) for path, rel in find_audio(inputs, undecodable=True, outputs=out_dir)]
     for tmp in sweep_temporaries(out_dir):
         log.info("removed %s left by an interrupted run", tmp)
     finished = [f for f in files if cfg.resume and _done(f, run)]
@@ -336,17 +336,20 @@ def _warn_of_earlier_outputs(todo: list[InFlight], run: Run) -> None:
 
 
 def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:
-    """A rerun into the same folder rewrites only the formats it asks for: say when an earlier run with other
-    settings left files of other formats there, which no longer match this run's detections."""
+    """A rerun into the same folder rewrites only the formats it asks for: say when an earlier run left files of
+    other formats there, which may no longer match this run's detections (other settings, or recordings added,
+    removed or changed since)."""
     try:
         previous = InferConfig.from_dict(json.loads((out_dir / "config.json").read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError):
         return
     left = [name for name in previous.formats if name not in cfg.formats]
     changed = [k for k in ("model", "species_list", *OUTPUT_SETTINGS) if getattr(previous, k) != getattr(cfg, k)]
-    if left and changed:
-        log.warning("%s: an earlier run with another %s wrote %s output there; this run leaves those files as they "
-                    "were (use a new --out to keep runs apart)", out_dir, "/".join(changed), ", ".join(left))
+    if left:
+        log.warning("%s: an earlier run%s wrote %s output there; this run leaves those files as they were, and they "
+                    "may not match its recordings%s (use a new --out to keep runs apart, or ask for those formats)",
+                    out_dir, f" with another {'/'.join(changed)}" if changed else "", ", ".join(left),
+                    " or settings" if changed else "")
 
 
 def _run_config(cfg: InferConfig, meta: dict, model_path: Path, inputs: list) -> dict:

@@ -1,32 +1,34 @@
 """Files and folders given on the command line -> the recordings to analyse, each once, each its own output name.
 
-Folders are searched recursively (dot names skipped: macOS ._ twins, .Trashes). Two AudioMoth cards given as two
+Folders are searched recursively, into folders linked to as well (dot names skipped: macOS ._ twins, .Trashes;
+and the run's own output folder, where `pulse segments` writes its clips). Two AudioMoth cards given as two
 folders often hold the same timestamped file names; one recording's outputs must never overwrite another's.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from export.files import hidden
 from pulse.io import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES
 
 
-def find_audio(inputs: list[str | Path], undecodable: bool = False) -> list[tuple[Path, Path]]:
+def find_audio(inputs: list[str | Path], undecodable: bool = False,
+               outputs: str | Path | None = None) -> list[tuple[Path, Path]]:
     """Expand files and folders (recursively) into sorted (path, output name) pairs, each file once.
 
     The output name is the path relative to its input (writers replace the suffix), made unique:
     two AudioMoth cards given as two folders often hold the same timestamped file names, and one
     recording's Raven table must never overwrite another's. `undecodable` also lists the recordings of
     UNDECODABLE_SUFFIXES in folders, so that a batch can name them, except one already converted beside itself
-    (phone.m4a next to phone.flac).
+    (phone.m4a next to phone.flac). Nothing below `outputs` (the run's --out, if inside a folder given) is listed:
+    clips `pulse segments` cut there would otherwise be analysed as recordings on the next run.
     """
     suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
     found: list[tuple[Path, Path, str]] = []  # (path, relative, name of the input it came from)
     for item in map(Path, inputs):
         if item.is_dir():
-            listed = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                            and not hidden(p.relative_to(item)))
+            listed = [p for p in _files_below(item, outputs) if p.suffix.lower() in suffixes]
             converted = {p.with_suffix("") for p in listed if p.suffix.lower() in AUDIO_SUFFIXES}
             found += [(p, p.relative_to(item), item.resolve().name) for p in listed
                       if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
@@ -40,6 +42,22 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False) -> list[tupl
             unique.append((path, relative, root))
     relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
     return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
+
+
+def _files_below(folder: Path, outputs: str | Path | None) -> list[Path]:
+    """Files below `folder`, sorted, following links to folders (each real folder once, so a link loop ends),
+    without dot names or the `outputs` folder."""
+    skip = os.path.realpath(outputs) if outputs is not None else None
+    files, seen = [], set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen or real == skip:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        files += [path for name in names if not (path := Path(top) / name).name.startswith(".") and path.is_file()]
+    return sorted(files)
 
 
 def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:

@@ -77,7 +77,7 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
         meta, model_path = predictor.metadata, resolve_model(cfg.model)[0]
         settings = {"model": str(model_path), "settings_key": scores_key(cfg, meta, model_path),
                     "sample_rate": spec.sample_rate, "window_s": float(meta["window_s"]), "overlap_s": cfg.overlap}
-        files = find_audio(inputs, undecodable=True)
+        files = find_audio(inputs, undecodable=True, outputs=out)
         out.mkdir(parents=True, exist_ok=True)
         sweep_temporaries(out)
         for path, relative in tqdm(files, unit="file", disable=None):

@@ -53,12 +53,23 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
         t.start()
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (file, start samples, windows), oldest first
     bar = tqdm(total=0, unit="win", desc=f"0/{len(todo)} files", disable=None)
+    opened = {"files": 0, "windows": 0}  # files whose length is known (or that failed before it was), their windows
+
+    def estimate_total() -> None:
+        """The bar's total: the windows of the files opened so far, and as many a file on average for the rest,
+        so that the share done and the time left mean something before every header has been read."""
+        rest = len(todo) - opened["files"]
+        bar.total = opened["windows"] + (round(rest * opened["windows"] / opened["files"]) if opened["files"] else 0)
+        bar.refresh()
 
     def fail(i: int, stage: str, exc: BaseException, trace: str = "") -> None:
         f = todo[i]
         if f.failed:
             return
         f.failed, f.starts, f.scores = True, [], []
+        if f.info is None:  # failed before its length was known: it adds no windows
+            opened["files"] += 1
+            estimate_total()
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         summary.errors.append((str(f.path), stage, type(exc).__name__, reason))
         summary.files_failed += 1
@@ -137,8 +148,9 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
                 if item[2].warning:
                     partly_readable(i, item[2].warning)
                 run.note_low_rate(todo[i].path, item[2].sample_rate)
-                bar.total += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
-                bar.refresh()
+                opened["files"] += 1
+                opened["windows"] += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
+                estimate_total()
             elif kind == "windows":
                 todo[i].pending += len(item[2])
                 pending.append((i, item[2], item[3]))

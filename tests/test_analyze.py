@@ -268,6 +268,14 @@ def test_a_rerun_with_other_settings_names_the_outputs_it_leaves_stale(tmp_path,
         analyze([tmp_path / "a.wav"], tmp_path / "out", InferConfig(model=str(model), formats=("csv",), min_conf=0.9))
     (warning,) = [r.getMessage() for r in caplog.records if "earlier run" in r.getMessage()]
     assert "another min_conf wrote scores output there" in warning
+    # the same settings, a recording added: scores.csv of the earlier run lacks it, and that is said too
+    analyze([tmp_path / "a.wav"], tmp_path / "again", InferConfig(model=str(model), formats=("csv", "scores")))
+    sf.write(tmp_path / "b.wav", song(3.0), RATE)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pulse.analyze"):
+        analyze([tmp_path / "a.wav", tmp_path / "b.wav"], tmp_path / "again", InferConfig(model=str(model), formats=("csv",)))
+    (warning,) = [r.getMessage() for r in caplog.records if "earlier run" in r.getMessage()]
+    assert "an earlier run wrote scores output there" in warning and "may not match its recordings" in warning
 
 
 def test_raven_band_never_above_nyquist(tmp_path, model):

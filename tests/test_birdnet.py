@@ -184,3 +184,14 @@ def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path):
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "in"), "--out", str(tmp_path / "o3"),
                                       "--species-list", str(tmp_path / "slist.txt")])
     assert result.exit_code == 2 and "applies to --model birdnet only" in result.output
+
+
+def test_birdnet_refuses_a_device_it_would_not_run_on(tmp_path, short_clips):
+    """--device cuda with --model birdnet ran on the CPU and config.json said cuda."""
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+
+    result = CliRunner().invoke(app, ["analyze", str(short_clips[0]), "--out", str(tmp_path / "o"), "--model", "birdnet",
+                                      "--device", "cuda"])
+    assert result.exit_code == 2 and "BirdNET runs on the CPU here (LiteRT), not on --device cuda" in result.output

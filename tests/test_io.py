@@ -376,3 +376,20 @@ def test_a_flac_damaged_mid_file_is_decoded_around_the_damage(tmp_path, block_s,
     assert not audio[first:last].any()  # silence in its place
     start, end = (float(t) for t in said.split("damaged at ")[1].split(" s")[0].split("-"))
     assert start <= first / RATE + 0.01 and last / RATE <= end + 0.01
+
+
+def test_folders_linked_to_are_searched_once_and_the_runs_own_output_folder_never(tmp_path):
+    """A card folder linked into a project was skipped without a word (Path.rglob does not follow links); clips
+    `pulse segments` cut into an --out inside the input folder were analysed as recordings on the next run."""
+    cards = tmp_path / "cards" / "AM02"
+    cards.mkdir(parents=True)
+    project = tmp_path / "project"
+    (project / "AM01").mkdir(parents=True)
+    (project / "results" / "clips" / "Gryllus campestris").mkdir(parents=True)
+    for path in (cards / "20250701_213000.WAV", project / "AM01" / "20250701_213000.WAV",
+                 project / "results" / "clips" / "Gryllus campestris" / "0.990_20250701_213000_3s.wav"):
+        sf.write(path, np.zeros(RATE, np.float32), RATE)
+    (project / "AM02").symlink_to(cards)
+    (cards / "loop").symlink_to(project)  # a link back up: searched once, not forever
+    found = [relative.as_posix() for _, relative in find_audio([project], outputs=project / "results")]
+    assert found == ["AM01/20250701_213000.WAV", "AM02/20250701_213000.WAV"]

@@ -37,6 +37,8 @@ class BirdNETPredictor:
     def __init__(self, path: Path, device: str = "cpu", threads: int = 0, species: tuple[str, ...] = ()):
         if Path(path).name != birdnet.MODEL_FILE:
             raise ValueError(f"{path}: the birdnet backend runs {birdnet.MODEL_FILE} only")
+        if device != "cpu":  # said, not ignored: a run timed "on cuda" would have run on the CPU
+            raise ValueError(f"BirdNET runs on the CPU here (LiteRT), not on --device {device}")
         labels = birdnet.load_labels()
         self._columns = select_labels(labels, tuple(species))
         chosen = [labels[i].split("_", 1) for i in self._columns]
