@@ -13,6 +13,7 @@ parity windows and model.onnx is the fastest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.resources
 import importlib.util
@@ -94,7 +95,9 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
             path.replace(out / path.name)
         for name in earlier - {p.name for p in published}:  # an earlier INT8 graph or engine would run old weights
             for stale in (out / name, out / f"{name}.json"):
-                stale.unlink(missing_ok=True)
+                if stale.is_file() or stale.is_symlink():
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json(out / CONFIG_FILE, {
@@ -114,7 +117,8 @@ def _published_before(out: Path) -> set[str]:
         files = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return set()
-    return {name for name in files if isinstance(name, str) and name == Path(name).name} if isinstance(files, dict) else set()
+    plain = {name for name in files if isinstance(name, str) and name == Path(name).name} if isinstance(files, dict) else set()
+    return plain - {"", ".", ".."}
 
 
 def _int8(files: dict, reference, check, calibration, cfg, staging: Path, speed: dict) -> tuple[Path, list, str]:

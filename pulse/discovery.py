@@ -45,17 +45,19 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
 
 
 def _files_below(folder: Path, outputs: str | Path | None) -> list[Path]:
-    """Files below `folder`, sorted, following links to folders (each real folder once, so a link loop ends),
-    without dot names or the `outputs` folder."""
+    """Files below `folder`, sorted, following links to folders (each real folder once, so a link loop ends; real
+    folders before links, so a folder reached both ways is listed under its own name), without dot names or the
+    `outputs` folder below it (`outputs` given as `folder` itself skips nothing)."""
     skip = os.path.realpath(outputs) if outputs is not None else None
     files, seen = [], set()
     for top, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if real in seen or real == skip:
+        if real in seen or (real == skip and real != os.path.realpath(folder)):
             folders[:] = []
             continue
         seen.add(real)
-        folders[:] = [name for name in folders if not name.startswith(".")]
+        folders[:] = sorted((name for name in folders if not name.startswith(".")),
+                            key=lambda name: (os.path.islink(os.path.join(top, name)), name))
         files += [path for name in names if not (path := Path(top) / name).name.startswith(".") and path.is_file()]
     return sorted(files)
 

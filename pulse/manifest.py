@@ -93,10 +93,11 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     and one line per file that could not be read (left out).
 
     In each species `val_fraction` of the recordings (at least one, when there are two or more) go to
-    `validation`, whole recordings: those whose content hash, salted with `seed`, ranks first. So a file's
-    split depends on its own species' files only (adding recordings elsewhere moves nothing, and one added here
-    can push a validation recording into train but never the reverse), and a recording copied into two species
-    folders (two singers in it) is in one split: validation, if either copy is.
+    `validation`, whole recordings: those whose content hash, salted with `seed`, ranks first. So a file's split
+    depends on its own species' files: one added there can push a validation recording into train, or, where it
+    raises the species' validation count, draw one more into validation; other species' files move nothing. A
+    recording copied into two species folders (two singers in it) is in one split, validation if either copy is
+    drawn for it (so such a species can have a validation recording more than its share).
     """
     from export.artifact import sha256
     from pulse.discovery import find_audio
@@ -112,9 +113,12 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     for folder in folders:
         for path, _ in find_audio([folder], undecodable=True):
             try:
-                found.append((folder.name.replace("_", " "), path, sha256(path), audio_info(path)))
+                info = audio_info(path)
+                found.append((folder.name.replace("_", " "), path, sha256(path), info))
             except AudioReadError as exc:
                 problems.append(str(exc))
+            except OSError as exc:  # readable as audio a moment ago: gone, or not ours to read
+                problems.append(f"{path}: cannot read it ({exc.strerror or exc})")
     validation = set()
     for species in dict.fromkeys(item[0] for item in found):
         contents = sorted({item[2] for item in found if item[0] == species},

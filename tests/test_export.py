@@ -165,6 +165,8 @@ def test_a_new_export_into_the_same_folder_removes_what_it_does_not_replace(puls
     (out / "notes.txt").write_text("the user's")
     config = json.loads((out / "config.json").read_text())
     config["files"]["../outside.txt"] = "a name that is not a plain file name is never removed"
+    config["files"].update({"": "?", "..": "?", "calibration": "a folder of the user's is never removed"})
+    (out / "calibration").mkdir()
     (out / "config.json").write_text(json.dumps(config))
     (tmp_path / "outside.txt").write_text("kept")
     assert all(c.ok for c in export_bundle(pulse_bundle / "model.safetensors", out, cfg))
@@ -172,6 +174,7 @@ def test_a_new_export_into_the_same_folder_removes_what_it_does_not_replace(puls
     assert sorted(json.loads((out / "config.json").read_text())["files"]) == sorted(
         p.name for p in out.iterdir() if p.suffix in (".onnx", ".safetensors"))
     assert (out / "notes.txt").read_text() == "the user's" and (tmp_path / "outside.txt").is_file()
+    assert (out / "calibration").is_dir()
 
 
 def test_static_int8_calibrated_on_real_songs(shared_data, pulse_bundle, tmp_path):

@@ -393,3 +393,6 @@ def test_folders_linked_to_are_searched_once_and_the_runs_own_output_folder_neve
     (cards / "loop").symlink_to(project)  # a link back up: searched once, not forever
     found = [relative.as_posix() for _, relative in find_audio([project], outputs=project / "results")]
     assert found == ["AM01/20250701_213000.WAV", "AM02/20250701_213000.WAV"]
+    (project / "A_link").symlink_to(project / "AM01")  # a folder reached directly and through a link: its own name
+    assert [relative.as_posix() for _, relative in find_audio([project], outputs=project / "results")] == found
+    assert len(find_audio([project], outputs=project)) == 3  # --out the input folder itself: nothing skipped

@@ -152,3 +152,24 @@ def test_make_manifest_splits_stay_put_as_recordings_are_added_and_copies_share_
     frame = manifest_from_folders(mine)[0]
     assert set(frame.loc[frame["path"].str.endswith("/" + Path(held_out).name), "split"]) == {"validation"}
     assert set(manifest_from_folders(mine, seed=1)[0]["split"]) == {"train", "validation"}
+
+
+def test_make_manifest_lists_a_recording_it_cannot_read_and_goes_on(tmp_path, shared_data, monkeypatch):
+    import export.artifact
+    from pulse.manifest import manifest_from_folders
+
+    song = next((shared_data / "audio" / "insectset32").glob("*/*.flac"))
+    for name in ("a.flac", "b.flac"):
+        (tmp_path / "Gryllus_campestris").mkdir(exist_ok=True)
+        (tmp_path / "Gryllus_campestris" / name).write_bytes(song.read_bytes())
+    hash_of = export.artifact.sha256
+
+    def refused(path):  # as a file the user may not read (root reads anything, so it is simulated)
+        if Path(path).name == "b.flac":
+            raise PermissionError(13, "Permission denied")
+        return hash_of(path)
+
+    monkeypatch.setattr(export.artifact, "sha256", refused)
+    frame, problems = manifest_from_folders(tmp_path)
+    assert list(frame["path"]) == ["Gryllus_campestris/a.flac"]
+    assert problems == [f"{tmp_path / 'Gryllus_campestris' / 'b.flac'}: cannot read it (Permission denied)"]

@@ -486,6 +486,8 @@ def test_evaluation_data_settings_a_training_config_cannot_use_are_named():
     from pulse.train.weak_labels import evaluation_config, unused_evaluation_data
 
     assert unused_evaluation_data(TrainConfig()) == []
+    own = TrainConfig(manifest="mine/manifest.csv", audio_root="mine", val_split="val")  # evaluation.* left as shipped
+    assert unused_evaluation_data(own) == []
     odd = TrainConfig(evaluation=EvalConfig(split="x", manifest="other.csv"))
     assert unused_evaluation_data(odd) == ["evaluation.manifest 'other.csv'", "evaluation.split 'x'"]
     assert (evaluation_config(odd).split, evaluation_config(odd).manifest) == ("validation", TrainConfig().manifest)

@@ -77,11 +77,12 @@ def evaluation_config(cfg: TrainConfig):
 
 
 def unused_evaluation_data(cfg: TrainConfig) -> list[str]:
-    """evaluation.* data settings that `evaluation_config` replaces by other values, as "key 'value'"."""
-    used = evaluation_config(cfg)
+    """evaluation.* data settings a config sets (away from their defaults) that `evaluation_config` replaces by
+    other values, as "key 'value'"."""
+    used, default = evaluation_config(cfg), type(cfg.evaluation)()
     return [f"evaluation.{name} {getattr(cfg.evaluation, name)!r}"
             for name in ("manifest", "audio_root", "split", "background_manifest", "background_root")
-            if getattr(cfg.evaluation, name) != getattr(used, name)]
+            if getattr(cfg.evaluation, name) not in (getattr(used, name), getattr(default, name))]
 
 
 def slowable(targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
