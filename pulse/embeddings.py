@@ -75,8 +75,11 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
         if "embedding" not in predictor.output_names:
             raise ValueError(f"{cfg.model}: the model has no 'embedding' output (export it with `pulse export`)")
         meta, model_path = predictor.metadata, resolve_model(cfg.model)[0]
+        # Readable beside the key: the level floor, in particular, changes the embeddings of quiet recordings.
         settings = {"model": str(model_path), "settings_key": scores_key(cfg, meta, model_path),
-                    "sample_rate": spec.sample_rate, "window_s": float(meta["window_s"]), "overlap_s": cfg.overlap}
+                    "sample_rate": spec.sample_rate, "window_s": float(meta["window_s"]), "overlap_s": cfg.overlap,
+                    "min_len_s": cfg.min_len, "channel": -1 if cfg.channel is None else cfg.channel,
+                    "level_floor_dbfs": cfg.level_floor}
         files = find_audio(inputs, undecodable=True, outputs=out)
         out.mkdir(parents=True, exist_ok=True)
         sweep_temporaries(out)

@@ -76,6 +76,8 @@ def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_ag
     assert (overlapping.files_done, overlapping.files_skipped) == (2, 0)
     with h5py.File(out / f"{clips[1].name}.embeddings.h5") as f:
         assert np.allclose(np.diff(f["starts_s"][:]), 1.5) and f.attrs["overlap_s"] == 1.5
+        # every setting the windows depend on is readable, the level floor above all (quiet recordings are raised)
+        assert (f.attrs["min_len_s"], f.attrs["channel"], f.attrs["level_floor_dbfs"]) == (1.0, -1, -20.0)
 
 
 def test_birdnet_embeddings_are_its_1024_d_pool(tmp_path, shared_data):
