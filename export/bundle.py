@@ -117,8 +117,9 @@ def _published_before(out: Path) -> set[str]:
         files = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return set()
-    plain = {name for name in files if isinstance(name, str) and name == Path(name).name} if isinstance(files, dict) else set()
-    return plain - {"", ".", ".."}
+    if not isinstance(files, dict):
+        return set()
+    return {name for name in files if isinstance(name, str) and name == Path(name).name} - {"", ".", ".."}
 
 
 def _int8(files: dict, reference, check, calibration, cfg, staging: Path, speed: dict) -> tuple[Path, list, str]:

@@ -33,6 +33,12 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
+def require_columns(frame: pd.DataFrame, path: str | Path, columns: Iterable[str]) -> None:
+    """A ManifestError naming the file and the `columns` its table lacks."""
+    if missing := [column for column in columns if column not in frame.columns]:
+        raise ManifestError(f"{path}: no {' or '.join(missing)} column")
+
+
 def is_labelled(frame: pd.DataFrame) -> bool:
     return "species" in frame.columns
 

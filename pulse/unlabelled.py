@@ -19,7 +19,7 @@ import soundfile as sf
 
 from export.atomic import atomic_path
 from pulse.io import AudioReadError, audio_info, frames_reader, open_audio
-from pulse.manifest import UNLABELLED_COLUMNS, ManifestError, read_manifest, select_split
+from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, require_columns, select_split
 from pulse.train.augment import crop, rms
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,7 @@ class UnlabelledPool:
         files = []
         for manifest, root in zip(manifests, roots):
             frame = read_manifest(manifest)
-            if missing := {"path", "split"} - set(frame.columns):
-                raise ManifestError(f"{manifest}: no {' or '.join(sorted(missing))} column (an unlabelled manifest "
-                                    f"has {', '.join(UNLABELLED_COLUMNS)})")
+            require_columns(frame, manifest, ("path", "split"))
             files += [Path(root) / p for p in select_split(frame, split)["path"]]
         return cls(files, sample_rate, window_s)
 

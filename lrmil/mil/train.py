@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lrmil.config import hash_record
 from lrmil.mil.attention import ABMIL, load_mil, save_mil
 from lrmil.mil.bags import Bag, load_bags
 from lrmil.mil.config import ABMILConfig, MILConfig
@@ -122,7 +123,7 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
 
     def key(fold: int, roles: dict[str, list[str]]) -> dict:
         slides = {role: [[s, int(bags[s].label)] for s in ids] for role, ids in roles.items()}
-        return {"run": run, "data_hash": data_hash, "roles_sha256": _sha256_json(slides), **fold_inputs(fold)}
+        return {"run": run, "data_hash": data_hash, "roles_sha256": hash_record(slides), **fold_inputs(fold)}
 
     for fold in tqdm(folds, desc="folds"):
         roles = fold_roles(splits, fold)
@@ -146,12 +147,6 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     metrics = _without_nan({"pooled": metrics_from_table(table, labels), "folds": per_fold})
     write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def _sha256_json(value) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _without_nan(value):

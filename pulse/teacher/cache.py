@@ -87,15 +87,14 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
     """Fill OUT with teacher outputs for every manifest row; returns the index as a DataFrame."""
     from tqdm import tqdm
 
-    from pulse.manifest import ManifestError, read_manifest
+    from pulse.manifest import read_manifest, require_columns
 
     out, root = Path(cfg.out), Path(cfg.audio_root)
     record = {**cfg.to_dict(), "teacher": birdnet.MODEL_FILE, "license": birdnet.LICENSE,
               "teacher_sha256": sha256(birdnet.model_dir() / birdnet.MODEL_FILE)}
     _check_same_numbers(out, record)
     manifest = read_manifest(cfg.manifest)
-    if "path" not in manifest.columns:
-        raise ManifestError(f"{cfg.manifest}: no path column")
+    require_columns(manifest, cfg.manifest, ("path",))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", record)
     teacher = teacher or birdnet.BirdNET(threads=cfg.threads)
