@@ -6,7 +6,7 @@ artefacts at block edges) and yields it. Every way a file can be bad ends in one
 `AudioReadError(path, reason)`, which the batch loop records and moves past; its subclass `PartlyDecoded`
 comes after the audio that could be read, which is analysed. A header that does not give the length (a FLAC from
 a pipe) or was never finished (a WAV whose recorder stopped before closing it) is read to where the audio ends,
-with a warning in `AudioInfo`.
+with a warning in `AudioInfo`; so is an MP3 whose header understates its length (`pulse.mpeg`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
+
+from pulse.mpeg import stated_start
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
 # Recordings a folder may hold that libsndfile cannot decode: each is one failed file that says how to convert
@@ -86,6 +88,7 @@ class AudioInfo:
     warning: str = ""  # readable but not whole (a WAV cut short by a flat battery): say so, analyse what is there
     counted: bool = False  # a FLAC without its length in the header: `frames` is what decodes, counted
     raw_data: tuple[int, str] = ()  # a WAV whose header says 0 data bytes: (its first sample's byte, subtype), read raw
+    stated: tuple[bytes, int] = ()  # an MP3 whose header misstates its length: `pulse.mpeg.stated_start`'s
 
     @property
     def duration_s(self) -> float:
@@ -140,6 +143,16 @@ def audio_info(path: str | Path) -> AudioInfo:
             f"the file): the {seconds:.2f} s its data holds were analysed" if info.frames == 0 else
             f"over 4 GiB, more than a WAV header can say (its data size wrapped round to "
             f"{info.duration_s:.2f} s): the {seconds:.2f} s to the end of the file were analysed"))
+    try:
+        stated = stated_start(path, info.frames) if info.format == "MP3" else None
+    except OSError as exc:
+        raise AudioReadError(path, f"cannot read it ({exc.strerror})") from None
+    if stated:
+        with open_audio(path, 0, dataclasses.replace(info, stated=stated)) as f:
+            seconds = f.frames / info.sample_rate
+        info = dataclasses.replace(info, frames=f.frames, stated=stated, warning=(
+            f"the MP3 header gives {info.duration_s:.2f} s but its frames hold {seconds:.2f} s (MP3s joined end to "
+            f"end, or a variable bitrate without a length tag): all {seconds:.2f} s were analysed"))
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info
@@ -174,22 +187,35 @@ def _wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int 
     return None
 
 
-class _BytesFrom(io.RawIOBase):
-    """A file seen from byte `offset` on: libsndfile reads RAW audio from a file's first byte."""
+class _Spliced(io.RawIOBase):
+    """`head`, then a file from byte `offset` on: libsndfile reads RAW audio from a file's first byte, and an MP3's
+    length from its first frame."""
 
-    def __init__(self, path: str | Path, offset: int):
-        self._file, self._offset = open(path, "rb"), offset
-        self._file.seek(offset)
+    def __init__(self, path: str | Path, offset: int, head: bytes = b""):
+        self._file, self._head, self._offset, self._position = open(path, "rb"), head, offset, 0
 
     def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
-        shift = self._offset if whence == io.SEEK_SET else 0
-        return self._file.seek(position + shift, whence) - self._offset
+        if whence == io.SEEK_END:
+            position += len(self._head) + os.fstat(self._file.fileno()).st_size - self._offset
+        elif whence == io.SEEK_CUR:
+            position += self._position
+        self._position = max(0, position)
+        return self._position
 
     def tell(self) -> int:
-        return self._file.tell() - self._offset
+        return self._position
 
     def readinto(self, buffer) -> int:
-        return self._file.readinto(buffer)
+        view, head = memoryview(buffer).cast("B"), len(self._head)
+        count = 0
+        if self._position < head:
+            count = min(len(view), head - self._position)
+            view[:count] = self._head[self._position:self._position + count]
+        if count < len(view):
+            self._file.seek(self._offset + self._position + count - head)
+            count += self._file.readinto(view[count:])
+        self._position += count
+        return count
 
     def readable(self) -> bool:
         return True
@@ -249,7 +275,8 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
         raise AudioReadError(path, reason) from exc
     if done == 0:
         raise AudioReadError(path, "zero-length recording (no decodable samples)")
-    # MP3 without a Xing header estimates its length from the bitrate: allow that slack, not lost data.
+    # An MP3 without a length tag has its length estimated from its bitrate (`pulse.mpeg` corrects it beyond a
+    # frame): allow that slack, not lost data.
     if done < info.frames - max(2048, info.frames // 20):
         raise PartlyDecoded(path, f"truncated: header promises {info.duration_s:.2f} s, "
                                   f"only {done / info.sample_rate:.2f} s decodable", done / info.sample_rate)
@@ -358,11 +385,14 @@ def _file_name(path: str | Path) -> str | bytes:
 
 def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = None) -> sf.SoundFile:
     """The recording open at frame `position`; given its `info`, a WAV whose header was never finished is read raw
-    from its first sample."""
+    from its first sample, and an MP3 whose header misstates its length from a first frame that states it."""
     if info is not None and info.raw_data:
         first, subtype = info.raw_data
-        f = sf.SoundFile(_BytesFrom(path, first), samplerate=info.sample_rate, channels=info.channels, format="RAW",
+        f = sf.SoundFile(_Spliced(path, first), samplerate=info.sample_rate, channels=info.channels, format="RAW",
                          subtype=subtype, endian="LITTLE")
+    elif info is not None and info.stated:
+        head, offset = info.stated
+        f = sf.SoundFile(_Spliced(path, offset, head))
     else:
         f = sf.SoundFile(_file_name(path))
     if position:

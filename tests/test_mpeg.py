@@ -1,0 +1,90 @@
+"""MP3s whose header misstates their length are read whole (`pulse.mpeg`), and seek to the exact sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pulse.io import audio_info, open_audio, read_audio
+from pulse.mpeg import _frame
+
+RATE = 44100
+
+
+def song(seconds: float, freq: float, seed: int) -> np.ndarray:
+    """A tone over noise whose level swells and fades, so that a VBR encoder's bitrate varies frame to frame."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    noise = np.random.default_rng(seed).standard_normal(len(t))
+    return ((0.2 * np.sin(2 * np.pi * freq * t) + 0.1 * noise) * (1 + np.sin(2 * np.pi * 0.7 * t))).astype(np.float32)
+
+
+def mp3(path, seconds: float, freq: float, seed: int = 0) -> bytes:
+    sf.write(path, song(seconds, freq, seed), RATE, format="MP3")
+    return path.read_bytes()
+
+
+def without_tag(data: bytes) -> bytes:
+    """The stream less its first frame, the LAME Info tag that gives its length (as some encoders write it)."""
+    return data[_frame(data[:4])[0]:]
+
+
+def peak_hz(audio: np.ndarray) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(audio[:RATE])))) * RATE / len(audio[:RATE])
+
+
+def test_an_mp3_whose_header_is_right_is_read_as_libsndfile_reads_it(tmp_path):
+    path = tmp_path / "a.mp3"
+    mp3(path, 4.0, 3000)
+    info = audio_info(path)
+    assert (info.stated, info.warning, info.frames) == ((), "", sf.info(str(path)).frames)
+
+
+@pytest.mark.parametrize("join", [
+    lambda a, b: a + b,  # `cat a.mp3 b.mp3`: the first file's Info tag gives its own length only
+    lambda a, b: without_tag(a) + without_tag(b),  # no tag: libsndfile estimates from the first frame's bitrate
+    lambda a, b: (b"ID3\x04\x00\x00\x00\x00\x01\x00" + bytes(128) + a + b"TAG" + bytes(125)
+                  + b"ID3\x04\x00\x00\x00\x00\x00\x20" + bytes(32) + b),  # each file with its ID3 tags
+])
+def test_joined_mp3s_are_read_to_the_end(tmp_path, join):
+    first, second = mp3(tmp_path / "a.mp3", 4.0, 3000, 1), mp3(tmp_path / "b.mp3", 4.0, 6000, 2)
+    path = tmp_path / "joined.mp3"
+    path.write_bytes(join(first, second))
+    assert len(sf.read(str(path))[0]) < 4.1 * RATE  # what libsndfile alone reads
+    info = audio_info(path)
+    assert 8.0 <= info.duration_s < 8.1  # each file's encoder delay and padding stay in the middle
+    assert "frames hold 8.0" in info.warning and "all 8.0" in info.warning
+    audio = read_audio(path, RATE)
+    assert len(audio) == info.frames
+    assert peak_hz(audio[RATE:]) == pytest.approx(3000, abs=2)
+    assert peak_hz(audio[-RATE:]) == pytest.approx(6000, abs=2)  # the second file's song, at the end
+
+
+def test_a_vbr_mp3_without_a_length_tag_is_read_to_the_end(tmp_path):
+    path = tmp_path / "vbr.mp3"
+    path.write_bytes(without_tag(mp3(tmp_path / "tagged.mp3", 6.0, 3000)))
+    assert abs(sf.info(str(path)).duration - 6.0) > 0.5  # libsndfile's estimate from the first frame is off
+    info = audio_info(path)
+    assert 6.0 <= info.duration_s < 6.05
+    assert len(read_audio(path, RATE)) == info.frames
+
+
+def test_seeks_in_a_joined_mp3_land_on_the_sample(tmp_path):
+    """`pulse segments` and the training windows open a recording at a frame: the same samples as one read."""
+    path = tmp_path / "joined.mp3"
+    path.write_bytes(mp3(tmp_path / "a.mp3", 3.0, 3000, 1) + mp3(tmp_path / "b.mp3", 3.0, 6000, 2))
+    info = audio_info(path)
+    with open_audio(path, 0, info) as f:
+        whole = f.read(dtype="float32")
+    for position in (1000, 2 * RATE, 4 * RATE, 5 * RATE):
+        with open_audio(path, position, info) as f:
+            np.testing.assert_allclose(f.read(4096, dtype="float32"), whole[position:position + 4096], atol=1e-6)
+
+
+def test_a_truncated_mp3_is_still_said_to_be_truncated(tmp_path):
+    """The tag promises more than the frames hold: cut short, not misstated (the audio there is analysed)."""
+    path = tmp_path / "cut.mp3"
+    data = mp3(tmp_path / "whole.mp3", 6.0, 3000)
+    path.write_bytes(data[:len(data) // 2])
+    info = audio_info(path)
+    assert info.stated == () and info.duration_s > 5.9
