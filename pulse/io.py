@@ -96,7 +96,9 @@ class AudioInfo:
 
 
 def audio_info(path: str | Path) -> AudioInfo:
-    """Open the header and check it: format known, rate in range, not empty, not truncated."""
+    """Open the header and check it: format known, rate in range, not empty, not truncated. Once per version of a
+    file (its size and modification time): training reads thousands of windows from each, and an MP3's frames or a
+    FLAC's length may have to be counted."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -111,6 +113,12 @@ def audio_info(path: str | Path) -> AudioInfo:
         how = ("with Wildlife Acoustics' Kaleidoscope" if "Wildlife" in what
                else f"(e.g. ffmpeg -i {Path(path).name} {Path(path).stem}.flac)")
         raise AudioReadError(path, f"{what} cannot be decoded here: convert it to WAV or FLAC {how}")
+    return _examined(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)  # AudioReadError is raised, never cached: a file that was bad is examined anew
+def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
+    """`audio_info` of a regular, non-empty file of a format libsndfile may know."""
     try:
         with sf.SoundFile(_file_name(path)) as f:
             info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)
@@ -127,16 +135,16 @@ def audio_info(path: str | Path) -> AudioInfo:
     if "lacks an end-of-stream" in extra:
         raise AudioReadError(path, "truncated: the Ogg stream stops before its end-of-stream page")
     if info.format == "FLAC" and info.frames == UNKNOWN_FRAMES:
-        frames, stopped = _decodable_frames(str(path), status.st_size, status.st_mtime_ns)
+        frames, stopped = _decodable_frames(path)
         seconds = frames / info.sample_rate
         info = dataclasses.replace(info, frames=frames, counted=True, warning=(
             f"the FLAC header does not give its length (a stream, or a recorder that stopped before closing the "
             f"file): the {seconds:.2f} s that decode were analysed" if not stopped else
             f"the FLAC header does not give its length, and decoding stops at {seconds:.2f} s (cut short or "
             f"damaged there: {stopped}): the audio before it was analysed"))
-    if info.format in ("WAV", "WAVEX") and (info.frames == 0 or status.st_size > 1 << 32) and (
-            first := _wav_data_past_its_header(path, status.st_size, subtype)):
-        frames = (status.st_size - first) // (info.channels * _SAMPLE_BYTES[subtype])
+    if info.format in ("WAV", "WAVEX") and (info.frames == 0 or size > 1 << 32) and (
+            first := _wav_data_past_its_header(path, size, subtype)):
+        frames = (size - first) // (info.channels * _SAMPLE_BYTES[subtype])
         seconds = frames / info.sample_rate
         info = dataclasses.replace(info, frames=frames, raw_data=(first, subtype), warning=(
             f"the WAV header was never finished (written to a pipe, or by a recorder that stopped before closing "
@@ -361,8 +369,7 @@ def _read_until_stopped(f: sf.SoundFile, frames: int) -> tuple[np.ndarray, Excep
         return out[:int(np.argmax(unread)) if unread.any() else frames], None if at_the_end else exc
 
 
-@functools.lru_cache(maxsize=256)  # `pulse segments` asks once per clip; size and mtime key a changed file anew
-def _decodable_frames(path: str, size: int, mtime_ns: int) -> tuple[int, str]:
+def _decodable_frames(path: str) -> tuple[int, str]:
     """The length of a FLAC whose header does not give it, by decoding it once (seeks cannot find its end), and
     why decoding stopped short of the stream's end ("" if it did not). Damage in such a file ends it: finding
     where decoding resumes would take a seek per probe, and each seek decodes from the start."""
@@ -371,7 +378,7 @@ def _decodable_frames(path: str, size: int, mtime_ns: int) -> tuple[int, str]:
         while True:
             block, stopped = _read_until_stopped(f, COUNT_BLOCK)
             frames += len(block)
-            if stopped is not None:  # the reason only: a cached exception would keep its frames' buffers alive
+            if stopped is not None:  # the reason only (kept in a cached AudioInfo, an exception would hold buffers)
                 return frames, _libsndfile_reason(stopped)
             if len(block) < COUNT_BLOCK:
                 return frames, ""

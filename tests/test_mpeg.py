@@ -88,3 +88,23 @@ def test_a_truncated_mp3_is_still_said_to_be_truncated(tmp_path):
     path.write_bytes(data[:len(data) // 2])
     info = audio_info(path)
     assert info.stated == () and info.duration_s > 5.9
+
+
+def test_an_mp3_is_examined_once_per_version_however_many_windows_are_read(tmp_path, monkeypatch):
+    """Training reads thousands of windows from each file: its frames are counted once, and again once changed."""
+    import os
+
+    from pulse import io as pulse_io
+    from pulse.unlabelled import read_span
+
+    path = tmp_path / "pool.mp3"
+    mp3(path, 3.0, 3000)
+    counted = []
+    monkeypatch.setattr(pulse_io, "stated_start", lambda *args: counted.append(args) and None)
+    for start_s in (0.0, 0.5, 1.0, 1.5):
+        assert len(read_span(path, start_s, 1.0, RATE)) == RATE
+    assert len(counted) == 1
+    mtime_ns = path.stat().st_mtime_ns
+    mp3(path, 5.0, 3000)
+    os.utime(path, ns=(mtime_ns + 10**9, mtime_ns + 10**9))
+    assert audio_info(path).duration_s == pytest.approx(5.0) and len(counted) == 2
