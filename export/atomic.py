@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
@@ -87,6 +87,19 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def remove_stale(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Remove the files `names` from `folder`: what an earlier export published there and a new one does not
+    replace (an INT8 graph of the old weights would run under the new folder's name). A record could name
+    anything: only plain names are removed, never a folder, and one that cannot be removed stays."""
+    for name in names:
+        if not isinstance(name, str) or name != Path(name).name or name in ("", ".", ".."):
+            continue
+        stale = Path(folder) / name
+        if stale.is_file() or stale.is_symlink():
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def file_in_the_way(folder: str | os.PathLike) -> Path | None:

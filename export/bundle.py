@@ -13,7 +13,6 @@ parity windows and model.onnx is the fastest.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.resources
 import importlib.util
@@ -24,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from export.artifact import sha256
-from export.atomic import write_json
+from export.atomic import remove_stale, write_json
 from export.parity import FP16_TOLERANCE, FP32_TOLERANCE, INT8_TOLERANCE, Parity, compare
 from export.predictor import ARTEFACT_FILES, load_predictor
 from export.timing import ms_per_window
@@ -93,11 +92,8 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
         published = [out / p.name for p in [staging / WEIGHTS_FILE, *files.values()]]
         for path in sorted(staging.iterdir()):  # the engine's metadata JSON goes with it
             path.replace(out / path.name)
-        for name in earlier - {p.name for p in published}:  # an earlier INT8 graph or engine would run old weights
-            for stale in (out / name, out / f"{name}.json"):
-                if stale.is_file() or stale.is_symlink():
-                    with contextlib.suppress(OSError):
-                        stale.unlink()
+        # an earlier INT8 graph or engine would run old weights (an engine's metadata JSON goes with it)
+        remove_stale(out, [n for name in earlier - {p.name for p in published} for n in (name, f"{name}.json")])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json(out / CONFIG_FILE, {

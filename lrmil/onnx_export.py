@@ -10,7 +10,8 @@ Both carry their configs in ONNX metadata (as PULSE's graphs do), and the folder
 with. Before anything is written each graph is run by ONNX Runtime next to PyTorch on the same
 input (`export.parity`); a graph outside the FP32 tolerance is an error, not a file. With
 `--int8` the encoder is also quantised (static INT8, calibrated on real tissue patches) and the
-INT8 graph becomes the one the folder runs, checked at the INT8 tolerance.
+INT8 graph becomes the one the folder runs, checked at the INT8 tolerance; exporting the path again
+without it removes that INT8 graph (of the old weights, and no longer in onnx.json).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.atomic import write_json
+from export.atomic import remove_stale, write_json
 from export.onnx import OPSET, export_module
 from export.parity import Parity, compare
 from lrmil.encoders import preprocess
@@ -30,6 +31,7 @@ from lrmil.mil.bundle import BUNDLE_FILE, ONNX_FILE, PATHS, PathModel
 
 INT8_OPS = ("Conv", "Gemm", "MatMul")  # a ViT's work is in its MatMuls
 MIN_CALIBRATION = 8  # INT8 calibrated on 3 patches of one slide drifted 0.25 on another slide's
+GRAPH_KEYS = ("encoder", "encoder_fp32", "mil")  # the entries of a path in onnx.json that name its files
 
 
 class PatchGraph(nn.Module):
@@ -133,7 +135,9 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
 
 def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) -> Path:
     """`onnx.json`: the graphs per path and the grid settings of the source folder's model.json. A path an
-    earlier export of the same model folder wrote there stays listed (student now, teacher later)."""
+    earlier export of the same model folder wrote there stays listed (student now, teacher later). Files the
+    earlier onnx.json listed for a path exported again and this one does not (its INT8 encoder, exported now
+    without --int8) are removed once the new onnx.json is written: they hold the old weights."""
     spec = json.loads((model_dir / BUNDLE_FILE).read_text())
     path = Path(out) / ONNX_FILE
     earlier = json.loads(path.read_text()) if path.is_file() else {}
@@ -142,7 +146,14 @@ def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) 
     write_json(path, {"package": "lrmil", "format": "onnx", "opset": OPSET, "source": str(model_dir),
                       "notice": spec.get("notice", ""), "patch": spec["patch"], "tissue": spec["tissue"],
                       **kept, **exported})
+    remove_stale(path.parent, [file for name, entry in exported.items() for file in _graph_files(earlier.get(name))
+                               if file not in _graph_files(entry)])
     return path
+
+
+def _graph_files(entry) -> list:
+    """The files one path's entry of an onnx.json names (none if an edited file holds no record there)."""
+    return [entry[key] for key in GRAPH_KEYS if key in entry] if isinstance(entry, dict) else []
 
 
 def slide_patches(slides: list[str | Path], model: PathModel, mpp: float | None, count: int) -> np.ndarray:

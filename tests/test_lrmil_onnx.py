@@ -126,6 +126,26 @@ def test_int8_needs_real_tissue_and_calibrates_apart_from_its_check(random_lrmil
         1.0, np.abs(torch_path.encode(patches)).max())
 
 
+def test_a_float_export_again_removes_the_paths_earlier_int8_encoder(random_lrmil_bundle, shared_data, tmp_path):
+    """The INT8 encoder of the old weights stayed beside the new graphs though onnx.json no longer named it;
+    files the earlier onnx.json did not list for the path exported again stay."""
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    export_model(random_lrmil_bundle, tmp_path, ("teacher",), (slide,), count=8, threads=1, int8=True)
+    (tmp_path / "notes.txt").write_text("the user's")
+    runner = CliRunner()
+    for path in ("student", "teacher"):  # the student's export leaves the teacher's INT8 encoder listed and in place
+        assert (tmp_path / "teacher_encoder.int8.onnx").is_file()
+        result = runner.invoke(app, ["export", "--model", str(random_lrmil_bundle), "--out", str(tmp_path),
+                                     "--path", path, "--threads", "1"])
+        assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "onnx.json").read_text())
+    assert manifest["teacher"]["encoder"] == "teacher_encoder.onnx" and "encoder_fp32" not in manifest["teacher"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "onnx.json", "student_encoder.onnx",
+                                                          "student_mil.onnx", "teacher_encoder.onnx",
+                                                          "teacher_mil.onnx"]
+    assert "quantization" not in load_path(tmp_path, "teacher", threads=1).encoder.metadata
+
+
 def test_cli_bad_slides_model_or_out_are_one_line_and_write_nothing(random_lrmil_bundle, shared_data, tmp_path):
     runner = CliRunner()
     (tmp_path / "taken").write_text("a file")
