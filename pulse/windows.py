@@ -4,8 +4,8 @@ Windows start every `hop` samples until the recording's end is covered; the last
 only one, for clips shorter than a window) is zero-padded, so no clip is rejected for being
 short. As in BirdNET-Analyzer (`--min_len`), a trailing window holding less than `min_len`
 samples of audio is dropped unless it is the first: a window of 20 ms of audio and 2.98 s of
-zeros says nothing about the recording and invites spurious detections. The result does not
-depend on how the stream was blocked.
+zeros says nothing about the recording and invites spurious detections. Even with `--min-len 0`
+a tail needs MIN_TAIL_S of audio. The result does not depend on how the stream was blocked.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from pulse.io import AudioInfo, AudioReadError, PartlyDecoded
+
+# The tables' time resolution: a 1-sample tail was a "6.000-6.000" row, scored as the padding's silence.
+MIN_TAIL_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class WindowSpec:
             raise ValueError(f"min_len must be at least 0 seconds, got {min_len_s}")
         window = int(round(window_s * sample_rate))  # a min_len beyond the window asks for full windows only
         return cls(window, max(1, window - int(round(overlap_s * sample_rate))), sample_rate,
-                   int(round(min(min_len_s, window_s) * sample_rate)))
+                   int(round(min(max(min_len_s, MIN_TAIL_S), window_s) * sample_rate)))
 
     def count(self, n_samples: int) -> int:
         """Windows analysed in `n_samples`: enough to cover them, less tails shorter than `min_len` (at least one)."""

@@ -48,6 +48,13 @@ def test_short_tail_is_dropped_but_a_short_file_is_not():
     assert WindowSpec.from_seconds(3.0, 0.0, sample_rate=100).count(302) == 2  # min_len 0 covers every sample
 
 
+def test_min_len_0_still_drops_a_tail_under_a_millisecond():
+    """A 1-sample tail at 44.1 kHz was scored as the silence padding it and reported as "6.000-6.000"."""
+    spec = WindowSpec.from_seconds(3.0, 0.0, 44100, min_len_s=0.0)
+    assert [spec.count(6 * 44100 + tail) for tail in (1, 43, 44)] == [2, 2, 3]
+    assert spec.count(1) == 1  # a file that short is still analysed: it is all the user gave
+
+
 def test_short_clip_is_one_padded_window():
     spec = WindowSpec.from_seconds(3.0, 0.0, sample_rate=100)
     starts, windows = frames(np.ones(50, np.float32), spec, block=8)
