@@ -125,12 +125,16 @@ def stated_start(path: str | Path, reported: int) -> tuple[bytes, int] | None:
 
 
 def _silent_tag_frame(header: bytes, frames: int) -> bytes:
-    """A frame of `header`'s stream (no CRC, no padding) holding nothing but a Xing tag of `frames` frames."""
+    """A frame of `header`'s stream (no CRC, no padding) holding nothing but a Xing tag of `frames` frames; at a
+    higher bitrate than `header`'s where that frame is too small to hold it (8 kbps at 24 kHz: 24 bytes, a VBR
+    stream's silence), or libmpg123 would not find the tag."""
     h = int.from_bytes(header[:4], "big") | 1 << 16
     h &= ~(1 << 9)
+    at = _tag_offset(h.to_bytes(4, "big"))
+    while _frame(h.to_bytes(4, "big"))[0] < at + 12:  # "Xing", its flags and the count
+        h += 1 << 12  # the next bitrate
     header = h.to_bytes(4, "big")
     frame = bytearray(_frame(header)[0])
     frame[:4] = header
-    at = _tag_offset(header)
     frame[at:at + 12] = b"Xing" + TAG_FRAMES.to_bytes(4, "big") + frames.to_bytes(4, "big")
     return bytes(frame)

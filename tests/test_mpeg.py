@@ -69,6 +69,20 @@ def test_a_vbr_mp3_without_a_length_tag_is_read_to_the_end(tmp_path):
     assert len(read_audio(path, RATE)) == info.frames
 
 
+def test_a_vbr_mp3_that_starts_silent_at_24_khz_is_read_to_the_end(tmp_path):
+    """Its first frame, silence at 8 kbps, is 24 bytes: too small for the tag that states the length, which goes in a
+    frame of a higher bitrate."""
+    audio = np.repeat(song(3.0, 3000, 0)[:, None], 2, axis=1)
+    audio[:RATE // 2] = 0
+    sf.write(tmp_path / "tagged.mp3", audio, 24000, format="MP3")
+    path = tmp_path / "vbr.mp3"
+    path.write_bytes(without_tag((tmp_path / "tagged.mp3").read_bytes()))
+    assert _frame(path.read_bytes()[:4])[0] == 24
+    info = audio_info(path)
+    assert len(audio) <= info.frames < len(audio) + 1200
+    assert len(read_audio(path, 24000)) == info.frames
+
+
 def test_seeks_in_a_joined_mp3_land_on_the_sample(tmp_path):
     """`pulse segments` and the training windows open a recording at a frame: the same samples as one read."""
     path = tmp_path / "joined.mp3"
