@@ -152,15 +152,21 @@ def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
             f"over 4 GiB, more than a WAV header can say (its data size wrapped round to "
             f"{info.duration_s:.2f} s): the {seconds:.2f} s to the end of the file were analysed"))
     try:
-        stated = stated_start(path, info.frames) if info.format == "MP3" else None
+        start = stated_start(path, info.frames) if info.format == "MP3" else None
     except OSError as exc:
         raise AudioReadError(path, f"cannot read it ({exc.strerror})") from None
-    if stated:
+    if start and start.head:
+        stated = (start.head, start.offset)
         with open_audio(path, 0, dataclasses.replace(info, stated=stated)) as f:
             seconds = f.frames / info.sample_rate
         info = dataclasses.replace(info, frames=f.frames, stated=stated, warning=(
             f"the MP3 header gives {info.duration_s:.2f} s but its frames hold {seconds:.2f} s (MP3s joined end to "
             f"end, or a variable bitrate without a length tag): all {seconds:.2f} s were analysed"))
+    if start and start.rest_s:
+        info = dataclasses.replace(info, warning=(
+            f"{start.rest_s:.2f} s of MP3 frames follow its first {info.duration_s:.2f} s that cannot be read with "
+            f"them (MP3s of different sample rates or channel counts joined end to end, or over 1 KiB of other bytes "
+            f"between them): only the first {info.duration_s:.2f} s were analysed"))
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info

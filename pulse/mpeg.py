@@ -5,12 +5,15 @@ tag, at an estimate from the first frame's bitrate. Two MP3s joined end to end (
 the first alone, and a variable-bitrate MP3 without a tag stops wherever the estimate falls: the rest would go
 unanalysed without a word. `stated_start` walks the frame headers (no decoding; ID3 tags skipped, as libmpg123
 does) and, where their count disagrees with the length libsndfile reports, builds the stream's first bytes again
-with a tag that gives the count: `pulse.io` hands libsndfile those bytes and then the file's own frames.
+with a tag that gives the count: `pulse.io` hands libsndfile those bytes and then the file's own frames. Frames
+that follow the stream and that libmpg123 would not read with it (MP3s of another rate or channel count joined on)
+are counted too, so that what goes unanalysed is said.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}  # by version bits
 _KBPS = {True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 Layer III
@@ -87,11 +90,21 @@ def _frames(f, position: int, size: int, stream: int):
         position += frame[0]
 
 
-def stated_start(path: str | Path, reported: int) -> tuple[bytes, int] | None:
+class Start(NamedTuple):
+    """`stated_start`'s answer: `head` and `offset`, the bytes to read first and the file offset to go on from,
+    which together are the stream with a first frame that states its frame count (b"" and 0 where libsndfile's
+    length is right); `rest_s`, the seconds of MP3 frames after the stream that libsndfile does not read."""
+    head: bytes
+    offset: int
+    rest_s: float
+
+
+def stated_start(path: str | Path, reported: int) -> Start | None:
     """For an MP3 whose frames hold more samples than the `reported` length libsndfile gives (more than the
-    encoder's delay and padding), or, with no tag to give it, other than that estimate: (the bytes to read
-    first, the file offset to go on from), which together are the stream with a first frame that states its
-    frame count. None otherwise, and for what is not a Layer III stream.
+    encoder's delay and padding), or, with no tag to give it, other than that estimate, a `Start` that states
+    its frame count; for one whose stream is followed by frames libmpg123 cannot read with it (MP3s of different
+    sample rates or channel counts joined), a `Start` that says how long they last. None otherwise, and for what
+    is not a Layer III stream.
 
     A LAME Info tag keeps its gapless delay and padding; only its frame and byte counts change. A stream
     without a tag gets one in front: a silent frame made from its first frame's header."""
@@ -110,18 +123,37 @@ def stated_start(path: str | Path, reported: int) -> tuple[bytes, int] | None:
         frames, end = 0, audio
         for offset, length in _frames(f, audio, size, int.from_bytes(head, "big") & _SAME_STREAM):
             frames, end = frames + 1, offset + length
+        rest_s = _rest_s(f, end, size)
     counted = frames * samples
     # a tag's count is exact, less the encoder's delay and padding (under 3 frames); an estimate, within a frame
     if (counted - reported <= 3 * samples) if tagged else abs(counted - reported) <= samples:
-        return None
+        # what follows a stream its header says goes on (damage past libmpg123's resync) is read as cut short there
+        return Start(b"", 0, rest_s) if rest_s and counted + samples >= reported else None
     flags = int.from_bytes(tag_frame[at + 4:at + 8], "big") if tagged else 0
     if flags & TAG_FRAMES:
         patched = bytearray(tag_frame)
         patched[at + 8:at + 12] = frames.to_bytes(4, "big")
         if flags & TAG_BYTES:
             patched[at + 12:at + 16] = (end - first).to_bytes(4, "big")
-        return bytes(patched), audio
-    return _silent_tag_frame(head, frames), audio
+        return Start(bytes(patched), audio, rest_s)
+    return Start(_silent_tag_frame(head, frames), audio, rest_s)
+
+
+def _rest_s(f, end: int, size: int) -> float:
+    """Seconds held by the frames after a stream that ends at `end` where libmpg123 stops: streams of another rate
+    or channel count, or frames past more junk than it resyncs across (as much as it searches before a first)."""
+    seconds = 0.0
+    while (position := _next_frame(f, end, size, FIRST_FRAME_BYTES)) is not None:
+        f.seek(position)
+        h = int.from_bytes(f.read(4), "big")
+        frames, end = 0, position
+        for offset, length in _frames(f, position, size, h & _SAME_STREAM):
+            frames, end = frames + 1, offset + length
+        if frames > 2:  # fewer: a chance 0xFFF or two in a tag's bytes (a cover picture)
+            seconds += frames * _frame(h.to_bytes(4, "big"))[1] / _RATES[h >> 19 & 3][h >> 10 & 3]
+        if end == position:  # a frame cut short by the end of the file
+            break
+    return seconds
 
 
 def _silent_tag_frame(header: bytes, frames: int) -> bytes:

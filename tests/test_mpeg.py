@@ -83,6 +83,24 @@ def test_a_vbr_mp3_that_starts_silent_at_24_khz_is_read_to_the_end(tmp_path):
     assert len(read_audio(path, 24000)) == info.frames
 
 
+@pytest.mark.parametrize("rate, channels, join", [
+    (22050, 1, lambda a, b: a + b),  # another sample rate, each file with its Info tag
+    (RATE, 2, lambda a, b: without_tag(a) + without_tag(b)),  # another channel count, no tags
+])
+def test_mp3s_of_different_formats_joined_say_what_was_not_read(tmp_path, rate, channels, join):
+    """libmpg123 stops where the format changes: the first file's audio is analysed, and the rest named unread."""
+    first = mp3(tmp_path / "a.mp3", 4.0, 3000, 1)
+    second = np.repeat(song(4.0, 6000, 2)[:4 * rate, None], channels, axis=1)
+    sf.write(tmp_path / "b.mp3", second, rate, format="MP3")
+    path = tmp_path / "joined.mp3"
+    path.write_bytes(join(first, (tmp_path / "b.mp3").read_bytes()))
+    info = audio_info(path)
+    assert 4.0 <= info.duration_s < 4.05
+    assert info.warning.startswith("4.") and "MP3 frames follow its first 4.0" in info.warning
+    assert "only the first 4.0" in info.warning
+    assert len(read_audio(path, RATE)) == info.frames
+
+
 def test_seeks_in_a_joined_mp3_land_on_the_sample(tmp_path):
     """`pulse segments` and the training windows open a recording at a frame: the same samples as one read."""
     path = tmp_path / "joined.mp3"
@@ -102,6 +120,20 @@ def test_a_truncated_mp3_is_still_said_to_be_truncated(tmp_path):
     path.write_bytes(data[:len(data) // 2])
     info = audio_info(path)
     assert info.stated == () and info.duration_s > 5.9
+
+
+def test_an_mp3_damaged_part_way_is_said_to_break_off_there(tmp_path):
+    """4 KiB zeroed mid-file (more than libmpg123 resyncs across): its tag still gives the whole length, and the
+    audio after the damage is not called another stream."""
+    from pulse.io import PartlyDecoded, stream_audio
+
+    path = tmp_path / "damaged.mp3"
+    data = mp3(tmp_path / "whole.mp3", 4.0, 3000)
+    path.write_bytes(data[:len(data) // 2] + bytes(4096) + data[len(data) // 2 + 4096:])
+    info = audio_info(path)
+    assert (info.stated, info.warning) == ((), "") and info.duration_s == pytest.approx(4.0)
+    with pytest.raises(PartlyDecoded):
+        list(stream_audio(path, RATE, 1.0, info=info))
 
 
 def test_an_mp3_is_examined_once_per_version_however_many_windows_are_read(tmp_path, monkeypatch):
