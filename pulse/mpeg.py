@@ -133,8 +133,8 @@ def stated_start(path: str | Path, reported: int) -> Start | None:
     if flags & TAG_FRAMES:
         patched = bytearray(tag_frame)
         patched[at + 8:at + 12] = frames.to_bytes(4, "big")
-        if flags & TAG_BYTES:
-            patched[at + 12:at + 16] = (end - first).to_bytes(4, "big")
+        if flags & TAG_BYTES:  # 32 bits, which a stream joined from days of recordings outgrows
+            patched[at + 12:at + 16] = min(end - first, 0xFFFFFFFF).to_bytes(4, "big")
         return Start(bytes(patched), audio, rest_s)
     return Start(_silent_tag_frame(head, frames), audio, rest_s)
 

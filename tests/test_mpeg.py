@@ -101,6 +101,25 @@ def test_mp3s_of_different_formats_joined_say_what_was_not_read(tmp_path, rate, 
     assert len(read_audio(path, RATE)) == info.frames
 
 
+def test_a_joined_mp3_over_4_gib_is_stated_as_far_as_its_tag_can(tmp_path, monkeypatch):
+    """Days of recordings joined at 128 kbps: the byte count goes past the Info tag's 32 bits (libmpg123 only checks
+    it against the file's size), the frame count does not."""
+    from pulse import mpeg
+
+    path = tmp_path / "joined.mp3"
+    path.write_bytes(mp3(tmp_path / "a.mp3", 3.0, 3000, 1) + mp3(tmp_path / "b.mp3", 3.0, 6000, 2))
+    walk = mpeg._frames
+
+    def frames(f, position, size, stream):  # as if the last frame lay 5 GiB on, not written here
+        yield from walk(f, position, size, stream)
+        yield 5 << 30, 417
+
+    monkeypatch.setattr(mpeg, "_frames", frames)
+    start = mpeg.stated_start(path, audio_info(tmp_path / "a.mp3").frames)
+    at = mpeg._tag_offset(start.head)
+    assert start.head[at + 12:at + 16] == b"\xff\xff\xff\xff"
+
+
 def test_seeks_in_a_joined_mp3_land_on_the_sample(tmp_path):
     """`pulse segments` and the training windows open a recording at a frame: the same samples as one read."""
     path = tmp_path / "joined.mp3"
