@@ -44,6 +44,8 @@ PCM16_SCALE = np.float32(1 / 32768)  # libsndfile's 16-bit -> float scale (its d
 UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header lacks its sample count
 COUNT_BLOCK = 1 << 18  # frames decoded at a time to count such a FLAC's length
 _SEEK_FAILED = 39  # libsndfile's "Internal psf_fseek() failed"; a FLAC that stops decoding gives 158 or 161
+# libsndfile 1.2.2 garbles up to a frame of an MPEG-2 mono MP3 (16-24 kHz) after a read of any other length (tested)
+MP3_BLOCK = 1152
 SALVAGE_STEP = 4096  # frames read at a time in a block that broke off, to keep the audio before the break
 # libsndfile notes a WAV whose header promises more data than the file holds as "data : N (should be M)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -159,9 +161,11 @@ def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
         stated = (start.head, start.offset)
         with open_audio(path, 0, dataclasses.replace(info, stated=stated)) as f:
             seconds = f.frames / info.sample_rate
+        why = ("MP3s joined end to end, or a variable bitrate without a length tag" if f.frames > info.frames else
+               "a variable bitrate without a length tag, estimated from its first frame")
         info = dataclasses.replace(info, frames=f.frames, stated=stated, warning=(
-            f"the MP3 header gives {info.duration_s:.2f} s but its frames hold {seconds:.2f} s (MP3s joined end to "
-            f"end, or a variable bitrate without a length tag): all {seconds:.2f} s were analysed"))
+            f"the MP3 header gives {info.duration_s:.2f} s but its frames hold {seconds:.2f} s ({why}): all "
+            f"{seconds:.2f} s were analysed"))
     if start and start.rest_s:
         info = dataclasses.replace(info, warning=(
             f"{start.rest_s:.2f} s of MP3 frames follow its first {info.duration_s:.2f} s that cannot be read with "
@@ -255,6 +259,8 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
     if channel is not None and not 0 <= channel < info.channels:
         raise AudioReadError(path, f"channel {channel} requested but the file has {info.channels} channel(s)")
     block = max(1, min(int(block_s * info.sample_rate), MAX_BLOCK_SAMPLES // info.channels))
+    if info.format == "MP3":
+        block = max(MP3_BLOCK, block - block % MP3_BLOCK)
     resampler = None if info.sample_rate == sample_rate else soxr.ResampleStream(
         info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     gaps: list[tuple[int, int]] = []  # damaged stretches of a FLAC, yielded as silence

@@ -125,11 +125,16 @@ def stated_start(path: str | Path, reported: int) -> Start | None:
             frames, end = frames + 1, offset + length
         rest_s = _rest_s(f, end, size)
     counted = frames * samples
-    # a tag's count is exact, less the encoder's delay and padding (under 3 frames); an estimate, within a frame
-    if (counted - reported <= 3 * samples) if tagged else abs(counted - reported) <= samples:
+    flags = int.from_bytes(tag_frame[at + 4:at + 8], "big") if tagged else 0
+    if flags & TAG_FRAMES:  # the tag's own count (some encoders count the tag's frame too): more were joined on
+        right = frames <= int.from_bytes(tag_frame[at + 8:at + 12], "big") + 1
+    elif tagged:  # libmpg123 gives the tag's length less the encoder's delay and padding, a few frames
+        right = counted - reported <= 4 * samples
+    else:  # an estimate from the first frame's bitrate, right to within a frame at a constant bitrate
+        right = abs(counted - reported) <= samples
+    if right:
         # what follows a stream its header says goes on (damage past libmpg123's resync) is read as cut short there
         return Start(b"", 0, rest_s) if rest_s and counted + samples >= reported else None
-    flags = int.from_bytes(tag_frame[at + 4:at + 8], "big") if tagged else 0
     if flags & TAG_FRAMES:
         patched = bytearray(tag_frame)
         patched[at + 8:at + 12] = frames.to_bytes(4, "big")
