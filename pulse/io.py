@@ -44,7 +44,7 @@ PCM16_SCALE = np.float32(1 / 32768)  # libsndfile's 16-bit -> float scale (its d
 UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header lacks its sample count
 COUNT_BLOCK = 1 << 18  # frames decoded at a time to count such a FLAC's length
 _SEEK_FAILED = 39  # libsndfile's "Internal psf_fseek() failed"; a FLAC that stops decoding gives 158 or 161
-# libsndfile 1.2.2 garbles up to a frame of an MPEG-2 mono MP3 (16-24 kHz) after a read of any other length (tested)
+# libsndfile 1.2.2 garbles up to a frame of a low-rate MP3 (MPEG-2/2.5) after a read of any other length (tested)
 MP3_BLOCK = 1152
 SALVAGE_STEP = 4096  # frames read at a time in a block that broke off, to keep the audio before the break
 # libsndfile notes a WAV whose header promises more data than the file holds as "data : N (should be M)".

@@ -186,9 +186,10 @@ def test_a_tagged_mpeg2_mp3_of_any_length_is_read_as_libsndfile_reads_it(tmp_pat
         assert (info.stated, info.warning) == ((), ""), path.name
 
 
-def test_an_mpeg2_mono_mp3_streams_the_samples_of_one_read(tmp_path):
-    """libsndfile garbles the start of a read that follows one of other than whole 1152-sample frames in an
-    MPEG-2 mono stream (up to 0.5 of full scale, a click every block): `stream_audio` reads whole frames."""
+def test_a_low_rate_mp3_streams_the_samples_of_one_read(tmp_path):
+    """libsndfile garbles the start of a read that follows one of other than whole 1152-sample frames in a
+    low-rate (MPEG-2/2.5) stream (up to 0.5 of full scale, a click at a block's start): `stream_audio` reads
+    whole frames."""
     rate = 22050
     path = tmp_path / "low.mp3"
     sf.write(path, song(13.0, 1100, 3)[::2], rate, format="MP3")
