@@ -6,11 +6,13 @@ artefacts at block edges) and yields it. Every way a file can be bad ends in one
 `AudioReadError(path, reason)`, which the batch loop records and moves past; its subclass `PartlyDecoded`
 comes after the audio that could be read, which is analysed. A header that does not give the length (a FLAC from
 a pipe) or was never finished (a WAV whose recorder stopped before closing it) is read to where the audio ends,
-with a warning in `AudioInfo`; so is an MP3 whose header understates its length (`pulse.mpeg`).
+with a warning in `AudioInfo`; so is an MP3 whose header understates its length (`pulse.mpeg`). An AudioMoth's
+triggered WAV is read with the quiet stretches it left out put back as silence (`pulse.audiomoth`).
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import functools
@@ -27,6 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
+from pulse import audiomoth
 from pulse.mpeg import stated_start
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
@@ -91,6 +94,7 @@ class AudioInfo:
     counted: bool = False  # a FLAC without its length in the header: `frames` is what decodes, counted
     raw_data: tuple[int, str] = ()  # a WAV whose header says 0 data bytes: (its first sample's byte, subtype), read raw
     stated: tuple[bytes, int] = ()  # an MP3 whose header misstates its length: `pulse.mpeg.stated_start`'s
+    left_out: tuple[tuple[int, int], ...] = ()  # an AudioMoth's triggered WAV: `pulse.audiomoth.left_out`'s
 
     @property
     def duration_s(self) -> float:
@@ -153,6 +157,13 @@ def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
             f"the file): the {seconds:.2f} s its data holds were analysed" if info.frames == 0 else
             f"over 4 GiB, more than a WAV header can say (its data size wrapped round to "
             f"{info.duration_s:.2f} s): the {seconds:.2f} s to the end of the file were analysed"))
+    if info.format == "WAV" and subtype == "PCM_16" and info.channels == 1 and not info.raw_data and (
+            audiomoth.is_triggered(extra)):
+        first = _riff_data_chunk(path, size)[0]
+        if left_out := audiomoth.left_out(path, first, info.frames):
+            restored = sum(samples - audiomoth.MARKER_SAMPLES for _, samples in left_out)
+            info = dataclasses.replace(info, frames=info.frames + restored, raw_data=(first, subtype),
+                                       left_out=left_out)
     try:
         start = stated_start(path, info.frames) if info.format == "MP3" else None
     except OSError as exc:
@@ -179,6 +190,23 @@ def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
 _SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
+def _riff_data_chunk(path: str | Path, size: int) -> tuple[int, int, bool] | None:
+    """(the byte its first sample is at, the length its header gives, whether the RIFF size falls short of the
+    file) of a RIFF WAVE file's data chunk; None for any other file."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        position = 12
+        while len(chunk := f.read(8)) == 8:
+            length = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return position + 8, length, int.from_bytes(head[4:8], "little") + 8 < size
+            position += 8 + length + length % 2
+            f.seek(position)
+    return None
+
+
 def _wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int | None:
     """Where the samples start of a RIFF WAV that holds more than its header says (libsndfile reads only what it
     says), to be read to the end of the file; None for any other file. Two such WAVs:
@@ -186,35 +214,27 @@ def _wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int 
       when the file is closed; samples follow it. A finished WAV with an empty data chunk (tags after it, the
       RIFF size covering the file) has none.
     - over 4 GiB: the 32-bit data size wrapped round, the data chunk running to the end of the file."""
-    if subtype not in _SAMPLE_BYTES:
+    if subtype not in _SAMPLE_BYTES or (chunk := _riff_data_chunk(path, size)) is None:
         return None
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        riff_short = int.from_bytes(head[4:8], "little") + 8 < size
-        position = 12
-        while len(chunk := f.read(8)) == 8:
-            length, held = int.from_bytes(chunk[4:], "little"), size - position - 8
-            if chunk[:4] == b"data":
-                unfinished = length == 0 and riff_short and held > 0
-                wrapped = held >= 1 << 32 and held % (1 << 32) == length
-                return position + 8 if unfinished or wrapped else None
-            position += 8 + length + length % 2
-            f.seek(position)
-    return None
+    first, length, riff_short = chunk
+    held = size - first
+    unfinished = length == 0 and riff_short and held > 0
+    wrapped = held >= 1 << 32 and held % (1 << 32) == length
+    return first if unfinished or wrapped else None
 
 
-class _Spliced(io.RawIOBase):
-    """`head`, then a file from byte `offset` on: libsndfile reads RAW audio from a file's first byte, and an MP3's
-    length from its first frame."""
+class _Pieced(io.RawIOBase):
+    """A file as libsndfile is to see it, made of pieces, each (length, what): `bytes` of that length, the file's
+    own bytes from an offset, or None for zeros. libsndfile reads RAW audio from a file's first byte, an MP3's
+    length from its first frame, and the silence an AudioMoth left out is zeros."""
 
-    def __init__(self, path: str | Path, offset: int, head: bytes = b""):
-        self._file, self._head, self._offset, self._position = open(path, "rb"), head, offset, 0
+    def __init__(self, path: str | Path, pieces: list[tuple[int, bytes | int | None]]):
+        self._file, self._pieces, self._position = open(path, "rb"), pieces, 0
+        self._starts = list(itertools.accumulate((length for length, _ in pieces), initial=0))
 
     def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_END:
-            position += len(self._head) + os.fstat(self._file.fileno()).st_size - self._offset
+            position += self._starts[-1]
         elif whence == io.SEEK_CUR:
             position += self._position
         self._position = max(0, position)
@@ -224,15 +244,20 @@ class _Spliced(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer) -> int:
-        view, head = memoryview(buffer).cast("B"), len(self._head)
-        count = 0
-        if self._position < head:
-            count = min(len(view), head - self._position)
-            view[:count] = self._head[self._position:self._position + count]
-        if count < len(view):
-            self._file.seek(self._offset + self._position + count - head)
-            count += self._file.readinto(view[count:])
-        self._position += count
+        view, count = memoryview(buffer).cast("B"), 0
+        while count < len(view) and self._position < self._starts[-1]:
+            piece = bisect.bisect_right(self._starts, self._position) - 1
+            (length, what), inside = self._pieces[piece], self._position - self._starts[piece]
+            n = min(len(view) - count, length - inside)
+            if what is None:
+                view[count:count + n] = bytes(n)
+            elif isinstance(what, bytes):
+                view[count:count + n] = what[inside:inside + n]
+            else:
+                self._file.seek(what + inside)
+                if not (n := self._file.readinto(view[count:count + n])):
+                    break
+            count, self._position = count + n, self._position + n
         return count
 
     def readable(self) -> bool:
@@ -244,6 +269,20 @@ class _Spliced(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+def _raw_pieces(path: str | Path, info: AudioInfo) -> list[tuple[int, int | None]]:
+    """`_Pieced`'s pieces of a WAV read raw: its samples to the end of the file, or an AudioMoth's to the end of its
+    data with the silence each marker stands for in the marker's place (16-bit mono)."""
+    first, _ = info.raw_data
+    if not info.left_out:
+        return [(os.stat(path).st_size - first, first)]
+    pieces, done = [], 0
+    for at, samples in info.left_out:
+        pieces += [(2 * (at - done), first + 2 * done), (2 * samples, None)]
+        done = at + audiomoth.MARKER_SAMPLES
+    in_file = info.frames - sum(samples - audiomoth.MARKER_SAMPLES for _, samples in info.left_out)
+    return pieces + [(2 * (in_file - done), first + 2 * done)]
 
 
 def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: int | None = None,
@@ -404,14 +443,14 @@ def _file_name(path: str | Path) -> str | bytes:
 
 def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = None) -> sf.SoundFile:
     """The recording open at frame `position`; given its `info`, a WAV whose header was never finished is read raw
-    from its first sample, and an MP3 whose header misstates its length from a first frame that states it."""
+    from its first sample, an AudioMoth's triggered WAV with the silence it left out put back, and an MP3 whose
+    header misstates its length from a first frame that states it."""
     if info is not None and info.raw_data:
-        first, subtype = info.raw_data
-        f = sf.SoundFile(_Spliced(path, first), samplerate=info.sample_rate, channels=info.channels, format="RAW",
-                         subtype=subtype, endian="LITTLE")
+        f = sf.SoundFile(_Pieced(path, _raw_pieces(path, info)), samplerate=info.sample_rate, channels=info.channels,
+                         format="RAW", subtype=info.raw_data[1], endian="LITTLE")
     elif info is not None and info.stated:
         head, offset = info.stated
-        f = sf.SoundFile(_Spliced(path, offset, head))
+        f = sf.SoundFile(_Pieced(path, [(len(head), head), (os.stat(path).st_size - offset, offset)]))
     else:
         f = sf.SoundFile(_file_name(path))
     if position:

@@ -1,0 +1,121 @@
+"""AudioMoth triggered recordings (T.WAV) read on the night's clock: each marker is the silence it stands for."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pulse.io import audio_info, open_audio, read_audio
+
+RATE = 48000
+HEADER_SAMPLES = 244  # an AudioMoth's 488-byte header overwrites the first buffer's first samples
+FIRST = 188 * 256 - HEADER_SAMPLES  # ~1 s of song: the firmware writes whole 512-byte units, header included
+SECOND = 188 * 256
+TRIGGERED = (b"Recorded at 21:00:00 01/07/2024 (UTC) by AudioMoth 24F3190361DA5E28 at medium gain while battery was "
+             b"4.2V and temperature was 20.1C. Amplitude threshold was 0.1% with 0s minimum trigger duration.")
+
+
+def audiomoth_wav(path, data: np.ndarray, comment: bytes = TRIGGERED) -> None:
+    """A WAV laid out as the AudioMoth firmware writes it: RIFF, fmt, LIST/INFO (ICMT 384, IART 32), data."""
+    info = (b"INFO" + b"ICMT" + struct.pack("<I", 384) + comment.ljust(384, b"\0")
+            + b"IART" + struct.pack("<I", 32) + b"AudioMoth 24F3190361DA5E28".ljust(32, b"\0"))
+    samples = data.astype("<i2").tobytes()
+    body = (b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, RATE, 2 * RATE, 2, 16)
+            + b"LIST" + struct.pack("<I", len(info)) + info + b"data" + struct.pack("<I", len(samples)) + samples)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def marker(units: int) -> np.ndarray:
+    """The firmware's 512-byte marker for `units` x 256 samples left out: the count in +-1, LSB first, then 0s."""
+    return np.array([1 if units >> i & 1 else -1 for i in range(32)] + [0] * 224, np.int16)
+
+
+def burst(samples: int, freq: float, seed: int) -> np.ndarray:
+    t = np.arange(samples) / RATE
+    noise = np.random.default_rng(seed).standard_normal(samples)
+    return (8000 * np.sin(2 * np.pi * freq * t) + 300 * noise).astype(np.int16)
+
+
+@pytest.fixture()
+def night(tmp_path):
+    """~1 s of song, 10 s left out, ~1 s of another, 20 s left out, 0.5 s: ~32.5 s of night in ~2.5 s of file.
+    Markers sit where the firmware puts them, 512-byte aligned in the file."""
+    data = np.concatenate([burst(FIRST, 3000, 1), marker(10 * RATE // 256), burst(SECOND, 6000, 2),
+                           marker(20 * RATE // 256), burst(RATE // 2, 4000, 3)])
+    path = tmp_path / "20240701_210000T.WAV"
+    audiomoth_wav(path, data)
+    return path, data
+
+
+def peak_hz(audio: np.ndarray) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(audio)))) * RATE / len(audio)
+
+
+def test_a_triggered_file_is_as_long_as_the_night_it_spans(night):
+    path, data = night
+    assert sf.info(str(path)).frames == len(data)  # what the file holds: 2.5 s
+    info = audio_info(path)
+    expected = len(data) + (10 * RATE - 256) + (20 * RATE - 256)
+    assert info.frames == expected and info.duration_s == pytest.approx(32.5, abs=0.01)
+    assert info.warning == ""  # a file as the recorder meant it, not a damaged one: no errors.csv row
+
+
+def test_each_song_is_at_its_time_in_the_night_and_the_left_out_stretches_are_silence(night):
+    path, data = night
+    audio = read_audio(path, RATE)
+    scale = 1 / 32768
+    second = FIRST + 10 * RATE  # the second song starts after the first and the 10 s left out
+    np.testing.assert_array_equal(audio[:FIRST], data[:FIRST] * np.float32(scale))
+    assert not audio[FIRST:second].any()
+    after_marker = data[FIRST + 256:FIRST + 256 + SECOND]
+    np.testing.assert_array_equal(audio[second:second + SECOND], after_marker * np.float32(scale))
+    assert peak_hz(audio[second:second + SECOND]) == pytest.approx(6000, abs=2)
+    assert not audio[second + SECOND:second + SECOND + 20 * RATE].any()
+    assert peak_hz(audio[-RATE // 2:]) == pytest.approx(4000, abs=3)
+
+
+def test_a_seek_lands_on_the_nights_sample(night):
+    """`pulse segments` cuts clips at detection times, training reads windows: both seek."""
+    path, _ = night
+    info = audio_info(path)
+    whole = read_audio(path, RATE)
+    for position in (100, FIRST + 5 * RATE, FIRST + 10 * RATE + 300, info.frames - 1000):
+        with open_audio(path, position, info) as f:
+            np.testing.assert_array_equal(f.read(800, dtype="int16") * np.float32(1 / 32768),
+                                          whole[position:position + 800])
+
+
+def test_an_audiomoth_file_without_a_trigger_is_read_as_it_is(tmp_path):
+    """Continuous recordings are not searched (it reads the whole file): a marker-like run stays as recorded."""
+    path = tmp_path / "20240701_210000.WAV"
+    data = np.concatenate([burst(RATE, 3000, 1), marker(100), burst(RATE, 3000, 2)])
+    audiomoth_wav(path, data, comment=TRIGGERED.split(b" Amplitude")[0])
+    info = audio_info(path)
+    assert (info.frames, info.left_out, info.raw_data) == (len(data), (), ())
+
+
+def test_pulse_analyze_reports_a_song_at_its_time_in_the_night(tmp_path):
+    """The bundled default on a real field cricket recorded after 60 s the AudioMoth left out: detected from 60 s
+    on, where a reader of the file as it is would put it at 1 s."""
+    import pandas as pd
+    import soxr
+
+    from pulse.analyze import analyze
+    from pulse.config import InferConfig
+
+    recording, rate = sf.read("pulse/assets/examples/Gryllus_campestris_dat003-004.flac", dtype="float32")
+    song = soxr.resample(recording[:6 * rate], rate, RATE)
+    quiet = (np.random.default_rng(0).standard_normal(FIRST) * 30).astype(np.int16)
+    data = np.concatenate([quiet, marker(60 * RATE // 256 - 1), (song * 16000).astype(np.int16)])
+    folder = tmp_path / "card"
+    folder.mkdir()
+    audiomoth_wav(folder / "20240701_210000T.WAV", data)
+    summary = analyze([folder], tmp_path / "out", InferConfig(min_conf=0.5))
+    assert summary.files_done == 1 and not summary.errors
+    assert summary.audio_s == pytest.approx(66 + FIRST / RATE, abs=0.01)
+    found = pd.read_csv(tmp_path / "out" / "detections.csv")
+    assert set(found["Scientific name"]) == {"Gryllus campestris"}
+    assert found["Start (s)"].min() >= 60.0 - 3.0 + FIRST / RATE  # its first window can start in the silence
