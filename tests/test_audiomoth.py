@@ -88,6 +88,22 @@ def test_a_seek_lands_on_the_nights_sample(night):
                                           whole[position:position + 800])
 
 
+def test_a_sound_dying_into_digital_silence_between_units_is_not_a_marker(tmp_path):
+    """The firmware writes markers only at the file's 512-byte boundaries (whole units from byte 0), and the
+    Configuration App looks nowhere else. A sound fading through +1 into digital silence (a DC-blocked input gone
+    flat) elsewhere is 32 samples of +-1 and 224 zeros too: read as a marker it was 265 days of silence."""
+    path = tmp_path / "20240701_210000T.WAV"
+    fade = np.concatenate([np.ones(40, np.int16), np.zeros(300, np.int16)])  # from FIRST + 100: between units
+    data = np.concatenate([burst(FIRST + 100, 3000, 1), fade, burst(72, 3000, 2), marker(10 * RATE // 256),
+                           burst(SECOND, 6000, 3)])
+    audiomoth_wav(path, data)
+    info = audio_info(path)
+    assert info.left_out == ((FIRST + 512, 10 * RATE),)  # the marker at the next boundary is still one
+    assert info.frames == len(data) + 10 * RATE - 256
+    audio = read_audio(path, RATE)
+    np.testing.assert_array_equal(audio[FIRST + 100:FIRST + 440], fade * np.float32(1 / 32768))
+
+
 def test_an_audiomoth_file_without_a_trigger_is_read_as_it_is(tmp_path):
     """Continuous recordings are not searched (it reads the whole file): a marker-like run stays as recorded."""
     path = tmp_path / "20240701_210000.WAV"
