@@ -17,6 +17,7 @@ import numpy as np
 
 MARKER_SAMPLES = 256  # one 512-byte unit of 16-bit samples: a marker, and the unit it counts in
 COUNT_BITS = 32
+NIGHT_SAMPLES = (1 << 31) - 1  # the most a file spans: the firmware ends a recording at 4 GiB, left-out buffers counted
 SCAN_SAMPLES = 1 << 22  # samples examined at a time (8 MB, whole units), so that memory does not grow with the file
 
 
@@ -33,19 +34,22 @@ def left_out(path: str | Path, first: int, frames: int) -> tuple[tuple[int, int]
 
     Only the file's 512-byte units are looked at, as the Configuration App does: the firmware writes whole units
     from byte 0 (its header over the start of the first buffer), so a marker starts at a multiple of 512. Between
-    them, a sound dying away through +1 into digital silence would read as a marker of 2^32 units (265 days)."""
+    them, a sound dying away through +1 into digital silence would read as a marker of 2^32 units (265 days). At
+    one, a unit that would take the night past `NIGHT_SAMPLES` is such a sound, not a marker: the firmware counts the
+    buffers it leaves out towards the 4 GiB it stops a file at, so no count it wrote is over 2^23."""
     if first % 2:
         return ()
     skip = -first // 2 % MARKER_SAMPLES  # the first sample at a 512-byte boundary of the file
     data = np.memmap(path, dtype="<i2", mode="r", offset=first, shape=(frames,))
-    found = []
+    found, night = [], frames
     for start in range(skip, frames - MARKER_SAMPLES + 1, SCAN_SAMPLES):
         chunk = np.asarray(data[start:start + SCAN_SAMPLES])
         units = chunk[:len(chunk) // MARKER_SAMPLES * MARKER_SAMPLES].reshape(-1, MARKER_SAMPLES)
         for unit in _markers(units):
             bits = units[unit, :COUNT_BITS] > 0
             count = int(np.dot(bits, 1 << np.arange(COUNT_BITS, dtype=np.int64)))
-            if count:
+            if count and night + (count - 1) * MARKER_SAMPLES <= NIGHT_SAMPLES:
+                night += (count - 1) * MARKER_SAMPLES
                 found.append((start + int(unit) * MARKER_SAMPLES, count * MARKER_SAMPLES))
     return tuple(found)
 

@@ -104,6 +104,23 @@ def test_a_sound_dying_into_digital_silence_between_units_is_not_a_marker(tmp_pa
     np.testing.assert_array_equal(audio[FIRST + 100:FIRST + 440], fade * np.float32(1 / 32768))
 
 
+@pytest.mark.parametrize("units", [2**23 + 1, 2**31, 2**32 - 1])
+def test_a_unit_that_would_make_the_night_longer_than_a_recording_can_be_is_sound(tmp_path, units):
+    """The firmware counts what it leaves out towards the 4 GiB it ends a file at (2^31 samples, 2^23 units): a
+    unit at a boundary that reads as more is sound that looks like a marker (all +1 is a fade into digital silence),
+    read as it is, not as months of silence; the markers before and after it are still put back."""
+    path = tmp_path / "20240701_210000T.WAV"
+    data = np.concatenate([burst(FIRST, 3000, 1), marker(10 * RATE // 256), burst(SECOND, 6000, 2),
+                           marker(units), burst(SECOND, 5000, 3), marker(2**22), burst(RATE // 2, 4000, 4)])
+    audiomoth_wav(path, data)
+    info = audio_info(path)
+    last = FIRST + 256 + SECOND + 256 + SECOND
+    assert info.left_out == ((FIRST, 10 * RATE), (last, 2**22 * 256))
+    assert info.frames == len(data) + 10 * RATE - 256 + (2**22 - 1) * 256
+    with open_audio(path, FIRST + 10 * RATE + SECOND, info) as f:  # the unit, in the night
+        np.testing.assert_array_equal(f.read(256, dtype="int16"), marker(units))
+
+
 def test_an_audiomoth_file_without_a_trigger_is_read_as_it_is(tmp_path):
     """Continuous recordings are not searched (it reads the whole file): a marker-like run stays as recorded."""
     path = tmp_path / "20240701_210000.WAV"
