@@ -11,6 +11,7 @@ night's.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,16 @@ MARKER_SAMPLES = 256  # one 512-byte unit of 16-bit samples: a marker, and the u
 COUNT_BITS = 32
 NIGHT_SAMPLES = (1 << 31) - 1  # the most a file spans: the firmware ends a recording at 4 GiB, left-out buffers counted
 SCAN_SAMPLES = 1 << 22  # samples examined at a time (8 MB, whole units), so that memory does not grow with the file
+_ARTIST = re.compile(r"^ *IART : AudioMoth ", re.MULTILINE)
+_TRIGGER = re.compile(r"^ *ICMT : .*(?:threshold|trigger)", re.MULTILINE)  # the comment's line, not the file's path
 
 
 def is_triggered(chunks: str) -> bool:
     """Whether libsndfile's account of a WAV's chunks (`SoundFile.extra_info`) shows an AudioMoth's with a trigger
     set, as its comment says ("Amplitude threshold was ...", "Frequency trigger ..."): only those files are
-    searched for markers, which reads the whole file."""
-    return "IART : AudioMoth" in chunks and ("threshold" in chunks or "trigger" in chunks)
+    searched for markers, which reads the whole file. Only those chunks' lines count: the account starts with the
+    file's path, and a folder named for a threshold study is no trigger."""
+    return bool(_ARTIST.search(chunks) and _TRIGGER.search(chunks))
 
 
 def left_out(path: str | Path, first: int, frames: int) -> tuple[tuple[int, int], ...]:

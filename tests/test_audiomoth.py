@@ -130,6 +130,33 @@ def test_an_audiomoth_file_without_a_trigger_is_read_as_it_is(tmp_path):
     assert (info.frames, info.left_out, info.raw_data) == (len(data), (), ())
 
 
+@pytest.mark.parametrize("trigger", [
+    b" Amplitude threshold was 10.",  # firmware 1.4-1.5
+    b" Amplitude threshold was -40 dB with 2s minimum trigger duration.",  # 1.6 on
+    b" Frequency trigger (4.0kHz and window length of 128 samples) threshold was 1.0% with 0s minimum trigger"
+    b" duration. Band-pass filter with frequencies of 1.0kHz and 8.0kHz applied.",  # 1.8 on
+])
+def test_each_firmwares_trigger_comment_is_recognised(tmp_path, trigger):
+    path = tmp_path / "20240701_210000T.WAV"
+    data = np.concatenate([burst(FIRST, 3000, 1), marker(100), burst(RATE, 3000, 2)])
+    comment = (b"Recorded at 21:00:00 01/07/2024 (UTC+10:30) during deployment 0123456789ABCDEF using external "
+               b"microphone at low gain while battery was 3.6V and temperature was -1.5C." + trigger)
+    audiomoth_wav(path, data, comment=comment)
+    assert audio_info(path).left_out == ((FIRST, 100 * 256),)
+
+
+def test_a_continuous_recording_in_a_folder_named_for_a_trigger_is_read_as_it_is(tmp_path):
+    """libsndfile's account of the chunks starts with the file's path: only the comment's line says whether a
+    trigger was set."""
+    folder = tmp_path / "amplitude threshold and frequency trigger trials"
+    folder.mkdir()
+    path = folder / "20240701_210000.WAV"
+    data = np.concatenate([burst(FIRST, 3000, 1), marker(100), burst(RATE, 3000, 2)])
+    audiomoth_wav(path, data, comment=TRIGGERED.split(b" Amplitude")[0])
+    info = audio_info(path)
+    assert (info.frames, info.left_out, info.raw_data) == (len(data), (), ())
+
+
 def test_pulse_analyze_reports_a_song_at_its_time_in_the_night(tmp_path):
     """The bundled default on a real field cricket recorded after 60 s the AudioMoth left out: detected from 60 s
     on, where a reader of the file as it is would put it at 1 s."""
