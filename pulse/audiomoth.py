@@ -32,9 +32,11 @@ def is_triggered(chunks: str) -> bool:
     return bool(_ARTIST.search(chunks) and _TRIGGER.search(chunks))
 
 
-def left_out(path: str | Path, first: int, frames: int) -> tuple[tuple[int, int], ...]:
-    """(sample index, samples it stands for) of every marker in the 16-bit mono samples `frames` long from byte
-    `first` of `path`, in order; the samples a marker stands for include its own 256.
+def left_out(path: str | Path, first: int, frames: int) -> np.ndarray:
+    """[markers, 2] int64: (sample index, samples it stands for) of every marker in the 16-bit mono samples
+    `frames` long from byte `first` of `path`, in order; the samples a marker stands for include its own 256. An
+    array, as it is kept for every file `pulse.io` has seen lately: a busy night's thousands of markers as tuples
+    took ~120 bytes each.
 
     Only the file's 512-byte units are looked at, as the Configuration App does: the firmware writes whole units
     from byte 0 (its header over the start of the first buffer), so a marker starts at a multiple of 512. Between
@@ -42,7 +44,7 @@ def left_out(path: str | Path, first: int, frames: int) -> tuple[tuple[int, int]
     one, a unit that would take the night past `NIGHT_SAMPLES` is such a sound, not a marker: the firmware counts the
     buffers it leaves out towards the 4 GiB it stops a file at, so no count it wrote is over 2^23."""
     if first % 2:
-        return ()
+        return np.zeros((0, 2), np.int64)
     skip = -first // 2 % MARKER_SAMPLES  # the first sample at a 512-byte boundary of the file
     data = np.memmap(path, dtype="<i2", mode="r", offset=first, shape=(frames,))
     found, night = [], frames
@@ -55,7 +57,7 @@ def left_out(path: str | Path, first: int, frames: int) -> tuple[tuple[int, int]
             if count and night + (count - 1) * MARKER_SAMPLES <= NIGHT_SAMPLES:
                 night += (count - 1) * MARKER_SAMPLES
                 found.append((start + int(unit) * MARKER_SAMPLES, count * MARKER_SAMPLES))
-    return tuple(found)
+    return np.array(found, np.int64).reshape(-1, 2)
 
 
 def _markers(units: np.ndarray) -> np.ndarray:

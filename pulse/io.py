@@ -94,7 +94,8 @@ class AudioInfo:
     counted: bool = False  # a FLAC without its length in the header: `frames` is what decodes, counted
     raw_data: tuple[int, str] = ()  # a WAV whose header says 0 data bytes: (its first sample's byte, subtype), read raw
     stated: tuple[bytes, int] = ()  # an MP3 whose header misstates its length: `pulse.mpeg.stated_start`'s
-    left_out: tuple[tuple[int, int], ...] = ()  # an AudioMoth's triggered WAV: `pulse.audiomoth.left_out`'s
+    # an AudioMoth's triggered WAV: `pulse.audiomoth.left_out`'s markers
+    left_out: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int64), compare=False)
 
     @property
     def duration_s(self) -> float:
@@ -133,6 +134,13 @@ def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
         raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    # before the truncation check, so that a cut-short triggered file's note gives the night's seconds
+    if info.format == "WAV" and subtype == "PCM_16" and info.channels == 1 and audiomoth.is_triggered(extra):
+        first = _riff_data_chunk(path, size)[0]
+        if len(left_out := audiomoth.left_out(path, first, info.frames)):
+            restored = int((left_out[:, 1] - audiomoth.MARKER_SAMPLES).sum())
+            info = dataclasses.replace(info, frames=info.frames + restored, raw_data=(first, subtype),
+                                       left_out=left_out)
     short = _SHORT_DATA.search(extra)
     # 0xFFFFFFFF bytes: "to the end of the file", what ffmpeg writes to a pipe puts there
     if short and int(short.group(2)) < int(short.group(1)) != 0xFFFFFFFF and info.frames > 0:
@@ -157,13 +165,6 @@ def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
             f"the file): the {seconds:.2f} s its data holds were analysed" if info.frames == 0 else
             f"over 4 GiB, more than a WAV header can say (its data size wrapped round to "
             f"{info.duration_s:.2f} s): the {seconds:.2f} s to the end of the file were analysed"))
-    if info.format == "WAV" and subtype == "PCM_16" and info.channels == 1 and not info.raw_data and (
-            audiomoth.is_triggered(extra)):
-        first = _riff_data_chunk(path, size)[0]
-        if left_out := audiomoth.left_out(path, first, info.frames):
-            restored = sum(samples - audiomoth.MARKER_SAMPLES for _, samples in left_out)
-            info = dataclasses.replace(info, frames=info.frames + restored, raw_data=(first, subtype),
-                                       left_out=left_out)
     try:
         start = stated_start(path, info.frames) if info.format == "MP3" else None
     except OSError as exc:
@@ -275,13 +276,13 @@ def _raw_pieces(path: str | Path, info: AudioInfo) -> list[tuple[int, int | None
     """`_Pieced`'s pieces of a WAV read raw: its samples to the end of the file, or an AudioMoth's to the end of its
     data with the silence each marker stands for in the marker's place (16-bit mono)."""
     first, _ = info.raw_data
-    if not info.left_out:
+    if not len(info.left_out):
         return [(os.stat(path).st_size - first, first)]
     pieces, done = [], 0
-    for at, samples in info.left_out:
+    for at, samples in info.left_out.tolist():
         pieces += [(2 * (at - done), first + 2 * done), (2 * samples, None)]
         done = at + audiomoth.MARKER_SAMPLES
-    in_file = info.frames - sum(samples - audiomoth.MARKER_SAMPLES for _, samples in info.left_out)
+    in_file = info.frames - int((info.left_out[:, 1] - audiomoth.MARKER_SAMPLES).sum())
     return pieces + [(2 * (in_file - done), first + 2 * done)]
 
 
