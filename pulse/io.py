@@ -104,8 +104,8 @@ class AudioInfo:
 
 def audio_info(path: str | Path) -> AudioInfo:
     """Open the header and check it: format known, rate in range, not empty, not truncated. Once per version of a
-    file (its size and modification time): training reads thousands of windows from each, and an MP3's frames or a
-    FLAC's length may have to be counted."""
+    file (the file itself, its size and its modification and change times): training reads thousands of windows from
+    each, and an MP3's frames or a FLAC's length may have to be counted."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -120,12 +120,15 @@ def audio_info(path: str | Path) -> AudioInfo:
         how = ("with Wildlife Acoustics' Kaleidoscope" if "Wildlife" in what
                else f"(e.g. ffmpeg -i {Path(path).name} {Path(path).stem}.flac)")
         raise AudioReadError(path, f"{what} cannot be decoded here: convert it to WAV or FLAC {how}")
-    return _examined(str(path), status.st_size, status.st_mtime_ns)
+    # the file, not its name alone: a relative name is another file after a chdir; and its change time, which a copy
+    # that keeps the size and modification time of the file it replaces (cp -p, rsync -t) does not keep
+    version = (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_ctime_ns)
+    return _examined(str(path), status.st_size, version)
 
 
 @functools.lru_cache(maxsize=4096)  # AudioReadError is raised, never cached: a file that was bad is examined anew
-def _examined(path: str, size: int, mtime_ns: int) -> AudioInfo:
-    """`audio_info` of a regular, non-empty file of a format libsndfile may know."""
+def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> AudioInfo:
+    """`audio_info` of a regular, non-empty file of a format libsndfile may know; `version` keys the cache only."""
     try:
         with sf.SoundFile(_file_name(path)) as f:
             info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -396,3 +398,27 @@ def test_folders_linked_to_are_searched_once_and_the_runs_own_output_folder_neve
     (project / "A_link").symlink_to(project / "AM01")  # a folder reached directly and through a link: its own name
     assert [relative.as_posix() for _, relative in find_audio([project], outputs=project / "results")] == found
     assert len(find_audio([project], outputs=project)) == 3  # --out the input folder itself: nothing skipped
+
+
+def test_a_relative_name_is_examined_anew_in_another_folder(tmp_path, monkeypatch):
+    """Two recorders on one schedule leave files of the same name, size and time (kept by cp -p, rsync -t, unzip):
+    a name relative to the working folder is another file after a chdir, not the one examined before."""
+    for site, rate in (("a", 32000), ("b", 64000)):  # as many bytes: 1 s at 32 kHz, 0.5 s at 64 kHz
+        (tmp_path / site).mkdir()
+        sf.write(tmp_path / site / "20240701_210000.WAV", tone(32000 / rate, rate), rate, subtype="PCM_16")
+        os.utime(tmp_path / site / "20240701_210000.WAV", ns=(10**18, 10**18))
+    for site, rate in (("a", 32000), ("b", 64000)):
+        monkeypatch.chdir(tmp_path / site)
+        assert audio_info("20240701_210000.WAV").sample_rate == rate
+
+
+def test_a_file_copied_over_with_its_size_and_time_is_examined_anew(tmp_path):
+    """`cp -p`/`shutil.copy2` over a recording examined before keeps its name, size and modification time."""
+    path, other = tmp_path / "rec.wav", tmp_path / "other.wav"
+    sf.write(path, tone(1.0, 32000), 32000, subtype="PCM_16")
+    sf.write(other, tone(0.5, 64000), 64000, subtype="PCM_16")
+    for p in (path, other):
+        os.utime(p, ns=(10**18, 10**18))
+    assert audio_info(path).sample_rate == 32000
+    shutil.copy2(other, path)
+    assert audio_info(path).sample_rate == 64000
