@@ -21,6 +21,7 @@ import itertools
 import os
 import re
 import stat
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ MAX_BLOCK_SAMPLES = 1 << 24
 PCM16_SCALE = np.float32(1 / 32768)  # libsndfile's 16-bit -> float scale (its default normalisation)
 UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a FLAC whose header lacks its sample count
 COUNT_BLOCK = 1 << 18  # frames decoded at a time to count such a FLAC's length
+# how long a file is not examined once for all after it changed: FAT keeps times to 2 s, NTFS to the clock's tick
+# (~16 ms), so it could change again, as many bytes, and os.stat would not tell
+RECENT_NS = 2 * 10**9
 _SEEK_FAILED = 39  # libsndfile's "Internal psf_fseek() failed"; a FLAC that stops decoding gives 158 or 161
 # libsndfile 1.2.2 garbles up to a frame of a low-rate MP3 (MPEG-2/2.5) after a read of any other length (tested)
 MP3_BLOCK = 1152
@@ -104,8 +108,9 @@ class AudioInfo:
 
 def audio_info(path: str | Path) -> AudioInfo:
     """Open the header and check it: format known, rate in range, not empty, not truncated. Once per version of a
-    file (the file itself, its size and its modification and change times): training reads thousands of windows from
-    each, and an MP3's frames or a FLAC's length may have to be counted."""
+    file (the file itself, its size and its modification and change times) that has not changed in the last
+    RECENT_NS: training reads thousands of windows from each, and an MP3's frames or a FLAC's length may have to be
+    counted."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -123,6 +128,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     # the file, not its name alone: a relative name is another file after a chdir; and its change time, which a copy
     # that keeps the size and modification time of the file it replaces (cp -p, rsync -t) does not keep
     version = (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_ctime_ns)
+    if abs(time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns)) < RECENT_NS:
+        return _examined.__wrapped__(str(path), status.st_size, version)
     return _examined(str(path), status.st_size, version)
 
 

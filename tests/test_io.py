@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -421,4 +422,34 @@ def test_a_file_copied_over_with_its_size_and_time_is_examined_anew(tmp_path):
         os.utime(p, ns=(10**18, 10**18))
     assert audio_info(path).sample_rate == 32000
     shutil.copy2(other, path)
+    assert audio_info(path).sample_rate == 64000
+
+
+def test_a_file_rewritten_within_its_timestamps_tick_is_examined_anew(tmp_path, monkeypatch):
+    """An SD card's FAT keeps times to 2 s (NTFS to the clock's tick, ~16 ms): a recording rewritten in place with
+    as many bytes within that tick looks, to os.stat, like the one examined before."""
+    from types import SimpleNamespace
+
+    from pulse import io as pulse_io
+
+    tick = time.time_ns()  # every write below lands in the tick that starts here, and the reads 1 s into it
+
+    class Fat:
+        """`os` as on such a card."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def stat(path):
+            st = os.stat(path)
+            return SimpleNamespace(st_mode=st.st_mode, st_size=st.st_size, st_dev=st.st_dev, st_ino=st.st_ino,
+                                   st_mtime_ns=tick, st_ctime_ns=tick)
+
+    monkeypatch.setattr(pulse_io, "os", Fat())
+    monkeypatch.setattr(pulse_io, "time", SimpleNamespace(time_ns=lambda: tick + 10**9), raising=False)
+    path = tmp_path / "rec.wav"
+    sf.write(path, tone(1.0, 32000), 32000, subtype="PCM_16")
+    assert audio_info(path).sample_rate == 32000
+    sf.write(path, tone(0.5, 64000), 64000, subtype="PCM_16")
     assert audio_info(path).sample_rate == 64000
