@@ -282,6 +282,25 @@ class _Pieced(io.RawIOBase):
         super().close()
 
 
+class _PiecedSoundFile(sf.SoundFile):
+    """A SoundFile read from a `_Pieced` file, which it closes with itself: soundfile leaves a file object it is given
+    open, and the recording stayed open until the garbage collector came (on Windows, it could not be moved)."""
+
+    def __init__(self, pieced: _Pieced, **kwargs):
+        self._pieced = pieced
+        try:
+            super().__init__(pieced, **kwargs)
+        except BaseException:
+            pieced.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._pieced.close()
+
+
 def _raw_pieces(path: str | Path, info: AudioInfo) -> list[tuple[int, int | None]]:
     """`_Pieced`'s pieces of a WAV read raw: its samples to the end of the file, or an AudioMoth's to the end of its
     data with the silence each marker stands for in the marker's place (16-bit mono)."""
@@ -457,11 +476,11 @@ def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = Non
     from its first sample, an AudioMoth's triggered WAV with the silence it left out put back, and an MP3 whose
     header misstates its length from a first frame that states it."""
     if info is not None and info.raw_data:
-        f = sf.SoundFile(_Pieced(path, _raw_pieces(path, info)), samplerate=info.sample_rate, channels=info.channels,
-                         format="RAW", subtype=info.raw_data[1], endian="LITTLE")
+        f = _PiecedSoundFile(_Pieced(path, _raw_pieces(path, info)), samplerate=info.sample_rate,
+                             channels=info.channels, format="RAW", subtype=info.raw_data[1], endian="LITTLE")
     elif info is not None and info.stated:
         head, offset = info.stated
-        f = sf.SoundFile(_Pieced(path, [(len(head), head), (os.stat(path).st_size - offset, offset)]))
+        f = _PiecedSoundFile(_Pieced(path, [(len(head), head), (os.stat(path).st_size - offset, offset)]))
     else:
         f = sf.SoundFile(_file_name(path))
     if position:

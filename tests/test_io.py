@@ -453,3 +453,24 @@ def test_a_file_rewritten_within_its_timestamps_tick_is_examined_anew(tmp_path, 
     assert audio_info(path).sample_rate == 32000
     sf.write(path, tone(0.5, 64000), 64000, subtype="PCM_16")
     assert audio_info(path).sample_rate == 64000
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="open files are listed in /proc/self/fd")
+def test_closing_a_recording_read_through_pieces_closes_the_file(tmp_path):
+    """soundfile leaves a file object it reads from open: a WAV read raw (or a stated MP3, an AudioMoth's triggered
+    WAV) stayed open after close() until the garbage collector came, on Windows a recording that cannot be moved."""
+    from pulse.io import open_audio
+
+    path = tmp_path / "night.wav"
+    sf.write(path, tone(1.0, RATE), RATE, subtype="PCM_16")
+    unfinished(path)
+    info = audio_info(path)
+    assert info.raw_data
+
+    def open_on_it() -> int:
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path.resolve()) for fd in os.listdir("/proc/self/fd"))
+
+    f = open_audio(path, 100, info)
+    assert len(f.read(100)) == 100 and open_on_it() == 1
+    f.close()
+    assert open_on_it() == 0
