@@ -98,6 +98,7 @@ class AudioInfo:
     counted: bool = False  # a FLAC without its length in the header: `frames` is what decodes, counted
     raw_data: tuple[int, str] = ()  # a WAV whose header says 0 data bytes: (its first sample's byte, subtype), read raw
     stated: tuple[bytes, int] = ()  # an MP3 whose header misstates its length: `pulse.mpeg.stated_start`'s
+    whole: bool = False  # its warning is no loss: all it holds is read (an MP3 whose header misstated its length)
     # an AudioMoth's triggered WAV: `pulse.audiomoth.left_out`'s markers
     left_out: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int64), compare=False)
 
@@ -185,11 +186,11 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
             seconds = f.frames / info.sample_rate
         why = ("MP3s joined end to end, or a variable bitrate without a length tag" if f.frames > info.frames else
                "a variable bitrate without a length tag, estimated from its first frame")
-        info = dataclasses.replace(info, frames=f.frames, stated=stated, warning=(
+        info = dataclasses.replace(info, frames=f.frames, stated=stated, whole=True, warning=(
             f"the MP3 header gives {info.duration_s:.2f} s but its frames hold {seconds:.2f} s ({why}): all "
             f"{seconds:.2f} s were analysed"))
     if start and start.rest_s:
-        info = dataclasses.replace(info, warning=(
+        info = dataclasses.replace(info, whole=False, warning=(
             f"{start.rest_s:.2f} s of MP3 frames follow its first {info.duration_s:.2f} s that cannot be read with "
             f"them (MP3s of different sample rates or channel counts joined end to end, or over 1 KiB of other bytes "
             f"between them): only the first {info.duration_s:.2f} s were analysed"))

@@ -106,8 +106,10 @@ def cut_too_short(seconds: float, reason: str, spec: WindowSpec) -> str:
 
 
 def refuse_truncated(path: Path, info: AudioInfo, spec: WindowSpec) -> None:
-    """A file whose header promises more audio than it holds is analysed only if what it holds fills --min-len."""
-    if info.warning and (short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s", spec)):
+    """A file whose header promises more audio than it holds is analysed only if what it holds fills --min-len; one
+    read whole all the same (an MP3 whose header misstated its length) is a clip like any other."""
+    if info.warning and not info.whole and (
+            short := cut_too_short(info.duration_s, f"truncated to {info.duration_s:.2f} s", spec)):
         raise AudioReadError(path, short)
 
 

@@ -83,6 +83,19 @@ def test_a_vbr_mp3_that_starts_silent_at_24_khz_is_read_to_the_end(tmp_path):
     assert len(read_audio(path, 24000)) == info.frames
 
 
+def test_a_short_mp3_whose_header_misstates_its_length_is_analysed_as_a_whole_clip(tmp_path):
+    """A clip shorter than --min-len is padded and analysed when whole; only a recording that breaks off before it
+    is refused. An untagged VBR MP3 of 0.8 s is read whole, to its last frame: it was refused as "truncated to
+    0.82 s" (libsndfile alone had read 0.27 s of it, and analysed those)."""
+    from pulse.windows import WindowSpec, refuse_truncated
+
+    path = tmp_path / "clip.mp3"
+    path.write_bytes(without_tag(mp3(tmp_path / "tagged.mp3", 0.8, 3000)))
+    info = audio_info(path)
+    assert info.stated and "frames hold 0.82 s" in info.warning  # still listed in errors.csv
+    refuse_truncated(path, info, WindowSpec.from_seconds(3.0, 0.0, RATE, min_len_s=1.0))
+
+
 @pytest.mark.parametrize("rate, channels, join", [
     (22050, 1, lambda a, b: a + b),  # another sample rate, each file with its Info tag
     (RATE, 2, lambda a, b: without_tag(a) + without_tag(b)),  # another channel count, no tags
