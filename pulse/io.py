@@ -94,10 +94,16 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
-    warning: str = ""  # readable but not whole (a WAV cut short by a flat battery): say so, analyse what is there
+    # listed in errors.csv and analysed all the same: a WAV cut short by a flat battery (what is there is analysed),
+    # an MP3 whose header misstated its length (read whole: `whole`)
+    warning: str = ""
     counted: bool = False  # a FLAC without its length in the header: `frames` is what decodes, counted
-    raw_data: tuple[int, str] = ()  # a WAV whose header says 0 data bytes: (its first sample's byte, subtype), read raw
-    stated: tuple[bytes, int] = ()  # an MP3 whose header misstates its length: `pulse.mpeg.stated_start`'s
+    # a WAV read raw, (its first sample's byte, subtype): a header never finished or over 4 GiB, to the end of the
+    # file; an AudioMoth's triggered WAV, to the end of its data with `left_out`'s silence put back
+    raw_data: tuple[int, str] = ()
+    # an MP3 whose header misstates its length, read from (head, offset): `pulse.mpeg.Start`'s first bytes to read
+    # and the file offset to go on from
+    stated: tuple[bytes, int] = ()
     whole: bool = False  # its warning is no loss: all it holds is read (an MP3 whose header misstated its length)
     # an AudioMoth's triggered WAV: `pulse.audiomoth.left_out`'s markers
     left_out: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int64), compare=False)
