@@ -401,9 +401,19 @@ def test_folders_linked_to_are_searched_once_and_the_runs_own_output_folder_neve
     assert len(find_audio([project], outputs=project)) == 3  # --out the input folder itself: nothing skipped
 
 
+def examined_later(monkeypatch) -> None:
+    """`audio_info` as a training run calls it, long after its files were written: it keeps what it examined."""
+    from types import SimpleNamespace
+
+    from pulse import io as pulse_io
+
+    monkeypatch.setattr(pulse_io, "time", SimpleNamespace(time_ns=lambda: time.time_ns() + 60 * 10**9), raising=False)
+
+
 def test_a_relative_name_is_examined_anew_in_another_folder(tmp_path, monkeypatch):
     """Two recorders on one schedule leave files of the same name, size and time (kept by cp -p, rsync -t, unzip):
     a name relative to the working folder is another file after a chdir, not the one examined before."""
+    examined_later(monkeypatch)
     for site, rate in (("a", 32000), ("b", 64000)):  # as many bytes: 1 s at 32 kHz, 0.5 s at 64 kHz
         (tmp_path / site).mkdir()
         sf.write(tmp_path / site / "20240701_210000.WAV", tone(32000 / rate, rate), rate, subtype="PCM_16")
@@ -413,8 +423,9 @@ def test_a_relative_name_is_examined_anew_in_another_folder(tmp_path, monkeypatc
         assert audio_info("20240701_210000.WAV").sample_rate == rate
 
 
-def test_a_file_copied_over_with_its_size_and_time_is_examined_anew(tmp_path):
+def test_a_file_copied_over_with_its_size_and_time_is_examined_anew(tmp_path, monkeypatch):
     """`cp -p`/`shutil.copy2` over a recording examined before keeps its name, size and modification time."""
+    examined_later(monkeypatch)
     path, other = tmp_path / "rec.wav", tmp_path / "other.wav"
     sf.write(path, tone(1.0, 32000), 32000, subtype="PCM_16")
     sf.write(other, tone(0.5, 64000), 64000, subtype="PCM_16")
