@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pulse import audiomoth  # noqa: E402
-from pulse.io import _riff_data_chunk, read_audio  # noqa: E402
+from pulse.io import read_audio  # noqa: E402
+from pulse.pieced import riff_data_chunk  # noqa: E402
 from pulse.mpeg import _frame, stated_start  # noqa: E402
 
 
@@ -114,7 +115,7 @@ def marker_search_s(folder: Path) -> dict:
                 + b"data" + struct.pack("<I", len(samples)) + samples)
         path = folder / f"{name}T.WAV"
         path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-        first = _riff_data_chunk(path, path.stat().st_size)[0]
+        first = riff_data_chunk(path, path.stat().st_size)[0]
         out[name] = round(best(lambda: audiomoth.left_out(path, first, len(t)), 5), 4)
     return out
 

@@ -12,11 +12,9 @@ triggered WAV is read with the quiet stretches it left out put back as silence (
 
 from __future__ import annotations
 
-import bisect
 import collections
 import dataclasses
 import functools
-import io
 import itertools
 import os
 import re
@@ -32,6 +30,8 @@ import soundfile as sf
 
 from pulse import audiomoth
 from pulse.mpeg import stated_start
+from pulse.pieced import (SAMPLE_BYTES, Pieced, PiecedSoundFile, raw_pieces, riff_data_chunk,
+                          wav_data_past_its_header)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
 # Recordings a folder may hold that libsndfile cannot decode: each is one failed file that says how to convert
@@ -153,7 +153,7 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
         raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     # before the truncation check, so that a cut-short triggered file's note gives the night's seconds
     if info.format == "WAV" and subtype == "PCM_16" and info.channels == 1 and audiomoth.is_triggered(extra):
-        first = _riff_data_chunk(path, size)[0]
+        first = riff_data_chunk(path, size)[0]
         if len(left_out := audiomoth.left_out(path, first, info.frames)):
             restored = int((left_out[:, 1] - audiomoth.MARKER_SAMPLES).sum())
             info = dataclasses.replace(info, frames=info.frames + restored, raw_data=(first, subtype),
@@ -174,8 +174,8 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
             f"the FLAC header does not give its length, and decoding stops at {seconds:.2f} s (cut short or "
             f"damaged there: {stopped}): the audio before it was analysed"))
     if info.format in ("WAV", "WAVEX") and (info.frames == 0 or size > 1 << 32) and (
-            first := _wav_data_past_its_header(path, size, subtype)):
-        frames = (size - first) // (info.channels * _SAMPLE_BYTES[subtype])
+            first := wav_data_past_its_header(path, size, subtype)):
+        frames = (size - first) // (info.channels * SAMPLE_BYTES[subtype])
         seconds = frames / info.sample_rate
         info = dataclasses.replace(info, frames=frames, raw_data=(first, subtype), warning=(
             f"the WAV header was never finished (written to a pipe, or by a recorder that stopped before closing "
@@ -203,123 +203,6 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info
-
-
-_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
-
-
-def _riff_data_chunk(path: str | Path, size: int) -> tuple[int, int, bool] | None:
-    """(the byte its first sample is at, the length its header gives, whether the RIFF size falls short of the
-    file) of a RIFF WAVE file's data chunk; None for any other file."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        position = 12
-        while len(chunk := f.read(8)) == 8:
-            length = int.from_bytes(chunk[4:], "little")
-            if chunk[:4] == b"data":
-                return position + 8, length, int.from_bytes(head[4:8], "little") + 8 < size
-            position += 8 + length + length % 2
-            f.seek(position)
-    return None
-
-
-def _wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int | None:
-    """Where the samples start of a RIFF WAV that holds more than its header says (libsndfile reads only what it
-    says), to be read to the end of the file; None for any other file. Two such WAVs:
-    - a header never finished: written first (RIFF size short of the file, data chunk of 0 bytes) and filled in
-      when the file is closed; samples follow it. A finished WAV with an empty data chunk (tags after it, the
-      RIFF size covering the file) has none.
-    - over 4 GiB: the 32-bit data size wrapped round, the data chunk running to the end of the file."""
-    if subtype not in _SAMPLE_BYTES or (chunk := _riff_data_chunk(path, size)) is None:
-        return None
-    first, length, riff_short = chunk
-    held = size - first
-    unfinished = length == 0 and riff_short and held > 0
-    wrapped = held >= 1 << 32 and held % (1 << 32) == length
-    return first if unfinished or wrapped else None
-
-
-class _Pieced(io.RawIOBase):
-    """A file as libsndfile is to see it, made of pieces, each (length, what): `bytes` of that length, the file's
-    own bytes from an offset, or None for zeros. libsndfile reads RAW audio from a file's first byte, an MP3's
-    length from its first frame, and the silence an AudioMoth left out is zeros."""
-
-    def __init__(self, path: str | Path, pieces: list[tuple[int, bytes | int | None]]):
-        self._file, self._pieces, self._position = open(path, "rb"), pieces, 0
-        self._starts = list(itertools.accumulate((length for length, _ in pieces), initial=0))
-
-    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_END:
-            position += self._starts[-1]
-        elif whence == io.SEEK_CUR:
-            position += self._position
-        self._position = max(0, position)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def readinto(self, buffer) -> int:
-        view, count = memoryview(buffer).cast("B"), 0
-        while count < len(view) and self._position < self._starts[-1]:
-            piece = bisect.bisect_right(self._starts, self._position) - 1
-            (length, what), inside = self._pieces[piece], self._position - self._starts[piece]
-            n = min(len(view) - count, length - inside)
-            if what is None:
-                view[count:count + n] = bytes(n)
-            elif isinstance(what, bytes):
-                view[count:count + n] = what[inside:inside + n]
-            else:
-                self._file.seek(what + inside)
-                if not (n := self._file.readinto(view[count:count + n])):
-                    break
-            count, self._position = count + n, self._position + n
-        return count
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
-
-
-class _PiecedSoundFile(sf.SoundFile):
-    """A SoundFile read from a `_Pieced` file, which it closes with itself: soundfile leaves a file object it is given
-    open, and the recording stayed open until the garbage collector came (on Windows, it could not be moved)."""
-
-    def __init__(self, pieced: _Pieced, **kwargs):
-        self._pieced = pieced
-        try:
-            super().__init__(pieced, **kwargs)
-        except BaseException:
-            pieced.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._pieced.close()
-
-
-def _raw_pieces(path: str | Path, info: AudioInfo) -> list[tuple[int, int | None]]:
-    """`_Pieced`'s pieces of a WAV read raw: its samples to the end of the file, or an AudioMoth's to the end of its
-    data with the silence each marker stands for in the marker's place (16-bit mono)."""
-    first, _ = info.raw_data
-    if not len(info.left_out):
-        return [(os.stat(path).st_size - first, first)]
-    pieces, done = [], 0
-    for at, samples in info.left_out.tolist():
-        pieces += [(2 * (at - done), first + 2 * done), (2 * samples, None)]
-        done = at + audiomoth.MARKER_SAMPLES
-    in_file = info.frames - int((info.left_out[:, 1] - audiomoth.MARKER_SAMPLES).sum())
-    return pieces + [(2 * (in_file - done), first + 2 * done)]
 
 
 def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: int | None = None,
@@ -483,11 +366,13 @@ def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = Non
     from its first sample, an AudioMoth's triggered WAV with the silence it left out put back, and an MP3 whose
     header misstates its length from a first frame that states it."""
     if info is not None and info.raw_data:
-        f = _PiecedSoundFile(_Pieced(path, _raw_pieces(path, info)), samplerate=info.sample_rate,
-                             channels=info.channels, format="RAW", subtype=info.raw_data[1], endian="LITTLE")
+        first, subtype = info.raw_data
+        f = PiecedSoundFile(Pieced(path, raw_pieces(path, first, info.frames, info.left_out)),
+                            samplerate=info.sample_rate, channels=info.channels, format="RAW", subtype=subtype,
+                            endian="LITTLE")
     elif info is not None and info.stated:
         head, offset = info.stated
-        f = _PiecedSoundFile(_Pieced(path, [(len(head), head), (os.stat(path).st_size - offset, offset)]))
+        f = PiecedSoundFile(Pieced(path, [(len(head), head), (os.stat(path).st_size - offset, offset)]))
     else:
         f = sf.SoundFile(_file_name(path))
     if position:

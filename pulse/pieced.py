@@ -1,0 +1,137 @@
+"""A recording as libsndfile is to see it: pieces of the file, and of what is not in it.
+
+libsndfile reads what a file's header says. Where the header is wrong or the file leaves something out, `pulse.io`
+hands it a file-like `Pieced` instead, made of byte strings, runs of the file's own bytes and zeros: a WAV whose
+header was never finished (or wrapped past 4 GiB) read raw from its first sample, an MP3 behind a first frame that
+states its length (`pulse.mpeg`), an AudioMoth's triggered WAV with the silence it left out put back
+(`pulse.audiomoth`). The RIFF walk that finds a WAV's samples is here too.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from pulse import audiomoth
+
+SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
+def riff_data_chunk(path: str | Path, size: int) -> tuple[int, int, bool] | None:
+    """(the byte its first sample is at, the length its header gives, whether the RIFF size falls short of the
+    file) of a RIFF WAVE file's data chunk; None for any other file."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        position = 12
+        while len(chunk := f.read(8)) == 8:
+            length = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return position + 8, length, int.from_bytes(head[4:8], "little") + 8 < size
+            position += 8 + length + length % 2
+            f.seek(position)
+    return None
+
+
+def wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int | None:
+    """Where the samples start of a RIFF WAV that holds more than its header says (libsndfile reads only what it
+    says), to be read to the end of the file; None for any other file. Two such WAVs:
+    - a header never finished: written first (RIFF size short of the file, data chunk of 0 bytes) and filled in
+      when the file is closed; samples follow it. A finished WAV with an empty data chunk (tags after it, the
+      RIFF size covering the file) has none.
+    - over 4 GiB: the 32-bit data size wrapped round, the data chunk running to the end of the file."""
+    if subtype not in SAMPLE_BYTES or (chunk := riff_data_chunk(path, size)) is None:
+        return None
+    first, length, riff_short = chunk
+    held = size - first
+    unfinished = length == 0 and riff_short and held > 0
+    wrapped = held >= 1 << 32 and held % (1 << 32) == length
+    return first if unfinished or wrapped else None
+
+
+class Pieced(io.RawIOBase):
+    """A file as libsndfile is to see it, made of pieces, each (length, what): `bytes` of that length, the file's
+    own bytes from an offset, or None for zeros. libsndfile reads RAW audio from a file's first byte, an MP3's
+    length from its first frame, and the silence an AudioMoth left out is zeros."""
+
+    def __init__(self, path: str | Path, pieces: list[tuple[int, bytes | int | None]]):
+        self._file, self._pieces, self._position = open(path, "rb"), pieces, 0
+        self._starts = list(itertools.accumulate((length for length, _ in pieces), initial=0))
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            position += self._starts[-1]
+        elif whence == io.SEEK_CUR:
+            position += self._position
+        self._position = max(0, position)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        view, count = memoryview(buffer).cast("B"), 0
+        while count < len(view) and self._position < self._starts[-1]:
+            piece = bisect.bisect_right(self._starts, self._position) - 1
+            (length, what), inside = self._pieces[piece], self._position - self._starts[piece]
+            n = min(len(view) - count, length - inside)
+            if what is None:
+                view[count:count + n] = bytes(n)
+            elif isinstance(what, bytes):
+                view[count:count + n] = what[inside:inside + n]
+            else:
+                self._file.seek(what + inside)
+                if not (n := self._file.readinto(view[count:count + n])):
+                    break
+            count, self._position = count + n, self._position + n
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+class PiecedSoundFile(sf.SoundFile):
+    """A SoundFile read from a `Pieced` file, which it closes with itself: soundfile leaves a file object it is given
+    open, and the recording stayed open until the garbage collector came (on Windows, it could not be moved)."""
+
+    def __init__(self, pieced: Pieced, **kwargs):
+        self._pieced = pieced
+        try:
+            super().__init__(pieced, **kwargs)
+        except BaseException:
+            pieced.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._pieced.close()
+
+
+def raw_pieces(path: str | Path, first: int, frames: int, left_out: np.ndarray) -> list[tuple[int, int | None]]:
+    """`Pieced`'s pieces of a WAV read raw from byte `first`: its samples to the end of the file or, given an
+    AudioMoth's markers `left_out` (`pulse.audiomoth.left_out`), its `frames` (the night's) to the end of its data
+    with the silence each marker stands for in the marker's place (16-bit mono)."""
+    if not len(left_out):
+        return [(os.stat(path).st_size - first, first)]
+    pieces, done = [], 0
+    for at, samples in left_out.tolist():
+        pieces += [(2 * (at - done), first + 2 * done), (2 * samples, None)]
+        done = at + audiomoth.MARKER_SAMPLES
+    in_file = frames - int((left_out[:, 1] - audiomoth.MARKER_SAMPLES).sum())
+    return pieces + [(2 * (in_file - done), first + 2 * done)]
