@@ -108,14 +108,12 @@ def export_bundle(weights: str | Path, out: str | Path, cfg) -> list[Parity]:
 
 def _published_before(out: Path) -> set[str]:
     """The files an earlier export into `out` published (its config.json lists them), so that those this export
-    does not replace are removed with it; plain names only."""
+    does not replace are removed with it (`remove_stale` takes plain names only)."""
     try:
         files = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return set()
-    if not isinstance(files, dict):
-        return set()
-    return {name for name in files if isinstance(name, str) and name == Path(name).name} - {"", ".", ".."}
+    return {name for name in files if isinstance(name, str)} if isinstance(files, dict) else set()
 
 
 def _int8(files: dict, reference, check, calibration, cfg, staging: Path, speed: dict) -> tuple[Path, list, str]:

@@ -44,20 +44,23 @@ def left_out(path: str | Path, first: int, frames: int) -> np.ndarray:
     one, a unit that would take the night past `NIGHT_SAMPLES` is such a sound, not a marker: the firmware counts the
     buffers it leaves out towards the 4 GiB it stops a file at, so no count it wrote is over 2^23."""
     if first % 2:
-        return np.zeros((0, 2), np.int64)
+        return np.zeros((0, 2), np.int64)  # not a file the firmware wrote (its header is 488 bytes)
     skip = -first // 2 % MARKER_SAMPLES  # the first sample at a 512-byte boundary of the file
-    data = np.memmap(path, dtype="<i2", mode="r", offset=first, shape=(frames,))
     found, night = [], frames
-    for start in range(skip, frames - MARKER_SAMPLES + 1, SCAN_SAMPLES):
-        chunk = np.asarray(data[start:start + SCAN_SAMPLES])
-        units = chunk[:len(chunk) // MARKER_SAMPLES * MARKER_SAMPLES].reshape(-1, MARKER_SAMPLES)
-        for unit in _markers(units):
-            bits = units[unit, :COUNT_BITS] > 0
-            count = int(np.dot(bits, 1 << np.arange(COUNT_BITS, dtype=np.int64)))
-            if count and night + (count - 1) * MARKER_SAMPLES <= NIGHT_SAMPLES:
-                night += (count - 1) * MARKER_SAMPLES
-                found.append((start + int(unit) * MARKER_SAMPLES, count * MARKER_SAMPLES))
-    return np.array(found, np.int64).reshape(-1, 2)
+    with open(path, "rb") as f:  # read, not mapped: a file cut short meanwhile gives fewer samples, not SIGBUS
+        for start in range(skip, frames - MARKER_SAMPLES + 1, SCAN_SAMPLES):
+            f.seek(first + 2 * start)
+            chunk = np.frombuffer(f.read(2 * min(SCAN_SAMPLES, frames - start)), "<i2")
+            units = chunk[:len(chunk) // MARKER_SAMPLES * MARKER_SAMPLES].reshape(-1, MARKER_SAMPLES)
+            for unit in _markers(units):
+                bits = units[unit, :COUNT_BITS] > 0
+                count = int(np.dot(bits, 1 << np.arange(COUNT_BITS, dtype=np.int64)))
+                if count and night + (count - 1) * MARKER_SAMPLES <= NIGHT_SAMPLES:
+                    night += (count - 1) * MARKER_SAMPLES
+                    found.append((start + int(unit) * MARKER_SAMPLES, count * MARKER_SAMPLES))
+    markers = np.array(found, np.int64).reshape(-1, 2)
+    markers.setflags(write=False)  # kept in pulse.io's cache and shared by every reader of the file
+    return markers
 
 
 def _markers(units: np.ndarray) -> np.ndarray:

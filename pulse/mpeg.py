@@ -99,6 +99,14 @@ class Start(NamedTuple):
     rest_s: float
 
 
+def _count(f, position: int, size: int, stream: int) -> tuple[int, int]:
+    """How many of `_frames` there are from `position` on, and the byte after the last (`position` if none)."""
+    frames, end = 0, position
+    for offset, length in _frames(f, position, size, stream):
+        frames, end = frames + 1, offset + length
+    return frames, end
+
+
 def stated_start(path: str | Path, reported: int) -> Start | None:
     """For an MP3 whose frames hold more samples than the `reported` length libsndfile gives (more than the
     encoder's delay and padding), or, with no tag to give it, other than that estimate, a `Start` that states
@@ -120,9 +128,7 @@ def stated_start(path: str | Path, reported: int) -> Start | None:
         at = _tag_offset(head)
         tagged = tag_frame[at:at + 4] in (b"Xing", b"Info") and len(tag_frame) >= at + 16
         audio = first + frame_bytes if tagged else first
-        frames, end = 0, audio
-        for offset, length in _frames(f, audio, size, int.from_bytes(head, "big") & _SAME_STREAM):
-            frames, end = frames + 1, offset + length
+        frames, end = _count(f, audio, size, int.from_bytes(head, "big") & _SAME_STREAM)
         rest_s = _rest_s(f, end, size)
     counted = frames * samples
     flags = int.from_bytes(tag_frame[at + 4:at + 8], "big") if tagged else 0
@@ -151,9 +157,7 @@ def _rest_s(f, end: int, size: int) -> float:
     while (position := _next_frame(f, end, size, FIRST_FRAME_BYTES)) is not None:
         f.seek(position)
         h = int.from_bytes(f.read(4), "big")
-        frames, end = 0, position
-        for offset, length in _frames(f, position, size, h & _SAME_STREAM):
-            frames, end = frames + 1, offset + length
+        frames, end = _count(f, position, size, h & _SAME_STREAM)
         if frames > 2:  # fewer: a chance 0xFFF or two in a tag's bytes (a cover picture)
             seconds += frames * _frame(h.to_bytes(4, "big"))[1] / _RATES[h >> 19 & 3][h >> 10 & 3]
         if end == position:  # a frame cut short by the end of the file

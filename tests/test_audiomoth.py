@@ -189,3 +189,15 @@ def test_a_cut_short_triggered_file_says_how_much_of_the_night_was_analysed(nigh
     assert info.duration_s == pytest.approx((len(data) - 1000 + 30 * RATE - 512) / RATE)
     assert f"the {info.duration_s:.2f} s present were analysed" in info.warning
     assert len(read_audio(path, RATE)) == info.frames
+
+
+def test_markers_are_searched_in_what_the_file_holds_when_it_shrank_since_its_header_was_read(night):
+    """A card file cut while it is read: the search finds what is there (a mapped file would raise or crash),
+    and the markers it gives cannot be changed by one reader under the others."""
+    from pulse.audiomoth import left_out
+
+    path, data = night
+    markers = left_out(path, 488, len(data) + 10 * RATE)
+    assert markers.tolist() == [[FIRST, 10 * RATE], [FIRST + 256 + SECOND, 20 * RATE]]
+    with pytest.raises(ValueError):
+        markers[0, 0] = 0
