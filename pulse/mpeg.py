@@ -123,8 +123,7 @@ def stated_start(path: str | Path, reported: int) -> Start | None:
         f.seek(first)
         head = f.read(4)
         frame_bytes, samples = _frame(head)
-        f.seek(first)
-        tag_frame = f.read(frame_bytes)
+        tag_frame = head + f.read(frame_bytes - 4)
         at = _tag_offset(head)
         tagged = tag_frame[at:at + 4] in (b"Xing", b"Info") and len(tag_frame) >= at + 16
         audio = first + frame_bytes if tagged else first
