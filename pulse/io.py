@@ -51,8 +51,6 @@ COUNT_BLOCK = 1 << 18  # frames decoded at a time to count such a FLAC's length
 # (~16 ms), so it could change again, as many bytes, and os.stat would not tell
 RECENT_NS = 2 * 10**9
 _SEEK_FAILED = 39  # libsndfile's "Internal psf_fseek() failed"; a FLAC that stops decoding gives 158 or 161
-# libsndfile 1.2.2 garbles up to a frame of a low-rate MP3 (MPEG-2/2.5) after a read of any other length (tested)
-MP3_BLOCK = 1152
 SALVAGE_STEP = 4096  # frames read at a time in a block that broke off, to keep the audio before the break
 # libsndfile notes a WAV whose header promises more data than the file holds as "data : N (should be M)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -218,8 +216,6 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
     if channel is not None and not 0 <= channel < info.channels:
         raise AudioReadError(path, f"channel {channel} requested but the file has {info.channels} channel(s)")
     block = max(1, min(int(block_s * info.sample_rate), MAX_BLOCK_SAMPLES // info.channels))
-    if info.format == "MP3":
-        block = max(MP3_BLOCK, block - block % MP3_BLOCK)
     resampler = None if info.sample_rate == sample_rate else soxr.ResampleStream(
         info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     gaps: list[tuple[int, int]] = []  # damaged stretches of a FLAC, yielded as silence
@@ -274,11 +270,10 @@ def _decode(path: str | Path, info: AudioInfo, block: int, start: int,
     after it (a file cut short), or in another format, is raised."""
     position, step = start, block
     f = open_audio(path, position, info)
-    read = frames_reader(info, f.subtype)
     try:
         while True:
             try:
-                data = read(f, step)
+                data = read_frames(f, info, position, step)
             except (sf.LibsndfileError, RuntimeError):
                 if not f.seekable():
                     raise
@@ -310,6 +305,31 @@ def frames_reader(info: AudioInfo, subtype: str) -> Callable[[sf.SoundFile, int]
     if info.counted:
         return _reader_to_what_decodes
     return _pcm16_reader if subtype == "PCM_16" and info.format != "FLAC" else _float_reader
+
+
+def read_frames(f: sf.SoundFile, info: AudioInfo, first: int, count: int) -> np.ndarray:
+    """Frames [first, first + count) of the open recording `info` describes, as `frames_reader` gives them, wherever
+    `f` stood. libsndfile 1.2.2's MP3 decoder (libmpg123) starts again a few frames before a seek's target with an
+    empty bit reservoir, and soundfile seeks after every read: a frame whose data began up to 511 bytes (MPEG-1;
+    255 in MPEG-2/2.5) further back came out silent or garbled (up to full scale). An MP3 is read in one go from
+    `_mp3_lead` frames before `first`, which holds those bytes at the lowest bitrate (tested, tests/test_mpeg.py)."""
+    lead = min(first, _mp3_lead(info)) if info.format == "MP3" else 0
+    if lead or f.tell() != first:
+        f.seek(first - lead)
+    return frames_reader(info, f.subtype)(f, lead + count)[lead:]
+
+
+def _mp3_lead(info: AudioInfo) -> int:
+    """Frames decoded before the first one wanted in an MP3: those of enough MPEG frames at the lowest bitrate (32
+    kbps in MPEG-1, 8 in MPEG-2/2.5) to carry the bit reservoir's reach past their header and side information,
+    and two more for the decoder's overlap (0.22-0.26 s of MPEG-1; 0.47-0.62 s of mono and up to 2.1 s of stereo
+    MPEG-2, which decodes at some 2000 times real time here)."""
+    mpeg1 = info.sample_rate >= 32000
+    samples = 1152 if mpeg1 else 576
+    smallest = samples // 8 * (32000 if mpeg1 else 8000) // info.sample_rate  # bytes
+    room = smallest - 4 - ((17, 32) if mpeg1 else (9, 17))[info.channels > 1]
+    reach = 511 if mpeg1 else 255
+    return (-(-reach // room) + 2) * samples
 
 
 def _float_reader(f: sf.SoundFile, frames: int) -> np.ndarray:

@@ -32,7 +32,7 @@ import soundfile as sf
 
 from export.atomic import file_in_the_way, sweep_temporaries, utf8_text, write_bytes, write_json
 from pulse.config import MAX_CLIP_S, SegmentConfig
-from pulse.io import AudioInfo, AudioReadError, audio_info, frames_reader, open_audio
+from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -157,8 +157,7 @@ class _Recordings:
         """Frames [first, last) of the open recording. After a read that failed or reached the end the file is
         closed, to be opened anew: libsndfile cannot seek after reaching the end of a FLAC without its length."""
         try:
-            self.file.seek(first)
-            audio = frames_reader(self.info, self.file.subtype)(self.file, last - first)
+            audio = read_frames(self.file, self.info, first, last - first)
         except Exception:
             self.close()
             raise

@@ -18,7 +18,7 @@ import pandas as pd
 import soundfile as sf
 
 from export.atomic import atomic_path
-from pulse.io import AudioReadError, audio_info, frames_reader, open_audio
+from pulse.io import AudioReadError, audio_info, open_audio, read_frames
 from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, require_columns, select_split
 from pulse.train.augment import crop, rms
 
@@ -38,8 +38,8 @@ def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: 
     count = min(int(np.ceil((duration_s - lead / sample_rate) * native)) + 1, info.frames - first)
     data = np.zeros((0, info.channels), np.float32)
     if count > 0:
-        with open_audio(path, first, info) as f:
-            data = frames_reader(info, f.subtype)(f, count)
+        with open_audio(path, 0, info) as f:
+            data = read_frames(f, info, first, count)
     mono = data.mean(axis=1)
     if native != sample_rate and len(mono):
         mono = soxr.resample(mono, native, sample_rate).astype(np.float32)

@@ -204,13 +204,86 @@ def test_a_tagged_mpeg2_mp3_of_any_length_is_read_as_libsndfile_reads_it(tmp_pat
         assert (info.stated, info.warning) == ((), ""), path.name
 
 
-def test_a_low_rate_mp3_streams_the_samples_of_one_read(tmp_path):
-    """libsndfile garbles the start of a read that follows one of other than whole 1152-sample frames in a
-    low-rate (MPEG-2/2.5) stream (up to 0.5 of full scale, a click at a block's start): `stream_audio` reads
-    whole frames."""
-    rate = 22050
+# libsndfile 1.2.2 garbled the start of an MP3's read after a seek (soundfile seeks after every read too) where a
+# frame's data lay further back in the bit reservoir than libmpg123 starts again: the tests' 22.05 kHz song at
+# libsndfile's default quality, and at the lowest quality, with a quiet stretch (frames at the lowest bitrate)
+# before its loud part, a 24 kHz stereo MP3 (2 s back) and a 44.1 kHz one.
+LOW_RATE_MP3S = [(22050, 1, {}), (24000, 2, {"compression_level": 0.99}), (RATE, 1, {"compression_level": 0.99})]
+
+
+def low_rate_mp3(path, rate: int, channels: int, seconds: float = 13.0, **quality) -> np.ndarray:
+    """The song at `rate` (its pitch scaled) and half its level (not clipped in a 16-bit clip), 1 s of it all but
+    silent, written as an MP3 and read whole."""
+    audio = 0.5 * song(seconds * RATE / rate, 1100, 3)[:int(seconds * rate)]
+    audio[2 * rate:3 * rate] *= 0.001
+    sf.write(path, np.stack([audio, np.roll(audio, 777)], axis=1)[:, :channels], rate, format="MP3", **quality)
+    return sf.read(str(path), dtype="float32", always_2d=True)[0]
+
+
+@pytest.mark.parametrize("rate, channels, quality", LOW_RATE_MP3S)
+def test_a_low_rate_mp3_streams_the_samples_of_one_read(tmp_path, rate, channels, quality):
     path = tmp_path / "low.mp3"
-    sf.write(path, song(13.0, 1100, 3)[::2], rate, format="MP3")
-    expected = sf.read(str(path), dtype="float32")[0]
-    for block_s in (1.0, 10.0):  # float32's last bit differs by block; a garbled frame by 0.08-0.5
+    expected = low_rate_mp3(path, rate, channels, **quality).mean(axis=1)
+    for block_s in (1.0, 10.0):  # float32's last bit differs by block; a garbled frame by 0.08-1
         np.testing.assert_allclose(read_audio(path, rate, block_s=block_s), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate, channels, quality", LOW_RATE_MP3S)
+def test_training_windows_of_a_low_rate_mp3_are_its_samples(tmp_path, rate, channels, quality):
+    from pulse.unlabelled import read_span
+
+    path = tmp_path / "low.mp3"
+    expected = low_rate_mp3(path, rate, channels, **quality).mean(axis=1)
+    for start_s in np.linspace(0.01, 9.9, 13):
+        first = int(round(start_s * rate))
+        np.testing.assert_allclose(read_span(path, start_s, 3.0, rate), expected[first:first + 3 * rate],
+                                   rtol=0, atol=1e-6, err_msg=f"from {start_s:.3f} s")
+
+
+@pytest.mark.parametrize("make", [
+    lambda path, a, b: path.write_bytes(a + b),  # stated: read through a first frame that states the length
+    lambda path, a, b: path.write_bytes(without_tag(a) + without_tag(b)),
+])
+def test_reads_from_one_open_low_rate_mp3_back_and_forth_are_its_samples(tmp_path, make):
+    """`pulse segments` reads its clips from one open file: forwards, backwards and into the second of two MP3s
+    joined, any length."""
+    from pulse.io import read_frames
+
+    low_rate_mp3(tmp_path / "a.mp3", 22050, 1, 5.0)
+    low_rate_mp3(tmp_path / "b.mp3", 22050, 1, 5.0, compression_level=0.99)
+    path = tmp_path / "joined.mp3"
+    make(path, (tmp_path / "a.mp3").read_bytes(), (tmp_path / "b.mp3").read_bytes())
+    info = audio_info(path)
+    assert info.stated
+    with open_audio(path, 0, info) as f:
+        expected = f.read(dtype="float32", always_2d=True)
+    spans = np.random.default_rng(0).integers([0, 1], [info.frames, 30000], size=(40, 2))
+    with open_audio(path, 0, info) as f:
+        for first, count in spans.tolist():
+            np.testing.assert_allclose(read_frames(f, info, first, count), expected[first:first + count],
+                                       rtol=0, atol=1e-6, err_msg=f"{count} from {first}")
+
+
+def test_clips_of_a_low_rate_mp3_are_its_samples(tmp_path):
+    """Clips widened to 4 s around windows every 1.5 s are cut from one open file, each seeking back into the last;
+    those after the quiet stretch seek forward past it."""
+    import pandas as pd
+
+    from pulse.analyze import analyze
+    from pulse.config import InferConfig, SegmentConfig
+    from pulse.segments import extract_segments
+    from tests.test_analyze import level_meter_onnx
+
+    rate, path = 22050, tmp_path / "low.mp3"
+    expected = low_rate_mp3(path, rate, 1, compression_level=0.99)[:, 0]
+    model = level_meter_onnx(tmp_path / "meter.onnx")
+    analyze([path], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5, overlap=1.5))
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=4.0))
+    detections = pd.read_csv(tmp_path / "out" / "detections.csv")
+    assert summary.clips_written == len(detections) > 5 and summary.clips_failed == 0
+    for begin, end, label, confidence in detections[["Start (s)", "End (s)", "Scientific name", "Confidence"]].itertuples(
+            index=False):
+        (clip,) = (tmp_path / "clips" / label).glob(f"{confidence:.3f}_low_{begin:g}s.wav")
+        first = int(round(min(max(0.0, (begin + end) / 2 - 2.0), len(expected) / rate - 4.0) * rate))
+        np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], expected[first:first + 4 * rate],
+                                   rtol=0, atol=2 / 2**15, err_msg=clip.name)  # a 16-bit WAV (libsndfile scales by 32767)
