@@ -270,10 +270,13 @@ def _decode(path: str | Path, info: AudioInfo, block: int, start: int,
     after it (a file cut short), or in another format, is raised."""
     position, step = start, block
     f = open_audio(path, position, info)
+    read = frames_reader(info, f.subtype)
     try:
         while True:
             try:
-                data = read_frames(f, info, position, step)
+                # on from where the file stands, but an MP3 from before it (`read_frames`); a FLAC without its
+                # length cannot even say where it stands once at its end
+                data = read_frames(f, info, position, step) if info.format == "MP3" else read(f, step)
             except (sf.LibsndfileError, RuntimeError):
                 if not f.seekable():
                     raise
@@ -309,13 +312,13 @@ def frames_reader(info: AudioInfo, subtype: str) -> Callable[[sf.SoundFile, int]
 
 def read_frames(f: sf.SoundFile, info: AudioInfo, first: int, count: int) -> np.ndarray:
     """Frames [first, first + count) of the open recording `info` describes, as `frames_reader` gives them, wherever
-    `f` stood. libsndfile 1.2.2's MP3 decoder (libmpg123) starts again a few frames before a seek's target with an
-    empty bit reservoir, and soundfile seeks after every read: a frame whose data began up to 511 bytes (MPEG-1;
-    255 in MPEG-2/2.5) further back came out silent or garbled (up to full scale). An MP3 is read in one go from
-    `_mp3_lead` frames before `first`, which holds those bytes at the lowest bitrate (tested, tests/test_mpeg.py)."""
+    `f` stood (it is sought to `first`, or before it). libsndfile 1.2.2's MP3 decoder (libmpg123) starts again a
+    few frames before a seek's target with an empty bit reservoir, and soundfile seeks after every read: a frame
+    whose data began up to 511 bytes (MPEG-1; 255 in MPEG-2/2.5) further back came out silent or garbled (up to
+    full scale). An MP3 is read in one go from `_mp3_lead` frames before `first`, which holds those bytes at the
+    lowest bitrate (tested, tests/test_mpeg.py)."""
     lead = min(first, _mp3_lead(info)) if info.format == "MP3" else 0
-    if lead or f.tell() != first:
-        f.seek(first - lead)
+    f.seek(first - lead)
     return frames_reader(info, f.subtype)(f, lead + count)[lead:]
 
 

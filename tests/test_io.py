@@ -272,6 +272,17 @@ def test_a_flac_without_its_length_in_the_header_is_read_to_where_it_decodes(tmp
     assert said == "" and np.array_equal(audio, original[:info.frames])
 
 
+def test_a_flac_without_its_length_that_ends_on_a_block_boundary_ends_without_a_word(tmp_path):
+    """Its last block read whole, the next read finds the end: no seek may come first (such a FLAC cannot seek, or
+    say where it stands, at its end), or a whole recording was listed as "corrupt or truncated" there too."""
+    path = tmp_path / "stream.flac"
+    sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(6 * RATE)).astype(np.float32), RATE)
+    original = sf.read(path, dtype="float32")[0]
+    without_length(path)
+    audio, said = _decoded(path, block_s=2.0)
+    assert said == "" and np.array_equal(audio, original)
+
+
 def unfinished(path) -> None:
     """Zero a WAV's RIFF and data sizes, as the header a recorder writes first and fills in on closing the file."""
     data = bytearray(path.read_bytes())
