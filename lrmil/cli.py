@@ -198,7 +198,7 @@ def extract(
 @app.command("pretrain-encoder")
 def pretrain_encoder(
     out: Path = typer.Option(..., "--out", "-o", help="Weights file to write (.safetensors)."),
-    steps: int = typer.Option(_PRETRAIN.steps, help="Optimiser steps."),
+    steps: int = typer.Option(_PRETRAIN.steps, min=1, help="Optimiser steps."),
     batch_size: int = typer.Option(_PRETRAIN.batch_size, min=1, help="Crops per step."),
     crop_px: int = typer.Option(_PRETRAIN.crop_px, help="Side of the 20x training crops."),
     lr: float = typer.Option(_PRETRAIN.lr, help="Peak learning rate (one-cycle)."),
@@ -491,7 +491,7 @@ def bench(
     folds: int = typer.Option(_BENCH.folds, help="Cross-validation folds."),
     large_size: int = typer.Option(_BENCH.large_size, help="Side of the large slide timed on both paths."),
     timing_slides: int = typer.Option(_BENCH.timing_slides, help="Benchmark slides timed per path."),
-    pretrain_steps: int = typer.Option(_BENCH.pretrain_steps, help="Teacher encoder pre-training steps."),
+    pretrain_steps: int = typer.Option(_BENCH.pretrain_steps, min=1, help="Teacher encoder pre-training steps."),
     stage1_epochs: int = typer.Option(_BENCH.stage1_epochs, help="Stage-1 distillation epochs."),
     mil_epochs: int = typer.Option(_BENCH.mil_epochs, help="Maximum ABMIL epochs per fold."),
     device: str = typer.Option(_BENCH.device, help="cpu or cuda[:N]."),

@@ -27,6 +27,7 @@ from lrmil.tissue import saturation
 
 SPEC_SIZE = 4096
 TOKEN_PX = 16  # the ViT's token stride
+WARMUP_SHARE = 0.1  # of the pre-training steps, rising to the peak learning rate
 MIN_ATYPICAL_PX = 24  # atypical-nucleus pixels that make a token atypical; 1..23 are ignored
 IGNORE = -100
 
@@ -90,6 +91,14 @@ def evaluate(encoder: nn.Module, head: nn.Module, images: np.ndarray, labels: np
     return out
 
 
+def one_cycle(optim: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """One-cycle schedule warming up over a tenth of the steps. torch's OneCycleLR divides by zero when the
+    warm-up ends exactly on the first step (a tenth of 10 steps), so there it gets half that: under one step
+    either way, and `--steps 10` trains instead of crashing."""
+    warmup_share = WARMUP_SHARE if WARMUP_SHARE * steps != 1 else WARMUP_SHARE / 2
+    return torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=steps, pct_start=warmup_share)
+
+
 def pretrain(cfg: PretrainConfig, synth: SynthConfig, out: str | Path) -> dict:
     """Train `cfg.encoder` from scratch, save it (fp16 safetensors + cfg) to `out`, return metrics."""
     from tqdm import tqdm
@@ -102,7 +111,7 @@ def pretrain(cfg: PretrainConfig, synth: SynthConfig, out: str | Path) -> dict:
     head = nn.Linear(encoder.cfg.embed_dim, synth.classes + 1)
     params = list(encoder.parameters()) + list(head.parameters())
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    sched = one_cycle(optim, cfg.lr, cfg.steps)
     aug_rng = torch.Generator().manual_seed(cfg.seed)
     start, losses = time.perf_counter(), []
     for _ in tqdm(range(cfg.steps), desc="pretrain encoder", unit="step"):

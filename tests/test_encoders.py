@@ -142,3 +142,25 @@ def test_pretrain_writes_a_loadable_labelled_encoder(tmp_path):
     assert set(metrics) >= {"recall_20x", "recall_5x", "final_loss"} and len(metrics["recall_20x"]) == 3
     encoder = load_encoder(tmp_path / "e.safetensors")
     assert encoder.cfg.magnification == 20.0 and "not for diagnosis" in encoder.cfg.training_data
+
+
+@pytest.mark.parametrize("steps", [1, 9, 10, 11, 20])
+def test_pretrain_schedule_runs_for_any_step_count(steps):
+    """torch's OneCycleLR divided by zero at 10 steps (its warm-up ending exactly on the first step)."""
+    from lrmil.pretrain import one_cycle
+
+    optim = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = one_cycle(optim, 1e-3, steps)
+    for _ in range(steps):
+        assert 0 < optim.param_groups[0]["lr"] <= 1e-3
+        optim.step()
+        sched.step()
+
+
+def test_pretrain_encoder_refuses_zero_steps_as_a_bad_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    result = CliRunner().invoke(app, ["pretrain-encoder", "--out", str(tmp_path / "e.safetensors"), "--steps", "0"])
+    assert result.exit_code == 2 and "--steps" in result.output
