@@ -375,7 +375,9 @@ def manifest_check(
     if problems:
         raise typer.Exit(1)
     counts = frame["split"].value_counts().to_dict()
-    typer.echo(f"{path}: OK, {len(frame)} rows ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
+    # a labelled manifest that lost its species column is a valid unlabelled one: say which was checked
+    kind = "labelled" if labels is not None else "unlabelled (no species column)"
+    typer.echo(f"{path}: OK, {len(frame)} rows, {kind} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
 
 
 @app.command("make-manifest")

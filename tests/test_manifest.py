@@ -83,7 +83,11 @@ def test_cli_exit_codes(tmp_path, root):
     runner = CliRunner()
     good = write(tmp_path, [row("a.flac"), row("c.flac", split="validation")])
     result = runner.invoke(app, ["manifest", str(good), "--audio-root", str(root)])
-    assert result.exit_code == 0 and "OK, 2 rows" in result.output
+    assert result.exit_code == 0 and "OK, 2 rows, labelled (train: 1, validation: 1)" in result.output
+    unlabelled = tmp_path / "unlabelled.csv"
+    pd.read_csv(good).drop(columns="species").to_csv(unlabelled, index=False)
+    result = runner.invoke(app, ["manifest", str(unlabelled), "--audio-root", str(root)])
+    assert result.exit_code == 0 and "OK, 2 rows, unlabelled (no species column)" in result.output
     bad = write(tmp_path, [row("a.flac"), row("nope.flac")])
     result = runner.invoke(app, ["manifest", str(bad), "--audio-root", str(root)])
     assert result.exit_code == 1 and "missing file" in result.output and "is empty" in result.output
