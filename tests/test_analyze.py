@@ -405,6 +405,39 @@ def test_resume_skips_finished_files(tmp_path, model):
     assert analyze([tmp_path], out, cfg).files_rewritten == 1 and (out / "a.pulse.selection.table.txt").is_file()
 
 
+def test_a_format_left_stale_by_a_run_without_it_is_made_again_when_asked_for_again(tmp_path, model):
+    """Formats are part of what a journal entry was made under: a run at another threshold without --format
+    audacity leaves the earlier Audacity labels as they were; asking for them again at the new threshold must not
+    skip the files as done and keep those stale labels."""
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    out = tmp_path / "out"
+    analyze([tmp_path], out, InferConfig(model=str(model), min_conf=0.5, formats=("raven", "audacity")))
+    analyze([tmp_path], out, InferConfig(model=str(model), min_conf=0.95, formats=("raven",)))
+    both = InferConfig(model=str(model), min_conf=0.95, formats=("raven", "audacity"))
+    assert analyze([tmp_path], out, both).files_skipped == 0
+    analyze([tmp_path], tmp_path / "fresh", both)
+    name = "a.pulse.results.txt"
+    assert (out / name).read_text() == (tmp_path / "fresh" / name).read_text()
+
+
+def test_a_model_file_replaced_in_place_has_every_file_analysed_again(tmp_path, model):
+    """The journal keys a model file by its size and time as well as its path: a retrained model written over
+    the old one must not have its recordings skipped with the old model's detections."""
+    import os
+    import shutil
+
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    mine = tmp_path / "models" / "meter.onnx"
+    mine.parent.mkdir()
+    shutil.copy(model, mine)
+    out, cfg = tmp_path / "out", InferConfig(model=str(mine))
+    assert analyze([tmp_path / "a.wav"], out, cfg).files_done == 1
+    stat = mine.stat()
+    os.utime(mine, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # written again, a second later
+    again = analyze([tmp_path / "a.wav"], out, cfg)
+    assert (again.files_done, again.files_skipped, again.files_rewritten) == (1, 0, 0)
+
+
 def test_a_file_whose_rewrite_fails_is_analysed_and_its_error_listed_while_the_others_are_rewritten(tmp_path, model):
     for name in ("a", "b", "c"):
         sf.write(tmp_path / f"{name}.wav", song(3.0), RATE)

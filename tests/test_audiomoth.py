@@ -121,6 +121,24 @@ def test_a_unit_that_would_make_the_night_longer_than_a_recording_can_be_is_soun
         np.testing.assert_array_equal(f.read(256, dtype="int16"), marker(units))
 
 
+@pytest.mark.parametrize("unit", [
+    np.array([-1] * 32 + [0] * 224, np.int16),  # a fade through -1 into digital silence: a count of 0
+    np.concatenate([marker(10 * RATE // 256)[:32], [5], np.zeros(223, np.int16)]).astype(np.int16),  # sound at 32
+])
+def test_a_unit_at_a_boundary_that_only_looks_like_a_marker_is_sound(tmp_path, unit):
+    """A marker counts at least one unit left out and has 224 zeros after its count: a unit at a boundary that
+    counts none, or has sound right after its 32 +-1 samples, is audio, read as it is and not taken out of the night."""
+    path = tmp_path / "20240701_210000T.WAV"
+    data = np.concatenate([burst(FIRST, 3000, 1), unit, burst(SECOND, 6000, 2), marker(10 * RATE // 256),
+                           burst(RATE // 2, 4000, 3)])
+    audiomoth_wav(path, data)
+    info = audio_info(path)
+    assert info.left_out.tolist() == [[FIRST + 256 + SECOND, 10 * RATE]]
+    assert info.frames == len(data) + 10 * RATE - 256
+    with open_audio(path, FIRST, info) as f:
+        np.testing.assert_array_equal(f.read(256, dtype="int16"), unit)
+
+
 def test_an_audiomoth_file_without_a_trigger_is_read_as_it_is(tmp_path):
     """Continuous recordings are not searched (it reads the whole file): a marker-like run stays as recorded."""
     path = tmp_path / "20240701_210000.WAV"

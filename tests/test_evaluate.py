@@ -47,6 +47,13 @@ def test_metrics_on_known_scores():
     half[1] = [0.05, 0.9, 0.05]  # one window of clip 0 wrong; clip max still right
     m = condition_metrics(half, labels, clip_ids, negatives, NAMES, threshold=0.5)
     assert m["window"]["accuracy"] == 5 / 6 and m["clip"]["accuracy"] == 1.0
+    peak = perfect.copy()  # clip 0's first window says a, its second b more weakly: the clip is called by its peak
+    peak[0], peak[1] = [0.9, 0.5, 0.0], [0.1, 0.8, 0.0]
+    m = condition_metrics(peak, labels, clip_ids, negatives, NAMES, threshold=0.5)
+    assert m["window"]["accuracy"] == 5 / 6 and m["clip"]["accuracy"] == 1.0  # by the mean it was b
+    # a negative window is as loud as its loudest species: one at 0.99 for "c" outscores every positive
+    loud_one = np.tile([0.0, 0.0, 0.99], (4, 1))
+    assert condition_metrics(perfect, labels, clip_ids, loud_one, NAMES, threshold=0.5)["detection_auc"] == 0.0
 
 
 def test_recording_bootstrap_resamples_whole_recordings_within_species():
@@ -88,6 +95,9 @@ def test_every_condition_is_scored_again_at_each_delay():
     assert aligned["delays_ms"] == [0.0, 5.0, 10.0] and aligned["window_macro_f1"][0] == 1.0
     assert aligned["window_macro_f1"][1] == aligned["window_macro_f1"][2] == pytest.approx(1 / 6)  # all called "a"
     assert aligned["window_macro_f1_mean"] == pytest.approx((1 + 2 / 6) / 3) and aligned["window_macro_f1_min"] < 0.2
+    # detection: on the grid every window is heard (1.0) over silent negatives (0.4); delayed, all tie at 0.4
+    assert aligned["detection_auc"] == [1.0, 0.5, 0.5]
+    assert aligned["detection_auc_mean"] == pytest.approx(2 / 3) and aligned["detection_auc_min"] == 0.5
     assert "over delays" in format_table(report) and "0, 5, 10 ms later" in format_table(report)
     without = evaluate(on_grid_only, data, EvalConfig(snr_db=(), delays_ms=()), NAMES)
     assert "alignment" not in without["conditions"]["clean"] and "over delays" not in format_table(without)
@@ -95,6 +105,11 @@ def test_every_condition_is_scored_again_at_each_delay():
     assert selection_score(report) == pytest.approx((1 + 2 / 6) / 3) and selection_score(without) == 1.0
     with pytest.raises(ValueError, match="sample_rate"):
         evaluate(on_grid_only, EvalData(windows, labels, np.arange(6), [], windows[:2]), EvalConfig(snr_db=()), NAMES)
+    # the negatives are delayed with the positives: negatives the model hears on the grid are heard only as cut
+    heard_negatives = np.ones((2, 3 * rate), np.float32) * 2
+    tied = evaluate(on_grid_only, EvalData(windows, labels, np.arange(6), [], heard_negatives, sample_rate=rate),
+                    EvalConfig(snr_db=(), delays_ms=(5.0, 10.0)), NAMES)
+    assert tied["conditions"]["clean"]["alignment"]["detection_auc"] == [0.5, 0.5, 0.5]  # each delay: all tie
 
 
 def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):

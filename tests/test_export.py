@@ -236,6 +236,35 @@ def test_compare_reports_drift_and_rejects_mismatches():
         compare(ref, _Fixed(scores=np.zeros(3, np.float32)), batch)
 
 
+class _DriftsAfter:
+    """Scores of 0.5 for the first `first` windows it is given, 0.6 for those after: drift only late in a batch."""
+
+    def __init__(self, first: int):
+        self.first, self.seen = first, 0
+
+    def predict(self, batch):
+        rows = self.seen + np.arange(len(batch))
+        self.seen += len(batch)
+        return {"scores": np.where(rows[:, None] < self.first, 0.5, 0.6).astype(np.float32).repeat(2, axis=1)}
+
+
+def test_compare_fails_if_any_output_or_any_chunk_drifts_and_floors_the_scale_at_1():
+    """The verdict is every output's, over every chunk of the batch, and the tolerance scales with the output's
+    range only above 1: a second output that drifts, drift only past the first chunk, or small [0, 1] scores
+    judged to a hair of their own size would each pass a broken export."""
+    batch = np.zeros((10, 4), np.float32)
+    ref = _Fixed(scores=np.array([0.5, 0.5], np.float32), embedding=np.array([3.0, 4.0], np.float32))
+    drifting = _Fixed(scores=np.array([0.5, 0.5], np.float32), embedding=np.array([3.0, 5.0], np.float32))
+    check = compare(ref, drifting, batch, tolerance=0.05)
+    assert check.max_abs_diff == {"scores": 0.0, "embedding": 1.0} and not check.ok
+    late = compare(_Fixed(scores=np.array([0.5, 0.5], np.float32)), _DriftsAfter(8), batch, tolerance=0.05,
+                   batch_size=4)
+    assert late.max_abs_diff["scores"] == pytest.approx(0.1, abs=1e-6) and not late.ok  # rows 8-9: the last chunk
+    small = _Fixed(scores=np.array([0.001, 0.002], np.float32))
+    near = _Fixed(scores=np.array([0.001, 0.00205], np.float32))
+    assert compare(small, near, batch, tolerance=FP32_TOLERANCE).ok  # 5e-5 of a full scale of 1
+
+
 def test_pulse_export_fails_early_and_clearly(pulse_bundle, tmp_path):
     from typer.testing import CliRunner
 

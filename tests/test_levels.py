@@ -30,6 +30,17 @@ def test_only_windows_under_the_floor_are_raised_and_by_at_most_the_cap():
     assert raise_quiet(loud, -20.0) is loud  # nothing to raise: the batch itself, no copy
 
 
+
+def test_a_window_is_measured_by_its_larger_swing_either_side_of_zero():
+    """A click going down to -0.5 with only small positive swings peaks at -6 dBFS: it is above a -20 dB floor and
+    left as it is. Measured by its positive side alone (-60 dBFS) it was raised 40 dB and clipped."""
+    window = np.full((1, 1000), 0.001, np.float32)
+    window[0, 500] = -0.5
+    np.testing.assert_array_equal(raise_quiet(window, -20.0), window)
+    quiet = -window * 0.01  # the same shape upside down, at -46 dBFS: raised to the floor by its negative swing
+    assert abs(peak_dbfs(raise_quiet(quiet, -20.0))[0] - (-20.0)) < 0.01
+
+
 def test_analyze_raises_a_quiet_recording_unless_switched_off_and_never_for_birdnet(tmp_path):
     model = level_meter_onnx(tmp_path / "meter.onnx")  # scores rise with the window's level
     sf.write(tmp_path / "quiet.wav", song(3.0, loud=0.003), RATE, subtype="PCM_16")  # peaks near -50 dBFS
@@ -48,6 +59,24 @@ def test_analyze_raises_a_quiet_recording_unless_switched_off_and_never_for_bird
         predictor.close()
 
 
+def test_a_new_level_floor_has_a_resumed_run_score_the_recording_again(tmp_path):
+    """The floor changes what the model hears, so scores journalled under one floor are not another's: resuming
+    into the same --out with a new --level-floor must score the file again, not reuse or skip it."""
+    model = level_meter_onnx(tmp_path / "meter.onnx")
+    sf.write(tmp_path / "quiet.wav", song(3.0, loud=0.003), RATE, subtype="PCM_16")
+    out = tmp_path / "out"
+
+    def run(floor: float):
+        summary = analyze([tmp_path / "quiet.wav"], out, InferConfig(model=str(model), formats=("scores",),
+                                                                     level_floor=floor))
+        return summary, float(pd.read_csv(out / "scores.csv").iloc[0, 3])
+
+    _, raised = run(-20.0)
+    summary, as_recorded = run(-200.0)
+    assert (summary.files_done, summary.files_skipped, summary.files_rewritten) == (1, 0, 0)
+    assert raised > 0.9 > 0.5 > as_recorded
+
+
 def test_a_floor_above_full_scale_or_not_a_number_is_refused(tmp_path):
     from typer.testing import CliRunner
 
@@ -59,6 +88,9 @@ def test_a_floor_above_full_scale_or_not_a_number_is_refused(tmp_path):
         result = CliRunner().invoke(app, ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"),
                                           "--model", str(model), "--level-floor", bad])
         assert result.exit_code == 2 and "--level-floor is a level in dBFS, at most 0" in result.output, bad
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"),
+                                      "--model", str(model), "--level-floor", "0"])
+    assert result.exit_code == 0, result.output  # "at most 0": full scale itself is a floor
 
 
 def test_a_run_from_before_the_floor_reruns_as_it_ran(tmp_path):

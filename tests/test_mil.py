@@ -66,6 +66,32 @@ def test_save_load_round_trip_rebuilds_the_same_model(tmp_path):
     assert torch.allclose(model(x).logits, loaded(x).logits)
 
 
+def test_a_weights_file_missing_a_tensor_is_refused_not_filled_with_random_weights(tmp_path):
+    """A file cut down (or written by other code) that lacks the head must not load as a model whose head is fresh
+    random numbers: its predictions would look like any other's."""
+    from export.artifact import save_weights
+
+    model = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=16, labels=("neg", "pos")))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    save_weights(tmp_path / "m.safetensors", state, model.cfg.to_dict())
+    with pytest.raises(RuntimeError, match="head"):
+        load_mil(tmp_path / "m.safetensors")
+
+
+def test_attention_is_the_gated_score_softmaxed_over_the_patches():
+    """score_i = w^T (tanh(V h_i) * sigmoid(U h_i)), softmax over the bag's patches, pooled as their weighted
+    mean: the formula saved models were trained with, and what the heatmap reads."""
+    torch.manual_seed(0)
+    model = ABMIL(ABMILConfig(in_dim=DIM, hidden_dim=16, attn_dim=8, labels=("a", "b"))).eval()
+    features = torch.randn(6, DIM)
+    out = model(features)
+    h = out.instances
+    v, u, w = model.attend.value[0], model.attend.gate[0], model.attend.score
+    expected = torch.softmax(w(torch.tanh(v(h)) * torch.sigmoid(u(h))).squeeze(-1), dim=0)
+    assert torch.allclose(out.attention, expected, atol=1e-6)
+    assert torch.allclose(out.logits, model.head(expected @ h), atol=1e-6)
+
+
 def test_slide_metrics_binary_and_multiclass():
     y = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2]])

@@ -81,6 +81,7 @@ def test_min_tissue_threshold():
     mask[0:8, 0:3] = True  # 3/8 of the first teacher cell
     assert len(make_grid(mask, (2048, 2048), 0.5, (1.0,), PatchConfig(min_tissue=0.3)).teacher) == 1
     assert len(make_grid(mask, (2048, 2048), 0.5, (1.0,), PatchConfig(min_tissue=0.5)).teacher) == 0
+    assert len(make_grid(mask, (2048, 2048), 0.5, (1.0,), PatchConfig(min_tissue=0.375)).teacher) == 1  # at it: kept
 
 
 def test_children_line_up_only_with_the_grid_they_were_cut_from():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pulse.windows import WindowSpec, frame_windows
+from pulse.windows import WindowSpec, cut_too_short, frame_windows
 
 
 def frames(signal: np.ndarray, spec: WindowSpec, block: int, max_windows: int = 3):
@@ -71,6 +71,20 @@ def test_window_spec_checks_overlap_and_min_len():
     with pytest.raises(ValueError, match="min_len"):
         WindowSpec.from_seconds(3.0, 0.0, 44100, min_len_s=-0.5)
     assert WindowSpec.from_seconds(0.5, 0.0, 100, min_len_s=1.0).min_len == 50  # short-window models: full windows
+
+
+def test_overlap_in_tenths_of_a_second_gives_the_hop_it_names():
+    """0.7 s x 44.1 kHz is 30869.999... in floating point: truncated, the hop came out a sample long and every
+    window start drifted a sample further from the --overlap asked for."""
+    assert WindowSpec.from_seconds(3.0, 0.7, 44100).hop == 3 * 44100 - 30870
+    assert WindowSpec.from_seconds(3.0, 2.3, 48000).hop == 3 * 48000 - 110400
+
+
+def test_a_broken_file_holding_exactly_min_len_is_analysed():
+    """--min-len is the audio a window needs: a recording that breaks off after exactly that much holds it."""
+    spec = WindowSpec.from_seconds(3.0, 0.0, 100, min_len_s=1.0)
+    assert cut_too_short(1.0, "truncated", spec) == ""
+    assert "not analysed" in cut_too_short(0.99, "truncated", spec)
 
 
 def test_streamed_file_gives_the_same_windows_as_whole_file_decoding(tmp_path):

@@ -89,6 +89,18 @@ def test_merge_consecutive_joins_a_species_touching_windows_of_one_file_only():
         merge_consecutive(rows, max_windows=0)
 
 
+def test_merge_consecutive_measures_a_run_to_its_latest_end():
+    """A run reaches as far as the latest end of its rows, not the last row's: a short row inside a long one
+    (tables merged before, or cut at a file's end) does not break the run before a row that touches the long one."""
+    starts, ends = np.array([0.0, 3.0, 8.0]), np.array([9.0, 6.0, 11.0])
+    rows = {"file": np.array(["a.wav"] * 3, dtype=object), "channel": np.ones(3, int), "start_s": starts,
+            "end_s": ends, "low_hz": np.full(3, 500.0), "high_hz": np.full(3, 4000.0),
+            "label": np.array(["G"] * 3, dtype=object), "common_name": np.array(["g"] * 3, dtype=object),
+            "code": np.array(["GG"] * 3, dtype=object), "score": np.array([0.5, 0.6, 0.7])}
+    merged = merge_consecutive(rows)
+    assert list(zip(merged["start_s"], merged["end_s"])) == [(0.0, 11.0)]
+
+
 def test_merge_consecutive_table_merges_a_detections_table_as_merge_consecutive_does(scores):
     merged = merge_consecutive_table(detect(scores, LABELS, 0.25, 500, 4000), max_windows=2)
     assert list(zip(merged.code, merged.start_s, merged.end_s)) == [("GRYCAM", 0.0, 3.0), ("TETVIR", 3.0, 7.5),
@@ -119,6 +131,12 @@ def test_raven_table_exact(tmp_path, scores):
     assert lines[1] == ("1\tSpectrogram 1\t1\t0\t3\t500\t22050\tField Cricket\tGRYCAM\t0.9000\t"
                         f"{os.path.abspath('rec/a.wav')}\t0")  # absolute: Raven opens the recording from it
     assert lines[4].split("\t")[:5] == ["4", "Spectrogram 1", "1", "6", "7.5"]
+    # times to the millisecond, as the tables are everywhere: a file ending at 7.4567 s ends its last box at 7.457
+    odd = scores_frame("rec/a.wav", np.array([0.0, 1.125]), np.array([3.0, 7.4567]), np.array([[0.9, 0.1]] * 2),
+                       LABELS.labels)
+    WRITERS.create("raven").write(detect(odd, LABELS, 0.5, 500, 22050), tmp_path / "odd.txt")
+    assert [line.split("\t")[3:5] for line in (tmp_path / "odd.txt").read_text().splitlines()[1:]] == [
+        ["0", "3"], ["1.125", "7.457"]]
     assert len(lines) == 5 and all(len(line.split("\t")) == 12 for line in lines)
     umask = os.umask(0)
     os.umask(umask)
