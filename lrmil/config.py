@@ -42,7 +42,7 @@ class TissueConfig(JsonConfig):
     close_radius: int = 2  # bridges small gaps inside tissue
     open_radius: int = 1  # removes speckle
     min_object_px: int = 64  # at mask_mpp: 64 px = 0.004 mm^2
-    max_hole_px: int = 256  # holes smaller than this are filled
+    max_hole_px: int = 256  # holes of at most this many mask pixels are filled
 
 
 @dataclass(frozen=True)
