@@ -5,7 +5,7 @@ cuts it, goes through the model once, and its embedding (the student's penultima
 birdnet`, BirdNET's 1024-d global pool) is stored with the window times in one HDF5 file per recording,
 `OUT/<relative path>.embeddings.h5`: datasets `starts_s`, `ends_s` [windows] and `embedding` [windows, dim],
 attributes naming the recording, the model and the settings. A rerun skips recordings whose file is there and
-was made from the same recording (absolute path, size and modification time) with the same model and window
+was made from the same recording (absolute path, size, modification and change time) with the same model and window
 settings; a recording that changed, or other settings, are embedded again. Files are written atomically. A bad
 recording is one line and one row of `OUT/errors.csv`, and the batch goes on; one that breaks off part way is
 embedded up to the break and listed as `PartlyReadable`, as `pulse analyze` does. After Ctrl-C, the files done
@@ -44,9 +44,11 @@ def embeddings_path(out: Path, relative: Path) -> Path:
 
 
 def _source(path: Path) -> dict:
-    """What identifies the recording an embeddings file was made from."""
+    """What identifies the recording an embeddings file was made from: its ctime too, which a copy over it with the
+    same name, size and time (`cp -p`; recorders deployed together name their files alike) changes."""
     stat = path.stat()
-    return {"source": utf8_text(str(path.resolve())), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    return {"source": utf8_text(str(path.resolve())), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
+            "source_ctime_ns": stat.st_ctime_ns}
 
 
 def _earlier(target: Path, key: dict) -> str | None:
@@ -55,7 +57,8 @@ def _earlier(target: Path, key: dict) -> str | None:
 
     try:
         with h5py.File(target, "r") as f:
-            made_from = all(f.attrs.get(k) == v for k, v in key.items())
+            # files from before the ctime was kept are taken as made from it if all else matches
+            made_from = all(f.attrs.get(k) == v for k, v in key.items() if k in f.attrs or k != "source_ctime_ns")
             return str(f.attrs.get("warning", "")) if made_from else None
     except OSError:  # not ours, or not HDF5 at all: made again
         return None

@@ -1,7 +1,7 @@
 """The record of finished files that makes `pulse analyze` resumable (`OUT/.pulse/journal/`).
 
 A recording counts as done once its outputs are in place and a record of it is appended here:
-its path, size and mtime, the fingerprint of the settings that made its outputs (and of those that
+its path, size, mtime and ctime, the fingerprint of the settings that made its outputs (and of those that
 made its scores), the name its per-file outputs were written under, any note about it (a recording that
 breaks off) and its scores. Only the latest record of a recording counts, and only if its outputs' name was last
 written for it: a run with other settings, or another recording with the same output name,
@@ -41,6 +41,7 @@ class Record:
 
     fingerprint: str
     scores_key: str  # the settings the scores depend on ("" in records from before it was kept)
+    changed_ns: int | None  # the recording's ctime when it was journalled (None in records from before it was kept)
     output: str
     note: str
     log: Path
@@ -63,7 +64,7 @@ class Journal:
 
     def __init__(self, root: Path, fingerprint: str, scores_key: str = ""):
         self.root, self.fingerprint, self.scores_key = root, fingerprint, scores_key
-        self._records: dict[str, Record] | None = None  # recording version (path|size|mtime) -> its latest record
+        self._records: dict[str, Record] | None = None  # recording (path|size|mtime) -> its latest record
         self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
         self._log = None  # this run's log
         self._unreadable: set[Path] = set()  # logs that could not be read: never deleted
@@ -127,11 +128,12 @@ class Journal:
         return arrays
 
     def save(self, path: Path, output: str, note: str = "", **arrays) -> None:
-        version = self._version(path)
-        if version is None:
+        if (version := self._version(path)) is None:
             return
+        version, changed_ns = version
         arrays = {name: np.asarray(value) for name, value in arrays.items()}
-        header = {"version": version, "path": self._resolved(path), "fingerprint": self.fingerprint,
+        header = {"version": version, "changed_ns": changed_ns, "path": self._resolved(path),
+                  "fingerprint": self.fingerprint,
                   "scores_key": self.scores_key, "output": output, "note": note,
                   "arrays": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()}}
         body = json.dumps(header).encode() + b"\0" + b"".join(value.tobytes() for value in arrays.values())
@@ -173,18 +175,22 @@ class Journal:
             self._resolved_paths[path] = str(path.resolve())
         return self._resolved_paths[path]
 
-    def _version(self, path: Path) -> str | None:
-        """The recording as it is now: a changed file (size or mtime) is a new version, analysed again."""
+    def _version(self, path: Path) -> tuple[str, int] | None:
+        """The recording as it is now, (path|size|mtime, ctime): a changed file is a new version, analysed again.
+        The ctime too, which a copy over it changes: recorders deployed together write files of the same name,
+        size and time (an AudioMoth's YYYYMMDD_HHMMSS.WAV), and cp -p or rsync -t keeps the time."""
         try:
             stat = path.stat()
         except OSError:
             return None
-        return f"{self._resolved(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+        return f"{self._resolved(path)}|{stat.st_size}|{stat.st_mtime_ns}", stat.st_ctime_ns
 
     def _latest(self, path: Path) -> Record | None:
         self._index()
-        version = self._version(path)
-        return self._records.get(version) if version is not None else None
+        if (version := self._version(path)) is None:
+            return None
+        record = self._records.get(version[0])
+        return record if record is not None and record.changed_ns in (None, version[1]) else None
 
     def _index(self) -> None:
         """Read every log once, oldest first (names start with the run's start time), at first use."""
@@ -210,7 +216,9 @@ class Journal:
                 self._add(header, log_path, offset, length)
 
     def _add(self, header: dict, log_path: Path, offset: int, length: int) -> None:
+        changed_ns = header.get("changed_ns")
         self._records[header["version"]] = Record(header["fingerprint"], str(header.get("scores_key", "")),
+                                                  changed_ns if isinstance(changed_ns, int) else None,
                                                   header["output"], header["note"], log_path, offset, length)
         self._owners[header["output"]] = header["path"]
 

@@ -31,6 +31,7 @@ from pulse.model_names import MODEL_ALIASES, below_rate_note
 from pulse.recording import analyze_recording
 from pulse.scoring import decoding_threads
 from tests.test_io import unfinished, without_length
+from tests.test_journal import replace_keeping_size_and_time
 
 RATE = 44100
 REPO = Path(__file__).resolve().parents[1]
@@ -502,6 +503,24 @@ def half_then_die(self, table, path):
 original, RavenWriter.write = RavenWriter.write, half_then_die
 analyze([sys.argv[1]], sys.argv[2], InferConfig(model=sys.argv[3], workers=2, batch_size=2))
 """
+
+
+def test_another_cards_recording_of_the_same_name_size_and_time_is_analysed(tmp_path, model):
+    """AudioMoths deployed together write YYYYMMDD_HHMMSS.WAV of the same size at the same times: card B's
+    recording copied (`cp -p`) where card A's was is analysed, not skipped for A's."""
+    card = tmp_path / "incoming" / "20260601_200000.WAV"
+    card.parent.mkdir()
+    sf.write(card, song(6.0), RATE, subtype="PCM_16")
+    out, cfg = tmp_path / "out", InferConfig(model=str(model), formats=("raven", "csv"))
+    assert analyze([card.parent], out, cfg).files_done == 1
+    assert len(pd.read_csv(out / "detections.csv")) > 0  # card A: song
+    quiet = tmp_path / "b.WAV"
+    sf.write(quiet, np.zeros(6 * RATE, np.float32), RATE, subtype="PCM_16")
+    replace_keeping_size_and_time(card, quiet.read_bytes())
+    again = analyze([card.parent], out, cfg)
+    assert (again.files_done, again.files_skipped) == (1, 0)
+    assert len(pd.read_csv(out / "detections.csv")) == 0  # card B: silence
+    assert len((out / "20260601_200000.pulse.selection.table.txt").read_text().splitlines()) == 1  # the header
 
 
 def test_kill_mid_batch_leaves_no_half_file_and_resumes(tmp_path, model):

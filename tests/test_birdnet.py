@@ -16,6 +16,7 @@ from pulse.config import TeacherCacheConfig
 from pulse.io import read_audio
 from pulse.teacher.cache import build_cache, load_cache
 from pulse.windows import WindowSpec
+from tests.test_journal import replace_keeping_size_and_time
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "insectset32.csv"
 
@@ -99,7 +100,7 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
     counting = CountingTeacher(teacher)
     index = build_cache(cfg, counting)
     assert list(index["path"]) == ["clip0.flac", "clip1.flac"] and counting.windows == 2
-    first_sha = index.set_index("path").loc["clip1.flac", "sha256"]
+    sha0, first_sha = index.set_index("path").loc[["clip0.flac", "clip1.flac"], "sha256"]
     errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
     assert list(errors["path"]) == ["broken.wav"]
     cache = load_cache(cfg.out)
@@ -117,6 +118,11 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
     row = index.set_index("path").loc["clip1.flac"]
     assert row["windows"] == expected and row["sha256"] != first_sha
     assert load_cache(cfg.out)["clip1.flac"].embedding.shape == (expected, birdnet.EMBED_DIM)
+    other = bytearray((root / "clip0.flac").read_bytes())
+    other[30] ^= 0xFF  # in the STREAMINFO's MD5: another file, of the same size, that decodes all the same
+    replace_keeping_size_and_time(root / "clip0.flac", bytes(other))
+    index = build_cache(cfg, counting)  # hashed again, so its entry is another file's
+    assert counting.windows == 2 + expected + 1 and index.set_index("path").loc["clip0.flac", "sha256"] != sha0
 
     from typer.testing import CliRunner
 

@@ -17,6 +17,7 @@ from pulse.config import InferConfig
 from pulse.embeddings import embed
 from pulse.recording import analyze_recording
 from tests.test_analyze import level_meter_onnx
+from tests.test_journal import replace_keeping_size_and_time
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "pulse" / "assets" / "examples"
 
@@ -72,6 +73,13 @@ def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_ag
     assert (changed.files_done, changed.files_skipped) == (1, 1)
     with h5py.File(out / f"{clips[0].name}.embeddings.h5") as f:
         assert f["ends_s"][-1] <= len(audio) / 2 / rate + 1e-3
+    other = bytearray(clips[1].read_bytes())
+    other[30] ^= 0xFF  # in the STREAMINFO's MD5 of the audio: another file that decodes all the same
+    replace_keeping_size_and_time(clips[1], bytes(other))
+    assert embed([tmp_path / "in"], out).files_done == 1
+    with h5py.File(out / f"{clips[1].name}.embeddings.h5", "a") as f:  # files from before the change time was kept
+        del f.attrs["source_ctime_ns"]
+    assert embed([tmp_path / "in"], out).files_skipped == 2  # still count
     overlapping = embed([tmp_path / "in"], out, InferConfig(overlap=1.5))
     assert (overlapping.files_done, overlapping.files_skipped) == (2, 0)
     with h5py.File(out / f"{clips[1].name}.embeddings.h5") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +23,20 @@ def recordings(tmp_path, n: int) -> list:
     for i, path in enumerate(paths):
         path.write_bytes(b"x" * (i + 1))
     return paths
+
+
+def replace_keeping_size_and_time(path, data: bytes) -> None:
+    """Another recording copied over `path` as `cp -p` leaves it: same name, size and modification time (two
+    AudioMoths deployed together), only the change time tells."""
+    before = path.stat()
+    assert len(data) == before.st_size and path.read_bytes() != data
+    for _ in range(100):  # the kernel's clock for file times is coarse (a tick, up to 10 ms)
+        path.write_bytes(data)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if path.stat().st_ctime_ns != before.st_ctime_ns:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path}: its change time did not move")
 
 
 def save_all(root, fingerprint: str, paths, outputs=None) -> None:
@@ -49,6 +64,10 @@ def test_saved_files_are_found_by_a_later_run(tmp_path):
     assert done(tmp_path / "j", "b", paths[:1]) == [False]  # other settings: analysed again
     paths[0].write_bytes(b"changed")
     assert done(tmp_path / "j", "a", paths[:1]) == [False]  # a changed recording too
+    save_all(tmp_path / "j", "a", paths[1:2])
+    replace_keeping_size_and_time(paths[1], b"yz")
+    assert done(tmp_path / "j", "a", paths[1:2]) == [False]  # and another one of the same name, size and time
+    assert Journal(tmp_path / "j", "a").load(paths[1]) is None
 
 
 def test_scores_under_other_output_settings_load_only_with_the_same_scores_key(tmp_path):

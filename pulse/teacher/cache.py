@@ -25,7 +25,7 @@ from pulse.teacher import birdnet
 from pulse.windows import WindowSpec, frame_windows
 
 log = logging.getLogger(__name__)
-INDEX_COLUMNS = ("path", "sha256", "size", "mtime_ns", "windows")
+INDEX_COLUMNS = ("path", "sha256", "size", "mtime_ns", "ctime_ns", "windows")
 BLOCK_S = 60.0  # audio decoded per block: memory stays flat for hours-long files
 
 
@@ -105,7 +105,9 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
         try:
             stat = path.stat()
             old = previous.get(rel)
-            fresh = old is not None and old["size"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns
+            # its ctime too: a file copied over it with the same size and time (cp -p) is hashed again
+            fresh = old is not None and (old["size"], old["mtime_ns"], old.get("ctime_ns")) == (
+                stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
             digest = old["sha256"] if fresh else sha256(path)
             target = entry_path(out, digest)
             if target.is_file():  # computed before, for this path or for a copy of the file
@@ -116,7 +118,7 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
                 _save_entry(target, entry)
                 windows = len(entry.starts_s)
             rows[rel] = {"path": rel, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                         "windows": int(windows)}
+                         "ctime_ns": stat.st_ctime_ns, "windows": int(windows)}
         except Exception as error:  # one bad file never stops the batch
             log.error("%s: %s: %s", path, type(error).__name__, error)
             errors.append({"path": rel, "stage": "teacher-cache", "error_type": type(error).__name__,
