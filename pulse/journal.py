@@ -128,13 +128,11 @@ class Journal:
         return arrays
 
     def save(self, path: Path, output: str, note: str = "", **arrays) -> None:
-        if (version := self._version(path)) is None:
+        if (now := self._version(path)) is None:
             return
-        version, changed_ns = version
         arrays = {name: np.asarray(value) for name, value in arrays.items()}
-        header = {"version": version, "changed_ns": changed_ns, "path": self._resolved(path),
-                  "fingerprint": self.fingerprint,
-                  "scores_key": self.scores_key, "output": output, "note": note,
+        header = {"version": now[0], "changed_ns": now[1], "path": self._resolved(path),
+                  "fingerprint": self.fingerprint, "scores_key": self.scores_key, "output": output, "note": note,
                   "arrays": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()}}
         body = json.dumps(header).encode() + b"\0" + b"".join(value.tobytes() for value in arrays.values())
         self.open()
@@ -187,10 +185,10 @@ class Journal:
 
     def _latest(self, path: Path) -> Record | None:
         self._index()
-        if (version := self._version(path)) is None:
+        if (now := self._version(path)) is None:
             return None
-        record = self._records.get(version[0])
-        return record if record is not None and record.changed_ns in (None, version[1]) else None
+        record = self._records.get(now[0])
+        return record if record is not None and record.changed_ns in (None, now[1]) else None
 
     def _index(self) -> None:
         """Read every log once, oldest first (names start with the run's start time), at first use."""
