@@ -66,6 +66,7 @@ class Journal:
         self.root, self.fingerprint, self.scores_key = root, fingerprint, scores_key
         self._records: dict[str, Record] | None = None  # recording (path|size|mtime) -> its latest record
         self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
+        self._paths: set[str] = set()  # the recordings (resolved paths) any record is of
         self._log = None  # this run's log
         self._unreadable: set[Path] = set()  # logs that could not be read: never deleted
         self._started_ns = time.time_ns()
@@ -91,6 +92,12 @@ class Journal:
         record = self._latest(path)
         return record.note if record is not None else ""
 
+    def replaced(self, path: Path) -> bool:
+        """Whether the recording at `path` was journalled only as it was before: it changed (or another was copied
+        over it) since it was analysed, so the outputs of those runs are not of the audio there now."""
+        self._index()
+        return self._resolved(path) in self._paths and self._version(path) is not None and self._latest(path) is None
+
     def earlier_owner(self, path: Path, output: str) -> str | None:
         """The other recording whose per-file outputs an earlier run wrote under `output`, if any."""
         self._index()
@@ -114,7 +121,7 @@ class Journal:
         try:
             body = _read_body(record)
         except FileNotFoundError:  # a run into the same folder replaced the record and deleted its log meanwhile
-            self._records, self._owners = None, {}
+            self._records, self._owners, self._paths = None, {}, set()
             record = self._latest(path)
             if not self._usable(record, any_outputs):
                 return None
@@ -219,6 +226,7 @@ class Journal:
                                                   changed_ns if isinstance(changed_ns, int) else None,
                                                   header["output"], header["note"], log_path, offset, length)
         self._owners[header["output"]] = header["path"]
+        self._paths.add(header["path"])
 
 
 def _read_body(record: Record) -> bytes:

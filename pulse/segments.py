@@ -12,7 +12,8 @@ hash of the path where two recordings of the table share a name); with `plots`, 
 it (`.png`, the detection boxed), to check by eye as well as by ear. `OUT/segments.json` records the settings and
 the table's hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table
 or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
-`OUT/errors.csv`, and its other clips are not tried; a clip that cannot be read is its own row.
+`OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
+(another card's recording copied over it, say); a clip that cannot be read is its own row.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import soundfile as sf
 from export.atomic import file_in_the_way, sweep_temporaries, utf8_text, write_bytes, write_json
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
+from pulse.journal import Journal
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -214,6 +216,7 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     write_json(with_settings, record)
     sweep_temporaries(out)
     summary, errors, unopened = Summary(), [], set()
+    journal = Journal(table.parent / ".pulse" / "journal", "")  # the run's record of what it analysed, if beside it
     chosen = choose(detections, cfg)
     # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
     todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
@@ -229,6 +232,10 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
             if d["file"] in unopened:
                 continue
             try:
+                if journal.replaced(path):
+                    raise AudioReadError(path, "changed since it was analysed (its size or times are not those the "
+                                               "run's journal holds): its clips would be of other audio; run `pulse "
+                                               "analyze` on it again first")
                 info = recordings.open(path)
                 subtype = recordings.file.subtype
             except (AudioReadError, sf.LibsndfileError, RuntimeError) as exc:  # its other clips are not tried

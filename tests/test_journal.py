@@ -68,6 +68,10 @@ def test_saved_files_are_found_by_a_later_run(tmp_path):
     replace_keeping_size_and_time(paths[1], b"yz")
     assert done(tmp_path / "j", "a", paths[1:2]) == [False]  # and another one of the same name, size and time
     assert Journal(tmp_path / "j", "a").load(paths[1]) is None
+    later = Journal(tmp_path / "j", "")  # what `pulse segments` asks, whatever the settings
+    assert [later.replaced(p) for p in paths] == [True, True, False]  # the third was never journalled
+    paths[1].unlink()
+    assert not Journal(tmp_path / "j", "").replaced(paths[1])  # gone: not "replaced"
 
 
 def test_scores_under_other_output_settings_load_only_with_the_same_scores_key(tmp_path):

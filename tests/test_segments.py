@@ -21,6 +21,7 @@ from pulse.io import open_audio
 from pulse.segments import choose, extract_segments
 from tests.test_analyze import level_meter_onnx, song
 from tests.test_io import unfinished, without_length
+from tests.test_journal import replace_keeping_size_and_time
 
 RATE = 48000
 
@@ -124,6 +125,23 @@ def test_plots_are_the_clips_spectrograms_and_are_added_to_an_earlier_runs_clips
     assert pixels.std() > 10  # a drawn spectrogram, not a blank canvas
     third = extract_segments(run / "out", run / "clips", SegmentConfig(seq_length=4.0), plots=True)
     assert (third.clips_kept, third.plots_written) == (first.clips_written, 0)  # all there: nothing redone
+
+
+def test_a_recording_replaced_since_the_run_is_not_cut(run, model, caplog):
+    """Another card's recording copied over the analysed one (same name, size and times): its clips would be of
+    other audio under the first recording's detections, so they are refused, with a line saying why."""
+    audio, _ = sf.read(run / "night.wav", dtype="float32", always_2d=True)
+    replace = run / "other.wav"
+    sf.write(replace, audio[::-1], RATE, subtype="FLOAT")
+    replace_keeping_size_and_time(run / "night.wav", replace.read_bytes())
+    with caplog.at_level(logging.WARNING):
+        summary = extract_segments(run / "out", run / "clips", SegmentConfig())
+    assert (summary.clips_written, summary.files_failed) == (0, 1)
+    assert "changed since it was analysed" in caplog.text
+    errors = pd.read_csv(run / "clips" / "errors.csv")
+    assert list(errors["stage"]) == ["open"] and "run `pulse analyze` on it again" in errors["message"][0]
+    analyze([run / "night.wav"], run / "out", InferConfig(model=str(model), min_conf=0.5))  # analysed anew
+    assert extract_segments(run / "out", run / "clips2", SegmentConfig()).clips_written > 0
 
 
 def test_draw_is_seeded_per_species_and_respects_min_conf():
