@@ -1,16 +1,22 @@
 """Files and folders given on the command line -> the recordings to analyse, each once, each its own output name.
 
 Folders are searched recursively, into folders linked to as well (dot names skipped: macOS ._ twins, .Trashes;
-and the run's own output folder, where `pulse segments` writes its clips). Two AudioMoth cards given as two
-folders often hold the same timestamped file names; one recording's outputs must never overwrite another's.
+and the run's own output folder and any folder of clips `pulse segments` cut, which are copies of recordings).
+Two AudioMoth cards given as two folders often hold the same timestamped file names; one recording's outputs must
+never overwrite another's.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
 from pulse.io import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES
+
+log = logging.getLogger(__name__)
+CLIPS_RECORD = "segments.json"  # what `pulse segments` writes at the top of its --out
 
 
 def find_audio(inputs: list[str | Path], undecodable: bool = False,
@@ -21,8 +27,8 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
     two AudioMoth cards given as two folders often hold the same timestamped file names, and one
     recording's Raven table must never overwrite another's. `undecodable` also lists the recordings of
     UNDECODABLE_SUFFIXES in folders, so that a batch can name them, except one already converted beside itself
-    (phone.m4a next to phone.flac). Nothing below `outputs` (the run's --out, if inside a folder given) is listed:
-    clips `pulse segments` cut there would otherwise be analysed as recordings on the next run.
+    (phone.m4a next to phone.flac). Nothing below `outputs` (the run's --out, if inside a folder given) or below a
+    folder of `pulse segments` clips is listed: the clips would be analysed again as recordings of their own.
     """
     suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
     found: list[tuple[Path, Path, str]] = []  # (path, relative, name of the input it came from)
@@ -47,12 +53,13 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
 def _files_below(folder: Path, outputs: str | Path | None) -> list[Path]:
     """Files below `folder`, sorted, following links to folders (each real folder once, so a link loop ends; real
     folders before links, so a folder reached both ways is listed under its own name), without dot names or the
-    `outputs` folder below it (`outputs` given as `folder` itself skips nothing)."""
+    `outputs` folder or a folder of `pulse segments` clips below it (either given as `folder` itself is searched)."""
     skip = os.path.realpath(outputs) if outputs is not None else None
     files, seen = [], set()
     for top, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if real in seen or (real == skip and real != os.path.realpath(folder)):
+        below = real != os.path.realpath(folder)
+        if real in seen or (below and (real == skip or _holds_clips(top, names))):
             folders[:] = []
             continue
         seen.add(real)
@@ -60,6 +67,21 @@ def _files_below(folder: Path, outputs: str | Path | None) -> list[Path]:
                             key=lambda name: (os.path.islink(os.path.join(top, name)), name))
         files += [path for name in names if not (path := Path(top) / name).name.startswith(".") and path.is_file()]
     return sorted(files)
+
+
+def _holds_clips(top: str, names: list[str]) -> bool:
+    """Whether `top` is the --out of `pulse segments` (said once for each such folder)."""
+    if CLIPS_RECORD not in names:
+        return False
+    try:
+        record = json.loads(Path(top, CLIPS_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(record, dict) and "results_sha1" in record):  # another tool's file of that name
+        return False
+    log.warning("%s: clips cut by `pulse segments`, not searched for recordings (give that folder itself to "
+                "analyse its clips)", top)
+    return True
 
 
 def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:

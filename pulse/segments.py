@@ -33,6 +33,7 @@ import soundfile as sf
 
 from export.atomic import file_in_the_way, sweep_temporaries, utf8_text, write_bytes, write_json
 from pulse.config import MAX_CLIP_S, SegmentConfig
+from pulse.discovery import CLIPS_RECORD
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
 from pulse.journal import Journal
 from pulse.writers import write_errors
@@ -93,9 +94,8 @@ def results_table(results: Path) -> Path:
     return (results / "detections.csv" if results.is_dir() else results).resolve()
 
 
-def read_detections(path: Path) -> tuple[list[dict], Path | None]:
-    """The rows of a run's detections.csv (with pulse/schema.py's names), and the folder `pulse analyze` ran in,
-    where its relative recording paths start (from the run's config.json; None if not known)."""
+def read_detections(path: Path) -> list[dict]:
+    """The rows of a run's detections.csv, with pulse/schema.py's names."""
     names = {column: name for name, column in CSV_COLUMNS.items()}
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a table saved again by Excel
@@ -121,11 +121,17 @@ def read_detections(path: Path) -> tuple[list[dict], Path | None]:
                                "score": float(d["score"])})
         except (TypeError, ValueError):
             raise ValueError(f"{path}, line {line}: a start, end or confidence that is not a number") from None
+    return detections
+
+
+def analysis_record(table: Path) -> dict:
+    """The config.json `pulse analyze` wrote beside `table` ({} if none): the folder it ran in, where relative
+    recording paths start, and its settings."""
     try:
-        working_dir = json.loads((path.parent / "config.json").read_text(encoding="utf-8"))["working_dir"]
-    except (OSError, ValueError, KeyError, TypeError):
-        working_dir = None
-    return detections, Path(working_dir) if working_dir else None
+        record = json.loads((table.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def clip_span(info: AudioInfo, d: dict, seq_length: float) -> tuple[int, int]:
@@ -205,11 +211,16 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     out, table = Path(out), results_table(Path(results))
     if blocker := file_in_the_way(out):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
-    detections, working_dir = read_detections(table)
-    root = Path(audio_root) if audio_root is not None else working_dir
+    detections, analysis = read_detections(table), analysis_record(table)
+    working_dir, settings = analysis.get("working_dir"), analysis.get("config")
+    root = Path(audio_root) if audio_root is not None else Path(working_dir) if isinstance(working_dir, str) else None
+    kept_at = settings.get("min_conf") if isinstance(settings, dict) else None
+    if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at:
+        log.warning("%s: --min-conf %g is below the %g the analysis kept detections at, so no clip scores under %g "
+                    "(analyse again with a lower --min-conf for them)", table, cfg.min_conf, kept_at, kept_at)
     record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
               "settings": cfg.to_dict()}
-    with_settings = out / "segments.json"
+    with_settings = out / CLIPS_RECORD
     if with_settings.is_file() and json.loads(with_settings.read_text(encoding="utf-8")) != record:
         raise ValueError(f"{out}: holds clips cut from other results or with other settings ({with_settings}); "
                          "use another --out, so that one folder holds one draw")

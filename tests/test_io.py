@@ -412,6 +412,30 @@ def test_folders_linked_to_are_searched_once_and_the_runs_own_output_folder_neve
     assert len(find_audio([project], outputs=project)) == 3  # --out the input folder itself: nothing skipped
 
 
+def test_clips_of_an_earlier_segments_run_are_not_searched_for_recordings(tmp_path, caplog):
+    """Clips `pulse segments` cut into a folder inside the recordings were analysed as recordings by the next
+    `pulse analyze` into another --out (found by following the README: 11 files analysed instead of 6)."""
+    from pulse.segments import extract_segments
+
+    project = tmp_path / "project"
+    (project / "AM01").mkdir(parents=True)
+    recording = project / "AM01" / "20250701_213000.WAV"
+    sf.write(recording, tone(4.0, RATE), RATE)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "detections.csv").write_text("Start (s),End (s),Scientific name,Common name,Confidence,File\n"
+                                            f"0.0,3.0,Gryllus campestris,Field Cricket,0.9,{recording}\n",
+                                            encoding="utf-8")
+    extract_segments(results, project / "clips")
+    assert list((project / "clips").rglob("*.wav"))  # the clip is there to be found
+    found = [relative.as_posix() for _, relative in find_audio([project])]
+    assert found == ["AM01/20250701_213000.WAV"]
+    assert "clips cut by `pulse segments`" in caplog.text and str(project / "clips") in caplog.text
+    assert len(find_audio([project / "clips"])) == 1  # the clips folder given itself: its clips are analysed
+    (project / "clips" / "segments.json").write_text("[]", encoding="utf-8")  # another tool's file of that name
+    assert len(find_audio([project])) == 2
+
+
 def examined_later(monkeypatch) -> None:
     """`audio_info` as a training run calls it, long after its files were written: it keeps what it examined."""
     from types import SimpleNamespace

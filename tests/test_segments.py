@@ -144,6 +144,18 @@ def test_a_recording_replaced_since_the_run_is_not_cut(run, model, caplog):
     assert extract_segments(run / "out", run / "clips2", SegmentConfig()).clips_written > 0
 
 
+def test_a_min_conf_below_the_analysis_own_is_said_to_cut_nothing_more(run, caplog):
+    """The run kept only detections at 0.5 or above: asking for clips from 0.2 gets no more of them, and says so
+    rather than leaving a user to think the quieter detections were drawn from too."""
+    with caplog.at_level(logging.WARNING):
+        lower = extract_segments(run / "out", run / "low", SegmentConfig(min_conf=0.2))
+    assert "--min-conf 0.2 is below the 0.5 the analysis kept detections at" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        same = extract_segments(run / "out", run / "same", SegmentConfig(min_conf=0.5))
+    assert lower.clips_written == same.clips_written > 0 and "below the" not in caplog.text
+
+
 def test_draw_is_seeded_per_species_and_respects_min_conf():
     rows = [{"label": "A" if i % 2 else "B", "score": i / 20, "file": f"f{i}.wav", "start_s": 0.0, "end_s": 3.0}
             for i in range(20)]
