@@ -7,7 +7,10 @@ have to check. The default recordings are the two soundscapes no bundled model t
 chorus, toad trill); pass any other folders or files of song-free audio after them.
 
     python bench/false_alarms.py --models default,supervised --json bench/results/false_alarms.json \
-        ../shared/data/audio/backgrounds/OSS_1min_ARU_bird_chorus.flac ../shared/data/audio/backgrounds/OSS_great_plains_toad.flac
+        ../shared/data/audio/backgrounds/OSS_1min_ARU_bird_chorus.flac ../shared/data/audio/backgrounds/OSS_great_plains_toad.flac \
+        .venv/lib/python3.11/site-packages/gradio/media_assets/audio/{sax,cantina,recording1,audio_sample}.wav
+
+(the six song-free files of bench/README.md's "of 91 windows" figures; the two soundscapes alone give 60 windows)
 """
 
 from __future__ import annotations
