@@ -1,7 +1,8 @@
 """The slide loop that `lrmil patch`, `extract` and `predict` share: one slide at a time, a bad one logged.
 
-Outputs are named by slide id (the file stem), so a file whose id an earlier slide of the batch
-already holds fails with a message naming both, instead of overwriting the first one's outputs.
+Outputs are named by slide id (the file stem, or a DICOM slide's folder name), so a slide whose id an
+earlier slide of the batch already holds fails with a message naming both, instead of overwriting the
+first one's outputs.
 """
 
 from __future__ import annotations

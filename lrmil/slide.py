@@ -5,6 +5,10 @@
 `mpp` fills in where the metadata has none, or replaces it with `override_mpp` (wrong scanner
 headers). A slide with neither fails with a clear `SlideReadError`, never a guessed scale,
 because every patch size downstream is derived from it.
+
+A DICOM slide (VL Whole Slide Microscopy) is a folder of .dcm instances, one per pyramid level plus
+label, overview and thumbnail; OpenSlide opens the whole series from any one of them. Such a slide is
+its folder: `find_slides` gives it once, as one of its files, and `slide_id` names it by the folder.
 """
 
 from __future__ import annotations
@@ -240,9 +244,42 @@ def read_scaled(reader: SlideReader, location: tuple[int, int], size_level0: int
     return np.array(Image.fromarray(region).resize((out_px, out_px), Image.Resampling.BOX))
 
 
+def is_dicom(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".dcm"
+
+
+def slide_files(path: Path) -> list[Path]:
+    """The files of the slide that `path` is one of: itself, or every .dcm instance in its folder (dot names,
+    macOS ._ twins, are not instances)."""
+    if not is_dicom(path):
+        return [path]
+    folder = path.absolute().parent
+    return [p for p in folder.iterdir() if is_dicom(p) and p.is_file() and not hidden(Path(p.name))] or [path]
+
+
+def slide_file(path: Path) -> Path:
+    """The file that stands for the slide `path` is one of, the same whichever of its files is named: itself, or
+    the largest DICOM instance that OpenSlide reads (level 0 in practice, so that outputs and errors name the
+    pyramid's base, not its label; a stray non-WSI .dcm is passed over), else the largest; a missing one as is."""
+    if not (is_dicom(path) and path.is_file()):
+        return path
+    import openslide
+
+    files = sorted(slide_files(path), key=lambda p: (-p.stat().st_size, p.name))
+    return next((p for p in files if openslide.OpenSlide.detect_format(str(p))), files[0])
+
+
+def slide_location(path: str | Path) -> Path:
+    """What a slide is on disk, resolved: its file, or for DICOM the folder of its instances (the folder of the
+    path as named, which OpenSlide searches for the other instances)."""
+    path = Path(path).absolute()
+    return path.parent.resolve() if is_dicom(path) else path.resolve()
+
+
 def slide_id(path: str | Path) -> str:
-    """The id used for output files and CSV rows: the file name without its suffix."""
-    return Path(path).stem
+    """The id used for output files and CSV rows: the file name without its suffix, or a DICOM slide's folder name
+    (its instances are named by level or by UID, none by the slide)."""
+    return Path(path).absolute().parent.name if is_dicom(path) else Path(path).stem
 
 
 class SlideIds:
@@ -255,20 +292,21 @@ class SlideIds:
         """The id of `path`; a SlideReadError naming both files when an earlier slide of the batch has it."""
         sid = slide_id(path)
         owner = self.owners.setdefault(sid, Path(path))
-        if owner.resolve() != Path(path).resolve():
+        if slide_location(owner) != slide_location(path):
             raise SlideReadError(path, f"slide id '{sid}' is already used by {owner} in this batch; outputs are "
                                        "named by id, so rename one of the files or give each its own --out")
         return sid
 
 
 def slide_source(path: str | Path) -> dict:
-    """What identifies the file behind an output, so that another file or a rescan at the same id differs."""
+    """What identifies the slide behind an output, so that another slide or a rescan at the same id differs: its
+    location, and the total size and latest change of its files (all the instances of a DICOM slide)."""
     path = Path(path)
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        raise SlideReadError(path, "file not found") from None
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if not path.is_file():
+        raise SlideReadError(path, "file not found")
+    stats = [p.stat() for p in slide_files(path)]
+    return {"path": str(slide_location(path)), "size": sum(s.st_size for s in stats),
+            "mtime_ns": max(s.st_mtime_ns for s in stats)}
 
 
 def check_not_another_slides(output: str | Path, path: str | Path, recorded: dict) -> None:
@@ -276,7 +314,7 @@ def check_not_another_slides(output: str | Path, path: str | Path, recorded: dic
     a later run into the same --out does not replace another archive's slide of the same name. A recorded file
     that is gone was moved or renamed: its output is redone."""
     owner = recorded.get("path") if isinstance(recorded, dict) else None
-    if owner and owner != str(Path(path).resolve()) and Path(owner).exists():
+    if owner and owner != str(slide_location(path)) and Path(owner).exists():
         raise SlideReadError(path, f"{output} holds the outputs of {owner}, another slide with the id "
                                    f"'{slide_id(path)}'; outputs are named by id, so rename one of the files, give "
                                    "each its own --out, or delete that output to replace it")
@@ -286,7 +324,8 @@ def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]
     """Files as given, plus the whole-slide files (by suffix, sorted) directly inside any folder given, or anywhere
     below it if `recursive` (archives kept a folder per case; hidden folders skipped); a file named twice once.
     Plain images (PNG, JPEG) in a folder are thumbnails and label photos more often than slides: they are
-    skipped with a note, and read as slides only when named as files."""
+    skipped with a note, and read as slides only when named as files. The .dcm files of a folder are one DICOM
+    slide, given once, whether the folder or any of them is named."""
     found, seen = [], set()
     for item in map(Path, inputs):
         if item.is_dir():
@@ -298,7 +337,7 @@ def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]
                          item, len(images), images[0].name)
         else:
             paths = [item]  # missing files are reported by the job, not dropped here
-        for path in paths:
+        for path in map(slide_file, paths):
             if (resolved := path.resolve()) not in seen:
                 seen.add(resolved)
                 found.append(path)

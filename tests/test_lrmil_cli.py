@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lrmil.cli import app
+from tests.test_slide import dicom_slide
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -51,6 +52,15 @@ def test_predict_finds_slides_in_case_folders_with_recursive(tmp_path, shared_da
     deep = _invoke("predict", tmp_path / "archive", "--recursive", "--out", tmp_path / "deep")
     assert deep.exit_code == 0, deep.output
     assert json.loads((tmp_path / "deep" / "CMU-1-Small-Region.json").read_text())["label"]
+
+
+def test_patch_on_a_dicom_slide_s_folder_cuts_one_slide_named_by_the_folder(tmp_path):
+    """A folder that is itself a DICOM series (levels and label, one .dcm each) is one slide, not three."""
+    slide = dicom_slide(tmp_path / "case7", size=256)
+    result = _invoke("patch", slide, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "out" / "patches").iterdir()] == ["case7.h5"]
+    assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["case7.png"]
 
 
 def test_override_mpp_without_a_value_is_a_usage_error(tmp_path):

@@ -18,6 +18,7 @@ from lrmil.mil.bundle import demo_model_dir, load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
 from lrmil.mil.metrics import read_predictions
 from lrmil.predict import run_predict
+from tests.test_slide import dicom_slide
 
 
 def test_percentiles_and_score_map_place_scores_on_patch_footprints():
@@ -265,3 +266,33 @@ def test_predict_without_model_runs_the_bundled_demo_model(tmp_path):
     record = json.loads((tmp_path / "out" / "disc.json").read_text())
     assert record["model"] == "demo" and record["notice"] == DEMO_NOTICE and record["label"] in ("0", "1")
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_dir"] == str(demo_model_dir())
+
+
+def test_a_dicom_slide_is_predicted_once_by_its_folder_name_and_a_rescan_of_any_instance_redoes_it(model_dir,
+                                                                                                    tmp_path):
+    """`lrmil predict` on an archive of DICOM slides (a folder of instances each): it used to predict every
+    instance, the label too, as a slide named by its file, and two cases' `level0.dcm` clashed."""
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    case7, case8 = dicom_slide(archive / "case7"), dicom_slide(archive / "case8", size=256)
+
+    def predict(*slides):
+        result = CliRunner().invoke(app, ["predict", *map(str, slides), "--model", str(model_dir), "--out", str(out),
+                                          "--recursive"])
+        assert result.exit_code == 0, result.output
+        return json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+
+    assert predict(archive)["done"] == 2
+    assert sorted(p.name for p in out.glob("*.json")) == ["case7.json", "case8.json", "config.json"]
+    assert list(read_predictions(out / "predictions.csv")["slide_id"]) == ["case7", "case8"]
+    record = json.loads((out / "case7.json").read_text())
+    assert record["slide"] == str(case7 / "level0.dcm") and record["source"]["path"] == str(case7.resolve())
+    assert (record["mpp"], record["mpp_source"]) == (pytest.approx(0.5), "metadata")  # DICOM PixelSpacing
+
+    assert predict(case7 / "label.dcm")["skipped"] == 1  # an instance named: its slide, already done
+    (case8 / "label.dcm").write_bytes((case8 / "label.dcm").read_bytes() + b"\0\0")  # one instance rescanned
+    summary = predict(archive)
+    assert (summary["done"], summary["skipped"]) == (1, 1)

@@ -6,9 +6,58 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrmil.slide import SlideIds, SlideReadError, best_level, find_slides, open_slide, read_scaled, slide_source
+from lrmil.slide import (SlideIds, SlideReadError, best_level, find_slides, open_slide, read_scaled, slide_id,
+                         slide_source)
 
 SLIDES = "slides"
+WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
+
+
+def _dicom_instance(path, pixels, image_type, series, mpp, tile=128):
+    """One VL WSI instance, TILED_FULL and uncompressed, with the attributes OpenSlide 4 checks."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds, measures, shared = Dataset(), Dataset(), Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = WSI_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.ImageType = generate_uid(), series, "SM", image_type
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    h, w = pixels.shape[:2]
+    across, down = -(-w // tile), -(-h // tile)
+    ds.Rows = ds.Columns = tile
+    ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows, ds.TotalPixelMatrixFocalPlanes = w, h, 1
+    ds.DimensionOrganizationType, ds.NumberOfFrames, ds.NumberOfOpticalPaths = "TILED_FULL", across * down, 1
+    measures.PixelSpacing, measures.SliceThickness = [mpp / 1000, mpp / 1000], 0.004  # in mm
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    padded = np.full((down * tile, across * tile, 3), 255, np.uint8)
+    padded[:h, :w] = pixels
+    ds.PixelData = padded.reshape(down, tile, across, tile, 3).transpose(0, 2, 1, 3, 4).tobytes()  # row-major tiles
+    ds.save_as(path, enforce_file_format=True)
+
+
+def dicom_slide(folder, size=512, mpp=0.5):
+    """A DICOM whole-slide image as scanners export it: a folder of one series' instances (level 0, level 1 at
+    half size, a label), a pink tissue disc on white at `mpp` level-0 microns per pixel. Returns the folder."""
+    from pydicom.uid import generate_uid
+
+    yy, xx = np.mgrid[:size, :size]
+    disc = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size * 0.4) ** 2
+    noise = np.random.default_rng(0).integers(-20, 20, (size, size, 3))
+    image = np.where(disc[..., None], np.array([200, 110, 170]) + noise, 245).astype(np.uint8)
+    series = generate_uid()
+    folder.mkdir(parents=True, exist_ok=True)
+    _dicom_instance(folder / "level0.dcm", image, ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], series, mpp)
+    _dicom_instance(folder / "level1.dcm", image[::2, ::2], ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"], series,
+                    2 * mpp)
+    _dicom_instance(folder / "label.dcm", np.full((96, 96, 3), 30, np.uint8), ["ORIGINAL", "PRIMARY", "LABEL", "NONE"],
+                    series, 0.1, tile=96)
+    return folder
 
 
 def test_cmu1_reads_with_metadata_mpp(shared_data):
@@ -155,3 +204,47 @@ def test_slide_source_tells_a_rescan_at_the_same_path_apart(tmp_path):
     assert slide_source(path) != before
     with pytest.raises(SlideReadError, match="file not found"):
         slide_source(tmp_path / "gone.svs")
+
+
+def test_a_dicom_series_opens_from_any_of_its_instances_with_levels_and_scale(tmp_path):
+    """What the DICOM tests below rely on: OpenSlide reads the written series, given any of its files."""
+    folder = dicom_slide(tmp_path / "case7")
+    for name in ("level0.dcm", "level1.dcm", "label.dcm"):
+        with open_slide(folder / name) as reader:
+            assert reader.level_dimensions == ((512, 512), (256, 256)) and reader.level_downsamples == (1.0, 2.0)
+            assert (reader.mpp, reader.mpp_source) == (pytest.approx(0.5), "metadata")  # from PixelSpacing
+            assert tuple(reader.read_region((256, 256), 1, (1, 1))[0, 0]) != (245, 245, 245)  # the disc, not glass
+
+
+def test_a_folder_of_dicom_instances_is_one_slide_named_by_the_folder(tmp_path):
+    """A DICOM WSI is a folder of instances (levels, label): each used to be a slide of its own, by file name."""
+    case7 = dicom_slide(tmp_path / "archive" / "case7")
+    case8 = dicom_slide(tmp_path / "archive" / "case8")  # the same instance names in another case
+    (case7 / "._level0.dcm").write_bytes(b"macOS twin")
+    (case7 / "notes.dcm").write_bytes(b"not a DICOM WSI" * 100_000)  # a stray .dcm, larger, is not the slide's
+
+    def found(*inputs, recursive=False):
+        return [(p.relative_to(tmp_path).as_posix(), slide_id(p)) for p in find_slides(inputs, recursive)]
+
+    one = [("archive/case7/level0.dcm", "case7")]  # level 0 stands for the slide in outputs and errors
+    assert found(case7) == one  # the folder given is the slide
+    assert found(case7 / "label.dcm", case7 / "level1.dcm", case7) == one  # any instance named: its slide, once
+    assert found(tmp_path / "archive", recursive=True) == one + [("archive/case8/level0.dcm", "case8")]
+    with open_slide(find_slides([case7])[0]) as reader:
+        assert reader.level_count == 2
+
+    ids = SlideIds()
+    assert ids.claim(case7 / "level0.dcm") == ids.claim(case7 / "level1.dcm") == "case7"  # one slide, not a clash
+    (tmp_path / "elsewhere").mkdir()
+    other7 = dicom_slide(tmp_path / "elsewhere" / "case7")
+    with pytest.raises(SlideReadError, match=f"slide id 'case7' is already used by {case7 / 'level0.dcm'}"):
+        ids.claim(other7 / "level0.dcm")
+
+
+def test_a_dicom_slide_s_source_is_its_folder_and_changes_with_any_instance(tmp_path):
+    folder = dicom_slide(tmp_path / "case7")
+    before = slide_source(folder / "label.dcm")
+    assert before == slide_source(folder / "level0.dcm") and before["path"] == str(folder.resolve())
+    assert before["size"] == sum(p.stat().st_size for p in folder.glob("*.dcm"))
+    (folder / "level1.dcm").write_bytes((folder / "level1.dcm").read_bytes() + b"\0\0")  # one level rescanned
+    assert slide_source(folder / "label.dcm") != before
