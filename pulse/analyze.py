@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, write_json
+from export.folder_lock import exclusive
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
@@ -135,6 +136,16 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
     predictor, spec, labels = open_checked_model(cfg)
+    try:
+        with exclusive(out_dir, "pulse analyze"):  # one run at a time in --out (export/folder_lock.py)
+            return _analyze_with(predictor, spec, labels, model_path, inputs, out_dir, cfg, writers, t0)
+    finally:
+        predictor.close()
+
+
+def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Path, inputs: list[str | Path],
+                  out_dir: Path, cfg: InferConfig, writers: tuple, t0: float) -> Summary:
+    """`analyze` once its settings are checked, its model open and --out held."""
     meta = predictor.metadata
     run = Run(cfg, spec, labels, model_band(meta),
               Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, utf8_text
+from export.folder_lock import exclusive
 from pulse.analyze import scores_key
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
@@ -66,9 +67,6 @@ def _earlier(target: Path, key: dict) -> str | None:
 
 def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
     """Write one embeddings file per recording under `out` (see the module docstring), and `out/errors.csv`."""
-    import h5py
-    from tqdm import tqdm
-
     out = Path(out)
     if blocker := file_in_the_way(out):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
@@ -84,41 +82,51 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
                     "min_len_s": cfg.min_len, "channel": -1 if cfg.channel is None else cfg.channel,
                     "level_floor_dbfs": cfg.level_floor}
         files = find_audio(inputs, undecodable=True, outputs=out)
-        out.mkdir(parents=True, exist_ok=True)
-        sweep_temporaries(out)
-        for path, relative in tqdm(files, unit="file", disable=None):
-            target = embeddings_path(out, relative)
+        with exclusive(out, "pulse embeddings"):  # one run at a time in --out (export/folder_lock.py)
+            sweep_temporaries(out)
             try:
-                info = audio_info(path)
-                key = {**_source(path), **settings}
-                if target.is_file() and (said := _earlier(target, key)) is not None:
-                    summary.files_skipped += 1
-                    if said:  # it breaks off part way: said again, as by `pulse analyze`
-                        errors.append((str(path), "read", "PartlyReadable", said))
-                    continue
-                starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
-            except AudioReadError as exc:
-                errors.append((str(path), "read", type(exc).__name__, exc.reason))
-                log.warning("%s", exc)
-                summary.files_failed += 1
-                continue
-            except (OSError, ValueError, RuntimeError) as exc:  # the model or the file system: this file, not the run
-                errors.append((str(path), "embed", type(exc).__name__, str(exc)))
-                log.warning("%s: %s", path, exc)
-                summary.files_failed += 1
-                continue
-            if warning := warning or info.warning:
-                errors.append((str(path), "read", "PartlyReadable", warning))
-                log.warning("%s: %s", path, warning)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
-                f.create_dataset("starts_s", data=starts_s.astype(np.float64))
-                f.create_dataset("ends_s", data=ends_s.astype(np.float64))
-                f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
-                f.attrs.update({**key, "warning": warning})
-            summary.files_done += 1
-    finally:  # also on Ctrl-C: what was said about the files done so far is kept
+                _embed_each(files, out, predictor, spec, cfg, settings, summary, errors)
+            finally:  # also on Ctrl-C: what was said about the files done so far is kept
+                write_errors(out / "errors.csv", errors)
+    finally:
         predictor.close()
-        if out.is_dir():
-            write_errors(out / "errors.csv", errors)
     return summary
+
+
+def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, settings: dict, summary: Summary,
+                errors: list) -> None:
+    """Embed each recording not embedded before with these `settings`; a bad one is one line and one error."""
+    import h5py
+    from tqdm import tqdm
+
+    for path, relative in tqdm(files, unit="file", disable=None):
+        target = embeddings_path(out, relative)
+        try:
+            info = audio_info(path)
+            key = {**_source(path), **settings}
+            if target.is_file() and (said := _earlier(target, key)) is not None:
+                summary.files_skipped += 1
+                if said:  # it breaks off part way: said again, as by `pulse analyze`
+                    errors.append((str(path), "read", "PartlyReadable", said))
+                continue
+            starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
+        except AudioReadError as exc:
+            errors.append((str(path), "read", type(exc).__name__, exc.reason))
+            log.warning("%s", exc)
+            summary.files_failed += 1
+            continue
+        except (OSError, ValueError, RuntimeError) as exc:  # the model or the file system: this file, not the run
+            errors.append((str(path), "embed", type(exc).__name__, str(exc)))
+            log.warning("%s: %s", path, exc)
+            summary.files_failed += 1
+            continue
+        if warning := warning or info.warning:
+            errors.append((str(path), "read", "PartlyReadable", warning))
+            log.warning("%s: %s", path, warning)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("starts_s", data=starts_s.astype(np.float64))
+            f.create_dataset("ends_s", data=ends_s.astype(np.float64))
+            f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
+            f.attrs.update({**key, "warning": warning})
+        summary.files_done += 1

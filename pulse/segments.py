@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from export.atomic import file_in_the_way, sweep_temporaries, utf8_text, write_bytes, write_json
+from export.folder_lock import exclusive
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
@@ -201,8 +202,6 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
                      audio_root: str | Path | None = None, plots: bool = False) -> Summary:
     """Write the chosen detections' clips under `out` (and, with `plots`, their spectrograms, also for clips an
     earlier run wrote); see the module docstring."""
-    from tqdm import tqdm
-
     for bad, message in ((cfg.max_segments < 1, f"--max-segments is at least 1, got {cfg.max_segments}"),
                          (cfg.seq_length <= 0, f"--seq-length is above 0 s, got {cfg.seq_length:g}"),
                          (not 0.0 <= cfg.min_conf <= 1.0, f"--min-conf is between 0 and 1, got {cfg.min_conf:g}")):
@@ -218,6 +217,15 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at:
         log.warning("%s: --min-conf %g is below the %g the analysis kept detections at, so no clip scores under %g "
                     "(analyse again with a lower --min-conf for them)", table, cfg.min_conf, kept_at, kept_at)
+    with exclusive(out, "pulse segments"):  # one run at a time in --out (export/folder_lock.py)
+        return _cut_clips(detections, table, out, cfg, root, plots)
+
+
+def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfig, root: Path | None,
+               plots: bool) -> Summary:
+    """`extract_segments` once its table is read and --out held."""
+    from tqdm import tqdm
+
     record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
               "settings": cfg.to_dict()}
     with_settings = out / CLIPS_RECORD

@@ -123,8 +123,9 @@ def test_bad_files_among_good_ones(tmp_path, model):
     cut_s = float(errors.message[errors.path.str.endswith("cut.flac")].iloc[0].split("after ")[1].split(" s")[0])
     assert 2.5 < cut_s < 3.0  # half the bytes of 6 s, all read up to the break
     assert summary["audio_hours"] == pytest.approx((7 + 0.5 + 4 + 3.5 + 5 + 4 + cut_s) / 3600, rel=0.01)
-    assert summary["wall_s"] > 0 and summary["x_realtime"] == pytest.approx(summary["audio_s"] / summary["wall_s"],
-                                                                            rel=0.01)
+    wall_s = summary["wall_s"]  # rounded to the millisecond, a few % of a fast run's: the speed within that
+    assert wall_s > 0 and (summary["audio_s"] / (wall_s + 0.0005) - 0.05 <= summary["x_realtime"]
+                           <= summary["audio_s"] / (wall_s - 0.0005) + 0.05)
     assert json.loads((out / "config.json").read_text())["config"]["min_conf"] == InferConfig().min_conf
 
     scores = pd.read_csv(out / "scores.csv")
@@ -521,6 +522,40 @@ def test_another_cards_recording_of_the_same_name_size_and_time_is_analysed(tmp_
     assert (again.files_done, again.files_skipped) == (1, 0)
     assert len(pd.read_csv(out / "detections.csv")) == 0  # card B: silence
     assert len((out / "20260601_200000.pulse.selection.table.txt").read_text().splitlines()) == 1  # the header
+
+
+HOLD = """
+import sys
+from export.folder_lock import exclusive
+with exclusive(sys.argv[1], "pulse analyze"):
+    print("held", flush=True)
+    sys.stdin.read()  # until killed
+"""
+
+
+def test_a_second_run_into_an_out_folder_in_use_stops_before_touching_it(tmp_path, model):
+    """A cron job started again while the last run still works on the same --out (or two array jobs given one
+    results folder): the second swept the first's temporaries as if left by a killed run and analysed the same
+    files again. It now stops at once, naming the run that holds the folder; a killed holder frees it."""
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        in_flight = out / ".a.pulse.selection.table.txt.0123456789ab.tmp"
+        in_flight.write_text("the first run's table, half written")
+        for command in (["analyze", str(tmp_path / "a.wav")], ["embeddings", str(tmp_path / "a.wav")]):
+            result = CliRunner().invoke(app, [*command, "--model", str(model), "--out", str(out)])
+            assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+            assert f"{out}: pulse analyze (pid {holder.pid} on " in result.output
+            assert "is writing into this folder; wait for it to finish, or give this run its own --out" in result.output
+        assert in_flight.exists() and sorted(p.name for p in out.iterdir()) == [in_flight.name, ".run.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(model))).files_done == 1  # nothing left held
+    assert not in_flight.exists()  # now a killed run's, swept
 
 
 def test_kill_mid_batch_leaves_no_half_file_and_resumes(tmp_path, model):

@@ -156,6 +156,16 @@ def test_a_min_conf_below_the_analysis_own_is_said_to_cut_nothing_more(run, capl
     assert lower.clips_written == same.clips_written > 0 and "below the" not in caplog.text
 
 
+def test_clips_are_not_cut_into_a_folder_another_run_is_cutting_into(run):
+    from export.folder_lock import FolderInUse, exclusive
+
+    with exclusive(run / "clips", "pulse segments"):
+        with pytest.raises(FolderInUse, match="pulse segments .* is writing into this folder"):
+            extract_segments(run / "out", run / "clips", SegmentConfig())
+        assert [p.name for p in (run / "clips").iterdir()] == [".run.lock"]  # not even segments.json
+    assert extract_segments(run / "out", run / "clips", SegmentConfig()).clips_written > 0
+
+
 def test_draw_is_seeded_per_species_and_respects_min_conf():
     rows = [{"label": "A" if i % 2 else "B", "score": i / 20, "file": f"f{i}.wav", "start_s": 0.0, "end_s": 3.0}
             for i in range(20)]
