@@ -72,6 +72,9 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
     status = (f"**{name}**: predicted **{record['label']}** ({probs}) from {record['patches']} patches at "
               f"{record['magnification']:g}x ({cfg.path} path), mpp {record['mpp']:.4g} from {record['mpp_source']}, "
               f"{record['seconds']['total']:.2f} s.")
+    if record["enlargement"] > 1:  # scanned coarser than the path reads
+        status += (f" **Patches enlarged {record['enlargement']:.2g}x**: the slide is scanned coarser than "
+                   f"{record['magnification']:g}x, so the model saw interpolated pixels, not the detail it learned from.")
     mask_png, heatmap_png, topk_png = (str(out / record[image]) for image in IMAGES)
     return LabView(status, record["notice"], mask_png, heatmap_png, topk_png, str(out / record["geojson"]), record)
 

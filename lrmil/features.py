@@ -22,7 +22,7 @@ from export.atomic import write_json
 from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
 from lrmil.batch import run_batch
-from lrmil.patching import GridLevel, PatchGrid, make_grid
+from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged
 from lrmil.slide import SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
 from lrmil.store import FeatureFile, feature_dir, is_current, stored_key, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
@@ -152,6 +152,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
     write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, digest, sg.slide_id)
     level = grid_level(sg.grid, cfg.resolution)
+    note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
     feats = encode_level(path, sg.grid.mpp, level, encoder, cfg, progress)
     children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
     write_features(target, FeatureFile(
@@ -176,6 +177,8 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
 
     def patch_slide(path: Path) -> tuple[int, int]:
         sg = segment_and_patch(path, tissue, patch, mpp, override_mpp)
+        for name in ("teacher", "student"):
+            note_if_enlarged(path, getattr(sg.grid, name), name, sg.grid.mpp)
         save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
         write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, record, hash_record(record), sg.slide_id)
         return len(sg.grid.teacher), len(sg.grid.student)

@@ -8,12 +8,15 @@ its `children` row holds the teacher indices (row-major within the block, -1 for
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from lrmil.config import PatchConfig, mpp_for_magnification
+from lrmil.config import PatchConfig, magnification_for_mpp, mpp_for_magnification
 from lrmil.slide import best_level
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,21 @@ class GridLevel:
 
     def __len__(self) -> int:
         return len(self.coords)
+
+    @property
+    def enlargement(self) -> float:
+        """How many times a patch is enlarged to `patch_px`: above 1 when the slide was scanned coarser than
+        `magnification`, and the encoder sees interpolated pixels instead of the detail it learned from."""
+        return self.patch_px / self.size_level0
+
+
+def note_if_enlarged(path, level: GridLevel, name: str, mpp: float) -> None:
+    """One line for a slide scanned coarser than the `name` path reads (a 10x scan on the 20x path): its patches
+    are enlarged, and what the model says of them is said of blur."""
+    if level.enlargement > 1:
+        log.warning("%s: scanned at %.3gx (%g um/px), coarser than the %gx the %s path reads: its patches are "
+                    "enlarged %.2gx, so the encoder sees interpolated pixels, not the detail it learned from", path,
+                    magnification_for_mpp(mpp), mpp, level.magnification, name, level.enlargement)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from lrmil.geojson import save_attention_geojson
 from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_colour_bar, with_notice
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
-from lrmil.patching import GridLevel, make_grid
+from lrmil.patching import GridLevel, make_grid, note_if_enlarged
 from lrmil.slide import SlideReader, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
@@ -121,6 +121,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         clock.lap("tissue")
         grid = make_grid(mask, reader.dimensions, reader.mpp, reader.level_downsamples, model.patch)
         level = getattr(grid, model.name)
+        note_if_enlarged(path, level, model.name, reader.mpp)
         clock.lap("patches")
         if len(level) == 0:
             raise ValueError(f"{path}: no tissue found, nothing to classify")
@@ -145,7 +146,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         "slide": str(path), "slide_id": sid, "model": cfg.model, "path": model.name, "magnification": level.magnification,
         "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
         "patches": int(len(level)), "seconds": {k: round(v, 4) for k, v in seconds.items()},
-        "mpp": mpp, "mpp_source": mpp_source,
+        "mpp": mpp, "mpp_source": mpp_source, "enlargement": round(level.enlargement, 4),
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
         "mask": f"{sid}_mask.png", "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png",

@@ -217,6 +217,9 @@ def test_lab_callback_on_a_real_slide_shows_mask_heatmap_topk_and_the_notice(sli
 
     overridden = lab.predict_upload(str(slide), 1.0, str(slide_model), "student", tmp_path)  # coarser pixels:
     assert overridden.record["mpp_source"] == "--mpp" and overridden.record["patches"] > record["patches"]  # more patches
+    assert "enlarged" not in view.status and "enlarged" not in overridden.status
+    coarse = lab.predict_upload(str(slide), 4.0, str(slide_model), "student", tmp_path)  # as if scanned at 2.5x
+    assert "**Patches enlarged 2x**: the slide is scanned coarser than 5x" in coarse.status
 
 
 def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_model, shared_data, tmp_path):

@@ -169,6 +169,19 @@ def test_mpp_fills_in_missing_metadata_unless_override_is_asked_for(model_dir, t
     assert set(table["path"]) == {"student"} and set(table["model"]) == {str(model_dir)}
 
 
+def test_a_slide_scanned_coarser_than_the_path_reads_is_said_to_be_enlarged(model_dir, tmp_path, caplog):
+    """A 10x scan on the 20x teacher path: its patches are enlarged 2x, interpolated pixels in place of the detail
+    the encoder learned from; that was silent."""
+    slide = _tissue_png(tmp_path / "disc.png")
+    with caplog.at_level("WARNING"):
+        run_predict([slide], PredictConfig(model=str(model_dir), mpp=1.0, path="teacher"), tmp_path / "t")
+        run_predict([slide], PredictConfig(model=str(model_dir), mpp=1.0), tmp_path / "s")
+    teacher, student = (json.loads((tmp_path / p / "disc.json").read_text()) for p in ("t", "s"))
+    assert teacher["enlargement"] == 2.0 and student["enlargement"] == 0.5  # 5x from a 10x scan: reduced
+    (said,) = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]  # the teacher's only
+    assert said.startswith(f"{slide}: scanned at 10x (1 um/px), coarser than the 20x the teacher path reads")
+
+
 def test_same_id_twice_fails_the_second_and_predictions_csv_covers_the_whole_folder(model_dir, tmp_path):
     first, second = _tissue_png(tmp_path / "a" / "disc.png", 512), _tissue_png(tmp_path / "b" / "disc.png", 512)
     out = tmp_path / "out"
