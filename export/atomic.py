@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -23,14 +24,24 @@ def is_temporary(name: str) -> bool:
     return _TEMPORARY.fullmatch(name) is not None
 
 
-def sweep_temporaries(folder: str | os.PathLike) -> list[Path]:
+def sweep_temporaries(folder: str | os.PathLike, idle_s: float = 0.0) -> list[Path]:
     """Remove the temporaries a killed run left under `folder` (only names `atomic_path` gives, not a user's
-    own .x.tmp) and return them."""
+    own .x.tmp) and return them; with `idle_s`, only those unchanged for that long (others may be another
+    run's, in flight)."""
     folder = Path(folder)
-    swept = [p for p in folder.rglob(".*.tmp") if is_temporary(p.name)] if folder.is_dir() else []
+    before_ns = time.time_ns() - int(idle_s * 1e9)
+    swept = [p for p in folder.rglob(".*.tmp") if is_temporary(p.name) and (not idle_s or _changed_ns(p) < before_ns)
+             ] if folder.is_dir() else []
     for tmp in swept:
         tmp.unlink(missing_ok=True)
     return swept
+
+
+def _changed_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # gone meanwhile: nothing to sweep
+        return time.time_ns()
 
 
 def _create_temporary(path: Path) -> tuple[Path, int]:

@@ -2,21 +2,34 @@
 
 Outputs are named by slide id (the file stem, or a DICOM slide's folder name), so a slide whose id an
 earlier slide of the batch already holds fails with a message naming both, instead of overwriting the
-first one's outputs.
+first one's outputs. A run first removes the temporaries a killed run left in --out (`sweep_killed_runs`).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from tqdm.auto import tqdm
 
+from export.atomic import sweep_temporaries
 from lrmil.errors import ErrorLog
 from lrmil.slide import SlideIds, SlideReadError
 
+log = logging.getLogger(__name__)
 ERRORS_FILE = "errors.csv"
+# A temporary unchanged this long is a killed run's: lrmil writes each output in seconds, and jobs that share one
+# --out (a feature extraction split over GPUs) must not lose the files they are writing.
+KILLED_RUN_IDLE_S = 3600.0
 Result = TypeVar("Result")
+
+
+def sweep_killed_runs(out: Path) -> None:
+    """Remove what a kill -9 mid-write left in `out` (`.NAME.XXXX.tmp`: a heatmap, a feature file, megabytes
+    each), which nothing else would."""
+    for tmp in sweep_temporaries(out, idle_s=KILLED_RUN_IDLE_S):
+        log.info("removed %s left by an interrupted run", tmp)
 
 
 def run_batch(slides: list[Path], work: Callable[[Path], Result], out: Path, stage: str, strict: bool,

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from export.atomic import write_json
 from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
-from lrmil.batch import run_batch
+from lrmil.batch import run_batch, sweep_killed_runs
 from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged
 from lrmil.slide import SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
 from lrmil.store import FeatureFile, feature_dir, is_current, stored_key, write_features, write_grid
@@ -172,6 +172,7 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
                  out: str | Path, strict: bool = False, override_mpp: bool = False) -> dict:
     """Tissue masks (OUT/masks/*.png) and grids (OUT/patches/*.h5) without encoding anything."""
     out = Path(out)
+    sweep_killed_runs(out)
     record = grid_config(tissue, patch, mpp, override_mpp)
     write_json(out / "config_patch.json", record)
 
@@ -193,6 +194,7 @@ def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict
     out = Path(out)
     check_resolution(cfg.resolution)  # refused before any slide is read (exit status 2)
     encoder = create_encoder(cfg.encoder, weights=cfg.weights).to(cfg.device)
+    sweep_killed_runs(out)
     write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
 
     def timed_extract(path: Path) -> float:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from export.atomic import write_json
-from lrmil.batch import run_batch
+from lrmil.batch import run_batch, sweep_killed_runs
 from lrmil.config import hash_record
 from lrmil.geojson import save_attention_geojson
 from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_colour_bar, with_notice
@@ -187,6 +187,7 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
 
     out, model_dir = Path(out), resolve_model_dir(cfg.model)
     model = load_path(model_dir, cfg.path, cfg.device, torch.get_num_threads())
+    sweep_killed_runs(out)
     write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
     run, failed = run_key(cfg, model_dir), set()
 

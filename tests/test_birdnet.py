@@ -140,6 +140,25 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
                                        str(tmp_path / "c2")])
     assert no_path.exit_code == 2 and "nopath.csv: no path column" in no_path.output
 
+
+def test_a_cache_run_sweeps_what_a_killed_one_left_and_waits_its_turn(teacher, short_clips, tmp_path):
+    """A kill -9 mid-write left its .npz temporary in the cache for good (only `pulse` commands that swept
+    their --out removed theirs); sweeping needs one run at a time in the folder, as `pulse analyze` has."""
+    from export.folder_lock import FolderInUse, exclusive
+
+    shutil.copy(short_clips[0], tmp_path / "clip0.flac")
+    pd.DataFrame({"path": ["clip0.flac"]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path), out=str(tmp_path / "cache"))
+    left = tmp_path / "cache" / "ab" / ".abcdef.npz.0123456789ab.tmp"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"half an entry")
+    with exclusive(cfg.out, "pulse teacher-cache"):
+        with pytest.raises(FolderInUse, match="is writing into this folder"):
+            build_cache(cfg, teacher)
+        assert left.exists() and not (tmp_path / "cache" / "index.csv").exists()
+    assert len(build_cache(cfg, teacher)) == 1 and not left.exists()
+
+
 def test_birdnet_predictor_backend_restricted_to_species(short_clips):
     from export.predictor import load_predictor
 

@@ -6,6 +6,10 @@ import csv
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -245,6 +249,41 @@ def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(mode
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True) == (2, 0)
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True, resume=False) == (2, 0)
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True, batch_size=3) == (0, 2)  # does not change outputs
+
+
+CRASH = """
+import os, signal, sys
+from pathlib import Path
+from export.atomic import atomic_path
+import lrmil.predict
+from lrmil.mil.config import PredictConfig
+def half_then_die(path, image):
+    with atomic_path(path) as tmp:  # die mid-write of the heatmap, as kill -9 would
+        tmp.write_bytes(b"\\x89PNG half")
+        os.kill(os.getpid(), signal.SIGKILL)
+lrmil.predict.save_png = half_then_die
+lrmil.predict.run_predict([Path(sys.argv[1])], PredictConfig(model=sys.argv[2], mpp=0.5), sys.argv[3])
+"""
+
+
+def test_a_run_killed_mid_write_leaves_no_temporary_after_a_later_one(model_dir, tmp_path):
+    """kill -9 while a heatmap was written left its .NAME.XXXX.tmp in --out for good (found by killing
+    `lrmil predict` on the real slides when a temporary appeared): a later run removes what a killed one left, once
+    it has lain untouched for an hour; a fresh one may be another job's in flight (extraction split over GPUs)."""
+    slide, out = _tissue_png(tmp_path / "a.png", size=512), tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(slide), str(model_dir), str(out)], capture_output=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    (left,) = out.glob(".*.tmp")
+    assert left.name.startswith(".a_heatmap.png.")
+    (out / ".my notes.tmp").write_text("a user's own file")  # not ours: the sweep must leave it
+    summary = run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5), out)
+    assert (summary["done"], summary["failed"]) == (1, 0) and left.exists()  # as if another job's, in flight
+    hours_ago = left.stat().st_mtime - 2 * 3600
+    os.utime(left, (hours_ago, hours_ago))
+    assert run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5), out)["skipped"] == 1
+    assert [p.name for p in out.rglob(".*.tmp")] == [".my notes.tmp"]
+    assert Image.open(out / "a_heatmap.png").size[0] > 0 and len(pd.read_csv(out / "predictions.csv")) == 1
 
 
 def test_a_slide_that_now_fails_loses_its_earlier_row_in_predictions_csv(model_dir, tmp_path):

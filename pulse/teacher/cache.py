@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from export.artifact import sha256
-from export.atomic import atomic_path, write_json
+from export.atomic import atomic_path, sweep_temporaries, write_json
+from export.folder_lock import exclusive
 from pulse.config import TeacherCacheConfig
 from pulse.io import stream_audio
 from pulse.teacher import birdnet
@@ -85,8 +86,6 @@ def _check_same_numbers(out: Path, record: dict) -> None:
 
 def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None) -> pd.DataFrame:
     """Fill OUT with teacher outputs for every manifest row; returns the index as a DataFrame."""
-    from tqdm import tqdm
-
     from pulse.manifest import read_manifest, require_columns
 
     out, root = Path(cfg.out), Path(cfg.audio_root)
@@ -95,11 +94,18 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
     _check_same_numbers(out, record)
     manifest = read_manifest(cfg.manifest)
     require_columns(manifest, cfg.manifest, ("path",))
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", record)
-    teacher = teacher or birdnet.BirdNET(threads=cfg.threads)
+    with exclusive(out, "pulse teacher-cache"):  # one run at a time in --out (export/folder_lock.py)
+        sweep_temporaries(out)  # what a killed run left mid-write
+        write_json(out / "config.json", record)
+        return _fill(out, root, list(dict.fromkeys(manifest["path"])), cfg,
+                     teacher or birdnet.BirdNET(threads=cfg.threads))
+
+
+def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teacher) -> pd.DataFrame:
+    """`build_cache` once OUT is held: an entry for each of `paths` not cached yet, then the index."""
+    from tqdm import tqdm
+
     previous, rows, errors = _read_index(out), {}, []
-    paths = list(dict.fromkeys(manifest["path"]))
     for i, rel in enumerate(tqdm(paths, desc="teacher cache", unit="file")):
         path = root / rel
         try:
