@@ -264,8 +264,8 @@ def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
         log.warning("%d file(s) skipped as finished are missing from the run-wide tables: another run into %s "
                     "replaced their journal records meanwhile (first: %s); run again to include them",
                     len(missing), run.out_dir, missing[0])
-    # Each table is written to a staging file first and all are moved into place together at the end, so a
-    # run killed while writing the large scores.csv never leaves detections.csv from a newer run beside it.
+    # Each table is written to a staging file first and all are renamed into place one right after another at the
+    # end, so a run killed while writing the large scores.csv never leaves detections.csv from a newer run beside it.
     with contextlib.ExitStack() as staging:
         write_json(staging.enter_context(atomic_path(run.out_dir / "config.json")), config)
         for writer in run_writers:
