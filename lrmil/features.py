@@ -133,8 +133,9 @@ def job_hash(cfg: ExtractConfig, encoder_cfg) -> tuple[dict, str]:
 
 
 def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig, out: str | Path,
-                  progress: bool = True) -> Path:
-    """Features of one slide at `cfg.resolution`; returns the feature file (reused if current)."""
+                  progress: bool = True) -> tuple[Path, bool]:
+    """Features of one slide at `cfg.resolution`: the feature file, and whether it was made now (False: an
+    earlier run's, current, reused)."""
     path, out = Path(path), Path(out)
     magnification, px = cfg.patch.level(cfg.resolution)
     target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / f"{slide_id(path)}.h5"
@@ -146,7 +147,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     source = slide_source(path)
     check_not_another_slides(target, path, stored_key(target)[1])
     if cfg.resume and is_current(target, digest, source):
-        return target
+        return target, False
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
     save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
     grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
@@ -160,7 +161,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
         patch_px=level.patch_px, magnification=level.magnification, mpp=sg.grid.mpp, mpp_source=sg.mpp_source,
         encoder=encoder.cfg.name, weights_sha256=encoder.cfg.weights_sha256, slide_id=sg.slide_id, source=source,
         config=record, config_hash=digest))
-    return target
+    return target, True
 
 
 def grid_config(tissue: TissueConfig, patch: PatchConfig, mpp: float | None, override_mpp: bool) -> dict:
@@ -197,11 +198,12 @@ def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict
     sweep_killed_runs(out)
     write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
 
-    def timed_extract(path: Path) -> float:
+    def timed_extract(path: Path) -> float | None:
+        """Seconds to extract the slide; None when an earlier run's features were current."""
         start = time.perf_counter()
-        extract_slide(path, encoder, cfg, out)
-        return time.perf_counter() - start
+        return time.perf_counter() - start if extract_slide(path, encoder, cfg, out)[1] else None
 
-    seconds, errors = run_batch(slides, timed_extract, out, "extract", cfg.strict, desc=f"extract {cfg.resolution}")
-    return {"done": len(seconds), **errors.summary(),
+    results, errors = run_batch(slides, timed_extract, out, "extract", cfg.strict, desc=f"extract {cfg.resolution}")
+    seconds = [s for s in results if s is not None]
+    return {"done": len(seconds), "skipped": len(results) - len(seconds), **errors.summary(),
             "seconds_per_slide": float(np.mean(seconds)) if seconds else 0.0}

@@ -116,7 +116,7 @@ def test_extract_batch_on_real_slides_reports_bad_ones(shared_data, tmp_path):
     again = run_extract(batch[2:], ExtractConfig(**{**cfg.__dict__, "mpp": 0.5}), tmp_path / "b")
     assert again["done"] == 1 and again["failed"] == 0
     rerun = run_extract(batch[:1], cfg, tmp_path)
-    assert rerun["done"] == 1 and out.stat().st_mtime_ns == mtime
+    assert (rerun["done"], rerun["skipped"]) == (0, 1) and out.stat().st_mtime_ns == mtime
 
 
 def test_a_slide_with_unreadable_tiles_fails_alone_when_workers_read_the_patches(shared_data, tmp_path):
@@ -180,7 +180,7 @@ def test_extract_redoes_a_changed_slide_file_and_rejects_a_second_file_with_the_
     assert read_features(target).source["path"] == str(first.resolve())
     stamp = target.stat().st_mtime_ns
 
-    assert run_extract([first], cfg, out)["done"] == 1  # unchanged: resumed, the file is untouched
+    assert run_extract([first], cfg, out)["skipped"] == 1  # unchanged: resumed, the file is untouched
     assert target.stat().st_mtime_ns == stamp
     shutil.copyfile(second, first)  # a rescan saved under the same name
     assert run_extract([first], cfg, out)["done"] == 1
