@@ -219,7 +219,7 @@ def test_a_dicom_series_opens_from_any_of_its_instances_with_levels_and_scale(tm
 def test_a_folder_of_dicom_instances_is_one_slide_named_by_the_folder(tmp_path):
     """A DICOM WSI is a folder of instances (levels, label): each used to be a slide of its own, by file name."""
     case7 = dicom_slide(tmp_path / "archive" / "case7")
-    case8 = dicom_slide(tmp_path / "archive" / "case8")  # the same instance names in another case
+    dicom_slide(tmp_path / "archive" / "case8")  # the same instance names in another case
     (case7 / "._level0.dcm").write_bytes(b"macOS twin")
     (case7 / "notes.dcm").write_bytes(b"not a DICOM WSI" * 100_000)  # a stray .dcm, larger, is not the slide's
 
