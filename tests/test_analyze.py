@@ -558,6 +558,20 @@ def test_a_second_run_into_an_out_folder_in_use_stops_before_touching_it(tmp_pat
     assert not in_flight.exists()  # now a killed run's, swept
 
 
+def test_an_out_folder_on_a_file_system_without_locks_is_written_unguarded(tmp_path, model, monkeypatch):
+    """Some network mounts refuse advisory locks (ENOLCK, EINVAL): runs there go on as before the lock."""
+    import errno
+
+    from export import folder_lock
+
+    def refused(fd, operation):
+        raise OSError(errno.EINVAL, "Invalid argument")  # as CIFS mounts answer
+
+    monkeypatch.setattr(folder_lock.fcntl, "flock", refused)
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)
+    assert analyze([tmp_path / "a.wav"], tmp_path / "out", InferConfig(model=str(model))).files_done == 1
+
+
 def test_kill_mid_batch_leaves_no_half_file_and_resumes(tmp_path, model):
     (tmp_path / "in").mkdir()
     for i in range(5):
