@@ -6,14 +6,17 @@ import shutil
 import time
 from pathlib import Path
 
+from export.atomic import utf8_text
+
 KEEP_OUTPUTS_S = 24 * 3600  # per-request output folders older than this are removed by later requests
 
 
 def in_page_terms(exc: Exception, upload: str | Path) -> str:
     """The error as the page says it: its reason, and the uploaded file by its name, never the server's
-    upload path (which means nothing to the user and tells a visitor about the server)."""
+    upload path (which means nothing to the user and tells a visitor about the server); a name that is not UTF-8
+    escaped, as the page cannot carry it."""
     reason = getattr(exc, "reason", None) or str(exc)
-    return reason.replace(f"{upload}: ", "").replace(str(upload), Path(upload).name)
+    return utf8_text(reason.replace(f"{upload}: ", "").replace(str(upload), Path(upload).name))
 
 
 def prune_old_outputs(work_root: Path, prefix: str, max_age_s: float = KEEP_OUTPUTS_S) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 
 import pulse
 from apps import in_page_terms, prune_old_outputs
+from export.atomic import utf8_text
 from pulse.model_names import MODEL_ALIASES, below_rate_note, model_band
 from pulse.config import InferConfig
 from pulse.detect import merge_consecutive_table
@@ -69,7 +70,9 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         return FieldView("Upload a recording or pick an example.")
     cfg = dataclasses.replace(InferConfig(), model=model or InferConfig().model, min_conf=float(min_conf),
                               merge_consecutive=max(1, int(merge or 1)))
-    name = Path(audio_path).name
+    # A name that is not UTF-8 (Latin-1 bytes Python holds as surrogates) cannot be drawn or shown: escaped as the
+    # CLI's tables escape it.
+    name = utf8_text(Path(audio_path).name)
     try:
         rec = analyze_recording(audio_path, cfg)
         audio, rate = display_audio(audio_path, WIDE.max_display_s, WIDE.max_display_samples, cfg.channel)

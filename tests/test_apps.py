@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import urllib.request
 from pathlib import Path
@@ -126,6 +127,20 @@ def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model
     assert not list(tmp_path.glob("field-*"))  # a failed request leaves no empty output folder behind
 
 
+def test_field_shows_a_file_name_that_is_not_utf8_escaped_as_the_cli_tables_do(audio_model, tmp_path):
+    """A Latin-1 name (bytes Python holds as surrogates) broke drawing the spectrogram's title: an exception out of
+    the callback instead of a page. It is escaped, as `pulse analyze` escapes it in its tables."""
+    latin1 = Path(os.fsdecode(bytes(tmp_path) + b"/\xe9t\xe9.flac"))
+    latin1.write_bytes(GRYLLUS.read_bytes())
+    view = field.analyze_upload(str(latin1), str(audio_model), 0.25, tmp_path)
+    assert view.status.startswith("**\\udce9t\\udce9.flac**") and view.spectrogram_png
+    assert set(pd.read_csv(view.downloads[1])["File"]) == {"\\udce9t\\udce9.flac"}
+    junk = latin1.with_name(latin1.name.replace(".flac", ".wav"))
+    junk.write_bytes(b"not audio" * 100)
+    failed = field.analyze_upload(str(junk), str(audio_model), 0.25, tmp_path).status
+    assert "Could not analyse `\\udce9t\\udce9.wav`" in failed and failed.encode("utf-8")
+
+
 def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_batch(tmp_path):
     import onnx
 
@@ -135,7 +150,7 @@ def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_bat
     bare = onnx.load(str(Path(field.__file__).parents[1] / "pulse" / "assets" / "default" / "model.onnx"))
     del bare.metadata_props[:]  # an ONNX classifier of someone else's: no labels, rate or window
     onnx.save(bare, str(tmp_path / "bare.onnx"))
-    view = field.analyze_upload(str(GRYLLUS), str(tmp_path / "bare.onnx"), 0.25, tmp_path / "work")
+    view = field.analyze_upload(str(GRYLLUS), str(tmp_path / "bare.onnx"), 0.25, tmp_path)
     assert "not a PULSE model (its metadata lacks labels, sample_rate, window_s" in view.status
     with pytest.raises(ValueError, match="bare.onnx: not a PULSE model"):
         analyze([GRYLLUS], tmp_path / "out", InferConfig(model=str(tmp_path / "bare.onnx")))
