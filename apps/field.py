@@ -96,13 +96,15 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         target = output_path(writer, out, Path(name))
         writer.write(tables[writer.table], target)
         downloads.append(str(target))
+    # The view's limit, not a break in the file (which the "Partly readable" note states), cuts the spectrogram short.
+    shown = min(WIDE.max_display_s * rate, WIDE.max_display_samples)
     rate_note = below_rate_note(rec.info.sample_rate, model_band(rec.metadata)[1], cfg.model)
     status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
               f"of {rec.metadata['window_s']} s, {len(found)} detection(s) at min-conf {cfg.min_conf:g}; "
               f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')}; "
               f"licence: {rec.metadata.get('license', 'not stated')})."
               + (f" The spectrogram shows the first {len(audio) / rate:.1f} s."
-                 if rec.info.duration_s - len(audio) / rate > 1.0 else "")
+                 if len(audio) >= shown and rec.info.duration_s - len(audio) / rate > 1.0 else "")
               + (f" This file was {rate_note}." if rate_note else "")
               + (f" **Partly readable:** {rec.warning}." if rec.warning else ""))
     table = found[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS).round({"Confidence": 3})
