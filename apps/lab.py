@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apps import in_page_terms, prune_old_outputs
+from export.atomic import utf8_text
 from lrmil.mil.bundle import PATHS, load_path
 from lrmil.mil.config import DEMO_NOTICE, PredictConfig
 from lrmil.predict import IMAGES, predict_slide, resolve_model_dir
@@ -42,8 +43,8 @@ class LabView:
         # the slide by its name, not the server's upload path (nor in the file record that lets a rerun skip it).
         record = self.record
         shown = None if record is None else {"prediction": {
-            **record, "slide": Path(record["slide"]).name,
-            "source": {**record["source"], "path": Path(record["source"]["path"]).name}}}
+            **record, "slide": utf8_text(Path(record["slide"]).name),
+            "source": {**record["source"], "path": utf8_text(Path(record["source"]["path"]).name)}}}
         return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, self.geojson, shown
 
 
@@ -60,7 +61,7 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
                               mpp=float(mpp) if mpp else None, override_mpp=bool(mpp))
     prune_old_outputs(Path(work_root), "lab-")
     out = Path(tempfile.mkdtemp(prefix="lab-", dir=work_root))
-    name = Path(slide_path).name
+    name = utf8_text(Path(slide_path).name)  # a name that is not UTF-8 cannot be shown: escaped as in the tables
     try:
         bundle = load_path(resolve_model_dir(cfg.model), cfg.path, cfg.device)
         record = predict_slide(slide_path, bundle, cfg, out)

@@ -238,6 +238,18 @@ def test_lab_callback_on_a_real_slide_shows_mask_heatmap_topk_and_the_notice(sli
     assert "**Patches enlarged 2x**: the slide is scanned coarser than 5x" in coarse.status
 
 
+def test_lab_shows_a_slide_name_that_is_not_utf8_escaped(slide_model, shared_data, tmp_path):
+    """As the field page: Latin-1 bytes in a name (surrogates in Python) cannot go into the page's JSON."""
+    import shutil
+
+    slide = tmp_path / os.fsdecode(b"\xe9t\xe9.svs")
+    shutil.copy(shared_data / "slides" / "CMU-1-Small-Region.svs", slide)
+    view = lab.predict_upload(str(slide), None, str(slide_model), "student", tmp_path)
+    assert view.status.startswith("**\\udce9t\\udce9.svs**: predicted")  # as pulse analyze's tables write it
+    shown = view.outputs()[-1]["prediction"]
+    assert json.loads(json.dumps(shown))["slide"] == "\\udce9t\\udce9.svs"  # the page can carry it
+
+
 def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_model, shared_data, tmp_path):
     broken = lab.predict_upload(str(shared_data / "slides" / "broken.svs"), None, str(slide_model), "student", tmp_path)
     assert "Could not analyse `broken.svs`" in broken.status
