@@ -296,7 +296,8 @@ def train(
 @app.command()
 def evaluate(
     ctx: typer.Context,
-    model: Path = typer.Option(..., "--model", "-m", help="Model artefact (.onnx or .safetensors)."),
+    model: Path = typer.Option(..., "--model", "-m", help="default, supervised, lowrate, or a model artefact "
+                                                         "(.onnx or .safetensors)."),
     manifest: Path = typer.Option(Path(_EVAL.manifest), help="Labelled manifest CSV."),
     audio_root: Path = typer.Option(Path(_EVAL.audio_root), help="Folder the manifest paths are relative to."),
     split: str = typer.Option(_EVAL.split, help="Manifest split to evaluate."),

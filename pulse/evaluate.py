@@ -282,10 +282,16 @@ def plot_confusion(report: dict, codes: tuple[str, ...], path: Path) -> None:
 
 
 def evaluate_model(model_path: str | Path, cfg: EvalConfig, out_dir: str | Path) -> dict:
-    """Evaluate an artefact; write report.json, report.txt and confusion.png to `out_dir`."""
+    """Evaluate an artefact, or a bundled model by the name `pulse analyze` takes (default, supervised, lowrate);
+    write report.json, report.txt and confusion.png to `out_dir`."""
     from export.predictor import load_predictor
     from pulse.levels import for_model
+    from pulse.model_names import resolve_model
 
+    model_path, backend = resolve_model(str(model_path))
+    if backend == "birdnet":
+        raise ValueError("birdnet: pulse evaluate scores PULSE models, and BirdNET does not name these species "
+                         "(bench/ablate.py scores a probe on its embedding)")
     predictor = for_model(load_predictor(model_path), cfg.level_floor)  # as `pulse analyze` scores
     meta = predictor.metadata
     names = tuple(meta["labels"])

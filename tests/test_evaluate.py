@@ -162,6 +162,25 @@ def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
     assert report["config"]["delays_ms"] == [] and report["config"]["manifest"] == str(manifest)
 
 
+def test_the_bundled_models_are_evaluated_by_the_names_pulse_analyze_takes(shared_data, tmp_path):
+    """`pulse analyze --model default` works, so `pulse evaluate --model default` should (it said "model file not
+    found"); BirdNET names other species and is refused in one line."""
+    frame = pd.read_csv(REPO / "data_manifests/insectset32.csv", dtype=str, keep_default_na=False)
+    manifest = tmp_path / "one.csv"
+    frame[frame["split"] == "validation"].head(1).to_csv(manifest, index=False)
+    common = ["--manifest", str(manifest), "--audio-root", str(shared_data / "audio/insectset32"), "--background-root",
+              str(shared_data / "audio/backgrounds"), "--snr-db", "0", "--delays-ms", ""]
+    by_name = CliRunner().invoke(app, ["evaluate", "--model", "default", *common, "--out", str(tmp_path / "a")])
+    by_path = CliRunner().invoke(app, ["evaluate", "--model", str(REPO / "pulse/assets/default/model.onnx"), *common,
+                                       "--out", str(tmp_path / "b")])
+    assert by_name.exit_code == by_path.exit_code == 0, by_name.output
+    reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("a", "b")]
+    assert reports[0]["conditions"] == reports[1]["conditions"] and reports[0]["model"] == reports[1]["model"]
+    birdnet = CliRunner().invoke(app, ["evaluate", "--model", "birdnet", *common, "--out", str(tmp_path / "c")])
+    assert birdnet.exit_code == 2 and "pulse evaluate scores PULSE models" in birdnet.output
+    assert len(birdnet.output.strip().splitlines()) == 1
+
+
 def test_listed_excerpts_without_song_are_left_out(tmp_path):
     import soundfile as sf
 
