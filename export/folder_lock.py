@@ -5,24 +5,28 @@ array given one results folder) sweep each other's temporaries away as if a kill
 the same unfinished files twice, and the last to finish writes the run-wide tables of its own recordings only. So
 a run holds an advisory lock on `OUT/.run.lock` while it writes, and a second one stops at once with a line
 naming the process that holds it. The kernel drops the lock when that process ends, however it ends: a killed
-run leaves nothing to clean up. Where there are no such locks (Windows, a network mount without them), runs
-are not kept apart, as before.
+run leaves no lock to clean up, and the run that next holds the folder removes the temporaries it left mid-write.
+Where there are no such locks (Windows, a network mount without them), runs are not kept apart, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Iterator
 
+from export.atomic import sweep_temporaries
+
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
 
+log = logging.getLogger(__name__)
 LOCK_NAME = ".run.lock"
 
 
@@ -32,10 +36,12 @@ class FolderInUse(ValueError):
 
 @contextlib.contextmanager
 def exclusive(folder: str | os.PathLike, command: str) -> Iterator[None]:
-    """Hold `folder` (made if need be) for `command` until the block ends; FolderInUse if another run holds it."""
+    """Hold `folder` (made if need be) for `command` until the block ends, clear of what a killed run left;
+    FolderInUse if another run holds it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
+        _sweep(folder)
         yield
         return
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
@@ -52,6 +58,12 @@ def exclusive(folder: str | os.PathLike, command: str) -> Iterator[None]:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{command} (pid {os.getpid()} on {socket.gethostname()}, started "
                           f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
+        _sweep(folder)
         yield
     finally:
         os.close(fd)
+
+
+def _sweep(folder: Path) -> None:
+    for tmp in sweep_temporaries(folder):
+        log.info("removed %s left by an interrupted run", tmp)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, sweep_temporaries, write_json
+from export.atomic import atomic_path, file_in_the_way, write_json
 from export.folder_lock import exclusive
 from pulse import __version__
 from pulse.config import InferConfig
@@ -151,8 +151,6 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
               Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
                       scores_key(cfg, meta, model_path)), out_dir, writers)
     files = [InFlight(path, rel) for path, rel in find_audio(inputs, undecodable=True, outputs=out_dir)]
-    for tmp in sweep_temporaries(out_dir):
-        log.info("removed %s left by an interrupted run", tmp)
     finished = [f for f in files if cfg.resume and _done(f, run)]
     skipped = set(finished)
     todo = [f for f in files if f not in skipped]

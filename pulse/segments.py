@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from export.atomic import file_in_the_way, sweep_temporaries, utf8_text, write_bytes, write_json
+from export.atomic import file_in_the_way, utf8_text, write_bytes, write_json
 from export.folder_lock import exclusive
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
@@ -233,7 +233,6 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
         raise ValueError(f"{out}: holds clips cut from other results or with other settings ({with_settings}); "
                          "use another --out, so that one folder holds one draw")
     write_json(with_settings, record)
-    sweep_temporaries(out)
     summary, errors, unopened = Summary(), [], set()
     journal = Journal(table.parent / ".pulse" / "journal", "")  # the run's record of what it analysed, if beside it
     chosen = choose(detections, cfg)

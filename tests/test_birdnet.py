@@ -150,9 +150,9 @@ def test_a_cache_run_sweeps_what_a_killed_one_left_and_waits_its_turn(teacher, s
     pd.DataFrame({"path": ["clip0.flac"]}).to_csv(tmp_path / "m.csv", index=False)
     cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path), out=str(tmp_path / "cache"))
     left = tmp_path / "cache" / "ab" / ".abcdef.npz.0123456789ab.tmp"
-    left.parent.mkdir(parents=True)
-    left.write_bytes(b"half an entry")
-    with exclusive(cfg.out, "pulse teacher-cache"):
+    with exclusive(cfg.out, "pulse teacher-cache"):  # the holder's entry, half written when it is killed
+        left.parent.mkdir(parents=True)
+        left.write_bytes(b"half an entry")
         with pytest.raises(FolderInUse, match="is writing into this folder"):
             build_cache(cfg, teacher)
         assert left.exists() and not (tmp_path / "cache" / "index.csv").exists()

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from export.artifact import sha256
-from export.atomic import atomic_path, sweep_temporaries, write_json
+from export.atomic import atomic_path, write_json
 from export.folder_lock import exclusive
 from pulse.config import TeacherCacheConfig
 from pulse.io import stream_audio
@@ -95,7 +95,6 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
     manifest = read_manifest(cfg.manifest)
     require_columns(manifest, cfg.manifest, ("path",))
     with exclusive(out, "pulse teacher-cache"):  # one run at a time in --out (export/folder_lock.py)
-        sweep_temporaries(out)  # what a killed run left mid-write
         write_json(out / "config.json", record)
         return _fill(out, root, list(dict.fromkeys(manifest["path"])), cfg,
                      teacher or birdnet.BirdNET(threads=cfg.threads))
