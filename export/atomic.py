@@ -7,6 +7,7 @@ which is atomic on POSIX and Windows when both paths are on the same filesystem.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -17,6 +18,33 @@ from typing import Iterable, Iterator
 
 
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+# A write failing with one of these fails for the whole folder (its disk or the user's quota is full, the mount is
+# read-only), so every write after it would fail alike: a run stops, rather than blame each of its inputs in turn.
+FOLDER_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
+                 errno.EROFS: "remount it read-write"}
+
+
+class OutputUnwritable(OSError):
+    """The output folder stopped taking writes: one line naming it ends the run, whose finished work stays."""
+
+
+def fails_for_folder(exc: BaseException) -> bool:
+    """Whether `exc` is a write failing for the whole folder (FOLDER_ERRNOS), not for one file."""
+    return isinstance(exc, OSError) and exc.errno in FOLDER_ERRNOS
+
+
+@contextlib.contextmanager
+def stop_if_unwritable(folder: str | os.PathLike) -> Iterator[None]:
+    """Within the block, a write failing for the whole `folder` becomes OutputUnwritable naming it and saying how
+    to go on: a full disk once read "[Errno 28] No space left on device", without saying where."""
+    try:
+        yield
+    except OSError as exc:
+        if not fails_for_folder(exc) or isinstance(exc, OutputUnwritable):
+            raise
+        raise OutputUnwritable(exc.errno, f"{os.strerror(exc.errno)}; stopped, keeping what was finished: "
+                                          f"{FOLDER_ERRNOS[exc.errno]} (or copy the folder to another disk) and run "
+                                          "the same command again to go on", str(folder)) from exc
 
 
 def is_temporary(name: str) -> bool:
@@ -78,9 +106,11 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with open(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: say which
+            exc.filename = str(path)
         raise
 
 

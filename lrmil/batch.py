@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 
 from tqdm.auto import tqdm
 
-from export.atomic import sweep_temporaries
+from export.atomic import fails_for_folder, stop_if_unwritable, sweep_temporaries
 from lrmil.errors import ErrorLog
 from lrmil.slide import SlideIds, SlideReadError
 
@@ -34,14 +34,16 @@ def sweep_killed_runs(out: Path) -> None:
 
 def run_batch(slides: list[Path], work: Callable[[Path], Result], out: Path, stage: str, strict: bool,
               desc: str) -> tuple[list[Result], ErrorLog]:
-    """`work(path)` for every slide; failures go to OUT/errors.csv (this run's only) unless `strict`."""
+    """`work(path)` for every slide; failures go to OUT/errors.csv (this run's only) unless `strict`. A full or
+    read-only --out stops the batch (OutputUnwritable): each slide after it would be read and encoded in vain."""
     errors, ids, results = ErrorLog(Path(out) / ERRORS_FILE), SlideIds(), []
-    for path in tqdm(slides, desc=desc, unit="slide"):
-        try:
-            ids.claim(path)
-            results.append(work(path))
-        except (SlideReadError, OSError, ValueError) as exc:
-            if strict:
-                raise
-            errors.add(path, stage, exc)
+    with stop_if_unwritable(out):
+        for path in tqdm(slides, desc=desc, unit="slide"):
+            try:
+                ids.claim(path)
+                results.append(work(path))
+            except (SlideReadError, OSError, ValueError) as exc:
+                if strict or fails_for_folder(exc):
+                    raise
+                errors.add(path, stage, exc)
     return results, errors

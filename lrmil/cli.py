@@ -49,6 +49,12 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _unwritable(exc: OSError) -> None:
+    """--out cannot be written (read-only, full): one line naming it and exit status 1, as in `pulse analyze`."""
+    typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
 def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, override_mpp: bool = False,
                    device: str = "cpu") -> None:
     """Options every slide would fail on are refused once, before the batch (exit status 2)."""
@@ -150,8 +156,11 @@ def patch(
     _check_options(out, mpp, override_mpp)
     paths = _slides(slides, recursive)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
-    with logging_redirect_tqdm():
-        summary = run_patching(paths, tissue, patch_cfg, mpp, out, strict, override_mpp)
+    try:
+        with logging_redirect_tqdm():
+            summary = run_patching(paths, tissue, patch_cfg, mpp, out, strict, override_mpp)
+    except OSError as exc:
+        _unwritable(exc)
     _report(summary)
 
 
@@ -192,6 +201,8 @@ def extract(
             summary = run_extract(paths, cfg, out)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:  # encoder or weights problems
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     _report(summary)
 
 
@@ -415,6 +426,8 @@ def predict(
             summary = run_predict(paths, cfg, out)
     except (FileNotFoundError, KeyError, ValueError) as exc:  # model folder problems
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     if summary["notice"]:
         typer.echo(f"NOTE: {summary['notice']}", err=True)
     _report(summary)

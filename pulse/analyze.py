@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, write_json
+from export.atomic import atomic_path, fails_for_folder, file_in_the_way, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
 from pulse import __version__
 from pulse.config import InferConfig
@@ -137,7 +137,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     model_path, _ = resolve_model(cfg.model)
     predictor, spec, labels = open_checked_model(cfg)
     try:
-        with exclusive(out_dir, "pulse analyze"):  # one run at a time in --out (export/folder_lock.py)
+        with exclusive(out_dir, "pulse analyze"), stop_if_unwritable(out_dir):  # one run at a time in --out
             return _analyze_with(predictor, spec, labels, model_path, inputs, out_dir, cfg, writers, t0)
     finally:
         predictor.close()
@@ -204,6 +204,8 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
             _write_outputs(f, part, run)
             run.note_low_rate(f.path, int(part["sample_rate"]))
         except Exception as exc:  # analysed instead, where an error that comes again is that file's own
+            if fails_for_folder(exc):  # --out is full or read-only: so it would be for every file
+                raise
             log.debug("%s: not rewritten from its saved scores (%s); analysing it", f.path, exc)
             f.note, f.run_tables = "", {}
             left.append(f)

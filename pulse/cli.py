@@ -435,6 +435,9 @@ def teacher_cache(
     except (FileNotFoundError, ManifestError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except OSError as exc:  # --out cannot be written (read-only, full): one line
+        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
+        raise typer.Exit(1)
     failed = len(pd.read_csv(out / "errors.csv"))
     typer.echo(f"{len(index)} files, {int(index['windows'].sum())} windows cached in {out}")
     if failed:  # as `pulse analyze`: scripts notice without reading errors.csv

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, utf8_text
+from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8_text
 from export.folder_lock import exclusive
 from pulse.analyze import scores_key
 from pulse.config import InferConfig
@@ -82,7 +82,7 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
                     "min_len_s": cfg.min_len, "channel": -1 if cfg.channel is None else cfg.channel,
                     "level_floor_dbfs": cfg.level_floor}
         files = find_audio(inputs, undecodable=True, outputs=out)
-        with exclusive(out, "pulse embeddings"):  # one run at a time in --out (export/folder_lock.py)
+        with exclusive(out, "pulse embeddings"), stop_if_unwritable(out):  # one run at a time in --out
             try:
                 _embed_each(files, out, predictor, spec, cfg, settings, summary, errors)
             finally:  # also on Ctrl-C: what was said about the files done so far is kept

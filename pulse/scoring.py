@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from export.atomic import fails_for_folder
 from export.predictor import Predictor, usable_cores
 from pulse.io import AudioReadError, PartlyDecoded, audio_info, stream_audio
 from pulse.schema import SchemaError, check_score_values
@@ -91,6 +92,8 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
         try:
             write(f, run)
         except Exception as exc:
+            if fails_for_folder(exc):  # --out is full or read-only: the run stops, not each file after it fails
+                raise
             fail(i, "write", exc)
             return
         summary.files_done += 1

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from export.atomic import file_in_the_way, utf8_text, write_bytes, write_json
+from export.atomic import file_in_the_way, stop_if_unwritable, utf8_text, write_bytes, write_json
 from export.folder_lock import exclusive
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
@@ -217,7 +217,7 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at:
         log.warning("%s: --min-conf %g is below the %g the analysis kept detections at, so no clip scores under %g "
                     "(analyse again with a lower --min-conf for them)", table, cfg.min_conf, kept_at, kept_at)
-    with exclusive(out, "pulse segments"):  # one run at a time in --out (export/folder_lock.py)
+    with exclusive(out, "pulse segments"), stop_if_unwritable(out):  # one run at a time in --out
         return _cut_clips(detections, table, out, cfg, root, plots)
 
 

@@ -627,6 +627,43 @@ def test_ctrl_c_is_one_line_and_the_same_command_goes_on(tmp_path, model):
     assert (summary.files_done, summary.files_skipped) == (4, 2)
 
 
+def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_goes_on(tmp_path, model, monkeypatch, caplog):
+    """An external drive filling overnight: every recording after it was decoded and scored in vain, each one a
+    'write failed: ... No space left on device' line and errors.csv row. The run now stops at the first such
+    write with one line naming --out, keeps what it finished, and the same command finishes the batch."""
+    import errno
+
+    from pulse.writers import raven
+
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(2.0 + i), RATE)
+    out, written = tmp_path / "out", []
+
+    def fills_up(path, text):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        write_text(path, text)
+
+    write_text = raven.write_text
+    monkeypatch.setattr(raven, "write_text", fills_up)
+    command = ["analyze", str(tmp_path / "in"), "--out", str(out), "--model", str(model), "--workers", "1"]
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (f"error: {out}: No space left on device; stopped, keeping what was finished: free some space (or copy "
+            "the folder to another disk) and run the same command again to go on") in result.output
+    assert "write failed" not in caplog.text and not (out / "errors.csv").exists()  # no recording blamed
+    assert sorted(p.name for p in out.glob("*.txt")) == ["r0.pulse.selection.table.txt", "r1.pulse.selection.table.txt"]
+    monkeypatch.undo()
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0 and "4 done, 0 failed, 2 skipped" in again.output
+    analyze([tmp_path / "in"], tmp_path / "fresh", InferConfig(model=str(model)))
+    for name in ("detections.csv", "errors.csv", *(f"r{i}.pulse.selection.table.txt" for i in range(6))):
+        assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+
+
 def test_a_killed_rerun_with_other_settings_leaves_config_json_with_the_tables_it_describes(tmp_path, model):
     (tmp_path / "in").mkdir()
     for i in range(5):

@@ -159,6 +159,28 @@ def test_a_cache_run_sweeps_what_a_killed_one_left_and_waits_its_turn(teacher, s
     assert len(build_cache(cfg, teacher)) == 1 and not left.exists()
 
 
+def test_a_full_cache_disk_stops_the_run_instead_of_failing_each_file(teacher, short_clips, tmp_path, monkeypatch):
+    """Each file after a full disk ran BirdNET and then failed as an errors.csv row of its own."""
+    import errno
+
+    from export.atomic import OutputUnwritable
+    from pulse.teacher import cache
+
+    for i, clip in enumerate(short_clips[:3]):
+        shutil.copy(clip, tmp_path / f"clip{i}.flac")
+    pd.DataFrame({"path": [f"clip{i}.flac" for i in range(3)]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path), out=str(tmp_path / "cache"))
+
+    def full(target, entry):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "_save_entry", full)
+    counting = CountingTeacher(teacher)
+    with pytest.raises(OutputUnwritable, match="No space left on device; stopped, keeping what was finished"):
+        build_cache(cfg, counting)
+    assert counting.windows == 1 and not (tmp_path / "cache" / "errors.csv").exists()
+
+
 def test_birdnet_predictor_backend_restricted_to_species(short_clips):
     from export.predictor import load_predictor
 

@@ -114,6 +114,41 @@ def test_error_log_lines_start_on_their_own_line_not_on_the_progress_bar(tmp_pat
     assert all(line.rsplit("\r", 1)[-1].startswith("ERROR ") for line in error_lines), error_lines
 
 
+def test_a_full_or_read_only_out_is_one_line_and_stops_the_batch(tmp_path, monkeypatch):
+    """A full disk was a per-slide error ('failed at patch: [Errno 28] No space left on device'), and every later
+    slide was read (and, in extract and predict, encoded) only to fail alike; an --out on a read-only mount was a
+    traceback. Both are now one line naming --out, exit status 1, with what was finished kept."""
+    import errno
+
+    import lrmil.features
+
+    slides = [_png(tmp_path / f"s{i}.png") for i in range(3)]
+    saved, out = [], tmp_path / "out"
+
+    def fills_up(path, *args):
+        saved.append(path)
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_mask_png(path, *args)
+
+    save_mask_png = lrmil.features.save_mask_png
+    monkeypatch.setattr(lrmil.features, "save_mask_png", fills_up)
+    full = _invoke("patch", *slides, "--out", out, "--mpp", 0.5)
+    assert full.exit_code == 1 and len(saved) == 2, full.output  # the third slide is not read
+    assert full.stderr.splitlines()[-1] == (f"error: {out}: No space left on device; stopped, keeping what was "
+                                            "finished: free some space (or copy the folder to another disk) and run "
+                                            "the same command again to go on")  # after the progress bar
+    assert "failed at" not in full.stderr
+    assert (out / "masks" / "s0.png").is_file() and not (out / "errors.csv").exists()  # no slide blamed
+
+    def read_only(path, record):
+        raise OSError(errno.EROFS, "Read-only file system", str(path.parent))
+
+    monkeypatch.setattr(lrmil.features, "write_json", read_only)
+    result = _invoke("patch", *slides, "--out", tmp_path / "ro", "--mpp", 0.5)
+    assert result.exit_code == 1 and result.stderr == f"error: {tmp_path / 'ro'}: Read-only file system\n"
+
+
 @pytest.fixture
 def umask_022():
     import os

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from export.artifact import sha256
-from export.atomic import atomic_path, write_json
+from export.atomic import atomic_path, fails_for_folder, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
 from pulse.config import TeacherCacheConfig
 from pulse.io import stream_audio
@@ -94,7 +94,7 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
     _check_same_numbers(out, record)
     manifest = read_manifest(cfg.manifest)
     require_columns(manifest, cfg.manifest, ("path",))
-    with exclusive(out, "pulse teacher-cache"):  # one run at a time in --out (export/folder_lock.py)
+    with exclusive(out, "pulse teacher-cache"), stop_if_unwritable(out):  # one run at a time in --out
         write_json(out / "config.json", record)
         return _fill(out, root, list(dict.fromkeys(manifest["path"])), cfg,
                      teacher or birdnet.BirdNET(threads=cfg.threads))
@@ -124,7 +124,9 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
                 windows = len(entry.starts_s)
             rows[rel] = {"path": rel, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                          "ctime_ns": stat.st_ctime_ns, "windows": int(windows)}
-        except Exception as error:  # one bad file never stops the batch
+        except Exception as error:  # one bad file never stops the batch; a full or read-only --out does
+            if fails_for_folder(error):
+                raise
             log.error("%s: %s: %s", path, type(error).__name__, error)
             errors.append({"path": rel, "stage": "teacher-cache", "error_type": type(error).__name__,
                            "message": str(error)})
