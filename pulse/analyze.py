@@ -161,6 +161,7 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
         # what was said about a skipped file when it was analysed (it breaks off part way) is said again
         summary.errors += [(str(f.path), "read", "PartlyReadable", note) for f in finished
                            if (note := run.journal.note(f.path))]
+    run.journal.pin([f.path for f in todo])  # as they are before decoding: one still being written is redone
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_earlier_outputs(todo, run)
     try:

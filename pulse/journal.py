@@ -71,6 +71,12 @@ class Journal:
         self._unreadable: set[Path] = set()  # logs that could not be read: never deleted
         self._started_ns = time.time_ns()
         self._resolved_paths: dict[Path, str] = {}
+        self._versions: dict[Path, tuple[str, int] | None] = {}  # each recording as this run first saw it
+
+    def pin(self, paths: list[Path]) -> None:
+        """Take the recordings' versions now, before they are decoded (see `_version`)."""
+        for path in paths:
+            self._version(path)
 
     def open(self) -> None:
         """Create this run's log; a folder that cannot take it is one clear error before any work is done."""
@@ -181,14 +187,19 @@ class Journal:
         return self._resolved_paths[path]
 
     def _version(self, path: Path) -> tuple[str, int] | None:
-        """The recording as it is now, (path|size|mtime, ctime): a changed file is a new version, analysed again.
-        The ctime too, which a copy over it changes: recorders deployed together write files of the same name,
-        size and time (an AudioMoth's YYYYMMDD_HHMMSS.WAV), and cp -p or rsync -t keeps the time."""
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        return f"{self._resolved(path)}|{stat.st_size}|{stat.st_mtime_ns}", stat.st_ctime_ns
+        """The recording as this run first saw it, (path|size|mtime, ctime): a changed file is a new version,
+        analysed again. The ctime too, which a copy over it changes: recorders deployed together write files of
+        the same name, size and time (an AudioMoth's YYYYMMDD_HHMMSS.WAV), and cp -p or rsync -t keeps the time.
+        Taken once per run, before decoding: a file that grows while it is analysed (a recorder still writing it)
+        is journalled as it was, so the next run analyses it again; a stat at the end had it skipped, its new audio
+        never analysed."""
+        if path not in self._versions:
+            try:
+                stat = path.stat()
+                self._versions[path] = f"{self._resolved(path)}|{stat.st_size}|{stat.st_mtime_ns}", stat.st_ctime_ns
+            except OSError:
+                self._versions[path] = None
+        return self._versions[path]
 
     def _latest(self, path: Path) -> Record | None:
         self._index()

@@ -664,6 +664,29 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_goes_on(tmp_
         assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
 
 
+def test_a_recording_still_being_written_is_analysed_again_by_the_next_run(tmp_path, model, monkeypatch):
+    """A recorder (or a copy) still writing a file while it is analysed: its record took the file's size and time
+    after scoring, so the next run skipped it as done and the audio added meanwhile was never analysed."""
+    from pulse.writers import raven
+
+    recording, out = tmp_path / "night.wav", tmp_path / "out"
+    sf.write(recording, song(6.0), RATE)
+    write_text = raven.write_text
+
+    def grows_meanwhile(path, text):
+        sf.write(recording, song(12.0), RATE)  # the recorder wrote on while the first 6 s were scored
+        write_text(path, text)
+
+    monkeypatch.setattr(raven, "write_text", grows_meanwhile)
+    cfg = InferConfig(model=str(model), formats=("raven", "scores"))
+    analyze([recording], out, cfg)
+    assert pd.read_csv(out / "scores.csv").end_s.max() == 6.0
+    monkeypatch.undo()
+    again = analyze([recording], out, cfg)
+    assert (again.files_done, again.files_skipped) == (1, 0)
+    assert pd.read_csv(out / "scores.csv").end_s.max() == 12.0
+
+
 def test_a_killed_rerun_with_other_settings_leaves_config_json_with_the_tables_it_describes(tmp_path, model):
     (tmp_path / "in").mkdir()
     for i in range(5):
