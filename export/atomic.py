@@ -52,14 +52,20 @@ def is_temporary(name: str) -> bool:
     return _TEMPORARY.fullmatch(name) is not None
 
 
-def sweep_temporaries(folder: str | os.PathLike, idle_s: float = 0.0) -> list[Path]:
+def sweep_temporaries(folder: str | os.PathLike, idle_s: float = 0.0, others: str | None = None) -> list[Path]:
     """Remove the temporaries a killed run left under `folder` (only names `atomic_path` gives, not a user's
     own .x.tmp) and return them; with `idle_s`, only those unchanged for that long (others may be another
-    run's, in flight)."""
+    run's, in flight). A folder below `folder` that holds a file named `others` (another run's --out, by its
+    lock file) is left to the runs into it."""
     folder = Path(folder)
     before_ns = time.time_ns() - int(idle_s * 1e9)
-    swept = [p for p in folder.rglob(".*.tmp") if is_temporary(p.name) and (not idle_s or _changed_ns(p) < before_ns)
-             ] if folder.is_dir() else []
+    swept = []
+    for top, folders, names in os.walk(folder):  # links to folders not followed, as rglob does not
+        if others is not None and others in names and top != str(folder):
+            folders[:] = []
+            continue
+        candidates = (Path(top, name) for name in names if is_temporary(name))
+        swept += [p for p in candidates if not idle_s or _changed_ns(p) < before_ns]
     for tmp in swept:
         tmp.unlink(missing_ok=True)
     return swept

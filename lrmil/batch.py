@@ -7,29 +7,26 @@ first one's outputs. A run first removes the temporaries a killed run left in --
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from tqdm.auto import tqdm
 
-from export.atomic import fails_for_folder, stop_if_unwritable, sweep_temporaries
+from export import folder_lock
+from export.atomic import fails_for_folder, stop_if_unwritable
+from export.folder_lock import KILLED_RUN_IDLE_S
 from lrmil.errors import ErrorLog
 from lrmil.slide import SlideIds, SlideReadError
 
-log = logging.getLogger(__name__)
 ERRORS_FILE = "errors.csv"
-# A temporary unchanged this long is a killed run's: lrmil writes each output in seconds, and jobs that share one
-# --out (a feature extraction split over GPUs) must not lose the files they are writing.
-KILLED_RUN_IDLE_S = 3600.0
 Result = TypeVar("Result")
 
 
 def sweep_killed_runs(out: Path) -> None:
     """Remove what a kill -9 mid-write left in `out` (`.NAME.XXXX.tmp`: a heatmap, a feature file, megabytes
-    each), which nothing else would."""
-    for tmp in sweep_temporaries(out, idle_s=KILLED_RUN_IDLE_S):
-        log.info("removed %s left by an interrupted run", tmp)
+    each), which nothing else would; only once untouched for KILLED_RUN_IDLE_S, as jobs that share one --out (a
+    feature extraction split over GPUs) must not lose the files they are writing."""
+    folder_lock.sweep_killed_runs(out, KILLED_RUN_IDLE_S)
 
 
 def run_batch(slides: list[Path], work: Callable[[Path], Result], out: Path, stage: str, strict: bool,
