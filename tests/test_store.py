@@ -186,3 +186,29 @@ def test_extract_redoes_a_changed_slide_file_and_rejects_a_second_file_with_the_
     assert run_extract([first], cfg, out)["done"] == 1
     assert target.stat().st_mtime_ns != stamp
     assert not (out / "errors.csv").exists()  # this run failed nothing; the last run's file is gone
+
+
+def test_patch_and_extract_remove_what_a_killed_run_left_once_it_lay_an_hour(tmp_path):
+    """`lrmil patch` and `lrmil extract` into an --out where a kill -9 left half a grid or feature file: it stayed for
+    good (only `lrmil predict` swept). A temporary touched half an hour ago may still be another job's, writing
+    into the same --out (an extraction split over GPUs): it is kept."""
+    import os
+    import time
+
+    from lrmil.config import TissueConfig
+    from lrmil.features import run_extract, run_patching
+
+    slide = _tissue_png(tmp_path / "slide.png", 170)
+    for command in ("patch", "extract"):
+        out = tmp_path / command
+        left, live = [out / sub / f".slide.h5.{'0' * 11}{i}.tmp" for i, sub in enumerate(("patches", "features"))]
+        for path, hours in ((left, 2.0), (live, 0.5)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"half an HDF5 file")
+            os.utime(path, (time.time() - hours * 3600,) * 2)
+        if command == "patch":
+            assert run_patching([slide], TissueConfig(), PatchConfig(), 0.5, out)["done"] == 1
+        else:
+            cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+            assert run_extract([slide], cfg, out)["done"] == 1
+        assert not left.exists() and live.exists(), command
