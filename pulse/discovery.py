@@ -58,11 +58,13 @@ def _files_below(folder: Path, outputs: str | Path | None) -> list[Path]:
     files, seen = [], set()
     for top, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        below = real != os.path.realpath(folder)
-        if real in seen or (below and (real == skip or _holds_clips(top, names))):
+        if real in seen:
             folders[:] = []
             continue
-        seen.add(real)
+        seen.add(real)  # before the checks below: a clips folder reached again through a link is not said again
+        if real != os.path.realpath(folder) and (real == skip or _holds_clips(top, names)):
+            folders[:] = []
+            continue
         folders[:] = sorted((name for name in folders if not name.startswith(".")),
                             key=lambda name: (os.path.islink(os.path.join(top, name)), name))
         files += [path for name in names if not (path := Path(top) / name).name.startswith(".") and path.is_file()]

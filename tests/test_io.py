@@ -436,6 +436,24 @@ def test_clips_of_an_earlier_segments_run_are_not_searched_for_recordings(tmp_pa
     assert len(find_audio([project])) == 2
 
 
+
+def test_a_clips_folder_reached_through_links_too_is_said_once(tmp_path, caplog):
+    """Linked from a card's folder and from the project: the note that its clips are not searched came once per
+    way in, three lines for one folder."""
+    import json
+
+    project = tmp_path / "project"
+    (project / "AM01").mkdir(parents=True)
+    (project / "clips").mkdir()
+    sf.write(project / "AM01" / "a.wav", tone(1.0, RATE), RATE)
+    sf.write(project / "clips" / "clip.wav", tone(1.0, RATE), RATE)
+    (project / "clips" / "segments.json").write_text(json.dumps({"results": "r", "results_sha1": "0" * 40}))
+    (project / "AM01" / "clips_link").symlink_to(project / "clips")
+    (project / "z_link").symlink_to(project / "clips")
+    with caplog.at_level("WARNING"):
+        assert [relative.as_posix() for _, relative in find_audio([project])] == ["AM01/a.wav"]
+    assert caplog.text.count("clips cut by `pulse segments`") == 1
+
 def examined_later(monkeypatch) -> None:
     """`audio_info` as a training run calls it, long after its files were written: it keeps what it examined."""
     from types import SimpleNamespace
