@@ -326,7 +326,7 @@ def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]
     Plain images (PNG, JPEG) in a folder are thumbnails and label photos more often than slides: they are
     skipped with a note, and read as slides only when named as files. The .dcm files of a folder are one DICOM
     slide, given once, whether the folder or any of them is named."""
-    found, seen = [], set()
+    found, seen, picked = [], set(), {}  # picked: a DICOM slide's folder -> the file that stands for it
     for item in map(Path, inputs):
         if item.is_dir():
             below = item.rglob("*") if recursive else item.iterdir()
@@ -337,7 +337,10 @@ def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]
                          item, len(images), images[0].name)
         else:
             paths = [item]  # missing files are reported by the job, not dropped here
-        for path in map(slide_file, paths):
+        for path in paths:
+            if is_dicom(path) and path.is_file():  # its slide's file is picked once, not once for each instance
+                folder = path.absolute().parent
+                path = picked[folder] if folder in picked else picked.setdefault(folder, slide_file(path))
             if (resolved := path.resolve()) not in seen:
                 seen.add(resolved)
                 found.append(path)
