@@ -265,3 +265,25 @@ def test_a_folder_of_many_dcm_files_is_listed_in_moments(tmp_path):
     assert time.perf_counter() - start < 5.0
     assert [slide_id(p) for p in found] == ["case7", "ct"] and found[0] == case7 / "level0.dcm"
 
+
+def test_dicom_instances_named_in_capitals_are_one_slide(tmp_path):
+    """Scanners and Windows exports write LEVEL0.DCM: the same one slide, named by its folder."""
+    case7 = dicom_slide(tmp_path / "case7")
+    for path in list(case7.iterdir()):
+        path.rename(path.with_name(path.name.upper()))
+    assert [(p.name, slide_id(p)) for p in find_slides([case7])] == [("LEVEL0.DCM", "case7")]
+    assert slide_source(case7 / "LABEL.DCM") == slide_source(case7 / "LEVEL0.DCM")
+
+
+def test_a_dicom_slide_rescanned_at_the_same_size_or_copied_with_a_mac_twin(tmp_path):
+    """An instance written again at the same size (uncompressed tiles) is a rescan: its slide's outputs are redone.
+    A macOS ._ twin that a copy from a Mac adds is no instance: the slide is the same, and not redone."""
+    import os
+
+    folder = dicom_slide(tmp_path / "case7")
+    before = slide_source(folder / "level0.dcm")
+    (folder / "._level1.dcm").write_bytes(b"macOS twin")
+    assert slide_source(folder / "level0.dcm") == before
+    later = (folder / "level1.dcm").stat().st_mtime_ns + 10**9
+    os.utime(folder / "level1.dcm", ns=(later, later))
+    assert slide_source(folder / "level0.dcm") != before
