@@ -41,11 +41,22 @@ class LabView:
         banner = f"## ⚠ {self.notice[:1].upper()}{self.notice[1:]}" if self.notice else ""
         # Nested, so that gradio_client does not take the record (it has a "path" key) for a file to download;
         # the slide by its name, not the server's upload path (nor in the file record that lets a rerun skip it).
+        # A name that is not UTF-8 is escaped wherever it appears (slide id, image and GeoJSON names too): the page
+        # sends the record as UTF-8 JSON, which cannot carry it.
         record = self.record
-        shown = None if record is None else {"prediction": {
-            **record, "slide": utf8_text(Path(record["slide"]).name),
-            "source": {**record["source"], "path": utf8_text(Path(record["source"]["path"]).name)}}}
+        shown = None if record is None else {"prediction": _utf8({
+            **record, "slide": Path(record["slide"]).name,
+            "source": {**record["source"], "path": Path(record["source"]["path"]).name}})}
         return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, self.geojson, shown
+
+
+def _utf8(value):
+    """`value` with every string in it escaped as `utf8_text` escapes it."""
+    if isinstance(value, dict):
+        return {_utf8(key): _utf8(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_utf8(item) for item in value]
+    return utf8_text(value) if isinstance(value, str) else value
 
 
 def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: str, work_root: str | Path) -> LabView:

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -142,6 +143,7 @@ def test_field_shows_a_file_name_that_is_not_utf8_escaped_as_the_cli_tables_do(a
     assert "Could not analyse `\\udce9t\\udce9.wav`" in failed and failed.encode("utf-8")
 
 
+
 def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_batch(tmp_path):
     import onnx
 
@@ -248,6 +250,8 @@ def test_lab_shows_a_slide_name_that_is_not_utf8_escaped(slide_model, shared_dat
     assert view.status.startswith("**\\udce9t\\udce9.svs**: predicted")  # as pulse analyze's tables write it
     shown = view.outputs()[-1]["prediction"]
     assert json.loads(json.dumps(shown))["slide"] == "\\udce9t\\udce9.svs"  # the page can carry it
+    sent = json.loads(orjson.dumps(shown))  # as gradio sends it: it refuses what UTF-8 cannot hold
+    assert sent["source"]["path"] == "\\udce9t\\udce9.svs" and sent["mask"] == "\\udce9t\\udce9_mask.png"
 
 
 def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_model, shared_data, tmp_path):
