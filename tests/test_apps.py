@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from apps import field, lab
+from apps import field, in_page_terms, lab
 from apps.__main__ import ServeConfig, launch
 from lrmil.heatmap import COLOUR_BAR_PX
 from pulse.plots import (PlotConfig, detection_runs, embedding_figure, pca_2d, save_png, scores_figure,
@@ -144,6 +144,23 @@ def test_field_shows_a_file_name_that_is_not_utf8_escaped_as_the_cli_tables_do(a
 
 
 
+def test_an_error_naming_an_upload_whose_name_is_not_utf8_can_be_shown(tmp_path):
+    """An error that names the upload inside its text, not as its first word: the name in its place, escaped, as the
+    page cannot send the raw surrogates of a Latin-1 name (gradio's orjson refuses them)."""
+    upload = Path(os.fsdecode(bytes(tmp_path) + b"/\xe9t\xe9.wav"))
+    said = in_page_terms(ValueError(f"could not decode {upload} (not audio)"), upload)
+    assert said == "could not decode \\udce9t\\udce9.wav (not audio)" and orjson.dumps(said)
+
+
+def test_field_says_the_spectrogram_shows_the_start_of_a_recording_longer_than_the_view(audio_model, tmp_path,
+                                                                                       monkeypatch):
+    """The view's limit (10 minutes; 2 s here) cuts the spectrogram of a longer recording: the page says so."""
+    import dataclasses
+
+    monkeypatch.setattr(field, "WIDE", dataclasses.replace(field.WIDE, max_display_s=2.0))
+    view = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.25, tmp_path)
+    assert "The spectrogram shows the first 2.0 s." in view.status and "Partly readable" not in view.status
+
 def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_batch(tmp_path):
     import onnx
 
@@ -238,6 +255,8 @@ def test_lab_callback_on_a_real_slide_shows_mask_heatmap_topk_and_the_notice(sli
     assert "enlarged" not in view.status and "enlarged" not in overridden.status
     coarse = lab.predict_upload(str(slide), 4.0, str(slide_model), "student", tmp_path)  # as if scanned at 2.5x
     assert "**Patches enlarged 2x**: the slide is scanned coarser than 5x" in coarse.status
+    native = lab.predict_upload(str(slide), 2.0, str(slide_model), "student", tmp_path)  # as if scanned at 5x
+    assert native.record["enlargement"] == 1.0 and "enlarged" not in native.status  # read as scanned
 
 
 def test_lab_shows_a_slide_name_that_is_not_utf8_escaped(slide_model, shared_data, tmp_path):

@@ -180,8 +180,10 @@ def test_a_slide_scanned_coarser_than_the_path_reads_is_said_to_be_enlarged(mode
     with caplog.at_level("WARNING"):
         run_predict([slide], PredictConfig(model=str(model_dir), mpp=1.0, path="teacher"), tmp_path / "t")
         run_predict([slide], PredictConfig(model=str(model_dir), mpp=1.0), tmp_path / "s")
-    teacher, student = (json.loads((tmp_path / p / "disc.json").read_text()) for p in ("t", "s"))
+        run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5, path="teacher"), tmp_path / "n")  # 20x
+    teacher, student, native = (json.loads((tmp_path / p / "disc.json").read_text()) for p in ("t", "s", "n"))
     assert teacher["enlargement"] == 2.0 and student["enlargement"] == 0.5  # 5x from a 10x scan: reduced
+    assert native["enlargement"] == 1.0  # read as scanned: nothing to say
     (said,) = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]  # the teacher's only
     assert said.startswith(f"{slide}: scanned at 10x (1 um/px), coarser than the 20x the teacher path reads")
 

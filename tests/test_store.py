@@ -212,3 +212,18 @@ def test_patch_and_extract_remove_what_a_killed_run_left_once_it_lay_an_hour(tmp
             cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
             assert run_extract([slide], cfg, out)["done"] == 1
         assert not left.exists() and live.exists(), command
+
+
+def test_patch_says_for_each_path_that_a_coarse_scan_is_enlarged_on(tmp_path, caplog):
+    """`lrmil patch` cuts both grids: a 2.5x scan is enlarged on the 5x student path too, not the 20x teacher's
+    only; a 10x scan on the teacher's only."""
+    from lrmil.config import TissueConfig
+    from lrmil.features import run_patching
+
+    slide = _tissue_png(tmp_path / "slide.png", 170)
+    for mpp, paths in ((4.0, ["teacher", "student"]), (1.0, ["teacher"]), (0.5, [])):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert run_patching([slide], TissueConfig(), PatchConfig(), mpp, tmp_path / str(mpp))["done"] == 1
+        said = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]
+        assert [m.split(" path reads")[0].split(" the ")[-1] for m in said] == paths, said
