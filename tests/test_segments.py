@@ -156,6 +156,19 @@ def test_a_min_conf_below_the_analysis_own_is_said_to_cut_nothing_more(run, capl
     assert lower.clips_written == same.clips_written > 0 and "below the" not in caplog.text
 
 
+
+def test_clips_are_cut_beside_a_config_json_that_is_not_pulse_analyzes(tmp_path):
+    """A results folder whose config.json another tool wrote (a list, or other meanings of its keys): the clips
+    are cut all the same, from the table's absolute recording paths, and no setting is read from it."""
+    sf.write(tmp_path / "night.wav", song(6.0, RATE), RATE)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "detections.csv").write_text(
+        "Start (s),End (s),Scientific name,Common name,Confidence,File\n"
+        f"0.0,3.0,Gryllus campestris,Field Cricket,0.9,{tmp_path / 'night.wav'}\n", encoding="utf-8")
+    for i, foreign in enumerate(([{"working_dir": "/elsewhere"}], {"working_dir": 1, "config": ["min_conf", 0.9]})):
+        (tmp_path / "results" / "config.json").write_text(json.dumps(foreign), encoding="utf-8")
+        assert extract_segments(tmp_path / "results", tmp_path / f"clips{i}", SegmentConfig()).clips_written == 1
+
 def test_clips_are_not_cut_into_a_folder_another_run_is_cutting_into(run):
     from export.folder_lock import FolderInUse, exclusive
 

@@ -227,3 +227,18 @@ def test_patch_says_for_each_path_that_a_coarse_scan_is_enlarged_on(tmp_path, ca
             assert run_patching([slide], TissueConfig(), PatchConfig(), mpp, tmp_path / str(mpp))["done"] == 1
         said = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]
         assert [m.split(" path reads")[0].split(" the ")[-1] for m in said] == paths, said
+
+
+def test_extract_says_a_coarse_scan_is_enlarged_on_the_path_it_encodes(tmp_path, caplog):
+    """`lrmil extract --resolution teacher` of a 10x scan encodes interpolated 20x patches: it says so, as predict
+    does; the student path of the same scan reads it reduced, nothing to say."""
+    from lrmil.features import run_extract
+
+    slide = _tissue_png(tmp_path / "slide.png", 170)
+    for resolution, said in (("teacher", 1), ("student", 0)):
+        caplog.clear()
+        cfg = ExtractConfig(weights="random", resolution=resolution, num_workers=0, batch_size=8, mpp=1.0)
+        with caplog.at_level("WARNING"):
+            assert run_extract([slide], cfg, tmp_path / resolution)["done"] == 1
+        lines = [r.getMessage() for r in caplog.records if "enlarged 2x" in r.getMessage()]
+        assert len(lines) == said and all(f"the 20x the {resolution} path reads" in line for line in lines)
