@@ -340,7 +340,9 @@ def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]
         for path in paths:
             if is_dicom(path) and path.is_file():  # its slide's file is picked once, not once for each instance
                 folder = path.absolute().parent
-                path = picked[folder] if folder in picked else picked.setdefault(folder, slide_file(path))
+                if folder not in picked:
+                    picked[folder] = slide_file(path)
+                path = picked[folder]
             if (resolved := path.resolve()) not in seen:
                 seen.add(resolved)
                 found.append(path)
