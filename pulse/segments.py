@@ -214,7 +214,9 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     working_dir, settings = analysis.get("working_dir"), analysis.get("config")
     root = Path(audio_root) if audio_root is not None else Path(working_dir) if isinstance(working_dir, str) else None
     kept_at = settings.get("min_conf") if isinstance(settings, dict) else None
-    if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at:
+    # The default --min-conf below the analysis's own is no request to be told about (a user who analysed at 0.5
+    # and cut clips without the option was warned of an option never given).
+    if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at and cfg.min_conf != SegmentConfig().min_conf:
         log.warning("%s: --min-conf %g is below the %g the analysis kept detections at, so no clip scores under %g "
                     "(analyse again with a lower --min-conf for them)", table, cfg.min_conf, kept_at, kept_at)
     with exclusive(out, "pulse segments"), stop_if_unwritable(out):  # one run at a time in --out

@@ -154,6 +154,9 @@ def test_a_min_conf_below_the_analysis_own_is_said_to_cut_nothing_more(run, capl
     with caplog.at_level(logging.WARNING):
         same = extract_segments(run / "out", run / "same", SegmentConfig(min_conf=0.5))
     assert lower.clips_written == same.clips_written > 0 and "below the" not in caplog.text
+    with caplog.at_level(logging.WARNING):  # not given: the default is no request to warn about
+        extract_segments(run / "out", run / "default", SegmentConfig())
+    assert "below the" not in caplog.text
 
 
 
