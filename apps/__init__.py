@@ -15,8 +15,9 @@ def in_page_terms(exc: Exception, upload: str | Path) -> str:
     """The error as the page says it: its reason, and the uploaded file by its name, never the server's
     upload path (which means nothing to the user and tells a visitor about the server); a name that is not UTF-8
     escaped, as the page cannot carry it."""
-    reason = getattr(exc, "reason", None) or str(exc)
-    return utf8_text(reason.replace(f"{upload}: ", "").replace(str(upload), Path(upload).name))
+    reason, name = getattr(exc, "reason", None) or str(exc), Path(upload).name
+    reason = reason.replace(f"{upload}: ", "").replace(str(upload), name)
+    return utf8_text(reason.replace(repr(str(upload))[1:-1], repr(name)[1:-1]))  # an OSError quotes it as repr
 
 
 def prune_old_outputs(work_root: Path, prefix: str, max_age_s: float = KEEP_OUTPUTS_S) -> None:

@@ -150,6 +150,8 @@ def test_an_error_naming_an_upload_whose_name_is_not_utf8_can_be_shown(tmp_path)
     upload = Path(os.fsdecode(bytes(tmp_path) + b"/\xe9t\xe9.wav"))
     said = in_page_terms(ValueError(f"could not decode {upload} (not audio)"), upload)
     assert said == "could not decode \\udce9t\\udce9.wav (not audio)" and orjson.dumps(said)
+    missing = in_page_terms(FileNotFoundError(2, "No such file or directory", str(upload)), upload)
+    assert str(tmp_path) not in missing and "\\udce9t\\udce9.wav" in missing  # an OSError quotes the path's repr
 
 
 def test_field_says_the_spectrogram_shows_the_start_of_a_recording_longer_than_the_view(audio_model, tmp_path,
