@@ -78,7 +78,8 @@ def write_features(path: str | Path, ff: FeatureFile) -> None:
 
 
 def read_features(path: str | Path) -> FeatureFile:
-    """Read a feature file written by `write_features` (or a CLAM/TRIDENT file with coords+features)."""
+    """Read a feature file written by `write_features`, or one from CLAM or TRIDENT: CLAM's hold only `coords` and
+    `features`, so `patch_size_level0` is 0 (unknown) there; `lrmil train` needs none of the attributes."""
     with h5py.File(path, "r") as f:
         coords = f[COORDS][:]
         ca, fa = f[COORDS].attrs, f.attrs
@@ -86,7 +87,7 @@ def read_features(path: str | Path) -> FeatureFile:
         level0_mag = float(ca.get("level0_magnification", 20.0))
         return FeatureFile(
             coords=coords, features=f[FEATURES][:].astype(np.float32), children=children,
-            patch_size_level0=int(ca["patch_size_level0"]),
+            patch_size_level0=int(ca.get("patch_size_level0", 0)),
             patch_px=int(fa.get("patch_px", ca.get("patch_size", 0))),
             magnification=float(ca.get("target_magnification", fa.get("magnification", 0.0))),
             mpp=float(fa.get("mpp", mpp_for_magnification(level0_mag))), mpp_source=str(fa.get("mpp_source", "")),

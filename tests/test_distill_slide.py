@@ -239,3 +239,13 @@ def test_resume_follows_the_splits_and_the_teacher_and_folds_run_apart_add_up(fe
     train(dataclasses.replace(cfg, lr=5e-3))
     assert all(stamps("t")[fold] != before[fold] for fold in range(3))
     distill(student)  # the teacher now matches the splits
+
+
+def test_5x_features_without_children_links_are_named_as_such_not_as_another_grid():
+    """CLAM/TRIDENT 5x features have no children: the error said the links 'do not land on the 20x file's patches'."""
+    from lrmil.mil.distill import check_children
+
+    teacher = Bag("s", 0, 0, torch.zeros(4, DIM), torch.zeros(4, 0, dtype=torch.long), coords=np.zeros((4, 2), np.int64))
+    clam_5x = Bag("s", 0, 0, torch.zeros(1, DIM), torch.zeros(1, 0, dtype=torch.long), coords=np.zeros((1, 2), np.int64))
+    with pytest.raises(ValueError, match=r"^s: the 5x feature file has no children links .* `lrmil extract --resolution student`"):
+        check_children("s", clam_5x, teacher)

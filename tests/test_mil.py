@@ -219,3 +219,25 @@ def test_a_splits_row_without_a_label_or_a_whole_fold_is_one_line_naming_file_an
     path.write_text(f"slide_id,label,fold\na,x,0\n{row}\nc,y,2\nd,x,1\n")
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, {re.escape(message)}$"):
         read_splits(path)
+
+
+def test_clam_feature_files_with_only_features_and_coords_train_the_abmil(tmp_path):
+    """CLAM's extract_features_fp.py writes `features` and `coords` and no attributes: every slide was skipped
+    ("can't locate attribute: 'patch_size_level0'") and train stopped at 'no readable feature files'."""
+    import h5py
+
+    from lrmil.mil.train import train
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "h5_files").mkdir()
+    rows = []
+    for i in range(6):
+        with h5py.File(tmp_path / "h5_files" / f"slide_{i}.h5", "w") as f:
+            f["features"] = rng.normal(0, 1, (5, 1024)).astype(np.float32)  # UNI's width
+            f["coords"] = rng.integers(0, 9, (5, 2)).astype(np.int32) * 256
+        rows.append(f"slide_{i},{['normal_tissue', 'tumor_tissue'][i % 2]},{i % 3}")
+    (tmp_path / "splits.csv").write_text("slide_id,label,fold\n" + "\n".join(rows) + "\n")
+    metrics = train(MILConfig(features=str(tmp_path / "h5_files"), splits=str(tmp_path / "splits.csv"),
+                              out=str(tmp_path / "run"), model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
+    assert metrics["pooled"]["slides"] == 6
+    assert load_mil(tmp_path / "run" / "fold0" / "model.safetensors").cfg.in_dim == 1024

@@ -62,6 +62,18 @@ def check_teacher_splits(cfg: DistillConfig) -> None:
                          "saw this run's test slides; train it again on these splits")
 
 
+def check_children(slide_id: str, bag: Bag, teacher_bag: Bag) -> None:
+    """Attention distillation maps each 5x patch onto its 20x children, links only `lrmil extract` writes: features
+    from CLAM or TRIDENT have none (5x), or sit on another grid (20x)."""
+    if bag.children.shape[1] == 0:
+        raise ValueError(f"{slide_id}: the 5x feature file has no children links to its 20x patches; distillation "
+                         "needs 5x features from `lrmil extract --resolution student` (CLAM and TRIDENT files have "
+                         "no such links)")
+    if not children_line_up(bag.coords, bag.patch_size_level0, bag.children.numpy(), teacher_bag.coords):
+        raise ValueError(f"{slide_id}: the 5x feature file's children links do not land on the 20x file's patches; "
+                         "extract both resolutions with `lrmil extract` and the same tissue and patch settings")
+
+
 def distill(cfg: DistillConfig) -> dict:
     check_teacher_splits(cfg)
     splits = read_splits(cfg.splits)
@@ -70,9 +82,7 @@ def distill(cfg: DistillConfig) -> dict:
     teacher_bags = load_bags(cfg.teacher_features, splits, labels)
     bags = {s: b for s, b in bags.items() if s in teacher_bags}
     for slide_id, bag in bags.items():
-        if not children_line_up(bag.coords, bag.patch_size_level0, bag.children.numpy(), teacher_bags[slide_id].coords):
-            raise ValueError(f"{slide_id}: the 5x feature file's children links do not land on the 20x file's patches; "
-                             "extract both resolutions with the same tissue and patch settings")
+        check_children(slide_id, bag, teacher_bags[slide_id])
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
 
     def teacher_file(fold: int) -> Path:
