@@ -184,9 +184,9 @@ def train_student(teacher: torch.nn.Module, train: list[ParentSample], val: list
 def _training_slides(slides: list[Path], splits: str | Path | None, test_fold: int) -> list[Path]:
     if splits is None:
         return slides
-    import pandas as pd
+    from lrmil.mil.splits import read_splits
 
-    table = pd.read_csv(splits, dtype={"slide_id": str})
+    table = read_splits(splits, min_folds=1)  # its slide ids as train's: without a slide file suffix or spaces
     held_out = set(table.loc[table["fold"] == test_fold, "slide_id"])
     return [p for p in slides if slide_id(p) not in held_out]
 

@@ -154,3 +154,15 @@ def test_the_teacher_weighting_the_children_must_be_that_of_the_fold_left_out(tm
                                          "--test-fold 0; give its fold0 model, or --test-fold 2"):
         distill_patch(DistillPatchConfig(test_fold=0), [tmp_path / "a.png"], tmp_path / "student.safetensors",
                       splits=splits, teacher_mil=tmp_path / "fold2.safetensors", teacher_features=tmp_path)
+
+
+def test_stage1_leaves_out_the_test_fold_when_the_splits_name_slides_by_file(tmp_path):
+    """A splits CSV listing 'a.svs' (CLAM, TRIDENT) held out nothing: stage 1 trained on the test fold's slides."""
+    from pathlib import Path
+
+    from lrmil.distill_patch import _training_slides
+
+    path = tmp_path / "splits.csv"
+    path.write_text("slide_id,label,fold\na.svs,x,0\nb.svs,y,1\n c.svs ,x,2\n")
+    slides = [Path("/s/a.svs"), Path("/s/b.svs"), Path("/s/c.svs")]
+    assert _training_slides(slides, path, test_fold=0) == slides[1:]

@@ -241,3 +241,24 @@ def test_clam_feature_files_with_only_features_and_coords_train_the_abmil(tmp_pa
                               out=str(tmp_path / "run"), model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
     assert metrics["pooled"]["slides"] == 6
     assert load_mil(tmp_path / "run" / "fold0" / "model.safetensors").cfg.in_dim == 1024
+
+
+def test_an_excel_saved_clam_style_splits_csv_reads_as_the_clean_one(tmp_path):
+    """BOM, CRLF, ', ' separators, padded cells, slide ids with their file's suffix and CLAM's extra columns:
+    ' label' was a missing column, 'tumor ' a class of its own, 'a.svs' looked for a.svs.h5 (every slide skipped)."""
+    clean = tmp_path / "clean.csv"
+    clean.write_text("slide_id,label,fold\na,tumor,0\nb,normal,1\nTCGA-01.9F3A,tumor,2\n")
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("\ufeffcase_id, slide_id, label, fold, site\r\nc1, a.svs, tumor , 0, X\r\n"
+                      "c2, b.NDPI, normal, 1,\r\nc3, TCGA-01.9F3A, tumor, 2, Y\r\n".encode())
+    pd.testing.assert_frame_equal(read_splits(excel), read_splits(clean))
+    assert labels_of(read_splits(excel)) == ("normal", "tumor")
+
+
+def test_slides_of_one_case_in_two_folds_are_refused_naming_the_case(tmp_path):
+    """CLAM splits by case_id; a slide-level fold column put a patient's second slide in another fold silently."""
+    path = tmp_path / "splits.csv"
+    path.write_text("case_id,slide_id,label,fold\nP1,a,x,0\nP2,b,y,1\nP1,c,x,2\nP3,d,y,2\n")
+    with pytest.raises(ValueError, match=r"case_id 'P1' has slides in folds 0, 2; give each case's slides one fold"):
+        read_splits(path)
+

@@ -7,26 +7,57 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lrmil.slide import IMAGE_SUFFIXES, SLIDE_SUFFIXES
+
 COLUMNS = ("slide_id", "label", "fold")
 
 
-def read_splits(path: str | Path) -> pd.DataFrame:
-    """Read and check a splits CSV; labels are kept as strings so class names survive."""
-    table = pd.read_csv(path, dtype={"slide_id": str, "label": str})
+def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
+    """Read and check a splits CSV; labels are kept as strings so class names survive. Other columns are
+    ignored, but for `case_id` (CLAM's): one case's slides must share a fold. Stage 1 needs only the fold it
+    leaves out (`min_folds` 1), k-fold training a test, a validation and a training fold."""
+    table = _trimmed(pd.read_csv(path, dtype=str))
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
-    if table["slide_id"].duplicated().any():
-        raise ValueError(f"{path}: duplicate slide_id {table['slide_id'][table['slide_id'].duplicated()].iloc[0]!r}")
     for column in COLUMNS:
         if table[column].isna().any():
             raise ValueError(f"{path}, line {_first_line(table[column].isna())}: no {column}")
+    table["slide_id"] = table["slide_id"].map(without_slide_suffix)
+    if (twice := table["slide_id"].duplicated()).any():
+        raise ValueError(f"{path}, line {_first_line(twice)}: duplicate slide_id {table['slide_id'][twice].iloc[0]!r}")
     folds = pd.to_numeric(table["fold"], errors="coerce")
     if (bad := folds.isna() | (folds != folds.round())).any():
         raise ValueError(f"{path}, line {_first_line(bad)}: fold '{table['fold'][bad].iloc[0]}' is not a whole number")
-    if folds.nunique() < 3:
+    if folds.nunique() < min_folds:
         raise ValueError(f"{path}: need at least 3 folds (test, validation, train), found {folds.nunique()}")
-    return table[list(COLUMNS)].assign(fold=folds.astype(int))
+    table = table.assign(fold=folds.astype(int))
+    _check_cases(path, table)
+    return table[list(COLUMNS)]
+
+
+def _trimmed(table: pd.DataFrame) -> pd.DataFrame:
+    """Names and cells without the spaces around them (', ' separators, padded Excel cells): 'tumor ' would be a
+    class of its own; a cell of spaces is empty."""
+    table.columns = table.columns.str.strip()
+    return table.map(lambda v: v.strip() or None if isinstance(v, str) else v)
+
+
+def without_slide_suffix(slide_id: str) -> str:
+    """A slide_id as a file name ('a.svs': CLAM's process lists, TRIDENT's wsi column) names the slide 'a', as
+    its feature files do; other dots stay (TCGA ids hold one)."""
+    suffix = Path(slide_id).suffix
+    return slide_id[: -len(suffix)] if suffix.lower() in SLIDE_SUFFIXES + IMAGE_SUFFIXES else slide_id
+
+
+def _check_cases(path: str | Path, table: pd.DataFrame) -> None:
+    """Two slides of one patient in two folds: each fold's model trains on a case it is tested on."""
+    if "case_id" not in table.columns:
+        return
+    folds = table.dropna(subset=["case_id"]).groupby("case_id")["fold"].unique()
+    if len(split := folds[folds.map(len) > 1]):
+        raise ValueError(f"{path}: case_id {split.index[0]!r} has slides in folds "
+                         f"{', '.join(map(str, sorted(split.iloc[0])))}; give each case's slides one fold")
 
 
 def _first_line(rows: pd.Series) -> int:
