@@ -262,3 +262,18 @@ def test_slides_of_one_case_in_two_folds_are_refused_naming_the_case(tmp_path):
     with pytest.raises(ValueError, match=r"case_id 'P1' has slides in folds 0, 2; give each case's slides one fold"):
         read_splits(path)
 
+
+def test_a_listed_slide_without_features_is_one_line_naming_its_row_and_file(tmp_path, caplog):
+    """It was '... cannot read features ([Errno 2] Unable to synchronously open file (unable to open file: name = ...,
+    errno = 2, error message = ..., flags = 0, o_flags = 0))', without the CSV row."""
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    write_features(tmp_path / "a.h5", FeatureFile(np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32),
+                                                 np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
+    splits = pd.DataFrame({"slide_id": ["a", "gone"], "label": ["x", "y"], "fold": [0, 1]})
+    assert list(load_bags(tmp_path, splits, ("x", "y"))) == ["a"]
+    assert caplog.messages == [f"gone (line 3 of the splits CSV): no feature file {tmp_path / 'gone.h5'}; slide skipped"]
+    with pytest.raises(FileNotFoundError, match=r"looked for gone.h5, ...; the folder holds 1 .h5 file\(s\), e.g. a.h5\)$"):
+        load_bags(tmp_path, splits.iloc[1:], ("x", "y"))
+

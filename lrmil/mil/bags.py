@@ -37,8 +37,12 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
     index = {name: i for i, name in enumerate(labels)}
     bags = {}
     makers: dict[tuple, list[str]] = {}  # (encoder, weights, magnification) -> its slides
-    for row in splits.itertuples(index=False):
+    for row in splits.itertuples():
         path = feature_path(features_dir, row.slide_id)
+        if not path.is_file():  # one line, not h5py's errno paragraph
+            log.error("%s (line %d of the splits CSV): no feature file %s; slide skipped", row.slide_id, row.Index + 2,
+                      path)
+            continue
         try:
             ff = read_features(path)
         except (OSError, KeyError, ValueError) as err:
@@ -52,7 +56,10 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
                                  int(ff.patch_size_level0))
         makers.setdefault((ff.encoder, ff.weights_sha256, ff.magnification), []).append(row.slide_id)
     if not bags:
-        raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV")
+        held = sorted(p.name for p in Path(features_dir).glob("*.h5"))
+        raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV (looked "
+                                f"for {feature_path(features_dir, splits['slide_id'].iloc[0]).name}, ...; the folder "
+                                f"holds {f'{len(held)} .h5 file(s), e.g. {held[0]}' if held else 'no .h5 files'})")
     if len(makers) > 1:  # one model on two encoders' features (same width, other weights) would train on noise
         found = "; ".join(f"{name or '?'} weights {sha[:8] or '?'} at {mag:g}x: {len(ids)} slide(s), e.g. {ids[0]}"
                           for (name, sha, mag), ids in makers.items())
