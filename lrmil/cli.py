@@ -342,7 +342,8 @@ def train(
         features=str(features), splits=str(splits), out=str(out), folds=_folds(folds), epochs=epochs,
         patience=patience, lr=lr, weight_decay=weight_decay, seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
     try:
-        metrics = run_train(cfg)
+        with logging_redirect_tqdm():  # a warning mid-run on its own line, not after the folds bar
+            metrics = run_train(cfg)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
     typer.echo(json.dumps(metrics["pooled"]))
@@ -387,7 +388,8 @@ def distill(
         temperature=temperature, topk=topk, epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
         seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
     try:
-        metrics = run_distill(cfg)
+        with logging_redirect_tqdm():
+            metrics = run_distill(cfg)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
     typer.echo(json.dumps(metrics["pooled"]))

@@ -277,3 +277,13 @@ def test_a_listed_slide_without_features_is_one_line_naming_its_row_and_file(tmp
     with pytest.raises(FileNotFoundError, match=r"looked for gone.h5, ...; the folder holds 1 .h5 file\(s\), e.g. a.h5\)$"):
         load_bags(tmp_path, splits.iloc[1:], ("x", "y"))
 
+
+def test_a_label_no_fold_trains_on_is_warned_about_per_fold(caplog):
+    """A class whose only slides sit in one fold: the test fold's model never saw it, and nothing said so."""
+    from lrmil.mil.train import warn_untrained_labels
+
+    bags = {b.slide_id: b for b in make_bags(4, 0)}
+    ids = list(bags)
+    warn_untrained_labels(0, {"train": [ids[0], ids[2]], "val": [ids[1]], "test": [ids[3]]}, bags, ("x", "y"))
+    assert caplog.messages == ["fold 0: no training slide is labelled 'y' (its slides are all in this fold's test or "
+                               "validation fold), so this fold's model never predicts it; spread each label over the folds"]

@@ -127,6 +127,7 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
 
     for fold in tqdm(folds, desc="folds"):
         roles = fold_roles(splits, fold)
+        warn_untrained_labels(fold, roles, bags, labels)
         path = out / f"fold{fold}" / "model.safetensors"
         if not saved_with(path, key(fold, roles)):
             torch.manual_seed(cfg.seed)  # the initial weights too: torch's own seed differs in every process
@@ -147,6 +148,17 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     metrics = _without_nan({"pooled": metrics_from_table(table, labels), "folds": per_fold})
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def warn_untrained_labels(fold: int, roles: dict[str, list[str]], bags: dict[str, Bag], labels: tuple[str, ...]) -> None:
+    """A class whose slides all sit in a fold's test and validation folds is never trained on there: the model
+    cannot predict it, and a run finishes without saying so."""
+    trained = {labels[bags[s].label] for s in roles["train"]}
+    for name in labels:
+        if name not in trained:
+            log.warning("fold %d: no training slide is labelled %r (its slides are all in this fold's test or "
+                        "validation fold), so this fold's model never predicts it; spread each label over the folds",
+                        fold, name)
 
 
 def _without_nan(value):
