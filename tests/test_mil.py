@@ -287,3 +287,15 @@ def test_a_label_no_fold_trains_on_is_warned_about_per_fold(caplog):
     warn_untrained_labels(0, {"train": [ids[0], ids[2]], "val": [ids[1]], "test": [ids[3]]}, bags, ("x", "y"))
     assert caplog.messages == ["fold 0: no training slide is labelled 'y' (its slides are all in this fold's test or "
                                "validation fold), so this fold's model never predicts it; spread each label over the folds"]
+
+
+def test_excel_csv_of_a_comma_decimal_locale_reads_and_one_in_its_code_page_is_named(tmp_path):
+    """Excel in most of Europe saves 'CSV' with ';' ('missing column(s) slide_id, label, fold (need slide_id, label,
+    fold)') and in cp1252 ("error: 'utf-8' codec can't decode byte 0xf6 in position ...", no file named)."""
+    clean, semicolons, cp1252 = tmp_path / "clean.csv", tmp_path / "semicolons.csv", tmp_path / "cp1252.csv"
+    clean.write_text("slide_id,label,fold\na,Tumör,0\nb,normal,1\nc,Tumör,2\n")
+    semicolons.write_text(clean.read_text().replace(",", ";"))
+    pd.testing.assert_frame_equal(read_splits(semicolons), read_splits(clean))
+    cp1252.write_bytes(clean.read_text().encode("cp1252"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(cp1252))}, line 2: not UTF-8 text; save it as 'CSV UTF-8"):
+        read_splits(cp1252)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     """Read and check a splits CSV; labels are kept as strings so class names survive. Other columns are
     ignored, but for `case_id` (CLAM's): one case's slides must share a fold. Stage 1 needs only the fold it
     leaves out (`min_folds` 1), k-fold training a test, a validation and a training fold."""
-    table = _trimmed(pd.read_csv(path, dtype=str))
+    table = _trimmed(_read_table(path))
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
@@ -34,6 +35,20 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     table = table.assign(fold=folds.astype(int))
     _check_cases(path, table)
     return table[list(COLUMNS)]
+
+
+def _read_table(path: str | Path) -> pd.DataFrame:
+    """Every cell as a string. Excel saves 'CSV' with ';' between columns where the decimal mark is a comma, and
+    in the system's code page rather than UTF-8 unless told 'CSV UTF-8'."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text; save it as 'CSV UTF-8 (Comma delimited)' "
+                         "(Excel: Save As)") from None
+    header = text.partition("\n")[0]
+    return pd.read_csv(io.StringIO(text), dtype=str, sep=";" if ";" in header and "," not in header else ",")
 
 
 def _trimmed(table: pd.DataFrame) -> pd.DataFrame:
