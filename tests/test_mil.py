@@ -177,7 +177,7 @@ def test_bags_from_two_encoders_weights_are_refused_naming_both(tmp_path):
         rows.append((f"s{i}", "tumour", 0))
     splits = pd.DataFrame(rows, columns=["slide_id", "label", "fold"])
     assert len(load_bags(tmp_path, splits.iloc[:3], ("benign", "tumour"))) == 3
-    with pytest.raises(ValueError, match=r"weights aaaaaaaa at 20x: 3 slide\(s\), e.g. s0; .*weights bbbbbbbb .* e.g. s3"):
+    with pytest.raises(ValueError, match=r"weights aaaaaaaa at 20x, 8-d: 3 slide\(s\), e.g. s0; .*weights bbbbbbbb .* e.g. s3"):
         load_bags(tmp_path, splits, ("benign", "tumour"))
 
 
@@ -299,3 +299,18 @@ def test_excel_csv_of_a_comma_decimal_locale_reads_and_one_in_its_code_page_is_n
     cp1252.write_bytes(clean.read_text().encode("cp1252"))
     with pytest.raises(ValueError, match=rf"^{re.escape(str(cp1252))}, line 2: not UTF-8 text; save it as 'CSV UTF-8"):
         read_splits(cp1252)
+
+
+def test_clam_files_of_two_feature_widths_are_refused_naming_both(tmp_path):
+    """CLAM/TRIDENT files name no encoder: UNI's 1024-d files beside a CONCH 512-d one ended in a traceback,
+    'RuntimeError: mat1 and mat2 shapes cannot be multiplied (9x512 and 1024x128)', mid-epoch."""
+    import h5py
+
+    from lrmil.mil.bags import load_bags
+
+    for i, width in enumerate([1024, 1024, 512]):
+        with h5py.File(tmp_path / f"s{i}.h5", "w") as f:
+            f["features"], f["coords"] = np.zeros((3, width), np.float32), np.zeros((3, 2), np.int32)
+    splits = pd.DataFrame({"slide_id": ["s0", "s1", "s2"], "label": ["x", "y", "x"], "fold": [0, 1, 2]})
+    with pytest.raises(ValueError, match=r"\? weights \? at \?, 1024-d: 2 slide\(s\), e.g. s0; .* 512-d: 1 slide\(s\)"):
+        load_bags(tmp_path, splits, ("x", "y"))

@@ -36,7 +36,7 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
 
     index = {name: i for i, name in enumerate(labels)}
     bags = {}
-    makers: dict[tuple, list[str]] = {}  # (encoder, weights, magnification) -> its slides
+    makers: dict[tuple, list[str]] = {}  # (encoder, weights, magnification, width) -> its slides
     for row in splits.itertuples():
         path = feature_path(features_dir, row.slide_id)
         if not path.is_file():  # one line, not h5py's errno paragraph
@@ -54,15 +54,18 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
         bags[row.slide_id] = Bag(row.slide_id, index[row.label], int(row.fold), torch.from_numpy(ff.features),
                                  torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder, ff.coords,
                                  int(ff.patch_size_level0))
-        makers.setdefault((ff.encoder, ff.weights_sha256, ff.magnification), []).append(row.slide_id)
+        makers.setdefault((ff.encoder, ff.weights_sha256, ff.magnification, ff.features.shape[1]),
+                          []).append(row.slide_id)
     if not bags:
         held = sorted(p.name for p in Path(features_dir).glob("*.h5"))
         raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV (looked "
                                 f"for {feature_path(features_dir, splits['slide_id'].iloc[0]).name}, ...; the folder "
                                 f"holds {f'{len(held)} .h5 file(s), e.g. {held[0]}' if held else 'no .h5 files'})")
-    if len(makers) > 1:  # one model on two encoders' features (same width, other weights) would train on noise
-        found = "; ".join(f"{name or '?'} weights {sha[:8] or '?'} at {mag:g}x: {len(ids)} slide(s), e.g. {ids[0]}"
-                          for (name, sha, mag), ids in makers.items())
+    # one model on two encoders' features would train on noise (same width, other weights) or stop mid-epoch
+    # (CLAM/TRIDENT files name no encoder: UNI's 1024-d beside CONCH's 512-d)
+    if len(makers) > 1:
+        found = "; ".join(f"{name or '?'} weights {sha[:8] or '?'} at {f'{mag:g}x' if mag else '?'}, {width}-d: "
+                          f"{len(ids)} slide(s), e.g. {ids[0]}" for (name, sha, mag, width), ids in makers.items())
         raise ValueError(f"{features_dir}: features from more than one encoder ({found}); extract every slide with "
                          "one encoder and its weights, each encoder into its own --out")
     return bags
