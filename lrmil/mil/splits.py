@@ -31,7 +31,8 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     if (bad := folds.isna() | (folds != folds.round())).any():
         raise ValueError(f"{path}, line {_first_line(bad)}: fold '{table['fold'][bad].iloc[0]}' is not a whole number")
     if folds.nunique() < min_folds:
-        raise ValueError(f"{path}: need at least 3 folds (test, validation, train), found {folds.nunique()}")
+        why = " (test, validation, train)" if min_folds == 3 else ""
+        raise ValueError(f"{path}: need at least {min_folds} fold(s){why}, found {folds.nunique()}")
     table = table.assign(fold=folds.astype(int))
     _check_cases(path, table)
     return table[list(COLUMNS)]
