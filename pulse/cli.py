@@ -388,7 +388,8 @@ def make_manifest(
     val_fraction: float = typer.Option(0.2, help="Share of each species' recordings held out for validation."),
     seed: int = typer.Option(0, help="Seed of the train/validation draw."),
 ) -> None:
-    """Write a labelled manifest from species folders (`Gryllus_campestris/*.wav`), with durations and rates."""
+    """Write a labelled manifest from species folders (`Gryllus_campestris/*.wav`, or BirdNET-Analyzer's training
+    folders), with durations and rates."""
     from export.atomic import atomic_path
     from pulse.manifest import ManifestError, manifest_from_folders
 
@@ -405,6 +406,9 @@ def make_manifest(
     typer.echo(counts.to_string())
     typer.echo(f"{out}: {len(frame)} recordings of {len(counts)} species; fill in license and recordist, then "
                f"train with model.labels (and common_names, codes) set to these species")
+    if "common_name" in frame.columns:  # BirdNET-Analyzer's folder names carry them: ready for the config
+        names = frame.drop_duplicates("species").sort_values("species")
+        typer.echo(json.dumps({"labels": list(names["species"]), "common_names": list(names["common_name"])}))
 
 
 _CACHE = TeacherCacheConfig()

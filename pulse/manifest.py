@@ -94,9 +94,37 @@ def select_split(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     return frame[frame["split"] == split].reset_index(drop=True)
 
 
+# BirdNET-Analyzer's training folders that hold no class: sounds to learn as "none of them"
+NON_EVENT_FOLDERS = ("noise", "other", "background", "silence")
+
+
+def folder_species(name: str) -> tuple[str, str]:
+    """(scientific name, common name) of a species folder: `Gryllus_campestris` and `Gryllus campestris` name
+    the species alone, BirdNET-Analyzer's `Gryllus campestris_Field Cricket` the two, split at the first '_'."""
+    scientific, underscore, common = name.partition("_")
+    if underscore and " " in scientific.strip():
+        return scientific.strip(), common.strip()
+    return name.replace("_", " ").strip(), ""
+
+
+def not_a_species_folder(folder: Path) -> str | None:
+    """Why a folder laid out for BirdNET-Analyzer's training is no species folder here (None: it is one)."""
+    name = folder.name
+    if name.lower() in NON_EVENT_FOLDERS:
+        return (f"{folder}: BirdNET-Analyzer's folder of sounds that are no class, not a species; to train on it as "
+                f'background and negatives, add "backgrounds": ["{folder}"] to the training config')
+    if name.startswith("-"):
+        return (f"{folder}: BirdNET-Analyzer's negatives of one species, which PULSE has no place for; add it to the "
+                'training config\'s "backgrounds" only if none of the model\'s species sings in it')
+    if "," in name:
+        return f"{folder}: several species in one folder name; copy its recordings into each species' own folder"
+    return None
+
+
 def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """A labelled manifest from one folder per species (`Gryllus_campestris/` or `Gryllus campestris/`),
-    and one line per file that could not be read (left out).
+    """A labelled manifest from one folder per species (`Gryllus_campestris/`, `Gryllus campestris/`, or as
+    BirdNET-Analyzer trains from them, `Gryllus campestris_Field Cricket/`: then a `common_name` column too), and
+    one line per file that could not be read or folder that names no species (left out).
 
     In each species `val_fraction` of the recordings (at least one, when there are two or more) go to
     `validation`, whole recordings: those whose content hash, salted with `seed`, ranks first. So a file's split
@@ -115,12 +143,17 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     if not folders:
         raise ManifestError(f"{root}: no species folders (expected one folder of recordings per species)")
-    found, problems = [], []  # (species, path, content hash, info)
+    found, problems, common_names = [], [], {}  # found: (species, path, content hash, info)
     for folder in folders:
+        if reason := not_a_species_folder(folder):
+            problems.append(reason)
+            continue
+        species, common = folder_species(folder.name)
+        common_names[species] = common
         for path, _ in find_audio([folder], undecodable=True):
             try:
                 info = audio_info(path)
-                found.append((folder.name.replace("_", " "), path, sha256(path), info))
+                found.append((species, path, sha256(path), info))
             except AudioReadError as exc:
                 problems.append(str(exc))
             except OSError as exc:  # readable as audio a moment ago: gone, or not ours to read
@@ -134,4 +167,6 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     rows = [(path.relative_to(root).as_posix(), species, "validation" if content in validation else "train",
              "", "", f"{info.duration_s:.3f}", str(info.sample_rate)) for species, path, content, info in found]
     frame = pd.DataFrame(rows, columns=list(LABELLED_COLUMNS)).sort_values("path", ignore_index=True)
+    if any(common_names.values()):
+        frame["common_name"] = frame["species"].map(common_names)
     return frame, problems

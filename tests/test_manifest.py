@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -177,3 +178,26 @@ def test_make_manifest_lists_a_recording_it_cannot_read_and_goes_on(tmp_path, sh
     frame, problems = manifest_from_folders(tmp_path)
     assert list(frame["path"]) == ["Gryllus_campestris/a.flac"]
     assert problems == [f"{tmp_path / 'Gryllus_campestris' / 'b.flac'}: cannot read it (Permission denied)"]
+
+
+def test_make_manifest_reads_birdnet_analyzer_training_folders(tmp_path):
+    """A BirdNET-Analyzer user's training data: `Scientific name_Common name` folders gave the species
+    'Gryllus campestris Field Cricket', and the `Noise` folder of negatives became a species of its own, which a
+    model trained on the manifest would then report as detections."""
+    import soundfile as sf
+
+    from pulse.manifest import manifest_from_folders
+
+    folders = ("Gryllus campestris_Field Cricket", "Chorthippus_brunneus", "Noise", "-Gryllus campestris_Field Cricket",
+               "Gryllus campestris_Field Cricket,Chorthippus brunneus_Common Field Grasshopper")
+    for i, folder in enumerate(folders):
+        (tmp_path / folder).mkdir()
+        for j in range(2):
+            sf.write(tmp_path / folder / f"{j}.wav", np.random.default_rng(10 * i + j).normal(0, 0.1, 8000), 16000)
+    frame, problems = manifest_from_folders(tmp_path)
+    assert sorted(set(frame["species"])) == ["Chorthippus brunneus", "Gryllus campestris"]
+    assert dict(zip(frame["species"], frame["common_name"])) == {"Gryllus campestris": "Field Cricket",
+                                                                "Chorthippus brunneus": ""}
+    assert len(problems) == 3 and all(line.startswith(str(tmp_path)) for line in problems)
+    noise = next(line for line in problems if line.startswith(str(tmp_path / "Noise")))
+    assert f'"backgrounds": ["{tmp_path / "Noise"}"]' in noise
