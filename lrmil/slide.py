@@ -94,6 +94,35 @@ def mpp_from_properties(props: dict) -> float | None:
     return per_um / resolution
 
 
+# OME's length units in um; "µm" comes with the micro sign (the schema's) or the Greek mu
+OME_UNIT_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "\u00b5m": 1.0, "\u03bcm": 1.0, "um": 1.0, "nm": 1e-3}
+
+
+def ome_mpp(path: Path, dimensions: tuple[int, int]) -> float | None:
+    """Level-0 um/px from an OME-TIFF's PhysicalSizeX, of the image with these dimensions: QuPath and Bio-Formats
+    write the scale there, and their TIFF resolution tags are unitless or absent. None for any other file."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.is_ome:
+                return None
+            images = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        for image in images if isinstance(images, list) else [images]:
+            pixels = image["Pixels"]
+            if (pixels["SizeX"], pixels["SizeY"]) == tuple(dimensions) and "PhysicalSizeX" in pixels:
+                return float(pixels["PhysicalSizeX"]) * OME_UNIT_UM[pixels.get("PhysicalSizeXUnit", "\u00b5m")]
+    except (OSError, tifffile.TiffFileError, KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
+def metadata_mpp(path: Path, props: dict, dimensions: tuple[int, int]) -> float | None:
+    """Level-0 um/px from the slide's own metadata: an OME-TIFF's OME-XML first (its TIFF tags are not where OME
+    writers put the scale), else the scanner's properties or TIFF resolution tags."""
+    return ome_mpp(path, dimensions) or mpp_from_properties(props)
+
+
 def mpp_problem(mpp: float) -> str:
     """Why a given microns-per-pixel cannot be a microscope scan's, or "" when it can be."""
     if mpp > 0 and math.isfinite(mpp) and mpp < MAX_PLAUSIBLE_MPP:
@@ -179,7 +208,7 @@ class OpenSlideReader(_OpenSlideBase):
             raise SlideReadError(path, "not a slide format OpenSlide can read (corrupt or unsupported)") from None
         except openslide.OpenSlideError as exc:
             raise SlideReadError(path, f"OpenSlide cannot open it: {exc}") from exc
-        super().__init__(path, slide, mpp_from_properties(dict(slide.properties)), mpp, override_mpp)
+        super().__init__(path, slide, metadata_mpp(path, dict(slide.properties), slide.dimensions), mpp, override_mpp)
 
 
 @READERS.register("image")
@@ -201,7 +230,7 @@ class ImageReader(_OpenSlideBase):
             tags = getattr(image, "tag_v2", {})
             unit = {2: "inch", 3: "centimeter"}.get(tags.get(296))
             props = {"tiff.ResolutionUnit": unit, "tiff.XResolution": tags.get(282)} if unit else {}
-        super().__init__(path, slide, mpp_from_properties(props), mpp, override_mpp)
+        super().__init__(path, slide, metadata_mpp(path, props, slide.dimensions), mpp, override_mpp)
 
 
 def _pick_backend(path: Path) -> str:

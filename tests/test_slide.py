@@ -147,6 +147,22 @@ def test_screen_dpi_is_not_taken_as_a_scale(tmp_path):
         open_slide(tmp_path / "tiled.tif", mpp=20.0)  # refused here too, not only by the CLI (the lab app's field)
 
 
+def test_ome_tiff_scale_is_read_from_its_ome_xml(tmp_path):
+    import tifffile
+
+    rgb = np.full((64, 96, 3), 200, np.uint8)
+    # QuPath / Bio-Formats: the scale only in the OME-XML (tifffile's own resolution tags are unitless), the reduced
+    # levels in SubIFDs; tiled, so OpenSlide opens it, and stripped, so PIL does
+    with tifffile.TiffWriter(tmp_path / "qupath.ome.tif", ome=True) as tif:
+        tif.write(rgb, tile=(16, 16), subifds=1, metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+        tif.write(rgb[::4, ::4], tile=(16, 16), subfiletype=1)
+    tifffile.imwrite(tmp_path / "flat.ome.tif", rgb, ome=True,
+                     metadata={"axes": "YXS", "PhysicalSizeX": 500, "PhysicalSizeXUnit": "nm"})
+    for name, mpp in (("qupath.ome.tif", 0.25), ("flat.ome.tif", 0.5)):
+        with open_slide(tmp_path / name) as reader:
+            assert (reader.mpp, reader.mpp_source) == (pytest.approx(mpp), "metadata")
+
+
 def test_a_plain_image_too_large_for_pil_fails_as_one_slide(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this: 64 x 64 stands in for 180 Mpx
