@@ -213,7 +213,7 @@ class OpenSlideReader(_OpenSlideBase):
 
 @READERS.register("image")
 class ImageReader(_OpenSlideBase):
-    """Plain PNG/JPEG/TIFF held by PIL (one level); scale only from TIFF resolution tags or --mpp."""
+    """Plain PNG/JPEG/TIFF held by PIL (one level); scale from its resolution (dpi), OME-XML or --mpp."""
 
     def __init__(self, path: Path, mpp: float | None = None, override_mpp: bool = False):
         import openslide
@@ -226,10 +226,9 @@ class ImageReader(_OpenSlideBase):
         except Image.DecompressionBombError:  # PIL holds a plain image whole in memory
             raise SlideReadError(path, "a plain image too large to hold in memory; convert it to a tiled pyramidal "
                                        "TIFF (e.g. `vips tiffsave IN OUT --tile --pyramid`)") from None
-        with Image.open(path) as image:
-            tags = getattr(image, "tag_v2", {})
-            unit = {2: "inch", 3: "centimeter"}.get(tags.get(296))
-            props = {"tiff.ResolutionUnit": unit, "tiff.XResolution": tags.get(282)} if unit else {}
+        with Image.open(path) as image:  # PIL gives TIFF resolution tags, PNG pHYs and JPEG JFIF density as dpi
+            dpi = image.info.get("dpi")
+        props = {"tiff.ResolutionUnit": "inch", "tiff.XResolution": dpi[0]} if dpi else {}
         super().__init__(path, slide, metadata_mpp(path, props, slide.dimensions), mpp, override_mpp)
 
 

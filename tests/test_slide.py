@@ -115,7 +115,7 @@ def test_metadata_winning_over_mpp_is_said_once_per_slide(shared_data, caplog):
     assert len(notes) == 1 and cmu.name in notes[0]
 
 
-def test_png_needs_mpp_and_tiff_resolution_is_used(tmp_path):
+def test_png_needs_mpp_unless_it_has_a_resolution_and_tiff_resolution_is_used(tmp_path):
     rgb = np.zeros((40, 60, 3), np.uint8)
     rgb[:, :, 0] = np.arange(60, dtype=np.uint8)[None] * 4
     Image.fromarray(rgb).save(tmp_path / "a.png")
@@ -128,6 +128,10 @@ def test_png_needs_mpp_and_tiff_resolution_is_used(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "b.tif", resolution_unit=3, resolution=20000.0)
     with open_slide(tmp_path / "b.tif") as reader:
         assert reader.mpp == pytest.approx(0.5)
+    for name in ("c.png", "c.jpg"):  # PNG pHYs, JPEG JFIF density: 50800 dpi = 0.5 um/px
+        Image.fromarray(rgb).save(tmp_path / name, dpi=(50800, 50800))
+        with open_slide(tmp_path / name) as reader:
+            assert (reader.mpp, reader.mpp_source) == (pytest.approx(0.5), "metadata")
 
 
 def test_screen_dpi_is_not_taken_as_a_scale(tmp_path):
