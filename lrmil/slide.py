@@ -32,6 +32,10 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
                   ".dcm", ".png", ".jpg", ".jpeg")
 MAX_PLAUSIBLE_MPP = 10.0  # coarser than this is a screen DPI default, not a microscope scan
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# A thumbnail's level up to this size is read whole (OpenSlide's way: about 7 bytes a pixel at once), a larger one
+# region by region: a 20000 x 20000 TIFF without a pyramid took 3.9 GB, a whole scan's level 0 would not fit
+THUMBNAIL_WHOLE_PX = 8192 * 8192
+THUMBNAIL_REGION_PX = 2048
 
 
 class SlideReadError(RuntimeError):
@@ -177,10 +181,36 @@ class _OpenSlideBase:
         return _rgba_to_rgb(region)
 
     def thumbnail(self, max_size: int) -> np.ndarray:
+        level = self._slide.get_best_level_for_downsample(max(self.dimensions) / max_size)
+        width, height = self.level_dimensions[level]
         try:
-            return _rgba_to_rgb(self._slide.get_thumbnail((int(max_size), int(max_size))))
+            if width * height <= THUMBNAIL_WHOLE_PX:
+                return _rgba_to_rgb(self._slide.get_thumbnail((int(max_size), int(max_size))))
+            return self._thumbnail_by_regions(level, int(max_size))
         except Exception as exc:
             raise SlideReadError(self.path, f"cannot read thumbnail: {exc}") from exc
+
+    def _thumbnail_by_regions(self, level: int, max_size: int) -> np.ndarray:
+        """The thumbnail of a level too large to read whole (a slide without a pyramid, or whose pyramid OpenSlide
+        does not see, as an OME-TIFF's in SubIFDs): each region is box-reduced as it is read, then resized as PIL's
+        thumbnail does, so memory follows the thumbnail, not the slide."""
+        from PIL import Image
+
+        width, height = self.level_dimensions[level]
+        scale = min(1.0, max_size / max(width, height))
+        out = (max(1, round(width * scale)), max(1, round(height * scale)))
+        fx, fy = max(1, int(width / out[0] / 2)), max(1, int(height / out[1] / 2))  # PIL's thumbnail reduces first
+        step_x, step_y = fx * max(1, THUMBNAIL_REGION_PX // fx), fy * max(1, THUMBNAIL_REGION_PX // fy)
+        downsample = self.level_downsamples[level]
+        reduced = Image.new("RGB", (-(-width // fx), -(-height // fy)))
+        for y in range(0, height, step_y):
+            for x in range(0, width, step_x):
+                size = (min(step_x, width - x), min(step_y, height - y))
+                region = self._slide.read_region((round(x * downsample), round(y * downsample)), level, size)
+                rgb = Image.new("RGB", size, "white")
+                rgb.paste(region, None, region)  # onto white, as get_thumbnail does
+                reduced.paste(rgb.reduce((fx, fy)), (x // fx, y // fy))
+        return np.asarray(reduced.resize(out, Image.Resampling.LANCZOS, box=(0, 0, width / fx, height / fy)))
 
     def close(self) -> None:
         self._slide.close()

@@ -174,6 +174,28 @@ def test_a_plain_image_too_large_for_pil_fails_as_one_slide(tmp_path, monkeypatc
         open_slide(tmp_path / "huge.png", mpp=0.5)
 
 
+def test_thumbnail_of_a_level_too_large_to_read_whole_is_read_by_regions(tmp_path, monkeypatch):
+    import tifffile
+
+    from lrmil import slide
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (200, 300, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "flat.tif", rgb, tile=(16, 16), compression="zlib")  # tiled, one level: generic TIFF
+    Image.fromarray(rgb).save(tmp_path / "core.png")  # PIL's
+    for name in ("flat.tif", "core.png"):
+        with open_slide(tmp_path / name, mpp=0.5) as reader:
+            expected = reader.thumbnail(37)  # read whole, as OpenSlide's get_thumbnail does
+            read, sizes = reader._slide.read_region, []
+            reader._slide.read_region = lambda loc, level, size: sizes.append(size) or read(loc, level, size)
+            # 300 x 200 stands in for a whole scan's level 0, 64 x 64 regions for 2048 x 2048
+            monkeypatch.setattr(slide, "THUMBNAIL_WHOLE_PX", 64 * 64, raising=False)
+            monkeypatch.setattr(slide, "THUMBNAIL_REGION_PX", 64, raising=False)
+            np.testing.assert_array_equal(reader.thumbnail(37), expected)
+            assert max(w * h for w, h in sizes) <= 64 * 64
+            monkeypatch.undo()
+
+
 def test_best_level_picks_coarsest_sharp_enough_level():
     downsamples = (1.0, 2.0, 4.0, 16.0)
     assert best_level(downsamples, 1.0) == 0
