@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 # (its scale for the resume key, then the slide itself), and says so once
 _MPP_NOTED: set[tuple[str, float, float]] = set()
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
-                  ".dcm", ".png", ".jpg", ".jpeg")
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".czi",
+                  ".dcm", ".png", ".jpg", ".jpeg")  # OpenSlide's formats (CZI: the 4.0.1 library), plain images
 MAX_PLAUSIBLE_MPP = 10.0  # coarser than this is a screen DPI default, not a microscope scan
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # A thumbnail's level up to this size is read whole (OpenSlide's way: about 7 bytes a pixel at once), a larger one

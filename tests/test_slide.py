@@ -208,10 +208,10 @@ def test_best_level_picks_coarsest_sharp_enough_level():
 
 def test_find_slides_expands_folders(tmp_path, caplog):
     caplog.set_level("INFO", logger="lrmil.slide")
-    for name in ("b.svs", "a.tiff", "notes.txt", "thumb.png", "label.jpg"):
+    for name in ("b.svs", "a.tiff", "c.czi", "notes.txt", "thumb.png", "label.jpg"):
         (tmp_path / name).write_bytes(b"x")
     found = find_slides([tmp_path, tmp_path / "missing.svs", tmp_path / "b.svs"])  # b.svs named twice: once
-    assert [p.name for p in found] == ["a.tiff", "b.svs", "missing.svs"]  # a folder's plain images are skipped...
+    assert [p.name for p in found] == ["a.tiff", "b.svs", "c.czi", "missing.svs"]  # a folder's plain images are skipped...
     assert "2 plain image(s) skipped" in caplog.text
     assert [p.name for p in find_slides([tmp_path / "thumb.png"])] == ["thumb.png"]  # ...unless named
 
