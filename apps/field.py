@@ -77,7 +77,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         rec = analyze_recording(audio_path, cfg)
         audio, rate = display_audio(audio_path, WIDE.max_display_s, WIDE.max_display_samples, cfg.channel)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
-        log.warning("%s: %s", audio_path, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.warning("%s: %s", audio_path, getattr(exc, "reason", None) or exc,  # its reason: the path once
+                    exc_info=log.isEnabledFor(logging.DEBUG))
         return FieldView(f"**Could not analyse `{name}`:** {in_page_terms(exc, audio_path)}")
     prune_old_outputs(Path(work_root), "field-")
     out = Path(tempfile.mkdtemp(prefix="field-", dir=work_root))  # only requests with something to show

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import urllib.request
@@ -116,10 +117,12 @@ def test_field_status_names_the_models_licence(tmp_path):
     assert "Could not" not in supervised and "licence: CC BY 4.0 (weights trained on InsectSet32" in supervised
 
 
-def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model, tmp_path):
+def test_field_callback_reports_bad_audio_and_bad_models_as_messages(audio_model, tmp_path, caplog):
     junk = tmp_path / "junk.wav"
     junk.write_bytes(np.random.default_rng(0).bytes(2048))
-    view = field.analyze_upload(str(junk), str(audio_model), 0.25, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        view = field.analyze_upload(str(junk), str(audio_model), 0.25, tmp_path)
+    assert caplog.text.count("junk.wav") == 1  # the server's log names the file once, then the reason
     assert "Could not analyse `junk.wav`" in view.status and "not readable as audio" in view.status
     assert str(tmp_path) not in view.status  # the file by its name, never the server's upload path
     assert view.spectrogram_png is None and view.downloads == () and view.detections.empty
@@ -275,8 +278,11 @@ def test_lab_shows_a_slide_name_that_is_not_utf8_escaped(slide_model, shared_dat
     assert sent["source"]["path"] == "\\udce9t\\udce9.svs" and sent["mask"] == "\\udce9t\\udce9_mask.png"
 
 
-def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_model, shared_data, tmp_path):
-    broken = lab.predict_upload(str(shared_data / "slides" / "broken.svs"), None, str(slide_model), "student", tmp_path)
+def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_model, shared_data, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        broken = lab.predict_upload(str(shared_data / "slides" / "broken.svs"), None, str(slide_model), "student",
+                                    tmp_path)
+    assert caplog.text.count("broken.svs") == 1  # the server's log names the slide once, then the reason
     assert "Could not analyse `broken.svs`" in broken.status
     assert broken.record is None and broken.heatmap_png is None and broken.outputs()[1] == ""
     no_mpp = shared_data / "slides" / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs"
