@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
@@ -249,15 +250,20 @@ class ImageReader(_OpenSlideBase):
         import openslide
         from PIL import Image, UnidentifiedImageError
 
-        try:
-            slide = openslide.ImageSlide(str(path))
-        except (UnidentifiedImageError, OSError):
-            raise SlideReadError(path, "neither OpenSlide nor PIL can read it (corrupt or unsupported format)") from None
-        except Image.DecompressionBombError:  # PIL holds a plain image whole in memory
-            raise SlideReadError(path, "a plain image too large to hold in memory; convert it to a tiled pyramidal "
-                                       "TIFF (e.g. `vips tiffsave IN OUT --tile --pyramid`)") from None
-        with Image.open(path) as image:  # PIL gives TIFF resolution tags, PNG pHYs and JPEG JFIF density as dpi
-            dpi = image.info.get("dpi")
+        # PIL warns of a "decompression bomb DOS attack" from 89 Mpx, half its limit: a slide the user chose, not
+        # an attack; past the limit it is an error, said below in the user's terms
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                slide = openslide.ImageSlide(str(path))
+            except (UnidentifiedImageError, OSError):
+                raise SlideReadError(path, "neither OpenSlide nor PIL can read it (corrupt or unsupported format)"
+                                     ) from None
+            except Image.DecompressionBombError:  # PIL holds a plain image whole in memory
+                raise SlideReadError(path, "a plain image too large to hold in memory; convert it to a tiled "
+                                           "pyramidal TIFF (e.g. `vips tiffsave IN OUT --tile --pyramid`)") from None
+            with Image.open(path) as image:  # PIL gives TIFF resolution tags, PNG pHYs and JPEG JFIF density as dpi
+                dpi = image.info.get("dpi")
         props = {"tiff.ResolutionUnit": "inch", "tiff.XResolution": dpi[0]} if dpi else {}
         super().__init__(path, slide, metadata_mpp(path, props, slide.dimensions), mpp, override_mpp)
 

@@ -174,6 +174,18 @@ def test_a_plain_image_too_large_for_pil_fails_as_one_slide(tmp_path, monkeypatc
         open_slide(tmp_path / "huge.png", mpp=0.5)
 
 
+def test_a_plain_image_between_pil_warning_and_limit_opens_without_talk_of_an_attack(tmp_path, monkeypatch):
+    """PIL warns of a 'decompression bomb DOS attack' from half its limit (89 Mpx): a slide the user chose."""
+    import warnings
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "core.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 4096 px: over the warning's size, under twice it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_slide(tmp_path / "core.png", mpp=0.5) as reader:
+            assert reader.dimensions == (64, 64)
+
+
 def test_thumbnail_of_a_level_too_large_to_read_whole_is_read_by_regions(tmp_path, monkeypatch):
     import tifffile
 
