@@ -67,13 +67,14 @@ def validate_manifest(frame: pd.DataFrame, audio_root: str | Path, labels: Itera
         if count > 1 and path.strip():
             problems.append(f"{name}: duplicate path {path} ({count} rows)")
     if labels is not None and is_labelled(frame):
+        labels = tuple(labels)
         known, unknown = set(labels), {}
         for row, species in enumerate(frame["species"], start=2):
             if species not in known:
                 unknown.setdefault(species, []).append(row)
         for species, rows in unknown.items():  # one line per name, at its first row
             problems.append(f"{name}:{rows[0]}: unknown species {species!r}"
-                            + (f" ({len(rows)} rows)" if len(rows) > 1 else ""))
+                            + (f" ({len(rows)} rows)" if len(rows) > 1 else "") + longer_label_hint(species, labels))
     for split in splits:
         if not (frame["split"] == split).any():
             problems.append(f"{name}: split {split!r} is empty")
@@ -88,6 +89,16 @@ def load_manifest(path: str | Path, audio_root: str | Path, labels: Iterable[str
     if problems:
         raise ManifestError("\n".join(problems))
     return frame
+
+
+def longer_label_hint(species: str, labels: Iterable[str]) -> str:
+    """Where a label is the species with more after it (BirdNET-Analyzer's `Gryllus campestris_Field Cricket`
+    copied into model.labels), what to change: the labels hold only the names the manifest's species column does."""
+    longer = next((label for label in labels if label.startswith((f"{species}_", f"{species} "))), None)
+    if longer is None:
+        return ""
+    return (f"; the labels have {longer!r}: a label is the scientific name alone, the common name goes in "
+            f"model.common_names")
 
 
 def select_split(frame: pd.DataFrame, split: str) -> pd.DataFrame:

@@ -113,6 +113,19 @@ def test_own_species_validate_against_the_training_config(tmp_path, root):
     assert result.exit_code == 0 and "OK, 2 rows" in result.output
 
 
+def test_a_label_with_the_common_name_glued_on_is_named(tmp_path, root):
+    """BirdNET-Analyzer's folder name copied into model.labels ('Gryllus campestris_Field Cricket') gave only
+    "unknown species 'Gryllus campestris'": the name the user thought they had given."""
+    own = write(tmp_path, [row("a.flac", "Gryllus campestris"), row("c.flac", "Gryllus campestris", "validation")])
+    labels = ("Chorthippus brunneus", "Gryllus campestris_Field Cricket")
+    (problem,) = validate_manifest(read_manifest(own), root, labels, name="m.csv")
+    assert problem == ("m.csv:2: unknown species 'Gryllus campestris' (2 rows); the labels have 'Gryllus "
+                       "campestris_Field Cricket': a label is the scientific name alone, the common name goes in "
+                       "model.common_names")
+    (problem,) = validate_manifest(read_manifest(own), root, ("Gryllus campestrisx",), name="m.csv")
+    assert problem == "m.csv:2: unknown species 'Gryllus campestris' (2 rows)"
+
+
 def test_make_manifest_from_species_folders(tmp_path, shared_data):
     source = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[:5]
     for folder, files in (("Gryllus_campestris", source), ("Chorthippus mollis", source[:1])):
