@@ -23,7 +23,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, confusion_
 from export.atomic import atomic_path, write_json, write_text
 from pulse.config import EvalConfig
 from pulse.train.augment import crop, mix_at_snr
-from pulse.train.data import load_backgrounds, load_clips
+from pulse.train.data import Clip, load_backgrounds, load_clips
 from pulse.windows import WindowSpec, frame_windows
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # windows [B, N] -> sigmoid scores [B, C]
@@ -61,12 +61,22 @@ def excluded_excerpts(path: str) -> set[tuple[str, float]]:
     return {(str(p), round(float(s), 3)) for p, s in zip(table["path"], starts)}
 
 
+def other_data_hint(cfg: EvalConfig, excluded: set[tuple[str, float]], clips: list[Clip]) -> str:
+    """Where none of the listed recordings is in the split, the list is most often one a config copied for other
+    data came with (the shipped configs name InsectSet32's): what to set instead."""
+    if {path for path, _ in excluded} & {clip.path for clip in clips}:
+        return ""
+    return (f"; none of its recordings is in split {cfg.split!r} of {cfg.manifest}: a list made for other data (in "
+            f"a config copied for your own, set evaluation.exclude_excerpts to \"\")")
+
+
 def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s: float) -> EvalData:
     """Decode the split's clips and the held-out soundscapes; cut both into windows."""
     length, min_length = int(round(window_s * sample_rate)), int(round(cfg.min_excerpt_s * sample_rate))
     excluded = excluded_excerpts(cfg.exclude_excerpts)
     windows, target, clip_ids, matched = [], [], [], set()
-    for i, clip in enumerate(load_clips(cfg.manifest, cfg.audio_root, cfg.split, labels, sample_rate)):
+    clips = load_clips(cfg.manifest, cfg.audio_root, cfg.split, labels, sample_rate)
+    for i, clip in enumerate(clips):
         for j, piece in enumerate(excerpts(clip.audio, length, min_length)):
             key = (clip.path, round(j * window_s, 3))
             if key in excluded:
@@ -78,7 +88,8 @@ def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s
     if excluded - matched:
         path, start = sorted(excluded - matched)[0]
         raise ValueError(f"{cfg.exclude_excerpts}: {len(excluded - matched)} listed excerpt(s) match no "
-                         f"{window_s:g} s excerpt of split {cfg.split!r}, e.g. {path} at {start} s")
+                         f"{window_s:g} s excerpt of split {cfg.split!r}, e.g. {path} at {start} s"
+                         + other_data_hint(cfg, excluded, clips))
     backgrounds = load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.background_split, sample_rate)
     hop = int(round(cfg.negative_hop_s * sample_rate))
     negatives = [bg[s:s + length] for bg in backgrounds for s in range(0, max(len(bg) - length, 0) + 1, hop)]

@@ -204,8 +204,16 @@ def test_listed_excerpts_without_song_are_left_out(tmp_path):
     assert (len(every.windows), every.n_excluded, len(kept.windows), kept.n_excluded) == (3, 0, 2, 1)
     np.testing.assert_array_equal(kept.windows, every.windows[[0, 2]])
     pd.DataFrame({"path": ["a.wav"], "start_s": [4.0]}).to_csv(tmp_path / "typo.csv", index=False)
-    with pytest.raises(ValueError, match="typo.csv: 1 listed excerpt"):
+    with pytest.raises(ValueError, match="typo.csv: 1 listed excerpt") as info:
         prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "typo.csv")}), NAMES, rate, 3.0)
+    assert str(info.value).endswith("e.g. a.wav at 4.0 s")
+    pd.DataFrame({"path": ["Pholidoptera_griseoaptera/b.flac"], "start_s": [3.0]}).to_csv(tmp_path / "shipped.csv",
+                                                                                         index=False)
+    with pytest.raises(ValueError) as info:  # a config copied without changing it: the shipped list
+        prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "shipped.csv")}), NAMES, rate, 3.0)
+    assert str(info.value).endswith(f"; none of its recordings is in split 'validation' of {tmp_path / 'm.csv'}: a "
+                                    "list made for other data (in a config copied for your own, set "
+                                    "evaluation.exclude_excerpts to \"\")")
     pd.DataFrame({"file": ["a.wav"], "start": [3.0]}).to_csv(tmp_path / "columns.csv", index=False)
     with pytest.raises(ValueError, match="columns.csv: an excerpt exclusion list needs the columns path and start_s"):
         prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "columns.csv")}), NAMES, rate, 3.0)
