@@ -101,8 +101,10 @@ def test_knowledge_bank_keeps_training_windows_only(fake_cache):
     assert logits.shape == (41,)
     with pytest.raises(ValueError, match="no cached teacher windows"):
         KnowledgeBank((str(fake_cache),), "test", window_s=1.5)
-    # The bundled recipe distils, so retraining it without a cache must say what to run.
-    with pytest.raises(FileNotFoundError, match=r"no teacher cache there.*pulse teacher-cache --out"):
+    # The bundled recipe distils, so retraining it without a cache must say what to run, and a copy of it for
+    # one's own species where to name caches of that audio (the default ones are InsectSet32's).
+    with pytest.raises(FileNotFoundError, match=r"no teacher cache there.*semi.teacher_caches.*pulse teacher-cache "
+                                                r"--out .*or list your own caches there"):
         KnowledgeBank((str(fake_cache.parent / "missing"),), "train", window_s=1.5)
 
 

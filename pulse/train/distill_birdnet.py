@@ -94,8 +94,9 @@ class KnowledgeBank:
         for cache_dir in caches:
             if not (Path(cache_dir) / "config.json").is_file():
                 raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads "
-                                        f"BirdNET's outputs from one: run `pulse teacher-cache --out {cache_dir}` "
-                                        "(with --manifest and --audio-root for audio other than InsectSet32) first")
+                                        "BirdNET's outputs from the folders in the config's semi.teacher_caches: run "
+                                        f"`pulse teacher-cache --out {cache_dir}` (with --manifest and --audio-root "
+                                        "for audio other than InsectSet32) first, or list your own caches there")
             record = json.loads((Path(cache_dir) / "config.json").read_text())
             keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
             for rel, entry in load_cache(cache_dir).items():
