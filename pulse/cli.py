@@ -387,14 +387,18 @@ def make_manifest(
     out: Path = typer.Option(..., "--out", "-o", help="Manifest CSV to write."),
     val_fraction: float = typer.Option(0.2, help="Share of each species' recordings held out for validation."),
     seed: int = typer.Option(0, help="Seed of the train/validation draw."),
+    unlabelled: bool = typer.Option(False, help="ROOT holds recordings without song of the species (backgrounds, "
+                                                "BirdNET-Analyzer's Noise folder): an unlabelled manifest, for the "
+                                                "config's background_manifest and for teacher-cache."),
 ) -> None:
     """Write a labelled manifest from species folders (`Gryllus_campestris/*.wav`, or BirdNET-Analyzer's training
-    folders), with durations and rates."""
+    folders), with durations and rates; or, with --unlabelled, one of a folder of backgrounds."""
     from export.atomic import atomic_path
-    from pulse.manifest import ManifestError, manifest_from_folders
+    from pulse.manifest import ManifestError, manifest_from_folders, unlabelled_manifest_from_folder
 
     try:
-        frame, problems = manifest_from_folders(root, val_fraction, seed)
+        read = unlabelled_manifest_from_folder if unlabelled else manifest_from_folders
+        frame, problems = read(root, val_fraction, seed)
     except (ManifestError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
@@ -402,6 +406,13 @@ def make_manifest(
         typer.echo(f"skipped {line}", err=True)
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
+    if unlabelled:
+        counts = frame["split"].value_counts().to_dict()
+        typer.echo(f"{out}: {len(frame)} recordings ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}); "
+                   f"train on them with \"background_manifest\": \"{out}\", \"background_root\": \"{root}\" in "
+                   f"the config, and cache BirdNET's outputs with pulse teacher-cache --manifest {out} --audio-root "
+                   f"{root}")
+        return
     counts = frame.groupby("species")["split"].value_counts().unstack(fill_value=0)
     typer.echo(counts.to_string())
     typer.echo(f"{out}: {len(frame)} recordings of {len(counts)} species; fill in license and recordist, then "

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from pulse.io import AudioInfo
 
 LABELLED_COLUMNS = ("path", "species", "split", "license", "recordist", "duration_s", "sample_rate")
 UNLABELLED_COLUMNS = ("path", "split", "license", "source", "duration_s", "sample_rate")
@@ -123,7 +126,8 @@ def not_a_species_folder(folder: Path) -> str | None:
     name = folder.name
     if name.lower() in NON_EVENT_FOLDERS:
         return (f"{folder}: BirdNET-Analyzer's folder of sounds that are no class, not a species; to train on it as "
-                f'background and negatives, add "backgrounds": ["{folder}"] to the training config')
+                f'background and negatives, add "backgrounds": ["{folder}"] to the training config (to validate on '
+                f"it too, and for teacher-cache: pulse make-manifest {folder} --unlabelled --out noise.csv)")
     if name.startswith("-"):
         return (f"{folder}: BirdNET-Analyzer's negatives of one species, which PULSE has no place for; add it to the "
                 'training config\'s "backgrounds" only if none of the model\'s species sings in it')
@@ -144,16 +148,12 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
     recording copied into two species folders (two singers in it) is in one split, validation if either copy is
     drawn for it (so such a species can have a validation recording more than its share).
     """
-    from export.artifact import sha256
-    from pulse.discovery import find_audio
-    from pulse.io import AudioReadError, audio_info
-
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction:g}")
+    check_val_fraction(val_fraction)
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     if not folders:
-        raise ManifestError(f"{root}: no species folders (expected one folder of recordings per species)")
+        raise ManifestError(f"{root}: no species folders (expected one folder of recordings per species; for a "
+                            f"folder of recordings without labels, such as BirdNET-Analyzer's Noise, --unlabelled)")
     found, problems, common_names = [], [], {}  # found: (species, path, content hash, info)
     for folder in folders:
         if reason := not_a_species_folder(folder):
@@ -161,23 +161,62 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
             continue
         species, common = folder_species(folder.name)
         common_names[species] = common
-        for path, _ in find_audio([folder], undecodable=True):
-            try:
-                info = audio_info(path)
-                found.append((species, path, sha256(path), info))
-            except AudioReadError as exc:
-                problems.append(str(exc))
-            except OSError as exc:  # readable as audio a moment ago: gone, or not ours to read
-                problems.append(f"{path}: cannot read it ({exc.strerror or exc})")
+        found += [(species, *recording) for recording in read_recordings(folder, problems)]
     validation = set()
     for species in dict.fromkeys(item[0] for item in found):
-        contents = sorted({item[2] for item in found if item[0] == species},
-                          key=lambda content: hashlib.sha256(f"{seed}:{content}".encode()).hexdigest())
-        n_val = max(1, round(len(contents) * val_fraction)) if len(contents) >= 2 and val_fraction > 0 else 0
-        validation.update(contents[:n_val])
+        validation |= drawn_for_validation({item[2] for item in found if item[0] == species}, val_fraction, seed)
     rows = [(path.relative_to(root).as_posix(), species, "validation" if content in validation else "train",
              "", "", f"{info.duration_s:.3f}", str(info.sample_rate)) for species, path, content, info in found]
     frame = pd.DataFrame(rows, columns=list(LABELLED_COLUMNS)).sort_values("path", ignore_index=True)
     if any(common_names.values()):
         frame["common_name"] = frame["species"].map(common_names)
     return frame, problems
+
+
+def unlabelled_manifest_from_folder(root: str | Path, val_fraction: float = 0.2,
+                                    seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """An unlabelled manifest of every recording under `root` (backgrounds: BirdNET-Analyzer's Noise folder), and
+    one line per file that could not be read. Training mixes songs into its `train` split and validates on its
+    `validation` split (drawn as one species' recordings are), and `pulse teacher-cache` reads a manifest: a
+    folder alone serves neither."""
+    check_val_fraction(val_fraction)
+    root, problems = Path(root), []
+    found = read_recordings(root, problems) if root.is_dir() else []
+    if not found and not problems:
+        raise ManifestError(f"{root}: no recordings found")
+    validation = drawn_for_validation({content for _, content, _ in found}, val_fraction, seed)
+    rows = [(path.relative_to(root).as_posix(), "validation" if content in validation else "train", "", "",
+             f"{info.duration_s:.3f}", str(info.sample_rate)) for path, content, info in found]
+    return pd.DataFrame(rows, columns=list(UNLABELLED_COLUMNS)).sort_values("path", ignore_index=True), problems
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction:g}")
+
+
+def read_recordings(folder: Path, problems: list[str]) -> list[tuple[Path, str, AudioInfo]]:
+    """(path, content hash, header) of every recording under `folder`; one that cannot be read is a line added to
+    `problems` instead."""
+    from export.artifact import sha256
+    from pulse.discovery import find_audio
+    from pulse.io import AudioReadError, audio_info
+
+    found = []
+    for path, _ in find_audio([folder], undecodable=True):
+        try:
+            info = audio_info(path)
+            found.append((path, sha256(path), info))
+        except AudioReadError as exc:
+            problems.append(str(exc))
+        except OSError as exc:  # readable as audio a moment ago: gone, or not ours to read
+            problems.append(f"{path}: cannot read it ({exc.strerror or exc})")
+    return found
+
+
+def drawn_for_validation(contents: set[str], val_fraction: float, seed: int) -> set[str]:
+    """`val_fraction` of the contents (at least one of two or more): those whose hash, salted with `seed`, ranks
+    first, so that a recording's split depends on its own folder's recordings alone."""
+    ranked = sorted(contents, key=lambda content: hashlib.sha256(f"{seed}:{content}".encode()).hexdigest())
+    n_val = max(1, round(len(ranked) * val_fraction)) if len(ranked) >= 2 and val_fraction > 0 else 0
+    return set(ranked[:n_val])

@@ -214,3 +214,26 @@ def test_make_manifest_reads_birdnet_analyzer_training_folders(tmp_path):
     assert len(problems) == 3 and all(line.startswith(str(tmp_path)) for line in problems)
     noise = next(line for line in problems if line.startswith(str(tmp_path / "Noise")))
     assert f'"backgrounds": ["{tmp_path / "Noise"}"]' in noise
+
+
+def test_make_manifest_of_a_noise_folder(tmp_path):
+    """BirdNET-Analyzer's Noise folder had no way into a manifest ('no species folders'), so a user could neither
+    validate on their own backgrounds (background_manifest) nor cache BirdNET's outputs of them (teacher-cache)."""
+    import soundfile as sf
+
+    noise = tmp_path / "Noise"
+    (noise / "site2").mkdir(parents=True)
+    for i, name in enumerate(("a.wav", "b.wav", "c.wav", "site2/d.flac")):
+        sf.write(noise / name, np.random.default_rng(i).normal(0, 0.1, 8000), 16000)
+    (noise / "notes.wav").write_bytes(b"not audio")
+    result = CliRunner().invoke(app, ["make-manifest", str(noise), "--unlabelled", "--out", str(tmp_path / "n.csv")])
+    assert result.exit_code == 0, result.output
+    assert f"skipped {noise / 'notes.wav'}" in result.output
+    assert f'"background_manifest": "{tmp_path / "n.csv"}", "background_root": "{noise}"' in result.output
+    frame = read_manifest(tmp_path / "n.csv")
+    assert list(frame.columns) == ["path", "split", "license", "source", "duration_s", "sample_rate"]
+    assert list(frame["path"]) == ["a.wav", "b.wav", "c.wav", "site2/d.flac"]
+    assert sorted(frame["split"]) == ["train", "train", "train", "validation"]
+    assert validate_manifest(frame, noise) == []
+    labelled = CliRunner().invoke(app, ["make-manifest", str(noise / "site2"), "--out", str(tmp_path / "m.csv")])
+    assert labelled.exit_code == 2 and "--unlabelled" in labelled.output
