@@ -31,6 +31,9 @@ class ManifestError(ValueError):
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read a manifest CSV as strings (numbers are parsed where used)."""
     path = Path(path)
+    if path.is_dir():  # a folder of recordings given where its manifest goes
+        raise ManifestError(f"{path}: a folder, not a manifest (a CSV file: pulse make-manifest writes one, with "
+                            f"--unlabelled for recordings without labels)")
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
     return pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -237,3 +237,5 @@ def test_make_manifest_of_a_noise_folder(tmp_path):
     assert validate_manifest(frame, noise) == []
     labelled = CliRunner().invoke(app, ["make-manifest", str(noise / "site2"), "--out", str(tmp_path / "m.csv")])
     assert labelled.exit_code == 2 and "--unlabelled" in labelled.output
+    with pytest.raises(ManifestError, match="Noise: a folder, not a manifest .*--unlabelled"):
+        read_manifest(noise)  # teacher-cache --manifest mydata/Noise said 'manifest not found'
