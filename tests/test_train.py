@@ -114,11 +114,14 @@ def test_setup_errors_are_clear_and_a_run_that_never_trained_can_be_set_up_again
     with pytest.raises(ValueError, match="no_backgrounds.csv: manifest not found"):
         weak_labels.train(broken, tmp_path / "run")
     assert (tmp_path / "run" / "config.json").is_file()  # written, but no step was trained: the fixed config may run
-    three = ModelConfig(arch="pulse_cnn_xs", labels=(*SPECIES, "Nemobius sylvestris"), common_names=(), codes=(),
-                        window_s=1.0, n_mels=32, embed_dim=32)
+    # BirdNET-Analyzer's Noise folder named as a species trained without a word on it, and its model reported Noise
+    four = ModelConfig(arch="pulse_cnn_xs", labels=(*SPECIES, "Nemobius sylvestris", "Noise"), common_names=(),
+                       codes=(), window_s=1.0, n_mels=32, embed_dim=32)
     with caplog.at_level("WARNING", logger="pulse.train.weak_labels"):
-        assert weak_labels.train(tiny_config(shared_data, tmp_path, model=three, epochs=1), tmp_path / "run")
-    assert "1 of the model's 3 species have no training recordings (Nemobius sylvestris)" in caplog.text
+        assert weak_labels.train(tiny_config(shared_data, tmp_path, model=four, epochs=1), tmp_path / "run")
+    assert "1 of the model's 4 species have no training recordings (Nemobius sylvestris)" in caplog.text
+    assert ("model.labels has Noise, BirdNET-Analyzer's name for sounds that are no class: this model would report "
+            "it as a species") in caplog.text
     assert "no validation recording" not in caplog.text  # said once, as unheard: not again as unmeasured
     frame = pd.read_csv(tmp_path / "tiny.csv", dtype=str, keep_default_na=False)
     frame[(frame["split"] == "train") | (frame["species"] != SPECIES[1])].to_csv(tmp_path / "no_val.csv", index=False)

@@ -29,6 +29,7 @@ from export.artifact import load_weights, save_weights
 from export.atomic import write_json
 from pulse.config import TrainConfig
 from pulse.evaluate import detection_auc, evaluate, prepare, selection_score, window_f1
+from pulse.manifest import NON_EVENT_FOLDERS
 from pulse.models import MODELS, create_model
 from pulse.plots import save_png, training_figure
 from pulse.train.augment import slow_down, spec_augment, spectral_tilt
@@ -196,7 +197,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     required = tuple(s for s in (cfg.train_split, *cfg.extra_train_splits, cfg.val_split) if s)
     clips = [clip for split in (cfg.train_split, *cfg.extra_train_splits)
              for clip in load_clips(cfg.manifest, cfg.audio_root, split, mc.labels, mc.sample_rate, splits=required)]
-    if unheard := [label for i, label in enumerate(mc.labels) if not any(clip.label == i for clip in clips)]:
+    if non_events := [label for label in mc.labels if label.lower() in NON_EVENT_FOLDERS]:
+        log.warning("model.labels has %s, BirdNET-Analyzer's name for sounds that are no class: this model would "
+                    "report it as a species; leave it out of the labels and the manifest, and train on its "
+                    "recordings as background (\"backgrounds\" or \"background_manifest\")", ", ".join(non_events))
+    if unheard := [label for i, label in enumerate(mc.labels)
+                   if label not in non_events and not any(clip.label == i for clip in clips)]:
         log.warning("%d of the model's %d species have no training recordings (%s): for your own species set "
                     "model.labels, common_names and codes in the config", len(unheard), len(mc.labels), ", ".join(unheard))
     backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
@@ -206,8 +212,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
         log.warning("not used: %s; per-epoch validation reads split %r of the training manifests (manifest, "
                     "audio_root, background_manifest, background_root, val_split)", ", ".join(unused), cfg.val_split)
     val_data = prepare(evaluation_config(cfg), mc.labels, mc.sample_rate, mc.window_s) if cfg.val_split else None
+    said = {*unheard, *non_events}
     if val_data is not None and (unmeasured := [label for i, label in enumerate(mc.labels)
-                                                if label not in unheard and not (val_data.labels == i).any()]):
+                                                if label not in said and not (val_data.labels == i).any()]):
         log.warning("%d of the model's species have no validation recording (%s): their scores are not measured, "
                     "and the epoch is chosen without them", len(unmeasured), ", ".join(unmeasured))
 
