@@ -40,11 +40,22 @@ def stop_if_unwritable(folder: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if not fails_for_folder(exc) or isinstance(exc, OutputUnwritable):
+        if not fails_for_folder(exc) or isinstance(exc, OutputUnwritable) or not _within(exc.filename, folder):
             raise
         raise OutputUnwritable(exc.errno, f"{os.strerror(exc.errno)}; stopped, keeping what was finished: "
                                           f"{FOLDER_ERRNOS[exc.errno]} (or copy the folder to another disk) and run "
                                           "the same command again to go on", str(folder)) from exc
+
+
+def _within(name, folder: str | os.PathLike) -> bool:
+    """Whether a failed write's file is in `folder`; one that names none (h5py's) is taken to be. A full /tmp or
+    model cache is said as itself, not as a full --out."""
+    if name is None:
+        return True
+    try:
+        return Path(os.fsdecode(name)).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, TypeError, ValueError):
+        return True
 
 
 def is_temporary(name: str) -> bool:

@@ -149,6 +149,25 @@ def test_a_full_or_read_only_out_is_one_line_and_stops_the_batch(tmp_path, monke
     assert result.exit_code == 1 and result.stderr == f"error: {tmp_path / 'ro'}: Read-only file system\n"
 
 
+def test_a_full_disk_elsewhere_is_named_as_itself_not_as_out(tmp_path, monkeypatch):
+    """A full model cache or /tmp (ENOSPC on a file outside --out) was said as 'error: OUT: No space left on
+    device; ... free some space', sending the user to clean the wrong disk."""
+    import errno
+
+    import lrmil.features
+
+    slides = [_png(tmp_path / f"s{i}.png") for i in range(2)]
+    elsewhere = tmp_path / "cache" / "weights.bin"
+
+    def cache_full(path, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(elsewhere))
+
+    monkeypatch.setattr(lrmil.features, "save_mask_png", cache_full)
+    result = _invoke("patch", *slides, "--out", tmp_path / "out", "--mpp", 0.5)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == f"error: {elsewhere}: No space left on device"
+
+
 @pytest.fixture
 def umask_022():
     import os
