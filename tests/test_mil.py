@@ -314,3 +314,14 @@ def test_clam_files_of_two_feature_widths_are_refused_naming_both(tmp_path):
     splits = pd.DataFrame({"slide_id": ["s0", "s1", "s2"], "label": ["x", "y", "x"], "fold": [0, 1, 2]})
     with pytest.raises(ValueError, match=r"\? weights \? at \?, 1024-d: 2 slide\(s\), e.g. s0; .* 512-d: 1 slide\(s\)"):
         load_bags(tmp_path, splits, ("x", "y"))
+
+
+def test_a_label_pandas_reads_as_missing_is_a_label_and_an_empty_file_is_named(tmp_path):
+    """A class 'NA' (or 'None', 'null') was 'line 2: no label' though the cell holds it; an empty file was
+    'error: No columns to parse from file', no file named."""
+    path = tmp_path / "splits.csv"
+    path.write_text("slide_id,label,fold\na,NA,0\nb,None,1\nc,NA,2\n")
+    assert labels_of(read_splits(path)) == ("NA", "None")
+    path.write_text("")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: empty file"):
+        read_splits(path)

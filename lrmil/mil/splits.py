@@ -49,7 +49,11 @@ def _read_table(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}, line {line}: not UTF-8 text; save it as 'CSV UTF-8 (Comma delimited)' "
                          "(Excel: Save As)") from None
     header = text.partition("\n")[0]
-    return pd.read_csv(io.StringIO(text), dtype=str, sep=";" if ";" in header and "," not in header else ",")
+    if not text.strip():
+        raise ValueError(f"{path}: empty file (need columns {', '.join(COLUMNS)})")
+    # no cell is missing but an empty one: a class named 'NA' or 'None' is a label, not "no label"
+    return pd.read_csv(io.StringIO(text), dtype=str, sep=";" if ";" in header and "," not in header else ",",
+                       keep_default_na=False)
 
 
 def _trimmed(table: pd.DataFrame) -> pd.DataFrame:
