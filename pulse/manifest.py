@@ -121,12 +121,15 @@ def folder_species(name: str) -> tuple[str, str]:
     scientific, underscore, common = name.partition("_")
     if underscore and " " in scientific.strip():
         return scientific.strip(), common.strip()
+    scientific, underscore, common = name.rpartition("_")
+    if underscore and " " in common.strip() and " " not in scientific.strip():  # Gryllus_campestris_Field cricket
+        return scientific.replace("_", " ").strip(), common.strip()
     return name.replace("_", " ").strip(), ""
 
 
 def not_a_species_folder(folder: Path) -> str | None:
     """Why a folder laid out for BirdNET-Analyzer's training is no species folder here (None: it is one)."""
-    name = folder.name
+    name = folder.name.strip()  # as folder_species reads it: ' Noise' is the Noise folder
     if name.lower() in NON_EVENT_FOLDERS:
         return (f"{folder}: BirdNET-Analyzer's folder of sounds that are no class, not a species; to train on it as "
                 f'background and negatives, add "backgrounds": ["{folder}"] to the training config (to validate on '
@@ -163,7 +166,7 @@ def manifest_from_folders(root: str | Path, val_fraction: float = 0.2, seed: int
             problems.append(reason)
             continue
         species, common = folder_species(folder.name)
-        common_names[species] = common
+        common_names[species] = common or common_names.get(species, "")  # 'X' beside 'X_Common name': one species
         found += [(species, *recording) for recording in read_recordings(folder, problems)]
     validation = set()
     for species in dict.fromkeys(item[0] for item in found):

@@ -239,3 +239,22 @@ def test_make_manifest_of_a_noise_folder(tmp_path):
     assert labelled.exit_code == 2 and "--unlabelled" in labelled.output
     with pytest.raises(ManifestError, match="Noise: a folder, not a manifest .*--unlabelled"):
         read_manifest(noise)  # teacher-cache --manifest mydata/Noise said 'manifest not found'
+
+
+def test_birdnet_analyzer_folders_padded_or_all_underscores_are_read_as_meant(tmp_path):
+    """'Noise ' (a trailing space from a copy) became the species 'Noise'; 'Gryllus_campestris_Field cricket' the
+    species 'Gryllus campestris Field cricket'; and 'Gryllus_campestris' beside 'Gryllus campestris_Field Cricket'
+    (one species) lost its common name."""
+    import soundfile as sf
+
+    from pulse.manifest import manifest_from_folders
+
+    folders = ("Gryllus campestris_Field Cricket", "Gryllus_campestris", "Oecanthus_pellucens_Italian tree cricket",
+               "Noise ")
+    for i, folder in enumerate(folders):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / "0.wav", np.random.default_rng(i).normal(0, 0.1, 8000), 16000)
+    frame, problems = manifest_from_folders(tmp_path)
+    assert dict(zip(frame["species"], frame["common_name"])) == {"Gryllus campestris": "Field Cricket",
+                                                                "Oecanthus pellucens": "Italian tree cricket"}
+    assert len(problems) == 1 and problems[0].startswith(f"{tmp_path / 'Noise '}: BirdNET-Analyzer's folder")
