@@ -198,8 +198,7 @@ class _OpenSlideBase:
         from PIL import Image
 
         width, height = self.level_dimensions[level]
-        scale = min(1.0, max_size / max(width, height))
-        out = (max(1, round(width * scale)), max(1, round(height * scale)))
+        out = _thumbnail_size(width, height, max_size)
         fx, fy = max(1, int(width / out[0] / 2)), max(1, int(height / out[1] / 2))  # PIL's thumbnail reduces first
         step_x, step_y = fx * max(1, THUMBNAIL_REGION_PX // fx), fy * max(1, THUMBNAIL_REGION_PX // fy)
         downsample = self.level_downsamples[level]
@@ -224,6 +223,21 @@ class _OpenSlideBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path.name}, {self.dimensions}, mpp={self.mpp})"
+
+
+def _thumbnail_size(width: int, height: int, max_size: int) -> tuple[int, int]:
+    """The size PIL's Image.thumbnail gives an image of `width` x `height` in a `max_size` square: its shorter
+    side is the one whose aspect ratio comes closest, not always the rounded one (1031 x 221 -> 1024 x 220)."""
+    if max_size >= width and max_size >= height:
+        return width, height
+    aspect = width / height
+    if aspect >= 1:
+        closest = min(math.floor(max_size / aspect), math.ceil(max_size / aspect),
+                      key=lambda n: 0 if n == 0 else abs(aspect - max_size / n))
+        return max_size, max(closest, 1)
+    closest = min(math.floor(max_size * aspect), math.ceil(max_size * aspect),
+                  key=lambda n: abs(aspect - n / max_size))
+    return max(closest, 1), max_size
 
 
 @READERS.register("openslide")

@@ -208,6 +208,21 @@ def test_thumbnail_of_a_level_too_large_to_read_whole_is_read_by_regions(tmp_pat
             monkeypatch.undo()
 
 
+def test_a_thumbnail_read_by_regions_has_the_size_of_one_read_whole(tmp_path, monkeypatch):
+    """1031 x 221 px in 1024: PIL's thumbnail is 1024 x 220 (the closest aspect), the regions' one was 1024 x 219
+    (rounded), so a flat TIFF's tissue mask and heatmap changed size with the way it was read."""
+    from lrmil import slide
+
+    rgb = np.random.default_rng(0).integers(0, 256, (221, 1031, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "core.png")
+    with open_slide(tmp_path / "core.png", mpp=0.5) as reader:
+        expected = reader.thumbnail(1024)
+        monkeypatch.setattr(slide, "THUMBNAIL_WHOLE_PX", 64 * 64, raising=False)
+        monkeypatch.setattr(slide, "THUMBNAIL_REGION_PX", 256, raising=False)
+        np.testing.assert_array_equal(reader.thumbnail(1024), expected)
+    assert expected.shape == (220, 1024, 3)
+
+
 def test_best_level_picks_coarsest_sharp_enough_level():
     downsamples = (1.0, 2.0, 4.0, 16.0)
     assert best_level(downsamples, 1.0) == 0
