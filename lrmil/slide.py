@@ -100,7 +100,8 @@ def mpp_from_properties(props: dict) -> float | None:
 
 
 # OME's length units in um; "µm" comes with the micro sign (the schema's) or the Greek mu
-OME_UNIT_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "\u00b5m": 1.0, "\u03bcm": 1.0, "um": 1.0, "nm": 1e-3}
+OME_UNIT_UM = {"m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "\u00b5m": 1.0, "\u03bcm": 1.0, "um": 1.0, "nm": 1e-3,
+               "pm": 1e-6, "\u00c5": 1e-4, "in": 25400.0}
 
 
 def ome_mpp(path: Path, dimensions: tuple[int, int]) -> float | None:

@@ -167,6 +167,18 @@ def test_ome_tiff_scale_is_read_from_its_ome_xml(tmp_path):
             assert (reader.mpp, reader.mpp_source) == (pytest.approx(mpp), "metadata")
 
 
+@pytest.mark.parametrize("size, unit", [(5000, "\u00c5"), (500000, "pm"), (0.5 / 25400, "in")])
+def test_ome_tiff_scale_in_other_ome_length_units_is_read(tmp_path, size, unit):
+    """A PhysicalSizeXUnit outside the table (OME allows Å, pm, inches...) was 'no microns-per-pixel in the slide
+    metadata; pass --mpp', though the file holds its scale."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "x.ome.tif", np.full((64, 96, 3), 200, np.uint8), ome=True,
+                     metadata={"axes": "YXS", "PhysicalSizeX": size, "PhysicalSizeXUnit": unit})
+    with open_slide(tmp_path / "x.ome.tif") as reader:
+        assert (reader.mpp, reader.mpp_source) == (pytest.approx(0.5), "metadata")
+
+
 def test_a_plain_image_too_large_for_pil_fails_as_one_slide(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this: 64 x 64 stands in for 180 Mpx
