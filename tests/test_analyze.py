@@ -994,3 +994,26 @@ def test_run_tables_change_together_when_a_run_dies_writing_them(tmp_path, model
     assert sorted(set(pd.read_csv(out / "detections.csv")["File"].map(lambda f: Path(f).name))) == ["r0.wav", "r1.wav", "r2.wav"]
     assert sorted(set(pd.read_csv(out / "scores.csv")["file"].map(lambda f: Path(f).name))) == ["r0.wav", "r1.wav", "r2.wav"]
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_a_recording_growing_during_a_no_resume_run_is_analysed_again_by_the_next(tmp_path, model, monkeypatch):
+    """With --no-resume and only run-wide tables nothing reads the journal before decoding, so only the pin takes
+    the file as it was: a stat after scoring journalled the grown file as done and the next run skipped its new
+    audio."""
+    from pulse.journal import Journal
+
+    recording, out = tmp_path / "night.wav", tmp_path / "out"
+    sf.write(recording, song(6.0), RATE)
+    save = Journal.save
+
+    def grows_meanwhile(journal, path, *args, **kwargs):
+        sf.write(recording, song(12.0), RATE)  # the recorder wrote on while the first 6 s were scored
+        save(journal, path, *args, **kwargs)
+
+    monkeypatch.setattr(Journal, "save", grows_meanwhile)
+    analyze([recording], out, InferConfig(model=str(model), formats=("scores",), resume=False))
+    assert pd.read_csv(out / "scores.csv").end_s.max() == 6.0
+    monkeypatch.undo()
+    again = analyze([recording], out, InferConfig(model=str(model), formats=("scores",)))
+    assert (again.files_done, again.files_skipped) == (1, 0)
+    assert pd.read_csv(out / "scores.csv").end_s.max() == 12.0

@@ -129,3 +129,17 @@ def test_a_lock_file_another_user_left_does_not_stop_a_run_that_may_write_the_fo
         with pytest.raises(FolderInUse, match=f"{out}: another run is writing into this folder"):
             with exclusive(out, "pulse segments"):
                 pass
+
+
+def test_a_folder_below_another_runs_folder_is_left_to_that_run_too(tmp_path):
+    """Only the other run's folder itself was passed over: its subfolders (clips/Gryllus_campestris/) were still
+    swept, their half-written clips removed under that run."""
+    results = tmp_path / "results"
+    (results / "clips").mkdir(parents=True)
+    (results / "clips" / LOCK_NAME).write_text("")
+    theirs = results / "clips" / "Gryllus_campestris" / ".c1.wav.0123456789ab.tmp"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"half written")
+    with exclusive(results, "pulse analyze"):
+        pass
+    assert theirs.exists()

@@ -231,3 +231,18 @@ def test_recording_start_from_the_file_name(name, start):
 
     found = recording_start(name)
     assert (found.strftime("%Y-%m-%d %H:%M:%S") if found else None) == start
+
+
+def test_a_failed_atomic_write_names_its_file(tmp_path, monkeypatch):
+    """A full disk at the rename or write said '[Errno 28] No space left on device', without the file."""
+    import errno
+
+    from export import atomic
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    with pytest.raises(OSError) as caught:
+        atomic.write_bytes(tmp_path / "table.csv", b"x")
+    assert caught.value.filename == str(tmp_path / "table.csv") and list(tmp_path.iterdir()) == []
