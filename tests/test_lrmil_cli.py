@@ -168,6 +168,26 @@ def test_a_full_disk_elsewhere_is_named_as_itself_not_as_out(tmp_path, monkeypat
     assert result.stderr.splitlines()[-1] == f"error: {elsewhere}: No space left on device"
 
 
+def test_a_read_only_out_mid_batch_stops_saying_how_to_go_on(tmp_path, monkeypatch):
+    """--out remounted read-only under a running batch: each later slide was read only to fail alike."""
+    import errno
+
+    import lrmil.features
+
+    slides = [_png(tmp_path / f"s{i}.png") for i in range(3)]
+    tried = []
+
+    def read_only(path, *args):
+        tried.append(path)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(lrmil.features, "save_mask_png", read_only)
+    result = _invoke("patch", *slides, "--out", tmp_path / "out", "--mpp", 0.5)
+    assert result.exit_code == 1 and len(tried) == 1
+    assert result.stderr.splitlines()[-1].startswith(f"error: {tmp_path / 'out'}: Read-only file system; stopped, "
+                                                     "keeping what was finished: remount it read-write")
+
+
 @pytest.fixture
 def umask_022():
     import os

@@ -325,3 +325,24 @@ def test_a_label_pandas_reads_as_missing_is_a_label_and_an_empty_file_is_named(t
     path.write_text("")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: empty file"):
         read_splits(path)
+
+
+def test_train_warns_of_a_label_a_fold_never_trains_on(tmp_path, caplog):
+    """The warning is given by train itself, for each fold whose training slides lack the label."""
+    import h5py
+
+    from lrmil.mil.train import train
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(7):
+        with h5py.File(tmp_path / f"s{i}.h5", "w") as f:
+            f["features"] = rng.normal(0, 1, (4, 8)).astype(np.float32)
+            f["coords"] = rng.integers(0, 9, (4, 2)).astype(np.int32) * 256
+        rows.append(f"s{i},{'rare' if i == 6 else ['a', 'b'][i % 2]},{0 if i == 6 else i % 3}")
+    (tmp_path / "splits.csv").write_text("slide_id,label,fold\n" + "\n".join(rows) + "\n")
+    with caplog.at_level("WARNING"):
+        train(MILConfig(features=str(tmp_path), splits=str(tmp_path / "splits.csv"), out=str(tmp_path / "run"),
+                        model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
+    warned = sorted(m.split(":")[0] for m in caplog.messages if "no training slide is labelled 'rare'" in m)
+    assert warned == ["fold 0", "fold 2"]  # fold 0 tests on it, fold 2 validates on it

@@ -179,6 +179,32 @@ def test_ome_tiff_scale_in_other_ome_length_units_is_read(tmp_path, size, unit):
         assert (reader.mpp, reader.mpp_source) == (pytest.approx(0.5), "metadata")
 
 
+def test_ome_xml_scale_comes_before_a_72_dpi_resolution_tag(tmp_path):
+    """An OME-TIFF whose writer also left 72 dpi in the TIFF tags: the OME-XML's PhysicalSizeX is its scale."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "x.ome.tif", np.full((64, 96, 3), 200, np.uint8), ome=True, tile=(16, 16),
+                     resolution=(72, 72), resolutionunit="INCH", metadata={"axes": "YXS", "PhysicalSizeX": 0.25})
+    with open_slide(tmp_path / "x.ome.tif") as reader:
+        assert (reader.mpp, reader.mpp_source) == (pytest.approx(0.25), "metadata")
+
+
+def test_a_thumbnail_by_regions_is_the_whole_one_with_transparency_and_uneven_reduction(tmp_path, monkeypatch):
+    """Transparent pixels (outside a scan's area) go white, as OpenSlide's get_thumbnail has them; regions that
+    are no multiple of the reduction factor (here 3) must not shift the box-reduction's blocks."""
+    from lrmil import slide
+
+    rgba = np.random.default_rng(1).integers(0, 256, (200, 300, 4), np.uint8)
+    rgba[:, :100, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "core.png")
+    with open_slide(tmp_path / "core.png", mpp=0.5) as reader:
+        expected = reader.thumbnail(50)  # 300 / 50 / 2: reduced by 3 first
+        monkeypatch.setattr(slide, "THUMBNAIL_WHOLE_PX", 64 * 64, raising=False)
+        monkeypatch.setattr(slide, "THUMBNAIL_REGION_PX", 64, raising=False)
+        np.testing.assert_array_equal(reader.thumbnail(50), expected)
+    assert (expected[:, :10] > 200).all()  # the transparent third is white
+
+
 def test_a_plain_image_too_large_for_pil_fails_as_one_slide(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this: 64 x 64 stands in for 180 Mpx

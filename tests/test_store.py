@@ -242,3 +242,12 @@ def test_extract_says_a_coarse_scan_is_enlarged_on_the_path_it_encodes(tmp_path,
             assert run_extract([slide], cfg, tmp_path / resolution)["done"] == 1
         lines = [r.getMessage() for r in caplog.records if "enlarged 2x" in r.getMessage()]
         assert len(lines) == said and all(f"the 20x the {resolution} path reads" in line for line in lines)
+
+
+def test_a_clam_feature_file_without_attributes_has_an_unknown_patch_size(tmp_path):
+    """CLAM's files hold only features and coords: the level-0 patch size is unknown (0), not a guess."""
+    with h5py.File(tmp_path / "clam.h5", "w") as f:
+        f["features"] = np.ones((3, 8), np.float32)
+        f["coords"] = np.zeros((3, 2), np.int64)
+    ff = read_features(tmp_path / "clam.h5")
+    assert ff.patch_size_level0 == 0 and ff.features.shape == (3, 8)
