@@ -95,10 +95,15 @@ def _create_temporary(path: Path) -> tuple[Path, int]:
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        return tmp, os.open(tmp, flags, 0o666)
-    except FileNotFoundError:  # the folder does not exist yet
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return tmp, os.open(tmp, flags, 0o666)
+        try:
+            return tmp, os.open(tmp, flags, 0o666)
+        except FileNotFoundError:  # the folder does not exist yet
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return tmp, os.open(tmp, flags, 0o666)
+    except OSError as exc:  # said of the file being written, not of its temporary's passing name
+        if exc.filename == str(tmp):
+            exc.filename = str(path)
+        raise
 
 
 @contextlib.contextmanager

@@ -137,7 +137,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
     model_path, _ = resolve_model(cfg.model)
     predictor, spec, labels = open_checked_model(cfg)
     try:
-        with exclusive(out_dir, "pulse analyze"), stop_if_unwritable(out_dir):  # one run at a time in --out
+        with stop_if_unwritable(out_dir), exclusive(out_dir, "pulse analyze"):  # one run at a time in --out
             return _analyze_with(predictor, spec, labels, model_path, inputs, out_dir, cfg, writers, t0)
     finally:
         predictor.close()

@@ -82,7 +82,7 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
                     "min_len_s": cfg.min_len, "channel": -1 if cfg.channel is None else cfg.channel,
                     "level_floor_dbfs": cfg.level_floor}
         files = find_audio(inputs, undecodable=True, outputs=out)
-        with exclusive(out, "pulse embeddings"), stop_if_unwritable(out):  # one run at a time in --out
+        with stop_if_unwritable(out), exclusive(out, "pulse embeddings"):  # one run at a time in --out
             try:
                 _embed_each(files, out, predictor, spec, cfg, settings, summary, errors)
             finally:  # also on Ctrl-C: what was said about the files done so far is kept

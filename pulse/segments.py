@@ -219,7 +219,7 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at and cfg.min_conf != SegmentConfig().min_conf:
         log.warning("%s: --min-conf %g is below the %g the analysis kept detections at, so no clip scores under %g "
                     "(analyse again with a lower --min-conf for them)", table, cfg.min_conf, kept_at, kept_at)
-    with exclusive(out, "pulse segments"), stop_if_unwritable(out):  # one run at a time in --out
+    with stop_if_unwritable(out), exclusive(out, "pulse segments"):  # one run at a time in --out
         return _cut_clips(detections, table, out, cfg, root, plots)
 
 

@@ -664,6 +664,33 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_goes_on(tmp_
         assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
 
 
+def test_a_read_only_out_is_said_once_naming_it_not_a_temporary(tmp_path, model, monkeypatch):
+    """A results folder on a read-only mount: the run stopped at its lock file without the advice to remount it,
+    and a refused temporary was named by its passing name ('OUT/.config.json.3fa2c1e0b9d4.tmp')."""
+    import errno
+    import os
+
+    from export import atomic, folder_lock
+
+    sf.write(tmp_path / "r.wav", song(2.0), RATE)
+    out = tmp_path / "out"
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(folder_lock, "_open_lock", read_only)
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "r.wav"), "--out", str(out), "--model", str(model)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"error: {out}: Read-only file system; stopped, keeping what was finished: remount it read-write" in \
+        result.output
+    real_open = os.open
+    monkeypatch.setattr(atomic.os, "open", lambda path, *a: read_only(path) if str(path).endswith(".tmp")
+                        else real_open(path, *a))
+    with pytest.raises(OSError) as refused:
+        atomic.write_bytes(out / "config.json", b"{}")
+    assert refused.value.filename == str(out / "config.json")
+
+
 def test_a_recording_still_being_written_is_analysed_again_by_the_next_run(tmp_path, model, monkeypatch):
     """A recorder (or a copy) still writing a file while it is analysed: its record took the file's size and time
     after scoring, so the next run skipped it as done and the audio added meanwhile was never analysed."""

@@ -94,7 +94,7 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
     _check_same_numbers(out, record)
     manifest = read_manifest(cfg.manifest)
     require_columns(manifest, cfg.manifest, ("path",))
-    with exclusive(out, "pulse teacher-cache"), stop_if_unwritable(out):  # one run at a time in --out
+    with stop_if_unwritable(out), exclusive(out, "pulse teacher-cache"):  # one run at a time in --out
         write_json(out / "config.json", record)
         return _fill(out, root, list(dict.fromkeys(manifest["path"])), cfg,
                      teacher or birdnet.BirdNET(threads=cfg.threads))
