@@ -22,6 +22,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, confusion_
 
 from export.atomic import atomic_path, write_json, write_text
 from pulse.config import EvalConfig
+from pulse.manifest import read_manifest
 from pulse.train.augment import crop, mix_at_snr
 from pulse.train.data import Clip, load_backgrounds, load_clips
 from pulse.windows import WindowSpec, frame_windows
@@ -64,8 +65,13 @@ def excluded_excerpts(path: str) -> set[tuple[str, float]]:
 def other_data_hint(cfg: EvalConfig, excluded: set[tuple[str, float]], clips: list[Clip]) -> str:
     """Where none of the listed recordings is in the split, the list is most often one a config copied for other
     data came with (the shipped configs name InsectSet32's): what to set instead."""
-    if {path for path, _ in excluded} & {clip.path for clip in clips}:
+    listed = {path for path, _ in excluded}
+    if listed & {clip.path for clip in clips}:
         return ""
+    frame = read_manifest(cfg.manifest)
+    if elsewhere := sorted(set(frame.loc[frame["path"].isin(listed), "split"])):  # --split train on the shipped list
+        return (f"; its recordings are in split {', '.join(map(repr, elsewhere))} of {cfg.manifest}, not "
+                f"{cfg.split!r}: a list made for that split (--exclude-excerpts \"\" for this one)")
     return (f"; none of its recordings is in split {cfg.split!r} of {cfg.manifest}: a list made for other data (in "
             f"a config copied for your own, set evaluation.exclude_excerpts to \"\")")
 

@@ -214,6 +214,15 @@ def test_listed_excerpts_without_song_are_left_out(tmp_path):
     assert str(info.value).endswith(f"; none of its recordings is in split 'validation' of {tmp_path / 'm.csv'}: a "
                                     "list made for other data (in a config copied for your own, set "
                                     "evaluation.exclude_excerpts to \"\")")
+    sf.write(tmp_path / "b.wav", 0.1 * rng.standard_normal(7 * rate), rate)  # the shipped list's data, split train
+    both = pd.read_csv(tmp_path / "m.csv")
+    pd.concat([both, both.assign(path="b.wav", split="train")]).to_csv(tmp_path / "m2.csv", index=False)
+    pd.DataFrame({"path": ["b.wav"], "start_s": [3.0]}).to_csv(tmp_path / "of_train.csv", index=False)
+    with pytest.raises(ValueError) as info:  # pulse evaluate --config shipped.json --split validation: not other data
+        prepare(EvalConfig(**{**cfg.to_dict(), "manifest": str(tmp_path / "m2.csv"),
+                              "exclude_excerpts": str(tmp_path / "of_train.csv")}), NAMES, rate, 3.0)
+    assert str(info.value).endswith(f"; its recordings are in split 'train' of {tmp_path / 'm2.csv'}, not "
+                                    "'validation': a list made for that split (--exclude-excerpts \"\" for this one)")
     pd.DataFrame({"file": ["a.wav"], "start": [3.0]}).to_csv(tmp_path / "columns.csv", index=False)
     with pytest.raises(ValueError, match="columns.csv: an excerpt exclusion list needs the columns path and start_s"):
         prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "columns.csv")}), NAMES, rate, 3.0)
