@@ -404,6 +404,10 @@ def make_manifest(
         raise typer.Exit(2)
     for line in problems:
         typer.echo(f"skipped {line}", err=True)
+    if frame.empty:  # an empty manifest was written and offered for training
+        said = "no recording could be read (skipped above)" if problems else "no recordings found"
+        typer.echo(f"error: {root}: {said}; {out} not written", err=True)
+        raise typer.Exit(2)
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
     if unlabelled:
@@ -412,6 +416,10 @@ def make_manifest(
                    f"train on them with \"background_manifest\": \"{out}\", \"background_root\": \"{root}\" in "
                    f"the config, and cache BirdNET's outputs with pulse teacher-cache --manifest {out} --audio-root "
                    f"{root}")
+        if "validation" not in counts:  # training's validation then stops at "split 'validation' is empty"
+            typer.echo(f"{out} has no validation split (at least two recordings and a --val-fraction above 0 make "
+                       f"one): as background_manifest, training's per-epoch validation needs it; add recordings, "
+                       f"or list the folder in \"backgrounds\" instead", err=True)
         return
     counts = frame.groupby("species")["split"].value_counts().unstack(fill_value=0)
     typer.echo(counts.to_string())

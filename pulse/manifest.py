@@ -10,6 +10,7 @@ Validation collects every problem (one line each) so a user fixes a manifest in 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -100,7 +101,9 @@ def load_manifest(path: str | Path, audio_root: str | Path, labels: Iterable[str
 def longer_label_hint(species: str, labels: Iterable[str]) -> str:
     """Where a label is the species with more after it (BirdNET-Analyzer's `Gryllus campestris_Field Cricket`
     copied into model.labels), what to change: the labels hold only the names the manifest's species column does."""
-    longer = next((label for label in labels if label.startswith((f"{species}_", f"{species} "))), None)
+    # after a space only a capitalised common name: 'Gryllus' beside the label 'Gryllus campestris' is a genus
+    longer = next((label for label in labels if label.startswith(f"{species}_")
+                   or label.startswith(f"{species} ") and label[len(species) + 1:][:1].isupper()), None)
     if longer is None:
         return ""
     return (f"; the labels have {longer!r}: a label is the scientific name alone, the common name goes in "
@@ -122,8 +125,8 @@ def folder_species(name: str) -> tuple[str, str]:
     if underscore and " " in scientific.strip():
         return scientific.strip(), common.strip()
     scientific, underscore, common = name.rpartition("_")
-    if underscore and " " in common.strip() and " " not in scientific.strip():  # Gryllus_campestris_Field cricket
-        return scientific.replace("_", " ").strip(), common.strip()
+    if underscore and " " in common.strip() and scientific.strip() and " " not in scientific.strip():
+        return scientific.replace("_", " ").strip(), common.strip()  # Gryllus_campestris_Field cricket
     return name.replace("_", " ").strip(), ""
 
 
@@ -187,6 +190,12 @@ def unlabelled_manifest_from_folder(root: str | Path, val_fraction: float = 0.2,
     folder alone serves neither."""
     check_val_fraction(val_fraction)
     root, problems = Path(root), []
+    noise, species = species_folders_beside_noise(root)
+    if species:  # every song of theirs would be mixed into training as background and scored as no song
+        raise ManifestError(f"{root}: BirdNET-Analyzer's training folders (species {', '.join(species[:3])}"
+                            f"{', ...' if len(species) > 3 else ''} beside {noise.name}), whose songs --unlabelled "
+                            f"would make backgrounds; give the folder of no class itself (pulse make-manifest "
+                            f"{noise} --unlabelled), and {root} without --unlabelled for the species")
     found = read_recordings(root, problems) if root.is_dir() else []
     if not found and not problems:
         raise ManifestError(f"{root}: no recordings found")
@@ -194,6 +203,17 @@ def unlabelled_manifest_from_folder(root: str | Path, val_fraction: float = 0.2,
     rows = [(path.relative_to(root).as_posix(), "validation" if content in validation else "train", "", "",
              f"{info.duration_s:.3f}", str(info.sample_rate)) for path, content, info in found]
     return pd.DataFrame(rows, columns=list(UNLABELLED_COLUMNS)).sort_values("path", ignore_index=True), problems
+
+
+def species_folders_beside_noise(root: Path) -> tuple[Path | None, list[str]]:
+    """A BirdNET-Analyzer training root's folder of no class (Noise, Other, Background, Silence) and its species
+    folders by name: those with a common name (`Gryllus campestris_Field Cricket`) or a binomial name."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    noise = next((p for p in folders if p.name.strip().lower() in NON_EVENT_FOLDERS), None)
+    if noise is None:
+        return None, []
+    return noise, [p.name for p in folders if not not_a_species_folder(p) and (
+        folder_species(p.name)[1] or re.fullmatch(r"[A-Z][a-z]+ [a-z]+(-[a-z]+)?", folder_species(p.name)[0]))]
 
 
 def check_val_fraction(val_fraction: float) -> None:

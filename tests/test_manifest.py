@@ -258,3 +258,40 @@ def test_birdnet_analyzer_folders_padded_or_all_underscores_are_read_as_meant(tm
     assert dict(zip(frame["species"], frame["common_name"])) == {"Gryllus campestris": "Field Cricket",
                                                                 "Oecanthus pellucens": "Italian tree cricket"}
     assert len(problems) == 1 and problems[0].startswith(f"{tmp_path / 'Noise '}: BirdNET-Analyzer's folder")
+
+
+def test_unlabelled_refuses_a_birdnet_analyzer_training_root_and_an_unreadable_folder(tmp_path):
+    """'pulse make-manifest mydata --unlabelled' (the training root, not its Noise folder) listed every song of
+    every species as a background recording, to be mixed into training as no song; a folder of nothing readable
+    wrote an empty manifest and offered it for training; one recording gave a manifest without a validation split,
+    which training then refused as background_manifest ("split 'validation' is empty") after being told to use it."""
+    import soundfile as sf
+
+    from pulse.manifest import folder_species, longer_label_hint, unlabelled_manifest_from_folder
+
+    mydata = tmp_path / "mydata"
+    for i, folder in enumerate(("Gryllus campestris_Field Cricket", "Chorthippus_brunneus", "Noise", "rain")):
+        (mydata / folder).mkdir(parents=True)
+        sf.write(mydata / folder / "0.wav", np.random.default_rng(i).normal(0, 0.1, 8000), 16000)
+    with pytest.raises(ManifestError, match=r"mydata: BirdNET-Analyzer's training folders \(species "
+                                            r"Chorthippus_brunneus, Gryllus campestris_Field Cricket beside Noise\).*"
+                                            r"pulse make-manifest .*mydata/Noise --unlabelled"):
+        unlabelled_manifest_from_folder(mydata)
+    (mydata / "Noise").rename(mydata / "ambient")  # no Noise folder: a folder of backgrounds by site or kind
+    assert len(unlabelled_manifest_from_folder(mydata)[0]) == 4
+    (tmp_path / "junk" / "Gryllus_campestris").mkdir(parents=True)
+    (tmp_path / "junk" / "Gryllus_campestris" / "a.wav").write_bytes(b"not audio")
+    for flags in (["--unlabelled"], []):
+        result = CliRunner().invoke(app, ["make-manifest", str(tmp_path / "junk"), *flags, "--out",
+                                          str(tmp_path / "j.csv")])
+        assert result.exit_code == 2 and "no recording could be read (skipped above)" in result.output, result.output
+        assert not (tmp_path / "j.csv").exists()
+    lone = CliRunner().invoke(app, ["make-manifest", str(mydata / "rain"), "--unlabelled", "--out",
+                                    str(tmp_path / "r.csv")])
+    assert lone.exit_code == 0 and "r.csv has no validation split" in lone.output
+    assert "has no validation split" not in CliRunner().invoke(app, ["make-manifest", str(mydata), "--unlabelled",
+                                                                     "--out", str(tmp_path / "m.csv")]).output
+    # a genus beside its species is no common name glued on; a folder of a common name alone names no species ''
+    assert longer_label_hint("Gryllus", ("Gryllus campestris",)) == ""
+    assert longer_label_hint("Gryllus campestris", ("Gryllus campestris Field Cricket",)) != ""
+    assert folder_species("_Field cricket") == ("Field cricket", "")
