@@ -242,3 +242,22 @@ def test_birdnet_refuses_a_device_it_would_not_run_on(tmp_path, short_clips):
     result = CliRunner().invoke(app, ["analyze", str(short_clips[0]), "--out", str(tmp_path / "o"), "--model", "birdnet",
                                       "--device", "cuda"])
     assert result.exit_code == 2 and "BirdNET runs on the CPU here (LiteRT), not on --device cuda" in result.output
+
+
+def test_a_read_only_cache_folder_is_one_line_saying_how_to_go_on(teacher, short_clips, tmp_path, monkeypatch):
+    """A read-only --out stopped at the lock file with 'error: OUT/.run.lock: Read-only file system', no advice."""
+    import errno
+
+    from export import folder_lock
+    from export.atomic import OutputUnwritable
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(folder_lock, "_open_lock", read_only)
+    shutil.copy(short_clips[0], tmp_path / "clip0.flac")
+    pd.DataFrame({"path": ["clip0.flac"]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path), out=str(tmp_path / "cache"))
+    with pytest.raises(OutputUnwritable, match="remount it read-write") as stopped:
+        build_cache(cfg, teacher)
+    assert stopped.value.filename == str(tmp_path / "cache")

@@ -295,3 +295,14 @@ def test_unlabelled_refuses_a_birdnet_analyzer_training_root_and_an_unreadable_f
     assert longer_label_hint("Gryllus", ("Gryllus campestris",)) == ""
     assert longer_label_hint("Gryllus campestris", ("Gryllus campestris Field Cricket",)) != ""
     assert folder_species("_Field cricket") == ("Field cricket", "")
+
+
+def test_the_validation_draw_takes_one_of_two_follows_the_seed_and_refuses_a_fraction_of_one():
+    from pulse.manifest import check_val_fraction, drawn_for_validation
+
+    contents = {f"{i:064x}" for i in range(10)}
+    assert len(drawn_for_validation(set(list(contents)[:2]), 0.2, 0)) == 1  # round(0.4) is 0: at least one
+    assert len({frozenset(drawn_for_validation(contents, 0.2, seed)) for seed in range(4)}) > 1
+    assert drawn_for_validation(contents, 0.2, 3) == drawn_for_validation(set(sorted(contents)), 0.2, 3)
+    with pytest.raises(ValueError, match=r"--val-fraction must be in \[0, 1\), got 1"):
+        check_val_fraction(1.0)  # no recording left to train on

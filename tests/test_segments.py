@@ -313,3 +313,22 @@ def test_a_file_name_that_is_not_utf8_is_analysed_cut_and_embedded(tmp_path, mod
     embedded = embed([folder], tmp_path / "emb", InferConfig(model=str(model)))
     assert (embedded.files_done, embedded.files_failed) == (2, 0)
     assert embed([folder], tmp_path / "emb", InferConfig(model=str(model))).files_skipped == 2
+
+
+def test_a_read_only_out_stops_segments_and_embeddings_at_the_lock_in_one_line(run, model, monkeypatch):
+    """`pulse segments` and `pulse embeddings` into a read-only --out stopped at the lock file with 'error:
+    OUT/.run.lock: Read-only file system' and no advice, as `pulse analyze` once did."""
+    import errno
+
+    from export import folder_lock
+    from export.atomic import OutputUnwritable
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(folder_lock, "_open_lock", read_only)
+    for out, command in ((run / "clips", lambda: extract_segments(run / "out", run / "clips", SegmentConfig())),
+                         (run / "emb", lambda: embed([run / "night.wav"], run / "emb", InferConfig(model=str(model))))):
+        with pytest.raises(OutputUnwritable, match="remount it read-write") as stopped:
+            command()
+        assert stopped.value.filename == str(out)
