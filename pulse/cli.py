@@ -7,6 +7,7 @@ file only parses flags. Run `pulse --help` for the list.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -413,9 +414,9 @@ def make_manifest(
     if unlabelled:
         counts = frame["split"].value_counts().to_dict()
         typer.echo(f"{out}: {len(frame)} recordings ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}); "
-                   f"train on them with \"background_manifest\": \"{out}\", \"background_root\": \"{root}\" in "
-                   f"the config, and cache BirdNET's outputs with pulse teacher-cache --manifest {out} --audio-root "
-                   f"{root}")
+                   f"train on them with \"background_manifest\": {json.dumps(str(out))}, \"background_root\": "
+                   f"{json.dumps(str(root))} in the config, and cache BirdNET's outputs with pulse teacher-cache "
+                   f"--manifest {shlex.quote(str(out))} --audio-root {shlex.quote(str(root))}")  # as pasted
         if "validation" not in counts:  # training's validation then stops at "split 'validation' is empty"
             typer.echo(f"{out} has no validation split (at least two recordings and a --val-fraction above 0 make "
                        f"one): as background_manifest, training's per-epoch validation needs it; add recordings, "

@@ -10,7 +10,9 @@ Validation collects every problem (one line each) so a user fixes a manifest in 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -135,8 +137,9 @@ def not_a_species_folder(folder: Path) -> str | None:
     name = folder.name.strip()  # as folder_species reads it: ' Noise' is the Noise folder
     if name.lower() in NON_EVENT_FOLDERS:
         return (f"{folder}: BirdNET-Analyzer's folder of sounds that are no class, not a species; to train on it as "
-                f'background and negatives, add "backgrounds": ["{folder}"] to the training config (to validate on '
-                f"it too, and for teacher-cache: pulse make-manifest {folder} --unlabelled --out noise.csv)")
+                f"background and negatives, add \"backgrounds\": [{json.dumps(str(folder))}] to the training config "
+                f"(to validate on it too, and for teacher-cache: pulse make-manifest {shlex.quote(str(folder))} "
+                "--unlabelled --out noise.csv)")  # both as pasted: a JSON string, a shell word
     if name.startswith("-"):
         return (f"{folder}: BirdNET-Analyzer's negatives of one species, which PULSE has no place for; add it to the "
                 'training config\'s "backgrounds" only if none of the model\'s species sings in it')
@@ -195,7 +198,7 @@ def unlabelled_manifest_from_folder(root: str | Path, val_fraction: float = 0.2,
         raise ManifestError(f"{root}: BirdNET-Analyzer's training folders (species {', '.join(species[:3])}"
                             f"{', ...' if len(species) > 3 else ''} beside {noise.name}), whose songs --unlabelled "
                             f"would make backgrounds; give the folder of no class itself (pulse make-manifest "
-                            f"{noise} --unlabelled), and {root} without --unlabelled for the species")
+                            f"{shlex.quote(str(noise))} --unlabelled), and {root} without --unlabelled for the species")
     found = read_recordings(root, problems) if root.is_dir() else []
     if not found and not problems:
         raise ManifestError(f"{root}: no recordings found")

@@ -306,3 +306,26 @@ def test_the_validation_draw_takes_one_of_two_follows_the_seed_and_refuses_a_fra
     assert drawn_for_validation(contents, 0.2, 3) == drawn_for_validation(set(sorted(contents)), 0.2, 3)
     with pytest.raises(ValueError, match=r"--val-fraction must be in \[0, 1\), got 1"):
         check_val_fraction(1.0)  # no recording left to train on
+
+
+def test_make_manifest_prints_paths_with_spaces_as_they_can_be_pasted(tmp_path):
+    """'My Data/Noise' was printed bare in the shell command to run (two words to a shell) and the config line."""
+    import json
+    import shlex
+
+    import soundfile as sf
+
+    from pulse.manifest import manifest_from_folders
+
+    root = tmp_path / "My Data"
+    for folder in ("Gryllus campestris_Field Cricket", "Noise"):
+        (root / folder).mkdir(parents=True)
+        sf.write(root / folder / "0.wav", np.random.default_rng(0).normal(0, 0.1, 8000), 16000)
+    (line,) = manifest_from_folders(root)[1]
+    config = json.loads("{" + line[line.index('"backgrounds"'):line.index("]") + 1] + "}")
+    assert config == {"backgrounds": [str(root / "Noise")]}
+    command = line[line.index("pulse make-manifest"):line.index(" --out")]
+    assert shlex.split(command)[2] == str(root / "Noise")
+    out = tmp_path / "n.csv"
+    said = CliRunner().invoke(app, ["make-manifest", str(root / "Noise"), "--unlabelled", "--out", str(out)]).output
+    assert f"--audio-root {shlex.quote(str(root / 'Noise'))}" in said and json.dumps(str(root / "Noise")) in said
