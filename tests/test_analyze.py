@@ -597,6 +597,7 @@ def test_kill_mid_batch_leaves_no_half_file_and_resumes(tmp_path, model):
 
 INTERRUPT = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (a job run with & ignores SIGINT)
 from pulse.cli import app
 from pulse.writers.raven import RavenWriter
 calls = []
