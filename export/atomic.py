@@ -28,6 +28,11 @@ class OutputUnwritable(OSError):
     """The output folder stopped taking writes: one line naming it ends the run, whose finished work stays."""
 
 
+def error_line(exc: OSError) -> str:
+    """An OSError as the commands say it in one line: the file it names, then why (no '[Errno N]')."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+
+
 def fails_for_folder(exc: BaseException) -> bool:
     """Whether `exc` is a write failing for the whole folder (FOLDER_ERRNOS), not for one file."""
     return isinstance(exc, OSError) and exc.errno in FOLDER_ERRNOS

@@ -2,7 +2,10 @@
 
 Outputs are named by slide id (the file stem, or a DICOM slide's folder name), so a slide whose id an
 earlier slide of the batch already holds fails with a message naming both, instead of overwriting the
-first one's outputs. A run first removes the temporaries a killed run left in --out (`sweep_killed_runs`).
+first one's outputs. A run first removes the temporaries a killed run left in --out
+(`export.folder_lock.sweep_killed_runs`: a heatmap, a feature file, megabytes each), only those untouched for an
+hour: lrmil holds no lock on --out, as jobs that share one (a feature extraction split over GPUs) must not lose the
+files they are writing.
 """
 
 from __future__ import annotations
@@ -12,21 +15,12 @@ from typing import Callable, TypeVar
 
 from tqdm.auto import tqdm
 
-from export import folder_lock
 from export.atomic import fails_for_folder, stop_if_unwritable
-from export.folder_lock import KILLED_RUN_IDLE_S
 from lrmil.errors import ErrorLog
 from lrmil.slide import SlideIds, SlideReadError
 
 ERRORS_FILE = "errors.csv"
 Result = TypeVar("Result")
-
-
-def sweep_killed_runs(out: Path) -> None:
-    """Remove what a kill -9 mid-write left in `out` (`.NAME.XXXX.tmp`: a heatmap, a feature file, megabytes
-    each), which nothing else would; only once untouched for KILLED_RUN_IDLE_S, as jobs that share one --out (a
-    feature extraction split over GPUs) must not lose the files they are writing."""
-    folder_lock.sweep_killed_runs(out, KILLED_RUN_IDLE_S)
 
 
 def run_batch(slides: list[Path], work: Callable[[Path], Result], out: Path, stage: str, strict: bool,

@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from export.atomic import error_line
 from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
 from lrmil.mil.config import ABMILConfig, BenchConfig, DistillConfig, MILConfig, PredictConfig
 
@@ -51,7 +52,7 @@ def _fail(exc: Exception) -> None:
 
 def _unwritable(exc: OSError) -> None:
     """--out cannot be written (read-only, full): one line naming it and exit status 1, as in `pulse analyze`."""
-    typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
+    typer.echo(f"error: {error_line(exc)}", err=True)
     raise typer.Exit(1)
 
 

@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from export.atomic import write_json
+from export.folder_lock import sweep_killed_runs
 from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
-from lrmil.batch import run_batch, sweep_killed_runs
+from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged
 from lrmil.slide import SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
 from lrmil.store import FeatureFile, feature_dir, is_current, stored_key, write_features, write_grid

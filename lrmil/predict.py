@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from export.atomic import write_json
-from lrmil.batch import run_batch, sweep_killed_runs
+from export.folder_lock import sweep_killed_runs
+from lrmil.batch import run_batch
 from lrmil.config import hash_record
 from lrmil.geojson import save_attention_geojson
 from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, with_colour_bar, with_notice

@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from export.atomic import error_line
 from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, EvalConfig, ExportConfig, InferConfig, ModelConfig,
                           SegmentConfig, TeacherCacheConfig, TrainConfig)
 from pulse.writers import WRITERS
@@ -26,6 +27,12 @@ MODEL_HELP = ("'default' (bundled ONNX, distilled from BirdNET: CC BY-NC-SA), 's
               "clause), 'lowrate' (for 16-32 kHz recorders), 'birdnet', or a .onnx/.safetensors path.")
 LEVEL_FLOOR_HELP = (f"dBFS: a window peaking below it is raised to it (by at most {MAX_RAISE_DB:g} dB) before a "
                     "PULSE model scores it, as quiet recorders need; -200 scores every window as recorded.")
+
+
+def _unwritable(exc: OSError) -> None:
+    """--out cannot be written (read-only, full), or another file the run needs: one line, exit status 1."""
+    typer.echo(f"error: {error_line(exc)}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -90,8 +97,7 @@ def analyze(
         typer.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
         raise typer.Exit(2)
     except OSError as exc:  # --out cannot be written (read-only, full): one line, before or instead of a traceback
-        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        _unwritable(exc)
     s = summary.to_dict()
     speed = (f"; {s['audio_hours']} h of audio at {s['x_realtime']}x real time" if s["files_done"]
              else " (finished by an earlier run; --no-resume analyses them again)" if s["files_skipped"] else "")
@@ -142,8 +148,7 @@ def segments(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     except OSError as exc:  # --out cannot be written (read-only, full): one line
-        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        _unwritable(exc)
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
                + (f"{summary.plots_written} plot(s), " if plots else "")
                + f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
@@ -219,8 +224,7 @@ def embeddings(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     except OSError as exc:
-        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        _unwritable(exc)
     typer.echo(f"{summary.files_done} embedded, {summary.files_failed} failed, {summary.files_skipped} skipped "
                f"(embedded before with these settings) -> {out}")
     if not (summary.files_done + summary.files_failed + summary.files_skipped):
@@ -460,8 +464,7 @@ def teacher_cache(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     except OSError as exc:  # --out cannot be written (read-only, full): one line
-        typer.echo(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        _unwritable(exc)
     failed = len(pd.read_csv(out / "errors.csv"))
     typer.echo(f"{len(index)} files, {int(index['windows'].sum())} windows cached in {out}")
     if failed:  # as `pulse analyze`: scripts notice without reading errors.csv
