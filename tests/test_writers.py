@@ -222,6 +222,10 @@ def test_kaleidoscope_layout(tmp_path, scores, monkeypatch):
     ("20250701_213000.WAV", "2025-07-01 21:30:00"),  # AudioMoth
     ("SMA12345_20250701_213000.wav", "2025-07-01 21:30:00"),  # Song Meter
     ("site3/20250701T213000.flac", "2025-07-01 21:30:00"),
+    ("SM3_0+1_20250701$213000.wav", "2025-07-01 21:30:00"),  # Song Meter SM3 with its clock set by GPS
+    ("20250701T213000+1000_REC.flac", "2025-07-01 21:30:00"),  # BAR-LT: its local clock, as named
+    ("20250701T213000-0330_Site.wav", "2025-07-01 21:30:00"),
+    ("20250701_213000_REC [-27.3866 152.8761].flac", "2025-07-01 21:30:00"),  # older BAR-LT firmware
     ("20251301_213000.WAV", None),  # month 13: not a time stamp
     ("REC0001.wav", None),
     ("123420250701_213000.wav", None),  # inside a longer number
