@@ -4,7 +4,7 @@ libsndfile reads what a file's header says. Where the header is wrong or the fil
 hands it a file-like `Pieced` instead, made of byte strings, runs of the file's own bytes and zeros: a WAV whose
 header was never finished (or wrapped past 4 GiB) read raw from its first sample, an MP3 behind a first frame that
 states its length (`pulse.mpeg`), an AudioMoth's triggered WAV with the silence it left out put back
-(`pulse.audiomoth`). The RIFF walk that finds a WAV's samples is here too.
+(`pulse.audiomoth`). The RIFF walk that finds a WAV's samples (and `pulse.timestamps` its metadata) is here too.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import io
 import itertools
 import os
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -23,21 +24,33 @@ from pulse import audiomoth
 SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
+def riff_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
+    """(id, the byte its content starts at, the length its header gives) of each chunk of the RIFF WAVE file open
+    as `f`, in file order, past `data` too (recorders write GUANO and LIST chunks after the samples); none for any
+    other file. Odd-length chunks are followed by a pad byte, as RIFF has them. An id that is not four printable
+    ASCII characters ends the walk: no chunk is there (the samples of a WAV whose header was never finished, read
+    8 zero bytes at a time through a silent night, or whose data size wrapped past 4 GiB)."""
+    f.seek(0)
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    position = 12
+    while len(chunk := f.read(8)) == 8 and all(32 <= c < 127 for c in chunk[:4]):
+        length = int.from_bytes(chunk[4:], "little")
+        yield chunk[:4], position + 8, length
+        position += 8 + length + length % 2
+        f.seek(position)
+
+
 def riff_data_chunk(path: str | Path, size: int) -> tuple[int, int, bool] | None:
     """(the byte its first sample is at, the length its header gives, whether the RIFF size falls short of the
     file) of a RIFF WAVE file's data chunk; None for any other file."""
     with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        data = next(((first, length) for name, first, length in riff_chunks(f) if name == b"data"), None)
+        if data is None:
             return None
-        position = 12
-        while len(chunk := f.read(8)) == 8:
-            length = int.from_bytes(chunk[4:], "little")
-            if chunk[:4] == b"data":
-                return position + 8, length, int.from_bytes(head[4:8], "little") + 8 < size
-            position += 8 + length + length % 2
-            f.seek(position)
-    return None
+        f.seek(4)
+        return (*data, int.from_bytes(f.read(4), "little") + 8 < size)
 
 
 def wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int | None:

@@ -1,8 +1,12 @@
-"""When a recording started, from its file name: recorders name each file by its start time.
+"""When a recording started: from its file name, as recorders name each file by its start time, or else from a WAV's
+own metadata (a file renamed, or a recorder that names files by number).
 
 AudioMoth writes `20250701_213000.WAV`, Song Meters `SMA12345_20250701_213000.wav` (an SM3 that set its clock from
 GPS `SM3_0+1_20250701$213000.wav`), Frontier Labs' BAR-LT `20250701T213000+1000_REC.flac`. All use the recorder's clock
-(AudioMoth's is UTC unless configured otherwise), so times are given as named, without a time zone.
+(AudioMoth's is UTC unless configured otherwise), so times are given as named, without a time zone. A WAV whose name
+holds no time may carry one: GUANO's `Timestamp` (Song Meters, most bat detectors; `guan` chunk), or Broadcast WAV's
+origination date and time (Zoom, Tascam and Sound Devices recorders; `bext` chunk). Those too are given as the clock
+read, a UTC offset after them left off, as Kaleidoscope's DATE and TIME are local times.
 """
 
 from __future__ import annotations
@@ -11,15 +15,57 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from pulse.pieced import riff_chunks
+
 _STAMP = re.compile(r"(?<!\d)(\d{8})[_T$-]?(\d{6})(?!\d)")  # YYYYMMDD_HHMMSS, not inside a longer number
+CHUNK_READ = 1 << 16  # bytes of a guan or bext chunk read (GUANO writers may pre-allocate room)
+# bext: OriginationDate "yyyy-mm-dd" at byte 320, OriginationTime "hh:mm:ss" at 330; EBU Tech 3285 allows any of
+# - _ : space . between the numbers
+_BEXT_TIME = re.compile(rb"(\d{4})[-_:. ](\d\d)[-_:. ](\d\d)(\d\d)[-_:. ](\d\d)[-_:. ](\d\d)")
 
 
 def recording_start(path: str | Path) -> datetime | None:
-    """The start time in the file name, or None when it holds none (or an impossible date)."""
+    """The start time in the file name, else in a WAV's GUANO or bext chunk; None when neither gives one (or an
+    impossible date, or the file cannot be read)."""
     match = _STAMP.search(Path(path).stem)
     if match is None:
-        return None
+        return metadata_start(path)
     try:
         return datetime.strptime("".join(match.groups()), "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+
+
+def metadata_start(path: str | Path) -> datetime | None:
+    """The start time a WAV's GUANO `Timestamp` gives, else its Broadcast WAV origination date and time; chunks
+    before or after the samples. None for other files, and where neither is there or makes sense."""
+    found = {}
+    try:
+        with open(path, "rb") as f:
+            for name, first, length in riff_chunks(f):
+                if name in (b"guan", b"bext") and name not in found:
+                    f.seek(first)
+                    found[name] = f.read(min(length, CHUNK_READ))
+    except OSError:
+        return None
+    return _guano_start(found.get(b"guan", b"")) or _bext_start(found.get(b"bext", b""))
+
+
+def _guano_start(text: bytes) -> datetime | None:
+    """GUANO's `Timestamp: 2025-07-01T21:30:00-04:00` line (ISO 8601: local, UTC with Z, or with its UTC offset)."""
+    for line in text.decode("utf-8", "replace").split("\n"):
+        key, _, value = line.partition(":")
+        if key.strip() == "Timestamp":
+            try:
+                return datetime.fromisoformat(value.strip()).replace(tzinfo=None)
+            except ValueError:
+                return None
+    return None
+
+
+def _bext_start(chunk: bytes) -> datetime | None:
+    match = _BEXT_TIME.fullmatch(chunk[320:338])
+    try:
+        return datetime(*map(int, match.groups())) if match else None
     except ValueError:
         return None

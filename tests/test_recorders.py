@@ -1,0 +1,107 @@
+"""Recorders other than AudioMoth: their WAV metadata chunks (GUANO, bext, wamd, iXML, LIST) and the start times
+they give, built to the formats' layouts (GUANO specification 1.0; EBU Tech 3285 Broadcast WAV)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pulse.io import read_audio
+from pulse.timestamps import recording_start
+from pulse.writers import WRITERS
+
+RATE = 22050
+
+
+def chunk(name: bytes, content: bytes) -> bytes:
+    """A RIFF chunk, with the pad byte an odd length takes."""
+    return name + struct.pack("<I", len(content)) + content + b"\0" * (len(content) % 2)
+
+
+def wav_with_chunks(path: Path, samples: np.ndarray, before=(), after=()) -> Path:
+    """16-bit mono WAV with (id, content) chunks between fmt and data, and after data."""
+    body = (b"WAVE" + chunk(b"fmt ", struct.pack("<HHIIHH", 1, 1, RATE, 2 * RATE, 2, 16))
+            + b"".join(chunk(*c) for c in before) + chunk(b"data", samples.astype("<i2").tobytes())
+            + b"".join(chunk(*c) for c in after))
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def guano(**fields: str) -> bytes:
+    """A guan chunk's text: `key: value` lines (Song Meters write `Timestamp` with the recorder's UTC offset)."""
+    lines = {"GUANO|Version": "1.0", "Make": "Wildlife Acoustics, Inc.", "Model": "Song Meter SM4", **fields}
+    return "\n".join(f"{key}: {value}" for key, value in lines.items()).encode()
+
+
+def bext(date: bytes, time: bytes) -> bytes:
+    """A bext chunk as a Zoom recorder writes it: description, originator, reference, OriginationDate (byte 320),
+    OriginationTime (330), time reference, version, UMID, loudness, reserved, coding history (odd length here)."""
+    fixed = b"ZOOM H5".ljust(256, b"\0") + b"ZOOM H5".ljust(32, b"\0") + bytes(32) + date + time
+    return fixed + struct.pack("<QH", 0, 1) + bytes(64 + 10 + 180) + b"A=PCM,F=22050,W=16,M=mono,T=ZOOM H5;\r\n\0"
+
+
+@pytest.fixture()
+def samples() -> np.ndarray:
+    t = np.arange(RATE) / RATE
+    return (8000 * np.sin(2 * np.pi * 3000 * t)).astype(np.int16)
+
+
+def test_a_wav_name_without_a_time_gives_its_guano_or_bext_start(tmp_path, samples):
+    """A Song Meter file renamed by its user, a Zoom's ZOOM0001.WAV: the start time is in the file, not its name.
+    GUANO before or after the samples, odd lengths padded; the clock as read, a UTC offset or Z left off."""
+    ixml = (b"iXML", b"<?xml version=\"1.0\"?><BWFXML><IXML_VERSION>1.5</IXML_VERSION></BWFXML>")
+    info = (b"LIST", b"INFO" + chunk(b"ISFT", b"ZOOM H5\0"))
+    files = {
+        "site3_night1.wav": ([(b"wamd", b"\x01\x00\x02\x00SM4"), (b"guan", guano(Timestamp="2025-07-01T21:30:00-04:00"))],
+                             []),
+        "renamed_after.wav": ([], [(b"guan", guano(Timestamp="2025-07-01T01:30:00.250Z", Samplerate="22050"))]),
+        "ZOOM0001.WAV": ([(b"bext", bext(b"2025-07-01", b"21:30:00")), ixml], [info]),
+        "TASCAM_0001.wav": ([(b"bext", bext(b"2025:07:01", b"21.30.00"))], []),
+    }
+    expected = {"site3_night1.wav": "2025-07-01 21:30:00", "renamed_after.wav": "2025-07-01 01:30:00",
+                "ZOOM0001.WAV": "2025-07-01 21:30:00", "TASCAM_0001.wav": "2025-07-01 21:30:00"}
+    plain = read_audio(wav_with_chunks(tmp_path / "plain.wav", samples), RATE)
+    for name, (before, after) in files.items():
+        path = wav_with_chunks(tmp_path / name, samples, before, after)
+        assert np.array_equal(read_audio(path, RATE), plain)  # the chunks are passed over, not read as sound
+        assert f"{recording_start(path):%Y-%m-%d %H:%M:%S}" == expected[name]
+
+
+@pytest.mark.parametrize("before", [
+    [],
+    [(b"guan", guano(Timestamp="not a time"))],
+    [(b"guan", guano())],  # no Timestamp
+    [(b"bext", bext(bytes(10), bytes(8)))],  # origination date and time left empty
+    [(b"bext", bext(b"2025-13-01", b"21:30:00"))],
+])
+def test_no_start_time_where_the_metadata_gives_none(tmp_path, samples, before):
+    assert recording_start(wav_with_chunks(tmp_path / "ZOOM0002.WAV", samples, before)) is None
+
+
+def test_a_file_that_is_no_wav_or_gone_has_no_metadata_start(tmp_path, samples):
+    sf.write(tmp_path / "REC0001.flac", samples, RATE)
+    assert recording_start(tmp_path / "REC0001.flac") is None
+    assert recording_start(tmp_path / "gone.wav") is None
+
+
+def test_the_file_name_comes_first(tmp_path, samples):
+    """A Song Meter's name and its GUANO agree; a name that gives a time is not second-guessed."""
+    path = wav_with_chunks(tmp_path / "S4U12345_20250701_213000.wav", samples,
+                           [(b"guan", guano(Timestamp="2024-01-01T00:00:00+00:00"))])
+    assert f"{recording_start(path):%Y-%m-%d %H:%M:%S}" == "2025-07-01 21:30:00"
+
+
+def test_kaleidoscope_dates_a_zoom_recording_from_its_bext_chunk(tmp_path, samples):
+    path = wav_with_chunks(tmp_path / "ZOOM0001.WAV", samples, [(b"bext", bext(b"2025-07-01", b"23:59:58"))])
+    table = {"file": np.array([str(path)], object), "channel": np.array([1]), "start_s": np.array([3.0]),
+             "end_s": np.array([6.0]), "low_hz": np.array([500.0]), "high_hz": np.array([11025.0]),
+             "label": np.array(["Gryllus campestris"], object), "common_name": np.array(["Field Cricket"], object),
+             "code": np.array(["GRYCAM"], object), "score": np.array([0.9])}
+    WRITERS.create("kaleidoscope").write(table, tmp_path / "kaleidoscope.csv")
+    row = (tmp_path / "kaleidoscope.csv").read_text().splitlines()[1]
+    assert row == (f"{tmp_path.parent},{tmp_path.name},ZOOM0001.WAV,3.0000,3.0000,2025-07-02,00:00:01,0,"
+                   "Gryllus campestris,Field Cricket,0.9000")
