@@ -109,6 +109,15 @@ class Run:
             self.said.add("low rate")
             log.warning("%s: %s (said once per run)", path, note)
 
+    def note_mixed(self, path: Path, channels: int) -> None:
+        """Say once per run that a recording's channels are mixed to one (no --channel): a song that reaches two
+        microphones apart (a stereo Song Meter's) at different times partly cancels in their mix."""
+        if channels > 1 and self.cfg.channel is None and "mixed" not in self.said:
+            self.said.add("mixed")
+            log.warning("%s: its %d channels are mixed to mono (Raven's Channel 1 is the mix); a song reaching "
+                        "microphones apart at different times partly cancels there: --channel N analyses one "
+                        "(from 0), into its own --out (said once per run)", path, channels)
+
     @cached_property  # read for every file
     def tables(self) -> set[str]:
         """The tables ("scores", "detections") the writers read: only those are built."""

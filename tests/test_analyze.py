@@ -308,6 +308,28 @@ def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplo
     assert [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()] == flagged
 
 
+def test_a_run_that_mixes_channels_says_so_once(tmp_path, model, caplog):
+    """Two microphones apart (a stereo Song Meter's) hear a song at different times, and their mix can cancel it:
+    here a 2205 Hz song reaches the second half a period later, and the mix is silent. Said once per run, with
+    --channel to analyse one microphone; not said with --channel."""
+    left = song(6.0, freq=2205)
+    stereo = np.stack([left, np.r_[np.zeros(10, np.float32), left[:-10]]], axis=1)  # 10 samples: half a period
+    for name in ("S4U12345_0+1_20250701_213000.wav", "S4U12345_0+1_20250701_223000.wav"):
+        sf.write(tmp_path / name, stereo, RATE)
+
+    def run(out: str, **kw) -> tuple[pd.DataFrame, list[str]]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pulse.analyze"):
+            analyze([tmp_path], tmp_path / out, InferConfig(model=str(model), formats=("scores",), **kw))
+        said = [r.getMessage() for r in caplog.records if "mixed to mono" in r.getMessage()]
+        return pd.read_csv(tmp_path / out / "scores.csv"), said
+
+    mixed, said = run("mixed")
+    assert mixed["Chorthippus biguttulus"].max() < 0.1 and len(said) == 1 and "--channel N" in said[0]
+    one, said = run("channel0", channel=0)
+    assert one["Chorthippus biguttulus"].min() > 0.9 and said == []
+
+
 def test_workers_zero_decodes_with_one_thread_per_two_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert decoding_threads(0) == 8 and decoding_threads(3) == 3
