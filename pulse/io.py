@@ -40,7 +40,9 @@ UNDECODABLE_SUFFIXES = {
     ".m4a": "AAC (M4A) audio", ".aac": "AAC audio", ".wma": "Windows Media audio",
     ".wac": "Wildlife Acoustics' compressed WAC", ".w4v": "Wildlife Acoustics' compressed W4V",
 }
-MIN_RATE, MAX_RATE = 8_000, 384_000
+# up to a bat detector's 500 kHz (a Pettersson D1000X's, the GUANO specification's example), which records
+# bush-crickets' ultrasound too
+MIN_RATE, MAX_RATE = 8_000, 500_000
 # Upper bound on samples (all channels) held per block, whatever the rate and channel count:
 # keeps a 384 kHz 8-channel file inside the same memory budget as a 44.1 kHz mono one.
 MAX_BLOCK_SAMPLES = 1 << 24
