@@ -5,7 +5,8 @@ has no use for): INDIR is the folder above the recording's folder, FOLDER that f
 the file name, OFFSET and DURATION the detection in seconds (a window, or a run of them with
 --merge-consecutive). The path is made absolute first, so INDIR is never empty and the table opens from
 anywhere. DATE, TIME and HOUR, as Kaleidoscope names them, give when
-the detection starts for recordings named by their start time (AudioMoth, Song Meter); empty otherwise.
+the detection starts where the recording's start is known (`pulse.timestamps`: its name, or a WAV's GUANO or bext
+chunk); empty otherwise.
 """
 
 from __future__ import annotations
