@@ -55,9 +55,9 @@ def test_a_wav_name_without_a_time_gives_its_guano_or_bext_start(tmp_path, sampl
     GUANO before or after the samples, odd lengths padded; the clock as read, a UTC offset or Z left off."""
     ixml = (b"iXML", b"<?xml version=\"1.0\"?><BWFXML><IXML_VERSION>1.5</IXML_VERSION></BWFXML>")
     info = (b"LIST", b"INFO" + chunk(b"ISFT", b"ZOOM H5\0"))
+    wamd = (b"wamd", b"\x01\x00\x02\x00SM4")  # older Wildlife Acoustics metadata, passed over
     files = {
-        "site3_night1.wav": ([(b"wamd", b"\x01\x00\x02\x00SM4"), (b"guan", guano(Timestamp="2025-07-01T21:30:00-04:00"))],
-                             []),
+        "site3_night1.wav": ([wamd, (b"guan", guano(Timestamp="2025-07-01T21:30:00-04:00"))], []),
         "renamed_after.wav": ([], [(b"guan", guano(Timestamp="2025-07-01T01:30:00.250Z", Samplerate="22050"))]),
         "ZOOM0001.WAV": ([(b"bext", bext(b"2025-07-01", b"21:30:00")), ixml], [info]),
         "TASCAM_0001.wav": ([(b"bext", bext(b"2025:07:01", b"21.30.00"))], []),
