@@ -99,7 +99,7 @@ class PatchDataset(Dataset):
 
 @torch.inference_mode()
 def encode_level(path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Module,
-                 cfg: ExtractConfig, progress: bool = True) -> np.ndarray:
+                 cfg: ExtractConfig) -> np.ndarray:
     """Features [N, embed_dim] of every patch of `level`, in grid order."""
     from tqdm import tqdm
 
@@ -114,7 +114,7 @@ def encode_level(path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Mod
     start = 0
     try:
         # disable=None: a terminal shows the bar, a log file gets no nested-bar fragments
-        for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=None if progress else True):
+        for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=None):
             if isinstance(batch, str):
                 raise SlideReadError(path, batch)
             with autocast(encoder.cfg, device, cfg.autocast):
@@ -133,8 +133,7 @@ def job_hash(cfg: ExtractConfig, encoder_cfg) -> tuple[dict, str]:
     return record, hash_record(record)
 
 
-def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig, out: str | Path,
-                  progress: bool = True) -> tuple[Path, bool]:
+def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig, out: str | Path) -> tuple[Path, bool]:
     """Features of one slide at `cfg.resolution`: the feature file, and whether it was made now (False: an
     earlier run's, current, reused)."""
     path, out = Path(path), Path(out)
@@ -155,7 +154,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, digest, sg.slide_id)
     level = grid_level(sg.grid, cfg.resolution)
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
-    feats = encode_level(path, sg.grid.mpp, level, encoder, cfg, progress)
+    feats = encode_level(path, sg.grid.mpp, level, encoder, cfg)
     children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
     write_features(target, FeatureFile(
         coords=level.coords, features=feats, children=children, patch_size_level0=level.size_level0,
