@@ -52,11 +52,6 @@ def segment_and_patch(path: str | Path, tissue: TissueConfig, patch: PatchConfig
     return SlideGrid(slide_id(path), grid, thumb, mask, mpp_source)
 
 
-def grid_level(grid: PatchGrid, resolution: str) -> GridLevel:
-    check_resolution(resolution)
-    return getattr(grid, resolution)
-
-
 def check_resolution(resolution: str) -> None:
     if resolution not in ("teacher", "student"):
         raise ValueError(f"--resolution must be 'teacher' or 'student', got {resolution!r}")
@@ -152,7 +147,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
     grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
     write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, digest, sg.slide_id)
-    level = grid_level(sg.grid, cfg.resolution)
+    level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
     feats = encode_level(path, sg.grid.mpp, level, encoder, cfg)
     children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
