@@ -30,7 +30,6 @@ class ConchEncoder(nn.Module):
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: CONCH checkpoint not found (pass --weights PATH to pytorch_model.bin)")
         self.model, _ = create_model_from_pretrained("conch_ViT-B-16", checkpoint_path=str(checkpoint))
-        self.num_features = 512
         self.cfg = EncoderCfg(name="conch", embed_dim=512, patch_px=448, mean=OPENAI_CLIP_MEAN,
                               std=OPENAI_CLIP_STD, precision="fp16", source="MahmoodLab/CONCH",
                               license="CC-BY-NC-ND-4.0 (gated; the user's own copy)")

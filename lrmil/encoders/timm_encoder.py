@@ -19,9 +19,8 @@ class TimmEncoder(nn.Module):
 
         self.model = timm.create_model(arch, pretrained=weights == "hub", num_classes=0)
         pcfg = self.model.pretrained_cfg
-        self.num_features = self.model.num_features
         self.cfg = EncoderCfg(
-            name=f"timm/{arch}", embed_dim=self.num_features, patch_px=int(pcfg["input_size"][-1]),
+            name=f"timm/{arch}", embed_dim=self.model.num_features, patch_px=int(pcfg["input_size"][-1]),
             mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"]), precision="fp16",
             source=str(pcfg.get("hf_hub_id") or pcfg.get("url") or "timm"), license=str(pcfg.get("license", "")))
 

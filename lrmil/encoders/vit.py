@@ -104,7 +104,6 @@ class SmallViT(nn.Module):
     def __init__(self, cfg: EncoderCfg, stages: int = 4, depth: int = 4, heads: int = 3, mlp_ratio: float = 4.0):
         super().__init__()
         self.cfg, self.patch = cfg, 2 ** stages
-        self.num_features = cfg.embed_dim
         self.patch_embed = conv_stem(cfg.embed_dim, stages)
         self.embed_norm = nn.LayerNorm(cfg.embed_dim)  # token content at the scale of the positions
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, heads, mlp_ratio) for _ in range(depth))
