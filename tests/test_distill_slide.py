@@ -249,3 +249,15 @@ def test_5x_features_without_children_links_are_named_as_such_not_as_another_gri
     clam_5x = Bag("s", 0, 0, torch.zeros(1, DIM), torch.zeros(1, 0, dtype=torch.long), coords=np.zeros((1, 2), np.int64))
     with pytest.raises(ValueError, match=r"^s: the 5x feature file has no children links .* `lrmil extract --resolution student`"):
         check_children("s", clam_5x, teacher)
+
+
+def test_5x_and_20x_folders_without_a_slide_in_common_are_refused_naming_both(feature_folders):
+    """No slide with features at both resolutions ended `lrmil distill` in a StopIteration traceback."""
+    root = feature_folders
+    for i in range(12):
+        (root / ("f20" if i < 6 else "f5") / f"slide{i}.h5").unlink()
+    cfg = DistillConfig(features=str(root / "f5"), teacher_features=str(root / "f20"), teacher=str(root / "t"),
+                        splits=str(root / "splits.csv"), out=str(root / "s"))
+    with pytest.raises(ValueError, match=r"f5 \(5x\) and .*f20 \(20x\): no slide of the splits CSV has features in "
+                                         r"both \(5x e.g. slide0, 20x e.g. slide6\)"):
+        distill(cfg)

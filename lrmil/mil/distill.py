@@ -80,7 +80,11 @@ def distill(cfg: DistillConfig) -> dict:
     labels = labels_of(splits)
     bags = load_bags(cfg.features, splits, labels)
     teacher_bags = load_bags(cfg.teacher_features, splits, labels)
-    bags = {s: b for s, b in bags.items() if s in teacher_bags}
+    if not (both := {s: b for s, b in bags.items() if s in teacher_bags}):
+        raise ValueError(f"{cfg.features} (5x) and {cfg.teacher_features} (20x): no slide of the splits CSV has "
+                         f"features in both (5x e.g. {next(iter(bags))}, 20x e.g. {next(iter(teacher_bags))}); give "
+                         "the two extractions of the same slides")
+    bags = both
     for slide_id, bag in bags.items():
         check_children(slide_id, bag, teacher_bags[slide_id])
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
