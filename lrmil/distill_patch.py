@@ -76,13 +76,17 @@ def match_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, 
 def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_ids: list[str]) -> dict[str, tuple]:
     """Per slide: (20x coords, attention over those patches) from the frozen teacher MIL."""
     from lrmil.mil.attention import load_mil
+    from lrmil.mil.bags import feature_path
     from lrmil.store import read_features
 
     model = load_mil(teacher_mil)
     out = {}
     with torch.inference_mode():
         for sid in slide_ids:
-            ff = read_features(Path(features_dir) / f"{sid}.h5")
+            if not (path := feature_path(features_dir, sid)).is_file():  # one line, not h5py's errno paragraph
+                raise FileNotFoundError(f"{path}: no 20x feature file of slide {sid} in --teacher-features, which "
+                                        "needs one for every training slide (`lrmil extract --resolution teacher`)")
+            ff = read_features(path)
             out[sid] = (ff.coords, model(torch.from_numpy(ff.features)).attention.numpy())
     return out
 

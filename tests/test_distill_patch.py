@@ -166,3 +166,15 @@ def test_stage1_leaves_out_the_test_fold_when_the_splits_name_slides_by_file(tmp
     path.write_text("slide_id,label,fold\na.svs,x,0\nb.svs,y,1\n c.svs ,x,2\n")
     slides = [Path("/s/a.svs"), Path("/s/b.svs"), Path("/s/c.svs")]
     assert _training_slides(slides, path, test_fold=0) == slides[1:]
+
+
+def test_a_training_slide_without_a_teacher_feature_file_is_named_in_one_line(tmp_path):
+    """The error was h5py's '[Errno 2] Unable to synchronously open file (unable to open file: name = ...)'."""
+    from lrmil.distill_patch import teacher_attention
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.config import ABMILConfig
+
+    save_mil(tmp_path / "mil.safetensors", ABMIL(ABMILConfig()))
+    (tmp_path / "features").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"features/b.h5: no 20x feature file of slide b in --teacher-features"):
+        teacher_attention(tmp_path / "mil.safetensors", tmp_path / "features", ["b"])
