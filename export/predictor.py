@@ -1,8 +1,9 @@
 """The one inference contract shared by CLIs, apps and benchmarks.
 
-A Predictor takes a float32 batch and returns named float32 outputs. Backends (torch,
-onnxruntime, tensorrt) each live in one file under `export/backends/` and register
-themselves by name, so adding a backend never touches the callers.
+A Predictor takes a float32 batch and returns named float32 outputs. Each backend (torch,
+onnxruntime, tensorrt, birdnet) is one file, `export/backends/<name>_backend.py`, that registers
+itself as <name>: adding a backend is adding that file (and, for "auto" to pick it by suffix, a line
+in _SUFFIX_BACKENDS); neither the callers nor this module name it otherwise.
 """
 
 from __future__ import annotations
@@ -62,12 +63,17 @@ _SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".safetensors": "torch", ".engine": 
 # holds whichever log-mel graph ONNX Runtime ran faster at export time (export/bundle.py);
 # TensorRT builds the DFT-free conv graph, which every TensorRT version parses.
 ARTEFACT_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.trt.onnx", "torch": "model.safetensors"}
-_BACKEND_MODULES = {
-    "torch": "export.backends.torch_backend",
-    "onnxruntime": "export.backends.onnxruntime_backend",
-    "tensorrt": "export.backends.tensorrt_backend",
-    "birdnet": "export.backends.birdnet_backend",
-}
+BACKEND_SUFFIX = "_backend"  # export/backends/<name>_backend.py registers the backend <name>
+
+
+def backend_names() -> list[str]:
+    """Every backend there is a file for, found without importing any (their heavy imports stay lazy)."""
+    import pkgutil
+
+    import export.backends
+
+    return sorted(m.name.removesuffix(BACKEND_SUFFIX) for m in pkgutil.iter_modules(export.backends.__path__)
+                  if m.name.endswith(BACKEND_SUFFIX))
 
 
 def usable_cores() -> int:
@@ -84,8 +90,8 @@ def load_predictor(path: str | Path, backend: str = "auto", device: str = "cpu",
     resolves to the backend's own file in ARTEFACT_FILES.
     """
     path = Path(path)
-    if backend != "auto" and backend not in _BACKEND_MODULES:
-        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(_BACKEND_MODULES)})")
+    if backend != "auto" and backend not in (known := backend_names()):
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(known)})")
     if path.is_dir():
         backend = "onnxruntime" if backend == "auto" else backend
         if backend not in ARTEFACT_FILES:
@@ -97,5 +103,5 @@ def load_predictor(path: str | Path, backend: str = "auto", device: str = "cpu",
         backend = _SUFFIX_BACKENDS.get(path.suffix)
         if backend is None:
             raise ValueError(f"{path}: cannot tell the backend from suffix {path.suffix!r}")
-    importlib.import_module(_BACKEND_MODULES[backend])  # registers itself; heavy imports stay lazy
+    importlib.import_module(f"export.backends.{backend}{BACKEND_SUFFIX}")  # registers itself; heavy imports stay lazy
     return BACKENDS.create(backend, path=path, device=device, **options)

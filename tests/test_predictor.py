@@ -153,3 +153,33 @@ def test_tensorrt_matches_torch_in_fp16(pulse_bundle, tmp_path):
     cached = load_predictor(engine.engine_path, device="cuda")  # the cached engine loads without the ONNX
     assert cached.precision == engine.precision and cached.engine_path.name.startswith("model.trt.")
     assert cached.predict(_batch(reference, 2))["scores"].shape == (2, 9)
+
+
+def test_a_new_backend_is_one_file_named_for_it(tmp_path, monkeypatch):
+    """Adding a backend took its file plus a line in predictor.py's module table; without the line, 'unknown backend'."""
+    import sys
+
+    import export.backends
+    from export.predictor import BACKENDS, backend_names
+
+    (tmp_path / "echo_backend.py").write_text(
+        "from export.predictor import BACKENDS, InputSpec, checked_batch\n\n\n"
+        "@BACKENDS.register('echo')\n"
+        "class EchoPredictor:\n"
+        "    output_names = ('echo',)\n\n"
+        "    def __init__(self, path, device='cpu'):\n"
+        "        self.metadata, self.input_spec = {'path': str(path)}, InputSpec('x', (None, 2))\n\n"
+        "    def predict(self, batch):\n"
+        "        return {'echo': checked_batch(batch, self.input_spec)}\n\n"
+        "    def close(self):\n"
+        "        pass\n")
+    (tmp_path / "model.bin").write_bytes(b"")
+    monkeypatch.setattr(export.backends, "__path__", [*export.backends.__path__, str(tmp_path)])
+    monkeypatch.setattr(BACKENDS, "_entries", dict(BACKENDS._entries))  # the registration ends with the test
+    try:
+        assert backend_names() == ["birdnet", "echo", "onnxruntime", "tensorrt", "torch"]
+        predictor = load_predictor(tmp_path / "model.bin", backend="echo")
+        assert isinstance(predictor, Predictor) and predictor.metadata["path"] == str(tmp_path / "model.bin")
+        assert predictor.predict(np.ones((1, 2)))["echo"].dtype == np.float32
+    finally:
+        sys.modules.pop("export.backends.echo_backend", None)

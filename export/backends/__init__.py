@@ -1,1 +1,1 @@
-"""Predictor backends, one file each; each registers itself in export.predictor.BACKENDS."""
+"""Predictor backends, one file each: <name>_backend.py registers <name> in export.predictor.BACKENDS."""
