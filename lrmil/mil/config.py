@@ -90,7 +90,7 @@ class DistillConfig(JsonConfig):
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(JsonConfig):
     """`lrmil predict`: slides -> label, probabilities, heatmap and top-k patches per slide."""
 
     model: str = "demo"  # a model folder (model.json, or onnx.json from `lrmil export`), or "demo" (bundled)
@@ -104,12 +104,9 @@ class PredictConfig:
     strict: bool = False  # re-raise the first bad slide instead of logging it
     resume: bool = True  # skip a slide whose SLIDE.json this model, these settings and this slide file made
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(JsonConfig):
     """`lrmil bench` / `python bench/bench_lrmil.py`: about 20 min on 2 CPU cores."""
 
     out: str = "bench_out/lrmil"
@@ -125,6 +122,3 @@ class BenchConfig:
     device: str = "cpu"
     threads: int = 1  # torch CPU threads; 1 is fastest on a shared, oversubscribed machine
     demo_dir: str = ""  # when set, the fold-0 models are bundled there as the demo model
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
