@@ -1,4 +1,6 @@
-"""Export a PULSE model to ONNX: waveform in, sigmoid scores and embedding out.
+"""Export a PULSE model to ONNX: waveform in, sigmoid scores and embedding out. The last step of it,
+`export_module` (one module, one input with a dynamic first axis, metadata, checked, written atomically), is
+also how `lrmil export` writes its patch and bag graphs (`lrmil.onnx_export`).
 
 Three graphs from the same weights, differing only in how the frontend computes |STFT|^2
 (`pulse.frontend`):
