@@ -5,6 +5,9 @@ and came from the same slide file (path, size, mtime) is skipped. A slide that f
 file, no MPP, unreadable tile, an id already used in the batch) becomes one row in OUT/errors.csv
 and the batch goes on; `strict` re-raises instead. Patches are read by DataLoader
 workers (each opens the slide itself) and encoded in batches, under autocast on GPU.
+
+`lrmil patch` (`run_patching`) is here too: the masks and grids alone, rewritten on every run. Their common
+step, `segment_and_patch` (slide -> mask -> grid), also cuts stage 1's grids and `lrmil export`'s parity patches.
 """
 
 from __future__ import annotations
