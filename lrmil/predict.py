@@ -167,7 +167,11 @@ def prediction_table(out: str | Path, failed: frozenset[str] = frozenset()) -> p
     leaving out the slide ids in `failed`."""
     rows = []
     for path in sorted(Path(out).glob("*.json")):
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # a file of the user's, empty or not JSON: not a prediction
+            log.warning("%s: left out of predictions.csv, not a prediction record (%s)", path, exc)
+            continue
         if not isinstance(record, dict) or not {"slide_id", "probabilities"} <= record.keys():
             continue  # config.json and anything else that is not a prediction
         if record["slide_id"] in failed:

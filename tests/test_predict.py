@@ -350,3 +350,17 @@ def test_a_dicom_slide_is_predicted_once_by_its_folder_name_and_a_rescan_of_any_
     (case8 / "label.dcm").write_bytes((case8 / "label.dcm").read_bytes() + b"\0\0")  # one instance rescanned
     summary = predict(archive)
     assert (summary["done"], summary["skipped"]) == (1, 1)
+
+
+def test_a_json_file_that_is_not_a_record_does_not_stop_predictions_csv(tmp_path, caplog):
+    """An empty notes.json in --out ended `lrmil predict`, every slide done, in 'error: Expecting value: line 1
+    column 1 (char 0)' (exit 2), naming no file, and wrote no predictions.csv."""
+    from lrmil.predict import prediction_table
+
+    record = {"slide": "/s/a.svs", "slide_id": "a", "label": "1", "patches": 3, "seconds": {"total": 0.5},
+              "probabilities": {"0": 0.25, "1": 0.75}}
+    (tmp_path / "a.json").write_text(json.dumps(record))
+    (tmp_path / "notes.json").write_text("")
+    table = prediction_table(tmp_path)
+    assert list(table["slide_id"]) == ["a"] and list(table["p_1"]) == [0.75]
+    assert f"{tmp_path / 'notes.json'}: left out of predictions.csv, not a prediction record" in caplog.text
