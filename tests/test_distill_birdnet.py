@@ -52,7 +52,7 @@ def test_logit_kd_is_minimal_where_student_matches_teacher():
 def test_align_teacher_in_time():
     starts = np.array([0.0, 1.0, 2.0, 3.0])  # 3 s teacher windows every second; centres 1.5 .. 4.5
     values = np.arange(4, dtype=float)[:, None] * np.ones((1, 2))
-    np.testing.assert_allclose(align_teacher(starts, values, 1.0, 3.0), values[1])  # same 3 s window
+    np.testing.assert_allclose(align_teacher(starts, values, 1.0, 3.0), values[1])  # centres 1.5-3.5: mean of 0-2
     np.testing.assert_allclose(align_teacher(starts, values, 2.8, 0.8), values[2])  # holds centre 3.5 only
     np.testing.assert_allclose(align_teacher(starts, values, 2.6, 0.7), values[1])  # no centre: nearest is 2.5
     np.testing.assert_allclose(align_teacher(starts, values, 0.0, 0.5), values[0])  # before every centre
@@ -106,6 +106,19 @@ def test_knowledge_bank_keeps_training_windows_only(fake_cache):
     with pytest.raises(FileNotFoundError, match=r"no teacher cache there.*semi.teacher_caches.*pulse teacher-cache "
                                                 r"--out .*or list your own caches there"):
         KnowledgeBank((str(fake_cache.parent / "missing"),), "train", window_s=1.5)
+
+
+def test_a_3s_student_window_at_the_1s_hop_learns_the_mean_of_three_teacher_windows(tmp_path):
+    """The bundled recipe's case (3 s student, cache hop 1 s): the target of the window centred on teacher
+    window k is the mean of windows k-1, k and k+1 (two at a file's ends), not window k alone."""
+    manifest = pd.DataFrame({"path": ["a.wav"], "split": ["train"]})
+    bank = KnowledgeBank((str(write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 1.0, 2.0, 3.0, 4.0]})),),
+                         "train", window_s=3.0)
+    teacher = bank.entries[0].embedding
+    np.testing.assert_allclose([w.start_s for w in bank.windows], [0.0, 1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(bank.targets(bank.windows[2])[0], teacher[1:4].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(bank.targets(bank.windows[0])[0], teacher[0:2].mean(axis=0), rtol=1e-6)
+    assert not np.allclose(bank.targets(bank.windows[2])[0], teacher[2])
 
 
 class SilentBackgrounds:

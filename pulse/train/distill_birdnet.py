@@ -2,9 +2,11 @@
 
 Three signals (the third optional), all read from `pulse teacher-cache` so training never runs the teacher:
 - embedding: a linear projection of the student embedding is matched to BirdNET's 1024-d
-  embedding of the same stretch of audio (cosine, or MSE on standardised teacher embeddings).
-  When the student's window is not 3 s the target is time-aligned: the mean of the teacher
-  windows whose centres fall inside the student window, else the one nearest its centre;
+  embedding (cosine, or MSE on standardised teacher embeddings). Each student window is centred on
+  a cached teacher window, and its target is the mean of the teacher windows whose centres fall
+  inside it, else the one nearest its centre (`align_teacher`): at the cache's 1 s hop a 3 s
+  student window averages its own teacher window and the two 1 s either side (fewer at a file's
+  ends), not that one window alone; logit and probe targets are averaged the same way;
 - logits: an auxiliary head predicts BirdNET's Orthoptera classes (pulse.teacher.birdnet
   .ORTHOPTERA_GENERA: North American congeners and look-alikes of the 9 species), matched to the
   teacher's temperature-softened sigmoids (binary KD, scaled by T^2 as in Hinton et al. 2015);
