@@ -202,6 +202,27 @@ def test_init_from_starts_at_given_weights(shared_data, tmp_path):
     assert torch.equal(start["head.1.weight"], after["head.1.weight"])
 
 
+def test_init_from_must_be_a_pulse_model_of_the_configs_shape(shared_data, tmp_path):
+    """The training checkpoint sits beside model.safetensors and is an easy file to name; weights of another
+    architecture are another easy mistake. Each is one ValueError naming the file, not a tensor-by-tensor dump."""
+    from export.artifact import save_weights
+    from pulse.models import create_model
+    from pulse.train.checkpoint import save_checkpoint
+
+    cfg = tiny_config(shared_data, tmp_path, epochs=1)
+    model = create_model(cfg.model)
+    save_weights(tmp_path / "model.safetensors", model.state_dict(), cfg.model.to_dict())
+    save_checkpoint(tmp_path / "checkpoint.safetensors", {"model": model}, torch.optim.AdamW(model.parameters()),
+                    {"step": 1})
+    with pytest.raises(ValueError, match=r"checkpoint.safetensors: a training checkpoint .*use .*model.safetensors"):
+        weak_labels.train(dataclasses.replace(cfg, init_from=str(tmp_path / "checkpoint.safetensors")), tmp_path / "a")
+    other = dataclasses.replace(cfg, init_from=str(tmp_path / "model.safetensors"),
+                                model=dataclasses.replace(cfg.model, arch="pulse_cnn_s", embed_dim=64))
+    with pytest.raises(ValueError, match=r"model.safetensors: init_from weights do not fit the config's model: "
+                                         r"arch 'pulse_cnn_xs' \(config: 'pulse_cnn_s'\), embed_dim 32 \(config: 64\)"):
+        weak_labels.train(other, tmp_path / "b")
+
+
 def test_ema_without_validation_and_threaded_batches(shared_data, tmp_path):
     """val_split "" keeps the last epoch's model: here the moving average, not the raw weights;
     drawing batches in threads must not change a single weight."""

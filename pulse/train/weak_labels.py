@@ -25,9 +25,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 import pulse
-from export.artifact import load_weights, save_weights
+from export.artifact import load_weights, read_weights_metadata, save_weights
 from export.atomic import write_json
-from pulse.config import TrainConfig
+from pulse.config import ModelConfig, TrainConfig
 from pulse.evaluate import detection_auc, evaluate, prepare, selection_score, window_f1
 from pulse.manifest import NON_EVENT_FOLDERS
 from pulse.models import MODELS, create_model
@@ -84,6 +84,19 @@ def unused_evaluation_data(cfg: TrainConfig) -> list[str]:
     return [f"evaluation.{name} {getattr(cfg.evaluation, name)!r}"
             for name in ("manifest", "audio_root", "split", "background_manifest", "background_root")
             if getattr(cfg.evaluation, name) not in (getattr(used, name), getattr(default, name))]
+
+
+def check_init_from(cfg: TrainConfig) -> None:
+    """`init_from` is loaded into the config's own model: refuse, before any audio is decoded, a file that is no
+    PULSE model (the training checkpoint beside model.safetensors, another package's weights) or one of another
+    shape, in one line rather than a traceback listing every tensor."""
+    theirs, ours = ModelConfig.from_dict(read_weights_metadata(cfg.init_from, package="pulse")), cfg.model
+    differ = [f"{name} {getattr(theirs, name)!r} (config: {getattr(ours, name)!r})"
+              for name in ("arch", "band_contrast", "n_mels", "embed_dim") if getattr(theirs, name) != getattr(ours, name)]
+    if theirs.num_classes != ours.num_classes:
+        differ.append(f"{theirs.num_classes} labels (config: {ours.num_classes})")
+    if differ:
+        raise ValueError(f"{cfg.init_from}: init_from weights do not fit the config's model: {', '.join(differ)}")
 
 
 def slowable(targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -179,6 +192,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
         raise FileNotFoundError(f"{cfg.manifest}: manifest not found (paths in a config are relative to the "
                                 f"working directory: {Path.cwd()})")
     MODELS.get(cfg.model.arch), POOLING.get(cfg.pooling)  # an unknown name: a KeyError before any audio is decoded
+    if cfg.init_from:
+        check_init_from(cfg)
     if cfg.threads > 0:  # 0: torch's own default, every core
         torch.set_num_threads(cfg.threads)
     device = torch.device(device)
