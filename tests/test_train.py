@@ -191,6 +191,16 @@ def test_sampler_balances_classes_and_draws_negatives():
     assert np.array_equal(windows, again)
 
 
+def test_without_class_balance_clips_are_drawn_by_length_across_classes():
+    cfg = TrainConfig(model=ModelConfig(labels=("a", "b"), common_names=("a", "b"), codes=("A", "B"), window_s=0.1),
+                      batch_size=400, negative_prob=0.0, mixup_prob=0.0, background_prob=0.0, class_balance=False)
+    rng = np.random.default_rng(0)
+    clips = [Clip("a1", rng.standard_normal(3 * 4410).astype(np.float32), 0),
+             Clip("b1", rng.standard_normal(4410).astype(np.float32), 1)]
+    _, targets = BatchSampler(clips, [], cfg).batch(0)
+    assert 0.68 < targets[:, 0].mean() < 0.82  # 3:1 in audio, so about 3:1 in draws (balanced would be 1:1)
+
+
 def test_init_from_starts_at_given_weights(shared_data, tmp_path):
     source = tmp_path / "source.safetensors"
     weak_labels.train(tiny_config(shared_data, tmp_path, epochs=1), tmp_path / "a")

@@ -105,7 +105,8 @@ class BatchSampler:
         return np.stack([w for w, _ in items]), np.stack([t for _, t in items])
 
     def _pick_clip(self, rng: np.random.Generator, exclude: int = -1) -> Clip:
-        """Class-balanced: a class uniformly, then a clip in proportion to its length."""
+        """A clip in proportion to its length, never of class `exclude`: within a class drawn uniformly
+        (class_balance), else among all clips, so a species with more audio is drawn more often."""
         if self.cfg.class_balance:
             classes = [k for k in self.present if k != exclude]
             pool = self.by_class[classes[int(rng.integers(len(classes)))]]
