@@ -128,8 +128,9 @@ def main() -> None:
     parser.add_argument("--kd-batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch and LiteRT threads in training (1 is fastest on a busy CPU), and the model "
-                             "threads of both student and BirdNET in the throughput run")
+                        help="torch threads in training and LiteRT threads of the BirdNET probe (1 is fastest on a "
+                             "busy CPU; training reads cached BirdNET outputs), and the model threads of both "
+                             "student and BirdNET in the throughput run")
     parser.add_argument("--throughput-s", type=float, default=300.0, help="length of the throughput recording")
     parser.add_argument("--caches", default="runs/teacher/insectset32,runs/teacher/backgrounds")
     args = parser.parse_args()
