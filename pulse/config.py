@@ -286,7 +286,8 @@ class TrainConfig(JsonConfig):
     init_from: str = ""  # weights (.safetensors) to fine-tune from; empty starts from random init
     threads: int = 2  # torch CPU threads; 0 leaves torch's default (every core)
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # per-epoch validation, model selection
-    # Extra loss terms added by the semi-supervised and distillation issue (0 disables).
+    # Weights of the loss terms beside the weak-label BCE (weight 1): BYOL on unlabelled audio
+    # (pulse/train/byol.py) and distillation from cached BirdNET outputs (distill_birdnet.py); 0 disables.
     lambda_byol: float = 0.0
     lambda_kd: float = 0.0
     semi: SemiConfig = field(default_factory=SemiConfig)

@@ -2,7 +2,10 @@
 
 Each step draws K windows from each of B clips (mixed with backgrounds, see data.py), runs the
 window-level model on SpecAugmented log-mels, pools window logits into clip logits and
-minimises the sum of the enabled loss terms (losses.py). After every epoch the model is
+minimises the weighted sum of the enabled loss terms (losses.py): the weak-label BCE of the clip
+logits (weight 1), plus lambda_byol x BYOL (byol.py) and lambda_kd x BirdNET distillation
+(distill_birdnet.py), each of which draws its own batch, and lambda_ensemble / lambda_shift
+terms that read this batch's window logits. After every epoch the model is
 validated on 3 s excerpts mixed into held-out soundscapes; the best one is kept as
 RUN_DIR/model.safetensors and the full state as RUN_DIR/checkpoint.safetensors, from which a
 killed run resumes exactly.
