@@ -1,7 +1,10 @@
 """Registry of PULSE audio architectures; `create_model(cfg)` is the single door.
 
-Register a new encoder with `@MODELS.register()`: a function taking `in_chans` that returns a
-module with a `num_features` attribute. The tests run every registered name automatically.
+Register a new encoder with `@MODELS.register()`: a function taking `in_chans` (2 with
+`ModelConfig.band_contrast`) that returns a module mapping log-mels [B, in_chans, n_mels, frames]
+to pooled features [B, num_features], with a `num_features` attribute; its name is then a valid
+`ModelConfig.arch`. `PulseClassifier` adds the embedding and head that training (BYOL, KD) uses,
+so nothing else changes. tests/test_export.py runs and exports every registered name.
 """
 
 from __future__ import annotations
