@@ -3,9 +3,11 @@
 A term is an `nn.Module` (so its own parameters, e.g. a BYOL projector, train and checkpoint
 with the model) built by a factory registered in LOSS_TERMS. The factory receives the
 TrainConfig and the model and returns None when its weight is 0. To add a term, write it in its
-own module (pulse/train/byol.py, distill_birdnet.py, ...), register it there and add
-the module to TERM_MODULES; weak_labels.py needs no change unless the term needs a second forward
-pass of the batch itself (shift_consistency.py: `StepOutputs.shifted_logits`).
+own module (pulse/train/byol.py, distill_birdnet.py, ...), register it there, add the module to
+TERM_MODULES and give its weight a field of TrainConfig (`lambda_<name>`, default 0, in
+pulse/config.py: a config naming a key no field takes is refused); weak_labels.py needs no change
+unless the term needs a second forward pass of the batch itself (shift_consistency.py:
+`StepOutputs.shifted_logits`).
 """
 
 from __future__ import annotations
