@@ -169,7 +169,10 @@ class TeacherCacheConfig(JsonConfig):
     manifest: str = DEFAULT_MANIFEST
     audio_root: str = DEFAULT_AUDIO_ROOT
     out: str = "runs/teacher/insectset32"
-    hop_s: float = 1.0  # finer than BirdNET's 3 s window, so any student crop has a teacher window near it
+    # Distillation centres one student window on each cached window and averages the cached windows whose
+    # centres fall inside it (pulse/train/distill_birdnet.py): at 1 s a 3 s student gets three times as many
+    # windows as at 3 s, each target the mean of a window and its two neighbours; at 3 s one window alone.
+    hop_s: float = 1.0
     batch_size: int = 16
     threads: int = 0  # LiteRT threads; 0 lets LiteRT decide
 

@@ -121,6 +121,14 @@ def test_a_3s_student_window_at_the_1s_hop_learns_the_mean_of_three_teacher_wind
     assert not np.allclose(bank.targets(bank.windows[2])[0], teacher[2])
 
 
+def test_at_a_3s_hop_each_3s_student_window_learns_one_teacher_window(tmp_path):
+    manifest = pd.DataFrame({"path": ["a.wav"], "split": ["train"]})
+    bank = KnowledgeBank((str(write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 3.0, 6.0]})),), "train",
+                         window_s=3.0)
+    for k, window in enumerate(bank.windows):
+        np.testing.assert_array_equal(bank.targets(window)[0], bank.entries[0].embedding[k])
+
+
 class SilentBackgrounds:
     def window(self, rng):
         return np.zeros(TINY.window_samples, np.float32)
