@@ -212,6 +212,22 @@ def test_init_from_starts_at_given_weights(shared_data, tmp_path):
     assert torch.equal(start["head.1.weight"], after["head.1.weight"])
 
 
+def test_init_from_a_model_of_other_species_keeps_its_encoder_not_its_head(shared_data, tmp_path):
+    """Fine-tuning a trained model onto species of one's own: the encoder and embedding carry over, the head
+    starts afresh, also where the species are only in another order (its rows would name the wrong species)."""
+    source = tmp_path / "source.safetensors"
+    cfg = tiny_config(shared_data, tmp_path, epochs=1)
+    weak_labels.train(cfg, tmp_path / "a")
+    (tmp_path / "a/model.safetensors").rename(source)
+    swapped = dataclasses.replace(cfg.model, labels=cfg.model.labels[::-1], common_names=cfg.model.common_names[::-1],
+                                  codes=cfg.model.codes[::-1])
+    weak_labels.train(dataclasses.replace(cfg, init_from=str(source), lr=0.0, model=swapped), tmp_path / "b")
+    start, after = weights(source), weights(tmp_path / "b/model.safetensors")
+    assert torch.equal(start["encoder.stem.0.weight"], after["encoder.stem.0.weight"])
+    assert torch.equal(start["embed.0.weight"], after["embed.0.weight"])
+    assert not torch.equal(start["head.1.weight"], after["head.1.weight"])
+
+
 def test_init_from_must_be_a_pulse_model_of_the_configs_shape(shared_data, tmp_path):
     """The training checkpoint sits beside model.safetensors and is an easy file to name; weights of another
     architecture are another easy mistake. Each is one ValueError naming the file, not a tensor-by-tensor dump."""

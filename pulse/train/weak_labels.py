@@ -89,17 +89,22 @@ def unused_evaluation_data(cfg: TrainConfig) -> list[str]:
             if getattr(cfg.evaluation, name) not in (getattr(used, name), getattr(default, name))]
 
 
-def check_init_from(cfg: TrainConfig) -> None:
+def check_init_from(cfg: TrainConfig) -> bool:
     """`init_from` is loaded into the config's own model: refuse, before any audio is decoded, a file that is no
     PULSE model (the training checkpoint beside model.safetensors, another package's weights) or one of another
-    shape, in one line rather than a traceback listing every tensor."""
+    shape, in one line rather than a traceback listing every tensor. True when its species are the config's, in
+    the config's order: only then is its head kept; for species of one's own the encoder and embedding carry over
+    and the head starts afresh (its rows would name other species)."""
     theirs, ours = ModelConfig.from_dict(read_weights_metadata(cfg.init_from, package="pulse")), cfg.model
     differ = [f"{name} {getattr(theirs, name)!r} (config: {getattr(ours, name)!r})"
               for name in ("arch", "band_contrast", "n_mels", "embed_dim") if getattr(theirs, name) != getattr(ours, name)]
-    if theirs.num_classes != ours.num_classes:
-        differ.append(f"{theirs.num_classes} labels (config: {ours.num_classes})")
     if differ:
         raise ValueError(f"{cfg.init_from}: init_from weights do not fit the config's model: {', '.join(differ)}")
+    if list(theirs.labels) == list(ours.labels):
+        return True
+    log.info("%s: its species (%d) are not the config's (%d): its encoder and embedding are fine-tuned, the head "
+             "starts afresh", cfg.init_from, theirs.num_classes, ours.num_classes)
+    return False
 
 
 def slowable(targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -195,8 +200,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
         raise FileNotFoundError(f"{cfg.manifest}: manifest not found (paths in a config are relative to the "
                                 f"working directory: {Path.cwd()})")
     MODELS.get(cfg.model.arch), POOLING.get(cfg.pooling)  # an unknown name: a KeyError before any audio is decoded
-    if cfg.init_from:
-        check_init_from(cfg)
+    keep_head = check_init_from(cfg) if cfg.init_from else False
     if cfg.threads > 0:  # 0: torch's own default, every core
         torch.set_num_threads(cfg.threads)
     device = torch.device(device)
@@ -239,7 +243,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     torch.manual_seed(cfg.seed)
     model = create_model(mc).train()
     if cfg.init_from:  # fine-tuning: start from trained weights (the checkpoint, if any, still wins below)
-        model.load_state_dict(load_weights(cfg.init_from)[0])
+        state = load_weights(cfg.init_from)[0]
+        model.load_state_dict(state if keep_head else {**model.state_dict(), **{
+            name: tensor for name, tensor in state.items() if not name.startswith("head.")}})
     model.to(device)
     pooling = create_pooling(cfg.pooling, mc.embed_dim, mc.num_classes).to(device)
     terms = build_loss_terms(cfg, model).to(device)
