@@ -1,7 +1,8 @@
 """Files and folders given on the command line -> the recordings to analyse, each once, each its own output name.
 
-Folders are searched recursively, into folders linked to as well (dot names skipped: macOS ._ twins, .Trashes;
-and the run's own output folder and any folder of clips `pulse segments` cut, which are copies of recordings).
+Folders are searched recursively, into folders linked to as well (not a link back up to a folder above; dot names
+skipped: macOS ._ twins, .Trashes; and the run's own output folder and any folder of clips `pulse segments` cut,
+which are copies of recordings).
 Two AudioMoth cards given as two folders often hold the same timestamped file names; one recording's outputs must
 never overwrite another's.
 """
@@ -31,44 +32,65 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
     folder of `pulse segments` clips is listed: the clips would be analysed again as recordings of their own.
     """
     suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
-    found: list[tuple[Path, Path, str]] = []  # (path, relative, name of the input it came from)
+    found: list[tuple[Path, Path, str, bool]] = []  # (path, relative, its input's name, in a linked folder)
     for item in map(Path, inputs):
         if item.is_dir():
-            listed = [p for p in _files_below(item, outputs) if p.suffix.lower() in suffixes]
-            converted = {p.with_suffix("") for p in listed if p.suffix.lower() in AUDIO_SUFFIXES}
-            found += [(p, p.relative_to(item), item.resolve().name) for p in listed
+            listed = [(p, linked) for p, linked in _files_below(item, outputs) if p.suffix.lower() in suffixes]
+            converted = {p.with_suffix("") for p, _ in listed if p.suffix.lower() in AUDIO_SUFFIXES}
+            root = item.resolve().name
+            found += [(p, p.relative_to(item), root, linked) for p, linked in listed
                       if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
         else:
-            found.append((item, Path(item.name), item.resolve().parent.name))
-    seen: set[Path] = set()
-    unique = []
-    for path, relative, root in found:  # a folder and a file inside it: analyse the file once
-        if (resolved := path.resolve()) not in seen:
-            seen.add(resolved)
-            unique.append((path, relative, root))
+            found.append((item, Path(item.name), item.resolve().parent.name, False))
+    # A recording reached several ways (a folder and a file inside it, a link) is analysed once, under a name that
+    # reaches it without a link where there is one: site3 given beside site1, which links to it, stays site3's.
+    chosen: dict[Path, int] = {}  # each recording's entry in `found`
+    for i, (path, _, _, linked) in enumerate(found):
+        earlier = chosen.get(key := path.resolve())
+        if earlier is None or (_through_link(found[earlier][0], found[earlier][3]) and not _through_link(path, linked)):
+            chosen[key] = i
+    unique = [found[i][:3] for i in sorted(chosen.values())]
     relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
     return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
 
 
-def _files_below(folder: Path, outputs: str | Path | None) -> list[Path]:
-    """Files below `folder`, sorted, following links to folders (each real folder once, so a link loop ends; real
-    folders before links, so a folder reached both ways is listed under its own name), without dot names or the
-    `outputs` folder or a folder of `pulse segments` clips below it (either given as `folder` itself is searched)."""
+def _files_below(folder: Path, outputs: str | Path | None) -> list[tuple[Path, bool]]:
+    """Files below `folder`, sorted, each with whether it lies in a folder reached through a link (each real folder
+    once, so a link loop ends), without dot names or the `outputs` folder or a folder of `pulse segments` clips
+    below it (either given as `folder` itself is searched). Folders reached through links are
+    walked after every folder reachable without one, so a folder reached both ways keeps its own name (a link in
+    site1 to site2 does not make site2's recordings site1's); a link to a folder above it (`loop -> ..`) is not
+    followed: it holds nothing but the given folder and its neighbours, which were not asked for."""
     skip = os.path.realpath(outputs) if outputs is not None else None
-    files, seen = [], set()
-    for top, folders, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(top)
-        if real in seen:
-            folders[:] = []
-            continue
-        seen.add(real)  # before the checks below: a clips folder reached again through a link is not said again
-        if real != os.path.realpath(folder) and (real == skip or _holds_clips(top, names)):
-            folders[:] = []
-            continue
-        folders[:] = sorted((name for name in folders if not name.startswith(".")),
-                            key=lambda name: (os.path.islink(os.path.join(top, name)), name))
-        files += [path for name in names if not (path := Path(top) / name).name.startswith(".") and path.is_file()]
+    root = os.path.realpath(folder)
+    files, seen, to_walk = [], set(), [(str(folder), False)]
+    while to_walk:
+        start, linked = to_walk.pop(0)
+        for top, folders, names in os.walk(start):  # not into links: those wait in to_walk
+            real = os.path.realpath(top)
+            if real in seen:
+                folders[:] = []
+                continue
+            seen.add(real)  # before the checks below: a clips folder reached again through a link is not said again
+            if real != root and (real == skip or _holds_clips(top, names)):
+                folders[:] = []
+                continue
+            folders[:] = sorted(name for name in folders if not name.startswith("."))
+            to_walk += [(link, True) for name in folders if os.path.islink(link := os.path.join(top, name))
+                        and not _above(os.path.realpath(link), real)]
+            files += [(path, linked) for name in names
+                      if not name.startswith(".") and (path := Path(top) / name).is_file()]
     return sorted(files)
+
+
+def _through_link(path: Path, in_linked_folder: bool) -> bool:
+    """Whether a file was reached through a link (asked only of a file reached more than one way: a stat each)."""
+    return in_linked_folder or path.is_symlink()
+
+
+def _above(folder: str, real: str) -> bool:
+    """Whether `folder` is the real folder `real` or one above it."""
+    return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _holds_clips(top: str, names: list[str]) -> bool:

@@ -412,6 +412,28 @@ def test_folders_linked_to_are_searched_once_and_the_runs_own_output_folder_neve
     assert len(find_audio([project], outputs=project)) == 3  # --out the input folder itself: nothing skipped
 
 
+def test_a_folder_linked_from_another_keeps_its_own_name_and_a_link_up_is_not_followed(tmp_path):
+    """Cards copied side by side, site1 holding a link to site2 and one back up to the cards: site2's recording was
+    listed as site1/also_site2/..., its detections credited to site1 in every table, and site1 given alone brought
+    in site2 and site3 through the link up, as site1/loop/site3/...; site3 given beside site1 was site1's too."""
+    cards = tmp_path / "cards"
+    for site in ("site1", "site2", "site3"):
+        (cards / site).mkdir(parents=True)
+        sf.write(cards / site / "20250701_213000.WAV", tone(0.1, 8000), 8000)
+    (cards / "site1" / "also_site2").symlink_to(cards / "site2")
+    (cards / "site1" / "loop").symlink_to(cards)
+    (cards / "site3" / "00_first.WAV").symlink_to(cards / "site3" / "20250701_213000.WAV")  # sorts before it
+    assert [(p.relative_to(cards).as_posix(), rel.as_posix()) for p, rel in find_audio([cards])] == [
+        ("site1/20250701_213000.WAV", "site1/20250701_213000.WAV"),
+        ("site2/20250701_213000.WAV", "site2/20250701_213000.WAV"),
+        ("site3/20250701_213000.WAV", "site3/20250701_213000.WAV")]
+    assert [rel.as_posix() for _, rel in find_audio([cards / "site1"])] == [
+        "20250701_213000.WAV", "also_site2/20250701_213000.WAV"]  # a link out of it is followed, not one up
+    found = find_audio([cards / "site1", cards / "site3"])
+    assert [p.relative_to(cards).as_posix() for p, _ in found] == [
+        "site1/20250701_213000.WAV", "site1/also_site2/20250701_213000.WAV", "site3/20250701_213000.WAV"]
+
+
 def test_clips_of_an_earlier_segments_run_are_not_searched_for_recordings(tmp_path, caplog):
     """Clips `pulse segments` cut into a folder inside the recordings were analysed as recordings by the next
     `pulse analyze` into another --out (found by following the README: 11 files analysed instead of 6)."""
