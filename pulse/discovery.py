@@ -42,16 +42,28 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
                       if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
         else:
             found.append((item, Path(item.name), item.resolve().parent.name, False))
-    # A recording reached several ways (a folder and a file inside it, a link) is analysed once, under a name that
-    # reaches it without a link where there is one: site3 given beside site1, which links to it, stays site3's.
-    chosen: dict[Path, int] = {}  # each recording's entry in `found`
+    # A recording reached several ways (a folder and a file inside it, a link, a hard link) is analysed once, under
+    # a name that reaches it without a link where there is one: site3 given beside site1, which links to it, stays
+    # site3's.
+    chosen: dict[object, int] = {}  # each recording's entry in `found`
     for i, (path, _, _, linked) in enumerate(found):
-        earlier = chosen.get(key := path.resolve())
+        earlier = chosen.get(key := _same_file(path))
         if earlier is None or (_through_link(found[earlier][0], found[earlier][3]) and not _through_link(path, linked)):
             chosen[key] = i
     unique = [found[i][:3] for i in sorted(chosen.values())]
     relatives = _distinct_output_names([(relative, root) for _, relative, root in unique])
     return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
+
+
+def _same_file(path: Path) -> object:
+    """What a file is, however reached: its resolved path, or for a file with several hard links (a card copied with
+    `cp -l`, an rsync --link-dest backup) its device and inode, which a file system that counts no links never
+    shares between two files."""
+    try:
+        stat = path.stat()
+    except OSError:  # it fails later, with its reason
+        return path.resolve()
+    return (stat.st_dev, stat.st_ino) if stat.st_nlink > 1 and stat.st_ino else path.resolve()
 
 
 def _files_below(folder: Path, outputs: str | Path | None) -> list[tuple[Path, bool]]:

@@ -412,6 +412,18 @@ def test_folders_linked_to_are_searched_once_and_the_runs_own_output_folder_neve
     assert len(find_audio([project], outputs=project)) == 3  # --out the input folder itself: nothing skipped
 
 
+def test_a_recording_and_a_hard_link_to_it_are_analysed_once(tmp_path):
+    """A card copied with `cp -l` beside the original (or a backup made with rsync --link-dest, given with it): both
+    names were analysed and every detection of the recording was in detections.csv twice."""
+    sf.write(tmp_path / "20250701_213000.WAV", tone(0.1, 8000), 8000)
+    sf.write(tmp_path / "20250701_214000.WAV", tone(0.1, 8000), 8000)
+    (tmp_path / "copy").mkdir()
+    os.link(tmp_path / "20250701_213000.WAV", tmp_path / "copy" / "20250701_213000.WAV")
+    assert [rel.as_posix() for _, rel in find_audio([tmp_path])] == ["20250701_213000.WAV", "20250701_214000.WAV"]
+    assert [p.relative_to(tmp_path).as_posix() for p, _ in find_audio([tmp_path / "copy", tmp_path])] == [
+        "copy/20250701_213000.WAV", "20250701_214000.WAV"]  # under the first name given
+
+
 def test_a_folder_linked_from_another_keeps_its_own_name_and_a_link_up_is_not_followed(tmp_path):
     """Cards copied side by side, site1 holding a link to site2 and one back up to the cards: site2's recording was
     listed as site1/also_site2/..., its detections credited to site1 in every table, and site1 given alone brought
