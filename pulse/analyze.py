@@ -32,6 +32,7 @@ from pulse.discovery import find_audio
 from pulse.io import AudioInfo
 from pulse.journal import Journal
 from pulse.model_names import below_rate_note, model_band, open_checked_model, resolve_model
+from pulse.progress import progress
 from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.scoring import score_files
 from pulse.windows import WindowSpec, window_times
@@ -202,27 +203,26 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
     --min-conf, --merge-consecutive or --format; outputs deleted or overwritten), get them rewritten from the
     journalled scores, without decoding or scoring (hours of audio re-thresholded in seconds); the rest are
     returned, to be analysed."""
-    from tqdm import tqdm
-
     left = []
-    for f in tqdm(todo, unit="file", desc="saved scores", disable=None, leave=False):
-        try:
-            if (part := run.journal.load(f.path, any_outputs=True)) is None:
+    with progress(todo, unit="file", desc="saved scores", leave=False) as files:
+        for f in files:
+            try:
+                if (part := run.journal.load(f.path, any_outputs=True)) is None:
+                    left.append(f)
+                    continue
+                f.note = run.journal.note(f.path)
+                _write_outputs(f, part, run)
+                run.note_low_rate(f.path, int(part["sample_rate"]))
+            except Exception as exc:  # analysed instead, where an error that comes again is that file's own
+                if fails_for_folder(exc):  # --out is full or read-only: so it would be for every file
+                    raise
+                log.debug("%s: not rewritten from its saved scores (%s); analysing it", f.path, exc)
+                f.note, f.run_tables = "", {}
                 left.append(f)
                 continue
-            f.note = run.journal.note(f.path)
-            _write_outputs(f, part, run)
-            run.note_low_rate(f.path, int(part["sample_rate"]))
-        except Exception as exc:  # analysed instead, where an error that comes again is that file's own
-            if fails_for_folder(exc):  # --out is full or read-only: so it would be for every file
-                raise
-            log.debug("%s: not rewritten from its saved scores (%s); analysing it", f.path, exc)
-            f.note, f.run_tables = "", {}
-            left.append(f)
-            continue
-        summary.files_rewritten += 1
-        if f.note:
-            summary.errors.append((str(f.path), "read", "PartlyReadable", f.note))
+            summary.files_rewritten += 1
+            if f.note:
+                summary.errors.append((str(f.path), "read", "PartlyReadable", f.note))
     if summary.files_rewritten:
         log.info("rewrote the outputs of %d file(s) from their saved scores, without decoding or scoring",
                  summary.files_rewritten)

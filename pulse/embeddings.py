@@ -27,6 +27,7 @@ from pulse.config import InferConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioReadError, audio_info
 from pulse.model_names import open_checked_model, resolve_model
+from pulse.progress import progress
 from pulse.recording import window_outputs
 from pulse.writers import write_errors
 
@@ -96,36 +97,36 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
                 errors: list) -> None:
     """Embed each recording not embedded before with these `settings`; a bad one is one line and one error."""
     import h5py
-    from tqdm import tqdm
 
-    for path, relative in tqdm(files, unit="file", disable=None):
-        target = embeddings_path(out, relative)
-        try:
-            info = audio_info(path)
-            key = {**_source(path), **settings}
-            if target.is_file() and (said := _earlier(target, key)) is not None:
-                summary.files_skipped += 1
-                if said:  # it breaks off part way: said again, as by `pulse analyze`
-                    errors.append((str(path), "read", "PartlyReadable", said))
+    with progress(files, unit="file") as bar:
+        for path, relative in bar:
+            target = embeddings_path(out, relative)
+            try:
+                info = audio_info(path)
+                key = {**_source(path), **settings}
+                if target.is_file() and (said := _earlier(target, key)) is not None:
+                    summary.files_skipped += 1
+                    if said:  # it breaks off part way: said again, as by `pulse analyze`
+                        errors.append((str(path), "read", "PartlyReadable", said))
+                    continue
+                starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
+            except AudioReadError as exc:
+                errors.append((str(path), "read", type(exc).__name__, exc.reason))
+                log.warning("%s", exc)
+                summary.files_failed += 1
                 continue
-            starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
-        except AudioReadError as exc:
-            errors.append((str(path), "read", type(exc).__name__, exc.reason))
-            log.warning("%s", exc)
-            summary.files_failed += 1
-            continue
-        except (OSError, ValueError, RuntimeError) as exc:  # the model or the file system: this file, not the run
-            errors.append((str(path), "embed", type(exc).__name__, str(exc)))
-            log.warning("%s: %s", path, exc)
-            summary.files_failed += 1
-            continue
-        if warning := warning or info.warning:
-            errors.append((str(path), "read", "PartlyReadable", warning))
-            log.warning("%s: %s", path, warning)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("starts_s", data=starts_s.astype(np.float64))
-            f.create_dataset("ends_s", data=ends_s.astype(np.float64))
-            f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
-            f.attrs.update({**key, "warning": warning})
-        summary.files_done += 1
+            except (OSError, ValueError, RuntimeError) as exc:  # the model or the file system: this file, not all
+                errors.append((str(path), "embed", type(exc).__name__, str(exc)))
+                log.warning("%s: %s", path, exc)
+                summary.files_failed += 1
+                continue
+            if warning := warning or info.warning:
+                errors.append((str(path), "read", "PartlyReadable", warning))
+                log.warning("%s: %s", path, warning)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
+                f.create_dataset("starts_s", data=starts_s.astype(np.float64))
+                f.create_dataset("ends_s", data=ends_s.astype(np.float64))
+                f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
+                f.attrs.update({**key, "warning": warning})
+            summary.files_done += 1

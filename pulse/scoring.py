@@ -20,6 +20,7 @@ import numpy as np
 from export.atomic import fails_for_folder
 from export.predictor import Predictor, usable_cores
 from pulse.io import AudioReadError, PartlyDecoded, audio_info, stream_audio
+from pulse.progress import progress
 from pulse.schema import SchemaError, check_score_values
 from pulse.windows import cut_too_short, frame_windows, refuse_truncated
 
@@ -34,8 +35,6 @@ BATCH_WAIT_S = 0.05  # how long less than a quarter batch waits for more windows
 def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: Summary,
                 write: Callable[[InFlight, Run], None]) -> None:
     """Decode in threads, score in full batches here, finish each file as its last window is scored."""
-    from tqdm import tqdm
-
     cfg = run.cfg
     workers = decoding_threads(cfg.workers)
     tasks: queue.Queue = queue.Queue()
@@ -53,7 +52,6 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
     for t in threads:
         t.start()
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (file, start samples, windows), oldest first
-    bar = tqdm(total=0, unit="win", desc=f"0/{len(todo)} files", disable=None)
     opened = {"files": 0, "windows": 0}  # files whose length is known (or that failed before it was), their windows
 
     def estimate_total() -> None:
@@ -61,7 +59,6 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
         so that the share done and the time left mean something before every header has been read."""
         rest = len(todo) - opened["files"]
         bar.total = opened["windows"] + (round(rest * opened["windows"] / opened["files"]) if opened["files"] else 0)
-        bar.refresh()
 
     def fail(i: int, stage: str, exc: BaseException, trace: str = "") -> None:
         f = todo[i]
@@ -99,7 +96,7 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
         summary.files_done += 1
         summary.audio_s += f.duration_s
         f.starts, f.scores = [], []
-        bar.set_description(f"{summary.files_done + summary.files_failed}/{len(todo)} files")
+        bar.set_description(f"{summary.files_done + summary.files_failed}/{len(todo)} files", refresh=False)
 
     def score(final: bool) -> None:
         while pending and (final or sum(len(p[1]) for p in pending) >= cfg.batch_size):
@@ -137,48 +134,48 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
 
     running = len(threads)
     try:
-        while running:
-            try:  # windows are waiting: give the decoders a moment to add to them before scoring a small batch
-                item = chunks.get(timeout=BATCH_WAIT_S if pending else None)
-            except queue.Empty:
-                score(final=True)
-                continue
-            kind, i = item[0], (item[1] if len(item) > 1 else -1)
-            if kind == "done":
-                running -= 1
-            elif kind == "start":
-                todo[i].info = item[2]
-                if item[2].warning:
-                    partly_readable(i, item[2].warning)
-                run.note_low_rate(todo[i].path, item[2].sample_rate)
-                run.note_mixed(todo[i].path, item[2].channels)
-                opened["files"] += 1
-                opened["windows"] += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
-                estimate_total()
-            elif kind == "windows":
-                todo[i].pending += len(item[2])
-                pending.append((i, item[2], item[3]))
-            elif kind == "partial":  # the windows before the break were queued; an "end" follows
-                todo[i].analysed_s = item[2].decoded_s
-                partly_readable(i, item[2].note)
-            elif kind == "end":
-                todo[i].ended = True
-                if not todo[i].pending:
-                    finish(i)
-            else:  # "error": drop what is queued for this file and report it
-                budget.give(sum(len(p[1]) for p in pending if p[0] == i))
-                pending[:] = [p for p in pending if p[0] != i]
-                fail(i, "read" if hasattr(item[2], "reason") else "decode", item[2], item[3])
-            # Full batches as they fill; a part-full one when nothing more is queued (so that the model does not
-            # wait on the decoders), unless it is under a quarter batch: then the timed get above waits a moment.
-            score(final=running == 0 or (chunks.empty() and budget.waiting >= cfg.batch_size // 4))
+        with progress(total=0, unit="win", desc=f"0/{len(todo)} files") as bar:  # redrawn as windows are scored
+            while running:
+                try:  # windows are waiting: give the decoders a moment to add to them before scoring a small batch
+                    item = chunks.get(timeout=BATCH_WAIT_S if pending else None)
+                except queue.Empty:
+                    score(final=True)
+                    continue
+                kind, i = item[0], (item[1] if len(item) > 1 else -1)
+                if kind == "done":
+                    running -= 1
+                elif kind == "start":
+                    todo[i].info = item[2]
+                    if item[2].warning:
+                        partly_readable(i, item[2].warning)
+                    run.note_low_rate(todo[i].path, item[2].sample_rate)
+                    run.note_mixed(todo[i].path, item[2].channels)
+                    opened["files"] += 1
+                    opened["windows"] += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))
+                    estimate_total()
+                elif kind == "windows":
+                    todo[i].pending += len(item[2])
+                    pending.append((i, item[2], item[3]))
+                elif kind == "partial":  # the windows before the break were queued; an "end" follows
+                    todo[i].analysed_s = item[2].decoded_s
+                    partly_readable(i, item[2].note)
+                elif kind == "end":
+                    todo[i].ended = True
+                    if not todo[i].pending:
+                        finish(i)
+                else:  # "error": drop what is queued for this file and report it
+                    budget.give(sum(len(p[1]) for p in pending if p[0] == i))
+                    pending[:] = [p for p in pending if p[0] != i]
+                    fail(i, "read" if hasattr(item[2], "reason") else "decode", item[2], item[3])
+                # Full batches as they fill; a part-full one when nothing more is queued (so that the model does not
+                # wait on the decoders), unless it is under a quarter batch: then the timed get above waits a moment.
+                score(final=running == 0 or (chunks.empty() and budget.waiting >= cfg.batch_size // 4))
     finally:  # also on Ctrl-C: no decoder may still be inside libsndfile or soxr when the interpreter exits
         stop.set()
         for t in threads:
             t.join()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-        bar.close()
 
 
 def decoding_threads(workers: int) -> int:

@@ -37,6 +37,7 @@ from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
 from pulse.journal import Journal
+from pulse.progress import progress
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -226,8 +227,6 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
 def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfig, root: Path | None,
                plots: bool) -> Summary:
     """`extract_segments` once its table is read and --out held."""
-    from tqdm import tqdm
-
     record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
               "settings": cfg.to_dict()}
     with_settings = out / CLIPS_RECORD
@@ -240,8 +239,8 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
     chosen = choose(detections, cfg)
     # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
     todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
-    with contextlib.closing(_Recordings()) as recordings:
-        for d, name in tqdm(todo, unit="clip", disable=None):
+    with contextlib.closing(_Recordings()) as recordings, progress(todo, unit="clip") as clips:
+        for d, name in clips:
             target, path = out / name, Path(d["file"])
             plot = target.with_suffix(".png") if plots else None
             if root is not None and not path.is_absolute():

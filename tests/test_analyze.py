@@ -650,6 +650,64 @@ def test_ctrl_c_is_one_line_and_the_same_command_goes_on(tmp_path, model):
     assert (summary.files_done, summary.files_skipped) == (4, 2)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_on_a_terminal_each_bad_file_is_a_line_of_its_own(tmp_path, model):
+    """At a terminal every bad file's line was written after the progress bar, on its line: 1 000 junk files among
+    30 000 were 1 000 lines each starting with a stale bar ('52/3000 files: 2%|█▏ ... 49.74win/s]s3k/...WAV: not
+    readable as audio'). They are now printed above the bar."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(4.0), RATE)
+    (tmp_path / "in" / "r1_junk.wav").write_bytes(b"not a recording")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "pulse.cli", "analyze", str(tmp_path / "in"), "--out",
+                             str(tmp_path / "out"), "--model", str(model)], stdout=follower, stderr=follower, cwd=REPO)
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process ended (EIO)
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(leader)
+    assert proc.wait() == 1
+    text = written.decode()
+    assert "files:" in text and "win/s" in text  # the bar was drawn
+    (line,) = [line for line in text.split("\n") if "r1_junk.wav" in line and "not readable" in line]
+    assert line.rstrip("\r").split("\r")[-1].startswith(str(tmp_path / "in" / "r1_junk.wav")), repr(line)
+
+
+def test_off_a_terminal_progress_is_a_plain_log_line_now_and_then(tmp_path, model, monkeypatch, caplog):
+    """Written to a file (a cluster job's `> log.txt`), a run of 30 000 files said nothing but its errors until its
+    last line: the bar is off there. Now a plain line every LOG_EVERY_S says how far it is; none in a short run."""
+    import re
+
+    import pulse.progress
+
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(4.0), RATE)
+    with caplog.at_level(logging.INFO, logger="pulse.progress"):
+        analyze([tmp_path / "in"], tmp_path / "quiet", InferConfig(model=str(model)))
+    assert not [r for r in caplog.records if r.name == "pulse.progress"]
+    monkeypatch.setattr(pulse.progress, "LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="pulse.progress"):
+        analyze([tmp_path / "in"], tmp_path / "out", InferConfig(model=str(model), batch_size=1))
+    lines = [r.getMessage() for r in caplog.records if r.name == "pulse.progress"]
+    assert any(re.fullmatch(r"\d/3 files: \d+% \(\d of \d win\), 00:\d\d elapsed, about 00:\d\d left", line)
+               for line in lines), lines
+    assert not any(c in line for line in lines for c in "\r|")
+
+
 def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_goes_on(tmp_path, model, monkeypatch, caplog):
     """An external drive filling overnight: every recording after it was decoded and scored in vain, each one a
     'write failed: ... No space left on device' line and errors.csv row. The run now stops at the first such

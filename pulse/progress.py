@@ -1,0 +1,44 @@
+"""Progress of a long run, on a terminal and in a log file (a cluster job's `> log.txt`, a cron job's mail).
+
+On a terminal, a tqdm bar, with log lines printed above it (written as they were, each ended up glued to the end of
+the bar: 1 000 bad files were 1 000 lines each starting with a stale bar). Elsewhere tqdm draws nothing, which left
+a run of 30 000 files silent but for its errors until its last line; there, one plain line every LOG_EVERY_S says
+how far it is and how long it has left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 60.0  # a 10-hour run: 600 lines
+LOG_FORMAT = "{desc}{percentage:.0f}% ({n_fmt} of {total_fmt} {unit}), {elapsed} elapsed, about {remaining} left"
+
+
+@contextlib.contextmanager
+def progress(iterable=None, *, total: float | None = None, unit: str, desc: str | None = None, leave: bool = True):
+    """A tqdm bar over `iterable` (or updated by hand up to `total`), closed on leaving."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if sys.stderr.isatty():
+        with logging_redirect_tqdm(), tqdm(iterable, total=total, unit=unit, desc=desc, leave=leave) as bar:
+            yield bar
+    else:  # redrawn only every LOG_EVERY_S (updates, and tqdm's monitor thread, refresh no sooner), first after it
+        with tqdm(iterable, total=total, unit=unit, desc=desc, file=_LogLines(), bar_format=LOG_FORMAT,
+                  mininterval=LOG_EVERY_S, maxinterval=LOG_EVERY_S, delay=LOG_EVERY_S, leave=False) as bar:
+            yield bar
+
+
+class _LogLines:
+    """Where tqdm writes off a terminal: each state it draws ('\\r' + the line) becomes one log line."""
+
+    def write(self, text: str) -> None:
+        if line := text.strip():
+            log.info("%s", line)
+
+    def flush(self) -> None:
+        pass
