@@ -1,8 +1,8 @@
 """Files and folders given on the command line -> the recordings to analyse, each once, each its own output name.
 
 Folders are searched recursively, into folders linked to as well (not a link back up to a folder above; dot names
-skipped: macOS ._ twins, .Trashes; and the run's own output folder and any folder of clips `pulse segments` cut,
-which are copies of recordings).
+skipped: macOS ._ twins, .Trashes; so are Windows' recycle bins, the run's own output folder and any folder of clips
+`pulse segments` cut, which are copies of recordings).
 Two AudioMoth cards given as two folders often hold the same timestamped file names; one recording's outputs must
 never overwrite another's.
 """
@@ -18,6 +18,9 @@ from pulse.io import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
 CLIPS_RECORD = "segments.json"  # what `pulse segments` writes at the top of its --out
+# Windows' own folders on a drive, as dot names are macOS's: its recycle bins hold deleted recordings ($R....WAV)
+# beside a few bytes of metadata each with the same suffix ($I....WAV), which were analysed and failed.
+SYSTEM_FOLDERS = {"$recycle.bin", "recycler", "recycled", "system volume information"}
 
 
 def find_audio(inputs: list[str | Path], undecodable: bool = False,
@@ -68,8 +71,8 @@ def _same_file(path: Path) -> object:
 
 def _files_below(folder: Path, outputs: str | Path | None) -> list[tuple[Path, bool]]:
     """Files below `folder`, sorted, each with whether it lies in a folder reached through a link (each real folder
-    once, so a link loop ends), without dot names or the `outputs` folder or a folder of `pulse segments` clips
-    below it (either given as `folder` itself is searched). Folders reached through links are
+    once, so a link loop ends), without dot names, SYSTEM_FOLDERS, or the `outputs` folder or a folder of `pulse
+    segments` clips below it (either given as `folder` itself is searched). Folders reached through links are
     walked after every folder reachable without one, so a folder reached both ways keeps its own name (a link in
     site1 to site2 does not make site2's recordings site1's); a link to a folder above it (`loop -> ..`) is not
     followed: it holds nothing but the given folder and its neighbours, which were not asked for."""
@@ -87,7 +90,8 @@ def _files_below(folder: Path, outputs: str | Path | None) -> list[tuple[Path, b
             if real != root and (real == skip or _holds_clips(top, names)):
                 folders[:] = []
                 continue
-            folders[:] = sorted(name for name in folders if not name.startswith("."))
+            folders[:] = sorted(name for name in folders
+                                if not name.startswith(".") and name.lower() not in SYSTEM_FOLDERS)
             to_walk += [(link, True) for name in folders if os.path.islink(link := os.path.join(top, name))
                         and not _above(os.path.realpath(link), real)]
             files += [(path, linked) for name in names

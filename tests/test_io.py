@@ -205,6 +205,18 @@ def test_info_and_discovery(tmp_path):
     assert info.duration_s == pytest.approx(1.5)
 
 
+def test_windows_recycle_bins_and_system_folders_are_not_searched(tmp_path):
+    """A recorder's drive used on Windows keeps deleted recordings in $RECYCLE.BIN, each as $R....WAV beside a few
+    bytes of metadata named $I....WAV: the deleted recording was analysed and the metadata failed as a bad WAV."""
+    sf.write(tmp_path / "20250701_213000.WAV", tone(0.5, RATE), RATE)
+    for folder in ("$RECYCLE.BIN/S-1-5-21-1004", "RECYCLER/S-1-5-21-1004", "System Volume Information"):
+        (tmp_path / folder).mkdir(parents=True)
+        sf.write(tmp_path / folder / "$RQ1X2Y3.WAV", tone(0.5, RATE), RATE)
+        (tmp_path / folder / "$IQ1X2Y3.WAV").write_bytes(bytes(544))
+    assert [rel.as_posix() for _, rel in find_audio([tmp_path], undecodable=True)] == ["20250701_213000.WAV"]
+    assert len(find_audio([tmp_path / "$RECYCLE.BIN"])) == 2  # given itself, it is searched
+
+
 def test_discovery_gives_each_file_once_and_its_own_output_name(tmp_path):
     """Two recorder cards with the same timestamped names, a file given twice, g.ogg beside g.aiff."""
     for rel in ("AM01/20240701_220000.WAV", "AM02/20240701_220000.WAV", "AM02/other.wav", "mix/g.ogg", "mix/G.aiff"):
