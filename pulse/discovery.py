@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
+import re
+from collections import Counter
+from pathlib import Path, PurePath
 
 from pulse.io import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES
 
@@ -35,16 +37,16 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
     folder of `pulse segments` clips is listed: the clips would be analysed again as recordings of their own.
     """
     suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
-    found: list[tuple[Path, Path, str, bool]] = []  # (path, relative, its input's name, in a linked folder)
+    found: list[tuple[Path, Path, Path, bool]] = []  # (path, relative, its input folder, in a linked folder)
     for item in map(Path, inputs):
         if item.is_dir():
             listed = [(p, linked) for p, linked in _files_below(item, outputs) if p.suffix.lower() in suffixes]
             converted = {p.with_suffix("") for p, _ in listed if p.suffix.lower() in AUDIO_SUFFIXES}
-            root = item.resolve().name
+            root = item.resolve()
             found += [(p, p.relative_to(item), root, linked) for p, linked in listed
                       if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
         else:
-            found.append((item, Path(item.name), item.resolve().parent.name, False))
+            found.append((item, Path(item.name), item.resolve().parent, False))
     # A recording reached several ways (a folder and a file inside it, a link, a hard link) is analysed once, under
     # a name that reaches it without a link where there is one: site3 given beside site1, which links to it, stays
     # site3's.
@@ -124,14 +126,15 @@ def _holds_clips(top: str, names: list[str]) -> bool:
     return True
 
 
-def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:
-    """Rename only clashing output names: under their input's name when they come from different
+def _distinct_output_names(entries: list[tuple[Path, PurePath]]) -> list[Path]:
+    """Rename only clashing output names: under their input folders' names when they come from different
     inputs, then with the suffix kept in the stem (g.ogg, g.aiff), then numbered."""
     names = [relative for relative, _ in entries]
     for group in _clashes(names):
-        if len({entries[i][1] for i in group}) > 1:
+        if len(folders := {entries[i][1] for i in group}) > 1:
+            labels = _distinct_tails(folders)
             for i in group:
-                names[i] = Path(entries[i][1]) / names[i]
+                names[i] = labels[entries[i][1]] / names[i]
     for group in _clashes(names):
         for i in group:
             names[i] = names[i].with_name(f"{names[i].stem}_{names[i].suffix.lstrip('.')}{names[i].suffix}")
@@ -139,6 +142,20 @@ def _distinct_output_names(entries: list[tuple[Path, str]]) -> list[Path]:
         for n, i in enumerate(group):
             names[i] = names[i].with_name(f"{names[i].stem}_{n + 1}{names[i].suffix}")
     return names
+
+
+def _distinct_tails(folders: set[PurePath]) -> dict[PurePath, Path]:
+    """Each folder's last names, as few as tell it from the others: AM01 and AM02; north/site1/Data, south/site1/Data
+    and site2/Data (a site's cards given as `site*/deploy*` were numbered 20250708_213000_WAV_1 ... _15, which site
+    each was lost); a drive's letter for a drive (D:\\ and E:\\, two cards in two readers on Windows)."""
+    chains = {folder: (*re.findall(r"^([A-Za-z]):$", folder.drive), *folder.relative_to(folder.anchor).parts)
+              for folder in folders}
+    tails: dict[PurePath, tuple[str, ...]] = {}
+    for length in range(1, max(map(len, chains.values())) + 1):
+        counts = Counter(chain[-length:] for chain in chains.values())
+        tails |= {folder: chain[-length:] for folder, chain in chains.items()
+                  if folder not in tails and (counts[chain[-length:]] == 1 or length >= len(chain))}
+    return {folder: Path(*tail) for folder, tail in tails.items()}
 
 
 def _clashes(names: list[Path]) -> list[list[int]]:

@@ -231,6 +231,27 @@ def test_discovery_gives_each_file_once_and_its_own_output_name(tmp_path):
                                                                         "AM02/20240701_220000.WAV"]
 
 
+def test_cards_in_folders_of_the_same_name_keep_which_site_they_came_from(tmp_path):
+    """Song Meter cards copied as site1/Data, site2/Data and given as `*/Data` (or AudioMoth cards as
+    site*/deploy01): every clashing name was numbered, 20250701_213000_WAV_1 ... _2, in one folder, which site each
+    came from lost. Now as many of the folders' last names as tell them apart; a drive's letter for a drive."""
+    from pathlib import Path, PureWindowsPath
+
+    from pulse.discovery import _distinct_output_names
+
+    for site in ("north/site1", "south/site1", "site2"):
+        (tmp_path / site / "Data").mkdir(parents=True)
+        sf.write(tmp_path / site / "Data" / "20250701_213000.WAV", tone(0.1, 8000), 8000)
+    sf.write(tmp_path / "site2" / "Data" / "20250702_213000.WAV", tone(0.1, 8000), 8000)
+    found = find_audio([tmp_path / "north/site1/Data", tmp_path / "south/site1/Data", tmp_path / "site2/Data"])
+    assert [rel.as_posix() for _, rel in found] == [
+        "north/site1/Data/20250701_213000.WAV", "south/site1/Data/20250701_213000.WAV",
+        "site2/Data/20250701_213000.WAV", "20250702_213000.WAV"]  # a name on one card only stays as it was
+    two_readers = [(Path("20250701_213000.WAV"), PureWindowsPath(drive)) for drive in ("D:\\", "E:\\")]
+    assert [rel.as_posix() for rel in _distinct_output_names(two_readers)] == [
+        "D/20250701_213000.WAV", "E/20250701_213000.WAV"]
+
+
 def test_blocks_decoding_ahead_hold_no_more_than_one_block_budget(tmp_path, monkeypatch):
     """A 384 kHz multichannel FLAC on many cores must not queue many big blocks at once: together they hold at most
     MAX_BLOCK_SAMPLES samples, two blocks at least."""
