@@ -121,6 +121,9 @@ def audio_info(path: str | Path) -> AudioInfo:
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            reason = f"a link to {os.readlink(path)}, which is not there (a drive not mounted?)"
+            raise AudioReadError(path, reason) from None
         raise AudioReadError(path, "no such file or folder") from None
     except OSError as exc:
         raise AudioReadError(path, f"cannot read it ({exc.strerror})") from None

@@ -217,6 +217,20 @@ def test_windows_recycle_bins_and_system_folders_are_not_searched(tmp_path):
     assert len(find_audio([tmp_path / "$RECYCLE.BIN"])) == 2  # given itself, it is searched
 
 
+def test_links_to_nothing_are_said_not_passed_over(tmp_path, caplog):
+    """Last season linked in from an archive drive that is not mounted, and a recording linked from it: both were
+    passed over in silence, and the run ended with exit status 0 as if every recording had been analysed."""
+    sf.write(tmp_path / "20250701_213000.WAV", tone(0.5, RATE), RATE)
+    (tmp_path / "2024").symlink_to(tmp_path / "archive" / "2024")
+    (tmp_path / "20250702_213000.WAV").symlink_to(tmp_path / "archive" / "x.WAV")
+    with caplog.at_level("WARNING", logger="pulse.discovery"):
+        found = [rel.as_posix() for _, rel in find_audio([tmp_path])]
+    assert found == ["20250701_213000.WAV", "20250702_213000.WAV"]  # the dead link fails, with its reason
+    assert f"{tmp_path / '2024'}: a link to {tmp_path / 'archive' / '2024'}, which is not there" in caplog.text
+    with pytest.raises(AudioReadError, match="a link to .*x.WAV, which is not there"):
+        audio_info(tmp_path / "20250702_213000.WAV")
+
+
 def test_discovery_gives_each_file_once_and_its_own_output_name(tmp_path):
     """Two recorder cards with the same timestamped names, a file given twice, g.ogg beside g.aiff."""
     for rel in ("AM01/20240701_220000.WAV", "AM02/20240701_220000.WAV", "AM02/other.wav", "mix/g.ogg", "mix/G.aiff"):
