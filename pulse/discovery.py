@@ -21,8 +21,9 @@ from pulse.io import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES
 log = logging.getLogger(__name__)
 CLIPS_RECORD = "segments.json"  # what `pulse segments` writes at the top of its --out
 # Windows' own folders on a drive, as dot names are macOS's: its recycle bins hold deleted recordings ($R....WAV)
-# beside a few bytes of metadata each with the same suffix ($I....WAV), which were analysed and failed.
-SYSTEM_FOLDERS = {"$recycle.bin", "recycler", "recycled", "system volume information"}
+# beside a few bytes of metadata each with the same suffix ($I....WAV), which were analysed and failed. And the
+# folder at the top of every Linux (ext4) volume where fsck leaves nameless pieces, which only root may list.
+SYSTEM_FOLDERS = {"$recycle.bin", "recycler", "recycled", "system volume information", "lost+found"}
 
 
 def find_audio(inputs: list[str | Path], undecodable: bool = False,
@@ -83,7 +84,7 @@ def _files_below(folder: Path, outputs: str | Path | None) -> list[tuple[Path, b
     files, seen, to_walk = [], set(), [(str(folder), False)]
     while to_walk:
         start, linked = to_walk.pop(0)
-        for top, folders, names in os.walk(start):  # not into links: those wait in to_walk
+        for top, folders, names in os.walk(start, onerror=_unsearchable):  # not into links: those wait in to_walk
             real = os.path.realpath(top)
             if real in seen:
                 folders[:] = []
@@ -99,6 +100,11 @@ def _files_below(folder: Path, outputs: str | Path | None) -> list[tuple[Path, b
             files += [(path, linked) for name in names
                       if not name.startswith(".") and ((path := Path(top) / name).is_file() or _dead_link(path))]
     return sorted(files)
+
+
+def _unsearchable(exc: OSError) -> None:
+    """A folder that cannot be listed (a colleague's cards, mode 700 on a shared NAS) was passed over in silence."""
+    log.warning("%s: cannot be searched (%s); recordings in it are not analysed", exc.filename, exc.strerror)
 
 
 def _dead_link(path: Path) -> bool:

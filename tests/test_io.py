@@ -209,7 +209,7 @@ def test_windows_recycle_bins_and_system_folders_are_not_searched(tmp_path):
     """A recorder's drive used on Windows keeps deleted recordings in $RECYCLE.BIN, each as $R....WAV beside a few
     bytes of metadata named $I....WAV: the deleted recording was analysed and the metadata failed as a bad WAV."""
     sf.write(tmp_path / "20250701_213000.WAV", tone(0.5, RATE), RATE)
-    for folder in ("$RECYCLE.BIN/S-1-5-21-1004", "RECYCLER/S-1-5-21-1004", "System Volume Information"):
+    for folder in ("$RECYCLE.BIN/S-1-5-21-1004", "RECYCLER/S-1-5-21-1004", "System Volume Information", "lost+found"):
         (tmp_path / folder).mkdir(parents=True)
         sf.write(tmp_path / folder / "$RQ1X2Y3.WAV", tone(0.5, RATE), RATE)
         (tmp_path / folder / "$IQ1X2Y3.WAV").write_bytes(bytes(544))
@@ -229,6 +229,26 @@ def test_links_to_nothing_are_said_not_passed_over(tmp_path, caplog):
     assert f"{tmp_path / '2024'}: a link to {tmp_path / 'archive' / '2024'}, which is not there" in caplog.text
     with pytest.raises(AudioReadError, match="a link to .*x.WAV, which is not there"):
         audio_info(tmp_path / "20250702_213000.WAV")
+
+
+def test_a_folder_that_cannot_be_listed_is_said(tmp_path, monkeypatch, caplog):
+    """A colleague's cards on a shared NAS (their folder, mode 700) were passed over in silence, exit status 0.
+    Found with the run's root user stripped of its power to read any folder; here os.scandir refuses, as it did."""
+    for site in ("siteA", "siteB"):
+        (tmp_path / site).mkdir()
+        sf.write(tmp_path / site / "20250701_213000.WAV", tone(0.5, RATE), RATE)
+    scandir = os.scandir
+
+    def refuses_siteB(path="."):
+        if os.path.basename(path) == "siteB":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuses_siteB)
+    with caplog.at_level("WARNING", logger="pulse.discovery"):
+        assert [rel.as_posix() for _, rel in find_audio([tmp_path])] == ["siteA/20250701_213000.WAV"]
+    assert f"{tmp_path / 'siteB'}: cannot be searched (Permission denied); recordings in it are not analysed" in (
+        caplog.text)
 
 
 def test_discovery_gives_each_file_once_and_its_own_output_name(tmp_path):
