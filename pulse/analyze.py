@@ -78,7 +78,7 @@ class InFlight:
     failed: bool = False
     note: str = ""  # it breaks off part way: what was analysed (journalled, so that a resumed run says it again)
     analysed_s: float | None = None  # when it breaks off: the audio before the break (else all of it)
-    run_tables: dict = field(default_factory=dict)  # this run's share of the run-wide tables, kept from finishing
+    run_tables: dict | None = None  # this run's share of the run-wide tables with rows, kept from finishing
 
     @property
     def duration_s(self) -> float:
@@ -217,7 +217,7 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
                 if fails_for_folder(exc):  # --out is full or read-only: so it would be for every file
                     raise
                 log.debug("%s: not rewritten from its saved scores (%s); analysing it", f.path, exc)
-                f.note, f.run_tables = "", {}
+                f.note, f.run_tables = "", None
                 left.append(f)
                 continue
             summary.files_rewritten += 1
@@ -236,7 +236,7 @@ def _write_outputs(f: InFlight, part: dict, run: Run) -> None:
         if writer.per_file:
             writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
     run.journal.save(f.path, f.output_name, f.note, **part)
-    f.run_tables = {w.table: tables[w.table] for w in run.writers if not w.per_file}
+    f.run_tables = {w.table: table for w in run.writers if not w.per_file and _has_rows(table := tables[w.table])}
 
 
 def _tables(file: str, part: dict, run: Run) -> dict[str, pd.DataFrame | Columns]:
@@ -262,14 +262,13 @@ def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
     tables: dict[str, list] = {w.table: [] for w in run_writers}
     missing = []
     for f in files if run_writers else []:
-        if not f.run_tables and not f.failed:  # finished by an earlier run: rebuilt from its journal
+        if f.run_tables is None and not f.failed:  # finished by an earlier run: rebuilt from its journal
             if (part := run.journal.load(f.path)) is None:
                 missing.append(f.path)
                 continue
-            f.run_tables = {k: v for k, v in _tables(str(f.path), part, run).items() if k in tables}
-        for name in tables:
-            if name in f.run_tables:
-                tables[name].append(f.run_tables[name])
+            f.run_tables = {k: v for k, v in _tables(str(f.path), part, run).items() if k in tables and _has_rows(v)}
+        for name, table in (f.run_tables or {}).items():  # none for a file that failed
+            tables[name].append(table)
     if missing:  # only when another run into the same --out, with other settings, overlapped this one
         log.warning("%d file(s) skipped as finished are missing from the run-wide tables: another run into %s "
                     "replaced their journal records meanwhile (first: %s); run again to include them",
@@ -281,6 +280,12 @@ def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
         for writer in run_writers:
             staged = staging.enter_context(atomic_path(output_path(writer, run.out_dir)))
             writer.write(_join(writer.table, tables[writer.table], run.labels), staged)
+
+
+def _has_rows(table: pd.DataFrame | Columns) -> bool:
+    """Whether a file's share of a run-wide table has rows: most recordings of a season have no detection, and
+    each one's empty table (ten arrays) was held to the end of the run, ~1.5 KB a file."""
+    return (len(table["file"]) if isinstance(table, dict) else len(table)) > 0  # Columns, or a scores DataFrame
 
 
 def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
