@@ -1,8 +1,8 @@
 """Files and folders given on the command line -> the recordings to analyse, each once, each its own output name.
 
 Folders are searched recursively, into folders linked to as well (not a link back up to a folder above; dot names
-skipped: macOS ._ twins, .Trashes; so are Windows' recycle bins, the run's own output folder and any folder of clips
-`pulse segments` cut, which are copies of recordings).
+skipped: macOS ._ twins, .Trashes; so are Windows' recycle bins and the other SYSTEM_FOLDERS, the run's own output
+folder and any folder of clips `pulse segments` cut, which are copies of recordings).
 Two AudioMoth cards given as two folders often hold the same timestamped file names; one recording's outputs must
 never overwrite another's.
 """
