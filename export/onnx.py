@@ -29,6 +29,9 @@ OUTPUT_NAMES = ("scores", "embedding")
 BATCH_AXIS = "batch"
 FOURIER_OPS = frozenset({"STFT", "DFT"})
 OPSET = 18  # STFT exists from opset 17; 18 is the dynamo exporter's native opset
+IR_VERSION = 9  # what ONNX Runtime 1.16 and 1.17 read (JetPack 5, frozen clinical installs): they refuse the exporter's
+# IR 10 ("Unsupported model IR version: 10, max supported IR version: 9"), and these graphs use nothing IR 10 added
+# (4-bit types, function overloads); README, "Which ONNX Runtime"
 
 
 class OnnxExportError(RuntimeError):
@@ -115,6 +118,7 @@ def export_module(module, example, path: str | Path, input_name: str, output_nam
     _name_dynamic_axis(proto, axis_name)
     set_onnx_metadata(proto, metadata)
     proto.doc_string = doc
+    proto.ir_version = min(proto.ir_version, IR_VERSION)
     onnx.checker.check_model(proto, full_check=True)
     if check is not None:
         check(proto)

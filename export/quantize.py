@@ -20,6 +20,7 @@ import numpy as np
 
 from export.artifact import read_onnx_metadata, set_onnx_metadata
 from export.atomic import atomic_path
+from export.onnx import IR_VERSION
 
 QUANT_METHODS = ("static", "dynamic")
 QUANTIZED_OPS = ("Conv", "Gemm")
@@ -98,6 +99,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, method: str = "static",
             model = onnx.load(str(tmp))
             set_onnx_metadata(model, {**read_onnx_metadata(src), "quantization": f"int8-{method}"})
             model.doc_string = onnx.load(str(src), load_external_data=False).doc_string  # the input contract
+            model.ir_version = min(model.ir_version, IR_VERSION)  # as the float graph, whatever the quantiser wrote
             onnx.save(model, str(tmp))
     finally:
         root.removeFilter(_no_preprocessing_advice)
@@ -107,8 +109,8 @@ def quantize_onnx(src: str | Path, dst: str | Path, method: str = "static",
 def single_channel_convs(model) -> list[str]:
     """The Conv nodes that read one input channel per group (PULSE's stem, on the 1-channel log-mel), left float in
     static INT8: ONNX Runtime 1.21-1.24 on x86 compute such a QLinearConv wrongly (1% of its outputs off by up to
-    199 of 255 steps, varying with the thread count), which moved the bundled default's INT8 scores by up to 0.58
-    there (README, "Which ONNX Runtime"). The layer holds a few hundred weights: 8 bits would gain it little."""
+    199 of 255 steps, varying with the thread count), which moved the bundled default's INT8 scores by up to 0.8
+    there (bench/README.md, "ONNX Runtime versions"). The layer holds a few hundred weights: 8 bits gain it little."""
     weights = {init.name: init.dims for init in model.graph.initializer}
     return [node.name for node in model.graph.node
             if node.op_type == "Conv" and len(weights.get(node.input[1], ())) > 1 and weights[node.input[1]][1] == 1]

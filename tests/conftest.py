@@ -17,6 +17,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def oldest_onnxruntime_reads():
+    """Whether an ONNX file's header is one ONNX Runtime 1.16 reads (IR <= 9, ai.onnx opset <= 19): the oldest
+    version README's "Which ONNX Runtime" was checked on (JetPack 5 ships it). The suite cannot load the file with
+    1.16 itself; 1.16 and 1.17 refused the IR 10 graphs written until 2026-12-06."""
+    import onnx
+
+    def reads(path: Path) -> bool:
+        model = onnx.load(str(path), load_external_data=False)
+        opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        return model.ir_version <= 9 and opset <= 19
+
+    return reads
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """One intra-op thread for a test module: on a small shared CPU, torch's spinning threads made

@@ -106,7 +106,8 @@ def test_cli_refuses_a_bad_path_and_exports_from_real_tissue(random_lrmil_bundle
     assert manifest["student"]["parity_input"] == [str(slide)] and 0 < manifest["student"]["parity_patches"] <= 32
 
 
-def test_int8_needs_real_tissue_and_calibrates_apart_from_its_check(random_lrmil_bundle, shared_data, tmp_path):
+def test_int8_needs_real_tissue_and_calibrates_apart_from_its_check(random_lrmil_bundle, shared_data, tmp_path,
+                                                                   oldest_onnxruntime_reads):
     with pytest.raises(ValueError, match="--int8 calibrates on real tissue"):
         export_model(random_lrmil_bundle, tmp_path / "none", ("student",), int8=True)
     slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
@@ -117,6 +118,8 @@ def test_int8_needs_real_tissue_and_calibrates_apart_from_its_check(random_lrmil
     teacher = manifest["teacher"]
     assert teacher["encoder"] == "teacher_encoder.int8.onnx" and teacher["encoder_fp32"] == "teacher_encoder.onnx"
     assert teacher["calibration_patches"] == teacher["parity_patches"] == 8  # 16 patches, dealt alternately
+    graphs = sorted((tmp_path / "q").glob("*.onnx"))
+    assert len(graphs) == 3 and all(map(oldest_onnxruntime_reads, graphs))
     int8_check = next(c for c in teacher["parity"] if c["candidate"] == teacher["encoder"])
     assert int8_check["ok"] and int8_check["tolerance"] == 0.1 and int8_check["max_abs_diff"]["features"] > 1e-5
     onnx_path, torch_path = load_path(tmp_path / "q", "teacher", threads=1), load_path(random_lrmil_bundle, "teacher")
