@@ -72,9 +72,10 @@ def _save(module, cfg, path: str | Path, frontend: str, output_names: tuple[str,
 
 
 def input_contract(cfg) -> str:
-    """What a deployment must feed the graph and what comes out, in the model file itself (README: "Running
-    `model.onnx` without PULSE"): the scaling and the windowing are easy to get wrong and fail silently."""
-    from pulse.config import LEVEL_FLOOR_DBFS, MAX_RAISE_DB
+    """What a deployment must feed the graph and what comes out, and the score PULSE reports from, in the model file
+    itself (README: "Running `model.onnx` without PULSE"): the scaling and the windowing are easy to get wrong and
+    fail silently, and a deployment holding only the file had no threshold to start from."""
+    from pulse.config import LEVEL_FLOOR_DBFS, MAX_RAISE_DB, InferConfig
 
     floor = f"{LEVEL_FLOOR_DBFS:g} dBFS"
     return (f"PULSE {cfg.arch} v{cfg.version}. Input '{INPUT_NAME}': float32 [batch, {cfg.window_samples}], "
@@ -85,7 +86,8 @@ def input_contract(cfg) -> str:
             f"below {floor} to {floor} (by at most {MAX_RAISE_DB:g} dB: training windows peaked at -20..+6 dBFS, "
             f"and quieter songs are missed). Outputs: 'scores' float32 "
             f"[batch, {cfg.num_classes}], sigmoid probabilities in the order of the labels in the 'model_config' "
-            f"metadata (JSON); 'embedding' [batch, {cfg.embed_dim}], the penultimate layer.")
+            f"metadata (JSON); pulse analyze reports a species where its score is at least {InferConfig.min_conf:g} "
+            f"(--min-conf). 'embedding' [batch, {cfg.embed_dim}], the penultimate layer.")
 
 
 def export_module(module, example, path: str | Path, input_name: str, output_names: tuple[str, ...], metadata: dict,

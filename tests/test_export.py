@@ -77,6 +77,7 @@ def test_graphs_have_the_promised_structure(pulse_bundle):
         assert meta["frontend"] == frontend and len(meta["labels"]) == 9 and meta["window_s"] == 1.0
         # the input contract travels in the file: a deployment reading only model.onnx learns the scaling
         assert "float32 [batch, 44100], 1 s of mono audio at 44100 Hz, scaled to [-1, 1]" in proto.doc_string
+        assert "pulse analyze reports a species where its score is at least 0.25 (--min-conf)" in proto.doc_string
     with pytest.raises(OnnxExportError, match="not TensorRT-portable"):
         check_frontend_ops(fft, "conv")
     with pytest.raises(OnnxExportError, match="without an STFT"):
