@@ -110,7 +110,9 @@ def export_path(model: PathModel, patch_px: int, out: str | Path, patches: np.nd
                       doc=f"LRMIL {model.name} ABMIL. Input 'features': float32 [patches, {model.mil.cfg.in_dim}], "
                           f"one slide's patch features from the encoder graph. Outputs 'probabilities' "
                           f"[{model.mil.cfg.num_classes}] (softmax, classes {', '.join(model.mil.cfg.labels)}) and "
-                          f"'attention' [patches].")
+                          f"'attention' [patches]. An empty bag (a slide without tissue) is no error here: it "
+                          f"returns the classifier's bias alone, like a prediction; lrmil predict refuses such a "
+                          f"slide.")
         checks = [check(encoder_file, patch_ref, patches),
                   check(mil_file, TorchModule(bag_graph, ("probabilities", "attention")),
                         patch_ref.predict(patches)["features"])]

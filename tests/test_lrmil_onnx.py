@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -41,7 +42,13 @@ def test_export_writes_both_paths_checked_against_torch(onnx_dir, random_lrmil_b
         encoder = onnx.load(str(onnx_dir / manifest[name]["encoder"]))  # what a deployment reads from the file alone
         assert "RGB 0-255" in encoder.doc_string and "normalisation is inside the graph" in encoder.doc_string
         assert read_onnx_metadata(onnx_dir / manifest[name]["encoder"])["encoder"]["precision"] == "fp32"
-        assert "softmax" in onnx.load(str(onnx_dir / manifest[name]["mil"])).doc_string
+        mil = onnx_dir / manifest[name]["mil"]
+        assert "softmax" in onnx.load(str(mil)).doc_string
+        # an empty bag answers like a slide, so the file warns a deployment that checks for tissue on its own
+        session = ort.InferenceSession(str(mil))
+        empty = session.run(None, {"features": np.zeros((0, session.get_inputs()[0].shape[1]), np.float32)})
+        assert empty[1].shape == (0,) and abs(empty[0].sum() - 1) < 1e-5
+        assert "An empty bag (a slide without tissue) is no error here" in onnx.load(str(mil)).doc_string
     assert not list(onnx_dir.glob(".*"))  # no staged files left behind
 
 
