@@ -19,9 +19,9 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def oldest_onnxruntime_reads():
-    """Whether an ONNX file's header is one ONNX Runtime 1.16 reads (IR <= 9, ai.onnx opset <= 19): the oldest
-    version README's "Which ONNX Runtime" was checked on (JetPack 5 ships it). The suite cannot load the file with
-    1.16 itself; 1.16 and 1.17 refused the IR 10 graphs written until 2026-12-06."""
+    """Whether an ONNX file's header is one ONNX Runtime 1.16 reads (IR <= 9, ai.onnx opset <= 19), JetPack 5's
+    version (README, "Which ONNX Runtime", lists those checked). The suite cannot load the file with 1.16 itself;
+    1.16 and 1.17 refused the IR 10 graphs written until 2026-12-06."""
     import onnx
 
     def reads(path: Path) -> bool:
