@@ -286,6 +286,18 @@ def test_cards_in_folders_of_the_same_name_keep_which_site_they_came_from(tmp_pa
         "D/20250701_213000.WAV", "E/20250701_213000.WAV"]
 
 
+def test_cards_in_folders_named_alike_but_for_case_keep_which_site_they_came_from(tmp_path):
+    """north/Card and south/card (a card reader's CARD copied by hand twice) were told apart by Card and card alone,
+    which a Mac's or Windows' file system takes for one folder: both were numbered, 20250701_213000_flac_1 and _2,
+    which site each came from lost."""
+    for site in ("north/Card", "south/card"):
+        (tmp_path / site).mkdir(parents=True)
+        sf.write(tmp_path / site / "20250701_213000.flac", tone(0.1, 8000), 8000)
+    found = find_audio([tmp_path / "north/Card", tmp_path / "south/card"])
+    assert [rel.as_posix() for _, rel in found] == ["north/Card/20250701_213000.flac",
+                                                     "south/card/20250701_213000.flac"]
+
+
 def test_blocks_decoding_ahead_hold_no_more_than_one_block_budget(tmp_path, monkeypatch):
     """A 384 kHz multichannel FLAC on many cores must not queue many big blocks at once: together they hold at most
     MAX_BLOCK_SAMPLES samples, two blocks at least."""
