@@ -165,10 +165,10 @@ def _distinct_output_names(entries: list[tuple[Path, PurePath]]) -> list[Path]:
 def _distinct_tails(folders: set[PurePath]) -> dict[PurePath, Path]:
     """Each folder's last names, as few as tell it from the others: AM01 and AM02; north/site1/Data, south/site1/Data
     and site2/Data (a site's cards given as `site*/deploy*` were numbered 20250708_213000_WAV_1 ... _15, which site
-    each was lost); a drive's letter for a drive (D:\\ and E:\\, two cards in two readers on Windows). Names that
-    differ only in case (north/Card, south/card) do not tell folders apart: a Mac's or Windows' file system takes
-    them for one."""
-    chains = {folder: (*re.findall(r"^([A-Za-z]):$", folder.drive), *folder.relative_to(folder.anchor).parts)
+    each was lost); a drive's letter for a drive (D:\\ and E:\\, two cards in two readers on Windows), its server
+    and share for a network share (\\\\nas\\card1). Names that differ only in case (north/Card, south/card) do not
+    tell folders apart: a Mac's or Windows' file system takes them for one."""
+    chains = {folder: (*re.findall(r"[^\\/:?]+", folder.drive), *folder.relative_to(folder.anchor).parts)
               for folder in folders}
     tails: dict[PurePath, tuple[str, ...]] = {}
     for length in range(1, max(map(len, chains.values())) + 1):

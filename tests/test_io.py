@@ -286,6 +286,25 @@ def test_cards_in_folders_of_the_same_name_keep_which_site_they_came_from(tmp_pa
         "D/20250701_213000.WAV", "E/20250701_213000.WAV"]
 
 
+def test_output_folders_of_network_shares_and_nested_cards_are_told_apart():
+    """Two cards shared from a NAS and given as \\\\nas\\card1 and \\\\nas\\card2 (Windows) have no folder names
+    of their own, only their shares': the run ended in a KeyError. A folder whose names all end another's (/data/Data
+    beside /mnt/usb/data/Data) and two told apart only by their first names keep them too."""
+    from pathlib import Path, PurePosixPath, PureWindowsPath
+
+    from pulse.discovery import _distinct_output_names
+
+    def labelled(*folders):
+        return [rel.as_posix() for rel in _distinct_output_names([(Path("x.WAV"), f) for f in folders])]
+
+    assert labelled(PureWindowsPath("\\\\nas\\card1\\"), PureWindowsPath("\\\\nas\\card2\\")) == [
+        "card1/x.WAV", "card2/x.WAV"]
+    assert labelled(PurePosixPath("/data/Data"), PurePosixPath("/mnt/usb/data/Data")) == [
+        "data/Data/x.WAV", "usb/data/Data/x.WAV"]
+    assert labelled(PurePosixPath("/north/Data"), PurePosixPath("/south/Data")) == [
+        "north/Data/x.WAV", "south/Data/x.WAV"]
+
+
 def test_cards_in_folders_named_alike_but_for_case_keep_which_site_they_came_from(tmp_path):
     """north/Card and south/card (a card reader's CARD copied by hand twice) were told apart by Card and card alone,
     which a Mac's or Windows' file system takes for one folder: both were numbered, 20250701_213000_flac_1 and _2,
