@@ -24,6 +24,7 @@ def progress(iterable=None, *, total: float | None = None, unit: str, desc: str 
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    desc = f"{desc}: " if desc else None  # as set_description writes it (LOG_FORMAT's {desc} is the text as given)
     if sys.stderr.isatty():
         with logging_redirect_tqdm(), tqdm(iterable, total=total, unit=unit, desc=desc, leave=leave) as bar:
             yield bar

@@ -737,6 +737,23 @@ def test_off_a_terminal_progress_is_a_plain_log_line_now_and_then(tmp_path, mode
     assert not any(c in line for line in lines for c in "\r|")
 
 
+def test_off_a_terminal_the_count_of_files_is_not_glued_to_the_share_done(monkeypatch, caplog):
+    """One long recording analysed into a log said '0/1 files34% (46 of 134 win)' until it was done, and a rerun
+    from saved scores 'saved scores50% (1 of 2 file)': tqdm puts ': ' after a description set later, not after the
+    one a bar starts with."""
+    import pulse.progress
+
+    monkeypatch.setattr(pulse.progress, "LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="pulse.progress"):
+        with pulse.progress.progress(["a", "b"], unit="file", desc="saved scores") as files:
+            list(files)
+        with pulse.progress.progress(total=134, unit="win", desc="0/1 files") as windows:
+            windows.update(46)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pulse.progress"]
+    assert "saved scores: 50% (1 of 2 file), 00:00 elapsed, about 00:00 left" in lines
+    assert lines and all(line.startswith(("saved scores: ", "0/1 files: ")) for line in lines), lines
+
+
 def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_goes_on(tmp_path, model, monkeypatch, caplog):
     """An external drive filling overnight: every recording after it was decoded and scored in vain, each one a
     'write failed: ... No space left on device' line and errors.csv row. The run now stops at the first such
