@@ -12,6 +12,7 @@ read, a UTC offset after them left off, as Kaleidoscope's DATE and TIME are loca
 from __future__ import annotations
 
 import re
+import string
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from pulse.pieced import riff_chunks
 
 _STAMP = re.compile(r"(?<!\d)(\d{8})[_T$-]?(\d{6})(?!\d)")  # YYYYMMDD_HHMMSS, not inside a longer number
 CHUNK_READ = 1 << 16  # bytes of a guan or bext chunk read (GUANO writers may pre-allocate room)
+# around GUANO's keys and values, NUL too: a detector may fill the room it set aside (GUANO|Size) with NUL bytes
+GUANO_BLANKS = string.whitespace + "\0"
 # bext: OriginationDate "yyyy-mm-dd" at byte 320, OriginationTime "hh:mm:ss" at 330; EBU Tech 3285 allows any of
 # - _ : space . between the numbers
 _BEXT_TIME = re.compile(rb"(\d{4})[-_:. ](\d\d)[-_:. ](\d\d)(\d\d)[-_:. ](\d\d)[-_:. ](\d\d)")
@@ -55,9 +58,9 @@ def _guano_start(text: bytes) -> datetime | None:
     """GUANO's `Timestamp: 2025-07-01T21:30:00-04:00` line (ISO 8601: local, UTC with Z, or with its UTC offset)."""
     for line in text.decode("utf-8", "replace").split("\n"):
         key, _, value = line.partition(":")
-        if key.strip() == "Timestamp":
+        if key.strip(GUANO_BLANKS) == "Timestamp":
             try:
-                return datetime.fromisoformat(value.strip()).replace(tzinfo=None)
+                return datetime.fromisoformat(value.strip(GUANO_BLANKS)).replace(tzinfo=None)
             except ValueError:
                 return None
     return None

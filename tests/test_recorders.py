@@ -71,6 +71,15 @@ def test_a_wav_name_without_a_time_gives_its_guano_or_bext_start(tmp_path, sampl
         assert f"{recording_start(path):%Y-%m-%d %H:%M:%S}" == expected[name]
 
 
+def test_a_guano_block_filled_out_with_nul_bytes_gives_its_start(tmp_path, samples):
+    """A detector that sets aside room for its GUANO (GUANO|Size) and fills what it leaves unused with NUL bytes,
+    which the specification counts as whitespace: its Timestamp, the last line, was read with the NULs and the
+    file had no start time (DATE and TIME empty in kaleidoscope.csv)."""
+    text = guano(**{"GUANO|Size": "512", "Timestamp": "2025-07-01T21:30:00-04:00"}).ljust(512, b"\0")
+    path = wav_with_chunks(tmp_path / "bat_0001.wav", samples, after=[(b"guan", text)])
+    assert f"{recording_start(path):%Y-%m-%d %H:%M:%S}" == "2025-07-01 21:30:00"
+
+
 @pytest.mark.parametrize("before", [
     [],
     [(b"guan", guano(Timestamp="not a time"))],
