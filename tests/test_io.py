@@ -544,6 +544,50 @@ def test_a_folder_linked_from_another_keeps_its_own_name_and_a_link_up_is_not_fo
         "site1/20250701_213000.WAV", "site1/also_site2/20250701_213000.WAV", "site3/20250701_213000.WAV"]
 
 
+def test_a_site_given_beside_a_folder_linking_to_it_keeps_its_own_recordings(tmp_path, monkeypatch):
+    """site1 holds links to site2 (two of them) and a link up; site10's name starts with site1's. site2 given after
+    site1 stays site2's (not site1/also_site2/...), in the order given; of two links to one folder the first name
+    is kept; a link from site10 to site1 is a link across, not up; inputs given relative from inside a card are
+    told apart by their real folders' names."""
+    cards = tmp_path / "cards"
+    for site in ("site1", "site2", "site10"):
+        (cards / site).mkdir(parents=True)
+        sf.write(cards / site / "20250701_213000.WAV", tone(0.1, 8000), 8000)
+    sf.write(cards / "site1" / "zz_last.WAV", tone(0.1, 8000), 8000)
+    (cards / "site1" / "also_site2").symlink_to(cards / "site2")
+    (cards / "site1" / "b_site2").symlink_to(cards / "site2")
+    (cards / "site10" / "old_site1").symlink_to(cards / "site1")
+    found = find_audio([cards / "site1", cards / "site2"])
+    assert [(p.relative_to(cards).as_posix(), rel.as_posix()) for p, rel in found] == [
+        ("site1/20250701_213000.WAV", "site1/20250701_213000.WAV"), ("site1/zz_last.WAV", "zz_last.WAV"),
+        ("site2/20250701_213000.WAV", "site2/20250701_213000.WAV")]
+    assert [rel.as_posix() for _, rel in find_audio([cards / "site1"])] == [
+        "20250701_213000.WAV", "also_site2/20250701_213000.WAV", "zz_last.WAV"]
+    assert [rel.as_posix() for _, rel in find_audio([cards / "site10"])] == [
+        "20250701_213000.WAV", "old_site1/20250701_213000.WAV", "old_site1/also_site2/20250701_213000.WAV",
+        "old_site1/zz_last.WAV"]
+    monkeypatch.chdir(cards / "site1")
+    assert [rel.as_posix() for _, rel in find_audio([".", "../site2"])][0::2] == [
+        "site1/20250701_213000.WAV", "site2/20250701_213000.WAV"]
+
+
+def test_files_are_not_taken_for_hard_links_where_a_file_system_gives_no_real_inodes(tmp_path, monkeypatch):
+    """FAT and exFAT cards (through FUSE, or an SMB share) may give every file inode 0, or 1 link and inode numbers
+    that repeat: two recordings there are two recordings, never one file with two names."""
+    for name in ("20250701_213000.WAV", "20250701_214000.WAV"):
+        sf.write(tmp_path / name, tone(0.1, 8000), 8000)
+    stat = os.stat
+    for inode, links in ((0, 2), (7, 1)):
+        def card_stat(path, *args, **kwargs):
+            real = stat(path, *args, **kwargs)
+            if not str(path).endswith(".WAV"):
+                return real
+            return os.stat_result((real.st_mode, inode, real.st_dev, links, *real[4:10]))
+
+        monkeypatch.setattr(os, "stat", card_stat)
+        assert len(find_audio([tmp_path])) == 2, (inode, links)
+
+
 def test_clips_of_an_earlier_segments_run_are_not_searched_for_recordings(tmp_path, caplog):
     """Clips `pulse segments` cut into a folder inside the recordings were analysed as recordings by the next
     `pulse analyze` into another --out (found by following the README: 11 files analysed instead of 6)."""
