@@ -357,6 +357,12 @@ def test_a_run_that_mixes_channels_says_so_once(tmp_path, model, caplog):
     assert mixed["Chorthippus biguttulus"].max() < 0.1 and len(said) == 1 and "--channel N" in said[0]
     one, said = run("channel0", channel=0)
     assert one["Chorthippus biguttulus"].min() > 0.9 and said == []
+    (tmp_path / "mono").mkdir()
+    sf.write(tmp_path / "mono" / "20250701_213000.WAV", left, RATE)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pulse.analyze"):
+        analyze([tmp_path / "mono"], tmp_path / "mono_out", InferConfig(model=str(model), formats=("scores",)))
+    assert "mixed to mono" not in caplog.text  # one channel: nothing mixed
 
 
 def test_workers_zero_decodes_with_one_thread_per_two_cores(monkeypatch):
