@@ -61,9 +61,16 @@ def test_a_wav_name_without_a_time_gives_its_guano_or_bext_start(tmp_path, sampl
         "renamed_after.wav": ([], [(b"guan", guano(Timestamp="2025-07-01T01:30:00.250Z", Samplerate="22050"))]),
         "ZOOM0001.WAV": ([(b"bext", bext(b"2025-07-01", b"21:30:00")), ixml], [info]),
         "TASCAM_0001.wav": ([(b"bext", bext(b"2025:07:01", b"21.30.00"))], []),
+        "SD_0001.wav": ([(b"bext", bext(b"2025.07.01", b"21_30_00"))], []),  # any of - _ : space . between
+        "spaced.wav": ([(b"guan", guano(**{"Timestamp ": " 2025-07-01T21:30:00"}))], []),  # whitespace trimmed
+        # saved again by an audio editor, which wrote its own bext (the edit's time): GUANO's is the recording's
+        "edited.wav": ([(b"bext", bext(b"2025-08-15", b"10:00:00"))],
+                       [(b"guan", guano(Timestamp="2025-07-01T21:30:00"))]),
     }
     expected = {"site3_night1.wav": "2025-07-01 21:30:00", "renamed_after.wav": "2025-07-01 01:30:00",
-                "ZOOM0001.WAV": "2025-07-01 21:30:00", "TASCAM_0001.wav": "2025-07-01 21:30:00"}
+                "ZOOM0001.WAV": "2025-07-01 21:30:00", "TASCAM_0001.wav": "2025-07-01 21:30:00",
+                "SD_0001.wav": "2025-07-01 21:30:00", "spaced.wav": "2025-07-01 21:30:00",
+                "edited.wav": "2025-07-01 21:30:00"}
     plain = read_audio(wav_with_chunks(tmp_path / "plain.wav", samples), RATE)
     for name, (before, after) in files.items():
         path = wav_with_chunks(tmp_path / name, samples, before, after)
@@ -114,3 +121,17 @@ def test_kaleidoscope_dates_a_zoom_recording_from_its_bext_chunk(tmp_path, sampl
     row = (tmp_path / "kaleidoscope.csv").read_text().splitlines()[1]
     assert row == (f"{tmp_path.parent},{tmp_path.name},ZOOM0001.WAV,3.0000,3.0000,2025-07-02,00:00:01,0,"
                    "Gryllus campestris,Field Cricket,0.9000")
+
+
+def test_the_chunk_walk_stops_at_samples_a_header_never_announced(tmp_path):
+    """A WAV whose header was never finished (data size 0) has its samples where the walk looks for the next chunk:
+    a silent night, read as chunks of no length, was walked 8 bytes at a time through gigabytes. No chunk id there
+    is four printable characters, so the walk ends at them."""
+    from pulse.pieced import riff_chunks
+    from tests.test_io import unfinished
+
+    path = tmp_path / "night.wav"
+    sf.write(path, np.zeros(RATE, np.int16), RATE, subtype="PCM_16")
+    unfinished(path)
+    with open(path, "rb") as f:
+        assert [name for name, _, _ in riff_chunks(f)] == [b"fmt ", b"data"]
