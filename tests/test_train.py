@@ -247,6 +247,12 @@ def test_init_from_must_be_a_pulse_model_of_the_configs_shape(shared_data, tmp_p
     with pytest.raises(ValueError, match=r"model.safetensors: init_from weights do not fit the config's model: "
                                          r"arch 'pulse_cnn_xs' \(config: 'pulse_cnn_s'\), embed_dim 32 \(config: 64\)"):
         weak_labels.train(other, tmp_path / "b")
+    for change, said in (({"n_mels": 64}, r"n_mels 32 \(config: 64\)"),  # other mel bands, or a second channel
+                         ({"band_contrast": True}, r"band_contrast False \(config: True\)")):
+        other = dataclasses.replace(cfg, init_from=str(tmp_path / "model.safetensors"),
+                                    model=dataclasses.replace(cfg.model, **change))
+        with pytest.raises(ValueError, match=rf"init_from weights do not fit the config's model: {said}$"):
+            weak_labels.train(other, tmp_path / "c")
 
 
 def test_ema_without_validation_and_threaded_batches(shared_data, tmp_path):
