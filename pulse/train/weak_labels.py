@@ -89,22 +89,34 @@ def unused_evaluation_data(cfg: TrainConfig) -> list[str]:
             if getattr(cfg.evaluation, name) not in (getattr(used, name), getattr(default, name))]
 
 
+# What the log-mels an encoder reads mean (pulse/frontend.py): the same shapes under other values load silently
+FRONTEND = ("sample_rate", "n_fft", "hop_length", "frame_length", "window_taper", "f_min", "f_max")
+
+
 def check_init_from(cfg: TrainConfig) -> bool:
     """`init_from` is loaded into the config's own model: refuse, before any audio is decoded, a file that is no
     PULSE model (the training checkpoint beside model.safetensors, another package's weights) or one of another
-    shape, in one line rather than a traceback listing every tensor. True when its species are the config's, in
+    shape, in one line rather than a traceback listing every tensor; say where its frontend is not the config's
+    (it loads, but its encoder learnt other frames or bands). True when its species are the config's, in
     the config's order: only then is its head kept; for species of one's own the encoder and embedding carry over
     and the head starts afresh (its rows would name other species)."""
     theirs, ours = ModelConfig.from_dict(read_weights_metadata(cfg.init_from, package="pulse")), cfg.model
-    differ = [f"{name} {getattr(theirs, name)!r} (config: {getattr(ours, name)!r})"
-              for name in ("arch", "band_contrast", "n_mels", "embed_dim") if getattr(theirs, name) != getattr(ours, name)]
-    if differ:
+    if differ := _unlike(theirs, ours, ("arch", "band_contrast", "n_mels", "embed_dim")):
         raise ValueError(f"{cfg.init_from}: init_from weights do not fit the config's model: {', '.join(differ)}")
+    if differ := _unlike(theirs, ours, FRONTEND):
+        log.warning("%s: its frontend is not the config's: %s; its encoder learnt log-mels of other frames or bands "
+                    "(set these in the config's model to fine-tune what it learnt)", cfg.init_from, ", ".join(differ))
     if list(theirs.labels) == list(ours.labels):
         return True
     log.info("%s: its species (%d) are not the config's (%d): its encoder and embedding are fine-tuned, the head "
              "starts afresh", cfg.init_from, theirs.num_classes, ours.num_classes)
     return False
+
+
+def _unlike(theirs: ModelConfig, ours: ModelConfig, names: tuple[str, ...]) -> list[str]:
+    """'name theirs (config: ours)' for each of `names` where the two configs differ."""
+    return [f"{name} {getattr(theirs, name)!r} (config: {getattr(ours, name)!r})" for name in names
+            if getattr(theirs, name) != getattr(ours, name)]
 
 
 def slowable(targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
