@@ -1,11 +1,138 @@
-"""Which files in a folder given as input are inputs: shared by PULSE (recordings) and LRMIL (slides)."""
+"""Which files in a folder given as input are inputs: shared by PULSE (recordings) and LRMIL (slides).
+
+Folders are searched into folders linked to as well (an archive drive's year linked in; not a link back up to a
+folder above); dot names (macOS ._ twins, .Trashes) and Windows' SYSTEM_FOLDERS are skipped. A folder that cannot be
+listed and a link to nothing are said, not passed over: a run missing a season or a year behind either ended with
+exit status 0.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+import os
+import re
+from collections import Counter
+from pathlib import Path, PurePath
+from typing import Callable
+
+log = logging.getLogger(__name__)
+# Windows' own folders on a drive, as dot names are macOS's: its recycle bins hold deleted files ($R....WAV,
+# $R....svs) beside a few bytes of metadata each with the same suffix ($I....), which were read and failed. And the
+# folder at the top of every Linux (ext4) volume where fsck leaves nameless pieces, which only root may list.
+SYSTEM_FOLDERS = {"$recycle.bin", "recycler", "recycled", "system volume information", "lost+found"}
 
 
 def hidden(relative: Path) -> bool:
     """A dot name anywhere below the folder searched (macOS's ._ twins, .Trashes on SD cards and drives, an
     analysis's own .pulse): never an input."""
     return any(part.startswith(".") for part in relative.parts)
+
+
+def files_below(folder: Path, suffixes: tuple[str, ...], kind: str, recursive: bool = True,
+                skip: Callable[[str, str, list[str]], bool] | None = None) -> list[tuple[Path, bool]]:
+    """Files below `folder` (directly inside it unless `recursive`), sorted, each with whether it lies in a folder
+    reached through a link (each real folder once, so a link loop ends), without dot names or SYSTEM_FOLDERS.
+    A link to nothing is listed if it has one of `suffixes`, to fail with that reason; `kind` ("recordings",
+    "slides") names what is missed in a folder that cannot be searched. `skip(top, real, names)` leaves out a folder
+    below `folder` and all under it (a run's own outputs). Folders reached through links are walked after every
+    folder reachable without one, so a folder reached both ways keeps its own name (a link in site1 to site2 does
+    not make site2's recordings site1's); a link to a folder above it (`loop -> ..`) is not followed: it holds
+    nothing but the given folder and its neighbours, which were not asked for."""
+    root = os.path.realpath(folder)
+    files, seen, to_walk = [], set(), [(str(folder), False)]
+    while to_walk:
+        start, linked = to_walk.pop(0)
+        for top, folders, names in os.walk(start, onerror=lambda exc: _unsearchable(exc, kind)):
+            real = os.path.realpath(top)  # os.walk goes not into links: those wait in to_walk
+            if real in seen:
+                folders[:] = []
+                continue
+            seen.add(real)  # before `skip`: a folder it leaves out, reached again through a link, is not said again
+            if real != root and skip is not None and skip(top, real, names):
+                folders[:] = []
+                continue
+            folders[:] = sorted(name for name in folders if recursive and not name.startswith(".")
+                                and name.lower() not in SYSTEM_FOLDERS)
+            to_walk += [(link, True) for name in folders if os.path.islink(link := os.path.join(top, name))
+                        and not _above(os.path.realpath(link), real)]
+            files += [(path, linked) for name in names if not name.startswith(".")
+                      and ((path := Path(top) / name).is_file() or _dead_link(path, suffixes))]
+    return sorted(files)
+
+
+def first_of_each_file(found: list[tuple[Path, bool]]) -> list[int]:
+    """Indices into `found` ((path, in a linked folder) pairs) of each file once, in order: a file reached several
+    ways (a folder and a file inside it, a link, a hard link) under a name that reaches it without a link where
+    there is one (site3 given beside site1, which links to it, stays site3's)."""
+    chosen: dict[object, int] = {}
+    for i, (path, linked) in enumerate(found):
+        earlier = chosen.get(key := _same_file(path))
+        if earlier is None or (_through_link(*found[earlier]) and not _through_link(path, linked)):
+            chosen[key] = i
+    return sorted(chosen.values())
+
+
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why a file named as an input is not there: a link to nothing says where it pointed."""
+    if os.path.islink(path):
+        return f"a link to {os.readlink(path)}, which is not there (a drive not mounted?)"
+    return "no such file or folder"
+
+
+def distinct_tails(folders: set[PurePath]) -> dict[PurePath, Path]:
+    """Each folder's last names, as few as tell it from the others: AM01 and AM02; north/site1/Data, south/site1/Data
+    and site2/Data (a site's cards given as `site*/deploy*` were numbered 20250708_213000_WAV_1 ... _15, which site
+    each was lost); a drive's letter for a drive (D:\\ and E:\\, two cards in two readers on Windows), its server
+    and share for a network share (\\\\nas\\card1). Names that differ only in case (north/Card, south/card) do not
+    tell folders apart: a Mac's or Windows' file system takes them for one."""
+    chains = {folder: (*re.findall(r"[^\\/:?]+", folder.drive), *folder.relative_to(folder.anchor).parts)
+              for folder in folders}
+    tails: dict[PurePath, tuple[str, ...]] = {}
+    for length in range(1, max(map(len, chains.values())) + 1):
+        counts = Counter(_folded(chain[-length:]) for chain in chains.values())
+        tails |= {folder: chain[-length:] for folder, chain in chains.items()
+                  if folder not in tails and (counts[_folded(chain[-length:])] == 1 or length >= len(chain))}
+    return {folder: Path(*tail) for folder, tail in tails.items()}
+
+
+def _folded(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Folder names as a case-insensitive file system compares them (as `_clashes` compares outputs)."""
+    return tuple(name.lower() for name in names)
+
+
+def _same_file(path: Path) -> object:
+    """What a file is, however reached: its resolved path, or for a file with several hard links (a card copied with
+    `cp -l`, an rsync --link-dest backup) its device and inode, which a file system that counts no links never
+    shares between two files."""
+    try:
+        stat = path.stat()
+    except OSError:  # it fails later, with its reason
+        return path.resolve()
+    return (stat.st_dev, stat.st_ino) if stat.st_nlink > 1 and stat.st_ino else path.resolve()
+
+
+def _unsearchable(exc: OSError, kind: str) -> None:
+    """A folder that cannot be listed (a colleague's cards, mode 700 on a shared NAS) was passed over in silence."""
+    log.warning("%s: cannot be searched (%s); %s in it are not analysed", exc.filename, exc.strerror, kind)
+
+
+def _dead_link(path: Path, suffixes: tuple[str, ...]) -> bool:
+    """A link to nothing (a drive behind it not mounted): listed if it has one of `suffixes`, to fail with that
+    reason, else said here, as it may stand for a folder of them (until 2026-12-06 both were passed over in
+    silence, and a run missing a season behind a link ended with exit status 0)."""
+    if not path.is_symlink() or path.exists():
+        return False
+    if path.suffix.lower() in suffixes:
+        return True
+    log.warning("%s: %s; not searched", path, missing_reason(path))
+    return False
+
+
+def _through_link(path: Path, in_linked_folder: bool) -> bool:
+    """Whether a file was reached through a link (asked only of a file reached more than one way: a stat each)."""
+    return in_linked_folder or path.is_symlink()
+
+
+def _above(folder: str, real: str) -> bool:
+    """Whether `folder` is the real folder `real` or one above it."""
+    return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)

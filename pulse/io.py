@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
+from export.files import missing_reason
 from pulse import audiomoth
 from pulse.mpeg import stated_start
 from pulse.pieced import (SAMPLE_BYTES, Pieced, PiecedSoundFile, raw_pieces, riff_data_chunk,
@@ -121,10 +122,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        if os.path.islink(path):
-            reason = f"a link to {os.readlink(path)}, which is not there (a drive not mounted?)"
-            raise AudioReadError(path, reason) from None
-        raise AudioReadError(path, "no such file or folder") from None
+        raise AudioReadError(path, missing_reason(path)) from None
     except OSError as exc:
         raise AudioReadError(path, f"cannot read it ({exc.strerror})") from None
     if not stat.S_ISREG(status.st_mode):

@@ -223,7 +223,7 @@ def test_links_to_nothing_are_said_not_passed_over(tmp_path, caplog):
     sf.write(tmp_path / "20250701_213000.WAV", tone(0.5, RATE), RATE)
     (tmp_path / "2024").symlink_to(tmp_path / "archive" / "2024")
     (tmp_path / "20250702_213000.WAV").symlink_to(tmp_path / "archive" / "x.WAV")
-    with caplog.at_level("WARNING", logger="pulse.discovery"):
+    with caplog.at_level("WARNING", logger="export.files"):
         found = [rel.as_posix() for _, rel in find_audio([tmp_path])]
     assert found == ["20250701_213000.WAV", "20250702_213000.WAV"]  # the dead link fails, with its reason
     assert f"{tmp_path / '2024'}: a link to {tmp_path / 'archive' / '2024'}, which is not there" in caplog.text
@@ -245,7 +245,7 @@ def test_a_folder_that_cannot_be_listed_is_said(tmp_path, monkeypatch, caplog):
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", refuses_siteB)
-    with caplog.at_level("WARNING", logger="pulse.discovery"):
+    with caplog.at_level("WARNING", logger="export.files"):
         assert [rel.as_posix() for _, rel in find_audio([tmp_path])] == ["siteA/20250701_213000.WAV"]
     assert f"{tmp_path / 'siteB'}: cannot be searched (Permission denied); recordings in it are not analysed" in (
         caplog.text)

@@ -291,6 +291,44 @@ def test_find_slides_searches_subfolders_only_when_recursive(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["case1/a.svs", "case2/deep/b.ndpi", "top.svs"]
 
 
+def test_an_archive_on_a_nas_is_listed_each_slide_once_and_what_is_missed_is_said(tmp_path, monkeypatch, caplog):
+    """A slide archive by year: a year linked in from another drive was passed over in silence, so was a year
+    whose drive was not mounted, a link to a slide on it and a colleague's folder that cannot be listed (exit
+    status 0); a slide and a hard link to it were both read, and so were Windows' recycle bin ($R...svs, and the
+    few bytes of $I...svs beside it, which failed) and System Volume Information."""
+    import os
+
+    archive = tmp_path / "archive"
+    for name in ("2023/S1/HE.svs", "2024/S2/HE.SVS", "locked/S9/x.svs", "$RECYCLE.BIN/S-1-5-21/$RABC.svs",
+                 "$RECYCLE.BIN/S-1-5-21/$IABC.svs", "System Volume Information/tracking.tif", "2024/S2/._HE.SVS"):
+        (archive / name).parent.mkdir(parents=True, exist_ok=True)
+        (archive / name).write_bytes(b"x")
+    (tmp_path / "drive2" / "2022" / "S5").mkdir(parents=True)
+    (tmp_path / "drive2" / "2022" / "S5" / "old.ndpi").write_bytes(b"x")
+    (archive / "2022").symlink_to(tmp_path / "drive2" / "2022")
+    (archive / "2021").symlink_to(tmp_path / "unmounted" / "2021")
+    (archive / "2024" / "S2" / "from2021.svs").symlink_to(tmp_path / "unmounted" / "2021" / "a.svs")
+    os.link(archive / "2023" / "S1" / "HE.svs", archive / "2023" / "S1" / "HE_copy.svs")
+    (archive / "2023" / "loop").symlink_to(archive)
+    scandir = os.scandir
+
+    def refuses_locked(path="."):
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuses_locked)
+    with caplog.at_level("WARNING"):
+        found = find_slides([archive], recursive=True)
+    assert [p.relative_to(archive).as_posix() for p in found] == [
+        "2022/S5/old.ndpi", "2023/S1/HE.svs", "2024/S2/HE.SVS", "2024/S2/from2021.svs"]
+    assert f"{archive / '2021'}: a link to {tmp_path / 'unmounted' / '2021'}, which is not there" in caplog.text
+    assert f"{archive / 'locked'}: cannot be searched (Permission denied); slides in it are not analysed" in (
+        caplog.text)
+    with pytest.raises(SlideReadError, match="from2021.svs: a link to .*a.svs, which is not there"):
+        open_slide(found[-1])
+
+
 def test_a_second_file_with_a_taken_slide_id_fails_naming_both(tmp_path):
     ids = SlideIds()
     assert ids.claim(tmp_path / "a" / "slide.svs") == "slide" and ids.claim(tmp_path / "other.svs") == "other"
@@ -309,7 +347,7 @@ def test_slide_source_tells_a_rescan_at_the_same_path_apart(tmp_path):
     assert before == slide_source(path) and before["path"] == str(path.resolve())
     path.write_bytes(b"second scan, longer")
     assert slide_source(path) != before
-    with pytest.raises(SlideReadError, match="file not found"):
+    with pytest.raises(SlideReadError, match="no such file or folder"):
         slide_source(tmp_path / "gone.svs")
 
 
