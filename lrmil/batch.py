@@ -5,7 +5,7 @@ earlier slide of the batch already holds fails with a message naming both, inste
 first one's outputs. A run first removes the temporaries a killed run left in --out
 (`export.folder_lock.sweep_killed_runs`: a heatmap, a feature file, megabytes each), only those untouched for an
 hour: lrmil holds no lock on --out, as jobs that share one (a feature extraction split over GPUs) must not lose the
-files they are writing.
+files they are writing. Progress is `export.progress`'s: a bar at a terminal, a plain line a minute in a log file.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from tqdm.auto import tqdm
-
 from export.atomic import fails_for_folder, stop_if_unwritable
+from export.progress import progress
 from lrmil.errors import ErrorLog
 from lrmil.slide import SlideIds, SlideReadError
 
@@ -28,8 +27,8 @@ def run_batch(slides: list[Path], work: Callable[[Path], Result], out: Path, sta
     """`work(path)` for every slide; failures go to OUT/errors.csv (this run's only) unless `strict`. A full or
     read-only --out stops the batch (OutputUnwritable): each slide after it would be read and encoded in vain."""
     errors, ids, results = ErrorLog(Path(out) / ERRORS_FILE), SlideIds(), []
-    with stop_if_unwritable(out):
-        for path in tqdm(slides, desc=desc, unit="slide"):
+    with stop_if_unwritable(out), progress(slides, unit="slides", desc=desc) as bar:
+        for path in bar:
             try:
                 ids.claim(path)
                 results.append(work(path))

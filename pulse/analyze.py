@@ -25,6 +25,7 @@ import numpy as np
 
 from export.atomic import atomic_path, fails_for_folder, file_in_the_way, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
+from export.progress import progress
 from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
@@ -32,7 +33,6 @@ from pulse.discovery import find_audio
 from pulse.io import AudioInfo
 from pulse.journal import Journal
 from pulse.model_names import below_rate_note, model_band, open_checked_model, resolve_model
-from pulse.progress import progress
 from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.scoring import score_files
 from pulse.windows import WindowSpec, window_times

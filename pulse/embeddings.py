@@ -22,12 +22,12 @@ import numpy as np
 
 from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8_text
 from export.folder_lock import exclusive
+from export.progress import progress
 from pulse.analyze import scores_key
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioReadError, audio_info
 from pulse.model_names import open_checked_model, resolve_model
-from pulse.progress import progress
 from pulse.recording import window_outputs
 from pulse.writers import write_errors
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from export.atomic import fails_for_folder
 from export.predictor import Predictor, usable_cores
+from export.progress import progress
 from pulse.io import AudioReadError, PartlyDecoded, audio_info, stream_audio
-from pulse.progress import progress
 from pulse.schema import SchemaError, check_score_values
 from pulse.windows import cut_too_short, frame_windows, refuse_truncated
 

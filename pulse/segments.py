@@ -33,11 +33,11 @@ import soundfile as sf
 
 from export.atomic import file_in_the_way, stop_if_unwritable, utf8_text, write_bytes, write_json
 from export.folder_lock import exclusive
+from export.progress import progress
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
 from pulse.journal import Journal
-from pulse.progress import progress
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 

@@ -726,18 +726,18 @@ def test_off_a_terminal_progress_is_a_plain_log_line_now_and_then(tmp_path, mode
     last line: the bar is off there. Now a plain line every LOG_EVERY_S says how far it is; none in a short run."""
     import re
 
-    import pulse.progress
+    import export.progress
 
     (tmp_path / "in").mkdir()
     for i in range(3):
         sf.write(tmp_path / "in" / f"r{i}.wav", song(4.0), RATE)
-    with caplog.at_level(logging.INFO, logger="pulse.progress"):
+    with caplog.at_level(logging.INFO, logger="export.progress"):
         analyze([tmp_path / "in"], tmp_path / "quiet", InferConfig(model=str(model)))
-    assert not [r for r in caplog.records if r.name == "pulse.progress"]
-    monkeypatch.setattr(pulse.progress, "LOG_EVERY_S", 0.0)
-    with caplog.at_level(logging.INFO, logger="pulse.progress"):
+    assert not [r for r in caplog.records if r.name == "export.progress"]
+    monkeypatch.setattr(export.progress, "LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="export.progress"):
         analyze([tmp_path / "in"], tmp_path / "out", InferConfig(model=str(model), batch_size=1))
-    lines = [r.getMessage() for r in caplog.records if r.name == "pulse.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "export.progress"]
     assert any(re.fullmatch(r"\d/3 files: \d+% \(\d of \d win\), 00:\d\d elapsed, about 00:\d\d left", line)
                for line in lines), lines
     assert not any(c in line for line in lines for c in "\r|")

@@ -114,6 +114,26 @@ def test_error_log_lines_start_on_their_own_line_not_on_the_progress_bar(tmp_pat
     assert all(line.rsplit("\r", 1)[-1].startswith("ERROR ") for line in error_lines), error_lines
 
 
+def test_in_a_log_file_a_slide_batch_says_how_far_it_is_in_plain_lines(tmp_path, monkeypatch, capsys, caplog):
+    """Run overnight into a log file (`> log.txt 2>&1`), a batch wrote its progress bar there anyway: carriage-return
+    redraws, each error line after one. Now a plain line every LOG_EVERY_S (a minute) says how far it is."""
+    import logging
+    import re
+
+    import export.progress
+    from lrmil.features import run_patching
+    from lrmil.config import PatchConfig, TissueConfig
+
+    slides = [_png(tmp_path / f"s{i}.png") for i in range(3)]
+    monkeypatch.setattr(export.progress, "LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="export.progress"):
+        run_patching([*slides, tmp_path / "gone.svs"], TissueConfig(), PatchConfig(), 0.5, tmp_path / "out")
+    assert "\r" not in capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name == "export.progress"]
+    assert any(re.fullmatch(r"tissue \+ grid: \d+% \(\d of 4 slides\), 00:\d\d elapsed, about 00:\d\d left", line)
+               for line in lines), lines
+
+
 def test_a_full_or_read_only_out_is_one_line_and_stops_the_batch(tmp_path, monkeypatch):
     """A full disk was a per-slide error ('failed at patch: [Errno 28] No space left on device'), and every later
     slide was read (and, in extract and predict, encoded) only to fail alike; an --out on a read-only mount was a

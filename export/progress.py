@@ -1,9 +1,11 @@
-"""Progress of a long run, on a terminal and in a log file (a cluster job's `> log.txt`, a cron job's mail).
+"""Progress of a long run, on a terminal and in a log file (a cluster job's `> log.txt`, a cron job's mail): PULSE's
+recordings and LRMIL's slide batches.
 
 On a terminal, a tqdm bar, with log lines printed above it (written as they were, each ended up glued to the end of
 the bar: 1 000 bad files were 1 000 lines each starting with a stale bar). Elsewhere tqdm draws nothing, which left
-a run of 30 000 files silent but for its errors until its last line; there, one plain line every LOG_EVERY_S says
-how far it is and how long it has left.
+a run of 30 000 files silent but for its errors until its last line (and LRMIL's bar, drawn anyway, filled an
+overnight slide batch's log with carriage-return redraws); there, one plain line every LOG_EVERY_S says how far it
+is and how long it has left.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def progress(iterable=None, *, total: float | None = None, unit: str, desc: str 
     if sys.stderr.isatty():
         with logging_redirect_tqdm(), tqdm(iterable, total=total, unit=unit, desc=desc, leave=leave) as bar:
             yield bar
-    else:  # redrawn only every LOG_EVERY_S (updates, and tqdm's monitor thread, refresh no sooner), first after it
-        with tqdm(iterable, total=total, unit=unit, desc=desc, file=_LogLines(), bar_format=LOG_FORMAT,
+    else:  # redrawn only every LOG_EVERY_S (updates, and tqdm's monitor thread, refresh no sooner), first after it;
+        # the ': ' that set_description adds, which a desc given here lacks ('saved scores0% (...)')
+        with tqdm(iterable, total=total, unit=unit, desc=desc and f"{desc}: ", file=_LogLines(), bar_format=LOG_FORMAT,
                   mininterval=LOG_EVERY_S, maxinterval=LOG_EVERY_S, delay=LOG_EVERY_S, leave=False) as bar:
             yield bar
 
