@@ -24,7 +24,7 @@ from lrmil.config import DistillPatchConfig
 from lrmil.encoders import SYNTHETIC_NOTICE, create_encoder, preprocess, save_encoder
 from lrmil.features import segment_and_patch
 from lrmil.patching import PatchGrid
-from lrmil.slide import SlideIds, open_slide, read_scaled, slide_id
+from lrmil.slide import SlideIds, open_slide, read_scaled
 
 LOSSES = ("cosine", "mse")
 
@@ -185,14 +185,14 @@ def train_student(teacher: torch.nn.Module, train: list[ParentSample], val: list
                      "first_loss": losses[0], "final_loss": float(np.mean(losses[-5:])), "steps": len(losses)}
 
 
-def _training_slides(slides: list[Path], splits: str | Path | None, test_fold: int) -> list[Path]:
+def _training_slides(slides: list[Path], ids: SlideIds, splits: str | Path | None, test_fold: int) -> list[Path]:
     if splits is None:
         return slides
     from lrmil.mil.splits import read_splits
 
     table = read_splits(splits, min_folds=1)  # its slide ids as train's: without a slide file suffix or spaces
     held_out = set(table.loc[table["fold"] == test_fold, "slide_id"])
-    return [p for p in slides if slide_id(p) not in held_out]
+    return [p for p in slides if ids.claim(p) not in held_out]
 
 
 def _check_teacher_fold(teacher_mil: str | Path, test_fold: int) -> None:
@@ -222,21 +222,20 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     teacher = create_encoder(cfg.encoder, weights=cfg.teacher_weights).to(cfg.device).eval()
     if not hasattr(teacher, "forward_tokens"):
         raise ValueError(f"encoder {cfg.encoder} has no token maps; stage 1 needs a ViT such as lrmil_vit_tiny")
-    chosen = _training_slides([Path(p) for p in slides], splits, cfg.test_fold)
-    ids = SlideIds()
-    for path in chosen:
-        ids.claim(path)  # splits, attention and teacher features are all keyed by slide id
+    # splits, attention and teacher features are all keyed by slide id, as extract named the features
+    ids = SlideIds(slides)
+    chosen = _training_slides([Path(p) for p in slides], ids, splits, cfg.test_fold)
     if cfg.attention_weighting and (teacher_mil is None) != (teacher_features is None):
         raise ValueError("attention weighting needs both --teacher-mil and --teacher-features (the ABMIL and the 20x "
                          "features it attends over); give both, or neither, or --no-attention-weighting")
     use_attention = cfg.attention_weighting and teacher_mil is not None
     if use_attention and splits is not None:
         _check_teacher_fold(teacher_mil, cfg.test_fold)
-    attention = teacher_attention(teacher_mil, teacher_features, [slide_id(p) for p in chosen]) if use_attention else {}
+    attention = teacher_attention(teacher_mil, teacher_features, [ids.claim(p) for p in chosen]) if use_attention else {}
     start, samples = time.perf_counter(), []
     for path in tqdm(chosen, desc="teacher targets", unit="slide"):
         grid = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp).grid
-        coords, attn = attention.get(slide_id(path), (grid.teacher.coords, None))
+        coords, attn = attention.get(ids.claim(path), (grid.teacher.coords, None))
         if not np.array_equal(coords, grid.teacher.coords):
             raise ValueError(f"{path}: the 20x feature file was cut with another grid; give the tissue and patch "
                              "flags it was extracted with (--mask-mpp, --min-saturation, --teacher-px, --min-tissue)")
@@ -247,7 +246,7 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     n_val = int(round(len(samples) * cfg.val_fraction)) if len(samples) > 4 else 0
     val, train = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     student, metrics = train_student(teacher, train, val, cfg)
-    metrics.update({"slides": len(chosen), "slide_ids": [slide_id(p) for p in chosen], "parents": len(samples),
+    metrics.update({"slides": len(chosen), "slide_ids": [ids.claim(p) for p in chosen], "parents": len(samples),
                     "attention_weighting": use_attention, "seconds": time.perf_counter() - start})
     student.cfg = dataclasses.replace(student.cfg, source="lrmil distill-patches",
                                       training_data=f"stage-1 distillation on {len(chosen)} slides; "

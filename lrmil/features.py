@@ -44,15 +44,16 @@ class SlideGrid:
     mpp_source: str  # "metadata" or "--mpp"
 
 
-def segment_and_patch(path: str | Path, tissue: TissueConfig, patch: PatchConfig,
-                      mpp: float | None = None, override_mpp: bool = False) -> SlideGrid:
-    """Open the slide, build its tissue mask from a thumbnail and cut the two-resolution grid."""
+def segment_and_patch(path: str | Path, tissue: TissueConfig, patch: PatchConfig, mpp: float | None = None,
+                      override_mpp: bool = False, sid: str | None = None) -> SlideGrid:
+    """Open the slide, build its tissue mask from a thumbnail and cut the two-resolution grid (`sid`: its id in
+    the batch, `slide_id` by default)."""
     with open_slide(path, mpp, override_mpp) as reader:
         thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, tissue))
         mask = tissue_mask(thumb, tissue)
         grid = make_grid(mask, reader.dimensions, reader.mpp, reader.level_downsamples, patch)
         mpp_source = reader.mpp_source
-    return SlideGrid(slide_id(path), grid, thumb, mask, mpp_source)
+    return SlideGrid(sid or slide_id(path), grid, thumb, mask, mpp_source)
 
 
 def check_resolution(resolution: str) -> None:
@@ -131,12 +132,13 @@ def job_hash(cfg: ExtractConfig, encoder_cfg) -> tuple[dict, str]:
     return record, hash_record(record)
 
 
-def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig, out: str | Path) -> tuple[Path, bool]:
-    """Features of one slide at `cfg.resolution`: the feature file, and whether it was made now (False: an
-    earlier run's, current, reused)."""
-    path, out = Path(path), Path(out)
+def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig, out: str | Path,
+                  sid: str | None = None) -> tuple[Path, bool]:
+    """Features of one slide at `cfg.resolution` (`sid`: its id in the batch): the feature file, and whether it was
+    made now (False: an earlier run's, current, reused)."""
+    path, out, sid = Path(path), Path(out), sid or slide_id(path)
     magnification, px = cfg.patch.level(cfg.resolution)
-    target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / f"{slide_id(path)}.h5"
+    target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / f"{sid}.h5"
     with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:  # a header read: the scale this slide gets
         applied = dataclasses.replace(cfg, mpp=reader.mpp, override_mpp=False)
     # Keyed on the scale applied, not the flags: adding --mpp for the slides without it must not re-encode
@@ -146,7 +148,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     check_not_another_slides(target, path, stored_key(target)[1])
     if cfg.resume and is_current(target, digest, source):
         return target, False
-    sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
+    sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp, sid)
     save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
     grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
     write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, digest, sg.slide_id)
@@ -175,8 +177,8 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
     record = grid_config(tissue, patch, mpp, override_mpp)
     write_json(out / "config_patch.json", record)
 
-    def patch_slide(path: Path) -> tuple[int, int]:
-        sg = segment_and_patch(path, tissue, patch, mpp, override_mpp)
+    def patch_slide(path: Path, sid: str) -> tuple[int, int]:
+        sg = segment_and_patch(path, tissue, patch, mpp, override_mpp, sid)
         for name in ("teacher", "student"):
             note_if_enlarged(path, getattr(sg.grid, name), name, sg.grid.mpp)
         save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
@@ -196,10 +198,10 @@ def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict
     sweep_killed_runs(out)
     write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
 
-    def timed_extract(path: Path) -> float | None:
+    def timed_extract(path: Path, sid: str) -> float | None:
         """Seconds to extract the slide; None when an earlier run's features were current."""
         start = time.perf_counter()
-        return time.perf_counter() - start if extract_slide(path, encoder, cfg, out)[1] else None
+        return time.perf_counter() - start if extract_slide(path, encoder, cfg, out, sid)[1] else None
 
     results, errors = run_batch(slides, timed_extract, out, "extract", cfg.strict, desc=f"extract {cfg.resolution}")
     seconds = [s for s in results if s is not None]

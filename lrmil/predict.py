@@ -31,7 +31,8 @@ from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, 
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid, note_if_enlarged
-from lrmil.slide import SlideReader, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
+from lrmil.slide import (SlideReader, check_not_another_slides, open_slide, read_scaled, slide_id, slide_location,
+                         slide_source)
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,10 @@ def slide_key(path: Path, cfg: PredictConfig, run: dict) -> str:
         return hash_record({**run, "mpp": reader.mpp})
 
 
-def earlier_record(out: Path, path: Path) -> dict:
-    """The SLIDE.json an earlier run wrote for the slide id of `path` ({} when there is none to read)."""
+def earlier_record(out: Path, sid: str) -> dict:
+    """The SLIDE.json an earlier run wrote for the slide id `sid` ({} when there is none to read)."""
     try:
-        record = json.loads((out / f"{slide_id(path)}.json").read_text())
+        record = json.loads((out / f"{sid}.json").read_text())
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
@@ -108,12 +109,12 @@ def is_finished(out: Path, path: Path, key: str, record: dict) -> bool:
 
 
 def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: PredictConfig, out: str | Path,
-                  key: str = "") -> dict:
+                  key: str = "", sid: str | None = None) -> dict:
     """Run one slide end to end and write SLIDE.json, SLIDE_mask.png (the tissue found, outlined on the
     thumbnail), SLIDE_heatmap.png, SLIDE_topk.png and SLIDE_attention.geojson (every patch's attention, for
-    QuPath) (`key`, from `slide_key`, is recorded so that a rerun can skip it)."""
+    QuPath) (`key`, from `slide_key`, is recorded so that a rerun can skip it; `sid`: its id in the batch)."""
     path, out = Path(path), Path(out)
-    sid = slide_id(path)
+    sid = sid or slide_id(path)
     clock = Stopwatch()
     source = slide_source(path)
     with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:
@@ -162,9 +163,12 @@ def resolve_model_dir(model: str) -> Path:
     return demo_model_dir() if model == "demo" else Path(model)
 
 
-def prediction_table(out: str | Path, failed: frozenset[str] = frozenset()) -> pd.DataFrame:
-    """One row per prediction record (SLIDE.json) in `out`, from this run or an earlier one, by slide id,
-    leaving out the slide ids in `failed`."""
+def prediction_table(out: str | Path, failed: frozenset[str] = frozenset(),
+                     ids: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per prediction record (SLIDE.json) in `out`, from this run or an earlier one, by slide id and slide
+    file, leaving out the slide ids in `failed` and, for the slide files in `ids` (this run's, by location), any
+    record under another id than theirs: an earlier run, given fewer folders, named 2023/S1/HE.svs HE where this
+    one names it 2023_S1_HE beside 2024_S1_HE."""
     rows = []
     for path in sorted(Path(out).glob("*.json")):
         try:
@@ -177,7 +181,14 @@ def prediction_table(out: str | Path, failed: frozenset[str] = frozenset()) -> p
         if record["slide_id"] in failed:
             log.warning("%s: left out of predictions.csv, this run failed on the slide (%s)", path, record["slide"])
             continue
-        rows.append({"slide_id": record["slide_id"], "label": record["label"], "patches": record["patches"],
+        source = record.get("source")
+        location = source.get("path") if isinstance(source, dict) else None
+        if (now := (ids or {}).get(location, record["slide_id"])) != record["slide_id"]:
+            log.warning("%s: left out of predictions.csv, an earlier prediction of %s, which this run names %s",
+                        path, location, now)
+            continue
+        rows.append({"slide_id": record["slide_id"], "slide": record.get("slide", ""), "label": record["label"],
+                     "patches": record["patches"],
                      "seconds": record["seconds"]["total"],
                      **{f"p_{k}": v for k, v in record["probabilities"].items()},
                      # which run wrote the row: reruns into one --out with another path or model add to the table
@@ -194,26 +205,27 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     model = load_path(model_dir, cfg.path, cfg.device, torch.get_num_threads())
     sweep_killed_runs(out)
     write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
-    run, failed = run_key(cfg, model_dir), set()
+    run, failed, ids = run_key(cfg, model_dir), set(), {}
 
-    def predict_unless_finished(path: Path) -> bool:
+    def predict_unless_finished(path: Path, sid: str) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
-        record = earlier_record(out, path)
+        record = earlier_record(out, sid)
         # Before the try: the id's outputs are the other file's, and its row stays in predictions.csv.
-        check_not_another_slides(out / f"{slide_id(path)}.json", path, record.get("source"))
+        check_not_another_slides(out / f"{sid}.json", path, record.get("source"))
+        ids[str(slide_location(path))] = sid
         try:
             key = slide_key(path, cfg, run)
             if cfg.resume and is_finished(out, path, key, record):
                 return False
-            predict_slide(path, model, cfg, out, key)
+            predict_slide(path, model, cfg, out, key, sid)
         except Exception:
-            failed.add(slide_id(path))  # its slide id is its own: run_batch refuses a second file with that id
+            failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise
         return True
 
     predicted, errors = run_batch(slides, predict_unless_finished, out, "predict", cfg.strict,
                                   desc=f"predict ({cfg.path})")
-    table = prediction_table(out, frozenset(failed))
+    table = prediction_table(out, frozenset(failed), ids)
     if len(table):
         write_predictions(out / "predictions.csv", table)
     else:  # nothing left to list: an older table would still show what this run failed on

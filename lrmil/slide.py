@@ -17,11 +17,11 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
-from export.files import files_below, first_of_each_file, hidden, missing_reason
+from export.files import distinct_tails, files_below, first_of_each_file, hidden, missing_reason
 from export.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -362,19 +362,39 @@ def slide_id(path: str | Path) -> str:
 
 
 class SlideIds:
-    """Which file holds each slide id in one batch: outputs are named by id, so a second file may not reuse one."""
+    """Each slide's id in one batch, and which file holds it: outputs are named by id, so a second file may not reuse
+    one. The id is `slide_id`, but slides of one name in different folders (an archive's cases, 2023/S1/HE.svs and
+    2024/S1/HE.svs; until 2026-12-06 every slide after the first of a name failed) have as many of their folders'
+    last names as tell them apart before it, joined by '_': 2023_S1_HE and 2024_S1_HE. Names differing only in
+    case clash too: a NAS share may not tell HE.json from he.json."""
 
-    def __init__(self):
+    def __init__(self, slides: Iterable[str | Path] = ()):
         self.owners: dict[str, Path] = {}
+        self.names = _distinct_ids(slides)
 
     def claim(self, path: str | Path) -> str:
         """The id of `path`; a SlideReadError naming both files when an earlier slide of the batch has it."""
-        sid = slide_id(path)
-        owner = self.owners.setdefault(sid, Path(path))
+        sid = self.names.get(slide_location(path)) or slide_id(path)
+        owner = self.owners.setdefault(sid.lower(), Path(path))
         if slide_location(owner) != slide_location(path):
             raise SlideReadError(path, f"slide id '{sid}' is already used by {owner} in this batch; outputs are "
                                        "named by id, so rename one of the files or give each its own --out")
         return sid
+
+
+def _distinct_ids(slides: Iterable[str | Path]) -> dict[Path, str]:
+    """The ids of slides (by `slide_location`) whose `slide_id`s clash, with their folders' distinct last names."""
+    same_id: dict[str, dict[Path, Path]] = {}
+    for path in map(Path, slides):
+        same_id.setdefault(slide_id(path).lower(), {})[slide_location(path)] = path
+    names = {}
+    for group in (group for group in same_id.values() if len(group) > 1):
+        folders = {location: path.absolute().parent.parent if is_dicom(path) else path.absolute().parent
+                   for location, path in group.items()}
+        tails = distinct_tails(set(folders.values()))
+        names |= {location: "_".join((*tails[folders[location]].parts, slide_id(path)))
+                  for location, path in group.items()}
+    return names
 
 
 def slide_source(path: str | Path) -> dict:
@@ -395,7 +415,7 @@ def check_not_another_slides(output: str | Path, path: str | Path, recorded: dic
     owner = recorded.get("path") if isinstance(recorded, dict) else None
     if owner and owner != str(slide_location(path)) and Path(owner).exists():
         raise SlideReadError(path, f"{output} holds the outputs of {owner}, another slide with the id "
-                                   f"'{slide_id(path)}'; outputs are named by id, so rename one of the files, give "
+                                   f"'{Path(output).stem}'; outputs are named by id, so rename one of the files, give "
                                    "each its own --out, or delete that output to replace it")
 
 

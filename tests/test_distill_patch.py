@@ -161,11 +161,12 @@ def test_stage1_leaves_out_the_test_fold_when_the_splits_name_slides_by_file(tmp
     from pathlib import Path
 
     from lrmil.distill_patch import _training_slides
+    from lrmil.slide import SlideIds
 
     path = tmp_path / "splits.csv"
     path.write_text("slide_id,label,fold\na.svs,x,0\nb.svs,y,1\n c.svs ,x,2\n")
     slides = [Path("/s/a.svs"), Path("/s/b.svs"), Path("/s/c.svs")]
-    assert _training_slides(slides, path, test_fold=0) == slides[1:]
+    assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:]
 
 
 def test_a_training_slide_without_a_teacher_feature_file_is_named_in_one_line(tmp_path):

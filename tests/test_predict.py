@@ -188,20 +188,23 @@ def test_a_slide_scanned_coarser_than_the_path_reads_is_said_to_be_enlarged(mode
     assert said.startswith(f"{slide}: scanned at 10x (1 um/px), coarser than the 20x the teacher path reads")
 
 
-def test_same_id_twice_fails_the_second_and_predictions_csv_covers_the_whole_folder(model_dir, tmp_path):
-    first, second = _tissue_png(tmp_path / "a" / "disc.png", 512), _tissue_png(tmp_path / "b" / "disc.png", 512)
-    out = tmp_path / "out"
-    summary = run_predict([first, second], PredictConfig(model=str(model_dir), mpp=0.5), out)
-    assert summary["done"] == 1 and summary["failed"] == 1
-    row = next(csv.DictReader(open(out / "errors.csv")))
-    assert row["path"] == str(second) and str(first) in row["message"]
-    assert json.loads((out / "disc.json").read_text())["slide"] == str(first)  # not overwritten by the second
-
-    other = _tissue_png(tmp_path / "other.png", 512)
-    later = run_predict([other], PredictConfig(model=str(model_dir), mpp=0.5), out)  # a second batch, same folder
-    assert later["failed"] == 0 and later["errors_csv"] == "" and not (out / "errors.csv").exists()
+def test_slides_of_one_name_in_case_folders_are_each_predicted_under_their_folders_names(model_dir, tmp_path, caplog):
+    """An archive by year and case (2023/S1/disc.png, 2024/S1/disc.png): every slide after the first of a name
+    failed ('slide id is already used'), and predictions.csv held ids alone. Each is now predicted, its id with as
+    many of its folders' names as tell it apart (a NAS share may not tell disc from Disc), its file in the table;
+    a rerun given more folders leaves out of the table the earlier prediction under the shorter name."""
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    slides = [_tissue_png(archive / rel, 512) for rel in ("2023/S1/disc.png", "2024/S1/disc.png", "2024/S2/Disc.png")]
+    cfg = PredictConfig(model=str(model_dir), mpp=0.5)
+    assert run_predict(slides[:1], cfg, out)["done"] == 1 and (out / "disc.json").is_file()  # 2023 alone first
+    summary = run_predict(slides, cfg, out)
+    assert (summary["done"], summary["failed"]) == (3, 0)
     table = read_predictions(out / "predictions.csv")
-    assert sorted(table["slide_id"]) == ["disc", "other"]
+    assert list(zip(table["slide_id"], table["slide"])) == [
+        ("2023_S1_disc", str(slides[0])), ("2024_S1_disc", str(slides[1])), ("S2_Disc", str(slides[2]))]
+    assert f"{out / 'disc.json'}: left out of predictions.csv, an earlier prediction of {slides[0]}" in caplog.text
+    assert json.loads((out / "2024_S1_disc.json").read_text())["heatmap"] == "2024_S1_disc_heatmap.png"
+    assert run_predict(slides, cfg, out)["skipped"] == 3  # the same batch again: nothing redone
 
 
 def test_a_later_run_does_not_replace_another_slide_of_the_same_name(model_dir, tmp_path):

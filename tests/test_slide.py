@@ -340,6 +340,19 @@ def test_a_second_file_with_a_taken_slide_id_fails_naming_both(tmp_path):
     assert message.startswith(str(tmp_path / "b" / "slide.tiff"))
 
 
+def test_slides_of_one_name_in_case_folders_get_their_folders_names(tmp_path):
+    """2023/S1/HE.svs and 2024/S1/HE.svs, a DICOM slide folder HE in a third case: the second and third failed as
+    ids taken. Ids that do not clash stay as they were."""
+    for name in ("2023/S1/HE.svs", "2024/S1/HE.svs", "2024/S2/other.svs"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    dicom = dicom_slide(tmp_path / "2024" / "S3" / "he") / "level0.dcm"
+    slides = [tmp_path / "2023/S1/HE.svs", tmp_path / "2024/S1/HE.svs", tmp_path / "2024/S2/other.svs", dicom]
+    ids = SlideIds(slides)
+    assert [ids.claim(p) for p in slides] == ["2023_S1_HE", "2024_S1_HE", "other", "S3_he"]
+    assert ids.claim(tmp_path / "2023/S1/HE.svs") == "2023_S1_HE"  # the same file again is no clash
+
+
 def test_slide_source_tells_a_rescan_at_the_same_path_apart(tmp_path):
     path = tmp_path / "s.svs"
     path.write_bytes(b"first scan")

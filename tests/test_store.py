@@ -165,18 +165,23 @@ def test_a_later_extract_does_not_replace_the_features_of_another_slide_of_the_s
     assert read_features(target).source["path"] == str(second.resolve())
 
 
-def test_extract_redoes_a_changed_slide_file_and_rejects_a_second_file_with_the_same_id(tmp_path):
+def test_extract_redoes_a_changed_slide_file_and_rejects_another_file_with_its_id_later(tmp_path):
+    """Two slides of one name in one batch are each extracted under their folders' names; given alone, each is
+    `slide`, and a later run into the same --out refuses the second while the first file holds that id."""
     from lrmil.features import run_extract
 
     first, second = _tissue_png(tmp_path / "a" / "slide.png", 170), _tissue_png(tmp_path / "b" / "slide.png", 90)
     cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
-    out = tmp_path / "out"
-    summary = run_extract([first, second], cfg, out)
-    assert summary["done"] == 1 and summary["failed"] == 1
+    out, features = tmp_path / "out", feature_dir(tmp_path / "out" / "features", "lrmil_vit_tiny", 5.0, 256)
+    assert run_extract([first, second], cfg, out)["done"] == 2
+    assert sorted(p.name for p in features.glob("*.h5")) == ["a_slide.h5", "b_slide.h5"]
+    assert run_extract([first], cfg, out)["done"] == 1
+    summary = run_extract([second], cfg, out)
+    assert summary["done"] == 0 and summary["failed"] == 1
     with open(out / "errors.csv") as f:
         (row,) = list(csv.DictReader(f))
-    assert row["path"] == str(second) and str(first) in row["message"]
-    target = feature_dir(out / "features", "lrmil_vit_tiny", 5.0, 256) / "slide.h5"
+    assert row["path"] == str(second) and str(first.resolve()) in row["message"]
+    target = features / "slide.h5"
     assert read_features(target).source["path"] == str(first.resolve())
     stamp = target.stat().st_mtime_ns
 
