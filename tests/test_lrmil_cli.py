@@ -134,6 +134,24 @@ def test_in_a_log_file_a_slide_batch_says_how_far_it_is_in_plain_lines(tmp_path,
                for line in lines), lines
 
 
+def test_a_progress_line_drawn_during_a_long_slide_has_the_count_so_far(caplog):
+    """A 100-slide batch into a log file said '46% (46 of 100 slides), 02:10 elapsed' when 90 were done: tqdm's
+    monitor thread draws a line when none came for a minute (a long slide), and an iterating bar's count was the
+    one of its last line. (Nor did the loop draw one a minute: tqdm's dynamic miniters, set by 46 quick slides, held
+    the next line back for another 45 slides, however long they took.)"""
+    import logging
+
+    import export.progress
+
+    with caplog.at_level(logging.INFO, logger="export.progress"):
+        with export.progress.progress(range(5), unit="slides", desc="predict") as bar:
+            for i in bar:
+                if i == 3:
+                    bar.refresh()  # what the monitor thread does a minute after the last line
+    lines = [r.getMessage() for r in caplog.records if r.name == "export.progress"]
+    assert lines and lines[0].startswith("predict: 60% (3 of 5 slides), "), lines
+
+
 def test_a_full_or_read_only_out_is_one_line_and_stops_the_batch(tmp_path, monkeypatch):
     """A full disk was a per-slide error ('failed at patch: [Errno 28] No space left on device'), and every later
     slide was read (and, in extract and predict, encoded) only to fail alike; an --out on a read-only mount was a
