@@ -747,15 +747,15 @@ def test_off_a_terminal_the_count_of_files_is_not_glued_to_the_share_done(monkey
     """One long recording analysed into a log said '0/1 files34% (46 of 134 win)' until it was done, and a rerun
     from saved scores 'saved scores50% (1 of 2 file)': tqdm puts ': ' after a description set later, not after the
     one a bar starts with."""
-    import pulse.progress
+    import export.progress
 
-    monkeypatch.setattr(pulse.progress, "LOG_EVERY_S", 0.0)
-    with caplog.at_level(logging.INFO, logger="pulse.progress"):
-        with pulse.progress.progress(["a", "b"], unit="file", desc="saved scores") as files:
+    monkeypatch.setattr(export.progress, "LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="export.progress"):
+        with export.progress.progress(["a", "b"], unit="file", desc="saved scores") as files:
             list(files)
-        with pulse.progress.progress(total=134, unit="win", desc="0/1 files") as windows:
+        with export.progress.progress(total=134, unit="win", desc="0/1 files") as windows:
             windows.update(46)
-    lines = [r.getMessage() for r in caplog.records if r.name == "pulse.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "export.progress"]
     assert "saved scores: 50% (1 of 2 file), 00:00 elapsed, about 00:00 left" in lines
     assert lines and all(line.startswith(("saved scores: ", "0/1 files: ")) for line in lines), lines
 
