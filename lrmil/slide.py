@@ -391,6 +391,8 @@ def _distinct_ids(slides: Iterable[str | Path]) -> dict[Path, str]:
     for group in (group for group in same_id.values() if len(group) > 1):
         folders = {location: path.absolute().parent.parent if is_dicom(path) else path.absolute().parent
                    for location, path in group.items()}
+        if len(set(folders.values())) == 1:  # HE.svs beside HE.tif: no folder tells them apart, the first keeps HE
+            continue
         tails = distinct_tails(set(folders.values()))
         names |= {location: "_".join((*tails[folders[location]].parts, slide_id(path)))
                   for location, path in group.items()}

@@ -353,6 +353,19 @@ def test_slides_of_one_name_in_case_folders_get_their_folders_names(tmp_path):
     assert ids.claim(tmp_path / "2023/S1/HE.svs") == "2023_S1_HE"  # the same file again is no clash
 
 
+def test_a_slide_beside_another_of_its_name_keeps_its_id(tmp_path):
+    """HE.svs and HE.tif in one case folder: no folder tells them apart, so the first keeps 'HE' (the id its feature
+    files and splits rows have) and the second fails as before; it became case7_HE, which matched none of them."""
+    for name in ("case7/HE.svs", "case7/HE.tif"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    slides = find_slides([tmp_path / "case7"])
+    ids = SlideIds(slides)
+    assert ids.claim(slides[0]) == "HE"
+    with pytest.raises(SlideReadError, match="slide id 'HE' is already used"):
+        ids.claim(slides[1])
+
+
 def test_slide_source_tells_a_rescan_at_the_same_path_apart(tmp_path):
     path = tmp_path / "s.svs"
     path.write_bytes(b"first scan")
