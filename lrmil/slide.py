@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, runtime_checkable
@@ -358,7 +359,13 @@ def slide_location(path: str | Path) -> Path:
 def slide_id(path: str | Path) -> str:
     """The id used for output files and CSV rows: the file name without its suffix, or a DICOM slide's folder name
     (its instances are named by level or by UID, none by the slide)."""
-    return Path(path).absolute().parent.name if is_dicom(path) else Path(path).stem
+    return _absolute(path).parent.name if is_dicom(path) else Path(path).stem
+
+
+def _absolute(path: str | Path) -> Path:
+    """`path` from the root, without '..' (a DICOM slide given as `..` was named '..', HE.svs given as ../HE.svs beside
+    S1/HE.svs '.._HE': hidden outputs) and without resolving links (a year linked in keeps its own name)."""
+    return Path(os.path.abspath(path))
 
 
 class SlideIds:
@@ -389,7 +396,7 @@ def _distinct_ids(slides: Iterable[str | Path]) -> dict[Path, str]:
         same_id.setdefault(slide_id(path).lower(), {})[slide_location(path)] = path
     names = {}
     for group in (group for group in same_id.values() if len(group) > 1):
-        folders = {location: path.absolute().parent.parent if is_dicom(path) else path.absolute().parent
+        folders = {location: _absolute(path).parent.parent if is_dicom(path) else _absolute(path).parent
                    for location, path in group.items()}
         if len(set(folders.values())) == 1:  # HE.svs beside HE.tif: no folder tells them apart, the first keeps HE
             continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -364,6 +366,21 @@ def test_a_slide_beside_another_of_its_name_keeps_its_id(tmp_path):
     assert ids.claim(slides[0]) == "HE"
     with pytest.raises(SlideReadError, match="slide id 'HE' is already used"):
         ids.claim(slides[1])
+
+
+def test_slides_given_through_dot_dot_are_named_by_their_folders(tmp_path, monkeypatch):
+    """Run from inside 2023/S1 on HE.svs and ../HE.svs, the second's outputs were .._HE.json and the like (hidden,
+    and named by no folder); a DICOM slide given as `..` was named '..'."""
+    for name in ("2023/S1/HE.svs", "2023/HE.svs"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (dicom_slide(tmp_path / "2023" / "S1" / "case9" / "dcm") / "deeper").mkdir()
+    monkeypatch.chdir(tmp_path / "2023" / "S1")
+    slides = [Path("HE.svs"), Path("../HE.svs")]
+    ids = SlideIds(slides)
+    assert [ids.claim(p) for p in slides] == ["S1_HE", "2023_HE"]
+    monkeypatch.chdir(tmp_path / "2023" / "S1" / "case9" / "dcm" / "deeper")
+    assert [slide_id(p) for p in find_slides([".."])] == ["dcm"]
 
 
 def test_slide_source_tells_a_rescan_at_the_same_path_apart(tmp_path):
