@@ -207,6 +207,21 @@ def test_slides_of_one_name_in_case_folders_are_each_predicted_under_their_folde
     assert run_predict(slides, cfg, out)["skipped"] == 3  # the same batch again: nothing redone
 
 
+def test_a_rerun_given_relative_paths_leaves_out_the_earlier_prediction_under_the_shorter_name(model_dir, tmp_path,
+                                                                                              monkeypatch):
+    """Slides are usually given relative to where lrmil runs (2023/S1/disc.png): the earlier prediction of one under
+    its shorter name is told by the file it was made from, not by the path as given, or the table lists that slide
+    twice (disc and 2023_S1_disc)."""
+    monkeypatch.chdir(tmp_path)
+    slides = [_tissue_png(Path(rel), 512) for rel in ("2023/S1/disc.png", "2024/S1/disc.png")]
+    cfg = PredictConfig(model=str(model_dir), mpp=0.5)
+    run_predict(slides[:1], cfg, "out")
+    run_predict(slides, cfg, "out")
+    table = read_predictions(Path("out") / "predictions.csv")
+    assert list(zip(table["slide_id"], table["slide"])) == [("2023_S1_disc", "2023/S1/disc.png"),
+                                                           ("2024_S1_disc", "2024/S1/disc.png")]
+
+
 def test_a_later_run_does_not_replace_another_slide_of_the_same_name(model_dir, tmp_path):
     """Rerunning into one --out adds slides to its table; a slide of an id another file (still there) holds is
     refused, naming both, and the other's row stays. If that file is gone (moved), the slide is predicted."""
