@@ -152,6 +152,27 @@ def test_a_progress_line_drawn_during_a_long_slide_has_the_count_so_far(caplog):
     assert lines and lines[0].startswith("predict: 60% (3 of 5 slides), "), lines
 
 
+def test_a_progress_line_comes_every_minute_after_many_quick_slides(monkeypatch, caplog):
+    """60 quick slides and then slow ones (30 s each): tqdm's dynamic miniters, set by the quick ones, held every
+    later line back for another 60 slides, a quarter of an hour of silence here; now a line a minute still comes."""
+    import logging
+
+    import tqdm.std
+
+    import export.progress
+
+    clock = [0.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])  # what a bar reads as the time
+    seconds = [1.0] * 70 + [30.0] * 30
+    with caplog.at_level(logging.INFO, logger="export.progress"):
+        with export.progress.progress(range(len(seconds)), unit="slides", desc="predict") as bar:
+            for i in bar:
+                clock[0] += seconds[i]
+    lines = [r.getMessage() for r in caplog.records if r.name == "export.progress"]
+    assert [line.split(", ")[1] for line in lines[:4]] == ["01:00 elapsed", "02:10 elapsed", "03:10 elapsed",
+                                                            "04:10 elapsed"], lines
+
+
 def test_a_full_or_read_only_out_is_one_line_and_stops_the_batch(tmp_path, monkeypatch):
     """A full disk was a per-slide error ('failed at patch: [Errno 28] No space left on device'), and every later
     slide was read (and, in extract and predict, encoded) only to fail alike; an --out on a read-only mount was a
