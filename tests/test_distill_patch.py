@@ -169,6 +169,25 @@ def test_stage1_leaves_out_the_test_fold_when_the_splits_name_slides_by_file(tmp
     assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:]
 
 
+def test_stage1_keys_splits_and_teacher_features_of_slides_of_one_name_by_their_folders(tmp_path):
+    """2023/S1/HE.svs and 2024/S1/HE.svs are extracted as 2023_S1_HE and 2024_S1_HE: stage 1 holds out and looks up
+    the teacher's features of each under that id, as the splits CSV and --teacher-features name them."""
+    from lrmil.distill_patch import _training_slides, distill_patch
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.config import ABMILConfig
+    from lrmil.slide import SlideIds
+
+    slides = [tmp_path / "2023" / "S1" / "HE.svs", tmp_path / "2024" / "S1" / "HE.svs"]
+    splits = tmp_path / "splits.csv"
+    splits.write_text("slide_id,label,fold\n2023_S1_HE,0,0\n2024_S1_HE,1,1\n")
+    assert _training_slides(slides, SlideIds(slides), splits, test_fold=0) == slides[1:]
+    save_mil(tmp_path / "fold0.safetensors", ABMIL(ABMILConfig()), {"fold": 0})
+    (tmp_path / "features").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"2024_S1_HE.h5: no 20x feature file of slide 2024_S1_HE"):
+        distill_patch(DistillPatchConfig(test_fold=0), slides, tmp_path / "student.safetensors", splits=splits,
+                      teacher_mil=tmp_path / "fold0.safetensors", teacher_features=tmp_path / "features")
+
+
 def test_a_training_slide_without_a_teacher_feature_file_is_named_in_one_line(tmp_path):
     """The error was h5py's '[Errno 2] Unable to synchronously open file (unable to open file: name = ...)'."""
     from lrmil.distill_patch import teacher_attention
