@@ -111,3 +111,22 @@ def random_lrmil_bundle(tmp_path_factory) -> Path:
     return save_bundle(root / "bundle", (root / "enc.safetensors", root / "student.safetensors"),
                        (root / "enc.safetensors", root / "teacher.safetensors"), PatchConfig(), TissueConfig(),
                        notice=DEMO_NOTICE)
+
+
+@pytest.fixture
+def unlistable(monkeypatch):
+    """Call with a folder name: os.scandir then refuses every folder of that name, as a colleague's folder (mode 700
+    on a shared NAS) refused a run whose root user was stripped of its power to read any folder."""
+    import os
+
+    scandir = os.scandir
+
+    def refuse(name: str) -> None:
+        def refusing(path="."):
+            if os.path.basename(path) == name:
+                raise PermissionError(13, "Permission denied", str(path))
+            return scandir(path)
+
+        monkeypatch.setattr(os, "scandir", refusing)
+
+    return refuse

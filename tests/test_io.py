@@ -231,20 +231,13 @@ def test_links_to_nothing_are_said_not_passed_over(tmp_path, caplog):
         audio_info(tmp_path / "20250702_213000.WAV")
 
 
-def test_a_folder_that_cannot_be_listed_is_said(tmp_path, monkeypatch, caplog):
+def test_a_folder_that_cannot_be_listed_is_said(tmp_path, unlistable, caplog):
     """A colleague's cards on a shared NAS (their folder, mode 700) were passed over in silence, exit status 0.
     Found with the run's root user stripped of its power to read any folder; here os.scandir refuses, as it did."""
     for site in ("siteA", "siteB"):
         (tmp_path / site).mkdir()
         sf.write(tmp_path / site / "20250701_213000.WAV", tone(0.5, RATE), RATE)
-    scandir = os.scandir
-
-    def refuses_siteB(path="."):
-        if os.path.basename(path) == "siteB":
-            raise PermissionError(13, "Permission denied", str(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuses_siteB)
+    unlistable("siteB")
     with caplog.at_level("WARNING", logger="export.files"):
         assert [rel.as_posix() for _, rel in find_audio([tmp_path])] == ["siteA/20250701_213000.WAV"]
     assert f"{tmp_path / 'siteB'}: cannot be searched (Permission denied); recordings in it are not analysed" in (

@@ -293,7 +293,7 @@ def test_find_slides_searches_subfolders_only_when_recursive(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["case1/a.svs", "case2/deep/b.ndpi", "top.svs"]
 
 
-def test_an_archive_on_a_nas_is_listed_each_slide_once_and_what_is_missed_is_said(tmp_path, monkeypatch, caplog):
+def test_an_archive_on_a_nas_is_listed_each_slide_once_and_what_is_missed_is_said(tmp_path, unlistable, caplog):
     """A slide archive by year: a year linked in from another drive was passed over in silence, so was a year
     whose drive was not mounted, a link to a slide on it and a colleague's folder that cannot be listed (exit
     status 0); a slide and a hard link to it were both read, and so were Windows' recycle bin ($R...svs, and the
@@ -312,14 +312,7 @@ def test_an_archive_on_a_nas_is_listed_each_slide_once_and_what_is_missed_is_sai
     (archive / "2024" / "S2" / "from2021.svs").symlink_to(tmp_path / "unmounted" / "2021" / "a.svs")
     os.link(archive / "2023" / "S1" / "HE.svs", archive / "2023" / "S1" / "HE_copy.svs")
     (archive / "2023" / "loop").symlink_to(archive)
-    scandir = os.scandir
-
-    def refuses_locked(path="."):
-        if os.path.basename(path) == "locked":
-            raise PermissionError(13, "Permission denied", str(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuses_locked)
+    unlistable("locked")
     with caplog.at_level("WARNING"):
         found = find_slides([archive], recursive=True)
     assert [p.relative_to(archive).as_posix() for p in found] == [
