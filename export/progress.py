@@ -15,7 +15,6 @@ import logging
 import sys
 
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,8 @@ LOG_FORMAT = "{desc}{percentage:.0f}% ({n_fmt} of {total_fmt} {unit}), {elapsed}
 def progress(iterable=None, *, total: float | None = None, unit: str, desc: str | None = None, leave: bool = True):
     """A tqdm bar over `iterable` (or updated by hand up to `total`), closed on leaving."""
     if sys.stderr.isatty():
+        from tqdm.contrib.logging import logging_redirect_tqdm  # imports asyncio: ~25 ms a run, at a terminal only
+
         with logging_redirect_tqdm(), tqdm(iterable, total=total, unit=unit, desc=desc, leave=leave) as bar:
             yield bar
     else:  # redrawn only every LOG_EVERY_S (updates, and tqdm's monitor thread, refresh no sooner), first after it;
