@@ -231,11 +231,12 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     use_attention = cfg.attention_weighting and teacher_mil is not None
     if use_attention and splits is not None:
         _check_teacher_fold(teacher_mil, cfg.test_fold)
-    attention = teacher_attention(teacher_mil, teacher_features, [ids.claim(p) for p in chosen]) if use_attention else {}
+    chosen_ids = [ids.claim(p) for p in chosen]
+    attention = teacher_attention(teacher_mil, teacher_features, chosen_ids) if use_attention else {}
     start, samples = time.perf_counter(), []
-    for path in tqdm(chosen, desc="teacher targets", unit="slide"):
+    for path, sid in tqdm(list(zip(chosen, chosen_ids)), desc="teacher targets", unit="slide"):
         grid = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp).grid
-        coords, attn = attention.get(ids.claim(path), (grid.teacher.coords, None))
+        coords, attn = attention.get(sid, (grid.teacher.coords, None))
         if not np.array_equal(coords, grid.teacher.coords):
             raise ValueError(f"{path}: the 20x feature file was cut with another grid; give the tissue and patch "
                              "flags it was extracted with (--mask-mpp, --min-saturation, --teacher-px, --min-tissue)")
@@ -246,7 +247,7 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     n_val = int(round(len(samples) * cfg.val_fraction)) if len(samples) > 4 else 0
     val, train = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     student, metrics = train_student(teacher, train, val, cfg)
-    metrics.update({"slides": len(chosen), "slide_ids": [ids.claim(p) for p in chosen], "parents": len(samples),
+    metrics.update({"slides": len(chosen), "slide_ids": chosen_ids, "parents": len(samples),
                     "attention_weighting": use_attention, "seconds": time.perf_counter() - start})
     student.cfg = dataclasses.replace(student.cfg, source="lrmil distill-patches",
                                       training_data=f"stage-1 distillation on {len(chosen)} slides; "
