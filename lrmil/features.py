@@ -151,7 +151,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp, sid)
     save_mask_png(out / "masks" / f"{sg.slide_id}.png", sg.thumbnail, sg.mask)
     grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
-    write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, digest, sg.slide_id)
+    write_grid(out / "patches" / f"{sg.slide_id}.h5", sg.grid, grid_record, hash_record(grid_record), sg.slide_id)
     level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
     feats = encode_level(path, sg.grid.mpp, level, encoder, cfg)

@@ -256,3 +256,24 @@ def test_a_clam_feature_file_without_attributes_has_an_unknown_patch_size(tmp_pa
         f["coords"] = np.zeros((3, 2), np.int64)
     ff = read_features(tmp_path / "clam.h5")
     assert ff.patch_size_level0 == 0 and ff.features.shape == (3, 8)
+
+
+def test_extract_and_patch_label_the_same_grid_with_the_same_config_hash(tmp_path):
+    """The grid file `lrmil extract` leaves (OUT/patches) says, like `lrmil patch`'s, which grid settings made it:
+    its config_hash is that of its stored config, not of the encoding job (which differs with the encoder)."""
+    import json
+
+    from lrmil.config import TissueConfig, hash_record
+    from lrmil.features import run_extract, run_patching
+
+    slide = _tissue_png(tmp_path / "slide.png", 170)
+    run_extract([slide], ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5),
+                tmp_path / "extracted")
+    run_patching([slide], TissueConfig(), PatchConfig(), 0.5, tmp_path / "patched")
+    attrs = []
+    for out in ("extracted", "patched"):
+        with h5py.File(tmp_path / out / "patches" / "slide.h5", "r") as f:
+            attrs.append(dict(f.attrs))
+    for a in attrs:
+        assert a["config_hash"] == hash_record(json.loads(a["config"]))
+    assert attrs[0]["config_hash"] == attrs[1]["config_hash"]
