@@ -376,16 +376,19 @@ class SlideIds:
     case clash too: a NAS share may not tell HE.json from he.json."""
 
     def __init__(self, slides: Iterable[str | Path] = ()):
-        self.owners: dict[str, Path] = {}
+        self.owners: dict[str, tuple[Path, str]] = {}
         self.names = _distinct_ids(slides)
 
     def claim(self, path: str | Path) -> str:
-        """The id of `path`; a SlideReadError naming both files when an earlier slide of the batch has it."""
+        """The id of `path`; a SlideReadError naming both files, and the one to rename, when an earlier slide of the
+        batch has it. he.svs beside HE.svs fails too: one stable id for each could only come from the batch (he_2
+        when both are given, he when it is alone), and on a NAS share --out holds one file for HE.json and he.json."""
         sid = self.names.get(slide_location(path)) or slide_id(path)
-        owner = self.owners.setdefault(sid.lower(), Path(path))
+        owner, owner_id = self.owners.setdefault(sid.lower(), (Path(path), sid))
         if slide_location(owner) != slide_location(path):
-            raise SlideReadError(path, f"slide id '{sid}' is already used by {owner} in this batch; outputs are "
-                                       "named by id, so rename one of the files or give each its own --out")
+            case = " (ids ignore case, as a NAS or Windows share's file names do)" if owner_id != sid else ""
+            raise SlideReadError(path, f"slide id '{sid}' is already used by {owner} in this batch{case}; outputs "
+                                       f"are named by id, so rename {Path(path).name} or give it its own --out")
         return sid
 
 

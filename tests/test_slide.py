@@ -359,8 +359,24 @@ def test_a_slide_beside_another_of_its_name_keeps_its_id(tmp_path):
     ids = SlideIds(slides)
     assert ids.claim(slides[0]) == "HE"
     for other in slides[1:]:
-        with pytest.raises(SlideReadError, match=f"slide id '{slide_id(other)}' is already used by .*HE.svs"):
+        with pytest.raises(SlideReadError, match=f"slide id '{slide_id(other)}' is already used by .*HE.svs") as info:
             ids.claim(other)
+        assert f"so rename {other.name} or give it its own --out" in str(info.value)  # the one to rename, by name
+
+
+def test_a_slide_whose_name_differs_only_in_case_fails_saying_ids_ignore_case(tmp_path):
+    """he.svs beside HE.svs, two slides on Linux: 'slide id 'he' is already used by HE.svs' read as a bug there."""
+    for name in ("case7/HE.svs", "case7/he.svs"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode())
+    first, second = find_slides([tmp_path / "case7"])
+    ids = SlideIds([first, second])
+    assert ids.claim(first) == "HE"
+    with pytest.raises(SlideReadError) as info:
+        ids.claim(second)
+    assert str(info.value) == (
+        f"{second}: slide id 'he' is already used by {first} in this batch (ids ignore case, as a NAS or Windows "
+        "share's file names do); outputs are named by id, so rename he.svs or give it its own --out")
 
 
 def test_slides_given_through_dot_dot_are_named_by_their_folders(tmp_path, monkeypatch):
