@@ -425,10 +425,15 @@ def check_not_another_slides(output: str | Path, path: str | Path, recorded: dic
     a later run into the same --out does not replace another archive's slide of the same name. A recorded file
     that is gone was moved or renamed: its output is redone."""
     owner = recorded.get("path") if isinstance(recorded, dict) else None
-    if owner and owner != str(slide_location(path)) and Path(owner).exists():
+    location = slide_location(path)
+    if owner and owner != str(location) and Path(owner).exists():
+        # slides in other folders got one id because each was given without the other (2023/ in one run, 2024/ in
+        # the next): given together, each gets its folders' names (2023_S1_HE, 2024_S1_HE)
+        remedy = ("ids depend on the slides given together, so give both, or their folders, in one run (each then "
+                  "gets its folders' names)" if Path(owner).parent != location.parent else "rename one of the files")
         raise SlideReadError(path, f"{output} holds the outputs of {owner}, another slide with the id "
-                                   f"'{Path(output).stem}'; outputs are named by id, so rename one of the files, give "
-                                   "each its own --out, or delete that output to replace it")
+                                   f"'{Path(output).stem}'; {remedy}, give each its own --out, or delete that output "
+                                   "to replace it")
 
 
 def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrmil.slide import (SlideIds, SlideReadError, best_level, find_slides, open_slide, read_scaled, slide_id,
-                         slide_source)
+from lrmil.slide import (SlideIds, SlideReadError, best_level, check_not_another_slides, find_slides, open_slide,
+                         read_scaled, slide_id, slide_source)
 
 SLIDES = "slides"
 WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
@@ -392,6 +392,17 @@ def test_slides_given_through_dot_dot_are_named_by_their_folders(tmp_path, monke
     assert [ids.claim(p) for p in slides] == ["S1_HE", "2023_HE"]
     monkeypatch.chdir(tmp_path / "2023" / "S1" / "case9" / "dcm" / "deeper")
     assert [slide_id(p) for p in find_slides([".."])] == ["dcm"]
+
+
+def test_a_later_slide_beside_one_whose_outputs_hold_its_id_is_told_to_rename(tmp_path):
+    """HE.svs, then HE.tif beside it in a later run into the same --out: one run with both fails as well."""
+    for name in ("case7/HE.svs", "case7/HE.tif"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode())
+    with pytest.raises(SlideReadError, match="HE.json holds the outputs of .*HE.svs, another slide with the id 'HE'; "
+                                             "rename one of the files, give each its own --out, or delete"):
+        check_not_another_slides(tmp_path / "out" / "HE.json", tmp_path / "case7/HE.tif",
+                                 slide_source(tmp_path / "case7/HE.svs"))
 
 
 def test_slide_source_tells_a_rescan_at_the_same_path_apart(tmp_path):

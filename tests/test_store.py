@@ -159,6 +159,10 @@ def test_a_later_extract_does_not_replace_the_features_of_another_slide_of_the_s
     with open(out / "errors.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert row["path"] == str(second) and str(first.resolve()) in row["message"] and str(target) in row["message"]
+    # a/ in one run and b/ in the next: each was 'slide', as neither run saw the other; given together they are
+    # a_slide and b_slide, and renaming either file, all the message said, is not what an archive wants
+    assert "give both, or their folders, in one run" in row["message"]
+    assert run_extract([first, second], cfg, out)["done"] == 2
     assert read_features(target).source["path"] == str(first.resolve())
     first.unlink()  # moved away: the id is free again
     assert run_extract([second], cfg, out)["done"] == 1
