@@ -8,7 +8,8 @@ because every patch size downstream is derived from it.
 
 A DICOM slide (VL Whole Slide Microscopy) is a folder of .dcm instances, one per pyramid level plus
 label, overview and thumbnail; OpenSlide opens the whole series from any one of them. Such a slide is
-its folder: `find_slides` gives it once, as one of its files, and `slide_id` names it by the folder.
+its folder: `find_slides` gives it once, as one of its files, and `slide_id` names it by the folder; a folder of
+two series fails to open, naming it.
 """
 
 from __future__ import annotations
@@ -298,6 +299,8 @@ def open_slide(path: str | Path, mpp: float | None = None, override_mpp: bool = 
     path = Path(path)
     if not path.is_file():
         raise SlideReadError(path, missing_reason(path))
+    if is_dicom(path):
+        check_one_dicom_series(path)
     name = _pick_backend(path) if backend == "auto" else backend
     factory: Callable[..., SlideReader] = READERS.get(name)
     return factory(path=path, mpp=mpp, override_mpp=override_mpp)
@@ -335,6 +338,27 @@ def slide_files(path: Path) -> list[Path]:
         return [path]
     folder = path.absolute().parent
     return [p for p in folder.iterdir() if is_dicom(p) and p.is_file() and not hidden(Path(p.name))] or [path]
+
+
+def check_one_dicom_series(path: Path) -> None:
+    """A SlideReadError naming the folder when its .dcm files hold more than one whole-slide series (an H&E and an
+    IHC of one case): OpenSlide reads the series of the file it is given, so the other was passed over without a
+    word, and a slide is its folder (one id, one source). Instances that are no WSI (a CT series) do not count."""
+    import openslide
+
+    series: dict[str, Path] = {}
+    for file in sorted(slide_files(path)):
+        try:
+            if openslide.OpenSlide.detect_format(str(file)):
+                with openslide.OpenSlide(str(file)) as slide:
+                    series.setdefault(slide.properties.get("dicom.SeriesInstanceUID", ""), file)
+        except openslide.OpenSlideError:
+            continue  # an instance OpenSlide cannot read fails when it is the one opened
+    if len(series) > 1:
+        raise SlideReadError(path.absolute().parent, f"{len(series)} DICOM whole-slide series in one folder (e.g. "
+                                                     f"{' and '.join(p.name for p in series.values())}); a DICOM "
+                                                     "slide is its folder, so move each series' .dcm files into a "
+                                                     "folder of its own")
 
 
 def slide_file(path: Path) -> Path:

@@ -63,6 +63,17 @@ def test_patch_on_a_dicom_slide_s_folder_cuts_one_slide_named_by_the_folder(tmp_
     assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["case7.png"]
 
 
+def test_two_dicom_series_in_one_folder_are_one_failed_slide_naming_the_folder(tmp_path):
+    """An H&E and an IHC of case7 in one folder: one was cut and the other passed over, exit 0. The batch goes on."""
+    case7 = dicom_slide(tmp_path / "case7", size=256, prefix="he_")
+    dicom_slide(case7, size=256, prefix="ihc_")
+    result = _invoke("patch", case7, _png(tmp_path / "ok.png"), "--mpp", 0.5, "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert [p.name for p in (tmp_path / "out" / "patches").iterdir()] == ["ok.h5"]
+    (row,) = (tmp_path / "out" / "errors.csv").read_text().splitlines()[1:]
+    assert row.startswith(f"{case7 / 'he_level0.dcm'},patch,SlideReadError,\"{case7}: 2 DICOM whole-slide series")
+
+
 def test_override_mpp_without_a_value_is_a_usage_error(tmp_path):
     result = _invoke("predict", _png(tmp_path / "ok.png"), "--out", tmp_path / "out", "--override-mpp")
     assert result.exit_code == 2 and "--override-mpp needs --mpp" in result.stderr

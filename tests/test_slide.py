@@ -43,9 +43,10 @@ def _dicom_instance(path, pixels, image_type, series, mpp, tile=128):
     ds.save_as(path, enforce_file_format=True)
 
 
-def dicom_slide(folder, size=512, mpp=0.5):
+def dicom_slide(folder, size=512, mpp=0.5, prefix=""):
     """A DICOM whole-slide image as scanners export it: a folder of one series' instances (level 0, level 1 at
-    half size, a label), a pink tissue disc on white at `mpp` level-0 microns per pixel. Returns the folder."""
+    half size, a label; their names after `prefix`), a pink tissue disc on white at `mpp` level-0 microns per pixel.
+    Returns the folder."""
     from pydicom.uid import generate_uid
 
     yy, xx = np.mgrid[:size, :size]
@@ -54,11 +55,11 @@ def dicom_slide(folder, size=512, mpp=0.5):
     image = np.where(disc[..., None], np.array([200, 110, 170]) + noise, 245).astype(np.uint8)
     series = generate_uid()
     folder.mkdir(parents=True, exist_ok=True)
-    _dicom_instance(folder / "level0.dcm", image, ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], series, mpp)
-    _dicom_instance(folder / "level1.dcm", image[::2, ::2], ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"], series,
-                    2 * mpp)
-    _dicom_instance(folder / "label.dcm", np.full((96, 96, 3), 30, np.uint8), ["ORIGINAL", "PRIMARY", "LABEL", "NONE"],
-                    series, 0.1, tile=96)
+    _dicom_instance(folder / f"{prefix}level0.dcm", image, ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], series, mpp)
+    _dicom_instance(folder / f"{prefix}level1.dcm", image[::2, ::2], ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"],
+                    series, 2 * mpp)
+    _dicom_instance(folder / f"{prefix}label.dcm", np.full((96, 96, 3), 30, np.uint8),
+                    ["ORIGINAL", "PRIMARY", "LABEL", "NONE"], series, 0.1, tile=96)
     return folder
 
 
@@ -449,6 +450,28 @@ def test_a_folder_of_dicom_instances_is_one_slide_named_by_the_folder(tmp_path):
     other7 = dicom_slide(tmp_path / "elsewhere" / "case7")
     with pytest.raises(SlideReadError, match=f"slide id 'case7' is already used by {case7 / 'level0.dcm'}"):
         ids.claim(other7 / "level0.dcm")
+
+
+def test_two_dicom_series_in_one_folder_fail_naming_the_folder(tmp_path):
+    """An H&E and an IHC of one case exported into one folder: the IHC was passed over without a word (OpenSlide
+    reads the series of the file it is given), whichever of its files was named."""
+    case7 = dicom_slide(tmp_path / "case7", prefix="he_")
+    dicom_slide(case7, size=384, prefix="ihc_")
+    (case7 / "notes.dcm").write_bytes(b"not a DICOM WSI")  # no series of its own
+    assert find_slides([case7]) == [case7 / "he_level0.dcm"]
+    for named in ("he_level0.dcm", "ihc_level0.dcm"):
+        with pytest.raises(SlideReadError) as info:
+            open_slide(case7 / named)
+        assert str(info.value) == (f"{case7}: 2 DICOM whole-slide series in one folder (e.g. he_label.dcm and "
+                                   "ihc_label.dcm); a DICOM slide is its folder, so move each series' .dcm files into "
+                                   "a folder of its own")
+    (tmp_path / "ihc7").mkdir()
+    for path in case7.glob("ihc_*"):
+        path.rename(tmp_path / "ihc7" / path.name)
+    for folder, size in ((case7, 512), (tmp_path / "ihc7", 384)):
+        (found,) = find_slides([folder])
+        with open_slide(found) as reader:
+            assert reader.dimensions == (size, size)
 
 
 def test_a_dicom_slide_s_source_is_its_folder_and_changes_with_any_instance(tmp_path):
