@@ -411,8 +411,9 @@ class SlideIds:
         owner, owner_id = self.owners.setdefault(sid.lower(), (Path(path), sid))
         if slide_location(owner) != slide_location(path):
             case = " (ids ignore case, as a NAS or Windows share's file names do)" if owner_id != sid else ""
+            named = _absolute(path).parent if is_dicom(path) else Path(path)  # what the id comes from
             raise SlideReadError(path, f"slide id '{sid}' is already used by {owner} in this batch{case}; outputs "
-                                       f"are named by id, so rename {Path(path).name} or give it its own --out")
+                                       f"are named by id, so rename {named.name} or give it its own --out")
         return sid
 
 

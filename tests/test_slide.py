@@ -448,8 +448,9 @@ def test_a_folder_of_dicom_instances_is_one_slide_named_by_the_folder(tmp_path):
     assert ids.claim(case7 / "level0.dcm") == ids.claim(case7 / "level1.dcm") == "case7"  # one slide, not a clash
     (tmp_path / "elsewhere").mkdir()
     other7 = dicom_slide(tmp_path / "elsewhere" / "case7")
-    with pytest.raises(SlideReadError, match=f"slide id 'case7' is already used by {case7 / 'level0.dcm'}"):
-        ids.claim(other7 / "level0.dcm")
+    with pytest.raises(SlideReadError, match=f"slide id 'case7' is already used by {case7 / 'level0.dcm'} in this "
+                                             "batch; outputs are named by id, so rename case7 or give it its own"):
+        ids.claim(other7 / "level0.dcm")  # the folder names the slide: its instances' names are no help
 
 
 def test_two_dicom_series_in_one_folder_fail_naming_the_folder(tmp_path):
