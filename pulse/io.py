@@ -33,6 +33,7 @@ from pulse import audiomoth
 from pulse.mpeg import stated_start
 from pulse.pieced import (SAMPLE_BYTES, Pieced, PiecedSoundFile, raw_pieces, riff_data_chunk,
                           wav_data_past_its_header)
+from pulse.timestamps import time_expansion
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
 # Recordings a folder may hold that libsndfile cannot decode: each is one failed file that says how to convert
@@ -150,6 +151,10 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
             extra, subtype = f.extra_info, f.subtype
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
+    # a time-expansion bat detector's WAV plays TE times slower than recorded: read at the rate it was recorded at,
+    # its songs at their pitch and its times real
+    if info.format in ("WAV", "WAVEX") and (expansion := time_expansion(path)) != 1:
+        info = dataclasses.replace(info, sample_rate=round(info.sample_rate * expansion))
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     # before the truncation check, so that a cut-short triggered file's note gives the night's seconds

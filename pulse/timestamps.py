@@ -7,10 +7,14 @@ GPS `SM3_0+1_20250701$213000.wav`), Frontier Labs' BAR-LT `20250701T213000+1000_
 holds no time may carry one: GUANO's `Timestamp` (Song Meters, most bat detectors; `guan` chunk), or Broadcast WAV's
 origination date and time (Zoom, Tascam and Sound Devices recorders; `bext` chunk). Those too are given as the clock
 read, a UTC offset after them left off, as Kaleidoscope's DATE and TIME are local times.
+
+GUANO also says how fast a bat detector's file plays: a time-expansion detector (`TE: 10`) stores what it recorded at
+384 kHz as 38.4 kHz, ten times slower; `pulse.io` reads such a file at its true rate, so songs and times are real.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from datetime import datetime
@@ -42,6 +46,23 @@ def recording_start(path: str | Path) -> datetime | None:
 def metadata_start(path: str | Path) -> datetime | None:
     """The start time a WAV's GUANO `Timestamp` gives, else its Broadcast WAV origination date and time; chunks
     before or after the samples. None for other files, and where neither is there or makes sense."""
+    found = _metadata_chunks(path)
+    return _guano_start(found.get(b"guan", b"")) or _bext_start(found.get(b"bext", b""))
+
+
+def time_expansion(path: str | Path) -> float:
+    """A WAV's GUANO `TE`, how many times slower than recorded its samples play at the rate its header gives; 1
+    (GUANO's default) for other files, and where it is missing or not a positive number."""
+    try:
+        factor = float(_guano_fields(_metadata_chunks(path).get(b"guan", b"")).get("TE", 1))
+    except ValueError:
+        return 1.0
+    return factor if math.isfinite(factor) and factor > 0 else 1.0
+
+
+def _metadata_chunks(path: str | Path) -> dict[bytes, bytes]:
+    """The first CHUNK_READ bytes of a WAV's first guan and bext chunks, before or after the samples; none of
+    another file or one that cannot be read."""
     found = {}
     try:
         with open(path, "rb") as f:
@@ -50,20 +71,26 @@ def metadata_start(path: str | Path) -> datetime | None:
                     f.seek(first)
                     found[name] = f.read(min(length, CHUNK_READ))
     except OSError:
-        return None
-    return _guano_start(found.get(b"guan", b"")) or _bext_start(found.get(b"bext", b""))
+        return {}
+    return found
+
+
+def _guano_fields(text: bytes) -> dict[str, str]:
+    """A guan chunk's `key: value` lines (keys and values trimmed of GUANO_BLANKS; the first of a key kept)."""
+    fields = {}
+    for line in text.decode("utf-8", "replace").split("\n"):
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(GUANO_BLANKS), value.strip(GUANO_BLANKS))
+    return fields
 
 
 def _guano_start(text: bytes) -> datetime | None:
     """GUANO's `Timestamp: 2025-07-01T21:30:00-04:00` line (ISO 8601: local, UTC with Z, or with its UTC offset)."""
-    for line in text.decode("utf-8", "replace").split("\n"):
-        key, _, value = line.partition(":")
-        if key.strip(GUANO_BLANKS) == "Timestamp":
-            try:
-                return datetime.fromisoformat(value.strip(GUANO_BLANKS)).replace(tzinfo=None)
-            except ValueError:
-                return None
-    return None
+    try:
+        return datetime.fromisoformat(_guano_fields(text)["Timestamp"]).replace(tzinfo=None)
+    except (KeyError, ValueError):
+        return None
 
 
 def _bext_start(chunk: bytes) -> datetime | None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pulse.io import read_audio
+from pulse.io import audio_info, read_audio
 from pulse.timestamps import recording_start
 from pulse.writers import WRITERS
 
@@ -22,9 +22,9 @@ def chunk(name: bytes, content: bytes) -> bytes:
     return name + struct.pack("<I", len(content)) + content + b"\0" * (len(content) % 2)
 
 
-def wav_with_chunks(path: Path, samples: np.ndarray, before=(), after=()) -> Path:
+def wav_with_chunks(path: Path, samples: np.ndarray, before=(), after=(), rate: int = RATE) -> Path:
     """16-bit mono WAV with (id, content) chunks between fmt and data, and after data."""
-    body = (b"WAVE" + chunk(b"fmt ", struct.pack("<HHIIHH", 1, 1, RATE, 2 * RATE, 2, 16))
+    body = (b"WAVE" + chunk(b"fmt ", struct.pack("<HHIIHH", 1, 1, rate, 2 * rate, 2, 16))
             + b"".join(chunk(*c) for c in before) + chunk(b"data", samples.astype("<i2").tobytes())
             + b"".join(chunk(*c) for c in after))
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
@@ -96,6 +96,21 @@ def test_a_guano_block_filled_out_with_nul_bytes_gives_its_start(tmp_path, sampl
 ])
 def test_no_start_time_where_the_metadata_gives_none(tmp_path, samples, before):
     assert recording_start(wav_with_chunks(tmp_path / "ZOOM0002.WAV", samples, before)) is None
+
+
+def test_a_time_expansion_recording_is_read_at_the_rate_it_was_recorded_at(tmp_path, samples):
+    """A time-expansion bat detector (GUANO `TE: 10`) stores what it recorded at RATE as RATE / 10, ten times
+    slower: it was analysed as a recording ten times longer, its songs a tenth of their pitch. Read at RATE, it is
+    the recording itself."""
+    expanded = wav_with_chunks(tmp_path / "D500X_0001.wav", samples, rate=RATE // 10,
+                               after=[(b"guan", guano(Make="Pettersson", Model="D500X", TE="10"))])
+    info = audio_info(expanded)
+    assert (info.sample_rate, info.duration_s) == (RATE, 1.0)
+    plain = wav_with_chunks(tmp_path / "plain.wav", samples)
+    assert np.array_equal(read_audio(expanded, RATE), read_audio(plain, RATE))
+    for te in ("1", "0", "-10", "ten", "nan"):  # the rate its header gives: not expanded, or no factor to go by
+        path = wav_with_chunks(tmp_path / f"te_{te}.wav", samples, after=[(b"guan", guano(TE=te))])
+        assert audio_info(path).sample_rate == RATE
 
 
 def test_a_file_that_is_no_wav_or_gone_has_no_metadata_start(tmp_path, samples):
