@@ -31,8 +31,8 @@ import soundfile as sf
 from export.files import missing_reason
 from pulse import audiomoth
 from pulse.mpeg import stated_start
-from pulse.pieced import (SAMPLE_BYTES, Pieced, PiecedSoundFile, raw_pieces, riff_data_chunk,
-                          wav_data_past_its_header)
+from pulse.pieced import (SAMPLE_BYTES, Pieced, PiecedSoundFile, padded_pieces, raw_pieces, riff_data_chunk,
+                          unpadded_chunk_ends, wav_data_past_its_header)
 from pulse.timestamps import time_expansion
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
@@ -106,6 +106,9 @@ class AudioInfo:
     # an MP3 whose header misstates its length, read from (head, offset): `pulse.mpeg.Start`'s first bytes to read
     # and the file offset to go on from
     stated: tuple[bytes, int] = ()
+    # a WAV whose recorder left out the pad byte after odd-length chunks before its samples, which libsndfile then
+    # does not find: where those chunks end, each read with a pad byte put back
+    pads: tuple[int, ...] = ()
     whole: bool = False  # its warning is no loss: all it holds is read (an MP3 whose header misstated its length)
     # an AudioMoth's triggered WAV: `pulse.audiomoth.left_out`'s markers
     left_out: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int64), compare=False)
@@ -146,9 +149,12 @@ def audio_info(path: str | Path) -> AudioInfo:
 def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> AudioInfo:
     """`audio_info` of a regular, non-empty file of a format libsndfile may know; `version` keys the cache only."""
     try:
-        with sf.SoundFile(_file_name(path)) as f:
-            info = AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format)
-            extra, subtype = f.extra_info, f.subtype
+        try:
+            info, extra, subtype = _header(path)
+        except (sf.LibsndfileError, RuntimeError):
+            if not (pads := unpadded_chunk_ends(path)):
+                raise
+            info, extra, subtype = _header(path, pads)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
     # a time-expansion bat detector's WAV plays TE times slower than recorded: read at the rate it was recorded at,
@@ -209,6 +215,20 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
     if info.frames <= 0:
         raise AudioReadError(path, "zero-length recording (no samples)")
     return info
+
+
+def _header(path: str, pads: tuple[int, ...] = ()) -> tuple[AudioInfo, str, str]:
+    """The recording's AudioInfo as its header gives it, libsndfile's notes on the header and the subtype; `pads`:
+    `AudioInfo.pads`."""
+    with _whole_file(path, pads) as f:
+        return AudioInfo(str(path), f.samplerate, f.channels, f.frames, f.format, pads=pads), f.extra_info, f.subtype
+
+
+def _whole_file(path: str | Path, pads: tuple[int, ...]) -> sf.SoundFile:
+    """The recording open as libsndfile reads it, with the pad bytes at `pads` put back."""
+    if pads:
+        return PiecedSoundFile(Pieced(path, padded_pieces(path, pads)))
+    return sf.SoundFile(_file_name(path))
 
 
 def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: int | None = None,
@@ -394,8 +414,9 @@ def _file_name(path: str | Path) -> str | bytes:
 
 def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = None) -> sf.SoundFile:
     """The recording open at frame `position`; given its `info`, a WAV whose header was never finished is read raw
-    from its first sample, an AudioMoth's triggered WAV with the silence it left out put back, and an MP3 whose
-    header misstates its length from a first frame that states it."""
+    from its first sample, an AudioMoth's triggered WAV with the silence it left out put back, an MP3 whose
+    header misstates its length from a first frame that states it, and a WAV with the pad bytes its recorder left
+    out put back."""
     if info is not None and info.raw_data:
         first, subtype = info.raw_data
         f = PiecedSoundFile(Pieced(path, raw_pieces(path, first, info.frames, info.left_out)),
@@ -405,7 +426,7 @@ def open_audio(path: str | Path, position: int = 0, info: AudioInfo | None = Non
         head, offset = info.stated
         f = PiecedSoundFile(Pieced(path, [(len(head), head), (os.stat(path).st_size - offset, offset)]))
     else:
-        f = sf.SoundFile(_file_name(path))
+        f = _whole_file(path, info.pads if info is not None else ())
     if position:
         try:
             f.seek(position)

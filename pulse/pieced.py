@@ -4,7 +4,8 @@ libsndfile reads what a file's header says. Where the header is wrong or the fil
 hands it a file-like `Pieced` instead, made of byte strings, runs of the file's own bytes and zeros: a WAV whose
 header was never finished (or wrapped past 4 GiB) read raw from its first sample, an MP3 behind a first frame that
 states its length (`pulse.mpeg`), an AudioMoth's triggered WAV with the silence it left out put back
-(`pulse.audiomoth`). The RIFF walk that finds a WAV's samples (and `pulse.timestamps` its metadata) is here too.
+(`pulse.audiomoth`), a WAV with the pad bytes its recorder left out put back. The RIFF walk that finds a WAV's
+samples (and `pulse.timestamps` its metadata) is here too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ SAMPLE_BYTES = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, 
 def riff_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
     """(id, the byte its content starts at, the length its header gives) of each chunk of the RIFF WAVE file open
     as `f`, in file order, past `data` too (recorders write GUANO and LIST chunks after the samples); none for any
-    other file. Odd-length chunks are followed by a pad byte, as RIFF has them. An id that is not four printable
+    other file. Odd-length chunks are followed by a pad byte, as RIFF has them, which RIFF writes as 0: where a
+    chunk id starts instead, the recorder left it out (`unpadded_chunk_ends`). An id that is not four printable
     ASCII characters ends the walk: no chunk is there (the samples of a WAV whose header was never finished, read
     8 zero bytes at a time through a silent night, or whose data size wrapped past 4 GiB)."""
     f.seek(0)
@@ -35,11 +37,40 @@ def riff_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return
     position = 12
-    while len(chunk := f.read(8)) == 8 and all(32 <= c < 127 for c in chunk[:4]):
+    while len(chunk := f.read(8)) == 8 and _is_chunk_id(chunk[:4]):
         length = int.from_bytes(chunk[4:], "little")
         yield chunk[:4], position + 8, length
-        position += 8 + length + length % 2
+        position += 8 + length
         f.seek(position)
+        if length % 2 and not _is_chunk_id(f.read(4)):
+            position += 1
+        f.seek(position)
+
+
+def _is_chunk_id(name: bytes) -> bool:
+    return len(name) == 4 and all(32 <= c < 127 for c in name)
+
+
+def unpadded_chunk_ends(path: str | Path) -> tuple[int, ...]:
+    """Where a RIFF WAVE file's odd-length chunks end that the next chunk follows without a pad byte (some
+    recorders leave it out); libsndfile then finds no samples behind them."""
+    with open(path, "rb") as f:
+        chunks = list(riff_chunks(f))
+    return tuple(first + length for (_, first, length), (_, after, _) in zip(chunks, chunks[1:])
+                 if length % 2 and after - 8 == first + length)
+
+
+def padded_pieces(path: str | Path, ends: tuple[int, ...]) -> list[tuple[int, bytes | int]]:
+    """`Pieced`'s pieces of a RIFF WAVE file with the pad bytes it left out at `ends` put back, its RIFF size
+    counting them."""
+    with open(path, "rb") as f:
+        f.seek(4)
+        riff_size = min(int.from_bytes(f.read(4), "little") + len(ends), 0xFFFFFFFF)
+    pieces, done = [(4, 0), (4, riff_size.to_bytes(4, "little"))], 8
+    for end in ends:
+        pieces += [(end - done, done), (1, b"\0")]
+        done = end
+    return pieces + [(os.stat(path).st_size - done, done)]
 
 
 def riff_data_chunk(path: str | Path, size: int) -> tuple[int, int, bool] | None:

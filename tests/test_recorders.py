@@ -4,6 +4,7 @@ they give, built to the formats' layouts (GUANO specification 1.0; EBU Tech 3285
 from __future__ import annotations
 
 import struct
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,25 @@ def test_a_guano_block_filled_out_with_nul_bytes_gives_its_start(tmp_path, sampl
 ])
 def test_no_start_time_where_the_metadata_gives_none(tmp_path, samples, before):
     assert recording_start(wav_with_chunks(tmp_path / "ZOOM0002.WAV", samples, before)) is None
+
+
+def test_a_wav_whose_recorder_left_out_the_pad_byte_after_an_odd_chunk_is_read(tmp_path, samples):
+    """RIFF pads an odd-length chunk with a zero byte; some recorders leave it out. Before the samples, libsndfile
+    found no data chunk ("not readable as audio"); anywhere, the chunk walk lost its step and missed the GUANO
+    start behind it. The chunks are found where the recorder put them, and the audio is the recording's."""
+    unpadded_list = b"LIST" + struct.pack("<I", 19) + b"INFOISFT" + struct.pack("<I", 7) + b"Rec1.0\0"
+    text = guano(Timestamp="2025-07-01T21:30:00", Serial="12")
+    unpadded_guan = b"guan" + struct.pack("<I", len(text)) + text
+    assert len(text) % 2
+    plain = read_audio(wav_with_chunks(tmp_path / "plain.wav", samples), RATE)
+    for name, (before, after) in {"list_before.wav": (unpadded_list, b""), "guan_before.wav": (unpadded_guan, b""),
+                                  "list_after.wav": (b"", unpadded_list + chunk(b"guan", text))}.items():
+        body = (b"WAVE" + chunk(b"fmt ", struct.pack("<HHIIHH", 1, 1, RATE, 2 * RATE, 2, 16)) + before
+                + chunk(b"data", samples.astype("<i2").tobytes()) + after)
+        path = tmp_path / name
+        path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+        assert np.array_equal(read_audio(path, RATE), plain)
+        assert recording_start(path) == (None if name == "list_before.wav" else datetime(2025, 7, 1, 21, 30))
 
 
 def test_a_time_expansion_recording_is_read_at_the_rate_it_was_recorded_at(tmp_path, samples):
