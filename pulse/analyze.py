@@ -111,18 +111,29 @@ class Run:
             log.warning("%s: %s (said once per run)", path, note)
 
     def note_mixed(self, path: Path, channels: int) -> None:
-        """Say once per run that a recording's channels are mixed to one (no --channel): a song that reaches two
-        microphones apart (a stereo Song Meter's) at different times partly cancels in their mix."""
-        if channels > 1 and self.cfg.channel is None and "mixed" not in self.said:
-            self.said.add("mixed")
-            log.warning("%s: its %d channels are mixed to mono (Raven's Channel 1 is the mix); a song reaching "
-                        "microphones apart at different times partly cancels there: --channel N analyses one "
-                        "(from 0), into its own --out (said once per run)", path, channels)
+        note_mixed(self.said, path, channels, self.cfg.channel)
 
     @cached_property  # read for every file
     def tables(self) -> set[str]:
         """The tables ("scores", "detections") the writers read: only those are built."""
         return {w.table for w in self.writers}
+
+
+def check_channel(channel: int | None) -> None:
+    """--channel counts from 0: a negative one is a bad option, not a failure of every file."""
+    if channel is not None and channel < 0:
+        raise ValueError(f"--channel is a 0-based channel index, got {channel}")
+
+
+def note_mixed(said: set, path: Path, channels: int, channel: int | None) -> None:
+    """Say once per run (`said`: the notes said) that a recording's channels are mixed to one (no --channel): a
+    song that reaches two microphones apart (a stereo Song Meter's) at different times partly cancels in their
+    mix. `pulse analyze` and `pulse embeddings` say it alike."""
+    if channels > 1 and channel is None and "mixed" not in said:
+        said.add("mixed")
+        log.warning("%s: its %d channels are mixed to mono (Raven's Channel 1 is the mix); a song reaching "
+                    "microphones apart at different times partly cancels there: --channel N analyses one "
+                    "(from 0), into its own --out (said once per run)", path, channels)
 
 
 def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
@@ -136,8 +147,7 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         raise ValueError(f"--batch-size is at least 1, got {cfg.batch_size}")
     if cfg.workers < 0:
         raise ValueError(f"--workers is 0 (one per 2 cores) or more, got {cfg.workers}")
-    if cfg.channel is not None and cfg.channel < 0:
-        raise ValueError(f"--channel is a 0-based channel index, got {cfg.channel}")
+    check_channel(cfg.channel)
     if not 0.0 <= cfg.min_conf <= 1.0:
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
     if cfg.merge_consecutive < 0:

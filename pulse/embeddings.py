@@ -23,7 +23,7 @@ import numpy as np
 from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8_text
 from export.folder_lock import exclusive
 from export.progress import progress
-from pulse.analyze import scores_key
+from pulse.analyze import check_channel, note_mixed, scores_key
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioReadError, audio_info
@@ -71,6 +71,7 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
     out = Path(out)
     if blocker := file_in_the_way(out):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
+    check_channel(cfg.channel)
     predictor, spec, _ = open_checked_model(cfg)
     summary, errors = Summary(), []
     try:
@@ -98,6 +99,7 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
     """Embed each recording not embedded before with these `settings`; a bad one is one line and one error."""
     import h5py
 
+    said = set()  # the notes said once per run
     with progress(files, unit="file") as bar:
         for path, relative in bar:
             target = embeddings_path(out, relative)
@@ -109,6 +111,7 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
                     if said:  # it breaks off part way: said again, as by `pulse analyze`
                         errors.append((str(path), "read", "PartlyReadable", said))
                     continue
+                note_mixed(said, path, info.channels, cfg.channel)
                 starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
             except AudioReadError as exc:
                 errors.append((str(path), "read", type(exc).__name__, exc.reason))

@@ -147,3 +147,28 @@ def test_a_missing_path_is_one_row_an_out_that_is_a_file_one_line_and_no_audio_e
     (tmp_path / "nothing").mkdir()
     result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "nothing"), "--out", str(tmp_path / "out2")])
     assert result.exit_code == 1 and f"no audio files found in: {tmp_path / 'nothing'}" in result.output
+
+
+def test_stereo_is_mixed_with_the_note_pulse_analyze_gives_and_channel_picks_one(tmp_path, caplog):
+    """`pulse embeddings` mixed a stereo Song Meter's two microphones without a word, where `pulse analyze` says
+    once per run that the mix can cancel a song and offers --channel N. Said alike, and not with --channel; a
+    negative --channel is a bad option, not a failure of every file."""
+    left = sf.read(_examples(tmp_path / "mono")[0], dtype="float32")[0]
+    (tmp_path / "in").mkdir()
+    for name in ("S4U12345_0+1_20250701_213000.wav", "S4U12345_0+1_20250701_223000.wav"):
+        sf.write(tmp_path / "in" / name, np.stack([left, np.zeros_like(left)], axis=1), 44100)
+
+    def said(out: str, **kw) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            embed([tmp_path / "in"], tmp_path / out, InferConfig(**kw))
+        return [r.getMessage() for r in caplog.records if "mixed to mono" in r.getMessage()]
+
+    mixed = said("mixed")
+    assert len(mixed) == 1 and "--channel N" in mixed[0] and "S4U12345_0+1_20250701_213000.wav" in mixed[0]
+    assert said("second", channel=1) == []
+    with h5py.File(tmp_path / "second" / "S4U12345_0+1_20250701_213000.wav.embeddings.h5") as f:
+        assert f.attrs["channel"] == 1
+    result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), "--out", str(tmp_path / "bad"),
+                                      "--channel", "-1"])
+    assert result.exit_code == 2 and "--channel is a 0-based channel index, got -1" in result.output
