@@ -159,7 +159,7 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
         raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
     # a time-expansion bat detector's WAV plays TE times slower than recorded: read at the rate it was recorded at,
     # its songs at their pitch and its times real
-    if info.format in ("WAV", "WAVEX") and (expansion := time_expansion(path)) != 1:
+    if info.format in ("WAV", "WAVEX", "RF64") and (expansion := time_expansion(path)) != 1:
         info = dataclasses.replace(info, sample_rate=round(info.sample_rate * expansion))
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")

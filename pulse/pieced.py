@@ -31,14 +31,20 @@ def riff_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
     other file. Odd-length chunks are followed by a pad byte, as RIFF has them, which RIFF writes as 0: where a
     chunk id starts instead, the recorder left it out (`unpadded_chunk_ends`). An id that is not four printable
     ASCII characters ends the walk: no chunk is there (the samples of a WAV whose header was never finished, read
-    8 zero bytes at a time through a silent night, or whose data size wrapped past 4 GiB)."""
+    8 zero bytes at a time through a silent night, or whose data size wrapped past 4 GiB). An RF64 file (a WAV
+    over 4 GiB, as some recorders and editors write it) gives its data chunk's size in its ds64 chunk
+    (0xFFFFFFFF in the data chunk's header), and it is taken from there."""
     f.seek(0)
     head = f.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         return
-    position = 12
+    position, data_size = 12, None
     while len(chunk := f.read(8)) == 8 and _is_chunk_id(chunk[:4]):
         length = int.from_bytes(chunk[4:], "little")
+        if chunk[:4] == b"ds64" and head[:4] == b"RF64" and length >= 16:  # RIFF size, then data size (EBU 3306)
+            data_size = int.from_bytes(f.read(16)[8:], "little")
+        elif chunk[:4] == b"data" and length == 0xFFFFFFFF and data_size is not None:
+            length = data_size
         yield chunk[:4], position + 8, length
         position += 8 + length
         f.seek(position)

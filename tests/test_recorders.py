@@ -3,6 +3,7 @@ they give, built to the formats' layouts (GUANO specification 1.0; EBU Tech 3285
 
 from __future__ import annotations
 
+import io
 import struct
 from datetime import datetime
 from pathlib import Path
@@ -116,6 +117,34 @@ def test_a_wav_whose_recorder_left_out_the_pad_byte_after_an_odd_chunk_is_read(t
         path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
         assert np.array_equal(read_audio(path, RATE), plain)
         assert recording_start(path) == (None if name == "list_before.wav" else datetime(2025, 7, 1, 21, 30))
+
+
+def rf64_with_chunks(path: Path, samples: np.ndarray, before=(), after=()) -> Path:
+    """16-bit mono RF64 as libsndfile writes it (ds64 chunk, data size 0xFFFFFFFF), with (id, content) chunks
+    before and after data, its ds64 RIFF size counting them."""
+    written = io.BytesIO()
+    sf.write(written, samples, RATE, format="RF64", subtype="PCM_16")
+    at = written.getvalue().index(b"data\xff\xff\xff\xff")
+    body = bytearray(written.getvalue()[:at] + b"".join(chunk(*c) for c in before) + written.getvalue()[at:]
+                     + b"".join(chunk(*c) for c in after))
+    assert body[:4] == b"RF64" and body[12:16] == b"ds64"
+    body[20:28] = struct.pack("<Q", len(body) - 8)
+    path.write_bytes(body)
+    return path
+
+
+def test_an_rf64_wav_gives_its_guano_or_bext_start_and_time_expansion(tmp_path, samples):
+    """RF64, the WAV over 4 GiB (Sound Devices, Zoom, bat detectors on long nights), gives its chunks' sizes in a
+    ds64 chunk: the chunk walk stopped at its first bytes, and such a file had no start time or time expansion."""
+    plain = read_audio(wav_with_chunks(tmp_path / "plain.wav", samples), RATE)
+    text = guano(Timestamp="2025-07-01T21:30:00")
+    before = rf64_with_chunks(tmp_path / "before.wav", samples, before=[(b"guan", text)])
+    after = rf64_with_chunks(tmp_path / "ZOOM0001.WAV", samples, after=[(b"bext", bext(b"2025-07-01", b"21:30:00"))])
+    for path in (before, after):
+        assert np.array_equal(read_audio(path, RATE), plain)
+        assert recording_start(path) == datetime(2025, 7, 1, 21, 30)
+    expanded = rf64_with_chunks(tmp_path / "D500X_0001.wav", samples, after=[(b"guan", guano(TE="2"))])
+    assert (audio_info(expanded).sample_rate, audio_info(expanded).duration_s) == (2 * RATE, 0.5)
 
 
 def test_a_time_expansion_recording_is_read_at_the_rate_it_was_recorded_at(tmp_path, samples):
