@@ -99,7 +99,7 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
     """Embed each recording not embedded before with these `settings`; a bad one is one line and one error."""
     import h5py
 
-    said = set()  # the notes said once per run
+    notes_said = set()  # the notes said once per run
     with progress(files, unit="file") as bar:
         for path, relative in bar:
             target = embeddings_path(out, relative)
@@ -111,7 +111,7 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
                     if said:  # it breaks off part way: said again, as by `pulse analyze`
                         errors.append((str(path), "read", "PartlyReadable", said))
                     continue
-                note_mixed(said, path, info.channels, cfg.channel)
+                note_mixed(notes_said, path, info.channels, cfg.channel)
                 starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
             except AudioReadError as exc:
                 errors.append((str(path), "read", type(exc).__name__, exc.reason))

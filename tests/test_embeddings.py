@@ -166,6 +166,8 @@ def test_stereo_is_mixed_with_the_note_pulse_analyze_gives_and_channel_picks_one
 
     mixed = said("mixed")
     assert len(mixed) == 1 and "--channel N" in mixed[0] and "S4U12345_0+1_20250701_213000.wav" in mixed[0]
+    sf.write(tmp_path / "in" / "S4U12345_0+1_20250702_213000.wav", np.stack([left, left], axis=1), 44100)
+    assert said("mixed") == [mixed[0].replace("20250701_213000", "20250702_213000")]  # a rerun: the new file's
     assert said("second", channel=1) == []
     with h5py.File(tmp_path / "second" / "S4U12345_0+1_20250701_213000.wav.embeddings.h5") as f:
         assert f.attrs["channel"] == 1
