@@ -2,20 +2,19 @@
 
 Folders are searched into folders linked to as well (an archive drive's year linked in; not a link back up to a
 folder above); dot names (macOS ._ twins, .Trashes) and Windows' SYSTEM_FOLDERS are skipped. A folder that cannot be
-listed and a link to nothing are said, not passed over: a run missing a season or a year behind either ended with
-exit status 0.
+listed and a link to nothing are listed apart from the files, to fail with their reason as a bad file does (a row in
+errors.csv, exit status 1): a run missing a season or a year behind either ended with exit status 0, and one that
+only warned still did, so a cron job never learnt that part of a card was not analysed.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections import Counter
 from pathlib import Path, PurePath
 from typing import Callable
 
-log = logging.getLogger(__name__)
 # Windows' own folders on a drive, as dot names are macOS's: its recycle bins hold deleted files ($R....WAV,
 # $R....svs) beside a few bytes of metadata each with the same suffix ($I....), which were read and failed. And the
 # folder at the top of every Linux (ext4) volume where fsck leaves nameless pieces, which only root may list.
@@ -28,21 +27,21 @@ def hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def files_below(folder: Path, suffixes: tuple[str, ...], kind: str, recursive: bool = True,
-                skip: Callable[[str, str, list[str]], bool] | None = None) -> list[tuple[Path, bool]]:
+def files_below(folder: Path, recursive: bool = True, skip: Callable[[str, str, list[str]], bool] | None = None
+                ) -> tuple[list[tuple[Path, bool]], list[tuple[Path, bool]]]:
     """Files below `folder` (directly inside it unless `recursive`), sorted, each with whether it lies in a folder
-    reached through a link (each real folder once, so a link loop ends), without dot names or SYSTEM_FOLDERS.
-    A link to nothing is listed if it has one of `suffixes`, to fail with that reason; `kind` ("recordings",
-    "slides") names what is missed in a folder that cannot be searched. `skip(top, real, names)` leaves out a folder
+    reached through a link (each real folder once, so a link loop ends), without dot names or SYSTEM_FOLDERS; and
+    apart, what could not be read, to fail as inputs with `unread_reason`: links to nothing (a file's or a
+    folder's) and folders that cannot be listed (`folder` itself too). `skip(top, real, names)` leaves out a folder
     below `folder` and all under it (a run's own outputs). Folders reached through links are walked after every
     folder reachable without one, so a folder reached both ways keeps its own name (a link in site1 to site2 does
     not make site2's recordings site1's); a link to a folder above it (`loop -> ..`) is not followed: it holds
     nothing but the given folder and its neighbours, which were not asked for."""
     root = os.path.realpath(folder)
-    files, seen, to_walk = [], set(), [(str(folder), False)]
+    files, unread, seen, to_walk = [], [], set(), [(str(folder), False)]
     while to_walk:
         start, linked = to_walk.pop(0)
-        for top, folders, names in os.walk(start, onerror=lambda exc: _unsearchable(exc, kind)):
+        for top, folders, names in os.walk(start, onerror=lambda exc: unread.append((Path(exc.filename), linked))):
             real = os.path.realpath(top)  # os.walk goes not into links: those wait in to_walk
             if real in seen:
                 folders[:] = []
@@ -55,9 +54,12 @@ def files_below(folder: Path, suffixes: tuple[str, ...], kind: str, recursive: b
                                 and name.lower() not in SYSTEM_FOLDERS)
             to_walk += [(link, True) for name in folders if os.path.islink(link := os.path.join(top, name))
                         and not _above(os.path.realpath(link), real)]
-            files += [(path, linked) for name in names if not name.startswith(".")
-                      and ((path := Path(top) / name).is_file() or _dead_link(path, suffixes))]
-    return sorted(files)
+            for path in (Path(top) / name for name in names if not name.startswith(".")):
+                if path.is_file():
+                    files.append((path, linked))
+                elif path.is_symlink():  # a link to nothing: os.walk lists a link to a folder among folders
+                    unread.append((path, linked))
+    return sorted(files), sorted(unread)
 
 
 def first_of_each_file(found: list[tuple[Path, bool]]) -> list[int]:
@@ -72,10 +74,17 @@ def first_of_each_file(found: list[tuple[Path, bool]]) -> list[int]:
     return sorted(chosen.values())
 
 
-def missing_reason(path: str | os.PathLike) -> str:
-    """Why a file named as an input is not there: a link to nothing says where it pointed."""
-    if os.path.islink(path):
+def unread_reason(path: str | os.PathLike) -> str:
+    """Why an input listed or named is not a file to read: a link to nothing says where it pointed, a folder that
+    cannot be listed why (a colleague's cards, mode 700 on a shared NAS)."""
+    if os.path.islink(path) and not os.path.exists(path):
         return f"a link to {os.readlink(path)}, which is not there (a drive not mounted?)"
+    if os.path.isdir(path):
+        try:
+            os.scandir(path).close()
+        except OSError as exc:
+            return f"a folder that cannot be searched ({exc.strerror}); nothing in it is analysed"
+        return "a folder, not a file"
     return "no such file or folder"
 
 
@@ -109,23 +118,6 @@ def _same_file(path: Path) -> object:
     except OSError:  # it fails later, with its reason
         return path.resolve()
     return (stat.st_dev, stat.st_ino) if stat.st_nlink > 1 and stat.st_ino else path.resolve()
-
-
-def _unsearchable(exc: OSError, kind: str) -> None:
-    """A folder that cannot be listed (a colleague's cards, mode 700 on a shared NAS) was passed over in silence."""
-    log.warning("%s: cannot be searched (%s); %s in it are not analysed", exc.filename, exc.strerror, kind)
-
-
-def _dead_link(path: Path, suffixes: tuple[str, ...]) -> bool:
-    """A link to nothing (a drive behind it not mounted): listed if it has one of `suffixes`, to fail with that
-    reason, else said here, as it may stand for a folder of them (until 2026-12-06 both were passed over in
-    silence, and a run missing a season behind a link ended with exit status 0)."""
-    if not path.is_symlink() or path.exists():
-        return False
-    if path.suffix.lower() in suffixes:
-        return True
-    log.warning("%s: %s; not searched", path, missing_reason(path))
-    return False
 
 
 def _through_link(path: Path, in_linked_folder: bool) -> bool:

@@ -27,7 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 _SYNTH, _TISSUE, _PATCH = SynthConfig(), TissueConfig(), PatchConfig()
 _EXTRACT, _PRETRAIN, _STAGE1 = ExtractConfig(), PretrainConfig(), DistillPatchConfig()
 
-SLIDES_ARG = typer.Argument(..., help="Slide files and/or folders of slides.")
+# readable=False: one input that cannot be read fails in the batch (errors.csv, exit status 1), not the whole run
+SLIDES_ARG = typer.Argument(..., readable=False, help="Slide files and/or folders of slides.")
 RECURSIVE_OPT = typer.Option(False, "--recursive", "-r",
                              help="Also search the subfolders of each folder given (an archive kept a folder per case).")
 MPP_OPT = typer.Option(None, "--mpp", help="Level-0 microns per pixel for slides without it in their metadata "

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
-from export.files import distinct_tails, files_below, first_of_each_file, hidden, missing_reason
+from export.files import distinct_tails, files_below, first_of_each_file, hidden, unread_reason
 from export.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def open_slide(path: str | Path, mpp: float | None = None, override_mpp: bool = 
     """Open `path` with the named backend ("auto" chooses from the file); `resolve_mpp` picks the scale."""
     path = Path(path)
     if not path.is_file():
-        raise SlideReadError(path, missing_reason(path))
+        raise SlideReadError(path, unread_reason(path))
     if is_dicom(path):
         check_one_dicom_series(path)
     name = _pick_backend(path) if backend == "auto" else backend
@@ -439,7 +439,7 @@ def slide_source(path: str | Path) -> dict:
     location, and the total size and latest change of its files (all the instances of a DICOM slide)."""
     path = Path(path)
     if not path.is_file():
-        raise SlideReadError(path, missing_reason(path))
+        raise SlideReadError(path, unread_reason(path))
     stats = [p.stat() for p in slide_files(path)]
     return {"path": str(slide_location(path)), "size": sum(s.st_size for s in stats),
             "mtime_ns": max(s.st_mtime_ns for s in stats)}
@@ -464,16 +464,16 @@ def check_not_another_slides(output: str | Path, path: str | Path, recorded: dic
 def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]:
     """Files as given, plus the whole-slide files (by suffix, sorted) directly inside any folder given, or anywhere
     below it if `recursive`, as `export.files.files_below` lists them (archives kept a folder per case, a year linked
-    in from another drive; a link to a slide that is not there is listed, to fail naming it); each file once, a
-    hard link to it or a link to its folder too. Plain images (PNG, JPEG) in a folder are thumbnails and label
-    photos more often than slides: they are skipped with a note, and read as slides only when named as files. The
-    .dcm files of a folder are one DICOM slide, given once, whether the folder or any of them is named."""
+    in from another drive; a link to nothing and a folder that cannot be listed are listed, to fail naming them);
+    each file once, a hard link to it or a link to its folder too. Plain images (PNG, JPEG) in a folder are
+    thumbnails and label photos more often than slides: they are skipped with a note, and read as slides only when
+    named as files. The .dcm files of a folder are one DICOM slide, given once, whether the folder or any of them is named."""
     found, picked = [], {}  # found: (path, in a linked folder); picked: a DICOM slide's folder -> its file
     for item in map(Path, inputs):
         if item.is_dir():
-            files = files_below(item, SLIDE_SUFFIXES, "slides", recursive)
+            files, unread = files_below(item, recursive)
             paths = [(p, linked) for p, linked in files
-                     if p.suffix.lower() in SLIDE_SUFFIXES and p.suffix.lower() not in IMAGE_SUFFIXES]
+                     if p.suffix.lower() in SLIDE_SUFFIXES and p.suffix.lower() not in IMAGE_SUFFIXES] + unread
             if images := [p for p, _ in files if p.suffix.lower() in IMAGE_SUFFIXES]:
                 log.info("%s: %d plain image(s) skipped (e.g. %s); name an image as a file to read it as a slide",
                          item, len(images), images[0].name)

@@ -29,6 +29,10 @@ LEVEL_FLOOR_HELP = (f"dBFS: a window peaking below it is raised to it (by at mos
                     "PULSE model scores it, as quiet recorders need; -200 scores every window as recorded.")
 
 
+# readable=False: one input that cannot be read fails in the batch (errors.csv, exit status 1), not the whole run
+INPUTS_ARG = typer.Argument(..., readable=False, help="Audio files and/or folders (searched recursively).")
+
+
 def _unwritable(exc: OSError) -> None:
     """--out cannot be written (read-only, full), or another file the run needs: one line, exit status 1."""
     typer.echo(f"error: {error_line(exc)}", err=True)
@@ -38,7 +42,7 @@ def _unwritable(exc: OSError) -> None:
 @app.command()
 def analyze(
     ctx: typer.Context,
-    inputs: list[Path] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    inputs: list[Path] = INPUTS_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (input folder structure is kept)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Rerun a previous run's config.json; flags given "
                                                                   "here override it."),
@@ -191,7 +195,7 @@ _EXPORT = ExportConfig()
 
 @app.command()
 def embeddings(
-    inputs: list[Path] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    inputs: list[Path] = INPUTS_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Folder of RECORDING.embeddings.h5 files (input folder "
                                                       "structure kept) and errors.csv."),
     model: str = typer.Option(_INFER.model, help=MODEL_HELP),

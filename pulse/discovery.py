@@ -29,18 +29,21 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
     two AudioMoth cards given as two folders often hold the same timestamped file names, and one
     recording's Raven table must never overwrite another's. `undecodable` also lists the recordings of
     UNDECODABLE_SUFFIXES in folders, so that a batch can name them, except one already converted beside itself
-    (phone.m4a next to phone.flac). Nothing below `outputs` (the run's --out, if inside a folder given) or below a
+    (phone.m4a next to phone.flac). A folder that cannot be listed and a link to nothing are listed, to fail with
+    their reason (`export.files.unread_reason`) as a bad recording does. Nothing below `outputs` (the run's --out, if inside a folder given) or below a
     folder of `pulse segments` clips is listed: the clips would be analysed again as recordings of their own.
     """
     suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
     found: list[tuple[Path, Path, Path, bool]] = []  # (path, relative, its input folder, in a linked folder)
     for item in map(Path, inputs):
         if item.is_dir():
-            listed = [(p, linked) for p, linked in _recordings_below(item, outputs) if p.suffix.lower() in suffixes]
+            below, unread = _recordings_below(item, outputs)
+            listed = [(p, linked) for p, linked in below if p.suffix.lower() in suffixes]
             converted = {p.with_suffix("") for p, _ in listed if p.suffix.lower() in AUDIO_SUFFIXES}
             root = item.resolve()
             found += [(p, p.relative_to(item), root, linked) for p, linked in listed
                       if p.suffix.lower() in AUDIO_SUFFIXES or p.with_suffix("") not in converted]
+            found += [(p, p.relative_to(item) if p != item else Path(item.name), root, linked) for p, linked in unread]
         else:
             found.append((item, Path(item.name), item.resolve().parent, False))
     unique = [found[i][:3] for i in first_of_each_file([(path, linked) for path, _, _, linked in found])]
@@ -48,12 +51,12 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
     return [(path, relative) for (path, _, _), relative in zip(unique, relatives)]
 
 
-def _recordings_below(folder: Path, outputs: str | Path | None) -> list[tuple[Path, bool]]:
+def _recordings_below(folder: Path, outputs: str | Path | None
+                      ) -> tuple[list[tuple[Path, bool]], list[tuple[Path, bool]]]:
     """`export.files.files_below` without the `outputs` folder or a folder of `pulse segments` clips below it
     (either given as `folder` itself is searched)."""
     skip = os.path.realpath(outputs) if outputs is not None else None
-    return files_below(folder, (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES), "recordings",
-                       skip=lambda top, real, names: real == skip or _holds_clips(top, names))
+    return files_below(folder, skip=lambda top, real, names: real == skip or _holds_clips(top, names))
 
 
 def _holds_clips(top: str, names: list[str]) -> bool:

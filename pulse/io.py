@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
-from export.files import missing_reason
+from export.files import unread_reason
 from pulse import audiomoth
 from pulse.mpeg import stated_start
 from pulse.pieced import (SAMPLE_BYTES, Pieced, PiecedSoundFile, padded_pieces, raw_pieces, riff_data_chunk,
@@ -126,9 +126,11 @@ def audio_info(path: str | Path) -> AudioInfo:
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise AudioReadError(path, missing_reason(path)) from None
+        raise AudioReadError(path, unread_reason(path)) from None
     except OSError as exc:
         raise AudioReadError(path, f"cannot read it ({exc.strerror})") from None
+    if stat.S_ISDIR(status.st_mode):  # one that cannot be listed, met in a folder given
+        raise AudioReadError(path, unread_reason(path))
     if not stat.S_ISREG(status.st_mode):
         raise AudioReadError(path, "not a regular file")
     if status.st_size == 0:

@@ -145,6 +145,25 @@ def test_bad_files_among_good_ones(tmp_path, model):
     np.testing.assert_allclose(kaleidoscope["OFFSET"] + kaleidoscope["DURATION"], detections["End (s)"], atol=1e-4)
 
 
+def test_a_folder_that_cannot_be_listed_and_a_link_to_nothing_fail_the_run_as_bad_files_do(tmp_path, model,
+                                                                                              unlistable):
+    """A colleague's cards (mode 700 on a NAS) and a season on an archive drive not mounted: warned of, and the run
+    ended with exit status 0, so a cron job never learnt that part of the card was not analysed."""
+    for site in ("siteA", "siteB"):
+        (tmp_path / "card" / site).mkdir(parents=True)
+        sf.write(tmp_path / "card" / site / "20250701_213000.WAV", song(3.0), RATE)
+    (tmp_path / "card" / "2024").symlink_to(tmp_path / "archive" / "2024")
+    unlistable("siteB")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "card"), "--out", str(out), "--model", str(model)])
+    assert result.exit_code == 1, result.output
+    assert "1 done, 2 failed, 0 skipped" in result.output
+    errors = pd.read_csv(out / "errors.csv")
+    assert [Path(p).name for p in errors.path] == ["2024", "siteB"]
+    assert "which is not there" in errors.message[0]
+    assert errors.message[1] == "a folder that cannot be searched (Permission denied); nothing in it is analysed"
+
+
 def test_a_phone_m4a_is_one_line_saying_how_to_convert_it_and_the_batch_goes_on(tmp_path, model):
     sf.write(tmp_path / "good.wav", song(3.0), RATE)
     (tmp_path / "phone.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(2000))

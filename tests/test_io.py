@@ -166,7 +166,7 @@ BAD_FILES = {
     "inf.wav": (lambda p: sf.write(p, np.r_[[np.inf], tone(1.0, RATE)], RATE, subtype="FLOAT"), "NaN/Inf"),
     "slow.wav": (lambda p: sf.write(p, tone(1.0, 4000), 4000), "outside 8000-500000 Hz"),
     "missing.wav": (lambda p: None, "no such file"),
-    "folder.wav": (lambda p: p.mkdir(), "not a regular file"),
+    "folder.wav": (lambda p: p.mkdir(), "a folder, not a file"),
     "phone.m4a": (lambda p: p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(4000)),
                   "AAC (M4A) audio cannot be decoded here: convert it to WAV or FLAC (e.g. ffmpeg -i phone.m4a "
                   "phone.flac)"),
@@ -217,31 +217,27 @@ def test_windows_recycle_bins_and_system_folders_are_not_searched(tmp_path):
     assert len(find_audio([tmp_path / "$RECYCLE.BIN"])) == 2  # given itself, it is searched
 
 
-def test_links_to_nothing_are_said_not_passed_over(tmp_path, caplog):
-    """Last season linked in from an archive drive that is not mounted, and a recording linked from it: both were
-    passed over in silence, and the run ended with exit status 0 as if every recording had been analysed."""
-    sf.write(tmp_path / "20250701_213000.WAV", tone(0.5, RATE), RATE)
-    (tmp_path / "2024").symlink_to(tmp_path / "archive" / "2024")
-    (tmp_path / "20250702_213000.WAV").symlink_to(tmp_path / "archive" / "x.WAV")
-    with caplog.at_level("WARNING", logger="export.files"):
-        found = [rel.as_posix() for _, rel in find_audio([tmp_path])]
-    assert found == ["20250701_213000.WAV", "20250702_213000.WAV"]  # the dead link fails, with its reason
-    assert f"{tmp_path / '2024'}: a link to {tmp_path / 'archive' / '2024'}, which is not there" in caplog.text
-    with pytest.raises(AudioReadError, match="a link to .*x.WAV, which is not there"):
-        audio_info(tmp_path / "20250702_213000.WAV")
-
-
-def test_a_folder_that_cannot_be_listed_is_said(tmp_path, unlistable, caplog):
-    """A colleague's cards on a shared NAS (their folder, mode 700) were passed over in silence, exit status 0.
-    Found with the run's root user stripped of its power to read any folder; here os.scandir refuses, as it did."""
+def test_links_to_nothing_and_folders_that_cannot_be_listed_are_listed_to_fail_with_their_reason(tmp_path,
+                                                                                              unlistable):
+    """Last season linked in from an archive drive that is not mounted, a recording linked from it and a colleague's
+    cards on a shared NAS (their folder, mode 700): all were passed over (the folders with a warning), and the run
+    ended with exit status 0 as if every recording had been analysed. Found with the run's root user stripped of its
+    power to read any folder; here os.scandir refuses, as it did."""
     for site in ("siteA", "siteB"):
         (tmp_path / site).mkdir()
         sf.write(tmp_path / site / "20250701_213000.WAV", tone(0.5, RATE), RATE)
+    (tmp_path / "2024").symlink_to(tmp_path / "archive" / "2024")
+    (tmp_path / "siteA" / "20250702_213000.WAV").symlink_to(tmp_path / "archive" / "x.WAV")
     unlistable("siteB")
-    with caplog.at_level("WARNING", logger="export.files"):
-        assert [rel.as_posix() for _, rel in find_audio([tmp_path])] == ["siteA/20250701_213000.WAV"]
-    assert f"{tmp_path / 'siteB'}: cannot be searched (Permission denied); recordings in it are not analysed" in (
-        caplog.text)
+    found = dict((rel.as_posix(), path) for path, rel in find_audio([tmp_path]))
+    assert list(found) == ["siteA/20250701_213000.WAV", "2024", "siteA/20250702_213000.WAV", "siteB"]
+    with pytest.raises(AudioReadError, match=f"^{tmp_path / '2024'}: a link to .*2024, which is not there"):
+        audio_info(found["2024"])
+    with pytest.raises(AudioReadError, match="20250702_213000.WAV: a link to .*x.WAV, which is not there"):
+        audio_info(found["siteA/20250702_213000.WAV"])
+    with pytest.raises(AudioReadError, match=r"siteB: a folder that cannot be searched \(Permission denied\)"):
+        audio_info(found["siteB"])
+    assert [rel.as_posix() for _, rel in find_audio([tmp_path / "siteB"])] == ["siteB"]  # given itself
 
 
 def test_discovery_gives_each_file_once_and_its_own_output_name(tmp_path):

@@ -54,6 +54,22 @@ def test_predict_finds_slides_in_case_folders_with_recursive(tmp_path, shared_da
     assert json.loads((tmp_path / "deep" / "CMU-1-Small-Region.json").read_text())["label"]
 
 
+def test_predict_fails_a_folder_that_cannot_be_listed_and_a_link_to_nothing_and_goes_on(tmp_path, shared_data,
+                                                                                      unlistable):
+    """A colleague's cases (mode 700 on a NAS) and a year on a drive not mounted were warned of; exit status 0."""
+    for case in ("case1", "locked"):
+        (tmp_path / "archive" / case).mkdir(parents=True)
+        (tmp_path / "archive" / case / "HE.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")
+    (tmp_path / "archive" / "2021").symlink_to(tmp_path / "unmounted" / "2021")
+    unlistable("locked")
+    result = _invoke("predict", tmp_path / "archive", "--recursive", "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["done"] == 1
+    errors = (tmp_path / "out" / "errors.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in errors] == [str(tmp_path / "archive" / n) for n in ("2021", "locked")]
+    assert errors[1].endswith("a folder that cannot be searched (Permission denied); nothing in it is analysed")
+
+
 def test_patch_on_a_dicom_slide_s_folder_cuts_one_slide_named_by_the_folder(tmp_path):
     """A folder that is itself a DICOM series (levels and label, one .dcm each) is one slide, not three."""
     slide = dicom_slide(tmp_path / "case7", size=256)
