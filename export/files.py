@@ -1,10 +1,11 @@
 """Which files in a folder given as input are inputs: shared by PULSE (recordings) and LRMIL (slides).
 
 Folders are searched into folders linked to as well (an archive drive's year linked in; not a link back up to a
-folder above); dot names (macOS ._ twins, .Trashes) and Windows' SYSTEM_FOLDERS are skipped. A folder that cannot be
-listed and a link to nothing are listed apart from the files, to fail with their reason as a bad file does (a row in
-errors.csv, exit status 1): a run missing a season or a year behind either ended with exit status 0, and one that
-only warned still did, so a cron job never learnt that part of a card was not analysed.
+folder above); dot names (macOS ._ twins, .Trashes) and Windows' own folders (SYSTEM_FOLDERS, and OLD_RECYCLE_BINS
+that hold a recycle bin) are skipped. A folder that cannot be listed and a link to nothing are listed apart from the
+files, to fail with their reason as a bad file does (a row in errors.csv, exit status 1): a run missing a season or a
+year behind either ended with exit status 0, and one that only warned still did, so a cron job never learnt that
+part of a card was not analysed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from typing import Callable
 # Windows' own folders on a drive, as dot names are macOS's: its recycle bins hold deleted files ($R....WAV,
 # $R....svs) beside a few bytes of metadata each with the same suffix ($I....), which were read and failed. And the
 # folder at the top of every Linux (ext4) volume where fsck leaves nameless pieces, which only root may list.
-SYSTEM_FOLDERS = {"$recycle.bin", "recycler", "recycled", "system volume information", "lost+found"}
+SYSTEM_FOLDERS = {"$recycle.bin", "system volume information", "lost+found"}
+# Windows 95-XP's recycle bins, RECYCLED (FAT) and RECYCLER (NTFS, a folder per user's SID), have names a user gives
+# their own folder (a site called Recycled, a project on recycled habitats), whose recordings were skipped in
+# silence: they are skipped only when they hold a bin's index (INFO2, INFO) or a user's bin (S-1-5-21-...).
+OLD_RECYCLE_BINS = {"recycled", "recycler"}
+_RECYCLE_BIN_ENTRY = re.compile(r"info2?|s-1-5-[0-9-]+", re.IGNORECASE)
 
 
 def hidden(relative: Path) -> bool:
@@ -30,8 +36,8 @@ def hidden(relative: Path) -> bool:
 def files_below(folder: Path, recursive: bool = True, skip: Callable[[str, str, list[str]], bool] | None = None
                 ) -> tuple[list[tuple[Path, bool]], list[tuple[Path, bool]]]:
     """Files below `folder` (directly inside it unless `recursive`), sorted, each with whether it lies in a folder
-    reached through a link (each real folder once, so a link loop ends), without dot names or SYSTEM_FOLDERS; and
-    apart, what could not be read, to fail as inputs with `unread_reason`: links to nothing (a file's or a
+    reached through a link (each real folder once, so a link loop ends), without dot names or Windows' own folders;
+    and apart, what could not be read, to fail as inputs with `unread_reason`: links to nothing (a file's or a
     folder's) and folders that cannot be listed (`folder` itself too). `skip(top, real, names)` leaves out a folder
     below `folder` and all under it (a run's own outputs). Folders reached through links are walked after every
     folder reachable without one, so a folder reached both ways keeps its own name (a link in site1 to site2 does
@@ -51,7 +57,7 @@ def files_below(folder: Path, recursive: bool = True, skip: Callable[[str, str, 
                 folders[:] = []
                 continue
             folders[:] = sorted(name for name in folders if recursive and not name.startswith(".")
-                                and name.lower() not in SYSTEM_FOLDERS)
+                                and not _system_folder(top, name))
             to_walk += [(link, True) for name in folders if os.path.islink(link := os.path.join(top, name))
                         and not _above(os.path.realpath(link), real)]
             for path in (Path(top) / name for name in names if not name.startswith(".")):
@@ -118,6 +124,20 @@ def _same_file(path: Path) -> object:
     except OSError:  # it fails later, with its reason
         return path.resolve()
     return (stat.st_dev, stat.st_ino) if stat.st_nlink > 1 and stat.st_ino else path.resolve()
+
+
+def _system_folder(top: str, name: str) -> bool:
+    """Whether folder `name` in `top` is one of Windows' own: SYSTEM_FOLDERS, or an OLD_RECYCLE_BINS name holding
+    what a recycle bin holds (one that cannot be listed is searched, to fail with its reason)."""
+    if name.lower() in SYSTEM_FOLDERS:
+        return True
+    if name.lower() not in OLD_RECYCLE_BINS:
+        return False
+    try:
+        with os.scandir(os.path.join(top, name)) as entries:
+            return any(_RECYCLE_BIN_ENTRY.fullmatch(entry.name) for entry in entries)
+    except OSError:
+        return False
 
 
 def _through_link(path: Path, in_linked_folder: bool) -> bool:

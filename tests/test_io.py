@@ -217,6 +217,16 @@ def test_windows_recycle_bins_and_system_folders_are_not_searched(tmp_path):
     assert len(find_audio([tmp_path / "$RECYCLE.BIN"])) == 2  # given itself, it is searched
 
 
+def test_a_users_folder_named_recycled_is_searched_unless_it_holds_a_recycle_bin(tmp_path):
+    """A site called Recycled (a project on recycled habitats) was skipped in silence as Windows 95-XP's recycle
+    bin, whose name it shares; a bin of theirs holds its index (INFO2) or a folder per user (S-1-5-21-...)."""
+    for folder in ("Recycled", "sites/recycler", "card/RECYCLED", "drive/RECYCLER/S-1-5-21-1004"):
+        (tmp_path / folder).mkdir(parents=True)
+        sf.write(tmp_path / folder / "Dc1.WAV", tone(0.5, RATE), RATE)
+    (tmp_path / "card" / "RECYCLED" / "INFO2").write_bytes(bytes(820))
+    assert [rel.as_posix() for _, rel in find_audio([tmp_path])] == ["Recycled/Dc1.WAV", "sites/recycler/Dc1.WAV"]
+
+
 def test_links_to_nothing_and_folders_that_cannot_be_listed_are_listed_to_fail_with_their_reason(tmp_path,
                                                                                               unlistable):
     """Last season linked in from an archive drive that is not mounted, a recording linked from it and a colleague's
