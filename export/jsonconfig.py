@@ -1,4 +1,5 @@
-"""JSON round-trip for the frozen config dataclasses of every package (pulse, lrmil, export).
+"""JSON round-trip for the frozen config dataclasses of every package (pulse, lrmil, export), and `read_json` for the
+JSON files in a user's folder that a command cannot do without (a model folder's, a run's record).
 
 A config is saved with every run and read back to rerun it, so to_dict/from_dict must agree:
 JSON lists become tuples again and nested configs are rebuilt from their type hints.
@@ -11,6 +12,16 @@ import json
 import types
 import typing
 from pathlib import Path
+
+
+def read_json(path: str | Path):
+    """What a JSON file in a user's folder holds (a model folder's onnx.json, a run's record), or a ValueError naming
+    the file and where its JSON breaks: json's own message ("Expecting value: line 2 column 1 (char 13)") named none.
+    OSError is left to the caller, which knows what a missing file means."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); was it cut short or edited by hand?") from None
 
 
 def _fits(value, hint) -> bool:
@@ -104,11 +115,9 @@ class JsonConfig:
         """A settings file or a run's record; every problem is one ValueError naming the file, and a key no
         setting takes is refused (a misspelt "epoch" would otherwise train the default number of epochs)."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = read_json(path)
         except OSError as exc:
             raise FileNotFoundError(f"{path}: cannot read the config ({exc.strerror})") from None
-        except ValueError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if cls.RECORD_NESTS and isinstance(data, dict) and isinstance(data.get(cls.RECORD_NESTS), dict):
             data = data[cls.RECORD_NESTS]
         if not isinstance(data, dict):

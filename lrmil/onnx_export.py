@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from export.atomic import remove_stale, write_json
+from export.jsonconfig import read_json
 from export.onnx import OPSET, export_module
 from export.parity import Parity, compare
 from lrmil.encoders import preprocess
@@ -140,9 +141,9 @@ def write_manifest(model_dir: Path, out: str | Path, exported: dict[str, dict]) 
     earlier export of the same model folder wrote there stays listed (student now, teacher later). Files the
     earlier onnx.json listed for a path exported again and this one does not (its INT8 encoder, exported now
     without --int8) are removed once the new onnx.json is written: they hold the old weights."""
-    spec = json.loads((model_dir / BUNDLE_FILE).read_text())
+    spec = read_json(model_dir / BUNDLE_FILE)
     path = Path(out) / ONNX_FILE
-    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    earlier = read_json(path) if path.is_file() else {}
     kept = {name: earlier[name] for name in PATHS
             if name in earlier and name not in exported and earlier.get("source") == str(model_dir)}
     write_json(path, {"package": "lrmil", "format": "onnx", "opset": OPSET, "source": str(model_dir),

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from export.jsonconfig import read_json
 from lrmil.config import SynthConfig
 
 FIELD_CELL = 64  # level-0 px per cell of the low-resolution tissue field
@@ -223,7 +224,7 @@ def synthesize(out: str | Path, cfg: SynthConfig) -> Path:
     out = Path(out)
     settings, record = json.loads(json.dumps(cfg.to_dict())), out / "synth_config.json"
     if record.is_file():
-        before = json.loads(record.read_text())
+        before = read_json(record)
         changed = sorted(k for k in settings if k != "workers" and before.get(k) != settings[k])
         if changed:
             raise ValueError(f"{out}: its slides were made with other settings ({', '.join(changed)}); "

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from export.atomic import error_line
+from export.jsonconfig import read_json
 from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, EvalConfig, ExportConfig, InferConfig, ModelConfig,
                           SegmentConfig, TeacherCacheConfig, TrainConfig)
 from pulse.writers import WRITERS
@@ -167,7 +168,7 @@ def _read_run_config(path: Path) -> InferConfig:
     import logging
 
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))["config"]
+        settings = read_json(path)["config"]
         if not isinstance(settings, dict):
             raise KeyError("config")
         unknown = sorted(set(settings) - set(InferConfig.__dataclass_fields__))
@@ -180,8 +181,6 @@ def _read_run_config(path: Path) -> InferConfig:
         raise ValueError(f"{path}: --config takes a run's config.json, and this is a folder") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the config ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a JSON file ({exc})") from None
     except (KeyError, TypeError):
         raise ValueError(f"{path}: not a `pulse analyze` config.json (no \"config\" settings in it)") from None
     if unknown:

@@ -33,6 +33,7 @@ import soundfile as sf
 
 from export.atomic import file_in_the_way, stop_if_unwritable, utf8_text, write_bytes, write_json
 from export.folder_lock import exclusive
+from export.jsonconfig import read_json
 from export.progress import progress
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
@@ -230,7 +231,7 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
     record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
               "settings": cfg.to_dict()}
     with_settings = out / CLIPS_RECORD
-    if with_settings.is_file() and json.loads(with_settings.read_text(encoding="utf-8")) != record:
+    if with_settings.is_file() and read_json(with_settings) != record:
         raise ValueError(f"{out}: holds clips cut from other results or with other settings ({with_settings}); "
                          "use another --out, so that one folder holds one draw")
     write_json(with_settings, record)

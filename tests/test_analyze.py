@@ -984,7 +984,7 @@ def test_a_bad_config_file_or_model_file_is_one_line(tmp_path, model, caplog):
     (tmp_path / "fake.onnx").write_text("not a model")
     for flags, message in [(["--config", str(tmp_path / "none.json")], "none.json: cannot read the config"),
                            (["--config", str(tmp_path)], "--config takes a run's config.json, and this is a folder"),
-                           (["--config", str(tmp_path / "text.json")], "text.json: not a JSON file"),
+                           (["--config", str(tmp_path / "text.json")], "text.json: not valid JSON"),
                            (["--config", str(tmp_path / "other.json")], "other.json: not a `pulse analyze` config.json"),
                            (["--model", str(tmp_path / "fake.onnx")], "fake.onnx: ONNX Runtime cannot load it"),
                            (["--model", "birdnet", "--species-list", str(tmp_path / "none.txt")],

@@ -110,6 +110,25 @@ def test_options_every_slide_would_fail_on_are_refused_once_before_the_batch(tmp
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_corrupt_json_file_in_a_users_folder_is_one_line_naming_it(tmp_path):
+    """A model folder's model.json or onnx.json, or synth's synth_config.json, cut short or mis-edited: the error
+    was json's own, "Expecting value: line 2 column 1 (char 13)", naming no file."""
+    for name in ("model.json", "onnx.json"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / name).write_text('{"student": ')
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "synth_config.json").write_text('{"count": 4,')
+    for args, broken in [(("predict", _png(tmp_path / "ok.png"), "--model", tmp_path / "model.json", "--out",
+                           tmp_path / "o1", "--mpp", 0.5), tmp_path / "model.json" / "model.json"),
+                         (("predict", tmp_path / "ok.png", "--model", tmp_path / "onnx.json", "--out", tmp_path / "o2",
+                           "--mpp", 0.5), tmp_path / "onnx.json" / "onnx.json"),
+                         (("synth", "--out", tmp_path / "synth", "--count", 2), tmp_path / "synth" / "synth_config.json")]:
+        result = _invoke(*args)
+        assert result.exit_code == 2, result.output
+        line, = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {broken}: not valid JSON (Expecting ") and "line 1 column" in line, line
+
+
 def test_cuda_without_a_gpu_is_one_line(tmp_path):
     result = _invoke("predict", _png(tmp_path / "ok.png"), "--out", tmp_path / "o", "--mpp", 0.5, "--device", "cuda")
     assert result.exit_code == 2 and "--device cuda: torch finds no CUDA GPU here" in result.stderr

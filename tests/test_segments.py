@@ -234,6 +234,9 @@ def test_names_stay_inside_out_and_apart_and_a_rerun_needs_the_same_settings(tmp
     runner = CliRunner()
     other = runner.invoke(app, ["segments", str(tmp_path / "run"), "--out", str(tmp_path / "clips")])
     assert other.exit_code == 2 and "other settings" in other.output  # one folder, one draw
+    (tmp_path / "clips" / "segments.json").write_text('{"results": ')  # cut short: json's message named no file
+    broken = runner.invoke(app, ["segments", str(tmp_path / "run"), "--out", str(tmp_path / "clips")])
+    assert broken.exit_code == 2 and f"{tmp_path / 'clips' / 'segments.json'}: not valid JSON" in broken.output
     more = extract_segments(tmp_path / "run", tmp_path / "more", SegmentConfig(max_segments=2, seed=3))
     assert {p.name for p in (tmp_path / "more").rglob("*.wav")} >= {p.name for p in (tmp_path / "clips").rglob("*.wav")}
     assert more.clips_written == 6

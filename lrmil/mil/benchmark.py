@@ -15,7 +15,6 @@ Every step reuses its outputs when they exist, so an interrupted run resumes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import platform
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from export.atomic import write_json, write_text
+from export.jsonconfig import read_json
 from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
 from lrmil.mil.config import DEMO_NOTICE, BenchConfig, DistillConfig, MILConfig, PredictConfig
 
@@ -66,7 +66,7 @@ def _stage1_and_2(splits: Path, slides: list[Path], teacher_encoder: Path, f20: 
             stage1 = DistillPatchConfig(teacher_weights=str(teacher_encoder), encoder=ENCODER, test_fold=int(fold),
                                         epochs=cfg.stage1_epochs, device=cfg.device, seed=cfg.seed)
             distill_patch(stage1, slides, encoder, splits, Path(stage2.teacher) / f"fold{fold}" / "model.safetensors", f20)
-        stage1_metrics[int(fold)] = json.loads(encoder.with_suffix(".json").read_text())["metrics"]
+        stage1_metrics[int(fold)] = read_json(encoder.with_suffix(".json"))["metrics"]
         f5 = _extract(slides, encoder, "student", out / f"student_encoder_fold{fold}", cfg)
         run = out / "runs" / f"student_5x_both_fold{fold}"
         distill(dataclasses.replace(stage2, features=str(f5), out=str(run), folds=(int(fold),)))

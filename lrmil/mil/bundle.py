@@ -11,7 +11,6 @@ the lab app and the benchmark never ask which runtime is behind them.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from export.atomic import write_json
+from export.jsonconfig import read_json
 from export.predictor import Predictor
 from lrmil.config import PatchConfig, TissueConfig
 from lrmil.mil.attention import ABMIL, load_mil
@@ -146,7 +146,7 @@ def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int =
     spec_file = folder / BUNDLE_FILE
     if not spec_file.is_file():
         raise FileNotFoundError(f"{folder}: not an LRMIL model folder (no {BUNDLE_FILE} or {ONNX_FILE})")
-    spec = json.loads(spec_file.read_text())
+    spec = read_json(spec_file)
     encoder = load_encoder(folder / spec[name]["encoder"]).float().eval().to(device)
     mil = load_mil(folder / spec[name]["mil"]).to(device)
     patch = PatchConfig.from_dict(spec["patch"])
@@ -159,7 +159,7 @@ def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int =
 def _load_onnx_path(folder: Path, name: str, device: str, threads: int) -> OnnxPathModel:
     from export.backends.onnxruntime_backend import OnnxRuntimePredictor
 
-    spec = json.loads((folder / ONNX_FILE).read_text())
+    spec = read_json(folder / ONNX_FILE)
     if name not in spec:
         exported = [p for p in PATHS if p in spec]
         raise ValueError(f"{folder}: this ONNX export has no {name} path (exported: {', '.join(exported)}); "

@@ -21,7 +21,6 @@ inherits BirdNET's licence, CC BY-NC-SA 4.0.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.jsonconfig import read_json
 from pulse.config import ModelConfig, SemiConfig, TrainConfig
 from pulse.teacher import birdnet
 from pulse.train.augment import mix_at_snr
@@ -99,7 +99,7 @@ class KnowledgeBank:
                                         "BirdNET's outputs from the folders in the config's semi.teacher_caches: run "
                                         f"`pulse teacher-cache --out {cache_dir}` (with --manifest and --audio-root "
                                         "for audio other than InsectSet32) first, or list your own caches there")
-            record = json.loads((Path(cache_dir) / "config.json").read_text())
+            record = read_json(Path(cache_dir) / "config.json")
             keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
             for rel, entry in load_cache(cache_dir).items():
                 if rel not in keep:  # never distil on validation audio
