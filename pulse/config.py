@@ -177,6 +177,9 @@ class TeacherCacheConfig(JsonConfig):
     threads: int = 0  # LiteRT threads; 0 lets LiteRT decide
 
 
+KD_LOSSES = ("cosine", "mse")
+SCHEDULES = ("joint", "pretrain_finetune")
+
 
 @dataclass(frozen=True)
 class SemiConfig(JsonConfig):
@@ -217,6 +220,17 @@ class SemiConfig(JsonConfig):
     schedule: str = "joint"
     pretrain_frac: float = 0.5
 
+    def __post_init__(self):
+        """Refused as the config is read (`JsonConfig.load` names the file): a kd_loss was refused only once all the
+        audio was decoded, and a pretrain_frac of 1 trained no species head at all, in silence."""
+        if self.kd_loss not in KD_LOSSES:
+            raise ValueError(f"semi.kd_loss must be {' or '.join(KD_LOSSES)}, got {self.kd_loss!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"semi.schedule must be {' or '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule == "pretrain_finetune" and not 0 < self.pretrain_frac < 1:
+            raise ValueError(f"semi.pretrain_frac must be above 0 and below 1 with the pretrain_finetune schedule "
+                             f"(the share of steps that pre-train, before the species head is trained), got "
+                             f"{self.pretrain_frac!r}")
 
 
 @dataclass(frozen=True)
@@ -304,6 +318,12 @@ class TrainConfig(JsonConfig):
 
     # What `pulse train` adds to a run's config.json besides the settings (pulse/train/weak_labels.run_record).
     RECORD_KEYS = ("package_version", "git_sha", "manifest_sha256", "device", "model.package")
+
+    def __post_init__(self):
+        """What one setting needs of another, refused as the config is read, as `SemiConfig` refuses its own."""
+        if self.semi.schedule == "pretrain_finetune" and self.lambda_byol <= 0 and self.lambda_kd <= 0:
+            raise ValueError("semi.schedule pretrain_finetune needs lambda_byol or lambda_kd above 0: they are what "
+                             "it pre-trains")
 
 
 @dataclass(frozen=True)

@@ -458,6 +458,14 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path)
     assert "mine.json: not valid JSON" in train_with('{"epochs": 2,}')
     assert "mine.json: model.labels lists a more than once" in train_with('{"model": {"labels": ["a", "b", "a"]}}')
     assert "unknown audio encoder 'resnet9'" in train_with('{"model": {"arch": "resnet9"}}')  # before any decoding
+    # refused only once all the audio was decoded, and a run that never trained its species head, exit status 0
+    assert "mine.json: semi.kd_loss must be cosine or mse, got 'l2'" in train_with('{"semi": {"kd_loss": "l2"}}')
+    assert "mine.json: semi.pretrain_frac must be above 0 and below 1 with the pretrain_finetune schedule" in (
+        train_with('{"lambda_byol": 1, "semi": {"schedule": "pretrain_finetune", "pretrain_frac": 1.0}}'))
+    assert "mine.json: semi.schedule must be joint or pretrain_finetune, got 'finetune'" in train_with(
+        '{"semi": {"schedule": "finetune"}}')
+    assert "mine.json: semi.schedule pretrain_finetune needs lambda_byol or lambda_kd above 0" in train_with(
+        '{"semi": {"schedule": "pretrain_finetune"}}')
     (tmp_path / "mine.json").unlink()
     missing = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "mine.json"), "--out", str(tmp_path / "r")])
     assert missing.exit_code == 2 and "mine.json: cannot read the config (No such file or directory)" in missing.output
