@@ -181,6 +181,9 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
         # what was said about a skipped file when it was analysed (it breaks off part way) is said again
         summary.errors += [(str(f.path), "read", "PartlyReadable", note) for f in finished
                            if (note := run.journal.note(f.path))]
+    if cfg.resume and (retried := _failed_before(out_dir, todo)):
+        log.info("%d file(s) that failed in an earlier run into %s are tried again (a file copied again or "
+                 "converted since is analysed; errors.csv lists those that fail again)", retried, out_dir)
     run.journal.pin([f.path for f in todo])  # as they are before decoding: one still being written is redone
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_earlier_outputs(todo, run)
@@ -369,6 +372,20 @@ def _warn_of_earlier_outputs(todo: list[InFlight], run: Run) -> None:
         log.warning("%d recording(s) get per-file outputs under new names in %s, as names clash with other inputs "
                     "given with them (first: %s, written as %s before, now as %s); the earlier files are left "
                     "as they were", len(moved), run.out_dir, f.path, before, f.output_name)
+
+
+def _failed_before(out_dir: Path, todo: list[InFlight]) -> int:
+    """How many of `todo` the errors.csv of an earlier run into `out_dir` lists as failed (not analysed up to a
+    break): a rerun tries them again, as one half-copied may be whole now, and said nothing of it, so the same
+    failures looked like new ones."""
+    import csv
+
+    try:
+        with open(out_dir / "errors.csv", newline="", encoding="utf-8") as file:
+            failed = {row["path"] for row in csv.DictReader(file) if row.get("error_type") != "PartlyReadable"}
+    except (OSError, ValueError, KeyError):
+        return 0
+    return sum(str(f.path) in failed for f in todo)
 
 
 def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:

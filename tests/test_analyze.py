@@ -483,6 +483,30 @@ def test_resume_skips_finished_files(tmp_path, model):
     assert analyze([tmp_path], out, cfg).files_rewritten == 1 and (out / "a.pulse.selection.table.txt").is_file()
 
 
+def test_a_rerun_tries_files_that_failed_again_and_says_so(tmp_path, model, caplog):
+    """A card's file half-copied (here, not audio at all) fails; the rerun tried it again, as it should (copied
+    again, it may be whole), but said nothing of it, so the same failure looked like a new one."""
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    (tmp_path / "b.wav").write_bytes(b"RIFF" + bytes(100))
+    (tmp_path / "c.wav").write_bytes(b"")
+    out, cfg = tmp_path / "out", InferConfig(model=str(model))
+    assert (analyze([tmp_path], out, cfg).files_failed) == 2
+    with caplog.at_level(logging.INFO, logger="pulse.analyze"):
+        again = analyze([tmp_path], out, cfg)
+    assert (again.files_done, again.files_failed, again.files_skipped) == (0, 2, 1)
+    assert f"2 file(s) that failed in an earlier run into {out} are tried again" in caplog.text
+    sf.write(tmp_path / "b.wav", song(3.0), RATE)  # copied again, whole
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pulse.analyze"):
+        fixed = analyze([tmp_path], out, cfg)
+    assert (fixed.files_done, fixed.files_failed, fixed.files_skipped) == (1, 1, 1)
+    assert f"2 file(s) that failed in an earlier run into {out} are tried again" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pulse.analyze"):
+        analyze([tmp_path], out, InferConfig(model=str(model), resume=False))
+    assert "tried again" not in caplog.text  # --no-resume analyses every file again: nothing to tell apart
+
+
 def test_a_format_left_stale_by_a_run_without_it_is_made_again_when_asked_for_again(tmp_path, model):
     """Formats are part of what a journal entry was made under: a run at another threshold without --format
     audacity leaves the earlier Audacity labels as they were; asking for them again at the new threshold must not
