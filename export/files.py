@@ -33,12 +33,13 @@ def hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def files_below(folder: Path, recursive: bool = True, skip: Callable[[str, str, list[str]], bool] | None = None
+def files_below(folder: Path, suffixes: tuple[str, ...], recursive: bool = True,
+                skip: Callable[[str, str, list[str]], bool] | None = None
                 ) -> tuple[list[tuple[Path, bool]], list[tuple[Path, bool]]]:
     """Files below `folder` (directly inside it unless `recursive`), sorted, each with whether it lies in a folder
     reached through a link (each real folder once, so a link loop ends), without dot names or Windows' own folders;
-    and apart, what could not be read, to fail as inputs with `unread_reason`: links to nothing (a file's or a
-    folder's) and folders that cannot be listed (`folder` itself too). `skip(top, real, names)` leaves out a folder
+    and apart, what could not be read, to fail as inputs with `unread_reason`: links to nothing that may have led to
+    inputs (`_may_lead_to_inputs`) and folders that cannot be listed (`folder` itself too). `skip(top, real, names)` leaves out a folder
     below `folder` and all under it (a run's own outputs). Folders reached through links are walked after every
     folder reachable without one, so a folder reached both ways keeps its own name (a link in site1 to site2 does
     not make site2's recordings site1's); a link to a folder above it (`loop -> ..`) is not followed: it holds
@@ -63,8 +64,8 @@ def files_below(folder: Path, recursive: bool = True, skip: Callable[[str, str, 
             for path in (Path(top) / name for name in names if not name.startswith(".")):
                 if path.is_file():
                     files.append((path, linked))
-                elif path.is_symlink():  # a link to nothing: os.walk lists a link to a folder among folders
-                    unread.append((path, linked))
+                elif path.is_symlink() and _may_lead_to_inputs(path, suffixes, recursive):
+                    unread.append((path, linked))  # a link to nothing: os.walk lists a link to a folder among folders
     return sorted(files), sorted(unread)
 
 
@@ -124,6 +125,14 @@ def _same_file(path: Path) -> object:
     except OSError:  # it fails later, with its reason
         return path.resolve()
     return (stat.st_dev, stat.st_ino) if stat.st_nlink > 1 and stat.st_ino else path.resolve()
+
+
+def _may_lead_to_inputs(link: Path, suffixes: tuple[str, ...], recursive: bool) -> bool:
+    """Whether a link to nothing may have led to inputs: it or what it names has one of `suffixes`, or, in a search
+    of folders below, what it names has no suffix, as a folder has (an archive's 2024 on a drive not mounted). A
+    dead link to notes.txt is passed over as notes.txt is, not failed as a recording."""
+    names = (link.suffix, PurePath(os.readlink(link)).suffix)
+    return any(suffix.lower() in suffixes for suffix in names) or (recursive and not names[1])
 
 
 def _system_folder(top: str, name: str) -> bool:

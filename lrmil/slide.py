@@ -471,7 +471,7 @@ def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]
     found, picked = [], {}  # found: (path, in a linked folder); picked: a DICOM slide's folder -> its file
     for item in map(Path, inputs):
         if item.is_dir():
-            files, unread = files_below(item, recursive)
+            files, unread = files_below(item, SLIDE_SUFFIXES, recursive)
             paths = [(p, linked) for p, linked in files
                      if p.suffix.lower() in SLIDE_SUFFIXES and p.suffix.lower() not in IMAGE_SUFFIXES] + unread
             if images := [p for p, _ in files if p.suffix.lower() in IMAGE_SUFFIXES]:

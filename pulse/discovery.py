@@ -56,7 +56,8 @@ def _recordings_below(folder: Path, outputs: str | Path | None
     """`export.files.files_below` without the `outputs` folder or a folder of `pulse segments` clips below it
     (either given as `folder` itself is searched)."""
     skip = os.path.realpath(outputs) if outputs is not None else None
-    return files_below(folder, skip=lambda top, real, names: real == skip or _holds_clips(top, names))
+    return files_below(folder, (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES),
+                       skip=lambda top, real, names: real == skip or _holds_clips(top, names))
 
 
 def _holds_clips(top: str, names: list[str]) -> bool:

@@ -238,6 +238,7 @@ def test_links_to_nothing_and_folders_that_cannot_be_listed_are_listed_to_fail_w
         sf.write(tmp_path / site / "20250701_213000.WAV", tone(0.5, RATE), RATE)
     (tmp_path / "2024").symlink_to(tmp_path / "archive" / "2024")
     (tmp_path / "siteA" / "20250702_213000.WAV").symlink_to(tmp_path / "archive" / "x.WAV")
+    (tmp_path / "siteA" / "notes.txt").symlink_to(tmp_path / "archive" / "notes.txt")  # passed over, as notes.txt is
     unlistable("siteB")
     found = dict((rel.as_posix(), path) for path, rel in find_audio([tmp_path]))
     assert list(found) == ["siteA/20250701_213000.WAV", "2024", "siteA/20250702_213000.WAV", "siteB"]
