@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from export.files import name_within_limit
+
 
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 # A write failing with one of these fails for the whole folder (its disk or the user's quota is full, the mount is
@@ -97,7 +99,7 @@ def _changed_ns(path: Path) -> int:
 def _create_temporary(path: Path) -> tuple[Path, int]:
     """A new file beside `path` (`.NAME.XXXX.tmp`), open for writing, made with its folder if need be."""
     # Not mkstemp: it creates files 0600, and outputs must get the user's usual permissions (umask).
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = path.parent / name_within_limit(f".{path.name}", f".{secrets.token_hex(6)}.tmp")  # a name near the limit too
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         try:

@@ -10,6 +10,7 @@ part of a card was not analysed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import Counter
@@ -25,6 +26,9 @@ SYSTEM_FOLDERS = {"$recycle.bin", "system volume information", "lost+found"}
 # silence: they are skipped only when they hold a bin's index (INFO2, INFO) or a user's bin (S-1-5-21-...).
 OLD_RECYCLE_BINS = {"recycled", "recycler"}
 _RECYCLE_BIN_ENTRY = re.compile(r"info2?|s-1-5-[0-9-]+", re.IGNORECASE)
+# The longest file name, in bytes, that ext4, XFS, APFS and exFAT/NTFS (255 characters, at least 255 bytes of
+# UTF-8) all take.
+NAME_MAX = 255
 
 
 def hidden(relative: Path) -> bool:
@@ -67,6 +71,19 @@ def files_below(folder: Path, suffixes: tuple[str, ...], recursive: bool = True,
                 elif path.is_symlink() and _may_lead_to_inputs(path, suffixes, recursive):
                     unread.append((path, linked))  # a link to nothing: os.walk lists a link to a folder among folders
     return sorted(files), sorted(unread)
+
+
+def name_within_limit(stem: str, suffix: str) -> str:
+    """`stem + suffix`, or where that is over NAME_MAX bytes (an input named near the limit, with an output suffix
+    added), the stem cut short and followed by `~` and a hash of the whole stem: the file can be written (it failed
+    with "File name too long"), and inputs whose long names begin alike still get outputs of their own."""
+    if len(os.fsencode(stem + suffix)) <= NAME_MAX:
+        return stem + suffix
+    tag = f"~{hashlib.sha1(os.fsencode(stem)).hexdigest()[:8]}{suffix}"
+    room = NAME_MAX - len(os.fsencode(tag))
+    while len(os.fsencode(stem)) > room:  # whole characters off the end, never half of one
+        stem = stem[:-1]
+    return stem + tag
 
 
 def first_of_each_file(found: list[tuple[Path, bool]]) -> list[int]:

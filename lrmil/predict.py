@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from export.atomic import write_json
+from export.files import name_within_limit
 from export.folder_lock import sweep_killed_runs
 from lrmil.batch import run_batch
 from lrmil.config import hash_record
@@ -38,6 +39,14 @@ from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 log = logging.getLogger(__name__)
 IMAGES = ("mask", "heatmap", "topk")  # a prediction's image files, by their SLIDE.json keys
 OUTPUTS = (*IMAGES, "geojson")  # every file a finished prediction has beside its SLIDE.json
+SUFFIXES = {"mask": "_mask.png", "heatmap": "_heatmap.png", "topk": "_topk.png", "geojson": "_attention.geojson",
+            "json": ".json"}
+
+
+def output_names(sid: str) -> dict[str, str]:
+    """The slide's output files by their SLIDE.json keys ("json": SLIDE.json itself), each cut short where a slide
+    named near 255 bytes would make it too long for the file system (`name_within_limit`)."""
+    return {key: name_within_limit(sid, suffix) for key, suffix in SUFFIXES.items()}
 
 
 class Stopwatch:
@@ -93,7 +102,7 @@ def slide_key(path: Path, cfg: PredictConfig, run: dict) -> str:
 def earlier_record(out: Path, sid: str) -> dict:
     """The SLIDE.json an earlier run wrote for the slide id `sid` ({} when there is none to read)."""
     try:
-        record = json.loads((out / f"{sid}.json").read_text())
+        record = json.loads((out / output_names(sid)["json"]).read_text())
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
@@ -137,13 +146,13 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
                        for i in top]
         view = reader.thumbnail(cfg.heatmap_px)
         mpp, mpp_source, dimensions = reader.mpp, reader.mpp_source, reader.dimensions
-    labels = model.labels
-    save_mask_png(out / f"{sid}_mask.png", thumb, mask)
+    labels, names = model.labels, output_names(sid)
+    save_mask_png(out / names["mask"], thumb, mask)
     heat = score_map(level.coords, level.size_level0, percentiles(attention), dimensions, view.shape[:2])
-    save_png(out / f"{sid}_heatmap.png", with_notice(with_colour_bar(overlay(view, heat)), model.notice))
+    save_png(out / names["heatmap"], with_notice(with_colour_bar(overlay(view, heat)), model.notice))
     captions = [f"#{r + 1} attn {attention[i]:.3g}" for r, i in enumerate(top)]
-    save_png(out / f"{sid}_topk.png", with_notice(tile_grid(top_patches, captions), model.notice))
-    save_attention_geojson(out / f"{sid}_attention.geojson", level.coords, level.size_level0, attention, dimensions)
+    save_png(out / names["topk"], with_notice(tile_grid(top_patches, captions), model.notice))
+    save_attention_geojson(out / names["geojson"], level.coords, level.size_level0, attention, dimensions)
     record = {
         "slide": str(path), "slide_id": sid, "model": cfg.model, "path": model.name, "magnification": level.magnification,
         "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
@@ -151,11 +160,10 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         "mpp": mpp, "mpp_source": mpp_source, "enlargement": round(level.enlargement, 4),
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
-        "mask": f"{sid}_mask.png", "heatmap": f"{sid}_heatmap.png", "topk": f"{sid}_topk.png",
-        "geojson": f"{sid}_attention.geojson", "notice": model.notice,
+        **{key: names[key] for key in OUTPUTS}, "notice": model.notice,
         "key": key, "source": source,
     }
-    write_json(out / f"{sid}.json", record)  # last: only a slide with all its outputs counts as done
+    write_json(out / names["json"], record)  # last: only a slide with all its outputs counts as done
     return record
 
 
@@ -211,7 +219,7 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
         record = earlier_record(out, sid)
         # Before the try: the id's outputs are the other file's, and its row stays in predictions.csv.
-        check_not_another_slides(out / f"{sid}.json", path, record.get("source"))
+        check_not_another_slides(out / output_names(sid)["json"], path, record.get("source"))
         ids[str(slide_location(path))] = sid
         try:
             key = slide_key(path, cfg, run)

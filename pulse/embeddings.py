@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8_text
+from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.progress import progress
 from pulse.analyze import check_channel, note_mixed, scores_key
@@ -42,7 +43,7 @@ class Summary:
 
 
 def embeddings_path(out: Path, relative: Path) -> Path:
-    return out / relative.with_name(relative.name + ".embeddings.h5")
+    return out / relative.parent / name_within_limit(relative.name, ".embeddings.h5")
 
 
 def _source(path: Path) -> dict:

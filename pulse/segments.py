@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from export.atomic import file_in_the_way, stop_if_unwritable, utf8_text, write_bytes, write_json
+from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.jsonconfig import read_json
 from export.progress import progress
@@ -88,7 +89,7 @@ def clip_names(detections: list[dict], chosen: list[dict]) -> list[Path]:
         if len(stems[stem]) > 1:  # two cards' REC001.WAV
             stem += "_" + hashlib.sha1(d["file"].encode("utf-8", "surrogateescape")).hexdigest()[:6]
         start = f"{d['start_s']:.3f}".rstrip("0").rstrip(".")
-        names.append(Path(folder_name(d["label"])) / f"{d['score']:.3f}_{stem}_{start}s.wav")
+        names.append(Path(folder_name(d["label"])) / name_within_limit(f"{d['score']:.3f}_{stem}_{start}s", ".wav"))
     return names
 
 

@@ -247,6 +247,22 @@ def test_a_slide_name_that_is_not_utf8_is_predicted_and_listed(model_dir, tmp_pa
     assert list(read_predictions(tmp_path / "out" / "predictions.csv")["slide_id"]) == ["r\\udce9gion"]
 
 
+def test_slides_named_near_the_file_system_limit_get_outputs_of_their_own(model_dir, tmp_path):
+    """A slide named near 255 bytes failed with "File name too long" (its SLIDE_attention.geojson in predict; the
+    temporaries of its mask and grid in patch and extract). Those names are now cut short with a hash of the whole id,
+    so two long names that begin alike keep their outputs apart, and a rerun finds them."""
+    from lrmil.features import run_patching
+
+    slides = [_tissue_png(tmp_path / ("é" * 121 + tail), 512) for tail in ("a.png", "b.png")]  # 247 bytes each
+    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
+    assert run_predict(slides, cfg, out)["done"] == 2
+    geojsons = sorted(out.glob("*.geojson"))
+    assert len(geojsons) == 2 and all(len(os.fsencode(g.name)) <= 255 for g in geojsons)
+    assert run_predict(slides, cfg, out)["skipped"] == 2
+    patched = run_patching(slides, TissueConfig(), PatchConfig(), 0.5, tmp_path / "grid")
+    assert (patched["done"], patched["failed"]) == (2, 0)
+
+
 def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(model_dir, tmp_path):
     tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
     untagged = _tissue_png(tmp_path / "untagged.png", size=512)

@@ -318,6 +318,30 @@ def test_a_file_name_that_is_not_utf8_is_analysed_cut_and_embedded(tmp_path, mod
     assert embed([folder], tmp_path / "emb", InferConfig(model=str(model))).files_skipped == 2
 
 
+def test_names_near_the_file_system_limit_get_outputs_clips_and_embeddings_of_their_own(tmp_path, model):
+    """A recording named near 255 bytes (the limit of ext4, APFS, exFAT) failed with "File name too long": its Raven
+    table and clips in `pulse analyze` and `pulse segments`, and `pulse embeddings` stopped the whole batch there.
+    One whose outputs fit but whose temporary (`.NAME.XXXX.tmp`) did not failed too. Such outputs are now cut short
+    with a hash of the whole name, so two long names that begin alike keep theirs apart."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ("ü" * 120 + "_north.wav", "ü" * 120 + "_south.wav", "f" * 220 + ".wav")  # 253 bytes; 224
+    for name in names:
+        sf.write(folder / name, song(6.0, RATE), RATE)
+    cfg = InferConfig(model=str(model), min_conf=0.5, formats=("raven", "audacity", "csv"))
+    summary = analyze([folder], tmp_path / "out", cfg)
+    assert (summary.files_done, summary.files_failed) == (3, 0)
+    tables = sorted((tmp_path / "out").glob("*.pulse.selection.table.txt"))
+    assert len(tables) == 3 and all(len(os.fsencode(t.name)) <= 255 for t in tables)
+    assert {pd.read_csv(t, sep="\t")["Begin Path"].iloc[0] for t in tables} == {str(folder / n) for n in names}
+    assert analyze([folder], tmp_path / "out", cfg).files_skipped == 3  # a rerun finds them
+    clips = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=3.0))
+    assert (clips.clips_written, clips.files_failed) == (len(pd.read_csv(tmp_path / "out" / "detections.csv")), 0)
+    embedded = embed([folder], tmp_path / "emb", InferConfig(model=str(model)))
+    assert (embedded.files_done, embedded.files_failed) == (3, 0)
+    assert embed([folder], tmp_path / "emb", InferConfig(model=str(model))).files_skipped == 3
+
+
 def test_a_read_only_out_stops_segments_and_embeddings_at_the_lock_in_one_line(run, model, monkeypatch):
     """`pulse segments` and `pulse embeddings` into a read-only --out stopped at the lock file with 'error:
     OUT/.run.lock: Read-only file system' and no advice, as `pulse analyze` once did."""

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from export.files import name_within_limit
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ class Bag:
 
 
 def feature_path(features_dir: str | Path, slide_id: str) -> Path:
-    return Path(features_dir) / f"{slide_id}.h5"
+    return Path(features_dir) / name_within_limit(slide_id, ".h5")
 
 
 def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, Bag]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Iterable, Protocol
 
 import numpy as np
 
+from export.files import name_within_limit
 from export.registry import Registry
 from pulse.schema import Columns
 
@@ -37,9 +38,10 @@ WRITERS: Registry[Writer] = Registry("output format")
 
 
 def output_path(writer: Writer, out_dir: Path, relative: Path | None = None) -> Path:
-    """Where `writer` puts its file: mirrored input folders for per-file formats, else the run folder."""
+    """Where `writer` puts its file: mirrored input folders for per-file formats (a name too long for the file system
+    cut short: `name_within_limit`), else the run folder."""
     if writer.per_file:
-        return out_dir / relative.parent / (relative.stem + writer.suffix)
+        return out_dir / relative.parent / name_within_limit(relative.stem, writer.suffix)
     return out_dir / writer.suffix
 
 
