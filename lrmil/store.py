@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from export.atomic import atomic_path
+from export.atomic import atomic_path, utf8_text
 from lrmil.config import magnification_for_mpp, mpp_for_magnification
 from lrmil.patching import GridLevel, PatchGrid
 
@@ -63,14 +63,14 @@ def write_features(path: str | Path, ff: FeatureFile) -> None:
         coords.attrs.update({
             "patch_size_level0": int(ff.patch_size_level0), "patch_size": int(ff.patch_px),
             "level0_magnification": magnification_for_mpp(ff.mpp),
-            "target_magnification": float(ff.magnification), "overlap": 0, "name": ff.slide_id,
+            "target_magnification": float(ff.magnification), "overlap": 0, "name": utf8_text(ff.slide_id),
         })
         chunks = (max(1, min(n, 256)), ff.features.shape[1]) if n and ff.features.shape[1] else None
         f.create_dataset(FEATURES, data=np.asarray(ff.features, np.float32), chunks=chunks)
         if ff.children.shape[1]:
             f.create_dataset(CHILDREN, data=np.asarray(ff.children, np.int64))
         f.attrs.update({
-            "slide_id": ff.slide_id, "encoder": ff.encoder, "weights_sha256": ff.weights_sha256,
+            "slide_id": utf8_text(ff.slide_id), "encoder": ff.encoder, "weights_sha256": ff.weights_sha256,
             "mpp": float(ff.mpp), "mpp_source": ff.mpp_source, "magnification": float(ff.magnification),
             "patch_px": int(ff.patch_px), "source": json.dumps(ff.source, sort_keys=True),
             "config": json.dumps(ff.config, sort_keys=True, default=str), "config_hash": ff.config_hash,
@@ -121,7 +121,7 @@ def write_grid(path: str | Path, grid: PatchGrid, config: dict, config_hash: str
             group.attrs.update({"patch_size_level0": level.size_level0, "patch_size": level.patch_px,
                                 "target_magnification": level.magnification, "read_level": level.read_level})
         f["student"].create_dataset(CHILDREN, data=grid.children)
-        f.attrs.update({"mpp": grid.mpp, "dimensions": grid.dimensions, "slide_id": slide_id,
+        f.attrs.update({"mpp": grid.mpp, "dimensions": grid.dimensions, "slide_id": utf8_text(slide_id),
                         "level0_magnification": magnification_for_mpp(grid.mpp),
                         "config": json.dumps(config, sort_keys=True, default=str), "config_hash": config_hash})
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
-
+import os
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
 
-from lrmil.config import ExtractConfig, PatchConfig
+from lrmil.config import ExtractConfig, PatchConfig, TissueConfig
 from lrmil.patching import make_grid
 from lrmil.store import FeatureFile, feature_dir, is_current, read_features, read_grid, write_features, write_grid
 
@@ -117,6 +118,23 @@ def test_extract_batch_on_real_slides_reports_bad_ones(shared_data, tmp_path):
     assert again["done"] == 1 and again["failed"] == 0
     rerun = run_extract(batch[:1], cfg, tmp_path)
     assert (rerun["done"], rerun["skipped"]) == (0, 1) and out.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a name that is not UTF-8 is a POSIX file system's")
+def test_patch_and_extract_take_a_slide_name_that_is_not_utf8(shared_data, tmp_path):
+    """A slide named in Latin-1 (an old Windows archive, unzipped) failed in patch and extract with "'utf-8' codec can't
+    encode character '\\udce9'": h5py cannot store its id as it is. The id is kept with the byte as \\udcXX, as the
+    tables write it."""
+    from lrmil.features import run_extract, run_patching
+
+    slide = Path(os.fsdecode(os.fsencode(tmp_path) + b"/coupe_\xe9.svs"))
+    shutil.copyfile(shared_data / "slides" / "CMU-1-Small-Region.svs", slide)
+    patched = run_patching([slide], TissueConfig(), PatchConfig(), None, tmp_path / "grid")
+    assert (patched["done"], patched["failed"]) == (1, 0)
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8)
+    assert (run_extract([slide], cfg, tmp_path)["done"], run_extract([slide], cfg, tmp_path)["skipped"]) == (1, 1)
+    features = feature_dir(tmp_path / "features", "lrmil_vit_tiny", 5.0, 256) / (slide.stem + ".h5")
+    assert read_features(features).slide_id == "coupe_\\udce9"
 
 
 def test_a_slide_with_unreadable_tiles_fails_alone_when_workers_read_the_patches(shared_data, tmp_path):
