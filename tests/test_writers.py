@@ -149,6 +149,17 @@ def test_raven_table_exact(tmp_path, scores):
     assert [line.split("\t")[2] for line in path.read_text().splitlines()[1:]] == ["2"] * 4
 
 
+def test_a_tab_or_line_break_in_a_file_name_leaves_the_raven_table_one_row_per_selection(tmp_path, scores):
+    """Raven's tables have no quoting: a recording named with a tab (or a line break, which Linux allows) gave its rows
+    13 cells, or split each in two, and Raven read the Begin Path's pieces as other columns. They are escaped."""
+    odd = scores.rename(index={"rec/a.wav": "/cards/site 1\tnorth/night\n2.wav"}, level="file")
+    path = tmp_path / "odd.pulse.selection.table.txt"
+    WRITERS.create("raven").write(detect(odd, LABELS, 0.25, 500, 22050), path)
+    table = pd.read_csv(path, sep="\t", quoting=3)  # csv.QUOTE_NONE, as Raven reads it
+    assert len(table) == 4 and list(table.columns) == RAVEN_HEADER.split("\t")
+    assert set(table["Begin Path"]) == {"/cards/site 1\\tnorth/night\\n2.wav"}
+
+
 def test_atomic_write_makes_its_folder_and_leaves_nothing_when_it_fails(tmp_path):
     write_text(tmp_path / "site1" / "night1" / "a.txt", "x\n")
     assert (tmp_path / "site1" / "night1" / "a.txt").read_text() == "x\n"

@@ -2,6 +2,8 @@
 
 Begin Path is absolute: Raven opens the recording from it, wherever the table is opened from (the field app
 writes the uploaded file's name instead: the server's copy of it means nothing to the user).
+A tab or line break in a text cell (Linux allows both in a file name) is written as `\\t`, `\\n`: the table has
+no quoting, and one such name split its rows into cells that Raven read as other columns.
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ class RavenWriter:
         columns = ("channel", "start_s", "end_s", "low_hz", "high_hz", "common_name", "code", "score", "file")
         for i, (channel, start, end, low, high, name, code, score, file) in enumerate(rows(table, columns), start=1):
             lines.append("\t".join(map(str, (i, "Spectrogram 1", channel, _num(start), _num(end), _num(low), _num(high),
-                                             name, code, f"{score:.4f}", begin_path(file), _num(start)))))
+                                             _cell(name), _cell(code), f"{score:.4f}", _cell(begin_path(file)),
+                                             _num(start)))))
         write_text(path, "\n".join(lines) + "\n")
+
+
+_ESCAPES = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _cell(text: str) -> str:
+    """Text as one cell of a table without quoting (see the module docstring)."""
+    return text.translate(_ESCAPES)
 
 
 def _num(value: float) -> str:
