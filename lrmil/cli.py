@@ -18,11 +18,13 @@ import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from export.atomic import error_line
+from export.console import escape_what_stdout_cannot_print
 from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
 from lrmil.mil.config import ABMILConfig, BenchConfig, DistillConfig, MILConfig, PredictConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="LRMIL: whole-slide classification with a 20x teacher distilled into a 5x student.")
+app.callback()(escape_what_stdout_cannot_print)  # before every command
 
 _SYNTH, _TISSUE, _PATCH = SynthConfig(), TissueConfig(), PatchConfig()
 _EXTRACT, _PRETRAIN, _STAGE1 = ExtractConfig(), PretrainConfig(), DistillPatchConfig()

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from export.atomic import error_line
+from export.console import escape_what_stdout_cannot_print
 from export.jsonconfig import read_json
 from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, EvalConfig, ExportConfig, InferConfig, ModelConfig,
                           SegmentConfig, TeacherCacheConfig, TrainConfig)
@@ -22,6 +23,7 @@ from pulse.writers import WRITERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PULSE: Orthoptera song detection for field recordings.")
+app.callback()(escape_what_stdout_cannot_print)  # before every command
 
 _INFER = InferConfig()  # CLI defaults are read from the config, never restated
 MODEL_HELP = ("'default' (bundled ONNX, distilled from BirdNET: CC BY-NC-SA), 'supervised' (not distilled: no NC "

@@ -981,6 +981,20 @@ def test_bad_options_empty_inputs_and_strict_are_one_line(tmp_path, model):
     assert proc.returncode == 1 and proc.stderr.count("zero.wav") == 1, proc.stderr
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a name that is not UTF-8 is a POSIX file system's")
+def test_a_folder_name_stdout_cannot_encode_is_printed_escaped_not_a_crash(tmp_path, model):
+    """In a Linux UTF-8 locale other than C.UTF-8 (en_US.UTF-8: stdout strict), an --out named in Latin-1 raised
+    UnicodeEncodeError at the summary line after every file was done (exit 1, a traceback); so did a Cyrillic --out
+    with stdout in a file on Windows (cp1252). Such characters are printed as backslash escapes, as on stderr."""
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/r\xe9sultats")
+    for encoding, shown in (("utf-8", "r\\udce9sultats"), ("cp1252", "r\\udce9sultats")):
+        proc = subprocess.run([sys.executable, "-m", "pulse.cli", "analyze", str(tmp_path / "a.wav"), "--model",
+                               str(model), "--out", out], capture_output=True, cwd=REPO,
+                              env={**os.environ, "PYTHONIOENCODING": encoding, "PYTHONUTF8": "0"})
+        assert proc.returncode == 0 and shown.encode() in proc.stdout, proc.stderr.decode(errors="replace")[-500:]
+
+
 def test_each_bad_option_names_its_flag_and_an_out_below_a_file_is_refused(tmp_path, model):
     runner = CliRunner()
     sf.write(tmp_path / "a.wav", song(4.0), RATE)

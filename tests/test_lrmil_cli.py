@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -88,6 +89,15 @@ def test_two_dicom_series_in_one_folder_are_one_failed_slide_naming_the_folder(t
     assert [p.name for p in (tmp_path / "out" / "patches").iterdir()] == ["ok.h5"]
     (row,) = (tmp_path / "out" / "errors.csv").read_text().splitlines()[1:]
     assert row.startswith(f"{case7 / 'he_level0.dcm'},patch,SlideReadError,\"{case7}: 2 DICOM whole-slide series")
+
+
+def test_a_folder_name_stdout_cannot_encode_is_printed_escaped_not_a_crash(tmp_path):
+    """As `pulse`'s: with stdout in a file on Windows (cp1252), a Cyrillic --out raised UnicodeEncodeError at the last
+    line, after the slides were written."""
+    out = tmp_path / "срезы"
+    proc = subprocess.run([sys.executable, "-m", "lrmil.cli", "synth", "--out", str(out), "--count", "2", "--size",
+                           "512", "--folds", "2"], capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert proc.returncode == 0 and b"\\u0441\\u0440\\u0435\\u0437\\u044b" in proc.stdout, proc.stderr[-500:]
 
 
 def test_override_mpp_without_a_value_is_a_usage_error(tmp_path):

@@ -1,0 +1,14 @@
+"""What the commands print on stdout: a name the console's encoding cannot hold must not fail the command."""
+
+from __future__ import annotations
+
+import sys
+
+
+def escape_what_stdout_cannot_print() -> None:
+    """Characters stdout's encoding cannot hold are printed as backslash escapes, as Python prints them on stderr.
+    Where stdout is strict (a Linux UTF-8 locale other than C.UTF-8; a file on Windows, cp1252), an --out folder named
+    in Cyrillic, or in Latin-1 bytes, raised UnicodeEncodeError at the summary line, after the work was done."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # a TextIOWrapper's; a test's stand-in may lack it
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
