@@ -20,6 +20,7 @@ from export.files import name_within_limit
 
 
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+_ESCAPED_BYTE = re.compile(r"\\udc([89a-f][0-9a-f])")  # a name's byte that is not UTF-8, as `utf8_text` writes it
 # A write failing with one of these fails for the whole folder (its disk or the user's quota is full, the mount is
 # read-only), so every write after it would fail alike: a run stops, rather than blame each of its inputs in turn.
 FOLDER_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
@@ -148,6 +149,11 @@ def utf8_text(text: str) -> str:
     name from an old Windows archive; Python holds its bytes as surrogates) becomes `\\udcXX`, so that one such
     name leaves a table or an HDF5 attribute readable and the rest of a run's bookkeeping written."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def from_utf8_text(text: str) -> str:
+    """A name as `utf8_text` wrote it, back to the name to open: each `\\udcXX` to the byte's surrogate."""
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -403,8 +403,7 @@ def make_manifest(
 ) -> None:
     """Write a labelled manifest from species folders (`Gryllus_campestris/*.wav`, or BirdNET-Analyzer's training
     folders), with durations and rates; or, with --unlabelled, one of a folder of backgrounds."""
-    from export.atomic import atomic_path
-    from pulse.manifest import ManifestError, manifest_from_folders, unlabelled_manifest_from_folder
+    from pulse.manifest import ManifestError, manifest_from_folders, unlabelled_manifest_from_folder, write_manifest
 
     try:
         read = unlabelled_manifest_from_folder if unlabelled else manifest_from_folders
@@ -418,8 +417,7 @@ def make_manifest(
         said = "no recording could be read (skipped above)" if problems else "no recordings found"
         typer.echo(f"error: {root}: {said}; {out} not written", err=True)
         raise typer.Exit(2)
-    with atomic_path(out) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_manifest(out, frame)
     if unlabelled:
         counts = frame["split"].value_counts().to_dict()
         typer.echo(f"{out}: {len(frame)} recordings ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}); "

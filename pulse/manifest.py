@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Iterable
 
 import pandas as pd
 
+from export.atomic import atomic_path, from_utf8_text
+
 if TYPE_CHECKING:
     from pulse.io import AudioInfo
 
@@ -32,14 +34,26 @@ class ManifestError(ValueError):
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest CSV as strings (numbers are parsed where used)."""
+    """Read a manifest CSV as strings (numbers are parsed where used); a path that is not UTF-8, which
+    `write_manifest` wrote with its odd bytes as \\udcXX, as the name to open."""
     path = Path(path)
     if path.is_dir():  # a folder of recordings given where its manifest goes
         raise ManifestError(f"{path}: a folder, not a manifest (a CSV file: pulse make-manifest writes one, with "
                             f"--unlabelled for recordings without labels)")
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "path" in frame.columns:
+        frame["path"] = frame["path"].map(from_utf8_text)
+    return frame
+
+
+def write_manifest(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a manifest atomically, UTF-8 even where a recording's name is not (a Latin-1 name from an old Windows
+    archive: its bytes as \\udcXX, as `export.atomic.utf8_text` writes them; it stopped make-manifest with
+    UnicodeEncodeError, nothing written)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, errors="backslashreplace")
 
 
 def require_columns(frame: pd.DataFrame, path: str | Path, columns: Iterable[str]) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from export.atomic import file_in_the_way, stop_if_unwritable, utf8_text, write_bytes, write_json
+from export.atomic import file_in_the_way, from_utf8_text, stop_if_unwritable, utf8_text, write_bytes, write_json
 from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.jsonconfig import read_json
@@ -46,8 +46,6 @@ from pulse.writers.detections_csv import CSV_COLUMNS
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')  # not in a folder name on Linux, macOS or Windows
-# A file name's byte that is not UTF-8, as the tables write it (`export.atomic.write_text`): \udcXX.
-_ESCAPED_BYTE = re.compile(r"\\udc([89a-f][0-9a-f])")
 
 
 @dataclass
@@ -119,7 +117,7 @@ def read_detections(path: Path) -> list[dict]:
         d = {names[column]: row[column] for column in names}
         if not d["file"] or not d["label"]:
             raise ValueError(f"{path}, line {line}: no recording or species (a row cut short?)")
-        d["file"] = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), d["file"])  # the name to open
+        d["file"] = from_utf8_text(d["file"])  # the name to open
         try:
             detections.append({**d, "start_s": float(d["start_s"]), "end_s": float(d["end_s"]),
                                "score": float(d["score"])})

@@ -84,6 +84,21 @@ def test_exposed_output_is_the_pooled_tensor(teacher, short_clips):
     np.testing.assert_allclose(got.logits, expected.logits, atol=1e-3)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a name that is not UTF-8 is a POSIX file system's")
+def test_cache_of_a_recording_whose_name_is_not_utf8_is_found_again(teacher, short_clips, tmp_path):
+    """Its manifest (make-manifest writes the Latin-1 byte as \\udcXX) is read back to the name: the index keeps it
+    so, each rerun finds its entry, and training looks it up by the manifest's path."""
+    root = tmp_path / "audio"
+    root.mkdir()
+    shutil.copy(short_clips[0], os.fsencode(root) + b"/caf\xe9.flac")
+    (tmp_path / "m.csv").write_text("path,split\ncaf\\udce9.flac,train\n", encoding="utf-8")
+    cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(root), out=str(tmp_path / "cache"))
+    counting = CountingTeacher(teacher)
+    assert list(build_cache(cfg, counting)["path"]) == ["caf\udce9.flac"] and counting.windows == 1
+    build_cache(cfg, counting)
+    assert counting.windows == 1 and list(load_cache(cfg.out)) == ["caf\udce9.flac"]
+
+
 def test_wrong_input_shape_is_rejected(teacher):
     with pytest.raises(ValueError, match="144000"):
         teacher.predict(np.zeros((2, 44100), np.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,28 @@ def test_make_manifest_from_species_folders(tmp_path, shared_data):
     assert frame["sample_rate"].eq("44100").all() and frame["duration_s"].astype(float).gt(0).all()
     assert validate_manifest(frame, tmp_path / "mine", ("Gryllus campestris", "Chorthippus mollis"), ("train",)) == []
 
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a name that is not UTF-8 is a POSIX file system's")
+def test_make_manifest_lists_a_recording_whose_name_is_not_utf8_and_the_manifest_finds_it(tmp_path, shared_data):
+    """A Latin-1 name (an old Windows archive, unzipped) stopped make-manifest with UnicodeEncodeError and a traceback,
+    nothing written. Its byte is written as \\udcXX, as `pulse analyze`'s tables write it, and read back as the name."""
+    source = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[:2]
+    folder = tmp_path / "mine" / "Gryllus_campestris"
+    folder.mkdir(parents=True)
+    latin1 = Path(os.fsdecode(os.fsencode(folder) + b"/champ\xeatre.flac"))
+    latin1.write_bytes(source[0].read_bytes())
+    (folder / "ok.flac").write_bytes(source[1].read_bytes())
+    out = tmp_path / "manifest.csv"
+    for flags in ([], ["--unlabelled"]):
+        result = CliRunner().invoke(app, ["make-manifest", str(tmp_path / "mine" if not flags else folder), "--out",
+                                          str(out), *flags])
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        assert "champ\\udceatre.flac" in out.read_text(encoding="utf-8")
+        root = tmp_path / "mine" if not flags else folder
+        assert sorted((root / p).is_file() for p in read_manifest(out)["path"]) == [True, True]
+        assert CliRunner().invoke(app, ["manifest", str(out), "--audio-root", str(root), "--splits", "train"]
+                                  ).exit_code == 0
 
 
 def test_make_manifest_splits_stay_put_as_recordings_are_added_and_copies_share_a_split(tmp_path, shared_data):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from export.artifact import sha256
-from export.atomic import atomic_path, fails_for_folder, stop_if_unwritable, write_json
+from export.atomic import atomic_path, fails_for_folder, from_utf8_text, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
 from pulse.config import TeacherCacheConfig
 from pulse.io import stream_audio
@@ -62,13 +62,15 @@ def _read_index(out: Path) -> dict[str, dict]:
     index = out / "index.csv"
     if not index.is_file():
         return {}
-    return {row["path"]: row for row in pd.read_csv(index, dtype={"sha256": str}).to_dict("records")}
+    frame = pd.read_csv(index, dtype={"path": str, "sha256": str})
+    frame["path"] = frame["path"].map(from_utf8_text)  # as read_manifest reads it
+    return {row["path"]: row for row in frame.to_dict("records")}
 
 
 def _write_index(out: Path, rows: dict[str, dict]) -> None:
     frame = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
     with atomic_path(out / "index.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False, errors="backslashreplace")  # a name that is not UTF-8: as write_manifest
 
 
 def _check_same_numbers(out: Path, record: dict) -> None:
@@ -134,7 +136,8 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
             _write_index(out, rows)
     _write_index(out, rows)
     with atomic_path(out / "errors.csv") as tmp:
-        pd.DataFrame(errors, columns=["path", "stage", "error_type", "message"]).to_csv(tmp, index=False)
+        pd.DataFrame(errors, columns=["path", "stage", "error_type", "message"]).to_csv(tmp, index=False,
+                                                                                       errors="backslashreplace")
     return pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
 
 
