@@ -32,13 +32,14 @@ from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, 
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid, note_if_enlarged
-from lrmil.slide import (SlideReader, check_not_another_slides, open_slide, read_scaled, slide_id, slide_location,
-                         slide_source)
+from lrmil.slide import (SlideReader, SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_id,
+                         slide_location, slide_source)
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
 IMAGES = ("mask", "heatmap", "topk")  # a prediction's image files, by their SLIDE.json keys
 OUTPUTS = (*IMAGES, "geojson")  # every file a finished prediction has beside its SLIDE.json
+RUN_CONFIG = "config.json"  # the run's settings, beside the slides' outputs
 SUFFIXES = {"mask": "_mask.png", "heatmap": "_heatmap.png", "topk": "_topk.png", "geojson": "_attention.geojson",
             "json": ".json"}
 
@@ -206,17 +207,20 @@ def prediction_table(out: str | Path, failed: frozenset[str] = frozenset(),
 
 
 def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict:
-    """Predict every slide; bad slides go to OUT/errors.csv. Writes OUT/predictions.csv and config.json."""
+    """Predict every slide; bad slides go to OUT/errors.csv. Writes OUT/predictions.csv and RUN_CONFIG."""
     from lrmil.mil.metrics import write_predictions
 
     out, model_dir = Path(out), resolve_model_dir(cfg.model)
     model = load_path(model_dir, cfg.path, cfg.device, torch.get_num_threads())
     sweep_killed_runs(out)
-    write_json(out / "config.json", {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
+    write_json(out / RUN_CONFIG, {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
     run, failed, ids = run_key(cfg, model_dir), set(), {}
 
     def predict_unless_finished(path: Path, sid: str) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
+        if output_names(sid)["json"].lower() == RUN_CONFIG:  # Config.json too: a NAS share may not tell them apart
+            raise SlideReadError(path, f"its id '{sid}' would write its {RUN_CONFIG} over the run's settings file "
+                                       "(and be predicted again by every rerun); rename the file")
         record = earlier_record(out, sid)
         # Before the try: the id's outputs are the other file's, and its row stays in predictions.csv.
         check_not_another_slides(out / output_names(sid)["json"], path, record.get("source"))

@@ -263,6 +263,18 @@ def test_slides_named_near_the_file_system_limit_get_outputs_of_their_own(model_
     assert (patched["done"], patched["failed"]) == (2, 0)
 
 
+def test_a_slide_named_config_fails_alone_instead_of_overwriting_the_run_s_settings(model_dir, tmp_path):
+    """Config.svs wrote its Config.json over the run's config.json (the same file on a NAS share, which ignores case),
+    and every rerun predicted it again; it is now one error naming the file, and the batch goes on."""
+    slides = [_tissue_png(tmp_path / "Config.png", 512), _tissue_png(tmp_path / "HE.png", 512)]
+    out = tmp_path / "out"
+    summary = run_predict(slides, PredictConfig(model=str(model_dir), mpp=0.5), out)
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    assert "model_dir" in json.loads((out / "config.json").read_text())
+    row = next(csv.DictReader(open(out / "errors.csv")))
+    assert row["path"] == str(slides[0]) and "rename the file" in row["message"]
+
+
 def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(model_dir, tmp_path):
     tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
     untagged = _tissue_png(tmp_path / "untagged.png", size=512)
