@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 import pandas as pd
 
 from export.atomic import atomic_path, from_utf8_text
+from export.tables import read_spreadsheet_csv
 
 if TYPE_CHECKING:
     from pulse.io import AudioInfo
@@ -42,7 +43,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
                             f"--unlabelled for recordings without labels)")
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = read_spreadsheet_csv(path, REQUIRED_UNLABELLED)  # edited in Excel, as make-manifest asks
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     if "path" in frame.columns:
         frame["path"] = frame["path"].map(from_utf8_text)
     return frame

@@ -170,6 +170,30 @@ def test_make_manifest_lists_a_recording_whose_name_is_not_utf8_and_the_manifest
                                   ).exit_code == 0
 
 
+def test_a_manifest_saved_again_by_excel_is_read_or_refused_saying_how_to_save_it(tmp_path, shared_data):
+    """make-manifest asks for license and recordist to be filled in: Excel in a French or German locale saves the
+    table with ';' between columns (read as one column: "missing column(s) path, split"), and as 'CSV' in the system's
+    code page ("error: 'utf-8' codec can't decode byte 0xea in position 13", naming no file)."""
+    folder = tmp_path / "mine" / "Gryllus campestris"
+    folder.mkdir(parents=True)
+    source = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[0]
+    (folder / "Champêtre; haie 3.flac").write_bytes(source.read_bytes())
+    made = tmp_path / "made.csv"
+    assert CliRunner().invoke(app, ["make-manifest", str(tmp_path / "mine"), "--out", str(made)]).exit_code == 0
+    excel = read_manifest(made).assign(license="CC BY 4.0").to_csv(sep=";", index=False, lineterminator="\r\n")
+    for encoding, saved in (("utf-8-sig", "CSV UTF-8"), ("cp1252", "CSV")):
+        (tmp_path / f"{saved}.csv").write_bytes(excel.encode(encoding))
+        result = CliRunner().invoke(app, ["manifest", str(tmp_path / f"{saved}.csv"), "--audio-root",
+                                          str(tmp_path / "mine"), "--splits", "train"])
+        if saved == "CSV UTF-8":
+            assert result.exit_code == 0 and "OK, 1 rows, labelled" in result.output, result.output
+            assert read_manifest(tmp_path / f"{saved}.csv")["license"].tolist() == ["CC BY 4.0"]
+        else:
+            assert result.exit_code == 2 and result.output.strip() == (
+                f"error: {tmp_path / 'CSV.csv'}, line 2: not UTF-8 text; save it as 'CSV UTF-8 (Comma delimited)' "
+                "(Excel: Save As)")
+
+
 def test_make_manifest_splits_stay_put_as_recordings_are_added_and_copies_share_a_split(tmp_path, shared_data):
     """All species drew from one random stream: one file added to a folder moved recordings between splits in
     every folder, so a model trained on the old manifest was validated on its own training data. A recording

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from export.tables import read_spreadsheet_csv
 from lrmil.slide import IMAGE_SUFFIXES, SLIDE_SUFFIXES
 
 COLUMNS = ("slide_id", "label", "fold")
@@ -17,7 +17,7 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     """Read and check a splits CSV; labels are kept as strings so class names survive. Other columns are
     ignored, but for `case_id` (CLAM's): one case's slides must share a fold. Stage 1 needs only the fold it
     leaves out (`min_folds` 1), k-fold training a test, a validation and a training fold."""
-    table = _trimmed(_read_table(path))
+    table = _trimmed(read_spreadsheet_csv(path, COLUMNS))
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
@@ -36,24 +36,6 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     table = table.assign(fold=folds.astype(int))
     _check_cases(path, table)
     return table[list(COLUMNS)]
-
-
-def _read_table(path: str | Path) -> pd.DataFrame:
-    """Every cell as a string. Excel saves 'CSV' with ';' between columns where the decimal mark is a comma, and
-    in the system's code page rather than UTF-8 unless told 'CSV UTF-8'."""
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not UTF-8 text; save it as 'CSV UTF-8 (Comma delimited)' "
-                         "(Excel: Save As)") from None
-    header = text.partition("\n")[0]
-    if not text.strip():
-        raise ValueError(f"{path}: empty file (need columns {', '.join(COLUMNS)})")
-    # no cell is missing but an empty one: a class named 'NA' or 'None' is a label, not "no label"
-    return pd.read_csv(io.StringIO(text), dtype=str, sep=";" if ";" in header and "," not in header else ",",
-                       keep_default_na=False)
 
 
 def _trimmed(table: pd.DataFrame) -> pd.DataFrame:
