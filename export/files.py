@@ -41,13 +41,13 @@ def files_below(folder: Path, suffixes: tuple[str, ...], recursive: bool = True,
                 skip: Callable[[str, str, list[str]], bool] | None = None
                 ) -> tuple[list[tuple[Path, bool]], list[tuple[Path, bool]]]:
     """Files below `folder` (directly inside it unless `recursive`), sorted, each with whether it lies in a folder
-    reached through a link (each real folder once, so a link loop ends), without dot names or Windows' own folders;
-    and apart, what could not be read, to fail as inputs with `unread_reason`: links to nothing that may have led to
-    inputs (`_may_lead_to_inputs`) and folders that cannot be listed (`folder` itself too). `skip(top, real, names)` leaves out a folder
-    below `folder` and all under it (a run's own outputs). Folders reached through links are walked after every
-    folder reachable without one, so a folder reached both ways keeps its own name (a link in site1 to site2 does
-    not make site2's recordings site1's); a link to a folder above it (`loop -> ..`) is not followed: it holds
-    nothing but the given folder and its neighbours, which were not asked for."""
+    reached through a link (each real folder once, so a link loop ends), without dot names or Windows' own folders; and
+    apart, what could not be read, to fail as inputs with `unread_reason`: links to nothing that may have led to inputs
+    (`_may_lead_to_inputs`) and folders that cannot be listed (`folder` itself too). `skip(top, real, names)` leaves out
+    a folder below `folder` and all under it (a run's own outputs). Folders reached through links are walked after every
+    folder reachable without one, so a folder reached both ways keeps its own name (a link in site1 to site2 does not
+    make site2's recordings site1's); a link to a folder above it (`loop -> ..`) is not followed: it holds nothing but
+    the given folder and its neighbours, which were not asked for."""
     root = os.path.realpath(folder)
     files, unread, seen, to_walk = [], [], set(), [(str(folder), False)]
     while to_walk:

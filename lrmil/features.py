@@ -184,7 +184,8 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
         for name in ("teacher", "student"):
             note_if_enlarged(path, getattr(sg.grid, name), name, sg.grid.mpp)
         save_mask_png(out / "masks" / name_within_limit(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
-        write_grid(out / "patches" / name_within_limit(sg.slide_id, ".h5"), sg.grid, record, hash_record(record), sg.slide_id)
+        write_grid(out / "patches" / name_within_limit(sg.slide_id, ".h5"), sg.grid, record, hash_record(record),
+                   sg.slide_id)
         return len(sg.grid.teacher), len(sg.grid.student)
 
     counts, errors = run_batch(slides, patch_slide, out, "patch", strict, desc="tissue + grid")

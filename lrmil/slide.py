@@ -463,11 +463,11 @@ def check_not_another_slides(output: str | Path, path: str | Path, recorded: dic
 
 def find_slides(inputs: list[str | Path], recursive: bool = False) -> list[Path]:
     """Files as given, plus the whole-slide files (by suffix, sorted) directly inside any folder given, or anywhere
-    below it if `recursive`, as `export.files.files_below` lists them (archives kept a folder per case, a year linked
-    in from another drive; a link to nothing and a folder that cannot be listed are listed, to fail naming them);
-    each file once, a hard link to it or a link to its folder too. Plain images (PNG, JPEG) in a folder are
-    thumbnails and label photos more often than slides: they are skipped with a note, and read as slides only when
-    named as files. The .dcm files of a folder are one DICOM slide, given once, whether the folder or any of them is named."""
+    below it if `recursive`, as `export.files.files_below` lists them (archives kept a folder per case, a year linked in
+    from another drive; a link to nothing and a folder that cannot be listed are listed, to fail naming them); each file
+    once, a hard link to it or a link to its folder too. Plain images (PNG, JPEG) in a folder are thumbnails and label
+    photos more often than slides: they are skipped with a note, and read as slides only when named as files. The .dcm
+    files of a folder are one DICOM slide, given once, whether the folder or any of them is named."""
     found, picked = [], {}  # found: (path, in a linked folder); picked: a DICOM slide's folder -> its file
     for item in map(Path, inputs):
         if item.is_dir():

@@ -29,9 +29,10 @@ def find_audio(inputs: list[str | Path], undecodable: bool = False,
     two AudioMoth cards given as two folders often hold the same timestamped file names, and one
     recording's Raven table must never overwrite another's. `undecodable` also lists the recordings of
     UNDECODABLE_SUFFIXES in folders, so that a batch can name them, except one already converted beside itself
-    (phone.m4a next to phone.flac). A folder that cannot be listed and a link to nothing are listed, to fail with
-    their reason (`export.files.unread_reason`) as a bad recording does. Nothing below `outputs` (the run's --out, if inside a folder given) or below a
-    folder of `pulse segments` clips is listed: the clips would be analysed again as recordings of their own.
+    (phone.m4a next to phone.flac). A folder that cannot be listed and a link to nothing are listed, to fail with their
+    reason (`export.files.unread_reason`) as a bad recording does. Nothing below `outputs` (the run's --out, if inside a
+    folder given) or below a folder of `pulse segments` clips is listed: the clips would be analysed again as recordings
+    of their own.
     """
     suffixes = (*AUDIO_SUFFIXES, *UNDECODABLE_SUFFIXES) if undecodable else AUDIO_SUFFIXES
     found: list[tuple[Path, Path, Path, bool]] = []  # (path, relative, its input folder, in a linked folder)
