@@ -161,10 +161,12 @@ def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> Audio
         raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
     # a time-expansion bat detector's WAV plays TE times slower than recorded: read at the rate it was recorded at,
     # its songs at their pitch and its times real
+    expanded = ""  # a player shows the header's rate: an expanded one out of range says where it came from
     if info.format in ("WAV", "WAVEX", "RF64") and (expansion := time_expansion(path)) != 1:
+        expanded = f" (its header's {info.sample_rate} Hz times its GUANO time expansion, TE: {expansion:g})"
         info = dataclasses.replace(info, sample_rate=round(info.sample_rate * expansion))
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
-        raise AudioReadError(path, f"sample rate {info.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+        raise AudioReadError(path, f"sample rate {info.sample_rate} Hz{expanded} is outside {MIN_RATE}-{MAX_RATE} Hz")
     # before the truncation check, so that a cut-short triggered file's note gives the night's seconds
     if info.format == "WAV" and subtype == "PCM_16" and info.channels == 1 and audiomoth.is_triggered(extra):
         first = riff_data_chunk(path, size)[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pulse.io import audio_info, read_audio
+from pulse.io import AudioReadError, audio_info, read_audio
 from pulse.timestamps import recording_start
 from pulse.writers import WRITERS
 
@@ -157,9 +157,22 @@ def test_a_time_expansion_recording_is_read_at_the_rate_it_was_recorded_at(tmp_p
     assert (info.sample_rate, info.duration_s) == (RATE, 1.0)
     plain = wav_with_chunks(tmp_path / "plain.wav", samples)
     assert np.array_equal(read_audio(expanded, RATE), read_audio(plain, RATE))
-    for te in ("1", "0", "-10", "ten", "nan"):  # the rate its header gives: not expanded, or no factor to go by
+    for te in ("1", "0", "-10", "ten", "nan", "inf"):  # the rate its header gives: not expanded, or no factor
         path = wav_with_chunks(tmp_path / f"te_{te}.wav", samples, after=[(b"guan", guano(TE=te))])
         assert audio_info(path).sample_rate == RATE
+    # 22050 x 2.3 is 50714.99999999999 in floating point: the nearest Hz, not the one below
+    decimal = wav_with_chunks(tmp_path / "te_2.3.wav", samples, after=[(b"guan", guano(TE="2.3"))])
+    assert audio_info(decimal).sample_rate == 50715
+
+
+def test_a_time_expansion_beyond_the_rates_read_says_so(tmp_path, samples):
+    """A TE that puts the rate past 500 kHz failed with 'sample rate 882000 Hz is outside 8000-500000 Hz', where a
+    player, soxi or the detector's software shows the header's 44100 Hz: the error says where the rate came from."""
+    path = wav_with_chunks(tmp_path / "D500X_0001.wav", samples, rate=44100, after=[(b"guan", guano(TE="20"))])
+    with pytest.raises(AudioReadError) as info:
+        audio_info(path)
+    assert info.value.reason == ("sample rate 882000 Hz (its header's 44100 Hz times its GUANO time expansion, "
+                                 "TE: 20) is outside 8000-500000 Hz")
 
 
 def test_a_file_that_is_no_wav_or_gone_has_no_metadata_start(tmp_path, samples):
