@@ -117,6 +117,10 @@ def test_a_wav_whose_recorder_left_out_the_pad_byte_after_an_odd_chunk_is_read(t
         path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
         assert np.array_equal(read_audio(path, RATE), plain)
         assert recording_start(path) == (None if name == "list_before.wav" else datetime(2025, 7, 1, 21, 30))
+    # written to a pipe: a RIFF size of 0xFFFFFFFF, "to the end of the file", that the pad put back cannot raise
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(b"RIFF" + b"\xff" * 4 + (tmp_path / "list_before.wav").read_bytes()[8:])
+    assert np.array_equal(read_audio(streamed, RATE), plain)
 
 
 def rf64_with_chunks(path: Path, samples: np.ndarray, before=(), after=()) -> Path:
