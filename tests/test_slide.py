@@ -475,6 +475,19 @@ def test_two_dicom_series_in_one_folder_fail_naming_the_folder(tmp_path):
             assert reader.dimensions == (size, size)
 
 
+def test_a_label_in_a_series_of_its_own_is_no_second_slide(tmp_path):
+    """Scanners may export the label (or overview) as a series of its own: OpenSlide opens no series without a
+    pyramid, so it is no second whole-slide series and the slide opens as one."""
+    from pydicom.uid import generate_uid
+
+    case7 = dicom_slide(tmp_path / "case7", size=256)
+    _dicom_instance(case7 / "label_series.dcm", np.full((96, 96, 3), 30, np.uint8),
+                    ["ORIGINAL", "PRIMARY", "LABEL", "NONE"], generate_uid(), 0.1, tile=96)
+    (found,) = find_slides([case7])
+    with open_slide(found) as reader:
+        assert reader.dimensions == (256, 256)
+
+
 def test_a_dicom_slide_s_source_is_its_folder_and_changes_with_any_instance(tmp_path):
     folder = dicom_slide(tmp_path / "case7")
     before = slide_source(folder / "label.dcm")
