@@ -14,6 +14,7 @@ two series fails to open, naming it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -344,21 +345,31 @@ def check_one_dicom_series(path: Path) -> None:
     """A SlideReadError naming the folder when its .dcm files hold more than one whole-slide series (an H&E and an
     IHC of one case): OpenSlide reads the series of the file it is given, so the other was passed over without a
     word, and a slide is its folder (one id, one source). Instances that are no WSI (a CT series) do not count."""
+    files = sorted(slide_files(path))
+    series = _dicom_series(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if len(series) > 1:
+        raise SlideReadError(path.absolute().parent, f"{len(series)} DICOM whole-slide series in one folder (e.g. "
+                                                     f"{' and '.join(Path(p).name for p in series)}); a DICOM "
+                                                     "slide is its folder, so move each series' .dcm files into a "
+                                                     "folder of its own")
+
+
+@functools.lru_cache(maxsize=64)
+def _dicom_series(files: tuple[tuple[str, int, int], ...]) -> tuple[str, ...]:
+    """One instance of each whole-slide series among `files` ((path, size, mtime) of a folder's .dcm files). Each
+    OpenSlide open reads the folder's every instance, so the check costs n^2 file reads: it is made once per
+    folder as it is (a slide is opened several times: its header, its tissue, each loader worker)."""
     import openslide
 
-    series: dict[str, Path] = {}
-    for file in sorted(slide_files(path)):
+    series: dict[str, str] = {}
+    for file, _, _ in files:
         try:
-            if openslide.OpenSlide.detect_format(str(file)):
-                with openslide.OpenSlide(str(file)) as slide:
+            if openslide.OpenSlide.detect_format(file):
+                with openslide.OpenSlide(file) as slide:
                     series.setdefault(slide.properties.get("dicom.SeriesInstanceUID", ""), file)
         except openslide.OpenSlideError:
             continue  # an instance OpenSlide cannot read fails when it is the one opened
-    if len(series) > 1:
-        raise SlideReadError(path.absolute().parent, f"{len(series)} DICOM whole-slide series in one folder (e.g. "
-                                                     f"{' and '.join(p.name for p in series.values())}); a DICOM "
-                                                     "slide is its folder, so move each series' .dcm files into a "
-                                                     "folder of its own")
+    return tuple(series.values())
 
 
 def slide_file(path: Path) -> Path:

@@ -467,12 +467,33 @@ def test_two_dicom_series_in_one_folder_fail_naming_the_folder(tmp_path):
                                    "ihc_label.dcm); a DICOM slide is its folder, so move each series' .dcm files into "
                                    "a folder of its own")
     (tmp_path / "ihc7").mkdir()
-    for path in case7.glob("ihc_*"):
+    for path in sorted(case7.glob("ihc_*")):
         path.rename(tmp_path / "ihc7" / path.name)
     for folder, size in ((case7, 512), (tmp_path / "ihc7", 384)):
         (found,) = find_slides([folder])
         with open_slide(found) as reader:
             assert reader.dimensions == (size, size)
+
+
+def test_a_dicom_folder_s_series_are_read_once_while_its_files_stay_as_they_are(tmp_path, monkeypatch):
+    """A slide is opened several times (its header, its tissue, each loader worker), and each series check opened
+    every instance, each open reading the whole folder: the check is made again only once a file changes."""
+    import os
+
+    import openslide
+
+    case7 = dicom_slide(tmp_path / "case7", size=256)
+    opened = []
+    real_open = openslide.OpenSlide.__init__
+    monkeypatch.setattr(openslide.OpenSlide, "__init__", lambda self, file: opened.append(file) or real_open(self, file))
+    for _ in range(3):
+        open_slide(case7 / "level0.dcm").close()
+    checks = len(opened) - 3  # the three opens of the slide itself
+    assert checks >= 1
+    stat = (case7 / "label.dcm").stat()
+    os.utime(case7 / "label.dcm", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten: checked again
+    with open_slide(case7 / "level0.dcm"):
+        assert len(opened) == 2 * checks + 4
 
 
 def test_a_label_in_a_series_of_its_own_is_no_second_slide(tmp_path):
