@@ -72,8 +72,9 @@ def probe_report(manifest: str, cfg: EvalConfig, labels: tuple[str, ...], caches
 def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: Path, seconds: float,
                threads: int) -> dict:
     """x real time of `pulse analyze` end to end on one long pseudo-field recording (validation songs
-    in held-out soundscapes): the student exported to ONNX, as deployed, then BirdNET (LiteRT),
-    same file, same CPU, the same number of model threads, each run twice and the faster run kept."""
+    in held-out soundscapes): the student exported to ONNX, as deployed (a `pulse export` folder is timed
+    as it is), then BirdNET (LiteRT), same file, same CPU, the same number of model threads, each run
+    twice and the faster run kept."""
     from export.bundle import export_bundle
     from pulse.analyze import analyze
     from pulse.config import ExportConfig, InferConfig
@@ -82,10 +83,12 @@ def throughput(student: Path, songs: list[Path], soundscapes: list[Path], out: P
     recording = out / f"audio_{seconds:g}s"
     if not (recording / "manifest.csv").exists():
         make_pseudo_field(songs, soundscapes, recording, 1, seconds, 44100, 6.0, (-5.0, 15.0), seed=1)
-    export_bundle(student, out / "student_artefact", ExportConfig(calibration=tuple(map(str, songs[:4]))))
+    artefact = student if student.is_dir() else out / "student_artefact"
+    if not student.is_dir():
+        export_bundle(student, artefact, ExportConfig(calibration=tuple(map(str, songs[:4]))))
     files = sorted(recording.glob("*.flac"))
     result = {}
-    for name, model in (("student", str(out / "student_artefact")), ("birdnet", "birdnet")):
+    for name, model in (("student", str(artefact)), ("birdnet", "birdnet")):
         runs = [analyze(files, out / name, InferConfig(model=model, formats=("csv",), resume=False,
                                                        threads=threads)).to_dict() for _ in range(2)]
         result[name] = max(runs, key=lambda r: r["x_realtime"])
@@ -116,7 +119,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/pulse_default.json"),
                         help="recipe every variant starts from (augmentations, frontend, EMA); the flags below override it")
     parser.add_argument("--throughput-model", type=Path, default=Path("pulse/assets/default/model.safetensors"),
-                        help="student timed against BirdNET (default: the bundled model)")
+                        help="student timed against BirdNET: a model.safetensors, exported to ONNX first, or a "
+                             "`pulse export` folder, timed as it is (default: the bundled model)")
     parser.add_argument("--steps", type=int, default=100, help="optimiser steps per run (same for every variant)")
     parser.add_argument("--batch-size", type=int, default=16, help="labelled clips per step")
     parser.add_argument("--windows-per-clip", type=int, default=1)
@@ -167,7 +171,7 @@ def main() -> None:
     songs = [Path(base.audio_root) / p for p in frame.loc[frame["split"] == "validation", "path"]]
     soundscapes = [Path(base.background_root) / p for p in bg.loc[bg["split"] == "validation", "path"]]
     speed_path = args.out / "throughput.json"
-    model_file = args.throughput_model.stat()
+    model_file = (args.throughput_model / "model.onnx" if args.throughput_model.is_dir() else args.throughput_model).stat()
     speed_key = settings_key(model=str(args.throughput_model.resolve()), size=model_file.st_size,
                              mtime_ns=model_file.st_mtime_ns, seconds=args.throughput_s, threads=args.threads)
     if not speed_path.exists() or json.loads(speed_path.read_text()).get("key") != speed_key:
