@@ -106,6 +106,18 @@ def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypat
         weak_labels.train(tiny_config(shared_data, tmp_path, lr=1e-4), tmp_path / "killed")
 
 
+def test_a_finished_run_is_not_set_up_again_and_keeps_its_record(shared_data, tmp_path, monkeypatch):
+    """Rerunning a finished run (bench/ablate.py does, for every run it lists) returns its best epoch without
+    decoding any audio, and config.json still names the code and manifest that trained it."""
+    cfg = tiny_config(shared_data, tmp_path)
+    best = weak_labels.train(cfg, tmp_path / "a")
+    record = json.loads((tmp_path / "a/config.json").read_text())
+    (tmp_path / "a/config.json").write_text(json.dumps({**record, "git_sha": "the commit that trained it"}))
+    monkeypatch.setattr(weak_labels, "load_clips", lambda *args, **kwargs: pytest.fail("audio decoded again"))
+    assert weak_labels.train(cfg, tmp_path / "a") == best
+    assert json.loads((tmp_path / "a/config.json").read_text())["git_sha"] == "the commit that trained it"
+
+
 def test_setup_errors_are_clear_and_a_run_that_never_trained_can_be_set_up_again(shared_data, tmp_path, caplog):
     with pytest.raises(ValueError, match="model.common_names lists 9 entries for 2 labels"):
         ModelConfig(labels=SPECIES)

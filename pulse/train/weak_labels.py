@@ -225,6 +225,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
         if previous != cfg:
             raise ValueError(f"{config_path}: this run was started with a different config; use a new --out "
                              "or --no-resume")
+        finished = read_weights_metadata(out / CHECKPOINT_FILE)
+        if finished["step"] >= cfg.epochs * cfg.steps_per_epoch:  # its record (code, manifest) stays the one it ran
+            log.info("%s: finished earlier, nothing to train", out)
+            return best_row(finished)
     write_json(config_path, record)
 
     mc = student_model_config(cfg)  # provenance: a BirdNET-distilled student inherits its licence
@@ -321,5 +325,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
             save_checkpoint(checkpoint, modules, optimizer, state)
             bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
     bar.close()
-    best = next((r for r in state["history"] if r["epoch"] == state.get("best_epoch")), {})
-    return best
+    return best_row(state)
+
+
+def best_row(state: dict) -> dict:
+    """The history row of the epoch whose weights model.safetensors holds."""
+    return next((r for r in state["history"] if r["epoch"] == state.get("best_epoch")), {})
