@@ -106,16 +106,22 @@ def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypat
         weak_labels.train(tiny_config(shared_data, tmp_path, lr=1e-4), tmp_path / "killed")
 
 
-def test_a_finished_run_is_not_set_up_again_and_keeps_its_record(shared_data, tmp_path, monkeypatch):
+def test_a_finished_run_is_not_set_up_again_and_keeps_its_record(shared_data, tmp_path, monkeypatch, caplog):
     """Rerunning a finished run (bench/ablate.py does, for every run it lists) returns its best epoch without
     decoding any audio, and config.json still names the code and manifest that trained it."""
     cfg = tiny_config(shared_data, tmp_path)
+    manifest_row = open(cfg.manifest).readlines()[-1]
     best = weak_labels.train(cfg, tmp_path / "a")
     record = json.loads((tmp_path / "a/config.json").read_text())
     (tmp_path / "a/config.json").write_text(json.dumps({**record, "git_sha": "the commit that trained it"}))
     monkeypatch.setattr(weak_labels, "load_clips", lambda *args, **kwargs: pytest.fail("audio decoded again"))
     assert weak_labels.train(cfg, tmp_path / "a") == best
     assert json.loads((tmp_path / "a/config.json").read_text())["git_sha"] == "the commit that trained it"
+    assert "has changed since this run started" not in caplog.text
+    with open(cfg.manifest, "a") as manifest:  # a recording added: the finished run is kept, and says it is older
+        manifest.write(manifest_row)
+    assert weak_labels.train(cfg, tmp_path / "a") == best
+    assert f"{cfg.manifest} has changed since this run started" in caplog.text
 
 
 def test_setup_errors_are_clear_and_a_run_that_never_trained_can_be_set_up_again(shared_data, tmp_path, caplog):

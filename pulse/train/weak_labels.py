@@ -30,6 +30,7 @@ from tqdm import tqdm
 import pulse
 from export.artifact import load_weights, read_weights_metadata, save_weights
 from export.atomic import write_json
+from export.jsonconfig import read_json
 from pulse.config import ModelConfig, TrainConfig
 from pulse.evaluate import detection_auc, evaluate, prepare, selection_score, window_f1
 from pulse.manifest import NON_EVENT_FOLDERS
@@ -225,6 +226,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
         if previous != cfg:
             raise ValueError(f"{config_path}: this run was started with a different config; use a new --out "
                              "or --no-resume")
+        if read_json(config_path).get("manifest_sha256") not in (None, record["manifest_sha256"]):
+            log.warning("%s: %s has changed since this run started (recordings added or relabelled?); the steps "
+                        "already trained stay as they were: --no-resume (or a new --out) trains on it as it is now",
+                        out, cfg.manifest)
         finished = read_weights_metadata(out / CHECKPOINT_FILE)
         if finished["step"] >= cfg.epochs * cfg.steps_per_epoch:  # its record (code, manifest) stays the one it ran
             log.info("%s: finished earlier, nothing to train", out)
