@@ -1,8 +1,12 @@
-"""Tables people make by hand (a manifest, slide splits), as they save them from a spreadsheet."""
+"""Tables people make by hand (a manifest, slide splits), as they save them from a spreadsheet, and the files
+they name."""
 
 from __future__ import annotations
 
+import functools
 import io
+import os
+import unicodedata
 from pathlib import Path
 from typing import Iterable
 
@@ -26,3 +30,39 @@ def read_spreadsheet_csv(path: str | Path, columns: Iterable[str]) -> pd.DataFra
     header = text.partition("\n")[0]
     return pd.read_csv(io.StringIO(text), dtype=str, sep=";" if ";" in header and "," not in header else ",",
                        keep_default_na=False)
+
+
+def listed_file(root: str | Path, listed: str) -> Path:
+    """`root / listed` as the file is named on disk. An accent has two spellings in Unicode: one character (NFC, what
+    a keyboard types into a table) or a letter and a combining mark (NFD, what macOS's HFS+ named files, kept when
+    they are copied to Linux or an SD card): the two look alike and differ in bytes, so a name typed by hand was not
+    found. Each part of `listed` not found as written is looked up under NFC in its folder; where none matches,
+    `root / listed` as written, for the caller to say it is missing. Nothing is renamed."""
+    path = Path(root) / listed
+    if path.exists():
+        return path
+    found = Path(root)
+    for part in Path(listed).parts:
+        if not (found / part).exists():
+            try:
+                part = _names_by_nfc(str(found), found.stat().st_mtime_ns).get(nfc(part))
+            except OSError:
+                part = None
+            if part is None:
+                return path
+        found = found / part
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _names_by_nfc(folder: str, mtime_ns: int) -> dict[str, str]:
+    """The names in `folder` by their NFC spelling; one listing per folder while it stays as it was (`mtime_ns`:
+    a file added, removed or renamed lists it again), not one per row of a table."""
+    with os.scandir(folder) as entries:
+        return {nfc(entry.name): entry.name for entry in entries}
+
+
+def nfc(name: str) -> str:
+    """A name as `listed_file` compares it: a slide id typed into a table and one taken from a file's name are the
+    same slide when they are the same under NFC."""
+    return unicodedata.normalize("NFC", name)

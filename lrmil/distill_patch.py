@@ -188,11 +188,12 @@ def train_student(teacher: torch.nn.Module, train: list[ParentSample], val: list
 def _training_slides(slides: list[Path], ids: SlideIds, splits: str | Path | None, test_fold: int) -> list[Path]:
     if splits is None:
         return slides
+    from export.tables import nfc
     from lrmil.mil.splits import read_splits
 
     table = read_splits(splits, min_folds=1)  # its slide ids as train's: without a slide file suffix or spaces
-    held_out = set(table.loc[table["fold"] == test_fold, "slide_id"])
-    return [p for p in slides if ids.claim(p) not in held_out]
+    held_out = set(table.loc[table["fold"] == test_fold, "slide_id"].map(nfc))  # typed by hand, the files' from a Mac
+    return [p for p in slides if nfc(ids.claim(p)) not in held_out]
 
 
 def _check_teacher_fold(teacher_mil: str | Path, test_fold: int) -> None:

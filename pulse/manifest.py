@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 import pandas as pd
 
 from export.atomic import atomic_path, from_utf8_text
-from export.tables import read_spreadsheet_csv
+from export.tables import listed_file, read_spreadsheet_csv
 
 if TYPE_CHECKING:
     from pulse.io import AudioInfo
@@ -88,7 +88,7 @@ def validate_manifest(frame: pd.DataFrame, audio_root: str | Path, labels: Itera
     for row, path in enumerate(frame["path"], start=2):  # row 1 is the header
         if not path.strip():
             problems.append(f"{name}:{row}: empty path")
-        elif not (root / path).is_file():
+        elif not listed_file(root, path).is_file():
             problems.append(f"{name}:{row}: missing file {root / path}")
     for path, count in frame["path"].value_counts().items():
         if count > 1 and path.strip():

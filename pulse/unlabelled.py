@@ -18,6 +18,7 @@ import pandas as pd
 import soundfile as sf
 
 from export.atomic import atomic_path
+from export.tables import listed_file
 from pulse.io import AudioReadError, audio_info, open_audio, read_frames
 from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, require_columns, select_split
 from pulse.train.augment import crop, rms
@@ -96,7 +97,7 @@ class UnlabelledPool:
         for manifest, root in zip(manifests, roots):
             frame = read_manifest(manifest)
             require_columns(frame, manifest, ("path", "split"))
-            files += [Path(root) / p for p in select_split(frame, split)["path"]]
+            files += [listed_file(root, p) for p in select_split(frame, split)["path"]]
         return cls(files, sample_rate, window_s)
 
     def window(self, rng: np.random.Generator) -> np.ndarray:

@@ -198,3 +198,18 @@ def test_a_training_slide_without_a_teacher_feature_file_is_named_in_one_line(tm
     (tmp_path / "features").mkdir()
     with pytest.raises(FileNotFoundError, match=r"features/b.h5: no 20x feature file of slide b in --teacher-features"):
         teacher_attention(tmp_path / "mil.safetensors", tmp_path / "features", ["b"])
+
+
+def test_stage1_leaves_out_a_test_slide_typed_by_hand_whose_file_was_named_on_a_mac(tmp_path):
+    """'é' typed into the splits CSV is one character (NFC), in a file name copied from a Mac two (NFD): the held-out
+    slide was not recognised and stage 1 trained on it."""
+    import unicodedata
+    from pathlib import Path
+
+    from lrmil.distill_patch import _training_slides
+    from lrmil.slide import SlideIds
+
+    path = tmp_path / "splits.csv"
+    path.write_text(unicodedata.normalize("NFC", "slide_id,label,fold\nbiopsie_é,x,0\nb,y,1\n"), encoding="utf-8")
+    slides = [Path(unicodedata.normalize("NFD", "/s/biopsie_é.svs")), Path("/s/b.svs")]
+    assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,23 @@ def test_make_manifest_prints_paths_with_spaces_as_they_can_be_pasted(tmp_path):
     out = tmp_path / "n.csv"
     said = CliRunner().invoke(app, ["make-manifest", str(root / "Noise"), "--unlabelled", "--out", str(out)]).output
     assert f"--audio-root {shlex.quote(str(root / 'Noise'))}" in said and json.dumps(str(root / "Noise")) in said
+
+
+def test_a_manifest_typed_by_hand_finds_recordings_copied_from_a_mac(tmp_path, shared_data):
+    """A name typed into the table (é as one character, NFC) and the file copied from a Mac (e and a combining accent,
+    NFD) look alike and differ in bytes: `pulse manifest` said 'missing file', training stopped. They are found,
+    nothing is renamed, and the manifest keeps its own spelling (the teacher cache's key)."""
+    from pulse.train.data import load_clips
+
+    songs = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[:2]
+    typed = ["Ängsgräshoppa/fältsyrsa_é.flac", "Ängsgräshoppa/syrsa_ö.flac"]
+    for song, name in zip(songs, typed):
+        on_disk = tmp_path / "audio" / unicodedata.normalize("NFD", name)
+        on_disk.parent.mkdir(parents=True, exist_ok=True)
+        on_disk.write_bytes(song.read_bytes())
+    manifest = write(tmp_path, [row(typed[0]), row(typed[1], split="validation")])
+    result = CliRunner().invoke(app, ["manifest", str(manifest), "--audio-root", str(tmp_path / "audio")])
+    assert result.exit_code == 0 and "OK, 2 rows" in result.output, result.output
+    clips = load_clips(str(manifest), str(tmp_path / "audio"), "train", LABELS, 16000)
+    assert [clip.path for clip in clips] == [typed[0]] and clips[0].audio.size > 16000
+    assert sorted(os.listdir(tmp_path / "audio")) == [unicodedata.normalize("NFD", "Ängsgräshoppa")]

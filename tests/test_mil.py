@@ -346,3 +346,17 @@ def test_train_warns_of_a_label_a_fold_never_trains_on(tmp_path, caplog):
                         model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
     warned = sorted(m.split(":")[0] for m in caplog.messages if "no training slide is labelled 'rare'" in m)
     assert warned == ["fold 0", "fold 2"]  # fold 0 tests on it, fold 2 validates on it
+
+
+def test_a_splits_csv_typed_by_hand_finds_the_features_of_a_slide_named_on_a_mac(tmp_path, caplog):
+    """'Prøve_é' typed into the splits CSV (NFC) and the feature file named after a slide copied from a Mac (NFD):
+    the slide was skipped, 'no feature file'."""
+    import unicodedata
+
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    write_features(tmp_path / unicodedata.normalize("NFD", "Prøve_é.h5"), FeatureFile(
+        np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32), np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
+    splits = pd.DataFrame({"slide_id": [unicodedata.normalize("NFC", "Prøve_é")], "label": ["x"], "fold": [0]})
+    assert list(load_bags(tmp_path, splits, ("x",))) == splits["slide_id"].tolist() and not caplog.messages

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from export.files import name_within_limit
+from export.tables import listed_file
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Bag:
 
 
 def feature_path(features_dir: str | Path, slide_id: str) -> Path:
-    return Path(features_dir) / name_within_limit(slide_id, ".h5")
+    return listed_file(features_dir, name_within_limit(slide_id, ".h5"))
 
 
 def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, Bag]:

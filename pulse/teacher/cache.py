@@ -20,6 +20,7 @@ import pandas as pd
 from export.artifact import sha256
 from export.atomic import atomic_path, fails_for_folder, from_utf8_text, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
+from export.tables import listed_file
 from pulse.config import TeacherCacheConfig
 from pulse.io import stream_audio
 from pulse.teacher import birdnet
@@ -108,7 +109,7 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
 
     previous, rows, errors = _read_index(out), {}, []
     for i, rel in enumerate(tqdm(paths, desc="teacher cache", unit="file")):
-        path = root / rel
+        path = listed_file(root, rel)
         try:
             stat = path.stat()
             old = previous.get(rel)

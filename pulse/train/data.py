@@ -15,6 +15,7 @@ import numpy as np
 import soxr
 from tqdm import tqdm
 
+from export.tables import listed_file
 from pulse.config import TrainConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioReadError, PartlyDecoded, stream_audio
@@ -41,14 +42,14 @@ def load_clips(manifest: str, audio_root: str, split: str, labels: tuple[str, ..
     frame = select_split(load_manifest(manifest, audio_root, labels, splits=splits or (split,)), split)
     index = {name: i for i, name in enumerate(labels)}
     rows = tqdm(frame.itertuples(), total=len(frame), desc=f"decode {split}", leave=False, disable=None)
-    decoded = ((row, read_clip(Path(audio_root) / row.path, sample_rate)) for row in rows)
+    decoded = ((row, read_clip(listed_file(audio_root, row.path), sample_rate)) for row in rows)
     return [Clip(row.path, audio, index[row.species]) for row, audio in decoded if audio is not None]
 
 
 def load_backgrounds(manifest: str, root: str, split: str, sample_rate: int, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
     """Decode the background manifest's `split` plus any extra files or folders."""
     frame = select_split(load_manifest(manifest, root, splits=(split,)), split)
-    paths = [Path(root) / p for p in frame["path"]] + [p for p, _ in find_audio(list(extra))]
+    paths = [listed_file(root, p) for p in frame["path"]] + [p for p, _ in find_audio(list(extra))]
     return [audio for audio in (read_clip(p, sample_rate) for p in paths) if audio is not None]
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from export.jsonconfig import read_json
+from export.tables import listed_file
 from pulse.config import ModelConfig, SemiConfig, TrainConfig
 from pulse.teacher import birdnet
 from pulse.train.augment import mix_at_snr
@@ -105,7 +106,7 @@ class KnowledgeBank:
                 if rel not in keep:  # never distil on validation audio
                     continue
                 self.entries.append(entry)
-                self.paths.append((Path(record["audio_root"]) / rel).resolve())
+                self.paths.append(listed_file(record["audio_root"], rel).resolve())
                 centre = entry.starts_s + birdnet.WINDOW_S / 2
                 for c in centre:  # the student window is centred where the teacher window is
                     self.windows.append(TeacherWindow(Path(record["audio_root"]) / rel, len(self.entries) - 1,
@@ -211,7 +212,7 @@ def training_labels(cfg: TrainConfig) -> dict[Path, str]:
 
     rows = read_manifest(cfg.manifest)
     rows = rows[rows["split"].isin((cfg.train_split, *cfg.extra_train_splits))]
-    return {(Path(cfg.audio_root) / p).resolve(): name for p, name in zip(rows["path"], rows["species"]) if name}
+    return {listed_file(cfg.audio_root, p).resolve(): name for p, name in zip(rows["path"], rows["species"]) if name}
 
 
 def student_model_config(cfg: TrainConfig) -> ModelConfig:
