@@ -32,6 +32,11 @@ def read_spreadsheet_csv(path: str | Path, columns: Iterable[str]) -> pd.DataFra
                        keep_default_na=False)
 
 
+def spreadsheet_number(cell: str) -> float:
+    """A number as a spreadsheet saves it: with a decimal comma ('0,87') where that is the locale's decimal mark."""
+    return float(cell if "." in cell else cell.replace(",", "."))
+
+
 def listed_file(root: str | Path, listed: str) -> Path:
     """`root / listed` as the file is named on disk. An accent has two spellings in Unicode: one character (NFC, what
     a keyboard types into a table) or a letter and a combining mark (NFD, what macOS's HFS+ named files, kept when

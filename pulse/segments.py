@@ -19,7 +19,6 @@ or other settings need another --out, so that one folder never mixes two draws. 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import io
 import json
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 
 from export.atomic import file_in_the_way, from_utf8_text, stop_if_unwritable, utf8_text, write_bytes, write_json
@@ -36,6 +36,7 @@ from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.jsonconfig import read_json
 from export.progress import progress
+from export.tables import read_spreadsheet_csv, spreadsheet_number
 from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
@@ -97,30 +98,28 @@ def results_table(results: Path) -> Path:
 
 
 def read_detections(path: Path) -> list[dict]:
-    """The rows of a run's detections.csv, with pulse/schema.py's names."""
+    """The rows of a run's detections.csv, with pulse/schema.py's names; as Excel saves it again too (in a French or
+    German locale: ';' between columns, '0,87' for 0.87)."""
     names = {column: name for name, column in CSV_COLUMNS.items()}
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a table saved again by Excel
-            reader = csv.DictReader(f)
-            missing = set(names) - set(reader.fieldnames or ())
-            rows = list(reader)
+        table = read_spreadsheet_csv(path, CSV_COLUMNS.values())
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the detections ({exc.strerror}); give a `pulse analyze` --out "
                          "folder (run with --format including csv) or its detections.csv") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: not a CSV table ({exc})") from None
-    if missing:
+    except pd.errors.ParserError:  # rows of other widths: the run's config.json, a log
+        table = pd.DataFrame()
+    if not set(names) <= set(table.columns):
         raise ValueError(f"{path}: not a `pulse analyze` detections.csv (needs the columns "
                          f"{', '.join(CSV_COLUMNS.values())})")
     detections = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in enumerate(table.to_dict("records"), start=2):
         d = {names[column]: row[column] for column in names}
         if not d["file"] or not d["label"]:
             raise ValueError(f"{path}, line {line}: no recording or species (a row cut short?)")
         d["file"] = from_utf8_text(d["file"])  # the name to open
         try:
-            detections.append({**d, "start_s": float(d["start_s"]), "end_s": float(d["end_s"]),
-                               "score": float(d["score"])})
+            detections.append({**d, "start_s": spreadsheet_number(d["start_s"]),
+                               "end_s": spreadsheet_number(d["end_s"]), "score": spreadsheet_number(d["score"])})
         except (TypeError, ValueError):
             raise ValueError(f"{path}, line {line}: a start, end or confidence that is not a number") from None
     return detections
@@ -188,8 +187,6 @@ def wav_subtype(source: str) -> str:
 
 def clip_plot(audio: np.ndarray, rate: int, clip_start_s: float, d: dict, path: Path) -> None:
     """The clip's spectrogram with its detection boxed (the whole band: detections.csv holds no frequencies)."""
-    import pandas as pd
-
     from pulse.plots import save_png, spectrogram_figure
 
     box = pd.DataFrame([{"file": d["file"], "channel": "", "start_s": d["start_s"] - clip_start_s,

@@ -359,3 +359,27 @@ def test_a_read_only_out_stops_segments_and_embeddings_at_the_lock_in_one_line(r
         with pytest.raises(OutputUnwritable, match="remount it read-write") as stopped:
             command()
         assert stopped.value.filename == str(out)
+
+
+def test_a_table_excel_saved_again_in_a_french_locale_is_cut_and_one_in_its_code_page_is_named(tmp_path, shared_data):
+    """Excel in a French or German locale saves ';' between columns and '0,87' for 0.87: segments said "not a `pulse
+    analyze` detections.csv (needs the columns ...)" of a table holding every one of them."""
+    song = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[0]
+    (tmp_path / "rec.flac").write_bytes(song.read_bytes())
+    text = ("Start (s);End (s);Scientific name;Common name;Confidence;File\r\n"
+            "0;3;Gryllus campestris;Grillon champêtre;0,87;rec.flac\r\n"
+            "1,5;4,5;Gryllus campestris;Grillon champêtre;0,912;rec.flac\r\n")
+    for saved, encoding in (("utf8", "utf-8-sig"), ("codepage", "cp1252")):
+        (tmp_path / saved).mkdir()
+        (tmp_path / saved / "detections.csv").write_bytes(text.encode(encoding))
+    summary = extract_segments(tmp_path / "utf8", tmp_path / "clips", SegmentConfig(), audio_root=tmp_path)
+    assert summary.clips_written == 2
+    clip = tmp_path / "clips" / "Gryllus campestris" / "0.912_rec_1.5s.wav"
+    recording, rate = sf.read(tmp_path / "rec.flac", dtype="float32")
+    np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], recording[int(1.5 * rate):int(4.5 * rate)],
+                               atol=1 / 2**15)
+    result = CliRunner().invoke(app, ["segments", str(tmp_path / "codepage"), "--out", str(tmp_path / "c2"),
+                                      "--audio-root", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: {tmp_path / 'codepage' / 'detections.csv'}, line 2: not UTF-8 text; save it as 'CSV UTF-8 (Comma "
+        "delimited)' (Excel: Save As)"), result.output
