@@ -8,14 +8,17 @@ drawing is safe inside a server. `save_png` writes atomically at exactly width_p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.text import Text
 
 from export.atomic import atomic_path
 from pulse.detect import merge_consecutive_table
@@ -49,6 +52,39 @@ def save_png(figure: Figure, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=figure.dpi, pil_kwargs={"compress_level": 1})
     return Path(path)
+
+
+def readable(figure: Figure) -> Figure:
+    """Every text of `figure` in fonts that draw it. DejaVu Sans, matplotlib's font, has no Japanese, Chinese or
+    Korean: a recording or common name in them was a row of boxes and a warning per character. Each character the
+    text's font lacks is drawn from an installed font that has it (matplotlib falls back from font to font), and one
+    that no installed font has is written as its code point (\\u30b3), as a name that is not UTF-8 is written."""
+    for text in figure.findobj(Text):
+        content = text.get_text()
+        if content.isascii():
+            continue
+        primary = font_manager.findfont(text.get_fontproperties())
+        lacking = [c for c in dict.fromkeys(content) if not c.isascii() and ord(c) not in _charmap(primary)]
+        fallbacks = {c: _font_with(c) for c in lacking}
+        text.set_fontfamily(list(dict.fromkeys([font_manager.get_font(primary).family_name,
+                                                *filter(None, fallbacks.values())])))
+        text.set_text("".join(c if fallbacks.get(c, True) else c.encode("unicode_escape").decode() for c in content))
+    return figure
+
+
+@functools.cache
+def _charmap(path: str) -> frozenset[int]:
+    """The code points the font file at `path` has glyphs for."""
+    return frozenset(font_manager.get_font(path).get_charmap())
+
+
+@functools.cache
+def _font_with(character: str) -> str | None:
+    """The family of an installed font (matplotlib's list, by name) that draws `character`; not matplotlib's Last
+    Resort, whose glyph for every character is a box."""
+    fonts = sorted((entry for entry in font_manager.fontManager.ttflist if not entry.name.startswith("Last Resort")),
+                   key=lambda entry: (entry.name, entry.fname))
+    return next((entry.name for entry in fonts if ord(character) in _charmap(entry.fname)), None)
 
 
 def _colours(labels) -> dict[str, tuple]:
@@ -109,7 +145,7 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataF
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Frequency (kHz)")
     ax.set_title(title or f"Spectrogram with {len(detections)} detection(s)", fontsize=10)
-    return figure
+    return readable(figure)
 
 
 def detection_runs(detections: pd.DataFrame) -> pd.DataFrame:
@@ -147,7 +183,7 @@ def scores_figure(scores: pd.DataFrame, min_conf: float | None = None, title: st
     ax.set_ylabel("Score")
     ax.set_title(title or "Species scores per window", fontsize=10)
     figure.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
-    return figure
+    return readable(figure)
 
 
 def training_figure(history: list[dict], title: str = "", cfg: PlotConfig = PlotConfig()) -> Figure:
@@ -169,7 +205,7 @@ def training_figure(history: list[dict], title: str = "", cfg: PlotConfig = Plot
     if metrics:
         validation.legend(fontsize=7, ncol=2)
     figure.suptitle(title or "Training", fontsize=10)
-    return figure
+    return readable(figure)
 
 
 def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,4 +247,4 @@ def embedding_figure(embeddings: np.ndarray, scores: pd.DataFrame, title: str = 
     ax.set_ylabel(f"PC2 ({share[1]:.0%} of variance)")
     ax.set_title(title or f"Window embeddings (PCA, {len(coords)} windows): colour = top species", fontsize=10)
     figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    return figure
+    return readable(figure)

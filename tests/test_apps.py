@@ -372,3 +372,34 @@ def test_launcher_binds_127_0_0_1_by_default(tmp_path):
             assert page.status == 200 and b"PULSE" in page.read()
     finally:
         blocks.close()
+
+
+def test_names_in_a_script_matplotlibs_font_lacks_draw_without_a_warning_per_character(audio_model, tmp_path):
+    """A recording named in Japanese, Chinese or Korean (or a common name in them) drew a row of boxes and a warning
+    per character, 'Glyph 12467 (\\N{KATAKANA LETTER KO}) missing from font(s) DejaVu Sans.' (34 stderr lines for 4
+    clips of `pulse segments --plots`). Each character is drawn from an installed font that has it, or written as
+    its code point (\\u30b3) where none has it."""
+    import warnings
+
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    from pulse.detect import detect
+
+    upload = tmp_path / "コオロギ_野原.flac"
+    upload.write_bytes(GRYLLUS.read_bytes())
+    labels = LabelSet(("Gryllus campestris",), ("エンマコオロギ",), ("エンマコオロギ",))
+    scores = scores_frame(upload.name, np.arange(2.0), np.arange(2.0) + 1, np.array([[0.9], [0.8]]), labels.labels)
+    audio, rate = sf.read(GRYLLUS, dtype="float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        view = field.analyze_upload(str(upload), str(audio_model), 0.0, tmp_path)
+        figure = spectrogram_figure(audio, rate, detect(scores, labels, 0.5, 0.0, 8000.0), f"{upload.name} 귀뚜라미")
+        save_png(figure, tmp_path / "s.png")
+    assert view.spectrogram_png and not [w for w in caught if "missing from font" in str(w.message)]
+    for text in figure.findobj(Text):  # the title, the box's caption and the legend among them
+        fonts = [font_manager.get_font(font_manager.findfont(font_manager.FontProperties(family=[family])))
+                 for family in text.get_fontfamily()]
+        assert all(any(ord(c) in font.get_charmap() for font in fonts) for c in text.get_text()), text.get_text()
+    assert figure.axes[0].get_title() in (f"{upload.name} 귀뚜라미",  # escaped where no installed font has them:
+                                          "\\u30b3\\u30aa\\u30ed\\u30ae_\\u91ce\\u539f.flac \\uadc0\\ub69c\\ub77c\\ubbf8")
