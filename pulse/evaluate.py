@@ -21,6 +21,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, confusion_
                              precision_recall_fscore_support, roc_auc_score)
 
 from export.atomic import atomic_path, write_json, write_text
+from export.tables import nfc, read_spreadsheet_csv, spreadsheet_number
 from pulse.config import EvalConfig
 from pulse.manifest import read_manifest
 from pulse.train.augment import crop, mix_at_snr
@@ -49,27 +50,31 @@ def excerpts(audio: np.ndarray, length: int, min_length: int) -> list[np.ndarray
 
 
 def excluded_excerpts(path: str) -> set[tuple[str, float]]:
-    """(clip path, excerpt start in s) pairs from a CSV with columns path, start_s (and a reason)."""
+    """(clip path, excerpt start in s) pairs from a CSV with columns path, start_s (and a reason), as a spreadsheet
+    saves it too (';' and '3,0' in a French or German locale); paths under NFC, as `prepare` matches them to the
+    manifest's (one typed by hand, the other written by make-manifest from names copied from a Mac)."""
     if not path:
         return set()
-    table = pd.read_csv(path)
+    table = read_spreadsheet_csv(path, ("path", "start_s"))
     if not {"path", "start_s"} <= set(table.columns):
         raise ValueError(f"{path}: an excerpt exclusion list needs the columns path and start_s")
-    starts = pd.to_numeric(table["start_s"], errors="coerce")
-    if starts.isna().any():
-        raise ValueError(f"{path}, line {int(starts.isna().to_numpy().argmax()) + 2}: start_s "
-                         f"{table['start_s'][starts.isna()].iloc[0]!r} is not a number of seconds")
-    return {(str(p), round(float(s), 3)) for p, s in zip(table["path"], starts)}
+    excluded = set()
+    for line, (clip, start) in enumerate(zip(table["path"], table["start_s"]), start=2):
+        try:
+            excluded.add((nfc(clip), round(spreadsheet_number(start), 3)))
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: start_s {start!r} is not a number of seconds") from None
+    return excluded
 
 
 def other_data_hint(cfg: EvalConfig, excluded: set[tuple[str, float]], clips: list[Clip]) -> str:
     """Where none of the listed recordings is in the split, the list is most often one a config copied for other
     data came with (the shipped configs name InsectSet32's): what to set instead."""
     listed = {path for path, _ in excluded}
-    if listed & {clip.path for clip in clips}:
+    if listed & {nfc(clip.path) for clip in clips}:
         return ""
     frame = read_manifest(cfg.manifest)
-    if elsewhere := sorted(set(frame.loc[frame["path"].isin(listed), "split"])):  # --split train on the shipped list
+    if elsewhere := sorted(set(frame.loc[frame["path"].map(nfc).isin(listed), "split"])):  # --split train on the shipped list
         return (f"; its recordings are in split {', '.join(map(repr, elsewhere))} of {cfg.manifest}, not "
                 f"{cfg.split!r}: a list made for that split (--exclude-excerpts \"\" for this one)")
     return (f"; none of its recordings is in split {cfg.split!r} of {cfg.manifest}: a list made for other data (in "
@@ -84,7 +89,7 @@ def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s
     clips = load_clips(cfg.manifest, cfg.audio_root, cfg.split, labels, sample_rate)
     for i, clip in enumerate(clips):
         for j, piece in enumerate(excerpts(clip.audio, length, min_length)):
-            key = (clip.path, round(j * window_s, 3))
+            key = (nfc(clip.path), round(j * window_s, 3))
             if key in excluded:
                 matched.add(key)
                 continue

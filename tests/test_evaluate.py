@@ -280,3 +280,36 @@ def test_a_bad_exclusion_list_or_snr_list_is_one_line(tmp_path):
         excluded_excerpts(str(tmp_path / "excl.csv"))
     result = CliRunner().invoke(app, ["evaluate", "--model", "m.onnx", "--snr-db", "0,x", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "a comma list of numbers, got '0,x'" in result.output
+
+
+def test_an_exclusion_list_typed_in_a_french_excel_matches_a_manifest_of_names_from_a_mac(tmp_path, shared_data):
+    """Saved by Excel in a French locale (';', '3,0') it was "needs the columns path and start_s"; and 'é' typed into
+    it (NFC) never matched the manifest make-manifest wrote from a Mac's copy (NFD): "1 listed excerpt(s) match no
+    3 s excerpt"."""
+    import unicodedata
+
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+    from pulse.config import EvalConfig
+    from pulse.evaluate import prepare
+
+    songs = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[:2]
+    (tmp_path / "audio" / "Gryllus_campestris").mkdir(parents=True)
+    for song, name in zip(songs, ("champêtre_é.flac", "b.flac")):
+        (tmp_path / "audio" / "Gryllus_campestris" / unicodedata.normalize("NFD", name)).write_bytes(song.read_bytes())
+    for flags, out in (([], "m.csv"), (["--unlabelled", "--val-fraction", "0.5"], "bg.csv")):
+        root = tmp_path / "audio" / ("Gryllus_campestris" if flags else "")
+        assert CliRunner().invoke(app, ["make-manifest", str(root), "--out", str(tmp_path / out), "--val-fraction",
+                                        "0.5", *flags]).exit_code == 0
+    manifest = pd.read_csv(tmp_path / "m.csv").assign(split="validation")
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "x.csv").write_bytes(unicodedata.normalize(
+        "NFC", "path;start_s;reason\r\nGryllus_campestris/champêtre_é.flac;3,0;silence\r\n").encode("utf-8-sig"))
+    cfg = EvalConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path / "audio"),
+                     background_manifest=str(tmp_path / "bg.csv"), background_root=str(root),
+                     background_split="validation")
+    labels = ("Gryllus campestris",)
+    every = prepare(cfg, labels, 16000, 3.0)
+    kept = prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "x.csv")}), labels, 16000, 3.0)
+    assert (kept.n_excluded, len(kept.windows)) == (1, len(every.windows) - 1)
