@@ -17,7 +17,8 @@ def read_spreadsheet_csv(path: str | Path, columns: Iterable[str]) -> pd.DataFra
     """Every cell as a string, an empty one as "" (a class or licence named 'NA' is a name, not "none"). Excel saves
     'CSV' with ';' between columns where the decimal mark is a comma (French, German, Spanish), and in the system's
     code page rather than UTF-8 unless told 'CSV UTF-8': the one is read as it is, the other is one line saying how
-    to save it. `columns` (the ones needed) name what an empty file lacks."""
+    to save it. Rows of empty cells after the last filled one (Excel saves those of a sheet whose cells were once
+    formatted or cleared: ';;;') are dropped. `columns` (the ones needed) name what an empty file lacks."""
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -28,8 +29,10 @@ def read_spreadsheet_csv(path: str | Path, columns: Iterable[str]) -> pd.DataFra
     if not text.strip():
         raise ValueError(f"{path}: empty file (need columns {', '.join(columns)})")
     header = text.partition("\n")[0]
-    return pd.read_csv(io.StringIO(text), dtype=str, sep=";" if ";" in header and "," not in header else ",",
-                       keep_default_na=False)
+    table = pd.read_csv(io.StringIO(text), dtype=str, sep=";" if ";" in header and "," not in header else ",",
+                        keep_default_na=False)
+    filled = table.apply(lambda column: column.str.strip().ne("")).any(axis=1)
+    return table[filled[::-1].cummax()[::-1]]
 
 
 def spreadsheet_number(cell: str) -> float:

@@ -255,6 +255,18 @@ def test_an_excel_saved_clam_style_splits_csv_reads_as_the_clean_one(tmp_path):
     assert labels_of(read_splits(excel)) == ("normal", "tumor")
 
 
+def test_rows_of_empty_cells_excel_leaves_after_the_table_are_not_slides(tmp_path):
+    """Excel saves the rows of a sheet whose cells were once formatted or cleared as ';;;': train stopped at
+    'line 5: no slide_id' on a table that ends at line 4; an empty row inside the table is still named."""
+    clean, excel = tmp_path / "clean.csv", tmp_path / "excel.csv"
+    clean.write_text("slide_id,label,fold\na,tumor,0\nb,normal,1\nc,tumor,2\n")
+    excel.write_bytes("\ufeffslide_id;label;fold;note\r\na;tumor;0;\r\nb;normal;1;\r\nc;tumor;2;\r\n;;;\r\n ; ;;\r\n".encode())
+    pd.testing.assert_frame_equal(read_splits(excel), read_splits(clean))
+    excel.write_text("slide_id;label;fold\na;tumor;0\n;;\nb;normal;1\nc;tumor;2\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(excel))}, line 3: no slide_id$"):
+        read_splits(excel)
+
+
 def test_slides_of_one_case_in_two_folds_are_refused_naming_the_case(tmp_path):
     """CLAM splits by case_id; a slide-level fold column put a patient's second slide in another fold silently."""
     path = tmp_path / "splits.csv"
