@@ -267,6 +267,15 @@ def test_rows_of_empty_cells_excel_leaves_after_the_table_are_not_slides(tmp_pat
         read_splits(excel)
 
 
+def test_labels_differing_only_in_case_are_refused_naming_both_lines(tmp_path):
+    """'Tumor' on one row and 'tumor' elsewhere trained three classes (p_Tumor, p_normal, p_tumor) without a word."""
+    path = tmp_path / "splits.csv"
+    path.write_text("slide_id,label,fold\na,tumor,0\nb,normal,1\nc,Tumor,2\nd,Normal,0\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}, line 4: label 'Tumor' differs from 'tumor' "
+                                         r"\(line 2\) only in case; spell each class one way$"):
+        read_splits(path)
+
+
 def test_slides_of_one_case_in_two_folds_are_refused_naming_the_case(tmp_path):
     """CLAM splits by case_id; a slide-level fold column put a patient's second slide in another fold silently."""
     path = tmp_path / "splits.csv"

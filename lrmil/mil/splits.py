@@ -34,6 +34,7 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
         why = " (test, validation, train)" if min_folds == 3 else ""
         raise ValueError(f"{path}: need at least {min_folds} fold(s){why}, found {folds.nunique()}")
     table = table.assign(fold=folds.astype(int))
+    _check_labels(path, table)
     _check_cases(path, table)
     return table[list(COLUMNS)]
 
@@ -50,6 +51,16 @@ def without_slide_suffix(slide_id: str) -> str:
     its feature files do; other dots stay (TCGA ids hold one)."""
     suffix = Path(slide_id).suffix
     return slide_id[: -len(suffix)] if suffix.lower() in SLIDE_SUFFIXES + IMAGE_SUFFIXES else slide_id
+
+
+def _check_labels(path: str | Path, table: pd.DataFrame) -> None:
+    """'Tumor' beside 'tumor' trained a third class without a word."""
+    spellings = table.drop_duplicates("label")["label"]
+    if (clash := spellings.str.casefold().duplicated()).any():
+        other = spellings[clash].iloc[0]
+        first = spellings[spellings.str.casefold() == other.casefold()]
+        raise ValueError(f"{path}, line {spellings[clash].index[0] + 2}: label {other!r} differs from {first.iloc[0]!r} "
+                         f"(line {first.index[0] + 2}) only in case; spell each class one way")
 
 
 def _check_cases(path: str | Path, table: pd.DataFrame) -> None:
