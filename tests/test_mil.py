@@ -129,7 +129,7 @@ def test_fold_roles_are_disjoint_and_validation_is_the_next_fold(tmp_path):
     assert sum(map(len, roles.values())) == 20 and not set(roles["train"]) & set(roles["test"])
     path = tmp_path / "splits.csv"
     folded.to_csv(path, index=False)
-    assert labels_of(read_splits(path)) == ("x", "y")
+    assert labels_of(read_splits(path), path) == ("x", "y")
     folded.drop(columns="fold").to_csv(path, index=False)
     with pytest.raises(ValueError, match="missing column"):
         read_splits(path)
@@ -252,7 +252,7 @@ def test_an_excel_saved_clam_style_splits_csv_reads_as_the_clean_one(tmp_path):
     excel.write_bytes("\ufeffcase_id, slide_id, label, fold, site\r\nc1, a.svs, tumor , 0, X\r\n"
                       "c2, b.NDPI, normal, 1,\r\nc3, TCGA-01.9F3A, tumor, 2, Y\r\n".encode())
     pd.testing.assert_frame_equal(read_splits(excel), read_splits(clean))
-    assert labels_of(read_splits(excel)) == ("normal", "tumor")
+    assert labels_of(read_splits(excel), excel) == ("normal", "tumor")
 
 
 def test_rows_of_empty_cells_excel_leaves_after_the_table_are_not_slides(tmp_path):
@@ -274,6 +274,17 @@ def test_labels_differing_only_in_case_are_refused_naming_both_lines(tmp_path):
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}, line 4: label 'Tumor' differs from 'tumor' "
                                          r"\(line 2\) only in case; spell each class one way$"):
         read_splits(path)
+
+
+def test_a_single_label_is_refused_for_training_but_not_for_stage_1(tmp_path):
+    """A CSV of one label trained models that answer it for every slide (AUC null, accuracy 1.0); stage 1 reads
+    only the folds."""
+    path = tmp_path / "splits.csv"
+    path.write_text("slide_id,label,fold\na,tumor,0\nb,tumor ,1\nc,tumor,2\n")
+    assert len(read_splits(path)) == 3
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: every slide is labelled 'tumor'; a classifier "
+                                         "needs slides of at least two labels$"):
+        labels_of(read_splits(path), path)
 
 
 def test_slides_of_one_case_in_two_folds_are_refused_naming_the_case(tmp_path):
@@ -342,7 +353,7 @@ def test_a_label_pandas_reads_as_missing_is_a_label_and_an_empty_file_is_named(t
     'error: No columns to parse from file', no file named."""
     path = tmp_path / "splits.csv"
     path.write_text("slide_id,label,fold\na,NA,0\nb,None,1\nc,NA,2\n")
-    assert labels_of(read_splits(path)) == ("NA", "None")
+    assert labels_of(read_splits(path), path) == ("NA", "None")
     path.write_text("")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: empty file"):
         read_splits(path)

@@ -71,7 +71,7 @@ def _stage1_and_2(splits: Path, slides: list[Path], teacher_encoder: Path, f20: 
         run = out / "runs" / f"student_5x_both_fold{fold}"
         distill(dataclasses.replace(stage2, features=str(f5), out=str(run), folds=(int(fold),)))
         predictions.append(read_predictions(run / "predictions.csv"))
-    labels = labels_of(table)
+    labels = labels_of(table, splits)
     pooled = pd.concat(predictions, ignore_index=True)
     write_predictions(out / "runs" / "student_5x_both_predictions.csv", pooled)
     metrics = {"pooled": metrics_from_table(pooled, labels),

@@ -77,7 +77,7 @@ def check_children(slide_id: str, bag: Bag, teacher_bag: Bag) -> None:
 def distill(cfg: DistillConfig) -> dict:
     check_teacher_splits(cfg)
     splits = read_splits(cfg.splits)
-    labels = labels_of(splits)
+    labels = labels_of(splits, cfg.splits)
     bags = load_bags(cfg.features, splits, labels)
     teacher_bags = load_bags(cfg.teacher_features, splits, labels)
     if not (both := {s: b for s, b in bags.items() if s in teacher_bags}):

@@ -78,9 +78,15 @@ def _first_line(rows: pd.Series) -> int:
     return int(np.flatnonzero(rows.to_numpy())[0]) + 2
 
 
-def labels_of(table: pd.DataFrame) -> tuple[str, ...]:
-    """Class names in a stable order (sorted), the order of every probability column."""
-    return tuple(sorted(table["label"].unique()))
+def labels_of(table: pd.DataFrame, path: str | Path) -> tuple[str, ...]:
+    """Class names in a stable order (sorted), the order of every probability column. One label alone trained
+    models that answer it whatever the slide (AUC null, accuracy 1.0); stage 1 reads no labels, so it is refused
+    here, where a model gets its classes."""
+    labels = tuple(sorted(table["label"].unique()))
+    if len(labels) < 2:
+        raise ValueError(f"{path}: every slide is labelled {labels[0]!r}; a classifier needs slides of at least two "
+                         "labels")
+    return labels
 
 
 def fold_roles(table: pd.DataFrame, test_fold: int) -> dict[str, list[str]]:

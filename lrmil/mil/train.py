@@ -197,7 +197,7 @@ def run_record(cfg) -> dict:
 def train(cfg: MILConfig) -> dict:
     """Teacher (20x features) or student without KD (5x features): cross-entropy only."""
     splits = read_splits(cfg.splits)
-    labels = labels_of(splits)
+    labels = labels_of(splits, cfg.splits)
     bags = load_bags(cfg.features, splits, labels)
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
     return run_folds(cfg, bags, splits, labels, lambda fold: ce_loss, model_cfg, fingerprint(bags))
