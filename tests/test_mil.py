@@ -392,3 +392,24 @@ def test_a_splits_csv_typed_by_hand_finds_the_features_of_a_slide_named_on_a_mac
         np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32), np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
     splits = pd.DataFrame({"slide_id": [unicodedata.normalize("NFC", "Prøve_é")], "label": ["x"], "fold": [0]})
     assert list(load_bags(tmp_path, splits, ("x",))) == splits["slide_id"].tolist() and not caplog.messages
+
+
+def test_a_fold_left_without_slides_that_have_features_is_refused_not_trained_on_nothing(tmp_path):
+    """Fold 2's slides failed at extraction: the two folds left tested and validated on each other, trained on no
+    slide, and wrote the models as initialised with their metrics (two warnings a fold, exit 0)."""
+    import h5py
+
+    from lrmil.mil.train import train
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        with h5py.File(tmp_path / f"s{i}.h5", "w") as f:
+            f["features"] = rng.normal(0, 1, (4, 8)).astype(np.float32)
+            f["coords"] = rng.integers(0, 9, (4, 2)).astype(np.int32) * 256
+    splits = tmp_path / "splits.csv"
+    splits.write_text("slide_id,label,fold\ns0,a,0\ns1,b,0\ns2,a,1\ns3,b,1\nbroken,a,2\nno_mpp,b,2\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(splits))}: the slides with features are all in fold\(s\) "
+                                         r"0, 1; training needs slides in at least 3 folds \(test, validation, train\)"):
+        train(MILConfig(features=str(tmp_path), splits=str(splits), out=str(tmp_path / "run"),
+                        model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
+    assert not (tmp_path / "run").exists()

@@ -113,13 +113,17 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     out = Path(cfg.out)
     record = {**run_record(cfg), "data_hash": data_hash}
     run = {name: value for name, value in record["config"].items() if name != "folds"}
-    write_json(out / "config.json", record)
     splits = splits[splits["slide_id"].isin(bags)]
     every_fold = [int(f) for f in sorted(splits["fold"].unique())]
+    if len(every_fold) < 3:  # fold_roles would leave no training fold: models as initialised, scored as trained
+        raise ValueError(f"{cfg.splits}: the slides with features are all in fold(s) {', '.join(map(str, every_fold))}; "
+                         "training needs slides in at least 3 folds (test, validation, train): extract the slides "
+                         "skipped above, or move slides to other folds")
     folds = [int(f) for f in cfg.folds] or every_fold
     if unknown := sorted(set(folds) - set(every_fold)):
         raise ValueError(f"{cfg.splits}: no fold {', '.join(map(str, unknown))} among the slides with features "
                          f"(folds: {', '.join(map(str, every_fold))})")
+    write_json(out / "config.json", record)
 
     def key(fold: int, roles: dict[str, list[str]]) -> dict:
         slides = {role: [[s, int(bags[s].label)] for s in ids] for role, ids in roles.items()}
