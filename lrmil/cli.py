@@ -270,7 +270,7 @@ def distill_patches(
                   device=device, mpp=mpp, override_mpp=override_mpp, tissue=tissue, patch=patch_cfg)
     try:
         metrics = distill_patch(cfg, paths, out, splits, teacher_mil, teacher_features)
-    except (FileNotFoundError, KeyError, ValueError, SlideReadError) as exc:  # training needs every slide
+    except (FileNotFoundError, KeyError, ValueError, SlideReadError) as exc:  # e.g. two slides of one id
         _fail(exc)
     typer.echo(json.dumps(metrics))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,9 @@ from lrmil.config import DistillPatchConfig
 from lrmil.encoders import SYNTHETIC_NOTICE, create_encoder, preprocess, save_encoder
 from lrmil.features import segment_and_patch
 from lrmil.patching import PatchGrid
-from lrmil.slide import SlideIds, open_slide, read_scaled
+from lrmil.slide import SlideIds, SlideReadError, open_slide, read_scaled
+
+log = logging.getLogger(__name__)
 
 LOSSES = ("cosine", "mse")
 
@@ -74,7 +77,8 @@ def match_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, 
 
 
 def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_ids: list[str]) -> dict[str, tuple]:
-    """Per slide: (20x coords, attention over those patches) from the frozen teacher MIL."""
+    """Per slide: (20x coords, attention over those patches) from the frozen teacher MIL. A slide without a 20x
+    feature file (extraction failed on it) is left out with one line, as `lrmil train` leaves it out."""
     from lrmil.mil.attention import load_mil
     from lrmil.mil.bags import feature_path
     from lrmil.store import read_features
@@ -84,8 +88,9 @@ def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_i
     with torch.inference_mode():
         for sid in slide_ids:
             if not (path := feature_path(features_dir, sid)).is_file():  # one line, not h5py's errno paragraph
-                raise FileNotFoundError(f"{path}: no 20x feature file of slide {sid} in --teacher-features, which "
-                                        "needs one for every training slide (`lrmil extract --resolution teacher`)")
+                log.error("%s: no 20x feature file of slide %s in --teacher-features (`lrmil extract --resolution "
+                          "teacher` failed on it or was not given it); slide left out of stage 1", path, sid)
+                continue
             ff = read_features(path)
             out[sid] = (ff.coords, model(torch.from_numpy(ff.features)).attention.numpy())
     return out
@@ -234,24 +239,33 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
         _check_teacher_fold(teacher_mil, cfg.test_fold)
     chosen_ids = [ids.claim(p) for p in chosen]
     attention = teacher_attention(teacher_mil, teacher_features, chosen_ids) if use_attention else {}
-    start, samples = time.perf_counter(), []
+    start, samples, used = time.perf_counter(), [], []
     for path, sid in tqdm(list(zip(chosen, chosen_ids)), desc="teacher targets", unit="slide"):
-        grid = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp).grid
-        coords, attn = attention.get(sid, (grid.teacher.coords, None))
-        if not np.array_equal(coords, grid.teacher.coords):
-            raise ValueError(f"{path}: the 20x feature file was cut with another grid; give the tissue and patch "
-                             "flags it was extracted with (--mask-mpp, --min-saturation, --teacher-px, --min-tissue)")
-        samples += collect_samples(path, grid, child_weights(grid, attn), teacher, cfg, rng)
+        if use_attention and sid not in attention:  # named by teacher_attention
+            continue
+        try:  # a slide extraction failed on (corrupt, no scale) is left out, as `lrmil train` leaves it out
+            grid = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp).grid
+            coords, attn = attention.get(sid, (grid.teacher.coords, None))
+            if not np.array_equal(coords, grid.teacher.coords):
+                raise ValueError(f"{path}: the 20x feature file was cut with another grid; give the tissue and "
+                                 "patch flags it was extracted with (--mask-mpp, --min-saturation, --teacher-px, "
+                                 "--min-tissue)")
+            samples += collect_samples(path, grid, child_weights(grid, attn), teacher, cfg, rng)
+        except SlideReadError as exc:
+            log.error("%s; slide left out of stage 1", exc)
+            continue
+        used.append(sid)
     if not samples:
-        raise ValueError("no tissue patches in the training slides; nothing to distil")
+        left_out = f" ({len(chosen) - len(used)} of {len(chosen)} left out above)" if len(used) < len(chosen) else ""
+        raise ValueError(f"no tissue patches in the training slides{left_out}; nothing to distil")
     order = rng.permutation(len(samples))
     n_val = int(round(len(samples) * cfg.val_fraction)) if len(samples) > 4 else 0
     val, train = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     student, metrics = train_student(teacher, train, val, cfg)
-    metrics.update({"slides": len(chosen), "slide_ids": chosen_ids, "parents": len(samples),
+    metrics.update({"slides": len(used), "slide_ids": used, "parents": len(samples),
                     "attention_weighting": use_attention, "seconds": time.perf_counter() - start})
     student.cfg = dataclasses.replace(student.cfg, source="lrmil distill-patches",
-                                      training_data=f"stage-1 distillation on {len(chosen)} slides; "
+                                      training_data=f"stage-1 distillation on {len(used)} slides; "
                                                     f"teacher {teacher.cfg.training_data}".strip())
     save_encoder(out, student, student.cfg, extra={"distill_patch": cfg.to_dict(), "metrics": metrics})
     write_json(Path(out).with_suffix(".json"), {"config": cfg.to_dict(), "metrics": metrics,

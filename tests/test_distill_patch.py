@@ -169,7 +169,7 @@ def test_stage1_leaves_out_the_test_fold_when_the_splits_name_slides_by_file(tmp
     assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:]
 
 
-def test_stage1_keys_splits_and_teacher_features_of_slides_of_one_name_by_their_folders(tmp_path):
+def test_stage1_keys_splits_and_teacher_features_of_slides_of_one_name_by_their_folders(tmp_path, caplog):
     """2023/S1/HE.svs and 2024/S1/HE.svs are extracted as 2023_S1_HE and 2024_S1_HE: stage 1 holds out and looks up
     the teacher's features of each under that id, as the splits CSV and --teacher-features name them."""
     from lrmil.distill_patch import _training_slides, distill_patch
@@ -183,21 +183,44 @@ def test_stage1_keys_splits_and_teacher_features_of_slides_of_one_name_by_their_
     assert _training_slides(slides, SlideIds(slides), splits, test_fold=0) == slides[1:]
     save_mil(tmp_path / "fold0.safetensors", ABMIL(ABMILConfig()), {"fold": 0})
     (tmp_path / "features").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"2024_S1_HE.h5: no 20x feature file of slide 2024_S1_HE"):
+    with pytest.raises(ValueError, match=r"no tissue patches in the training slides \(1 of 1 left out above\)"):
         distill_patch(DistillPatchConfig(test_fold=0), slides, tmp_path / "student.safetensors", splits=splits,
                       teacher_mil=tmp_path / "fold0.safetensors", teacher_features=tmp_path / "features")
+    assert caplog.messages[0].startswith(f"{tmp_path / 'features' / '2024_S1_HE.h5'}: no 20x feature file of slide "
+                                         "2024_S1_HE in --teacher-features")
 
 
-def test_a_training_slide_without_a_teacher_feature_file_is_named_in_one_line(tmp_path):
-    """The error was h5py's '[Errno 2] Unable to synchronously open file (unable to open file: name = ...)'."""
-    from lrmil.distill_patch import teacher_attention
+def test_a_slide_extraction_failed_on_is_left_out_of_stage_1_in_one_line_and_the_rest_distilled(tmp_path, caplog):
+    """A corrupt slide, or one without a scale, in the archive folder has no 20x feature file: stage 1 stopped there
+    (h5py's '[Errno 2] Unable to synchronously open file ...', then one line naming the file), where `lrmil train`
+    leaves such a slide out with one line; without attention weighting it stopped at the unreadable slide."""
+    from lrmil.encoders import save_encoder
     from lrmil.mil.attention import ABMIL, save_mil
     from lrmil.mil.config import ABMILConfig
+    from lrmil.synth import make_spec, write_slide
 
+    synth = SynthConfig(size=512, tile=256)
+    write_slide(tmp_path / "synth_0000.tiff", make_spec(synth, 0, 1), synth)
+    (tmp_path / "broken.svs").write_bytes(np.random.default_rng(0).bytes(1024))
+    teacher = create_encoder("lrmil_vit_tiny", weights="random")
+    save_encoder(tmp_path / "teacher.safetensors", teacher,
+                 dataclasses.replace(teacher.cfg, patch_px=64, training_data="synthetic test"))
+    cfg = DistillPatchConfig(teacher_weights=str(tmp_path / "teacher.safetensors"), max_parents_per_slide=3, epochs=1,
+                             batch_size=2, patch=TINY_PATCH, val_fraction=0.0)
+    slides = [tmp_path / "broken.svs", tmp_path / "synth_0000.tiff"]
+    metrics = distill_patch(cfg, slides, tmp_path / "student.safetensors")
+    assert metrics["slide_ids"] == ["synth_0000"] and metrics["parents"] == 3
+    assert caplog.messages == [f"{tmp_path / 'broken.svs'}: neither OpenSlide nor PIL can read it (corrupt or "
+                               "unsupported format); slide left out of stage 1"]
+    caplog.clear()
     save_mil(tmp_path / "mil.safetensors", ABMIL(ABMILConfig()))
     (tmp_path / "features").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"features/b.h5: no 20x feature file of slide b in --teacher-features"):
-        teacher_attention(tmp_path / "mil.safetensors", tmp_path / "features", ["b"])
+    with pytest.raises(ValueError, match=r"no tissue patches in the training slides \(2 of 2 left out above\)"):
+        distill_patch(cfg, slides, tmp_path / "s2.safetensors", teacher_mil=tmp_path / "mil.safetensors",
+                      teacher_features=tmp_path / "features")
+    assert caplog.messages == [f"{tmp_path / 'features' / name}.h5: no 20x feature file of slide {name} in "
+                               "--teacher-features (`lrmil extract --resolution teacher` failed on it or was not given "
+                               "it); slide left out of stage 1" for name in ("broken", "synth_0000")]
 
 
 def test_stage1_leaves_out_a_test_slide_typed_by_hand_whose_file_was_named_on_a_mac(tmp_path):
