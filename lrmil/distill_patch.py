@@ -191,14 +191,18 @@ def train_student(teacher: torch.nn.Module, train: list[ParentSample], val: list
 
 
 def _training_slides(slides: list[Path], ids: SlideIds, splits: str | Path | None, test_fold: int) -> list[Path]:
+    """With a splits CSV, its slides outside the test fold, as `lrmil train` reads only the CSV's slides: one the CSV
+    does not list (a case kept back, or added to the folder since) could be tested on later."""
     if splits is None:
         return slides
     from export.tables import nfc
     from lrmil.mil.splits import read_splits
 
     table = read_splits(splits, min_folds=1)  # its slide ids as train's: without a slide file suffix or spaces
-    held_out = set(table.loc[table["fold"] == test_fold, "slide_id"].map(nfc))  # typed by hand, the files' from a Mac
-    return [p for p in slides if nfc(ids.claim(p)) not in held_out]
+    folds = dict(zip(table["slide_id"].map(nfc), table["fold"]))  # typed by hand, the files' names from a Mac
+    if unlisted := [p for p in slides if nfc(ids.claim(p)) not in folds]:
+        log.warning("%d slide(s) not in %s left out of stage 1, e.g. %s", len(unlisted), splits, unlisted[0])
+    return [p for p in slides if folds.get(nfc(ids.claim(p)), test_fold) != test_fold]
 
 
 def _check_teacher_fold(teacher_mil: str | Path, test_fold: int) -> None:

@@ -156,6 +156,21 @@ def test_the_teacher_weighting_the_children_must_be_that_of_the_fold_left_out(tm
                       splits=splits, teacher_mil=tmp_path / "fold2.safetensors", teacher_features=tmp_path)
 
 
+def test_stage1_reads_only_the_slides_the_splits_list(tmp_path, caplog):
+    """Slides in the folder that the CSV does not list (kept back for a later test, or added since) were distilled
+    on, where `lrmil train` reads only the CSV's slides."""
+    from pathlib import Path
+
+    from lrmil.distill_patch import _training_slides
+    from lrmil.slide import SlideIds
+
+    path = tmp_path / "splits.csv"
+    path.write_text("slide_id,label,fold\na,x,0\nb,y,1\nc,x,2\n")
+    slides = [Path(f"/s/{name}.svs") for name in "abcde"]
+    assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:3]
+    assert caplog.messages == [f"2 slide(s) not in {path} left out of stage 1, e.g. /s/d.svs"]
+
+
 def test_stage1_leaves_out_the_test_fold_when_the_splits_name_slides_by_file(tmp_path):
     """A splits CSV listing 'a.svs' (CLAM, TRIDENT) held out nothing: stage 1 trained on the test fold's slides."""
     from pathlib import Path
