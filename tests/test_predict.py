@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,6 +81,47 @@ def test_bundle_refuses_a_5x_encoder_in_the_teacher_slot_and_carries_the_synthet
                     TissueConfig())
     again = save_bundle(tmp_path / "again", student, teacher, PatchConfig(), TissueConfig())
     assert "synthetic" in load_path(again, "student").notice
+
+
+def test_bundle_refuses_encoder_weights_other_than_those_the_abmil_s_features_came_from(model_dir, tmp_path):
+    """Features extracted with the bundled default encoder, bundled with the demo model's teacher encoder (same
+    architecture, other weights): the model folder was written and its teacher path flipped a slide's label
+    (synth_0009: normal out of fold, tumor through the bundle). Refused now, naming the weights to give, and
+    nothing is written."""
+    import torch
+
+    from export.artifact import sha256
+    from lrmil.encoders import bundled_weights, create_encoder, save_encoder
+    from lrmil.mil.bundle import save_bundle
+    from lrmil.mil.config import ABMILConfig, MILConfig
+    from lrmil.mil.train import train
+    from lrmil.store import FeatureFile, write_features
+
+    default = bundled_weights("lrmil_vit_tiny")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_features(tmp_path / "features" / f"s{i}.h5", FeatureFile(
+            np.zeros((3, 2), np.int64), rng.normal(0, 1, (3, 192)).astype(np.float32), np.zeros((3, 0), np.int64),
+            256, 256, 20.0, 0.5, encoder="lrmil_vit_tiny", weights_sha256=sha256(default)))
+    (tmp_path / "splits.csv").write_text("slide_id,label,fold\n" + "".join(f"s{i},{'ab'[i % 2]},{i % 3}\n"
+                                                                         for i in range(6)))
+    train(MILConfig(features=str(tmp_path / "features"), splits=str(tmp_path / "splits.csv"), out=str(tmp_path / "run"),
+                    folds=(0,), model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
+    torch.manual_seed(1)
+    other = create_encoder("lrmil_vit_tiny", weights="random")
+    save_encoder(tmp_path / "other.safetensors", other, other.cfg)
+    student = (model_dir.parent / "enc.safetensors", model_dir.parent / "student.safetensors")  # weights not recorded
+    teacher_mil = tmp_path / "run" / "fold0" / "model.safetensors"
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'other.safetensors'))}: the teacher ABMIL .*"
+                                         rf"was trained on features of encoder weights {sha256(default)[:8]}, this "
+                                         rf"file holds {sha256(tmp_path / 'other.safetensors')[:8]}; give "
+                                         r"--teacher-encoder the weights its features were extracted with \(those of "
+                                         rf"`--weights default`: {re.escape(str(default))}\)$"):
+        save_bundle(tmp_path / "model", student, (tmp_path / "other.safetensors", teacher_mil), PatchConfig(),
+                    TissueConfig())
+    assert not (tmp_path / "model").exists()
+    assert load_path(save_bundle(tmp_path / "model", student, (default, teacher_mil), PatchConfig(), TissueConfig()),
+                     "teacher").mil.cfg.labels == ("a", "b")
 
 
 def test_student_and_teacher_paths_on_an_image_and_the_missing_mpp_error(model_dir, tmp_path):

@@ -27,6 +27,7 @@ class Bag:
     encoder: str = ""
     coords: np.ndarray | None = None  # [N, 2] level-0 (x, y) of each patch, from the feature file
     patch_size_level0: int = 0
+    weights_sha256: str = ""  # of the encoder weights file the features came from; "" = unknown (CLAM, TRIDENT)
 
 
 def feature_path(features_dir: str | Path, slide_id: str) -> Path:
@@ -56,7 +57,7 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
             continue
         bags[row.slide_id] = Bag(row.slide_id, index[row.label], int(row.fold), torch.from_numpy(ff.features),
                                  torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder, ff.coords,
-                                 int(ff.patch_size_level0))
+                                 int(ff.patch_size_level0), ff.weights_sha256)
         makers.setdefault((ff.encoder, ff.weights_sha256, ff.magnification, ff.features.shape[1]),
                           []).append(row.slide_id)
     if not bags:

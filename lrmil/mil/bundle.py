@@ -90,16 +90,21 @@ class OnnxPathModel:
 
 def save_bundle(out: str | Path, student: tuple[Path, Path], teacher: tuple[Path, Path], patch: PatchConfig,
                 tissue: TissueConfig, notice: str = "") -> Path:
-    """Write a model folder from (encoder file, ABMIL file) pairs; returns the folder."""
+    """Write a model folder from (encoder file, ABMIL file) pairs, both checked before anything is written (a
+    refused teacher left a folder of the student's files); returns the folder."""
     from lrmil.encoders import SYNTHETIC_NOTICE, load_encoder, save_encoder
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    entry, synthetic = {}, False
+    pairs = {}
     for name, (encoder_file, mil_file) in zip(PATHS, (student, teacher)):
         encoder, mil = load_encoder(encoder_file), load_mil(mil_file)
         check_encoder_slot(name, encoder, encoder_file, patch)
         check_pair(name, mil, encoder, mil_file, patch)
+        check_features_weights(name, mil_file, encoder, encoder_file)
+        pairs[name] = encoder, mil, mil_file
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entry, synthetic = {}, False
+    for name, (encoder, mil, mil_file) in pairs.items():
         save_encoder(out / f"{name}_encoder.safetensors", copy.deepcopy(encoder).half(), encoder.cfg)
         shutil.copyfile(mil_file, out / f"{name}_mil.safetensors")
         entry[name] = {"encoder": f"{name}_encoder.safetensors", "mil": f"{name}_mil.safetensors"}
@@ -122,6 +127,23 @@ def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path, pat
     if not math.isclose(mil.cfg.magnification, expected):
         raise ValueError(f"{where}: the {name} slot takes a {expected:g}x ABMIL, this one was trained on "
                          f"{mil.cfg.magnification:g}x features (swapped --student-mil and --teacher-mil?)")
+
+
+def check_features_weights(name: str, mil_file: Path, encoder: nn.Module, encoder_file: Path) -> None:
+    """An ABMIL runs on features of another weights file of its encoder too (the demo model's teacher encoder
+    where the features came from the bundled default), and its predictions flip; a model trained before its
+    features' weights were recorded, or on CLAM's or TRIDENT's files, is not checked."""
+    from export.artifact import read_weights_metadata, sha256
+    from lrmil.encoders import bundled_weights
+
+    trained_on = read_weights_metadata(mil_file, package="lrmil").get("features_weights_sha256", "")
+    if not trained_on or trained_on == encoder.cfg.weights_sha256:
+        return
+    default = bundled_weights(encoder.cfg.name)
+    where = f" (those of `--weights default`: {default})" if default.is_file() and sha256(default) == trained_on else ""
+    raise ValueError(f"{encoder_file}: the {name} ABMIL {mil_file} was trained on features of encoder weights "
+                     f"{trained_on[:8]}, this file holds {encoder.cfg.weights_sha256[:8]}; give --{name}-encoder the "
+                     f"weights its features were extracted with{where}")
 
 
 def check_encoder_slot(name: str, encoder: nn.Module, where: str | Path, patch: PatchConfig) -> None:

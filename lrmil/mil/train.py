@@ -125,6 +125,8 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
                          f"(folds: {', '.join(map(str, every_fold))})")
     write_json(out / "config.json", record)
 
+    weights_sha256 = next(iter(bags.values())).weights_sha256  # one for every bag (load_bags): `bundle` checks it
+
     def key(fold: int, roles: dict[str, list[str]]) -> dict:
         slides = {role: [[s, int(bags[s].label)] for s in ids] for role, ids in roles.items()}
         return {"run": run, "data_hash": data_hash, "roles_sha256": hash_record(slides), **fold_inputs(fold)}
@@ -137,7 +139,7 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
             torch.manual_seed(cfg.seed)  # the initial weights too: torch's own seed differs in every process
             model = fit(ABMIL(model_cfg), [bags[s] for s in roles["train"]], [bags[s] for s in roles["val"]],
                         fold_loss(fold), cfg, desc=f"fold {fold}")
-            save_mil(path, model, {"fold": fold, **key(fold, roles)})
+            save_mil(path, model, {"fold": fold, **key(fold, roles), "features_weights_sha256": weights_sha256})
     tables = []
     for fold in every_fold:  # this call's folds and those earlier calls left current
         roles = fold_roles(splits, fold)
