@@ -267,6 +267,19 @@ def test_rows_of_empty_cells_excel_leaves_after_the_table_are_not_slides(tmp_pat
         read_splits(excel)
 
 
+def test_column_names_typed_in_capitals_name_the_columns(tmp_path):
+    """'Slide_ID;Label;Fold', as typed in Excel, was 'missing column(s) slide_id, label, fold'; a name given twice
+    in two spellings is refused rather than one of them read."""
+    clean, typed = tmp_path / "clean.csv", tmp_path / "typed.csv"
+    clean.write_text("case_id,slide_id,label,fold\nP1,a,tumor,0\nP2,b,normal,1\nP3,c,tumor,2\n")
+    typed.write_text("Case_ID;Slide_ID;Label;FOLD;Notes\nP1;a;tumor;0;x\nP2;b;normal;1;\nP3;c;tumor;2;\n")
+    pd.testing.assert_frame_equal(read_splits(typed), read_splits(clean))
+    typed.write_text("slide_id,Label,label,fold\na,tumor,tumor,0\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(typed))}: two columns named label \(column names ignore "
+                                         r"case\)$"):
+        read_splits(typed)
+
+
 def test_labels_differing_only_in_case_are_refused_naming_both_lines(tmp_path):
     """'Tumor' on one row and 'tumor' elsewhere trained three classes (p_Tumor, p_normal, p_tumor) without a word."""
     path = tmp_path / "splits.csv"

@@ -17,7 +17,7 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     """Read and check a splits CSV; labels are kept as strings so class names survive. Other columns are
     ignored, but for `case_id` (CLAM's): one case's slides must share a fold. Stage 1 needs only the fold it
     leaves out (`min_folds` 1), k-fold training a test, a validation and a training fold."""
-    table = _trimmed(read_spreadsheet_csv(path, COLUMNS))
+    table = _named(path, _trimmed(read_spreadsheet_csv(path, COLUMNS)))
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
@@ -44,6 +44,15 @@ def _trimmed(table: pd.DataFrame) -> pd.DataFrame:
     class of its own; a cell of spaces is empty."""
     table.columns = table.columns.str.strip()
     return table.map(lambda v: v.strip() or None if isinstance(v, str) else v)
+
+
+def _named(path: str | Path, table: pd.DataFrame) -> pd.DataFrame:
+    """A header typed in a spreadsheet ('Slide_ID', 'Label', 'Fold') names the columns CLAM writes in lower case:
+    it was 'missing column(s) slide_id, label, fold'."""
+    names = [name.lower() if name.lower() in (*COLUMNS, "case_id") else name for name in table.columns]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"{path}: two columns named {twice[0]} (column names ignore case)")
+    return table.set_axis(names, axis=1)
 
 
 def without_slide_suffix(slide_id: str) -> str:
