@@ -124,6 +124,18 @@ def test_bundle_refuses_encoder_weights_other_than_those_the_abmil_s_features_ca
                      "teacher").mil.cfg.labels == ("a", "b")
 
 
+def test_a_training_run_given_as_the_model_says_to_bundle_it(tmp_path):
+    """`lrmil train --out runs/teacher`, then `predict --model runs/teacher` (and the lab app's Model field): it was
+    'not an LRMIL model folder (no model.json or onnx.json)', which does not say what makes one."""
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.config import ABMILConfig
+
+    save_mil(tmp_path / "teacher" / "fold0" / "model.safetensors", ABMIL(ABMILConfig()))
+    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(tmp_path / 'teacher'))}: a training run, not a "
+                                                r"model folder; `lrmil bundle` makes one of a fold's model.safetensors"):
+        load_path(tmp_path / "teacher", "student")
+
+
 def test_student_and_teacher_paths_on_an_image_and_the_missing_mpp_error(model_dir, tmp_path):
     slide = _tissue_png(tmp_path / "disc.png")
     out = tmp_path / "out"

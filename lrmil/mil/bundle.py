@@ -167,6 +167,9 @@ def load_path(folder: str | Path, name: str, device: str = "cpu", threads: int =
         return _load_onnx_path(folder, name, device, threads)
     spec_file = folder / BUNDLE_FILE
     if not spec_file.is_file():
+        if any(folder.glob("fold*/model.safetensors")):  # the --out of `lrmil train` or `distill`, a likely guess
+            raise FileNotFoundError(f"{folder}: a training run, not a model folder; `lrmil bundle` makes one of a "
+                                    "fold's model.safetensors and the encoders of its features")
         raise FileNotFoundError(f"{folder}: not an LRMIL model folder (no {BUNDLE_FILE} or {ONNX_FILE})")
     spec = read_json(spec_file)
     encoder = load_encoder(folder / spec[name]["encoder"]).float().eval().to(device)
