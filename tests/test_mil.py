@@ -323,6 +323,24 @@ def test_a_listed_slide_without_features_is_one_line_naming_its_row_and_file(tmp
         load_bags(tmp_path, splits.iloc[1:], ("x", "y"))
 
 
+def test_extract_s_out_given_as_features_names_the_feature_folder_inside(tmp_path):
+    """`--features work20` (extract's --out) skipped every slide and stopped at 'the folder holds no .h5 files',
+    without saying that the files are in work20/features/lrmil_vit_tiny_20x_256px."""
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    inside = tmp_path / "work20" / "features" / "lrmil_vit_tiny_20x_256px"
+    write_features(inside / "a.h5", FeatureFile(np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32),
+                                                np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
+    (tmp_path / "work20" / "patches").mkdir()
+    (tmp_path / "work20" / "patches" / "a.h5").write_bytes(b"")  # grid files: not features
+    splits = pd.DataFrame({"slide_id": ["a"], "label": ["x"], "fold": [0]})
+    for given in (tmp_path / "work20", tmp_path / "work20" / "features"):
+        with pytest.raises(FileNotFoundError, match=rf"the folder holds no .h5 files\); give --features the folder of "
+                                                    rf"one encoder's files: {re.escape(str(inside))}$"):
+            load_bags(given, splits, ("x", "y"))
+
+
 def test_a_label_no_fold_trains_on_is_warned_about_per_fold(caplog):
     """A class whose only slides sit in one fold: the test fold's model never saw it, and nothing said so."""
     from lrmil.mil.train import warn_untrained_labels

@@ -64,7 +64,8 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
         held = sorted(p.name for p in Path(features_dir).glob("*.h5"))
         raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV (looked "
                                 f"for {feature_path(features_dir, splits['slide_id'].iloc[0]).name}, ...; the folder "
-                                f"holds {f'{len(held)} .h5 file(s), e.g. {held[0]}' if held else 'no .h5 files'})")
+                                f"holds {f'{len(held)} .h5 file(s), e.g. {held[0]}' if held else 'no .h5 files'})"
+                                f"{_feature_folders_within(Path(features_dir))}")
     # one model on two encoders' features would train on noise (same width, other weights) or stop mid-epoch
     # (CLAM/TRIDENT files name no encoder: UNI's 1024-d beside CONCH's 512-d)
     if len(makers) > 1:
@@ -73,3 +74,11 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
         raise ValueError(f"{features_dir}: features from more than one encoder ({found}); extract every slide with "
                          "one encoder and its weights, each encoder into its own --out")
     return bags
+
+
+def _feature_folders_within(folder: Path) -> str:
+    """`lrmil extract --out work20` writes work20/features/<encoder>_<mag>x_<px>px/; given work20 (or its
+    features/) as --features, every slide was 'no feature file' and the run stopped without saying where they are."""
+    inside = sorted(str(d) for d in [*folder.glob("*"), *folder.glob("features/*")]
+                    if d.is_dir() and d.name not in ("features", "patches") and any(d.glob("*.h5")))
+    return f"; give --features the folder of one encoder's files: {', '.join(inside)}" if inside else ""
