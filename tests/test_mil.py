@@ -381,12 +381,15 @@ def test_clam_files_of_two_feature_widths_are_refused_naming_both(tmp_path):
 
 def test_a_label_pandas_reads_as_missing_is_a_label_and_an_empty_file_is_named(tmp_path):
     """A class 'NA' (or 'None', 'null') was 'line 2: no label' though the cell holds it; an empty file was
-    'error: No columns to parse from file', no file named."""
+    'error: No columns to parse from file', no file named; a header alone 'need at least 3 fold(s) ..., found 0'."""
     path = tmp_path / "splits.csv"
     path.write_text("slide_id,label,fold\na,NA,0\nb,None,1\nc,NA,2\n")
     assert labels_of(read_splits(path), path) == ("NA", "None")
     path.write_text("")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: empty file"):
+        read_splits(path)
+    path.write_text("slide_id;label;fold\r\n;;\r\n")  # `lrmil synth --count 0`, or an empty sheet from Excel
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: no slides listed, only the header$"):
         read_splits(path)
 
 

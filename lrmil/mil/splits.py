@@ -21,6 +21,8 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
+    if table.empty:  # it was 'need at least 3 fold(s) (test, validation, train), found 0'
+        raise ValueError(f"{path}: no slides listed, only the header")
     for column in COLUMNS:
         if table[column].isna().any():
             raise ValueError(f"{path}, line {_first_line(table[column].isna())}: no {column}")
