@@ -260,7 +260,8 @@ def test_rows_of_empty_cells_excel_leaves_after_the_table_are_not_slides(tmp_pat
     'line 5: no slide_id' on a table that ends at line 4; an empty row inside the table is still named."""
     clean, excel = tmp_path / "clean.csv", tmp_path / "excel.csv"
     clean.write_text("slide_id,label,fold\na,tumor,0\nb,normal,1\nc,tumor,2\n")
-    excel.write_bytes("\ufeffslide_id;label;fold;note\r\na;tumor;0;\r\nb;normal;1;\r\nc;tumor;2;\r\n;;;\r\n ; ;;\r\n".encode())
+    excel.write_bytes("\ufeffslide_id;label;fold;note\r\na;tumor;0;\r\nb;normal;1;\r\nc;tumor;2;\r\n;;;\r\n ; ;;\r\n"
+                      .encode())
     pd.testing.assert_frame_equal(read_splits(excel), read_splits(clean))
     excel.write_text("slide_id;label;fold\na;tumor;0\n;;\nb;normal;1\nc;tumor;2\n")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(excel))}, line 3: no slide_id$"):
@@ -443,7 +444,8 @@ def test_a_fold_left_without_slides_that_have_features_is_refused_not_trained_on
     splits = tmp_path / "splits.csv"
     splits.write_text("slide_id,label,fold\ns0,a,0\ns1,b,0\ns2,a,1\ns3,b,1\nbroken,a,2\nno_mpp,b,2\n")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(splits))}: the slides with features are all in fold\(s\) "
-                                         r"0, 1; training needs slides in at least 3 folds \(test, validation, train\)"):
+                                         r"0, 1; training needs slides in at least 3 folds \(test, validation, "
+                                         r"train\)"):
         train(MILConfig(features=str(tmp_path), splits=str(splits), out=str(tmp_path / "run"),
                         model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
     assert not (tmp_path / "run").exists()

@@ -131,8 +131,9 @@ def test_a_training_run_given_as_the_model_says_to_bundle_it(tmp_path):
     from lrmil.mil.config import ABMILConfig
 
     save_mil(tmp_path / "teacher" / "fold0" / "model.safetensors", ABMIL(ABMILConfig()))
-    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(tmp_path / 'teacher'))}: a training run, not a "
-                                                r"model folder; `lrmil bundle` makes one of a fold's model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(tmp_path / 'teacher'))}: a training run, not "
+                                                r"a model folder; `lrmil bundle` makes one of a fold's "
+                                                r"model.safetensors"):
         load_path(tmp_path / "teacher", "student")
 
 

@@ -70,8 +70,8 @@ def _check_labels(path: str | Path, table: pd.DataFrame) -> None:
     if (clash := spellings.str.casefold().duplicated()).any():
         other = spellings[clash].iloc[0]
         first = spellings[spellings.str.casefold() == other.casefold()]
-        raise ValueError(f"{path}, line {spellings[clash].index[0] + 2}: label {other!r} differs from {first.iloc[0]!r} "
-                         f"(line {first.index[0] + 2}) only in case; spell each class one way")
+        raise ValueError(f"{path}, line {spellings[clash].index[0] + 2}: label {other!r} differs from "
+                         f"{first.iloc[0]!r} (line {first.index[0] + 2}) only in case; spell each class one way")
 
 
 def _check_cases(path: str | Path, table: pd.DataFrame) -> None:

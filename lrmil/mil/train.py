@@ -116,9 +116,9 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     splits = splits[splits["slide_id"].isin(bags)]
     every_fold = [int(f) for f in sorted(splits["fold"].unique())]
     if len(every_fold) < 3:  # fold_roles would leave no training fold: models as initialised, scored as trained
-        raise ValueError(f"{cfg.splits}: the slides with features are all in fold(s) {', '.join(map(str, every_fold))}; "
-                         "training needs slides in at least 3 folds (test, validation, train): extract the slides "
-                         "skipped above, or move slides to other folds")
+        raise ValueError(f"{cfg.splits}: the slides with features are all in fold(s) "
+                         f"{', '.join(map(str, every_fold))}; training needs slides in at least 3 folds (test, "
+                         "validation, train): extract the slides skipped above, or move slides to other folds")
     folds = [int(f) for f in cfg.folds] or every_fold
     if unknown := sorted(set(folds) - set(every_fold)):
         raise ValueError(f"{cfg.splits}: no fold {', '.join(map(str, unknown))} among the slides with features "
