@@ -261,3 +261,20 @@ def test_5x_and_20x_folders_without_a_slide_in_common_are_refused_naming_both(fe
     with pytest.raises(ValueError, match=r"f5 \(5x\) and .*f20 \(20x\): no slide of the splits CSV has features in "
                                          r"both \(5x e.g. slide0, 20x e.g. slide6\)"):
         distill(cfg)
+
+
+def test_a_student_run_into_its_teacher_s_folder_is_refused_before_a_teacher_is_replaced(tmp_path):
+    """`distill --out runs/teacher --teacher runs/teacher` wrote the 5x student over fold0/model.safetensors, the
+    teacher's, then stopped at pandas' 'No objects to concatenate' (the fold's teacher had changed under it)."""
+    from lrmil.mil.attention import save_mil
+
+    teacher = tmp_path / "runs" / "teacher" / "fold0" / "model.safetensors"
+    save_mil(teacher, ABMIL(ABMILConfig()), {"fold": 0})
+    before = teacher.read_bytes()
+    cfg = DistillConfig(features=str(tmp_path / "f5"), teacher_features=str(tmp_path / "f20"),
+                        teacher=str(tmp_path / "runs" / "teacher"), splits=str(tmp_path / "splits.csv"),
+                        out=str(tmp_path / "runs" / "." / "teacher"))
+    with pytest.raises(ValueError, match=r"teacher is the --teacher run: the student's fold models would replace "
+                                         r"the teacher's; give the student its own --out$"):
+        distill(cfg)
+    assert teacher.read_bytes() == before

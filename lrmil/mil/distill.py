@@ -75,6 +75,9 @@ def check_children(slide_id: str, bag: Bag, teacher_bag: Bag) -> None:
 
 
 def distill(cfg: DistillConfig) -> dict:
+    if Path(cfg.out).resolve() == Path(cfg.teacher).resolve():  # each fold's student replaced its teacher
+        raise ValueError(f"--out {cfg.out} is the --teacher run: the student's fold models would replace the "
+                         "teacher's; give the student its own --out")
     check_teacher_splits(cfg)
     splits = read_splits(cfg.splits)
     labels = labels_of(splits, cfg.splits)
