@@ -171,7 +171,8 @@ def main() -> None:
     songs = [Path(base.audio_root) / p for p in frame.loc[frame["split"] == "validation", "path"]]
     soundscapes = [Path(base.background_root) / p for p in bg.loc[bg["split"] == "validation", "path"]]
     speed_path = args.out / "throughput.json"
-    model_file = (args.throughput_model / "model.onnx" if args.throughput_model.is_dir() else args.throughput_model).stat()
+    model = args.throughput_model
+    model_file = (model / "model.onnx" if model.is_dir() else model).stat()
     speed_key = settings_key(model=str(args.throughput_model.resolve()), size=model_file.st_size,
                              mtime_ns=model_file.st_mtime_ns, seconds=args.throughput_s, threads=args.threads)
     if not speed_path.exists() or json.loads(speed_path.read_text()).get("key") != speed_key:

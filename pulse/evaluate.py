@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support, roc_auc_score)
 
@@ -74,7 +73,8 @@ def other_data_hint(cfg: EvalConfig, excluded: set[tuple[str, float]], clips: li
     if listed & {nfc(clip.path) for clip in clips}:
         return ""
     frame = read_manifest(cfg.manifest)
-    if elsewhere := sorted(set(frame.loc[frame["path"].map(nfc).isin(listed), "split"])):  # --split train on the shipped list
+    # --split train on the shipped list
+    if elsewhere := sorted(set(frame.loc[frame["path"].map(nfc).isin(listed), "split"])):
         return (f"; its recordings are in split {', '.join(map(repr, elsewhere))} of {cfg.manifest}, not "
                 f"{cfg.split!r}: a list made for that split (--exclude-excerpts \"\" for this one)")
     return (f"; none of its recordings is in split {cfg.split!r} of {cfg.manifest}: a list made for other data (in "
