@@ -58,9 +58,13 @@ def readable(figure: Figure) -> Figure:
     """Every text of `figure` in fonts that draw it. DejaVu Sans, matplotlib's font, has no Japanese, Chinese or
     Korean: a recording or common name in them was a row of boxes and a warning per character. Each character the
     text's font lacks is drawn from an installed font that has it (matplotlib falls back from font to font), and one
-    that no installed font has is written as its code point (\\u30b3), as a name that is not UTF-8 is written."""
+    that no installed font has is written as its code point (\\u30b3), as a name that is not UTF-8 is written.
+    A `$` is the name's own character, not the start of mathtext: `site$1$_2024.wav` was drawn as math, and
+    `a$_$b.wav` made the figure raise at save time (the field app's request, a `pulse segments --plots` clip)."""
     for text in figure.findobj(Text):
         content = text.get_text()
+        if "$" in content:  # a name (tick labels, filled in at draw time, keep a formatter's math)
+            text.set_parse_math(False)
         if content.isascii():
             continue
         primary = font_manager.findfont(text.get_fontproperties())

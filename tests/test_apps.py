@@ -22,7 +22,7 @@ from apps.__main__ import ServeConfig, launch
 from lrmil.heatmap import COLOUR_BAR_PX
 from pulse.plots import (PlotConfig, detection_runs, embedding_figure, pca_2d, save_png, scores_figure,
                          spectrogram_figure)
-from pulse.schema import LabelSet, scores_frame
+from pulse.schema import DETECTION_COLUMNS, LabelSet, scores_frame
 from pulse.writers.raven import RAVEN_COLUMNS
 
 GRYLLUS = field.EXAMPLES_DIR / "Gryllus_campestris_dat003-004.flac"  # 7.3 s at 44.1 kHz
@@ -403,3 +403,18 @@ def test_names_in_a_script_matplotlibs_font_lacks_draw_without_a_warning_per_cha
         assert all(any(ord(c) in font.get_charmap() for font in fonts) for c in text.get_text()), text.get_text()
     assert figure.axes[0].get_title() in (f"{upload.name} 귀뚜라미",  # escaped where no installed font has them:
                                           "\\u30b3\\u30aa\\u30ed\\u30ae_\\u91ce\\u539f.flac \\uadc0\\ub69c\\ub77c\\ubbf8")
+
+
+def test_a_dollar_sign_in_a_recording_name_is_drawn_as_written_not_as_mathtext(audio_model, tmp_path):
+    """Matplotlib reads text between two `$` as mathtext: `a$_$b.flac` made the field app's request raise
+    (ValueError from the mathtext parser at save time) and `site$1$_2024.flac` was drawn as math."""
+    upload = tmp_path / "a$_$b.flac"
+    upload.write_bytes(GRYLLUS.read_bytes())
+    view = field.analyze_upload(str(upload), str(audio_model), 0.0, tmp_path)
+    assert view.spectrogram_png and Path(view.spectrogram_png).is_file()
+    audio, rate = sf.read(GRYLLUS, dtype="float32")
+    for title in ("site$1$_2024.flac", "plot$\\x$ cost$ 5 $.flac"):
+        figure = spectrogram_figure(audio, rate, pd.DataFrame(columns=DETECTION_COLUMNS), title)
+        save_png(figure, tmp_path / "s.png")
+        drawn = figure.axes[0].title
+        assert drawn.get_text() == title and drawn._preprocess_math(title) == (title, False)  # plain text, as named
