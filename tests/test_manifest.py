@@ -47,7 +47,7 @@ def test_clean_manifest_has_no_problems(tmp_path, root):
 def test_each_problem_is_reported_on_its_own_line(tmp_path, root):
     rows = [row("a.flac"), row("a.flac"), row("missing.flac"), row("b.flac", "Homo sapiens")]
     problems = validate_manifest(read_manifest(write(tmp_path, rows)), root, LABELS, name="m.csv")
-    assert any("duplicate path a.flac (2 rows)" in p for p in problems)
+    assert any("m.csv: duplicate path a.flac (2 rows: 2, 3)" in p for p in problems)
     assert any("m.csv:4: missing file" in p and "missing.flac" in p for p in problems)
     assert any("m.csv:5: unknown species 'Homo sapiens'" in p for p in problems)
     assert any("split 'validation' is empty" in p for p in problems)
@@ -397,3 +397,18 @@ def test_a_manifest_typed_by_hand_finds_recordings_copied_from_a_mac(tmp_path, s
     clips = load_clips(str(manifest), str(tmp_path / "audio"), "train", LABELS, 16000)
     assert [clip.path for clip in clips] == [typed[0]] and clips[0].audio.size > 16000
     assert sorted(os.listdir(tmp_path / "audio")) == [unicodedata.normalize("NFD", "Ängsgräshoppa")]
+
+
+def test_one_recording_listed_in_both_unicode_spellings_is_a_duplicate(tmp_path, shared_data):
+    """The same name typed (NFC) in one row and pasted from a Mac's listing (NFD) in another looks like one name but
+    differs in bytes: `pulse manifest` said OK and training read the recording twice. One line names both rows."""
+    song = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[0]
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / unicodedata.normalize("NFD", "fältsyrsa_é.flac")).write_bytes(song.read_bytes())
+    (tmp_path / "audio" / "other.flac").write_bytes(song.read_bytes())
+    spellings = [unicodedata.normalize(form, "fältsyrsa_é.flac") for form in ("NFC", "NFD")]
+    manifest = write(tmp_path, [row(spellings[0]), row(spellings[1]), row("other.flac", split="validation")])
+    result = CliRunner().invoke(app, ["manifest", str(manifest), "--audio-root", str(tmp_path / "audio")])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == (f"{manifest}: duplicate path {spellings[0]} (2 rows: 2, 3, the same name in two "
+                                     f"Unicode spellings)")
