@@ -449,3 +449,14 @@ def test_a_fold_left_without_slides_that_have_features_is_refused_not_trained_on
         train(MILConfig(features=str(tmp_path), splits=str(splits), out=str(tmp_path / "run"),
                         model=ABMILConfig(hidden_dim=8, attn_dim=8), epochs=1))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("again, said", [("a,y,2", "with labels 'x' and 'y'"), ("a.svs,x,1", "both labelled 'x'")])
+def test_a_slide_listed_twice_names_both_lines_and_both_labels(tmp_path, again, said):
+    """Only the second line was named ('line 5: duplicate slide_id'): which row was first, and which label meant,
+    had to be searched for in the sheet."""
+    path = tmp_path / "splits.csv"
+    path.write_text(f"slide_id,label,fold\nb,y,0\na,x,1\nc,x,2\n{again}\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, lines 3 and 5: slide_id 'a' listed twice, "
+                                         f"{re.escape(said)}; keep one row per slide$"):
+        read_splits(path)

@@ -27,8 +27,7 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
         if table[column].isna().any():
             raise ValueError(f"{path}, line {_first_line(table[column].isna())}: no {column}")
     table["slide_id"] = table["slide_id"].map(without_slide_suffix)
-    if (twice := table["slide_id"].duplicated()).any():
-        raise ValueError(f"{path}, line {_first_line(twice)}: duplicate slide_id {table['slide_id'][twice].iloc[0]!r}")
+    _check_duplicates(path, table)
     folds = pd.to_numeric(table["fold"], errors="coerce")
     if (bad := folds.isna() | (folds != folds.round())).any():
         raise ValueError(f"{path}, line {_first_line(bad)}: fold '{table['fold'][bad].iloc[0]}' is not a whole number")
@@ -62,6 +61,20 @@ def without_slide_suffix(slide_id: str) -> str:
     its feature files do; other dots stay (TCGA ids hold one)."""
     suffix = Path(slide_id).suffix
     return slide_id[: -len(suffix)] if suffix.lower() in SLIDE_SUFFIXES + IMAGE_SUFFIXES else slide_id
+
+
+def _check_duplicates(path: str | Path, table: pd.DataFrame) -> None:
+    """A slide listed twice (a row pasted twice, or relabelled below the old row): the error named only the second
+    line, so the first, and which label was meant, had to be searched for."""
+    if not (twice := table["slide_id"].duplicated()).any():
+        return
+    again = table[twice].iloc[0]
+    same = table["slide_id"] == again["slide_id"]
+    first = table[same].iloc[0]
+    lines = f"lines {_first_line(same)} and {_first_line(twice)}"
+    labels = (f"with labels {first['label']!r} and {again['label']!r}" if first["label"] != again["label"]
+              else f"both labelled {first['label']!r}")
+    raise ValueError(f"{path}, {lines}: slide_id {again['slide_id']!r} listed twice, {labels}; keep one row per slide")
 
 
 def _check_labels(path: str | Path, table: pd.DataFrame) -> None:
