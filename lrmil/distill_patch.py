@@ -205,12 +205,29 @@ def _training_slides(slides: list[Path], ids: SlideIds, splits: str | Path | Non
     return [p for p in slides if folds.get(nfc(ids.claim(p)), test_fold) != test_fold]
 
 
+def _teacher_fold(teacher_mil: str | Path) -> int | None:
+    """The fold a teacher ABMIL of `lrmil train` was trained for; None for one saved otherwise."""
+    from export.artifact import read_weights_metadata
+
+    return read_weights_metadata(teacher_mil, package="lrmil").get("fold")
+
+
+def _check_held_out(splits: str | Path | None, teacher_mil: str | Path | None) -> None:
+    """Without a splits CSV every slide given is distilled on, the test fold's too, and stage 2 is later scored on
+    them with this encoder: refused for a fold's teacher (the folds exist), said once otherwise."""
+    if splits is not None:
+        return
+    if teacher_mil is not None and (fold := _teacher_fold(teacher_mil)) is not None:
+        raise ValueError(f"{teacher_mil}: the teacher of fold {fold}, and no --splits: stage 1 would distil on fold "
+                         f"{fold}'s test slides; give --splits (the CSV it was trained on) and --test-fold {fold}")
+    log.warning("no --splits: stage 1 distils on every slide given, test slides too; give --splits to hold "
+                "--test-fold out")
+
+
 def _check_teacher_fold(teacher_mil: str | Path, test_fold: int) -> None:
     """The teacher ABMIL weighting the children must be the one of the fold stage 1 leaves out: another fold's
     was trained on the left-out slides."""
-    from export.artifact import read_weights_metadata
-
-    fold = read_weights_metadata(teacher_mil, package="lrmil").get("fold")
+    fold = _teacher_fold(teacher_mil)
     if fold is not None and fold != test_fold:
         raise ValueError(f"{teacher_mil}: the teacher of fold {fold}, trained on the slides of --test-fold {test_fold}; "
                          f"give its fold{test_fold} model, or --test-fold {fold}")
@@ -238,6 +255,7 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     if cfg.attention_weighting and (teacher_mil is None) != (teacher_features is None):
         raise ValueError("attention weighting needs both --teacher-mil and --teacher-features (the ABMIL and the 20x "
                          "features it attends over); give both, or neither, or --no-attention-weighting")
+    _check_held_out(splits, teacher_mil)
     use_attention = cfg.attention_weighting and teacher_mil is not None
     if use_attention and splits is not None:
         _check_teacher_fold(teacher_mil, cfg.test_fold)

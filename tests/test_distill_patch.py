@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -156,6 +157,24 @@ def test_the_teacher_weighting_the_children_must_be_that_of_the_fold_left_out(tm
                       splits=splits, teacher_mil=tmp_path / "fold2.safetensors", teacher_features=tmp_path)
 
 
+NO_SPLITS = "no --splits: stage 1 distils on every slide given, test slides too; give --splits to hold --test-fold out"
+
+
+def test_stage1_without_splits_is_refused_for_a_fold_teacher_and_warned_about_otherwise(tmp_path, caplog):
+    """Without --splits the 5x student was distilled on every slide, the test fold's too, without a word: stage 2
+    was then scored on slides the encoder had learnt from."""
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.config import ABMILConfig
+
+    save_mil(tmp_path / "fold1.safetensors", ABMIL(ABMILConfig()), {"fold": 1})
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / 'fold1.safetensors'))}: the teacher of fold 1, "
+                                         r"and no --splits: stage 1 would distil on fold 1's test slides; give "
+                                         r"--splits \(the CSV it was trained on\) and --test-fold 1$"):
+        distill_patch(DistillPatchConfig(), [tmp_path / "a.png"], tmp_path / "student.safetensors",
+                      teacher_mil=tmp_path / "fold1.safetensors", teacher_features=tmp_path)
+    assert not (tmp_path / "student.safetensors").exists() and not caplog.messages
+
+
 def test_stage1_reads_only_the_slides_the_splits_list(tmp_path, caplog):
     """Slides in the folder that the CSV does not list (kept back for a later test, or added since) were distilled
     on, where `lrmil train` reads only the CSV's slides."""
@@ -225,15 +244,15 @@ def test_a_slide_extraction_failed_on_is_left_out_of_stage_1_in_one_line_and_the
     slides = [tmp_path / "broken.svs", tmp_path / "synth_0000.tiff"]
     metrics = distill_patch(cfg, slides, tmp_path / "student.safetensors")
     assert metrics["slide_ids"] == ["synth_0000"] and metrics["parents"] == 3
-    assert caplog.messages == [f"{tmp_path / 'broken.svs'}: neither OpenSlide nor PIL can read it (corrupt or "
-                               "unsupported format); slide left out of stage 1"]
+    assert caplog.messages == [NO_SPLITS, f"{tmp_path / 'broken.svs'}: neither OpenSlide nor PIL can read it (corrupt "
+                               "or unsupported format); slide left out of stage 1"]
     caplog.clear()
     save_mil(tmp_path / "mil.safetensors", ABMIL(ABMILConfig()))
     (tmp_path / "features").mkdir()
     with pytest.raises(ValueError, match=r"no tissue patches in the training slides \(2 of 2 left out above\)"):
         distill_patch(cfg, slides, tmp_path / "s2.safetensors", teacher_mil=tmp_path / "mil.safetensors",
                       teacher_features=tmp_path / "features")
-    assert caplog.messages == [f"{tmp_path / 'features' / name}.h5: no 20x feature file of slide {name} in "
+    assert caplog.messages == [NO_SPLITS] + [f"{tmp_path / 'features' / name}.h5: no 20x feature file of slide {name} in "
                                "--teacher-features (`lrmil extract --resolution teacher` failed on it or was not given "
                                "it); slide left out of stage 1" for name in ("broken", "synth_0000")]
 
