@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -278,3 +279,20 @@ def test_a_student_run_into_its_teacher_s_folder_is_refused_before_a_teacher_is_
                                          r"the teacher's; give the student its own --out$"):
         distill(cfg)
     assert teacher.read_bytes() == before
+
+
+def test_a_teacher_fold_the_run_lacks_is_named_with_the_folds_it_holds_before_anything_is_written(feature_folders):
+    """A teacher trained with --folds 0, a student run for fold 1: it stopped at 'fold1/model.safetensors: file not
+    found' after writing config.json into --out."""
+    root = feature_folders
+    model = ABMILConfig(hidden_dim=8, attn_dim=8, drop_rate=0.0)
+    train(MILConfig(features=str(root / "f20"), splits=str(root / "splits.csv"), out=str(root / "teacher"),
+                    model=model, epochs=1, folds=(0,)))
+    student = DistillConfig(features=str(root / "f5"), teacher_features=str(root / "f20"), teacher=str(root / "teacher"),
+                            splits=str(root / "splits.csv"), out=str(root / "student"), model=model, epochs=1)
+    for folds, missing in (((1,), "1"), ((), "1, 2")):
+        with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(root / 'teacher'))}: no teacher model of "
+                                                    rf"fold\(s\) {missing}; the run holds only fold\(s\) 0: give "
+                                                    r"--folds among those"):
+            distill(dataclasses.replace(student, folds=folds))
+    assert not (root / "student").exists()

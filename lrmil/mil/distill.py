@@ -18,7 +18,7 @@ from lrmil.mil.bags import Bag, load_bags
 from lrmil.mil.config import DistillConfig
 from lrmil.mil.losses import parent_attention, stage2_loss
 from lrmil.mil.splits import labels_of, read_splits
-from lrmil.mil.train import BagLoss, fingerprint, resolve_model, run_folds
+from lrmil.mil.train import BagLoss, fingerprint, folds_to_run, resolve_model, run_folds
 from lrmil.patching import children_line_up
 
 
@@ -62,6 +62,23 @@ def check_teacher_splits(cfg: DistillConfig) -> None:
                          "saw this run's test slides; train it again on these splits")
 
 
+def teacher_file(teacher: str | Path, fold: int) -> Path:
+    return Path(teacher) / f"fold{fold}" / "model.safetensors"
+
+
+def check_teacher_folds(teacher: str | Path, folds: list[int]) -> None:
+    """Each fold run needs the teacher of that fold: one the teacher run lacks (trained with --folds) failed at that
+    fold ('fold1/model.safetensors: file not found'), after config.json was written to --out."""
+    if not (missing := [fold for fold in folds if not teacher_file(teacher, fold).is_file()]):
+        return
+    held = sorted(int(path.parent.name[4:]) for path in Path(teacher).glob("fold*/model.safetensors")
+                  if path.parent.name[4:].isdigit())
+    holds = f"only fold(s) {', '.join(map(str, held))}" if held else "no fold<k>/model.safetensors"
+    raise FileNotFoundError(f"{teacher}: no teacher model of fold(s) {', '.join(map(str, missing))}; the run holds "
+                            f"{holds}: give --folds among those, or train the teacher's other folds (`lrmil train "
+                            "--folds`)")
+
+
 def check_children(slide_id: str, bag: Bag, teacher_bag: Bag) -> None:
     """Attention distillation maps each 5x patch onto its 20x children, links only `lrmil extract` writes: features
     from CLAM or TRIDENT have none (5x), or sit on another grid (20x)."""
@@ -91,19 +108,17 @@ def distill(cfg: DistillConfig) -> dict:
     for slide_id, bag in bags.items():
         check_children(slide_id, bag, teacher_bags[slide_id])
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
-
-    def teacher_file(fold: int) -> Path:
-        return Path(cfg.teacher) / f"fold{fold}" / "model.safetensors"
+    check_teacher_folds(cfg.teacher, folds_to_run(cfg, splits, bags)[1])
 
     def fold_loss(fold: int) -> BagLoss:
-        teacher = load_mil(teacher_file(fold))
+        teacher = load_mil(teacher_file(cfg.teacher, fold))
         if teacher.cfg.labels != labels:
             raise ValueError(f"{cfg.teacher}: teacher labels {teacher.cfg.labels} differ from the splits' {labels}")
         return stage2_bag_loss(teacher_targets(teacher, teacher_bags, bags), cfg)
 
     def teacher_weights(fold: int) -> dict:
         """A retrained teacher fold retrains the student's."""
-        path = teacher_file(fold)
+        path = teacher_file(cfg.teacher, fold)
         return {"teacher_sha256": sha256(path) if path.is_file() else ""}
 
     return run_folds(cfg, bags, splits, labels, fold_loss, model_cfg, fingerprint({**teacher_bags, **{

@@ -114,15 +114,7 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     record = {**run_record(cfg), "data_hash": data_hash}
     run = {name: value for name, value in record["config"].items() if name != "folds"}
     splits = splits[splits["slide_id"].isin(bags)]
-    every_fold = [int(f) for f in sorted(splits["fold"].unique())]
-    if len(every_fold) < 3:  # fold_roles would leave no training fold: models as initialised, scored as trained
-        raise ValueError(f"{cfg.splits}: the slides with features are all in fold(s) "
-                         f"{', '.join(map(str, every_fold))}; training needs slides in at least 3 folds (test, "
-                         "validation, train): extract the slides skipped above, or move slides to other folds")
-    folds = [int(f) for f in cfg.folds] or every_fold
-    if unknown := sorted(set(folds) - set(every_fold)):
-        raise ValueError(f"{cfg.splits}: no fold {', '.join(map(str, unknown))} among the slides with features "
-                         f"(folds: {', '.join(map(str, every_fold))})")
+    every_fold, folds = folds_to_run(cfg, splits, bags)
     write_json(out / "config.json", record)
 
     weights_sha256 = next(iter(bags.values())).weights_sha256  # one for every bag (load_bags): `bundle` checks it
@@ -154,6 +146,20 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     metrics = _without_nan({"pooled": metrics_from_table(table, labels), "folds": per_fold})
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def folds_to_run(cfg, splits: pd.DataFrame, bags: dict[str, Bag]) -> tuple[list[int], list[int]]:
+    """Every fold of the slides with features, and those this call trains (`cfg.folds`, else all)."""
+    every_fold = [int(f) for f in sorted(splits.loc[splits["slide_id"].isin(bags), "fold"].unique())]
+    if len(every_fold) < 3:  # fold_roles would leave no training fold: models as initialised, scored as trained
+        raise ValueError(f"{cfg.splits}: the slides with features are all in fold(s) "
+                         f"{', '.join(map(str, every_fold))}; training needs slides in at least 3 folds (test, "
+                         "validation, train): extract the slides skipped above, or move slides to other folds")
+    folds = [int(f) for f in cfg.folds] or every_fold
+    if unknown := sorted(set(folds) - set(every_fold)):
+        raise ValueError(f"{cfg.splits}: no fold {', '.join(map(str, unknown))} among the slides with features "
+                         f"(folds: {', '.join(map(str, every_fold))})")
+    return every_fold, folds
 
 
 def warn_untrained_labels(fold: int, roles: dict[str, list[str]], bags: dict[str, Bag], labels: tuple[str, ...]) -> None:
