@@ -199,10 +199,14 @@ def _training_slides(slides: list[Path], ids: SlideIds, splits: str | Path | Non
     from lrmil.mil.splits import read_splits
 
     table = read_splits(splits, min_folds=1)  # its slide ids as train's: without a slide file suffix or spaces
-    folds = dict(zip(table["slide_id"].map(nfc), table["fold"]))  # typed by hand, the files' names from a Mac
-    if unlisted := [p for p in slides if nfc(ids.claim(p)) not in folds]:
+
+    def key(slide_id: str) -> str:  # typed by hand, the files' names from a Mac; ids ignore case, as SlideIds's
+        return nfc(slide_id).casefold()
+
+    folds = dict(zip(table["slide_id"].map(key), table["fold"]))
+    if unlisted := [p for p in slides if key(ids.claim(p)) not in folds]:
         log.warning("%d slide(s) not in %s left out of stage 1, e.g. %s", len(unlisted), splits, unlisted[0])
-    return [p for p in slides if folds.get(nfc(ids.claim(p)), test_fold) != test_fold]
+    return [p for p in slides if folds.get(key(ids.claim(p)), test_fold) != test_fold]
 
 
 def _teacher_fold(teacher_mil: str | Path) -> int | None:

@@ -270,3 +270,17 @@ def test_stage1_leaves_out_a_test_slide_typed_by_hand_whose_file_was_named_on_a_
     path.write_text(unicodedata.normalize("NFC", "slide_id,label,fold\nbiopsie_é,x,0\nb,y,1\n"), encoding="utf-8")
     slides = [Path(unicodedata.normalize("NFD", "/s/biopsie_é.svs")), Path("/s/b.svs")]
     assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:]
+
+
+def test_stage1_leaves_out_a_test_slide_the_splits_name_in_another_case(tmp_path):
+    """'case7' in the splits CSV for Case7.svs: the held-out slide was 'not in' the CSV, and the slide the CSV puts in
+    a training fold in another case was left out of stage 1."""
+    from pathlib import Path
+
+    from lrmil.distill_patch import _training_slides
+    from lrmil.slide import SlideIds
+
+    path = tmp_path / "splits.csv"
+    path.write_text("slide_id,label,fold\ncase7,x,0\nCASE8,y,1\n")
+    slides = [Path("/s/Case7.svs"), Path("/s/case8.svs")]
+    assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:]

@@ -429,6 +429,26 @@ def test_a_splits_csv_typed_by_hand_finds_the_features_of_a_slide_named_on_a_mac
     assert list(load_bags(tmp_path, splits, ("x",))) == splits["slide_id"].tolist() and not caplog.messages
 
 
+def test_a_splits_csv_id_in_another_case_finds_the_one_feature_file_of_that_name(tmp_path, caplog):
+    """Slide ids ignore case elsewhere (SlideIds): 'case7' in the splits CSV beside Case7.h5 was skipped, 'no
+    feature file'. Two files of that name in other cases are named, not guessed between."""
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    def features(name: str) -> None:
+        write_features(tmp_path / name, FeatureFile(np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32),
+                                                    np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
+
+    features("Case7.h5")
+    features("case8.h5")
+    splits = pd.DataFrame({"slide_id": ["case7", "case8"], "label": ["x", "x"], "fold": [0, 0]})
+    assert list(load_bags(tmp_path, splits, ("x",))) == ["case7", "case8"] and not caplog.messages
+    features("CASE7.h5")
+    assert list(load_bags(tmp_path, splits, ("x",))) == ["case8"]
+    assert caplog.messages == [f"case7 (line 2 of the splits CSV): no feature file {tmp_path / 'case7.h5'} (CASE7.h5 "
+                               "and Case7.h5 differ from it only in case: keep the slide's); slide skipped"]
+
+
 def test_a_fold_left_without_slides_that_have_features_is_refused_not_trained_on_nothing(tmp_path):
     """Fold 2's slides failed at extraction: the two folds left tested and validated on each other, trained on no
     slide, and wrote the models as initialised with their metrics (two warnings a fold, exit 0)."""

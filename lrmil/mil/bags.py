@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from export.files import name_within_limit
-from export.tables import listed_file
+from export.tables import listed_file, nfc
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,21 @@ class Bag:
 
 
 def feature_path(features_dir: str | Path, slide_id: str) -> Path:
-    return listed_file(features_dir, name_within_limit(slide_id, ".h5"))
+    """The slide's feature file as named, else the one file named so in another case: slide ids ignore case (as
+    `SlideIds` and a Windows share do), and `case7` typed into a splits CSV was 'no feature file' beside Case7.h5."""
+    path = listed_file(features_dir, name_within_limit(slide_id, ".h5"))
+    if not path.is_file() and len(others := in_other_case(path)) == 1:
+        return others[0]
+    return path
+
+
+def in_other_case(path: Path) -> list[Path]:
+    """The files beside `path` whose names differ from its only in case."""
+    name = nfc(path.name).casefold()
+    try:
+        return sorted(p for p in path.parent.iterdir() if nfc(p.name).casefold() == name and p.is_file())
+    except OSError:  # no such folder: the caller says the file is missing
+        return []
 
 
 def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, Bag]:
@@ -44,8 +58,8 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
     for row in splits.itertuples():
         path = feature_path(features_dir, row.slide_id)
         if not path.is_file():  # one line, not h5py's errno paragraph
-            log.error("%s (line %d of the splits CSV): no feature file %s; slide skipped", row.slide_id, row.Index + 2,
-                      path)
+            log.error("%s (line %d of the splits CSV): no feature file %s%s; slide skipped", row.slide_id,
+                      row.Index + 2, path, _named_in_other_cases(path))
             continue
         try:
             ff = read_features(path)
@@ -74,6 +88,12 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
         raise ValueError(f"{features_dir}: features from more than one encoder ({found}); extract every slide with "
                          "one encoder and its weights, each encoder into its own --out")
     return bags
+
+
+def _named_in_other_cases(path: Path) -> str:
+    """Two files named so in other cases (Case7.h5, CASE7.h5): which one is the slide's is not for a guess."""
+    others = in_other_case(path)
+    return f" ({' and '.join(p.name for p in others)} differ from it only in case: keep the slide's)" if others else ""
 
 
 def _feature_folders_within(folder: Path) -> str:
