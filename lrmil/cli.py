@@ -130,6 +130,12 @@ def synth(
     """Write a labelled synthetic slide set whose class signal is visible at 20x and blurred at 5x."""
     from lrmil.synth import synthesize
 
+    # the labels.csv of one fold, or of no slide, was written and then refused by `lrmil train`
+    if folds < 3:
+        _fail(ValueError(f"--folds {folds}: `lrmil train` needs at least 3 folds (test, validation, train)"))
+    if count < 3 * classes:
+        _fail(ValueError(f"--count {count}: `lrmil train` needs each class's slides in 3 folds, so at least "
+                         f"{3 * classes} slides of {classes} classes"))
     cfg = replace(_SYNTH, count=count, size=size, seed=seed, classes=classes, folds=folds, coarse_cue=coarse_cue,
                   fine_amplitude=fine_amplitude, atypical_scale=atypical_scale, atypical_density=atypical_density,
                   compression=compression, workers=workers)

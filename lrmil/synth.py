@@ -222,6 +222,7 @@ def synthesize(out: str | Path, cfg: SynthConfig) -> Path:
     from export.atomic import write_json, write_text
 
     out = Path(out)
+    assigned = assign_labels(cfg)  # refuses a class count before anything is written
     settings, record = json.loads(json.dumps(cfg.to_dict())), out / "synth_config.json"
     if record.is_file():
         before = read_json(record)
@@ -231,7 +232,7 @@ def synthesize(out: str | Path, cfg: SynthConfig) -> Path:
                              "write to a new folder")
     write_json(record, settings)
     rows = []
-    for index, (label, fold) in enumerate(tqdm(assign_labels(cfg), desc="synthetic slides", unit="slide")):
+    for index, (label, fold) in enumerate(tqdm(assigned, desc="synthetic slides", unit="slide")):
         spec = make_spec(cfg, index, label)
         path = out / "slides" / f"{spec.slide_id}.tiff"
         if not path.is_file():

@@ -95,8 +95,8 @@ def test_a_folder_name_stdout_cannot_encode_is_printed_escaped_not_a_crash(tmp_p
     """As `pulse`'s: with stdout in a file on Windows (cp1252), a Cyrillic --out raised UnicodeEncodeError at the last
     line, after the slides were written."""
     out = tmp_path / "срезы"
-    proc = subprocess.run([sys.executable, "-m", "lrmil.cli", "synth", "--out", str(out), "--count", "2", "--size",
-                           "512", "--folds", "2"], capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    proc = subprocess.run([sys.executable, "-m", "lrmil.cli", "synth", "--out", str(out), "--count", "6", "--size",
+                           "512", "--folds", "3"], capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
     assert proc.returncode == 0 and b"\\u0441\\u0440\\u0435\\u0437\\u044b" in proc.stdout, proc.stderr[-500:]
 
 
@@ -132,7 +132,7 @@ def test_a_corrupt_json_file_in_a_users_folder_is_one_line_naming_it(tmp_path):
                            tmp_path / "o1", "--mpp", 0.5), tmp_path / "model.json" / "model.json"),
                          (("predict", tmp_path / "ok.png", "--model", tmp_path / "onnx.json", "--out", tmp_path / "o2",
                            "--mpp", 0.5), tmp_path / "onnx.json" / "onnx.json"),
-                         (("synth", "--out", tmp_path / "synth", "--count", 2), tmp_path / "synth" / "synth_config.json")]:
+                         (("synth", "--out", tmp_path / "synth", "--count", 6), tmp_path / "synth" / "synth_config.json")]:
         result = _invoke(*args)
         assert result.exit_code == 2, result.output
         line, = result.stderr.strip().splitlines()

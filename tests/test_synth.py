@@ -115,7 +115,7 @@ def test_synth_cli_writes_slides_and_csv(tmp_path):
 
     from lrmil.cli import app
 
-    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--count", "2", "--size", "512", "--seed", "1",
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--count", "6", "--size", "512", "--seed", "1",
                                       "--atypical-scale", "1.1", "--atypical-density", "0.7"])
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "synth_config.json").read_text())
@@ -123,13 +123,33 @@ def test_synth_cli_writes_slides_and_csv(tmp_path):
     with open(tmp_path / "labels.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["slide_id", "label", "fold"]
-    assert sorted(r["label"] for r in rows) == ["0", "1"]
+    assert sorted(r["label"] for r in rows) == ["0", "0", "0", "1", "1", "1"]
     for row in rows:
         with open_slide(tmp_path / "slides" / f"{row['slide_id']}.tiff") as reader:
             assert reader.dimensions == (512, 512)
     before = (tmp_path / "slides" / "synth_0000.tiff").stat().st_mtime_ns
-    same = dataclasses.replace(SynthConfig(), count=2, size=512, seed=1, atypical_scale=1.1, atypical_density=0.7)
+    same = dataclasses.replace(SynthConfig(), count=6, size=512, seed=1, atypical_scale=1.1, atypical_density=0.7)
     synthesize(tmp_path, dataclasses.replace(same, workers=2))  # re-run keeps slides
     assert (tmp_path / "slides" / "synth_0000.tiff").stat().st_mtime_ns == before
     with pytest.raises(ValueError, match="other settings \\(atypical_density, atypical_scale\\)"):
-        synthesize(tmp_path, dataclasses.replace(SynthConfig(), count=2, size=512, seed=1))
+        synthesize(tmp_path, dataclasses.replace(SynthConfig(), count=6, size=512, seed=1))
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--folds", "1"], "error: --folds 1: `lrmil train` needs at least 3 folds (test, validation, train)"),
+    (["--count", "0"], "error: --count 0: `lrmil train` needs each class's slides in 3 folds, so at least 6 slides "
+                       "of 2 classes"),
+    (["--count", "8", "--classes", "3"], "error: --count 8: `lrmil train` needs each class's slides in 3 folds, so "
+                                          "at least 9 slides of 3 classes")])
+def test_synth_refuses_a_set_train_would_refuse_before_writing_it(tmp_path, options, message):
+    """`--folds 1` and `--count 0` wrote a labels.csv that `lrmil train` then refused ('need at least 3 fold(s)',
+    'no slides listed'); `--classes 7` was refused after synth_config.json was written."""
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "set"), "--size", "512", *options])
+    assert (result.exit_code, result.stderr.strip()) == (2, message)
+    with pytest.raises(ValueError, match="classes must be between 2 and 4, got 7"):
+        synthesize(tmp_path / "set", SynthConfig(classes=7))
+    assert not (tmp_path / "set").exists()
