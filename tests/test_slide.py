@@ -297,8 +297,9 @@ def test_find_slides_searches_subfolders_only_when_recursive(tmp_path):
 def test_an_archive_on_a_nas_is_listed_each_slide_once_and_what_is_missed_fails(tmp_path, unlistable):
     """A slide archive by year: a year linked in from another drive was passed over in silence, so was a year
     whose drive was not mounted, a link to a slide on it and a colleague's folder that cannot be listed (exit
-    status 0; later a warning, still exit status 0); a slide and a hard link to it were both read, and so were Windows' recycle bin ($R...svs, and the
-    few bytes of $I...svs beside it, which failed) and System Volume Information."""
+    status 0; later a warning, still exit status 0); a slide and a hard link to it were both read, and so were
+    Windows' recycle bin ($R...svs, and the few bytes of $I...svs beside it, which failed) and System Volume
+    Information."""
     import os
 
     archive = tmp_path / "archive"
