@@ -471,12 +471,15 @@ def test_a_fold_left_without_slides_that_have_features_is_refused_not_trained_on
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("again, said", [("a,y,2", "with labels 'x' and 'y'"), ("a.svs,x,1", "both labelled 'x'")])
+@pytest.mark.parametrize("again, said", [("a,y,2", "slide_id 'a' listed twice, with labels 'x' and 'y'"),
+                                         ("a.svs,x,1", "slide_id 'a' listed twice, both labelled 'x'"),
+                                         ("A,x,2", "slide_ids 'a' and 'A' name one slide (ids ignore case), both "
+                                                   "labelled 'x'")])
 def test_a_slide_listed_twice_names_both_lines_and_both_labels(tmp_path, again, said):
     """Only the second line was named ('line 5: duplicate slide_id'): which row was first, and which label meant,
-    had to be searched for in the sheet."""
+    had to be searched for in the sheet. 'A' below 'a' was two slides here and one slide's features elsewhere."""
     path = tmp_path / "splits.csv"
     path.write_text(f"slide_id,label,fold\nb,y,0\na,x,1\nc,x,2\n{again}\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, lines 3 and 5: slide_id 'a' listed twice, "
-                                         f"{re.escape(said)}; keep one row per slide$"):
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, lines 3 and 5: {re.escape(said)}; keep one row "
+                                         "per slide$"):
         read_splits(path)

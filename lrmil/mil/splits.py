@@ -65,16 +65,20 @@ def without_slide_suffix(slide_id: str) -> str:
 
 def _check_duplicates(path: str | Path, table: pd.DataFrame) -> None:
     """A slide listed twice (a row pasted twice, or relabelled below the old row): the error named only the second
-    line, so the first, and which label was meant, had to be searched for."""
-    if not (twice := table["slide_id"].duplicated()).any():
+    line, so the first, and which label was meant, had to be searched for. Ids that differ only in case ('A', 'a')
+    are one slide, as everywhere in LRMIL (a NAS share holds one file for A.h5 and a.h5)."""
+    ids = table["slide_id"].str.casefold()
+    if not (twice := ids.duplicated()).any():
         return
     again = table[twice].iloc[0]
-    same = table["slide_id"] == again["slide_id"]
+    same = ids == ids[twice].iloc[0]
     first = table[same].iloc[0]
     lines = f"lines {_first_line(same)} and {_first_line(twice)}"
     labels = (f"with labels {first['label']!r} and {again['label']!r}" if first["label"] != again["label"]
               else f"both labelled {first['label']!r}")
-    raise ValueError(f"{path}, {lines}: slide_id {again['slide_id']!r} listed twice, {labels}; keep one row per slide")
+    listed = (f"slide_id {again['slide_id']!r} listed twice" if first["slide_id"] == again["slide_id"] else
+              f"slide_ids {first['slide_id']!r} and {again['slide_id']!r} name one slide (ids ignore case)")
+    raise ValueError(f"{path}, {lines}: {listed}, {labels}; keep one row per slide")
 
 
 def _check_labels(path: str | Path, table: pd.DataFrame) -> None:
