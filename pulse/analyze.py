@@ -1,11 +1,11 @@
 """Batch analysis: folders of recordings in, score and detection tables out (`pulse analyze`).
 
-One run: find the recordings, skip those an earlier run finished with these settings (and rewrite from their
-journalled scores those whose outputs alone are missing or asked for anew), score the rest (pulse/scoring.py:
-decoding threads, one model), and write each file's outputs as its last window is scored. A file is finished
-when its outputs are in place and its scores are appended to the journal (pulse/journal.py); run-wide tables
-are rebuilt from the journal at the end. A bad file becomes one line on the console and one row in errors.csv;
-the batch goes on.
+One run: find the recordings, skip those an earlier run finished with these settings and read as pulse reads them now
+(and rewrite from their journalled scores those whose outputs alone are missing or asked for anew), score the rest
+(pulse/scoring.py: decoding threads, one model), and write each file's outputs as its last window is scored. A file is
+finished when its outputs are in place and its scores are appended to the journal (pulse/journal.py); run-wide tables
+are rebuilt from the journal at the end. A bad file becomes one line on the console and one row in errors.csv; the
+batch goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pulse import __version__
 from pulse.config import InferConfig
 from pulse.detect import detections_from_arrays
 from pulse.discovery import find_audio
-from pulse.io import AudioInfo
+from pulse.io import AudioInfo, AudioReadError, audio_info
 from pulse.journal import Journal
 from pulse.model_names import below_rate_note, model_band, open_checked_model, resolve_model
 from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
@@ -220,10 +220,11 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
     with progress(todo, unit="file", desc="saved scores", leave=False) as files:
         for f in files:
             try:
-                if (part := run.journal.load(f.path, any_outputs=True)) is None:
+                part = run.journal.load(f.path, any_outputs=True)
+                if part is None or read_otherwise(run.journal, f.path, run.spec.min_len_s):
                     left.append(f)
                     continue
-                f.note = run.journal.note(f.path)
+                f.info, f.note = audio_info(f.path), run.journal.note(f.path)
                 _write_outputs(f, part, run)
                 run.note_low_rate(f.path, int(part["sample_rate"]))
             except Exception as exc:  # analysed instead, where an error that comes again is that file's own
@@ -248,7 +249,7 @@ def _write_outputs(f: InFlight, part: dict, run: Run) -> None:
     for writer in run.writers:
         if writer.per_file:
             writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
-    run.journal.save(f.path, f.output_name, f.note, **part)
+    run.journal.save(f.path, f.output_name, f.note, decoding(f.info), **part)
     f.run_tables = {w.table: table for w in run.writers if not w.per_file and _has_rows(table := tables[w.table])}
 
 
@@ -318,8 +319,9 @@ def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
 # with min_conf and merge_consecutive (and the formats, which only choose the tables) they make its outputs.
 SCORE_SETTINGS = ("overlap", "min_len", "channel", "level_floor")
 OUTPUT_SETTINGS = ("min_conf", *SCORE_SETTINGS, "merge_consecutive")
-# Bump when decoding, windowing or scoring changes what a file's scores are: journalled scores from before are then
-# analysed again, not reused for new tables.
+# Bump when windowing or scoring changes what every file's scores are: journalled scores from before are then
+# analysed again, not reused for new tables. A change in how files decode changes only some: those are seen file by
+# file (`decoding`), not by a bump.
 SCORES_VERSION = 1
 
 
@@ -347,9 +349,45 @@ def _settings_key(settings: dict, meta: dict, model_path: Path) -> str:
 
 
 def _done(f: InFlight, run: Run) -> bool:
-    """Finished by an earlier run with these settings, and its per-file outputs are still there and its own."""
+    """Finished by an earlier run with these settings, its per-file outputs still there and its own, and read now
+    as that run read it."""
     return run.journal.done(f.path, f.output_name) and all(
-        output_path(w, run.out_dir, f.relative).is_file() for w in run.writers if w.per_file)
+        output_path(w, run.out_dir, f.relative).is_file() for w in run.writers if w.per_file) and (
+        not read_otherwise(run.journal, f.path, run.spec.min_len_s))
+
+
+def decoding(info: AudioInfo) -> dict:
+    """How a recording decodes, as far as its scores depend on it: the rate it is read at (its header's times a
+    GUANO TE), its channels and its length. Kept with its scores and outputs, so that a rerun whose pulse reads it
+    otherwise analyses it again, and only it (a version bump of every file's scores would redo a whole archive)."""
+    return {"sample_rate": info.sample_rate, "channels": info.channels, "frames": info.frames}
+
+
+def read_otherwise(journal: Journal, path: Path, min_len_s: float, times_only: bool = False) -> bool:
+    """Whether the recording's journal record is of another reading of it than pulse makes now (one it cannot
+    read now included): its journalled scores and outputs are not of the audio read now (`times_only`: their times
+    are not of its timeline now). Records from before the reading was kept (2026-12-06): `read_as_before`."""
+    if (then := journal.decoding(path)) is None and (part := journal.load(path, any_settings=True)) is None:
+        return False  # no record of it
+    try:
+        info = audio_info(path)  # the header alone, once per run (cached for the decoding that may follow)
+    except AudioReadError:
+        return True
+    if then is not None:
+        return then != decoding(info)
+    return int(part["sample_rate"]) != info.sample_rate or not read_as_before(part["ends_s"], info, min_len_s,
+                                                                              times_only)
+
+
+def read_as_before(ends_s: np.ndarray, info: AudioInfo, min_len_s: float, times_only: bool = False) -> bool:
+    """Whether a recording's windows made before its reading was kept with them (2026-12-06) are of the reading
+    made now: they end where it ends now (or less than `min_len_s` before, a tail left out), and, unless
+    `times_only`, it is no MP3. So what pulse has read otherwise since the journal began (2026-12-03) is not done: a
+    time-expansion WAV (GUANO TE; its rate also differs from a record's), an AudioMoth's triggered WAV (the night's
+    clock), a WAV over 4 GiB, a FLAC damaged mid-file (read past the damage), and MP3s (their length, and frames
+    garbled after each 10 s block at low bitrates, 2026-12-06)."""
+    gap = info.duration_s - float(ends_s[-1]) if len(ends_s) else -1.0
+    return (times_only or info.format != "MP3") and -1e-6 <= gap < min_len_s + 1e-3  # to the tables' millisecond
 
 
 def _warn_of_earlier_outputs(todo: list[InFlight], run: Run) -> None:

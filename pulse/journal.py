@@ -2,10 +2,11 @@
 
 A recording counts as done once its outputs are in place and a record of it is appended here:
 its path, size, mtime and ctime, the fingerprint of the settings that made its outputs (and of those that
-made its scores), the name its per-file outputs were written under, any note about it (a recording that
-breaks off) and its scores. Only the latest record of a recording counts, and only if its outputs' name was last
-written for it: a run with other settings, or another recording with the same output name,
-overwrote those files, so the recording's outputs are made again (from its scores, where only the
+made its scores), how it decoded (its rate, channels and length: a later pulse that reads it otherwise, as GUANO's
+time expansion came to be read, makes other scores of it), the name its per-file outputs were written under, any
+note about it (a recording that breaks off) and its scores. Only the latest record of a recording counts, and only
+if its outputs' name was last written for it: a run with other settings, or another recording with the same output
+name, overwrote those files, so the recording's outputs are made again (from its scores, where only the
 thresholds or formats differ) rather than wrongly skipped.
 
 Each run appends to a log of its own with one write() per file, so a killed run keeps every
@@ -42,6 +43,7 @@ class Record:
     fingerprint: str
     scores_key: str  # the settings the scores depend on ("" in records from before it was kept)
     changed_ns: int | None  # the recording's ctime when it was journalled (None in records from before it was kept)
+    decoding: dict | None  # how it decoded (`pulse.analyze.decoding`; None in records from before it was kept)
     output: str
     note: str
     log: Path
@@ -118,18 +120,24 @@ class Journal:
             return None
         return record.output
 
-    def load(self, path: Path, any_outputs: bool = False) -> dict | None:
-        """The scores of a recording done under these settings (`any_outputs`: or under other output settings
-        with the same scores key), else None."""
+    def decoding(self, path: Path) -> dict | None:
+        """How the recording decoded when its latest record was made; None: no record, or one from before it was
+        kept (see `load(..., any_settings=True)`)."""
         record = self._latest(path)
-        if not self._usable(record, any_outputs):
+        return record.decoding if record is not None else None
+
+    def load(self, path: Path, any_outputs: bool = False, any_settings: bool = False) -> dict | None:
+        """The scores of a recording done under these settings (`any_outputs`: or under other output settings
+        with the same scores key; `any_settings`: under any), else None."""
+        record = self._latest(path)
+        if not self._usable(record, any_outputs, any_settings):
             return None
         try:
             body = _read_body(record)
         except FileNotFoundError:  # a run into the same folder replaced the record and deleted its log meanwhile
             self._records, self._owners, self._paths = None, {}, set()
             record = self._latest(path)
-            if not self._usable(record, any_outputs):
+            if not self._usable(record, any_outputs, any_settings):
                 return None
             body = _read_body(record)
         end = body.index(b"\0")
@@ -140,12 +148,13 @@ class Journal:
             offset += count * np.dtype(dtype).itemsize
         return arrays
 
-    def save(self, path: Path, output: str, note: str = "", **arrays) -> None:
+    def save(self, path: Path, output: str, note: str = "", decoding: dict | None = None, **arrays) -> None:
         if (now := self._version(path)) is None:
             return
         arrays = {name: np.asarray(value) for name, value in arrays.items()}
         header = {"version": now[0], "changed_ns": now[1], "path": self._resolved(path),
                   "fingerprint": self.fingerprint, "scores_key": self.scores_key, "output": output, "note": note,
+                  "decoding": decoding,
                   "arrays": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()}}
         body = json.dumps(header).encode() + b"\0" + b"".join(value.tobytes() for value in arrays.values())
         self.open()
@@ -176,8 +185,8 @@ class Journal:
                 if log_path not in keep and log_path.stat().st_mtime_ns < self._started_ns:
                     log_path.unlink()
 
-    def _usable(self, record: Record | None, any_outputs: bool) -> bool:
-        return record is not None and (record.fingerprint == self.fingerprint or (
+    def _usable(self, record: Record | None, any_outputs: bool, any_settings: bool = False) -> bool:
+        return record is not None and (any_settings or record.fingerprint == self.fingerprint or (
             any_outputs and bool(self.scores_key) and record.scores_key == self.scores_key))
 
     def _resolved(self, path: Path) -> str:
@@ -232,9 +241,10 @@ class Journal:
                 self._add(header, log_path, offset, length)
 
     def _add(self, header: dict, log_path: Path, offset: int, length: int) -> None:
-        changed_ns = header.get("changed_ns")
+        changed_ns, decoding = header.get("changed_ns"), header.get("decoding")
         self._records[header["version"]] = Record(header["fingerprint"], str(header.get("scores_key", "")),
                                                   changed_ns if isinstance(changed_ns, int) else None,
+                                                  decoding if isinstance(decoding, dict) else None,
                                                   header["output"], header["note"], log_path, offset, length)
         self._owners[header["output"]] = header["path"]
         self._paths.add(header["path"])

@@ -43,6 +43,10 @@ class WindowSpec:
         return cls(window, max(1, window - int(round(overlap_s * sample_rate))), sample_rate,
                    int(round(min(max(min_len_s, MIN_TAIL_S), window_s) * sample_rate)))
 
+    @property
+    def min_len_s(self) -> float:
+        return self.min_len / self.sample_rate
+
     def count(self, n_samples: int) -> int:
         """Windows analysed in `n_samples`: enough to cover them, less tails shorter than `min_len` (at least one)."""
         covering = 1 + math.ceil(max(0, n_samples - self.window) / self.hop)
@@ -100,9 +104,8 @@ def cut_too_short(seconds: float, reason: str, spec: WindowSpec) -> str:
     few milliseconds left of a broken file are not: 10 ms of noise padded to 3 s scored 0.56 Dark
     Bush-cricket with the bundled model.
     """
-    min_len_s = spec.min_len / spec.sample_rate
-    return f"{reason}, under the {min_len_s:g} s of audio a window needs (--min-len): not analysed" \
-        if seconds < min_len_s else ""
+    return f"{reason}, under the {spec.min_len_s:g} s of audio a window needs (--min-len): not analysed" \
+        if seconds < spec.min_len_s else ""
 
 
 def refuse_truncated(path: Path, info: AudioInfo, spec: WindowSpec) -> None:

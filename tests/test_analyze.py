@@ -7,9 +7,11 @@ a model whose answers we can predict. One test runs a real (untrained) PULSE che
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +79,29 @@ def song(seconds: float, rate: int = RATE, channels: int = 1, loud: float = 0.3,
     t = np.arange(int(seconds * rate)) / rate
     x = (loud * np.sin(2 * np.pi * freq * t) * (np.sin(2 * np.pi * 30 * t) > 0)).astype(np.float32)
     return np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
+
+
+def time_expanded(path: Path, seconds: float) -> Path:
+    """A time-expansion bat detector's WAV of `song`: recorded at 88.2 kHz, stored at 8820 Hz with GUANO `TE: 10`."""
+    from tests.test_recorders import guano, wav_with_chunks
+
+    return wav_with_chunks(path, np.round(song(seconds, 88200) * 32767), rate=8820, after=[(b"guan", guano(TE="10"))])
+
+
+@contextlib.contextmanager
+def as_an_older_pulse(monkeypatch, decoding_kept: bool = True):
+    """Run as a pulse from before GUANO's TE and an AudioMoth's left-out stretches were read (2026-12-06), and,
+    `decoding_kept` False, from before the journal kept how each recording decoded."""
+    import pulse.audiomoth
+    import pulse.io
+
+    with monkeypatch.context() as before:
+        before.setattr(pulse.io, "time_expansion", lambda path: 1.0)
+        before.setattr(pulse.audiomoth, "left_out", lambda *args: np.zeros((0, 2), np.int64))
+        if not decoding_kept:
+            before.setattr("pulse.analyze.decoding", lambda info: None)
+        yield
+    pulse.io._examined.cache_clear()  # the headers as that pulse read them
 
 
 def make_batch(root: Path) -> dict[str, str | None]:
@@ -481,6 +506,42 @@ def test_resume_skips_finished_files(tmp_path, model):
         assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
     (out / "a.pulse.selection.table.txt").unlink()  # a deleted output is written again
     assert analyze([tmp_path], out, cfg).files_rewritten == 1 and (out / "a.pulse.selection.table.txt").is_file()
+
+
+@pytest.mark.parametrize("decoding_kept", [True, False])
+def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp_path, model, monkeypatch,
+                                                                            decoding_kept):
+    """A time-expansion WAV (GUANO TE: 10) analysed before TE was read was scored over ten times its length at a
+    tenth of its pitch, and an AudioMoth's triggered WAV without the stretches it left out; a rerun into the same
+    --out skipped them (or rewrote their outputs from those scores) and kept them. They are analysed again; the
+    recording beside them, read as before, is skipped or rewritten. So it is from a journal written before the
+    reading was kept in it (whose scores give the rate and where the windows end), as from one that keeps it; an MP3
+    journalled before then is analysed again once, as its decoding changed without changing its length."""
+    from tests.test_audiomoth import FIRST, SECOND, audiomoth_wav, burst, marker
+
+    time_expanded(tmp_path / "bat.wav", 6.0)
+    audiomoth_wav(tmp_path / "20240701_210000T.WAV",
+                  np.concatenate([burst(FIRST, 3000, 1), marker(10 * 48000 // 256), burst(SECOND, 6000, 2)]))
+    sf.write(tmp_path / "plain.wav", song(4.0), RATE)
+    sf.write(tmp_path / "lossy.mp3", song(4.0), RATE)
+    out, cfg = tmp_path / "out", InferConfig(model=str(model), formats=("raven", "scores"))
+    with as_an_older_pulse(monkeypatch, decoding_kept):
+        assert analyze([tmp_path], out, cfg).files_done == 4
+    ends = {Path(f).name: end for f, end in pd.read_csv(out / "scores.csv").groupby("file")["end_s"].max().items()}
+    assert ends == pytest.approx({"bat.wav": 60.0, "20240701_210000T.WAV": 2.006, "plain.wav": 4.0, "lossy.mp3": 4.0},
+                                 abs=1e-3)
+    shutil.copytree(out, tmp_path / "other_threshold")
+    again = analyze([tmp_path], out, cfg)
+    redone = 2 if decoding_kept else 3  # and the MP3
+    assert (again.files_done, again.files_skipped, again.files_rewritten) == (redone, 4 - redone, 0)
+    ends = {Path(f).name: end for f, end in pd.read_csv(out / "scores.csv").groupby("file")["end_s"].max().items()}
+    assert ends == pytest.approx({"bat.wav": 6.0, "20240701_210000T.WAV": 12.0, "plain.wav": 4.0, "lossy.mp3": 4.0},
+                                 abs=1e-3)
+    assert analyze([tmp_path], out, cfg).files_skipped == 4  # done now
+    rethresholded = analyze([tmp_path], tmp_path / "other_threshold", InferConfig(model=str(model), min_conf=0.9,
+                                                                                formats=("raven", "scores")))
+    assert (rethresholded.files_done, rethresholded.files_rewritten) == (redone, 4 - redone)
+    assert (tmp_path / "other_threshold" / "scores.csv").read_bytes() == (out / "scores.csv").read_bytes()
 
 
 def test_a_rerun_tries_files_that_failed_again_and_says_so(tmp_path, model, caplog):
