@@ -319,9 +319,8 @@ def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
 # with min_conf and merge_consecutive (and the formats, which only choose the tables) they make its outputs.
 SCORE_SETTINGS = ("overlap", "min_len", "channel", "level_floor")
 OUTPUT_SETTINGS = ("min_conf", *SCORE_SETTINGS, "merge_consecutive")
-# Bump when windowing or scoring changes what every file's scores are: journalled scores from before are then
-# analysed again, not reused for new tables. A change in how files decode changes only some: those are seen file by
-# file (`decoding`), not by a bump.
+# Bump when windowing or scoring changes what every file's scores are: journalled files are then analysed again.
+# A change in how files decode changes only some: those are seen file by file (`decoding`), not by a bump.
 SCORES_VERSION = 1
 
 
@@ -330,6 +329,8 @@ def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
     settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
     if settings["merge_consecutive"] <= 1:  # as before the option: journals from before it still count
         del settings["merge_consecutive"]
+    if SCORES_VERSION > 1:  # as before it was part of this: journals from before it still count
+        settings["scores_version"] = SCORES_VERSION
     return _settings_key(settings, meta, model_path)
 
 

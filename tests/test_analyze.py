@@ -544,6 +544,17 @@ def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp
     assert (tmp_path / "other_threshold" / "scores.csv").read_bytes() == (out / "scores.csv").read_bytes()
 
 
+def test_a_scores_version_bump_has_every_journalled_file_analysed_again(tmp_path, model, monkeypatch):
+    """SCORES_VERSION is bumped when scoring changes every file's scores: it kept journalled scores from being
+    re-thresholded, but a rerun with the same settings skipped the files and kept their outputs."""
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    out, cfg = tmp_path / "out", InferConfig(model=str(model))
+    assert analyze([tmp_path], out, cfg).files_done == 1
+    monkeypatch.setattr("pulse.analyze.SCORES_VERSION", 2)
+    again = analyze([tmp_path], out, cfg)
+    assert (again.files_done, again.files_skipped, again.files_rewritten) == (1, 0, 0)
+
+
 def test_a_rerun_tries_files_that_failed_again_and_says_so(tmp_path, model, caplog):
     """A card's file half-copied (here, not audio at all) fails; the rerun tried it again, as it should (copied
     again, it may be whole), but said nothing of it, so the same failure looked like a new one."""
