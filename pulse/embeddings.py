@@ -1,15 +1,15 @@
 """Per-window embeddings of recordings: `pulse embeddings` (BirdNET-Analyzer's `embeddings`).
 
-For search, clustering or a classifier of one's own: every window of every recording, cut as `pulse analyze`
-cuts it, goes through the model once, and its embedding (the student's penultimate layer; with `--model
-birdnet`, BirdNET's 1024-d global pool) is stored with the window times in one HDF5 file per recording,
-`OUT/<relative path>.embeddings.h5`: datasets `starts_s`, `ends_s` [windows] and `embedding` [windows, dim],
-attributes naming the recording, the model and the settings. A rerun skips recordings whose file is there and
-was made from the same recording (absolute path, size, modification and change time) with the same model and window
-settings; a recording that changed, or other settings, are embedded again. Files are written atomically. A bad
-recording is one line and one row of `OUT/errors.csv`, and the batch goes on; one that breaks off part way is
-embedded up to the break and listed as `PartlyReadable`, as `pulse analyze` does. After Ctrl-C, the files done
-and errors.csv so far are kept.
+For search, clustering or a classifier of one's own: every window of every recording, cut as `pulse analyze` cuts it,
+goes through the model once, and its embedding (the student's penultimate layer; with `--model birdnet`, BirdNET's
+1024-d global pool) is stored with the window times in one HDF5 file per recording, `OUT/<relative
+path>.embeddings.h5`: datasets `starts_s`, `ends_s` [windows] and `embedding` [windows, dim], attributes naming the
+recording, the model and the settings. A rerun skips recordings whose file is there and was made from the same
+recording (absolute path, size, modification and change time), read the same way (rate, channels, length:
+`pulse.analyze.decoding`), with the same model and window settings; a recording that changed or is read otherwise now,
+or other settings, are embedded again. Files are written atomically. A bad recording is one line and one row of
+`OUT/errors.csv`, and the batch goes on; one that breaks off part way is embedded up to the break and listed as
+`PartlyReadable`, as `pulse analyze` does. After Ctrl-C, the files done and errors.csv so far are kept.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8
 from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.progress import progress
-from pulse.analyze import check_channel, note_mixed, scores_key
+from pulse.analyze import check_channel, decoding, note_mixed, read_as_before, scores_key
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
-from pulse.io import AudioReadError, audio_info
+from pulse.io import AudioInfo, AudioReadError, audio_info
 from pulse.model_names import open_checked_model, resolve_model
 from pulse.recording import window_outputs
 from pulse.writers import write_errors
@@ -42,26 +42,32 @@ class Summary:
     files_failed: int = 0
 
 
+LATER_KEYS = ("source_ctime_ns", "source_sample_rate", "source_channels", "source_frames")  # not in early files
+
+
 def embeddings_path(out: Path, relative: Path) -> Path:
     return out / relative.parent / name_within_limit(relative.name, ".embeddings.h5")
 
 
-def _source(path: Path) -> dict:
+def _source(path: Path, info: AudioInfo) -> dict:
     """What identifies the recording an embeddings file was made from: its ctime too, which a copy over it with the
-    same name, size and time (`cp -p`; recorders deployed together name their files alike) changes."""
+    same name, size and time (`cp -p`; recorders deployed together name their files alike) changes; and how it
+    decoded (`pulse.analyze.decoding`), which a later pulse may do otherwise (a GUANO TE read since)."""
     stat = path.stat()
     return {"source": utf8_text(str(path.resolve())), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
-            "source_ctime_ns": stat.st_ctime_ns}
+            "source_ctime_ns": stat.st_ctime_ns, **{f"source_{k}": v for k, v in decoding(info).items()}}
 
 
-def _earlier(target: Path, key: dict) -> str | None:
+def _earlier(target: Path, key: dict, info: AudioInfo, min_len_s: float) -> str | None:
     """The warning stored with an embeddings file made from `key` ("" if none), or None: not made from it."""
     import h5py
 
     try:
         with h5py.File(target, "r") as f:
-            # files from before the ctime was kept are taken as made from it if all else matches
-            made_from = all(f.attrs.get(k) == v for k, v in key.items() if k in f.attrs or k != "source_ctime_ns")
+            # files from before the ctime or the decoding was kept are taken as made from it if all else matches
+            # (and, for the decoding, `read_as_before`)
+            made_from = all(f.attrs.get(k) == v for k, v in key.items() if k in f.attrs or k not in LATER_KEYS) and (
+                "source_frames" in f.attrs or read_as_before(f["ends_s"][-1:], info, min_len_s))
             return str(f.attrs.get("warning", "")) if made_from else None
     except OSError:  # not ours, or not HDF5 at all: made again
         return None
@@ -106,8 +112,8 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
             target = embeddings_path(out, relative)
             try:
                 info = audio_info(path)
-                key = {**_source(path), **settings}
-                if target.is_file() and (said := _earlier(target, key)) is not None:
+                key = {**_source(path, info), **settings}
+                if target.is_file() and (said := _earlier(target, key, info, spec.min_len_s)) is not None:
                     summary.files_skipped += 1
                     if said:  # it breaks off part way: said again, as by `pulse analyze`
                         errors.append((str(path), "read", "PartlyReadable", said))

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import onnx
 import pandas as pd
+import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
@@ -16,7 +17,7 @@ from pulse.cli import app
 from pulse.config import InferConfig
 from pulse.embeddings import embed
 from pulse.recording import analyze_recording
-from tests.test_analyze import level_meter_onnx
+from tests.test_analyze import as_an_older_pulse, level_meter_onnx, song, time_expanded
 from tests.test_journal import replace_keeping_size_and_time
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "pulse" / "assets" / "examples"
@@ -86,6 +87,29 @@ def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_ag
         assert np.allclose(np.diff(f["starts_s"][:]), 1.5) and f.attrs["overlap_s"] == 1.5
         # every setting the windows depend on is readable, the level floor above all (quiet recordings are raised)
         assert (f.attrs["min_len_s"], f.attrs["channel"], f.attrs["level_floor_dbfs"]) == (1.0, -1, -20.0)
+
+
+@pytest.mark.parametrize("decoding_kept", [True, False])
+def test_a_recording_pulse_now_reads_otherwise_is_embedded_again(tmp_path, monkeypatch, decoding_kept):
+    """A time-expansion WAV (GUANO TE: 10) embedded before TE was read has windows over ten times its length at a
+    tenth of its pitch, and a rerun skipped it. It is embedded again, the recording beside it skipped; so it is from
+    files written before the reading was kept with them (their windows must end where the recording ends now)."""
+    (tmp_path / "in").mkdir()
+    time_expanded(tmp_path / "in" / "bat.wav", 6.0)
+    sf.write(tmp_path / "in" / "plain.wav", song(4.0), 44100)
+    out, cfg = tmp_path / "out", InferConfig(model=str(level_meter_onnx(tmp_path / "meter.onnx")))
+    with as_an_older_pulse(monkeypatch):
+        assert embed([tmp_path / "in"], out, cfg).files_done == 2
+    for name in () if decoding_kept else ("bat.wav", "plain.wav"):
+        with h5py.File(out / f"{name}.embeddings.h5", "a") as f:
+            for key in ("source_sample_rate", "source_channels", "source_frames"):
+                del f.attrs[key]
+    with h5py.File(out / "bat.wav.embeddings.h5") as f:
+        assert f["ends_s"][-1] == 60.0
+    again = embed([tmp_path / "in"], out, cfg)
+    assert (again.files_done, again.files_skipped) == (1, 1)
+    with h5py.File(out / "bat.wav.embeddings.h5") as f:
+        assert f["ends_s"][-1] == 6.0 and f.attrs["source_sample_rate"] == 88200
 
 
 def test_birdnet_embeddings_are_its_1024_d_pool(tmp_path, shared_data):
