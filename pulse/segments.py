@@ -13,7 +13,8 @@ it (`.png`, the detection boxed), to check by eye as well as by ear. `OUT/segmen
 the table's hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table
 or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
 `OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
-(another card's recording copied over it, say); a clip that cannot be read is its own row.
+(another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`); a clip
+that cannot be read is its own row.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from export.folder_lock import exclusive
 from export.jsonconfig import read_json
 from export.progress import progress
 from export.tables import read_spreadsheet_csv, spreadsheet_number
-from pulse.config import MAX_CLIP_S, SegmentConfig
+from pulse.analyze import read_otherwise
+from pulse.config import MAX_CLIP_S, InferConfig, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
 from pulse.journal import Journal
+from pulse.windows import MIN_TAIL_S
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -217,12 +220,14 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at and cfg.min_conf != SegmentConfig().min_conf:
         log.warning("%s: --min-conf %g is below the %g the analysis kept detections at, so no clip scores under %g "
                     "(analyse again with a lower --min-conf for them)", table, cfg.min_conf, kept_at, kept_at)
+    min_len = settings.get("min_len") if isinstance(settings, dict) else None  # its windows' shortest tail
+    min_len_s = max(min_len if isinstance(min_len, (int, float)) else InferConfig().min_len, MIN_TAIL_S)
     with stop_if_unwritable(out), exclusive(out, "pulse segments"):  # one run at a time in --out
-        return _cut_clips(detections, table, out, cfg, root, plots)
+        return _cut_clips(detections, table, out, cfg, root, plots, min_len_s)
 
 
 def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfig, root: Path | None,
-               plots: bool) -> Summary:
+               plots: bool, min_len_s: float) -> Summary:
     """`extract_segments` once its table is read and --out held."""
     record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
               "settings": cfg.to_dict()}
@@ -253,6 +258,11 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
                                                "run's journal holds): its clips would be of other audio; run `pulse "
                                                "analyze` on it again first")
                 info = recordings.open(path)
+                if read_otherwise(journal, path, min_len_s, times_only=True):
+                    raise AudioReadError(path, "read otherwise by this version of pulse than by the run that analysed "
+                                               "it (its rate or length: a GUANO time expansion read since, say): "
+                                               "its detections' times are of that reading; run `pulse analyze` on "
+                                               "it again first")
                 subtype = recordings.file.subtype
             except (AudioReadError, sf.LibsndfileError, RuntimeError) as exc:  # its other clips are not tried
                 unopened.add(d["file"])

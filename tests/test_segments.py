@@ -19,7 +19,7 @@ from pulse.embeddings import embed
 from pulse import segments
 from pulse.io import open_audio
 from pulse.segments import choose, extract_segments
-from tests.test_analyze import level_meter_onnx, song
+from tests.test_analyze import as_an_older_pulse, level_meter_onnx, song, time_expanded
 from tests.test_io import unfinished, without_length
 from tests.test_journal import replace_keeping_size_and_time
 
@@ -142,6 +142,31 @@ def test_a_recording_replaced_since_the_run_is_not_cut(run, model, caplog):
     assert list(errors["stage"]) == ["open"] and "run `pulse analyze` on it again" in errors["message"][0]
     analyze([run / "night.wav"], run / "out", InferConfig(model=str(model), min_conf=0.5))  # analysed anew
     assert extract_segments(run / "out", run / "clips2", SegmentConfig()).clips_written > 0
+
+
+@pytest.mark.parametrize("decoding_kept", [True, False])
+def test_a_recording_pulse_now_reads_otherwise_is_not_cut_at_its_earlier_readings_times(tmp_path, model, monkeypatch,
+                                                                                       caplog, decoding_kept):
+    """A time-expansion WAV (GUANO TE: 10) analysed before TE was read has its detections at that reading's times,
+    ten times too late: clips were cut at them from the recording as read now, other audio or "after the
+    recording's end". It is refused in one line until analysed again; the recordings beside it are cut (an MP3, whose
+    samples but not times changed since, too)."""
+    (tmp_path / "in").mkdir()
+    time_expanded(tmp_path / "in" / "bat.wav", 6.0)
+    sf.write(tmp_path / "in" / "plain.wav", song(4.0, RATE), RATE)
+    sf.write(tmp_path / "in" / "lossy.mp3", song(4.0, RATE), RATE)
+    cfg = InferConfig(model=str(model), min_conf=0.5)
+    with as_an_older_pulse(monkeypatch, decoding_kept):
+        analyze([tmp_path / "in"], tmp_path / "out", cfg)
+    with caplog.at_level(logging.WARNING):
+        summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig())
+    assert (summary.files_failed, summary.clips_failed) == (1, 0) and summary.clips_written > 0
+    assert f"{tmp_path / 'in' / 'bat.wav'}: read otherwise by this version of pulse" in caplog.text
+    errors = pd.read_csv(tmp_path / "clips" / "errors.csv")
+    assert list(errors["path"]) == [str(tmp_path / "in" / "bat.wav")] and list(errors["stage"]) == ["open"]
+    analyze([tmp_path / "in"], tmp_path / "out", cfg)  # analysed anew
+    again = extract_segments(tmp_path / "out", tmp_path / "clips2", SegmentConfig())
+    assert (again.files_failed, again.clips_failed) == (0, 0) and again.clips_written > summary.clips_written
 
 
 def test_a_min_conf_below_the_analysis_own_is_said_to_cut_nothing_more(run, caplog):
