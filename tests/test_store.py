@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -154,6 +155,31 @@ def test_a_slide_with_unreadable_tiles_fails_alone_when_workers_read_the_patches
     assert row["path"] == str(damaged) and row["error_type"] == "SlideReadError"
     assert row["message"].startswith("cannot read region") and "Traceback" not in row["message"]
     assert (feature_dir(tmp_path / "out" / "features", "lrmil_vit_tiny", 20.0, 256) / "CMU-1-Small-Region.h5").is_file()
+
+
+@pytest.fixture(params=["spawn", "forkserver"])
+def start_method(request):
+    """Worker processes started as on macOS (spawn) or Python 3.14 on Linux (forkserver), not forked: a worker
+    then holds only what the pickled dataset carries, nothing the parent opened or set up."""
+    import multiprocessing
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method(request.param, force=True)
+    yield request.param
+    multiprocessing.set_start_method(before, force=True)
+
+
+def test_workers_not_forked_read_the_patches_the_main_process_reads(shared_data, start_method):
+    from lrmil.encoders import create_encoder
+    from lrmil.features import encode_level, segment_and_patch
+
+    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    cfg = ExtractConfig(weights="random", resolution="teacher", num_workers=1, batch_size=4)
+    grid = segment_and_patch(slide, cfg.tissue, cfg.patch).grid
+    level = dataclasses.replace(grid.teacher, coords=grid.teacher.coords[:8])
+    encoder = create_encoder(cfg.encoder, weights=cfg.weights)
+    in_process = encode_level(slide, grid.mpp, level, encoder, dataclasses.replace(cfg, num_workers=0))
+    np.testing.assert_array_equal(encode_level(slide, grid.mpp, level, encoder, cfg), in_process)
 
 
 def _tissue_png(path, shade):

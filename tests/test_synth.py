@@ -99,6 +99,16 @@ def test_pyramidal_tiff_is_readable_by_openslide(tmp_path):
     assert np.abs(box - level1).max() <= 1  # level 1 is the 4x4 box average: true 5x
 
 
+def test_tiles_rendered_by_spawned_processes_make_the_same_file(tmp_path):
+    """--workers renders tiles in processes started by spawn on every platform: each gets its job pickled
+    (nothing inherited from the parent), and the slide must come out byte for byte as from one process."""
+    cfg = dataclasses.replace(CFG, size=512)  # four tiles
+    spec = make_spec(cfg, 2, 1)
+    write_slide(tmp_path / "one.tiff", spec, cfg)
+    write_slide(tmp_path / "two.tiff", spec, dataclasses.replace(cfg, workers=2))
+    assert (tmp_path / "two.tiff").read_bytes() == (tmp_path / "one.tiff").read_bytes()
+
+
 def test_labels_are_balanced_and_folds_stratified():
     rows = assign_labels(SynthConfig(count=20, classes=2, folds=5, seed=3))
     labels = np.array([r[0] for r in rows])
