@@ -163,3 +163,25 @@ def test_synth_refuses_a_set_train_would_refuse_before_writing_it(tmp_path, opti
     with pytest.raises(ValueError, match="classes must be between 2 and 4, got 7"):
         synthesize(tmp_path / "set", SynthConfig(classes=7))
     assert not (tmp_path / "set").exists()
+
+
+def test_workers_are_started_once_a_run_not_once_a_slide(tmp_path, monkeypatch):
+    """Spawned workers import numpy and lrmil afresh (1-3 s); a pool per slide paid it for every slide."""
+    import multiprocessing
+
+    import lrmil.synth
+
+    pools, get_context = [], multiprocessing.get_context
+
+    class Counted:
+        def __init__(self, method):
+            self.context = get_context(method)
+
+        def Pool(self, processes):
+            pools.append(processes)
+            return self.context.Pool(processes)
+
+    monkeypatch.setattr(lrmil.synth.multiprocessing, "get_context", Counted)
+    cfg = dataclasses.replace(SynthConfig(), count=3, size=512, seed=1, workers=2)
+    synthesize(tmp_path, cfg)
+    assert pools == [2] and len(list((tmp_path / "slides").glob("*.tiff"))) == 3
