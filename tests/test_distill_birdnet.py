@@ -98,7 +98,10 @@ def test_knowledge_bank_keeps_training_windows_only(fake_cache):
     np.testing.assert_allclose([w.start_s for w in bank.windows], [0.75, 1.75, 2.75])
     embedding, logits = bank.targets(bank.windows[1])
     np.testing.assert_allclose(embedding, bank.entries[0].embedding[1])
-    assert logits.shape == (41,)
+    with np.load(sorted(fake_cache.glob("*/*.npz"))[0]) as cached:  # a.wav's entry, written first
+        np.testing.assert_array_equal(logits, cached["logits"][1, bank.orthoptera])
+    # only the 41 Orthoptera logits are held, not BirdNET's 6522 (26 KB a window, ~30 GB for a 300 GB pool)
+    assert bank.entries[0].logits.shape == (3, 41)
     with pytest.raises(ValueError, match="no cached teacher windows"):
         KnowledgeBank((str(fake_cache),), "test", window_s=1.5)
     # The bundled recipe distils, so retraining it without a cache must say what to run, and a copy of it for
