@@ -139,16 +139,23 @@ def audio_info(path: str | Path) -> AudioInfo:
         how = ("with Wildlife Acoustics' Kaleidoscope" if "Wildlife" in what
                else f"(e.g. ffmpeg -i {Path(path).name} {Path(path).stem}.flac)")
         raise AudioReadError(path, f"{what} cannot be decoded here: convert it to WAV or FLAC {how}")
-    # the file, not its name alone: a relative name is another file after a chdir; and its change time, which a copy
-    # that keeps the size and modification time of the file it replaces (cp -p, rsync -t) does not keep
-    version = (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_ctime_ns)
-    if abs(time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns)) < RECENT_NS:
-        return _examined.__wrapped__(str(path), status.st_size, version)
+    if (version := file_version(status)) is None:
+        return _examined.__wrapped__(str(path), status.st_size, ())
     return _examined(str(path), status.st_size, version)
 
 
+def file_version(status: os.stat_result) -> tuple[int, int, int, int, int] | None:
+    """What a file's examined header is kept under: the file, not its name alone (a relative name is another file
+    after a chdir), its size, and its modification and change times (a copy that keeps the size and modification
+    time of the file it replaces, cp -p or rsync -t, does not keep the change time). None for a file changed in the
+    last RECENT_NS, which may change again within the same time stamp: it is examined each time."""
+    if abs(time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns)) < RECENT_NS:
+        return None
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
 @functools.lru_cache(maxsize=4096)  # AudioReadError is raised, never cached: a file that was bad is examined anew
-def _examined(path: str, size: int, version: tuple[int, int, int, int]) -> AudioInfo:
+def _examined(path: str, size: int, version: tuple[int, ...]) -> AudioInfo:
     """`audio_info` of a regular, non-empty file of a format libsndfile may know; `version` keys the cache only."""
     try:
         try:

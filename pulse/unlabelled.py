@@ -4,12 +4,13 @@ Sources are manifests (unlabelled schema, or labelled ones whose labels are igno
 soundscapes, training clips with their labels removed, and pseudo-field recordings made by
 `make_pseudo_field` (real songs placed into real soundscapes at random times and levels). Only
 file headers are held in memory; each window is read by seeking into its file, so the pool can
-be hundreds of GB.
+be hundreds of GB (measured at 300 GB: bench/bench_pool.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +20,24 @@ import soundfile as sf
 
 from export.atomic import atomic_path
 from export.tables import listed_file
-from pulse.io import AudioReadError, audio_info, open_audio, read_frames
+from pulse.io import AudioInfo, AudioReadError, audio_info, file_version, open_audio, read_frames
 from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, require_columns, select_split
 from pulse.train.augment import crop, rms
 
 log = logging.getLogger(__name__)
 
 
-def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
+def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: int,
+              info: AudioInfo | None = None) -> np.ndarray:
     """`duration_s` of mono audio from `start_s`, resampled to `sample_rate`, zero-padded before the start (a
-    negative `start_s`: a window longer than the teacher's, centred on its first one) and past the end."""
+    negative `start_s`: a window longer than the teacher's, centred on its first one) and past the end. `info`:
+    the file's header as examined already (None: examined here)."""
     import soxr
 
     length = int(round(duration_s * sample_rate))
     lead = min(max(int(round(-start_s * sample_rate)), 0), length)  # samples of silence before the recording
-    info = audio_info(path)  # a WAV whose header was never finished, a FLAC without its length: read as analysed
+    # a WAV whose header was never finished, a FLAC without its length: read as analysed
+    info = info or audio_info(path)
     native = info.sample_rate
     first = min(max(int(round(start_s * native)), 0), info.frames)
     count = min(int(np.ceil((duration_s - lead / sample_rate) * native)) + 1, info.frames - first)
@@ -50,11 +54,12 @@ def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: 
     return out
 
 
-def read_span_or_silence(path: str | Path, start_s: float, duration_s: float, sample_rate: int) -> np.ndarray:
+def read_span_or_silence(path: str | Path, start_s: float, duration_s: float, sample_rate: int,
+                         info: AudioInfo | None = None) -> np.ndarray:
     """`read_span`, or silence where the file cannot be read there (damaged or cut short after the pool was built),
     said once per file: hours of training go on, and the batches stay those of the seed (a resumed run's too)."""
     try:
-        return read_span(path, start_s, duration_s, sample_rate)
+        return read_span(path, start_s, duration_s, sample_rate, info)
     except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError) as exc:
         if str(path) not in _SAID_UNREADABLE:
             _SAID_UNREADABLE.add(str(path))
@@ -68,7 +73,22 @@ _SAID_UNREADABLE: set[str] = set()  # files whose unreadable windows were report
 @dataclass(frozen=True)
 class PoolFile:
     path: Path
-    duration_s: float
+    # its header as the pool was built, and the file's version then: `audio_info` keeps the last 4096 files' headers,
+    # and a pool of more files would examine one anew for each window (a FLAC without its length decoded whole)
+    info: AudioInfo
+    version: tuple[int, ...] | None
+
+    @property
+    def duration_s(self) -> float:
+        return self.info.duration_s
+
+    def header(self) -> AudioInfo | None:
+        """Its header as the pool was built, or None where the file has changed since (`read_span` examines it)."""
+        try:
+            unchanged = self.version is not None and file_version(os.stat(self.path)) == self.version
+        except OSError:  # gone: read_span says why, once
+            return None
+        return self.info if unchanged else None
 
 
 class UnlabelledPool:
@@ -78,14 +98,20 @@ class UnlabelledPool:
         self.files = []
         for path in map(Path, files):
             try:
-                self.files.append(PoolFile(path, audio_info(path).duration_s))
+                version = file_version(os.stat(path))  # before it is examined: a change in between is seen
+            except OSError:  # audio_info says why
+                version = None
+            try:
+                self.files.append(PoolFile(path, audio_info(path), version))
             except AudioReadError as exc:  # one warning line, as a labelled recording that cannot be read
                 log.warning("%s; left out of the pool", exc)
         if not self.files:
             raise ValueError("the unlabelled pool is empty (no readable recording)")
         self.sample_rate, self.window_s = sample_rate, window_s
+        # as rng.choice(p=) draws, without its O(files) work per window: the seed's batches are those drawn before
         weights = np.array([f.duration_s for f in self.files])
-        self.weights = weights / weights.sum()
+        self.cumulative = (weights / weights.sum()).cumsum()
+        self.cumulative /= self.cumulative[-1]
 
     @classmethod
     def from_manifests(cls, manifests: tuple[str, ...], roots: tuple[str, ...], split: str, sample_rate: int,
@@ -101,9 +127,9 @@ class UnlabelledPool:
         return cls(files, sample_rate, window_s)
 
     def window(self, rng: np.random.Generator) -> np.ndarray:
-        item = self.files[int(rng.choice(len(self.files), p=self.weights))]
+        item = self.files[int(self.cumulative.searchsorted(rng.random(), side="right"))]
         start = float(rng.uniform(0.0, max(item.duration_s - self.window_s, 0.0)))
-        return read_span_or_silence(item.path, start, self.window_s, self.sample_rate)
+        return read_span_or_silence(item.path, start, self.window_s, self.sample_rate, item.header())
 
     def batch(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return np.stack([self.window(rng) for _ in range(size)])

@@ -155,6 +155,50 @@ def test_an_unreadable_pool_file_is_left_out_and_a_window_it_breaks_in_is_silenc
         UnlabelledPool.from_manifests((str(tmp_path / "bad.csv"),), (str(tmp_path),), "train", rate, 1.0)
 
 
+def test_a_pool_of_more_files_than_audio_infos_cache_does_not_examine_a_header_per_window(tmp_path, monkeypatch,
+                                                                                         caplog):
+    """Each window examined its file's header again, which audio_info keeps for the last 4096 files only: a pool of
+    more files did so for nearly every window, decoding a FLAC without its length in the header whole each time. A
+    file replaced since the pool was built is still examined anew."""
+    import pulse.io
+
+    monkeypatch.setattr(pulse.io, "RECENT_NS", 0)  # files written just now are examined once, as older ones are
+    rate = 8000
+    sf.write(tmp_path / "a.flac", (0.1 * np.random.default_rng(0).standard_normal(4 * rate)).astype(np.float32), rate)
+    data = bytearray((tmp_path / "a.flac").read_bytes())  # STREAMINFO's 36-bit sample count at bytes 18-25 set to 0
+    data[18:26] = (int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)).to_bytes(8, "big")
+    (tmp_path / "a.flac").write_bytes(bytes(data))
+    pool = UnlabelledPool([tmp_path / "a.flac"], rate, 1.0)
+    assert pulse.io.audio_info(tmp_path / "a.flac").counted and pool.files[0].duration_s == 4.0
+    counted = []
+    monkeypatch.setattr(pulse.io, "_decodable_frames", lambda path: counted.append(path) or (4 * rate, ""))
+    for _ in range(3):
+        pulse.io._examined.cache_clear()  # what 4096 other pool files drawn in between do to it
+        assert pool.window(np.random.default_rng(0)).any()
+    assert counted == []
+    sf.write(tmp_path / "a.flac", np.full(2 * rate, 0.25, np.float32), rate)  # replaced by a shorter recording
+    with caplog.at_level("WARNING"):
+        batch = pool.batch(np.random.default_rng(1), 8)
+    assert batch.any() and np.isin(np.round(batch, 3), (0.0, 0.25)).all()  # the new one: silence past its end
+    assert not caplog.records  # not read past its end as the old one's header says it goes on
+
+
+def test_the_pool_draws_files_as_rng_choice_did(tmp_path):
+    """A run resumed across the change draws the same batches: files are picked in proportion to their durations
+    from the same random numbers as `rng.choice(p=...)` took."""
+    rate = 8000
+    seconds = (1.0, 5.0, 2.0, 9.0)
+    for i, s in enumerate(seconds):
+        sf.write(tmp_path / f"{i}.wav", np.full(int(s * rate), (i + 1) / 8, np.float32), rate, subtype="FLOAT")
+    pool = UnlabelledPool([tmp_path / f"{i}.wav" for i in range(4)], rate, 0.5)
+    rng, replica = np.random.default_rng(3), np.random.default_rng(3)
+    weights = np.array(seconds) / sum(seconds)
+    for _ in range(200):
+        expected = int(replica.choice(4, p=weights))
+        replica.uniform(0.0, seconds[expected] - 0.5)
+        np.testing.assert_allclose(pool.window(rng), (expected + 1) / 8, atol=1e-6)
+
+
 def test_unlabelled_pool_streams_real_windows(shared_data):
     root = shared_data / "audio" / "backgrounds"
     files = sorted(root.glob("*.flac"))[:3]
