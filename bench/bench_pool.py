@@ -93,24 +93,29 @@ def measure_pool(manifest: Path, windows: int, seed: int) -> dict:
     """In this process: build the pool from its manifest, then draw `windows` windows in batches of 8."""
     import resource
 
+    from pulse.io import _examined
     from pulse.unlabelled import UnlabelledPool
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pool = UnlabelledPool.from_manifests((str(manifest),), (str(manifest.parent),), "train", 44_100, 3.0)
-    built = time.perf_counter() - t0
+    built, built_cpu = time.perf_counter() - t0, time.process_time() - c0
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
+    examined = _examined.cache_info().misses  # headers opened and checked (audio_info keeps the last 4096)
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(windows // 8):
         pool.batch(rng, 8)
-    drawn = time.perf_counter() - t0
-    return {"build_s": built, "pool_files": len(pool.files), "peak_rss_after_build_mib": rss_built,
-            "windows_per_s": (windows // 8 * 8) / drawn,
+    drawn, drawn_cpu = time.perf_counter() - t0, time.process_time() - c0
+    examined = _examined.cache_info().misses - examined
+    return {"build_s": built, "build_cpu_s": built_cpu, "pool_files": len(pool.files),
+            "peak_rss_after_build_mib": rss_built, "windows_per_s": (windows // 8 * 8) / drawn,
+            "window_cpu_ms": 1000 * drawn_cpu / (windows // 8 * 8), "headers_examined_per_window": examined / windows,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def child(args: list[str]) -> tuple[float, float, str]:
-    """Run a process; its wall time, its own peak RSS (MiB) and its output tail."""
+def child(args: list[str]) -> tuple[float, float, float, str]:
+    """Run a process; its wall time, CPU time (user + system), its own peak RSS (MiB) and its output tail: CPU
+    time is what a pool costs on a machine others share (wall time is not)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -119,7 +124,7 @@ def child(args: list[str]) -> tuple[float, float, str]:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{output[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, output[-400:]
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output[-400:]
 
 
 def measure_train(manifest: Path, data: Path, work: Path, steps: tuple[int, int]) -> dict:
@@ -133,23 +138,53 @@ def measure_train(manifest: Path, data: Path, work: Path, steps: tuple[int, int]
         cfg["steps_per_epoch"] = n
         path = work / f"train_{n}.json"
         path.write_text(json.dumps(cfg))
-        wall, rss, _ = child([sys.executable, "-m", "pulse.cli", "train", "--config", str(path),
-                              "--out", str(work / f"run_{n}"), "--no-resume"])
-        result[f"train_{n}_steps_s"], result[f"train_{n}_steps_peak_rss_mib"] = wall, rss
+        wall, cpu, rss, _ = child([sys.executable, "-m", "pulse.cli", "train", "--config", str(path),
+                                   "--out", str(work / f"run_{n}"), "--no-resume"])
+        result |= {f"train_{n}_steps_s": wall, f"train_{n}_steps_cpu_s": cpu, f"train_{n}_steps_peak_rss_mib": rss}
     a, b = steps
-    result["step_s"] = (result[f"train_{b}_steps_s"] - result[f"train_{a}_steps_s"]) / (b - a)
-    result["start_up_s"] = result[f"train_{a}_steps_s"] - a * result["step_s"]
+    for unit in ("s", "cpu_s"):
+        result[f"step_{unit}"] = (result[f"train_{b}_steps_{unit}"] - result[f"train_{a}_steps_{unit}"]) / (b - a)
+        result[f"start_up_{unit}"] = result[f"train_{a}_steps_{unit}"] - a * result[f"step_{unit}"]
+    return result
+
+
+def measure_teacher_cache(data: Path, work: Path) -> dict:
+    """`pulse teacher-cache` over InsectSet32's real recordings (every file hashed, then BirdNET on every window at
+    the default 1 s hop, 2 threads), what it writes per hour of audio, and the hashing alone: a pool's cost is
+    extrapolated from these."""
+    from export.artifact import sha256
+    from pulse.io import audio_info
+
+    files = sorted((data / "insectset32").glob("*/*.flac"))
+    size = sum(p.stat().st_size for p in files)
+    hours = sum(audio_info(p).duration_s for p in files) / 3600
+    command = [sys.executable, "-m", "pulse.cli", "teacher-cache", "--manifest", str(data / "insectset32.csv"),
+               "--audio-root", str(data / "insectset32"), "--out", str(work / "teacher"), "--threads", "2"]
+    wall, _, rss, _ = child(command)
+    again, _, _, _ = child(command)  # every file cached already and unchanged: start-up, model load and the index
+    written = sum(p.stat().st_size for p in (work / "teacher").rglob("*.npz"))
+    t0 = time.perf_counter()
+    for p in files:  # from the page cache (the files were just read): the CPU's part; a disk may be slower
+        sha256(p)
+    hashed = time.perf_counter() - t0
+    result = {"teacher_files": len(files), "teacher_gib": size / GIB, "teacher_audio_h": hours,
+              "teacher_cache_s": wall, "teacher_cache_again_s": again, "teacher_cache_peak_rss_mib": rss,
+              "teacher_cache_s_per_audio_h": (wall - again) / hours,
+              "teacher_cache_written_mib_per_audio_h": written / (1 << 20) / hours,
+              "sha256_cached_mib_per_s": size / (1 << 20) / hashed}
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pools", default="0:0,2000:300,6000:300",
+    parser.add_argument("--pools", default="0:0,2000:300,20000:300",
                         help="comma list of SPARSE_FILES:GIB pools (each plus the real recordings); 0:0 is the "
-                             "real recordings alone")
+                             "real recordings alone; '' for none")
     parser.add_argument("--big-files", type=int, default=8, help="sparse files of 6 GiB (RF64) in each pool")
-    parser.add_argument("--windows", type=int, default=800, help="windows drawn from each pool")
-    parser.add_argument("--steps", default="4,36", help="the two step counts of `pulse train` ('' : no training)")
+    parser.add_argument("--windows", type=int, default=2000, help="windows drawn from each pool")
+    parser.add_argument("--teacher-cache", action="store_true",
+                        help="also time `pulse teacher-cache` and sha256 on InsectSet32's real recordings")
+    parser.add_argument("--steps", default="4,24", help="the two step counts of `pulse train` ('' : no training)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "audio",
                         help="the real recordings (backgrounds/, insectset32/)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_pool"), help="scratch folder (deleted)")
@@ -164,14 +199,15 @@ def main() -> None:
         raise SystemExit(f"{args.work} exists: give a new --work (it is deleted at the end)")
     results = []
     try:
-        for spec in args.pools.split(","):
+        for spec in filter(None, args.pools.split(",")):
             files, gib = int(spec.split(":")[0]), float(spec.split(":")[1])
             folder = args.work / f"pool_{files}_{gib:g}"
             t0 = time.perf_counter()
             row = {"pool": spec, **make_pool(folder, args.data, files, gib, args.big_files if files else 0, args.seed)}
             row["make_s"] = time.perf_counter() - t0
             subprocess.run(["sync"], check=True)
-            wall, rss, out = child([sys.executable, __file__, "--measure-pool", str(folder / "manifest.csv"),
+            time.sleep(2.5)  # a file changed in the last 2 s has its header examined at every read (pulse.io)
+            wall, _, _, out = child([sys.executable, __file__, "--measure-pool", str(folder / "manifest.csv"),
                                     "--windows", str(args.windows), "--seed", str(args.seed)])
             row |= json.loads(out.strip().splitlines()[-1]) | {"pool_process_s": wall}
             if args.steps:
@@ -179,6 +215,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             results.append(row)
             shutil.rmtree(folder)
+        if args.teacher_cache:
+            row = measure_teacher_cache(args.data, args.work)
+            print(json.dumps(row), flush=True)
+            results.append(row)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
     if args.json:
