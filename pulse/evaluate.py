@@ -20,7 +20,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, confusion_
                              precision_recall_fscore_support, roc_auc_score)
 
 from export.atomic import atomic_path, write_json, write_text
-from export.tables import nfc, read_spreadsheet_csv, spreadsheet_number
+from export.tables import path_key, read_spreadsheet_csv, spreadsheet_number
 from pulse.config import EvalConfig
 from pulse.manifest import read_manifest
 from pulse.train.augment import crop, mix_at_snr
@@ -50,8 +50,9 @@ def excerpts(audio: np.ndarray, length: int, min_length: int) -> list[np.ndarray
 
 def excluded_excerpts(path: str) -> set[tuple[str, float]]:
     """(clip path, excerpt start in s) pairs from a CSV with columns path, start_s (and a reason), as a spreadsheet
-    saves it too (';' and '3,0' in a French or German locale); paths under NFC, as `prepare` matches them to the
-    manifest's (one typed by hand, the other written by make-manifest from names copied from a Mac)."""
+    saves it too (';' and '3,0' in a French or German locale); paths as `path_key` reads them, as `prepare` matches
+    them to the manifest's (one typed by hand on Windows, the other written by make-manifest from names copied from
+    a Mac)."""
     if not path:
         return set()
     table = read_spreadsheet_csv(path, ("path", "start_s"))
@@ -60,7 +61,7 @@ def excluded_excerpts(path: str) -> set[tuple[str, float]]:
     excluded = set()
     for line, (clip, start) in enumerate(zip(table["path"], table["start_s"]), start=2):
         try:
-            excluded.add((nfc(clip), round(spreadsheet_number(start), 3)))
+            excluded.add((path_key(clip), round(spreadsheet_number(start), 3)))
         except ValueError:
             raise ValueError(f"{path}, line {line}: start_s {start!r} is not a number of seconds") from None
     return excluded
@@ -70,11 +71,11 @@ def other_data_hint(cfg: EvalConfig, excluded: set[tuple[str, float]], clips: li
     """Where none of the listed recordings is in the split, the list is most often one a config copied for other
     data came with (the shipped configs name InsectSet32's): what to set instead."""
     listed = {path for path, _ in excluded}
-    if listed & {nfc(clip.path) for clip in clips}:
+    if listed & {path_key(clip.path) for clip in clips}:
         return ""
     frame = read_manifest(cfg.manifest)
     # --split train on the shipped list
-    if elsewhere := sorted(set(frame.loc[frame["path"].map(nfc).isin(listed), "split"])):
+    if elsewhere := sorted(set(frame.loc[frame["path"].map(path_key).isin(listed), "split"])):
         return (f"; its recordings are in split {', '.join(map(repr, elsewhere))} of {cfg.manifest}, not "
                 f"{cfg.split!r}: a list made for that split (--exclude-excerpts \"\" for this one)")
     return (f"; none of its recordings is in split {cfg.split!r} of {cfg.manifest}: a list made for other data (in "
@@ -89,7 +90,7 @@ def prepare(cfg: EvalConfig, labels: tuple[str, ...], sample_rate: int, window_s
     clips = load_clips(cfg.manifest, cfg.audio_root, cfg.split, labels, sample_rate)
     for i, clip in enumerate(clips):
         for j, piece in enumerate(excerpts(clip.audio, length, min_length)):
-            key = (nfc(clip.path), round(j * window_s, 3))
+            key = (path_key(clip.path), round(j * window_s, 3))
             if key in excluded:
                 matched.add(key)
                 continue

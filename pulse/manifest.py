@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 import pandas as pd
 
 from export.atomic import atomic_path, from_utf8_text
-from export.tables import listed_file, nfc, read_spreadsheet_csv
+from export.tables import listed_file, path_key, read_spreadsheet_csv, windows_path_hint
 
 if TYPE_CHECKING:
     from pulse.io import AudioInfo
@@ -85,19 +85,19 @@ def validate_manifest(frame: pd.DataFrame, audio_root: str | Path, labels: Itera
                 f"documented: {', '.join(documented)})"]
     problems = []
     root = Path(audio_root)
-    rows_by_path: dict[str, list[int]] = {}  # under NFC: a name typed and the same name copied from a Mac are one
+    rows_by_path: dict[str, list[int]] = {}  # `path_key`: a name typed and one copied from a Mac are one
     for row, path in enumerate(frame["path"], start=2):  # row 1 is the header
         if not path.strip():
             problems.append(f"{name}:{row}: empty path")
             continue
-        rows_by_path.setdefault(nfc(path), []).append(row)
+        rows_by_path.setdefault(path_key(path), []).append(row)
         if not listed_file(root, path).is_file():
-            problems.append(f"{name}:{row}: missing file {root / path}")
+            problems.append(f"{name}:{row}: missing file {root / path}{windows_path_hint(path)}")
     for path, rows in rows_by_path.items():
         if len(rows) > 1:
             spellings = {frame["path"].iat[row - 2] for row in rows}
             problems.append(f"{name}: duplicate path {path} ({len(rows)} rows: {', '.join(map(str, rows))}"
-                            + (", the same name in two Unicode spellings)" if len(spellings) > 1 else ")"))
+                            + (", the same name in two spellings)" if len(spellings) > 1 else ")"))
     if labels is not None and is_labelled(frame):
         labels = tuple(labels)
         known, unknown = set(labels), {}

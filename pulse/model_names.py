@@ -48,10 +48,14 @@ def resolve_model(name: str) -> tuple[Path, str]:
 
 def read_species_list(path: str | Path) -> tuple[str, ...]:
     """One species per line; blank lines and lines starting with # are skipped."""
+    from export.tables import windows_text  # here: export.tables loads pandas, which `pulse analyze` starts without
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the species list ({getattr(exc, 'strerror', None) or exc})") from None
+        text = windows_text(path)  # Notepad's UTF-8 with a BOM made the first name unknown, its 'Unicode' unreadable
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the species list ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"{exc}; save the species list as UTF-8 (Notepad: Save As, Encoding UTF-8)") from None
     lines = (line.strip() for line in text.splitlines())
     species = tuple(line for line in lines if line and not line.startswith("#"))
     if not species:

@@ -225,6 +225,22 @@ def test_birdnet_threads_default_to_every_core_like_onnxruntime(monkeypatch):
         open_model("birdnet", threads=-1)
 
 
+def test_a_species_list_saved_by_notepad_reads_as_typed(tmp_path):
+    """Notepad's UTF-8 puts a BOM first: the first species was 'not in BirdNET's labels' (shown with an invisible
+    character before it); its 'Unicode' (UTF-16) was "'utf-8' codec can't decode byte 0xff"."""
+    from pulse.model_names import read_species_list
+
+    text = "# crickets\r\nGryllus pennsylvanicus\r\nOecanthus fultoni_Snowy Tree Cricket\r\n"
+    for encoding in ("utf-8-sig", "utf-16"):
+        (tmp_path / "list.txt").write_bytes(text.encode(encoding))
+        assert read_species_list(tmp_path / "list.txt") == ("Gryllus pennsylvanicus",
+                                                            "Oecanthus fultoni_Snowy Tree Cricket")
+    (tmp_path / "list.txt").write_bytes("Gryllus pennsylvanicus\r\nGryllus campestris_Grillo campestre \xe0\r\n"
+                                        .encode("cp1252"))
+    with pytest.raises(ValueError, match=r"list.txt, line 2: not UTF-8 text; save the species list as UTF-8"):
+        read_species_list(tmp_path / "list.txt")
+
+
 def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path):
     """`pulse analyze --model birdnet --species-list FILE`: scores.csv has exactly the listed columns."""
     from typer.testing import CliRunner

@@ -282,6 +282,16 @@ def test_a_bad_exclusion_list_or_snr_list_is_one_line(tmp_path):
     assert result.exit_code == 2 and "a comma list of numbers, got '0,x'" in result.output
 
 
+def test_an_exclusion_list_saved_on_windows_names_excerpts_as_the_manifest_does(tmp_path):
+    """Saved as Excel's 'Unicode Text' (UTF-16, tabs) it was 'not UTF-8 text', and a path written on Windows
+    (`Gryllus_campestris\\a.flac`) never matched the manifest's `Gryllus_campestris/a.flac`."""
+    from pulse.evaluate import excluded_excerpts
+
+    (tmp_path / "excl.txt").write_bytes("path\tstart_s\treason\r\nGryllus_campestris\\a.flac\t3\tsilent\r\n"
+                                        .encode("utf-16"))
+    assert excluded_excerpts(str(tmp_path / "excl.txt")) == {("Gryllus_campestris/a.flac", 3.0)}
+
+
 def test_an_exclusion_list_typed_in_a_french_excel_matches_a_manifest_of_names_from_a_mac(tmp_path, shared_data):
     """Saved by Excel in a French locale (';', '3,0') it was "needs the columns path and start_s"; and 'é' typed into
     it (NFC) never matched the manifest make-manifest wrote from a Mac's copy (NFD): "1 listed excerpt(s) match no

@@ -411,4 +411,34 @@ def test_one_recording_listed_in_both_unicode_spellings_is_a_duplicate(tmp_path,
     result = CliRunner().invoke(app, ["manifest", str(manifest), "--audio-root", str(tmp_path / "audio")])
     assert result.exit_code == 1, result.output
     assert result.output.strip() == (f"{manifest}: duplicate path {spellings[0]} (2 rows: 2, 3, the same name in two "
-                                     f"Unicode spellings)")
+                                     f"spellings)")
+
+
+def test_a_manifest_saved_on_windows_finds_recordings_under_backslash_paths(tmp_path, shared_data):
+    """A table written on Windows names `Gryllus_campestris\\x.flac` (PowerShell: `.\\Gryllus_campestris\\x.flac`):
+    every row was 'missing file'; Excel's 'Unicode Text' (UTF-16, tabs) was 'not UTF-8 text'. Such rows are found,
+    one also listed with / is a duplicate, and a drive's path (D:\\...) is one line saying what to do."""
+    from pulse.train.data import load_clips
+
+    songs = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[:2]
+    for song in songs:
+        (tmp_path / "audio" / "Gryllus_campestris").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "audio" / "Gryllus_campestris" / song.name).write_bytes(song.read_bytes())
+    typed = [f"Gryllus_campestris\\{songs[0].name}", f".\\Gryllus_campestris\\{songs[1].name}"]
+    table = pd.DataFrame([row(typed[0]), row(typed[1], split="validation")], columns=list(LABELLED_COLUMNS))
+    for name, sep, encoding in (("crlf_bom.csv", ",", "utf-8-sig"), ("unicode_text.txt", "\t", "utf-16")):
+        data = table.to_csv(index=False, sep=sep, lineterminator="\r\n").encode(encoding)
+        (tmp_path / name).write_bytes(data)
+        result = CliRunner().invoke(app, ["manifest", str(tmp_path / name), "--audio-root", str(tmp_path / "audio")])
+        assert result.exit_code == 0 and "OK, 2 rows" in result.output, result.output
+        clips = load_clips(str(tmp_path / name), str(tmp_path / "audio"), "validation", LABELS, 16000)
+        assert [clip.path for clip in clips] == [typed[1]] and clips[0].audio.size > 16000
+    drive = "D:\\field\\Gryllus_campestris\\x.flac"
+    manifest = write(tmp_path, [row(typed[0]), row(f"Gryllus_campestris/{songs[0].name}"),
+                                row(typed[1], split="validation"), row(drive)])
+    result = CliRunner().invoke(app, ["manifest", str(manifest), "--audio-root", str(tmp_path / "audio")])
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"{manifest}:5: missing file {tmp_path / 'audio' / drive}; a Windows path with a drive or share, which is not "
+        "here: list it relative to the audio root (field\\x.wav for D:\\field\\x.wav, the audio root where D:\\ is "
+        "copied)",
+        f"{manifest}: duplicate path Gryllus_campestris/{songs[0].name} (2 rows: 2, 3, the same name in two spellings)"]

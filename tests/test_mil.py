@@ -255,6 +255,14 @@ def test_an_excel_saved_clam_style_splits_csv_reads_as_the_clean_one(tmp_path):
     assert labels_of(read_splits(excel), excel) == ("normal", "tumor")
 
 
+def test_a_splits_table_saved_as_excel_unicode_text_reads_as_the_clean_one(tmp_path):
+    """Excel's 'Unicode Text' (UTF-16 with a BOM, tabs between columns, CRLF) stopped train at 'not UTF-8 text'."""
+    clean, excel = tmp_path / "clean.csv", tmp_path / "excel.txt"
+    clean.write_text("slide_id,label,fold\na,tumor,0\nb,normal,1\nc,tumor,2\n")
+    excel.write_bytes("slide_id\tlabel\tfold\r\na\ttumor\t0\r\nb\tnormal\t1\r\nc\ttumor\t2\r\n".encode("utf-16"))
+    pd.testing.assert_frame_equal(read_splits(excel), read_splits(clean))
+
+
 def test_rows_of_empty_cells_excel_leaves_after_the_table_are_not_slides(tmp_path):
     """Excel saves the rows of a sheet whose cells were once formatted or cleared as ';;;': train stopped at
     'line 5: no slide_id' on a table that ends at line 4; an empty row inside the table is still named."""

@@ -20,7 +20,7 @@ import pandas as pd
 from export.artifact import sha256
 from export.atomic import atomic_path, fails_for_folder, from_utf8_text, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
-from export.tables import listed_file
+from export.tables import listed_file, windows_path_hint
 from pulse.config import TeacherCacheConfig
 from pulse.io import stream_audio
 from pulse.teacher import birdnet
@@ -111,6 +111,8 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
     for i, rel in enumerate(tqdm(paths, desc="teacher cache", unit="file")):
         path = listed_file(root, rel)
         try:
+            if not path.exists():  # as `pulse manifest` says it, with what to do about a Windows path
+                raise FileNotFoundError(f"missing file{windows_path_hint(rel)}")
             stat = path.stat()
             old = previous.get(rel)
             # its ctime too: a file copied over it with the same size and time (cp -p) is hashed again
