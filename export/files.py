@@ -29,6 +29,9 @@ _RECYCLE_BIN_ENTRY = re.compile(r"info2?|s-1-5-[0-9-]+", re.IGNORECASE)
 # The longest file name, in bytes, that ext4, XFS, APFS and exFAT/NTFS (255 characters, at least 255 bytes of
 # UTF-8) all take.
 NAME_MAX = 255
+# What FAT, exFAT and NTFS (and Windows on any drive) refuse in a name and Linux takes: a character of these, and dots
+# and spaces at a name's end (Windows drops them; Linux's FAT driver too, making 'Site.' and 'Site' one folder).
+_NOT_PORTABLE = re.compile(r'[\x00-\x1f\\:*?"<>|]|[. ]+$')
 
 
 def hidden(relative: Path) -> bool:
@@ -84,6 +87,13 @@ def name_within_limit(stem: str, suffix: str) -> str:
     while len(os.fsencode(stem)) > room:  # whole characters off the end, never half of one
         stem = stem[:-1]
     return stem + tag
+
+
+def portable_name(name: str) -> str:
+    """`name` as an output's name that an SD card, a USB drive or Windows takes: each character `_NOT_PORTABLE` names
+    as `_`. A recording named 2025-07-01T21:30:00.wav got a Raven table of that stem, which a FAT or exFAT --out
+    refused ("Invalid argument", every recording failed) and Windows could not copy."""
+    return _NOT_PORTABLE.sub(lambda match: "_" * len(match.group()), name)
 
 
 def first_of_each_file(found: list[tuple[Path, bool]]) -> list[int]:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from export.atomic import write_json
-from export.files import name_within_limit
+from export.files import name_within_limit, portable_name
 from export.folder_lock import sweep_killed_runs
 from lrmil.batch import run_batch
 from lrmil.config import hash_record
@@ -45,9 +45,10 @@ SUFFIXES = {"mask": "_mask.png", "heatmap": "_heatmap.png", "topk": "_topk.png",
 
 
 def output_names(sid: str) -> dict[str, str]:
-    """The slide's output files by their SLIDE.json keys ("json": SLIDE.json itself), each cut short where a slide
-    named near 255 bytes would make it too long for the file system (`name_within_limit`)."""
-    return {key: name_within_limit(sid, suffix) for key, suffix in SUFFIXES.items()}
+    """The slide's output files by their SLIDE.json keys ("json": SLIDE.json itself), named as an SD card, a USB
+    drive or Windows takes them (`portable_name`: 'scan 12:00' as 'scan 12_00') and cut short where a slide named near
+    255 bytes would make them too long for the file system (`name_within_limit`)."""
+    return {key: name_within_limit(portable_name(sid), suffix) for key, suffix in SUFFIXES.items()}
 
 
 class Stopwatch:

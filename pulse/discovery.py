@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path, PurePath
 
-from export.files import distinct_tails, files_below, first_of_each_file
+from export.files import distinct_tails, files_below, first_of_each_file, portable_name
 from pulse.io import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,15 @@ def _holds_clips(top: str, names: list[str]) -> bool:
 
 
 def _distinct_output_names(entries: list[tuple[Path, PurePath]]) -> list[Path]:
-    """Rename only clashing output names: under their input folders' names when they come from different
-    inputs, then with the suffix kept in the stem (g.ogg, g.aiff), then numbered."""
-    names = [relative for relative, _ in entries]
+    """Output names that FAT, exFAT and NTFS take (`_portable`), renamed only where they clash: under their input
+    folders' names when they come from different inputs, then with the suffix kept in the stem (g.ogg, g.aiff), then
+    numbered."""
+    names = [_portable(relative) for relative, _ in entries]
     for group in _clashes(names):
         if len(folders := {entries[i][1] for i in group}) > 1:
             labels = distinct_tails(folders)
             for i in group:
-                names[i] = labels[entries[i][1]] / names[i]
+                names[i] = _portable(labels[entries[i][1]]) / names[i]
     for group in _clashes(names):
         for i in group:
             names[i] = names[i].with_name(f"{names[i].stem}_{names[i].suffix.lstrip('.')}{names[i].suffix}")
@@ -92,6 +93,11 @@ def _distinct_output_names(entries: list[tuple[Path, PurePath]]) -> list[Path]:
         for n, i in enumerate(group):
             names[i] = names[i].with_name(f"{names[i].stem}_{n + 1}{names[i].suffix}")
     return names
+
+
+def _portable(relative: PurePath) -> Path:
+    """`relative` with each of its names as `export.files.portable_name` makes it."""
+    return Path(*map(portable_name, relative.parts))
 
 
 def _clashes(names: list[Path]) -> list[list[int]]:

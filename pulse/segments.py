@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import pandas as pd
 import soundfile as sf
 
 from export.atomic import file_in_the_way, from_utf8_text, stop_if_unwritable, utf8_text, write_bytes, write_json
-from export.files import name_within_limit
+from export.files import name_within_limit, portable_name
 from export.folder_lock import exclusive
 from export.jsonconfig import read_json
 from export.progress import progress
@@ -48,9 +47,6 @@ from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
 log = logging.getLogger(__name__)
-
-_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')  # not in a folder name on Linux, macOS or Windows
-
 
 @dataclass
 class Summary:
@@ -77,18 +73,18 @@ def choose(detections: list[dict], cfg: SegmentConfig) -> list[dict]:
 
 def folder_name(label: str) -> str:
     """A species label as one folder name (no separators, no '..', none of the characters Windows refuses)."""
-    return _UNSAFE.sub("_", label).strip(" .") or "_"
+    return portable_name(label.replace("/", "_").strip(" .")) or "_"
 
 
 def clip_names(detections: list[dict], chosen: list[dict]) -> list[Path]:
     """Names that depend on the detection and the table alone (not on what else was drawn), so reruns find them."""
-    stems: dict[str, set[str]] = {}
+    stems: dict[str, set[str]] = {}  # by the name a clip gets on a FAT card or Windows: in any case, '_' for ':'
     for d in detections:
-        stems.setdefault(Path(d["file"]).stem, set()).add(d["file"])
+        stems.setdefault(portable_name(Path(d["file"]).stem).casefold(), set()).add(d["file"])
     names = []
     for d in chosen:
-        stem = Path(d["file"]).stem
-        if len(stems[stem]) > 1:  # two cards' REC001.WAV
+        stem = portable_name(Path(d["file"]).stem)
+        if len(stems[stem.casefold()]) > 1:  # two cards' REC001.WAV; REC001.WAV and rec001.wav
             stem += "_" + hashlib.sha1(d["file"].encode("utf-8", "surrogateescape")).hexdigest()[:6]
         start = f"{d['start_s']:.3f}".rstrip("0").rstrip(".")
         names.append(Path(folder_name(d["label"])) / name_within_limit(f"{d['score']:.3f}_{stem}_{start}s", ".wav"))

@@ -465,3 +465,14 @@ def test_a_json_file_that_is_not_a_record_does_not_stop_predictions_csv(tmp_path
     table = prediction_table(tmp_path)
     assert list(table["slide_id"]) == ["a"] and list(table["p_1"]) == [0.75]
     assert f"{tmp_path / 'notes.json'}: left out of predictions.csv, not a prediction record" in caplog.text
+
+
+def test_a_slide_named_with_a_colon_gets_outputs_an_sd_card_and_windows_take():
+    """'scan 12:00.svs' (legal on ext4) had its outputs named 'scan 12:00.json', '..._heatmap.png': a FAT or exFAT
+    --out refused them ("Invalid argument") and Windows could not copy them."""
+    from lrmil.predict import output_names
+
+    assert output_names("scan 12:00 a|b.") == {
+        "mask": "scan 12_00 a_b__mask.png", "heatmap": "scan 12_00 a_b__heatmap.png",
+        "topk": "scan 12_00 a_b__topk.png", "geojson": "scan 12_00 a_b__attention.geojson",
+        "json": "scan 12_00 a_b_.json"}

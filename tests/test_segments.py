@@ -367,6 +367,39 @@ def test_names_near_the_file_system_limit_get_outputs_clips_and_embeddings_of_th
     assert embed([folder], tmp_path / "emb", InferConfig(model=str(model))).files_skipped == 3
 
 
+def windows_refuses(name: str) -> bool:
+    """A name FAT, exFAT and NTFS refuse (Linux's FAT driver: "Invalid argument") or Windows cannot open: one of
+    these characters, or a dot or space at its end."""
+    return any(c in ':*?"<>|\\' or ord(c) < 32 for c in name) or name.endswith((".", " "))
+
+
+def test_recordings_named_as_linux_allows_get_outputs_an_sd_card_and_windows_take(tmp_path, model):
+    """2025-07-01T21:30:00.wav (a timestamp with colons), what?.wav and Site./a|b.wav are legal on ext4, and their
+    Raven tables, embeddings and clips took those names: a FAT or exFAT --out (an SD card, a USB drive) refused each
+    ("Invalid argument"), and Windows could not copy the folder. Outputs now write such characters as '_', and names
+    that then clash, or clash but for case (REC1.wav, rec1.wav), get outputs of their own."""
+    names = ["2025-07-01T21:30:00.wav", "x_1.wav", "x:1.wav", "what?.wav", "Site./a|b.wav", "REC1.wav", "rec1.wav"]
+    for name in names:
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "in" / name, song(3.0, RATE), RATE)
+    cfg = InferConfig(model=str(model), min_conf=0.5)
+    summary = analyze([tmp_path / "in"], tmp_path / "out", cfg)
+    assert (summary.files_done, summary.files_failed) == (7, 0)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.table.txt")) == [
+        f"{stem}.pulse.selection.table.txt" for stem in ("2025-07-01T21_30_00", "REC1_wav_1", "Site_/a_b", "rec1_wav_2",
+                                                         "what_", "x_1_wav_1", "x_1_wav_2")]
+    detections = pd.read_csv(tmp_path / "out" / "detections.csv")
+    assert set(detections["File"]) == {str(tmp_path / "in" / name) for name in names}  # the recordings' own names
+    assert analyze([tmp_path / "in"], tmp_path / "out", cfg).files_skipped == 7
+    clips = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=3.0))
+    assert (clips.clips_written, clips.clips_failed) == (len(detections), 0)
+    assert embed([tmp_path / "in"], tmp_path / "emb", InferConfig(model=str(model))).files_done == 7
+    for folder in ("out", "clips", "emb"):
+        written = [p.relative_to(tmp_path / folder) for p in (tmp_path / folder).rglob("*")]
+        assert not [p for p in written if any(map(windows_refuses, p.parts))]
+        assert len({p.as_posix().lower() for p in written}) == len(written)  # none share a file on a FAT card
+
+
 def test_a_read_only_out_stops_segments_and_embeddings_at_the_lock_in_one_line(run, model, monkeypatch):
     """`pulse segments` and `pulse embeddings` into a read-only --out stopped at the lock file with 'error:
     OUT/.run.lock: Read-only file system' and no advice, as `pulse analyze` once did."""
