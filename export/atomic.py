@@ -27,13 +27,18 @@ FOLDER_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some of yo
                  errno.EROFS: "remount it read-write"}
 
 
+# A file over 4 GiB on FAT32 (SD cards up to 32 GB, most USB sticks) fails with EFBIG, "File too large".
+FAT32_HINT = " (a FAT32 card or drive holds files up to 4 GiB: write to an exFAT or NTFS one)"
+
+
 class OutputUnwritable(OSError):
     """The output folder stopped taking writes: one line naming it ends the run, whose finished work stays."""
 
 
 def error_line(exc: OSError) -> str:
     """An OSError as the commands say it in one line: the file it names, then why (no '[Errno N]')."""
-    return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    line = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    return line + (FAT32_HINT if exc.errno == errno.EFBIG else "")
 
 
 def fails_for_folder(exc: BaseException) -> bool:
@@ -123,6 +128,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        _name_the_file(exc, path, tmp)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -139,9 +147,16 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: say which
-            exc.filename = str(path)
+        if isinstance(exc, OSError):
+            _name_the_file(exc, path, tmp)
         raise
+
+
+def _name_the_file(exc: OSError, path: Path, tmp: Path) -> None:
+    """A failed write as said of the file being written: one names no file (pandas' to_csv into a temporary said
+    "error: [Errno 27] File too large"), or the temporary's passing name (one written into another's temporary)."""
+    if exc.filename in (None, str(tmp)):
+        exc.filename = str(path)
 
 
 def utf8_text(text: str) -> str:

@@ -261,3 +261,25 @@ def test_a_failed_atomic_write_names_its_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as caught:
         atomic.write_bytes(tmp_path / "table.csv", b"x")
     assert caught.value.filename == str(tmp_path / "table.csv") and list(tmp_path.iterdir()) == []
+
+
+def test_a_table_past_a_fat32_drives_4_gib_is_named_with_the_limit(tmp_path):
+    """A run-wide table larger than a file may be (4 GiB on a FAT32 card; here a 4 KiB RLIMIT_FSIZE, which fails
+    alike: EFBIG) stopped `pulse analyze` at 'error: [Errno 27] File too large', naming no file. It is written into
+    the temporary of another (staged, as the run's tables are): the line names the table and what to do."""
+    import contextlib
+    import resource
+
+    from export.atomic import atomic_path, error_line
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # Python ignores SIGXFSZ: the write fails instead
+    try:
+        with pytest.raises(OSError) as raised, contextlib.ExitStack() as staging:
+            with atomic_path(staging.enter_context(atomic_path(tmp_path / "scores.csv"))) as tmp:
+                pd.DataFrame({"score": np.linspace(0, 1, 5000)}).to_csv(tmp)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert error_line(raised.value) == (f"{tmp_path / 'scores.csv'}: File too large (a FAT32 card or drive holds "
+                                        "files up to 4 GiB: write to an exFAT or NTFS one)")
+    assert os.listdir(tmp_path) == []
