@@ -184,6 +184,10 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
     if cfg.resume and (retried := _failed_before(out_dir, todo)):
         log.info("%d file(s) that failed in an earlier run into %s are tried again (a file copied again or "
                  "converted since is analysed; errors.csv lists those that fail again)", retried, out_dir)
+    if cfg.resume and (reread := sum(read_otherwise(run.journal, f.path, spec.min_len_s) for f in todo)):
+        log.info("%d file(s) an earlier run into %s analysed are analysed again, as they read otherwise now than "
+                 "then (this pulse reads some files differently, e.g. GUANO time expansion, or the file changed)",
+                 reread, out_dir)
     run.journal.pin([f.path for f in todo])  # as they are before decoding: one still being written is redone
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_earlier_outputs(todo, run)

@@ -510,7 +510,7 @@ def test_resume_skips_finished_files(tmp_path, model):
 
 @pytest.mark.parametrize("decoding_kept", [True, False])
 def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp_path, model, monkeypatch,
-                                                                            decoding_kept):
+                                                                            decoding_kept, caplog):
     """A time-expansion WAV (GUANO TE: 10) analysed before TE was read was scored over ten times its length at a
     tenth of its pitch, and an AudioMoth's triggered WAV without the stretches it left out; a rerun into the same
     --out skipped them (or rewrote their outputs from those scores) and kept them. They are analysed again; the
@@ -531,9 +531,12 @@ def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp
     assert ends == pytest.approx({"bat.wav": 60.0, "20240701_210000T.WAV": 2.006, "plain.wav": 4.0, "lossy.mp3": 4.0},
                                  abs=1e-3)
     shutil.copytree(out, tmp_path / "other_threshold")
-    again = analyze([tmp_path], out, cfg)
+    with caplog.at_level(logging.INFO, logger="pulse.analyze"):
+        again = analyze([tmp_path], out, cfg)
     redone = 2 if decoding_kept else 3  # and the MP3
     assert (again.files_done, again.files_skipped, again.files_rewritten) == (redone, 4 - redone, 0)
+    assert f"{redone} file(s) an earlier run into {out} analysed are analysed again, as they read otherwise" in (
+        caplog.text)
     ends = {Path(f).name: end for f, end in pd.read_csv(out / "scores.csv").groupby("file")["end_s"].max().items()}
     assert ends == pytest.approx({"bat.wav": 6.0, "20240701_210000T.WAV": 12.0, "plain.wav": 4.0, "lossy.mp3": 4.0},
                                  abs=1e-3)
