@@ -3,7 +3,8 @@
 Layout of OUT: `config.json` (settings + model sha256), `index.csv` (path -> content sha256,
 size, mtime, windows), `errors.csv`, and one `<sha[:2]>/<sha>.npz` per distinct file content
 holding `starts_s` [W], `logits` [W, 6522] and `embedding` [W, 1024]. Entries are keyed by the
-file's content hash, so an edited file is recomputed and a copied one is not; a killed run
+file's content hash, so an edited file is recomputed and a copied one is not, nor one read as it
+was (an entry of another reading, a GUANO TE read since, is: `_cached_windows`); a killed run
 resumes where it stopped, since every .npz is written atomically.
 """
 
@@ -22,7 +23,7 @@ from export.atomic import atomic_path, fails_for_folder, from_utf8_text, stop_if
 from export.folder_lock import exclusive
 from export.tables import listed_file, windows_path_hint
 from pulse.config import TeacherCacheConfig
-from pulse.io import stream_audio
+from pulse.io import audio_info, stream_audio
 from pulse.teacher import birdnet
 from pulse.windows import WindowSpec, frame_windows
 
@@ -44,7 +45,7 @@ def entry_path(out: Path, digest: str) -> Path:
 def compute_entry(teacher, path: Path, cfg: TeacherCacheConfig) -> CachedTeacher:
     """Teacher outputs for every 3 s window of one file, every `cfg.hop_s`, streamed and framed by the code
     `pulse analyze` uses (at BirdNET's 48 kHz)."""
-    spec = WindowSpec(birdnet.WINDOW_SAMPLES, int(round(cfg.hop_s * birdnet.SAMPLE_RATE)), birdnet.SAMPLE_RATE)
+    spec = _window_spec(cfg)
     starts, logits, embeddings = [], [], []
     for first, windows in frame_windows(stream_audio(path, birdnet.SAMPLE_RATE, BLOCK_S), spec, cfg.batch_size):
         out = teacher.predict(windows)
@@ -52,6 +53,23 @@ def compute_entry(teacher, path: Path, cfg: TeacherCacheConfig) -> CachedTeacher
         logits.append(out.logits)
         embeddings.append(out.embedding)
     return CachedTeacher(np.concatenate(starts).astype(np.float32), np.concatenate(logits), np.concatenate(embeddings))
+
+
+def _window_spec(cfg: TeacherCacheConfig) -> WindowSpec:
+    return WindowSpec(birdnet.WINDOW_SAMPLES, int(round(cfg.hop_s * birdnet.SAMPLE_RATE)), birdnet.SAMPLE_RATE)
+
+
+def _cached_windows(target: Path, path: Path, cfg: TeacherCacheConfig) -> int | None:
+    """The windows of the entry computed before for this content (for this path or a copy), or None: there is none,
+    or it is of another reading of the file than pulse makes now, its last window more than a hop from where it
+    would start now (a GUANO TE WAV cached before TE was read, 2026-12-06: 60 s of windows for a 6 s song)."""
+    if not target.is_file():
+        return None
+    with np.load(target) as data:
+        starts = data["starts_s"]
+    spec = _window_spec(cfg)
+    last = (spec.count(int(round(audio_info(path).duration_s * spec.sample_rate))) - 1) * spec.hop / spec.sample_rate
+    return len(starts) if len(starts) and abs(float(starts[-1]) - last) <= cfg.hop_s else None
 
 
 def _save_entry(target: Path, entry: CachedTeacher) -> None:
@@ -120,10 +138,7 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
                 stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
             digest = old["sha256"] if fresh else sha256(path)
             target = entry_path(out, digest)
-            if target.is_file():  # computed before, for this path or for a copy of the file
-                with np.load(target) as data:
-                    windows = len(data["starts_s"])
-            else:
+            if (windows := _cached_windows(target, path, cfg)) is None:
                 entry = compute_entry(teacher, path, cfg)
                 _save_entry(target, entry)
                 windows = len(entry.starts_s)
