@@ -32,6 +32,12 @@ NAME_MAX = 255
 # What FAT, exFAT and NTFS (and Windows on any drive) refuse in a name and Linux takes: a character of these, and dots
 # and spaces at a name's end (Windows drops them; Linux's FAT driver too, making 'Site.' and 'Site' one folder).
 _NOT_PORTABLE = re.compile(r'[\x00-\x1f\\:*?"<>|]|[. ]+$')
+# Names Windows keeps for its devices, in any case and whatever follows a first dot (CON.wav, nul.tar.gz, 'aux .txt'
+# are the console, the null device and AUX): it can neither create nor copy a file so named, on any drive. COM0, LPT0
+# and the superscripts as Microsoft's "Naming Files, Paths, and Namespaces" lists them; CONIN$ and CONOUT$ as Python's
+# ntpath.isreserved adds them.
+WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", *(port + n for port in ("COM", "LPT")
+                                                                       for n in "0123456789\u00b9\u00b2\u00b3")}
 
 
 def hidden(relative: Path) -> bool:
@@ -90,9 +96,18 @@ def name_within_limit(stem: str, suffix: str) -> str:
 
 
 def portable_name(name: str) -> str:
-    """`name` as an output's name that an SD card, a USB drive or Windows takes: each character `_NOT_PORTABLE` names
-    as `_`. A recording named 2025-07-01T21:30:00.wav got a Raven table of that stem, which a FAT or exFAT --out
-    refused ("Invalid argument", every recording failed) and Windows could not copy."""
+    """`name` as an output's name that an SD card, a USB drive or Windows takes (`portable_characters`), and a device's
+    name (`WINDOWS_DEVICES`) followed by `_`: CON.wav's Raven table was CON.pulse.selection.table.txt, which Windows
+    cannot create or copy; it is CON_.pulse.selection.table.txt (clashing with CON_.wav's as other clashes do)."""
+    name = portable_characters(name)
+    head, dot, tail = name.partition(".")
+    return f"{head}_{dot}{tail}" if head.rstrip(" ").upper() in WINDOWS_DEVICES else name
+
+
+def portable_characters(name: str) -> str:
+    """`name` with each character `_NOT_PORTABLE` names as `_`: for a whole name (`portable_name`) or a part of one. A
+    recording named 2025-07-01T21:30:00.wav got a Raven table of that stem, which a FAT or exFAT --out refused
+    ("Invalid argument", every recording failed) and Windows could not copy."""
     return _NOT_PORTABLE.sub(lambda match: "_" * len(match.group()), name)
 
 

@@ -399,8 +399,8 @@ def _warn_of_earlier_outputs(todo: list[InFlight], run: Run) -> None:
     """Per-file outputs an earlier run wrote into the same --out, said once each with a count:
     - replaced: recordings of the same name (two cards' REC001.WAV in two runs); the first's outputs are made
       again (from its saved scores) if it is given again;
-    - moved: a recording now written under another name (AM01 alone, then AM01 with AM02, whose names clash);
-      the earlier files are left."""
+    - moved: a recording now written under another name (AM01 alone, then AM01 with AM02, whose names clash; CON.wav
+      written by a pulse from before its outputs became CON_...); the earlier files are left."""
     if not any(w.per_file for w in run.writers):
         return
     replaced = [(f, owner) for f in todo if (owner := run.journal.earlier_owner(f.path, f.output_name))]
@@ -413,8 +413,8 @@ def _warn_of_earlier_outputs(todo: list[InFlight], run: Run) -> None:
     if moved:
         f, before = moved[0]
         log.warning("%d recording(s) get per-file outputs under new names in %s, as names clash with other inputs "
-                    "given with them (first: %s, written as %s before, now as %s); the earlier files are left "
-                    "as they were", len(moved), run.out_dir, f.path, before, f.output_name)
+                    "given with them or Windows refuses them (first: %s, written as %s before, now as %s); the "
+                    "earlier files are left as they were", len(moved), run.out_dir, f.path, before, f.output_name)
 
 
 def _failed_before(out_dir: Path, todo: list[InFlight]) -> int:

@@ -32,7 +32,7 @@ import pandas as pd
 import soundfile as sf
 
 from export.atomic import file_in_the_way, from_utf8_text, stop_if_unwritable, utf8_text, write_bytes, write_json
-from export.files import name_within_limit, portable_name
+from export.files import name_within_limit, portable_characters, portable_name
 from export.folder_lock import exclusive
 from export.jsonconfig import read_json
 from export.progress import progress
@@ -79,11 +79,11 @@ def folder_name(label: str) -> str:
 def clip_names(detections: list[dict], chosen: list[dict]) -> list[Path]:
     """Names that depend on the detection and the table alone (not on what else was drawn), so reruns find them."""
     stems: dict[str, set[str]] = {}  # by the name a clip gets on a FAT card or Windows: in any case, '_' for ':'
-    for d in detections:
-        stems.setdefault(portable_name(Path(d["file"]).stem).casefold(), set()).add(d["file"])
+    for d in detections:  # characters only: after the score, CON is no device's name
+        stems.setdefault(portable_characters(Path(d["file"]).stem).casefold(), set()).add(d["file"])
     names = []
     for d in chosen:
-        stem = portable_name(Path(d["file"]).stem)
+        stem = portable_characters(Path(d["file"]).stem)
         if len(stems[stem.casefold()]) > 1:  # two cards' REC001.WAV; REC001.WAV and rec001.wav
             stem += "_" + hashlib.sha1(d["file"].encode("utf-8", "surrogateescape")).hexdigest()[:6]
         start = f"{d['start_s']:.3f}".rstrip("0").rstrip(".")

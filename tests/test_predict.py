@@ -476,3 +476,14 @@ def test_a_slide_named_with_a_colon_gets_outputs_an_sd_card_and_windows_take():
         "mask": "scan 12_00 a_b__mask.png", "heatmap": "scan 12_00 a_b__heatmap.png",
         "topk": "scan 12_00 a_b__topk.png", "geojson": "scan 12_00 a_b__attention.geojson",
         "json": "scan 12_00 a_b_.json"}
+
+
+def test_a_slide_named_as_a_windows_device_gets_outputs_windows_can_create():
+    """PRN.svs had its record written as PRN.json, which Windows takes for the printer (so too prn.json, COM1.x.json):
+    a slide whose name before its first dot is a device's gets outputs of its name followed by '_'."""
+    from lrmil.predict import output_names
+
+    assert output_names("PRN") == {"mask": "PRN__mask.png", "heatmap": "PRN__heatmap.png", "topk": "PRN__topk.png",
+                                   "geojson": "PRN__attention.geojson", "json": "PRN_.json"}
+    assert output_names("com1.x")["json"] == "com1_.x.json"
+    assert output_names("CONSOLE")["json"] == "CONSOLE.json"

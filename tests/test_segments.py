@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
@@ -369,8 +370,10 @@ def test_names_near_the_file_system_limit_get_outputs_clips_and_embeddings_of_th
 
 def windows_refuses(name: str) -> bool:
     """A name FAT, exFAT and NTFS refuse (Linux's FAT driver: "Invalid argument") or Windows cannot open: one of
-    these characters, or a dot or space at its end."""
-    return any(c in ':*?"<>|\\' or ord(c) < 32 for c in name) or name.endswith((".", " "))
+    these characters, a dot or space at its end, or a device's name before its first dot (CON.wav, aux.txt)."""
+    return (any(c in ':*?"<>|\\' or ord(c) < 32 for c in name) or name.endswith((".", " "))
+            or name.partition(".")[0].rstrip(" ").upper() in {"CON", "PRN", "AUX", "NUL", *(
+                f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3")})
 
 
 def test_recordings_named_as_linux_allows_get_outputs_an_sd_card_and_windows_take(tmp_path, model):
@@ -398,6 +401,35 @@ def test_recordings_named_as_linux_allows_get_outputs_an_sd_card_and_windows_tak
         written = [p.relative_to(tmp_path / folder) for p in (tmp_path / folder).rglob("*")]
         assert not [p for p in written if any(map(windows_refuses, p.parts))]
         assert len({p.as_posix().lower() for p in written}) == len(written)  # none share a file on a FAT card
+
+
+def test_recordings_named_as_windows_devices_get_outputs_windows_can_create(tmp_path, model):
+    """CON.wav, nul.wav, aux.WAV, COM1.wav, LPT3.x.wav, COM¹.wav and a folder aux/ had outputs such as
+    CON.pulse.selection.table.txt and CON.wav.embeddings.h5: Windows takes a name whose part before the first dot is
+    a device's, in any case, for the device, and can neither create nor copy such a file. Their outputs' names now
+    follow it with '_' (CON_...), told apart from CON_.wav's as other clashes are, and a rerun finds them; clips,
+    named after their score, keep the recording's name."""
+    names = ["CON.wav", "nul.wav", "aux.WAV", "COM1.wav", "LPT3.x.wav", "COM\u00b9.wav", "aux/rec.wav", "CON_.wav",
+             "CONSOLE.wav"]
+    for name in names:
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "in" / name, song(3.0, RATE), RATE)
+    cfg = InferConfig(model=str(model), min_conf=0.5)
+    assert analyze([tmp_path / "in"], tmp_path / "out", cfg).files_done == 9
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.table.txt")) == [
+        f"{stem}.pulse.selection.table.txt" for stem in ("COM1_", "COM\u00b9_", "CONSOLE", "CON__wav_1", "CON__wav_2",
+                                                         "LPT3_.x", "aux_", "aux_/rec", "nul_")]
+    assert analyze([tmp_path / "in"], tmp_path / "out", cfg).files_skipped == 9
+    clips = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=3.0))
+    assert {p.name.split("_", 1)[1] for p in (tmp_path / "clips").rglob("*.wav")} == {
+        f"{PurePath(name).stem}_0s.wav" for name in names}
+    assert clips.clips_failed == 0
+    assert embed([tmp_path / "in"], tmp_path / "emb", InferConfig(model=str(model))).files_done == 9
+    assert embed([tmp_path / "in"], tmp_path / "emb", InferConfig(model=str(model))).files_skipped == 9
+    for folder in ("out", "clips", "emb"):
+        written = [p.relative_to(tmp_path / folder) for p in (tmp_path / folder).rglob("*")]
+        assert not [p for p in written if any(map(windows_refuses, p.parts))]
+        assert len({p.as_posix().lower() for p in written}) == len(written)
 
 
 def test_a_read_only_out_stops_segments_and_embeddings_at_the_lock_in_one_line(run, model, monkeypatch):
