@@ -9,7 +9,7 @@ import io
 import os
 import unicodedata
 from pathlib import Path, PureWindowsPath
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -64,35 +64,68 @@ def listed_file(root: str | Path, listed: str) -> Path:
     if path.exists():
         return path
     found = Path(root)
-    for part in (PureWindowsPath if "\\" in listed else Path)(listed).parts:
+    for part in _parts(listed):
         if not (found / part).exists():
-            try:
-                part = _names_by_nfc(str(found), found.stat().st_mtime_ns).get(nfc(part))
-            except OSError:
-                part = None
+            part = next(iter(_names_by(found, nfc).get(nfc(part), ())), None)
             if part is None:
                 return path
         found = found / part
     return found
 
 
+def in_other_case(root: str | Path, listed: str) -> list[Path]:
+    """The files below `root` named as `listed` but for case (in `listed_file`'s spelling: under NFC, a Windows
+    path's backslashes as separators). A table made on Windows or a Mac, whose file systems ignore case, finds
+    Gryllus/rec1.wav as gryllus\\Rec1.WAV; Linux does not, and a 'missing file' did not say what was there."""
+    found = [Path(root)]
+    for part in _parts(listed):
+        found = [folder / name for folder in found for name in _names_by(folder, _folded).get(_folded(part), ())]
+    return sorted(path for path in found if path.is_file())
+
+
+def _parts(listed: str) -> tuple[str, ...]:
+    """The names in a listed path, a path written on Windows split at its backslashes too."""
+    return (PureWindowsPath if "\\" in listed else Path)(listed).parts
+
+
+def _folded(name: str) -> str:
+    """A name as a case-insensitive file system compares it."""
+    return nfc(name).casefold()
+
+
+def _names_by(folder: Path, key: Callable[[str], str]) -> dict[str, list[str]]:
+    """The names in `folder` by `key` of each; none where it cannot be listed."""
+    try:
+        return _listing(str(folder), folder.stat().st_mtime_ns, key)
+    except OSError:
+        return {}
+
+
 @functools.lru_cache(maxsize=64)
-def _names_by_nfc(folder: str, mtime_ns: int) -> dict[str, str]:
-    """The names in `folder` by their NFC spelling; one listing per folder while it stays as it was (`mtime_ns`:
-    a file added, removed or renamed lists it again), not one per row of a table."""
+def _listing(folder: str, mtime_ns: int, key: Callable[[str], str]) -> dict[str, list[str]]:
+    """`_names_by`'s: one listing per folder while it stays as it was (`mtime_ns`: a file added, removed or renamed
+    lists it again), not one per row of a table."""
+    names: dict[str, list[str]] = {}
     with os.scandir(folder) as entries:
-        return {nfc(entry.name): entry.name for entry in entries}
+        for entry in entries:
+            names.setdefault(key(entry.name), []).append(entry.name)
+    return names
 
 
-def windows_path_hint(listed: str) -> str:
-    """What to do about a listed path written on Windows that `listed_file` did not find, to end its 'missing file'
-    line: a drive or share (`D:\\field\\x.wav`) is not here, and where a card's copy is cannot be guessed."""
+def windows_path_hint(root: str | Path, listed: str) -> str:
+    """What to do about a listed path written on Windows or a Mac that `listed_file` did not find, to end its
+    'missing file' line: a drive or share (`D:\\field\\x.wav`) is not here, and where a card's copy is cannot be
+    guessed; a file named so but for case (`in_other_case`) is named, not taken for it, since a path that finds the
+    file on Windows alone would find another where two names differ only in case."""
     if PureWindowsPath(listed).drive or listed.startswith("\\"):
         return ("; a Windows path with a drive or share, which is not here: list it relative to the audio root "
                 "(field\\x.wav for D:\\field\\x.wav, the audio root where D:\\ is copied)")
-    if "\\" in listed:
-        return "; looked for with its \\ as folder separators, as Windows writes them"
-    return ""
+    hint = "; looked for with its \\ as folder separators, as Windows writes them" if "\\" in listed else ""
+    if others := in_other_case(root, listed):
+        named = " and ".join(path.relative_to(root).as_posix() for path in others)
+        hint += (f"; {named} {'is' if len(others) == 1 else 'are'} named so but for case (Windows and macOS ignore "
+                 "case, Linux does not): list it as it is named")
+    return hint
 
 
 def path_key(listed: str) -> str:

@@ -92,7 +92,7 @@ def validate_manifest(frame: pd.DataFrame, audio_root: str | Path, labels: Itera
             continue
         rows_by_path.setdefault(path_key(path), []).append(row)
         if not listed_file(root, path).is_file():
-            problems.append(f"{name}:{row}: missing file {root / path}{windows_path_hint(path)}")
+            problems.append(f"{name}:{row}: missing file {root / path}{windows_path_hint(root, path)}")
     for path, rows in rows_by_path.items():
         if len(rows) > 1:
             spellings = {frame["path"].iat[row - 2] for row in rows}

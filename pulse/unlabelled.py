@@ -19,7 +19,7 @@ import pandas as pd
 import soundfile as sf
 
 from export.atomic import atomic_path
-from export.tables import listed_file
+from export.tables import listed_file, windows_path_hint
 from pulse.io import AudioInfo, AudioReadError, audio_info, file_version, open_audio, read_frames
 from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, require_columns, select_split
 from pulse.train.augment import crop, rms
@@ -123,7 +123,12 @@ class UnlabelledPool:
         for manifest, root in zip(manifests, roots):
             frame = read_manifest(manifest)
             require_columns(frame, manifest, ("path", "split"))
-            files += [listed_file(root, p) for p in select_split(frame, split)["path"]]
+            for listed in select_split(frame, split)["path"]:
+                if os.path.lexists(path := listed_file(root, listed)):
+                    files.append(path)
+                else:  # as `pulse manifest` says it: a gryllus\\REC1.FLAC made on Windows names Gryllus/rec1.flac
+                    log.warning("%s: no such file or folder%s; left out of the pool", path,
+                                windows_path_hint(root, listed))
         return cls(files, sample_rate, window_s)
 
     def window(self, rng: np.random.Generator) -> np.ndarray:

@@ -227,3 +227,21 @@ def test_pseudo_field_recordings_are_valid_unlabelled_audio(shared_data, tmp_pat
     assert rate == 22050 and len(data) == 12 * 22050 and np.abs(data).max() <= 1.0
     again = make_pseudo_field(songs, beds, tmp_path / "again", 2, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
     np.testing.assert_array_equal(sf.read(tmp_path / "again" / again["path"][1])[0], sf.read(tmp_path / manifest["path"][1])[0])
+
+
+def test_a_pool_file_listed_in_another_case_is_left_out_naming_the_file_of_that_name(tmp_path, caplog):
+    """An unlabelled manifest made on Windows lists night\\REC1.FLAC where Linux has Night/rec1.flac: the pool left
+    it out saying only 'no such file or folder'; it still does, naming the file that is there."""
+    rate = 22050
+    (tmp_path / "Night").mkdir()
+    sf.write(tmp_path / "Night" / "rec1.flac", np.zeros(2 * rate, np.float32), rate)
+    sf.write(tmp_path / "Night" / "rec2.flac", np.zeros(2 * rate, np.float32), rate)
+    manifest = tmp_path / "pool.csv"
+    manifest.write_text("path,split\nnight\\REC1.FLAC,train\nNight/rec2.flac,train\n")
+    with caplog.at_level("WARNING"):
+        pool = UnlabelledPool.from_manifests((str(manifest),), (str(tmp_path),), "train", rate, 1.0)
+    assert [f.path.name for f in pool.files] == ["rec2.flac"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'night'}\\REC1.FLAC: no such file or folder; looked for with its \\ as folder separators, as "
+        "Windows writes them; Night/rec1.flac is named so but for case (Windows and macOS ignore case, Linux does "
+        "not): list it as it is named; left out of the pool"]

@@ -442,3 +442,34 @@ def test_a_manifest_saved_on_windows_finds_recordings_under_backslash_paths(tmp_
         "here: list it relative to the audio root (field\\x.wav for D:\\field\\x.wav, the audio root where D:\\ is "
         "copied)",
         f"{manifest}: duplicate path Gryllus_campestris/{songs[0].name} (2 rows: 2, 3, the same name in two spellings)"]
+
+
+def test_a_path_in_another_case_is_missing_and_names_the_file_of_that_name(tmp_path, root):
+    """A table made on Windows or a Mac (file systems that ignore case) lists gryllus\\REC1.FLAC where Linux has
+    Gryllus/rec1.flac: `pulse manifest`, training and the teacher cache said only 'missing file'. The file is still
+    not taken for it (with Rec1.flac beside it, which is meant cannot be told), but the line names what is there."""
+    from pulse.config import TeacherCacheConfig
+    from pulse.teacher.cache import build_cache
+    from pulse.train.data import load_clips
+
+    (root / "Gryllus").mkdir()
+    for name in ("rec1.flac", "rec2.flac", "Rec2.flac"):
+        (root / "Gryllus" / name).write_bytes(b"x")
+    manifest = write(tmp_path, [row("gryllus\\REC1.FLAC"), row("GRYLLUS/REC2.flac"), row("a.flac"),
+                                row("B.flac", split="validation"), row("gryllus\\nothing.flac", split="validation")])
+    result = CliRunner().invoke(app, ["manifest", str(manifest), "--audio-root", str(root)])
+    backslashes = "; looked for with its \\ as folder separators, as Windows writes them"
+    but_for_case = "named so but for case (Windows and macOS ignore case, Linux does not): list it as it is named"
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"{manifest}:2: missing file {root / 'gryllus'}\\REC1.FLAC{backslashes}; Gryllus/rec1.flac is {but_for_case}",
+        f"{manifest}:3: missing file {root / 'GRYLLUS/REC2.flac'}; Gryllus/Rec2.flac and Gryllus/rec2.flac are "
+        f"{but_for_case}",
+        f"{manifest}:5: missing file {root / 'B.flac'}; b.flac is {but_for_case}",
+        f"{manifest}:6: missing file {root / 'gryllus'}\\nothing.flac{backslashes}"]
+    with pytest.raises(ManifestError, match="Gryllus/rec1.flac is named so but for case"):
+        load_clips(str(manifest), str(root), "train", LABELS, 16000)
+    cfg = TeacherCacheConfig(manifest=str(manifest), audio_root=str(root), out=str(tmp_path / "cache"))
+    assert len(build_cache(cfg, teacher=object())) == 0  # none is read: no teacher asked
+    errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
+    assert errors.set_index("path").loc["gryllus\\REC1.FLAC", "message"] == (
+        f"missing file{backslashes}; Gryllus/rec1.flac is {but_for_case}")

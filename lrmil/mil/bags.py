@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from export.files import name_within_limit
-from export.tables import listed_file, nfc
+from export.tables import in_other_case, listed_file
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,9 @@ def feature_path(features_dir: str | Path, slide_id: str) -> Path:
     """The slide's feature file as named, else the one file named so in another case: slide ids ignore case (as
     `SlideIds` and a Windows share do), and `case7` typed into a splits CSV was 'no feature file' beside Case7.h5."""
     path = listed_file(features_dir, name_within_limit(slide_id, ".h5"))
-    if not path.is_file() and len(others := in_other_case(path)) == 1:
+    if not path.is_file() and len(others := in_other_case(path.parent, path.name)) == 1:
         return others[0]
     return path
-
-
-def in_other_case(path: Path) -> list[Path]:
-    """The files beside `path` whose names differ from its only in case."""
-    name = nfc(path.name).casefold()
-    try:
-        return sorted(p for p in path.parent.iterdir() if nfc(p.name).casefold() == name and p.is_file())
-    except OSError:  # no such folder: the caller says the file is missing
-        return []
 
 
 def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, Bag]:
@@ -92,7 +83,7 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
 
 def _named_in_other_cases(path: Path) -> str:
     """Two files named so in other cases (Case7.h5, CASE7.h5): which one is the slide's is not for a guess."""
-    others = in_other_case(path)
+    others = in_other_case(path.parent, path.name)
     return f" ({' and '.join(p.name for p in others)} differ from it only in case: keep the slide's)" if others else ""
 
 

@@ -130,7 +130,7 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
         path = listed_file(root, rel)
         try:
             if not path.exists():  # as `pulse manifest` says it, with what to do about a Windows path
-                raise FileNotFoundError(f"missing file{windows_path_hint(rel)}")
+                raise FileNotFoundError(f"missing file{windows_path_hint(root, rel)}")
             stat = path.stat()
             old = previous.get(rel)
             # its ctime too: a file copied over it with the same size and time (cp -p) is hashed again
