@@ -22,14 +22,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from export.atomic import write_json
-from export.files import name_within_limit
 from export.folder_lock import sweep_killed_runs
 from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
 from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged
-from lrmil.slide import SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_id, slide_source
-from lrmil.store import FeatureFile, feature_dir, is_current, stored_key, write_features, write_grid
+from lrmil.slide import (SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_file_name, slide_id,
+                         slide_source)
+from lrmil.store import FeatureFile, feature_dir, feature_file, is_current, stored_key, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 
@@ -139,20 +139,21 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
     made now (False: an earlier run's, current, reused)."""
     path, out, sid = Path(path), Path(out), sid or slide_id(path)
     magnification, px = cfg.patch.level(cfg.resolution)
-    target = feature_dir(out / "features", encoder.cfg.name, magnification, px) / name_within_limit(sid, ".h5")
+    folder = feature_dir(out / "features", encoder.cfg.name, magnification, px)
+    target = folder / slide_file_name(sid, ".h5")
     with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:  # a header read: the scale this slide gets
         applied = dataclasses.replace(cfg, mpp=reader.mpp, override_mpp=False)
     # Keyed on the scale applied, not the flags: adding --mpp for the slides without it must not re-encode
     # the slides whose metadata decides.
     record, digest = job_hash(applied, encoder.cfg)
     source = slide_source(path)
+    if cfg.resume and is_current(earlier := feature_file(folder, sid), digest, source):  # or its name until 2026-12-07
+        return earlier, False
     check_not_another_slides(target, path, stored_key(target)[1])
-    if cfg.resume and is_current(target, digest, source):
-        return target, False
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp, sid)
-    save_mask_png(out / "masks" / name_within_limit(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
+    save_mask_png(out / "masks" / slide_file_name(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
     grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
-    write_grid(out / "patches" / name_within_limit(sg.slide_id, ".h5"), sg.grid, grid_record, hash_record(grid_record),
+    write_grid(out / "patches" / slide_file_name(sg.slide_id, ".h5"), sg.grid, grid_record, hash_record(grid_record),
                sg.slide_id)
     level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
@@ -183,8 +184,8 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
         sg = segment_and_patch(path, tissue, patch, mpp, override_mpp, sid)
         for name in ("teacher", "student"):
             note_if_enlarged(path, getattr(sg.grid, name), name, sg.grid.mpp)
-        save_mask_png(out / "masks" / name_within_limit(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
-        write_grid(out / "patches" / name_within_limit(sg.slide_id, ".h5"), sg.grid, record, hash_record(record),
+        save_mask_png(out / "masks" / slide_file_name(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
+        write_grid(out / "patches" / slide_file_name(sg.slide_id, ".h5"), sg.grid, record, hash_record(record),
                    sg.slide_id)
         return len(sg.grid.teacher), len(sg.grid.student)
 

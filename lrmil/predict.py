@@ -23,7 +23,6 @@ import torch
 from tqdm.auto import tqdm
 
 from export.atomic import write_json
-from export.files import name_within_limit, portable_name
 from export.folder_lock import sweep_killed_runs
 from lrmil.batch import run_batch
 from lrmil.config import hash_record
@@ -32,8 +31,8 @@ from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, 
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid, note_if_enlarged
-from lrmil.slide import (SlideReader, SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_id,
-                         slide_location, slide_source)
+from lrmil.slide import (SlideReader, SlideReadError, check_not_another_slides, open_slide, read_scaled,
+                         slide_file_name, slide_id, slide_location, slide_source)
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,9 @@ SUFFIXES = {"mask": "_mask.png", "heatmap": "_heatmap.png", "topk": "_topk.png",
 
 def output_names(sid: str) -> dict[str, str]:
     """The slide's output files by their SLIDE.json keys ("json": SLIDE.json itself), named as an SD card, a USB
-    drive or Windows takes them (`portable_name`: 'scan 12:00' as 'scan 12_00') and cut short where a slide named near
-    255 bytes would make them too long for the file system (`name_within_limit`)."""
-    return {key: name_within_limit(portable_name(sid), suffix) for key, suffix in SUFFIXES.items()}
+    drive or Windows takes them ('scan 12:00' as 'scan 12_00') and cut short where a slide named near 255 bytes
+    would make them too long for the file system (`slide_file_name`)."""
+    return {key: slide_file_name(sid, suffix) for key, suffix in SUFFIXES.items()}
 
 
 class Stopwatch:

@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
-from export.files import distinct_tails, files_below, first_of_each_file, hidden, unread_reason
+from export.files import (distinct_tails, files_below, first_of_each_file, hidden, name_within_limit, portable_name,
+                          unread_reason)
 from export.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -397,6 +398,19 @@ def slide_id(path: str | Path) -> str:
     return _absolute(path).parent.name if is_dicom(path) else Path(path).stem
 
 
+def slide_file_name(sid: str, suffix: str) -> str:
+    """The name of the slide's file `sid` + `suffix` (feature file, grid, mask, prediction) as an SD card, a USB
+    drive or Windows takes it (`portable_name`: 'scan 12:00' as 'scan 12_00', CON as CON_), within the file
+    system's 255 bytes (`name_within_limit`). Until 2026-12-07 feature files, grids and masks took the id as it
+    was, which an exFAT or NTFS --out refused for every such slide and Windows could not copy."""
+    return name_within_limit(portable_name(sid), suffix)
+
+
+def _file_key(sid: str) -> str:
+    """What an id's files are named, as a NAS or Windows share compares names: ids of one key clash."""
+    return portable_name(sid).lower()
+
+
 def _absolute(path: str | Path) -> Path:
     """`path` from the root, without '..' (a DICOM slide given as `..` was named '..', HE.svs given as ../HE.svs beside
     S1/HE.svs '.._HE': hidden outputs) and without resolving links (a year linked in keeps its own name)."""
@@ -408,7 +422,8 @@ class SlideIds:
     one. The id is `slide_id`, but slides of one name in different folders (an archive's cases, 2023/S1/HE.svs and
     2024/S1/HE.svs; until 2026-12-06 every slide after the first of a name failed) have as many of their folders'
     last names as tell them apart before it, joined by '_': 2023_S1_HE and 2024_S1_HE. Names differing only in
-    case clash too: a NAS share may not tell HE.json from he.json."""
+    case clash too: a NAS share may not tell HE.json from he.json; so do ids whose files are named alike
+    (`slide_file_name`: 'scan 12:00' and 'scan 12_00')."""
 
     def __init__(self, slides: Iterable[str | Path] = ()):
         self.owners: dict[str, tuple[Path, str]] = {}
@@ -419,12 +434,17 @@ class SlideIds:
         batch has it. he.svs beside HE.svs fails too: one stable id for each could only come from the batch (he_2
         when both are given, he when it is alone), and on a NAS share --out holds one file for HE.json and he.json."""
         sid = self.names.get(slide_location(path)) or slide_id(path)
-        owner, owner_id = self.owners.setdefault(sid.lower(), (Path(path), sid))
+        owner, owner_id = self.owners.setdefault(_file_key(sid), (Path(path), sid))
         if slide_location(owner) != slide_location(path):
-            case = " (ids ignore case, as a NAS or Windows share's file names do)" if owner_id != sid else ""
+            if owner_id.lower() == sid.lower():
+                case = " (ids ignore case, as a NAS or Windows share's file names do)" if owner_id != sid else ""
+                clash = f"slide id '{sid}' is already used by {owner} in this batch{case}"
+            else:  # 'scan 12:00' beside 'scan 12_00', CON beside CON_
+                clash = (f"slide ids '{sid}' and '{owner_id}' (of {owner}, in this batch) name their files alike: "
+                         f"'{portable_name(sid)}', as an SD card, a USB drive or Windows takes them")
             named = _absolute(path).parent if is_dicom(path) else Path(path)  # what the id comes from
-            raise SlideReadError(path, f"slide id '{sid}' is already used by {owner} in this batch{case}; outputs "
-                                       f"are named by id, so rename {named.name} or give it its own --out")
+            raise SlideReadError(path, f"{clash}; outputs are named by id, so rename {named.name} or give it its "
+                                       "own --out")
         return sid
 
 
@@ -432,7 +452,7 @@ def _distinct_ids(slides: Iterable[str | Path]) -> dict[Path, str]:
     """The ids of slides (by `slide_location`) whose `slide_id`s clash, with their folders' distinct last names."""
     same_id: dict[str, dict[Path, Path]] = {}
     for path in map(Path, slides):
-        same_id.setdefault(slide_id(path).lower(), {})[slide_location(path)] = path
+        same_id.setdefault(_file_key(slide_id(path)), {})[slide_location(path)] = path
     names = {}
     for group in (group for group in same_id.values() if len(group) > 1):
         folders = {location: _absolute(path).parent.parent if is_dicom(path) else _absolute(path).parent

@@ -19,9 +19,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from export.atomic import atomic_path, utf8_text
+from export.atomic import atomic_path, from_utf8_text, utf8_text
+from export.files import name_within_limit
+from export.tables import listed_file, nfc
 from lrmil.config import magnification_for_mpp, mpp_for_magnification
 from lrmil.patching import GridLevel, PatchGrid
+from lrmil.slide import slide_file_name
 
 COORDS, FEATURES, CHILDREN = "coords", "features", "children"
 GRID_GROUPS = ("teacher", "student")
@@ -50,6 +53,27 @@ class FeatureFile:
 def feature_dir(root: str | Path, encoder: str, magnification: float, patch_px: int) -> Path:
     """Output folders encode their parameters: ROOT/<encoder>_<mag>x_<px>px/."""
     return Path(root) / f"{encoder}_{magnification:g}x_{patch_px}px"
+
+
+def feature_file(folder: str | Path, sid: str) -> Path:
+    """Slide `sid`'s feature file in `folder`: named by `slide_file_name`, or by the id as it is (`scan 12:00.h5`,
+    `CON.h5`), as versions before 2026-12-07 and CLAM name it, so that such a store trains and resumes without
+    extracting again. A file under the new name that records another slide's id (CON_'s, beside CON's from before)
+    is not taken for it. Where neither is there, the new name: to write, or to say is missing."""
+    new = listed_file(folder, slide_file_name(sid, ".h5"))
+    old = listed_file(folder, name_within_limit(sid, ".h5"))
+    if new == old or (new.is_file() and nfc(_stored_slide_id(new)).casefold() == nfc(sid).casefold()):
+        return new
+    return old if old.is_file() or new.is_file() else new
+
+
+def _stored_slide_id(path: Path) -> str:
+    """The slide id a feature file of `write_features` records ("" for none, as in CLAM's, or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return from_utf8_text(str(f.attrs.get("slide_id", "")))
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 def write_features(path: str | Path, ff: FeatureFile) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -364,6 +365,24 @@ def test_a_slide_beside_another_of_its_name_keeps_its_id(tmp_path):
         with pytest.raises(SlideReadError, match=f"slide id '{slide_id(other)}' is already used by .*HE.svs") as info:
             ids.claim(other)
         assert f"so rename {other.name} or give it its own --out" in str(info.value)  # the one to rename, by name
+
+
+def test_slides_whose_files_would_be_named_alike_are_told_apart(tmp_path):
+    """'scan 12:00.svs' and 'scan 12_00.svs', CON.svs and con_.svs: their files are named alike (`slide_file_name`),
+    and the second overwrote the first's. In one folder the second fails naming the first; in two, each gets its
+    folder's name, as slides of one name do."""
+    names = ("a/scan 12:00.svs", "a/scan 12_00.svs", "b/CON.svs", "c/con_.svs", "c/COM1.svs")
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    slides = [tmp_path / name for name in names]
+    ids = SlideIds(slides)
+    assert [ids.claim(p) for p in slides[2:]] == ["b_CON", "c_con_", "COM1"]
+    assert ids.claim(slides[0]) == "scan 12:00"
+    with pytest.raises(SlideReadError, match=re.escape("slide ids 'scan 12_00' and 'scan 12:00' (of "
+                                                       f"{slides[0]}, in this batch) name their files alike: "
+                                                       "'scan 12_00'")):
+        ids.claim(slides[1])
 
 
 def test_a_slide_whose_name_differs_only_in_case_fails_saying_ids_ignore_case(tmp_path):

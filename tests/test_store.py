@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -280,6 +281,55 @@ def test_patch_says_for_each_path_that_a_coarse_scan_is_enlarged_on(tmp_path, ca
             assert run_patching([slide], TissueConfig(), PatchConfig(), mpp, tmp_path / str(mpp))["done"] == 1
         said = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]
         assert [m.split(" path reads")[0].split(" the ")[-1] for m in said] == paths, said
+
+
+def _unportable_slides(folder: Path) -> list[Path]:
+    """Slides named as ext4 takes and exFAT, NTFS and Windows refuse (a ':'; a device's name)."""
+    return [_tissue_png(folder / name, 170) for name in ("scan 12:00.png", "CON.png")]
+
+
+def test_extract_and_patch_name_their_files_as_an_sd_card_and_windows_take_them(tmp_path):
+    """'scan 12:00.svs' and CON.svs got feature files, grids and masks 'scan 12:00.h5', CON.h5, CON.png: an exFAT or
+    NTFS --out refused every such slide and Windows could not copy them (this file system takes the names: only they
+    are checked here). They are named as `lrmil predict`'s outputs are; the files keep the slide's id."""
+    from lrmil.features import run_extract, run_patching
+
+    slides = _unportable_slides(tmp_path / "slides")
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+    assert run_extract(slides, cfg, tmp_path / "out")["done"] == 2
+    assert run_patching(slides, cfg.tissue, cfg.patch, 0.5, tmp_path / "grid")["done"] == 2
+    features = feature_dir(tmp_path / "out" / "features", "lrmil_vit_tiny", 5.0, 256)
+    assert sorted(p.name for p in features.iterdir()) == ["CON_.h5", "scan 12_00.h5"]
+    for folder in ("out/masks", "out/patches", "grid/masks", "grid/patches"):
+        assert sorted(p.stem for p in (tmp_path / folder).iterdir()) == ["CON_", "scan 12_00"], folder
+    assert read_features(features / "scan 12_00.h5").slide_id == "scan 12:00"
+    assert run_extract(slides, cfg, tmp_path / "out")["skipped"] == 2
+
+
+def test_a_feature_store_named_as_before_resumes_and_trains_without_extracting_again(tmp_path, caplog):
+    """Feature files named by the raw id (versions until 2026-12-07, and CLAM's) are found by extract's resume and by
+    train; under the new name a file of another slide whose name became it (CON_.h5 of slide CON_) is not CON's."""
+    from lrmil.features import run_extract
+    from lrmil.mil.bags import load_bags
+
+    slides, out = _unportable_slides(tmp_path / "slides"), tmp_path / "out"
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+    features = feature_dir(out / "features", "lrmil_vit_tiny", 5.0, 256)
+    assert run_extract(slides, cfg, out)["done"] == 2
+    (features / "CON_.h5").rename(features / "CON.h5")
+    (features / "scan 12_00.h5").rename(features / "scan 12:00.h5")
+    stamps = {p.name: p.stat().st_mtime_ns for p in features.iterdir()}
+    assert run_extract(slides, cfg, out)["skipped"] == 2
+    assert {p.name: p.stat().st_mtime_ns for p in features.iterdir()} == stamps  # nothing encoded or added
+
+    con = read_features(features / "CON.h5")  # slide CON_'s, of another scan, beside it
+    write_features(features / "CON_.h5", dataclasses.replace(con, slide_id="CON_", features=con.features + 1))
+    splits = pd.DataFrame({"slide_id": ["scan 12:00", "CON", "CON_"], "label": ["x"] * 3, "fold": [0] * 3})
+    caplog.clear()
+    bags = load_bags(features, splits, ("x",))
+    assert list(bags) == ["scan 12:00", "CON", "CON_"] and not caplog.messages
+    np.testing.assert_array_equal(bags["CON"].features, con.features)
+    np.testing.assert_array_equal(bags["CON_"].features, con.features + 1)
 
 
 def test_extract_says_a_coarse_scan_is_enlarged_on_the_path_it_encodes(tmp_path, caplog):

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from export.files import name_within_limit
-from export.tables import in_other_case, listed_file
+from export.tables import in_other_case
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +30,12 @@ class Bag:
 
 
 def feature_path(features_dir: str | Path, slide_id: str) -> Path:
-    """The slide's feature file as named, else the one file named so in another case: slide ids ignore case (as
-    `SlideIds` and a Windows share do), and `case7` typed into a splits CSV was 'no feature file' beside Case7.h5."""
-    path = listed_file(features_dir, name_within_limit(slide_id, ".h5"))
+    """The slide's feature file as named (`lrmil.store.feature_file`: as now or before 2026-12-07), else the one file
+    named so in another case: slide ids ignore case (as `SlideIds` and a Windows share do), and `case7` typed into a
+    splits CSV was 'no feature file' beside Case7.h5."""
+    from lrmil.store import feature_file
+
+    path = feature_file(features_dir, slide_id)
     if not path.is_file() and len(others := in_other_case(path.parent, path.name)) == 1:
         return others[0]
     return path
