@@ -297,21 +297,25 @@ def test_a_read_only_cache_folder_is_one_line_saying_how_to_go_on(teacher, short
 def test_an_entry_of_an_earlier_reading_of_the_file_is_computed_again(teacher, tmp_path, monkeypatch):
     """Entries are kept by content, and a GUANO TE WAV's content did not change when pulse came to read its TE
     (2026-12-06): its entry held BirdNET's outputs over 60 s at a tenth of the song's pitch, and a rerun kept them
-    for distillation. An entry whose last window is more than a hop from where it would start now is made again."""
+    for distillation. An entry whose last window is more than a hop from where it would start now is made again; so
+    is one whose file read shorter then, an AudioMoth's triggered WAV without the 10 s it left out."""
     import pulse.io
     from tests.test_analyze import as_an_older_pulse, time_expanded
+    from tests.test_audiomoth import FIRST, SECOND, audiomoth_wav, burst, marker
 
     root = tmp_path / "audio"
     root.mkdir()
     time_expanded(root / "bat.wav", 6.0)
-    (tmp_path / "m.csv").write_text("path\nbat.wav\n")
+    audiomoth_wav(root / "20240701_210000T.WAV",
+                  np.concatenate([burst(FIRST, 3000, 1), marker(10 * 48000 // 256), burst(SECOND, 6000, 2)]))
+    (tmp_path / "m.csv").write_text("path\nbat.wav\n20240701_210000T.WAV\n")
     cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(root), out=str(tmp_path / "cache"))
     counting = CountingTeacher(teacher)
     with as_an_older_pulse(monkeypatch):
-        assert build_cache(cfg, counting).loc[0, "windows"] == 58  # 60 s at a 1 s hop
+        assert list(build_cache(cfg, counting)["windows"]) == [58, 1]  # 60 s and 2 s at a 1 s hop
     pulse.io._examined.cache_clear()
     index = build_cache(cfg, counting)
-    assert index.loc[0, "windows"] == 4 and counting.windows == 58 + 4  # 6 s: made again
+    assert list(index["windows"]) == [4, 11] and counting.windows == 59 + 15  # 6 s and 12 s: made again
     assert float(load_cache(cfg.out)["bat.wav"].starts_s[-1]) == 3.0
     build_cache(cfg, counting)
-    assert counting.windows == 62  # read as cached now: kept
+    assert counting.windows == 74  # read as cached now: kept

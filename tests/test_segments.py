@@ -151,12 +151,12 @@ def test_a_recording_pulse_now_reads_otherwise_is_not_cut_at_its_earlier_reading
     """A time-expansion WAV (GUANO TE: 10) analysed before TE was read has its detections at that reading's times,
     ten times too late: clips were cut at them from the recording as read now, other audio or "after the
     recording's end". It is refused in one line until analysed again; the recordings beside it are cut (an MP3, whose
-    samples but not times changed since, too)."""
+    samples but not times changed since, too; and one whose last 1.5 s the run's --min-len 2 left out)."""
     (tmp_path / "in").mkdir()
     time_expanded(tmp_path / "in" / "bat.wav", 6.0)
-    sf.write(tmp_path / "in" / "plain.wav", song(4.0, RATE), RATE)
+    sf.write(tmp_path / "in" / "plain.wav", song(4.5, RATE), RATE)
     sf.write(tmp_path / "in" / "lossy.mp3", song(4.0, RATE), RATE)
-    cfg = InferConfig(model=str(model), min_conf=0.5)
+    cfg = InferConfig(model=str(model), min_conf=0.5, min_len=2.0)
     with as_an_older_pulse(monkeypatch, decoding_kept):
         analyze([tmp_path / "in"], tmp_path / "out", cfg)
     with caplog.at_level(logging.WARNING):
