@@ -110,14 +110,16 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
     for i, clip in enumerate(short_clips[:2]):
         shutil.copy(clip, root / f"clip{i}.flac")
     (root / "broken.wav").write_bytes(b"not audio at all")
-    pd.DataFrame({"path": ["clip0.flac", "clip1.flac", "broken.wav"]}).to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame({"path": ["clip0.flac", "clip1.flac", "broken.wav", "D:\\clips\\clip0.flac"]}).to_csv(
+        tmp_path / "m.csv", index=False)
     cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(root), out=str(tmp_path / "cache"))
     counting = CountingTeacher(teacher)
     index = build_cache(cfg, counting)
     assert list(index["path"]) == ["clip0.flac", "clip1.flac"] and counting.windows == 2
     sha0, first_sha = index.set_index("path").loc[["clip0.flac", "clip1.flac"], "sha256"]
     errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
-    assert list(errors["path"]) == ["broken.wav"]
+    assert list(errors["path"]) == ["broken.wav", "D:\\clips\\clip0.flac"]
+    assert errors["message"][1].startswith("missing file; a Windows path with a drive or share, which is not here")
     cache = load_cache(cfg.out)
     direct = teacher.predict(first_window(root / "clip0.flac"))
     np.testing.assert_allclose(cache["clip0.flac"].embedding, direct.embedding, atol=1e-5)
@@ -144,7 +146,7 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
     from pulse.cli import app
     result = CliRunner().invoke(app, ["teacher-cache", "--manifest", cfg.manifest, "--audio-root", cfg.audio_root,
                                       "--out", cfg.out, "--threads", "1"])
-    assert result.exit_code == 1 and f"1 file(s) failed: see {Path(cfg.out) / 'errors.csv'}" in result.output
+    assert result.exit_code == 1 and f"2 file(s) failed: see {Path(cfg.out) / 'errors.csv'}" in result.output
     # another hop into the same folder would reuse every entry under the new setting: refused
     other_hop = CliRunner().invoke(app, ["teacher-cache", "--manifest", cfg.manifest, "--audio-root", cfg.audio_root,
                                          "--out", cfg.out, "--hop-s", "0.5"])
@@ -227,12 +229,14 @@ def test_birdnet_threads_default_to_every_core_like_onnxruntime(monkeypatch):
 
 def test_a_species_list_saved_by_notepad_reads_as_typed(tmp_path):
     """Notepad's UTF-8 puts a BOM first: the first species was 'not in BirdNET's labels' (shown with an invisible
-    character before it); its 'Unicode' (UTF-16) was "'utf-8' codec can't decode byte 0xff"."""
+    character before it); its 'Unicode' (UTF-16) was "'utf-8' codec can't decode byte 0xff", and so its 'UTF-16 BE'."""
+    import codecs
+
     from pulse.model_names import read_species_list
 
     text = "# crickets\r\nGryllus pennsylvanicus\r\nOecanthus fultoni_Snowy Tree Cricket\r\n"
-    for encoding in ("utf-8-sig", "utf-16"):
-        (tmp_path / "list.txt").write_bytes(text.encode(encoding))
+    for saved in (text.encode("utf-8-sig"), text.encode("utf-16"), codecs.BOM_UTF16_BE + text.encode("utf-16-be")):
+        (tmp_path / "list.txt").write_bytes(saved)
         assert read_species_list(tmp_path / "list.txt") == ("Gryllus pennsylvanicus",
                                                             "Oecanthus fultoni_Snowy Tree Cricket")
     (tmp_path / "list.txt").write_bytes("Gryllus pennsylvanicus\r\nGryllus campestris_Grillo campestre \xe0\r\n"

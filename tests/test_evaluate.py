@@ -295,7 +295,8 @@ def test_an_exclusion_list_saved_on_windows_names_excerpts_as_the_manifest_does(
 def test_an_exclusion_list_typed_in_a_french_excel_matches_a_manifest_of_names_from_a_mac(tmp_path, shared_data):
     """Saved by Excel in a French locale (';', '3,0') it was "needs the columns path and start_s"; and 'é' typed into
     it (NFC) never matched the manifest make-manifest wrote from a Mac's copy (NFD): "1 listed excerpt(s) match no
-    3 s excerpt"."""
+    3 s excerpt". So it is from a manifest written on Windows (`Gryllus_campestris\\x.flac`), whose clips were
+    never the listed excerpts' however either list wrote its paths."""
     import unicodedata
 
     from typer.testing import CliRunner
@@ -323,3 +324,9 @@ def test_an_exclusion_list_typed_in_a_french_excel_matches_a_manifest_of_names_f
     every = prepare(cfg, labels, 16000, 3.0)
     kept = prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "x.csv")}), labels, 16000, 3.0)
     assert (kept.n_excluded, len(kept.windows)) == (1, len(every.windows) - 1)
+    manifest.assign(path=manifest["path"].str.replace("/", "\\")).to_csv(tmp_path / "windows.csv", index=False)
+    for listed in ("/", "\\"):
+        (tmp_path / "w.csv").write_text(f"path,start_s\nGryllus_campestris{listed}champêtre_é.flac,3\n")
+        on_windows = prepare(EvalConfig(**{**cfg.to_dict(), "manifest": str(tmp_path / "windows.csv"),
+                                           "exclude_excerpts": str(tmp_path / "w.csv")}), labels, 16000, 3.0)
+        assert (on_windows.n_excluded, len(on_windows.windows)) == (1, len(every.windows) - 1)

@@ -417,7 +417,8 @@ def test_one_recording_listed_in_both_unicode_spellings_is_a_duplicate(tmp_path,
 def test_a_manifest_saved_on_windows_finds_recordings_under_backslash_paths(tmp_path, shared_data):
     """A table written on Windows names `Gryllus_campestris\\x.flac` (PowerShell: `.\\Gryllus_campestris\\x.flac`):
     every row was 'missing file'; Excel's 'Unicode Text' (UTF-16, tabs) was 'not UTF-8 text'. Such rows are found,
-    one also listed with / is a duplicate, and a drive's path (D:\\...) is one line saying what to do."""
+    one also listed with / is a duplicate, and a drive's or share's path (D:\\..., \\...) is one line saying what to
+    do; a relative one not found says it was looked for with \\ as a folder separator."""
     from pulse.train.data import load_clips
 
     songs = sorted((shared_data / "audio" / "insectset32" / "Gryllus_campestris").glob("*.flac"))[:2]
@@ -435,12 +436,16 @@ def test_a_manifest_saved_on_windows_finds_recordings_under_backslash_paths(tmp_
         assert [clip.path for clip in clips] == [typed[1]] and clips[0].audio.size > 16000
     drive = "D:\\field\\Gryllus_campestris\\x.flac"
     manifest = write(tmp_path, [row(typed[0]), row(f"Gryllus_campestris/{songs[0].name}"),
-                                row(typed[1], split="validation"), row(drive)])
+                                row(typed[1], split="validation"), row(drive), row(drive[2:]),
+                                row("Gryllus_campestris\\x.flac")])
     result = CliRunner().invoke(app, ["manifest", str(manifest), "--audio-root", str(tmp_path / "audio")])
+    elsewhere = ("; a Windows path with a drive or share, which is not here: list it relative to the audio root "
+                 "(field\\x.wav for D:\\field\\x.wav, the audio root where D:\\ is copied)")
     assert result.exit_code == 1 and result.output.splitlines() == [
-        f"{manifest}:5: missing file {tmp_path / 'audio' / drive}; a Windows path with a drive or share, which is not "
-        "here: list it relative to the audio root (field\\x.wav for D:\\field\\x.wav, the audio root where D:\\ is "
-        "copied)",
+        f"{manifest}:5: missing file {tmp_path / 'audio' / drive}{elsewhere}",
+        f"{manifest}:6: missing file {tmp_path / 'audio' / drive[2:]}{elsewhere}",
+        f"{manifest}:7: missing file {tmp_path / 'audio' / 'Gryllus_campestris'}\\x.flac; looked for with its \\ as "
+        "folder separators, as Windows writes them",
         f"{manifest}: duplicate path Gryllus_campestris/{songs[0].name} (2 rows: 2, 3, the same name in two spellings)"]
 
 
