@@ -432,6 +432,20 @@ def test_recordings_named_as_windows_devices_get_outputs_windows_can_create(tmp_
         assert len({p.as_posix().lower() for p in written}) == len(written)
 
 
+def test_recordings_of_one_name_in_folders_named_as_linux_allows_get_folders_an_sd_card_takes(tmp_path, model):
+    """Two cards' REC001.WAV given as folders named 'Site:A' and 'Site:B' (legal on ext4) are told apart under their
+    folders' names, which a FAT or exFAT --out refused as the recordings' own names were ("Invalid argument")."""
+    for site in ("Site:A", "Site:B"):
+        (tmp_path / site).mkdir()
+        sf.write(tmp_path / site / "REC001.WAV", song(3.0, RATE), RATE)
+    inputs, cfg = [tmp_path / "Site:A", tmp_path / "Site:B"], InferConfig(model=str(model))
+    assert analyze(inputs, tmp_path / "out", cfg).files_done == 2
+    assert embed(inputs, tmp_path / "emb", cfg).files_done == 2
+    for folder, suffix in (("out", ".pulse.selection.table.txt"), ("emb", ".WAV.embeddings.h5")):
+        assert sorted(p.relative_to(tmp_path / folder).as_posix() for p in (tmp_path / folder).rglob(f"*{suffix}")) == [
+            f"Site_A/REC001{suffix}", f"Site_B/REC001{suffix}"]
+
+
 def test_a_read_only_out_stops_segments_and_embeddings_at_the_lock_in_one_line(run, model, monkeypatch):
     """`pulse segments` and `pulse embeddings` into a read-only --out stopped at the lock file with 'error:
     OUT/.run.lock: Read-only file system' and no advice, as `pulse analyze` once did."""

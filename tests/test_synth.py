@@ -102,10 +102,13 @@ def test_pyramidal_tiff_is_readable_by_openslide(tmp_path):
 def test_tiles_rendered_by_spawned_processes_make_the_same_file(tmp_path):
     """--workers renders tiles in processes started by spawn on every platform: each gets its job pickled
     (nothing inherited from the parent), and the slide must come out byte for byte as from one process."""
+    import multiprocessing
+
     cfg = dataclasses.replace(CFG, size=512)  # four tiles
     spec = make_spec(cfg, 2, 1)
     write_slide(tmp_path / "one.tiff", spec, cfg)
-    write_slide(tmp_path / "two.tiff", spec, dataclasses.replace(cfg, workers=2))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # as synthesize starts it for --workers 2
+        write_slide(tmp_path / "two.tiff", spec, dataclasses.replace(cfg, workers=2), pool)
     assert (tmp_path / "two.tiff").read_bytes() == (tmp_path / "one.tiff").read_bytes()
 
 
@@ -166,12 +169,13 @@ def test_synth_refuses_a_set_train_would_refuse_before_writing_it(tmp_path, opti
 
 
 def test_workers_are_started_once_a_run_not_once_a_slide(tmp_path, monkeypatch):
-    """Spawned workers import numpy and lrmil afresh (1-3 s); a pool per slide paid it for every slide."""
+    """Spawned workers import numpy and lrmil afresh (1-3 s); a pool per slide paid it for every slide. Every
+    slide's tiles are rendered by the one pool."""
     import multiprocessing
 
     import lrmil.synth
 
-    pools, get_context = [], multiprocessing.get_context
+    pools, rendered, get_context = [], [], multiprocessing.get_context
 
     class Counted:
         def __init__(self, method):
@@ -179,9 +183,12 @@ def test_workers_are_started_once_a_run_not_once_a_slide(tmp_path, monkeypatch):
 
         def Pool(self, processes):
             pools.append(processes)
-            return self.context.Pool(processes)
+            pool = self.context.Pool(processes)
+            imap = pool.imap
+            pool.imap = lambda *args, **kwargs: rendered.append(processes) or imap(*args, **kwargs)
+            return pool
 
     monkeypatch.setattr(lrmil.synth.multiprocessing, "get_context", Counted)
     cfg = dataclasses.replace(SynthConfig(), count=3, size=512, seed=1, workers=2)
     synthesize(tmp_path, cfg)
-    assert pools == [2] and len(list((tmp_path / "slides").glob("*.tiff"))) == 3
+    assert pools == [2] and rendered == [2] * 3 and len(list((tmp_path / "slides").glob("*.tiff"))) == 3
