@@ -3,8 +3,9 @@
 Idempotent and resumable per slide: a slide whose feature file carries the current config hash
 and came from the same slide file (path, size, mtime) is skipped. A slide that fails (corrupt
 file, no MPP, unreadable tile, an id already used in the batch) becomes one row in OUT/errors.csv
-and the batch goes on; `strict` re-raises instead. Patches are read by DataLoader
-workers (each opens the slide itself) and encoded in batches, under autocast on GPU.
+and the batch goes on; `strict` re-raises instead. Patches are read by the workers of one DataLoader for the
+whole run (each opens the slides it reads itself, keeping the last one open) and encoded in batches, under autocast
+on GPU: workers started per slide cost a torch import a slide where they are spawned (macOS, Python 3.14's Linux).
 
 `lrmil patch` (`run_patching`) is here too: the masks and grids alone, rewritten on every run. Their common
 step, `segment_and_patch` (slide -> mask -> grid), also cuts stage 1's grids and `lrmil export`'s parity patches.
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from export.atomic import write_json
 from export.folder_lock import sweep_killed_runs
@@ -62,32 +65,32 @@ def check_resolution(resolution: str) -> None:
         raise ValueError(f"--resolution must be 'teacher' or 'student', got {resolution!r}")
 
 
+PatchKey = tuple[Path, float, int, int, int, int]  # slide path, mpp, level-0 x and y, size at level 0, px
+
+
 class PatchDataset(Dataset):
-    """uint8 patches [px, px, 3] of one grid level; each worker opens its own reader.
+    """uint8 patch [px, px, 3] for a `PatchKey`; each process keeps the last slide it read open.
 
     A patch that cannot be read comes back as the reason (a str), which `encode_level` raises in the main
     process: raised in a DataLoader worker, it would arrive as a RuntimeError carrying the worker's traceback,
     which the batch loop cannot tell from a bug, and the whole batch would stop."""
 
-    def __init__(self, path: Path, mpp: float, level: GridLevel):
-        self.path, self.mpp, self.level = path, mpp, level
-        self._reader = None
-
-    def __len__(self) -> int:
-        return len(self.level)
+    def __init__(self):
+        self._reader, self._opened = None, None
 
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
-            self._reader = None
+            self._reader, self._opened = None, None
 
-    def __getitem__(self, i: int) -> torch.Tensor | str:
+    def __getitem__(self, key: PatchKey) -> torch.Tensor | str:
+        path, mpp, x, y, size_level0, patch_px = key
         try:
-            if self._reader is None:
-                self._reader = open_slide(self.path, self.mpp, override_mpp=True)  # the grid's scale
-            x, y = self.level.coords[i]
-            return torch.from_numpy(read_scaled(self._reader, (int(x), int(y)), self.level.size_level0,
-                                                self.level.patch_px))
+            if self._opened != (path, mpp):
+                self.close()
+                self._reader = open_slide(path, mpp, override_mpp=True)  # the grid's scale
+                self._opened = (path, mpp)
+            return torch.from_numpy(read_scaled(self._reader, (x, y), size_level0, patch_px))
         except SlideReadError as exc:
             return exc.reason
 
@@ -97,32 +100,58 @@ class PatchDataset(Dataset):
         return next((item for item in items if isinstance(item, str)), None) or default_collate(items)
 
 
+class SlideBatches(Sampler):
+    """Batches of `PatchKey`s of the slide being encoded. It lives in the main process only, so that the run's one
+    DataLoader, its workers kept (persistent_workers), is pointed at each slide in turn (`select`)."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size, self.keys = batch_size, []
+
+    def select(self, path: Path, mpp: float, level: GridLevel) -> None:
+        self.keys = [(path, mpp, int(x), int(y), level.size_level0, level.patch_px) for x, y in level.coords]
+
+    def __len__(self) -> int:
+        return -(-len(self.keys) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[PatchKey]]:
+        for start in range(0, len(self.keys), self.batch_size):
+            yield self.keys[start:start + self.batch_size]
+
+
+@contextmanager
+def patch_loader(cfg: ExtractConfig) -> Iterator[DataLoader]:
+    """The DataLoader that reads every slide's patches in a run: its `cfg.num_workers` processes start at the first
+    slide and end with the run (on its last reference; at exit, or within 5 s of a killed parent, as torch's do)."""
+    dataset = PatchDataset()
+    loader = DataLoader(dataset, batch_sampler=SlideBatches(cfg.batch_size), num_workers=cfg.num_workers,
+                        collate_fn=dataset.collate, pin_memory=torch.device(cfg.device).type == "cuda",
+                        persistent_workers=cfg.num_workers > 0)
+    try:
+        yield loader
+    finally:
+        dataset.close()  # the main process's reader (--workers 0)
+
+
 @torch.inference_mode()
-def encode_level(path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Module,
+def encode_level(loader: DataLoader, path: Path, mpp: float, level: GridLevel, encoder: torch.nn.Module,
                  cfg: ExtractConfig) -> np.ndarray:
-    """Features [N, embed_dim] of every patch of `level`, in grid order."""
+    """Features [N, embed_dim] of every patch of `level`, in grid order, read by `loader` (`patch_loader`)."""
     from tqdm import tqdm
 
     device = torch.device(cfg.device)
     out = np.zeros((len(level), encoder.cfg.embed_dim), np.float32)
     if len(level) == 0:
         return out
-    workers = cfg.num_workers if len(level) > cfg.batch_size else 0  # not worth a process for one batch
-    dataset = PatchDataset(path, mpp, level)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers, collate_fn=dataset.collate,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    loader.batch_sampler.select(path, mpp, level)
     start = 0
-    try:
-        # disable=None: a terminal shows the bar, a log file gets no nested-bar fragments
-        for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=None):
-            if isinstance(batch, str):
-                raise SlideReadError(path, batch)
-            with autocast(encoder.cfg, device, cfg.autocast):
-                feats = encoder(preprocess(encoder.cfg, batch.to(device, non_blocking=True)))
-            out[start:start + len(feats)] = feats.float().cpu().numpy()
-            start += len(feats)
-    finally:
-        dataset.close()
+    # disable=None: a terminal shows the bar, a log file gets no nested-bar fragments
+    for batch in tqdm(loader, desc=path.name, unit="batch", leave=False, disable=None):
+        if isinstance(batch, str):
+            raise SlideReadError(path, batch)
+        with autocast(encoder.cfg, device, cfg.autocast):
+            feats = encoder(preprocess(encoder.cfg, batch.to(device, non_blocking=True)))
+        out[start:start + len(feats)] = feats.float().cpu().numpy()
+        start += len(feats)
     return out
 
 
@@ -133,10 +162,10 @@ def job_hash(cfg: ExtractConfig, encoder_cfg) -> tuple[dict, str]:
     return record, hash_record(record)
 
 
-def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig, out: str | Path,
-                  sid: str | None = None) -> tuple[Path, bool]:
-    """Features of one slide at `cfg.resolution` (`sid`: its id in the batch): the feature file, and whether it was
-    made now (False: an earlier run's, current, reused)."""
+def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader, cfg: ExtractConfig,
+                  out: str | Path, sid: str | None = None) -> tuple[Path, bool]:
+    """Features of one slide at `cfg.resolution`, its patches read by `loader` (`sid`: its id in the batch): the
+    feature file, and whether it was made now (False: an earlier run's, current, reused)."""
     path, out, sid = Path(path), Path(out), sid or slide_id(path)
     magnification, px = cfg.patch.level(cfg.resolution)
     folder = feature_dir(out / "features", encoder.cfg.name, magnification, px)
@@ -157,7 +186,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, cfg: ExtractConfig
                sg.slide_id)
     level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
-    feats = encode_level(path, sg.grid.mpp, level, encoder, cfg)
+    feats = encode_level(loader, path, sg.grid.mpp, level, encoder, cfg)
     children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
     write_features(target, FeatureFile(
         coords=level.coords, features=feats, children=children, patch_size_level0=level.size_level0,
@@ -202,12 +231,14 @@ def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict
     sweep_killed_runs(out)
     write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
 
-    def timed_extract(path: Path, sid: str) -> float | None:
-        """Seconds to extract the slide; None when an earlier run's features were current."""
-        start = time.perf_counter()
-        return time.perf_counter() - start if extract_slide(path, encoder, cfg, out, sid)[1] else None
+    with patch_loader(cfg) as loader:
+        def timed_extract(path: Path, sid: str) -> float | None:
+            """Seconds to extract the slide; None when an earlier run's features were current."""
+            start = time.perf_counter()
+            return time.perf_counter() - start if extract_slide(path, encoder, loader, cfg, out, sid)[1] else None
 
-    results, errors = run_batch(slides, timed_extract, out, "extract", cfg.strict, desc=f"extract {cfg.resolution}")
+        results, errors = run_batch(slides, timed_extract, out, "extract", cfg.strict,
+                                    desc=f"extract {cfg.resolution}")
     seconds = [s for s in results if s is not None]
     return {"done": len(seconds), "skipped": len(results) - len(seconds), **errors.summary(),
             "seconds_per_slide": float(np.mean(seconds)) if seconds else 0.0}

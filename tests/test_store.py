@@ -170,17 +170,52 @@ def start_method(request):
     multiprocessing.set_start_method(before, force=True)
 
 
-def test_workers_not_forked_read_the_patches_the_main_process_reads(shared_data, start_method):
+def test_workers_not_forked_read_the_patches_the_main_process_reads(shared_data, start_method, tmp_path):
+    """One loader's workers read slide after slide (each opening the next and keeping it open), as in the main
+    process."""
     from lrmil.encoders import create_encoder
-    from lrmil.features import encode_level, segment_and_patch
+    from lrmil.features import encode_level, patch_loader, segment_and_patch
 
-    slide = shared_data / "slides" / "CMU-1-Small-Region.svs"
-    cfg = ExtractConfig(weights="random", resolution="teacher", num_workers=1, batch_size=4)
-    grid = segment_and_patch(slide, cfg.tissue, cfg.patch).grid
-    level = dataclasses.replace(grid.teacher, coords=grid.teacher.coords[:8])
+    slides = [shared_data / "slides" / "CMU-1-Small-Region.svs", _tissue_png(tmp_path / "s.png", 90)]
+    cfg = ExtractConfig(weights="random", resolution="teacher", num_workers=1, batch_size=4, mpp=0.5)
+    grids = [segment_and_patch(slide, cfg.tissue, cfg.patch, cfg.mpp).grid for slide in slides]
+    levels = [dataclasses.replace(grid.teacher, coords=grid.teacher.coords[:8]) for grid in grids]
     encoder = create_encoder(cfg.encoder, weights=cfg.weights)
-    in_process = encode_level(slide, grid.mpp, level, encoder, dataclasses.replace(cfg, num_workers=0))
-    np.testing.assert_array_equal(encode_level(slide, grid.mpp, level, encoder, cfg), in_process)
+    order = [0, 1, 0]
+    with patch_loader(dataclasses.replace(cfg, num_workers=0)) as loader:
+        in_process = [encode_level(loader, slides[i], grids[i].mpp, levels[i], encoder, cfg) for i in order]
+    with patch_loader(cfg) as loader:
+        for i, expected in zip(order, in_process):
+            np.testing.assert_array_equal(encode_level(loader, slides[i], grids[i].mpp, levels[i], encoder, cfg),
+                                          expected)
+
+
+def test_a_run_starts_its_patch_workers_once_and_none_outlives_it(tmp_path, monkeypatch):
+    """Workers were started for every slide, a torch import each where they are spawned (macOS, Python 3.14 on
+    Linux): seconds per slide. The run's workers now read every slide, end with the run, and read what the main
+    process reads."""
+    import multiprocessing
+    from multiprocessing.process import BaseProcess
+
+    from lrmil.features import run_extract
+
+    slides = [_tissue_png(tmp_path / f"s{i}.png", shade) for i, shade in enumerate((170, 90, 130))]
+    started, start = [], BaseProcess.start
+
+    def counted_start(process):
+        started.append(process.name)
+        start(process)
+
+    monkeypatch.setattr(BaseProcess, "start", counted_start)
+    cfg = ExtractConfig(resolution="teacher", num_workers=2, batch_size=2, mpp=0.5)  # the bundled weights
+    assert run_extract(slides, cfg, tmp_path / "workers")["done"] == 3
+    assert len(started) == 2 and multiprocessing.active_children() == []
+    assert run_extract(slides, dataclasses.replace(cfg, num_workers=0), tmp_path / "main")["done"] == 3
+    for slide in slides:
+        workers, main = (read_features(feature_dir(tmp_path / run / "features", "lrmil_vit_tiny", 20.0, 256)
+                                       / f"{slide.stem}.h5") for run in ("workers", "main"))
+        assert len(workers.features) > cfg.batch_size  # more than one batch: read by the workers
+        np.testing.assert_array_equal(workers.features, main.features)
 
 
 def _tissue_png(path, shade):
