@@ -14,6 +14,7 @@ step, `segment_and_patch` (slide -> mask -> grid), also cuts stage 1's grids and
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,6 +119,13 @@ class SlideBatches(Sampler):
             yield self.keys[start:start + self.batch_size]
 
 
+def stop_if_run_ended(worker_id: int) -> None:
+    """A worker whose run was killed while it started (spawn, forkserver: seconds of imports) exits. torch's workers
+    watch the parent they find once started, which is by then init: they waited for it forever, 0.5 GB each."""
+    if not multiprocessing.parent_process().is_alive():
+        raise SystemExit(0)
+
+
 @contextmanager
 def patch_loader(cfg: ExtractConfig) -> Iterator[DataLoader]:
     """The DataLoader that reads every slide's patches in a run: its `cfg.num_workers` processes start at the first
@@ -125,7 +133,7 @@ def patch_loader(cfg: ExtractConfig) -> Iterator[DataLoader]:
     dataset = PatchDataset()
     loader = DataLoader(dataset, batch_sampler=SlideBatches(cfg.batch_size), num_workers=cfg.num_workers,
                         collate_fn=dataset.collate, pin_memory=torch.device(cfg.device).type == "cuda",
-                        persistent_workers=cfg.num_workers > 0)
+                        persistent_workers=cfg.num_workers > 0, worker_init_fn=stop_if_run_ended)
     try:
         yield loader
     finally:

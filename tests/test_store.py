@@ -6,6 +6,10 @@ import csv
 import dataclasses
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -18,6 +22,7 @@ from lrmil.config import ExtractConfig, PatchConfig, TissueConfig
 from lrmil.patching import make_grid
 from lrmil.store import FeatureFile, feature_dir, is_current, read_features, read_grid, write_features, write_grid
 
+REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
@@ -216,6 +221,46 @@ def test_a_run_starts_its_patch_workers_once_and_none_outlives_it(tmp_path, monk
                                        / f"{slide.stem}.h5") for run in ("workers", "main"))
         assert len(workers.features) > cfg.batch_size  # more than one batch: read by the workers
         np.testing.assert_array_equal(workers.features, main.features)
+
+
+KILLED_AS_WORKERS_START = """
+import multiprocessing, os, signal
+from lrmil.config import ExtractConfig
+from lrmil.features import patch_loader
+
+multiprocessing.set_start_method("spawn", force=True)
+with patch_loader(ExtractConfig(num_workers=2)) as loader:
+    iter(loader)  # starts the workers, which then import torch for a second or more
+    print(*(p.pid for p in multiprocessing.active_children()), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_patch_workers_end_when_their_run_is_killed_while_they_start(tmp_path):
+    """A run killed (kill -9, the OOM killer) while its spawned workers imported torch left them waiting for it
+    forever, 0.5 GB each; per slide, macOS and Python 3.14 started workers at every slide."""
+    with open(tmp_path / "pids", "w") as out:
+        subprocess.run([sys.executable, "-c", KILLED_AS_WORKERS_START], cwd=REPO, stdout=out,
+                       stderr=subprocess.DEVNULL)
+    pids = alive = [int(pid) for pid in (tmp_path / "pids").read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 120  # a guard against waiting forever: they need their imports' seconds
+    try:
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.5)
+            alive = [pid for pid in pids if _running(pid)]
+        assert alive == []
+    finally:
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
 
 
 def _tissue_png(path, shade):
