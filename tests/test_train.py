@@ -493,6 +493,21 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path)
     assert TrainConfig.load(tmp_path / "config.json") == TrainConfig()  # a run's own record reruns it
 
 
+def test_train_on_a_device_torch_cannot_use_is_one_line_before_the_run_folder(tmp_path, monkeypatch):
+    """The README's `pulse train ... --device cuda` without a GPU was a torch traceback after config.json was written."""
+    import torch
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, said in (("cuda", "--device cuda: torch finds no CUDA GPU here; use --device cpu"),
+                         ("gpu", "--device gpu: expected cpu, cuda or cuda:N")):
+        result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r"), "--device", device, "--workers", "2"])
+        assert result.exit_code == 2 and result.output.splitlines() == [f"error: {said}"]
+    assert not (tmp_path / "r").exists()
+
+
 def test_labels_of_your_own_need_no_common_names_or_codes():
     own = ModelConfig.from_dict({"labels": ["Ephippiger diurnus", "Gryllus campestris"]})
     assert own.labels == ("Ephippiger diurnus", "Gryllus campestris") and own.common_names == own.codes == ()

@@ -200,10 +200,22 @@ def epoch_summary(report: dict) -> dict:
     return row | {"score": round(selection_score(report), 4)}
 
 
+def torch_device(name: str) -> torch.device:
+    """`--device` checked before a run folder is made: without a GPU, `cuda` was a traceback after config.json."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch finds no CUDA GPU here; use --device cpu")
+    return device
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: str = "cpu", workers: int = 0) -> dict:
     """Train (or resume) a run in `out_dir`; returns the best epoch's validation summary (without
     validation: the last epoch's row). `device` and `workers` (batch-drawing threads) change speed,
     not the recipe: they are not part of the config."""
+    device = torch_device(device)
     if cfg.val_split and cfg.val_split in cfg.extra_train_splits:
         raise ValueError(f"split {cfg.val_split!r} is both trained on and validated on; set val_split \"\" "
                          "to keep the last epoch instead")
@@ -216,7 +228,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     keep_head = check_init_from(cfg) if cfg.init_from else False
     if cfg.threads > 0:  # 0: torch's own default, every core
         torch.set_num_threads(cfg.threads)
-    device = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = run_record(cfg, device)
