@@ -526,6 +526,7 @@ def bench(
     """Synthetic benchmark: teacher 20x vs 5x students (no KD, stage 2, stage 1+2) and seconds per slide."""
     from lrmil.mil.benchmark import results_table, run_bench
 
+    _check_options(out, device=device)  # a GPU missing was a traceback once the slides were made
     _setup(0)
     cfg = BenchConfig(out=str(out), count=count, size=size, seed=seed, folds=folds, large_size=large_size,
                       timing_slides=timing_slides, pretrain_steps=pretrain_steps, stage1_epochs=stage1_epochs,

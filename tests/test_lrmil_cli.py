@@ -144,6 +144,15 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path):
     assert result.exit_code == 2 and "--device cuda: torch finds no CUDA GPU here" in result.stderr
 
 
+def test_bench_on_cuda_without_a_gpu_is_one_line_before_making_slides(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = _invoke("bench", "--out", tmp_path / "b", "--count", 6, "--size", 512, "--device", "cuda")
+    assert result.exit_code == 2 and "--device cuda: torch finds no CUDA GPU here" in result.stderr
+    assert not (tmp_path / "b").exists()
+
+
 def test_extract_setup_errors_are_one_line_without_quotes_or_traceback(tmp_path):
     slide = _png(tmp_path / "ok.png")
     not_weights = tmp_path / "hostname"
