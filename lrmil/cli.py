@@ -63,6 +63,7 @@ def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, over
                    device: str = "cpu") -> None:
     """Options every slide would fail on are refused once, before the batch (exit status 2)."""
     from export.atomic import file_in_the_way
+    from export.backends.torch_backend import torch_device
     from lrmil.slide import mpp_problem
 
     if out_folder is not None and (blocker := file_in_the_way(out_folder)):
@@ -71,11 +72,10 @@ def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, over
         _fail(ValueError("--override-mpp needs --mpp, the value that replaces every slide's metadata"))
     if mpp is not None and (problem := mpp_problem(mpp)):
         _fail(ValueError(problem))
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            _fail(ValueError(f"--device {device}: torch finds no CUDA GPU here; use --device cpu"))
+    try:
+        torch_device(device)
+    except ValueError as exc:
+        _fail(exc)
 
 
 def _slides(inputs: list[Path], recursive: bool) -> list[Path]:

@@ -71,7 +71,7 @@ def test_torch_backend_refuses_a_device_it_cannot_use(pulse_bundle):
     with pytest.raises(ValueError, match="--device gpu: expected cpu, cuda or cuda:N"):
         load_predictor(pulse_bundle, backend="torch", device="gpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="--device cuda: torch sees no CUDA device here; use --device cpu"):
+        with pytest.raises(ValueError, match="--device cuda: torch finds no CUDA GPU here; use --device cpu"):
             load_predictor(pulse_bundle, backend="torch", device="cuda")
 
 

@@ -10,6 +10,22 @@ import numpy as np
 from export.predictor import BACKENDS, InputSpec, checked_batch
 
 
+def torch_device(name: str):
+    """`--device` checked before any work (a run folder, synthetic slides): without a GPU, `cuda` was a torch
+    traceback part way through a run. One wording for every CLI and backend."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch finds no CUDA GPU here; use --device cpu")
+    return device
+
+
 @BACKENDS.register("torch")
 class TorchPredictor:
     def __init__(self, path: Path, device: str = "cpu", threads: int = 0, frontend_mode: str = "fft"):
@@ -17,10 +33,7 @@ class TorchPredictor:
 
         if threads:  # process-wide in torch; 0 keeps torch's default (every physical core)
             torch.set_num_threads(threads)
-        if device != "cpu" and not device.startswith("cuda"):
-            raise ValueError(f"--device {device}: expected cpu, cuda or cuda:N")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+        torch_device(device)
 
         from export.artifact import load_weights
 

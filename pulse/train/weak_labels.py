@@ -30,6 +30,7 @@ from tqdm import tqdm
 import pulse
 from export.artifact import load_weights, read_weights_metadata, save_weights
 from export.atomic import write_json
+from export.backends.torch_backend import torch_device
 from export.jsonconfig import read_json
 from pulse.config import ModelConfig, TrainConfig
 from pulse.evaluate import detection_auc, evaluate, prepare, selection_score, window_f1
@@ -198,17 +199,6 @@ def epoch_summary(report: dict) -> dict:
         if "alignment" in m:
             row |= {f"{name}_f1_mean": round(window_f1(m), 4), f"{name}_det_auc_mean": round(detection_auc(m), 4)}
     return row | {"score": round(selection_score(report), 4)}
-
-
-def torch_device(name: str) -> torch.device:
-    """`--device` checked before a run folder is made: without a GPU, `cuda` was a traceback after config.json."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: torch finds no CUDA GPU here; use --device cpu")
-    return device
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: str = "cpu", workers: int = 0) -> dict:
