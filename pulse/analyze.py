@@ -345,12 +345,17 @@ def scores_key(cfg: InferConfig, meta: dict, model_path: Path) -> str:
 
 
 def _settings_key(settings: dict, meta: dict, model_path: Path) -> str:
+    key = json.dumps([settings, _model_identity(model_path), meta], sort_keys=True, default=str)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _model_identity(model_path: Path) -> list:
+    """The model file as keys name it: its place, size and time (tests stand in an older run's model here)."""
     try:
         stat = model_path.stat()
-        model = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]
+        return [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]
     except OSError:
-        model = [str(model_path)]
-    return hashlib.sha1(json.dumps([settings, model, meta], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return [str(model_path)]
 
 
 def _done(f: InFlight, run: Run) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +257,66 @@ def test_a_log_deleted_by_an_overlapping_run_is_read_again(tmp_path):
     overlapping.close()
     assert len(list((tmp_path / "j").glob("*.log"))) == 1
     np.testing.assert_array_equal(resuming.load(paths[1])["scores"], scores(11)["scores"])
+
+
+OLDER_PULSE = Path(__file__).parent / "data" / "older_pulse"  # outputs older pulses wrote (README there)
+EXAMPLES = Path(__file__).resolve().parents[1] / "pulse" / "assets" / "examples"
+
+
+def as_the_older_runs_model(monkeypatch, model: Path) -> None:
+    """Keys name `model` as they named the model of the older runs, whose file was elsewhere, of another time."""
+    import json
+
+    identity = json.loads((OLDER_PULSE / "model.json").read_text())["identity"]
+    monkeypatch.setattr("pulse.analyze._model_identity", lambda path: identity if path == model else [str(path)])
+
+
+def _relocate(log_path: Path, into: Path) -> list[tuple[Path, str]]:
+    """The older run's records, moved from its recordings to copies of them in `into` (a record names its
+    recording's place, size and time); (copy, output name) of each. Its settings and scores stay as written."""
+    import json
+    import shutil
+    import zlib
+
+    from pulse.journal import RECORD_HEADER
+
+    data, offset, records, moved = log_path.read_bytes(), 0, [], b""
+    while offset < len(data):
+        length, _ = RECORD_HEADER.unpack_from(data, offset)
+        body = data[offset + RECORD_HEADER.size:offset + RECORD_HEADER.size + length]
+        offset += RECORD_HEADER.size + length
+        end = body.index(b"\0")
+        header = json.loads(body[:end])
+        copy = Path(shutil.copy(EXAMPLES / Path(header["path"]).name, into)).resolve()
+        stat = copy.stat()
+        header.update(version=f"{copy}|{stat.st_size}|{stat.st_mtime_ns}", path=str(copy))
+        body = json.dumps(header).encode() + body[end:]
+        moved += RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body
+        records.append((copy, header["output"]))
+    (into / "journal").mkdir()
+    (into / "journal" / "1-1.log").write_bytes(moved)
+    return records
+
+
+def test_a_journal_an_older_pulse_wrote_is_skipped(tmp_path, monkeypatch):
+    """An archive analysed by pulse of 2026-12-06, rerun after an upgrade with the same settings and model: every
+    recording is done and its scores load (also to rewrite its tables on a new --min-conf). A fingerprint that
+    changed (SCORES_VERSION 1 put into it, a new setting's default not left out) had whole archives analysed
+    again, which no journal written by this pulse shows."""
+    import json
+
+    from pulse.analyze import _fingerprint, read_otherwise, scores_key
+    from pulse.config import InferConfig
+
+    config = json.loads((OLDER_PULSE / "analyze_c7499b4" / "config.json").read_text())
+    cfg, meta, model = InferConfig.from_dict(config["config"]), config["model_metadata"], Path(config["model_path"])
+    as_the_older_runs_model(monkeypatch, model)
+    records = _relocate(OLDER_PULSE / "analyze_c7499b4" / "run.log", tmp_path)
+    journal = Journal(tmp_path / "journal", _fingerprint(cfg, meta, model), scores_key(cfg, meta, model))
+    assert len(records) == 6
+    for path, output in records:
+        assert journal.done(path, output) and not read_otherwise(journal, path, cfg.min_len), path.name
+        assert journal.load(path)["scores"].shape[1] == 9
+    stricter = InferConfig.from_dict({**config["config"], "min_conf": 0.5})  # its tables remade from its scores
+    rethreshold = Journal(tmp_path / "journal", _fingerprint(stricter, meta, model), scores_key(stricter, meta, model))
+    assert all(rethreshold.load(path, any_outputs=True) is not None for path, _ in records)
