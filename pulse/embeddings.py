@@ -42,7 +42,10 @@ class Summary:
     files_failed: int = 0
 
 
-LATER_KEYS = ("source_ctime_ns", "source_sample_rate", "source_channels", "source_frames")  # not in early files
+# Not in early files: the ctime, the decoding (see `_earlier`), and the settings the key already holds, named
+# beside it since the morning of 2026-12-06 (files from before were embedded again, to the same embeddings).
+LATER_KEYS = ("source_ctime_ns", "source_sample_rate", "source_channels", "source_frames", "min_len_s", "channel",
+              "level_floor_dbfs")
 
 
 def embeddings_path(out: Path, relative: Path) -> Path:

@@ -18,9 +18,7 @@ from pulse.config import InferConfig
 from pulse.embeddings import embed
 from pulse.recording import analyze_recording
 from tests.test_analyze import as_an_older_pulse, level_meter_onnx, song, time_expanded
-from tests.test_journal import replace_keeping_size_and_time
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "pulse" / "assets" / "examples"
+from tests.test_journal import EXAMPLES, OLDER_PULSE, as_the_older_runs_model, replace_keeping_size_and_time
 
 
 def _examples(folder: Path) -> list[Path]:
@@ -110,6 +108,31 @@ def test_a_recording_pulse_now_reads_otherwise_is_embedded_again(tmp_path, monke
     assert (again.files_done, again.files_skipped) == (1, 1)
     with h5py.File(out / "bat.wav.embeddings.h5") as f:
         assert f["ends_s"][-1] == 6.0 and f.attrs["source_sample_rate"] == 88200
+
+
+def test_embeddings_the_first_pulse_embeddings_wrote_are_skipped(tmp_path, monkeypatch):
+    """A file pulse embeddings wrote on its first day (tests/data/older_pulse, before files also named min_len_s,
+    channel and level_floor_dbfs beside the key that holds them): a rerun after an upgrade, same settings and model,
+    skips it. Every such file was embedded again, to the same embeddings."""
+    import hashlib
+    import json
+    import shutil
+
+    from pulse.model_names import DEFAULT_MODEL
+
+    model = json.loads((OLDER_PULSE / "model.json").read_text())
+    assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == model["sha256"], (
+        "the default model changed since tests/data/older_pulse was made: make it again (README there)")
+    as_the_older_runs_model(monkeypatch, DEFAULT_MODEL)
+    older = OLDER_PULSE / "embeddings_bee2f2b" / "Pseudochorthippus_parallelus_dat023-005.flac.embeddings.h5"
+    (tmp_path / "out").mkdir()
+    target = Path(shutil.copy(older, tmp_path / "out"))
+    clip = Path(shutil.copy(EXAMPLES / "Pseudochorthippus_parallelus_dat023-005.flac", tmp_path)).resolve()
+    with h5py.File(target, "a") as f:  # made from the copy: its place, size and time, and the model's place
+        f.attrs.update(source=str(clip), source_size=clip.stat().st_size, source_mtime_ns=clip.stat().st_mtime_ns,
+                       model=str(DEFAULT_MODEL))
+    again = embed([clip], tmp_path / "out", InferConfig(model=str(DEFAULT_MODEL)))
+    assert (again.files_done, again.files_skipped) == (0, 1)
 
 
 def test_birdnet_embeddings_are_its_1024_d_pool(tmp_path, shared_data):
