@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from export.artifact import sha256
 from export.atomic import write_json
 from export.folder_lock import sweep_killed_runs
 from lrmil.batch import run_batch
@@ -85,19 +86,22 @@ def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel | Onn
     return np.concatenate(chunks)
 
 
-def run_key(cfg: PredictConfig, model_dir: Path) -> dict:
+def run_key(cfg: PredictConfig, model_dir: Path, older: bool = False) -> dict:
     """What decides a slide's outputs besides the slide: the model's files and the settings that change the
-    outputs (not batch size, device or threads; the scale is added per slide, as applied)."""
-    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(model_dir.iterdir()) if p.is_file()]
-    return {"model": [str(model_dir.resolve()), files],
-            "settings": {k: getattr(cfg, k) for k in ("path", "topk", "heatmap_px")}}
+    outputs (not batch size, device or threads; the scale is added per slide, as applied). The files by their bytes:
+    until 2026-12-07 (`older`) by the folder's place and their sizes and times, so a model folder copied elsewhere
+    or reinstalled had every slide predicted again, to the same outputs."""
+    files = sorted(p for p in model_dir.iterdir() if p.is_file())
+    model = ([str(model_dir.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]] if older
+             else [(p.name, sha256(p)) for p in files])
+    return {"model": model, "settings": {k: getattr(cfg, k) for k in ("path", "topk", "heatmap_px")}}
 
 
-def slide_key(path: Path, cfg: PredictConfig, run: dict) -> str:
-    """`run_key` plus the scale this slide gets (a header read): adding --mpp for the slides without one
-    does not redo the slides whose metadata decides."""
+def slide_keys(path: Path, cfg: PredictConfig, runs: tuple[dict, ...]) -> list[str]:
+    """Each of `runs` (`run_key`s: now's, then before 2026-12-07's) plus the scale this slide gets (a header read):
+    adding --mpp for the slides without one does not redo the slides whose metadata decides."""
     with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:
-        return hash_record({**run, "mpp": reader.mpp})
+        return [hash_record({**run, "mpp": reader.mpp}) for run in runs]
 
 
 def earlier_record(out: Path, sid: str) -> dict:
@@ -109,10 +113,11 @@ def earlier_record(out: Path, sid: str) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def is_finished(out: Path, path: Path, key: str, record: dict) -> bool:
-    """The slide's SLIDE.json (`record`) was made with `key` from this very file, and its images are all there."""
+def is_finished(out: Path, path: Path, keys: list[str], record: dict) -> bool:
+    """The slide's SLIDE.json (`record`) was made with one of `keys` from this very file, and its images are all
+    there."""
     try:
-        return (record.get("key") == key and record.get("source") == slide_source(path)
+        return (record.get("key") in keys and record.get("source") == slide_source(path)
                 and all((out / record[output]).is_file() for output in OUTPUTS))
     except (OSError, KeyError, TypeError):
         return False
@@ -122,7 +127,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
                   key: str = "", sid: str | None = None) -> dict:
     """Run one slide end to end and write SLIDE.json, SLIDE_mask.png (the tissue found, outlined on the
     thumbnail), SLIDE_heatmap.png, SLIDE_topk.png and SLIDE_attention.geojson (every patch's attention, for
-    QuPath) (`key`, from `slide_key`, is recorded so that a rerun can skip it; `sid`: its id in the batch)."""
+    QuPath) (`key`, the first of `slide_keys`, is recorded so that a rerun can skip it; `sid`: its id in the batch)."""
     path, out = Path(path), Path(out)
     sid = sid or slide_id(path)
     clock = Stopwatch()
@@ -214,7 +219,7 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     model = load_path(model_dir, cfg.path, cfg.device, torch.get_num_threads())
     sweep_killed_runs(out)
     write_json(out / RUN_CONFIG, {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
-    run, failed, ids = run_key(cfg, model_dir), set(), {}
+    runs, failed, ids = (run_key(cfg, model_dir), run_key(cfg, model_dir, older=True)), set(), {}
 
     def predict_unless_finished(path: Path, sid: str) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
@@ -226,10 +231,10 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         check_not_another_slides(out / output_names(sid)["json"], path, record.get("source"))
         ids[str(slide_location(path))] = sid
         try:
-            key = slide_key(path, cfg, run)
-            if cfg.resume and is_finished(out, path, key, record):
+            keys = slide_keys(path, cfg, runs)
+            if cfg.resume and is_finished(out, path, keys, record):
                 return False
-            predict_slide(path, model, cfg, out, key, sid)
+            predict_slide(path, model, cfg, out, keys[0], sid)
         except Exception:
             failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise

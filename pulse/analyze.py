@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from export.artifact import sha256
 from export.atomic import atomic_path, fails_for_folder, file_in_the_way, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
 from export.progress import progress
@@ -167,9 +168,8 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
                   out_dir: Path, cfg: InferConfig, writers: tuple, t0: float) -> Summary:
     """`analyze` once its settings are checked, its model open and --out held."""
     meta = predictor.metadata
-    run = Run(cfg, spec, labels, model_band(meta),
-              Journal(out_dir / ".pulse" / "journal", _fingerprint(cfg, meta, model_path),
-                      scores_key(cfg, meta, model_path)), out_dir, writers)
+    run = Run(cfg, spec, labels, model_band(meta), run_journal(out_dir / ".pulse" / "journal", cfg, meta, model_path),
+              out_dir, writers)
     files = [InFlight(path, rel) for path, rel in find_audio(inputs, undecodable=True, outputs=out_dir)]
     finished = [f for f in files if cfg.resume and _done(f, run)]
     skipped = set(finished)
@@ -328,29 +328,48 @@ OUTPUT_SETTINGS = ("min_conf", *SCORE_SETTINGS, "merge_consecutive")
 SCORES_VERSION = 1
 
 
-def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path) -> str:
+def run_journal(root: Path, cfg: InferConfig, meta: dict, model_path: Path) -> Journal:
+    """The journal of a run with these settings and model; records keyed as before 2026-12-07 (`older`) count too."""
+    return Journal(root, _fingerprint(cfg, meta, model_path), scores_key(cfg, meta, model_path),
+                   older=(_fingerprint(cfg, meta, model_path, older=True),
+                          scores_key(cfg, meta, model_path, older=True)))
+
+
+def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path, older: bool = False) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
     settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
     if settings["merge_consecutive"] <= 1:  # as before the option: journals from before it still count
         del settings["merge_consecutive"]
     if SCORES_VERSION > 1:  # as before it was part of this: journals from before it still count
         settings["scores_version"] = SCORES_VERSION
-    return _settings_key(settings, meta, model_path)
+    return _settings_key(settings, meta, model_path, older)
 
 
-def scores_key(cfg: InferConfig, meta: dict, model_path: Path) -> str:
+def scores_key(cfg: InferConfig, meta: dict, model_path: Path, older: bool = False) -> str:
     """What a file's scores depend on: journalled scores with this key can make its tables under new thresholds."""
     return _settings_key({"scores_version": SCORES_VERSION, **{k: getattr(cfg, k) for k in SCORE_SETTINGS}}, meta,
-                         model_path)
+                         model_path, older)
 
 
-def _settings_key(settings: dict, meta: dict, model_path: Path) -> str:
-    key = json.dumps([settings, _model_identity(model_path), meta], sort_keys=True, default=str)
+def _settings_key(settings: dict, meta: dict, model_path: Path, older: bool) -> str:
+    """`older`: the key as made before 2026-12-07, naming the model by its file (`_model_file`), not its content."""
+    model = _model_file(model_path) if older else _model_content(model_path)
+    key = json.dumps([settings, model, meta], sort_keys=True, default=str)
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def _model_identity(model_path: Path) -> list:
-    """The model file as keys name it: its place, size and time (tests stand in an older run's model here)."""
+def _model_content(model_path: Path) -> list:
+    """The model as keys name it: by its bytes. Until 2026-12-07 by its place, size and time (`_model_file`): a
+    reinstall or upgrade of pulse, which writes the bundled model anew, or a model copied elsewhere, had every
+    recording of an archive analysed again, to the same scores, without a word why."""
+    try:
+        return ["sha256", sha256(model_path)]
+    except OSError:
+        return [str(model_path)]
+
+
+def _model_file(model_path: Path) -> list:
+    """The model as keys named it before 2026-12-07: its place, size and time (tests stand in an older run's here)."""
     try:
         stat = model_path.stat()
         return [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]

@@ -61,15 +61,21 @@ def _source(path: Path, info: AudioInfo) -> dict:
             "source_ctime_ns": stat.st_ctime_ns, **{f"source_{k}": v for k, v in decoding(info).items()}}
 
 
-def _earlier(target: Path, key: dict, info: AudioInfo, min_len_s: float) -> str | None:
-    """The warning stored with an embeddings file made from `key` ("" if none), or None: not made from it."""
+def _earlier(target: Path, key: dict, info: AudioInfo, min_len_s: float, older_settings_key: str) -> str | None:
+    """The warning stored with an embeddings file made from `key` ("" if none), or None: not made from it. Its
+    model is known by `settings_key` (by content; before 2026-12-07 by file, `older_settings_key`), not by where
+    it was (`model`, kept to read): a model reinstalled or moved does not embed an archive again."""
     import h5py
+
+    def same(name, value, stored) -> bool:
+        return stored == value or (name == "settings_key" and stored == older_settings_key)
 
     try:
         with h5py.File(target, "r") as f:
             # files from before the ctime or the decoding was kept are taken as made from it if all else matches
             # (and, for the decoding, `read_as_before`)
-            made_from = all(f.attrs.get(k) == v for k, v in key.items() if k in f.attrs or k not in LATER_KEYS) and (
+            made_from = all(same(k, v, f.attrs.get(k)) for k, v in key.items()
+                            if k != "model" and (k in f.attrs or k not in LATER_KEYS)) and (
                 "source_frames" in f.attrs or read_as_before(f["ends_s"][-1:], info, min_len_s))
             return str(f.attrs.get("warning", "")) if made_from else None
     except OSError:  # not ours, or not HDF5 at all: made again
@@ -96,7 +102,8 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
         files = find_audio(inputs, undecodable=True, outputs=out)
         with stop_if_unwritable(out), exclusive(out, "pulse embeddings"):  # one run at a time in --out
             try:
-                _embed_each(files, out, predictor, spec, cfg, settings, summary, errors)
+                _embed_each(files, out, predictor, spec, cfg, settings, scores_key(cfg, meta, model_path, older=True),
+                            summary, errors)
             finally:  # also on Ctrl-C: what was said about the files done so far is kept
                 write_errors(out / "errors.csv", errors)
     finally:
@@ -104,8 +111,8 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
     return summary
 
 
-def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, settings: dict, summary: Summary,
-                errors: list) -> None:
+def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, settings: dict, older_settings_key: str,
+                summary: Summary, errors: list) -> None:
     """Embed each recording not embedded before with these `settings`; a bad one is one line and one error."""
     import h5py
 
@@ -116,7 +123,8 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
             try:
                 info = audio_info(path)
                 key = {**_source(path, info), **settings}
-                if target.is_file() and (said := _earlier(target, key, info, spec.min_len_s)) is not None:
+                said = _earlier(target, key, info, spec.min_len_s, older_settings_key) if target.is_file() else None
+                if said is not None:
                     summary.files_skipped += 1
                     if said:  # it breaks off part way: said again, as by `pulse analyze`
                         errors.append((str(path), "read", "PartlyReadable", said))

@@ -64,8 +64,12 @@ class Journal:
     can have its outputs rewritten from its scores, without decoding or the model (`load(..., any_outputs=True)`).
     """
 
-    def __init__(self, root: Path, fingerprint: str, scores_key: str = ""):
+    def __init__(self, root: Path, fingerprint: str, scores_key: str = "", older: tuple[str, str] = ("", "")):
+        """`older`: the fingerprint and scores key these settings had as keys were made before (records under them
+        count as under these; new ones are written under these)."""
         self.root, self.fingerprint, self.scores_key = root, fingerprint, scores_key
+        self._fingerprints = {fingerprint, older[0]} - {""}
+        self._scores_keys = {scores_key, older[1]} - {""}
         self._records: dict[str, Record] | None = None  # recording (path|size|mtime) -> its latest record
         self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
         self._paths: set[str] = set()  # the recordings (resolved paths) any record is of
@@ -92,7 +96,7 @@ class Journal:
 
     def done(self, path: Path, output: str) -> bool:
         record = self._latest(path)
-        return (record is not None and record.fingerprint == self.fingerprint and record.output == output
+        return (record is not None and record.fingerprint in self._fingerprints and record.output == output
                 and self._owners.get(output) == self._resolved(path))
 
     def note(self, path: Path) -> str:
@@ -186,8 +190,8 @@ class Journal:
                     log_path.unlink()
 
     def _usable(self, record: Record | None, any_outputs: bool, any_settings: bool = False) -> bool:
-        return record is not None and (any_settings or record.fingerprint == self.fingerprint or (
-            any_outputs and bool(self.scores_key) and record.scores_key == self.scores_key))
+        return record is not None and (any_settings or record.fingerprint in self._fingerprints or (
+            any_outputs and record.scores_key in self._scores_keys))
 
     def _resolved(self, path: Path) -> str:
         """Resolved once per run: on a network share each resolve is a round trip per folder of the path."""

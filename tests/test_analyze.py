@@ -69,6 +69,18 @@ def level_meter_onnx(path: Path, cfg: ModelConfig = ModelConfig()) -> Path:
     return path
 
 
+def other_weights(path: Path) -> Path:
+    """The ONNX model at `path` with other weights of the same size, as a retrained model is."""
+    import onnx
+    from onnx import numpy_helper
+
+    retrained = onnx.load(path)
+    weights = next(t for t in retrained.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 2 + 1, weights.name))
+    onnx.save(retrained, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return level_meter_onnx(tmp_path_factory.mktemp("model") / "meter.onnx")
@@ -598,9 +610,11 @@ def test_a_format_left_stale_by_a_run_without_it_is_made_again_when_asked_for_ag
     assert (out / name).read_text() == (tmp_path / "fresh" / name).read_text()
 
 
-def test_a_model_file_replaced_in_place_has_every_file_analysed_again(tmp_path, model):
-    """The journal keys a model file by its size and time as well as its path: a retrained model written over
-    the old one must not have its recordings skipped with the old model's detections."""
+def test_a_model_is_known_by_its_content_not_its_place_or_time(tmp_path, model):
+    """The journal keyed a model file by its place, size and time: a reinstall of pulse (the bundled model written
+    anew) or a model copied elsewhere had a whole archive analysed again, to the same scores; a retrained model
+    copied over the old one keeping its size and time (cp -p) had its recordings skipped with the old model's
+    detections. It is keyed by its bytes."""
     import os
     import shutil
 
@@ -608,11 +622,18 @@ def test_a_model_file_replaced_in_place_has_every_file_analysed_again(tmp_path, 
     mine = tmp_path / "models" / "meter.onnx"
     mine.parent.mkdir()
     shutil.copy(model, mine)
-    out, cfg = tmp_path / "out", InferConfig(model=str(mine))
-    assert analyze([tmp_path / "a.wav"], out, cfg).files_done == 1
+    out = tmp_path / "out"
+    assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(mine))).files_done == 1
     stat = mine.stat()
     os.utime(mine, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # written again, a second later
-    again = analyze([tmp_path / "a.wav"], out, cfg)
+    moved = Path(shutil.copy(mine, tmp_path / "elsewhere.onnx"))
+    for same in (mine, moved):
+        again = analyze([tmp_path / "a.wav"], out, InferConfig(model=str(same)))
+        assert (again.files_done, again.files_skipped) == (0, 1), same
+    other_weights(mine)
+    os.utime(mine, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as cp -p leaves it: the same size and time
+    assert mine.stat().st_size == stat.st_size
+    again = analyze([tmp_path / "a.wav"], out, InferConfig(model=str(mine)))
     assert (again.files_done, again.files_skipped, again.files_rewritten) == (1, 0, 0)
 
 

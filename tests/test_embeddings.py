@@ -17,7 +17,7 @@ from pulse.cli import app
 from pulse.config import InferConfig
 from pulse.embeddings import embed
 from pulse.recording import analyze_recording
-from tests.test_analyze import as_an_older_pulse, level_meter_onnx, song, time_expanded
+from tests.test_analyze import as_an_older_pulse, level_meter_onnx, other_weights, song, time_expanded
 from tests.test_journal import EXAMPLES, OLDER_PULSE, as_the_older_runs_model, replace_keeping_size_and_time
 
 
@@ -85,6 +85,23 @@ def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_ag
         assert np.allclose(np.diff(f["starts_s"][:]), 1.5) and f.attrs["overlap_s"] == 1.5
         # every setting the windows depend on is readable, the level floor above all (quiet recordings are raised)
         assert (f.attrs["min_len_s"], f.attrs["channel"], f.attrs["level_floor_dbfs"]) == (1.0, -1, -20.0)
+
+
+def test_a_model_reinstalled_or_moved_embeds_nothing_again_and_another_one_everything(tmp_path):
+    """Embeddings files named their model by its place (and the key by its place, size and time): a reinstall of
+    pulse or a model copied elsewhere embedded every file again, to the same embeddings."""
+    import shutil
+
+    clips = _examples(tmp_path / "in")
+    model = level_meter_onnx(tmp_path / "meter.onnx")
+    out = tmp_path / "out"
+    assert embed([tmp_path / "in"], out, InferConfig(model=str(model))).files_done == len(clips)
+    os.utime(model, ns=(1, 1))  # written anew by a reinstall
+    moved = Path(shutil.copy(model, tmp_path / "elsewhere.onnx"))
+    for same in (model, moved):
+        assert embed([tmp_path / "in"], out, InferConfig(model=str(same))).files_skipped == len(clips), same
+    other = other_weights(Path(shutil.copy(model, tmp_path / "retrained.onnx")))
+    assert embed([tmp_path / "in"], out, InferConfig(model=str(other))).files_done == len(clips)
 
 
 @pytest.mark.parametrize("decoding_kept", [True, False])

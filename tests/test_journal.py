@@ -268,7 +268,7 @@ def as_the_older_runs_model(monkeypatch, model: Path) -> None:
     import json
 
     identity = json.loads((OLDER_PULSE / "model.json").read_text())["identity"]
-    monkeypatch.setattr("pulse.analyze._model_identity", lambda path: identity if path == model else [str(path)])
+    monkeypatch.setattr("pulse.analyze._model_file", lambda path: identity if path == model else [str(path)])
 
 
 def _relocate(log_path: Path, into: Path) -> list[tuple[Path, str]]:
@@ -305,18 +305,18 @@ def test_a_journal_an_older_pulse_wrote_is_skipped(tmp_path, monkeypatch):
     again, which no journal written by this pulse shows."""
     import json
 
-    from pulse.analyze import _fingerprint, read_otherwise, scores_key
+    from pulse.analyze import read_otherwise, run_journal
     from pulse.config import InferConfig
 
     config = json.loads((OLDER_PULSE / "analyze_c7499b4" / "config.json").read_text())
     cfg, meta, model = InferConfig.from_dict(config["config"]), config["model_metadata"], Path(config["model_path"])
     as_the_older_runs_model(monkeypatch, model)
     records = _relocate(OLDER_PULSE / "analyze_c7499b4" / "run.log", tmp_path)
-    journal = Journal(tmp_path / "journal", _fingerprint(cfg, meta, model), scores_key(cfg, meta, model))
+    journal = run_journal(tmp_path / "journal", cfg, meta, model)
     assert len(records) == 6
     for path, output in records:
         assert journal.done(path, output) and not read_otherwise(journal, path, cfg.min_len), path.name
         assert journal.load(path)["scores"].shape[1] == 9
     stricter = InferConfig.from_dict({**config["config"], "min_conf": 0.5})  # its tables remade from its scores
-    rethreshold = Journal(tmp_path / "journal", _fingerprint(stricter, meta, model), scores_key(stricter, meta, model))
+    rethreshold = run_journal(tmp_path / "journal", stricter, meta, model)
     assert all(rethreshold.load(path, any_outputs=True) is not None for path, _ in records)

@@ -354,6 +354,38 @@ def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(mode
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True, batch_size=3) == (0, 2)  # does not change outputs
 
 
+def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_weights_everything(model_dir,
+                                                                                                   tmp_path):
+    """Slides' keys named the model folder by its place and its files' sizes and times: a folder copied elsewhere
+    (or reinstalled) had every slide predicted again, to the same outputs. They name its files' bytes; a SLIDE.json
+    keyed as before 2026-12-07 still counts."""
+    import shutil
+
+    from lrmil.predict import run_key, slide_keys
+
+    slides = [_tissue_png(tmp_path / f"{name}.png", size=512) for name in ("a", "b")]
+    out, mine = tmp_path / "out", Path(shutil.copytree(model_dir, tmp_path / "model"))
+
+    def run(folder: Path) -> tuple[int, int]:
+        summary = run_predict(slides, PredictConfig(model=str(folder), mpp=0.5), out)
+        return summary["done"], summary["skipped"]
+
+    assert run(mine) == (2, 0)
+    for file in mine.iterdir():
+        os.utime(file, ns=(1, 1))  # written anew
+    assert run(Path(shutil.copytree(mine, tmp_path / "elsewhere"))) == (0, 2)
+    cfg = PredictConfig(model=str(mine), mpp=0.5)
+    older = slide_keys(slides[0], cfg, (run_key(cfg, mine, older=True),))[0]
+    record = json.loads((out / "a.json").read_text())
+    (out / "a.json").write_text(json.dumps({**record, "key": older}))  # as a run before 2026-12-07 keyed it
+    assert run(mine) == (0, 2)
+    weights = next(mine.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-4] ^= 1  # the last weight's lowest bit: another model of the same size
+    weights.write_bytes(bytes(data))
+    assert run(mine) == (2, 0)
+
+
 CRASH = """
 import os, signal, sys
 from pathlib import Path
