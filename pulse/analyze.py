@@ -362,8 +362,9 @@ def _model_content(model_path: Path) -> list:
     """The model as keys name it: by its bytes. Until 2026-12-07 by its place, size and time (`_model_file`): a
     reinstall or upgrade of pulse, which writes the bundled model anew, or a model copied elsewhere, had every
     recording of an archive analysed again, to the same scores, without a word why."""
-    try:
-        return ["sha256", sha256(model_path)]
+    try:  # a folder (`pulse export`'s) by every file in it: the backend chooses which it runs
+        files = sorted(p for p in model_path.iterdir() if p.is_file()) if model_path.is_dir() else [model_path]
+        return ["sha256", *(sha256(p) for p in files)]
     except OSError:
         return [str(model_path)]
 

@@ -635,6 +635,12 @@ def test_a_model_is_known_by_its_content_not_its_place_or_time(tmp_path, model):
     assert mine.stat().st_size == stat.st_size
     again = analyze([tmp_path / "a.wav"], out, InferConfig(model=str(mine)))
     assert (again.files_done, again.files_skipped, again.files_rewritten) == (1, 0, 0)
+    exported = tmp_path / "exported"  # a `pulse export` folder as --model: its model.onnx runs
+    exported.mkdir()
+    shutil.copy(model, exported / "model.onnx")
+    assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_done == 1
+    other_weights(exported / "model.onnx")
+    assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_done == 1
 
 
 def test_a_file_whose_rewrite_fails_is_analysed_and_its_error_listed_while_the_others_are_rewritten(tmp_path, model):
