@@ -329,31 +329,36 @@ SCORES_VERSION = 1
 
 
 def run_journal(root: Path, cfg: InferConfig, meta: dict, model_path: Path) -> Journal:
-    """The journal of a run with these settings and model; records keyed as before 2026-12-07 (`older`) count too."""
-    return Journal(root, _fingerprint(cfg, meta, model_path), scores_key(cfg, meta, model_path),
-                   older=(_fingerprint(cfg, meta, model_path, older=True),
-                          scores_key(cfg, meta, model_path, older=True)))
+    """The journal of a run with these settings and model; records keyed as before 2026-12-07 count too."""
+    now, older = model_keys(model_path)
+    return Journal(root, _fingerprint(cfg, meta, now), scores_key(cfg, meta, now),
+                   older=(_fingerprint(cfg, meta, older), scores_key(cfg, meta, older)))
 
 
-def _fingerprint(cfg: InferConfig, meta: dict, model_path: Path, older: bool = False) -> str:
+def model_keys(model_path: Path) -> tuple[list, list]:
+    """The model as keys name it (`_model_content`), and as they named it before 2026-12-07 (`_model_file`): each
+    read once a run (the model's bytes hashed once)."""
+    return _model_content(model_path), _model_file(model_path)
+
+
+def _fingerprint(cfg: InferConfig, meta: dict, model: list) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
     settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
     if settings["merge_consecutive"] <= 1:  # as before the option: journals from before it still count
         del settings["merge_consecutive"]
     if SCORES_VERSION > 1:  # as before it was part of this: journals from before it still count
         settings["scores_version"] = SCORES_VERSION
-    return _settings_key(settings, meta, model_path, older)
+    return _settings_key(settings, meta, model)
 
 
-def scores_key(cfg: InferConfig, meta: dict, model_path: Path, older: bool = False) -> str:
+def scores_key(cfg: InferConfig, meta: dict, model: list) -> str:
     """What a file's scores depend on: journalled scores with this key can make its tables under new thresholds."""
     return _settings_key({"scores_version": SCORES_VERSION, **{k: getattr(cfg, k) for k in SCORE_SETTINGS}}, meta,
-                         model_path, older)
+                         model)
 
 
-def _settings_key(settings: dict, meta: dict, model_path: Path, older: bool) -> str:
-    """`older`: the key as made before 2026-12-07, naming the model by its file (`_model_file`), not its content."""
-    model = _model_file(model_path) if older else _model_content(model_path)
+def _settings_key(settings: dict, meta: dict, model: list) -> str:
+    """`model`: one of `model_keys`."""
     key = json.dumps([settings, model, meta], sort_keys=True, default=str)
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 

@@ -24,7 +24,7 @@ from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8
 from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.progress import progress
-from pulse.analyze import check_channel, decoding, note_mixed, read_as_before, scores_key
+from pulse.analyze import check_channel, decoding, model_keys, note_mixed, read_as_before, scores_key
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioInfo, AudioReadError, audio_info
@@ -95,15 +95,16 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
             raise ValueError(f"{cfg.model}: the model has no 'embedding' output (export it with `pulse export`)")
         meta, model_path = predictor.metadata, resolve_model(cfg.model)[0]
         # Readable beside the key: the level floor, in particular, changes the embeddings of quiet recordings.
-        settings = {"model": str(model_path), "settings_key": scores_key(cfg, meta, model_path),
+        model_now, model_before = model_keys(model_path)
+        settings = {"model": str(model_path), "settings_key": scores_key(cfg, meta, model_now),
                     "sample_rate": spec.sample_rate, "window_s": float(meta["window_s"]), "overlap_s": cfg.overlap,
                     "min_len_s": cfg.min_len, "channel": -1 if cfg.channel is None else cfg.channel,
                     "level_floor_dbfs": cfg.level_floor}
         files = find_audio(inputs, undecodable=True, outputs=out)
         with stop_if_unwritable(out), exclusive(out, "pulse embeddings"):  # one run at a time in --out
             try:
-                _embed_each(files, out, predictor, spec, cfg, settings, scores_key(cfg, meta, model_path, older=True),
-                            summary, errors)
+                _embed_each(files, out, predictor, spec, cfg, settings, scores_key(cfg, meta, model_before), summary,
+                            errors)
             finally:  # also on Ctrl-C: what was said about the files done so far is kept
                 write_errors(out / "errors.csv", errors)
     finally:
