@@ -128,15 +128,15 @@ def test_raven_table_exact(tmp_path, scores):
     WRITERS.create("raven").write(detect(scores, LABELS, 0.25, 500, 22050), path)
     lines = path.read_text().splitlines()
     assert lines[0] == RAVEN_HEADER
-    assert lines[1] == ("1\tSpectrogram 1\t1\t0\t3\t500\t22050\tField Cricket\tGRYCAM\t0.9000\t"
-                        f"{os.path.abspath('rec/a.wav')}\t0")  # absolute: Raven opens the recording from it
-    assert lines[4].split("\t")[:5] == ["4", "Spectrogram 1", "1", "6", "7.5"]
+    assert lines[1] == ("1\tSpectrogram 1\t1\t0.0\t3.0\t500.0\t22050.0\tField Cricket\tGRYCAM\t0.9000\t"
+                        f"{os.path.abspath('rec/a.wav')}\t0.0")  # absolute: Raven opens the recording from it
+    assert lines[4].split("\t")[:5] == ["4", "Spectrogram 1", "1", "6.0", "7.5"]
     # times to the millisecond, as the tables are everywhere: a file ending at 7.4567 s ends its last box at 7.457
     odd = scores_frame("rec/a.wav", np.array([0.0, 1.125]), np.array([3.0, 7.4567]), np.array([[0.9, 0.1]] * 2),
                        LABELS.labels)
     WRITERS.create("raven").write(detect(odd, LABELS, 0.5, 500, 22050), tmp_path / "odd.txt")
     assert [line.split("\t")[3:5] for line in (tmp_path / "odd.txt").read_text().splitlines()[1:]] == [
-        ["0", "3"], ["1.125", "7.457"]]
+        ["0.0", "3.0"], ["1.125", "7.457"]]
     assert len(lines) == 5 and all(len(line.split("\t")) == 12 for line in lines)
     umask = os.umask(0)
     os.umask(umask)
@@ -147,6 +147,20 @@ def test_raven_table_exact(tmp_path, scores):
     # --channel 1 (0-based) analysed the second channel: Raven, counting from 1, must open channel 2
     WRITERS.create("raven").write(detect(scores, LABELS, 0.25, 500, 22050, detection_channel(1)), path)
     assert [line.split("\t")[2] for line in path.read_text().splitlines()[1:]] == ["2"] * 4
+
+
+def test_a_raven_table_of_whole_seconds_reads_as_decimal_numbers(tmp_path, scores):
+    """crowsetta's Raven reader (crowsetta.formats.bbox.Raven, 5.1) refused a table whose times or frequencies were
+    all whole ("0", "3", "1000": pandas reads integers; its schema wants floats): each is written with a decimal point,
+    as Raven writes them."""
+    whole = scores_frame("rec/a.wav", np.array([0.0, 3.0]), np.array([3.0, 6.0]), np.array([[0.9, 0.1]] * 2),
+                         LABELS.labels)
+    path = tmp_path / "a.pulse.selection.table.txt"
+    WRITERS.create("raven").write(detect(whole, LABELS, 0.5, 1000, 22050), path)
+    numbers = ["Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)", "File Offset (s)"]
+    table = pd.read_csv(path, sep="\t")
+    assert [str(table[c].dtype) for c in numbers] == ["float64"] * 5
+    assert table[numbers].values.tolist() == [[0.0, 3.0, 1000.0, 22050.0, 0.0], [3.0, 6.0, 1000.0, 22050.0, 3.0]]
 
 
 def test_a_tab_or_line_break_in_a_file_name_leaves_the_raven_table_one_row_per_selection(tmp_path, scores):

@@ -48,5 +48,7 @@ def _cell(text: str) -> str:
 
 
 def _num(value: float) -> str:
-    """Seconds and hertz without float noise, to 3 decimals (a millisecond: finer than any window hop)."""
-    return f"{value:.3f}".rstrip("0").rstrip(".")
+    """Seconds and hertz without float noise, to 3 decimals (a millisecond: finer than any window hop), always with a
+    decimal point as Raven writes them: crowsetta's Raven reader refused a column of whole numbers ("0", "3")."""
+    text = f"{value:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
