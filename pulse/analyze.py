@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from export.artifact import sha256
 from export.atomic import atomic_path, fails_for_folder, file_in_the_way, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
+from export.made_with import made_with, said_again
 from export.progress import progress
 from pulse import __version__
 from pulse.config import InferConfig
@@ -52,6 +54,7 @@ class Summary:
     files_failed: int = 0
     files_skipped: int = 0
     files_rewritten: int = 0  # outputs made again from journalled scores (new thresholds or formats, lost outputs)
+    redone: Counter = field(default_factory=Counter)  # files done before, done again as the model or settings changed
     audio_s: float = 0.0
     wall_s: float = 0.0
     errors: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -60,6 +63,7 @@ class Summary:
     def to_dict(self) -> dict:
         return {"files_total": self.files_total, "files_done": self.files_done, "files_failed": self.files_failed,
                 "files_skipped": self.files_skipped, "files_rewritten": self.files_rewritten,
+                "files_redone": self.redone.total(), "redone_because": dict(self.redone.most_common()),
                 "audio_s": round(self.audio_s, 3),
                 "audio_hours": round(self.audio_s / 3600, 4),
                 "wall_s": round(self.wall_s, 3), "x_realtime": round(self.audio_s / max(self.wall_s, 1e-9), 1)}
@@ -184,10 +188,15 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
     if cfg.resume and (retried := _failed_before(out_dir, todo)):
         log.info("%d file(s) that failed in an earlier run into %s are tried again (a file copied again or "
                  "converted since is analysed; errors.csv lists those that fail again)", retried, out_dir)
-    if cfg.resume and (reread := sum(read_otherwise(run.journal, f.path, spec.min_len_s) for f in todo)):
+    reread = {f for f in todo if read_otherwise(run.journal, f.path, spec.min_len_s)} if cfg.resume else set()
+    if reread:
         log.info("%d file(s) an earlier run into %s analysed are analysed again, as they read otherwise now than "
                  "then (this pulse reads some files differently, e.g. GUANO time expansion, or the file changed)",
-                 reread, out_dir)
+                 len(reread), out_dir)
+    if cfg.resume:  # said before the work: a model or setting changed by mistake is seen before an archive is redone
+        summary.redone.update(why for f in todo if f not in reread and (why := run.journal.why_again(f.path)))
+    if summary.redone:
+        log.info("%s", said_again(summary.redone, f"file(s) an earlier run into {out_dir} finished are done again"))
     run.journal.pin([f.path for f in todo])  # as they are before decoding: one still being written is redone
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_earlier_outputs(todo, run)
@@ -331,8 +340,10 @@ SCORES_VERSION = 1
 def run_journal(root: Path, cfg: InferConfig, meta: dict, model_path: Path) -> Journal:
     """The journal of a run with these settings and model; records keyed as before 2026-12-07 count too."""
     now, older = model_keys(model_path)
+    readable = made_with(now, {k: getattr(cfg, k) for k in (*OUTPUT_SETTINGS, "formats", "species_list")}
+                         | {"scores_version": SCORES_VERSION})
     return Journal(root, _fingerprint(cfg, meta, now), scores_key(cfg, meta, now),
-                   older=(_fingerprint(cfg, meta, older), scores_key(cfg, meta, older)))
+                   older=(_fingerprint(cfg, meta, older), scores_key(cfg, meta, older)), made_with=readable)
 
 
 def model_keys(model_path: Path) -> tuple[list, list]:

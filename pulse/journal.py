@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.made_with import why_again
+
 log = logging.getLogger(__name__)
 
 RECORD_HEADER = struct.Struct("<II")  # body length, crc32 of the body; body = JSON header, NUL, the arrays' bytes
@@ -44,6 +46,7 @@ class Record:
     scores_key: str  # the settings the scores depend on ("" in records from before it was kept)
     changed_ns: int | None  # the recording's ctime when it was journalled (None in records from before it was kept)
     decoding: dict | None  # how it decoded (`pulse.analyze.decoding`; None in records from before it was kept)
+    made_with: dict | None  # the readable parts of its fingerprint (`export.made_with`; None before they were kept)
     output: str
     note: str
     log: Path
@@ -64,10 +67,12 @@ class Journal:
     can have its outputs rewritten from its scores, without decoding or the model (`load(..., any_outputs=True)`).
     """
 
-    def __init__(self, root: Path, fingerprint: str, scores_key: str = "", older: tuple[str, str] = ("", "")):
+    def __init__(self, root: Path, fingerprint: str, scores_key: str = "", older: tuple[str, str] = ("", ""),
+                 made_with: dict | None = None):
         """`older`: the fingerprint and scores key these settings had as keys were made before (records under them
-        count as under these; new ones are written under these)."""
-        self.root, self.fingerprint, self.scores_key = root, fingerprint, scores_key
+        count as under these; new ones are written under these). `made_with`: the model and settings the
+        fingerprint holds, kept readable beside it in each record, to say why a rerun does a recording again."""
+        self.root, self.fingerprint, self.scores_key, self.made_with = root, fingerprint, scores_key, made_with
         self._fingerprints = {fingerprint, older[0]} - {""}
         self._scores_keys = {scores_key, older[1]} - {""}
         self._records: dict[str, Record] | None = None  # recording (path|size|mtime) -> its latest record
@@ -124,6 +129,14 @@ class Journal:
             return None
         return record.output
 
+    def why_again(self, path: Path) -> str:
+        """Why the recording, journalled as it is now but under another fingerprint, is done again ("" if it is not
+        so): the model or settings that changed (`export.made_with.why_again`)."""
+        record = self._latest(path)
+        if record is None or record.fingerprint in self._fingerprints:
+            return ""
+        return why_again(record.made_with, self.made_with)
+
     def decoding(self, path: Path) -> dict | None:
         """How the recording decoded when its latest record was made; None: no record, or one from before it was
         kept (see `load(..., any_settings=True)`)."""
@@ -158,7 +171,7 @@ class Journal:
         arrays = {name: np.asarray(value) for name, value in arrays.items()}
         header = {"version": now[0], "changed_ns": now[1], "path": self._resolved(path),
                   "fingerprint": self.fingerprint, "scores_key": self.scores_key, "output": output, "note": note,
-                  "decoding": decoding,
+                  "decoding": decoding, "made_with": self.made_with,
                   "arrays": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()}}
         body = json.dumps(header).encode() + b"\0" + b"".join(value.tobytes() for value in arrays.values())
         self.open()
@@ -245,10 +258,11 @@ class Journal:
                 self._add(header, log_path, offset, length)
 
     def _add(self, header: dict, log_path: Path, offset: int, length: int) -> None:
-        changed_ns, decoding = header.get("changed_ns"), header.get("decoding")
+        changed_ns, decoding, made_with = header.get("changed_ns"), header.get("decoding"), header.get("made_with")
         self._records[header["version"]] = Record(header["fingerprint"], str(header.get("scores_key", "")),
                                                   changed_ns if isinstance(changed_ns, int) else None,
                                                   decoding if isinstance(decoding, dict) else None,
+                                                  made_with if isinstance(made_with, dict) else None,
                                                   header["output"], header["note"], log_path, offset, length)
         self._owners[header["output"]] = header["path"]
         self._paths.add(header["path"])

@@ -643,6 +643,46 @@ def test_a_model_is_known_by_its_content_not_its_place_or_time(tmp_path, model):
     assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_done == 1
 
 
+def test_a_rerun_that_does_files_again_says_once_which_model_or_settings_changed_and_counts_them(tmp_path, model,
+                                                                                                 caplog):
+    """A rerun into an --out with another model or settings did every file again without a word why (the journal
+    kept a hash): a 30,000-file archive redone for a model or threshold given by mistake. One line before the work
+    names the model's digests or the settings, with counts, and summary.json counts them."""
+    import hashlib
+    import json
+    import shutil
+
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / f"{name}.wav", song(3.0), RATE)
+    out, digest = tmp_path / "out", hashlib.sha256(model.read_bytes()).hexdigest()[:12]
+    analyze([tmp_path], out, InferConfig(model=str(model)))
+    analyze([tmp_path / "b.wav"], out, InferConfig(model=str(model), min_conf=0.5))
+    sf.write(tmp_path / "a.wav", song(4.0), RATE)  # a changed recording is analysed again, for that reason alone
+
+    def rerun(cfg: InferConfig) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pulse.analyze"):
+            analyze([tmp_path], out, cfg)
+        return [r.getMessage() for r in caplog.records if "done again" in r.getMessage()]
+
+    assert rerun(InferConfig(model=str(model), min_conf=0.9)) == [
+        f"2 file(s) an earlier run into {out} finished are done again: 1 as settings changed (min_conf 0.5 -> 0.9); "
+        "1 as settings changed (min_conf 0.25 -> 0.9)"]  # as many each: in the order of the files
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["files_done"], summary["files_rewritten"], summary["files_redone"]) == (1, 2, 2)
+    assert summary["redone_because"] == {"settings changed (min_conf 0.25 -> 0.9)": 1,
+                                         "settings changed (min_conf 0.5 -> 0.9)": 1}
+    retrained = other_weights(Path(shutil.copy(model, tmp_path / "retrained.onnx")))
+    other = hashlib.sha256(retrained.read_bytes()).hexdigest()[:12]
+    assert rerun(InferConfig(model=str(retrained), min_conf=0.9, overlap=1.0)) == [
+        f"3 file(s) an earlier run into {out} finished are done again: the model changed (was sha256 {digest}..., "
+        f"now sha256 {other}...) and settings changed (overlap 0.0 -> 1.0)"]
+    assert json.loads((out / "summary.json").read_text())["files_redone"] == 3
+    assert rerun(InferConfig(model=str(retrained), min_conf=0.9, overlap=1.0)) == []  # all skipped
+    assert json.loads((out / "summary.json").read_text())["files_redone"] == 0
+    assert rerun(InferConfig(model=str(model), resume=False)) == []  # --no-resume: every file, as asked
+
+
 def test_a_file_whose_rewrite_fails_is_analysed_and_its_error_listed_while_the_others_are_rewritten(tmp_path, model):
     for name in ("a", "b", "c"):
         sf.write(tmp_path / f"{name}.wav", song(3.0), RATE)

@@ -320,3 +320,6 @@ def test_a_journal_an_older_pulse_wrote_is_skipped(tmp_path, monkeypatch):
     stricter = InferConfig.from_dict({**config["config"], "min_conf": 0.5})  # its tables remade from its scores
     rethreshold = run_journal(tmp_path / "journal", stricter, meta, model)
     assert all(rethreshold.load(path, any_outputs=True) is not None for path, _ in records)
+    # its records name no model or settings beside their keys: a rerun can say only that either changed
+    assert {journal.why_again(path) for path, _ in records} == {""}
+    assert {rethreshold.why_again(path) for path, _ in records} == {"settings or model changed"}
