@@ -210,8 +210,7 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
         run.journal.close()
     _write_run_tables(files, run, _run_config(cfg, meta, model_path, inputs))
     run.journal.drop_superseded_logs()
-    position = {str(f.path): i for i, f in enumerate(files)}  # in file order, whichever decoding thread failed first
-    write_errors(out_dir / "errors.csv", sorted(summary.errors, key=lambda error: position.get(error[0], len(files))))
+    write_errors(out_dir / "errors.csv", summary.errors, [f.path for f in files])
     summary.wall_s = time.perf_counter() - t0
     write_json(out_dir / "summary.json", {**summary.to_dict(), "model": str(model_path), "config": cfg.to_dict()})
     return summary
@@ -340,10 +339,15 @@ SCORES_VERSION = 1
 def run_journal(root: Path, cfg: InferConfig, meta: dict, model_path: Path) -> Journal:
     """The journal of a run with these settings and model; records keyed as before 2026-12-07 count too."""
     now, older = model_keys(model_path)
-    readable = made_with(now, {k: getattr(cfg, k) for k in (*OUTPUT_SETTINGS, "formats", "species_list")}
-                         | {"scores_version": SCORES_VERSION})
     return Journal(root, _fingerprint(cfg, meta, now), scores_key(cfg, meta, now),
-                   older=(_fingerprint(cfg, meta, older), scores_key(cfg, meta, older)), made_with=readable)
+                   older=(_fingerprint(cfg, meta, older), scores_key(cfg, meta, older)),
+                   made_with=readable_key(cfg, now, (*OUTPUT_SETTINGS, "formats", "species_list")))
+
+
+def readable_key(cfg: InferConfig, model: list, settings: tuple[str, ...]) -> dict:
+    """The model (now's `model_keys`) and `settings` a key holds, kept readable beside it: a rerun that does a file
+    again says which changed (`export.made_with`)."""
+    return made_with(model, {k: getattr(cfg, k) for k in settings} | {"scores_version": SCORES_VERSION})
 
 
 def model_keys(model_path: Path) -> tuple[list, list]:

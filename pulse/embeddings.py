@@ -14,8 +14,10 @@ or other settings, are embedded again. Files are written atomically. A bad recor
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,10 @@ import numpy as np
 from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8_text
 from export.files import name_within_limit
 from export.folder_lock import exclusive
+from export.made_with import said_again, why_again
 from export.progress import progress
-from pulse.analyze import check_channel, decoding, model_keys, note_mixed, read_as_before, scores_key
+from pulse.analyze import (SCORE_SETTINGS, check_channel, decoding, model_keys, note_mixed, read_as_before,
+                           readable_key, scores_key)
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioInfo, AudioReadError, audio_info
@@ -40,6 +44,7 @@ class Summary:
     files_done: int = 0
     files_skipped: int = 0  # embedded by an earlier run with the same model and settings
     files_failed: int = 0
+    redone: Counter = field(default_factory=Counter)  # embedded before, embedded again as the model or settings changed
 
 
 # Not in early files: the ctime, the decoding (see `_earlier`), and the settings the key already holds, named
@@ -61,25 +66,30 @@ def _source(path: Path, info: AudioInfo) -> dict:
             "source_ctime_ns": stat.st_ctime_ns, **{f"source_{k}": v for k, v in decoding(info).items()}}
 
 
-def _earlier(target: Path, key: dict, info: AudioInfo, min_len_s: float, older_settings_key: str) -> str | None:
-    """The warning stored with an embeddings file made from `key` ("" if none), or None: not made from it. Its
+def _earlier(target: Path, key: dict, info: AudioInfo, min_len_s: float, older_settings_key: str,
+             readable: dict) -> tuple[str | None, str]:
+    """The warning stored with an embeddings file made from `key` ("" if none), or None: not made from it; and,
+    when it was made from this recording but with another model or settings, why it is made again (else ""). Its
     model is known by `settings_key` (by content; before 2026-12-07 by file, `older_settings_key`), not by where
-    it was (`model`, kept to read): a model reinstalled or moved does not embed an archive again."""
+    it was (`model`, kept to read): a model reinstalled or moved does not embed an archive again. `readable`: the
+    model and settings `settings_key` holds (`pulse.analyze.readable_key`), stored beside it as `made_with`."""
     import h5py
 
-    def same(name, value, stored) -> bool:
-        return stored == value or (name == "settings_key" and stored == older_settings_key)
+    def same(names) -> bool:
+        # files from before the ctime or the decoding was kept are taken as made from it if all else matches
+        return all(f.attrs.get(k) == v or (k == "settings_key" and f.attrs.get(k) == older_settings_key)
+                   for k, v in key.items() if k in names and (k in f.attrs or k not in LATER_KEYS))
 
     try:
         with h5py.File(target, "r") as f:
-            # files from before the ctime or the decoding was kept are taken as made from it if all else matches
-            # (and, for the decoding, `read_as_before`)
-            made_from = all(same(k, v, f.attrs.get(k)) for k, v in key.items()
-                            if k != "model" and (k in f.attrs or k not in LATER_KEYS)) and (
-                "source_frames" in f.attrs or read_as_before(f["ends_s"][-1:], info, min_len_s))
-            return str(f.attrs.get("warning", "")) if made_from else None
-    except OSError:  # not ours, or not HDF5 at all: made again
-        return None
+            source = {k for k in key if k.startswith("source")}
+            if not (same(source) and ("source_frames" in f.attrs or read_as_before(f["ends_s"][-1:], info, min_len_s))):
+                return None, ""  # of another recording, or of another reading of it
+            if same(key.keys() - source - {"model"}):
+                return str(f.attrs.get("warning", "")), ""
+            return None, why_again(json.loads(f.attrs.get("made_with", "null")), readable)
+    except (OSError, ValueError):  # not ours, or not HDF5 at all: made again
+        return None, ""
 
 
 def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
@@ -100,47 +110,72 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
                     "sample_rate": spec.sample_rate, "window_s": float(meta["window_s"]), "overlap_s": cfg.overlap,
                     "min_len_s": cfg.min_len, "channel": -1 if cfg.channel is None else cfg.channel,
                     "level_floor_dbfs": cfg.level_floor}
+        readable = readable_key(cfg, model_now, SCORE_SETTINGS)
         files = find_audio(inputs, undecodable=True, outputs=out)
         with stop_if_unwritable(out), exclusive(out, "pulse embeddings"):  # one run at a time in --out
             try:
-                _embed_each(files, out, predictor, spec, cfg, settings, scores_key(cfg, meta, model_before), summary,
-                            errors)
+                todo = _not_embedded(files, out, spec.min_len_s, settings, (scores_key(cfg, meta, model_before),
+                                                                            readable), summary, errors)
+                if summary.redone:  # before the work: a model or setting changed by mistake is seen in time
+                    log.info("%s", said_again(summary.redone, f"file(s) embedded before into {out} are embedded again"))
+                _embed_each(todo, out, predictor, spec, cfg, readable, summary, errors)
             finally:  # also on Ctrl-C: what was said about the files done so far is kept
-                write_errors(out / "errors.csv", errors)
+                write_errors(out / "errors.csv", errors, [path for path, _ in files])
     finally:
         predictor.close()
     return summary
 
 
-def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, settings: dict, older_settings_key: str,
-                summary: Summary, errors: list) -> None:
-    """Embed each recording not embedded before with these `settings`; a bad one is one line and one error."""
-    import h5py
-
-    notes_said = set()  # the notes said once per run
-    with progress(files, unit="file") as bar:
+def _not_embedded(files: list, out: Path, min_len_s: float, settings: dict, keys: tuple[str, dict],
+                  summary: Summary, errors: list) -> list[tuple]:
+    """(path, target, info, key) of each recording not embedded before with these `settings` (`keys`: the older
+    settings key and the readable one, see `_earlier`), all found before any is embedded, so that why some are
+    embedded again is said first."""
+    todo = []
+    with progress(files, unit="file", desc="earlier files", leave=False) as bar:
         for path, relative in bar:
             target = embeddings_path(out, relative)
             try:
                 info = audio_info(path)
                 key = {**_source(path, info), **settings}
-                said = _earlier(target, key, info, spec.min_len_s, older_settings_key) if target.is_file() else None
-                if said is not None:
-                    summary.files_skipped += 1
-                    if said:  # it breaks off part way: said again, as by `pulse analyze`
-                        errors.append((str(path), "read", "PartlyReadable", said))
-                    continue
+                said, why = _earlier(target, key, info, min_len_s, *keys) if target.is_file() else (None, "")
+            except (AudioReadError, OSError, ValueError, RuntimeError) as exc:
+                _failed(path, exc, summary, errors)
+                continue
+            if said is None:
+                todo.append((path, target, info, key))
+                summary.redone.update([why] if why else [])
+                continue
+            summary.files_skipped += 1
+            if said:  # it breaks off part way: said again, as by `pulse analyze`
+                errors.append((str(path), "read", "PartlyReadable", said))
+    return todo
+
+
+def _failed(path: Path, exc: Exception, summary: Summary, errors: list) -> None:
+    """A bad recording: one line and one row of errors.csv."""
+    if isinstance(exc, AudioReadError):
+        errors.append((str(path), "read", type(exc).__name__, exc.reason))
+        log.warning("%s", exc)
+    else:  # the model or the file system: this file, not all
+        errors.append((str(path), "embed", type(exc).__name__, str(exc)))
+        log.warning("%s: %s", path, exc)
+    summary.files_failed += 1
+
+
+def _embed_each(todo: list[tuple], out: Path, predictor, spec, cfg: InferConfig, readable: dict, summary: Summary,
+                errors: list) -> None:
+    """Embed each recording of `todo` (`_not_embedded`); a bad one is one line and one error."""
+    import h5py
+
+    notes_said = set()  # the notes said once per run
+    with progress(todo, unit="file") as bar:
+        for path, target, info, key in bar:
+            try:
                 note_mixed(notes_said, path, info.channels, cfg.channel)
                 starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
-            except AudioReadError as exc:
-                errors.append((str(path), "read", type(exc).__name__, exc.reason))
-                log.warning("%s", exc)
-                summary.files_failed += 1
-                continue
-            except (OSError, ValueError, RuntimeError) as exc:  # the model or the file system: this file, not all
-                errors.append((str(path), "embed", type(exc).__name__, str(exc)))
-                log.warning("%s: %s", path, exc)
-                summary.files_failed += 1
+            except (AudioReadError, OSError, ValueError, RuntimeError) as exc:
+                _failed(path, exc, summary, errors)
                 continue
             if warning := warning or info.warning:
                 errors.append((str(path), "read", "PartlyReadable", warning))
@@ -150,5 +185,5 @@ def _embed_each(files: list, out: Path, predictor, spec, cfg: InferConfig, setti
                 f.create_dataset("starts_s", data=starts_s.astype(np.float64))
                 f.create_dataset("ends_s", data=ends_s.astype(np.float64))
                 f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
-                f.attrs.update({**key, "warning": warning})
+                f.attrs.update({**key, "made_with": json.dumps(readable), "warning": warning})
             summary.files_done += 1

@@ -104,6 +104,38 @@ def test_a_model_reinstalled_or_moved_embeds_nothing_again_and_another_one_every
     assert embed([tmp_path / "in"], out, InferConfig(model=str(other))).files_done == len(clips)
 
 
+def test_a_rerun_that_embeds_files_again_says_first_which_model_or_settings_changed(tmp_path, monkeypatch, caplog):
+    """Files embedded again with another model or settings were embedded with no word why: one line says so
+    before any is embedded, with counts; a recording that changed is embedded again for that alone."""
+    import hashlib
+    import logging
+    import shutil
+
+    import pulse.embeddings
+
+    clips = _examples(tmp_path / "in")
+    model = level_meter_onnx(tmp_path / "meter.onnx")
+    out = tmp_path / "out"
+    assert embed([tmp_path / "in"], out, InferConfig(model=str(model))).files_done == len(clips)
+    retrained = other_weights(Path(shutil.copy(model, tmp_path / "retrained.onnx")))
+    digests = [hashlib.sha256(m.read_bytes()).hexdigest()[:12] for m in (model, retrained)]
+    sf.write(clips[0], sf.read(clips[0], dtype="float32")[0][:44100 * 4], 44100)  # changed since
+    windows = pulse.embeddings.window_outputs
+
+    def embedding(*args, **kwargs):
+        assert "embedded again" in caplog.text  # said before the first file is embedded
+        return windows(*args, **kwargs)
+
+    monkeypatch.setattr("pulse.embeddings.window_outputs", embedding)
+    with caplog.at_level(logging.INFO, logger="pulse.embeddings"):
+        again = embed([tmp_path / "in"], out, InferConfig(model=str(retrained), overlap=1.0))
+    why = (f"the model changed (was sha256 {digests[0]}..., now sha256 {digests[1]}...) and settings changed "
+           "(overlap 0.0 -> 1.0)")
+    assert (again.files_done, dict(again.redone)) == (2, {why: 1})
+    assert [r.getMessage() for r in caplog.records if "again" in r.getMessage()] == [
+        f"1 file(s) embedded before into {out} are embedded again: {why}"]
+
+
 @pytest.mark.parametrize("decoding_kept", [True, False])
 def test_a_recording_pulse_now_reads_otherwise_is_embedded_again(tmp_path, monkeypatch, decoding_kept):
     """A time-expansion WAV (GUANO TE: 10) embedded before TE was read has windows over ten times its length at a
@@ -150,6 +182,9 @@ def test_embeddings_the_first_pulse_embeddings_wrote_are_skipped(tmp_path, monke
                        model=str(DEFAULT_MODEL))
     again = embed([clip], tmp_path / "out", InferConfig(model=str(DEFAULT_MODEL)))
     assert (again.files_done, again.files_skipped) == (0, 1)
+    # it names no model digest beside its key: a rerun with other settings can say only that either changed
+    overlapping = embed([clip], tmp_path / "out", InferConfig(model=str(DEFAULT_MODEL), overlap=1.0))
+    assert (overlapping.files_done, dict(overlapping.redone)) == (1, {"settings or model changed": 1})
 
 
 def test_birdnet_embeddings_are_its_1024_d_pool(tmp_path, shared_data):

@@ -63,11 +63,13 @@ def csv_text(header: Iterable[str], records: Iterable[tuple]) -> str:
 ERROR_COLUMNS = ("path", "stage", "error_type", "message")
 
 
-def write_errors(path: Path, errors: Iterable[tuple[str, str, str, str]]) -> None:
-    """`errors.csv`: one row per file (or part of one) a batch could not use and went on without."""
+def write_errors(path: Path, errors: Iterable[tuple[str, str, str, str]], order: Iterable[Path] = ()) -> None:
+    """`errors.csv`: one row per file (or part of one) a batch could not use and went on without; in the `order` of
+    the batch's files where given (whichever thread or pass found an error first), those not in it last."""
     from export.atomic import write_text
 
-    write_text(path, csv_text(ERROR_COLUMNS, errors))
+    position = {str(file): i for i, file in enumerate(order)}
+    write_text(path, csv_text(ERROR_COLUMNS, sorted(errors, key=lambda error: position.get(error[0], len(position)))))
 
 
 from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)
