@@ -29,7 +29,7 @@ def why_again(then, now) -> str:
         return UNKNOWN
     reasons = []
     if then.get("model") != now["model"]:
-        reasons.append(f"the model changed (was {_text(then.get('model'))}, now {_text(now['model'])})")
+        reasons.append(f"the model changed ({_model_change(then.get('model'), now['model'])})")
     before, after = then["settings"], now["settings"]
     changed = [f"{name} {_text(before.get(name))} -> {_text(after.get(name))}"
                for name in {**before, **after} if before.get(name) != after.get(name)]
@@ -45,6 +45,17 @@ def said_again(reasons: Counter, what: str) -> str:
     if len(reasons) == 1:
         return f"{reasons.total()} {what}: {next(iter(reasons))}"
     return f"{reasons.total()} {what}: " + "; ".join(f"{n} as {why}" for why, n in reasons.most_common())
+
+
+def _model_change(then, now) -> str:
+    """The model's digests before and after; of a folder keyed file by file ([[name, digest], ...], lrmil's), those
+    of the files that changed."""
+    if not all(isinstance(model, list) and model and all(isinstance(f, list) and len(f) == 2 for f in model)
+               for model in (then, now)):
+        return f"was {_text(then)}, now {_text(now)}"
+    before, after = dict(then), dict(now)
+    return ", ".join(f"{name} was {_text(before.get(name))}, now {_text(after.get(name))}"
+                     for name in {**before, **after} if before.get(name) != after.get(name))
 
 
 def _text(value) -> str:

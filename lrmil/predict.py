@@ -12,9 +12,11 @@ made from the same slide file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 from export.artifact import sha256
 from export.atomic import write_json
 from export.folder_lock import sweep_killed_runs
+from export.made_with import made_with, said_again, why_again
 from lrmil.batch import run_batch
 from lrmil.config import hash_record
 from lrmil.geojson import save_attention_geojson
@@ -32,7 +35,7 @@ from lrmil.heatmap import overlay, percentiles, save_png, score_map, tile_grid, 
 from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid, note_if_enlarged
-from lrmil.slide import (SlideReader, SlideReadError, check_not_another_slides, open_slide, read_scaled,
+from lrmil.slide import (SlideIds, SlideReader, SlideReadError, check_not_another_slides, open_slide, read_scaled,
                          slide_file_name, slide_id, slide_location, slide_source)
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
@@ -113,6 +116,26 @@ def earlier_record(out: Path, sid: str) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+def why_again_of(record: dict, runs: tuple[dict, ...]) -> str:
+    """Why the slide's earlier prediction (`record`, its SLIDE.json) is made again as the model or settings changed
+    ("" if neither did: its key is one of `runs`, now's first, at the scale it was made at)."""
+    if not record or record.get("key") in {hash_record({**run, "mpp": record.get("mpp")}) for run in runs}:
+        return ""
+    return why_again(record.get("made_with"), made_with(runs[0]["model"], runs[0]["settings"]))
+
+
+def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...]) -> Counter:
+    """Why the slides an earlier run into `out` predicted from the same files are predicted again (`why_again_of`),
+    read from their SLIDE.json before any slide is opened: said once, before the work."""
+    ids, reasons = SlideIds(slides), Counter()
+    for path in slides:
+        record = earlier_record(out, ids.id_of(path))
+        with contextlib.suppress(OSError, SlideReadError):  # a slide gone or unreadable fails in the batch, said there
+            if record.get("source") == slide_source(path) and (why := why_again_of(record, runs)):
+                reasons[why] += 1
+    return reasons
+
+
 def is_finished(out: Path, path: Path, keys: list[str], record: dict) -> bool:
     """The slide's SLIDE.json (`record`) was made with one of `keys` from this very file, and its images are all
     there."""
@@ -124,10 +147,12 @@ def is_finished(out: Path, path: Path, keys: list[str], record: dict) -> bool:
 
 
 def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: PredictConfig, out: str | Path,
-                  key: str = "", sid: str | None = None) -> dict:
+                  key: str = "", sid: str | None = None, run: dict | None = None) -> dict:
     """Run one slide end to end and write SLIDE.json, SLIDE_mask.png (the tissue found, outlined on the
     thumbnail), SLIDE_heatmap.png, SLIDE_topk.png and SLIDE_attention.geojson (every patch's attention, for
-    QuPath) (`key`, the first of `slide_keys`, is recorded so that a rerun can skip it; `sid`: its id in the batch)."""
+    QuPath) (`key`, the first of `slide_keys`, is recorded so that a rerun can skip it, and `run`, the `run_key` it
+    hashes, readable beside it as `made_with`, so that a rerun can say why it does not; `sid`: its id in the
+    batch)."""
     path, out = Path(path), Path(out)
     sid = sid or slide_id(path)
     clock = Stopwatch()
@@ -167,7 +192,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
         **{key: names[key] for key in OUTPUTS}, "notice": model.notice,
-        "key": key, "source": source,
+        "key": key, "made_with": made_with(run["model"], run["settings"]) if run else None, "source": source,
     }
     write_json(out / names["json"], record)  # last: only a slide with all its outputs counts as done
     return record
@@ -220,6 +245,9 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     sweep_killed_runs(out)
     write_json(out / RUN_CONFIG, {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
     runs, failed, ids = (run_key(cfg, model_dir), run_key(cfg, model_dir, older=True)), set(), {}
+    again = predicted_again(slides, out, runs) if cfg.resume else Counter()
+    if again:
+        log.info("%s", said_again(again, f"slide(s) an earlier run into {out} predicted are predicted again"))
 
     def predict_unless_finished(path: Path, sid: str) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
@@ -234,7 +262,7 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
             keys = slide_keys(path, cfg, runs)
             if cfg.resume and is_finished(out, path, keys, record):
                 return False
-            predict_slide(path, model, cfg, out, keys[0], sid)
+            predict_slide(path, model, cfg, out, keys[0], sid, runs[0])
         except Exception:
             failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise
@@ -247,5 +275,5 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         write_predictions(out / "predictions.csv", table)
     else:  # nothing left to list: an older table would still show what this run failed on
         (out / "predictions.csv").unlink(missing_ok=True)
-    return {"done": sum(predicted), "skipped": len(predicted) - sum(predicted), **errors.summary(),
-            "notice": model.notice}
+    return {"done": sum(predicted), "skipped": len(predicted) - sum(predicted), "redone": again.total(),
+            "redone_because": dict(again.most_common()), **errors.summary(), "notice": model.notice}

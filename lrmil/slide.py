@@ -429,11 +429,15 @@ class SlideIds:
         self.owners: dict[str, tuple[Path, str]] = {}
         self.names = _distinct_ids(slides)
 
+    def id_of(self, path: str | Path) -> str:
+        """The id `path` has in the batch, claimed or not."""
+        return self.names.get(slide_location(path)) or slide_id(path)
+
     def claim(self, path: str | Path) -> str:
         """The id of `path`; a SlideReadError naming both files, and the one to rename, when an earlier slide of the
         batch has it. he.svs beside HE.svs fails too: one stable id for each could only come from the batch (he_2
         when both are given, he when it is alone), and on a NAS share --out holds one file for HE.json and he.json."""
-        sid = self.names.get(slide_location(path)) or slide_id(path)
+        sid = self.id_of(path)
         owner, owner_id = self.owners.setdefault(_file_key(sid), (Path(path), sid))
         if slide_location(owner) != slide_location(path):
             if owner_id.lower() == sid.lower():

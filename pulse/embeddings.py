@@ -7,9 +7,10 @@ path>.embeddings.h5`: datasets `starts_s`, `ends_s` [windows] and `embedding` [w
 recording, the model and the settings. A rerun skips recordings whose file is there and was made from the same
 recording (absolute path, size, modification and change time), read the same way (rate, channels, length:
 `pulse.analyze.decoding`), with the same model and window settings; a recording that changed or is read otherwise now,
-or other settings, are embedded again. Files are written atomically. A bad recording is one line and one row of
-`OUT/errors.csv`, and the batch goes on; one that breaks off part way is embedded up to the break and listed as
-`PartlyReadable`, as `pulse analyze` does. After Ctrl-C, the files done and errors.csv so far are kept.
+or other settings, are embedded again (the last said in one line first, with which model or settings changed). Files
+are written atomically. A bad recording is one line and one row of `OUT/errors.csv`, and the batch goes on; one that
+breaks off part way is embedded up to the break and listed as `PartlyReadable`, as `pulse analyze` does. After
+Ctrl-C, the files done and errors.csv so far are kept.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
                                                                             readable), summary, errors)
                 if summary.redone:  # before the work: a model or setting changed by mistake is seen in time
                     log.info("%s", said_again(summary.redone, f"file(s) embedded before into {out} are embedded again"))
-                _embed_each(todo, out, predictor, spec, cfg, readable, summary, errors)
+                _embed_each(todo, predictor, spec, cfg, readable, summary, errors)
             finally:  # also on Ctrl-C: what was said about the files done so far is kept
                 write_errors(out / "errors.csv", errors, [path for path, _ in files])
     finally:
@@ -144,7 +145,8 @@ def _not_embedded(files: list, out: Path, min_len_s: float, settings: dict, keys
                 continue
             if said is None:
                 todo.append((path, target, info, key))
-                summary.redone.update([why] if why else [])
+                if why:
+                    summary.redone[why] += 1
                 continue
             summary.files_skipped += 1
             if said:  # it breaks off part way: said again, as by `pulse analyze`
@@ -163,7 +165,7 @@ def _failed(path: Path, exc: Exception, summary: Summary, errors: list) -> None:
     summary.files_failed += 1
 
 
-def _embed_each(todo: list[tuple], out: Path, predictor, spec, cfg: InferConfig, readable: dict, summary: Summary,
+def _embed_each(todo: list[tuple], predictor, spec, cfg: InferConfig, readable: dict, summary: Summary,
                 errors: list) -> None:
     """Embed each recording of `todo` (`_not_embedded`); a bad one is one line and one error."""
     import h5py

@@ -355,10 +355,14 @@ def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(mode
 
 
 def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_weights_everything(model_dir,
-                                                                                                   tmp_path):
+                                                                                                   tmp_path, caplog):
     """Slides' keys named the model folder by its place and its files' sizes and times: a folder copied elsewhere
     (or reinstalled) had every slide predicted again, to the same outputs. They name its files' bytes; a SLIDE.json
-    keyed as before 2026-12-07 still counts."""
+    keyed as before 2026-12-07 still counts. Slides predicted again as the model or settings changed were so with
+    no word why: one line before the work says which files of the model or which settings, and the summary counts
+    them (a SLIDE.json from before that was kept: 'settings or model changed')."""
+    import hashlib
+    import logging
     import shutil
 
     from lrmil.predict import run_key, slide_keys
@@ -377,13 +381,24 @@ def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_w
     cfg = PredictConfig(model=str(mine), mpp=0.5)
     older = slide_keys(slides[0], cfg, (run_key(cfg, mine, older=True),))[0]
     record = json.loads((out / "a.json").read_text())
+    del record["made_with"]
     (out / "a.json").write_text(json.dumps({**record, "key": older}))  # as a run before 2026-12-07 keyed it
     assert run(mine) == (0, 2)
     weights = next(mine.glob("*.safetensors"))
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
     data = bytearray(weights.read_bytes())
     data[-4] ^= 1  # the last weight's lowest bit: another model of the same size
     weights.write_bytes(bytes(data))
-    assert run(mine) == (2, 0)
+    with caplog.at_level(logging.INFO, logger="lrmil.predict"):
+        summary = run_predict(slides, PredictConfig(model=str(mine), mpp=0.5), out)
+    why = f"the model changed ({weights.name} was {digest}..., now {hashlib.sha256(data).hexdigest()[:12]}...)"
+    assert (summary["done"], summary["redone"]) == (2, 2)
+    assert summary["redone_because"] == {"settings or model changed": 1, why: 1}
+    assert [r.getMessage() for r in caplog.records if "again" in r.getMessage()] == [
+        f"2 slide(s) an earlier run into {out} predicted are predicted again: 1 as settings or model changed; "
+        f"1 as {why}"]
+    again = run_predict(slides, PredictConfig(model=str(mine), mpp=0.5, topk=4), out)
+    assert again["redone_because"] == {"settings changed (topk 8 -> 4)": 2}
 
 
 CRASH = """
