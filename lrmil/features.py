@@ -31,8 +31,8 @@ from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
 from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged
-from lrmil.slide import (SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_file_name, slide_id,
-                         slide_source)
+from lrmil.slide import (SlideReadError, check_not_another_slides, open_slide, read_scaled, remove_named_before,
+                         slide_file_name, slide_id, slide_source)
 from lrmil.store import FeatureFile, feature_dir, feature_file, is_current, stored_key, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
@@ -184,14 +184,13 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader
     # the slides whose metadata decides.
     record, digest = job_hash(applied, encoder.cfg)
     source = slide_source(path)
-    if cfg.resume and is_current(earlier := feature_file(folder, sid), digest, source):  # or its name until 2026-12-07
+    earlier = feature_file(folder, sid)  # or its name until 2026-12-07
+    if cfg.resume and is_current(earlier, digest, source):
         return earlier, False
-    check_not_another_slides(target, path, stored_key(target)[1])
+    for held in dict.fromkeys((target, earlier)):  # the file named as until 2026-12-07 is replaced too
+        check_not_another_slides(held, path, stored_key(held)[1])
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp, sid)
-    save_mask_png(out / "masks" / slide_file_name(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
-    grid_record = grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp)
-    write_grid(out / "patches" / slide_file_name(sg.slide_id, ".h5"), sg.grid, grid_record, hash_record(grid_record),
-               sg.slide_id)
+    write_mask_and_grid(out, sg, grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp))
     level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
     feats = encode_level(loader, path, sg.grid.mpp, level, encoder, cfg)
@@ -201,7 +200,17 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader
         patch_px=level.patch_px, magnification=level.magnification, mpp=sg.grid.mpp, mpp_source=sg.mpp_source,
         encoder=encoder.cfg.name, weights_sha256=encoder.cfg.weights_sha256, slide_id=sg.slide_id, source=source,
         config=record, config_hash=digest))
+    remove_named_before(folder, sid, ".h5")
     return target, True
+
+
+def write_mask_and_grid(out: Path, sg: SlideGrid, record: dict) -> None:
+    """OUT/masks/SLIDE.png and OUT/patches/SLIDE.h5 (`record`: `grid_config`), replacing those named as until
+    2026-12-07 ('scan 12:00.png')."""
+    save_mask_png(out / "masks" / slide_file_name(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
+    write_grid(out / "patches" / slide_file_name(sg.slide_id, ".h5"), sg.grid, record, hash_record(record), sg.slide_id)
+    remove_named_before(out / "masks", sg.slide_id, ".png")
+    remove_named_before(out / "patches", sg.slide_id, ".h5")
 
 
 def grid_config(tissue: TissueConfig, patch: PatchConfig, mpp: float | None, override_mpp: bool) -> dict:
@@ -221,9 +230,7 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
         sg = segment_and_patch(path, tissue, patch, mpp, override_mpp, sid)
         for name in ("teacher", "student"):
             note_if_enlarged(path, getattr(sg.grid, name), name, sg.grid.mpp)
-        save_mask_png(out / "masks" / slide_file_name(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
-        write_grid(out / "patches" / slide_file_name(sg.slide_id, ".h5"), sg.grid, record, hash_record(record),
-                   sg.slide_id)
+        write_mask_and_grid(out, sg, record)
         return len(sg.grid.teacher), len(sg.grid.student)
 
     counts, errors = run_batch(slides, patch_slide, out, "patch", strict, desc="tissue + grid")

@@ -20,11 +20,10 @@ import h5py
 import numpy as np
 
 from export.atomic import atomic_path, from_utf8_text, utf8_text
-from export.files import name_within_limit
 from export.tables import listed_file, nfc
 from lrmil.config import magnification_for_mpp, mpp_for_magnification
 from lrmil.patching import GridLevel, PatchGrid
-from lrmil.slide import slide_file_name
+from lrmil.slide import slide_file_name, slide_file_name_before
 
 COORDS, FEATURES, CHILDREN = "coords", "features", "children"
 GRID_GROUPS = ("teacher", "student")
@@ -61,7 +60,7 @@ def feature_file(folder: str | Path, sid: str) -> Path:
     extracting again. A file under the new name that records another slide's id (CON_'s, beside CON's from before)
     is not taken for it. Where neither is there, the new name: to write, or to say is missing."""
     new = listed_file(folder, slide_file_name(sid, ".h5"))
-    old = listed_file(folder, name_within_limit(sid, ".h5"))
+    old = listed_file(folder, slide_file_name_before(sid, ".h5"))
     if new == old or (new.is_file() and nfc(_stored_slide_id(new)).casefold() == nfc(sid).casefold()):
         return new
     return old if old.is_file() or new.is_file() else new
