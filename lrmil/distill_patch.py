@@ -81,15 +81,16 @@ def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_i
     feature file (extraction failed on it) is left out with one line, as `lrmil train` leaves it out."""
     from lrmil.mil.attention import load_mil
     from lrmil.mil.bags import feature_path
-    from lrmil.store import read_features
+    from lrmil.store import missing_feature_file, read_features
 
     model = load_mil(teacher_mil)
     out = {}
     with torch.inference_mode():
         for sid in slide_ids:
             if not (path := feature_path(features_dir, sid)).is_file():  # one line, not h5py's errno paragraph
-                log.error("%s: no 20x feature file of slide %s in --teacher-features (`lrmil extract --resolution "
-                          "teacher` failed on it or was not given it); slide left out of stage 1", path, sid)
+                missing, held = missing_feature_file(features_dir, sid)
+                log.error("%s: no 20x feature file of slide %s in --teacher-features%s (`lrmil extract --resolution "
+                          "teacher` failed on it or was not given it); slide left out of stage 1", missing, sid, held)
                 continue
             ff = read_features(path)
             out[sid] = (ff.coords, model(torch.from_numpy(ff.features)).attention.numpy())

@@ -66,6 +66,14 @@ def feature_file(folder: str | Path, sid: str) -> Path:
     return old if old.is_file() or new.is_file() else new
 
 
+def missing_feature_file(folder: str | Path, sid: str) -> tuple[Path, str]:
+    """What to name where `feature_file` finds no file of slide `sid`: the file `lrmil extract` writes for it, and
+    where another slide's file holds that name (CON_.h5, slide CON_'s, where CON has none), a note saying so. The line
+    named CON.h5, the name until 2026-12-07, which no run writes now."""
+    new = listed_file(folder, slide_file_name(sid, ".h5"))
+    return new, f" (that file holds slide {_stored_slide_id(new) or new.stem}'s)" if new.is_file() else ""
+
+
 def _stored_slide_id(path: Path) -> str:
     """The slide id a feature file of `write_features` records ("" for none, as in CLAM's, or unreadable)."""
     try:

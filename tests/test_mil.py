@@ -332,6 +332,24 @@ def test_a_listed_slide_without_features_is_one_line_naming_its_row_and_file(tmp
         load_bags(tmp_path, splits.iloc[1:], ("x", "y"))
 
 
+def test_a_listed_slide_without_features_beside_another_s_of_its_file_name_names_the_file_it_would_have(tmp_path,
+                                                                                                       caplog):
+    """CON, never extracted, beside CON_.h5 of slide CON_ (the name CON's file gets): 'no feature file CON.h5', a name
+    no run writes now. The line names CON_.h5, the name `lrmil extract` gives CON's, and says whose it is."""
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    ff = FeatureFile(np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32), np.zeros((2, 0), np.int64), 256, 256,
+                     20.0, 0.5, slide_id="CON_")
+    write_features(tmp_path / "CON_.h5", ff)
+    splits = pd.DataFrame({"slide_id": ["CON", "CON_"], "label": ["x", "y"], "fold": [0, 1]})
+    assert list(load_bags(tmp_path, splits, ("x", "y"))) == ["CON_"]
+    assert caplog.messages == [f"CON (line 2 of the splits CSV): no feature file {tmp_path / 'CON_.h5'} (that file "
+                               "holds slide CON_'s); slide skipped"]
+    with pytest.raises(FileNotFoundError, match=r"looked for CON_.h5, ...;"):
+        load_bags(tmp_path, splits.iloc[:1], ("x", "y"))
+
+
 def test_extract_s_out_given_as_features_names_the_feature_folder_inside(tmp_path):
     """`--features work20` (extract's --out) skipped every slide and stopped at 'the folder holds no .h5 files',
     without saying that the files are in work20/features/lrmil_vit_tiny_20x_256px."""

@@ -43,7 +43,7 @@ def feature_path(features_dir: str | Path, slide_id: str) -> Path:
 
 def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, Bag]:
     """Every slide of `splits` that has a non-empty feature file; a missing one is logged and skipped."""
-    from lrmil.store import read_features
+    from lrmil.store import missing_feature_file, read_features
 
     index = {name: i for i, name in enumerate(labels)}
     bags = {}
@@ -51,8 +51,8 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
     for row in splits.itertuples():
         path = feature_path(features_dir, row.slide_id)
         if not path.is_file():  # one line, not h5py's errno paragraph
-            log.error("%s (line %d of the splits CSV): no feature file %s%s; slide skipped", row.slide_id,
-                      row.Index + 2, path, _named_in_other_cases(path))
+            log.error("%s (line %d of the splits CSV): no feature file %s%s%s; slide skipped", row.slide_id,
+                      row.Index + 2, *missing_feature_file(features_dir, row.slide_id), _named_in_other_cases(path))
             continue
         try:
             ff = read_features(path)
@@ -69,9 +69,11 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
                           []).append(row.slide_id)
     if not bags:
         held = sorted(p.name for p in Path(features_dir).glob("*.h5"))
+        if not (first := feature_path(features_dir, splits["slide_id"].iloc[0])).is_file():
+            first = missing_feature_file(features_dir, splits["slide_id"].iloc[0])[0]
         raise FileNotFoundError(f"{features_dir}: no readable feature files for the slides in the splits CSV (looked "
-                                f"for {feature_path(features_dir, splits['slide_id'].iloc[0]).name}, ...; the folder "
-                                f"holds {f'{len(held)} .h5 file(s), e.g. {held[0]}' if held else 'no .h5 files'})"
+                                f"for {first.name}, ...; the folder holds "
+                                f"{f'{len(held)} .h5 file(s), e.g. {held[0]}' if held else 'no .h5 files'})"
                                 f"{_feature_folders_within(Path(features_dir))}")
     # one model on two encoders' features would train on noise (same width, other weights) or stop mid-epoch
     # (CLAM/TRIDENT files name no encoder: UNI's 1024-d beside CONCH's 512-d)
