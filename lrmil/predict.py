@@ -36,7 +36,8 @@ from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid, note_if_enlarged
 from lrmil.slide import (SlideIds, SlideReader, SlideReadError, check_not_another_slides, open_slide, read_scaled,
-                         slide_file_name, slide_id, slide_location, slide_source)
+                         remove_named_before, slide_file_name, slide_file_name_before, slide_id, slide_location,
+                         slide_source)
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,19 @@ def slide_keys(path: Path, cfg: PredictConfig, runs: tuple[dict, ...]) -> list[s
         return [hash_record({**run, "mpp": reader.mpp}) for run in runs]
 
 
-def earlier_record(out: Path, sid: str) -> dict:
-    """The SLIDE.json an earlier run wrote for the slide id `sid` ({} when there is none to read)."""
-    try:
-        record = json.loads((out / output_names(sid)["json"]).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+def earlier_record(out: Path, sid: str) -> tuple[Path, dict]:
+    """The SLIDE.json an earlier run wrote for the slide id `sid`, and what it holds ({} when there is none to read):
+    named as now, else by the id as it is (`slide_file_name_before`: 'scan 12:00.json' until 2026-12-06, CON.json
+    until 2026-12-07), which such a slide's outputs keep until it is predicted again: a rerun did so at once."""
+    names = dict.fromkeys((output_names(sid)["json"], slide_file_name_before(sid, SUFFIXES["json"])))
+    for name in names:
+        try:
+            record = json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict):
+            return out / name, record
+    return out / next(iter(names)), {}
 
 
 def why_again_of(record: dict, runs: tuple[dict, ...]) -> str:
@@ -129,7 +136,7 @@ def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...]) -> Co
     read from their SLIDE.json before any slide is opened: said once, before the work."""
     ids, reasons = SlideIds(slides), Counter()
     for path in slides:
-        record = earlier_record(out, ids.id_of(path))
+        record = earlier_record(out, ids.id_of(path))[1]
         with contextlib.suppress(OSError, SlideReadError):  # a slide gone or unreadable fails in the batch, said there
             if record.get("source") == slide_source(path) and (why := why_again_of(record, runs)):
                 reasons[why] += 1
@@ -254,15 +261,17 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         if output_names(sid)["json"].lower() == RUN_CONFIG:  # Config.json too: a NAS share may not tell them apart
             raise SlideReadError(path, f"its id '{sid}' would write its {RUN_CONFIG} over the run's settings file "
                                        "(and be predicted again by every rerun); rename the file")
-        record = earlier_record(out, sid)
+        earlier, record = earlier_record(out, sid)
         # Before the try: the id's outputs are the other file's, and its row stays in predictions.csv.
-        check_not_another_slides(out / output_names(sid)["json"], path, record.get("source"))
+        check_not_another_slides(earlier, path, record.get("source"))
         ids[str(slide_location(path))] = sid
         try:
             keys = slide_keys(path, cfg, runs)
             if cfg.resume and is_finished(out, path, keys, record):
                 return False
             predict_slide(path, model, cfg, out, keys[0], sid, runs[0])
+            for output in ("json", *OUTPUTS):  # SLIDE.json first: no record left naming images gone
+                remove_named_before(out, sid, SUFFIXES[output])
         except Exception:
             failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise

@@ -525,6 +525,34 @@ def test_a_slide_named_with_a_colon_gets_outputs_an_sd_card_and_windows_take():
         "json": "scan 12_00 a_b_.json"}
 
 
+def test_outputs_named_as_before_are_found_by_a_rerun_and_replaced_when_predicted_again(model_dir, tmp_path):
+    """'scan 12:00.svs' and CON.svs had outputs 'scan 12:00.json' and CON.json (until 2026-12-06 and 2026-12-07): a
+    rerun did not find them and predicted both again under their new names, beside the old ones, so predictions.csv
+    listed each twice. A rerun skips them; predicted again (other settings), their old files are removed."""
+    from lrmil.predict import SUFFIXES, output_names
+
+    slides = [_tissue_png(tmp_path / name, size=512) for name in ("scan 12:00.png", "CON.png", "plain.png")]
+    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
+    assert run_predict(slides, cfg, out)["done"] == 3
+    for sid in ("scan 12:00", "CON"):  # named as runs before 2026-12-07 named them
+        record = json.loads((out / output_names(sid)["json"]).read_text())
+        for key, suffix in SUFFIXES.items():
+            (out / output_names(sid)[key]).rename(out / f"{sid}{suffix}")
+            record[key] = f"{sid}{suffix}"
+        (out / f"{sid}.json").write_text(json.dumps(record))
+    before = sorted(p.name for p in out.iterdir())
+    assert "CON.json" in before and "scan 12:00_heatmap.png" in before
+    summary = run_predict(slides, cfg, out)
+    assert (summary["done"], summary["skipped"]) == (0, 3)
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
+
+    assert run_predict(slides, dataclasses.replace(cfg, heatmap_px=256), out)["done"] == 3
+    new = {name for sid in ("scan 12:00", "CON", "plain") for name in output_names(sid).values()}
+    assert {p.name for p in out.iterdir()} == new | {"config.json", "predictions.csv"}
+    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
+
+
 def test_a_slide_named_as_a_windows_device_gets_outputs_windows_can_create():
     """PRN.svs had its record written as PRN.json, which Windows takes for the printer (so too prn.json, COM1.x.json):
     a slide whose name before its first dot is a device's gets outputs of its name followed by '_'."""
