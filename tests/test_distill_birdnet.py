@@ -16,6 +16,7 @@ from export.artifact import load_weights
 from pulse.config import ModelConfig, SemiConfig
 from pulse.models import create_model
 from pulse.teacher import birdnet
+from pulse.teacher.cache import entry_path
 from pulse.teacher.probe import cross_fitted_scores
 from pulse.train.distill_birdnet import (BirdNETDistillation, KnowledgeBank, align_teacher,
                                          embedding_distillation_loss, logit_distillation_loss, soft_target_loss)
@@ -84,6 +85,13 @@ def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None
     return cache
 
 
+def cached(cache, name: str) -> dict:
+    """The arrays `pulse teacher-cache` stored for `name`, read whole by numpy."""
+    index = pd.read_csv(cache / "index.csv", dtype=str).set_index("path")
+    with np.load(entry_path(cache, index.loc[name, "sha256"])) as data:
+        return dict(data)
+
+
 @pytest.fixture()
 def fake_cache(tmp_path):
     """Two unlabelled files, one in the train split."""
@@ -97,11 +105,10 @@ def test_knowledge_bank_keeps_training_windows_only(fake_cache):
     # Student windows are centred on the teacher windows' centres (1.5, 2.5, 3.5 s).
     np.testing.assert_allclose([w.start_s for w in bank.windows], [0.75, 1.75, 2.75])
     embedding, logits = bank.targets(bank.windows[1])
-    np.testing.assert_allclose(embedding, bank.entries[0].embedding[1])
-    with np.load(sorted(fake_cache.glob("*/*.npz"))[0]) as cached:  # a.wav's entry, written first
-        np.testing.assert_array_equal(logits, cached["logits"][1, bank.orthoptera])
-    # only the 41 Orthoptera logits are held, not BirdNET's 6522 (26 KB a window, ~30 GB for a 300 GB pool)
-    assert bank.entries[0].logits.shape == (3, 41)
+    np.testing.assert_array_equal(embedding, cached(fake_cache, "a.wav")["embedding"][1])
+    # only the 41 Orthoptera logits are distilled, of BirdNET's 6522
+    np.testing.assert_array_equal(logits, cached(fake_cache, "a.wav")["logits"][1, bank.orthoptera])
+    assert logits.shape == (41,)
     with pytest.raises(ValueError, match="no cached teacher windows"):
         KnowledgeBank((str(fake_cache),), "test", window_s=1.5)
     # The bundled recipe distils, so retraining it without a cache must say what to run, and a copy of it for
@@ -115,9 +122,9 @@ def test_a_3s_student_window_at_the_1s_hop_learns_the_mean_of_three_teacher_wind
     """The bundled recipe's case (3 s student, cache hop 1 s): the target of the window centred on teacher
     window k is the mean of windows k-1, k and k+1 (two at a file's ends), not window k alone."""
     manifest = pd.DataFrame({"path": ["a.wav"], "split": ["train"]})
-    bank = KnowledgeBank((str(write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 1.0, 2.0, 3.0, 4.0]})),),
-                         "train", window_s=3.0)
-    teacher = bank.entries[0].embedding
+    cache = write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 1.0, 2.0, 3.0, 4.0]})
+    bank = KnowledgeBank((str(cache),), "train", window_s=3.0)
+    teacher = cached(cache, "a.wav")["embedding"]
     np.testing.assert_allclose([w.start_s for w in bank.windows], [0.0, 1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(bank.targets(bank.windows[2])[0], teacher[1:4].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(bank.targets(bank.windows[0])[0], teacher[0:2].mean(axis=0), rtol=1e-6)
@@ -126,10 +133,82 @@ def test_a_3s_student_window_at_the_1s_hop_learns_the_mean_of_three_teacher_wind
 
 def test_at_a_3s_hop_each_3s_student_window_learns_one_teacher_window(tmp_path):
     manifest = pd.DataFrame({"path": ["a.wav"], "split": ["train"]})
-    bank = KnowledgeBank((str(write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 3.0, 6.0]})),), "train",
-                         window_s=3.0)
+    cache = write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 3.0, 6.0]})
+    bank = KnowledgeBank((str(cache),), "train", window_s=3.0)
     for k, window in enumerate(bank.windows):
-        np.testing.assert_array_equal(bank.targets(window)[0], bank.entries[0].embedding[k])
+        np.testing.assert_array_equal(bank.targets(window)[0], cached(cache, "a.wav")["embedding"][k])
+
+
+def test_targets_and_standardisation_are_those_of_the_whole_cache_in_memory(tmp_path):
+    """The bank reads a batch's rows from the cache's files: the same targets as the arrays read whole, and the
+    mean and std of every embedding, merged file by file and block by block."""
+    import pickle
+
+    from pulse.train.distill_birdnet import embedding_moments
+
+    manifest = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "split": ["train", "train", "validation"]})
+    cache = write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "b.wav": [0.0, 1.5],
+                                                  "c.wav": [0.0]})
+    arrays = {name: cached(cache, name) for name in ("a.wav", "b.wav")}
+    for window_s in (3.0, 1.5, 0.5):
+        bank = KnowledgeBank((str(cache),), "train", window_s)
+        assert len(bank.windows) == 8
+        for window in bank.windows:
+            teacher = arrays[window.path.name]
+            embedding, logits = bank.targets(window)
+            np.testing.assert_array_equal(embedding, align_teacher(teacher["starts_s"], teacher["embedding"],
+                                                                   window.start_s, window_s))
+            np.testing.assert_array_equal(logits, align_teacher(
+                teacher["starts_s"], teacher["logits"][:, bank.orthoptera], window.start_s, window_s))
+    every = np.concatenate([a["embedding"] for a in arrays.values()])
+    np.testing.assert_allclose(bank.embedding_mean, every.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(bank.embedding_std, every.std(axis=0) + 1e-6, rtol=1e-5)
+    assert bank.embedding_mean.dtype == bank.embedding_std.dtype == np.float32
+    for rows in (1, 4):  # blocks within a file merged as files are
+        mean, std = embedding_moments(bank.entries, rows)
+        np.testing.assert_allclose(mean, every.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(std, every.std(axis=0), rtol=1e-5)
+    # A worker process (a DataLoader's, spawned) gets the bank pickled: it reads the same targets from the files.
+    copy = pickle.loads(pickle.dumps(bank))
+    for window in (bank.windows[0], bank.windows[7]):
+        for ours, theirs in zip(bank.targets(window), copy.targets(window)):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_bank_holds_no_teacher_outputs_in_memory(tmp_path):
+    """A bank over four times the windows takes about the same memory to build and hold: teacher outputs (4.3 KB a
+    window of the 3.4 million of a 300 GB pool) stay on disk. It held every embedding and, while building, every
+    entry's 6522 logits."""
+    import pickle
+    import tracemalloc
+
+    peaks = []
+    for files in (6, 24):
+        names = [f"f{i:02d}.wav" for i in range(files)]
+        cache = write_fake_cache(tmp_path / str(files), pd.DataFrame({"path": names, "split": "train"}),
+                                 {name: [float(s) for s in range(20)] for name in names})
+        tracemalloc.start()
+        bank = KnowledgeBank((str(cache),), "train", window_s=3.0)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(bank.windows) == 20 * files
+        assert len(pickle.dumps(bank)) < 200 * len(bank.windows)  # an embedding alone is 4 KB
+    assert peaks[1] < 2 * peaks[0], peaks
+
+
+def test_an_entry_cut_short_or_compressed_is_named(fake_cache):
+    entry = sorted(fake_cache.glob("*/*.npz"))[0]  # a.wav's
+    whole = entry.read_bytes()
+    bank = KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+    entry.write_bytes(whole[:len(whole) // 2])  # while training: its index said where the rows lie
+    with pytest.raises(OSError, match=f"{entry}: ends before row 3 of 3"):
+        bank.targets(bank.windows[2])
+    with pytest.raises(ValueError, match=f"{entry}: not a whole .npz .*delete it and run pulse teacher-cache"):
+        KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+    entry.write_bytes(whole)
+    np.savez_compressed(entry, **cached(fake_cache, "a.wav"))
+    with pytest.raises(ValueError, match=f"{entry}: starts_s.npy is compressed"):
+        KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
 
 
 class SilentBackgrounds:
@@ -147,8 +226,9 @@ def test_kd_term_reads_aligned_windows_and_trains_the_student(fake_cache):
     assert waves.shape == (4, TINY.window_samples) and embeddings.shape == (4, 1024) and logits.shape == (4, 41)
     assert probe.shape == (4, 0)  # no probe targets unless kd_probe_weight > 0
     # Each student window is the audio under its teacher window's centre, paired with that window's targets.
+    teacher = cached(fake_cache, "a.wav")["embedding"]
     for wave, embedding in zip(waves, embeddings):
-        k = int(np.flatnonzero((bank.entries[0].embedding == embedding).all(axis=1))[0])
+        k = int(np.flatnonzero((teacher == embedding).all(axis=1))[0])
         np.testing.assert_allclose(wave, read_span(bank.windows[k].path, bank.windows[k].start_s, TINY.window_s,
                                                    TINY.sample_rate))
     optimizer = torch.optim.Adam(list(model.parameters()) + list(term.parameters()), lr=3e-3)
@@ -223,7 +303,7 @@ def test_probe_targets_come_from_a_probe_that_never_heard_the_recording(tmp_path
     assert probe.shape == (6, 2) and np.isfinite(probe).any()
     for embedding, row in zip(embeddings, probe):  # the row of the teacher window the student window sits on
         (file, window), = [(f, w) for f, e in enumerate(bank.entries)
-                           for w in np.flatnonzero((e.embedding == embedding).all(axis=1))]
+                           for w in np.flatnonzero((e.embedding.read() == embedding).all(axis=1))]
         np.testing.assert_array_equal(row, term.probe_scores[file][window])
     term(model, StepOutputs(0, *([None] * 6))).backward()
     assert model.head[1].weight.grad.abs().sum() > 0

@@ -2,7 +2,8 @@
 
 Layout of OUT: `config.json` (settings + model sha256), `index.csv` (path -> content sha256,
 size, mtime, windows), `errors.csv`, and one `<sha[:2]>/<sha>.npz` per distinct file content
-holding `starts_s` [W], `logits` [W, 6522] and `embedding` [W, 1024]. Entries are keyed by the
+holding `starts_s` [W], `logits` [W, 6522] and `embedding` [W, 1024], uncompressed, so that training reads a
+batch's rows of them from disk (`open_cache`). Entries are keyed by the
 file's content hash, so an edited file is recomputed and a copied one is not, nor one read as it
 was (an entry of another reading, a GUANO TE read since, is: `_cached_windows`); a killed run
 resumes where it stopped, since every .npz is written atomically.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +39,33 @@ class CachedTeacher(NamedTuple):
     starts_s: np.ndarray  # [W]
     logits: np.ndarray  # [W, 6522]
     embedding: np.ndarray  # [W, 1024]
+
+
+class StoredArray(NamedTuple):
+    """One array of an entry where it lies in its .npz: its rows are read when asked, so a cache of hundreds of GB
+    is not held in memory. It holds no open file, so it reads alike in threads and in worker processes."""
+    path: Path
+    offset: int  # of the first row, in bytes
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the array."""
+        out = np.empty((stop - start, *self.shape[1:]), self.dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * out[:1].nbytes)
+            if f.readinto(out) != out.nbytes:
+                raise OSError(f"{self.path}: ends before row {stop} of {self.shape[0]}; changed since it was opened?")
+        return out
+
+    def read(self) -> np.ndarray:
+        return self.rows(0, self.shape[0])
+
+
+class StoredEntry(NamedTuple):
+    starts_s: np.ndarray  # [W], in memory
+    logits: StoredArray  # [W, 6522], on disk
+    embedding: StoredArray  # [W, 1024], on disk
 
 
 def entry_path(out: Path, digest: str) -> Path:
@@ -159,11 +189,43 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
     return pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
 
 
-def load_cache(out: str | Path) -> dict[str, CachedTeacher]:
-    """Manifest path -> cached teacher outputs, for every file in OUT's index."""
+def _stored_arrays(path: Path) -> dict[str, StoredArray]:
+    """Where each array of an .npz lies in it, from its members' zip and .npy headers (np.savez stores them
+    whole, uncompressed)."""
+    arrays = {}
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path}: not a whole .npz ({error}); delete it and run pulse teacher-cache again") from None
+    with archive, open(path, "rb") as f:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{path}: {info.filename} is compressed; pulse teacher-cache writes entries "
+                                 "uncompressed, to be read a few rows at a time")
+            f.seek(info.header_offset + 26)  # the local header's name and extra field lengths; the member follows
+            name_length, extra_length = struct.unpack("<HH", f.read(4))
+            f.seek(info.header_offset + 30 + name_length + extra_length)
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(f)
+            if fortran_order and len(shape) > 1:
+                raise ValueError(f"{path}: {info.filename} is stored column by column; not an entry pulse wrote")
+            arrays[info.filename.removesuffix(".npy")] = StoredArray(path, f.tell(), dtype, shape)
+    return arrays
+
+
+def open_cache(out: str | Path) -> dict[str, StoredEntry]:
+    """Manifest path -> cached teacher outputs left on disk, for every file in OUT's index."""
     out = Path(out)
     cache = {}
     for rel, row in _read_index(out).items():
-        with np.load(entry_path(out, row["sha256"])) as data:
-            cache[rel] = CachedTeacher(data["starts_s"], data["logits"], data["embedding"])
+        arrays = _stored_arrays(entry_path(out, row["sha256"]))
+        cache[rel] = StoredEntry(arrays["starts_s"].read(), arrays["logits"], arrays["embedding"])
     return cache
+
+
+def load_cache(out: str | Path) -> dict[str, CachedTeacher]:
+    """Manifest path -> cached teacher outputs in memory, for every file in OUT's index."""
+    return {rel: CachedTeacher(entry.starts_s, entry.logits.read(), entry.embedding.read())
+            for rel, entry in open_cache(out).items()}

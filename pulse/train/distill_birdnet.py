@@ -21,8 +21,10 @@ inherits BirdNET's licence, CC BY-NC-SA 4.0.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +37,9 @@ from pulse.teacher import birdnet
 from pulse.train.augment import mix_at_snr
 from pulse.train.distill_ensemble import teacher_licenses
 from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs, schedule_span
+
+if TYPE_CHECKING:
+    from pulse.teacher.cache import StoredEntry
 
 STREAM = 130_363  # distillation draws its windows from its own random stream
 
@@ -63,18 +68,22 @@ def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return nn.functional.binary_cross_entropy_with_logits(logits[known], targets[known])
 
 
+def teacher_rows(starts_s: np.ndarray, start_s: float, window_s: float,
+                 teacher_window_s: float = birdnet.WINDOW_S) -> np.ndarray:
+    """The teacher windows the student window [start_s, start_s + window_s) learns from: those whose centres lie
+    inside it, or the one whose centre is nearest the student window's centre when none does (student windows
+    shorter than the hop)."""
+    centres = starts_s + teacher_window_s / 2
+    inside = np.flatnonzero((centres >= start_s) & (centres < start_s + window_s))
+    if len(inside):
+        return inside
+    return np.array([np.argmin(np.abs(centres - (start_s + window_s / 2)))])
+
+
 def align_teacher(starts_s: np.ndarray, values: np.ndarray, start_s: float, window_s: float,
                   teacher_window_s: float = birdnet.WINDOW_S) -> np.ndarray:
-    """Teacher outputs for the student window [start_s, start_s + window_s).
-
-    The mean over teacher windows whose centres lie inside it, or the teacher window whose centre
-    is nearest the student window's centre when none does (student windows shorter than the hop).
-    """
-    centres = starts_s + teacher_window_s / 2
-    inside = (centres >= start_s) & (centres < start_s + window_s)
-    if inside.any():
-        return values[inside].mean(axis=0)
-    return values[int(np.argmin(np.abs(centres - (start_s + window_s / 2))))]
+    """Teacher outputs for the student window [start_s, start_s + window_s): the mean over its `teacher_rows`."""
+    return values[teacher_rows(starts_s, start_s, window_s, teacher_window_s)].mean(axis=0)
 
 
 @dataclass(frozen=True)
@@ -84,17 +93,51 @@ class TeacherWindow:
     start_s: float  # where the student window starts
 
 
+class TeacherWindows(Sequence):
+    """A bank's student windows, kept as an entry and a start each: 8 bytes a window, where a TeacherWindow object
+    each took about 250 (bench/README.md)."""
+
+    def __init__(self, paths: list[Path], file: np.ndarray, start_s: np.ndarray):
+        self.paths, self.file, self.start_s = paths, file, start_s
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def __getitem__(self, i: int) -> TeacherWindow:
+        return TeacherWindow(self.paths[self.file[i]], int(self.file[i]), float(self.start_s[i]))
+
+
+def embedding_moments(entries: list[StoredEntry], rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std [1024] of every teacher embedding, read `rows` at a time and merged (Chan et al. 1979): the
+    embeddings of a big pool do not fit in memory."""
+    from tqdm import tqdm
+
+    count, mean, m2 = 0, np.zeros(birdnet.EMBED_DIM), np.zeros(birdnet.EMBED_DIM)
+    for entry in tqdm(entries, desc="teacher embeddings", unit="file", leave=False, disable=None):
+        for start in range(0, len(entry.starts_s), rows):
+            block = entry.embedding.rows(start, min(start + rows, len(entry.starts_s))).astype(np.float64)
+            block_mean = block.mean(axis=0)
+            delta, total = block_mean - mean, count + len(block)
+            m2 += ((block - block_mean) ** 2).sum(axis=0) + delta ** 2 * count * len(block) / total
+            mean += delta * len(block) / total
+            count = total
+    return mean.astype(np.float32), np.sqrt(m2 / count).astype(np.float32)
+
+
 class KnowledgeBank:
-    """Cached teacher outputs of the training audio, and student windows aligned to them."""
+    """Cached teacher outputs of the training audio, and student windows aligned to them. Only each window's
+    entry and start and each entry's window starts are held: a batch's teacher outputs are read from the cache's
+    files (a 300 GB pool's 3.4 million windows would hold some 15 GB, bench/README.md)."""
 
     def __init__(self, caches: tuple[str, ...], split: str, window_s: float):
         from pulse.manifest import read_manifest, select_split
-        from pulse.teacher.cache import load_cache
+        from pulse.teacher.cache import open_cache
 
         self.window_s = window_s
         self.orthoptera = birdnet.orthoptera_indices(birdnet.load_labels())
-        self.entries, self.windows = [], []
+        self.entries: list[StoredEntry] = []
         self.paths: list[Path] = []  # each entry's audio file, resolved
+        files, starts = [], []
         for cache_dir in caches:
             if not (Path(cache_dir) / "config.json").is_file():
                 raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads "
@@ -103,27 +146,28 @@ class KnowledgeBank:
                                         "for audio other than InsectSet32) first, or list your own caches there")
             record = read_json(Path(cache_dir) / "config.json")
             keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
-            for rel, entry in load_cache(cache_dir).items():
+            for rel, entry in open_cache(cache_dir).items():
                 if rel not in keep:  # never distil on validation audio
                     continue
-                # Only the Orthoptera logits are distilled: holding BirdNET's 6522 would take 26 KB a window, some
-                # 30 GB for the 300 GB pool of bench/README.md ("The unlabelled pool at 300 GB"), against 0.2 KB.
-                self.entries.append(entry._replace(logits=entry.logits[:, self.orthoptera]))
+                self.entries.append(entry)
                 self.paths.append(listed_file(record["audio_root"], rel).resolve())
-                centre = entry.starts_s + birdnet.WINDOW_S / 2
-                for c in centre:  # the student window is centred where the teacher window is
-                    self.windows.append(TeacherWindow(Path(record["audio_root"]) / rel, len(self.entries) - 1,
-                                                      float(c - window_s / 2)))
-        if not self.windows:
+                files.append(np.full(len(entry.starts_s), len(self.entries) - 1, np.int32))
+                centres = entry.starts_s + birdnet.WINDOW_S / 2
+                starts.append(centres - window_s / 2)  # the student window is centred where the teacher window is
+        if not any(len(f) for f in files):
             raise ValueError(f"no cached teacher windows for split {split!r} in {', '.join(caches)}")
-        embeddings = np.concatenate([e.embedding for e in self.entries])
-        self.embedding_mean, self.embedding_std = embeddings.mean(axis=0), embeddings.std(axis=0) + 1e-6
+        self.windows = TeacherWindows(self.paths, np.concatenate(files), np.concatenate(starts))
+        mean, std = embedding_moments(self.entries)
+        self.embedding_mean, self.embedding_std = mean, std + 1e-6
 
     def targets(self, item: TeacherWindow) -> tuple[np.ndarray, np.ndarray]:
-        """(teacher embedding [1024], teacher Orthoptera logits [K]) aligned to the student window."""
+        """(teacher embedding [1024], teacher Orthoptera logits [K]) aligned to the student window, read from the
+        cache: only the Orthoptera logits are distilled, of BirdNET's 6522."""
         entry = self.entries[item.file]
-        embedding = align_teacher(entry.starts_s, entry.embedding, item.start_s, self.window_s)
-        logits = align_teacher(entry.starts_s, entry.logits, item.start_s, self.window_s)
+        rows = teacher_rows(entry.starts_s, item.start_s, self.window_s)
+        first, stop = rows[0], rows[-1] + 1
+        embedding = entry.embedding.rows(first, stop)[rows - first].mean(axis=0)
+        logits = entry.logits.rows(first, stop)[rows - first][:, self.orthoptera].mean(axis=0)
         return embedding, logits
 
     def probe_scores(self, species: dict[Path, str], labels: tuple[str, ...], negatives: set[Path],
@@ -141,9 +185,9 @@ class KnowledgeBank:
         unknown = sorted({species[self.paths[i]] for i in labelled} - set(labels))
         if unknown:
             raise ValueError(f"training species {unknown} are not among the model's labels")
-        background = [self.entries[i].embedding for i, path in enumerate(self.paths) if path in negatives]
+        background = [self.entries[i].embedding.read() for i, path in enumerate(self.paths) if path in negatives]
         scores = cross_fitted_scores(
-            np.concatenate([self.entries[i].embedding for i in labelled]),
+            np.concatenate([self.entries[i].embedding.read() for i in labelled]),
             np.concatenate([window_targets(species[self.paths[i]], len(self.entries[i].starts_s), labels)
                             for i in labelled]),
             np.concatenate([np.full(len(self.entries[i].starts_s), i) for i in labelled]),
