@@ -683,6 +683,42 @@ def test_a_rerun_that_does_files_again_says_once_which_model_or_settings_changed
     assert rerun(InferConfig(model=str(model), resume=False)) == []  # --no-resume: every file, as asked
 
 
+def test_a_model_folder_listed_in_another_order_is_the_same_model(tmp_path, model, monkeypatch):
+    """A file system lists a folder in an order of its own (ext4 by a hash seeded per disk): a `pulse export` folder
+    copied to another disk, listing its files in another order, is the same model, and nothing is analysed again."""
+    import shutil
+
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    shutil.copy(model, exported / "model.onnx")
+    (exported / "labels.txt").write_text("meter\n")
+    out = tmp_path / "out"
+    assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_done == 1
+    listed = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda folder: reversed(list(listed(folder))))
+    assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_skipped == 1
+
+
+def test_an_archive_analysed_while_models_were_keyed_by_place_is_skipped_or_rewritten_not_analysed_again(
+        tmp_path, model, monkeypatch):
+    """Journals written before 2026-12-07 name the model by its resolved place, size and time (here through a link,
+    as a 'current' link to the model names it): rerun with that model file as it was, its recordings are skipped, and
+    a new --min-conf remakes their tables from their scores rather than analysing the archive again."""
+    sf.write(tmp_path / "a.wav", song(3.0), RATE)
+    link = tmp_path / "current.onnx"
+    link.symlink_to(model)
+    out = tmp_path / "out"
+    with monkeypatch.context() as before:  # the model as keys named it then, written out here as they did
+        before.setattr("pulse.analyze._model_content",
+                       lambda path: [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns])
+        assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(link))).files_done == 1
+    again = analyze([tmp_path / "a.wav"], out, InferConfig(model=str(link)))
+    assert (again.files_done, again.files_skipped) == (0, 1)
+    stricter = analyze([tmp_path / "a.wav"], out, InferConfig(model=str(link), min_conf=0.9))
+    assert (stricter.files_done, stricter.files_rewritten) == (0, 1)
+
+
 def test_a_file_whose_rewrite_fails_is_analysed_and_its_error_listed_while_the_others_are_rewritten(tmp_path, model):
     for name in ("a", "b", "c"):
         sf.write(tmp_path / f"{name}.wav", song(3.0), RATE)
