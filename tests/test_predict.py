@@ -355,12 +355,14 @@ def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(mode
 
 
 def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_weights_everything(model_dir,
-                                                                                                   tmp_path, caplog):
+                                                                                                   tmp_path, caplog,
+                                                                                                   monkeypatch):
     """Slides' keys named the model folder by its place and its files' sizes and times: a folder copied elsewhere
-    (or reinstalled) had every slide predicted again, to the same outputs. They name its files' bytes; a SLIDE.json
-    keyed as before 2026-12-07 still counts. Slides predicted again as the model or settings changed were so with
-    no word why: one line before the work says which files of the model or which settings, and the summary counts
-    them (a SLIDE.json from before that was kept: 'settings or model changed')."""
+    (or reinstalled) had every slide predicted again, to the same outputs. They name its files' bytes (whatever order
+    the folder is listed in: ext4's depends on the disk); a SLIDE.json keyed as before 2026-12-07 still counts.
+    Slides predicted again as the model or settings changed were so with no word why: one line before the work says
+    which files of the model or which settings, and the summary counts them (a SLIDE.json from before that was kept:
+    'settings or model changed')."""
     import hashlib
     import logging
     import shutil
@@ -378,6 +380,10 @@ def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_w
     for file in mine.iterdir():
         os.utime(file, ns=(1, 1))  # written anew
     assert run(Path(shutil.copytree(mine, tmp_path / "elsewhere"))) == (0, 2)
+    with monkeypatch.context() as other_disk:
+        listed = Path.iterdir
+        other_disk.setattr(Path, "iterdir", lambda folder: reversed(list(listed(folder))))
+        assert run(mine) == (0, 2)
     cfg = PredictConfig(model=str(mine), mpp=0.5)
     older = slide_keys(slides[0], cfg, (run_key(cfg, mine, older=True),))[0]
     record = json.loads((out / "a.json").read_text())
@@ -399,6 +405,30 @@ def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_w
         f"1 as {why}"]
     again = run_predict(slides, PredictConfig(model=str(mine), mpp=0.5, topk=4), out)
     assert again["redone_because"] == {"settings changed (topk 8 -> 4)": 2}
+
+
+def test_slides_predicted_while_models_were_keyed_by_place_are_skipped(model_dir, tmp_path, monkeypatch):
+    """SLIDE.json files written before 2026-12-07 name the model folder by its resolved place and its files' names,
+    sizes and times (here through a link, as a 'current' link to the model names it): rerun with that folder as it
+    was, no slide is predicted again."""
+    import shutil
+
+    slides = [_tissue_png(tmp_path / f"{name}.png", size=512) for name in ("a", "b")]
+    mine = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    link = tmp_path / "current"
+    link.symlink_to(mine, target_is_directory=True)
+    cfg, out = PredictConfig(model=str(link), mpp=0.5), tmp_path / "out"
+
+    def as_keyed_then(cfg: PredictConfig, folder: Path, older: bool = False) -> dict:
+        files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
+        return {"model": [str(folder.resolve()), files],
+                "settings": {k: getattr(cfg, k) for k in ("path", "topk", "heatmap_px")}}
+
+    with monkeypatch.context() as before:
+        before.setattr("lrmil.predict.run_key", as_keyed_then)
+        assert run_predict(slides, cfg, out)["done"] == 2
+    summary = run_predict(slides, cfg, out)
+    assert (summary["done"], summary["skipped"]) == (0, 2)
 
 
 CRASH = """
@@ -554,11 +584,14 @@ def test_outputs_named_as_before_are_found_by_a_rerun_and_replaced_when_predicte
 
 
 def test_a_slide_named_as_a_windows_device_gets_outputs_windows_can_create():
-    """PRN.svs had its record written as PRN.json, which Windows takes for the printer (so too prn.json, COM1.x.json):
-    a slide whose name before its first dot is a device's gets outputs of its name followed by '_'."""
+    """PRN.svs had its record written as PRN.json, which Windows takes for the printer (so too prn.json, COM1.x.json,
+    'aux .x.json', CONIN$.json): a slide whose name before its first dot is a device's gets outputs of its name
+    followed by '_'."""
     from lrmil.predict import output_names
 
     assert output_names("PRN") == {"mask": "PRN__mask.png", "heatmap": "PRN__heatmap.png", "topk": "PRN__topk.png",
                                    "geojson": "PRN__attention.geojson", "json": "PRN_.json"}
     assert output_names("com1.x")["json"] == "com1_.x.json"
+    assert output_names("aux .x")["json"] == "aux _.x.json"  # Windows drops the space: AUX
+    assert output_names("conin$")["json"] == "conin$_.json"  # the console's input, as ntpath.isreserved has it
     assert output_names("CONSOLE")["json"] == "CONSOLE.json"
