@@ -475,6 +475,21 @@ def test_a_splits_csv_id_in_another_case_finds_the_one_feature_file_of_that_name
                                "and Case7.h5 differ from it only in case: keep the slide's); slide skipped"]
 
 
+def test_a_slide_without_features_is_not_given_those_of_the_slide_its_file_name_became(tmp_path, caplog):
+    """CON's feature file is CON_.h5 (Windows refuses CON.h5): a store holding only slide CON_'s CON_.h5 has no
+    features for CON, which is skipped rather than trained on CON_'s; a slide with none is told the name extract
+    gives its file (PRN_.h5), not one it never writes."""
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    write_features(tmp_path / "CON_.h5", FeatureFile(np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32),
+                                                     np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5, slide_id="CON_"))
+    splits = pd.DataFrame({"slide_id": ["CON_", "CON", "PRN"], "label": ["x"] * 3, "fold": [0] * 3})
+    assert list(load_bags(tmp_path, splits, ("x",))) == ["CON_"]
+    assert caplog.messages == [f"CON (line 3 of the splits CSV): no feature file {tmp_path / 'CON.h5'}; slide skipped",
+                               f"PRN (line 4 of the splits CSV): no feature file {tmp_path / 'PRN_.h5'}; slide skipped"]
+
+
 def test_a_fold_left_without_slides_that_have_features_is_refused_not_trained_on_nothing(tmp_path):
     """Fold 2's slides failed at extraction: the two folds left tested and validated on each other, trained on no
     slide, and wrote the models as initialised with their metrics (two warnings a fold, exit 0)."""

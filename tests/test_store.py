@@ -223,6 +223,29 @@ def test_a_run_starts_its_patch_workers_once_and_none_outlives_it(tmp_path, monk
         np.testing.assert_array_equal(workers.features, main.features)
 
 
+def test_each_row_of_a_feature_file_is_its_patch_encoded(tmp_path):
+    """Row i of a feature file is the encoder's features of the grid's patch i, with batches that do not divide the
+    grid: a patch left out of its batch is a row of zeros that training takes for tissue."""
+    import torch
+
+    from lrmil.encoders import create_encoder, preprocess
+    from lrmil.features import run_extract
+    from lrmil.slide import open_slide, read_scaled
+
+    slide = _tissue_png(tmp_path / "s.png", 170)
+    cfg = ExtractConfig(resolution="teacher", num_workers=0, batch_size=3, mpp=0.5)  # the bundled weights
+    assert run_extract([slide], cfg, tmp_path / "out")["done"] == 1
+    ff = read_features(feature_dir(tmp_path / "out" / "features", "lrmil_vit_tiny", 20.0, 256) / "s.h5")
+    assert len(ff.coords) % cfg.batch_size != 0
+    with open_slide(slide, cfg.mpp, override_mpp=True) as reader:
+        patches = torch.stack([torch.from_numpy(read_scaled(reader, (int(x), int(y)), ff.patch_size_level0,
+                                                            ff.patch_px)) for x, y in ff.coords])
+    encoder = create_encoder(cfg.encoder, weights=cfg.weights)
+    with torch.inference_mode():
+        expected = encoder(preprocess(encoder.cfg, patches)).float().numpy()
+    np.testing.assert_allclose(ff.features, expected, rtol=1e-4, atol=1e-4)
+
+
 KILLED_AS_WORKERS_START = """
 import multiprocessing, os, signal
 from lrmil.config import ExtractConfig
@@ -384,6 +407,28 @@ def test_extract_and_patch_name_their_files_as_an_sd_card_and_windows_take_them(
         assert sorted(p.stem for p in (tmp_path / folder).iterdir()) == ["CON_", "scan 12_00"], folder
     assert read_features(features / "scan 12_00.h5").slide_id == "scan 12:00"
     assert run_extract(slides, cfg, tmp_path / "out")["skipped"] == 2
+
+
+def test_extract_no_resume_encodes_a_slide_again_whose_features_are_current(tmp_path):
+    """--no-resume encodes every slide again, its features current or not."""
+    from lrmil.features import run_extract
+
+    slides = _unportable_slides(tmp_path / "slides")
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+    assert run_extract(slides, cfg, tmp_path / "out")["done"] == 2
+    again = run_extract(slides, dataclasses.replace(cfg, resume=False), tmp_path / "out")
+    assert (again["done"], again["skipped"]) == (2, 0)
+
+
+def test_a_slide_named_in_latin_1_with_a_colon_is_skipped_once_extracted(tmp_path):
+    """Its feature file is named as Windows takes it ('_' for ':') and records the id, not UTF-8, escaped: a rerun
+    takes the file for the slide's by that id, and does not encode the slide again."""
+    from lrmil.features import run_extract
+
+    slide = _tissue_png(tmp_path / "slides" / os.fsdecode(b"scan 12:00 \xe9.png"), 170)
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+    assert run_extract([slide], cfg, tmp_path / "out")["done"] == 1
+    assert run_extract([slide], cfg, tmp_path / "out")["skipped"] == 1
 
 
 def test_a_feature_store_named_as_before_resumes_and_trains_without_extracting_again(tmp_path, caplog):
