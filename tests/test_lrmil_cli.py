@@ -144,6 +144,15 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path):
     assert result.exit_code == 2 and "--device cuda: torch finds no CUDA GPU here" in result.stderr
 
 
+def test_a_device_torch_knows_but_lrmil_does_not_run_on_is_one_line_before_the_batch(tmp_path):
+    """--device mps (a Mac's GPU) or meta is a device torch names: it was taken, and every slide failed on it."""
+    for device in ("mps", "meta"):
+        result = _invoke("predict", _png(tmp_path / "ok.png"), "--out", tmp_path / "o", "--mpp", 0.5,
+                         "--device", device)
+        assert result.exit_code == 2 and f"--device {device}: expected cpu, cuda or cuda:N" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_bench_on_cuda_without_a_gpu_is_one_line_before_making_slides(tmp_path, monkeypatch):
     import torch
 

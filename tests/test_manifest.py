@@ -19,6 +19,18 @@ REPO = Path(__file__).resolve().parents[1]
 LABELS = ModelConfig().labels
 
 
+def test_a_path_typed_in_another_case_names_the_file_copied_from_a_mac(tmp_path, root):
+    """Élytre.flac copied from a Mac (its name in NFD) and listed as élytre.flac typed by hand (NFC): the line names
+    the file there, as it does for a name whose spellings agree."""
+    import unicodedata
+
+    on_disk = unicodedata.normalize("NFD", "Élytre.flac")
+    (root / on_disk).write_bytes(b"x")
+    manifest = write(tmp_path, [row(unicodedata.normalize("NFC", "élytre.flac"))])
+    result = CliRunner().invoke(app, ["manifest", str(manifest), "--audio-root", str(root)])
+    assert result.exit_code == 1 and f"; {on_disk} is named so but for case" in result.output
+
+
 def write(tmp_path, rows, columns=LABELLED_COLUMNS):
     path = tmp_path / "m.csv"
     pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
