@@ -246,6 +246,19 @@ def test_each_row_of_a_feature_file_is_its_patch_encoded(tmp_path):
     np.testing.assert_allclose(ff.features, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_a_slides_progress_bar_counts_each_of_its_batches(tmp_path):
+    """The bar under 'extract' counts a slide's batches: 5 patches in batches of 2 are 3 and one patch is 1, not a
+    total rounded down (2, 0) that the bar runs past."""
+    from lrmil.features import patch_loader
+    from lrmil.patching import GridLevel
+
+    with patch_loader(ExtractConfig(num_workers=0, batch_size=2)) as loader:
+        for patches, batches in ((5, 3), (1, 1), (4, 2)):
+            level = GridLevel(np.zeros((patches, 2), np.int64), 256, 256, 20.0, 0)
+            loader.batch_sampler.select(tmp_path / "s.png", 0.5, level)
+            assert len(loader) == batches == len(list(loader.batch_sampler))
+
+
 KILLED_AS_WORKERS_START = """
 import multiprocessing, os, signal
 from lrmil.config import ExtractConfig
