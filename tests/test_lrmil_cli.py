@@ -139,7 +139,10 @@ def test_a_corrupt_json_file_in_a_users_folder_is_one_line_naming_it(tmp_path):
         assert line.startswith(f"error: {broken}: not valid JSON (Expecting ") and "line 1 column" in line, line
 
 
-def test_cuda_without_a_gpu_is_one_line(tmp_path):
+def test_cuda_without_a_gpu_is_one_line(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine with a GPU
     result = _invoke("predict", _png(tmp_path / "ok.png"), "--out", tmp_path / "o", "--mpp", 0.5, "--device", "cuda")
     assert result.exit_code == 2 and "--device cuda: torch finds no CUDA GPU here" in result.stderr
 
