@@ -83,7 +83,7 @@ class InFlight:
     failed: bool = False
     note: str = ""  # it breaks off part way: what was analysed (journalled, so that a resumed run says it again)
     analysed_s: float | None = None  # when it breaks off: the audio before the break (else all of it)
-    run_tables: dict | None = None  # this run's share of the run-wide tables with rows, kept from finishing
+    run_tables: dict | None = None  # this run's share of the run-wide tables (`_run_share`), kept from finishing
 
     @property
     def duration_s(self) -> float:
@@ -120,7 +120,7 @@ class Run:
 
     @cached_property  # read for every file
     def tables(self) -> set[str]:
-        """The tables ("scores", "detections") the writers read: only those are built."""
+        """The tables ("scores", "detections", "sequence") the writers read: only those are built."""
         return {w.table for w in self.writers}
 
 
@@ -262,7 +262,7 @@ def _write_outputs(f: InFlight, part: dict, run: Run) -> None:
         if writer.per_file:
             writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
     run.journal.save(f.path, f.output_name, f.note, decoding(f.info), **part)
-    f.run_tables = {w.table: table for w in run.writers if not w.per_file and _has_rows(table := tables[w.table])}
+    f.run_tables = _run_share(tables, run, str(f.path), f.info.duration_s)
 
 
 def _tables(file: str, part: dict, run: Run) -> dict[str, pd.DataFrame | Columns]:
@@ -270,18 +270,46 @@ def _tables(file: str, part: dict, run: Run) -> dict[str, pd.DataFrame | Columns
     tables = {}
     if "scores" in run.tables:
         tables["scores"] = scores_frame(file, part["starts_s"], part["ends_s"], part["scores"], run.labels.labels)
-    if "detections" in run.tables:
+    if run.tables & {"detections", "sequence"}:
         high = min(run.band[1], float(part["sample_rate"]) / 2)
-        tables["detections"] = detections_from_arrays(
+        tables["detections"] = tables["sequence"] = detections_from_arrays(
             np.full(len(part["starts_s"]), file, dtype=object), part["starts_s"], part["ends_s"], part["scores"],
             run.labels, run.cfg.min_conf, run.band[0], high, detection_channel(run.cfg.channel),
             run.cfg.merge_consecutive)
     return tables
 
 
+def _run_share(tables: dict, run: Run, file: str, length_s: float) -> dict:
+    """A file's share of the run-wide tables: those with rows, and, for the combined Raven table, the file and its
+    length (by which it shifts the recordings after it, detections or not) with its detections, if any."""
+    share = {}
+    for writer in run.writers:
+        table = tables[writer.table]
+        if writer.table == "sequence":
+            share["sequence"] = (file, length_s, table if _has_rows(table) else None)
+        elif not writer.per_file and _has_rows(table):
+            share[writer.table] = table
+    return share
+
+
+def _length_s(f: InFlight, run: Run) -> float | None:
+    """The length of a recording finished by an earlier run, where the combined Raven table needs it: as pulse read
+    it then, kept in the journal (an MP3's or a FLAC's length may have to be counted by decoding it); from its header
+    for records from before that was kept (None: gone since this run began)."""
+    if "sequence" not in run.tables:
+        return 0.0
+    if (then := run.journal.decoding(f.path)) is not None:
+        return then["frames"] / then["sample_rate"]
+    try:
+        return audio_info(f.path).duration_s
+    except AudioReadError:
+        return None
+
+
 def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
-    """Run-wide tables (detections.csv, scores.csv) cover every finished file, this run's or earlier; config.json,
-    the settings they were made with, moves into place with them (a killed rerun with other settings leaves both)."""
+    """Run-wide tables (detections.csv, scores.csv, combined.selection.table.txt) cover every finished file, this
+    run's or earlier, in file order; config.json, the settings they were made with, moves into place with them (a
+    killed rerun with other settings leaves both)."""
     run_writers = [w for w in run.writers if not w.per_file]
     # Only the tables these writers read: the per-window scores of every file (~57 bytes a window, 0.2 GB per
     # terabyte of 48 kHz WAV) stay out of memory unless scores.csv is asked for.
@@ -289,10 +317,10 @@ def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
     missing = []
     for f in files if run_writers else []:
         if f.run_tables is None and not f.failed:  # finished by an earlier run: rebuilt from its journal
-            if (part := run.journal.load(f.path)) is None:
+            if (part := run.journal.load(f.path)) is None or (length_s := _length_s(f, run)) is None:
                 missing.append(f.path)
                 continue
-            f.run_tables = {k: v for k, v in _tables(str(f.path), part, run).items() if k in tables and _has_rows(v)}
+            f.run_tables = _run_share(_tables(str(f.path), part, run), run, str(f.path), length_s)
         for name, table in (f.run_tables or {}).items():  # none for a file that failed
             tables[name].append(table)
     if missing:  # only when another run into the same --out, with other settings, overlapped this one
@@ -316,6 +344,12 @@ def _has_rows(table: pd.DataFrame | Columns) -> bool:
 
 def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
     """One run-wide table from the files' parts (detections as `Columns`, scores as tables)."""
+    if table == "sequence":  # (file, length, detections or None) of each file in order
+        offsets = np.cumsum([0.0] + [length for _, length, _ in parts[:-1]])
+        shares = [(at, rows) for at, (_, _, rows) in zip(offsets, parts) if rows is not None]
+        joined = _join("detections", [rows for _, rows in shares], labels)
+        return {**joined, "offset_s": np.concatenate([np.full(len(rows["file"]), at) for at, rows in shares] or [[]]),
+                "recordings": np.array([file for file, _, _ in parts], dtype=object)}
     if table == "detections":
         if not parts:
             return empty_detections()

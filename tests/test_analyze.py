@@ -32,6 +32,7 @@ from pulse.io import AudioReadError, read_audio
 from pulse.model_names import MODEL_ALIASES, below_rate_note
 from pulse.recording import analyze_recording
 from pulse.scoring import decoding_threads
+from pulse.writers.raven import RAVEN_COLUMNS
 from tests.test_io import unfinished, without_length
 from tests.test_journal import replace_keeping_size_and_time
 
@@ -518,6 +519,50 @@ def test_resume_skips_finished_files(tmp_path, model):
         assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
     (out / "a.pulse.selection.table.txt").unlink()  # a deleted output is written again
     assert analyze([tmp_path], out, cfg).files_rewritten == 1 and (out / "a.pulse.selection.table.txt").is_file()
+
+
+@pytest.mark.parametrize("decoding_kept", [True, False])
+def test_the_combined_raven_table_shifts_each_recording_by_the_lengths_of_those_before_it(tmp_path, model,
+                                                                                           monkeypatch, decoding_kept):
+    """BirdNET-Analyzer's combined selection table: Raven Pro opens the recordings as one sequence, so each
+    selection's Begin/End Time is its time in its recording plus the lengths of the recordings before it, in the
+    run's order: a recording without detections shifts those after it, one that failed is not in the sequence, and
+    recordings an earlier run finished (its journal with or without how they decoded) keep their place. The list
+    beside it, which Raven opens as that sequence, names the recordings without detections too."""
+    examples, first = REPO / "pulse/assets/examples", tmp_path / "in"
+    first.mkdir()
+    shutil.copy(examples / "Chorthippus_biguttulus_Take22_0-8s.flac", first / "a_chorthippus.flac")
+    sf.write(first / "b_quiet.wav", np.zeros(int(5.5 * RATE), np.float32), RATE)  # no detection
+    (first / "c_junk.wav").write_bytes(b"not a recording")  # fails
+    shutil.copy(examples / "Gryllus_campestris_dat003-004.flac", first / "d_gryllus.flac")
+    out, cfg = tmp_path / "out", InferConfig(model=str(model), min_conf=0.001, formats=("csv", "raven_combined"))
+    with as_an_older_pulse(monkeypatch, decoding_kept):
+        analyze([first], out, cfg)
+    shutil.copy(examples / "Tettigonia_viridissima_200726_0062.flac", first / "e_tettigonia.flac")
+    shutil.copy(examples / "mix_Roeseliana_roeselii_in_bird_chorus_snr6dB.flac", first / "f_roeseliana.flac")
+    summary = analyze([first], out, cfg)
+    assert (summary.files_skipped, summary.files_done, summary.files_failed) == (3, 2, 1)
+    combined = pd.read_csv(out / "combined.selection.table.txt", sep="\t")
+    assert list(combined.columns) == [*RAVEN_COLUMNS, "Begin File"]
+    order = ["a_chorthippus.flac", "b_quiet.wav", "d_gryllus.flac", "e_tettigonia.flac", "f_roeseliana.flac"]
+    starts = dict(zip(order, np.cumsum([0.0] + [sf.info(first / name).duration for name in order[:-1]])))
+    assert list(combined["Begin File"].unique()) == ["a_chorthippus.flac", "d_gryllus.flac", "e_tettigonia.flac",
+                                                     "f_roeseliana.flac"]
+    assert combined["Selection"].tolist() == list(range(1, len(combined) + 1))
+    shift = combined["Begin Time (s)"] - combined["File Offset (s)"]
+    np.testing.assert_allclose(shift, combined["Begin File"].map(starts), atol=1.5e-3)
+    assert starts["f_roeseliana.flac"] > starts["e_tettigonia.flac"] + 5.0  # b_quiet's 5.5 s are counted
+    listed = (out / "combined.selection.table.list.txt").read_text().splitlines()
+    assert listed == [os.path.abspath(first / name) for name in order]
+    detections = pd.read_csv(out / "detections.csv")  # the same rows, in the same order
+    assert combined["Begin Path"].tolist() == [os.path.abspath(f) for f in detections["File"]]
+    np.testing.assert_allclose(combined["File Offset (s)"], detections["Start (s)"], atol=1e-3)
+    np.testing.assert_allclose(combined["End Time (s)"] - shift, detections["End (s)"], atol=1e-3)
+    for column in ("Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)", "File Offset (s)"):
+        assert combined[column].dtype == np.float64, column
+    analyze([first], tmp_path / "fresh", cfg)  # rebuilt from the journal: what a run of all of them at once writes
+    for name in ("combined.selection.table.txt", "combined.selection.table.list.txt"):
+        assert (out / name).read_text() == (tmp_path / "fresh" / name).read_text(), name
 
 
 @pytest.mark.parametrize("decoding_kept", [True, False])
@@ -1137,7 +1182,8 @@ def test_missing_model_or_format_is_one_line(tmp_path):
     result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "nope.onnx"])
     assert result.exit_code == 2 and "nope.onnx: model file not found" in result.output
     result = runner.invoke(app, ["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "raven,pdf"])
-    assert result.exit_code == 2 and "unknown output format 'pdf' (known: audacity, csv, kaleidoscope, raven, scores)" in result.output
+    known = "audacity, csv, kaleidoscope, raven, raven_combined, scores"
+    assert result.exit_code == 2 and f"unknown output format 'pdf' (known: {known})" in result.output
 
 
 def test_bad_options_empty_inputs_and_strict_are_one_line(tmp_path, model):

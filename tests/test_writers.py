@@ -114,13 +114,14 @@ def test_label_set_from_metadata_falls_back():
 
 
 def test_registry_and_paths():
-    assert WRITERS.list() == ["audacity", "csv", "kaleidoscope", "raven", "scores"]
+    assert WRITERS.list() == ["audacity", "csv", "kaleidoscope", "raven", "raven_combined", "scores"]
     out = Path("out")
     assert output_path(WRITERS.create("raven"), out, Path("site1/a.wav")) == out / "site1/a.pulse.selection.table.txt"
     assert output_path(WRITERS.create("audacity"), out, Path("a.flac")) == out / "a.pulse.results.txt"
     assert output_path(WRITERS.create("csv"), out) == out / "detections.csv"
     assert output_path(WRITERS.create("scores"), out) == out / "scores.csv"
     assert output_path(WRITERS.create("kaleidoscope"), out) == out / "kaleidoscope.csv"
+    assert output_path(WRITERS.create("raven_combined"), out) == out / "combined.selection.table.txt"
 
 
 def test_raven_table_exact(tmp_path, scores):

@@ -1,6 +1,7 @@
 """Output formats, one small registered class per file (`WRITERS.list()` names them).
 
-A writer declares which table it reads (`"detections"` or `"scores"`), whether it writes one
+A writer declares which table it reads (`"detections"`, `"scores"`, or `"sequence"`: the detections with where
+each recording begins in the run's recordings taken as one, for the combined Raven table), whether it writes one
 file per input recording or one file for the whole run, and its `suffix`: the file name ending
 for per-recording outputs, the whole file name otherwise. `write(table, path)` writes atomically;
 `pulse analyze` gives detection writers `Columns` (one recording's, or the run's) and the scores writer
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 class Writer(Protocol):
     suffix: ClassVar[str]
-    table: ClassVar[str]  # "detections" or "scores"
+    table: ClassVar[str]  # "detections", "scores" or "sequence"
     per_file: ClassVar[bool]
 
     def write(self, table: pd.DataFrame | Columns, path: Path) -> None:
@@ -72,6 +73,7 @@ def write_errors(path: Path, errors: Iterable[tuple[str, str, str, str]], order:
     write_text(path, csv_text(ERROR_COLUMNS, sorted(errors, key=lambda error: position.get(error[0], len(position)))))
 
 
-from pulse.writers import audacity, detections_csv, kaleidoscope, raven, scores_csv  # noqa: E402,F401  (they register)
+from pulse.writers import (  # noqa: E402,F401  (they register)
+    audacity, detections_csv, kaleidoscope, raven, raven_combined, scores_csv)
 
 __all__ = ["ERROR_COLUMNS", "WRITERS", "Writer", "csv_text", "output_path", "rows", "write_errors"]

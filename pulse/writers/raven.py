@@ -11,6 +11,8 @@ from __future__ import annotations
 import os.path
 from pathlib import Path
 
+import numpy as np
+
 from export.atomic import write_text
 from pulse.schema import Columns
 from pulse.writers import WRITERS, rows
@@ -29,14 +31,21 @@ class RavenWriter:
         self.absolute_paths = absolute_paths
 
     def write(self, table: Columns, path: Path) -> None:
-        lines = ["\t".join(RAVEN_COLUMNS)]
+        write_text(path, self.text(table))
+
+    def text(self, table: Columns, offsets: np.ndarray | None = None) -> str:
+        """The table; `offsets`: where each row's recording begins in a sequence of recordings, which shifts its
+        Begin and End Time (File Offset stays the time in its recording) and adds Raven's Begin File column."""
+        lines = ["\t".join(RAVEN_COLUMNS + (() if offsets is None else ("Begin File",)))]
         begin_path = os.path.abspath if self.absolute_paths else str
         columns = ("channel", "start_s", "end_s", "low_hz", "high_hz", "common_name", "code", "score", "file")
-        for i, (channel, start, end, low, high, name, code, score, file) in enumerate(rows(table, columns), start=1):
-            lines.append("\t".join(map(str, (i, "Spectrogram 1", channel, _num(start), _num(end), _num(low), _num(high),
-                                             _cell(name), _cell(code), f"{score:.4f}", _cell(begin_path(file)),
-                                             _num(start)))))
-        write_text(path, "\n".join(lines) + "\n")
+        shifts = np.zeros(len(table["file"])) if offsets is None else offsets
+        for i, ((channel, start, end, low, high, name, code, score, file), at) in enumerate(
+                zip(rows(table, columns), shifts), start=1):
+            cells = (i, "Spectrogram 1", channel, _num(at + start), _num(at + end), _num(low), _num(high), _cell(name),
+                     _cell(code), f"{score:.4f}", _cell(begin_path(file)), _num(start))
+            lines.append("\t".join(map(str, cells if offsets is None else (*cells, _cell(os.path.basename(file))))))
+        return "\n".join(lines) + "\n"
 
 
 _ESCAPES = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
