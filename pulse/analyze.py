@@ -54,7 +54,8 @@ class Summary:
     files_failed: int = 0
     files_skipped: int = 0
     files_rewritten: int = 0  # outputs made again from journalled scores (new thresholds or formats, lost outputs)
-    redone: Counter = field(default_factory=Counter)  # files done before, done again as the model or settings changed
+    redone: Counter = field(default_factory=Counter)  # done before, analysed again as the model or settings changed
+    rethresholded: Counter = field(default_factory=Counter)  # done before, outputs rewritten as output settings changed
     audio_s: float = 0.0
     wall_s: float = 0.0
     errors: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -64,6 +65,7 @@ class Summary:
         return {"files_total": self.files_total, "files_done": self.files_done, "files_failed": self.files_failed,
                 "files_skipped": self.files_skipped, "files_rewritten": self.files_rewritten,
                 "files_redone": self.redone.total(), "redone_because": dict(self.redone.most_common()),
+                "rewritten_because": dict(self.rethresholded.most_common()),
                 "audio_s": round(self.audio_s, 3),
                 "audio_hours": round(self.audio_s / 3600, 4),
                 "wall_s": round(self.wall_s, 3), "x_realtime": round(self.audio_s / max(self.wall_s, 1e-9), 1)}
@@ -194,9 +196,13 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
                  "then (this pulse reads some files differently, e.g. GUANO time expansion, or the file changed)",
                  len(reread), out_dir)
     if cfg.resume:  # said before the work: a model or setting changed by mistake is seen before an archive is redone
-        summary.redone.update(why for f in todo if f not in reread and (why := run.journal.why_again(f.path)))
-    if summary.redone:
-        log.info("%s", said_again(summary.redone, f"file(s) an earlier run into {out_dir} finished are done again"))
+        for f in todo:
+            if f not in reread and (why := run.journal.why_again(f.path)):
+                (summary.rethresholded if run.journal.scores_fit(f.path) else summary.redone)[why] += 1
+    for reasons, what in ((summary.redone, "are analysed again"),
+                          (summary.rethresholded, "get new outputs from their saved scores")):
+        if reasons:
+            log.info("%s", said_again(reasons, f"file(s) an earlier run into {out_dir} finished {what}"))
     run.journal.pin([f.path for f in todo])  # as they are before decoding: one still being written is redone
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_earlier_outputs(todo, run)

@@ -137,6 +137,11 @@ class Journal:
             return ""
         return why_again(record.made_with, self.made_with)
 
+    def scores_fit(self, path: Path) -> bool:
+        """Whether the recording's saved scores can make its outputs under these settings (`load(...,
+        any_outputs=True)` gives them), told from its record alone: a rerun says which files it rewrites only."""
+        return self._usable(self._latest(path), any_outputs=True)
+
     def decoding(self, path: Path) -> dict | None:
         """How the recording decoded when its latest record was made; None: no record, or one from before it was
         kept (see `load(..., any_settings=True)`)."""
