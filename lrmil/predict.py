@@ -123,22 +123,37 @@ def earlier_record(out: Path, sid: str) -> tuple[Path, dict]:
     return out / next(iter(names)), {}
 
 
-def why_again_of(record: dict, runs: tuple[dict, ...]) -> str:
+def why_again_of(record: dict, runs: tuple[dict, ...], cfg: PredictConfig) -> str:
     """Why the slide's earlier prediction (`record`, its SLIDE.json) is made again as the model or settings changed
-    ("" if neither did: its key is one of `runs`, now's first, at the scale it was made at)."""
-    if not record or record.get("key") in {hash_record({**run, "mpp": record.get("mpp")}) for run in runs}:
+    (its key is none of `runs`, now's first, at the scale it was made at) or its scale did ("" if none did)."""
+    if not record:
         return ""
-    return why_again(record.get("made_with"), made_with(runs[0]["model"], runs[0]["settings"]))
+    reasons = []
+    if record.get("key") not in {hash_record({**run, "mpp": record.get("mpp")}) for run in runs}:
+        reasons.append(why_again(record.get("made_with"), made_with(runs[0]["model"], runs[0]["settings"])))
+    if (scale := scale_now(record, cfg)) is not None and scale != record.get("mpp"):
+        reasons.append(f"the scale changed (mpp {record.get('mpp')} -> {scale})")
+    return " and ".join(reasons)
 
 
-def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...]) -> Counter:
+def scale_now(record: dict, cfg: PredictConfig) -> float | None:
+    """The scale (um/px) the slide gets now where its SLIDE.json tells it without opening the slide: --mpp where it
+    replaces the metadata, or where the record's came from --mpp for want of metadata (a record from before
+    `override_mpp` was kept counts as such). None: the metadata's, or not known without opening it."""
+    if cfg.mpp is not None and (cfg.override_mpp or (record.get("mpp_source") == "--mpp"
+                                                     and not record.get("override_mpp"))):
+        return float(cfg.mpp)
+    return None
+
+
+def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...], cfg: PredictConfig) -> Counter:
     """Why the slides an earlier run into `out` predicted from the same files are predicted again (`why_again_of`),
     read from their SLIDE.json before any slide is opened: said once, before the work."""
     ids, reasons = SlideIds(slides), Counter()
     for path in slides:
         record = earlier_record(out, ids.id_of(path))[1]
         with contextlib.suppress(OSError, SlideReadError):  # a slide gone or unreadable fails in the batch, said there
-            if record.get("source") == slide_source(path) and (why := why_again_of(record, runs)):
+            if record.get("source") == slide_source(path) and (why := why_again_of(record, runs, cfg)):
                 reasons[why] += 1
     return reasons
 
@@ -195,7 +210,8 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
         "slide": str(path), "slide_id": sid, "model": cfg.model, "path": model.name, "magnification": level.magnification,
         "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
         "patches": int(len(level)), "seconds": {k: round(v, 4) for k, v in seconds.items()},
-        "mpp": mpp, "mpp_source": mpp_source, "enlargement": round(level.enlargement, 4),
+        "mpp": mpp, "mpp_source": mpp_source, "override_mpp": cfg.override_mpp,  # a rerun's scale, told unopened
+        "enlargement": round(level.enlargement, 4),
         "top_patches": [{"x": int(level.coords[i][0]), "y": int(level.coords[i][1]),
                          "size_level0": level.size_level0, "attention": float(attention[i])} for i in top],
         **{key: names[key] for key in OUTPUTS}, "notice": model.notice,
@@ -252,7 +268,7 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     sweep_killed_runs(out)
     write_json(out / RUN_CONFIG, {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
     runs, failed, ids = (run_key(cfg, model_dir), run_key(cfg, model_dir, older=True)), set(), {}
-    again = predicted_again(slides, out, runs) if cfg.resume else Counter()
+    again = predicted_again(slides, out, runs, cfg) if cfg.resume else Counter()
     if again:
         log.info("%s", said_again(again, f"slide(s) an earlier run into {out} predicted are predicted again"))
 

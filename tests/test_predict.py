@@ -354,6 +354,28 @@ def test_a_rerun_skips_slides_whose_outputs_are_current_and_redoes_the_rest(mode
     assert run(heatmap_px=256, mpp=0.25, override_mpp=True, batch_size=3) == (0, 2)  # does not change outputs
 
 
+def test_a_slide_predicted_again_as_its_scale_changed_is_said_so_from_its_record(model_dir, tmp_path):
+    """A slide predicted again only as its --mpp changed was in no line (the check reads SLIDE.json, and the scale
+    is the slide's): the record says where its scale came from, and the rerun's --mpp tells the new one, unopened."""
+    tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
+    untagged = _tissue_png(tmp_path / "untagged.png", size=512)
+    out = tmp_path / "out"
+
+    def run(**settings) -> tuple[int, dict]:
+        summary = run_predict([tagged, untagged], PredictConfig(model=str(model_dir), **settings), out)
+        return summary["done"], summary["redone_because"]
+
+    assert run(mpp=0.5) == (2, {})
+    assert run(mpp=0.25) == (1, {"the scale changed (mpp 0.5 -> 0.25)": 1})  # the tagged one keeps its metadata's
+    topk = "settings changed (topk 8 -> 4)"
+    assert run(mpp=0.25, override_mpp=True, topk=4) == (
+        2, {topk: 1, f"{topk} and the scale changed (mpp 0.5 -> 0.25)": 1})
+    # after --override-mpp the record does not tell a slide with metadata (back to its scale now) from one without
+    # (at --mpp's): neither is said, rather than a wrong scale
+    assert run(mpp=1.0, topk=4) == (2, {})
+    assert run(mpp=0.5, topk=4) == (1, {"the scale changed (mpp 1.0 -> 0.5)": 1})
+
+
 def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_weights_everything(model_dir,
                                                                                                    tmp_path, caplog,
                                                                                                    monkeypatch):
