@@ -42,6 +42,11 @@ def _unwritable(exc: OSError) -> None:
     raise typer.Exit(1)
 
 
+def _again(redone: int) -> str:
+    """How many of the files done were done before, repeated after the work (why was said in one line before it)."""
+    return f" ({redone} again, as the model or settings changed)" if redone else ""
+
+
 @app.command()
 def analyze(
     ctx: typer.Context,
@@ -109,8 +114,8 @@ def analyze(
     speed = (f"; {s['audio_hours']} h of audio at {s['x_realtime']}x real time" if s["files_done"]
              else " (finished by an earlier run; --no-resume analyses them again)" if s["files_skipped"] else "")
     rewritten = f", {s['files_rewritten']} rewritten from saved scores" if s["files_rewritten"] else ""
-    typer.echo(f"{s['files_done']} done, {s['files_failed']} failed, {s['files_skipped']} skipped{rewritten}{speed} "
-               f"-> {out}")
+    typer.echo(f"{s['files_done']} done{_again(s['files_redone'])}, {s['files_failed']} failed, "
+               f"{s['files_skipped']} skipped{rewritten}{speed} -> {out}")
     if summary.model_license:  # the default model is distilled from BirdNET: its output is under BirdNET's licence
         typer.echo(f"model licence: {summary.model_license}")
     if not summary.files_total:
@@ -230,8 +235,8 @@ def embeddings(
         raise typer.Exit(2)
     except OSError as exc:
         _unwritable(exc)
-    typer.echo(f"{summary.files_done} embedded, {summary.files_failed} failed, {summary.files_skipped} skipped "
-               f"(embedded before with these settings) -> {out}")
+    typer.echo(f"{summary.files_done} embedded{_again(summary.redone.total())}, {summary.files_failed} failed, "
+               f"{summary.files_skipped} skipped (embedded before with these settings) -> {out}")
     if not (summary.files_done + summary.files_failed + summary.files_skipped):
         typer.echo(f"no audio files found in: {', '.join(map(str, inputs))}", err=True)
         raise typer.Exit(1)

@@ -519,6 +519,9 @@ def test_resume_skips_finished_files(tmp_path, model):
         assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
     (out / "a.pulse.selection.table.txt").unlink()  # a deleted output is written again
     assert analyze([tmp_path], out, cfg).files_rewritten == 1 and (out / "a.pulse.selection.table.txt").is_file()
+    scored_anew = CliRunner().invoke(app, ["analyze", str(tmp_path), "--out", str(out), "--model", str(model),
+                                           "--format", "raven,csv,scores", "--overlap", "1.0"])
+    assert "3 done (3 again, as the model or settings changed), 0 failed" in scored_anew.output  # said after, too
 
 
 @pytest.mark.parametrize("decoding_kept", [True, False])

@@ -55,6 +55,8 @@ def test_embeddings_are_the_windows_pulse_analyze_scores_and_a_bad_file_is_one_r
             np.testing.assert_allclose(f["embedding"][:], recording.embeddings, atol=1e-5)
             assert f["embedding"].shape == (len(recording.scores), 256)
             assert f.attrs["source"] == str(clip.resolve()) and f.attrs["model"].endswith("default/model.onnx")
+    again = CliRunner().invoke(app, [*command, "--overlap", "1.0"])  # the last line says how many were done again
+    assert "3 embedded (3 again, as the model or settings changed), 1 failed, 0 skipped" in again.output
 
 
 def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_again(tmp_path, monkeypatch):
