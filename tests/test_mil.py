@@ -486,7 +486,8 @@ def test_a_slide_without_features_is_not_given_those_of_the_slide_its_file_name_
                                                      np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5, slide_id="CON_"))
     splits = pd.DataFrame({"slide_id": ["CON_", "CON", "PRN"], "label": ["x"] * 3, "fold": [0] * 3})
     assert list(load_bags(tmp_path, splits, ("x",))) == ["CON_"]
-    assert caplog.messages == [f"CON (line 3 of the splits CSV): no feature file {tmp_path / 'CON.h5'}; slide skipped",
+    assert caplog.messages == [f"CON (line 3 of the splits CSV): no feature file {tmp_path / 'CON_.h5'} (that file "
+                               "holds slide CON_'s); slide skipped",
                                f"PRN (line 4 of the splits CSV): no feature file {tmp_path / 'PRN_.h5'}; slide skipped"]
 
 
