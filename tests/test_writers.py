@@ -191,12 +191,28 @@ def test_csv_audacity_scores_layouts(tmp_path, scores):
     assert list(csv.columns) == ["Start (s)", "End (s)", "Scientific name", "Common name", "Confidence", "File"]
     assert csv["Scientific name"].tolist() == ["Gryllus campestris", "Tettigonia viridissima"]
     WRITERS.create("audacity").write(table, tmp_path / "a.txt")
-    assert (tmp_path / "a.txt").read_text() == ("0.000\t3.000\tField Cricket, 0.9000\n"
-                                               "6.000\t7.500\tGreat Green Bush-cricket, 0.6000\n")
+    assert (tmp_path / "a.txt").read_text() == (
+        "0.000\t3.000\tGryllus campestris, Field Cricket\t0.9000\n"
+        "6.000\t7.500\tTettigonia viridissima, Great Green Bush-cricket\t0.6000\n")
     WRITERS.create("scores").write(scores, tmp_path / "scores.csv")
     back = pd.read_csv(tmp_path / "scores.csv")
     assert list(back.columns) == ["file", "start_s", "end_s", *LABELS.labels]
     np.testing.assert_allclose(back[list(LABELS.labels)].to_numpy(), scores.to_numpy(), atol=1e-5)
+
+
+def test_audacity_labels_name_one_class_per_species(tmp_path, scores):
+    """Audacity, and crowsetta, opensoundscape and scikit-maad after it, take the third cell as the label: with the
+    score in it (`Field Cricket, 0.9000`) each detection was a class of its own. As in BirdNET-Analyzer's files, the
+    label names the species and the confidence is a fourth cell (Audacity ignores it)."""
+    table = detect(scores, LABELS, 0.2, 500, 22050)
+    WRITERS.create("audacity").write(table, tmp_path / "a.txt")
+    back = pd.read_csv(tmp_path / "a.txt", sep="\t", header=None)
+    assert back[2].value_counts().to_dict() == {"Gryllus campestris, Field Cricket": 3,
+                                                "Tettigonia viridissima, Great Green Bush-cricket": 2}
+    np.testing.assert_allclose(back[3], table["score"], atol=1e-4)
+    unnamed = LabelSet(LABELS.labels, LABELS.labels, LABELS.codes)  # a model without common names
+    WRITERS.create("audacity").write(detect(scores, unnamed, 0.2, 500, 22050), tmp_path / "b.txt")
+    assert set(pd.read_csv(tmp_path / "b.txt", sep="\t", header=None)[2]) == set(LABELS.labels)
 
 
 def test_detections_csv_is_what_pandas_wrote(tmp_path, scores):

@@ -1,4 +1,10 @@
-"""Audacity label track, one per recording: `start<TAB>end<TAB>label`, importable via File > Import > Labels."""
+"""Audacity label track, one per recording, as BirdNET-Analyzer's `--rtype audacity` writes it:
+`start<TAB>end<TAB>Scientific name, Common name<TAB>confidence`, importable via File > Import > Labels.
+
+Audacity takes the third cell as the label and ignores the confidence after it, so the label names only the species:
+with the score in it (`Field Cricket, 0.9999`, until 2026-12-07) every row was a class of its own to the readers
+that load these labels (crowsetta, opensoundscape, scikit-maad).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,12 @@ class AudacityWriter:
     per_file = True
 
     def write(self, table: Columns, path: Path) -> None:
-        lines = [f"{start:.3f}\t{end:.3f}\t{name}, {score:.4f}\n"
-                 for start, end, name, score in rows(table, ("start_s", "end_s", "common_name", "score"))]
+        columns = ("start_s", "end_s", "label", "common_name", "score")
+        lines = [f"{start:.3f}\t{end:.3f}\t{_species(label, common)}\t{score:.4f}\n"
+                 for start, end, label, common, score in rows(table, columns)]
         write_text(path, "".join(lines))
+
+
+def _species(label: str, common: str) -> str:
+    """BirdNET-Analyzer's `Scientific name, Common name`; the label alone where the model has no common name."""
+    return label if common == label else f"{label}, {common}"
