@@ -54,8 +54,10 @@ class Summary:
     files_failed: int = 0
     files_skipped: int = 0
     files_rewritten: int = 0  # outputs made again from journalled scores (new thresholds or formats, lost outputs)
-    redone: Counter = field(default_factory=Counter)  # done before, analysed again as the model or settings changed
-    rethresholded: Counter = field(default_factory=Counter)  # done before, outputs rewritten as output settings changed
+    # Files an earlier run finished, done again by this one as the model or settings changed, counted as each is
+    # done (one that fails is not): analysed again, or only given new outputs from their saved scores, by reason.
+    redone: Counter = field(default_factory=Counter)
+    rethresholded: Counter = field(default_factory=Counter)
     audio_s: float = 0.0
     wall_s: float = 0.0
     errors: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -85,6 +87,7 @@ class InFlight:
     failed: bool = False
     note: str = ""  # it breaks off part way: what was analysed (journalled, so that a resumed run says it again)
     analysed_s: float | None = None  # when it breaks off: the audio before the break (else all of it)
+    again: str = ""  # why an earlier run's outputs of it are made again: the model or settings that changed
     run_tables: dict | None = None  # this run's share of the run-wide tables (`_run_share`), kept from finishing
 
     @property
@@ -195,12 +198,14 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
         log.info("%d file(s) an earlier run into %s analysed are analysed again, as they read otherwise now than "
                  "then (this pulse reads some files differently, e.g. GUANO time expansion, or the file changed)",
                  len(reread), out_dir)
+    announced = {"are analysed again": Counter(), "get new outputs from their saved scores": Counter()}
     if cfg.resume:  # said before the work: a model or setting changed by mistake is seen before an archive is redone
         for f in todo:
             if f not in reread and (why := run.journal.why_again(f.path)):
-                (summary.rethresholded if run.journal.scores_fit(f.path) else summary.redone)[why] += 1
-    for reasons, what in ((summary.redone, "are analysed again"),
-                          (summary.rethresholded, "get new outputs from their saved scores")):
+                f.again = why
+                announced["get new outputs from their saved scores" if run.journal.scores_fit(f.path)
+                          else "are analysed again"][why] += 1
+    for what, reasons in announced.items():
         if reasons:
             log.info("%s", said_again(reasons, f"file(s) an earlier run into {out_dir} finished {what}"))
     run.journal.pin([f.path for f in todo])  # as they are before decoding: one still being written is redone
@@ -253,6 +258,8 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
                 left.append(f)
                 continue
             summary.files_rewritten += 1
+            if f.again:
+                summary.rethresholded[f.again] += 1
             if f.note:
                 summary.errors.append((str(f.path), "read", "PartlyReadable", f.note))
     if summary.files_rewritten:

@@ -94,6 +94,8 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
             fail(i, "write", exc)
             return
         summary.files_done += 1
+        if f.again:
+            summary.redone[f.again] += 1
         summary.audio_s += f.duration_s
         f.starts, f.scores = [], []
         bar.set_description(f"{summary.files_done + summary.files_failed}/{len(todo)} files", refresh=False)

@@ -734,6 +734,30 @@ def test_a_rerun_that_does_files_again_says_once_which_model_or_settings_changed
     assert rerun(InferConfig(model=str(model), resume=False)) == []  # --no-resume: every file, as asked
 
 
+def test_a_file_done_again_that_fails_is_not_counted_as_done_again(tmp_path, model):
+    """The files done again as the model or settings changed were counted before the work: a rerun whose file then
+    failed (its output blocked, a drive unplugged part way) ended on '0 done (1 again, ...)', and summary.json
+    counted it as redone. Only the files analysed again, or rewritten from their saved scores, count."""
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / f"{name}.wav", song(3.0), RATE)
+    out = tmp_path / "out"
+    analyze([tmp_path], out, InferConfig(model=str(model)))
+    blocked = out / "a.pulse.selection.table.txt"
+    blocked.unlink()
+    blocked.mkdir()  # its table cannot be written: a.wav fails
+
+    def summary_of(cfg: InferConfig) -> tuple:
+        analyze([tmp_path], out, cfg)
+        summary = json.loads((out / "summary.json").read_text())
+        return (summary["files_done"], summary["files_rewritten"], summary["files_failed"], summary["files_redone"],
+                summary["redone_because"], summary["rewritten_because"])
+
+    assert summary_of(InferConfig(model=str(model), overlap=1.0)) == (
+        2, 0, 1, 2, {"settings changed (overlap 0.0 -> 1.0)": 2}, {})
+    assert summary_of(InferConfig(model=str(model), overlap=1.0, min_conf=0.9)) == (
+        0, 2, 1, 0, {}, {"settings changed (min_conf 0.25 -> 0.9)": 2})
+
+
 def test_a_model_folder_listed_in_another_order_is_the_same_model(tmp_path, model, monkeypatch):
     """A file system lists a folder in an order of its own (ext4 by a hash seeded per disk): a `pulse export` folder
     copied to another disk, listing its files in another order, is the same model, and nothing is analysed again."""
