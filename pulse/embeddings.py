@@ -45,7 +45,9 @@ class Summary:
     files_done: int = 0
     files_skipped: int = 0  # embedded by an earlier run with the same model and settings
     files_failed: int = 0
-    redone: Counter = field(default_factory=Counter)  # embedded before, embedded again as the model or settings changed
+    # embedded before, embedded again as the model or settings changed (counted as each is done: one that fails is
+    # not), by reason
+    redone: Counter = field(default_factory=Counter)
 
 
 # Not in early files: the ctime, the decoding (see `_earlier`), and the settings the key already holds, named
@@ -117,8 +119,9 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
             try:
                 todo = _not_embedded(files, out, spec.min_len_s, settings, (scores_key(cfg, meta, model_before),
                                                                             readable), summary, errors)
-                if summary.redone:  # before the work: a model or setting changed by mistake is seen in time
-                    log.info("%s", said_again(summary.redone, f"file(s) embedded before into {out} are embedded again"))
+                # said before the work: a model or setting changed by mistake is seen in time
+                if again := Counter(why for *_, why in todo if why):
+                    log.info("%s", said_again(again, f"file(s) embedded before into {out} are embedded again"))
                 _embed_each(todo, predictor, spec, cfg, readable, summary, errors)
             finally:  # also on Ctrl-C: what was said about the files done so far is kept
                 write_errors(out / "errors.csv", errors, [path for path, _ in files])
@@ -129,9 +132,9 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
 
 def _not_embedded(files: list, out: Path, min_len_s: float, settings: dict, keys: tuple[str, dict],
                   summary: Summary, errors: list) -> list[tuple]:
-    """(path, target, info, key) of each recording not embedded before with these `settings` (`keys`: the older
-    settings key and the readable one, see `_earlier`), all found before any is embedded, so that why some are
-    embedded again is said first."""
+    """(path, target, info, key, why) of each recording not embedded before with these `settings` (`keys`: the
+    older settings key and the readable one, see `_earlier`; `why`: why its earlier file is made again, or ""), all
+    found before any is embedded, so that why some are embedded again is said first."""
     todo = []
     with progress(files, unit="file", desc="earlier files", leave=False) as bar:
         for path, relative in bar:
@@ -144,9 +147,7 @@ def _not_embedded(files: list, out: Path, min_len_s: float, settings: dict, keys
                 _failed(path, exc, summary, errors)
                 continue
             if said is None:
-                todo.append((path, target, info, key))
-                if why:
-                    summary.redone[why] += 1
+                todo.append((path, target, info, key, why))
                 continue
             summary.files_skipped += 1
             if said:  # it breaks off part way: said again, as by `pulse analyze`
@@ -172,7 +173,7 @@ def _embed_each(todo: list[tuple], predictor, spec, cfg: InferConfig, readable: 
 
     notes_said = set()  # the notes said once per run
     with progress(todo, unit="file") as bar:
-        for path, target, info, key in bar:
+        for path, target, info, key, why in bar:
             try:
                 note_mixed(notes_said, path, info.channels, cfg.channel)
                 starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
@@ -189,3 +190,5 @@ def _embed_each(todo: list[tuple], predictor, spec, cfg: InferConfig, readable: 
                 f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
                 f.attrs.update({**key, "made_with": json.dumps(readable), "warning": warning})
             summary.files_done += 1
+            if why:
+                summary.redone[why] += 1

@@ -138,6 +138,22 @@ def test_a_rerun_that_embeds_files_again_says_first_which_model_or_settings_chan
         f"1 file(s) embedded before into {out} are embedded again: {why}"]
 
 
+def test_a_file_embedded_again_that_fails_is_not_counted_as_embedded_again(tmp_path):
+    """The files embedded again as the settings changed were counted before the work: a rerun with --channel 1 over
+    mono and stereo recordings, the mono ones failing, ended on '0 embedded (3 again, ...)'. Only those embedded
+    count."""
+    clips = _examples(tmp_path / "in")
+    mono = sf.read(clips[0], dtype="float32")[0]
+    sf.write(tmp_path / "in" / "stereo.wav", np.stack([mono, mono], axis=1), 44100)
+    command = ["embeddings", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model",
+               str(level_meter_onnx(tmp_path / "meter.onnx"))]
+    assert CliRunner().invoke(app, command).exit_code == 0
+    result = CliRunner().invoke(app, [*command, "--channel", "1"])
+    assert result.exit_code == 1, result.output
+    assert ("1 embedded (1 again, as the model or settings changed), 2 failed, 0 skipped "
+            f"(embedded before with these settings) -> {tmp_path / 'out'}") in result.output
+
+
 @pytest.mark.parametrize("decoding_kept", [True, False])
 def test_a_recording_pulse_now_reads_otherwise_is_embedded_again(tmp_path, monkeypatch, decoding_kept):
     """A time-expansion WAV (GUANO TE: 10) embedded before TE was read has windows over ten times its length at a
