@@ -146,15 +146,15 @@ def scale_now(record: dict, cfg: PredictConfig) -> float | None:
     return None
 
 
-def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...], cfg: PredictConfig) -> Counter:
-    """Why the slides an earlier run into `out` predicted from the same files are predicted again (`why_again_of`),
-    read from their SLIDE.json before any slide is opened: said once, before the work."""
-    ids, reasons = SlideIds(slides), Counter()
+def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...], cfg: PredictConfig) -> dict[Path, str]:
+    """Why each slide an earlier run into `out` predicted from the same file is predicted again (`why_again_of`),
+    read from its SLIDE.json before any slide is opened: said once, before the work."""
+    ids, reasons = SlideIds(slides), {}
     for path in slides:
         record = earlier_record(out, ids.id_of(path))[1]
         with contextlib.suppress(OSError, SlideReadError):  # a slide gone or unreadable fails in the batch, said there
             if record.get("source") == slide_source(path) and (why := why_again_of(record, runs, cfg)):
-                reasons[why] += 1
+                reasons[path] = why
     return reasons
 
 
@@ -268,9 +268,11 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     sweep_killed_runs(out)
     write_json(out / RUN_CONFIG, {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
     runs, failed, ids = (run_key(cfg, model_dir), run_key(cfg, model_dir, older=True)), set(), {}
-    again = predicted_again(slides, out, runs, cfg) if cfg.resume else Counter()
+    again = predicted_again(slides, out, runs, cfg) if cfg.resume else {}
     if again:
-        log.info("%s", said_again(again, f"slide(s) an earlier run into {out} predicted are predicted again"))
+        log.info("%s", said_again(Counter(again.values()),
+                                  f"slide(s) an earlier run into {out} predicted are predicted again"))
+    redone = Counter()  # of those, the slides predicted, by reason (one that fails is not)
 
     def predict_unless_finished(path: Path, sid: str) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
@@ -291,6 +293,8 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         except Exception:
             failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise
+        if path in again:
+            redone[again[path]] += 1
         return True
 
     predicted, errors = run_batch(slides, predict_unless_finished, out, "predict", cfg.strict,
@@ -300,5 +304,5 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         write_predictions(out / "predictions.csv", table)
     else:  # nothing left to list: an older table would still show what this run failed on
         (out / "predictions.csv").unlink(missing_ok=True)
-    return {"done": sum(predicted), "skipped": len(predicted) - sum(predicted), "redone": again.total(),
-            "redone_because": dict(again.most_common()), **errors.summary(), "notice": model.notice}
+    return {"done": sum(predicted), "skipped": len(predicted) - sum(predicted), "redone": redone.total(),
+            "redone_because": dict(redone.most_common()), **errors.summary(), "notice": model.notice}

@@ -376,6 +376,18 @@ def test_a_slide_predicted_again_as_its_scale_changed_is_said_so_from_its_record
     assert run(mpp=0.5, topk=4) == (1, {"the scale changed (mpp 1.0 -> 0.5)": 1})
 
 
+def test_a_slide_predicted_again_that_fails_is_not_counted_as_redone(model_dir, tmp_path):
+    """The slides predicted again as the settings changed were counted before the work: a rerun with --topk 4 and
+    no --mpp, the slide without MPP metadata failing, reported it as redone too ('"done": 1, "redone": 2')."""
+    tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
+    untagged = _tissue_png(tmp_path / "untagged.png", size=512)
+    out = tmp_path / "out"
+    assert run_predict([tagged, untagged], PredictConfig(model=str(model_dir), mpp=0.5), out)["done"] == 2
+    summary = run_predict([tagged, untagged], PredictConfig(model=str(model_dir), topk=4), out)
+    assert (summary["done"], summary["failed"], summary["redone"], summary["redone_because"]) == (
+        1, 1, 1, {"settings changed (topk 8 -> 4)": 1})
+
+
 def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_weights_everything(model_dir,
                                                                                                    tmp_path, caplog,
                                                                                                    monkeypatch):
