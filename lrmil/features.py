@@ -186,6 +186,8 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader
     source = slide_source(path)
     earlier = feature_file(folder, sid)  # or its name until 2026-12-07
     if cfg.resume and is_current(earlier, digest, source):
+        if earlier == target:  # a run killed before it removed the file named as before left both: a store doubled
+            remove_named_before(folder, sid, ".h5")
         return earlier, False
     for held in dict.fromkeys((target, earlier)):  # the file named as until 2026-12-07 is replaced too
         check_not_another_slides(held, path, stored_key(held)[1])

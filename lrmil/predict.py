@@ -221,6 +221,12 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
     return record
 
 
+def remove_outputs_named_before(out: Path, sid: str) -> None:
+    """Once the slide's outputs are named as now, remove those named as before 2026-12-07 (`remove_named_before`)."""
+    for output in ("json", *OUTPUTS):  # SLIDE.json first: no record left naming images gone
+        remove_named_before(out, sid, SUFFIXES[output])
+
+
 def resolve_model_dir(model: str) -> Path:
     return demo_model_dir() if model == "demo" else Path(model)
 
@@ -286,10 +292,11 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         try:
             keys = slide_keys(path, cfg, runs)
             if cfg.resume and is_finished(out, path, keys, record):
+                if earlier.name == output_names(sid)["json"]:  # a run killed before it removed those named as
+                    remove_outputs_named_before(out, sid)  # before left both, each listed in predictions.csv
                 return False
             predict_slide(path, model, cfg, out, keys[0], sid, runs[0])
-            for output in ("json", *OUTPUTS):  # SLIDE.json first: no record left naming images gone
-                remove_named_before(out, sid, SUFFIXES[output])
+            remove_outputs_named_before(out, sid)
         except Exception:
             failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise

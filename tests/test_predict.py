@@ -617,6 +617,28 @@ def test_outputs_named_as_before_are_found_by_a_rerun_and_replaced_when_predicte
     assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
 
 
+def test_a_rerun_removes_the_outputs_named_as_before_that_a_killed_run_left(model_dir, tmp_path):
+    """A run killed between writing CON_.json and removing CON.json and its images (named so until 2026-12-07) left
+    both, and the next run skipped the slide: predictions.csv listed it twice until it was predicted again. The
+    outputs named as before are removed once those named as now are complete."""
+    from lrmil.predict import SUFFIXES, output_names
+
+    slides = [_tissue_png(tmp_path / name, size=512) for name in ("scan 12:00.png", "CON.png")]
+    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
+    assert run_predict(slides, cfg, out)["done"] == 2
+    now = sorted(p.name for p in out.iterdir())
+    for sid in ("scan 12:00", "CON"):
+        record = json.loads((out / output_names(sid)["json"]).read_text())
+        for key, suffix in SUFFIXES.items():
+            (out / f"{sid}{suffix}").write_bytes((out / output_names(sid)[key]).read_bytes())
+            record[key] = f"{sid}{suffix}"
+        (out / f"{sid}.json").write_text(json.dumps(record))
+    summary = run_predict(slides, cfg, out)
+    assert (summary["done"], summary["skipped"]) == (0, 2)
+    assert sorted(p.name for p in out.iterdir()) == now
+    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "scan 12:00"]
+
+
 def test_a_slide_named_as_a_windows_device_gets_outputs_windows_can_create():
     """PRN.svs had its record written as PRN.json, which Windows takes for the printer (so too prn.json, COM1.x.json,
     'aux .x.json', CONIN$.json): a slide whose name before its first dot is a device's gets outputs of its name

@@ -507,6 +507,24 @@ def test_slides_extracted_again_into_a_store_named_as_before_leave_no_files_unde
     assert f"holds the outputs of {moved}" in (out / "errors.csv").read_text()
 
 
+def test_a_rerun_removes_the_feature_file_named_as_before_that_a_killed_run_left(tmp_path):
+    """A run killed between writing CON_.h5 and removing CON.h5 (named so until 2026-12-07) left both, and the next
+    run skipped the slide, its CON_.h5 current, leaving the store doubled. It removes the file named as before."""
+    import shutil
+
+    from lrmil.features import run_extract
+
+    slides, out = _unportable_slides(tmp_path / "slides"), tmp_path / "out"
+    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
+    features = feature_dir(out / "features", "lrmil_vit_tiny", 5.0, 256)
+    assert run_extract(slides, cfg, out)["done"] == 2
+    stamps = {p.name: p.stat().st_mtime_ns for p in features.iterdir()}
+    for new, old in (("CON_.h5", "CON.h5"), ("scan 12_00.h5", "scan 12:00.h5")):
+        shutil.copy(features / new, features / old)
+    assert run_extract(slides, cfg, out)["skipped"] == 2
+    assert {p.name: p.stat().st_mtime_ns for p in features.iterdir()} == stamps
+
+
 def test_extract_says_a_coarse_scan_is_enlarged_on_the_path_it_encodes(tmp_path, caplog):
     """`lrmil extract --resolution teacher` of a 10x scan encodes interpolated 20x patches: it says so, as predict
     does; the student path of the same scan reads it reduced, nothing to say."""
