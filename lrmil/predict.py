@@ -123,15 +123,16 @@ def earlier_record(out: Path, sid: str) -> tuple[Path, dict]:
     return out / next(iter(names)), {}
 
 
-def why_again_of(record: dict, runs: tuple[dict, ...], cfg: PredictConfig) -> str:
+def why_again_of(record: dict, runs: tuple[dict, ...], cfg: PredictConfig, scale: float | None = None) -> str:
     """Why the slide's earlier prediction (`record`, its SLIDE.json) is made again as the model or settings changed
-    (its key is none of `runs`, now's first, at the scale it was made at) or its scale did ("" if none did)."""
+    (its key is none of `runs`, now's first, at the scale it was made at) or its scale did ("" if none did):
+    `scale`, the slide's now, once it is opened; before, where `scale_now` tells it."""
     if not record:
         return ""
     reasons = []
     if record.get("key") not in {hash_record({**run, "mpp": record.get("mpp")}) for run in runs}:
         reasons.append(why_again(record.get("made_with"), made_with(runs[0]["model"], runs[0]["settings"])))
-    if (scale := scale_now(record, cfg)) is not None and scale != record.get("mpp"):
+    if (scale := scale_now(record, cfg) if scale is None else scale) is not None and scale != record.get("mpp"):
         reasons.append(f"the scale changed (mpp {record.get('mpp')} -> {scale})")
     return " and ".join(reasons)
 
@@ -146,15 +147,16 @@ def scale_now(record: dict, cfg: PredictConfig) -> float | None:
     return None
 
 
-def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...], cfg: PredictConfig) -> dict[Path, str]:
-    """Why each slide an earlier run into `out` predicted from the same file is predicted again (`why_again_of`),
-    read from its SLIDE.json before any slide is opened: said once, before the work."""
-    ids, reasons = SlideIds(slides), {}
+def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...], cfg: PredictConfig) -> Counter:
+    """Why the slides an earlier run into `out` predicted from the same files are predicted again (`why_again_of`),
+    read from their SLIDE.json before any slide is opened: said once, before the work (a scale only the slide tells,
+    after an --override-mpp run, is said in the summary)."""
+    ids, reasons = SlideIds(slides), Counter()
     for path in slides:
         record = earlier_record(out, ids.id_of(path))[1]
         with contextlib.suppress(OSError, SlideReadError):  # a slide gone or unreadable fails in the batch, said there
             if record.get("source") == slide_source(path) and (why := why_again_of(record, runs, cfg)):
-                reasons[path] = why
+                reasons[why] += 1
     return reasons
 
 
@@ -274,11 +276,9 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     sweep_killed_runs(out)
     write_json(out / RUN_CONFIG, {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
     runs, failed, ids = (run_key(cfg, model_dir), run_key(cfg, model_dir, older=True)), set(), {}
-    again = predicted_again(slides, out, runs, cfg) if cfg.resume else {}
-    if again:
-        log.info("%s", said_again(Counter(again.values()),
-                                  f"slide(s) an earlier run into {out} predicted are predicted again"))
-    redone = Counter()  # of those, the slides predicted, by reason (one that fails is not)
+    if cfg.resume and (again := predicted_again(slides, out, runs, cfg)):
+        log.info("%s", said_again(again, f"slide(s) an earlier run into {out} predicted are predicted again"))
+    redone = Counter()  # the slides predicted again, by reason, counted as each is predicted (one that fails is not)
 
     def predict_unless_finished(path: Path, sid: str) -> bool:
         """True when the slide was predicted now, False when an earlier run's outputs were current."""
@@ -295,13 +295,14 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
                 if earlier.name == output_names(sid)["json"]:  # a run killed before it removed those named as
                     remove_outputs_named_before(out, sid)  # before left both, each listed in predictions.csv
                 return False
-            predict_slide(path, model, cfg, out, keys[0], sid, runs[0])
+            made = predict_slide(path, model, cfg, out, keys[0], sid, runs[0])
             remove_outputs_named_before(out, sid)
         except Exception:
             failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise
-        if path in again:
-            redone[again[path]] += 1
+        if cfg.resume and record.get("source") == made["source"] and (
+                why := why_again_of(record, runs, cfg, made["mpp"])):
+            redone[why] += 1
         return True
 
     predicted, errors = run_batch(slides, predict_unless_finished, out, "predict", cfg.strict,

@@ -371,8 +371,9 @@ def test_a_slide_predicted_again_as_its_scale_changed_is_said_so_from_its_record
     assert run(mpp=0.25, override_mpp=True, topk=4) == (
         2, {topk: 1, f"{topk} and the scale changed (mpp 0.5 -> 0.25)": 1})
     # after --override-mpp the record does not tell a slide with metadata (back to its scale now) from one without
-    # (at --mpp's): neither is said, rather than a wrong scale
-    assert run(mpp=1.0, topk=4) == (2, {})
+    # (at --mpp's): neither is said before the work, rather than a wrong scale, and the summary says each, opened
+    assert run(mpp=1.0, topk=4) == (2, {"the scale changed (mpp 0.25 -> 0.5)": 1,
+                                        "the scale changed (mpp 0.25 -> 1.0)": 1})
     assert run(mpp=0.5, topk=4) == (1, {"the scale changed (mpp 1.0 -> 0.5)": 1})
 
 
