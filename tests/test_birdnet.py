@@ -14,7 +14,7 @@ import soundfile as sf
 from pulse.teacher import birdnet
 from pulse.config import TeacherCacheConfig
 from pulse.io import read_audio
-from pulse.teacher.cache import build_cache, load_cache
+from pulse.teacher.cache import Moments, build_cache, load_cache, open_cache
 from pulse.windows import WindowSpec
 from tests.test_journal import replace_keeping_size_and_time
 
@@ -135,6 +135,11 @@ def test_cache_is_resumable_keyed_by_content_and_skips_bad_files(teacher, short_
     row = index.set_index("path").loc["clip1.flac"]
     assert row["windows"] == expected and row["sha256"] != first_sha
     assert load_cache(cfg.out)["clip1.flac"].embedding.shape == (expected, birdnet.EMBED_DIM)
+    entry = open_cache(cfg.out)["clip1.flac"]  # with its embedding's moments, which training standardises by
+    stored, of_rows = entry.embedding_moments(), Moments.of(entry.embedding.read())
+    assert stored.count == expected
+    np.testing.assert_allclose(stored.mean, of_rows.mean, rtol=1e-9)
+    np.testing.assert_allclose(stored.m2, of_rows.m2, rtol=1e-9)
     other = bytearray((root / "clip0.flac").read_bytes())
     other[30] ^= 0xFF  # in the STREAMINFO's MD5: another file, of the same size, that decodes all the same
     replace_keeping_size_and_time(root / "clip0.flac", bytes(other))

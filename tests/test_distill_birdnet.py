@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from export.artifact import load_weights
 from pulse.config import ModelConfig, SemiConfig
 from pulse.models import create_model
 from pulse.teacher import birdnet
-from pulse.teacher.cache import entry_path
+from pulse.teacher.cache import CachedTeacher, Moments, StoredArray, _save_entry, entry_path
 from pulse.teacher.probe import cross_fitted_scores
 from pulse.train.distill_birdnet import (BirdNETDistillation, KnowledgeBank, align_teacher,
                                          embedding_distillation_loss, logit_distillation_loss, soft_target_loss)
@@ -60,9 +61,12 @@ def test_align_teacher_in_time():
     np.testing.assert_allclose(align_teacher(starts, values, 1.0, 5.0), values[:4].mean(axis=0))  # long window
 
 
-def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None, seed: int = 0):
+def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None, seed: int = 0,
+                     with_moments: Collection[str] = ()):
     """A cache folder shaped like `pulse teacher-cache` output, over real-format audio files in
-    root/audio listed in `manifest`; `starts` maps each cached file to its window starts (s)."""
+    root/audio listed in `manifest`; `starts` maps each cached file to its window starts (s). The entries of the
+    files `with_moments` are written as `pulse teacher-cache` writes them now, the others as before 2026-12-07,
+    without their embedding's moments."""
     audio, cache = root / "audio", root / "cache"
     audio.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -77,8 +81,12 @@ def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None
         target.parent.mkdir(parents=True)
         n = len(file_starts)
         embedding = embeddings[name] if embeddings else np.abs(rng.standard_normal((n, birdnet.EMBED_DIM)))
-        np.savez(target, starts_s=np.array(file_starts, np.float32),
-                 logits=rng.standard_normal((n, 6522)).astype(np.float32), embedding=embedding.astype(np.float32))
+        entry = CachedTeacher(np.array(file_starts, np.float32), rng.standard_normal((n, 6522)).astype(np.float32),
+                              embedding.astype(np.float32))
+        if name in with_moments:
+            _save_entry(target, entry)
+        else:
+            np.savez(target, **entry._asdict())
         rows.append({"path": name, "sha256": digest, "size": 1, "mtime_ns": 1, "windows": n})
     pd.DataFrame(rows).to_csv(cache / "index.csv", index=False)
     (cache / "config.json").write_text(json.dumps({"manifest": str(root / "m.csv"), "audio_root": str(audio)}))
@@ -173,6 +181,51 @@ def test_targets_and_standardisation_are_those_of_the_whole_cache_in_memory(tmp_
     for window in (bank.windows[0], bank.windows[7]):
         for ours, theirs in zip(bank.targets(window), copy.targets(window)):
             np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_bank_standardises_by_the_moments_each_entry_stores_and_reads_older_entries_whole(tmp_path,
+                                                                                            monkeypatch):
+    """Building the bank read every embedding row of the cache for the mean and std it standardises by (a 300 GB
+    pool's 14 GB, minutes at each `pulse train`, bench/README.md): it merges each entry's stored moments now, to
+    the same numbers. An entry written before they were stored is read whole, in a cache of its own or among new
+    ones."""
+    manifest = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "split": "train"})
+    starts = {"a.wav": [float(s) for s in range(7)], "b.wav": [0.0, 1.0], "c.wav": [0.0]}
+    read_shapes = []
+    read_rows = StoredArray.rows
+
+    def recorded_rows(array, start, stop):
+        read_shapes.append(array.shape)
+        return read_rows(array, start, stop)
+
+    monkeypatch.setattr(StoredArray, "rows", recorded_rows)
+    embeddings_read = {(): {(7, 1024), (2, 1024), (1, 1024)}, ("a.wav",): {(2, 1024), (1, 1024)}, tuple(starts): set()}
+    standardised = []
+    for with_moments, expected in embeddings_read.items():
+        cache = write_fake_cache(tmp_path / str(len(with_moments)), manifest, starts, with_moments=with_moments)
+        read_shapes.clear()
+        bank = KnowledgeBank((str(cache),), "train", window_s=3.0)
+        assert {shape for shape in read_shapes if shape[1:] == (1024,)} == expected
+        standardised.append((bank.embedding_mean, bank.embedding_std))
+        embedding, _ = bank.targets(bank.windows[1])  # the rows are where they were
+        np.testing.assert_array_equal(embedding, cached(cache, "a.wav")["embedding"][:3].mean(axis=0))
+    every = np.concatenate([cached(cache, name)["embedding"] for name in starts])
+    np.testing.assert_allclose(standardised[0][0], every.mean(axis=0), rtol=1e-6)
+    for mean, std in standardised[1:]:  # merged as the rows were, in float64: the same float32 numbers
+        np.testing.assert_array_equal(mean, standardised[0][0])
+        np.testing.assert_array_equal(std, standardised[0][1])
+
+
+def test_moments_of_parts_merge_into_those_of_the_whole():
+    rng = np.random.default_rng(0)
+    rows = 1000 + rng.standard_normal((9000, 8)) * np.arange(1, 9)  # far from 0: a naive sum of squares would not do
+    parts = [Moments.of(part) for part in np.split(rows, [1, 5, 4101])]
+    merged = parts[0].merge(parts[1]).merge(parts[2]).merge(parts[3])
+    whole = Moments.of(rows)
+    assert merged.count == whole.count == 9000
+    np.testing.assert_allclose(merged.mean, rows.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(merged.m2, whole.m2, rtol=1e-9)
+    np.testing.assert_allclose(merged.m2 / merged.count, rows.var(axis=0), rtol=1e-9)
 
 
 def test_the_bank_holds_no_teacher_outputs_in_memory(tmp_path):

@@ -3,7 +3,8 @@
 Layout of OUT: `config.json` (settings + model sha256), `index.csv` (path -> content sha256,
 size, mtime, windows), `errors.csv`, and one `<sha[:2]>/<sha>.npz` per distinct file content
 holding `starts_s` [W], `logits` [W, 6522] and `embedding` [W, 1024], uncompressed, so that training reads a
-batch's rows of them from disk (`open_cache`). Entries are keyed by the
+batch's rows of them from disk (`open_cache`), and the embedding's float64 `embedding_mean` and `embedding_m2` [1024]
+(`Moments`), so that training standardises by them without reading every row. Entries are keyed by the
 file's content hash, so an edited file is recomputed and a copied one is not, nor one read as it
 was (an entry of another reading, a GUANO TE read since, is: `_cached_windows`); a killed run
 resumes where it stopped, since every .npz is written atomically.
@@ -41,6 +42,26 @@ class CachedTeacher(NamedTuple):
     embedding: np.ndarray  # [W, 1024]
 
 
+class Moments(NamedTuple):
+    """Count, mean and sum of squared deviations (M2) per dimension of rows, in float64: those of parts merge into
+    those of the whole (Chan et al. 1979), so the mean and std of a pool's embeddings need none of its rows."""
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> Moments:
+        rows = rows.astype(np.float64)
+        mean = rows.mean(axis=0)
+        return cls(len(rows), mean, ((rows - mean) ** 2).sum(axis=0))
+
+    def merge(self, other: Moments) -> Moments:
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        return Moments(total, self.mean + delta * other.count / total,
+                       self.m2 + (other.m2 + delta ** 2 * self.count * other.count / total))
+
+
 class StoredArray(NamedTuple):
     """One array of an entry where it lies in its .npz: its rows are read when asked, so a cache of hundreds of GB
     is not held in memory. It holds no open file, so it reads alike in threads and in worker processes."""
@@ -66,6 +87,14 @@ class StoredEntry(NamedTuple):
     starts_s: np.ndarray  # [W], in memory
     logits: StoredArray  # [W, 6522], on disk
     embedding: StoredArray  # [W, 1024], on disk
+    embedding_mean: StoredArray | None = None  # [1024] float64, on disk; None in entries written before 2026-12-07
+    embedding_m2: StoredArray | None = None  # [1024] float64, as embedding_mean
+
+    def embedding_moments(self) -> Moments | None:
+        """The stored `Moments` of the embedding, or None for an entry written before they were stored."""
+        if self.embedding_mean is None:
+            return None
+        return Moments(len(self.starts_s), self.embedding_mean.read(), self.embedding_m2.read())
 
 
 def entry_path(out: Path, digest: str) -> Path:
@@ -103,8 +132,9 @@ def _cached_windows(target: Path, path: Path, cfg: TeacherCacheConfig) -> int | 
 
 
 def _save_entry(target: Path, entry: CachedTeacher) -> None:
+    moments = Moments.of(entry.embedding)
     with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **entry._asdict())
+        np.savez(f, **entry._asdict(), embedding_mean=moments.mean, embedding_m2=moments.m2)
 
 
 def _read_index(out: Path) -> dict[str, dict]:
@@ -221,7 +251,8 @@ def open_cache(out: str | Path) -> dict[str, StoredEntry]:
     cache = {}
     for rel, row in _read_index(out).items():
         arrays = _stored_arrays(entry_path(out, row["sha256"]))
-        cache[rel] = StoredEntry(arrays["starts_s"].read(), arrays["logits"], arrays["embedding"])
+        cache[rel] = StoredEntry(arrays["starts_s"].read(), arrays["logits"], arrays["embedding"],
+                                 arrays.get("embedding_mean"), arrays.get("embedding_m2"))
     return cache
 
 
