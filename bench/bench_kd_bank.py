@@ -1,13 +1,14 @@
 """Distillation's KnowledgeBank over a teacher cache of hundreds of thousands of windows: memory and a KD batch.
 
-A synthetic cache shaped as `pulse teacher-cache` writes it (one .npz a file: `starts_s`, float32 `logits` [W, 6522]
-and `embedding` [W, 1024], random), over sparse 48 kHz WAVs (bench_pool.sparse_wav: a hole after 10 ms of noise)
-listed in a manifest, is made in --work. A child process then builds `KnowledgeBank` over it (its peak RSS, against
-the RSS before building), times the targets of a KD batch (`bank.targets` for kd_batch windows), the whole KD batch
-(`BirdNETDistillation.batch`: audio read and resampled, mixed with noise half the time, plus the targets), each with
-the cache's pages dropped first (cold) and again (warm), and a KD step of the default model, and prints sums of the
-mean and std the bank standardises with, to compare code versions (--compare-with: another checkout, measured on the
-same cache). The folder is deleted at the end.
+A synthetic cache written as `pulse teacher-cache` writes it (`_save_entry`: one .npz a file, `starts_s`, float32
+`logits` [W, 6522] and `embedding` [W, 1024], random, and the embedding's moments), over sparse 48 kHz WAVs
+(bench_pool.sparse_wav: a hole after 10 ms of noise) listed in a manifest, is made in --work. A child process then
+builds `KnowledgeBank` over it (its peak RSS, against the RSS before building, and the bytes it reads), times the
+targets of a KD batch (`bank.targets` for kd_batch windows), the whole KD batch (`BirdNETDistillation.batch`: audio
+read and resampled, mixed with noise half the time, plus the targets), each with the cache's pages dropped first
+(cold) and again (warm), and a KD step of the default model, and prints sums of the mean and std the bank
+standardises with, to compare code versions (--compare-with: another checkout, measured on the same cache). The
+folder is deleted at the end.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def make_cache(folder: Path, windows: int, per_file: int, seed: int) -> dict:
     from bench_pool import RATE, sparse_wav
 
     from pulse.teacher import birdnet
+    from pulse.teacher.cache import CachedTeacher, _save_entry
 
     rng = np.random.default_rng(seed)
     (folder / "audio").mkdir(parents=True)
@@ -45,9 +47,8 @@ def make_cache(folder: Path, windows: int, per_file: int, seed: int) -> dict:
         digest = f"{i:064x}"
         target = folder / "cache" / digest[:2] / f"{digest}.npz"
         target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(target, starts_s=np.arange(n, dtype=np.float32),
-                 logits=rng.standard_normal((n, LOGITS), np.float32),
-                 embedding=np.abs(rng.standard_normal((n, birdnet.EMBED_DIM), np.float32)))
+        _save_entry(target, CachedTeacher(np.arange(n, dtype=np.float32), rng.standard_normal((n, LOGITS), np.float32),
+                                          np.abs(rng.standard_normal((n, birdnet.EMBED_DIM), np.float32))))
         rows.append({"path": name, "split": "train"})
         index.append({"path": name, "sha256": digest, "size": 1, "mtime_ns": 1, "ctime_ns": 1, "windows": n})
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
@@ -86,6 +87,14 @@ def evict(folder: Path) -> None:
             os.close(fd)
 
 
+def read_mib() -> float:
+    """What this process has read so far, from the page cache or the disk."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1]) / 2 ** 20
+    raise RuntimeError("no rchar in /proc/self/io")
+
+
 def timed(function, repeats: int) -> float:
     """Milliseconds a call, over `repeats` calls."""
     t0 = time.perf_counter()
@@ -109,10 +118,11 @@ def measure(folder: Path, batches: int) -> dict:
     torch.set_num_threads(1)
     model_cfg, semi = ModelConfig(), SemiConfig()
     evict(folder)
-    before = rss_mib()
+    before, read_before = rss_mib(), read_mib()
     t0 = time.perf_counter()
     bank = KnowledgeBank((str(folder / "cache"),), "train", model_cfg.window_s)
-    result = {"kd_batch": semi.kd_batch, "build_s": time.perf_counter() - t0, "rss_before_build_mib": before,
+    result = {"kd_batch": semi.kd_batch, "build_s": time.perf_counter() - t0,
+              "build_read_mib": read_mib() - read_before, "rss_before_build_mib": before,
               "peak_rss_after_build_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "held_by_bank_mib": rss_mib() - before}
     model = create_model(model_cfg).train()
