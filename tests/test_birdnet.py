@@ -14,7 +14,7 @@ import soundfile as sf
 from pulse.teacher import birdnet
 from pulse.config import TeacherCacheConfig
 from pulse.io import read_audio
-from pulse.teacher.cache import Moments, build_cache, load_cache, open_cache
+from pulse.teacher.cache import Moments, build_cache, entry_path, load_cache, open_cache
 from pulse.windows import WindowSpec
 from tests.test_journal import replace_keeping_size_and_time
 
@@ -179,6 +179,29 @@ def test_a_cache_run_sweeps_what_a_killed_one_left_and_waits_its_turn(teacher, s
             build_cache(cfg, teacher)
         assert left.exists() and not (tmp_path / "cache" / "index.csv").exists()
     assert len(build_cache(cfg, teacher)) == 1 and not left.exists()
+
+
+def test_a_rerun_makes_a_cut_short_or_empty_entry_and_a_damaged_index_anew(teacher, short_clips, tmp_path, caplog):
+    """An entry cut short (a full disk, a partial copy) or left empty failed its file on every rerun ('BadZipFile:
+    File is not a zip file', 'EOFError: No data left in file') and dropped it from the index; an index.csv cut to
+    nothing stopped the run at 'No columns to parse from file', naming no file."""
+    for i, clip in enumerate(short_clips[:3]):
+        shutil.copy(clip, tmp_path / f"clip{i}.flac")
+    pd.DataFrame({"path": [f"clip{i}.flac" for i in range(3)]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path), out=str(tmp_path / "cache"))
+    counting = CountingTeacher(teacher)
+    cut, empty = (entry_path(Path(cfg.out), digest) for digest in build_cache(cfg, counting)["sha256"][:2])
+    whole = load_cache(cfg.out)
+    cut.write_bytes(cut.read_bytes()[:1000])
+    empty.write_bytes(b"")
+    index = build_cache(cfg, counting)
+    assert counting.windows == 3 + 2 and list(index["path"]) == ["clip0.flac", "clip1.flac", "clip2.flac"]
+    assert f"{cut}: not a whole .npz" in caplog.text and f"{empty}: not a whole .npz" in caplog.text
+    np.testing.assert_array_equal(load_cache(cfg.out)["clip0.flac"].embedding, whole["clip0.flac"].embedding)
+    assert pd.read_csv(Path(cfg.out) / "errors.csv").empty
+    (Path(cfg.out) / "index.csv").write_bytes(b"")
+    assert len(build_cache(cfg, counting)) == 3 and counting.windows == 5  # hashed again, no entry made again
+    assert f"{Path(cfg.out) / 'index.csv'}: empty" in caplog.text
 
 
 def test_a_full_cache_disk_stops_the_run_instead_of_failing_each_file(teacher, short_clips, tmp_path, monkeypatch):

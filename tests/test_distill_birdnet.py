@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Collection
 
 import numpy as np
@@ -256,12 +257,35 @@ def test_an_entry_cut_short_or_compressed_is_named(fake_cache):
     entry.write_bytes(whole[:len(whole) // 2])  # while training: its index said where the rows lie
     with pytest.raises(OSError, match=f"{entry}: ends before row 3 of 3"):
         bank.targets(bank.windows[2])
-    with pytest.raises(ValueError, match=f"{entry}: not a whole .npz .*delete it and run pulse teacher-cache"):
+    with pytest.raises(ValueError, match=f"{entry}: not a whole .npz .*run pulse teacher-cache .*it makes them anew"):
         KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
     entry.write_bytes(whole)
     np.savez_compressed(entry, **cached(fake_cache, "a.wav"))
     with pytest.raises(ValueError, match=f"{entry}: starts_s.npy is compressed"):
         KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+
+
+def test_training_refuses_a_damaged_cache_at_its_start_naming_every_broken_entry(tmp_path):
+    """An entry deleted while index.csv listed it stopped training at "[Errno 2] No such file or directory: '...npz'",
+    several cut short at the first one only (one rerun each), and an index.csv cut short (a partial copy) trained on
+    its rows before the cut, saying nothing."""
+    names = ["a.wav", "b.wav", "c.wav", "val.wav"]
+    manifest = pd.DataFrame({"path": names, "split": ["train"] * 3 + ["validation"]})
+    cache = write_fake_cache(tmp_path, manifest, {name: [0.0, 1.0] for name in names})
+    a, b, c, val = (entry_path(cache, digest) for digest in pd.read_csv(cache / "index.csv", dtype=str)["sha256"])
+    a.unlink()
+    b.write_bytes(b"")
+    val.write_bytes(b"")  # not read by a training on the train split: not in its way
+    with pytest.raises(ValueError, match=re.escape(f"{cache}: 2 of 3 entries cannot be read ({a}: missing; {b}: not a "
+                                                   "whole .npz (File is not a zip file)); run pulse teacher-cache "
+                                                   f"--manifest {tmp_path / 'm.csv'} --audio-root {tmp_path / 'audio'} "
+                                                   f"--out {cache}: it makes them anew")):
+        KnowledgeBank((str(cache),), "train", window_s=1.5)
+    index = (cache / "index.csv").read_bytes()
+    (cache / "index.csv").write_bytes(index[:-20])
+    with pytest.raises(ValueError, match=re.escape(f"{cache / 'index.csv'}: cut short or not a table pulse "
+                                                   "teacher-cache wrote; run pulse teacher-cache --manifest")):
+        KnowledgeBank((str(cache),), "train", window_s=1.5)
 
 
 class SilentBackgrounds:

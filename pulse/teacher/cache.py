@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import struct
 import zipfile
 from pathlib import Path
@@ -120,12 +121,16 @@ def _window_spec(cfg: TeacherCacheConfig) -> WindowSpec:
 
 def _cached_windows(target: Path, path: Path, cfg: TeacherCacheConfig) -> int | None:
     """The windows of the entry computed before for this content (for this path or a copy), or None: there is none,
-    or it is of another reading of the file than pulse makes now, its last window more than a hop from where it
-    would start now (a GUANO TE WAV cached before TE was read, 2026-12-06: 60 s of windows for a 6 s song)."""
+    it cannot be read (cut short by a full disk or a partial copy: made again rather than failing the file on every
+    rerun), or it is of another reading of the file than pulse makes now, its last window more than a hop from where
+    it would start now (a GUANO TE WAV cached before TE was read, 2026-12-06: 60 s of windows for a 6 s song)."""
     if not target.is_file():
         return None
-    with np.load(target) as data:
-        starts = data["starts_s"]
+    try:
+        starts = _stored_arrays(target)["starts_s"].read()
+    except (ValueError, OSError) as error:
+        log.warning("%s; making it again", error)
+        return None
     spec = _window_spec(cfg)
     last = (spec.count(int(round(audio_info(path).duration_s * spec.sample_rate))) - 1) * spec.hop / spec.sample_rate
     return len(starts) if len(starts) and abs(float(starts[-1]) - last) <= cfg.hop_s else None
@@ -138,10 +143,21 @@ def _save_entry(target: Path, entry: CachedTeacher) -> None:
 
 
 def _read_index(out: Path) -> dict[str, dict]:
+    """OUT's index by manifest path; a ValueError naming index.csv where it is damaged (cut short by a partial copy:
+    the index is written whole, ending in a newline)."""
     index = out / "index.csv"
     if not index.is_file():
         return {}
-    frame = pd.read_csv(index, dtype={"path": str, "sha256": str})
+    try:
+        frame = pd.read_csv(index, dtype={"path": str, "sha256": str})
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{index}: empty") from None
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{index}: not a table pulse teacher-cache wrote ({error})") from None
+    with open(index, "rb") as f:
+        f.seek(-1, 2)
+        if f.read(1) != b"\n" or not {"path", "sha256"} <= set(frame.columns):
+            raise ValueError(f"{index}: cut short or not a table pulse teacher-cache wrote")
     frame["path"] = frame["path"].map(from_utf8_text)  # as read_manifest reads it
     return {row["path"]: row for row in frame.to_dict("records")}
 
@@ -185,7 +201,12 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
     """`build_cache` once OUT is held: an entry for each of `paths` not cached yet, then the index."""
     from tqdm import tqdm
 
-    previous, rows, errors = _read_index(out), {}, []
+    rows, errors = {}, []
+    try:
+        previous = _read_index(out)
+    except ValueError as error:  # only spares hashing: every file is hashed again, its entry kept
+        log.warning("%s; hashing every file again to write it anew", error)
+        previous = {}
     for i, rel in enumerate(tqdm(paths, desc="teacher cache", unit="file")):
         path = listed_file(root, rel)
         try:
@@ -225,8 +246,10 @@ def _stored_arrays(path: Path) -> dict[str, StoredArray]:
     arrays = {}
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"{path}: not a whole .npz ({error}); delete it and run pulse teacher-cache again") from None
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing") from None
+    except zipfile.BadZipFile as error:  # cut short: its table of contents comes last
+        raise ValueError(f"{path}: not a whole .npz ({error})") from None
     with archive, open(path, "rb") as f:
         for info in archive.infolist():
             if info.compress_type != zipfile.ZIP_STORED:
@@ -245,14 +268,46 @@ def _stored_arrays(path: Path) -> dict[str, StoredArray]:
     return arrays
 
 
-def open_cache(out: str | Path) -> dict[str, StoredEntry]:
-    """Manifest path -> cached teacher outputs left on disk, for every file in OUT's index."""
+def rerun_command(out: Path) -> str:
+    """The `pulse teacher-cache` command that made OUT, from its config.json: run again, it makes what is missing or
+    broken there anew and keeps the rest."""
+    try:
+        record = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    words = ["pulse", "teacher-cache"]
+    for flag, key in (("--manifest", "manifest"), ("--audio-root", "audio_root")):
+        words += [flag, str(record[key])] if key in record else []
+    words += ["--out", str(out)]
+    if record.get("hop_s", TeacherCacheConfig.hop_s) != TeacherCacheConfig.hop_s:
+        words += ["--hop-s", str(record["hop_s"])]
+    return shlex.join(words)
+
+
+def open_cache(out: str | Path, paths: set[str] | None = None) -> dict[str, StoredEntry]:
+    """Manifest path -> cached teacher outputs left on disk, for every file in OUT's index (those of `paths`, when
+    given). Every entry is opened here, so that training refuses a damaged cache at its start, naming each broken
+    entry, not hours in at the first one it draws."""
     out = Path(out)
-    cache = {}
-    for rel, row in _read_index(out).items():
-        arrays = _stored_arrays(entry_path(out, row["sha256"]))
+    try:
+        index = _read_index(out)
+    except ValueError as error:
+        raise ValueError(f"{error}; run {rerun_command(out)} to write it anew") from None
+    cache, broken = {}, []
+    for rel, row in index.items():
+        if paths is not None and rel not in paths:
+            continue
+        try:
+            arrays = _stored_arrays(entry_path(out, str(row["sha256"])))
+        except ValueError as error:
+            broken.append(str(error))
+            continue
         cache[rel] = StoredEntry(arrays["starts_s"].read(), arrays["logits"], arrays["embedding"],
                                  arrays.get("embedding_mean"), arrays.get("embedding_m2"))
+    if broken:
+        shown = "; ".join(broken[:3]) + ("; ..." if len(broken) > 3 else "")
+        raise ValueError(f"{out}: {len(broken)} of {len(cache) + len(broken)} entries cannot be read ({shown}); "
+                         f"run {rerun_command(out)}: it makes them anew")
     return cache
 
 

@@ -146,10 +146,8 @@ class KnowledgeBank:
                                         f"`pulse teacher-cache --out {cache_dir}` (with --manifest and --audio-root "
                                         "for audio other than InsectSet32) first, or list your own caches there")
             record = read_json(Path(cache_dir) / "config.json")
-            keep = set(select_split(read_manifest(record["manifest"]), split)["path"])
-            for rel, entry in open_cache(cache_dir).items():
-                if rel not in keep:  # never distil on validation audio
-                    continue
+            keep = set(select_split(read_manifest(record["manifest"]), split)["path"])  # never validation audio
+            for rel, entry in open_cache(cache_dir, keep).items():
                 self.entries.append(entry)
                 self.paths.append(listed_file(record["audio_root"], rel).resolve())
                 files.append(np.full(len(entry.starts_s), len(self.entries) - 1, np.int32))
