@@ -296,12 +296,17 @@ def train(
     import logging
 
     from pulse.manifest import ManifestError
+    from pulse.teacher.cache import EntryUnreadable
     from pulse.train.weak_labels import train as run_train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = TrainConfig.load(config) if config else TrainConfig()
         best = run_train(cfg, out, resume=resume, device=device, workers=workers)
+    except EntryUnreadable as exc:  # hours in: say how to go on, not a traceback
+        typer.echo(f"error: {exc}; training stopped: run the same command again then to go on from its last "
+                   "checkpoint (each epoch's end)", err=True)
+        raise typer.Exit(1)
     except (FileNotFoundError, ManifestError, ValueError, KeyError) as exc:
         typer.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
         raise typer.Exit(2)

@@ -288,6 +288,35 @@ def test_training_refuses_a_damaged_cache_at_its_start_naming_every_broken_entry
         KnowledgeBank((str(cache),), "train", window_s=1.5)
 
 
+@pytest.mark.parametrize("change", ["cut short", "deleted"])
+def test_an_entry_changed_hours_into_training_stops_it_with_one_line(fake_cache, monkeypatch, change):
+    """An entry cut short or deleted while training read it ended the run in a traceback, the cut one saying
+    'changed since it was opened?' and no more, the deleted one '[Errno 2] No such file or directory'."""
+    from typer.testing import CliRunner
+
+    from pulse.cli import app
+    from pulse.train import weak_labels
+
+    entry = sorted(fake_cache.glob("*/*.npz"))[0]  # a.wav's
+
+    def train_then_draw(cfg, out, **kw):
+        bank = KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+        if change == "cut short":
+            entry.write_bytes(entry.read_bytes()[:1000])
+        else:
+            entry.unlink()
+        bank.targets(bank.windows[2])
+
+    monkeypatch.setattr(weak_labels, "train", train_then_draw)
+    result = CliRunner().invoke(app, ["train", "--out", str(fake_cache.parent / "run")])
+    why = "ends before row 3 of 3, changed since it was opened" if change == "cut short" else \
+        "No such file or directory, readable when it was opened"
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"error: {entry}: {why}; pulse teacher-cache --manifest {fake_cache.parent / 'm.csv'} --audio-root "
+        f"{fake_cache.parent / 'audio'} --out {fake_cache} makes it anew; training stopped: run the same command "
+        "again then to go on from its last checkpoint (each epoch's end)"]
+
+
 class SilentBackgrounds:
     def window(self, rng):
         return np.zeros(TINY.window_samples, np.float32)

@@ -63,6 +63,11 @@ class Moments(NamedTuple):
                        self.m2 + (other.m2 + delta ** 2 * self.count * other.count / total))
 
 
+class EntryUnreadable(OSError):
+    """An entry opened before can no longer be read where its rows lay (deleted, cut short or copied over since):
+    training stops with one line, its last checkpoint kept."""
+
+
 class StoredArray(NamedTuple):
     """One array of an entry where it lies in its .npz: its rows are read when asked, so a cache of hundreds of GB
     is not held in memory. It holds no open file, so it reads alike in threads and in worker processes."""
@@ -74,10 +79,16 @@ class StoredArray(NamedTuple):
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of the array."""
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
-        with open(self.path, "rb") as f:
-            f.seek(self.offset + start * out[:1].nbytes)
-            if f.readinto(out) != out.nbytes:
-                raise OSError(f"{self.path}: ends before row {stop} of {self.shape[0]}; changed since it was opened?")
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset + start * out[:1].nbytes)
+                complete = f.readinto(out) == out.nbytes
+        except OSError as error:  # deleted, or a network disk gone
+            raise EntryUnreadable(f"{self.path}: {error.strerror}, readable when it was opened; "
+                                  f"{rerun_command(self.path.parents[1])} makes it anew") from None
+        if not complete:
+            raise EntryUnreadable(f"{self.path}: ends before row {stop} of {self.shape[0]}, changed since it was "
+                                  f"opened; {rerun_command(self.path.parents[1])} makes it anew")
         return out
 
     def read(self) -> np.ndarray:
