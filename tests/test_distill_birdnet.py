@@ -288,6 +288,29 @@ def test_training_refuses_a_damaged_cache_at_its_start_naming_every_broken_entry
         KnowledgeBank((str(cache),), "train", window_s=1.5)
 
 
+def test_a_cache_whose_audio_or_manifest_moved_is_refused_at_start(tmp_path, caplog):
+    """With its audio_root moved (a disk not mounted) training distilled for hours from silence, a warning per file;
+    with its manifest moved it said only 'manifest not found', not whose."""
+    names = ["a.wav", "b.wav", "val.wav"]
+    manifest = pd.DataFrame({"path": names, "split": ["train", "train", "validation"]})
+    cache = write_fake_cache(tmp_path, manifest, {name: [0.0, 1.0] for name in names})
+    (tmp_path / "audio/b.wav").unlink()
+    bank = KnowledgeBank((str(cache),), "train", window_s=1.5)
+    assert {w.path.name for w in bank.windows} == {"a.wav"}  # b.wav's windows would be silence: left out
+    assert f"{cache}: 1 of its 2 recordings are not under {tmp_path / 'audio'} (b.wav); distilling from the " \
+        "other 1" in caplog.text
+    (tmp_path / "audio").rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{cache}: none of its 2 recordings is under its audio_root {tmp_path / 'audio'}: moved, or a disk not "
+            f"mounted? Mount it, or set audio_root in {cache / 'config.json'} to where they are now")):
+        KnowledgeBank((str(cache),), "train", window_s=1.5)
+    (tmp_path / "m.csv").rename(tmp_path / "m2.csv")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{tmp_path / 'm.csv'}: manifest not found; {cache / 'config.json'} names it for the split of each "
+            "cached recording: set manifest there to where it is now")):
+        KnowledgeBank((str(cache),), "train", window_s=1.5)
+
+
 @pytest.mark.parametrize("change", ["cut short", "deleted"])
 def test_an_entry_changed_hours_into_training_stops_it_with_one_line(fake_cache, monkeypatch, change):
     """An entry cut short or deleted while training read it ended the run in a traceback, the cut one saying

@@ -21,6 +21,7 @@ inherits BirdNET's licence, CC BY-NC-SA 4.0.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from pulse.train.losses import LOSS_TERMS, LossTerm, StepOutputs, schedule_span
 if TYPE_CHECKING:
     from pulse.teacher.cache import StoredEntry
 
+log = logging.getLogger(__name__)
 STREAM = 130_363  # distillation draws its windows from its own random stream
 
 
@@ -125,6 +127,23 @@ def embedding_moments(entries: list[StoredEntry], rows: int = 4096) -> tuple[np.
     return total.mean.astype(np.float32), np.sqrt(total.m2 / total.count).astype(np.float32)
 
 
+def with_audio(cache_dir: str, root: str, entries: dict[str, StoredEntry]) -> list[tuple[Path, StoredEntry]]:
+    """(resolved audio path, entry) of the entries whose recording is there: a missing one's windows would be
+    silence distilled towards the teacher's outputs of its song. None there at all is an audio_root moved or a disk
+    not mounted, refused rather than distilling from silence for hours."""
+    present = {rel: path for rel in entries if (path := listed_file(root, rel)).exists()}
+    missing = [rel for rel in entries if rel not in present]
+    if missing and not present:
+        raise FileNotFoundError(f"{cache_dir}: none of its {len(entries)} recordings is under its audio_root {root}: "
+                                f"moved, or a disk not mounted? Mount it, or set audio_root in "
+                                f"{Path(cache_dir) / 'config.json'} to where they are now")
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        log.warning("%s: %d of its %d recordings are not under %s (%s); distilling from the other %d", cache_dir,
+                    len(missing), len(entries), root, shown, len(entries) - len(missing))
+    return [(path.resolve(), entries[rel]) for rel, path in present.items()]
+
+
 class KnowledgeBank:
     """Cached teacher outputs of the training audio, and student windows aligned to them. Only each window's
     entry and start and each entry's window starts are held: a batch's teacher outputs are read from the cache's
@@ -146,10 +165,14 @@ class KnowledgeBank:
                                         f"`pulse teacher-cache --out {cache_dir}` (with --manifest and --audio-root "
                                         "for audio other than InsectSet32) first, or list your own caches there")
             record = read_json(Path(cache_dir) / "config.json")
+            if not Path(record["manifest"]).is_file():
+                raise FileNotFoundError(f"{record['manifest']}: manifest not found; {Path(cache_dir) / 'config.json'} "
+                                        "names it for the split of each cached recording: set manifest there to where "
+                                        "it is now")
             keep = set(select_split(read_manifest(record["manifest"]), split)["path"])  # never validation audio
-            for rel, entry in open_cache(cache_dir, keep).items():
+            for path, entry in with_audio(cache_dir, record["audio_root"], open_cache(cache_dir, keep)):
                 self.entries.append(entry)
-                self.paths.append(listed_file(record["audio_root"], rel).resolve())
+                self.paths.append(path)
                 files.append(np.full(len(entry.starts_s), len(self.entries) - 1, np.int32))
                 centres = entry.starts_s + birdnet.WINDOW_S / 2
                 starts.append(centres - window_s / 2)  # the student window is centred where the teacher window is
