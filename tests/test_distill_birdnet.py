@@ -311,6 +311,20 @@ def test_a_cache_whose_audio_or_manifest_moved_is_refused_at_start(tmp_path, cap
         KnowledgeBank((str(cache),), "train", window_s=1.5)
 
 
+def test_a_cache_of_part_of_its_manifest_is_said_before_training(tmp_path, caplog):
+    """A pulse teacher-cache run stopped early (killed, a day into a big pool) left a cache of the files it reached,
+    and training distilled from those alone without a word."""
+    manifest = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav", "val.wav"], "split": ["train"] * 3 + ["validation"]})
+    cache = write_fake_cache(tmp_path, manifest, {name: [0.0, 1.0] for name in manifest["path"]})
+    index = pd.read_csv(cache / "index.csv")
+    index[~index["path"].isin(["b.wav", "c.wav"])].to_csv(cache / "index.csv", index=False)
+    KnowledgeBank((str(cache),), "train", window_s=1.5)
+    assert f"{cache}: 2 of the 3 'train' recordings of its manifest have no entry there (b.wav, c.wav: not reached by " \
+        f"a pulse teacher-cache run stopped early, or failed, see {cache / 'errors.csv'}); distilling from the other " \
+        f"1; pulse teacher-cache --manifest {tmp_path / 'm.csv'} --audio-root {tmp_path / 'audio'} --out {cache} " \
+        "caches what it can of them" in caplog.text
+
+
 @pytest.mark.parametrize("change", ["cut short", "deleted"])
 def test_an_entry_changed_hours_into_training_stops_it_with_one_line(fake_cache, monkeypatch, change):
     """An entry cut short or deleted while training read it ended the run in a traceback, the cut one saying

@@ -151,7 +151,7 @@ class KnowledgeBank:
 
     def __init__(self, caches: tuple[str, ...], split: str, window_s: float):
         from pulse.manifest import read_manifest, select_split
-        from pulse.teacher.cache import open_cache
+        from pulse.teacher.cache import open_cache, rerun_command
 
         self.window_s = window_s
         self.orthoptera = birdnet.orthoptera_indices(birdnet.load_labels())
@@ -170,7 +170,14 @@ class KnowledgeBank:
                                         "names it for the split of each cached recording: set manifest there to where "
                                         "it is now")
             keep = set(select_split(read_manifest(record["manifest"]), split)["path"])  # never validation audio
-            for path, entry in with_audio(cache_dir, record["audio_root"], open_cache(cache_dir, keep)):
+            cached = open_cache(cache_dir, keep)
+            if uncached := sorted(keep - set(cached)):
+                log.warning("%s: %d of the %d %r recordings of its manifest have no entry there (%s: not reached by a "
+                            "pulse teacher-cache run stopped early, or failed, see %s); distilling from the other %d; "
+                            "%s caches what it can of them", cache_dir, len(uncached), len(keep), split,
+                            ", ".join(uncached[:3]) + (", ..." if len(uncached) > 3 else ""),
+                            Path(cache_dir) / "errors.csv", len(cached), rerun_command(Path(cache_dir)))
+            for path, entry in with_audio(cache_dir, record["audio_root"], cached):
                 self.entries.append(entry)
                 self.paths.append(path)
                 files.append(np.full(len(entry.starts_s), len(self.entries) - 1, np.int32))
