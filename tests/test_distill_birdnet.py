@@ -311,6 +311,21 @@ def test_a_cache_whose_audio_or_manifest_moved_is_refused_at_start(tmp_path, cap
         KnowledgeBank((str(cache),), "train", window_s=1.5)
 
 
+def test_a_cache_without_its_config_json_says_to_rerun_its_own_command(fake_cache):
+    """Without config.json a whole cache read 'no teacher cache there; run `pulse teacher-cache --out DIR`', a command
+    that would fill it with InsectSet32 and index only that; a damaged one said to run nothing."""
+    config = fake_cache / "config.json"
+    text = config.read_text()
+    config.unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{config}: missing beside its index.csv; run the pulse teacher-cache command that made this cache again, "
+            "with its --manifest and --audio-root: it writes config.json anew and keeps every entry")):
+        KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+    config.write_text(text[:20])
+    with pytest.raises(ValueError, match=re.escape("edited by hand? Run the pulse teacher-cache command that made")):
+        KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+
+
 def test_a_cache_of_part_of_its_manifest_is_said_before_training(tmp_path, caplog):
     """A pulse teacher-cache run stopped early (killed, a day into a big pool) left a cache of the files it reached,
     and training distilled from those alone without a word."""

@@ -144,6 +144,24 @@ def with_audio(cache_dir: str, root: str, entries: dict[str, StoredEntry]) -> li
     return [(path.resolve(), entries[rel]) for rel, path in present.items()]
 
 
+def cache_record(cache_dir: str) -> dict:
+    """What a teacher cache's config.json records (its manifest and audio_root), or one line saying what to run."""
+    config = Path(cache_dir) / "config.json"
+    remake = ("run the pulse teacher-cache command that made this cache again, with its --manifest and --audio-root: "
+              "it writes config.json anew and keeps every entry")
+    if not config.is_file() and (Path(cache_dir) / "index.csv").is_file():  # the default --manifest is InsectSet32's
+        raise FileNotFoundError(f"{config}: missing beside its index.csv; {remake}")
+    if not config.is_file():
+        raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads BirdNET's "
+                                "outputs from the folders in the config's semi.teacher_caches: run `pulse teacher-cache "
+                                f"--out {cache_dir}` (with --manifest and --audio-root for audio other than InsectSet32) "
+                                "first, or list your own caches there")
+    try:
+        return read_json(config)
+    except ValueError as error:
+        raise ValueError(f"{error} {remake.capitalize()}") from None
+
+
 class KnowledgeBank:
     """Cached teacher outputs of the training audio, and student windows aligned to them. Only each window's
     entry and start and each entry's window starts are held: a batch's teacher outputs are read from the cache's
@@ -159,12 +177,7 @@ class KnowledgeBank:
         self.paths: list[Path] = []  # each entry's audio file, resolved
         files, starts = [], []
         for cache_dir in caches:
-            if not (Path(cache_dir) / "config.json").is_file():
-                raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads "
-                                        "BirdNET's outputs from the folders in the config's semi.teacher_caches: run "
-                                        f"`pulse teacher-cache --out {cache_dir}` (with --manifest and --audio-root "
-                                        "for audio other than InsectSet32) first, or list your own caches there")
-            record = read_json(Path(cache_dir) / "config.json")
+            record = cache_record(cache_dir)
             if not Path(record["manifest"]).is_file():
                 raise FileNotFoundError(f"{record['manifest']}: manifest not found; {Path(cache_dir) / 'config.json'} "
                                         "names it for the split of each cached recording: set manifest there to where "
