@@ -334,10 +334,10 @@ def test_a_cache_of_part_of_its_manifest_is_said_before_training(tmp_path, caplo
     index = pd.read_csv(cache / "index.csv")
     index[~index["path"].isin(["b.wav", "c.wav"])].to_csv(cache / "index.csv", index=False)
     KnowledgeBank((str(cache),), "train", window_s=1.5)
-    assert f"{cache}: 2 of the 3 'train' recordings of its manifest have no entry there (b.wav, c.wav: not reached by " \
-        f"a pulse teacher-cache run stopped early, or failed, see {cache / 'errors.csv'}); distilling from the other " \
-        f"1; pulse teacher-cache --manifest {tmp_path / 'm.csv'} --audio-root {tmp_path / 'audio'} --out {cache} " \
-        "caches what it can of them" in caplog.text
+    assert f"{cache}: 2 of the 3 'train' recordings of its manifest have no entry there (b.wav, c.wav: not reached " \
+        f"by a pulse teacher-cache run stopped early, or failed, see {cache / 'errors.csv'}); distilling from the " \
+        f"other 1; pulse teacher-cache --manifest {tmp_path / 'm.csv'} --audio-root {tmp_path / 'audio'} --out " \
+        f"{cache} caches what it can of them" in caplog.text
 
 
 @pytest.mark.parametrize("change", ["cut short", "deleted"])

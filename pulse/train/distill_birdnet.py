@@ -153,9 +153,9 @@ def cache_record(cache_dir: str) -> dict:
         raise FileNotFoundError(f"{config}: missing beside its index.csv; {remake}")
     if not config.is_file():
         raise FileNotFoundError(f"{cache_dir}: no teacher cache there; distillation (lambda_kd > 0) reads BirdNET's "
-                                "outputs from the folders in the config's semi.teacher_caches: run `pulse teacher-cache "
-                                f"--out {cache_dir}` (with --manifest and --audio-root for audio other than InsectSet32) "
-                                "first, or list your own caches there")
+                                "outputs from the folders in the config's semi.teacher_caches: run `pulse "
+                                f"teacher-cache --out {cache_dir}` (with --manifest and --audio-root for audio other "
+                                "than InsectSet32) first, or list your own caches there")
     try:
         return read_json(config)
     except ValueError as error:
