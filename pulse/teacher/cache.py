@@ -279,6 +279,11 @@ def _stored_arrays(path: Path) -> dict[str, StoredArray]:
     return arrays
 
 
+def first_three(names: list[str], separator: str = ", ") -> str:
+    """The first three of `names`, then '...' where there are more: a line names a few of thousands."""
+    return separator.join(names[:3]) + (f"{separator}..." if len(names) > 3 else "")
+
+
 def rerun_command(out: Path) -> str:
     """The `pulse teacher-cache` command that made OUT, from its config.json: run again, it makes what is missing or
     broken there anew and keeps the rest."""
@@ -316,8 +321,8 @@ def open_cache(out: str | Path, paths: set[str] | None = None) -> dict[str, Stor
         cache[rel] = StoredEntry(arrays["starts_s"].read(), arrays["logits"], arrays["embedding"],
                                  arrays.get("embedding_mean"), arrays.get("embedding_m2"))
     if broken:
-        shown = "; ".join(broken[:3]) + ("; ..." if len(broken) > 3 else "")
-        raise ValueError(f"{out}: {len(broken)} of {len(cache) + len(broken)} entries cannot be read ({shown}); "
+        raise ValueError(f"{out}: {len(broken)} of {len(cache) + len(broken)} entries cannot be read "
+                         f"({first_three(broken, '; ')}); "
                          f"run {rerun_command(out)}: it makes them anew")
     return cache
 

@@ -131,6 +131,8 @@ def with_audio(cache_dir: str, root: str, entries: dict[str, StoredEntry]) -> li
     """(resolved audio path, entry) of the entries whose recording is there: a missing one's windows would be
     silence distilled towards the teacher's outputs of its song. None there at all is an audio_root moved or a disk
     not mounted, refused rather than distilling from silence for hours."""
+    from pulse.teacher.cache import first_three
+
     present = {rel: path for rel in entries if (path := listed_file(root, rel)).exists()}
     missing = [rel for rel in entries if rel not in present]
     if missing and not present:
@@ -138,9 +140,8 @@ def with_audio(cache_dir: str, root: str, entries: dict[str, StoredEntry]) -> li
                                 f"moved, or a disk not mounted? Mount it, or set audio_root in "
                                 f"{Path(cache_dir) / 'config.json'} to where they are now")
     if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         log.warning("%s: %d of its %d recordings are not under %s (%s); distilling from the other %d", cache_dir,
-                    len(missing), len(entries), root, shown, len(entries) - len(missing))
+                    len(missing), len(entries), root, first_three(missing), len(present))
     return [(path.resolve(), entries[rel]) for rel, path in present.items()]
 
 
@@ -169,7 +170,7 @@ class KnowledgeBank:
 
     def __init__(self, caches: tuple[str, ...], split: str, window_s: float):
         from pulse.manifest import read_manifest, select_split
-        from pulse.teacher.cache import open_cache, rerun_command
+        from pulse.teacher.cache import first_three, open_cache, rerun_command
 
         self.window_s = window_s
         self.orthoptera = birdnet.orthoptera_indices(birdnet.load_labels())
@@ -188,7 +189,7 @@ class KnowledgeBank:
                 log.warning("%s: %d of the %d %r recordings of its manifest have no entry there (%s: not reached by a "
                             "pulse teacher-cache run stopped early, or failed, see %s); distilling from the other %d; "
                             "%s caches what it can of them", cache_dir, len(uncached), len(keep), split,
-                            ", ".join(uncached[:3]) + (", ..." if len(uncached) > 3 else ""),
+                            first_three(uncached),
                             Path(cache_dir) / "errors.csv", len(cached), rerun_command(Path(cache_dir)))
             for path, entry in with_audio(cache_dir, record["audio_root"], cached):
                 self.entries.append(entry)
