@@ -20,7 +20,7 @@ import pandas as pd
 import pulse
 from apps import in_page_terms, prune_old_outputs
 from export.atomic import utf8_text
-from pulse.model_names import MODEL_ALIASES, below_rate_note, model_band
+from pulse.model_names import MODEL_ALIASES, above_band_note, below_rate_note, model_band
 from pulse.config import InferConfig
 from pulse.detect import merge_consecutive_table
 from pulse.io import AUDIO_SUFFIXES
@@ -99,7 +99,9 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         downloads.append(str(target))
     # The view's limit, not a break in the file (which the "Partly readable" note states), cuts the spectrogram short.
     shown = min(WIDE.max_display_s * rate, WIDE.max_display_samples)
-    rate_note = below_rate_note(rec.info.sample_rate, model_band(rec.metadata)[1], cfg.model)
+    band = model_band(rec.metadata)
+    rate_note = (below_rate_note(rec.info.sample_rate, band[1], cfg.model)
+                 or above_band_note(rec.info.sample_rate, rec.metadata["sample_rate"], band))
     status = (f"**{name}**: {rec.info.duration_s:.1f} s at {rec.info.sample_rate} Hz, {len(rec.scores)} window(s) "
               f"of {rec.metadata['window_s']} s, {len(found)} detection(s) at min-conf {cfg.min_conf:g}; "
               f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')}; "

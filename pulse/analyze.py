@@ -35,7 +35,7 @@ from pulse.detect import detections_from_arrays
 from pulse.discovery import find_audio
 from pulse.io import AudioInfo, AudioReadError, audio_info
 from pulse.journal import Journal
-from pulse.model_names import below_rate_note, model_band, open_checked_model, resolve_model
+from pulse.model_names import above_band_note, below_rate_note, model_band, open_checked_model, resolve_model
 from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.scoring import score_files
 from pulse.windows import WindowSpec, window_times
@@ -114,11 +114,8 @@ class Run:
     writers: tuple
     said: set = field(default_factory=set)  # the notes said once per run
 
-    def note_low_rate(self, path: Path, sample_rate: int) -> None:
-        """Say once per run that a recording cannot hold the top of the model's band, analysed or rewritten."""
-        if "low rate" not in self.said and (note := below_rate_note(sample_rate, self.band[1], self.cfg.model)):
-            self.said.add("low rate")
-            log.warning("%s: %s (said once per run)", path, note)
+    def note_rate(self, path: Path, sample_rate: int) -> None:
+        note_rate(self.said, path, sample_rate, self.spec.sample_rate, self.band, self.cfg.model)
 
     def note_mixed(self, path: Path, channels: int) -> None:
         note_mixed(self.said, path, channels, self.cfg.channel)
@@ -133,6 +130,17 @@ def check_channel(channel: int | None) -> None:
     """--channel counts from 0: a negative one is a bad option, not a failure of every file."""
     if channel is not None and channel < 0:
         raise ValueError(f"--channel is a 0-based channel index, got {channel}")
+
+
+def note_rate(said: set, path: Path, sample_rate: int, model_rate: int, band: tuple[float, float], model: str) -> None:
+    """Say once per run (`said`: the notes said) that a recording cannot hold the top of the model's `band`, and once
+    that one holds ultrasound the model does not hear, analysed or rewritten. `pulse analyze` and `pulse embeddings`
+    say it alike."""
+    for kind, note in (("low rate", below_rate_note(sample_rate, band[1], model)),
+                       ("ultrasound", above_band_note(sample_rate, model_rate, band))):
+        if note and kind not in said:
+            said.add(kind)
+            log.warning("%s: %s (said once per run)", path, note)
 
 
 def note_mixed(said: set, path: Path, channels: int, channel: int | None) -> None:
@@ -249,7 +257,7 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
                     continue
                 f.info, f.note = audio_info(f.path), run.journal.note(f.path)
                 _write_outputs(f, part, run)
-                run.note_low_rate(f.path, int(part["sample_rate"]))
+                run.note_rate(f.path, int(part["sample_rate"]))
             except Exception as exc:  # analysed instead, where an error that comes again is that file's own
                 if fails_for_folder(exc):  # --out is full or read-only: so it would be for every file
                     raise

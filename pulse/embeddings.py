@@ -28,12 +28,12 @@ from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.made_with import said_again, why_again
 from export.progress import progress
-from pulse.analyze import (SCORE_SETTINGS, check_channel, decoding, model_keys, note_mixed, read_as_before,
-                           readable_key, scores_key)
+from pulse.analyze import (SCORE_SETTINGS, check_channel, decoding, model_keys, note_mixed, note_rate,
+                           read_as_before, readable_key, scores_key)
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioInfo, AudioReadError, audio_info
-from pulse.model_names import open_checked_model, resolve_model
+from pulse.model_names import model_band, open_checked_model, resolve_model
 from pulse.recording import window_outputs
 from pulse.writers import write_errors
 
@@ -172,9 +172,11 @@ def _embed_each(todo: list[tuple], predictor, spec, cfg: InferConfig, readable: 
     import h5py
 
     notes_said = set()  # the notes said once per run
+    band = model_band(predictor.metadata)
     with progress(todo, unit="file") as bar:
         for path, target, info, key, why in bar:
             try:
+                note_rate(notes_said, path, info.sample_rate, spec.sample_rate, band, cfg.model)
                 note_mixed(notes_said, path, info.channels, cfg.channel)
                 starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
             except (AudioReadError, OSError, ValueError, RuntimeError) as exc:

@@ -41,6 +41,21 @@ def below_rate_note(file_rate: int, band_top_hz: float, model: str) -> str:
             f"band top of {band_top_hz:g} Hz{advice}")
 
 
+# the top of the audio band, a 48 kHz recorder's Nyquist frequency: a file whose rate goes beyond it holds ultrasound
+ULTRASOUND_HZ = 24_000
+
+
+def above_band_note(file_rate: int, model_rate: int, band: tuple[float, float]) -> str:
+    """What an ultrasonic recording (a bush-cricket's AudioMoth file at 192-384 kHz, a bat detector's) holds that the
+    model never hears ("" for audio rates): said by the CLI and the app, as the spectrogram of such a file shows
+    the ultrasound the detections seem to come from."""
+    if file_rate / 2 <= max(band[1], ULTRASOUND_HZ):
+        return ""
+    return (f"recorded at {file_rate} Hz: resampled to the model's {model_rate} Hz, it hears {band[0]:g}-{band[1]:g} "
+            f"Hz only; what the file holds above {band[1]:g} Hz (up to {file_rate // 2} Hz) is not used, and a song "
+            f"only there is not detected")
+
+
 def resolve_model(name: str) -> tuple[Path, str]:
     """The one place a model name becomes (artefact path, backend)."""
     return MODEL_ALIASES.get(name, (Path(name), "auto"))

@@ -150,7 +150,7 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
                     todo[i].info = item[2]
                     if item[2].warning:
                         partly_readable(i, item[2].warning)
-                    run.note_low_rate(todo[i].path, item[2].sample_rate)
+                    run.note_rate(todo[i].path, item[2].sample_rate)
                     run.note_mixed(todo[i].path, item[2].channels)
                     opened["files"] += 1
                     opened["windows"] += run.spec.count(int(item[2].duration_s * run.spec.sample_rate))

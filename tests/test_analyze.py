@@ -29,7 +29,7 @@ from pulse.analyze import analyze
 from pulse.cli import app
 from pulse.config import InferConfig, ModelConfig
 from pulse.io import AudioReadError, read_audio
-from pulse.model_names import MODEL_ALIASES, below_rate_note
+from pulse.model_names import MODEL_ALIASES, above_band_note, below_rate_note
 from pulse.recording import analyze_recording
 from pulse.scoring import decoding_threads
 from pulse.writers.raven import RAVEN_COLUMNS
@@ -392,6 +392,28 @@ def test_recordings_below_the_model_rate_are_flagged_once(tmp_path, model, caplo
         summary = analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
     assert summary.files_rewritten == 3
     assert [r.getMessage() for r in caplog.records if "below the model's" in r.getMessage()] == flagged
+
+
+def test_ultrasonic_recordings_are_told_once_that_the_model_does_not_hear_above_its_band(tmp_path, model, caplog):
+    """A bush-cricket's AudioMoth file at 192-384 kHz was resampled to 44.1 kHz without a word, its ultrasound
+    dropped, while its spectrogram shows it: said once per run, and again when outputs are rewritten from the saved
+    scores; a 48 kHz recording holds no ultrasound and is not flagged."""
+    sf.write(tmp_path / "48k.wav", song(3.0, 48000), 48000)
+    for name in ("a.wav", "b.wav"):
+        sf.write(tmp_path / name, song(3.0, 192000), 192000)
+
+    def said(**kw) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pulse.analyze"):
+            analyze([tmp_path], tmp_path / "out", InferConfig(model=str(model), **kw))
+        return [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+
+    (flagged,) = said()
+    band = f"{ModelConfig().f_min:g}-{ModelConfig().f_max:g} Hz"
+    assert "a.wav: recorded at 192000 Hz" in flagged and f"it hears {band} only" in flagged
+    assert "above 22050 Hz (up to 96000 Hz) is not used" in flagged
+    assert said(min_conf=0.5) == [flagged]  # rewritten from the saved scores
+    assert not above_band_note(48000, 44100, (1000.0, 22050.0)) and above_band_note(96000, 48000, (0.0, 15000.0))
 
 
 def test_a_run_that_mixes_channels_says_so_once(tmp_path, model, caplog):

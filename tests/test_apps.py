@@ -14,6 +14,7 @@ import orjson
 import pandas as pd
 import pytest
 import soundfile as sf
+import soxr
 import torch
 from PIL import Image
 
@@ -94,6 +95,16 @@ def test_field_status_flags_a_recording_below_the_model_rate(audio_model, tmp_pa
     sf.write(slow, sf.read(GRYLLUS)[0][: 3 * 44100 : 2], 22050)  # every other sample: a 22.05 kHz file
     view = field.analyze_upload(str(slow), str(audio_model), 0.25, tmp_path)
     assert "Could not" not in view.status and "songs above 11025 Hz are not in the file, below the model's" in view.status
+
+
+def test_field_status_says_an_ultrasonic_recordings_content_above_the_band_is_not_used(audio_model, tmp_path):
+    """The spectrogram of a 384 kHz AudioMoth file shows its ultrasound up to 192 kHz; the page says the model
+    heard none of it."""
+    fast = tmp_path / "20250701_213000.WAV"
+    sf.write(fast, soxr.resample(sf.read(GRYLLUS, dtype="float32")[0][: 3 * 44100], 44100, 384000), 384000)
+    view = field.analyze_upload(str(fast), str(audio_model), 0.25, tmp_path)
+    assert "Could not" not in view.status and "This file was recorded at 384000 Hz" in view.status
+    assert "above 22050 Hz (up to 192000 Hz) is not used" in view.status
 
 
 def test_field_shows_a_recording_that_breaks_off_up_to_the_break(audio_model, tmp_path):

@@ -266,6 +266,16 @@ def test_a_missing_path_is_one_row_an_out_that_is_a_file_one_line_and_no_audio_e
     assert result.exit_code == 1 and f"no audio files found in: {tmp_path / 'nothing'}" in result.output
 
 
+def test_an_ultrasonic_recording_is_told_that_the_model_does_not_hear_above_its_band(tmp_path, caplog):
+    """As `pulse analyze` says it: an embedding of a 384 kHz recording holds nothing of its ultrasound."""
+    model = level_meter_onnx(tmp_path / "meter.onnx")
+    sf.write(tmp_path / "20250701_213000.WAV", song(3.0, 384000), 384000)
+    with caplog.at_level("WARNING"):
+        embed([tmp_path / "20250701_213000.WAV"], tmp_path / "out", InferConfig(model=str(model)))
+    (said,) = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert "recorded at 384000 Hz" in said and "above 22050 Hz (up to 192000 Hz)" in said
+
+
 def test_stereo_is_mixed_with_the_note_pulse_analyze_gives_and_channel_picks_one(tmp_path, caplog):
     """`pulse embeddings` mixed a stereo Song Meter's two microphones without a word, where `pulse analyze` says
     once per run that the mix can cancel a song and offers --channel N. Said alike, and not with --channel; a
