@@ -39,12 +39,15 @@ def calibration_windows(inputs: list[str | Path], sample_rate: int, window_sampl
 
     Up to `count` files are picked evenly from the sorted list; each gives ceil(count / files)
     windows (fewer if it is short) at fractions (j + position) / n of its length, so two calls
-    with different `position` draw different windows. Short recordings are zero-padded, as
+    with different `position` draw different windows. Each window is read on its own (sought to, and
+    resampled), so memory does not grow with the recordings' length. Short recordings are zero-padded, as
     analysis does. A file that cannot be read is logged and skipped; no readable audio at all
     raises ValueError.
     """
+    import soundfile as sf
+
     from pulse.discovery import find_audio
-    from pulse.io import AudioReadError, read_audio
+    from pulse.io import AudioReadError, audio_info, read_span
 
     missing = [str(item) for item in inputs if not Path(item).exists()]
     if missing:
@@ -54,20 +57,18 @@ def calibration_windows(inputs: list[str | Path], sample_rate: int, window_sampl
         raise ValueError(f"{', '.join(map(str, inputs))}: no audio files found for calibration")
     picks = sorted(set(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)))
     per_file = -(-count // len(picks))
+    window_s = window_samples / sample_rate
     windows = []
     for index in picks:
-        try:
-            audio = read_audio(files[index], sample_rate)
+        try:  # each window read on its own: a field recording of hours at 384 kHz is never held whole
+            info = audio_info(files[index])
+            n = min(per_file, max(1, int(info.duration_s * sample_rate) // window_samples))
+            starts_s = [max(0.0, info.duration_s - window_s) * (j + position) / n for j in range(n)]
+            windows += [read_span(files[index], start_s, window_s, sample_rate, info) for start_s in starts_s]
         except AudioReadError as exc:
             log.warning("calibration: %s", exc)
-            continue
-        n = min(per_file, max(1, len(audio) // window_samples))
-        for j in range(n):
-            start = int(max(0, len(audio) - window_samples) * (j + position) / n)
-            window = np.zeros(window_samples, np.float32)
-            part = audio[start:start + window_samples]
-            window[:len(part)] = part
-            windows.append(window)
+        except (sf.LibsndfileError, RuntimeError) as exc:  # damaged past its header
+            log.warning("calibration: %s: %s", files[index], exc)
     if not windows:
         raise ValueError(f"{', '.join(map(str, inputs))}: none of the {len(files)} audio files could be read")
     return np.stack(windows[:count])

@@ -509,6 +509,33 @@ def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, b
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
+def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: int,
+              info: AudioInfo | None = None) -> np.ndarray:
+    """`duration_s` of mono audio from `start_s`, resampled to `sample_rate`, zero-padded before the start (a
+    negative `start_s`: a window longer than the teacher's, centred on its first one) and past the end. `info`:
+    the file's header as examined already (None: examined here)."""
+    import soxr
+
+    length = int(round(duration_s * sample_rate))
+    lead = min(max(int(round(-start_s * sample_rate)), 0), length)  # samples of silence before the recording
+    # a WAV whose header was never finished, a FLAC without its length: read as analysed
+    info = info or audio_info(path)
+    native = info.sample_rate
+    first = min(max(int(round(start_s * native)), 0), info.frames)
+    count = min(int(np.ceil((duration_s - lead / sample_rate) * native)) + 1, info.frames - first)
+    data = np.zeros((0, info.channels), np.float32)
+    if count > 0:
+        with open_audio(path, 0, info) as f:
+            data = read_frames(f, info, first, count)
+    mono = data.mean(axis=1)
+    if native != sample_rate and len(mono):
+        mono = soxr.resample(mono, native, sample_rate).astype(np.float32)
+    out = np.zeros(length, np.float32)
+    kept = mono[:length - lead]
+    out[lead:lead + len(kept)] = kept
+    return out
+
+
 def _libsndfile_reason(exc: Exception) -> str:
     text = str(exc).strip().rstrip(".")
     text = text.split(": ", 1)[-1] if text.startswith("Error") else text

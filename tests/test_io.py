@@ -12,8 +12,7 @@ import pytest
 import soundfile as sf
 
 from pulse.discovery import find_audio
-from pulse.io import AudioReadError, audio_info, read_audio, stream_audio
-from pulse.unlabelled import read_span
+from pulse.io import AudioReadError, audio_info, read_audio, read_span, stream_audio
 
 RATE = 44100
 

@@ -177,7 +177,7 @@ def test_an_mp3_is_examined_once_per_version_however_many_windows_are_read(tmp_p
     from types import SimpleNamespace
 
     from pulse import io as pulse_io
-    from pulse.unlabelled import read_span
+    from pulse.io import read_span
 
     path = tmp_path / "pool.mp3"
     mp3(path, 3.0, 3000)
@@ -230,7 +230,7 @@ def test_a_low_rate_mp3_streams_the_samples_of_one_read(tmp_path, rate, channels
 
 @pytest.mark.parametrize("rate, channels, quality", LOW_RATE_MP3S)
 def test_training_windows_of_a_low_rate_mp3_are_its_samples(tmp_path, rate, channels, quality):
-    from pulse.unlabelled import read_span
+    from pulse.io import read_span
 
     path = tmp_path / "low.mp3"
     expected = low_rate_mp3(path, rate, channels, **quality).mean(axis=1)
