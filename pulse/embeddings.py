@@ -8,7 +8,8 @@ recording, the model and the settings. A rerun skips recordings whose file is th
 recording (absolute path, size, modification and change time), read the same way (rate, channels, length:
 `pulse.analyze.decoding`), with the same model and window settings; a recording that changed or is read otherwise now,
 or other settings, are embedded again (the last said in one line first, with which model or settings changed). Files
-are written atomically. A bad recording is one line and one row of `OUT/errors.csv`, and the batch goes on; one that
+are written atomically. A bad recording is one line and one row of `OUT/errors.csv`, and the batch goes on, as it does
+past one whose file cannot be written (a folder where it goes; a full or read-only --out stops the run); one that
 breaks off part way is embedded up to the break and listed as `PartlyReadable`, as `pulse analyze` does. After
 Ctrl-C, the files done and errors.csv so far are kept.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.atomic import atomic_path, file_in_the_way, stop_if_unwritable, utf8_text
+from export.atomic import atomic_path, fails_for_folder, file_in_the_way, stop_if_unwritable, utf8_text
 from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.made_with import said_again, why_again
@@ -155,14 +156,14 @@ def _not_embedded(files: list, out: Path, min_len_s: float, settings: dict, keys
     return todo
 
 
-def _failed(path: Path, exc: Exception, summary: Summary, errors: list) -> None:
-    """A bad recording: one line and one row of errors.csv."""
+def _failed(path: Path, exc: Exception, summary: Summary, errors: list, stage: str = "embed") -> None:
+    """A bad recording, or one whose file cannot be written (`stage` "write"): one line and one row of errors.csv."""
     if isinstance(exc, AudioReadError):
         errors.append((str(path), "read", type(exc).__name__, exc.reason))
         log.warning("%s", exc)
     else:  # the model or the file system: this file, not all
-        errors.append((str(path), "embed", type(exc).__name__, str(exc)))
-        log.warning("%s: %s", path, exc)
+        errors.append((str(path), stage, type(exc).__name__, str(exc)))
+        log.warning("%s: %s%s", path, "" if stage == "embed" else f"{stage} failed: ", exc)
     summary.files_failed += 1
 
 
@@ -185,12 +186,18 @@ def _embed_each(todo: list[tuple], predictor, spec, cfg: InferConfig, readable: 
             if warning := warning or info.warning:
                 errors.append((str(path), "read", "PartlyReadable", warning))
                 log.warning("%s: %s", path, warning)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
-                f.create_dataset("starts_s", data=starts_s.astype(np.float64))
-                f.create_dataset("ends_s", data=ends_s.astype(np.float64))
-                f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
-                f.attrs.update({**key, "made_with": json.dumps(readable), "warning": warning})
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
+                    f.create_dataset("starts_s", data=starts_s.astype(np.float64))
+                    f.create_dataset("ends_s", data=ends_s.astype(np.float64))
+                    f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
+                    f.attrs.update({**key, "made_with": json.dumps(readable), "warning": warning})
+            except OSError as exc:
+                if fails_for_folder(exc):  # --out is full or read-only: so it would be for every file
+                    raise
+                _failed(path, exc, summary, errors, "write")
+                continue
             summary.files_done += 1
             if why:
                 summary.redone[why] += 1

@@ -301,3 +301,28 @@ def test_stereo_is_mixed_with_the_note_pulse_analyze_gives_and_channel_picks_one
     result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), "--out", str(tmp_path / "bad"),
                                       "--channel", "-1"])
     assert result.exit_code == 2 and "--channel is a 0-based channel index, got -1" in result.output
+
+
+def test_a_file_that_cannot_be_written_is_one_row_and_the_batch_goes_on_but_a_full_out_stops_it(tmp_path, monkeypatch):
+    """A folder where one recording's embeddings file goes ended the run ('error: OUT/x.embeddings.h5: Is a
+    directory'), the recordings after it not embedded and errors.csv empty; a full --out still stops the run."""
+    import errno
+
+    import pulse.embeddings
+    from export.atomic import OutputUnwritable
+
+    clips, out = _examples(tmp_path / "in"), tmp_path / "out"
+    (out / f"{clips[0].name}.embeddings.h5").mkdir(parents=True)
+    result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), "--out", str(out)])
+    assert result.exit_code == 1 and "1 embedded, 1 failed, 0 skipped" in result.output, result.output
+    (row,) = pd.read_csv(out / "errors.csv").itertuples()
+    assert row.path == str(clips[0]) and row.stage == "write" and row.error_type == "IsADirectoryError"
+    assert (out / f"{clips[1].name}.embeddings.h5").is_file()
+
+    def disk_full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pulse.embeddings, "atomic_path", disk_full)
+    (out / f"{clips[0].name}.embeddings.h5").rmdir()
+    with pytest.raises(OutputUnwritable, match="free some space"):
+        embed([tmp_path / "in"], out)
