@@ -14,7 +14,7 @@ the table's hash: a rerun with both the same keeps the clips it finds and adds w
 or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
 `OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
 (another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`); a clip
-that cannot be read is its own row.
+that cannot be read, or written (a folder where it goes), is its own row; a full or read-only --out stops the run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from export.atomic import file_in_the_way, from_utf8_text, stop_if_unwritable, utf8_text, write_bytes, write_json
+from export.atomic import (fails_for_folder, file_in_the_way, from_utf8_text, stop_if_unwritable, utf8_text,
+                           write_bytes, write_json)
 from export.files import name_within_limit, portable_characters, portable_name
 from export.folder_lock import exclusive
 from export.jsonconfig import read_json
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 class Summary:
     clips_written: int = 0
     clips_kept: int = 0  # found from an earlier run with the same settings
-    clips_failed: int = 0  # a part of a recording that could not be read
+    clips_failed: int = 0  # a part of a recording that could not be read, or a clip or plot not written
     plots_written: int = 0
     files_failed: int = 0  # recordings that could not be opened
 
@@ -273,16 +274,23 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
                 errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
                 log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
                 continue
-            if target.is_file():  # an earlier run's clip, now with its plot
-                summary.clips_kept += 1
-            else:
-                buffer = io.BytesIO()
-                sf.write(buffer, audio, info.sample_rate, format="WAV", subtype=wav_subtype(subtype))
-                write_bytes(target, buffer.getvalue())
-                summary.clips_written += 1
-            if plot is not None:
-                clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot)
-                summary.plots_written += 1
+            try:
+                if target.is_file():  # an earlier run's clip, now with its plot
+                    summary.clips_kept += 1
+                else:
+                    buffer = io.BytesIO()
+                    sf.write(buffer, audio, info.sample_rate, format="WAV", subtype=wav_subtype(subtype))
+                    write_bytes(target, buffer.getvalue())
+                    summary.clips_written += 1
+                if plot is not None:
+                    clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot)
+                    summary.plots_written += 1
+            except OSError as exc:
+                if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip
+                    raise
+                summary.clips_failed += 1
+                errors.append((str(path), "write", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
+                log.warning("%s: %g-%g s: write failed: %s", path, d["start_s"], d["end_s"], exc)
     summary.files_failed = len(unopened)
     if any(not Path(f).is_absolute() for f in unopened):
         log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "

@@ -487,3 +487,30 @@ def test_a_table_excel_saved_again_in_a_french_locale_is_cut_and_one_in_its_code
     assert result.exit_code == 2 and result.output.strip() == (
         f"error: {tmp_path / 'codepage' / 'detections.csv'}, line 2: not UTF-8 text; save it as 'CSV UTF-8 (Comma "
         "delimited)' (Excel: Save As)"), result.output
+
+
+def test_a_clip_or_plot_that_cannot_be_written_is_one_row_and_the_rest_are_cut_but_a_full_out_stops(run, monkeypatch):
+    """A folder where one clip (or its plot) goes ended the run ('error: OUT/<species>/<clip>.wav: Is a directory'),
+    the clips after it not cut and no errors.csv written; a full --out still stops the run."""
+    import errno
+
+    from export.atomic import OutputUnwritable
+
+    detections = pd.read_csv(run / "out" / "detections.csv").sort_values("Start (s)")
+    names = [f"{label}/{confidence:.3f}_night_{begin:g}s" for begin, label, confidence in
+             detections[["Start (s)", "Scientific name", "Confidence"]].itertuples(index=False)]
+    (run / "clips" / f"{names[0]}.wav").mkdir(parents=True)
+    (run / "clips" / f"{names[-1]}.png").mkdir(parents=True)
+    summary = extract_segments(run / "out", run / "clips", plots=True)
+    assert (summary.clips_written, summary.plots_written, summary.clips_failed) == (len(names) - 1, len(names) - 2, 2)
+    rows = pd.read_csv(run / "clips" / "errors.csv")
+    assert rows.stage.tolist() == ["write", "write"] and rows.path.tolist() == [str(run / "night.wav")] * 2
+    assert rows.message.str.contains("Is a directory").all()
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(segments, "write_bytes", disk_full)
+    (run / "clips" / f"{names[0]}.wav").rmdir()
+    with pytest.raises(OutputUnwritable, match="free some space"):
+        extract_segments(run / "out", run / "clips", plots=True)
