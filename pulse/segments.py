@@ -14,7 +14,8 @@ the table's hash: a rerun with both the same keeps the clips it finds and adds w
 or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
 `OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
 (another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`); a clip
-that cannot be read, or written (a folder where it goes), is its own row; a full or read-only --out stops the run.
+that cannot be read, or written (a folder where it goes), is its own row; a full or read-only --out stops the run,
+keeping the clips cut and errors.csv so far, as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -238,62 +239,64 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
     chosen = choose(detections, cfg)
     # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
     todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
-    with contextlib.closing(_Recordings()) as recordings, progress(todo, unit="clip") as clips:
-        for d, name in clips:
-            target, path = out / name, Path(d["file"])
-            plot = target.with_suffix(".png") if plots else None
-            if root is not None and not path.is_absolute():
-                path = root / path
-            if target.is_file() and (plot is None or plot.is_file()):
-                summary.clips_kept += 1
-                continue
-            if d["file"] in unopened:
-                continue
-            try:
-                if journal.replaced(path):
-                    raise AudioReadError(path, "changed since it was analysed (its size or times are not those the "
-                                               "run's journal holds): its clips would be of other audio; run `pulse "
-                                               "analyze` on it again first")
-                info = recordings.open(path)
-                if read_otherwise(journal, path, min_len_s, times_only=True):
-                    raise AudioReadError(path, "read otherwise by this version of pulse than by the run that analysed "
-                                               "it (its rate or length: a GUANO time expansion read since, say): "
-                                               "its detections' times are of that reading; run `pulse analyze` on "
-                                               "it again first")
-                subtype = recordings.file.subtype
-            except (AudioReadError, sf.LibsndfileError, RuntimeError) as exc:  # its other clips are not tried
-                unopened.add(d["file"])
-                errors.append((str(path), "open", type(exc).__name__, getattr(exc, "reason", str(exc))))
-                log.warning("%s", exc if isinstance(exc, AudioReadError) else f"{path}: {exc}")
-                continue
-            try:
-                first, last = clip_span(info, d, cfg.seq_length)
-                audio = recordings.read(first, last)
-            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of it
-                summary.clips_failed += 1
-                errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
-                log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
-                continue
-            try:
-                if target.is_file():  # an earlier run's clip, now with its plot
+    try:
+        with contextlib.closing(_Recordings()) as recordings, progress(todo, unit="clip") as clips:
+            for d, name in clips:
+                target, path = out / name, Path(d["file"])
+                plot = target.with_suffix(".png") if plots else None
+                if root is not None and not path.is_absolute():
+                    path = root / path
+                if target.is_file() and (plot is None or plot.is_file()):
                     summary.clips_kept += 1
-                else:
-                    buffer = io.BytesIO()
-                    sf.write(buffer, audio, info.sample_rate, format="WAV", subtype=wav_subtype(subtype))
-                    write_bytes(target, buffer.getvalue())
-                    summary.clips_written += 1
-                if plot is not None:
-                    clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot)
-                    summary.plots_written += 1
-            except OSError as exc:
-                if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip
-                    raise
-                summary.clips_failed += 1
-                errors.append((str(path), "write", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
-                log.warning("%s: %g-%g s: write failed: %s", path, d["start_s"], d["end_s"], exc)
+                    continue
+                if d["file"] in unopened:
+                    continue
+                try:
+                    if journal.replaced(path):
+                        raise AudioReadError(path, "changed since it was analysed (its size or times are not those "
+                                                   "the run's journal holds): its clips would be of other audio; run "
+                                                   "`pulse analyze` on it again first")
+                    info = recordings.open(path)
+                    if read_otherwise(journal, path, min_len_s, times_only=True):
+                        raise AudioReadError(path, "read otherwise by this version of pulse than by the run that "
+                                                   "analysed it (its rate or length: a GUANO time expansion read "
+                                                   "since, say): its detections' times are of that reading; run "
+                                                   "`pulse analyze` on it again first")
+                    subtype = recordings.file.subtype
+                except (AudioReadError, sf.LibsndfileError, RuntimeError) as exc:  # its other clips are not tried
+                    unopened.add(d["file"])
+                    errors.append((str(path), "open", type(exc).__name__, getattr(exc, "reason", str(exc))))
+                    log.warning("%s", exc if isinstance(exc, AudioReadError) else f"{path}: {exc}")
+                    continue
+                try:
+                    first, last = clip_span(info, d, cfg.seq_length)
+                    audio = recordings.read(first, last)
+                except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of it
+                    summary.clips_failed += 1
+                    errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
+                    log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
+                    continue
+                try:
+                    if target.is_file():  # an earlier run's clip, now with its plot
+                        summary.clips_kept += 1
+                    else:
+                        buffer = io.BytesIO()
+                        sf.write(buffer, audio, info.sample_rate, format="WAV", subtype=wav_subtype(subtype))
+                        write_bytes(target, buffer.getvalue())
+                        summary.clips_written += 1
+                    if plot is not None:
+                        clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot)
+                        summary.plots_written += 1
+                except OSError as exc:
+                    if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip
+                        raise
+                    summary.clips_failed += 1
+                    errors.append((str(path), "write", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
+                    log.warning("%s: %g-%g s: write failed: %s", path, d["start_s"], d["end_s"], exc)
+    finally:  # also when the run stops (Ctrl-C, a full --out): what was said of the clips so far is kept
+        write_errors(out / "errors.csv", errors)
     summary.files_failed = len(unopened)
     if any(not Path(f).is_absolute() for f in unopened):
         log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "
                     "give --audio-root", root or "not recorded")
-    write_errors(out / "errors.csv", errors)
     return summary

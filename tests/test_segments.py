@@ -514,3 +514,24 @@ def test_a_clip_or_plot_that_cannot_be_written_is_one_row_and_the_rest_are_cut_b
     (run / "clips" / f"{names[0]}.wav").rmdir()
     with pytest.raises(OutputUnwritable, match="free some space"):
         extract_segments(run / "out", run / "clips", plots=True)
+
+
+def test_a_run_stopped_by_a_full_out_keeps_the_errors_said_so_far(run, monkeypatch):
+    """A full --out stopped the run before errors.csv was written: the recordings said to be unreadable were in
+    no file."""
+    import errno
+
+    from export.atomic import OutputUnwritable
+
+    detections = pd.read_csv(run / "out" / "detections.csv")
+    gone = detections.iloc[:1].assign(File=str(run / "gone.wav"))  # before night.wav in recording order
+    pd.concat([detections, gone]).to_csv(run / "out" / "detections.csv", index=False)
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(segments, "write_bytes", disk_full)
+    with pytest.raises(OutputUnwritable, match="free some space"):
+        extract_segments(run / "out", run / "clips")
+    (row,) = pd.read_csv(run / "clips" / "errors.csv").itertuples()
+    assert row.path == str(run / "gone.wav") and row.stage == "open"
