@@ -121,26 +121,29 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
     The soundscape bed is a chain of random excerpts of real soundscapes; each song (a real
     clip, at most 10 s of it) lands at a random time at an SNR drawn from `snr_db` relative to
     the bed under it. The manifest (unlabelled schema) is also written as OUT/manifest.csv.
+    Only the excerpts used are read (soundscapes may be hours-long field recordings, dozens of
+    them); each recording made, `duration_s` of it, is held in memory until written.
     """
-    import soundfile as sf
-
-    from pulse.io import read_audio
-
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
-    beds = [read_audio(p, sample_rate) for p in soundscapes]
+    beds = [audio_info(p) for p in soundscapes]
     total = int(round(duration_s * sample_rate))
     rows = []
     for i in range(count):
-        bed = np.concatenate([crop(beds[int(rng.integers(len(beds)))], min(total, 10 * sample_rate), rng, loop=True)
-                              for _ in range(-(-total // (10 * sample_rate)))])[:total]
+        bed = np.empty(total, np.float32)
+        for at in range(0, total, 10 * sample_rate):
+            k = int(rng.integers(len(beds)))
+            excerpt = bed_excerpt(soundscapes[k], beds[k], min(total, 10 * sample_rate), sample_rate, rng)
+            bed[at:at + len(excerpt)] = excerpt[:total - at]
         for _ in range(int(rng.poisson(songs_per_minute * duration_s / 60.0))):
-            song = read_audio(songs[int(rng.integers(len(songs)))], sample_rate)[:10 * sample_rate]
+            path = songs[int(rng.integers(len(songs)))]
+            info = audio_info(path)
+            song = read_span(path, 0.0, min(info.duration_s, 10.0), sample_rate, info)
             start = int(rng.integers(0, max(total - len(song), 0) + 1))
             end = min(start + len(song), total)
             song = song[:end - start]
             bed[start:end] += song * (rms(bed[start:end]) / rms(song) * 10.0 ** (float(rng.uniform(*snr_db)) / 20.0))
-        bed = (bed / max(1.0, float(np.abs(bed).max()) / 0.99)).astype(np.float32)
+        bed /= max(1.0, float(np.abs(bed).max()) / 0.99)
         name = f"pseudo_field_{seed}_{i:03d}.flac"
         with atomic_path(out / name) as tmp:
             sf.write(str(tmp), bed, sample_rate, format="FLAC")
@@ -151,3 +154,13 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
     with atomic_path(out / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
     return manifest
+
+
+def bed_excerpt(path: Path, info: AudioInfo, length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """`crop(..., loop=True)` of the soundscape at `sample_rate`, the same draw, reading only the excerpt: a
+    soundscape shorter than the excerpt is read whole and looped."""
+    frames = int(info.frames * sample_rate // info.sample_rate)  # its length at `sample_rate`, never past its end
+    if frames < length:
+        return crop(read_span(path, 0.0, frames / sample_rate, sample_rate, info), length, rng, loop=True)
+    start = int(rng.integers(0, frames - length + 1))
+    return read_span(path, start / sample_rate, length / sample_rate, sample_rate, info)

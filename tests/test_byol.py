@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -227,6 +228,47 @@ def test_pseudo_field_recordings_are_valid_unlabelled_audio(shared_data, tmp_pat
     assert rate == 22050 and len(data) == 12 * 22050 and np.abs(data).max() <= 1.0
     again = make_pseudo_field(songs, beds, tmp_path / "again", 2, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
     np.testing.assert_array_equal(sf.read(tmp_path / "again" / again["path"][1])[0], sf.read(tmp_path / manifest["path"][1])[0])
+
+
+def write_noise(path, seconds, rate, seed=0):
+    """White noise at an rms of 0.05, as 16-bit PCM."""
+    noise = 0.05 * np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    sf.write(path, noise.astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+def test_pseudo_field_reads_only_the_soundscape_excerpts_it_uses(tmp_path):
+    """Every soundscape was read whole, resampled, before the first recording: 2.1 GB for 2.9 hours of them
+    (bench/README.md). Only the 10 s excerpts drawn are read now: 5 minutes at 48 kHz (53 MB at peak read whole)
+    and a 3 s one looped make 2 recordings of 25 s at 22050 Hz in 8 MB."""
+    beds = [write_noise(tmp_path / "night.wav", 300, 48000), write_noise(tmp_path / "short.wav", 3, 48000, seed=1)]
+    song = write_noise(tmp_path / "song.wav", 2, 22050, seed=2)
+    tracemalloc.start()
+    try:
+        make_pseudo_field([song], beds, tmp_path / "out", 2, 25.0, 22050, 6.0, (0.0, 10.0), seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    data, rate = sf.read(tmp_path / "out" / "pseudo_field_0_001.flac")
+    assert rate == 22050 and len(data) == 25 * 22050 and 0.03 < np.sqrt(np.mean(data[:22050] ** 2)) < 0.07
+    assert peak < 16 * 2**20
+
+
+def test_pseudo_field_songs_land_at_the_snr_asked(tmp_path):
+    """One 2 s tone in a white-noise soundscape at 6 dB: its stretch of the recording holds the tone at 6 dB above
+    the noise, measured against the noise elsewhere."""
+    rate = 22050
+    bed = write_noise(tmp_path / "night.wav", 120, 44100)
+    tone = (0.5 * np.sin(2 * np.pi * 4000 * np.arange(2 * rate) / rate)).astype(np.float32)
+    sf.write(tmp_path / "song.wav", tone, rate, subtype="FLOAT")
+    make_pseudo_field([tmp_path / "song.wav"], [bed], tmp_path, 1, 12.0, rate, 5.0, (6.0, 6.0), seed=1)
+    data = sf.read(tmp_path / "pseudo_field_1_000.flac")[0]
+    power = np.mean(data.reshape(-1, rate // 10) ** 2, axis=1)  # per 0.1 s
+    loud = power > 2 * np.median(power)
+    inside = loud & np.roll(loud, 1) & np.roll(loud, -1)  # not the stretch's first or last frame, partly noise
+    assert 20 <= loud.sum() <= 21 and np.ptp(np.flatnonzero(loud)) == loud.sum() - 1  # one song, whole
+    snr_db = 10 * np.log10(power[inside].mean() / power[~loud].mean() - 1.0)
+    assert snr_db == pytest.approx(6.0, abs=0.3)
 
 
 def test_a_pool_file_listed_in_another_case_is_left_out_naming_the_file_of_that_name(tmp_path, caplog):
