@@ -439,7 +439,7 @@ def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_w
         f"2 slide(s) an earlier run into {out} predicted are predicted again: 1 as settings or model changed; "
         f"1 as {why}"]
     again = run_predict(slides, PredictConfig(model=str(mine), mpp=0.5, topk=4), out)
-    assert again["redone_because"] == {"settings changed (topk 8 -> 4)": 2}
+    assert (again["redone"], again["redone_because"]) == (2, {"settings changed (topk 8 -> 4)": 2})
 
 
 def test_slides_predicted_while_models_were_keyed_by_place_are_skipped(model_dir, tmp_path, monkeypatch):
@@ -616,6 +616,28 @@ def test_outputs_named_as_before_are_found_by_a_rerun_and_replaced_when_predicte
     new = {name for sid in ("scan 12:00", "CON", "plain") for name in output_names(sid).values()}
     assert {p.name for p in out.iterdir()} == new | {"config.json", "predictions.csv"}
     assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
+    # a run killed between writing CON_.json and removing CON.json left a stale record under the old name: the one
+    # named as now is the slide's, and the rerun skips it
+    stale = json.loads((out / output_names("CON")["json"]).read_text()) | {"key": "of an earlier model"}
+    (out / "CON.json").write_text(json.dumps(stale))
+    summary = run_predict(slides, dataclasses.replace(cfg, heatmap_px=256), out)
+    assert (summary["done"], summary["skipped"]) == (0, 3)
+    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
+    assert not (out / "CON.json").exists()
+
+
+def test_a_slide_of_another_folder_is_refused_naming_the_output_of_before_it_would_replace(model_dir, tmp_path):
+    """CON.json, written for first/CON.png by a run before 2026-12-07, holds that slide's outputs: second/CON.png,
+    given alone into the same --out, is refused naming that file and id, not CON_.json, which holds nothing."""
+    from lrmil.predict import output_names
+
+    first, second = (_tissue_png(tmp_path / folder / "CON.png", size=512) for folder in ("first", "second"))
+    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
+    assert run_predict([first], cfg, out)["done"] == 1
+    (out / output_names("CON")["json"]).rename(out / "CON.json")  # as named then
+    assert run_predict([second], cfg, out)["done"] == 0
+    assert f"CON.json holds the outputs of {first}, another slide with the id 'CON'" in (
+        out / "errors.csv").read_text()
 
 
 def test_a_rerun_removes_the_outputs_named_as_before_that_a_killed_run_left(model_dir, tmp_path):
