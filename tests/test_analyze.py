@@ -336,14 +336,15 @@ def test_recordings_without_detections_hold_no_table_to_the_end_of_the_run(tmp_p
         held.update({f.path.name: f.run_tables for f in files})
 
     monkeypatch.setattr(pulse.analyze, "_write_run_tables", noting_what_is_held)
-    cfg = InferConfig(model=str(model), formats=("csv", "scores"))
+    cfg = InferConfig(model=str(model), formats=("csv", "scores", "raven_combined"))
     analyze([tmp_path], tmp_path / "out", cfg)
-    assert set(held["night.wav"]) == {"detections", "scores"}
-    assert set(held["quiet.wav"]) == {"scores"} and held["junk.wav"] is None
+    assert set(held["night.wav"]) == {"detections", "scores", "sequence"}
+    assert set(held["quiet.wav"]) == {"scores", "sequence"} and held["junk.wav"] is None
+    assert held["quiet.wav"]["sequence"][2] is None  # the combined table: its name and length only
     first = pd.read_csv(tmp_path / "out" / "detections.csv")
     assert set(first["File"].map(lambda f: Path(f).name)) == {"night.wav"}
     analyze([tmp_path], tmp_path / "out", cfg)  # resumed: rebuilt from the journal, the same tables
-    assert set(held["quiet.wav"]) == {"scores"}
+    assert set(held["quiet.wav"]) == {"scores", "sequence"} and held["quiet.wav"]["sequence"][2] is None
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "detections.csv"), first)
     assert len(pd.read_csv(tmp_path / "out" / "scores.csv")) == 4  # two windows each
 
@@ -627,6 +628,7 @@ def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp
     rethresholded = analyze([tmp_path], tmp_path / "other_threshold", InferConfig(model=str(model), min_conf=0.9,
                                                                                 formats=("raven", "scores")))
     assert (rethresholded.files_done, rethresholded.files_rewritten) == (redone, 4 - redone)
+    assert (rethresholded.rethresholded.total(), rethresholded.redone.total()) == (4 - redone, 0)  # as said
     assert (tmp_path / "other_threshold" / "scores.csv").read_bytes() == (out / "scores.csv").read_bytes()
 
 
@@ -639,6 +641,7 @@ def test_a_scores_version_bump_has_every_journalled_file_analysed_again(tmp_path
     monkeypatch.setattr("pulse.analyze.SCORES_VERSION", 2)
     again = analyze([tmp_path], out, cfg)
     assert (again.files_done, again.files_skipped, again.files_rewritten) == (1, 0, 0)
+    assert again.redone == {"settings changed (scores_version 1 -> 2)": 1}
 
 
 def test_a_rerun_tries_files_that_failed_again_and_says_so(tmp_path, model, caplog):
@@ -711,6 +714,17 @@ def test_a_model_is_known_by_its_content_not_its_place_or_time(tmp_path, model):
     assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_done == 1
     other_weights(exported / "model.onnx")
     assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_done == 1
+
+
+def test_the_combined_raven_table_alone_is_made_from_the_detections(tmp_path, model, monkeypatch):
+    """--format raven_combined alone: the detections are built for it though no other writer reads them. Its list
+    names a recording given by a relative path by its absolute one, as Raven Pro opens the list from anywhere."""
+    sf.write(tmp_path / "a.wav", song(6.0), RATE)
+    monkeypatch.chdir(tmp_path)
+    summary = analyze(["a.wav"], tmp_path / "out", InferConfig(model=str(model), formats=("raven_combined",)))
+    assert (summary.files_done, summary.files_failed) == (1, 0)
+    assert len(pd.read_csv(tmp_path / "out" / "combined.selection.table.txt", sep="\t")) > 0
+    assert (tmp_path / "out" / "combined.selection.table.list.txt").read_text() == f"{tmp_path / 'a.wav'}\n"
 
 
 def test_a_rerun_that_does_files_again_says_once_which_model_or_settings_changed_and_counts_them(tmp_path, model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -273,8 +274,9 @@ def test_a_species_list_saved_by_notepad_reads_as_typed(tmp_path):
         read_species_list(tmp_path / "list.txt")
 
 
-def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path):
-    """`pulse analyze --model birdnet --species-list FILE`: scores.csv has exactly the listed columns."""
+def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path, caplog):
+    """`pulse analyze --model birdnet --species-list FILE`: scores.csv has exactly the listed columns; a rerun with
+    another list says it changed."""
     from typer.testing import CliRunner
 
     from pulse.cli import app
@@ -288,6 +290,10 @@ def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path):
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert list(scores.columns) == ["file", "start_s", "end_s", "Gryllus pennsylvanicus", "Oecanthus fultoni"]
     assert len(scores) >= 1
+    (tmp_path / "one.txt").write_text("Gryllus pennsylvanicus\n")  # another list: the line before the work names it
+    with caplog.at_level(logging.INFO, logger="pulse.analyze"):
+        CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--species-list", str(tmp_path / "one.txt")])
+    assert f"settings changed (species_list {tmp_path / 'slist.txt'} -> {tmp_path / 'one.txt'})" in caplog.text
     (tmp_path / "empty.txt").write_text("# nothing\n")
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o2"), "--species-list", str(tmp_path / "empty.txt")])
     assert result.exit_code == 2 and "species list is empty" in result.output

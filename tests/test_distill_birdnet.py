@@ -60,6 +60,8 @@ def test_align_teacher_in_time():
     np.testing.assert_allclose(align_teacher(starts, values, 2.6, 0.7), values[1])  # no centre: nearest is 2.5
     np.testing.assert_allclose(align_teacher(starts, values, 0.0, 0.5), values[0])  # before every centre
     np.testing.assert_allclose(align_teacher(starts, values, 1.0, 5.0), values[:4].mean(axis=0))  # long window
+    # half open: the centre at 3.5 is the next window's, so back-to-back student windows share no teacher window
+    np.testing.assert_allclose(align_teacher(starts, values, 0.5, 3.0), values[:2].mean(axis=0))
 
 
 def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None, seed: int = 0,
@@ -162,6 +164,7 @@ def test_targets_and_standardisation_are_those_of_the_whole_cache_in_memory(tmp_
     for window_s in (3.0, 1.5, 0.5):
         bank = KnowledgeBank((str(cache),), "train", window_s)
         assert len(bank.windows) == 8
+        assert [w.path.name for w in bank.windows] == ["a.wav"] * 6 + ["b.wav"] * 2
         for window in bank.windows:
             teacher = arrays[window.path.name]
             embedding, logits = bank.targets(window)
@@ -260,8 +263,12 @@ def test_an_entry_cut_short_or_compressed_is_named(fake_cache):
     with pytest.raises(ValueError, match=f"{entry}: not a whole .npz .*run pulse teacher-cache .*it makes them anew"):
         KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
     entry.write_bytes(whole)
-    np.savez_compressed(entry, **cached(fake_cache, "a.wav"))
+    arrays = cached(fake_cache, "a.wav")
+    np.savez_compressed(entry, **arrays)
     with pytest.raises(ValueError, match=f"{entry}: starts_s.npy is compressed"):
+        KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+    np.savez(entry, **{**arrays, "logits": np.asfortranarray(arrays["logits"])})  # rows not whole on disk
+    with pytest.raises(ValueError, match=f"{entry}: logits.npy is stored column by column"):
         KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
 
 

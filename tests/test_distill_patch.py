@@ -284,3 +284,23 @@ def test_stage1_leaves_out_a_test_slide_the_splits_name_in_another_case(tmp_path
     path.write_text("slide_id,label,fold\ncase7,x,0\nCASE8,y,1\n")
     slides = [Path("/s/Case7.svs"), Path("/s/case8.svs")]
     assert _training_slides(slides, SlideIds(slides), path, test_fold=0) == slides[1:]
+
+
+def test_a_slide_without_teacher_features_beside_another_s_of_its_file_name_names_the_file_it_would_have(tmp_path,
+                                                                                                        caplog):
+    """CON, never extracted at 20x, beside CON_.h5 of slide CON_ (the name CON's file gets): the line named CON.h5, a
+    name no run writes now, as `lrmil train`'s did; it names CON_.h5 and says whose it is."""
+    from lrmil.distill_patch import teacher_attention
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.config import ABMILConfig
+    from lrmil.store import FeatureFile, write_features
+
+    save_mil(tmp_path / "mil.safetensors", ABMIL(ABMILConfig()))
+    (tmp_path / "features").mkdir()
+    write_features(tmp_path / "features" / "CON_.h5", FeatureFile(
+        np.zeros((2, 2), np.int64), np.ones((2, ABMILConfig().in_dim), np.float32), np.zeros((2, 0), np.int64), 256,
+        256, 20.0, 0.5, slide_id="CON_"))
+    assert list(teacher_attention(tmp_path / "mil.safetensors", tmp_path / "features", ["CON", "CON_"])) == ["CON_"]
+    assert caplog.messages == [f"{tmp_path / 'features' / 'CON_.h5'}: no 20x feature file of slide CON in "
+                               "--teacher-features (that file holds slide CON_'s) (`lrmil extract --resolution "
+                               "teacher` failed on it or was not given it); slide left out of stage 1"]

@@ -348,6 +348,11 @@ def test_a_listed_slide_without_features_beside_another_s_of_its_file_name_names
                                "holds slide CON_'s); slide skipped"]
     with pytest.raises(FileNotFoundError, match=r"looked for CON_.h5, ...;"):
         load_bags(tmp_path, splits.iloc[:1], ("x", "y"))
+    caplog.clear()  # the file's slide is named as it recorded it, not by the file's name
+    write_features(tmp_path / "a_b.h5", dataclasses.replace(ff, slide_id="a?b"))
+    load_bags(tmp_path, pd.DataFrame({"slide_id": ["a:b", "a?b"], "label": ["x", "y"], "fold": [0, 1]}), ("x", "y"))
+    assert caplog.messages == [f"a:b (line 2 of the splits CSV): no feature file {tmp_path / 'a_b.h5'} (that file "
+                               "holds slide a?b's); slide skipped"]
 
 
 def test_extract_s_out_given_as_features_names_the_feature_folder_inside(tmp_path):
