@@ -5,7 +5,7 @@ One run: find the recordings, skip those an earlier run finished with these sett
 (pulse/scoring.py: decoding threads, one model), and write each file's outputs as its last window is scored. A file is
 finished when its outputs are in place and its scores are appended to the journal (pulse/journal.py); run-wide tables
 are rebuilt from the journal at the end. A bad file becomes one line on the console and one row in errors.csv; the
-batch goes on.
+batch goes on. A run stopped by Ctrl-C or a full --out keeps the files finished and errors.csv so far.
 """
 
 from __future__ import annotations
@@ -220,16 +220,18 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
     _warn_of_stale_outputs(out_dir, cfg)
     _warn_of_earlier_outputs(todo, run)
     try:
-        if todo:
-            run.journal.open()  # a folder that cannot take it stops the run here, before any work
-        score_files(_rewrite_from_saved_scores(todo, run, summary) if cfg.resume else todo, predictor, run, summary,
-                    _finish_file)
-    finally:
-        predictor.close()
-        run.journal.close()
-    _write_run_tables(files, run, _run_config(cfg, meta, model_path, inputs))
-    run.journal.drop_superseded_logs()
-    write_errors(out_dir / "errors.csv", summary.errors, [f.path for f in files])
+        try:
+            if todo:
+                run.journal.open()  # a folder that cannot take it stops the run here, before any work
+            score_files(_rewrite_from_saved_scores(todo, run, summary) if cfg.resume else todo, predictor, run,
+                        summary, _finish_file)
+        finally:
+            predictor.close()
+            run.journal.close()
+        _write_run_tables(files, run, _run_config(cfg, meta, model_path, inputs))
+        run.journal.drop_superseded_logs()
+    finally:  # also when the run stops (Ctrl-C, a full --out): what was said of the files so far is kept
+        write_errors(out_dir / "errors.csv", summary.errors, [f.path for f in files])
     summary.wall_s = time.perf_counter() - t0
     write_json(out_dir / "summary.json", {**summary.to_dict(), "model": str(model_path), "config": cfg.to_dict()})
     return summary

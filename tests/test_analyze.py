@@ -1018,6 +1018,34 @@ def test_ctrl_c_is_one_line_and_the_same_command_goes_on(tmp_path, model):
     assert (summary.files_done, summary.files_skipped) == (4, 2)
 
 
+def test_ctrl_c_keeps_the_errors_so_far_and_the_same_command_completes_them(tmp_path, model, monkeypatch):
+    """A run stopped by Ctrl-C wrote no errors.csv: the bad files it had met were said only in the log."""
+    from pulse.writers.raven import RavenWriter
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a_empty.wav").write_bytes(b"")  # first in file order
+    (tmp_path / "in" / "b_random.wav").write_bytes(bytes(range(256)) * 20)
+    for i in range(4):
+        sf.write(tmp_path / "in" / f"r{i}.wav", song(2.0 + i), RATE)
+    written, write = [], RavenWriter.write
+
+    def ctrl_c_at_the_second_recording(self, table, path):
+        if len(written) == 1:
+            raise KeyboardInterrupt
+        written.append(path)
+        write(self, table, path)
+
+    monkeypatch.setattr(RavenWriter, "write", ctrl_c_at_the_second_recording)
+    out = tmp_path / "out"
+    command = ["analyze", str(tmp_path / "in"), "--out", str(out), "--model", str(model), "--workers", "1"]
+    assert CliRunner().invoke(app, command).exit_code == 130
+    assert pd.read_csv(out / "errors.csv").path.map(lambda p: Path(p).name).tolist() == ["a_empty.wav", "b_random.wav"]
+    monkeypatch.undo()
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 1 and "3 done, 2 failed, 1 skipped" in again.output  # the bad files are tried again
+    assert pd.read_csv(out / "errors.csv").path.map(lambda p: Path(p).name).tolist() == ["a_empty.wav", "b_random.wav"]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
 def test_on_a_terminal_each_bad_file_is_a_line_of_its_own(tmp_path, model):
     """At a terminal every bad file's line was written after the progress bar, on its line: 1 000 junk files among
@@ -1120,7 +1148,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_goes_on(tmp_
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert (f"error: {out}: No space left on device; stopped, keeping what was finished: free some space (or copy "
             "the folder to another disk) and run the same command again to go on") in result.output
-    assert "write failed" not in caplog.text and not (out / "errors.csv").exists()  # no recording blamed
+    assert "write failed" not in caplog.text and pd.read_csv(out / "errors.csv").empty  # no recording blamed
     assert sorted(p.name for p in out.glob("*.txt")) == ["r0.pulse.selection.table.txt", "r1.pulse.selection.table.txt"]
     monkeypatch.undo()
     again = CliRunner().invoke(app, command)
