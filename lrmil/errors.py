@@ -11,7 +11,7 @@ import io
 import logging
 from pathlib import Path
 
-from export.atomic import write_text
+from export.atomic import error_line, write_text
 
 log = logging.getLogger(__name__)
 COLUMNS = ("path", "stage", "error_type", "message")
@@ -32,7 +32,8 @@ class ErrorLog:
         return {"failed": self.count, "errors_csv": str(self.path) if self.count else ""}
 
     def add(self, item: str | Path, stage: str, exc: BaseException) -> None:
-        message = " ".join(str(exc).split())  # one line, whatever the library put in it
+        # one line, whatever the library put in it; a file that cannot be written as `X: Is a directory`
+        message = " ".join((error_line(exc) if isinstance(exc, OSError) else str(exc)).split())
         message = message.removeprefix(f"{item}: ")  # the path has its own column
         log.error("%s failed at %s: %s", item, stage, message, exc_info=log.isEnabledFor(logging.DEBUG))
         self.rows.append((str(item), stage, type(exc).__name__, message))

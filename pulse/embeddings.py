@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.atomic import atomic_path, fails_for_folder, file_in_the_way, stop_if_unwritable, utf8_text
+from export.atomic import atomic_path, error_line, fails_for_folder, file_in_the_way, stop_if_unwritable, utf8_text
 from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.made_with import said_again, why_again
@@ -162,8 +162,9 @@ def _failed(path: Path, exc: Exception, summary: Summary, errors: list, stage: s
         errors.append((str(path), "read", type(exc).__name__, exc.reason))
         log.warning("%s", exc)
     else:  # the model or the file system: this file, not all
-        errors.append((str(path), stage, type(exc).__name__, str(exc)))
-        log.warning("%s: %s%s", path, "" if stage == "embed" else f"{stage} failed: ", exc)
+        message = error_line(exc) if stage == "write" and isinstance(exc, OSError) else str(exc)
+        errors.append((str(path), stage, type(exc).__name__, message))
+        log.warning("%s: %s%s", path, "" if stage == "embed" else f"{stage} failed: ", message)
     summary.files_failed += 1
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from export.atomic import fails_for_folder
+from export.atomic import error_line, fails_for_folder
 from export.predictor import Predictor, usable_cores
 from export.progress import progress
 from pulse.io import AudioReadError, PartlyDecoded, audio_info, stream_audio
@@ -68,7 +68,10 @@ def score_files(todo: list[InFlight], predictor: Predictor, run: Run, summary: S
         if f.info is None:  # failed before its length was known: it adds no windows
             opened["files"] += 1
             estimate_total()
-        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        if stage == "write" and isinstance(exc, OSError):  # not os.replace's "[Errno 21] ...: 'X' -> 'X'"
+            reason = error_line(exc)
+        else:
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         summary.errors.append((str(f.path), stage, type(exc).__name__, reason))
         summary.files_failed += 1
         if cfg.strict:  # the CLI says it, once

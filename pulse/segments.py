@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from export.atomic import (fails_for_folder, file_in_the_way, from_utf8_text, stop_if_unwritable, utf8_text,
-                           write_bytes, write_json)
+from export.atomic import (error_line, fails_for_folder, file_in_the_way, from_utf8_text, stop_if_unwritable,
+                           utf8_text, write_bytes, write_json)
 from export.files import name_within_limit, portable_characters, portable_name
 from export.folder_lock import exclusive
 from export.jsonconfig import read_json
@@ -291,8 +291,10 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
                     if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip
                         raise
                     summary.clips_failed += 1
-                    errors.append((str(path), "write", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
-                    log.warning("%s: %g-%g s: write failed: %s", path, d["start_s"], d["end_s"], exc)
+                    said = error_line(exc)  # not os.replace's "[Errno 21] ...: 'X' -> 'X'"
+                    errors.append((str(path), "write", type(exc).__name__,
+                                   f"{d['start_s']:g}-{d['end_s']:g} s: {said}"))
+                    log.warning("%s: %g-%g s: write failed: %s", path, d["start_s"], d["end_s"], said)
     finally:  # also when the run stops (Ctrl-C, a full --out): what was said of the clips so far is kept
         write_errors(out / "errors.csv", errors)
     summary.files_failed = len(unopened)

@@ -841,6 +841,8 @@ def test_a_file_whose_rewrite_fails_is_analysed_and_its_error_listed_while_the_o
     assert (again.files_rewritten, again.files_done, again.files_failed) == (2, 0, 1)
     (row,) = pd.read_csv(out / "errors.csv").itertuples()
     assert row.path == str(tmp_path / "b.wav") and row.stage == "write"
+    # as the commands say a file, not os.replace's "[Errno 21] Is a directory: 'X' -> 'X'"
+    assert row.message == f"{out / 'b.pulse.selection.table.txt'}: Is a directory"
 
 
 def test_two_cards_in_two_runs_into_one_out_never_leave_a_wrong_table(tmp_path, model, caplog):

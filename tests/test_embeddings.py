@@ -317,6 +317,7 @@ def test_a_file_that_cannot_be_written_is_one_row_and_the_batch_goes_on_but_a_fu
     assert result.exit_code == 1 and "1 embedded, 1 failed, 0 skipped" in result.output, result.output
     (row,) = pd.read_csv(out / "errors.csv").itertuples()
     assert row.path == str(clips[0]) and row.stage == "write" and row.error_type == "IsADirectoryError"
+    assert row.message == f"{out / clips[0].name}.embeddings.h5: Is a directory"  # not "[Errno 21] ...: 'X' -> 'X'"
     assert (out / f"{clips[1].name}.embeddings.h5").is_file()
 
     def disk_full(path):

@@ -44,6 +44,18 @@ def test_patch_exits_0_when_all_succeed_1_when_a_slide_fails_or_none_is_found(tm
     assert nothing.exit_code == 1 and "no slide files found" in nothing.stderr
 
 
+def test_a_slide_whose_output_cannot_be_written_is_one_row_saying_so_shortly(tmp_path):
+    """A folder where a slide's mask goes was "[Errno 21] Is a directory: 'OUT/masks/ok.png' -> 'OUT/masks/ok.png'"."""
+    import pandas as pd
+
+    slide, mask = _png(tmp_path / "ok.png"), tmp_path / "out" / "masks" / "ok.png"
+    mask.mkdir(parents=True)
+    result = _invoke("patch", slide, _png(tmp_path / "other.png"), "--out", tmp_path / "out", "--mpp", 0.5)
+    assert result.exit_code == 1 and f"{slide} failed at patch: {mask}: Is a directory" in result.stderr
+    (row,) = pd.read_csv(tmp_path / "out" / "errors.csv").itertuples()
+    assert (row.path, row.error_type, row.message) == (str(slide), "IsADirectoryError", f"{mask}: Is a directory")
+
+
 def test_predict_finds_slides_in_case_folders_with_recursive(tmp_path, shared_data):
     case = tmp_path / "archive" / "case1"
     case.mkdir(parents=True)
