@@ -44,6 +44,7 @@ from pulse.config import MAX_CLIP_S, InferConfig, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
 from pulse.journal import Journal
+from pulse.model_names import model_band
 from pulse.windows import MIN_TAIL_S
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
@@ -186,12 +187,29 @@ def wav_subtype(source: str) -> str:
     return {"PCM_24": "PCM_24", "PCM_32": "PCM_32", "FLOAT": "FLOAT", "DOUBLE": "FLOAT"}.get(source, "PCM_16")
 
 
-def clip_plot(audio: np.ndarray, rate: int, clip_start_s: float, d: dict, path: Path) -> None:
-    """The clip's spectrogram with its detection boxed (the whole band: detections.csv holds no frequencies)."""
+def analysed_band(analysis: dict) -> tuple[float, float] | None:
+    """The band (Hz) the analysing model heard, from the run's config.json (None without one): its Raven tables' Low
+    and High Freq."""
+    metadata = analysis.get("model_metadata")
+    if not isinstance(metadata, dict):
+        return None
+    try:
+        return model_band(metadata)
+    except (KeyError, TypeError, ValueError):  # another tool's config.json
+        return None
+
+
+def clip_plot(audio: np.ndarray, rate: int, clip_start_s: float, d: dict, path: Path,
+              band: tuple[float, float] | None) -> None:
+    """The clip's spectrogram with its detection boxed over the model's `band` up to the clip's Nyquist frequency, as
+    the run's Raven table boxes it (detections.csv holds no frequencies; without a band, the whole clip's): a box up
+    to 192 kHz on a 384 kHz AudioMoth clip suggested the model used the ultrasound it never hears."""
     from pulse.plots import save_png, spectrogram_figure
 
+    low_hz, high_hz = band or (0.0, rate / 2)
     box = pd.DataFrame([{"file": d["file"], "channel": "", "start_s": d["start_s"] - clip_start_s,
-                         "end_s": d["end_s"] - clip_start_s, "low_hz": 0.0, "high_hz": rate / 2, "label": d["label"],
+                         "end_s": d["end_s"] - clip_start_s, "low_hz": low_hz, "high_hz": min(high_hz, rate / 2),
+                         "label": d["label"],
                          "common_name": d["common_name"], "code": d["common_name"] or d["label"], "score": d["score"]}])
     title = f"{d['label']} {d['score']:.3f}: {utf8_text(Path(d['file']).name)} from {clip_start_s:.2f} s"
     save_png(spectrogram_figure(audio.mean(axis=1), rate, box, title), path)
@@ -221,12 +239,12 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     min_len = settings.get("min_len") if isinstance(settings, dict) else None  # its windows' shortest tail
     min_len_s = max(min_len if isinstance(min_len, (int, float)) else InferConfig().min_len, MIN_TAIL_S)
     with stop_if_unwritable(out), exclusive(out, "pulse segments"):  # one run at a time in --out
-        return _cut_clips(detections, table, out, cfg, root, plots, min_len_s)
+        return _cut_clips(detections, table, out, cfg, root, plots, min_len_s, analysed_band(analysis))
 
 
 def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfig, root: Path | None,
-               plots: bool, min_len_s: float) -> Summary:
-    """`extract_segments` once its table is read and --out held."""
+               plots: bool, min_len_s: float, band: tuple[float, float] | None) -> Summary:
+    """`extract_segments` once its table is read and --out held; `band`: the analysing model's (`analysed_band`)."""
     record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
               "settings": cfg.to_dict()}
     with_settings = out / CLIPS_RECORD
@@ -285,7 +303,7 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
                         write_bytes(target, buffer.getvalue())
                         summary.clips_written += 1
                     if plot is not None:
-                        clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot)
+                        clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot, band)
                         summary.plots_written += 1
                 except OSError as exc:
                     if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip

@@ -128,6 +128,24 @@ def test_plots_are_the_clips_spectrograms_and_are_added_to_an_earlier_runs_clips
     assert (third.clips_kept, third.plots_written) == (first.clips_written, 0)  # all there: nothing redone
 
 
+def test_a_plots_box_spans_the_models_band_as_the_raven_table_does(tmp_path, model, monkeypatch):
+    """On a 192 kHz (ultrasonic AudioMoth) recording the box spanned the clip's whole 0-96 kHz, as if the model had
+    used the ultrasound; it hears its band only, which the run's Raven table gives as Low and High Freq."""
+    from pulse import plots
+
+    sf.write(tmp_path / "moth.wav", song(6.0, 192_000), 192_000)
+    analyze([tmp_path / "moth.wav"], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
+    boxes = []
+    drawn = plots.spectrogram_figure
+    monkeypatch.setattr(plots, "spectrogram_figure", lambda audio, rate, box, *args: boxes.append(box) or drawn(
+        audio, rate, box, *args))
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=3.0), plots=True)
+    raven = pd.read_csv(tmp_path / "out" / "moth.pulse.selection.table.txt", sep="\t")
+    assert summary.plots_written == len(boxes) == len(raven) > 0
+    assert {(b["low_hz"].item(), b["high_hz"].item()) for b in boxes} == {(500.0, 22050.0)} == set(
+        zip(raven["Low Freq (Hz)"], raven["High Freq (Hz)"]))
+
+
 def test_a_recording_replaced_since_the_run_is_not_cut(run, model, caplog):
     """Another card's recording copied over the analysed one (same name, size and times): its clips would be of
     other audio under the first recording's detections, so they are refused, with a line saying why."""
