@@ -115,11 +115,13 @@ def embedding_moments(entries: list[StoredEntry], rows: int = 4096) -> tuple[np.
     memory, and reading them all took minutes at each training start (bench/README.md)."""
     from tqdm import tqdm
 
-    from pulse.teacher.cache import Moments
+    from pulse.teacher.cache import Moments, StoredEntry, in_threads
 
     total = Moments(0, np.zeros(birdnet.EMBED_DIM), np.zeros(birdnet.EMBED_DIM))
-    for entry in tqdm(entries, desc="teacher embeddings", unit="file", leave=False, disable=None):
-        if (stored := entry.embedding_moments()) is not None:
+    stored_moments = in_threads(StoredEntry.embedding_moments, entries)
+    for entry, stored in tqdm(zip(entries, stored_moments), total=len(entries), desc="teacher embeddings", unit="file",
+                              leave=False, disable=None):
+        if stored is not None:
             total = total.merge(stored)
             continue
         for start in range(0, len(entry.starts_s), rows):
