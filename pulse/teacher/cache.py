@@ -338,8 +338,8 @@ def _open_entry(path: Path) -> StoredEntry | ValueError:
 
 def open_cache(out: str | Path, paths: set[str] | None = None) -> dict[str, StoredEntry]:
     """Manifest path -> cached teacher outputs left on disk, for every file in OUT's index (those of `paths`, when
-    given). Every entry is opened here, so that training refuses a damaged cache at its start, naming each broken
-    entry, not hours in at the first one it draws."""
+    given). Every entry is opened here, so that training refuses a damaged cache at its start, counting the broken
+    entries and naming the first three, not hours in at the first one it draws."""
     out = Path(out)
     try:
         index = _read_index(out)
