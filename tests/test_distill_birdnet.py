@@ -19,7 +19,8 @@ from export.artifact import load_weights
 from pulse.config import ModelConfig, SemiConfig
 from pulse.models import create_model
 from pulse.teacher import birdnet
-from pulse.teacher.cache import CachedTeacher, Moments, StoredArray, _save_entry, entry_path, open_cache
+from pulse.teacher.cache import (CachedTeacher, Moments, StoredArray, _save_entry, entry_path, first_three,
+                                  open_cache)
 from pulse.teacher.probe import cross_fitted_scores
 from pulse.train.distill_birdnet import (BirdNETDistillation, KnowledgeBank, align_teacher,
                                          embedding_distillation_loss, logit_distillation_loss, soft_target_loss)
@@ -293,7 +294,12 @@ def test_opening_a_cache_reads_an_entrys_headers_not_blocks_around_them(tmp_path
     assert all(entry.embedding_moments().count == 2 for entry in entries.values())
 
 
-def test_training_refuses_a_damaged_cache_at_its_start_naming_every_broken_entry(tmp_path):
+def test_a_line_naming_broken_entries_names_the_first_three_of_thousands():
+    assert first_three(["a", "b", "c"], "; ") == "a; b; c"
+    assert first_three([f"e{i}" for i in range(5000)]) == "e0, e1, e2, ..."
+
+
+def test_training_refuses_a_damaged_cache_at_its_start_counting_and_naming_its_broken_entries(tmp_path):
     """An entry deleted while index.csv listed it stopped training at "[Errno 2] No such file or directory: '...npz'",
     several cut short at the first one only (one rerun each), and an index.csv cut short (a partial copy) trained on
     its rows before the cut, saying nothing."""
