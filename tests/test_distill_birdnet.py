@@ -274,6 +274,18 @@ def test_an_entry_cut_short_or_compressed_is_named(fake_cache):
         KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
 
 
+
+@pytest.mark.parametrize("damage", [b"(3, 6522 ", b"@@@@@"])  # numpy's TokenError, then its magic-string ValueError
+def test_an_entry_whose_header_is_damaged_in_place_is_named(fake_cache, damage):
+    """A header damaged with the zip intact (a bad sector, a byte flipped in a copy) escaped as tokenize's TokenError,
+    naming no file, and stopped training at once."""
+    entry = sorted(fake_cache.glob("*/*.npz"))[0]
+    whole = entry.read_bytes()
+    at = whole.index(b"(3, 6522)") if damage.startswith(b"(") else whole.index(b"\x93NUMPY")
+    entry.write_bytes(whole[:at] + damage + whole[at + len(damage):])
+    with pytest.raises(ValueError, match=f"{entry}: .*has a damaged header .*run pulse teacher-cache"):
+        KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+
 def bytes_read() -> int:
     """What this process has read so far (Linux's rchar: from the page cache or the disk)."""
     return next(int(line.split()[1]) for line in Path("/proc/self/io").read_text().splitlines()

@@ -18,6 +18,7 @@ import json
 import logging
 import shlex
 import struct
+import tokenize
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
@@ -277,10 +278,12 @@ def _stored_arrays(path: Path) -> dict[str, StoredArray]:
             f.seek(info.header_offset + 26)  # the local header's name and extra field lengths; the member follows
             name_length, extra_length = struct.unpack("<HH", f.read(4))
             f.seek(info.header_offset + 30 + name_length + extra_length)
-            version = np.lib.format.read_magic(f)
-            length = f.read(2 if version == (1, 0) else 4)
-            header = length + f.read(int.from_bytes(length, "little"))
-            shape, fortran_order, dtype = _npy_header(version, header)
+            try:  # numpy says a damaged header in several ways (ValueError, SyntaxError, tokenize's TokenError)
+                version = np.lib.format.read_magic(f)
+                length = f.read(2 if version == (1, 0) else 4)
+                shape, fortran_order, dtype = _npy_header(version, length + f.read(int.from_bytes(length, "little")))
+            except (ValueError, SyntaxError, tokenize.TokenError) as error:
+                raise ValueError(f"{path}: {info.filename} has a damaged header ({error})") from None
             if fortran_order and len(shape) > 1:
                 raise ValueError(f"{path}: {info.filename} is stored column by column; not an entry pulse wrote")
             arrays[info.filename.removesuffix(".npy")] = StoredArray(path, f.tell(), dtype, shape)
