@@ -71,7 +71,7 @@ def main() -> None:
     from pulse.teacher import birdnet
     from pulse.teacher.probe import fit_on_caches
     from pulse.train.distill_birdnet import KnowledgeBank
-    from pulse.unlabelled import read_span
+    from pulse.io import read_span
 
     caches = tuple(args.caches.split(","))
     cfg = replace(EvalConfig(), exclude_excerpts=EXCLUDED)

@@ -25,7 +25,7 @@ from pulse.teacher.probe import cross_fitted_scores
 from pulse.train.distill_birdnet import (BirdNETDistillation, KnowledgeBank, align_teacher,
                                          embedding_distillation_loss, logit_distillation_loss, soft_target_loss)
 from pulse.train.losses import StepOutputs
-from pulse.unlabelled import read_span
+from pulse.io import read_span
 
 TINY = ModelConfig(arch="pulse_cnn_xs", window_s=1.5, sample_rate=16000, f_max=8000.0, n_mels=32, embed_dim=32)
 
