@@ -357,3 +357,21 @@ def test_an_entry_of_an_earlier_reading_of_the_file_is_computed_again(teacher, t
     assert float(load_cache(cfg.out)["bat.wav"].starts_s[-1]) == 3.0
     build_cache(cfg, counting)
     assert counting.windows == 74  # read as cached now: kept
+
+
+def test_the_cache_run_says_how_far_it_is_through_the_project_progress(teacher, short_clips, tmp_path, monkeypatch,
+                                                                       caplog):
+    """teacher-cache drew a plain tqdm bar: at a terminal each bad file's line was glued to its end ('3.15file/s]
+    .../nope.flac: FileNotFoundError'), in a log file it said nothing until the end. It uses export.progress now,
+    which prints log lines above the bar and, off a terminal, writes a progress line now and then."""
+    import export.progress
+
+    monkeypatch.setattr(export.progress, "LOG_EVERY_S", 0.0)
+    pd.DataFrame({"path": [short_clips[0].name, "nope.flac"]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = TeacherCacheConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(short_clips[0].parent),
+                             out=str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger="export.progress"):
+        assert len(build_cache(cfg, teacher)) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "export.progress"]
+    assert any(line.startswith("teacher cache: 50% (1 of 2 file)") for line in lines), lines
+    assert f"{short_clips[0].parent / 'nope.flac'}: FileNotFoundError: missing file" in caplog.text

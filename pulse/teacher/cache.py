@@ -31,6 +31,7 @@ import pandas as pd
 from export.artifact import sha256
 from export.atomic import atomic_path, fails_for_folder, from_utf8_text, stop_if_unwritable, write_json
 from export.folder_lock import exclusive
+from export.progress import progress
 from export.tables import listed_file, windows_path_hint
 from pulse.config import TeacherCacheConfig
 from pulse.io import audio_info, stream_audio
@@ -216,40 +217,40 @@ def build_cache(cfg: TeacherCacheConfig, teacher: birdnet.BirdNET | None = None)
 
 def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teacher) -> pd.DataFrame:
     """`build_cache` once OUT is held: an entry for each of `paths` not cached yet, then the index."""
-    from tqdm import tqdm
-
     rows, errors = {}, []
     try:
         previous = _read_index(out)
     except ValueError as error:  # only spares hashing: every file is hashed again, its entry kept
         log.warning("%s; hashing every file again to write it anew", error)
         previous = {}
-    for i, rel in enumerate(tqdm(paths, desc="teacher cache", unit="file")):
-        path = listed_file(root, rel)
-        try:
-            if not path.exists():  # as `pulse manifest` says it, with what to do about a Windows path
-                raise FileNotFoundError(f"missing file{windows_path_hint(root, rel)}")
-            stat = path.stat()
-            old = previous.get(rel)
-            # its ctime too: a file copied over it with the same size and time (cp -p) is hashed again
-            fresh = old is not None and (old["size"], old["mtime_ns"], old.get("ctime_ns")) == (
-                stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-            digest = old["sha256"] if fresh else sha256(path)
-            target = entry_path(out, digest)
-            if (windows := _cached_windows(target, path, cfg)) is None:
-                entry = compute_entry(teacher, path, cfg)
-                _save_entry(target, entry)
-                windows = len(entry.starts_s)
-            rows[rel] = {"path": rel, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                         "ctime_ns": stat.st_ctime_ns, "windows": int(windows)}
-        except Exception as error:  # one bad file never stops the batch; a full or read-only --out does
-            if fails_for_folder(error):
-                raise
-            log.error("%s: %s: %s", path, type(error).__name__, error)
-            errors.append({"path": rel, "stage": "teacher-cache", "error_type": type(error).__name__,
-                           "message": str(error)})
-        if i % 50 == 49:
-            _write_index(out, rows)
+    # at a terminal its log lines print above the bar, not glued to its end
+    with progress(paths, unit="file", desc="teacher cache") as bar:
+        for i, rel in enumerate(bar):
+            path = listed_file(root, rel)
+            try:
+                if not path.exists():  # as `pulse manifest` says it, with what to do about a Windows path
+                    raise FileNotFoundError(f"missing file{windows_path_hint(root, rel)}")
+                stat = path.stat()
+                old = previous.get(rel)
+                # its ctime too: a file copied over it with the same size and time (cp -p) is hashed again
+                fresh = old is not None and (old["size"], old["mtime_ns"], old.get("ctime_ns")) == (
+                    stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+                digest = old["sha256"] if fresh else sha256(path)
+                target = entry_path(out, digest)
+                if (windows := _cached_windows(target, path, cfg)) is None:
+                    entry = compute_entry(teacher, path, cfg)
+                    _save_entry(target, entry)
+                    windows = len(entry.starts_s)
+                rows[rel] = {"path": rel, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                             "ctime_ns": stat.st_ctime_ns, "windows": int(windows)}
+            except Exception as error:  # one bad file never stops the batch; a full or read-only --out does
+                if fails_for_folder(error):
+                    raise
+                log.error("%s: %s: %s", path, type(error).__name__, error)
+                errors.append({"path": rel, "stage": "teacher-cache", "error_type": type(error).__name__,
+                               "message": str(error)})
+            if i % 50 == 49:
+                _write_index(out, rows)
     _write_index(out, rows)
     with atomic_path(out / "errors.csv") as tmp:
         pd.DataFrame(errors, columns=["path", "stage", "error_type", "message"]).to_csv(tmp, index=False,
