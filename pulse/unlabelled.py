@@ -126,7 +126,8 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
     """
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
-    beds = [audio_info(p) for p in soundscapes]
+    soundscapes, beds = _readable_audio(soundscapes, "soundscapes")
+    songs, song_infos = _readable_audio(songs, "songs")
     total = int(round(duration_s * sample_rate))
     rows = []
     for i in range(count):
@@ -136,9 +137,8 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
             excerpt = bed_excerpt(soundscapes[k], beds[k], min(total, 10 * sample_rate), sample_rate, rng)
             bed[at:at + len(excerpt)] = excerpt[:total - at]
         for _ in range(int(rng.poisson(songs_per_minute * duration_s / 60.0))):
-            path = songs[int(rng.integers(len(songs)))]
-            info = audio_info(path)
-            song = read_span(path, 0.0, min(info.duration_s, 10.0), sample_rate, info)
+            k = int(rng.integers(len(songs)))
+            song = read_span(songs[k], 0.0, min(song_infos[k].duration_s, 10.0), sample_rate, song_infos[k])
             start = int(rng.integers(0, max(total - len(song), 0) + 1))
             end = min(start + len(song), total)
             song = song[:end - start]
@@ -154,6 +154,21 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
     with atomic_path(out / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
     return manifest
+
+
+def _readable_audio(paths: list[Path], what: str) -> tuple[list[Path], list[AudioInfo]]:
+    """The files of `paths` whose header can be read, and their headers: one that cannot (one of dozens of a user's
+    field recordings) is left out with one warning line instead of stopping the run."""
+    kept, infos = [], []
+    for path in paths:
+        try:
+            infos.append(audio_info(path))
+            kept.append(path)
+        except AudioReadError as exc:
+            log.warning("%s; left out of the pseudo-field %s", exc, what)
+    if not kept:
+        raise ValueError(f"none of the {len(paths)} {what} given for the pseudo-field can be read")
+    return kept, infos
 
 
 def bed_excerpt(path: Path, info: AudioInfo, length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tracemalloc
 
 import numpy as np
@@ -252,6 +253,25 @@ def test_pseudo_field_reads_only_the_soundscape_excerpts_it_uses(tmp_path):
     data, rate = sf.read(tmp_path / "out" / "pseudo_field_0_001.flac")
     assert rate == 22050 and len(data) == 25 * 22050 and 0.03 < np.sqrt(np.mean(data[:22050] ** 2)) < 0.07
     assert peak < 16 * 2**20
+
+
+def test_a_pseudo_field_leaves_out_a_soundscape_or_song_it_cannot_read(tmp_path, caplog):
+    """One unreadable soundscape among a user's field recordings (or one song) stopped the whole run at its
+    AudioReadError. It is now left out with one line naming it, the recordings those of the readable files alone;
+    only when none can be read is it refused."""
+    night, song = write_noise(tmp_path / "night.wav", 30, 22050), write_noise(tmp_path / "song.wav", 2, 22050, seed=1)
+    (tmp_path / "junk.wav").write_bytes(b"not a recording")
+    make_pseudo_field([song], [night], tmp_path / "alone", 1, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
+    with caplog.at_level(logging.WARNING, logger="pulse.unlabelled"):
+        make_pseudo_field([song, tmp_path / "gone.wav"], [tmp_path / "junk.wav", night], tmp_path / "out", 1, 12.0,
+                          22050, 20.0, (0.0, 10.0), seed=0)
+    np.testing.assert_array_equal(sf.read(tmp_path / "out" / "pseudo_field_0_000.flac")[0],
+                                  sf.read(tmp_path / "alone" / "pseudo_field_0_000.flac")[0])
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"{tmp_path / 'junk.wav'}: not readable as audio") for m in said), said
+    assert any(m.startswith(f"{tmp_path / 'gone.wav'}: no such file") for m in said), said
+    with pytest.raises(ValueError, match="none of the 1 soundscapes"):
+        make_pseudo_field([song], [tmp_path / "junk.wav"], tmp_path / "none", 1, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
 
 
 def test_pseudo_field_songs_land_at_the_snr_asked(tmp_path):
