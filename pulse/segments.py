@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Summary:
-    clips_written: int = 0
+    clips_written: int = 0  # .wav files written, also one whose plot then failed (a clips_failed too: it is there)
     clips_kept: int = 0  # found from an earlier run with the same settings
     clips_failed: int = 0  # a part of a recording that could not be read, or a clip or plot not written
     plots_written: int = 0
@@ -252,71 +252,97 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
         raise ValueError(f"{out}: holds clips cut from other results or with other settings ({with_settings}); "
                          "use another --out, so that one folder holds one draw")
     write_json(with_settings, record)
-    summary, errors, unopened = Summary(), [], set()
     journal = Journal(table.parent / ".pulse" / "journal", "")  # the run's record of what it analysed, if beside it
     chosen = choose(detections, cfg)
     # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
     todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
+    cutter = _ClipCutter(cfg.seq_length, root, plots, min_len_s, band, journal)
     try:
-        with contextlib.closing(_Recordings()) as recordings, progress(todo, unit="clip") as clips:
+        with contextlib.closing(cutter.recordings), progress(todo, unit="clip") as clips:
             for d, name in clips:
-                target, path = out / name, Path(d["file"])
-                plot = target.with_suffix(".png") if plots else None
-                if root is not None and not path.is_absolute():
-                    path = root / path
-                if target.is_file() and (plot is None or plot.is_file()):
-                    summary.clips_kept += 1
-                    continue
-                if d["file"] in unopened:
-                    continue
-                try:
-                    if journal.replaced(path):
-                        raise AudioReadError(path, "changed since it was analysed (its size or times are not those "
-                                                   "the run's journal holds): its clips would be of other audio; run "
-                                                   "`pulse analyze` on it again first")
-                    info = recordings.open(path)
-                    if read_otherwise(journal, path, min_len_s, times_only=True):
-                        raise AudioReadError(path, "read otherwise by this version of pulse than by the run that "
-                                                   "analysed it (its rate or length: a GUANO time expansion read "
-                                                   "since, say): its detections' times are of that reading; run "
-                                                   "`pulse analyze` on it again first")
-                    subtype = recordings.file.subtype
-                except (AudioReadError, sf.LibsndfileError, RuntimeError) as exc:  # its other clips are not tried
-                    unopened.add(d["file"])
-                    errors.append((str(path), "open", type(exc).__name__, getattr(exc, "reason", str(exc))))
-                    log.warning("%s", exc if isinstance(exc, AudioReadError) else f"{path}: {exc}")
-                    continue
-                try:
-                    first, last = clip_span(info, d, cfg.seq_length)
-                    audio = recordings.read(first, last)
-                except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of it
-                    summary.clips_failed += 1
-                    errors.append((str(path), "clip", type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {exc}"))
-                    log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], exc)
-                    continue
-                try:
-                    if target.is_file():  # an earlier run's clip, now with its plot
-                        summary.clips_kept += 1
-                    else:
-                        buffer = io.BytesIO()
-                        sf.write(buffer, audio, info.sample_rate, format="WAV", subtype=wav_subtype(subtype))
-                        write_bytes(target, buffer.getvalue())
-                        summary.clips_written += 1
-                    if plot is not None:
-                        clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot, band)
-                        summary.plots_written += 1
-                except OSError as exc:
-                    if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip
-                        raise
-                    summary.clips_failed += 1
-                    said = error_line(exc)  # not os.replace's "[Errno 21] ...: 'X' -> 'X'"
-                    errors.append((str(path), "write", type(exc).__name__,
-                                   f"{d['start_s']:g}-{d['end_s']:g} s: {said}"))
-                    log.warning("%s: %g-%g s: write failed: %s", path, d["start_s"], d["end_s"], said)
+                cutter.cut(d, out / name)
     finally:  # also when the run stops (Ctrl-C, a full --out): what was said of the clips so far is kept
-        write_errors(out / "errors.csv", errors)
-    summary.files_failed = len(unopened)
-    if any(not Path(f).is_absolute() for f in unopened):
+        write_errors(out / "errors.csv", cutter.errors)
+    cutter.summary.files_failed = len(cutter.unopened)
+    if any(not Path(f).is_absolute() for f in cutter.unopened):
         log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "
                     "give --audio-root", root or "not recorded")
-    return summary
+    return cutter.summary
+
+
+class _ClipCutter:
+    """Clips cut one after another, and what was said of them: the counts, the rows of errors.csv, and the
+    recordings that could not be opened (their other clips are not tried)."""
+
+    def __init__(self, seq_length: float, root: Path | None, plots: bool, min_len_s: float,
+                 band: tuple[float, float] | None, journal: Journal):
+        self.seq_length, self.root, self.plots, self.min_len_s, self.band = seq_length, root, plots, min_len_s, band
+        self.journal, self.recordings = journal, _Recordings()
+        self.summary, self.errors, self.unopened = Summary(), [], set()
+
+    def cut(self, d: dict, target: Path) -> None:
+        """Detection `d`'s clip at `target` (and its plot): kept from an earlier run, written, or a row of
+        errors.csv; a full or read-only --out raises."""
+        plot = target.with_suffix(".png") if self.plots else None
+        if target.is_file() and (plot is None or plot.is_file()):
+            self.summary.clips_kept += 1
+            return
+        if d["file"] in self.unopened:
+            return
+        path = Path(d["file"])
+        if self.root is not None and not path.is_absolute():
+            path = self.root / path
+        try:
+            info, subtype = self._open(path)
+        except (AudioReadError, sf.LibsndfileError, RuntimeError) as exc:
+            self.unopened.add(d["file"])
+            self.errors.append((str(path), "open", type(exc).__name__, getattr(exc, "reason", str(exc))))
+            log.warning("%s", exc if isinstance(exc, AudioReadError) else f"{path}: {exc}")
+            return
+        try:
+            first, last = clip_span(info, d, self.seq_length)
+            audio = self.recordings.read(first, last)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of the recording
+            self._clip_failed(path, d, "clip", exc, str(exc))
+            return
+        try:
+            self._save(audio, info.sample_rate, subtype, first / info.sample_rate, d, target, plot)
+        except OSError as exc:
+            if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip
+                raise
+            self._clip_failed(path, d, "write", exc, error_line(exc))  # not os.replace's "[Errno 21] ...: 'X' -> 'X'"
+
+    def _open(self, path: Path) -> tuple[AudioInfo, str]:
+        """The recording's info and sample format, unless the run's journal says its detections are not of the
+        audio there now."""
+        if self.journal.replaced(path):
+            raise AudioReadError(path, "changed since it was analysed (its size or times are not those the run's "
+                                       "journal holds): its clips would be of other audio; run `pulse analyze` on it "
+                                       "again first")
+        info = self.recordings.open(path)
+        if read_otherwise(self.journal, path, self.min_len_s, times_only=True):
+            raise AudioReadError(path, "read otherwise by this version of pulse than by the run that analysed it (its "
+                                       "rate or length: a GUANO time expansion read since, say): its detections' "
+                                       "times are of that reading; run `pulse analyze` on it again first")
+        return info, self.recordings.file.subtype  # before reading: a read to the end closes the file
+
+    def _save(self, audio: np.ndarray, rate: int, subtype: str, clip_start_s: float, d: dict, target: Path,
+              plot: Path | None) -> None:
+        """The clip's .wav, unless an earlier run wrote it, then its plot if asked for."""
+        if target.is_file():  # an earlier run's clip, now with its plot
+            self.summary.clips_kept += 1
+        else:
+            buffer = io.BytesIO()
+            sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
+            write_bytes(target, buffer.getvalue())
+            self.summary.clips_written += 1
+        if plot is not None:
+            clip_plot(audio, rate, clip_start_s, d, plot, self.band)
+            self.summary.plots_written += 1
+
+    def _clip_failed(self, path: Path, d: dict, stage: str, exc: Exception, said: str) -> None:
+        """A clip not read or not written: counted, a row of errors.csv and a warning line; the run goes on."""
+        self.summary.clips_failed += 1
+        self.errors.append((str(path), stage, type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {said}"))
+        told = f"write failed: {said}" if stage == "write" else said
+        log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], told)
