@@ -27,13 +27,16 @@ from pulse.train.augment import crop, rms
 log = logging.getLogger(__name__)
 
 
+UNREADABLE = (AudioReadError, sf.LibsndfileError, RuntimeError, OSError)  # a file damaged or cut short past its header
+
+
 def read_span_or_silence(path: str | Path, start_s: float, duration_s: float, sample_rate: int,
                          info: AudioInfo | None = None) -> np.ndarray:
     """`read_span`, or silence where the file cannot be read there (damaged or cut short after the pool was built),
     said once per file: hours of training go on, and the batches stay those of the seed (a resumed run's too)."""
     try:
         return read_span(path, start_s, duration_s, sample_rate, info)
-    except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError) as exc:
+    except UNREADABLE as exc:
         if str(path) not in _SAID_UNREADABLE:
             _SAID_UNREADABLE.add(str(path))
             log.warning("%s: %s; its unreadable windows are silence", path, exc)
@@ -133,16 +136,17 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
     for i in range(count):
         bed = np.empty(total, np.float32)
         for at in range(0, total, 10 * sample_rate):
-            k = int(rng.integers(len(beds)))
-            excerpt = bed_excerpt(soundscapes[k], beds[k], min(total, 10 * sample_rate), sample_rate, rng)
+            excerpt = _readable_bed_excerpt(soundscapes, beds, min(total, 10 * sample_rate), sample_rate, rng)
             bed[at:at + len(excerpt)] = excerpt[:total - at]
         for _ in range(int(rng.poisson(songs_per_minute * duration_s / 60.0))):
             k = int(rng.integers(len(songs)))
-            song = read_span(songs[k], 0.0, min(song_infos[k].duration_s, 10.0), sample_rate, song_infos[k])
+            song = read_span_or_silence(songs[k], 0.0, min(song_infos[k].duration_s, 10.0), sample_rate, song_infos[k])
             start = int(rng.integers(0, max(total - len(song), 0) + 1))
             end = min(start + len(song), total)
             song = song[:end - start]
-            bed[start:end] += song * (rms(bed[start:end]) / rms(song) * 10.0 ** (float(rng.uniform(*snr_db)) / 20.0))
+            gain = 10.0 ** (float(rng.uniform(*snr_db)) / 20.0)
+            if song.any():  # a song cut short reads as silence: nothing to place, and no SNR to scale it to
+                bed[start:end] += song * (rms(bed[start:end]) / rms(song) * gain)
         bed /= max(1.0, float(np.abs(bed).max()) / 0.99)
         name = f"pseudo_field_{seed}_{i:03d}.flac"
         with atomic_path(out / name) as tmp:
@@ -169,6 +173,21 @@ def _readable_audio(paths: list[Path], what: str) -> tuple[list[Path], list[Audi
     if not kept:
         raise ValueError(f"none of the {len(paths)} {what} given for the pseudo-field can be read")
     return kept, infos
+
+
+def _readable_bed_excerpt(soundscapes: list[Path], beds: list[AudioInfo], length: int, sample_rate: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """`bed_excerpt` of a soundscape drawn at random. One whose data breaks off part-way (a copy cut short, its
+    header intact) is left out of both lists with one warning line and another drawn: a silent stretch would teach
+    nothing, and the draws stay those of the seed while every file reads."""
+    while beds:
+        k = int(rng.integers(len(beds)))
+        try:
+            return bed_excerpt(soundscapes[k], beds[k], length, sample_rate, rng)
+        except UNREADABLE as exc:
+            log.warning("%s: %s; left out of the pseudo-field soundscapes", soundscapes[k], exc)
+            del soundscapes[k], beds[k]
+    raise ValueError("none of the soundscapes given for the pseudo-field can be read to their end")
 
 
 def bed_excerpt(path: Path, info: AudioInfo, length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:

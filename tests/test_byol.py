@@ -274,6 +274,28 @@ def test_a_pseudo_field_leaves_out_a_soundscape_or_song_it_cannot_read(tmp_path,
         make_pseudo_field([song], [tmp_path / "junk.wav"], tmp_path / "none", 1, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
 
 
+def test_a_pseudo_field_goes_on_past_a_soundscape_or_song_cut_short(tmp_path, caplog):
+    """A FLAC cut short (a copy stopped half-way) has a header that reads fine, and the first excerpt or song read
+    past its end stopped the run, the recordings not yet made lost. Such a soundscape or song is now left out, said
+    once per file, and every recording is made of the readable ones (none all silence)."""
+    night, song = write_noise(tmp_path / "night.wav", 30, 22050), write_noise(tmp_path / "song.wav", 2, 22050, seed=1)
+    for name, seconds in (("bed_cut.flac", 12), ("song_cut.flac", 4)):
+        whole = write_noise(tmp_path / name, seconds, 22050, seed=2).read_bytes()
+        (tmp_path / name).write_bytes(whole[:len(whole) // 2])
+    with caplog.at_level(logging.WARNING, logger="pulse.unlabelled"):
+        manifest = make_pseudo_field([song, tmp_path / "song_cut.flac"], [night, tmp_path / "bed_cut.flac"],
+                                     tmp_path / "out", 3, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
+    assert len(manifest) == 3
+    for name in manifest["path"]:
+        data = sf.read(tmp_path / "out" / name)[0]
+        assert len(data) == 12 * 22050 and np.isfinite(data).all() and np.abs(data).max() > 0.1
+    said = [r.getMessage() for r in caplog.records]
+    for name in ("bed_cut.flac", "song_cut.flac"):
+        assert sum(m.startswith(f"{tmp_path / name}: ") for m in said) == 1, said
+    with pytest.raises(ValueError, match="none of the soundscapes .* can be read to their end"):
+        make_pseudo_field([song], [tmp_path / "bed_cut.flac"], tmp_path / "none", 1, 12.0, 22050, 20.0, (0.0, 10.0), 0)
+
+
 def test_pseudo_field_songs_land_at_the_snr_asked(tmp_path):
     """One 2 s tone in a white-noise soundscape at 6 dB: its stretch of the recording holds the tone at 6 dB above
     the noise, measured against the noise elsewhere."""
