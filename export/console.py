@@ -1,4 +1,5 @@
-"""What the commands print on stdout: a name the console's encoding cannot hold must not fail the command."""
+"""What the commands print on stdout: a name the console's encoding cannot hold must not fail the command, and a
+line that names files names a few of thousands."""
 
 from __future__ import annotations
 
@@ -12,3 +13,8 @@ def escape_what_stdout_cannot_print() -> None:
     reconfigure = getattr(sys.stdout, "reconfigure", None)  # a TextIOWrapper's; a test's stand-in may lack it
     if reconfigure is not None:
         reconfigure(errors="backslashreplace")
+
+
+def first_three(names: list[str], separator: str = ", ") -> str:
+    """The first three of `names`, then '...' where there are more: a line names a few of thousands."""
+    return separator.join(names[:3]) + (f"{separator}..." if len(names) > 3 else "")

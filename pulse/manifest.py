@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 import pandas as pd
 
 from export.atomic import atomic_path, from_utf8_text
+from export.console import first_three
 from export.tables import listed_file, path_key, read_spreadsheet_csv, windows_path_hint
 
 if TYPE_CHECKING:
@@ -218,10 +219,10 @@ def unlabelled_manifest_from_folder(root: str | Path, val_fraction: float = 0.2,
     root, problems = Path(root), []
     noise, species = species_folders_beside_noise(root)
     if species:  # every song of theirs would be mixed into training as background and scored as no song
-        raise ManifestError(f"{root}: BirdNET-Analyzer's training folders (species {', '.join(species[:3])}"
-                            f"{', ...' if len(species) > 3 else ''} beside {noise.name}), whose songs --unlabelled "
-                            f"would make backgrounds; give the folder of no class itself (pulse make-manifest "
-                            f"{shlex.quote(str(noise))} --unlabelled), and {root} without --unlabelled for the species")
+        raise ManifestError(f"{root}: BirdNET-Analyzer's training folders (species {first_three(species)} beside "
+                            f"{noise.name}), whose songs --unlabelled would make backgrounds; give the folder of no "
+                            f"class itself (pulse make-manifest {shlex.quote(str(noise))} --unlabelled), and {root} "
+                            "without --unlabelled for the species")
     found = read_recordings(root, problems) if root.is_dir() else []
     if not found and not problems:
         raise ManifestError(f"{root}: no recordings found")

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from export.artifact import load_weights
+from export.console import first_three
 from pulse.config import ModelConfig, SemiConfig
 from pulse.models import create_model
 from pulse.teacher import birdnet
-from pulse.teacher.cache import (CachedTeacher, Moments, StoredArray, _save_entry, entry_path, first_three,
-                                  open_cache)
+from pulse.teacher.cache import CachedTeacher, Moments, StoredArray, _save_entry, entry_path, open_cache
 from pulse.teacher.probe import cross_fitted_scores
 from pulse.train.distill_birdnet import (BirdNETDistillation, KnowledgeBank, align_teacher,
                                          embedding_distillation_loss, logit_distillation_loss, soft_target_loss)

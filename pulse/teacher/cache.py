@@ -30,6 +30,7 @@ import pandas as pd
 
 from export.artifact import sha256
 from export.atomic import atomic_path, fails_for_folder, from_utf8_text, stop_if_unwritable, write_json
+from export.console import first_three
 from export.folder_lock import exclusive
 from export.progress import progress
 from export.tables import listed_file, windows_path_hint
@@ -297,11 +298,6 @@ def _npy_header(version: tuple[int, int], header: bytes) -> tuple[tuple[int, ...
     parsing is most of an entry's opening, and entries of one length share theirs."""
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     return read_header(io.BytesIO(header))
-
-
-def first_three(names: list[str], separator: str = ", ") -> str:
-    """The first three of `names`, then '...' where there are more: a line names a few of thousands."""
-    return separator.join(names[:3]) + (f"{separator}..." if len(names) > 3 else "")
 
 
 def rerun_command(out: Path) -> str:

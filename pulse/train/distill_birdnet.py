@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.console import first_three
 from export.jsonconfig import read_json
 from export.tables import listed_file
 from pulse.config import ModelConfig, SemiConfig, TrainConfig
@@ -133,8 +134,6 @@ def with_audio(cache_dir: str, root: str, entries: dict[str, StoredEntry]) -> li
     """(resolved audio path, entry) of the entries whose recording is there: a missing one's windows would be
     silence distilled towards the teacher's outputs of its song. None there at all is an audio_root moved or a disk
     not mounted, refused rather than distilling from silence for hours."""
-    from pulse.teacher.cache import first_three
-
     present = {rel: path for rel in entries if (path := listed_file(root, rel)).exists()}
     missing = [rel for rel in entries if rel not in present]
     if missing and not present:
@@ -172,7 +171,7 @@ class KnowledgeBank:
 
     def __init__(self, caches: tuple[str, ...], split: str, window_s: float):
         from pulse.manifest import read_manifest, select_split
-        from pulse.teacher.cache import first_three, open_cache, rerun_command
+        from pulse.teacher.cache import open_cache, rerun_command
 
         self.window_s = window_s
         self.orthoptera = birdnet.orthoptera_indices(birdnet.load_labels())
