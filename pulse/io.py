@@ -513,7 +513,8 @@ def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: 
               info: AudioInfo | None = None) -> np.ndarray:
     """`duration_s` of mono audio from `start_s`, resampled to `sample_rate`, zero-padded before the start (a
     negative `start_s`: a window longer than the teacher's, centred on its first one) and past the end. `info`:
-    the file's header as examined already (None: examined here)."""
+    the file's header as examined already (None: examined here). A span the file cannot give (damaged or cut short
+    past its header, or gone since it was examined) raises AudioReadError, said as `pulse analyze` says it."""
     import soxr
 
     length = int(round(duration_s * sample_rate))
@@ -525,8 +526,14 @@ def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: 
     count = min(int(np.ceil((duration_s - lead / sample_rate) * native)) + 1, info.frames - first)
     data = np.zeros((0, info.channels), np.float32)
     if count > 0:
-        with open_audio(path, 0, info) as f:
-            data = read_frames(f, info, first, count)
+        try:
+            with open_audio(path, 0, info) as f:
+                data = read_frames(f, info, first, count)
+        except (sf.LibsndfileError, RuntimeError) as exc:  # not "Error : flac decoder lost sync."
+            if not os.path.isfile(path):
+                raise AudioReadError(path, unread_reason(path)) from exc
+            raise AudioReadError(path, f"corrupt or truncated in {first / native:.2f}-{(first + count) / native:.2f} s "
+                                       f"({_libsndfile_reason(exc)})") from exc
     mono = data.mean(axis=1)
     if native != sample_rate and len(mono):
         mono = soxr.resample(mono, native, sample_rate).astype(np.float32)

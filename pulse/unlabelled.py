@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from export.atomic import atomic_path
+from export.atomic import atomic_path, error_line
 from export.tables import listed_file, windows_path_hint
 from pulse.io import AudioInfo, AudioReadError, audio_info, file_version, read_span
 from pulse.manifest import UNLABELLED_COLUMNS, read_manifest, require_columns, select_split
@@ -39,8 +39,16 @@ def read_span_or_silence(path: str | Path, start_s: float, duration_s: float, sa
     except UNREADABLE as exc:
         if str(path) not in _SAID_UNREADABLE:
             _SAID_UNREADABLE.add(str(path))
-            log.warning("%s: %s; its unreadable windows are silence", path, exc)
+            log.warning("%s; its unreadable windows are silence", unread_line(path, exc))
         return np.zeros(int(round(duration_s * sample_rate)), np.float32)
+
+
+def unread_line(path: str | Path, exc: Exception) -> str:
+    """A failed read as one line, the file then why: an AudioReadError names its file already (read_span's
+    "corrupt or truncated in 570.00-580.00 s (flac decoder lost sync)"), an OSError as `error_line` says it."""
+    if isinstance(exc, AudioReadError):
+        return str(exc)
+    return error_line(exc) if isinstance(exc, OSError) and exc.filename else f"{path}: {exc}"
 
 
 _SAID_UNREADABLE: set[str] = set()  # files whose unreadable windows were reported, once each
@@ -130,22 +138,22 @@ def make_pseudo_field(songs: list[Path], soundscapes: list[Path], out_dir: str |
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     soundscapes, beds = _readable_audio(soundscapes, "soundscapes")
+    drawable = [int(info.frames * sample_rate // info.sample_rate) for info in beds]  # at `sample_rate`, to its end
     songs, song_infos = _readable_audio(songs, "songs")
     total = int(round(duration_s * sample_rate))
     rows = []
     for i in range(count):
         bed = np.empty(total, np.float32)
         for at in range(0, total, 10 * sample_rate):
-            excerpt = _readable_bed_excerpt(soundscapes, beds, min(total, 10 * sample_rate), sample_rate, rng)
+            excerpt = _readable_bed_excerpt(soundscapes, beds, drawable, min(total, 10 * sample_rate), sample_rate, rng)
             bed[at:at + len(excerpt)] = excerpt[:total - at]
         for _ in range(int(rng.poisson(songs_per_minute * duration_s / 60.0))):
-            k = int(rng.integers(len(songs)))
-            song = read_span_or_silence(songs[k], 0.0, min(song_infos[k].duration_s, 10.0), sample_rate, song_infos[k])
+            song = _readable_song(songs, song_infos, sample_rate, rng)
             start = int(rng.integers(0, max(total - len(song), 0) + 1))
             end = min(start + len(song), total)
             song = song[:end - start]
             gain = 10.0 ** (float(rng.uniform(*snr_db)) / 20.0)
-            if song.any():  # a song cut short reads as silence: nothing to place, and no SNR to scale it to
+            if song.any():  # a silent clip: nothing to place, and no SNR to scale it to
                 bed[start:end] += song * (rms(bed[start:end]) / rms(song) * gain)
         bed /= max(1.0, float(np.abs(bed).max()) / 0.99)
         name = f"pseudo_field_{seed}_{i:03d}.flac"
@@ -175,26 +183,43 @@ def _readable_audio(paths: list[Path], what: str) -> tuple[list[Path], list[Audi
     return kept, infos
 
 
-def _readable_bed_excerpt(soundscapes: list[Path], beds: list[AudioInfo], length: int, sample_rate: int,
-                          rng: np.random.Generator) -> np.ndarray:
-    """`bed_excerpt` of a soundscape drawn at random. One whose data breaks off part-way (a copy cut short, its
-    header intact) is left out of both lists with one warning line and another drawn: a silent stretch would teach
-    nothing, and the draws stay those of the seed while every file reads."""
+def _readable_song(songs: list[Path], infos: list[AudioInfo], sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """The first 10 s at most of a song drawn at random. One that cannot be read there (a copy cut short, its header
+    intact) is left out of both lists with one warning line and another drawn: the draws stay those of the seed
+    while every song reads."""
+    while songs:
+        k = int(rng.integers(len(songs)))
+        try:
+            return read_span(songs[k], 0.0, min(infos[k].duration_s, 10.0), sample_rate, infos[k])
+        except UNREADABLE as exc:
+            log.warning("%s; left out of the pseudo-field songs", unread_line(songs[k], exc))
+            del songs[k], infos[k]
+    raise ValueError("none of the songs given for the pseudo-field can be read")
+
+
+def _readable_bed_excerpt(soundscapes: list[Path], beds: list[AudioInfo], drawable: list[int], length: int,
+                          sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """`length` samples at `sample_rate` of a soundscape drawn at random, from within its first `drawable` samples
+    (a shorter one is read whole and looped, as `crop(..., loop=True)` draws), reading only the excerpt. Where an
+    excerpt cannot be read (a copy cut short, a FLAC damaged, its header intact), only the soundscape's part before
+    that excerpt is drawn from after it, said in one warning line, and another excerpt drawn; one with nothing
+    before it is left out of the lists. A silent stretch would teach nothing, and the draws stay those of the seed
+    while every file reads."""
     while beds:
         k = int(rng.integers(len(beds)))
+        frames = drawable[k]
+        start = int(rng.integers(0, frames - length + 1)) if frames >= length else 0
         try:
-            return bed_excerpt(soundscapes[k], beds[k], length, sample_rate, rng)
+            excerpt = read_span(soundscapes[k], start / sample_rate, min(frames, length) / sample_rate, sample_rate,
+                                beds[k])
         except UNREADABLE as exc:
-            log.warning("%s: %s; left out of the pseudo-field soundscapes", soundscapes[k], exc)
-            del soundscapes[k], beds[k]
-    raise ValueError("none of the soundscapes given for the pseudo-field can be read to their end")
-
-
-def bed_excerpt(path: Path, info: AudioInfo, length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """`crop(..., loop=True)` of the soundscape at `sample_rate`, the same draw, reading only the excerpt: a
-    soundscape shorter than the excerpt is read whole and looped."""
-    frames = int(info.frames * sample_rate // info.sample_rate)  # its length at `sample_rate`, never past its end
-    if frames < length:
-        return crop(read_span(path, 0.0, frames / sample_rate, sample_rate, info), length, rng, loop=True)
-    start = int(rng.integers(0, frames - length + 1))
-    return read_span(path, start / sample_rate, length / sample_rate, sample_rate, info)
+            if start:
+                log.warning("%s; only its first %.2f s used from here on", unread_line(soundscapes[k], exc),
+                            start / sample_rate)
+                drawable[k] = start
+            else:
+                log.warning("%s; left out of the pseudo-field soundscapes", unread_line(soundscapes[k], exc))
+                del soundscapes[k], beds[k], drawable[k]
+            continue
+        return excerpt if frames >= length else crop(excerpt, length, rng, loop=True)
+    raise ValueError("none of the soundscapes given for the pseudo-field can be read")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import tracemalloc
 
 import numpy as np
@@ -151,7 +152,8 @@ def test_an_unreadable_pool_file_is_left_out_and_a_window_it_breaks_in_is_silenc
     (tmp_path / "cut.flac").write_bytes(data[:len(data) // 2])  # cut after the pool was built
     batch = pool.batch(np.random.default_rng(1), 16)
     assert batch.shape == (16, rate) and (~batch.any(axis=1)).any() and batch.any(axis=1).any()
-    assert sum("its unreadable windows are silence" in r.message for r in caplog.records) == 1  # said once
+    said = [r.getMessage() for r in caplog.records if "its unreadable windows are silence" in r.message]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'cut.flac'}: corrupt or truncated in "), said  # once
     (tmp_path / "bad.csv").write_text("file,split\ncut.flac,train\n")
     with pytest.raises(ManifestError, match="bad.csv: no path column"):
         UnlabelledPool.from_manifests((str(tmp_path / "bad.csv"),), (str(tmp_path),), "train", rate, 1.0)
@@ -276,12 +278,13 @@ def test_a_pseudo_field_leaves_out_a_soundscape_or_song_it_cannot_read(tmp_path,
 
 def test_a_pseudo_field_goes_on_past_a_soundscape_or_song_cut_short(tmp_path, caplog):
     """A FLAC cut short (a copy stopped half-way) has a header that reads fine, and the first excerpt or song read
-    past its end stopped the run, the recordings not yet made lost. Such a soundscape or song is now left out, said
-    once per file, and every recording is made of the readable ones (none all silence)."""
+    past its end stopped the run, the recordings not yet made lost. Such a song is now left out, such a soundscape
+    drawn from before the excerpt that failed, said in one line each, and every recording is made of the readable
+    audio (none all silence); a soundscape with nothing readable past its header is left out."""
     night, song = write_noise(tmp_path / "night.wav", 30, 22050), write_noise(tmp_path / "song.wav", 2, 22050, seed=1)
-    for name, seconds in (("bed_cut.flac", 12), ("song_cut.flac", 4)):
+    for name, seconds, kept in (("bed_cut.flac", 12, 0.5), ("song_cut.flac", 4, 0.5), ("header_only.flac", 12, 0)):
         whole = write_noise(tmp_path / name, seconds, 22050, seed=2).read_bytes()
-        (tmp_path / name).write_bytes(whole[:len(whole) // 2])
+        (tmp_path / name).write_bytes(whole[:int(len(whole) * kept) or 100])
     with caplog.at_level(logging.WARNING, logger="pulse.unlabelled"):
         manifest = make_pseudo_field([song, tmp_path / "song_cut.flac"], [night, tmp_path / "bed_cut.flac"],
                                      tmp_path / "out", 3, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
@@ -290,10 +293,32 @@ def test_a_pseudo_field_goes_on_past_a_soundscape_or_song_cut_short(tmp_path, ca
         data = sf.read(tmp_path / "out" / name)[0]
         assert len(data) == 12 * 22050 and np.isfinite(data).all() and np.abs(data).max() > 0.1
     said = [r.getMessage() for r in caplog.records]
-    for name in ("bed_cut.flac", "song_cut.flac"):
-        assert sum(m.startswith(f"{tmp_path / name}: ") for m in said) == 1, said
-    with pytest.raises(ValueError, match="none of the soundscapes .* can be read to their end"):
-        make_pseudo_field([song], [tmp_path / "bed_cut.flac"], tmp_path / "none", 1, 12.0, 22050, 20.0, (0.0, 10.0), 0)
+    assert said.count(f"{tmp_path / 'song_cut.flac'}: corrupt or truncated in 0.00-4.00 s (flac decoder lost sync); "
+                      "left out of the pseudo-field songs") == 1, said
+    assert sum(m.startswith(f"{tmp_path / 'bed_cut.flac'}: corrupt or truncated in ") for m in said) == 1, said
+    with pytest.raises(ValueError, match="none of the soundscapes"):
+        make_pseudo_field([song], [tmp_path / "header_only.flac"], tmp_path / "none", 1, 12.0, 22050, 20.0,
+                          (0.0, 10.0), 0)
+
+
+def test_a_pseudo_field_draws_from_a_soundscape_damaged_near_its_end_up_to_the_damage(tmp_path, caplog):
+    """A 2-minute soundscape cut short at 75% (its header intact) was left out at its first excerpt that met the
+    break, its 90 readable seconds never drawn from again, and alone it refused the run. Its excerpts now come from
+    before the excerpt that failed, said as `pulse analyze` says a damaged file (not libsndfile's "Error : ...")."""
+    whole = write_noise(tmp_path / "night.flac", 120, 22050).read_bytes()
+    (tmp_path / "night.flac").write_bytes(whole[:len(whole) * 3 // 4])
+    song = write_noise(tmp_path / "song.wav", 2, 22050, seed=1)
+    with caplog.at_level(logging.WARNING, logger="pulse.unlabelled"):
+        manifest = make_pseudo_field([song], [tmp_path / "night.flac"], tmp_path / "out", 4, 30.0, 22050, 6.0,
+                                     (0.0, 10.0), seed=0)
+    said = [r.getMessage() for r in caplog.records]
+    assert said and all(re.fullmatch(rf"{re.escape(str(tmp_path / 'night.flac'))}: corrupt or truncated in "
+                                     r"[\d.]+-[\d.]+ s \([^:]+\); only its first [\d.]+ s used from here on", m)
+                        for m in said), said
+    for name in manifest["path"]:
+        data = sf.read(tmp_path / "out" / name)[0]
+        quietest = min(np.abs(data[at:at + 22050]).max() for at in range(0, len(data), 22050))
+        assert quietest > 0.05  # no second of silence: every excerpt read
 
 
 def test_pseudo_field_songs_land_at_the_snr_asked(tmp_path):
