@@ -147,7 +147,8 @@ def segments(
 ) -> None:
     """Cut detections into WAV clips per species, to listen to and verify (BirdNET-Analyzer's segments).
 
-    Exit status: 0 all cut; 1 some recordings or clips could not be read (errors.csv); 2 bad option or results."""
+    Exit status: 0 all cut; 1 some recordings, clips or plots could not be read or written (errors.csv); 2 bad option
+    or results."""
     import logging
 
     from pulse.segments import extract_segments
@@ -162,9 +163,9 @@ def segments(
     except OSError as exc:  # --out cannot be written (read-only, full): one line
         _unwritable(exc)
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
-               + (f"{summary.plots_written} plot(s), " if plots else "")
+               + (f"{summary.plots_written} plot(s), {summary.plots_failed} plot(s) failed, " if plots else "")
                + f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
-    if summary.files_failed or summary.clips_failed:
+    if summary.files_failed or summary.clips_failed or summary.plots_failed:
         typer.echo(f"see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)
 

@@ -53,10 +53,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Summary:
-    clips_written: int = 0  # .wav files written, also one whose plot then failed (a clips_failed too: it is there)
+    clips_written: int = 0  # .wav files written, also one whose plot then failed
     clips_kept: int = 0  # found from an earlier run with the same settings
-    clips_failed: int = 0  # a part of a recording that could not be read, or a clip or plot not written
+    clips_failed: int = 0  # a part of a recording that could not be read, or a clip not written
     plots_written: int = 0
+    plots_failed: int = 0  # a plot not written: its clip is there, written or kept
     files_failed: int = 0  # recordings that could not be opened
 
 
@@ -306,11 +307,16 @@ class _ClipCutter:
             self._clip_failed(path, d, "clip", exc, str(exc))
             return
         try:
-            self._save(audio, info.sample_rate, subtype, first / info.sample_rate, d, target, plot)
+            self._save_clip(audio, info.sample_rate, subtype, target)
         except OSError as exc:
-            if fails_for_folder(exc):  # --out is full or read-only: so it would be for every clip
-                raise
-            self._clip_failed(path, d, "write", exc, error_line(exc))  # not os.replace's "[Errno 21] ...: 'X' -> 'X'"
+            self._write_failed(path, d, exc, plot=False)
+            return
+        if plot is not None:
+            try:
+                clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot, self.band)
+                self.summary.plots_written += 1
+            except OSError as exc:
+                self._write_failed(path, d, exc, plot=True)
 
     def _open(self, path: Path) -> tuple[AudioInfo, str]:
         """The recording's info and sample format, unless the run's journal says its detections are not of the
@@ -326,23 +332,30 @@ class _ClipCutter:
                                        "times are of that reading; run `pulse analyze` on it again first")
         return info, self.recordings.file.subtype  # before reading: a read to the end closes the file
 
-    def _save(self, audio: np.ndarray, rate: int, subtype: str, clip_start_s: float, d: dict, target: Path,
-              plot: Path | None) -> None:
-        """The clip's .wav, unless an earlier run wrote it, then its plot if asked for."""
-        if target.is_file():  # an earlier run's clip, now with its plot
+    def _save_clip(self, audio: np.ndarray, rate: int, subtype: str, target: Path) -> None:
+        """The clip's .wav, unless an earlier run wrote it (its plot is then added)."""
+        if target.is_file():
             self.summary.clips_kept += 1
-        else:
-            buffer = io.BytesIO()
-            sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
-            write_bytes(target, buffer.getvalue())
-            self.summary.clips_written += 1
-        if plot is not None:
-            clip_plot(audio, rate, clip_start_s, d, plot, self.band)
-            self.summary.plots_written += 1
+            return
+        buffer = io.BytesIO()
+        sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
+        write_bytes(target, buffer.getvalue())
+        self.summary.clips_written += 1
 
-    def _clip_failed(self, path: Path, d: dict, stage: str, exc: Exception, said: str) -> None:
-        """A clip not read or not written: counted, a row of errors.csv and a warning line; the run goes on."""
-        self.summary.clips_failed += 1
+    def _write_failed(self, path: Path, d: dict, exc: OSError, plot: bool) -> None:
+        """A clip or its plot not written, said as `_clip_failed` says it (not os.replace's "[Errno 21] ...: 'X' ->
+        'X'"); a full or read-only --out raises, as it would fail for every clip."""
+        if fails_for_folder(exc):
+            raise exc
+        self._clip_failed(path, d, "write", exc, error_line(exc), plot)
+
+    def _clip_failed(self, path: Path, d: dict, stage: str, exc: Exception, said: str, plot: bool = False) -> None:
+        """A clip (or only its `plot`) not read or not written: counted, a row of errors.csv and a warning line;
+        the run goes on."""
+        if plot:
+            self.summary.plots_failed += 1
+        else:
+            self.summary.clips_failed += 1
         self.errors.append((str(path), stage, type(exc).__name__, f"{d['start_s']:g}-{d['end_s']:g} s: {said}"))
         told = f"write failed: {said}" if stage == "write" else said
         log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], told)

@@ -509,7 +509,8 @@ def test_a_table_excel_saved_again_in_a_french_locale_is_cut_and_one_in_its_code
 
 def test_a_clip_or_plot_that_cannot_be_written_is_one_row_and_the_rest_are_cut_but_a_full_out_stops(run, monkeypatch):
     """A folder where one clip (or its plot) goes ended the run ('error: OUT/<species>/<clip>.wav: Is a directory'),
-    the clips after it not cut and no errors.csv written; a full --out still stops the run."""
+    the clips after it not cut and no errors.csv written; a full --out still stops the run. A clip written whose
+    plot failed was counted as written and as failed: its plot is now counted failed, apart."""
     import errno
 
     from export.atomic import OutputUnwritable
@@ -519,8 +520,10 @@ def test_a_clip_or_plot_that_cannot_be_written_is_one_row_and_the_rest_are_cut_b
              detections[["Start (s)", "Scientific name", "Confidence"]].itertuples(index=False)]
     (run / "clips" / f"{names[0]}.wav").mkdir(parents=True)
     (run / "clips" / f"{names[-1]}.png").mkdir(parents=True)
-    summary = extract_segments(run / "out", run / "clips", plots=True)
-    assert (summary.clips_written, summary.plots_written, summary.clips_failed) == (len(names) - 1, len(names) - 2, 2)
+    result = CliRunner().invoke(app, ["segments", str(run / "out"), "--out", str(run / "clips"), "--plots"])
+    assert result.exit_code == 1 and (f"{len(names) - 1} clip(s) written, 0 kept from an earlier run, {len(names) - 2} "
+                                      "plot(s), 1 plot(s) failed, 0 recording(s) unreadable, 1 clip(s) failed -> "
+                                      ) in result.output, result.output
     rows = pd.read_csv(run / "clips" / "errors.csv")
     assert rows.stage.tolist() == ["write", "write"] and rows.path.tolist() == [str(run / "night.wav")] * 2
     assert [message.split(" s: ", 1)[1] for message in rows.message] == [  # not "[Errno 21] ...: 'X' -> 'X'"
