@@ -177,6 +177,27 @@ def test_field_says_the_spectrogram_shows_the_start_of_a_recording_longer_than_t
     view = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.25, tmp_path)
     assert "The spectrogram shows the first 2.0 s." in view.status and "Partly readable" not in view.status
 
+def _noise_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """A recording of the given length whose content does not matter: white noise, 16-bit as a recorder writes."""
+    sf.write(path, np.random.default_rng(0).uniform(-0.3, 0.3, int(seconds * rate)).astype(np.float32), rate,
+             subtype="PCM_16")
+    return path
+
+
+def test_field_table_on_the_page_is_capped_and_the_downloads_hold_every_detection(audio_model, tmp_path, monkeypatch):
+    """Two hours at min-conf 0 were 21 600 rows sent to the page; now the first TABLE_ROWS (20 here), and the page
+    says the downloads hold them all."""
+    monkeypatch.setattr(field, "TABLE_ROWS", 20)
+    night = _noise_wav(tmp_path / "20250701_213000.WAV", 12.0)
+    view = field.analyze_upload(str(night), str(audio_model), 0.0, tmp_path)
+    every = 12 * 9  # 1 s windows, nine species, min-conf 0
+    assert len(view.detections) == 20 and view.detections["Start (s)"].is_monotonic_increasing
+    assert "The table shows the first 20; the downloads hold all 108." in view.status
+    assert len(pd.read_csv(view.downloads[1])) == every
+    merged = field.analyze_upload(str(night), str(audio_model), 0.0, tmp_path, merge=100)  # a row per species
+    assert len(merged.detections) == 9 and "The table shows" not in merged.status
+
+
 def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_batch(tmp_path):
     import onnx
 
