@@ -14,6 +14,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -66,9 +67,10 @@ def examples() -> list[Path]:
 
 
 def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_root: str | Path,
-                   merge: int = 1) -> FieldView:
+                   merge: int = 1, on_progress: Callable[[float], None] | None = None) -> FieldView:
     """Analyse one recording into a fresh folder under `work_root`; a bad file or model becomes a message.
-    `merge` is `pulse analyze --merge-consecutive` (an empty or zero field: a row per window)."""
+    `merge` is `pulse analyze --merge-consecutive` (an empty or zero field: a row per window); `on_progress` hears
+    the share of the recording scored, for the page's progress bar."""
     if not audio_path:
         return FieldView("Upload a recording or pick an example.")
     cfg = dataclasses.replace(InferConfig(), model=model or InferConfig().model, min_conf=float(min_conf),
@@ -77,7 +79,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     # CLI's tables escape it.
     name = utf8_text(Path(audio_path).name)
     try:
-        rec = analyze_recording(audio_path, cfg)
+        rec = analyze_recording(audio_path, cfg, on_progress)
         audio, rate = display_audio(audio_path, WIDE.max_display_s, WIDE.max_display_samples, cfg.channel)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", audio_path, getattr(exc, "reason", None) or exc,  # its reason: the path once
@@ -127,8 +129,9 @@ def build(work_root: str | Path | None = None):
     root.mkdir(parents=True, exist_ok=True)
     defaults = InferConfig()
 
-    def run(audio_path, model, min_conf, merge):
-        return analyze_upload(audio_path, model, min_conf, root, merge).outputs()
+    def run(audio_path, model, min_conf, merge, progress=gr.Progress()):
+        scored = lambda share: progress(share, desc="Scoring windows")  # noqa: E731
+        return analyze_upload(audio_path, model, min_conf, root, merge, scored).outputs()
 
     with gr.Blocks(title="PULSE field analysis", analytics_enabled=False,
                    delete_cache=(3600, 86400)) as app:  # uploads and served copies: a day

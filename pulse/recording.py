@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,13 +37,15 @@ class Recording:
     warning: str = ""  # the recording breaks off part way: what was analysed ("" when whole)
 
 
-def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Recording:
-    """Score one recording with `cfg.model`; raises AudioReadError for a bad file."""
+def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig(),
+                      on_progress: Callable[[float], None] | None = None) -> Recording:
+    """Score one recording with `cfg.model`; raises AudioReadError for a bad file. `on_progress` hears the share of
+    the recording scored (0 to 1) after each batch of windows: two hours take a while, and the field app shows it."""
     info = audio_info(path)
     predictor, spec, labels = open_checked_model(cfg)
     meta = predictor.metadata
     try:
-        starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
+        starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg, on_progress)
     finally:
         predictor.close()
     table = scores_frame(str(path), starts_s, ends_s, outputs["scores"], labels.labels)
@@ -54,8 +57,9 @@ def analyze_recording(path: str | Path, cfg: InferConfig = InferConfig()) -> Rec
     return Recording(info, labels, table, found, embeddings.astype(np.float32), meta, warning or info.warning)
 
 
-def window_outputs(path: str | Path, info: AudioInfo, predictor: Predictor, spec: WindowSpec,
-                   cfg: InferConfig) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]:
+def window_outputs(path: str | Path, info: AudioInfo, predictor: Predictor, spec: WindowSpec, cfg: InferConfig,
+                   on_progress: Callable[[float], None] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str]:
     """Every window's model outputs (by name, rows in time order) with the windows' start and end times, and what
     was said if the recording breaks off part way ("" otherwise): as `pulse analyze` cuts and scores them."""
     starts, outputs, warning, duration_s = [], {}, "", info.duration_s
@@ -66,6 +70,8 @@ def window_outputs(path: str | Path, info: AudioInfo, predictor: Predictor, spec
             starts.append(chunk_starts)
             for name, values in predictor.predict(windows).items():
                 outputs.setdefault(name, []).append(values)
+            if on_progress:
+                on_progress(min(1.0, (chunk_starts[-1] + spec.window) / spec.sample_rate / max(duration_s, 1e-9)))
     except PartlyDecoded as exc:  # as `pulse analyze`: the audio before the break is analysed, and said so
         if short := cut_too_short(exc.decoded_s, exc.reason, spec):
             raise AudioReadError(path, short) from exc

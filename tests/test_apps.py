@@ -198,6 +198,22 @@ def test_field_table_on_the_page_is_capped_and_the_downloads_hold_every_detectio
     assert len(merged.detections) == 9 and "The table shows" not in merged.status
 
 
+def test_field_reports_the_share_scored_after_each_batch_and_the_page_shows_it(audio_model, tmp_path):
+    """Two hours took 10 s (longer on a slow laptop) with nothing on the page but a spinner: now a progress bar."""
+    import inspect
+
+    import gradio as gr
+
+    heard = []
+    night = _noise_wav(tmp_path / "20250701_213000.WAV", 40.0)
+    view = field.analyze_upload(str(night), str(audio_model), 0.25, tmp_path, on_progress=heard.append)
+    assert "Could not" not in view.status
+    assert len(heard) >= 4 and heard == sorted(heard) and 0 < heard[0] < 0.5 and heard[-1] == 1.0  # 10 s blocks
+    blocks = field.build(tmp_path / "app")
+    (run,) = [block.fn for block in blocks.fns.values() if block.name == "run"]
+    assert any(isinstance(p.default, gr.Progress) for p in inspect.signature(run).parameters.values())
+
+
 def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_batch(tmp_path):
     import onnx
 
