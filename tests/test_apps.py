@@ -276,6 +276,25 @@ def test_display_audio_is_bounded_in_seconds_and_samples():
     assert len(display_audio(GRYLLUS, 60.0, 10**9)[0]) == sf.info(str(GRYLLUS)).frames
 
 
+def test_display_audio_holds_the_view_once(tmp_path):
+    """Its blocks, kept as a list and then joined, held the view twice: 220 MB for the ten minutes of a 48 kHz
+    recording. Filled in place, the view plus one block (60 s of the 300 here) and its decoding."""
+    import tracemalloc
+
+    from pulse.recording import display_audio
+
+    night = _noise_wav(tmp_path / "20250701_213000.WAV", 400.0, rate=8000)
+    tracemalloc.start()
+    try:
+        audio, rate = display_audio(night, 300.0, 10**9)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(audio) == 300 * 8000 and rate == 8000
+    assert np.array_equal(audio, sf.read(night, frames=300 * 8000, dtype="float32")[0])
+    assert peak < 1.75 * audio.nbytes
+
+
 def test_pca_2d_finds_the_direction_of_largest_variance():
     t = np.linspace(-1, 1, 50)
     points = np.stack([3 * t, 0.1 * np.sin(7 * t), np.zeros_like(t)], axis=1) + 5.0
