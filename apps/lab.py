@@ -8,6 +8,7 @@ Whenever the model carries a notice, such as the bundled demo model's "synthetic
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import tempfile
@@ -39,14 +40,15 @@ class LabView:
     def outputs(self) -> tuple:
         """In the order of the page's output components."""
         banner = f"## ⚠ {self.notice[:1].upper()}{self.notice[1:]}" if self.notice else ""
-        # Nested, so that gradio_client does not take the record (it has a "path" key) for a file to download;
-        # the slide by its name, not the server's upload path (nor in the file record that lets a rerun skip it).
-        # A name that is not UTF-8 is escaped wherever it appears (slide id, image and GeoJSON names too): the page
-        # sends the record as UTF-8 JSON, which cannot carry it.
+        # As JSON text: gradio_client takes every object in a JSON output that has a "path" string for a file to
+        # download (the record's MIL path, "student", and its source's), and a request failed on a 403 for
+        # `file=student`. The slide by its name, not the server's upload path (nor in the file record that lets a
+        # rerun skip it). A name that is not UTF-8 is escaped wherever it appears (slide id, image and GeoJSON names
+        # too): the page sends its outputs as UTF-8, which cannot carry it.
         record = self.record
-        shown = None if record is None else {"prediction": _utf8({
+        shown = None if record is None else json.dumps(_utf8({
             **record, "slide": Path(record["slide"]).name,
-            "source": {**record["source"], "path": Path(record["source"]["path"]).name}})}
+            "source": {**record["source"], "path": Path(record["source"]["path"]).name}}), indent=2, ensure_ascii=False)
         return self.status, banner, self.mask_png, self.heatmap_png, self.topk_png, self.geojson, shown
 
 
@@ -136,6 +138,6 @@ def build(work_root: str | Path | None = None):
         topk = gr.Image(type="filepath", label="Top-k attended patches", interactive=False, height=440)
         geojson = gr.File(label="Attention of every patch, GeoJSON (QuPath: File > Import objects from file)",
                           interactive=False)
-        record = gr.JSON(label="Prediction JSON")
+        record = gr.Code(language="json", label="Prediction JSON", interactive=False)
         button.click(run, [slide, mpp, model, path], [status, notice, mask, heatmap, topk, geojson, record])
     return app
