@@ -99,14 +99,17 @@ def _report(summary: dict) -> None:
         raise typer.Exit(1)
 
 
-def _grid_configs(mask_mpp: float, min_saturation: float, teacher_px: int, min_tissue: float):
-    return (replace(_TISSUE, mask_mpp=mask_mpp, min_saturation=min_saturation),
+def _grid_configs(mask_mpp: float, min_saturation: float, exclude_ink: bool, teacher_px: int, min_tissue: float):
+    return (replace(_TISSUE, mask_mpp=mask_mpp, min_saturation=min_saturation, exclude_ink=exclude_ink),
             replace(_PATCH, teacher_px=teacher_px, min_tissue=min_tissue))
 
 
 THREADS_OPT = typer.Option(0, "--threads", help="CPU threads for torch (0 keeps torch's default).")
 MASK_MPP_OPT = typer.Option(_TISSUE.mask_mpp, help="Tissue mask resolution in microns per pixel.")
 MIN_SAT_OPT = typer.Option(_TISSUE.min_saturation, help="Floor of the Otsu saturation threshold.")
+EXCLUDE_INK_OPT = typer.Option(_TISSUE.exclude_ink, "--exclude-ink/--keep-ink",
+                               help="Leave blue and green pen ink out of the tissue; --keep-ink for slides stained "
+                                    "blue or green (Alcian blue, trichrome).")
 TEACHER_PX_OPT = typer.Option(_PATCH.teacher_px, help="20x patch side in pixels (5x patches cover 4x4 of them).")
 MIN_TISSUE_OPT = typer.Option(_PATCH.min_tissue, help="Tissue fraction a 20x patch needs to be kept.")
 
@@ -155,6 +158,7 @@ def patch(
     override_mpp: bool = OVERRIDE_MPP_OPT,
     mask_mpp: float = MASK_MPP_OPT,
     min_saturation: float = MIN_SAT_OPT,
+    exclude_ink: bool = EXCLUDE_INK_OPT,
     teacher_px: int = TEACHER_PX_OPT,
     min_tissue: float = MIN_TISSUE_OPT,
     strict: bool = typer.Option(_EXTRACT.strict, help="Stop at the first bad slide instead of logging it."),
@@ -165,7 +169,7 @@ def patch(
     _setup(0)
     _check_options(out, mpp, override_mpp)
     paths = _slides(slides, recursive)
-    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
     try:
         with logging_redirect_tqdm():
             summary = run_patching(paths, tissue, patch_cfg, mpp, out, strict, override_mpp)
@@ -190,6 +194,7 @@ def extract(
     override_mpp: bool = OVERRIDE_MPP_OPT,
     mask_mpp: float = MASK_MPP_OPT,
     min_saturation: float = MIN_SAT_OPT,
+    exclude_ink: bool = EXCLUDE_INK_OPT,
     teacher_px: int = TEACHER_PX_OPT,
     min_tissue: float = MIN_TISSUE_OPT,
     resume: bool = typer.Option(_EXTRACT.resume, help="Skip slides whose feature file matches this config."),
@@ -202,7 +207,7 @@ def extract(
     _setup(threads)
     _check_options(out, mpp, override_mpp, device)
     paths = _slides(slides, recursive)
-    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
     cfg = replace(_EXTRACT, encoder=encoder, weights=weights, resolution=resolution, batch_size=batch_size,
                   num_workers=workers, device=device, autocast=autocast, mpp=mpp, override_mpp=override_mpp,
                   resume=resume, strict=strict, tissue=tissue, patch=patch_cfg)
@@ -258,6 +263,7 @@ def distill_patches(
     override_mpp: bool = OVERRIDE_MPP_OPT,
     mask_mpp: float = MASK_MPP_OPT,
     min_saturation: float = MIN_SAT_OPT,
+    exclude_ink: bool = EXCLUDE_INK_OPT,
     teacher_px: int = TEACHER_PX_OPT,
     min_tissue: float = MIN_TISSUE_OPT,
     threads: int = THREADS_OPT,
@@ -269,7 +275,8 @@ def distill_patches(
     _setup(threads)
     _check_options(None, mpp, override_mpp, device)
     paths = _slides(slides, recursive)
-    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)  # those of the 20x features
+    # those of the 20x features
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
     cfg = replace(_STAGE1, teacher_weights=teacher_weights, test_fold=test_fold, loss=loss, layer_weight=layer_weight,
                   layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
                   max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -454,6 +461,7 @@ def bundle(
     teacher_mil: Path = typer.Option(..., help="20x ABMIL: RUN/fold<k>/model.safetensors of `lrmil train`."),
     mask_mpp: float = MASK_MPP_OPT,
     min_saturation: float = MIN_SAT_OPT,
+    exclude_ink: bool = EXCLUDE_INK_OPT,
     teacher_px: int = TEACHER_PX_OPT,
     min_tissue: float = MIN_TISSUE_OPT,
     notice: str = typer.Option("", help="Shown with every prediction of the model (e.g. 'research use only')."),
@@ -462,7 +470,7 @@ def bundle(
     extracted with."""
     from lrmil.mil.bundle import save_bundle
 
-    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, teacher_px, min_tissue)
+    tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
     try:
         folder = save_bundle(out, (student_encoder, student_mil), (teacher_encoder, teacher_mil), patch_cfg, tissue,
                              notice)

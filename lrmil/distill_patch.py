@@ -275,8 +275,8 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
             coords, attn = attention.get(sid, (grid.teacher.coords, None))
             if not np.array_equal(coords, grid.teacher.coords):
                 raise ValueError(f"{path}: the 20x feature file was cut with another grid; give the tissue and "
-                                 "patch flags it was extracted with (--mask-mpp, --min-saturation, --teacher-px, "
-                                 "--min-tissue)")
+                                 "patch flags it was extracted with (--mask-mpp, --min-saturation, --keep-ink, "
+                                 "--teacher-px, --min-tissue)")
             samples += collect_samples(path, grid, child_weights(grid, attn), teacher, cfg, rng)
         except SlideReadError as exc:
             log.error("%s; slide left out of stage 1", exc)

@@ -432,8 +432,9 @@ def test_distill_patches_cuts_the_grid_the_teacher_features_were_extracted_with(
 
     monkeypatch.setattr(lrmil.distill_patch, "distill_patch", distill_patch)
     result = _invoke("distill-patches", _png(tmp_path / "a.png"), "--out", tmp_path / "s.safetensors", "--mpp", 0.5,
-                     "--min-tissue", 0.5, "--teacher-px", 128, "--mask-mpp", 4.0, "--min-saturation", 0.1)
+                     "--min-tissue", 0.5, "--teacher-px", 128, "--mask-mpp", 4.0, "--min-saturation", 0.1, "--keep-ink")
     assert result.exit_code == 0, result.output
     cfg = given["cfg"]
-    assert (cfg.patch.min_tissue, cfg.patch.teacher_px, cfg.tissue.mask_mpp, cfg.tissue.min_saturation) == \
-        (0.5, 128, 4.0, 0.1)
+    assert (cfg.patch.min_tissue, cfg.patch.teacher_px, cfg.tissue.mask_mpp, cfg.tissue.min_saturation,
+            cfg.tissue.exclude_ink) == (0.5, 128, 4.0, 0.1, False)
+

@@ -83,3 +83,40 @@ def test_patch_cli_reports_bad_slides_and_goes_on(shared_data, tmp_path):
     assert (tmp_path / "masks" / "CMU-1-Small-Region.png").is_file()
     assert (tmp_path / "patches" / "CMU-1-Small-Region.h5").is_file()
     assert "broken.svs" in (tmp_path / "errors.csv").read_text()
+
+
+def test_blue_and_green_pen_ink_is_not_tissue_unless_kept_while_stains_are():
+    """Pen ink beside tissue was counted as tissue: saturated like a stain, Otsu took it in (CLAM's known problem).
+    Haematoxylin, eosin and DAB pass more red than green, blue and green ink more green than red."""
+    image = np.full((200, 200, 3), 245, np.uint8)
+    image[20:80, 20:80] = PINK  # eosin-rich
+    image[20:80, 120:180] = (96, 89, 165)  # haematoxylin (Ruifrok and Johnston's vector)
+    image[120:180, 20:80] = (150, 100, 60)  # DAB brown
+    image[120:180, 110:130] = (35, 70, 190)  # blue marker stroke
+    image[120:180, 160:180] = (30, 140, 70)  # green marker stroke
+    mask = tissue_mask(image, TissueConfig())
+    assert mask[50, 50] and mask[50, 150] and mask[150, 50]
+    assert not mask[120:180, 110:130].any() and not mask[120:180, 160:180].any()
+    kept = tissue_mask(image, TissueConfig(exclude_ink=False))  # a stain of blue or green dye: Alcian blue
+    assert kept[150, 120] and kept[150, 170]
+
+
+def test_ink_drawn_beside_the_real_slide_s_tissue_leaves_its_grid_as_without_ink(shared_data):
+    """The ink rule costs the real slides nothing: CMU-1's grid is the same with it and without it, and a stroke
+    drawn on its glass adds no patch."""
+    from lrmil.config import PatchConfig
+    from lrmil.patching import make_grid
+
+    with open_slide(shared_data / "slides" / "CMU-1-Small-Region.svs") as reader:
+        thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, TissueConfig()))
+        dimensions, mpp = reader.dimensions, reader.mpp
+
+    def teacher_coords(image, cfg):
+        return make_grid(tissue_mask(image, cfg), dimensions, mpp, (1.0,), PatchConfig()).teacher.coords
+
+    plain = teacher_coords(thumb, TissueConfig())
+    assert np.array_equal(plain, teacher_coords(thumb, TissueConfig(exclude_ink=False)))
+    inked = thumb.copy()
+    inked[90:170, 8:18] = (35, 70, 190)  # a blue stroke on the glass left of the section
+    assert np.array_equal(teacher_coords(inked, TissueConfig()), plain)
+    assert len(teacher_coords(inked, TissueConfig(exclude_ink=False))) > len(plain)
