@@ -30,7 +30,7 @@ from export.folder_lock import sweep_killed_runs
 from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
 from lrmil.batch import run_batch
-from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged
+from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged, note_if_no_tissue
 from lrmil.slide import (SlideReadError, check_not_another_slides, open_slide, read_scaled, remove_named_before,
                          slide_file_name, slide_id, slide_source)
 from lrmil.store import FeatureFile, feature_dir, feature_file, is_current, stored_key, write_features, write_grid
@@ -193,6 +193,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader
         check_not_another_slides(held, path, stored_key(held)[1])
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp, sid)
     write_mask_and_grid(out, sg, grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp))
+    note_if_no_tissue(path, sg.grid)
     level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
     feats = encode_level(loader, path, sg.grid.mpp, level, encoder, cfg)
@@ -230,6 +231,7 @@ def run_patching(slides: list[Path], tissue: TissueConfig, patch: PatchConfig, m
 
     def patch_slide(path: Path, sid: str) -> tuple[int, int]:
         sg = segment_and_patch(path, tissue, patch, mpp, override_mpp, sid)
+        note_if_no_tissue(path, sg.grid)
         for name in ("teacher", "student"):
             note_if_enlarged(path, getattr(sg.grid, name), name, sg.grid.mpp)
         write_mask_and_grid(out, sg, record)

@@ -48,6 +48,14 @@ def note_if_enlarged(path, level: GridLevel, name: str, mpp: float) -> None:
                     magnification_for_mpp(mpp), mpp, level.magnification, name, level.enlargement)
 
 
+def note_if_no_tissue(path, grid: PatchGrid) -> None:
+    """One line for a slide whose mask is empty (blank glass, or a stain paler than the saturation floor): its grid
+    and feature file hold no patches, which `lrmil train` would only name later, as a slide it skips."""
+    if len(grid.teacher) == 0:
+        log.warning("%s: no tissue found, so no patches (blank glass? a stain paler than --min-saturation? see its "
+                    "mask PNG)", path)
+
+
 @dataclass(frozen=True)
 class PatchGrid:
     teacher: GridLevel

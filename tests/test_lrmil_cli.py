@@ -438,3 +438,23 @@ def test_distill_patches_cuts_the_grid_the_teacher_features_were_extracted_with(
     assert (cfg.patch.min_tissue, cfg.patch.teacher_px, cfg.tissue.mask_mpp, cfg.tissue.min_saturation,
             cfg.tissue.exclude_ink) == (0.5, 128, 4.0, 0.1, False)
 
+
+def test_a_blank_slide_is_one_line_naming_it_from_patch_and_extract_and_the_batch_goes_on(tmp_path, caplog):
+    """Blank glass (a slide scanned without its section) gave `patch` and `extract` an empty grid and feature file
+    without a word, found out only at `lrmil train`."""
+    import tifffile
+
+    glass = np.full((1024, 1024, 3), 243, np.uint8) + np.random.default_rng(0).integers(0, 4, (1024, 1024, 3),
+                                                                                           dtype=np.uint8)
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, glass, tile=(256, 256), photometric="rgb", resolution=(2e4, 2e4),
+                     resolutionunit="CENTIMETER")  # 0.5 um/px
+    tissue = _png(tmp_path / "tissue.png")
+    for command in ("patch", "extract"):
+        caplog.clear()
+        result = _invoke(command, blank, tissue, "--out", tmp_path / command, "--mpp", 0.5,
+                         *(("--resolution", "student") if command == "extract" else ()))
+        assert result.exit_code == 0, result.output
+        lines = [r.getMessage() for r in caplog.records if "no tissue found" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].startswith(f"{blank}: no tissue found"), lines
+        assert (tmp_path / command / "masks" / "tissue.png").is_file()  # the next slide was done
