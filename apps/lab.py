@@ -79,8 +79,8 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
         bundle = load_path(resolve_model_dir(cfg.model), cfg.path, cfg.device)
         record = predict_slide(slide_path, bundle, cfg, out)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
-        log.warning("%s: %s", slide_path, getattr(exc, "reason", None) or exc,  # its reason: the path once
-                    exc_info=log.isEnabledFor(logging.DEBUG))
+        reason = getattr(exc, "reason", None) or str(exc).removeprefix(f"{slide_path}: ")  # the path once
+        log.warning("%s: %s", slide_path, reason, exc_info=log.isEnabledFor(logging.DEBUG))
         shutil.rmtree(out, ignore_errors=True)  # a failed request leaves nothing behind
         return LabView(f"**Could not analyse `{name}`:** {_in_page_terms(exc, slide_path)}")
     probs = ", ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
