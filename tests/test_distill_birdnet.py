@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
+import zipfile
 from collections.abc import Collection
 from pathlib import Path
 
@@ -285,6 +287,25 @@ def test_an_entry_whose_header_is_damaged_in_place_is_named(fake_cache, damage):
     entry.write_bytes(whole[:at] + damage + whole[at + len(damage):])
     with pytest.raises(ValueError, match=f"{entry}: .*has a damaged header .*run pulse teacher-cache"):
         KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+
+
+@pytest.mark.parametrize("header, says", [({"descr": "|O", "shape": (2,)}, "holds Python objects"),
+                                          ({"descr": "<f4", "shape": (2 ** 40,)}, r"claims shape \(1099511627776,\)")])
+def test_an_entry_of_objects_or_of_more_rows_than_it_holds_is_named(fake_cache, header, says):
+    """Rows are read raw into an array of the header's dtype and shape: objects made bytes from a shared cache into
+    pointers (a segmentation fault), and a shape past the member's bytes a MemoryError naming no file."""
+    entry = sorted(fake_cache.glob("*/*.npz"))[0]
+    arrays = cached(fake_cache, "a.wav")
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {**header, "fortran_order": False})
+    with zipfile.ZipFile(entry, "w") as archive:  # zeros: null pointers, which numpy takes for None
+        archive.writestr("starts_s.npy", member.getvalue() + bytes(16))
+        for name in ("logits", "embedding"):
+            member = io.BytesIO()
+            np.save(member, arrays[name])
+            archive.writestr(f"{name}.npy", member.getvalue())
+    with pytest.raises(ValueError, match=f"{entry}: starts_s.npy {says}.*; not an entry pulse wrote"):
+        open_cache(fake_cache)
 
 def bytes_read() -> int:
     """What this process has read so far (Linux's rchar: from the page cache or the disk)."""

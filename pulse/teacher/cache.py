@@ -16,6 +16,7 @@ import functools
 import io
 import json
 import logging
+import math
 import shlex
 import struct
 import tokenize
@@ -279,7 +280,8 @@ def _stored_arrays(path: Path) -> dict[str, StoredArray]:
                                  "uncompressed, to be read a few rows at a time")
             f.seek(info.header_offset + 26)  # the local header's name and extra field lengths; the member follows
             name_length, extra_length = struct.unpack("<HH", f.read(4))
-            f.seek(info.header_offset + 30 + name_length + extra_length)
+            member = info.header_offset + 30 + name_length + extra_length
+            f.seek(member)
             try:  # numpy says a damaged header in several ways (ValueError, SyntaxError, tokenize's TokenError)
                 version = np.lib.format.read_magic(f)
                 length = f.read(2 if version == (1, 0) else 4)
@@ -288,6 +290,13 @@ def _stored_arrays(path: Path) -> dict[str, StoredArray]:
                 raise ValueError(f"{path}: {info.filename} has a damaged header ({error})") from None
             if fortran_order and len(shape) > 1:
                 raise ValueError(f"{path}: {info.filename} is stored column by column; not an entry pulse wrote")
+            # read raw into an array of this dtype and shape: Python objects would be bytes taken for pointers (a
+            # crash, or worse, from a cache someone shared), and a shape past the member a read of terabytes
+            if dtype.hasobject:
+                raise ValueError(f"{path}: {info.filename} holds Python objects; not an entry pulse wrote")
+            if dtype.itemsize * math.prod(shape) > info.file_size - (f.tell() - member):
+                raise ValueError(f"{path}: {info.filename} claims shape {shape}, more than its "
+                                 f"{info.file_size} bytes hold; not an entry pulse wrote")
             arrays[info.filename.removesuffix(".npy")] = StoredArray(path, f.tell(), dtype, shape)
     return arrays
 
