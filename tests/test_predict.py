@@ -67,6 +67,24 @@ def test_bundle_refuses_an_abmil_in_the_other_path_s_slot(model_dir, tmp_path):
                     (root / "enc.safetensors", root / "student.safetensors"), PatchConfig(), TissueConfig())
 
 
+def test_bundle_replaces_a_link_in_its_folder_rather_than_writing_the_file_it_leads_to(tmp_path):
+    """Bundling into a model folder someone shared (unpacked from an archive, links and all): a student_mil.safetensors
+    linking to a file elsewhere had that file overwritten with the ABMIL's weights."""
+    from lrmil.mil.bundle import save_bundle
+
+    demo = demo_model_dir()
+    student, teacher = [(demo / f"{name}_encoder.safetensors", demo / f"{name}_mil.safetensors")
+                        for name in ("student", "teacher")]
+    elsewhere = tmp_path / "notes.txt"
+    elsewhere.write_text("kept")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "student_mil.safetensors").symlink_to(elsewhere)
+    folder = save_bundle(tmp_path / "model", student, teacher, PatchConfig(), TissueConfig())
+    assert elsewhere.read_text() == "kept"
+    assert not (folder / "student_mil.safetensors").is_symlink()
+    assert load_path(folder, "student").mil.cfg.magnification == 5.0
+
+
 def test_bundle_refuses_a_5x_encoder_in_the_teacher_slot_and_carries_the_synthetic_notice(tmp_path):
     """The demo model's encoders swapped: each records the magnification it was made for. Bundled again without
     --notice, weights trained on synthetic slides still say so in every prediction."""

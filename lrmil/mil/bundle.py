@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.atomic import write_json
+from export.atomic import atomic_path, write_json
 from export.jsonconfig import read_json
 from export.predictor import Predictor
 from lrmil.config import PatchConfig, TissueConfig
@@ -106,7 +106,8 @@ def save_bundle(out: str | Path, student: tuple[Path, Path], teacher: tuple[Path
     entry, synthetic = {}, False
     for name, (encoder, mil, mil_file) in pairs.items():
         save_encoder(out / f"{name}_encoder.safetensors", copy.deepcopy(encoder).half(), encoder.cfg)
-        shutil.copyfile(mil_file, out / f"{name}_mil.safetensors")
+        with atomic_path(out / f"{name}_mil.safetensors") as tmp:  # a link there is replaced, not written through
+            shutil.copyfile(mil_file, tmp)
         entry[name] = {"encoder": f"{name}_encoder.safetensors", "mil": f"{name}_mil.safetensors"}
         notice = notice or mil.cfg.notice
         synthetic |= "synthetic" in encoder.cfg.training_data
