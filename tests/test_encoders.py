@@ -95,6 +95,20 @@ def test_save_and_load_round_trip_keeps_cfg(tmp_path):
         create_encoder("timm_resnet18", weights="random").load_file(tmp_path / "s.safetensors")
 
 
+def test_weights_whose_header_names_another_encoder_in_its_settings_are_refused(tmp_path):
+    """The settings' name names the feature folder `lrmil extract` writes (features/<name>_20x_256px): a shared
+    weights file naming '../../x' there had features written outside --out."""
+    from export.artifact import save_weights
+
+    vit = create_encoder("lrmil_vit_tiny", weights="random")
+    save_weights(tmp_path / "shared.safetensors", vit.state_dict(),
+                 {"package": "lrmil", "kind": "patch_encoder", "arch": "lrmil_vit_tiny",
+                  "cfg": dataclasses.replace(vit.cfg, name="../../x").to_dict()})
+    with pytest.raises(ValueError, match="shared.safetensors: its header names the encoder 'lrmil_vit_tiny' and "
+                                         "'../../x'; not a file lrmil wrote"):
+        load_encoder(tmp_path / "shared.safetensors")
+
+
 def test_bundled_teacher_encoder_is_small_and_labelled():
     path = bundled_weights("lrmil_vit_tiny")  # shipped: create_encoder's default weights
     assert path.is_file() and path.stat().st_size < 5 * 2**20

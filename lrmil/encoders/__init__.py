@@ -84,8 +84,12 @@ def _with_weights(model: nn.Module, weights: str) -> nn.Module:
     if metadata.get("kind") != ENCODER_KIND or metadata.get("arch") != model.cfg.name:
         raise ValueError(f"{path}: holds {metadata.get('kind', 'unknown')} {metadata.get('arch', '?')!r}, "
                          f"not weights for {model.cfg.name}")
+    cfg = EncoderCfg.from_dict(metadata["cfg"])
+    if cfg.name != model.cfg.name:  # it names the feature folder `lrmil extract` writes: '../x' was outside --out
+        raise ValueError(f"{path}: its header names the encoder {model.cfg.name!r} and {cfg.name!r}; "
+                         "not a file lrmil wrote")
     model.load_state_dict(state)
-    model.cfg = dataclasses.replace(EncoderCfg.from_dict(metadata["cfg"]), weights_sha256=sha256(path))
+    model.cfg = dataclasses.replace(cfg, weights_sha256=sha256(path))
     return model
 
 
