@@ -94,7 +94,7 @@ def test_patch_on_a_dicom_slide_s_folder_cuts_one_slide_named_by_the_folder(tmp_
 
 def test_two_dicom_series_in_one_folder_are_one_failed_slide_naming_the_folder(tmp_path):
     """An H&E and an IHC of case7 in one folder: one was cut and the other passed over, exit 0. The batch goes on."""
-    case7 = dicom_slide(tmp_path / "case7", size=256, prefix="he_")
+    case7 = dicom_slide(tmp_path / "case7", size=384, prefix="he_")  # the larger: the folder is named by its level 0
     dicom_slide(case7, size=256, prefix="ihc_")
     result = _invoke("patch", case7, _png(tmp_path / "ok.png"), "--mpp", 0.5, "--out", tmp_path / "out")
     assert result.exit_code == 1, result.output
