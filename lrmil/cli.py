@@ -197,7 +197,8 @@ def extract(
     exclude_ink: bool = EXCLUDE_INK_OPT,
     teacher_px: int = TEACHER_PX_OPT,
     min_tissue: float = MIN_TISSUE_OPT,
-    resume: bool = typer.Option(_EXTRACT.resume, help="Skip slides whose feature file matches this config."),
+    resume: bool = typer.Option(_EXTRACT.resume, help="Skip slides whose feature file matches this config; keep the "
+                                "features of those whose grid other tissue flags leave as it was."),
     strict: bool = typer.Option(_EXTRACT.strict, help="Stop at the first bad slide instead of logging it."),
     threads: int = THREADS_OPT,
 ) -> None:

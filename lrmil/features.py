@@ -1,7 +1,9 @@
 """Feature extraction job: slides -> tissue mask -> grid -> encoder -> one HDF5 file per slide.
 
 Idempotent and resumable per slide: a slide whose feature file carries the current config hash
-and came from the same slide file (path, size, mtime) is skipped. A slide that fails (corrupt
+and came from the same slide file (path, size, mtime) is skipped. One whose hash differs in the tissue settings
+alone (a new mask rule, a changed --min-saturation) has its grid cut again, seconds of no encoding: where it is the
+grid the features were encoded on, they are kept and only the file's config is rewritten. A slide that fails (corrupt
 file, no MPP, unreadable tile, an id already used in the batch) becomes one row in OUT/errors.csv
 and the batch goes on; `strict` re-raises instead. Patches are read by the workers of one DataLoader for the
 whole run (each opens the slides it reads itself, keeping the last one open) and encoded in batches, under autocast
@@ -14,6 +16,7 @@ step, `segment_and_patch` (slide -> mask -> grid), also cuts stage 1's grids and
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import time
 from contextlib import contextmanager
@@ -33,9 +36,11 @@ from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged, note_if_no_tissue
 from lrmil.slide import (SlideReadError, check_not_another_slides, open_slide, read_scaled, remove_named_before,
                          slide_file_name, slide_id, slide_source)
-from lrmil.store import FeatureFile, feature_dir, feature_file, is_current, stored_key, write_features, write_grid
+from lrmil.store import (FeatureFile, feature_dir, feature_file, is_current, read_features, stored_key, write_features,
+                         write_grid)
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -170,10 +175,35 @@ def job_hash(cfg: ExtractConfig, encoder_cfg) -> tuple[dict, str]:
     return record, hash_record(record)
 
 
+def without_tissue(record: dict) -> dict:
+    """A feature file's config (`job_hash`'s record) less the tissue settings, which decide its features only
+    through the grid."""
+    return {**record, "extract": {k: v for k, v in record.get("extract", {}).items() if k != "tissue"}}
+
+
+def features_on_same_grid(path: Path, record: dict, source: dict, level: GridLevel,
+                          children: np.ndarray) -> np.ndarray | None:
+    """The features stored in `path` when it differs from the `record` now only in the tissue settings, came from
+    the same slide file, and holds the grid cut now (`level`'s patches, and to a 5x file the links to the 20x
+    patches, which `lrmil distill` follows into the 20x file): encoding again would give the same numbers.
+    None where any of these differs, or `path` is absent or unreadable."""
+    if not path.is_file() or stored_key(path)[1] != source:
+        return None
+    try:
+        stored = read_features(path)
+    except (OSError, KeyError, ValueError):
+        return None
+    same_grid = ((stored.patch_size_level0, stored.patch_px) == (level.size_level0, level.patch_px)
+                 and np.array_equal(stored.coords, level.coords) and np.array_equal(stored.children, children))
+    same_job = hash_record(without_tissue(stored.config)) == hash_record(without_tissue(record))
+    return stored.features if same_grid and same_job else None
+
+
 def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader, cfg: ExtractConfig,
-                  out: str | Path, sid: str | None = None) -> tuple[Path, bool]:
+                  out: str | Path, sid: str | None = None) -> tuple[Path, str]:
     """Features of one slide at `cfg.resolution`, its patches read by `loader` (`sid`: its id in the batch): the
-    feature file, and whether it was made now (False: an earlier run's, current, reused)."""
+    feature file, and how: "encoded" now, "kept" (an earlier run's features, on the grid the tissue settings now
+    cut) or "current" (an earlier run's file, reused as it is)."""
     path, out, sid = Path(path), Path(out), sid or slide_id(path)
     magnification, px = cfg.patch.level(cfg.resolution)
     folder = feature_dir(out / "features", encoder.cfg.name, magnification, px)
@@ -188,7 +218,7 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader
     if cfg.resume and is_current(earlier, digest, source):
         if earlier == target:  # a run killed before it removed the file named as before left both: a store doubled
             remove_named_before(folder, sid, ".h5")
-        return earlier, False
+        return earlier, "current"
     for held in dict.fromkeys((target, earlier)):  # the file named as until 2026-12-07 is replaced too
         check_not_another_slides(held, path, stored_key(held)[1])
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp, sid)
@@ -196,15 +226,16 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader
     note_if_no_tissue(path, sg.grid)
     level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
-    feats = encode_level(loader, path, sg.grid.mpp, level, encoder, cfg)
     children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
+    kept = features_on_same_grid(earlier, record, source, level, children) if cfg.resume else None
+    feats = kept if kept is not None else encode_level(loader, path, sg.grid.mpp, level, encoder, cfg)
     write_features(target, FeatureFile(
         coords=level.coords, features=feats, children=children, patch_size_level0=level.size_level0,
         patch_px=level.patch_px, magnification=level.magnification, mpp=sg.grid.mpp, mpp_source=sg.mpp_source,
         encoder=encoder.cfg.name, weights_sha256=encoder.cfg.weights_sha256, slide_id=sg.slide_id, source=source,
         config=record, config_hash=digest))
     remove_named_before(folder, sid, ".h5")
-    return target, True
+    return target, "encoded" if kept is None else "kept"
 
 
 def write_mask_and_grid(out: Path, sg: SlideGrid, record: dict) -> None:
@@ -251,13 +282,17 @@ def run_extract(slides: list[Path], cfg: ExtractConfig, out: str | Path) -> dict
     write_json(out / f"config_extract_{cfg.resolution}.json", {**cfg.to_dict(), "encoder_cfg": encoder.cfg.to_dict()})
 
     with patch_loader(cfg) as loader:
-        def timed_extract(path: Path, sid: str) -> float | None:
-            """Seconds to extract the slide; None when an earlier run's features were current."""
+        def timed_extract(path: Path, sid: str) -> tuple[str, float]:
+            """How the slide's features came (`extract_slide`) and the seconds it took."""
             start = time.perf_counter()
-            return time.perf_counter() - start if extract_slide(path, encoder, loader, cfg, out, sid)[1] else None
+            how = extract_slide(path, encoder, loader, cfg, out, sid)[1]
+            return how, time.perf_counter() - start
 
         results, errors = run_batch(slides, timed_extract, out, "extract", cfg.strict,
                                     desc=f"extract {cfg.resolution}")
-    seconds = [s for s in results if s is not None]
-    return {"done": len(seconds), "skipped": len(results) - len(seconds), **errors.summary(),
-            "seconds_per_slide": float(np.mean(seconds)) if seconds else 0.0}
+    seconds = [s for how, s in results if how == "encoded"]
+    kept = sum(how == "kept" for how, _ in results)
+    if kept:
+        log.info("%d kept: grid unchanged under the new tissue settings (only their config was rewritten)", kept)
+    return {"done": len(seconds), "kept": kept, "skipped": sum(how == "current" for how, _ in results),
+            **errors.summary(), "seconds_per_slide": float(np.mean(seconds)) if seconds else 0.0}

@@ -490,7 +490,7 @@ def test_slides_extracted_again_into_a_store_named_as_before_leave_no_files_unde
     for folder in folders:
         _name_as_before(folder)
     other = dataclasses.replace(cfg, tissue=dataclasses.replace(cfg.tissue, blur_sigma=1.5))
-    assert run_extract(slides, other, out)["done"] == 2
+    assert run_extract(slides, other, out)["kept"] == 2  # the same grids: features kept, written under the new name
     assert [sorted(p.stem for p in folder.iterdir()) for folder in folders] == [["CON_", "scan 12_00"]] * 3
     for folder in folders[1:]:
         _name_as_before(folder)
@@ -568,3 +568,37 @@ def test_extract_and_patch_label_the_same_grid_with_the_same_config_hash(tmp_pat
     for a in attrs:
         assert a["config_hash"] == hash_record(json.loads(a["config"]))
     assert attrs[0]["config_hash"] == attrs[1]["config_hash"]
+
+
+@pytest.mark.parametrize("resolution", ["teacher", "student"])
+def test_features_cut_before_the_ink_rule_are_kept_where_the_grid_is_the_same_and_encoded_again_where_ink_was(
+        tmp_path, monkeypatch, resolution):
+    """A store extracted before `exclude_ink` (or with other tissue settings) was encoded again in full, though on a
+    slide without ink the grid, so the features, are the same: now that slide's features are kept and only its config
+    rewritten, and the inked slide, whose grid (a 20x file's patches, a 5x file's children links) changed, is
+    encoded again."""
+    from lrmil import features
+
+    (tmp_path / "slides").mkdir()
+    plain, inked = tmp_path / "slides" / "plain.png", tmp_path / "slides" / "inked.png"
+    image = np.full((1024, 1024, 3), 245, np.uint8)  # one 5x patch of 4 x 4 20x patches
+    image[64:448, 64:448] = (200, 110, 170)
+    Image.fromarray(image).save(plain)
+    image[600:1000, 600:1000] = (35, 70, 190)  # a blue pen mark on the glass, in the tissue's 5x patch
+    Image.fromarray(image).save(inked)
+    before = ExtractConfig(weights="random", resolution=resolution, num_workers=0, batch_size=8, mpp=0.5,
+                           tissue=TissueConfig(exclude_ink=False))
+    out, now = tmp_path / "out", dataclasses.replace(before, tissue=TissueConfig())
+    assert features.run_extract([plain, inked], before, out)["done"] == 2
+    folder = feature_dir(out / "features", "lrmil_vit_tiny", *before.patch.level(resolution))
+    stored = read_features(folder / "plain.h5")
+    encoded, encode_level = [], features.encode_level
+    monkeypatch.setattr(features, "encode_level", lambda loader, path, *rest: encoded.append(path.name)
+                        or encode_level(loader, path, *rest))
+    summary = features.run_extract([plain, inked], now, out)
+    assert (summary["done"], summary["kept"], summary["skipped"], encoded) == (1, 1, 0, ["inked.png"])
+    kept = read_features(folder / "plain.h5")
+    assert np.array_equal(kept.features, stored.features) and np.array_equal(kept.coords, stored.coords)
+    assert kept.config_hash == features.job_hash(dataclasses.replace(now, mpp=0.5), features.create_encoder(
+        "lrmil_vit_tiny", weights="random").cfg)[1] != stored.config_hash
+    assert features.run_extract([plain, inked], now, out)["skipped"] == 2
