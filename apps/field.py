@@ -27,6 +27,7 @@ from pulse.detect import merge_consecutive_table
 from pulse.io import AUDIO_SUFFIXES
 from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_figure
 from pulse.recording import analyze_recording, display_audio
+from pulse.timestamps import recording_start
 from pulse.writers import WRITERS, output_path
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     out = Path(tempfile.mkdtemp(prefix="field-", dir=work_root))  # only requests with something to show
     labels = rec.labels.labels
     spectrum = save_png(spectrogram_figure(audio, rate, rec.detections, name, labels, WIDE), out / "spectrogram.png")
-    curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF), out / "scores.png")
+    curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF, start=recording_start(audio_path)),
+                      out / "scores.png")
     cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=HALF), out / "embedding.png")
              if rec.embeddings.shape[1] else None)
     found = merge_consecutive_table(rec.detections, cfg.merge_consecutive)  # table, downloads; the figure: whole runs

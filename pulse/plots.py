@@ -9,7 +9,9 @@ drawing is safe inside a server. `save_png` writes atomically at exactly width_p
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FixedLocator, FuncFormatter
 from matplotlib.text import Text
 
 from export.atomic import atomic_path
@@ -35,6 +38,9 @@ class PlotConfig:
     max_frames: int = 2000  # longer recordings get a larger hop, so drawing cost stays flat
     dynamic_range_db: float = 80.0
     max_species: int = 5  # curves in the scores figure: the species that score highest
+    strip_after_s: float = 600.0  # a longer recording's scores: a species x time strip, not a wall of curves
+    max_strip_bins: int = 180  # time bins of the strip (a minute each up to 3 h, then longer)
+    max_strip_species: int = 12  # rows of the strip: the species that score highest
     max_box_labels: int = 40  # beyond this, boxes are drawn without captions
     max_display_s: float = 600.0  # spectrograms show at most the first 10 minutes of a recording,
     max_display_samples: int = 1 << 25  # and at most 128 MB of float32 audio (87 s at 384 kHz)
@@ -165,11 +171,14 @@ def _one_file(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def scores_figure(scores: pd.DataFrame, min_conf: float | None = None, title: str = "",
-                  cfg: PlotConfig = PlotConfig()) -> Figure:
-    """Per-window score of the highest-scoring species over time, with the detection threshold."""
+                  cfg: PlotConfig = PlotConfig(), start: datetime | None = None) -> Figure:
+    """Per-window score of the highest-scoring species over time, with the detection threshold. A recording longer
+    than `cfg.strip_after_s` gets `score_strip_figure` instead: an hour is 1200 windows, and their curves a wall."""
     scores = _one_file(scores)
     starts = scores.index.get_level_values("start_s").to_numpy(float)
     ends = scores.index.get_level_values("end_s").to_numpy(float)
+    if ends[-1] > cfg.strip_after_s:
+        return score_strip_figure(scores, min_conf, title, cfg, start)
     best = scores.max().sort_values(ascending=False).index[:cfg.max_species]
     colours = _colours(scores.columns)
     figure = new_figure(cfg)
@@ -187,6 +196,51 @@ def scores_figure(scores: pd.DataFrame, min_conf: float | None = None, title: st
     ax.set_ylabel("Score")
     ax.set_title(title or "Species scores per window", fontsize=10)
     figure.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return readable(figure)
+
+
+STRIP_BINS_S = (60, 120, 300, 600, 900, 1800, 3600)  # a minute, 2, 5, 10, 15, 30 minutes, an hour
+TIME_TICKS_S = (300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def strip_bin_s(duration_s: float, max_bins: int) -> int:
+    """The shortest of STRIP_BINS_S (else whole hours) that cuts `duration_s` into at most `max_bins` bins."""
+    return next((b for b in STRIP_BINS_S if duration_s <= b * max_bins), 3600 * math.ceil(duration_s / 3600 / max_bins))
+
+
+def score_strip_figure(scores: pd.DataFrame, min_conf: float | None = None, title: str = "",
+                       cfg: PlotConfig = PlotConfig(), start: datetime | None = None) -> Figure:
+    """One row per species (the highest-scoring, in the model's order), one cell per time bin of a minute or more:
+    the highest score of the windows starting in it, so a short song still shows. Empty bins (a gap in the
+    recording) stay blank. Time runs in h:mm from the start, or on the recorder's clock when `start` is given
+    (`pulse.timestamps.recording_start`)."""
+    scores = _one_file(scores)
+    starts = scores.index.get_level_values("start_s").to_numpy(float)
+    duration = float(scores.index.get_level_values("end_s").max())
+    bin_s = strip_bin_s(duration, cfg.max_strip_bins)
+    n_bins = math.ceil(duration / bin_s)
+    top = set(scores.max().sort_values(ascending=False, kind="stable").index[:cfg.max_strip_species])
+    species = [label for label in scores.columns if label in top]
+    binned = scores[species].groupby((starts // bin_s).astype(int)).max().reindex(range(n_bins))
+    figure = new_figure(cfg)
+    ax = figure.add_subplot()
+    image = ax.imshow(binned.to_numpy(float).T, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0,
+                      vmax=1, extent=(0.0, n_bins * bin_s, len(species) - 0.5, -0.5))
+    ax.set_yticks(range(len(species)), species, fontsize=7)
+    colourbar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    colourbar.set_label(f"Highest score per {bin_s // 60} min"
+                        + (f" (red line: min-conf {min_conf:g})" if min_conf is not None else ""), fontsize=8)
+    if min_conf is not None:
+        colourbar.ax.axhline(min_conf, color="red", linewidth=1.5)
+    step = next((s for s in TIME_TICKS_S if duration <= 8 * s), TIME_TICKS_S[-1])
+    clock_s = (start.hour * 3600 + start.minute * 60 + start.second) if start else 0  # ticks on round clock times
+    ax.xaxis.set_major_locator(FixedLocator(np.arange((-clock_s) % step, duration + 1e-9, step)))
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        (lambda x, _: f"{start + timedelta(seconds=x):%H:%M}") if start else
+        (lambda x, _: f"{int(x // 3600)}:{int(x % 3600 // 60):02d}")))
+    ax.set_xlim(0, duration)
+    ax.set_xlabel(f"Recorder's clock from {start:%Y-%m-%d %H:%M:%S}" if start else "Time from the start (h:mm)")
+    ax.set_title(title or f"Species scores, {len(scores)} windows in {bin_s // 60} min bins", fontsize=10)
     return readable(figure)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from apps import field, in_page_terms, lab
 from apps.__main__ import ServeConfig, launch
 from lrmil.heatmap import COLOUR_BAR_PX
 from pulse.plots import (PlotConfig, detection_runs, embedding_figure, pca_2d, save_png, scores_figure,
-                         spectrogram_figure)
+                         spectrogram_figure, strip_bin_s)
 from pulse.schema import DETECTION_COLUMNS, LabelSet, scores_frame
 from pulse.writers.raven import RAVEN_COLUMNS
 
@@ -171,8 +172,6 @@ def test_an_error_naming_an_upload_whose_name_is_not_utf8_can_be_shown(tmp_path)
 def test_field_says_the_spectrogram_shows_the_start_of_a_recording_longer_than_the_view(audio_model, tmp_path,
                                                                                        monkeypatch):
     """The view's limit (10 minutes; 2 s here) cuts the spectrogram of a longer recording: the page says so."""
-    import dataclasses
-
     monkeypatch.setattr(field, "WIDE", dataclasses.replace(field.WIDE, max_display_s=2.0))
     view = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.25, tmp_path)
     assert "The spectrogram shows the first 2.0 s." in view.status and "Partly readable" not in view.status
@@ -251,6 +250,53 @@ def test_plots_draw_one_box_per_run_and_reject_mixed_files(tmp_path):
         scores_figure(both)
     one = scores_frame("c.wav", np.zeros(1), np.ones(1), np.full((1, 2), 0.5), labels.labels)
     assert len(embedding_figure(np.ones((1, 8)), one).axes) == 1  # a single window still draws
+
+
+def test_scores_of_a_long_recording_are_a_species_by_minute_strip_of_the_highest_score():
+    """Curves of 1200 windows (an hour) were a wall of colour: past ten minutes, one row per species and one cell per
+    minute, the highest score of the windows starting in it; a gap stays blank, the time axis is the recorder's."""
+    from datetime import datetime
+
+    rng = np.random.default_rng(1)
+    labels = ("Gryllus campestris", "Nemobius sylvestris", "Tettigonia viridissima")
+    starts = np.array([s for s in np.arange(0.0, 901.0, 3.0) if not 300 <= s < 360])  # 15 min 3 s, minute 5 missing
+    values = rng.uniform(0, 1, (len(starts), 3))
+    table = scores_frame("night.wav", starts, starts + 3, values, labels)
+    figure = scores_figure(table, 0.5, start=datetime(2025, 7, 1, 21, 27, 30))
+    ax = figure.axes[0]
+    assert not ax.lines and len(ax.images) == 1
+    strip = ax.images[0].get_array()
+    assert strip.shape == (3, 16)  # 903 s in minutes
+    assert ax.images[0].get_extent()[:2] == [0.0, 960.0]
+    minute = (starts // 60).astype(int)
+    for row in range(3):
+        for column in range(16):
+            if column == 5:
+                assert strip.mask[row, column]
+            else:
+                assert strip[row, column] == pytest.approx(values[minute == column, row].max())
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(labels)
+    ticks = ax.xaxis.get_major_locator()()
+    assert ticks[0] == 150 and ax.xaxis.get_major_formatter()(ticks[0], 0) == "21:30"  # round clock times
+    untimed = scores_figure(table).axes[0]
+    assert untimed.xaxis.get_major_formatter()(5400, 0) == "1:30"  # h:mm from the start
+    short = scores_frame("clip.wav", starts[:100], starts[:100] + 3, values[:100], labels)  # 5 min: curves as before
+    assert len(scores_figure(short, 0.5).axes[0].lines) == 3 + 1 and not scores_figure(short).axes[0].images
+
+
+def test_field_scores_strip_runs_on_the_recorders_clock(audio_model, tmp_path, monkeypatch):
+    """The page's scores of a long recording (long here: past 5 s) are the strip, timed by the file's name."""
+    monkeypatch.setattr(field, "HALF", dataclasses.replace(field.HALF, strip_after_s=5.0))
+    drawn, draw = [], field.scores_figure
+    monkeypatch.setattr(field, "scores_figure", lambda *args, **kw: drawn.append(draw(*args, **kw)) or drawn[-1])
+    night = _noise_wav(tmp_path / "20250701_213000.WAV", 12.0)
+    assert field.analyze_upload(str(night), str(audio_model), 0.5, tmp_path).scores_png
+    assert len(drawn[0].axes[0].images) == 1
+    assert drawn[0].axes[0].get_xlabel() == "Recorder's clock from 2025-07-01 21:30:00"
+
+
+def test_strip_bins_are_a_minute_until_the_strip_is_full():
+    assert [strip_bin_s(h * 3600, 180) for h in (1, 3, 4, 24, 200)] == [60, 60, 120, 600, 7200]
 
 
 def test_detection_runs_merge_a_species_consecutive_windows_only():
