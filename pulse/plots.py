@@ -38,7 +38,7 @@ class PlotConfig:
     max_frames: int = 2000  # longer recordings get a larger hop, so drawing cost stays flat
     dynamic_range_db: float = 80.0
     max_species: int = 5  # curves in the scores figure: the species that score highest
-    strip_after_s: float = 600.0  # a longer recording's scores: a species x time strip, not a wall of curves
+    strip_after_s: float = 600.0  # a longer recording: scores as a species x time strip, embedding points small
     max_strip_bins: int = 180  # time bins of the strip (a minute each up to 3 h, then longer)
     max_strip_species: int = 12  # rows of the strip: the species that score highest
     max_box_labels: int = 40  # beyond this, boxes are drawn without captions
@@ -208,6 +208,10 @@ def strip_bin_s(duration_s: float, max_bins: int) -> int:
     return next((b for b in STRIP_BINS_S if duration_s <= b * max_bins), 3600 * math.ceil(duration_s / 3600 / max_bins))
 
 
+def _h_mm(seconds: float) -> str:
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}"
+
+
 def score_strip_figure(scores: pd.DataFrame, min_conf: float | None = None, title: str = "",
                        cfg: PlotConfig = PlotConfig(), start: datetime | None = None) -> Figure:
     """One row per species (the highest-scoring, in the model's order), one cell per time bin of a minute or more:
@@ -236,8 +240,7 @@ def score_strip_figure(scores: pd.DataFrame, min_conf: float | None = None, titl
     clock_s = (start.hour * 3600 + start.minute * 60 + start.second) if start else 0  # ticks on round clock times
     ax.xaxis.set_major_locator(FixedLocator(np.arange((-clock_s) % step, duration + 1e-9, step)))
     ax.xaxis.set_major_formatter(FuncFormatter(
-        (lambda x, _: f"{start + timedelta(seconds=x):%H:%M}") if start else
-        (lambda x, _: f"{int(x // 3600)}:{int(x % 3600 // 60):02d}")))
+        (lambda x, _: f"{start + timedelta(seconds=x):%H:%M}") if start else (lambda x, _: _h_mm(x))))
     ax.set_xlim(0, duration)
     ax.set_xlabel(f"Recorder's clock from {start:%Y-%m-%d %H:%M:%S}" if start else "Time from the start (h:mm)")
     ax.set_title(title or f"Species scores, {len(scores)} windows in {bin_s // 60} min bins", fontsize=10)
@@ -283,7 +286,9 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def embedding_figure(embeddings: np.ndarray, scores: pd.DataFrame, title: str = "",
                      cfg: PlotConfig = PlotConfig()) -> Figure:
-    """Window embeddings in 2-D (PCA), joined in time order and coloured by each window's top species."""
+    """Window embeddings in 2-D (PCA), joined in time order and coloured by each window's top species. Past
+    `cfg.strip_after_s` the points are small and see-through, not joined, and their times in h:mm: an hour's 1200
+    large points and their path hid whole species."""
     scores = _one_file(scores)
     if len(embeddings) != len(scores):
         raise ValueError(f"{len(embeddings)} embeddings for {len(scores)} score rows")
@@ -291,18 +296,23 @@ def embedding_figure(embeddings: np.ndarray, scores: pd.DataFrame, title: str = 
     top = scores.to_numpy().argmax(axis=1)
     labels = np.asarray(scores.columns)[top]
     colours = _colours(scores.columns)
+    starts = scores.index.get_level_values("start_s").to_numpy(float)
+    long_recording = scores.index.get_level_values("end_s").max() > cfg.strip_after_s
     figure = new_figure(cfg)
     ax = figure.add_subplot()
-    ax.plot(coords[:, 0], coords[:, 1], color="0.8", linewidth=0.8, zorder=1)
+    if not long_recording:  # an hour's path (1200 windows) is a grey web over the clusters
+        ax.plot(coords[:, 0], coords[:, 1], color="0.8", linewidth=0.8, zorder=1)
     for label in dict.fromkeys(labels):
         pick = labels == label
-        ax.scatter(coords[pick, 0], coords[pick, 1], s=20 + 80 * scores.to_numpy().max(axis=1)[pick],
-                   color=colours[label], label=label, zorder=2, edgecolors="white", linewidths=0.5)
-    starts = scores.index.get_level_values("start_s").to_numpy(float)
+        size = scores.to_numpy().max(axis=1)[pick]
+        ax.scatter(coords[pick, 0], coords[pick, 1], color=colours[label], label=label, zorder=2,
+                   **({"s": 4 + 12 * size, "alpha": 0.5, "linewidths": 0} if long_recording else
+                      {"s": 20 + 80 * size, "edgecolors": "white", "linewidths": 0.5}))
     for i in np.linspace(0, len(coords) - 1, min(len(coords), 8)).astype(int):
-        ax.annotate(f"{starts[i]:g}s", coords[i], fontsize=7, color="0.3", xytext=(3, 3), textcoords="offset points")
+        ax.annotate(_h_mm(starts[i]) if long_recording else f"{starts[i]:g}s", coords[i], fontsize=7, color="0.3",
+                    xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"PC1 ({share[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({share[1]:.0%} of variance)")
     ax.set_title(title or f"Window embeddings (PCA, {len(coords)} windows): colour = top species", fontsize=10)
-    figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    figure.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False, markerscale=2 if long_recording else 1)
     return readable(figure)

@@ -295,6 +295,22 @@ def test_field_scores_strip_runs_on_the_recorders_clock(audio_model, tmp_path, m
     assert drawn[0].axes[0].get_xlabel() == "Recorder's clock from 2025-07-01 21:30:00"
 
 
+def test_embedding_of_a_long_recording_is_small_unjoined_points():
+    """An hour's 1200 windows joined in time order were a grey web, their large points hiding whole species."""
+    labels = ("Gryllus campestris", "Nemobius sylvestris")
+    rng = np.random.default_rng(2)
+
+    def cloud(seconds):
+        starts = np.arange(0.0, seconds, 3.0)
+        table = scores_frame("night.wav", starts, starts + 3, rng.uniform(0, 1, (len(starts), 2)), labels)
+        return embedding_figure(rng.standard_normal((len(starts), 8)), table).axes[0]
+
+    short, long = cloud(300.0), cloud(3600.0)
+    assert len(short.lines) == 1 and short.collections[0].get_sizes().min() >= 20
+    assert not long.lines and long.collections[0].get_sizes().max() <= 16
+    assert [t.get_text() for t in long.texts][-1] == "0:59"
+
+
 def test_strip_bins_are_a_minute_until_the_strip_is_full():
     assert [strip_bin_s(h * 3600, 180) for h in (1, 3, 4, 24, 200)] == [60, 60, 120, 600, 7200]
 
