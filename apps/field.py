@@ -25,8 +25,8 @@ from pulse.model_names import MODEL_ALIASES, above_band_note, below_rate_note, m
 from pulse.config import InferConfig
 from pulse.detect import merge_consecutive_table
 from pulse.io import AUDIO_SUFFIXES
-from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_figure
-from pulse.recording import analyze_recording, display_audio
+from pulse.plots import PlotConfig, embedding_figure, save_png, scores_figure, spectrogram_view_figure
+from pulse.recording import analyze_recording, display_spectrogram
 from pulse.timestamps import recording_start
 from pulse.writers import WRITERS, output_path
 
@@ -81,7 +81,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     name = utf8_text(Path(audio_path).name)
     try:
         rec = analyze_recording(audio_path, cfg, on_progress)
-        audio, rate = display_audio(audio_path, WIDE.max_display_s, WIDE.max_display_samples, cfg.channel)
+        view = display_spectrogram(audio_path, WIDE, cfg.channel)
     except Exception as exc:  # the request is the unit of work here: report it, keep serving
         log.warning("%s: %s", audio_path, getattr(exc, "reason", None) or exc,  # its reason: the path once
                     exc_info=log.isEnabledFor(logging.DEBUG))
@@ -89,7 +89,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     prune_old_outputs(Path(work_root), "field-")
     out = Path(tempfile.mkdtemp(prefix="field-", dir=work_root))  # only requests with something to show
     labels = rec.labels.labels
-    spectrum = save_png(spectrogram_figure(audio, rate, rec.detections, name, labels, WIDE), out / "spectrogram.png")
+    spectrum = save_png(spectrogram_view_figure(view, rec.detections, name, labels, WIDE), out / "spectrogram.png")
     curves = save_png(scores_figure(rec.scores, cfg.min_conf, cfg=HALF, start=recording_start(audio_path)),
                       out / "scores.png")
     cloud = (save_png(embedding_figure(rec.embeddings, rec.scores, cfg=HALF), out / "embedding.png")
@@ -105,7 +105,7 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
         writer.write(tables[writer.table], target)
         downloads.append(str(target))
     # The view's limit, not a break in the file (which the "Partly readable" note states), cuts the spectrogram short.
-    shown = min(WIDE.max_display_s * rate, WIDE.max_display_samples)
+    cut_by_view = view.duration_s >= min(WIDE.max_display_s, WIDE.max_display_samples / view.sample_rate)
     band = model_band(rec.metadata)
     rate_note = (below_rate_note(rec.info.sample_rate, band[1], cfg.model)
                  or above_band_note(rec.info.sample_rate, rec.metadata["sample_rate"], band))
@@ -113,8 +113,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
               f"of {rec.metadata['window_s']} s, {len(found)} detection(s) at min-conf {cfg.min_conf:g}; "
               f"model `{cfg.model}` ({rec.metadata.get('training_data', 'training data not stated')}; "
               f"licence: {rec.metadata.get('license', 'not stated')})."
-              + (f" The spectrogram shows the first {len(audio) / rate:.1f} s."
-                 if len(audio) >= shown and rec.info.duration_s - len(audio) / rate > 1.0 else "")
+              + (f" The spectrogram shows the first {view.duration_s:.1f} s."
+                 if cut_by_view and rec.info.duration_s - view.duration_s > 1.0 else "")
               + (f" The table shows the first {TABLE_ROWS}; the downloads hold all {len(found)}."
                  if len(found) > TABLE_ROWS else "")
               + (f" This file was {rate_note}." if rate_note else "")

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -106,27 +107,61 @@ def _colours(labels) -> dict[str, tuple]:
     return {label: palette(order[i % 10]) for i, label in enumerate(labels)}
 
 
+@dataclass(frozen=True)
+class SpectrogramView:
+    """What a spectrogram figure draws: power in dB [freq bins, frames], the hop and the span shown in seconds, and
+    the recording's rate (the figure reaches its Nyquist frequency)."""
+
+    db: np.ndarray
+    hop_s: float
+    duration_s: float
+    sample_rate: int
+
+
 def spectrogram(audio: np.ndarray, sample_rate: int, cfg: PlotConfig = PlotConfig()) -> tuple[np.ndarray, float]:
     """Power in dB [freq bins, frames] (Hann, hop grown for long audio) and the hop in seconds."""
-    audio = np.asarray(audio, np.float32)
-    if len(audio) < cfg.n_fft:
-        audio = np.pad(audio, (0, cfg.n_fft - len(audio)))
-    hop = max(cfg.n_fft // 4, -(-(len(audio) - cfg.n_fft) // max(cfg.max_frames - 1, 1)))
-    frames = np.lib.stride_tricks.sliding_window_view(audio, cfg.n_fft)[::hop]
-    power = np.abs(np.fft.rfft(frames * np.hanning(cfg.n_fft).astype(np.float32), axis=1)) ** 2
-    return 10 * np.log10(power.T + 1e-12), hop / sample_rate
+    return spectrogram_of_blocks([np.asarray(audio, np.float32)], len(audio), sample_rate, cfg)
+
+
+def spectrogram_of_blocks(blocks: Iterable[np.ndarray], n_samples: int, sample_rate: int,
+                          cfg: PlotConfig = PlotConfig()) -> tuple[np.ndarray, float]:
+    """`spectrogram` of `n_samples` of audio arriving in blocks, only the frames drawn computed and kept: ten minutes
+    at 48 kHz are 2000 frames of 1024 samples (7 % of them), so a block is the most audio held, not the 110 MB."""
+    hop = max(cfg.n_fft // 4, -(-(n_samples - cfg.n_fft) // max(cfg.max_frames - 1, 1)))
+    window = np.hanning(cfg.n_fft).astype(np.float32)
+    powers, pending, skip = [], np.zeros(0, np.float32), 0  # pending starts at the next frame; skip: samples to it
+    for block in blocks:
+        dropped = min(skip, len(block))
+        skip -= dropped
+        pending = np.concatenate([pending, block[dropped:]])
+        count = (len(pending) - cfg.n_fft) // hop + 1 if len(pending) >= cfg.n_fft else 0
+        if count:
+            frames = np.lib.stride_tricks.sliding_window_view(pending, cfg.n_fft)[::hop][:count]
+            powers.append(np.abs(np.fft.rfft(frames * window, axis=1)) ** 2)
+            skip = max(0, count * hop - len(pending))
+            pending = pending[count * hop:]
+    if not powers:  # shorter than a frame: one, zero-padded
+        powers.append(np.abs(np.fft.rfft(np.pad(pending, (0, cfg.n_fft - len(pending))) * window)[None]) ** 2)
+    return 10 * np.log10(np.concatenate(powers).T + 1e-12), hop / sample_rate
 
 
 def spectrogram_figure(audio: np.ndarray, sample_rate: int, detections: pd.DataFrame, title: str = "",
                        labels: tuple[str, ...] = (), cfg: PlotConfig = PlotConfig()) -> Figure:
+    """`spectrogram_view_figure` of `audio`."""
+    db, hop_s = spectrogram(audio, sample_rate, cfg)
+    view = SpectrogramView(db, hop_s, max(len(audio) / sample_rate, cfg.n_fft / sample_rate), sample_rate)
+    return spectrogram_view_figure(view, detections, title, labels, cfg)
+
+
+def spectrogram_view_figure(view: SpectrogramView, detections: pd.DataFrame, title: str = "",
+                            labels: tuple[str, ...] = (), cfg: PlotConfig = PlotConfig()) -> Figure:
     """Spectrogram up to Nyquist with one box per run of a species' per-window detections (merged here,
     so a song across minutes stays one readable box), captioned code + the run's score (the mean of its
     three best windows, as merged tables score it), and a legend of species.
 
     `labels` (the model's label order) keeps each species' colour the same as in the other figures.
     """
-    db, hop_s = spectrogram(audio, sample_rate, cfg)
-    duration = max(len(audio) / sample_rate, cfg.n_fft / sample_rate)
+    db, hop_s, duration, sample_rate = view.db, view.hop_s, view.duration_s, view.sample_rate
     figure = new_figure(cfg)
     ax = figure.add_subplot()
     top = float(db.max())

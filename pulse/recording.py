@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from pulse.io import AudioInfo, AudioReadError, PartlyDecoded, audio_info, strea
 from pulse.model_names import model_band, open_checked_model
 from pulse.schema import LabelSet, detection_channel, scores_frame
 from pulse.windows import WindowSpec, cut_too_short, frame_windows, refuse_truncated, window_times
+
+if TYPE_CHECKING:  # pulse.plots imports matplotlib, which `pulse analyze` never needs
+    from pulse.plots import PlotConfig, SpectrogramView
 
 
 @dataclass(frozen=True)
@@ -80,24 +83,30 @@ def window_outputs(path: str | Path, info: AudioInfo, predictor: Predictor, spec
     return starts_s, ends_s, {name: np.concatenate(values) for name, values in outputs.items()}, warning
 
 
-def display_audio(path: str | Path, max_s: float, max_samples: int,
-                  channel: int | None = None) -> tuple[np.ndarray, int]:
-    """The start of a recording at its own rate (mono), for drawing up to its Nyquist frequency.
+def display_spectrogram(path: str | Path, cfg: PlotConfig, channel: int | None = None) -> SpectrogramView:
+    """The spectrogram of a recording's start at its own rate (mono), for drawing up to its Nyquist frequency.
 
-    At most `max_s` seconds and `max_samples` samples: a 384 kHz file gets a shorter view, not a
-    bigger array, so memory stays bounded whatever the rate. The blocks are copied into the view as they come:
-    kept as a list and joined, they held it twice (220 MB for the ten minutes of a 48 kHz recording).
+    At most `cfg.max_display_s` seconds and `cfg.max_display_samples` samples. The audio streams through
+    `spectrogram_of_blocks`, which keeps only the frames drawn: held whole, ten minutes at 48 kHz were 110 MB
+    (the field app's peak on 2 h: 330 MB, `pulse analyze` 195 MB).
     """
+    from pulse.plots import SpectrogramView, spectrogram_of_blocks
+
     info = audio_info(path)
-    view = np.empty(int(min(max_s * info.sample_rate, max_samples, info.frames)), np.float32)
-    kept = 0
-    try:
-        for block in stream_audio(path, info.sample_rate, min(max_s, 60.0), channel, info=info):
-            part = block[:len(view) - kept]
-            view[kept:kept + len(part)] = part
-            kept += len(part)
-            if kept == len(view):
-                break
-    except PartlyDecoded:  # the view ends where the recording breaks off
-        pass
-    return view[:kept], info.sample_rate
+    wanted = int(min(cfg.max_display_s * info.sample_rate, cfg.max_display_samples, info.frames))
+    taken = 0
+
+    def view_blocks():
+        nonlocal taken
+        try:
+            for block in stream_audio(path, info.sample_rate, min(cfg.max_display_s, 60.0), channel, info=info):
+                part = block[:wanted - taken]
+                taken += len(part)
+                yield part
+                if taken == wanted:
+                    return
+        except PartlyDecoded:  # the view ends where the recording breaks off
+            pass
+
+    db, hop_s = spectrogram_of_blocks(view_blocks(), wanted, info.sample_rate, cfg)
+    return SpectrogramView(db, hop_s, taken / info.sample_rate, info.sample_rate)

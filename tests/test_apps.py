@@ -329,32 +329,36 @@ def test_detection_runs_merge_a_species_consecutive_windows_only():
         ("GRYCAM", 0.0, 6.0, 0.75), ("TETVIR", 3.0, 6.0, 0.8), ("GRYCAM", 9.0, 15.0, 0.82)]
 
 
-def test_display_audio_is_bounded_in_seconds_and_samples():
-    from pulse.recording import display_audio
+def test_display_spectrogram_is_bounded_in_seconds_and_samples():
+    from pulse.recording import display_spectrogram
 
-    audio, rate = display_audio(GRYLLUS, 2.0, 10**9)
-    assert rate == 44100 and len(audio) == 2 * 44100 and audio.dtype == np.float32 and np.abs(audio).max() > 0
-    assert len(display_audio(GRYLLUS, 60.0, 1000)[0]) == 1000
-    assert len(display_audio(GRYLLUS, 60.0, 10**9)[0]) == sf.info(str(GRYLLUS)).frames
+    view = display_spectrogram(GRYLLUS, PlotConfig(max_display_s=2.0))
+    assert view.sample_rate == 44100 and view.duration_s == 2.0 and view.db.shape[0] == 1024 // 2 + 1
+    assert display_spectrogram(GRYLLUS, PlotConfig(max_display_samples=1000)).duration_s == 1000 / 44100
+    assert display_spectrogram(GRYLLUS, PlotConfig()).duration_s == sf.info(str(GRYLLUS)).frames / 44100
 
 
-def test_display_audio_holds_the_view_once(tmp_path):
-    """Its blocks, kept as a list and then joined, held the view twice: 220 MB for the ten minutes of a 48 kHz
-    recording. Filled in place, the view plus one block (60 s of the 300 here) and its decoding."""
+def test_display_spectrogram_holds_a_block_not_the_view(tmp_path):
+    """Ten minutes at 48 kHz were read whole (110 MB) to draw 2000 frames of 1024 samples from them. Streamed, the
+    frames are those of the whole view, and a block (60 s of the 600 here) and its decoding the most audio held."""
     import tracemalloc
 
-    from pulse.recording import display_audio
+    from pulse.plots import spectrogram
+    from pulse.recording import display_spectrogram
 
-    night = _noise_wav(tmp_path / "20250701_213000.WAV", 400.0, rate=8000)
+    night = _noise_wav(tmp_path / "20250701_213000.WAV", 700.0, rate=8000)
+    cfg = PlotConfig(max_frames=200)
     tracemalloc.start()
     try:
-        audio, rate = display_audio(night, 300.0, 10**9)
+        view = display_spectrogram(night, cfg)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert len(audio) == 300 * 8000 and rate == 8000
-    assert np.array_equal(audio, sf.read(night, frames=300 * 8000, dtype="float32")[0])
-    assert peak < 1.75 * audio.nbytes
+    whole = sf.read(night, frames=600 * 8000, dtype="float32")[0]
+    assert view.duration_s == 600.0 and view.sample_rate == 8000
+    db, hop_s = spectrogram(whole, 8000, cfg)
+    assert view.hop_s == hop_s and np.array_equal(view.db, db)
+    assert peak < 0.5 * whole.nbytes
 
 
 def test_pca_2d_finds_the_direction_of_largest_variance():
