@@ -402,3 +402,17 @@ def test_pulse_export_without_shared_data_calibrates_on_bundled_examples(pulse_b
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["export"]["calibration"] == [examples] and config["parity_windows"] == 16
     assert f"using the bundled example recordings in {examples}" in caplog.text
+
+
+def test_calibration_windows_lie_where_position_says_and_a_short_recording_is_padded_at_its_end(tmp_path, caplog):
+    """Windows start at (j + position) / n of what precedes the last window; a recording shorter than a window gives
+    one, its audio first as analysis pads it; a FLAC cut short past its header is named and skipped."""
+    sf.write(tmp_path / "ramp.wav", (np.arange(441000) / 441000).astype(np.float32), 44100, subtype="FLOAT")
+    windows = calibration_windows([tmp_path / "ramp.wav"], 44100, 44100, 4, position=0.5)
+    np.testing.assert_allclose(windows[:, 0] * 10, [1.125, 3.375, 5.625, 7.875], atol=1e-3)  # 9 s * (j + .5) / 4
+    sf.write(tmp_path / "short.wav", np.full(22050, 0.5, np.float32), 44100)
+    sf.write(tmp_path / "cut.flac", _windows(1, 176400)[0], 44100)
+    (tmp_path / "cut.flac").write_bytes((tmp_path / "cut.flac").read_bytes()[:100_000])
+    windows = calibration_windows([tmp_path / "short.wav", tmp_path / "cut.flac"], 44100, 44100, 2)
+    assert windows.shape == (1, 44100) and (windows[0, :22050] == 0.5).all() and not windows[0, 22050:].any()
+    assert "cut.flac" in caplog.text
