@@ -407,6 +407,17 @@ def test_a_slide_predicted_again_that_fails_is_not_counted_as_redone(model_dir, 
         1, 1, 1, {"settings changed (topk 8 -> 4)": 1})
 
 
+def test_a_slide_rescanned_at_its_id_is_predicted_anew_not_counted_as_redone(model_dir, tmp_path):
+    """A slide predicted again as the model or settings changed is one predicted before from the same file, as the
+    line said before the work: a rescan at the same id is new, whatever else changed."""
+    tagged = _tissue_png(tmp_path / "tagged.tif", size=512, resolution_unit=3, resolution=20000.0)  # 0.5 um/px
+    out = tmp_path / "out"
+    assert run_predict([tagged], PredictConfig(model=str(model_dir)), out)["done"] == 1
+    os.utime(tagged, ns=(1, 1))  # another file at the same slide id
+    summary = run_predict([tagged], PredictConfig(model=str(model_dir), topk=4), out)
+    assert (summary["done"], summary["redone"], summary["redone_because"]) == (1, 0, {})
+
+
 def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_weights_everything(model_dir,
                                                                                                    tmp_path, caplog,
                                                                                                    monkeypatch):
@@ -642,6 +653,29 @@ def test_outputs_named_as_before_are_found_by_a_rerun_and_replaced_when_predicte
     assert (summary["done"], summary["skipped"]) == (0, 3)
     assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
     assert not (out / "CON.json").exists()
+
+
+def test_outputs_named_as_before_go_record_first_so_a_killed_run_leaves_none_naming_images_gone(tmp_path,
+                                                                                                monkeypatch):
+    """Removing a slide's outputs named as before, a run killed part way leaves its images, never its SLIDE.json
+    naming images already removed (which a rerun would read as that slide's outputs)."""
+    import lrmil.predict
+    from lrmil.predict import SUFFIXES, remove_outputs_named_before
+
+    for suffix in SUFFIXES.values():
+        (tmp_path / f"CON{suffix}").write_bytes(b"x")
+    removed, remove = [], lrmil.predict.remove_named_before
+
+    def killed_after_two(folder, sid, suffix):
+        remove(folder, sid, suffix)
+        removed.append(suffix)
+        if len(removed) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(lrmil.predict, "remove_named_before", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        remove_outputs_named_before(tmp_path, "CON")
+    assert not (tmp_path / "CON.json").exists() and len(list(tmp_path.iterdir())) == len(SUFFIXES) - 2
 
 
 def test_a_slide_of_another_folder_is_refused_naming_the_output_of_before_it_would_replace(model_dir, tmp_path):
