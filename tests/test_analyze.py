@@ -412,6 +412,7 @@ def test_ultrasonic_recordings_are_told_once_that_the_model_does_not_hear_above_
     (flagged,) = said()
     band = f"{ModelConfig().f_min:g}-{ModelConfig().f_max:g} Hz"
     assert "a.wav: recorded at 192000 Hz" in flagged and f"it hears {band} only" in flagged
+    assert f"resampled to the model's {ModelConfig().sample_rate} Hz" in flagged
     assert "above 22050 Hz (up to 96000 Hz) is not used" in flagged
     assert said(min_conf=0.5) == [flagged]  # rewritten from the saved scores
     assert not above_band_note(48000, 44100, (1000.0, 22050.0)) and above_band_note(96000, 48000, (0.0, 15000.0))

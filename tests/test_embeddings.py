@@ -303,7 +303,8 @@ def test_stereo_is_mixed_with_the_note_pulse_analyze_gives_and_channel_picks_one
     assert result.exit_code == 2 and "--channel is a 0-based channel index, got -1" in result.output
 
 
-def test_a_file_that_cannot_be_written_is_one_row_and_the_batch_goes_on_but_a_full_out_stops_it(tmp_path, monkeypatch):
+def test_a_file_that_cannot_be_written_is_one_row_and_the_batch_goes_on_but_a_full_out_stops_it(tmp_path, monkeypatch,
+                                                                                                 caplog):
     """A folder where one recording's embeddings file goes ended the run ('error: OUT/x.embeddings.h5: Is a
     directory'), the recordings after it not embedded and errors.csv empty; a full --out still stops the run."""
     import errno
@@ -318,6 +319,7 @@ def test_a_file_that_cannot_be_written_is_one_row_and_the_batch_goes_on_but_a_fu
     (row,) = pd.read_csv(out / "errors.csv").itertuples()
     assert row.path == str(clips[0]) and row.stage == "write" and row.error_type == "IsADirectoryError"
     assert row.message == f"{out / clips[0].name}.embeddings.h5: Is a directory"  # not "[Errno 21] ...: 'X' -> 'X'"
+    assert f"{clips[0]}: write failed: {row.message}" in caplog.text
     assert (out / f"{clips[1].name}.embeddings.h5").is_file()
 
     def disk_full(path):
@@ -327,3 +329,23 @@ def test_a_file_that_cannot_be_written_is_one_row_and_the_batch_goes_on_but_a_fu
     (out / f"{clips[0].name}.embeddings.h5").rmdir()
     with pytest.raises(OutputUnwritable, match="free some space"):
         embed([tmp_path / "in"], out)
+
+
+def test_a_recording_the_model_fails_on_is_a_row_of_its_own_stage(tmp_path, monkeypatch, caplog):
+    """A recording the model fails on is an 'embed' row, told as itself, not as a file that could not be written."""
+    import pulse.embeddings
+
+    clips, out = _examples(tmp_path / "in"), tmp_path / "out"
+    window_outputs = pulse.embeddings.window_outputs
+
+    def fails_on_the_first(path, *args):
+        if path == clips[0]:
+            raise RuntimeError("the model ran out of memory")
+        return window_outputs(path, *args)
+
+    monkeypatch.setattr(pulse.embeddings, "window_outputs", fails_on_the_first)
+    summary = embed([tmp_path / "in"], out)
+    assert (summary.files_done, summary.files_failed) == (1, 1)
+    (row,) = pd.read_csv(out / "errors.csv").itertuples()
+    assert (row.path, row.stage, row.message) == (str(clips[0]), "embed", "the model ran out of memory")
+    assert f"{clips[0]}: the model ran out of memory" in caplog.text and "write failed" not in caplog.text
