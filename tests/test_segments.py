@@ -146,6 +146,21 @@ def test_a_plots_box_spans_the_models_band_as_the_raven_table_does(tmp_path, mod
         zip(raven["Low Freq (Hz)"], raven["High Freq (Hz)"]))
 
 
+def test_a_plots_box_stops_at_the_clips_nyquist_frequency(tmp_path, monkeypatch):
+    """A 32 kHz recording holds nothing above 16 kHz: its box stops there, not at the band top of 22.05 kHz."""
+    from pulse import plots
+    from pulse.segments import clip_plot
+
+    boxes = []
+    monkeypatch.setattr(plots, "save_png", lambda *args: None)
+    monkeypatch.setattr(plots, "spectrogram_figure", lambda audio, rate, box, *args: boxes.append(box))
+    d = {"file": "night.wav", "start_s": 1.0, "end_s": 4.0, "label": "Gryllus campestris",
+         "common_name": "Field Cricket", "score": 0.9}
+    clip_plot(np.zeros((32000 * 4, 1), np.float32), 32000, 0.5, d, tmp_path / "clip.png", (500.0, 22050.0))
+    (box,) = boxes
+    assert (box["low_hz"].item(), box["high_hz"].item(), box["start_s"].item()) == (500.0, 16000.0, 0.5)
+
+
 def test_a_recording_replaced_since_the_run_is_not_cut(run, model, caplog):
     """Another card's recording copied over the analysed one (same name, size and times): its clips would be of
     other audio under the first recording's detections, so they are refused, with a line saying why."""
@@ -212,7 +227,8 @@ def test_clips_are_cut_beside_a_config_json_that_is_not_pulse_analyzes(tmp_path)
     (tmp_path / "results" / "detections.csv").write_text(
         "Start (s),End (s),Scientific name,Common name,Confidence,File\n"
         f"0.0,3.0,Gryllus campestris,Field Cricket,0.9,{tmp_path / 'night.wav'}\n", encoding="utf-8")
-    for i, foreign in enumerate(([{"working_dir": "/elsewhere"}], {"working_dir": 1, "config": ["min_conf", 0.9]})):
+    for i, foreign in enumerate(([{"working_dir": "/elsewhere"}], {"working_dir": 1, "config": ["min_conf", 0.9]},
+                                 {"model_metadata": {"f_min": "low"}}, {"model_metadata": {"f_min": None}})):
         (tmp_path / "results" / "config.json").write_text(json.dumps(foreign), encoding="utf-8")
         assert extract_segments(tmp_path / "results", tmp_path / f"clips{i}", SegmentConfig()).clips_written == 1
 
@@ -507,7 +523,8 @@ def test_a_table_excel_saved_again_in_a_french_locale_is_cut_and_one_in_its_code
         "delimited)' (Excel: Save As)"), result.output
 
 
-def test_a_clip_or_plot_that_cannot_be_written_is_one_row_and_the_rest_are_cut_but_a_full_out_stops(run, monkeypatch):
+def test_a_clip_or_plot_that_cannot_be_written_is_one_row_and_the_rest_are_cut_but_a_full_out_stops(run, monkeypatch,
+                                                                                                    caplog):
     """A folder where one clip (or its plot) goes ended the run ('error: OUT/<species>/<clip>.wav: Is a directory'),
     the clips after it not cut and no errors.csv written; a full --out still stops the run. A clip written whose
     plot failed was counted as written and as failed: its plot is now counted failed, apart."""
@@ -528,6 +545,7 @@ def test_a_clip_or_plot_that_cannot_be_written_is_one_row_and_the_rest_are_cut_b
     assert rows.stage.tolist() == ["write", "write"] and rows.path.tolist() == [str(run / "night.wav")] * 2
     assert [message.split(" s: ", 1)[1] for message in rows.message] == [  # not "[Errno 21] ...: 'X' -> 'X'"
         f"{run / 'clips' / names[0]}.wav: Is a directory", f"{run / 'clips' / names[-1]}.png: Is a directory"]
+    assert f"s: write failed: {run / 'clips' / names[0]}.wav: Is a directory" in caplog.text
 
     def disk_full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
