@@ -203,6 +203,9 @@ def test_a_rerun_makes_a_cut_short_or_empty_entry_and_a_damaged_index_anew(teach
     (Path(cfg.out) / "index.csv").write_bytes(b"")
     assert len(build_cache(cfg, counting)) == 3 and counting.windows == 5  # hashed again, no entry made again
     assert f"{Path(cfg.out) / 'index.csv'}: empty" in caplog.text
+    (Path(cfg.out) / "index.csv").write_text("name,digest\nclip0.flac,0\n")  # whole, but another tool's table
+    assert len(build_cache(cfg, counting)) == 3 and counting.windows == 5
+    assert f"{Path(cfg.out) / 'index.csv'}: cut short or not a table pulse teacher-cache wrote" in caplog.text
 
 
 def test_a_full_cache_disk_stops_the_run_instead_of_failing_each_file(teacher, short_clips, tmp_path, monkeypatch):

@@ -276,6 +276,20 @@ def test_a_pseudo_field_leaves_out_a_soundscape_or_song_it_cannot_read(tmp_path,
         make_pseudo_field([song], [tmp_path / "junk.wav"], tmp_path / "none", 1, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
 
 
+def test_a_pseudo_field_reads_10s_of_a_song_at_most_and_a_soundscape_one_excerpt_long_whole(tmp_path, monkeypatch):
+    """Each song is read for 10 s at most, as it is placed; a soundscape exactly one 10 s excerpt long is read
+    whole."""
+    import pulse.unlabelled
+    from pulse.unlabelled import make_pseudo_field
+
+    night, song = write_noise(tmp_path / "night.wav", 10, 22050), write_noise(tmp_path / "song.wav", 15, 22050, seed=1)
+    read, read_song = [], pulse.unlabelled.read_span_or_silence
+    monkeypatch.setattr(pulse.unlabelled, "read_span_or_silence", lambda path, start_s, duration_s, *args: (
+        read.append(duration_s) or read_song(path, start_s, duration_s, *args)))
+    assert len(make_pseudo_field([song], [night], tmp_path / "out", 1, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)) == 1
+    assert read and set(read) == {10.0}
+
+
 def test_a_pseudo_field_goes_on_past_a_soundscape_or_song_cut_short(tmp_path, caplog):
     """A FLAC cut short (a copy stopped half-way) has a header that reads fine, and the first excerpt or song read
     past its end stopped the run, the recordings not yet made lost. Such a song is now left out, such a soundscape

@@ -234,6 +234,18 @@ def test_moments_of_parts_merge_into_those_of_the_whole():
     np.testing.assert_allclose(merged.mean, rows.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(merged.m2, whole.m2, rtol=1e-9)
     np.testing.assert_allclose(merged.m2 / merged.count, rows.var(axis=0), rtol=1e-9)
+    embeddings = (1000 + 0.01 * rng.standard_normal((5000, 4))).astype(np.float32)  # as entries store them
+    exact = embeddings.astype(np.float64)  # summed in float32, M2 was 1e-3 off
+    np.testing.assert_allclose(Moments.of(embeddings).m2, ((exact - exact.mean(axis=0)) ** 2).sum(axis=0), rtol=1e-9)
+
+
+def test_entries_opened_in_threads_come_back_all_and_in_order_past_one_batch_of_them(monkeypatch):
+    """A pool of more entries than are opened at once (ENTRIES_AT_ONCE, 1024) is opened batch after batch, none
+    left out."""
+    from pulse.teacher import cache
+
+    monkeypatch.setattr(cache, "ENTRIES_AT_ONCE", 3)
+    assert list(cache.in_threads(str, list(range(10)))) == [str(i) for i in range(10)]
 
 
 def test_the_bank_holds_no_teacher_outputs_in_memory(tmp_path):

@@ -490,3 +490,14 @@ def test_a_path_in_another_case_is_missing_and_names_the_file_of_that_name(tmp_p
     errors = pd.read_csv(tmp_path / "cache" / "errors.csv")
     assert errors.set_index("path").loc["gryllus\\REC1.FLAC", "message"] == (
         f"missing file{backslashes}; Gryllus/rec1.flac is {but_for_case}")
+
+
+def test_training_folders_of_dozens_of_species_are_refused_naming_three(tmp_path):
+    """The line refusing a BirdNET-Analyzer training root for --unlabelled names a few of its species folders, not
+    each of the hundreds such a root may hold."""
+    from pulse.manifest import unlabelled_manifest_from_folder
+
+    for folder in ("Noise", *(f"Gryllus s{letter}" for letter in "abcdefghijklmnopqrstuvwxyz")):
+        (tmp_path / folder).mkdir()
+    with pytest.raises(ManifestError, match=r"\(species Gryllus sa, Gryllus sb, Gryllus sc, \.\.\. beside Noise\)"):
+        unlabelled_manifest_from_folder(tmp_path)
