@@ -268,12 +268,6 @@ def test_calibration_skips_unreadable_files(tmp_path, pulse_bundle, caplog):
     assert windows.shape == (3, 44100)  # all three 1 s windows of the 3 s recording, none from the broken one
     assert len({w.tobytes() for w in windows}) == 3
     assert "broken.wav" in caplog.text
-    data, rate = sf.read(audio / "chirp0.wav")
-    sf.write(tmp_path / "cut.flac", data, rate)
-    whole = (tmp_path / "cut.flac").read_bytes()
-    (tmp_path / "cut.flac").write_bytes(whole[:len(whole) // 2])  # its header intact, its data cut short
-    windows = calibration_windows([audio / "chirp0.wav", tmp_path / "cut.flac"], 44100, 44100, 8)
-    assert windows.shape == (3, 44100) and "cut.flac: corrupt or truncated in" in caplog.text
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no audio files"):
         calibration_windows([tmp_path / "empty"], 44100, 44100, 8)
@@ -415,4 +409,4 @@ def test_calibration_windows_lie_where_position_says_and_a_short_recording_is_pa
     (tmp_path / "cut.flac").write_bytes((tmp_path / "cut.flac").read_bytes()[:100_000])
     windows = calibration_windows([tmp_path / "short.wav", tmp_path / "cut.flac"], 44100, 44100, 2)
     assert windows.shape == (1, 44100) and (windows[0, :22050] == 0.5).all() and not windows[0, 22050:].any()
-    assert "cut.flac" in caplog.text
+    assert "cut.flac: corrupt or truncated in" in caplog.text
