@@ -17,7 +17,7 @@ import typer
 from export.atomic import error_line
 from export.console import escape_what_stdout_cannot_print
 from export.jsonconfig import read_json
-from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, EvalConfig, ExportConfig, InferConfig, ModelConfig,
+from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, AssessConfig, EvalConfig, ExportConfig, InferConfig, ModelConfig,
                           SegmentConfig, TeacherCacheConfig, TrainConfig)
 from pulse.writers import WRITERS
 
@@ -167,6 +167,52 @@ def segments(
                + f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
     if summary.files_failed or summary.clips_failed or summary.plots_failed:
         typer.echo(f"see {out / 'errors.csv'}", err=True)
+        raise typer.Exit(1)
+
+
+_ASSESS = AssessConfig()
+
+
+@app.command()
+def assess(
+    annotations: list[Path] = typer.Argument(..., help="Raven selection tables and/or folders of them (.txt, searched "
+                                                       "recursively), one per annotated recording."),
+    results: Path = typer.Option(..., "--results", "-r", help="The `pulse analyze` --out folder of those recordings "
+                                                              "(run with --format including scores), or its "
+                                                              "scores.csv."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for assessment.csv, precision_recall.png, "
+                                                      "problems.txt."),
+    min_conf: float = typer.Option(_ASSESS.min_conf, help="Score at which a window counts as a detection (precision, "
+                                                          "recall, F1)."),
+    min_overlap: float = typer.Option(_ASSESS.min_overlap_s, help="Seconds a box must overlap a window to make it "
+                                                                  "positive (a box shorter than twice this: half "
+                                                                  "of it)."),
+) -> None:
+    """Per-species precision, recall, F1, average precision and ROC AUC of a run against your annotations
+    (BirdNET-Analyzer's evaluation); only annotated recordings are assessed.
+
+    Exit status: 0 assessed; 1 assessed, but some tables, boxes or recordings were left out (problems.txt); 2 nothing
+    to assess or bad option."""
+    from pulse.assess import run_assessment
+
+    cfg = replace(_ASSESS, min_conf=min_conf, min_overlap_s=min_overlap)
+    try:
+        metrics, problems = run_assessment(annotations, results, out, cfg)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except OSError as exc:
+        _unwritable(exc)
+    shown = metrics[metrics["positive_windows"] > 0][["species", "positive_windows", "precision", "recall", "f1",
+                                                      "average_precision", "roc_auc"]]
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for line in problems:
+        typer.echo(line, err=True)
+    typer.echo(f"{metrics['windows'].iloc[0]} windows of annotated recordings at --min-conf {min_conf:g} -> "
+               f"{out / 'assessment.csv'}")
+    if problems:
+        typer.echo(f"{len(problems)} problem(s), their tables, boxes or recordings left out: see "
+                   f"{out / 'problems.txt'}", err=True)
         raise typer.Exit(1)
 
 

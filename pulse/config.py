@@ -129,6 +129,16 @@ class SegmentConfig(JsonConfig):
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class AssessConfig(JsonConfig):
+    """Settings of `pulse assess` (a run's scores against Raven annotations of the same recordings)."""
+
+    min_conf: float = 0.25  # a window scoring at least this is a detection (as `pulse analyze` reports it)
+    # Seconds a box must overlap a window to make it positive (a box shorter than twice this: half of it). 1 s is a
+    # third of a 3 s window: enough song for the model to hear, unlike a box's edge grazing the window.
+    min_overlap_s: float = 1.0
+
+
 DEFAULT_MANIFEST = "data_manifests/insectset32.csv"
 DEFAULT_AUDIO_ROOT = "../shared/data/audio/insectset32"
 DEFAULT_BACKGROUND_MANIFEST = "data_manifests/backgrounds.csv"

@@ -1,0 +1,258 @@
+"""How well a detector does on your own site: `pulse assess`, a `pulse analyze` run scored against Raven annotations.
+
+Field ecologists check a detector on a few recordings of their own before trusting it (BirdNET-Analyzer's
+`evaluation`, OpenSoundscape's BoxedAnnotations -> clip labels -> scikit-learn metrics). Here the run's per-window
+scores (its scores.csv) meet Raven selection tables of the same recordings (Begin Time (s), End Time (s) and a
+species column: Species, Annotation, Species Code, Common Name ...): a window is positive for a species when a box
+of it overlaps the window by at least `min_overlap_s` seconds, or by half the box where the box is shorter than
+twice that (a 0.6 s chirp counts in the window holding most of it, where a fixed 1 s would count it nowhere). A
+window overlapping a box by less is a negative, as in OpenSoundscape's clip labels. Only annotated recordings are
+assessed: one with a table but no box of a species is a negative for it, one without a table is left out, since
+nobody said what is in it.
+
+A table is matched to its recording by name (`site1.Table.1.selections.txt`, `site1.BirdNET.selection.table.txt`,
+`site1.txt` -> `site1.wav`), or row by row through a Begin File / Begin Path column where there is one. Annotation
+values are matched to the model's species by scientific name, common name or code, case and '_' for ' ' aside.
+What cannot be used is one line naming the file (a table without the needed columns, a species the model does not
+know, a recording annotated but not analysed), and the rest is assessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from export.atomic import atomic_path, write_text
+from export.jsonconfig import read_json
+from export.tables import read_spreadsheet_csv, spreadsheet_number
+from pulse.config import AssessConfig
+from pulse.schema import SCORE_INDEX, LabelSet
+
+TIME_COLUMNS = ("Begin Time (s)", "End Time (s)")
+# Where the species is, first found first: Raven users' own names, then BirdNET-Analyzer's output columns.
+SPECIES_COLUMNS = ("Species", "Annotation", "Label", "Class", "Species Code", "Scientific Name", "Common Name")
+RECORDING_COLUMNS = ("Begin Path", "Begin File")  # Raven's measurements naming each box's recording
+TABLE_SUFFIX = re.compile(r"(\.table\.\d+)?(\.birdnet)?(\.selections?)?(\.table)?\.(txt|csv)$", re.IGNORECASE)
+RESULT_NAMES = ("assessment.csv", "precision_recall.png", "problems.txt")
+
+
+@dataclass
+class Annotations:
+    """Boxes of known species (recording, begin_s, end_s, label), the recordings annotated, and what was left out."""
+
+    boxes: pd.DataFrame
+    recordings: set[str]
+    problems: list[str]
+
+
+def recording_key(name: str) -> str:
+    """A recording as tables and scores.csv both name it: its file name without folders or audio suffix."""
+    return Path(name.replace("\\", "/")).stem.casefold()
+
+
+def table_key(path: Path) -> str:
+    """The recording a table is of, from the table's name (Raven's `X.Table.1.selections.txt`, BirdNET's
+    `X.BirdNET.selection.table.txt`)."""
+    return TABLE_SUFFIX.sub("", path.name).casefold()
+
+
+def species_names(labels: LabelSet) -> dict[str, str]:
+    """Every way an annotator may write a species (scientific, common, code, BirdNET's 'Scientific_Common') -> label."""
+    names = {}
+    for label, common, code in zip(labels.labels, labels.common_names, labels.codes):
+        for name in (label, common, code, f"{label}_{common}"):
+            names[_normal(name)] = label
+    return names
+
+
+def _normal(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def table_files(paths: list[Path]) -> list[Path]:
+    """The tables given, and the .txt files below the folders given (Raven saves selection tables as .txt)."""
+    found = []
+    for path in paths:
+        found += sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
+    return found
+
+
+def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
+    """Boxes of the model's species from Raven selection tables; a table or row that cannot be used is a problem
+    line, and the rest is read."""
+    names = species_names(labels)
+    boxes, recordings, problems, unknown = [], set(), [], {}
+    for path in table_files(paths):
+        try:
+            table = read_spreadsheet_csv(path, (*TIME_COLUMNS, "Species"))
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            problems.append(f"{path}: cannot read the table ({getattr(exc, 'strerror', None) or exc})")
+            continue
+        species_column = next((c for c in SPECIES_COLUMNS if c in table.columns), None)
+        missing = [c for c in TIME_COLUMNS if c not in table.columns] + ([] if species_column else ["a species column"])
+        if missing:
+            problems.append(f"{path}: not a selection table (no {', '.join(missing)}; a species column is one of "
+                            f"{', '.join(SPECIES_COLUMNS)})")
+            continue
+        if "Selection" in table.columns:  # Raven lists each box once per view (Waveform 1, Spectrogram 1)
+            table = table.drop_duplicates("Selection")
+        recording_column = next((c for c in RECORDING_COLUMNS if c in table.columns), None)
+        if recording_column is None or table.empty:  # else its rows say which recordings it annotates
+            recordings.add(table_key(path))
+        for line, row in zip(table.index + 2, table.to_dict("records")):
+            try:
+                begin, end = spreadsheet_number(row[TIME_COLUMNS[0]]), spreadsheet_number(row[TIME_COLUMNS[1]])
+            except ValueError:
+                problems.append(f"{path}, line {line}: a begin or end time that is not a number")
+                continue
+            if not end > begin:
+                problems.append(f"{path}, line {line}: ends at {end:g} s, not after it begins ({begin:g} s)")
+                continue
+            recording = recording_key(row[recording_column]) if recording_column and row[recording_column] \
+                else table_key(path)
+            recordings.add(recording)
+            label = names.get(_normal(row[species_column]))
+            if label is None:
+                unknown.setdefault((path, row[species_column]), []).append(line)
+                continue
+            boxes.append((recording, begin, end, label))
+    for (path, value), lines in unknown.items():  # one line per table and name, however many boxes
+        where = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+        problems.append(f"{path}: {len(lines)} box(es) of {value or '(no species)'!r}, a species the model does not "
+                        f"know (lines {where}); left out")
+    return Annotations(pd.DataFrame(boxes, columns=["recording", "begin_s", "end_s", "label"]), recordings, problems)
+
+
+def window_labels(starts_s: np.ndarray, ends_s: np.ndarray, boxes: pd.DataFrame, min_overlap_s: float) -> np.ndarray:
+    """Whether each window holds each box enough to count: an overlap of `min_overlap_s`, or of half a shorter box
+    (module docstring). Returns (windows, boxes) booleans."""
+    begin, end = boxes["begin_s"].to_numpy(float), boxes["end_s"].to_numpy(float)
+    overlap = np.minimum(ends_s[:, None], end) - np.maximum(starts_s[:, None], begin)
+    return overlap >= np.minimum(min_overlap_s, (end - begin) / 2) - 1e-9
+
+
+def species_metrics(positive: np.ndarray, scores: np.ndarray, min_conf: float) -> dict:
+    """Precision, recall and F1 at `min_conf` (a window scoring at least it is a detection, as in `pulse analyze`),
+    average precision and ROC AUC; NaN where undefined, with the reason in `note`."""
+    detected = scores >= min_conf
+    tp, fp, fn = int((detected & positive).sum()), int((detected & ~positive).sum()), int((~detected & positive).sum())
+    nan = float("nan")
+    row = {"positive_windows": int(positive.sum()), "tp": tp, "fp": fp, "fn": fn,
+           "precision": tp / (tp + fp) if tp + fp else nan, "recall": nan, "f1": nan, "average_precision": nan,
+           "roc_auc": nan, "note": ""}
+    if not positive.any():
+        row["note"] = "no window annotated with it: recall, F1, AP and AUC undefined"
+        return row
+    row["recall"] = tp / (tp + fn)
+    row["f1"] = 2 * tp / (2 * tp + fp + fn)
+    row["average_precision"] = float(average_precision_score(positive, scores))
+    if positive.all():
+        row["note"] = "every window annotated with it: ROC AUC undefined"
+    else:
+        row["roc_auc"] = float(roc_auc_score(positive, scores))
+    return row
+
+
+def read_scores(results: Path) -> tuple[pd.DataFrame, LabelSet]:
+    """A run's scores.csv (from its --out folder or the file itself) and the model's species from its config.json."""
+    path = results / "scores.csv" if results.is_dir() else results
+    try:
+        scores = pd.read_csv(path, dtype={"file": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no per-window scores; run `pulse analyze` with --format including scores (the "
+                         "same command and --out again with it adds scores.csv from the run's saved scores, without "
+                         "analysing again)") from None
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the scores ({exc})") from None
+    species = [c for c in scores.columns if c not in SCORE_INDEX]
+    if not set(SCORE_INDEX) <= set(scores.columns) or not species:
+        raise ValueError(f"{path}: not a `pulse analyze` scores.csv (needs {', '.join(SCORE_INDEX)} and a column "
+                         "per species)")
+    try:  # common names and codes, for annotations that use them
+        labels = LabelSet.from_metadata(read_json(path.parent / "config.json")["model_metadata"])
+    except (OSError, ValueError, KeyError, TypeError):
+        labels = None
+    if labels is None or list(labels.labels) != species:  # no config.json of this run beside it: the labels alone
+        labels = LabelSet.from_metadata({"labels": species})
+    return scores, labels
+
+
+def assess(scores: pd.DataFrame, labels: LabelSet, annotations: Annotations,
+           cfg: AssessConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Per-species metrics (and a macro row) over the windows of the annotated recordings, the window labels they
+    were computed from, and the problems found on the way."""
+    problems = list(annotations.problems)
+    keys = scores["file"].map(recording_key)
+    files_of = scores.groupby(keys)["file"].unique()
+    shared = {key for key, files in files_of.items() if len(files) > 1}
+    for key in sorted(annotations.recordings & shared):
+        problems.append(f"{key}: annotated, and {len(files_of[key])} analysed recordings share that name "
+                        f"({', '.join(files_of[key])}); left out")
+    for key in sorted(annotations.recordings - set(files_of.index)):
+        problems.append(f"{key}: annotated but not in the run's scores.csv (not analysed?); left out")
+    assessed = scores[keys.isin(annotations.recordings - shared)]
+    truth = np.zeros((len(assessed), len(labels.labels)), bool)
+    boxes = annotations.boxes[annotations.boxes["recording"].isin(set(keys[assessed.index]))]
+    for key, rows in assessed.groupby(keys[assessed.index]).indices.items():
+        here = boxes[boxes["recording"] == key]
+        hits = window_labels(assessed["start_s"].to_numpy(float)[rows], assessed["end_s"].to_numpy(float)[rows],
+                             here, cfg.min_overlap_s)
+        for j, label in enumerate(labels.labels):
+            truth[rows, j] = hits[:, (here["label"] == label).to_numpy()].any(axis=1)
+    table = []
+    for j, (label, common, code) in enumerate(zip(labels.labels, labels.common_names, labels.codes)):
+        row = species_metrics(truth[:, j], assessed[label].to_numpy(float), cfg.min_conf)
+        table.append({"species": label, "common_name": common, "code": code, "windows": len(assessed),
+                      "boxes": int((boxes["label"] == label).sum()), **row})
+    table = pd.DataFrame(table)
+    present = table[table["positive_windows"] > 0]
+    macro = {"species": f"macro ({len(present)} species with annotated windows)", "common_name": "", "code": "",
+             "windows": len(assessed), "boxes": int(table["boxes"].sum()),
+             **{k: int(present[k].sum()) for k in ("positive_windows", "tp", "fp", "fn")},
+             **{k: float(present[k].mean()) for k in ("precision", "recall", "f1", "average_precision", "roc_auc")},
+             "note": "mean over those species (NaN precision or AUC left out)"}
+    labelled = pd.DataFrame(truth.astype(int), columns=list(labels.labels), index=assessed.index)
+    metrics = pd.concat([table, pd.DataFrame([macro])], ignore_index=True)
+    return metrics, assessed[list(SCORE_INDEX)].join(labelled), problems
+
+
+def pr_figure(scores: pd.DataFrame, truth: pd.DataFrame, metrics: pd.DataFrame, min_conf: float):
+    """Precision-recall curves of the species with annotated windows, each one's point at `min_conf` marked."""
+    from pulse.plots import PlotConfig, new_figure, readable
+
+    figure = new_figure(PlotConfig(width_px=700, height_px=520))
+    axes = figure.add_subplot()
+    species = metrics.iloc[:-1]  # the macro row last
+    for row in species[species["positive_windows"] > 0].itertuples():
+        precision, recall, _ = precision_recall_curve(truth[row.species], scores[row.species])
+        line, = axes.step(recall, precision, where="post", label=f"{row.code} AP {row.average_precision:.2f}")
+        if not np.isnan(row.precision):
+            axes.plot(row.recall, row.precision, "o", color=line.get_color())
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
+             title=f"per-window precision-recall (dots: at --min-conf {min_conf:g})")
+    axes.legend(loc="lower left", fontsize="small")
+    return readable(figure)
+
+
+def run_assessment(annotations: list[Path], results: Path, out: Path,
+                   cfg: AssessConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Read, assess, and write OUT/assessment.csv, precision_recall.png and problems.txt (one line each)."""
+    from pulse.plots import save_png
+
+    scores, labels = read_scores(results)
+    annotated = read_annotations(annotations, labels)
+    metrics, truth, problems = assess(scores, labels, annotated, cfg)
+    if not len(truth):
+        raise ValueError(f"no annotated recording is in {results}'s scores ({len(problems)} problem(s)"
+                         + (f"; first: {problems[0]}" if problems else "; no selection tables found") + ")")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / RESULT_NAMES[0]) as tmp:
+        metrics.to_csv(tmp, index=False, float_format="%.4f")
+    save_png(pr_figure(scores.loc[truth.index], truth, metrics, cfg.min_conf), out / RESULT_NAMES[1])
+    write_text(out / RESULT_NAMES[2], "".join(f"{line}\n" for line in problems))
+    return metrics, problems

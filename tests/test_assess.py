@@ -1,0 +1,141 @@
+"""`pulse assess`: per-species metrics of a run's scores against Raven selection tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pulse.assess import assess, read_annotations, read_scores, species_metrics, window_labels
+from pulse.cli import app
+from pulse.config import AssessConfig
+from pulse.schema import LabelSet
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "pulse" / "assets" / "examples"
+LABELS = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green Bush-cricket"),
+                  ("GRYCAM", "TETVIR"))
+HEADER = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\t{species}\n"
+
+
+def _table(path: Path, rows: list[tuple], species: str = "Species") -> Path:
+    """A Raven selection table: each box listed once per view, as Raven saves it."""
+    lines = [HEADER.format(species=species)]
+    for n, (begin, end, name) in enumerate(rows, 1):
+        lines += [f"{n}\t{view}\t1\t{begin}\t{end}\t500\t20000\t{name}\n" for view in ("Waveform 1", "Spectrogram 1")]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def _scores(windows: dict[str, list[tuple[float, float]]]) -> pd.DataFrame:
+    """A scores.csv table: Gryllus scores 0.9 exactly in the windows listed for each file, 0.1 elsewhere;
+    Tettigonia 0.5 everywhere."""
+    rows = []
+    for file, positives in windows.items():
+        for start in np.arange(0.0, 30.0, 3.0):
+            rows.append((file, start, start + 3, 0.9 if (start, start + 3) in positives else 0.1, 0.5))
+    return pd.DataFrame(rows, columns=["file", "start_s", "end_s", *LABELS.labels])
+
+
+def test_a_box_counts_from_the_overlap_threshold_or_half_a_short_box():
+    starts, ends = np.array([0.0, 3.0, 6.0]), np.array([3.0, 6.0, 9.0])
+    boxes = pd.DataFrame({"begin_s": [2.0, 2.01, 2.8, 5.5], "end_s": [7.0, 7.0, 3.4, 5.9]})
+    got = window_labels(starts, ends, boxes, min_overlap_s=1.0)
+    assert got[:, 0].tolist() == [True, True, True]  # 1.0 s in the first window: just enough
+    assert got[:, 1].tolist() == [False, True, True]  # 0.99 s: just under
+    assert got[:, 2].tolist() == [False, True, False]  # a 0.6 s chirp across a boundary: where 0.4 s of it is
+    assert got[:, 3].tolist() == [False, True, False]  # a 0.4 s chirp wholly inside one window
+
+
+def test_perfect_separation_gives_ap_one_and_no_positives_gives_nan_with_a_reason():
+    positive = np.array([True, True, False, False, False])
+    perfect = species_metrics(positive, np.array([0.9, 0.3, 0.2, 0.1, 0.0]), min_conf=0.25)
+    assert perfect["average_precision"] == 1 and perfect["roc_auc"] == 1 and perfect["recall"] == 1
+    assert (perfect["tp"], perfect["fp"], perfect["fn"]) == (2, 0, 0)
+    at_half = species_metrics(positive, np.array([0.9, 0.3, 0.6, 0.1, 0.0]), min_conf=0.5)
+    assert (at_half["precision"], at_half["recall"], at_half["f1"]) == (0.5, 0.5, 0.5)
+    none = species_metrics(np.zeros(5, bool), np.array([0.9, 0.3, 0.2, 0.1, 0.0]), min_conf=0.25)
+    assert none["precision"] == 0  # one false alarm is still a precision
+    assert all(np.isnan(none[k]) for k in ("recall", "f1", "average_precision", "roc_auc"))
+    assert "no window annotated" in none["note"]
+
+
+def test_raven_tables_in_any_species_column_and_the_bad_ones_are_lines(tmp_path):
+    _table(tmp_path / "site1.Table.1.selections.txt", [(3, 9, "Gryllus campestris"), (12, 14, "Homo sapiens")])
+    _table(tmp_path / "site2.BirdNET.selection.table.txt", [(0, 6, "Great Green Bush-cricket")], "Common Name")
+    _table(tmp_path / "site3.txt", [(0, 3, "gryllus_campestris"), (3, 6, "TETVIR")], "Annotation")
+    _table(tmp_path / "site4.Table.1.selections.txt", [])  # annotated: nothing of the model's species in it
+    (tmp_path / "notes.txt").write_text("Begin Time (s)\tEnd Time (s)\tComment\n1\t2\twind\n", encoding="utf-8")
+    found = read_annotations([tmp_path], LABELS)
+    assert found.recordings == {"site1", "site2", "site3", "site4"}
+    assert found.boxes.values.tolist() == [
+        ["site1", 3.0, 9.0, "Gryllus campestris"], ["site2", 0.0, 6.0, "Tettigonia viridissima"],
+        ["site3", 0.0, 3.0, "Gryllus campestris"], ["site3", 3.0, 6.0, "Tettigonia viridissima"]]
+    assert found.problems == [
+        f"{tmp_path / 'notes.txt'}: not a selection table (no a species column; a species column is one of Species, "
+        "Annotation, Label, Class, Species Code, Scientific Name, Common Name)",
+        f"{tmp_path / 'site1.Table.1.selections.txt'}: 1 box(es) of 'Homo sapiens', a species the model does not know "
+        "(lines 4); left out"]
+
+
+def test_only_annotated_recordings_are_assessed_and_one_not_analysed_is_listed(tmp_path):
+    _table(tmp_path / "a.Table.1.selections.txt", [(3, 9, "Gryllus campestris")])
+    _table(tmp_path / "b.Table.1.selections.txt", [])
+    _table(tmp_path / "lost.Table.1.selections.txt", [(0, 3, "Gryllus campestris")])
+    scores = _scores({"x/a.wav": [(3.0, 6.0), (6.0, 9.0)], "x/b.wav": [], "x/unannotated.wav": [(0.0, 3.0)]})
+    metrics, truth, problems = assess(scores, LABELS, read_annotations([tmp_path], LABELS), AssessConfig())
+    assert problems == ["lost: annotated but not in the run's scores.csv (not analysed?); left out"]
+    assert sorted(set(truth["file"])) == ["x/a.wav", "x/b.wav"]  # not x/unannotated.wav: nobody said what is in it
+    gryllus, tettigonia, macro = metrics.to_dict("records")
+    assert (gryllus["windows"], gryllus["positive_windows"], gryllus["boxes"]) == (20, 2, 1)
+    assert gryllus["average_precision"] == 1 and gryllus["f1"] == 1
+    assert tettigonia["positive_windows"] == 0 and np.isnan(tettigonia["average_precision"])
+    assert tettigonia["fp"] == 20  # scored 0.5 everywhere: every window a false alarm
+    assert macro["species"].startswith("macro (1 species") and macro["average_precision"] == 1
+
+
+def test_assess_cli_on_the_example_recordings(tmp_path):
+    runner = CliRunner()
+    run = runner.invoke(app, ["analyze", str(EXAMPLES), "--out", str(tmp_path / "run"), "--format", "csv"])
+    assert run.exit_code == 0, run.output
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    _table(annotations / "Gryllus_campestris_dat003-004.Table.1.selections.txt", [(0, 7.3, "GRYCAM")], "Species Code")
+    _table(annotations / "background_bird_chorus_0-10s.Table.1.selections.txt", [])
+    _table(annotations / "not_recorded.Table.1.selections.txt", [(0, 5, "GRYCAM")], "Species Code")
+    args = ["assess", str(annotations), "--results", str(tmp_path / "run"), "--out", str(tmp_path / "assessment")]
+    no_scores = runner.invoke(app, args)
+    assert no_scores.exit_code == 2 and "--format including scores" in no_scores.output
+    rerun = runner.invoke(app, ["analyze", str(EXAMPLES), "--out", str(tmp_path / "run"), "--format", "csv,scores"])
+    assert rerun.exit_code == 0, rerun.output
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output  # the recording annotated but not analysed
+    assert "not_recorded: annotated but not in the run's scores.csv" in result.output
+    metrics = pd.read_csv(tmp_path / "assessment" / "assessment.csv").set_index("code")
+    gryllus = metrics.loc["GRYCAM"]
+    assert (gryllus["windows"], gryllus["positive_windows"]) == (7, 3)  # 3 windows of the cricket, 4 of birds
+    assert gryllus["average_precision"] == pytest.approx(1.0)  # the bundled model separates this one
+    assert (tmp_path / "assessment" / "precision_recall.png").stat().st_size > 0
+    assert (tmp_path / "assessment" / "problems.txt").read_text().count("\n") == 1
+
+
+def test_read_scores_takes_the_species_names_from_the_runs_config(tmp_path):
+    _scores({"a.wav": []}).to_csv(tmp_path / "scores.csv", index=False)
+    assert read_scores(tmp_path)[1].codes == ("GRYCAM", "TETVIR")  # derived from the labels without a config.json
+    (tmp_path / "scores.csv").write_text("file,start\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a `pulse analyze` scores.csv"):
+        read_scores(tmp_path)
+
+
+def test_a_table_of_several_recordings_and_a_name_two_recordings_share(tmp_path):
+    rows = ("Selection\tBegin File\tBegin Time (s)\tEnd Time (s)\tSpecies Code\n"
+            "1\ta.wav\t0\t6\tGRYCAM\n2\tb.wav\t0\t3\tGRYCAM\n")
+    (tmp_path / "combined.txt").write_text(rows, encoding="utf-8")
+    found = read_annotations([tmp_path], LABELS)
+    assert found.recordings == {"a", "b"} and found.boxes["recording"].tolist() == ["a", "b"]
+    scores = _scores({"card1/a.wav": [], "card1/b.wav": [], "card2/b.wav": []})
+    metrics, truth, problems = assess(scores, LABELS, found, AssessConfig())
+    assert problems == ["b: annotated, and 2 analysed recordings share that name (card1/b.wav, card2/b.wav); left out"]
+    assert set(truth["file"]) == {"card1/a.wav"} and metrics.loc[0, "positive_windows"] == 2
