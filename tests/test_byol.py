@@ -283,9 +283,9 @@ def test_a_pseudo_field_reads_10s_of_a_song_at_most_and_a_soundscape_one_excerpt
     from pulse.unlabelled import make_pseudo_field
 
     night, song = write_noise(tmp_path / "night.wav", 10, 22050), write_noise(tmp_path / "song.wav", 15, 22050, seed=1)
-    read, read_song = [], pulse.unlabelled.read_span_or_silence
-    monkeypatch.setattr(pulse.unlabelled, "read_span_or_silence", lambda path, start_s, duration_s, *args: (
-        read.append(duration_s) or read_song(path, start_s, duration_s, *args)))
+    read, read_span = [], pulse.unlabelled.read_span
+    monkeypatch.setattr(pulse.unlabelled, "read_span", lambda path, start_s, duration_s, *args: (
+        read.append(duration_s) or read_span(path, start_s, duration_s, *args)))
     assert len(make_pseudo_field([song], [night], tmp_path / "out", 1, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)) == 1
     assert read and set(read) == {10.0}
 
