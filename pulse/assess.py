@@ -124,7 +124,7 @@ def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
     for (path, value), lines in unknown.items():  # one line per table and name, however many boxes
         where = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
         problems.append(f"{path}: {len(lines)} box(es) of {value or '(no species)'!r}, a species the model does not "
-                        f"know (lines {where}); left out")
+                        f"know (line{'s' if len(lines) > 1 else ''} {where}); left out")
     return Annotations(pd.DataFrame(boxes, columns=["recording", "begin_s", "end_s", "label"]), recordings, problems)
 
 

@@ -77,7 +77,7 @@ def test_raven_tables_in_any_species_column_and_the_bad_ones_are_lines(tmp_path)
         f"{tmp_path / 'notes.txt'}: not a selection table (no a species column; a species column is one of Species, "
         "Annotation, Label, Class, Species Code, Scientific Name, Common Name)",
         f"{tmp_path / 'site1.Table.1.selections.txt'}: 1 box(es) of 'Homo sapiens', a species the model does not know "
-        "(lines 4); left out"]
+        "(line 4); left out"]
 
 
 def test_only_annotated_recordings_are_assessed_and_one_not_analysed_is_listed(tmp_path):
