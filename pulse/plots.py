@@ -44,7 +44,7 @@ class PlotConfig:
     max_strip_species: int = 12  # rows of the strip: the species that score highest
     max_box_labels: int = 40  # beyond this, boxes are drawn without captions
     max_display_s: float = 600.0  # spectrograms show at most the first 10 minutes of a recording,
-    max_display_samples: int = 1 << 25  # and at most 128 MB of float32 audio (87 s at 384 kHz)
+    max_display_samples: int = 1 << 25  # and at most 2^25 samples decoded (87 s at 384 kHz)
 
 
 def new_figure(cfg: PlotConfig) -> Figure:
