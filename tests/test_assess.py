@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pulse.assess import assess, read_annotations, read_scores, species_metrics, window_labels
+from pulse.assess import assess, read_annotations, read_scores, run_assessment, species_metrics, window_labels
 from pulse.cli import app
 from pulse.config import AssessConfig
 from pulse.schema import LabelSet
@@ -139,3 +140,61 @@ def test_a_table_of_several_recordings_and_a_name_two_recordings_share(tmp_path)
     metrics, truth, problems = assess(scores, LABELS, found, AssessConfig())
     assert problems == ["b: annotated, and 2 analysed recordings share that name (card1/b.wav, card2/b.wav); left out"]
     assert set(truth["file"]) == {"card1/a.wav"} and metrics.loc[0, "positive_windows"] == 2
+
+
+def test_birdnet_scientific_common_names_empty_cells_and_boxes_without_length(tmp_path):
+    """BirdNET's 'Scientific_Common' labels are the model's species; a Begin File cell left empty means the table's
+    own recording; a box that does not end after it begins, or has no species, is a line, however many."""
+    rows = ("Selection\tBegin File\tBegin Time (s)\tEnd Time (s)\tSpecies\n"
+            "1\t\t0\t3\tGryllus campestris_Field Cricket\n2\t\t4\t4\tGRYCAM\n"
+            + "".join(f"{n}\tb.wav\t{n}\t{n + 1}\t\n" for n in range(3, 9)))
+    (tmp_path / "site5.txt").write_text(rows, encoding="utf-8")
+    found = read_annotations([tmp_path], LABELS)
+    assert found.boxes.values.tolist() == [["site5", 0.0, 3.0, "Gryllus campestris"]]
+    assert found.recordings == {"site5", "b"}
+    assert found.problems == [
+        f"{tmp_path / 'site5.txt'}, line 3: ends at 4 s, not after it begins (4 s)",
+        f"{tmp_path / 'site5.txt'}: 6 box(es) of '(no species)', a species the model does not know "
+        "(lines 4, 5, 6, 7, 8, ...); left out"]
+
+
+def test_an_empty_table_naming_recordings_per_row_annotates_its_own(tmp_path):
+    (tmp_path / "site6.Table.1.selections.txt").write_text(
+        "Selection\tBegin File\tBegin Time (s)\tEnd Time (s)\tSpecies\n", encoding="utf-8")
+    assert read_annotations([tmp_path], LABELS).recordings == {"site6"}
+
+
+def test_a_window_at_min_conf_is_a_detection_and_an_overlap_in_float_arithmetic_counts():
+    """`pulse analyze` reports a window scoring min-conf; 3 - 2.2 is 0.7999999999999998 in floats, an overlap of
+    0.8 s all the same."""
+    at = species_metrics(np.array([True, False]), np.array([0.25, 0.1]), min_conf=0.25)
+    assert (at["tp"], at["fp"], at["fn"]) == (1, 0, 0)
+    boxes = pd.DataFrame({"begin_s": [2.2], "end_s": [7.0]})
+    assert window_labels(np.array([0.0]), np.array([3.0]), boxes, min_overlap_s=0.8).tolist() == [[True]]
+
+
+def test_no_detection_leaves_precision_undefined_and_every_window_annotated_auc():
+    quiet = species_metrics(np.array([True, False]), np.array([0.1, 0.1]), min_conf=0.25)
+    assert np.isnan(quiet["precision"]) and quiet["recall"] == 0 and quiet["f1"] == 0
+    everywhere = species_metrics(np.array([True, True]), np.array([0.9, 0.1]), min_conf=0.25)
+    assert np.isnan(everywhere["roc_auc"]) and everywhere["note"] == "every window annotated with it: ROC AUC undefined"
+    assert everywhere["average_precision"] == 1
+
+
+def test_read_scores_takes_the_labels_from_the_scores_where_config_json_is_another_models(tmp_path):
+    _scores({"a.wav": []}).to_csv(tmp_path / "scores.csv", index=False)
+    for config in ({"model_metadata": {"labels": ["Other species"]}}, {"model": "no metadata"}):
+        (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        assert read_scores(tmp_path)[1].labels == LABELS.labels
+    (tmp_path / "scores.csv").write_text("file,start_s,end_s\na.wav,0,3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a `pulse analyze` scores.csv"):
+        read_scores(tmp_path)
+
+
+def test_assess_with_no_annotated_recording_in_the_scores_is_an_error_naming_the_first_problem(tmp_path):
+    _scores({"a.wav": []}).to_csv(tmp_path / "scores.csv", index=False)
+    _table(tmp_path / "elsewhere.Table.1.selections.txt", [(0, 3, "GRYCAM")])
+    with pytest.raises(ValueError, match=r"no annotated recording is in .* \(1 problem\(s\); first: elsewhere: "
+                                         r"annotated but not in"):
+        run_assessment([tmp_path / "elsewhere.Table.1.selections.txt"], tmp_path, tmp_path / "out", AssessConfig())
+    assert not (tmp_path / "out").exists()
