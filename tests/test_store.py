@@ -602,3 +602,25 @@ def test_features_cut_before_the_ink_rule_are_kept_where_the_grid_is_the_same_an
     assert kept.config_hash == features.job_hash(dataclasses.replace(now, mpp=0.5), features.create_encoder(
         "lrmil_vit_tiny", weights="random").cfg)[1] != stored.config_hash
     assert features.run_extract([plain, inked], now, out)["skipped"] == 2
+    assert features.run_extract([plain], dataclasses.replace(now, resume=False), out)["done"] == 1  # encoded again
+
+
+def test_features_are_kept_only_from_the_same_slide_file_grid_and_settings_but_tissue(tmp_path):
+    """`features_on_same_grid`: a rescan under the same name, a grid of the same size moved, another patch size, or a
+    change other than to the tissue settings (new encoder weights) gives features that encoding now would not."""
+    from lrmil.features import features_on_same_grid
+    from lrmil.patching import GridLevel
+
+    record = {"extract": {"tissue": {"exclude_ink": False}, "batch": 1}, "encoder_cfg": {"weights_sha256": "ab"}}
+    stored = dataclasses.replace(_file(), config=record)
+    path = tmp_path / "s1.h5"
+    write_features(path, stored)
+    level = GridLevel(stored.coords, stored.patch_size_level0, stored.patch_px, stored.magnification, 0)
+    now = {**record, "extract": {**record["extract"], "tissue": {"exclude_ink": True}}}
+    kept = features_on_same_grid(path, now, SOURCE, level, stored.children)
+    assert kept is not None and np.array_equal(kept, stored.features)
+    moved = dataclasses.replace(level, coords=stored.coords + 1)
+    other_patch = dataclasses.replace(level, size_level0=2 * level.size_level0)
+    for args in ((now, {**SOURCE, "size": 1}, level), (now, SOURCE, moved), (now, SOURCE, other_patch),
+                 ({**now, "encoder_cfg": {"weights_sha256": "cd"}}, SOURCE, level)):
+        assert features_on_same_grid(path, *args, stored.children) is None
