@@ -120,3 +120,11 @@ def test_ink_drawn_beside_the_real_slide_s_tissue_leaves_its_grid_as_without_ink
     inked[90:170, 8:18] = (35, 70, 190)  # a blue stroke on the glass left of the section
     assert np.array_equal(teacher_coords(inked, TissueConfig()), plain)
     assert len(teacher_coords(inked, TissueConfig(exclude_ink=False))) > len(plain)
+
+
+def test_a_scanner_s_blue_cast_on_haematoxylin_is_tissue_not_ink():
+    """Ink is green clearly above red (INK_GREEN_OVER_RED); a haematoxylin nucleus under a bluish scanner cast, green
+    a few levels above red, is still tissue."""
+    image = np.full((200, 200, 3), 245, np.uint8)
+    image[40:160, 40:160] = (100, 110, 170)
+    assert tissue_mask(image, TissueConfig())[100, 100]
