@@ -368,3 +368,13 @@ def test_a_pool_file_listed_in_another_case_is_left_out_naming_the_file_of_that_
         f"{tmp_path / 'night'}\\REC1.FLAC: no such file or folder; looked for with its \\ as folder separators, as "
         "Windows writes them; Night/rec1.flac is named so but for case (Windows and macOS ignore case, Linux does "
         "not): list it as it is named; left out of the pool"]
+
+
+def test_an_unreadable_pseudo_field_file_is_named_whatever_the_error_names():
+    """The warning line names the file first: an OSError without a file name (a disk's I/O error mid-read) and a
+    decoder's RuntimeError carry none themselves."""
+    from pulse.unlabelled import unread_line
+
+    assert unread_line("night.wav", OSError(5, "Input/output error")) == "night.wav: [Errno 5] Input/output error"
+    assert unread_line("night.wav", OSError(2, "No such file", "night.wav")) == "night.wav: No such file"
+    assert unread_line("night.wav", RuntimeError("lost sync")) == "night.wav: lost sync"
