@@ -302,7 +302,8 @@ def test_an_entry_whose_header_is_damaged_in_place_is_named(fake_cache, damage):
 
 
 @pytest.mark.parametrize("header, says", [({"descr": "|O", "shape": (2,)}, "holds Python objects"),
-                                          ({"descr": "<f4", "shape": (2 ** 40,)}, r"claims shape \(1099511627776,\)")])
+                                          ({"descr": "<f4", "shape": (2 ** 40,)}, r"claims shape \(1099511627776,\)"),
+                                          ({"descr": "<f4", "shape": (8,)}, r"claims shape \(8,\)")])  # 16 B of data
 def test_an_entry_of_objects_or_of_more_rows_than_it_holds_is_named(fake_cache, header, says):
     """Rows are read raw into an array of the header's dtype and shape: objects made bytes from a shared cache into
     pointers (a segmentation fault), and a shape past the member's bytes a MemoryError naming no file."""
