@@ -99,9 +99,10 @@ def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
             problems.append(f"{path}: not a selection table (no {', '.join(missing)}; a species column is one of "
                             f"{', '.join(SPECIES_COLUMNS)})")
             continue
-        if "Selection" in table.columns:  # Raven lists each box once per view (Waveform 1, Spectrogram 1)
-            table = table.drop_duplicates("Selection")
         recording_column = next((c for c in RECORDING_COLUMNS if c in table.columns), None)
+        if "Selection" in table.columns:  # Raven lists each box once per view (Waveform 1, Spectrogram 1); tables of
+            # several recordings put together may number each one's boxes from 1
+            table = table.drop_duplicates(["Selection", *([recording_column] if recording_column else [])])
         if recording_column is None or table.empty:  # else its rows say which recordings it annotates
             recordings.add(table_key(path))
         for line, row in zip(table.index + 2, table.to_dict("records")):

@@ -198,3 +198,15 @@ def test_assess_with_no_annotated_recording_in_the_scores_is_an_error_naming_the
                                          r"annotated but not in"):
         run_assessment([tmp_path / "elsewhere.Table.1.selections.txt"], tmp_path, tmp_path / "out", AssessConfig())
     assert not (tmp_path / "out").exists()
+
+
+def test_tables_of_several_recordings_pasted_together_keep_each_recordings_boxes(tmp_path):
+    """Each recording's boxes numbered from 1, each listed once per view: the second recording's boxes were dropped
+    as repeats of the first's, silently."""
+    rows = ("Selection\tView\tBegin File\tBegin Time (s)\tEnd Time (s)\tSpecies Code\n"
+            + "".join(f"1\t{view}\t{file}\t0\t3\t{code}\n" for file, code in (("a.wav", "GRYCAM"), ("b.wav", "TETVIR"))
+                      for view in ("Waveform 1", "Spectrogram 1")))
+    (tmp_path / "pasted.txt").write_text(rows, encoding="utf-8")
+    found = read_annotations([tmp_path], LABELS)
+    assert found.boxes.values.tolist() == [["a", 0.0, 3.0, "Gryllus campestris"],
+                                           ["b", 0.0, 3.0, "Tettigonia viridissima"]]
