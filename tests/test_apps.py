@@ -577,3 +577,82 @@ def test_a_dollar_sign_in_a_recording_name_is_drawn_as_written_not_as_mathtext(a
         save_png(figure, tmp_path / "s.png")
         drawn = figure.axes[0].title
         assert drawn.get_text() == title and drawn._preprocess_math(title) == (title, False)  # plain text, as named
+
+
+def test_spectrogram_of_blocks_is_each_frame_of_the_audio_however_the_blocks_cut_it():
+    """Frames at every hop of the whole audio, computed directly, whatever the block sizes (hops shorter and longer
+    than a frame, a frame ending where the last block ends), and never more than max_frames of them."""
+    from pulse.plots import spectrogram, spectrogram_of_blocks
+
+    audio = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    window = np.hanning(64).astype(np.float32)
+    for cfg, hop in ((PlotConfig(n_fft=64, max_frames=1000), 16), (PlotConfig(n_fft=64, max_frames=5), 234)):
+        expected = 10 * np.log10(np.abs(np.fft.rfft(np.stack(
+            [audio[i:i + 64] * window for i in range(0, 1000 - 64 + 1, hop)]), axis=1)).T ** 2 + 1e-12)
+        cuts = np.cumsum([50, 7, 130, 64, 1] * 10)
+        db, hop_s = spectrogram_of_blocks(np.split(audio, cuts[cuts < 1000]), 1000, 1000, cfg)
+        assert hop_s == hop / 1000 and db.shape == expected.shape
+        np.testing.assert_allclose(db, expected, atol=1e-3)
+    db, _ = spectrogram_of_blocks([audio[:70], audio[70:80]], 80, 1000, PlotConfig(n_fft=64))
+    assert db.shape[1] == 2  # frames at 0 and 16, the second ending with the last block
+    assert spectrogram(np.zeros(2094, np.float32), 1000, PlotConfig(n_fft=64, max_frames=100))[0].shape[1] <= 100
+
+
+def test_strip_ticks_fall_on_round_clock_times_and_the_colour_bar_marks_min_conf():
+    from datetime import datetime
+
+    starts = np.arange(0.0, 7200.0, 3.0)  # two hours from 21:37
+    table = scores_frame("night.wav", starts, starts + 3, np.full((len(starts), 2), 0.2), ("A a", "B b"))
+    figure = scores_figure(table, 0.4, start=datetime(2025, 7, 1, 21, 37, 0))
+    axis = figure.axes[0].xaxis
+    ticks = axis.get_major_locator()()
+    assert [axis.get_major_formatter()(t, 0) for t in ticks[:3]] == ["21:45", "22:00", "22:15"]
+    assert [line.get_ydata()[0] for line in figure.axes[1].lines] == [0.4]
+
+
+def test_display_spectrogram_reads_no_further_than_its_view_and_ends_where_a_file_breaks_off(tmp_path, monkeypatch):
+    """A two-hour file was read to its end to draw its first ten minutes; a short file is drawn at its own hop, not at
+    that of a full view; a file cut short is shown as far as it decodes."""
+    from pulse import recording
+    from pulse.plots import spectrogram
+
+    whole = sf.read(GRYLLUS, dtype="float32")[0]
+    short = recording.display_spectrogram(GRYLLUS, PlotConfig())
+    db, hop_s = spectrogram(whole, 44100)
+    assert short.hop_s == hop_s and np.array_equal(short.db, db)
+    pulled, stream = [], recording.stream_audio
+    monkeypatch.setattr(recording, "stream_audio",
+                        lambda *args, **kw: (pulled.append(len(block)) or block for block in stream(*args, **kw)))
+    night = _noise_wav(tmp_path / "night.wav", 30.0, rate=8000)
+    assert recording.display_spectrogram(night, PlotConfig(max_display_s=10.0)).duration_s == 10.0
+    assert sum(pulled) == 80000
+    cut = tmp_path / "cut.flac"
+    sf.write(cut, np.tile(whole[: 3 * 44100], 10), 44100)  # 30 s
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 3 // 4])
+    assert 15 < recording.display_spectrogram(cut, PlotConfig()).duration_s < 30
+
+
+def test_field_progress_of_a_recording_shorter_than_a_window_is_whole(audio_model, tmp_path):
+    heard = []
+    view = field.analyze_upload(str(_noise_wav(tmp_path / "chirp.wav", 0.5)), str(audio_model), 0.25, tmp_path,
+                                on_progress=heard.append)
+    assert "Could not" not in view.status and heard == [1.0]  # its one window, padded, is 1 s of the 0.5 s
+
+
+def test_lab_json_shows_a_utf8_slide_name_as_written():
+    """The page's JSON is text people read: 'Präparat 3.svs', not 'Pr\\u00e4parat 3.svs'."""
+    record = {"slide": "/uploads/x/Präparat 3.svs", "source": {"path": "/uploads/x/Präparat 3.svs", "size": 1}}
+    shown = lab.LabView("ok", record=record).outputs()[-1]
+    assert '"slide": "Präparat 3.svs"' in shown and json.loads(shown)["source"]["path"] == "Präparat 3.svs"
+
+
+def test_field_says_nothing_of_a_view_that_leaves_out_less_than_a_second(audio_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(field, "WIDE", dataclasses.replace(field.WIDE, max_display_s=7.0))  # of 7.34 s
+    assert "The spectrogram shows" not in field.analyze_upload(str(GRYLLUS), str(audio_model), 0.25, tmp_path).status
+
+
+def test_field_table_of_exactly_table_rows_detections_is_whole(audio_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(field, "TABLE_ROWS", 9)
+    night = _noise_wav(tmp_path / "night.wav", 12.0)
+    view = field.analyze_upload(str(night), str(audio_model), 0.0, tmp_path, merge=100)  # a row per species: 9
+    assert len(view.detections) == 9 and "The table shows" not in view.status
