@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pulse.assess import assess, read_annotations, read_scores, run_assessment, species_metrics, window_labels
+from pulse.assess import (assess, pr_figure, read_annotations, read_scores, recording_key, run_assessment,
+                          species_metrics, window_labels)
 from pulse.cli import app
 from pulse.config import AssessConfig
 from pulse.schema import LabelSet
@@ -95,6 +96,8 @@ def test_only_annotated_recordings_are_assessed_and_one_not_analysed_is_listed(t
     assert tettigonia["positive_windows"] == 0 and np.isnan(tettigonia["average_precision"])
     assert tettigonia["fp"] == 20  # scored 0.5 everywhere: every window a false alarm
     assert macro["species"].startswith("macro (1 species") and macro["average_precision"] == 1
+    figure = pr_figure(scores.loc[truth.index], truth, metrics, 0.25)
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["GRYCAM AP 1.00"]  # no empty curve
 
 
 def test_assess_cli_on_the_example_recordings(tmp_path):
@@ -125,6 +128,8 @@ def test_assess_cli_on_the_example_recordings(tmp_path):
 def test_read_scores_takes_the_species_names_from_the_runs_config(tmp_path):
     _scores({"a.wav": []}).to_csv(tmp_path / "scores.csv", index=False)
     assert read_scores(tmp_path)[1].codes == ("GRYCAM", "TETVIR")  # derived from the labels without a config.json
+    assert read_scores(tmp_path / "scores.csv")[1].codes == ("GRYCAM", "TETVIR")  # the file itself, as --results
+    assert recording_key("C:\\Data\\Card 2\\Site1.WAV") == recording_key("site1.wav") == "site1"  # Raven on Windows
     (tmp_path / "scores.csv").write_text("file,start\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not a `pulse analyze` scores.csv"):
         read_scores(tmp_path)

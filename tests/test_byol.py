@@ -313,6 +313,9 @@ def test_a_pseudo_field_goes_on_past_a_soundscape_or_song_cut_short(tmp_path, ca
     with pytest.raises(ValueError, match="none of the soundscapes"):
         make_pseudo_field([song], [tmp_path / "header_only.flac"], tmp_path / "none", 1, 12.0, 22050, 20.0,
                           (0.0, 10.0), 0)
+    with pytest.raises(ValueError, match="none of the songs"):  # not recordings of soundscape alone
+        make_pseudo_field([tmp_path / "song_cut.flac"], [night], tmp_path / "no_song", 1, 12.0, 22050, 200.0,
+                          (0.0, 10.0), 0)
 
 
 def test_a_pseudo_field_draws_from_a_soundscape_damaged_near_its_end_up_to_the_damage(tmp_path, caplog):
