@@ -19,6 +19,7 @@ know, a recording annotated but not analysed), and the rest is assessed.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +33,17 @@ from export.jsonconfig import read_json
 from export.tables import read_spreadsheet_csv, spreadsheet_number
 from pulse.config import AssessConfig
 from pulse.schema import SCORE_INDEX, LabelSet
+from pulse.writers.raven import RavenWriter
+from pulse.writers.raven_combined import CombinedRavenWriter
 
 TIME_COLUMNS = ("Begin Time (s)", "End Time (s)")
 # Where the species is, first found first: Raven users' own names, then BirdNET-Analyzer's output columns.
 SPECIES_COLUMNS = ("Species", "Annotation", "Label", "Class", "Species Code", "Scientific Name", "Common Name")
 RECORDING_COLUMNS = ("Begin Path", "Begin File")  # Raven's measurements naming each box's recording
-TABLE_SUFFIX = re.compile(r"(\.table\.\d+)?(\.birdnet)?(\.selections?)?(\.table)?\.(txt|csv)$", re.IGNORECASE)
+TABLE_SUFFIX = re.compile(r"(\.table\.\d+)?(\.birdnet|\.pulse)?(\.selections?)?(\.table)?\.(txt|csv)$", re.IGNORECASE)
 RESULT_NAMES = ("assessment.csv", "precision_recall.png", "problems.txt")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +62,7 @@ def recording_key(name: str) -> str:
 
 def table_key(path: Path) -> str:
     """The recording a table is of, from the table's name (Raven's `X.Table.1.selections.txt`, BirdNET's
-    `X.BirdNET.selection.table.txt`)."""
+    `X.BirdNET.selection.table.txt`, pulse's `X.pulse.selection.table.txt`)."""
     return TABLE_SUFFIX.sub("", path.name).casefold()
 
 
@@ -246,7 +251,11 @@ def run_assessment(annotations: list[Path], results: Path, out: Path,
     from pulse.plots import save_png
 
     scores, labels = read_scores(results)
-    annotated = read_annotations(annotations, labels)
+    tables = table_files(annotations)
+    if own := [p for p in tables if p.name.endswith((RavenWriter.suffix, CombinedRavenWriter.suffix))]:
+        log.warning("%d of the tables are named as `pulse analyze` writes them (e.g. %s): unless corrected by hand, "
+                    "they score the run against its own detections", len(own), own[0])
+    annotated = read_annotations(tables, labels)
     metrics, truth, problems = assess(scores, labels, annotated, cfg)
     if not len(truth):
         raise ValueError(f"no annotated recording is in {results}'s scores ({len(problems)} problem(s)"

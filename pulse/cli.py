@@ -193,8 +193,11 @@ def assess(
 
     Exit status: 0 assessed; 1 assessed, but some tables, boxes or recordings were left out (problems.txt); 2 nothing
     to assess or bad option."""
+    import logging
+
     from pulse.assess import run_assessment
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = replace(_ASSESS, min_conf=min_conf, min_overlap_s=min_overlap)
     try:
         metrics, problems = run_assessment(annotations, results, out, cfg)

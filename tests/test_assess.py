@@ -215,3 +215,15 @@ def test_tables_of_several_recordings_pasted_together_keep_each_recordings_boxes
     found = read_annotations([tmp_path], LABELS)
     assert found.boxes.values.tolist() == [["a", 0.0, 3.0, "Gryllus campestris"],
                                            ["b", 0.0, 3.0, "Tettigonia viridissima"]]
+
+
+def test_tables_named_as_pulse_analyze_writes_them_are_said_to_score_the_run_against_itself(tmp_path, caplog):
+    """The run's own Raven tables given as annotations (its --out folder, by mistake) gave 1.0 everywhere without a
+    word; corrected by hand they are annotations like any other, so they are assessed, with one line."""
+    _scores({"a.wav": [(0.0, 3.0)]}).to_csv(tmp_path / "scores.csv", index=False)
+    own = _table(tmp_path / "a.pulse.selection.table.txt", [(0, 3, "GRYCAM")], "Species Code")
+    plain = _table(tmp_path / "a.Table.1.selections.txt", [(0, 3, "GRYCAM")], "Species Code")
+    run_assessment([plain], tmp_path, tmp_path / "out", AssessConfig())
+    assert "pulse analyze" not in caplog.text
+    run_assessment([own], tmp_path, tmp_path / "out", AssessConfig())
+    assert f"1 of the tables are named as `pulse analyze` writes them (e.g. {own})" in caplog.text
