@@ -11,7 +11,10 @@ assessed: one with a table but no box of a species is a negative for it, one wit
 nobody said what is in it.
 
 A table is matched to its recording by name (`site1.Table.1.selections.txt`, `site1.BirdNET.selection.table.txt`,
-`site1.txt` -> `site1.wav`), or row by row through a Begin File / Begin Path column where there is one. Annotation
+`site1.txt` -> `site1.wav`), or row by row through a Begin File / Begin Path column where there is one. Where
+recordings share a name (AudioMoth names every file by its start time, on every card), the folders tell them apart:
+those of a Begin Path, or a table's below the folder given (`annotations/site1/X.Table.1.selections.txt` ->
+`cards/site1/X.WAV`), the recording whose path ends with most of them being the one. Annotation
 values are matched to the model's species by scientific name, common name or code, case and '_' for ' ' aside.
 What cannot be used is one line naming the file (a table without the needed columns, a species the model does not
 know, a recording annotated but not analysed), and the rest is assessed.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +52,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Annotations:
-    """Boxes of known species (recording, begin_s, end_s, label), the recordings annotated, and what was left out."""
+    """Boxes of known species (recording, begin_s, end_s, label), the recordings annotated, and what was left out; a
+    recording is named by its `path_key`, as far as the table says its folders."""
 
     boxes: pd.DataFrame
     recordings: set[str]
@@ -58,6 +63,14 @@ class Annotations:
 def recording_key(name: str) -> str:
     """A recording as tables and scores.csv both name it: its file name without folders or audio suffix."""
     return Path(name.replace("\\", "/")).stem.casefold()
+
+
+def path_key(name: str) -> str:
+    """A recording's path as far as it is known, to tell apart recordings of one name in different folders: its
+    components '/'-joined and casefolded, the file's without its suffix (`E:\\Cards\\Site1\\X.WAV` ->
+    `e:/cards/site1/x`)."""
+    *folders, file = [part for part in name.replace("\\", "/").split("/") if part] or [""]
+    return "/".join([*folders, recording_key(file)]).casefold()
 
 
 def table_key(path: Path) -> str:
@@ -79,20 +92,29 @@ def _normal(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
-def table_files(paths: list[Path]) -> list[Path]:
-    """The tables given, and the .txt files below the folders given (Raven saves selection tables as .txt)."""
+def table_files(paths: list[Path]) -> list[tuple[Path, str]]:
+    """The tables given, and the .txt files below the folders given (Raven saves selection tables as .txt), each with
+    the recording it is of: its folders below the folder given and its `table_key`."""
     found = []
     for path in paths:
-        found += sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
+        if path.is_dir():
+            found += [(p, "/".join([*p.relative_to(path).parent.parts, table_key(p)]).casefold())
+                      for p in sorted(path.rglob("*.txt")) if p.is_file()]
+        else:
+            found.append((path, table_key(path)))
     return found
 
 
 def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
-    """Boxes of the model's species from Raven selection tables; a table or row that cannot be used is a problem
-    line, and the rest is read."""
+    """Boxes of the model's species from Raven selection tables (those given, and those below the folders given); a
+    table or row that cannot be used is a problem line, and the rest is read."""
     names = species_names(labels)
     boxes, recordings, problems, unknown = [], set(), [], {}
-    for path in table_files(paths):
+    tables = table_files(paths)
+    if own := [p for p, _ in tables if p.name.endswith((RavenWriter.suffix, CombinedRavenWriter.suffix))]:
+        log.warning("%d of the tables are named as `pulse analyze` writes them (e.g. %s): unless corrected by hand, "
+                    "they score the run against its own detections", len(own), own[0])
+    for path, table_recording in tables:
         try:
             table = read_spreadsheet_csv(path, (*TIME_COLUMNS, "Species"))
         except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -109,7 +131,7 @@ def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
             # several recordings put together may number each one's boxes from 1
             table = table.drop_duplicates(["Selection", *([recording_column] if recording_column else [])])
         if recording_column is None or table.empty:  # else its rows say which recordings it annotates
-            recordings.add(table_key(path))
+            recordings.add(table_recording)
         for line, row in zip(table.index + 2, table.to_dict("records")):
             try:
                 begin, end = spreadsheet_number(row[TIME_COLUMNS[0]]), spreadsheet_number(row[TIME_COLUMNS[1]])
@@ -119,8 +141,8 @@ def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
             if not end > begin:
                 problems.append(f"{path}, line {line}: ends at {end:g} s, not after it begins ({begin:g} s)")
                 continue
-            recording = recording_key(row[recording_column]) if recording_column and row[recording_column] \
-                else table_key(path)
+            recording = path_key(row[recording_column]) if recording_column and row[recording_column] \
+                else table_recording
             recordings.add(recording)
             label = names.get(_normal(row[species_column]))
             if label is None:
@@ -188,24 +210,41 @@ def read_scores(results: Path) -> tuple[pd.DataFrame, LabelSet]:
     return scores, labels
 
 
+def match_recordings(annotated: set[str], files: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Each annotated recording's analysed file: of the files of its name, the one whose path ends with most of the
+    folders the annotation gives; where none or several are that one, a problem line, and it is left out."""
+    named = {}
+    for file in files:
+        parts = path_key(file).split("/")
+        named.setdefault(parts[-1], []).append((parts, file))
+    matched, problems = {}, []
+    for key in sorted(annotated):
+        parts = key.split("/")
+        candidates = named.get(parts[-1], [])
+        shared = [sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(parts[::-1], them[::-1])))
+                  for them, _ in candidates]
+        best = [file for n, (_, file) in zip(shared, candidates) if n == max(shared, default=0)]
+        if not best:
+            problems.append(f"{key}: annotated but not in the run's scores.csv (not analysed?); left out")
+        elif len(best) > 1:
+            problems.append(f"{key}: annotated, and {len(best)} analysed recordings share that name "
+                            f"({', '.join(best)}); left out")
+        else:
+            matched[key] = best[0]
+    return matched, problems
+
+
 def assess(scores: pd.DataFrame, labels: LabelSet, annotations: Annotations,
            cfg: AssessConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Per-species metrics (and a macro row) over the windows of the annotated recordings, the window labels they
     were computed from, and the problems found on the way."""
-    problems = list(annotations.problems)
-    keys = scores["file"].map(recording_key)
-    files_of = scores.groupby(keys)["file"].unique()
-    shared = {key for key, files in files_of.items() if len(files) > 1}
-    for key in sorted(annotations.recordings & shared):
-        problems.append(f"{key}: annotated, and {len(files_of[key])} analysed recordings share that name "
-                        f"({', '.join(files_of[key])}); left out")
-    for key in sorted(annotations.recordings - set(files_of.index)):
-        problems.append(f"{key}: annotated but not in the run's scores.csv (not analysed?); left out")
-    assessed = scores[keys.isin(annotations.recordings - shared)]
+    matched, unmatched = match_recordings(annotations.recordings, list(scores["file"].unique()))
+    problems = annotations.problems + unmatched
+    assessed = scores[scores["file"].isin(set(matched.values()))]
     truth = np.zeros((len(assessed), len(labels.labels)), bool)
-    boxes = annotations.boxes[annotations.boxes["recording"].isin(set(keys[assessed.index]))]
-    for key, rows in assessed.groupby(keys[assessed.index]).indices.items():
-        here = boxes[boxes["recording"] == key]
+    boxes = annotations.boxes.assign(file=annotations.boxes["recording"].map(matched)).dropna(subset=["file"])
+    for file, rows in assessed.groupby("file").indices.items():
+        here = boxes[boxes["file"] == file]
         hits = window_labels(assessed["start_s"].to_numpy(float)[rows], assessed["end_s"].to_numpy(float)[rows],
                              here, cfg.min_overlap_s)
         for j, label in enumerate(labels.labels):
@@ -251,11 +290,7 @@ def run_assessment(annotations: list[Path], results: Path, out: Path,
     from pulse.plots import save_png
 
     scores, labels = read_scores(results)
-    tables = table_files(annotations)
-    if own := [p for p in tables if p.name.endswith((RavenWriter.suffix, CombinedRavenWriter.suffix))]:
-        log.warning("%d of the tables are named as `pulse analyze` writes them (e.g. %s): unless corrected by hand, "
-                    "they score the run against its own detections", len(own), own[0])
-    annotated = read_annotations(tables, labels)
+    annotated = read_annotations(annotations, labels)
     metrics, truth, problems = assess(scores, labels, annotated, cfg)
     if not len(truth):
         raise ValueError(f"no annotated recording is in {results}'s scores ({len(problems)} problem(s)"

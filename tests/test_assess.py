@@ -227,3 +227,54 @@ def test_tables_named_as_pulse_analyze_writes_them_are_said_to_score_the_run_aga
     assert "pulse analyze" not in caplog.text
     run_assessment([own], tmp_path, tmp_path / "out", AssessConfig())
     assert f"1 of the tables are named as `pulse analyze` writes them (e.g. {own})" in caplog.text
+
+
+def test_recordings_of_one_name_on_two_cards_go_with_their_tables_by_folder_or_begin_path(tmp_path):
+    """AudioMoth names every file by its start time, so two sites' cards hold the same names: all such recordings
+    were left out as sharing a name, even where the tables' folders or a Begin Path said which is which."""
+    cards = tmp_path / "cards"
+    for site, example in (("site1", "Gryllus_campestris_dat003-004"), ("site2", "background_bird_chorus_0-10s")):
+        (cards / site).mkdir(parents=True)
+        (cards / site / "20250701_213000.flac").write_bytes((EXAMPLES / f"{example}.flac").read_bytes())
+    runner = CliRunner()
+    run = runner.invoke(app, ["analyze", str(cards), "--out", str(tmp_path / "run"), "--format", "scores"])
+    assert run.exit_code == 0, run.output
+    by_folder = tmp_path / "annotations"
+    (by_folder / "site1").mkdir(parents=True)
+    (by_folder / "site2").mkdir()
+    _table(by_folder / "site1" / "20250701_213000.Table.1.selections.txt", [(0, 7.3, "GRYCAM")], "Species Code")
+    _table(by_folder / "site2" / "20250701_213000.Table.1.selections.txt", [])
+    by_path = tmp_path / "combined.txt"  # Raven on the field laptop: the cards under another drive and folder
+    by_path.write_text("Selection\tBegin Path\tBegin Time (s)\tEnd Time (s)\tSpecies Code\n"
+                       "1\tE:\\Cards\\Site1\\20250701_213000.WAV\t0\t7.3\tGRYCAM\n"
+                       "1\tE:\\Cards\\Site2\\20250701_213000.WAV\t0\t0.5\tTETVIR\n", encoding="utf-8")
+    for annotations, tetvir_windows in ((by_folder, 0), (by_path, 1)):
+        out = tmp_path / f"assessed_{annotations.stem}"
+        result = runner.invoke(app, ["assess", str(annotations), "--results", str(tmp_path / "run"), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        metrics = pd.read_csv(out / "assessment.csv").set_index("code")
+        gryllus = metrics.loc["GRYCAM"]
+        assert (gryllus["windows"], gryllus["positive_windows"]) == (7, 3)  # the cricket's 3 windows, the birds' 4
+        assert gryllus["average_precision"] == pytest.approx(1.0)  # its box on the cricket, not on the birds
+        assert metrics.loc["TETVIR", "positive_windows"] == tetvir_windows  # the first window of site2's birds
+
+
+def test_a_name_two_folders_share_stays_a_line_where_the_annotation_does_not_say_which(tmp_path):
+    """A table given by itself or in a folder of its own, or a Begin Path naming a third folder, says nothing of the
+    card; a name only one recording has goes with it whatever the table's folders."""
+    (tmp_path / "site1").mkdir()
+    (tmp_path / "tables" / "batch7").mkdir(parents=True)
+    alone = _table(tmp_path / "site1" / "x.Table.1.selections.txt", [(0, 3, "GRYCAM")], "Species Code")
+    _table(tmp_path / "tables" / "batch7" / "y.Table.1.selections.txt", [(0, 3, "GRYCAM")], "Species Code")
+    (tmp_path / "site3.txt").write_text("Selection\tBegin Path\tBegin Time (s)\tEnd Time (s)\tSpecies Code\n"
+                                        "1\tD:\\site3\\x.WAV\t0\t3\tGRYCAM\n", encoding="utf-8")
+    scores = _scores({"card/site1/x.wav": [(0.0, 3.0)], "card/site2/x.wav": [], "card/site2/y.wav": [(0.0, 3.0)]})
+    for annotations, key in (([alone], "x"), ([tmp_path / "site1"], "x"), ([tmp_path / "site3.txt"], "d:/site3/x")):
+        metrics, truth, problems = assess(scores, LABELS, read_annotations(annotations, LABELS), AssessConfig())
+        assert problems == [f"{key}: annotated, and 2 analysed recordings share that name (card/site1/x.wav, "
+                            "card/site2/x.wav); left out"]
+        assert truth.empty
+    batch = read_annotations([tmp_path / "tables"], LABELS)
+    assert batch.recordings == {"batch7/y"}  # no recording in a folder batch7: the one named y
+    metrics, truth, problems = assess(scores, LABELS, batch, AssessConfig())
+    assert problems == [] and set(truth["file"]) == {"card/site2/y.wav"} and metrics.loc[0, "average_precision"] == 1
