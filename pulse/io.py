@@ -165,7 +165,7 @@ def _examined(path: str, size: int, version: tuple[int, ...]) -> AudioInfo:
                 raise
             info, extra, subtype = _header(path, pads)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioReadError(path, f"not readable as audio ({_libsndfile_reason(exc)})") from exc
+        raise AudioReadError(path, f"not readable as audio ({libsndfile_reason(exc)})") from exc
     # a time-expansion bat detector's WAV plays TE times slower than recorded: read at the rate it was recorded at,
     # its songs at their pitch and its times real
     expanded = ""  # a player shows the header's rate: an expanded one out of range says where it came from
@@ -283,7 +283,7 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: in
         if resampler is not None and len(tail := resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
             yield tail
     except (sf.LibsndfileError, RuntimeError) as exc:
-        reason = f"corrupt or truncated after {done / info.sample_rate:.2f} s ({_libsndfile_reason(exc)})"
+        reason = f"corrupt or truncated after {done / info.sample_rate:.2f} s ({libsndfile_reason(exc)})"
         if done:
             raise PartlyDecoded(path, reason, done / info.sample_rate) from exc
         raise AudioReadError(path, reason) from exc
@@ -412,7 +412,7 @@ def _decodable_frames(path: str) -> tuple[int, str]:
             block, stopped = _read_until_stopped(f, COUNT_BLOCK)
             frames += len(block)
             if stopped is not None:  # the reason only (kept in a cached AudioInfo, an exception would hold buffers)
-                return frames, _libsndfile_reason(stopped)
+                return frames, libsndfile_reason(stopped)
             if len(block) < COUNT_BLOCK:
                 return frames, ""
 
@@ -533,7 +533,7 @@ def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: 
             if not os.path.isfile(path):
                 raise AudioReadError(path, unread_reason(path)) from exc
             raise AudioReadError(path, f"corrupt or truncated in {first / native:.2f}-{(first + count) / native:.2f} s "
-                                       f"({_libsndfile_reason(exc)})") from exc
+                                       f"({libsndfile_reason(exc)})") from exc
     mono = data.mean(axis=1)
     if native != sample_rate and len(mono):
         mono = soxr.resample(mono, native, sample_rate).astype(np.float32)
@@ -543,7 +543,8 @@ def read_span(path: str | Path, start_s: float, duration_s: float, sample_rate: 
     return out
 
 
-def _libsndfile_reason(exc: Exception) -> str:
+def libsndfile_reason(exc: Exception) -> str:
+    """What libsndfile says of a failed open or read, without its "Error : " prefix and full stop."""
     text = str(exc).strip().rstrip(".")
     text = text.split(": ", 1)[-1] if text.startswith("Error") else text
     # libsndfile says this of an existing file its MP3 decoder found no stream in (callers checked is_file).

@@ -42,7 +42,7 @@ from export.tables import read_spreadsheet_csv, spreadsheet_number
 from pulse.analyze import read_otherwise
 from pulse.config import MAX_CLIP_S, InferConfig, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
-from pulse.io import AudioInfo, AudioReadError, audio_info, open_audio, read_frames
+from pulse.io import AudioInfo, AudioReadError, audio_info, libsndfile_reason, open_audio, read_frames
 from pulse.journal import Journal
 from pulse.model_names import model_band
 from pulse.windows import MIN_TAIL_S
@@ -303,8 +303,11 @@ class _ClipCutter:
         try:
             first, last = clip_span(info, d, self.seq_length)
             audio = self.recordings.read(first, last)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:  # this clip's part of the recording
+        except ValueError as exc:
             self._clip_failed(path, d, "clip", exc, str(exc))
+            return
+        except (sf.LibsndfileError, RuntimeError) as exc:  # this clip's part of the recording, as analyze says it
+            self._clip_failed(path, d, "clip", exc, f"damaged or cut short here ({libsndfile_reason(exc)}): no clip")
             return
         try:
             self._save_clip(audio, info.sample_rate, subtype, target)

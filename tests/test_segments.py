@@ -575,3 +575,18 @@ def test_a_run_stopped_by_a_full_out_keeps_the_errors_said_so_far(run, monkeypat
         extract_segments(run / "out", run / "clips")
     (row,) = pd.read_csv(run / "clips" / "errors.csv").itertuples()
     assert row.path == str(run / "gone.wav") and row.stage == "open"
+
+
+def test_a_clip_over_the_damage_in_a_flac_is_one_row_in_the_words_analyze_uses(tmp_path, model):
+    """A FLAC with rotten bytes mid-file: analyze scores around the damage; the clip over it said libsndfile's raw
+    'Error : flac decoder lost sync.'."""
+    sf.write(tmp_path / "rot.flac", np.tile(song(3.0, RATE), 10), RATE)  # 30 s of song
+    data = bytearray((tmp_path / "rot.flac").read_bytes())
+    data[len(data) // 3:len(data) // 3 + 20000] = bytes(20000)
+    (tmp_path / "rot.flac").write_bytes(bytes(data))
+    analyze([tmp_path / "rot.flac"], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(max_segments=100))
+    assert summary.clips_failed >= 1 and summary.clips_written >= 8
+    rows = pd.read_csv(tmp_path / "clips" / "errors.csv")
+    assert set(rows.stage) == {"clip"} and not rows.message.str.contains("Error :").any()
+    assert rows.message.str.fullmatch(r"[\d.]+-[\d.]+ s: damaged or cut short here \(.+\): no clip").all()
