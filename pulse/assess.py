@@ -34,7 +34,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from export.atomic import atomic_path, write_text
 from export.jsonconfig import read_json
-from export.tables import read_spreadsheet_csv, spreadsheet_number
+from export.tables import nfc, read_spreadsheet_csv, spreadsheet_number
+from export.tables import path_key as listed_path
 from pulse.config import AssessConfig
 from pulse.schema import SCORE_INDEX, LabelSet
 from pulse.writers.raven import RavenWriter
@@ -61,22 +62,23 @@ class Annotations:
 
 
 def recording_key(name: str) -> str:
-    """A recording as tables and scores.csv both name it: its file name without folders or audio suffix."""
-    return Path(name.replace("\\", "/")).stem.casefold()
+    """A recording as tables and scores.csv both name it: its file name without folders or audio suffix (under NFC,
+    as `listed_file` compares names: a Mac writes a table's names decomposed)."""
+    return Path(listed_path(name)).stem.casefold()
 
 
 def path_key(name: str) -> str:
     """A recording's path as far as it is known, to tell apart recordings of one name in different folders: its
     components '/'-joined and casefolded, the file's without its suffix (`E:\\Cards\\Site1\\X.WAV` ->
     `e:/cards/site1/x`)."""
-    *folders, file = [part for part in name.replace("\\", "/").split("/") if part] or [""]
+    *folders, file = [part for part in listed_path(name).split("/") if part] or [""]
     return "/".join([*folders, recording_key(file)]).casefold()
 
 
 def table_key(path: Path) -> str:
     """The recording a table is of, from the table's name (Raven's `X.Table.1.selections.txt`, BirdNET's
     `X.BirdNET.selection.table.txt`, pulse's `X.pulse.selection.table.txt`)."""
-    return TABLE_SUFFIX.sub("", path.name).casefold()
+    return nfc(TABLE_SUFFIX.sub("", path.name)).casefold()
 
 
 def species_names(labels: LabelSet) -> dict[str, str]:
@@ -98,7 +100,7 @@ def table_files(paths: list[Path]) -> list[tuple[Path, str]]:
     found = []
     for path in paths:
         if path.is_dir():
-            found += [(p, "/".join([*p.relative_to(path).parent.parts, table_key(p)]).casefold())
+            found += [(p, nfc("/".join([*p.relative_to(path).parent.parts, table_key(p)])).casefold())
                       for p in sorted(path.rglob("*.txt")) if p.is_file()]
         else:
             found.append((path, table_key(path)))

@@ -278,3 +278,17 @@ def test_a_name_two_folders_share_stays_a_line_where_the_annotation_does_not_say
     assert batch.recordings == {"batch7/y"}  # no recording in a folder batch7: the one named y
     metrics, truth, problems = assess(scores, LABELS, batch, AssessConfig())
     assert problems == [] and set(truth["file"]) == {"card/site2/y.wav"} and metrics.loc[0, "average_precision"] == 1
+
+
+def test_a_table_written_on_a_mac_names_its_recordings_decomposed_and_still_finds_them(tmp_path):
+    """A Mac writes 'ü' as 'u' and a combining mark (NFD); the run's scores.csv names the file composed (NFC)."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "Grünland/nacht.wav")
+    (tmp_path / "mac.txt").write_text("Selection\tBegin Path\tBegin Time (s)\tEnd Time (s)\tSpecies Code\n"
+                                      f"1\t{decomposed}\t0\t3\tGRYCAM\n", encoding="utf-8")
+    found = read_annotations([tmp_path / "mac.txt"], LABELS)
+    scores = _scores({"karte/Grünland/nacht.wav": [(0.0, 3.0)], "karte/Wald/nacht.wav": []})
+    metrics, truth, problems = assess(scores, LABELS, found, AssessConfig())
+    assert problems == [] and set(truth["file"]) == {"karte/Grünland/nacht.wav"}
+    assert metrics.loc[0, "positive_windows"] == 1
