@@ -154,13 +154,8 @@ def note_mixed(said: set, path: Path, channels: int, channel: int | None) -> Non
                     "(from 0), into its own --out (said once per run)", path, channels)
 
 
-def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
-    """Analyse every recording under `inputs`; write outputs, errors.csv, summary.json, config.json."""
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    writers = tuple(WRITERS.create(name) for name in cfg.formats)
-    if not writers:
-        raise ValueError(f"--format needs at least one of {', '.join(WRITERS.list())}")
+def check_settings(cfg: InferConfig) -> None:
+    """A bad --batch-size, --workers, --channel, --min-conf or --merge-consecutive is one error before any work."""
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size is at least 1, got {cfg.batch_size}")
     if cfg.workers < 0:
@@ -170,6 +165,16 @@ def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = In
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
     if cfg.merge_consecutive < 0:
         raise ValueError(f"--merge-consecutive is 0 or more (0 and 1: a row per window), got {cfg.merge_consecutive}")
+
+
+def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
+    """Analyse every recording under `inputs`; write outputs, errors.csv, summary.json, config.json."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    writers = tuple(WRITERS.create(name) for name in cfg.formats)
+    if not writers:
+        raise ValueError(f"--format needs at least one of {', '.join(WRITERS.list())}")
+    check_settings(cfg)
     if blocker := file_in_the_way(out_dir):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     model_path, _ = resolve_model(cfg.model)
@@ -239,9 +244,14 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
 
 def _finish_file(f: InFlight, run: Run) -> None:
     """A file whose last window is scored: its scores become its outputs."""
+    _write_outputs(f, scored_part(f, run), run)
+
+
+def scored_part(f: InFlight, run: Run) -> dict:
+    """A file whose last window is scored: its window times and scores, as the journal keeps them."""
     starts_s, ends_s = window_times(f.starts, run.spec, f.duration_s)
-    _write_outputs(f, {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
-                       "sample_rate": np.int64(f.info.sample_rate)}, run)
+    return {"starts_s": starts_s, "ends_s": ends_s, "scores": np.concatenate(f.scores).astype(np.float32),
+            "sample_rate": np.int64(f.info.sample_rate)}
 
 
 def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary) -> list[InFlight]:
@@ -280,7 +290,7 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
 
 def _write_outputs(f: InFlight, part: dict, run: Run) -> None:
     """Write the per-file outputs, then journal the scores: only then is the file done."""
-    tables = _tables(str(f.path), part, run)
+    tables = file_tables(str(f.path), part, run)
     for writer in run.writers:
         if writer.per_file:
             writer.write(tables[writer.table], output_path(writer, run.out_dir, f.relative))
@@ -288,7 +298,7 @@ def _write_outputs(f: InFlight, part: dict, run: Run) -> None:
     f.run_tables = _run_share(tables, run, str(f.path), f.info.duration_s)
 
 
-def _tables(file: str, part: dict, run: Run) -> dict[str, pd.DataFrame | Columns]:
+def file_tables(file: str, part: dict, run: Run) -> dict[str, pd.DataFrame | Columns]:
     """The tables this run's writers read, of one file; boxes never reach above its Nyquist frequency."""
     tables = {}
     if "scores" in run.tables:
@@ -343,7 +353,7 @@ def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
             if (part := run.journal.load(f.path)) is None or (length_s := _length_s(f, run)) is None:
                 missing.append(f.path)
                 continue
-            f.run_tables = _run_share(_tables(str(f.path), part, run), run, str(f.path), length_s)
+            f.run_tables = _run_share(file_tables(str(f.path), part, run), run, str(f.path), length_s)
         for name, table in (f.run_tables or {}).items():  # none for a file that failed
             tables[name].append(table)
     if missing:  # only when another run into the same --out, with other settings, overlapped this one
@@ -356,7 +366,7 @@ def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:
         write_json(staging.enter_context(atomic_path(run.out_dir / "config.json")), config)
         for writer in run_writers:
             staged = staging.enter_context(atomic_path(output_path(writer, run.out_dir)))
-            writer.write(_join(writer.table, tables[writer.table], run.labels), staged)
+            writer.write(run_table(writer.table, tables[writer.table], run.labels), staged)
 
 
 def _has_rows(table: pd.DataFrame | Columns) -> bool:
@@ -365,12 +375,12 @@ def _has_rows(table: pd.DataFrame | Columns) -> bool:
     return (len(table["file"]) if isinstance(table, dict) else len(table)) > 0  # Columns, or a scores DataFrame
 
 
-def _join(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
+def run_table(table: str, parts: list, labels: LabelSet) -> pd.DataFrame | Columns:
     """One run-wide table from the files' parts (detections as `Columns`, scores as tables)."""
     if table == "sequence":  # (file, length, detections or None) of each file in order
         offsets = np.cumsum([0.0] + [length for _, length, _ in parts[:-1]])
         shares = [(at, rows) for at, (_, _, rows) in zip(offsets, parts) if rows is not None]
-        joined = _join("detections", [rows for _, rows in shares], labels)
+        joined = run_table("detections", [rows for _, rows in shares], labels)
         return {**joined, "offset_s": np.concatenate([np.full(len(rows["file"]), at) for at, rows in shares] or [[]]),
                 "recordings": np.array([file for file, _, _ in parts], dtype=object)}
     if table == "detections":

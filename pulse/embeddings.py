@@ -174,25 +174,17 @@ def _embed_each(todo: list[tuple], predictor, spec, cfg: InferConfig, readable: 
     import h5py
 
     notes_said = set()  # the notes said once per run
-    band = model_band(predictor.metadata)
     with progress(todo, unit="file") as bar:
         for path, target, info, key, why in bar:
-            try:
-                note_rate(notes_said, path, info.sample_rate, spec.sample_rate, band, cfg.model)
-                note_mixed(notes_said, path, info.channels, cfg.channel)
-                starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
-            except (AudioReadError, OSError, ValueError, RuntimeError) as exc:
-                _failed(path, exc, summary, errors)
+            if (embedded := window_embeddings(path, predictor, spec, cfg, notes_said, summary, errors, info)) is None:
                 continue
-            if warning := warning or info.warning:
-                errors.append((str(path), "read", "PartlyReadable", warning))
-                log.warning("%s: %s", path, warning)
+            starts_s, ends_s, embedding, warning = embedded
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
                     f.create_dataset("starts_s", data=starts_s.astype(np.float64))
                     f.create_dataset("ends_s", data=ends_s.astype(np.float64))
-                    f.create_dataset("embedding", data=outputs["embedding"].astype(np.float32))
+                    f.create_dataset("embedding", data=embedding)
                     f.attrs.update({**key, "made_with": json.dumps(readable), "warning": warning})
             except OSError as exc:
                 if fails_for_folder(exc):  # --out is full or read-only: so it would be for every file
@@ -202,3 +194,21 @@ def _embed_each(todo: list[tuple], predictor, spec, cfg: InferConfig, readable: 
             summary.files_done += 1
             if why:
                 summary.redone[why] += 1
+
+
+def window_embeddings(path: Path, predictor, spec, cfg: InferConfig, said: set, summary: Summary, errors: list,
+                      info: AudioInfo | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
+    """A recording's window starts and ends (s), embeddings [windows, dim] and the note said if it breaks off part
+    way (""); None for a bad recording, which is one line and one error. `said`: the notes said once per run."""
+    try:
+        info = info or audio_info(path)
+        note_rate(said, path, info.sample_rate, spec.sample_rate, model_band(predictor.metadata), cfg.model)
+        note_mixed(said, path, info.channels, cfg.channel)
+        starts_s, ends_s, outputs, warning = window_outputs(path, info, predictor, spec, cfg)
+    except (AudioReadError, OSError, ValueError, RuntimeError) as exc:
+        _failed(path, exc, summary, errors)
+        return None
+    if warning := warning or info.warning:
+        errors.append((str(path), "read", "PartlyReadable", warning))
+        log.warning("%s: %s", path, warning)
+    return starts_s, ends_s, outputs["embedding"].astype(np.float32), warning

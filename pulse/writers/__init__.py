@@ -69,11 +69,16 @@ def write_errors(path: Path, errors: Iterable[tuple[str, str, str, str]], order:
     the batch's files where given (whichever thread or pass found an error first), those not in it last."""
     from export.atomic import write_text
 
+    write_text(path, csv_text(ERROR_COLUMNS, in_file_order(errors, order)))
+
+
+def in_file_order(errors: Iterable[tuple[str, str, str, str]], order: Iterable[Path] = ()) -> list:
+    """`errors` in the `order` of the batch's files (whichever thread found an error first), those not in it last."""
     position = {str(file): i for i, file in enumerate(order)}
-    write_text(path, csv_text(ERROR_COLUMNS, sorted(errors, key=lambda error: position.get(error[0], len(position)))))
+    return sorted(errors, key=lambda error: position.get(error[0], len(position)))
 
 
 from pulse.writers import (  # noqa: E402,F401  (they register)
     audacity, detections_csv, kaleidoscope, raven, raven_combined, scores_csv)
 
-__all__ = ["ERROR_COLUMNS", "WRITERS", "Writer", "csv_text", "output_path", "rows", "write_errors"]
+__all__ = ["ERROR_COLUMNS", "WRITERS", "Writer", "csv_text", "in_file_order", "output_path", "rows", "write_errors"]
