@@ -13,6 +13,7 @@ triggered WAV is read with the quiet stretches it left out put back as silence (
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -501,6 +502,37 @@ def _decode_ahead(path: str | Path, info: AudioInfo, block: int, pool: Executor,
         for _, future in queued:
             future.cancel()
     yield from _decode(path, info, block, end, gaps)
+
+
+def readable_parts(path: str | Path, info: AudioInfo, first: int, last: int) -> list[tuple[int, np.ndarray]]:
+    """The parts of frames [first, last) that decode, each as (its first frame, its frames as `frames_reader`
+    gives them), for a span a plain read failed on: as `stream_audio` reads it, the audio before the damage and, in a
+    FLAC, from where decoding resumes, also where the span starts inside the damage (a FLAC cannot seek there)."""
+    gaps: list[tuple[int, int]] = []
+    start = first
+    try:
+        open_audio(path, first, info).close()
+    except (sf.LibsndfileError, RuntimeError):
+        if info.format != "FLAC" or (start := _decodes_again(path, first, info.frames)) is None or start >= last:
+            return []
+        gaps.append((first, start))
+    blocks, count = [], 0
+    decoded = _decode(path, info, last - start, start, gaps)
+    try:
+        with contextlib.closing(decoded):
+            for data in decoded:
+                blocks.append(data)
+                if (count := count + len(data)) >= last - start:
+                    break
+    except (sf.LibsndfileError, RuntimeError):  # nothing decodes after it: the audio before
+        pass
+    audio = np.concatenate(blocks)[:last - start] if blocks else np.zeros((0, info.channels), np.float32)
+    end, parts, at = start + len(audio), [], start
+    for gap_first, gap_end in [*gaps, (end, end)]:
+        if min(gap_first, end) > at:
+            parts.append((at, audio[at - start:min(gap_first, end) - start]))
+        at = max(at, gap_end)
+    return parts
 
 
 def read_audio(path: str | Path, sample_rate: int, channel: int | None = None, block_s: float = 60.0) -> np.ndarray:

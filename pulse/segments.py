@@ -13,9 +13,10 @@ it (`.png`, the detection boxed), to check by eye as well as by ear. `OUT/segmen
 the table's hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table
 or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
 `OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
-(another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`); a clip
-that cannot be read, or written (a folder where it goes), is its own row; a full or read-only --out stops the run,
-keeping the clips cut and errors.csv so far, as Ctrl-C does.
+(another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`). A clip
+over a FLAC's damage is the part that reads holding most of the detection (`readable_part`), as analyze scored the
+audio around it; a clip none of whose detection can be read, or that cannot be written (a folder where it goes), is
+its own row; a full or read-only --out stops the run, keeping the clips cut and errors.csv so far, as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from export.tables import read_spreadsheet_csv, spreadsheet_number
 from pulse.analyze import read_otherwise
 from pulse.config import MAX_CLIP_S, InferConfig, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
-from pulse.io import AudioInfo, AudioReadError, audio_info, libsndfile_reason, open_audio, read_frames
+from pulse.io import (AudioInfo, AudioReadError, audio_info, libsndfile_reason, open_audio, read_frames,
+                      readable_parts)
 from pulse.journal import Journal
 from pulse.model_names import model_band
 from pulse.windows import MIN_TAIL_S
@@ -148,6 +150,16 @@ def clip_span(info: AudioInfo, d: dict, seq_length: float) -> tuple[int, int]:
     start = d["start_s"] if span >= seq_length else max(
         0.0, min((d["start_s"] + d["end_s"]) / 2 - length / 2, info.duration_s - length))
     return int(round(start * info.sample_rate)), min(int(round((start + length) * info.sample_rate)), info.frames)
+
+
+def readable_part(path: Path, info: AudioInfo, first: int, last: int, d: dict) -> tuple[int, np.ndarray] | None:
+    """Of a clip [first, last) that did not read whole, the part that reads holding most of detection `d` (its
+    first frame and frames): `pulse analyze` scored the audio around the damage. None if none holds any of it."""
+    start, end = d["start_s"] * info.sample_rate, d["end_s"] * info.sample_rate
+    held = [(min(end, at + len(audio)) - max(start, at), at, audio)
+            for at, audio in readable_parts(path, info, first, last)]
+    best = max(held, key=lambda part: part[0], default=None)
+    return best[1:] if best is not None and best[0] > 0 else None
 
 
 class _Recordings:
@@ -307,8 +319,13 @@ class _ClipCutter:
             self._clip_failed(path, d, "clip", exc, str(exc))
             return
         except (sf.LibsndfileError, RuntimeError) as exc:  # this clip's part of the recording, as analyze says it
-            self._clip_failed(path, d, "clip", exc, f"damaged or cut short here ({libsndfile_reason(exc)}): no clip")
-            return
+            reason = f"damaged or cut short here ({libsndfile_reason(exc)})"
+            if (readable := readable_part(path, info, first, last, d)) is None:
+                self._clip_failed(path, d, "clip", exc, f"{reason}: no clip")
+                return
+            first, audio = readable
+            log.warning("%s: %g-%g s: %s: the clip is the %.2f-%.2f s that read", path, d["start_s"], d["end_s"],
+                        reason, first / info.sample_rate, (first + len(audio)) / info.sample_rate)
         try:
             self._save_clip(audio, info.sample_rate, subtype, target)
         except OSError as exc:

@@ -33,7 +33,7 @@ from pulse.model_names import MODEL_ALIASES, above_band_note, below_rate_note
 from pulse.recording import analyze_recording
 from pulse.scoring import decoding_threads
 from pulse.writers.raven import RAVEN_COLUMNS
-from tests.test_io import unfinished, without_length
+from tests.test_io import rot, unfinished, without_length
 from tests.test_journal import replace_keeping_size_and_time
 
 RATE = 44100
@@ -1377,9 +1377,7 @@ def test_a_flac_damaged_mid_file_is_analysed_around_the_damage_and_listed(tmp_pa
     """A FLAC archive with a few rotten bytes a third of the way in: every window before and after is scored, at
     its own time; the damaged stretch (silence) is listed, also on a resumed run."""
     sf.write(tmp_path / "rot.flac", np.tile(song(3.0), 10), RATE)  # 30 s
-    data = bytearray((tmp_path / "rot.flac").read_bytes())
-    data[len(data) // 3:len(data) // 3 + 20000] = bytes(20000)
-    (tmp_path / "rot.flac").write_bytes(bytes(data))
+    rot(tmp_path / "rot.flac", 20000)
     cfg = InferConfig(model=str(model), formats=("scores",))
     summary = analyze([tmp_path], tmp_path / "out", cfg)
     assert (summary.files_done, summary.files_failed) == (1, 0)

@@ -462,6 +462,14 @@ def test_an_unfinished_wave_format_extensible_file_is_read(tmp_path):
     np.testing.assert_array_equal(read_audio(path, RATE), original.mean(axis=1))
 
 
+def rot(path, size: int, at: float = 1 / 3) -> None:
+    """Zero `size` bytes `at` that share of the way into a file, as bit rot or a card error leaves a FLAC."""
+    data = bytearray(path.read_bytes())
+    first = int(len(data) * at)
+    data[first:first + size] = bytes(size)
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("block_s, audio", [(10.0, "noise"), (1.0, "noise"), (10.0, "real songs")])
 def test_a_flac_damaged_mid_file_is_decoded_around_the_damage(tmp_path, block_s, audio, request):
     """Bit rot or a card error in a long FLAC used to end the analysis there, hours before the end: decoding now
@@ -474,10 +482,7 @@ def test_a_flac_damaged_mid_file_is_decoded_around_the_damage(tmp_path, block_s,
     else:
         sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(30 * RATE)).astype(np.float32), RATE)
     original = sf.read(path, dtype="float32")[0]
-    data = bytearray(path.read_bytes())
-    third = len(data) // 3
-    data[third:third + 30000] = bytes(30000)
-    path.write_bytes(bytes(data))
+    rot(path, 30000)
     audio, said = _decoded(path, block_s=block_s)
     assert said.startswith("DamagedStretches: ") and "damaged at" in said
     assert len(audio) == len(original)  # the timeline is kept: detections after the damage keep their times

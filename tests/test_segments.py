@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import PurePath
 
 import numpy as np
@@ -21,7 +22,7 @@ from pulse import segments
 from pulse.io import open_audio
 from pulse.segments import choose, extract_segments
 from tests.test_analyze import as_an_older_pulse, level_meter_onnx, song, time_expanded
-from tests.test_io import unfinished, without_length
+from tests.test_io import rot, unfinished, without_length
 from tests.test_journal import replace_keeping_size_and_time
 
 RATE = 48000
@@ -577,16 +578,42 @@ def test_a_run_stopped_by_a_full_out_keeps_the_errors_said_so_far(run, monkeypat
     assert row.path == str(run / "gone.wav") and row.stage == "open"
 
 
-def test_a_clip_over_the_damage_in_a_flac_is_one_row_in_the_words_analyze_uses(tmp_path, model):
-    """A FLAC with rotten bytes mid-file: analyze scores around the damage; the clip over it said libsndfile's raw
-    'Error : flac decoder lost sync.'."""
-    sf.write(tmp_path / "rot.flac", np.tile(song(3.0, RATE), 10), RATE)  # 30 s of song
-    data = bytearray((tmp_path / "rot.flac").read_bytes())
-    data[len(data) // 3:len(data) // 3 + 20000] = bytes(20000)
-    (tmp_path / "rot.flac").write_bytes(bytes(data))
-    analyze([tmp_path / "rot.flac"], tmp_path / "out", InferConfig(model=str(model), min_conf=0.5))
-    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(max_segments=100))
-    assert summary.clips_failed >= 1 and summary.clips_written >= 8
-    rows = pd.read_csv(tmp_path / "clips" / "errors.csv")
-    assert set(rows.stage) == {"clip"} and not rows.message.str.contains("Error :").any()
-    assert rows.message.str.fullmatch(r"[\d.]+-[\d.]+ s: damaged or cut short here \(.+\): no clip").all()
+def test_a_clip_over_the_damage_in_a_flac_is_the_part_that_reads_and_none_where_nothing_does(tmp_path, model,
+                                                                                                shared_data):
+    """A real FLAC with rotten bytes mid-file: analyze scores the audio around the damage, but a clip over it was
+    one row of errors.csv and no audio. Its clip is now the part before or after the damage holding most of the
+    detection; a detection with none of it readable is still the row, in the words analyze uses (not libsndfile's
+    raw 'Error : flac decoder lost sync.')."""
+    song_path = shared_data / "audio" / "insectset32" / "Nemobius_sylvestris" / "Nemobiussylvestris_dat145-001.flac"
+    original, rate = sf.read(song_path, dtype="int16")  # 39 s of Wood Cricket, 16-bit
+    path = tmp_path / "rot.flac"
+    path.write_bytes(song_path.read_bytes())
+    rot(path, 20000, at=1 / 2)
+    analyze([path], tmp_path / "out", InferConfig(model=str(model), min_conf=0.1))
+    (note,) = pd.read_csv(tmp_path / "out" / "errors.csv").message
+    damage = [float(t) for t in note.split("damaged at ")[1].split(" s")[0].split("-")]
+    detections = pd.read_csv(tmp_path / "out" / "detections.csv")
+    over = detections[(detections["Start (s)"] < damage[1]) & (damage[0] < detections["End (s)"])]
+    assert len(over) >= 3  # scored around the damage: these clips are the ones to listen to
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(max_segments=100, min_conf=0.1))
+    assert (summary.clips_written, summary.clips_failed) == (len(detections), 0)
+    assert pd.read_csv(tmp_path / "clips" / "errors.csv").empty
+    for start, score in zip(over["Start (s)"], over["Confidence"]):
+        (clip,) = (tmp_path / "clips").glob(f"*/{score:.3f}_rot_{start:g}s.wav")
+        audio = sf.read(clip, dtype="int16")[0]
+        first = int(round(start * rate))  # the part before the damage, up to it (to within a FLAC frame)
+        assert damage[0] - 0.1 < start + len(audio) / rate < damage[1]
+        np.testing.assert_array_equal(audio, original[first:first + len(audio)])
+    # by hand: a detection starting inside the damage (its clip starts where decoding resumes), and one inside it
+    _write_results(tmp_path / "hand", [(damage[0] + 0.1, damage[0] + 3.1, "A", 0.9, str(path)),
+                                       (damage[0] + 0.1, damage[1] - 0.1, "B", 0.9, str(path))])
+    summary = extract_segments(tmp_path / "hand", tmp_path / "hand_clips", SegmentConfig(seq_length=0.1))
+    assert (summary.clips_written, summary.clips_failed) == (1, 1)
+    (clip,) = (tmp_path / "hand_clips" / "A").glob("*.wav")
+    audio = sf.read(clip, dtype="int16")[0]
+    resumed = int(round((damage[0] + 3.1) * rate)) - len(audio)
+    assert damage[1] - 0.1 < resumed / rate < damage[1] + 0.1
+    np.testing.assert_array_equal(audio, original[resumed:resumed + len(audio)])
+    (row,) = pd.read_csv(tmp_path / "hand_clips" / "errors.csv").itertuples()
+    assert row.stage == "clip" and "Error :" not in row.message
+    assert re.fullmatch(r"[\d.]+-[\d.]+ s: damaged or cut short here \(.+\): no clip", row.message)
