@@ -14,7 +14,8 @@ A table is matched to its recording by name (`site1.Table.1.selections.txt`, `si
 `site1.txt` -> `site1.wav`), or row by row through a Begin File / Begin Path column where there is one. Where
 recordings share a name (AudioMoth names every file by its start time, on every card), the folders tell them apart:
 those of a Begin Path, or a table's below the folder given (`annotations/site1/X.Table.1.selections.txt` ->
-`cards/site1/X.WAV`), the recording whose path ends with most of them being the one. Annotation
+`cards/site1/X.WAV`), or below the common folder of the tables given one by one (`annotations/*/*.txt`), the
+recording whose path ends with most of them being the one. Annotation
 values are matched to the model's species by scientific name, common name or code, case and '_' for ' ' aside.
 What cannot be used is one line naming the file (a table without the needed columns, a species the model does not
 know, a recording annotated but not analysed), and the rest is assessed.
@@ -23,6 +24,7 @@ know, a recording annotated but not analysed), and the rest is assessed.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from itertools import takewhile
@@ -96,14 +98,24 @@ def _normal(name: str) -> str:
 
 def table_files(paths: list[Path]) -> list[tuple[Path, str]]:
     """The tables given, and the .txt files below the folders given (Raven saves selection tables as .txt), each with
-    the recording it is of: its folders below the folder given and its `table_key`."""
+    the recording it is of: its folders below the folder given and its `table_key`. Tables given one by one (a
+    shell's `ann/*/*.txt`) are below their common folder, as if it were given: two sites' same-named tables stay
+    apart."""
+    def below(folder: Path, table: Path) -> str:
+        return nfc("/".join([*table.relative_to(folder).parent.parts, table_key(table)])).casefold()
+
+    files = [Path(os.path.abspath(path)) for path in paths if not path.is_dir()]
+    try:
+        common = Path(os.path.commonpath([file.parent for file in files])) if files else None
+    except ValueError:  # on two Windows drives: no folder above both
+        common = None
     found = []
     for path in paths:
         if path.is_dir():
-            found += [(p, nfc("/".join([*p.relative_to(path).parent.parts, table_key(p)])).casefold())
-                      for p in sorted(path.rglob("*.txt")) if p.is_file()]
+            found += [(p, below(path, p)) for p in sorted(path.rglob("*.txt")) if p.is_file()]
         else:
-            found.append((path, table_key(path)))
+            table = Path(os.path.abspath(path))
+            found.append((path, below(common or table.parent, table)))
     return found
 
 

@@ -176,7 +176,9 @@ _ASSESS = AssessConfig()
 @app.command()
 def assess(
     annotations: list[Path] = typer.Argument(..., help="Raven selection tables and/or folders of them (.txt, searched "
-                                                       "recursively), one per annotated recording."),
+                                                       "recursively), one per annotated recording; their folders "
+                                                       "(below the folder given, or the tables' common one) tell "
+                                                       "recordings of one name apart."),
     results: Path = typer.Option(..., "--results", "-r", help="The `pulse analyze` --out folder of those recordings "
                                                               "(run with --format including scores), or its "
                                                               "scores.csv."),

@@ -231,7 +231,8 @@ def test_tables_named_as_pulse_analyze_writes_them_are_said_to_score_the_run_aga
 
 def test_recordings_of_one_name_on_two_cards_go_with_their_tables_by_folder_or_begin_path(tmp_path):
     """AudioMoth names every file by its start time, so two sites' cards hold the same names: all such recordings
-    were left out as sharing a name, even where the tables' folders or a Begin Path said which is which."""
+    were left out as sharing a name, even where the tables' folders or a Begin Path said which is which; tables given
+    one by one (a shell's `annotations/*/*.txt`) were, until 2026-12-07, though their folders say it too."""
     cards = tmp_path / "cards"
     for site, example in (("site1", "Gryllus_campestris_dat003-004"), ("site2", "background_bird_chorus_0-10s")):
         (cards / site).mkdir(parents=True)
@@ -248,9 +249,11 @@ def test_recordings_of_one_name_on_two_cards_go_with_their_tables_by_folder_or_b
     by_path.write_text("Selection\tBegin Path\tBegin Time (s)\tEnd Time (s)\tSpecies Code\n"
                        "1\tE:\\Cards\\Site1\\20250701_213000.WAV\t0\t7.3\tGRYCAM\n"
                        "1\tE:\\Cards\\Site2\\20250701_213000.WAV\t0\t0.5\tTETVIR\n", encoding="utf-8")
-    for annotations, tetvir_windows in ((by_folder, 0), (by_path, 1)):
-        out = tmp_path / f"assessed_{annotations.stem}"
-        result = runner.invoke(app, ["assess", str(annotations), "--results", str(tmp_path / "run"), "--out", str(out)])
+    one_by_one = sorted(by_folder.glob("*/*.txt"))
+    for n, (annotations, tetvir_windows) in enumerate((([by_folder], 0), (one_by_one, 0), ([by_path], 1))):
+        out = tmp_path / f"assessed_{n}"
+        result = runner.invoke(app, ["assess", *map(str, annotations), "--results", str(tmp_path / "run"), "--out",
+                                     str(out)])
         assert result.exit_code == 0, result.output
         metrics = pd.read_csv(out / "assessment.csv").set_index("code")
         gryllus = metrics.loc["GRYCAM"]
