@@ -6,7 +6,7 @@ backgrounds (data_manifests/backgrounds.csv: bird chorus, toad trill), each song
 relative to the bed under it. Each soundscape gets a Raven selection table boxing its songs, as an annotator would.
 Then `pulse analyze --format scores` and `pulse assess`, run as a user runs them; the macro and per-species rows of
 assessment.csv go to --json, for each of --seeds (placements and SNRs). Only validation audio is used: the bundled
-models never trained on it.
+models were not trained on it, though their epoch was chosen on excerpts of these songs.
 
     python bench/assess_real.py --out /tmp/assess_real --seeds 0 1 2 3 4 --json bench/results/assess_real.json
 """
