@@ -213,6 +213,22 @@ def test_field_reports_the_share_scored_after_each_batch_and_the_page_shows_it(a
     assert any(isinstance(p.default, gr.Progress) for p in inspect.signature(run).parameters.values())
 
 
+def test_field_progress_rises_and_says_full_once_when_the_recording_ends_in_a_part_window(audio_model, tmp_path):
+    """The bar followed the end of the last window scored: a tail under --min-len (read, not scored) left it at 0.95,
+    a FLAC that breaks off at 22 s of 30 at 0.8. Now it rises, and says 1.0 once, after the last window."""
+    song = sf.read(GRYLLUS, dtype="float32")[0]
+    tail = tmp_path / "tail.wav"  # 10 windows of 1 s and 0.5 s more
+    sf.write(tail, np.tile(song, 2)[: int(10.5 * 44100)], 44100, subtype="PCM_16")
+    broken = tmp_path / "broken.flac"
+    sf.write(broken, np.tile(song[: 3 * 44100], 10), 44100)
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size * 3 // 4])
+    for path in (tail, broken):
+        heard = []
+        view = field.analyze_upload(str(path), str(audio_model), 0.25, tmp_path, on_progress=heard.append)
+        assert "Could not" not in view.status
+        assert len(heard) >= 2 and np.all(np.diff(heard) > 0) and heard[-1] == 1.0 and heard.count(1.0) == 1, heard
+
+
 def test_a_model_without_pulse_metadata_is_named_the_same_by_the_app_and_the_batch(tmp_path):
     import onnx
 
