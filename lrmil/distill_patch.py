@@ -92,7 +92,11 @@ def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_i
                 log.error("%s: no 20x feature file of slide %s in --teacher-features%s (`lrmil extract --resolution "
                           "teacher` failed on it or was not given it); slide left out of stage 1", missing, sid, held)
                 continue
-            ff = read_features(path)
+            try:
+                ff = read_features(path)
+            except (OSError, KeyError, ValueError) as err:  # a damaged file: a traceback ended stage 1
+                log.error("%s: cannot read features (%s); slide left out of stage 1", path, err)
+                continue
             out[sid] = (ff.coords, model(torch.from_numpy(ff.features)).attention.numpy())
     return out
 

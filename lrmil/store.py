@@ -13,6 +13,7 @@ Files are written under a temporary name and moved into place, so a killed job l
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,12 +113,12 @@ def read_features(path: str | Path) -> FeatureFile:
     """Read a feature file written by `write_features`, or one from CLAM or TRIDENT: CLAM's hold only `coords` and
     `features`, so `patch_size_level0` is 0 (unknown) there; `lrmil train` needs none of the attributes."""
     with h5py.File(path, "r") as f:
-        coords = f[COORDS][:]
+        coords = _whole(f, COORDS)
         ca, fa = f[COORDS].attrs, f.attrs
-        children = f[CHILDREN][:] if CHILDREN in f else np.zeros((len(coords), 0), np.int64)
+        children = _whole(f, CHILDREN) if CHILDREN in f else np.zeros((len(coords), 0), np.int64)
         level0_mag = float(ca.get("level0_magnification", 20.0))
         return FeatureFile(
-            coords=coords, features=f[FEATURES][:].astype(np.float32), children=children,
+            coords=coords, features=_whole(f, FEATURES).astype(np.float32), children=children,
             patch_size_level0=int(ca.get("patch_size_level0", 0)),
             patch_px=int(fa.get("patch_px", ca.get("patch_size", 0))),
             magnification=float(ca.get("target_magnification", fa.get("magnification", 0.0))),
@@ -126,6 +127,22 @@ def read_features(path: str | Path) -> FeatureFile:
             slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))), source=json.loads(fa.get("source", "{}")),
             config=json.loads(fa.get("config", "{}")), config_hash=str(fa.get("config_hash", "")),
         )
+
+
+def _whole(f: h5py.File, name: str) -> np.ndarray:
+    """Dataset `name`, once the file is seen to hold all of it: a damaged or crafted header (features of 10**12 rows
+    in a 2 kB file) was a MemoryError traceback that ended `lrmil train`, and rows a writer never wrote (CLAM's, killed
+    between growing the dataset and filling it) read as zeros. The callers name the file."""
+    ds = f[name]
+    if ds.chunks:  # a chunk never written has no storage at all, however many rows the header claims
+        held, unit = ds.id.get_num_chunks(), "chunks"
+        needed = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks))
+    else:
+        held, needed, unit = ds.id.get_storage_size(), ds.nbytes, "bytes"
+    if held < needed:
+        raise ValueError(f"'{name}' declares {' x '.join(map(str, ds.shape))} values but the file holds {held} of its "
+                         f"{needed} {unit}: damaged, or its writing was cut short; extract the slide again")
+    return ds[:]
 
 
 def stored_key(path: str | Path) -> tuple[str, dict]:

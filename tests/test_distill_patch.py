@@ -257,6 +257,32 @@ def test_a_slide_extraction_failed_on_is_left_out_of_stage_1_in_one_line_and_the
                                "it); slide left out of stage 1" for name in ("broken", "synth_0000")]
 
 
+def test_a_damaged_teacher_feature_file_is_left_out_of_stage_1_in_one_line(tmp_path, caplog):
+    """A 20x file whose header claimed 10**12 rows ended `lrmil distill-patches` with a MemoryError traceback, and a
+    file cut short with h5py's OSError one, where a missing file is left out in one line."""
+    import h5py
+
+    from lrmil.distill_patch import teacher_attention
+    from lrmil.mil.attention import ABMIL, save_mil
+    from lrmil.mil.config import ABMILConfig
+    from lrmil.store import FeatureFile, write_features
+
+    save_mil(tmp_path / "mil.safetensors", ABMIL(ABMILConfig(in_dim=8)))
+    (features := tmp_path / "features").mkdir()
+    write_features(features / "good.h5", FeatureFile(np.zeros((3, 2), np.int64), np.ones((3, 8), np.float32),
+                                                     np.zeros((3, 0), np.int64), 256, 256, 20.0, 0.5))
+    with h5py.File(features / "huge.h5", "w") as f:
+        f["coords"] = np.zeros((3, 2), np.int64)
+        f.create_dataset("features", shape=(10**12, 8), dtype="f4", chunks=(256, 8))
+    (features / "cut.h5").write_bytes((features / "good.h5").read_bytes()[:1000])
+    attention = teacher_attention(tmp_path / "mil.safetensors", features, ["good", "huge", "cut"])
+    assert list(attention) == ["good"] and attention["good"][1].shape == (3,)
+    assert caplog.messages[0] == (f"{features / 'huge.h5'}: cannot read features ('features' declares 1000000000000 x "
+                                  "8 values but the file holds 0 of its 3906250000 chunks: damaged, or its writing "
+                                  "was cut short; extract the slide again); slide left out of stage 1")
+    assert "truncated file" in caplog.messages[1] and caplog.messages[1].endswith("slide left out of stage 1")
+
+
 def test_stage1_leaves_out_a_test_slide_typed_by_hand_whose_file_was_named_on_a_mac(tmp_path):
     """'é' typed into the splits CSV is one character (NFC), in a file name copied from a Mac two (NFD): the held-out
     slide was not recognised and stage 1 trained on it."""

@@ -332,6 +332,30 @@ def test_a_listed_slide_without_features_is_one_line_naming_its_row_and_file(tmp
         load_bags(tmp_path, splits.iloc[1:], ("x", "y"))
 
 
+def test_a_feature_file_with_a_damaged_header_or_cut_short_is_one_line_and_the_rest_load(tmp_path, caplog):
+    """A CLAM features folder with a file whose header claimed 10**12 rows ended `lrmil train` with a MemoryError
+    traceback; a file cut short (a copy stopped midway) is left out in one line too."""
+    import h5py
+
+    from lrmil.mil.bags import load_bags
+    from lrmil.store import FeatureFile, write_features
+
+    write_features(tmp_path / "a.h5", FeatureFile(np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32),
+                                                 np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
+    with h5py.File(tmp_path / "huge.h5", "w") as f:
+        f.create_dataset("coords", shape=(10**12, 2), dtype="i8", chunks=(256, 2))
+        f.create_dataset("features", shape=(10**12, 1024), dtype="f4", chunks=(256, 1024))
+    (tmp_path / "cut.h5").write_bytes((tmp_path / "a.h5").read_bytes()[:1000])
+    splits = pd.DataFrame({"slide_id": ["a", "huge", "cut"], "label": ["x", "y", "x"], "fold": [0, 1, 2]})
+    assert list(load_bags(tmp_path, splits, ("x", "y"))) == ["a"]
+    assert caplog.messages[0] == (f"{tmp_path / 'huge.h5'}: cannot read features ('coords' declares 1000000000000 x 2 "
+                                  "values but the file holds 0 of its 3906250000 chunks: damaged, or its writing was "
+                                  "cut short; extract the slide again); slide skipped")
+    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'cut.h5'))}: cannot read features \(.*truncated file.*\); "
+                        "slide skipped", caplog.messages[1])
+    assert len(caplog.messages) == 2
+
+
 def test_a_listed_slide_without_features_beside_another_s_of_its_file_name_names_the_file_it_would_have(tmp_path,
                                                                                                        caplog):
     """CON, never extracted, beside CON_.h5 of slide CON_ (the name CON's file gets): 'no feature file CON.h5', a name

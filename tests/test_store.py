@@ -624,3 +624,27 @@ def test_features_are_kept_only_from_the_same_slide_file_grid_and_settings_but_t
     for args in ((now, {**SOURCE, "size": 1}, level), (now, SOURCE, moved), (now, SOURCE, other_patch),
                  ({**now, "encoder_cfg": {"weights_sha256": "cd"}}, SOURCE, level)):
         assert features_on_same_grid(path, *args, stored.children) is None
+
+
+def test_a_header_claiming_rows_the_file_does_not_hold_is_one_line_not_a_memory_error(tmp_path):
+    """A 2 kB file whose `features` declared 10**12 x 1024 (a damaged or crafted header) was a MemoryError traceback
+    that ended `lrmil train`; rows a CLAM writer grew the dataset by and was killed before filling read as zeros."""
+    with h5py.File(tmp_path / "huge.h5", "w") as f:
+        f["coords"] = np.zeros((3, 2), np.int64)
+        f.create_dataset("features", shape=(10**12, 1024), dtype="f4", chunks=(256, 1024))  # no chunk written
+    with pytest.raises(ValueError, match=r"^'features' declares 1000000000000 x 1024 values but the file holds 0 of "
+                                         r"its 3906250000 chunks: damaged, or its writing was cut short; extract the "
+                                         r"slide again$"):
+        read_features(tmp_path / "huge.h5")
+    with h5py.File(tmp_path / "cut.h5", "w") as f:  # as CLAM's save_hdf5 appends: resize, then write
+        f["coords"] = np.zeros((3, 2), np.int64)
+        features = f.create_dataset("features", shape=(0, 8), maxshape=(None, 8), chunks=(1, 8), dtype="f4")
+        features.resize((3, 8))
+        features[:2] = 1.0
+    with pytest.raises(ValueError, match=r"^'features' declares 3 x 8 values but the file holds 2 of its 3 chunks"):
+        read_features(tmp_path / "cut.h5")
+    with h5py.File(tmp_path / "contiguous.h5", "w") as f:
+        f["coords"] = np.zeros((3, 2), np.int64)
+        f.create_dataset("features", shape=(10**6, 1024), dtype="f4")  # contiguous, never written
+    with pytest.raises(ValueError, match=r"the file holds 0 of its 4096000000 bytes"):
+        read_features(tmp_path / "contiguous.h5")
