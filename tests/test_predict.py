@@ -261,6 +261,21 @@ def test_a_slide_scanned_coarser_than_the_path_reads_is_said_to_be_enlarged(mode
     assert said.startswith(f"{slide}: scanned at 10x (1 um/px), coarser than the 20x the teacher path reads")
 
 
+def test_a_slide_of_few_patches_is_said_to_rest_on_them_and_the_table_counts_them(model_dir, tmp_path, caplog):
+    """A tiny biopsy (a disc of 410 um: one 5x patch) was predicted from that patch without a word; the teacher
+    path reads 12 20x patches of it, and the same disc scanned at 2 um/px 16 5x patches: nothing to say."""
+    slide = _tissue_png(tmp_path / "disc.png")
+    with caplog.at_level("WARNING"):
+        run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5), tmp_path / "s")
+        run_predict([slide], PredictConfig(model=str(model_dir), mpp=0.5, path="teacher"), tmp_path / "t")
+        run_predict([slide], PredictConfig(model=str(model_dir), mpp=2.0), tmp_path / "coarse")
+    said = [r.getMessage() for r in caplog.records if "rests on" in r.getMessage()]
+    assert said == [f"{slide}: only 1 patch of tissue at 5x; the prediction rests on it"]
+    patches = {run: read_predictions(tmp_path / run / "predictions.csv")["patches"].tolist()
+               for run in ("s", "t", "coarse")}
+    assert patches == {"s": [1], "t": [12], "coarse": [16]}
+
+
 def test_slides_of_one_name_in_case_folders_are_each_predicted_under_their_folders_names(model_dir, tmp_path, caplog):
     """An archive by year and case (2023/S1/disc.png, 2024/S1/disc.png): every slide after the first of a name
     failed ('slide id is already used'), and predictions.csv held ids alone. Each is now predicted, its id with as
