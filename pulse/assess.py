@@ -119,10 +119,12 @@ def table_files(paths: list[Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
+def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
     """Boxes of the model's species from Raven selection tables (those given, and those below the folders given); a
-    table or row that cannot be used is a problem line, and the rest is read."""
-    names = species_names(labels)
+    table or row that cannot be used is a problem line, and the rest is read. With `labels` None, species are the
+    annotator's own: each name is a species (the first spelling of it, '_' read as ' ' and case aside, is its label)
+    and a box without one is a problem line and a box of label '' (it still tells where song is)."""
+    names = species_names(labels) if labels is not None else {}
     boxes, recordings, problems, unknown = [], set(), [], {}
     tables = table_files(paths)
     if own := [p for p, _ in tables if p.name.endswith((RavenWriter.suffix, CombinedRavenWriter.suffix))]:
@@ -158,15 +160,20 @@ def read_annotations(paths: list[Path], labels: LabelSet) -> Annotations:
             recording = path_key(row[recording_column]) if recording_column and row[recording_column] \
                 else table_recording
             recordings.add(recording)
-            label = names.get(_normal(row[species_column]))
+            value = row[species_column]
+            if labels is None and _normal(value):  # free text: every name is known
+                names.setdefault(_normal(value), " ".join(value.replace("_", " ").split()))
+            label = names.get(_normal(value))
             if label is None:
                 unknown.setdefault((path, row[species_column]), []).append(line)
-                continue
-            boxes.append((recording, begin, end, label))
+                if labels is not None:
+                    continue
+            boxes.append((recording, begin, end, label or ""))
     for (path, value), lines in unknown.items():  # one line per table and name, however many boxes
         where = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
-        problems.append(f"{path}: {len(lines)} box(es) of {value or '(no species)'!r}, a species the model does not "
-                        f"know (line{'s' if len(lines) > 1 else ''} {where}); left out")
+        what = f"of {value or '(no species)'!r}, a species the model does not know" if labels is not None \
+            else "without a species"
+        problems.append(f"{path}: {len(lines)} box(es) {what} (line{'s' if len(lines) > 1 else ''} {where}); left out")
     return Annotations(pd.DataFrame(boxes, columns=["recording", "begin_s", "end_s", "label"]), recordings, problems)
 
 
@@ -224,9 +231,11 @@ def read_scores(results: Path) -> tuple[pd.DataFrame, LabelSet]:
     return scores, labels
 
 
-def match_recordings(annotated: set[str], files: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Each annotated recording's analysed file: of the files of its name, the one whose path ends with most of the
-    folders the annotation gives; where none or several are that one, a problem line, and it is left out."""
+def match_recordings(annotated: set[str], files: list[str], among: str = "the run's scores.csv (not analysed?)",
+                     kind: str = "analysed recordings") -> tuple[dict[str, str], list[str]]:
+    """Each annotated recording's file: of the `files` (`kind`, listed in `among`) of its name, the one whose path
+    ends with most of the folders the annotation gives; where none or several are that one, a problem line, and it is
+    left out."""
     named = {}
     for file in files:
         parts = path_key(file).split("/")
@@ -239,9 +248,9 @@ def match_recordings(annotated: set[str], files: list[str]) -> tuple[dict[str, s
                   for them, _ in candidates]
         best = [file for n, (_, file) in zip(shared, candidates) if n == max(shared, default=0)]
         if not best:
-            problems.append(f"{key}: annotated but not in the run's scores.csv (not analysed?); left out")
+            problems.append(f"{key}: annotated but not in {among}; left out")
         elif len(best) > 1:
-            problems.append(f"{key}: annotated, and {len(best)} analysed recordings share that name "
+            problems.append(f"{key}: annotated, and {len(best)} {kind} share that name "
                             f"({', '.join(best)}); left out")
         else:
             matched[key] = best[0]

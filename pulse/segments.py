@@ -195,9 +195,11 @@ class _Recordings:
         self.path, self.info, self.file = None, None, None
 
 
-def wav_subtype(source: str) -> str:
-    """The WAV subtype that keeps what the recording holds: 24-bit stays 24-bit, float stays float."""
-    return {"PCM_24": "PCM_24", "PCM_32": "PCM_32", "FLOAT": "FLOAT", "DOUBLE": "FLOAT"}.get(source, "PCM_16")
+def clip_subtype(source: str, audio_format: str = "WAV") -> str:
+    """The subtype that keeps what the recording holds: in a WAV 24-bit stays 24-bit, float stays float; a FLAC
+    holds at most 24 bits, so deeper or float recordings become 24-bit."""
+    wav = {"PCM_24": "PCM_24", "PCM_32": "PCM_32", "FLOAT": "FLOAT", "DOUBLE": "FLOAT"}.get(source, "PCM_16")
+    return wav if audio_format == "WAV" else "PCM_16" if wav == "PCM_16" else "PCM_24"
 
 
 def analysed_band(analysis: dict) -> tuple[float, float] | None:
@@ -269,7 +271,7 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
     chosen = choose(detections, cfg)
     # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
     todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
-    cutter = _ClipCutter(cfg.seq_length, root, plots, min_len_s, band, journal)
+    cutter = ClipCutter(cfg.seq_length, root, plots, min_len_s, band, journal)
     try:
         with contextlib.closing(cutter.recordings), progress(todo, unit="clip") as clips:
             for d, name in clips:
@@ -283,14 +285,15 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
     return cutter.summary
 
 
-class _ClipCutter:
+class ClipCutter:
     """Clips cut one after another, and what was said of them: the counts, the rows of errors.csv, and the
-    recordings that could not be opened (their other clips are not tried)."""
+    recordings that could not be opened (their other clips are not tried). Without a `journal` (clips of
+    annotations, not of a run) recordings are taken as they are; `audio_format` WAV or FLAC (`clip_subtype`)."""
 
     def __init__(self, seq_length: float, root: Path | None, plots: bool, min_len_s: float,
-                 band: tuple[float, float] | None, journal: Journal):
+                 band: tuple[float, float] | None, journal: Journal | None, audio_format: str = "WAV"):
         self.seq_length, self.root, self.plots, self.min_len_s, self.band = seq_length, root, plots, min_len_s, band
-        self.journal, self.recordings = journal, _Recordings()
+        self.journal, self.audio_format, self.recordings = journal, audio_format, _Recordings()
         self.summary, self.errors, self.unopened = Summary(), [], set()
 
     def cut(self, d: dict, target: Path) -> None:
@@ -341,24 +344,24 @@ class _ClipCutter:
     def _open(self, path: Path) -> tuple[AudioInfo, str]:
         """The recording's info and sample format, unless the run's journal says its detections are not of the
         audio there now."""
-        if self.journal.replaced(path):
+        if self.journal is not None and self.journal.replaced(path):
             raise AudioReadError(path, "changed since it was analysed (its size or times are not those the run's "
                                        "journal holds): its clips would be of other audio; run `pulse analyze` on it "
                                        "again first")
         info = self.recordings.open(path)
-        if read_otherwise(self.journal, path, self.min_len_s, times_only=True):
+        if self.journal is not None and read_otherwise(self.journal, path, self.min_len_s, times_only=True):
             raise AudioReadError(path, "read otherwise by this version of pulse than by the run that analysed it (its "
                                        "rate or length: a GUANO time expansion read since, say): its detections' "
                                        "times are of that reading; run `pulse analyze` on it again first")
         return info, self.recordings.file.subtype  # before reading: a read to the end closes the file
 
     def _save_clip(self, audio: np.ndarray, rate: int, subtype: str, target: Path) -> None:
-        """The clip's .wav, unless an earlier run wrote it (its plot is then added)."""
+        """The clip's audio file, unless an earlier run wrote it (its plot is then added)."""
         if target.is_file():
             self.summary.clips_kept += 1
             return
         buffer = io.BytesIO()
-        sf.write(buffer, audio, rate, format="WAV", subtype=wav_subtype(subtype))
+        sf.write(buffer, audio, rate, format=self.audio_format, subtype=clip_subtype(subtype, self.audio_format))
         write_bytes(target, buffer.getvalue())
         self.summary.clips_written += 1
 
