@@ -170,6 +170,48 @@ def segments(
         raise typer.Exit(1)
 
 
+@app.command("clips-from-annotations")
+def clips_from_annotations(
+    tables: list[Path] = typer.Argument(..., help="Raven selection tables and/or folders of them (.txt, searched "
+                                                  "recursively), one per recording, matched to recordings as `pulse "
+                                                  "assess` matches them; species are your own names."),
+    audio: Path = typer.Option(..., "--audio", help="Folder of the annotated recordings (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of clips, one subfolder per species (FLAC), for "
+                                                      "`pulse make-manifest`; problems.txt, errors.csv."),
+    background: bool = typer.Option(False, "--background", help="Also cut the stretches no box covers (3 s at "
+                                                                "least) into OUT/Background: backgrounds and "
+                                                                "negatives for training."),
+) -> None:
+    """Cut each annotated box into a training clip (at least the model's 3 s window) in a folder of its species, to
+    retrain on your own annotated recordings.
+
+    Exit status: 0 all cut; 1 some tables, boxes or recordings were left out or could not be read (problems.txt); 2
+    no usable table or bad option."""
+    import logging
+
+    from pulse.annotation_clips import clips_from_annotations as cut
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        summary = cut(tables, audio, out, background)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except OSError as exc:  # --out cannot be written (read-only, full): one line
+        _unwritable(exc)
+    for line in summary.problems:
+        typer.echo(line, err=True)
+    species = sorted(name for name in summary.clips if name != "Background")
+    typer.echo(", ".join(f"{name}: {summary.clips[name]}" for name in [*species, "Background"] if summary.clips[name]))
+    typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
+               f"{summary.clips_failed} failed, of {len(species)} species -> {out}; next: pulse make-manifest "
+               f"{shlex.quote(str(out))} --out manifest.csv")
+    if summary.problems or summary.clips_failed:
+        typer.echo(f"{len(summary.problems)} problem(s): see {out / 'problems.txt'} and {out / 'errors.csv'}",
+                   err=True)
+        raise typer.Exit(1)
+
+
 _ASSESS = AssessConfig()
 
 

@@ -2,7 +2,7 @@
 
 Folders are searched recursively as `export.files.files_below` does (into folders linked to, each recording once;
 dot names, Windows' recycle bins and the other SYSTEM_FOLDERS skipped), not into the run's own output folder or any
-folder of clips `pulse segments` cut, which are copies of recordings.
+folder of clips `pulse segments` or `pulse clips-from-annotations` cut, which are copies of recordings.
 Two AudioMoth cards given as two folders often hold the same timestamped file names; one recording's outputs must
 never overwrite another's.
 """
@@ -19,6 +19,9 @@ from pulse.io import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
 CLIPS_RECORD = "segments.json"  # what `pulse segments` writes at the top of its --out
+ANNOTATION_CLIPS_RECORD = "clips_from_annotations.json"  # and `pulse clips-from-annotations`
+# each record's file, and a key of it that tells it from another tool's file of that name
+_RECORD_KEYS = {CLIPS_RECORD: "results_sha1", ANNOTATION_CLIPS_RECORD: "tables"}
 
 
 def find_audio(inputs: list[str | Path], undecodable: bool = False,
@@ -62,18 +65,19 @@ def _recordings_below(folder: Path, outputs: str | Path | None
 
 
 def _holds_clips(top: str, names: list[str]) -> bool:
-    """Whether `top` is the --out of `pulse segments` (said once for each such folder)."""
-    if CLIPS_RECORD not in names:
-        return False
-    try:
-        record = json.loads(Path(top, CLIPS_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not (isinstance(record, dict) and "results_sha1" in record):  # another tool's file of that name
-        return False
-    log.warning("%s: clips cut by `pulse segments`, not searched for recordings (give that folder itself to "
-                "analyse its clips)", top)
-    return True
+    """Whether `top` is the --out of `pulse segments` or `clips-from-annotations` (said once for each such folder)."""
+    for name, key in _RECORD_KEYS.items():
+        if name not in names:
+            continue
+        try:
+            record = json.loads(Path(top, name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and key in record:  # not another tool's file of that name
+            log.warning("%s: clips cut by `pulse %s`, not searched for recordings (give that folder itself to "
+                        "analyse its clips)", top, "segments" if name == CLIPS_RECORD else "clips-from-annotations")
+            return True
+    return False
 
 
 def _distinct_output_names(entries: list[tuple[Path, PurePath]]) -> list[Path]:

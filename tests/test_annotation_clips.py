@@ -1,0 +1,177 @@
+"""`pulse clips-from-annotations`: Raven boxes of long recordings -> species folders that make-manifest and train take.
+
+End to end on real audio: InsectSet32 songs placed at known times into real soundscapes, as two AudioMoth cards'
+recordings of the same name, annotated with Raven tables."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from pulse.annotation_clips import pieces, unboxed
+from pulse.cli import app
+from tests.test_assess import _table
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+RATE = 44100
+NIGHT = "20250601_210000"  # AudioMoth names every card's files by their start time
+SONGS = {"Gryllus campestris": "Gryllus_campestris/Grylluscampestris_dat008-016.M.flac",
+         "Tettigonia viridissima": "Tettigonia_viridissima/Tettigoniaviridissima_200726_0062.M.flac",
+         "Chorthippus biguttulus": "Chorthippus_biguttulus/Chorthippusbiguttulus_CHOBIG_20190906_163909.M.flac"}
+# (species, begin, seconds of song) per card; boxes are where the song was placed
+PLACED = {"site1": [("Gryllus campestris", 5.0, 2.0), ("Tettigonia viridissima", 20.0, 8.0),
+                    ("Gryllus campestris", 0.3, 1.0), ("Chorthippus biguttulus", 40.0, 4.0),
+                    ("Gryllus campestris", 41.0, 2.0)],
+          "site2": [("Gryllus campestris", 10.0, 2.5), ("Tettigonia viridissima", 30.0, 2.0),
+                    ("Gryllus campestris", 58.6, 1.0)]}
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x ** 2)))
+
+
+@pytest.fixture(scope="module")
+def field(shared_data, tmp_path_factory):
+    """Two cards' 60 s recordings (real backgrounds, 16-bit WAV), their Raven tables (species as annotators write
+    them), the songs placed, and a card recording nobody annotated and one that is damaged."""
+    root = tmp_path_factory.mktemp("field")
+    audio = shared_data / "audio"
+    soundscape = np.concatenate([sf.read(audio / "backgrounds" / name, dtype="float32")[0] for name in (
+        "MAAD_spinetail_Colombia.flac", "OSS_great_plains_toad.flac", "IS32_Kikihia_muta.flac")])
+    soundscape = np.resize(soundscape, 60 * RATE) * (0.01 / rms(soundscape))
+    songs = {}
+    for site, placed in PLACED.items():
+        recording = soundscape.copy() if site == "site1" else soundscape[::-1].copy()
+        for species, begin, seconds in placed:
+            source = sf.read(audio / "insectset32" / SONGS[species], dtype="float32")[0]
+            song = source[int(0.5 * RATE):int((0.5 + seconds) * RATE)]
+            song = song * (0.1 / rms(song))
+            recording[int(begin * RATE):int(begin * RATE) + len(song)] += song
+            songs[site, begin] = song
+        (root / "cards" / site).mkdir(parents=True)
+        sf.write(root / "cards" / site / f"{NIGHT}.WAV", recording, RATE, subtype="PCM_16")
+        (root / "tables" / site).mkdir(parents=True)
+        rows = [(begin, begin + seconds, species if site == "site1" else species.replace(" ", "_").lower())
+                for species, begin, seconds in placed]
+        extra = [(70.0, 72.0, "Gryllus campestris"), (12.0, 13.0, "")] if site == "site1" else []
+        _table(root / "tables" / site / f"{NIGHT}.Table.1.selections.txt", rows + extra)
+    sf.write(root / "cards" / "site2" / "20250602_210000.WAV", soundscape, RATE, subtype="PCM_16")  # no table
+    (root / "cards" / "site1" / "broken.WAV").write_bytes(b"RIFF" + bytes(200))
+    _table(root / "tables" / "site1" / "broken.Table.1.selections.txt", [(1.0, 2.0, "Gryllus campestris")])
+    return root, songs
+
+
+def cut(root: Path, out: Path, *flags: str):
+    return CliRunner().invoke(app, ["clips-from-annotations", str(root / "tables"), "--audio", str(root / "cards"),
+                                    "--out", str(out), *flags])
+
+
+def test_boxes_become_species_clips_holding_their_song_that_make_manifest_takes(field, tmp_path):
+    root, songs = field
+    result = cut(root, tmp_path / "clips")
+    assert result.exit_code == 1, result.output  # the problems below, each one line; the rest is cut
+    problems = (tmp_path / "clips" / "problems.txt").read_text().splitlines()
+    assert len(problems) == 5, problems
+    for said in ("1 box(es) without a species (line 14); left out", "at 70-72 s begins after the recording's end",
+                 "20250602_210000.WAV: no selection table; no clips cut", "broken.WAV",
+                 "2 clip(s) of boxes not cut, holding another species' box too (a clip trains one species), e.g. "
+                 "Chorthippus biguttulus at 40-44 s with Gryllus campestris"):
+        assert sum(said in line for line in problems) == 1, said
+    assert list(pd.read_csv(tmp_path / "clips" / "errors.csv")["stage"]) == ["open"]
+    clips = sorted(p.relative_to(tmp_path / "clips").as_posix() for p in (tmp_path / "clips").rglob("*.flac"))
+    assert clips == ["Gryllus_campestris/site1_20250601_210000_0.3-1.3s.flac",
+                     "Gryllus_campestris/site1_20250601_210000_5-7s.flac",
+                     "Gryllus_campestris/site2_20250601_210000_10-12.5s.flac",  # 'gryllus_campestris' is the species
+                     "Gryllus_campestris/site2_20250601_210000_58.6-59.6s.flac",
+                     "Tettigonia_viridissima/site1_20250601_210000_20-28s.flac",
+                     "Tettigonia_viridissima/site2_20250601_210000_30-32s.flac"]
+    for clip in clips:
+        site, times = Path(clip).stem.split("_")[0], Path(clip).stem.rsplit("_", 1)[1]
+        begin, end = map(float, times[:-1].split("-"))
+        recording = sf.read(root / "cards" / site / f"{NIGHT}.WAV", dtype="float32")[0]
+        audio, rate = sf.read(tmp_path / "clips" / clip, dtype="float32")
+        assert (rate, sf.info(tmp_path / "clips" / clip).format) == (RATE, "FLAC")
+        # 3 s at least: a short box in the 3 s around its middle, kept inside the recording; a longer one whole
+        length = max(end - begin, 3.0)
+        start = min(max(0.0, (begin + end) / 2 - length / 2), 60.0 - length) if end - begin < 3 else begin
+        assert len(audio) == round(length * RATE)
+        np.testing.assert_array_equal(audio, recording[round(start * RATE):round(start * RATE) + len(audio)])
+        song = songs[site, begin]  # and it holds the song placed there, not the soundscape
+        at = round((begin - start) * RATE)
+        assert np.corrcoef(audio[at:at + len(song)], song)[0, 1] > 0.99
+
+    made = CliRunner().invoke(app, ["make-manifest", str(tmp_path / "clips"), "--out", str(tmp_path / "m.csv")])
+    assert made.exit_code == 0, made.output
+    manifest = pd.read_csv(tmp_path / "m.csv")
+    assert manifest.groupby("species").size().to_dict() == {"Gryllus campestris": 4, "Tettigonia viridissima": 2}
+    checked = CliRunner().invoke(app, ["manifest", str(tmp_path / "m.csv"), "--audio-root", str(tmp_path / "clips")])
+    assert checked.exit_code == 0 and "OK, 6 rows" in checked.output, checked.output
+
+    again = cut(root, tmp_path / "clips")  # a rerun keeps what it finds
+    assert "0 clip(s) written, 6 kept from an earlier run" in again.output
+
+
+def test_a_model_trains_on_the_clips(field, shared_data, tmp_path):
+    """The tiny smoke run of tests/test_train.py (its two species are those annotated), on the clips' manifest."""
+    from pulse.train import weak_labels
+    from tests.test_train import tiny_config
+
+    root, _ = field
+    cut(root, tmp_path / "clips")
+    assert CliRunner().invoke(app, ["make-manifest", str(tmp_path / "clips"), "--out", str(tmp_path / "m.csv")]
+                              ).exit_code == 0
+    cfg = tiny_config(shared_data, tmp_path, manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path / "clips"))
+    best = weak_labels.train(cfg, tmp_path / "run")
+    assert best["epoch"] in (1, 2) and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_background_is_what_no_box_covers_and_make_manifest_leaves_it_for_backgrounds(field, tmp_path):
+    root, _ = field
+    assert cut(root, tmp_path / "clips", "--background").exit_code == 1
+    tables = {site: pd.read_csv(root / "tables" / site / f"{NIGHT}.Table.1.selections.txt", sep="\t")
+              for site in PLACED}
+    found = sorted((tmp_path / "clips" / "Background").glob("*.flac"))
+    assert {p.name.split("_")[0] for p in found} == {"site1", "site2"}
+    for clip in found:
+        site, times = clip.stem.split("_")[0], clip.stem.rsplit("_", 1)[1]
+        begin, end = map(float, times[:-1].split("-"))
+        boxes = tables[site]
+        assert end - begin >= 3.0 and sf.info(clip).duration == pytest.approx(end - begin, abs=1e-4)
+        assert not ((boxes["Begin Time (s)"] < end) & (boxes["End Time (s)"] > begin)).any()
+    made = CliRunner().invoke(app, ["make-manifest", str(tmp_path / "clips"), "--out", str(tmp_path / "m.csv")])
+    assert made.exit_code == 0 and "Background: BirdNET-Analyzer's folder of sounds that are no class" in made.output
+
+
+def test_a_clip_no_longer_given_by_the_tables_is_named(field, tmp_path, caplog):
+    root, _ = field
+    stale = tmp_path / "clips" / "Gryllus_campestris" / "site1_20250601_210000_33-35s.flac"
+    stale.parent.mkdir(parents=True)
+    sf.write(stale, np.zeros(3 * RATE), RATE)
+    result = cut(root, tmp_path / "clips")
+    assert result.exit_code == 1 and "1 clip(s) in" in caplog.text and str(stale) in caplog.text
+
+
+def test_clips_cut_inside_the_recordings_folder_are_not_taken_for_recordings(field, tmp_path):
+    from pulse.discovery import find_audio
+
+    root, _ = field
+    shutil.copytree(root / "cards", tmp_path / "cards")
+    result = CliRunner().invoke(app, ["clips-from-annotations", str(root / "tables"), "--audio",
+                                      str(tmp_path / "cards"), "--out", str(tmp_path / "cards" / "clips")])
+    assert "6 clip(s) written" in result.output
+    assert len(find_audio([tmp_path / "cards"])) == 4  # the cards' recordings alone, for analyze and make-manifest
+
+
+def test_long_stretches_are_cut_in_equal_pieces_and_gaps_are_what_no_box_covers():
+    assert pieces(0.0, 50.0) == [(0.0, 50.0)]
+    assert pieces(10.0, 160.0) == [(10.0, 60.0), (60.0, 110.0), (110.0, 160.0)]
+    boxes = pd.DataFrame({"begin_s": [5.0, 6.0, 9.5, 20.0], "end_s": [8.0, 7.0, 12.0, 21.0]})
+    assert unboxed(boxes, 30.0) == [(0.0, 5.0), (12.0, 20.0), (21.0, 30.0)]  # 8-9.5 s: under 3 s
+    assert unboxed(boxes, 17.0) == [(0.0, 5.0), (12.0, 17.0)]  # a box beyond the end: none after it
