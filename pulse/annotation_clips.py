@@ -110,8 +110,8 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     matched, unmatched = match_recordings(annotations.recordings, list(relative), among=f"{audio_root}",
                                           kind=f"recordings under {audio_root}")
     summary = Summary(problems=annotations.problems + unmatched)
-    summary.problems += [f"{file}: no selection table; no clips cut" for file in relative
-                         if file not in set(matched.values())]
+    annotated = set(matched.values())
+    summary.problems += [f"{file}: no selection table; no clips cut" for file in relative if file not in annotated]
     with stop_if_unwritable(out), exclusive(out, "pulse clips-from-annotations"):
         write_json(out / ANNOTATION_CLIPS_RECORD, {"tables": sorted(map(str, tables)), "audio": str(audio_root),
                                                    "window_s": WINDOW_S, "background": background})
