@@ -5,9 +5,10 @@ from BoxedAnnotations; PULSE trains from weakly labelled clips in species folder
 a selection table is cut from its recording into `OUT/<Species_name>/<recording>_<begin>-<end>s.flac`, at the
 recording's own rate and channels (FLAC: 24-bit at most), named by its recording (its folders below --audio joined
 by '_') and the box's times. Tables are read and matched to recordings as `pulse assess` reads them
-(`pulse.assess`: species columns, Begin Path / Begin File, folders telling same-named recordings apart); species are
-the annotator's own names, any text ('_' read as ' ', case aside), and clips are cut as `pulse segments` cuts them
-(`pulse.segments.ClipCutter`: damaged audio, atomic writes, errors.csv).
+(`pulse.assess`: species columns, Begin Path / Begin File, folders telling same-named recordings apart, File Offset
+of a table over a sequence of files); species are the annotator's own names, any text ('_' read as ' ', case aside),
+and clips are cut as `pulse segments` cuts them (`pulse.segments.ClipCutter`: damaged audio, atomic writes,
+errors.csv). A box running on past its recording's end (into a sequence's next file) is cut up to that end.
 
 - A box shorter than the model's window (3 s) is the 3 s around its middle, shifted to stay inside the recording, as
   training crops 3 s windows; a longer one is kept whole, in equal pieces of at most MAX_CLIP_S (60 s) where longer:

@@ -15,8 +15,13 @@ A table is matched to its recording by name (`site1.Table.1.selections.txt`, `si
 recordings share a name (AudioMoth names every file by its start time, on every card), the folders tell them apart:
 those of a Begin Path, or a table's below the folder given (`annotations/site1/X.Table.1.selections.txt` ->
 `cards/site1/X.WAV`), or below the common folder of the tables given one by one (`annotations/*/*.txt`), the
-recording whose path ends with most of them being the one. Annotation
-values are matched to the model's species by scientific name, common name or code, case and '_' for ' ' aside.
+recording whose path ends with most of them being the one. A table made over a sequence of recordings (a card's
+files opened in Raven as one, or pulse's `raven_combined`) counts Begin and End Time from the sequence's start: its
+File Offset (s), the box's begin in its Begin File, is the time in the recording, and the box lasts End - Begin Time
+from there; without a Begin File or Begin Path to say which file, such a table is a line. A box running on from one
+file into the next is read up to its file's end (windows and clips stop there): the part in the next file is not
+counted. Annotation values are matched to the model's species by scientific name, common name or code, case and '_'
+for ' ' aside.
 What cannot be used is one line naming the file (a table without the needed columns, a species the model does not
 know, a recording annotated but not analysed), and the rest is assessed.
 """
@@ -47,6 +52,7 @@ TIME_COLUMNS = ("Begin Time (s)", "End Time (s)")
 # Where the species is, first found first: Raven users' own names, then BirdNET-Analyzer's output columns.
 SPECIES_COLUMNS = ("Species", "Annotation", "Label", "Class", "Species Code", "Scientific Name", "Common Name")
 RECORDING_COLUMNS = ("Begin Path", "Begin File")  # Raven's measurements naming each box's recording
+OFFSET_COLUMN = "File Offset (s)"  # Raven's time of a box's begin in its Begin File
 TABLE_SUFFIX = re.compile(r"(\.table\.\d+)?(\.birdnet|\.pulse)?(\.selections?)?(\.table)?\.(txt|csv)$", re.IGNORECASE)
 RESULT_NAMES = ("assessment.csv", "precision_recall.png", "problems.txt")
 
@@ -143,6 +149,10 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
                             f"{', '.join(SPECIES_COLUMNS)})")
             continue
         recording_column = next((c for c in RECORDING_COLUMNS if c in table.columns), None)
+        if recording_column is None and OFFSET_COLUMN in table.columns and _sequence(table):
+            problems.append(f"{path}: a table over a sequence of files (File Offset (s) is not Begin Time (s)) without "
+                            "a Begin File or Begin Path column naming each box's file; left out")
+            continue
         if "Selection" in table.columns:  # Raven lists each box once per view (Waveform 1, Spectrogram 1); tables of
             # several recordings put together may number each one's boxes from 1
             table = table.drop_duplicates(["Selection", *([recording_column] if recording_column else [])])
@@ -151,12 +161,14 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
         for line, row in zip(table.index + 2, table.to_dict("records")):
             try:
                 begin, end = spreadsheet_number(row[TIME_COLUMNS[0]]), spreadsheet_number(row[TIME_COLUMNS[1]])
+                offset = spreadsheet_number(row[OFFSET_COLUMN]) if row.get(OFFSET_COLUMN) else begin
             except ValueError:
-                problems.append(f"{path}, line {line}: a begin or end time that is not a number")
+                problems.append(f"{path}, line {line}: a begin or end time or file offset that is not a number")
                 continue
             if not end > begin:
                 problems.append(f"{path}, line {line}: ends at {end:g} s, not after it begins ({begin:g} s)")
                 continue
+            begin, end = offset, offset + (end - begin)  # in its recording, where the table is of a sequence
             recording = path_key(row[recording_column]) if recording_column and row[recording_column] \
                 else table_recording
             recordings.add(recording)
@@ -175,6 +187,14 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
             else "without a species"
         problems.append(f"{path}: {len(lines)} box(es) {what} (line{'s' if len(lines) > 1 else ''} {where}); left out")
     return Annotations(pd.DataFrame(boxes, columns=["recording", "begin_s", "end_s", "label"]), recordings, problems)
+
+
+def _sequence(table: pd.DataFrame) -> bool:
+    """Whether a table's File Offset differs from its Begin Time (by more than a millisecond: pulse's tables round
+    both): Begin Time then counts from the start of a sequence of files."""
+    offset, begin = (pd.to_numeric(table[c].str.replace(",", "."), errors="coerce") for c in (OFFSET_COLUMN,
+                                                                                             TIME_COLUMNS[0]))
+    return bool(((offset - begin).abs() > 1e-3).any())
 
 
 def window_labels(starts_s: np.ndarray, ends_s: np.ndarray, boxes: pd.DataFrame, min_overlap_s: float) -> np.ndarray:
