@@ -263,6 +263,40 @@ def assess(
         raise typer.Exit(1)
 
 
+@app.command()
+def activity(
+    results: Path = typer.Argument(..., help="A finished `pulse analyze` --out folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for activity.csv and activity.png "
+                                                                 "(default: the run's folder)."),
+    min_conf: Optional[float] = typer.Option(None, help="Score at which a window counts as a detection (default: "
+                                                        "the run's --min-conf)."),
+) -> None:
+    """When each species sings: detections, minutes of audio analysed and detections per hour of audio per site,
+    date and hour of the recorder's clock (activity.csv), and a heatmap per species (activity.png).
+
+    Exit status: 0 written; 1 no recording had a start time; 2 not a finished run or bad option."""
+    from pulse.activity import activity as run_activity
+
+    try:
+        summary = run_activity(results, out, min_conf)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except OSError as exc:
+        _unwritable(exc)
+    if summary.undated:
+        typer.echo(f"{summary.undated} recordings have no start time in their name or metadata: left out", err=True)
+    if summary.elsewhere:
+        typer.echo(f"{summary.elsewhere} recordings in the run's journal are below none of its inputs (an earlier "
+                   "run's into the same --out, or reached through a link to a folder elsewhere): left out", err=True)
+    if not summary.recordings:
+        typer.echo("error: no recording with a start time: activity.csv has no rows", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{summary.recordings} recordings, {summary.audio_s / 3600:.2f} h of audio at {summary.sites} site(s): "
+               f"{summary.detections} detections of {summary.species} species -> "
+               f"{(out or results) / 'activity.csv'}, activity.png")
+
+
 def _read_run_config(path: Path) -> InferConfig:
     """The settings in a run's config.json (`pulse analyze` writes them under "config"), or a ValueError
     naming the file; keys this version does not know are named in a warning and ignored."""

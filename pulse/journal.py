@@ -162,13 +162,17 @@ class Journal:
             if not self._usable(record, any_outputs, any_settings):
                 return None
             body = _read_body(record)
-        end = body.index(b"\0")
-        arrays, offset = {}, end + 1
-        for name, (dtype, shape) in json.loads(body[:end])["arrays"].items():
-            count = int(np.prod(shape))
-            arrays[name] = np.frombuffer(body, dtype, count, offset).reshape(shape)
-            offset += count * np.dtype(dtype).itemsize
-        return arrays
+        return _arrays(body)
+
+    def recordings(self) -> dict[str, tuple[Record, dict]]:
+        """Each recording's latest record and scores, by its resolved path, under any settings and whether or not the
+        recording is still there: what runs into this folder analysed, those without detections too, for tables
+        made after the run (`pulse activity`) without the recordings at hand."""
+        self._index()
+        latest = {}
+        for version, record in sorted(self._records.items(), key=lambda item: (item[1].log.name, item[1].offset)):
+            latest[version.rsplit("|", 2)[0]] = record  # version: resolved path|size|mtime
+        return {path: (record, _arrays(_read_body(record))) for path, record in latest.items()}
 
     def save(self, path: Path, output: str, note: str = "", decoding: dict | None = None, **arrays) -> None:
         if (now := self._version(path)) is None:
@@ -277,6 +281,17 @@ def _read_body(record: Record) -> bytes:
     with open(record.log, "rb") as f:
         f.seek(record.offset)
         return f.read(record.length)
+
+
+def _arrays(body: bytes) -> dict:
+    """A record's arrays, by name, from its body (the JSON header says their dtypes and shapes)."""
+    end = body.index(b"\0")
+    arrays, offset = {}, end + 1
+    for name, (dtype, shape) in json.loads(body[:end])["arrays"].items():
+        count = int(np.prod(shape))
+        arrays[name] = np.frombuffer(body, dtype, count, offset).reshape(shape)
+        offset += count * np.dtype(dtype).itemsize
+    return arrays
 
 
 def _header(body: bytes) -> dict | None:

@@ -27,7 +27,8 @@ def _block(start: str) -> str:
 @pytest.mark.parametrize("command, start", [("analyze", "pulse analyze RECORDINGS... --out DIR"),
                                             ("segments", "- To check detections by ear, `pulse segments"),
                                             ("assess", "- To check the detector on your own site"),
-                                            ("clips-from-annotations", "To retrain on long recordings you annotated")])
+                                            ("clips-from-annotations", "To retrain on long recordings you annotated"),
+                                            ("activity", "- To see when each species sings")])
 def test_every_option_of_the_field_commands_is_in_the_readme(command, start):
     from pulse.cli import app
 

@@ -1,0 +1,123 @@
+"""`pulse activity`: detections and minutes of audio per site, date and clock hour, from a real run over two sites'
+cards of real songs and soundscapes placed at known times."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from pulse.activity import activity_figure, activity_table, clock_hours, Recording
+from pulse.cli import app
+
+PLACED = {  # as on the cards -> the real audio (../shared/data/audio) written there
+    "siteA/20250701_205950.WAV": "insectset32/Nemobius_sylvestris/Nemobiussylvestris_dat017-001.flac",  # 30.57 s
+    "siteA/20250702_130000.WAV": "insectset32/Chorthippus_biguttulus/Chorthippusbiguttulus_Take45.M.flac",
+    "siteB/20250701_220000.WAV": "insectset32/Gryllus_campestris/Grylluscampestris_dat008-019.M.flac",
+    "siteB/20250702_120000.WAV": "backgrounds/OSS_1min_ARU_bird_chorus.flac",  # 20 s, no Orthoptera
+    "siteB/SMA12345_20250702_050000.wav": "insectset32/Gryllus_campestris/Grylluscampestris_Take11.M.flac",  # 3.70 s
+    "siteB/REC0001.WAV": "insectset32/Gryllus_campestris/Grylluscampestris_dat008-019.M.flac",  # no start time
+}
+# Seconds analysed per (site, date, hour): 3 s windows, a last one only with at least --min-len (1 s) of audio.
+EFFORT_S = {("siteA", "2025-07-01", 20): 10.0, ("siteA", "2025-07-01", 21): 20.0,  # 30 s across 21:00
+            ("siteA", "2025-07-02", 13): 641899 / 44100, ("siteB", "2025-07-01", 22): 605184 / 44100,
+            ("siteB", "2025-07-02", 12): 20.0, ("siteB", "2025-07-02", 5): 3.0}
+
+
+@pytest.fixture(scope="module")
+def run(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("activity")
+    for name, source in PLACED.items():
+        audio, rate = sf.read(shared_data / "audio" / source)
+        (root / "cards" / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / "cards" / name, audio, rate, subtype="PCM_16")
+    result = CliRunner().invoke(app, ["analyze", str(root / "cards"), "--out", str(root / "out"), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _table(folder) -> pd.DataFrame:
+    return pd.read_csv(folder / "activity.csv", keep_default_na=False)
+
+
+def test_effort_is_every_analysed_recordings_audio_per_clock_hour(run):
+    result = CliRunner().invoke(app, ["activity", str(run / "out")])
+    assert result.exit_code == 0, result.output
+    assert "1 recordings have no start time in their name or metadata: left out" in result.output
+    assert (run / "out" / "activity.png").stat().st_size > 0
+    table = _table(run / "out")
+    effort = table.groupby(["site", "date", "hour"])["effort_min"].agg(["min", "max"])
+    assert (effort["min"] == effort["max"]).all()  # one effort per hour, whatever the species
+    assert effort["min"].mul(60).to_dict() == pytest.approx(EFFORT_S, abs=0.01)  # the bird chorus's hour too
+    rates = table["detections"] / (table["effort_min"] / 60)
+    assert table["detections_per_hour"].to_numpy() == pytest.approx(rates.to_numpy(), rel=1e-3)
+
+
+def test_detections_are_the_runs_windows_at_min_conf_by_clock_hour(run):
+    detections = pd.read_csv(run / "out" / "detections.csv")  # a row per window: no --merge-consecutive
+    for min_conf in (None, 0.6):
+        out = run / f"activity_{min_conf}"
+        given = [] if min_conf is None else ["--min-conf", str(min_conf)]
+        assert CliRunner().invoke(app, ["activity", str(run / "out"), "--out", str(out), *given]).exit_code == 0
+        expected = Counter()
+        for row in detections[detections["Confidence"] >= (min_conf or 0.25)].itertuples():
+            site, name = row.File.replace("\\", "/").split("/")[-2:]
+            if name != "REC0001.WAV":
+                at = datetime.strptime(name[-19:-4], "%Y%m%d_%H%M%S") + timedelta(seconds=row[1])  # Start (s)
+                expected[site, row[3], at.date().isoformat(), at.hour] += 1  # Scientific name
+        table = _table(out)
+        found = table[table["detections"] > 0].set_index(["site", "species", "date", "hour"])["detections"]
+        assert found.to_dict() == dict(expected)
+    table = _table(run / "activity_None")
+    by_hour = table.set_index(["site", "species", "date", "hour"])["detections"].sort_index()
+    assert by_hour["siteA", "Nemobius sylvestris", "2025-07-01"].sum() > 0  # the wood cricket placed at 20:59:50
+    assert by_hour["siteB", "Gryllus campestris", "2025-07-01", 22] > 0  # the field cricket placed at 22:00
+    assert table[table["hour"] == 12]["detections"].sum() == 0  # the bird chorus: effort, no song
+
+
+def test_an_hour_never_recorded_is_grey_and_one_recorded_without_song_is_not(run):
+    table = _table(run / "activity_None")
+    figure = activity_figure(table, 0.25)
+    first = table["species"].iloc[0]
+    image = figure.axes[0].images[0].get_array()
+    recorded = table[table["species"] == first].groupby(["date", "hour"])["effort_min"].sum()
+    assert image.shape == (2, 24)
+    dates = ["2025-07-01", "2025-07-02"]
+    shown = {(dates[row], hour) for row, hour in zip(*np.nonzero(~np.ma.getmaskarray(image)))}
+    assert shown == set(recorded.index)
+    assert (image.filled(-1) == 0).any()  # recorded without song: the colour map's zero, not grey
+
+
+def test_a_season_of_dates_is_a_diel_bar_chart_and_a_night_splits_at_midnight():
+    assert list(clock_hours(datetime(2025, 7, 1, 23, 59, 30), 0.0, 60.0)) == [("2025-07-01", 23, 30.0),
+                                                                              ("2025-07-02", 0, 30.0)]
+    nights = [Recording("", datetime(2025, 6, 1, 22) + timedelta(days=d), np.array([0.0]), np.array([3600.0]),
+                        np.array([[0.9]], np.float32)) for d in range(70)]
+    table = activity_table(nights, ("Gryllus campestris",), 0.25)
+    assert len(table) == 70 and table["detections_per_hour"].eq(1.0).all()
+    figure = activity_figure(table, 0.25)
+    assert not figure.axes[0].images and len(figure.axes[0].patches) == 24  # a bar for 22 h, grey for the 23 others
+
+
+def test_a_folder_that_is_no_run_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["activity", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {tmp_path}: not a finished `pulse analyze` --out folder (no config.json of a "
+                             "run in it)\n")
+
+
+def test_cards_given_apart_are_sites_and_an_earlier_runs_recordings_are_left_out(run):
+    runner, out = CliRunner(), run / "apart"
+    for cards in ([run / "cards" / "siteA", run / "cards" / "siteB"], [run / "cards" / "siteA"]):
+        assert runner.invoke(app, ["analyze", *map(str, cards), "--out", str(out), "--format", "csv"]).exit_code == 0
+        result = runner.invoke(app, ["activity", str(out)])
+        assert result.exit_code == 0, result.output
+        if len(cards) == 2:  # flat cards, told apart by their folders' names
+            assert set(_table(out)["site"]) == {"siteA", "siteB"}
+    assert set(_table(out)["site"]) == {""}  # one card given: flat
+    assert "4 recordings in the run's journal are below none of its inputs" in result.output  # siteB's, run before
