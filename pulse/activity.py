@@ -34,6 +34,7 @@ ACTIVITY_COLUMNS = ("site", "species", "date", "hour", "detections", "effort_min
 MAX_HEATMAP_DAYS = 62  # more dates than this: a diel bar chart pooled over dates, not a date x hour heatmap
 MAX_PANELS = 12  # species drawn at most, the most detected
 PANEL_PX = 220
+EPOCH = datetime(1970, 1, 1)  # numpy's datetime64 counts from it
 NOT_RECORDED = "0.75"  # grey: an hour never recorded, unlike one recorded without song (the colour map's zero)
 
 
@@ -132,9 +133,13 @@ def activity_table(recordings: list[Recording], labels: tuple[str, ...], min_con
         for begin, end in analysed_spans(rec.starts_s, rec.ends_s):
             for date, hour, seconds in clock_hours(rec.start, begin, end):
                 effort_s[rec.site, date, hour] += seconds
-        for window, species in zip(*np.nonzero(rec.scores >= min_conf)):
-            at = rec.start + timedelta(seconds=float(rec.starts_s[window]))
-            counts[rec.site, labels[species], at.date().isoformat(), at.hour] += 1
+        # counted by (clock hour, species) in numpy: a cricket singing all night is 1200 detections an hour
+        windows, species = np.nonzero(rec.scores >= min_conf)
+        at = np.datetime64(rec.start, "us") + np.round(rec.starts_s[windows] * 1e6).astype("timedelta64[us]")
+        keys, n = np.unique(at.astype("datetime64[h]").astype(np.int64) * len(labels) + species, return_counts=True)
+        for key, count in zip(keys.tolist(), n.tolist()):
+            hour = EPOCH + timedelta(hours=key // len(labels))
+            counts[rec.site, labels[key % len(labels)], hour.date().isoformat(), hour.hour] += count
     totals = Counter()
     for (_, species, _, _), n in counts.items():
         totals[species] += n
@@ -214,5 +219,6 @@ def activity(run_dir: str | Path, out: str | Path | None = None, min_conf: float
     if len(table):
         save_png(activity_figure(table, min_conf), out / "activity.png")
     detected = table[table["species"] != ""]
-    return Summary(len(recordings), undated, elsewhere, table.drop_duplicates(["site", "date", "hour"])["effort_min"].sum() * 60,
-                   table["site"].nunique(), int(detected["detections"].sum()), detected["species"].nunique())
+    effort_min = table.drop_duplicates(["site", "date", "hour"])["effort_min"].sum()
+    return Summary(len(recordings), undated, elsewhere, effort_min * 60, table["site"].nunique(),
+                   int(detected["detections"].sum()), detected["species"].nunique())
