@@ -3,7 +3,8 @@
 Flags map 1:1 onto config fields and read their defaults from the config, never restating them.
 Run `lrmil --help` for the list. The slide batches (patch, extract, predict) exit 0 when every
 slide succeeded, 1 when the batch ran but a slide failed (see OUT/errors.csv) or none was found,
-and 2 for usage and configuration errors.
+and 2 for usage and configuration errors; train and distill exit 1 when they trained without a slide
+of the splits CSV whose feature file was missing or unreadable (OUT/errors.csv, metrics.json's left_out).
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def _report(summary: dict) -> None:
     if summary["failed"]:
         typer.echo(f"{summary['failed']} slide(s) failed: see {summary['errors_csv']}", err=True)
         raise typer.Exit(1)
+
+
+def _report_run(out: str, metrics: dict) -> None:
+    """train and distill: the pooled metrics, and the slides left out counted as a batch's failed slides."""
+    failed = len(metrics["left_out"])
+    _report({**metrics["pooled"], "failed": failed, "errors_csv": str(Path(out) / "errors.csv") if failed else ""})
 
 
 def _grid_configs(mask_mpp: float, min_saturation: float, exclude_ink: bool, teacher_px: int, min_tissue: float):
@@ -364,7 +371,7 @@ def train(
             metrics = run_train(cfg)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
-    typer.echo(json.dumps(metrics["pooled"]))
+    _report_run(cfg.out, metrics)
 
 
 @app.command()
@@ -410,7 +417,7 @@ def distill(
             metrics = run_distill(cfg)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
-    typer.echo(json.dumps(metrics["pooled"]))
+    _report_run(cfg.out, metrics)
 
 
 @app.command()

@@ -36,7 +36,11 @@ class ErrorLog:
         message = " ".join((error_line(exc) if isinstance(exc, OSError) else str(exc)).split())
         message = message.removeprefix(f"{item}: ")  # the path has its own column
         log.error("%s failed at %s: %s", item, stage, message, exc_info=log.isEnabledFor(logging.DEBUG))
-        self.rows.append((str(item), stage, type(exc).__name__, message))
+        self.record(item, stage, type(exc).__name__, message)
+
+    def record(self, item: str | Path, stage: str, error_type: str, message: str) -> None:
+        """A row for a failure its caller has already logged in its own words (`lrmil train`'s left-out slides)."""
+        self.rows.append((str(item), stage, error_type, message))
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows([COLUMNS, *self.rows])
         write_text(self.path, buffer.getvalue())

@@ -296,3 +296,29 @@ def test_a_teacher_fold_the_run_lacks_is_named_with_the_folds_it_holds_before_an
                                                     r"--folds among those"):
             distill(dataclasses.replace(student, folds=folds))
     assert not (root / "student").exists()
+
+
+def test_distill_records_a_slide_without_5x_or_readable_20x_features_and_exits_1(feature_folders):
+    """A slide left out for either resolution's feature file was one log line, exit 0, in no file of the run."""
+    from typer.testing import CliRunner
+
+    from lrmil.cli import app
+
+    root = feature_folders
+    small = ("--hidden-dim", 8, "--attn-dim", 8, "--epochs", 1, "--patience", 1, "--threads", 1, "--folds", 0)
+    runner = CliRunner()
+    teacher = runner.invoke(app, [str(a) for a in ("train", "--features", root / "f20", "--splits",
+                                                   root / "splits.csv", "--out", root / "t", *small)])
+    assert teacher.exit_code == 0, teacher.output
+    (root / "f5" / "slide3.h5").unlink()
+    (root / "f20" / "slide5.h5").write_bytes(b"cut")
+    result = runner.invoke(app, [str(a) for a in (
+        "distill", "--features", root / "f5", "--teacher-features", root / "f20", "--teacher", root / "t",
+        "--splits", root / "splits.csv", "--out", root / "s", *small)])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["failed"] == 2
+    left_out = json.loads((root / "s" / "metrics.json").read_text())["left_out"]
+    assert [(s["slide_id"], s["path"]) for s in left_out] == [("slide3", str(root / "f5" / "slide3.h5")),
+                                                               ("slide5", str(root / "f20" / "slide5.h5"))]
+    errors = pd.read_csv(root / "s" / "errors.csv")
+    assert list(errors["path"]) == [s["path"] for s in left_out] and set(errors["stage"]) == {"distill"}

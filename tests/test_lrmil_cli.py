@@ -458,3 +458,46 @@ def test_a_blank_slide_is_one_line_naming_it_from_patch_and_extract_and_the_batc
         lines = [r.getMessage() for r in caplog.records if "no tissue found" in r.getMessage()]
         assert len(lines) == 1 and lines[0].startswith(f"{blank}: no tissue found"), lines
         assert (tmp_path / command / "masks" / "tissue.png").is_file()  # the next slide was done
+
+
+def test_train_records_the_slides_it_left_out_and_exits_1(tmp_path):
+    """12 slides listed, 2 without a feature file and 1 not HDF5: training went on with 9 and exited 0, and neither
+    metrics.json nor any file of the run said which 3 were left out. A rerun that reads them all clears the list."""
+    import pandas as pd
+
+    from lrmil.store import FeatureFile, write_features
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        if i not in (3, 7):
+            write_features(tmp_path / "f" / f"s{i}.h5", FeatureFile(
+                np.zeros((4, 2), np.int64), rng.normal(i % 2, 1, (4, 8)).astype(np.float32), np.zeros((4, 0), np.int64),
+                256, 256, 20.0, 0.5))
+        rows.append((f"s{i}", ["benign", "tumour"][i % 2], i % 3))
+    (tmp_path / "f" / "s5.h5").write_bytes(b"not hdf5")
+    pd.DataFrame(rows, columns=["slide_id", "label", "fold"]).to_csv(tmp_path / "splits.csv", index=False)
+    args = ("train", "--features", tmp_path / "f", "--splits", tmp_path / "splits.csv", "--out", tmp_path / "run",
+            "--epochs", 1)
+
+    result = _invoke(*args)
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["slides"] == 9 and summary["failed"] == 3
+    assert summary["errors_csv"] == str(tmp_path / "run" / "errors.csv")
+    assert f"3 slide(s) failed: see {tmp_path / 'run' / 'errors.csv'}" in result.stderr
+    left_out = json.loads((tmp_path / "run" / "metrics.json").read_text())["left_out"]
+    assert [(s["slide_id"], s["path"]) for s in left_out] == [(f"s{i}", str(tmp_path / "f" / f"s{i}.h5"))
+                                                               for i in (3, 5, 7)]
+    assert left_out[0]["reason"] == f"no feature file {tmp_path / 'f' / 's3.h5'}"
+    assert left_out[1]["reason"].startswith("cannot read features (")
+    errors = pd.read_csv(tmp_path / "run" / "errors.csv")
+    assert list(errors["path"]) == [s["path"] for s in left_out] and set(errors["stage"]) == {"train"}
+    assert errors["message"][0] == f"s3: no feature file {tmp_path / 'f' / 's3.h5'}"
+
+    pd.DataFrame([r for r in rows if r[0] not in ("s3", "s5", "s7")],
+                 columns=["slide_id", "label", "fold"]).to_csv(tmp_path / "splits.csv", index=False)
+    again = _invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["left_out"] == []
+    assert not (tmp_path / "run" / "errors.csv").exists()

@@ -41,9 +41,16 @@ def feature_path(features_dir: str | Path, slide_id: str) -> Path:
     return path
 
 
-def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...]) -> dict[str, Bag]:
-    """Every slide of `splits` that has a non-empty feature file; a missing one is logged and skipped."""
+def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str, ...],
+              left_out: list[dict] | None = None) -> dict[str, Bag]:
+    """Every slide of `splits` that has a non-empty feature file; a missing or unreadable one is logged, skipped and
+    appended to `left_out` (slide_id, path, error_type, reason), so the run can record it."""
     from lrmil.store import missing_feature_file, read_features
+
+    def skip(slide_id: str, path: Path, error_type: str, reason: str, where: str) -> None:
+        log.error("%s: %s; slide skipped", where, reason)
+        if left_out is not None:
+            left_out.append({"slide_id": slide_id, "path": str(path), "error_type": error_type, "reason": reason})
 
     index = {name: i for i, name in enumerate(labels)}
     bags = {}
@@ -51,16 +58,17 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
     for row in splits.itertuples():
         path = feature_path(features_dir, row.slide_id)
         if not path.is_file():  # one line, not h5py's errno paragraph
-            log.error("%s (line %d of the splits CSV): no feature file %s%s%s; slide skipped", row.slide_id,
-                      row.Index + 2, *missing_feature_file(features_dir, row.slide_id), _named_in_other_cases(path))
+            missing, held = missing_feature_file(features_dir, row.slide_id)
+            skip(row.slide_id, missing, "FileNotFoundError", f"no feature file {missing}{held}"
+                 f"{_named_in_other_cases(path)}", f"{row.slide_id} (line {row.Index + 2} of the splits CSV)")
             continue
         try:
             ff = read_features(path)
         except (OSError, KeyError, ValueError) as err:
-            log.error("%s: cannot read features (%s); slide skipped", path, err)
+            skip(row.slide_id, path, type(err).__name__, f"cannot read features ({err})", str(path))
             continue
         if len(ff.features) == 0:
-            log.error("%s: no tissue patches; slide skipped", path)
+            skip(row.slide_id, path, "ValueError", "no tissue patches", str(path))
             continue
         bags[row.slide_id] = Bag(row.slide_id, index[row.label], int(row.fold), torch.from_numpy(ff.features),
                                  torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder, ff.coords,

@@ -98,8 +98,9 @@ def distill(cfg: DistillConfig) -> dict:
     check_teacher_splits(cfg)
     splits = read_splits(cfg.splits)
     labels = labels_of(splits, cfg.splits)
-    bags = load_bags(cfg.features, splits, labels)
-    teacher_bags = load_bags(cfg.teacher_features, splits, labels)
+    left_out: list[dict] = []  # each resolution's: a slide without 20x features is left out as one without 5x
+    bags = load_bags(cfg.features, splits, labels, left_out)
+    teacher_bags = load_bags(cfg.teacher_features, splits, labels, left_out)
     if not (both := {s: b for s, b in bags.items() if s in teacher_bags}):
         raise ValueError(f"{cfg.features} (5x) and {cfg.teacher_features} (20x): no slide of the splits CSV has "
                          f"features in both (5x e.g. {next(iter(bags))}, 20x e.g. {next(iter(teacher_bags))}); give "
@@ -122,4 +123,4 @@ def distill(cfg: DistillConfig) -> dict:
         return {"teacher_sha256": sha256(path) if path.is_file() else ""}
 
     return run_folds(cfg, bags, splits, labels, fold_loss, model_cfg, fingerprint({**teacher_bags, **{
-        f"{s}@5x": b for s, b in bags.items()}}), teacher_weights)
+        f"{s}@5x": b for s, b in bags.items()}}), teacher_weights, left_out, stage="distill")

@@ -99,16 +99,20 @@ def fingerprint(bags: dict[str, Bag]) -> str:
 
 def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str, ...],
               fold_loss: Callable[[int], BagLoss], model_cfg: ABMILConfig, data_hash: str,
-              fold_inputs: Callable[[int], dict] = lambda fold: {}) -> dict:
+              fold_inputs: Callable[[int], dict] = lambda fold: {}, left_out: list[dict] = (),
+              stage: str = "train") -> dict:
     """Train one model per test fold; write fold<k>/model.safetensors, predictions.csv, metrics.json.
 
     A fold whose model was saved with the same key is reloaded, not retrained: the same config (but for which
     folds this call runs), the same data, the same slides and labels in each role, and what `fold_inputs` adds
     (stage 2: the teacher fold's weights). Each model carries its key, so a run killed after config.json changed
     never reloads an older run's fold. predictions.csv and metrics.json cover every fold of the folder whose
-    model is current, so folds run as separate jobs into one --out add up.
+    model is current, so folds run as separate jobs into one --out add up. The slides `load_bags` left out are
+    listed in metrics.json ("left_out") and errors.csv, as `lrmil extract` and `predict` list their failed slides.
     """
     from export.atomic import write_json
+    from lrmil.batch import ERRORS_FILE
+    from lrmil.errors import ErrorLog
 
     out = Path(cfg.out)
     record = {**run_record(cfg), "data_hash": data_hash}
@@ -116,6 +120,9 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     splits = splits[splits["slide_id"].isin(bags)]
     every_fold, folds = folds_to_run(cfg, splits, bags)
     write_json(out / "config.json", record)
+    errors = ErrorLog(out / ERRORS_FILE)  # this run's only: a rerun that reads every slide leaves none
+    for slide in left_out:
+        errors.record(slide["path"], stage, slide["error_type"], f"{slide['slide_id']}: {slide['reason']}")
 
     weights_sha256 = next(iter(bags.values())).weights_sha256  # one for every bag (load_bags): `bundle` checks it
 
@@ -143,7 +150,7 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     table = pd.concat(tables, ignore_index=True)
     write_predictions(out / "predictions.csv", table)
     per_fold = {int(f): metrics_from_table(t, labels) for f, t in table.groupby("fold")}
-    metrics = _without_nan({"pooled": metrics_from_table(table, labels), "folds": per_fold})
+    metrics = _without_nan({"pooled": metrics_from_table(table, labels), "folds": per_fold, "left_out": list(left_out)})
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -210,6 +217,7 @@ def train(cfg: MILConfig) -> dict:
     """Teacher (20x features) or student without KD (5x features): cross-entropy only."""
     splits = read_splits(cfg.splits)
     labels = labels_of(splits, cfg.splits)
-    bags = load_bags(cfg.features, splits, labels)
+    left_out: list[dict] = []
+    bags = load_bags(cfg.features, splits, labels, left_out)
     model_cfg = resolve_model(cfg.model, labels, next(iter(bags.values())))
-    return run_folds(cfg, bags, splits, labels, lambda fold: ce_loss, model_cfg, fingerprint(bags))
+    return run_folds(cfg, bags, splits, labels, lambda fold: ce_loss, model_cfg, fingerprint(bags), left_out=left_out)
