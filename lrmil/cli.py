@@ -4,7 +4,8 @@ Flags map 1:1 onto config fields and read their defaults from the config, never 
 Run `lrmil --help` for the list. The slide batches (patch, extract, predict) exit 0 when every
 slide succeeded, 1 when the batch ran but a slide failed (see OUT/errors.csv) or none was found,
 and 2 for usage and configuration errors; train and distill exit 1 when they trained without a slide
-of the splits CSV whose feature file was missing or unreadable (OUT/errors.csv, metrics.json's left_out).
+of the splits CSV whose feature file was missing or unreadable (OUT/errors.csv, metrics.json's left_out),
+distill-patches when it left out a slide or its 20x features (OUT's .errors.csv and .json beside the weights).
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ def distill_patches(
     threads: int = THREADS_OPT,
 ) -> None:
     """Stage 1: distil the 20x teacher encoder into a 5x student ViT, block by block."""
-    from lrmil.distill_patch import distill_patch
+    from lrmil.distill_patch import distill_patch, errors_file
     from lrmil.slide import SlideReadError
 
     _setup(threads)
@@ -293,7 +294,8 @@ def distill_patches(
         metrics = distill_patch(cfg, paths, out, splits, teacher_mil, teacher_features)
     except (FileNotFoundError, KeyError, ValueError, SlideReadError) as exc:  # e.g. two slides of one id
         _fail(exc)
-    typer.echo(json.dumps(metrics))
+    failed = len(metrics["left_out"])
+    _report({**metrics, "failed": failed, "errors_csv": str(errors_file(out)) if failed else ""})
 
 
 

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from export.atomic import write_json
 from lrmil.config import DistillPatchConfig
 from lrmil.encoders import SYNTHETIC_NOTICE, create_encoder, preprocess, save_encoder
+from lrmil.errors import ErrorLog
 from lrmil.features import segment_and_patch
 from lrmil.patching import PatchGrid
 from lrmil.slide import SlideIds, SlideReadError, open_slide, read_scaled
@@ -76,9 +77,11 @@ def match_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, 
     return (per_child * weights).sum() / weights.sum().clamp_min(1e-8)
 
 
-def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_ids: list[str]) -> dict[str, tuple]:
+def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_ids: list[str],
+                      left_out: list[dict] | None = None) -> dict[str, tuple]:
     """Per slide: (20x coords, attention over those patches) from the frozen teacher MIL. A slide without a 20x
-    feature file (extraction failed on it) is left out with one line, as `lrmil train` leaves it out."""
+    feature file (extraction failed on it) is left out with one line and appended to `left_out`, as `lrmil train`
+    leaves it out."""
     from lrmil.mil.attention import load_mil
     from lrmil.mil.bags import feature_path
     from lrmil.store import missing_feature_file, read_features
@@ -89,16 +92,24 @@ def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_i
         for sid in slide_ids:
             if not (path := feature_path(features_dir, sid)).is_file():  # one line, not h5py's errno paragraph
                 missing, held = missing_feature_file(features_dir, sid)
-                log.error("%s: no 20x feature file of slide %s in --teacher-features%s (`lrmil extract --resolution "
-                          "teacher` failed on it or was not given it); slide left out of stage 1", missing, sid, held)
+                reason = (f"no 20x feature file of slide {sid} in --teacher-features{held} (`lrmil extract "
+                          "--resolution teacher` failed on it or was not given it)")
+                _leave_out(left_out, sid, missing, "FileNotFoundError", reason)
                 continue
             try:
                 ff = read_features(path)
             except (OSError, KeyError, ValueError) as err:  # a damaged file: a traceback ended stage 1
-                log.error("%s: cannot read features (%s); slide left out of stage 1", path, err)
+                _leave_out(left_out, sid, path, type(err).__name__, f"cannot read features ({err})")
                 continue
             out[sid] = (ff.coords, model(torch.from_numpy(ff.features)).attention.numpy())
     return out
+
+
+def _leave_out(left_out: list[dict] | None, slide_id: str, path: str | Path, error_type: str, reason: str) -> None:
+    """One line, and a record for the run's .json and errors.csv."""
+    log.error("%s: %s; slide left out of stage 1", path, reason)
+    if left_out is not None:
+        left_out.append({"slide_id": slide_id, "path": str(path), "error_type": error_type, "reason": reason})
 
 
 def child_weights(grid: PatchGrid, attention: np.ndarray | None) -> np.ndarray:
@@ -269,7 +280,8 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     if use_attention and splits is not None:
         _check_teacher_fold(teacher_mil, cfg.test_fold)
     chosen_ids = [ids.claim(p) for p in chosen]
-    attention = teacher_attention(teacher_mil, teacher_features, chosen_ids) if use_attention else {}
+    left_out: list[dict] = []
+    attention = teacher_attention(teacher_mil, teacher_features, chosen_ids, left_out) if use_attention else {}
     start, samples, used = time.perf_counter(), [], []
     for path, sid in tqdm(list(zip(chosen, chosen_ids)), desc="teacher targets", unit="slide"):
         if use_attention and sid not in attention:  # named by teacher_attention
@@ -283,7 +295,7 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
                                  "--teacher-px, --min-tissue)")
             samples += collect_samples(path, grid, child_weights(grid, attn), teacher, cfg, rng)
         except SlideReadError as exc:
-            log.error("%s; slide left out of stage 1", exc)
+            _leave_out(left_out, sid, exc.path, type(exc).__name__, exc.reason)
             continue
         used.append(sid)
     if not samples:
@@ -293,7 +305,7 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     n_val = int(round(len(samples) * cfg.val_fraction)) if len(samples) > 4 else 0
     val, train = [samples[i] for i in order[:n_val]], [samples[i] for i in order[n_val:]]
     student, metrics = train_student(teacher, train, val, cfg)
-    metrics.update({"slides": len(used), "slide_ids": used, "parents": len(samples),
+    metrics.update({"slides": len(used), "slide_ids": used, "left_out": left_out, "parents": len(samples),
                     "attention_weighting": use_attention, "seconds": time.perf_counter() - start})
     student.cfg = dataclasses.replace(student.cfg, source="lrmil distill-patches",
                                       training_data=f"stage-1 distillation on {len(used)} slides; "
@@ -301,4 +313,12 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     save_encoder(out, student, student.cfg, extra={"distill_patch": cfg.to_dict(), "metrics": metrics})
     write_json(Path(out).with_suffix(".json"), {"config": cfg.to_dict(), "metrics": metrics,
                                                 "notice": SYNTHETIC_NOTICE if "synthetic" in teacher.cfg.training_data else ""})
+    errors = ErrorLog(errors_file(out))  # this run's only, as `lrmil extract`'s errors.csv
+    for slide in left_out:
+        errors.record(slide["path"], "distill-patches", slide["error_type"], f"{slide['slide_id']}: {slide['reason']}")
     return metrics
+
+
+def errors_file(out: str | Path) -> Path:
+    """The slides left out of stage 1, beside the weights `out` (enc5.safetensors: enc5.errors.csv)."""
+    return Path(out).with_suffix(".errors.csv")

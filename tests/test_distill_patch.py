@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import numpy as np
@@ -246,6 +247,13 @@ def test_a_slide_extraction_failed_on_is_left_out_of_stage_1_in_one_line_and_the
     assert metrics["slide_ids"] == ["synth_0000"] and metrics["parents"] == 3
     assert caplog.messages == [NO_SPLITS, f"{tmp_path / 'broken.svs'}: neither OpenSlide nor PIL can read it (corrupt "
                                "or unsupported format); slide left out of stage 1"]
+    reason = "neither OpenSlide nor PIL can read it (corrupt or unsupported format)"
+    assert metrics["left_out"] == [{"slide_id": "broken", "path": str(tmp_path / "broken.svs"),
+                                    "error_type": "SlideReadError", "reason": reason}]
+    assert json.loads((tmp_path / "student.json").read_text())["metrics"]["left_out"] == metrics["left_out"]
+    assert (tmp_path / "student.errors.csv").read_text() == ("path,stage,error_type,message\n"
+                                                             f"{tmp_path / 'broken.svs'},distill-patches,SlideReadError,"
+                                                             f"broken: {reason}\n")
     caplog.clear()
     save_mil(tmp_path / "mil.safetensors", ABMIL(ABMILConfig()))
     (tmp_path / "features").mkdir()

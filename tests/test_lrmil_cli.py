@@ -428,7 +428,7 @@ def test_distill_patches_cuts_the_grid_the_teacher_features_were_extracted_with(
 
     def distill_patch(cfg, *args):
         given["cfg"] = cfg
-        return {}
+        return {"left_out": []}
 
     monkeypatch.setattr(lrmil.distill_patch, "distill_patch", distill_patch)
     result = _invoke("distill-patches", _png(tmp_path / "a.png"), "--out", tmp_path / "s.safetensors", "--mpp", 0.5,
@@ -501,3 +501,15 @@ def test_train_records_the_slides_it_left_out_and_exits_1(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["left_out"] == []
     assert not (tmp_path / "run" / "errors.csv").exists()
+
+
+def test_distill_patches_exits_1_naming_its_errors_file_when_it_left_out_a_slide(tmp_path, monkeypatch):
+    """A slide stage 1 could not read was one log line, and the run exited 0."""
+    import lrmil.distill_patch
+
+    left_out = [{"slide_id": "a", "path": "a.svs", "error_type": "SlideReadError", "reason": "corrupt"}]
+    monkeypatch.setattr(lrmil.distill_patch, "distill_patch", lambda *args: {"slides": 1, "left_out": left_out})
+    result = _invoke("distill-patches", _png(tmp_path / "a.png"), "--out", tmp_path / "s.safetensors", "--mpp", 0.5)
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["failed"] == 1
+    assert f"1 slide(s) failed: see {tmp_path / 's.errors.csv'}" in result.stderr
