@@ -18,3 +18,11 @@ def escape_what_stdout_cannot_print() -> None:
 def first_three(names: list[str], separator: str = ", ") -> str:
     """The first three of `names`, then '...' where there are more: a line names a few of thousands."""
     return separator.join(names[:3]) + (f"{separator}..." if len(names) > 3 else "")
+
+
+def summaries_on_one_line(app) -> None:
+    """A Typer app's command list shows each docstring's first paragraph, and Rich keeps its line breaks: a summary
+    wrapped at 120 columns in the source was cut mid-sentence in `--help`. Give each command that paragraph unbroken."""
+    for command in app.registered_commands:
+        if command.short_help is None and command.callback.__doc__:
+            command.short_help = " ".join(command.callback.__doc__.split("\n\n")[0].split())

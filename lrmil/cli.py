@@ -20,7 +20,7 @@ import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from export.atomic import error_line
-from export.console import escape_what_stdout_cannot_print
+from export.console import escape_what_stdout_cannot_print, summaries_on_one_line
 from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
 from lrmil.mil.config import ABMILConfig, BenchConfig, DistillConfig, MILConfig, PredictConfig
 
@@ -551,6 +551,9 @@ def bench(
                       mil_epochs=mil_epochs,
                       device=device, threads=threads, demo_dir=demo_dir)
     typer.echo(results_table(run_bench(cfg)))
+
+summaries_on_one_line(app)  # once every command is defined
+
 
 def main() -> None:
     app()

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from export.atomic import error_line
-from export.console import escape_what_stdout_cannot_print
+from export.console import escape_what_stdout_cannot_print, summaries_on_one_line
 from export.jsonconfig import read_json
 from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, AssessConfig, EvalConfig, ExportConfig, InferConfig, ModelConfig,
                           SegmentConfig, TeacherCacheConfig, TrainConfig)
@@ -611,6 +611,9 @@ def teacher_cache(
     if failed:  # as `pulse analyze`: scripts notice without reading errors.csv
         typer.echo(f"{failed} file(s) failed: see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)
+
+
+summaries_on_one_line(app)  # once every command is defined
 
 
 def main() -> None:
