@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from lrmil.patching import GridLevel, PatchGrid
 from lrmil.slide import slide_file_name, slide_file_name_before
 
 COORDS, FEATURES, CHILDREN = "coords", "features", "children"
+CUT_SHORT = re.compile(r"truncated file: eof = (\d+),.*stored_eof = (\d+)")  # HDF5's words for a file cut short
 GRID_GROUPS = ("teacher", "student")
 
 
@@ -112,7 +114,7 @@ def write_features(path: str | Path, ff: FeatureFile) -> None:
 def read_features(path: str | Path) -> FeatureFile:
     """Read a feature file written by `write_features`, or one from CLAM or TRIDENT: CLAM's hold only `coords` and
     `features`, so `patch_size_level0` is 0 (unknown) there; `lrmil train` needs none of the attributes."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         coords = _whole(f, COORDS)
         ca, fa = f[COORDS].attrs, f.attrs
         children = _whole(f, CHILDREN) if CHILDREN in f else np.zeros((len(coords), 0), np.int64)
@@ -127,6 +129,18 @@ def read_features(path: str | Path) -> FeatureFile:
             slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))), source=json.loads(fa.get("source", "{}")),
             config=json.loads(fa.get("config", "{}")), config_hash=str(fa.get("config_hash", "")),
         )
+
+
+def _open(path: str | Path) -> h5py.File:
+    """`path` opened for reading. A file cut short (a copy stopped midway) said so in HDF5's words, "Unable to
+    synchronously open file (truncated file: eof = 6464, sblock->base_addr = 0, stored_eof = 12928)"."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        if cut := CUT_SHORT.search(str(err)):
+            raise OSError(f"cut short: {cut[1]} of its {cut[2]} bytes (a copy stopped midway, or its writing); copy or "
+                          "extract the slide again") from None
+        raise
 
 
 def _whole(f: h5py.File, name: str) -> np.ndarray:

@@ -648,3 +648,17 @@ def test_a_header_claiming_rows_the_file_does_not_hold_is_one_line_not_a_memory_
         f.create_dataset("features", shape=(10**6, 1024), dtype="f4")  # contiguous, never written
     with pytest.raises(ValueError, match=r"the file holds 0 of its 4096000000 bytes"):
         read_features(tmp_path / "contiguous.h5")
+
+
+def test_a_feature_file_cut_short_says_so_in_plain_words(tmp_path):
+    """A copy stopped midway said "Unable to synchronously open file (truncated file: eof = 6464, sblock->base_addr =
+    0, stored_eof = 12928)": HDF5's words for it. Now how much of the file is there, and what to do."""
+    path = tmp_path / "s1.h5"
+    with h5py.File(path, "w") as f:
+        f["coords"] = np.zeros((40, 2), np.int64)
+        f["features"] = np.ones((40, 64), np.float32)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(OSError, match=rf"^cut short: {len(whole) // 2} of its {len(whole)} bytes \(a copy stopped "
+                                      r"midway, or its writing\); copy or extract the slide again$"):
+        read_features(path)
