@@ -36,14 +36,23 @@ def score_map(coords: np.ndarray, size_level0: int, scores: np.ndarray, dimensio
     return out
 
 
+OVERLAY_ROWS = 64  # rows blended at a time (about 45 bytes a pixel of temporaries)
+
+
 def overlay(thumbnail: np.ndarray, scores: np.ndarray, alpha: float = 0.5, cmap: str = "inferno") -> np.ndarray:
-    """Blend a [0, 1] score map (NaN = not scored) over an RGB thumbnail of the same size."""
+    """Blend a [0, 1] score map (NaN = not scored) over an RGB thumbnail of the same size, in bands of rows and
+    through the colour map's table, so that memory follows the image (an 8192-px heatmap took 2.9 GB at once)."""
     from matplotlib import colormaps
 
-    colours = (colormaps[cmap](np.nan_to_num(scores))[..., :3] * 255).astype(np.float32)
-    scored = ~np.isnan(scores)[..., None]
-    out = np.where(scored, (1 - alpha) * thumbnail.astype(np.float32) + alpha * colours, thumbnail)
-    return out.astype(np.uint8)
+    colour_map = colormaps[cmap]
+    table = (colour_map(np.arange(colour_map.N))[:, :3] * 255).astype(np.float32)
+    out = np.array(thumbnail, np.uint8)
+    for y in range(0, len(scores), OVERLAY_ROWS):
+        band, rows = scores[y:y + OVERLAY_ROWS], out[y:y + OVERLAY_ROWS]
+        scored = ~np.isnan(band)
+        index = np.minimum((band[scored] * colour_map.N).astype(np.intp), colour_map.N - 1)  # as matplotlib indexes
+        rows[scored] = ((1 - alpha) * rows[scored].astype(np.float32) + alpha * table[index]).astype(np.uint8)
+    return out
 
 
 COLOUR_BAR_PX = 64  # width of the scale panel beside a heatmap
