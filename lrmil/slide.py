@@ -200,7 +200,7 @@ class _OpenSlideBase:
     def _thumbnail_by_regions(self, level: int, max_size: int) -> np.ndarray:
         """The thumbnail of a level too large to read whole (a slide without a pyramid, or a heatmap of 8192 px
         from a scan's /4 level): PIL's thumbnail (box-reduce, then Lanczos) band of rows by band of rows. The level
-        is read one row of regions at a time, box-reduced as it comes, and only the reduced rows the next band's
+        is read in strips of regions, box-reduced as they come, and only the reduced rows the next band's
         filter reaches are held, so memory follows the thumbnail, not the level (a 25,000 x 20,000 level reduced by
         nothing was held whole: 1.5 GB)."""
         from PIL import Image
@@ -208,10 +208,10 @@ class _OpenSlideBase:
         width, height = self.level_dimensions[level]
         out = _thumbnail_size(width, height, max_size)
         fx, fy = max(1, int(width / out[0] / 2)), max(1, int(height / out[1] / 2))  # PIL's thumbnail reduces first
-        step_y = fy * max(1, THUMBNAIL_REGION_PX // 4 // fy)  # strips of 512 rows: a strip and the held rows at once
+        step_y = fy * max(1, THUMBNAIL_REGION_PX // 4 // fy)  # strips of 512 rows (a strip and the held rows at once)
         scale = height / fy / out[1]  # reduced rows per thumbnail row
         reach = 3 * max(scale, 1.0) + 1  # Lanczos: 3 widths either side of a centre, 1 row for rounding
-        rows = max(1, int(step_y / fy / scale))  # thumbnail rows a band: about one row of regions
+        rows = max(1, int(step_y / fy / scale))  # thumbnail rows a band: about one strip
         thumb = Image.new("RGB", out)
         held, held_first = Image.new("RGB", (-(-width // fx), 0)), 0  # reduced rows from held_first on
         for top in range(0, out[1], rows):
