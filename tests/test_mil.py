@@ -18,6 +18,7 @@ from lrmil.mil.config import ABMILConfig, MILConfig
 from lrmil.mil.metrics import metrics_from_table, predictions_table, slide_metrics
 from lrmil.mil.splits import fold_roles, labels_of, read_splits
 from lrmil.mil.train import ce_loss, fit, predict_bags
+from tests.test_store import damaged_feature_files
 
 DIM = 8
 
@@ -335,25 +336,18 @@ def test_a_listed_slide_without_features_is_one_line_naming_its_row_and_file(tmp
 def test_a_feature_file_with_a_damaged_header_or_cut_short_is_one_line_and_the_rest_load(tmp_path, caplog):
     """A CLAM features folder with a file whose header claimed 10**12 rows ended `lrmil train` with a MemoryError
     traceback; a file cut short (a copy stopped midway) is left out in one line too."""
-    import h5py
-
     from lrmil.mil.bags import load_bags
     from lrmil.store import FeatureFile, write_features
 
     write_features(tmp_path / "a.h5", FeatureFile(np.zeros((2, 2), np.int64), np.ones((2, DIM), np.float32),
                                                  np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
-    with h5py.File(tmp_path / "huge.h5", "w") as f:
-        f.create_dataset("coords", shape=(10**12, 2), dtype="i8", chunks=(256, 2))
-        f.create_dataset("features", shape=(10**12, 1024), dtype="f4", chunks=(256, 1024))
-    (tmp_path / "cut.h5").write_bytes((tmp_path / "a.h5").read_bytes()[:1000])
+    cut_reason = damaged_feature_files(tmp_path, tmp_path / "a.h5", 1024)
     splits = pd.DataFrame({"slide_id": ["a", "huge", "cut"], "label": ["x", "y", "x"], "fold": [0, 1, 2]})
     assert list(load_bags(tmp_path, splits, ("x", "y"))) == ["a"]
-    assert caplog.messages[0] == (f"{tmp_path / 'huge.h5'}: cannot read features ('coords' declares 1000000000000 x 2 "
-                                  "values but the file holds 0 of its 3906250000 chunks: damaged, or its writing was "
-                                  "cut short; extract the slide again); slide skipped")
-    assert caplog.messages[1] == (f"{tmp_path / 'cut.h5'}: cannot read features (cut short: 1000 of its "
-                                  f"{(tmp_path / 'a.h5').stat().st_size} bytes (a copy stopped midway, or its "
-                                  "writing); copy or extract the slide again); slide skipped")
+    assert caplog.messages[0] == (f"{tmp_path / 'huge.h5'}: cannot read features ('features' declares 1000000000000 x "
+                                  "1024 values but the file holds 0 of its 3906250000 chunks: damaged, or its writing "
+                                  "was cut short; extract the slide again); slide skipped")
+    assert caplog.messages[1] == f"{tmp_path / 'cut.h5'}: cannot read features ({cut_reason}); slide skipped"
     assert len(caplog.messages) == 2
 
 

@@ -662,3 +662,14 @@ def test_a_feature_file_cut_short_says_so_in_plain_words(tmp_path):
     with pytest.raises(OSError, match=rf"^cut short: {len(whole) // 2} of its {len(whole)} bytes \(a copy stopped "
                                       r"midway, or its writing\); copy or extract the slide again$"):
         read_features(path)
+
+
+def damaged_feature_files(folder: Path, good: Path, dim: int) -> str:
+    """Beside a good feature file, `huge.h5` (a header claiming 10**12 rows, none written) and `cut.h5` (the good
+    file's first 1000 bytes, a copy stopped midway); returns the cut file's one-line reason."""
+    with h5py.File(folder / "huge.h5", "w") as f:
+        f["coords"] = np.zeros((3, 2), np.int64)
+        f.create_dataset("features", shape=(10**12, dim), dtype="f4", chunks=(256, dim))
+    (folder / "cut.h5").write_bytes(good.read_bytes()[:1000])
+    return (f"cut short: 1000 of its {good.stat().st_size} bytes (a copy stopped midway, or its writing); copy or "
+            "extract the slide again")
