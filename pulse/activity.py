@@ -166,7 +166,8 @@ def activity_figure(table: pd.DataFrame, min_conf: float, cfg: PlotConfig = Plot
             _diel_bars(ax, detections.sum(axis=0), effort_h.sum(axis=0))
         else:
             _heatmap(figure, ax, detections, effort_h, dates)
-        ax.set_title(f"{name or 'no species detected'}: {int(detections.sum())} detections in "
+        count = int(detections.sum())
+        ax.set_title(f"{name or 'no species detected'}: {count} detection{'' if count == 1 else 's'} in "
                      f"{_duration(effort_h.sum())} of audio", fontsize=9)
         ax.set_xticks(range(0, 24, 2))
         ax.set_xlabel("Hour of the recorder's clock")

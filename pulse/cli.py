@@ -285,7 +285,9 @@ def activity(
     except OSError as exc:
         _unwritable(exc)
     if summary.undated:
-        typer.echo(f"{summary.undated} recordings have no start time in their name or metadata: left out", err=True)
+        which = "1 recording has no start time in its" if summary.undated == 1 else \
+            f"{summary.undated} recordings have no start time in their"
+        typer.echo(f"{which} name or metadata: left out", err=True)
     if summary.elsewhere:
         typer.echo(f"{summary.elsewhere} recordings in the run's journal are below none of its inputs (an earlier "
                    "run's into the same --out, or reached through a link to a folder elsewhere): left out", err=True)

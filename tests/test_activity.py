@@ -48,7 +48,7 @@ def _table(folder) -> pd.DataFrame:
 def test_effort_is_every_analysed_recordings_audio_per_clock_hour(run):
     result = CliRunner().invoke(app, ["activity", str(run / "out")])
     assert result.exit_code == 0, result.output
-    assert "1 recordings have no start time in their name or metadata: left out" in result.output
+    assert "1 recording has no start time in its name or metadata: left out" in result.output
     assert (run / "out" / "activity.png").stat().st_size > 0
     table = _table(run / "out")
     effort = table.groupby(["site", "date", "hour"])["effort_min"].agg(["min", "max"])
