@@ -20,9 +20,14 @@ def first_three(names: list[str], separator: str = ", ") -> str:
     return separator.join(names[:3]) + (f"{separator}..." if len(names) > 3 else "")
 
 
-def summaries_on_one_line(app) -> None:
-    """A Typer app's command list shows each docstring's first paragraph, and Rich keeps its line breaks: a summary
-    wrapped at 120 columns in the source was cut mid-sentence in `--help`. Give each command that paragraph unbroken."""
+def help_paragraphs_unbroken(app) -> None:
+    """Rich keeps a docstring's line breaks in `--help`: a summary wrapped at 120 columns in the source was cut
+    mid-sentence in the command list, and an exit-status line in a command's help. Give each command its docstring
+    with every paragraph on one line, for the terminal to wrap."""
+    import inspect
+
     for command in app.registered_commands:
-        if command.short_help is None and command.callback.__doc__:
-            command.short_help = " ".join(command.callback.__doc__.split("\n\n")[0].split())
+        if command.help is None and command.callback.__doc__:
+            paragraphs = [" ".join(paragraph.split()) for paragraph in inspect.getdoc(command.callback).split("\n\n")]
+            command.short_help = command.short_help or paragraphs[0]
+            command.help = "\n\n".join(paragraphs)

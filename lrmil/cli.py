@@ -20,7 +20,7 @@ import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from export.atomic import error_line
-from export.console import escape_what_stdout_cannot_print, summaries_on_one_line
+from export.console import escape_what_stdout_cannot_print, help_paragraphs_unbroken
 from lrmil.config import DistillPatchConfig, ExtractConfig, PatchConfig, PretrainConfig, SynthConfig, TissueConfig
 from lrmil.mil.config import ABMILConfig, BenchConfig, DistillConfig, MILConfig, PredictConfig
 
@@ -552,7 +552,7 @@ def bench(
                       device=device, threads=threads, demo_dir=demo_dir)
     typer.echo(results_table(run_bench(cfg)))
 
-summaries_on_one_line(app)  # once every command is defined
+help_paragraphs_unbroken(app)  # once every command is defined
 
 
 def main() -> None:

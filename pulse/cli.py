@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from export.atomic import error_line
-from export.console import escape_what_stdout_cannot_print, summaries_on_one_line
+from export.console import escape_what_stdout_cannot_print, help_paragraphs_unbroken
 from export.jsonconfig import read_json
 from pulse.config import (MAX_CLIP_S, MAX_RAISE_DB, AssessConfig, EvalConfig, ExportConfig, InferConfig, ModelConfig,
                           SegmentConfig, TeacherCacheConfig, TrainConfig)
@@ -218,7 +218,8 @@ _ASSESS = AssessConfig()
 @app.command()
 def assess(
     annotations: list[Path] = typer.Argument(..., help="Raven selection tables and/or folders of them (.txt, searched "
-                                                       "recursively), one per annotated recording; their folders "
+                                                       "recursively), one per annotated recording or file sequence "
+                                                       "(Begin File, File Offset); their folders "
                                                        "(below the folder given, or the tables' common one) tell "
                                                        "recordings of one name apart."),
     results: Path = typer.Option(..., "--results", "-r", help="The `pulse analyze` --out folder of those recordings "
@@ -615,7 +616,7 @@ def teacher_cache(
         raise typer.Exit(1)
 
 
-summaries_on_one_line(app)  # once every command is defined
+help_paragraphs_unbroken(app)  # once every command is defined
 
 
 def main() -> None:
