@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from export.atomic import write_json
 from lrmil.config import DistillPatchConfig
 from lrmil.encoders import SYNTHETIC_NOTICE, create_encoder, preprocess, save_encoder
-from lrmil.errors import ErrorLog
+from lrmil.errors import leave_out, write_left_out
 from lrmil.features import segment_and_patch
 from lrmil.patching import PatchGrid
 from lrmil.slide import SlideIds, SlideReadError, open_slide, read_scaled
@@ -108,8 +108,7 @@ def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_i
 def _leave_out(left_out: list[dict] | None, slide_id: str, path: str | Path, error_type: str, reason: str) -> None:
     """One line, and a record for the run's .json and errors.csv."""
     log.error("%s: %s; slide left out of stage 1", path, reason)
-    if left_out is not None:
-        left_out.append({"slide_id": slide_id, "path": str(path), "error_type": error_type, "reason": reason})
+    leave_out(left_out, slide_id, path, error_type, reason)
 
 
 def child_weights(grid: PatchGrid, attention: np.ndarray | None) -> np.ndarray:
@@ -313,9 +312,7 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
     save_encoder(out, student, student.cfg, extra={"distill_patch": cfg.to_dict(), "metrics": metrics})
     write_json(Path(out).with_suffix(".json"), {"config": cfg.to_dict(), "metrics": metrics,
                                                 "notice": SYNTHETIC_NOTICE if "synthetic" in teacher.cfg.training_data else ""})
-    errors = ErrorLog(errors_file(out))  # this run's only, as `lrmil extract`'s errors.csv
-    for slide in left_out:
-        errors.record(slide["path"], "distill-patches", slide["error_type"], f"{slide['slide_id']}: {slide['reason']}")
+    write_left_out(errors_file(out), left_out, "distill-patches")
     return metrics
 
 

@@ -39,8 +39,22 @@ class ErrorLog:
         self.record(item, stage, type(exc).__name__, message)
 
     def record(self, item: str | Path, stage: str, error_type: str, message: str) -> None:
-        """A row for a failure its caller has already logged in its own words (`lrmil train`'s left-out slides)."""
+        """A row for a failure its caller has already logged in its own words (`write_left_out`)."""
         self.rows.append((str(item), stage, error_type, message))
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows([COLUMNS, *self.rows])
         write_text(self.path, buffer.getvalue())
+
+
+def leave_out(left_out: list[dict] | None, slide_id: str, path: str | Path, error_type: str, reason: str) -> None:
+    """Note a slide a training run goes on without (its caller says so in one line), for `write_left_out` and the
+    run's metrics ("left_out")."""
+    if left_out is not None:
+        left_out.append({"slide_id": slide_id, "path": str(path), "error_type": error_type, "reason": reason})
+
+
+def write_left_out(path: str | Path, left_out: list[dict], stage: str) -> None:
+    """A training run's errors.csv: the slides it left out, this run's only (as `lrmil extract`'s errors.csv)."""
+    errors = ErrorLog(path)
+    for slide in left_out:
+        errors.record(slide["path"], stage, slide["error_type"], f"{slide['slide_id']}: {slide['reason']}")

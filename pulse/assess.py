@@ -192,8 +192,13 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
 def _sequence(table: pd.DataFrame) -> bool:
     """Whether a table's File Offset differs from its Begin Time (by more than a millisecond: pulse's tables round
     both): Begin Time then counts from the start of a sequence of files."""
-    offset, begin = (pd.to_numeric(table[c].str.replace(",", "."), errors="coerce") for c in (OFFSET_COLUMN,
-                                                                                             TIME_COLUMNS[0]))
+    def number(cell) -> float:  # as the rows are read; a cell that is not a number is said of its row
+        try:
+            return spreadsheet_number(cell)
+        except (TypeError, ValueError):
+            return np.nan
+
+    offset, begin = (table[column].map(number) for column in (OFFSET_COLUMN, TIME_COLUMNS[0]))
     return bool(((offset - begin).abs() > 1e-3).any())
 
 

@@ -45,12 +45,12 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
               left_out: list[dict] | None = None) -> dict[str, Bag]:
     """Every slide of `splits` that has a non-empty feature file; a missing or unreadable one is logged, skipped and
     appended to `left_out` (slide_id, path, error_type, reason), so the run can record it."""
+    from lrmil.errors import leave_out
     from lrmil.store import missing_feature_file, read_features
 
     def skip(slide_id: str, path: Path, error_type: str, reason: str, where: str) -> None:
         log.error("%s: %s; slide skipped", where, reason)
-        if left_out is not None:
-            left_out.append({"slide_id": slide_id, "path": str(path), "error_type": error_type, "reason": reason})
+        leave_out(left_out, slide_id, path, error_type, reason)
 
     index = {name: i for i, name in enumerate(labels)}
     bags = {}

@@ -112,7 +112,7 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     """
     from export.atomic import write_json
     from lrmil.batch import ERRORS_FILE
-    from lrmil.errors import ErrorLog
+    from lrmil.errors import write_left_out
 
     out = Path(cfg.out)
     record = {**run_record(cfg), "data_hash": data_hash}
@@ -120,9 +120,7 @@ def run_folds(cfg, bags: dict[str, Bag], splits: pd.DataFrame, labels: tuple[str
     splits = splits[splits["slide_id"].isin(bags)]
     every_fold, folds = folds_to_run(cfg, splits, bags)
     write_json(out / "config.json", record)
-    errors = ErrorLog(out / ERRORS_FILE)  # this run's only: a rerun that reads every slide leaves none
-    for slide in left_out:
-        errors.record(slide["path"], stage, slide["error_type"], f"{slide['slide_id']}: {slide['reason']}")
+    write_left_out(out / ERRORS_FILE, left_out, stage)  # a rerun that reads every slide leaves none
 
     weights_sha256 = next(iter(bags.values())).weights_sha256  # one for every bag (load_bags): `bundle` checks it
 
