@@ -116,8 +116,9 @@ THREADS_OPT = typer.Option(0, "--threads", help="CPU threads for torch (0 keeps 
 MASK_MPP_OPT = typer.Option(_TISSUE.mask_mpp, help="Tissue mask resolution in microns per pixel.")
 MIN_SAT_OPT = typer.Option(_TISSUE.min_saturation, help="Floor of the Otsu saturation threshold.")
 EXCLUDE_INK_OPT = typer.Option(_TISSUE.exclude_ink, "--exclude-ink/--keep-ink",
-                               help="Leave blue and green pen ink out of the tissue; --keep-ink for slides stained "
-                                    "blue or green (Alcian blue, trichrome).")
+                               help="Leave blue, green and black pen ink on the glass out of the tissue (red ink "
+                                    "stays: it shares eosin's colours); --keep-ink for slides stained blue or green "
+                                    "(Alcian blue, trichrome).")
 TEACHER_PX_OPT = typer.Option(_PATCH.teacher_px, help="20x patch side in pixels (5x patches cover 4x4 of them).")
 MIN_TISSUE_OPT = typer.Option(_PATCH.min_tissue, help="Tissue fraction a 20x patch needs to be kept.")
 

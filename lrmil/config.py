@@ -38,7 +38,7 @@ class TissueConfig(JsonConfig):
 
     mask_mpp: float = 8.0  # mask resolution; a 20x 256-px patch is 16x16 mask pixels
     min_saturation: float = 0.05  # Otsu threshold floor: a blank slide stays empty
-    exclude_ink: bool = True  # blue/green pen ink is not tissue; False for blue/green stains (Alcian blue, trichrome)
+    exclude_ink: bool = True  # blue, green, black pen ink is not tissue; False for Alcian blue, trichrome
     blur_sigma: float = 1.0  # mask pixels, before thresholding
     close_radius: int = 2  # bridges small gaps inside tissue
     open_radius: int = 1  # removes speckle

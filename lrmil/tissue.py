@@ -3,9 +3,12 @@
 Stained tissue is saturated, glass and background are not, so Otsu's threshold on the HSV
 saturation channel separates them across stains and scanners; a floor keeps a blank slide empty.
 Blue and green pen ink is saturated too, but passes more green than red light, where haematoxylin, eosin and DAB
-all pass more red than green (Ruifrok and Johnston's stain vectors): such pixels are left out first (`exclude_ink`;
-off for slides stained blue or green, such as Alcian blue or a trichrome). Black ink and a scanner's black or
-transparent fill have next to no saturation. Morphology then removes speckle, bridges gaps, drops small islands and
+all pass more red than green (Ruifrok and Johnston's stain vectors). Black ink that is neutral has next to no
+saturation, as has a scanner's black or transparent fill; a bluish or greenish black is saturated, with green only a
+few levels above red, but it is dark in all three channels, where haematoxylin still passes blue and dark H&E (dense
+nuclei, a fold) passes clearly more red than green. Such pixels are left out first (`exclude_ink`; off for slides
+stained blue or green, such as Alcian blue or a trichrome). Red ink is not: red markers share eosin's and a red
+fold's colours (bench/README.md, "Pen ink"). Morphology then removes speckle, bridges gaps, drops small islands and
 fills small holes.
 """
 
@@ -19,6 +22,7 @@ from scipy import ndimage
 from lrmil.config import TissueConfig
 
 INK_GREEN_OVER_RED = 15  # 0-255 levels: ink passes this much more green than red; stains pass more red than green
+INK_DARK = 100  # 0-255: below this in all three channels, passing no less green than red is black ink
 
 
 def thumbnail_size(dimensions: tuple[int, int], mpp: float, cfg: TissueConfig) -> int:
@@ -64,9 +68,13 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
 
 
-def blue_green_ink(rgb: np.ndarray) -> np.ndarray:
-    """Pixels of an RGB uint8 image that pass clearly more green than red: blue and green pen ink, not H&E or DAB."""
-    return rgb[..., 1].astype(np.int16) - rgb[..., 0] > INK_GREEN_OVER_RED
+def pen_ink(rgb: np.ndarray) -> np.ndarray:
+    """Pixels of an RGB uint8 image that are blue, green or black pen ink, not H&E or DAB: clearly more green than
+    red, or dark and no less green than red (a scanner's colour cast, which the margin allows for, shrinks with the
+    light)."""
+    green_over_red = rgb[..., 1].astype(np.int16) - rgb[..., 0]
+    dark = rgb.max(axis=-1) < INK_DARK
+    return (green_over_red > INK_GREEN_OVER_RED) | (dark & (green_over_red >= 0))
 
 
 def tissue_mask(thumbnail: np.ndarray, cfg: TissueConfig) -> np.ndarray:
@@ -75,7 +83,7 @@ def tissue_mask(thumbnail: np.ndarray, cfg: TissueConfig) -> np.ndarray:
         raise ValueError(f"expected an RGB thumbnail [h, w, 3], got shape {thumbnail.shape}")
     sat = saturation(thumbnail)
     if cfg.exclude_ink:
-        sat[blue_green_ink(thumbnail)] = 0.0  # as glass, before Otsu: ink neither counts nor shifts the threshold
+        sat[pen_ink(thumbnail)] = 0.0  # as glass, before Otsu: ink neither counts nor shifts the threshold
     if cfg.blur_sigma > 0:
         sat = ndimage.gaussian_filter(sat, cfg.blur_sigma)
     mask = sat > max(_otsu(sat), cfg.min_saturation)

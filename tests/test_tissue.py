@@ -128,3 +128,43 @@ def test_a_scanner_s_blue_cast_on_haematoxylin_is_tissue_not_ink():
     image = np.full((200, 200, 3), 245, np.uint8)
     image[40:160, 40:160] = (100, 110, 170)
     assert tissue_mask(image, TissueConfig())[100, 100]
+
+
+def test_black_marker_on_glass_is_not_tissue_while_dark_stained_tissue_is():
+    """A bluish or neutral black marker stroke on glass was tissue: saturated enough, and green only a few levels
+    above red. Dark in all three channels and passing no less green than red is ink; haematoxylin still passes blue,
+    and dark H&E (a dense nucleus cluster, a fold) passes more red than green."""
+    for black in [(25, 30, 40), (30, 35, 50), (30, 40, 70), (40, 45, 70), (50, 55, 75)]:
+        image = np.full((200, 200, 3), 245, np.uint8)
+        image[20:180, 20:90] = PINK
+        image[20:180, 130:140] = black
+        mask = tissue_mask(image, TissueConfig())
+        assert mask[100, 50] and not mask[20:180, 130:140].any(), black
+        assert tissue_mask(image, TissueConfig(exclude_ink=False))[100, 135], black
+    for dark in [(40, 10, 42), (69, 63, 143), (42, 0, 10), (60, 45, 95)]:  # CMU-1's darkest, dense H, TCGA's fold
+        image = np.full((200, 200, 3), 245, np.uint8)
+        image[40:160, 40:160] = dark
+        assert tissue_mask(image, TissueConfig())[100, 100], dark
+
+
+def test_black_marker_beside_the_real_slides_adds_no_patch(shared_data):
+    """On both real slides the grid is the same with the ink rule as without it, and a black marker stroke drawn
+    on the glass beside the section adds no patch (it did before the rule took dark pixels in)."""
+    from lrmil.config import PatchConfig
+    from lrmil.patching import make_grid
+
+    for name, mpp, stroke in [("CMU-1-Small-Region.svs", None, np.s_[90:170, 2:12]),
+                              ("TCGA-CR-7395-01A-01-TS1-no-mpp.svs", 0.5, np.s_[10:90, 2:12])]:
+        with open_slide(shared_data / "slides" / name, mpp=mpp) as reader:
+            thumb = reader.thumbnail(thumbnail_size(reader.dimensions, reader.mpp, TissueConfig()))
+            dimensions, mpp = reader.dimensions, reader.mpp
+
+        def grid(image, cfg):
+            g = make_grid(tissue_mask(image, cfg), dimensions, mpp, (1.0,), PatchConfig())
+            return g.teacher.coords, g.student.coords
+
+        plain = grid(thumb, TissueConfig())
+        assert all(np.array_equal(a, b) for a, b in zip(plain, grid(thumb, TissueConfig(exclude_ink=False))))
+        inked = thumb.copy()
+        inked[stroke] = (30, 40, 70)  # a bluish black marker on the glass left of the section
+        assert all(np.array_equal(a, b) for a, b in zip(grid(inked, TissueConfig()), plain)), name
