@@ -3,10 +3,12 @@ own metadata (a file renamed, or a recorder that names files by number).
 
 AudioMoth writes `20250701_213000.WAV`, Song Meters `SMA12345_20250701_213000.wav` (an SM3 that set its clock from
 GPS `SM3_0+1_20250701$213000.wav`), Frontier Labs' BAR-LT `20250701T213000+1000_REC.flac`. All use the recorder's clock
-(AudioMoth's is UTC unless configured otherwise), so times are given as named, without a time zone. A WAV whose name
-holds no time may carry one: GUANO's `Timestamp` (Song Meters, most bat detectors; `guan` chunk), or Broadcast WAV's
-origination date and time (Zoom, Tascam and Sound Devices recorders; `bext` chunk). Those too are given as the clock
-read, a UTC offset after them left off, as Kaleidoscope's DATE and TIME are local times.
+(AudioMoth's is UTC unless configured otherwise), so `recording_start` gives times as named, without a time zone. A
+WAV whose name holds no time may carry one: GUANO's `Timestamp` (Song Meters, most bat detectors; `guan` chunk), or
+Broadcast WAV's origination date and time (Zoom, Tascam and Sound Devices recorders; `bext` chunk). Those too are
+given as the clock read, a UTC offset after them left off, as Kaleidoscope's DATE and TIME are local times.
+`stated_start` keeps the offset where the name (BAR-LT's `+1000`) or GUANO (`-04:00`, `Z`) gives one, for
+`pulse activity --timezone` to place the recording in time.
 
 GUANO also says how fast a bat detector's file plays: a time-expansion detector (`TE: 10`) stores what it recorded at
 384 kHz as 38.4 kHz, ten times slower; `pulse.io` reads such a file at its true rate, so songs and times are real.
@@ -17,12 +19,13 @@ from __future__ import annotations
 import math
 import re
 import string
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pulse.pieced import riff_chunks
 
-_STAMP = re.compile(r"(?<!\d)(\d{8})[_T$-]?(\d{6})(?!\d)")  # YYYYMMDD_HHMMSS, not inside a longer number
+# YYYYMMDD_HHMMSS, not inside a longer number, and a UTC offset +HHMM after it (BAR-LT)
+_STAMP = re.compile(r"(?<!\d)(\d{8})[_T$-]?(\d{6})(?:([+-])(\d\d)(\d\d))?(?!\d)")
 CHUNK_READ = 1 << 16  # bytes of a guan or bext chunk read (GUANO writers may pre-allocate room)
 # around GUANO's keys and values, NUL too: a detector may fill the room it set aside (GUANO|Size) with NUL bytes
 GUANO_BLANKS = string.whitespace + "\0"
@@ -32,20 +35,33 @@ _BEXT_TIME = re.compile(rb"(\d{4})[-_:. ](\d\d)[-_:. ](\d\d)(\d\d)[-_:. ](\d\d)[
 
 
 def recording_start(path: str | Path) -> datetime | None:
-    """The start time in the file name, else in a WAV's GUANO or bext chunk; None when neither gives one (or an
-    impossible date, or the file cannot be read)."""
+    """The start time in the file name, else in a WAV's GUANO or bext chunk, as the recorder's clock read (a UTC
+    offset given left off); None when neither gives one (or an impossible date, or the file cannot be read)."""
+    start = stated_start(path)
+    return None if start is None else start.replace(tzinfo=None)
+
+
+def stated_start(path: str | Path) -> datetime | None:
+    """As `recording_start`, with the UTC offset where the name or GUANO gives one (an aware datetime), without a
+    time zone where it does not: the recorder's clock, in a zone only its user knows."""
     match = _STAMP.search(Path(path).stem)
     if match is None:
         return metadata_start(path)
+    date, time, sign, hours, minutes = match.groups()
     try:
-        return datetime.strptime("".join(match.groups()), "%Y%m%d%H%M%S")
+        start = datetime.strptime(date + time, "%Y%m%d%H%M%S")
     except ValueError:
         return None
+    if sign and int(hours) <= 14 and int(minutes) % 15 == 0:  # an offset; a counter like -0001 is none
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        return start.replace(tzinfo=timezone(offset if sign == "+" else -offset))
+    return start
 
 
 def metadata_start(path: str | Path) -> datetime | None:
-    """The start time a WAV's GUANO `Timestamp` gives, else its Broadcast WAV origination date and time; chunks
-    before or after the samples. None for other files, and where neither is there or makes sense."""
+    """The start time a WAV's GUANO `Timestamp` gives (with its UTC offset where it has one), else its Broadcast WAV
+    origination date and time; chunks before or after the samples. None for other files, and where neither is there
+    or makes sense."""
     found = _metadata_chunks(path)
     return _guano_start(found.get(b"guan", b"")) or _bext_start(found.get(b"bext", b""))
 
@@ -88,7 +104,7 @@ def _guano_fields(text: bytes) -> dict[str, str]:
 def _guano_start(text: bytes) -> datetime | None:
     """GUANO's `Timestamp: 2025-07-01T21:30:00-04:00` line (ISO 8601: local, UTC with Z, or with its UTC offset)."""
     try:
-        return datetime.fromisoformat(_guano_fields(text)["Timestamp"]).replace(tzinfo=None)
+        return datetime.fromisoformat(_guano_fields(text)["Timestamp"])
     except (KeyError, ValueError):
         return None
 

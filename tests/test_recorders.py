@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from pulse.io import AudioReadError, audio_info, read_audio
-from pulse.timestamps import recording_start
+from pulse.timestamps import recording_start, stated_start
 from pulse.writers import WRITERS
 
 RATE = 22050
@@ -78,6 +78,10 @@ def test_a_wav_name_without_a_time_gives_its_guano_or_bext_start(tmp_path, sampl
         path = wav_with_chunks(tmp_path / name, samples, before, after)
         assert np.array_equal(read_audio(path, RATE), plain)  # the chunks are passed over, not read as sound
         assert f"{recording_start(path):%Y-%m-%d %H:%M:%S}" == expected[name]
+    # for `pulse activity --timezone`, GUANO's offset (or Z) is kept; bext has none
+    offsets = {name: stated_start(tmp_path / name).utcoffset() for name in files}
+    assert offsets == {**dict.fromkeys(files), "site3_night1.wav": timedelta(hours=-4),
+                       "renamed_after.wav": timedelta(0)}
 
 
 def test_a_guano_block_filled_out_with_nul_bytes_gives_its_start(tmp_path, samples):

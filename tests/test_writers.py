@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +278,21 @@ def test_recording_start_from_the_file_name(name, start):
 
     found = recording_start(name)
     assert (found.strftime("%Y-%m-%d %H:%M:%S") if found else None) == start
+
+
+@pytest.mark.parametrize("name, offset_h", [
+    ("20250701T213000+1000_REC.flac", 10.0),  # BAR-LT: its clock's UTC offset, kept for `pulse activity --timezone`
+    ("20250701T213000-0330_Site.wav", -3.5),
+    ("20250701_213000.WAV", None),  # AudioMoth: its clock, whose zone the name does not say
+    ("SM3_0+1_20250701$213000.wav", None),
+    ("20250701_213000-0001.WAV", None),  # a counter after the time, no offset
+])
+def test_stated_start_keeps_the_offset_a_file_name_gives(name, offset_h):
+    from pulse.timestamps import stated_start
+
+    found = stated_start(name)
+    assert found.replace(tzinfo=None) == datetime(2025, 7, 1, 21, 30)
+    assert (found.utcoffset() / timedelta(hours=1) if found.tzinfo else None) == offset_h
 
 
 def test_a_failed_atomic_write_names_its_file(tmp_path, monkeypatch):
