@@ -271,15 +271,21 @@ def activity(
                                                                  "(default: the run's folder)."),
     min_conf: Optional[float] = typer.Option(None, help="Score at which a window counts as a detection (default: "
                                                         "the run's --min-conf)."),
+    zone: Optional[str] = typer.Option(None, "--timezone", help="IANA time zone whose clock dates and hours are of, "
+                                       "DST included, e.g. Europe/Berlin (default: the --clock-timezone if given, "
+                                       "else each recorder's clock as named)."),
+    clock_zone: Optional[str] = typer.Option(None, "--clock-timezone", help="IANA time zone the recorders' clocks "
+                                             "keep where a file does not give its UTC offset (default UTC, "
+                                             "AudioMoth's; BAR-LT names and GUANO give theirs)."),
 ) -> None:
     """When each species sings: detections, minutes of audio analysed and detections per hour of audio per site,
-    date and hour of the recorder's clock (activity.csv), and a heatmap per species (activity.png).
+    date and hour of the recorder's clock or --timezone (activity.csv), and a heatmap per species (activity.png).
 
     Exit status: 0 written; 1 no recording had a start time; 2 not a finished run or bad option."""
     from pulse.activity import activity as run_activity
 
     try:
-        summary = run_activity(results, out, min_conf)
+        summary = run_activity(results, out, min_conf, zone, clock_zone)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

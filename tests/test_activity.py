@@ -4,7 +4,8 @@ cards of real songs and soundscapes placed at known times."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -94,10 +95,10 @@ def test_an_hour_never_recorded_is_grey_and_one_recorded_without_song_is_not(run
 
 
 def test_a_season_of_dates_is_a_diel_bar_chart_and_a_night_splits_at_midnight():
-    assert list(clock_hours(datetime(2025, 7, 1, 23, 59, 30), 0.0, 60.0)) == [("2025-07-01", 23, 30.0),
-                                                                              ("2025-07-02", 0, 30.0)]
-    nights = [Recording("", datetime(2025, 6, 1, 22) + timedelta(days=d), np.array([0.0]), np.array([3600.0]),
-                        np.array([[0.9]], np.float32)) for d in range(70)]
+    assert list(clock_hours(datetime(2025, 7, 1, 23, 59, 30, tzinfo=timezone.utc), 0.0, 60.0)) == [
+        ("2025-07-01", 23, 30.0), ("2025-07-02", 0, 30.0)]
+    nights = [Recording("", datetime(2025, 6, 1, 22, tzinfo=timezone.utc) + timedelta(days=d), np.array([0.0]),
+                        np.array([3600.0]), np.array([[0.9]], np.float32)) for d in range(70)]
     table = activity_table(nights, ("Gryllus campestris",), 0.25)
     assert len(table) == 70 and table["detections_per_hour"].eq(1.0).all()
     figure = activity_figure(table, 0.25)
@@ -121,3 +122,77 @@ def test_cards_given_apart_are_sites_and_an_earlier_runs_recordings_are_left_out
             assert set(_table(out)["site"]) == {"siteA", "siteB"}
     assert set(_table(out)["site"]) == {""}  # one card given: flat
     assert "4 recordings in the run's journal are below none of its inputs" in result.output  # siteB's, run before
+
+
+def test_timezone_gives_dates_and_hours_of_that_zones_clock(run):
+    """The cards' AudioMoth and Song Meter clocks kept UTC: in Berlin (CEST, UTC+2) each hour is two later, and
+    siteB's field cricket at 22:00 UTC sings at midnight, on the next date."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["activity", str(run / "out"), "--out", str(run / "utc")]).exit_code == 0
+    result = runner.invoke(app, ["activity", str(run / "out"), "--out", str(run / "berlin"), "--timezone",
+                                 "Europe/Berlin"])
+    assert result.exit_code == 0, result.output
+    utc, berlin = _table(run / "utc"), _table(run / "berlin")
+    assert set(utc["timezone"]) == {""} and set(berlin["timezone"]) == {"Europe/Berlin"}
+    effort = berlin.groupby(["site", "date", "hour"])["effort_min"].first().mul(60).to_dict()
+    shifted = {}
+    for (site, date, hour), seconds in EFFORT_S.items():
+        at = datetime.fromisoformat(date) + timedelta(hours=hour + 2)
+        shifted[site, at.date().isoformat(), at.hour] = seconds
+    assert effort == pytest.approx(shifted, abs=0.01)
+    assert berlin.set_index(["site", "species", "date", "hour"])["detections"]["siteB", "Gryllus campestris",
+                                                                               "2025-07-02", 0] > 0
+    assert berlin["detections"].sum() == utc["detections"].sum()
+    assert activity_figure(berlin, 0.25).axes[0].get_xlabel() == "Hour of Europe/Berlin time"
+    assert (berlin["detections_per_hour"].sort_values().to_numpy()
+            == pytest.approx(utc["detections_per_hour"].sort_values().to_numpy()))
+
+
+def test_a_zone_that_does_not_exist_is_one_line(run):
+    for option, name in (("--timezone", "Europe/Berln"), ("--clock-timezone", "Europe")):
+        result = CliRunner().invoke(app, ["activity", str(run / "out"), option, name])
+        assert result.exit_code == 2
+        assert result.output == (f"error: {option} '{name}' is no IANA time zone name (such as Europe/Berlin, "
+                                 "Australia/Brisbane, UTC)\n")
+
+
+@pytest.mark.parametrize("start, zone, expected", [
+    # the night the clocks go back: 02:00-03:00 passes twice, one row of both passes' audio and songs
+    ("2025-10-25T23:00Z", "Europe/Berlin", {("2025-10-26", 1): 3600, ("2025-10-26", 2): 7200,
+                                            ("2025-10-26", 3): 3600}),
+    # and forward: 02:00-03:00 never is
+    ("2025-03-30T00:00Z", "Europe/Berlin", {("2025-03-30", 1): 3600, ("2025-03-30", 3): 3600,
+                                            ("2025-03-30", 4): 3600, ("2025-03-30", 5): 3600}),
+    # UTC+9:30: a UTC hour is half in one hour of the clock, half in the next
+    ("2025-07-01T10:00Z", "Australia/Adelaide", {("2025-07-01", 19): 1800, ("2025-07-01", 20): 3600,
+                                                 ("2025-07-01", 21): 3600, ("2025-07-01", 22): 3600,
+                                                 ("2025-07-01", 23): 1800}),
+])
+def test_effort_and_songs_by_the_hours_of_a_zones_clock_are_all_the_audio(start, zone, expected):
+    windows = np.arange(0.0, 4 * 3600, 3.0)  # four hours of 3 s windows, a song in each
+    night = Recording("", datetime.fromisoformat(start), windows, windows + 3, np.full((len(windows), 1), 0.9))
+    table = activity_table([night], ("Gryllus campestris",), 0.25, ZoneInfo(zone))
+    assert table.set_index(["date", "hour"])["effort_min"].mul(60).to_dict() == pytest.approx(expected)
+    assert table["effort_min"].sum() == pytest.approx(4 * 60)
+    assert table.set_index(["date", "hour"])["detections"].to_dict() == {key: s / 3 for key, s in expected.items()}
+    assert set(table["timezone"]) == {zone}
+
+
+def test_an_offset_the_file_gives_wins_over_the_clock_zone(shared_data, tmp_path):
+    """The same instant, 21:30 UTC, as an AudioMoth (UTC clock) and two BAR-LTs (clocks of Berlin and Brisbane,
+    their offsets in their names) name it: one hour of any zone's clock, three as named."""
+    audio, rate = sf.read(shared_data / "audio" / PLACED["siteB/SMA12345_20250702_050000.wav"])  # 3.70 s
+    (tmp_path / "cards").mkdir()
+    for name in ("20250701_213000.WAV", "20250701T233000+0200_REC.flac", "20250702T073000+1000_REC.flac"):
+        sf.write(tmp_path / "cards" / name, audio, rate)
+    runner = CliRunner()
+    assert runner.invoke(app, ["analyze", str(tmp_path / "cards"), "--out", str(tmp_path / "out")]).exit_code == 0
+    hours = {}
+    for options in ([], ["--timezone", "Europe/Berlin"], ["--clock-timezone", "Australia/Brisbane"]):
+        result = runner.invoke(app, ["activity", str(tmp_path / "out"), *options])
+        assert result.exit_code == 0, result.output
+        table = _table(tmp_path / "out")
+        hours[tuple(options)] = sorted(set(zip(table["date"], table["hour"])))
+    assert hours[()] == [("2025-07-01", 21), ("2025-07-01", 23), ("2025-07-02", 7)]
+    assert hours["--timezone", "Europe/Berlin"] == [("2025-07-01", 23)]
+    assert hours["--clock-timezone", "Australia/Brisbane"] == [("2025-07-01", 21), ("2025-07-02", 7)]
