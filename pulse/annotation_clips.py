@@ -8,7 +8,8 @@ by '_') and the box's times. Tables are read and matched to recordings as `pulse
 (`pulse.assess`: species columns, Begin Path / Begin File, folders telling same-named recordings apart, File Offset
 of a table over a sequence of files); species are the annotator's own names, any text ('_' read as ' ', case aside),
 and clips are cut as `pulse segments` cuts them (`pulse.segments.ClipCutter`: damaged audio, atomic writes,
-errors.csv). A box running on past its recording's end (into a sequence's next file) is cut up to that end.
+errors.csv). A box running on past its recording's end into a sequence's next file (its End File another) is cut
+up to that end, and its rest from the next file's start.
 
 - A box shorter than the model's window (3 s) is the 3 s around its middle, shifted to stay inside the recording, as
   training crops 3 s windows; a longer one is kept whole, in equal pieces of at most MAX_CLIP_S (60 s) where longer:
@@ -45,7 +46,7 @@ from export.console import first_three
 from export.files import name_within_limit, portable_characters
 from export.folder_lock import exclusive
 from export.progress import progress
-from pulse.assess import match_recordings, read_annotations, window_labels
+from pulse.assess import carry_over, match_recordings, read_annotations, window_labels
 from pulse.config import MAX_CLIP_S, AssessConfig, ModelConfig
 from pulse.discovery import ANNOTATION_CLIPS_RECORD, find_audio
 from pulse.io import AudioReadError, audio_info
@@ -111,6 +112,9 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     matched, unmatched = match_recordings(annotations.recordings, list(relative), among=f"{audio_root}",
                                           kind=f"recordings under {audio_root}")
     summary = Summary(problems=annotations.problems + unmatched)
+    running_on = set(annotations.boxes.loc[annotations.boxes["runs_on"] != "", "recording"]) & matched.keys()
+    all_boxes = carry_over(annotations.boxes, {key: seconds for key in running_on
+                                               if (seconds := _duration(Path(matched[key]))) is not None})
     annotated = set(matched.values())
     summary.problems += [f"{file}: no selection table; no clips cut" for file in relative if file not in annotated]
     with stop_if_unwritable(out), exclusive(out, "pulse clips-from-annotations"):
@@ -122,7 +126,7 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
             with contextlib.closing(cutter.recordings), progress(sorted(matched.items(), key=lambda kv: kv[1]),
                                                                  unit="recording") as recordings:
                 for key, file in recordings:
-                    boxes = annotations.boxes[annotations.boxes["recording"] == key]
+                    boxes = all_boxes[all_boxes["recording"] == key]
                     for d, target in _plan(Path(file), relative[file], boxes, background, out, summary, cutter):
                         targets.add(target)
                         cutter.cut(d, target)
@@ -136,6 +140,14 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
                     "e.g. %s; pulse make-manifest would train on them: delete them, or cut into a new --out",
                     len(stale), out, first_three([str(p) for p in stale]))
     return summary
+
+
+def _duration(path: Path) -> float | None:
+    """A recording's length, or None where it cannot be opened (said where its clips are cut)."""
+    try:
+        return audio_info(path).duration_s
+    except (AudioReadError, sf.LibsndfileError, RuntimeError):
+        return None
 
 
 def _plan(path: Path, relative: PurePath, boxes: pd.DataFrame, background: bool, out: Path, summary: Summary,

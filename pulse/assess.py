@@ -19,9 +19,12 @@ recording whose path ends with most of them being the one. A table made over a s
 files opened in Raven as one, or pulse's `raven_combined`) counts Begin and End Time from the sequence's start: its
 File Offset (s), the box's begin in its Begin File, is the time in the recording, and the box lasts End - Begin Time
 from there; without a Begin File or Begin Path to say which file, such a table is a line. A box running on from one
-file into the next is read up to its file's end (windows and clips stop there): the part in the next file is not
-counted. Annotation values are matched to the model's species by scientific name, common name or code, case and '_'
-for ' ' aside.
+file into the next (End File or End Path another) is song up to its file's end and, for the rest of its length, from
+the next file's start. Raven's table does not name the sequence's files without boxes: the run's recordings in the
+folder of its annotated ones, named between its first and last, are taken as listened to (negatives); those before or
+after are not, as nothing says they were in the sequence. Annotation values are matched to the model's species by
+scientific name, common name or code, case and '_' for ' ' aside; Channel and Low / High Freq (Hz) are not read, as
+pulse scores each window across the band, of one channel or the mix.
 What cannot be used is one line naming the file (a table without the needed columns, a species the model does not
 know, a recording annotated but not analysed), and the rest is assessed.
 """
@@ -53,6 +56,7 @@ TIME_COLUMNS = ("Begin Time (s)", "End Time (s)")
 SPECIES_COLUMNS = ("Species", "Annotation", "Label", "Class", "Species Code", "Scientific Name", "Common Name")
 RECORDING_COLUMNS = ("Begin Path", "Begin File")  # Raven's measurements naming each box's recording
 OFFSET_COLUMN = "File Offset (s)"  # Raven's time of a box's begin in its Begin File
+END_COLUMNS = ("End Path", "End File")  # the recording a box ends in, in a table over a sequence of files
 TABLE_SUFFIX = re.compile(r"(\.table\.\d+)?(\.birdnet|\.pulse)?(\.selections?)?(\.table)?\.(txt|csv)$", re.IGNORECASE)
 RESULT_NAMES = ("assessment.csv", "precision_recall.png", "problems.txt")
 
@@ -61,12 +65,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Annotations:
-    """Boxes of known species (recording, begin_s, end_s, label), the recordings annotated, and what was left out; a
-    recording is named by its `path_key`, as far as the table says its folders."""
+    """Boxes of known species (recording, begin_s, end_s, label, and runs_on: the recording a box ends in where that
+    is the next one of a sequence, else ''), the recordings annotated, those of each table over a sequence of files,
+    and what was left out; a recording is named by its `path_key`, as far as the table says its folders."""
 
     boxes: pd.DataFrame
     recordings: set[str]
     problems: list[str]
+    sequences: list[set[str]]
 
 
 def recording_key(name: str) -> str:
@@ -131,7 +137,7 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
     annotator's own: each name is a species (the first spelling of it, '_' read as ' ' and case aside, is its label)
     and a box without one is a problem line and a box of label '' (it still tells where song is)."""
     names = species_names(labels) if labels is not None else {}
-    boxes, recordings, problems, unknown = [], set(), [], {}
+    boxes, recordings, problems, unknown, sequences = [], set(), [], {}, []
     tables = table_files(paths)
     if own := [p for p, _ in tables if p.name.endswith((RavenWriter.suffix, CombinedRavenWriter.suffix))]:
         log.warning("%d of the tables are named as `pulse analyze` writes them (e.g. %s): unless corrected by hand, "
@@ -149,10 +155,12 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
                             f"{', '.join(SPECIES_COLUMNS)})")
             continue
         recording_column = next((c for c in RECORDING_COLUMNS if c in table.columns), None)
-        if recording_column is None and OFFSET_COLUMN in table.columns and _sequence(table):
+        sequence = OFFSET_COLUMN in table.columns and _sequence(table)
+        if recording_column is None and sequence:
             problems.append(f"{path}: a table over a sequence of files (File Offset (s) is not Begin Time (s)) without "
                             "a Begin File or Begin Path column naming each box's file; left out")
             continue
+        first_box = len(boxes)
         if "Selection" in table.columns:  # Raven lists each box once per view (Waveform 1, Spectrogram 1); tables of
             # several recordings put together may number each one's boxes from 1
             table = table.drop_duplicates(["Selection", *([recording_column] if recording_column else [])])
@@ -171,7 +179,8 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
             begin, end = offset, offset + (end - begin)  # in its recording, where the table is of a sequence
             recording = path_key(row[recording_column]) if recording_column and row[recording_column] \
                 else table_recording
-            recordings.add(recording)
+            runs_on = _end_recording(row, recording) if recording_column else ""
+            recordings.update({recording, runs_on} - {""})
             value = row[species_column]
             if labels is None and _normal(value):  # free text: every name is known
                 names.setdefault(_normal(value), " ".join(value.replace("_", " ").split()))
@@ -180,13 +189,55 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
                 unknown.setdefault((path, row[species_column]), []).append(line)
                 if labels is not None:
                     continue
-            boxes.append((recording, begin, end, label or ""))
+            boxes.append((recording, begin, end, label or "", runs_on))
+        if sequence:
+            sequences.append({key for box in boxes[first_box:] for key in (box[0], box[4]) if key})
     for (path, value), lines in unknown.items():  # one line per table and name, however many boxes
         where = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
         what = f"of {value or '(no species)'!r}, a species the model does not know" if labels is not None \
             else "without a species"
         problems.append(f"{path}: {len(lines)} box(es) {what} (line{'s' if len(lines) > 1 else ''} {where}); left out")
-    return Annotations(pd.DataFrame(boxes, columns=["recording", "begin_s", "end_s", "label"]), recordings, problems)
+    return Annotations(pd.DataFrame(boxes, columns=["recording", "begin_s", "end_s", "label", "runs_on"]), recordings,
+                       problems, sequences)
+
+
+def _end_recording(row: dict, recording: str) -> str:
+    """The recording a box ends in where Raven's End Path or End File names another than the one it begins in (an
+    End File in the folder of its Begin Path), else ''."""
+    end = next((row[c] for c in END_COLUMNS if row.get(c)), "")
+    key = path_key(end) if end else ""
+    if key and "/" not in key and "/" in recording:
+        key = f"{recording.rsplit('/', 1)[0]}/{key}"
+    same = key == recording or key.endswith(f"/{recording}") or recording.endswith(f"/{key}")  # one with folders
+    return "" if same else key
+
+
+def carry_over(boxes: pd.DataFrame, durations: dict[str, float]) -> pd.DataFrame:
+    """The boxes, and each one's part past its recording's end (`durations`, by recording) as a box of the recording
+    it runs on into, from 0 s: a song boxed across two files of a sequence is song in both."""
+    length = boxes["recording"].map(durations)
+    runs = boxes[(boxes["runs_on"] != "") & (boxes["end_s"] > length)]
+    rest = runs.assign(recording=runs["runs_on"], begin_s=0.0, end_s=runs["end_s"] - length[runs.index], runs_on="")
+    return pd.concat([boxes, rest], ignore_index=True) if len(rest) else boxes
+
+
+def in_sequence(sequences: list[set[str]], matched: dict[str, str], files: list[str]) -> set[str]:
+    """The `files` each sequence table took in, as far as it says: in each folder, those whose names sort from the
+    first to the last of its annotated recordings there (a listener goes through the files between; a Raven table
+    does not name the files of its sequence without boxes, nor those before its first box or after its last)."""
+    folders = {}
+    for file in files:
+        folder, _, name = listed_path(file).rpartition("/")
+        folders.setdefault(folder, []).append((name.casefold(), file))
+    taken = set()
+    for sequence in sequences:
+        annotated = {}
+        for key in sequence & matched.keys():
+            folder, _, name = listed_path(matched[key]).rpartition("/")
+            annotated.setdefault(folder, []).append(name.casefold())
+        for folder, names in annotated.items():
+            taken.update(file for name, file in folders[folder] if min(names) <= name <= max(names))
+    return taken
 
 
 def _sequence(table: pd.DataFrame) -> bool:
@@ -286,11 +337,15 @@ def assess(scores: pd.DataFrame, labels: LabelSet, annotations: Annotations,
            cfg: AssessConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Per-species metrics (and a macro row) over the windows of the annotated recordings, the window labels they
     were computed from, and the problems found on the way."""
-    matched, unmatched = match_recordings(annotations.recordings, list(scores["file"].unique()))
+    files = list(scores["file"].unique())
+    matched, unmatched = match_recordings(annotations.recordings, files)
     problems = annotations.problems + unmatched
-    assessed = scores[scores["file"].isin(set(matched.values()))]
+    assessed = scores[scores["file"].isin(set(matched.values()) | in_sequence(annotations.sequences, matched, files))]
     truth = np.zeros((len(assessed), len(labels.labels)), bool)
-    boxes = annotations.boxes.assign(file=annotations.boxes["recording"].map(matched)).dropna(subset=["file"])
+    ends = scores.groupby("file")["end_s"].max()  # the last window ends at the recording's end
+    boxes = carry_over(annotations.boxes, {key: ends[file] for key, file in matched.items()})
+    counted = annotations.boxes["recording"].isin(matched.keys())  # a box carried over is still one box
+    boxes = boxes.assign(file=boxes["recording"].map(matched)).dropna(subset=["file"])
     for file, rows in assessed.groupby("file").indices.items():
         here = boxes[boxes["file"] == file]
         hits = window_labels(assessed["start_s"].to_numpy(float)[rows], assessed["end_s"].to_numpy(float)[rows],
@@ -301,7 +356,7 @@ def assess(scores: pd.DataFrame, labels: LabelSet, annotations: Annotations,
     for j, (label, common, code) in enumerate(zip(labels.labels, labels.common_names, labels.codes)):
         row = species_metrics(truth[:, j], assessed[label].to_numpy(float), cfg.min_conf)
         table.append({"species": label, "common_name": common, "code": code, "windows": len(assessed),
-                      "boxes": int((boxes["label"] == label).sum()), **row})
+                      "boxes": int((annotations.boxes["label"][counted] == label).sum()), **row})
     table = pd.DataFrame(table)
     present = table[table["positive_windows"] > 0]
     macro = {"species": f"macro ({len(present)} species with annotated windows)", "common_name": "", "code": "",

@@ -234,7 +234,8 @@ def assess(
                                                                   "of it)."),
 ) -> None:
     """Per-species precision, recall, F1, average precision and ROC AUC of a run against your annotations
-    (BirdNET-Analyzer's evaluation); only annotated recordings are assessed.
+    (BirdNET-Analyzer's evaluation); only annotated recordings are assessed: of a file-sequence table, the files named
+    between its first and last annotated one in their folder, boxes or not; a box into the next file is song in both.
 
     Exit status: 0 assessed; 1 assessed, but some tables, boxes or recordings were left out (problems.txt); 2 nothing
     to assess or bad option."""

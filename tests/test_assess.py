@@ -72,7 +72,7 @@ def test_raven_tables_in_any_species_column_and_the_bad_ones_are_lines(tmp_path)
     (tmp_path / "notes.txt").write_text("Begin Time (s)\tEnd Time (s)\tComment\n1\t2\twind\n", encoding="utf-8")
     found = read_annotations([tmp_path], LABELS)
     assert found.recordings == {"site1", "site2", "site3", "site4"}
-    assert found.boxes.values.tolist() == [
+    assert found.boxes.drop(columns="runs_on").values.tolist() == [
         ["site1", 3.0, 9.0, "Gryllus campestris"], ["site2", 0.0, 6.0, "Tettigonia viridissima"],
         ["site3", 0.0, 3.0, "Gryllus campestris"], ["site3", 3.0, 6.0, "Tettigonia viridissima"]]
     assert found.problems == [
@@ -155,7 +155,7 @@ def test_birdnet_scientific_common_names_empty_cells_and_boxes_without_length(tm
             + "".join(f"{n}\tb.wav\t{n}\t{n + 1}\t\n" for n in range(3, 9)))
     (tmp_path / "site5.txt").write_text(rows, encoding="utf-8")
     found = read_annotations([tmp_path], LABELS)
-    assert found.boxes.values.tolist() == [["site5", 0.0, 3.0, "Gryllus campestris"]]
+    assert found.boxes.drop(columns="runs_on").values.tolist() == [["site5", 0.0, 3.0, "Gryllus campestris"]]
     assert found.recordings == {"site5", "b"}
     assert found.problems == [
         f"{tmp_path / 'site5.txt'}, line 3: ends at 4 s, not after it begins (4 s)",
@@ -213,7 +213,7 @@ def test_tables_of_several_recordings_pasted_together_keep_each_recordings_boxes
                       for view in ("Waveform 1", "Spectrogram 1")))
     (tmp_path / "pasted.txt").write_text(rows, encoding="utf-8")
     found = read_annotations([tmp_path], LABELS)
-    assert found.boxes.values.tolist() == [["a", 0.0, 3.0, "Gryllus campestris"],
+    assert found.boxes.drop(columns="runs_on").values.tolist() == [["a", 0.0, 3.0, "Gryllus campestris"],
                                            ["b", 0.0, 3.0, "Tettigonia viridissima"]]
 
 
@@ -295,3 +295,38 @@ def test_a_table_written_on_a_mac_names_its_recordings_decomposed_and_still_find
     metrics, truth, problems = assess(scores, LABELS, found, AssessConfig())
     assert problems == [] and set(truth["file"]) == {"karte/Grünland/nacht.wav"}
     assert metrics.loc[0, "positive_windows"] == 1
+
+
+SEQUENCE = "Selection\tView\tBegin Time (s)\tEnd Time (s)\tBegin Path\tFile Offset (s)\tBegin File\tEnd File\tSpecies\n"
+
+
+def test_a_sequence_tables_files_between_its_first_and_last_box_are_negatives(tmp_path):
+    """A listener goes through a sequence's files without song to reach the later ones; until 2026-12-07 they were
+    not assessed, and a false alarm in one was not counted (precision 1.0, not 0.8)."""
+    (tmp_path / "night.txt").write_text(SEQUENCE + "1\tSpectrogram 1\t3\t9\tcard/b.wav\t3\tb.wav\tb.wav\tGRYCAM\n"
+                                        "2\tSpectrogram 1\t63\t69\tcard/d.wav\t3\td.wav\td.wav\tGRYCAM\n",
+                                        encoding="utf-8")
+    found = read_annotations([tmp_path], LABELS)
+    scores = _scores({"card/a.wav": [(0.0, 3.0)], "card/b.wav": [(3.0, 6.0), (6.0, 9.0)], "card/c.wav": [(0.0, 3.0)],
+                      "card/d.wav": [(3.0, 6.0), (6.0, 9.0)], "card/e.wav": [], "other/c.wav": [(0.0, 3.0)]})
+    metrics, truth, problems = assess(scores, LABELS, found, AssessConfig())
+    assert problems == [] and sorted(set(truth["file"])) == ["card/b.wav", "card/c.wav", "card/d.wav"]
+    gryllus = metrics.iloc[0]
+    assert (gryllus["windows"], gryllus["tp"], gryllus["fp"], gryllus["precision"]) == (30, 4, 1, 0.8)
+    assert found.sequences == [{"card/b", "card/d"}]
+
+
+def test_a_box_running_on_into_the_next_file_of_a_sequence_is_song_in_both(tmp_path):
+    """27-33 s of the sequence: a.wav's last 3 s, then b.wav's first 3 s; until 2026-12-07 b.wav's part was not song,
+    its detection a false alarm (precision 0.5, not 1.0)."""
+    (tmp_path / "night.txt").write_text(SEQUENCE + "1\tSpectrogram 1\t27\t33\tcard/a.wav\t27\ta.wav\tb.wav\tGRYCAM\n"
+                                        "2\tSpectrogram 1\t33\t36\tcard/b.wav\t3\tb.wav\tb.wav\tTETVIR\n",
+                                        encoding="utf-8")
+    found = read_annotations([tmp_path], LABELS)
+    metrics, truth, _ = assess(_scores({"card/a.wav": [(27.0, 30.0)], "card/b.wav": [(0.0, 3.0)]}), LABELS, found,
+                               AssessConfig())
+    gryllus = metrics.iloc[0]
+    assert (gryllus["boxes"], gryllus["positive_windows"], gryllus["tp"], gryllus["fp"]) == (1, 2, 2, 0)
+    assert truth.loc[truth["Gryllus campestris"] == 1, ["file", "start_s"]].values.tolist() == [["card/a.wav", 27.0],
+                                                                                                 ["card/b.wav", 0.0]]
+    assert found.boxes["runs_on"].tolist() == ["card/b", ""]

@@ -67,8 +67,13 @@ def test_clips_of_a_sequence_table_are_cut_from_the_file_each_box_begins_in(card
     assert clips == ["Gryllus_campestris/20250601_210000_5-7s.flac",
                      "Gryllus_campestris/20250601_210040_12-14s.flac",
                      "Tettigonia_viridissima/20250601_210000_18.5-20s.flac",  # up to its file's end
+                     "Tettigonia_viridissima/20250601_210020_0-1.5s.flac",  # and on from the next one's start
                      "Tettigonia_viridissima/20250601_210020_4-7s.flac"]
     written = np.concatenate([sf.read(root / "card" / name, dtype="float32")[0] for name in FILES])
+    # until 2026-12-07 the box's part in the second file was not cut, and was Background with --background
+    rest = sf.read(tmp_path / "clips" / clips.pop(3), dtype="float32")[0]
+    np.testing.assert_array_equal(rest, written[20 * RATE:23 * RATE])
+    assert np.corrcoef(rest[:round(1.5 * RATE)], songs[18.5][round(1.5 * RATE):])[0, 1] > 0.95
     # 3 s at least, kept inside its file: the box at 18.5-20 s is the first file's last 3 s
     for clip, (_, begin, _), start in zip(clips, sorted(PLACED), (4.5, 51.5, 17.0, 24.0)):
         audio = sf.read(tmp_path / "clips" / clip, dtype="float32")[0]
@@ -88,9 +93,9 @@ def test_assess_scores_each_box_in_its_file_and_reads_pulses_combined_table_back
                                  "--out", str(tmp_path / "assessment")])
     assert result.exit_code == 0, result.output
     metrics = pd.read_csv(tmp_path / "assessment" / "assessment.csv").set_index("code")
-    # windows overlapping each box in its own file (the one running on into the second file up to the first one's
-    # end: 18-20 s); until 2026-12-07 the boxes of the second and third files overlapped none
-    assert metrics.loc[["GRYCAM", "TETVIR"], ["boxes", "positive_windows"]].values.tolist() == [[2, 3], [2, 3]]
+    # windows overlapping each box in its own file, the one running on into the second file in both (18-20 s, then
+    # 0-1.5 s: until 2026-12-07 only the first); until 2026-12-07 the second and third files' boxes overlapped none
+    assert metrics.loc[["GRYCAM", "TETVIR"], ["boxes", "positive_windows"]].values.tolist() == [[2, 3], [2, 4]]
 
     # pulse's own sequence table, as Raven Pro opens it over its .list.txt, reads back as the run's detections
     shutil.copy(tmp_path / "run" / "combined.selection.table.txt", tmp_path / "reviewed.txt")
@@ -111,7 +116,7 @@ def test_a_sequence_table_without_a_column_naming_each_boxs_file_is_a_line(tmp_p
         "Selection\tView\tBegin Time (s)\tEnd Time (s)\tFile Offset (s)\tSpecies\n1\tSpectrogram 1\t5.0\t7.0\t5.0\tx\n",
         encoding="utf-8")
     found = read_annotations([tmp_path], None)
-    assert found.boxes.values.tolist() == [["one", 5.0, 7.0, "x"]]
+    assert found.boxes.drop(columns="runs_on").values.tolist() == [["one", 5.0, 7.0, "x"]]
     assert found.problems == [f"{tmp_path / 'night.Table.1.selections.txt'}: a table over a sequence of files (File "
                               "Offset (s) is not Begin Time (s)) without a Begin File or Begin Path column naming "
                               "each box's file; left out"]
