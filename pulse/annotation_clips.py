@@ -24,8 +24,8 @@ up to that end, and its rest from the next file's start.
 A table without the needed columns, a box without a species or beyond its recording's end, a table whose recording is
 not under --audio, a recording under --audio without a table, and one that cannot be read: one line each (also in
 OUT/problems.txt; unreadable audio in OUT/errors.csv), and the rest is cut. A rerun keeps the clips it finds and adds
-what is missing; a clip in OUT that the tables no longer give (a box since moved or relabelled) is named in a warning,
-as make-manifest would train on it.
+what is missing (after Ctrl-C too, which says how many clips were written); a clip in OUT that the tables no longer
+give (a box since moved or relabelled) is named in a warning, as make-manifest would train on it.
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
                     for d, target in _plan(Path(file), relative[file], boxes, background, out, summary, cutter):
                         targets.add(target)
                         cutter.cut(d, target)
+        except KeyboardInterrupt:
+            cutter.interrupted(out)
+            raise
         finally:  # also when the run stops (Ctrl-C, a full --out): what was said so far is kept
             write_errors(out / "errors.csv", cutter.errors)
             write_text(out / "problems.txt", "".join(f"{line}\n" for line in summary.problems))

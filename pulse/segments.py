@@ -16,7 +16,8 @@ or other settings need another --out, so that one folder never mixes two draws. 
 (another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`). A clip
 over a FLAC's damage is the part that reads holding most of the detection (`readable_part`), as analyze scored the
 audio around it; a clip none of whose detection can be read, or that cannot be written (a folder where it goes), is
-its own row; a full or read-only --out stops the run, keeping the clips cut and errors.csv so far, as Ctrl-C does.
+its own row; a full or read-only --out stops the run, keeping the clips cut and errors.csv so far, as Ctrl-C does
+(saying how many clips were written: the same command cuts the rest).
 """
 
 from __future__ import annotations
@@ -276,6 +277,9 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
         with contextlib.closing(cutter.recordings), progress(todo, unit="clip") as clips:
             for d, name in clips:
                 cutter.cut(d, out / name)
+    except KeyboardInterrupt:
+        cutter.interrupted(out)
+        raise
     finally:  # also when the run stops (Ctrl-C, a full --out): what was said of the clips so far is kept
         write_errors(out / "errors.csv", cutter.errors)
     cutter.summary.files_failed = len(cutter.unopened)
@@ -340,6 +344,12 @@ class ClipCutter:
                 self.summary.plots_written += 1
             except OSError as exc:
                 self._write_failed(path, d, exc, plot=True)
+
+    def interrupted(self, out: Path) -> None:
+        """Ctrl-C: one line of what is done, as `pulse analyze` says it; finished clips are kept, and only whole
+        ones are there (written atomically), so the same command cuts the rest."""
+        log.warning("interrupted: %d clip(s) written, %d kept from an earlier run, in %s; run the same command "
+                    "again to cut the rest", self.summary.clips_written, self.summary.clips_kept, out)
 
     def _open(self, path: Path) -> tuple[AudioInfo, str]:
         """The recording's info and sample format, unless the run's journal says its detections are not of the

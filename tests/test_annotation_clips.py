@@ -5,6 +5,8 @@ recordings of the same name, annotated with Raven tables."""
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -147,6 +149,36 @@ def test_background_is_what_no_box_covers_and_make_manifest_leaves_it_for_backgr
         assert not ((boxes["Begin Time (s)"] < end) & (boxes["End Time (s)"] > begin)).any()
     made = CliRunner().invoke(app, ["make-manifest", str(tmp_path / "clips"), "--out", str(tmp_path / "m.csv")])
     assert made.exit_code == 0 and "Background: BirdNET-Analyzer's folder of sounds that are no class" in made.output
+
+
+def test_ctrl_c_leaves_whole_clips_says_how_many_and_a_rerun_cuts_the_rest(field, tmp_path, monkeypatch, caplog):
+    """Ctrl-C ended the run in silence (exit 130, nothing said). Now one line says what is done, the clips there are
+    whole (interrupted between a clip's write and its rename: no FLAC under its name, no temporary left), and the same
+    command cuts the rest without cutting the finished ones again."""
+    root, _ = field
+    replace, renamed = os.replace, []
+
+    def ctrl_c_at_the_fourth_clip(src, dst):
+        if str(dst).endswith(".flac"):
+            if len(renamed) == 3:
+                raise KeyboardInterrupt
+            renamed.append(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_at_the_fourth_clip)
+    out = tmp_path / "clips"
+    with caplog.at_level(logging.WARNING):
+        stopped = cut(root, out)
+    assert stopped.exit_code == 130
+    assert (f"interrupted: 3 clip(s) written, 0 kept from an earlier run, in {out}; run the same command again to "
+            "cut the rest") in caplog.text
+    assert sorted(out.rglob("*.flac")) == sorted(renamed) and not list(out.rglob("*.tmp"))
+    assert all(sf.info(clip).duration >= 1.0 for clip in renamed)
+    assert (out / "problems.txt").is_file() and (out / "errors.csv").is_file()
+    monkeypatch.undo()
+    again = cut(root, out)
+    assert "3 clip(s) written, 3 kept from an earlier run" in again.output
+    assert len(list(out.rglob("*.flac"))) == 6
 
 
 def test_a_clip_no_longer_given_by_the_tables_is_named(field, tmp_path, caplog):

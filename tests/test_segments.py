@@ -271,6 +271,29 @@ def test_a_rerun_keeps_clips_and_a_missing_recording_is_one_line(run, caplog):
     assert bad.exit_code == 2 and "cannot read the detections" in bad.output and "Traceback" not in bad.output
 
 
+def test_ctrl_c_says_how_many_clips_are_done_and_a_rerun_cuts_the_rest(run, monkeypatch, caplog):
+    """Ctrl-C ended the run in silence (exit 130); now one line says what is done and that the same command goes on."""
+    write_bytes, written = segments.write_bytes, []
+
+    def ctrl_c_at_the_second_clip(path, data):
+        if written:
+            raise KeyboardInterrupt
+        written.append(path)
+        write_bytes(path, data)
+
+    monkeypatch.setattr(segments, "write_bytes", ctrl_c_at_the_second_clip)
+    command = ["segments", str(run / "out"), "--out", str(run / "clips")]
+    with caplog.at_level(logging.WARNING):
+        assert CliRunner().invoke(app, command).exit_code == 130
+    assert (f"interrupted: 1 clip(s) written, 0 kept from an earlier run, in {run / 'clips'}; run the same command "
+            "again to cut the rest") in caplog.text
+    assert list((run / "clips").rglob("*.wav")) == written
+    monkeypatch.undo()
+    again = CliRunner().invoke(app, command)
+    detections = len(pd.read_csv(run / "out" / "detections.csv"))
+    assert again.exit_code == 0 and f"{detections - 1} clip(s) written, 1 kept from an earlier run" in again.output
+
+
 def _write_results(folder, rows) -> None:
     """A detections.csv as `pulse analyze` writes it: (start, end, label, confidence, file) rows."""
     folder.mkdir(parents=True, exist_ok=True)
