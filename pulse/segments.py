@@ -27,6 +27,9 @@ import hashlib
 import io
 import json
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +164,25 @@ def readable_part(path: Path, info: AudioInfo, first: int, last: int, d: dict) -
             for at, audio in readable_parts(path, info, first, last)]
     best = max(held, key=lambda part: part[0], default=None)
     return best[1:] if best is not None and best[0] > 0 else None
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C held back to the end of the block, then raised: libsndfile writing into memory calls back into Python,
+    and a KeyboardInterrupt raised in such a callback is printed by cffi and lost ("Exception ignored from cffi
+    callback"), the run going on to its end. Only where Python's own Ctrl-C handler is in place (main thread)."""
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    pressed = []
+    signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 class _Recordings:
@@ -371,7 +393,8 @@ class ClipCutter:
             self.summary.clips_kept += 1
             return
         buffer = io.BytesIO()
-        sf.write(buffer, audio, rate, format=self.audio_format, subtype=clip_subtype(subtype, self.audio_format))
+        with ctrl_c_held():
+            sf.write(buffer, audio, rate, format=self.audio_format, subtype=clip_subtype(subtype, self.audio_format))
         write_bytes(target, buffer.getvalue())
         self.summary.clips_written += 1
 

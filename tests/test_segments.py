@@ -294,6 +294,32 @@ def test_ctrl_c_says_how_many_clips_are_done_and_a_rerun_cuts_the_rest(run, monk
     assert again.exit_code == 0 and f"{detections - 1} clip(s) written, 1 kept from an earlier run" in again.output
 
 
+def test_ctrl_c_while_a_clip_is_encoded_stops_the_run(run, monkeypatch):
+    """libsndfile writes a clip into memory through callbacks into Python, and a Ctrl-C that came meanwhile was
+    raised in one, where cffi prints it and goes on ("Exception ignored from cffi callback"): the run went on to its
+    end. Here Ctrl-C comes in the first callback libsndfile makes while writing the first clip."""
+    import signal
+    import sys
+
+    write = sf.write
+
+    def ctrl_c_at_the_first_callback(frame, event, arg):
+        if event == "call" and frame.f_code.co_name.startswith("vio_"):  # soundfile's callbacks for file objects
+            sys.setprofile(None)
+            signal.raise_signal(signal.SIGINT)
+
+    def ctrl_c_while_writing(*args, **kwargs):
+        sys.setprofile(ctrl_c_at_the_first_callback)
+        try:
+            write(*args, **kwargs)
+        finally:
+            sys.setprofile(None)
+
+    monkeypatch.setattr(sf, "write", ctrl_c_while_writing)
+    result = CliRunner().invoke(app, ["segments", str(run / "out"), "--out", str(run / "clips")])
+    assert result.exit_code == 130 and not list((run / "clips").rglob("*.wav"))
+
+
 def _write_results(folder, rows) -> None:
     """A detections.csv as `pulse analyze` writes it: (start, end, label, confidence, file) rows."""
     folder.mkdir(parents=True, exist_ok=True)
