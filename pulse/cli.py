@@ -164,7 +164,9 @@ def segments(
         _unwritable(exc)
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
                + (f"{summary.plots_written} plot(s), {summary.plots_failed} plot(s) failed, " if plots else "")
-               + f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed -> {out}")
+               + f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed"
+               + (f", {summary.clips_shortened} shortened (errors.csv)" if summary.clips_shortened else "")
+               + f" -> {out}")
     if summary.files_failed or summary.clips_failed or summary.plots_failed:
         typer.echo(f"see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)

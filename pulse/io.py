@@ -240,7 +240,7 @@ def _whole_file(path: str | Path, pads: tuple[int, ...]) -> sf.SoundFile:
     """The recording open as libsndfile reads it, with the pad bytes at `pads` put back."""
     if pads:
         return PiecedSoundFile(Pieced(path, padded_pieces(path, pads)))
-    return sf.SoundFile(_file_name(path))
+    return sf.SoundFile(sndfile_name(path))
 
 
 def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: int | None = None,
@@ -408,7 +408,7 @@ def _decodable_frames(path: str) -> tuple[int, str]:
     why decoding stopped short of the stream's end ("" if it did not). Damage in such a file ends it: finding
     where decoding resumes would take a seek per probe, and each seek decodes from the start."""
     frames = 0
-    with sf.SoundFile(_file_name(path)) as f:
+    with sf.SoundFile(sndfile_name(path)) as f:
         while True:
             block, stopped = _read_until_stopped(f, COUNT_BLOCK)
             frames += len(block)
@@ -418,7 +418,7 @@ def _decodable_frames(path: str) -> tuple[int, str]:
                 return frames, ""
 
 
-def _file_name(path: str | Path) -> str | bytes:
+def sndfile_name(path: str | Path) -> str | bytes:
     """The name as libsndfile is given it: on POSIX its bytes, as a name need not be UTF-8 there (a Latin-1 name
     unzipped from an old Windows archive), which soundfile would fail to encode."""
     return os.fsencode(path) if os.name == "posix" else str(path)

@@ -15,9 +15,11 @@ or other settings need another --out, so that one folder never mixes two draws. 
 `OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
 (another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`). A clip
 over a FLAC's damage is the part that reads holding most of the detection (`readable_part`), as analyze scored the
-audio around it; a clip none of whose detection can be read, or that cannot be written (a folder where it goes), is
-its own row; a full or read-only --out stops the run, keeping the clips cut and errors.csv so far, as Ctrl-C does
-(saying how many clips were written: the same command cuts the rest).
+audio around it; such a clip, or one a recording shorter than `seq_length` cuts short, is a `Shortened` row of
+errors.csv saying which part of the recording it is (also when a rerun keeps it); a clip none of whose detection
+can be read, or that cannot be written (a folder where it goes), is its own row; a full or read-only --out stops
+the run, keeping the clips cut and errors.csv so far, as Ctrl-C does (saying how many clips were written: the same
+command cuts the rest).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from pulse.analyze import read_otherwise
 from pulse.config import MAX_CLIP_S, InferConfig, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import (AudioInfo, AudioReadError, audio_info, libsndfile_reason, open_audio, read_frames,
-                      readable_parts)
+                      readable_parts, sndfile_name)
 from pulse.journal import Journal
 from pulse.model_names import model_band
 from pulse.windows import MIN_TAIL_S
@@ -64,6 +66,7 @@ class Summary:
     clips_failed: int = 0  # a part of a recording that could not be read, or a clip not written
     plots_written: int = 0
     plots_failed: int = 0  # a plot not written: its clip is there, written or kept
+    clips_shortened: int = 0  # written or kept shorter than asked for: a row of errors.csv says which part it is
     files_failed: int = 0  # recordings that could not be opened
 
 
@@ -144,13 +147,17 @@ def analysis_record(table: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+def clip_length(d: dict, seq_length: float) -> float:
+    """Seconds the detection's clip lasts where the recording holds it all (module docstring)."""
+    return min(max(d["end_s"] - d["start_s"], seq_length), MAX_CLIP_S)
+
+
 def clip_span(info: AudioInfo, d: dict, seq_length: float) -> tuple[int, int]:
     """The frames [first, last) of the detection's clip in the recording `info` describes (module docstring)."""
     if d["start_s"] >= info.duration_s:
         raise ValueError(f"starts at {d['start_s']:g} s, after the recording's end ({info.duration_s:.2f} s): "
                          "it changed since it was analysed")
-    span = d["end_s"] - d["start_s"]
-    length = min(max(span, seq_length), MAX_CLIP_S)
+    span, length = d["end_s"] - d["start_s"], clip_length(d, seq_length)
     start = d["start_s"] if span >= seq_length else max(
         0.0, min((d["start_s"] + d["end_s"]) / 2 - length / 2, info.duration_s - length))
     return int(round(start * info.sample_rate)), min(int(round((start + length) * info.sample_rate)), info.frames)
@@ -326,7 +333,7 @@ class ClipCutter:
         """Detection `d`'s clip at `target` (and its plot): kept from an earlier run, written, or a row of
         errors.csv; a full or read-only --out raises."""
         plot = target.with_suffix(".png") if self.plots else None
-        if target.is_file() and (plot is None or plot.is_file()):
+        if target.is_file() and (plot is None or plot.is_file()) and not self._kept_short(target, d):
             self.summary.clips_kept += 1
             return
         if d["file"] in self.unopened:
@@ -344,6 +351,7 @@ class ClipCutter:
         try:
             first, last = clip_span(info, d, self.seq_length)
             audio = self.recordings.read(first, last)
+            why, part = f"the recording ends at {info.duration_s:.2f} s", "before it"  # said where it is shorter
         except ValueError as exc:
             self._clip_failed(path, d, "clip", exc, str(exc))
             return
@@ -353,14 +361,19 @@ class ClipCutter:
                 self._clip_failed(path, d, "clip", exc, f"{reason}: no clip")
                 return
             first, audio = readable
-            log.warning("%s: %g-%g s: %s: the clip is the %.2f-%.2f s that read", path, d["start_s"], d["end_s"],
-                        reason, first / info.sample_rate, (first + len(audio)) / info.sample_rate)
+            why, part = reason, "that read"
+        if len(audio) < round(clip_length(d, self.seq_length) * info.sample_rate) - 1:
+            said = (f"{why}: the clip is the {first / info.sample_rate:.2f}-"
+                    f"{(first + len(audio)) / info.sample_rate:.2f} s {part}")
+            self.summary.clips_shortened += 1
+            self.errors.append((str(path), "clip", "Shortened", f"{d['start_s']:g}-{d['end_s']:g} s: {said}"))
+            log.warning("%s: %g-%g s: %s", path, d["start_s"], d["end_s"], said)
         try:
             self._save_clip(audio, info.sample_rate, subtype, target)
         except OSError as exc:
             self._write_failed(path, d, exc, plot=False)
             return
-        if plot is not None:
+        if plot is not None and not plot.is_file():
             try:
                 clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot, self.band)
                 self.summary.plots_written += 1
@@ -372,6 +385,14 @@ class ClipCutter:
         ones are there (written atomically), so the same command cuts the rest."""
         log.warning("interrupted: %d clip(s) written, %d kept from an earlier run, in %s; run the same command "
                     "again to cut the rest", self.summary.clips_written, self.summary.clips_kept, out)
+
+    def _kept_short(self, clip: Path, d: dict) -> bool:
+        """Whether an earlier run's clip is shorter than asked for: cut again (and kept), to say which part it is."""
+        try:
+            info = sf.info(sndfile_name(clip))
+        except (sf.LibsndfileError, RuntimeError):  # kept, as before: not this run's to judge
+            return False
+        return info.frames < round(clip_length(d, self.seq_length) * info.samplerate) - 1
 
     def _open(self, path: Path) -> tuple[AudioInfo, str]:
         """The recording's info and sample format, unless the run's journal says its detections are not of the

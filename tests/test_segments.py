@@ -376,6 +376,24 @@ def test_a_long_merged_run_is_cut_to_its_first_minute(tmp_path):
     assert sf.info(str(clip)).duration == pytest.approx(MAX_CLIP_S)
 
 
+def test_a_clip_the_recordings_end_shortens_is_a_row_saying_which_part_it_is(tmp_path):
+    """A recording shorter than --seq-length gives a shorter clip, said nowhere: a listener took it for the clip
+    asked for. It is now a row of errors.csv (and counted in the last line), as a clip over a FLAC's damage is."""
+    sf.write(tmp_path / "short.wav", song(2.0, RATE), RATE)
+    sf.write(tmp_path / "long.wav", song(9.0, RATE), RATE)
+    _write_results(tmp_path / "run", [(0.0, 2.0, "A", 0.9, str(tmp_path / "short.wav")),
+                                      (3.0, 6.0, "A", 0.8, str(tmp_path / "long.wav"))])
+    command = ["segments", str(tmp_path / "run"), "--out", str(tmp_path / "clips"), "--seq-length", "4"]
+    for kept in (0, 2):  # and again when a rerun keeps the clips
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0 and f"{kept} kept from an earlier run" in result.output
+        assert "0 clip(s) failed, 1 shortened (errors.csv) -> " in result.output
+        (row,) = pd.read_csv(tmp_path / "clips" / "errors.csv").itertuples()
+        assert (row.path, row.stage, row.error_type) == (str(tmp_path / "short.wav"), "clip", "Shortened")
+        assert row.message == "0-2 s: the recording ends at 2.00 s: the clip is the 0.00-2.00 s before it"
+    assert sorted(round(sf.info(str(p)).duration, 3) for p in (tmp_path / "clips").rglob("*.wav")) == [2.0, 4.0]
+
+
 def test_audio_root_an_excel_table_and_bad_tables_or_out_folders_are_one_line(run, tmp_path_factory):
     moved = tmp_path_factory.mktemp("moved")
     (run / "night.wav").rename(moved / "night.wav")
@@ -644,25 +662,40 @@ def test_a_clip_over_the_damage_in_a_flac_is_the_part_that_reads_and_none_where_
     detections = pd.read_csv(tmp_path / "out" / "detections.csv")
     over = detections[(detections["Start (s)"] < damage[1]) & (damage[0] < detections["End (s)"])]
     assert len(over) >= 3  # scored around the damage: these clips are the ones to listen to
-    summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(max_segments=100, min_conf=0.1))
-    assert (summary.clips_written, summary.clips_failed) == (len(detections), 0)
-    assert pd.read_csv(tmp_path / "clips" / "errors.csv").empty
+    cfg = SegmentConfig(max_segments=100, min_conf=0.1)
+    summary = extract_segments(tmp_path / "out", tmp_path / "clips", cfg)
+    assert (summary.clips_written, summary.clips_failed, summary.clips_shortened) == (len(detections), 0, len(over))
     for start, score in zip(over["Start (s)"], over["Confidence"]):
         (clip,) = (tmp_path / "clips").glob(f"*/{score:.3f}_rot_{start:g}s.wav")
         audio = sf.read(clip, dtype="int16")[0]
         first = int(round(start * rate))  # the part before the damage, up to it (to within a FLAC frame)
         assert damage[0] - 0.1 < start + len(audio) / rate < damage[1]
         np.testing.assert_array_equal(audio, original[first:first + len(audio)])
+    # each shortened clip is a row saying which part of the recording it is (it was only a line of the log), also
+    # after a rerun that keeps the clips
+    for errors in (pd.read_csv(tmp_path / "clips" / "errors.csv"),
+                   extract_segments(tmp_path / "out", tmp_path / "clips", cfg)
+                   and pd.read_csv(tmp_path / "clips" / "errors.csv")):
+        assert len(errors) == len(over) and set(errors.error_type) == {"Shortened"} and set(errors.stage) == {"clip"}
+        said = [re.fullmatch(r"([\d.]+)-([\d.]+) s: damaged or cut short here \(.+\): the clip is the "
+                             r"([\d.]+)-([\d.]+) s that read", message) for message in errors.message]
+        assert sorted((float(m[1]), float(m[2])) for m in said) == sorted(zip(over["Start (s)"], over["End (s)"]))
+        for m in said:
+            assert float(m[3]) == pytest.approx(float(m[1]), abs=0.01)  # the part before the damage
+            for clip in (tmp_path / "clips").glob(f"*/*_rot_{float(m[1]):g}s.wav"):
+                assert float(m[4]) - float(m[3]) == pytest.approx(sf.info(str(clip)).duration, abs=0.01)
     # by hand: a detection starting inside the damage (its clip starts where decoding resumes), and one inside it
     _write_results(tmp_path / "hand", [(damage[0] + 0.1, damage[0] + 3.1, "A", 0.9, str(path)),
                                        (damage[0] + 0.1, damage[1] - 0.1, "B", 0.9, str(path))])
     summary = extract_segments(tmp_path / "hand", tmp_path / "hand_clips", SegmentConfig(seq_length=0.1))
-    assert (summary.clips_written, summary.clips_failed) == (1, 1)
+    assert (summary.clips_written, summary.clips_failed, summary.clips_shortened) == (1, 1, 1)
     (clip,) = (tmp_path / "hand_clips" / "A").glob("*.wav")
     audio = sf.read(clip, dtype="int16")[0]
     resumed = int(round((damage[0] + 3.1) * rate)) - len(audio)
     assert damage[1] - 0.1 < resumed / rate < damage[1] + 0.1
     np.testing.assert_array_equal(audio, original[resumed:resumed + len(audio)])
-    (row,) = pd.read_csv(tmp_path / "hand_clips" / "errors.csv").itertuples()
+    shortened, row = pd.read_csv(tmp_path / "hand_clips" / "errors.csv").itertuples()
+    assert shortened.error_type == "Shortened" and shortened.message.endswith(
+        f"the clip is the {resumed / rate:.2f}-{(damage[0] + 3.1):.2f} s that read")
     assert row.stage == "clip" and "Error :" not in row.message
     assert re.fullmatch(r"[\d.]+-[\d.]+ s: damaged or cut short here \(.+\): no clip", row.message)
