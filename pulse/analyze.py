@@ -38,6 +38,7 @@ from pulse.journal import Journal
 from pulse.model_names import above_band_note, below_rate_note, model_band, open_checked_model, resolve_model
 from pulse.schema import DETECTION_COLUMNS, Columns, LabelSet, detection_channel, empty_detections, scores_frame
 from pulse.scoring import score_files
+from pulse.teacher.location import check_location
 from pulse.windows import WindowSpec, window_times
 from pulse.writers import WRITERS, output_path, write_errors
 
@@ -155,7 +156,8 @@ def note_mixed(said: set, path: Path, channels: int, channel: int | None) -> Non
 
 
 def check_settings(cfg: InferConfig) -> None:
-    """A bad --batch-size, --workers, --channel, --min-conf or --merge-consecutive is one error before any work."""
+    """A bad --batch-size, --workers, --channel, --min-conf, --merge-consecutive or --lat/--lon/--week/--sf-thresh is
+    one error before any work."""
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size is at least 1, got {cfg.batch_size}")
     if cfg.workers < 0:
@@ -165,6 +167,7 @@ def check_settings(cfg: InferConfig) -> None:
         raise ValueError(f"--min-conf is a score between 0 and 1, got {cfg.min_conf:g}")
     if cfg.merge_consecutive < 0:
         raise ValueError(f"--merge-consecutive is 0 or more (0 and 1: a row per window), got {cfg.merge_consecutive}")
+    check_location(cfg.lat, cfg.lon, cfg.week, cfg.sf_thresh)
 
 
 def analyze(inputs: list[str | Path], out_dir: str | Path, cfg: InferConfig = InferConfig()) -> Summary:
@@ -408,7 +411,7 @@ def run_journal(root: Path, cfg: InferConfig, meta: dict, model_path: Path) -> J
     now, older = model_keys(model_path)
     return Journal(root, _fingerprint(cfg, meta, now), scores_key(cfg, meta, now),
                    older=(_fingerprint(cfg, meta, older), scores_key(cfg, meta, older)),
-                   made_with=readable_key(cfg, now, (*OUTPUT_SETTINGS, "formats", "species_list")))
+                   made_with=readable_key(cfg, now, (*OUTPUT_SETTINGS, "formats", "species_list", "location")))
 
 
 def readable_key(cfg: InferConfig, model: list, settings: tuple[str, ...]) -> dict:
@@ -552,7 +555,8 @@ def _warn_of_stale_outputs(out_dir: Path, cfg: InferConfig) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return
     left = [name for name in previous.formats if name not in cfg.formats]
-    changed = [k for k in ("model", "species_list", *OUTPUT_SETTINGS) if getattr(previous, k) != getattr(cfg, k)]
+    changed = [k for k in ("model", "species_list", "location", *OUTPUT_SETTINGS)
+               if getattr(previous, k) != getattr(cfg, k)]
     if left:
         log.warning("%s: an earlier run%s wrote %s output there; this run leaves those files as they were, and they "
                     "may not match its recordings%s (use a new --out to keep runs apart, or ask for those formats)",

@@ -26,13 +26,15 @@ from pulse.scoring import score_files
 from pulse.writers import ERROR_COLUMNS, WRITERS, in_file_order
 
 # `pulse analyze`'s settings a model is opened with; --min-conf and --merge-consecutive go to `detect`.
-OPEN_SETTINGS = ("overlap", "min_len", "channel", "level_floor", "species_list", "batch_size", "workers", "device")
+OPEN_SETTINGS = ("overlap", "min_len", "channel", "level_floor", "species_list", "lat", "lon", "week", "sf_thresh",
+                 "batch_size", "workers", "device")
 
 
 def load_model(model: str = "default", threads: int = 0, **settings) -> Model:
     """Open `model` once for many calls: "default", "supervised", "lowrate", "birdnet" or a path, as --model;
     `threads`: the model's CPU threads (0: every core); `settings`: `pulse analyze`'s options by InferConfig's names,
-    overlap, min_len, channel, level_floor, species_list, batch_size, workers, device (overlap=1.5)."""
+    overlap, min_len, channel, level_floor, species_list, lat, lon, week, sf_thresh, batch_size, workers, device
+    (overlap=1.5; lat=52.5, lon=13.4, week=23: BirdNET's species at that place and week)."""
     if unknown := sorted(set(settings) - set(OPEN_SETTINGS)):
         raise TypeError(f"load_model() takes {', '.join(OPEN_SETTINGS)}, not {', '.join(unknown)}")
     return Model(InferConfig(model=str(model), threads=threads, **settings))

@@ -72,6 +72,15 @@ def analyze(
     strict: bool = typer.Option(_INFER.strict, help="Stop at the first bad file instead of logging it."),
     species_list: str = typer.Option(_INFER.species_list, help="With --model birdnet: file of species to report "
                                                                "(one per line), as BirdNET-Analyzer's --slist."),
+    lat: Optional[float] = typer.Option(_INFER.lat, help="With --model birdnet: the recording site's latitude; with "
+                                                         "--lon, BirdNET's meta model keeps the species it expects "
+                                                         "there (BirdNET-Analyzer's --lat; --species-list is then not "
+                                                         "used)."),
+    lon: Optional[float] = typer.Option(_INFER.lon, help="With --model birdnet: the site's longitude (--lon)."),
+    week: int = typer.Option(_INFER.week, help="With --lat/--lon: week of the year, 1-48 (4 a month), -1 all year "
+                                               "(--week)."),
+    sf_thresh: float = typer.Option(_INFER.sf_thresh, help="With --lat/--lon: species occurring with at least this "
+                                                           "frequency are kept (--sf_thresh)."),
     level_floor: float = typer.Option(_INFER.level_floor, help=LEVEL_FLOOR_HELP),
     merge_consecutive: int = typer.Option(_INFER.merge_consecutive, help="Up to N consecutive windows of a species "
                                           "as one detection row, scored by the mean of its 3 best windows, as "
@@ -89,6 +98,7 @@ def analyze(
     flags = dict(model=model, min_conf=min_conf, overlap=overlap, min_len=min_len, batch_size=batch_size,
                  workers=workers, threads=threads, formats=tuple(f.strip() for f in format.split(",") if f.strip()),
                  resume=resume, device=device, channel=channel, strict=strict, species_list=species_list,
+                 lat=lat, lon=lon, week=week, sf_thresh=sf_thresh,
                  level_floor=level_floor, merge_consecutive=merge_consecutive)
     try:
         if config is not None:  # the file's settings, then only the flags typed on this command line

@@ -107,6 +107,13 @@ class InferConfig(JsonConfig):
     # --model birdnet only: a text file, one species per line (scientific name or BirdNET's
     # 'Scientific_Common' label), restricting the output to them as BirdNET-Analyzer's --slist does.
     species_list: str = ""
+    # --model birdnet only: BirdNET's meta model keeps the species it expects at this place (degrees) in this week
+    # (1-48, 4 a month; -1 all year) with an occurrence frequency of at least sf_thresh, as BirdNET-Analyzer's
+    # --lat, --lon, --week and --sf_thresh do; a species_list is then not used, as there.
+    lat: float | None = None
+    lon: float | None = None
+    week: int = -1
+    sf_thresh: float = 0.03
     # A window peaking below this (dBFS) is raised to it, by at most 40 dB, before a PULSE model scores it:
     # the quietest level the bundled models trained on (pulse/levels.py). BirdNET scores windows as recorded.
     level_floor: float = LEVEL_FLOOR_DBFS
@@ -114,6 +121,10 @@ class InferConfig(JsonConfig):
     # --merge_consecutive); 0 or 1 keeps a row per window. scores.csv always keeps every window.
     merge_consecutive: int = 1
 
+    @property
+    def location(self) -> tuple[float, float, int, float] | None:
+        """BirdNET's location filter (lat, lon, week, sf_thresh); None without --lat and --lon."""
+        return None if self.lat is None and self.lon is None else (self.lat, self.lon, self.week, self.sf_thresh)
 
 
 MAX_CLIP_S = 60.0  # `pulse segments`: a longer detection (a merged run) keeps its first minute

@@ -6,6 +6,7 @@ everywhere and a model without PULSE metadata, or a bad --overlap / --min-len, f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from export.predictor import Predictor, load_predictor
@@ -15,6 +16,7 @@ from pulse.schema import LabelSet
 from pulse.teacher.birdnet import model_path as birdnet_model_path
 from pulse.windows import WindowSpec
 
+log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "default" / "model.onnx"
 # Named models: name -> (artefact, predictor backend). Any other name is a path to an artefact.
@@ -78,17 +80,25 @@ def read_species_list(path: str | Path) -> tuple[str, ...]:
     return species
 
 
-def open_model(name: str, device: str = "cpu", species_list: str = "", threads: int = 0) -> Predictor:
+def open_model(name: str, device: str = "cpu", species_list: str = "", threads: int = 0,
+               location: tuple[float, float, int, float] | None = None) -> Predictor:
+    """`location` (lat, lon, week, sf_thresh): BirdNET's location filter chooses its species, and a species list
+    is then not used, as in BirdNET-Analyzer (its --slist is ignored when --lat and --lon are given)."""
     path, backend = resolve_model(name)
     if name in MODEL_ALIASES and not path.is_file():
         raise FileNotFoundError(f"{path}: the {name!r} model is not installed here; "
                                 "pass --model PATH to a .onnx or .safetensors file")
     if threads < 0:
         raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
-    if not species_list:
+    if not species_list and location is None:
         return load_predictor(path, backend=backend, device=device, threads=threads)
     if backend != "birdnet":
-        raise ValueError(f"{species_list}: a species list applies to --model birdnet only")
+        raise ValueError(f"{species_list}: a species list applies to --model birdnet only" if species_list
+                         else "--lat, --lon, --week and --sf-thresh (BirdNET's location filter) apply to --model "
+                              "birdnet only")
+    if location is not None:
+        return load_predictor(path, backend=backend, device=device, threads=threads,
+                              species=_species_at(location, species_list))
     species = read_species_list(species_list)
     try:
         return load_predictor(path, backend=backend, device=device, threads=threads, species=species)
@@ -96,11 +106,29 @@ def open_model(name: str, device: str = "cpu", species_list: str = "", threads: 
         raise ValueError(f"{species_list}: {exc}") from None
 
 
+def _species_at(location: tuple[float, float, int, float], species_list: str) -> tuple[str, ...]:
+    """The species BirdNET's meta model expects at `location`, said in one line."""
+    from pulse.teacher.location import ALL_YEAR, species_at
+
+    lat, lon, week, sf_thresh = location
+    when = "any week" if week == ALL_YEAR else f"week {week}"
+    if species_list:
+        log.warning("%s: not used, as --lat and --lon choose the species (BirdNET-Analyzer ignores --slist then "
+                    "too)", species_list)
+    species = species_at(lat, lon, week, sf_thresh)
+    if not species:
+        raise ValueError(f"no BirdNET species occurs at {lat:g}, {lon:g} in {when} with a frequency of at least "
+                         f"{sf_thresh:g}: lower --sf-thresh")
+    log.info("BirdNET's location filter: %d of its species occur at %g, %g in %s (frequency >= %g)", len(species),
+             lat, lon, when, sf_thresh)
+    return species
+
+
 def open_checked_model(cfg: InferConfig) -> tuple[Predictor, WindowSpec, LabelSet]:
     """`cfg.model` opened, with the windows its metadata and `cfg` ask for and its labels; a model without
     PULSE metadata or a bad --overlap / --min-len is one error, and the model is closed again."""
     model_path, _ = resolve_model(cfg.model)
-    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads)
+    predictor = open_model(cfg.model, cfg.device, cfg.species_list, cfg.threads, cfg.location)
     try:
         predictor = levels.for_model(predictor, cfg.level_floor)
         meta = predictor.metadata
