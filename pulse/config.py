@@ -123,8 +123,11 @@ class InferConfig(JsonConfig):
 
     @property
     def location(self) -> tuple[float, float, int, float] | None:
-        """BirdNET's location filter (lat, lon, week, sf_thresh); None without --lat and --lon."""
-        return None if self.lat is None and self.lon is None else (self.lat, self.lon, self.week, self.sf_thresh)
+        """BirdNET's location filter (lat, lon, week, sf_thresh); None without --lat and --lon, or with both -1
+        (BirdNET-Analyzer's defaults, its way of saying no filter: a command copied from it keeps every species)."""
+        if (self.lat, self.lon) in ((None, None), (-1, -1)):
+            return None
+        return self.lat, self.lon, self.week, self.sf_thresh
 
 
 MAX_CLIP_S = 60.0  # `pulse segments`: a longer detection (a merged run) keeps its first minute

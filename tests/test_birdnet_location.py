@@ -77,6 +77,15 @@ def test_a_bad_location_is_one_line_and_exit_2(tmp_path, options, error):
     assert result.exit_code == 2 and error in result.output, result.output
 
 
+def test_lat_and_lon_of_minus_one_are_no_filter_as_in_birdnet_analyzer(tmp_path):
+    """BirdNET-Analyzer's defaults, --lat -1 --lon -1, turn its filter off: a command copied from it is not a place
+    in the Gulf of Guinea, and not an error with a model the filter does not apply to."""
+    result = CliRunner().invoke(app, ["analyze", str(CHORUS), "--out", str(tmp_path / "o"), "--lat", "-1",
+                                      "--lon", "-1", "--format", "scores"])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "o" / "scores.csv").columns) == 3 + 9
+
+
 def test_load_model_takes_the_location_filter():
     """`pulse.load_model("birdnet", lat=..., lon=..., week=...)`: BirdNET's species there are its labels."""
     import pulse
