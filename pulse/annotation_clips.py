@@ -18,12 +18,14 @@ up to that end, and its rest from the next file's start.
   also holds another species' box would teach the model to miss that one. Such a box is not cut, and counted (one
   line per recording); "holds" is as `pulse assess` counts a box in a window: an overlap of 1 s, or half a shorter box.
 - With `background`, the stretches of each annotated recording that no box covers, at least 3 s long (in pieces of at
-  most 60 s), go to `OUT/Background/`: the table is taken to box every song. `pulse make-manifest OUT` leaves that
-  folder out and says how to train on it as background and negatives (`"backgrounds": ["OUT/Background"]`).
+  most 60 s), go to `OUT/Background/`: the table is taken to box every song. So do the files of a table over a
+  sequence without a box that `pulse assess` takes as listened to (`pulse.assess.in_sequence`), whole. `pulse
+  make-manifest OUT` leaves that folder out and says how to train on it as background and negatives
+  (`"backgrounds": ["OUT/Background"]`).
 
 A table without the needed columns, a box without a species or beyond its recording's end, a table whose recording is
-not under --audio, a recording under --audio without a table, and one that cannot be read: one line each (also in
-OUT/problems.txt; unreadable audio in OUT/errors.csv), and the rest is cut. A rerun keeps the clips it finds and adds
+not under --audio, a recording under --audio without a table (nor between a sequence's annotated files), and one that
+cannot be read: one line each (also in OUT/problems.txt; unreadable audio in OUT/errors.csv), and the rest is cut. A rerun keeps the clips it finds and adds
 what is missing (after Ctrl-C too, which says how many clips were written); a clip in OUT that the tables no longer
 give (a box since moved or relabelled) is named in a warning, as make-manifest would train on it.
 """
@@ -46,7 +48,7 @@ from export.console import first_three
 from export.files import name_within_limit, portable_characters
 from export.folder_lock import exclusive
 from export.progress import progress
-from pulse.assess import carry_over, match_recordings, read_annotations, window_labels
+from pulse.assess import carry_over, in_sequence, match_recordings, read_annotations, window_labels
 from pulse.config import MAX_CLIP_S, AssessConfig, ModelConfig
 from pulse.discovery import ANNOTATION_CLIPS_RECORD, find_audio
 from pulse.io import AudioReadError, audio_info
@@ -115,15 +117,18 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     running_on = set(annotations.boxes.loc[annotations.boxes["runs_on"] != "", "recording"]) & matched.keys()
     all_boxes = carry_over(annotations.boxes, {key: seconds for key in running_on
                                                if (seconds := _duration(Path(matched[key]))) is not None})
-    annotated = set(matched.values())
+    # a sequence table's box-free files between its annotated ones were listened to: all background, as in assess
+    listened = in_sequence(annotations.sequences, matched, list(relative)) - set(matched.values())
+    annotated = set(matched.values()) | listened
     summary.problems += [f"{file}: no selection table; no clips cut" for file in relative if file not in annotated]
+    todo = [*matched.items(), *(("", file) for file in sorted(listened) if background)]  # "": a key of no box
     with stop_if_unwritable(out), exclusive(out, "pulse clips-from-annotations"):
         write_json(out / ANNOTATION_CLIPS_RECORD, {"tables": sorted(map(str, tables)), "audio": str(audio_root),
                                                    "window_s": WINDOW_S, "background": background})
         cutter = ClipCutter(WINDOW_S, None, False, 0.0, None, None, audio_format="FLAC")
         targets = set()
         try:
-            with contextlib.closing(cutter.recordings), progress(sorted(matched.items(), key=lambda kv: kv[1]),
+            with contextlib.closing(cutter.recordings), progress(sorted(todo, key=lambda kv: kv[1]),
                                                                  unit="recording") as recordings:
                 for key, file in recordings:
                     boxes = all_boxes[all_boxes["recording"] == key]

@@ -207,3 +207,31 @@ def test_long_stretches_are_cut_in_equal_pieces_and_gaps_are_what_no_box_covers(
     boxes = pd.DataFrame({"begin_s": [5.0, 6.0, 9.5, 20.0], "end_s": [8.0, 7.0, 12.0, 21.0]})
     assert unboxed(boxes, 30.0) == [(0.0, 5.0), (12.0, 20.0), (21.0, 30.0)]  # 8-9.5 s: under 3 s
     assert unboxed(boxes, 17.0) == [(0.0, 5.0), (12.0, 17.0)]  # a box beyond the end: none after it
+
+
+def test_a_sequence_tables_box_free_files_between_its_boxes_are_background(tmp_path):
+    """`pulse assess` takes the files a sequence table's listener went through between its first and last annotated
+    one as negatives; until 2026-12-07 clips-from-annotations said of them "no selection table" and, with
+    --background, cut none of them. Files before the first or after the last are not in the sequence, as far as the
+    table says."""
+    from tests.test_assess import SEQUENCE
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "card").mkdir()
+    for name in "abcde":
+        sf.write(tmp_path / "card" / f"{name}.wav", rng.normal(0, 0.01, 8000 * 10), 8000, subtype="PCM_16")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "night.txt").write_text(
+        SEQUENCE + "1\tSpectrogram 1\t13\t15\tcard/b.wav\t3\tb.wav\tb.wav\tGryllus\n"
+        "2\tSpectrogram 1\t33\t35\tcard/d.wav\t3\td.wav\td.wav\tGryllus\n", encoding="utf-8")
+    for flags in ((), ("--background",)):
+        out = tmp_path / f"clips{len(flags)}"
+        result = CliRunner().invoke(app, ["clips-from-annotations", str(tmp_path / "tables"), "--audio",
+                                          str(tmp_path / "card"), "--out", str(out), *flags])
+        assert result.exit_code == 1, result.output
+        problems = (out / "problems.txt").read_text().splitlines()
+        assert problems == [f"{tmp_path / 'card' / name}.wav: no selection table; no clips cut" for name in "ae"]
+        clips = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.flac"))
+        cut_background = ["Background/b_0-3s.flac", "Background/b_5-10s.flac", "Background/c_0-10s.flac",
+                          "Background/d_0-3s.flac", "Background/d_5-10s.flac"] if flags else []
+        assert clips == cut_background + ["Gryllus/b_3-5s.flac", "Gryllus/d_3-5s.flac"]
