@@ -67,6 +67,7 @@ class Summary:
     clips_written: int = 0
     clips_kept: int = 0  # found from an earlier run
     clips_failed: int = 0  # a part of a recording that could not be read, or a clip not written
+    clips_shortened: int = 0  # shorter than asked for (a recording under 3 s, a damaged FLAC): a row of errors.csv
     clips_overlapping: int = 0  # not cut: the clip holds another species' box too
     files_failed: int = 0  # recordings that could not be opened
     problems: list[str] = field(default_factory=list)
@@ -142,7 +143,7 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
             write_errors(out / "errors.csv", cutter.errors)
             write_text(out / "problems.txt", "".join(f"{line}\n" for line in summary.problems))
     summary.clips_written, summary.clips_kept = cutter.summary.clips_written, cutter.summary.clips_kept
-    summary.clips_failed = cutter.summary.clips_failed
+    summary.clips_failed, summary.clips_shortened = cutter.summary.clips_failed, cutter.summary.clips_shortened
     if stale := sorted(p for p in out.glob("*/*.flac") if p not in targets):
         log.warning("%d clip(s) in %s are of no box in these tables (an earlier run's, before the tables changed?), "
                     "e.g. %s; pulse make-manifest would train on them: delete them, or cut into a new --out",

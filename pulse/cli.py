@@ -175,11 +175,16 @@ def segments(
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
                + (f"{summary.plots_written} plot(s), {summary.plots_failed} plot(s) failed, " if plots else "")
                + f"{summary.files_failed} recording(s) unreadable, {summary.clips_failed} clip(s) failed"
-               + (f", {summary.clips_shortened} shortened (errors.csv)" if summary.clips_shortened else "")
-               + f" -> {out}")
+               + f"{_shortened(summary.clips_shortened)} -> {out}")
     if summary.files_failed or summary.clips_failed or summary.plots_failed:
         typer.echo(f"see {out / 'errors.csv'}", err=True)
         raise typer.Exit(1)
+
+
+def _shortened(clips: int) -> str:
+    """The last line's count of clips cut shorter than asked for (a short recording, a damaged FLAC's readable part),
+    each a Shortened row of errors.csv, where there are any."""
+    return f", {clips} shortened (errors.csv)" if clips else ""
 
 
 @app.command("clips-from-annotations")
@@ -216,8 +221,8 @@ def clips_from_annotations(
     species = sorted(name for name in summary.clips if name != "Background")
     typer.echo(", ".join(f"{name}: {summary.clips[name]}" for name in [*species, "Background"] if summary.clips[name]))
     typer.echo(f"{summary.clips_written} clip(s) written, {summary.clips_kept} kept from an earlier run, "
-               f"{summary.clips_failed} failed, of {len(species)} species -> {out}; next: pulse make-manifest "
-               f"{shlex.quote(str(out))} --out manifest.csv")
+               f"{summary.clips_failed} failed{_shortened(summary.clips_shortened)}, of {len(species)} species "
+               f"-> {out}; next: pulse make-manifest {shlex.quote(str(out))} --out manifest.csv")
     if summary.problems or summary.clips_failed:
         typer.echo(f"{len(summary.problems)} problem(s): see {out / 'problems.txt'} and {out / 'errors.csv'}",
                    err=True)

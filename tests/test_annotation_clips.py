@@ -235,3 +235,20 @@ def test_a_sequence_tables_box_free_files_between_its_boxes_are_background(tmp_p
         cut_background = ["Background/b_0-3s.flac", "Background/b_5-10s.flac", "Background/c_0-10s.flac",
                           "Background/d_0-3s.flac", "Background/d_5-10s.flac"] if flags else []
         assert clips == cut_background + ["Gryllus/b_3-5s.flac", "Gryllus/d_3-5s.flac"]
+
+
+def test_a_clip_a_short_recording_cuts_short_is_counted_in_the_last_line(tmp_path):
+    """A box of a recording shorter than the 3 s window is the whole recording, a Shortened row of errors.csv; until
+    2026-12-07 the last line did not count it, as `pulse segments`' does, also when a rerun keeps the clip."""
+    (tmp_path / "card").mkdir()
+    sf.write(tmp_path / "card" / "short.wav", np.random.default_rng(0).normal(0, 0.01, 8000 * 2), 8000)
+    (tmp_path / "tables").mkdir()
+    _table(tmp_path / "tables" / "short.Table.1.selections.txt", [(0.5, 1.5, "Gryllus campestris")])
+    for written, kept in ((1, 0), (0, 1)):
+        result = CliRunner().invoke(app, ["clips-from-annotations", str(tmp_path / "tables"), "--audio",
+                                          str(tmp_path / "card"), "--out", str(tmp_path / "clips")])
+        assert result.exit_code == 0, result.output
+        assert (f"{written} clip(s) written, {kept} kept from an earlier run, 0 failed, 1 shortened (errors.csv), of "
+                "1 species") in result.output
+        (row,) = pd.read_csv(tmp_path / "clips" / "errors.csv").itertuples()
+        assert row.error_type == "Shortened" and row.message.endswith("the clip is the 0.00-2.00 s before it")
