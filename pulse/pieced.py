@@ -11,9 +11,12 @@ samples (and `pulse.timestamps` its metadata) is here too.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import itertools
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -106,6 +109,26 @@ def wav_data_past_its_header(path: str | Path, size: int, subtype: str) -> int |
     return first if unfinished or wrapped else None
 
 
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C held back to the end of the block, then raised: libsndfile reading or writing a file object (a `Pieced`
+    file, memory) calls back into Python, and a KeyboardInterrupt raised in such a callback is printed by cffi and lost
+    ("Exception ignored from cffi callback"), the run going on to its end. Only where Python's own Ctrl-C handler is
+    in place (main thread)."""
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    pressed = []
+    signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 class Pieced(io.RawIOBase):
     """A file as libsndfile is to see it, made of pieces, each (length, what): `bytes` of that length, the file's
     own bytes from an offset, or None for zeros. libsndfile reads RAW audio from a file's first byte, an MP3's
@@ -156,14 +179,16 @@ class Pieced(io.RawIOBase):
 
 class PiecedSoundFile(sf.SoundFile):
     """A SoundFile read from a `Pieced` file, which it closes with itself: soundfile leaves a file object it is given
-    open, and the recording stayed open until the garbage collector came (on Windows, it could not be moved)."""
+    open, and the recording stayed open until the garbage collector came (on Windows, it could not be moved). Its
+    header is read with Ctrl-C held (`ctrl_c_held`): `pulse analyze` reads headers in its main thread."""
 
     def __init__(self, pieced: Pieced, **kwargs):
         self._pieced = pieced
         try:
-            super().__init__(pieced, **kwargs)
-        except BaseException:
-            pieced.close()
+            with ctrl_c_held():
+                super().__init__(pieced, **kwargs)
+        except BaseException:  # also Ctrl-C held to the end of the open: the file, if opened, and the pieces
+            self.close()
             raise
 
     def close(self) -> None:

@@ -29,9 +29,6 @@ import hashlib
 import io
 import json
 import logging
-import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +49,7 @@ from pulse.discovery import CLIPS_RECORD
 from pulse.io import (AudioInfo, AudioReadError, audio_info, libsndfile_reason, open_audio, read_frames,
                       readable_parts, sndfile_name)
 from pulse.journal import Journal
+from pulse.pieced import ctrl_c_held
 from pulse.model_names import model_band
 from pulse.windows import MIN_TAIL_S
 from pulse.writers import write_errors
@@ -171,25 +169,6 @@ def readable_part(path: Path, info: AudioInfo, first: int, last: int, d: dict) -
             for at, audio in readable_parts(path, info, first, last)]
     best = max(held, key=lambda part: part[0], default=None)
     return best[1:] if best is not None and best[0] > 0 else None
-
-
-@contextlib.contextmanager
-def ctrl_c_held() -> Iterator[None]:
-    """Ctrl-C held back to the end of the block, then raised: libsndfile writing into memory calls back into Python,
-    and a KeyboardInterrupt raised in such a callback is printed by cffi and lost ("Exception ignored from cffi
-    callback"), the run going on to its end. Only where Python's own Ctrl-C handler is in place (main thread)."""
-    if threading.current_thread() is not threading.main_thread() or (
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-    pressed = []
-    signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if pressed:
-        raise KeyboardInterrupt
 
 
 class _Recordings:
