@@ -209,7 +209,7 @@ def _analyze_with(predictor, spec: WindowSpec, labels: LabelSet, model_path: Pat
     if cfg.resume and (retried := _failed_before(out_dir, todo)):
         log.info("%d file(s) that failed in an earlier run into %s are tried again (a file copied again or "
                  "converted since is analysed; errors.csv lists those that fail again)", retried, out_dir)
-    reread = {f for f in todo if read_otherwise(run.journal, f.path, spec.min_len_s)} if cfg.resume else set()
+    reread = {f for f in todo if read_otherwise(run.journal, f.path)} if cfg.resume else set()
     if reread:
         log.info("%d file(s) an earlier run into %s analysed are analysed again, as they read otherwise now than "
                  "then (this pulse reads some files differently, e.g. GUANO time expansion, or the file changed)",
@@ -267,7 +267,7 @@ def _rewrite_from_saved_scores(todo: list[InFlight], run: Run, summary: Summary)
         for f in files:
             try:
                 part = run.journal.load(f.path, any_outputs=True)
-                if part is None or read_otherwise(run.journal, f.path, run.spec.min_len_s):
+                if part is None or read_otherwise(run.journal, f.path):
                     left.append(f)
                     continue
                 f.info, f.note = audio_info(f.path), run.journal.note(f.path)
@@ -407,23 +407,16 @@ SCORES_VERSION = 1
 
 
 def run_journal(root: Path, cfg: InferConfig, meta: dict, model_path: Path) -> Journal:
-    """The journal of a run with these settings and model; records keyed as before 2026-12-07 count too."""
-    now, older = model_keys(model_path)
-    return Journal(root, _fingerprint(cfg, meta, now), scores_key(cfg, meta, now),
-                   older=(_fingerprint(cfg, meta, older), scores_key(cfg, meta, older)),
-                   made_with=readable_key(cfg, now, (*OUTPUT_SETTINGS, "formats", "species_list", "location")))
+    """The journal of a run with these settings and model."""
+    model = model_key(model_path)
+    return Journal(root, _fingerprint(cfg, meta, model), scores_key(cfg, meta, model),
+                   made_with=readable_key(cfg, model, (*OUTPUT_SETTINGS, "formats", "species_list", "location")))
 
 
 def readable_key(cfg: InferConfig, model: list, settings: tuple[str, ...]) -> dict:
-    """The model (now's `model_keys`) and `settings` a key holds, kept readable beside it: a rerun that does a file
+    """The model (`model_key`) and `settings` a key holds, kept readable beside it: a rerun that does a file
     again says which changed (`export.made_with`)."""
     return made_with(model, {k: getattr(cfg, k) for k in settings} | {"scores_version": SCORES_VERSION})
-
-
-def model_keys(model_path: Path) -> tuple[list, list]:
-    """The model as keys name it (`_model_content`), and as they named it before 2026-12-07 (`_model_file`): each
-    read once a run (the model's bytes hashed once)."""
-    return _model_content(model_path), _model_file(model_path)
 
 
 def _fingerprint(cfg: InferConfig, meta: dict, model: list) -> str:
@@ -443,27 +436,18 @@ def scores_key(cfg: InferConfig, meta: dict, model: list) -> str:
 
 
 def _settings_key(settings: dict, meta: dict, model: list) -> str:
-    """`model`: one of `model_keys`."""
+    """`model`: `model_key`'s."""
     key = json.dumps([settings, model, meta], sort_keys=True, default=str)
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def _model_content(model_path: Path) -> list:
-    """The model as keys name it: by its bytes. Until 2026-12-07 by its place, size and time (`_model_file`): a
-    reinstall or upgrade of pulse, which writes the bundled model anew, or a model copied elsewhere, had every
-    recording of an archive analysed again, to the same scores, without a word why."""
+def model_key(model_path: Path) -> list:
+    """The model as keys name it: by its bytes (hashed once a run), not by its place or time, so that a reinstall or
+    upgrade of pulse, which writes the bundled model anew, or a model copied elsewhere, does not have an archive
+    analysed again to the same scores."""
     try:  # a folder (`pulse export`'s) by every file in it: the backend chooses which it runs
         files = sorted(p for p in model_path.iterdir() if p.is_file()) if model_path.is_dir() else [model_path]
         return ["sha256", *(sha256(p) for p in files)]
-    except OSError:
-        return [str(model_path)]
-
-
-def _model_file(model_path: Path) -> list:
-    """The model as keys named it before 2026-12-07: its place, size and time (tests stand in an older run's here)."""
-    try:
-        stat = model_path.stat()
-        return [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]
     except OSError:
         return [str(model_path)]
 
@@ -473,7 +457,7 @@ def _done(f: InFlight, run: Run) -> bool:
     as that run read it."""
     return run.journal.done(f.path, f.output_name) and all(
         output_path(w, run.out_dir, f.relative).is_file() for w in run.writers if w.per_file) and (
-        not read_otherwise(run.journal, f.path, run.spec.min_len_s))
+        not read_otherwise(run.journal, f.path))
 
 
 def decoding(info: AudioInfo) -> dict:
@@ -483,39 +467,24 @@ def decoding(info: AudioInfo) -> dict:
     return {"sample_rate": info.sample_rate, "channels": info.channels, "frames": info.frames}
 
 
-def read_otherwise(journal: Journal, path: Path, min_len_s: float, times_only: bool = False) -> bool:
+def read_otherwise(journal: Journal, path: Path) -> bool:
     """Whether the recording's journal record is of another reading of it than pulse makes now (one it cannot
-    read now included): its journalled scores and outputs are not of the audio read now (`times_only`: their times
-    are not of its timeline now). Records from before the reading was kept (2026-12-06): `read_as_before`."""
-    if (then := journal.decoding(path)) is None and (part := journal.load(path, any_settings=True)) is None:
+    read now included): its journalled scores and outputs (and their times) are not of the audio read now."""
+    if (then := journal.decoding(path)) is None:
         return False  # no record of it
     try:
         info = audio_info(path)  # the header alone, once per run (cached for the decoding that may follow)
     except AudioReadError:
         return True
-    if then is not None:
-        return then != decoding(info)
-    return int(part["sample_rate"]) != info.sample_rate or not read_as_before(part["ends_s"], info, min_len_s,
-                                                                              times_only)
-
-
-def read_as_before(ends_s: np.ndarray, info: AudioInfo, min_len_s: float, times_only: bool = False) -> bool:
-    """Whether a recording's windows made before its reading was kept with them (2026-12-06) are of the reading
-    made now: they end where it ends now (or less than `min_len_s` before, a tail left out), and, unless
-    `times_only`, it is no MP3. So what pulse has read otherwise since the journal began (2026-12-03) is not done: a
-    time-expansion WAV (GUANO TE; its rate also differs from a record's), an AudioMoth's triggered WAV (the night's
-    clock), a WAV over 4 GiB, a FLAC damaged mid-file (read past the damage), and MP3s (their length, and frames
-    garbled after each 10 s block at low bitrates, 2026-12-06)."""
-    gap = info.duration_s - float(ends_s[-1]) if len(ends_s) else -1.0
-    return (times_only or info.format != "MP3") and -1e-6 <= gap < min_len_s + 1e-3  # to the tables' millisecond
+    return then != decoding(info)
 
 
 def _warn_of_earlier_outputs(todo: list[InFlight], run: Run) -> None:
     """Per-file outputs an earlier run wrote into the same --out, said once each with a count:
     - replaced: recordings of the same name (two cards' REC001.WAV in two runs); the first's outputs are made
       again (from its saved scores) if it is given again;
-    - moved: a recording now written under another name (AM01 alone, then AM01 with AM02, whose names clash; CON.wav
-      written by a pulse from before its outputs became CON_...); the earlier files are left."""
+    - moved: a recording now written under another name (AM01 alone, then AM01 with AM02, whose names clash); the
+      earlier files are left."""
     if not any(w.per_file for w in run.writers):
         return
     replaced = [(f, owner) for f in todo if (owner := run.journal.earlier_owner(f.path, f.output_name))]

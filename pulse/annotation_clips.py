@@ -126,7 +126,7 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     with stop_if_unwritable(out), exclusive(out, "pulse clips-from-annotations"):
         write_json(out / ANNOTATION_CLIPS_RECORD, {"tables": sorted(map(str, tables)), "audio": str(audio_root),
                                                    "window_s": WINDOW_S, "background": background})
-        cutter = ClipCutter(WINDOW_S, None, False, 0.0, None, None, audio_format="FLAC")
+        cutter = ClipCutter(WINDOW_S, None, False, None, None, audio_format="FLAC")
         targets = set()
         try:
             with contextlib.closing(cutter.recordings), progress(sorted(todo, key=lambda kv: kv[1]),

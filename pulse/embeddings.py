@@ -29,8 +29,8 @@ from export.files import name_within_limit
 from export.folder_lock import exclusive
 from export.made_with import said_again, why_again
 from export.progress import progress
-from pulse.analyze import (SCORE_SETTINGS, check_channel, decoding, model_keys, note_mixed, note_rate,
-                           read_as_before, readable_key, scores_key)
+from pulse.analyze import (SCORE_SETTINGS, check_channel, decoding, model_key, note_mixed, note_rate, readable_key,
+                           scores_key)
 from pulse.config import InferConfig
 from pulse.discovery import find_audio
 from pulse.io import AudioInfo, AudioReadError, audio_info
@@ -51,12 +51,6 @@ class Summary:
     redone: Counter = field(default_factory=Counter)
 
 
-# Not in early files: the ctime, the decoding (see `_earlier`), and the settings the key already holds, named
-# beside it since the morning of 2026-12-06 (files from before were embedded again, to the same embeddings).
-LATER_KEYS = ("source_ctime_ns", "source_sample_rate", "source_channels", "source_frames", "min_len_s", "channel",
-              "level_floor_dbfs")
-
-
 def embeddings_path(out: Path, relative: Path) -> Path:
     return out / relative.parent / name_within_limit(relative.name, ".embeddings.h5")
 
@@ -70,24 +64,21 @@ def _source(path: Path, info: AudioInfo) -> dict:
             "source_ctime_ns": stat.st_ctime_ns, **{f"source_{k}": v for k, v in decoding(info).items()}}
 
 
-def _earlier(target: Path, key: dict, info: AudioInfo, min_len_s: float, older_settings_key: str,
-             readable: dict) -> tuple[str | None, str]:
+def _earlier(target: Path, key: dict, readable: dict) -> tuple[str | None, str]:
     """The warning stored with an embeddings file made from `key` ("" if none), or None: not made from it; and,
     when it was made from this recording but with another model or settings, why it is made again (else ""). Its
-    model is known by `settings_key` (by content; before 2026-12-07 by file, `older_settings_key`), not by where
-    it was (`model`, kept to read): a model reinstalled or moved does not embed an archive again. `readable`: the
-    model and settings `settings_key` holds (`pulse.analyze.readable_key`), stored beside it as `made_with`."""
+    model is known by `settings_key` (by content), not by where it was (`model`, kept to read): a model reinstalled
+    or moved does not embed an archive again. `readable`: the model and settings `settings_key` holds
+    (`pulse.analyze.readable_key`), stored beside it as `made_with`."""
     import h5py
 
     def same(names) -> bool:
-        # files from before the ctime or the decoding was kept are taken as made from it if all else matches
-        return all(f.attrs.get(k) == v or (k == "settings_key" and f.attrs.get(k) == older_settings_key)
-                   for k, v in key.items() if k in names and (k in f.attrs or k not in LATER_KEYS))
+        return all(f.attrs.get(k) == v for k, v in key.items() if k in names)
 
     try:
         with h5py.File(target, "r") as f:
             source = {k for k in key if k.startswith("source")}
-            if not (same(source) and ("source_frames" in f.attrs or read_as_before(f["ends_s"][-1:], info, min_len_s))):
+            if not same(source):
                 return None, ""  # of another recording, or of another reading of it
             if same(key.keys() - source - {"model"}):
                 return str(f.attrs.get("warning", "")), ""
@@ -109,17 +100,16 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
             raise ValueError(f"{cfg.model}: the model has no 'embedding' output (export it with `pulse export`)")
         meta, model_path = predictor.metadata, resolve_model(cfg.model)[0]
         # Readable beside the key: the level floor, in particular, changes the embeddings of quiet recordings.
-        model_now, model_before = model_keys(model_path)
-        settings = {"model": str(model_path), "settings_key": scores_key(cfg, meta, model_now),
+        model = model_key(model_path)
+        settings = {"model": str(model_path), "settings_key": scores_key(cfg, meta, model),
                     "sample_rate": spec.sample_rate, "window_s": float(meta["window_s"]), "overlap_s": cfg.overlap,
                     "min_len_s": cfg.min_len, "channel": -1 if cfg.channel is None else cfg.channel,
                     "level_floor_dbfs": cfg.level_floor}
-        readable = readable_key(cfg, model_now, SCORE_SETTINGS)
+        readable = readable_key(cfg, model, SCORE_SETTINGS)
         files = find_audio(inputs, undecodable=True, outputs=out)
         with stop_if_unwritable(out), exclusive(out, "pulse embeddings"):  # one run at a time in --out
             try:
-                todo = _not_embedded(files, out, spec.min_len_s, settings, (scores_key(cfg, meta, model_before),
-                                                                            readable), summary, errors)
+                todo = _not_embedded(files, out, settings, readable, summary, errors)
                 # said before the work: a model or setting changed by mistake is seen in time
                 if again := Counter(why for *_, why in todo if why):
                     log.info("%s", said_again(again, f"file(s) embedded before into {out} are embedded again"))
@@ -131,11 +121,11 @@ def embed(inputs: list[str | Path], out: str | Path, cfg: InferConfig = InferCon
     return summary
 
 
-def _not_embedded(files: list, out: Path, min_len_s: float, settings: dict, keys: tuple[str, dict],
-                  summary: Summary, errors: list) -> list[tuple]:
-    """(path, target, info, key, why) of each recording not embedded before with these `settings` (`keys`: the
-    older settings key and the readable one, see `_earlier`; `why`: why its earlier file is made again, or ""), all
-    found before any is embedded, so that why some are embedded again is said first."""
+def _not_embedded(files: list, out: Path, settings: dict, readable: dict, summary: Summary,
+                  errors: list) -> list[tuple]:
+    """(path, target, info, key, why) of each recording not embedded before with these `settings` (`readable`: see
+    `_earlier`; `why`: why its earlier file is made again, or ""), all found before any is embedded, so that why some
+    are embedded again is said first."""
     todo = []
     with progress(files, unit="file", desc="earlier files", leave=False) as bar:
         for path, relative in bar:
@@ -143,7 +133,7 @@ def _not_embedded(files: list, out: Path, min_len_s: float, settings: dict, keys
             try:
                 info = audio_info(path)
                 key = {**_source(path, info), **settings}
-                said, why = _earlier(target, key, info, min_len_s, *keys) if target.is_file() else (None, "")
+                said, why = _earlier(target, key, readable) if target.is_file() else (None, "")
             except (AudioReadError, OSError, ValueError, RuntimeError) as exc:
                 _failed(path, exc, summary, errors)
                 continue

@@ -67,14 +67,10 @@ class Journal:
     can have its outputs rewritten from its scores, without decoding or the model (`load(..., any_outputs=True)`).
     """
 
-    def __init__(self, root: Path, fingerprint: str, scores_key: str = "", older: tuple[str, str] = ("", ""),
-                 made_with: dict | None = None):
-        """`older`: the fingerprint and scores key these settings had as keys were made before (records under them
-        count as under these; new ones are written under these). `made_with`: the model and settings the
+    def __init__(self, root: Path, fingerprint: str, scores_key: str = "", made_with: dict | None = None):
+        """`fingerprint` "": any settings (records are read, none is done). `made_with`: the model and settings the
         fingerprint holds, kept readable beside it in each record, to say why a rerun does a recording again."""
         self.root, self.fingerprint, self.scores_key, self.made_with = root, fingerprint, scores_key, made_with
-        self._fingerprints = {fingerprint, older[0]} - {""}
-        self._scores_keys = {scores_key, older[1]} - {""}
         self._records: dict[str, Record] | None = None  # recording (path|size|mtime) -> its latest record
         self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
         self._paths: set[str] = set()  # the recordings (resolved paths) any record is of
@@ -101,7 +97,7 @@ class Journal:
 
     def done(self, path: Path, output: str) -> bool:
         record = self._latest(path)
-        return (record is not None and record.fingerprint in self._fingerprints and record.output == output
+        return (record is not None and self._same_settings(record) and record.output == output
                 and self._owners.get(output) == self._resolved(path))
 
     def note(self, path: Path) -> str:
@@ -133,7 +129,7 @@ class Journal:
         """Why the recording, journalled as it is now but under another fingerprint, is done again ("" if it is not
         so): the model or settings that changed (`export.made_with.why_again`)."""
         record = self._latest(path)
-        if record is None or record.fingerprint in self._fingerprints:
+        if record is None or self._same_settings(record):
             return ""
         return why_again(record.made_with, self.made_with)
 
@@ -143,8 +139,7 @@ class Journal:
         return self._usable(self._latest(path), any_outputs=True)
 
     def decoding(self, path: Path) -> dict | None:
-        """How the recording decoded when its latest record was made; None: no record, or one from before it was
-        kept (see `load(..., any_settings=True)`)."""
+        """How the recording decoded when its latest record was made; None: no record (or one without it)."""
         record = self._latest(path)
         return record.decoding if record is not None else None
 
@@ -212,8 +207,11 @@ class Journal:
                     log_path.unlink()
 
     def _usable(self, record: Record | None, any_outputs: bool, any_settings: bool = False) -> bool:
-        return record is not None and (any_settings or record.fingerprint in self._fingerprints or (
-            any_outputs and record.scores_key in self._scores_keys))
+        return record is not None and (any_settings or self._same_settings(record) or (
+            any_outputs and bool(self.scores_key) and record.scores_key == self.scores_key))
+
+    def _same_settings(self, record: Record) -> bool:
+        return bool(self.fingerprint) and record.fingerprint == self.fingerprint
 
     def _resolved(self, path: Path) -> str:
         """Resolved once per run: on a network share each resolve is a round trip per folder of the path."""

@@ -44,14 +44,13 @@ from export.jsonconfig import read_json
 from export.progress import progress
 from export.tables import read_spreadsheet_csv, spreadsheet_number
 from pulse.analyze import read_otherwise
-from pulse.config import MAX_CLIP_S, InferConfig, SegmentConfig
+from pulse.config import MAX_CLIP_S, SegmentConfig
 from pulse.discovery import CLIPS_RECORD
 from pulse.io import (AudioInfo, AudioReadError, audio_info, libsndfile_reason, open_audio, read_frames,
                       readable_parts, sndfile_name)
 from pulse.journal import Journal
 from pulse.pieced import ctrl_c_held
 from pulse.model_names import model_band
-from pulse.windows import MIN_TAIL_S
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
 
@@ -260,14 +259,12 @@ def extract_segments(results: str | Path, out: str | Path, cfg: SegmentConfig = 
     if isinstance(kept_at, (int, float)) and cfg.min_conf < kept_at and cfg.min_conf != SegmentConfig().min_conf:
         log.warning("%s: --min-conf %g is below the %g the analysis kept detections at, so no clip scores under %g "
                     "(analyse again with a lower --min-conf for them)", table, cfg.min_conf, kept_at, kept_at)
-    min_len = settings.get("min_len") if isinstance(settings, dict) else None  # its windows' shortest tail
-    min_len_s = max(min_len if isinstance(min_len, (int, float)) else InferConfig().min_len, MIN_TAIL_S)
     with stop_if_unwritable(out), exclusive(out, "pulse segments"):  # one run at a time in --out
-        return _cut_clips(detections, table, out, cfg, root, plots, min_len_s, analysed_band(analysis))
+        return _cut_clips(detections, table, out, cfg, root, plots, analysed_band(analysis))
 
 
 def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfig, root: Path | None,
-               plots: bool, min_len_s: float, band: tuple[float, float] | None) -> Summary:
+               plots: bool, band: tuple[float, float] | None) -> Summary:
     """`extract_segments` once its table is read and --out held; `band`: the analysing model's (`analysed_band`)."""
     record = {"results": str(table), "results_sha1": hashlib.sha1(table.read_bytes()).hexdigest(),
               "settings": cfg.to_dict()}
@@ -280,7 +277,7 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
     chosen = choose(detections, cfg)
     # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
     todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
-    cutter = ClipCutter(cfg.seq_length, root, plots, min_len_s, band, journal)
+    cutter = ClipCutter(cfg.seq_length, root, plots, band, journal)
     try:
         with contextlib.closing(cutter.recordings), progress(todo, unit="clip") as clips:
             for d, name in clips:
@@ -302,9 +299,9 @@ class ClipCutter:
     recordings that could not be opened (their other clips are not tried). Without a `journal` (clips of
     annotations, not of a run) recordings are taken as they are; `audio_format` WAV or FLAC (`clip_subtype`)."""
 
-    def __init__(self, seq_length: float, root: Path | None, plots: bool, min_len_s: float,
-                 band: tuple[float, float] | None, journal: Journal | None, audio_format: str = "WAV"):
-        self.seq_length, self.root, self.plots, self.min_len_s, self.band = seq_length, root, plots, min_len_s, band
+    def __init__(self, seq_length: float, root: Path | None, plots: bool, band: tuple[float, float] | None,
+                 journal: Journal | None, audio_format: str = "WAV"):
+        self.seq_length, self.root, self.plots, self.band = seq_length, root, plots, band
         self.journal, self.audio_format, self.recordings = journal, audio_format, _Recordings()
         self.summary, self.errors, self.unopened = Summary(), [], set()
 
@@ -381,7 +378,7 @@ class ClipCutter:
                                        "journal holds): its clips would be of other audio; run `pulse analyze` on it "
                                        "again first")
         info = self.recordings.open(path)
-        if self.journal is not None and read_otherwise(self.journal, path, self.min_len_s, times_only=True):
+        if self.journal is not None and read_otherwise(self.journal, path):
             raise AudioReadError(path, "read otherwise by this version of pulse than by the run that analysed it (its "
                                        "rate or length: a GUANO time expansion read since, say): its detections' "
                                        "times are of that reading; run `pulse analyze` on it again first")

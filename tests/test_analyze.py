@@ -102,17 +102,14 @@ def time_expanded(path: Path, seconds: float) -> Path:
 
 
 @contextlib.contextmanager
-def as_an_older_pulse(monkeypatch, decoding_kept: bool = True):
-    """Run as a pulse from before GUANO's TE and an AudioMoth's left-out stretches were read (2026-12-06), and,
-    `decoding_kept` False, from before the journal kept how each recording decoded."""
+def as_an_older_pulse(monkeypatch):
+    """Run as a pulse that read GUANO's TE and an AudioMoth's left-out stretches otherwise: as if neither was read."""
     import pulse.audiomoth
     import pulse.io
 
     with monkeypatch.context() as before:
         before.setattr(pulse.io, "time_expansion", lambda path: 1.0)
         before.setattr(pulse.audiomoth, "left_out", lambda *args: np.zeros((0, 2), np.int64))
-        if not decoding_kept:
-            before.setattr("pulse.analyze.decoding", lambda info: None)
         yield
     pulse.io._examined.cache_clear()  # the headers as that pulse read them
 
@@ -548,13 +545,12 @@ def test_resume_skips_finished_files(tmp_path, model):
     assert "3 done (3 again, as the model or settings changed), 0 failed" in scored_anew.output  # said after, too
 
 
-@pytest.mark.parametrize("decoding_kept", [True, False])
 def test_the_combined_raven_table_shifts_each_recording_by_the_lengths_of_those_before_it(tmp_path, model,
-                                                                                           monkeypatch, decoding_kept):
+                                                                                           monkeypatch):
     """BirdNET-Analyzer's combined selection table: Raven Pro opens the recordings as one sequence, so each
     selection's Begin/End Time is its time in its recording plus the lengths of the recordings before it, in the
     run's order: a recording without detections shifts those after it, one that failed is not in the sequence, and
-    recordings an earlier run finished (its journal with or without how they decoded) keep their place. The list
+    recordings an earlier run finished keep their place. The list
     beside it, which Raven opens as that sequence, names the recordings without detections too."""
     examples, first = REPO / "pulse/assets/examples", tmp_path / "in"
     first.mkdir()
@@ -563,7 +559,7 @@ def test_the_combined_raven_table_shifts_each_recording_by_the_lengths_of_those_
     (first / "c_junk.wav").write_bytes(b"not a recording")  # fails
     shutil.copy(examples / "Gryllus_campestris_dat003-004.flac", first / "d_gryllus.flac")
     out, cfg = tmp_path / "out", InferConfig(model=str(model), min_conf=0.001, formats=("csv", "raven_combined"))
-    with as_an_older_pulse(monkeypatch, decoding_kept):
+    with as_an_older_pulse(monkeypatch):
         analyze([first], out, cfg)
     shutil.copy(examples / "Tettigonia_viridissima_200726_0062.flac", first / "e_tettigonia.flac")
     shutil.copy(examples / "mix_Roeseliana_roeselii_in_bird_chorus_snr6dB.flac", first / "f_roeseliana.flac")
@@ -592,15 +588,11 @@ def test_the_combined_raven_table_shifts_each_recording_by_the_lengths_of_those_
         assert (out / name).read_text() == (tmp_path / "fresh" / name).read_text(), name
 
 
-@pytest.mark.parametrize("decoding_kept", [True, False])
-def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp_path, model, monkeypatch,
-                                                                            decoding_kept, caplog):
+def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp_path, model, monkeypatch, caplog):
     """A time-expansion WAV (GUANO TE: 10) analysed before TE was read was scored over ten times its length at a
     tenth of its pitch, and an AudioMoth's triggered WAV without the stretches it left out; a rerun into the same
     --out skipped them (or rewrote their outputs from those scores) and kept them. They are analysed again; the
-    recording beside them, read as before, is skipped or rewritten. So it is from a journal written before the
-    reading was kept in it (whose scores give the rate and where the windows end), as from one that keeps it; an MP3
-    journalled before then is analysed again once, as its decoding changed without changing its length."""
+    recording beside them, read as before, is skipped or rewritten."""
     from tests.test_audiomoth import FIRST, SECOND, audiomoth_wav, burst, marker
 
     time_expanded(tmp_path / "bat.wav", 6.0)
@@ -610,7 +602,7 @@ def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp
     sf.write(tmp_path / "plain.wav", song(4.1)[:4 * RATE + 1], RATE)
     sf.write(tmp_path / "lossy.mp3", song(4.0), RATE)
     out, cfg = tmp_path / "out", InferConfig(model=str(model), formats=("raven", "scores"))
-    with as_an_older_pulse(monkeypatch, decoding_kept):
+    with as_an_older_pulse(monkeypatch):
         assert analyze([tmp_path], out, cfg).files_done == 4
     ends = {Path(f).name: end for f, end in pd.read_csv(out / "scores.csv").groupby("file")["end_s"].max().items()}
     assert ends == pytest.approx({"bat.wav": 60.0, "20240701_210000T.WAV": 2.006, "plain.wav": 4.0, "lossy.mp3": 4.0},
@@ -618,7 +610,7 @@ def test_a_recording_pulse_now_reads_otherwise_is_analysed_again_and_only_it(tmp
     shutil.copytree(out, tmp_path / "other_threshold")
     with caplog.at_level(logging.INFO, logger="pulse.analyze"):
         again = analyze([tmp_path], out, cfg)
-    redone = 2 if decoding_kept else 3  # and the MP3
+    redone = 2
     assert (again.files_done, again.files_skipped, again.files_rewritten) == (redone, 4 - redone, 0)
     assert f"{redone} file(s) an earlier run into {out} analysed are analysed again, as they read otherwise" in (
         caplog.text)
@@ -810,25 +802,6 @@ def test_a_model_folder_listed_in_another_order_is_the_same_model(tmp_path, mode
     listed = Path.iterdir
     monkeypatch.setattr(Path, "iterdir", lambda folder: reversed(list(listed(folder))))
     assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(exported))).files_skipped == 1
-
-
-def test_an_archive_analysed_while_models_were_keyed_by_place_is_skipped_or_rewritten_not_analysed_again(
-        tmp_path, model, monkeypatch):
-    """Journals written before 2026-12-07 name the model by its resolved place, size and time (here through a link,
-    as a 'current' link to the model names it): rerun with that model file as it was, its recordings are skipped, and
-    a new --min-conf remakes their tables from their scores rather than analysing the archive again."""
-    sf.write(tmp_path / "a.wav", song(3.0), RATE)
-    link = tmp_path / "current.onnx"
-    link.symlink_to(model)
-    out = tmp_path / "out"
-    with monkeypatch.context() as before:  # the model as keys named it then, written out here as they did
-        before.setattr("pulse.analyze._model_content",
-                       lambda path: [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns])
-        assert analyze([tmp_path / "a.wav"], out, InferConfig(model=str(link))).files_done == 1
-    again = analyze([tmp_path / "a.wav"], out, InferConfig(model=str(link)))
-    assert (again.files_done, again.files_skipped) == (0, 1)
-    stricter = analyze([tmp_path / "a.wav"], out, InferConfig(model=str(link), min_conf=0.9))
-    assert (stricter.files_done, stricter.files_rewritten) == (0, 1)
 
 
 def test_a_file_whose_rewrite_fails_is_analysed_and_its_error_listed_while_the_others_are_rewritten(tmp_path, model):

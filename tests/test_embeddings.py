@@ -18,7 +18,9 @@ from pulse.config import InferConfig
 from pulse.embeddings import embed
 from pulse.recording import analyze_recording
 from tests.test_analyze import as_an_older_pulse, level_meter_onnx, other_weights, song, time_expanded
-from tests.test_journal import EXAMPLES, OLDER_PULSE, as_the_older_runs_model, replace_keeping_size_and_time
+from tests.test_journal import replace_keeping_size_and_time
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "pulse" / "assets" / "examples"
 
 
 def _examples(folder: Path) -> list[Path]:
@@ -78,9 +80,7 @@ def test_a_rerun_skips_what_is_done_and_embeds_a_changed_recording_or_setting_ag
     other[30] ^= 0xFF  # in the STREAMINFO's MD5 of the audio: another file that decodes all the same
     replace_keeping_size_and_time(clips[1], bytes(other))
     assert embed([tmp_path / "in"], out).files_done == 1
-    with h5py.File(out / f"{clips[1].name}.embeddings.h5", "a") as f:  # files from before the change time was kept
-        del f.attrs["source_ctime_ns"]
-    assert embed([tmp_path / "in"], out).files_skipped == 2  # still count
+    assert embed([tmp_path / "in"], out).files_skipped == 2
     overlapping = embed([tmp_path / "in"], out, InferConfig(overlap=1.5))
     assert (overlapping.files_done, overlapping.files_skipped) == (2, 0)
     with h5py.File(out / f"{clips[1].name}.embeddings.h5") as f:
@@ -154,55 +154,21 @@ def test_a_file_embedded_again_that_fails_is_not_counted_as_embedded_again(tmp_p
             f"(embedded before with these settings) -> {tmp_path / 'out'}") in result.output
 
 
-@pytest.mark.parametrize("decoding_kept", [True, False])
-def test_a_recording_pulse_now_reads_otherwise_is_embedded_again(tmp_path, monkeypatch, decoding_kept):
+def test_a_recording_pulse_now_reads_otherwise_is_embedded_again(tmp_path, monkeypatch):
     """A time-expansion WAV (GUANO TE: 10) embedded before TE was read has windows over ten times its length at a
-    tenth of its pitch, and a rerun skipped it. It is embedded again, the recording beside it skipped; so it is from
-    files written before the reading was kept with them (their windows must end where the recording ends now)."""
+    tenth of its pitch, and a rerun skipped it. It is embedded again, the recording beside it skipped."""
     (tmp_path / "in").mkdir()
     time_expanded(tmp_path / "in" / "bat.wav", 6.0)
     sf.write(tmp_path / "in" / "plain.wav", song(4.0), 44100)
     out, cfg = tmp_path / "out", InferConfig(model=str(level_meter_onnx(tmp_path / "meter.onnx")))
     with as_an_older_pulse(monkeypatch):
         assert embed([tmp_path / "in"], out, cfg).files_done == 2
-    for name in () if decoding_kept else ("bat.wav", "plain.wav"):
-        with h5py.File(out / f"{name}.embeddings.h5", "a") as f:
-            for key in ("source_sample_rate", "source_channels", "source_frames"):
-                del f.attrs[key]
     with h5py.File(out / "bat.wav.embeddings.h5") as f:
         assert f["ends_s"][-1] == 60.0
     again = embed([tmp_path / "in"], out, cfg)
     assert (again.files_done, again.files_skipped) == (1, 1)
     with h5py.File(out / "bat.wav.embeddings.h5") as f:
         assert f["ends_s"][-1] == 6.0 and f.attrs["source_sample_rate"] == 88200
-
-
-def test_embeddings_the_first_pulse_embeddings_wrote_are_skipped(tmp_path, monkeypatch):
-    """A file pulse embeddings wrote on its first day (tests/data/older_pulse, before files also named min_len_s,
-    channel and level_floor_dbfs beside the key that holds them): a rerun after an upgrade, same settings and model,
-    skips it. Every such file was embedded again, to the same embeddings."""
-    import hashlib
-    import json
-    import shutil
-
-    from pulse.model_names import DEFAULT_MODEL
-
-    model = json.loads((OLDER_PULSE / "model.json").read_text())
-    assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == model["sha256"], (
-        "the default model changed since tests/data/older_pulse was made: make it again (README there)")
-    as_the_older_runs_model(monkeypatch, DEFAULT_MODEL)
-    older = OLDER_PULSE / "embeddings_bee2f2b" / "Pseudochorthippus_parallelus_dat023-005.flac.embeddings.h5"
-    (tmp_path / "out").mkdir()
-    target = Path(shutil.copy(older, tmp_path / "out"))
-    clip = Path(shutil.copy(EXAMPLES / "Pseudochorthippus_parallelus_dat023-005.flac", tmp_path)).resolve()
-    with h5py.File(target, "a") as f:  # made from the copy: its place, size and time, and the model's place
-        f.attrs.update(source=str(clip), source_size=clip.stat().st_size, source_mtime_ns=clip.stat().st_mtime_ns,
-                       model=str(DEFAULT_MODEL))
-    again = embed([clip], tmp_path / "out", InferConfig(model=str(DEFAULT_MODEL)))
-    assert (again.files_done, again.files_skipped) == (0, 1)
-    # it names no model digest beside its key: a rerun with other settings can say only that either changed
-    overlapping = embed([clip], tmp_path / "out", InferConfig(model=str(DEFAULT_MODEL), overlap=1.0))
-    assert (overlapping.files_done, dict(overlapping.redone)) == (1, {"settings or model changed": 1})
 
 
 def test_birdnet_embeddings_are_its_1024_d_pool(tmp_path, shared_data):

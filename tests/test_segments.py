@@ -179,9 +179,8 @@ def test_a_recording_replaced_since_the_run_is_not_cut(run, model, caplog):
     assert extract_segments(run / "out", run / "clips2", SegmentConfig()).clips_written > 0
 
 
-@pytest.mark.parametrize("decoding_kept", [True, False])
 def test_a_recording_pulse_now_reads_otherwise_is_not_cut_at_its_earlier_readings_times(tmp_path, model, monkeypatch,
-                                                                                       caplog, decoding_kept):
+                                                                                       caplog):
     """A time-expansion WAV (GUANO TE: 10) analysed before TE was read has its detections at that reading's times,
     ten times too late: clips were cut at them from the recording as read now, other audio or "after the
     recording's end". It is refused in one line until analysed again; the recordings beside it are cut (an MP3, whose
@@ -191,7 +190,7 @@ def test_a_recording_pulse_now_reads_otherwise_is_not_cut_at_its_earlier_reading
     sf.write(tmp_path / "in" / "plain.wav", song(4.5, RATE), RATE)
     sf.write(tmp_path / "in" / "lossy.mp3", song(4.0, RATE), RATE)
     cfg = InferConfig(model=str(model), min_conf=0.5, min_len=2.0)
-    with as_an_older_pulse(monkeypatch, decoding_kept):
+    with as_an_older_pulse(monkeypatch):
         analyze([tmp_path / "in"], tmp_path / "out", cfg)
     with caplog.at_level(logging.WARNING):
         summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig())
