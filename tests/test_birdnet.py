@@ -206,6 +206,12 @@ def test_a_rerun_makes_a_cut_short_or_empty_entry_and_a_damaged_index_anew(teach
     (Path(cfg.out) / "index.csv").write_text("name,digest\nclip0.flac,0\n")  # whole, but another tool's table
     assert len(build_cache(cfg, counting)) == 3 and counting.windows == 5
     assert f"{Path(cfg.out) / 'index.csv'}: cut short or not a table pulse teacher-cache wrote" in caplog.text
+    stored = dict(np.load(cut))
+    np.savez(cut, **{k: stored[k] for k in ("starts_s", "logits", "embedding")})  # no moments: another tool's .npz
+    made = counting.windows
+    build_cache(cfg, counting)
+    assert counting.windows > made and f"{cut}: no embedding_mean, embedding_m2; not an entry" in caplog.text
+    assert load_cache(cfg.out)["clip0.flac"].embedding.shape == whole["clip0.flac"].embedding.shape
 
 
 def test_a_full_cache_disk_stops_the_run_instead_of_failing_each_file(teacher, short_clips, tmp_path, monkeypatch):

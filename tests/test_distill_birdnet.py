@@ -7,7 +7,6 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +67,9 @@ def test_align_teacher_in_time():
     np.testing.assert_allclose(align_teacher(starts, values, 0.5, 3.0), values[:2].mean(axis=0))
 
 
-def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None, seed: int = 0,
-                     with_moments: Collection[str] = ()):
+def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None, seed: int = 0):
     """A cache folder shaped like `pulse teacher-cache` output, over real-format audio files in
-    root/audio listed in `manifest`; `starts` maps each cached file to its window starts (s). The entries of the
-    files `with_moments` are written as `pulse teacher-cache` writes them now, the others as before 2026-12-07,
-    without their embedding's moments."""
+    root/audio listed in `manifest`; `starts` maps each cached file to its window starts (s)."""
     audio, cache = root / "audio", root / "cache"
     audio.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -90,10 +86,7 @@ def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None
         embedding = embeddings[name] if embeddings else np.abs(rng.standard_normal((n, birdnet.EMBED_DIM)))
         entry = CachedTeacher(np.array(file_starts, np.float32), rng.standard_normal((n, 6522)).astype(np.float32),
                               embedding.astype(np.float32))
-        if name in with_moments:
-            _save_entry(target, entry)
-        else:
-            np.savez(target, **entry._asdict())
+        _save_entry(target, entry)
         rows.append({"path": name, "sha256": digest, "size": 1, "mtime_ns": 1, "windows": n})
     pd.DataFrame(rows).to_csv(cache / "index.csv", index=False)
     (cache / "config.json").write_text(json.dumps({"manifest": str(root / "m.csv"), "audio_root": str(audio)}))
@@ -156,10 +149,8 @@ def test_at_a_3s_hop_each_3s_student_window_learns_one_teacher_window(tmp_path):
 
 def test_targets_and_standardisation_are_those_of_the_whole_cache_in_memory(tmp_path):
     """The bank reads a batch's rows from the cache's files: the same targets as the arrays read whole, and the
-    mean and std of every embedding, merged file by file and block by block."""
+    mean and std of every embedding, merged file by file."""
     import pickle
-
-    from pulse.train.distill_birdnet import embedding_moments
 
     manifest = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "split": ["train", "train", "validation"]})
     cache = write_fake_cache(tmp_path, manifest, {"a.wav": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "b.wav": [0.0, 1.5],
@@ -180,10 +171,6 @@ def test_targets_and_standardisation_are_those_of_the_whole_cache_in_memory(tmp_
     np.testing.assert_allclose(bank.embedding_mean, every.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(bank.embedding_std, every.std(axis=0) + 1e-6, rtol=1e-5)
     assert bank.embedding_mean.dtype == bank.embedding_std.dtype == np.float32
-    for rows in (1, 4):  # blocks within a file merged as files are
-        mean, std = embedding_moments(bank.entries, rows)
-        np.testing.assert_allclose(mean, every.mean(axis=0), rtol=1e-6)
-        np.testing.assert_allclose(std, every.std(axis=0), rtol=1e-5)
     # A worker process (a DataLoader's, spawned) gets the bank pickled: it reads the same targets from the files.
     copy = pickle.loads(pickle.dumps(bank))
     for window in (bank.windows[0], bank.windows[7]):
@@ -191,12 +178,10 @@ def test_targets_and_standardisation_are_those_of_the_whole_cache_in_memory(tmp_
             np.testing.assert_array_equal(ours, theirs)
 
 
-def test_the_bank_standardises_by_the_moments_each_entry_stores_and_reads_older_entries_whole(tmp_path,
-                                                                                            monkeypatch):
+def test_the_bank_standardises_by_the_moments_each_entry_stores(tmp_path, monkeypatch):
     """Building the bank read every embedding row of the cache for the mean and std it standardises by (a 300 GB
     pool's 14 GB, minutes at each `pulse train`, bench/README.md): it merges each entry's stored moments now, to
-    the same numbers. An entry written before they were stored is read whole, in a cache of its own or among new
-    ones."""
+    the same numbers."""
     manifest = pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "split": "train"})
     starts = {"a.wav": [float(s) for s in range(7)], "b.wav": [0.0, 1.0], "c.wav": [0.0]}
     read_shapes = []
@@ -207,21 +192,12 @@ def test_the_bank_standardises_by_the_moments_each_entry_stores_and_reads_older_
         return read_rows(array, start, stop)
 
     monkeypatch.setattr(StoredArray, "rows", recorded_rows)
-    embeddings_read = {(): {(7, 1024), (2, 1024), (1, 1024)}, ("a.wav",): {(2, 1024), (1, 1024)}, tuple(starts): set()}
-    standardised = []
-    for with_moments, expected in embeddings_read.items():
-        cache = write_fake_cache(tmp_path / str(len(with_moments)), manifest, starts, with_moments=with_moments)
-        read_shapes.clear()
-        bank = KnowledgeBank((str(cache),), "train", window_s=3.0)
-        assert {shape for shape in read_shapes if shape[1:] == (1024,)} == expected
-        standardised.append((bank.embedding_mean, bank.embedding_std))
-        embedding, _ = bank.targets(bank.windows[1])  # the rows are where they were
-        np.testing.assert_array_equal(embedding, cached(cache, "a.wav")["embedding"][:3].mean(axis=0))
+    cache = write_fake_cache(tmp_path, manifest, starts)
+    bank = KnowledgeBank((str(cache),), "train", window_s=3.0)
+    assert not [shape for shape in read_shapes if shape[1:] == (1024,)]
     every = np.concatenate([cached(cache, name)["embedding"] for name in starts])
-    np.testing.assert_allclose(standardised[0][0], every.mean(axis=0), rtol=1e-6)
-    for mean, std in standardised[1:]:  # merged as the rows were, in float64: the same float32 numbers
-        np.testing.assert_array_equal(mean, standardised[0][0])
-        np.testing.assert_array_equal(std, standardised[0][1])
+    np.testing.assert_allclose(bank.embedding_mean, every.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(bank.embedding_std, every.std(axis=0) + 1e-6, rtol=1e-5)
 
 
 def test_moments_of_parts_merge_into_those_of_the_whole():
@@ -286,6 +262,9 @@ def test_an_entry_cut_short_or_compressed_is_named(fake_cache):
     np.savez(entry, **{**arrays, "logits": np.asfortranarray(arrays["logits"])})  # rows not whole on disk
     with pytest.raises(ValueError, match=f"{entry}: logits.npy is stored column by column"):
         KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
+    np.savez(entry, **{k: v for k, v in arrays.items() if k != "embedding_m2"})  # another tool's .npz
+    with pytest.raises(ValueError, match=f"{entry}: no embedding_m2; not an entry this pulse wrote"):
+        KnowledgeBank((str(fake_cache),), "train", window_s=1.5)
 
 
 
@@ -332,7 +311,7 @@ def test_opening_a_cache_reads_an_entrys_headers_not_blocks_around_them(tmp_path
     headers cost an 8 KB read (4 min for the 120,000 entries of a pool of 30 s recordings, bench/README.md)."""
     names = [f"{i}.wav" for i in range(20)]
     cache = write_fake_cache(tmp_path, pd.DataFrame({"path": names, "split": "train"}),
-                             {name: [0.0, 1.0] for name in names}, with_moments=names)
+                             {name: [0.0, 1.0] for name in names})
     before = bytes_read()
     entries = open_cache(cache)
     assert (bytes_read() - before) / len(names) < 8192

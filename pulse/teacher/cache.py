@@ -108,13 +108,11 @@ class StoredEntry(NamedTuple):
     starts_s: np.ndarray  # [W], in memory
     logits: StoredArray  # [W, 6522], on disk
     embedding: StoredArray  # [W, 1024], on disk
-    embedding_mean: StoredArray | None = None  # [1024] float64, on disk; None in entries written before 2026-12-07
-    embedding_m2: StoredArray | None = None  # [1024] float64, as embedding_mean
+    embedding_mean: StoredArray  # [1024] float64, on disk
+    embedding_m2: StoredArray  # [1024] float64, as embedding_mean
 
-    def embedding_moments(self) -> Moments | None:
-        """The stored `Moments` of the embedding, or None for an entry written before they were stored."""
-        if self.embedding_mean is None:
-            return None
+    def embedding_moments(self) -> Moments:
+        """The stored `Moments` of the embedding."""
         return Moments(len(self.starts_s), self.embedding_mean.read(), self.embedding_m2.read())
 
 
@@ -147,7 +145,7 @@ def _cached_windows(target: Path, path: Path, cfg: TeacherCacheConfig) -> int | 
     if not target.is_file():
         return None
     try:
-        starts = _stored_arrays(target)["starts_s"].read()
+        starts = _entry_arrays(target)["starts_s"].read()
     except (ValueError, OSError) as error:
         log.warning("%s; making it again", error)
         return None
@@ -334,15 +332,22 @@ def in_threads(function: Callable, items: list) -> Iterator:
             yield from pool.map(function, items[first:first + ENTRIES_AT_ONCE])
 
 
+def _entry_arrays(path: Path) -> dict[str, StoredArray]:
+    """`_stored_arrays` of an entry, or a ValueError naming the arrays it lacks (an .npz pulse did not write)."""
+    arrays = _stored_arrays(path)
+    if missing := [name for name in StoredEntry._fields if name not in arrays]:
+        raise ValueError(f"{path}: no {', '.join(missing)}; not an entry this pulse wrote")
+    return arrays
+
+
 def _open_entry(path: Path) -> StoredEntry | ValueError:
     """The entry at `path`, or why it cannot be read: returned, not raised, so that every other entry is still opened
     and all the broken ones named."""
     try:
-        arrays = _stored_arrays(path)
+        arrays = _entry_arrays(path)
     except ValueError as error:
         return error
-    return StoredEntry(arrays["starts_s"].read(), arrays["logits"], arrays["embedding"],
-                       arrays.get("embedding_mean"), arrays.get("embedding_m2"))
+    return StoredEntry(arrays["starts_s"].read(), *(arrays[name] for name in StoredEntry._fields[1:]))
 
 
 def open_cache(out: str | Path, paths: set[str] | None = None) -> dict[str, StoredEntry]:

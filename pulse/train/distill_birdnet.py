@@ -110,23 +110,19 @@ class TeacherWindows(Sequence):
         return TeacherWindow(self.paths[self.file[i]], int(self.file[i]), float(self.start_s[i]))
 
 
-def embedding_moments(entries: list[StoredEntry], rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std [1024] of every teacher embedding, merged from each entry's stored moments (Chan et al. 1979);
-    an entry written before they were stored is read `rows` at a time: a big pool's embeddings do not fit in
-    memory, and reading them all took minutes at each training start (bench/README.md)."""
+def embedding_moments(entries: list[StoredEntry]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std [1024] of every teacher embedding, merged from each entry's stored moments (Chan et al. 1979):
+    a big pool's embeddings do not fit in memory, and reading them all took minutes at each training start
+    (bench/README.md)."""
     from tqdm import tqdm
 
     from pulse.teacher.cache import Moments, StoredEntry, in_threads
 
     total = Moments(0, np.zeros(birdnet.EMBED_DIM), np.zeros(birdnet.EMBED_DIM))
     stored_moments = in_threads(StoredEntry.embedding_moments, entries)
-    for entry, stored in tqdm(zip(entries, stored_moments), total=len(entries), desc="teacher embeddings", unit="file",
-                              leave=False, disable=None):
-        if stored is not None:
-            total = total.merge(stored)
-            continue
-        for start in range(0, len(entry.starts_s), rows):
-            total = total.merge(Moments.of(entry.embedding.rows(start, min(start + rows, len(entry.starts_s)))))
+    for stored in tqdm(stored_moments, total=len(entries), desc="teacher embeddings", unit="file", leave=False,
+                       disable=None):
+        total = total.merge(stored)
     return total.mean.astype(np.float32), np.sqrt(total.m2 / total.count).astype(np.float32)
 
 
