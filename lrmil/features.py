@@ -34,10 +34,9 @@ from lrmil.config import ExtractConfig, PatchConfig, TissueConfig, hash_record
 from lrmil.encoders import autocast, create_encoder, preprocess
 from lrmil.batch import run_batch
 from lrmil.patching import GridLevel, PatchGrid, make_grid, note_if_enlarged, note_if_no_tissue
-from lrmil.slide import (SlideReadError, check_not_another_slides, open_slide, read_scaled, remove_named_before,
-                         slide_file_name, slide_id, slide_source)
-from lrmil.store import (FeatureFile, feature_dir, feature_file, is_current, read_features, stored_key, write_features,
-                         write_grid)
+from lrmil.slide import (SlideReadError, check_not_another_slides, open_slide, read_scaled, slide_file_name, slide_id,
+                         slide_source)
+from lrmil.store import FeatureFile, feature_dir, is_current, read_features, stored_key, write_features, write_grid
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -214,37 +213,29 @@ def extract_slide(path: str | Path, encoder: torch.nn.Module, loader: DataLoader
     # the slides whose metadata decides.
     record, digest = job_hash(applied, encoder.cfg)
     source = slide_source(path)
-    earlier = feature_file(folder, sid)  # or its name until 2026-12-07
-    if cfg.resume and is_current(earlier, digest, source):
-        if earlier == target:  # a run killed before it removed the file named as before left both: a store doubled
-            remove_named_before(folder, sid, ".h5")
-        return earlier, "current"
-    for held in dict.fromkeys((target, earlier)):  # the file named as until 2026-12-07 is replaced too
-        check_not_another_slides(held, path, stored_key(held)[1])
+    if cfg.resume and is_current(target, digest, source):
+        return target, "current"
+    check_not_another_slides(target, path, stored_key(target)[1])
     sg = segment_and_patch(path, cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp, sid)
     write_mask_and_grid(out, sg, grid_config(cfg.tissue, cfg.patch, cfg.mpp, cfg.override_mpp))
     note_if_no_tissue(path, sg.grid)
     level = getattr(sg.grid, cfg.resolution)  # a name cfg.patch.level has checked
     note_if_enlarged(path, level, cfg.resolution, sg.grid.mpp)
     children = sg.grid.children if cfg.resolution == "student" else np.zeros((len(level), 0), np.int64)
-    kept = features_on_same_grid(earlier, record, source, level, children) if cfg.resume else None
+    kept = features_on_same_grid(target, record, source, level, children) if cfg.resume else None
     feats = kept if kept is not None else encode_level(loader, path, sg.grid.mpp, level, encoder, cfg)
     write_features(target, FeatureFile(
         coords=level.coords, features=feats, children=children, patch_size_level0=level.size_level0,
         patch_px=level.patch_px, magnification=level.magnification, mpp=sg.grid.mpp, mpp_source=sg.mpp_source,
         encoder=encoder.cfg.name, weights_sha256=encoder.cfg.weights_sha256, slide_id=sg.slide_id, source=source,
         config=record, config_hash=digest))
-    remove_named_before(folder, sid, ".h5")
     return target, "encoded" if kept is None else "kept"
 
 
 def write_mask_and_grid(out: Path, sg: SlideGrid, record: dict) -> None:
-    """OUT/masks/SLIDE.png and OUT/patches/SLIDE.h5 (`record`: `grid_config`), replacing those named as until
-    2026-12-07 ('scan 12:00.png')."""
+    """OUT/masks/SLIDE.png and OUT/patches/SLIDE.h5 (`record`: `grid_config`)."""
     save_mask_png(out / "masks" / slide_file_name(sg.slide_id, ".png"), sg.thumbnail, sg.mask)
     write_grid(out / "patches" / slide_file_name(sg.slide_id, ".h5"), sg.grid, record, hash_record(record), sg.slide_id)
-    remove_named_before(out / "masks", sg.slide_id, ".png")
-    remove_named_before(out / "patches", sg.slide_id, ".h5")
 
 
 def grid_config(tissue: TissueConfig, patch: PatchConfig, mpp: float | None, override_mpp: bool) -> dict:

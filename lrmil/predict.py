@@ -36,8 +36,7 @@ from lrmil.mil.bundle import OnnxPathModel, PathModel, demo_model_dir, load_path
 from lrmil.mil.config import PredictConfig
 from lrmil.patching import GridLevel, make_grid, note_if_enlarged
 from lrmil.slide import (SlideIds, SlideReader, SlideReadError, check_not_another_slides, open_slide, read_scaled,
-                         remove_named_before, slide_file_name, slide_file_name_before, slide_id, slide_location,
-                         slide_source)
+                         slide_file_name, slide_id, slide_location, slide_source)
 from lrmil.tissue import save_mask_png, thumbnail_size, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -90,48 +89,42 @@ def encode_patches(reader: SlideReader, level: GridLevel, model: PathModel | Onn
     return np.concatenate(chunks)
 
 
-def run_key(cfg: PredictConfig, model_dir: Path, older: bool = False) -> dict:
+def run_key(cfg: PredictConfig, model_dir: Path) -> dict:
     """What decides a slide's outputs besides the slide: the model's files and the settings that change the
-    outputs (not batch size, device or threads; the scale is added per slide, as applied). The files by their bytes:
-    until 2026-12-07 (`older`) by the folder's place and their sizes and times, so a model folder copied elsewhere
-    or reinstalled had every slide predicted again, to the same outputs."""
+    outputs (not batch size, device or threads; the scale is added per slide, as applied). The files by their bytes,
+    not by the folder's place or their times: a model folder copied elsewhere or reinstalled predicts nothing again."""
     files = sorted(p for p in model_dir.iterdir() if p.is_file())
-    model = ([str(model_dir.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]] if older
-             else [(p.name, sha256(p)) for p in files])
-    return {"model": model, "settings": {k: getattr(cfg, k) for k in ("path", "topk", "heatmap_px")}}
+    return {"model": [(p.name, sha256(p)) for p in files],
+            "settings": {k: getattr(cfg, k) for k in ("path", "topk", "heatmap_px")}}
 
 
-def slide_keys(path: Path, cfg: PredictConfig, runs: tuple[dict, ...]) -> list[str]:
-    """Each of `runs` (`run_key`s: now's, then before 2026-12-07's) plus the scale this slide gets (a header read):
-    adding --mpp for the slides without one does not redo the slides whose metadata decides."""
+def slide_key(path: Path, cfg: PredictConfig, run: dict) -> str:
+    """`run` (`run_key`) plus the scale this slide gets (a header read): adding --mpp for the slides without one
+    does not redo the slides whose metadata decides."""
     with open_slide(path, cfg.mpp, cfg.override_mpp) as reader:
-        return [hash_record({**run, "mpp": reader.mpp}) for run in runs]
+        return hash_record({**run, "mpp": reader.mpp})
 
 
 def earlier_record(out: Path, sid: str) -> tuple[Path, dict]:
-    """The SLIDE.json an earlier run wrote for the slide id `sid`, and what it holds ({} when there is none to read):
-    named as now, else by the id as it is (`slide_file_name_before`: 'scan 12:00.json' until 2026-12-06, CON.json
-    until 2026-12-07), which such a slide's outputs keep until it is predicted again: a rerun did so at once."""
-    names = dict.fromkeys((output_names(sid)["json"], slide_file_name_before(sid, SUFFIXES["json"])))
-    for name in names:
-        try:
-            record = json.loads((out / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict):
-            return out / name, record
-    return out / next(iter(names)), {}
+    """The SLIDE.json an earlier run wrote for the slide id `sid`, and what it holds ({} when there is none to
+    read)."""
+    path = out / output_names(sid)["json"]
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return path, {}
+    return path, record if isinstance(record, dict) else {}
 
 
-def why_again_of(record: dict, runs: tuple[dict, ...], cfg: PredictConfig, scale: float | None = None) -> str:
+def why_again_of(record: dict, run: dict, cfg: PredictConfig, scale: float | None = None) -> str:
     """Why the slide's earlier prediction (`record`, its SLIDE.json) is made again as the model or settings changed
-    (its key is none of `runs`, now's first, at the scale it was made at) or its scale did ("" if none did):
-    `scale`, the slide's now, once it is opened; before, where `scale_now` tells it."""
+    (its key is not `run`'s at the scale it was made at) or its scale did ("" if none did): `scale`, the slide's
+    now, once it is opened; before, where `scale_now` tells it."""
     if not record:
         return ""
     reasons = []
-    if record.get("key") not in {hash_record({**run, "mpp": record.get("mpp")}) for run in runs}:
-        reasons.append(why_again(record.get("made_with"), made_with(runs[0]["model"], runs[0]["settings"])))
+    if record.get("key") != hash_record({**run, "mpp": record.get("mpp")}):
+        reasons.append(why_again(record.get("made_with"), made_with(run["model"], run["settings"])))
     if (scale := scale_now(record, cfg) if scale is None else scale) is not None and scale != record.get("mpp"):
         reasons.append(f"the scale changed (mpp {record.get('mpp')} -> {scale})")
     return " and ".join(reasons)
@@ -147,7 +140,7 @@ def scale_now(record: dict, cfg: PredictConfig) -> float | None:
     return None
 
 
-def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...], cfg: PredictConfig) -> Counter:
+def predicted_again(slides: list[Path], out: Path, run: dict, cfg: PredictConfig) -> Counter:
     """Why the slides an earlier run into `out` predicted from the same files are predicted again (`why_again_of`),
     read from their SLIDE.json before any slide is opened: said once, before the work (a scale only the slide tells,
     after an --override-mpp run, is said in the summary)."""
@@ -155,16 +148,15 @@ def predicted_again(slides: list[Path], out: Path, runs: tuple[dict, ...], cfg: 
     for path in slides:
         record = earlier_record(out, ids.id_of(path))[1]
         with contextlib.suppress(OSError, SlideReadError):  # a slide gone or unreadable fails in the batch, said there
-            if record.get("source") == slide_source(path) and (why := why_again_of(record, runs, cfg)):
+            if record.get("source") == slide_source(path) and (why := why_again_of(record, run, cfg)):
                 reasons[why] += 1
     return reasons
 
 
-def is_finished(out: Path, path: Path, keys: list[str], record: dict) -> bool:
-    """The slide's SLIDE.json (`record`) was made with one of `keys` from this very file, and its images are all
-    there."""
+def is_finished(out: Path, path: Path, key: str, record: dict) -> bool:
+    """The slide's SLIDE.json (`record`) was made with `key` from this very file, and its images are all there."""
     try:
-        return (record.get("key") in keys and record.get("source") == slide_source(path)
+        return (record.get("key") == key and record.get("source") == slide_source(path)
                 and all((out / record[output]).is_file() for output in OUTPUTS))
     except (OSError, KeyError, TypeError):
         return False
@@ -188,7 +180,7 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
                   key: str = "", sid: str | None = None, run: dict | None = None) -> dict:
     """Run one slide end to end and write SLIDE.json, SLIDE_mask.png (the tissue found, outlined on the
     thumbnail), SLIDE_heatmap.png, SLIDE_topk.png and SLIDE_attention.geojson (every patch's attention, for
-    QuPath) (`key`, the first of `slide_keys`, is recorded so that a rerun can skip it, and `run`, the `run_key` it
+    QuPath) (`key`, `slide_key`'s, is recorded so that a rerun can skip it, and `run`, the `run_key` it
     hashes, readable beside it as `made_with`, so that a rerun can say why it does not; `sid`: its id in the
     batch)."""
     path, out = Path(path), Path(out)
@@ -238,12 +230,6 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
     return record
 
 
-def remove_outputs_named_before(out: Path, sid: str) -> None:
-    """Once the slide's outputs are named as now, remove those named as before 2026-12-07 (`remove_named_before`)."""
-    for output in ("json", *OUTPUTS):  # SLIDE.json first: no record left naming images gone
-        remove_named_before(out, sid, SUFFIXES[output])
-
-
 def resolve_model_dir(model: str) -> Path:
     return demo_model_dir() if model == "demo" else Path(model)
 
@@ -263,6 +249,10 @@ def prediction_table(out: str | Path, failed: frozenset[str] = frozenset(),
             continue
         if not isinstance(record, dict) or not {"slide_id", "probabilities"} <= record.keys():
             continue  # config.json and anything else that is not a prediction
+        if path.name != output_names(str(record["slide_id"]))["json"]:  # a copy ('HE - Copy.json'): listed twice
+            log.warning("%s: left out of predictions.csv, a record of slide %s not where lrmil predict writes it (%s)",
+                        path, record["slide_id"], output_names(str(record["slide_id"]))["json"])
+            continue
         if record["slide_id"] in failed:
             log.warning("%s: left out of predictions.csv, this run failed on the slide (%s)", path, record["slide"])
             continue
@@ -290,8 +280,8 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
     model = load_path(model_dir, cfg.path, cfg.device, torch.get_num_threads())
     sweep_killed_runs(out)
     write_json(out / RUN_CONFIG, {**cfg.to_dict(), "model_dir": str(model_dir), "notice": model.notice})
-    runs, failed, ids = (run_key(cfg, model_dir), run_key(cfg, model_dir, older=True)), set(), {}
-    if cfg.resume and (again := predicted_again(slides, out, runs, cfg)):
+    run, failed, ids = run_key(cfg, model_dir), set(), {}
+    if cfg.resume and (again := predicted_again(slides, out, run, cfg)):
         log.info("%s", said_again(again, f"slide(s) an earlier run into {out} predicted are predicted again"))
     redone = Counter()  # the slides predicted again, by reason, counted as each is predicted (one that fails is not)
 
@@ -305,18 +295,15 @@ def run_predict(slides: list[Path], cfg: PredictConfig, out: str | Path) -> dict
         check_not_another_slides(earlier, path, record.get("source"))
         ids[str(slide_location(path))] = sid
         try:
-            keys = slide_keys(path, cfg, runs)
-            if cfg.resume and is_finished(out, path, keys, record):
-                if earlier.name == output_names(sid)["json"]:  # a run killed before it removed those named as
-                    remove_outputs_named_before(out, sid)  # before left both, each listed in predictions.csv
+            key = slide_key(path, cfg, run)
+            if cfg.resume and is_finished(out, path, key, record):
                 return False
-            made = predict_slide(path, model, cfg, out, keys[0], sid, runs[0])
-            remove_outputs_named_before(out, sid)
+            made = predict_slide(path, model, cfg, out, key, sid, run)
         except Exception:
             failed.add(sid)  # its slide id is its own: run_batch refuses a second file with that id
             raise
         if cfg.resume and record.get("source") == made["source"] and (
-                why := why_again_of(record, runs, cfg, made["mpp"])):
+                why := why_again_of(record, run, cfg, made["mpp"])):
             redone[why] += 1
         return True
 

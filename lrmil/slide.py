@@ -429,25 +429,9 @@ def slide_id(path: str | Path) -> str:
 def slide_file_name(sid: str, suffix: str) -> str:
     """The name of the slide's file `sid` + `suffix` (feature file, grid, mask, prediction) as an SD card, a USB
     drive or Windows takes it (`portable_name`: 'scan 12:00' as 'scan 12_00', CON as CON_), within the file
-    system's 255 bytes (`name_within_limit`). Until 2026-12-07 feature files, grids and masks took the id as it
-    was, which an exFAT or NTFS --out refused for every such slide and Windows could not copy."""
+    system's 255 bytes (`name_within_limit`): the id as it is would be refused by an exFAT or NTFS --out for every
+    such slide, and Windows could not copy it."""
     return name_within_limit(portable_name(sid), suffix)
-
-
-def slide_file_name_before(sid: str, suffix: str) -> str:
-    """What `slide_file_name` was until 2026-12-07 (for predict's outputs, until 2026-12-06 but for a device's name):
-    the id as it is ('scan 12:00.h5', CON.h5, CON.json), which a store or an --out of that time still holds."""
-    return name_within_limit(sid, suffix)
-
-
-def remove_named_before(folder: str | Path, sid: str, suffix: str) -> None:
-    """Once the slide's file is written under `slide_file_name`, remove the one `slide_file_name_before` named, as
-    writing it under one name would have replaced it: left, it was a stale copy (a feature store of such slides
-    doubled, a prediction listed twice in predictions.csv, the older one by another model). Callers make sure the
-    new file is this slide's; an old name the file system refuses (a ':' on exFAT) is not there to remove."""
-    old = Path(folder) / slide_file_name_before(sid, suffix)
-    if old.name != slide_file_name(sid, suffix) and os.path.isfile(old):
-        old.unlink()
 
 
 def _file_key(sid: str) -> str:

@@ -22,10 +22,11 @@ import h5py
 import numpy as np
 
 from export.atomic import atomic_path, from_utf8_text, utf8_text
+from export.files import name_within_limit
 from export.tables import listed_file, nfc
 from lrmil.config import magnification_for_mpp, mpp_for_magnification
 from lrmil.patching import GridLevel, PatchGrid
-from lrmil.slide import slide_file_name, slide_file_name_before
+from lrmil.slide import slide_file_name
 
 COORDS, FEATURES, CHILDREN = "coords", "features", "children"
 CUT_SHORT = re.compile(r"truncated file: eof = (\d+),.*stored_eof = (\d+)")  # HDF5's words for a file cut short
@@ -59,11 +60,11 @@ def feature_dir(root: str | Path, encoder: str, magnification: float, patch_px: 
 
 def feature_file(folder: str | Path, sid: str) -> Path:
     """Slide `sid`'s feature file in `folder`: named by `slide_file_name`, or by the id as it is (`scan 12:00.h5`,
-    `CON.h5`), as versions before 2026-12-07 and CLAM name it, so that such a store trains and resumes without
-    extracting again. A file under the new name that records another slide's id (CON_'s, beside CON's from before)
-    is not taken for it. Where neither is there, the new name: to write, or to say is missing."""
+    `CON.h5`), as CLAM names it, so that a CLAM store of such slides trains. A file under the first name that records
+    another slide's id (CON_.h5 of slide CON_, beside CLAM's CON.h5) is not taken for it. Where neither is there,
+    the first name: to write, or to say is missing."""
     new = listed_file(folder, slide_file_name(sid, ".h5"))
-    old = listed_file(folder, slide_file_name_before(sid, ".h5"))
+    old = listed_file(folder, name_within_limit(sid, ".h5"))
     if new == old or (new.is_file() and nfc(_stored_slide_id(new)).casefold() == nfc(sid).casefold()):
         return new
     return old if old.is_file() or new.is_file() else new
@@ -71,8 +72,7 @@ def feature_file(folder: str | Path, sid: str) -> Path:
 
 def missing_feature_file(folder: str | Path, sid: str) -> tuple[Path, str]:
     """What to name where `feature_file` finds no file of slide `sid`: the file `lrmil extract` writes for it, and
-    where another slide's file holds that name (CON_.h5, slide CON_'s, where CON has none), a note saying so. The line
-    named CON.h5, the name until 2026-12-07, which no run writes now."""
+    where another slide's file holds that name (CON_.h5, slide CON_'s, where CON has none), a note saying so."""
     new = listed_file(folder, slide_file_name(sid, ".h5"))
     return new, f" (that file holds slide {_stored_slide_id(new) or new.stem}'s)" if new.is_file() else ""
 

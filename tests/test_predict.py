@@ -466,15 +466,12 @@ def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_w
                                                                                                    monkeypatch):
     """Slides' keys named the model folder by its place and its files' sizes and times: a folder copied elsewhere
     (or reinstalled) had every slide predicted again, to the same outputs. They name its files' bytes (whatever order
-    the folder is listed in: ext4's depends on the disk); a SLIDE.json keyed as before 2026-12-07 still counts.
-    Slides predicted again as the model or settings changed were so with no word why: one line before the work says
-    which files of the model or which settings, and the summary counts them (a SLIDE.json from before that was kept:
-    'settings or model changed')."""
+    the folder is listed in: ext4's depends on the disk). Slides predicted again as the model or settings changed
+    were so with no word why: one line before the work says which files of the model or which settings, and the
+    summary counts them."""
     import hashlib
     import logging
     import shutil
-
-    from lrmil.predict import run_key, slide_keys
 
     slides = [_tissue_png(tmp_path / f"{name}.png", size=512) for name in ("a", "b")]
     out, mine = tmp_path / "out", Path(shutil.copytree(model_dir, tmp_path / "model"))
@@ -491,12 +488,6 @@ def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_w
         listed = Path.iterdir
         other_disk.setattr(Path, "iterdir", lambda folder: reversed(list(listed(folder))))
         assert run(mine) == (0, 2)
-    cfg = PredictConfig(model=str(mine), mpp=0.5)
-    older = slide_keys(slides[0], cfg, (run_key(cfg, mine, older=True),))[0]
-    record = json.loads((out / "a.json").read_text())
-    del record["made_with"]
-    (out / "a.json").write_text(json.dumps({**record, "key": older}))  # as a run before 2026-12-07 keyed it
-    assert run(mine) == (0, 2)
     weights = next(mine.glob("*.safetensors"))
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
     data = bytearray(weights.read_bytes())
@@ -506,36 +497,11 @@ def test_a_model_folder_moved_or_written_anew_predicts_nothing_again_and_other_w
         summary = run_predict(slides, PredictConfig(model=str(mine), mpp=0.5), out)
     why = f"the model changed ({weights.name} was {digest}..., now {hashlib.sha256(data).hexdigest()[:12]}...)"
     assert (summary["done"], summary["redone"]) == (2, 2)
-    assert summary["redone_because"] == {"settings or model changed": 1, why: 1}
+    assert summary["redone_because"] == {why: 2}
     assert [r.getMessage() for r in caplog.records if "again" in r.getMessage()] == [
-        f"2 slide(s) an earlier run into {out} predicted are predicted again: 1 as settings or model changed; "
-        f"1 as {why}"]
+        f"2 slide(s) an earlier run into {out} predicted are predicted again: {why}"]
     again = run_predict(slides, PredictConfig(model=str(mine), mpp=0.5, topk=4), out)
     assert (again["redone"], again["redone_because"]) == (2, {"settings changed (topk 8 -> 4)": 2})
-
-
-def test_slides_predicted_while_models_were_keyed_by_place_are_skipped(model_dir, tmp_path, monkeypatch):
-    """SLIDE.json files written before 2026-12-07 name the model folder by its resolved place and its files' names,
-    sizes and times (here through a link, as a 'current' link to the model names it): rerun with that folder as it
-    was, no slide is predicted again."""
-    import shutil
-
-    slides = [_tissue_png(tmp_path / f"{name}.png", size=512) for name in ("a", "b")]
-    mine = Path(shutil.copytree(model_dir, tmp_path / "model"))
-    link = tmp_path / "current"
-    link.symlink_to(mine, target_is_directory=True)
-    cfg, out = PredictConfig(model=str(link), mpp=0.5), tmp_path / "out"
-
-    def as_keyed_then(cfg: PredictConfig, folder: Path, older: bool = False) -> dict:
-        files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
-        return {"model": [str(folder.resolve()), files],
-                "settings": {k: getattr(cfg, k) for k in ("path", "topk", "heatmap_px")}}
-
-    with monkeypatch.context() as before:
-        before.setattr("lrmil.predict.run_key", as_keyed_then)
-        assert run_predict(slides, cfg, out)["done"] == 2
-    summary = run_predict(slides, cfg, out)
-    assert (summary["done"], summary["skipped"]) == (0, 2)
 
 
 CRASH = """
@@ -662,99 +628,17 @@ def test_a_slide_named_with_a_colon_gets_outputs_an_sd_card_and_windows_take():
         "json": "scan 12_00 a_b_.json"}
 
 
-def test_outputs_named_as_before_are_found_by_a_rerun_and_replaced_when_predicted_again(model_dir, tmp_path):
-    """'scan 12:00.svs' and CON.svs had outputs 'scan 12:00.json' and CON.json (until 2026-12-06 and 2026-12-07): a
-    rerun did not find them and predicted both again under their new names, beside the old ones, so predictions.csv
-    listed each twice. A rerun skips them; predicted again (other settings), their old files are removed."""
-    from lrmil.predict import SUFFIXES, output_names
-
-    slides = [_tissue_png(tmp_path / name, size=512) for name in ("scan 12:00.png", "CON.png", "plain.png")]
-    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
-    assert run_predict(slides, cfg, out)["done"] == 3
-    for sid in ("scan 12:00", "CON"):  # named as runs before 2026-12-07 named them
-        record = json.loads((out / output_names(sid)["json"]).read_text())
-        for key, suffix in SUFFIXES.items():
-            (out / output_names(sid)[key]).rename(out / f"{sid}{suffix}")
-            record[key] = f"{sid}{suffix}"
-        (out / f"{sid}.json").write_text(json.dumps(record))
-    before = sorted(p.name for p in out.iterdir())
-    assert "CON.json" in before and "scan 12:00_heatmap.png" in before
-    summary = run_predict(slides, cfg, out)
-    assert (summary["done"], summary["skipped"]) == (0, 3)
-    assert sorted(p.name for p in out.iterdir()) == before
-    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
-
-    assert run_predict(slides, dataclasses.replace(cfg, heatmap_px=256), out)["done"] == 3
-    new = {name for sid in ("scan 12:00", "CON", "plain") for name in output_names(sid).values()}
-    assert {p.name for p in out.iterdir()} == new | {"config.json", "predictions.csv"}
-    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
-    # a run killed between writing CON_.json and removing CON.json left a stale record under the old name: the one
-    # named as now is the slide's, and the rerun skips it
-    stale = json.loads((out / output_names("CON")["json"]).read_text()) | {"key": "of an earlier model"}
-    (out / "CON.json").write_text(json.dumps(stale))
-    summary = run_predict(slides, dataclasses.replace(cfg, heatmap_px=256), out)
-    assert (summary["done"], summary["skipped"]) == (0, 3)
-    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "plain", "scan 12:00"]
-    assert not (out / "CON.json").exists()
-
-
-def test_outputs_named_as_before_go_record_first_so_a_killed_run_leaves_none_naming_images_gone(tmp_path,
-                                                                                                monkeypatch):
-    """Removing a slide's outputs named as before, a run killed part way leaves its images, never its SLIDE.json
-    naming images already removed (which a rerun would read as that slide's outputs)."""
-    import lrmil.predict
-    from lrmil.predict import SUFFIXES, remove_outputs_named_before
-
-    for suffix in SUFFIXES.values():
-        (tmp_path / f"CON{suffix}").write_bytes(b"x")
-    removed, remove = [], lrmil.predict.remove_named_before
-
-    def killed_after_two(folder, sid, suffix):
-        remove(folder, sid, suffix)
-        removed.append(suffix)
-        if len(removed) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(lrmil.predict, "remove_named_before", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        remove_outputs_named_before(tmp_path, "CON")
-    assert not (tmp_path / "CON.json").exists() and len(list(tmp_path.iterdir())) == len(SUFFIXES) - 2
-
-
-def test_a_slide_of_another_folder_is_refused_naming_the_output_of_before_it_would_replace(model_dir, tmp_path):
-    """CON.json, written for first/CON.png by a run before 2026-12-07, holds that slide's outputs: second/CON.png,
-    given alone into the same --out, is refused naming that file and id, not CON_.json, which holds nothing."""
-    from lrmil.predict import output_names
-
-    first, second = (_tissue_png(tmp_path / folder / "CON.png", size=512) for folder in ("first", "second"))
-    out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
-    assert run_predict([first], cfg, out)["done"] == 1
-    (out / output_names("CON")["json"]).rename(out / "CON.json")  # as named then
-    assert run_predict([second], cfg, out)["done"] == 0
-    assert f"CON.json holds the outputs of {first}, another slide with the id 'CON'" in (
-        out / "errors.csv").read_text()
-
-
-def test_a_rerun_removes_the_outputs_named_as_before_that_a_killed_run_left(model_dir, tmp_path):
-    """A run killed between writing CON_.json and removing CON.json and its images (named so until 2026-12-07) left
-    both, and the next run skipped the slide: predictions.csv listed it twice until it was predicted again. The
-    outputs named as before are removed once those named as now are complete."""
-    from lrmil.predict import SUFFIXES, output_names
-
-    slides = [_tissue_png(tmp_path / name, size=512) for name in ("scan 12:00.png", "CON.png")]
+def test_a_copy_of_a_slides_record_is_not_listed_twice(model_dir, tmp_path):
+    """A SLIDE.json copied beside itself ('a - Copy.json', as Windows names a copy) was a second row of the slide in
+    predictions.csv; only the record where lrmil predict writes it is listed."""
+    slides = [_tissue_png(tmp_path / name, size=512) for name in ("a.png", "CON.png")]
     out, cfg = tmp_path / "out", PredictConfig(model=str(model_dir), mpp=0.5)
     assert run_predict(slides, cfg, out)["done"] == 2
-    now = sorted(p.name for p in out.iterdir())
-    for sid in ("scan 12:00", "CON"):
-        record = json.loads((out / output_names(sid)["json"]).read_text())
-        for key, suffix in SUFFIXES.items():
-            (out / f"{sid}{suffix}").write_bytes((out / output_names(sid)[key]).read_bytes())
-            record[key] = f"{sid}{suffix}"
-        (out / f"{sid}.json").write_text(json.dumps(record))
+    (out / "a - Copy.json").write_bytes((out / "a.json").read_bytes())
+    (out / "CON.json").write_bytes((out / "CON_.json").read_bytes())
     summary = run_predict(slides, cfg, out)
     assert (summary["done"], summary["skipped"]) == (0, 2)
-    assert sorted(p.name for p in out.iterdir()) == now
-    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "scan 12:00"]
+    assert sorted(pd.read_csv(out / "predictions.csv")["slide_id"]) == ["CON", "a"]
 
 
 def test_a_slide_named_as_a_windows_device_gets_outputs_windows_can_create():

@@ -444,9 +444,9 @@ def test_a_slide_named_in_latin_1_with_a_colon_is_skipped_once_extracted(tmp_pat
     assert run_extract([slide], cfg, tmp_path / "out")["skipped"] == 1
 
 
-def test_a_feature_store_named_as_before_resumes_and_trains_without_extracting_again(tmp_path, caplog):
-    """Feature files named by the raw id (versions until 2026-12-07, and CLAM's) are found by extract's resume and by
-    train; under the new name a file of another slide whose name became it (CON_.h5 of slide CON_) is not CON's."""
+def test_a_clam_store_of_slides_named_by_their_raw_id_trains(tmp_path, caplog):
+    """Feature files named by the raw id (CLAM's: 'scan 12:00.h5', CON.h5) are found by train; a file under the name
+    lrmil gives the id that holds another slide (CON_.h5 of slide CON_) is not CON's."""
     from lrmil.features import run_extract
     from lrmil.mil.bags import load_bags
 
@@ -456,9 +456,6 @@ def test_a_feature_store_named_as_before_resumes_and_trains_without_extracting_a
     assert run_extract(slides, cfg, out)["done"] == 2
     (features / "CON_.h5").rename(features / "CON.h5")
     (features / "scan 12_00.h5").rename(features / "scan 12:00.h5")
-    stamps = {p.name: p.stat().st_mtime_ns for p in features.iterdir()}
-    assert run_extract(slides, cfg, out)["skipped"] == 2
-    assert {p.name: p.stat().st_mtime_ns for p in features.iterdir()} == stamps  # nothing encoded or added
 
     con = read_features(features / "CON.h5")  # slide CON_'s, of another scan, beside it
     write_features(features / "CON_.h5", dataclasses.replace(con, slide_id="CON_", features=con.features + 1))
@@ -468,61 +465,6 @@ def test_a_feature_store_named_as_before_resumes_and_trains_without_extracting_a
     assert list(bags) == ["scan 12:00", "CON", "CON_"] and not caplog.messages
     np.testing.assert_array_equal(bags["CON"].features, con.features)
     np.testing.assert_array_equal(bags["CON_"].features, con.features + 1)
-
-
-def _name_as_before(folder: Path) -> None:
-    """Files of slides 'scan 12:00' and CON renamed as lrmil named them until 2026-12-07."""
-    for path in folder.iterdir():
-        path.rename(path.with_name(path.name.replace("scan 12_00", "scan 12:00").replace("CON_", "CON")))
-
-
-def test_slides_extracted_again_into_a_store_named_as_before_leave_no_files_under_the_old_names(tmp_path):
-    """Extracting again (other settings) or patching again over a store from before 2026-12-07 wrote 'scan 12_00.h5'
-    and CON_.h5 beside 'scan 12:00.h5' and CON.h5, which stayed, unused: the store doubled for such slides. The files
-    under the old names are replaced; one that holds another slide file's features is not, and the slide fails."""
-    from lrmil.features import run_extract, run_patching
-
-    slides, out = _unportable_slides(tmp_path / "slides"), tmp_path / "out"
-    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
-    features = feature_dir(out / "features", "lrmil_vit_tiny", 5.0, 256)
-    assert run_extract(slides, cfg, out)["done"] == 2
-    folders = (features, out / "masks", out / "patches")
-    for folder in folders:
-        _name_as_before(folder)
-    other = dataclasses.replace(cfg, tissue=dataclasses.replace(cfg.tissue, blur_sigma=1.5))
-    assert run_extract(slides, other, out)["kept"] == 2  # the same grids: features kept, written under the new name
-    assert [sorted(p.stem for p in folder.iterdir()) for folder in folders] == [["CON_", "scan 12_00"]] * 3
-    for folder in folders[1:]:
-        _name_as_before(folder)
-    assert run_patching(slides, cfg.tissue, cfg.patch, 0.5, out)["done"] == 2
-    assert [sorted(p.stem for p in folder.iterdir()) for folder in folders] == [["CON_", "scan 12_00"]] * 3
-
-    _name_as_before(features)
-    moved = _tissue_png(tmp_path / "elsewhere" / "CON.png", 170)  # CON.h5 is that slide's now
-    con = read_features(features / "CON.h5")
-    write_features(features / "CON.h5", dataclasses.replace(con, source={**con.source, "path": str(moved)}))
-    summary = run_extract(slides, dataclasses.replace(cfg, resume=False), out)
-    assert (summary["done"], summary["failed"]) == (1, 1)  # one written anew, the other another's
-    assert sorted(p.name for p in features.iterdir()) == ["CON.h5", "scan 12_00.h5"]
-    assert f"holds the outputs of {moved}" in (out / "errors.csv").read_text()
-
-
-def test_a_rerun_removes_the_feature_file_named_as_before_that_a_killed_run_left(tmp_path):
-    """A run killed between writing CON_.h5 and removing CON.h5 (named so until 2026-12-07) left both, and the next
-    run skipped the slide, its CON_.h5 current, leaving the store doubled. It removes the file named as before."""
-    import shutil
-
-    from lrmil.features import run_extract
-
-    slides, out = _unportable_slides(tmp_path / "slides"), tmp_path / "out"
-    cfg = ExtractConfig(weights="random", resolution="student", num_workers=0, batch_size=8, mpp=0.5)
-    features = feature_dir(out / "features", "lrmil_vit_tiny", 5.0, 256)
-    assert run_extract(slides, cfg, out)["done"] == 2
-    stamps = {p.name: p.stat().st_mtime_ns for p in features.iterdir()}
-    for new, old in (("CON_.h5", "CON.h5"), ("scan 12_00.h5", "scan 12:00.h5")):
-        shutil.copy(features / new, features / old)
-    assert run_extract(slides, cfg, out)["skipped"] == 2
-    assert {p.name: p.stat().st_mtime_ns for p in features.iterdir()} == stamps
 
 
 def test_extract_says_a_coarse_scan_is_enlarged_on_the_path_it_encodes(tmp_path, caplog):

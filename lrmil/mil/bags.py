@@ -30,7 +30,7 @@ class Bag:
 
 
 def feature_path(features_dir: str | Path, slide_id: str) -> Path:
-    """The slide's feature file as named (`lrmil.store.feature_file`: as now or before 2026-12-07), else the one file
+    """The slide's feature file as named (`lrmil.store.feature_file`: as lrmil or CLAM names it), else the one file
     named so in another case: slide ids ignore case (as `SlideIds` and a Windows share do), and `case7` typed into a
     splits CSV was 'no feature file' beside Case7.h5."""
     from lrmil.store import feature_file
