@@ -422,11 +422,8 @@ def readable_key(cfg: InferConfig, model: list, settings: tuple[str, ...]) -> di
 def _fingerprint(cfg: InferConfig, meta: dict, model: list) -> str:
     """Everything that changes a file's outputs; a journal entry only counts when this matches."""
     settings = {k: v for k, v in cfg.to_dict().items() if k in (*OUTPUT_SETTINGS, "formats")}
-    if settings["merge_consecutive"] <= 1:  # as before the option: journals from before it still count
-        del settings["merge_consecutive"]
-    if SCORES_VERSION > 1:  # as before it was part of this: journals from before it still count
-        settings["scores_version"] = SCORES_VERSION
-    return _settings_key(settings, meta, model)
+    settings["merge_consecutive"] = max(settings["merge_consecutive"], 1)  # 0 and 1 are both no merging
+    return _settings_key({**settings, "scores_version": SCORES_VERSION}, meta, model)
 
 
 def scores_key(cfg: InferConfig, meta: dict, model: list) -> str:

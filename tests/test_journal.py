@@ -76,35 +76,15 @@ def test_saved_files_are_found_by_a_later_run(tmp_path):
 
 def test_scores_under_other_output_settings_load_only_with_the_same_scores_key(tmp_path):
     """Another --min-conf: not done, but its scores can make the new tables; another model or overlap: neither."""
-    paths = recordings(tmp_path, 2)
+    paths = recordings(tmp_path, 1)
     first = Journal(tmp_path / "j", "thr0.25", scores_key="model-a")
     first.save(paths[0], "r0", **scores(0))
     first.close()
-    _write_record_without_scores_key(tmp_path / "j" / "0-0.log", paths[1], "old", "r1", scores(1))
     rethreshold = Journal(tmp_path / "j", "thr0.9", scores_key="model-a")
     assert not rethreshold.done(paths[0], "r0") and rethreshold.load(paths[0]) is None
     np.testing.assert_array_equal(rethreshold.load(paths[0], any_outputs=True)["scores"], scores(0)["scores"])
-    assert rethreshold.load(paths[1], any_outputs=True) is None
     assert Journal(tmp_path / "j", "thr0.9", scores_key="model-b").load(paths[0], any_outputs=True) is None
     assert Journal(tmp_path / "j", "thr0.9").load(paths[0], any_outputs=True) is None  # no key: no match
-    assert Journal(tmp_path / "j", "old", scores_key="model-a").done(paths[1], "r1")  # still skipped as before
-
-
-def _write_record_without_scores_key(log_path, path, fingerprint: str, output: str, arrays: dict) -> None:
-    """A record as journals before 2026-12-05 wrote it: raw arrays, no "scores_key" in its header."""
-    import json
-    import zlib
-
-    from pulse.journal import RECORD_HEADER
-
-    stat = path.stat()
-    arrays = {name: np.asarray(value) for name, value in arrays.items()}
-    header = {"version": f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}", "path": str(path.resolve()),
-              "fingerprint": fingerprint, "output": output, "note": "",
-              "arrays": {name: [value.dtype.str, list(value.shape)] for name, value in arrays.items()}}
-    body = json.dumps(header).encode() + b"\0" + b"".join(value.tobytes() for value in arrays.values())
-    with open(log_path, "ab") as f:
-        f.write(RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body)
 
 
 def test_records_of_the_earlier_npz_format_are_not_read(tmp_path):
