@@ -132,8 +132,8 @@ def why_again_of(record: dict, run: dict, cfg: PredictConfig, scale: float | Non
 
 def scale_now(record: dict, cfg: PredictConfig) -> float | None:
     """The scale (um/px) the slide gets now where its SLIDE.json tells it without opening the slide: --mpp where it
-    replaces the metadata, or where the record's came from --mpp for want of metadata (a record from before
-    `override_mpp` was kept counts as such). None: the metadata's, or not known without opening it."""
+    replaces the metadata, or where the record's came from --mpp for want of metadata. None: the metadata's, or not
+    known without opening it."""
     if cfg.mpp is not None and (cfg.override_mpp or (record.get("mpp_source") == "--mpp"
                                                      and not record.get("override_mpp"))):
         return float(cfg.mpp)
