@@ -330,16 +330,12 @@ def _run_share(tables: dict, run: Run, file: str, length_s: float) -> dict:
 
 def _length_s(f: InFlight, run: Run) -> float | None:
     """The length of a recording finished by an earlier run, where the combined Raven table needs it: as pulse read
-    it then, kept in the journal (an MP3's or a FLAC's length may have to be counted by decoding it); from its header
-    for records from before that was kept (None: gone since this run began)."""
+    it then, kept in the journal (an MP3's or a FLAC's length may have to be counted by decoding it). None: its
+    record is gone (another run into the same --out replaced it meanwhile)."""
     if "sequence" not in run.tables:
         return 0.0
-    if (then := run.journal.decoding(f.path)) is not None:
-        return then["frames"] / then["sample_rate"]
-    try:
-        return audio_info(f.path).duration_s
-    except AudioReadError:
-        return None
+    then = run.journal.decoding(f.path)
+    return None if then is None else then["frames"] / then["sample_rate"]
 
 
 def _write_run_tables(files: list[InFlight], run: Run, config: dict) -> None:

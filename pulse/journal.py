@@ -43,10 +43,10 @@ class Record:
     """Where one recording's latest record lies, and what it says without reading its scores."""
 
     fingerprint: str
-    scores_key: str  # the settings the scores depend on ("" in records from before it was kept)
-    changed_ns: int | None  # the recording's ctime when it was journalled (None in records from before it was kept)
-    decoding: dict | None  # how it decoded (`pulse.analyze.decoding`; None in records from before it was kept)
-    made_with: dict | None  # the readable parts of its fingerprint (`export.made_with`; None before they were kept)
+    scores_key: str  # the settings the scores depend on
+    changed_ns: int  # the recording's ctime when it was journalled
+    decoding: dict  # how it decoded (`pulse.analyze.decoding`)
+    made_with: dict  # the readable parts of its fingerprint (`export.made_with`)
     output: str
     note: str
     log: Path
@@ -69,7 +69,8 @@ class Journal:
 
     def __init__(self, root: Path, fingerprint: str, scores_key: str = "", made_with: dict | None = None):
         """`fingerprint` "": any settings (records are read, none is done). `made_with`: the model and settings the
-        fingerprint holds, kept readable beside it in each record, to say why a rerun does a recording again."""
+        fingerprint holds, kept readable beside it in each record, to say why a rerun does a recording again (a
+        journal that saves records needs it: a record without it is not one this pulse wrote, and does not count)."""
         self.root, self.fingerprint, self.scores_key, self.made_with = root, fingerprint, scores_key, made_with
         self._records: dict[str, Record] | None = None  # recording (path|size|mtime) -> its latest record
         self._owners: dict[str, str] = {}  # output name -> the recording (path) its files were last written for
@@ -139,7 +140,7 @@ class Journal:
         return self._usable(self._latest(path), any_outputs=True)
 
     def decoding(self, path: Path) -> dict | None:
-        """How the recording decoded when its latest record was made; None: no record (or one without it)."""
+        """How the recording decoded when its latest record was made; None: no record."""
         record = self._latest(path)
         return record.decoding if record is not None else None
 
@@ -169,7 +170,7 @@ class Journal:
             latest[version.rsplit("|", 2)[0]] = record  # version: resolved path|size|mtime
         return {path: (record, _arrays(_read_body(record))) for path, record in latest.items()}
 
-    def save(self, path: Path, output: str, note: str = "", decoding: dict | None = None, **arrays) -> None:
+    def save(self, path: Path, output: str, note: str, decoding: dict, **arrays) -> None:
         if (now := self._version(path)) is None:
             return
         arrays = {name: np.asarray(value) for name, value in arrays.items()}
@@ -239,7 +240,7 @@ class Journal:
         if (now := self._version(path)) is None:
             return None
         record = self._records.get(now[0])
-        return record if record is not None and record.changed_ns in (None, now[1]) else None
+        return record if record is not None and record.changed_ns == now[1] else None
 
     def _index(self) -> None:
         """Read every log once, oldest first (names start with the run's start time), at first use."""
@@ -259,18 +260,15 @@ class Journal:
             while len(head := f.read(RECORD_HEADER.size)) == RECORD_HEADER.size:
                 length, crc = RECORD_HEADER.unpack(head)
                 offset, body = f.tell(), f.read(length)
-                header = _header(body) if len(body) == length and zlib.crc32(body) == crc else None
-                if header is None:
+                if len(body) != length or zlib.crc32(body) != crc:
                     return  # cut short or damaged: the files it and later records were for are analysed again
-                self._add(header, log_path, offset, length)
+                if (header := _header(body)) is not None:  # else not a record (its file is analysed again)
+                    self._add(header, log_path, offset, length)
 
     def _add(self, header: dict, log_path: Path, offset: int, length: int) -> None:
-        changed_ns, decoding, made_with = header.get("changed_ns"), header.get("decoding"), header.get("made_with")
-        self._records[header["version"]] = Record(header["fingerprint"], str(header.get("scores_key", "")),
-                                                  changed_ns if isinstance(changed_ns, int) else None,
-                                                  decoding if isinstance(decoding, dict) else None,
-                                                  made_with if isinstance(made_with, dict) else None,
-                                                  header["output"], header["note"], log_path, offset, length)
+        self._records[header["version"]] = Record(header["fingerprint"], header["scores_key"], header["changed_ns"],
+                                                  header["decoding"], header["made_with"], header["output"],
+                                                  header["note"], log_path, offset, length)
         self._owners[header["output"]] = header["path"]
         self._paths.add(header["path"])
 
@@ -293,7 +291,8 @@ def _arrays(body: bytes) -> dict:
 
 
 def _header(body: bytes) -> dict | None:
-    """A record's JSON header, or None when the body is not a record (an all-zero tail passes the crc)."""
+    """A record's JSON header, or None when the body is not a record this pulse wrote (an all-zero tail passes the
+    crc): one lacking a field `Journal.save` writes does not count, and its recording is analysed again."""
     end = body.find(b"\0")
     if end <= 0:
         return None
@@ -301,7 +300,8 @@ def _header(body: bytes) -> dict | None:
         header = json.loads(body[:end])
     except ValueError:
         return None
-    keys = ("version", "path", "fingerprint", "output", "note")
-    if not isinstance(header, dict) or not all(isinstance(header.get(k), str) for k in keys):
+    types = {"version": str, "path": str, "fingerprint": str, "scores_key": str, "output": str, "note": str,
+             "changed_ns": int, "decoding": dict, "made_with": dict, "arrays": dict}
+    if not isinstance(header, dict) or not all(isinstance(header.get(k), t) for k, t in types.items()):
         return None
-    return header if isinstance(header.get("arrays"), dict) else None  # records before raw arrays: not read
+    return header

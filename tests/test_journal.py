@@ -18,6 +18,15 @@ def scores(seed: int) -> dict:
             "scores": rng.uniform(0, 1, (3, 9)).astype(np.float32), "sample_rate": np.int64(44100)}
 
 
+DECODING = {"sample_rate": 44100, "channels": 1, "frames": 132300}  # as `pulse.analyze.decoding` says it
+MADE_WITH = {"model": "m", "settings": {}}  # as `export.made_with.made_with` gives it
+
+
+def writer(root, fingerprint: str, scores_key: str = "") -> Journal:
+    """A journal as `pulse analyze` opens it to save records: with the readable parts of its fingerprint."""
+    return Journal(root, fingerprint, scores_key, made_with=MADE_WITH)
+
+
 def recordings(tmp_path, n: int) -> list:
     paths = [tmp_path / f"r{i}.wav" for i in range(n)]
     for i, path in enumerate(paths):
@@ -40,9 +49,9 @@ def replace_keeping_size_and_time(path, data: bytes) -> None:
 
 
 def save_all(root, fingerprint: str, paths, outputs=None) -> None:
-    journal = Journal(root, fingerprint)
+    journal = writer(root, fingerprint)
     for i, path in enumerate(paths):
-        journal.save(path, outputs[i] if outputs else path.stem, **scores(i))
+        journal.save(path, outputs[i] if outputs else path.stem, "", DECODING, **scores(i))
     journal.close()
 
 
@@ -77,8 +86,8 @@ def test_saved_files_are_found_by_a_later_run(tmp_path):
 def test_scores_under_other_output_settings_load_only_with_the_same_scores_key(tmp_path):
     """Another --min-conf: not done, but its scores can make the new tables; another model or overlap: neither."""
     paths = recordings(tmp_path, 1)
-    first = Journal(tmp_path / "j", "thr0.25", scores_key="model-a")
-    first.save(paths[0], "r0", **scores(0))
+    first = writer(tmp_path / "j", "thr0.25", "model-a")
+    first.save(paths[0], "r0", "", DECODING, **scores(0))
     first.close()
     rethreshold = Journal(tmp_path / "j", "thr0.9", scores_key="model-a")
     assert not rethreshold.done(paths[0], "r0") and rethreshold.load(paths[0]) is None
@@ -135,8 +144,8 @@ def test_an_output_name_written_for_another_recording_is_not_done(tmp_path):
 
 def test_notes_are_kept_for_resumed_runs(tmp_path):
     (path,) = recordings(tmp_path, 1)
-    journal = Journal(tmp_path / "j", "s")
-    journal.save(path, "r0", "corrupt or truncated after 20.00 s", **scores(0))
+    journal = writer(tmp_path / "j", "s")
+    journal.save(path, "r0", "corrupt or truncated after 20.00 s", DECODING, **scores(0))
     journal.close()
     assert Journal(tmp_path / "j", "s").note(path) == "corrupt or truncated after 20.00 s"
 
@@ -195,12 +204,12 @@ class _DiskFullOnce:
 
 def test_a_record_cut_short_by_a_full_disk_does_not_hide_later_files(tmp_path):
     paths = recordings(tmp_path, 3)
-    journal = Journal(tmp_path / "j", "s")
-    journal.save(paths[0], "r0", **scores(0))
+    journal = writer(tmp_path / "j", "s")
+    journal.save(paths[0], "r0", "", DECODING, **scores(0))
     journal._log = _DiskFullOnce(journal._log)
     with pytest.raises(OSError, match="No space"):
-        journal.save(paths[1], "r1", **scores(1))
-    journal.save(paths[2], "r2", **scores(2))  # space freed: goes on in a fresh log, after no half record
+        journal.save(paths[1], "r1", "", DECODING, **scores(1))
+    journal.save(paths[2], "r2", "", DECODING, **scores(2))  # space freed: goes on in a fresh log, after no half record
     journal.close()
     assert done(tmp_path / "j", "s", paths) == [True, False, True]
 
@@ -210,10 +219,10 @@ def test_logs_whose_every_record_was_replaced_are_dropped(tmp_path):
     paths = recordings(tmp_path, 2)
     save_all(tmp_path / "j", "s", paths)
     save_all(tmp_path / "j", "s", paths[:1])  # the first log still holds paths[1]'s latest record
-    journal = Journal(tmp_path / "j", "s")
+    journal = writer(tmp_path / "j", "s")
     assert journal.done(paths[1], paths[1].stem)  # a run reads the journal before it analyses anything
-    journal.save(paths[1], paths[1].stem, **scores(1))
-    journal.save(paths[0], paths[0].stem, **scores(0))
+    journal.save(paths[1], paths[1].stem, "", DECODING, **scores(1))
+    journal.save(paths[0], paths[0].stem, "", DECODING, **scores(0))
     assert len(list((tmp_path / "j").glob("*.log"))) == 3
     journal.drop_superseded_logs()
     journal.close()
@@ -228,11 +237,38 @@ def test_a_log_deleted_by_an_overlapping_run_is_read_again(tmp_path):
     save_all(tmp_path / "j", "s", paths)
     resuming = Journal(tmp_path / "j", "s")
     assert resuming.done(paths[0], paths[0].stem)
-    overlapping = Journal(tmp_path / "j", "s")
+    overlapping = writer(tmp_path / "j", "s")
     assert overlapping.done(paths[0], paths[0].stem)
     for i, path in enumerate(paths):
-        overlapping.save(path, path.stem, **scores(10 + i))
+        overlapping.save(path, path.stem, "", DECODING, **scores(10 + i))
     overlapping.drop_superseded_logs()
     overlapping.close()
     assert len(list((tmp_path / "j").glob("*.log"))) == 1
     np.testing.assert_array_equal(resuming.load(paths[1])["scores"], scores(11)["scores"])
+
+
+@pytest.mark.parametrize("field", ["changed_ns", "decoding", "made_with", "scores_key"])
+def test_a_record_without_a_field_pulse_writes_does_not_count(tmp_path, field):
+    """A record lacking a field `save` always writes (one pulse did not write) is no finished record: the recording
+    is analysed again, as if never journalled, without an error; the records after it still count."""
+    import json
+    import zlib
+
+    from pulse.journal import RECORD_HEADER
+
+    paths = recordings(tmp_path, 2)
+    save_all(tmp_path / "j", "s", paths)
+    (log_path,) = (tmp_path / "j").glob("*.log")
+    data = log_path.read_bytes()
+    length, _ = RECORD_HEADER.unpack_from(data)
+    body, rest = data[RECORD_HEADER.size:RECORD_HEADER.size + length], data[RECORD_HEADER.size + length:]
+    end = body.index(b"\0")
+    header = json.loads(body[:end])
+    del header[field]
+    body = json.dumps(header).encode() + body[end:]
+    log_path.write_bytes(RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body + rest)
+    journal = writer(tmp_path / "j", "s", "s")
+    assert not journal.done(paths[0], paths[0].stem) and journal.decoding(paths[0]) is None
+    assert journal.load(paths[0], any_outputs=True) is None and journal.why_again(paths[0]) == ""
+    assert not journal.replaced(paths[0])
+    assert journal.done(paths[1], paths[1].stem) and journal.decoding(paths[1]) == DECODING
