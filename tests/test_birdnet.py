@@ -206,6 +206,10 @@ def test_a_rerun_makes_a_cut_short_or_empty_entry_and_a_damaged_index_anew(teach
     (Path(cfg.out) / "index.csv").write_text("name,digest\nclip0.flac,0\n")  # whole, but another tool's table
     assert len(build_cache(cfg, counting)) == 3 and counting.windows == 5
     assert f"{Path(cfg.out) / 'index.csv'}: cut short or not a table pulse teacher-cache wrote" in caplog.text
+    caplog.clear()  # an index without a column this pulse writes is another tool's too: hashed again, kept entries
+    pd.read_csv(Path(cfg.out) / "index.csv").drop(columns="ctime_ns").to_csv(Path(cfg.out) / "index.csv", index=False)
+    assert len(build_cache(cfg, counting)) == 3 and counting.windows == 5
+    assert f"{Path(cfg.out) / 'index.csv'}: cut short or not a table pulse teacher-cache wrote" in caplog.text
     stored = dict(np.load(cut))
     np.savez(cut, **{k: stored[k] for k in ("starts_s", "logits", "embedding")})  # no moments: another tool's .npz
     made = counting.windows

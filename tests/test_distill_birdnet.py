@@ -87,7 +87,7 @@ def write_fake_cache(root, manifest: pd.DataFrame, starts: dict, embeddings=None
         entry = CachedTeacher(np.array(file_starts, np.float32), rng.standard_normal((n, 6522)).astype(np.float32),
                               embedding.astype(np.float32))
         _save_entry(target, entry)
-        rows.append({"path": name, "sha256": digest, "size": 1, "mtime_ns": 1, "windows": n})
+        rows.append({"path": name, "sha256": digest, "size": 1, "mtime_ns": 1, "ctime_ns": 1, "windows": n})
     pd.DataFrame(rows).to_csv(cache / "index.csv", index=False)
     (cache / "config.json").write_text(json.dumps({"manifest": str(root / "m.csv"), "audio_root": str(audio)}))
     return cache

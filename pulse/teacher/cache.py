@@ -1,7 +1,7 @@
 """Run BirdNET once over every recording of a manifest and keep its outputs on disk.
 
 Layout of OUT: `config.json` (settings + model sha256), `index.csv` (path -> content sha256,
-size, mtime, windows), `errors.csv`, and one `<sha[:2]>/<sha>.npz` per distinct file content
+size, mtime, ctime, windows), `errors.csv`, and one `<sha[:2]>/<sha>.npz` per distinct file content
 holding `starts_s` [W], `logits` [W, 6522] and `embedding` [W, 1024], uncompressed, so that training reads a
 batch's rows of them from disk (`open_cache`), and the embedding's float64 `embedding_mean` and `embedding_m2` [1024]
 (`Moments`), so that training standardises by them without reading every row. Entries are keyed by the
@@ -162,7 +162,7 @@ def _save_entry(target: Path, entry: CachedTeacher) -> None:
 
 def _read_index(out: Path) -> dict[str, dict]:
     """OUT's index by manifest path; a ValueError naming index.csv where it is damaged (cut short by a partial copy:
-    the index is written whole, ending in a newline)."""
+    the index is written whole, ending in a newline) or lacks a column `_write_index` writes."""
     index = out / "index.csv"
     if not index.is_file():
         return {}
@@ -174,7 +174,7 @@ def _read_index(out: Path) -> dict[str, dict]:
         raise ValueError(f"{index}: not a table pulse teacher-cache wrote ({error})") from None
     with open(index, "rb") as f:
         f.seek(-1, 2)
-        if f.read(1) != b"\n" or not {"path", "sha256"} <= set(frame.columns):
+        if f.read(1) != b"\n" or not set(INDEX_COLUMNS) <= set(frame.columns):
             raise ValueError(f"{index}: cut short or not a table pulse teacher-cache wrote")
     frame["path"] = frame["path"].map(from_utf8_text)  # as read_manifest reads it
     return {row["path"]: row for row in frame.to_dict("records")}
@@ -233,7 +233,7 @@ def _fill(out: Path, root: Path, paths: list[str], cfg: TeacherCacheConfig, teac
                 stat = path.stat()
                 old = previous.get(rel)
                 # its ctime too: a file copied over it with the same size and time (cp -p) is hashed again
-                fresh = old is not None and (old["size"], old["mtime_ns"], old.get("ctime_ns")) == (
+                fresh = old is not None and (old["size"], old["mtime_ns"], old["ctime_ns"]) == (
                     stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
                 digest = old["sha256"] if fresh else sha256(path)
                 target = entry_path(out, digest)
