@@ -448,10 +448,9 @@ def _absolute(path: str | Path) -> Path:
 class SlideIds:
     """Each slide's id in one batch, and which file holds it: outputs are named by id, so a second file may not reuse
     one. The id is `slide_id`, but slides of one name in different folders (an archive's cases, 2023/S1/HE.svs and
-    2024/S1/HE.svs; until 2026-12-06 every slide after the first of a name failed) have as many of their folders'
-    last names as tell them apart before it, joined by '_': 2023_S1_HE and 2024_S1_HE. Names differing only in
-    case clash too: a NAS share may not tell HE.json from he.json; so do ids whose files are named alike
-    (`slide_file_name`: 'scan 12:00' and 'scan 12_00')."""
+    2024/S1/HE.svs) have as many of their folders' last names as tell them apart before it, joined by '_': 2023_S1_HE
+    and 2024_S1_HE. Names differing only in case clash too: a NAS share may not tell HE.json from he.json; so do ids
+    whose files are named alike (`slide_file_name`: 'scan 12:00' and 'scan 12_00')."""
 
     def __init__(self, slides: Iterable[str | Path] = ()):
         self.owners: dict[str, tuple[Path, str]] = {}

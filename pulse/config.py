@@ -90,8 +90,8 @@ class InferConfig(JsonConfig):
     min_conf: float = 0.25
     overlap: float = 0.0  # seconds shared by consecutive windows
     min_len: float = 1.0  # seconds of audio a trailing window needs to be analysed (BirdNET-Analyzer's default)
-    # Windows per model call. 16, not 32, since 2026-12-06: on this project's CPU both models ran 6-11 % faster
-    # (bench/README.md, "Batch size"); BirdNET-Analyzer's own default is 1.
+    # Windows per model call. 16, not 32: on this project's CPU both models ran 6-11 % faster (bench/README.md,
+    # "Batch size"); BirdNET-Analyzer's own default is 1.
     batch_size: int = 16
     workers: int = 0  # decoding threads (0: one per two cores, at least one; several also share out a long FLAC's
     # blocks); the model runs in the main thread

@@ -141,7 +141,7 @@ def _cached_windows(target: Path, path: Path, cfg: TeacherCacheConfig) -> int | 
     """The windows of the entry computed before for this content (for this path or a copy), or None: there is none,
     it cannot be read (cut short by a full disk or a partial copy: made again rather than failing the file on every
     rerun), or it is of another reading of the file than pulse makes now, its last window more than a hop from where
-    it would start now (a GUANO TE WAV cached before TE was read, 2026-12-06: 60 s of windows for a 6 s song)."""
+    it would start now (a GUANO TE WAV read without its TE: 60 s of windows for a 6 s song)."""
     if not target.is_file():
         return None
     try:

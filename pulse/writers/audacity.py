@@ -2,8 +2,8 @@
 `start<TAB>end<TAB>Scientific name, Common name<TAB>confidence`, importable via File > Import > Labels.
 
 Audacity takes the third cell as the label and ignores the confidence after it, so the label names only the species:
-with the score in it (`Field Cricket, 0.9999`, until 2026-12-07) every row was a class of its own to the readers
-that load these labels (crowsetta, opensoundscape, scikit-maad).
+with the score in it (`Field Cricket, 0.9999`) every row would be a class of its own to the readers that load these
+labels (crowsetta, opensoundscape, scikit-maad).
 """
 
 from __future__ import annotations
