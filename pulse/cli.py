@@ -334,10 +334,6 @@ def _read_run_config(path: Path) -> InferConfig:
         if not isinstance(settings, dict):
             raise KeyError("config")
         unknown = sorted(set(settings) - set(InferConfig.__dataclass_fields__))
-        if "level_floor" not in settings:  # a run from before quiet windows were raised: rerun it as it ran
-            logging.getLogger("pulse").info("%s: a run from before --level-floor; its windows are scored as "
-                                            "recorded (add --level-floor -20 to raise quiet ones)", path)
-            settings = {**settings, "level_floor": -200.0}
         cfg = InferConfig.from_dict(settings)
     except IsADirectoryError:
         raise ValueError(f"{path}: --config takes a run's config.json, and this is a folder") from None

@@ -93,12 +93,15 @@ def test_a_floor_above_full_scale_or_not_a_number_is_refused(tmp_path):
     assert result.exit_code == 0, result.output  # "at most 0": full scale itself is a floor
 
 
-def test_a_run_from_before_the_floor_reruns_as_it_ran(tmp_path):
+def test_a_config_without_a_setting_takes_its_default(tmp_path):
+    """A config.json written by hand or trimmed to the settings that matter gets the defaults for the rest, the
+    level floor too."""
     import json
 
     from pulse.cli import _read_run_config
 
     (tmp_path / "config.json").write_text(json.dumps({"config": {"model": "default", "min_conf": 0.5}}))
-    assert _read_run_config(tmp_path / "config.json").level_floor == -200.0  # every window as recorded, as then
+    cfg = _read_run_config(tmp_path / "config.json")
+    assert (cfg.min_conf, cfg.level_floor) == (0.5, InferConfig().level_floor)
     (tmp_path / "config.json").write_text(json.dumps({"config": {"model": "default", "level_floor": -30.0}}))
     assert _read_run_config(tmp_path / "config.json").level_floor == -30.0
