@@ -12,7 +12,7 @@ import json
 import re
 from collections import Counter
 
-UNKNOWN = "settings or model changed"  # a record from before `made_with` was kept beside its key
+UNKNOWN = "settings or model changed"  # a record whose `made_with` cannot be read (edited, damaged), or equal
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -23,7 +23,7 @@ def made_with(model, settings: dict) -> dict:
 
 
 def why_again(then, now) -> str:
-    """Why an output keyed with `then` (`made_with` read back from a record; anything else: from before it was kept)
+    """Why an output keyed with `then` (`made_with` read back from a record; anything else: not readable)
     is made again under `now`: the model's digests, or the settings by name, before and after."""
     if not all(isinstance(made, dict) and isinstance(made.get("settings"), dict) for made in (then, now)):
         return UNKNOWN
