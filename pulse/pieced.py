@@ -123,10 +123,10 @@ def ctrl_c_held() -> Iterator[None]:
     signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
     try:
         yield
-    finally:
+    finally:  # also when the block fails (a damaged header): the batch would catch that and go on
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if pressed:
-        raise KeyboardInterrupt
+        if pressed:
+            raise KeyboardInterrupt
 
 
 class Pieced(io.RawIOBase):

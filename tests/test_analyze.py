@@ -1055,6 +1055,18 @@ def test_ctrl_c_while_a_header_is_read_through_python_stops_the_run(tmp_path, mo
     assert result.exit_code == 130, result.output
 
 
+def test_ctrl_c_held_over_a_header_that_fails_to_read_still_stops_the_run():
+    """A Ctrl-C held while a damaged header was read was dropped with the read's error, which the batch takes as one
+    bad file and goes on from: the run went on to its end."""
+    from pulse.pieced import ctrl_c_held
+
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("Error opening <pulse.pieced.Pieced>: Format not recognised.")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
 def test_on_a_terminal_each_bad_file_is_a_line_of_its_own(tmp_path, model):
     """At a terminal every bad file's line was written after the progress bar, on its line: 1 000 junk files among
