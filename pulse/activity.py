@@ -243,7 +243,7 @@ def activity(run_dir: str | Path, out: str | Path | None = None, min_conf: float
              zone: str | None = None, clock_zone: str | None = None) -> Summary:
     """Write activity.csv and activity.png of the run in `run_dir` into `out` (default: the run's folder), in hours
     of the IANA time zone `zone` with recorder clocks that do not say theirs in `clock_zone` (default UTC, as
-    AudioMoth's): either given, the other defaults to it; neither, hours of each recorder's clock as named."""
+    AudioMoth's; given alone, it is `zone` too); neither given, hours of each recorder's clock as named."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir
     clock = zone_info = None  # neither given: each recorder's clock as named

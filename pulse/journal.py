@@ -144,18 +144,18 @@ class Journal:
         record = self._latest(path)
         return record.decoding if record is not None else None
 
-    def load(self, path: Path, any_outputs: bool = False, any_settings: bool = False) -> dict | None:
+    def load(self, path: Path, any_outputs: bool = False) -> dict | None:
         """The scores of a recording done under these settings (`any_outputs`: or under other output settings
-        with the same scores key; `any_settings`: under any), else None."""
+        with the same scores key), else None."""
         record = self._latest(path)
-        if not self._usable(record, any_outputs, any_settings):
+        if not self._usable(record, any_outputs):
             return None
         try:
             body = _read_body(record)
         except FileNotFoundError:  # a run into the same folder replaced the record and deleted its log meanwhile
             self._records, self._owners, self._paths = None, {}, set()
             record = self._latest(path)
-            if not self._usable(record, any_outputs, any_settings):
+            if not self._usable(record, any_outputs):
                 return None
             body = _read_body(record)
         return _arrays(body)
@@ -207,8 +207,8 @@ class Journal:
                 if log_path not in keep and log_path.stat().st_mtime_ns < self._started_ns:
                     log_path.unlink()
 
-    def _usable(self, record: Record | None, any_outputs: bool, any_settings: bool = False) -> bool:
-        return record is not None and (any_settings or self._same_settings(record) or (
+    def _usable(self, record: Record | None, any_outputs: bool) -> bool:
+        return record is not None and (self._same_settings(record) or (
             any_outputs and bool(self.scores_key) and record.scores_key == self.scores_key))
 
     def _same_settings(self, record: Record) -> bool:
