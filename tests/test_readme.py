@@ -1,4 +1,4 @@
-"""The README's command reference keeps up with the CLIs: an option added to a command is documented."""
+"""The command reference (docs/*.md, README.md) keeps up with the CLIs: an option added to a command is documented."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import typer.main
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[1]
+# The reference first: the README's overview repeats some commands in short, without their options.
+DOCS = [p.read_text(encoding="utf-8") for p in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]]
 
 
 def _options(app, command: str) -> set[str]:
@@ -17,11 +19,12 @@ def _options(app, command: str) -> set[str]:
 
 
 def _block(start: str) -> str:
-    """The fenced block holding `start`, or the paragraph from it to the next blank line."""
-    at = README.index(start)
-    if README.count("```", 0, at) % 2:  # inside a code block: to its end
-        return README[at:README.index("```", at)]
-    return README[at:README.find("\n\n", at)]
+    """The fenced block holding `start`, or the paragraph from it to the next blank line (first file holding it)."""
+    text = next(t for t in DOCS if start in t)
+    at = text.index(start)
+    if text.count("```", 0, at) % 2:  # inside a code block: to its end
+        return text[at:text.index("```", at)]
+    return text[at:text.find("\n\n", at)]
 
 
 @pytest.mark.parametrize("command, start", [("analyze", "pulse analyze RECORDINGS... --out DIR"),
@@ -29,7 +32,7 @@ def _block(start: str) -> str:
                                             ("assess", "- To check the detector on your own site"),
                                             ("clips-from-annotations", "To retrain on long recordings you annotated"),
                                             ("activity", "- To see when each species sings")])
-def test_every_option_of_the_field_commands_is_in_the_readme(command, start):
+def test_every_option_of_the_field_commands_is_documented(command, start):
     from pulse.cli import app
 
     documented = set(re.findall(r"--[a-z][a-z0-9-]*", _block(start)))
@@ -37,8 +40,9 @@ def test_every_option_of_the_field_commands_is_in_the_readme(command, start):
 
 
 @pytest.mark.parametrize("cli", ["pulse", "lrmil"])
-def test_every_command_is_named_in_the_readme(cli):
+def test_every_command_is_named_in_the_docs(cli):
     from importlib import import_module
 
     app = import_module(f"{cli}.cli").app
-    assert {name for name in typer.main.get_command(app).commands if f"{cli} {name}" not in README} == set()
+    commands = typer.main.get_command(app).commands
+    assert {name for name in commands if not any(f"{cli} {name}" in text for text in DOCS)} == set()
