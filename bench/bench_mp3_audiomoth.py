@@ -1,4 +1,4 @@
-"""The numbers the README gives for MP3 lengths (`pulse.mpeg`) and AudioMoth triggered files (`pulse.audiomoth`).
+"""The numbers docs/pulse.md gives for MP3 lengths (`pulse.mpeg`) and AudioMoth triggered files (`pulse.audiomoth`).
 
 - `untagged_vbr_s`: what libsndfile alone reads of a 5 s VBR MP3 without its length tag (the tests' swelling
   tone in noise, `tests/test_mpeg.py`), estimated from the first frame's bitrate.

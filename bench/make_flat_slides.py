@@ -1,6 +1,6 @@
 """Large slides without a pyramid OpenSlide sees, small on disk: white glass with CMU-1-Small-Region's tissue.
 
-They measure what reading a slide without a usable pyramid costs (README, LRMIL: "A slide without a pyramid").
+They measure what reading a slide without a usable pyramid costs (docs/lrmil.md: "A slide without a pyramid").
 The figures there (2026-12-06) came from peak RSS under `/usr/bin/time -v`:
 
     .venv/bin/python bench/make_flat_slides.py tiled 20000 /tmp/flat20k.tif

@@ -1,5 +1,5 @@
-"""Slides of unusual content, made from CMU-1-Small-Region's pixels: what `lrmil` does with each is in README.md
-(LRMIL, "The tissue mask"). Each is a tiled TIFF at the source's 0.499 um/px, with /4 and /16 levels unless named
+"""Slides of unusual content, made from CMU-1-Small-Region's pixels: what `lrmil` does with each is in docs/lrmil.md
+("The tissue mask"). Each is a tiled TIFF at the source's 0.499 um/px, with /4 and /16 levels unless named
 single-level:
 
     .venv/bin/python bench/make_unusual_slides.py /tmp/unusual

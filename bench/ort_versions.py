@@ -1,4 +1,4 @@
-"""Do the exported graphs load and give the same answers in the ONNX Runtime a device has (README, "Which ONNX
+"""Do the exported graphs load and give the same answers in the ONNX Runtime a device has (docs/pulse.md, "Which ONNX
 Runtime"; bench/README.md, "ONNX Runtime versions")?
 
 Three steps. `run` imports numpy and onnxruntime only, so it runs in a throwaway venv holding one old version,
@@ -10,7 +10,7 @@ as a deployment would; `prepare` and `compare` run in the project's venv:
     .venv/bin/python bench/ort_versions.py run --out /tmp/ortv ...the same graphs...   # the reference
     .venv/bin/python bench/ort_versions.py compare --out /tmp/ortv --reference 1.32.0
 
-`prepare` cuts real recordings into windows as README's "Running `model.onnx` without PULSE" says (3 s without
+`prepare` cuts real recordings into windows as docs/pulse.md's "Running `model.onnx` without PULSE" says (3 s without
 overlap, the last zero-padded if it holds 1 s, quiet windows raised to -20 dBFS by at most 40 dB) and reads real
 tissue patches as `lrmil predict` does. `run` feeds each graph by its input's name: "waveform" the windows,
 "patches" the patches, "features" what the encoder graph beside it (`X_mil.onnx` beside `X_encoder.onnx`) gave.
@@ -29,7 +29,7 @@ SLIDES = ("../shared/data/slides/CMU-1-Small-Region.svs", "../shared/data/slides
 
 
 def readme_windows(audio: np.ndarray, sample_rate: int, window: int, floor_dbfs: float, max_raise_db: float):
-    """README's recipe, in numpy, so that the check follows what a deployment without PULSE is told."""
+    """docs/pulse.md's recipe, in numpy, so that the check follows what a deployment without PULSE is told."""
     floor = 10 ** (floor_dbfs / 20)
     for start in range(0, len(audio), window):
         part = audio[start:start + window]

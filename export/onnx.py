@@ -31,7 +31,7 @@ FOURIER_OPS = frozenset({"STFT", "DFT"})
 OPSET = 18  # STFT exists from opset 17; 18 is the dynamo exporter's native opset
 IR_VERSION = 9  # what ONNX Runtime 1.16 and 1.17 read (JetPack 5, frozen clinical installs): they refuse the exporter's
 # IR 10 ("Unsupported model IR version: 10, max supported IR version: 9"), and these graphs use nothing IR 10 added
-# (4-bit types, function overloads); README, "Which ONNX Runtime"
+# (4-bit types, function overloads); docs/pulse.md, "Which ONNX Runtime"
 
 
 class OnnxExportError(RuntimeError):
@@ -73,8 +73,8 @@ def _save(module, cfg, path: str | Path, frontend: str, output_names: tuple[str,
 
 def input_contract(cfg) -> str:
     """What a deployment must feed the graph and what comes out, and the score PULSE reports from, in the model file
-    itself (README: "Running `model.onnx` without PULSE"): the scaling and the windowing are easy to get wrong and
-    fail silently, and a deployment holding only the file had no threshold to start from."""
+    itself (docs/pulse.md: "Running `model.onnx` without PULSE"): the scaling and the windowing are easy to get wrong
+    and fail silently, and a deployment holding only the file had no threshold to start from."""
     from pulse.config import LEVEL_FLOOR_DBFS, MAX_RAISE_DB, InferConfig
 
     floor = f"{LEVEL_FLOOR_DBFS:g} dBFS"

@@ -20,7 +20,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def oldest_onnxruntime_reads():
     """Whether an ONNX file's header is one ONNX Runtime 1.16 reads (IR <= 9, ai.onnx opset <= 19), JetPack 5's
-    version (README, "Which ONNX Runtime", lists those checked). The suite cannot load the file with 1.16 itself;
+    version (docs/pulse.md, "Which ONNX Runtime", lists those checked). The suite cannot load the file with 1.16 itself;
     1.16 and 1.17 refused the IR 10 graphs written until 2026-12-06."""
     import onnx
 

@@ -397,7 +397,7 @@ def test_an_unknown_resolution_is_refused_before_any_slide_is_read(tmp_path):
 
 
 def test_adding_mpp_for_other_slides_does_not_re_encode_a_slide_whose_metadata_decides(tmp_path, shared_data):
-    """The README's fix for a cohort with some slides lacking MPP is to rerun with --mpp: only the slides
+    """docs/lrmil.md's fix for a cohort with some slides lacking MPP is to rerun with --mpp: only the slides
     that use it may be encoded again."""
     slide = shared_data / "slides" / "CMU-1-Small-Region.svs"  # MPP 0.499 in its metadata
     features = tmp_path / "out" / "features" / "lrmil_vit_tiny_20x_256px" / "CMU-1-Small-Region.h5"

@@ -560,7 +560,7 @@ def test_a_slide_that_now_fails_loses_its_earlier_row_in_predictions_csv(model_d
 
 
 def test_predict_without_model_runs_the_bundled_demo_model(tmp_path):
-    """What README and the lab app's "demo" choice promise: the shipped lrmil/assets/demo_model folder works."""
+    """What docs/lrmil.md and the lab app's "demo" choice promise: the shipped lrmil/assets/demo_model folder works."""
     from typer.testing import CliRunner
 
     from lrmil.cli import app

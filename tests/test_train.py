@@ -275,7 +275,7 @@ def test_init_from_must_be_a_pulse_model_of_the_configs_shape(shared_data, tmp_p
 
 
 def test_init_from_weights_of_another_frontend_are_said(shared_data, tmp_path, caplog):
-    """A config written for one's own species, as README says (labels, init_from, the same arch, n_mels and
+    """A config written for one's own species, as docs/pulse.md says (labels, init_from, the same arch, n_mels and
     embed_dim), leaves n_fft, hop_length and f_min at ModelConfig's defaults, which are not the bundled default's
     (512, 882, 1000): its encoder was fine-tuned on frames and bands it never learnt without a word (read so, the
     bundled default names 13 of 21 validation clips right instead of 20). Said once, naming each setting."""
@@ -494,7 +494,8 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path)
 
 
 def test_train_on_a_device_torch_cannot_use_is_one_line_before_the_run_folder(tmp_path, monkeypatch):
-    """The README's `pulse train ... --device cuda` without a GPU was a torch traceback after config.json was written."""
+    """docs/pulse.md's `pulse train ... --device cuda` without a GPU was a torch traceback after config.json was
+    written."""
     import torch
     from typer.testing import CliRunner
 
