@@ -173,7 +173,8 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 
 def results_table(results: dict) -> str:
-    """The README table: accuracy of the four variants, then seconds per slide of both paths."""
+    """The table of bench/README.md's LRMIL benchmark: accuracy of the four variants, then seconds per slide of both
+    paths."""
     m = results["metrics"]
     lines = ["| model | features | AUC | accuracy | balanced acc. | weighted F1 |", "|---|---|---|---|---|---|"]
     names = {"teacher_20x": ("teacher", "20x"), "student_5x_nokd": ("student, no KD", "5x"),
