@@ -7,9 +7,11 @@ recording's own rate and channels (FLAC: 24-bit at most), named by its recording
 by '_') and the box's times. Tables are read and matched to recordings as `pulse assess` reads them
 (`pulse.assess`: species columns, Begin Path / Begin File, folders telling same-named recordings apart, File Offset
 of a table over a sequence of files); species are the annotator's own names, any text ('_' read as ' ', case aside),
-and clips are cut as `pulse segments` cuts them (`pulse.segments.ClipCutter`: damaged audio, atomic writes,
-errors.csv). A box running on past its recording's end into a sequence's next file (its End File another) is cut
-up to that end, and its rest from the next file's start.
+but one naming a species of the bundled model (its common name or code too, as `pulse analyze`'s own tables name
+them) is its scientific name, which make-manifest and training take for that species. Clips are cut as `pulse
+segments` cuts them (`pulse.segments.ClipCutter`: damaged audio, atomic writes, errors.csv). A box running on past its
+recording's end into a sequence's next file (its End File another) is cut up to that end, and its rest from the next
+file's start.
 
 - A box shorter than the model's window (3 s) is the 3 s around its middle, shifted to stay inside the recording, as
   training crops 3 s windows; a longer one is kept whole, in equal pieces of at most MAX_CLIP_S (60 s) where longer:
@@ -43,15 +45,18 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from export.artifact import read_onnx_metadata
 from export.atomic import file_in_the_way, stop_if_unwritable, write_json, write_text
 from export.console import first_three
 from export.files import name_within_limit, portable_characters
 from export.folder_lock import exclusive
 from export.progress import progress
-from pulse.assess import carry_over, in_sequence, match_recordings, read_annotations, window_labels
+from pulse.assess import carry_over, in_sequence, match_recordings, read_annotations, species_names, window_labels
 from pulse.config import MAX_CLIP_S, AssessConfig, ModelConfig
 from pulse.discovery import ANNOTATION_CLIPS_RECORD, find_audio
 from pulse.io import AudioReadError, audio_info
+from pulse.model_names import DEFAULT_MODEL
+from pulse.schema import LabelSet
 from pulse.segments import ClipCutter, clip_span, folder_name
 from pulse.writers import write_errors
 
@@ -101,6 +106,14 @@ def clip_name(relative: PurePath, begin_s: float, end_s: float) -> str:
     return name_within_limit(f"{stem}_{seconds(begin_s)}-{seconds(end_s)}s", ".flac")
 
 
+def model_species(labels: pd.Series) -> pd.Series:
+    """The annotators' names of the bundled model's species (scientific or common name, code) as its scientific
+    names: verified `pulse analyze` tables (common name and code, no Species column) retrain that species, not one
+    named `CHOBIG`. Any other name is kept as written."""
+    names = species_names(LabelSet.from_metadata(read_onnx_metadata(DEFAULT_MODEL)))
+    return labels.map(lambda label: names.get(label.casefold(), label))  # labels are read with '_' as ' '
+
+
 def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, background: bool = False) -> Summary:
     """Cut every box of the `tables` out of its recording under `audio_root` into `out` (module docstring)."""
     if not audio_root.is_dir():
@@ -108,6 +121,7 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     if blocker := file_in_the_way(out):
         raise ValueError(f"{blocker}: --out must be a folder, and this is a file")
     annotations = read_annotations(tables, None)
+    annotations.boxes["label"] = model_species(annotations.boxes["label"])
     if not annotations.recordings:
         raise ValueError(f"no selection table could be used in {', '.join(map(str, tables))}"
                          + (f" ({annotations.problems[0]})" if annotations.problems else ""))

@@ -252,3 +252,29 @@ def test_a_clip_a_short_recording_cuts_short_is_counted_in_the_last_line(tmp_pat
                 "1 species") in result.output
         (row,) = pd.read_csv(tmp_path / "clips" / "errors.csv").itertuples()
         assert row.error_type == "Shortened" and row.message.endswith("the clip is the 0.00-2.00 s before it")
+
+
+def test_pulse_analyze_tables_give_folders_of_the_species_scientific_name(tmp_path):
+    """A verify-then-retrain loop: `pulse analyze`, the detections checked in Raven, clips cut from those tables.
+    They name a species by common name and code, no Species column; until 2026-12-07 the clips went to `CHOBIG/`,
+    and make-manifest and training learned species named by code. Other names (a Species column's) are kept."""
+    examples = Path(__file__).parents[1] / "pulse" / "assets" / "examples"
+    (tmp_path / "card").mkdir()
+    for name in ("Chorthippus_biguttulus_Take22_0-8s.flac", "Gryllus_campestris_dat003-004.flac",
+                 "background_bird_chorus_0-10s.flac"):
+        shutil.copy(examples / name, tmp_path / "card")
+    analyzed = CliRunner().invoke(app, ["analyze", str(tmp_path / "card"), "--out", str(tmp_path / "run")])
+    assert analyzed.exit_code == 0, analyzed.output
+    tables = sorted((tmp_path / "run").glob("[CG]*.pulse.selection.table.txt"))
+    assert "Species Code" in tables[0].read_text() and "\tSpecies\t" not in tables[0].read_text()
+    tables.append(_table(tmp_path / "background_bird_chorus_0-10s.Table.1.selections.txt",
+                         [(1.0, 2.0, "decticus_verrucivorus")]))
+    result = CliRunner().invoke(app, ["clips-from-annotations", *map(str, tables), "--audio", str(tmp_path / "card"),
+                                      "--out", str(tmp_path / "clips")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir() if p.is_dir()) == [
+        "Chorthippus_biguttulus", "Gryllus_campestris", "decticus_verrucivorus"]
+    made = CliRunner().invoke(app, ["make-manifest", str(tmp_path / "clips"), "--out", str(tmp_path / "m.csv")])
+    assert made.exit_code == 0, made.output
+    assert sorted(set(pd.read_csv(tmp_path / "m.csv")["species"])) == [
+        "Chorthippus biguttulus", "Gryllus campestris", "decticus verrucivorus"]
