@@ -180,7 +180,8 @@ class Pieced(io.RawIOBase):
 class PiecedSoundFile(sf.SoundFile):
     """A SoundFile read from a `Pieced` file, which it closes with itself: soundfile leaves a file object it is given
     open, and the recording stayed open until the garbage collector came (on Windows, it could not be moved). Its
-    header is read with Ctrl-C held (`ctrl_c_held`): `pulse analyze` reads headers in its main thread."""
+    header is read, and it is sought and read, with Ctrl-C held (`ctrl_c_held`): `pulse analyze` reads headers in its
+    main thread, `pulse segments` and `pulse clips-from-annotations` the clips' audio."""
 
     def __init__(self, pieced: Pieced, **kwargs):
         self._pieced = pieced
@@ -190,6 +191,14 @@ class PiecedSoundFile(sf.SoundFile):
         except BaseException:  # also Ctrl-C held to the end of the open: the file, if opened, and the pieces
             self.close()
             raise
+
+    def seek(self, frames: int, whence: int = sf.SEEK_SET) -> int:
+        with ctrl_c_held():
+            return super().seek(frames, whence)
+
+    def read(self, *args, **kwargs) -> np.ndarray:
+        with ctrl_c_held():
+            return super().read(*args, **kwargs)
 
     def close(self) -> None:
         try:
