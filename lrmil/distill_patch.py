@@ -31,6 +31,7 @@ from lrmil.slide import SlideIds, SlideReadError, open_slide, read_scaled
 log = logging.getLogger(__name__)
 
 LOSSES = ("cosine", "mse")
+STAGE_1_LEFT_OUT = "slide left out of stage 1"  # what the line of a slide stage 1 goes on without says
 
 
 @dataclass(frozen=True)
@@ -94,21 +95,16 @@ def teacher_attention(teacher_mil: str | Path, features_dir: str | Path, slide_i
                 missing, held = missing_feature_file(features_dir, sid)
                 reason = (f"no 20x feature file of slide {sid} in --teacher-features{held} (`lrmil extract "
                           "--resolution teacher` failed on it or was not given it)")
-                _leave_out(left_out, sid, missing, "FileNotFoundError", reason)
+                leave_out(left_out, sid, missing, "FileNotFoundError", reason, then=STAGE_1_LEFT_OUT)
                 continue
             try:
                 ff = read_features(path)
             except (OSError, KeyError, ValueError) as err:  # a damaged file: a traceback ended stage 1
-                _leave_out(left_out, sid, path, type(err).__name__, f"cannot read features ({err})")
+                leave_out(left_out, sid, path, type(err).__name__, f"cannot read features ({err})",
+                          then=STAGE_1_LEFT_OUT)
                 continue
             out[sid] = (ff.coords, model(torch.from_numpy(ff.features)).attention.numpy())
     return out
-
-
-def _leave_out(left_out: list[dict] | None, slide_id: str, path: str | Path, error_type: str, reason: str) -> None:
-    """One line, and a record for the run's .json and errors.csv."""
-    log.error("%s: %s; slide left out of stage 1", path, reason)
-    leave_out(left_out, slide_id, path, error_type, reason)
 
 
 def child_weights(grid: PatchGrid, attention: np.ndarray | None) -> np.ndarray:
@@ -294,7 +290,7 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
                                  "--teacher-px, --min-tissue)")
             samples += collect_samples(path, grid, child_weights(grid, attn), teacher, cfg, rng)
         except SlideReadError as exc:
-            _leave_out(left_out, sid, exc.path, type(exc).__name__, exc.reason)
+            leave_out(left_out, sid, exc.path, type(exc).__name__, exc.reason, then=STAGE_1_LEFT_OUT)
             continue
         used.append(sid)
     if not samples:

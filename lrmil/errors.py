@@ -46,9 +46,11 @@ class ErrorLog:
         write_text(self.path, buffer.getvalue())
 
 
-def leave_out(left_out: list[dict] | None, slide_id: str, path: str | Path, error_type: str, reason: str) -> None:
-    """Note a slide a training run goes on without (its caller says so in one line), for `write_left_out` and the
-    run's metrics ("left_out")."""
+def leave_out(left_out: list[dict] | None, slide_id: str, path: str | Path, error_type: str, reason: str,
+              where: str | Path | None = None, then: str = "slide skipped") -> None:
+    """Say in one line that a training run goes on without a slide (naming `where`, by default `path`, and what it
+    does `then`), and note it for `write_left_out` and the run's metrics ("left_out")."""
+    log.error("%s: %s; %s", path if where is None else where, reason, then)
     if left_out is not None:
         left_out.append({"slide_id": slide_id, "path": str(path), "error_type": error_type, "reason": reason})
 

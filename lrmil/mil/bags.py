@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pandas as pd
 import torch
 
 from export.tables import in_other_case
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,10 +45,6 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
     from lrmil.errors import leave_out
     from lrmil.store import missing_feature_file, read_features
 
-    def skip(slide_id: str, path: Path, error_type: str, reason: str, where: str) -> None:
-        log.error("%s: %s; slide skipped", where, reason)
-        leave_out(left_out, slide_id, path, error_type, reason)
-
     index = {name: i for i, name in enumerate(labels)}
     bags = {}
     makers: dict[tuple, list[str]] = {}  # (encoder, weights, magnification, width) -> its slides
@@ -59,16 +52,17 @@ def load_bags(features_dir: str | Path, splits: pd.DataFrame, labels: tuple[str,
         path = feature_path(features_dir, row.slide_id)
         if not path.is_file():  # one line, not h5py's errno paragraph
             missing, held = missing_feature_file(features_dir, row.slide_id)
-            skip(row.slide_id, missing, "FileNotFoundError", f"no feature file {missing}{held}"
-                 f"{_named_in_other_cases(path)}", f"{row.slide_id} (line {row.Index + 2} of the splits CSV)")
+            leave_out(left_out, row.slide_id, missing, "FileNotFoundError",
+                      f"no feature file {missing}{held}{_named_in_other_cases(path)}",
+                      where=f"{row.slide_id} (line {row.Index + 2} of the splits CSV)")
             continue
         try:
             ff = read_features(path)
         except (OSError, KeyError, ValueError) as err:
-            skip(row.slide_id, path, type(err).__name__, f"cannot read features ({err})", str(path))
+            leave_out(left_out, row.slide_id, path, type(err).__name__, f"cannot read features ({err})")
             continue
         if len(ff.features) == 0:
-            skip(row.slide_id, path, "ValueError", "no tissue patches", str(path))
+            leave_out(left_out, row.slide_id, path, "ValueError", "no tissue patches")
             continue
         bags[row.slide_id] = Bag(row.slide_id, index[row.label], int(row.fold), torch.from_numpy(ff.features),
                                  torch.from_numpy(ff.children).long(), ff.magnification, ff.encoder, ff.coords,
