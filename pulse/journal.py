@@ -260,7 +260,7 @@ class Journal:
             while len(head := f.read(RECORD_HEADER.size)) == RECORD_HEADER.size:
                 length, crc = RECORD_HEADER.unpack(head)
                 offset, body = f.tell(), f.read(length)
-                if len(body) != length or zlib.crc32(body) != crc:
+                if not length or len(body) != length or zlib.crc32(body) != crc:  # not length: an all-zero tail
                     return  # cut short or damaged: the files it and later records were for are analysed again
                 if (header := _header(body)) is not None:  # else not a record (its file is analysed again)
                     self._add(header, log_path, offset, length)
@@ -291,8 +291,8 @@ def _arrays(body: bytes) -> dict:
 
 
 def _header(body: bytes) -> dict | None:
-    """A record's JSON header, or None when the body is not a record this pulse wrote (an all-zero tail passes the
-    crc): one lacking a field `Journal.save` writes does not count, and its recording is analysed again."""
+    """A record's JSON header, or None when the body is not a record this pulse wrote: one lacking a field
+    `Journal.save` writes does not count, and its recording is analysed again."""
     end = body.find(b"\0")
     if end <= 0:
         return None
