@@ -27,9 +27,10 @@ file's start.
 
 A table without the needed columns, a box without a species or beyond its recording's end, a table whose recording is
 not under --audio, a recording under --audio without a table (nor between a sequence's annotated files), and one that
-cannot be read: one line each (also in OUT/problems.txt; unreadable audio in OUT/errors.csv), and the rest is cut. A rerun keeps the clips it finds and adds
-what is missing (after Ctrl-C too, which says how many clips were written); a clip in OUT that the tables no longer
-give (a box since moved or relabelled) is named in a warning, as make-manifest would train on it.
+cannot be read: one line each (also in OUT/problems.txt; unreadable audio in OUT/errors.csv), and the rest is cut. A
+rerun keeps the clips it finds and adds what is missing (after Ctrl-C too, which says how many clips were written); a
+clip in OUT that the tables no longer give (a box since moved or relabelled) is named in a warning, as make-manifest
+would train on it.
 """
 
 from __future__ import annotations
