@@ -294,7 +294,8 @@ def activity(
                                        "else each recorder's clock as named)."),
     clock_zone: Optional[str] = typer.Option(None, "--clock-timezone", help="IANA time zone the recorders' clocks "
                                              "keep where a file does not give its UTC offset (default UTC, "
-                                             "AudioMoth's; BAR-LT names and GUANO give theirs)."),
+                                             "AudioMoth's; BAR-LT names, GUANO and AudioMoth comments give "
+                                             "theirs)."),
 ) -> None:
     """When each species sings: detections, minutes of audio analysed and detections per hour of audio per site,
     date and hour of the recorder's clock or --timezone (activity.csv), and a heatmap per species (activity.png).

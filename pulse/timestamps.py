@@ -4,11 +4,12 @@ own metadata (a file renamed, or a recorder that names files by number).
 AudioMoth writes `20250701_213000.WAV`, Song Meters `SMA12345_20250701_213000.wav` (an SM3 that set its clock from
 GPS `SM3_0+1_20250701$213000.wav`), Frontier Labs' BAR-LT `20250701T213000+1000_REC.flac`. All use the recorder's clock
 (AudioMoth's is UTC unless configured otherwise), so `recording_start` gives times as named, without a time zone. A
-WAV whose name holds no time may carry one: GUANO's `Timestamp` (Song Meters, most bat detectors; `guan` chunk), or
-Broadcast WAV's origination date and time (Zoom, Tascam and Sound Devices recorders; `bext` chunk). Those too are
-given as the clock read, a UTC offset after them left off, as Kaleidoscope's DATE and TIME are local times.
-`stated_start` keeps the offset where the name (BAR-LT's `+1000`) or GUANO (`-04:00`, `Z`) gives one, for
-`pulse activity --timezone` to place the recording in time.
+WAV whose name holds no time may carry one: GUANO's `Timestamp` (Song Meters, most bat detectors; `guan` chunk), an
+AudioMoth's comment (`LIST` chunk), or Broadcast WAV's origination date and time (Zoom, Tascam and Sound Devices
+recorders; `bext` chunk). Those too are given as the clock read, a UTC offset after them left off, as Kaleidoscope's
+DATE and TIME are local times. `stated_start` keeps the offset where the name (BAR-LT's `+1000`), GUANO (`-04:00`,
+`Z`) or an AudioMoth's comment (`(UTC+1)`, of the clock it names files by too) gives one, for `pulse activity
+--timezone` to place the recording in time.
 
 GUANO also says how fast a bat detector's file plays: a time-expansion detector (`TE: 10`) stores what it recorded at
 384 kHz as 38.4 kHz, ten times slower; `pulse.io` reads such a file at its true rate, so songs and times are real.
@@ -32,6 +33,9 @@ GUANO_BLANKS = string.whitespace + "\0"
 # bext: OriginationDate "yyyy-mm-dd" at byte 320, OriginationTime "hh:mm:ss" at 330; EBU Tech 3285 allows any of
 # - _ : space . between the numbers
 _BEXT_TIME = re.compile(rb"(\d{4})[-_:. ](\d\d)[-_:. ](\d\d)(\d\d)[-_:. ](\d\d)[-_:. ](\d\d)")
+# an AudioMoth's comment (LIST/INFO ICMT), "Recorded at 21:00:00 24/02/2022 (UTC+1) by AudioMoth ...": its clock, the
+# time zone it was set to as the firmware writes it, (UTC), (UTC-5), (UTC+5:30) or (UTC-0:30)
+_AUDIOMOTH_TIME = re.compile(rb"Recorded at (\d\d:\d\d:\d\d \d\d/\d\d/\d{4}) \(UTC(?:([+-])(\d\d?)(?::(\d\d))?)?\)")
 
 
 def recording_start(path: str | Path) -> datetime | None:
@@ -42,8 +46,9 @@ def recording_start(path: str | Path) -> datetime | None:
 
 
 def stated_start(path: str | Path) -> datetime | None:
-    """As `recording_start`, with the UTC offset where the name or GUANO gives one (an aware datetime), without a
-    time zone where it does not: the recorder's clock, in a zone only its user knows."""
+    """As `recording_start`, with the UTC offset where the name, GUANO or an AudioMoth's comment gives one (an aware
+    datetime), without a time zone where none does: the recorder's clock, in a zone only its user knows. A name's
+    own offset comes first; a name without one takes the comment's, as the firmware names files by that clock."""
     match = _STAMP.search(Path(path).stem)
     if match is None:
         return metadata_start(path)
@@ -55,15 +60,17 @@ def stated_start(path: str | Path) -> datetime | None:
     if sign and int(hours) <= 14 and int(minutes) % 15 == 0:  # an offset; a counter like -0001 is none
         offset = timedelta(hours=int(hours), minutes=int(minutes))
         return start.replace(tzinfo=timezone(offset if sign == "+" else -offset))
-    return start
+    comment = _audiomoth_start(_metadata_chunks(path).get(b"LIST", b""))
+    return start if comment is None else start.replace(tzinfo=comment.tzinfo)
 
 
 def metadata_start(path: str | Path) -> datetime | None:
-    """The start time a WAV's GUANO `Timestamp` gives (with its UTC offset where it has one), else its Broadcast WAV
-    origination date and time; chunks before or after the samples. None for other files, and where neither is there
-    or makes sense."""
+    """The start time a WAV's GUANO `Timestamp` gives (with its UTC offset where it has one), else an AudioMoth's
+    comment (with its offset), else its Broadcast WAV origination date and time; chunks before or after the samples.
+    None for other files, and where none is there or makes sense."""
     found = _metadata_chunks(path)
-    return _guano_start(found.get(b"guan", b"")) or _bext_start(found.get(b"bext", b""))
+    return (_guano_start(found.get(b"guan", b"")) or _audiomoth_start(found.get(b"LIST", b""))
+            or _bext_start(found.get(b"bext", b"")))
 
 
 def time_expansion(path: str | Path) -> float:
@@ -77,13 +84,13 @@ def time_expansion(path: str | Path) -> float:
 
 
 def _metadata_chunks(path: str | Path) -> dict[bytes, bytes]:
-    """The first CHUNK_READ bytes of a WAV's first guan and bext chunks, before or after the samples; none of
+    """The first CHUNK_READ bytes of a WAV's first guan, bext and LIST chunks, before or after the samples; none of
     another file or one that cannot be read."""
     found = {}
     try:
         with open(path, "rb") as f:
             for name, first, length in riff_chunks(f):
-                if name in (b"guan", b"bext") and name not in found:
+                if name in (b"guan", b"bext", b"LIST") and name not in found:
                     f.seek(first)
                     found[name] = f.read(min(length, CHUNK_READ))
     except OSError:
@@ -114,4 +121,18 @@ def _bext_start(chunk: bytes) -> datetime | None:
     try:
         return datetime(*map(int, match.groups())) if match else None
     except ValueError:
+        return None
+
+
+def _audiomoth_start(chunk: bytes) -> datetime | None:
+    """The time an AudioMoth's comment gives, with the UTC offset it states ("(UTC)" too: the clock was UTC)."""
+    match = _AUDIOMOTH_TIME.search(chunk)
+    if match is None:
+        return None
+    time, sign, hours, minutes = match.groups()
+    offset = timedelta(hours=int(hours or 0), minutes=int(minutes or 0))
+    try:
+        return datetime.strptime(time.decode(), "%H:%M:%S %d/%m/%Y").replace(
+            tzinfo=timezone(-offset if sign == b"-" else offset))
+    except ValueError:  # an impossible date, or an offset of a day or more
         return None

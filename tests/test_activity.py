@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from pulse.activity import activity_figure, activity_table, clock_hours, Recording
 from pulse.cli import app
+from tests.test_audiomoth import audiomoth_wav
 
 PLACED = {  # as on the cards -> the real audio (../shared/data/audio) written there
     "siteA/20250701_205950.WAV": "insectset32/Nemobius_sylvestris/Nemobiussylvestris_dat017-001.flac",  # 30.57 s
@@ -196,3 +197,31 @@ def test_an_offset_the_file_gives_wins_over_the_clock_zone(shared_data, tmp_path
     assert hours[()] == [("2025-07-01", 21), ("2025-07-01", 23), ("2025-07-02", 7)]
     assert hours["--timezone", "Europe/Berlin"] == [("2025-07-01", 23)]
     assert hours["--clock-timezone", "Australia/Brisbane"] == [("2025-07-01", 21), ("2025-07-02", 7)]
+
+
+def test_an_audiomoths_comment_gives_its_clocks_offset_and_the_clock_zone_is_for_the_others(shared_data, tmp_path):
+    """AudioMoths set to UTC+1 (a DST-free offset), UTC+5:30 and UTC name files by those clocks and state the
+    offset in their comment only: the hours are of the instants the comments place the names at, whatever
+    --clock-timezone says (as for an offset in a BAR-LT's name or GUANO), which a file stating none still takes."""
+    audio, rate = sf.read(shared_data / "audio" / PLACED["siteB/SMA12345_20250702_050000.wav"], dtype="int16")
+    (tmp_path / "cards").mkdir()
+    for name, zone in (("20220224_210000.WAV", "UTC+1"), ("20220224_230000.WAV", "UTC+5:30"),
+                       ("20220225_030000.WAV", "UTC"), ("20220225_070000.WAV", None)):
+        comment = (f"Recorded at {name[9:11]}:00:00 {name[6:8]}/{name[4:6]}/{name[:4]} ({zone}) by AudioMoth "
+                   "24F319055FDF2F5B at medium gain while battery was 4.2V and temperature was 15.2C.")
+        audiomoth_wav(tmp_path / "cards" / name, audio, comment.encode() if zone else b"", rate)
+    runner = CliRunner()
+    assert runner.invoke(app, ["analyze", str(tmp_path / "cards"), "--out", str(tmp_path / "out")]).exit_code == 0
+    hours = {}
+    for options in ([], ["--timezone", "UTC"], ["--clock-timezone", "Asia/Tokyo"]):
+        result = runner.invoke(app, ["activity", str(tmp_path / "out"), *options])
+        assert result.exit_code == 0, result.output
+        table = _table(tmp_path / "out")
+        hours[tuple(options)] = sorted(set(zip(table["date"], table["hour"])))
+    assert hours[()] == [("2022-02-24", 21), ("2022-02-24", 23), ("2022-02-25", 3), ("2022-02-25", 7)]  # as named
+    # 21:00 at UTC+1 is 20:00 UTC, 23:00 at UTC+5:30 17:30 UTC; 07:00, no offset stated, taken for UTC
+    assert hours["--timezone", "UTC"] == [("2022-02-24", 17), ("2022-02-24", 20), ("2022-02-25", 3),
+                                          ("2022-02-25", 7)]
+    # in Tokyo (UTC+9), the commented files' hours are of their instants; the last one's named 07:00 is Tokyo's own
+    assert hours["--clock-timezone", "Asia/Tokyo"] == [("2022-02-25", 2), ("2022-02-25", 5), ("2022-02-25", 7),
+                                                       ("2022-02-25", 12)]

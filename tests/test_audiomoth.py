@@ -1,14 +1,17 @@
-"""AudioMoth triggered recordings (T.WAV) read on the night's clock: each marker is the silence it stands for."""
+"""AudioMoth triggered recordings (T.WAV) read on the night's clock: each marker is the silence it stands for; and
+the UTC offset of the clock an AudioMoth names its files by, which only its comment states."""
 
 from __future__ import annotations
 
 import struct
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from pulse.io import audio_info, open_audio, read_audio
+from pulse.timestamps import recording_start, stated_start
 
 RATE = 48000
 HEADER_SAMPLES = 244  # an AudioMoth's 488-byte header overwrites the first buffer's first samples
@@ -18,12 +21,12 @@ TRIGGERED = (b"Recorded at 21:00:00 01/07/2024 (UTC) by AudioMoth 24F3190361DA5E
              b"4.2V and temperature was 20.1C. Amplitude threshold was 0.1% with 0s minimum trigger duration.")
 
 
-def audiomoth_wav(path, data: np.ndarray, comment: bytes = TRIGGERED) -> None:
+def audiomoth_wav(path, data: np.ndarray, comment: bytes = TRIGGERED, rate: int = RATE) -> None:
     """A WAV laid out as the AudioMoth firmware writes it: RIFF, fmt, LIST/INFO (ICMT 384, IART 32), data."""
     info = (b"INFO" + b"ICMT" + struct.pack("<I", 384) + comment.ljust(384, b"\0")
             + b"IART" + struct.pack("<I", 32) + b"AudioMoth 24F3190361DA5E28".ljust(32, b"\0"))
     samples = data.astype("<i2").tobytes()
-    body = (b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, RATE, 2 * RATE, 2, 16)
+    body = (b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16)
             + b"LIST" + struct.pack("<I", len(info)) + info + b"data" + struct.pack("<I", len(samples)) + samples)
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
@@ -219,3 +222,35 @@ def test_markers_are_searched_in_what_the_file_holds_when_it_shrank_since_its_he
     assert markers.tolist() == [[FIRST, 10 * RATE], [FIRST + 256 + SECOND, 20 * RATE]]
     with pytest.raises(ValueError):
         markers[0, 0] = 0
+
+
+@pytest.mark.parametrize("zone, offset_h", [
+    ("UTC", 0.0),  # the firmware's default: the clock is UTC, said so
+    ("UTC+1", 1.0),  # set to a zone's standard time (the firmware has no DST)
+    ("UTC-5", -5.0),
+    ("UTC+5:30", 5.5),
+    ("UTC-0:30", -0.5),  # under an hour west: the firmware writes -0 and the minutes
+    ("UTC+12:45", 12.75),
+])
+def test_the_offset_an_audiomoths_comment_states_is_its_file_names(tmp_path, zone, offset_h):
+    """The firmware names files by the clock of the time zone it was set to, which it states in the comment only:
+    the name's time with the comment's offset places the recording in time, as a BAR-LT's name or GUANO does.
+    The named time stays as it was (Kaleidoscope's DATE and TIME)."""
+    comment = TRIGGERED.replace(b"(UTC)", f"({zone})".encode()).split(b" Amplitude")[0]
+    audiomoth_wav(tmp_path / "20240701_210000.WAV", burst(RATE, 3000, 1), comment=comment)
+    start = stated_start(tmp_path / "20240701_210000.WAV")
+    assert (start.replace(tzinfo=None), start.utcoffset()) == (datetime(2024, 7, 1, 21), timedelta(hours=offset_h))
+    assert recording_start(tmp_path / "20240701_210000.WAV") == datetime(2024, 7, 1, 21)
+
+
+def test_a_renamed_audiomoth_file_takes_its_start_from_its_comment_and_a_names_offset_comes_first(tmp_path):
+    comment = (b"Recorded at 21:00:05 01/07/2024 (UTC+10:30) during deployment 0123456789ABCDEF at medium gain while "
+               b"battery was 4.2V and temperature was 20.1C.")
+    for name in ("site4_night1.WAV", "20240701T210000+1000_REC.wav"):
+        audiomoth_wav(tmp_path / name, burst(RATE, 3000, 1), comment=comment)
+    assert stated_start(tmp_path / "site4_night1.WAV").isoformat() == "2024-07-01T21:00:05+10:30"
+    assert stated_start(tmp_path / "20240701T210000+1000_REC.wav").isoformat() == "2024-07-01T21:00:00+10:00"
+    # a comment that is none of an AudioMoth's, or an impossible date, states no offset
+    for text in (b"Recorded at 21:00:00 01/07/2024 by Zoom H5", b"Recorded at 21:00:00 31/02/2024 (UTC+1) by"):
+        audiomoth_wav(tmp_path / "20240701_210000.WAV", burst(RATE, 3000, 1), comment=text)
+        assert stated_start(tmp_path / "20240701_210000.WAV") == datetime(2024, 7, 1, 21)
