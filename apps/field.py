@@ -97,7 +97,8 @@ def analyze_upload(audio_path: str | None, model: str, min_conf: float, work_roo
     found = merge_consecutive_table(rec.detections, cfg.merge_consecutive)  # table, downloads; the figure: whole runs
     # The tables name the recording as uploaded: the path of the server's copy means nothing to the user (and
     # the page does not show it).
-    tables = {"detections": found.assign(file=name), "scores": rec.scores.rename(index={audio_path: name}, level="file")}
+    tables = {"detections": found.assign(file=name),
+              "scores": rec.scores.rename(index={audio_path: name}, level="file")}
     downloads = []
     for fmt in DOWNLOAD_FORMATS:
         writer = WRITERS.create(fmt, **({"absolute_paths": False} if fmt == "raven" else {}))

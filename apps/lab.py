@@ -2,7 +2,8 @@
 
 The callback is a plain function of its inputs and a work folder, so tests call it directly.
 It runs `lrmil.predict.predict_slide`, the same student path (and the same images) as `lrmil predict`.
-Whenever the model carries a notice, such as the bundled demo model's "synthetic demo model, not for diagnosis", the page shows it above every result.
+Whenever the model carries a notice, such as the bundled demo model's "synthetic demo model, not for diagnosis", the
+page shows it above every result.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def predict_upload(slide_path: str | None, mpp: float | None, model: str, path: 
               f"{record['seconds']['total']:.2f} s.")
     if record["enlargement"] > 1:  # scanned coarser than the path reads
         status += (f" **Patches enlarged {record['enlargement']:.2g}x**: the slide is scanned coarser than "
-                   f"{record['magnification']:g}x, so the model saw interpolated pixels, not the detail it learned from.")
+                   f"{record['magnification']:g}x, so the model saw interpolated pixels, "
+                   "not the detail it learned from.")
     mask_png, heatmap_png, topk_png = (str(out / record[image]) for image in IMAGES)
     return LabView(status, record["notice"], mask_png, heatmap_png, topk_png, str(out / record["geojson"]), record)
 
@@ -121,8 +123,8 @@ def build(work_root: str | Path | None = None):
             slide = gr.File(label="Slide", file_types=list(SLIDE_SUFFIXES), type="filepath")
             with gr.Column():
                 mpp = gr.Number(value=defaults.mpp, label="MPP override (µm per level-0 pixel)", minimum=0,
-                                info="Empty or 0 reads it from the slide; a value here replaces the slide's own (as the "
-                                     "CLI's --mpp with --override-mpp); slides without it need one.")
+                                info="Empty or 0 reads it from the slide; a value here replaces the slide's own "
+                                     "(as the CLI's --mpp with --override-mpp); slides without it need one.")
                 model = gr.Textbox(value=defaults.model, label="Model",
                                    info="'demo' is the bundled synthetic demo model; or a model folder (model.json, "
                                         "or onnx.json from lrmil export)")

@@ -57,7 +57,8 @@ def train_variant(cfg: TrainConfig, out: Path) -> dict:
     return json.loads((out / "validation.json").read_text())
 
 
-def probe_report(manifest: str, cfg: EvalConfig, labels: tuple[str, ...], caches: tuple[str, str], threads: int) -> dict:
+def probe_report(manifest: str, cfg: EvalConfig, labels: tuple[str, ...], caches: tuple[str, str],
+                 threads: int) -> dict:
     """Fit the BirdNET-embedding probe on the regime's labelled windows + training backgrounds; evaluate it."""
     from pulse.evaluate import evaluate, prepare
     from pulse.teacher.probe import BirdNETProbe, fit_on_caches
@@ -117,7 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/ablate"))
     parser.add_argument("--config", type=Path, default=Path("configs/pulse_default.json"),
-                        help="recipe every variant starts from (augmentations, frontend, EMA); the flags below override it")
+                        help="recipe every variant starts from (augmentations, frontend, EMA); "
+                             "the flags below override it")
     parser.add_argument("--throughput-model", type=Path, default=Path("pulse/assets/default/model.safetensors"),
                         help="student timed against BirdNET: a model.safetensors, exported to ONNX first, or a "
                              "`pulse export` folder, timed as it is (default: the bundled model)")

@@ -52,7 +52,8 @@ SONGS: dict[str, Callable[[np.ndarray, int], np.ndarray] | None] = {
 }
 
 
-def table(score_fn: Callable[[np.ndarray], np.ndarray], data: EvalData, cfg: EvalConfig, names: tuple[str, ...]) -> dict:
+def table(score_fn: Callable[[np.ndarray], np.ndarray], data: EvalData, cfg: EvalConfig,
+          names: tuple[str, ...]) -> dict:
     """Per song treatment and condition: window macro-F1 mean and lowest over the alignments, mean detection AUC."""
     rows = {}
     for song, treat in SONGS.items():

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in filter(None, (args.out / "results.json", args.json)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
-    print("\n| format | " + " | ".join(f"F1 {c}" for c in CONDITIONS) + " | " + " | ".join(f"AUC {c}" for c in CONDITIONS) + " |")
+    print("\n| format | " + " | ".join(f"F1 {c}" for c in CONDITIONS) + " | "
+          + " | ".join(f"AUC {c}" for c in CONDITIONS) + " |")
     for fmt, row in results.items():
         print(f"| {fmt} | " + " | ".join(f"{row[c]['macro_f1']:.3f}" for c in CONDITIONS) + " | "
               + " | ".join(f"{row[c]['detection_auc']:.3f}" for c in CONDITIONS) + " |")

@@ -6,7 +6,8 @@ every runtime (`lrmil export` writes the ONNX ones, FP32 and with `--int8`), the
 
     lrmil export --out runs/lrmil_onnx --path both --mpp 0.5 --slide ../shared/data/slides/CMU-1-Small-Region.svs \
         --slide ../shared/data/slides/TCGA-CR-7395-01A-01-TS1-no-mpp.svs
-    lrmil export --out runs/lrmil_int8 --path both --mpp 0.5 --int8 --slide ../shared/data/slides/CMU-1-Small-Region.svs \
+    lrmil export --out runs/lrmil_int8 --path both --mpp 0.5 --int8 \
+        --slide ../shared/data/slides/CMU-1-Small-Region.svs \
         --slide ../shared/data/slides/TCGA-CR-7395-01A-01-TS1-no-mpp.svs
     python bench/bench_lrmil_onnx.py --onnx fp32=runs/lrmil_onnx --onnx int8=runs/lrmil_int8 \
         --slide ../shared/data/slides/TCGA-CR-7395-01A-01-TS1-no-mpp.svs --mpp 0.5 --json bench/results/lrmil_onnx.json
@@ -42,7 +43,8 @@ def median_seconds(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--onnx", action="append", required=True, help="NAME=FOLDER that `lrmil export --path both` wrote")
+    parser.add_argument("--onnx", action="append", required=True,
+                        help="NAME=FOLDER that `lrmil export --path both` wrote")
     parser.add_argument("--slide", required=True)
     parser.add_argument("--mpp", type=float, default=None)
     parser.add_argument("--patches", type=int, default=256)
@@ -68,7 +70,8 @@ def main() -> None:
             encode = median_seconds(lambda: [model.encode(patches[i:i + args.batch_size])
                                              for i in range(0, len(patches), args.batch_size)], args.repeats)
             row[runtime] = {"encode_ms_per_patch": round(1000 * encode / len(patches), 3),
-                            "mil_ms_per_bag": round(1000 * median_seconds(lambda: model.classify(bag), args.repeats), 2),
+                            "mil_ms_per_bag": round(1000 * median_seconds(lambda: model.classify(bag), args.repeats),
+                                                    2),
                             "features_max_abs_diff": float(np.abs(model.encode(real) - reference).max())}
         result["paths"][name] = row
         print(name, row)

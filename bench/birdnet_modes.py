@@ -28,7 +28,8 @@ def time_mode(mode: str, batch: int, repeats: int, threads: int) -> dict:
     for _ in range(repeats):
         teacher.predict(x)
     per_window = (time.perf_counter() - start) / (repeats * batch)
-    return {"mode": mode, "batch": batch, "first_call_s": round(first_s, 3), "ms_per_window": round(1e3 * per_window, 1),
+    return {"mode": mode, "batch": batch, "first_call_s": round(first_s, 3),
+            "ms_per_window": round(1e3 * per_window, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "embedding_checksum": float(first.embedding.sum()), "logits_checksum": float(first.logits.sum())}
 

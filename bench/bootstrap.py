@@ -68,7 +68,8 @@ def main() -> None:
                          args.threads)
     probe_data = prepare(cfg, names, probe.sample_rate, probe.window_s)
     if not (np.array_equal(probe_data.labels, data.labels) and np.array_equal(probe_data.clip_ids, data.clip_ids)):
-        raise RuntimeError("the probe's excerpts do not line up with the models' (different sample rates cut differently)")
+        raise RuntimeError("the probe's excerpts do not line up with the models' "
+                           "(different sample rates cut differently)")
     predicted[PROBE] = predictions(probe, probe_data, cfg)
     probe.close()
 

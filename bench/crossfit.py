@@ -83,7 +83,8 @@ def baseline_row(run: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/pulse_supervised.json", help="the recipe (train_split + val_split)")
+    parser.add_argument("--config", default="configs/pulse_supervised.json",
+                        help="the recipe (train_split + val_split)")
     parser.add_argument("--out", type=Path, default=Path("runs/crossfit"))
     parser.add_argument("--baseline-run", type=Path, help="the same recipe's train-only run, for the comparison row")
     parser.add_argument("--report", type=Path, help="where the report goes (default: OUT/crossfit.json)")

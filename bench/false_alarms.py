@@ -7,7 +7,8 @@ have to check. The default recordings are the two soundscapes no bundled model t
 chorus, toad trill); pass any other folders or files of song-free audio after them.
 
     python bench/false_alarms.py --models default,supervised --json bench/results/false_alarms.json \
-        ../shared/data/audio/backgrounds/OSS_1min_ARU_bird_chorus.flac ../shared/data/audio/backgrounds/OSS_great_plains_toad.flac \
+        ../shared/data/audio/backgrounds/OSS_1min_ARU_bird_chorus.flac \
+        ../shared/data/audio/backgrounds/OSS_great_plains_toad.flac \
         .venv/lib/python3.11/site-packages/gradio/media_assets/audio/{sax,cantina,recording1,audio_sample}.wav
 
 (the six song-free files of bench/README.md's "of 91 windows" figures; the two soundscapes alone give 60 windows)
@@ -46,7 +47,8 @@ def false_alarms(model: str, inputs: list[str], min_conf: float, overlap: float)
 
 
 def quieter_copies(inputs: list[str], gain_db: float, folder: Path) -> list[str]:
-    """16-bit WAV copies of `inputs` (files, or the audio files in folders) `gain_db` quieter: a recorder at lower gain."""
+    """16-bit WAV copies of `inputs` (files, or the audio files in folders) `gain_db` quieter: a recorder at lower
+    gain."""
     import soundfile as sf
 
     from pulse.discovery import find_audio

@@ -108,7 +108,8 @@ def main() -> None:
         row = {"train_cosine": cosine(train, train_teacher).mean(), "val_cosine": cosine(val, val_teacher).mean(),
                "train_cosine_centred": cosine(train - mean, train_teacher - mean).mean(),
                "val_cosine_centred": cosine(val - mean, val_teacher - mean).mean(),
-               "probe_on_projection_f1": f1_score(data.labels, on_projection.argmax(1), labels=present, average="macro"),
+               "probe_on_projection_f1": f1_score(data.labels, on_projection.argmax(1), labels=present,
+                                                  average="macro"),
                "probe_on_birdnet_f1": f1_score(data.labels, probe.predict_proba(val_teacher).argmax(1), labels=present,
                                                average="macro")}
         results["runs"][name] = {"run": run, "kd_loss": kd_loss, **{k: round(float(v), 4) for k, v in row.items()}}

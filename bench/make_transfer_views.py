@@ -58,7 +58,8 @@ def main() -> None:
             views = [v / max(1.0, float(np.abs(v).max()) / 0.99) for v in views]  # FLAC holds [-1, 1]
             name = f"views_{args.seed}_{len(rows):04d}.flac"
             sf.write(out / name, np.concatenate(views), rate, subtype="PCM_16")
-            rows.append({"path": name, "split": cfg.train_split, "license": "CC-BY-4.0 (songs) + source soundscape licences",
+            rows.append({"path": name, "split": cfg.train_split,
+                         "license": "CC-BY-4.0 (songs) + source soundscape licences",
                          "source": "augmented training windows (BatchSampler), 3 s each",
                          "duration_s": f"{VIEWS_PER_FILE * cfg.model.window_s:.3f}", "sample_rate": rate})
     pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)

@@ -1,7 +1,8 @@
 """What if a held-out check keeps the excerpts without song? Window F1 with and without them.
 
 `pulse evaluate` on the validation split leaves out 7 of its 74 excerpts, listed and checked on the
-spectrogram as silence between the chirps of sparse singers (`data_manifests/insectset32_validation_silent_excerpts.csv`).
+spectrogram as silence between the chirps of sparse singers
+(`data_manifests/insectset32_validation_silent_excerpts.csv`).
 A check that cuts 3 s excerpts without looking for song keeps them, labelled with the recording's
 species. This scores each model and the BirdNET-embedding probe both ways (means and lowest of the four
 alignments; detection AUC mean); the models as `pulse analyze` scores them, quiet windows raised to -20 dBFS

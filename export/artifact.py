@@ -58,7 +58,8 @@ def _open_safetensors(path: str | Path, framework: str):
     from safetensors import SafetensorError, safe_open
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: {'a folder, not a weights file' if Path(path).is_dir() else 'file not found'}")
+        problem = "a folder, not a weights file" if Path(path).is_dir() else "file not found"
+        raise FileNotFoundError(f"{path}: {problem}")
     try:
         with safe_open(str(path), framework=framework) as f:
             yield f

@@ -35,7 +35,8 @@ class Parity:
     def line(self) -> str:
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in self.max_abs_diff.items())
         verdict = "ok" if self.ok else "FAIL"
-        return f"{self.candidate} vs {self.reference}: max|diff| {diffs} (tolerance {self.tolerance:g} x range) {verdict}"
+        return (f"{self.candidate} vs {self.reference}: max|diff| {diffs} "
+                f"(tolerance {self.tolerance:g} x range) {verdict}")
 
     def to_dict(self) -> dict:
         return {"reference": self.reference, "candidate": self.candidate, "max_abs_diff": self.max_abs_diff,

@@ -5,7 +5,8 @@ folders with their folders' last names, `SlideIds`), so a slide whose id an earl
 fails with a message naming both, instead of overwriting the first one's outputs. A run first removes the
 temporaries a killed run left in --out (`export.folder_lock.sweep_killed_runs`: a heatmap, a feature file, megabytes
 each), only those untouched for an hour: lrmil holds no lock on --out, as jobs that share one (a feature extraction
-split over GPUs) must not lose the files they are writing. Progress is `export.progress`'s: a bar at a terminal, a plain line a minute in a log file.
+split over GPUs) must not lose the files they are writing. Progress is `export.progress`'s: a bar at a terminal, a
+plain line a minute in a log file.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ _EXTRACT, _PRETRAIN, _STAGE1 = ExtractConfig(), PretrainConfig(), DistillPatchCo
 # readable=False: one input that cannot be read fails in the batch (errors.csv, exit status 1), not the whole run
 SLIDES_ARG = typer.Argument(..., readable=False, help="Slide files and/or folders of slides.")
 RECURSIVE_OPT = typer.Option(False, "--recursive", "-r",
-                             help="Also search the subfolders of each folder given (an archive kept a folder per case).")
+                             help="Also search the subfolders of each folder given "
+                                  "(an archive kept a folder per case).")
 MPP_OPT = typer.Option(None, "--mpp", help="Level-0 microns per pixel for slides without it in their metadata "
                                            "(see --override-mpp).")
 OVERRIDE_MPP_OPT = typer.Option(_EXTRACT.override_mpp, "--override-mpp",
@@ -255,11 +256,13 @@ def distill_patches(
     recursive: bool = RECURSIVE_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Student encoder weights to write (.safetensors)."),
     teacher_weights: str = typer.Option(_STAGE1.teacher_weights, help="Teacher encoder weights (default: bundled)."),
-    teacher_mil: Optional[Path] = typer.Option(None, help="Teacher ABMIL (.safetensors) whose attention weights children."),
+    teacher_mil: Optional[Path] = typer.Option(None,
+                                               help="Teacher ABMIL (.safetensors) whose attention weights children."),
     teacher_features: Optional[Path] = typer.Option(None, help="Folder of the teacher's 20x feature files."),
     splits: Optional[Path] = typer.Option(None, help="CSV slide_id,label,fold; --test-fold slides are left out."),
     test_fold: int = typer.Option(_STAGE1.test_fold, help="Fold never used for stage 1."),
-    layers: str = typer.Option(",".join(map(str, _STAGE1.layers)), help="Comma list of ViT blocks matched besides the output."),
+    layers: str = typer.Option(",".join(map(str, _STAGE1.layers)),
+                               help="Comma list of ViT blocks matched besides the output."),
     loss: str = typer.Option(_STAGE1.loss, help="cosine or mse."),
     layer_weight: float = typer.Option(_STAGE1.layer_weight, help="Weight of each intermediate layer term."),
     attention_weighting: bool = typer.Option(_STAGE1.attention_weighting, help="Weight children by teacher attention."),
@@ -297,7 +300,6 @@ def distill_patches(
         _fail(exc)
     failed = len(metrics["left_out"])
     _report({**metrics, "failed": failed, "errors_csv": str(errors_file(out)) if failed else ""})
-
 
 
 # --- MIL: train, distill (stage 2), predict, bench -------------------------------------------
@@ -346,8 +348,9 @@ def train(
     features: Optional[Path] = typer.Option(None, "--features",
                                             help="Folder of per-slide HDF5 feature files (20x for the teacher)."),
     splits: Optional[Path] = typer.Option(None, "--splits", help="CSV with slide_id, label, fold."),
-    out: Path = typer.Option(Path(_MIL.out), "--out", "-o", help="Run folder (fold<k>/model.safetensors, predictions.csv); "
-                                                                  "`lrmil bundle` makes a fold's model usable by predict."),
+    out: Path = typer.Option(Path(_MIL.out), "--out", "-o",
+                             help="Run folder (fold<k>/model.safetensors, predictions.csv); "
+                                  "`lrmil bundle` makes a fold's model usable by predict."),
     folds: str = FOLDS_OPT,
     epochs: int = typer.Option(_MIL.epochs, help="Maximum epochs per fold."),
     patience: int = typer.Option(_MIL.patience, help="Epochs without a better validation AUC before stopping."),
@@ -368,7 +371,8 @@ def train(
         _need(features=features, splits=splits)
     cfg = _rerun(ctx, MILConfig, config, out) if config else MILConfig(
         features=str(features), splits=str(splits), out=str(out), folds=_folds(folds), epochs=epochs,
-        patience=patience, lr=lr, weight_decay=weight_decay, seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
+        patience=patience, lr=lr, weight_decay=weight_decay, seed=seed,
+        model=_model_cfg(hidden_dim, attn_dim, drop_rate))
     try:
         with logging_redirect_tqdm():  # a warning mid-run on its own line, not after the folds bar
             metrics = run_train(cfg)
@@ -380,16 +384,21 @@ def train(
 @app.command()
 def distill(
     ctx: typer.Context,
-    features: Optional[Path] = typer.Option(None, "--features", help="The student's 5x feature folder (stage-1 features)."),
-    teacher_features: Optional[Path] = typer.Option(None, "--teacher-features", help="The teacher's 20x feature folder."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher run folder from `lrmil train` (same splits)."),
+    features: Optional[Path] = typer.Option(None, "--features",
+                                            help="The student's 5x feature folder (stage-1 features)."),
+    teacher_features: Optional[Path] = typer.Option(None, "--teacher-features",
+                                                    help="The teacher's 20x feature folder."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher",
+                                           help="Teacher run folder from `lrmil train` (same splits)."),
     splits: Optional[Path] = typer.Option(None, "--splits", help="CSV with slide_id, label, fold."),
-    out: Path = typer.Option(Path(_DISTILL.out), "--out", "-o", help="Run folder of the student (as `lrmil train`'s; "
-                                                                      "`lrmil bundle` makes a fold usable by predict)."),
+    out: Path = typer.Option(Path(_DISTILL.out), "--out", "-o",
+                             help="Run folder of the student (as `lrmil train`'s; "
+                                  "`lrmil bundle` makes a fold usable by predict)."),
     folds: str = FOLDS_OPT,
     w_ce: float = typer.Option(_DISTILL.w_ce, help="Weight of cross-entropy to the slide label (0 = off)."),
     w_logits: float = typer.Option(_DISTILL.w_logits, help="Weight of KL to the teacher's bag logits (0 = off)."),
-    w_attention: float = typer.Option(_DISTILL.w_attention, help="Weight of KL to the teacher's parent attention (0 = off)."),
+    w_attention: float = typer.Option(_DISTILL.w_attention,
+                                      help="Weight of KL to the teacher's parent attention (0 = off)."),
     w_topk: float = typer.Option(_DISTILL.w_topk, help="Weight of the top-k instance loss (0 = off)."),
     temperature: float = typer.Option(_DISTILL.temperature, help="Softmax temperature of the logit KL."),
     topk: int = typer.Option(_DISTILL.topk, help="Instances in the top-k loss."),
@@ -429,14 +438,17 @@ def predict(
     recursive: bool = RECURSIVE_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (SLIDE.json, heatmaps, top-k PNGs, attention "
                                                       "GeoJSON, errors.csv)."),
-    model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json, or onnx.json from `lrmil export`); "
-                                                              "'demo' = bundled synthetic demo."),
+    model: str = typer.Option(_PREDICT.model, "--model",
+                              help="Model folder (model.json, or onnx.json from `lrmil export`); "
+                                   "'demo' = bundled synthetic demo."),
     path: str = typer.Option(_PREDICT.path, "--path", help="student (reads 5x only) or teacher (20x, for comparison)."),
     mpp: Optional[float] = MPP_OPT,
     override_mpp: bool = OVERRIDE_MPP_OPT,
     batch_size: int = typer.Option(_PREDICT.batch_size, min=1, help="Patches per encoder call."),
     topk: int = typer.Option(_PREDICT.topk, help="Most-attended patches saved per slide."),
-    heatmap_px: int = typer.Option(_PREDICT.heatmap_px, min=1, help="Longer side of the slide image in the heatmap PNG (colour bar and notice strip come on top)."),
+    heatmap_px: int = typer.Option(_PREDICT.heatmap_px, min=1,
+                                   help="Longer side of the slide image in the heatmap PNG "
+                                        "(colour bar and notice strip come on top)."),
     device: str = typer.Option(_PREDICT.device, help="cpu or cuda[:N]."),
     strict: bool = typer.Option(_PREDICT.strict, help="Stop at the first bad slide instead of logging it."),
     resume: bool = typer.Option(_PREDICT.resume, help="Skip slides whose outputs this model and these settings "
@@ -465,9 +477,12 @@ def predict(
 
 @app.command()
 def bundle(
-    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.json), for `lrmil predict --model`."),
-    student_encoder: Path = typer.Option(..., help="5x patch encoder (.safetensors), e.g. from `lrmil distill-patches`."),
-    student_mil: Path = typer.Option(..., help="5x ABMIL: RUN/fold<k>/model.safetensors of `lrmil distill` or `train`."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="Model folder to write (model.json), for `lrmil predict --model`."),
+    student_encoder: Path = typer.Option(...,
+                                         help="5x patch encoder (.safetensors), e.g. from `lrmil distill-patches`."),
+    student_mil: Path = typer.Option(...,
+                                     help="5x ABMIL: RUN/fold<k>/model.safetensors of `lrmil distill` or `train`."),
     teacher_encoder: Path = typer.Option(..., help="20x patch encoder (.safetensors) of the teacher's features."),
     teacher_mil: Path = typer.Option(..., help="20x ABMIL: RUN/fold<k>/model.safetensors of `lrmil train`."),
     mask_mpp: float = MASK_MPP_OPT,
@@ -492,16 +507,19 @@ def bundle(
 
 @app.command("export")
 def export_onnx(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the ONNX graphs and onnx.json; `lrmil predict --model` "
-                                                      "reads it (ONNX Runtime)."),
-    model: str = typer.Option(_PREDICT.model, "--model", help="Model folder (model.json); 'demo' = bundled synthetic demo."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="Folder for the ONNX graphs and onnx.json; `lrmil predict --model` "
+                                  "reads it (ONNX Runtime)."),
+    model: str = typer.Option(_PREDICT.model, "--model",
+                              help="Model folder (model.json); 'demo' = bundled synthetic demo."),
     path: str = typer.Option("student", "--path", help="student, teacher or both."),
     slide: Optional[list[Path]] = typer.Option(None, "--slide", help="Check parity on tissue patches of this slide "
                                                                       "(repeatable; default: seeded random pixels)."),
     int8: bool = typer.Option(False, "--int8", help="Quantise the encoder to static INT8, calibrated on --slide "
                                                     "tissue; the folder then runs the INT8 encoder."),
     mpp: Optional[float] = typer.Option(None, "--mpp",
-                                        help="Level-0 microns per pixel for --slide files without it in their metadata."),
+                                        help="Level-0 microns per pixel for --slide files "
+                                             "without it in their metadata."),
     threads: int = THREADS_OPT,
 ) -> None:
     """Export a model folder's path(s) to ONNX (patch encoder + ABMIL), checked against PyTorch before writing."""
@@ -540,7 +558,8 @@ def bench(
     mil_epochs: int = typer.Option(_BENCH.mil_epochs, help="Maximum ABMIL epochs per fold."),
     device: str = typer.Option(_BENCH.device, help="cpu or cuda[:N]."),
     threads: int = typer.Option(_BENCH.threads, help="Torch CPU threads."),
-    demo_dir: str = typer.Option(_BENCH.demo_dir, help="Also bundle the fold-0 models here (e.g. lrmil/assets/demo_model)."),
+    demo_dir: str = typer.Option(_BENCH.demo_dir,
+                                 help="Also bundle the fold-0 models here (e.g. lrmil/assets/demo_model)."),
 ) -> None:
     """Synthetic benchmark: teacher 20x vs 5x students (no KD, stage 2, stage 1+2) and seconds per slide."""
     from lrmil.mil.benchmark import results_table, run_bench
@@ -549,9 +568,9 @@ def bench(
     _setup(0)
     cfg = BenchConfig(out=str(out), count=count, size=size, seed=seed, folds=folds, large_size=large_size,
                       timing_slides=timing_slides, pretrain_steps=pretrain_steps, stage1_epochs=stage1_epochs,
-                      mil_epochs=mil_epochs,
-                      device=device, threads=threads, demo_dir=demo_dir)
+                      mil_epochs=mil_epochs, device=device, threads=threads, demo_dir=demo_dir)
     typer.echo(results_table(run_bench(cfg)))
+
 
 help_paragraphs_unbroken(app)  # once every command is defined
 

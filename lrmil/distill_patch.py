@@ -64,7 +64,8 @@ def student_layer_features(student: torch.nn.Module, images: torch.Tensor, layer
     return torch.stack([block_means(m, ratio) for m in maps.layers] + [block_means(maps.final, ratio)], dim=2)
 
 
-def match_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, cfg: DistillPatchConfig) -> torch.Tensor:
+def match_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+               cfg: DistillPatchConfig) -> torch.Tensor:
     """Attention-weighted mean over children of the per-layer mismatch; background children weigh 0."""
     if cfg.loss == "cosine":
         per = 1.0 - F.cosine_similarity(pred, target, dim=-1)
@@ -244,7 +245,8 @@ def _check_teacher_fold(teacher_mil: str | Path, test_fold: int) -> None:
     was trained on the left-out slides."""
     fold = _teacher_fold(teacher_mil)
     if fold is not None and fold != test_fold:
-        raise ValueError(f"{teacher_mil}: the teacher of fold {fold}, trained on the slides of --test-fold {test_fold}; "
+        raise ValueError(f"{teacher_mil}: the teacher of fold {fold}, "
+                         f"trained on the slides of --test-fold {test_fold}; "
                          f"give its fold{test_fold} model, or --test-fold {fold}")
 
 
@@ -306,8 +308,9 @@ def distill_patch(cfg: DistillPatchConfig, slides: list[Path], out: str | Path, 
                                       training_data=f"stage-1 distillation on {len(used)} slides; "
                                                     f"teacher {teacher.cfg.training_data}".strip())
     save_encoder(out, student, student.cfg, extra={"distill_patch": cfg.to_dict(), "metrics": metrics})
-    write_json(Path(out).with_suffix(".json"), {"config": cfg.to_dict(), "metrics": metrics,
-                                                "notice": SYNTHETIC_NOTICE if "synthetic" in teacher.cfg.training_data else ""})
+    write_json(Path(out).with_suffix(".json"),
+               {"config": cfg.to_dict(), "metrics": metrics,
+                "notice": SYNTHETIC_NOTICE if "synthetic" in teacher.cfg.training_data else ""})
     write_left_out(errors_file(out), left_out, "distill-patches")
     return metrics
 

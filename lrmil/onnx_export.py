@@ -179,7 +179,8 @@ def slide_patches(slides: list[str | Path], model: PathModel, mpp: float | None,
 
 def export_model(model_dir: str | Path, out: str | Path, paths: tuple[str, ...], slides: tuple[str | Path, ...] = (),
                  mpp: float | None = None, count: int = 32, threads: int = 0, int8: bool = False) -> dict:
-    """Export `paths` of a model folder into `out` (a folder `lrmil predict --model` reads); returns onnx.json's content.
+    """Export `paths` of a model folder into `out` (a folder `lrmil predict --model` reads); returns onnx.json's
+    content.
 
     Parity is checked on `count` tissue patches of `slides`, or on seeded random pixels without any.
     `int8` calibrates on other tissue patches of `slides` (patches dealt alternately: calibration and
@@ -193,7 +194,8 @@ def export_model(model_dir: str | Path, out: str | Path, paths: tuple[str, ...],
     for name in paths:
         model = load_path(model_dir, name)
         if not isinstance(model, PathModel):
-            raise ValueError(f"{model_dir}: already an ONNX export; export from the folder with the weights (model.json)")
+            raise ValueError(f"{model_dir}: already an ONNX export; "
+                             "export from the folder with the weights (model.json)")
         _, patch_px = model.patch.level(name)
         calibration = None
         if not slides:

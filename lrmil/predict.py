@@ -216,7 +216,8 @@ def predict_slide(path: str | Path, model: PathModel | OnnxPathModel, cfg: Predi
     save_png(out / names["topk"], with_notice(tile_grid(top_patches, captions), model.notice))
     save_attention_geojson(out / names["geojson"], level.coords, level.size_level0, attention, dimensions)
     record = {
-        "slide": str(path), "slide_id": sid, "model": cfg.model, "path": model.name, "magnification": level.magnification,
+        "slide": str(path), "slide_id": sid, "model": cfg.model, "path": model.name,
+        "magnification": level.magnification,
         "label": labels[int(probs.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, probs)},
         "patches": int(len(level)), "seconds": {k: round(v, 4) for k, v in seconds.items()},
         "mpp": mpp, "mpp_source": mpp_source, "override_mpp": cfg.override_mpp,  # a rerun's scale, told unopened

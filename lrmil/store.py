@@ -126,7 +126,8 @@ def read_features(path: str | Path) -> FeatureFile:
             magnification=float(ca.get("target_magnification", fa.get("magnification", 0.0))),
             mpp=float(fa.get("mpp", mpp_for_magnification(level0_mag))), mpp_source=str(fa.get("mpp_source", "")),
             encoder=str(fa.get("encoder", "")), weights_sha256=str(fa.get("weights_sha256", "")),
-            slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))), source=json.loads(fa.get("source", "{}")),
+            slide_id=str(fa.get("slide_id", ca.get("name", Path(path).stem))),
+            source=json.loads(fa.get("source", "{}")),
             config=json.loads(fa.get("config", "{}")), config_hash=str(fa.get("config_hash", "")),
         )
 

@@ -52,7 +52,8 @@ def _hash(seed: int, *keys: np.ndarray) -> np.ndarray:
     h = np.full(np.broadcast(*keys).shape, np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64), np.uint64)
     with np.errstate(over="ignore"):
         for key in keys:
-            h ^= np.asarray(key).astype(np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) + (h << np.uint64(6))
+            h ^= (np.asarray(key).astype(np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+                  + (h << np.uint64(6)))
             h ^= h >> np.uint64(30)
             h *= np.uint64(0xBF58476D1CE4E5B9)
             h ^= h >> np.uint64(27)

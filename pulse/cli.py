@@ -68,7 +68,8 @@ def analyze(
                                help=f"Comma list of {', '.join(WRITERS.list())}."),
     resume: bool = typer.Option(_INFER.resume, help="Skip files a previous run into --out finished."),
     device: str = typer.Option(_INFER.device, help="cpu or cuda[:N]."),
-    channel: Optional[int] = typer.Option(_INFER.channel, help="Analyse this channel (0-based); default mixes to mono."),
+    channel: Optional[int] = typer.Option(_INFER.channel,
+                                          help="Analyse this channel (0-based); default mixes to mono."),
     strict: bool = typer.Option(_INFER.strict, help="Stop at the first bad file instead of logging it."),
     species_list: str = typer.Option(_INFER.species_list, help="With --model birdnet: file of species to report "
                                                                "(one per line), as BirdNET-Analyzer's --slist."),
@@ -401,7 +402,8 @@ def embeddings(
 def export_model(
     model: Path = typer.Option(..., "--model", "-m", help="Trained checkpoint (.safetensors) to export."),
     out: Path = typer.Option(..., "--out", "-o", help="Artefact folder to write."),
-    ort_graph: str = typer.Option(_EXPORT.ort_graph, help="model.onnx frontend: auto (the fastest, timed), fft, conv or folded."),
+    ort_graph: str = typer.Option(_EXPORT.ort_graph,
+                                  help="model.onnx frontend: auto (the fastest, timed), fft, conv or folded."),
     int8: bool = typer.Option(_EXPORT.int8, help="Also write model.int8.onnx (ONNX Runtime INT8)."),
     quantization: str = typer.Option(_EXPORT.quantization, help="INT8 method: static (calibrated) or dynamic."),
     calibration: list[Path] = typer.Option(list(map(Path, _EXPORT.calibration)),
@@ -417,8 +419,8 @@ def export_model(
 
     logging.basicConfig(format="%(message)s")
     logging.getLogger("export").setLevel(logging.INFO)  # export's notes (which calibration audio), not onnxscript's
-    cfg = replace(_EXPORT, ort_graph=ort_graph, int8=int8, quantization=quantization, calibration=tuple(map(str, calibration)),
-                  trt=trt, trt_fp16=trt_fp16)
+    cfg = replace(_EXPORT, ort_graph=ort_graph, int8=int8, quantization=quantization,
+                  calibration=tuple(map(str, calibration)), trt=trt, trt_fp16=trt_fp16)
     try:
         checks = export_bundle(model, out, cfg)
     except (FileNotFoundError, ValueError, ImportError) as exc:

@@ -296,7 +296,8 @@ class TrainConfig(JsonConfig):
     # at unknown_singer_snr_db below the song; the target stays the focal species alone.
     unknown_singer_prob: float = 0.0
     unknown_singer_snr_db: tuple[float, float] = (-5.0, 15.0)
-    song_speeds: tuple[float, ...] = (1.0,)  # songs replayed at these speeds (pulse rate and pitch vary with temperature)
+    # songs replayed at these speeds (pulse rate and pitch vary with temperature)
+    song_speeds: tuple[float, ...] = (1.0,)
     tempo_prob: float = 0.0  # share of log-mels slowed down with pitch kept (song tempo falls with temperature)
     slowest_tempo: float = 0.5  # their tempo, drawn log-uniformly from [slowest_tempo, 1]
     # Only windows of these species (alone) and pure-background windows are slowed; empty: every window.

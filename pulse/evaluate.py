@@ -214,7 +214,8 @@ def evaluate(score_fn: ScoreFn, data: EvalData, cfg: EvalConfig, names: tuple[st
     for snr in (None, *cfg.snr_db):
         windows = data.windows if snr is None else mix(data, snr, cfg.seed)
         per_delay = [condition_metrics(score(score_fn, delay(windows, k), cfg.batch_size), data.labels, data.clip_ids,
-                                       negatives, names, cfg.threshold) for k, negatives in zip(shifts, negative_scores)]
+                                       negatives, names, cfg.threshold)
+                     for k, negatives in zip(shifts, negative_scores)]
         metrics = per_delay[0]
         if cfg.delays_ms:
             f1 = [m["window"]["macro_f1"] for m in per_delay]
@@ -277,7 +278,8 @@ def format_table(report: dict) -> str:
                      "at F1 0)")
     lines += ["", f"{'species (window F1)':<30}" + "".join(f"{n:>12}" for n in conditions)]
     for label in report["labels"]:
-        lines.append(f"{label:<30}" + "".join(f"{m['window']['per_species'][label]['f1']:12.3f}" for m in conditions.values()))
+        lines.append(f"{label:<30}"
+                     + "".join(f"{m['window']['per_species'][label]['f1']:12.3f}" for m in conditions.values()))
     return "\n".join(lines)
 
 

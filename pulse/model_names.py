@@ -35,7 +35,8 @@ def model_band(metadata: dict) -> tuple[float, float]:
 
 
 def below_rate_note(file_rate: int, band_top_hz: float, model: str) -> str:
-    """What a recording too slow for the model's band cannot hold ("" if it holds it all); said by the CLI and the app."""
+    """What a recording too slow for the model's band cannot hold ("" if it holds it all); said by the CLI and the
+    app."""
     if file_rate / 2 >= band_top_hz:
         return ""
     advice = "; the `lowrate` model is trained for such recordings" if model in ("default", "supervised") else ""

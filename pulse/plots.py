@@ -184,7 +184,8 @@ def spectrogram_view_figure(view: SpectrogramView, detections: pd.DataFrame, tit
     if len(species):
         ax.legend(handles=[Patch(facecolor=colours[d.label], label=f"{d.code} {d.label}")
                            for d in species.itertuples(index=False)],
-                  loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0, fontsize=7)  # beside: boxes stay clear
+                  # beside: boxes stay clear
+                  loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0, fontsize=7)
     ax.set_xlim(0, duration)
     ax.set_ylim(0, sample_rate / 2000)
     ax.set_xlabel("Time (s)")

@@ -47,7 +47,8 @@ class LabelSet:
         common = tuple(metadata.get("common_names") or labels)
         codes = tuple(metadata.get("codes") or (species_code(label) for label in labels))
         if not len(labels) == len(common) == len(codes):
-            raise SchemaError(f"model metadata lists {len(labels)} labels, {len(common)} common names, {len(codes)} codes")
+            raise SchemaError(f"model metadata lists {len(labels)} labels, {len(common)} common names, "
+                              f"{len(codes)} codes")
         return cls(labels, common, codes)
 
 

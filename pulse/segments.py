@@ -11,7 +11,8 @@ Clips are written atomically as `OUT/<Scientific name>/<confidence>_<recording>_
 hash of the path where two recordings of the table share a name); with `plots`, each gets a spectrogram beside
 it (`.png`, the detection boxed), to check by eye as well as by ear. `OUT/segments.json` records the settings and
 the table's hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table
-or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one row of
+or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened
+is one line and one row of
 `OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
 (another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`). A clip
 over a FLAC's damage is the part that reads holding most of the detection (`readable_part`), as analyze scored the

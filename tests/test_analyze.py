@@ -275,7 +275,8 @@ def test_a_recording_that_breaks_off_before_min_len_is_one_line_not_a_window(tmp
     assert errors[str(tmp_path / "header.wav")] == ("truncated to 0.01 s, under the 1 s of audio a window needs "
                                                     "(--min-len): not analysed")
     assert errors[str(tmp_path / "cut.flac")].startswith("corrupt or truncated after 0.")
-    assert errors[str(tmp_path / "cut.flac")].endswith("under the 1 s of audio a window needs (--min-len): not analysed")
+    assert errors[str(tmp_path / "cut.flac")].endswith("under the 1 s of audio a window needs (--min-len): "
+                                                       "not analysed")
     with pytest.raises(AudioReadError, match="under the 1 s"):  # the field app says the same
         analyze_recording(tmp_path / "cut.flac", InferConfig(model=str(model)))
     relaxed = analyze([tmp_path], tmp_path / "all", InferConfig(model=str(model), formats=("scores",), min_len=0.0))
@@ -359,7 +360,8 @@ def test_a_rerun_with_other_settings_names_the_outputs_it_leaves_stale(tmp_path,
     sf.write(tmp_path / "b.wav", song(3.0), RATE)
     caplog.clear()
     with caplog.at_level("WARNING", logger="pulse.analyze"):
-        analyze([tmp_path / "a.wav", tmp_path / "b.wav"], tmp_path / "again", InferConfig(model=str(model), formats=("csv",)))
+        analyze([tmp_path / "a.wav", tmp_path / "b.wav"], tmp_path / "again",
+                InferConfig(model=str(model), formats=("csv",)))
     (warning,) = [r.getMessage() for r in caplog.records if "earlier run" in r.getMessage()]
     assert "an earlier run wrote scores output there" in warning and "may not match its recordings" in warning
 
@@ -1258,7 +1260,8 @@ def test_an_out_folder_missing_under_its_parent_is_exit_1_not_a_bad_option(tmp_p
     monkeypatch.setattr(Path, "mkdir", no_such_place)
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"),
                                       "--model", str(model)])
-    assert result.exit_code == 1 and "cannot write the resume journal there (No such file or directory)" in result.output
+    assert result.exit_code == 1
+    assert "cannot write the resume journal there (No such file or directory)" in result.output
 
 
 def test_an_out_folder_that_cannot_take_the_journal_is_one_line_before_any_work(tmp_path, model):
@@ -1285,7 +1288,8 @@ def test_strict_stops_at_first_bad_file(tmp_path, model):
 def test_default_path_does_not_import_torch(tmp_path, model):
     sf.write(tmp_path / "a.wav", song(3.0), RATE)
     code = ("import sys; from pulse.cli import app; "
-            f"app(['analyze', {str(tmp_path / 'a.wav')!r}, '--out', {str(tmp_path / 'o')!r}, '--model', {str(model)!r}],"
+            f"app(['analyze', {str(tmp_path / 'a.wav')!r}, '--out', {str(tmp_path / 'o')!r}, "
+            f"'--model', {str(model)!r}],"
             " standalone_mode=False); assert 'torch' not in sys.modules, 'torch was imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -1343,7 +1347,8 @@ def test_each_bad_option_names_its_flag_and_an_out_below_a_file_is_refused(tmp_p
                            (["--workers", "-1"], "--workers is 0 (one per 2 cores) or more, got -1"),
                            (["--format", ","], "--format needs at least one of audacity, csv"),
                            (["--channel", "-1"], "--channel is a 0-based channel index, got -1"),
-                           (["--merge-consecutive", "-1"], "--merge-consecutive is 0 or more (0 and 1: a row per window)")]:
+                           (["--merge-consecutive", "-1"],
+                            "--merge-consecutive is 0 or more (0 and 1: a row per window)")]:
         result = runner.invoke(app, [*base, *flags])
         assert result.exit_code == 2 and message in result.output, (flags, result.output)
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
@@ -1363,7 +1368,8 @@ def test_a_bad_config_file_or_model_file_is_one_line(tmp_path, model, caplog):
     for flags, message in [(["--config", str(tmp_path / "none.json")], "none.json: cannot read the config"),
                            (["--config", str(tmp_path)], "--config takes a run's config.json, and this is a folder"),
                            (["--config", str(tmp_path / "text.json")], "text.json: not valid JSON"),
-                           (["--config", str(tmp_path / "other.json")], "other.json: not a `pulse analyze` config.json"),
+                           (["--config", str(tmp_path / "other.json")],
+                            "other.json: not a `pulse analyze` config.json"),
                            (["--model", str(tmp_path / "fake.onnx")], "fake.onnx: ONNX Runtime cannot load it"),
                            (["--model", "birdnet", "--species-list", str(tmp_path / "none.txt")],
                             "none.txt: cannot read the species list")]:
@@ -1506,11 +1512,13 @@ def test_bundled_models_state_their_licence(tmp_path):
 
 @pytest.mark.parametrize("name", ["default", "supervised", "lowrate"])
 def test_shipped_models_name_the_bundled_examples(tmp_path, name):
-    """Regression guard for the artefacts in pulse/assets (some examples are validation clips: not an accuracy claim)."""
+    """Regression guard for the artefacts in pulse/assets (some examples are validation clips: not an accuracy
+    claim)."""
     examples = REPO / "pulse" / "assets" / "examples"
     analyze([examples], tmp_path, InferConfig(model=name, formats=("scores",)))
     scores = pd.read_csv(tmp_path / "scores.csv")
-    best = scores.assign(name=scores["file"].map(lambda p: Path(p).stem)).groupby("name")[list(scores.columns[3:])].max()
+    named = scores.assign(name=scores["file"].map(lambda p: Path(p).stem))
+    best = named.groupby("name")[list(scores.columns[3:])].max()
     for example, row in best.iterrows():
         if example.startswith("background"):
             assert row.max() < InferConfig().min_conf, example  # no species in a pure soundscape
@@ -1546,8 +1554,9 @@ def test_run_tables_change_together_when_a_run_dies_writing_them(tmp_path, model
     assert proc.returncode == -signal.SIGKILL
     assert {name: (out / name).read_bytes() for name in before} == before
     analyze([tmp_path / "in"], out, cfg)
-    assert sorted(set(pd.read_csv(out / "detections.csv")["File"].map(lambda f: Path(f).name))) == ["r0.wav", "r1.wav", "r2.wav"]
-    assert sorted(set(pd.read_csv(out / "scores.csv")["file"].map(lambda f: Path(f).name))) == ["r0.wav", "r1.wav", "r2.wav"]
+    recordings = ["r0.wav", "r1.wav", "r2.wav"]
+    assert sorted(set(pd.read_csv(out / "detections.csv")["File"].map(lambda f: Path(f).name))) == recordings
+    assert sorted(set(pd.read_csv(out / "scores.csv")["file"].map(lambda f: Path(f).name))) == recordings
     assert not list(out.rglob(".*.tmp"))
 
 

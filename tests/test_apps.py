@@ -82,7 +82,8 @@ def test_field_callback_on_a_bundled_example_gives_figures_table_and_downloads(a
     assert len(in_threes.detections) == 3 * labels  # 7 windows: rows of 3, 3 and 1
     # The figure draws each species' whole run captioned with its 3 best windows, whatever the table's merge.
     assert Path(in_threes.spectrogram_png).read_bytes() == Path(view.spectrogram_png).read_bytes()
-    assert len(field.analyze_upload(str(GRYLLUS), str(audio_model), 0.0, tmp_path, merge=0).detections) == windows * labels
+    unmerged = field.analyze_upload(str(GRYLLUS), str(audio_model), 0.0, tmp_path, merge=0)
+    assert len(unmerged.detections) == windows * labels
 
     strict = field.analyze_upload(str(GRYLLUS), str(audio_model), 1.0, tmp_path)
     assert len(strict.detections) < len(view.detections)
@@ -95,7 +96,8 @@ def test_field_status_flags_a_recording_below_the_model_rate(audio_model, tmp_pa
     slow = tmp_path / "slow.wav"
     sf.write(slow, sf.read(GRYLLUS)[0][: 3 * 44100 : 2], 22050)  # every other sample: a 22.05 kHz file
     view = field.analyze_upload(str(slow), str(audio_model), 0.25, tmp_path)
-    assert "Could not" not in view.status and "songs above 11025 Hz are not in the file, below the model's" in view.status
+    assert "Could not" not in view.status
+    assert "songs above 11025 Hz are not in the file, below the model's" in view.status
 
 
 def test_field_status_says_an_ultrasonic_recordings_content_above_the_band_is_not_used(audio_model, tmp_path):
@@ -332,7 +334,8 @@ def test_strip_bins_are_a_minute_until_the_strip_is_full():
 
 
 def test_detection_runs_merge_a_species_consecutive_windows_only():
-    """A cricket singing for minutes is one box, not a caption per 3 s window; a gap or another species is not merged."""
+    """A cricket singing for minutes is one box, not a caption per 3 s window; a gap or another species is not
+    merged."""
     labels = LabelSet(("Gryllus campestris", "Tettigonia viridissima"), ("Field Cricket", "Great Green"),
                       ("GRYCAM", "TETVIR"))
     starts = np.arange(0.0, 15.0, 3.0)
@@ -405,7 +408,8 @@ def test_lab_callback_on_a_real_slide_shows_mask_heatmap_topk_and_the_notice(sli
     assert record["mpp"] == pytest.approx(0.499, abs=1e-3) and record["notice"] == DEMO_NOTICE
 
     overridden = lab.predict_upload(str(slide), 1.0, str(slide_model), "student", tmp_path)  # coarser pixels:
-    assert overridden.record["mpp_source"] == "--mpp" and overridden.record["patches"] > record["patches"]  # more patches
+    assert overridden.record["mpp_source"] == "--mpp"
+    assert overridden.record["patches"] > record["patches"]  # more patches
     assert "enlarged" not in view.status and "enlarged" not in overridden.status
     coarse = lab.predict_upload(str(slide), 4.0, str(slide_model), "student", tmp_path)  # as if scanned at 2.5x
     assert "**Patches enlarged 2x**: the slide is scanned coarser than 5x" in coarse.status
@@ -446,7 +450,8 @@ def test_lab_callback_reports_corrupt_slides_missing_mpp_and_bad_models(slide_mo
     assert "no tissue found" in no_tissue and str(cmu) not in no_tissue
     assert caplog.text.count(str(cmu)) == 1  # a reason that names the slide itself: the log named it twice
     magnification = lab.predict_upload(str(cmu), 20, str(slide_model), "student", tmp_path).status
-    assert "the MPP override field is level-0 microns per pixel" in magnification and "(a magnification?)" in magnification
+    assert "the MPP override field is level-0 microns per pixel" in magnification
+    assert "(a magnification?)" in magnification
     assert not list(tmp_path.glob("lab-*"))  # failed requests leave no output folders behind
 
 
@@ -577,7 +582,8 @@ def test_names_in_a_script_matplotlibs_font_lacks_draw_without_a_warning_per_cha
                  for family in text.get_fontfamily()]
         assert all(any(ord(c) in font.get_charmap() for font in fonts) for c in text.get_text()), text.get_text()
     assert figure.axes[0].get_title() in (f"{upload.name} 귀뚜라미",  # escaped where no installed font has them:
-                                          "\\u30b3\\u30aa\\u30ed\\u30ae_\\u91ce\\u539f.flac \\uadc0\\ub69c\\ub77c\\ubbf8")
+                                          "\\u30b3\\u30aa\\u30ed\\u30ae_\\u91ce\\u539f.flac "
+                                          "\\uadc0\\ub69c\\ub77c\\ubbf8")
 
 
 def test_a_dollar_sign_in_a_recording_name_is_drawn_as_written_not_as_mathtext(audio_model, tmp_path):

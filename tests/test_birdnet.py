@@ -298,7 +298,8 @@ def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path, caplog):
     shutil.copy(short_clips[0], tmp_path / "in" / "clip.flac")
     (tmp_path / "slist.txt").write_text("# crickets\nGryllus pennsylvanicus\n\nOecanthus fultoni_Snowy Tree Cricket\n")
     args = ["analyze", str(tmp_path / "in"), "--model", "birdnet", "--format", "scores,csv"]
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--species-list", str(tmp_path / "slist.txt")])
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"),
+                                      "--species-list", str(tmp_path / "slist.txt")])
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert list(scores.columns) == ["file", "start_s", "end_s", "Gryllus pennsylvanicus", "Oecanthus fultoni"]
@@ -308,7 +309,8 @@ def test_analyze_birdnet_with_a_species_list(short_clips, tmp_path, caplog):
         CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--species-list", str(tmp_path / "one.txt")])
     assert f"settings changed (species_list {tmp_path / 'slist.txt'} -> {tmp_path / 'one.txt'})" in caplog.text
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o2"), "--species-list", str(tmp_path / "empty.txt")])
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o2"),
+                                      "--species-list", str(tmp_path / "empty.txt")])
     assert result.exit_code == 2 and "species list is empty" in result.output
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "in"), "--out", str(tmp_path / "o3"),
                                       "--species-list", str(tmp_path / "slist.txt")])
@@ -321,8 +323,8 @@ def test_birdnet_refuses_a_device_it_would_not_run_on(tmp_path, short_clips):
 
     from pulse.cli import app
 
-    result = CliRunner().invoke(app, ["analyze", str(short_clips[0]), "--out", str(tmp_path / "o"), "--model", "birdnet",
-                                      "--device", "cuda"])
+    result = CliRunner().invoke(app, ["analyze", str(short_clips[0]), "--out", str(tmp_path / "o"),
+                                      "--model", "birdnet", "--device", "cuda"])
     assert result.exit_code == 2 and "BirdNET runs on the CPU here (LiteRT), not on --device cuda" in result.output
 
 

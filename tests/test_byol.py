@@ -230,7 +230,8 @@ def test_pseudo_field_recordings_are_valid_unlabelled_audio(shared_data, tmp_pat
     data, rate = sf.read(tmp_path / manifest["path"][0])
     assert rate == 22050 and len(data) == 12 * 22050 and np.abs(data).max() <= 1.0
     again = make_pseudo_field(songs, beds, tmp_path / "again", 2, 12.0, 22050, 20.0, (0.0, 10.0), seed=0)
-    np.testing.assert_array_equal(sf.read(tmp_path / "again" / again["path"][1])[0], sf.read(tmp_path / manifest["path"][1])[0])
+    np.testing.assert_array_equal(sf.read(tmp_path / "again" / again["path"][1])[0],
+                                  sf.read(tmp_path / manifest["path"][1])[0])
 
 
 def write_noise(path, seconds, rate, seed=0):

@@ -576,8 +576,10 @@ def test_distilled_student_carries_birdnets_licence():
     assert student_model_config(plain) == plain.model
     distilled = student_model_config(dataclasses.replace(plain, lambda_kd=1.0))
     assert distilled.license.startswith("CC BY-NC-SA 4.0") and "BirdNET" in distilled.attribution
-    assert dataclasses.replace(distilled, license=plain.model.license, attribution=plain.model.attribution) == plain.model
-    own = dataclasses.replace(plain, lambda_kd=1.0, model=dataclasses.replace(plain.model, attribution="Recordings (c) Me"))
+    assert dataclasses.replace(distilled, license=plain.model.license,
+                               attribution=plain.model.attribution) == plain.model
+    own = dataclasses.replace(plain, lambda_kd=1.0,
+                              model=dataclasses.replace(plain.model, attribution="Recordings (c) Me"))
     assert student_model_config(own).attribution.startswith("Recordings (c) Me. Distilled from BirdNET V2.4")
     assert distilled.license == "CC BY-NC-SA 4.0 (weights distilled from BirdNET V2.4); code MIT"  # data: unstated
     # a licence the config gives its own training data is kept beside BirdNET's, not replaced by it

@@ -67,7 +67,8 @@ def test_teachers_must_exist_and_fit_the_student(tmp_path):
 def test_a_student_of_a_birdnet_distilled_teacher_carries_birdnets_licence(tmp_path):
     plain = save_teacher(tmp_path / "plain.safetensors")
     assert student_model_config(student_config(plain)) == TINY
-    distilled = save_teacher(tmp_path / "kd.safetensors", license="CC BY-NC-SA 4.0 (weights distilled from BirdNET V2.4)")
+    distilled = save_teacher(tmp_path / "kd.safetensors",
+                             license="CC BY-NC-SA 4.0 (weights distilled from BirdNET V2.4)")
     inherited = student_model_config(student_config(plain, distilled))
     assert inherited.license.startswith("CC BY-NC-SA 4.0") and "BirdNET" in inherited.attribution
     off = dataclasses.replace(student_config(distilled), lambda_ensemble=0.0)

@@ -252,18 +252,19 @@ def test_a_slide_extraction_failed_on_is_left_out_of_stage_1_in_one_line_and_the
     assert metrics["left_out"] == [{"slide_id": "broken", "path": str(tmp_path / "broken.svs"),
                                     "error_type": "SlideReadError", "reason": reason}]
     assert json.loads((tmp_path / "student.json").read_text())["metrics"]["left_out"] == metrics["left_out"]
-    assert (tmp_path / "student.errors.csv").read_text() == ("path,stage,error_type,message\n"
-                                                             f"{tmp_path / 'broken.svs'},distill-patches,SlideReadError,"
-                                                             f"broken: {reason}\n")
+    assert (tmp_path / "student.errors.csv").read_text() == (
+        "path,stage,error_type,message\n"
+        f"{tmp_path / 'broken.svs'},distill-patches,SlideReadError,broken: {reason}\n")
     caplog.clear()
     save_mil(tmp_path / "mil.safetensors", ABMIL(ABMILConfig()))
     (tmp_path / "features").mkdir()
     with pytest.raises(ValueError, match=r"no tissue patches in the training slides \(2 of 2 left out above\)"):
         distill_patch(cfg, slides, tmp_path / "s2.safetensors", teacher_mil=tmp_path / "mil.safetensors",
                       teacher_features=tmp_path / "features")
-    assert caplog.messages == [NO_SPLITS] + [f"{tmp_path / 'features' / name}.h5: no 20x feature file of slide {name} in "
-                               "--teacher-features (`lrmil extract --resolution teacher` failed on it or was not given "
-                               "it); slide left out of stage 1" for name in ("broken", "synth_0000")]
+    assert caplog.messages == [NO_SPLITS] + [f"{tmp_path / 'features' / name}.h5: no 20x feature file of slide "
+                                             f"{name} in --teacher-features (`lrmil extract --resolution teacher` "
+                                             "failed on it or was not given it); slide left out of stage 1"
+                                             for name in ("broken", "synth_0000")]
 
 
 def test_a_damaged_teacher_feature_file_is_left_out_of_stage_1_in_one_line(tmp_path, caplog):

@@ -189,7 +189,8 @@ def test_a_model_without_an_embedding_output_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["embeddings", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
                                       "--model", str(path)])
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: {path}: the model has no 'embedding' output (export it with `pulse export`)"
+    assert result.output.strip() == (f"error: {path}: the model has no 'embedding' output "
+                                     "(export it with `pulse export`)")
 
 
 def test_ctrl_c_keeps_the_files_done_and_the_errors_so_far(tmp_path, monkeypatch):

@@ -86,8 +86,8 @@ def test_every_condition_is_scored_again_at_each_delay():
         heard = batch[:, 0] > 0
         return np.where(heard[:, None], np.eye(3)[np.maximum(batch[:, 0] - 2, 0).astype(int)], [0.4, 0.3, 0.3])
 
-    data = EvalData(windows, labels, np.arange(6), [np.zeros(4 * rate, np.float32)], np.zeros((2, 3 * rate), np.float32),
-                    sample_rate=rate)
+    data = EvalData(windows, labels, np.arange(6), [np.zeros(4 * rate, np.float32)],
+                    np.zeros((2, 3 * rate), np.float32), sample_rate=rate)
     report = evaluate(on_grid_only, data, EvalConfig(snr_db=(), delays_ms=(5.0, 10.0)), NAMES)
     clean = report["conditions"]["clean"]
     assert clean["window"]["macro_f1"] == 1.0  # as cut: on the grid
@@ -134,7 +134,8 @@ def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
     durations = frame["duration_s"].astype(float)
     assert report["n_clips"] == 3 and report["n_windows"] >= int(durations.sum() // 1)
     for metrics in report["conditions"].values():
-        assert {"macro_f1", "accuracy", "macro_f1_thresholded", "mAP", "roc_auc", "per_species", "confusion"} <= set(metrics["window"])
+        assert {"macro_f1", "accuracy", "macro_f1_thresholded", "mAP", "roc_auc", "per_species",
+                "confusion"} <= set(metrics["window"])
         assert set(metrics["window"]["per_species"]) == set(species)
         assert 0.0 <= metrics["detection_auc"] <= 1.0 and "macro_f1" in metrics["clip"]
         assert metrics["alignment"]["delays_ms"] == [0.0, 5.0, 10.0, 15.0]  # the default delays
@@ -154,8 +155,9 @@ def test_evaluate_cli_writes_report_and_png(shared_data, tmp_path):
         "manifest": str(manifest), "audio_root": str(shared_data / "audio/insectset32"),
         "background_manifest": str(REPO / "data_manifests/backgrounds.csv"),
         "background_root": str(shared_data / "audio/backgrounds"), "evaluation": {"snr_db": [0]}}))
-    from_config = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "model.safetensors"), "--config",
-                                           str(tmp_path / "mine.json"), "--delays-ms", "", "--out", str(tmp_path / "c")])
+    from_config = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "model.safetensors"),
+                                           "--config", str(tmp_path / "mine.json"), "--delays-ms", "",
+                                           "--out", str(tmp_path / "c")])
     assert from_config.exit_code == 0, from_config.output
     report = json.loads((tmp_path / "c" / "report.json").read_text())
     assert list(report["conditions"]) == ["clean", "snr_+0dB"] and report["n_clips"] == 3
@@ -192,13 +194,14 @@ def test_listed_excerpts_without_song_are_left_out(tmp_path):
     sf.write(tmp_path / "a.wav", 0.1 * rng.standard_normal(7 * rate), rate)  # excerpts at 0, 3, 6 s
     sf.write(tmp_path / "bg.wav", 0.1 * rng.standard_normal(5 * rate), rate)
     pd.DataFrame({"path": ["a.wav"], "species": ["a"], "split": ["validation"], "license": ["CC0-1.0"],
-                  "recordist": ["x"], "duration_s": [7.0], "sample_rate": [rate]}).to_csv(tmp_path / "m.csv", index=False)
+                  "recordist": ["x"], "duration_s": [7.0], "sample_rate": [rate]}).to_csv(tmp_path / "m.csv",
+                                                                                         index=False)
     pd.DataFrame({"path": ["bg.wav"], "split": ["validation"], "license": ["CC0-1.0"], "source": ["noise"],
                   "duration_s": [5.0], "sample_rate": [rate]}).to_csv(tmp_path / "bg.csv", index=False)
     pd.DataFrame({"path": ["a.wav"], "start_s": [3.0], "reason": ["between chirps"]}).to_csv(tmp_path / "x.csv",
                                                                                                index=False)
-    cfg = EvalConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path), background_manifest=str(tmp_path / "bg.csv"),
-                     background_root=str(tmp_path))
+    cfg = EvalConfig(manifest=str(tmp_path / "m.csv"), audio_root=str(tmp_path),
+                     background_manifest=str(tmp_path / "bg.csv"), background_root=str(tmp_path))
     every = prepare(cfg, NAMES, rate, 3.0)
     kept = prepare(EvalConfig(**{**cfg.to_dict(), "exclude_excerpts": str(tmp_path / "x.csv")}), NAMES, rate, 3.0)
     assert (len(every.windows), every.n_excluded, len(kept.windows), kept.n_excluded) == (3, 0, 2, 1)

@@ -61,7 +61,8 @@ def test_band_contrast_adds_a_channel_that_a_gain_or_a_steady_band_leaves_unchan
     # In the band of a steady tone the level rises and the contrast flattens (noise alone flickers more).
     assert with_band[0, 1, tone_band].std() < 0.5 * plain[0, 1, tone_band].std()
     path = export_onnx(model, tmp_path / "m.onnx", frontend="conv")
-    np.testing.assert_allclose(load_predictor(path).predict(wave.numpy())["scores"], scores.numpy(), atol=FP32_TOLERANCE)
+    np.testing.assert_allclose(load_predictor(path).predict(wave.numpy())["scores"], scores.numpy(),
+                               atol=FP32_TOLERANCE)
 
 
 def test_graphs_have_the_promised_structure(pulse_bundle):

@@ -198,7 +198,8 @@ def test_info_and_discovery(tmp_path):
     assert [str(rel) for _, rel in found] == ["a.WAV", "sub/b.flac", "sub/phone.m4a"]
     assert [str(rel) for _, rel in find_audio([tmp_path])] == ["a.WAV", "sub/b.flac"]  # calibration, training
     sf.write(tmp_path / "sub" / "phone.flac", tone(0.5, RATE), RATE)  # converted as the error said: the .m4a goes
-    assert [str(rel) for _, rel in find_audio([tmp_path], undecodable=True)] == ["a.WAV", "sub/b.flac", "sub/phone.flac"]
+    assert [str(rel) for _, rel in find_audio([tmp_path], undecodable=True)] == ["a.WAV", "sub/b.flac",
+                                                                                 "sub/phone.flac"]
     info = audio_info(found[1][0])
     assert (info.sample_rate, info.channels, info.frames) == (32000, 1, 48000)
     assert info.duration_s == pytest.approx(1.5)

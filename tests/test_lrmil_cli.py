@@ -107,8 +107,9 @@ def test_a_folder_name_stdout_cannot_encode_is_printed_escaped_not_a_crash(tmp_p
     """As `pulse`'s: with stdout in a file on Windows (cp1252), a Cyrillic --out raised UnicodeEncodeError at the last
     line, after the slides were written."""
     out = tmp_path / "срезы"
-    proc = subprocess.run([sys.executable, "-m", "lrmil.cli", "synth", "--out", str(out), "--count", "6", "--size",
-                           "512", "--folds", "3"], capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    proc = subprocess.run([sys.executable, "-m", "lrmil.cli", "synth", "--out", str(out), "--count", "6",
+                           "--size", "512", "--folds", "3"],
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
     assert proc.returncode == 0 and b"\\u0441\\u0440\\u0435\\u0437\\u044b" in proc.stdout, proc.stderr[-500:]
 
 
@@ -144,7 +145,8 @@ def test_a_corrupt_json_file_in_a_users_folder_is_one_line_naming_it(tmp_path):
                            tmp_path / "o1", "--mpp", 0.5), tmp_path / "model.json" / "model.json"),
                          (("predict", tmp_path / "ok.png", "--model", tmp_path / "onnx.json", "--out", tmp_path / "o2",
                            "--mpp", 0.5), tmp_path / "onnx.json" / "onnx.json"),
-                         (("synth", "--out", tmp_path / "synth", "--count", 6), tmp_path / "synth" / "synth_config.json")]:
+                         (("synth", "--out", tmp_path / "synth", "--count", 6),
+                          tmp_path / "synth" / "synth_config.json")]:
         result = _invoke(*args)
         assert result.exit_code == 2, result.output
         line, = result.stderr.strip().splitlines()
@@ -369,8 +371,9 @@ def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_read
 
     mil_files = []
     for magnification in ("5x", "20x"):
-        trained = _invoke("train", "--features", tmp_path / f"features{magnification}", "--splits",
-                          tmp_path / "splits.csv", "--out", tmp_path / f"run{magnification}", "--folds", "0", "--epochs", 1)
+        trained = _invoke("train", "--features", tmp_path / f"features{magnification}",
+                          "--splits", tmp_path / "splits.csv", "--out", tmp_path / f"run{magnification}",
+                          "--folds", "0", "--epochs", 1)
         assert trained.exit_code == 0, trained.output
         mil_files.append(tmp_path / f"run{magnification}" / "fold0" / "model.safetensors")
     assert [f.stat().st_mode & 0o777 for f in (encoder_file, *mil_files)] == [0o644] * 3  # not mkstemp's 0600

@@ -86,7 +86,8 @@ def test_unlabelled_schema_needs_no_species(tmp_path, root):
 
 def test_shipped_manifests_are_valid(shared_data):
     audio = shared_data / "audio"
-    assert validate_manifest(read_manifest(REPO / "data_manifests/insectset32.csv"), audio / "insectset32", LABELS) == []
+    insectset = read_manifest(REPO / "data_manifests/insectset32.csv")
+    assert validate_manifest(insectset, audio / "insectset32", LABELS) == []
     backgrounds = read_manifest(REPO / "data_manifests/backgrounds.csv")
     assert validate_manifest(backgrounds, audio / "backgrounds") == []
     published = pd.read_csv(audio / "insectset32.csv").set_index("path")["split"]
@@ -222,7 +223,8 @@ def test_make_manifest_splits_stay_put_as_recordings_are_added_and_copies_share_
     (mine / "species_0" / songs[30].name).write_bytes(songs[30].read_bytes())
     after = manifest_from_folders(mine)[0].set_index("path")["split"]
     moved = [path for path in before.index if after[path] != before[path]]
-    assert all(path.startswith("species_0/") and before[path] == "validation" for path in moved)  # never into validation
+    # never into validation
+    assert all(path.startswith("species_0/") and before[path] == "validation" for path in moved)
     assert before.value_counts().to_dict() == {"train": 24, "validation": 6}
     held_out = next(path for path in after.index if path.startswith("species_0/") and after[path] == "validation")
     for copy in ("species_1", "species_2"):  # a species_0 validation recording in both other folders

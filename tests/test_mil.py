@@ -178,7 +178,8 @@ def test_bags_from_two_encoders_weights_are_refused_naming_both(tmp_path):
         rows.append((f"s{i}", "tumour", 0))
     splits = pd.DataFrame(rows, columns=["slide_id", "label", "fold"])
     assert len(load_bags(tmp_path, splits.iloc[:3], ("benign", "tumour"))) == 3
-    with pytest.raises(ValueError, match=r"weights aaaaaaaa at 20x, 8-d: 3 slide\(s\), e.g. s0; .*weights bbbbbbbb .* e.g. s3"):
+    with pytest.raises(ValueError,
+                       match=r"weights aaaaaaaa at 20x, 8-d: 3 slide\(s\), e.g. s0; .*weights bbbbbbbb .* e.g. s3"):
         load_bags(tmp_path, splits, ("benign", "tumour"))
 
 
@@ -212,7 +213,8 @@ def test_out_of_fold_predictions_follow_the_slides_through_store_splits_and_fold
 
 
 @pytest.mark.parametrize("row, message", [("b,,1", "line 3: no label"), (",y,1", "line 3: no slide_id"),
-                                          ("b,y,", "line 3: no fold"), ("b,y,x", "line 3: fold 'x' is not a whole number"),
+                                          ("b,y,", "line 3: no fold"),
+                                          ("b,y,x", "line 3: fold 'x' is not a whole number"),
                                           ("b,y,1.5", "line 3: fold '1.5' is not a whole number")])
 def test_a_splits_row_without_a_label_or_a_whole_fold_is_one_line_naming_file_and_line(tmp_path, row, message):
     """A blank label made sorting the labels fail (a traceback); a fold of 'x' gave pandas' words without the file."""
@@ -328,8 +330,10 @@ def test_a_listed_slide_without_features_is_one_line_naming_its_row_and_file(tmp
                                                  np.zeros((2, 0), np.int64), 256, 256, 20.0, 0.5))
     splits = pd.DataFrame({"slide_id": ["a", "gone"], "label": ["x", "y"], "fold": [0, 1]})
     assert list(load_bags(tmp_path, splits, ("x", "y"))) == ["a"]
-    assert caplog.messages == [f"gone (line 3 of the splits CSV): no feature file {tmp_path / 'gone.h5'}; slide skipped"]
-    with pytest.raises(FileNotFoundError, match=r"looked for gone.h5, ...; the folder holds 1 .h5 file\(s\), e.g. a.h5\)$"):
+    assert caplog.messages == [f"gone (line 3 of the splits CSV): no feature file {tmp_path / 'gone.h5'}; "
+                               "slide skipped"]
+    with pytest.raises(FileNotFoundError,
+                       match=r"looked for gone.h5, ...; the folder holds 1 .h5 file\(s\), e.g. a.h5\)$"):
         load_bags(tmp_path, splits.iloc[1:], ("x", "y"))
 
 
@@ -400,7 +404,8 @@ def test_a_label_no_fold_trains_on_is_warned_about_per_fold(caplog):
     ids = list(bags)
     warn_untrained_labels(0, {"train": [ids[0], ids[2]], "val": [ids[1]], "test": [ids[3]]}, bags, ("x", "y"))
     assert caplog.messages == ["fold 0: no training slide is labelled 'y' (its slides are all in this fold's test or "
-                               "validation fold), so this fold's model never predicts it; spread each label over the folds"]
+                               "validation fold), so this fold's model never predicts it; "
+                               "spread each label over the folds"]
 
 
 def test_excel_csv_of_a_comma_decimal_locale_reads_and_one_in_its_code_page_is_named(tmp_path):

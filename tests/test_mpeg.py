@@ -281,9 +281,10 @@ def test_clips_of_a_low_rate_mp3_are_its_samples(tmp_path):
     summary = extract_segments(tmp_path / "out", tmp_path / "clips", SegmentConfig(seq_length=4.0))
     detections = pd.read_csv(tmp_path / "out" / "detections.csv")
     assert summary.clips_written == len(detections) > 5 and summary.clips_failed == 0
-    for begin, end, label, confidence in detections[["Start (s)", "End (s)", "Scientific name", "Confidence"]].itertuples(
-            index=False):
+    columns = ["Start (s)", "End (s)", "Scientific name", "Confidence"]
+    for begin, end, label, confidence in detections[columns].itertuples(index=False):
         (clip,) = (tmp_path / "clips" / label).glob(f"{confidence:.3f}_low_{begin:g}s.wav")
         first = int(round(min(max(0.0, (begin + end) / 2 - 2.0), len(expected) / rate - 4.0) * rate))
+        # atol 2 / 2**15: a 16-bit WAV (libsndfile scales by 32767)
         np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], expected[first:first + 4 * rate],
-                                   rtol=0, atol=2 / 2**15, err_msg=clip.name)  # a 16-bit WAV (libsndfile scales by 32767)
+                                   rtol=0, atol=2 / 2**15, err_msg=clip.name)

@@ -93,7 +93,8 @@ def test_children_line_up_only_with_the_grid_they_were_cut_from():
     assert children_line_up(other.student.coords, other.student.size_level0, other.children, other.teacher.coords)
     assert not children_line_up(other.student.coords, other.student.size_level0, other.children, grid.teacher.coords)
     assert not children_line_up(grid.student.coords, grid.student.size_level0, grid.children, other.teacher.coords)
-    assert not children_line_up(grid.student.coords, grid.student.size_level0, grid.children[:, :0], grid.teacher.coords)
+    assert not children_line_up(grid.student.coords, grid.student.size_level0, grid.children[:, :0],
+                                grid.teacher.coords)
 
 
 def test_bad_mask_shape():

@@ -212,7 +212,8 @@ def test_real_slides_cmu_works_no_mpp_needs_the_flag_and_broken_is_reported(mode
     batch = [slides / "broken.svs", slides / "CMU-1-Small-Region.svs", slides / "TCGA-CR-7395-01A-01-TS1-no-mpp.svs"]
     summary = run_predict(batch, PredictConfig(model=str(model_dir)), tmp_path / "a")
     assert summary["done"] == 1 and summary["failed"] == 2
-    errors = {row["path"].rsplit("/", 1)[-1]: row["message"] for row in csv.DictReader(open(tmp_path / "a" / "errors.csv"))}
+    errors = {row["path"].rsplit("/", 1)[-1]: row["message"]
+              for row in csv.DictReader(open(tmp_path / "a" / "errors.csv"))}
     assert "--mpp" in errors["TCGA-CR-7395-01A-01-TS1-no-mpp.svs"]
     assert "broken.svs" in errors
     record = json.loads((tmp_path / "a" / "CMU-1-Small-Region.json").read_text())
@@ -252,7 +253,8 @@ def test_cli_predict_reports_failures_and_the_demo_notice(model_dir, tmp_path):
     assert f"1 slide(s) failed: see {out / 'errors.csv'}" in result.stderr
     assert DEMO_NOTICE in result.output and "missing.svs" in (out / "errors.csv").read_text()
 
-    again = CliRunner().invoke(app, ["predict", str(slide), "--model", str(model_dir), "--out", str(out), "--mpp", "0.5"])
+    again = CliRunner().invoke(app, ["predict", str(slide), "--model", str(model_dir), "--out", str(out),
+                                     "--mpp", "0.5"])
     assert again.exit_code == 0, again.output
     assert not (out / "errors.csv").exists()  # the rerun failed nothing: no stale failures left behind
 
@@ -261,7 +263,8 @@ def test_mpp_fills_in_missing_metadata_unless_override_is_asked_for(model_dir, t
     tagged = _tissue_png(tmp_path / "tagged.tif", resolution_unit=3, resolution=20000.0)  # 0.5 um/px in its tags
     untagged = _tissue_png(tmp_path / "untagged.png")
     run_predict([tagged, untagged], PredictConfig(model=str(model_dir), mpp=1.0), tmp_path / "fallback")
-    records = {name: json.loads((tmp_path / "fallback" / f"{name}.json").read_text()) for name in ("tagged", "untagged")}
+    records = {name: json.loads((tmp_path / "fallback" / f"{name}.json").read_text())
+               for name in ("tagged", "untagged")}
     assert (records["tagged"]["mpp"], records["tagged"]["mpp_source"]) == (pytest.approx(0.5), "metadata")
     assert (records["untagged"]["mpp"], records["untagged"]["mpp_source"]) == (1.0, "--mpp")
 

@@ -123,7 +123,8 @@ def test_onnxruntime_refuses_a_cuda_session_that_fell_back_to_cpu(pulse_bundle, 
     """A build listing CUDA can still fail to start it (no GPU, no CUDA libraries) and quietly use the CPU."""
     import onnxruntime
 
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     with pytest.raises(ValueError, match="--device cuda: ONNX Runtime could not start CUDA"):
         load_predictor(pulse_bundle, device="cuda")
 
@@ -156,7 +157,8 @@ def test_tensorrt_matches_torch_in_fp16(pulse_bundle, tmp_path):
 
 
 def test_a_new_backend_is_one_file_named_for_it(tmp_path, monkeypatch):
-    """Adding a backend took its file plus a line in predictor.py's module table; without the line, 'unknown backend'."""
+    """Adding a backend took its file plus a line in predictor.py's module table; without the line, 'unknown
+    backend'."""
     import sys
 
     import export.backends

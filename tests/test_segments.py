@@ -93,8 +93,8 @@ def test_clips_of_one_recording_are_cut_from_one_open_file(tmp_path, model, monk
     assert summary.clips_written == len(detections) > 10 and summary.clips_failed == 0
     at_the_end = (detections["End (s)"] == 30.0).sum()
     assert len(opened) == at_the_end  # the first open, then one after each clip reaching the end but the last
-    for begin, end, label, confidence in detections[["Start (s)", "End (s)", "Scientific name", "Confidence"]].itertuples(
-            index=False):
+    columns = ["Start (s)", "End (s)", "Scientific name", "Confidence"]
+    for begin, end, label, confidence in detections[columns].itertuples(index=False):
         (clip,) = (tmp_path / "clips" / label).glob(f"{confidence:.3f}_pipe_{begin:g}s.wav")
         start = int(round(min(max(0.0, (begin + end) / 2 - 2.0), 26.0) * RATE))
         np.testing.assert_allclose(sf.read(clip, dtype="float32")[0], recording[start:start + 4 * RATE], atol=1 / 2**15)

@@ -303,7 +303,8 @@ def test_find_slides_expands_folders(tmp_path, caplog):
     for name in ("b.svs", "a.tiff", "c.czi", "notes.txt", "thumb.png", "label.jpg"):
         (tmp_path / name).write_bytes(b"x")
     found = find_slides([tmp_path, tmp_path / "missing.svs", tmp_path / "b.svs"])  # b.svs named twice: once
-    assert [p.name for p in found] == ["a.tiff", "b.svs", "c.czi", "missing.svs"]  # a folder's plain images are skipped...
+    # a folder's plain images are skipped...
+    assert [p.name for p in found] == ["a.tiff", "b.svs", "c.czi", "missing.svs"]
     assert "2 plain image(s) skipped" in caplog.text
     assert [p.name for p in find_slides([tmp_path / "thumb.png"])] == ["thumb.png"]  # ...unless named
 
@@ -528,7 +529,8 @@ def test_a_dicom_folder_s_series_are_read_once_while_its_files_stay_as_they_are(
     case7 = dicom_slide(tmp_path / "case7", size=256)
     opened = []
     real_open = openslide.OpenSlide.__init__
-    monkeypatch.setattr(openslide.OpenSlide, "__init__", lambda self, file: opened.append(file) or real_open(self, file))
+    monkeypatch.setattr(openslide.OpenSlide, "__init__",
+                        lambda self, file: opened.append(file) or real_open(self, file))
     for _ in range(3):
         open_slide(case7 / "level0.dcm").close()
     checks = len(opened) - 3  # the three opens of the slide itself

@@ -33,4 +33,5 @@ def test_runs_merge_nested_settings_and_command_line_overrides():
 def test_a_mistyped_setting_stops_the_sweep():
     sweep = load_sweep()
     with pytest.raises(SystemExit, match="sweep run a: unknown setting\\(s\\) songspeed, model.nfft"):
-        sweep.run_configs({"base": "configs/pulse_v0.1.json", "runs": {"a": {"songspeed": 1, "model": {"nfft": 2}}}}, {})
+        sweep.run_configs({"base": "configs/pulse_v0.1.json",
+                           "runs": {"a": {"songspeed": 1, "model": {"nfft": 2}}}}, {})

@@ -1,4 +1,5 @@
-"""Synthetic slides: deterministic tiles, pyramidal TIFF readable by OpenSlide, class signal plain at 20x, faint at 5x."""
+"""Synthetic slides: deterministic tiles, pyramidal TIFF readable by OpenSlide, class signal plain at 20x, faint at
+5x."""
 
 from __future__ import annotations
 

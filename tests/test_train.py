@@ -77,7 +77,8 @@ def test_run_writes_config_checkpoint_and_is_deterministic(shared_data, tmp_path
     assert all(torch.equal(first[k], second[k]) for k in first)
     other = weak_labels.train(tiny_config(shared_data, tmp_path, seed=1), tmp_path / "c")
     assert other is not None
-    assert not torch.equal(first["model.head.1.weight"], weights(tmp_path / "c/checkpoint.safetensors")["model.head.1.weight"])
+    assert not torch.equal(first["model.head.1.weight"],
+                           weights(tmp_path / "c/checkpoint.safetensors")["model.head.1.weight"])
 
 
 def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypatch):
@@ -86,7 +87,8 @@ def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypat
     cfg = tiny_config(shared_data, tmp_path, ema_decay=0.5, song_speeds=(0.9, 1.0, 1.1), lowpass_prob=0.5, tilt_db=6.0,
                       lambda_byol=0.1)
     cfg = dataclasses.replace(cfg, semi=dataclasses.replace(
-        cfg.semi, byol_batch=2, unlabelled_manifests=(cfg.background_manifest,), unlabelled_roots=(cfg.background_root,)))
+        cfg.semi, byol_batch=2, unlabelled_manifests=(cfg.background_manifest,),
+        unlabelled_roots=(cfg.background_root,)))
     weak_labels.train(cfg, tmp_path / "full")
     real_save = weak_labels.save_checkpoint
 
@@ -100,7 +102,8 @@ def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypat
     monkeypatch.setattr(weak_labels, "save_checkpoint", real_save)
     assert len(json.loads((tmp_path / "killed/history.json").read_text())) == 1
     weak_labels.train(cfg, tmp_path / "killed")
-    full, resumed = weights(tmp_path / "full/checkpoint.safetensors"), weights(tmp_path / "killed/checkpoint.safetensors")
+    full = weights(tmp_path / "full/checkpoint.safetensors")
+    resumed = weights(tmp_path / "killed/checkpoint.safetensors")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     with pytest.raises(ValueError, match="different config"):
         weak_labels.train(tiny_config(shared_data, tmp_path, lr=1e-4), tmp_path / "killed")
@@ -146,7 +149,8 @@ def test_setup_errors_are_clear_and_a_run_that_never_trained_can_be_set_up_again
     frame[(frame["split"] == "train") | (frame["species"] != SPECIES[1])].to_csv(tmp_path / "no_val.csv", index=False)
     caplog.clear()
     with caplog.at_level("WARNING", logger="pulse.train.weak_labels"):
-        weak_labels.train(dataclasses.replace(tiny_config(shared_data, tmp_path, epochs=1), manifest=str(tmp_path / "no_val.csv")),
+        weak_labels.train(dataclasses.replace(tiny_config(shared_data, tmp_path, epochs=1),
+                                              manifest=str(tmp_path / "no_val.csv")),
                           tmp_path / "run_no_val")
     assert f"1 of the model's species have no validation recording ({SPECIES[1]})" in caplog.text
 
@@ -461,7 +465,8 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path)
 
     def train_with(text: str) -> str:
         (tmp_path / "mine.json").write_text(text)
-        result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "mine.json"), "--out", str(tmp_path / "r")])
+        result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "mine.json"),
+                                          "--out", str(tmp_path / "r")])
         assert result.exit_code == 2 and "Traceback" not in result.output and len(result.output.splitlines()) == 1
         return result.output
 
@@ -471,8 +476,10 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_the_setting(tmp_path)
     # a list setting given one value was split into characters (backgrounds "bgs": b, g, s) or failed in training
     assert "mine.json: backgrounds must be a list of strings, got 'bgs'" in train_with('{"backgrounds": "bgs"}')
     assert "mine.json: snr_db must be a list of 2 numbers, got 5" in train_with('{"snr_db": 5}')
-    assert "mine.json: model must be an object of settings, got 'pulse_cnn_xs'" in train_with('{"model": "pulse_cnn_xs"}')
-    assert "mine.json: teacher_caches must be a list of strings, got 'x'" in train_with('{"semi": {"teacher_caches": "x"}}')
+    assert ("mine.json: model must be an object of settings, got 'pulse_cnn_xs'"
+            in train_with('{"model": "pulse_cnn_xs"}'))
+    assert ("mine.json: teacher_caches must be a list of strings, got 'x'"
+            in train_with('{"semi": {"teacher_caches": "x"}}'))
     assert "mine.json: not valid JSON" in train_with('{"epochs": 2,}')
     assert "mine.json: model.labels lists a more than once" in train_with('{"model": {"labels": ["a", "b", "a"]}}')
     assert "unknown audio encoder 'resnet9'" in train_with('{"model": {"arch": "resnet9"}}')  # before any decoding
@@ -514,7 +521,8 @@ def test_labels_of_your_own_need_no_common_names_or_codes():
     assert own.labels == ("Ephippiger diurnus", "Gryllus campestris") and own.common_names == own.codes == ()
     with pytest.raises(ValueError, match="derived codes repeat \\(GRYCAM"):  # Raven's Species Code would be ambiguous
         ModelConfig.from_dict({"labels": ["Gryllus campestris", "Gryllus campanula"]})
-    twins = ModelConfig.from_dict({"labels": ["Gryllus campestris", "Gryllus campanula"], "codes": ["GRYCAM", "GRYCAN"]})
+    twins = ModelConfig.from_dict({"labels": ["Gryllus campestris", "Gryllus campanula"],
+                                   "codes": ["GRYCAM", "GRYCAN"]})
     assert twins.codes == ("GRYCAM", "GRYCAN")
 
 
@@ -570,8 +578,10 @@ def test_unknown_singer_is_a_pulsed_band_above_the_crickets_and_leaves_the_targe
     mixed, mixed_targets = batch(1.0)
     assert (share_above_4khz(plain) < 0.01).all()
     shares = share_above_4khz(mixed)  # as loud as the song, or silent where a chirping singer pauses
-    assert (np.isclose(shares, 0.5, atol=0.02) | (shares < 0.01)).all() and np.isclose(shares, 0.5, atol=0.02).mean() > 0.75
-    assert (plain_targets == mixed_targets).all() and (mixed_targets[:, 0] == 1).all() and (mixed_targets[:, 1] == 0).all()
+    assert (np.isclose(shares, 0.5, atol=0.02) | (shares < 0.01)).all()
+    assert np.isclose(shares, 0.5, atol=0.02).mean() > 0.75
+    assert (plain_targets == mixed_targets).all()
+    assert (mixed_targets[:, 0] == 1).all() and (mixed_targets[:, 1] == 0).all()
 
 
 def test_archive_band_limit_cuts_the_song_and_leaves_the_soundscape_behind_it_full_band():

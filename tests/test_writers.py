@@ -256,7 +256,8 @@ def test_kaleidoscope_layout(tmp_path, scores, monkeypatch):
                      "Great Green Bush-cricket,0.6000",
                      f"{here},rec,a.wav,0.0000,3.0000,,,,Gryllus campestris,Field Cricket,0.9000",
                      f"{here},rec,a.wav,6.0000,1.5000,,,,Tettigonia viridissima,Great Green Bush-cricket,0.6000",
-                     f"{parent},{os.path.basename(here)},b.wav,0.0000,3.0000,,,,Gryllus campestris,Field Cricket,0.9000"]
+                     f"{parent},{os.path.basename(here)},b.wav,0.0000,3.0000,,,,"
+                     "Gryllus campestris,Field Cricket,0.9000"]
     WRITERS.create("kaleidoscope").write(table.iloc[:0], tmp_path / "none.csv")
     assert (tmp_path / "none.csv").read_text().splitlines() == lines[:1]
 

@@ -44,7 +44,8 @@ class TorchPredictor:
         network.load_state_dict(state)
         self._module = package.ScoresAndEmbedding(network.eval()).to(device)
         self.output_names = tuple(self._module.output_names)
-        self.input_spec = InputSpec("waveform", (None, int(round(self.metadata["window_s"] * self.metadata["sample_rate"]))))
+        self.input_spec = InputSpec("waveform",
+                                    (None, int(round(self.metadata["window_s"] * self.metadata["sample_rate"]))))
         self._device, self._torch = device, torch
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -28,7 +28,8 @@ class ConchEncoder(nn.Module):
             raise RuntimeError("encoder 'conch' needs the CONCH package (pip install "
                                "git+https://github.com/mahmoodlab/CONCH) and its checkpoint file") from None
         if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: CONCH checkpoint not found (pass --weights PATH to pytorch_model.bin)")
+            raise FileNotFoundError(f"{checkpoint}: CONCH checkpoint not found "
+                                    "(pass --weights PATH to pytorch_model.bin)")
         self.model, _ = create_model_from_pretrained("conch_ViT-B-16", checkpoint_path=str(checkpoint))
         self.cfg = EncoderCfg(name="conch", embed_dim=512, patch_px=448, mean=OPENAI_CLIP_MEAN,
                               std=OPENAI_CLIP_STD, precision="fp16", source="MahmoodLab/CONCH",

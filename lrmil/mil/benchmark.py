@@ -65,7 +65,8 @@ def _stage1_and_2(splits: Path, slides: list[Path], teacher_encoder: Path, f20: 
         if not encoder.is_file():
             stage1 = DistillPatchConfig(teacher_weights=str(teacher_encoder), encoder=ENCODER, test_fold=int(fold),
                                         epochs=cfg.stage1_epochs, device=cfg.device, seed=cfg.seed)
-            distill_patch(stage1, slides, encoder, splits, Path(stage2.teacher) / f"fold{fold}" / "model.safetensors", f20)
+            distill_patch(stage1, slides, encoder, splits,
+                          Path(stage2.teacher) / f"fold{fold}" / "model.safetensors", f20)
         stage1_metrics[int(fold)] = read_json(encoder.with_suffix(".json"))["metrics"]
         f5 = _extract(slides, encoder, "student", out / f"student_encoder_fold{fold}", cfg)
         run = out / "runs" / f"student_5x_both_fold{fold}"
@@ -141,7 +142,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     t0 = time.perf_counter()
     metrics["teacher_20x"] = train(dataclasses.replace(mil, features=str(f20), out=str(runs / "teacher_20x")))
     metrics["student_5x_nokd"] = train(dataclasses.replace(mil, features=str(f5), out=str(runs / "student_5x_nokd")))
-    metrics["student_5x_stage2"] = distill(dataclasses.replace(stage2, features=str(f5), out=str(runs / "student_5x_stage2")))
+    metrics["student_5x_stage2"] = distill(dataclasses.replace(stage2, features=str(f5),
+                                                               out=str(runs / "student_5x_stage2")))
     step("mil_teacher_nokd_stage2", t0)
 
     t0 = time.perf_counter()
@@ -160,12 +162,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     if cfg.large_size:
         t0 = time.perf_counter()
         large = synthesize(out / "large", SynthConfig(count=1, size=cfg.large_size, seed=cfg.seed + 1, folds=1))
-        timing["large_slide"] = _timing(bundle, sorted((large.parent / "slides").glob("*.tiff")), out / "timing_large", cfg)
+        timing["large_slide"] = _timing(bundle, sorted((large.parent / "slides").glob("*.tiff")),
+                                        out / "timing_large", cfg)
         step("timing_large", t0)
 
     results = {"config": cfg.to_dict(), "metrics": {k: v["pooled"] for k, v in metrics.items()},
                "per_fold": {k: v["folds"] for k, v in metrics.items()}, "timing": timing,
-               "pretrain": pretrain_metrics, "stage1": stage1_metrics, "steps_s": clock, "total_s": round(time.perf_counter() - started, 1),
+               "pretrain": pretrain_metrics, "stage1": stage1_metrics, "steps_s": clock,
+               "total_s": round(time.perf_counter() - started, 1),
                "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"}
     write_json(out / "results.json", results)
     write_text(out / "results.md", results_table(results))
@@ -178,12 +182,14 @@ def results_table(results: dict) -> str:
     m = results["metrics"]
     lines = ["| model | features | AUC | accuracy | balanced acc. | weighted F1 |", "|---|---|---|---|---|---|"]
     names = {"teacher_20x": ("teacher", "20x"), "student_5x_nokd": ("student, no KD", "5x"),
-             "student_5x_stage2": ("student, stage 2 only", "5x"), "student_5x_both": ("student, stage 1 + 2", "5x (stage-1 encoder)")}
+             "student_5x_stage2": ("student, stage 2 only", "5x"),
+             "student_5x_both": ("student, stage 1 + 2", "5x (stage-1 encoder)")}
     for key in VARIANTS:
         v = m[key]
         lines.append(f"| {names[key][0]} | {names[key][1]} | {v['auc']:.3f} | {v['accuracy']:.3f} | "
                      f"{v['balanced_accuracy']:.3f} | {v['f1_weighted']:.3f} |")
-    lines += ["", "| slides | path | patches/slide | read s | encode s | tissue+grid+MIL s | total s/slide | speed-up |",
+    lines += ["",
+              "| slides | path | patches/slide | read s | encode s | tissue+grid+MIL s | total s/slide | speed-up |",
               "|---|---|---|---|---|---|---|---|"]
     for where, t in results["timing"].items():
         for name in ("teacher", "student"):
@@ -191,6 +197,7 @@ def results_table(results: dict) -> str:
             other = p["tissue"] + p["patches"] + p["mil"]
             speed = f"{t['speedup']:.1f}x" if name == "student" else ""
             lines.append(f"| {where.replace('_', ' ')} | {name} ({'20x' if name == 'teacher' else '5x'}) | "
-                         f"{p['patch_count']:.0f} | {p['read']:.2f} | {p['encode']:.2f} | {other:.2f} | {p['total']:.2f} | {speed} |")
+                         f"{p['patch_count']:.0f} | {p['read']:.2f} | {p['encode']:.2f} | {other:.2f} | "
+                         f"{p['total']:.2f} | {speed} |")
     return "\n".join(lines) + "\n"
 

@@ -121,9 +121,11 @@ def check_pair(name: str, mil: ABMIL, encoder: nn.Module, where: str | Path, pat
     """An ABMIL only runs on features of the size its encoder gives, from its encoder architecture, at the
     magnification of its slot (a 20x ABMIL in the 5x student slot would run, and be wrong)."""
     if mil.cfg.in_dim != encoder.cfg.embed_dim:
-        raise ValueError(f"{where}: {name} ABMIL expects {mil.cfg.in_dim}-d features, encoder gives {encoder.cfg.embed_dim}")
+        raise ValueError(f"{where}: {name} ABMIL expects {mil.cfg.in_dim}-d features, "
+                         f"encoder gives {encoder.cfg.embed_dim}")
     if mil.cfg.encoder and mil.cfg.encoder != encoder.cfg.name:
-        raise ValueError(f"{where}: {name} ABMIL was trained on {mil.cfg.encoder} features, encoder is {encoder.cfg.name}")
+        raise ValueError(f"{where}: {name} ABMIL was trained on {mil.cfg.encoder} features, "
+                         f"encoder is {encoder.cfg.name}")
     expected, _ = patch.level(name)
     if not math.isclose(mil.cfg.magnification, expected):
         raise ValueError(f"{where}: the {name} slot takes a {expected:g}x ABMIL, this one was trained on "
@@ -192,5 +194,6 @@ def _load_onnx_path(folder: Path, name: str, device: str, threads: int) -> OnnxP
                          f"use --path {exported[0] if exported else 'student'} or export it")
     encoder = OnnxRuntimePredictor(folder / spec[name]["encoder"], device, threads)
     mil = OnnxRuntimePredictor(folder / spec[name]["mil"], device, threads)
-    return OnnxPathModel(name, encoder, mil, PatchConfig.from_dict(spec["patch"]), TissueConfig.from_dict(spec["tissue"]),
-                         spec.get("notice", ""), tuple(mil.metadata["mil"]["labels"]))
+    return OnnxPathModel(name, encoder, mil, PatchConfig.from_dict(spec["patch"]),
+                         TissueConfig.from_dict(spec["tissue"]), spec.get("notice", ""),
+                         tuple(mil.metadata["mil"]["labels"]))

@@ -167,7 +167,8 @@ def folds_to_run(cfg, splits: pd.DataFrame, bags: dict[str, Bag]) -> tuple[list[
     return every_fold, folds
 
 
-def warn_untrained_labels(fold: int, roles: dict[str, list[str]], bags: dict[str, Bag], labels: tuple[str, ...]) -> None:
+def warn_untrained_labels(fold: int, roles: dict[str, list[str]], bags: dict[str, Bag],
+                          labels: tuple[str, ...]) -> None:
     """A class whose slides all sit in a fold's test and validation folds is never trained on there: the model
     cannot predict it, and a run finishes without saying so."""
     trained = {labels[bags[s].label] for s in roles["train"]}

@@ -115,7 +115,8 @@ class BirdNET:
         """Waveforms [B, 144000] at 48 kHz -> logits and embeddings."""
         batch = np.ascontiguousarray(batch, np.float32)
         if batch.ndim != 2 or batch.shape[1] != WINDOW_SAMPLES:
-            raise ValueError(f"BirdNET expects [batch, {WINDOW_SAMPLES}] samples at {SAMPLE_RATE} Hz, got {batch.shape}")
+            raise ValueError(f"BirdNET expects [batch, {WINDOW_SAMPLES}] samples at {SAMPLE_RATE} Hz, "
+                             f"got {batch.shape}")
         interp = self._interpreter()
         if batch.shape[0] != self.batch_:
             interp.resize_tensor_input(self.input_index_, list(batch.shape))

@@ -62,7 +62,8 @@ def lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
 def band_limit(x: np.ndarray, recorder_rate: int, sample_rate: int) -> np.ndarray:
     """The window as a recorder running at `recorder_rate` would have captured it: nothing above its
     Nyquist frequency, in song and background alike (22.05-32 kHz recorders, MP3 archives)."""
-    return soxr.resample(soxr.resample(x, sample_rate, recorder_rate), recorder_rate, sample_rate)[: len(x)].astype(np.float32)
+    band_limited = soxr.resample(soxr.resample(x, sample_rate, recorder_rate), recorder_rate, sample_rate)
+    return band_limited[: len(x)].astype(np.float32)
 
 
 def hard_clip(x: np.ndarray, level_db: float) -> np.ndarray:
@@ -142,7 +143,8 @@ def spec_augment(logmel: torch.Tensor, generator: torch.Generator, freq_masks: i
     batch, _, n_mels, frames = logmel.shape
     out = logmel.clone()
     fill = logmel.mean(dim=(1, 2, 3))
-    for count, max_width, size, axis in ((freq_masks, freq_mask_bins, n_mels, 2), (time_masks, time_mask_frames, frames, 3)):
+    for count, max_width, size, axis in ((freq_masks, freq_mask_bins, n_mels, 2),
+                                         (time_masks, time_mask_frames, frames, 3)):
         for _ in range(count):
             width = torch.randint(0, max_width + 1, (batch,), generator=generator)
             start = (torch.rand(batch, generator=generator) * (size - width + 1)).long()

@@ -46,7 +46,8 @@ def load_clips(manifest: str, audio_root: str, split: str, labels: tuple[str, ..
     return [Clip(row.path, audio, index[row.species]) for row, audio in decoded if audio is not None]
 
 
-def load_backgrounds(manifest: str, root: str, split: str, sample_rate: int, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
+def load_backgrounds(manifest: str, root: str, split: str, sample_rate: int,
+                     extra: tuple[str, ...] = ()) -> list[np.ndarray]:
     """Decode the background manifest's `split` plus any extra files or folders."""
     frame = select_split(load_manifest(manifest, root, splits=(split,)), split)
     paths = [listed_file(root, p) for p in frame["path"]] + [p for p, _ in find_audio(list(extra))]

@@ -311,7 +311,8 @@ def student_model_config(cfg: TrainConfig) -> ModelConfig:
     return dataclasses.replace(
         cfg.model, license=f"{birdnet.LICENSE} (weights distilled from BirdNET V2.4{data}); code MIT",
         attribution=" ".join(part if part.endswith(".") else f"{part}."  # sentences, whatever the user wrote
-                             for part in (cfg.model.attribution.strip(), f"Distilled from {birdnet.ATTRIBUTION}") if part))
+                             for part in (cfg.model.attribution.strip(), f"Distilled from {birdnet.ATTRIBUTION}")
+                             if part))
 
 
 @LOSS_TERMS.register("kd")

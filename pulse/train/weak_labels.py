@@ -47,7 +47,8 @@ from pulse.train.shift_consistency import advanced, sub_frame_offsets
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, HISTORY_FILE = "config.json", "checkpoint.safetensors", "model.safetensors", "history.json"
+CONFIG_FILE, CHECKPOINT_FILE = "config.json", "checkpoint.safetensors"
+MODEL_FILE, HISTORY_FILE = "model.safetensors", "history.json"
 CURVES_FILE = "training.png"  # history.json drawn: losses and validation per epoch
 
 
@@ -248,9 +249,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, device: st
     if unheard := [label for i, label in enumerate(mc.labels)
                    if label not in non_events and not any(clip.label == i for clip in clips)]:
         log.warning("%d of the model's %d species have no training recordings (%s): for your own species set "
-                    "model.labels, common_names and codes in the config", len(unheard), len(mc.labels), ", ".join(unheard))
+                    "model.labels, common_names and codes in the config",
+                    len(unheard), len(mc.labels), ", ".join(unheard))
     backgrounds = speed_variants(load_backgrounds(cfg.background_manifest, cfg.background_root, cfg.train_split,
-                                                  mc.sample_rate, cfg.backgrounds), cfg.background_speeds, mc.sample_rate)
+                                                  mc.sample_rate, cfg.backgrounds),
+                                 cfg.background_speeds, mc.sample_rate)
     sampler = BatchSampler(clips, backgrounds, cfg)
     if cfg.val_split and (unused := unused_evaluation_data(cfg)):
         log.warning("not used: %s; per-epoch validation reads split %r of the training manifests (manifest, "
