@@ -10,8 +10,8 @@ of a table over a sequence of files); species are the annotator's own names, any
 but one naming a species of the bundled model (its common name or code too, as `pulse analyze`'s own tables name
 them) is its scientific name, which make-manifest and training take for that species. Clips are cut as `pulse
 segments` cuts them (`pulse.segments.ClipCutter`: damaged audio, atomic writes, errors.csv). A box running on past its
-recording's end into a sequence's next file (its End File another) is cut up to that end, and its rest from the next
-file's start.
+recording's end into a sequence's later file (its End File another) is cut up to that end, and its rest from the
+start of each file it runs through, in the sequence's order as `pulse assess` takes it.
 
 - A box shorter than the model's window (3 s) is the 3 s around its middle, shifted to stay inside the recording, as
   training crops 3 s windows; a longer one is kept whole, in equal pieces of at most MAX_CLIP_S (60 s) where longer:
@@ -21,7 +21,7 @@ file's start.
   line per recording); "holds" is as `pulse assess` counts a box in a window: an overlap of 1 s, or half a shorter box.
 - With `background`, the stretches of each annotated recording that no box covers, at least 3 s long (in pieces of at
   most 60 s), go to `OUT/Background/`: the table is taken to box every song. So do the files of a table over a
-  sequence without a box that `pulse assess` takes as listened to (`pulse.assess.in_sequence`), whole. `pulse
+  sequence without a box that `pulse assess` takes as listened to (`pulse.assess.sequence_files`), whole. `pulse
   make-manifest OUT` leaves that folder out and says how to train on it as background and negatives
   (`"backgrounds": ["OUT/Background"]`).
 
@@ -52,7 +52,8 @@ from export.console import first_three
 from export.files import name_within_limit, portable_characters
 from export.folder_lock import exclusive
 from export.progress import progress
-from pulse.assess import carry_over, in_sequence, match_recordings, read_annotations, species_names, window_labels
+from pulse.assess import (carry_over, match_recordings, read_annotations, sequence_files, species_names,
+                          window_labels)
 from pulse.config import MAX_CLIP_S, AssessConfig, ModelConfig
 from pulse.discovery import ANNOTATION_CLIPS_RECORD, find_audio
 from pulse.io import AudioReadError, audio_info
@@ -130,24 +131,22 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     matched, unmatched = match_recordings(annotations.recordings, list(relative), among=f"{audio_root}",
                                           kind=f"recordings under {audio_root}")
     summary = Summary(problems=annotations.problems + unmatched)
-    running_on = set(annotations.boxes.loc[annotations.boxes["runs_on"] != "", "recording"]) & matched.keys()
-    all_boxes = carry_over(annotations.boxes, {key: seconds for key in running_on
-                                               if (seconds := _duration(Path(matched[key]))) is not None})
+    sequences = sequence_files(annotations.sequences, matched, list(relative))
+    all_boxes = carry_over(annotations.boxes, matched, lambda file: _duration(Path(file)), sequences)
     # a sequence table's box-free files between its annotated ones were listened to: all background, as in assess
-    listened = in_sequence(annotations.sequences, matched, list(relative)) - set(matched.values())
+    listened = set().union(*sequences) - set(matched.values())
     annotated = set(matched.values()) | listened
     summary.problems += [f"{file}: no selection table; no clips cut" for file in relative if file not in annotated]
-    todo = [*matched.items(), *(("", file) for file in sorted(listened) if background)]  # "": a key of no box
+    todo = set(matched.values()) | set(all_boxes["file"]) | (listened if background else set())
     with stop_if_unwritable(out), exclusive(out, "pulse clips-from-annotations"):
         write_json(out / ANNOTATION_CLIPS_RECORD, {"tables": sorted(map(str, tables)), "audio": str(audio_root),
                                                    "window_s": WINDOW_S, "background": background})
         cutter = ClipCutter(WINDOW_S, None, False, None, None, audio_format="FLAC")
         targets = set()
         try:
-            with contextlib.closing(cutter.recordings), progress(sorted(todo, key=lambda kv: kv[1]),
-                                                                 unit="recording") as recordings:
-                for key, file in recordings:
-                    boxes = all_boxes[all_boxes["recording"] == key]
+            with contextlib.closing(cutter.recordings), progress(sorted(todo), unit="recording") as recordings:
+                for file in recordings:
+                    boxes = all_boxes[all_boxes["file"] == file]
                     for d, target in _plan(Path(file), relative[file], boxes, background, out, summary, cutter):
                         targets.add(target)
                         cutter.cut(d, target)
@@ -166,12 +165,13 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     return summary
 
 
-def _duration(path: Path) -> float | None:
-    """A recording's length, or None where it cannot be opened (said where its clips are cut)."""
+def _duration(path: Path) -> float:
+    """A recording's length, or inf where it cannot be opened (nothing is carried past it; said where its clips are
+    cut)."""
     try:
         return audio_info(path).duration_s
     except (AudioReadError, sf.LibsndfileError, RuntimeError):
-        return None
+        return math.inf
 
 
 def _plan(path: Path, relative: PurePath, boxes: pd.DataFrame, background: bool, out: Path, summary: Summary,

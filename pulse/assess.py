@@ -18,13 +18,15 @@ those of a Begin Path, or a table's below the folder given (`annotations/site1/X
 recording whose path ends with most of them being the one. A table made over a sequence of recordings (a card's
 files opened in Raven as one, or pulse's `raven_combined`) counts Begin and End Time from the sequence's start: its
 File Offset (s), the box's begin in its Begin File, is the time in the recording, and the box lasts End - Begin Time
-from there; without a Begin File or Begin Path to say which file, such a table is a line. A box running on from one
-file into the next (End File or End Path another) is song up to its file's end and, for the rest of its length, from
-the next file's start. Raven's table does not name the sequence's files without boxes: the run's recordings in the
-folder of its annotated ones, named between its first and last, are taken as listened to (negatives); those before or
-after are not, as nothing says they were in the sequence. Annotation values are matched to the model's species by
-scientific name, common name or code, case and '_' for ' ' aside; Channel and Low / High Freq (Hz) are not read, as
-pulse scores each window across the band, of one channel or the mix.
+from there; without a Begin File or Begin Path to say which file, such a table is a line. The sequence's order is
+that of its files' starts in it (Begin Time - File Offset); Raven's table does not name its files without boxes: the
+run's recordings in the folder of its annotated ones follow the last annotated one before them by name, digits
+compared as numbers (rec2, rec10). Those between its first and last annotated file are taken as listened to
+(negatives); those before or after are not, as nothing says they were in the sequence. A box running on into a later
+file (End File or End Path another) is song up to its file's end and, for the rest of its length, in each file it
+runs through from its start (each as long as its last window's end). Annotation values are matched to the model's
+species by scientific name, common name or code, case and '_' for ' ' aside; Channel and Low / High Freq (Hz) are not
+read, as pulse scores each window across the band, of one channel or the mix.
 What cannot be used is one line naming the file (a table without the needed columns, a species the model does not
 know, a recording annotated but not analysed), and the rest is assessed.
 """
@@ -34,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
@@ -66,13 +69,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class Annotations:
     """Boxes of known species (recording, begin_s, end_s, label, and runs_on: the recording a box ends in where that
-    is the next one of a sequence, else ''), the recordings annotated, those of each table over a sequence of files,
-    and what was left out; a recording is named by its `path_key`, as far as the table says its folders."""
+    is a later one of a sequence, else ''), the recordings annotated, those of each table over a sequence of files
+    with their start in it (Begin Time - File Offset; NaN for one only a box's end is in), and what was left out; a
+    recording is named by its `path_key`, as far as the table says its folders."""
 
     boxes: pd.DataFrame
     recordings: set[str]
     problems: list[str]
-    sequences: list[set[str]]
+    sequences: list[dict[str, float]]
 
 
 def recording_key(name: str) -> str:
@@ -160,7 +164,7 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
             problems.append(f"{path}: a table over a sequence of files (File Offset (s) is not Begin Time (s)) without "
                             "a Begin File or Begin Path column naming each box's file; left out")
             continue
-        first_box = len(boxes)
+        starts = {}  # of each recording of a sequence table, in the sequence
         if "Selection" in table.columns:  # Raven lists each box once per view (Waveform 1, Spectrogram 1); tables of
             # several recordings put together may number each one's boxes from 1
             table = table.drop_duplicates(["Selection", *([recording_column] if recording_column else [])])
@@ -176,7 +180,7 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
             if not end > begin:
                 problems.append(f"{path}, line {line}: ends at {end:g} s, not after it begins ({begin:g} s)")
                 continue
-            begin, end = offset, offset + (end - begin)  # in its recording, where the table is of a sequence
+            start, begin, end = begin - offset, offset, offset + (end - begin)  # in its recording, of a sequence
             recording = path_key(row[recording_column]) if recording_column and row[recording_column] \
                 else table_recording
             runs_on = _end_recording(row, recording) if recording_column else ""
@@ -190,8 +194,11 @@ def read_annotations(paths: list[Path], labels: LabelSet | None) -> Annotations:
                 if labels is not None:
                     continue
             boxes.append((recording, begin, end, label or "", runs_on))
+            starts[recording] = start
+            if runs_on:
+                starts.setdefault(runs_on, np.nan)
         if sequence:
-            sequences.append({key for box in boxes[first_box:] for key in (box[0], box[4]) if key})
+            sequences.append(starts)
     for (path, value), lines in unknown.items():  # one line per table and name, however many boxes
         where = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
         what = f"of {value or '(no species)'!r}, a species the model does not know" if labels is not None \
@@ -212,32 +219,58 @@ def _end_recording(row: dict, recording: str) -> str:
     return "" if same else key
 
 
-def carry_over(boxes: pd.DataFrame, durations: dict[str, float]) -> pd.DataFrame:
-    """The boxes, and each one's part past its recording's end (`durations`, by recording) as a box of the recording
-    it runs on into, from 0 s: a song boxed across two files of a sequence is song in both."""
-    length = boxes["recording"].map(durations)
-    runs = boxes[(boxes["runs_on"] != "") & (boxes["end_s"] > length)]
-    rest = runs.assign(recording=runs["runs_on"], begin_s=0.0, end_s=runs["end_s"] - length[runs.index], runs_on="")
-    return pd.concat([boxes, rest], ignore_index=True) if len(rest) else boxes
+def natural_key(name: str) -> list:
+    """A name's sort key with its digits compared as numbers: `rec2` before `rec10`, as a file manager lists them."""
+    return [int(part) if n % 2 else part for n, part in enumerate(re.split(r"(\d+)", name.casefold()))]
 
 
-def in_sequence(sequences: list[set[str]], matched: dict[str, str], files: list[str]) -> set[str]:
-    """The `files` each sequence table took in, as far as it says: in each folder, those whose names sort from the
-    first to the last of its annotated recordings there (a listener goes through the files between; a Raven table
-    does not name the files of its sequence without boxes, nor those before its first box or after its last)."""
+def sequence_files(sequences: list[dict[str, float]], matched: dict[str, str], files: list[str]) -> list[list[str]]:
+    """The `files` each sequence table took in, folder by folder, in the sequence's order, from its first annotated
+    file to its last (a listener goes through the files between; a Raven table names neither the files of its
+    sequence without boxes nor those before its first box or after its last). A file a box begins in is at its start
+    in the sequence (Begin Time - File Offset); another follows the last such file before it by name, digits compared
+    as numbers (`rec2` before `rec10`), as a card's files are in order by name where the table does not say."""
     folders = {}
     for file in files:
-        folder, _, name = listed_path(file).rpartition("/")
-        folders.setdefault(folder, []).append((name.casefold(), file))
-    taken = set()
+        folders.setdefault(listed_path(file).rpartition("/")[0], []).append(file)
+    found = []
     for sequence in sequences:
-        annotated = {}
-        for key in sequence & matched.keys():
-            folder, _, name = listed_path(matched[key]).rpartition("/")
-            annotated.setdefault(folder, []).append(name.casefold())
-        for folder, names in annotated.items():
-            taken.update(file for name, file in folders[folder] if min(names) <= name <= max(names))
-    return taken
+        starts = {matched[key]: start for key, start in sequence.items() if key in matched}
+        for folder in {listed_path(file).rpartition("/")[0] for file in starts}:
+            placed, after = [], None  # (the start of the last file before it a box begins in, its place by name, file)
+            by_name = sorted(folders[folder], key=lambda file: natural_key(listed_path(file).rpartition("/")[2]))
+            for place, file in enumerate(by_name):
+                if not np.isnan(starts.get(file, np.nan)):
+                    after = starts[file]
+                if after is not None:
+                    placed.append((after, place, file))
+            order = [file for *_, file in sorted(placed)]
+            annotated = [n for n, file in enumerate(order) if file in starts]
+            if annotated:
+                found.append(order[annotated[0]:annotated[-1] + 1])
+    return found
+
+
+def carry_over(boxes: pd.DataFrame, matched: dict[str, str], length: Callable[[str], float],
+               sequences: list[list[str]]) -> pd.DataFrame:
+    """The boxes of the `matched` recordings, with the `file` each is in, and each one's part past its file's end
+    (`length(file)`: seconds, inf where unknown) as boxes of the files it runs on through, in its sequence's order
+    (`sequence_files`) to the one it ends in (where the order does not lead there, that one alone), each from 0 s for
+    the rest of its length: a song boxed across files of a sequence is song in each."""
+    boxes = boxes.assign(file=boxes["recording"].map(matched), runs_on=boxes["runs_on"].map(matched))
+    boxes = boxes.dropna(subset=["file"])
+    later = {file: order[n + 1:] for order in sequences for n, file in enumerate(order)}
+    rest = []
+    for box in boxes[boxes["runs_on"].notna()].to_dict("records"):
+        following = later.get(box["file"], [])
+        through = following[:following.index(box["runs_on"]) + 1] if box["runs_on"] in following else [box["runs_on"]]
+        left = box["end_s"] - length(box["file"])
+        for file in through:
+            if left <= 0:
+                break
+            rest.append({**box, "file": file, "begin_s": 0.0, "end_s": left, "runs_on": np.nan})
+            left -= length(file)
+    return pd.concat([boxes, pd.DataFrame(rest)], ignore_index=True) if rest else boxes
 
 
 def _sequence(table: pd.DataFrame) -> bool:
@@ -340,12 +373,12 @@ def assess(scores: pd.DataFrame, labels: LabelSet, annotations: Annotations,
     files = list(scores["file"].unique())
     matched, unmatched = match_recordings(annotations.recordings, files)
     problems = annotations.problems + unmatched
-    assessed = scores[scores["file"].isin(set(matched.values()) | in_sequence(annotations.sequences, matched, files))]
+    sequences = sequence_files(annotations.sequences, matched, files)
+    assessed = scores[scores["file"].isin(set(matched.values()).union(*sequences))]
     truth = np.zeros((len(assessed), len(labels.labels)), bool)
     ends = scores.groupby("file")["end_s"].max()  # the last window ends at the recording's end
-    boxes = carry_over(annotations.boxes, {key: ends[file] for key, file in matched.items()})
+    boxes = carry_over(annotations.boxes, matched, lambda file: ends.get(file, np.inf), sequences)
     counted = annotations.boxes["recording"].isin(matched.keys())  # a box carried over is still one box
-    boxes = boxes.assign(file=boxes["recording"].map(matched)).dropna(subset=["file"])
     for file, rows in assessed.groupby("file").indices.items():
         here = boxes[boxes["file"] == file]
         hits = window_labels(assessed["start_s"].to_numpy(float)[rows], assessed["end_s"].to_numpy(float)[rows],

@@ -252,8 +252,9 @@ def assess(
                                                                   "of it)."),
 ) -> None:
     """Per-species precision, recall, F1, average precision and ROC AUC of a run against your annotations
-    (BirdNET-Analyzer's evaluation); only annotated recordings are assessed: of a file-sequence table, the files named
-    between its first and last annotated one in their folder, boxes or not; a box into the next file is song in both.
+    (BirdNET-Analyzer's evaluation); only annotated recordings are assessed: of a file-sequence table, the files
+    between its first and last annotated one in their folder (in the order of their starts in it, those without boxes
+    by name, rec2 before rec10), boxes or not; a box running on into later files is song in each.
 
     Exit status: 0 assessed; 1 assessed, but some tables, boxes or recordings were left out (problems.txt); 2 nothing
     to assess or bad option."""

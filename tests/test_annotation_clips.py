@@ -237,6 +237,25 @@ def test_a_sequence_tables_box_free_files_between_its_boxes_are_background(tmp_p
         assert clips == cut_background + ["Gryllus/b_3-5s.flac", "Gryllus/d_3-5s.flac"]
 
 
+def test_a_box_running_through_several_files_is_cut_from_each_in_order_by_number(tmp_path):
+    """rec1, rec2, rec3 and rec10 (10 s each) in that order, a box 15-34 s of the sequence from rec2's 5 s to rec10's
+    4 s: until 2026-12-07 its rest was cut from rec10 alone, 0-10 s, and rec3 (letter by letter after rec2, the last
+    annotated file) was "no selection table"."""
+    from tests.test_assess import SEQUENCE
+
+    (tmp_path / "card").mkdir()
+    for name in ("rec1", "rec2", "rec3", "rec10"):
+        sf.write(tmp_path / "card" / f"{name}.wav", np.random.default_rng(0).normal(0, 0.01, 8000 * 10), 8000)
+    (tmp_path / "night.txt").write_text(
+        SEQUENCE + "1\tSpectrogram 1\t2\t4\tcard/rec1.wav\t2\trec1.wav\trec1.wav\tGryllus\n"
+        "2\tSpectrogram 1\t15\t34\tcard/rec2.wav\t5\trec2.wav\trec10.wav\tGryllus\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["clips-from-annotations", str(tmp_path / "night.txt"), "--audio",
+                                      str(tmp_path / "card"), "--out", str(tmp_path / "clips")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "clips" / "Gryllus").glob("*.flac")) == [
+        "rec10_0-4s.flac", "rec1_2-4s.flac", "rec2_5-10s.flac", "rec3_0-10s.flac"]
+
+
 def test_a_clip_a_short_recording_cuts_short_is_counted_in_the_last_line(tmp_path):
     """A box of a recording shorter than the 3 s window is the whole recording, a Shortened row of errors.csv; until
     2026-12-07 the last line did not count it, as `pulse segments`' does, also when a rerun keeps the clip."""

@@ -313,7 +313,7 @@ def test_a_sequence_tables_files_between_its_first_and_last_box_are_negatives(tm
     assert problems == [] and sorted(set(truth["file"])) == ["card/b.wav", "card/c.wav", "card/d.wav"]
     gryllus = metrics.iloc[0]
     assert (gryllus["windows"], gryllus["tp"], gryllus["fp"], gryllus["precision"]) == (30, 4, 1, 0.8)
-    assert found.sequences == [{"card/b", "card/d"}]
+    assert found.sequences == [{"card/b": 0.0, "card/d": 60.0}]  # each file's start in the sequence
 
 
 def test_a_box_running_on_into_the_next_file_of_a_sequence_is_song_in_both(tmp_path):
@@ -330,3 +330,43 @@ def test_a_box_running_on_into_the_next_file_of_a_sequence_is_song_in_both(tmp_p
     assert truth.loc[truth["Gryllus campestris"] == 1, ["file", "start_s"]].values.tolist() == [["card/a.wav", 27.0],
                                                                                                  ["card/b.wav", 0.0]]
     assert found.boxes["runs_on"].tolist() == ["card/b", ""]
+
+
+def _card(tmp_path: Path, boxes: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrics and window labels of card/rec1..rec12.wav (30 s each, Gryllus detected nowhere) against a sequence
+    table of Gryllus `boxes`: (begin and end in the sequence, file offset, begin file, end file)."""
+    rows = [f"{n}\tSpectrogram 1\t{begin}\t{end}\tcard/{file}\t{offset}\t{file}\t{end_file}\tGRYCAM\n"
+            for n, (begin, end, offset, file, end_file) in enumerate(boxes, 1)]
+    (tmp_path / "night.txt").write_text(SEQUENCE + "".join(rows), encoding="utf-8")
+    scores = _scores({f"card/rec{k}.wav": [] for k in range(1, 13)})
+    metrics, truth, problems = assess(scores, LABELS, read_annotations([tmp_path], LABELS), AssessConfig())
+    assert problems == []
+    return metrics, truth
+
+
+def _numbers(files) -> list[int]:
+    return sorted(int(file[len("card/rec"):-len(".wav")]) for file in set(files))
+
+
+def test_a_sequences_files_are_in_order_by_number_not_by_name_letter_by_letter(tmp_path):
+    """Boxes in rec2.wav and rec10.wav of rec1..rec12, opened in that order: until 2026-12-07 the files between them
+    were those whose names sort between letter by letter, rec10, rec11, rec12 and rec2 (40 windows), not rec2 to
+    rec10 (90)."""
+    metrics, truth = _card(tmp_path, [(33, 39, 3, "rec2.wav", "rec2.wav"), (273, 279, 3, "rec10.wav", "rec10.wav")])
+    assert _numbers(truth["file"]) == list(range(2, 11)) and metrics.loc[0, "windows"] == 90
+
+
+def test_a_sequence_opened_in_another_order_is_in_the_order_of_its_files_starts(tmp_path):
+    """The same files opened as listed letter by letter (rec1, rec10, rec11, rec12, rec2, ...): their starts in the
+    sequence (Begin Time - File Offset: rec10's 30 s, rec2's 120 s) put rec11 and rec12 between, not rec3 to rec9."""
+    _, truth = _card(tmp_path, [(123, 129, 3, "rec2.wav", "rec2.wav"), (33, 39, 3, "rec10.wav", "rec10.wav")])
+    assert _numbers(truth["file"]) == [2, 10, 11, 12]
+
+
+def test_a_box_running_through_several_files_of_a_sequence_is_song_in_each(tmp_path):
+    """A box from rec10.wav's 24 s to rec12.wav's 6 s (294-336 s of the sequence): until 2026-12-07 its rest was
+    carried into rec12 alone, all 30 s of it song (10 windows), and none of rec11."""
+    metrics, truth = _card(tmp_path, [(33, 39, 3, "rec2.wav", "rec2.wav"), (294, 336, 24, "rec10.wav", "rec12.wav")])
+    song = truth.loc[truth["Gryllus campestris"] == 1, "file"]
+    assert {n: int((song == f"card/rec{n}.wav").sum()) for n in _numbers(song)} == {2: 2, 10: 2, 11: 10, 12: 2}
+    assert (metrics.loc[0, "boxes"], metrics.loc[0, "positive_windows"]) == (2, 16)
