@@ -253,8 +253,11 @@ def assess(
 ) -> None:
     """Per-species precision, recall, F1, average precision and ROC AUC of a run against your annotations
     (BirdNET-Analyzer's evaluation); only annotated recordings are assessed: of a file-sequence table, the files
-    between its first and last annotated one in their folder (in the order of their starts in it, those without boxes
-    by name, rec2 before rec10), boxes or not; a box running on into later files is song in each.
+    between its first and last annotated one in their folder, boxes or not; a box running on into later files is song
+    in each.
+
+    A sequence's files are in the order of their starts in it (Begin Time - File Offset), those without boxes after
+    the annotated one before them by name, digits compared as numbers (rec2 before rec10).
 
     Exit status: 0 assessed; 1 assessed, but some tables, boxes or recordings were left out (problems.txt); 2 nothing
     to assess or bad option."""
