@@ -7,8 +7,8 @@ detection says nothing unless it was recorded: effort comes with every count. Bo
 too, and the name its outputs went under, whose folder is the site; detections.csv lists only recordings with
 detections, in rows that --merge-consecutive may have merged. So a window scoring at least --min-conf is one
 detection (any --min-conf, also below the run's), and the recordings need not be at hand: a start time in the file
-name is enough (`pulse.timestamps.stated_start`; a name without one needs the file, for its GUANO or bext, and an
-AudioMoth's states its clock's UTC offset only in the file, in its comment).
+name is enough (`pulse.timestamps.stated_start`; a name without one needs the file, for its GUANO or bext, and a
+Song Meter's or AudioMoth's states its clock's UTC offset only in the file, in its GUANO or comment).
 
 Recorders name files by their own clock, AudioMoth's UTC by default, so hours as named put a German night's crickets
 at 19-03 h and split its dates at 02 h. `--timezone` places every recording in time (by the UTC offset its name,

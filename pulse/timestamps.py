@@ -8,8 +8,9 @@ WAV whose name holds no time may carry one: GUANO's `Timestamp` (Song Meters, mo
 AudioMoth's comment (`LIST` chunk), or Broadcast WAV's origination date and time (Zoom, Tascam and Sound Devices
 recorders; `bext` chunk). Those too are given as the clock read, a UTC offset after them left off, as Kaleidoscope's
 DATE and TIME are local times. `stated_start` keeps the offset where the name (BAR-LT's `+1000`), GUANO (`-04:00`,
-`Z`) or an AudioMoth's comment (`(UTC+1)`, of the clock it names files by too) gives one, for `pulse activity
---timezone` to place the recording in time.
+`Z`) or an AudioMoth's comment (`(UTC+1)`) gives one, for `pulse activity --timezone` to place the recording in time;
+GUANO's or the comment's offset places a name's time too where the two times agree (`SMA12345_20250701_213000.wav`,
+`Timestamp: 2025-07-01T21:30:00-04:00`), as a recorder names its files by the clock it stamps them with.
 
 GUANO also says how fast a bat detector's file plays: a time-expansion detector (`TE: 10`) stores what it recorded at
 384 kHz as 38.4 kHz, ten times slower; `pulse.io` reads such a file at its true rate, so songs and times are real.
@@ -27,6 +28,8 @@ from pulse.pieced import riff_chunks
 
 # YYYYMMDD_HHMMSS, not inside a longer number, and a UTC offset +HHMM after it (BAR-LT)
 _STAMP = re.compile(r"(?<!\d)(\d{8})[_T$-]?(\d{6})(?:([+-])(\d\d)(\d\d))?(?!\d)")
+# how far a name's time may be from the one its metadata gives and still be of the same clock (a name's whole seconds)
+SAME_CLOCK = timedelta(seconds=5)
 CHUNK_READ = 1 << 16  # bytes of a guan or bext chunk read (GUANO writers may pre-allocate room)
 # around GUANO's keys and values, NUL too: a detector may fill the room it set aside (GUANO|Size) with NUL bytes
 GUANO_BLANKS = string.whitespace + "\0"
@@ -48,7 +51,9 @@ def recording_start(path: str | Path) -> datetime | None:
 def stated_start(path: str | Path) -> datetime | None:
     """As `recording_start`, with the UTC offset where the name, GUANO or an AudioMoth's comment gives one (an aware
     datetime), without a time zone where none does: the recorder's clock, in a zone only its user knows. A name's
-    own offset comes first; a name without one takes the comment's, as the firmware names files by that clock."""
+    own offset comes first; a name without one takes the offset of the time `metadata_start` gives (GUANO's before
+    the comment's) where that time is the name's, within SAME_CLOCK: a recorder names its files by the clock it
+    stamps them with, and a file renamed to another time says nothing of its name's zone."""
     match = _STAMP.search(Path(path).stem)
     if match is None:
         return metadata_start(path)
@@ -60,8 +65,10 @@ def stated_start(path: str | Path) -> datetime | None:
     if sign and int(hours) <= 14 and int(minutes) % 15 == 0:  # an offset; a counter like -0001 is none
         offset = timedelta(hours=int(hours), minutes=int(minutes))
         return start.replace(tzinfo=timezone(offset if sign == "+" else -offset))
-    comment = _audiomoth_start(_metadata_chunks(path).get(b"LIST", b""))
-    return start if comment is None else start.replace(tzinfo=comment.tzinfo)
+    stated = metadata_start(path)
+    if stated is None or abs(stated.replace(tzinfo=None) - start) > SAME_CLOCK:  # renamed, or named by another clock
+        return start
+    return start.replace(tzinfo=stated.tzinfo)
 
 
 def metadata_start(path: str | Path) -> datetime | None:

@@ -250,6 +250,9 @@ def test_a_renamed_audiomoth_file_takes_its_start_from_its_comment_and_a_names_o
         audiomoth_wav(tmp_path / name, burst(RATE, 3000, 1), comment=comment)
     assert stated_start(tmp_path / "site4_night1.WAV").isoformat() == "2024-07-01T21:00:05+10:30"
     assert stated_start(tmp_path / "20240701T210000+1000_REC.wav").isoformat() == "2024-07-01T21:00:00+10:00"
+    # renamed to another time keeping its comment, which says nothing of that name's clock: the name's, no offset
+    audiomoth_wav(tmp_path / "20240702_030000.WAV", burst(RATE, 3000, 1), comment=comment)
+    assert stated_start(tmp_path / "20240702_030000.WAV") == datetime(2024, 7, 2, 3)
     # a comment that is none of an AudioMoth's, or an impossible date, states no offset
     for text in (b"Recorded at 21:00:00 01/07/2024 by Zoom H5", b"Recorded at 21:00:00 31/02/2024 (UTC+1) by"):
         audiomoth_wav(tmp_path / "20240701_210000.WAV", burst(RATE, 3000, 1), comment=text)

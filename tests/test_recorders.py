@@ -190,10 +190,37 @@ def test_a_file_that_is_no_wav_or_gone_has_no_metadata_start(tmp_path, samples):
 
 
 def test_the_file_name_comes_first(tmp_path, samples):
-    """A Song Meter's name and its GUANO agree; a name that gives a time is not second-guessed."""
+    """A Song Meter's name and its GUANO agree; a name that gives a time is not second-guessed, and where GUANO's
+    time is another (a file renamed, or named by another clock), its offset says nothing of the name's."""
     path = wav_with_chunks(tmp_path / "S4U12345_20250701_213000.wav", samples,
                            [(b"guan", guano(Timestamp="2024-01-01T00:00:00+00:00"))])
     assert f"{recording_start(path):%Y-%m-%d %H:%M:%S}" == "2025-07-01 21:30:00"
+    assert stated_start(path) == datetime(2025, 7, 1, 21, 30)
+
+
+def test_a_song_meters_name_takes_the_utc_offset_its_guano_states_for_the_same_time(tmp_path, samples):
+    """A Song Meter names its files by the clock its GUANO `Timestamp` gives with the UTC offset; the name's time
+    was left without it, so `pulse activity --timezone` needed --clock-timezone for what the file says. GUANO's
+    offset comes before an AudioMoth-style comment's, as its time does for a file named otherwise."""
+    comment = (b"LIST", b"INFO" + chunk(b"ICMT", b"Recorded at 21:30:00 01/07/2025 (UTC+1) by AudioMoth 24F319"))
+    files = {
+        "SMA12345_20250701_213000.wav": [(b"guan", guano(Timestamp="2025-07-01T21:30:00-04:00"))],
+        "S4U12345_20250701_213000.wav": [(b"guan", guano(Timestamp="2025-07-01T21:30:00.250Z"))],  # its fraction
+        "SMA12345_20250701$213000.wav": [(b"guan", guano(Timestamp="2025-07-01T21:30:00-04:00")), comment],
+        "SMA12345_20250701_213003.wav": [(b"guan", guano(Timestamp="2025-07-01T21:30:00"))],  # no offset stated
+    }
+    for name, before in files.items():
+        wav_with_chunks(tmp_path / name, samples, before)
+    assert {name: stated_start(tmp_path / name).isoformat() for name in files} == {
+        "SMA12345_20250701_213000.wav": "2025-07-01T21:30:00-04:00",
+        "S4U12345_20250701_213000.wav": "2025-07-01T21:30:00+00:00",
+        "SMA12345_20250701$213000.wav": "2025-07-01T21:30:00-04:00",
+        "SMA12345_20250701_213003.wav": "2025-07-01T21:30:03"}
+    assert recording_start(tmp_path / "SMA12345_20250701_213000.wav") == datetime(2025, 7, 1, 21, 30)  # as named
+    # renamed to another night's time, or an hour off (named by a clock GUANO's is not): the name's time, no offset
+    for name in ("SMA12345_20250702_213000.wav", "SMA12345_20250701_223000.wav", "SMA12345_20250701_213006.wav"):
+        path = wav_with_chunks(tmp_path / name, samples, [(b"guan", guano(Timestamp="2025-07-01T21:30:00-04:00"))])
+        assert stated_start(path).tzinfo is None
 
 
 def test_kaleidoscope_dates_a_zoom_recording_from_its_bext_chunk(tmp_path, samples):
