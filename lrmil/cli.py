@@ -30,6 +30,7 @@ app.callback()(escape_what_stdout_cannot_print)  # before every command
 
 _SYNTH, _TISSUE, _PATCH = SynthConfig(), TissueConfig(), PatchConfig()
 _EXTRACT, _PRETRAIN, _STAGE1 = ExtractConfig(), PretrainConfig(), DistillPatchConfig()
+_MIL, _DISTILL, _PREDICT, _BENCH = MILConfig(), DistillConfig(), PredictConfig(), BenchConfig()
 
 # readable=False: one input that cannot be read fails in the batch (errors.csv, exit status 1), not the whole run
 SLIDES_ARG = typer.Argument(..., readable=False, help="Slide files and/or folders of slides.")
@@ -40,6 +41,18 @@ MPP_OPT = typer.Option(None, "--mpp", help="Level-0 microns per pixel for slides
                                            "(see --override-mpp).")
 OVERRIDE_MPP_OPT = typer.Option(_EXTRACT.override_mpp, "--override-mpp",
                                 help="Use --mpp for every slide, replacing the metadata (wrong scanner headers).")
+THREADS_OPT = typer.Option(0, "--threads", help="CPU threads for torch (0 keeps torch's default).")
+MASK_MPP_OPT = typer.Option(_TISSUE.mask_mpp, help="Tissue mask resolution in microns per pixel.")
+MIN_SAT_OPT = typer.Option(_TISSUE.min_saturation, help="Floor of the Otsu saturation threshold.")
+EXCLUDE_INK_OPT = typer.Option(_TISSUE.exclude_ink, "--exclude-ink/--keep-ink",
+                               help="Leave blue, green and black pen ink on the glass out of the tissue (red ink "
+                                    "stays: it shares eosin's colours); --keep-ink for slides stained blue or green "
+                                    "(Alcian blue, trichrome).")
+TEACHER_PX_OPT = typer.Option(_PATCH.teacher_px, help="20x patch side in pixels (5x patches cover 4x4 of them).")
+MIN_TISSUE_OPT = typer.Option(_PATCH.min_tissue, help="Tissue fraction a 20x patch needs to be kept.")
+FOLDS_OPT = typer.Option("", "--folds", help="Comma list of test folds to run (empty: every fold in the CSV).")
+CONFIG_OPT = typer.Option(None, "--config", help="Rerun a previous run from its config.json; only --out and "
+                                                 "--threads may be given with it.")
 
 
 def _setup(threads: int) -> None:
@@ -111,17 +124,6 @@ def _report_run(out: str, metrics: dict) -> None:
 def _grid_configs(mask_mpp: float, min_saturation: float, exclude_ink: bool, teacher_px: int, min_tissue: float):
     return (replace(_TISSUE, mask_mpp=mask_mpp, min_saturation=min_saturation, exclude_ink=exclude_ink),
             replace(_PATCH, teacher_px=teacher_px, min_tissue=min_tissue))
-
-
-THREADS_OPT = typer.Option(0, "--threads", help="CPU threads for torch (0 keeps torch's default).")
-MASK_MPP_OPT = typer.Option(_TISSUE.mask_mpp, help="Tissue mask resolution in microns per pixel.")
-MIN_SAT_OPT = typer.Option(_TISSUE.min_saturation, help="Floor of the Otsu saturation threshold.")
-EXCLUDE_INK_OPT = typer.Option(_TISSUE.exclude_ink, "--exclude-ink/--keep-ink",
-                               help="Leave blue, green and black pen ink on the glass out of the tissue (red ink "
-                                    "stays: it shares eosin's colours); --keep-ink for slides stained blue or green "
-                                    "(Alcian blue, trichrome).")
-TEACHER_PX_OPT = typer.Option(_PATCH.teacher_px, help="20x patch side in pixels (5x patches cover 4x4 of them).")
-MIN_TISSUE_OPT = typer.Option(_PATCH.min_tissue, help="Tissue fraction a 20x patch needs to be kept.")
 
 
 @app.command()
@@ -303,12 +305,6 @@ def distill_patches(
 
 
 # --- MIL: train, distill (stage 2), predict, bench -------------------------------------------
-
-_MIL, _DISTILL, _PREDICT, _BENCH = MILConfig(), DistillConfig(), PredictConfig(), BenchConfig()
-FOLDS_OPT = typer.Option("", "--folds", help="Comma list of test folds to run (empty: every fold in the CSV).")
-CONFIG_OPT = typer.Option(None, "--config", help="Rerun a previous run from its config.json; only --out and "
-                                                 "--threads may be given with it.")
-
 
 def _folds(text: str) -> tuple[int, ...]:
     try:
