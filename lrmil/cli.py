@@ -258,8 +258,9 @@ def distill_patches(
     recursive: bool = RECURSIVE_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Student encoder weights to write (.safetensors)."),
     teacher_weights: str = typer.Option(_STAGE1.teacher_weights, help="Teacher encoder weights (default: bundled)."),
-    teacher_mil: Optional[Path] = typer.Option(None,
-                                               help="Teacher ABMIL (.safetensors) whose attention weights children."),
+    teacher_mil: Optional[Path] = typer.Option(None, help="Teacher ABMIL (.safetensors): its attention on each 20x "
+                                                          "patch weights that patch's term in the loss "
+                                                          "(with --teacher-features)."),
     teacher_features: Optional[Path] = typer.Option(None, help="Folder of the teacher's 20x feature files."),
     splits: Optional[Path] = typer.Option(None, help="CSV slide_id,label,fold; --test-fold slides are left out."),
     test_fold: int = typer.Option(_STAGE1.test_fold, help="Fold never used for stage 1."),
@@ -290,7 +291,8 @@ def distill_patches(
     _setup(threads)
     _check_options(None, mpp, override_mpp, device)
     paths = _slides(slides, recursive)
-    # those of the 20x features
+    # the grid flags must be those --teacher-features were extracted with: the teacher's attention is per 20x
+    # patch of that grid (a slide cut otherwise is refused)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
     cfg = replace(_STAGE1, teacher_weights=teacher_weights, test_fold=test_fold, loss=loss, layer_weight=layer_weight,
                   layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
