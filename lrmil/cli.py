@@ -70,13 +70,14 @@ def _fail(exc: Exception) -> None:
 
 
 def _unwritable(exc: OSError) -> None:
-    """--out cannot be written (read-only, full): one line naming it and exit status 1, as in `pulse analyze`."""
+    """--out cannot be written (read-only, full), or another file the run needs: one line naming it and exit status
+    1, as in `pulse analyze`."""
     typer.echo(f"error: {error_line(exc)}", err=True)
     raise typer.Exit(1)
 
 
 def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, override_mpp: bool = False,
-                   device: str = "cpu") -> None:
+                   device: Optional[str] = None) -> None:
     """Options every slide would fail on are refused once, before the batch (exit status 2)."""
     from export.atomic import file_in_the_way
     from export.backends.torch_backend import torch_device
@@ -89,7 +90,8 @@ def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, over
     if mpp is not None and (problem := mpp_problem(mpp)):
         _fail(ValueError(problem))
     try:
-        torch_device(device)
+        if device is not None:  # not importing torch for synth
+            torch_device(device)
     except ValueError as exc:
         _fail(exc)
 
@@ -145,6 +147,7 @@ def synth(
     """Write a labelled synthetic slide set whose class signal is visible at 20x and blurred at 5x."""
     from lrmil.synth import synthesize
 
+    _check_options(out)
     # the labels.csv of one fold, or of no slide, was written and then refused by `lrmil train`
     if folds < 3:
         _fail(ValueError(f"--folds {folds}: `lrmil train` needs at least 3 folds (test, validation, train)"))
@@ -158,6 +161,8 @@ def synth(
         labels_csv = synthesize(out, cfg)
     except ValueError as exc:
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     typer.echo(f"{count} slides of {size}x{size} px -> {out / 'slides'}; labels: {labels_csv}")
 
 
@@ -249,7 +254,12 @@ def pretrain_encoder(
 
     _setup(threads)
     cfg = replace(_PRETRAIN, steps=steps, batch_size=batch_size, crop_px=crop_px, lr=lr, seed=seed)
-    typer.echo(json.dumps(pretrain(cfg, _SYNTH, out)))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # its one write comes after minutes of training
+        metrics = pretrain(cfg, _SYNTH, out)
+    except OSError as exc:
+        _unwritable(exc)
+    typer.echo(json.dumps(metrics))
 
 
 @app.command("distill-patches")
@@ -299,9 +309,12 @@ def distill_patches(
                   max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                   device=device, mpp=mpp, override_mpp=override_mpp, tissue=tissue, patch=patch_cfg)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # its weights are written only once trained
         metrics = distill_patch(cfg, paths, out, splits, teacher_mil, teacher_features)
     except (FileNotFoundError, KeyError, ValueError, SlideReadError) as exc:  # e.g. two slides of one id
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     failed = len(metrics["left_out"])
     _report({**metrics, "failed": failed, "errors_csv": str(errors_file(out)) if failed else ""})
 
@@ -371,11 +384,14 @@ def train(
         features=str(features), splits=str(splits), out=str(out), folds=_folds(folds), epochs=epochs,
         patience=patience, lr=lr, weight_decay=weight_decay, seed=seed,
         model=_model_cfg(hidden_dim, attn_dim, drop_rate))
+    _check_options(Path(cfg.out))
     try:
         with logging_redirect_tqdm():  # a warning mid-run on its own line, not after the folds bar
             metrics = run_train(cfg)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     _report_run(cfg.out, metrics)
 
 
@@ -422,11 +438,14 @@ def distill(
         out=str(out), folds=_folds(folds), w_ce=w_ce, w_logits=w_logits, w_attention=w_attention, w_topk=w_topk,
         temperature=temperature, topk=topk, epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
         seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
+    _check_options(Path(cfg.out))
     try:
         with logging_redirect_tqdm():
             metrics = run_distill(cfg)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     _report_run(cfg.out, metrics)
 
 
@@ -494,12 +513,15 @@ def bundle(
     extracted with."""
     from lrmil.mil.bundle import save_bundle
 
+    _check_options(out)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
     try:
         folder = save_bundle(out, (student_encoder, student_mil), (teacher_encoder, teacher_mil), patch_cfg, tissue,
                              notice)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     typer.echo(f"model folder: {folder} (lrmil predict SLIDE... --model {folder})")
 
 
@@ -534,6 +556,8 @@ def export_onnx(
                                 mpp, threads=threads, int8=int8)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
         _fail(exc)
+    except OSError as exc:
+        _unwritable(exc)
     for name in PATHS:
         for check in manifest.get(name, {}).get("parity", []):
             diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_abs_diff"].items())
@@ -562,12 +586,16 @@ def bench(
     """Synthetic benchmark: teacher 20x vs 5x students (no KD, stage 2, stage 1+2) and seconds per slide."""
     from lrmil.mil.benchmark import results_table, run_bench
 
-    _check_options(out, device=device)  # a GPU missing was a traceback once the slides were made
     _setup(0)
+    _check_options(out, device=device)  # a GPU missing was a traceback once the slides were made
     cfg = BenchConfig(out=str(out), count=count, size=size, seed=seed, folds=folds, large_size=large_size,
                       timing_slides=timing_slides, pretrain_steps=pretrain_steps, stage1_epochs=stage1_epochs,
                       mil_epochs=mil_epochs, device=device, threads=threads, demo_dir=demo_dir)
-    typer.echo(results_table(run_bench(cfg)))
+    try:
+        results = run_bench(cfg)
+    except OSError as exc:
+        _unwritable(exc)
+    typer.echo(results_table(results))
 
 
 help_paragraphs_unbroken(app)  # once every command is defined

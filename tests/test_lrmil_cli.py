@@ -338,6 +338,66 @@ def test_a_read_only_out_mid_batch_stops_saying_how_to_go_on(tmp_path, monkeypat
                                                      "keeping what was finished: remount it read-write")
 
 
+
+def _read_only(monkeypatch, folder):
+    """Nothing can be made in `folder`, as on a read-only mount (chmod does not stop a root user running tests)."""
+    import errno
+    import pathlib
+
+    mkdir = pathlib.Path.mkdir
+
+    def refusing(self, *args, **kwargs):
+        if self == folder or folder in self.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refusing)
+
+
+def _said_unwritable(result, folder) -> bool:
+    """One line naming a path in `folder` and the problem, exit status 1, as `patch`, `extract` and `predict` say it."""
+    line = result.stderr.strip()
+    return (result.exit_code == 1 and line.splitlines() == [line] and line.startswith(f"error: {folder}")
+            and line.endswith(": Read-only file system") and "Traceback" not in result.output)
+
+
+def test_every_command_refuses_an_out_a_file_is_in_the_way_of_before_any_work(tmp_path):
+    """synth, bundle, train and distill did not check --out as patch, extract and predict do: synth went on to a
+    traceback (NotADirectoryError), the others to a traceback or a line of their own once their work was done."""
+    taken, missing = tmp_path / "taken", tmp_path / "missing"
+    taken.write_text("a file")
+    for args in [("synth", "--count", 6, "--size", 512),
+                 ("bundle", "--student-encoder", missing, "--student-mil", missing, "--teacher-encoder", missing,
+                  "--teacher-mil", missing),
+                 ("train", "--features", missing, "--splits", missing),
+                 ("distill", "--features", missing, "--teacher-features", missing, "--teacher", missing,
+                  "--splits", missing),
+                 ("export",), ("bench", "--count", 6, "--size", 512)]:
+        result = _invoke(*args, "--out", taken / "sub")
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr == f"error: {taken}: --out must be a folder, and this is a file\n", (args, result.output)
+
+
+def test_an_out_that_cannot_be_written_is_one_line_and_exit_1_from_every_command(tmp_path, monkeypatch):
+    """synth, pretrain-encoder, distill-patches, export and bench ended in a traceback; pretrain-encoder and
+    distill-patches only once they had trained (minutes), as they write nothing before their weights."""
+    import lrmil.distill_patch
+    import lrmil.pretrain
+
+    ro = tmp_path / "ro"
+    _read_only(monkeypatch, ro)
+    trained = []
+    monkeypatch.setattr(lrmil.pretrain, "pretrain", lambda *args: trained.append("pretrain"))
+    monkeypatch.setattr(lrmil.distill_patch, "distill_patch", lambda *args: trained.append("distill-patches"))
+    for args in [("synth", "--out", ro / "synth", "--count", 6, "--size", 512),
+                 ("pretrain-encoder", "--out", ro / "teacher.safetensors"),
+                 ("distill-patches", _png(tmp_path / "a.png"), "--out", ro / "student.safetensors", "--mpp", 0.5),
+                 ("export", "--out", ro / "onnx"),
+                 ("bench", "--out", ro / "bench", "--count", 6, "--size", 512)]:
+        result = _invoke(*args)
+        assert _said_unwritable(result, ro), (args, result.output)
+    assert trained == []
+
 @pytest.fixture
 def umask_022():
     import os
@@ -347,7 +407,8 @@ def umask_022():
     os.umask(previous)
 
 
-def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_reads(tmp_path, umask_022):
+def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_reads(tmp_path, umask_022,
+                                                                                   monkeypatch):
     import dataclasses
 
     import pandas as pd
@@ -390,6 +451,14 @@ def test_trained_weights_follow_the_umask_and_bundle_makes_a_folder_predict_read
     wrong = _invoke("bundle", "--out", tmp_path / "bad", "--student-encoder", encoder_file, "--student-mil",
                     tmp_path / "missing.safetensors", "--teacher-encoder", encoder_file, "--teacher-mil", mil_files[1])
     assert wrong.exit_code == 2 and "missing.safetensors" in wrong.stderr
+
+    _read_only(monkeypatch, tmp_path / "ro")  # a traceback from train and bundle once
+    trained = _invoke("train", "--features", tmp_path / "features5x", "--splits", tmp_path / "splits.csv", "--out",
+                      tmp_path / "ro" / "run", "--folds", "0", "--epochs", 1)
+    assert _said_unwritable(trained, tmp_path / "ro"), trained.output
+    bundled = _invoke("bundle", "--out", tmp_path / "ro" / "model", "--student-encoder", encoder_file, "--student-mil",
+                      mil_files[0], "--teacher-encoder", encoder_file, "--teacher-mil", mil_files[1])
+    assert _said_unwritable(bundled, tmp_path / "ro"), bundled.output
 
 
 def test_an_unknown_resolution_is_refused_before_any_slide_is_read(tmp_path):
