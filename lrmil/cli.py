@@ -1,11 +1,20 @@
 """`lrmil` command line: thin wrappers that build a config and call one library function.
 
-Flags map 1:1 onto config fields and read their defaults from the config, never restating them.
-Run `lrmil --help` for the list. The slide batches (patch, extract, predict) exit 0 when every
-slide succeeded, 1 when the batch ran but a slide failed (see OUT/errors.csv) or none was found,
-and 2 for usage and configuration errors; train and distill exit 1 when they trained without a slide
-of the splits CSV whose feature file was missing or unreadable (OUT/errors.csv, metrics.json's left_out),
-distill-patches when it left out a slide or its 20x features (OUT's .errors.csv and .json beside the weights).
+Run `lrmil --help` for the list. A flag that sets a config field reads its default from the config, never restating it.
+Written here instead are the defaults of inputs and outputs, --recursive, --config, --threads (0: torch's own; bench's
+comes from its config), --mpp (None: the slide's metadata; patch and export have no config field for it), --folds
+(empty: every fold in the CSV), and `export --path --int8` and `bundle --notice`, which no config holds.
+
+Exit status:
+- 0: done; in patch, extract and predict, every slide succeeded.
+- 1: done, but something was left out: a slide failed in patch, extract or predict (OUT/errors.csv), or none was
+  found; train or distill left out a slide of the splits CSV whose feature file was missing or unreadable
+  (OUT/errors.csv, metrics.json's left_out); distill-patches left out a slide or its 20x features (the .errors.csv and
+  .json beside the weights).
+- 1: --out, or another file the run writes, cannot be written (read-only, full); one line names it.
+- 2: a usage or configuration error, refused before the work: a bad option, a file where --out's folder goes, an input
+  given by an option that is missing (--features, --splits, --model), as in `pulse`. A slide given as an argument
+  that is missing is a failed slide (1), as a recording is in `pulse analyze`.
 """
 
 from __future__ import annotations
