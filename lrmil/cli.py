@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -83,6 +84,22 @@ def _unwritable(exc: OSError) -> None:
     1, as in `pulse analyze`."""
     typer.echo(f"error: {error_line(exc)}", err=True)
     raise typer.Exit(1)
+
+
+@contextmanager
+def _one_line_errors(*usage: type[Exception]) -> Iterator[None]:
+    """Around a command's work, so that every command ends alike: an OSError the system raised (it has an errno) is
+    one line naming its file, exit 1, as an --out that cannot be written; `usage` errors, which lrmil raises naming an
+    input or an option, exit 2. An --out that could not be made ('No such file or directory') was taken for a missing
+    input."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None and isinstance(exc, usage):  # lrmil's own, e.g. 'w.safetensors: weights file not found'
+            _fail(exc)
+        _unwritable(exc)
+    except usage as exc:
+        _fail(exc)
 
 
 def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, override_mpp: bool = False,
@@ -166,12 +183,8 @@ def synth(
     cfg = replace(_SYNTH, count=count, size=size, seed=seed, classes=classes, folds=folds, coarse_cue=coarse_cue,
                   fine_amplitude=fine_amplitude, atypical_scale=atypical_scale, atypical_density=atypical_density,
                   compression=compression, workers=workers)
-    try:
+    with _one_line_errors(ValueError):
         labels_csv = synthesize(out, cfg)
-    except ValueError as exc:
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
     typer.echo(f"{count} slides of {size}x{size} px -> {out / 'slides'}; labels: {labels_csv}")
 
 
@@ -196,11 +209,8 @@ def patch(
     _check_options(out, mpp, override_mpp)
     paths = _slides(slides, recursive)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
-    try:
-        with logging_redirect_tqdm():
-            summary = run_patching(paths, tissue, patch_cfg, mpp, out, strict, override_mpp)
-    except OSError as exc:
-        _unwritable(exc)
+    with _one_line_errors(), logging_redirect_tqdm():
+        summary = run_patching(paths, tissue, patch_cfg, mpp, out, strict, override_mpp)
     _report(summary)
 
 
@@ -238,13 +248,8 @@ def extract(
     cfg = replace(_EXTRACT, encoder=encoder, weights=weights, resolution=resolution, batch_size=batch_size,
                   num_workers=workers, device=device, autocast=autocast, mpp=mpp, override_mpp=override_mpp,
                   resume=resume, strict=strict, tissue=tissue, patch=patch_cfg)
-    try:
-        with logging_redirect_tqdm():
-            summary = run_extract(paths, cfg, out)
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:  # encoder or weights problems
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
+    with _one_line_errors(FileNotFoundError, KeyError, ValueError, RuntimeError), logging_redirect_tqdm():
+        summary = run_extract(paths, cfg, out)  # usage errors: encoder or weights problems
     _report(summary)
 
 
@@ -263,11 +268,9 @@ def pretrain_encoder(
 
     _setup(threads)
     cfg = replace(_PRETRAIN, steps=steps, batch_size=batch_size, crop_px=crop_px, lr=lr, seed=seed)
-    try:
+    with _one_line_errors():
         out.parent.mkdir(parents=True, exist_ok=True)  # its one write comes after minutes of training
         metrics = pretrain(cfg, _SYNTH, out)
-    except OSError as exc:
-        _unwritable(exc)
     typer.echo(json.dumps(metrics))
 
 
@@ -317,13 +320,9 @@ def distill_patches(
                   layers=tuple(int(v) for v in layers.split(",") if v.strip()), attention_weighting=attention_weighting,
                   max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                   device=device, mpp=mpp, override_mpp=override_mpp, tissue=tissue, patch=patch_cfg)
-    try:
+    with _one_line_errors(FileNotFoundError, KeyError, ValueError, SlideReadError):  # e.g. two slides of one id
         out.parent.mkdir(parents=True, exist_ok=True)  # its weights are written only once trained
         metrics = distill_patch(cfg, paths, out, splits, teacher_mil, teacher_features)
-    except (FileNotFoundError, KeyError, ValueError, SlideReadError) as exc:  # e.g. two slides of one id
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
     failed = len(metrics["left_out"])
     _report({**metrics, "failed": failed, "errors_csv": str(errors_file(out)) if failed else ""})
 
@@ -394,13 +393,9 @@ def train(
         patience=patience, lr=lr, weight_decay=weight_decay, seed=seed,
         model=_model_cfg(hidden_dim, attn_dim, drop_rate))
     _check_options(Path(cfg.out))
-    try:
-        with logging_redirect_tqdm():  # a warning mid-run on its own line, not after the folds bar
-            metrics = run_train(cfg)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
+    # logging_redirect_tqdm: a warning mid-run on its own line, not after the folds bar
+    with _one_line_errors(FileNotFoundError, KeyError, ValueError), logging_redirect_tqdm():
+        metrics = run_train(cfg)
     _report_run(cfg.out, metrics)
 
 
@@ -448,13 +443,8 @@ def distill(
         temperature=temperature, topk=topk, epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
         seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
     _check_options(Path(cfg.out))
-    try:
-        with logging_redirect_tqdm():
-            metrics = run_distill(cfg)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
+    with _one_line_errors(FileNotFoundError, KeyError, ValueError), logging_redirect_tqdm():
+        metrics = run_distill(cfg)
     _report_run(cfg.out, metrics)
 
 
@@ -489,13 +479,8 @@ def predict(
     paths = _slides(slides, recursive)
     cfg = PredictConfig(model=model, path=path, mpp=mpp, override_mpp=override_mpp, batch_size=batch_size, topk=topk,
                         heatmap_px=heatmap_px, device=device, strict=strict, resume=resume)
-    try:
-        with logging_redirect_tqdm():
-            summary = run_predict(paths, cfg, out)
-    except (FileNotFoundError, KeyError, ValueError) as exc:  # model folder problems
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
+    with _one_line_errors(FileNotFoundError, KeyError, ValueError), logging_redirect_tqdm():
+        summary = run_predict(paths, cfg, out)  # usage errors: model folder problems
     if summary["notice"]:
         typer.echo(f"NOTE: {summary['notice']}", err=True)
     _report(summary)
@@ -524,13 +509,9 @@ def bundle(
 
     _check_options(out)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
-    try:
+    with _one_line_errors(FileNotFoundError, KeyError, ValueError):
         folder = save_bundle(out, (student_encoder, student_mil), (teacher_encoder, teacher_mil), patch_cfg, tissue,
                              notice)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
     typer.echo(f"model folder: {folder} (lrmil predict SLIDE... --model {folder})")
 
 
@@ -560,13 +541,9 @@ def export_onnx(
     _check_options(out, mpp)
     if path not in (*PATHS, "both"):
         _fail(ValueError(f"--path must be student, teacher or both, got {path!r}"))
-    try:
+    with _one_line_errors(FileNotFoundError, KeyError, ValueError, RuntimeError):
         manifest = export_model(resolve_model_dir(model), out, PATHS if path == "both" else (path,), tuple(slide or ()),
                                 mpp, threads=threads, int8=int8)
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
-        _fail(exc)
-    except OSError as exc:
-        _unwritable(exc)
     for name in PATHS:
         for check in manifest.get(name, {}).get("parity", []):
             diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_abs_diff"].items())
@@ -600,10 +577,8 @@ def bench(
     cfg = BenchConfig(out=str(out), count=count, size=size, seed=seed, folds=folds, large_size=large_size,
                       timing_slides=timing_slides, pretrain_steps=pretrain_steps, stage1_epochs=stage1_epochs,
                       mil_epochs=mil_epochs, device=device, threads=threads, demo_dir=demo_dir)
-    try:
+    with _one_line_errors():
         results = run_bench(cfg)
-    except OSError as exc:
-        _unwritable(exc)
     typer.echo(results_table(results))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -339,26 +340,26 @@ def test_a_read_only_out_mid_batch_stops_saying_how_to_go_on(tmp_path, monkeypat
 
 
 
-def _read_only(monkeypatch, folder):
-    """Nothing can be made in `folder`, as on a read-only mount (chmod does not stop a root user running tests)."""
-    import errno
+def _read_only(monkeypatch, folder, code=errno.EROFS):
+    """Nothing can be made in `folder`, as on a read-only mount (chmod does not stop a root user running tests); with
+    ENOENT, as in /proc."""
     import pathlib
 
     mkdir = pathlib.Path.mkdir
 
     def refusing(self, *args, **kwargs):
         if self == folder or folder in self.parents:
-            raise OSError(errno.EROFS, "Read-only file system", str(self))
+            raise OSError(code, os.strerror(code), str(self))
         return mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "mkdir", refusing)
 
 
-def _said_unwritable(result, folder) -> bool:
+def _said_unwritable(result, folder, code=errno.EROFS) -> bool:
     """One line naming a path in `folder` and the problem, exit status 1, as `patch`, `extract` and `predict` say it."""
     line = result.stderr.strip()
     return (result.exit_code == 1 and line.splitlines() == [line] and line.startswith(f"error: {folder}")
-            and line.endswith(": Read-only file system") and "Traceback" not in result.output)
+            and line.endswith(f": {os.strerror(code)}") and "Traceback" not in result.output)
 
 
 def test_every_command_refuses_an_out_a_file_is_in_the_way_of_before_any_work(tmp_path):
@@ -397,6 +398,22 @@ def test_an_out_that_cannot_be_written_is_one_line_and_exit_1_from_every_command
         result = _invoke(*args)
         assert _said_unwritable(result, ro), (args, result.output)
     assert trained == []
+
+
+def test_an_out_whose_folder_cannot_be_made_is_one_line_and_exit_1_from_every_command(tmp_path, monkeypatch):
+    """--out /proc/nope ("No such file or directory" making it) was taken by extract, predict and bundle for a missing
+    input: "error: [Errno 2] No such file or directory: '/proc/nope'", exit 2; patch said it in one line, exit 1."""
+    from lrmil.predict import demo_model_dir
+
+    nowhere, slide, demo = tmp_path / "nowhere", _png(tmp_path / "a.png"), demo_model_dir()
+    _read_only(monkeypatch, nowhere, errno.ENOENT)
+    weights = [arg for name in ("student-encoder", "student-mil", "teacher-encoder", "teacher-mil")
+               for arg in (f"--{name}", demo / f"{name.replace('-', '_')}.safetensors")]
+    for args in [("patch", slide, "--mpp", 0.5), ("extract", slide, "--mpp", 0.5), ("predict", slide, "--mpp", 0.5),
+                 ("bundle", *weights)]:
+        result = _invoke(*args, "--out", nowhere)
+        assert _said_unwritable(result, nowhere, errno.ENOENT), (args, result.output)
+
 
 @pytest.fixture
 def umask_022():
