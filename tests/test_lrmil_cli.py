@@ -415,6 +415,18 @@ def test_an_out_whose_folder_cannot_be_made_is_one_line_and_exit_1_from_every_co
         assert _said_unwritable(result, nowhere, errno.ENOENT), (args, result.output)
 
 
+def test_a_missing_splits_csv_is_one_plain_line_naming_it(tmp_path):
+    """It was Python's "error: [Errno 2] No such file or directory: 'missing.csv'"."""
+    missing, features = tmp_path / "missing.csv", tmp_path / "features"
+    features.mkdir()
+    for args in [("train", "--features", features), ("distill", "--features", features, "--teacher-features",
+                                                      features, "--teacher", tmp_path / "teacher"),
+                 ("distill-patches", _png(tmp_path / "a.png"), "--mpp", 0.5)]:
+        result = _invoke(*args, "--splits", missing, "--out", tmp_path / "out")
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.splitlines()[-1] == (f"error: {missing}: cannot read the splits CSV "
+                                                  "(No such file or directory)"), (args, result.output)
+
 @pytest.fixture
 def umask_022():
     import os

@@ -17,7 +17,10 @@ def read_splits(path: str | Path, min_folds: int = 3) -> pd.DataFrame:
     """Read and check a splits CSV; labels are kept as strings so class names survive. Other columns are
     ignored, but for `case_id` (CLAM's): one case's slides must share a fold. Stage 1 needs only the fold it
     leaves out (`min_folds` 1), k-fold training a test, a validation and a training fold."""
-    table = _named(path, _trimmed(read_spreadsheet_csv(path, COLUMNS)))
+    try:
+        table = _named(path, _trimmed(read_spreadsheet_csv(path, COLUMNS)))
+    except OSError as exc:  # it was Python's "[Errno 2] No such file or directory: 'splits.csv'"
+        raise FileNotFoundError(f"{path}: cannot read the splits CSV ({exc.strerror})") from None
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
