@@ -12,9 +12,9 @@ Exit status:
   (OUT/errors.csv, metrics.json's left_out); distill-patches left out a slide or its 20x features (the .errors.csv and
   .json beside the weights).
 - 1: --out, or another file the run writes, cannot be written (read-only, full); one line names it.
-- 2: a usage or configuration error, refused before the work: a bad option, a file where --out's folder goes, an input
-  given by an option that is missing (--features, --splits, --model), as in `pulse`. A slide given as an argument
-  that is missing is a failed slide (1), as a recording is in `pulse analyze`.
+- 2: a usage or configuration error, refused before the work: a bad option, a file where --out's folder goes (a folder
+  where a weights file --out goes), an input given by an option that is missing (--features, --splits, --model), as in
+  `pulse`. A slide given as an argument that is missing is a failed slide (1), as a recording is in `pulse analyze`.
 """
 
 from __future__ import annotations
@@ -120,6 +120,19 @@ def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, over
             torch_device(device)
     except ValueError as exc:
         _fail(exc)
+
+
+def _weights_folder(out: Path) -> None:
+    """pretrain-encoder and distill-patches write their weights file after minutes of training: its folder is made
+    first, and a file in its way, or a folder at --out, is refused (2) rather than found once trained."""
+    from export.atomic import file_in_the_way
+
+    if blocker := file_in_the_way(out.parent):  # it was "somefile: File exists"
+        _fail(ValueError(f"{blocker}: a file, where --out's folder goes"))
+    if out.is_dir():
+        _fail(ValueError(f"{out}: a folder, where --out's weights file goes"))
+    with _one_line_errors():
+        out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _slides(inputs: list[Path], recursive: bool) -> list[Path]:
@@ -267,9 +280,9 @@ def pretrain_encoder(
     from lrmil.pretrain import pretrain
 
     _setup(threads)
+    _weights_folder(out)
     cfg = replace(_PRETRAIN, steps=steps, batch_size=batch_size, crop_px=crop_px, lr=lr, seed=seed)
     with _one_line_errors():
-        out.parent.mkdir(parents=True, exist_ok=True)  # its one write comes after minutes of training
         metrics = pretrain(cfg, _SYNTH, out)
     typer.echo(json.dumps(metrics))
 
@@ -313,6 +326,7 @@ def distill_patches(
     _setup(threads)
     _check_options(None, mpp, override_mpp, device)
     paths = _slides(slides, recursive)
+    _weights_folder(out)
     # the grid flags must be those --teacher-features were extracted with: the teacher's attention is per 20x
     # patch of that grid (a slide cut otherwise is refused)
     tissue, patch_cfg = _grid_configs(mask_mpp, min_saturation, exclude_ink, teacher_px, min_tissue)
@@ -321,7 +335,6 @@ def distill_patches(
                   max_parents_per_slide=max_parents, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                   device=device, mpp=mpp, override_mpp=override_mpp, tissue=tissue, patch=patch_cfg)
     with _one_line_errors(FileNotFoundError, KeyError, ValueError, SlideReadError):  # e.g. two slides of one id
-        out.parent.mkdir(parents=True, exist_ok=True)  # its weights are written only once trained
         metrics = distill_patch(cfg, paths, out, splits, teacher_mil, teacher_features)
     failed = len(metrics["left_out"])
     _report({**metrics, "failed": failed, "errors_csv": str(errors_file(out)) if failed else ""})

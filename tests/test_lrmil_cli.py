@@ -415,6 +415,28 @@ def test_an_out_whose_folder_cannot_be_made_is_one_line_and_exit_1_from_every_co
         assert _said_unwritable(result, nowhere, errno.ENOENT), (args, result.output)
 
 
+def test_a_weights_out_with_a_file_in_its_way_or_a_folder_at_it_is_refused_before_training(tmp_path, monkeypatch):
+    """`pretrain-encoder --out somefile/w.safetensors` said "somefile: File exists" (exit 1): true, but not what to
+    do; it is a usage error before any work, as a file in the way of a folder --out is. A folder at --out was
+    "w.safetensors: Is a directory" once trained."""
+    import lrmil.distill_patch
+    import lrmil.pretrain
+
+    trained = []
+    monkeypatch.setattr(lrmil.pretrain, "pretrain", lambda *args: trained.append("pretrain"))
+    monkeypatch.setattr(lrmil.distill_patch, "distill_patch", lambda *args: trained.append("distill-patches"))
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    for args in [("pretrain-encoder",), ("distill-patches", _png(tmp_path / "a.png"), "--mpp", 0.5)]:
+        result = _invoke(*args, "--out", taken / "w.safetensors")
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr == f"error: {taken}: a file, where --out's folder goes\n", (args, result.output)
+        result = _invoke(*args, "--out", tmp_path)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr == f"error: {tmp_path}: a folder, where --out's weights file goes\n", (args, result.output)
+    assert trained == []
+
+
 def test_a_missing_splits_csv_is_one_plain_line_naming_it(tmp_path):
     """It was Python's "error: [Errno 2] No such file or directory: 'missing.csv'"."""
     missing, features = tmp_path / "missing.csv", tmp_path / "features"
