@@ -103,7 +103,8 @@ def _changed_ns(path: Path) -> int:
 
 
 def _create_temporary(path: Path) -> tuple[Path, int]:
-    """A new file beside `path` (`.NAME.XXXX.tmp`), open for writing, made with its folder if need be."""
+    """A new file beside `path` (`.NAME.XXXX.tmp`), open for writing, made with its folder if need be; removed if a
+    Ctrl-C comes as it is made (Python raises it as os.open returns, and the caller would never get its name)."""
     # Not mkstemp: it creates files 0600, and outputs must get the user's usual permissions (umask).
     tmp = path.parent / name_within_limit(f".{path.name}", f".{secrets.token_hex(6)}.tmp")  # a name near the limit too
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -117,6 +118,9 @@ def _create_temporary(path: Path) -> tuple[Path, int]:
         if exc.filename == str(tmp):
             exc.filename = str(path)
         raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -124,8 +128,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path`."""
     path = Path(path)
     tmp, fd = _create_temporary(path)
-    os.close(fd)
     try:
+        os.close(fd)  # in the try: a Ctrl-C raised as it returns
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
