@@ -32,8 +32,8 @@ import soundfile as sf
 from export.files import unread_reason
 from pulse import audiomoth
 from pulse.mpeg import stated_start
-from pulse.pieced import (SAMPLE_BYTES, Pieced, PiecedSoundFile, padded_pieces, raw_pieces, riff_data_chunk,
-                          unpadded_chunk_ends, wav_data_past_its_header)
+from pulse.pieced import (SAMPLE_BYTES, HeldSoundFile, Pieced, PiecedSoundFile, padded_pieces, raw_pieces,
+                          riff_data_chunk, unpadded_chunk_ends, wav_data_past_its_header)
 from pulse.timestamps import time_expansion
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".w64", ".rf64", ".caf")
@@ -240,7 +240,7 @@ def _whole_file(path: str | Path, pads: tuple[int, ...]) -> sf.SoundFile:
     """The recording open as libsndfile reads it, with the pad bytes at `pads` put back."""
     if pads:
         return PiecedSoundFile(Pieced(path, padded_pieces(path, pads)))
-    return sf.SoundFile(sndfile_name(path))
+    return HeldSoundFile(sndfile_name(path))
 
 
 def stream_audio(path: str | Path, sample_rate: int, block_s: float, channel: int | None = None,
@@ -408,7 +408,7 @@ def _decodable_frames(path: str) -> tuple[int, str]:
     why decoding stopped short of the stream's end ("" if it did not). Damage in such a file ends it: finding
     where decoding resumes would take a seek per probe, and each seek decodes from the start."""
     frames = 0
-    with sf.SoundFile(sndfile_name(path)) as f:
+    with HeldSoundFile(sndfile_name(path)) as f:
         while True:
             block, stopped = _read_until_stopped(f, COUNT_BLOCK)
             frames += len(block)

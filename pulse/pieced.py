@@ -177,7 +177,19 @@ class Pieced(io.RawIOBase):
         super().close()
 
 
-class PiecedSoundFile(sf.SoundFile):
+class HeldSoundFile(sf.SoundFile):
+    """A SoundFile closed with Ctrl-C held (`ctrl_c_held`): soundfile forgets the file libsndfile freed only once
+    sf_close has returned, and a Ctrl-C raised as it returned left the freed file to be closed again (by the caller's
+    clean-up, or the garbage collector): the run aborted with "double free or corruption". Not held where there is
+    nothing to close (the garbage collector closing a file closed before), as a Ctrl-C raised there is lost."""
+
+    def close(self) -> None:
+        if not self.closed:
+            with ctrl_c_held():
+                super().close()
+
+
+class PiecedSoundFile(HeldSoundFile):
     """A SoundFile read from a `Pieced` file, which it closes with itself: soundfile leaves a file object it is given
     open, and the recording stayed open until the garbage collector came (on Windows, it could not be moved). Its
     header is read, and it is sought and read, with Ctrl-C held (`ctrl_c_held`): `pulse analyze` reads headers in its

@@ -50,7 +50,7 @@ from pulse.discovery import CLIPS_RECORD
 from pulse.io import (AudioInfo, AudioReadError, audio_info, libsndfile_reason, open_audio, read_frames,
                       readable_parts, sndfile_name)
 from pulse.journal import Journal
-from pulse.pieced import ctrl_c_held
+from pulse.pieced import HeldSoundFile, ctrl_c_held
 from pulse.model_names import model_band
 from pulse.writers import write_errors
 from pulse.writers.detections_csv import CSV_COLUMNS
@@ -366,10 +366,11 @@ class ClipCutter:
     def _kept_short(self, clip: Path, d: dict) -> bool:
         """Whether an earlier run's clip is shorter than asked for: cut again (and kept), to say which part it is."""
         try:
-            info = sf.info(sndfile_name(clip))
+            with HeldSoundFile(sndfile_name(clip)) as f:
+                frames, rate = f.frames, f.samplerate
         except (sf.LibsndfileError, RuntimeError):  # kept, as before: not this run's to judge
             return False
-        return info.frames < round(clip_length(d, self.seq_length) * info.samplerate) - 1
+        return frames < round(clip_length(d, self.seq_length) * rate) - 1
 
     def _open(self, path: Path) -> tuple[AudioInfo, str]:
         """The recording's info and sample format, unless the run's journal says its detections are not of the
