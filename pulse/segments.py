@@ -394,8 +394,9 @@ class ClipCutter:
         buffer = io.BytesIO()
         with ctrl_c_held():
             sf.write(buffer, audio, rate, format=self.audio_format, subtype=clip_subtype(subtype, self.audio_format))
-        write_bytes(target, buffer.getvalue())
-        self.summary.clips_written += 1
+        with ctrl_c_held():  # written and counted, or neither: one raised as the clip was moved in left it uncounted
+            write_bytes(target, buffer.getvalue())
+            self.summary.clips_written += 1
 
     def _write_failed(self, path: Path, d: dict, exc: OSError, plot: bool) -> None:
         """A clip or its plot not written, said as `_clip_failed` says it (not os.replace's "[Errno 21] ...: 'X' ->
