@@ -7,20 +7,19 @@ the detector's precision at that threshold, as BirdNET-Analyzer's segments are d
 `seq_length` is widened around its middle (shifted to stay inside the recording); one longer than
 MAX_CLIP_S keeps its first MAX_CLIP_S seconds (a run merged by --merge-consecutive can last hours).
 
-Clips are written atomically as `OUT/<Scientific name>/<confidence>_<recording>_<start>s.wav` (with a short
-hash of the path where two recordings of the table share a name); with `plots`, each gets a spectrogram beside
-it (`.png`, the detection boxed), to check by eye as well as by ear. `OUT/segments.json` records the settings and
-the table's hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table
-or other settings need another --out, so that one folder never mixes two draws. A recording that cannot be opened
-is one line and one row of
-`OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was analysed
-(another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`). A clip
-over a FLAC's damage is the part that reads holding most of the detection (`readable_part`), as analyze scored the
-audio around it; such a clip, or one a recording shorter than `seq_length` cuts short, is a `Shortened` row of
-errors.csv saying which part of the recording it is (also when a rerun keeps it); a clip none of whose detection
-can be read, or that cannot be written (a folder where it goes), is its own row; a full or read-only --out stops
-the run, keeping the clips cut and errors.csv so far, as Ctrl-C does (saying how many clips were written: the same
-command cuts the rest).
+Clips are written atomically as `OUT/<Scientific name>/<confidence>_<recording>_<start>s.wav` (with a short hash of
+the path where two recordings of the table share a name); with `plots`, each gets a spectrogram beside it (`.png`,
+the detection boxed), to check by eye as well as by ear. `OUT/segments.json` records the settings and the table's
+hash: a rerun with both the same keeps the clips it finds and adds what is missing; another table or other settings
+need another --out, so that one folder never mixes two draws. A recording that cannot be opened is one line and one
+row of `OUT/errors.csv`, and its other clips are not tried; so is one the run's journal says changed since it was
+analysed (another card's recording copied over it, say) or was read otherwise then (`pulse.analyze.read_otherwise`).
+A clip over a FLAC's damage is the part that reads holding most of the detection (`readable_part`), as analyze
+scored the audio around it; such a clip, or one a recording shorter than `seq_length` cuts short, is a `Shortened`
+row of errors.csv saying which part of the recording it is (also when a rerun keeps it); a clip none of whose
+detection can be read, or that cannot be written (a folder where it goes), is its own row; a full or read-only --out
+stops the run, keeping the clips cut and errors.csv so far, as Ctrl-C does (saying how many clips were written: the
+same command cuts the rest).
 """
 
 from __future__ import annotations
