@@ -13,8 +13,9 @@ Exit status:
   .json beside the weights).
 - 1: --out, or another file the run writes, cannot be written (read-only, full); one line names it.
 - 2: a usage or configuration error, refused before the work: a bad option, a file where --out's folder goes (a folder
-  where a weights file --out goes), an input given by an option that is missing (--features, --splits, --model), as in
-  `pulse`. A slide given as an argument that is missing is a failed slide (1), as a recording is in `pulse analyze`.
+  where a weights file --out goes), an input given by an option that is missing (--features, --teacher-features,
+  --splits, --model) or a file where a feature folder goes, as in `pulse`. A slide given as an argument that is
+  missing is a failed slide (1), as a recording is in `pulse analyze`.
 """
 
 from __future__ import annotations
@@ -103,14 +104,20 @@ def _one_line_errors(*usage: type[Exception]) -> Iterator[None]:
 
 
 def _check_options(out_folder: Optional[Path], mpp: Optional[float] = None, override_mpp: bool = False,
-                   device: Optional[str] = None) -> None:
-    """Options every slide would fail on are refused once, before the batch (exit status 2)."""
+                   device: Optional[str] = None, folders: Optional[dict[str, Optional[str | Path]]] = None) -> None:
+    """Options every slide would fail on are refused once, before the batch (exit status 2). `folders`: input
+    folders by option name (None: not given); a missing --features was one 'no feature file' line per slide of the
+    splits CSV, then 'the folder holds no .h5 files'."""
     from export.atomic import file_in_the_way
     from export.backends.torch_backend import torch_device
     from lrmil.slide import mpp_problem
 
     if out_folder is not None and (blocker := file_in_the_way(out_folder)):
         _fail(ValueError(f"{blocker}: --out must be a folder, and this is a file"))
+    for option, folder in (folders or {}).items():
+        if folder is not None and not Path(folder).is_dir():
+            problem = "must be a folder, and this is a file" if Path(folder).exists() else "folder not found"
+            _fail(ValueError(f"{folder}: {option} {problem}"))
     if override_mpp and mpp is None:
         _fail(ValueError("--override-mpp needs --mpp, the value that replaces every slide's metadata"))
     if mpp is not None and (problem := mpp_problem(mpp)):
@@ -324,7 +331,7 @@ def distill_patches(
     from lrmil.slide import SlideReadError
 
     _setup(threads)
-    _check_options(None, mpp, override_mpp, device)
+    _check_options(None, mpp, override_mpp, device, folders={"--teacher-features": teacher_features})
     paths = _slides(slides, recursive)
     _weights_folder(out)
     # the grid flags must be those --teacher-features were extracted with: the teacher's attention is per 20x
@@ -405,7 +412,7 @@ def train(
         features=str(features), splits=str(splits), out=str(out), folds=_folds(folds), epochs=epochs,
         patience=patience, lr=lr, weight_decay=weight_decay, seed=seed,
         model=_model_cfg(hidden_dim, attn_dim, drop_rate))
-    _check_options(Path(cfg.out))
+    _check_options(Path(cfg.out), folders={"--features": cfg.features})
     # logging_redirect_tqdm: a warning mid-run on its own line, not after the folds bar
     with _one_line_errors(FileNotFoundError, KeyError, ValueError), logging_redirect_tqdm():
         metrics = run_train(cfg)
@@ -455,7 +462,7 @@ def distill(
         out=str(out), folds=_folds(folds), w_ce=w_ce, w_logits=w_logits, w_attention=w_attention, w_topk=w_topk,
         temperature=temperature, topk=topk, epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
         seed=seed, model=_model_cfg(hidden_dim, attn_dim, drop_rate))
-    _check_options(Path(cfg.out))
+    _check_options(Path(cfg.out), folders={"--features": cfg.features, "--teacher-features": cfg.teacher_features})
     with _one_line_errors(FileNotFoundError, KeyError, ValueError), logging_redirect_tqdm():
         metrics = run_distill(cfg)
     _report_run(cfg.out, metrics)

@@ -449,6 +449,34 @@ def test_a_missing_splits_csv_is_one_plain_line_naming_it(tmp_path):
         assert result.stderr.splitlines()[-1] == (f"error: {missing}: cannot read the splits CSV "
                                                   "(No such file or directory)"), (args, result.output)
 
+
+def test_a_features_folder_that_is_missing_or_a_file_is_one_line_before_any_slide(tmp_path, monkeypatch):
+    """`train --features nofeats` said 'no feature file nofeats/s0.h5' for every slide of the splits CSV, then 'the
+    folder holds no .h5 files', of a folder that is not there."""
+    import lrmil.distill_patch
+    from lrmil.predict import demo_model_dir
+
+    features, splits, taken = tmp_path / "features", tmp_path / "splits.csv", tmp_path / "taken"
+    features.mkdir()
+    splits.write_text("slide_id,label,fold\n" + "".join(f"s{i},{['a', 'b'][i % 2]},{i % 3}\n" for i in range(6)))
+    taken.write_text("a file")
+    trained = []
+    monkeypatch.setattr(lrmil.distill_patch, "distill_patch", lambda *args: trained.append(args))
+    for bad, problem in [(tmp_path / "nofeats", "folder not found"), (taken, "must be a folder, and this is a file")]:
+        for option, args in [("--features", ("train", "--features", bad, "--splits", splits)),
+                             ("--features", ("distill", "--features", bad, "--teacher-features", features)),
+                             ("--teacher-features", ("distill", "--features", features, "--teacher-features", bad)),
+                             ("--teacher-features", ("distill-patches", _png(tmp_path / "a.png"), "--mpp", 0.5,
+                                                     "--teacher-mil", demo_model_dir() / "teacher_mil.safetensors",
+                                                     "--teacher-features", bad))]:
+            if args[0] == "distill":
+                args = (*args, "--teacher", tmp_path / "teacher", "--splits", splits)
+            result = _invoke(*args, "--out", tmp_path / "out" / "w.safetensors")
+            assert result.exit_code == 2, (args, result.output)
+            assert result.stderr == f"error: {bad}: {option} {problem}\n", (args, result.output)
+    assert trained == [] and not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def umask_022():
     import os
