@@ -269,8 +269,6 @@ def test_a_full_or_read_only_out_is_one_line_and_stops_the_batch(tmp_path, monke
     """A full disk was a per-slide error ('failed at patch: [Errno 28] No space left on device'), and every later
     slide was read (and, in extract and predict, encoded) only to fail alike; an --out on a read-only mount was a
     traceback. Both are now one line naming --out, exit status 1, with what was finished kept."""
-    import errno
-
     import lrmil.features
 
     slides = [_png(tmp_path / f"s{i}.png") for i in range(3)]
@@ -303,8 +301,6 @@ def test_a_full_or_read_only_out_is_one_line_and_stops_the_batch(tmp_path, monke
 def test_a_full_disk_elsewhere_is_named_as_itself_not_as_out(tmp_path, monkeypatch):
     """A full model cache or /tmp (ENOSPC on a file outside --out) was said as 'error: OUT: No space left on
     device; ... free some space', sending the user to clean the wrong disk."""
-    import errno
-
     import lrmil.features
 
     slides = [_png(tmp_path / f"s{i}.png") for i in range(2)]
@@ -321,8 +317,6 @@ def test_a_full_disk_elsewhere_is_named_as_itself_not_as_out(tmp_path, monkeypat
 
 def test_a_read_only_out_mid_batch_stops_saying_how_to_go_on(tmp_path, monkeypatch):
     """--out remounted read-only under a running batch: each later slide was read only to fail alike."""
-    import errno
-
     import lrmil.features
 
     slides = [_png(tmp_path / f"s{i}.png") for i in range(3)]
@@ -479,8 +473,6 @@ def test_a_features_folder_that_is_missing_or_a_file_is_one_line_before_any_slid
 
 @pytest.fixture
 def umask_022():
-    import os
-
     previous = os.umask(0o022)
     yield
     os.umask(previous)
