@@ -138,11 +138,11 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
     annotated = set(matched.values()) | listened
     summary.problems += [f"{file}: no selection table; no clips cut" for file in relative if file not in annotated]
     todo = set(matched.values()) | set(all_boxes["file"]) | (listened if background else set())
-    with stop_if_unwritable(out), exclusive(out, "pulse clips-from-annotations"):
+    cutter = ClipCutter(WINDOW_S, None, False, None, None, audio_format="FLAC")
+    targets = set()
+    with stop_if_unwritable(out), exclusive(out, "pulse clips-from-annotations"), cutter.saying_ctrl_c(out):
         write_json(out / ANNOTATION_CLIPS_RECORD, {"tables": sorted(map(str, tables)), "audio": str(audio_root),
                                                    "window_s": WINDOW_S, "background": background})
-        cutter = ClipCutter(WINDOW_S, None, False, None, None, audio_format="FLAC")
-        targets = set()
         try:
             with contextlib.closing(cutter.recordings), progress(sorted(todo), unit="recording") as recordings:
                 for file in recordings:
@@ -150,18 +150,16 @@ def clips_from_annotations(tables: list[Path], audio_root: Path, out: Path, back
                     for d, target in _plan(Path(file), relative[file], boxes, background, out, summary, cutter):
                         targets.add(target)
                         cutter.cut(d, target)
-        except KeyboardInterrupt:
-            cutter.interrupted(out)
-            raise
+            cutter.tried_all = True
         finally:  # also when the run stops (Ctrl-C, a full --out): what was said so far is kept
             write_errors(out / "errors.csv", cutter.errors)
             write_text(out / "problems.txt", "".join(f"{line}\n" for line in summary.problems))
+        if stale := sorted(p for p in out.glob("*/*.flac") if p not in targets):
+            log.warning("%d clip(s) in %s are of no box in these tables (an earlier run's, before the tables "
+                        "changed?), e.g. %s; pulse make-manifest would train on them: delete them, or cut into a new "
+                        "--out", len(stale), out, first_three([str(p) for p in stale]))
     summary.clips_written, summary.clips_kept = cutter.summary.clips_written, cutter.summary.clips_kept
     summary.clips_failed, summary.clips_shortened = cutter.summary.clips_failed, cutter.summary.clips_shortened
-    if stale := sorted(p for p in out.glob("*/*.flac") if p not in targets):
-        log.warning("%d clip(s) in %s are of no box in these tables (an earlier run's, before the tables changed?), "
-                    "e.g. %s; pulse make-manifest would train on them: delete them, or cut into a new --out",
-                    len(stale), out, first_three([str(p) for p in stale]))
     return summary
 
 

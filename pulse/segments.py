@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,25 +273,24 @@ def _cut_clips(detections: list[dict], table: Path, out: Path, cfg: SegmentConfi
     if with_settings.is_file() and read_json(with_settings) != record:
         raise ValueError(f"{out}: holds clips cut from other results or with other settings ({with_settings}); "
                          "use another --out, so that one folder holds one draw")
-    write_json(with_settings, record)
     journal = Journal(table.parent / ".pulse" / "journal", "")  # the run's record of what it analysed, if beside it
     chosen = choose(detections, cfg)
     # In recording order (see _Recordings); the names, and so what a rerun finds, do not depend on it.
     todo = sorted(zip(chosen, clip_names(detections, chosen)), key=lambda pair: (pair[0]["file"], pair[0]["start_s"]))
     cutter = ClipCutter(cfg.seq_length, root, plots, band, journal)
-    try:
-        with contextlib.closing(cutter.recordings), progress(todo, unit="clip") as clips:
-            for d, name in clips:
-                cutter.cut(d, out / name)
-    except KeyboardInterrupt:
-        cutter.interrupted(out)
-        raise
-    finally:  # also when the run stops (Ctrl-C, a full --out): what was said of the clips so far is kept
-        write_errors(out / "errors.csv", cutter.errors)
-    cutter.summary.files_failed = len(cutter.unopened)
-    if any(not Path(f).is_absolute() for f in cutter.unopened):
-        log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "
-                    "give --audio-root", root or "not recorded")
+    with cutter.saying_ctrl_c(out):  # from segments.json on: before the first clip or after the last too
+        write_json(with_settings, record)
+        try:
+            with contextlib.closing(cutter.recordings), progress(todo, unit="clip") as clips:
+                for d, name in clips:
+                    cutter.cut(d, out / name)
+            cutter.tried_all = True
+        finally:  # also when the run stops (Ctrl-C, a full --out): what was said of the clips so far is kept
+            write_errors(out / "errors.csv", cutter.errors)
+        cutter.summary.files_failed = len(cutter.unopened)
+        if any(not Path(f).is_absolute() for f in cutter.unopened):
+            log.warning("detections.csv names recordings relative to where `pulse analyze` ran (%s); if they moved, "
+                        "give --audio-root", root or "not recorded")
     return cutter.summary
 
 
@@ -304,6 +304,7 @@ class ClipCutter:
         self.seq_length, self.root, self.plots, self.band = seq_length, root, plots, band
         self.journal, self.audio_format, self.recordings = journal, audio_format, _Recordings()
         self.summary, self.errors, self.unopened = Summary(), [], set()
+        self.tried_all = False  # every clip cut, kept or failed: only what is said of them is left to write
 
     def cut(self, d: dict, target: Path) -> None:
         """Detection `d`'s clip at `target` (and its plot): kept from an earlier run, written, or a row of
@@ -351,16 +352,25 @@ class ClipCutter:
             return
         if plot is not None and not plot.is_file():
             try:
-                clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot, self.band)
-                self.summary.plots_written += 1
+                with ctrl_c_held():  # written and counted, or neither, as a clip is
+                    clip_plot(audio, info.sample_rate, first / info.sample_rate, d, plot, self.band)
+                    self.summary.plots_written += 1
             except OSError as exc:
                 self._write_failed(path, d, exc, plot=True)
 
-    def interrupted(self, out: Path) -> None:
-        """Ctrl-C: one line of what is done, as `pulse analyze` says it; finished clips are kept, and only whole
-        ones are there (written atomically), so the same command cuts the rest."""
-        log.warning("interrupted: %d clip(s) written, %d kept from an earlier run, in %s; run the same command "
-                    "again to cut the rest", self.summary.clips_written, self.summary.clips_kept, out)
+    @contextlib.contextmanager
+    def saying_ctrl_c(self, out: Path) -> Iterator[None]:
+        """Ctrl-C in the block: one line of what is done, as `pulse analyze` says it; finished clips are kept, and
+        only whole ones are there (written atomically), so the same command cuts the rest."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            plots = f"{self.summary.plots_written} plot(s) written, " if self.plots else ""
+            rest = ("every clip was tried: run the same command again for the summary" if self.tried_all else
+                    "run the same command again to cut the rest")
+            log.warning("interrupted: %d clip(s) written, %d kept from an earlier run, %sin %s; %s",
+                        self.summary.clips_written, self.summary.clips_kept, plots, out, rest)
+            raise
 
     def _kept_short(self, clip: Path, d: dict) -> bool:
         """Whether an earlier run's clip is shorter than asked for: cut again (and kept), to say which part it is."""

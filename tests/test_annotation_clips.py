@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from pulse import annotation_clips
 from pulse.annotation_clips import pieces, unboxed
 from pulse.cli import app
 from tests.test_assess import _table
@@ -297,3 +298,27 @@ def test_pulse_analyze_tables_give_folders_of_the_species_scientific_name(tmp_pa
     assert made.exit_code == 0, made.output
     assert sorted(set(pd.read_csv(tmp_path / "m.csv")["species"])) == [
         "Chorthippus biguttulus", "Gryllus campestris", "decticus verrucivorus"]
+
+
+def test_ctrl_c_once_the_folder_is_set_up_or_after_the_last_clip_is_said(field, tmp_path, monkeypatch, caplog):
+    """A Ctrl-C raised as the run's record was written (before the first clip) or as problems.txt was (after the
+    last) ended the run with exit status 130 and no word."""
+    root, _ = field
+    for name, stage in (("write_json", "before"), ("write_text", "after")):
+        write = getattr(annotation_clips, name)
+
+        def ctrl_c_as_it_returns(*args, write=write):
+            write(*args)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(annotation_clips, name, ctrl_c_as_it_returns)
+        out = tmp_path / stage
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cut(root, out).exit_code == 130
+        monkeypatch.undo()
+        clips = len(list(out.rglob("*.flac")))
+        said = ("run the same command again to cut the rest" if stage == "before" else
+                "every clip was tried: run the same command again for the summary")
+        assert (clips == 0) == (stage == "before")
+        assert f"interrupted: {clips} clip(s) written, 0 kept from an earlier run, in {out}; {said}" in caplog.text

@@ -794,3 +794,49 @@ def test_a_clip_over_the_damage_in_a_flac_is_the_part_that_reads_and_none_where_
         f"the clip is the {resumed / rate:.2f}-{(damage[0] + 3.1):.2f} s that read")
     assert row.stage == "clip" and "Error :" not in row.message
     assert re.fullmatch(r"[\d.]+-[\d.]+ s: damaged or cut short here \(.+\): no clip", row.message)
+
+
+def test_ctrl_c_once_the_folder_is_set_up_or_after_the_last_clip_is_said(run, monkeypatch, caplog):
+    """A Ctrl-C raised as segments.json was written (before the first clip) or as errors.csv was (after the last)
+    ended the run with exit status 130 and no word (11 of about 730 runs interrupted, bench/ctrl_c_stress.py)."""
+    command = ["segments", str(run / "out"), "--out", str(run / "clips")]
+    for module_name, stage in (("write_json", "before"), ("write_errors", "after")):
+        write = getattr(segments, module_name)
+
+        def ctrl_c_as_it_returns(*args, write=write):
+            write(*args)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(segments, module_name, ctrl_c_as_it_returns)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert CliRunner().invoke(app, command).exit_code == 130
+        monkeypatch.undo()
+        clips = len(list((run / "clips").rglob("*.wav")))
+        if stage == "before":
+            assert clips == 0 and (f"interrupted: 0 clip(s) written, 0 kept from an earlier run, in {run / 'clips'}; "
+                                   "run the same command again to cut the rest") in caplog.text
+        else:
+            assert clips and (f"interrupted: {clips} clip(s) written, 0 kept from an earlier run, in {run / 'clips'}; "
+                              "every clip was tried: run the same command again for the summary") in caplog.text
+
+
+def test_ctrl_c_as_a_plot_is_moved_into_place_counts_it(run, monkeypatch, caplog):
+    """A plot moved into place as Ctrl-C came was left uncounted, as a clip was; the interrupted line now counts
+    plots too."""
+    import signal
+
+    replace = os.replace
+
+    def ctrl_c_as_it_returns(src, dst):
+        replace(src, dst)
+        if str(dst).endswith(".png"):
+            monkeypatch.setattr(os, "replace", replace)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_as_it_returns)
+    with caplog.at_level(logging.WARNING):
+        command = ["segments", str(run / "out"), "--out", str(run / "clips"), "--plots"]
+        assert CliRunner().invoke(app, command).exit_code == 130
+    assert "interrupted: 1 clip(s) written, 0 kept from an earlier run, 1 plot(s) written" in caplog.text
+    assert len(list((run / "clips").rglob("*.png"))) == 1
