@@ -130,3 +130,20 @@ def unlistable(monkeypatch):
         monkeypatch.setattr(os, "scandir", refusing)
 
     return refuse
+
+
+@pytest.fixture
+def ctrl_c_after(monkeypatch):
+    """Call with a module and the name of a function it calls: the function then does its work and Ctrl-C comes as
+    it returns, as Python raises a Ctrl-C that came during a system call."""
+
+    def after(module, name: str) -> None:
+        work = getattr(module, name)
+
+        def ctrl_c_as_it_returns(*args, **kwargs):
+            work(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(module, name, ctrl_c_as_it_returns)
+
+    return after

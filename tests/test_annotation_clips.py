@@ -300,18 +300,13 @@ def test_pulse_analyze_tables_give_folders_of_the_species_scientific_name(tmp_pa
         "Chorthippus biguttulus", "Gryllus campestris", "decticus verrucivorus"]
 
 
-def test_ctrl_c_once_the_folder_is_set_up_or_after_the_last_clip_is_said(field, tmp_path, monkeypatch, caplog):
+def test_ctrl_c_once_the_folder_is_set_up_or_after_the_last_clip_is_said(field, tmp_path, monkeypatch, caplog,
+                                                                           ctrl_c_after):
     """A Ctrl-C raised as the run's record was written (before the first clip) or as problems.txt was (after the
     last) ended the run with exit status 130 and no word."""
     root, _ = field
     for name, stage in (("write_json", "before"), ("write_text", "after")):
-        write = getattr(annotation_clips, name)
-
-        def ctrl_c_as_it_returns(*args, write=write):
-            write(*args)
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(annotation_clips, name, ctrl_c_as_it_returns)
+        ctrl_c_after(annotation_clips, name)
         out = tmp_path / stage
         caplog.clear()
         with caplog.at_level(logging.WARNING):

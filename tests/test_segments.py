@@ -801,18 +801,12 @@ def test_a_clip_over_the_damage_in_a_flac_is_the_part_that_reads_and_none_where_
     assert re.fullmatch(r"[\d.]+-[\d.]+ s: damaged or cut short here \(.+\): no clip", row.message)
 
 
-def test_ctrl_c_once_the_folder_is_set_up_or_after_the_last_clip_is_said(run, monkeypatch, caplog):
+def test_ctrl_c_once_the_folder_is_set_up_or_after_the_last_clip_is_said(run, monkeypatch, caplog, ctrl_c_after):
     """A Ctrl-C raised as segments.json was written (before the first clip) or as errors.csv was (after the last)
     ended the run with exit status 130 and no word (11 of about 730 runs interrupted, bench/ctrl_c_stress.py)."""
     command = ["segments", str(run / "out"), "--out", str(run / "clips")]
     for module_name, stage in (("write_json", "before"), ("write_errors", "after")):
-        write = getattr(segments, module_name)
-
-        def ctrl_c_as_it_returns(*args, write=write):
-            write(*args)
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(segments, module_name, ctrl_c_as_it_returns)
+        ctrl_c_after(segments, module_name)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             assert CliRunner().invoke(app, command).exit_code == 130
