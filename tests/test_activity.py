@@ -47,6 +47,19 @@ def _table(folder) -> pd.DataFrame:
     return pd.read_csv(folder / "activity.csv", keep_default_na=False)
 
 
+def _hours_of_cards(tmp_path, *option_sets: list[str]) -> dict[tuple[str, ...], list[tuple[str, int]]]:
+    """`pulse analyze` over tmp_path/cards, then `pulse activity` with each set of options: its (date, hour) pairs."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["analyze", str(tmp_path / "cards"), "--out", str(tmp_path / "out")]).exit_code == 0
+    hours = {}
+    for options in option_sets:
+        result = runner.invoke(app, ["activity", str(tmp_path / "out"), *options])
+        assert result.exit_code == 0, result.output
+        table = _table(tmp_path / "out")
+        hours[tuple(options)] = sorted(set(zip(table["date"], table["hour"])))
+    return hours
+
+
 def test_effort_is_every_analysed_recordings_audio_per_clock_hour(run):
     result = CliRunner().invoke(app, ["activity", str(run / "out")])
     assert result.exit_code == 0, result.output
@@ -186,14 +199,7 @@ def test_an_offset_the_file_gives_wins_over_the_clock_zone(shared_data, tmp_path
     (tmp_path / "cards").mkdir()
     for name in ("20250701_213000.WAV", "20250701T233000+0200_REC.flac", "20250702T073000+1000_REC.flac"):
         sf.write(tmp_path / "cards" / name, audio, rate)
-    runner = CliRunner()
-    assert runner.invoke(app, ["analyze", str(tmp_path / "cards"), "--out", str(tmp_path / "out")]).exit_code == 0
-    hours = {}
-    for options in ([], ["--timezone", "Europe/Berlin"], ["--clock-timezone", "Australia/Brisbane"]):
-        result = runner.invoke(app, ["activity", str(tmp_path / "out"), *options])
-        assert result.exit_code == 0, result.output
-        table = _table(tmp_path / "out")
-        hours[tuple(options)] = sorted(set(zip(table["date"], table["hour"])))
+    hours = _hours_of_cards(tmp_path, [], ["--timezone", "Europe/Berlin"], ["--clock-timezone", "Australia/Brisbane"])
     assert hours[()] == [("2025-07-01", 21), ("2025-07-01", 23), ("2025-07-02", 7)]
     assert hours["--timezone", "Europe/Berlin"] == [("2025-07-01", 23)]
     assert hours["--clock-timezone", "Australia/Brisbane"] == [("2025-07-01", 21), ("2025-07-02", 7)]
@@ -210,14 +216,7 @@ def test_an_audiomoths_comment_gives_its_clocks_offset_and_the_clock_zone_is_for
         comment = (f"Recorded at {name[9:11]}:00:00 {name[6:8]}/{name[4:6]}/{name[:4]} ({zone}) by AudioMoth "
                    "24F319055FDF2F5B at medium gain while battery was 4.2V and temperature was 15.2C.")
         audiomoth_wav(tmp_path / "cards" / name, audio, comment.encode() if zone else b"", rate)
-    runner = CliRunner()
-    assert runner.invoke(app, ["analyze", str(tmp_path / "cards"), "--out", str(tmp_path / "out")]).exit_code == 0
-    hours = {}
-    for options in ([], ["--timezone", "UTC"], ["--clock-timezone", "Asia/Tokyo"]):
-        result = runner.invoke(app, ["activity", str(tmp_path / "out"), *options])
-        assert result.exit_code == 0, result.output
-        table = _table(tmp_path / "out")
-        hours[tuple(options)] = sorted(set(zip(table["date"], table["hour"])))
+    hours = _hours_of_cards(tmp_path, [], ["--timezone", "UTC"], ["--clock-timezone", "Asia/Tokyo"])
     assert hours[()] == [("2022-02-24", 21), ("2022-02-24", 23), ("2022-02-25", 3), ("2022-02-25", 7)]  # as named
     # 21:00 at UTC+1 is 20:00 UTC, 23:00 at UTC+5:30 17:30 UTC; 07:00, no offset stated, taken for UTC
     assert hours["--timezone", "UTC"] == [("2022-02-24", 17), ("2022-02-24", 20), ("2022-02-25", 3),
